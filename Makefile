@@ -1,0 +1,68 @@
+# spugate: `make help` lists the targets. Everything runs as root on Debian 12
+# (the lab needs network namespaces, the data plane BPF and AF_XDP).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+# Under 40 minutes on 2 cores for the whole suite; a hung test fails the run.
+TEST_TIMEOUT ?= 35m
+TESTFLAGS ?=
+PKGS ?= ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-zA-Z_-]*:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install the Debian packages tests, demo and benchmarks need (idempotent)
+	@deploy/deps.sh
+
+.PHONY: build
+build: ## Build every binary into bin/
+	@mkdir -p bin
+	$(GO) build -o bin/ $$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v /internal/)
+
+.PHONY: generate
+generate: deps ## Regenerate the bpf2go outputs from bpf/*.c (clang 14)
+	$(GO) generate ./bpf/...
+
+.PHONY: check-generate
+check-generate: generate ## Fail if the committed bpf2go outputs differ from bpf/*.c
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go outputs are stale: run 'make generate' and commit them" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- bpf/)" || { git status --short -- bpf/; echo "bpf/ has uncommitted generated files" >&2; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+.PHONY: test
+test: deps ## Every test: unit, privileged (root) and interop with strongSwan
+	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+
+.PHONY: test-unit
+test-unit: ## Unit tests only: no privilege, no packages to install
+	$(GO) test -json -count=1 -skip '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+
+.PHONY: test-privileged
+test-privileged: deps ## Only the privileged tests (lab, BPF, AF_XDP, interop)
+	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) -run '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+
+.PHONY: bench-smoke
+bench-smoke: ## Run every go benchmark once, so none rots
+	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS) >/dev/null
+
+.PHONY: demo
+demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traffic, summarise
+	bin/spudemo
+
+.PHONY: bench
+bench: deps build ## The standard benchmark set (bench/), results under bench/results/
+	@if [ -x bin/spubench ]; then bin/spubench; else echo "make bench: bench/ has no harness yet (issue 9)"; exit 1; fi
+
+.PHONY: clean
+clean: ## Remove bin/
+	rm -rf bin
