@@ -1,0 +1,334 @@
+// Package api is the SA API between iked (and spuctl) and spud: a unix
+// socket, root only (mode 0600, and the peer's credentials are checked),
+// carrying length-prefixed, versioned messages.
+//
+// # Wire format (version 1)
+//
+// Every message is a 4-byte big-endian length N (at most MaxMessage) followed
+// by N bytes of one JSON object:
+//
+//	request   {"v":1, "id":7, "op":"sa.add", "body":{...}}
+//	response  {"v":1, "id":7, "ok":true, "body":{...}}
+//	          {"v":1, "id":7, "ok":false, "error":"sa spi 0x0000c001: exists"}
+//	event     {"v":1, "event":"lifetime.soft", "body":{...}}   (id absent)
+//
+// A client may send several requests before reading responses; responses
+// carry the request's id and come in order. Events are sent only to
+// connections that asked for them with events.subscribe, between responses,
+// never inside one. A request with an unknown op or a version the server
+// does not speak gets an error response; a malformed frame closes the
+// connection.
+//
+// Operations and their bodies: see the Op* constants and the request and
+// reply types next to them. Keys travel in the clear over this socket,
+// which is why only root may open it; dumps redact them unless asked by a
+// client that requests keys for a resync (sa.dump with keys:true).
+package api
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxMessage bounds one message; a dump larger than this is paged.
+const MaxMessage = 16 << 20
+
+// Operations.
+const (
+	OpHello      = "hello"            // HelloRequest -> HelloReply
+	OpSPIAlloc   = "spi.alloc"        // SPIAllocRequest -> SPIAllocReply
+	OpSAAdd      = "sa.add"           // SA -> nothing
+	OpSAUpdate   = "sa.update"        // SAUpdate -> nothing
+	OpSADel      = "sa.del"           // SAID -> nothing
+	OpSADump     = "sa.dump"          // DumpRequest -> SADump
+	OpPolicyAdd  = "policy.add"       // Policy -> PolicyAddReply
+	OpPolicyDel  = "policy.del"       // PolicyID -> nothing
+	OpPolicyDump = "policy.dump"      // DumpRequest -> PolicyDump
+	OpStats      = "stats"            // nothing -> Stats
+	OpSPUList    = "spu.list"         // nothing -> SPUList
+	OpSPUMapSet  = "spu.map.set"      // SPUMap -> nothing
+	OpSPUDrain   = "spu.drain"        // SPURequest -> SPUList
+	OpSPUAdd     = "spu.add"          // SPURequest -> SPUList
+	OpSubscribe  = "events.subscribe" // nothing -> nothing; events follow
+)
+
+// Event kinds.
+const (
+	EventSoftLifetime = "lifetime.soft" // SAEvent: soft byte/packet limit reached; rekey
+	EventHardLifetime = "lifetime.hard" // SAEvent: hard limit reached; the SA no longer passes traffic
+	EventSeqNear      = "seq.near"      // SAEvent: sequence numbers nearly exhausted; rekey now
+	EventAcquire      = "acquire"       // Acquire: cleartext matched a policy with no SA
+	EventSPUFailed    = "spu.failed"    // SPUEvent: an SPU was declared failed and its logical SPUs moved
+	EventLost         = "events.lost"   // LostEvents: the subscriber was too slow; some were dropped
+)
+
+// Message is one frame on the socket.
+type Message struct {
+	V     int             `json:"v"`
+	ID    uint64          `json:"id,omitempty"`
+	Op    string          `json:"op,omitempty"`
+	OK    bool            `json:"ok,omitempty"`
+	Error string          `json:"error,omitempty"`
+	Event string          `json:"event,omitempty"`
+	Body  json.RawMessage `json:"body,omitempty"`
+}
+
+// HelloRequest opens a session.
+type HelloRequest struct {
+	Client string `json:"client"` // e.g. "iked 0.1", for spud's log
+}
+
+// HelloReply describes the data plane: what iked needs to anchor IKE SAs on
+// the same SPUs as their Child SAs.
+type HelloReply struct {
+	Version    int         `json:"version"`
+	Server     string      `json:"server"`
+	Logical    int         `json:"logical"`    // L, the number of logical SPUs
+	SPUs       []int       `json:"spus"`       // physical SPU ids in service
+	AnchorKey  []byte      `json:"anchor_key"` // SipHash key of the anchor function
+	Map        []int       `json:"map"`        // logical -> physical SPU
+	MapGen     uint64      `json:"map_gen"`    // bumped on every map change
+	Interfaces []Interface `json:"interfaces"`
+}
+
+// Interface is a data-plane interface.
+type Interface struct {
+	Name      string `json:"name"`
+	Ifindex   int    `json:"ifindex"`
+	Protected bool   `json:"protected"` // cleartext side
+	Queues    int    `json:"queues"`
+	XDPMode   string `json:"xdp_mode"` // native or generic
+	XSKMode   string `json:"xsk_mode"` // copy or zerocopy
+}
+
+// SPIAllocRequest asks for an unused inbound SPI anchored on the tunnel
+// between Local and Remote.
+type SPIAllocRequest struct {
+	Local  netip.Addr `json:"local"`
+	Remote netip.Addr `json:"remote"`
+}
+
+// SPIAllocReply is the SPI, reserved until an SA takes it or Expires passes.
+type SPIAllocReply struct {
+	SPI     uint32 `json:"spi"`
+	Logical int    `json:"logical"`
+	SPU     int    `json:"spu"`
+}
+
+// SAID names an installed SA.
+type SAID struct {
+	SPI uint32 `json:"spi"`
+	Dir Dir    `json:"dir"`
+	// Remote disambiguates outbound SPIs, which the peer chose.
+	Remote netip.Addr `json:"remote,omitempty"`
+}
+
+// SAUpdate changes what may change on a live SA: the peer's address and
+// port after its NAT mapping changed, and lifetimes.
+type SAUpdate struct {
+	SAID
+	Remote   netip.Addr `json:"new_remote,omitempty"`
+	Encap    *Encap     `json:"encap,omitempty"`
+	Lifetime *Lifetime  `json:"lifetime,omitempty"`
+}
+
+// DumpRequest asks for every SA or policy.
+type DumpRequest struct {
+	Keys bool `json:"keys,omitempty"` // include key material (iked's resync)
+}
+
+// SAState is an installed SA with its live state.
+type SAState struct {
+	SA
+	Logical int     `json:"logical"`
+	SPU     int     `json:"spu"`
+	Active  bool    `json:"active"` // outbound: the one its policies use now
+	Stats   SAStats `json:"stats"`
+}
+
+// SAStats are an SA's counters.
+type SAStats struct {
+	Packets uint64            `json:"packets"`
+	Bytes   uint64            `json:"bytes"`
+	Seq     uint64            `json:"seq"` // last sent (out) or highest received (in)
+	Drops   map[string]uint64 `json:"drops,omitempty"`
+}
+
+// SADump is the reply to sa.dump.
+type SADump struct {
+	SAs []SAState `json:"sas"`
+}
+
+// PolicyAddReply gives the policy's id.
+type PolicyAddReply struct {
+	ID      uint32 `json:"id"`
+	Logical int    `json:"logical"`
+	SPU     int    `json:"spu"`
+}
+
+// PolicyID names a policy.
+type PolicyID struct {
+	ID uint32 `json:"id"`
+}
+
+// PolicyState is an installed policy with its counters.
+type PolicyState struct {
+	Policy
+	Logical  int    `json:"logical"`
+	SPU      int    `json:"spu"`
+	Packets  uint64 `json:"packets"`
+	Acquires uint64 `json:"acquires"`
+	OutSPI   uint32 `json:"out_spi,omitempty"` // the outbound SA in use, 0 if none
+}
+
+// PolicyDump is the reply to policy.dump.
+type PolicyDump struct {
+	Policies []PolicyState `json:"policies"`
+}
+
+// Stats are the data plane's counters.
+type Stats struct {
+	SPUs    []SPUStats        `json:"spus"`
+	Drops   map[string]uint64 `json:"drops"` // by reason, summed over SPUs
+	XDP     map[string]uint64 `json:"xdp"`   // steering verdicts, summed over CPUs
+	Sockets []SocketStats     `json:"sockets"`
+}
+
+// SPUStats are one SPU's counters.
+type SPUStats struct {
+	ID          int               `json:"id"`
+	CPU         int               `json:"cpu"`
+	RxPackets   uint64            `json:"rx_packets"`
+	TxPackets   uint64            `json:"tx_packets"`
+	Encap       uint64            `json:"encap"`
+	Decap       uint64            `json:"decap"`
+	HandoffOut  uint64            `json:"handoff_out"`  // frames passed to their anchor SPU
+	HandoffIn   uint64            `json:"handoff_in"`   // frames received from other SPUs
+	HandoffFull uint64            `json:"handoff_full"` // dropped: the anchor's ring was full
+	Bypass      uint64            `json:"bypass"`
+	Drops       map[string]uint64 `json:"drops,omitempty"`
+	SAs         int               `json:"sas"`
+	Policies    int               `json:"policies"`
+	Busy        float64           `json:"busy"` // share of time spent on packets, recent
+}
+
+// SocketStats are one AF_XDP socket's counters.
+type SocketStats struct {
+	Interface string `json:"interface"`
+	Queue     int    `json:"queue"`
+	SPU       int    `json:"spu"`
+	Rx        uint64 `json:"rx"`
+	Tx        uint64 `json:"tx"`
+	RxDropped uint64 `json:"rx_dropped"`
+	FillEmpty uint64 `json:"fill_empty"`
+	TxFull    uint64 `json:"tx_full"`
+}
+
+// SPUList is the reply to spu.list, drain and add.
+type SPUList struct {
+	Logical int       `json:"logical"`
+	Map     []int     `json:"map"`
+	MapGen  uint64    `json:"map_gen"`
+	SPUs    []SPUInfo `json:"spus"`
+}
+
+// SPUInfo describes a physical SPU.
+type SPUInfo struct {
+	ID       int     `json:"id"`
+	CPU      int     `json:"cpu"`
+	State    string  `json:"state"` // active, drained, failed
+	Logical  []int   `json:"logical"`
+	Tunnels  int     `json:"tunnels"`
+	SAs      int     `json:"sas"`
+	Policies int     `json:"policies"`
+	Busy     float64 `json:"busy"`
+}
+
+// SPUMap sets the logical -> physical map wholesale.
+type SPUMap struct {
+	Map []int `json:"map"`
+}
+
+// SPURequest names a physical SPU.
+type SPURequest struct {
+	ID int `json:"id"`
+}
+
+// SAEvent reports a lifetime or sequence-number event of an SA.
+type SAEvent struct {
+	SAID
+	ReqID   uint32 `json:"reqid"`
+	Name    string `json:"name,omitempty"`
+	Bytes   uint64 `json:"bytes"`
+	Packets uint64 `json:"packets"`
+}
+
+// Acquire asks the control plane for an SA: cleartext matched a protect
+// policy that has no outbound SA.
+type Acquire struct {
+	PolicyID uint32     `json:"policy_id"`
+	ReqID    uint32     `json:"reqid"`
+	Src      netip.Addr `json:"src"`
+	Dst      netip.Addr `json:"dst"`
+	Proto    uint8      `json:"proto"`
+}
+
+// SPUEvent reports an SPU failure.
+type SPUEvent struct {
+	ID     int    `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// LostEvents says how many events a slow subscriber missed.
+type LostEvents struct {
+	Count uint64 `json:"count"`
+}
+
+// WriteMessage writes one frame.
+func WriteMessage(w io.Writer, m *Message) error {
+	m.V = Version
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("api: encode %s: %w", m.Op, err)
+	}
+	if len(b) > MaxMessage {
+		return fmt.Errorf("api: message of %d bytes exceeds %d", len(b), MaxMessage)
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMessage reads one frame. A length over MaxMessage, a short frame or
+// bad JSON is an error after which the stream cannot be trusted.
+func ReadMessage(r io.Reader) (*Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxMessage {
+		return nil, fmt.Errorf("api: frame length %d out of range (1..%d)", n, MaxMessage)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("api: frame of %d bytes: %w", n, err)
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("api: frame is not a message: %w", err)
+	}
+	return &m, nil
+}

@@ -1,0 +1,304 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// HandlerFunc serves one operation: body is the request's body (possibly
+// empty); the returned value, if not nil, becomes the response's body.
+type HandlerFunc func(body json.RawMessage) (any, error)
+
+// Server serves the SA API on a unix socket.
+type Server struct {
+	Log *slog.Logger
+
+	mu       sync.Mutex
+	handlers map[string]HandlerFunc
+	ln       *net.UnixListener
+	conns    map[*serverConn]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+
+	// AllowUID, when >= 0, is a uid besides root allowed to connect (tests
+	// run the client as the same uid as the server).
+	AllowUID int
+}
+
+// eventQueue bounds what a slow subscriber can pin.
+const eventQueue = 4096
+
+type serverConn struct {
+	c          *net.UnixConn
+	out        chan *Message
+	subscribed atomic.Bool
+	lost       atomic.Uint64
+	done       chan struct{}
+}
+
+// NewServer returns a server with no handlers but events.subscribe.
+func NewServer(log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{Log: log, handlers: map[string]HandlerFunc{}, conns: map[*serverConn]struct{}{}, AllowUID: -1}
+}
+
+// Handle registers the handler of op.
+func (s *Server) Handle(op string, h HandlerFunc) {
+	s.mu.Lock()
+	s.handlers[op] = h
+	s.mu.Unlock()
+}
+
+// Listen creates the socket at path, mode 0600, replacing a stale one (a
+// socket file nobody answers on); it refuses to replace a live one.
+func (s *Server) Listen(path string) error {
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("api: %s: another server is listening", path)
+	}
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("api: remove stale %s: %w", path, err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("api: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("api: chmod %s: %w", path, err)
+	}
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	return nil
+}
+
+// Serve accepts connections until Close.
+func (s *Server) Serve() error {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return nil
+			}
+			return fmt.Errorf("api: accept: %w", err)
+		}
+		if err := s.checkPeer(c); err != nil {
+			s.Log.Warn("api: refused connection", "err", err)
+			c.Close()
+			continue
+		}
+		sc := &serverConn{c: c, out: make(chan *Message, eventQueue), done: make(chan struct{})}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return nil
+		}
+		s.conns[sc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(2)
+		go s.writeLoop(sc)
+		go s.readLoop(sc)
+	}
+}
+
+func (s *Server) checkPeer(c *net.UnixConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil {
+		return fmt.Errorf("peer credentials: %w", cerr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != s.AllowUID {
+		return fmt.Errorf("peer pid %d uid %d is not root", cred.Pid, cred.Uid)
+	}
+	return nil
+}
+
+func (s *Server) readLoop(sc *serverConn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, sc)
+		s.mu.Unlock()
+		close(sc.done)
+		sc.c.Close()
+	}()
+	r := bufio.NewReader(sc.c)
+	for {
+		m, err := ReadMessage(r)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
+				s.Log.Debug("api: connection closed", "err", err)
+			}
+			return
+		}
+		resp := s.dispatch(sc, m)
+		select {
+		case sc.out <- resp:
+		case <-sc.done:
+			return
+		}
+	}
+}
+
+func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
+	resp = &Message{ID: m.ID}
+	defer func() {
+		// A handler's bug must cost one request, not the daemon.
+		if r := recover(); r != nil {
+			s.Log.Error("api: handler panicked", "op", m.Op, "panic", r)
+			resp.OK, resp.Error, resp.Body = false, fmt.Sprintf("%s: internal error", m.Op), nil
+		}
+	}()
+	if m.V != Version {
+		resp.Error = fmt.Sprintf("protocol version %d not supported (server speaks %d)", m.V, Version)
+		return resp
+	}
+	if m.Op == OpSubscribe {
+		sc.subscribed.Store(true)
+		resp.OK = true
+		return resp
+	}
+	s.mu.Lock()
+	h := s.handlers[m.Op]
+	s.mu.Unlock()
+	if h == nil {
+		resp.Error = fmt.Sprintf("unknown operation %q", m.Op)
+		return resp
+	}
+	body, err := h(m.Body)
+	if err != nil {
+		resp.Error = err.Error()
+		return resp
+	}
+	resp.OK = true
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			resp.OK, resp.Error = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err)
+			return resp
+		}
+		resp.Body = b
+	}
+	return resp
+}
+
+func (s *Server) writeLoop(sc *serverConn) {
+	defer s.wg.Done()
+	w := bufio.NewWriter(sc.c)
+	for {
+		select {
+		case m := <-sc.out:
+			if err := WriteMessage(w, m); err != nil {
+				sc.c.Close()
+				return
+			}
+			// Batch what is already queued into one write.
+			for more := true; more; {
+				select {
+				case m := <-sc.out:
+					if err := WriteMessage(w, m); err != nil {
+						sc.c.Close()
+						return
+					}
+				default:
+					more = false
+				}
+			}
+			if n := sc.lost.Swap(0); n > 0 {
+				b, _ := json.Marshal(LostEvents{Count: n})
+				WriteMessage(w, &Message{Event: EventLost, Body: b})
+			}
+			if err := w.Flush(); err != nil {
+				sc.c.Close()
+				return
+			}
+		case <-sc.done:
+			return
+		}
+	}
+}
+
+// Publish sends an event to every subscribed connection. It never blocks:
+// a subscriber whose queue is full loses the event and is told how many it
+// lost.
+func (s *Server) Publish(event string, body any) {
+	b, err := json.Marshal(body)
+	if err != nil {
+		s.Log.Error("api: encode event", "event", event, "err", err)
+		return
+	}
+	m := &Message{Event: event, Body: b}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sc := range s.conns {
+		if !sc.subscribed.Load() {
+			continue
+		}
+		select {
+		case sc.out <- m:
+		default:
+			sc.lost.Add(1)
+		}
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var err error
+	if s.ln != nil {
+		err = s.ln.Close()
+	}
+	for sc := range s.conns {
+		sc.c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+// Decode unmarshals a request body strictly: unknown fields are errors, so
+// a typo in a client is not silently ignored.
+func Decode(body json.RawMessage, v any) error {
+	if len(body) == 0 {
+		return errors.New("missing request body")
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("bad request body: %w", err)
+	}
+	return nil
+}

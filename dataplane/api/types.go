@@ -1,0 +1,316 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Dir is the direction of an SA or a policy, seen from this gateway.
+type Dir string
+
+const (
+	In  Dir = "in"
+	Out Dir = "out"
+)
+
+// Mode is the IPsec mode of an SA.
+type Mode string
+
+const (
+	Tunnel    Mode = "tunnel"
+	Transport Mode = "transport"
+)
+
+// Suites the data plane implements, named as in strongSwan's ESP proposals.
+const (
+	SuiteAES128GCM16      = "aes128gcm16"
+	SuiteAES256GCM16      = "aes256gcm16"
+	SuiteChaCha20Poly1305 = "chacha20poly1305"
+	SuiteAES128SHA256     = "aes128-sha256"
+	SuiteAES256SHA256     = "aes256-sha256"
+)
+
+// SuiteKeyLen returns the encryption key length (with the 4-byte salt of the
+// AEADs) and the integrity key length of a suite, or ok false.
+func SuiteKeyLen(suite string) (enc, integ int, ok bool) {
+	switch suite {
+	case SuiteAES128GCM16:
+		return 16 + 4, 0, true
+	case SuiteAES256GCM16:
+		return 32 + 4, 0, true
+	case SuiteChaCha20Poly1305:
+		return 32 + 4, 0, true
+	case SuiteAES128SHA256:
+		return 16, 32, true
+	case SuiteAES256SHA256:
+		return 32, 32, true
+	}
+	return 0, 0, false
+}
+
+// Suites lists the suite names SuiteKeyLen knows.
+var Suites = []string{SuiteAES128GCM16, SuiteAES256GCM16, SuiteChaCha20Poly1305, SuiteAES128SHA256, SuiteAES256SHA256}
+
+// TS is a traffic selector (RFC 7296 3.13.1): a protocol (0 for any), an
+// address range and a port range (0-65535 for any).
+type TS struct {
+	Proto    uint8      `json:"proto,omitempty"`
+	From     netip.Addr `json:"from"`
+	To       netip.Addr `json:"to"`
+	FromPort uint16     `json:"from_port,omitempty"`
+	ToPort   uint16     `json:"to_port,omitempty"`
+}
+
+// PrefixTS is the selector of a whole prefix, any protocol, any port.
+func PrefixTS(p netip.Prefix) TS {
+	p = p.Masked()
+	return TS{From: p.Addr(), To: lastAddr(p), FromPort: 0, ToPort: 65535}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// Validate checks a selector's ranges.
+func (t TS) Validate() error {
+	if !t.From.IsValid() || !t.To.IsValid() {
+		return errors.New("selector without addresses")
+	}
+	if t.From.Is4() != t.To.Is4() {
+		return fmt.Errorf("selector %s: mixed address families", t)
+	}
+	if t.To.Less(t.From) {
+		return fmt.Errorf("selector %s: address range is reversed", t)
+	}
+	if t.ToPort < t.FromPort {
+		return fmt.Errorf("selector %s: port range is reversed", t)
+	}
+	return nil
+}
+
+// Contains reports whether the selector covers the address, protocol and
+// port (port is ignored for protocols without ports, pass 0).
+func (t TS) Contains(a netip.Addr, proto uint8, port uint16) bool {
+	if a.Less(t.From) || t.To.Less(a) {
+		return false
+	}
+	if t.Proto != 0 && t.Proto != proto {
+		return false
+	}
+	return port >= t.FromPort && port <= t.ToPort
+}
+
+// Prefixes returns the smallest list of prefixes covering the address range.
+func (t TS) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	from, to := t.From, t.To
+	for {
+		bits := from.BitLen()
+		// The largest prefix starting at from that does not pass to.
+		var p netip.Prefix
+		for l := 0; l <= bits; l++ {
+			cand := netip.PrefixFrom(from, l)
+			if cand.Masked().Addr() != from {
+				continue
+			}
+			if to.Less(lastAddr(cand)) {
+				continue
+			}
+			p = cand
+			break
+		}
+		out = append(out, p)
+		last := lastAddr(p)
+		if last == to {
+			return out
+		}
+		from = last.Next()
+	}
+}
+
+func (t TS) String() string {
+	var b strings.Builder
+	if t.From == t.To {
+		b.WriteString(t.From.String())
+	} else if ps := t.Prefixes(); len(ps) == 1 {
+		b.WriteString(ps[0].String())
+	} else {
+		b.WriteString(t.From.String() + ".." + t.To.String())
+	}
+	if t.Proto != 0 || t.FromPort != 0 || t.ToPort != 65535 {
+		fmt.Fprintf(&b, "[%d", t.Proto)
+		if t.FromPort != 0 || t.ToPort != 65535 {
+			if t.FromPort == t.ToPort {
+				fmt.Fprintf(&b, "/%d", t.FromPort)
+			} else {
+				fmt.Fprintf(&b, "/%d-%d", t.FromPort, t.ToPort)
+			}
+		}
+		b.WriteString("]")
+	}
+	return b.String()
+}
+
+// Lifetime limits of an SA in bytes and packets of its traffic. Zero is
+// unlimited. The time limits belong to iked, which owns the clock of rekeys.
+type Lifetime struct {
+	SoftBytes   uint64 `json:"soft_bytes,omitempty"`
+	HardBytes   uint64 `json:"hard_bytes,omitempty"`
+	SoftPackets uint64 `json:"soft_packets,omitempty"`
+	HardPackets uint64 `json:"hard_packets,omitempty"`
+}
+
+// Encap is UDP encapsulation of ESP (RFC 3948). Ports are the outer UDP
+// ports of packets this SA sends (out) or receives (in), from this side.
+type Encap struct {
+	LocalPort  uint16 `json:"local_port"`
+	RemotePort uint16 `json:"remote_port"`
+}
+
+// SA is one direction of a Child SA as installed in the data plane.
+type SA struct {
+	SPI uint32 `json:"spi"`
+	Dir Dir    `json:"dir"`
+	// Local and Remote are the tunnel endpoints: this gateway's address and
+	// the peer's. They decide the anchor SPU.
+	Local  netip.Addr `json:"local"`
+	Remote netip.Addr `json:"remote"`
+	Mode   Mode       `json:"mode"`
+	Suite  string     `json:"suite"`
+	// EncKey includes the 4-byte salt for the AEAD suites (RFC 4106, 7634).
+	EncKey   []byte `json:"enc_key"`
+	IntegKey []byte `json:"integ_key,omitempty"`
+	ESN      bool   `json:"esn,omitempty"`
+	// ReplayWindow in packets for inbound SAs: 0 means the default (1024);
+	// -1 turns anti-replay off (manual keying only).
+	ReplayWindow int    `json:"replay_window,omitempty"`
+	Encap        *Encap `json:"encap,omitempty"`
+	// ReqID ties the SAs of one Child SA to its policies, as in XFRM: the
+	// outbound policies with this ReqID use the newest outbound SA with it.
+	ReqID uint32 `json:"reqid"`
+	// LocalTS and RemoteTS: what the peer may send into (in) or what we send
+	// through (out) this SA.
+	LocalTS  []TS     `json:"local_ts,omitempty"`
+	RemoteTS []TS     `json:"remote_ts,omitempty"`
+	Lifetime Lifetime `json:"lifetime,omitempty"`
+	// Name is for people: the connection/child it belongs to.
+	Name string `json:"name,omitempty"`
+}
+
+// Validate checks an SA's fields against each other.
+func (s *SA) Validate() error {
+	if s.SPI < 256 {
+		return fmt.Errorf("sa spi 0x%08x: SPIs below 256 are reserved (RFC 4303)", s.SPI)
+	}
+	name := fmt.Sprintf("sa spi 0x%08x", s.SPI)
+	if s.Dir != In && s.Dir != Out {
+		return fmt.Errorf("%s: direction %q, want in or out", name, s.Dir)
+	}
+	if !s.Local.IsValid() || !s.Remote.IsValid() {
+		return fmt.Errorf("%s: missing tunnel endpoint", name)
+	}
+	if s.Local.Is4() != s.Remote.Is4() {
+		return fmt.Errorf("%s: endpoints %s and %s are of different families", name, s.Local, s.Remote)
+	}
+	if s.Mode != Tunnel && s.Mode != Transport {
+		return fmt.Errorf("%s: mode %q, want tunnel or transport", name, s.Mode)
+	}
+	enc, integ, ok := SuiteKeyLen(s.Suite)
+	if !ok {
+		return fmt.Errorf("%s: unknown suite %q (have %s)", name, s.Suite, strings.Join(Suites, ", "))
+	}
+	if len(s.EncKey) != enc {
+		return fmt.Errorf("%s: suite %s needs a %d-byte encryption key, got %d", name, s.Suite, enc, len(s.EncKey))
+	}
+	if len(s.IntegKey) != integ {
+		return fmt.Errorf("%s: suite %s needs a %d-byte integrity key, got %d", name, s.Suite, integ, len(s.IntegKey))
+	}
+	if s.ReplayWindow < -1 || s.ReplayWindow > 65536 {
+		return fmt.Errorf("%s: replay window %d out of range (-1..65536)", name, s.ReplayWindow)
+	}
+	if s.Encap != nil && (s.Encap.LocalPort == 0 || s.Encap.RemotePort == 0) {
+		return fmt.Errorf("%s: UDP encapsulation needs both ports", name)
+	}
+	for _, t := range append(append([]TS(nil), s.LocalTS...), s.RemoteTS...) {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Redacted is a copy of the SA without key material, for logs and dumps to
+// anyone but the owner.
+func (s SA) Redacted() SA {
+	if len(s.EncKey) > 0 {
+		s.EncKey = []byte{}
+	}
+	if len(s.IntegKey) > 0 {
+		s.IntegKey = []byte{}
+	}
+	return s
+}
+
+// Action of a policy.
+type Action string
+
+const (
+	Protect Action = "protect"
+	Bypass  Action = "bypass"
+	Discard Action = "discard"
+)
+
+// Policy is an outbound security policy: cleartext from LocalTS to RemoteTS
+// arriving on a protected interface goes through the outbound SA of ReqID.
+type Policy struct {
+	ID     uint32 `json:"id"` // chosen by the data plane on add when 0
+	ReqID  uint32 `json:"reqid"`
+	Action Action `json:"action"`
+	// Local and Remote are the tunnel endpoints the policy's SAs use: they
+	// decide its anchor SPU, the same as its SAs'.
+	Local    netip.Addr `json:"local"`
+	Remote   netip.Addr `json:"remote"`
+	LocalTS  []TS       `json:"local_ts"`
+	RemoteTS []TS       `json:"remote_ts"`
+	// Interfaces on which cleartext is matched; empty means every protected
+	// interface of the data plane.
+	Interfaces []string `json:"interfaces,omitempty"`
+	Name       string   `json:"name,omitempty"`
+}
+
+// Validate checks a policy.
+func (p *Policy) Validate() error {
+	name := fmt.Sprintf("policy %d", p.ID)
+	if p.Name != "" {
+		name += fmt.Sprintf(" (%s)", p.Name)
+	}
+	switch p.Action {
+	case Protect, Bypass, Discard:
+	default:
+		return fmt.Errorf("%s: action %q, want protect, bypass or discard", name, p.Action)
+	}
+	if p.Action == Protect {
+		if !p.Local.IsValid() || !p.Remote.IsValid() || p.Local.Is4() != p.Remote.Is4() {
+			return fmt.Errorf("%s: protect needs tunnel endpoints of one family", name)
+		}
+		if p.ReqID == 0 {
+			return fmt.Errorf("%s: protect needs a reqid", name)
+		}
+	}
+	if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
+		return fmt.Errorf("%s: needs local and remote selectors", name)
+	}
+	for _, t := range append(append([]TS(nil), p.LocalTS...), p.RemoteTS...) {
+		if err := t.Validate(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
