@@ -1,0 +1,576 @@
+// Package config reads iked's configuration: a YAML file whose connection
+// fields follow swanctl.conf's names and strongSwan's proposal syntax, so an
+// operator's knowledge carries over, and a separate secrets file that must
+// be readable by its owner only.
+//
+// Errors carry the file, the line and the field:
+//
+//	config: iked.yaml: line 12: connection "site-b": child "net": esp_proposals: unknown algorithm "aes-gcm"
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// Config is iked's whole configuration.
+type Config struct {
+	// SPUD is the SA API socket of spud.
+	SPUD string `yaml:"spud"`
+	// Secrets is the secrets file, relative to the configuration's folder.
+	Secrets string `yaml:"secrets"`
+	// Listen lists the addresses iked listens on; empty means all.
+	Listen List `yaml:"listen"`
+	// Port and PortNATT are IKE's UDP ports (500 and 4500).
+	Port     int `yaml:"port"`
+	PortNATT int `yaml:"port_nat_t"`
+	// Workers is the number of IKE workers (one per SPU); 0 asks spud.
+	Workers int `yaml:"workers"`
+	// Control is the unix socket spuctl talks to iked on.
+	Control string `yaml:"control"`
+	// HalfOpen limits: COOKIE above CookieThreshold half-open IKE SAs, and
+	// at most HalfOpenPerPeer from one address.
+	CookieThreshold int `yaml:"cookie_threshold"`
+	HalfOpenPerPeer int `yaml:"init_limit_half_open"`
+	// Retransmission (defaults as strongSwan's: 4 s, 1.8, 5 tries).
+	RetransmitTimeout Duration `yaml:"retransmit_timeout"`
+	RetransmitBase    float64  `yaml:"retransmit_base"`
+	RetransmitTries   int      `yaml:"retransmit_tries"`
+
+	Connections map[string]*Conn `yaml:"connections"`
+
+	// Filled by Load.
+	Path       string    `yaml:"-"`
+	SecretList []*Secret `yaml:"-"`
+	Order      []string  `yaml:"-"` // connection names in file order
+}
+
+// Conn is one IKE connection, as a swanctl.conf connections.<name> section.
+type Conn struct {
+	Name          string            `yaml:"-"`
+	Version       int               `yaml:"version"`
+	LocalAddrs    List              `yaml:"local_addrs"`
+	RemoteAddrs   List              `yaml:"remote_addrs"`
+	LocalPort     int               `yaml:"local_port"`
+	RemotePort    int               `yaml:"remote_port"`
+	Proposals     List              `yaml:"proposals"`
+	Encap         Bool              `yaml:"encap"`
+	Mobike        Bool              `yaml:"mobike"`
+	Fragmentation string            `yaml:"fragmentation"`
+	DPDDelay      Duration          `yaml:"dpd_delay"`
+	DPDTimeout    Duration          `yaml:"dpd_timeout"`
+	RekeyTime     *Duration         `yaml:"rekey_time"`
+	ReauthTime    Duration          `yaml:"reauth_time"`
+	OverTime      *Duration         `yaml:"over_time"`
+	RandTime      *Duration         `yaml:"rand_time"`
+	Keyingtries   *int              `yaml:"keyingtries"`
+	Unique        string            `yaml:"unique"`
+	SendCertreq   *Bool             `yaml:"send_certreq"`
+	SendCert      string            `yaml:"send_cert"`
+	Local         *Auth             `yaml:"local"`
+	Remote        *Auth             `yaml:"remote"`
+	Children      map[string]*Child `yaml:"children"`
+
+	// Parsed by Load.
+	Locals     []netip.Addr   `yaml:"-"`
+	Remotes    []netip.Prefix `yaml:"-"` // %any is 0.0.0.0/0 and ::/0
+	ChildOrder []string       `yaml:"-"`
+}
+
+// Auth is a local or remote authentication round.
+type Auth struct {
+	Auth    string `yaml:"auth"` // psk or pubkey
+	ID      string `yaml:"id"`
+	Certs   List   `yaml:"certs"`
+	CACerts List   `yaml:"cacerts"`
+
+	Identity Identity `yaml:"-"`
+}
+
+// Child is a Child SA configuration, as connections.<conn>.children.<name>.
+type Child struct {
+	Name         string    `yaml:"-"`
+	LocalTS      List      `yaml:"local_ts"`
+	RemoteTS     List      `yaml:"remote_ts"`
+	ESPProposals List      `yaml:"esp_proposals"`
+	Mode         string    `yaml:"mode"`
+	StartAction  string    `yaml:"start_action"`
+	DPDAction    string    `yaml:"dpd_action"`
+	CloseAction  string    `yaml:"close_action"`
+	RekeyTime    *Duration `yaml:"rekey_time"`
+	LifeTime     *Duration `yaml:"life_time"`
+	RandTime     *Duration `yaml:"rand_time"`
+	RekeyBytes   Size      `yaml:"rekey_bytes"`
+	LifeBytes    Size      `yaml:"life_bytes"`
+	RandBytes    Size      `yaml:"rand_bytes"`
+	RekeyPackets Size      `yaml:"rekey_packets"`
+	LifePackets  Size      `yaml:"life_packets"`
+	RandPackets  Size      `yaml:"rand_packets"`
+	ReplayWindow *int      `yaml:"replay_window"`
+	// Reinitiate after a hard expiry without a successful rekey.
+	Reinitiate Bool `yaml:"reinitiate"`
+
+	LocalSelectors  []Selector `yaml:"-"`
+	RemoteSelectors []Selector `yaml:"-"`
+}
+
+// Defaults as strongSwan's.
+const (
+	DefaultIKERekey   = 4 * time.Hour
+	DefaultChildRekey = time.Hour
+	DefaultReplay     = 1024
+)
+
+// Checker validates proposal strings; the IKE layer installs its parser, so
+// that this package needs no knowledge of algorithms.
+type Checker interface {
+	CheckIKEProposal(s string) error
+	CheckESPProposal(s string) error
+}
+
+// Load reads the configuration at path and its secrets file. chk may be nil
+// (proposals are then not checked).
+func Load(path string, chk Checker) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(path, src, chk)
+	if err != nil {
+		return nil, err
+	}
+	if c.Secrets != "" {
+		sp := c.Secrets
+		if !filepath.IsAbs(sp) {
+			sp = filepath.Join(filepath.Dir(path), sp)
+		}
+		c.SecretList, err = LoadSecrets(sp)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := c.checkSecrets(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Parse parses a configuration from memory (name is used in errors). It does
+// not read the secrets file.
+func Parse(name string, src []byte, chk Checker) (*Config, error) {
+	base := filepath.Base(name)
+	file, err := parser.ParseBytes(src, 0)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %s", base, oneLine(yaml.FormatError(err, false, false)))
+	}
+	var c Config
+	if err := yaml.UnmarshalWithOptions(src, &c, yaml.DisallowUnknownField()); err != nil {
+		return nil, fmt.Errorf("config: %s: %s", base, oneLine(yaml.FormatError(err, false, false)))
+	}
+	c.Path = name
+	v := &validator{file: file, name: base, chk: chk}
+	v.config(&c)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return &c, nil
+}
+
+// oneLine keeps the first line of go-yaml's multi-line errors and makes its
+// "[3:5]" position read "line 3".
+func oneLine(s string) string {
+	s = strings.SplitN(strings.TrimSpace(s), "\n", 2)[0]
+	if strings.HasPrefix(s, "[") {
+		if i := strings.Index(s, "]"); i > 0 {
+			pos := strings.SplitN(s[1:i], ":", 2)
+			s = "line " + pos[0] + ": " + strings.TrimSpace(s[i+1:])
+		}
+	}
+	return s
+}
+
+type validator struct {
+	file *ast.File
+	name string
+	chk  Checker
+	errs []error
+}
+
+// line finds the line of the node at the given path (keys from the root),
+// or 0.
+func (v *validator) line(keys ...any) int {
+	b := (&yaml.PathBuilder{}).Root()
+	for _, k := range keys {
+		switch k := k.(type) {
+		case string:
+			b = b.Child(k)
+		case int:
+			b = b.Index(uint(k))
+		}
+	}
+	n, err := b.Build().FilterFile(v.file)
+	if err != nil || n == nil || n.GetToken() == nil {
+		if len(keys) > 1 {
+			return v.line(keys[:len(keys)-1]...)
+		}
+		return 0
+	}
+	return n.GetToken().Position.Line
+}
+
+func (v *validator) errf(keys []any, format string, args ...any) {
+	where := v.name
+	if l := v.line(keys...); l > 0 {
+		where += fmt.Sprintf(": line %d", l)
+	}
+	var ctx []string
+	for i := 0; i < len(keys); i++ {
+		k, _ := keys[i].(string)
+		switch {
+		case k == "connections" && i+1 < len(keys):
+			ctx = append(ctx, fmt.Sprintf("connection %q", keys[i+1]))
+			i++
+		case k == "children" && i+1 < len(keys):
+			ctx = append(ctx, fmt.Sprintf("child %q", keys[i+1]))
+			i++
+		case k != "":
+			ctx = append(ctx, k)
+		}
+	}
+	msg := fmt.Sprintf(format, args...)
+	if len(ctx) > 0 {
+		msg = strings.Join(ctx, ": ") + ": " + msg
+	}
+	v.errs = append(v.errs, fmt.Errorf("config: %s: %s", where, msg))
+}
+
+func (v *validator) config(c *Config) {
+	if c.SPUD == "" {
+		c.SPUD = "/run/spugate/spud.sock"
+	}
+	if c.Control == "" {
+		c.Control = "/run/spugate/iked.sock"
+	}
+	if c.Port == 0 {
+		c.Port = 500
+	}
+	if c.PortNATT == 0 {
+		c.PortNATT = 4500
+	}
+	if c.CookieThreshold == 0 {
+		c.CookieThreshold = 30
+	}
+	if c.HalfOpenPerPeer == 0 {
+		c.HalfOpenPerPeer = 5
+	}
+	if c.RetransmitTimeout == 0 {
+		c.RetransmitTimeout = Duration(4 * time.Second)
+	}
+	if c.RetransmitBase == 0 {
+		c.RetransmitBase = 1.8
+	}
+	if c.RetransmitTries == 0 {
+		c.RetransmitTries = 5
+	}
+	if c.RetransmitBase < 1 {
+		v.errf([]any{"retransmit_base"}, "%v must be at least 1", c.RetransmitBase)
+	}
+	for i, a := range c.Listen {
+		if _, err := netip.ParseAddr(a); err != nil {
+			v.errf([]any{"listen", i}, "%q is not an IP address", a)
+		}
+	}
+	if len(c.Connections) == 0 {
+		v.errf(nil, "no connections")
+	}
+	c.Order = v.keyOrder([]any{"connections"}, c.Connections)
+	for _, name := range c.Order {
+		conn := c.Connections[name]
+		if conn == nil {
+			v.errf([]any{"connections", name}, "empty connection")
+			continue
+		}
+		conn.Name = name
+		v.conn(conn, []any{"connections", name})
+	}
+}
+
+// keyOrder returns the keys of a mapping in file order (maps forget it, and
+// start order matters to people reading logs).
+func (v *validator) keyOrder(keys []any, m any) []string {
+	var names []string
+	switch m := m.(type) {
+	case map[string]*Conn:
+		for k := range m {
+			names = append(names, k)
+		}
+	case map[string]*Child:
+		for k := range m {
+			names = append(names, k)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool {
+		li := v.line(append(append([]any(nil), keys...), names[i])...)
+		lj := v.line(append(append([]any(nil), keys...), names[j])...)
+		if li != lj {
+			return li < lj
+		}
+		return names[i] < names[j]
+	})
+	return names
+}
+
+func (v *validator) conn(c *Conn, at []any) {
+	path := func(k ...any) []any { return append(append([]any(nil), at...), k...) }
+	if c.Version != 0 && c.Version != 2 {
+		v.errf(path("version"), "IKE version %d not supported (only 2)", c.Version)
+	}
+	c.Version = 2
+	if c.LocalPort == 0 {
+		c.LocalPort = 500
+	}
+	if c.RemotePort == 0 {
+		c.RemotePort = 500
+	}
+	for i, a := range c.LocalAddrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			v.errf(path("local_addrs", i), "%q is not an IP address", a)
+			continue
+		}
+		c.Locals = append(c.Locals, ip)
+	}
+	if len(c.RemoteAddrs) == 0 {
+		c.RemoteAddrs = List{"%any"}
+	}
+	for i, a := range c.RemoteAddrs {
+		switch {
+		case a == "%any":
+			c.Remotes = append(c.Remotes, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0"))
+		case a == "%any4":
+			c.Remotes = append(c.Remotes, netip.MustParsePrefix("0.0.0.0/0"))
+		case a == "%any6":
+			c.Remotes = append(c.Remotes, netip.MustParsePrefix("::/0"))
+		case strings.Contains(a, "/"):
+			p, err := netip.ParsePrefix(a)
+			if err != nil {
+				v.errf(path("remote_addrs", i), "%q is not an address or prefix", a)
+				continue
+			}
+			c.Remotes = append(c.Remotes, p.Masked())
+		default:
+			ip, err := netip.ParseAddr(a)
+			if err != nil {
+				v.errf(path("remote_addrs", i), "%q is not an IP address (host names are not resolved)", a)
+				continue
+			}
+			c.Remotes = append(c.Remotes, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	if len(c.Proposals) == 0 {
+		c.Proposals = List{"default"}
+	}
+	if v.chk != nil {
+		for i, p := range c.Proposals {
+			if err := v.chk.CheckIKEProposal(p); err != nil {
+				v.errf(path("proposals", i), "%v", err)
+			}
+		}
+	}
+	switch c.Fragmentation {
+	case "":
+		c.Fragmentation = "yes"
+	case "yes", "no", "accept", "force":
+	default:
+		v.errf(path("fragmentation"), "%q: want yes, no, accept or force", c.Fragmentation)
+	}
+	switch c.Unique {
+	case "":
+		c.Unique = "no"
+	case "no", "never", "keep", "replace":
+	default:
+		v.errf(path("unique"), "%q: want no, never, keep or replace", c.Unique)
+	}
+	if c.RekeyTime == nil {
+		d := Duration(DefaultIKERekey)
+		c.RekeyTime = &d
+	}
+	if c.OverTime == nil {
+		d := Duration(time.Duration(*c.RekeyTime) / 10)
+		c.OverTime = &d
+	}
+	if c.RandTime == nil {
+		d := *c.OverTime
+		c.RandTime = &d
+	}
+	if c.Keyingtries == nil {
+		one := 1
+		c.Keyingtries = &one
+	}
+	if c.SendCertreq == nil {
+		yes := Bool(true)
+		c.SendCertreq = &yes
+	}
+	if c.Local == nil {
+		v.errf(path(), "missing local authentication (local: {auth: psk, id: ...})")
+	} else {
+		v.auth(c, c.Local, path("local"), true)
+	}
+	if c.Remote == nil {
+		v.errf(path(), "missing remote authentication (remote: {auth: psk, id: ...})")
+	} else {
+		v.auth(c, c.Remote, path("remote"), false)
+	}
+	if len(c.Children) == 0 {
+		v.errf(path(), "no children")
+	}
+	c.ChildOrder = v.keyOrder(path("children"), c.Children)
+	for _, n := range c.ChildOrder {
+		ch := c.Children[n]
+		if ch == nil {
+			v.errf(path("children", n), "empty child")
+			continue
+		}
+		ch.Name = n
+		v.child(ch, path("children", n))
+	}
+}
+
+func (v *validator) auth(c *Conn, a *Auth, at []any, local bool) {
+	path := func(k ...any) []any { return append(append([]any(nil), at...), k...) }
+	switch a.Auth {
+	case "psk", "pubkey", "rsa", "ecdsa":
+	case "":
+		v.errf(path(), "missing auth (psk or pubkey)")
+	default:
+		v.errf(path("auth"), "%q: want psk or pubkey", a.Auth)
+	}
+	id := a.ID
+	if id == "" {
+		// strongSwan's default: the IP address in use.
+		if local && len(c.Locals) > 0 {
+			id = c.Locals[0].String()
+		} else if !local {
+			id = "%any"
+		} else {
+			v.errf(path(), "missing id (there is no single local address to default to)")
+			return
+		}
+	}
+	ident, err := ParseIdentity(id)
+	if err != nil {
+		v.errf(path("id"), "%v", err)
+		return
+	}
+	if local && ident.Any() {
+		v.errf(path("id"), "the local identity cannot be %%any")
+	}
+	a.Identity = ident
+	if (a.Auth == "pubkey" || a.Auth == "rsa" || a.Auth == "ecdsa") && local && len(a.Certs) == 0 {
+		v.errf(path(), "auth %s needs certs", a.Auth)
+	}
+}
+
+func (v *validator) child(ch *Child, at []any) {
+	path := func(k ...any) []any { return append(append([]any(nil), at...), k...) }
+	if len(ch.LocalTS) == 0 {
+		ch.LocalTS = List{"dynamic"}
+	}
+	if len(ch.RemoteTS) == 0 {
+		ch.RemoteTS = List{"dynamic"}
+	}
+	for i, s := range ch.LocalTS {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			v.errf(path("local_ts", i), "%v", err)
+			continue
+		}
+		ch.LocalSelectors = append(ch.LocalSelectors, sel)
+	}
+	for i, s := range ch.RemoteTS {
+		sel, err := ParseSelector(s)
+		if err != nil {
+			v.errf(path("remote_ts", i), "%v", err)
+			continue
+		}
+		ch.RemoteSelectors = append(ch.RemoteSelectors, sel)
+	}
+	if len(ch.ESPProposals) == 0 {
+		ch.ESPProposals = List{"default"}
+	}
+	if v.chk != nil {
+		for i, p := range ch.ESPProposals {
+			if err := v.chk.CheckESPProposal(p); err != nil {
+				v.errf(path("esp_proposals", i), "%v", err)
+			}
+		}
+	}
+	switch ch.Mode {
+	case "":
+		ch.Mode = "tunnel"
+	case "tunnel", "transport":
+	default:
+		v.errf(path("mode"), "%q: want tunnel or transport", ch.Mode)
+	}
+	oneOf := func(field, val string, def string, allowed ...string) string {
+		if val == "" {
+			return def
+		}
+		for _, a := range allowed {
+			if val == a {
+				return val
+			}
+		}
+		v.errf(path(field), "%q: want %s", val, strings.Join(allowed, ", "))
+		return val
+	}
+	ch.StartAction = oneOf("start_action", ch.StartAction, "none", "none", "trap", "start")
+	ch.DPDAction = oneOf("dpd_action", ch.DPDAction, "clear", "clear", "trap", "restart")
+	ch.CloseAction = oneOf("close_action", ch.CloseAction, "none", "none", "trap", "start")
+	if ch.RekeyTime == nil {
+		d := Duration(DefaultChildRekey)
+		ch.RekeyTime = &d
+	}
+	if ch.LifeTime == nil {
+		d := Duration(time.Duration(*ch.RekeyTime) * 11 / 10)
+		ch.LifeTime = &d
+	}
+	if ch.RandTime == nil {
+		d := *ch.LifeTime - *ch.RekeyTime
+		if d < 0 {
+			d = 0
+		}
+		ch.RandTime = &d
+	}
+	if *ch.RekeyTime > 0 && *ch.LifeTime > 0 && *ch.LifeTime < *ch.RekeyTime {
+		v.errf(path("life_time"), "%v is shorter than rekey_time %v", ch.LifeTime.D(), ch.RekeyTime.D())
+	}
+	if ch.LifeBytes == 0 && ch.RekeyBytes > 0 {
+		ch.LifeBytes = ch.RekeyBytes * 11 / 10
+	}
+	if ch.LifeBytes > 0 && ch.RekeyBytes > ch.LifeBytes {
+		v.errf(path("life_bytes"), "%d is below rekey_bytes %d", ch.LifeBytes, ch.RekeyBytes)
+	}
+	if ch.LifePackets == 0 && ch.RekeyPackets > 0 {
+		ch.LifePackets = ch.RekeyPackets * 11 / 10
+	}
+	if ch.LifePackets > 0 && ch.RekeyPackets > ch.LifePackets {
+		v.errf(path("life_packets"), "%d is below rekey_packets %d", ch.LifePackets, ch.RekeyPackets)
+	}
+	if ch.ReplayWindow == nil {
+		w := DefaultReplay
+		ch.ReplayWindow = &w
+	} else if *ch.ReplayWindow < 0 || *ch.ReplayWindow > 65536 {
+		v.errf(path("replay_window"), "%d out of range (0..65536; 0 turns anti-replay off)", *ch.ReplayWindow)
+	}
+}

@@ -1,0 +1,209 @@
+package config
+
+import (
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"path"
+	"strings"
+)
+
+// IKE identification types (RFC 7296 3.5).
+const (
+	IDIPv4   = 1
+	IDFQDN   = 2
+	IDRFC822 = 3
+	IDIPv6   = 5
+	IDDN     = 9
+	IDKeyID  = 11
+	idAny    = 0
+)
+
+// Identity is an IKE identity as configured: its type and its payload data
+// (what goes on the wire in IDi/IDr), and the text it came from.
+type Identity struct {
+	Type uint8
+	Data []byte
+	Text string
+}
+
+// Any reports whether the identity is %any (matches every peer).
+func (id Identity) Any() bool { return id.Type == idAny }
+
+func (id Identity) String() string { return id.Text }
+
+// ParseIdentity reads an identity in strongSwan's notation: an IP address;
+// "@fqdn" or a bare host name (FQDN); "user@domain" (RFC 822); "@#hex"
+// (KEY_ID); a distinguished name "C=CH, O=Org, CN=gw" (DER_ASN1_DN); with an
+// optional explicit type prefix "fqdn:", "email:", "keyid:", "ipv4:",
+// "ipv6:", "asn1dn:". "%any" matches anyone. "*" in an FQDN or RFC 822
+// identity is a wildcard.
+func ParseIdentity(s string) (Identity, error) {
+	s = strings.TrimSpace(s)
+	id := Identity{Text: s}
+	if s == "" {
+		return id, fmt.Errorf("empty identity")
+	}
+	if s == "%any" || s == "*" {
+		id.Type = idAny
+		return id, nil
+	}
+	if typ, rest, ok := strings.Cut(s, ":"); ok && !strings.Contains(typ, "=") {
+		switch strings.ToLower(typ) {
+		case "fqdn", "dns":
+			id.Type, id.Data = IDFQDN, []byte(rest)
+			return id, checkNonEmpty(id)
+		case "email", "rfc822":
+			id.Type, id.Data = IDRFC822, []byte(rest)
+			return id, checkNonEmpty(id)
+		case "keyid":
+			b, err := hex.DecodeString(strings.TrimPrefix(rest, "#"))
+			if err != nil {
+				return id, fmt.Errorf("identity %q: key id is not hex", s)
+			}
+			id.Type, id.Data = IDKeyID, b
+			return id, checkNonEmpty(id)
+		case "ipv4", "ipv6":
+			a, err := netip.ParseAddr(rest)
+			if err != nil || (typ == "ipv4") != a.Is4() {
+				return id, fmt.Errorf("identity %q: not an %s address", s, typ)
+			}
+			return addrIdentity(id, a), nil
+		case "asn1dn":
+			return dnIdentity(id, rest)
+		}
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return addrIdentity(id, a), nil
+	}
+	switch {
+	case strings.HasPrefix(s, "@#"):
+		b, err := hex.DecodeString(s[2:])
+		if err != nil {
+			return id, fmt.Errorf("identity %q: key id is not hex", s)
+		}
+		id.Type, id.Data = IDKeyID, b
+	case strings.HasPrefix(s, "@"):
+		id.Type, id.Data = IDFQDN, []byte(s[1:])
+	case strings.Contains(s, "="):
+		return dnIdentity(id, s)
+	case strings.Contains(s, "@"):
+		id.Type, id.Data = IDRFC822, []byte(s)
+	default:
+		id.Type, id.Data = IDFQDN, []byte(s)
+	}
+	return id, checkNonEmpty(id)
+}
+
+func checkNonEmpty(id Identity) error {
+	if len(id.Data) == 0 {
+		return fmt.Errorf("identity %q is empty", id.Text)
+	}
+	return nil
+}
+
+func addrIdentity(id Identity, a netip.Addr) Identity {
+	if a.Is4() {
+		id.Type = IDIPv4
+	} else {
+		id.Type = IDIPv6
+	}
+	id.Data = a.AsSlice()
+	return id
+}
+
+var dnAttrs = map[string]asn1.ObjectIdentifier{
+	"C":            {2, 5, 4, 6},
+	"ST":           {2, 5, 4, 8},
+	"L":            {2, 5, 4, 7},
+	"O":            {2, 5, 4, 10},
+	"OU":           {2, 5, 4, 11},
+	"CN":           {2, 5, 4, 3},
+	"SN":           {2, 5, 4, 4},
+	"SERIALNUMBER": {2, 5, 4, 5},
+	"E":            {1, 2, 840, 113549, 1, 9, 1},
+	"EMAILADDRESS": {1, 2, 840, 113549, 1, 9, 1},
+	"DC":           {0, 9, 2342, 19200300, 100, 1, 25},
+}
+
+// dnIdentity encodes "C=CH, O=Org, CN=gw" (in that order, as strongSwan
+// does: the text's order is the DER order) as a DER RDNSequence.
+func dnIdentity(id Identity, s string) (Identity, error) {
+	var rdns pkix.RDNSequence
+	for _, part := range splitDN(s) {
+		k, v, ok := strings.Cut(part, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		oid, known := dnAttrs[strings.ToUpper(k)]
+		if !ok || !known || v == "" {
+			return id, fmt.Errorf("identity %q: %q is not an attribute=value of a distinguished name", s, part)
+		}
+		var val any = v
+		if strings.ToUpper(k) == "C" || strings.HasPrefix(strings.ToUpper(k), "E") || strings.ToUpper(k) == "DC" {
+			val = asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte(v)}
+			if strings.ToUpper(k) == "C" {
+				val = asn1.RawValue{Tag: asn1.TagPrintableString, Bytes: []byte(v)}
+			}
+		} else {
+			val = asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(v)}
+		}
+		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: val}})
+	}
+	der, err := asn1.Marshal(rdns)
+	if err != nil {
+		return id, fmt.Errorf("identity %q: %v", s, err)
+	}
+	id.Type, id.Data = IDDN, der
+	return id, nil
+}
+
+// splitDN splits on commas (or slashes, OpenSSL's form) not escaped by '\'.
+func splitDN(s string) []string {
+	s = strings.TrimPrefix(s, "/")
+	sep := ','
+	if !strings.Contains(s, ",") && strings.Contains(s, "/") {
+		sep = '/'
+	}
+	var parts []string
+	var cur strings.Builder
+	esc := false
+	for _, r := range s {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc = false
+		case r == '\\':
+			esc = true
+		case r == sep:
+			parts = append(parts, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		parts = append(parts, cur.String())
+	}
+	return parts
+}
+
+// Matches reports whether a peer's identity (type and data as received)
+// satisfies this configured identity: %any matches all; FQDN and RFC 822
+// may hold '*' wildcards (case-insensitive); the rest must be equal.
+func (id Identity) Matches(typ uint8, data []byte) bool {
+	if id.Any() {
+		return true
+	}
+	if typ != id.Type {
+		return false
+	}
+	if (typ == IDFQDN || typ == IDRFC822) && strings.Contains(string(id.Data), "*") {
+		ok, _ := path.Match(strings.ToLower(string(id.Data)), strings.ToLower(string(data)))
+		return ok
+	}
+	if typ == IDFQDN || typ == IDRFC822 {
+		return strings.EqualFold(string(id.Data), string(data))
+	}
+	return string(id.Data) == string(data)
+}
