@@ -38,8 +38,8 @@ var (
 	peer4   = netip.MustParseAddr("198.19.7.9")
 	local6  = netip.MustParseAddr("2001:db8::2")
 	peer6   = netip.MustParseAddr("2001:db8:77::9")
-	inside4 = netip.MustParseAddr("198.18.10.5")  // a protected host
-	remote4 = netip.MustParseAddr("198.18.20.7")  // behind the peer
+	inside4 = netip.MustParseAddr("198.18.10.5") // a protected host
+	remote4 = netip.MustParseAddr("198.18.20.7") // behind the peer
 	inside6 = netip.MustParseAddr("2001:db8:10::5")
 	remote6 = netip.MustParseAddr("2001:db8:20::7")
 )
