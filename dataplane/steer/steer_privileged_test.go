@@ -237,7 +237,7 @@ func steerCases() []steerCase {
 			verdict: xdpPass, counter: PassUDPFragment},
 		{name: "cleartext", f: frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, logical: 42, policy: 7},
-		{name: "cleartext-wide", f: frame{src: inside4, dst: netip.MustParseAddr("203.0.113.1"), proto: protoUDP, l4: udp(53, 53, repeat(0, 20))},
+		{name: "cleartext-wide", f: frame{src: inside4, dst: netip.MustParseAddr("198.19.200.1"), proto: protoUDP, l4: udp(53, 53, repeat(0, 20))},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, logical: 43, policy: 8},
 		{name: "cleartext-fragment", f: frame{src: inside4, dst: remote4, proto: protoUDP, v4frag: 0x2000, l4: udp(9, 9, repeat(0, 20))},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, flags: FlagFragment, logical: 42, policy: 7},
