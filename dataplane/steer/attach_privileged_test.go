@@ -80,6 +80,7 @@ func configured(t *testing.T) (*Program, anchor.Function) {
 // and with AF_XDP sockets registered ESP lands in them with the metadata
 // readable just before the frame (copy mode).
 func TestPrivilegedAttachEndToEnd(t *testing.T) {
+	privileged.Require(t, "ip")
 	for _, mode := range []Mode{ModeNative, ModeGeneric} {
 		t.Run(mode.String(), func(t *testing.T) {
 			p := newPair(t)
