@@ -215,9 +215,9 @@ func TestX25519RFC7748(t *testing.T) {
 // section 8 (ECP-256) and of RFC 5114 appendix A.6-A.8 (256, 384, 521 bits),
 // with public values in the IKEv2 encoding x | y.
 var ecpVectors = []struct {
-	name                       string
-	group                      GroupID
-	i, r, gi, gr, gir          string
+	name              string
+	group             GroupID
+	i, r, gi, gr, gir string
 }{
 	{"RFC 5903 8.1", GroupECP256,
 		"C88F01F510D9AC3F70A292DAA2316DE544E9AAB8AFE84049C62A9C57862D1433",

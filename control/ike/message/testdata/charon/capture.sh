@@ -167,7 +167,7 @@ tshark -r "$WORK/cap.pcap" -T fields -e ip.src -e udp.srcport -e ip.dst -e udp.d
 # Key lines: charon prints "%B" chunks as a header line then hex lines.
 cat "$WORK/a/charon.log" | sed 's/^/a /' >"$WORK/all.log"
 cat "$WORK/b/charon.log" | sed 's/^/b /' >>"$WORK/all.log"
-grep -A12 -E 'shared Diffie Hellman secret|SKEYSEED|Sk_(d|ai|ar|ei|er|pi|pr) secret|(encryption|integrity) (initiator|responder) key' "$WORK/all.log" |
+grep -A17 -E 'shared Diffie Hellman secret|SKEYSEED|Sk_(d|ai|ar|ei|er|pi|pr) secret|(encryption|integrity) (initiator|responder) key' "$WORK/all.log" |
 	grep -vE '^--$' >"$OUT/keys.txt" || true
 {
 	echo "ike=$IKE"
