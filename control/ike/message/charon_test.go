@@ -120,10 +120,9 @@ func loadCharonCases(t *testing.T) []*charonCase {
 
 // ikeSA is what the test tracks per IKE SA while walking a capture.
 type ikeSA struct {
-	keys        *suite.IKEKeys
-	fromI, toI  *suite.SKCipher // open messages from the initiator / the responder
-	outI, outR  *suite.SKCipher
-	initiatorIs string // address of the original initiator
+	keys       *suite.IKEKeys
+	fromI, toI *suite.SKCipher // open messages from the initiator / the responder
+	outI, outR *suite.SKCipher
 }
 
 func TestCharonExchanges(t *testing.T) {
