@@ -133,9 +133,6 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("ike: %s %d (%s): %s", where, idx, next, fmt.Sprintf(format, args...))
 		}
-		if idx > MaxPayloads {
-			return nil, nil, fail("more than %d payloads", MaxPayloads)
-		}
 		if len(b)-off < 4 {
 			return nil, nil, fail("truncated: %d bytes left, need 4", len(b)-off)
 		}
@@ -172,6 +169,9 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 				return nil, nil, fail("no encrypted data")
 			}
 			return ps, e, nil
+		}
+		if idx > MaxPayloads {
+			return nil, nil, fail("more than %d payloads", MaxPayloads)
 		}
 		dec := decoders[next]
 		if dec == nil {

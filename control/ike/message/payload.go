@@ -467,6 +467,10 @@ func decodeTS(b []byte, responder bool) (Payload, error) {
 	return p, nil
 }
 
+// maxCPAttributes bounds the attributes of a CP payload (a 64 KiB payload
+// could otherwise hold 16k of them); real ones carry a handful.
+const maxCPAttributes = 256
+
 func decodeCP(b []byte) (Payload, error) {
 	if err := short(b, 4); err != nil {
 		return nil, err
@@ -474,6 +478,9 @@ func decodeCP(b []byte) (Payload, error) {
 	p := &CP{CfgType: CfgType(b[0])}
 	off := 4
 	for i := 1; off < len(b); i++ {
+		if i > maxCPAttributes {
+			return nil, fmt.Errorf("more than %d attributes", maxCPAttributes)
+		}
 		if len(b)-off < 4 {
 			return nil, fmt.Errorf("attribute %d: truncated", i)
 		}

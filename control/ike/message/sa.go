@@ -120,6 +120,9 @@ func decodeSA(b []byte) (Payload, error) {
 			return nil, fmt.Errorf("proposal %d: length %d exceeds the %d bytes left", i, plen, len(rest))
 		}
 		p := suite.Proposal{Number: rest[4], Protocol: suite.Protocol(rest[5])}
+		if p.Number == 0 {
+			return nil, fmt.Errorf("proposal %d: number 0 (numbering starts at 1)", i)
+		}
 		if i > 1 && p.Number != sa.Proposals[i-2].Number+1 {
 			return nil, fmt.Errorf("proposal %d: number %d does not follow %d", i, p.Number, sa.Proposals[i-2].Number)
 		}

@@ -300,3 +300,14 @@ func (a Algorithms) IntegKeyLen() int {
 	}
 	return 0
 }
+
+// WithSPI returns copies of ps carrying spi: our inbound ESP SPI (4 bytes)
+// for a Child SA, our new IKE SPI (8 bytes) for an IKE SA rekey.
+func WithSPI(ps []Proposal, spi []byte) []Proposal {
+	out := make([]Proposal, len(ps))
+	for i, p := range ps {
+		out[i] = p.Clone()
+		out[i].SPI = append([]byte(nil), spi...)
+	}
+	return out
+}
