@@ -153,3 +153,55 @@ func FuzzDecrypt(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSelect decodes an SA payload body and runs the responder's choice on
+// it. Whatever Select chooses from a peer's offer must pass the check the
+// peer, as initiator, makes of our answer (CheckResponse): the responder
+// and initiator halves of proposal handling must agree.
+func FuzzSelect(f *testing.F) {
+	for _, s := range charonSeeds(f) {
+		m, err := Decode(s)
+		if err != nil {
+			continue
+		}
+		if sa, ok := Find(m.Payloads, PayloadSA).(*SA); ok {
+			b, _ := sa.appendBody(nil)
+			f.Add(b)
+		}
+	}
+	for _, s := range []string{"aes128gcm16-x25519-none", "aes256-sha256-esn-noesn", "chacha20poly1305,aes128-sha256"} {
+		ps, err := suite.ParseESP(s)
+		if err == nil {
+			b, _ := (&SA{Proposals: suite.WithSPI(ps, []byte{1, 2, 3, 4})}).appendBody(nil)
+			f.Add(b)
+		}
+	}
+	var ours []suite.Proposal
+	for _, s := range []string{"default", "aes128-sha1-modp2048,aes256gcm16-prfsha512-ecp521"} {
+		ps, _ := suite.ParseIKE(s)
+		ours = append(ours, ps...)
+	}
+	for _, s := range []string{"default", "aes128gcm16-x25519-esn", "aes256gcm16-ecp256-none"} {
+		ps, _ := suite.ParseESP(s)
+		ours = append(ours, ps...)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		p, err := decodeSA(body)
+		if err != nil {
+			return
+		}
+		offered := p.(*SA).Proposals
+		for _, pol := range []suite.SelectPolicy{{}, {PreferPeer: true}, {KEGroup: suite.GroupCurve25519}} {
+			sel, err := suite.Select(ours, offered, pol)
+			if err != nil {
+				continue
+			}
+			if _, err := suite.CheckResponse(offered, []suite.Proposal{sel}); err != nil {
+				t.Fatalf("Select chose %s from %s, which CheckResponse refuses: %v", sel, suite.FormatProposals(offered), err)
+			}
+			if _, err := sel.Algorithms(); err != nil {
+				t.Fatalf("Select chose %s, which is not implemented: %v", sel, err)
+			}
+		}
+	})
+}
