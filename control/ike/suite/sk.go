@@ -28,8 +28,10 @@ var ErrICV = errors.New("suite: SK payload integrity check failed")
 //     8 bytes, the nonce is salt | IV with the 4-byte salt from the end of
 //     the key material, the associated data is the message from the IKE
 //     header through the SK payload header; no padding is added (the
-//     block size is 1). The IV is a per-SKCipher counter, so it never
-//     repeats under one key.
+//     block size is 1). The IV is a counter from a random start, so it
+//     never repeats under one key (even if a second SKCipher is
+//     mistakenly built from the same key, the two sequences are 2^64
+//     apart at random).
 //   - AES-CBC with HMAC: a random 16-byte IV, padding to the block size,
 //     and the truncated HMAC of the whole message from the IKE header
 //     through the Pad Length (encrypt-then-MAC), compared in constant time.
@@ -38,9 +40,10 @@ var ErrICV = errors.New("suite: SK payload integrity check failed")
 type SKCipher struct {
 	alg Algorithms
 
-	aead cipher.AEAD
-	salt [4]byte
-	seq  atomic.Uint64
+	aead   cipher.AEAD
+	salt   [4]byte
+	ivBase uint64        // random, so that two SKCiphers on one key do not collide
+	seq    atomic.Uint64 // messages sealed
 
 	block  cipher.Block
 	integ  *hmacSpec
@@ -76,6 +79,9 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, err)
 		}
 		copy(c.salt[:], salt)
+		var r [8]byte
+		rand.Read(r[:])
+		c.ivBase = binary.BigEndian.Uint64(r[:])
 	case EncrAESCBC:
 		s := integSpec(a.Integ)
 		if s == nil {
@@ -128,7 +134,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 		}
 		var nonce [12]byte
 		copy(nonce[:4], c.salt[:])
-		binary.BigEndian.PutUint64(nonce[4:], seq)
+		binary.BigEndian.PutUint64(nonce[4:], c.ivBase+seq)
 		out = append(out, nonce[4:]...)
 		body := out[len(out):total]
 		copy(body, plaintext)

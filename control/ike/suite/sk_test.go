@@ -250,3 +250,37 @@ func BenchmarkSKSeal(b *testing.B) {
 		})
 	}
 }
+
+func TestSKSealConcurrent(t *testing.T) {
+	k := testKeys(t, ikeSuites[2])
+	out, _, _ := k.Ciphers(true)
+	_, in, _ := k.Ciphers(false)
+	ivs := make(chan string, 400)
+	done := make(chan bool)
+	for g := 0; g < 4; g++ {
+		go func() {
+			for i := 0; i < 100; i++ {
+				s, err := out.Seal(nil, []byte("concurrent"))
+				if err != nil {
+					t.Error(err)
+				}
+				if _, err := in.Open(nil, s); err != nil {
+					t.Error(err)
+				}
+				ivs <- string(s[:8])
+			}
+			done <- true
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+	close(ivs)
+	seen := map[string]bool{}
+	for iv := range ivs {
+		if seen[iv] {
+			t.Fatal("IV repeated across goroutines")
+		}
+		seen[iv] = true
+	}
+}
