@@ -52,70 +52,81 @@ func loadCharonCases(t *testing.T) []*charonCase {
 	}
 	var out []*charonCase
 	for _, p := range dirs {
-		dir := filepath.Dir(p)
-		c := &charonCase{name: filepath.Base(dir), params: map[string]string{}, keys: map[string][][]byte{}}
-		caseTxt, err := os.ReadFile(filepath.Join(dir, "case.txt"))
+		out = append(out, loadCharonCase(t, filepath.Dir(p)))
+	}
+	return out
+}
+
+func loadCharonCase(t *testing.T, dir string) *charonCase {
+	t.Helper()
+	c := &charonCase{name: filepath.Base(dir), params: map[string]string{}, keys: map[string][][]byte{}}
+	caseTxt, err := os.ReadFile(filepath.Join(dir, "case.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(caseTxt), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			c.params[k] = v
+		}
+	}
+	p := filepath.Join(dir, "packets.txt")
+	pk, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(pk)), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 {
+			t.Fatalf("%s: bad line %q", p, l)
+		}
+		d := datagram{src: netip.MustParseAddrPort(f[0]), dst: netip.MustParseAddrPort(f[1])}
+		d.data, err = hex.DecodeString(f[2])
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, l := range strings.Split(string(caseTxt), "\n") {
-			if k, v, ok := strings.Cut(l, "="); ok {
-				c.params[k] = v
+		if d.dst.Port() == 4500 || d.src.Port() == 4500 {
+			if d.data, err = StripNonESPMarker(d.data); err != nil {
+				t.Fatalf("%s: %v", p, err)
 			}
 		}
-		pk, _ := os.ReadFile(p)
-		for _, l := range strings.Split(strings.TrimSpace(string(pk)), "\n") {
-			f := strings.Fields(l)
-			if len(f) != 3 {
-				t.Fatalf("%s: bad line %q", p, l)
-			}
-			d := datagram{src: netip.MustParseAddrPort(f[0]), dst: netip.MustParseAddrPort(f[1])}
-			d.data, err = hex.DecodeString(f[2])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.dst.Port() == 4500 || d.src.Port() == 4500 {
-				if d.data, err = StripNonESPMarker(d.data); err != nil {
-					t.Fatalf("%s: %v", p, err)
-				}
-			}
-			c.packets = append(c.packets, d)
-		}
-		kf, _ := os.Open(filepath.Join(dir, "keys.txt"))
-		sc := bufio.NewScanner(kf)
-		var label, thread string
-		var want int
-		var cur []byte
-		for sc.Scan() {
-			l := sc.Text()
-			if m := keyLine.FindStringSubmatch(l); m != nil {
-				label, thread, cur = m[3], m[1], nil
-				want, _ = strconv.Atoi(m[4])
-				continue
-			}
-			m := hexLine.FindStringSubmatch(l)
-			if m == nil || label == "" || m[1] != thread {
-				continue
-			}
-			off, _ := strconv.Atoi(m[3])
-			if off != len(cur) {
-				continue
-			}
-			n := min(16, want-len(cur))
-			fields := strings.Fields(m[4])
-			for _, h := range fields[:n] {
-				b, _ := strconv.ParseUint(h, 16, 8)
-				cur = append(cur, byte(b))
-			}
-			if len(cur) == want {
-				c.keys[label] = append(c.keys[label], cur)
-				label = ""
-			}
-		}
-		kf.Close()
-		out = append(out, c)
+		c.packets = append(c.packets, d)
 	}
-	return out
+	kf, err := os.Open(filepath.Join(dir, "keys.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	sc := bufio.NewScanner(kf)
+	var label, thread string
+	var want int
+	var cur []byte
+	for sc.Scan() {
+		l := sc.Text()
+		if m := keyLine.FindStringSubmatch(l); m != nil {
+			label, thread, cur = m[3], m[1], nil
+			want, _ = strconv.Atoi(m[4])
+			continue
+		}
+		m := hexLine.FindStringSubmatch(l)
+		if m == nil || label == "" || m[1] != thread {
+			continue
+		}
+		off, _ := strconv.Atoi(m[3])
+		if off != len(cur) {
+			continue
+		}
+		n := min(16, want-len(cur))
+		fields := strings.Fields(m[4])
+		for _, h := range fields[:n] {
+			b, _ := strconv.ParseUint(h, 16, 8)
+			cur = append(cur, byte(b))
+		}
+		if len(cur) == want {
+			c.keys[label] = append(c.keys[label], cur)
+			label = ""
+		}
+	}
+	return c
 }
 
 // ikeSA is what the test tracks per IKE SA while walking a capture.

@@ -14,7 +14,7 @@
 set -euo pipefail
 CASE=$1 IKE=$2 ESP=$3 AUTH=${4:-psk} FRAG=${5:-1280}
 HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=$HERE/$CASE
+OUT=${CAPTURE_OUT:-$HERE/$CASE}
 WORK=$(mktemp -d /tmp/ikecap.XXXXXX)
 NSA=ikecap-a-$$ NSB=ikecap-b-$$
 PIDS=()
