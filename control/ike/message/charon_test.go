@@ -411,6 +411,22 @@ func checkCharonCase(t *testing.T, c *charonCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// charon sends no KE transform in IKE_AUTH, even for a Child SA
+	// configured with PFS: WithoutKE gives the same SA payload, and Select
+	// with SkipKE makes charon's choice.
+	espOurs, err := suite.ParseESP(c.params["esp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	espOurs = suite.WithSPI(suite.WithoutKE(espOurs), reqSA.Proposals[0].SPI)
+	a, _ := (&SA{Proposals: espOurs}).appendBody(nil)
+	b, _ := reqSA.appendBody(nil)
+	if !bytes.Equal(a, b) {
+		t.Errorf("IKE_AUTH SA payload: ours %s, charon's %s", suite.FormatProposals(espOurs), suite.FormatProposals(reqSA.Proposals))
+	}
+	if sel, err := suite.Select(espOurs, reqSA.Proposals, suite.SelectPolicy{SkipKE: true}); err != nil || sel.String() != csel.String() {
+		t.Errorf("Child SA: Select chose %s, charon %s (%v)", sel, csel, err)
+	}
 	calg, err := csel.Algorithms()
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,10 @@
 // signature covers); PSKAuth computes the AUTH data and VerifyPSKAuth
 // checks the peer's in constant time.
 //
-// Child SAs: IKEKeys.ChildKeys(child alg, g^ir or nil, Ni, Nr) returns the
+// Child SAs: in IKE_AUTH, send WithoutKE(proposals) (no KE payload there,
+// as strongSwan does) and choose with SelectPolicy{SkipKE: true}; in
+// CREATE_CHILD_SA with PFS, SelectPolicy{KEGroup: the KE payload's group}.
+// IKEKeys.ChildKeys(child alg, g^ir or nil, Ni, Nr) returns the
 // four ESP keys in the order of RFC 7296 section 2.17; ChildKeys.Outbound
 // and Inbound pick the directions for our role in the exchange that created
 // the Child SA.

@@ -292,3 +292,18 @@ func TestCheckResponse(t *testing.T) {
 		t.Error("ESP answer without SPI accepted")
 	}
 }
+
+func TestSelectSkipKE(t *testing.T) {
+	ours := mustESP(t, "aes128gcm16-x25519")
+	peer := WithoutKE(mustESP(t, "aes128gcm16-x25519"))
+	if len(peer[0].Of(TransformKE)) != 0 {
+		t.Fatal("WithoutKE kept a KE transform")
+	}
+	if _, err := Select(ours, peer, SelectPolicy{}); err == nil {
+		t.Error("PFS proposal matched one without KE outside IKE_AUTH")
+	}
+	sel, err := Select(ours, peer, SelectPolicy{SkipKE: true})
+	if err != nil || sel.String() != "ESP:AES_GCM_16_128/NO_EXT_SEQ" {
+		t.Errorf("IKE_AUTH Child SA: %s %v", sel, err)
+	}
+}

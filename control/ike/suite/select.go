@@ -25,6 +25,12 @@ type SelectPolicy struct {
 	// another one (strongSwan does the same by promoting the KE's group in
 	// the peer's proposals). GroupNone disables this.
 	KEGroup GroupID
+	// SkipKE ignores key exchange transforms on both sides: for the Child
+	// SA created by IKE_AUTH, whose keys come from the IKE SA's exchange
+	// (RFC 7296 section 1.2), so that a Child SA configured with PFS still
+	// matches there. strongSwan does the same (and sends no KE transform
+	// in IKE_AUTH; see WithoutKE).
+	SkipKE bool
 }
 
 // Select is the responder's choice (RFC 7296 section 3.3.6): it returns a
@@ -35,9 +41,9 @@ type SelectPolicy struct {
 //
 // Matching, as strongSwan does: the protocols must be equal; for each
 // transform type present on either side an algorithm with the same ID and
-// key length must be on both, except that a KE (for ESP) or INTEG type
-// missing on one side matches when the other lists NONE; integrity is not
-// negotiated with an AEAD. Transforms with attributes other than Key Length
+// key length must be on both, except that a KE type missing on one side of
+// an ESP or AH proposal matches when the other lists NONE; integrity is
+// not negotiated with an AEAD. Transforms with attributes other than Key Length
 // never match (RFC 7296 3.3.6: such a transform must be rejected); a
 // proposal with a transform type we do not know is unacceptable.
 //
@@ -55,7 +61,7 @@ func Select(ours, offered []Proposal, pol SelectPolicy) (Proposal, error) {
 				if pol.PreferPeer {
 					peer = &outer[i]
 				}
-				if sel, ok := selectPair(&outer[i], &inner[j], keGroup); ok {
+				if sel, ok := selectPair(&outer[i], &inner[j], keGroup, pol.SkipKE); ok {
 					sel.Number = peer.Number
 					sel.SPI = append([]byte(nil), peer.SPI...)
 					return sel, true
@@ -82,7 +88,7 @@ var knownTypes = map[TransformType]bool{
 
 // selectPair matches two proposals, pref's transform order first. With
 // keGroup set, a KE transform is only chosen if it is keGroup.
-func selectPair(pref, other *Proposal, keGroup GroupID) (Proposal, bool) {
+func selectPair(pref, other *Proposal, keGroup GroupID, skipKE bool) (Proposal, bool) {
 	if pref.Protocol != other.Protocol {
 		return Proposal{}, false
 	}
@@ -96,7 +102,7 @@ func selectPair(pref, other *Proposal, keGroup GroupID) (Proposal, bool) {
 	sel := Proposal{Protocol: pref.Protocol}
 	aead := false
 	for _, typ := range []TransformType{TransformEncr, TransformPRF, TransformInteg, TransformKE, TransformESN} {
-		if typ == TransformInteg && aead {
+		if (typ == TransformInteg && aead) || (typ == TransformKE && skipKE) {
 			continue
 		}
 		all1, all2 := pref.Of(typ), other.Of(typ)
@@ -161,6 +167,17 @@ func hasID(ts []Transform, id uint16) bool {
 		}
 	}
 	return false
+}
+
+// WithoutKE returns copies of ps without key exchange transforms: the
+// proposals of the Child SA created in IKE_AUTH, which has no KE payload.
+func WithoutKE(ps []Proposal) []Proposal {
+	out := make([]Proposal, len(ps))
+	for i, p := range ps {
+		out[i] = p.Clone()
+		out[i].Transforms = without(out[i].Transforms, TransformKE)
+	}
+	return out
 }
 
 // CheckResponse is the initiator's check of the SA payload in a response
