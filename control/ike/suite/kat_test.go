@@ -339,3 +339,29 @@ func TestUnsupportedGroup(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkKeyExchange measures one side of a Diffie-Hellman exchange:
+// generating our key and computing g^ir from the peer's value.
+func BenchmarkKeyExchange(b *testing.B) {
+	for _, g := range []GroupID{GroupCurve25519, GroupECP256, GroupECP384, GroupECP521, GroupMODP2048} {
+		b.Run(g.String(), func(b *testing.B) {
+			peer, _ := NewKeyExchange(g)
+			b.ReportAllocs()
+			for b.Loop() {
+				k, _ := NewKeyExchange(g)
+				if _, err := k.SharedSecret(peer.PublicKey()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDeriveIKEKeys(b *testing.B) {
+	a := Algorithms{Protocol: ProtocolIKE, Encr: EncrAESGCM16, EncrKeyBits: 256, PRF: PRFHMACSHA384, Group: GroupECP384}
+	ni, nr, gir := make([]byte, 32), make([]byte, 32), make([]byte, 48)
+	b.ReportAllocs()
+	for b.Loop() {
+		DeriveIKEKeys(a, ni, nr, gir, 1, 2)
+	}
+}
