@@ -1,0 +1,217 @@
+package suite
+
+import (
+	"crypto/hmac"
+	"encoding/binary"
+	"fmt"
+)
+
+// IKEKeys are the keys of an IKE SA (RFC 7296 section 2.14):
+//
+//	SKEYSEED = prf(Ni | Nr, g^ir)
+//	{SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr}
+//	         = prf+ (SKEYSEED, Ni | Nr | SPIi | SPIr)
+//
+// SK_ai and SK_ar are empty with an AEAD; SK_ei and SK_er then end with the
+// 4-byte salt. SK_d, SK_pi and SK_pr are as long as the PRF output.
+type IKEKeys struct {
+	Alg                                     Algorithms
+	SKd, SKai, SKar, SKei, SKer, SKpi, SKpr []byte
+}
+
+// DeriveIKEKeys computes the keys of a new IKE SA from IKE_SA_INIT: the
+// negotiated IKE suite, both nonces (the Nonce Data, without payload
+// header), the Diffie-Hellman shared secret and the SPIs of the header.
+func DeriveIKEKeys(a Algorithms, ni, nr, gir []byte, spii, spir uint64) (*IKEKeys, error) {
+	if err := a.Check(); err != nil {
+		return nil, fmt.Errorf("suite: deriving IKE keys: %w", err)
+	}
+	if a.Protocol != ProtocolIKE {
+		return nil, fmt.Errorf("suite: deriving IKE keys for a %s suite", a.Protocol)
+	}
+	skeyseed, err := a.PRF.Compute(cat(ni, nr), gir)
+	if err != nil {
+		return nil, err
+	}
+	return expandIKEKeys(a, skeyseed, ni, nr, spii, spir)
+}
+
+// DeriveRekeyedIKEKeys computes the keys of the IKE SA that replaces old in
+// a CREATE_CHILD_SA exchange (RFC 7296 section 2.18):
+//
+//	SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)
+//
+// with the old IKE SA's PRF, then prf+ of the new SA's PRF over
+// Ni | Nr | SPIi | SPIr as in DeriveIKEKeys, with the new SPIs.
+func DeriveRekeyedIKEKeys(old *IKEKeys, a Algorithms, ni, nr, gir []byte, spii, spir uint64) (*IKEKeys, error) {
+	if err := a.Check(); err != nil {
+		return nil, fmt.Errorf("suite: deriving rekeyed IKE keys: %w", err)
+	}
+	if a.Protocol != ProtocolIKE {
+		return nil, fmt.Errorf("suite: deriving IKE keys for a %s suite", a.Protocol)
+	}
+	skeyseed, err := old.Alg.PRF.Compute(old.SKd, gir, ni, nr)
+	if err != nil {
+		return nil, err
+	}
+	return expandIKEKeys(a, skeyseed, ni, nr, spii, spir)
+}
+
+func expandIKEKeys(a Algorithms, skeyseed, ni, nr []byte, spii, spir uint64) (*IKEKeys, error) {
+	var spis [16]byte
+	binary.BigEndian.PutUint64(spis[:8], spii)
+	binary.BigEndian.PutUint64(spis[8:], spir)
+	prfLen, integLen, encLen := a.PRF.Size(), a.IntegKeyLen(), a.EncrKeyLen()
+	km, err := PRFPlus(a.PRF, skeyseed, cat(ni, nr, spis[:]), 3*prfLen+2*integLen+2*encLen)
+	if err != nil {
+		return nil, err
+	}
+	k := &IKEKeys{Alg: a}
+	for _, f := range []struct {
+		dst *[]byte
+		n   int
+	}{{&k.SKd, prfLen}, {&k.SKai, integLen}, {&k.SKar, integLen}, {&k.SKei, encLen}, {&k.SKer, encLen}, {&k.SKpi, prfLen}, {&k.SKpr, prfLen}} {
+		*f.dst, km = km[:f.n:f.n], km[f.n:]
+	}
+	return k, nil
+}
+
+// Ciphers returns the SK protection for our side of the IKE SA: out seals
+// what we send, in opens what we receive. The original initiator of the
+// IKE SA (the I flag) uses SK_ei/SK_ai to send, the responder SK_er/SK_ar.
+func (k *IKEKeys) Ciphers(initiator bool) (out, in *SKCipher, err error) {
+	ei, ai, er, ar := k.SKei, k.SKai, k.SKer, k.SKar
+	if !initiator {
+		ei, ai, er, ar = er, ar, ei, ai
+	}
+	if out, err = NewSKCipher(k.Alg, ei, nilIfEmpty(ai)); err != nil {
+		return nil, nil, err
+	}
+	if in, err = NewSKCipher(k.Alg, er, nilIfEmpty(ar)); err != nil {
+		return nil, nil, err
+	}
+	return out, in, nil
+}
+
+// ChildKeys are the keys of an ESP Child SA pair (RFC 7296 section 2.17):
+//
+//	KEYMAT = prf+(SK_d, Ni | Nr)                  (no PFS)
+//	KEYMAT = prf+(SK_d, g^ir (new) | Ni | Nr)     (PFS, CREATE_CHILD_SA with KE)
+//
+// taken in the order: initiator-to-responder encryption key, its integrity
+// key, responder-to-initiator encryption key, its integrity key. The
+// encryption keys of AES-GCM and ChaCha20-Poly1305 end with the 4-byte salt
+// (RFC 4106, RFC 7634); the integrity keys are empty for them.
+type ChildKeys struct {
+	Alg           Algorithms
+	EncrI, IntegI []byte // initiator to responder
+	EncrR, IntegR []byte // responder to initiator
+}
+
+// ChildKeys derives the keys of a Child SA from this IKE SA's SK_d and PRF.
+// "initiator" is the initiator of the exchange that creates the Child SA
+// (IKE_AUTH or CREATE_CHILD_SA), whose nonce is Ni. gir is nil without PFS.
+func (k *IKEKeys) ChildKeys(child Algorithms, gir, ni, nr []byte) (*ChildKeys, error) {
+	return DeriveChildKeys(k.Alg.PRF, k.SKd, child, gir, ni, nr)
+}
+
+// DeriveChildKeys is IKEKeys.ChildKeys given the PRF and SK_d directly.
+func DeriveChildKeys(prf PRFID, skd []byte, child Algorithms, gir, ni, nr []byte) (*ChildKeys, error) {
+	if child.Protocol != ProtocolESP {
+		return nil, fmt.Errorf("suite: Child SA keys for protocol %s not supported", child.Protocol)
+	}
+	if err := child.Check(); err != nil {
+		return nil, fmt.Errorf("suite: deriving Child SA keys: %w", err)
+	}
+	encLen, integLen := child.EncrKeyLen(), child.IntegKeyLen()
+	km, err := PRFPlus(prf, skd, cat(gir, ni, nr), 2*(encLen+integLen))
+	if err != nil {
+		return nil, err
+	}
+	c := &ChildKeys{Alg: child}
+	for _, f := range []struct {
+		dst *[]byte
+		n   int
+	}{{&c.EncrI, encLen}, {&c.IntegI, integLen}, {&c.EncrR, encLen}, {&c.IntegR, integLen}} {
+		*f.dst, km = km[:f.n:f.n], km[f.n:]
+	}
+	return c, nil
+}
+
+// Outbound returns the keys for the SA we send with; initiator says whether
+// we initiated the exchange that created the Child SA.
+func (c *ChildKeys) Outbound(initiator bool) (encr, integ []byte) {
+	if initiator {
+		return c.EncrI, c.IntegI
+	}
+	return c.EncrR, c.IntegR
+}
+
+// Inbound returns the keys for the SA we receive with.
+func (c *ChildKeys) Inbound(initiator bool) (encr, integ []byte) {
+	return c.Outbound(!initiator)
+}
+
+// keyPad is the fixed string of RFC 7296 section 2.15 for shared-key AUTH.
+const keyPad = "Key Pad for IKEv2"
+
+// SignedOctets builds the octets an AUTH payload authenticates (RFC 7296
+// section 2.15), for the side whose AUTH it is:
+//
+//	InitiatorSignedOctets = RealMessage1 | NonceRData | MACedIDForI
+//	ResponderSignedOctets = RealMessage2 | NonceIData | MACedIDForR
+//	MACedIDForX           = prf(SK_px, RestOfXIDPayload)
+//
+// realMessage is that side's IKE_SA_INIT message exactly as sent, peerNonce
+// the other side's Nonce Data, idBody the ID payload body after the generic
+// header (ID Type, RESERVED, data: message.ID.Body()). They serve PSK and
+// signature authentication alike.
+func (k *IKEKeys) SignedOctets(initiator bool, realMessage, peerNonce, idBody []byte) ([]byte, error) {
+	skp := k.SKpr
+	if initiator {
+		skp = k.SKpi
+	}
+	maced, err := k.Alg.PRF.Compute(skp, idBody)
+	if err != nil {
+		return nil, err
+	}
+	return cat(realMessage, peerNonce, maced), nil
+}
+
+// PSKAuth computes the Authentication Data of a shared-key AUTH payload
+// (method 2, RFC 7296 section 2.15):
+//
+//	AUTH = prf( prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)
+func PSKAuth(prf PRFID, secret, signedOctets []byte) ([]byte, error) {
+	k, err := prf.Compute(secret, []byte(keyPad))
+	if err != nil {
+		return nil, err
+	}
+	return prf.Compute(k, signedOctets)
+}
+
+// VerifyPSKAuth reports in constant time whether auth is the shared-key
+// AUTH for signedOctets.
+func VerifyPSKAuth(prf PRFID, secret, signedOctets, auth []byte) bool {
+	want, err := PSKAuth(prf, secret, signedOctets)
+	return err == nil && hmac.Equal(want, auth)
+}
+
+func cat(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
