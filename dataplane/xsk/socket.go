@@ -310,8 +310,9 @@ func (s *Socket) Stats() Stats {
 
 func (s *Socket) kernelStats() (KernelStats, error) {
 	var x unix.XDPStatistics
+	// The bare errno: Stats ignores it and must not allocate.
 	if err := getsockopt(s.fd, unix.XDP_STATISTICS, unsafe.Pointer(&x), unsafe.Sizeof(x)); err != nil {
-		return KernelStats{}, fmt.Errorf("xsk: %s queue %d: statistics: %w", s.ifname, s.queue, err)
+		return KernelStats{}, err
 	}
 	return KernelStats{
 		RxDropped: x.Rx_dropped, RxInvalidDescs: x.Rx_invalid_descs, TxInvalidDescs: x.Tx_invalid_descs,
