@@ -111,7 +111,8 @@ type Socket struct {
 	tx   descRing
 	maps [4][]byte // the rings' mappings, for Close
 
-	kickTries int // sendto calls one kick may make (copy mode sends a budget per call)
+	txBudget  int // frames one sendto transmits in copy mode
+	kickTries int // sendto calls one kick may make
 
 	ctr Counters
 
@@ -134,6 +135,7 @@ type Info struct {
 	NumFrames  int
 	RingSize   int
 	RxOffset   int // offset of received data in a chunk: Headroom + XDP_PACKET_HEADROOM
+	TxBudget   int // frames one sendto transmits in copy mode (32, or RingSize with XDP_MAX_TX_SKB_BUDGET)
 }
 
 // Open creates an AF_XDP socket with its own UMEM and binds it to queue of
@@ -233,7 +235,7 @@ func open(ifi *net.Interface, queue int, cfg Config, flags uint16) (_ *Socket, e
 	if unix.SetsockoptInt(s.fd, unix.SOL_XDP, unix.XDP_MAX_TX_SKB_BUDGET, cfg.RingSize) == nil {
 		budget = cfg.RingSize
 	}
-	s.kickTries = cfg.RingSize/budget + 2
+	s.txBudget, s.kickTries = budget, cfg.RingSize/budget+2
 
 	sa := unix.SockaddrXDP{Flags: flags, Ifindex: uint32(ifi.Index), QueueID: uint32(queue)}
 	deadline := time.Now().Add(cfg.BindTimeout)
@@ -290,7 +292,7 @@ func (s *Socket) Info() Info {
 		Ifname: s.ifname, Ifindex: s.ifindex, Queue: s.queue,
 		ZeroCopy: s.zeroCopy, NeedWakeup: s.needWakeup,
 		FrameSize: s.cfg.FrameSize, NumFrames: s.cfg.NumFrames, RingSize: s.cfg.RingSize,
-		RxOffset: s.pool.rxOff,
+		RxOffset: s.pool.rxOff, TxBudget: s.txBudget,
 	}
 }
 

@@ -98,7 +98,7 @@ func TestPrivilegedTransmit(t *testing.T) {
 				time.Sleep(time.Millisecond)
 			}
 			st := s.Stats()
-			t.Logf("%d Transmit calls; stats %+v", calls, st)
+			t.Logf("%d Transmit calls; tx ring asks for wakeups: %v; info %+v; stats %+v", calls, s.tx.needWakeup(), s.Info(), st)
 			if st.TxFrames != total || st.TxCompleted != total {
 				t.Errorf("tx %d completed %d, want %d", st.TxFrames, st.TxCompleted, total)
 			}
