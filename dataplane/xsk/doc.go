@@ -26,7 +26,8 @@
 // Config.Headroom + XDP_PACKET_HEADROOM (256) into its chunk (Info.RxOffset;
 // 256 by default, 320 with Headroom 64), and the metadata an XDP program
 // adds with bpf_xdp_adjust_meta(-n) is the n bytes just before it (Frame.Meta;
-// copy mode copies data_meta..data_end into the chunk), zeroes before that.
+// copy mode copies data_meta..data_end into the chunk); the rest of the
+// headroom holds whatever the chunk held before.
 // The 256 bytes of headroom are where encapsulation grows the packet in
 // place (Frame.Prepend: outer IP + UDP + ESP + IV + Ethernet is about 100
 // bytes), after the metadata has been read. Zero-copy drivers use the same
@@ -84,8 +85,9 @@
 //   - Poll stalls on veth: asavie polls only for events it thinks pending
 //     and returns at once otherwise. Waiter polls for POLLIN with a timeout
 //     (ppoll, resumed after EINTR), after PrepareWait has kicked pending
-//     transmissions; poll(2) on an AF_XDP socket also wakes a zero-copy
-//     driver that asked for it, and drives copy-mode transmission.
+//     transmissions; with need_wakeup, poll(2) on an AF_XDP socket also
+//     wakes a zero-copy driver that asked for it and drives copy-mode
+//     transmission.
 //
 // What remains of asavie is its redirect-everything XDP program
 // (xdp.NewProgram, Attach, Register), which works with these sockets and is
