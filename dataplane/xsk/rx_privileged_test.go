@@ -119,7 +119,7 @@ func TestPrivilegedReceiveBothQueues(t *testing.T) {
 			r := newRig(t, lab.LinkOptions{Queues: 2})
 			prog := newXDPProgram(t, 2, false)
 			prog.attach(t, r, tc.generic)
-			cfg := Config{Mode: Auto, NoNeedWakeup: tc.noWakeup, FrameSize: tc.frameSize, RingSize: 256}
+			cfg := Config{Mode: Auto, NoNeedWakeup: tc.noWakeup, FrameSize: tc.frameSize, RingSize: 2048} // room for all: a slow reader loses nothing
 			socks := []*Socket{r.open(t, 0, cfg), r.open(t, 1, cfg)}
 			for q, s := range socks {
 				info := s.Info()

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,15 +30,24 @@ func (r *rig) peerListen(t testing.TB, port int) *net.UDPConn {
 
 // readAll reads datagrams from c until n arrived or a read times out.
 func readAll(c *net.UDPConn, n int, idle time.Duration) map[string]int {
+	return readCounting(c, n, idle, nil)
+}
+
+// readCounting is readAll that also counts datagrams in count as they
+// arrive, for a sender that must not outrun the socket's buffer.
+func readCounting(c *net.UDPConn, n int, idle time.Duration, count *atomic.Int64) map[string]int {
 	got := map[string]int{}
 	buf := make([]byte, 4096)
-	for count := 0; count < n; count++ {
+	for i := 0; i < n; i++ {
 		c.SetReadDeadline(time.Now().Add(idle))
 		k, _, err := c.ReadFromUDP(buf)
 		if err != nil {
 			break
 		}
 		got[string(buf[:k])]++
+		if count != nil {
+			count.Add(1)
+		}
 	}
 	return got
 }
@@ -50,13 +60,19 @@ func TestPrivilegedTransmit(t *testing.T) {
 			s := r.open(t, 0, Config{NoNeedWakeup: noWakeup, RingSize: 64, NumFrames: 128})
 			peer := r.peerListen(t, 9001)
 			gotc := make(chan map[string]int)
-			go func() { gotc <- readAll(peer, 300, 2*time.Second) }()
+			var read atomic.Int64
+			go func() { gotc <- readCounting(peer, 300, 3*time.Second, &read) }()
 			const total = 300 // more than the ring and the UMEM: frames must come back
 			frames := make([]Frame, BatchSize)
 			want := map[string]bool{}
 			sent, calls := 0, 0
 			deadline := time.Now().Add(10 * time.Second)
 			for sent < total && time.Now().Before(deadline) {
+				// Keep at most two batches ahead of the peer's reader: its
+				// socket buffer holds about 256 of these datagrams.
+				for int(read.Load()) < sent-BatchSize && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
 				n := s.Alloc(frames[:min(len(frames), total-sent)])
 				for i := range frames[:n] {
 					f := &frames[i]
@@ -119,7 +135,7 @@ func TestPrivilegedHairpin(t *testing.T) {
 	r := newRig(t, lab.LinkOptions{Queues: 1})
 	prog := newXDPProgram(t, 1, false)
 	prog.attach(t, r, false)
-	s := r.open(t, 0, Config{RingSize: 128})
+	s := r.open(t, 0, Config{RingSize: 256})
 	prog.register(t, 0, s)
 	encaps := r.peerListen(t, 9004)
 	var conn *net.UDPConn
