@@ -125,7 +125,7 @@ func TestPrivilegedFillRingEmpty(t *testing.T) {
 		held = append(held, frames[:n]...)
 	}
 	st := s.Stats()
-	t.Logf("holding %d frames; stats %+v", len(held), st)
+	t.Logf("holding %d frames; fill ring asks for a wakeup: %v; stats %+v", len(held), s.fill.needWakeup(), st)
 	if len(held) != 64 {
 		t.Errorf("holding %d frames, want all 64", len(held))
 	}
