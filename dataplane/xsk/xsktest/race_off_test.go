@@ -1,0 +1,5 @@
+//go:build !race
+
+package xsktest
+
+const raceEnabled = false
