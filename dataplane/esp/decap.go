@@ -32,44 +32,51 @@ type Outer struct {
 // which starts at its IP header, for the SA table's SPI lookup and for
 // Decap. It allocates nothing and never reads past p.
 func ParseOuter(p []byte) (o Outer, r Reason) {
+	r = parseOuter(p, &o)
+	return o, r
+}
+
+// parseOuter fills *o; a pointer, so that the per-packet path does not copy
+// the struct around.
+func parseOuter(p []byte, o *Outer) Reason {
 	if len(p) < 1 {
-		return o, ShortPacket
+		return ShortPacket
 	}
 	var proto byte
 	switch p[0] >> 4 {
 	case 4:
 		if len(p) < iphdr.IPv4MinLen {
-			return o, ShortPacket
+			return ShortPacket
 		}
 		ihl := int(p[0]&0xf) * 4
 		tot := int(binary.BigEndian.Uint16(p[2:4]))
 		if ihl < iphdr.IPv4MinLen || tot < ihl || tot > len(p) {
-			return o, Malformed
+			return Malformed
 		}
 		if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
-			return o, OuterFragment
+			return OuterFragment
 		}
 		o.End, o.HdrEnd, o.NHOff, o.DS = tot, ihl, 9, p[1]
 		proto = p[9]
 	case 6:
 		if len(p) < iphdr.IPv6Len {
-			return o, ShortPacket
+			return ShortPacket
 		}
 		tot := iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
 		if tot > len(p) {
-			return o, Malformed
+			return Malformed
 		}
 		info, ok := iphdr.IPv6Walk(p[:tot])
 		if !ok {
-			return o, Malformed
+			return Malformed
 		}
 		if info.FragOff != 0 {
-			return o, OuterFragment
+			return OuterFragment
 		}
 		o.End, o.HdrEnd, o.NHOff, o.DS, o.V6 = tot, info.Off, info.NextHeaderOff, p[0]<<4|p[1]>>4, true
 		proto = info.Proto
 	default:
-		return o, Malformed
+		return Malformed
 	}
 	o.ESPOff = o.HdrEnd
 	switch proto {
@@ -77,35 +84,35 @@ func ParseOuter(p []byte) (o Outer, r Reason) {
 	case iphdr.ProtoUDP:
 		u := p[o.HdrEnd:o.End]
 		if len(u) < iphdr.UDPLen+1 {
-			return o, ShortPacket
+			return ShortPacket
 		}
 		ul := int(binary.BigEndian.Uint16(u[4:6]))
 		if ul < iphdr.UDPLen+1 || ul > len(u) {
-			return o, Malformed
+			return Malformed
 		}
 		o.End = o.HdrEnd + ul
 		pl := u[iphdr.UDPLen:ul]
 		// RFC 3948 section 2.2: a lone 0xff is a NAT keepalive; a
 		// zero SPI is the non-ESP marker of IKE.
 		if len(pl) == 1 && pl[0] == 0xff {
-			return o, NotESP
+			return NotESP
 		}
 		if len(pl) >= 4 && binary.BigEndian.Uint32(pl) == 0 {
-			return o, NotESP
+			return NotESP
 		}
 		o.UDP = true
 		o.SrcPort = binary.BigEndian.Uint16(u[0:2])
 		o.DstPort = binary.BigEndian.Uint16(u[2:4])
 		o.ESPOff += iphdr.UDPLen
 	default:
-		return o, Malformed
+		return Malformed
 	}
 	if o.End-o.ESPOff < espHdrLen {
-		return o, ShortPacket
+		return ShortPacket
 	}
 	o.SPI = binary.BigEndian.Uint32(p[o.ESPOff:])
 	o.Seq = binary.BigEndian.Uint32(p[o.ESPOff+4:])
-	return o, None
+	return None
 }
 
 // Decap verifies and decrypts the ESP packet at buf[off:off+n] (starting
@@ -130,8 +137,8 @@ func (sa *SA) decap(buf []byte, off, n int) Result {
 		return sa.drop(Malformed)
 	}
 	p := buf[off : off+n]
-	o, why := ParseOuter(p)
-	if why != None {
+	var o Outer
+	if why := parseOuter(p, &o); why != None {
 		return sa.drop(why)
 	}
 	esp := p[o.ESPOff:o.End]

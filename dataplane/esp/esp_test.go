@@ -654,17 +654,29 @@ func TestDFAndMTU(t *testing.T) {
 	if r.Verdict != SendTooBig || r.Reason != TooBig || r.Off != off || !bytes.Equal(buf[off:off+r.Len], pktDF) {
 		t.Fatalf("DF packet: %+v", r)
 	}
-	// 1500 - 20 (IP) - 8 (ESP) - 8 (IV) - 16 (ICV) = 1448 -> 1448 - 2 = 1446.
-	if r.MTU != 1446 || out.InnerMTU() != 1446 {
-		t.Fatalf("announced MTU %d (InnerMTU %d), want 1446", r.MTU, out.InnerMTU())
+	// 1500 - 20 (IP) - 8 (ESP) - 8 (IV) - 16 (ICV) = 1448, aligned to 16
+	// = 1440, less pad length and next header = 1438.
+	if r.MTU != 1438 || out.InnerMTU() != 1438 {
+		t.Fatalf("announced MTU %d (InnerMTU %d), want 1438", r.MTU, out.InnerMTU())
 	}
-	fit := innerPacket(false, 1446)
+	fit := innerPacket(false, 1438)
 	buf, off = frame(fit)
-	if r := out.Encap(buf, off, len(fit)); r.Verdict != Forward || r.Len != 1500 {
+	if r := out.Encap(buf, off, len(fit)); r.Verdict != Forward || r.Len != 1492 {
 		t.Fatalf("packet of exactly the inner MTU: %+v", r)
 	}
-	if r := out.Encap(frame2(ipv4Packet(host4, peer4, iphdr.ProtoUDP, 0, true, make([]byte, 1427)))); r.Verdict != SendTooBig {
+	if r := out.Encap(frame2(ipv4Packet(host4, peer4, iphdr.ProtoUDP, 0, true, make([]byte, 1419)))); r.Verdict != SendTooBig {
 		t.Fatalf("one byte more: %+v", r)
+	}
+	// With the minimal 4-byte alignment the same path carries 1446 bytes.
+	oc4, _ := pairConfig(pairOpts{suite: AES128GCM, mtu: 1500})
+	oc4.PadAlign = 4
+	out4, _ := NewSA(oc4)
+	if out4.InnerMTU() != 1446 {
+		t.Fatalf("InnerMTU with 4-byte alignment %d, want 1446", out4.InnerMTU())
+	}
+	fit = innerPacket(false, 1446)
+	if r := out4.Encap(frame2(fit)); r.Verdict != Forward || r.Len != 1500 {
+		t.Fatalf("1446 bytes with 4-byte alignment: %+v", r)
 	}
 	// Outer DF copied from the inner packet; cleared when fragmenting.
 	buf, off = frame(pktNoDF)
@@ -688,7 +700,7 @@ func TestDFAndMTU(t *testing.T) {
 		t.Fatal("DF not set for an IPv6 inner packet")
 	}
 	// IPv6 inner: too big above 1280, fragmented at or below.
-	if r := out.Encap(frame2(pkt6)); r.Verdict != SendTooBig || r.MTU != 1446 {
+	if r := out.Encap(frame2(pkt6)); r.Verdict != SendTooBig || r.MTU != 1438 {
 		t.Fatalf("v6 inner: %+v", r)
 	}
 	out2, _ := newPair(t, pairOpts{suite: AES128GCM, mtu: 1280})

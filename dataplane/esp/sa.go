@@ -194,7 +194,7 @@ func NewSA(cfg Config) (*SA, error) {
 		esn:      cfg.ESN,
 		aeadMode: cfg.Suite.AEAD(),
 		ivLen:    cfg.Suite.IVLen(),
-		blkMask:  cfg.Suite.blockLen() - 1,
+		blkMask:  padAlign(cfg.PadAlign) - 1,
 		fragBig:  cfg.FragmentTooBig,
 		df:       cfg.DF,
 		ecn:      cfg.ECN,
@@ -305,6 +305,13 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		return fmt.Errorf("unknown suite %d", cfg.Suite)
 	}
 	return nil
+}
+
+func padAlign(a int) int {
+	if a == 0 {
+		return 16
+	}
+	return a
 }
 
 func compileSelectors(in []Selector) []selector {

@@ -92,6 +92,13 @@ func (w *Window) lazyInit() {
 	}
 }
 
+// Reset empties the window, keeping its size, without allocating.
+func (w *Window) Reset() {
+	w.lazyInit()
+	w.top = 0
+	clear(w.blocks)
+}
+
 // Size returns the window width in sequence numbers.
 func (w *Window) Size() int {
 	w.lazyInit()
