@@ -242,7 +242,9 @@ static __always_inline int parse_ipv6(void *data, void *end, struct pkt *p,
 		if (hoff > l3_end)
 			return SPUGATE_CNT_PASS_BAD_EXT_HDR;
 	}
-	return SPUGATE_CNT_PASS_BAD_EXT_HDR;
+	if (nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING ||
+	    nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT)
+		return SPUGATE_CNT_PASS_BAD_EXT_HDR;
 done:
 	if (hoff > l3_end)
 		return SPUGATE_CNT_PASS_BAD_EXT_HDR;

@@ -1,0 +1,278 @@
+package steer
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// fakeLPM holds SPD entries as the kernel's LPM maps would, checks the
+// update-order invariant on every write, and looks up like steer.c.
+type fakeLPM struct {
+	t   *testing.T
+	dst map[groupKey]uint32
+	src map[srcKey]spdValue
+	ops int
+	// failAfter makes the write numbered failAfter fail (0: never).
+	failAfter int
+}
+
+func newFakeLPM(t *testing.T) *fakeLPM {
+	return &fakeLPM{t: t, dst: map[groupKey]uint32{}, src: map[srcKey]spdValue{}}
+}
+
+func (f *fakeLPM) op() error {
+	f.ops++
+	if f.failAfter != 0 && f.ops == f.failAfter {
+		return fmt.Errorf("injected failure at write %d", f.ops)
+	}
+	return nil
+}
+
+// check: every group a stage-1 entry points to has stage-2 entries.
+func (f *fakeLPM) check(when string) {
+	for gk, g := range f.dst {
+		n := 0
+		for sk := range f.src {
+			if sk.group == g {
+				n++
+			}
+		}
+		if n == 0 {
+			f.t.Errorf("%s: stage-1 %v points to group %d with no entries", when, gk, g)
+		}
+	}
+}
+
+func (f *fakeLPM) putDst(k groupKey, g uint32) error {
+	if err := f.op(); err != nil {
+		return err
+	}
+	f.dst[k] = g
+	f.check("putDst")
+	return nil
+}
+
+func (f *fakeLPM) delDst(k groupKey) error {
+	if err := f.op(); err != nil {
+		return err
+	}
+	delete(f.dst, k)
+	f.check("delDst")
+	return nil
+}
+
+func (f *fakeLPM) putSrc(k srcKey, v spdValue) error {
+	if err := f.op(); err != nil {
+		return err
+	}
+	f.src[k] = v
+	return nil
+}
+
+func (f *fakeLPM) delSrc(k srcKey) error {
+	if err := f.op(); err != nil {
+		return err
+	}
+	delete(f.src, k)
+	f.check("delSrc")
+	return nil
+}
+
+// lookup is steer.c's spd_lookup over the fake maps.
+func (f *fakeLPM) lookup(ifindex int, src, dst netip.Addr) (spdValue, bool) {
+	best, found := groupKey{}, false
+	for gk := range f.dst {
+		if gk.ifindex == ifindex && gk.dst.Contains(dst) && (!found || gk.dst.Bits() > best.dst.Bits()) {
+			best, found = gk, true
+		}
+	}
+	if !found {
+		return spdValue{}, false
+	}
+	g := f.dst[best]
+	var bs srcKey
+	found = false
+	for sk := range f.src {
+		if sk.group == g && sk.src.Contains(src) && (!found || sk.src.Bits() > bs.src.Bits()) {
+			bs, found = sk, true
+		}
+	}
+	return f.src[bs], found
+}
+
+// oracle: the policy covering both addresses with the longest source
+// prefix, then the longest destination prefix.
+func oracle(pols map[policyKey]Policy, ifindex int, src, dst netip.Addr) (spdValue, bool) {
+	var best *Policy
+	for _, p := range pols {
+		if p.Ifindex != ifindex || !p.Local.Contains(src) || !p.Remote.Contains(dst) {
+			continue
+		}
+		if best == nil || p.Local.Bits() > best.Local.Bits() ||
+			(p.Local.Bits() == best.Local.Bits() && p.Remote.Bits() > best.Remote.Bits()) {
+			best = &p
+		}
+	}
+	if best == nil {
+		return spdValue{}, false
+	}
+	return best.value(), true
+}
+
+func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestSPDWiderDestination is the case a plain two-stage lookup misses.
+func TestSPDWiderDestination(t *testing.T) {
+	tab, f := newSPDTable(), newFakeLPM(t)
+	must(t, tab.set(f, Policy{Ifindex: 2, Local: pfx("10.0.0.0/8"), Remote: pfx("198.18.1.0/24"), ID: 1, LogicalSPU: 11}))
+	must(t, tab.set(f, Policy{Ifindex: 2, Local: pfx("172.16.0.0/12"), Remote: pfx("198.18.0.0/16"), ID: 2, LogicalSPU: 22}))
+	cases := []struct {
+		src, dst string
+		id       uint32
+		ok       bool
+	}{
+		{"10.1.1.1", "198.18.1.5", 1, true},
+		{"172.16.0.1", "198.18.1.5", 2, true}, // destination /24 wins stage 1; policy 2 is inherited
+		{"172.16.0.1", "198.18.2.5", 2, true},
+		{"10.1.1.1", "198.18.2.5", 0, false},
+		{"192.0.2.1", "198.18.1.5", 0, false},
+	}
+	for _, c := range cases {
+		v, ok := f.lookup(2, netip.MustParseAddr(c.src), netip.MustParseAddr(c.dst))
+		if ok != c.ok || v.id != c.id {
+			t.Errorf("%s -> %s: got policy %d (%v), want %d (%v)", c.src, c.dst, v.id, ok, c.id, c.ok)
+		}
+		if _, ok := f.lookup(3, netip.MustParseAddr(c.src), netip.MustParseAddr(c.dst)); ok {
+			t.Errorf("%s -> %s matched on another interface", c.src, c.dst)
+		}
+	}
+	// Removing the /24 policy leaves policy 2 for its traffic.
+	must(t, tab.delete(f, 2, pfx("10.0.0.0/8"), pfx("198.18.1.0/24")))
+	if v, ok := f.lookup(2, netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("198.18.1.5")); !ok || v.id != 2 {
+		t.Errorf("after delete: got %d %v, want policy 2", v.id, ok)
+	}
+	must(t, tab.delete(f, 2, pfx("172.16.0.0/12"), pfx("198.18.0.0/16")))
+	if len(f.dst)+len(f.src) != 0 {
+		t.Errorf("entries left after deleting every policy: %v %v", f.dst, f.src)
+	}
+	if err := tab.delete(f, 2, pfx("172.16.0.0/12"), pfx("198.18.0.0/16")); err == nil {
+		t.Error("deleting a missing policy succeeded")
+	}
+}
+
+func TestSPDRejects(t *testing.T) {
+	tab, f := newSPDTable(), newFakeLPM(t)
+	bad := []Policy{
+		{Ifindex: 0, Local: pfx("10.0.0.0/8"), Remote: pfx("10.0.0.0/8")},
+		{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: pfx("2001:db8::/32")},
+		{Ifindex: 1, Local: pfx("::ffff:10.0.0.0/104"), Remote: pfx("::ffff:10.0.0.0/104")},
+		{Ifindex: 1, Remote: pfx("10.0.0.0/8")},
+	}
+	for _, p := range bad {
+		if err := tab.set(f, p); err == nil {
+			t.Errorf("accepted %+v", p)
+		}
+	}
+}
+
+func randPrefix(r *rand.Rand, is4 bool) netip.Prefix {
+	// Few distinct bits, so that prefixes nest and overlap often.
+	if is4 {
+		a := netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(4)), byte(r.IntN(4) * 64)})
+		return netip.PrefixFrom(a, []int{0, 8, 16, 23, 24, 26, 32}[r.IntN(7)]).Masked()
+	}
+	var b [16]byte
+	b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+	b[4] = byte(r.IntN(4))
+	b[15] = byte(r.IntN(4))
+	return netip.PrefixFrom(netip.AddrFrom16(b), []int{0, 32, 34, 40, 64, 128}[r.IntN(6)]).Masked()
+}
+
+func randIn(r *rand.Rand, is4 bool) netip.Addr {
+	if is4 {
+		return netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(5)), byte(r.IntN(256))})
+	}
+	var b [16]byte
+	b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+	b[4] = byte(r.IntN(5))
+	b[15] = byte(r.IntN(5))
+	return netip.AddrFrom16(b)
+}
+
+// TestSPDRandom applies random adds and deletes and compares every lookup
+// with the oracle, on two interfaces and both families.
+func TestSPDRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	tab, f := newSPDTable(), newFakeLPM(t)
+	for step := range 600 {
+		is4 := r.IntN(2) == 0
+		ifindex := 1 + r.IntN(2)
+		p := Policy{Ifindex: ifindex, Local: randPrefix(r, is4), Remote: randPrefix(r, is4),
+			ID: uint32(step), LogicalSPU: uint16(r.IntN(256)), Bypass: r.IntN(10) == 0}
+		if r.IntN(3) == 0 {
+			_ = tab.delete(f, p.Ifindex, p.Local, p.Remote)
+		} else {
+			must(t, tab.set(f, p))
+		}
+		for range 20 {
+			is4 := r.IntN(2) == 0
+			ifindex := 1 + r.IntN(2)
+			src, dst := randIn(r, is4), randIn(r, is4)
+			got, gok := f.lookup(ifindex, src, dst)
+			want, wok := oracle(tab.policies, ifindex, src, dst)
+			if got != want || gok != wok {
+				t.Fatalf("step %d: if%d %v -> %v: lookup %+v %v, oracle %+v %v", step, ifindex, src, dst, got, gok, want, wok)
+			}
+		}
+	}
+	// Groups are recycled, not leaked.
+	for _, p := range tab.list() {
+		must(t, tab.delete(f, p.Ifindex, p.Local, p.Remote))
+	}
+	if len(f.dst)+len(f.src)+len(tab.groups)+len(tab.owner)+len(tab.dst)+len(tab.src) != 0 {
+		t.Errorf("state left after deleting everything: %d %d %d %d %d %d",
+			len(f.dst), len(f.src), len(tab.groups), len(tab.owner), len(tab.dst), len(tab.src))
+	}
+	t.Logf("%d writes, %d groups ever allocated", f.ops, tab.nextGroup)
+}
+
+// TestSPDWriteFailure injects a failing write at every position and checks
+// that the table and the maps still agree with the remaining policies.
+func TestSPDWriteFailure(t *testing.T) {
+	base := []Policy{
+		{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: pfx("198.18.0.0/16"), ID: 1},
+		{Ifindex: 1, Local: pfx("10.1.0.0/16"), Remote: pfx("198.18.1.0/24"), ID: 2},
+	}
+	extra := Policy{Ifindex: 1, Local: pfx("10.2.0.0/16"), Remote: pfx("198.18.1.128/25"), ID: 3}
+	for n := 1; n < 12; n++ {
+		tab, f := newSPDTable(), newFakeLPM(t)
+		for _, p := range base {
+			must(t, tab.set(f, p))
+		}
+		f.failAfter = f.ops + n
+		err := tab.set(f, extra)
+		f.failAfter = 0
+		if _, kept := tab.policies[extra.key()]; kept == (err != nil) {
+			t.Errorf("failure at write %d: error %v but policy kept %v", n, err, kept)
+		}
+		r := rand.New(rand.NewPCG(uint64(n), 1))
+		for range 200 {
+			src := netip.AddrFrom4([4]byte{10, byte(r.IntN(3)), 0, 1})
+			dst := netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(2)), byte(r.IntN(256))})
+			got, gok := f.lookup(1, src, dst)
+			want, wok := oracle(tab.policies, 1, src, dst)
+			if got != want || gok != wok {
+				t.Fatalf("failure at write %d (err %v): %v -> %v: lookup %+v %v, oracle %+v %v", n, err, src, dst, got, gok, want, wok)
+			}
+		}
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,390 @@
+package steer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/spugate/spugate/bpf"
+	"github.com/spugate/spugate/dataplane/anchor"
+)
+
+// ProgramName is the kernel name of the steering program, by which Attach
+// recognizes one left behind by a previous spud.
+const ProgramName = "spugate_steer"
+
+// Limits of the maps (bpf/include/spugate.h and bpf/steer.c).
+const (
+	MaxInterfaces = 16   // interfaces with AF_XDP sockets (SPUGATE_MAX_IFACES)
+	MaxQueues     = 64   // rx queues per interface (SPUGATE_MAX_QUEUES)
+	MaxLocalAddrs = 1024 // local tunnel endpoints
+)
+
+// Config is the anchor configuration of the steering program.
+type Config struct {
+	Anchor anchor.Function
+	// FailClosed drops SPD cleartext that finds no AF_XDP socket on its
+	// queue (spud is not running), instead of passing it to the kernel,
+	// which would route it in the clear. Off by default, as issue 4 asks.
+	FailClosed bool
+}
+
+const configFailClosed = 0x1 // SPUGATE_CONFIG_FAIL_CLOSED
+
+// Program is the loaded steering program and its maps. Its methods may be
+// called from several goroutines.
+type Program struct {
+	mu       sync.Mutex
+	objs     bpf.SteerObjects
+	id       ebpf.ProgramID
+	l        int                 // configured L, 0 before SetConfig
+	spuMap   []uint16            // entries last written to spu_map
+	attached map[int]Mode        // ifindex -> mode, attached by this Program
+	slots    map[int]uint32      // ifindex -> XSKMAP slot
+	xsks     map[int]map[int]int // ifindex -> queue -> fd, registered
+	spd      spdTable
+}
+
+// Load loads the steering program and creates its maps. It needs
+// CAP_BPF and CAP_NET_ADMIN (root); nothing is attached yet.
+func Load() (*Program, error) {
+	var objs bpf.SteerObjects
+	if err := bpf.LoadSteerObjects(&objs, nil); err != nil {
+		return nil, fmt.Errorf("steer: load XDP program: %w", verifierDetail(err))
+	}
+	info, err := objs.SpugateSteer.Info()
+	if err != nil {
+		objs.Close()
+		return nil, fmt.Errorf("steer: program info: %w", err)
+	}
+	id, _ := info.ID()
+	return &Program{
+		objs:     objs,
+		id:       id,
+		attached: make(map[int]Mode),
+		slots:    make(map[int]uint32),
+		xsks:     make(map[int]map[int]int),
+		spd:      newSPDTable(),
+	}, nil
+}
+
+// verifierDetail keeps the end of a verifier log, where the reason is.
+func verifierDetail(err error) error {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) || len(ve.Log) == 0 {
+		return err
+	}
+	tail := ve.Log[max(0, len(ve.Log)-8):]
+	return fmt.Errorf("%w\n%s", err, strings.Join(tail, "\n"))
+}
+
+// Close detaches the program from every interface this Program attached it
+// to and releases the maps. A crashed spud does not get here: its program
+// stays attached, and the next spud's Attach replaces it.
+func (p *Program) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for ifindex, mode := range p.attached {
+		if err := setXDP(ifindex, -1, mode); err != nil {
+			errs = append(errs, fmt.Errorf("steer: detach from ifindex %d: %w", ifindex, err))
+		}
+	}
+	p.attached = nil
+	if err := p.objs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Program returns the XDP program, for BPF_PROG_TEST_RUN and inspection.
+func (p *Program) Program() *ebpf.Program { return p.objs.SpugateSteer }
+
+// ID returns the kernel's id of the program.
+func (p *Program) ID() ebpf.ProgramID { return p.id }
+
+// SetConfig sets the hash key, L and flags, with the SPU map for that L
+// (written first, so that no packet sees the new L without its map). The
+// config is one array value written with one syscall; a packet racing a
+// change of key or L may see a mix of old and new, which only matters at
+// deployment time, when both change and every tunnel moves anyway.
+func (p *Program) SetConfig(c Config, m *anchor.Map) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := c.Anchor.L()
+	if l < 1 || l > anchor.MaxLogicalSPUs {
+		return fmt.Errorf("steer: config: %d logical SPUs out of range 1..%d", l, anchor.MaxLogicalSPUs)
+	}
+	if m == nil || m.Len() != l {
+		return fmt.Errorf("steer: config: L=%d needs an SPU map of %d entries", l, l)
+	}
+	if err := p.writeSPUMap(m); err != nil {
+		return err
+	}
+	hk := c.Anchor.HashKey()
+	k0, k1 := hk.Words()
+	v := bpf.SteerSpugateConfig{SiphashK0: k0, SiphashK1: k1, LogicalSpus: uint32(l)}
+	if c.FailClosed {
+		v.Flags |= configFailClosed
+	}
+	if err := p.objs.Config.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("steer: write config: %w", err)
+	}
+	p.l = l
+	return nil
+}
+
+// SetSPUMap writes a rebuilt logical -> physical map (anchor.Map.Rebuild)
+// for the configured L, only the entries that changed. Each entry is one
+// 4-byte array value, which a packet reads whole: while the map is being
+// written a packet sees, for its logical SPU, either the old or the new
+// physical SPU, never a torn value, but two packets of different logical
+// SPUs may see one old and one new. Meta.PhysicalSPU is therefore a hint;
+// the hand-off between SPUs during a migration must rely on spud's own map.
+func (p *Program) SetSPUMap(m *anchor.Map) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l == 0 {
+		return fmt.Errorf("steer: SPU map before config: call SetConfig first")
+	}
+	if m.Len() != p.l {
+		return fmt.Errorf("steer: SPU map of %d logical SPUs, config says %d", m.Len(), p.l)
+	}
+	return p.writeSPUMap(m)
+}
+
+// writeSPUMap writes the entries of m that differ from the last written.
+// Called with p.mu held.
+func (p *Program) writeSPUMap(m *anchor.Map) error {
+	entries := m.Entries()
+	for i, phys := range entries {
+		if i < len(p.spuMap) && p.spuMap[i] == phys {
+			continue
+		}
+		if err := p.objs.SpuMap.Put(uint32(i), uint32(phys)); err != nil {
+			p.spuMap = nil // unknown state: rewrite all next time
+			return fmt.Errorf("steer: write spu_map[%d]: %w", i, err)
+		}
+	}
+	p.spuMap = entries
+	return nil
+}
+
+func addrKey(a netip.Addr) ([16]byte, error) {
+	if !a.IsValid() {
+		return [16]byte{}, fmt.Errorf("steer: invalid local address")
+	}
+	return a.Unmap().WithZone("").As16(), nil
+}
+
+// AddLocalAddr marks a as a local tunnel endpoint: ESP and UDP-ESP to it
+// are steered, ESP to other addresses is transit traffic.
+func (p *Program) AddLocalAddr(a netip.Addr) error {
+	k, err := addrKey(a)
+	if err != nil {
+		return err
+	}
+	if err := p.objs.LocalAddrs.Put(k, uint8(1)); err != nil {
+		return fmt.Errorf("steer: add local address %v: %w", a, err)
+	}
+	return nil
+}
+
+// DeleteLocalAddr removes a local tunnel endpoint.
+func (p *Program) DeleteLocalAddr(a netip.Addr) error {
+	k, err := addrKey(a)
+	if err != nil {
+		return err
+	}
+	if err := p.objs.LocalAddrs.Delete(k); err != nil {
+		return fmt.Errorf("steer: delete local address %v: %w", a, err)
+	}
+	return nil
+}
+
+// LocalAddrs lists the local tunnel endpoints in the map.
+func (p *Program) LocalAddrs() ([]netip.Addr, error) {
+	var out []netip.Addr
+	var k [16]byte
+	var v uint8
+	it := p.objs.LocalAddrs.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, netip.AddrFrom16(k).Unmap())
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("steer: list local addresses: %w", err)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// SetPolicy adds or replaces (same interface and selectors) an SPD entry.
+func (p *Program) SetPolicy(pol Policy) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.spd.set(mapWriter{p}, pol)
+}
+
+// DeletePolicy removes the SPD entry of these selectors on ifindex.
+func (p *Program) DeletePolicy(ifindex int, local, remote netip.Prefix) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.spd.delete(mapWriter{p}, ifindex, local, remote)
+}
+
+// Policies returns the SPD entries set.
+func (p *Program) Policies() []Policy {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.spd.list()
+}
+
+// mapWriter puts SPD entries into the LPM maps.
+type mapWriter struct{ p *Program }
+
+func lpmKey(prefixBits int, id uint32, a netip.Addr) []byte {
+	raw := a.AsSlice()
+	k := make([]byte, 8, 8+len(raw))
+	binary.LittleEndian.PutUint32(k[0:4], uint32(32+prefixBits))
+	binary.LittleEndian.PutUint32(k[4:8], id)
+	return append(k, raw...)
+}
+
+func (w mapWriter) dstMap(a netip.Addr) *ebpf.Map {
+	if a.Is4() {
+		return w.p.objs.Spd4Dst
+	}
+	return w.p.objs.Spd6Dst
+}
+
+func (w mapWriter) srcMap(a netip.Addr) *ebpf.Map {
+	if a.Is4() {
+		return w.p.objs.Spd4Src
+	}
+	return w.p.objs.Spd6Src
+}
+
+func (w mapWriter) putDst(k groupKey, group uint32) error {
+	return w.dstMap(k.dst.Addr()).Put(lpmKey(k.dst.Bits(), uint32(k.ifindex), k.dst.Addr()), group)
+}
+
+func (w mapWriter) delDst(k groupKey) error {
+	err := w.dstMap(k.dst.Addr()).Delete(lpmKey(k.dst.Bits(), uint32(k.ifindex), k.dst.Addr()))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+func (w mapWriter) putSrc(k srcKey, v spdValue) error {
+	val := bpf.SteerSpugatePolicy{PolicyId: v.id, LogicalSpu: v.logical, Flags: v.flags}
+	return w.srcMap(k.src.Addr()).Put(lpmKey(k.src.Bits(), k.group, k.src.Addr()), &val)
+}
+
+func (w mapWriter) delSrc(k srcKey) error {
+	err := w.srcMap(k.src.Addr()).Delete(lpmKey(k.src.Bits(), k.group, k.src.Addr()))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil
+	}
+	return err
+}
+
+// slot returns the XSKMAP slot of ifindex, allocating one if needed.
+// Called with p.mu held.
+func (p *Program) slot(ifindex int) (uint32, error) {
+	if s, ok := p.slots[ifindex]; ok {
+		return s, nil
+	}
+	used := make([]bool, MaxInterfaces)
+	for _, s := range p.slots {
+		used[s] = true
+	}
+	s := slices.Index(used, false)
+	if s < 0 {
+		return 0, fmt.Errorf("steer: ifindex %d: all %d interface slots in use", ifindex, MaxInterfaces)
+	}
+	if err := p.objs.Ifslots.Put(uint32(ifindex), uint32(s)); err != nil {
+		return 0, fmt.Errorf("steer: ifindex %d: write interface slot: %w", ifindex, err)
+	}
+	p.slots[ifindex] = uint32(s)
+	return uint32(s), nil
+}
+
+// releaseSlot frees the slot of an interface that has neither sockets nor
+// an attachment. Called with p.mu held.
+func (p *Program) releaseSlot(ifindex int) {
+	if _, on := p.attached[ifindex]; on || len(p.xsks[ifindex]) > 0 {
+		return
+	}
+	if _, ok := p.slots[ifindex]; !ok {
+		return
+	}
+	if err := p.objs.Ifslots.Delete(uint32(ifindex)); err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+		delete(p.slots, ifindex)
+	}
+}
+
+// RegisterXSK puts the AF_XDP socket fd, bound to (ifindex, queue), in the
+// XSKMAP, so that steered frames of that queue reach it. Frames of a queue
+// with no socket go to the kernel, counted PassNoXSK.
+func (p *Program) RegisterXSK(ifindex, queue, fd int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("steer: ifindex %d: queue %d out of range 0..%d", ifindex, queue, MaxQueues-1)
+	}
+	s, err := p.slot(ifindex)
+	if err != nil {
+		return err
+	}
+	if err := p.objs.Xsks.Put(s*MaxQueues+uint32(queue), uint32(fd)); err != nil {
+		p.releaseSlot(ifindex)
+		return fmt.Errorf("steer: register AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	if p.xsks[ifindex] == nil {
+		p.xsks[ifindex] = make(map[int]int)
+	}
+	p.xsks[ifindex][queue] = fd
+	return nil
+}
+
+// UnregisterXSK removes the socket of (ifindex, queue) from the XSKMAP.
+// Closing the socket removes it too; this is for a socket that lives on.
+func (p *Program) UnregisterXSK(ifindex, queue int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s, ok := p.slots[ifindex]
+	if !ok || queue < 0 || queue >= MaxQueues {
+		return fmt.Errorf("steer: no AF_XDP socket registered for ifindex %d queue %d", ifindex, queue)
+	}
+	err := p.objs.Xsks.Delete(s*MaxQueues + uint32(queue))
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("steer: unregister AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
+	}
+	delete(p.xsks[ifindex], queue)
+	if len(p.xsks[ifindex]) == 0 {
+		delete(p.xsks, ifindex)
+	}
+	p.releaseSlot(ifindex)
+	return nil
+}
+
+// Counters reads the counters, summed over CPUs.
+func (p *Program) Counters() (Counters, error) {
+	var c Counters
+	var per []uint64
+	for i := range c {
+		if err := p.objs.Counters.Lookup(uint32(i), &per); err != nil {
+			return c, fmt.Errorf("steer: read counter %s: %w", Counter(i), err)
+		}
+		for _, v := range per {
+			c[i] += v
+		}
+	}
+	return c, nil
+}
