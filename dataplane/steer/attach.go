@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,6 +128,9 @@ func (p *Program) AttachByName(name string, mode Mode) (Mode, error) {
 func (p *Program) Attach(ifindex int, mode Mode) (Mode, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.bindNetns(); err != nil {
+		return 0, fmt.Errorf("steer: attach to ifindex %d: %w", ifindex, err)
+	}
 	got, err := p.attach(ifindex, mode)
 	if err != nil {
 		return 0, fmt.Errorf("steer: attach to ifindex %d (%s): %w", ifindex, mode, err)
@@ -193,11 +198,16 @@ func (p *Program) confirm(ifindex int) (Mode, error) {
 	return got, nil
 }
 
-// Detach removes the program from ifindex. It fails if another program
-// runs there; it is a no-op if none does.
+// Detach removes the program from ifindex (in the Program's network
+// namespace). It fails if another program runs there; it is a no-op if
+// none does.
 func (p *Program) Detach(ifindex int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.inNetns(func() error { return p.detach(ifindex) })
+}
+
+func (p *Program) detach(ifindex int) error {
 	cur, mode, err := xdpState(ifindex)
 	if err != nil {
 		return fmt.Errorf("steer: detach from ifindex %d: %w", ifindex, err)
@@ -215,10 +225,17 @@ func (p *Program) Detach(ifindex int) error {
 	return nil
 }
 
-// AttachedMode reports the mode of the program on ifindex if it is this
-// Program's.
+// AttachedMode reports the mode of the program on ifindex (in the
+// Program's network namespace) if it is this Program's.
 func (p *Program) AttachedMode(ifindex int) (Mode, error) {
-	id, mode, err := xdpState(ifindex)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var id ebpf.ProgramID
+	var mode Mode
+	err := p.inNetns(func() (err error) {
+		id, mode, err = xdpState(ifindex)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("steer: ifindex %d: %w", ifindex, err)
 	}
@@ -226,4 +243,60 @@ func (p *Program) AttachedMode(ifindex int) (Mode, error) {
 		return 0, errors.New("steer: not attached")
 	}
 	return mode, nil
+}
+
+// A Program serves the interfaces of one network namespace: the program
+// sees ingress ifindexes without their namespace, so the interface slots
+// and SPD entries keyed by them would be ambiguous across namespaces. The
+// first Attach or RegisterXSK binds the Program to the namespace of the
+// calling thread; Detach and Close work there whatever thread calls them.
+
+// bindNetns binds p to the calling thread's namespace, or checks that it
+// is the one p is bound to. Called with p.mu held.
+func (p *Program) bindNetns() error {
+	cur, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("read network namespace: %w", err)
+	}
+	if !p.netns.IsOpen() {
+		p.netns = cur
+		return nil
+	}
+	defer cur.Close()
+	if !cur.Equal(p.netns) {
+		return fmt.Errorf("this Program serves network namespace %s, the caller is in %s", p.netns.UniqueId(), cur.UniqueId())
+	}
+	return nil
+}
+
+// inNetns runs f on a thread in p's network namespace (the calling one if
+// p is not bound yet). Called with p.mu held.
+func (p *Program) inNetns(f func() error) error {
+	if !p.netns.IsOpen() {
+		return f()
+	}
+	runtime.LockOSThread()
+	cur, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("read network namespace: %w", err)
+	}
+	defer cur.Close()
+	if cur.Equal(p.netns) {
+		defer runtime.UnlockOSThread()
+		return f()
+	}
+	if err := netns.Set(p.netns); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter network namespace %s: %w", p.netns.UniqueId(), err)
+	}
+	ferr := f()
+	if err := netns.Set(cur); err != nil {
+		// Keep the thread locked: unlocked, Go could run other goroutines
+		// on a thread in the wrong namespace. (Setting an open namespace
+		// handle back does not fail in practice.)
+		return errors.Join(ferr, fmt.Errorf("return to network namespace: %w", err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
+	"github.com/vishvananda/netns"
 )
 
 // ProgramName is the kernel name of the steering program, by which Attach
@@ -48,6 +49,7 @@ type Program struct {
 	slots    map[int]uint32      // ifindex -> XSKMAP slot
 	xsks     map[int]map[int]int // ifindex -> queue -> fd, registered
 	spd      spdTable
+	netns    netns.NsHandle // the namespace of the interfaces, once bound
 }
 
 // Load loads the steering program and creates its maps. It needs
@@ -70,6 +72,7 @@ func Load() (*Program, error) {
 		slots:    make(map[int]uint32),
 		xsks:     make(map[int]map[int]int),
 		spd:      newSPDTable(),
+		netns:    netns.None(),
 	}, nil
 }
 
@@ -90,12 +93,15 @@ func (p *Program) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error
-	for ifindex, mode := range p.attached {
-		if err := setXDP(ifindex, -1, mode); err != nil {
-			errs = append(errs, fmt.Errorf("steer: detach from ifindex %d: %w", ifindex, err))
+	for ifindex := range p.attached {
+		if err := p.inNetns(func() error { return p.detach(ifindex) }); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	p.attached = nil
+	if p.netns.IsOpen() {
+		p.netns.Close()
+	}
 	if err := p.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -337,6 +343,9 @@ func (p *Program) RegisterXSK(ifindex, queue, fd int) error {
 	defer p.mu.Unlock()
 	if queue < 0 || queue >= MaxQueues {
 		return fmt.Errorf("steer: ifindex %d: queue %d out of range 0..%d", ifindex, queue, MaxQueues-1)
+	}
+	if err := p.bindNetns(); err != nil {
+		return fmt.Errorf("steer: register AF_XDP socket for ifindex %d: %w", ifindex, err)
 	}
 	s, err := p.slot(ifindex)
 	if err != nil {

@@ -237,7 +237,7 @@ func steerCases() []steerCase {
 			verdict: xdpPass, counter: PassUDPFragment},
 		{name: "cleartext", f: frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, logical: 42, policy: 7},
-		{name: "cleartext-wide", f: frame{src: inside4, dst: netip.MustParseAddr("203.0.113.1"), proto: protoUDP, l4: udp(53, 53, repeat(0, 20))},
+		{name: "cleartext-wide", f: frame{src: inside4, dst: netip.MustParseAddr("198.19.200.1"), proto: protoUDP, l4: udp(53, 53, repeat(0, 20))},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, logical: 43, policy: 8},
 		{name: "cleartext-fragment", f: frame{src: inside4, dst: remote4, proto: protoUDP, v4frag: 0x2000, l4: udp(9, 9, repeat(0, 20))},
 			verdict: xdpRedirect, counter: RedirectCleartext, class: ClassCleartext, flags: FlagFragment, logical: 42, policy: 7},
@@ -432,6 +432,10 @@ func TestPrivilegedSteerTruncated(t *testing.T) {
 			}
 		}
 		t.Logf("%d truncated frames run, %d of them still whole enough to redirect", runs, redirected)
+		// Below an Ethernet header the kernel refuses the test run itself.
+		if _, err := e.run(t, make([]byte, 13), 0); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("test run of a 13-byte frame: %v, want EINVAL", err)
+		}
 	})
 }
 
@@ -526,6 +530,15 @@ func TestPrivilegedSteerUnconfigured(t *testing.T) {
 	if err != nil || v != xdpPass || d[PassUnconfigured] != 1 {
 		t.Errorf("ESP before SetConfig: verdict %d {%v} err %v, want pass and pass_unconfigured", v, d, err)
 	}
+	// An output context without an input one: the kernel makes a zeroed
+	// context, whose data_end of 0 runs the program on an empty frame.
+	before, _ = p.Counters()
+	v, err = p.Program().Run(&ebpf.RunOptions{Data: b, ContextOut: &out})
+	after, _ = p.Counters()
+	if d := after.Sub(&before); err != nil || v != xdpPass || d[PassTruncated] != 1 || out.DataEnd != 0 {
+		t.Errorf("ContextOut without Context: verdict %d {%v} data_end %d err %v; expected an empty frame", v, d, out.DataEnd, err)
+	}
+
 	// The map and config checks.
 	f, _ := anchor.NewFunction(anchor.HashKey{}, 16)
 	m8, _ := anchor.NewMap(8, []uint16{0})

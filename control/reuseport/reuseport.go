@@ -1,0 +1,351 @@
+// Package reuseport gives each IKE worker (one per SPU) its own UDP socket
+// in a SO_REUSEPORT group, and steers every datagram to the worker on its
+// tunnel's anchor SPU with the BPF selector of bpf/reuseport.c: the same
+// anchor function (dataplane/anchor) over the datagram's outer addresses
+// and the same logical -> physical map as the XDP steering program, so that
+// the IKE SA of a tunnel lives on the SPU that processes its ESP.
+//
+// A Selector holds the configuration shared by all groups (hash key, L,
+// the SPU map, counters). Each Group is one SO_REUSEPORT group (one local
+// address and port, e.g. 198.18.0.1:500 or [2001:db8::1]:4500) with its own
+// program instance and REUSEPORT_SOCKARRAY indexed by physical SPU: the
+// kernel only lets the selector pick a socket of the group being looked
+// up, so each group needs its own array, and a program names its array.
+//
+// The selector's config and spu_map are this process's own maps, not the
+// XDP program's: iked and spud are separate daemons that restart
+// independently, and sharing maps would tie their lifetimes through bpffs
+// pins. iked sets them from the same deployment key and the same map spud
+// uses. (Sharing by map replacement would be a small change: the Selector
+// already loads every group with MapReplacements.)
+//
+// When the selector cannot choose (not configured, or no socket for the
+// anchor's SPU) it leaves the choice to the kernel's hash, counted: IKE is
+// never dropped here, at worst it lands on the wrong worker, which must
+// then hand it over.
+//
+// Kernel facts this relies on, checked by the privileged test on 6.18:
+// sk_reuseport_md carries no addresses, but bpf_skb_load_bytes_relative
+// with BPF_HDR_START_NET reads the IP header in an SK_REUSEPORT program;
+// SK_PASS without a selection falls back to the kernel's hash.
+package reuseport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/spugate/spugate/bpf"
+	"github.com/spugate/spugate/dataplane/anchor"
+	"golang.org/x/sys/unix"
+)
+
+// MaxWorkers bounds physical SPU numbers: a group's socket array has this
+// many slots (SPUGATE_MAX_WORKERS).
+const MaxWorkers = 1024
+
+// Counter names one of the selector's per-CPU counters (enum
+// spugate_rp_counter).
+type Counter uint32
+
+const (
+	Selected     Counter = iota // the anchor's worker socket got the datagram
+	NoWorker                    // no socket for that SPU: the kernel chose
+	SelectFailed                // bpf_sk_select_reuseport refused: the kernel chose
+	Unconfigured                // no configuration yet: the kernel chose
+	BadPacket                   // addresses unreadable: the kernel chose
+	NumCounters
+)
+
+var counterNames = [NumCounters]string{"selected", "no_worker", "select_failed", "unconfigured", "bad_packet"}
+
+func (c Counter) String() string {
+	if c < NumCounters {
+		return counterNames[c]
+	}
+	return fmt.Sprintf("counter(%d)", uint32(c))
+}
+
+// Counters are the counter values summed over CPUs and groups.
+type Counters [NumCounters]uint64
+
+// Sub returns c - old.
+func (c *Counters) Sub(old *Counters) Counters {
+	var d Counters
+	for i := range c {
+		d[i] = c[i] - old[i]
+	}
+	return d
+}
+
+// Selector holds the anchor configuration and counters shared by groups.
+type Selector struct {
+	mu       sync.Mutex
+	spec     *ebpf.CollectionSpec
+	config   *ebpf.Map
+	spuMap   *ebpf.Map
+	counters *ebpf.Map
+	l        int
+	closed   bool
+}
+
+// NewSelector creates the shared maps. It needs root (CAP_BPF).
+func NewSelector() (*Selector, error) {
+	spec, err := bpf.LoadReuseport()
+	if err != nil {
+		return nil, fmt.Errorf("reuseport: %w", err)
+	}
+	s := &Selector{spec: spec}
+	for _, m := range []struct {
+		name string
+		dst  **ebpf.Map
+	}{{bpf.ReuseportMapConfig, &s.config}, {bpf.ReuseportMapSpuMap, &s.spuMap}, {bpf.ReuseportMapRpCounters, &s.counters}} {
+		if *m.dst, err = ebpf.NewMap(spec.Maps[m.name]); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("reuseport: create map %s: %w", m.name, err)
+		}
+	}
+	return s, nil
+}
+
+// Close releases the shared maps; groups keep their own references.
+func (s *Selector) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for _, m := range []*ebpf.Map{s.config, s.spuMap, s.counters} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetConfig sets the anchor function and the SPU map for its L (the map
+// first, so no datagram sees the new L without its map).
+func (s *Selector) SetConfig(f anchor.Function, m *anchor.Map) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := f.L()
+	if l < 1 || l > anchor.MaxLogicalSPUs || m == nil || m.Len() != l {
+		return fmt.Errorf("reuseport: config: L=%d needs an SPU map of L entries", l)
+	}
+	if err := s.writeMap(m); err != nil {
+		return err
+	}
+	hk := f.HashKey()
+	k0, k1 := hk.Words()
+	v := bpf.ReuseportSpugateConfig{SiphashK0: k0, SiphashK1: k1, LogicalSpus: uint32(l)}
+	if err := s.config.Put(uint32(0), &v); err != nil {
+		return fmt.Errorf("reuseport: write config: %w", err)
+	}
+	s.l = l
+	return nil
+}
+
+// SetSPUMap writes a rebuilt SPU map for the configured L. Entry by entry,
+// like the XDP program's: a datagram sees its logical SPU's old or new
+// physical SPU.
+func (s *Selector) SetSPUMap(m *anchor.Map) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.l == 0 || m.Len() != s.l {
+		return fmt.Errorf("reuseport: SPU map of %d entries, config says L=%d", m.Len(), s.l)
+	}
+	return s.writeMap(m)
+}
+
+func (s *Selector) writeMap(m *anchor.Map) error {
+	for i, p := range m.Entries() {
+		if err := s.spuMap.Put(uint32(i), uint32(p)); err != nil {
+			return fmt.Errorf("reuseport: write spu_map[%d]: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Counters reads the counters, summed over CPUs (and groups, which share
+// them).
+func (s *Selector) Counters() (Counters, error) {
+	var c Counters
+	var per []uint64
+	for i := range c {
+		if err := s.counters.Lookup(uint32(i), &per); err != nil {
+			return c, fmt.Errorf("reuseport: read counter %s: %w", Counter(i), err)
+		}
+		for _, v := range per {
+			c[i] += v
+		}
+	}
+	return c, nil
+}
+
+// Group is one SO_REUSEPORT group of worker sockets.
+type Group struct {
+	mu      sync.Mutex
+	addr    netip.AddrPort
+	network string
+	objs    bpf.ReuseportObjects
+	conns   map[uint16]*net.UDPConn
+}
+
+// Listen opens one UDP socket per physical SPU in spus on addr, all in one
+// SO_REUSEPORT group steered by the selector. addr must be a specific
+// address (IPv6 sockets are IPv6-only) with a non-zero port.
+func (s *Selector) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
+	if !addr.IsValid() || addr.Port() == 0 || addr.Addr().IsUnspecified() || addr.Addr().Zone() != "" {
+		return nil, fmt.Errorf("reuseport: listen on %v: need a specific address and port", addr)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, errors.New("reuseport: selector closed")
+	}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		bpf.ReuseportMapConfig:     s.config,
+		bpf.ReuseportMapSpuMap:     s.spuMap,
+		bpf.ReuseportMapRpCounters: s.counters,
+	}}
+	g := &Group{addr: addr, conns: make(map[uint16]*net.UDPConn), network: "udp6"}
+	err := s.spec.Copy().LoadAndAssign(&g.objs, opts)
+	s.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("reuseport: load selector for %v: %w", addr, err)
+	}
+	if addr.Addr().Unmap().Is4() {
+		g.network = "udp4"
+		g.addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	}
+	set := slices.Clone(spus)
+	slices.Sort(set)
+	set = slices.Compact(set)
+	if len(set) == 0 {
+		g.objs.Close()
+		return nil, fmt.Errorf("reuseport: listen on %v: no SPUs", addr)
+	}
+	for i, spu := range set {
+		if _, err := g.addWorker(spu, i == 0); err != nil {
+			g.Close()
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// Addr returns the group's local address.
+func (g *Group) Addr() netip.AddrPort { return g.addr }
+
+// Conn returns the socket of the worker of physical SPU spu, or nil.
+func (g *Group) Conn(spu uint16) *net.UDPConn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.conns[spu]
+}
+
+// SPUs returns the physical SPUs with a socket, ascending.
+func (g *Group) SPUs() []uint16 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]uint16, 0, len(g.conns))
+	for s := range g.conns {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// AddWorker opens the socket of a new SPU's worker in the group.
+func (g *Group) AddWorker(spu uint16) (*net.UDPConn, error) {
+	return g.addWorker(spu, false)
+}
+
+func (g *Group) addWorker(spu uint16, first bool) (*net.UDPConn, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if spu >= MaxWorkers {
+		return nil, fmt.Errorf("reuseport: %v: SPU %d beyond the %d worker slots", g.addr, spu, MaxWorkers)
+	}
+	if _, ok := g.conns[spu]; ok {
+		return nil, fmt.Errorf("reuseport: %v: SPU %d already has a socket", g.addr, spu)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), g.network, g.addr.String())
+	if err != nil {
+		return nil, fmt.Errorf("reuseport: worker socket for SPU %d on %v: %w", spu, g.addr, err)
+	}
+	conn := pc.(*net.UDPConn)
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("reuseport: worker socket for SPU %d on %v: %w", spu, g.addr, err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		// The program belongs to the group: attaching it through the
+		// first socket steers every socket that joins later.
+		if first {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_EBPF, g.objs.SpugateReuseport.FD()); serr != nil {
+				serr = fmt.Errorf("attach selector: %w", serr)
+				return
+			}
+		}
+		if serr = g.objs.Workers.Put(uint32(spu), uint64(fd)); serr != nil {
+			serr = fmt.Errorf("put in socket array: %w", serr)
+		}
+	}); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		conn.Close()
+		return nil, fmt.Errorf("reuseport: worker socket for SPU %d on %v: %w", spu, g.addr, serr)
+	}
+	g.conns[spu] = conn
+	return conn, nil
+}
+
+// RemoveWorker closes the socket of an SPU's worker; its slot empties and
+// datagrams anchored there fall back to the kernel's choice (NoWorker)
+// until the SPU map moves them.
+func (g *Group) RemoveWorker(spu uint16) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	conn, ok := g.conns[spu]
+	if !ok {
+		return fmt.Errorf("reuseport: %v: no socket for SPU %d", g.addr, spu)
+	}
+	delete(g.conns, spu)
+	// Closing the socket takes it out of the array as well.
+	err := g.objs.Workers.Delete(uint32(spu))
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		err = nil
+	}
+	return errors.Join(err, conn.Close())
+}
+
+// Close closes every worker socket and the group's program.
+func (g *Group) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var errs []error
+	for spu, c := range g.conns {
+		errs = append(errs, c.Close())
+		delete(g.conns, spu)
+	}
+	errs = append(errs, g.objs.Close())
+	return errors.Join(errs...)
+}
