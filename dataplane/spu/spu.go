@@ -36,12 +36,12 @@ type portState struct {
 }
 
 type counters struct {
-	rx, tx, encap, decap      atomic.Uint64
-	handoffOut, handoffIn     atomic.Uint64
-	bypass, acquires, events  atomic.Uint64
-	busyNanos, totalNanos     atomic.Uint64
-	drops                     [NumDrops]atomic.Uint64
-	sleeps                    atomic.Uint64
+	rx, tx, encap, decap     atomic.Uint64
+	handoffOut, handoffIn    atomic.Uint64
+	bypass, acquires, events atomic.Uint64
+	busyNanos, totalNanos    atomic.Uint64
+	drops                    [NumDrops]atomic.Uint64
+	sleeps                   atomic.Uint64
 }
 
 // SPU is one Security Processing Unit: a goroutine locked to an OS thread
@@ -603,4 +603,3 @@ func (s *SPU) flushTx() {
 		s.flushPort(ps)
 	}
 }
-

@@ -47,15 +47,15 @@ func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
 
 // tunnel is a static (manually keyed) tunnel between the two gateways.
 type tunnel struct {
-	reqid          uint32
-	aEnd, bEnd     netip.Addr   // tunnel endpoints on gw-a and gw-b
-	aNets, bNets   []netip.Prefix // protected networks behind each
-	suite          string
-	encap          bool
-	spiAB, spiBA   uint32
-	keyAB, keyBA   []byte
-	intAB, intBA   []byte
-	policies       []uint32 // on a, then b
+	reqid        uint32
+	aEnd, bEnd   netip.Addr     // tunnel endpoints on gw-a and gw-b
+	aNets, bNets []netip.Prefix // protected networks behind each
+	suite        string
+	encap        bool
+	spiAB, spiBA uint32
+	keyAB, keyBA []byte
+	intAB, intBA []byte
+	policies     []uint32 // on a, then b
 }
 
 func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *tunnel {
@@ -289,9 +289,9 @@ func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
 	kab := "0x" + strings.Repeat("ab", 20)
 	kba := "0x" + strings.Repeat("ba", 20)
 	for _, side := range []struct {
-		s                  *gateway.Spud
-		local, remote      string
-		lnet, rnet         string
+		s             *gateway.Spud
+		local, remote string
+		lnet, rnet    string
 	}{
 		{p.a, pl.GwAWan4.String(), pl.GwBWan4.String(), pl.LanA4.String(), pl.LanB4.String()},
 		{p.b, pl.GwBWan4.String(), pl.GwAWan4.String(), pl.LanB4.String(), pl.LanA4.String()},
