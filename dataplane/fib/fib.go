@@ -31,7 +31,7 @@ type NextHop struct {
 	// destination itself on a connected route.
 	Gateway netip.Addr
 	// Src is the interface's preferred source address of the family.
-	Src netip.Addr
+	Src            netip.Addr
 	SrcMAC, DstMAC [6]byte
 	// Resolved is false while the neighbour's MAC is unknown.
 	Resolved bool

@@ -217,6 +217,13 @@ type LinkOptions struct {
 	// Threaded turns on threaded NAPI on both ends, which lets the other
 	// core share a veth chain's work (see ARCHITECTURE.md).
 	Threaded bool
+	// TxChecksumOffload keeps veth's transmit checksum offload. Off by
+	// default: a locally sent packet then leaves with its checksum only
+	// partly computed (the kernel finishes it on delivery), and a packet
+	// that an XDP program hands to AF_XDP never gets finished, so a
+	// userspace gateway would forward it with a bad checksum. Real NICs
+	// deliver complete checksums; this is a veth artefact.
+	TxChecksumOffload bool
 }
 
 // Link connects host a's interface aIf to host b's interface bIf with a veth
@@ -248,6 +255,11 @@ func (l *Lab) Link(a *Host, aIf string, b *Host, bIf string, o LinkOptions) erro
 		}
 		if _, err := end.h.Exec("ip", "link", "set", end.if_, "up"); err != nil {
 			return err
+		}
+		if !o.TxChecksumOffload {
+			if _, err := end.h.Exec("ethtool", "-K", end.if_, "tx", "off"); err != nil {
+				return err
+			}
 		}
 		if o.Threaded {
 			if err := end.h.SetThreaded(end.if_, true); err != nil {

@@ -1,0 +1,315 @@
+// Command spuctl is the operator's tool for spud (the data plane) and iked
+// (the IKE daemon).
+//
+//	spuctl sa add src A dst B proto esp spi N reqid R mode tunnel aead 'rfc4106(gcm(aes))' 0xKEY 128 ...
+//	spuctl sa del spi N [dir in|out] [dst B]
+//	spuctl sa list
+//	spuctl policy add src P dst P dir out tmpl src A dst B proto esp reqid R mode tunnel
+//	spuctl policy del ID
+//	spuctl policy list
+//	spuctl spu list
+//	spuctl stats
+//
+// `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
+// policy add` take (see control/xfrmargs).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spugate/spugate/control/xfrmargs"
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+var socket = flag.String("s", api.DefaultSocket, "spud's SA API socket")
+
+func main() {
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s socket] sa|policy|spu|stats ...\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	args := flag.Args()
+	if len(args) == 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(args); err != nil {
+		fmt.Fprintf(os.Stderr, "spuctl: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func dial() (*api.Client, error) { return api.Dial(*socket) }
+
+func run(args []string) error {
+	switch args[0] {
+	case "sa":
+		return saCmd(args[1:])
+	case "policy":
+		return policyCmd(args[1:])
+	case "spu":
+		if len(args) < 2 || args[1] != "list" {
+			return fmt.Errorf("spu: want 'spu list'")
+		}
+		return spuList()
+	case "stats":
+		return stats()
+	}
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats)", args[0])
+}
+
+func isLocal(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, ad := range addrs {
+		if n, ok := ad.(*net.IPNet); ok {
+			if b, ok := netip.AddrFromSlice(n.IP); ok && b.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func saCmd(args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("sa: want add, del or list")
+	}
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch args[0] {
+	case "add":
+		sa, err := xfrmargs.ParseSA(args[1:], isLocal)
+		if err != nil {
+			return fmt.Errorf("sa add: %w", err)
+		}
+		return c.AddSA(sa)
+	case "del":
+		id := api.SAID{Dir: api.In}
+		rest := args[1:]
+		for i := 0; i+1 < len(rest); i += 2 {
+			switch rest[i] {
+			case "spi":
+				n, err := strconv.ParseUint(rest[i+1], 0, 32)
+				if err != nil {
+					return fmt.Errorf("sa del: spi %q", rest[i+1])
+				}
+				id.SPI = uint32(n)
+			case "dir":
+				id.Dir = api.Dir(rest[i+1])
+			case "dst":
+				a, err := netip.ParseAddr(rest[i+1])
+				if err != nil {
+					return fmt.Errorf("sa del: dst %q", rest[i+1])
+				}
+				id.Remote = a
+			default:
+				return fmt.Errorf("sa del: unknown keyword %q", rest[i])
+			}
+		}
+		if id.SPI == 0 {
+			return fmt.Errorf("sa del: spi is required")
+		}
+		return c.DelSA(id)
+	case "list":
+		sas, err := c.DumpSAs(false)
+		if err != nil {
+			return err
+		}
+		sort.Slice(sas, func(i, j int) bool {
+			if sas[i].ReqID != sas[j].ReqID {
+				return sas[i].ReqID < sas[j].ReqID
+			}
+			return sas[i].Dir < sas[j].Dir
+		})
+		for _, s := range sas {
+			printSA(s)
+		}
+		return nil
+	}
+	return fmt.Errorf("sa: unknown %q (add, del, list)", args[0])
+}
+
+func printSA(s api.SAState) {
+	src, dst := s.Local, s.Remote
+	if s.Dir == api.In {
+		src, dst = dst, src
+	}
+	extra := ""
+	if s.Encap != nil {
+		extra += fmt.Sprintf(" udp-encap %d->%d", s.Encap.LocalPort, s.Encap.RemotePort)
+	}
+	if s.ESN {
+		extra += " esn"
+	}
+	if s.Dir == api.Out && s.Active {
+		extra += " active"
+	}
+	name := ""
+	if s.Name != "" {
+		name = " " + s.Name
+	}
+	fmt.Printf("sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
+		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, s.Logical, extra, name)
+	fmt.Printf("    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
+	if len(s.Stats.Drops) > 0 {
+		fmt.Printf(" drops: %s", kv(s.Stats.Drops))
+	}
+	fmt.Println()
+	if len(s.LocalTS)+len(s.RemoteTS) > 0 {
+		fmt.Printf("    selectors %s === %s\n", tsList(s.LocalTS), tsList(s.RemoteTS))
+	}
+}
+
+func tsList(ts []api.TS) string {
+	var p []string
+	for _, t := range ts {
+		p = append(p, t.String())
+	}
+	if len(p) == 0 {
+		return "any"
+	}
+	return strings.Join(p, ",")
+}
+
+func kv(m map[string]uint64) string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var p []string
+	for _, k := range keys {
+		p = append(p, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(p, " ")
+}
+
+func policyCmd(args []string) error {
+	if len(args) == 0 {
+		return fmt.Errorf("policy: want add, del or list")
+	}
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch args[0] {
+	case "add":
+		p, err := xfrmargs.ParsePolicy(args[1:])
+		if err != nil {
+			return fmt.Errorf("policy add: %w", err)
+		}
+		r, err := c.AddPolicy(p)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("policy %d on spu %d (logical %d)\n", r.ID, r.SPU, r.Logical)
+		return nil
+	case "del":
+		if len(args) != 2 {
+			return fmt.Errorf("policy del: want the policy id")
+		}
+		n, err := strconv.ParseUint(args[1], 0, 32)
+		if err != nil {
+			return fmt.Errorf("policy del: id %q", args[1])
+		}
+		return c.DelPolicy(uint32(n))
+	case "list":
+		ps, err := c.DumpPolicies()
+		if err != nil {
+			return err
+		}
+		sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
+		for _, p := range ps {
+			fmt.Printf("policy %d %s %s === %s", p.ID, p.Action, tsList(p.LocalTS), tsList(p.RemoteTS))
+			if p.Action == api.Protect {
+				fmt.Printf(" tunnel %s -> %s reqid %d", p.Local, p.Remote, p.ReqID)
+				if p.OutSPI != 0 {
+					fmt.Printf(" sa 0x%08x", p.OutSPI)
+				} else {
+					fmt.Printf(" no sa")
+				}
+			}
+			fmt.Printf(" spu %d (logical %d) packets %d acquires %d\n", p.SPU, p.Logical, p.Packets, p.Acquires)
+		}
+		return nil
+	}
+	return fmt.Errorf("policy: unknown %q (add, del, list)", args[0])
+}
+
+func spuList() error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l, err := c.SPUs()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%d logical SPUs, map generation %d\n", l.Logical, l.MapGen)
+	fmt.Printf("%-4s %-4s %-8s %8s %8s %8s %6s  %s\n", "spu", "cpu", "state", "logical", "tunnels", "sas", "busy", "logical spus")
+	for _, s := range l.SPUs {
+		fmt.Printf("%-4d %-4d %-8s %8d %8d %8d %5.1f%%  %s\n", s.ID, s.CPU, s.State, len(s.Logical), s.Tunnels, s.SAs, 100*s.Busy, ranges(s.Logical))
+	}
+	return nil
+}
+
+// ranges writes 0,1,2,3,7 as 0-3,7.
+func ranges(l []int) string {
+	var p []string
+	for i := 0; i < len(l); {
+		j := i
+		for j+1 < len(l) && l[j+1] == l[j]+1 {
+			j++
+		}
+		if j > i {
+			p = append(p, fmt.Sprintf("%d-%d", l[i], l[j]))
+		} else {
+			p = append(p, strconv.Itoa(l[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(p, ",")
+}
+
+func stats() error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	st, err := c.Stats()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-4s %10s %10s %10s %10s %10s %10s %8s %6s\n", "spu", "rx", "tx", "encap", "decap", "handoff>", "handoff<", "bypass", "busy")
+	for _, s := range st.SPUs {
+		fmt.Printf("%-4d %10d %10d %10d %10d %10d %10d %8d %5.1f%%\n", s.ID, s.RxPackets, s.TxPackets, s.Encap, s.Decap, s.HandoffOut, s.HandoffIn, s.Bypass, 100*s.Busy)
+	}
+	if len(st.Drops) > 0 {
+		fmt.Printf("drops: %s\n", kv(st.Drops))
+	}
+	if len(st.XDP) > 0 {
+		fmt.Printf("xdp: %s\n", kv(st.XDP))
+	}
+	for _, s := range st.Sockets {
+		fmt.Printf("socket %s/%d (spu %d): rx %d tx %d rx_dropped %d fill_empty %d tx_full %d\n",
+			s.Interface, s.Queue, s.SPU, s.Rx, s.Tx, s.RxDropped, s.FillEmpty, s.TxFull)
+	}
+	return nil
+}

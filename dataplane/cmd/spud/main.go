@@ -1,0 +1,126 @@
+// Command spud is spugate's data-plane daemon. See dataplane/spud.
+//
+//	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
+//	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-socket PATH]
+//
+// It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
+// program and removes its socket.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/spud"
+	"github.com/spugate/spugate/dataplane/steer"
+	"github.com/spugate/spugate/dataplane/xsk"
+)
+
+func main() {
+	var (
+		ifaces    = flag.String("i", "", "data-plane interfaces, comma-separated (required)")
+		protected = flag.String("protected", "", "the cleartext-side interfaces among them, comma-separated")
+		spus      = flag.Int("spus", 0, "number of SPUs (default: one per CPU in -cpus)")
+		cpus      = flag.String("cpus", "", "CPUs to pin SPUs to, comma-separated (default: all)")
+		queues    = flag.Int("queues", 0, "rx queues per interface to serve (default: all)")
+		poll      = flag.String("poll", "adaptive", "polling mode: adaptive or busy")
+		xdpMode   = flag.String("xdp", "auto", "XDP mode: auto, native or generic")
+		xskMode   = flag.String("xsk", "auto", "AF_XDP mode: auto, copy or zerocopy")
+		socket    = flag.String("socket", api.DefaultSocket, "SA API socket")
+		logical   = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
+		keyFile   = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
+		maxSleep  = flag.Duration("max-sleep", 100*time.Millisecond, "longest sleep of an idle SPU in adaptive mode")
+		verbose   = flag.Bool("v", false, "debug logging")
+	)
+	flag.Parse()
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
+		MaxSleep: *maxSleep, Socket: *socket, Logical: *logical, KeyFile: *keyFile, Log: log}
+	var err error
+	if cfg.CPUs, err = ints(*cpus); err != nil {
+		fail("-cpus: %v", err)
+	}
+	switch *poll {
+	case "adaptive":
+		cfg.Poll = xsk.Adaptive
+	case "busy":
+		cfg.Poll = xsk.Busy
+	default:
+		fail("-poll %q: want adaptive or busy", *poll)
+	}
+	switch *xdpMode {
+	case "auto":
+		cfg.XDPMode = steer.ModeAuto
+	case "native":
+		cfg.XDPMode = steer.ModeNative
+	case "generic":
+		cfg.XDPMode = steer.ModeGeneric
+	default:
+		fail("-xdp %q: want auto, native or generic", *xdpMode)
+	}
+	switch *xskMode {
+	case "auto":
+		cfg.XSKMode = xsk.Auto
+	case "copy":
+		cfg.XSKMode = xsk.Copy
+	case "zerocopy":
+		cfg.XSKMode = xsk.ZeroCopy
+	default:
+		fail("-xsk %q: want auto, copy or zerocopy", *xskMode)
+	}
+	if len(cfg.Interfaces) == 0 {
+		fail("-i: no interfaces given")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := spud.Start(cfg)
+	if err != nil {
+		fail("%v", err)
+	}
+	<-ctx.Done()
+	log.Info("spud: stopping")
+	if err := d.Close(); err != nil {
+		fail("stop: %v", err)
+	}
+	log.Info("spud: stopped")
+}
+
+func split(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range split(s) {
+		v, err := strconv.Atoi(f)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("%q is not a CPU number", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "spud: "+format+"\n", args...)
+	os.Exit(1)
+}

@@ -1,0 +1,376 @@
+package esp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/spugate/spugate/dataplane/replay"
+)
+
+// Suite is a cipher suite: the encryption and integrity transforms of an SA.
+type Suite uint8
+
+// Suites. Key material is laid out as IKEv2 derives it (RFC 7296 section
+// 2.17): for the AEAD suites EncKey is the cipher key followed by the 4-byte
+// salt; for the CBC suite EncKey is the AES key and IntegKey the HMAC key.
+const (
+	SuiteInvalid Suite = iota
+	// AES128GCM is AES-GCM with a 128-bit key and 16-byte ICV (RFC 4106,
+	// IKEv2 ENCR_AES_GCM_16 with a 128-bit key): EncKey is 16+4 bytes.
+	AES128GCM
+	// AES192GCM is AES-GCM with a 192-bit key: EncKey is 24+4 bytes.
+	AES192GCM
+	// AES256GCM is AES-GCM with a 256-bit key: EncKey is 32+4 bytes.
+	AES256GCM
+	// ChaCha20Poly1305 is RFC 7634: EncKey is 32+4 bytes.
+	ChaCha20Poly1305
+	// AES128CBCSHA256 is AES-CBC (RFC 3602) with a 128-bit key and
+	// HMAC-SHA2-256-128 (RFC 4868): EncKey 16 bytes, IntegKey 32 bytes.
+	AES128CBCSHA256
+	// AES256CBCSHA256 is the same with a 256-bit AES key.
+	AES256CBCSHA256
+	numSuites
+)
+
+var suiteNames = [numSuites]string{
+	SuiteInvalid:     "invalid",
+	AES128GCM:        "aes128gcm",
+	AES192GCM:        "aes192gcm",
+	AES256GCM:        "aes256gcm",
+	ChaCha20Poly1305: "chacha20poly1305",
+	AES128CBCSHA256:  "aes128cbc-sha256",
+	AES256CBCSHA256:  "aes256cbc-sha256",
+}
+
+func (s Suite) String() string {
+	if s < numSuites {
+		return suiteNames[s]
+	}
+	return fmt.Sprintf("suite(%d)", uint8(s))
+}
+
+// ParseSuite returns the suite named as by String.
+func ParseSuite(name string) (Suite, error) {
+	for s := AES128GCM; s < numSuites; s++ {
+		if suiteNames[s] == name {
+			return s, nil
+		}
+	}
+	return SuiteInvalid, fmt.Errorf("esp: unknown suite %q", name)
+}
+
+// AEAD reports whether the suite is an AEAD (GCM or ChaCha20-Poly1305).
+func (s Suite) AEAD() bool { return s >= AES128GCM && s <= ChaCha20Poly1305 }
+
+// EncKeyLen is the length of EncKey for the suite, salt included.
+func (s Suite) EncKeyLen() int {
+	switch s {
+	case AES128GCM:
+		return 16 + saltLen
+	case AES192GCM:
+		return 24 + saltLen
+	case AES256GCM, ChaCha20Poly1305:
+		return 32 + saltLen
+	case AES128CBCSHA256:
+		return 16
+	case AES256CBCSHA256:
+		return 32
+	}
+	return 0
+}
+
+// IntegKeyLen is the length of IntegKey for the suite (0 for AEAD suites).
+func (s Suite) IntegKeyLen() int {
+	if s == AES128CBCSHA256 || s == AES256CBCSHA256 {
+		return 32
+	}
+	return 0
+}
+
+// IVLen is the length of the IV carried in each packet.
+func (s Suite) IVLen() int {
+	if s.AEAD() {
+		return 8
+	}
+	return 16
+}
+
+// blockLen is the alignment of the encrypted part (RFC 4303 section 2.4:
+// at least 4; the cipher block for CBC).
+func (s Suite) blockLen() int {
+	if s.AEAD() {
+		return 4
+	}
+	return 16
+}
+
+// Direction says which way an SA carries packets.
+type Direction uint8
+
+// Directions.
+const (
+	Outbound Direction = iota + 1
+	Inbound
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Outbound:
+		return "out"
+	case Inbound:
+		return "in"
+	}
+	return fmt.Sprintf("direction(%d)", uint8(d))
+}
+
+// Mode is the ESP mode.
+type Mode uint8
+
+// Modes.
+const (
+	Tunnel Mode = iota
+	Transport
+)
+
+func (m Mode) String() string {
+	if m == Transport {
+		return "transport"
+	}
+	return "tunnel"
+}
+
+// DFPolicy says how the DF bit of an outer IPv4 header is set.
+type DFPolicy uint8
+
+// DF policies.
+const (
+	// DFCopy copies DF from an IPv4 inner packet and sets it for an IPv6
+	// inner packet, as Linux XFRM does by default.
+	DFCopy DFPolicy = iota
+	// DFSet always sets DF.
+	DFSet
+	// DFClear never sets DF.
+	DFClear
+)
+
+// ECNMode is the RFC 6040 encapsulation mode.
+type ECNMode uint8
+
+// ECN modes.
+const (
+	// ECNNormal copies the inner ECN field to the outer header (RFC 6040
+	// section 4.1, normal mode).
+	ECNNormal ECNMode = iota
+	// ECNCompat sends Not-ECT outside (compatibility mode).
+	ECNCompat
+)
+
+// Lifetime holds byte and packet limits; zero means no limit. Bytes count
+// the inner packets (the plaintext IP packets protected by the SA).
+// Time lifetimes belong to the control plane, which owns the clock.
+type Lifetime struct {
+	SoftBytes, HardBytes     uint64
+	SoftPackets, HardPackets uint64
+}
+
+// Selector is one IKEv2 traffic selector (RFC 7296 section 3.13.1): an
+// inclusive address range of one family, an IP protocol (0 = any) and an
+// inclusive port range. For ICMP and ICMPv6 the "port" is type<<8 | code.
+// Use 0..65535 for any port. A packet without ports (a non-first fragment,
+// or a protocol without ports) matches only a full port range.
+type Selector struct {
+	Proto              uint8
+	Start, End         netip.Addr
+	StartPort, EndPort uint16
+}
+
+// PrefixSelector returns a selector for every address of p, protocol proto
+// (0 = any) and every port.
+func PrefixSelector(p netip.Prefix, proto uint8) Selector {
+	p = p.Masked()
+	end := p.Addr().As16()
+	bitsLen := p.Addr().BitLen()
+	for i := p.Bits(); i < bitsLen; i++ {
+		bit := i + (128 - bitsLen)
+		end[bit/8] |= 0x80 >> (bit % 8)
+	}
+	e := netip.AddrFrom16(end)
+	if p.Addr().Is4() {
+		e = e.Unmap()
+	}
+	return Selector{Proto: proto, Start: p.Addr(), End: e, StartPort: 0, EndPort: 0xffff}
+}
+
+// Config is everything the data plane needs to know about one SA.
+type Config struct {
+	SPI       uint32
+	Direction Direction
+	Suite     Suite
+	EncKey    []byte
+	IntegKey  []byte
+	Mode      Mode
+
+	// Local and Remote are the outer addresses: ours and the peer's, in
+	// either direction (an inbound SA's packets come from Remote to Local).
+	// Both of one family. In transport mode they are the hosts' addresses.
+	Local, Remote netip.Addr
+
+	// UDPEncap wraps ESP in UDP (RFC 3948) with these ports (usually 4500).
+	UDPEncap              bool
+	LocalPort, RemotePort uint16
+	// UDPZeroChecksum6 sends UDP-encapsulated ESP over IPv6 with a zero UDP
+	// checksum (RFC 6935/6936; the peer must accept it) instead of computing it.
+	UDPZeroChecksum6 bool
+
+	// ESN turns on 64-bit extended sequence numbers (RFC 4303 section 2.2.1).
+	ESN bool
+	// ReplayWindow is the inbound anti-replay window size (0 means 1024).
+	ReplayWindow int
+	// SeqSoftLimit is the outbound sequence number at which the SA asks to
+	// be rekeyed (EventSeqNearExhaustion); 0 means the default (see
+	// DefaultSeqSoftLimit32 and DefaultSeqSoftLimit64).
+	SeqSoftLimit uint64
+
+	Lifetime Lifetime
+
+	// LocalTS and RemoteTS are the negotiated traffic selectors: on
+	// decapsulation the inner source must match one of RemoteTS and the
+	// inner destination one of LocalTS. An empty list matches anything.
+	LocalTS, RemoteTS []Selector
+
+	DF DFPolicy
+	// PathMTU is the largest outer packet (0 means 1500).
+	PathMTU int
+	// FragmentTooBig fragments the outer packet instead of answering with
+	// ICMP "too big" when an inner packet that may not be fragmented (DF
+	// set, or IPv6) does not fit. Inner IPv4 packets without DF and IPv6
+	// packets of at most 1280 bytes are always carried in fragments.
+	FragmentTooBig bool
+
+	// PadAlign is the alignment of the encrypted part (payload, padding,
+	// pad length and next header): 4, 8 or 16; 0 means 16. AES-CBC needs
+	// 16. GHASH and Poly1305 work on 16-byte blocks and the last partial
+	// block costs a whole block of keystream, so aligning AEAD payloads to
+	// 16 costs no cipher work, only up to 12 more bytes on the wire, and
+	// keeps Go's GCM assembly off its slower tail path. 4 is the minimum of
+	// RFC 4303 section 2.4 and what Linux sends.
+	PadAlign int
+
+	ECN ECNMode
+	// NoEncapDSCP sends DSCP 0 outside instead of copying the inner DSCP.
+	NoEncapDSCP bool
+	// DecapDSCP copies the outer DSCP into the inner packet on
+	// decapsulation (the uniform model); by default the inner DSCP is kept.
+	DecapDSCP bool
+}
+
+// Default outbound sequence number soft limits. Without ESN, 2^30 numbers
+// before the end leave 100 s at 10 Mpps on one SA for the control plane to
+// rekey; with ESN the space cannot be exhausted in practice, and 2^32 before
+// the end mirrors the same margin at an absurd rate.
+const (
+	DefaultSeqSoftLimit32 = 1<<32 - 1<<30
+	DefaultSeqSoftLimit64 = 1<<64 - 1<<32
+)
+
+// DefaultPathMTU is the path MTU assumed when Config.PathMTU is 0.
+const DefaultPathMTU = 1500
+
+func (c *Config) validate() error {
+	id := fmt.Sprintf("esp: sa 0x%08x", c.SPI)
+	if c.SPI < 256 {
+		return fmt.Errorf("%s: SPI values 0..255 are reserved (RFC 4303 section 2.1)", id)
+	}
+	if c.Direction != Outbound && c.Direction != Inbound {
+		return fmt.Errorf("%s: direction must be Outbound or Inbound", id)
+	}
+	if c.Suite == SuiteInvalid || c.Suite >= numSuites {
+		return fmt.Errorf("%s: unknown suite %d", id, c.Suite)
+	}
+	if len(c.EncKey) != c.Suite.EncKeyLen() {
+		return fmt.Errorf("%s: %s needs a %d-byte encryption key (salt included), got %d bytes", id, c.Suite, c.Suite.EncKeyLen(), len(c.EncKey))
+	}
+	if len(c.IntegKey) != c.Suite.IntegKeyLen() {
+		return fmt.Errorf("%s: %s needs a %d-byte integrity key, got %d bytes", id, c.Suite, c.Suite.IntegKeyLen(), len(c.IntegKey))
+	}
+	if c.Mode != Tunnel && c.Mode != Transport {
+		return fmt.Errorf("%s: unknown mode %d", id, c.Mode)
+	}
+	if !c.Local.IsValid() || !c.Remote.IsValid() {
+		return fmt.Errorf("%s: local and remote addresses are required", id)
+	}
+	if c.Local.Zone() != "" || c.Remote.Zone() != "" {
+		return fmt.Errorf("%s: addresses with a zone are not supported", id)
+	}
+	if c.Local.Unmap().Is4() != c.Remote.Unmap().Is4() {
+		return fmt.Errorf("%s: local %s and remote %s are of different families", id, c.Local, c.Remote)
+	}
+	if c.UDPEncap && (c.LocalPort == 0 || c.RemotePort == 0) {
+		return fmt.Errorf("%s: UDP encapsulation needs both ports", id)
+	}
+	if c.ReplayWindow != 0 && (c.ReplayWindow < replay.MinSize || c.ReplayWindow > replay.MaxSize) {
+		return fmt.Errorf("%s: replay window %d out of range %d..%d", id, c.ReplayWindow, replay.MinSize, replay.MaxSize)
+	}
+	l := c.Lifetime
+	if l.SoftBytes != 0 && l.HardBytes != 0 && l.SoftBytes > l.HardBytes {
+		return fmt.Errorf("%s: soft byte lifetime %d exceeds hard %d", id, l.SoftBytes, l.HardBytes)
+	}
+	if l.SoftPackets != 0 && l.HardPackets != 0 && l.SoftPackets > l.HardPackets {
+		return fmt.Errorf("%s: soft packet lifetime %d exceeds hard %d", id, l.SoftPackets, l.HardPackets)
+	}
+	if !c.ESN && c.SeqSoftLimit > 1<<32-1 {
+		return fmt.Errorf("%s: sequence soft limit %d exceeds the 32-bit space", id, c.SeqSoftLimit)
+	}
+	if c.PathMTU != 0 && (c.PathMTU < iphdrMinMTU(c.Local) || c.PathMTU > 65535) {
+		return fmt.Errorf("%s: path MTU %d out of range %d..65535", id, c.PathMTU, iphdrMinMTU(c.Local))
+	}
+	switch c.PadAlign {
+	case 0, 16:
+	case 4, 8:
+		if !c.Suite.AEAD() {
+			return fmt.Errorf("%s: %s needs 16-byte padding alignment, got %d", id, c.Suite, c.PadAlign)
+		}
+	default:
+		return fmt.Errorf("%s: padding alignment %d is not 4, 8 or 16", id, c.PadAlign)
+	}
+	if c.DF > DFClear {
+		return fmt.Errorf("%s: unknown DF policy %d", id, c.DF)
+	}
+	if c.ECN > ECNCompat {
+		return fmt.Errorf("%s: unknown ECN mode %d", id, c.ECN)
+	}
+	for i, s := range c.LocalTS {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("%s: local selector %d: %w", id, i, err)
+		}
+	}
+	for i, s := range c.RemoteTS {
+		if err := s.validate(); err != nil {
+			return fmt.Errorf("%s: remote selector %d: %w", id, i, err)
+		}
+	}
+	return nil
+}
+
+func iphdrMinMTU(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 576
+	}
+	return 1280
+}
+
+var errSelectorFamily = errors.New("start and end addresses must be valid and of one family")
+
+func (s Selector) validate() error {
+	if !s.Start.IsValid() || !s.End.IsValid() || s.Start.Unmap().Is4() != s.End.Unmap().Is4() {
+		return errSelectorFamily
+	}
+	if s.End.Unmap().Less(s.Start.Unmap()) {
+		return fmt.Errorf("address range %s-%s is empty", s.Start, s.End)
+	}
+	if s.EndPort < s.StartPort {
+		return fmt.Errorf("port range %d-%d is empty", s.StartPort, s.EndPort)
+	}
+	return nil
+}

@@ -1,0 +1,335 @@
+package esp
+
+import (
+	"crypto/subtle"
+	"encoding/binary"
+
+	"github.com/spugate/spugate/dataplane/iphdr"
+	"github.com/spugate/spugate/dataplane/replay"
+)
+
+// Outer is what ParseOuter finds in front of an ESP packet.
+type Outer struct {
+	// SPI and Seq are the ESP header's fields (Seq: low 32 bits).
+	SPI, Seq uint32
+	// ESPOff is the offset of the ESP header; End is where the IP packet
+	// ends (the IP length; Ethernet padding after it is excluded).
+	ESPOff, End int
+	// UDP is set for UDP-encapsulated ESP (RFC 3948), with its ports.
+	UDP              bool
+	SrcPort, DstPort uint16
+	// HdrEnd is the end of the IP header chain (where ESP or UDP starts).
+	HdrEnd int
+	// NHOff is the offset of the byte naming ESP or UDP (transport mode
+	// rewrites it).
+	NHOff int
+	// DS is the outer DS field (DSCP and ECN).
+	DS byte
+	V6 bool
+}
+
+// ParseOuter parses the outer IP header (and UDP header) of an ESP packet p,
+// which starts at its IP header, for the SA table's SPI lookup and for
+// Decap. It allocates nothing and never reads past p.
+func ParseOuter(p []byte) (o Outer, r Reason) {
+	r = parseOuter(p, &o)
+	return o, r
+}
+
+// parseOuter fills *o; a pointer, so that the per-packet path does not copy
+// the struct around.
+func parseOuter(p []byte, o *Outer) Reason {
+	if len(p) < 1 {
+		return ShortPacket
+	}
+	var proto byte
+	switch p[0] >> 4 {
+	case 4:
+		if len(p) < iphdr.IPv4MinLen {
+			return ShortPacket
+		}
+		ihl := int(p[0]&0xf) * 4
+		tot := int(binary.BigEndian.Uint16(p[2:4]))
+		if ihl < iphdr.IPv4MinLen || tot < ihl || tot > len(p) {
+			return Malformed
+		}
+		if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
+			return OuterFragment
+		}
+		o.End, o.HdrEnd, o.NHOff, o.DS = tot, ihl, 9, p[1]
+		proto = p[9]
+	case 6:
+		if len(p) < iphdr.IPv6Len {
+			return ShortPacket
+		}
+		tot := iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
+		if tot > len(p) {
+			return Malformed
+		}
+		info, ok := iphdr.IPv6Walk(p[:tot])
+		if !ok {
+			return Malformed
+		}
+		if info.FragOff != 0 {
+			return OuterFragment
+		}
+		o.End, o.HdrEnd, o.NHOff, o.DS, o.V6 = tot, info.Off, info.NextHeaderOff, p[0]<<4|p[1]>>4, true
+		proto = info.Proto
+	default:
+		return Malformed
+	}
+	o.ESPOff = o.HdrEnd
+	switch proto {
+	case iphdr.ProtoESP:
+	case iphdr.ProtoUDP:
+		u := p[o.HdrEnd:o.End]
+		if len(u) < iphdr.UDPLen+1 {
+			return ShortPacket
+		}
+		ul := int(binary.BigEndian.Uint16(u[4:6]))
+		if ul < iphdr.UDPLen+1 || ul > len(u) {
+			return Malformed
+		}
+		o.End = o.HdrEnd + ul
+		pl := u[iphdr.UDPLen:ul]
+		// RFC 3948 section 2.2: a lone 0xff is a NAT keepalive; a
+		// zero SPI is the non-ESP marker of IKE.
+		if len(pl) == 1 && pl[0] == 0xff {
+			return NotESP
+		}
+		if len(pl) >= 4 && binary.BigEndian.Uint32(pl) == 0 {
+			return NotESP
+		}
+		o.UDP = true
+		o.SrcPort = binary.BigEndian.Uint16(u[0:2])
+		o.DstPort = binary.BigEndian.Uint16(u[2:4])
+		o.ESPOff += iphdr.UDPLen
+	default:
+		return Malformed
+	}
+	if o.End-o.ESPOff < espHdrLen {
+		return ShortPacket
+	}
+	o.SPI = binary.BigEndian.Uint32(p[o.ESPOff:])
+	o.Seq = binary.BigEndian.Uint32(p[o.ESPOff+4:])
+	return None
+}
+
+// Decap verifies and decrypts the ESP packet at buf[off:off+n] (starting
+// at its outer IP header) in place and returns where the inner packet is
+// (tunnel mode) or the rebuilt packet (transport mode). The anti-replay
+// window moves only for packets whose ICV verified. It allocates nothing.
+// Owner only.
+func (sa *SA) Decap(buf []byte, off, n int) Result {
+	r := sa.decap(buf, off, n)
+	sa.publish()
+	return r
+}
+
+func (sa *SA) decap(buf []byte, off, n int) Result {
+	if sa.dir != Inbound {
+		return sa.drop(WrongDirection)
+	}
+	if sa.expired {
+		return sa.drop(HardLifetime)
+	}
+	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
+		return sa.drop(Malformed)
+	}
+	p := buf[off : off+n]
+	var o Outer
+	if why := parseOuter(p, &o); why != None {
+		return sa.drop(why)
+	}
+	esp := p[o.ESPOff:o.End]
+	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen
+	if ctLen < 2 {
+		return sa.drop(ShortPacket)
+	}
+	if ctLen&sa.blkMask != 0 && !sa.aeadMode {
+		return sa.drop(BadLength)
+	}
+	if o.SPI != sa.spi {
+		return sa.drop(UnknownSPI)
+	}
+	seq := uint64(o.Seq)
+	if sa.esn {
+		var ok bool
+		if seq, ok = sa.win.InferSeq(o.Seq); !ok {
+			return sa.drop(ReplayTooOld)
+		}
+	}
+	switch sa.win.Check(seq) {
+	case replay.Duplicate:
+		return sa.drop(Replay)
+	case replay.TooOld:
+		return sa.drop(ReplayTooOld)
+	}
+	binary.BigEndian.PutUint32(sa.seqHi[:], uint32(seq>>32))
+	if !sa.open(esp, ctLen) {
+		return sa.drop(BadICV)
+	}
+	pt := esp[espHdrLen+sa.ivLen : espHdrLen+sa.ivLen+ctLen]
+	padLen := int(pt[ctLen-2])
+	nh := pt[ctLen-1]
+	if padLen+2 > ctLen {
+		return sa.drop(BadPadLength)
+	}
+	payLen := ctLen - 2 - padLen
+	for i, b := range pt[payLen : ctLen-2] {
+		if b != byte(i+1) {
+			return sa.drop(BadPadding)
+		}
+	}
+	if sa.win.Update(seq) != replay.OK {
+		return sa.drop(Replay)
+	}
+	if nh == iphdr.ProtoNoNext {
+		return sa.drop(Dummy)
+	}
+	payOff := off + o.ESPOff + espHdrLen + sa.ivLen
+	var res Result
+	if sa.mode == Tunnel {
+		res = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
+	} else {
+		res = sa.finishTransport(buf, off, &o, payOff, payLen, nh)
+	}
+	if res.Verdict == Drop {
+		return res
+	}
+	sa.account(res.Len)
+	return res
+}
+
+// open authenticates and decrypts esp in place; ctLen is the ciphertext's
+// length (without IV and ICV). sa.seqHi holds the inferred high bits.
+func (sa *SA) open(esp []byte, ctLen int) bool {
+	if sa.aeadMode {
+		copy(sa.nonce[saltLen:], esp[espHdrLen:espHdrLen+8])
+		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
+		_, err := sa.aead.Open(ct[:0], sa.nonce[:], ct, sa.aadFor(esp))
+		return err == nil
+	}
+	authed := esp[:espHdrLen+16+ctLen]
+	sum := sa.cbcICV(authed)
+	if subtle.ConstantTimeCompare(sum[:icvLen], esp[espHdrLen+16+ctLen:espHdrLen+16+ctLen+icvLen]) != 1 {
+		return false
+	}
+	ct := esp[espHdrLen+16 : espHdrLen+16+ctLen]
+	sa.cbcIV.SetIV(esp[espHdrLen : espHdrLen+16])
+	sa.cbc.CryptBlocks(ct, ct)
+	return true
+}
+
+// ECN codepoints.
+const (
+	notECT = 0
+	ect1   = 1
+	ect0   = 2
+	ce     = 3
+)
+
+// decapECN combines the outer and inner ECN fields as RFC 6040 section 4.2
+// (figure 4) says; ok is false when the packet must be dropped.
+func decapECN(outer, inner byte) (byte, bool) {
+	switch {
+	case outer == ce:
+		if inner == notECT {
+			return 0, false
+		}
+		return ce, true
+	case outer == ect1 && inner == ect0:
+		return ect1, true
+	}
+	return inner, true
+}
+
+func (sa *SA) finishTunnel(buf []byte, payOff, payLen int, nh, outerDS byte) Result {
+	p := buf[payOff : payOff+payLen]
+	var innerLen int
+	switch nh {
+	case iphdr.ProtoIPv4:
+		if payLen < iphdr.IPv4MinLen || p[0]>>4 != 4 {
+			return sa.drop(BadInner)
+		}
+		ihl := int(p[0]&0xf) * 4
+		innerLen = int(binary.BigEndian.Uint16(p[2:4]))
+		if ihl < iphdr.IPv4MinLen || innerLen < ihl || innerLen > payLen {
+			return sa.drop(BadInner)
+		}
+		ds, ok := sa.decapDS(outerDS, p[1])
+		if !ok {
+			return sa.drop(ECNDrop)
+		}
+		if ds != p[1] {
+			old := binary.BigEndian.Uint16(p[0:2])
+			p[1] = ds
+			ck := iphdr.UpdateChecksum16(binary.BigEndian.Uint16(p[10:12]), old, binary.BigEndian.Uint16(p[0:2]))
+			binary.BigEndian.PutUint16(p[10:12], ck)
+		}
+	case iphdr.ProtoIPv6:
+		if payLen < iphdr.IPv6Len || p[0]>>4 != 6 {
+			return sa.drop(BadInner)
+		}
+		innerLen = iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
+		if innerLen > payLen {
+			return sa.drop(BadInner)
+		}
+		in := p[0]<<4 | p[1]>>4
+		ds, ok := sa.decapDS(outerDS, in)
+		if !ok {
+			return sa.drop(ECNDrop)
+		}
+		p[0] = 0x60 | ds>>4
+		p[1] = ds<<4 | p[1]&0x0f
+	default:
+		return sa.drop(BadNextHeader)
+	}
+	// TFC padding (RFC 4303 section 2.7) may follow the inner packet.
+	p = p[:innerLen]
+	if !sa.tsAllowed(p) {
+		return sa.drop(TSMismatch)
+	}
+	return Result{Off: payOff, Len: innerLen, Verdict: Forward}
+}
+
+// decapDS returns the inner DS field to forward.
+func (sa *SA) decapDS(outer, inner byte) (byte, bool) {
+	e, ok := decapECN(outer&3, inner&3)
+	if !ok {
+		return 0, false
+	}
+	dscp := inner &^ 3
+	if sa.decDSCP {
+		dscp = outer &^ 3
+	}
+	return dscp | e, true
+}
+
+// finishTransport moves the outer IP header chain forward onto the payload
+// and makes it announce the payload's protocol and length.
+func (sa *SA) finishTransport(buf []byte, off int, o *Outer, payOff, payLen int, nh byte) Result {
+	switch nh {
+	case iphdr.ProtoIPv4, iphdr.ProtoIPv6:
+		// An IP packet inside a transport-mode SA would be a tunnel the
+		// peer did not negotiate.
+		return sa.drop(BadNextHeader)
+	}
+	hl := o.HdrEnd
+	start := payOff - hl
+	copy(buf[start:payOff], buf[off:off+hl])
+	h := buf[start:payOff]
+	h[o.NHOff] = nh
+	total := hl + payLen
+	if o.V6 {
+		binary.BigEndian.PutUint16(h[4:6], uint16(total-iphdr.IPv6Len))
+	} else {
+		binary.BigEndian.PutUint16(h[2:4], uint16(total))
+		iphdr.SetIPv4Checksum(h)
+	}
+	p := buf[start : start+total]
+	if !sa.tsAllowed(p) {
+		return sa.drop(TSMismatch)
+	}
+	return Result{Off: start, Len: total, Verdict: Forward}
+}

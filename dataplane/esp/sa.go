@@ -1,0 +1,576 @@
+package esp
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash"
+	"net/netip"
+	"sync/atomic"
+
+	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/spugate/spugate/dataplane/iphdr"
+	"github.com/spugate/spugate/dataplane/replay"
+)
+
+// Sizes of the ESP framing.
+const (
+	espHdrLen = 8  // SPI and sequence number
+	icvLen    = 16 // every supported suite has a 16-byte ICV
+	saltLen   = 4
+	maxIVLen  = 16
+	maxBlock  = 16
+)
+
+// Worst-case growth of a packet by Encap, for sizing buffers.
+const (
+	// MaxHeadGrowth is the most bytes Encap adds in front of a packet:
+	// outer IPv6 header, UDP header, ESP header and a 16-byte CBC IV.
+	MaxHeadGrowth = iphdr.IPv6Len + iphdr.UDPLen + espHdrLen + maxIVLen
+	// MaxTailGrowth is the most bytes Encap adds after a packet: up to 15
+	// bytes of padding, pad length, next header and the ICV.
+	MaxTailGrowth = maxBlock - 1 + 2 + icvLen
+	// Headroom is the minimum headroom (bytes before off) a caller gives
+	// Encap: MaxHeadGrowth plus an Ethernet header that the caller writes
+	// in front of the result afterwards.
+	Headroom = MaxHeadGrowth + iphdr.EthernetLen
+	// Tailroom is the minimum tailroom (bytes after off+n, up to len(buf)).
+	Tailroom = MaxTailGrowth
+)
+
+// Events are conditions the control plane must act on. They are raised
+// once each (a latch) and collected by the owner with TakeEvents.
+type Events uint32
+
+// Events.
+const (
+	// EventSoftLifetime: a soft byte or packet lifetime was reached; rekey.
+	EventSoftLifetime Events = 1 << iota
+	// EventHardLifetime: a hard lifetime was reached; the SA now drops
+	// every packet (counted under HardLifetime). Delete it.
+	EventHardLifetime
+	// EventSeqNearExhaustion: the outbound sequence number passed the soft
+	// limit; rekey before it runs out.
+	EventSeqNearExhaustion
+	// EventSeqExhausted: the last sequence number was used; the SA sends
+	// nothing more (counted under SeqExhausted).
+	EventSeqExhausted
+)
+
+func (e Events) String() string {
+	if e == 0 {
+		return "none"
+	}
+	s := ""
+	names := [...]string{"soft-lifetime", "hard-lifetime", "seq-near-exhaustion", "seq-exhausted"}
+	for i, n := range names {
+		if e&(1<<i) != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += n
+		}
+	}
+	return s
+}
+
+// Stats is a snapshot of an SA's counters.
+type Stats struct {
+	// Packets and Bytes count packets processed successfully and their
+	// inner (plaintext IP) bytes.
+	Packets, Bytes uint64
+	// Seq is the last sequence number sent (outbound) or the highest
+	// accepted (inbound).
+	Seq uint64
+	// Drops counts dropped packets by reason.
+	Drops [NumReasons]uint64
+}
+
+// counters are written by the owner with plain atomic stores (a single
+// writer needs no read-modify-write) and read by anyone with atomic loads.
+type counters struct {
+	packets, bytes, seq atomic.Uint64
+	drops               [NumReasons]atomic.Uint64
+}
+
+// ivSetter is the method crypto/cipher's CBC modes have for reusing one
+// BlockMode with a new IV, which avoids allocating a mode per packet.
+type ivSetter interface {
+	SetIV([]byte)
+}
+
+// compiled selector: 128-bit addresses as two words, IPv4 in lo.
+type selector struct {
+	v4                 bool
+	proto              uint8
+	startHi, startLo   uint64
+	endHi, endLo       uint64
+	startPort, endPort uint16
+}
+
+// SA is one direction of a Child SA. Its per-packet methods (Encap, Decap,
+// the batch forms, TakeEvents, State, Restore, SetPeer, SetPathMTU) belong
+// to the owner goroutine and must not be called concurrently; Stats may be
+// called from any goroutine.
+type SA struct {
+	spi      uint32
+	dir      Direction
+	suite    Suite
+	mode     Mode
+	esn      bool
+	aeadMode bool
+	v4outer  bool
+	udp      bool
+	zeroCk6  bool
+	ivLen    int
+	blkMask  int
+	ipLen    int // outer IP header length in tunnel mode
+	udpLen   int // 8 with UDP encapsulation
+	pathMTU  int
+	fragBig  bool
+	df       DFPolicy
+	ecn      ECNMode
+	noDSCP   bool
+	decDSCP  bool
+
+	// crypto
+	aead     cipher.AEAD
+	cbc      cipher.BlockMode
+	cbcIV    ivSetter
+	ivCipher cipher.Block
+	mac      hash.Hash
+	nonce    [12]byte // salt || IV
+	aad      [12]byte // SPI || [seq-hi] || seq-lo
+	ivIn     [16]byte // CBC IV generator input
+	seqHi    [4]byte
+	macSum   [sha256.Size]byte
+
+	// outer headers
+	hdr4    [iphdr.IPv4MinLen]byte
+	hdr4Sum uint64 // checksum of hdr4's constant words
+	hdr6    [iphdr.IPv6Len]byte
+	pseudo6 uint64 // UDP pseudo-header sum of the IPv6 addresses and protocol
+	ipID    uint16
+	local   netip.Addr
+	remote  netip.Addr
+	lport   uint16
+	rport   uint16
+
+	// sequence numbers
+	seq     uint64 // outbound: last sent
+	seqMax  uint64
+	seqSoft uint64
+	win     replay.Window
+
+	// lifetimes and usage (owner copies of the published counters)
+	life               Lifetime
+	pkts, bytes        uint64
+	nextPkts, nextByts uint64 // next lifetime threshold to look at
+	expired            bool
+
+	events, raised Events
+
+	localTS, remoteTS []selector
+	tsPorts           bool
+
+	ctr counters
+}
+
+// NewSA validates cfg and returns an SA ready for packets. Keys are copied
+// into the cipher state; cfg may be discarded afterwards.
+func NewSA(cfg Config) (*SA, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	sa := &SA{
+		spi:      cfg.SPI,
+		dir:      cfg.Direction,
+		suite:    cfg.Suite,
+		mode:     cfg.Mode,
+		esn:      cfg.ESN,
+		aeadMode: cfg.Suite.AEAD(),
+		ivLen:    cfg.Suite.IVLen(),
+		blkMask:  padAlign(cfg.PadAlign) - 1,
+		fragBig:  cfg.FragmentTooBig,
+		df:       cfg.DF,
+		ecn:      cfg.ECN,
+		noDSCP:   cfg.NoEncapDSCP,
+		decDSCP:  cfg.DecapDSCP,
+		udp:      cfg.UDPEncap,
+		zeroCk6:  cfg.UDPZeroChecksum6,
+		life:     cfg.Lifetime,
+	}
+	if err := sa.initCrypto(&cfg); err != nil {
+		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
+	}
+	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
+	binary.BigEndian.PutUint32(sa.ivIn[8:12], sa.spi)
+	if sa.udp {
+		sa.udpLen = iphdr.UDPLen
+	}
+	sa.v4outer = cfg.Local.Unmap().Is4()
+	if sa.v4outer {
+		sa.ipLen = iphdr.IPv4MinLen
+	} else {
+		sa.ipLen = iphdr.IPv6Len
+	}
+	sa.setEndpoints(cfg.Local, cfg.Remote, cfg.LocalPort, cfg.RemotePort)
+	// A per-SA starting IPv4 ID keeps the IDs of SAs between the same two
+	// gateways apart for a while (RFC 6864 asks uniqueness only for
+	// fragmentable datagrams).
+	sa.ipID = uint16(sa.spi>>16) ^ uint16(sa.spi)
+	sa.pathMTU = cfg.PathMTU
+	if sa.pathMTU == 0 {
+		sa.pathMTU = DefaultPathMTU
+	}
+	if sa.esn {
+		sa.seqMax = 1<<64 - 1
+		sa.seqSoft = DefaultSeqSoftLimit64
+	} else {
+		sa.seqMax = 1<<32 - 1
+		sa.seqSoft = DefaultSeqSoftLimit32
+	}
+	if cfg.SeqSoftLimit != 0 {
+		sa.seqSoft = cfg.SeqSoftLimit
+	}
+	if sa.dir == Inbound {
+		if err := sa.win.Init(cfg.ReplayWindow); err != nil {
+			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
+		}
+	}
+	sa.localTS = compileSelectors(cfg.LocalTS)
+	sa.remoteTS = compileSelectors(cfg.RemoteTS)
+	for _, s := range append(append([]selector(nil), sa.localTS...), sa.remoteTS...) {
+		if s.proto != 0 || s.startPort != 0 || s.endPort != 0xffff {
+			sa.tsPorts = true
+		}
+	}
+	sa.resetThresholds()
+	return sa, nil
+}
+
+func (sa *SA) initCrypto(cfg *Config) error {
+	key := cfg.EncKey
+	switch cfg.Suite {
+	case AES128GCM, AES192GCM, AES256GCM:
+		b, err := aes.NewCipher(key[:len(key)-saltLen])
+		if err != nil {
+			return err
+		}
+		if sa.aead, err = cipher.NewGCM(b); err != nil {
+			return err
+		}
+		copy(sa.nonce[:saltLen], key[len(key)-saltLen:])
+	case ChaCha20Poly1305:
+		var err error
+		if sa.aead, err = chacha20poly1305.New(key[:chacha20poly1305.KeySize]); err != nil {
+			return err
+		}
+		copy(sa.nonce[:saltLen], key[chacha20poly1305.KeySize:])
+	case AES128CBCSHA256, AES256CBCSHA256:
+		b, err := aes.NewCipher(key)
+		if err != nil {
+			return err
+		}
+		var zero [aes.BlockSize]byte
+		if cfg.Direction == Outbound {
+			sa.cbc = cipher.NewCBCEncrypter(b, zero[:])
+		} else {
+			sa.cbc = cipher.NewCBCDecrypter(b, zero[:])
+		}
+		var ok bool
+		if sa.cbcIV, ok = sa.cbc.(ivSetter); !ok {
+			return fmt.Errorf("crypto/cipher CBC mode lacks SetIV")
+		}
+		sa.mac = hmac.New(sha256.New, cfg.IntegKey)
+		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
+		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
+		// counter (SPI and sequence number) under a secret key gives one per
+		// packet without a random number generator on the hot path. The IV
+		// key is derived from the integrity key with HMAC as a PRF, so it is
+		// independent of the encryption key and the same after a restart
+		// or migration (IVs only need to be unpredictable and distinct).
+		ivm := hmac.New(sha256.New, cfg.IntegKey)
+		ivm.Write([]byte("spugate esp-cbc iv key"))
+		ivKey := ivm.Sum(nil)[:len(key)]
+		if sa.ivCipher, err = aes.NewCipher(ivKey); err != nil {
+			return err
+		}
+		clear(ivKey)
+	default:
+		return fmt.Errorf("unknown suite %d", cfg.Suite)
+	}
+	return nil
+}
+
+func padAlign(a int) int {
+	if a == 0 {
+		return 16
+	}
+	return a
+}
+
+func compileSelectors(in []Selector) []selector {
+	out := make([]selector, 0, len(in))
+	for _, s := range in {
+		st, en := s.Start.Unmap(), s.End.Unmap()
+		c := selector{v4: st.Is4(), proto: s.Proto, startPort: s.StartPort, endPort: s.EndPort}
+		c.startHi, c.startLo = addrWords(st)
+		c.endHi, c.endLo = addrWords(en)
+		out = append(out, c)
+	}
+	return out
+}
+
+func addrWords(a netip.Addr) (hi, lo uint64) {
+	if a.Is4() {
+		b := a.As4()
+		return 0, uint64(binary.BigEndian.Uint32(b[:]))
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+}
+
+// setEndpoints builds the outer header templates.
+func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
+	sa.local, sa.remote, sa.lport, sa.rport = local.Unmap(), remote.Unmap(), lport, rport
+	proto := byte(iphdr.ProtoESP)
+	if sa.udp {
+		proto = iphdr.ProtoUDP
+	}
+	if sa.v4outer {
+		h := &sa.hdr4
+		*h = [iphdr.IPv4MinLen]byte{0: 0x45, 8: iphdr.DefaultTTL, 9: proto}
+		src, dst := sa.local.As4(), sa.remote.As4()
+		if sa.dir == Inbound {
+			src, dst = dst, src
+		}
+		copy(h[12:16], src[:])
+		copy(h[16:20], dst[:])
+		sa.hdr4Sum = iphdr.Sum(h[:], 0)
+		return
+	}
+	h := &sa.hdr6
+	// A flow label per SA (RFC 6438) lets ECMP paths spread the SAs
+	// between two gateways without looking into ESP.
+	flow := (sa.spi * 2654435761) >> 12 & 0xfffff
+	binary.BigEndian.PutUint32(h[0:4], 6<<28|flow)
+	h[6] = proto
+	h[7] = iphdr.DefaultTTL
+	src, dst := sa.local.As16(), sa.remote.As16()
+	if sa.dir == Inbound {
+		src, dst = dst, src
+	}
+	copy(h[8:24], src[:])
+	copy(h[24:40], dst[:])
+	sa.pseudo6 = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
+}
+
+// SetPeer changes the peer's outer address and UDP port in place, for a NAT
+// mapping that changed (RFC 7296 section 2.23) or a MOBIKE move. The address
+// must be of the SA's outer family. Owner only.
+func (sa *SA) SetPeer(remote netip.Addr, port uint16) error {
+	remote = remote.Unmap()
+	if !remote.IsValid() || remote.Is4() != sa.v4outer {
+		return fmt.Errorf("esp: sa 0x%08x: peer address %s is not of the SA's family", sa.spi, remote)
+	}
+	if sa.udp && port == 0 {
+		return fmt.Errorf("esp: sa 0x%08x: UDP-encapsulated SA needs a peer port", sa.spi)
+	}
+	sa.setEndpoints(sa.local, remote, sa.lport, port)
+	return nil
+}
+
+// SetPathMTU changes the path MTU used to decide on fragmentation and ICMP
+// "too big" (for example from a PMTU update). Owner only.
+func (sa *SA) SetPathMTU(mtu int) error {
+	if mtu < iphdrMinMTU(sa.local) || mtu > 65535 {
+		return fmt.Errorf("esp: sa 0x%08x: path MTU %d out of range", sa.spi, mtu)
+	}
+	sa.pathMTU = mtu
+	return nil
+}
+
+// SPI returns the SA's SPI.
+func (sa *SA) SPI() uint32 { return sa.spi }
+
+// Direction returns the SA's direction.
+func (sa *SA) Direction() Direction { return sa.dir }
+
+// Suite returns the SA's cipher suite.
+func (sa *SA) Suite() Suite { return sa.suite }
+
+// Overhead returns the bytes Encap adds to an inner packet of n bytes in
+// tunnel mode (outer headers, padding, trailer and ICV).
+func (sa *SA) Overhead(n int) int {
+	pad := -(n + 2) & sa.blkMask
+	return sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + pad + 2 + icvLen
+}
+
+// InnerMTU returns the largest inner packet that fits the path MTU once
+// encapsulated in tunnel mode.
+func (sa *SA) InnerMTU() int {
+	return sa.innerMTU(sa.ipLen, 0)
+}
+
+// innerMTU is the largest packet whose payload (all of it in tunnel mode,
+// the part after hl header bytes in transport mode) fits the path MTU.
+func (sa *SA) innerMTU(outerHdr, hl int) int {
+	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - sa.ivLen - icvLen
+	return hl + avail&^sa.blkMask - 2
+}
+
+// drop counts a drop and builds its result.
+func (sa *SA) drop(r Reason) Result {
+	c := &sa.ctr.drops[r]
+	c.Store(c.Load() + 1)
+	return Result{Verdict: Drop, Reason: r}
+}
+
+// publish makes the owner's running totals visible to Stats.
+func (sa *SA) publish() {
+	sa.ctr.packets.Store(sa.pkts)
+	sa.ctr.bytes.Store(sa.bytes)
+	if sa.dir == Outbound {
+		sa.ctr.seq.Store(sa.seq)
+	} else {
+		sa.ctr.seq.Store(sa.win.Top())
+	}
+}
+
+// Stats returns a snapshot of the counters. Safe from any goroutine; the
+// figures of one call may straddle a packet (each is exact on its own).
+func (sa *SA) Stats() Stats {
+	var s Stats
+	s.Packets = sa.ctr.packets.Load()
+	s.Bytes = sa.ctr.bytes.Load()
+	s.Seq = sa.ctr.seq.Load()
+	for i := range s.Drops {
+		s.Drops[i] = sa.ctr.drops[i].Load()
+	}
+	return s
+}
+
+// TakeEvents returns the events raised since the last call and clears
+// them. Owner only; it does not allocate.
+func (sa *SA) TakeEvents() Events {
+	e := sa.events
+	sa.events = 0
+	return e
+}
+
+func (sa *SA) raise(e Events) {
+	if sa.raised&e == e {
+		return
+	}
+	sa.events |= e &^ sa.raised
+	sa.raised |= e
+}
+
+// resetThresholds recomputes the next usage levels worth looking at, so
+// that the per-packet check is two comparisons.
+func (sa *SA) resetThresholds() {
+	sa.nextPkts, sa.nextByts = ^uint64(0), ^uint64(0)
+	pick := func(next *uint64, soft, hard uint64, softDone bool) {
+		if soft != 0 && !softDone && soft < *next {
+			*next = soft
+		}
+		if hard != 0 && hard < *next {
+			*next = hard
+		}
+	}
+	softDone := sa.raised&EventSoftLifetime != 0
+	pick(&sa.nextPkts, sa.life.SoftPackets, sa.life.HardPackets, softDone)
+	pick(&sa.nextByts, sa.life.SoftBytes, sa.life.HardBytes, softDone)
+	sa.checkLifetimes()
+}
+
+// account adds one packet of n inner bytes to the usage.
+func (sa *SA) account(n int) {
+	sa.pkts++
+	sa.bytes += uint64(n)
+	if sa.pkts >= sa.nextPkts || sa.bytes >= sa.nextByts {
+		sa.checkLifetimes()
+	}
+}
+
+func (sa *SA) checkLifetimes() {
+	l := &sa.life
+	if (l.HardPackets != 0 && sa.pkts >= l.HardPackets) || (l.HardBytes != 0 && sa.bytes >= l.HardBytes) {
+		sa.expired = true
+		sa.raise(EventHardLifetime | EventSoftLifetime)
+		sa.nextPkts, sa.nextByts = ^uint64(0), ^uint64(0)
+		return
+	}
+	if (l.SoftPackets != 0 && sa.pkts >= l.SoftPackets) || (l.SoftBytes != 0 && sa.bytes >= l.SoftBytes) {
+		if sa.raised&EventSoftLifetime == 0 {
+			sa.raise(EventSoftLifetime)
+			sa.resetThresholds()
+		}
+	}
+}
+
+// State is an SA's mutable state, for moving it to another core (or
+// another process) and restoring it on an SA built from the same Config.
+type State struct {
+	SPI       uint32
+	Direction Direction
+	// Seq is the last sequence number sent (outbound).
+	Seq uint64
+	// Replay is the anti-replay window (inbound).
+	Replay replay.State
+	// Packets and Bytes are the lifetime usage and the success counters.
+	Packets, Bytes uint64
+	Drops          [NumReasons]uint64
+	// Raised and Pending are the events already raised and not yet taken.
+	Raised, Pending Events
+	IPID            uint16
+}
+
+// State captures the SA's state. Owner only (or with the owner stopped);
+// it allocates.
+func (sa *SA) State() State {
+	st := State{
+		SPI: sa.spi, Direction: sa.dir, Seq: sa.seq,
+		Packets: sa.pkts, Bytes: sa.bytes,
+		Raised: sa.raised, Pending: sa.events, IPID: sa.ipID,
+	}
+	if sa.dir == Inbound {
+		st.Replay = sa.win.State()
+	}
+	for i := range st.Drops {
+		st.Drops[i] = sa.ctr.drops[i].Load()
+	}
+	return st
+}
+
+// Restore loads st, taken with State from an SA of the same SPI and
+// direction, into sa (normally freshly made by NewSA from the same Config).
+func (sa *SA) Restore(st State) error {
+	if st.SPI != sa.spi || st.Direction != sa.dir {
+		return fmt.Errorf("esp: sa 0x%08x %s: state is of sa 0x%08x %s", sa.spi, sa.dir, st.SPI, st.Direction)
+	}
+	if st.Seq > sa.seqMax {
+		return fmt.Errorf("esp: sa 0x%08x: sequence number %d exceeds the SA's space", sa.spi, st.Seq)
+	}
+	if sa.dir == Inbound {
+		if err := sa.win.Restore(st.Replay); err != nil {
+			return fmt.Errorf("esp: sa 0x%08x: %w", sa.spi, err)
+		}
+	}
+	sa.seq = st.Seq
+	sa.pkts, sa.bytes = st.Packets, st.Bytes
+	sa.raised, sa.events = st.Raised, st.Pending
+	sa.ipID = st.IPID
+	sa.expired = sa.raised&(EventHardLifetime) != 0
+	for i := range st.Drops {
+		sa.ctr.drops[i].Store(st.Drops[i])
+	}
+	sa.resetThresholds()
+	sa.publish()
+	return nil
+}

@@ -1,0 +1,610 @@
+// Package spu is spud's run-to-completion packet engine: one SPU goroutine
+// per configured core, locked to its OS thread and pinned to the core, owning
+// some AF_XDP sockets and the SAs and policies anchored on it.
+//
+// The flow of a frame:
+//
+//	socket (rx queue) -> SPU that owns the queue -> metadata from the XDP
+//	program names the logical SPU -> spud's map gives the anchor SPU ->
+//	  anchor is this SPU:  process here
+//	  anchor is another:   copy into the SPSC ring to the anchor (counted)
+//	process: ESP -> SA by SPI -> decapsulate -> route the inner packet
+//	         cleartext -> exact SPD match -> outbound SA -> encapsulate -> route
+//	transmit on this SPU's socket of the egress interface (or hand the frame
+//	to the SPU that has one)
+//
+// No per-packet path takes a lock or allocates: tables belong to their SPU
+// and change only through commands the SPU runs between batches; counters
+// are atomics with a single writer; routes and neighbours come from an
+// immutable snapshot (dataplane/fib).
+package spu
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spugate/spugate/dataplane/anchor"
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/esp"
+	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ring"
+	"github.com/spugate/spugate/dataplane/xsk"
+)
+
+// Router is the view of the kernel's forwarding tables SPUs need
+// (dataplane/fib, or a fake in tests).
+type Router interface {
+	Lookup(dst netip.Addr) (fib.NextHop, bool)
+	Resolve(ifindex int, addr netip.Addr)
+	Gen() uint64
+}
+
+// Config shapes the engine.
+type Config struct {
+	// SPUs is the number of SPUs; CPUs[i % len(CPUs)] is SPU i's core (no
+	// pinning when CPUs is empty). More SPUs than cores is allowed (for
+	// tests of the distribution), each still its own goroutine.
+	SPUs int
+	CPUs []int
+	// Poll is busy or adaptive; Spin and MaxSleep tune adaptive mode.
+	Poll     xsk.PollMode
+	Spin     time.Duration
+	MaxSleep time.Duration
+	// RingSize is each handoff ring's slot count (default 1024).
+	RingSize int
+	Log      *slog.Logger
+	// Reassemble, if set, reassembles ESP fragments per SPU and returns
+	// the whole packet (in storage the SPU may use until its next call).
+	Reassemble func(spu int, frag []byte) ([]byte, bool)
+}
+
+// Event is a data-plane event for the control plane.
+type Event struct {
+	Kind    string
+	SA      api.SAEvent
+	Acquire api.Acquire
+}
+
+// Engine is the set of SPUs of one spud.
+type Engine struct {
+	cfg        Config
+	fn         anchor.Function
+	spuMap     atomic.Pointer[anchor.Map]
+	router     Router
+	spus       []*SPU
+	reassemble func(int, []byte) ([]byte, bool)
+
+	// Events carries events to the SA API; a full channel loses them,
+	// counted in EventsLost.
+	Events     chan Event
+	EventsLost atomic.Uint64
+
+	txOwners atomic.Pointer[[]int] // ifindex -> SPU with a socket there, -1
+	started  bool
+
+	mu       sync.Mutex // the registry, below
+	sas      map[saRef]uint16
+	policies map[uint32]policyRef
+	nextPol  uint32
+}
+
+type saRef struct {
+	spi    uint32
+	dir    api.Dir
+	remote netip.Addr // outbound only
+}
+
+type policyRef struct {
+	logical uint16
+	p       api.Policy
+}
+
+// New returns an engine of cfg.SPUs SPUs with map m (L entries over SPU ids
+// 0..SPUs-1). Sockets are added with AddPort before Start.
+func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine, error) {
+	if cfg.SPUs < 1 {
+		return nil, fmt.Errorf("spu: %d SPUs", cfg.SPUs)
+	}
+	if m.Len() != fn.L() {
+		return nil, fmt.Errorf("spu: map of %d entries for L=%d", m.Len(), fn.L())
+	}
+	for _, p := range m.Entries() {
+		if int(p) >= cfg.SPUs {
+			return nil, fmt.Errorf("spu: map names SPU %d of %d", p, cfg.SPUs)
+		}
+	}
+	if cfg.RingSize == 0 {
+		cfg.RingSize = 1024
+	}
+	if cfg.Spin == 0 {
+		cfg.Spin = 50 * time.Microsecond
+	}
+	if cfg.MaxSleep == 0 {
+		cfg.MaxSleep = 100 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
+		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, reassemble: cfg.Reassemble}
+	e.spuMap.Store(m)
+	for i := 0; i < cfg.SPUs; i++ {
+		cpu := -1
+		if len(cfg.CPUs) > 0 {
+			cpu = cfg.CPUs[i%len(cfg.CPUs)]
+		}
+		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("spu: eventfd: %w", err)
+		}
+		e.spus = append(e.spus, &SPU{ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{})})
+	}
+	for _, s := range e.spus {
+		s.in = make([]*ring.Ring, cfg.SPUs)
+		s.out = make([]*ring.Ring, cfg.SPUs)
+	}
+	for _, from := range e.spus {
+		for _, to := range e.spus {
+			if from == to {
+				continue
+			}
+			r, err := ring.New(cfg.RingSize)
+			if err != nil {
+				return nil, err
+			}
+			from.out[to.ID], to.in[from.ID] = r, r
+		}
+	}
+	none := []int{}
+	e.txOwners.Store(&none)
+	return e, nil
+}
+
+func (e *Engine) logf(format string, args ...any) { e.cfg.Log.Info(fmt.Sprintf(format, args...)) }
+
+// AddPort gives a socket to an SPU. Before Start only.
+func (e *Engine) AddPort(spu int, p Port) error {
+	if e.started {
+		return errors.New("spu: AddPort after Start")
+	}
+	if spu < 0 || spu >= len(e.spus) {
+		return fmt.Errorf("spu: no SPU %d", spu)
+	}
+	s := e.spus[spu]
+	ps := &portState{Port: p}
+	s.ports = append(s.ports, ps)
+	for len(s.txBy) <= p.Ifindex {
+		s.txBy = append(s.txBy, nil)
+	}
+	if s.txBy[p.Ifindex] == nil {
+		s.txBy[p.Ifindex] = ps
+	}
+	owners := append([]int(nil), *e.txOwners.Load()...)
+	for len(owners) <= p.Ifindex {
+		owners = append(owners, -1)
+	}
+	if owners[p.Ifindex] < 0 {
+		owners[p.Ifindex] = spu
+	}
+	e.txOwners.Store(&owners)
+	return nil
+}
+
+// Start starts the SPU goroutines.
+func (e *Engine) Start() {
+	e.started = true
+	for _, s := range e.spus {
+		go s.run()
+	}
+}
+
+// Stop stops every SPU and waits until each has left its loop. A stalled
+// SPU is given up on after a bounded wait, and reported.
+func (e *Engine) Stop() {
+	if !e.started {
+		return
+	}
+	for _, s := range e.spus {
+		s.stopped.Store(true)
+		s.wake()
+	}
+	deadline := time.After(5 * time.Second)
+	for _, s := range e.spus {
+		select {
+		case <-s.done:
+		case <-deadline:
+			e.cfg.Log.Error(fmt.Sprintf("spu %d: did not stop within 5s", s.ID))
+			return
+		}
+	}
+}
+
+func (e *Engine) physical(logical uint16) int {
+	return int(e.spuMap.Load().Physical(logical))
+}
+
+func (e *Engine) txOwner(ifindex int) int {
+	o := *e.txOwners.Load()
+	if ifindex < 0 || ifindex >= len(o) {
+		return -1
+	}
+	return o[ifindex]
+}
+
+func (e *Engine) emit(ev Event) {
+	select {
+	case e.Events <- ev:
+	default:
+		e.EventsLost.Add(1)
+	}
+}
+
+// Anchor returns the anchor function.
+func (e *Engine) Anchor() anchor.Function { return e.fn }
+
+// Map returns the current logical -> physical map.
+func (e *Engine) Map() *anchor.Map { return e.spuMap.Load() }
+
+// NumSPUs is the number of SPUs.
+func (e *Engine) NumSPUs() int { return len(e.spus) }
+
+// Do runs fn on SPU spu's goroutine, between batches, and waits for it.
+func (e *Engine) Do(spu int, fn func(*SPU)) error {
+	if spu < 0 || spu >= len(e.spus) {
+		return fmt.Errorf("spu: no SPU %d", spu)
+	}
+	s := e.spus[spu]
+	if !e.started {
+		fn(s) // nobody else runs the tables yet
+		return nil
+	}
+	if s.stopped.Load() {
+		return fmt.Errorf("spu %d: stopped", spu)
+	}
+	done := make(chan struct{})
+	select {
+	case s.cmds <- func(s *SPU) { fn(s); close(done) }:
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("spu %d: command queue full", spu)
+	}
+	s.wake()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("spu %d: did not run a command within 5s (stalled?)", spu)
+	}
+}
+
+// ToESP converts an SA of the API into the ESP engine's configuration.
+func ToESP(sa *api.SA) (esp.Config, error) {
+	suite, err := esp.ParseSuite(suiteName(sa.Suite))
+	if err != nil {
+		return esp.Config{}, fmt.Errorf("sa spi 0x%08x: %w", sa.SPI, err)
+	}
+	c := esp.Config{
+		SPI: sa.SPI, Suite: suite, EncKey: sa.EncKey, IntegKey: sa.IntegKey,
+		Local: sa.Local, Remote: sa.Remote, ESN: sa.ESN, ReplayWindow: sa.ReplayWindow,
+		Lifetime: esp.Lifetime{SoftBytes: sa.Lifetime.SoftBytes, HardBytes: sa.Lifetime.HardBytes,
+			SoftPackets: sa.Lifetime.SoftPackets, HardPackets: sa.Lifetime.HardPackets},
+	}
+	if sa.Dir == api.In {
+		c.Direction = esp.Inbound
+	} else {
+		c.Direction = esp.Outbound
+	}
+	if sa.Mode == api.Transport {
+		c.Mode = esp.Transport
+	}
+	if sa.Encap != nil {
+		c.UDPEncap, c.LocalPort, c.RemotePort = true, sa.Encap.LocalPort, sa.Encap.RemotePort
+	}
+	for _, t := range sa.LocalTS {
+		c.LocalTS = append(c.LocalTS, esp.Selector{Proto: t.Proto, Start: t.From, End: t.To, StartPort: t.FromPort, EndPort: t.ToPort})
+	}
+	for _, t := range sa.RemoteTS {
+		c.RemoteTS = append(c.RemoteTS, esp.Selector{Proto: t.Proto, Start: t.From, End: t.To, StartPort: t.FromPort, EndPort: t.ToPort})
+	}
+	return c, nil
+}
+
+// suiteName maps the API's strongSwan-style suite names to the ESP engine's.
+func suiteName(s string) string {
+	switch s {
+	case api.SuiteAES128GCM16:
+		return esp.AES128GCM.String()
+	case api.SuiteAES256GCM16:
+		return esp.AES256GCM.String()
+	case api.SuiteChaCha20Poly1305:
+		return esp.ChaCha20Poly1305.String()
+	case api.SuiteAES128SHA256:
+		return esp.AES128CBCSHA256.String()
+	case api.SuiteAES256SHA256:
+		return esp.AES256CBCSHA256.String()
+	}
+	return s
+}
+
+func refOf(sa *api.SA) saRef {
+	r := saRef{spi: sa.SPI, dir: sa.Dir}
+	if sa.Dir == api.Out {
+		r.remote = sa.Remote
+	}
+	return r
+}
+
+// AddSA installs an SA on its anchor SPU.
+func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
+	if err := d.Validate(); err != nil {
+		return 0, 0, err
+	}
+	cfg, err := ToESP(d)
+	if err != nil {
+		return 0, 0, err
+	}
+	sa, err := esp.NewSA(cfg)
+	if err != nil {
+		return 0, 0, err
+	}
+	desc := d.Redacted()
+	logical = e.fn.Logical(d.Local, d.Remote)
+	ref := refOf(d)
+	e.mu.Lock()
+	if _, dup := e.sas[ref]; dup {
+		e.mu.Unlock()
+		return 0, 0, fmt.Errorf("sa spi 0x%08x %s: exists", d.SPI, d.Dir)
+	}
+	e.sas[ref] = logical
+	e.mu.Unlock()
+	spu = e.physical(logical)
+	err = e.Do(spu, func(s *SPU) {
+		if d.Dir == api.In {
+			s.t.in[d.SPI] = &inSA{sa: sa, desc: desc, logical: logical}
+		} else {
+			s.t.addOut(&outSA{sa: sa, desc: desc, logical: logical})
+		}
+	})
+	if err != nil {
+		e.mu.Lock()
+		delete(e.sas, ref)
+		e.mu.Unlock()
+	}
+	return logical, spu, err
+}
+
+// DelSA removes an SA.
+func (e *Engine) DelSA(id api.SAID) error {
+	ref := saRef{spi: id.SPI, dir: id.Dir}
+	if id.Dir == api.Out {
+		ref.remote = id.Remote
+		if !id.Remote.IsValid() {
+			// Outbound SPIs are the peer's: without the peer, accept a
+			// unique match.
+			e.mu.Lock()
+			n := 0
+			for r := range e.sas {
+				if r.spi == id.SPI && r.dir == api.Out {
+					ref, n = r, n+1
+				}
+			}
+			e.mu.Unlock()
+			if n > 1 {
+				return fmt.Errorf("sa spi 0x%08x out: several peers use it; name the remote", id.SPI)
+			}
+		}
+	}
+	e.mu.Lock()
+	logical, ok := e.sas[ref]
+	if ok {
+		delete(e.sas, ref)
+	}
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
+	}
+	return e.Do(e.physical(logical), func(s *SPU) {
+		if ref.dir == api.In {
+			delete(s.t.in, ref.spi)
+		} else {
+			s.t.delOut(outKey{ref.spi, ref.remote})
+		}
+	})
+}
+
+// UpdateSA changes the peer's address or port, or the lifetimes.
+func (e *Engine) UpdateSA(u *api.SAUpdate) error {
+	ref := saRef{spi: u.SPI, dir: u.Dir}
+	if u.Dir == api.Out {
+		ref.remote = u.SAID.Remote
+	}
+	e.mu.Lock()
+	logical, ok := e.sas[ref]
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("sa spi 0x%08x %s: not found", u.SPI, u.Dir)
+	}
+	var err error
+	derr := e.Do(e.physical(logical), func(s *SPU) {
+		var sa *esp.SA
+		var desc *api.SA
+		if u.Dir == api.In {
+			if x := s.t.in[u.SPI]; x != nil {
+				sa, desc = x.sa, &x.desc
+			}
+		} else if x := s.t.out[outKey{u.SPI, ref.remote}]; x != nil {
+			sa, desc = x.sa, &x.desc
+			x.nhOK = false
+		}
+		if sa == nil {
+			err = fmt.Errorf("sa spi 0x%08x %s: not on its SPU", u.SPI, u.Dir)
+			return
+		}
+		if u.Remote.IsValid() || u.Encap != nil {
+			remote := desc.Remote
+			if u.Remote.IsValid() {
+				remote = u.Remote
+			}
+			var port uint16
+			if u.Encap != nil {
+				port = u.Encap.RemotePort
+			} else if desc.Encap != nil {
+				port = desc.Encap.RemotePort
+			}
+			if err = sa.SetPeer(remote, port); err != nil {
+				return
+			}
+			desc.Remote = remote
+			if u.Encap != nil {
+				desc.Encap = u.Encap
+			}
+		}
+		if u.Lifetime != nil {
+			err = errors.New("changing lifetimes of a live SA is not supported; install a new SA")
+		}
+	})
+	if derr != nil {
+		return derr
+	}
+	return err
+}
+
+// AddPolicy installs a policy on its anchor SPU and returns its id.
+func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
+	if err := p.Validate(); err != nil {
+		return p, 0, 0, err
+	}
+	var logical uint16
+	if p.Action == api.Protect {
+		logical = e.fn.Logical(p.Local, p.Remote)
+	}
+	e.mu.Lock()
+	if p.ID == 0 {
+		for {
+			e.nextPol++
+			if e.nextPol == 0 {
+				e.nextPol = 1
+			}
+			if _, used := e.policies[e.nextPol]; !used {
+				break
+			}
+		}
+		p.ID = e.nextPol
+	} else if _, dup := e.policies[p.ID]; dup {
+		e.mu.Unlock()
+		return p, 0, 0, fmt.Errorf("policy %d: exists", p.ID)
+	}
+	e.policies[p.ID] = policyRef{logical: logical, p: p}
+	e.mu.Unlock()
+	spu := e.physical(logical)
+	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(&policy{p: p, logical: logical}) })
+	return p, logical, spu, err
+}
+
+// DelPolicy removes a policy.
+func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
+	e.mu.Lock()
+	ref, ok := e.policies[id]
+	delete(e.policies, id)
+	e.mu.Unlock()
+	if !ok {
+		return api.Policy{}, fmt.Errorf("policy %d: not found", id)
+	}
+	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { delete(s.t.policies, id) })
+}
+
+// Policy returns an installed policy.
+func (e *Engine) Policy(id uint32) (api.Policy, uint16, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.policies[id]
+	return r.p, r.logical, ok
+}
+
+// DumpSAs lists every SA with its state, SPU by SPU.
+func (e *Engine) DumpSAs() []api.SAState {
+	var out []api.SAState
+	for _, s := range e.spus {
+		var part []api.SAState
+		e.Do(s.ID, func(s *SPU) {
+			for _, x := range s.t.in {
+				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, false))
+			}
+			for _, x := range s.t.out {
+				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.ReqID] == x))
+			}
+		})
+		out = append(out, part...)
+	}
+	return out
+}
+
+func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
+	st := sa.Stats()
+	drops := map[string]uint64{}
+	for r, n := range st.Drops {
+		if n > 0 {
+			drops[esp.Reason(r).String()] = n
+		}
+	}
+	return api.SAState{SA: d, Logical: int(logical), SPU: spu, Active: active,
+		Stats: api.SAStats{Packets: st.Packets, Bytes: st.Bytes, Seq: st.Seq, Drops: drops}}
+}
+
+// DumpPolicies lists every policy with its counters.
+func (e *Engine) DumpPolicies() []api.PolicyState {
+	var out []api.PolicyState
+	for _, s := range e.spus {
+		e.Do(s.ID, func(s *SPU) {
+			for _, p := range s.t.policies {
+				ps := api.PolicyState{Policy: p.p, Logical: int(p.logical), SPU: s.ID, Packets: p.packets, Acquires: p.acq}
+				if p.out != nil {
+					ps.OutSPI = p.out.desc.SPI
+				}
+				out = append(out, ps)
+			}
+		})
+	}
+	return out
+}
+
+// SPUStats returns each SPU's counters, read without stopping the SPUs.
+func (e *Engine) SPUStats() []api.SPUStats {
+	var out []api.SPUStats
+	for _, s := range e.spus {
+		c := &s.c
+		st := api.SPUStats{ID: s.ID, CPU: s.CPU, RxPackets: c.rx.Load(), TxPackets: c.tx.Load(),
+			Encap: c.encap.Load(), Decap: c.decap.Load(), HandoffOut: c.handoffOut.Load(),
+			HandoffIn: c.handoffIn.Load(), HandoffFull: c.drops[DropHandoffFull].Load(), Bypass: c.bypass.Load(),
+			Drops: map[string]uint64{}}
+		for d := Drop(0); d < NumDrops; d++ {
+			if n := c.drops[d].Load(); n > 0 {
+				st.Drops[d.String()] = n
+			}
+		}
+		if tot := c.totalNanos.Load(); tot > 0 {
+			st.Busy = float64(c.busyNanos.Load()) / float64(tot)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Counts returns how many SAs and policies each SPU holds.
+func (e *Engine) Counts() (sas, policies []int) {
+	sas = make([]int, len(e.spus))
+	policies = make([]int, len(e.spus))
+	for _, s := range e.spus {
+		e.Do(s.ID, func(s *SPU) {
+			sas[s.ID] = len(s.t.in) + len(s.t.out)
+			policies[s.ID] = len(s.t.policies)
+		})
+	}
+	return sas, policies
+}

@@ -1,0 +1,605 @@
+package spu
+
+import (
+	"encoding/binary"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/esp"
+	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ring"
+	"github.com/spugate/spugate/dataplane/steer"
+	"github.com/spugate/spugate/dataplane/xsk"
+)
+
+// classTx marks a ring slot holding a finished Ethernet frame for the
+// receiving SPU to transmit on Slot.Ifindex (the sender has no socket on
+// that interface).
+const classTx = 0xff
+
+// Port is an AF_XDP socket an SPU owns, with where it is bound.
+type Port struct {
+	xsk.Port
+	Ifindex int
+	Queue   int
+	Ifname  string
+}
+
+type portState struct {
+	Port
+	tx  [xsk.BatchSize]xsk.Frame
+	ntx int
+}
+
+type counters struct {
+	rx, tx, encap, decap     atomic.Uint64
+	handoffOut, handoffIn    atomic.Uint64
+	bypass, acquires, events atomic.Uint64
+	busyNanos, totalNanos    atomic.Uint64
+	drops                    [NumDrops]atomic.Uint64
+	sleeps                   atomic.Uint64
+}
+
+// SPU is one Security Processing Unit: a goroutine locked to an OS thread
+// pinned to a CPU, owning some AF_XDP sockets and the SAs and policies of
+// the logical SPUs the map gives it.
+type SPU struct {
+	ID  int
+	CPU int // -1: not pinned
+
+	eng   *Engine
+	ports []*portState
+	txBy  []*portState // by ifindex: an owned socket on that interface, or nil
+	in    []*ring.Ring // from SPU i (nil for itself)
+	out   []*ring.Ring // to SPU i (nil for itself)
+	cmds  chan func(*SPU)
+	t     tables
+	c     counters
+	evfd  int
+	sleep atomic.Bool
+	wait  *xsk.Waiter
+
+	rx       [xsk.BatchSize]xsk.Frame
+	lastWork int64
+	stopped  atomic.Bool
+	done     chan struct{} // closed when run returns
+	// heartbeat is the loop's last iteration (unix nanos), for the watchdog.
+	heartbeat atomic.Int64
+}
+
+func nanotime() int64 { return time.Now().UnixNano() }
+
+// run is the SPU's loop, run to completion over batches.
+func (s *SPU) run() {
+	defer close(s.done)
+	runtime.LockOSThread()
+	if s.CPU >= 0 {
+		var set unix.CPUSet
+		set.Set(s.CPU)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			s.eng.logf("spu %d: pin to cpu %d: %v (running unpinned)", s.ID, s.CPU, err)
+		}
+	}
+	s.eng.logf("spu %d: started on cpu %d with %d sockets", s.ID, s.CPU, len(s.ports))
+	defer s.eng.logf("spu %d: stopped", s.ID)
+	ports := make([]xsk.Port, len(s.ports))
+	for i, p := range s.ports {
+		ports[i] = p.Port.Port
+	}
+	s.wait = xsk.NewWaiter(ports, s.evfd)
+	last := nanotime()
+	for !s.stopped.Load() {
+		start := nanotime()
+		s.heartbeat.Store(start)
+		worked := s.runCommands()
+		for _, p := range s.ports {
+			p.Complete()
+			n := p.Receive(s.rx[:])
+			if n == 0 {
+				continue
+			}
+			worked = true
+			s.c.rx.Add(uint64(n))
+			for i := 0; i < n; i++ {
+				s.handleRx(p, &s.rx[i])
+			}
+			p.Release(s.rx[:n])
+		}
+		for _, r := range s.in {
+			if r != nil && s.drain(r) {
+				worked = true
+			}
+		}
+		s.flushTx()
+		end := nanotime()
+		if worked {
+			s.c.busyNanos.Add(uint64(end - start))
+			s.lastWork = end
+		} else {
+			s.idle(end)
+		}
+		now := nanotime()
+		s.c.totalNanos.Add(uint64(now - last))
+		last = now
+	}
+}
+
+// idle spins in busy mode; in adaptive mode it spins for a while after the
+// last work, then sleeps until a socket has frames, another SPU hands over
+// a packet or a command, or MaxSleep passes.
+func (s *SPU) idle(now int64) {
+	e := s.eng
+	if e.cfg.Poll == xsk.Busy || now-s.lastWork < int64(e.cfg.Spin) {
+		return
+	}
+	s.sleep.Store(true)
+	// Producers check sleep after publishing; checking the rings after
+	// setting it closes the window in which both would miss each other.
+	if s.pending() {
+		s.sleep.Store(false)
+		return
+	}
+	s.c.sleeps.Add(1)
+	s.heartbeat.Store(0) // asleep is not stalled
+	s.wait.Wait(e.cfg.MaxSleep)
+	s.sleep.Store(false)
+	var b [8]byte
+	unix.Read(s.evfd, b[:])
+	s.lastWork = nanotime()
+}
+
+func (s *SPU) pending() bool {
+	if len(s.cmds) > 0 {
+		return true
+	}
+	for _, r := range s.in {
+		if r != nil && r.Len() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// wake ends the SPU's sleep, if it sleeps. Cheap when it does not.
+func (s *SPU) wake() {
+	if s.sleep.Load() {
+		var one [8]byte
+		binary.NativeEndian.PutUint64(one[:], 1)
+		unix.Write(s.evfd, one[:])
+	}
+}
+
+func (s *SPU) runCommands() bool {
+	worked := false
+	for i := 0; i < 64; i++ {
+		select {
+		case fn := <-s.cmds:
+			fn(s)
+			worked = true
+		default:
+			return worked
+		}
+	}
+	return worked
+}
+
+func (s *SPU) drop(d Drop) { s.c.drops[d].Add(1) }
+
+// handleRx takes one frame from a socket: to its anchor, or processed here.
+func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
+	mb := f.Meta(steer.MetaSize)
+	m, err := steer.ParseMeta(mb)
+	if err != nil {
+		s.drop(DropNoMeta)
+		return
+	}
+	// A recycled chunk must not show this frame's metadata to the next.
+	mb[0] = 0
+	pkt := f.Packet()
+	if int(m.L3Offset) >= len(pkt) {
+		s.drop(DropMalformed)
+		return
+	}
+	anchor := s.eng.physical(m.LogicalSPU)
+	if anchor != s.ID {
+		s.handoff(anchor, pkt, uint8(m.Class), m.LogicalSPU, m.PolicyID, int(m.L3Offset), p.Ifindex)
+		return
+	}
+	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.PolicyID, p.Ifindex)
+}
+
+// handoff copies a frame into the ring of its anchor SPU.
+func (s *SPU) handoff(to int, pkt []byte, class uint8, logical uint16, policyID uint32, l3 int, ifindex int) {
+	if to < 0 || to >= len(s.out) || s.out[to] == nil {
+		s.drop(DropHandoffFull)
+		return
+	}
+	r := s.out[to]
+	slot := r.Reserve()
+	if slot == nil || len(pkt) > len(slot.Buf)-ring.Headroom {
+		s.drop(DropHandoffFull)
+		return
+	}
+	slot.Off = ring.Headroom
+	slot.Len = copy(slot.Buf[ring.Headroom:], pkt)
+	slot.Class, slot.Logical, slot.Aux = class, logical, policyID
+	slot.Ifindex, slot.Queue = int32(ifindex), int32(l3)
+	r.Commit()
+	s.c.handoffOut.Add(1)
+	s.eng.spus[to].wake()
+}
+
+// drain processes what other SPUs handed over.
+func (s *SPU) drain(r *ring.Ring) bool {
+	n := 0
+	for ; n < xsk.BatchSize; n++ {
+		slot := r.Peek()
+		if slot == nil {
+			break
+		}
+		if slot.Class == classTx {
+			s.transmitFrame(int(slot.Ifindex), slot.Buf[slot.Off:slot.Off+slot.Len])
+		} else {
+			// A map change may have moved the logical SPU again since the
+			// sender looked: follow it (bounded by the ring's capacity).
+			if a := s.eng.physical(slot.Logical); a != s.ID && slot.Class != classTx {
+				l3 := int(slot.Queue)
+				s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], slot.Class, slot.Logical, slot.Aux, l3, int(slot.Ifindex))
+			} else {
+				l3 := int(slot.Queue)
+				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Aux, int(slot.Ifindex))
+			}
+		}
+		r.Release()
+	}
+	if n > 0 {
+		s.c.handoffIn.Add(uint64(n))
+	}
+	return n > 0
+}
+
+// process handles a packet on its anchor SPU. The IP packet is
+// buf[off:off+n]; buf may be changed in place.
+func (s *SPU) process(buf []byte, off, n int, class uint8, policyID uint32, ingress int) {
+	switch steer.Class(class) {
+	case steer.ClassESP, steer.ClassUDPESP:
+		s.decap(buf, off, n)
+	case steer.ClassCleartext:
+		s.encap(buf, off, n, policyID, ingress)
+	case steer.ClassESPFragment:
+		s.fragment(buf, off, n)
+	default:
+		s.drop(DropMalformed)
+	}
+}
+
+func (s *SPU) decap(buf []byte, off, n int) {
+	ip := buf[off : off+n]
+	o, r := esp.ParseOuter(ip)
+	if r != esp.None {
+		s.drop(DropESPHeader)
+		return
+	}
+	e := s.t.in[o.SPI]
+	if e == nil {
+		s.drop(DropUnknownSPI)
+		return
+	}
+	res := e.sa.Decap(buf, off, n)
+	if ev := e.sa.TakeEvents(); ev != 0 {
+		s.emitSA(&e.desc, ev)
+	}
+	if res.Verdict != esp.Forward {
+		s.drop(DropSA)
+		return
+	}
+	s.c.decap.Add(1)
+	s.forward(buf[res.Off : res.Off+res.Len])
+}
+
+// forward routes an IP packet the way the kernel would have: the inner
+// packet after decapsulation, or cleartext no policy protects.
+func (s *SPU) forward(ip []byte) {
+	f, ok := parseFlow(ip)
+	if !ok {
+		s.drop(DropMalformed)
+		return
+	}
+	nh, ok := s.eng.router.Lookup(f.dst)
+	if !ok {
+		s.drop(DropNoRoute)
+		return
+	}
+	if nh.Local {
+		s.drop(DropLocal)
+		return
+	}
+	if !nh.Resolved {
+		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
+		s.drop(DropNoNeighbour)
+		return
+	}
+	if !decTTL(ip) {
+		s.drop(DropTTL)
+		return
+	}
+	t, ok := s.txOpen(nh.Ifindex)
+	if !ok {
+		return
+	}
+	start := t.base
+	if start+14+len(ip) > len(t.buf) {
+		s.txAbort(&t)
+		s.drop(DropTooBigForBuffer)
+		return
+	}
+	putEthernet(t.buf[start:], &nh.DstMAC, &nh.SrcMAC, ip[0]>>4 == 6)
+	copy(t.buf[start+14:], ip)
+	s.txCommit(&t, start, 14+len(ip))
+}
+
+func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
+	ipl := ipLen(buf[off : off+n])
+	if ipl == 0 {
+		s.drop(DropMalformed)
+		return
+	}
+	ip := buf[off : off+ipl]
+	f, ok := parseFlow(ip)
+	if !ok {
+		s.drop(DropMalformed)
+		return
+	}
+	p := s.t.policies[policyID]
+	if p == nil || !p.matches(&f) {
+		// The steering program matched prefixes only, or its entry is
+		// stale: the exact match decides.
+		if p = s.t.findPolicy(&f); p == nil {
+			s.c.bypass.Add(1)
+			s.forward(ip)
+			return
+		}
+	}
+	p.packets++
+	switch p.p.Action {
+	case api.Bypass:
+		s.c.bypass.Add(1)
+		s.forward(ip)
+		return
+	case api.Discard:
+		s.drop(DropDiscard)
+		return
+	}
+	o := p.out
+	if o == nil {
+		s.acquire(p, &f)
+		s.drop(DropNoSA)
+		return
+	}
+	nh, ok := s.nextHop(o)
+	if !ok {
+		return
+	}
+	if !decTTL(ip) {
+		s.drop(DropTTL)
+		return
+	}
+	t, ok := s.txOpen(nh.Ifindex)
+	if !ok {
+		return
+	}
+	start := t.base + esp.Headroom
+	if start+len(ip)+esp.Tailroom > len(t.buf) {
+		s.txAbort(&t)
+		s.drop(DropTooBigForBuffer)
+		return
+	}
+	copy(t.buf[start:], ip)
+	res := o.sa.Encap(t.buf, start, len(ip))
+	if ev := o.sa.TakeEvents(); ev != 0 {
+		s.emitSA(&o.desc, ev)
+	}
+	switch res.Verdict {
+	case esp.Forward:
+		putEthernet(t.buf[res.Off-14:], &nh.DstMAC, &nh.SrcMAC, t.buf[res.Off]>>4 == 6)
+		s.txCommit(&t, res.Off-14, res.Len+14)
+		s.c.encap.Add(1)
+	case esp.SendTooBig:
+		s.txAbort(&t)
+		s.tooBig(ip, ingress, res.MTU)
+	case esp.Fragment:
+		s.txAbort(&t)
+		s.drop(DropSA) // outer fragmentation is not configured by spud yet
+	default:
+		s.txAbort(&t)
+		s.drop(DropSA)
+	}
+}
+
+// tooBig answers the sender of ip with ICMP "too big" from the gateway's
+// address on the interface the packet came in on.
+func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
+	f, ok := parseFlow(ip)
+	if !ok {
+		return
+	}
+	nh, ok := s.eng.router.Lookup(f.src)
+	if !ok || nh.Local || !nh.Resolved {
+		return
+	}
+	t, ok := s.txOpen(nh.Ifindex)
+	if !ok {
+		return
+	}
+	start := t.base
+	n, err := esp.WriteTooBig(t.buf[start+14:], nh.Src, ip, mtu)
+	if err != nil {
+		s.txAbort(&t)
+		return
+	}
+	putEthernet(t.buf[start:], &nh.DstMAC, &nh.SrcMAC, f.src.Is6())
+	s.txCommit(&t, start, n+14)
+}
+
+// nextHop returns the cached next hop of an outbound SA, refreshing it when
+// the kernel's tables changed.
+func (s *SPU) nextHop(o *outSA) (nh fib.NextHop, ok bool) {
+	r := s.eng.router
+	if g := r.Gen(); !o.nhOK || o.nhGen != g {
+		o.nh, o.nhOK = r.Lookup(o.desc.Remote)
+		o.nhGen = g
+	}
+	if !o.nhOK {
+		s.drop(DropNoRoute)
+		return o.nh, false
+	}
+	if !o.nh.Resolved {
+		r.Resolve(o.nh.Ifindex, o.nh.Gateway)
+		s.drop(DropNoNeighbour)
+		o.nhOK = false
+		return o.nh, false
+	}
+	return o.nh, true
+}
+
+func (s *SPU) fragment(buf []byte, off, n int) {
+	if s.eng.reassemble == nil {
+		s.drop(DropFragment)
+		return
+	}
+	pkt, ok := s.eng.reassemble(s.ID, buf[off:off+n])
+	if !ok {
+		return
+	}
+	// Reassembled into the SPU's own buffer: decapsulate it there.
+	s.decap(pkt, 0, len(pkt))
+}
+
+// acquire asks the control plane for an SA, once a second per policy.
+func (s *SPU) acquire(p *policy, f *flow) {
+	now := time.Now()
+	if now.Sub(p.lastAcq) < time.Second {
+		return
+	}
+	p.lastAcq = now
+	p.acq++
+	s.c.acquires.Add(1)
+	s.eng.emit(Event{Kind: api.EventAcquire, Acquire: api.Acquire{
+		PolicyID: p.p.ID, ReqID: p.p.ReqID, Src: f.src, Dst: f.dst, Proto: f.proto}})
+}
+
+func (s *SPU) emitSA(d *api.SA, ev esp.Events) {
+	s.c.events.Add(1)
+	e := Event{SA: api.SAEvent{SAID: api.SAID{SPI: d.SPI, Dir: d.Dir, Remote: d.Remote}, ReqID: d.ReqID, Name: d.Name}}
+	for _, k := range []struct {
+		bit  esp.Events
+		kind string
+	}{{esp.EventSoftLifetime, api.EventSoftLifetime}, {esp.EventHardLifetime, api.EventHardLifetime},
+		{esp.EventSeqNearExhaustion, api.EventSeqNear}, {esp.EventSeqExhausted, api.EventHardLifetime}} {
+		if ev&k.bit != 0 {
+			e.Kind = k.kind
+			s.eng.emit(e)
+		}
+	}
+}
+
+// txTarget is where an SPU builds an outgoing frame: a frame of its own
+// socket on the egress interface, or a ring slot for the SPU that has one.
+type txTarget struct {
+	buf  []byte
+	base int // where the frame may start; room before it is headroom
+	ps   *portState
+	r    *ring.Ring
+	slot *ring.Slot
+	to   int
+	ifx  int
+}
+
+func (s *SPU) txOpen(ifindex int) (t txTarget, ok bool) {
+	if ifindex >= 0 && ifindex < len(s.txBy) && s.txBy[ifindex] != nil {
+		ps := s.txBy[ifindex]
+		if ps.ntx == len(ps.tx) {
+			s.flushPort(ps)
+		}
+		fr := ps.tx[ps.ntx : ps.ntx+1]
+		if ps.Alloc(fr) == 0 {
+			s.drop(DropNoTxFrame)
+			return t, false
+		}
+		return txTarget{buf: fr[0].Buf, base: fr[0].Off, ps: ps}, true
+	}
+	owner := s.eng.txOwner(ifindex)
+	if owner < 0 || owner == s.ID || s.out[owner] == nil {
+		s.drop(DropNoEgress)
+		return t, false
+	}
+	r := s.out[owner]
+	slot := r.Reserve()
+	if slot == nil {
+		s.drop(DropHandoffFull)
+		return t, false
+	}
+	return txTarget{buf: slot.Buf[:], base: ring.Headroom, r: r, slot: slot, to: owner, ifx: ifindex}, true
+}
+
+func (s *SPU) txCommit(t *txTarget, off, n int) {
+	if t.ps != nil {
+		f := &t.ps.tx[t.ps.ntx]
+		f.Off, f.Len = off, n
+		t.ps.ntx++
+		return
+	}
+	t.slot.Off, t.slot.Len, t.slot.Class, t.slot.Ifindex = off, n, classTx, int32(t.ifx)
+	t.r.Commit()
+	s.c.handoffOut.Add(1)
+	s.eng.spus[t.to].wake()
+}
+
+func (s *SPU) txAbort(t *txTarget) {
+	if t.ps != nil {
+		t.ps.Release(t.ps.tx[t.ps.ntx : t.ps.ntx+1])
+	}
+	// A reserved ring slot is simply not committed.
+}
+
+// transmitFrame sends a finished Ethernet frame handed over by another SPU.
+func (s *SPU) transmitFrame(ifindex int, frame []byte) {
+	if ifindex < 0 || ifindex >= len(s.txBy) || s.txBy[ifindex] == nil {
+		s.drop(DropNoEgress)
+		return
+	}
+	t, ok := s.txOpen(ifindex)
+	if !ok {
+		return
+	}
+	if t.base+len(frame) > len(t.buf) {
+		s.txAbort(&t)
+		s.drop(DropTooBigForBuffer)
+		return
+	}
+	copy(t.buf[t.base:], frame)
+	s.txCommit(&t, t.base, len(frame))
+}
+
+func (s *SPU) flushPort(ps *portState) {
+	if ps.ntx == 0 {
+		return
+	}
+	n := ps.Transmit(ps.tx[:ps.ntx])
+	if n < ps.ntx {
+		ps.Release(ps.tx[n:ps.ntx])
+		s.c.drops[DropTxFull].Add(uint64(ps.ntx - n))
+	}
+	s.c.tx.Add(uint64(n))
+	ps.ntx = 0
+}
+
+func (s *SPU) flushTx() {
+	for _, ps := range s.ports {
+		s.flushPort(ps)
+	}
+}

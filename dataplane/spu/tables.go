@@ -1,0 +1,149 @@
+package spu
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/esp"
+	"github.com/spugate/spugate/dataplane/fib"
+)
+
+// inSA is an inbound SA in its anchor SPU's table.
+type inSA struct {
+	sa      *esp.SA
+	desc    api.SA // without keys
+	logical uint16
+}
+
+// outSA is an outbound SA with its cached next hop.
+type outSA struct {
+	sa      *esp.SA
+	desc    api.SA // without keys
+	logical uint16
+	added   uint64 // install order: the newest of a reqid is active
+	nhGen   uint64
+	nh      fib.NextHop
+	nhOK    bool
+}
+
+type outKey struct {
+	spi    uint32
+	remote netip.Addr
+}
+
+// policy is an outbound policy in its anchor SPU's table.
+type policy struct {
+	p       api.Policy
+	logical uint16
+	out     *outSA // the active outbound SA of p.ReqID, or nil
+	packets uint64
+	acq     uint64
+	lastAcq time.Time
+	// Counters read from other goroutines go through the SPU's command
+	// queue (dump), so they need no atomics.
+}
+
+func (p *policy) matches(f *flow) bool {
+	return tsMatch(p.p.LocalTS, f.src, f.proto, f.sport, f.hasPorts) &&
+		tsMatch(p.p.RemoteTS, f.dst, f.proto, f.dport, f.hasPorts)
+}
+
+// tsMatch: a packet without ports (a later fragment) matches only selectors
+// whose port range is full, as RFC 4301 5.2 asks for OPAQUE ports.
+func tsMatch(ts []api.TS, a netip.Addr, proto uint8, port uint16, hasPorts bool) bool {
+	for i := range ts {
+		t := &ts[i]
+		if a.Less(t.From) || t.To.Less(a) {
+			continue
+		}
+		if t.Proto != 0 && t.Proto != proto {
+			continue
+		}
+		if !hasPorts {
+			if t.FromPort == 0 && t.ToPort == 65535 {
+				return true
+			}
+			continue
+		}
+		if port >= t.FromPort && port <= t.ToPort {
+			return true
+		}
+	}
+	return false
+}
+
+// tables are one SPU's SAs and policies. Only the SPU's goroutine touches
+// them; the control plane changes them through commands.
+type tables struct {
+	in       map[uint32]*inSA
+	out      map[outKey]*outSA
+	active   map[uint32]*outSA // reqid -> the outbound SA policies use
+	policies map[uint32]*policy
+	addSeq   uint64
+}
+
+func newTables() tables {
+	return tables{
+		in:       map[uint32]*inSA{},
+		out:      map[outKey]*outSA{},
+		active:   map[uint32]*outSA{},
+		policies: map[uint32]*policy{},
+	}
+}
+
+// relink points every policy of reqid at the active outbound SA, after the
+// set of outbound SAs of that reqid changed.
+func (t *tables) relink(reqid uint32) {
+	var best *outSA
+	for _, o := range t.out {
+		if o.desc.ReqID == reqid && (best == nil || o.added > best.added) {
+			best = o
+		}
+	}
+	if best == nil {
+		delete(t.active, reqid)
+	} else {
+		t.active[reqid] = best
+	}
+	for _, p := range t.policies {
+		if p.p.ReqID == reqid {
+			p.out = best
+		}
+	}
+}
+
+func (t *tables) addOut(o *outSA) {
+	t.addSeq++
+	o.added = t.addSeq
+	t.out[outKey{o.desc.SPI, o.desc.Remote}] = o
+	t.relink(o.desc.ReqID)
+}
+
+func (t *tables) delOut(k outKey) (*outSA, bool) {
+	o, ok := t.out[k]
+	if !ok {
+		return nil, false
+	}
+	delete(t.out, k)
+	t.relink(o.desc.ReqID)
+	return o, true
+}
+
+func (t *tables) addPolicy(p *policy) {
+	t.policies[p.p.ID] = p
+	p.out = t.active[p.p.ReqID]
+}
+
+// findPolicy is the exact SPD match over every policy of the SPU, for a
+// packet the steering program's prefix match sent to a policy whose ports or
+// protocol it does not fit.
+func (t *tables) findPolicy(f *flow) *policy {
+	var best *policy
+	for _, p := range t.policies {
+		if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
+			best = p
+		}
+	}
+	return best
+}

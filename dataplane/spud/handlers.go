@@ -1,0 +1,311 @@
+package spud
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/steer"
+)
+
+// An allocated SPI is held for an SA this long (an IKE exchange's worth).
+const spiHold = 2 * time.Minute
+
+func (d *Daemon) handlers() {
+	s := d.srv
+	s.Handle(api.OpHello, func(body json.RawMessage) (any, error) {
+		var req api.HelloRequest
+		if len(body) > 0 {
+			if err := api.Decode(body, &req); err != nil {
+				return nil, err
+			}
+		}
+		d.log.Info("spud: client hello", "client", req.Client)
+		return d.hello(), nil
+	})
+	s.Handle(api.OpSPIAlloc, func(body json.RawMessage) (any, error) {
+		req, err := decode[api.SPIAllocRequest](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.allocSPI(req.Local, req.Remote)
+	})
+	s.Handle(api.OpSAAdd, func(body json.RawMessage) (any, error) {
+		sa, err := decode[api.SA](body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, d.addSA(sa)
+	})
+	s.Handle(api.OpSADel, func(body json.RawMessage) (any, error) {
+		id, err := decode[api.SAID](body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, d.delSA(*id)
+	})
+	s.Handle(api.OpSAUpdate, func(body json.RawMessage) (any, error) {
+		u, err := decode[api.SAUpdate](body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, d.eng.UpdateSA(u)
+	})
+	s.Handle(api.OpSADump, func(body json.RawMessage) (any, error) {
+		var req api.DumpRequest
+		if len(body) > 0 {
+			if err := api.Decode(body, &req); err != nil {
+				return nil, err
+			}
+		}
+		if req.Keys {
+			return nil, fmt.Errorf("spud keeps no key material outside the SAs' cipher state: dump without keys")
+		}
+		return api.SADump{SAs: d.eng.DumpSAs()}, nil
+	})
+	s.Handle(api.OpPolicyAdd, func(body json.RawMessage) (any, error) {
+		p, err := decode[api.Policy](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.addPolicy(*p)
+	})
+	s.Handle(api.OpPolicyDel, func(body json.RawMessage) (any, error) {
+		id, err := decode[api.PolicyID](body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, d.delPolicy(id.ID)
+	})
+	s.Handle(api.OpPolicyDump, func(json.RawMessage) (any, error) {
+		return api.PolicyDump{Policies: d.eng.DumpPolicies()}, nil
+	})
+	s.Handle(api.OpStats, func(json.RawMessage) (any, error) { return d.stats(), nil })
+	s.Handle(api.OpSPUList, func(json.RawMessage) (any, error) { return d.spuList(), nil })
+}
+
+func (d *Daemon) hello() api.HelloReply {
+	m := d.eng.Map()
+	hk := d.fn.HashKey()
+	entries := m.Entries()
+	mm := make([]int, len(entries))
+	for i, p := range entries {
+		mm[i] = int(p)
+	}
+	d.mu.Lock()
+	gen := d.mapGen
+	d.mu.Unlock()
+	return api.HelloReply{Version: api.Version, Server: Version, Logical: d.fn.L(), SPUs: d.spus,
+		AnchorKey: hk[:], Map: mm, MapGen: gen, Interfaces: d.ifaces}
+}
+
+func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
+	if !local.IsValid() || !remote.IsValid() {
+		return api.SPIAllocReply{}, fmt.Errorf("spi.alloc needs both tunnel endpoints")
+	}
+	logical := d.fn.Logical(local, remote)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	for spi, exp := range d.spis {
+		if now.After(exp) {
+			delete(d.spis, spi)
+		}
+	}
+	spi, err := d.codec.Allocate(logical, nil, func(spi uint32) bool { return d.inSPIs[spi] || !d.spis[spi].IsZero() })
+	if err != nil {
+		return api.SPIAllocReply{}, err
+	}
+	d.spis[spi] = now.Add(spiHold)
+	return api.SPIAllocReply{SPI: spi, Logical: int(logical), SPU: int(d.eng.Map().Physical(logical))}, nil
+}
+
+func (d *Daemon) addSA(sa *api.SA) error {
+	d.mu.Lock()
+	if sa.Dir == api.In && d.inSPIs[sa.SPI] {
+		d.mu.Unlock()
+		return fmt.Errorf("sa spi 0x%08x in: exists", sa.SPI)
+	}
+	d.mu.Unlock()
+	logical, spuID, err := d.eng.AddSA(sa)
+	if err != nil {
+		return err
+	}
+	if sa.Dir == api.In {
+		d.mu.Lock()
+		delete(d.spis, sa.SPI)
+		d.inSPIs[sa.SPI] = true
+		d.localRefs[sa.Local]++
+		first := d.localRefs[sa.Local] == 1
+		d.mu.Unlock()
+		if first {
+			if err := d.prog.AddLocalAddr(sa.Local); err != nil {
+				d.log.Error("spud: steering local address", "addr", sa.Local, "err", err)
+			}
+		}
+	} else {
+		// Resolve the peer's next hop now rather than on the first packet.
+		go d.fib.WaitResolved(sa.Remote, 3*time.Second)
+	}
+	d.log.Info("spud: sa added", "spi", fmt.Sprintf("0x%08x", sa.SPI), "dir", sa.Dir, "suite", sa.Suite,
+		"local", sa.Local, "remote", sa.Remote, "encap", sa.Encap != nil, "reqid", sa.ReqID, "logical", logical, "spu", spuID, "name", sa.Name)
+	return nil
+}
+
+func (d *Daemon) delSA(id api.SAID) error {
+	var local netip.Addr
+	if id.Dir == api.In {
+		for _, st := range d.eng.DumpSAs() {
+			if st.Dir == api.In && st.SPI == id.SPI {
+				local = st.Local
+			}
+		}
+	}
+	if err := d.eng.DelSA(id); err != nil {
+		return err
+	}
+	if id.Dir == api.In {
+		d.mu.Lock()
+		delete(d.inSPIs, id.SPI)
+		last := false
+		if local.IsValid() {
+			d.localRefs[local]--
+			if d.localRefs[local] <= 0 {
+				delete(d.localRefs, local)
+				last = true
+			}
+		}
+		d.mu.Unlock()
+		if last {
+			d.prog.DeleteLocalAddr(local)
+		}
+	}
+	d.log.Info("spud: sa deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", id.Dir)
+	return nil
+}
+
+// steerEntries are the steering program's SPD entries of a policy: one per
+// protected interface and pair of selector prefixes.
+func (d *Daemon) steerEntries(p api.Policy, logical uint16) []steer.Policy {
+	var out []steer.Policy
+	for _, ifc := range d.ifaces {
+		if !ifc.Protected || (len(p.Interfaces) > 0 && !contains(p.Interfaces, ifc.Name)) {
+			continue
+		}
+		for _, lts := range p.LocalTS {
+			for _, lp := range lts.Prefixes() {
+				for _, rts := range p.RemoteTS {
+					for _, rp := range rts.Prefixes() {
+						if lp.Addr().Is4() != rp.Addr().Is4() {
+							continue
+						}
+						out = append(out, steer.Policy{Ifindex: ifc.Ifindex, Local: lp, Remote: rp, ID: p.ID,
+							LogicalSPU: logical, Bypass: p.Action == api.Bypass})
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
+	if len(p.Interfaces) > 0 {
+		for _, n := range p.Interfaces {
+			found := false
+			for _, ifc := range d.ifaces {
+				found = found || (ifc.Name == n && ifc.Protected)
+			}
+			if !found {
+				return api.PolicyAddReply{}, fmt.Errorf("policy: interface %q is not a protected data-plane interface", n)
+			}
+		}
+	}
+	p, logical, spuID, err := d.eng.AddPolicy(p)
+	if err != nil {
+		return api.PolicyAddReply{}, err
+	}
+	for _, e := range d.steerEntries(p, logical) {
+		if err := d.prog.SetPolicy(e); err != nil {
+			d.eng.DelPolicy(p.ID)
+			return api.PolicyAddReply{}, fmt.Errorf("policy %d: steering entry %s -> %s: %w", p.ID, e.Local, e.Remote, err)
+		}
+	}
+	d.log.Info("spud: policy added", "id", p.ID, "action", p.Action, "reqid", p.ReqID, "local_ts", p.LocalTS,
+		"remote_ts", p.RemoteTS, "logical", logical, "spu", spuID, "name", p.Name)
+	return api.PolicyAddReply{ID: p.ID, Logical: int(logical), SPU: spuID}, nil
+}
+
+func (d *Daemon) delPolicy(id uint32) error {
+	p, logical, ok := d.eng.Policy(id)
+	if !ok {
+		return fmt.Errorf("policy %d: not found", id)
+	}
+	if _, err := d.eng.DelPolicy(id); err != nil {
+		return err
+	}
+	for _, e := range d.steerEntries(p, logical) {
+		d.prog.DeletePolicy(e.Ifindex, e.Local, e.Remote)
+	}
+	d.log.Info("spud: policy deleted", "id", id)
+	return nil
+}
+
+func (d *Daemon) stats() api.Stats {
+	st := api.Stats{SPUs: d.eng.SPUStats(), Drops: map[string]uint64{}, XDP: map[string]uint64{}}
+	for _, s := range st.SPUs {
+		for k, v := range s.Drops {
+			st.Drops[k] += v
+		}
+	}
+	for _, sa := range d.eng.DumpSAs() {
+		for k, v := range sa.Stats.Drops {
+			st.Drops["sa_"+k] += v
+		}
+	}
+	if c, err := d.prog.Counters(); err == nil {
+		for i, v := range c {
+			if v > 0 {
+				st.XDP[steer.Counter(i).String()] = v
+			}
+		}
+	}
+	i := 0
+	for _, ifc := range d.ifaces {
+		for q := 0; q < ifc.Queues && i < len(d.socks); q++ {
+			ss := d.socks[i].Stats()
+			st.Sockets = append(st.Sockets, api.SocketStats{Interface: ifc.Name, Queue: q, SPU: q % d.cfg.SPUs,
+				Rx: ss.RxFrames, Tx: ss.TxFrames, RxDropped: ss.Kernel.RxDropped + ss.Kernel.RxRingFull,
+				FillEmpty: ss.FillRingEmpty, TxFull: ss.TxRingFull})
+			i++
+		}
+	}
+	return st
+}
+
+func (d *Daemon) spuList() api.SPUList {
+	m := d.eng.Map()
+	entries := m.Entries()
+	mm := make([]int, len(entries))
+	sas, pols := d.eng.Counts()
+	stats := d.eng.SPUStats()
+	infos := make([]api.SPUInfo, d.eng.NumSPUs())
+	for i := range infos {
+		infos[i] = api.SPUInfo{ID: i, CPU: stats[i].CPU, State: "active", SAs: sas[i], Policies: pols[i], Busy: stats[i].Busy}
+	}
+	for l, p := range entries {
+		mm[l] = int(p)
+		infos[p].Logical = append(infos[p].Logical, l)
+	}
+	for _, p := range d.eng.DumpPolicies() {
+		if p.Action == api.Protect {
+			infos[p.SPU].Tunnels++
+		}
+	}
+	d.mu.Lock()
+	gen := d.mapGen
+	d.mu.Unlock()
+	return api.SPUList{Logical: m.Len(), Map: mm, MapGen: gen, SPUs: infos}
+}

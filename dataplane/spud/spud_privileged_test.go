@@ -1,0 +1,334 @@
+package spud_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/deploy/gateway"
+	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/deploy/lab/labtest"
+)
+
+// pair is a lab line with spud on both gateways.
+type pair struct {
+	ln   *lab.Line
+	a, b *gateway.Spud
+}
+
+func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
+	t.Helper()
+	if lo.GatewayLinks.Queues == 0 {
+		lo.GatewayLinks.Queues = 2
+	}
+	ln := labtest.Line(t, lo, "ping")
+	p := &pair{ln: ln}
+	var err error
+	if p.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.a.Stop() })
+	if p.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.b.Stop() })
+	return p
+}
+
+// tunnel is a static (manually keyed) tunnel between the two gateways.
+type tunnel struct {
+	reqid        uint32
+	aEnd, bEnd   netip.Addr     // tunnel endpoints on gw-a and gw-b
+	aNets, bNets []netip.Prefix // protected networks behind each
+	suite        string
+	encap        bool
+	spiAB, spiBA uint32
+	keyAB, keyBA []byte
+	intAB, intBA []byte
+	policies     []uint32 // on a, then b
+}
+
+func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *tunnel {
+	enc, integ, _ := api.SuiteKeyLen(suite)
+	tn := &tunnel{reqid: reqid, aEnd: aEnd, bEnd: bEnd, aNets: aNets, bNets: bNets, suite: suite, encap: encap,
+		spiAB: 0x1000 + reqid<<4 + 1, spiBA: 0x1000 + reqid<<4 + 2}
+	tn.keyAB, tn.keyBA = random(enc), random(enc)
+	if integ > 0 {
+		tn.intAB, tn.intBA = random(integ), random(integ)
+	}
+	return tn
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func tsOf(ps []netip.Prefix) []api.TS {
+	var out []api.TS
+	for _, p := range ps {
+		out = append(out, api.PrefixTS(p))
+	}
+	return out
+}
+
+// sas returns the four SAs: gw-a's out and in, gw-b's out and in.
+func (tn *tunnel) sas() (aOut, aIn, bOut, bIn *api.SA) {
+	mk := func(spi uint32, dir api.Dir, local, remote netip.Addr, enc, integ []byte, lts, rts []netip.Prefix) *api.SA {
+		sa := &api.SA{SPI: spi, Dir: dir, Local: local, Remote: remote, Mode: api.Tunnel, Suite: tn.suite,
+			EncKey: enc, IntegKey: integ, ReqID: tn.reqid, LocalTS: tsOf(lts), RemoteTS: tsOf(rts), Name: fmt.Sprintf("t%d", tn.reqid)}
+		if tn.encap {
+			sa.Encap = &api.Encap{LocalPort: 4500, RemotePort: 4500}
+		}
+		return sa
+	}
+	aOut = mk(tn.spiAB, api.Out, tn.aEnd, tn.bEnd, tn.keyAB, tn.intAB, tn.aNets, tn.bNets)
+	aIn = mk(tn.spiBA, api.In, tn.aEnd, tn.bEnd, tn.keyBA, tn.intBA, tn.aNets, tn.bNets)
+	bOut = mk(tn.spiBA, api.Out, tn.bEnd, tn.aEnd, tn.keyBA, tn.intBA, tn.bNets, tn.aNets)
+	bIn = mk(tn.spiAB, api.In, tn.bEnd, tn.aEnd, tn.keyAB, tn.intAB, tn.bNets, tn.aNets)
+	return
+}
+
+func (tn *tunnel) install(t *testing.T, p *pair) {
+	t.Helper()
+	aOut, aIn, bOut, bIn := tn.sas()
+	// Inbound first, as a rekey would.
+	for _, x := range []struct {
+		c  *api.Client
+		sa *api.SA
+	}{{p.a.Client, aIn}, {p.b.Client, bIn}, {p.a.Client, aOut}, {p.b.Client, bOut}} {
+		if err := x.c.AddSA(x.sa); err != nil {
+			t.Fatalf("tunnel %d: add %s sa 0x%x: %v", tn.reqid, x.sa.Dir, x.sa.SPI, err)
+		}
+	}
+	for _, side := range []struct {
+		c          *api.Client
+		local, rem netip.Addr
+		lts, rts   []netip.Prefix
+	}{{p.a.Client, tn.aEnd, tn.bEnd, tn.aNets, tn.bNets}, {p.b.Client, tn.bEnd, tn.aEnd, tn.bNets, tn.aNets}} {
+		r, err := side.c.AddPolicy(&api.Policy{ReqID: tn.reqid, Action: api.Protect, Local: side.local, Remote: side.rem,
+			LocalTS: tsOf(side.lts), RemoteTS: tsOf(side.rts), Name: fmt.Sprintf("t%d", tn.reqid)})
+		if err != nil {
+			t.Fatalf("tunnel %d: add policy: %v", tn.reqid, err)
+		}
+		tn.policies = append(tn.policies, r.ID)
+	}
+}
+
+func (tn *tunnel) remove(t *testing.T, p *pair) {
+	t.Helper()
+	if len(tn.policies) == 2 {
+		p.a.Client.DelPolicy(tn.policies[0])
+		p.b.Client.DelPolicy(tn.policies[1])
+	}
+	for _, e := range []error{
+		p.a.Client.DelSA(api.SAID{SPI: tn.spiAB, Dir: api.Out, Remote: tn.bEnd}),
+		p.a.Client.DelSA(api.SAID{SPI: tn.spiBA, Dir: api.In}),
+		p.b.Client.DelSA(api.SAID{SPI: tn.spiBA, Dir: api.Out, Remote: tn.aEnd}),
+		p.b.Client.DelSA(api.SAID{SPI: tn.spiAB, Dir: api.In}),
+	} {
+		if e != nil {
+			t.Errorf("tunnel %d: delete: %v", tn.reqid, e)
+		}
+	}
+}
+
+var receivedRe = regexp.MustCompile(`(\d+) received`)
+
+// ping sends count pings after one to warm up neighbour caches, and
+// returns how many of the counted ones came back.
+func ping(t *testing.T, h *lab.Host, src, dst netip.Addr, count int) int {
+	t.Helper()
+	args := []string{"-n", "-i", "0.05", "-W", "2"}
+	if src.IsValid() {
+		args = append(args, "-I", src.String())
+	}
+	h.Exec("ping", append(append([]string{}, args...), "-c", "1", dst.String())...)
+	out, _ := h.Exec("ping", append(args, "-c", strconv.Itoa(count), dst.String())...)
+	m := receivedRe.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping %s: %s", dst, out)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
+	t.Helper()
+	if n := ping(t, h, src, dst, 5); n != 5 {
+		t.Errorf("%s -> %s: %d of 5 pings came back", h.Name, dst, n)
+	}
+}
+
+// tcpTransfer sends n random bytes from client to server over TCP and
+// checks they arrive intact, within a bounded time.
+func tcpTransfer(t *testing.T, client, server *lab.Host, dst netip.Addr, n int) {
+	t.Helper()
+	var ln net.Listener
+	if err := server.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", netip.AddrPortFrom(dst, 5001).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(got)
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		h := sha256.New()
+		io.Copy(h, c)
+		var sum [32]byte
+		copy(sum[:], h.Sum(nil))
+		got <- sum
+	}()
+	data := random(n)
+	want := sha256.Sum256(data)
+	var conn net.Conn
+	if err := client.Do(func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, 5001).String(), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatalf("tcp dial %s: %v", dst, err)
+	}
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(conn, bytes.NewReader(data)); err != nil {
+		t.Fatalf("tcp send: %v", err)
+	}
+	conn.Close()
+	select {
+	case sum, ok := <-got:
+		if !ok || sum != want {
+			t.Errorf("tcp transfer of %d bytes to %s arrived corrupted or not at all", n, dst)
+		}
+	case <-time.After(25 * time.Second):
+		t.Errorf("tcp transfer to %s timed out", dst)
+	}
+}
+
+func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
+	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	pl := p.ln.Plan
+	for i, suite := range api.Suites {
+		t.Run(suite, func(t *testing.T) {
+			v4 := newTunnel(uint32(10+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, false)
+			v6 := newTunnel(uint32(11+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, suite, false)
+			v4.install(t, p)
+			v6.install(t, p)
+			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4)
+			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB6)
+			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
+			tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 1<<20)
+			tcpTransfer(t, p.ln.ClientB, p.ln.ClientA, pl.ClientA6, 1<<20)
+			// The traffic went through the SAs, not around them.
+			sas, err := p.a.Client.DumpSAs(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range sas {
+				if s.ReqID == v4.reqid && s.Stats.Packets < 5 {
+					t.Errorf("sa 0x%x %s carried only %d packets", s.SPI, s.Dir, s.Stats.Packets)
+				}
+			}
+			v4.remove(t, p)
+			v6.remove(t, p)
+		})
+	}
+}
+
+func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
+	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	pl := p.ln.Plan
+	for _, c := range []struct {
+		name       string
+		aEnd, bEnd netip.Addr
+		encap      bool
+	}{
+		{"outer6", pl.GwAWan6, pl.GwBWan6, false},
+		{"outer4-udp", pl.GwAWan4, pl.GwBWan4, true},
+		{"outer6-udp", pl.GwAWan6, pl.GwBWan6, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v4 := newTunnel(40, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, c.encap)
+			v6 := newTunnel(41, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteChaCha20Poly1305, c.encap)
+			v4.install(t, p)
+			v6.install(t, p)
+			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
+			tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
+			v4.remove(t, p)
+			v6.remove(t, p)
+		})
+	}
+}
+
+// TestPrivilegedSpuctlBuildsATunnel builds the tunnel by hand with spuctl,
+// from the facts `ip xfrm state add` takes.
+func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
+	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	pl := p.ln.Plan
+	kab := "0x" + strings.Repeat("ab", 20)
+	kba := "0x" + strings.Repeat("ba", 20)
+	for _, side := range []struct {
+		s             *gateway.Spud
+		local, remote string
+		lnet, rnet    string
+	}{
+		{p.a, pl.GwAWan4.String(), pl.GwBWan4.String(), pl.LanA4.String(), pl.LanB4.String()},
+		{p.b, pl.GwBWan4.String(), pl.GwAWan4.String(), pl.LanB4.String(), pl.LanA4.String()},
+	} {
+		a2b := pl.GwAWan4.String() == side.local
+		outKey, inKey := kab, kba
+		outSPI, inSPI := "0x5001", "0x5002"
+		if !a2b {
+			outKey, inKey = kba, kab
+			outSPI, inSPI = inSPI, outSPI
+		}
+		for _, cmd := range [][]string{
+			{"sa", "add", "src", side.remote, "dst", side.local, "proto", "esp", "spi", inSPI, "reqid", "7", "mode", "tunnel",
+				"aead", "rfc4106(gcm(aes))", inKey, "128", "replay-window", "128", "sel", "src", side.rnet, "dst", side.lnet},
+			{"sa", "add", "src", side.local, "dst", side.remote, "proto", "esp", "spi", outSPI, "reqid", "7", "mode", "tunnel",
+				"aead", "rfc4106(gcm(aes))", outKey, "128"},
+			{"policy", "add", "src", side.lnet, "dst", side.rnet, "dir", "out", "tmpl", "src", side.local, "dst", side.remote,
+				"proto", "esp", "reqid", "7", "mode", "tunnel"},
+		} {
+			if out, err := side.s.Spuctl(cmd...); err != nil {
+				t.Fatalf("spuctl %s: %v\n%s", strings.Join(cmd, " "), err, out)
+			}
+		}
+	}
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+	out, err := p.a.Spuctl("sa", "list")
+	if err != nil || !strings.Contains(out, "0x00005001 out") || !strings.Contains(out, "aes128gcm16") {
+		t.Errorf("sa list: %v\n%s", err, out)
+	}
+	out, err = p.a.Spuctl("stats")
+	if err != nil || !strings.Contains(out, "encap") {
+		t.Errorf("stats: %v\n%s", err, out)
+	}
+	// A bad command is refused with the reason.
+	out, err = p.a.Spuctl("sa", "add", "src", pl.GwBWan4.String(), "dst", pl.GwAWan4.String(), "proto", "esp", "spi", "0x6000",
+		"reqid", "8", "mode", "tunnel", "aead", "rfc4106(gcm(aes))", "0x0102", "128")
+	if err == nil || !strings.Contains(out, "20 or 36") {
+		t.Errorf("short key accepted: %v %s", err, out)
+	}
+}
