@@ -264,6 +264,9 @@ type Sim struct {
 	Filter func(d manager.Datagram, from *Node) Fate
 	// Reorder delivers datagrams due at the same time in reverse order.
 	Reorder bool
+	// NAT, when set, rewrites each datagram in transit (addresses and
+	// ports), as a NAT between the nodes would.
+	NAT func(d manager.Datagram) manager.Datagram
 
 	queue []inflight
 	seq   int
@@ -375,6 +378,9 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 	if fate.Drop {
 		return
 	}
+	if s.NAT != nil {
+		d = s.NAT(d)
+	}
 	n := 1
 	if fate.Duplicate {
 		n = 2
@@ -410,12 +416,14 @@ func (s *Sim) Step(until time.Time) bool {
 		}
 		to.Worker.Receive(manager.Datagram{Local: f.d.Remote, Remote: f.d.Local, Data: append([]byte(nil), f.d.Data...)})
 	}
+	fired := false
 	for _, n := range s.Nodes {
 		if d := n.Worker.Deadline(); !d.IsZero() && !d.After(now) {
 			n.Worker.Tick(now)
+			fired = true
 		}
 	}
-	if len(due) > 0 {
+	if len(due) > 0 || fired {
 		return true
 	}
 	next := time.Time{}

@@ -293,23 +293,32 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	if conn == nil {
 		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "connection %q is no longer configured", ike.ConnName)
 	}
-	var cc *config.Child
+	// Candidates: children whose selectors overlap the proposed ones, those
+	// that need no narrowing first (as strongSwan prefers the best match),
+	// then in configuration order; the first whose proposals agree wins.
+	type cand struct {
+		cc       *config.Child
+		tsi, tsr []message.Selector
+	}
+	var exact, narrowed []cand
 	for _, name := range conn.ChildOrder {
 		ch := conn.Children[name]
 		ni := ts.Narrow(tsiP.Selectors, ts.FromConfig(ch.RemoteSelectors, ike.Remote.Addr()))
 		nr := ts.Narrow(tsrP.Selectors, ts.FromConfig(ch.LocalSelectors, ike.Local.Addr()))
-		if len(ni) > 0 && len(nr) > 0 {
-			cc, t.tsi, t.tsr = ch, ni, nr
-			break
+		if len(ni) == 0 || len(nr) == 0 {
+			continue
+		}
+		x := cand{ch, ni, nr}
+		if ts.Equal(ni, tsiP.Selectors) && ts.Equal(nr, tsrP.Selectors) {
+			exact = append(exact, x)
+		} else {
+			narrowed = append(narrowed, x)
 		}
 	}
-	if cc == nil {
+	cands := append(exact, narrowed...)
+	if len(cands) == 0 {
 		return t.refuse(c, stats.TSUnacceptable, message.TSUnacceptable, nil, "no child of %q accepts TSi %s TSr %s",
 			conn.Name, ts.Strings(tsiP.Selectors), ts.Strings(tsrP.Selectors))
-	}
-	ours, err := ESPProposals(conn, cc)
-	if err != nil {
-		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "%v", err)
 	}
 	pol := suite.SelectPolicy{SkipKE: inAuth}
 	var keP *message.KE
@@ -319,10 +328,25 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 			pol.KEGroup = keP.Group
 		}
 	}
-	chosen, err := suite.Select(ours, saP.Proposals, pol)
-	if err != nil {
+	var cc *config.Child
+	var chosen suite.Proposal
+	var oursAll []suite.Proposal
+	for _, x := range cands {
+		ours, err := ESPProposals(conn, x.cc)
+		if err != nil {
+			continue
+		}
+		oursAll = append(oursAll, ours...)
+		p, err := suite.Select(ours, saP.Proposals, pol)
+		if err != nil {
+			continue
+		}
+		cc, chosen, t.tsi, t.tsr = x.cc, p, x.tsi, x.tsr
+		break
+	}
+	if cc == nil {
 		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "child %q: no ESP proposal chosen: ours %s, offered %s",
-			cc.Name, suite.FormatProposals(ours), suite.FormatProposals(saP.Proposals))
+			cands[0].cc.Name, suite.FormatProposals(oursAll), suite.FormatProposals(saP.Proposals))
 	}
 	alg, err := chosen.Algorithms()
 	if err != nil {

@@ -43,7 +43,8 @@ func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
 	}
 	ike.LocalID = local
 	req.Inner = append(req.Inner, idi)
-	if !remote.Any() {
+	if !remote.Any() && !bytes.Contains(remote.Data, []byte("*")) {
+		// IDr says whom we want to talk to; a pattern is no identity.
 		req.Inner = append(req.Inner, IDPayload(true, remote))
 	}
 	req.Inner = append(req.Inner, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
