@@ -555,3 +555,23 @@ func (n *Node) InstallTrap(connName, child string) task.Trap {
 	n.Traps[connName+"/"+child] = t
 	return t
 }
+
+// Restart replaces the node's worker by a new one that restores the IKE
+// SAs the old one persisted, as iked does after a crash; the data plane
+// keeps its SAs.
+func (n *Node) Restart() error {
+	n.Worker = worker.New(0, (*nodeEnv)(n))
+	for _, b := range n.Persist {
+		var ike sa.IKESA
+		if err := json.Unmarshal(b, &ike); err != nil {
+			return err
+		}
+		if err := ike.RestoreCiphers(); err != nil {
+			return err
+		}
+		if err := n.Worker.Restore(&ike); err != nil {
+			return err
+		}
+	}
+	return nil
+}

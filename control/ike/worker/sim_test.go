@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/iketest"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
@@ -87,6 +88,17 @@ func (o confOpts) secrets() string {
 // pair builds two gateways whose options differ only by what mod changes.
 func pair(t *testing.T, modA, modB func(*confOpts)) (*iketest.Sim, *iketest.Node, *iketest.Node) {
 	t.Helper()
+	return pairTB(t, modA, modB)
+}
+
+func pairTB(t testing.TB, modA, modB func(*confOpts)) (*iketest.Sim, *iketest.Node, *iketest.Node) {
+	t.Helper()
+	ca, cb := configs(t, modA, modB)
+	return newPair(t, ca, cb)
+}
+
+// configs loads the two sides' configurations.
+func configs(t testing.TB, modA, modB func(*confOpts)) (*config.Config, *config.Config) {
 	a := confOpts{local: addrA, remote: addrB, localID: "gw-a.example", remoteID: "gw-b.example"}
 	b := confOpts{local: addrB, remote: addrA, localID: "gw-b.example", remoteID: "gw-a.example",
 		localTS: "198.18.2.0/24", remoteTS: "198.18.1.0/24"}
@@ -96,9 +108,15 @@ func pair(t *testing.T, modA, modB func(*confOpts)) (*iketest.Sim, *iketest.Node
 	if modB != nil {
 		modB(&b)
 	}
+	return iketest.WriteConfig(t, a.yaml(), a.secrets()), iketest.WriteConfig(t, b.yaml(), b.secrets())
+}
+
+// newPair builds two gateways with loaded configurations (which they only
+// read, so that fuzzing can share them).
+func newPair(t testing.TB, ca, cb *config.Config) (*iketest.Sim, *iketest.Node, *iketest.Node) {
 	s := iketest.NewSim(t)
-	na := s.AddNode("gw-a", addrA, iketest.WriteConfig(t, a.yaml(), a.secrets()))
-	nb := s.AddNode("gw-b", addrB, iketest.WriteConfig(t, b.yaml(), b.secrets()))
+	na := s.AddNode("gw-a", addrA, ca)
+	nb := s.AddNode("gw-b", addrB, cb)
 	return s, na, nb
 }
 
