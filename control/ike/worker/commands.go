@@ -260,3 +260,27 @@ func (w *Worker) Do(f func(ms []*manager.Manager)) {
 		w.schedule(m)
 	}
 }
+
+// ChildEvent applies a data-plane lifetime event to the Child SA with an
+// SPI: a soft limit makes it due for replacement now, a hard limit deletes
+// it.
+func (w *Worker) ChildEvent(spi uint32, inbound, hard bool) {
+	defer w.runPending()
+	for _, m := range w.Managers() {
+		for _, ch := range m.IKE.Children {
+			if (inbound && ch.SPIIn != spi) || (!inbound && ch.SPIOut != spi) {
+				continue
+			}
+			switch {
+			case hard && ch.State != sa.ChildDeleting && ch.State != sa.ChildDeleted:
+				m.Logger().Info("child sa reached its hard lifetime", "child", ch.Name, "child_id", ch.UniqueID)
+				m.Queue(task.NewChildDeleteI("hard lifetime", nil, ch))
+				m.Initiate()
+			case !hard && ch.State == sa.ChildInstalled:
+				ch.RekeyAt = w.env.Now()
+			}
+			w.schedule(m)
+			return
+		}
+	}
+}
