@@ -273,3 +273,11 @@ func (tb *testbed) confs() (a, b conf) {
 }
 
 const psk = "lab pre-shared key, 32 bytes long"
+
+func sasID(s api.SAState) api.SAID {
+	id := api.SAID{SPI: s.SPI, Dir: s.Dir}
+	if s.Dir == api.Out {
+		id.Remote = s.Remote
+	}
+	return id
+}

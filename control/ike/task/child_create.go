@@ -134,7 +134,11 @@ func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
 	ike := c.IKE
 	inAuth := c.Exchange == message.IKEAuth
 	if inAuth && ike.State != sa.Established {
-		t.finish(fmt.Errorf("child %q: IKE SA not established", t.child.Name))
+		err := fmt.Errorf("child %q: IKE SA not established", t.child.Name)
+		if c.Failure != nil {
+			err = c.Failure.Err
+		}
+		t.finish(err)
 		return Done
 	}
 	if n := errorNotify(resp.Inner); n != nil {

@@ -6,6 +6,7 @@
 package ikectl
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -194,49 +195,56 @@ func (c *Client) Close() error { return c.c.Close() }
 // SetTimeout bounds each call.
 func (c *Client) SetTimeout(d time.Duration) { c.c.Timeout = d }
 
-// Call sends an operation.
-func (c *Client) Call(op string, req, reply any) error { return c.c.Call(op, req, reply) }
+// Call sends an operation. An error iked returned reads "iked: op: why".
+func (c *Client) Call(op string, req, reply any) error {
+	err := c.c.Call(op, req, reply)
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return fmt.Errorf("iked: %s: %s", ae.Op, ae.Msg)
+	}
+	return err
+}
 
 // Hello identifies the daemon.
 func (c *Client) Hello() (*Hello, error) {
 	var h Hello
-	return &h, c.c.Call(OpHello, nil, &h)
+	return &h, c.Call(OpHello, nil, &h)
 }
 
 // Conns lists the connections.
 func (c *Client) Conns() ([]Conn, error) {
 	var r Conns
-	err := c.c.Call(OpConns, nil, &r)
+	err := c.Call(OpConns, nil, &r)
 	return r.Conns, err
 }
 
 // SAs lists the IKE SAs.
 func (c *Client) SAs() ([]IKESA, error) {
 	var r SAs
-	err := c.c.Call(OpSAs, nil, &r)
+	err := c.Call(OpSAs, nil, &r)
 	return r.IKESAs, err
 }
 
 // Initiate brings up a connection and waits for the outcome.
 func (c *Client) Initiate(req Initiate) (*Result, error) {
 	var r Result
-	return &r, c.c.Call(OpInitiate, req, &r)
+	return &r, c.Call(OpInitiate, req, &r)
 }
 
 // Terminate deletes IKE or Child SAs and waits for the outcome.
 func (c *Client) Terminate(req Terminate) (*Result, error) {
 	var r Result
-	return &r, c.c.Call(OpTerminate, req, &r)
+	return &r, c.Call(OpTerminate, req, &r)
 }
 
 // Reload rereads the configuration.
 func (c *Client) Reload() (*ReloadResult, error) {
 	var r ReloadResult
-	return &r, c.c.Call(OpReload, nil, &r)
+	return &r, c.Call(OpReload, nil, &r)
 }
 
 // Stats returns the counters.
 func (c *Client) Stats() (*Stats, error) {
 	var r Stats
-	return &r, c.c.Call(OpStats, nil, &r)
+	return &r, c.Call(OpStats, nil, &r)
 }
