@@ -281,3 +281,16 @@ func sasID(s api.SAState) api.SAID {
 	}
 	return id
 }
+
+// restartSpud starts spud again on a gateway, with the same socket and key
+// file, after it was stopped.
+func restartSpud(g *gw) (*gateway.Spud, error) {
+	s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: 2})
+	if err != nil {
+		return nil, err
+	}
+	old := g.spud
+	g.spud = s
+	*old = *s
+	return s, nil
+}

@@ -308,6 +308,17 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 			if err := d.dp.AddSA(out); err != nil {
 				m.Logger().Warn("iked: resync: outbound sa", "spi", fmt.Sprintf("%08x", out.SPI), "err", err.Error())
 			}
+			// The data plane lost the outbound SA's sequence numbers: the
+			// peer's anti-replay window would drop what it sends now. Replace
+			// the Child SA at once, whichever side created it.
+			if conn != nil && cc != nil && ch.State == sa.ChildInstalled {
+				ch.State = sa.ChildRekeying
+				t := task.NewChildCreateI(conn, cc, nil)
+				t.Replaces = ch
+				m.Queue(t)
+				defer m.Initiate()
+				m.Logger().Info("iked: resync: replacing a Child SA the data plane lost", "child", ch.Name, "child_id", ch.UniqueID)
+			}
 		}
 		var pols []uint32
 		for _, id := range ch.PolicyIDs {

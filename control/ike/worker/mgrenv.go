@@ -108,18 +108,25 @@ func (e *mgrEnv) ChildExpired(m *manager.Manager, ch *sa.ChildSA) {
 	m.Queue(task.NewChildDeleteI("expired", nil, ch))
 }
 
-// HasOtherIKESA: another IKE SA with the same peer address and identity.
+// HasOtherIKESA: another IKE SA, in any state, with the same peer address
+// and the same peer identity (configured or authenticated). The first IKE
+// SA of a batch started together sends INITIAL_CONTACT at most.
 func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
-	conn := e.w.env.Config().Connections[ike.ConnName]
+	cfg := e.w.env.Config()
+	conn := cfg.Connections[ike.ConnName]
 	for _, m := range e.w.bySPI {
 		o := m.IKE
 		if o == ike || m.Destroyed() || o.Remote.Addr() != ike.Remote.Addr() {
 			continue
 		}
-		if o.ConnName == ike.ConnName {
+		if o.ConnName == ike.ConnName || conn == nil {
 			return true
 		}
-		if conn != nil && o.State == sa.Established && conn.Remote.Identity.Matches(o.RemoteID.Type, o.RemoteID.Data) {
+		if o.State == sa.Established && conn.Remote.Identity.Matches(o.RemoteID.Type, o.RemoteID.Data) {
+			return true
+		}
+		if oc := cfg.Connections[o.ConnName]; oc != nil && oc.Remote.Identity.Type == conn.Remote.Identity.Type &&
+			bytes.Equal(oc.Remote.Identity.Data, conn.Remote.Identity.Data) {
 			return true
 		}
 	}
