@@ -38,12 +38,21 @@ type testbed struct {
 
 func newTestbed(t *testing.T, lo lab.LineOptions) *testbed {
 	t.Helper()
+	return newTestbedWith(t, lo, nil)
+}
+
+// newTestbedWith runs setup on the line before spud starts.
+func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) *testbed {
+	t.Helper()
 	if lo.GatewayLinks.Queues == 0 {
 		lo.GatewayLinks.Queues = 2
 	}
 	lo.NoClearRoutes = true
 	ln := labtest.Line(t, lo, "ping")
 	tb := &testbed{ln: ln, a: &gw{name: "gw-a", host: ln.GwA}, b: &gw{name: "gw-b", host: ln.GwB}}
+	if setup != nil {
+		setup(ln)
+	}
 	for _, g := range []*gw{tb.a, tb.b} {
 		s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: 2})
 		if err != nil {

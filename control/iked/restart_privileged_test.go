@@ -168,4 +168,3 @@ func TestPrivilegedIkedSpudRestart(t *testing.T) {
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
 }
-

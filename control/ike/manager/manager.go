@@ -547,6 +547,11 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	ike := m.IKE
 	h := msg.Header
 	if m.req == nil || h.MessageID != m.req.id || h.Exchange != m.req.exchange {
+		if h.MessageID < ike.MsgIDOut {
+			// The answer to a retransmission of a request already answered.
+			m.env.Stats().Inc(stats.LateResponses)
+			return
+		}
 		m.env.Stats().Fail(stats.InvalidMessageID)
 		m.log.Debug("dropped unexpected response", "exchange", h.Exchange.String(), "msgid", h.MessageID)
 		return

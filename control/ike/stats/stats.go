@@ -89,6 +89,7 @@ const (
 	CookiesSent     // COOKIE notifies sent
 	InitialContacts // IKE SAs removed on INITIAL_CONTACT
 	Acquires        // data-plane acquires that started a negotiation
+	LateResponses   // responses to retransmissions of requests already answered
 	NumCounters
 )
 
@@ -107,6 +108,7 @@ var counterNames = [...]string{
 	CookiesSent:        "cookies_sent",
 	InitialContacts:    "initial_contacts",
 	Acquires:           "acquires",
+	LateResponses:      "late_responses",
 }
 
 func (c Counter) String() string {

@@ -8,6 +8,7 @@ import (
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/ts"
 )
 
 // IKEAuthI is the initiator of IKE_AUTH with a pre-shared key (RFC 7296
@@ -128,6 +129,11 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		return t.fail(c, stats.Unsupported, "IKE_AUTH request without IDi and AUTH (EAP is not supported)")
 	}
 	peer := WireIdentity(idi)
+	// Among the connections that accept the addresses and identities, the
+	// first whose children accept the proposed traffic selectors wins:
+	// several connections between the same gateways differ only by them.
+	tsiP, _ := message.Find(req.Inner, message.PayloadTSi).(*message.TS)
+	tsrP, _ := message.Find(req.Inner, message.PayloadTSr).(*message.TS)
 	for _, conn := range FindConnByAddr(c.Config(), ike.Local.Addr(), ike.Remote.Addr()) {
 		if conn.Remote == nil || conn.Local == nil || !conn.Remote.Identity.Matches(uint8(idi.IDType), idi.Data) {
 			continue
@@ -135,8 +141,13 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		if idr != nil && !(uint8(idr.IDType) == conn.Local.Identity.Type && bytes.Equal(idr.Data, conn.Local.Identity.Data)) {
 			continue
 		}
-		t.conn = conn
-		break
+		if t.conn == nil {
+			t.conn = conn
+		}
+		if tsiP == nil || tsrP == nil || acceptsTS(conn, ike, tsiP.Selectors, tsrP.Selectors) {
+			t.conn = conn
+			break
+		}
 	}
 	if t.conn == nil {
 		want := ""
@@ -191,4 +202,15 @@ func (t *IKEAuthR) Build(c *Ctx, resp *message.Message) Status {
 	}
 	resp.Inner = append(resp.Inner, idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
 	return Done
+}
+
+// acceptsTS reports whether a child of conn accepts the selectors.
+func acceptsTS(conn *config.Conn, ike *sa.IKESA, tsi, tsr []message.Selector) bool {
+	for _, cc := range conn.Children {
+		if len(ts.Narrow(tsi, ts.FromConfig(cc.RemoteSelectors, ike.Remote.Addr()))) > 0 &&
+			len(ts.Narrow(tsr, ts.FromConfig(cc.LocalSelectors, ike.Local.Addr()))) > 0 {
+			return true
+		}
+	}
+	return false
 }
