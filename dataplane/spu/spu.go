@@ -95,26 +95,7 @@ func (s *SPU) run() {
 	for !s.stopped.Load() {
 		start := nanotime()
 		s.heartbeat.Store(start)
-		worked := s.runCommands()
-		for _, p := range s.ports {
-			p.Complete()
-			n := p.Receive(s.rx[:])
-			if n == 0 {
-				continue
-			}
-			worked = true
-			s.c.rx.Add(uint64(n))
-			for i := 0; i < n; i++ {
-				s.handleRx(p, &s.rx[i])
-			}
-			p.Release(s.rx[:n])
-		}
-		for _, r := range s.in {
-			if r != nil && s.drain(r) {
-				worked = true
-			}
-		}
-		s.flushTx()
+		worked := s.iterate()
 		end := nanotime()
 		if worked {
 			s.c.busyNanos.Add(uint64(end - start))
@@ -126,6 +107,32 @@ func (s *SPU) run() {
 		s.c.totalNanos.Add(uint64(now - last))
 		last = now
 	}
+}
+
+// iterate is one pass of the loop: commands, every socket's batch, the
+// handoff rings, transmission. It reports whether there was any work.
+func (s *SPU) iterate() bool {
+	worked := s.runCommands()
+	for _, p := range s.ports {
+		p.Complete()
+		n := p.Receive(s.rx[:])
+		if n == 0 {
+			continue
+		}
+		worked = true
+		s.c.rx.Add(uint64(n))
+		for i := 0; i < n; i++ {
+			s.handleRx(p, &s.rx[i])
+		}
+		p.Release(s.rx[:n])
+	}
+	for _, r := range s.in {
+		if r != nil && s.drain(r) {
+			worked = true
+		}
+	}
+	s.flushTx()
+	return worked
 }
 
 // idle spins in busy mode; in adaptive mode it spins for a while after the
