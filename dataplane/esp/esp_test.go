@@ -230,9 +230,9 @@ func TestReplayEdgeCases(t *testing.T) {
 		}
 	}
 	expect(1, None)
-	expect(1, Replay)       // duplicate
-	expect(100, None)       // far ahead: window slides
-	expect(37, None)        // inside the window (100-64 < 37)
+	expect(1, Replay)        // duplicate
+	expect(100, None)        // far ahead: window slides
+	expect(37, None)         // inside the window (100-64 < 37)
 	expect(36, ReplayTooOld) // just left of the window
 	expect(2, ReplayTooOld)
 	expect(37, Replay)
