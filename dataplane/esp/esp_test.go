@@ -200,7 +200,7 @@ func TestESNWrongHighBitsFailICV(t *testing.T) {
 	}
 }
 
-func encapOne(t *testing.T, out *SA, pkt []byte) []byte {
+func encapOne(t testing.TB, out *SA, pkt []byte) []byte {
 	t.Helper()
 	buf, off := frame(pkt)
 	r := out.Encap(buf, off, len(pkt))
