@@ -898,3 +898,46 @@ func TestReasonStrings(t *testing.T) {
 		t.Fatal(NumReasons.String())
 	}
 }
+
+// TestStatsConcurrentReaders reads Stats from other goroutines while the
+// owner works; run with -race to prove the counters are race-free.
+func TestStatsConcurrentReaders(t *testing.T) {
+	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	done := make(chan struct{})
+	var readers [2]chan uint64
+	for i := range readers {
+		readers[i] = make(chan uint64, 1)
+		go func(c chan uint64) {
+			var last uint64
+			for {
+				select {
+				case <-done:
+					c <- last
+					return
+				default:
+				}
+				s := in.Stats()
+				if s.Packets < last {
+					panic("counter went backwards")
+				}
+				last = s.Packets
+				_ = out.Stats()
+			}
+		}(readers[i])
+	}
+	pkt := innerPacket(false, 200)
+	for i := 0; i < 2000; i++ {
+		buf, off := frame(pkt)
+		r := out.Encap(buf, off, len(pkt))
+		in.Decap(buf, r.Off, r.Len)
+	}
+	close(done)
+	for _, c := range readers {
+		if v := <-c; v > 2000 {
+			t.Fatalf("reader saw %d packets", v)
+		}
+	}
+	if s := in.Stats(); s.Packets != 2000 {
+		t.Fatalf("final %d", s.Packets)
+	}
+}

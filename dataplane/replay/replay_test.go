@@ -99,13 +99,13 @@ func TestInferSeq(t *testing.T) {
 		want uint64
 		ok   bool
 	}{
-		{1000, 1001, 1001, true},                // ahead, same epoch
-		{1000, 937, 937, true},                  // inside the window
-		{1000, 900, e + 900, true},              // below the window: next epoch (case A)
-		{e - 10, 5, e + 5, true},                // just past the 2^32 line
-		{e + 10, 0xfffffff0, e - 16, true},      // case B: window straddles, low is in the previous epoch
-		{e + 10, 20, e + 20, true},              // case B: current epoch
-		{5, 0xfffffff0, 0, false},               // would be before sequence number 1
+		{1000, 1001, 1001, true},           // ahead, same epoch
+		{1000, 937, 937, true},             // inside the window
+		{1000, 900, e + 900, true},         // below the window: next epoch (case A)
+		{e - 10, 5, e + 5, true},           // just past the 2^32 line
+		{e + 10, 0xfffffff0, e - 16, true}, // case B: window straddles, low is in the previous epoch
+		{e + 10, 20, e + 20, true},         // case B: current epoch
+		{5, 0xfffffff0, 0, false},          // would be before sequence number 1
 		{3*e + 100, 0x7fffffff, 3*e + 0x7fffffff, true},
 	}
 	for _, c := range cases {
