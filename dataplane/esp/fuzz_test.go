@@ -71,10 +71,11 @@ func FuzzEncap(f *testing.F) {
 		}
 		d := i.Decap(buf, r.Off, r.Len)
 		if d.Verdict != Forward {
-			// Only the selectors or an inner packet that is no valid
-			// tunnel payload may refuse what Encap sent.
+			// Only the selectors, an inner packet that is no valid
+			// tunnel payload, or a transport payload of "no next header"
+			// (indistinguishable from a dummy packet) may refuse it.
 			switch d.Reason {
-			case BadInner, BadNextHeader, TSMismatch:
+			case BadInner, BadNextHeader, TSMismatch, Dummy:
 				return
 			}
 			t.Fatalf("Decap refused Encap's packet: %v", d.Reason)
