@@ -64,6 +64,11 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 		df = p[6]&0x40 != 0
 		nh = iphdr.ProtoIPv4
 		if sa.mode == Transport {
+			// RFC 4303 section 3.3: transport mode protects whole
+			// datagrams only, never fragments.
+			if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
+				return sa.drop(Malformed)
+			}
 			hl, nhOff, nh = ihl, 9, p[9]
 		}
 	case 6:
