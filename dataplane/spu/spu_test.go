@@ -326,4 +326,3 @@ func TestPacketPathAllocatesNothing(t *testing.T) {
 		t.Errorf("decapsulated %d", st[anchorSPU].Decap)
 	}
 }
-
