@@ -144,7 +144,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: eventfd: %w", err)
 		}
-		e.spus = append(e.spus, &SPU{ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{})})
+		e.spus = append(e.spus, &SPU{ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}})
 	}
 	for _, s := range e.spus {
 		s.in = make([]*ring.Ring, cfg.SPUs)

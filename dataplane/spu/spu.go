@@ -41,7 +41,7 @@ type counters struct {
 	bypass, acquires, events atomic.Uint64
 	busyNanos, totalNanos    atomic.Uint64
 	drops                    [NumDrops]atomic.Uint64
-	sleeps                   atomic.Uint64
+	sleeps, parked           atomic.Uint64
 }
 
 // SPU is one Security Processing Unit: a goroutine locked to an OS thread
@@ -63,6 +63,7 @@ type SPU struct {
 	sleep atomic.Bool
 	wait  *xsk.Waiter
 
+	pend     pendingStore
 	rx       [xsk.BatchSize]xsk.Frame
 	lastWork int64
 	stopped  atomic.Bool
@@ -131,6 +132,9 @@ func (s *SPU) iterate() bool {
 			worked = true
 		}
 	}
+	if s.pend.used > 0 && s.retryPending() {
+		worked = true
+	}
 	s.flushTx()
 	return worked
 }
@@ -152,7 +156,11 @@ func (s *SPU) idle(now int64) {
 	}
 	s.c.sleeps.Add(1)
 	s.heartbeat.Store(0) // asleep is not stalled
-	s.wait.Wait(e.cfg.MaxSleep)
+	sleep := e.cfg.MaxSleep
+	if s.pend.used > 0 {
+		sleep = time.Millisecond // a neighbour may resolve any moment
+	}
+	s.wait.Wait(sleep)
 	s.sleep.Store(false)
 	var b [8]byte
 	unix.Read(s.evfd, b[:])
@@ -327,7 +335,9 @@ func (s *SPU) forward(ip []byte) {
 	}
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
-		s.drop(DropNoNeighbour)
+		if !s.park(pendForward, ip, 0, 0) {
+			s.drop(DropNoNeighbour)
+		}
 		return
 	}
 	if !decTTL(ip) {
@@ -355,7 +365,12 @@ func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
 		s.drop(DropMalformed)
 		return
 	}
-	ip := buf[off : off+ipl]
+	s.encapIP(buf[off:off+ipl], policyID, ingress)
+}
+
+// encapIP protects the cleartext IP packet ip, which the steering program
+// matched to policyID, and sends it.
+func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 	f, ok := parseFlow(ip)
 	if !ok {
 		s.drop(DropMalformed)
@@ -387,8 +402,15 @@ func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
 		s.drop(DropNoSA)
 		return
 	}
-	nh, ok := s.nextHop(o)
-	if !ok {
+	nh, st := s.nextHop(o)
+	switch st {
+	case nhNoRoute:
+		s.drop(DropNoRoute)
+		return
+	case nhUnresolved:
+		if !s.park(pendEncap, ip, p.p.ID, ingress) {
+			s.drop(DropNoNeighbour)
+		}
 		return
 	}
 	if !decTTL(ip) {
@@ -452,25 +474,32 @@ func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
 	s.txCommit(&t, start, n+14)
 }
 
+type nhStatus uint8
+
+const (
+	nhOK nhStatus = iota
+	nhNoRoute
+	nhUnresolved
+)
+
 // nextHop returns the cached next hop of an outbound SA, refreshing it when
-// the kernel's tables changed.
-func (s *SPU) nextHop(o *outSA) (nh fib.NextHop, ok bool) {
+// the kernel's tables changed, and asks for resolution of an unknown
+// neighbour.
+func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	r := s.eng.router
 	if g := r.Gen(); !o.nhOK || o.nhGen != g {
 		o.nh, o.nhOK = r.Lookup(o.desc.Remote)
 		o.nhGen = g
 	}
 	if !o.nhOK {
-		s.drop(DropNoRoute)
-		return o.nh, false
+		return o.nh, nhNoRoute
 	}
 	if !o.nh.Resolved {
 		r.Resolve(o.nh.Ifindex, o.nh.Gateway)
-		s.drop(DropNoNeighbour)
 		o.nhOK = false
-		return o.nh, false
+		return o.nh, nhUnresolved
 	}
-	return o.nh, true
+	return o.nh, nhOK
 }
 
 func (s *SPU) fragment(buf []byte, off, n int) {

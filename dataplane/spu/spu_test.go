@@ -34,6 +34,7 @@ type fakeRouter struct {
 	routes   []fakeRoute
 	resolved bool
 	asked    int
+	gen      uint64
 }
 
 type fakeRoute struct {
@@ -55,7 +56,7 @@ func (r *fakeRouter) Lookup(dst netip.Addr) (fib.NextHop, bool) {
 	return fib.NextHop{}, false
 }
 func (r *fakeRouter) Resolve(int, netip.Addr) { r.asked++ }
-func (r *fakeRouter) Gen() uint64             { return 1 }
+func (r *fakeRouter) Gen() uint64             { return r.gen }
 
 // gateway is an engine with two SPUs, each owning one queue of a WAN and a
 // LAN port (fakes), as spud would set it up on 2-queue interfaces.
@@ -324,5 +325,39 @@ func TestPacketPathAllocatesNothing(t *testing.T) {
 	}
 	if st := b.e.SPUStats(); st[anchorSPU].Decap < 200 {
 		t.Errorf("decapsulated %d", st[anchorSPU].Decap)
+	}
+}
+
+// TestFirstPacketsWaitForTheNeighbour: packets to a next hop whose MAC is
+// not known yet wait (as in the kernel's neighbour queue) and go out once
+// it is resolved, instead of being lost.
+func TestFirstPacketsWaitForTheNeighbour(t *testing.T) {
+	a, _, logical, pol := setup(t)
+	r := a.e.router.(*fakeRouter)
+	r.resolved = false
+	anchorSPU := a.e.physical(logical)
+	steerAs(a.lan[anchorSPU], steer.ClassCleartext, logical, pol)
+	for i := 0; i < 3; i++ {
+		a.lan[anchorSPU].Inject(udpFrame(hostA, hostB, []byte{byte(i)}))
+	}
+	a.step()
+	if n := len(a.takeWAN()); n != 0 || r.asked == 0 {
+		t.Fatalf("sent %d before resolution, asked %d", n, r.asked)
+	}
+	a.step()
+	if n := len(a.takeWAN()); n != 0 {
+		t.Fatalf("sent %d with nothing changed", n)
+	}
+	r.resolved = true
+	r.gen++
+	a.step()
+	out := a.takeWAN()
+	if len(out) != 3 {
+		t.Fatalf("sent %d of the 3 waiting packets", len(out))
+	}
+	for _, st := range a.e.SPUStats() {
+		if st.Drops["no_neighbour"] != 0 {
+			t.Errorf("drops %v", st.Drops)
+		}
 	}
 }
