@@ -15,7 +15,8 @@ type Result struct {
 	Verdict  Verdict
 	// Reason is set when Verdict is Drop or SendTooBig.
 	Reason Reason
-	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig.
+	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig,
+	// and the path MTU to cut the outer packet to when it is Fragment.
 	MTU int
 }
 
@@ -180,7 +181,11 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	if seq >= sa.seqSoft {
 		sa.raise(EventSeqNearExhaustion)
 	}
-	return Result{Off: start, Len: outLen, Verdict: verdict}
+	r := Result{Off: start, Len: outLen, Verdict: verdict}
+	if verdict == Fragment {
+		r.MTU = sa.pathMTU // the size to cut the outer packet to
+	}
+	return r
 }
 
 // outerDS is the outer DS field for an inner one (RFC 6040 and RFC 2983).

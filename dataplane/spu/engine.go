@@ -34,6 +34,7 @@ import (
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ipfrag"
 	"github.com/spugate/spugate/dataplane/ring"
 	"github.com/spugate/spugate/dataplane/xsk"
 )
@@ -60,9 +61,9 @@ type Config struct {
 	// RingSize is each handoff ring's slot count (default 1024).
 	RingSize int
 	Log      *slog.Logger
-	// Reassemble, if set, reassembles ESP fragments per SPU and returns
-	// the whole packet (in storage the SPU may use until its next call).
-	Reassemble func(spu int, frag []byte) ([]byte, bool)
+	// Reassembly bounds each SPU's reassembler of outer ESP fragments
+	// (zero value: ipfrag's defaults).
+	Reassembly ipfrag.Config
 }
 
 // Event is a data-plane event for the control plane.
@@ -74,12 +75,11 @@ type Event struct {
 
 // Engine is the set of SPUs of one spud.
 type Engine struct {
-	cfg        Config
-	fn         anchor.Function
-	spuMap     atomic.Pointer[anchor.Map]
-	router     Router
-	spus       []*SPU
-	reassemble func(int, []byte) ([]byte, bool)
+	cfg    Config
+	fn     anchor.Function
+	spuMap atomic.Pointer[anchor.Map]
+	router Router
+	spus   []*SPU
 
 	// Events carries events to the SA API; a full channel loses them,
 	// counted in EventsLost.
@@ -133,7 +133,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		cfg.Log = slog.Default()
 	}
 	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
-		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, reassemble: cfg.Reassemble}
+		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}}
 	e.spuMap.Store(m)
 	for i := 0; i < cfg.SPUs; i++ {
 		cpu := -1
@@ -144,7 +144,11 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: eventfd: %w", err)
 		}
-		e.spus = append(e.spus, &SPU{ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}})
+		reasm, err := ipfrag.New(cfg.Reassembly)
+		if err != nil {
+			return nil, fmt.Errorf("spu: reassembly: %w", err)
+		}
+		e.spus = append(e.spus, &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}})
 	}
 	for _, s := range e.spus {
 		s.in = make([]*ring.Ring, cfg.SPUs)

@@ -11,6 +11,7 @@ import (
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ipfrag"
 	"github.com/spugate/spugate/dataplane/ring"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
@@ -64,6 +65,9 @@ type SPU struct {
 	wait  *xsk.Waiter
 
 	pend     pendingStore
+	reasm    *ipfrag.Reassembler
+	fragBufs [16][]byte
+	fragID   uint32
 	rx       [xsk.BatchSize]xsk.Frame
 	lastWork int64
 	stopped  atomic.Bool
@@ -441,8 +445,8 @@ func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 		s.txAbort(&t)
 		s.tooBig(ip, ingress, res.MTU)
 	case esp.Fragment:
-		s.txAbort(&t)
-		s.drop(DropSA) // outer fragmentation is not configured by spud yet
+		s.sendFragments(&t, t.buf[res.Off:res.Off+res.Len], res.MTU, &nh)
+		s.c.encap.Add(1)
 	default:
 		s.txAbort(&t)
 		s.drop(DropSA)
@@ -502,17 +506,76 @@ func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	return o.nh, nhOK
 }
 
+// fragment reassembles outer fragments of ESP packets (the steering
+// program sends every fragment of a tunnel to its anchor, since all carry
+// the addresses) and decapsulates the whole packet.
 func (s *SPU) fragment(buf []byte, off, n int) {
-	if s.eng.reassemble == nil {
+	pkt, st, r := s.reasm.Add(buf[off:off+n], nanotime())
+	switch {
+	case r != ipfrag.None:
+		s.drop(DropFragment)
+	case st == ipfrag.Complete:
+		// The datagram is in the reassembler's storage until its next
+		// Add: decapsulate it there.
+		s.decap(pkt, 0, len(pkt))
+	}
+}
+
+// sendFragments splits an ESP packet that exceeds the path MTU into outer
+// fragments, each in a frame of its own, when the inner packet may be
+// fragmented (the ESP engine decided). Only on an SPU with its own socket
+// on the egress interface.
+func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
+	ps := t.ps
+	if ps == nil || mtu <= 0 {
 		s.drop(DropFragment)
 		return
 	}
-	pkt, ok := s.eng.reassemble(s.ID, buf[off:off+n])
-	if !ok {
+	need := (len(esp) + mtu - 1) / (mtu - 64) // a generous upper bound
+	if need > len(s.fragBufs) {
+		s.drop(DropFragment)
 		return
 	}
-	// Reassembled into the SPU's own buffer: decapsulate it there.
-	s.decap(pkt, 0, len(pkt))
+	// Room for the fragments after the frame holding the whole packet.
+	first := ps.ntx + 1
+	if first+need > len(ps.tx) {
+		// Send what is queued to make room; the whole packet's frame
+		// (not yet queued) comes along to index 0.
+		whole := ps.tx[ps.ntx]
+		s.flushPort(ps)
+		ps.tx[0] = whole
+		first = 1
+	}
+	if first+need > len(ps.tx) {
+		s.drop(DropFragment)
+		return
+	}
+	got := ps.Alloc(ps.tx[first : first+need])
+	for i := 0; i < got; i++ {
+		f := &ps.tx[first+i]
+		s.fragBufs[i] = f.Buf[f.Off+14 : f.Off+14 : f.Off+14+mtu]
+	}
+	n, err := ipfrag.Fragment(s.fragBufs[:got], esp, mtu, s.fragID)
+	s.fragID++
+	if err != nil {
+		ps.Release(ps.tx[first : first+got])
+		s.drop(DropFragment)
+		return
+	}
+	if n < got {
+		ps.Release(ps.tx[first+n : first+got])
+	}
+	v6 := esp[0]>>4 == 6
+	for i := 0; i < n; i++ {
+		f := &ps.tx[first+i]
+		putEthernet(f.Buf[f.Off:], &nh.DstMAC, &nh.SrcMAC, v6)
+		f.Len = 14 + len(s.fragBufs[i])
+	}
+	// Move the fragments down over the whole packet's frame, which goes
+	// back to the port.
+	ps.Release(ps.tx[first-1 : first])
+	copy(ps.tx[first-1:], ps.tx[first:first+n])
+	ps.ntx = first - 1 + n
 }
 
 // acquire asks the control plane for an SA, once a second per policy.

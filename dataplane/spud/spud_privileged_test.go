@@ -332,3 +332,38 @@ func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
 		t.Errorf("short key accepted: %v %s", err, out)
 	}
 }
+
+// TestPrivilegedBigPackets: an inner packet too big for the path once
+// encapsulated is carried in outer fragments (reassembled by the receiving
+// spud) when it may be fragmented, and answered with ICMP "too big" (with
+// the MTU that fits) when it may not.
+func TestPrivilegedBigPackets(t *testing.T) {
+	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	pl := p.ln.Plan
+	v4 := newTunnel(50, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	v6 := newTunnel(51, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteAES128GCM16, false)
+	v4.install(t, p)
+	v6.install(t, p)
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+	// DF clear: fragmented outside, whole inside.
+	out, err := p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "2", "-s", "1450", "-M", "dont", pl.ClientB4.String())
+	if err != nil || !strings.Contains(string(out), "3 received") {
+		t.Errorf("large pings without DF: %v\n%s", err, out)
+	}
+	st, _ := p.b.Client.Stats()
+	if st.XDP["redirect_esp_fragment"] == 0 {
+		t.Errorf("gw-b saw no ESP fragments: xdp %v drops %v", st.XDP, st.Drops)
+	}
+	// DF set: ICMP "fragmentation needed" with the MTU that fits.
+	out, _ = p.ln.ClientA.Exec("ping", "-n", "-c", "1", "-W", "2", "-s", "1472", "-M", "do", pl.ClientB4.String())
+	if !strings.Contains(string(out), "mtu = 14") {
+		t.Errorf("no frag-needed with an MTU for a DF packet:\n%s", out)
+	}
+	// IPv6: packet too big.
+	out, _ = p.ln.ClientA.Exec("ping", "-n", "-c", "1", "-W", "2", "-s", "1452", pl.ClientB6.String())
+	if !strings.Contains(string(out), "Packet too big") && !strings.Contains(string(out), "mtu") {
+		t.Errorf("no packet-too-big for IPv6:\n%s", out)
+	}
+	// After PMTU discovery the same sizes get through (TCP does this on its own).
+	tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB6, 256<<10)
+}
