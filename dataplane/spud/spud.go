@@ -81,7 +81,6 @@ type Daemon struct {
 	spis      map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
 	inSPIs    map[uint32]bool      // installed inbound SPIs
 	localRefs map[netip.Addr]int   // inbound SAs per local endpoint (steering's local addresses)
-	mapGen    uint64
 }
 
 // Start brings spud up. Close brings it down and removes what it attached.
@@ -327,6 +326,9 @@ func (d *Daemon) pumpEvents() {
 		switch ev.Kind {
 		case api.EventAcquire:
 			d.srv.Publish(ev.Kind, ev.Acquire)
+		case api.EventSPUFailed:
+			d.srv.Publish(ev.Kind, api.SPUEvent{ID: ev.SPU, Reason: ev.Reason})
+			d.mapChanged("failure", ev.SPU)
 		default:
 			d.srv.Publish(ev.Kind, ev.SA)
 			d.log.Info("spud: sa event", "event", ev.Kind, "spi", fmt.Sprintf("0x%08x", ev.SA.SPI), "dir", ev.SA.Dir, "name", ev.SA.Name)
