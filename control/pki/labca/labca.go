@@ -106,6 +106,20 @@ type Template struct {
 	Serial             *big.Int
 }
 
+// Expired returns the template made valid for a year that ended a day ago.
+func (t Template) Expired() Template {
+	now := time.Now().Truncate(time.Second)
+	t.NotBefore, t.NotAfter = now.Add(-366*24*time.Hour), now.Add(-24*time.Hour)
+	return t
+}
+
+// NotYetValid returns the template made valid for a year from tomorrow.
+func (t Template) NotYetValid() Template {
+	now := time.Now().Truncate(time.Second)
+	t.NotBefore, t.NotAfter = now.Add(24*time.Hour), now.Add(366*24*time.Hour)
+	return t
+}
+
 var oidIKEIntermediate = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 8, 2, 2}
 
 // NewRoot makes a self-signed root CA.
