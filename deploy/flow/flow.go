@@ -55,8 +55,10 @@ type Flow struct {
 	recv *net.UDPConn
 	done chan Result
 	stop chan struct{}
-	mu   sync.Mutex
-	sent uint64
+	// sentAll is closed when the sender is done.
+	sentAll chan struct{}
+	mu      sync.Mutex
+	sent    uint64
 }
 
 // Start opens the receiver in To and the sender in From and starts sending.
@@ -76,7 +78,7 @@ func Start(o Options) (*Flow, error) {
 	if o.Drain <= 0 {
 		o.Drain = time.Second
 	}
-	f := &Flow{o: o, done: make(chan Result, 1), stop: make(chan struct{})}
+	f := &Flow{o: o, done: make(chan Result, 1), stop: make(chan struct{}), sentAll: make(chan struct{})}
 	if err := o.To.Do(func() error {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(o.Dst, o.Port)))
 		f.recv = c
@@ -99,6 +101,7 @@ func Start(o Options) (*Flow, error) {
 }
 
 func (f *Flow) transmit(total uint64) {
+	defer close(f.sentAll)
 	defer f.send.Close()
 	buf := make([]byte, f.o.Size)
 	binary.BigEndian.PutUint32(buf[0:4], magic)
@@ -133,9 +136,14 @@ func (f *Flow) receive(total uint64) {
 	var r Result
 	var highest uint64
 	buf := make([]byte, 65536)
-	deadline := start.Add(f.o.Duration + f.o.Drain)
+	// Wait for the last packet until Drain after the sender finished, not
+	// after a fixed time: a sender slowed down by a busy machine must not
+	// look like loss.
+	go func() {
+		<-f.sentAll
+		f.recv.SetReadDeadline(time.Now().Add(f.o.Drain))
+	}()
 	for {
-		f.recv.SetReadDeadline(deadline)
 		n, err := f.recv.Read(buf)
 		if err != nil {
 			break
