@@ -487,7 +487,13 @@ func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
 		return
 	}
 	nh, ok := s.eng.router.Lookup(f.src)
-	if !ok || nh.Local || !nh.Resolved {
+	if !ok || nh.Local {
+		return
+	}
+	if !nh.Resolved {
+		// The sender will try again (PMTU discovery does): have its
+		// address resolved by then.
+		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)

@@ -345,6 +345,7 @@ func TestPrivilegedBigPackets(t *testing.T) {
 	v4.install(t, p)
 	v6.install(t, p)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB6)
 	// DF clear: fragmented outside, whole inside.
 	out, err := p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "2", "-s", "1450", "-M", "dont", pl.ClientB4.String())
 	if err != nil || !strings.Contains(string(out), "3 received") {
