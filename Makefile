@@ -60,7 +60,7 @@ bench-smoke: ## Run every go benchmark once, so none rots
 
 .PHONY: demo
 demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traffic, summarise
-	bin/spudemo
+	SPUGATE_BIN=$(CURDIR)/bin bin/spudemo $(DEMOFLAGS)
 
 .PHONY: bench
 bench: deps build ## The standard benchmark set (bench/), results under bench/results/

@@ -23,7 +23,7 @@ func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
 	pl := p.ln.Plan
 	tn := newTunnel(200, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, true)
-	tn.install(t, p)
+	install(t, p, tn)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4)
 	ab, err := flow.Start(flow.Options{From: p.ln.ClientA, To: p.ln.ClientB, Src: pl.ClientA4, Dst: pl.ClientB4, Rate: 2000, Duration: 4 * time.Second})
@@ -37,9 +37,9 @@ func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 	cur := tn
 	for i := 0; i < 10; i++ {
 		time.Sleep(300 * time.Millisecond)
-		next := newTunnel(cur.reqid, cur.aEnd, cur.bEnd, cur.aNets, cur.bNets, cur.suite, cur.encap)
-		next.spiAB, next.spiBA = 0x9000+uint32(i)*2, 0x9001+uint32(i)*2
-		aOut, aIn, bOut, bIn := next.sas()
+		next := newTunnel(cur.ReqID, cur.AEnd, cur.BEnd, cur.ANets, cur.BNets, cur.Suite, cur.Encap)
+		next.SPIAB, next.SPIBA = 0x9000+uint32(i)*2, 0x9001+uint32(i)*2
+		aOut, aIn, bOut, bIn := next.SAs()
 		for _, x := range []struct {
 			c  *api.Client
 			sa *api.SA
@@ -51,10 +51,10 @@ func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 		// Packets already encrypted with the old SAs are still in flight.
 		time.Sleep(50 * time.Millisecond)
 		for _, e := range []error{
-			p.a.Client.DelSA(api.SAID{SPI: cur.spiAB, Dir: api.Out, Remote: cur.bEnd}),
-			p.b.Client.DelSA(api.SAID{SPI: cur.spiBA, Dir: api.Out, Remote: cur.aEnd}),
-			p.a.Client.DelSA(api.SAID{SPI: cur.spiBA, Dir: api.In}),
-			p.b.Client.DelSA(api.SAID{SPI: cur.spiAB, Dir: api.In}),
+			p.a.Client.DelSA(api.SAID{SPI: cur.SPIAB, Dir: api.Out, Remote: cur.BEnd}),
+			p.b.Client.DelSA(api.SAID{SPI: cur.SPIBA, Dir: api.Out, Remote: cur.AEnd}),
+			p.a.Client.DelSA(api.SAID{SPI: cur.SPIBA, Dir: api.In}),
+			p.b.Client.DelSA(api.SAID{SPI: cur.SPIAB, Dir: api.In}),
 		} {
 			if e != nil {
 				t.Fatalf("rekey %d: delete old: %v", i, e)
@@ -85,7 +85,7 @@ func TestPrivilegedLifetimeEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	aOut, aIn, bOut, bIn := tn.sas()
+	aOut, aIn, bOut, bIn := tn.SAs()
 	aOut.Lifetime = api.Lifetime{SoftPackets: 5, HardPackets: 10}
 	for _, x := range []struct {
 		c  *api.Client
@@ -100,7 +100,7 @@ func TestPrivilegedLifetimeEvents(t *testing.T) {
 		local, rem netip.Addr
 		lts, rts   netip.Prefix
 	}{{p.a.Client, pl.GwAWan4, pl.GwBWan4, pl.LanA4, pl.LanB4}, {p.b.Client, pl.GwBWan4, pl.GwAWan4, pl.LanB4, pl.LanA4}} {
-		if _, err := side.c.AddPolicy(&api.Policy{ReqID: tn.reqid, Action: api.Protect, Local: side.local, Remote: side.rem,
+		if _, err := side.c.AddPolicy(&api.Policy{ReqID: tn.ReqID, Action: api.Protect, Local: side.local, Remote: side.rem,
 			LocalTS: []api.TS{api.PrefixTS(side.lts)}, RemoteTS: []api.TS{api.PrefixTS(side.rts)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestPrivilegedLifetimeEvents(t *testing.T) {
 		}
 	}
 	for _, k := range []string{api.EventSoftLifetime, api.EventHardLifetime} {
-		if e, ok := kinds[k]; !ok || e.SPI != tn.spiAB || e.Dir != api.Out || e.ReqID != tn.reqid {
+		if e, ok := kinds[k]; !ok || e.SPI != tn.SPIAB || e.Dir != api.Out || e.ReqID != tn.ReqID {
 			t.Errorf("%s: %+v (%v)", k, e, ok)
 		}
 	}

@@ -39,23 +39,23 @@ func TestPrivilegedDrainAddFail(t *testing.T) {
 		}
 		tn := newTunnel(uint32(300+i), aEnd, bEnd, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
 			api.SuiteAES128GCM16, false)
-		tn.install(t, p)
+		install(t, p, tn)
 		tunnels = append(tunnels, tn)
 	}
 	spisBefore := spiSet(t, p.b)
 	// Warm every path up (neighbours), then capture some ESP towards gw-b
 	// to replay later.
 	for _, tn := range tunnels {
-		ping(t, p.ln.ClientA, tn.aNets[0].Addr(), tn.bNets[0].Addr(), 1)
+		ping(t, p.ln.ClientA, tn.ANets[0].Addr(), tn.BNets[0].Addr(), 1)
 	}
 	pcap := capture(t, p.ln.Router, "out0", "esp and dst net 198.18.0.0/24", func() {
 		for _, tn := range tunnels[:8] {
-			ping(t, p.ln.ClientA, tn.aNets[0].Addr(), tn.bNets[0].Addr(), 1)
+			ping(t, p.ln.ClientA, tn.ANets[0].Addr(), tn.BNets[0].Addr(), 1)
 		}
 	})
 	var flows []*flow.Flow
 	for i, tn := range tunnels {
-		f, err := flow.Start(flow.Options{From: p.ln.ClientA, To: p.ln.ClientB, Src: tn.aNets[0].Addr(), Dst: tn.bNets[0].Addr(),
+		f, err := flow.Start(flow.Options{From: p.ln.ClientA, To: p.ln.ClientB, Src: tn.ANets[0].Addr(), Dst: tn.BNets[0].Addr(),
 			Port: uint16(9000 + i), Rate: 50, Duration: 6 * time.Second})
 		if err != nil {
 			t.Fatal(err)

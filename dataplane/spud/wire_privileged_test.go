@@ -66,8 +66,8 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
 				tn := newTunnel(reqid, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, encap)
-				tn.install(t, p)
-				defer tn.remove(t, p)
+				install(t, p, tn)
+				defer remove(t, p, tn)
 				ping(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4, 1) // resolve neighbours first
 				filter := "esp"
 				if encap {
@@ -81,11 +81,11 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 				})
 				algos := tsharkAlgos[suite]
 				ikey := ""
-				if tn.intAB != nil {
-					ikey = "0x" + hex.EncodeToString(tn.intAB)
+				if tn.IntAB != nil {
+					ikey = "0x" + hex.EncodeToString(tn.IntAB)
 				}
 				uat := fmt.Sprintf(`uat:esp_sa:"IPv4","%s","%s","0x%08x","%s","0x%s","%s","%s"`,
-					pl.GwAWan4, pl.GwBWan4, tn.spiAB, algos[0], hex.EncodeToString(tn.keyAB), algos[1], ikey)
+					pl.GwAWan4, pl.GwBWan4, tn.SPIAB, algos[0], hex.EncodeToString(tn.KeyAB), algos[1], ikey)
 				args := []string{"-n", "-r", pcap, "-o", "esp.enable_encryption_decode:TRUE",
 					"-o", "esp.enable_authentication_check:TRUE", "-o", uat}
 				if encap {
@@ -183,28 +183,28 @@ func TestPrivilegedScapyPacketsAcceptedAndRejected(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
 				tn := newTunnel(reqid, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, encap)
-				tn.install(t, p)
-				defer tn.remove(t, p)
+				install(t, p, tn)
+				defer remove(t, p, tn)
 				ping(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4, 1)
 				al := scapyAlgos[suite]
 				akey := "-"
-				if tn.intBA != nil {
-					akey = hex.EncodeToString(tn.intBA)
+				if tn.IntBA != nil {
+					akey = hex.EncodeToString(tn.IntBA)
 				}
 				udp := "0"
 				if encap {
 					udp = "1"
 				}
-				before := inStats(t, p.a, tn.spiBA)
+				before := inStats(t, p.a, tn.SPIBA)
 				out, err := p.ln.GwB.Exec(py, script, pl.GwBWan4.String(), pl.GwAWan4.String(), pl.ClientB4.String(), pl.ClientA4.String(),
-					fmt.Sprintf("0x%x", tn.spiBA), al[0], hex.EncodeToString(tn.keyBA), al[1], akey, udp)
+					fmt.Sprintf("0x%x", tn.SPIBA), al[0], hex.EncodeToString(tn.KeyBA), al[1], akey, udp)
 				if err != nil {
 					t.Fatalf("scapy: %v\n%s", err, out)
 				}
 				var after api.SAStats
 				deadline := time.Now().Add(5 * time.Second)
 				for {
-					after = inStats(t, p.a, tn.spiBA)
+					after = inStats(t, p.a, tn.SPIBA)
 					if after.Packets-before.Packets >= 3 && after.Drops["bad_icv"] >= 1 && after.Drops["replay"] >= 1 || time.Now().After(deadline) {
 						break
 					}
@@ -283,6 +283,6 @@ func TestPrivilegedRestart(t *testing.T) {
 	}
 	p.a = a3
 	tn := newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
-	tn.install(t, p)
+	install(t, p, tn)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 }
