@@ -56,6 +56,11 @@ type Config struct {
 	Socket string
 	// Logical is L (default 256).
 	Logical int
+	// FailOpen lets cleartext that a policy covers reach the kernel (and
+	// its routes, in the clear) when no AF_XDP socket takes it, as after
+	// a spud crash that left the XDP program attached. By default such
+	// packets are dropped: a dead data plane must not leak.
+	FailOpen bool
 	// KeyFile keeps the anchor hash key across restarts, so that iked's
 	// view of the anchors stays right (created 0600 if absent; empty: a new
 	// key each start).
@@ -154,7 +159,7 @@ func (d *Daemon) start() error {
 	if d.prog, err = steer.Load(); err != nil {
 		return err
 	}
-	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn}, m); err != nil {
+	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn, FailClosed: !cfg.FailOpen}, m); err != nil {
 		return err
 	}
 	d.eng, err = spu.New(spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, Log: d.log}, d.fn, m, d.fib)
