@@ -35,7 +35,7 @@ func capture(t *testing.T, h *lab.Host, ifname, filter string, during func()) st
 	time.Sleep(200 * time.Millisecond)
 	p.Stop()
 	if out, err := exec.Command("tcpdump", "-r", file, "-n").CombinedOutput(); err != nil || !strings.Contains(string(out), " IP") {
-		t.Logf("capture on %s %s: %v\n%s\n%s", h.Name, ifname, err, p.Log(), out)
+		t.Logf("capture on %s %s saw no IP packet (%v):\n%s\n%s", h.Name, ifname, err, p.Log(), out)
 	}
 	return file
 }
@@ -267,22 +267,43 @@ func TestPrivilegedRestart(t *testing.T) {
 	if xdpOn(p.ln.GwA, "wan0") || xdpOn(p.ln.GwA, "lan0") {
 		t.Error("XDP program left attached after SIGTERM")
 	}
-	// Crash: SIGKILL leaves the program behind.
+	// Crash: SIGKILL leaves the program behind, with its policy.
 	a2, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.a = a2
+	tn := newTunnel(89, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	install(t, p, tn)
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	a2.Proc.Signal(9)
 	a2.Proc.Wait(5 * time.Second)
 	if !xdpOn(p.ln.GwA, "wan0") {
 		t.Fatal("expected a stale XDP program after SIGKILL")
+	}
+	// With spud dead, protected cleartext must not leak through the
+	// kernel's routes (fail closed): nothing in the clear leaves wan0.
+	leak := capture(t, p.ln.GwA, "wan0", "icmp and host "+pl.ClientA4.String(), func() {
+		p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "1", pl.ClientB4.String())
+	})
+	if out, _ := exec.Command("tcpdump", "-r", leak, "-n").CombinedOutput(); strings.Contains(string(out), "ICMP echo request") {
+		t.Errorf("protected cleartext left in the clear while spud was dead:\n%s", out)
 	}
 	a3, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
 	if err != nil {
 		t.Fatalf("restart over a stale program: %v", err)
 	}
 	p.a = a3
-	tn := newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
-	install(t, p, tn)
+	// The new spud starts empty (iked renegotiates or reinstalls what it
+	// owns); here a fresh manual tunnel replaces the old one on both sides
+	// (reusing the old outbound SA would restart its sequence numbers,
+	// which gw-b rightly takes for replays).
+	for _, id := range []api.SAID{{SPI: tn.SPIBA, Dir: api.Out, Remote: tn.AEnd}, {SPI: tn.SPIAB, Dir: api.In}} {
+		if err := p.b.Client.DelSA(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.b.Client.DelPolicy(tn.Policies[1])
+	install(t, p, newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false))
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 }
