@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spugate/spugate/deploy/lab"
@@ -88,7 +89,16 @@ func Start(h *lab.Host, cfg Config) (*Charon, error) {
 		return nil, fmt.Errorf("strongswan: VICI socket path %s is %d bytes, over the %d a unix socket takes; use a shorter Config.Dir", sock, len(sock), unixPathMax)
 	}
 	if _, err := os.Stat(c.Dir); err == nil {
-		return nil, fmt.Errorf("strongswan: instance directory %s exists: another instance called %q on %s?", c.Dir, c.Name, h.Name)
+		// A stopped (or killed) instance of the same name may be
+		// started again in its directory, logs appended; a live one
+		// may not.
+		if _, _, err := c.call("version", nil, "", 2*time.Second); err == nil {
+			return nil, fmt.Errorf("strongswan: an instance called %q is running on %s (%s)", c.Name, h.Name, c.Dir)
+		}
+		// Stale after a SIGKILL; the pid file's PID may belong to
+		// another process by now, and charon would refuse to start.
+		os.Remove(c.socket())
+		os.Remove(filepath.Join(c.Dir, "run", "charon.pid"))
 	}
 	if out, err := h.Exec("ip", "link", "show", "dev", "ipsec0"); err == nil {
 		return nil, fmt.Errorf("strongswan: %s already has an ipsec0 (another charon?): %s", h.Name, bytes.TrimSpace(out))
@@ -203,11 +213,21 @@ func (c *Charon) waitVICI(timeout time.Duration) error {
 	return fmt.Errorf("strongswan: charon %s on %s: VICI socket not answering after %v: %v", c.Name, c.Host.Name, timeout, last)
 }
 
-// load runs swanctl --load-all and checks charon has every connection.
+// load runs swanctl --load-all and checks charon has every connection
+// and credential: swanctl exits 0 when a certificate or key fails to
+// parse, so its output and charon's lists are checked instead.
 func (c *Charon) load(cfg *Config) error {
 	out, err := c.Swanctl("--load-all", "--noprompt")
 	if err != nil {
 		return fmt.Errorf("strongswan: load configuration: %w", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "failed") && !strings.Contains(l, "opening directory") {
+			return fmt.Errorf("strongswan: swanctl --load-all: %s", strings.TrimSpace(l))
+		}
+	}
+	if err := c.checkCreds(cfg); err != nil {
+		return err
 	}
 	resp, err := c.Call("get-conns", nil)
 	if err != nil {
@@ -220,6 +240,61 @@ func (c *Charon) load(cfg *Config) error {
 		}
 	}
 	return nil
+}
+
+// checkCreds compares what charon holds with what cfg gave it.
+func (c *Charon) checkCreds(cfg *Config) error {
+	keys, err := c.Call("get-keys", nil)
+	if err != nil {
+		return err
+	}
+	if n, want := len(keys.List("keys")), distinct(cfg.Files.Private); n < want {
+		return fmt.Errorf("strongswan: charon holds %d private keys, %d given", n, want)
+	}
+	shared, err := c.Call("get-shared", nil)
+	if err != nil {
+		return err
+	}
+	if n, want := len(shared.List("keys")), len(cfg.Secrets.IKE); n < want {
+		return fmt.Errorf("strongswan: charon holds %d shared secrets, %d given", n, want)
+	}
+	_, certs, err := c.call("list-certs", (&Section{}).Set("type", "ANY"), "list-cert", 30*time.Second)
+	if err != nil {
+		return err
+	}
+	var x509, crls int
+	for _, ct := range certs {
+		switch ct.Get("type") {
+		case "X509":
+			x509++
+		case "X509_CRL":
+			crls++
+		}
+	}
+	all := map[string][]byte{}
+	for k, v := range cfg.Files.X509 {
+		all["x509/"+k] = v
+	}
+	for k, v := range cfg.Files.X509CA {
+		all["x509ca/"+k] = v
+	}
+	if want := distinct(all); x509 < want {
+		return fmt.Errorf("strongswan: charon holds %d certificates, %d given", x509, want)
+	}
+	if want := distinct(cfg.Files.X509CRL); crls < want {
+		return fmt.Errorf("strongswan: charon holds %d CRLs, %d given", crls, want)
+	}
+	return nil
+}
+
+// distinct counts the different contents of m: charon keeps one copy of
+// a credential given twice.
+func distinct(m map[string][]byte) int {
+	seen := map[string]bool{}
+	for _, v := range m {
+		seen[string(v)] = true
+	}
+	return len(seen)
 }
 
 // Swanctl runs swanctl against this instance (its socket and swanctl
@@ -406,15 +481,58 @@ func (c *Charon) Stop() error {
 	}
 	if len(left) > 0 {
 		errs = append(errs, fmt.Errorf("strongswan: charon %s on %s left behind: %s", c.Name, c.Host.Name, strings.Join(left, "; ")))
-		c.Host.Exec("ip", "link", "del", "dev", "ipsec0")
-		c.Host.Exec("ip", "-4", "route", "flush", "table", routingTable)
-		c.Host.Exec("ip", "-6", "route", "flush", "table", routingTable)
-		for range 4 { // one rule per family, maybe duplicated
-			c.Host.Exec("ip", "-4", "rule", "del", "table", routingTable)
-			c.Host.Exec("ip", "-6", "rule", "del", "table", routingTable)
-		}
+		c.removeLeftovers()
 	}
 	return errors.Join(errs...)
+}
+
+// Kill ends charon with SIGKILL, as a crash would: no DELETE reaches the
+// peer, which must find out by DPD or retransmission timeouts. The TUN
+// device dies with the process; Kill removes the rule and routes it
+// leaves, so that the host can run charon again. It returns an error
+// only if the process survives.
+func (c *Charon) Kill() error {
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.stopped = true
+	c.mu.Unlock()
+	if err := c.Proc.Signal(syscall.SIGKILL); err != nil {
+		return fmt.Errorf("strongswan: kill %s on %s: %w", c.Name, c.Host.Name, err)
+	}
+	if exited, _ := c.Proc.Wait(10 * time.Second); !exited {
+		return fmt.Errorf("strongswan: charon %s on %s (pid %d) survived SIGKILL", c.Name, c.Host.Name, c.PID)
+	}
+	c.removeLeftovers()
+	return nil
+}
+
+// Signal sends sig to charon's process group: SIGSTOP and SIGCONT make a
+// peer that stops answering (for DPD) and comes back with its state.
+func (c *Charon) Signal(sig syscall.Signal) error {
+	return c.Proc.Signal(sig)
+}
+
+// Restart stops the instance and starts it again with the same
+// configuration, in the same directory (logs appended), and returns the
+// new instance.
+func (c *Charon) Restart() (*Charon, error) {
+	if err := c.Stop(); err != nil {
+		return nil, err
+	}
+	return Start(c.Host, c.Config())
+}
+
+func (c *Charon) removeLeftovers() {
+	c.Host.Exec("ip", "link", "del", "dev", "ipsec0")
+	c.Host.Exec("ip", "-4", "route", "flush", "table", routingTable)
+	c.Host.Exec("ip", "-6", "route", "flush", "table", routingTable)
+	for range 4 { // one rule per family, maybe duplicated
+		c.Host.Exec("ip", "-4", "rule", "del", "table", routingTable)
+		c.Host.Exec("ip", "-6", "rule", "del", "table", routingTable)
+	}
 }
 
 // Leftovers lists what of charon exists in its host: the ipsec0 TUN

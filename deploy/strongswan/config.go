@@ -35,7 +35,7 @@ type Config struct {
 	// Log sets filelog levels per subsystem ("ike", "chd", "knl", "net",
 	// "enc", "cfg", "esp", "lib", "mgr", "job", "dmn", "asn", "tls"...)
 	// and "default", from -1 (silent) to 4 (everything, with secrets).
-	// Unset subsystems log at level 1; ike and cfg at 2.
+	// Unset subsystems log at level 1, ike at 2.
 	Log map[string]int
 	// DumpKeys raises ike, chd and esp to level 4: charon then logs the
 	// IKE SA keys (SK_d, SK_ai/ar, SK_ei/er, SK_pi/pr) and the Child SA
@@ -340,7 +340,7 @@ func (c *Config) plugins() []string {
 
 // logLevels returns the effective filelog levels.
 func (c *Config) logLevels() map[string]int {
-	lv := map[string]int{"default": 1, "ike": 2, "cfg": 2}
+	lv := map[string]int{"default": 1, "ike": 2}
 	if c.DumpKeys {
 		lv["ike"], lv["chd"], lv["esp"] = 4, 4, 4
 	}
