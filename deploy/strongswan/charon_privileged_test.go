@@ -752,3 +752,136 @@ func TestPrivilegedKillRestart(t *testing.T) {
 	established(t, b2, "site", "net")
 	ping(t, ln.ClientA, ln.Plan.ClientB4.String())
 }
+
+// TestPrivilegedRekeyPackets rekeys the child SA on a packet count:
+// kernel-libipsec enforces volume lifetimes too.
+func TestPrivilegedRekeyPackets(t *testing.T) {
+	Require(t, "ping")
+	ln := labtest.Line(t, lab.LineOptions{NoClearRoutes: true})
+	s := suites[0]
+	ca := lineConfig(t, ln, ln.GwA, LineConnOptions{Families: "4"}, s.ike, s.esp)
+	cb := lineConfig(t, ln, ln.GwB, LineConnOptions{Families: "4"}, s.ike, s.esp)
+	ch := &ca.Conns[0].Children[0]
+	ch.RekeyPackets, ch.LifePackets, ch.Extra = 10, 1000, map[string]string{"rand_packets": "0"}
+	a := startCharon(t, ln.GwA, ca)
+	startCharon(t, ln.GwB, cb)
+	if err := a.Initiate("net", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	spi := established(t, a, "site", "net").Child("net").SPIIn
+	if out, err := ln.ClientA.Exec("ping", "-c", "15", "-i", "0.05", "-W", "2", ln.Plan.ClientB4.String()); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	if _, err := a.WaitSAs(func(sas []IKESA) bool {
+		return len(sas) == 1 && sas[0].Child("net") != nil && sas[0].Child("net").SPIIn != spi
+	}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ping(t, ln.ClientA, ln.Plan.ClientB4.String())
+}
+
+// TestPrivilegedManyTunnels brings up 200 tunnels (one IKE SA each, as
+// reuse_ikesa = no makes them) from 200 connections on gw-a to one
+// responder connection on gw-b that narrows to each, initiating 8 at a
+// time, and lists them.
+//
+// kernel-libipsec routes a child SA's remote selector into its TUN device
+// with a source address from the local selector, and fails the child SA
+// ("error installing route with policy") when the gateway has no address
+// in it. So tunnel i joins 198.19.i.0/25 behind gw-a to 198.19.i.128/25
+// behind gw-b, and each gateway holds an address in its side.
+func TestPrivilegedManyTunnels(t *testing.T) {
+	Require(t)
+	const n = 200
+	ln := labtest.Line(t, lab.LineOptions{NoClearRoutes: true})
+	s := suites[0]
+	ca := lineConfig(t, ln, ln.GwA, LineConnOptions{Families: "4"}, s.ike, s.esp)
+	cb := lineConfig(t, ln, ln.GwB, LineConnOptions{Families: "4"}, s.ike, s.esp)
+	var batchA, batchB strings.Builder
+	ta := ca.Conns[0]
+	ca.Conns = nil
+	for i := range n {
+		fmt.Fprintf(&batchA, "addr add 198.19.%d.1/25 dev lan0\n", i)
+		fmt.Fprintf(&batchB, "addr add 198.19.%d.129/25 dev lan0\n", i)
+		a := ta
+		a.Name = fmt.Sprintf("t%03d", i)
+		a.Children = []Child{{Name: "net", LocalTS: []string{fmt.Sprintf("198.19.%d.0/25", i)},
+			RemoteTS: []string{fmt.Sprintf("198.19.%d.128/25", i)}, ESPProposals: s.esp}}
+		ca.Conns = append(ca.Conns, a)
+	}
+	for _, x := range []struct {
+		h *lab.Host
+		b string
+	}{{ln.GwA, batchA.String()}, {ln.GwB, batchB.String()}} {
+		f := filepath.Join(t.TempDir(), x.h.Name+".batch")
+		if err := os.WriteFile(f, []byte(x.b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.h.Exec("ip", "-batch", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A responder picks the connection by addresses and identities, not
+	// by traffic selectors, so one connection answers all 200 and its
+	// child narrows to each pair. unique = never: with the default (no)
+	// an INITIAL_CONTACT from a new IKE SA deletes the others.
+	cb.Conns[0].Unique = Flag("never")
+	cb.Conns[0].Children[0].LocalTS, cb.Conns[0].Children[0].RemoteTS = []string{"198.19.0.0/16"}, []string{"198.19.0.0/16"}
+	ca.Settings.ReuseIKESA = No
+	for _, c := range []*Config{&ca, &cb} {
+		// MOBIKE would list all 200 extra addresses in every IKE_AUTH.
+		for i := range c.Conns {
+			c.Conns[i].Mobike = No
+		}
+		c.Settings.IKESATableSize, c.Settings.InitLimitHalfOpen, c.Settings.CookieThreshold, c.Settings.CookieThresholdIP, c.Settings.BlockThreshold = 1024, 1000, 1000, 1000, 1000
+	}
+	a := startCharon(t, ln.GwA, ca)
+	b := startCharon(t, ln.GwB, cb)
+	// Eight blocking initiates at a time: each holds one of charon's
+	// worker threads until its tunnel is up (see Settings.Threads).
+	start := time.Now()
+	sem := make(chan struct{}, 8)
+	for i := range n {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			if err := a.InitiateIKE(fmt.Sprintf("t%03d", i), "net", 10*time.Second); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	if _, err := a.WaitSAs(func(sas []IKESA) bool {
+		up := 0
+		for _, sa := range sas {
+			if sa.Ready() && sa.Child("net") != nil {
+				up++
+			}
+		}
+		return up == n
+	}, 60*time.Second); err != nil {
+		t.Error(err)
+	}
+	took := time.Since(start)
+	t.Logf("%d tunnels up in %v (%.0f/s)", n, took.Round(time.Millisecond), n/took.Seconds())
+	for _, c := range []*Charon{a, b} {
+		sas, err := c.ListSAs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		up := 0
+		for _, sa := range sas {
+			if sa.Ready() && sa.Child("net") != nil {
+				up++
+			}
+		}
+		if up != n {
+			t.Errorf("%s: %d tunnels up, want %d", c.Host.Name, up, n)
+		}
+	}
+	if out, err := ln.GwA.Exec("ping", "-c", "1", "-W", "2", "-I", "198.19.77.1", "198.19.77.129"); err != nil {
+		t.Errorf("ping through tunnel 77: %v\n%s", err, out)
+	}
+}

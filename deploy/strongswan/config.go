@@ -173,8 +173,13 @@ type Files struct {
 // defaults; install_routes is always on (kernel-libipsec routes into its
 // TUN device).
 type Settings struct {
-	Port              int
-	PortNATT          int
+	Port     int
+	PortNATT int
+	// Threads is charon's worker thread count; default 32 here, not
+	// charon's 16: kernel-libipsec and charon's own services keep about
+	// half of 16 busy for good, and every blocking VICI initiate holds
+	// one more until its tunnel is up, so eight concurrent initiates
+	// starve charon until they time out.
 	Threads           int
 	ReuseIKESA        Flag
 	InitLimitHalfOpen int
@@ -443,6 +448,9 @@ func (c *Config) strongswanConf(dir string) (string, error) {
 	w.opt("install_routes", string(s.InstallRoutes))
 	w.num("port", int64(s.Port))
 	w.num("port_nat_t", int64(s.PortNATT))
+	if s.Threads == 0 {
+		s.Threads = 32
+	}
 	w.num("threads", int64(s.Threads))
 	w.opt("reuse_ikesa", string(s.ReuseIKESA))
 	w.num("init_limit_half_open", int64(s.InitLimitHalfOpen))

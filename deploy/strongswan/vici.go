@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -315,12 +316,23 @@ type viciConn struct {
 	c net.Conn
 }
 
+// dialVICI connects to charon's socket. charon listens with a backlog
+// of 3, so concurrent clients (many initiates in flight) see EAGAIN
+// until its accept thread catches up: retry that until timeout.
 func dialVICI(path string, timeout time.Duration) (*viciConn, error) {
-	c, err := net.DialTimeout("unix", path, timeout)
-	if err != nil {
-		return nil, fmt.Errorf("vici: %w", err)
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		c, err := net.DialTimeout("unix", path, time.Until(deadline))
+		if err == nil {
+			return &viciConn{c: c}, nil
+		}
+		if !errors.Is(err, syscall.EAGAIN) || time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("vici: %w", err)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Millisecond)
 	}
-	return &viciConn{c: c}, nil
 }
 
 func (v *viciConn) Close() error { return v.c.Close() }
