@@ -15,7 +15,8 @@ type Result struct {
 	Verdict  Verdict
 	// Reason is set when Verdict is Drop or SendTooBig.
 	Reason Reason
-	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig.
+	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig,
+	// and the path MTU to cut the outer packet to when it is Fragment.
 	MTU int
 }
 
@@ -64,6 +65,11 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 		df = p[6]&0x40 != 0
 		nh = iphdr.ProtoIPv4
 		if sa.mode == Transport {
+			// RFC 4303 section 3.3: transport mode protects whole
+			// datagrams only, never fragments.
+			if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
+				return sa.drop(Malformed)
+			}
 			hl, nhOff, nh = ihl, 9, p[9]
 		}
 	case 6:
@@ -175,7 +181,11 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	if seq >= sa.seqSoft {
 		sa.raise(EventSeqNearExhaustion)
 	}
-	return Result{Off: start, Len: outLen, Verdict: verdict}
+	r := Result{Off: start, Len: outLen, Verdict: verdict}
+	if verdict == Fragment {
+		r.MTU = sa.pathMTU // the size to cut the outer packet to
+	}
+	return r
 }
 
 // outerDS is the outer DS field for an inner one (RFC 6040 and RFC 2983).

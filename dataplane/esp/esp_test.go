@@ -200,7 +200,7 @@ func TestESNWrongHighBitsFailICV(t *testing.T) {
 	}
 }
 
-func encapOne(t *testing.T, out *SA, pkt []byte) []byte {
+func encapOne(t testing.TB, out *SA, pkt []byte) []byte {
 	t.Helper()
 	buf, off := frame(pkt)
 	r := out.Encap(buf, off, len(pkt))
@@ -230,9 +230,9 @@ func TestReplayEdgeCases(t *testing.T) {
 		}
 	}
 	expect(1, None)
-	expect(1, Replay)       // duplicate
-	expect(100, None)       // far ahead: window slides
-	expect(37, None)        // inside the window (100-64 < 37)
+	expect(1, Replay)        // duplicate
+	expect(100, None)        // far ahead: window slides
+	expect(37, None)         // inside the window (100-64 < 37)
 	expect(36, ReplayTooOld) // just left of the window
 	expect(2, ReplayTooOld)
 	expect(37, Replay)
@@ -896,5 +896,48 @@ func TestReasonStrings(t *testing.T) {
 	}
 	if NumReasons.String() != "reason(22)" {
 		t.Fatal(NumReasons.String())
+	}
+}
+
+// TestStatsConcurrentReaders reads Stats from other goroutines while the
+// owner works; run with -race to prove the counters are race-free.
+func TestStatsConcurrentReaders(t *testing.T) {
+	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	done := make(chan struct{})
+	var readers [2]chan uint64
+	for i := range readers {
+		readers[i] = make(chan uint64, 1)
+		go func(c chan uint64) {
+			var last uint64
+			for {
+				select {
+				case <-done:
+					c <- last
+					return
+				default:
+				}
+				s := in.Stats()
+				if s.Packets < last {
+					panic("counter went backwards")
+				}
+				last = s.Packets
+				_ = out.Stats()
+			}
+		}(readers[i])
+	}
+	pkt := innerPacket(false, 200)
+	for i := 0; i < 2000; i++ {
+		buf, off := frame(pkt)
+		r := out.Encap(buf, off, len(pkt))
+		in.Decap(buf, r.Off, r.Len)
+	}
+	close(done)
+	for _, c := range readers {
+		if v := <-c; v > 2000 {
+			t.Fatalf("reader saw %d packets", v)
+		}
+	}
+	if s := in.Stats(); s.Packets != 2000 {
+		t.Fatalf("final %d", s.Packets)
 	}
 }

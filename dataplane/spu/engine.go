@@ -34,6 +34,7 @@ import (
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ipfrag"
 	"github.com/spugate/spugate/dataplane/ring"
 	"github.com/spugate/spugate/dataplane/xsk"
 )
@@ -60,9 +61,12 @@ type Config struct {
 	// RingSize is each handoff ring's slot count (default 1024).
 	RingSize int
 	Log      *slog.Logger
-	// Reassemble, if set, reassembles ESP fragments per SPU and returns
-	// the whole packet (in storage the SPU may use until its next call).
-	Reassemble func(spu int, frag []byte) ([]byte, bool)
+	// Reassembly bounds each SPU's reassembler of outer ESP fragments
+	// (zero value: ipfrag's defaults).
+	Reassembly ipfrag.Config
+	// WatchdogDeadline: an SPU awake but without a loop iteration for this
+	// long is declared failed (default 2s).
+	WatchdogDeadline time.Duration
 }
 
 // Event is a data-plane event for the control plane.
@@ -70,16 +74,17 @@ type Event struct {
 	Kind    string
 	SA      api.SAEvent
 	Acquire api.Acquire
+	SPU     int    // spu.failed
+	Reason  string // spu.failed
 }
 
 // Engine is the set of SPUs of one spud.
 type Engine struct {
-	cfg        Config
-	fn         anchor.Function
-	spuMap     atomic.Pointer[anchor.Map]
-	router     Router
-	spus       []*SPU
-	reassemble func(int, []byte) ([]byte, bool)
+	cfg    Config
+	fn     anchor.Function
+	spuMap atomic.Pointer[anchor.Map]
+	router Router
+	spus   []*SPU
 
 	// Events carries events to the SA API; a full channel loses them,
 	// counted in EventsLost.
@@ -87,7 +92,15 @@ type Engine struct {
 	EventsLost atomic.Uint64
 
 	txOwners atomic.Pointer[[]int] // ifindex -> SPU with a socket there, -1
+	txMu     sync.Mutex
 	started  bool
+	stop     chan struct{}
+
+	mig        migration
+	migMu      sync.Mutex // one map change at a time
+	mapGen     atomic.Uint64
+	migrations atomic.Uint64
+	failures   atomic.Uint64
 
 	mu       sync.Mutex // the registry, below
 	sas      map[saRef]uint16
@@ -132,8 +145,12 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.WatchdogDeadline == 0 {
+		cfg.WatchdogDeadline = 2 * time.Second
+	}
 	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
-		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, reassemble: cfg.Reassemble}
+		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, stop: make(chan struct{})}
+	e.mig.to = make([]atomic.Int32, fn.L())
 	e.spuMap.Store(m)
 	for i := 0; i < cfg.SPUs; i++ {
 		cpu := -1
@@ -144,7 +161,11 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: eventfd: %w", err)
 		}
-		e.spus = append(e.spus, &SPU{ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{})})
+		reasm, err := ipfrag.New(cfg.Reassembly)
+		if err != nil {
+			return nil, fmt.Errorf("spu: reassembly: %w", err)
+		}
+		e.spus = append(e.spus, &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}})
 	}
 	for _, s := range e.spus {
 		s.in = make([]*ring.Ring, cfg.SPUs)
@@ -179,21 +200,8 @@ func (e *Engine) AddPort(spu int, p Port) error {
 	}
 	s := e.spus[spu]
 	ps := &portState{Port: p}
-	s.ports = append(s.ports, ps)
-	for len(s.txBy) <= p.Ifindex {
-		s.txBy = append(s.txBy, nil)
-	}
-	if s.txBy[p.Ifindex] == nil {
-		s.txBy[p.Ifindex] = ps
-	}
-	owners := append([]int(nil), *e.txOwners.Load()...)
-	for len(owners) <= p.Ifindex {
-		owners = append(owners, -1)
-	}
-	if owners[p.Ifindex] < 0 {
-		owners[p.Ifindex] = spu
-	}
-	e.txOwners.Store(&owners)
+	s.home = append(s.home, ps)
+	s.setPorts(append(s.ports, ps))
 	return nil
 }
 
@@ -203,6 +211,7 @@ func (e *Engine) Start() {
 	for _, s := range e.spus {
 		go s.run()
 	}
+	go e.watchdog()
 }
 
 // Stop stops every SPU and waits until each has left its loop. A stalled
@@ -211,6 +220,7 @@ func (e *Engine) Stop() {
 	if !e.started {
 		return
 	}
+	close(e.stop)
 	for _, s := range e.spus {
 		s.stopped.Store(true)
 		s.wake()
@@ -266,7 +276,7 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 		return nil
 	}
 	if s.stopped.Load() {
-		return fmt.Errorf("spu %d: stopped", spu)
+		return fmt.Errorf("spu %d: %s, stopped", spu, s.State())
 	}
 	done := make(chan struct{})
 	select {

@@ -2,6 +2,7 @@ package spu
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/ipfrag"
 	"github.com/spugate/spugate/dataplane/ring"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
@@ -41,7 +43,7 @@ type counters struct {
 	bypass, acquires, events atomic.Uint64
 	busyNanos, totalNanos    atomic.Uint64
 	drops                    [NumDrops]atomic.Uint64
-	sleeps                   atomic.Uint64
+	sleeps, parked           atomic.Uint64
 }
 
 // SPU is one Security Processing Unit: a goroutine locked to an OS thread
@@ -63,10 +65,20 @@ type SPU struct {
 	sleep atomic.Bool
 	wait  *xsk.Waiter
 
-	rx       [xsk.BatchSize]xsk.Frame
-	lastWork int64
-	stopped  atomic.Bool
-	done     chan struct{} // closed when run returns
+	pend   pendingStore
+	held   holdStore
+	home   []*portState // the sockets given at start, for Add after Drain
+	nports atomic.Int32
+	state  atomic.Int32
+	// injectPanic makes the loop panic (fault injection for tests).
+	injectPanic atomic.Bool
+	reasm       *ipfrag.Reassembler
+	fragBufs    [16][]byte
+	fragID      uint32
+	rx          [xsk.BatchSize]xsk.Frame
+	lastWork    int64
+	stopped     atomic.Bool
+	done        chan struct{} // closed when run returns
 	// heartbeat is the loop's last iteration (unix nanos), for the watchdog.
 	heartbeat atomic.Int64
 }
@@ -76,6 +88,14 @@ func nanotime() int64 { return time.Now().UnixNano() }
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
 	defer close(s.done)
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug (or an injected fault) costs this SPU, not spud: the
+			// others take its tunnels and sockets over. The goroutine
+			// ends here, so its tables are safe to take.
+			go s.eng.fail(s.ID, fmt.Sprintf("panic: %v", r))
+		}
+	}()
 	runtime.LockOSThread()
 	if s.CPU >= 0 {
 		var set unix.CPUSet
@@ -93,28 +113,12 @@ func (s *SPU) run() {
 	s.wait = xsk.NewWaiter(ports, s.evfd)
 	last := nanotime()
 	for !s.stopped.Load() {
+		if s.injectPanic.Load() {
+			panic("injected fault")
+		}
 		start := nanotime()
 		s.heartbeat.Store(start)
-		worked := s.runCommands()
-		for _, p := range s.ports {
-			p.Complete()
-			n := p.Receive(s.rx[:])
-			if n == 0 {
-				continue
-			}
-			worked = true
-			s.c.rx.Add(uint64(n))
-			for i := 0; i < n; i++ {
-				s.handleRx(p, &s.rx[i])
-			}
-			p.Release(s.rx[:n])
-		}
-		for _, r := range s.in {
-			if r != nil && s.drain(r) {
-				worked = true
-			}
-		}
-		s.flushTx()
+		worked := s.iterate()
 		end := nanotime()
 		if worked {
 			s.c.busyNanos.Add(uint64(end - start))
@@ -126,6 +130,35 @@ func (s *SPU) run() {
 		s.c.totalNanos.Add(uint64(now - last))
 		last = now
 	}
+}
+
+// iterate is one pass of the loop: commands, every socket's batch, the
+// handoff rings, transmission. It reports whether there was any work.
+func (s *SPU) iterate() bool {
+	worked := s.runCommands()
+	for _, p := range s.ports {
+		p.Complete()
+		n := p.Receive(s.rx[:])
+		if n == 0 {
+			continue
+		}
+		worked = true
+		s.c.rx.Add(uint64(n))
+		for i := 0; i < n; i++ {
+			s.handleRx(p, &s.rx[i])
+		}
+		p.Release(s.rx[:n])
+	}
+	for _, r := range s.in {
+		if r != nil && s.drain(r) {
+			worked = true
+		}
+	}
+	if s.pend.used > 0 && s.retryPending() {
+		worked = true
+	}
+	s.flushTx()
+	return worked
 }
 
 // idle spins in busy mode; in adaptive mode it spins for a while after the
@@ -145,7 +178,11 @@ func (s *SPU) idle(now int64) {
 	}
 	s.c.sleeps.Add(1)
 	s.heartbeat.Store(0) // asleep is not stalled
-	s.wait.Wait(e.cfg.MaxSleep)
+	sleep := e.cfg.MaxSleep
+	if s.pend.used > 0 {
+		sleep = time.Millisecond // a neighbour may resolve any moment
+	}
+	s.wait.Wait(sleep)
 	s.sleep.Store(false)
 	var b [8]byte
 	unix.Read(s.evfd, b[:])
@@ -209,7 +246,7 @@ func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
 		s.handoff(anchor, pkt, uint8(m.Class), m.LogicalSPU, m.PolicyID, int(m.L3Offset), p.Ifindex)
 		return
 	}
-	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.PolicyID, p.Ifindex)
+	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.LogicalSPU, m.PolicyID, p.Ifindex)
 }
 
 // handoff copies a frame into the ring of its anchor SPU.
@@ -246,12 +283,12 @@ func (s *SPU) drain(r *ring.Ring) bool {
 		} else {
 			// A map change may have moved the logical SPU again since the
 			// sender looked: follow it (bounded by the ring's capacity).
-			if a := s.eng.physical(slot.Logical); a != s.ID && slot.Class != classTx {
+			if a := s.eng.physical(slot.Logical); a != s.ID {
 				l3 := int(slot.Queue)
 				s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], slot.Class, slot.Logical, slot.Aux, l3, int(slot.Ifindex))
 			} else {
 				l3 := int(slot.Queue)
-				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Aux, int(slot.Ifindex))
+				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Logical, slot.Aux, int(slot.Ifindex))
 			}
 		}
 		r.Release()
@@ -264,7 +301,15 @@ func (s *SPU) drain(r *ring.Ring) bool {
 
 // process handles a packet on its anchor SPU. The IP packet is
 // buf[off:off+n]; buf may be changed in place.
-func (s *SPU) process(buf []byte, off, n int, class uint8, policyID uint32, ingress int) {
+func (s *SPU) process(buf []byte, off, n int, class uint8, logical uint16, policyID uint32, ingress int) {
+	// The logical SPU is moving here and its SAs have not arrived yet:
+	// hold the packet until they do.
+	if s.eng.movingTo(logical) == s.ID {
+		if !s.hold(buf[off:off+n], class, logical, policyID, ingress) {
+			s.drop(DropMigrating)
+		}
+		return
+	}
 	switch steer.Class(class) {
 	case steer.ClassESP, steer.ClassUDPESP:
 		s.decap(buf, off, n)
@@ -320,7 +365,9 @@ func (s *SPU) forward(ip []byte) {
 	}
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
-		s.drop(DropNoNeighbour)
+		if !s.park(pendForward, ip, 0, 0) {
+			s.drop(DropNoNeighbour)
+		}
 		return
 	}
 	if !decTTL(ip) {
@@ -348,7 +395,12 @@ func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
 		s.drop(DropMalformed)
 		return
 	}
-	ip := buf[off : off+ipl]
+	s.encapIP(buf[off:off+ipl], policyID, ingress)
+}
+
+// encapIP protects the cleartext IP packet ip, which the steering program
+// matched to policyID, and sends it.
+func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 	f, ok := parseFlow(ip)
 	if !ok {
 		s.drop(DropMalformed)
@@ -380,8 +432,15 @@ func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
 		s.drop(DropNoSA)
 		return
 	}
-	nh, ok := s.nextHop(o)
-	if !ok {
+	nh, st := s.nextHop(o)
+	switch st {
+	case nhNoRoute:
+		s.drop(DropNoRoute)
+		return
+	case nhUnresolved:
+		if !s.park(pendEncap, ip, p.p.ID, ingress) {
+			s.drop(DropNoNeighbour)
+		}
 		return
 	}
 	if !decTTL(ip) {
@@ -412,8 +471,8 @@ func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
 		s.txAbort(&t)
 		s.tooBig(ip, ingress, res.MTU)
 	case esp.Fragment:
-		s.txAbort(&t)
-		s.drop(DropSA) // outer fragmentation is not configured by spud yet
+		s.sendFragments(&t, t.buf[res.Off:res.Off+res.Len], res.MTU, &nh)
+		s.c.encap.Add(1)
 	default:
 		s.txAbort(&t)
 		s.drop(DropSA)
@@ -428,7 +487,13 @@ func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
 		return
 	}
 	nh, ok := s.eng.router.Lookup(f.src)
-	if !ok || nh.Local || !nh.Resolved {
+	if !ok || nh.Local {
+		return
+	}
+	if !nh.Resolved {
+		// The sender will try again (PMTU discovery does): have its
+		// address resolved by then.
+		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)
@@ -445,38 +510,104 @@ func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
 	s.txCommit(&t, start, n+14)
 }
 
+type nhStatus uint8
+
+const (
+	nhOK nhStatus = iota
+	nhNoRoute
+	nhUnresolved
+)
+
 // nextHop returns the cached next hop of an outbound SA, refreshing it when
-// the kernel's tables changed.
-func (s *SPU) nextHop(o *outSA) (nh fib.NextHop, ok bool) {
+// the kernel's tables changed, and asks for resolution of an unknown
+// neighbour.
+func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	r := s.eng.router
 	if g := r.Gen(); !o.nhOK || o.nhGen != g {
 		o.nh, o.nhOK = r.Lookup(o.desc.Remote)
 		o.nhGen = g
 	}
 	if !o.nhOK {
-		s.drop(DropNoRoute)
-		return o.nh, false
+		return o.nh, nhNoRoute
 	}
 	if !o.nh.Resolved {
 		r.Resolve(o.nh.Ifindex, o.nh.Gateway)
-		s.drop(DropNoNeighbour)
 		o.nhOK = false
-		return o.nh, false
+		return o.nh, nhUnresolved
 	}
-	return o.nh, true
+	return o.nh, nhOK
 }
 
+// fragment reassembles outer fragments of ESP packets (the steering
+// program sends every fragment of a tunnel to its anchor, since all carry
+// the addresses) and decapsulates the whole packet.
 func (s *SPU) fragment(buf []byte, off, n int) {
-	if s.eng.reassemble == nil {
+	pkt, st, r := s.reasm.Add(buf[off:off+n], nanotime())
+	switch {
+	case r != ipfrag.None:
+		s.drop(DropFragment)
+	case st == ipfrag.Complete:
+		// The datagram is in the reassembler's storage until its next
+		// Add: decapsulate it there.
+		s.decap(pkt, 0, len(pkt))
+	}
+}
+
+// sendFragments splits an ESP packet that exceeds the path MTU into outer
+// fragments, each in a frame of its own, when the inner packet may be
+// fragmented (the ESP engine decided). Only on an SPU with its own socket
+// on the egress interface.
+func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
+	ps := t.ps
+	if ps == nil || mtu <= 0 {
 		s.drop(DropFragment)
 		return
 	}
-	pkt, ok := s.eng.reassemble(s.ID, buf[off:off+n])
-	if !ok {
+	need := (len(esp) + mtu - 1) / (mtu - 64) // a generous upper bound
+	if need > len(s.fragBufs) {
+		s.drop(DropFragment)
 		return
 	}
-	// Reassembled into the SPU's own buffer: decapsulate it there.
-	s.decap(pkt, 0, len(pkt))
+	// Room for the fragments after the frame holding the whole packet.
+	first := ps.ntx + 1
+	if first+need > len(ps.tx) {
+		// Send what is queued to make room; the whole packet's frame
+		// (not yet queued) comes along to index 0.
+		whole := ps.tx[ps.ntx]
+		s.flushPort(ps)
+		ps.tx[0] = whole
+		first = 1
+	}
+	if first+need > len(ps.tx) {
+		s.drop(DropFragment)
+		return
+	}
+	got := ps.Alloc(ps.tx[first : first+need])
+	for i := 0; i < got; i++ {
+		f := &ps.tx[first+i]
+		s.fragBufs[i] = f.Buf[f.Off+14 : f.Off+14 : f.Off+14+mtu]
+	}
+	n, err := ipfrag.Fragment(s.fragBufs[:got], esp, mtu, s.fragID)
+	s.fragID++
+	if err != nil {
+		ps.Release(ps.tx[first : first+got])
+		s.drop(DropFragment)
+		return
+	}
+	if n < got {
+		ps.Release(ps.tx[first+n : first+got])
+	}
+	v6 := esp[0]>>4 == 6
+	for i := 0; i < n; i++ {
+		f := &ps.tx[first+i]
+		putEthernet(f.Buf[f.Off:], &nh.DstMAC, &nh.SrcMAC, v6)
+		f.Len = 14 + len(s.fragBufs[i])
+	}
+	// Move the fragments down over the whole packet's frame, which goes
+	// back to the port.
+	ps.Release(ps.tx[first-1 : first])
+	copy(ps.tx[first-1:], ps.tx[first:first+n])
+	ps.ntx = first - 1 + n
 }
 
 // acquire asks the control plane for an SA, once a second per policy.

@@ -231,3 +231,12 @@ func TestLabChild(t *testing.T) {
 	os.Stdout.Sync()
 	time.Sleep(60 * time.Second)
 }
+
+func TestPrivilegedLineThroughRouter(t *testing.T) {
+	ln := labtest.Line(t, lab.LineOptions{Router: true}, "ping")
+	p := ln.Plan
+	ping(t, ln.ClientA, p.ClientB4)
+	ping(t, ln.ClientB, p.ClientA4)
+	ping(t, ln.ClientA, p.ClientB6)
+	ping(t, ln.GwB, p.GwAWan4)
+}

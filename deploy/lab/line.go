@@ -14,6 +14,9 @@ import (
 //
 //	client-a --lan-- gw-a --wan-- nat --wan-- gw-b --lan-- client-b
 //
+// or with a plain router there ("router", LineOptions.Router), where
+// captures see the gateways' traffic with no XDP program in the way.
+//
 // gw-a and gw-b are the VPN gateways. Interface names: clients have eth0;
 // gateways have lan0 (towards their client) and wan0 (towards the other
 // gateway or the NAT); the NAT has in0 (gw-a's side) and out0 (gw-b's).
@@ -21,6 +24,7 @@ type Line struct {
 	*Lab
 	ClientA, GwA, GwB, ClientB *Host
 	NAT                        *Host // nil without LineOptions.NAT
+	Router                     *Host // nil without LineOptions.Router
 	Plan                       Plan
 }
 
@@ -28,6 +32,9 @@ type Line struct {
 type LineOptions struct {
 	// NAT puts a masquerading router between the gateways.
 	NAT bool
+	// Router puts a plain router between the gateways (named "router"):
+	// a place without XDP where captures see the traffic between them.
+	Router bool
 	// Links shapes every link (queues, MTU, threaded NAPI).
 	Links LinkOptions
 	// GatewayLinks, when its Queues is set, overrides Links for the links
@@ -91,8 +98,12 @@ func NewLine(opts Options, lo LineOptions) (*Line, error) {
 func BuildLine(l *Lab, lo LineOptions) (*Line, error) {
 	ln := &Line{Lab: l, Plan: DefaultPlan()}
 	p := &ln.Plan
-	if lo.NAT {
-		// gw-a lives behind the NAT.
+	if lo.NAT && lo.Router {
+		return nil, fmt.Errorf("lab: a line has a NAT box or a router between its gateways, not both")
+	}
+	mid := lo.NAT || lo.Router
+	if mid {
+		// gw-a lives behind the box.
 		p.GwAWan4, p.GwAWan6 = netip.MustParseAddr("198.18.3.1"), netip.MustParseAddr("2001:db8:3::1")
 	}
 	var err error
@@ -108,8 +119,14 @@ func BuildLine(l *Lab, lo LineOptions) (*Line, error) {
 	ln.GwA = add("gw-a", true)
 	ln.GwB = add("gw-b", true)
 	ln.ClientB = add("client-b", false)
-	if lo.NAT {
+	var box *Host
+	switch {
+	case lo.NAT:
 		ln.NAT = add("nat", true)
+		box = ln.NAT
+	case lo.Router:
+		ln.Router = add("router", true)
+		box = ln.Router
 	}
 	if err != nil {
 		return nil, err
@@ -119,10 +136,10 @@ func BuildLine(l *Lab, lo LineOptions) (*Line, error) {
 		gwLinks = lo.GatewayLinks
 	}
 	var steps []func() error
-	if lo.NAT {
+	if mid {
 		steps = append(steps,
-			func() error { return l.Link(ln.GwA, "wan0", ln.NAT, "in0", gwLinks) },
-			func() error { return l.Link(ln.NAT, "out0", ln.GwB, "wan0", gwLinks) },
+			func() error { return l.Link(ln.GwA, "wan0", box, "in0", gwLinks) },
+			func() error { return l.Link(box, "out0", ln.GwB, "wan0", gwLinks) },
 		)
 	} else {
 		steps = append(steps, func() error { return l.Link(ln.GwA, "wan0", ln.GwB, "wan0", gwLinks) })
@@ -145,33 +162,41 @@ func BuildLine(l *Lab, lo LineOptions) (*Line, error) {
 		func() error { return ln.ClientB.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), p.GwBLan4) },
 		func() error { return ln.ClientB.AddRoute(netip.MustParsePrefix("::/0"), p.GwBLan6) },
 	)
-	if lo.NAT {
+	if mid {
 		steps = append(steps,
 			func() error { return ln.GwA.AddAddr("wan0", pfx(p.GwAWan4, p.NatIn4)) },
 			func() error { return ln.GwA.AddAddr("wan0", pfx(p.GwAWan6, p.NatIn6)) },
-			func() error { return ln.NAT.AddAddr("in0", pfx(p.NatIn4Addr, p.NatIn4)) },
-			func() error { return ln.NAT.AddAddr("in0", pfx(p.NatIn6Addr, p.NatIn6)) },
-			func() error { return ln.NAT.AddAddr("out0", pfx(p.NatOut4, p.Wan4)) },
-			func() error { return ln.NAT.AddAddr("out0", pfx(p.NatOut6, p.Wan6)) },
-			// gw-a reaches everything through the NAT, as a site behind
-			// one would; gw-b knows nothing of what is behind it.
+			func() error { return box.AddAddr("in0", pfx(p.NatIn4Addr, p.NatIn4)) },
+			func() error { return box.AddAddr("in0", pfx(p.NatIn6Addr, p.NatIn6)) },
+			func() error { return box.AddAddr("out0", pfx(p.NatOut4, p.Wan4)) },
+			func() error { return box.AddAddr("out0", pfx(p.NatOut6, p.Wan6)) },
+			// gw-a reaches everything through the box, as a site behind
+			// one would.
 			func() error { return ln.GwA.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), p.NatIn4Addr) },
 			func() error { return ln.GwA.AddRoute(netip.MustParsePrefix("::/0"), p.NatIn6Addr) },
-			// IPv6 is routed, not translated: gw-b reaches gw-a's
+			// IPv6 is routed, never translated: gw-b reaches gw-a's
 			// address behind the box directly.
 			func() error { return ln.GwB.AddRoute(p.NatIn6, p.NatOut6) },
-			// The NAT routes the inside site (after translating replies
-			// back) to gw-a.
-			func() error { return ln.NAT.AddRoute(p.LanA4, p.GwAWan4) },
-			func() error { return ln.NAT.AddRoute(p.LanA6, p.GwAWan6) },
-			func() error { return setupMasquerade(ln.NAT, "out0") },
+			// The box routes the inside site (a NAT after translating
+			// replies back) to gw-a.
+			func() error { return box.AddRoute(p.LanA4, p.GwAWan4) },
+			func() error { return box.AddRoute(p.LanA6, p.GwAWan6) },
 		)
+		if lo.NAT {
+			steps = append(steps, func() error { return setupMasquerade(ln.NAT, "out0") })
+		} else {
+			// A plain router: gw-b reaches gw-a's IPv4 address too.
+			steps = append(steps, func() error { return ln.GwB.AddRoute(p.NatIn4, p.NatOut4) })
+		}
 		if !lo.NoClearRoutes {
 			steps = append(steps,
-				func() error { return ln.NAT.AddRoute(p.LanB4, p.GwBWan4) },
-				func() error { return ln.NAT.AddRoute(p.LanB6, p.GwBWan6) },
+				func() error { return box.AddRoute(p.LanB4, p.GwBWan4) },
+				func() error { return box.AddRoute(p.LanB6, p.GwBWan6) },
 				func() error { return ln.GwB.AddRoute(p.LanA6, p.NatOut6) },
 			)
+			if lo.Router {
+				steps = append(steps, func() error { return ln.GwB.AddRoute(p.LanA4, p.NatOut4) })
+			}
 		}
 	} else {
 		steps = append(steps,

@@ -1,0 +1,5 @@
+//go:build !race
+
+package spu
+
+const raceEnabled = false
