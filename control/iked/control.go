@@ -195,14 +195,13 @@ func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 		wait = defaultWait
 	}
 	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
+	// Each worker calls its done function once (at once when it has
+	// nothing to delete); the channel holds them all, so that a worker
+	// never blocks on it.
 	done := make(chan error, len(d.loops))
 	n := 0
 	err := d.each(func(_ *loop, w *worker.Worker) {
-		if w.Terminate(sel, func(err error) { done <- err }) > 0 {
-			n++
-		} else {
-			done <- nil
-		}
+		n += w.Terminate(sel, func(err error) { done <- err })
 	})
 	if err != nil {
 		return nil, err

@@ -303,3 +303,12 @@ func restartSpud(g *gw) (*gateway.Spud, error) {
 	*old = *s
 	return s, nil
 }
+
+// pingUp waits (up to 3 s) for a first ping to pass, then wants 5 of 5:
+// charon with kernel-libipsec lists a Child SA as installed a moment before
+// the route into its TUN device exists.
+func pingUp(t *testing.T, h *lab.Host, src, dst netip.Addr) {
+	t.Helper()
+	waitFor(3*time.Second, func() bool { return ping(t, h, src, dst, 1) == 1 })
+	mustPing(t, h, src, dst)
+}

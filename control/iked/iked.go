@@ -47,6 +47,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -291,6 +292,10 @@ func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
 	case <-d.ctx.Done():
 		return d.ctx.Err()
 	case <-time.After(30 * time.Second):
+		// A worker that stops taking work is a bug: say where it is.
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		d.log.Error("iked: worker stuck", "worker", l.idx, "stacks", string(buf))
 		return fmt.Errorf("worker %d did not finish a command", l.idx)
 	}
 }
