@@ -184,6 +184,25 @@ func TestPrivilegedIked(t *testing.T) {
 		})
 	}
 
+	t.Run("forced-encap", func(t *testing.T) {
+		xa := ca
+		xa.connExtra = "    encap: yes\n"
+		tb.reconfigure(t, xa, cb, sec, sec)
+		tb.a.spuctl(t, "initiate", "tun")
+		mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+		tcpTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA4, 256<<10)
+		for _, g := range []*gw{tb.a, tb.b} {
+			sas, _ := g.dump(t)
+			for _, s := range sas {
+				if s.Encap == nil || s.Encap.LocalPort != 4500 || s.Encap.RemotePort != 4500 {
+					t.Errorf("%s: SA 0x%08x not in UDP 4500: %+v", g.name, s.SPI, s.Encap)
+				}
+			}
+		}
+		tb.a.spuctl(t, "terminate", "tun")
+		gone(t, tb.a, tb.b)
+	})
+
 	t.Run("trap", func(t *testing.T) {
 		xa := ca
 		xa.childExtra = "        start_action: trap\n"
