@@ -61,7 +61,20 @@ func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) 
 		g.spud = s
 		t.Cleanup(func() { s.Stop() })
 	}
+	lossReport = func() string {
+		var b strings.Builder
+		for _, g := range []*gw{tb.a, tb.b} {
+			st, _ := g.spud.Spuctl("stats")
+			for _, l := range strings.Split(st, "\n") {
+				if strings.HasPrefix(l, "drops") || strings.HasPrefix(l, "xdp") || strings.Contains(l, "rx_dropped") {
+					fmt.Fprintf(&b, "%s spud: %s\n", g.name, l)
+				}
+			}
+		}
+		return b.String()
+	}
 	t.Cleanup(func() {
+		lossReport = nil
 		if t.Failed() {
 			for _, g := range []*gw{tb.a, tb.b} {
 				st, _ := g.spud.Spuctl("stats")
@@ -88,15 +101,6 @@ func (g *gw) start(t *testing.T, config, secrets string, args ...string) {
 		k.Stop()
 		k.Cleanup()
 	})
-}
-
-// stop stops iked and removes its state (the SAs stay in spud).
-func (g *gw) stop() {
-	if g.iked != nil {
-		g.iked.Stop()
-		g.iked.Cleanup()
-		g.iked = nil
-	}
 }
 
 func tail(s string, n int) string {
@@ -151,6 +155,10 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
+// lossReport, set while a testbed lives, says what the data planes
+// dropped.
+var lossReport func() string
+
 var receivedRe = regexp.MustCompile(`(\d+) received`)
 
 // ping sends count pings after one warm-up and returns how many came back.
@@ -179,6 +187,9 @@ func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
 		return
 	}
 	t.Logf("%s -> %s: %d of 5 pings came back; once more", h.Name, dst, n)
+	if lossReport != nil {
+		t.Log(lossReport())
+	}
 	if n = ping(t, h, src, dst, 5); n != 5 {
 		t.Errorf("%s -> %s: %d of 5 pings came back", h.Name, dst, n)
 	}

@@ -186,6 +186,13 @@ func (d *Daemon) start() error {
 		return err
 	}
 	for _, l := range d.loops {
+		c, err := api.Dial(cfg.SPUD)
+		if err != nil {
+			return fmt.Errorf("iked: worker %d: %w", l.idx, err)
+		}
+		l.dp.c.Store(c)
+	}
+	for _, l := range d.loops {
 		d.wg.Add(1)
 		go l.run()
 	}
@@ -326,9 +333,15 @@ func (d *Daemon) Close() error {
 		d.sel.Close()
 	}
 	d.wg.Wait()
-	if d.dp != nil {
-		if c := d.dp.c.Load(); c != nil {
-			c.Close()
+	dps := []*spudDP{d.dp}
+	for _, l := range d.loops {
+		dps = append(dps, l.dp)
+	}
+	for _, dp := range dps {
+		if dp != nil {
+			if c := dp.c.Load(); c != nil {
+				c.Close()
+			}
 		}
 	}
 	return nil

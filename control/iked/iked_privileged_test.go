@@ -1,6 +1,7 @@
 package iked_test
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"syscall"
@@ -265,4 +266,90 @@ func ipList(base netip.Addr, n int) []netip.Addr {
 		a = a.Next()
 	}
 	return out
+}
+
+// TestPrivilegedIkedReload changes one of two connections and reloads:
+// the IKE SA of the unchanged one stays as it was, the changed one is
+// torn down and (start_action=start) comes up again with the new settings,
+// a removed one goes, an added one comes.
+func TestPrivilegedIkedReload(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	two := func(a bool, ike2 string, third bool) string {
+		l, r, lid, rid := pl.GwAWan4, pl.GwBWan4, "gw-a.example", "gw-b.example"
+		l4, r4, l6, r6 := pl.LanA4, pl.LanB4, pl.LanA6, pl.LanB6
+		start := "start"
+		if !a {
+			l, r, lid, rid, l4, r4, l6, r6, start = r, l, rid, lid, r4, l4, r6, l6, "none"
+		}
+		conn := func(name, ike string, lts, rts netip.Prefix) string {
+			return fmt.Sprintf("  %s:\n    local_addrs: %s\n    remote_addrs: %s\n    proposals: %s\n"+
+				"    local: {auth: psk, id: %s}\n    remote: {auth: psk, id: %s}\n    children:\n      net:\n"+
+				"        local_ts: %s\n        remote_ts: %s\n        start_action: %s\n", name, l, r, ike, lid, rid, lts, rts, start)
+		}
+		s := "retransmit_timeout: 1s\nconnections:\n" + conn("v4", "aes128gcm16-prfsha256-x25519", l4, r4) + conn("v6", ike2, l6, r6)
+		if third {
+			s += conn("v4b", "aes128gcm16-prfsha256-x25519", netip.MustParsePrefix(l4.Addr().Next().String()+"/32"),
+				netip.MustParsePrefix(r4.Addr().Next().String()+"/32"))
+		}
+		return s
+	}
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.b.start(t, two(false, "aes128gcm16-prfsha256-x25519,aes256gcm16-prfsha384-ecp384", false), sec)
+	tb.a.start(t, two(true, "aes128gcm16-prfsha256-x25519", false), sec)
+	byConn := func() map[string]string {
+		out := map[string]string{}
+		for _, s := range tb.a.sas(t) {
+			if s.State == "ESTABLISHED" && len(s.Children) == 1 {
+				out[s.Conn] = s.SPIi + " " + s.Proposal
+			}
+		}
+		return out
+	}
+	if !waitFor(10*time.Second, func() bool { return len(byConn()) == 2 }) {
+		t.Fatalf("start_action=start: %v", byConn())
+	}
+	before := byConn()
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	mustPing(t, tb.ln.ClientA, pl.ClientA6, pl.ClientB6)
+	// v6 changes its proposal; v4b is added.
+	if err := tb.a.iked.WriteConfig(two(true, "aes256gcm16-prfsha384-ecp384", true), sec); err != nil {
+		t.Fatal(err)
+	}
+	out := tb.a.spuctl(t, "reload")
+	if !strings.Contains(out, "added [v4b]") || !strings.Contains(out, "changed [v6]") {
+		t.Errorf("reload: %s", out)
+	}
+	if !waitFor(10*time.Second, func() bool { c := byConn(); return len(c) == 3 && strings.Contains(c["v6"], "ECP_384") }) {
+		t.Fatalf("after the reload: %v", byConn())
+	}
+	after := byConn()
+	if after["v4"] != before["v4"] {
+		t.Errorf("the unchanged connection's IKE SA was touched: %s -> %s", before["v4"], after["v4"])
+	}
+	if after["v6"] == before["v6"] {
+		t.Errorf("the changed connection kept its IKE SA")
+	}
+	mustPing(t, tb.ln.ClientA, pl.ClientA6, pl.ClientB6)
+	// v6 goes.
+	cfg := strings.Split(two(true, "aes256gcm16-prfsha384-ecp384", true), "  v6:")[0] + "  v4b:" + strings.Split(two(true, "x", true), "  v4b:")[1]
+	if err := tb.a.iked.WriteConfig(cfg, sec); err != nil {
+		t.Fatal(err)
+	}
+	if out := tb.a.spuctl(t, "reload"); !strings.Contains(out, "removed [v6]") {
+		t.Errorf("reload: %s", out)
+	}
+	if !waitFor(5*time.Second, func() bool { c := byConn(); _, v6 := c["v6"]; return !v6 && c["v4"] == before["v4"] }) {
+		t.Errorf("after removing v6: %v", byConn())
+	}
+	// A broken configuration is refused with the reason; nothing changes.
+	if err := tb.a.iked.WriteConfig(cfg+"    bogus_key: 1\n", sec); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := tb.a.iked.Spuctl("reload"); err == nil || !strings.Contains(out, "bogus_key") {
+		t.Errorf("a bad configuration was accepted: %v %s", err, out)
+	}
+	if c := byConn(); c["v4"] != before["v4"] {
+		t.Errorf("a refused reload touched v4")
+	}
 }

@@ -37,13 +37,16 @@ type loop struct {
 	cmds chan func(*worker.Worker)
 	// socks are this worker's sockets by local address and port.
 	socks map[netip.AddrPort]*net.UDPConn
-	log   *slog.Logger
+	// dp is the worker's own connection to spud, so that workers share no
+	// lock on the way to the data plane.
+	dp  *spudDP
+	log *slog.Logger
 }
 
 func newLoop(d *Daemon, idx, spu int) *loop {
 	l := &loop{d: d, idx: idx, spu: spu, in: make(chan manager.Datagram, datagramQueue),
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
-		log: d.log.With("worker", idx, "spu", spu)}
+		dp: &spudDP{}, log: d.log.With("worker", idx, "spu", spu)}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
 }
@@ -176,16 +179,22 @@ func (d *Daemon) read(l *loop, local netip.AddrPort, c *net.UDPConn) {
 			continue
 		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		dg := manager.Datagram{Local: local, Remote: src, Data: append([]byte(nil), buf[:n]...)}
-		target := d.owner(local.Addr(), src.Addr())
-		if target != l {
-			d.stats.Inc(stats.Handoffs)
-		}
-		select {
-		case target.in <- dg:
-		default:
-			d.dropped.Add(1)
-		}
+		d.dispatch(l, manager.Datagram{Local: local, Remote: src, Data: append([]byte(nil), buf[:n]...)})
+	}
+}
+
+// dispatch queues a datagram that arrived on from's socket for the worker
+// of its tunnel's anchor: from itself unless the SO_REUSEPORT selector had
+// to leave the choice to the kernel (counted as a handoff).
+func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
+	target := d.owner(dg.Local.Addr(), dg.Remote.Addr())
+	if target != from {
+		d.stats.Inc(stats.Handoffs)
+	}
+	select {
+	case target.in <- dg:
+	default:
+		d.dropped.Add(1)
 	}
 }
 
@@ -217,7 +226,7 @@ var _ worker.Env = (*workerEnv)(nil)
 
 func (e *workerEnv) Now() time.Time            { return time.Now() }
 func (e *workerEnv) Rand() io.Reader           { return rand.Reader }
-func (e *workerEnv) DataPlane() task.DataPlane { return e.d.dp }
+func (e *workerEnv) DataPlane() task.DataPlane { return e.l.dp }
 func (e *workerEnv) Config() *config.Config    { return e.d.cfg.Load() }
 func (e *workerEnv) Settings() manager.Settings {
 	return settings(e.d.cfg.Load())

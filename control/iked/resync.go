@@ -300,12 +300,12 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 			reinstalled++
 		}
 		if !inOK {
-			if err := d.dp.AddSA(in); err != nil {
+			if err := l.dp.AddSA(in); err != nil {
 				m.Logger().Warn("iked: resync: inbound sa", "spi", fmt.Sprintf("%08x", in.SPI), "err", err.Error())
 			}
 		}
 		if !outOK {
-			if err := d.dp.AddSA(out); err != nil {
+			if err := l.dp.AddSA(out); err != nil {
 				m.Logger().Warn("iked: resync: outbound sa", "spi", fmt.Sprintf("%08x", out.SPI), "err", err.Error())
 			}
 			// The data plane lost the outbound SA's sequence numbers: the
@@ -330,7 +330,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 			changed = true
 		}
 		if len(pols) == 0 && !ch.Trap {
-			id, err := d.dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote,
+			id, err := l.dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote,
 				LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: in.Name})
 			if err != nil {
 				m.Logger().Warn("iked: resync: policy", "child", ch.Name, "err", err.Error())
@@ -414,6 +414,11 @@ func (d *Daemon) watchSpud(c *api.Client) {
 		}
 		d.dp.c.Store(nil)
 		c.Close()
+		for _, l := range d.loops {
+			if old := l.dp.c.Swap(nil); old != nil {
+				old.Close()
+			}
+		}
 		d.log.Warn("iked: connection to spud lost; reconnecting")
 		for {
 			nc, h, err := dialSpud(d.ctx, d.cfg.Load().SPUD, time.Minute)
@@ -430,6 +435,19 @@ func (d *Daemon) watchSpud(c *api.Client) {
 			}
 			if m, err := mapOf(h.Map); err == nil {
 				d.spus.Store(m)
+			}
+			ok := true
+			for _, l := range d.loops {
+				wc, err := api.Dial(d.cfg.Load().SPUD)
+				if err != nil {
+					ok = false
+					break
+				}
+				l.dp.c.Store(wc)
+			}
+			if !ok {
+				nc.Close()
+				continue
 			}
 			d.dp.c.Store(nc)
 			c = nc

@@ -2,7 +2,6 @@ package iked
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -110,5 +109,3 @@ func (s *stateStore) load() ([]*sa.IKESA, []error) {
 	}
 	return out, errs
 }
-
-var errStopped = errors.New("iked stopped")

@@ -157,3 +157,37 @@ func TestChildReplacement(t *testing.T) {
 		t.Errorf("installed %d", na.Counters.Get(stats.ChildSAsInstalled))
 	}
 }
+
+// TestInitialContact: a peer that lost its state (a restart without the
+// state file) comes back with INITIAL_CONTACT, and the responder drops
+// the IKE SAs it still had with it, Child SAs included.
+func TestInitialContact(t *testing.T) {
+	s, na, nb := pair(t, nil, nil)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	na.Persist = map[uint64][]byte{}
+	if err := na.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	na.DP = iketest.NewDataPlane(0xd0000000)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	established(t, na, nb)
+	if got := nb.Counters.Get(stats.InitialContacts); got != 1 {
+		t.Errorf("%d IKE SAs removed on INITIAL_CONTACT, want 1", got)
+	}
+	if sas, pols := nb.DP.Counts(); sas != 2 || pols != 1 {
+		t.Errorf("responder's data plane: %d SAs, %d policies", sas, pols)
+	}
+	// Losing the IKE SA again (destroyed without a DELETE) and starting
+	// over sends INITIAL_CONTACT again; b ends with one IKE SA.
+	na.Worker.Managers()[0].Destroy("test")
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := nb.Counters.Get(stats.InitialContacts); got != 2 || nb.Worker.Len() != 1 {
+		t.Errorf("after a fresh start: %d removed, %d IKE SAs", got, nb.Worker.Len())
+	}
+}
