@@ -331,6 +331,71 @@ func TestPrivilegedInteropCharon(t *testing.T) {
 		})
 	}
 
+	t.Run("charon-rekeys-child", func(t *testing.T) {
+		cc := charonConf(t, ib.ln, base.ike, base.esp, func(c *strongswan.Conn) {
+			c.Children[0].RekeyTime, c.Children[0].LifeTime, c.Children[0].RandTime = 4*time.Second, 30*time.Second, -1
+		})
+		ib.reconfigure(t, cc, spugateConf(ib.ln, base.ike, base.esp), sec)
+		ib.c.Terminate("site")
+		a.iked.Spuctl("terminate", "tun")
+		a.spuctl(t, "initiate", "tun")
+		first := a.sas(t)[0].Children[0]
+		flood := pingFlood(ib.ln.ClientA, ib.ln.Plan.ClientA4, ib.ln.Plan.ClientB4, 10*time.Second)
+		// charon rekeys at 4 s and 8 s: the Child SA is new, alone, and
+		// traffic never stopped.
+		res := <-flood
+		sas := a.sas(t)
+		if len(sas) != 1 || len(sas[0].Children) != 1 || sas[0].Children[0].SPIIn == first.SPIIn {
+			t.Errorf("after charon's rekeys: %+v (first %08x)", sas, first.SPIIn)
+		}
+		if n := strings.Count(a.iked.Proc.Log(), "child sa rekeyed by the peer"); n < 1 {
+			t.Errorf("no rekey answered")
+		}
+		t.Logf("ping across charon's rekeys: %d sent, %d received", res[0], res[1])
+		if res[0] <= 0 || res[1] < res[0]-1 {
+			t.Errorf("traffic lost across the rekeys: %d of %d", res[1], res[0])
+		}
+		a.spuctl(t, "terminate", "tun")
+		gone(t, a)
+		ib.charonGone(t)
+	})
+
+	t.Run("spugate-rekeys-child", func(t *testing.T) {
+		sc := spugateConf(ib.ln, base.ike, base.esp)
+		sc.childExtra = "        rekey_time: 4s\n        life_time: 30s\n        rand_time: 1s\n"
+		ib.reconfigure(t, charonConf(t, ib.ln, base.ike, base.esp, nil), sc, sec)
+		a.spuctl(t, "initiate", "tun")
+		first := a.sas(t)[0].Children[0]
+		flood := pingFlood(ib.ln.ClientA, ib.ln.Plan.ClientA4, ib.ln.Plan.ClientB4, 10*time.Second)
+		res := <-flood
+		sas := a.sas(t)
+		if len(sas) != 1 || len(sas[0].Children) != 1 || sas[0].Children[0].SPIIn == first.SPIIn {
+			t.Errorf("after spugate's rekeys: %+v (first %08x)", sas, first.SPIIn)
+		}
+		csas, err := ib.c.ListSAs()
+		installed := 0
+		if err == nil && len(csas) == 1 {
+			for _, ch := range csas[0].Children {
+				if ch.State == "INSTALLED" {
+					installed++
+				}
+			}
+		}
+		if err != nil || len(csas) != 1 || installed != 1 || csas[0].Child("net").SPIOut != sas[0].Children[0].SPIIn {
+			t.Errorf("charon after spugate's rekeys (%d installed): %v %+v", installed, err, csas)
+		}
+		if !strings.Contains(ib.c.Log(), "rekeyed") && !strings.Contains(ib.c.Log(), "REKEY") {
+			t.Logf("charon's log does not mention a rekey")
+		}
+		t.Logf("ping across spugate's rekeys: %d sent, %d received", res[0], res[1])
+		if res[0] <= 0 || res[1] < res[0]-1 {
+			t.Errorf("traffic lost across the rekeys: %d of %d", res[1], res[0])
+		}
+		a.spuctl(t, "terminate", "tun")
+		gone(t, a)
+		ib.charonGone(t)
+	})
+
 	t.Run("dpd-charon-dies", func(t *testing.T) {
 		sc := spugateConf(ib.ln, base.ike, base.esp)
 		sc.connExtra = "    dpd_delay: 2s\n"

@@ -3,6 +3,7 @@ package task
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/message"
@@ -96,6 +97,13 @@ func (t *ChildCreateI) Build(c *Ctx, req *message.Message) error {
 	t.proposals = suite.WithSPI(ps, spi[:])
 	t.tsi = ts.FromConfig(t.child.LocalSelectors, ike.Local.Addr())
 	t.tsr = ts.FromConfig(t.child.RemoteSelectors, ike.Remote.Addr())
+	if old := t.Replaces; old != nil && !inAuth {
+		// A rekey (RFC 7296 1.3.3): the peer learns which Child SA the new
+		// one replaces. Collisions with the peer's own rekey are issue 7's.
+		var o [4]byte
+		binary.BigEndian.PutUint32(o[:], old.SPIIn)
+		req.Inner = append(req.Inner, &message.Notify{Protocol: suite.ProtocolESP, SPI: o[:], NotifyType: message.RekeySA})
+	}
 	req.Inner = append(req.Inner, &message.SA{Proposals: t.proposals})
 	if !inAuth {
 		if t.nonce, err = c.random(NonceLen); err != nil {
@@ -238,9 +246,9 @@ func (t *ChildCreateI) deletePeerSA(c *Ctx, spiOut uint32) {
 	c.Queue(&ChildDeleteI{spis: []uint32{t.spi}, reason: "not installed"})
 }
 
-func logChild(c *Ctx, ch *sa.ChildSA, msg string) {
+func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
 	suiteName, _ := DataPlaneSuite(ch.Alg)
-	c.Log.Info(msg, "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut),
+	c.Log.With(more...).Info(msg, "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut),
 		"suite", suiteName, "local_ts", ts.Strings(ch.LocalTS), "remote_ts", ts.Strings(ch.RemoteTS), "reqid", ch.ReqID, "encap", ch.Encap)
 }
 
@@ -285,12 +293,28 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 		}
 		return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "CREATE_CHILD_SA without SA, TSi and TSr")
 	}
+	// A peer's Child SA rekey (REKEY_SA, RFC 7296 1.3.3) is answered as the
+	// creation of a Child SA of the same child: the new one shares the old
+	// one's reqid and policy (see Install), and the peer deletes the old one
+	// once it has the new. Rekey collisions and our own CHILD_REKEY are
+	// issue 7's.
+	var rekeyed *sa.ChildSA
 	if !inAuth {
-		if message.FindNotify(req.Inner, message.RekeySA) != nil {
-			return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "Child SA rekeying is not implemented yet")
-		}
 		if len(saP.Proposals) > 0 && saP.Proposals[0].Protocol == suite.ProtocolIKE {
 			return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "IKE SA rekeying is not implemented yet")
+		}
+		if n := message.FindNotify(req.Inner, message.RekeySA); n != nil {
+			if n.Protocol != suite.ProtocolESP || len(n.SPI) != 4 {
+				return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "REKEY_SA for protocol %s", n.Protocol)
+			}
+			spi := binary.BigEndian.Uint32(n.SPI)
+			if rekeyed = ike.ChildByOutSPI(spi); rekeyed == nil || rekeyed.State == sa.ChildDeleted {
+				var d [4]byte
+				copy(d[:], n.SPI)
+				t.notify = &message.Notify{Protocol: suite.ProtocolESP, SPI: d[:], NotifyType: message.ChildSANotFound}
+				c.Log.Info("child sa rekey refused: no such child sa", "spi_out", fmt.Sprintf("%08x", spi))
+				return Done
+			}
 		}
 	}
 	conn := c.Conn()
@@ -307,6 +331,9 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	var exact, narrowed []cand
 	for _, name := range conn.ChildOrder {
 		ch := conn.Children[name]
+		if rekeyed != nil && name != rekeyed.Name {
+			continue
+		}
 		ni := ts.Narrow(tsiP.Selectors, ts.FromConfig(ch.RemoteSelectors, ike.Remote.Addr()))
 		nr := ts.Narrow(tsrP.Selectors, ts.FromConfig(ch.LocalSelectors, ike.Local.Addr()))
 		if len(ni) == 0 || len(nr) == 0 {
@@ -403,6 +430,12 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	t.chosen = suite.WithSPI([]suite.Proposal{chosen}, spi[:])[0]
 	ike.Children = append(ike.Children, ch)
 	t.installed = ch
+	if rekeyed != nil {
+		// The peer replaces it; our own replacement timer must not race.
+		rekeyed.RekeyAt = time.Time{}
+		logChild(c, ch, "child sa rekeyed by the peer", "old_spi_in", fmt.Sprintf("%08x", rekeyed.SPIIn))
+		return Done
+	}
 	logChild(c, ch, "child sa installed")
 	return Done
 }

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
 	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/control/ike/worker"
 )
@@ -656,5 +658,80 @@ func TestForcedEncap(t *testing.T) {
 	out, _ := nb.DP.Find(ib.Children[0].SPIOut, "out")
 	if out.Encap == nil || out.Encap.LocalPort != 4500 || out.Encap.RemotePort != 4500 {
 		t.Errorf("encap %+v", out.Encap)
+	}
+}
+
+// TestPeerChildRekey: a CREATE_CHILD_SA with REKEY_SA (as charon sends
+// when it rekeys) makes a Child SA of the same child with the old one's
+// reqid and policy; the peer's DELETE of the old one then leaves the new
+// one carrying the policy. A REKEY_SA for an unknown SPI gets
+// CHILD_SA_NOT_FOUND.
+func TestPeerChildRekey(t *testing.T) {
+	s, na, nb := pair(t, nil, nil)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ike := na.Worker.Managers()[0].IKE
+	old := ike.Children[0]
+	var resp []*message.Message
+	s.Filter = func(d manager.Datagram, from *iketest.Node) iketest.Fate {
+		if from == nb {
+			if m, err := message.Decode(d.Data); err == nil && m.Header.IsResponse() && m.Decrypt(ike.In) == nil {
+				resp = append(resp, m)
+			}
+			return iketest.Fate{Drop: true} // a's manager does not expect these
+		}
+		return iketest.Fate{}
+	}
+	send := func(inner ...message.Payload) *message.Message {
+		t.Helper()
+		m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.CreateChildSA,
+			Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: inner}
+		ike.MsgIDOut++
+		b, err := m.Encode(ike.Out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp = nil
+		nb.Worker.Receive(manager.Datagram{Local: netip.AddrPortFrom(addrB, 500), Remote: netip.AddrPortFrom(addrA, 500), Data: b})
+		s.RunFor(time.Millisecond)
+		if len(resp) != 1 {
+			t.Fatalf("%d responses", len(resp))
+		}
+		return resp[0]
+	}
+	props, _ := suite.ParseESP("aes128gcm16")
+	rekey := func(spi uint32) *message.Message {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], spi)
+		return send(&message.Notify{Protocol: suite.ProtocolESP, SPI: b[:], NotifyType: message.RekeySA},
+			&message.SA{Proposals: suite.WithSPI(props, []byte{0xaa, 0xbb, 0xcc, 0xdd})}, &message.Nonce{Data: make([]byte, 32)},
+			&message.TS{Selectors: old.LocalTS}, &message.TS{Responder: true, Selectors: old.RemoteTS})
+	}
+	if r := rekey(0x01020304); message.FindNotify(r.Inner, message.ChildSANotFound) == nil {
+		t.Errorf("rekey of an unknown SPI: %v", r.Inner)
+	}
+	r := rekey(old.SPIIn)
+	if message.Find(r.Inner, message.PayloadSA) == nil {
+		t.Fatalf("rekey refused: %v\n%s", r.Inner, nb.Logs())
+	}
+	l := nb.Worker.List()[0]
+	if len(l.Children) != 2 || l.Children[0].ReqID != l.Children[1].ReqID || len(l.Children[0].PolicyIDs) != 0 || len(l.Children[1].PolicyIDs) != 1 {
+		t.Fatalf("after the rekey: %+v %+v", l.Children[0], l.Children[1])
+	}
+	// The peer deletes the old Child SA.
+	var spi [4]byte
+	binary.BigEndian.PutUint32(spi[:], old.SPIIn)
+	m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.Informational,
+		Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: []message.Payload{&message.Delete{Protocol: suite.ProtocolESP, SPIs: []uint32{old.SPIIn}}}}
+	ike.MsgIDOut++
+	b, _ := m.Encode(ike.Out)
+	nb.Worker.Receive(manager.Datagram{Local: netip.AddrPortFrom(addrB, 500), Remote: netip.AddrPortFrom(addrA, 500), Data: b})
+	l = nb.Worker.List()[0]
+	if len(l.Children) != 1 || l.Children[0].SPIOut != 0xaabbccdd || len(l.Children[0].PolicyIDs) != 1 {
+		t.Errorf("after deleting the old one: %+v", l.Children)
+	}
+	if sas, pols := nb.DP.Counts(); sas != 2 || pols != 1 {
+		t.Errorf("responder's data plane: %d SAs, %d policies", sas, pols)
 	}
 }
