@@ -254,6 +254,12 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 			res.Added = append(res.Added, name)
 		}
 	}
+	if addrs, err := listenAddrs(cfg); err == nil {
+		// New local addresses get their sockets (old ones stay open).
+		if err := d.listen(cfg, addrs, true); err != nil {
+			d.log.Warn("iked: reload: listen", "err", err.Error())
+		}
+	}
 	d.cfg.Store(cfg)
 	for name := range gone {
 		for _, cn := range old.Connections[name].ChildOrder {

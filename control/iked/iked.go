@@ -104,7 +104,9 @@ type Daemon struct {
 
 	loops  []*loop
 	byPhys map[int]*loop
-	socks  map[netip.AddrPort][]*net.UDPConn
+	// socks are every worker's sockets by local address (immutable maps,
+	// replaced when a reload opens new addresses).
+	socks atomic.Pointer[map[netip.AddrPort][]*net.UDPConn]
 
 	sel    *reuseport.Selector
 	groups []*reuseport.Group
@@ -132,7 +134,8 @@ func Start(opts Options) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}, socks: map[netip.AddrPort][]*net.UDPConn{}}
+	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}}
+	d.socks.Store(&map[netip.AddrPort][]*net.UDPConn{})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.traps.Store(&trapTable{byName: map[string]trapEntry{}, byReqID: map[uint32]trapEntry{}})
 	if err := d.start(); err != nil {
@@ -182,7 +185,7 @@ func (d *Daemon) start() error {
 		d.loops = append(d.loops, l)
 		d.byPhys[id] = l
 	}
-	if err := d.openSockets(cfg, spus); err != nil {
+	if err := d.openSockets(cfg); err != nil {
 		return err
 	}
 	for _, l := range d.loops {

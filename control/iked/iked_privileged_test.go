@@ -204,6 +204,20 @@ func TestPrivilegedIked(t *testing.T) {
 		gone(t, tb.a, tb.b)
 	})
 
+	t.Run("ipv6-outer", func(t *testing.T) {
+		xa, xb := ca, cb
+		xa.local, xa.remote, xb.local, xb.remote = pl.GwAWan6, pl.GwBWan6, pl.GwBWan6, pl.GwAWan6
+		tb.reconfigure(t, xa, xb, sec, sec)
+		tb.b.spuctl(t, "initiate", "tun")
+		mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+		mustPing(t, tb.ln.ClientB, pl.ClientB6, pl.ClientA6)
+		if l := tb.a.sas(t); len(l) != 1 || !l[0].Remote.Addr().Is6() {
+			t.Errorf("IKE SA over IPv6: %+v", l)
+		}
+		tb.a.spuctl(t, "terminate", "tun")
+		gone(t, tb.a, tb.b)
+	})
+
 	t.Run("trap", func(t *testing.T) {
 		xa := ca
 		xa.childExtra = "        start_action: trap\n"

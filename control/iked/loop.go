@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"time"
@@ -78,9 +79,9 @@ func (l *loop) run() {
 	}
 }
 
-// openSockets opens, on every address iked listens on, the IKE and NAT-T
-// groups with one socket per worker, and starts their readers.
-func (d *Daemon) openSockets(cfg *config.Config, spus []int) error {
+// openSockets loads the SO_REUSEPORT selector and opens the sockets of
+// every address the configuration listens on.
+func (d *Daemon) openSockets(cfg *config.Config) error {
 	addrs, err := listenAddrs(cfg)
 	if err != nil {
 		return err
@@ -88,11 +89,23 @@ func (d *Daemon) openSockets(cfg *config.Config, spus []int) error {
 	if d.sel, err = reuseportSelector(d); err != nil {
 		return err
 	}
-	ids := make([]uint16, len(spus))
-	for i, s := range spus {
-		ids[i] = uint16(s)
+	return d.listen(cfg, addrs, false)
+}
+
+// listen opens, on each address not yet open, the IKE and NAT-T groups with
+// one socket per worker, and starts their readers. With running set the
+// workers already run, and each learns its new sockets on its goroutine.
+func (d *Daemon) listen(cfg *config.Config, addrs []netip.Addr, running bool) error {
+	ids := make([]uint16, len(d.loops))
+	for i, l := range d.loops {
+		ids[i] = uint16(l.spu)
 	}
+	all := maps.Clone(*d.socks.Load())
+	var opened []netip.Addr
 	for _, a := range addrs {
+		if _, ok := all[netip.AddrPortFrom(a, uint16(cfg.Port))]; ok {
+			continue
+		}
 		for _, port := range []int{cfg.Port, cfg.PortNATT} {
 			ap := netip.AddrPortFrom(a, uint16(port))
 			g, err := d.sel.Listen(ap, ids)
@@ -105,14 +118,24 @@ func (d *Daemon) openSockets(cfg *config.Config, spus []int) error {
 				if c == nil {
 					return fmt.Errorf("iked: listen on %s: no socket for spu %d", ap, l.spu)
 				}
-				l.socks[ap] = c
-				d.socks[ap] = append(d.socks[ap], c)
+				if running {
+					if err := d.post(l, func(*worker.Worker) { l.socks[ap] = c }); err != nil {
+						return err
+					}
+				} else {
+					l.socks[ap] = c
+				}
+				all[ap] = append(all[ap], c)
 				d.wg.Add(1)
 				go d.read(l, ap, c)
 			}
 		}
+		opened = append(opened, a)
 	}
-	d.log.Info("iked: listening", "addresses", addrs, "port", cfg.Port, "natt_port", cfg.PortNATT, "workers", len(d.loops))
+	d.socks.Store(&all)
+	if len(opened) > 0 {
+		d.log.Info("iked: listening", "addresses", opened, "port", cfg.Port, "natt_port", cfg.PortNATT, "workers", len(d.loops))
+	}
 	return nil
 }
 
@@ -203,7 +226,7 @@ func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
 func (l *loop) send(dg manager.Datagram) {
 	c := l.socks[dg.Local]
 	if c == nil {
-		if cs := l.d.socks[dg.Local]; len(cs) > 0 {
+		if cs := (*l.d.socks.Load())[dg.Local]; len(cs) > 0 {
 			c = cs[0]
 		}
 	}

@@ -15,10 +15,13 @@
 // configuration, the data plane, counters), so that two task managers can
 // negotiate over a fake transport with a fake data plane in a unit test.
 //
-// Rekeying (issue 7) fits as more tasks: ChildRekeyI/R and IKERekeyI/R are
-// chosen by the responder from a REKEY_SA notify or an IKE proposal in a
-// CREATE_CHILD_SA request (ChildCreateR refuses those today, counted as
-// unsupported), and collisions are the manager's business.
+// Child SA rekeying is ChildCreateI with Replaces set (it sends REKEY_SA and
+// deletes the old Child SA once the new one is installed) and ChildCreateR
+// answering a REKEY_SA (the new Child SA takes the old one's reqid and
+// policy). What issue 7 adds fits as more tasks and manager rules: rekey
+// collisions (nonce comparison, RFC 7296 2.8.1), IKERekeyI/R (ChildCreateR
+// refuses an IKE proposal in CREATE_CHILD_SA today, counted as
+// unsupported), and NAT mapping changes.
 package task
 
 import (
