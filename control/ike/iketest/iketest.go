@@ -575,3 +575,7 @@ func (n *Node) Restart() error {
 	}
 	return nil
 }
+
+// Env returns the node's worker environment, for a second worker of the
+// node (migrations).
+func (n *Node) Env() worker.Env { return (*nodeEnv)(n) }

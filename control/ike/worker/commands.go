@@ -284,3 +284,32 @@ func (w *Worker) ChildEvent(spi uint32, inbound, hard bool) {
 		}
 	}
 }
+
+// ErrBusy is returned by Detach for an IKE SA with an exchange of ours in
+// flight or queued: move it once it is idle.
+var ErrBusy = errors.New("IKE SA has an exchange in flight")
+
+// Detach takes an established, idle IKE SA out of the worker without
+// touching the data plane or telling the peer, and returns it (ciphers
+// included) for another worker's Restore: the step of migrating an IKE SA
+// between workers when the SPU map changes (issue 8). Datagrams of the IKE
+// SA that reach this worker afterwards are unknown here; the caller moves
+// the datagram routing first.
+func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
+	m := w.bySPI[ourSPI]
+	if m == nil || m.Destroyed() {
+		return nil, fmt.Errorf("no IKE SA with SPI %016x", ourSPI)
+	}
+	if m.IKE.State != sa.Established {
+		return nil, fmt.Errorf("IKE SA %s is %s, not established", m.IKE.SPIs(), m.IKE.State)
+	}
+	if m.Busy() || len(m.Queued()) > 0 {
+		return nil, ErrBusy
+	}
+	delete(w.bySPI, ourSPI)
+	w.forgetInit(m)
+	w.endHalfOpen(m)
+	delete(w.sched, m)
+	m.Logger().Info("IKE SA detached for migration")
+	return m.IKE, nil
+}

@@ -191,3 +191,43 @@ func TestInitialContact(t *testing.T) {
 		t.Errorf("after a fresh start: %d removed, %d IKE SAs", got, nb.Worker.Len())
 	}
 }
+
+// TestDetachRestore moves an IKE SA from one worker to another (the step
+// of a migration between SPUs): the peer notices nothing, liveness checks
+// and a delete work from the new worker.
+func TestDetachRestore(t *testing.T) {
+	dpd := func(o *confOpts) { o.extra = "    dpd_delay: 5s\n" }
+	s, na, nb := pair(t, dpd, dpd)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	spi := nb.Worker.Managers()[0].IKE.OurSPI()
+	ike, err := nb.Worker.Detach(spi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb.Worker.Len() != 0 {
+		t.Fatal("still on the old worker")
+	}
+	nb.Worker = worker.New(1, nb.Env())
+	if err := nb.Worker.Restore(ike); err != nil {
+		t.Fatal(err)
+	}
+	s.RunFor(20 * time.Second)
+	if na.Counters.Failures(stats.DPDTimeout)+nb.Counters.Failures(stats.UnknownSPI) != 0 {
+		t.Fatalf("the move was noticed: %+v %+v", na.Counters.Snapshot(), nb.Counters.Snapshot())
+	}
+	if err := terminateIKE(t, s, nb, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	noSAs(t, na, nb)
+	// A busy IKE SA is not detached.
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m := na.Worker.Managers()[0]
+	na.Worker.Terminate(worker.Selector{Conn: "tun", Child: "net"}, nil)
+	if _, err := na.Worker.Detach(m.IKE.OurSPI()); err != worker.ErrBusy {
+		t.Errorf("detach of a busy IKE SA: %v", err)
+	}
+}
