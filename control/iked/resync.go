@@ -274,7 +274,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 		if conn != nil {
 			cc = conn.Children[ch.Name]
 		}
-		inOK, outOK := haveSA[saKey{ch.SPIIn, api.In}], haveSA[saKey{ch.SPIOut, api.Out}]
+		inOK, outOK := haveSA[saKey{ch.SPIIn, api.In}], haveSA[saKey{ch.SPIOut, api.Out}] || ch.OutPending
 		if ch.Trap {
 			tr, ok := d.traps.Load().byName[ike.ConnName+"/"+ch.Name]
 			if !ok || tr.ReqID != ch.ReqID {

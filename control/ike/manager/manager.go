@@ -768,6 +768,9 @@ func (m *Manager) Deadline() time.Time {
 			if ch.State == sa.ChildInstalled {
 				min(ch.RekeyAt)
 			}
+			if ch.OutPending {
+				min(ch.Installed.Add(task.OutPendingDelay))
+			}
 			min(ch.ExpireAt)
 		}
 		min(ike.RekeyAt)
@@ -813,6 +816,17 @@ func (m *Manager) Tick(now time.Time) {
 		m.env.Stats().Inc(stats.Keepalives)
 	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
+		if ch.OutPending && !now.Before(ch.Installed.Add(task.OutPendingDelay)) {
+			c := m.ctx(0)
+			if err := task.InstallOutbound(c, ch); err != nil {
+				ch.OutPending = false // do not spin; the Child SA stays inbound-only
+				m.env.Stats().Fail(stats.DataPlane)
+				m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+			} else {
+				m.log.Info("child sa outbound installed: the old one was not deleted in time", "child", ch.Name, "child_id", ch.UniqueID)
+			}
+			m.env.Changed(m)
+		}
 		if !ch.ExpireAt.IsZero() && !now.Before(ch.ExpireAt) && ch.State != sa.ChildDeleted {
 			ch.ExpireAt = time.Time{}
 			m.env.ChildExpired(m, ch)

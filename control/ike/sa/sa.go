@@ -207,6 +207,10 @@ type ChildSA struct {
 	// Trap: the Child SA serves a start_action=trap child through the trap's
 	// policy.
 	Trap bool `json:"trap,omitempty"`
+	// OutPending: the outbound SA is not installed yet. The responder of a
+	// rekey keeps sending through the old Child SA until the initiator,
+	// which installs its new inbound SA only on our response, deletes it.
+	OutPending bool `json:"out_pending,omitempty"`
 
 	Installed time.Time `json:"installed,omitzero"`
 	// RekeyAt and ExpireAt are the time-based life of the Child SA

@@ -421,7 +421,7 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 		return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "key derivation: %v", err)
 	}
 	ch := &sa.ChildSA{Name: cc.Name, Initiator: false, SPIIn: spiIn, SPIOut: spiOut, Alg: alg, Keys: keys,
-		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: ike.NAT()}
+		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: ike.NAT(), OutPending: rekeyed != nil}
 	if err := Install(c, conn, cc, ch); err != nil {
 		return t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
 	}

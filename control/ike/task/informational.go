@@ -70,8 +70,18 @@ func (t *ChildDeleteI) Process(c *Ctx, resp *message.Message) Status {
 	return Done
 }
 
-// removeChild uninstalls a Child SA and forgets it.
+// removeChild uninstalls a Child SA and forgets it. A Child SA that
+// replaces it and waits for its deletion to send (OutPending) gets its
+// outbound SA first, so that there is no gap.
 func removeChild(c *Ctx, ch *sa.ChildSA, reason string) {
+	for _, o := range c.IKE.Children {
+		if o != ch && o.OutPending && o.Name == ch.Name && o.ReqID == ch.ReqID {
+			if err := InstallOutbound(c, o); err != nil {
+				c.Stats().Fail(stats.DataPlane)
+				c.Log.Warn("child sa outbound not installed", "child", o.Name, "child_id", o.UniqueID, "err", err.Error())
+			}
+		}
+	}
 	if ch.State == sa.ChildDeleted {
 		c.IKE.RemoveChild(ch)
 		return

@@ -114,9 +114,11 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	if err := dp.AddSA(in); err != nil {
 		return fmt.Errorf("install inbound sa 0x%08x: %w", in.SPI, err)
 	}
-	if err := dp.AddSA(out); err != nil {
-		dp.DelSA(api.SAID{SPI: in.SPI, Dir: api.In})
-		return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
+	if !ch.OutPending {
+		if err := dp.AddSA(out); err != nil {
+			dp.DelSA(api.SAID{SPI: in.SPI, Dir: api.In})
+			return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
+		}
 	}
 	if sib != nil {
 		ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
@@ -141,6 +143,34 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		ch.ExpireAt = now.Add(cc.LifeTime.D())
 	}
 	c.Stats().Inc(stats.ChildSAsInstalled)
+	return nil
+}
+
+// OutPendingDelay bounds how long the responder of a rekey waits for the
+// initiator's DELETE of the old Child SA before it sends through the new
+// one anyway.
+const OutPendingDelay = 10 * time.Second
+
+// InstallOutbound installs the outbound SA of a Child SA whose outbound
+// was held back (OutPending); from then on the data plane sends through it.
+func InstallOutbound(c *Ctx, ch *sa.ChildSA) error {
+	if !ch.OutPending || ch.State == sa.ChildDeleted {
+		return nil
+	}
+	var cc *config.Child
+	conn := c.Conn()
+	if conn != nil {
+		cc = conn.Children[ch.Name]
+	}
+	connName := c.IKE.ConnName
+	_, out, err := ChildSAs(c.IKE, ch, cc, SAName(connName, ch.Name, ch.UniqueID))
+	if err != nil {
+		return err
+	}
+	if err := c.DataPlane().AddSA(out); err != nil {
+		return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
+	}
+	ch.OutPending = false
 	return nil
 }
 
@@ -183,7 +213,7 @@ func Uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA) error {
 		}
 	}
 	ch.PolicyIDs = nil
-	if ch.SPIOut != 0 {
+	if ch.SPIOut != 0 && !ch.OutPending {
 		if err := dp.DelSA(api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: ike.Remote.Addr()}); err != nil {
 			errs = append(errs, fmt.Errorf("outbound sa 0x%08x: %w", ch.SPIOut, err))
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/spugate/spugate/control/ike/iketest"
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
 	"github.com/spugate/spugate/control/ike/ts"
@@ -701,11 +702,12 @@ func TestPeerChildRekey(t *testing.T) {
 		return resp[0]
 	}
 	props, _ := suite.ParseESP("aes128gcm16")
+	newSPI := []byte{0xaa, 0xbb, 0xcc, 0xdd}
 	rekey := func(spi uint32) *message.Message {
 		var b [4]byte
 		binary.BigEndian.PutUint32(b[:], spi)
 		return send(&message.Notify{Protocol: suite.ProtocolESP, SPI: b[:], NotifyType: message.RekeySA},
-			&message.SA{Proposals: suite.WithSPI(props, []byte{0xaa, 0xbb, 0xcc, 0xdd})}, &message.Nonce{Data: make([]byte, 32)},
+			&message.SA{Proposals: suite.WithSPI(props, newSPI)}, &message.Nonce{Data: make([]byte, 32)},
 			&message.TS{Selectors: old.LocalTS}, &message.TS{Responder: true, Selectors: old.RemoteTS})
 	}
 	if r := rekey(0x01020304); message.FindNotify(r.Inner, message.ChildSANotFound) == nil {
@@ -718,6 +720,12 @@ func TestPeerChildRekey(t *testing.T) {
 	l := nb.Worker.List()[0]
 	if len(l.Children) != 2 || l.Children[0].ReqID != l.Children[1].ReqID || len(l.Children[0].PolicyIDs) != 0 || len(l.Children[1].PolicyIDs) != 1 {
 		t.Fatalf("after the rekey: %+v %+v", l.Children[0], l.Children[1])
+	}
+	// The responder keeps sending through the old Child SA until the
+	// initiator deletes it (the initiator installs its new inbound SA only
+	// on the response).
+	if _, ok := nb.DP.Find(0xaabbccdd, "out"); ok || !l.Children[1].OutPending {
+		t.Errorf("the responder installed its new outbound SA before the old one was deleted")
 	}
 	// The peer deletes the old Child SA.
 	var spi [4]byte
@@ -733,5 +741,23 @@ func TestPeerChildRekey(t *testing.T) {
 	}
 	if sas, pols := nb.DP.Counts(); sas != 2 || pols != 1 {
 		t.Errorf("responder's data plane: %d SAs, %d policies", sas, pols)
+	}
+	if _, ok := nb.DP.Find(0xaabbccdd, "out"); !ok {
+		t.Errorf("the new outbound SA is not installed after the old one's deletion")
+	}
+	// A rekey whose initiator never deletes the old Child SA: the new
+	// outbound SA goes in after task.OutPendingDelay.
+	cur := nb.Worker.List()[0].Children[0]
+	old = &sa.ChildSA{SPIIn: cur.SPIOut, LocalTS: old.LocalTS, RemoteTS: old.RemoteTS}
+	newSPI = []byte{0xaa, 0xbb, 0xcc, 0xde}
+	rekey(old.SPIIn)
+	s.RunFor(11 * time.Second)
+	for _, ch := range nb.Worker.List()[0].Children {
+		if ch.OutPending {
+			t.Errorf("outbound still pending after %v", 11*time.Second)
+		}
+	}
+	if sas, _ := nb.DP.Counts(); sas != 4 {
+		t.Errorf("%d SAs after the fallback, want both Child SAs whole", sas)
 	}
 }
