@@ -46,6 +46,13 @@ type Config struct {
 	RetransmitTimeout Duration `yaml:"retransmit_timeout"`
 	RetransmitBase    float64  `yaml:"retransmit_base"`
 	RetransmitTries   int      `yaml:"retransmit_tries"`
+	// KeepAlive is the interval of NAT keepalives sent by an IKE SA behind
+	// a NAT (charon.keep_alive, 20 s; 0 turns them off).
+	KeepAlive *Duration `yaml:"keep_alive"`
+	// DeleteRekeyedDelay is how long the inbound SA of a rekeyed Child SA
+	// stays in the data plane after the old Child SA is deleted, for
+	// packets still in flight (charon.delete_rekeyed_delay, 5 s).
+	DeleteRekeyedDelay *Duration `yaml:"delete_rekeyed_delay"`
 
 	Connections map[string]*Conn `yaml:"connections"`
 
@@ -129,6 +136,10 @@ const (
 	DefaultIKERekey   = 4 * time.Hour
 	DefaultChildRekey = time.Hour
 	DefaultReplay     = 1024
+	// DefaultKeepAlive and DefaultDeleteRekeyedDelay as charon's keep_alive
+	// and delete_rekeyed_delay.
+	DefaultKeepAlive          = 20 * time.Second
+	DefaultDeleteRekeyedDelay = 5 * time.Second
 )
 
 // Checker validates proposal strings; the IKE layer installs its parser, so
@@ -282,6 +293,14 @@ func (v *validator) config(c *Config) {
 	if c.RetransmitTries == 0 {
 		c.RetransmitTries = 5
 	}
+	if c.KeepAlive == nil {
+		d := Duration(DefaultKeepAlive)
+		c.KeepAlive = &d
+	}
+	if c.DeleteRekeyedDelay == nil {
+		d := Duration(DefaultDeleteRekeyedDelay)
+		c.DeleteRekeyedDelay = &d
+	}
 	if c.RetransmitBase < 1 {
 		v.errf([]any{"retransmit_base"}, "%v must be at least 1", c.RetransmitBase)
 	}
@@ -406,7 +425,7 @@ func (v *validator) conn(c *Conn, at []any) {
 		c.RekeyTime = &d
 	}
 	if c.OverTime == nil {
-		d := Duration(time.Duration(*c.RekeyTime) / 10)
+		d := Duration(time.Duration(max(*c.RekeyTime, c.ReauthTime)) / 10)
 		c.OverTime = &d
 	}
 	if c.RandTime == nil {

@@ -365,5 +365,11 @@ func settings(cfg *config.Config) manager.Settings {
 	s.RetransmitBase = cfg.RetransmitBase
 	s.RetransmitTries = cfg.RetransmitTries
 	s.NATTPort = uint16(cfg.PortNATT)
+	if cfg.KeepAlive != nil {
+		s.KeepaliveInterval = cfg.KeepAlive.D()
+	}
+	if cfg.DeleteRekeyedDelay != nil {
+		s.DrainDelay = cfg.DeleteRekeyedDelay.D()
+	}
 	return s
 }

@@ -267,7 +267,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 	conn := d.cfg.Load().Connections[ike.ConnName]
 	changed := false
 	for _, ch := range ike.Children {
-		if ch.State != sa.ChildInstalled && ch.State != sa.ChildRekeying {
+		if ch.State != sa.ChildInstalled && ch.State != sa.ChildRekeying && ch.State != sa.ChildRekeyed {
 			continue
 		}
 		var cc *config.Child
@@ -312,10 +312,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 			// peer's anti-replay window would drop what it sends now. Replace
 			// the Child SA at once, whichever side created it.
 			if conn != nil && cc != nil && ch.State == sa.ChildInstalled {
-				ch.State = sa.ChildRekeying
-				t := task.NewChildCreateI(conn, cc, nil)
-				t.Replaces = ch
-				m.Queue(t)
+				m.Queue(task.NewChildRekeyI(ch, task.ReasonResync))
 				defer m.Initiate()
 				m.Logger().Info("iked: resync: replacing a Child SA the data plane lost", "child", ch.Name, "child_id", ch.UniqueID)
 			}
@@ -368,6 +365,9 @@ func (d *Daemon) sweep() {
 	}
 	if err := d.each(func(_ *loop, w *worker.Worker) {
 		for _, ike := range w.List() {
+			for _, dr := range ike.Draining {
+				ownedSA[saKey{dr.SPI, api.In}] = true
+			}
 			for _, ch := range ike.Children {
 				ownedSA[saKey{ch.SPIIn, api.In}] = true
 				ownedSA[saKey{ch.SPIOut, api.Out}] = true
@@ -510,9 +510,16 @@ func (d *Daemon) acquire(a api.Acquire) {
 // soft limit (or sequence numbers running out) replaces it now, a hard
 // limit deletes it.
 func (d *Daemon) saEvent(kind string, e api.SAEvent) {
+	ev := worker.SoftLimit
+	switch kind {
+	case api.EventHardLifetime:
+		ev = worker.HardLimit
+	case api.EventSeqNear:
+		ev = worker.SeqNear
+	}
 	for _, l := range d.loops {
 		select {
-		case l.cmds <- func(w *worker.Worker) { w.ChildEvent(e.SPI, e.Dir == api.In, kind == api.EventHardLifetime) }:
+		case l.cmds <- func(w *worker.Worker) { w.ChildEvent(e.SPI, e.Dir == api.In, ev, e.Bytes, e.Packets) }:
 		default:
 		}
 	}

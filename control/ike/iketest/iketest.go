@@ -84,11 +84,19 @@ type DataPlane struct {
 	FailAddSA error
 	// Ops records every call, for tests that check the order.
 	Ops []string
+	// added orders the SAs as spud does: the newest outbound SA of a reqid
+	// is the one its policies use.
+	added map[api.SAID]int
+	seq   int
+	// inPkts are inbound packet counts (InboundPackets), set by tests or
+	// by a Flow.
+	inPkts map[uint32]uint64
 }
 
 // NewDataPlane returns an empty data plane whose SPIs start at base.
 func NewDataPlane(base uint32) *DataPlane {
-	return &DataPlane{nextSPI: base, SAs: map[api.SAID]api.SA{}, Policies: map[uint32]api.Policy{}}
+	return &DataPlane{nextSPI: base, SAs: map[api.SAID]api.SA{}, Policies: map[uint32]api.Policy{},
+		added: map[api.SAID]int{}, inPkts: map[uint32]uint64{}}
 }
 
 func saKey(s *api.SA) api.SAID {
@@ -123,8 +131,44 @@ func (d *DataPlane) AddSA(s *api.SA) error {
 		return fmt.Errorf("sa spi 0x%08x %s: exists", s.SPI, s.Dir)
 	}
 	d.SAs[k] = *s
+	d.seq++
+	d.added[k] = d.seq
 	d.Ops = append(d.Ops, fmt.Sprintf("add %s %08x", s.Dir, s.SPI))
 	return nil
+}
+
+// ActiveOut returns the outbound SA the policies of reqid send through:
+// the newest outbound SA with that reqid.
+func (d *DataPlane) ActiveOut(reqid uint32) (api.SA, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var best api.SA
+	bestSeq := -1
+	for k, s := range d.SAs {
+		if k.Dir == api.Out && s.ReqID == reqid && d.added[k] > bestSeq {
+			best, bestSeq = s, d.added[k]
+		}
+	}
+	return best, bestSeq >= 0
+}
+
+// CountIn adds n received packets to an inbound SA's count.
+func (d *DataPlane) CountIn(spi uint32, n uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inPkts[spi] += n
+}
+
+// InboundPackets sums the packets the inbound SAs received (the liveness
+// hint DPD uses).
+func (d *DataPlane) InboundPackets(spis []uint32) (uint64, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var n uint64
+	for _, spi := range spis {
+		n += d.inPkts[spi]
+	}
+	return n, nil
 }
 
 // DelSA removes an SA.
@@ -138,6 +182,7 @@ func (d *DataPlane) DelSA(id api.SAID) error {
 		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
 	}
 	delete(d.SAs, id)
+	delete(d.added, id)
 	d.Ops = append(d.Ops, fmt.Sprintf("del %s %08x", id.Dir, id.SPI))
 	return nil
 }
@@ -155,6 +200,8 @@ func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
 	}
 	delete(d.SAs, id)
+	seq := d.added[id]
+	delete(d.added, id)
 	if u.Remote.IsValid() {
 		s.Remote = u.Remote
 	}
@@ -162,6 +209,8 @@ func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 		s.Encap = u.Encap
 	}
 	d.SAs[saKey(&s)] = s
+	d.added[saKey(&s)] = seq
+	d.Ops = append(d.Ops, fmt.Sprintf("update %s %08x", id.Dir, id.SPI))
 	return nil
 }
 
@@ -270,6 +319,7 @@ type Sim struct {
 
 	queue []inflight
 	seq   int
+	flows []*Flow
 	// Sent counts datagrams sent by each node, by exchange.
 	Sent []Sent
 }
@@ -342,7 +392,21 @@ func (s *Sim) AddNode(name string, addr netip.Addr, cfg *config.Config) *Node {
 	n.Set.RetransmitBase = cfg.RetransmitBase
 	n.Set.RetransmitTries = cfg.RetransmitTries
 	n.Set.NATTPort = uint16(cfg.PortNATT)
-	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	if cfg.KeepAlive != nil {
+		n.Set.KeepaliveInterval = cfg.KeepAlive.D()
+	}
+	if cfg.DeleteRekeyedDelay != nil {
+		n.Set.DrainDelay = cfg.DeleteRekeyedDelay.D()
+	}
+	// Log lines carry the fake time, as an offset from Epoch.
+	clock := s.Clock
+	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.String("t", clock.Now().Sub(Epoch).String())
+			}
+			return a
+		}})).With("node", name)
 	n.Worker = worker.New(0, (*nodeEnv)(n))
 	s.Nodes = append(s.Nodes, n)
 	return n
@@ -395,6 +459,9 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 // nothing is left to do before until.
 func (s *Sim) Step(until time.Time) bool {
 	now := s.Clock.Now()
+	for _, f := range s.flows {
+		f.step(now)
+	}
 	var due []inflight
 	rest := s.queue[:0]
 	for _, f := range s.queue {
@@ -434,6 +501,11 @@ func (s *Sim) Step(until time.Time) bool {
 	}
 	for _, n := range s.Nodes {
 		if d := n.Worker.Deadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	for _, f := range s.flows {
+		if d := f.nextEvent(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
 			next = d
 		}
 	}
@@ -579,3 +651,119 @@ func (n *Node) Restart() error {
 // Env returns the node's worker environment, for a second worker of the
 // node (migrations).
 func (n *Node) Env() worker.Env { return (*nodeEnv)(n) }
+
+// Flow is a stream of numbered packets between two nodes' data planes:
+// each is sent through the sender's active outbound SA (the newest of the
+// reqid of its one protect policy, or of the policy whose name has Child)
+// and arrives Delay later, when the receiver must hold an inbound SA with
+// that SPI and the same key. It measures what a make-before-break rekey
+// promises: no packet lost while SAs change on both sides.
+type Flow struct {
+	From, To *Node
+	// Child names the child whose policy to send through ("" if there is
+	// one policy).
+	Child    string
+	Interval time.Duration
+	Delay    time.Duration
+	Until    time.Time
+
+	Sent, Received uint64
+	// Lost lists when lost packets were sent and why.
+	Lost []LostPacket
+
+	next     time.Time
+	inflight []probe
+}
+
+// LostPacket is a packet of a Flow that did not arrive.
+type LostPacket struct {
+	Sent time.Time
+	SPI  uint32
+	Why  string
+}
+
+type probe struct {
+	sent, at time.Time
+	spi      uint32
+	key      []byte
+}
+
+// AddFlow starts a flow from one node to another, for d of fake time.
+func (s *Sim) AddFlow(from, to *Node, child string, interval, delay, d time.Duration) *Flow {
+	f := &Flow{From: from, To: to, Child: child, Interval: interval, Delay: delay, Until: s.Clock.Now().Add(d), next: s.Clock.Now()}
+	s.flows = append(s.flows, f)
+	return f
+}
+
+func (f *Flow) reqid() (uint32, bool) {
+	f.From.DP.mu.Lock()
+	defer f.From.DP.mu.Unlock()
+	for _, p := range f.From.DP.Policies {
+		if f.Child == "" || strings.Contains(p.Name, "/"+f.Child+"/") {
+			return p.ReqID, true
+		}
+	}
+	return 0, false
+}
+
+// nextEvent is when the flow next sends or a packet arrives (zero: done).
+func (f *Flow) nextEvent() time.Time {
+	var t time.Time
+	if f.next.Before(f.Until) {
+		t = f.next
+	}
+	for _, p := range f.inflight {
+		if t.IsZero() || p.at.Before(t) {
+			t = p.at
+		}
+	}
+	return t
+}
+
+func (f *Flow) step(now time.Time) {
+	for !f.next.After(now) && f.next.Before(f.Until) {
+		f.Sent++
+		rid, ok := f.reqid()
+		var out api.SA
+		if ok {
+			out, ok = f.From.DP.ActiveOut(rid)
+		}
+		if !ok {
+			f.Lost = append(f.Lost, LostPacket{Sent: f.next, Why: "no outbound sa at the sender"})
+		} else {
+			f.inflight = append(f.inflight, probe{sent: f.next, at: f.next.Add(f.Delay), spi: out.SPI, key: out.EncKey})
+		}
+		f.next = f.next.Add(f.Interval)
+	}
+	kept := f.inflight[:0]
+	for _, p := range f.inflight {
+		if p.at.After(now) {
+			kept = append(kept, p)
+			continue
+		}
+		in, ok := f.To.DP.Find(p.spi, api.In)
+		switch {
+		case !ok:
+			f.Lost = append(f.Lost, LostPacket{Sent: p.sent, SPI: p.spi, Why: "no inbound sa at the receiver"})
+		case !bytes.Equal(in.EncKey, p.key):
+			f.Lost = append(f.Lost, LostPacket{Sent: p.sent, SPI: p.spi, Why: "keys differ"})
+		default:
+			f.Received++
+			f.To.DP.CountIn(p.spi, 1)
+		}
+	}
+	f.inflight = kept
+}
+
+// String summarises the flow.
+func (f *Flow) String() string {
+	s := fmt.Sprintf("%s -> %s: sent %d, received %d, lost %d", f.From.Name, f.To.Name, f.Sent, f.Received, len(f.Lost))
+	for i, l := range f.Lost {
+		if i == 5 {
+			s += " ..."
+			break
+		}
+		s += fmt.Sprintf(" [%v spi %08x: %s]", l.Sent.Sub(Epoch), l.SPI, l.Why)
+	}
+	return s
+}

@@ -40,6 +40,7 @@ import (
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
 	"github.com/spugate/spugate/control/ike/task"
 )
 
@@ -57,14 +58,17 @@ type Settings struct {
 	RetransmitBase    float64       // 1.8
 	RetransmitTries   int           // 5
 	HalfOpenTimeout   time.Duration // 30 s
-	KeepaliveInterval time.Duration // 20 s
+	KeepaliveInterval time.Duration // 20 s; 0: no NAT keepalives
 	NATTPort          uint16        // 4500
+	// DrainDelay is how long the inbound SA of a replaced Child SA stays
+	// (5 s).
+	DrainDelay time.Duration
 }
 
 // DefaultSettings are strongSwan's defaults.
 func DefaultSettings() Settings {
 	return Settings{RetransmitTimeout: 4 * time.Second, RetransmitBase: 1.8, RetransmitTries: 5,
-		HalfOpenTimeout: 30 * time.Second, KeepaliveInterval: 20 * time.Second, NATTPort: 4500}
+		HalfOpenTimeout: 30 * time.Second, KeepaliveInterval: 20 * time.Second, NATTPort: 4500, DrainDelay: 5 * time.Second}
 }
 
 // Env is the worker as a manager sees it.
@@ -85,6 +89,38 @@ type Env interface {
 	ChildRekeyDue(m *Manager, ch *sa.ChildSA)
 	// ChildExpired is called when a Child SA reaches its life time.
 	ChildExpired(m *Manager, ch *sa.ChildSA)
+	// ReauthDue is called when the IKE SA reaches its reauth time: the
+	// hook starts its replacement (make before break).
+	ReauthDue(m *Manager)
+	// NewIKESPI returns an IKE SPI of ours that no IKE SA uses.
+	NewIKESPI() (uint64, error)
+	// Adopt takes a new IKE SA (made by a rekey of m's) under the worker's
+	// care and returns its manager; its queued tasks start once the
+	// current event is handled.
+	Adopt(ike *sa.IKESA) *Manager
+	// Heir is called for each Child SA of an IKE SA that goes: if a Child
+	// SA of another IKE SA replaces it (a reauthentication's), the hook
+	// installs that one's pending outbound SA and returns its IKE SA, which
+	// then keeps ch's inbound SA for the drain period.
+	Heir(m *Manager, ch *sa.ChildSA) *sa.IKESA
+}
+
+// UsageReader is implemented by data planes that can tell how many
+// packets inbound SAs received, so that DPD counts ESP as a sign of life
+// (strongSwan checks only when neither IKE nor ESP arrived for dpd_delay).
+type UsageReader interface {
+	InboundPackets(spis []uint32) (uint64, error)
+}
+
+// RekeyedTimeout bounds how long a rekeyed IKE SA waits for the peer's
+// DELETE (strongSwan waits 90 s as responder, 30 s for a redundant one).
+const RekeyedTimeout = 30 * time.Second
+
+// deferredTask is a task queued for later (a retry after
+// TEMPORARY_FAILURE).
+type deferredTask struct {
+	at time.Time
+	t  task.Initiator
 }
 
 // request is our outstanding request.
@@ -108,9 +144,10 @@ type Manager struct {
 	env Env
 	log *slog.Logger
 
-	queue  []task.Initiator
-	active []task.Initiator
-	req    *request
+	queue    []task.Initiator
+	active   []task.Initiator
+	req      *request
+	deferred []deferredTask
 
 	// halfOpenUntil is the half-open deadline of a responder IKE SA (zero
 	// once established or for an initiator).
@@ -119,7 +156,10 @@ type Manager struct {
 	// lastSent when we last sent anything (for keepalives).
 	lastRecv, lastSent time.Time
 	dpdDelay           time.Duration
-	destroyed          bool
+	// inPkts is the inbound packet count of the Child SAs at the last
+	// liveness check (UsageReader).
+	inPkts    uint64
+	destroyed bool
 	failure            *task.Failure
 	endReason          string
 }
@@ -137,7 +177,12 @@ func New(ike *sa.IKESA, env Env) *Manager {
 // established, with its message IDs and cached response.
 func Restore(ike *sa.IKESA, env Env) *Manager {
 	m := New(ike, env)
-	m.setDPD()
+	if ike.State == sa.Rekeyed && ike.RekeyedUntil.IsZero() {
+		ike.RekeyedUntil = env.Now().Add(RekeyedTimeout)
+	}
+	if ike.State == sa.Established {
+		m.setDPD()
+	}
 	return m
 }
 
@@ -170,8 +215,15 @@ func (m *Manager) HalfOpen() bool { return !m.halfOpenUntil.IsZero() }
 // Queue adds a task; Initiate starts it when the window is free.
 func (m *Manager) Queue(t task.Initiator) { m.queue = append(m.queue, t) }
 
+// QueueAt queues t to start no earlier than at.
+func (m *Manager) QueueAt(t task.Initiator, at time.Time) {
+	m.deferred = append(m.deferred, deferredTask{at: at, t: t})
+}
+
 func (m *Manager) ctx(ex message.ExchangeType) *task.Ctx {
-	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.log, Exchange: ex, Queue: m.Queue, NATTPort: m.env.Settings().NATTPort}
+	s := m.env.Settings()
+	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.log, Exchange: ex, Queue: m.Queue, NATTPort: s.NATTPort,
+		DrainDelay: s.DrainDelay, Active: m.active, QueueAt: m.QueueAt, Host: host{m}}
 }
 
 // send sends an IKE message from our current address to the peer's.
@@ -240,10 +292,16 @@ func (m *Manager) pick() (message.ExchangeType, []task.Initiator) {
 			i = 0
 		}
 		t := take(i)
-		if t.Kind() == task.KindChildCreate {
+		switch t.Kind() {
+		case task.KindChildCreate, task.KindChildRekey, task.KindIKERekey:
 			return message.CreateChildSA, []task.Initiator{t}
 		}
 		return message.Informational, []task.Initiator{t}
+	case sa.Rekeyed:
+		// A rekeyed IKE SA only deletes itself.
+		if i := find(task.KindIKEDelete); i >= 0 {
+			return message.Informational, []task.Initiator{take(i)}
+		}
 	case sa.Deleting:
 		// Only the notify of a failure may still go out.
 		if i := find(task.KindInfo); i >= 0 {
@@ -394,6 +452,7 @@ func (m *Manager) authenticated(d Datagram, msg *message.Message) {
 	old := ike.Remote
 	ike.Local, ike.Remote = d.Local, d.Remote
 	m.refreshLog()
+	m.env.Stats().Inc(stats.PeerAddressChanges)
 	m.log.Info("peer address changed", "from", old.String(), "to", d.Remote.String())
 	if len(ike.Children) > 0 {
 		updateChildren(m, old)
@@ -447,11 +506,16 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		}
 		tasks = []task.Responder{&task.IKEAuthR{}, &task.ChildCreateR{}}
 	case message.CreateChildSA:
-		if ike.State != sa.Established {
+		if ike.State != sa.Established && ike.State != sa.Rekeyed && ike.State != sa.Deleting {
 			m.env.Stats().Fail(stats.InvalidSyntax)
 			return
 		}
-		tasks = []task.Responder{&task.ChildCreateR{}}
+		if saP, _ := message.Find(msg.Inner, message.PayloadSA).(*message.SA); saP != nil && len(saP.Proposals) > 0 &&
+			saP.Proposals[0].Protocol == suite.ProtocolIKE {
+			tasks = []task.Responder{&task.IKERekeyR{}}
+		} else {
+			tasks = []task.Responder{&task.ChildCreateR{}}
+		}
 	case message.Informational:
 		tasks = []task.Responder{&task.InfoR{}}
 	default:
@@ -505,7 +569,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	case h.Exchange == message.IKEAuth && ike.State == sa.Established:
 		m.established()
 	}
-	if ike.State == sa.Established {
+	if ike.State == sa.Established || ike.State == sa.Rekeyed {
 		m.env.Changed(m)
 	}
 }
@@ -614,7 +678,7 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	if ex == message.IKEAuth && ike.State == sa.Established {
 		m.established()
 	}
-	if ike.State == sa.Established {
+	if ike.State == sa.Established || ike.State == sa.Rekeyed {
 		m.env.Changed(m)
 	}
 }
@@ -624,9 +688,7 @@ func (m *Manager) established() {
 	m.halfOpenUntil = time.Time{}
 	m.refreshLog()
 	m.setDPD()
-	if conn := m.ctx(0).Conn(); conn != nil && conn.RekeyTime != nil && *conn.RekeyTime > 0 {
-		ike.RekeyAt = ike.Established.Add(conn.RekeyTime.D())
-	}
+	m.setTimers(ike, ike.Established, true)
 	m.env.Stats().Inc(stats.IKESAsEstablished)
 	m.log.Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
 		"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
@@ -637,6 +699,89 @@ func (m *Manager) setDPD() {
 	if conn := m.ctx(0).Conn(); conn != nil {
 		m.dpdDelay = conn.DPDDelay.D()
 	}
+}
+
+// setTimers sets the rekey, reauth and expiry times of an IKE SA
+// established (or rekeyed) at now: rekey_time and reauth_time less a
+// random share of rand_time, and over_time after the later of them.
+// A rekeyed IKE SA keeps its predecessor's reauth time (a rekey does not
+// authenticate again); reauth sets it anew.
+func (m *Manager) setTimers(ike *sa.IKESA, now time.Time, reauth bool) {
+	cfg := m.env.Config()
+	if cfg == nil {
+		return
+	}
+	conn := cfg.Connections[ike.ConnName]
+	if conn == nil {
+		return
+	}
+	var rand time.Duration
+	if conn.RandTime != nil {
+		rand = conn.RandTime.D()
+	}
+	ike.RekeyAt, ike.ExpireAt = time.Time{}, time.Time{}
+	if conn.RekeyTime != nil && *conn.RekeyTime > 0 {
+		r := conn.RekeyTime.D()
+		ike.RekeyAt = now.Add(r - task.Jitter(m.env.Rand(), min(rand, r/2)))
+	}
+	if reauth {
+		ike.ReauthAt = time.Time{}
+		if r := conn.ReauthTime.D(); r > 0 {
+			ike.ReauthAt = now.Add(r - task.Jitter(m.env.Rand(), min(rand, r/2)))
+		}
+	}
+	last := ike.RekeyAt
+	if ike.ReauthAt.After(last) {
+		last = ike.ReauthAt
+	}
+	if !last.IsZero() && conn.OverTime != nil && *conn.OverTime > 0 {
+		ike.ExpireAt = last.Add(conn.OverTime.D())
+	}
+}
+
+// host is the manager as tasks see it for IKE SA rekeying.
+type host struct{ m *Manager }
+
+func (h host) NewIKESPI() (uint64, error) { return h.m.env.NewIKESPI() }
+
+// ReplaceIKE moves the IKE SA's Child SAs, draining SAs and queued tasks to
+// next, which the worker adopts, and leaves this one Rekeyed.
+func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
+	m := h.m
+	old := m.IKE
+	now := m.env.Now()
+	next.Children, old.Children = old.Children, nil
+	next.Draining, old.Draining = old.Draining, nil
+	next.ReauthAt = old.ReauthAt
+	m.setTimers(next, now, false)
+	nm := m.env.Adopt(next)
+	nm.setDPD()
+	nm.queue = append(nm.queue, m.queue...)
+	nm.deferred = append(nm.deferred, m.deferred...)
+	m.queue, m.deferred = nil, nil
+	old.State = sa.Rekeyed
+	old.RekeyAt, old.ReauthAt, old.ExpireAt = time.Time{}, time.Time{}, time.Time{}
+	old.RekeyedUntil = now.Add(RekeyedTimeout)
+	m.env.Stats().Inc(stats.IKESAsRekeyed)
+	m.log.Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
+		"reason", reason, "initiator", next.Initiator, "children", len(next.Children), "proposal", next.Proposal.String())
+	m.env.Changed(nm)
+	m.env.Changed(m)
+}
+
+// AddRedundantIKE adopts an IKE SA that lost a rekey collision, with no
+// Child SAs: we delete it, or wait for the peer to.
+func (h host) AddRedundantIKE(ike *sa.IKESA, del bool) {
+	m := h.m
+	if del {
+		nm := m.env.Adopt(ike)
+		nm.Queue(task.NewIKEDeleteI("redundant: IKE SA rekey collision lost"))
+		return
+	}
+	ike.State = sa.Rekeyed
+	ike.RekeyedUntil = m.env.Now().Add(RekeyedTimeout)
+	nm := m.env.Adopt(ike)
+	m.env.Changed(nm)
 }
 
 // fail ends the IKE SA after a failed exchange we initiated, telling the
@@ -691,14 +836,32 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	ike := m.IKE
 	wasEstablished := ike.State == sa.Established || ike.State == sa.Deleting
 	c := m.ctx(0)
+	if len(ike.Draining) > 0 {
+		if _, err := task.DrainDue(m.env.DataPlane(), ike, time.Time{}, true); err != nil {
+			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+		}
+	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
-		if err := task.Uninstall(m.env.DataPlane(), ike, ch); err != nil {
+		why := "ike sa gone"
+		var err error
+		if heir := m.env.Heir(m, ch); heir != nil {
+			why = "replaced by a reauthentication"
+			var until time.Time
+			if d := m.env.Settings().DrainDelay; d > 0 {
+				until = m.env.Now().Add(d)
+			}
+			err = task.UninstallDrained(m.env.DataPlane(), ike, ch, heir, until)
+			m.env.Stats().Inc(stats.ChildSAsRekeyed)
+		} else {
+			err = task.Uninstall(m.env.DataPlane(), ike, ch)
+		}
+		if err != nil {
 			m.env.Stats().Fail(stats.DataPlane)
 			m.log.Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
 		}
 		m.env.Stats().Inc(stats.ChildSAsDeleted)
 		c.Log.Info("child sa deleted", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
-			"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", "ike sa gone")
+			"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", why)
 	}
 	var err error
 	if f != nil {
@@ -712,7 +875,10 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	for _, t := range m.queue {
 		t.Abort(err)
 	}
-	m.active, m.queue, m.req = nil, nil, nil
+	for _, d := range m.deferred {
+		d.t.Abort(err)
+	}
+	m.active, m.queue, m.req, m.deferred = nil, nil, nil, nil
 	ike.State = sa.Destroyed
 	m.failure = f
 	m.endReason = reason
@@ -733,6 +899,22 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		m.env.Stats().Inc(stats.IKESAsDeleted)
 	}
 	m.env.Destroyed(m, f)
+}
+
+// InstallPendingOutbound installs the held-back outbound SA of one of
+// the IKE SA's Child SAs (whose predecessor in another IKE SA goes).
+func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
+	if !ch.OutPending || ch.Redundant {
+		return
+	}
+	if err := task.InstallOutbound(m.ctx(0), ch); err != nil {
+		m.env.Stats().Fail(stats.DataPlane)
+		m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+		return
+	}
+	m.log.Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
+		"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
+	m.env.Changed(m)
 }
 
 // EndReason says why the IKE SA ended ("" while it lives).
@@ -756,26 +938,63 @@ func (m *Manager) Deadline() time.Time {
 		min(m.req.next)
 	}
 	min(m.halfOpenUntil)
+	for _, x := range m.deferred {
+		min(x.at)
+	}
 	ike := m.IKE
-	if ike.State == sa.Established {
+	for _, x := range ike.Draining {
+		min(x.Until)
+	}
+	switch ike.State {
+	case sa.Rekeyed:
+		min(ike.RekeyedUntil)
+	case sa.Established:
 		if m.dpdDelay > 0 && m.req == nil {
 			min(m.lastRecv.Add(m.dpdDelay))
 		}
-		if ike.NATLocal {
+		if ike.NATLocal && m.env.Settings().KeepaliveInterval > 0 {
 			min(m.lastSent.Add(m.env.Settings().KeepaliveInterval))
 		}
 		for _, ch := range ike.Children {
 			if ch.State == sa.ChildInstalled {
 				min(ch.RekeyAt)
 			}
-			if ch.OutPending {
+			if pendingOut(ch) {
 				min(ch.Installed.Add(task.OutPendingDelay))
 			}
-			min(ch.ExpireAt)
+			if ch.State != sa.ChildDeleted {
+				min(ch.ExpireAt)
+			}
 		}
 		min(ike.RekeyAt)
+		min(ike.ReauthAt)
+		min(ike.ExpireAt)
 	}
 	return d
+}
+
+// pendingOut reports whether a Child SA waits for its outbound SA (the
+// responder's side of a rekey), not for good (redundant) and not on its
+// way out.
+func pendingOut(ch *sa.ChildSA) bool {
+	return ch.OutPending && !ch.Redundant && (ch.State == sa.ChildInstalled || ch.State == sa.ChildRekeying)
+}
+
+// queued reports whether a task of kind k is queued or in flight.
+func (m *Manager) queued(k task.Kind, match func(task.Initiator) bool) bool {
+	for _, l := range [][]task.Initiator{m.active, m.queue} {
+		for _, t := range l {
+			if t.Kind() == k && (match == nil || match(t)) {
+				return true
+			}
+		}
+	}
+	for _, x := range m.deferred {
+		if x.t.Kind() == k && (match == nil || match(x.t)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Tick runs the timers that are due.
@@ -802,28 +1021,69 @@ func (m *Manager) Tick(now time.Time) {
 		m.destroy(&task.Failure{Reason: stats.HalfOpenTimeout, Err: fmt.Errorf("IKE_AUTH not completed within %v", s.HalfOpenTimeout)}, "")
 		return
 	}
+	if len(m.deferred) > 0 {
+		kept := m.deferred[:0]
+		for _, x := range m.deferred {
+			if now.Before(x.at) {
+				kept = append(kept, x)
+			} else {
+				m.queue = append(m.queue, x.t)
+			}
+		}
+		m.deferred = kept
+	}
 	ike := m.IKE
+	if len(ike.Draining) > 0 {
+		n, err := task.DrainDue(m.env.DataPlane(), ike, now, false)
+		if err != nil {
+			m.env.Stats().Fail(stats.DataPlane)
+			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+		}
+		if n > 0 {
+			m.env.Stats().Add(stats.InboundDrained, uint64(n))
+			m.env.Changed(m)
+		}
+	}
+	if ike.State == sa.Rekeyed && !ike.RekeyedUntil.IsZero() && !now.Before(ike.RekeyedUntil) {
+		m.destroy(nil, fmt.Sprintf("rekeyed (the peer did not delete it within %v)", RekeyedTimeout))
+		return
+	}
 	if ike.State != sa.Established {
+		if !m.destroyed {
+			m.Initiate()
+		}
+		return
+	}
+	if !ike.ExpireAt.IsZero() && !now.Before(ike.ExpireAt) {
+		ike.ExpireAt = time.Time{}
+		m.env.Stats().Inc(stats.IKESAsExpired)
+		m.log.Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
+		m.Delete("expired", nil)
 		return
 	}
 	if m.dpdDelay > 0 && m.req == nil && len(m.queue) == 0 && !now.Before(m.lastRecv.Add(m.dpdDelay)) {
-		m.env.Stats().Inc(stats.DPDChecks)
-		m.Queue(&task.DPDI{})
+		if m.inboundActive() {
+			m.lastRecv = now
+		} else {
+			m.env.Stats().Inc(stats.DPDChecks)
+			m.Queue(&task.DPDI{})
+		}
 	}
-	if ike.NATLocal && !now.Before(m.lastSent.Add(s.KeepaliveInterval)) {
+	if ike.NATLocal && s.KeepaliveInterval > 0 && !now.Before(m.lastSent.Add(s.KeepaliveInterval)) {
 		m.env.Send(Datagram{Local: ike.Local, Remote: ike.Remote, Data: []byte{0xff}})
 		m.lastSent = now
 		m.env.Stats().Inc(stats.Keepalives)
 	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
-		if ch.OutPending && !now.Before(ch.Installed.Add(task.OutPendingDelay)) {
+		if pendingOut(ch) && !now.Before(ch.Installed.Add(task.OutPendingDelay)) {
 			c := m.ctx(0)
 			if err := task.InstallOutbound(c, ch); err != nil {
 				ch.OutPending = false // do not spin; the Child SA stays inbound-only
 				m.env.Stats().Fail(stats.DataPlane)
 				m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 			} else {
-				m.log.Info("child sa outbound installed: the old one was not deleted in time", "child", ch.Name, "child_id", ch.UniqueID)
+				m.log.Info("child sa outbound installed: the old one was not deleted in time", "child", ch.Name, "child_id", ch.UniqueID,
+					"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 			}
 			m.env.Changed(m)
 		}
@@ -840,14 +1100,40 @@ func (m *Manager) Tick(now time.Time) {
 			}
 		}
 	}
+	if !ike.ReauthAt.IsZero() && !now.Before(ike.ReauthAt) {
+		ike.ReauthAt = time.Time{}
+		m.env.ReauthDue(m)
+	}
 	if !ike.RekeyAt.IsZero() && !now.Before(ike.RekeyAt) {
-		// IKE SA rekeying is issue 7's; until then the IKE SA lives on.
-		m.log.Info("IKE SA rekey due; IKE SA rekeying is not implemented, keeping it")
 		ike.RekeyAt = time.Time{}
+		if !m.queued(task.KindIKERekey, nil) {
+			m.log.Info("IKE SA rekey due", "reason", task.ReasonTime)
+			m.Queue(task.NewIKERekeyI(task.ReasonTime))
+		}
 	}
 	if !m.destroyed {
 		m.Initiate()
 	}
+}
+
+// inboundActive reports whether the Child SAs received packets since the
+// last check, when the data plane can tell (UsageReader).
+func (m *Manager) inboundActive() bool {
+	ur, ok := m.env.DataPlane().(UsageReader)
+	if !ok || len(m.IKE.Children) == 0 {
+		return false
+	}
+	spis := make([]uint32, 0, len(m.IKE.Children))
+	for _, ch := range m.IKE.Children {
+		spis = append(spis, ch.SPIIn)
+	}
+	n, err := ur.InboundPackets(spis)
+	if err != nil {
+		return false
+	}
+	active := n != m.inPkts
+	m.inPkts = n
+	return active
 }
 
 // giveUp ends the IKE SA after the last retransmission went unanswered.

@@ -27,9 +27,13 @@ const (
 	Established                 // authenticated
 	Deleting                    // a DELETE for it is in flight
 	Destroyed                   // gone; only kept by whoever still holds a pointer
+	// Rekeyed: replaced by a new IKE SA (its Child SAs moved there); kept
+	// only to answer the peer's DELETE, until RekeyedUntil. Appended last:
+	// the state file stores states as numbers.
+	Rekeyed
 )
 
-var ikeStateNames = [...]string{"CREATED", "CONNECTING", "ESTABLISHED", "DELETING", "DESTROYED"}
+var ikeStateNames = [...]string{"CREATED", "CONNECTING", "ESTABLISHED", "DELETING", "DESTROYED", "REKEYED"}
 
 func (s IKEState) String() string {
 	if s >= 0 && int(s) < len(ikeStateNames) {
@@ -48,9 +52,13 @@ const (
 	ChildRekeying                    // a replacement is being negotiated (issue 7)
 	ChildDeleting                    // a DELETE for it is in flight
 	ChildDeleted                     // removed from the data plane
+	// ChildRekeyed: a newer Child SA replaces it (or it lost a rekey
+	// collision); it waits for its DELETE, from us or from the peer.
+	// Appended last: the state file stores states as numbers.
+	ChildRekeyed
 )
 
-var childStateNames = [...]string{"CREATING", "INSTALLED", "REKEYING", "DELETING", "DELETED"}
+var childStateNames = [...]string{"CREATING", "INSTALLED", "REKEYING", "DELETING", "DELETED", "REKEYED"}
 
 func (s ChildState) String() string {
 	if s >= 0 && int(s) < len(childStateNames) {
@@ -107,8 +115,28 @@ type IKESA struct {
 
 	Created     time.Time `json:"created"`
 	Established time.Time `json:"established,omitzero"`
-	// RekeyAt is when the IKE SA is due for a rekey (zero: never).
-	RekeyAt time.Time `json:"rekey_at,omitzero"`
+	// RekeyAt is when the IKE SA is due for a rekey (zero: never),
+	// ReauthAt when for a reauthentication, ExpireAt when it ends if
+	// neither succeeded (rekey or reauth time plus over_time).
+	RekeyAt  time.Time `json:"rekey_at,omitzero"`
+	ReauthAt time.Time `json:"reauth_at,omitzero"`
+	ExpireAt time.Time `json:"expire_at,omitzero"`
+	// RekeyedUntil: a Rekeyed IKE SA is destroyed then if the peer has not
+	// deleted it.
+	RekeyedUntil time.Time `json:"rekeyed_until,omitzero"`
+
+	// Draining are inbound SAs of replaced Child SAs, kept in the data
+	// plane for packets the peer sent before it switched (make before
+	// break), until their time is up.
+	Draining []DrainingSA `json:"draining,omitempty"`
+}
+
+// DrainingSA is the inbound SA of a replaced Child SA, left in the data
+// plane until Until.
+type DrainingSA struct {
+	SPI   uint32    `json:"spi"`
+	Name  string    `json:"name"` // the child's name, for logs
+	Until time.Time `json:"until"`
 }
 
 // OurSPI is the SPI that names this IKE SA in our tables.
@@ -211,6 +239,22 @@ type ChildSA struct {
 	// rekey keeps sending through the old Child SA until the initiator,
 	// which installs its new inbound SA only on our response, deletes it.
 	OutPending bool `json:"out_pending,omitempty"`
+	// Replaces is the inbound SPI of the Child SA this one replaces (a
+	// rekey): when that one is deleted, this one's pending outbound SA is
+	// installed.
+	Replaces uint32 `json:"replaces,omitempty"`
+	// Redundant: the Child SA lost a rekey collision (RFC 7296 2.8.1) or
+	// was superseded by a later rekey of the same Child SA; its outbound SA
+	// is never installed, and it is deleted by whoever created it.
+	Redundant bool `json:"redundant,omitempty"`
+	// RekeyBytes and RekeyPackets are the soft limits given to the data
+	// plane: rekey_bytes/rekey_packets less a random share of
+	// rand_bytes/rand_packets, fixed at installation.
+	RekeyBytes   uint64 `json:"rekey_bytes,omitempty"`
+	RekeyPackets uint64 `json:"rekey_packets,omitempty"`
+	// RekeyReason says what made the Child SA due for a rekey (time,
+	// bytes, packets, sequence numbers), for the log line of the rekey.
+	RekeyReason string `json:"-"`
 
 	Installed time.Time `json:"installed,omitzero"`
 	// RekeyAt and ExpireAt are the time-based life of the Child SA
@@ -221,3 +265,20 @@ type ChildSA struct {
 
 // SPIs formats the Child SA's SPIs as charon logs them.
 func (c *ChildSA) SPIs() string { return fmt.Sprintf("%08x_i %08x_o", c.SPIIn, c.SPIOut) }
+
+// Live reports whether the Child SA is still in use or being negotiated
+// (not on its way out).
+func (c *ChildSA) Live() bool {
+	return c.State == ChildCreating || c.State == ChildInstalled || c.State == ChildRekeying
+}
+
+// Successor returns the Child SA that replaces c and waits for c's
+// deletion to send (a rekey we answered), or nil.
+func (s *IKESA) Successor(c *ChildSA) *ChildSA {
+	for _, o := range s.Children {
+		if o != c && o.Replaces == c.SPIIn && c.SPIIn != 0 && !o.Redundant && o.State != ChildDeleted {
+			return o
+		}
+	}
+	return nil
+}

@@ -90,25 +90,56 @@ const (
 	InitialContacts // IKE SAs removed on INITIAL_CONTACT
 	Acquires        // data-plane acquires that started a negotiation
 	LateResponses   // responses to retransmissions of requests already answered
+	ChildSAsRekeyed // old Child SAs retired after a rekey (either side's)
+	IKESAsRekeyed   // old IKE SAs retired after a rekey (either side's)
+	IKESAsReauthed  // IKE SAs replaced by a reauthentication we started
+	// ChildRekeyCollisions and IKERekeyCollisions count simultaneous
+	// rekeys of one SA by both sides (RFC 7296 2.8.1, 2.8.2), as seen by
+	// the side whose exchange completes with both known.
+	ChildRekeyCollisions
+	IKERekeyCollisions
+	TemporaryFailures  // TEMPORARY_FAILURE sent (a rekey or creation crossing another exchange)
+	RekeyRetries       // rekeys scheduled again after TEMPORARY_FAILURE or another failure
+	ChildSAsExpired    // Child SAs deleted at their hard lifetime (time, bytes, packets)
+	IKESAsExpired      // IKE SAs deleted because neither rekey nor reauth succeeded in time
+	PeerAddressChanges // the peer's address or port changed behind a NAT (RFC 7296 2.23)
+	InboundDrained     // inbound SAs of replaced Child SAs removed after the drain period
+	// ChildRekeysInitiated and IKERekeysInitiated count our rekeys whose
+	// new SA replaced the old one (not those that lost a collision).
+	ChildRekeysInitiated
+	IKERekeysInitiated
 	NumCounters
 )
 
 var counterNames = [...]string{
-	ExchangesInitiated: "exchanges_initiated",
-	ExchangesAnswered:  "exchanges_answered",
-	Retransmissions:    "retransmissions",
-	CachedResponses:    "cached_responses",
-	IKESAsEstablished:  "ike_sas_established",
-	IKESAsDeleted:      "ike_sas_deleted",
-	ChildSAsInstalled:  "child_sas_installed",
-	ChildSAsDeleted:    "child_sas_deleted",
-	Handoffs:           "handoffs",
-	Keepalives:         "nat_keepalives",
-	DPDChecks:          "dpd_checks",
-	CookiesSent:        "cookies_sent",
-	InitialContacts:    "initial_contacts",
-	Acquires:           "acquires",
-	LateResponses:      "late_responses",
+	ExchangesInitiated:   "exchanges_initiated",
+	ExchangesAnswered:    "exchanges_answered",
+	Retransmissions:      "retransmissions",
+	CachedResponses:      "cached_responses",
+	IKESAsEstablished:    "ike_sas_established",
+	IKESAsDeleted:        "ike_sas_deleted",
+	ChildSAsInstalled:    "child_sas_installed",
+	ChildSAsDeleted:      "child_sas_deleted",
+	Handoffs:             "handoffs",
+	Keepalives:           "nat_keepalives",
+	DPDChecks:            "dpd_checks",
+	CookiesSent:          "cookies_sent",
+	InitialContacts:      "initial_contacts",
+	Acquires:             "acquires",
+	LateResponses:        "late_responses",
+	ChildSAsRekeyed:      "child_sas_rekeyed",
+	IKESAsRekeyed:        "ike_sas_rekeyed",
+	IKESAsReauthed:       "ike_sas_reauthenticated",
+	ChildRekeyCollisions: "child_rekey_collisions",
+	IKERekeyCollisions:   "ike_rekey_collisions",
+	TemporaryFailures:    "temporary_failures_sent",
+	RekeyRetries:         "rekey_retries",
+	ChildSAsExpired:      "child_sas_expired",
+	IKESAsExpired:        "ike_sas_expired",
+	PeerAddressChanges:   "peer_address_changes",
+	InboundDrained:       "inbound_sas_drained",
+	ChildRekeysInitiated: "child_rekeys_initiated",
+	IKERekeysInitiated:   "ike_rekeys_initiated",
 }
 
 func (c Counter) String() string {

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -15,7 +16,8 @@ import (
 
 // ChildCreateI creates a Child SA as initiator: inside IKE_AUTH for the
 // first one (no KE, keys from the IKE SA's nonces), in CREATE_CHILD_SA for
-// the others (own nonces, KE when the child asks for PFS).
+// the others (own nonces, KE when the child asks for PFS). A rekey
+// (ChildRekeyI) drives one with Replaces set.
 type ChildCreateI struct {
 	conn  *config.Conn
 	child *config.Child
@@ -24,9 +26,10 @@ type ChildCreateI struct {
 	// ReqID, when set, is used for the Child SA (a trap's or the reqid of
 	// the Child SA it replaces).
 	ReqID uint32
-	// Replaces, when set, is a Child SA this one replaces: it is deleted
-	// once the new one is installed (make-before-break; the stand-in for
-	// rekeying until CHILD_REKEY exists).
+	// Replaces, when set, is the Child SA this one rekeys: the request
+	// carries REKEY_SA and the old one's traffic selectors, and the new
+	// Child SA is installed inbound only (ChildRekeyI decides about its
+	// outbound SA).
 	Replaces *sa.ChildSA
 
 	spi       uint32
@@ -34,9 +37,13 @@ type ChildCreateI struct {
 	group     suite.GroupID
 	ke        *suite.KeyExchange
 	nonce     []byte
+	peerNonce []byte
 	tsi, tsr  []message.Selector
 	retries   int
+	tempFails int
 	finished  bool
+	// notify is the error notify the peer answered, if any.
+	notify message.NotifyType
 }
 
 // NewChildCreateI prepares the creation of a Child SA; done (may be nil)
@@ -66,6 +73,17 @@ func (t *ChildCreateI) Abort(err error) {
 		err = errAborted
 	}
 	t.finish(err)
+}
+
+// lowerNonce is the lower of the exchange's two nonces, which decides
+// rekey collisions (RFC 7296 2.8.1).
+func (t *ChildCreateI) lowerNonce() []byte { return lower(t.nonce, t.peerNonce) }
+
+func lower(a, b []byte) []byte {
+	if bytes.Compare(a, b) <= 0 {
+		return a
+	}
+	return b
 }
 
 // Build fills SA, TSi and TSr (and Nonce, KE in CREATE_CHILD_SA).
@@ -98,11 +116,14 @@ func (t *ChildCreateI) Build(c *Ctx, req *message.Message) error {
 	t.tsi = ts.FromConfig(t.child.LocalSelectors, ike.Local.Addr())
 	t.tsr = ts.FromConfig(t.child.RemoteSelectors, ike.Remote.Addr())
 	if old := t.Replaces; old != nil && !inAuth {
-		// A rekey (RFC 7296 1.3.3): the peer learns which Child SA the new
-		// one replaces. Collisions with the peer's own rekey are issue 7's.
+		// A rekey (RFC 7296 1.3.3, 2.8): the peer learns which Child SA the
+		// new one replaces, and gets the selectors that one has.
 		var o [4]byte
 		binary.BigEndian.PutUint32(o[:], old.SPIIn)
 		req.Inner = append(req.Inner, &message.Notify{Protocol: suite.ProtocolESP, SPI: o[:], NotifyType: message.RekeySA})
+		if len(old.LocalTS) > 0 && len(old.RemoteTS) > 0 {
+			t.tsi, t.tsr = old.LocalTS, old.RemoteTS
+		}
 	}
 	req.Inner = append(req.Inner, &message.SA{Proposals: t.proposals})
 	if !inAuth {
@@ -126,7 +147,11 @@ func (t *ChildCreateI) Build(c *Ctx, req *message.Message) error {
 func (t *ChildCreateI) fail(c *Ctx, r stats.Reason, format string, args ...any) Status {
 	err := fmt.Errorf(format, args...)
 	c.Stats().Fail(r)
-	c.Log.Warn("child sa failed", "child", t.child.Name, "reason", r.String(), "err", err.Error())
+	msg := "child sa failed"
+	if t.Replaces != nil {
+		msg = "child sa rekey failed"
+	}
+	c.Log.Warn(msg, "child", t.child.Name, "reason", r.String(), "err", err.Error())
 	if c.Exchange == message.IKEAuth {
 		// We keep no IKE SA without its first Child SA: delete it so that
 		// both ends forget it now, not at the next liveness check.
@@ -139,6 +164,15 @@ func (t *ChildCreateI) fail(c *Ctx, r stats.Reason, format string, args ...any) 
 // Process handles the response: the chosen proposal, the narrowed
 // selectors, then installation.
 func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
+	_, st := t.negotiate(c, resp)
+	return st
+}
+
+// negotiate processes the response and installs the Child SA (inbound
+// only for a rekey); it returns the Child SA, or nil with Done after a
+// failure (logged, counted, t.notify set when the peer refused) or
+// NeedMore to try again with another group.
+func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, Status) {
 	ike := c.IKE
 	inAuth := c.Exchange == message.IKEAuth
 	if inAuth && ike.State != sa.Established {
@@ -147,9 +181,10 @@ func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
 			err = c.Failure.Err
 		}
 		t.finish(err)
-		return Done
+		return nil, Done
 	}
 	if n := errorNotify(resp.Inner); n != nil {
+		t.notify = n.NotifyType
 		switch n.NotifyType {
 		case message.InvalidKEPayload:
 			if !inAuth && len(n.Data) == 2 && t.retries < 2 {
@@ -161,38 +196,61 @@ func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
 				if offered && g != t.group {
 					c.Stats().Fail(stats.InvalidKE)
 					t.group, t.retries = g, t.retries+1
-					return NeedMore
+					t.notify = 0
+					return nil, NeedMore
 				}
 			}
-			return t.fail(c, stats.InvalidKE, "peer answered INVALID_KE_PAYLOAD")
+			return nil, t.fail(c, stats.InvalidKE, "peer answered INVALID_KE_PAYLOAD")
 		case message.NoProposalChosen:
-			return t.fail(c, stats.NoProposalChosen, "peer answered NO_PROPOSAL_CHOSEN (we offered %s)", suite.FormatProposals(t.proposals))
+			return nil, t.fail(c, stats.NoProposalChosen, "peer answered NO_PROPOSAL_CHOSEN (we offered %s)", suite.FormatProposals(t.proposals))
 		case message.TSUnacceptable:
-			return t.fail(c, stats.TSUnacceptable, "peer answered TS_UNACCEPTABLE (we proposed %s === %s)", ts.Strings(t.tsi), ts.Strings(t.tsr))
+			return nil, t.fail(c, stats.TSUnacceptable, "peer answered TS_UNACCEPTABLE (we proposed %s === %s)", ts.Strings(t.tsi), ts.Strings(t.tsr))
+		case message.TemporaryFailure:
+			if t.Replaces == nil && !inAuth && t.tempFails < maxTempFailRetries {
+				// The peer is busy with a crossing exchange (RFC 7296
+				// 2.25): try again a little later.
+				t.tempFails++
+				t.spi, t.notify = 0, 0
+				at := c.Now().Add(RetryDelay(c.Rand()))
+				c.Log.Info("child sa creation: peer answered TEMPORARY_FAILURE, retrying", "child", t.child.Name, "at", at.Format(time.RFC3339Nano))
+				c.Stats().Inc(stats.RekeyRetries)
+				c.QueueAt(t, at)
+				return nil, Done
+			}
+			if t.Replaces != nil {
+				c.Log.Info("child sa rekey: peer answered TEMPORARY_FAILURE", "child", t.child.Name)
+				return nil, Done
+			}
+		case message.ChildSANotFound:
+			if t.Replaces != nil {
+				c.Log.Info("child sa rekey: peer answered CHILD_SA_NOT_FOUND", "child", t.child.Name,
+					"spi_in", fmt.Sprintf("%08x", t.Replaces.SPIIn))
+				return nil, Done
+			}
 		}
-		return t.fail(c, stats.PeerError, "peer answered %s", n.NotifyType)
+		return nil, t.fail(c, stats.PeerError, "peer answered %s", n.NotifyType)
 	}
 	saP, _ := message.Find(resp.Inner, message.PayloadSA).(*message.SA)
 	tsiP, _ := message.Find(resp.Inner, message.PayloadTSi).(*message.TS)
 	tsrP, _ := message.Find(resp.Inner, message.PayloadTSr).(*message.TS)
 	if saP == nil || tsiP == nil || tsrP == nil {
-		return t.fail(c, stats.InvalidSyntax, "response without SA, TSi and TSr")
+		return nil, t.fail(c, stats.InvalidSyntax, "response without SA, TSi and TSr")
 	}
 	chosen, err := suite.CheckResponse(t.proposals, saP.Proposals)
 	if err != nil {
-		return t.fail(c, stats.NoProposalChosen, "unacceptable proposal in the response: %v", err)
+		return nil, t.fail(c, stats.NoProposalChosen, "unacceptable proposal in the response: %v", err)
 	}
 	alg, err := chosen.Algorithms()
 	if err != nil {
-		return t.fail(c, stats.NoProposalChosen, "chosen proposal %s: %v", chosen, err)
+		return nil, t.fail(c, stats.NoProposalChosen, "chosen proposal %s: %v", chosen, err)
 	}
 	if len(chosen.SPI) != 4 {
-		return t.fail(c, stats.InvalidSyntax, "chosen proposal has a %d-byte SPI", len(chosen.SPI))
+		return nil, t.fail(c, stats.InvalidSyntax, "chosen proposal has a %d-byte SPI", len(chosen.SPI))
 	}
 	spiOut := binary.BigEndian.Uint32(chosen.SPI)
 	if !ts.Subset(tsiP.Selectors, t.tsi) || !ts.Subset(tsrP.Selectors, t.tsr) {
 		t.deletePeerSA(c, spiOut)
-		return t.fail(c, stats.TSUnacceptable, "peer widened the traffic selectors: got %s === %s, proposed %s === %s",
+		return nil, t.fail(c, stats.TSUnacceptable, "peer widened the traffic selectors: got %s === %s, proposed %s === %s",
 			ts.Strings(tsiP.Selectors), ts.Strings(tsrP.Selectors), ts.Strings(t.tsi), ts.Strings(t.tsr))
 	}
 	ni, nr := ike.Ni, ike.Nr
@@ -200,24 +258,26 @@ func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
 	if !inAuth {
 		nP, _ := message.Find(resp.Inner, message.PayloadNonce).(*message.Nonce)
 		if nP == nil {
-			return t.fail(c, stats.InvalidSyntax, "CREATE_CHILD_SA response without a nonce")
+			return nil, t.fail(c, stats.InvalidSyntax, "CREATE_CHILD_SA response without a nonce")
 		}
+		t.peerNonce = append([]byte(nil), nP.Data...)
 		ni, nr = t.nonce, nP.Data
 		if alg.Group != suite.GroupNone {
 			keP, _ := message.Find(resp.Inner, message.PayloadKE).(*message.KE)
 			if keP == nil || t.ke == nil || keP.Group != alg.Group || t.ke.Group() != alg.Group {
 				t.deletePeerSA(c, spiOut)
-				return t.fail(c, stats.InvalidKE, "CREATE_CHILD_SA response: PFS group %s without a matching KE", alg.Group)
+				return nil, t.fail(c, stats.InvalidKE, "CREATE_CHILD_SA response: PFS group %s without a matching KE", alg.Group)
 			}
 			if gir, err = t.ke.SharedSecret(keP.Data); err != nil {
 				t.deletePeerSA(c, spiOut)
-				return t.fail(c, stats.InvalidKEData, "peer's KE: %v", err)
+				return nil, t.fail(c, stats.InvalidKEData, "peer's KE: %v", err)
 			}
 		}
 	}
 	keys, err := ike.Keys.ChildKeys(alg, gir, ni, nr)
 	if err != nil {
-		return t.fail(c, stats.InternalError, "key derivation: %v", err)
+		t.deletePeerSA(c, spiOut)
+		return nil, t.fail(c, stats.InternalError, "key derivation: %v", err)
 	}
 	if t.Replaces != nil && t.ReqID == 0 {
 		t.ReqID = t.Replaces.ReqID
@@ -225,17 +285,19 @@ func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
 	ch := &sa.ChildSA{Name: t.child.Name, Initiator: true, SPIIn: t.spi, SPIOut: spiOut, Alg: alg, Keys: keys,
 		LocalTS: append([]message.Selector(nil), tsiP.Selectors...), RemoteTS: append([]message.Selector(nil), tsrP.Selectors...),
 		Encap: ike.NAT(), ReqID: t.ReqID}
+	if t.Replaces != nil {
+		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
+	}
 	if err := Install(c, t.conn, t.child, ch); err != nil {
 		t.deletePeerSA(c, spiOut)
-		return t.fail(c, stats.DataPlane, "%v", err)
+		return nil, t.fail(c, stats.DataPlane, "%v", err)
 	}
 	ike.Children = append(ike.Children, ch)
-	logChild(c, ch, "child sa installed")
-	if old := t.Replaces; old != nil && old.State != sa.ChildDeleted && old.State != sa.ChildDeleting {
-		c.Queue(NewChildDeleteI("replaced by "+fmt.Sprintf("%08x", ch.SPIIn), nil, old))
+	if t.Replaces == nil {
+		logChild(c, ch, "child sa installed")
 	}
 	t.finish(nil)
-	return Done
+	return ch, Done
 }
 
 // deletePeerSA tells the peer to drop a Child SA it installed but we did not.
@@ -256,6 +318,8 @@ func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
 // configuration whose selectors overlap the proposed ones, narrows them,
 // selects an ESP proposal and installs the Child SA before answering.
 type ChildCreateR struct {
+	// rekeyOf is the Child SA the peer rekeys (REKEY_SA), if any.
+	rekeyOf   *sa.ChildSA
 	notify    *message.Notify
 	chosen    suite.Proposal
 	nonce     []byte
@@ -272,6 +336,15 @@ func (t *ChildCreateR) refuse(c *Ctx, r stats.Reason, n message.NotifyType, data
 	t.notify = &message.Notify{NotifyType: n, Data: data}
 	c.Stats().Fail(r)
 	c.Log.Warn("child sa failed", "reason", r.String(), "notify", n.String(), "err", fmt.Sprintf(format, args...))
+	return Done
+}
+
+// tempFail answers TEMPORARY_FAILURE: the request crosses an exchange
+// that makes it impossible now; the peer tries again later.
+func (t *ChildCreateR) tempFail(c *Ctx, why string) Status {
+	t.notify = &message.Notify{NotifyType: message.TemporaryFailure}
+	c.Stats().Inc(stats.TemporaryFailures)
+	c.Log.Info("CREATE_CHILD_SA answered with TEMPORARY_FAILURE", "why", why)
 	return Done
 }
 
@@ -295,26 +368,56 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	}
 	// A peer's Child SA rekey (REKEY_SA, RFC 7296 1.3.3) is answered as the
 	// creation of a Child SA of the same child: the new one shares the old
-	// one's reqid and policy (see Install), and the peer deletes the old one
-	// once it has the new. Rekey collisions and our own CHILD_REKEY are
-	// issue 7's.
+	// one's reqid and policy (see Install), and holds its outbound SA back
+	// until the peer deletes the old one. Requests that cross one of ours
+	// follow RFC 7296 2.25: TEMPORARY_FAILURE while the IKE SA is being
+	// rekeyed or deleted, or the Child SA deleted; a crossing rekey of the
+	// same Child SA is answered as usual and noted for our own rekey to
+	// settle (ChildRekeyI).
 	var rekeyed *sa.ChildSA
 	if !inAuth {
 		if len(saP.Proposals) > 0 && saP.Proposals[0].Protocol == suite.ProtocolIKE {
-			return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "IKE SA rekeying is not implemented yet")
+			return t.refuse(c, stats.InvalidSyntax, message.NoProposalChosen, nil, "an IKE proposal where a Child SA was expected")
+		}
+		switch {
+		case ike.State == sa.Rekeyed:
+			return t.tempFail(c, "the IKE SA is rekeyed")
+		case ike.State == sa.Deleting:
+			return t.tempFail(c, "the IKE SA is being deleted")
+		case activeIKERekey(c) != nil:
+			return t.tempFail(c, "we are rekeying the IKE SA")
 		}
 		if n := message.FindNotify(req.Inner, message.RekeySA); n != nil {
 			if n.Protocol != suite.ProtocolESP || len(n.SPI) != 4 {
 				return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "REKEY_SA for protocol %s", n.Protocol)
 			}
 			spi := binary.BigEndian.Uint32(n.SPI)
-			if rekeyed = ike.ChildByOutSPI(spi); rekeyed == nil || rekeyed.State == sa.ChildDeleted {
+			rekeyed = ike.ChildByOutSPI(spi)
+			if rekeyed == nil || rekeyed.State == sa.ChildDeleted {
 				var d [4]byte
 				copy(d[:], n.SPI)
 				t.notify = &message.Notify{Protocol: suite.ProtocolESP, SPI: d[:], NotifyType: message.ChildSANotFound}
 				c.Log.Info("child sa rekey refused: no such child sa", "spi_out", fmt.Sprintf("%08x", spi))
 				return Done
 			}
+			switch rekeyed.State {
+			case sa.ChildDeleting:
+				return t.tempFail(c, fmt.Sprintf("we are deleting child sa %s", rekeyed.SPIs()))
+			case sa.ChildRekeyed:
+				prev := ike.Successor(rekeyed)
+				if prev == nil || prev.Initiator || rekeyed.Redundant {
+					return t.tempFail(c, fmt.Sprintf("child sa %s is already rekeyed", rekeyed.SPIs()))
+				}
+				// The peer rekeys the same Child SA a second time (seen with
+				// peers whose collision handling has bugs): the newest
+				// replacement is the one to use, the earlier one is
+				// superseded (never sent through; it expires or the peer
+				// deletes it).
+				c.Log.Info("peer rekeys the child sa again; superseding its earlier replacement", "child", rekeyed.Name,
+					"old_spi_in", hex8(rekeyed.SPIIn), "superseded_spi_in", hex8(prev.SPIIn))
+				prev.Redundant, prev.State, prev.RekeyAt = true, sa.ChildRekeyed, time.Time{}
+			}
+			t.rekeyOf = rekeyed
 		}
 	}
 	conn := c.Conn()
@@ -422,6 +525,9 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	}
 	ch := &sa.ChildSA{Name: cc.Name, Initiator: false, SPIIn: spiIn, SPIOut: spiOut, Alg: alg, Keys: keys,
 		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: ike.NAT(), OutPending: rekeyed != nil}
+	if rekeyed != nil {
+		ch.Replaces, ch.ReqID = rekeyed.SPIIn, rekeyed.ReqID
+	}
 	if err := Install(c, conn, cc, ch); err != nil {
 		return t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
 	}
@@ -431,9 +537,17 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	ike.Children = append(ike.Children, ch)
 	t.installed = ch
 	if rekeyed != nil {
-		// The peer replaces it; our own replacement timer must not race.
-		rekeyed.RekeyAt = time.Time{}
-		logChild(c, ch, "child sa rekeyed by the peer", "old_spi_in", fmt.Sprintf("%08x", rekeyed.SPIIn))
+		if a := activeRekey(c, rekeyed); a != nil {
+			// Both sides rekey it: our rekey settles which replacement
+			// stays when its response arrives.
+			a.notePassive(ch, lower(ni, nr))
+			c.Log.Info("child sa rekey collision: the peer rekeys the child sa we are rekeying", "child", ch.Name,
+				"old_spi_in", hex8(rekeyed.SPIIn), "peer_new_spi_in", hex8(ch.SPIIn))
+		} else {
+			// The peer replaces it; our own rekey timer must not race.
+			rekeyed.State, rekeyed.RekeyAt = sa.ChildRekeyed, time.Time{}
+		}
+		logRekey(c, rekeyed, ch, "peer", "responder")
 		return Done
 	}
 	logChild(c, ch, "child sa installed")

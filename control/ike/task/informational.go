@@ -2,6 +2,7 @@ package task
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
@@ -72,28 +73,44 @@ func (t *ChildDeleteI) Process(c *Ctx, resp *message.Message) Status {
 
 // removeChild uninstalls a Child SA and forgets it. A Child SA that
 // replaces it and waits for its deletion to send (OutPending) gets its
-// outbound SA first, so that there is no gap.
+// outbound SA first, so that there is no gap; the inbound SA of a replaced
+// Child SA stays for the drain period.
 func removeChild(c *Ctx, ch *sa.ChildSA, reason string) {
-	for _, o := range c.IKE.Children {
-		if o != ch && o.OutPending && o.Name == ch.Name && o.ReqID == ch.ReqID {
-			if err := InstallOutbound(c, o); err != nil {
-				c.Stats().Fail(stats.DataPlane)
-				c.Log.Warn("child sa outbound not installed", "child", o.Name, "child_id", o.UniqueID, "err", err.Error())
-			}
+	succ := c.IKE.Successor(ch)
+	if succ != nil && succ.OutPending {
+		if err := InstallOutbound(c, succ); err != nil {
+			c.Stats().Fail(stats.DataPlane)
+			c.Log.Warn("child sa outbound not installed", "child", succ.Name, "child_id", succ.UniqueID, "err", err.Error())
+		} else {
+			logChild(c, succ, "child sa outbound installed", "replaces_spi_in", hex8(ch.SPIIn))
 		}
 	}
 	if ch.State == sa.ChildDeleted {
 		c.IKE.RemoveChild(ch)
 		return
 	}
-	if err := Uninstall(c.DataPlane(), c.IKE, ch); err != nil {
+	var drain time.Time
+	if succ != nil && c.DrainDelay > 0 {
+		drain = c.Now().Add(c.DrainDelay)
+	}
+	if err := uninstall(c.DataPlane(), c.IKE, ch, drain); err != nil {
 		c.Stats().Fail(stats.DataPlane)
 		c.Log.Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
 	}
 	c.IKE.RemoveChild(ch)
 	c.Stats().Inc(stats.ChildSAsDeleted)
-	c.Log.Info("child sa deleted", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
-		"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", reason)
+	args := []any{"child", ch.Name, "child_id", ch.UniqueID, "spi_in", hex8(ch.SPIIn), "spi_out", hex8(ch.SPIOut), "reason", reason}
+	if succ != nil {
+		c.Stats().Inc(stats.ChildSAsRekeyed)
+		args = append(args, "new_spi_in", hex8(succ.SPIIn), "new_spi_out", hex8(succ.SPIOut))
+		if !drain.IsZero() {
+			args = append(args, "inbound_drain", c.DrainDelay.String())
+		}
+	}
+	if ch.Redundant {
+		args = append(args, "redundant", true)
+	}
+	c.Log.Info("child sa deleted", args...)
 }
 
 // IKEDeleteI deletes the IKE SA and with it every Child SA.
@@ -180,6 +197,10 @@ func (t *InfoR) Process(c *Ctx, req *message.Message) Status {
 				for _, spi := range p.SPIs {
 					if ch := ike.ChildByOutSPI(spi); ch != nil {
 						t.children = append(t.children, ch)
+					} else {
+						for _, r := range activeChildRekeys(c) {
+							r.deleted = append(r.deleted, spi)
+						}
 					}
 				}
 			}
@@ -208,7 +229,14 @@ func (t *InfoR) Build(c *Ctx, resp *message.Message) Status {
 	case t.failed != nil:
 		return Failed
 	case t.deleteIKE:
-		c.IKE.State = sa.Deleting
+		if r := activeIKERekey(c); r != nil {
+			// The peer deletes the IKE SA we are rekeying: if it rekeyed it
+			// too (and won), its replacement takes the Child SAs.
+			r.peerDeleted(c)
+		}
+		if c.IKE.State != sa.Rekeyed {
+			c.IKE.State = sa.Deleting
+		}
 		return Destroy
 	case len(t.children) > 0:
 		d := &message.Delete{Protocol: suite.ProtocolESP}
@@ -217,6 +245,20 @@ func (t *InfoR) Build(c *Ctx, resp *message.Message) Status {
 			// is removed but not listed (RFC 7296 1.4.1).
 			if ch.State != sa.ChildDeleting {
 				d.SPIs = append(d.SPIs, ch.SPIIn)
+			}
+			if r := activeRekey(c, ch); r != nil {
+				// The peer deletes the Child SA we are rekeying. If it has
+				// a replacement of ours (it rekeyed it and won), that one
+				// takes over now; otherwise the old one stays until our
+				// rekey settles (RFC 7296 2.25.1).
+				r.oldDeleted = true
+				if p := r.passive; p != nil && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting {
+					removeChild(c, ch, "rekeyed by peer")
+				} else {
+					c.Log.Info("peer deletes the child sa we are rekeying; kept until our rekey settles", "child", ch.Name,
+						"spi_in", hex8(ch.SPIIn))
+				}
+				continue
 			}
 			removeChild(c, ch, "deleted by peer")
 		}

@@ -77,6 +77,12 @@ func ChildSAs(ike *sa.IKESA, ch *sa.ChildSA, cc *config.Child, name string) (in,
 			}
 			s.Lifetime = api.Lifetime{SoftBytes: uint64(cc.RekeyBytes), HardBytes: uint64(cc.LifeBytes),
 				SoftPackets: uint64(cc.RekeyPackets), HardPackets: uint64(cc.LifePackets)}
+			if ch.RekeyBytes > 0 {
+				s.Lifetime.SoftBytes = ch.RekeyBytes
+			}
+			if ch.RekeyPackets > 0 {
+				s.Lifetime.SoftPackets = ch.RekeyPackets
+			}
 		}
 		return s
 	}
@@ -93,6 +99,26 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		ch.UniqueID = c.NewID()
 	}
 	sib := sibling(ike, ch)
+	if ch.Replaces != 0 {
+		// A rekey: the new Child SA carries on the old one's reqid (its
+		// policy), whatever state that one is in now.
+		if old := ike.ChildByInSPI(ch.Replaces); old != nil && old.State != sa.ChildDeleted {
+			sib = old
+		}
+	}
+	if sib == nil && ch.Replaces == 0 {
+		if p := c.Predecessor(ike, ch); p != nil {
+			// A reauthentication's Child SA replaces one of the old IKE SA:
+			// same reqid, the policy moves over, and the responder sends
+			// through the new one only once the old IKE SA is deleted
+			// (make before break).
+			ch.ReqID, ch.Trap, ch.Replaces = p.ReqID, p.Trap, p.SPIIn
+			ch.PolicyIDs, p.PolicyIDs = p.PolicyIDs, nil
+			if !ch.Initiator {
+				ch.OutPending = true
+			}
+		}
+	}
 	if sib != nil {
 		// A Child SA of the same child with the same selectors (its
 		// replacement, or one the peer created next to it) shares its reqid
@@ -104,6 +130,14 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		ch.ReqID, ch.Trap = tr.ReqID, true
 	} else if ch.ReqID == 0 {
 		ch.ReqID = c.NewReqID()
+	}
+	// The soft byte and packet limits get their jitter once, so that a
+	// re-installation (resync) keeps them.
+	if cc.RekeyBytes > 0 && ch.RekeyBytes == 0 {
+		ch.RekeyBytes = uint64(cc.RekeyBytes) - jitterN(c.Rand(), uint64(cc.RandBytes), uint64(cc.RekeyBytes))
+	}
+	if cc.RekeyPackets > 0 && ch.RekeyPackets == 0 {
+		ch.RekeyPackets = uint64(cc.RekeyPackets) - jitterN(c.Rand(), uint64(cc.RandPackets), uint64(cc.RekeyPackets))
 	}
 	name := SAName(conn.Name, cc.Name, ch.UniqueID)
 	in, out, err := ChildSAs(ike, ch, cc, name)
@@ -154,7 +188,7 @@ const OutPendingDelay = 10 * time.Second
 // InstallOutbound installs the outbound SA of a Child SA whose outbound
 // was held back (OutPending); from then on the data plane sends through it.
 func InstallOutbound(c *Ctx, ch *sa.ChildSA) error {
-	if !ch.OutPending || ch.State == sa.ChildDeleted {
+	if !ch.OutPending || ch.State == sa.ChildDeleted || ch.Redundant {
 		return nil
 	}
 	var cc *config.Child
@@ -178,12 +212,33 @@ func InstallOutbound(c *Ctx, ch *sa.ChildSA) error {
 // selectors as ch.
 func sibling(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA {
 	for _, o := range ike.Children {
-		if o != ch && o.Name == ch.Name && (o.State == sa.ChildInstalled || o.State == sa.ChildRekeying) &&
+		if o != ch && o.Name == ch.Name && (o.State == sa.ChildInstalled || o.State == sa.ChildRekeying || o.State == sa.ChildRekeyed) &&
 			ts.Equal(o.LocalTS, ch.LocalTS) && ts.Equal(o.RemoteTS, ch.RemoteTS) {
 			return o
 		}
 	}
 	return nil
+}
+
+// Jitter is a random duration in [0, max): what rand_time takes off a
+// rekey time.
+func Jitter(r io.Reader, max time.Duration) time.Duration {
+	d := config.Duration(max)
+	return jitter(r, &d)
+}
+
+// jitterN is a random count in [0, max), never reaching limit (so that a
+// soft limit stays above zero).
+func jitterN(r io.Reader, max, limit uint64) uint64 {
+	if max == 0 || limit <= 1 {
+		return 0
+	}
+	max = min(max, limit-1)
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b[:]) % max
 }
 
 // jitter is a random duration in [0, max).
@@ -199,14 +254,40 @@ func jitter(r io.Reader, max *config.Duration) time.Duration {
 }
 
 // Uninstall removes a Child SA from the data plane: its policies first
-// (cleartext stops being sent into it), then the outbound and the inbound
-// SA. A trap's policy stays. Failures are returned joined; each removal is
-// tried.
+// (unless a sibling Child SA of the same child takes them over: the
+// replacement of a rekeyed Child SA, or the one that won a collision),
+// then the outbound and the inbound SA. A trap's policy stays. Failures
+// are returned joined; each removal is tried.
 func Uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA) error {
+	return uninstall(dp, ike, ch, time.Time{})
+}
+
+// UninstallDrained is Uninstall that leaves the inbound SA in the data
+// plane until until, listed in drainIn's Draining (the IKE SA that
+// replaces ike, when ike goes with a reauthentication).
+func UninstallDrained(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA, drainIn *sa.IKESA, until time.Time) error {
+	err := uninstall(dp, ike, ch, until)
+	if drainIn != ike && !until.IsZero() && len(ike.Draining) > 0 {
+		drainIn.Draining = append(drainIn.Draining, ike.Draining[len(ike.Draining)-1])
+		ike.Draining = ike.Draining[:len(ike.Draining)-1]
+	}
+	return err
+}
+
+// uninstall is Uninstall that, when drainUntil is set, leaves the inbound
+// SA in the data plane until then (listed in ike.Draining), for packets
+// the peer sent through it before it switched to the replacement.
+func uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA, drainUntil time.Time) error {
 	if ch.State == sa.ChildDeleted {
 		return nil
 	}
 	var errs []error
+	if len(ch.PolicyIDs) > 0 {
+		if heir := policyHeir(ike, ch); heir != nil {
+			heir.PolicyIDs = append(heir.PolicyIDs, ch.PolicyIDs...)
+			ch.PolicyIDs = nil
+		}
+	}
 	for _, id := range ch.PolicyIDs {
 		if err := dp.DelPolicy(id); err != nil {
 			errs = append(errs, fmt.Errorf("policy %d: %w", id, err))
@@ -219,10 +300,60 @@ func Uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA) error {
 		}
 	}
 	if ch.SPIIn != 0 {
-		if err := dp.DelSA(api.SAID{SPI: ch.SPIIn, Dir: api.In}); err != nil {
+		if !drainUntil.IsZero() {
+			ike.Draining = append(ike.Draining, sa.DrainingSA{SPI: ch.SPIIn, Name: ch.Name, Until: drainUntil})
+		} else if err := dp.DelSA(api.SAID{SPI: ch.SPIIn, Dir: api.In}); err != nil {
 			errs = append(errs, fmt.Errorf("inbound sa 0x%08x: %w", ch.SPIIn, err))
 		}
 	}
 	ch.State = sa.ChildDeleted
 	return errors.Join(errs...)
+}
+
+// policyHeir picks the Child SA that takes over the policies of ch when ch
+// goes: another Child SA of the same child and reqid that stays, the one
+// not redundant and installed first.
+func policyHeir(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA {
+	var best *sa.ChildSA
+	rank := func(o *sa.ChildSA) int {
+		switch {
+		case o.Redundant:
+			return 1
+		case o.State == sa.ChildRekeyed:
+			return 2
+		}
+		return 3
+	}
+	for _, o := range ike.Children {
+		if o == ch || o.Name != ch.Name || o.ReqID != ch.ReqID || o.Trap != ch.Trap ||
+			o.State == sa.ChildDeleted || o.State == sa.ChildDeleting {
+			continue
+		}
+		if best == nil || rank(o) > rank(best) {
+			best = o
+		}
+	}
+	return best
+}
+
+// DrainDue removes the draining inbound SAs of ike whose time is up (all
+// of them with force) and reports whether any was removed.
+func DrainDue(dp DataPlane, ike *sa.IKESA, now time.Time, force bool) (removed int, err error) {
+	kept := ike.Draining[:0]
+	var errs []error
+	for _, d := range ike.Draining {
+		if !force && now.Before(d.Until) {
+			kept = append(kept, d)
+			continue
+		}
+		removed++
+		if e := dp.DelSA(api.SAID{SPI: d.SPI, Dir: api.In}); e != nil {
+			errs = append(errs, fmt.Errorf("inbound sa 0x%08x: %w", d.SPI, e))
+		}
+	}
+	ike.Draining = kept
+	if len(ike.Draining) == 0 {
+		ike.Draining = nil
+	}
+	return removed, errors.Join(errs...)
 }

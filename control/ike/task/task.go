@@ -83,6 +83,10 @@ type Env interface {
 	// InitialContact removes every other IKE SA between the same identities
 	// and peer address, without telling the peer (which forgot them).
 	InitialContact(ike *sa.IKESA)
+	// Predecessor finds, in another IKE SA of the same connection and peer,
+	// a live Child SA of the same child with the same selectors as ch: the
+	// one that ch, made by a reauthentication, replaces.
+	Predecessor(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA
 }
 
 // Status is what a step of a task asks of the manager.
@@ -128,9 +132,12 @@ const (
 	KindIKEDelete
 	KindDPD
 	KindInfo
+	KindChildRekey
+	KindIKERekey
 )
 
-var kindNames = [...]string{"IKE_INIT", "IKE_AUTH", "CHILD_CREATE", "CHILD_DELETE", "IKE_DELETE", "IKE_DPD", "INFORMATIONAL"}
+var kindNames = [...]string{"IKE_INIT", "IKE_AUTH", "CHILD_CREATE", "CHILD_DELETE", "IKE_DELETE", "IKE_DPD", "INFORMATIONAL",
+	"CHILD_REKEY", "IKE_REKEY"}
 
 func (k Kind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
@@ -188,7 +195,49 @@ type Ctx struct {
 	Failure *Failure
 	// Settings of the daemon that tasks need.
 	NATTPort uint16
+	// DrainDelay is how long the inbound SA of a replaced Child SA stays.
+	DrainDelay time.Duration
+	// Active are our tasks whose request is in flight: a responder task
+	// looks there for the exchange its request collides with.
+	Active []Initiator
+	// QueueAt queues an initiator task to start no earlier than at.
+	QueueAt func(t Initiator, at time.Time)
+	// Host reaches beyond this IKE SA, for IKE SA rekeying.
+	Host Host
 }
+
+// Host is what rekeying an IKE SA needs of the task manager: new IKE SAs
+// next to the current one.
+type Host interface {
+	// NewIKESPI returns an IKE SPI of ours that no IKE SA uses.
+	NewIKESPI() (uint64, error)
+	// ReplaceIKE makes next (established, keys set) the successor of the
+	// current IKE SA: its Child SAs, draining SAs and queued tasks move
+	// there, and the current one becomes Rekeyed (it only waits for its
+	// DELETE).
+	ReplaceIKE(next *sa.IKESA, reason string)
+	// AddRedundantIKE registers an IKE SA that lost a rekey collision: we
+	// delete it (del), or the peer that created it does.
+	AddRedundantIKE(ike *sa.IKESA, del bool)
+}
+
+// Retries after TEMPORARY_FAILURE and failed rekeys: strongSwan waits
+// 5..15 s; these are shorter so that short lifetimes still leave room
+// for a retry.
+const (
+	retryBase   = 2 * time.Second
+	retryJitter = 3 * time.Second
+	// maxTempFailRetries bounds the retries of one Child SA creation.
+	maxTempFailRetries = 5
+)
+
+// RetryDelay is how long to wait before trying a rekey or creation again:
+// randomised, so that two peers that crossed do not cross again.
+func RetryDelay(r io.Reader) time.Duration {
+	return retryBase + jitter(r, (*config.Duration)(ptr(retryJitter)))
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // Fail records the failure of the IKE SA. The first failure wins.
 func (c *Ctx) Fail(r stats.Reason, notify message.NotifyType, format string, args ...any) {

@@ -261,28 +261,94 @@ func (w *Worker) Do(f func(ms []*manager.Manager)) {
 	}
 }
 
+// LifetimeEvent is a data-plane event about a Child SA's SA.
+type LifetimeEvent int
+
+// Lifetime events.
+const (
+	SoftLimit LifetimeEvent = iota // a soft byte or packet limit: rekey now
+	HardLimit                      // a hard limit: the SA passes no more traffic
+	SeqNear                        // outbound sequence numbers nearly exhausted: rekey now
+)
+
 // ChildEvent applies a data-plane lifetime event to the Child SA with an
-// SPI: a soft limit makes it due for replacement now, a hard limit deletes
-// it.
-func (w *Worker) ChildEvent(spi uint32, inbound, hard bool) {
+// SPI (ours inbound, or the peer's outbound): a soft limit or sequence
+// numbers running out make it due for a rekey now, a hard limit deletes
+// it (and re-initiates it if so configured). bytes and packets are the
+// SA's counts, which say which limit was reached.
+func (w *Worker) ChildEvent(spi uint32, inbound bool, ev LifetimeEvent, bytes, packets uint64) {
 	defer w.runPending()
 	for _, m := range w.Managers() {
 		for _, ch := range m.IKE.Children {
 			if (inbound && ch.SPIIn != spi) || (!inbound && ch.SPIOut != spi) {
 				continue
 			}
-			switch {
-			case hard && ch.State != sa.ChildDeleting && ch.State != sa.ChildDeleted:
-				m.Logger().Info("child sa reached its hard lifetime", "child", ch.Name, "child_id", ch.UniqueID)
-				m.Queue(task.NewChildDeleteI("hard lifetime", nil, ch))
+			switch ev {
+			case HardLimit:
+				reason := "life_packets"
+				if cc := w.childConfig(m, ch); cc != nil && cc.LifeBytes > 0 && bytes >= uint64(cc.LifeBytes) {
+					reason = "life_bytes"
+				} else if cc != nil && cc.LifePackets == 0 {
+					reason = "sequence numbers exhausted"
+				}
+				m.Logger().Info("child sa reached its hard lifetime", "child", ch.Name, "child_id", ch.UniqueID, "reason", reason,
+					"bytes", bytes, "packets", packets)
+				w.menv.expire(m, ch, reason)
 				m.Initiate()
-			case !hard && ch.State == sa.ChildInstalled:
+			case SoftLimit, SeqNear:
+				if ch.State != sa.ChildInstalled {
+					break
+				}
+				reason := task.ReasonSeq
+				if ev == SoftLimit {
+					reason = task.ReasonPackets
+					if ch.RekeyBytes > 0 && bytes >= ch.RekeyBytes {
+						reason = task.ReasonBytes
+					}
+				}
+				ch.RekeyReason = reason
 				ch.RekeyAt = w.env.Now()
 			}
 			w.schedule(m)
 			return
 		}
 	}
+}
+
+func (w *Worker) childConfig(m *manager.Manager, ch *sa.ChildSA) *config.Child {
+	conn := w.env.Config().Connections[m.IKE.ConnName]
+	if conn == nil {
+		return nil
+	}
+	return conn.Children[ch.Name]
+}
+
+// Rekey starts a rekey of the selected Child SAs (or of the IKE SAs, when
+// no child is named), as an operator asks; it returns how many.
+func (w *Worker) Rekey(sel Selector, ike bool) int {
+	defer w.runPending()
+	n := 0
+	for _, m := range w.Managers() {
+		i := m.IKE
+		if m.Destroyed() || i.State != sa.Established || (sel.IKEID != 0 && i.UniqueID != sel.IKEID) || (sel.Conn != "" && i.ConnName != sel.Conn) {
+			continue
+		}
+		if ike {
+			m.Queue(task.NewIKERekeyI(task.ReasonOperator))
+			n++
+		} else {
+			for _, ch := range i.Children {
+				if ch.State == sa.ChildInstalled && !ch.Redundant && (sel.Child == "" || ch.Name == sel.Child) &&
+					(sel.ChildID == 0 || ch.UniqueID == sel.ChildID) && !rekeyQueued(m, ch) {
+					m.Queue(task.NewChildRekeyI(ch, task.ReasonOperator))
+					n++
+				}
+			}
+		}
+		m.Initiate()
+		w.schedule(m)
+	}
+	return n
 }
 
 // ErrBusy is returned by Detach for an IKE SA with an exchange of ours in

@@ -739,8 +739,17 @@ func TestPeerChildRekey(t *testing.T) {
 	if len(l.Children) != 1 || l.Children[0].SPIOut != 0xaabbccdd || len(l.Children[0].PolicyIDs) != 1 {
 		t.Errorf("after deleting the old one: %+v", l.Children)
 	}
-	if sas, pols := nb.DP.Counts(); sas != 2 || pols != 1 {
-		t.Errorf("responder's data plane: %d SAs, %d policies", sas, pols)
+	// The old inbound SA stays for the drain period (packets the peer sent
+	// before it switched), then goes.
+	if sas, pols := nb.DP.Counts(); sas != 3 || pols != 1 {
+		t.Errorf("responder's data plane: %d SAs, %d policies, want the new pair and the draining old inbound SA", sas, pols)
+	}
+	if _, ok := nb.DP.Find(old.SPIOut, "in"); !ok {
+		t.Errorf("the old inbound SA was not kept for the drain period")
+	}
+	s.RunFor(6 * time.Second)
+	if _, ok := nb.DP.Find(old.SPIOut, "in"); ok {
+		t.Errorf("the old inbound SA is still there after the drain period")
 	}
 	if _, ok := nb.DP.Find(0xaabbccdd, "out"); !ok {
 		t.Errorf("the new outbound SA is not installed after the old one's deletion")

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"fmt"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/manager"
@@ -76,36 +77,94 @@ func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	}
 }
 
-// ChildRekeyDue replaces a Child SA by a new one (make-before-break) until
-// CHILD_REKEY exists (issue 7). Only the side that initiated the Child SA
-// replaces it, so that both ends do not race.
+// ChildRekeyDue rekeys a Child SA that reached its rekey time (or a soft
+// limit of the data plane). Either side may: the one whose timer fires
+// first starts, and a crossing rekey by the other is a collision that
+// ChildRekeyI settles.
 func (e *mgrEnv) ChildRekeyDue(m *manager.Manager, ch *sa.ChildSA) {
-	conn := e.w.env.Config().Connections[m.IKE.ConnName]
-	if conn == nil || !ch.Initiator {
-		ch.RekeyAt = time.Time{}
-		return
-	}
-	cc := conn.Children[ch.Name]
-	if cc == nil {
-		ch.RekeyAt = time.Time{}
-		return
-	}
-	ch.State = sa.ChildRekeying
 	ch.RekeyAt = time.Time{}
-	t := task.NewChildCreateI(conn, cc, func(err error) {
-		if err != nil && ch.State == sa.ChildRekeying {
-			ch.State = sa.ChildInstalled
-		}
-	})
-	t.Replaces = ch
-	m.Logger().Info("child sa rekey due: replacing it", "child", ch.Name, "child_id", ch.UniqueID)
-	m.Queue(t)
+	if rekeyQueued(m, ch) {
+		return
+	}
+	reason := ch.RekeyReason
+	if reason == "" {
+		reason = task.ReasonTime
+	}
+	ch.RekeyReason = ""
+	m.Logger().Info("child sa rekey due", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
+		"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", reason)
+	m.Queue(task.NewChildRekeyI(ch, reason))
 }
 
-// ChildExpired deletes a Child SA at the end of its life time.
+// rekeyQueued reports whether a rekey of ch is queued or in flight.
+func rekeyQueued(m *manager.Manager, ch *sa.ChildSA) bool {
+	for _, l := range [][]task.Initiator{m.Active(), m.Queued()} {
+		for _, t := range l {
+			if r, ok := t.(*task.ChildRekeyI); ok && r.Old == ch {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ChildExpired deletes a Child SA at the end of its life (time, or a hard
+// byte or packet limit of the data plane) and, with reinitiate set and
+// no replacement, creates a new one.
 func (e *mgrEnv) ChildExpired(m *manager.Manager, ch *sa.ChildSA) {
-	m.Logger().Info("child sa expired", "child", ch.Name, "child_id", ch.UniqueID)
-	m.Queue(task.NewChildDeleteI("expired", nil, ch))
+	e.expire(m, ch, "life_time")
+}
+
+func (e *mgrEnv) expire(m *manager.Manager, ch *sa.ChildSA, reason string) {
+	if ch.State == sa.ChildDeleting || ch.State == sa.ChildDeleted {
+		return
+	}
+	replaced := m.IKE.Successor(ch) != nil || ch.Redundant || ch.State == sa.ChildRekeyed
+	e.w.env.Stats().Inc(stats.ChildSAsExpired)
+	m.Logger().Info("child sa expired", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
+		"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", reason, "replaced", replaced)
+	m.Queue(task.NewChildDeleteI("expired ("+reason+")", nil, ch))
+	if replaced {
+		return
+	}
+	conn := e.w.env.Config().Connections[m.IKE.ConnName]
+	if conn == nil || conn.Children[ch.Name] == nil || !bool(conn.Children[ch.Name].Reinitiate) {
+		return
+	}
+	for _, o := range m.IKE.Children {
+		if o != ch && o.Name == ch.Name && o.Live() && !o.Redundant {
+			return // another Child SA of the child carries on
+		}
+	}
+	m.Logger().Info("child sa re-initiated after its hard expiry", "child", ch.Name)
+	cr := task.NewChildCreateI(conn, conn.Children[ch.Name], nil)
+	cr.ReqID = ch.ReqID
+	m.Queue(cr)
+}
+
+// NewIKESPI returns an unused IKE SPI for a rekeyed IKE SA.
+func (e *mgrEnv) NewIKESPI() (uint64, error) { return e.w.newSPI() }
+
+// Adopt registers the IKE SA a rekey created; its queued tasks start once
+// the event at hand is handled.
+func (e *mgrEnv) Adopt(ike *sa.IKESA) *manager.Manager {
+	w := e.w
+	m := manager.New(ike, w.menv)
+	w.bySPI[ike.OurSPI()] = m
+	w.pending = append(w.pending, func() {
+		if !m.Destroyed() {
+			m.Initiate()
+		}
+		w.schedule(m)
+	})
+	return m
+}
+
+// ReauthDue starts the reauthentication of an IKE SA: a new IKE SA with
+// new Child SAs for the same children, then the old one is deleted (make
+// before break, as strongSwan's make_before_break).
+func (e *mgrEnv) ReauthDue(m *manager.Manager) {
+	e.w.reauth(m)
 }
 
 // HasOtherIKESA: another IKE SA, in any state, with the same peer address

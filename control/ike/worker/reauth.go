@@ -1,0 +1,149 @@
+package worker
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/control/ike/ts"
+)
+
+// reauth reauthenticates an IKE SA, make before break: a new IKE SA
+// (IKE_SA_INIT, IKE_AUTH without INITIAL_CONTACT) between the same
+// addresses with a new Child SA for each child of the old one; the new
+// Child SAs take the old ones' reqids and policies over (Install finds
+// them as predecessors), and the old IKE SA is deleted once every new
+// Child SA is up. If the reauthentication fails, the old IKE SA lives on
+// until its over_time expiry.
+func (w *Worker) reauth(old *manager.Manager) {
+	ike := old.IKE
+	conn := w.env.Config().Connections[ike.ConnName]
+	if conn == nil || ike.State != sa.Established || old.Destroyed() {
+		return
+	}
+	var children []*sa.ChildSA
+	seen := map[string]bool{}
+	for _, ch := range ike.Children {
+		if ch.Redundant || seen[ch.Name] || conn.Children[ch.Name] == nil ||
+			(ch.State != sa.ChildInstalled && ch.State != sa.ChildRekeying && ch.State != sa.ChildRekeyed) {
+			continue
+		}
+		seen[ch.Name] = true
+		children = append(children, ch)
+	}
+	init, err := task.NewIKEInitI(conn)
+	if err != nil {
+		old.Logger().Warn("reauthentication not started", "err", err.Error())
+		return
+	}
+	spi, err := w.newSPI()
+	if err != nil {
+		old.Logger().Warn("reauthentication not started", "err", err.Error())
+		return
+	}
+	// The current addresses and ports: behind a NAT the new IKE SA starts
+	// on the NAT-T port, where the mapping exists.
+	nike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi,
+		Local: ike.Local, Remote: ike.Remote, Created: w.env.Now()}
+	if !ike.NAT() {
+		nike.Local = netip.AddrPortFrom(ike.Local.Addr(), uint16(conn.LocalPort))
+		nike.Remote = netip.AddrPortFrom(ike.Remote.Addr(), uint16(conn.RemotePort))
+	}
+	m := manager.New(nike, w.menv)
+	m.Queue(init)
+	m.Queue(task.NewIKEAuthI(conn))
+	oldSPIs := ike.SPIs()
+	finish := func(err error) {
+		if err != nil {
+			old.Logger().Warn("IKE SA reauthentication failed; the old IKE SA stays until it expires", "new_ike_id", nike.UniqueID,
+				"err", err.Error())
+			return
+		}
+		w.env.Stats().Inc(stats.IKESAsReauthed)
+		m.Logger().Info("IKE SA reauthenticated", "old_ike_id", ike.UniqueID, "old_spis", oldSPIs, "new_spis", nike.SPIs(),
+			"children", len(nike.Children))
+		w.pending = append(w.pending, func() {
+			old.Delete("reauthenticated", nil)
+			w.schedule(old)
+		})
+	}
+	d := joinDone(max(len(children), 1), finish)
+	if len(children) == 0 {
+		// Childless: the new IKE SA alone replaces the old one.
+		m.Queue(task.NewChildCreateI(conn, firstChild(conn), d))
+	}
+	for _, ch := range children {
+		cr := task.NewChildCreateI(conn, conn.Children[ch.Name], d)
+		cr.ReqID = ch.ReqID
+		m.Queue(cr)
+	}
+	w.bySPI[spi] = m
+	old.Logger().Info("IKE SA reauthentication started", "new_ike_id", nike.UniqueID, "children", len(children))
+	m.Initiate()
+	w.schedule(m)
+}
+
+func firstChild(conn *config.Conn) *config.Child {
+	return conn.Children[conn.ChildOrder[0]]
+}
+
+// sameTunnel reports whether two IKE SAs are of one connection with one
+// peer (a reauthentication and the IKE SA it replaces).
+func sameTunnel(a, b *sa.IKESA) bool {
+	return a != b && a.ConnName == b.ConnName && a.ConnName != "" && a.Remote.Addr() == b.Remote.Addr()
+}
+
+// Predecessor finds the Child SA of another IKE SA of the same tunnel
+// that ch (made by a reauthentication) replaces.
+func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA {
+	for _, m := range e.w.Managers() {
+		o := m.IKE
+		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) {
+			continue
+		}
+		for _, p := range o.Children {
+			if p.Name == ch.Name && !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
+				ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) && o.Successor(p) == nil &&
+				!hasSuccessorElsewhere(e.w, o, p) {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func hasSuccessorElsewhere(w *Worker, ike *sa.IKESA, ch *sa.ChildSA) bool {
+	for _, m := range w.bySPI {
+		if m.IKE != ike && !m.Destroyed() && sameTunnel(m.IKE, ike) && m.IKE.Successor(ch) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Heir installs the pending outbound SA of the Child SA of another IKE SA
+// that replaces ch, and returns that IKE SA.
+func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
+	w := e.w
+	for _, om := range w.bySPI {
+		o := om.IKE
+		if om == m || om.Destroyed() || !sameTunnel(o, m.IKE) {
+			continue
+		}
+		if s := o.Successor(ch); s != nil {
+			om.InstallPendingOutbound(s)
+			w.pending = append(w.pending, func() {
+				w.env.Changed(om.IKE)
+				w.schedule(om)
+			})
+			m.Logger().Info("child sa handed over to the reauthenticated IKE SA", "child", ch.Name,
+				"old_spi_in", fmt.Sprintf("%08x", ch.SPIIn), "new_spi_in", fmt.Sprintf("%08x", s.SPIIn), "new_ike_id", o.UniqueID)
+			return o
+		}
+	}
+	return nil
+}
