@@ -160,8 +160,8 @@ type Manager struct {
 	// liveness check (UsageReader).
 	inPkts    uint64
 	destroyed bool
-	failure            *task.Failure
-	endReason          string
+	failure   *task.Failure
+	endReason string
 }
 
 // New returns the manager of ike.
