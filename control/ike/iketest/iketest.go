@@ -767,3 +767,7 @@ func (f *Flow) String() string {
 	}
 	return s
 }
+
+// Seed replaces the node's randomness (nonces, SPIs, keys), so that tests
+// can vary who wins a nonce comparison.
+func (n *Node) Seed(seed byte) { n.rnd = NewRand(seed) }

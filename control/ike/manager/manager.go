@@ -158,7 +158,10 @@ type Manager struct {
 	dpdDelay           time.Duration
 	// inPkts is the inbound packet count of the Child SAs at the last
 	// liveness check (UsageReader).
-	inPkts    uint64
+	inPkts uint64
+	// probeAt is when to look for traffic through Child SAs whose outbound
+	// SA is held back (zero: none pending).
+	probeAt   time.Time
 	destroyed bool
 	failure   *task.Failure
 	endReason string
@@ -183,6 +186,7 @@ func Restore(ike *sa.IKESA, env Env) *Manager {
 	if ike.State == sa.Established {
 		m.setDPD()
 	}
+	m.armProbe()
 	return m
 }
 
@@ -406,6 +410,24 @@ func (m *Manager) Receive(d Datagram, msg *message.Message) {
 	}
 	if !m.destroyed {
 		m.Initiate()
+		m.armProbe()
+	}
+}
+
+// armProbe schedules the look for traffic through Child SAs whose
+// outbound SA is held back.
+func (m *Manager) armProbe() {
+	if !m.probeAt.IsZero() {
+		return
+	}
+	if _, ok := m.env.DataPlane().(UsageReader); !ok {
+		return
+	}
+	for _, ch := range m.IKE.Children {
+		if pendingOut(ch) {
+			m.probeAt = m.env.Now().Add(task.OutPendingProbe)
+			return
+		}
 	}
 }
 
@@ -960,7 +982,10 @@ func (m *Manager) Deadline() time.Time {
 				min(ch.RekeyAt)
 			}
 			if pendingOut(ch) {
-				min(ch.Installed.Add(task.OutPendingDelay))
+				min(ch.Installed.Add(m.outPendingLimit()))
+				if _, ok := m.env.DataPlane().(UsageReader); ok {
+					min(m.probeAt)
+				}
 			}
 			if ch.State != sa.ChildDeleted {
 				min(ch.ExpireAt)
@@ -1074,15 +1099,19 @@ func (m *Manager) Tick(now time.Time) {
 		m.lastSent = now
 		m.env.Stats().Inc(stats.Keepalives)
 	}
+	probe := !m.probeAt.IsZero() && !now.Before(m.probeAt)
+	m.probeAt = time.Time{}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
-		if pendingOut(ch) && !now.Before(ch.Installed.Add(task.OutPendingDelay)) {
+		if !pendingOut(ch) {
+			// nothing held back
+		} else if why := m.outPendingDue(ch, now, probe); why != "" {
 			c := m.ctx(0)
 			if err := task.InstallOutbound(c, ch); err != nil {
 				ch.OutPending = false // do not spin; the Child SA stays inbound-only
 				m.env.Stats().Fail(stats.DataPlane)
 				m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 			} else {
-				m.log.Info("child sa outbound installed: the old one was not deleted in time", "child", ch.Name, "child_id", ch.UniqueID,
+				m.log.Info("child sa outbound installed: "+why, "child", ch.Name, "child_id", ch.UniqueID,
 					"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 			}
 			m.env.Changed(m)
@@ -1104,6 +1133,7 @@ func (m *Manager) Tick(now time.Time) {
 		ike.ReauthAt = time.Time{}
 		m.env.ReauthDue(m)
 	}
+	m.armProbe()
 	if !ike.RekeyAt.IsZero() && !now.Before(ike.RekeyAt) {
 		ike.RekeyAt = time.Time{}
 		if !m.queued(task.KindIKERekey, nil) {
@@ -1114,6 +1144,34 @@ func (m *Manager) Tick(now time.Time) {
 	if !m.destroyed {
 		m.Initiate()
 	}
+}
+
+// outPendingLimit bounds how long the responder of a rekey holds its new
+// outbound SA back without traffic from the peer through the new Child
+// SA: as long as the peer may still retransmit its request (after that it
+// has given the IKE SA up).
+func (m *Manager) outPendingLimit() time.Duration {
+	s := m.env.Settings()
+	var total time.Duration
+	for i := 0; i <= s.RetransmitTries; i++ {
+		total += m.timeout(i)
+	}
+	return total + time.Second
+}
+
+// outPendingDue says why a held-back outbound SA goes in now, or "".
+func (m *Manager) outPendingDue(ch *sa.ChildSA, now time.Time, probe bool) string {
+	if probe {
+		if ur, ok := m.env.DataPlane().(UsageReader); ok {
+			if n, err := ur.InboundPackets([]uint32{ch.SPIIn}); err == nil && n > 0 {
+				return "the peer sends through the new child sa"
+			}
+		}
+	}
+	if !now.Before(ch.Installed.Add(m.outPendingLimit())) {
+		return "the old one was not deleted in time"
+	}
+	return ""
 }
 
 // inboundActive reports whether the Child SAs received packets since the

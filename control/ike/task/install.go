@@ -107,13 +107,19 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		}
 	}
 	if sib == nil && ch.Replaces == 0 {
-		if p := c.Predecessor(ike, ch); p != nil {
+		if pike, p := c.Predecessor(ike, ch); p != nil {
 			// A reauthentication's Child SA replaces one of the old IKE SA:
-			// same reqid, the policy moves over, and the responder sends
-			// through the new one only once the old IKE SA is deleted
-			// (make before break).
+			// same reqid, the policy moves over (from whichever Child SA of
+			// the child holds it), and the responder sends through the new
+			// one only once the old IKE SA is deleted (make before break).
 			ch.ReqID, ch.Trap, ch.Replaces = p.ReqID, p.Trap, p.SPIIn
-			ch.PolicyIDs, p.PolicyIDs = p.PolicyIDs, nil
+			for _, o := range pike.Children {
+				if o.Name == p.Name && o.ReqID == p.ReqID {
+					ch.PolicyIDs = append(ch.PolicyIDs, o.PolicyIDs...)
+					o.PolicyIDs = nil
+				}
+			}
+			sib = p
 			if !ch.Initiator {
 				ch.OutPending = true
 			}
@@ -154,10 +160,12 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 			return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
 		}
 	}
-	if sib != nil {
+	if sib != nil && len(sib.PolicyIDs) > 0 {
 		ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
 	}
-	if !ch.Trap && len(ch.PolicyIDs) == 0 {
+	// A Child SA that shares a sibling's reqid shares its policy, wherever
+	// it is now (Uninstall hands it on); only the first gets one.
+	if !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil {
 		id, err := dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(),
 			LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name})
 		if err != nil {
@@ -180,10 +188,12 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	return nil
 }
 
-// OutPendingDelay bounds how long the responder of a rekey waits for the
-// initiator's DELETE of the old Child SA before it sends through the new
-// one anyway.
-const OutPendingDelay = 10 * time.Second
+// OutPendingProbe is how often the responder of a rekey looks for the
+// first packet through its new inbound SA: the initiator installs its new
+// inbound SA before it sends through the new Child SA, so traffic there
+// means the new outbound SA can go in too, even if the initiator's DELETE
+// of the old Child SA is late or never comes.
+const OutPendingProbe = time.Second
 
 // InstallOutbound installs the outbound SA of a Child SA whose outbound
 // was held back (OutPending); from then on the data plane sends through it.

@@ -86,7 +86,7 @@ type Env interface {
 	// Predecessor finds, in another IKE SA of the same connection and peer,
 	// a live Child SA of the same child with the same selectors as ch: the
 	// one that ch, made by a reauthentication, replaces.
-	Predecessor(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA
+	Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA)
 }
 
 // Status is what a step of a task asks of the manager.

@@ -755,18 +755,45 @@ func TestPeerChildRekey(t *testing.T) {
 		t.Errorf("the new outbound SA is not installed after the old one's deletion")
 	}
 	// A rekey whose initiator never deletes the old Child SA: the new
-	// outbound SA goes in after task.OutPendingDelay.
+	// outbound SA goes in once traffic arrives through the new Child SA
+	// (proof that the initiator has it), or, without traffic, once the
+	// initiator could no longer be retransmitting its request.
 	cur := nb.Worker.List()[0].Children[0]
 	old = &sa.ChildSA{SPIIn: cur.SPIOut, LocalTS: old.LocalTS, RemoteTS: old.RemoteTS}
 	newSPI = []byte{0xaa, 0xbb, 0xcc, 0xde}
 	rekey(old.SPIIn)
-	s.RunFor(11 * time.Second)
+	s.RunFor(30 * time.Second)
+	pending := 0
 	for _, ch := range nb.Worker.List()[0].Children {
 		if ch.OutPending {
-			t.Errorf("outbound still pending after %v", 11*time.Second)
+			pending++
 		}
 	}
-	if sas, _ := nb.DP.Counts(); sas != 4 {
-		t.Errorf("%d SAs after the fallback, want both Child SAs whole", sas)
+	if pending != 1 {
+		t.Errorf("%d Child SAs hold their outbound SA back, want the new one", pending)
+	}
+	s.RunFor(140 * time.Second)
+	for _, ch := range nb.Worker.List()[0].Children {
+		if ch.OutPending {
+			t.Errorf("outbound still pending after the retransmission window")
+		}
+	}
+	// Traffic through a new Child SA releases its outbound SA at once.
+	cur = nb.Worker.List()[0].Children[1]
+	old = &sa.ChildSA{SPIIn: cur.SPIOut, LocalTS: old.LocalTS, RemoteTS: old.RemoteTS}
+	newSPI = []byte{0xaa, 0xbb, 0xcc, 0xdf}
+	rekey(old.SPIIn)
+	l = nb.Worker.List()[0]
+	fresh := l.Children[len(l.Children)-1]
+	if !fresh.OutPending {
+		t.Fatalf("the third rekey's outbound SA is not held back")
+	}
+	nb.DP.CountIn(fresh.SPIIn, 1)
+	s.RunFor(2 * time.Second)
+	if _, ok := nb.DP.Find(0xaabbccdf, "out"); !ok {
+		t.Errorf("traffic through the new Child SA did not release its outbound SA")
+	}
+	if sas, _ := nb.DP.Counts(); sas != 6 {
+		t.Errorf("%d SAs after the fallbacks, want three Child SAs whole", sas)
 	}
 }

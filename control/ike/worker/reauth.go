@@ -99,7 +99,7 @@ func sameTunnel(a, b *sa.IKESA) bool {
 
 // Predecessor finds the Child SA of another IKE SA of the same tunnel
 // that ch (made by a reauthentication) replaces.
-func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA {
+func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
 	for _, m := range e.w.Managers() {
 		o := m.IKE
 		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) {
@@ -109,11 +109,11 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) *sa.ChildSA {
 			if p.Name == ch.Name && !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
 				ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) && o.Successor(p) == nil &&
 				!hasSuccessorElsewhere(e.w, o, p) {
-				return p
+				return o, p
 			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func hasSuccessorElsewhere(w *Worker, ike *sa.IKESA, ch *sa.ChildSA) bool {

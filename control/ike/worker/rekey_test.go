@@ -2,6 +2,8 @@ package worker_test
 
 import (
 	"bytes"
+	"flag"
+	mrand "math/rand/v2"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/dataplane/api"
 )
 
@@ -168,3 +171,257 @@ func TestChildRekeyByTime(t *testing.T) {
 		}
 	}
 }
+
+// TestIKERekeyByTime: IKE rekey_time 30 s and Child rekey_time 10 s on
+// both sides; over 65 s the IKE SA is rekeyed twice (once by each side),
+// the Child SA moves to each new IKE SA and keeps being rekeyed there, the
+// old IKE SAs are deleted, and the flows lose nothing.
+func TestIKERekeyByTime(t *testing.T) {
+	mod := lifetimes("        rekey_time: 10s\n        life_time: 30s\n        rand_time: 0s\n",
+		"    rekey_time: 30s\n    over_time: 10s\n    rand_time: 0s\n")
+	s, na, nb := pair(t, mod, mod)
+	delay(s, 5*time.Millisecond)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	first := na.Worker.List()[0]
+	ab, ba := flows(s, na, nb, 5*time.Millisecond, 65*time.Second)
+	s.RunFor(66 * time.Second)
+	noLoss(t, ab, ba)
+	ia, ib := na.Counters.Get(stats.IKERekeysInitiated), nb.Counters.Get(stats.IKERekeysInitiated)
+	t.Logf("IKE rekeys initiated: %s %d, %s %d; child rekeys %d + %d", na.Name, ia, nb.Name, ib,
+		na.Counters.Get(stats.ChildRekeysInitiated), nb.Counters.Get(stats.ChildRekeysInitiated))
+	if ia+ib < 2 || ia == 0 || ib == 0 {
+		t.Errorf("IKE rekeys initiated: %d by %s, %d by %s; want 2, one each", ia, na.Name, ib, nb.Name)
+	}
+	if c := na.Counters.Get(stats.ChildRekeysInitiated) + nb.Counters.Get(stats.ChildRekeysInitiated); c < 5 {
+		t.Errorf("%d child rekeys", c)
+	}
+	converged(t, na, nb, 1)
+	cur := na.Worker.List()[0]
+	if cur.SPIi == first.SPIi || cur.UniqueID == first.UniqueID {
+		t.Errorf("IKE SA not replaced: %s", cur.SPIs())
+	}
+	if !strings.Contains(na.Logs(), "msg=\"IKE SA rekeyed\"") || !strings.Contains(na.Logs(), "old_spis=") {
+		t.Errorf("no IKE rekey log line with old and new SPIs")
+	}
+	if len(na.Persist) != 1 || len(nb.Persist) != 1 {
+		t.Errorf("persisted IKE SAs: %d / %d, want 1 each", len(na.Persist), len(nb.Persist))
+	}
+}
+
+// collide starts a rekey of the Child SA (or of the IKE SA) on both sides
+// at the same instant; with a network delay the requests cross.
+func collide(t *testing.T, na, nb *iketest.Node, ike bool) {
+	t.Helper()
+	for _, n := range []*iketest.Node{na, nb} {
+		if got := n.Worker.Rekey(worker.Selector{Conn: "tun"}, ike); got != 1 {
+			t.Fatalf("%s: %d rekeys started", n.Name, got)
+		}
+	}
+}
+
+// TestChildRekeyCollision: both sides rekey the Child SA at once (RFC 7296
+// 2.8.1). Over many seeds (so that either side's nonce is the lowest) the
+// tunnel ends with exactly one Child SA pair, the winner's, and no packet
+// is lost on the way.
+func TestChildRekeyCollision(t *testing.T) {
+	wins := map[string]int{}
+	for seed := range 16 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s, na, nb := pair(t, nil, nil)
+			na.Seed(byte(2*seed + 10))
+			nb.Seed(byte(2*seed + 11))
+			delay(s, 10*time.Millisecond)
+			if err := initiate(t, s, na, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ab, ba := flows(s, na, nb, 10*time.Millisecond, 8*time.Second)
+			s.RunFor(time.Second)
+			collide(t, na, nb, false)
+			s.RunFor(8 * time.Second)
+			noLoss(t, ab, ba)
+			converged(t, na, nb, 1)
+			ra, rb := na.Counters.Get(stats.ChildRekeysInitiated), nb.Counters.Get(stats.ChildRekeysInitiated)
+			if ra+rb != 1 {
+				t.Errorf("winning rekeys: %d + %d, want exactly one", ra, rb)
+			}
+			if na.Counters.Get(stats.ChildRekeyCollisions) != 1 || nb.Counters.Get(stats.ChildRekeyCollisions) != 1 {
+				t.Errorf("collisions counted: %d / %d", na.Counters.Get(stats.ChildRekeyCollisions), nb.Counters.Get(stats.ChildRekeyCollisions))
+			}
+			if ra == 1 {
+				wins[na.Name]++
+			} else {
+				wins[nb.Name]++
+			}
+		})
+	}
+	if len(wins) != 2 {
+		t.Errorf("winners %v: the seeds did not exercise both sides", wins)
+	}
+}
+
+// TestIKERekeyCollision: both sides rekey the IKE SA at once (RFC 7296
+// 2.8.2): one new IKE SA remains, with the Child SA, and the redundant and
+// old ones are deleted.
+func TestIKERekeyCollision(t *testing.T) {
+	wins := map[string]int{}
+	for seed := range 16 {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s, na, nb := pair(t, nil, nil)
+			na.Seed(byte(2*seed + 10))
+			nb.Seed(byte(2*seed + 11))
+			delay(s, 10*time.Millisecond)
+			if err := initiate(t, s, na, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			first := na.Worker.List()[0]
+			ab, ba := flows(s, na, nb, 10*time.Millisecond, 8*time.Second)
+			s.RunFor(time.Second)
+			collide(t, na, nb, true)
+			s.RunFor(8 * time.Second)
+			noLoss(t, ab, ba)
+			converged(t, na, nb, 1)
+			if cur := na.Worker.List()[0]; cur.SPIi == first.SPIi {
+				t.Errorf("IKE SA not replaced")
+			}
+			ra, rb := na.Counters.Get(stats.IKERekeysInitiated), nb.Counters.Get(stats.IKERekeysInitiated)
+			if ra+rb != 1 {
+				t.Errorf("winning IKE rekeys: %d + %d, want exactly one", ra, rb)
+			}
+			if na.Counters.Get(stats.IKERekeyCollisions) != 1 || nb.Counters.Get(stats.IKERekeyCollisions) != 1 {
+				t.Errorf("collisions counted: %d / %d", na.Counters.Get(stats.IKERekeyCollisions), nb.Counters.Get(stats.IKERekeyCollisions))
+			}
+			if ra == 1 {
+				wins[na.Name]++
+			} else {
+				wins[nb.Name]++
+			}
+		})
+	}
+	if len(wins) != 2 {
+		t.Errorf("winners %v: the seeds did not exercise both sides", wins)
+	}
+}
+
+// chaos is a network that delays every datagram by 1..40 ms (so that
+// later ones overtake earlier ones), drops some and duplicates some,
+// until calm is set.
+type chaos struct {
+	r    *mrand.Rand
+	calm bool
+	drop float64
+}
+
+func (c *chaos) fate(manager.Datagram, *iketest.Node) iketest.Fate {
+	if c.calm {
+		return iketest.Fate{Delay: 10 * time.Millisecond}
+	}
+	f := iketest.Fate{Delay: time.Duration(1+c.r.IntN(40)) * time.Millisecond}
+	f.Drop = c.r.Float64() < c.drop
+	f.Duplicate = c.r.Float64() < 0.05
+	return f
+}
+
+// TestRekeyChaos runs crossing exchanges over a network that reorders,
+// drops and duplicates IKE messages, for many seeds, and checks that the
+// tunnel always settles to one consistent state (converged) without
+// losing a packet of the flows while the Child SAs change:
+//
+//	child            both sides rekey the Child SA
+//	ike              both sides rekey the IKE SA
+//	child-vs-ike     one rekeys the Child SA, the other the IKE SA
+//	rekey-vs-create  one rekeys a Child SA, the other creates another
+//	rekey-vs-delete  one rekeys the Child SA, the other deletes it
+//	ike-vs-delete    one rekeys the IKE SA, the other deletes it
+func TestRekeyChaos(t *testing.T) {
+	seeds := *chaosSeeds
+	if testing.Short() {
+		seeds = 8
+	}
+	for _, sc := range []string{"child", "ike", "child-vs-ike", "rekey-vs-create", "rekey-vs-delete", "ike-vs-delete"} {
+		t.Run(sc, func(t *testing.T) {
+			for seed := range seeds {
+				t.Run(fmt.Sprint(seed), func(t *testing.T) { chaosRun(t, sc, seed) })
+			}
+		})
+	}
+}
+
+func chaosRun(t *testing.T, sc string, seed int) {
+	s, na, nb := pair(t, twoChildren, twoChildren)
+	na.Seed(byte(3*seed + 20))
+	nb.Seed(byte(3*seed + 21))
+	c := &chaos{r: mrand.New(mrand.NewPCG(uint64(seed), 7)), calm: true, drop: 0.15}
+	s.Filter = c.fate
+	var err error
+	called := false
+	if err := na.Worker.Initiate("tun", "net", func(e error) { err, called = e, true }); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return called }) || err != nil {
+		t.Fatalf("not established: %v", err)
+	}
+	var fs []*iketest.Flow
+	survives := sc != "rekey-vs-delete" && sc != "ike-vs-delete"
+	if survives {
+		ab, ba := flows(s, na, nb, 10*time.Millisecond, 40*time.Second)
+		ab.Child, ba.Child = "net", "net"
+		fs = append(fs, ab, ba)
+	}
+	s.RunFor(time.Second)
+	c.calm = false
+	switch sc {
+	case "child":
+		collide(t, na, nb, false)
+	case "ike":
+		collide(t, na, nb, true)
+	case "child-vs-ike":
+		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+		nb.Worker.Rekey(worker.Selector{Conn: "tun"}, true)
+	case "rekey-vs-create":
+		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+		if err := nb.Worker.Initiate("tun", "second", nil); err != nil {
+			t.Fatal(err)
+		}
+	case "rekey-vs-delete":
+		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+		nb.Worker.Terminate(worker.Selector{Conn: "tun", Child: "net"}, nil)
+	case "ike-vs-delete":
+		na.Worker.Rekey(worker.Selector{Conn: "tun"}, true)
+		nb.Worker.Terminate(worker.Selector{Conn: "tun"}, nil)
+	}
+	s.RunFor(15 * time.Second)
+	c.calm = true
+	s.RunFor(45 * time.Second)
+	noLoss(t, fs...)
+	switch sc {
+	case "rekey-vs-delete":
+		// The Child SA is gone on both sides; the IKE SA stays.
+		for _, n := range []*iketest.Node{na, nb} {
+			l := live(n)
+			if len(l) != 1 || len(l[0].Children) != 0 {
+				t.Errorf("%s after the delete:\n%s", n.Name, dumpIKE(n.Worker.List()))
+			}
+		}
+		noSAs(t, na, nb)
+	case "ike-vs-delete":
+		for _, n := range []*iketest.Node{na, nb} {
+			if l := n.Worker.List(); len(l) != 0 {
+				t.Errorf("%s after the delete:\n%s", n.Name, dumpIKE(l))
+			}
+		}
+		noSAs(t, na, nb)
+	case "rekey-vs-create":
+		converged(t, na, nb, 2)
+	default:
+		converged(t, na, nb, 1)
+	}
+	if t.Failed() {
+		t.Logf("seed %d: sent %d datagrams", seed, len(s.Sent))
+	}
+}
+
+// chaosSeeds is how many seeds TestRekeyChaos runs per scenario (raise it
+// to hunt for rare orders).
+var chaosSeeds = flag.Int("chaos-seeds", 24, "seeds per scenario of TestRekeyChaos")

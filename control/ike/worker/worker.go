@@ -77,13 +77,31 @@ type Worker struct {
 	cookies cookieSecrets
 	pending []func()
 	menv    *mgrEnv
+	// graves keep the last response of IKE SAs that ended after answering
+	// the peer's DELETE, so that a retransmission of that DELETE (our
+	// response was lost) is answered instead of being retransmitted for
+	// minutes into the void.
+	graves map[uint64]grave
 }
+
+// grave is what remains of an IKE SA: its last response.
+type grave struct {
+	msgID uint32 // the message ID of the request it answers
+	resp  [][]byte
+	local netip.AddrPort
+	until time.Time
+}
+
+// graveTime bounds how long a grave is kept: longer than a peer's
+// retransmissions with strongSwan's defaults (about 165 s).
+const graveTime = 3 * time.Minute
 
 // New returns a worker.
 func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
-		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{}}
+		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
+		graves: map[uint64]grave{}}
 	w.menv = &mgrEnv{Env: env, w: w}
 	return w
 }
@@ -133,6 +151,20 @@ func (w *Worker) Receive(d manager.Datagram) {
 	}
 	m := w.bySPI[ours]
 	if m == nil {
+		if g, ok := w.graves[ours]; ok && !h.IsResponse() && h.MessageID == g.msgID {
+			if w.env.Now().After(g.until) {
+				delete(w.graves, ours)
+			} else {
+				w.env.Stats().Inc(stats.CachedResponses)
+				for _, p := range g.resp {
+					if g.local.Port() == w.env.Settings().NATTPort {
+						p = message.AddNonESPMarker(p)
+					}
+					w.env.Send(manager.Datagram{Local: d.Local, Remote: d.Remote, Data: p})
+				}
+				return
+			}
+		}
 		w.env.Stats().Fail(stats.UnknownSPI)
 		w.log.Debug("dropped datagram for an unknown IKE SA", "from", d.Remote.String(), "spii", fmt.Sprintf("%016x", h.SPIi),
 			"spir", fmt.Sprintf("%016x", h.SPIr), "exchange", h.Exchange.String())
