@@ -3,8 +3,8 @@ package worker_test
 import (
 	"bytes"
 	"flag"
-	mrand "math/rand/v2"
 	"fmt"
+	mrand "math/rand/v2"
 	"strings"
 	"testing"
 	"time"
