@@ -666,6 +666,9 @@ type Flow struct {
 	Interval time.Duration
 	Delay    time.Duration
 	Until    time.Time
+	// Path, when set, says whether the network delivers a packet sent
+	// through an outbound SA (a NAT that lost the mapping does not).
+	Path func(out api.SA) bool
 
 	Sent, Received uint64
 	// Lost lists when lost packets were sent and why.
@@ -728,9 +731,12 @@ func (f *Flow) step(now time.Time) {
 		if ok {
 			out, ok = f.From.DP.ActiveOut(rid)
 		}
-		if !ok {
+		switch {
+		case !ok:
 			f.Lost = append(f.Lost, LostPacket{Sent: f.next, Why: "no outbound sa at the sender"})
-		} else {
+		case f.Path != nil && !f.Path(out):
+			f.Lost = append(f.Lost, LostPacket{Sent: f.next, SPI: out.SPI, Why: "not delivered by the network"})
+		default:
 			f.inflight = append(f.inflight, probe{sent: f.next, at: f.next.Add(f.Delay), spi: out.SPI, key: out.EncKey})
 		}
 		f.next = f.next.Add(f.Interval)

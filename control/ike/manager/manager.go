@@ -474,8 +474,13 @@ func (m *Manager) authenticated(d Datagram, msg *message.Message) {
 	old := ike.Remote
 	ike.Local, ike.Remote = d.Local, d.Remote
 	m.refreshLog()
-	m.env.Stats().Inc(stats.PeerAddressChanges)
-	m.log.Info("peer address changed", "from", old.String(), "to", d.Remote.String())
+	if ike.State != sa.Established {
+		// IKE_AUTH on the NAT-T port: the float of RFC 7296 2.23.
+		m.log.Debug("peer floated to the NAT-T port", "from", old.String(), "to", d.Remote.String())
+	} else {
+		m.env.Stats().Inc(stats.PeerAddressChanges)
+		m.log.Info("peer address changed", "from", old.String(), "to", d.Remote.String())
+	}
 	if len(ike.Children) > 0 {
 		updateChildren(m, old)
 	}
