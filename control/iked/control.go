@@ -56,6 +56,13 @@ func (d *Daemon) handlers() {
 		return d.terminate(*req)
 	})
 	s.Handle(ikectl.OpReload, func(json.RawMessage) (any, error) { return d.Reload() })
+	s.Handle(ikectl.OpRekey, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.Rekey](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.rekey(*req)
+	})
 	s.Handle(ikectl.OpStats, func(json.RawMessage) (any, error) { return d.statsReply(), nil })
 }
 
@@ -218,6 +225,26 @@ func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 		}
 	}
 	return &ikectl.Result{Matched: n, Message: "terminated"}, nil
+}
+
+// rekey starts the rekeys an operator asks for, on every worker.
+func (d *Daemon) rekey(req ikectl.Rekey) (*ikectl.Result, error) {
+	if req.Conn == "" && req.IKEID == 0 {
+		return nil, errors.New("rekey: name a connection or an IKE SA id")
+	}
+	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
+	n := 0
+	if err := d.each(func(_ *loop, w *worker.Worker) { n += w.Rekey(sel, req.IKE) }); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("rekey: no established SA matches %+v", req)
+	}
+	what := "child sa"
+	if req.IKE {
+		what = "ike sa"
+	}
+	return &ikectl.Result{Matched: n, Message: fmt.Sprintf("%s rekey started", what)}, nil
 }
 
 // Reload rereads the configuration: IKE SAs of connections that did not

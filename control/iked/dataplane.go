@@ -3,7 +3,11 @@ package iked
 import (
 	"errors"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/spugate/spugate/control/ike/manager"
 
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/api"
@@ -13,6 +17,46 @@ import (
 // swapped when iked reconnects after spud restarted.
 type spudDP struct {
 	c atomic.Pointer[api.Client]
+
+	// usage caches the inbound packet counts of spud's SAs for a second,
+	// so that liveness checks and held-back outbound SAs of many IKE SAs
+	// cost one dump.
+	usageMu sync.Mutex
+	usageAt time.Time
+	usage   map[uint32]uint64
+}
+
+// usageTTL is how long a dump of spud's SA counters serves.
+const usageTTL = time.Second
+
+var _ manager.UsageReader = (*spudDP)(nil)
+
+// InboundPackets sums what the inbound SAs with these SPIs received.
+func (p *spudDP) InboundPackets(spis []uint32) (uint64, error) {
+	p.usageMu.Lock()
+	defer p.usageMu.Unlock()
+	if p.usage == nil || time.Since(p.usageAt) >= usageTTL {
+		c, err := p.client()
+		if err != nil {
+			return 0, err
+		}
+		sas, err := c.DumpSAs(false)
+		if err != nil {
+			return 0, err
+		}
+		p.usage = make(map[uint32]uint64, len(sas))
+		for _, s := range sas {
+			if s.Dir == api.In {
+				p.usage[s.SPI] = s.Stats.Packets
+			}
+		}
+		p.usageAt = time.Now()
+	}
+	var n uint64
+	for _, spi := range spis {
+		n += p.usage[spi]
+	}
+	return n, nil
 }
 
 var errNoSpud = errors.New("not connected to spud")

@@ -19,6 +19,7 @@ func ikeCmd(cmd string, args []string) error {
 	child := fs.String("child", "", "child name")
 	ikeID := fs.Uint("ike-id", 0, "IKE SA unique id")
 	childID := fs.Uint("child-id", 0, "Child SA unique id")
+	rekeyIKE := fs.Bool("ike-sa", false, "rekey: the IKE SA rather than its Child SAs")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the outcome")
 	fs.SetOutput(io.Discard)
 	// Positional CONN [CHILD] first, flags after, or flags only.
@@ -70,6 +71,15 @@ func ikeCmd(cmd string, args []string) error {
 			return fmt.Errorf("terminate: name the connection or --ike-id")
 		}
 		r, err := c.Terminate(ikectl.Terminate{Conn: *ike, IKEID: uint32(*ikeID), Child: *child, ChildID: uint32(*childID), Timeout: *timeout})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s (%d)\n", r.Message, r.Matched)
+	case "rekey":
+		if *ike == "" && *ikeID == 0 {
+			return fmt.Errorf("rekey: name the connection or --ike-id")
+		}
+		r, err := c.Rekey(ikectl.Rekey{Conn: *ike, IKEID: uint32(*ikeID), Child: *child, ChildID: uint32(*childID), IKE: *rekeyIKE})
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@
 //	spuctl list-sas
 //	spuctl initiate CONN [CHILD]        (or --ike CONN --child CHILD) [--timeout 30s]
 //	spuctl terminate CONN [CHILD]       (or --ike CONN, --ike-id N, --child-id N)
+//	spuctl rekey CONN [CHILD]           (or --ike-id N, --child-id N; --ike-sa rekeys the IKE SA)
 //	spuctl reload
 //	spuctl ike-stats
 //
@@ -45,7 +46,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|reload|ike-stats ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|rekey|reload|ike-stats ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -72,10 +73,10 @@ func run(args []string) error {
 		return spuCmd(args[1:])
 	case "stats":
 		return stats()
-	case "list-conns", "list-sas", "initiate", "terminate", "reload", "ike-stats":
+	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats":
 		return ikeCmd(args[0], args[1:])
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, reload, ike-stats)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, rekey, reload, ike-stats)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {

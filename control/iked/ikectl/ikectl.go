@@ -26,6 +26,7 @@ const (
 	OpTerminate = "terminate"  // Terminate -> Result
 	OpReload    = "reload"     // nothing -> ReloadResult
 	OpStats     = "stats"      // nothing -> Stats
+	OpRekey     = "rekey"      // Rekey -> Result
 )
 
 // Hello identifies the daemon.
@@ -147,7 +148,18 @@ type Terminate struct {
 	Timeout time.Duration `json:"timeout,omitempty"`
 }
 
-// Result is the outcome of initiate or terminate.
+// Rekey asks to rekey Child SAs (by connection or IKE SA unique id, and
+// optionally child name or Child SA unique id) or, with IKE set, the IKE
+// SAs. It returns once the rekeys are started.
+type Rekey struct {
+	Conn    string `json:"conn,omitempty"`
+	IKEID   uint32 `json:"ike_id,omitempty"`
+	Child   string `json:"child,omitempty"`
+	ChildID uint32 `json:"child_id,omitempty"`
+	IKE     bool   `json:"ike,omitempty"`
+}
+
+// Result is the outcome of initiate, terminate or rekey.
 type Result struct {
 	Matched int    `json:"matched,omitempty"`
 	Message string `json:"message,omitempty"`
@@ -235,6 +247,12 @@ func (c *Client) Initiate(req Initiate) (*Result, error) {
 func (c *Client) Terminate(req Terminate) (*Result, error) {
 	var r Result
 	return &r, c.Call(OpTerminate, req, &r)
+}
+
+// Rekey starts rekeys.
+func (c *Client) Rekey(req Rekey) (*Result, error) {
+	var r Result
+	return &r, c.Call(OpRekey, req, &r)
 }
 
 // Reload rereads the configuration.
