@@ -285,12 +285,7 @@ func (w *Worker) ChildEvent(spi uint32, inbound bool, ev LifetimeEvent, bytes, p
 			}
 			switch ev {
 			case HardLimit:
-				reason := "life_packets"
-				if cc := w.childConfig(m, ch); cc != nil && cc.LifeBytes > 0 && bytes >= uint64(cc.LifeBytes) {
-					reason = "life_bytes"
-				} else if cc != nil && cc.LifePackets == 0 {
-					reason = "sequence numbers exhausted"
-				}
+				reason := hardReason(w.childConfig(m, ch), bytes, packets)
 				m.Logger().Info("child sa reached its hard lifetime", "child", ch.Name, "child_id", ch.UniqueID, "reason", reason,
 					"bytes", bytes, "packets", packets)
 				w.menv.expire(m, ch, reason)
@@ -301,10 +296,7 @@ func (w *Worker) ChildEvent(spi uint32, inbound bool, ev LifetimeEvent, bytes, p
 				}
 				reason := task.ReasonSeq
 				if ev == SoftLimit {
-					reason = task.ReasonPackets
-					if ch.RekeyBytes > 0 && bytes >= ch.RekeyBytes {
-						reason = task.ReasonBytes
-					}
+					reason = softReason(ch, bytes, packets)
 				}
 				ch.RekeyReason = reason
 				ch.RekeyAt = w.env.Now()
@@ -313,6 +305,39 @@ func (w *Worker) ChildEvent(spi uint32, inbound bool, ev LifetimeEvent, bytes, p
 			return
 		}
 	}
+}
+
+// softReason names the soft limit a data-plane event reports: the one
+// configured, or the one the counts reached (spud may not send them).
+func softReason(ch *sa.ChildSA, bytes, packets uint64) string {
+	switch {
+	case ch.RekeyBytes > 0 && ch.RekeyPackets == 0:
+		return task.ReasonBytes
+	case ch.RekeyPackets > 0 && ch.RekeyBytes == 0:
+		return task.ReasonPackets
+	case ch.RekeyBytes > 0 && bytes >= ch.RekeyBytes:
+		return task.ReasonBytes
+	case ch.RekeyPackets > 0 && packets >= ch.RekeyPackets:
+		return task.ReasonPackets
+	}
+	return task.ReasonBytes + " or " + task.ReasonPackets
+}
+
+// hardReason names the hard limit a data-plane event reports.
+func hardReason(cc *config.Child, bytes, packets uint64) string {
+	switch {
+	case cc == nil || (cc.LifeBytes == 0 && cc.LifePackets == 0):
+		return "sequence numbers exhausted"
+	case cc.LifeBytes > 0 && cc.LifePackets == 0:
+		return "life_bytes"
+	case cc.LifePackets > 0 && cc.LifeBytes == 0:
+		return "life_packets"
+	case bytes >= uint64(cc.LifeBytes):
+		return "life_bytes"
+	case packets >= uint64(cc.LifePackets):
+		return "life_packets"
+	}
+	return "life_bytes or life_packets"
 }
 
 func (w *Worker) childConfig(m *manager.Manager, ch *sa.ChildSA) *config.Child {
