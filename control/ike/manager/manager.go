@@ -157,8 +157,10 @@ type Manager struct {
 	lastRecv, lastSent time.Time
 	dpdDelay           time.Duration
 	// inPkts is the inbound packet count of the Child SAs at the last
-	// liveness check (UsageReader).
-	inPkts uint64
+	// sample (UsageReader, every dpd_delay/2), taken at sampledAt;
+	// lastInbound is the earliest time ESP may last have arrived.
+	inPkts                 uint64
+	sampledAt, lastInbound time.Time
 	// probeAt is when to look for traffic through Child SAs whose outbound
 	// SA is held back (zero: none pending).
 	probeAt   time.Time
@@ -977,7 +979,10 @@ func (m *Manager) Deadline() time.Time {
 		min(ike.RekeyedUntil)
 	case sa.Established:
 		if m.dpdDelay > 0 && m.req == nil {
-			min(m.lastRecv.Add(m.dpdDelay))
+			min(m.alive().Add(m.dpdDelay))
+			if m.samplesInbound() {
+				min(m.sampledAt.Add(m.dpdDelay / 2))
+			}
 		}
 		if ike.NATLocal && m.env.Settings().KeepaliveInterval > 0 {
 			min(m.lastSent.Add(m.env.Settings().KeepaliveInterval))
@@ -1091,12 +1096,14 @@ func (m *Manager) Tick(now time.Time) {
 		m.Delete("expired", nil)
 		return
 	}
-	if m.dpdDelay > 0 && m.req == nil && len(m.queue) == 0 && !now.Before(m.lastRecv.Add(m.dpdDelay)) {
-		if m.inboundActive() {
-			m.lastRecv = now
-		} else {
+	if m.dpdDelay > 0 && m.req == nil && len(m.queue) == 0 {
+		if m.samplesInbound() && !now.Before(m.sampledAt.Add(m.dpdDelay/2)) {
+			m.sampleInbound(now)
+		}
+		if !now.Before(m.alive().Add(m.dpdDelay)) {
 			m.env.Stats().Inc(stats.DPDChecks)
 			m.Queue(&task.DPDI{})
+			m.lastInbound = now // one check per dpd_delay without an answer
 		}
 	}
 	if ike.NATLocal && s.KeepaliveInterval > 0 && !now.Before(m.lastSent.Add(s.KeepaliveInterval)) {
@@ -1179,24 +1186,41 @@ func (m *Manager) outPendingDue(ch *sa.ChildSA, now time.Time, probe bool) strin
 	return ""
 }
 
-// inboundActive reports whether the Child SAs received packets since the
-// last check, when the data plane can tell (UsageReader).
-func (m *Manager) inboundActive() bool {
-	ur, ok := m.env.DataPlane().(UsageReader)
-	if !ok || len(m.IKE.Children) == 0 {
-		return false
+// alive is the last sign of life of the peer: an IKE message, or ESP
+// through its Child SAs (as far as the samples tell).
+func (m *Manager) alive() time.Time {
+	if m.lastInbound.After(m.lastRecv) {
+		return m.lastInbound
 	}
+	return m.lastRecv
+}
+
+// samplesInbound reports whether DPD can count ESP (the data plane
+// reports inbound packets and there are Child SAs).
+func (m *Manager) samplesInbound() bool {
+	_, ok := m.env.DataPlane().(UsageReader)
+	return ok && len(m.IKE.Children) > 0
+}
+
+// sampleInbound reads the Child SAs' inbound packet count: if it moved
+// since the last sample, ESP arrived after that sample, the earliest time
+// it may last have arrived. Sampling every dpd_delay/2, a peer that stops
+// sending (or whose NAT mapping changed) gets its liveness check between
+// dpd_delay and 1.5 dpd_delay after its last packet.
+func (m *Manager) sampleInbound(now time.Time) {
 	spis := make([]uint32, 0, len(m.IKE.Children))
 	for _, ch := range m.IKE.Children {
 		spis = append(spis, ch.SPIIn)
 	}
+	ur := m.env.DataPlane().(UsageReader)
 	n, err := ur.InboundPackets(spis)
 	if err != nil {
-		return false
+		return
 	}
-	active := n != m.inPkts
-	m.inPkts = n
-	return active
+	if n != m.inPkts && !m.sampledAt.IsZero() && m.sampledAt.After(m.lastInbound) {
+		m.lastInbound = m.sampledAt
+	}
+	m.inPkts, m.sampledAt = n, now
 }
 
 // giveUp ends the IKE SA after the last retransmission went unanswered.
