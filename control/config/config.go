@@ -55,6 +55,10 @@ type Config struct {
 	// and the size above which a message is fragmented (strongSwan's
 	// charon.fragment_size, 1280 by default, for IPv4 and IPv6 alike).
 	FragmentSize int `yaml:"fragment_size"`
+	// SignatureAuthentication announces RFC 7427 and uses its signatures
+	// when the peer does too (strongSwan's charon.signature_authentication,
+	// default yes); no leaves the classic AUTH methods 1 and 9-11 only.
+	SignatureAuthentication *Bool `yaml:"signature_authentication"`
 
 	Connections map[string]*Conn `yaml:"connections"`
 
@@ -318,6 +322,10 @@ func (v *validator) config(c *Config) {
 	}
 	if c.RetransmitTries == 0 {
 		c.RetransmitTries = 5
+	}
+	if c.SignatureAuthentication == nil {
+		yes := Bool(true)
+		c.SignatureAuthentication = &yes
 	}
 	switch {
 	case c.FragmentSize == 0:

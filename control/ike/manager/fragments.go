@@ -50,6 +50,18 @@ func (f *fragBuffers) deadline() time.Time {
 	return d
 }
 
+// Reassembling reports the fragment bytes held for the peer's request and
+// for the response to ours.
+func (m *Manager) Reassembling() (requests, responses int) {
+	if b := m.frags.requests; b != nil {
+		_, _, _, requests, _ = b.Pending()
+	}
+	if b := m.frags.responses; b != nil {
+		_, _, _, responses, _ = b.Pending()
+	}
+	return requests, responses
+}
+
 // expireFragments drops incomplete messages whose time is up.
 func (m *Manager) expireFragments(now time.Time) {
 	for _, b := range []*defrag.Buffer{m.frags.requests, m.frags.responses} {

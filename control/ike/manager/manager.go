@@ -291,14 +291,15 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 	}
 	c := m.ctx(ex)
 	kept := m.active[:0]
-	for _, t := range m.active {
+	for i, t := range m.active {
 		if err := t.Build(c, msg); err != nil {
 			if essential(ex, t) {
 				f := c.Failure
 				if f == nil {
 					f = &task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("%s: %w", t.Kind(), err)}
 				}
-				m.active = append(kept, t)
+				// Every task of the exchange, built or not, learns the end.
+				m.active = append(kept, m.active[i:]...)
 				m.destroy(f, "")
 				return true
 			}

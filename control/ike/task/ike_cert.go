@@ -44,9 +44,18 @@ func fragmentsSent(conn *config.Conn) bool {
 	return conn != nil && (conn.Fragmentation == "yes" || conn.Fragmentation == "force")
 }
 
+// signatureAuth reports whether we use RFC 7427 (signature_authentication).
+func signatureAuth(c *Ctx) bool {
+	cfg := c.Config()
+	return cfg == nil || cfg.SignatureAuthentication == nil || bool(*cfg.SignatureAuthentication)
+}
+
 // initExtensions are the notifies our IKE_SA_INIT request carries.
-func initExtensions(conn *config.Conn) []message.Payload {
-	ps := []message.Payload{&message.Notify{NotifyType: message.SignatureHashAlgorithms, Data: pki.HashAlgorithmsNotify()}}
+func initExtensions(c *Ctx, conn *config.Conn) []message.Payload {
+	var ps []message.Payload
+	if signatureAuth(c) {
+		ps = append(ps, &message.Notify{NotifyType: message.SignatureHashAlgorithms, Data: pki.HashAlgorithmsNotify()})
+	}
 	if fragmentsAnnounced(conn) {
 		ps = append(ps, &message.Notify{NotifyType: message.IKEv2FragmentationSupported})
 	}
@@ -63,6 +72,9 @@ func peerExtensions(c *Ctx, ps []message.Payload) (frag bool) {
 		case *message.Notify:
 			switch p.NotifyType {
 			case message.SignatureHashAlgorithms:
+				if !signatureAuth(c) {
+					continue
+				}
 				hs, err := pki.ParseHashAlgorithms(p.Data)
 				if err != nil {
 					c.Log.Info("IKE_SA_INIT: ignoring the peer's SIGNATURE_HASH_ALGORITHMS", "err", err.Error())
@@ -127,7 +139,7 @@ func signAuth(c *Ctx, conn *config.Conn, idBody []byte) ([]message.Payload, *mes
 	}
 	scheme, err := pki.ChooseScheme(cred.Key.Public(), ike.SigAuth, ike.PeerHashes, local.Method.SignOptions())
 	if err != nil {
-		c.Fail(stats.UnsupportedScheme, message.AuthenticationFailed, "IKE_AUTH: no signature scheme for our %s key that the peer accepts: %v", cred.Key, err)
+		c.Fail(stats.UnsupportedScheme, message.AuthenticationFailed, "IKE_AUTH: no signature scheme for our %s that the peer accepts: %v", cred.Key, err)
 		return nil, nil, c.Failure.Err
 	}
 	var octets []byte

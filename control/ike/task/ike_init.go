@@ -133,7 +133,7 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		&message.Notify{NotifyType: message.NATDetectionSourceIP, Data: src},
 		&message.Notify{NotifyType: message.NATDetectionDestinationIP, Data: dst[:]},
 	)
-	req.Payloads = append(req.Payloads, initExtensions(t.conn)...)
+	req.Payloads = append(req.Payloads, initExtensions(c, t.conn)...)
 	return nil
 }
 
