@@ -26,20 +26,24 @@ type Result struct {
 // len(buf)). Bytes of buf past the IP packet's own length (Ethernet padding)
 // are ignored. It allocates nothing. Owner only.
 func (sa *SA) Encap(buf []byte, off, n int) Result {
-	r := sa.encap(buf, off, n)
+	start, length, mtu, v, why := sa.encap(buf, off, n)
 	sa.publish()
-	return r
+	return Result{Off: start, Len: length, Verdict: v, Reason: why, MTU: mtu}
 }
 
-func (sa *SA) encap(buf []byte, off, n int) Result {
+// encap is Encap without publishing the counters. It returns the fields
+// of a Result as scalars: Result has more fields than the compiler keeps
+// in registers, and copying it between stack temporaries cost a
+// store-forwarding stall per copy (see decap).
+func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, why Reason) {
 	if sa.dir != Outbound {
-		return sa.drop(WrongDirection)
+		return sa.encapDrop(WrongDirection)
 	}
 	if sa.expired {
-		return sa.drop(HardLifetime)
+		return sa.encapDrop(HardLifetime)
 	}
 	if off < 0 || n < 1 || off > len(buf) || n > len(buf)-off {
-		return sa.drop(Malformed)
+		return sa.encapDrop(Malformed)
 	}
 	p := buf[off : off+n]
 	var (
@@ -53,12 +57,12 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	switch p[0] >> 4 {
 	case 4:
 		if n < iphdr.IPv4MinLen {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		ihl := int(p[0]&0xf) * 4
 		tot := int(binary.BigEndian.Uint16(p[2:4]))
 		if ihl < iphdr.IPv4MinLen || tot < ihl || tot > n {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		n = tot
 		ds = p[1]
@@ -68,17 +72,17 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 			// RFC 4303 section 3.3: transport mode protects whole
 			// datagrams only, never fragments.
 			if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
-				return sa.drop(Malformed)
+				return sa.encapDrop(Malformed)
 			}
 			hl, nhOff, nh = ihl, 9, p[9]
 		}
 	case 6:
 		if n < iphdr.IPv6Len {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		tot := iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
 		if tot > n {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		n = tot
 		ds = p[0]<<4 | p[1]>>4
@@ -87,17 +91,17 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 		if sa.mode == Transport {
 			info, ok := iphdr.IPv6Walk(p[:n])
 			if !ok || info.FragOff != 0 {
-				return sa.drop(Malformed)
+				return sa.encapDrop(Malformed)
 			}
 			hl, nhOff = info.Unfragmentable, info.UnfragNextHeaderOff
 			nh = p[nhOff]
 		}
 	default:
-		return sa.drop(Malformed)
+		return sa.encapDrop(Malformed)
 	}
 	if sa.seq >= sa.seqMax {
 		sa.raise(EventSeqExhausted)
-		return sa.drop(SeqExhausted)
+		return sa.encapDrop(SeqExhausted)
 	}
 
 	payLen := n - hl
@@ -111,35 +115,39 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	}
 	outLen := n + grow + pad + 2 + icvLen
 	if off < grow || len(buf)-off-n < pad+2+icvLen {
-		return sa.drop(NoRoom)
+		return sa.encapDrop(NoRoom)
 	}
 	verdict := Forward
 	if outLen > sa.pathMTU {
 		if !df || sa.fragBig || (v6 && n <= iphdr.IPv6MinMTU) {
 			verdict = Fragment
 		} else {
-			mtu := sa.innerMTU(ipLen, hl)
+			mtu = sa.innerMTU(ipLen, hl)
 			if min := iphdr.IPv4MinMTU; !v6 && mtu < min {
 				mtu = min
 			} else if v6 && mtu < iphdr.IPv6MinMTU {
 				mtu = iphdr.IPv6MinMTU
 			}
-			r := sa.drop(TooBig)
-			r.Verdict, r.MTU, r.Off, r.Len = SendTooBig, mtu, off, n
-			return r
+			sa.count(TooBig)
+			return off, n, mtu, SendTooBig, TooBig
 		}
 	}
 	seq := sa.seq + 1
 	sa.seq = seq
 
-	t := buf[off+n : off+n+pad+2]
-	for i := 0; i < pad; i++ {
-		t[i] = byte(i + 1)
+	// The padding is 1, 2, 3, ... (RFC 4303 section 2.4). The first 16
+	// bytes go in one fixed-size copy: the tailroom checked above holds
+	// pad+2+icvLen >= 16 bytes, and whatever lands past the trailer is
+	// overwritten by the ICV.
+	t := buf[off+n : off+n+pad+2+icvLen]
+	copy(t[:16], padBytes[:16])
+	if pad > 16 {
+		copy(t[16:pad], padBytes[16:pad])
 	}
 	t[pad] = byte(pad)
 	t[pad+1] = nh
 
-	start := off - grow
+	start = off - grow
 	proto := byte(iphdr.ProtoESP)
 	if sa.udp {
 		proto = iphdr.ProtoUDP
@@ -181,11 +189,16 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	if seq >= sa.seqSoft {
 		sa.raise(EventSeqNearExhaustion)
 	}
-	r := Result{Off: start, Len: outLen, Verdict: verdict}
 	if verdict == Fragment {
-		r.MTU = sa.pathMTU // the size to cut the outer packet to
+		mtu = sa.pathMTU // the size to cut the outer packet to
 	}
-	return r
+	return start, outLen, mtu, verdict, None
+}
+
+// encapDrop counts a drop and returns encap's results for it.
+func (sa *SA) encapDrop(r Reason) (start, length, mtu int, v Verdict, why Reason) {
+	sa.count(r)
+	return 0, 0, 0, Drop, r
 }
 
 // outerDS is the outer DS field for an inner one (RFC 6040 and RFC 2983).

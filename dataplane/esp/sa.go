@@ -42,6 +42,15 @@ const (
 	Tailroom = MaxTailGrowth
 )
 
+// padBytes is the padding of RFC 4303 section 2.4 (1, 2, 3, ...), the
+// longest a pad length byte can announce.
+var padBytes = func() (b [255]byte) {
+	for i := range b {
+		b[i] = byte(i + 1)
+	}
+	return b
+}()
+
 // Events are conditions the control plane must act on. They are raised
 // once each (a latch) and collected by the owner with TakeEvents.
 type Events uint32
@@ -424,11 +433,10 @@ func (sa *SA) innerMTU(outerHdr, hl int) int {
 	return hl + avail&^sa.blkMask - 2
 }
 
-// drop counts a drop and builds its result.
-func (sa *SA) drop(r Reason) Result {
+// count counts a drop.
+func (sa *SA) count(r Reason) {
 	c := &sa.ctr.drops[r]
 	c.Store(c.Load() + 1)
-	return Result{Verdict: Drop, Reason: r}
 }
 
 // publish makes the owner's running totals visible to Stats.
