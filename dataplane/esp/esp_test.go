@@ -900,7 +900,9 @@ func TestReasonStrings(t *testing.T) {
 }
 
 // TestStatsConcurrentReaders reads Stats from other goroutines while the
-// owner works; run with -race to prove the counters are race-free.
+// owner works. A plain run exercises the plain-store publishing of
+// counter.go (readers must see whole, monotonic values); a -race run uses
+// counter_atomic.go and proves the rest of the SA is not shared.
 func TestStatsConcurrentReaders(t *testing.T) {
 	out, in := newPair(t, pairOpts{suite: AES128GCM})
 	done := make(chan struct{})
@@ -919,6 +921,9 @@ func TestStatsConcurrentReaders(t *testing.T) {
 				s := in.Stats()
 				if s.Packets < last {
 					panic("counter went backwards")
+				}
+				if s.Bytes%200 != 0 || s.Bytes > 200*2000 {
+					panic("torn byte counter")
 				}
 				last = s.Packets
 				_ = out.Stats()

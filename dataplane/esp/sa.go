@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
-	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -99,11 +98,11 @@ type Stats struct {
 	Drops [NumReasons]uint64
 }
 
-// counters are written by the owner with plain atomic stores (a single
-// writer needs no read-modify-write) and read by anyone with atomic loads.
+// counters are the owner's totals as Stats sees them: written by the owner
+// only (a single writer needs no read-modify-write), read by anyone.
 type counters struct {
-	packets, bytes, seq atomic.Uint64
-	drops               [NumReasons]atomic.Uint64
+	packets, bytes, seq counter
+	drops               [NumReasons]counter
 }
 
 // ivSetter is the method crypto/cipher's CBC modes have for reusing one
