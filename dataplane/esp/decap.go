@@ -125,9 +125,9 @@ func (sa *SA) Decap(buf []byte, off, n int) Result {
 	start, length, why := sa.decap(buf, off, n)
 	sa.publish()
 	if why != None {
-		return Result{Verdict: Drop, Reason: why}
+		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
 	}
-	return Result{Off: start, Len: length, Verdict: Forward}
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: Forward}}
 }
 
 // decap is Decap without publishing the counters; it returns the inner

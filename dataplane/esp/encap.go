@@ -12,12 +12,24 @@ type Result struct {
 	// ESP packet (outer IP header first) after Encap, the inner packet
 	// after Decap. For SendTooBig they locate the untouched inner packet.
 	Off, Len int
-	Verdict  Verdict
-	// Reason is set when Verdict is Drop or SendTooBig.
-	Reason Reason
+	// Verdict and Reason (the embedded Outcome) say what to do with the
+	// packet and why it was dropped.
+	Outcome
 	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig,
 	// and the path MTU to cut the outer packet to when it is Fragment.
 	MTU int
+}
+
+// Outcome is the verdict on a packet and the reason of a drop. It is a
+// struct of its own, embedded in Result, so that Result has four fields:
+// the compiler keeps a struct of at most four fields in registers, and
+// one of five fields was returned through the stack and copied whole into
+// the caller's variable, a wide load of bytes just stored field by field
+// that stalls on store forwarding in every caller.
+type Outcome struct {
+	Verdict Verdict
+	// Reason is set when Verdict is Drop or SendTooBig.
+	Reason Reason
 }
 
 // Encap protects the IP packet at buf[off:off+n] in place, growing it
@@ -28,7 +40,7 @@ type Result struct {
 func (sa *SA) Encap(buf []byte, off, n int) Result {
 	start, length, mtu, v, why := sa.encap(buf, off, n)
 	sa.publish()
-	return Result{Off: start, Len: length, Verdict: v, Reason: why, MTU: mtu}
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: v, Reason: why}, MTU: mtu}
 }
 
 // encap is Encap without publishing the counters. It returns the fields
