@@ -144,6 +144,12 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 			return off, n, mtu, SendTooBig, TooBig
 		}
 	}
+	if sa.speedPad != 0 && verdict == Forward {
+		extra := sa.extraPad(ctLen, outLen, len(buf)-off-n-(pad+2+icvLen))
+		pad += extra
+		ctLen += extra
+		outLen += extra
+	}
 	seq := sa.seq + 1
 	sa.seq = seq
 

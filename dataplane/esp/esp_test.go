@@ -3,6 +3,7 @@ package esp
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -202,7 +203,7 @@ func TestESNWrongHighBitsFailICV(t *testing.T) {
 
 func encapOne(t testing.TB, out *SA, pkt []byte) []byte {
 	t.Helper()
-	buf, off := frame(pkt)
+	buf, off := frameRoom(pkt, SpeedPadTailroom)
 	r := out.Encap(buf, off, len(pkt))
 	if r.Verdict != Forward {
 		t.Fatalf("encap %v %v", r.Verdict, r.Reason)
@@ -944,5 +945,66 @@ func TestStatsConcurrentReaders(t *testing.T) {
 	}
 	if s := in.Stats(); s.Packets != 2000 {
 		t.Fatalf("final %d", s.Packets)
+	}
+}
+
+// TestSpeedPad checks Config.SpeedPad: AES-GCM packets padded to a
+// multiple of 128 encrypted bytes when that takes at most SpeedPad extra
+// bytes and fits the path MTU and the buffer, decapsulated by an SA that
+// knows nothing of it; other suites unchanged.
+func TestSpeedPad(t *testing.T) {
+	for _, tc := range []struct {
+		suite           Suite
+		speedPad, inner int
+		mtu, tail       int
+		wantCT          int
+	}{
+		{AES128GCM, 48, 64, 0, SpeedPadTailroom, 128},        // 80 -> 128: 48 extra
+		{AES256GCM, 48, 64, 0, SpeedPadTailroom, 128},        //
+		{AES128GCM, 112, 40, 0, SpeedPadTailroom, 128},       // 48 -> 128: 80 extra
+		{AES128GCM, 48, 40, 0, SpeedPadTailroom, 48},         // 80 extra > 48
+		{AES128GCM, 112, 126, 0, SpeedPadTailroom, 128},      // already 128
+		{AES128GCM, 112, 510, 0, SpeedPadTailroom, 512},      // already 512
+		{AES128GCM, 112, 512, 0, SpeedPadTailroom, 640},      // 528 -> 640
+		{AES128GCM, 48, 64, 0, Tailroom, 80},                 // no room for it
+		{AES128GCM, 48, 64, 0, 32 + 47, 80},                  // trailer and ICV take 32: one byte short
+		{AES128GCM, 48, 64, 0, 32 + 48, 128},                 // just fits
+		{AES128GCM, 112, 1000, 1075, SpeedPadTailroom, 1008}, // 1060 bytes, 1076 with 1024 encrypted
+		{AES128GCM, 112, 1000, 1076, SpeedPadTailroom, 1024}, // fits exactly
+		{ChaCha20Poly1305, 112, 64, 0, SpeedPadTailroom, 80},
+		{AES128CBCSHA256, 112, 64, 0, SpeedPadTailroom, 80},
+	} {
+		o := pairOpts{suite: tc.suite, speedPad: tc.speedPad, mtu: tc.mtu}
+		t.Run(fmt.Sprintf("%s/inner%d/tail%d/mtu%d", o, tc.inner, tc.tail, tc.mtu), func(t *testing.T) {
+			out, in := newPair(t, o)
+			pkt := innerPacket(false, tc.inner)
+			buf, off := frameRoom(pkt, tc.tail)
+			r := out.Encap(buf, off, len(pkt))
+			if r.Verdict != Forward {
+				t.Fatalf("encap: %v %v", r.Verdict, r.Reason)
+			}
+			if got := encryptedLen(o, r.Len); got != tc.wantCT {
+				t.Errorf("encrypted part %d bytes, want %d", got, tc.wantCT)
+			}
+			if tc.tail == SpeedPadTailroom && (tc.mtu == 0 || r.Len <= tc.mtu) {
+				if ov := out.Overhead(tc.inner); ov != r.Len-tc.inner {
+					t.Errorf("Overhead(%d) = %d, Encap added %d", tc.inner, ov, r.Len-tc.inner)
+				}
+			}
+			if tc.mtu != 0 && r.Len > tc.mtu {
+				t.Errorf("packet of %d bytes exceeds the path MTU %d", r.Len, tc.mtu)
+			}
+			d := in.Decap(buf, r.Off, r.Len)
+			if d.Verdict != Forward || !bytes.Equal(buf[d.Off:d.Off+d.Len], pkt) {
+				t.Fatalf("decap: %v %v", d.Verdict, d.Reason)
+			}
+		})
+	}
+	for _, bad := range []int{-1, maxSpeedPad + 1} {
+		oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+		oc.SpeedPad = bad
+		if _, err := NewSA(oc); err == nil || !strings.Contains(err.Error(), "speed padding") {
+			t.Errorf("SpeedPad %d: %v", bad, err)
+		}
 	}
 }

@@ -23,6 +23,12 @@ const (
 	saltLen   = 4
 	maxIVLen  = 16
 	maxBlock  = 16
+	// gcmFastLen is the multiple that Go's AES-GCM assembly processes
+	// fastest (eight blocks at a time); see Config.SpeedPad.
+	gcmFastLen = 128
+	// maxSpeedPad is the most padding beyond 16-byte alignment that can
+	// reach a multiple of gcmFastLen.
+	maxSpeedPad = gcmFastLen - maxBlock
 )
 
 // Worst-case growth of a packet by Encap, for sizing buffers.
@@ -31,7 +37,8 @@ const (
 	// outer IPv6 header, UDP header, ESP header and a 16-byte CBC IV.
 	MaxHeadGrowth = iphdr.IPv6Len + iphdr.UDPLen + espHdrLen + maxIVLen
 	// MaxTailGrowth is the most bytes Encap adds after a packet: up to 15
-	// bytes of padding, pad length, next header and the ICV.
+	// bytes of padding, pad length, next header and the ICV. Speed padding
+	// (Config.SpeedPad) adds more only where len(buf) leaves room for it.
 	MaxTailGrowth = maxBlock - 1 + 2 + icvLen
 	// Headroom is the minimum headroom (bytes before off) a caller gives
 	// Encap: MaxHeadGrowth plus an Ethernet header that the caller writes
@@ -39,6 +46,10 @@ const (
 	Headroom = MaxHeadGrowth + iphdr.EthernetLen
 	// Tailroom is the minimum tailroom (bytes after off+n, up to len(buf)).
 	Tailroom = MaxTailGrowth
+	// SpeedPadTailroom is the tailroom that lets speed padding
+	// (Config.SpeedPad) always apply; with less, Encap skips it for the
+	// packets whose speed padding does not fit.
+	SpeedPadTailroom = Tailroom + maxSpeedPad
 )
 
 // padBytes is the padding of RFC 4303 section 2.4 (1, 2, 3, ...), the
@@ -136,6 +147,7 @@ type SA struct {
 	zeroCk6  bool
 	ivLen    int
 	blkMask  int
+	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
 	ipLen    int // outer IP header length in tunnel mode
 	udpLen   int // 8 with UDP encapsulation
 	pathMTU  int
@@ -211,6 +223,10 @@ func NewSA(cfg Config) (*SA, error) {
 		udp:      cfg.UDPEncap,
 		zeroCk6:  cfg.UDPZeroChecksum6,
 		life:     cfg.Lifetime,
+	}
+	switch cfg.Suite {
+	case AES128GCM, AES192GCM, AES256GCM:
+		sa.speedPad = cfg.SpeedPad
 	}
 	if err := sa.initCrypto(&cfg); err != nil {
 		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
@@ -413,10 +429,24 @@ func (sa *SA) Direction() Direction { return sa.dir }
 func (sa *SA) Suite() Suite { return sa.suite }
 
 // Overhead returns the bytes Encap adds to an inner packet of n bytes in
-// tunnel mode (outer headers, padding, trailer and ICV).
+// tunnel mode (outer headers, padding, trailer and ICV), speed padding
+// included when the caller gives SpeedPadTailroom.
 func (sa *SA) Overhead(n int) int {
+	fixed := sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + icvLen
 	pad := -(n + 2) & sa.blkMask
-	return sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + pad + 2 + icvLen
+	pad += sa.extraPad(n+2+pad, n+fixed+pad+2, 1<<30)
+	return fixed + pad + 2
+}
+
+// extraPad is the speed padding (Config.SpeedPad) for an encrypted part of
+// ctLen bytes in a packet of outLen bytes, given room bytes of spare
+// tailroom: 0 when it is off, not needed, too long, or would not fit.
+func (sa *SA) extraPad(ctLen, outLen, room int) int {
+	extra := -ctLen & (gcmFastLen - 1)
+	if extra == 0 || extra > sa.speedPad || outLen+extra > sa.pathMTU || extra > room {
+		return 0
+	}
+	return extra
 }
 
 // InnerMTU returns the largest inner packet that fits the path MTU once
