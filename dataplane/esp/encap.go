@@ -294,17 +294,17 @@ func (sa *SA) sealAEAD(esp []byte, ctLen int) {
 	sa.aead.Seal(pt[:0], sa.nonce[:], pt, sa.aadFor(esp))
 }
 
-// aadFor builds the AAD of RFC 4106 section 5 / RFC 7634 section 2.1 from
-// the packet's SPI and low sequence number and, with ESN, the high half
-// kept in sa.seqHi.
+// aadFor returns the AAD of RFC 4106 section 5 / RFC 7634 section 2.1 for
+// the ESP packet esp, whose SPI is the SA's (written by Encap, checked by
+// Decap before the ICV): without ESN the packet's own SPI and sequence
+// number; with ESN, built in sa.aad with the high half kept in sa.seqHi.
 func (sa *SA) aadFor(esp []byte) []byte {
 	if sa.esn {
 		copy(sa.aad[4:8], sa.seqHi[:])
 		copy(sa.aad[8:12], esp[4:8])
 		return sa.aad[:12]
 	}
-	copy(sa.aad[4:8], esp[4:8])
-	return sa.aad[:8]
+	return esp[:8]
 }
 
 func (sa *SA) sealCBC(esp []byte, ctLen int) {

@@ -195,6 +195,7 @@ type SA struct {
 	events, raised Events
 
 	localTS, remoteTS []selector
+	hasTS             bool // either list is not empty
 	tsPorts           bool
 
 	ctr counters
@@ -268,6 +269,7 @@ func NewSA(cfg Config) (*SA, error) {
 	}
 	sa.localTS = compileSelectors(cfg.LocalTS)
 	sa.remoteTS = compileSelectors(cfg.RemoteTS)
+	sa.hasTS = len(sa.localTS) != 0 || len(sa.remoteTS) != 0
 	for _, s := range append(append([]selector(nil), sa.localTS...), sa.remoteTS...) {
 		if s.proto != 0 || s.startPort != 0 || s.endPort != 0xffff {
 			sa.tsPorts = true
