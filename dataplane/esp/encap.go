@@ -280,9 +280,7 @@ func (sa *SA) seal(esp []byte, seq uint64, ctLen int) {
 		sa.sealAEAD(esp, ctLen)
 		return
 	}
-	iv := esp[espHdrLen : espHdrLen+16]
-	binary.BigEndian.PutUint64(sa.ivIn[0:8], seq)
-	sa.ivCipher.Encrypt(iv, sa.ivIn[:])
+	sa.ivFor(esp[espHdrLen:espHdrLen+16], seq)
 	sa.sealCBC(esp, ctLen)
 }
 

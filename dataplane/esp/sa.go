@@ -165,7 +165,8 @@ type SA struct {
 	mac      hash.Hash
 	nonce    [12]byte // salt || IV
 	aad      [12]byte // SPI || [seq-hi] || seq-lo
-	ivIn     [16]byte // CBC IV generator input
+	ivIn     [16]byte // CBC IV generator input: SPI, 0, sequence number
+	ivs      cbcIVs
 	seqHi    [4]byte
 	macSum   [sha256.Size]byte
 
@@ -233,7 +234,7 @@ func NewSA(cfg Config) (*SA, error) {
 		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 	}
 	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
-	binary.BigEndian.PutUint32(sa.ivIn[8:12], sa.spi)
+	binary.BigEndian.PutUint32(sa.ivIn[0:4], sa.spi)
 	if sa.udp {
 		sa.udpLen = iphdr.UDPLen
 	}
@@ -276,6 +277,7 @@ func NewSA(cfg Config) (*SA, error) {
 		}
 	}
 	sa.resetThresholds()
+	sa.resetIVs()
 	return sa, nil
 }
 
@@ -316,10 +318,11 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
 		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
 		// counter (SPI and sequence number) under a secret key gives one per
-		// packet without a random number generator on the hot path. The IV
-		// key is derived from the integrity key with HMAC as a PRF, so it is
-		// independent of the encryption key and the same after a restart
-		// or migration (IVs only need to be unpredictable and distinct).
+		// packet without a random number generator on the hot path (see
+		// cbcIVs). The IV key is derived from the integrity key with HMAC
+		// as a PRF, so it is independent of the encryption key and the same
+		// after a restart or migration (IVs only need to be unpredictable
+		// and distinct).
 		ivm := hmac.New(sha256.New, cfg.IntegKey)
 		ivm.Write([]byte("spugate esp-cbc iv key"))
 		ivKey := ivm.Sum(nil)[:len(key)]
@@ -610,6 +613,7 @@ func (sa *SA) Restore(st State) error {
 		sa.ctr.drops[i].Store(st.Drops[i])
 	}
 	sa.resetThresholds()
+	sa.resetIVs()
 	sa.publish()
 	return nil
 }
