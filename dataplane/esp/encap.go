@@ -235,8 +235,10 @@ func (sa *SA) outerDS(inner byte) byte {
 func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 	ds := sa.outerDS(innerDS)
 	if sa.v4outer {
+		// An array assignment copies the template inline; copy() of a
+		// slice called memmove.
+		*(*[iphdr.IPv4MinLen]byte)(h) = sa.hdr4
 		h = h[:iphdr.IPv4MinLen]
-		copy(h, sa.hdr4[:])
 		var frag uint16
 		if setDF {
 			frag = iphdr.IPv4FlagDF
@@ -251,8 +253,8 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
+	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr6
 	h = h[:iphdr.IPv6Len]
-	copy(h, sa.hdr6[:])
 	h[0] = 0x60 | ds>>4
 	h[1] = ds<<4 | sa.hdr6[1]&0x0f
 	binary.BigEndian.PutUint16(h[4:6], uint16(outLen-iphdr.IPv6Len))

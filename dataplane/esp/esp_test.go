@@ -1060,3 +1060,47 @@ func TestSpeedPad(t *testing.T) {
 		}
 	}
 }
+
+// TestPadOK checks the padding check against a byte-by-byte one for every
+// pad length and buffer length, with each byte of the padding (and the
+// byte before it) changed in turn.
+func TestPadOK(t *testing.T) {
+	slow := func(p []byte, k int) bool {
+		for i := 0; i < k; i++ {
+			if p[len(p)-k+i] != byte(i+1) {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 0; n <= 40; n++ {
+		for k := 0; k <= n && k <= 255; k++ {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = 0xee
+			}
+			copy(p[n-k:], padBytes[:k])
+			if !padOK(p, k) || !slow(p, k) {
+				t.Fatalf("n %d k %d: good padding refused", n, k)
+			}
+			for i := n - k - 1; i < n; i++ {
+				if i < 0 {
+					continue
+				}
+				p[i] ^= 0x40
+				if got, want := padOK(p, k), slow(p, k); got != want {
+					t.Fatalf("n %d k %d byte %d changed: padOK %v, want %v", n, k, i, got, want)
+				}
+				p[i] ^= 0x40
+			}
+		}
+	}
+	p := append(make([]byte, 10), padBytes[:200]...)
+	if !padOK(p, 200) {
+		t.Fatal("200 bytes of padding refused")
+	}
+	p[100] = 0
+	if padOK(p, 200) {
+		t.Fatal("bad long padding accepted")
+	}
+}
