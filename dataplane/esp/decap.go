@@ -186,7 +186,7 @@ func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
 		return sa.decapDrop(BadPadLength)
 	}
 	payLen := ctLen - 2 - padLen
-	if !padOK(pt[:ctLen-2], padLen) {
+	if !padOK(pt, padLen) {
 		return sa.decapDrop(BadPadding)
 	}
 	if sa.win.Update(seq) != replay.OK {
@@ -215,15 +215,15 @@ func (sa *SA) decapDrop(r Reason) (start, length int, why Reason) {
 	return 0, 0, r
 }
 
-// padTail[k] is what the last 16 bytes before the trailer hold, as two
-// little-endian words, when the padding is k <= 16 bytes long, and the
-// mask of the bytes that are padding.
-var padTail = func() (t [17]struct{ want, mask [2]uint64 }) {
+// padTail[k] is what the last 16 bytes of the encrypted part (padding,
+// pad length, next header) hold, as two little-endian words, when the
+// padding is k <= 14 bytes long, and the mask of the padding bytes.
+var padTail = func() (t [15]struct{ want, mask [2]uint64 }) {
 	for k := range t {
 		var want, mask [16]byte
 		for i := 0; i < k; i++ {
-			want[16-k+i] = byte(i + 1)
-			mask[16-k+i] = 0xff
+			want[14-k+i] = byte(i + 1)
+			mask[14-k+i] = 0xff
 		}
 		t[k].want = [2]uint64{binary.LittleEndian.Uint64(want[:8]), binary.LittleEndian.Uint64(want[8:])}
 		t[k].mask = [2]uint64{binary.LittleEndian.Uint64(mask[:8]), binary.LittleEndian.Uint64(mask[8:])}
@@ -231,29 +231,37 @@ var padTail = func() (t [17]struct{ want, mask [2]uint64 }) {
 	return t
 }()
 
-// padOK reports whether the last padLen bytes of p (payload and padding)
-// are 1, 2, 3, ... (RFC 4303 section 2.4). Padding of at most 16 bytes
-// (all of it with a 16-byte alignment, unless speed-padded) is checked with
-// two masked word compares, not a call to memequal.
-func padOK(p []byte, padLen int) bool {
-	if padLen <= 16 && len(p) >= 16 {
+// padOK reports whether the padLen bytes before the 2-byte trailer at the
+// end of pt (the decrypted part) are 1, 2, 3, ... (RFC 4303 section 2.4).
+// Up to 14 bytes (most padding at 16-byte alignment) are checked with two
+// masked word compares of the last 16 bytes, not a call to memequal. The
+// words are the halves of the last 16-byte block, which the ciphers wrote
+// whole when pt's length is a multiple of 16, so the loads do not straddle
+// two recent stores (a store-forwarding stall).
+func padOK(pt []byte, padLen int) bool {
+	if padLen <= 14 && len(pt) >= 16 {
 		t := &padTail[padLen]
-		tail := p[len(p)-16:]
-		return binary.LittleEndian.Uint64(tail[:8])&t.mask[0] == t.want[0] &&
-			binary.LittleEndian.Uint64(tail[8:])&t.mask[1] == t.want[1]
+		w := pt[len(pt)-16:]
+		return binary.LittleEndian.Uint64(w[:8])&t.mask[0] == t.want[0] &&
+			binary.LittleEndian.Uint64(w[8:])&t.mask[1] == t.want[1]
 	}
-	return bytes.Equal(p[len(p)-padLen:], padBytes[:padLen])
+	return bytes.Equal(pt[len(pt)-2-padLen:len(pt)-2], padBytes[:padLen])
 }
 
 // open authenticates and decrypts esp in place; ctLen is the ciphertext's
 // length (without IV and ICV). sa.seqHi holds the inferred high bits.
 func (sa *SA) open(esp []byte, ctLen int) bool {
 	if sa.aeadMode {
-		copy(sa.nonce[saltLen:], esp[espHdrLen:espHdrLen+8])
+		*(*[8]byte)(sa.nonce[saltLen:]) = *(*[8]byte)(esp[espHdrLen:])
 		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
 		_, err := sa.aead.Open(ct[:0], sa.nonce[:], ct, sa.aadFor(esp))
 		return err == nil
 	}
+	return sa.openCBC(esp, ctLen)
+}
+
+// openCBC is open for the CBC suites: HMAC first, then decryption.
+func (sa *SA) openCBC(esp []byte, ctLen int) bool {
 	authed := esp[:espHdrLen+16+ctLen]
 	sum := sa.cbcICV(authed)
 	if subtle.ConstantTimeCompare(sum[:icvLen], esp[espHdrLen+16+ctLen:espHdrLen+16+ctLen+icvLen]) != 1 {
