@@ -103,6 +103,20 @@ func TestPrivilegedIKEFollowsTheSPUMap(t *testing.T) {
 		return ids
 	}
 	before := checkPlacement("established")
+	// Each tunnel's Child SAs sit in spud on the SPU of its IKE SA's worker.
+	worker := map[string]int{}
+	for _, s := range tb.a.sas(t) {
+		for _, c := range s.Children {
+			worker[fmt.Sprintf("%08x", c.SPIIn)] = s.Worker
+			worker[fmt.Sprintf("%08x", c.SPIOut)] = s.Worker
+		}
+	}
+	sas, _ := tb.a.dump(t)
+	for _, sa := range sas {
+		if w, ok := worker[fmt.Sprintf("%08x", sa.SPI)]; ok && w != sa.SPU {
+			t.Errorf("sa 0x%08x on spu %d, its IKE SA on worker %d", sa.SPI, sa.SPU, w)
+		}
+	}
 	if len(perWorkerOf(tb.a.sas(t))) < 3 {
 		t.Logf("note: tunnels landed on fewer than 3 of 4 workers")
 	}
