@@ -323,9 +323,14 @@ func (d *Daemon) statsReply() *ikectl.Stats {
 		out.Counters["queue_full_drops"] = n
 	}
 	d.each(func(l *loop, w *worker.Worker) {
-		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, IKESAs: w.Len()})
+		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, SPU: l.spu, IKESAs: w.Len(),
+			Datagrams: l.rx.Load(), HandedIn: l.handedIn.Load()})
 		out.IKESAs += w.Len()
 	})
+	out.Migrations = d.migrations.Load()
+	for _, p := range d.spus.Load().Entries() {
+		out.MapLogical = append(out.MapLogical, int(p))
+	}
 	if d.sel != nil {
 		if c, err := d.sel.Counters(); err == nil {
 			out.Reuseport = map[string]uint64{}

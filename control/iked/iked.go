@@ -118,6 +118,11 @@ type Daemon struct {
 	wg     sync.WaitGroup
 	// dropped counts datagrams a full worker queue refused.
 	dropped atomic.Uint64
+
+	// Following spud's SPU map (migrate.go).
+	migMu      sync.Mutex
+	pin        pins
+	migrations atomic.Uint64
 }
 
 // Start brings iked up.

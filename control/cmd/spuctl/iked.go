@@ -85,9 +85,10 @@ func ikeCmd(cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ike sas %d, half-open %d\n", st.IKESAs, st.HalfOpen)
+		fmt.Printf("ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
 		for _, w := range st.Workers {
-			fmt.Printf("worker %d: %d ike sas\n", w.ID, w.IKESAs)
+			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it\n",
+				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn)
 		}
 		for _, k := range ikestats.Names(st.Counters) {
 			fmt.Printf("%-24s %d\n", k, st.Counters[k])

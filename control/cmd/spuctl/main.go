@@ -352,6 +352,9 @@ func stats() error {
 	if len(st.XDP) > 0 {
 		fmt.Printf("xdp: %s\n", kv(st.XDP))
 	}
+	if len(st.Links) > 0 {
+		fmt.Printf("links: %s\n", kv(st.Links))
+	}
 	for _, s := range st.Sockets {
 		fmt.Printf("socket %s/%d (spu %d): rx %d tx %d rx_dropped %d fill_empty %d tx_full %d\n",
 			s.Interface, s.Queue, s.SPU, s.Rx, s.Tx, s.RxDropped, s.FillEmpty, s.TxFull)

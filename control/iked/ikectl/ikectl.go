@@ -169,12 +169,21 @@ type Stats struct {
 	IKESAs    int               `json:"ike_sas"`
 	Workers   []WorkerStats     `json:"workers"`
 	Reuseport map[string]uint64 `json:"reuseport,omitempty"`
+	// Migrations counts IKE SAs moved between workers after SPU map
+	// changes; MapLogical is the logical -> physical map iked follows.
+	Migrations uint64 `json:"migrations"`
+	MapLogical []int  `json:"map,omitempty"`
 }
 
 // WorkerStats describe one worker.
 type WorkerStats struct {
 	ID     int `json:"id"`
+	SPU    int `json:"spu"`
 	IKESAs int `json:"ike_sas"`
+	// Datagrams that arrived on this worker's sockets, and those handed
+	// to it by other workers.
+	Datagrams uint64 `json:"datagrams"`
+	HandedIn  uint64 `json:"handed_in"`
 }
 
 // Client talks to iked.
