@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 
 	"github.com/goccy/go-yaml/parser"
@@ -292,4 +293,27 @@ func (v *validator) remotePolicy(conn *Conn, at []any, caDir, base string, store
 		}
 	}
 	a.Policy = pol
+}
+
+// SameConn reports whether two loaded connections are configured alike,
+// ignoring the certificates and keys loaded for them: a reload that only
+// renews a certificate, a key or a CA file keeps the connection's IKE SAs
+// (the new credentials serve the next negotiation), as strongSwan does.
+func SameConn(a, b *Conn) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	strip := func(c *Conn) Conn {
+		x := *c
+		for _, p := range []**Auth{&x.Local, &x.Remote} {
+			if *p != nil {
+				au := **p
+				au.Credentials, au.Policy = nil, nil
+				*p = &au
+			}
+		}
+		return x
+	}
+	sa, sb := strip(a), strip(b)
+	return reflect.DeepEqual(&sa, &sb)
 }

@@ -238,3 +238,32 @@ func TestParseAuthMethod(t *testing.T) {
 }
 
 func sprint(v ...any) string { return strings.TrimSpace(fmt.Sprintln(v...)) }
+
+func TestSameConnIgnoresLoadedCredentials(t *testing.T) {
+	dir := t.TempDir()
+	lab(t, dir, labca.ECDSAP256)
+	p := write(t, dir, "iked.yaml", strings.Replace(certConf, "auth: rsa/pss", "auth: pubkey", 1), 0o644)
+	a, err := Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A renewed certificate and key: the same configuration.
+	lab(t, dir, labca.ECDSAP256)
+	b, err := Load(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Connections["site-b"].Local.Credentials[0].Leaf.Equal(b.Connections["site-b"].Local.Credentials[0].Leaf) {
+		t.Fatal("the certificate was not renewed")
+	}
+	if !SameConn(a.Connections["site-b"], b.Connections["site-b"]) {
+		t.Error("a renewed certificate makes the connection differ")
+	}
+	write(t, dir, "iked.yaml", strings.Replace(certConf, "auth: rsa/pss", "auth: ecdsa", 1), 0o644)
+	if b, err = Load(p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if SameConn(a.Connections["site-b"], b.Connections["site-b"]) {
+		t.Error("another auth value is the same connection")
+	}
+}

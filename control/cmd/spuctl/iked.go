@@ -165,8 +165,14 @@ func printSAs(w io.Writer, sas []ikectl.IKESA, only string) {
 			}
 			return ""
 		}
-		fmt.Fprintf(w, "  local  '%s' @ %s[%d]%s\n", s.LocalID, s.Local.Addr(), s.Local.Port(), nat(s.NATLocal))
-		fmt.Fprintf(w, "  remote '%s' @ %s[%d]%s\n", s.RemoteID, s.Remote.Addr(), s.Remote.Port(), nat(s.NATRemote))
+		auth := func(a string) string {
+			if a == "" {
+				return ""
+			}
+			return ", " + a
+		}
+		fmt.Fprintf(w, "  local  '%s' @ %s[%d]%s%s\n", s.LocalID, s.Local.Addr(), s.Local.Port(), nat(s.NATLocal), auth(s.AuthLocal))
+		fmt.Fprintf(w, "  remote '%s' @ %s[%d]%s%s\n", s.RemoteID, s.Remote.Addr(), s.Remote.Port(), nat(s.NATRemote), auth(s.AuthRemote))
 		if s.Proposal != "" {
 			fmt.Fprintf(w, "  %s\n", strings.TrimPrefix(s.Proposal, "IKE:"))
 		}

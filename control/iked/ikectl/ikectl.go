@@ -96,6 +96,13 @@ type IKESA struct {
 	Logical  int        `json:"logical"`
 	Children []ChildSA  `json:"children,omitempty"`
 	Counters IKECounter `json:"counters"`
+
+	// AuthLocal and AuthRemote say how each side authenticated ("psk",
+	// "ecdsa-sha256", "rsa/pss-sha256"...); Fragmentation whether we
+	// fragment our messages (RFC 7383, agreed in IKE_SA_INIT).
+	AuthLocal     string `json:"auth_local,omitempty"`
+	AuthRemote    string `json:"auth_remote,omitempty"`
+	Fragmentation bool   `json:"fragmentation,omitempty"`
 }
 
 // IKECounter holds an IKE SA's message ids.
