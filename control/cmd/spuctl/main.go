@@ -19,6 +19,11 @@
 //	spuctl reload
 //	spuctl ike-stats
 //
+// and, on its own, a lab PKI for certificate authentication (pki.go):
+//
+//	spuctl pki ca DIR [-key ecdsa-p256|rsa3072|ed25519...] [-parent CADIR]
+//	spuctl pki issue CADIR -id gw-a.example [-san ...] [-key ...] [-install CONFDIR]
+//
 // `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
 // policy add` take (see control/xfrmargs).
 package main
@@ -45,7 +50,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|reload|ike-stats ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|reload|ike-stats|pki ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -74,8 +79,10 @@ func run(args []string) error {
 		return stats()
 	case "list-conns", "list-sas", "initiate", "terminate", "reload", "ike-stats":
 		return ikeCmd(args[0], args[1:])
+	case "pki":
+		return pkiCmd(args[1:], os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, reload, ike-stats)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, reload, ike-stats, pki)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {
