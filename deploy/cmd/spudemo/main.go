@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,7 +26,8 @@ import (
 )
 
 var (
-	mode        = flag.String("auth", "psk", "how the tunnel is keyed: psk (IKEv2 with a pre-shared key) or static (manual keys)")
+	mode        = flag.String("auth", "psk", "how the tunnel is keyed: psk (IKEv2 with a pre-shared key), cert (IKEv2 with certificates from a lab CA) or static (manual keys)")
+	certKey     = flag.String("cert-key", "ecdsa-p256", "key type of the gateways' certificates with -auth=cert: ecdsa-p256, ecdsa-p384, rsa2048, rsa3072, rsa4096 (IKE_AUTH then needs fragments), ed25519")
 	suite       = flag.String("suite", api.SuiteAES128GCM16, "ESP suite: "+strings.Join(api.Suites, ", "))
 	ikeProposal = flag.String("ike", "aes128gcm16-prfsha256-x25519", "IKE proposal (strongSwan syntax)")
 )
@@ -36,6 +39,9 @@ type demo struct {
 	step    int
 	steps   int
 	started time.Time
+	// pkiDir holds the lab CA and both gateways' certificate folders
+	// (-auth=cert).
+	pkiDir string
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -67,6 +73,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "cleanup: %v\n", cerr)
 		}
 	}
+	if d.pkiDir != "" {
+		os.RemoveAll(d.pkiDir)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo FAILED: %v\n", err)
 		os.Exit(1)
@@ -77,8 +86,10 @@ func main() {
 func (d *demo) run() error {
 	switch *mode {
 	case "psk", "static":
+	case "cert":
+		d.steps++
 	default:
-		return fmt.Errorf("-auth %s: want psk or static", *mode)
+		return fmt.Errorf("-auth %s: want psk, cert or static", *mode)
 	}
 	if _, _, ok := api.SuiteKeyLen(*suite); !ok {
 		return fmt.Errorf("-suite %q: want one of %s", *suite, strings.Join(api.Suites, ", "))
@@ -171,6 +182,14 @@ func (d *demo) run() error {
 			return fmt.Errorf("spuctl list-sas on gw-a: %v", err)
 		}
 		fmt.Printf("  gw-a: spuctl list-sas\n%s", indent(out))
+		if *mode == "cert" {
+			// Certificate chains make IKE_AUTH big: the fragment counters
+			// show whether it was fragmented (RFC 7383).
+			if out, err = d.ka.Spuctl("ike-stats"); err != nil {
+				return fmt.Errorf("spuctl ike-stats on gw-a: %v", err)
+			}
+			fmt.Printf("  gw-a: spuctl ike-stats\n%s", indent(out))
+		}
 	}
 	for _, s := range []*gateway.Spud{d.a, d.b} {
 		sas, err := s.Spuctl("sa", "list")
@@ -256,26 +275,44 @@ func tcpThroughput(client, server *lab.Host, dst netip.Addr, n int) (float64, er
 }
 
 // ike writes iked's configuration on both gateways (swanctl.conf's names in
-// YAML, the pre-shared key in a 0600 secrets file), starts iked, and waits
-// until gw-a, the initiator (start_action: start), has the Child SA up.
+// YAML, the pre-shared key in a 0600 secrets file, or certificates from a
+// lab CA in swanctl-like folders), starts iked, and waits until gw-a, the
+// initiator (start_action: start), has the Child SA up.
 func (d *demo) ike() error {
 	p := d.ln.Plan
-	d.say("bringing the tunnel up with IKEv2: iked on both gateways, pre-shared key, %s / %s", *ikeProposal, *suite)
 	key := make([]byte, 24)
 	rand.Read(key)
 	secret := fmt.Sprintf("0x%x", key)
+	// The local round (auth and, with certificates, certs), the remote
+	// round's auth, and the pki folders of a gateway.
+	auth := func(string) string { return "      auth: psk\n" }
+	remoteAuth := "psk"
+	pkiConf := func(string) string { return "" }
+	if *mode == "cert" {
+		if err := d.certificates(); err != nil {
+			return err
+		}
+		auth = func(id string) string { return fmt.Sprintf("      auth: pubkey\n      certs: %s.pem\n", id) }
+		remoteAuth = "pubkey"
+		pkiConf = func(gw string) string {
+			return fmt.Sprintf("pki:\n  x509: %[1]s/x509\n  x509ca: %[1]s/x509ca\n  private: %[1]s/private\n  x509crl: %[1]s/x509crl\n", filepath.Join(d.pkiDir, gw))
+		}
+		d.say("bringing the tunnel up with IKEv2: iked on both gateways, %s certificates, %s / %s", *certKey, *ikeProposal, *suite)
+	} else {
+		d.say("bringing the tunnel up with IKEv2: iked on both gateways, pre-shared key, %s / %s", *ikeProposal, *suite)
+	}
 	conf := func(local, remote netip.Addr, localID, remoteID string, lts, rts string, start string) string {
-		return fmt.Sprintf(`connections:
+		gw := strings.TrimSuffix(localID, ".example")
+		return pkiConf(gw) + fmt.Sprintf(`connections:
   site:
     local_addrs: %s
     remote_addrs: %s
     proposals: %s
     dpd_delay: 10s
     local:
-      auth: psk
-      id: %s
+%s      id: %s
     remote:
-      auth: psk
+      auth: %s
       id: %s
     children:
       lan:
@@ -284,7 +321,7 @@ func (d *demo) ike() error {
         esp_proposals: %s
         start_action: %s
         dpd_action: restart
-`, local, remote, *ikeProposal, localID, remoteID, lts, rts, espProposal(*suite), start)
+`, local, remote, *ikeProposal, auth(localID), localID, remoteAuth, remoteID, lts, rts, espProposal(*suite), start)
 	}
 	secrets := fmt.Sprintf("ike:\n  site:\n    id: [gw-a.example, gw-b.example]\n    secret: %s\n", secret)
 	lanA := p.LanA4.String() + "," + p.LanA6.String()
@@ -313,6 +350,38 @@ func (d *demo) ike() error {
 	}
 	fmt.Printf("    IKE SA and Child SA up %v after iked started on gw-a (IKE_SA_INIT + IKE_AUTH, keys installed in spud on the anchor SPU)\n",
 		time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// certificates makes the lab PKI with spuctl pki, as an operator would: a
+// root CA, an intermediate CA under it, and a certificate for each gateway
+// installed into that gateway's folders (x509/ with the intermediate,
+// private/ 0600, x509ca/ with the root). Each gateway trusts the root only:
+// the intermediate travels in the CERT payloads.
+func (d *demo) certificates() error {
+	dir, err := os.MkdirTemp("", "spugate-demo-pki-")
+	if err != nil {
+		return err
+	}
+	d.pkiDir = dir
+	bin, err := gateway.Binaries()
+	if err != nil {
+		return err
+	}
+	d.say("making a lab PKI with spuctl pki: a root CA, an intermediate CA, %s certificates for gw-a and gw-b", *certKey)
+	spuctl := filepath.Join(bin, "spuctl")
+	for _, args := range [][]string{
+		{"pki", "ca", filepath.Join(dir, "root")},
+		{"pki", "ca", filepath.Join(dir, "intermediate"), "-parent", filepath.Join(dir, "root")},
+		{"pki", "issue", filepath.Join(dir, "intermediate"), "-id", "gw-a.example", "-key", *certKey, "-install", filepath.Join(dir, "gw-a")},
+		{"pki", "issue", filepath.Join(dir, "intermediate"), "-id", "gw-b.example", "-key", *certKey, "-install", filepath.Join(dir, "gw-b")},
+	} {
+		fmt.Printf("    $ spuctl %s\n", strings.ReplaceAll(strings.Join(args, " "), dir, "$PKI"))
+		out, err := exec.Command(spuctl, args...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("spuctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
 	return nil
 }
 
