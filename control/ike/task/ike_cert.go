@@ -220,7 +220,9 @@ func authFailed(c *Ctx, conn *config.Conn, peer config.Identity, r stats.Reason,
 	if conn != nil {
 		name = conn.Name
 	}
-	attrs := []any{"conn", name, "peer", c.IKE.Remote.Addr().String(), "peer_id", peer.String(), "reason", r.String()}
+	// The logger carries the peer's address; the connection is named
+	// again because IKE_AUTH may have picked another than IKE_SA_INIT.
+	attrs := []any{"conn", name, "peer_id", peer.String(), "reason", r.String()}
 	var pe *pki.Error
 	if errors.As(err, &pe) {
 		attrs = append(attrs, "pki_reason", pe.Reason.String())
