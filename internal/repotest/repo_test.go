@@ -72,3 +72,35 @@ func TestNoGenericPackageNames(t *testing.T) {
 		}
 	}
 }
+
+// TestImportBoundaries: the data plane does not depend on the control
+// plane (spud must run, and restart, without iked's code), and the
+// control plane reaches the data plane only through its API and the anchor
+// function they share.
+func TestImportBoundaries(t *testing.T) {
+	r := root(t)
+	const mod = "github.com/spugate/spugate/"
+	allowedFromControl := map[string]bool{
+		mod + "dataplane/api":    true,
+		mod + "dataplane/anchor": true,
+	}
+	for dir, files := range packages(t) {
+		rel, _ := filepath.Rel(r, dir)
+		for _, f := range files {
+			af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Errorf("%s: %v", f, err)
+				continue
+			}
+			for _, im := range af.Imports {
+				path := strings.Trim(im.Path.Value, `"`)
+				switch {
+				case (strings.HasPrefix(rel, "dataplane") || strings.HasPrefix(rel, "bpf")) && strings.HasPrefix(path, mod+"control/"):
+					t.Errorf("%s imports %s: the data plane may not depend on the control plane", rel, path)
+				case strings.HasPrefix(rel, "control") && strings.HasPrefix(path, mod+"dataplane/") && !allowedFromControl[path]:
+					t.Errorf("%s imports %s: the control plane talks to the data plane through dataplane/api", rel, path)
+				}
+			}
+		}
+	}
+}
