@@ -58,9 +58,14 @@ test-privileged: deps ## Only the privileged tests (lab, BPF, AF_XDP, interop)
 bench-smoke: ## Run every go benchmark once, so none rots
 	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS) >/dev/null
 
+# AUTH=psk (default), cert (certificates from a lab CA made with spuctl pki;
+# CERTKEY=ecdsa-p256, rsa3072, rsa4096, ed25519...) or static (manual keys).
+AUTH ?= psk
+CERTKEY ?= ecdsa-p256
+
 .PHONY: demo
-demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traffic, summarise
-	SPUGATE_BIN=$(CURDIR)/bin bin/spudemo $(DEMOFLAGS)
+demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traffic, summarise (AUTH=psk|cert|static)
+	SPUGATE_BIN=$(CURDIR)/bin bin/spudemo -auth=$(AUTH) -cert-key=$(CERTKEY) $(DEMOFLAGS)
 
 .PHONY: bench
 bench: deps build ## The standard benchmark set (bench/), results under bench/results/

@@ -21,6 +21,8 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/spugate/spugate/control/pki"
 )
 
 // Config is iked's whole configuration.
@@ -53,6 +55,17 @@ type Config struct {
 	// stays in the data plane after the old Child SA is deleted, for
 	// packets still in flight (charon.delete_rekeyed_delay, 5 s).
 	DeleteRekeyedDelay *Duration `yaml:"delete_rekeyed_delay"`
+	// PKI locates certificates, CRLs and private keys, as swanctl's
+	// folders do (see PKIPaths).
+	PKI PKIPaths `yaml:"pki"`
+	// FragmentSize is the largest IP packet of an IKE fragment we send,
+	// and the size above which a message is fragmented (strongSwan's
+	// charon.fragment_size, 1280 by default, for IPv4 and IPv6 alike).
+	FragmentSize int `yaml:"fragment_size"`
+	// SignatureAuthentication announces RFC 7427 and uses its signatures
+	// when the peer does too (strongSwan's charon.signature_authentication,
+	// default yes); no leaves the classic AUTH methods 1 and 9-11 only.
+	SignatureAuthentication *Bool `yaml:"signature_authentication"`
 
 	Connections map[string]*Conn `yaml:"connections"`
 
@@ -60,9 +73,18 @@ type Config struct {
 	Path       string    `yaml:"-"`
 	SecretList []*Secret `yaml:"-"`
 	Order      []string  `yaml:"-"` // connection names in file order
+	// KeyFiles are the private key files the secrets file names.
+	KeyFiles []string `yaml:"-"`
+	// Trust holds the trust anchors, intermediates and CRLs when a
+	// connection authenticates with certificates (nil otherwise).
+	Trust *pki.Store `yaml:"-"`
 }
 
 // Conn is one IKE connection, as a swanctl.conf connections.<name> section.
+// SendCertreq (default yes) sends CERTREQ payloads naming the CAs we trust
+// for the peer; SendCert is always, ifasked (default: when the peer sent a
+// CERTREQ) or never; Fragmentation is yes (default), accept (announce and
+// reassemble, never fragment), force (as yes in IKEv2) or no.
 type Conn struct {
 	Name          string            `yaml:"-"`
 	Version       int               `yaml:"version"`
@@ -96,12 +118,27 @@ type Conn struct {
 
 // Auth is a local or remote authentication round.
 type Auth struct {
-	Auth    string `yaml:"auth"` // psk or pubkey
+	// Auth is psk, or a public key method in swanctl's notation: pubkey,
+	// rsa, rsa/pss, ecdsa, ed25519, optionally with hashes (rsa/pss-sha256,
+	// ecdsa-sha384-sha512) and an "ike:" prefix (see ParseAuthMethod).
+	Auth    string `yaml:"auth"`
 	ID      string `yaml:"id"`
 	Certs   List   `yaml:"certs"`
 	CACerts List   `yaml:"cacerts"`
+	// Revocation is swanctl's revocation policy; only relaxed (CRLs
+	// from the x509crl folder are checked, a CA without one is accepted)
+	// is implemented.
+	Revocation string `yaml:"revocation"`
 
 	Identity Identity `yaml:"-"`
+	// Method is Auth parsed.
+	Method AuthMethod `yaml:"-"`
+	// Filled by Load for a local pubkey round: our credentials, the first
+	// being the default (pki.SelectCredential), one per certs entry.
+	Credentials []*pki.Credential `yaml:"-"`
+	// Filled by Load for a remote pubkey round: what the peer's
+	// certificate must satisfy.
+	Policy *pki.Policy `yaml:"-"`
 }
 
 // Child is a Child SA configuration, as connections.<conn>.children.<name>.
@@ -165,12 +202,16 @@ func Load(path string, chk Checker) (*Config, error) {
 		if !filepath.IsAbs(sp) {
 			sp = filepath.Join(filepath.Dir(path), sp)
 		}
-		c.SecretList, err = LoadSecrets(sp)
-		if err != nil {
+		var sf *secrets
+		if sf, err = loadSecretsFile(sp); err != nil {
 			return nil, err
 		}
+		c.SecretList, c.KeyFiles = sf.psks, sf.keyFiles
 	}
 	if err := c.checkSecrets(); err != nil {
+		return nil, err
+	}
+	if err := c.loadPKI(src); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -300,6 +341,16 @@ func (v *validator) config(c *Config) {
 	if c.DeleteRekeyedDelay == nil {
 		d := Duration(DefaultDeleteRekeyedDelay)
 		c.DeleteRekeyedDelay = &d
+	}
+	if c.SignatureAuthentication == nil {
+		yes := Bool(true)
+		c.SignatureAuthentication = &yes
+	}
+	switch {
+	case c.FragmentSize == 0:
+		c.FragmentSize = DefaultFragmentSize
+	case c.FragmentSize < MinFragmentSize || c.FragmentSize > 65535:
+		v.errf([]any{"fragment_size"}, "%d out of range (%d..65535 bytes of IP packet)", c.FragmentSize, MinFragmentSize)
 	}
 	if c.RetransmitBase < 1 {
 		v.errf([]any{"retransmit_base"}, "%v must be at least 1", c.RetransmitBase)
@@ -440,6 +491,13 @@ func (v *validator) conn(c *Conn, at []any) {
 		yes := Bool(true)
 		c.SendCertreq = &yes
 	}
+	switch c.SendCert {
+	case "":
+		c.SendCert = "ifasked"
+	case "always", "ifasked", "never":
+	default:
+		v.errf(path("send_cert"), "%q: want always, ifasked or never", c.SendCert)
+	}
 	if c.Local == nil {
 		v.errf(path(), "missing local authentication (local: {auth: psk, id: ...})")
 	} else {
@@ -467,16 +525,35 @@ func (v *validator) conn(c *Conn, at []any) {
 
 func (v *validator) auth(c *Conn, a *Auth, at []any, local bool) {
 	path := func(k ...any) []any { return append(append([]any(nil), at...), k...) }
-	switch a.Auth {
-	case "psk", "pubkey", "rsa", "ecdsa":
-	case "":
+	if a.Auth == "" {
 		v.errf(path(), "missing auth (psk or pubkey)")
+	} else if m, err := ParseAuthMethod(a.Auth); err != nil {
+		v.errf(path("auth"), "%v", err)
+	} else {
+		a.Method = m
+	}
+	switch a.Revocation {
+	case "":
+		a.Revocation = "relaxed"
+	case "relaxed":
+	case "strict", "ifuri":
+		v.errf(path("revocation"), "%q is not supported: only relaxed (CRLs from the x509crl folder are checked; a CA without a CRL is accepted)", a.Revocation)
 	default:
-		v.errf(path("auth"), "%q: want psk or pubkey", a.Auth)
+		v.errf(path("revocation"), "%q: want relaxed", a.Revocation)
+	}
+	if local && len(a.CACerts) > 0 {
+		v.errf(path("cacerts"), "cacerts constrain the peer: put them in remote")
+	}
+	if !local && len(a.Certs) > 0 {
+		v.errf(path("certs"), "pinned peer certificates are not supported: use remote cacerts and id")
 	}
 	id := a.ID
 	if id == "" {
-		// strongSwan's default: the IP address in use.
+		// strongSwan's defaults: our certificate's subject (Load sets
+		// it), else the IP address in use.
+		if local && a.Method.PubKey() {
+			return
+		}
 		if local && len(c.Locals) > 0 {
 			id = c.Locals[0].String()
 		} else if !local {
@@ -495,8 +572,11 @@ func (v *validator) auth(c *Conn, a *Auth, at []any, local bool) {
 		v.errf(path("id"), "the local identity cannot be %%any")
 	}
 	a.Identity = ident
-	if (a.Auth == "pubkey" || a.Auth == "rsa" || a.Auth == "ecdsa") && local && len(a.Certs) == 0 {
+	if a.Method.PubKey() && local && len(a.Certs) == 0 {
 		v.errf(path(), "auth %s needs certs", a.Auth)
+	}
+	if !a.Method.PubKey() && (len(a.Certs) > 0 || len(a.CACerts) > 0) && a.Auth != "" {
+		v.errf(path(), "certs and cacerts need a public key auth (pubkey), not %s", a.Auth)
 	}
 }
 

@@ -6,8 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"path"
 	"strings"
+
+	"github.com/spugate/spugate/control/pki"
 )
 
 // IKE identification types (RFC 7296 3.5).
@@ -189,21 +190,11 @@ func splitDN(s string) []string {
 }
 
 // Matches reports whether a peer's identity (type and data as received)
-// satisfies this configured identity: %any matches all; FQDN and RFC 822
-// may hold '*' wildcards (case-insensitive); the rest must be equal.
+// satisfies this configured identity, by pki.MatchPattern's rules: %any
+// matches all; FQDN and RFC 822 identities compare case-insensitively with
+// '*' standing for any run of characters; a distinguished name compares
+// attribute by attribute with '*' wildcards in values ("CN=*.site.example");
+// the rest must be equal.
 func (id Identity) Matches(typ uint8, data []byte) bool {
-	if id.Any() {
-		return true
-	}
-	if typ != id.Type {
-		return false
-	}
-	if (typ == IDFQDN || typ == IDRFC822) && strings.Contains(string(id.Data), "*") {
-		ok, _ := path.Match(strings.ToLower(string(id.Data)), strings.ToLower(string(data)))
-		return ok
-	}
-	if typ == IDFQDN || typ == IDRFC822 {
-		return strings.EqualFold(string(id.Data), string(data))
-	}
-	return string(id.Data) == string(data)
+	return pki.MatchPattern(pki.ID{Type: id.Type, Data: id.Data}, pki.ID{Type: typ, Data: data})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -34,12 +35,32 @@ type secretsFile struct {
 		ID     List `yaml:"id"`
 		Secret Text `yaml:"secret"`
 	} `yaml:"ike"`
+	// Private names private key files, as swanctl's secrets.private<name>
+	// sections: file is relative to the private folder (or absolute).
+	Private map[string]struct {
+		File   string `yaml:"file"`
+		Secret Text   `yaml:"secret"`
+	} `yaml:"private"`
+}
+
+// secrets is a secrets file read.
+type secrets struct {
+	psks     []*Secret
+	keyFiles []string
 }
 
 // LoadSecrets reads a secrets file. It refuses a file that group or others
 // may read or write, or that someone other than us owns, since it holds
 // keys.
 func LoadSecrets(path string) ([]*Secret, error) {
+	s, err := loadSecretsFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return s.psks, nil
+}
+
+func loadSecretsFile(path string) (*secrets, error) {
 	base := filepath.Base(path)
 	f, err := os.Open(path)
 	if err != nil {
@@ -84,7 +105,23 @@ func LoadSecrets(path string) ([]*Secret, error) {
 		s.key = key
 		out = append(out, s)
 	}
-	return out, nil
+	res := &secrets{psks: out}
+	names := make([]string, 0, len(sf.Private))
+	for name := range sf.Private {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		e := sf.Private[name]
+		if e.Secret != "" {
+			return nil, fmt.Errorf("config: %s: private %q: encrypted private keys are not supported (store it unencrypted, mode 0600)", base, name)
+		}
+		if e.File == "" {
+			return nil, fmt.Errorf("config: %s: private %q: missing file", base, name)
+		}
+		res.keyFiles = append(res.keyFiles, e.File)
+	}
+	return res, nil
 }
 
 // decodeSecret reads strongSwan's secret notation: 0x<hex>, 0s<base64>, or

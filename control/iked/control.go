@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"time"
 
@@ -115,7 +114,8 @@ func (d *Daemon) listSAs() (*ikectl.SAs, error) {
 				SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
 				LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
 				Established: ike.Established, Worker: l.idx, SPU: ph, Logical: lg,
-				Counters: ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn}}
+				Counters:  ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn},
+				AuthLocal: ike.AuthLocal, AuthRemote: ike.AuthRemote, Fragmentation: ike.FragSend}
 			if len(ike.Proposal.Transforms) > 0 {
 				i.Proposal = ike.Proposal.String()
 			}
@@ -255,6 +255,7 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.logTrust(cfg)
 	old := d.cfg.Load()
 	if cfg.Control != old.Control || cfg.SPUD != old.SPUD || cfg.Port != old.Port || cfg.PortNATT != old.PortNATT ||
 		!slices.Equal(cfg.Listen, old.Listen) {
@@ -269,7 +270,7 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 		case nc == nil:
 			res.Removed = append(res.Removed, name)
 			gone[name] = true
-		case !reflect.DeepEqual(old.Connections[name], nc):
+		case !config.SameConn(old.Connections[name], nc):
 			res.Changed = append(res.Changed, name)
 			gone[name] = true
 		default:
@@ -350,9 +351,14 @@ func (d *Daemon) statsReply() *ikectl.Stats {
 		out.Counters["queue_full_drops"] = n
 	}
 	d.each(func(l *loop, w *worker.Worker) {
-		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, IKESAs: w.Len()})
+		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, SPU: l.spu, IKESAs: w.Len(),
+			Datagrams: l.rx.Load(), HandedIn: l.handedIn.Load()})
 		out.IKESAs += w.Len()
 	})
+	out.Migrations = d.migrations.Load()
+	for _, p := range d.spus.Load().Entries() {
+		out.MapLogical = append(out.MapLogical, int(p))
+	}
 	if d.sel != nil {
 		if c, err := d.sel.Counters(); err == nil {
 			out.Reuseport = map[string]uint64{}

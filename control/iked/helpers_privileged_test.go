@@ -54,7 +54,7 @@ func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) 
 		setup(ln)
 	}
 	for _, g := range []*gw{tb.a, tb.b} {
-		s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: 2})
+		s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: testbedSPUs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,6 +84,10 @@ func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) 
 	})
 	return tb
 }
+
+// testbedSPUs is the number of SPUs (and so IKE workers) of a testbed's
+// gateways.
+var testbedSPUs = 2
 
 // start starts iked on a gateway with a configuration; it is stopped and
 // its folder removed when the test ends.

@@ -58,6 +58,7 @@ import (
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
@@ -118,6 +119,11 @@ type Daemon struct {
 	wg     sync.WaitGroup
 	// dropped counts datagrams a full worker queue refused.
 	dropped atomic.Uint64
+
+	// Following spud's SPU map (migrate.go).
+	migMu      sync.Mutex
+	pin        pins
+	migrations atomic.Uint64
 }
 
 // Start brings iked up.
@@ -150,6 +156,7 @@ func (d *Daemon) start() error {
 	if err != nil {
 		return err
 	}
+	d.logTrust(cfg)
 	d.cfg.Store(cfg)
 	if d.store, err = openStore(d.opts.StateDir); err != nil {
 		return err
@@ -355,6 +362,23 @@ func (d *Daemon) Wait(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 	case <-d.ctx.Done():
+	}
+}
+
+// logTrust says what certificates the configuration loaded (never a key:
+// pki.PrivateKey prints its type only).
+func (d *Daemon) logTrust(cfg *config.Config) {
+	if cfg.Trust == nil {
+		return
+	}
+	anchors, inter, crls := cfg.Trust.Counts()
+	d.log.Info("iked: trust store loaded", "anchors", anchors, "intermediates", inter, "crls", crls)
+	for _, name := range cfg.Order {
+		conn := cfg.Connections[name]
+		for _, cr := range conn.Local.Credentials {
+			d.log.Info("iked: certificate", "conn", name, "subject", pki.FormatDN(cr.Leaf.RawSubject), "key", cr.Key.String(),
+				"not_after", cr.Leaf.NotAfter.UTC().Format(time.RFC3339), "chain", len(cr.Intermediates))
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -42,6 +43,10 @@ type loop struct {
 	// lock on the way to the data plane.
 	dp  *spudDP
 	log *slog.Logger
+	// rx counts datagrams that arrived on this worker's sockets, handedIn
+	// those another worker's sockets got for it (the selector could not
+	// choose, or a map change was under way).
+	rx, handedIn atomic.Uint64
 }
 
 func newLoop(d *Daemon, idx, spu int) *loop {
@@ -210,9 +215,14 @@ func (d *Daemon) read(l *loop, local netip.AddrPort, c *net.UDPConn) {
 // of its tunnel's anchor: from itself unless the SO_REUSEPORT selector had
 // to leave the choice to the kernel (counted as a handoff).
 func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
-	target := d.owner(dg.Local.Addr(), dg.Remote.Addr())
+	from.rx.Add(1)
+	target := d.pinned(dg)
+	if target == nil {
+		target = d.owner(dg.Local.Addr(), dg.Remote.Addr())
+	}
 	if target != from {
 		d.stats.Inc(stats.Handoffs)
+		target.handedIn.Add(1)
 	}
 	select {
 	case target.in <- dg:

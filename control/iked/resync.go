@@ -475,6 +475,13 @@ func (d *Daemon) events(events <-chan api.Event) {
 				if json.Unmarshal(ev.Body, &a) == nil {
 					d.acquire(a)
 				}
+			case api.EventSPUMap:
+				var list api.SPUList
+				if json.Unmarshal(ev.Body, &list) == nil {
+					if err := d.followMap(list); err != nil {
+						d.log.Error("iked: follow spud's SPU map", "err", err.Error())
+					}
+				}
 			case api.EventSoftLifetime, api.EventSeqNear, api.EventHardLifetime:
 				var e api.SAEvent
 				if json.Unmarshal(ev.Body, &e) == nil {

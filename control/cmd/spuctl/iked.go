@@ -95,9 +95,10 @@ func ikeCmd(cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("ike sas %d, half-open %d\n", st.IKESAs, st.HalfOpen)
+		fmt.Printf("ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
 		for _, w := range st.Workers {
-			fmt.Printf("worker %d: %d ike sas\n", w.ID, w.IKESAs)
+			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it\n",
+				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn)
 		}
 		for _, k := range ikestats.Names(st.Counters) {
 			fmt.Printf("%-24s %d\n", k, st.Counters[k])
@@ -174,8 +175,14 @@ func printSAs(w io.Writer, sas []ikectl.IKESA, only string) {
 			}
 			return ""
 		}
-		fmt.Fprintf(w, "  local  '%s' @ %s[%d]%s\n", s.LocalID, s.Local.Addr(), s.Local.Port(), nat(s.NATLocal))
-		fmt.Fprintf(w, "  remote '%s' @ %s[%d]%s\n", s.RemoteID, s.Remote.Addr(), s.Remote.Port(), nat(s.NATRemote))
+		auth := func(a string) string {
+			if a == "" {
+				return ""
+			}
+			return ", " + a
+		}
+		fmt.Fprintf(w, "  local  '%s' @ %s[%d]%s%s\n", s.LocalID, s.Local.Addr(), s.Local.Port(), nat(s.NATLocal), auth(s.AuthLocal))
+		fmt.Fprintf(w, "  remote '%s' @ %s[%d]%s%s\n", s.RemoteID, s.Remote.Addr(), s.Remote.Port(), nat(s.NATRemote), auth(s.AuthRemote))
 		if s.Proposal != "" {
 			fmt.Fprintf(w, "  %s\n", strings.TrimPrefix(s.Proposal, "IKE:"))
 		}

@@ -20,6 +20,11 @@
 //	spuctl reload
 //	spuctl ike-stats
 //
+// and, on its own, a lab PKI for certificate authentication (pki.go):
+//
+//	spuctl pki ca DIR [-key ecdsa-p256|rsa3072|ed25519...] [-parent CADIR]
+//	spuctl pki issue CADIR -id gw-a.example [-san ...] [-key ...] [-install CONFDIR]
+//
 // `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
 // policy add` take (see control/xfrmargs).
 package main
@@ -46,7 +51,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|rekey|reload|ike-stats ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|rekey|reload|ike-stats|pki ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -75,8 +80,10 @@ func run(args []string) error {
 		return stats()
 	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats":
 		return ikeCmd(args[0], args[1:])
+	case "pki":
+		return pkiCmd(args[1:], os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, rekey, reload, ike-stats)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, rekey, reload, ike-stats, pki)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {
@@ -352,6 +359,9 @@ func stats() error {
 	}
 	if len(st.XDP) > 0 {
 		fmt.Printf("xdp: %s\n", kv(st.XDP))
+	}
+	if len(st.Links) > 0 {
+		fmt.Printf("links: %s\n", kv(st.Links))
 	}
 	for _, s := range st.Sockets {
 		fmt.Printf("socket %s/%d (spu %d): rx %d tx %d rx_dropped %d fill_empty %d tx_full %d\n",

@@ -167,6 +167,9 @@ type Manager struct {
 	destroyed bool
 	failure   *task.Failure
 	endReason string
+	// frags collect the fragments of the peer's requests and of the
+	// responses to ours (RFC 7383); nil until the first fragment.
+	frags fragBuffers
 }
 
 // New returns the manager of ike.
@@ -352,14 +355,15 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 	}
 	c := m.ctx(ex)
 	kept := m.active[:0]
-	for _, t := range m.active {
+	for i, t := range m.active {
 		if err := t.Build(c, msg); err != nil {
 			if essential(ex, t) {
 				f := c.Failure
 				if f == nil {
 					f = &task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("%s: %w", t.Kind(), err)}
 				}
-				m.active = append(kept, t)
+				// Every task of the exchange, built or not, learns the end.
+				m.active = append(kept, m.active[i:]...)
 				m.destroy(f, "")
 				return true
 			}
@@ -373,23 +377,21 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 	if len(m.active) == 0 {
 		return false
 	}
-	var cipher message.Sealer
-	if ex != message.IKESAInit {
-		cipher = ike.Out
-	}
-	b, err := msg.Encode(cipher)
+	pkts, err := m.encode(msg, ike.Local, ike.Remote)
 	if err != nil {
 		m.destroy(&task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("encode %s request: %w", ex, err)}, "")
 		return true
 	}
 	if ex == message.IKESAInit {
-		ike.InitI = b
+		ike.InitI = pkts[0]
 	}
 	now := m.env.Now()
-	m.req = &request{id: id, exchange: ex, packets: [][]byte{b}, next: now.Add(m.timeout(0))}
+	m.req = &request{id: id, exchange: ex, packets: pkts, next: now.Add(m.timeout(0))}
 	m.env.Stats().Inc(stats.ExchangesInitiated)
-	m.log.Debug("request sent", "exchange", ex.String(), "msgid", id)
-	m.send(b)
+	m.log.Debug("request sent", "exchange", ex.String(), "msgid", id, "fragments", fragCount(pkts))
+	for _, p := range pkts {
+		m.send(p)
+	}
 	return true
 }
 
@@ -449,9 +451,7 @@ func (m *Manager) open(msg *message.Message) bool {
 		return false
 	}
 	if msg.Encrypted.Fragment {
-		m.env.Stats().Fail(stats.Unsupported)
-		m.log.Debug("dropped: IKE fragment (fragmentation was not negotiated)")
-		return false
+		return m.openFragment(msg)
 	}
 	if err := msg.Decrypt(m.IKE.In); err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
@@ -492,6 +492,9 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	ike := m.IKE
 	h := msg.Header
 	if ike.MsgIDIn > 0 && h.MessageID == ike.MsgIDIn-1 && len(ike.LastResponse) > 0 {
+		if !m.retransmittedFragment(msg) {
+			return
+		}
 		m.env.Stats().Inc(stats.CachedResponses)
 		m.log.Debug("retransmitted request answered from the cache", "exchange", h.Exchange.String(), "msgid", h.MessageID)
 		for _, p := range ike.LastResponse {
@@ -618,21 +621,19 @@ func (m *Manager) response(req *message.Message, _ int) *message.Message {
 // expected message ID on.
 func (m *Manager) sendResponse(resp *message.Message, d Datagram) bool {
 	ike := m.IKE
-	var cipher message.Sealer
-	if resp.Header.Exchange != message.IKESAInit {
-		cipher = ike.Out
-	}
-	b, err := resp.Encode(cipher)
+	pkts, err := m.encode(resp, d.Local, d.Remote)
 	if err != nil {
 		m.destroy(&task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("encode %s response: %w", resp.Header.Exchange, err)}, "")
 		return false
 	}
 	if resp.Header.Exchange == message.IKESAInit {
-		ike.InitR = b
+		ike.InitR = pkts[0]
 	}
-	ike.LastResponse = [][]byte{b}
+	ike.LastResponse = pkts
 	ike.MsgIDIn = resp.Header.MessageID + 1
-	m.sendTo(d.Local, d.Remote, b)
+	for _, p := range pkts {
+		m.sendTo(d.Local, d.Remote, p)
+	}
 	return true
 }
 
@@ -970,6 +971,7 @@ func (m *Manager) Deadline() time.Time {
 	for _, x := range m.deferred {
 		min(x.at)
 	}
+	min(m.frags.deadline())
 	ike := m.IKE
 	for _, x := range ike.Draining {
 		min(x.Until)
@@ -1052,6 +1054,7 @@ func (m *Manager) Tick(now time.Time) {
 			return
 		}
 	}
+	m.expireFragments(now)
 	if !m.halfOpenUntil.IsZero() && !now.Before(m.halfOpenUntil) {
 		m.destroy(&task.Failure{Reason: stats.HalfOpenTimeout, Err: fmt.Errorf("IKE_AUTH not completed within %v", s.HalfOpenTimeout)}, "")
 		return

@@ -100,8 +100,29 @@ type IKESA struct {
 	NATLocal  bool `json:"nat_local,omitempty"`
 	NATRemote bool `json:"nat_remote,omitempty"`
 
+	// IKE fragmentation (RFC 7383), agreed in IKE_SA_INIT: FragSend, we
+	// fragment messages above the fragment size (the peer announced
+	// support and our connection says yes or force); FragAccept, we
+	// announced support and reassemble the peer's fragments.
+	FragSend   bool `json:"frag_send,omitempty"`
+	FragAccept bool `json:"frag_accept,omitempty"`
+	// Learned in IKE_SA_INIT for IKE_AUTH (not persisted: IKE_AUTH does
+	// not survive a restart). SigAuth: the peer sent
+	// SIGNATURE_HASH_ALGORITHMS (RFC 7427), listing PeerHashes.
+	// PeerCertReq: the CAs the peer named in its CERTREQs; CertReqSeen:
+	// it sent one (send_cert ifasked).
+	SigAuth     bool       `json:"-"`
+	PeerHashes  []uint16   `json:"-"`
+	PeerCertReq [][20]byte `json:"-"`
+	CertReqSeen bool       `json:"-"`
+
 	LocalID  config.Identity `json:"local_id"`
 	RemoteID config.Identity `json:"remote_id"`
+	// AuthLocal and AuthRemote name how each side authenticated: "psk" or
+	// the signature scheme ("ecdsa-sha256", "rsa/pss-sha256", "rsa-sha1"
+	// for RFC 7296's method 1...).
+	AuthLocal  string `json:"auth_local,omitempty"`
+	AuthRemote string `json:"auth_remote,omitempty"`
 
 	// MsgIDOut is the message ID of our next request; MsgIDIn the one we
 	// expect of the peer's next request.

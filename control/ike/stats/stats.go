@@ -35,6 +35,24 @@ const (
 	Unsupported                     // something we do not implement (rekeying, EAP, fragments...)
 	InvalidKEData                   // the peer's KE data was malformed
 	InternalError                   // our own fault (randomness, encoding)
+	// Certificate authentication (pki's reasons, one each).
+	CertExpired       // a certificate of the peer's chain is past its notAfter
+	CertNotYetValid   // a certificate of the peer's chain is before its notBefore
+	CertUnknownCA     // no chain to a trust anchor
+	CertRevoked       // a certificate of the chain is in its issuer's CRL
+	CertIDMismatch    // the peer's identity is not in its certificate, or not the configured one
+	CertKeyUsage      // keyUsage or extendedKeyUsage forbid IKE
+	CertCANotAllowed  // the chain passes through none of the connection's cacerts
+	CertWeakKey       // an RSA key under 2048 bits
+	CertMalformed     // unparsable or oversized CERT, CERTREQ or AUTH data, or no CERT at all
+	BadSignature      // the peer's AUTH signature does not verify
+	SchemeNotAllowed  // the peer signed with a scheme the connection does not accept
+	UnsupportedScheme // an AUTH method or algorithm we do not implement, or none in common to sign with
+	NoCredential      // no certificate and key of ours to authenticate with
+	// IKE fragmentation (RFC 7383).
+	FragmentLimit   // a fragment over the limits (count, bytes): its message's fragments dropped
+	FragmentTimeout // an incomplete message's fragments dropped after the reassembly time
+	FragmentInvalid // a fragment that does not fit its message (Total smaller than before, reassembly fails)
 	NumReasons
 )
 
@@ -61,6 +79,22 @@ var reasonNames = [...]string{
 	Unsupported:       "unsupported",
 	InvalidKEData:     "invalid_ke_data",
 	InternalError:     "internal_error",
+	CertExpired:       "cert_expired",
+	CertNotYetValid:   "cert_not_yet_valid",
+	CertUnknownCA:     "cert_unknown_ca",
+	CertRevoked:       "cert_revoked",
+	CertIDMismatch:    "cert_id_mismatch",
+	CertKeyUsage:      "cert_key_usage",
+	CertCANotAllowed:  "cert_ca_not_allowed",
+	CertWeakKey:       "cert_weak_key",
+	CertMalformed:     "cert_malformed",
+	BadSignature:      "bad_signature",
+	SchemeNotAllowed:  "scheme_not_allowed",
+	UnsupportedScheme: "unsupported_scheme",
+	NoCredential:      "no_credential",
+	FragmentLimit:     "fragment_limit",
+	FragmentTimeout:   "fragment_timeout",
+	FragmentInvalid:   "fragment_invalid",
 }
 
 func (r Reason) String() string {
@@ -108,6 +142,11 @@ const (
 	// new SA replaced the old one (not those that lost a collision).
 	ChildRekeysInitiated
 	IKERekeysInitiated
+	// IKE fragmentation (RFC 7383).
+	FragmentedMessages // messages we sent as fragments
+	FragmentsSent      // fragments we sent (first transmissions)
+	FragmentsReceived  // fragments that authenticated
+	Reassembled        // messages reassembled from fragments
 	NumCounters
 )
 
@@ -127,6 +166,10 @@ var counterNames = [...]string{
 	InitialContacts:      "initial_contacts",
 	Acquires:             "acquires",
 	LateResponses:        "late_responses",
+	FragmentedMessages:   "fragmented_messages",
+	FragmentsSent:        "fragments_sent",
+	FragmentsReceived:    "fragments_received",
+	Reassembled:          "messages_reassembled",
 	ChildSAsRekeyed:      "child_sas_rekeyed",
 	IKESAsRekeyed:        "ike_sas_rekeyed",
 	IKESAsReauthed:       "ike_sas_reauthenticated",

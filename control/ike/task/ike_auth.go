@@ -11,9 +11,10 @@ import (
 	"github.com/spugate/spugate/control/ike/ts"
 )
 
-// IKEAuthI is the initiator of IKE_AUTH with a pre-shared key (RFC 7296
-// 2.15): IDi, IDr when the peer's identity is configured, AUTH, and
-// INITIAL_CONTACT when we hold no other IKE SA with the peer.
+// IKEAuthI is the initiator of IKE_AUTH (RFC 7296 2.15), with a pre-shared
+// key or a certificate (ike_cert.go): IDi, CERT+, CERTREQ, IDr when the
+// peer's identity is configured, AUTH, and INITIAL_CONTACT when we hold no
+// other IKE SA with the peer.
 type IKEAuthI struct {
 	conn *config.Conn
 }
@@ -24,34 +25,51 @@ func NewIKEAuthI(conn *config.Conn) *IKEAuthI { return &IKEAuthI{conn: conn} }
 func (t *IKEAuthI) Kind() Kind  { return KindIKEAuth }
 func (t *IKEAuthI) Abort(error) {}
 
-// Build fills the IKE_AUTH request's authentication payloads.
+// Build fills the IKE_AUTH request's authentication payloads: with a
+// pre-shared key or our certificate (local auth), and a CERTREQ when the
+// peer authenticates with a certificate (remote auth).
 func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
 	ike := c.IKE
 	local, remote := t.conn.Local.Identity, t.conn.Remote.Identity
-	secret, ok := c.Config().LookupPSK(local, remote.Type, remote.Data)
-	if !ok {
-		c.Fail(stats.NoPSK, 0, "no pre-shared key for %s - %s", local, remote)
-		return c.Failure.Err
-	}
 	idi := IDPayload(false, local)
-	octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
-	if err != nil {
-		return err
-	}
-	auth, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
-	if err != nil {
-		return err
+	var auth *message.Auth
+	var certs []message.Payload
+	if t.conn.Local.Method.PubKey() {
+		var err error
+		if certs, auth, err = signAuth(c, t.conn, idi.Body()); err != nil {
+			return err
+		}
+	} else {
+		secret, ok := c.Config().LookupPSK(local, remote.Type, remote.Data)
+		if !ok {
+			c.Fail(stats.NoPSK, 0, "no pre-shared key for %s - %s", local, remote)
+			return c.Failure.Err
+		}
+		octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+		if err != nil {
+			return err
+		}
+		data, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
+		if err != nil {
+			return err
+		}
+		auth = &message.Auth{Method: message.AuthSharedKeyMIC, Data: data}
+		ike.AuthLocal = "psk"
 	}
 	ike.LocalID = local
 	req.Inner = append(req.Inner, idi)
+	req.Inner = append(req.Inner, certs...)
+	if !c.HasOtherIKESA(ike) {
+		req.Inner = append(req.Inner, &message.Notify{NotifyType: message.InitialContact})
+	}
+	if cr := certReq(c, t.conn); cr != nil {
+		req.Inner = append(req.Inner, cr)
+	}
 	if !remote.Any() && !bytes.Contains(remote.Data, []byte("*")) {
 		// IDr says whom we want to talk to; a pattern is no identity.
 		req.Inner = append(req.Inner, IDPayload(true, remote))
 	}
-	req.Inner = append(req.Inner, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
-	if !c.HasOtherIKESA(ike) {
-		req.Inner = append(req.Inner, &message.Notify{NotifyType: message.InitialContact})
-	}
+	req.Inner = append(req.Inner, auth)
 	return nil
 }
 
@@ -78,23 +96,31 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 			"IKE_AUTH: peer identity %s does not match the configured %s", peer, t.conn.Remote.Identity)
 		return Failed
 	}
-	if auth.Method != message.AuthSharedKeyMIC {
-		c.Fail(stats.Unsupported, message.AuthenticationFailed, "IKE_AUTH: peer %s authenticates with %s; only PSK is supported", peer, auth.Method)
-		return Failed
-	}
-	secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idr.IDType), idr.Data)
-	if !ok {
-		c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
-		return Failed
-	}
-	octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
-	if err != nil {
-		c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
-		return Failed
-	}
-	if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
-		c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
-		return Failed
+	if t.conn.Remote.Method.PubKey() {
+		if r, err := verifyAuth(c, t.conn, idr, auth, resp.Inner); err != nil {
+			authFailed(c, t.conn, peer, r, err)
+			return Failed
+		}
+	} else {
+		if auth.Method != message.AuthSharedKeyMIC {
+			c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: peer %s authenticates with %s; connection %q wants a pre-shared key", peer, auth.Method, t.conn.Name)
+			return Failed
+		}
+		secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idr.IDType), idr.Data)
+		if !ok {
+			c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
+			return Failed
+		}
+		octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
+		if err != nil {
+			c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
+			return Failed
+		}
+		if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+			c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
+			return Failed
+		}
+		ike.AuthRemote = "psk"
 	}
 	ike.RemoteID = peer
 	ike.State = sa.Established
@@ -107,6 +133,9 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 type IKEAuthR struct {
 	conn   *config.Conn
 	failed bool
+	// ours are our IDr, CERT and AUTH payloads, made in Process so that a
+	// failure to sign stops the exchange before a Child SA is made.
+	ours []message.Payload
 }
 
 func (t *IKEAuthR) Kind() Kind  { return KindIKEAuth }
@@ -157,22 +186,39 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		return t.fail(c, stats.PeerIDMismatch, "IKE_AUTH: no connection for peer identity %s%s from %s", peer, want, ike.Remote.Addr())
 	}
 	ike.ConnName = t.conn.Name
-	if auth.Method != message.AuthSharedKeyMIC {
-		return t.fail(c, stats.Unsupported, "IKE_AUTH: peer %s authenticates with %s; only PSK is supported", peer, auth.Method)
+	for _, p := range req.Inner {
+		if cr, ok := p.(*message.CertReq); ok {
+			readCertReq(c, cr)
+		}
 	}
-	secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idi.IDType), idi.Data)
-	if !ok {
-		return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
-	}
-	octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
-	if err != nil {
-		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
-	}
-	if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
-		return t.fail(c, stats.AuthFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
+	if t.conn.Remote.Method.PubKey() {
+		if r, err := verifyAuth(c, t.conn, idi, auth, req.Inner); err != nil {
+			t.failed = true
+			authFailed(c, t.conn, peer, r, err)
+			return Failed
+		}
+	} else {
+		if auth.Method != message.AuthSharedKeyMIC {
+			return t.fail(c, stats.AuthFailed, "IKE_AUTH: peer %s authenticates with %s; connection %q wants a pre-shared key", peer, auth.Method, t.conn.Name)
+		}
+		secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idi.IDType), idi.Data)
+		if !ok {
+			return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
+		}
+		octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+		if err != nil {
+			return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
+		}
+		if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+			return t.fail(c, stats.AuthFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
+		}
+		ike.AuthRemote = "psk"
 	}
 	ike.LocalID = t.conn.Local.Identity
 	ike.RemoteID = peer
+	if st := t.authenticate(c); st != Done {
+		return st
+	}
 	ike.State = sa.Established
 	ike.Established = c.Now()
 	if message.FindNotify(req.Inner, message.InitialContact) != nil {
@@ -187,20 +233,37 @@ func (t *IKEAuthR) Build(c *Ctx, resp *message.Message) Status {
 		resp.Inner = append(resp.Inner, &message.Notify{NotifyType: message.AuthenticationFailed})
 		return Failed
 	}
+	resp.Inner = append(resp.Inner, t.ours...)
+	return Done
+}
+
+// authenticate makes our IDr, CERT and AUTH payloads.
+func (t *IKEAuthR) authenticate(c *Ctx) Status {
 	ike := c.IKE
-	secret, _ := c.Config().LookupPSK(t.conn.Local.Identity, ike.RemoteID.Type, ike.RemoteID.Data)
 	idr := IDPayload(true, t.conn.Local.Identity)
+	if t.conn.Local.Method.PubKey() {
+		certs, auth, err := signAuth(c, t.conn, idr.Body())
+		if err != nil {
+			t.failed = true
+			return Failed
+		}
+		t.ours = append(append([]message.Payload{idr}, certs...), auth)
+		return Done
+	}
+	secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, ike.RemoteID.Type, ike.RemoteID.Data)
+	if !ok {
+		return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, ike.RemoteID)
+	}
 	octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
 	if err != nil {
-		c.Fail(stats.InternalError, 0, "IKE_AUTH: %v", err)
-		return Failed
+		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
 	}
 	auth, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
 	if err != nil {
-		c.Fail(stats.InternalError, 0, "IKE_AUTH: %v", err)
-		return Failed
+		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
 	}
-	resp.Inner = append(resp.Inner, idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
+	ike.AuthLocal = "psk"
+	t.ours = []message.Payload{idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth}}
 	return Done
 }
 

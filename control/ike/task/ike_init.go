@@ -12,6 +12,7 @@ import (
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/pki"
 )
 
 // maxInitRetries bounds the COOKIE and INVALID_KE_PAYLOAD retries of one
@@ -132,6 +133,7 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		&message.Notify{NotifyType: message.NATDetectionSourceIP, Data: src},
 		&message.Notify{NotifyType: message.NATDetectionDestinationIP, Data: dst[:]},
 	)
+	req.Payloads = append(req.Payloads, initExtensions(c, t.conn)...)
 	return nil
 }
 
@@ -225,6 +227,10 @@ func (t *IKEInitI) Process(c *Ctx, resp *message.Message) Status {
 		return Failed
 	}
 	ike.Proposal = chosen
+	ike.SigAuth, ike.PeerHashes, ike.PeerCertReq, ike.CertReqSeen = false, nil, nil, false
+	frag := peerExtensions(c, resp.Payloads)
+	ike.FragAccept = fragmentsAnnounced(t.conn)
+	ike.FragSend = frag && fragmentsSent(t.conn)
 	localNAT, remoteNAT, _ := detectNAT(resp.Payloads, ike.SPIi, ike.SPIr, ike.Local, ike.Remote)
 	ike.NATLocal = localNAT || bool(t.conn.Encap)
 	ike.NATRemote = remoteNAT
@@ -281,6 +287,8 @@ type IKEInitR struct {
 	ke      *suite.KeyExchange
 	conn    *config.Conn
 	natSeen bool
+	// The initiator's announcements, answered in kind.
+	fragSeen, sigSeen bool
 }
 
 func (t *IKEInitR) Kind() Kind  { return KindIKEInit }
@@ -367,6 +375,10 @@ func (t *IKEInitR) Process(c *Ctx, req *message.Message) Status {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "%v", err)
 	}
 	ike.Proposal = t.chosen
+	t.fragSeen = peerExtensions(c, req.Payloads)
+	t.sigSeen = ike.SigAuth
+	ike.FragAccept = t.fragSeen && fragmentsAnnounced(t.conn)
+	ike.FragSend = ike.FragAccept && fragmentsSent(t.conn)
 	localNAT, remoteNAT, seen := detectNAT(req.Payloads, ike.SPIi, 0, ike.Local, ike.Remote)
 	t.natSeen = seen
 	ike.NATLocal = localNAT || (seen && bool(t.conn.Encap))
@@ -386,6 +398,9 @@ func (t *IKEInitR) Build(c *Ctx, resp *message.Message) Status {
 		&message.KE{Group: t.ke.Group(), Data: t.ke.PublicKey()},
 		&message.Nonce{Data: ike.Nr},
 	)
+	if cr := certReq(c, t.conn); cr != nil {
+		resp.Payloads = append(resp.Payloads, cr)
+	}
 	if t.natSeen {
 		src, err := natSourceHash(c, t.conn, ike.SPIi, ike.SPIr, ike.Local)
 		if err != nil {
@@ -396,6 +411,13 @@ func (t *IKEInitR) Build(c *Ctx, resp *message.Message) Status {
 		resp.Payloads = append(resp.Payloads,
 			&message.Notify{NotifyType: message.NATDetectionSourceIP, Data: src},
 			&message.Notify{NotifyType: message.NATDetectionDestinationIP, Data: dst[:]})
+	}
+	// RFC 7427 and RFC 7383: a responder announces what the initiator did.
+	if t.sigSeen {
+		resp.Payloads = append(resp.Payloads, &message.Notify{NotifyType: message.SignatureHashAlgorithms, Data: pki.HashAlgorithmsNotify()})
+	}
+	if ike.FragAccept {
+		resp.Payloads = append(resp.Payloads, &message.Notify{NotifyType: message.IKEv2FragmentationSupported})
 	}
 	return Done
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/dataplane/api"
 )
 
@@ -293,6 +294,8 @@ func WireIdentity(id *message.ID) config.Identity {
 		out.Text = out.Text[1 : len(out.Text)-1]
 	case message.IDKeyID:
 		out.Text = fmt.Sprintf("@#%x", data)
+	case message.IDDERASN1DN:
+		out.Text = pki.FormatDN(data)
 	default:
 		out.Text = fmt.Sprintf("%s:%x", id.IDType, data)
 	}

@@ -97,6 +97,13 @@ type IKESA struct {
 	Logical  int        `json:"logical"`
 	Children []ChildSA  `json:"children,omitempty"`
 	Counters IKECounter `json:"counters"`
+
+	// AuthLocal and AuthRemote say how each side authenticated ("psk",
+	// "ecdsa-sha256", "rsa/pss-sha256"...); Fragmentation whether we
+	// fragment our messages (RFC 7383, agreed in IKE_SA_INIT).
+	AuthLocal     string `json:"auth_local,omitempty"`
+	AuthRemote    string `json:"auth_remote,omitempty"`
+	Fragmentation bool   `json:"fragmentation,omitempty"`
 }
 
 // IKECounter holds an IKE SA's message ids.
@@ -181,12 +188,21 @@ type Stats struct {
 	IKESAs    int               `json:"ike_sas"`
 	Workers   []WorkerStats     `json:"workers"`
 	Reuseport map[string]uint64 `json:"reuseport,omitempty"`
+	// Migrations counts IKE SAs moved between workers after SPU map
+	// changes; MapLogical is the logical -> physical map iked follows.
+	Migrations uint64 `json:"migrations"`
+	MapLogical []int  `json:"map,omitempty"`
 }
 
 // WorkerStats describe one worker.
 type WorkerStats struct {
 	ID     int `json:"id"`
+	SPU    int `json:"spu"`
 	IKESAs int `json:"ike_sas"`
+	// Datagrams that arrived on this worker's sockets, and those handed
+	// to it by other workers.
+	Datagrams uint64 `json:"datagrams"`
+	HandedIn  uint64 `json:"handed_in"`
 }
 
 // Client talks to iked.
