@@ -25,9 +25,16 @@
 //	tasks by exchange -> each Process, then each Build -> Encode, cache,
 //	Send; a request with the previous ID gets the cached response again.
 //
-// Rekeying (issue 7) plugs in as tasks; a collision is a request arriving
-// while m.active holds a task of the same kind, which Receive can hand to
-// the active task before the responder tasks run (see Active).
+// Rekeying is tasks (package task). The manager gives the responder
+// tasks our exchange in flight (Ctx.Active), so that a crossing request is
+// noted as a collision, and gives the IKE rekey tasks a Host to make the
+// new IKE SA, which the worker adopts (Env.Adopt); the old one stays
+// Rekeyed only to answer the peer's DELETE. It runs the lifetimes: Child
+// SA rekey and expiry times, the held-back outbound SAs of rekey
+// responders, the drain of replaced inbound SAs, the IKE SA's rekey,
+// reauth and expiry times, and tasks deferred after TEMPORARY_FAILURE.
+// Liveness checks count inbound ESP when the data plane reports it
+// (UsageReader).
 package manager
 
 import (

@@ -49,7 +49,7 @@ type ChildState int
 const (
 	ChildCreating  ChildState = iota // negotiating
 	ChildInstalled                   // both directions in the data plane
-	ChildRekeying                    // a replacement is being negotiated (issue 7)
+	ChildRekeying                    // we are negotiating its replacement
 	ChildDeleting                    // a DELETE for it is in flight
 	ChildDeleted                     // removed from the data plane
 	// ChildRekeyed: a newer Child SA replaces it (or it lost a rekey

@@ -7,7 +7,8 @@
 //
 //	IKE_SA_INIT       IKEInitI                     / IKEInitR
 //	IKE_AUTH          IKEAuthI + ChildCreateI      / IKEAuthR + ChildCreateR
-//	CREATE_CHILD_SA   ChildCreateI                 / ChildCreateR
+//	CREATE_CHILD_SA   ChildCreateI, ChildRekeyI,   / ChildCreateR (new Child SA,
+//	                  IKERekeyI                      or REKEY_SA), IKERekeyR
 //	INFORMATIONAL     IKEDeleteI, ChildDeleteI,    / InfoR (deletes, liveness,
 //	                  DPDI                           error notifies)
 //
@@ -15,13 +16,24 @@
 // configuration, the data plane, counters), so that two task managers can
 // negotiate over a fake transport with a fake data plane in a unit test.
 //
-// Child SA rekeying is ChildCreateI with Replaces set (it sends REKEY_SA and
-// deletes the old Child SA once the new one is installed) and ChildCreateR
-// answering a REKEY_SA (the new Child SA takes the old one's reqid and
-// policy). What issue 7 adds fits as more tasks and manager rules: rekey
-// collisions (nonce comparison, RFC 7296 2.8.1), IKERekeyI/R (ChildCreateR
-// refuses an IKE proposal in CREATE_CHILD_SA today, counted as
-// unsupported), and NAT mapping changes.
+// # Rekeying
+//
+// A Child SA rekey (ChildRekeyI, RFC 7296 2.8) is make before break: the
+// new inbound SA goes in first on both sides; the initiator then switches
+// its outbound SA (the data plane sends through the newest outbound SA of
+// a reqid) and deletes the old Child SA; the responder holds its new
+// outbound SA back until that DELETE (or until traffic arrives through the
+// new Child SA, or the initiator's retransmissions would be over); the old
+// inbound SA stays Ctx.DrainDelay after the deletion for packets in
+// flight. An IKE SA rekey (IKERekeyI/R, RFC 7296 2.18) makes a new IKE SA
+// through Ctx.Host, and the Child SAs, draining SAs and queued tasks move
+// to it.
+//
+// Collisions are seen by the responder tasks in Ctx.Active (our exchange
+// in flight) and settled by our initiator task when its response arrives:
+// simultaneous rekeys of one SA by the nonce rule (RFC 7296 2.8.1, 2.8.2),
+// requests that cross a rekey or a delete with TEMPORARY_FAILURE or as
+// usual (RFC 7296 2.25). ChildRekeyI's doc lists the cases.
 package task
 
 import (
