@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/suite"
 )
 
 // recorded runs a full negotiation, a CREATE_CHILD_SA, a liveness check
@@ -65,6 +67,12 @@ func FuzzEstablishedResponder(f *testing.F) {
 	// Plain inner chains: a DELETE of an unknown ESP SPI, an empty one.
 	f.Add(uint8(message.Informational), uint8(message.PayloadDelete), []byte{0, 0, 0, 12, 3, 4, 0, 1, 1, 2, 3, 4})
 	f.Add(uint8(message.CreateChildSA), uint8(message.PayloadNotify), []byte{0, 0, 0, 8, 0, 0, 0x40, 9})
+	// Rekeys: of the Child SA (REKEY_SA for the responder's first Child SA,
+	// whose outbound SPI is c0000001 in the simulation) and of the IKE SA,
+	// and a DELETE of that Child SA.
+	for _, ps := range rekeySeeds() {
+		f.Add(ps.ex, ps.first, ps.plain)
+	}
 	ca, cb := configs(f, twoChildren, twoChildren)
 	f.Fuzz(func(t *testing.T, ex, first uint8, plain []byte) {
 		inner, err := message.DecodeInner(plain, message.PayloadType(first))
@@ -91,4 +99,37 @@ func FuzzEstablishedResponder(f *testing.F) {
 		}
 		s.RunFor(time.Minute)
 	})
+}
+
+type innerSeed struct {
+	ex, first uint8
+	plain     []byte
+}
+
+// plainInner encodes payloads as the plaintext of an SK payload.
+func plainInner(ex message.ExchangeType, ps ...message.Payload) innerSeed {
+	m := &message.Message{Header: message.Header{Exchange: ex, Flags: message.FlagInitiator}, Payloads: ps}
+	b, err := m.Encode(nil)
+	if err != nil {
+		panic(err)
+	}
+	return innerSeed{ex: uint8(ex), first: b[16], plain: b[28:]}
+}
+
+func rekeySeeds() []innerSeed {
+	esp, _ := suite.ParseESP("aes128gcm16")
+	ike, _ := suite.ParseIKE("aes128gcm16-prfsha256-x25519")
+	spi := []byte{0xc0, 0, 0, 1}
+	sel := []message.Selector{{IPProtocol: 0, StartPort: 0, EndPort: 65535, Start: netip.MustParseAddr("198.18.1.0"), End: netip.MustParseAddr("198.18.1.255")}}
+	sel2 := []message.Selector{{IPProtocol: 0, StartPort: 0, EndPort: 65535, Start: netip.MustParseAddr("198.18.2.0"), End: netip.MustParseAddr("198.18.2.255")}}
+	nonce := &message.Nonce{Data: make([]byte, 32)}
+	return []innerSeed{
+		plainInner(message.CreateChildSA, &message.Notify{Protocol: suite.ProtocolESP, SPI: spi, NotifyType: message.RekeySA},
+			&message.SA{Proposals: suite.WithSPI(esp, []byte{1, 2, 3, 4})}, nonce, &message.TS{Selectors: sel},
+			&message.TS{Responder: true, Selectors: sel2}),
+		plainInner(message.CreateChildSA, &message.SA{Proposals: suite.WithSPI(ike, []byte{1, 2, 3, 4, 5, 6, 7, 8})}, nonce,
+			&message.KE{Group: suite.GroupCurve25519, Data: bytes.Repeat([]byte{9}, 32)}),
+		plainInner(message.Informational, &message.Delete{Protocol: suite.ProtocolESP, SPIs: []uint32{0xc0000001}}),
+		plainInner(message.Informational, &message.Delete{Protocol: suite.ProtocolIKE}),
+	}
 }
