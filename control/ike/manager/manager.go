@@ -195,6 +195,45 @@ func Restore(ike *sa.IKESA, env Env) *Manager {
 	if ike.State == sa.Rekeyed && ike.RekeyedUntil.IsZero() {
 		ike.RekeyedUntil = env.Now().Add(RekeyedTimeout)
 	}
+	// The request in flight when iked stopped goes out again as it was,
+	// with its task rebuilt to process the answer.
+	var resumed task.Initiator
+	if f := ike.InFlight; f != nil {
+		t, err := task.Resume(m.ctx(f.Exchange), f)
+		if err != nil {
+			m.log.Warn("request in flight not resumed; its answer will be ignored", "exchange", f.Exchange.String(),
+				"msgid", f.MsgID, "err", err.Error())
+		}
+		resumed = t
+		m.active = []task.Initiator{t}
+		m.req = &request{id: f.MsgID, exchange: f.Exchange, packets: f.Packets, next: env.Now()}
+		m.log.Info("request in flight resumed", "exchange", f.Exchange.String(), "msgid", f.MsgID, "task", f.Task)
+	}
+	// Other tasks are not persisted: a Child SA caught REKEYING is rekeyed
+	// again soon, a delete is sent again.
+	var deleting []*sa.ChildSA
+	for _, ch := range ike.Children {
+		if r, ok := resumed.(*task.ChildRekeyI); ok && r.Old == ch {
+			continue
+		}
+		if _, ok := resumed.(*task.ChildDeleteI); ok && ch.State == sa.ChildDeleting {
+			continue
+		}
+		switch ch.State {
+		case sa.ChildRekeying:
+			ch.State = sa.ChildInstalled
+			ch.RekeyAt = env.Now().Add(time.Second)
+		case sa.ChildDeleting:
+			deleting = append(deleting, ch)
+		}
+	}
+	if len(deleting) > 0 {
+		m.Queue(task.NewChildDeleteI("deleting when iked stopped", nil, deleting...))
+	}
+	if _, ok := resumed.(*task.IKEDeleteI); !ok && ike.State == sa.Deleting {
+		ike.State = sa.Established
+		m.Queue(task.NewIKEDeleteI("deleting when iked stopped"))
+	}
 	if ike.State == sa.Established {
 		m.setDPD()
 	}
@@ -396,6 +435,24 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 	m.req = &request{id: id, exchange: ex, packets: pkts, next: now.Add(m.timeout(0))}
 	m.env.Stats().Inc(stats.ExchangesInitiated)
 	m.log.Debug("request sent", "exchange", ex.String(), "msgid", id, "fragments", fragCount(pkts))
+	if ex != message.IKESAInit && ex != message.IKEAuth && ike.State != sa.Created && ike.State != sa.Connecting {
+		// The request in flight is part of the state: a restored IKE SA
+		// must send this very request again, not a new one with its
+		// message ID, and process the answer.
+		ike.InFlight = nil
+		if len(m.active) == 1 {
+			if sn, ok := m.active[0].(task.Snapshotter); ok {
+				if f := sn.Snapshot(); f != nil {
+					f.MsgID, f.Exchange, f.Packets = id, ex, pkts
+					ike.InFlight = f
+				}
+			}
+		}
+		if ike.InFlight == nil {
+			ike.InFlight = &sa.InFlight{MsgID: id, Exchange: ex, Packets: pkts, Task: "unknown"}
+		}
+		m.env.Changed(m)
+	}
 	for _, p := range pkts {
 		m.send(p)
 	}
@@ -683,6 +740,7 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 		}
 	}
 	m.req = nil
+	ike.InFlight = nil
 	switch final {
 	case task.Retry:
 		// IKE_SA_INIT again, same message ID, rebuilt by the same tasks.

@@ -150,6 +150,36 @@ type IKESA struct {
 	// plane for packets the peer sent before it switched (make before
 	// break), until their time is up.
 	Draining []DrainingSA `json:"draining,omitempty"`
+
+	// InFlight is our request whose response has not arrived: a restored
+	// IKE SA sends it again as it was (a new request must not reuse its
+	// message ID) and processes the response with the task it rebuilds.
+	InFlight *InFlight `json:"in_flight,omitempty"`
+}
+
+// InFlight is a request of ours in flight and what its task needs to
+// process the response: a Child SA creation or rekey, an IKE SA rekey, a
+// delete or a liveness check. Key material included, like the rest of
+// the state file.
+type InFlight struct {
+	MsgID    uint32               `json:"msgid"`
+	Exchange message.ExchangeType `json:"exchange"`
+	Packets  [][]byte             `json:"packets"`
+	Task     string               `json:"task"`
+	Reason   string               `json:"reason,omitempty"`
+	Child    string               `json:"child,omitempty"`
+	ReqID    uint32               `json:"reqid,omitempty"`
+	OldSPI   uint32               `json:"old_spi,omitempty"` // the Child SA a rekey replaces (our inbound SPI)
+	SPI      uint32               `json:"spi,omitempty"`     // our inbound SPI of the new Child SA
+	IKESPI   uint64               `json:"ike_spi,omitempty"` // our SPI of the new IKE SA
+	Nonce    []byte               `json:"nonce,omitempty"`
+	Group    suite.GroupID        `json:"group,omitempty"`
+	KEPriv   []byte               `json:"ke_priv,omitempty"`
+	Props    []suite.Proposal     `json:"proposals,omitempty"`
+	TSi      []message.Selector   `json:"tsi,omitempty"`
+	TSr      []message.Selector   `json:"tsr,omitempty"`
+	SPIs     []uint32             `json:"spis,omitempty"` // a delete's Child SAs, by our inbound SPI
+	Extra    []uint32             `json:"extra_spis,omitempty"`
 }
 
 // DrainingSA is the inbound SA of a replaced Child SA, left in the data

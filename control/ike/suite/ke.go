@@ -138,6 +138,16 @@ func fromECDH(g GroupID, k *ecdh.PrivateKey) *KeyExchange {
 // Group is the key exchange method.
 func (k *KeyExchange) Group() GroupID { return k.group }
 
+// PrivateKey returns the private key in the form NewKeyExchangeFromPrivate
+// takes, so that an exchange in flight survives a restart of iked (its
+// state file holds the IKE SA's keys already).
+func (k *KeyExchange) PrivateKey() []byte {
+	if k.x != nil {
+		return k.x.Bytes()
+	}
+	return k.ec.Bytes()
+}
+
 // PublicKey is the Key Exchange Data to send in our KE payload.
 func (k *KeyExchange) PublicKey() []byte { return k.pub }
 

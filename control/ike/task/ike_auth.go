@@ -125,6 +125,10 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 	ike.RemoteID = peer
 	ike.State = sa.Established
 	ike.Established = c.Now()
+	if message.FindNotify(resp.Inner, message.InitialContact) != nil {
+		// A responder that restarted may say so too (RFC 7296 3.16).
+		c.InitialContact(ike)
+	}
 	return Done
 }
 

@@ -223,6 +223,7 @@ func (w *Worker) List() []sa.IKESA {
 	for _, m := range w.Managers() {
 		c := *m.IKE
 		c.Keys, c.Out, c.In, c.Ni, c.Nr, c.InitI, c.InitR, c.LastResponse = nil, nil, nil, nil, nil, nil, nil, nil
+		c.InFlight = nil
 		c.Children = nil
 		for _, ch := range m.IKE.Children {
 			cc := *ch
@@ -246,6 +247,7 @@ func (w *Worker) Restore(ike *sa.IKESA) error {
 	m := manager.Restore(ike, w.menv)
 	w.bySPI[ike.OurSPI()] = m
 	m.Logger().Info("IKE SA restored", "children", len(ike.Children), "msgid_out", ike.MsgIDOut, "msgid_in", ike.MsgIDIn)
+	m.Initiate()
 	w.schedule(m)
 	return nil
 }

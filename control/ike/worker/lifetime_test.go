@@ -306,3 +306,52 @@ func TestRestoreAfterRekey(t *testing.T) {
 	noLoss(t, ab, ba)
 	converged(t, na, nb, 1)
 }
+
+// TestRestartDuringRekey: iked stops while a request of its rekey is in
+// flight (the peer answered; the answer is lost with the process): the
+// CREATE_CHILD_SA of a Child SA rekey, the CREATE_CHILD_SA of an IKE SA
+// rekey, or the DELETE of the rekeyed Child SA. The restored IKE SA sends
+// that request again as it was (the peer answers from its cache) and
+// finishes the rekey with the rebuilt task; no packet is lost.
+func TestRestartDuringRekey(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ex   message.ExchangeType
+		ike  bool
+	}{{"child-rekey", message.CreateChildSA, false}, {"ike-rekey", message.CreateChildSA, true}, {"delete-old", message.Informational, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			s, na, nb := pair(t, nil, nil)
+			if err := initiate(t, s, na, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			first := na.Worker.List()[0]
+			lost := false
+			s.Filter = func(d manager.Datagram, from *iketest.Node) iketest.Fate {
+				if h, ok := header(d); ok && from == nb && h.Exchange == c.ex && h.IsResponse() && !lost {
+					lost = true
+					return iketest.Fate{Drop: true}
+				}
+				return iketest.Fate{}
+			}
+			ab, ba := flows(s, na, nb, time.Millisecond, 60*time.Second)
+			na.Worker.Rekey(worker.Selector{Conn: "tun"}, c.ike)
+			s.RunFor(100 * time.Millisecond)
+			if !lost {
+				t.Fatal("no response to lose")
+			}
+			if err := na.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			s.RunFor(60 * time.Second)
+			noLoss(t, ab, ba)
+			converged(t, na, nb, 1)
+			now := na.Worker.List()[0]
+			if c.ike && now.SPIi == first.SPIi || !c.ike && now.Children[0].SPIIn == first.Children[0].SPIIn {
+				t.Errorf("the rekey did not complete after the restart")
+			}
+			if !strings.Contains(na.Logs(), "request in flight resumed") {
+				t.Errorf("no request resumed")
+			}
+		})
+	}
+}
