@@ -281,6 +281,33 @@ func TestPrivilegedRekey(t *testing.T) {
 		tb.reconfigure(t, ca, cb, sec, sec)
 	})
 
+	t.Run("reauth", func(t *testing.T) {
+		// gw-a reauthenticates every 8 s (a new IKE SA and Child SA, then
+		// the old IKE SA deleted), make before break.
+		a, b := ca, cb
+		a.connExtra = "    rekey_time: 0s\n    reauth_time: 8s\n    over_time: 10s\n    rand_time: 0s\n"
+		b.connExtra = "    rekey_time: 0s\n"
+		a.childExtra, b.childExtra = "        rekey_time: 0s\n", "        rekey_time: 0s\n"
+		tb.reconfigure(t, a, b, sec, sec)
+		tb.a.spuctl(t, "initiate", "tun")
+		first := tb.a.sas(t)[0]
+		before := tb.a.counters(t)
+		ab, ba := bothFlows(t, tb.ln, 18*time.Second)
+		checkFlows(t, "reauth", []*lab.Host{tb.ln.ClientB, tb.ln.ClientA}, ab, ba)
+		n := delta(tb.a.counters(t), before, "ike_sas_reauthenticated")
+		t.Logf("%d reauthentications in 18 s", n)
+		if n < 2 {
+			t.Errorf("%d reauthentications in 18 s with reauth_time 8s", n)
+		}
+		settled(t, tb.a)
+		settled(t, tb.b)
+		if now := tb.a.sas(t)[0]; now.SPIi == first.SPIi {
+			t.Errorf("IKE SA not replaced")
+		}
+		tb.a.spuctl(t, "terminate", "tun")
+		gone(t, tb.a, tb.b)
+	})
+
 	t.Run("collisions", func(t *testing.T) {
 		// The same Child SA lifetime and no jitter on both sides. Left
 		// alone they mostly take turns (the responder of a rekey installs
