@@ -258,6 +258,10 @@ func (m *Manager) Active() []task.Initiator { return m.active }
 // Queued returns the tasks waiting for an exchange.
 func (m *Manager) Queued() []task.Initiator { return m.queue }
 
+// Deferred returns how many tasks wait for a later start (retries after
+// TEMPORARY_FAILURE).
+func (m *Manager) Deferred() int { return len(m.deferred) }
+
 // Busy reports whether a request of ours is outstanding.
 func (m *Manager) Busy() bool { return m.req != nil }
 
@@ -851,6 +855,7 @@ func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
 	m.setTimers(next, now, false)
 	nm := m.env.Adopt(next)
 	nm.setDPD()
+	nm.armProbe()
 	nm.queue = append(nm.queue, m.queue...)
 	nm.deferred = append(nm.deferred, m.deferred...)
 	m.queue, m.deferred = nil, nil

@@ -393,10 +393,10 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	if m == nil || m.Destroyed() {
 		return nil, fmt.Errorf("no IKE SA with SPI %016x", ourSPI)
 	}
-	if m.IKE.State != sa.Established {
+	if m.IKE.State != sa.Established && m.IKE.State != sa.Rekeyed {
 		return nil, fmt.Errorf("IKE SA %s is %s, not established", m.IKE.SPIs(), m.IKE.State)
 	}
-	if m.Busy() || len(m.Queued()) > 0 {
+	if m.Busy() || len(m.Queued()) > 0 || m.Deferred() > 0 {
 		return nil, ErrBusy
 	}
 	delete(w.bySPI, ourSPI)
