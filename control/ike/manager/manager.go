@@ -1185,7 +1185,9 @@ func (m *Manager) Tick(now time.Time) {
 		m.env.Stats().Inc(stats.Keepalives)
 	}
 	probe := !m.probeAt.IsZero() && !now.Before(m.probeAt)
-	m.probeAt = time.Time{}
+	if probe {
+		m.probeAt = time.Time{}
+	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
 		if !pendingOut(ch) {
 			// nothing held back
