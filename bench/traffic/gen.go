@@ -51,17 +51,17 @@ type GenStats struct {
 // packet stamped with its flow, sequence number and send time. Run belongs
 // to one goroutine; Stop and Stats may be called from any.
 type Generator struct {
-	cfg     GenConfig
-	ports   []xsk.Port
-	closers []func() error
-	tmpl    []template
-	seq     []uint64  // next sequence number per flow
-	flowsOf [][]int32 // flows of each port
-	cursor  []int     // next flow of each port, an index into flowsOf
-	mixPos  int
-	frames  []xsk.Frame
-	batchFl []int32 // flow of each frame of the current batch
-	stop    atomic.Bool
+	cfg                                 GenConfig
+	ports                               []xsk.Port
+	closers                             []func() error
+	tmpl                                []template
+	seq                                 []uint64  // next sequence number per flow
+	flowsOf                             [][]int32 // flows of each port
+	cursor                              []int     // next flow of each port, an index into flowsOf
+	mixPos                              int
+	frames                              []xsk.Frame
+	batchFl                             []int32 // flow of each frame of the current batch
+	stop                                atomic.Bool
 	sent, bytes, wSent, wBytes, refused atomic.Uint64
 }
 
