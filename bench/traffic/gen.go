@@ -53,7 +53,7 @@ type GenStats struct {
 type Generator struct {
 	cfg                                 GenConfig
 	ports                               []xsk.Port
-	closers                             []func() error
+	sockets                             *Sockets
 	tmpl                                []template
 	seq                                 []uint64  // next sequence number per flow
 	flowsOf                             [][]int32 // flows of each port

@@ -52,9 +52,8 @@ type Result struct {
 	Reordered   uint64  `json:"reordered"`
 	Duplicates  uint64  `json:"duplicates"`
 	Latency     Latency `json:"latency"`
-	// SinkDrops are packets the sink's own sockets dropped during the whole
-	// run (rx ring full, no free frame): loss that is the sink's, not the
-	// path's.
+	// SinkDrops are packets the sink's own sockets dropped during the run
+	// (SinkStats.Drops).
 	SinkDrops uint64 `json:"sink_drops"`
 
 	Gen  GenStats  `json:"gen"`
@@ -119,8 +118,6 @@ func summarize(g *Generator, s *Sink, w Window) Result {
 	r.PPS = float64(r.Received) / secs
 	r.OfferedGbps = float64(gs.WindowBytes) * 8 / secs / 1e9
 	r.Gbps = float64(ss.WindowBytes) * 8 / secs / 1e9
-	for _, p := range ss.Ports {
-		r.SinkDrops += p.Kernel.RxRingFull + p.Kernel.RxDropped
-	}
+	r.SinkDrops = ss.Drops
 	return r
 }

@@ -13,45 +13,40 @@ import (
 // to ride out a scheduling gap of a few milliseconds at 1 Mpps.
 var DefaultXSK = xsk.Config{Mode: xsk.Copy, RingSize: 4096, NumFrames: 8192}
 
-// OpenGenerator binds AF_XDP sockets to rx/tx queues 0..queues-1 of
-// ifname and makes a generator over them. Sockets are created in the
-// calling thread's network namespace: call it inside lab.Host.Do. Close
-// releases the sockets.
-func OpenGenerator(ifname string, queues int, xc xsk.Config, cfg GenConfig) (*Generator, error) {
+// Sockets are AF_XDP sockets bound to the first queues of an interface,
+// and for receiving, the sink's XDP program attached to it. Generators and
+// sinks are made over their Ports, one after the other (a port belongs to
+// one goroutine at a time).
+type Sockets struct {
+	Ports   []xsk.Port
+	closers []func() error
+}
+
+// OpenTx binds sockets to queues 0..queues-1 of ifname for a generator.
+// Sockets are created in the calling thread's network namespace: call it
+// inside lab.Host.Do.
+func OpenTx(ifname string, queues int, xc xsk.Config) (*Sockets, error) {
 	socks, err := openSockets(ifname, queues, xc)
 	if err != nil {
 		return nil, err
 	}
-	g, err := NewGenerator(ports(socks), cfg)
-	if err != nil {
-		closeAll(socks)
-		return nil, err
+	s := &Sockets{}
+	for _, sk := range socks {
+		s.Ports = append(s.Ports, sk)
+		s.closers = append(s.closers, sk.Close)
 	}
-	for _, s := range socks {
-		g.closers = append(g.closers, s.Close)
-	}
-	return g, nil
+	return s, nil
 }
 
-// Close closes the sockets OpenGenerator opened; call it after Run.
-func (g *Generator) Close() error {
-	var errs []error
-	for _, c := range g.closers {
-		errs = append(errs, c())
-	}
-	g.closers = nil
-	return errors.Join(errs...)
-}
-
-// OpenSink loads the sink's XDP program, attaches it to ifname (native
-// mode), binds a socket to each of its first queues rx queues and makes a
-// sink over them. Call it inside lab.Host.Do; Close detaches everything.
-func OpenSink(ifname string, queues int, xc xsk.Config, cfg SinkConfig) (*Sink, error) {
+// OpenRx loads the sink's XDP program for UDP port, binds a socket to each
+// of the first queues rx queues of ifname, and attaches the program
+// (native mode). Call it inside lab.Host.Do.
+func OpenRx(ifname string, queues int, port uint16, xc xsk.Config) (*Sockets, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("traffic: sink: %w", err)
 	}
-	prog, err := NewSinkProgram(cfg.Port, queues)
+	prog, err := NewSinkProgram(port, queues)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +55,7 @@ func OpenSink(ifname string, queues int, xc xsk.Config, cfg SinkConfig) (*Sink, 
 		prog.Close()
 		return nil, err
 	}
-	fail := func(err error) (*Sink, error) {
+	fail := func(err error) (*Sockets, error) {
 		closeAll(socks)
 		prog.Close()
 		return nil, err
@@ -74,29 +69,76 @@ func OpenSink(ifname string, queues int, xc xsk.Config, cfg SinkConfig) (*Sink, 
 	if err != nil {
 		return fail(fmt.Errorf("traffic: attach the sink's XDP program to %s: %w", ifname, err))
 	}
-	s, err := NewSink(ports(socks), cfg)
-	if err != nil {
-		l.Close()
-		return fail(err)
-	}
 	// Detach first, so that no packet is redirected to a closing socket.
-	s.closers = append(s.closers, l.Close)
+	s := &Sockets{closers: []func() error{l.Close}}
 	for _, sk := range socks {
+		s.Ports = append(s.Ports, sk)
 		s.closers = append(s.closers, sk.Close)
 	}
 	s.closers = append(s.closers, prog.Close)
 	return s, nil
 }
 
-// Close detaches the program and closes the sockets OpenSink opened; call
-// it after Run.
-func (s *Sink) Close() error {
+// Close detaches the program, if any, and closes the sockets.
+func (s *Sockets) Close() error {
 	var errs []error
 	for _, c := range s.closers {
 		errs = append(errs, c())
 	}
 	s.closers = nil
 	return errors.Join(errs...)
+}
+
+// OpenGenerator is OpenTx and NewGenerator in one; Close releases the
+// sockets.
+func OpenGenerator(ifname string, queues int, xc xsk.Config, cfg GenConfig) (*Generator, error) {
+	s, err := OpenTx(ifname, queues, xc)
+	if err != nil {
+		return nil, err
+	}
+	g, err := NewGenerator(s.Ports, cfg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	g.sockets = s
+	return g, nil
+}
+
+// Close closes the sockets OpenGenerator opened; call it after Run.
+func (g *Generator) Close() error {
+	if g.sockets == nil {
+		return nil
+	}
+	err := g.sockets.Close()
+	g.sockets = nil
+	return err
+}
+
+// OpenSink is OpenRx and NewSink in one; Close detaches and closes
+// everything.
+func OpenSink(ifname string, queues int, xc xsk.Config, cfg SinkConfig) (*Sink, error) {
+	s, err := OpenRx(ifname, queues, cfg.Port, xc)
+	if err != nil {
+		return nil, err
+	}
+	k, err := NewSink(s.Ports, cfg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	k.sockets = s
+	return k, nil
+}
+
+// Close closes what OpenSink opened; call it after Run.
+func (s *Sink) Close() error {
+	if s.sockets == nil {
+		return nil
+	}
+	err := s.sockets.Close()
+	s.sockets = nil
+	return err
 }
 
 func openSockets(ifname string, queues int, xc xsk.Config) ([]*xsk.Socket, error) {
@@ -113,14 +155,6 @@ func openSockets(ifname string, queues int, xc xsk.Config) ([]*xsk.Socket, error
 		socks = append(socks, s)
 	}
 	return socks, nil
-}
-
-func ports(socks []*xsk.Socket) []xsk.Port {
-	ps := make([]xsk.Port, len(socks))
-	for i, s := range socks {
-		ps[i] = s
-	}
-	return ps
 }
 
 func closeAll(socks []*xsk.Socket) {

@@ -34,8 +34,11 @@ type SinkStats struct {
 	Duplicates uint64 `json:"duplicates"`
 	// Foreign counts frames at the port that are not the generator's
 	// (no marker, unknown flow, wrong port).
-	Foreign uint64      `json:"foreign"`
-	Ports   []xsk.Stats `json:"ports"`
+	Foreign uint64 `json:"foreign"`
+	// Drops are packets the sink's sockets dropped since Run started (rx
+	// ring full, no free frame): loss that is the sink's, not the path's.
+	Drops uint64      `json:"drops"`
+	Ports []xsk.Stats `json:"ports"`
 	// Latency of the window's packets, send to receive.
 	Latency Histogram `json:"-"`
 }
@@ -46,7 +49,7 @@ type SinkStats struct {
 type Sink struct {
 	cfg     SinkConfig
 	ports   []xsk.Port
-	closers []func() error
+	sockets *Sockets
 	poller  xsk.Poller
 	frames  []xsk.Frame
 	newest  []uint64 // per flow: newest sequence number + 1, 0 before the first
@@ -54,6 +57,7 @@ type Sink struct {
 	w       Window
 	stop    atomic.Bool
 	rx      atomic.Uint64
+	drops0  uint64 // the ports' drop counters when Run started
 }
 
 // NewSink makes a sink over ports (which it does not close).
@@ -82,6 +86,7 @@ func (s *Sink) Received() uint64 { return s.rx.Load() }
 // while packets come and sleeps in poll(2) when none do.
 func (s *Sink) Run(w Window) error {
 	s.w = w
+	s.drops0 = s.drops()
 	for {
 		stopping := s.stop.Load()
 		worked := false
@@ -148,5 +153,27 @@ func (s *Sink) Stats() SinkStats {
 	for _, p := range s.ports {
 		st.Ports = append(st.Ports, p.Stats())
 	}
+	st.Drops = s.drops() - s.drops0
 	return st
+}
+
+// FlowsSeen is the number of flows of which at least one packet arrived;
+// call it after Run has returned.
+func (s *Sink) FlowsSeen() int {
+	n := 0
+	for _, v := range s.newest {
+		if v > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Sink) drops() uint64 {
+	var d uint64
+	for _, p := range s.ports {
+		k := p.Stats().Kernel
+		d += k.RxRingFull + k.RxDropped
+	}
+	return d
 }

@@ -1,0 +1,191 @@
+package scenario
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"github.com/spugate/spugate/bench/system"
+	"github.com/spugate/spugate/bench/traffic"
+	"github.com/spugate/spugate/deploy/lab"
+)
+
+// SinkPort is the UDP port the benchmark's packets go to.
+const SinkPort = 9000
+
+// Links is the link setting of every lab of a run, recorded with the
+// results: two queues per veth end (one per SPU on this machine kind) and
+// threaded NAPI, which lets the second core share a veth chain's work (see
+// ARCHITECTURE.md). Every system of a comparison runs on these links.
+var Links = lab.LinkOptions{Queues: 2, Threaded: true}
+
+// Bed is a lab line ready for measurements: the generator on client-b
+// (eth0, sending to gw-b's lan0 MAC address), the sink on client-a.
+type Bed struct {
+	Line  *lab.Line
+	Clock *traffic.Clock
+	env   *Env
+
+	genMAC, nextHop net.HardwareAddr
+}
+
+// NewBed builds a line with the run's link settings.
+func (e *Env) NewBed() (*Bed, error) {
+	ln, err := lab.NewLine(lab.Options{Logf: e.Debugf, NoSignalHandler: e.NoSignalHandler}, lab.LineOptions{Links: e.Links, GatewayLinks: e.Links})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bed{Line: ln, Clock: traffic.NewClock(), env: e}
+	fail := func(err error) (*Bed, error) {
+		ln.MarkFailed()
+		e.Logf("lab report:\n%s", ln.Report())
+		ln.Close()
+		return nil, err
+	}
+	if err := system.PrepareLine(ln); err != nil {
+		return fail(err)
+	}
+	if b.genMAC, err = system.MAC(ln.ClientB, "eth0"); err != nil {
+		return fail(err)
+	}
+	if b.nextHop, err = system.MAC(ln.GwB, "lan0"); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
+// Close removes the lab.
+func (b *Bed) Close() error { return b.Line.Close() }
+
+// Spec is one measurement.
+type Spec struct {
+	Label  string // for the progress line
+	Mix    traffic.Mix
+	Flows  int     // at least the plan's tunnels and the queues
+	Rate   float64 // 0: as fast as possible
+	Timing traffic.Timing
+	// Profile, when set, is a file to write a system-wide CPU profile of
+	// the window to (perf record -a -g).
+	Profile string
+	// During, when set, runs in its own goroutine from the start of the
+	// window until the window's end closes done.
+	During func(done <-chan struct{})
+}
+
+// ProbeTimeout bounds the wait for every tunnel to carry traffic.
+var ProbeTimeout = 15 * time.Second
+
+// Measure sends spec's traffic over p's tunnels, once every flow has
+// reached the sink (a probe at a low rate), and returns what the sink saw.
+func (b *Bed) Measure(p system.Plan, spec Spec) (traffic.Result, error) {
+	flows := p.Flows(max(spec.Flows, p.Tunnels, b.env.Links.Queues), SinkPort)
+	queues := max(b.env.Links.Queues, 1)
+	var rx, tx *traffic.Sockets
+	if err := b.Line.ClientA.Do(func() (err error) {
+		rx, err = traffic.OpenRx("eth0", queues, SinkPort, traffic.DefaultXSK)
+		return err
+	}); err != nil {
+		return traffic.Result{}, err
+	}
+	defer rx.Close()
+	if err := b.Line.ClientB.Do(func() (err error) {
+		tx, err = traffic.OpenTx("eth0", queues, traffic.DefaultXSK)
+		return err
+	}); err != nil {
+		return traffic.Result{}, err
+	}
+	defer tx.Close()
+	pair := func(mix traffic.Mix, rate float64) (*traffic.Generator, *traffic.Sink, error) {
+		g, err := traffic.NewGenerator(tx.Ports, traffic.GenConfig{SrcMAC: b.genMAC, DstMAC: b.nextHop, Flows: flows, Mix: mix, Rate: rate, Clock: b.Clock})
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := traffic.NewSink(rx.Ports, traffic.SinkConfig{Port: SinkPort, Flows: len(flows), Clock: b.Clock})
+		return g, s, err
+	}
+	if err := b.probe(pair, len(flows), spec.Label); err != nil {
+		return traffic.Result{}, err
+	}
+	g, s, err := pair(spec.Mix, spec.Rate)
+	if err != nil {
+		return traffic.Result{}, err
+	}
+	stopExtra := b.during(spec)
+	res, err := traffic.Measure(b.Clock, g, s, spec.Timing, func(l traffic.Live) { b.env.live(spec.Label, l) })
+	if perr := stopExtra(); perr != nil && err == nil {
+		b.env.Logf("%s: %v", spec.Label, perr)
+	}
+	return res, err
+}
+
+// probe sends 64-byte packets at a low rate until every flow has reached
+// the sink: tunnels are up, neighbours resolved, handshakes done.
+func (b *Bed) probe(pair func(traffic.Mix, float64) (*traffic.Generator, *traffic.Sink, error), nflows int, label string) error {
+	deadline := time.Now().Add(ProbeTimeout)
+	rate := 20000.0
+	dur := max(300*time.Millisecond, time.Duration(float64(nflows)/rate*1.5*float64(time.Second)))
+	var seen int
+	for try := 0; ; try++ {
+		g, s, err := pair(traffic.Fixed(64), rate)
+		if err != nil {
+			return err
+		}
+		if _, err := traffic.Measure(b.Clock, g, s, traffic.Timing{Duration: dur}, nil); err != nil {
+			return err
+		}
+		if seen = s.FlowsSeen(); seen == nflows {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: after %v only %d of %d flows reach the sink", label, ProbeTimeout, seen, nflows)
+		}
+		b.env.Debugf("%s: probe %d: %d of %d flows through", label, try, seen, nflows)
+	}
+}
+
+// during starts what spec wants running over the window and returns a
+// function that waits for it to end.
+func (b *Bed) during(spec Spec) func() error {
+	var waits []func()
+	window := spec.Timing.Duration
+	if spec.Profile != "" {
+		fin := make(chan struct{})
+		timer := time.AfterFunc(spec.Timing.Warmup, func() {
+			defer close(fin)
+			out, err := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", spec.Profile, "--", "sleep",
+				strconv.FormatFloat(window.Seconds(), 'f', 2, 64)).CombinedOutput()
+			if err != nil {
+				b.env.Logf("perf record: %v: %s", err, out)
+			}
+		})
+		waits = append(waits, func() {
+			if !timer.Stop() {
+				<-fin
+			}
+		})
+	}
+	if spec.During != nil {
+		done := make(chan struct{})
+		fin := make(chan struct{})
+		timer := time.AfterFunc(spec.Timing.Warmup, func() {
+			defer close(fin)
+			spec.During(done)
+		})
+		end := time.AfterFunc(spec.Timing.Warmup+window, func() { close(done) })
+		waits = append(waits, func() {
+			if timer.Stop() {
+				end.Stop()
+				return
+			}
+			<-fin
+		})
+	}
+	return func() error {
+		for _, w := range waits {
+			w()
+		}
+		return nil
+	}
+}

@@ -1,0 +1,231 @@
+package system
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/deploy/gateway"
+	"github.com/spugate/spugate/deploy/lab"
+)
+
+// Spud is spugate's data plane on both gateways with static SAs installed
+// through the SA API, as iked would install them.
+//
+// gw-a, the concentrator under test, gets whole tunnels: an inbound and an
+// outbound SA and an outbound policy each. gw-b, standing in for the
+// peers, gets only what the traffic from the peers needs: an outbound SA
+// and policy per tunnel (its steering program accepts ESP for at most 1024
+// local addresses, fewer than the peers it plays).
+type Spud struct {
+	// SPUs per gateway (0: one per CPU).
+	SPUs int
+	// Poll is spud's -poll mode (default adaptive: the gateways share the
+	// machine's cores with the generator and the sink).
+	Poll string
+	// Args are more spud flags.
+	Args []string
+	// Parallel is the number of concurrent SA API calls while installing
+	// (default 8).
+	Parallel int
+
+	// InstallTime is how long Up took to install the tunnels.
+	InstallTime time.Duration
+
+	a, b    *gateway.Spud
+	plan    Plan
+	tunnels []spudTunnel
+}
+
+// spudTunnel is one tunnel's current SAs.
+type spudTunnel struct {
+	reqid         uint32
+	spiIn, spiOut uint32 // on gw-a: from the peer, to the peer
+	gen           uint32 // rekeys so far
+}
+
+func (s *Spud) Name() string { return "spud" }
+
+// Up starts spud on both gateways and installs p's tunnels.
+func (s *Spud) Up(ln *lab.Line, p Plan) error {
+	if err := p.Valid(); err != nil {
+		return err
+	}
+	if _, _, ok := api.SuiteKeyLen(p.Suite); !ok {
+		return fmt.Errorf("system: spud: unknown suite %q", p.Suite)
+	}
+	poll := s.Poll
+	if poll == "" {
+		poll = "adaptive"
+	}
+	o := gateway.SpudOptions{SPUs: s.SPUs, Args: append([]string{"-poll", poll}, s.Args...)}
+	var err error
+	if s.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
+		return err
+	}
+	if s.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
+		s.a.Stop()
+		return err
+	}
+	s.plan = p
+	s.tunnels = make([]spudTunnel, p.Tunnels)
+	start := time.Now()
+	err = s.parallel(p.Tunnels, func(i int) error { return s.install(i, 0) })
+	s.InstallTime = time.Since(start)
+	if err != nil {
+		s.Down()
+		return err
+	}
+	return nil
+}
+
+// parallel runs fn(0..n-1) on Parallel goroutines and returns the first
+// error.
+func (s *Spud) parallel(n int, fn func(i int) error) error {
+	workers := s.Parallel
+	if workers <= 0 {
+		workers = 8
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		next int
+		errs []error
+	)
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				stop := len(errs) > 0
+				mu.Unlock()
+				if i >= n || stop {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func key(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func ts(p netip.Prefix) []api.TS { return []api.TS{api.PrefixTS(p)} }
+
+// install adds tunnel i's SAs (generation gen) and, for gen 0, its
+// policies. Inbound first, then outbound: the order of a rekey, so that
+// nothing is sent on an SA the other side cannot yet open.
+func (s *Spud) install(i int, gen uint32) error {
+	p := s.plan
+	t := &s.tunnels[i]
+	t.reqid = uint32(i + 1)
+	local, peer, site, lan := p.Local(), p.Peer(i), p.Site(i), p.Line.LanA4
+	encKey, _, _ := api.SuiteKeyLen(p.Suite)
+	name := fmt.Sprintf("bench%d", i)
+	r, err := s.a.Client.AllocSPI(api.SPIAllocRequest{Local: local, Remote: peer})
+	if err != nil {
+		return fmt.Errorf("tunnel %d: allocate spi on gw-a: %w", i, err)
+	}
+	spiIn := r.SPI
+	// The SPI towards the peer is the peer's to choose; here, unique by
+	// tunnel and generation.
+	spiOut := 0x40000000 | gen<<16 | uint32(i)
+	kIn, kOut := key(encKey), key(encKey)
+	sa := func(spi uint32, dir api.Dir, l, r netip.Addr, k []byte, lts, rts netip.Prefix) *api.SA {
+		return &api.SA{SPI: spi, Dir: dir, Local: l, Remote: r, Mode: api.Tunnel, Suite: p.Suite, EncKey: k,
+			ReqID: t.reqid, LocalTS: ts(lts), RemoteTS: ts(rts), Name: name}
+	}
+	for _, x := range []struct {
+		c  *api.Client
+		sa *api.SA
+	}{
+		{s.a.Client, sa(spiIn, api.In, local, peer, kIn, lan, site)},
+		{s.b.Client, sa(spiIn, api.Out, peer, local, kIn, site, lan)},
+		{s.a.Client, sa(spiOut, api.Out, local, peer, kOut, lan, site)},
+	} {
+		if err := x.c.AddSA(x.sa); err != nil {
+			return fmt.Errorf("tunnel %d: add %s sa 0x%08x: %w", i, x.sa.Dir, x.sa.SPI, err)
+		}
+	}
+	if gen == 0 {
+		for _, x := range []struct {
+			c        *api.Client
+			l, r     netip.Addr
+			lts, rts netip.Prefix
+		}{{s.a.Client, local, peer, lan, site}, {s.b.Client, peer, local, site, lan}} {
+			if _, err := x.c.AddPolicy(&api.Policy{ReqID: t.reqid, Action: api.Protect, Local: x.l, Remote: x.r,
+				LocalTS: ts(x.lts), RemoteTS: ts(x.rts), Name: name}); err != nil {
+				return fmt.Errorf("tunnel %d: add policy: %w", i, err)
+			}
+		}
+	}
+	t.spiIn, t.spiOut, t.gen = spiIn, spiOut, gen
+	return nil
+}
+
+// Rekey replaces tunnel i's SAs make-before-break, as iked's rekey will:
+// the new SAs are installed (inbound first; the policies switch to the
+// newest outbound SA of their reqid), then the old outbound SAs are
+// deleted, and after grace the old inbound SA, so that packets already
+// sealed with the old SA still open.
+func (s *Spud) Rekey(i int, grace time.Duration) error {
+	t := s.tunnels[i]
+	old := t
+	if err := s.install(i, t.gen+1); err != nil {
+		return err
+	}
+	peer := s.plan.Peer(i)
+	if err := s.b.Client.DelSA(api.SAID{SPI: old.spiIn, Dir: api.Out, Remote: s.plan.Local()}); err != nil {
+		return fmt.Errorf("tunnel %d: delete old out sa on gw-b: %w", i, err)
+	}
+	if err := s.a.Client.DelSA(api.SAID{SPI: old.spiOut, Dir: api.Out, Remote: peer}); err != nil {
+		return fmt.Errorf("tunnel %d: delete old out sa on gw-a: %w", i, err)
+	}
+	time.Sleep(grace)
+	if err := s.a.Client.DelSA(api.SAID{SPI: old.spiIn, Dir: api.In}); err != nil {
+		return fmt.Errorf("tunnel %d: delete old in sa on gw-a: %w", i, err)
+	}
+	return nil
+}
+
+// Gateways returns the spuds of gw-a and gw-b.
+func (s *Spud) Gateways() (a, b *gateway.Spud) { return s.a, s.b }
+
+// Down stops both spuds.
+func (s *Spud) Down() error {
+	var errs []error
+	for _, g := range []*gateway.Spud{s.b, s.a} {
+		if g != nil {
+			errs = append(errs, g.Stop())
+		}
+	}
+	s.a, s.b = nil, nil
+	return errors.Join(errs...)
+}
+
+func (s *Spud) Daemons() []Daemon {
+	var ds []Daemon
+	for _, g := range []*gateway.Spud{s.a, s.b} {
+		if g != nil {
+			ds = append(ds, Daemon{Host: g.Host.Name, Name: "spud", PID: g.Proc.PID})
+		}
+	}
+	return ds
+}
