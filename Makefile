@@ -6,6 +6,9 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 # Under 40 minutes on 2 cores for the whole suite; a hung test fails the run.
 TEST_TIMEOUT ?= 35m
+# One test binary at a time: the privileged tests run gateways, generators
+# and receivers in namespaces on 2 cores and count lost packets; two
+# packages' labs at once would starve each other.
 TESTFLAGS ?=
 PKGS ?= ./...
 
@@ -41,7 +44,7 @@ lint: ## gofmt, go vet and staticcheck
 
 .PHONY: test
 test: deps ## Every test: unit, privileged (root) and interop with strongSwan
-	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+	$(GO) test -json -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 
 .PHONY: test-unit
 test-unit: ## Unit tests only: no privilege, no packages to install
@@ -49,7 +52,7 @@ test-unit: ## Unit tests only: no privilege, no packages to install
 
 .PHONY: test-privileged
 test-privileged: deps ## Only the privileged tests (lab, BPF, AF_XDP, interop)
-	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) -run '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+	$(GO) test -json -count=1 -p 1 -timeout $(TEST_TIMEOUT) -run '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 
 .PHONY: bench-smoke
 bench-smoke: ## Run every go benchmark once, so none rots
@@ -57,7 +60,7 @@ bench-smoke: ## Run every go benchmark once, so none rots
 
 .PHONY: demo
 demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traffic, summarise
-	bin/spudemo
+	SPUGATE_BIN=$(CURDIR)/bin bin/spudemo $(DEMOFLAGS)
 
 .PHONY: bench
 bench: deps build ## The standard benchmark set (bench/), results under bench/results/

@@ -243,3 +243,6 @@ func (c *Client) AddSPU(id int) (*SPUList, error) {
 	err := c.Call(OpSPUAdd, SPURequest{ID: id}, &r)
 	return &r, err
 }
+
+// FailSPU makes SPU id panic (fault injection, for tests).
+func (c *Client) FailSPU(id int) error { return c.Call(OpSPUFail, SPURequest{ID: id}, nil) }

@@ -56,6 +56,7 @@ const (
 	OpSPUMapSet  = "spu.map.set"      // SPUMap -> nothing
 	OpSPUDrain   = "spu.drain"        // SPURequest -> SPUList
 	OpSPUAdd     = "spu.add"          // SPURequest -> SPUList
+	OpSPUFail    = "spu.fail"         // SPURequest -> nothing: fault injection, the SPU panics (tests)
 	OpSubscribe  = "events.subscribe" // nothing -> nothing; events follow
 )
 
@@ -66,6 +67,7 @@ const (
 	EventSeqNear      = "seq.near"      // SAEvent: sequence numbers nearly exhausted; rekey now
 	EventAcquire      = "acquire"       // Acquire: cleartext matched a policy with no SA
 	EventSPUFailed    = "spu.failed"    // SPUEvent: an SPU was declared failed and its logical SPUs moved
+	EventSPUMap       = "spu.map"       // SPUList: the logical -> physical map changed (iked follows it)
 	EventLost         = "events.lost"   // LostEvents: the subscriber was too slow; some were dropped
 )
 

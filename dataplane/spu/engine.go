@@ -64,6 +64,9 @@ type Config struct {
 	// Reassembly bounds each SPU's reassembler of outer ESP fragments
 	// (zero value: ipfrag's defaults).
 	Reassembly ipfrag.Config
+	// WatchdogDeadline: an SPU awake but without a loop iteration for this
+	// long is declared failed (default 2s).
+	WatchdogDeadline time.Duration
 }
 
 // Event is a data-plane event for the control plane.
@@ -71,6 +74,8 @@ type Event struct {
 	Kind    string
 	SA      api.SAEvent
 	Acquire api.Acquire
+	SPU     int    // spu.failed
+	Reason  string // spu.failed
 }
 
 // Engine is the set of SPUs of one spud.
@@ -87,7 +92,15 @@ type Engine struct {
 	EventsLost atomic.Uint64
 
 	txOwners atomic.Pointer[[]int] // ifindex -> SPU with a socket there, -1
+	txMu     sync.Mutex
 	started  bool
+	stop     chan struct{}
+
+	mig        migration
+	migMu      sync.Mutex // one map change at a time
+	mapGen     atomic.Uint64
+	migrations atomic.Uint64
+	failures   atomic.Uint64
 
 	mu       sync.Mutex // the registry, below
 	sas      map[saRef]uint16
@@ -132,8 +145,12 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	if cfg.WatchdogDeadline == 0 {
+		cfg.WatchdogDeadline = 2 * time.Second
+	}
 	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
-		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}}
+		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, stop: make(chan struct{})}
+	e.mig.to = make([]atomic.Int32, fn.L())
 	e.spuMap.Store(m)
 	for i := 0; i < cfg.SPUs; i++ {
 		cpu := -1
@@ -183,21 +200,8 @@ func (e *Engine) AddPort(spu int, p Port) error {
 	}
 	s := e.spus[spu]
 	ps := &portState{Port: p}
-	s.ports = append(s.ports, ps)
-	for len(s.txBy) <= p.Ifindex {
-		s.txBy = append(s.txBy, nil)
-	}
-	if s.txBy[p.Ifindex] == nil {
-		s.txBy[p.Ifindex] = ps
-	}
-	owners := append([]int(nil), *e.txOwners.Load()...)
-	for len(owners) <= p.Ifindex {
-		owners = append(owners, -1)
-	}
-	if owners[p.Ifindex] < 0 {
-		owners[p.Ifindex] = spu
-	}
-	e.txOwners.Store(&owners)
+	s.home = append(s.home, ps)
+	s.setPorts(append(s.ports, ps))
 	return nil
 }
 
@@ -207,6 +211,7 @@ func (e *Engine) Start() {
 	for _, s := range e.spus {
 		go s.run()
 	}
+	go e.watchdog()
 }
 
 // Stop stops every SPU and waits until each has left its loop. A stalled
@@ -215,6 +220,7 @@ func (e *Engine) Stop() {
 	if !e.started {
 		return
 	}
+	close(e.stop)
 	for _, s := range e.spus {
 		s.stopped.Store(true)
 		s.wake()
@@ -270,7 +276,7 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 		return nil
 	}
 	if s.stopped.Load() {
-		return fmt.Errorf("spu %d: stopped", spu)
+		return fmt.Errorf("spu %d: %s, stopped", spu, s.State())
 	}
 	done := make(chan struct{})
 	select {

@@ -23,13 +23,15 @@ const (
 	DropTooBigForBuffer             // the packet would not fit a frame once encapsulated
 	DropFragment                    // an outer fragment that could not be reassembled
 	DropSA                          // the SA dropped it (see its esp.Reason counters)
+	DropMigrating                   // held for a moving logical SPU too long, or no room to hold it
+	DropSPUFailed                   // its SPU failed while it was in flight
 	NumDrops
 )
 
 var dropNames = [NumDrops]string{
 	"no_meta", "malformed", "unknown_spi", "esp_header", "no_policy", "no_sa", "discard",
 	"no_route", "no_neighbour", "local", "ttl", "no_tx_frame", "tx_full", "no_egress",
-	"handoff_full", "too_big_for_buffer", "fragment", "sa",
+	"handoff_full", "too_big_for_buffer", "fragment", "sa", "migrating", "spu_failed",
 }
 
 func (d Drop) String() string {

@@ -2,6 +2,7 @@ package spu
 
 import (
 	"encoding/binary"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -64,14 +65,20 @@ type SPU struct {
 	sleep atomic.Bool
 	wait  *xsk.Waiter
 
-	pend     pendingStore
-	reasm    *ipfrag.Reassembler
-	fragBufs [16][]byte
-	fragID   uint32
-	rx       [xsk.BatchSize]xsk.Frame
-	lastWork int64
-	stopped  atomic.Bool
-	done     chan struct{} // closed when run returns
+	pend   pendingStore
+	held   holdStore
+	home   []*portState // the sockets given at start, for Add after Drain
+	nports atomic.Int32
+	state  atomic.Int32
+	// injectPanic makes the loop panic (fault injection for tests).
+	injectPanic atomic.Bool
+	reasm       *ipfrag.Reassembler
+	fragBufs    [16][]byte
+	fragID      uint32
+	rx          [xsk.BatchSize]xsk.Frame
+	lastWork    int64
+	stopped     atomic.Bool
+	done        chan struct{} // closed when run returns
 	// heartbeat is the loop's last iteration (unix nanos), for the watchdog.
 	heartbeat atomic.Int64
 }
@@ -81,6 +88,14 @@ func nanotime() int64 { return time.Now().UnixNano() }
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
 	defer close(s.done)
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug (or an injected fault) costs this SPU, not spud: the
+			// others take its tunnels and sockets over. The goroutine
+			// ends here, so its tables are safe to take.
+			go s.eng.fail(s.ID, fmt.Sprintf("panic: %v", r))
+		}
+	}()
 	runtime.LockOSThread()
 	if s.CPU >= 0 {
 		var set unix.CPUSet
@@ -98,6 +113,9 @@ func (s *SPU) run() {
 	s.wait = xsk.NewWaiter(ports, s.evfd)
 	last := nanotime()
 	for !s.stopped.Load() {
+		if s.injectPanic.Load() {
+			panic("injected fault")
+		}
 		start := nanotime()
 		s.heartbeat.Store(start)
 		worked := s.iterate()
@@ -228,7 +246,7 @@ func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
 		s.handoff(anchor, pkt, uint8(m.Class), m.LogicalSPU, m.PolicyID, int(m.L3Offset), p.Ifindex)
 		return
 	}
-	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.PolicyID, p.Ifindex)
+	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.LogicalSPU, m.PolicyID, p.Ifindex)
 }
 
 // handoff copies a frame into the ring of its anchor SPU.
@@ -265,12 +283,12 @@ func (s *SPU) drain(r *ring.Ring) bool {
 		} else {
 			// A map change may have moved the logical SPU again since the
 			// sender looked: follow it (bounded by the ring's capacity).
-			if a := s.eng.physical(slot.Logical); a != s.ID && slot.Class != classTx {
+			if a := s.eng.physical(slot.Logical); a != s.ID {
 				l3 := int(slot.Queue)
 				s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], slot.Class, slot.Logical, slot.Aux, l3, int(slot.Ifindex))
 			} else {
 				l3 := int(slot.Queue)
-				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Aux, int(slot.Ifindex))
+				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Logical, slot.Aux, int(slot.Ifindex))
 			}
 		}
 		r.Release()
@@ -283,7 +301,15 @@ func (s *SPU) drain(r *ring.Ring) bool {
 
 // process handles a packet on its anchor SPU. The IP packet is
 // buf[off:off+n]; buf may be changed in place.
-func (s *SPU) process(buf []byte, off, n int, class uint8, policyID uint32, ingress int) {
+func (s *SPU) process(buf []byte, off, n int, class uint8, logical uint16, policyID uint32, ingress int) {
+	// The logical SPU is moving here and its SAs have not arrived yet:
+	// hold the packet until they do.
+	if s.eng.movingTo(logical) == s.ID {
+		if !s.hold(buf[off:off+n], class, logical, policyID, ingress) {
+			s.drop(DropMigrating)
+		}
+		return
+	}
 	switch steer.Class(class) {
 	case steer.ClassESP, steer.ClassUDPESP:
 		s.decap(buf, off, n)
@@ -461,7 +487,13 @@ func (s *SPU) tooBig(ip []byte, ingress int, mtu int) {
 		return
 	}
 	nh, ok := s.eng.router.Lookup(f.src)
-	if !ok || nh.Local || !nh.Resolved {
+	if !ok || nh.Local {
+		return
+	}
+	if !nh.Resolved {
+		// The sender will try again (PMTU discovery does): have its
+		// address resolved by then.
+		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)

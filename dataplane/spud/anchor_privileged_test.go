@@ -36,7 +36,7 @@ func TestPrivilegedTunnelsStayOnTheirAnchor(t *testing.T) {
 		}
 		tn := newTunnel(uint32(100+i), aEnd, bEnd, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
 			api.SuiteAES128GCM16, false)
-		tn.install(t, p)
+		install(t, p, tn)
 		tunnels = append(tunnels, tn)
 	}
 	// Traffic on every tunnel, from several flows at once so that both
@@ -47,8 +47,8 @@ func TestPrivilegedTunnelsStayOnTheirAnchor(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			src := tn.aNets[0].Addr()
-			dst := tn.bNets[0].Addr()
+			src := tn.ANets[0].Addr()
+			dst := tn.BNets[0].Addr()
 			if got := ping(t, p.ln.ClientA, src, dst, 10); got != 10 {
 				lost[i] = 10 - got
 			}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
 )
@@ -83,6 +84,58 @@ func (d *Daemon) handlers() {
 		return api.PolicyDump{Policies: d.eng.DumpPolicies()}, nil
 	})
 	s.Handle(api.OpStats, func(json.RawMessage) (any, error) { return d.stats(), nil })
+	s.Handle(api.OpSPUDrain, func(body json.RawMessage) (any, error) {
+		r, err := decode[api.SPURequest](body)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.eng.Drain(r.ID); err != nil {
+			return nil, err
+		}
+		d.mapChanged("drain", r.ID)
+		return d.spuList(), nil
+	})
+	s.Handle(api.OpSPUAdd, func(body json.RawMessage) (any, error) {
+		r, err := decode[api.SPURequest](body)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.eng.Add(r.ID); err != nil {
+			return nil, err
+		}
+		d.mapChanged("add", r.ID)
+		return d.spuList(), nil
+	})
+	s.Handle(api.OpSPUMapSet, func(body json.RawMessage) (any, error) {
+		r, err := decode[api.SPUMap](body)
+		if err != nil {
+			return nil, err
+		}
+		entries := make([]uint16, len(r.Map))
+		for i, p := range r.Map {
+			if p < 0 || p >= d.eng.NumSPUs() {
+				return nil, fmt.Errorf("spu.map.set: entry %d names SPU %d of %d", i, p, d.eng.NumSPUs())
+			}
+			entries[i] = uint16(p)
+		}
+		m, err := anchor.MapFromEntries(entries)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := d.eng.SetMap(m); err != nil {
+			return nil, err
+		}
+		d.mapChanged("set", -1)
+		return nil, nil
+	})
+	s.Handle(api.OpSPUFail, func(body json.RawMessage) (any, error) {
+		r, err := decode[api.SPURequest](body)
+		if err != nil {
+			return nil, err
+		}
+		d.log.Warn("spud: fault injected", "spu", r.ID)
+		return nil, d.eng.InjectFault(r.ID)
+	})
 	s.Handle(api.OpSPUList, func(json.RawMessage) (any, error) { return d.spuList(), nil })
 }
 
@@ -94,9 +147,7 @@ func (d *Daemon) hello() api.HelloReply {
 	for i, p := range entries {
 		mm[i] = int(p)
 	}
-	d.mu.Lock()
-	gen := d.mapGen
-	d.mu.Unlock()
+	gen := d.eng.MapGen()
 	return api.HelloReply{Version: api.Version, Server: Version, Logical: d.fn.L(), SPUs: d.spus,
 		AnchorKey: hk[:], Map: mm, MapGen: gen, Interfaces: d.ifaces}
 }
@@ -293,7 +344,7 @@ func (d *Daemon) spuList() api.SPUList {
 	stats := d.eng.SPUStats()
 	infos := make([]api.SPUInfo, d.eng.NumSPUs())
 	for i := range infos {
-		infos[i] = api.SPUInfo{ID: i, CPU: stats[i].CPU, State: "active", SAs: sas[i], Policies: pols[i], Busy: stats[i].Busy}
+		infos[i] = api.SPUInfo{ID: i, CPU: stats[i].CPU, State: d.eng.SPUState(i), SAs: sas[i], Policies: pols[i], Busy: stats[i].Busy}
 	}
 	for l, p := range entries {
 		mm[l] = int(p)
@@ -304,8 +355,17 @@ func (d *Daemon) spuList() api.SPUList {
 			infos[p.SPU].Tunnels++
 		}
 	}
-	d.mu.Lock()
-	gen := d.mapGen
-	d.mu.Unlock()
-	return api.SPUList{Logical: m.Len(), Map: mm, MapGen: gen, SPUs: infos}
+	return api.SPUList{Logical: m.Len(), Map: mm, MapGen: d.eng.MapGen(), SPUs: infos}
+}
+
+// mapChanged pushes the engine's new map to the steering program (where
+// it is a hint: spud's own map decides) and tells subscribers (iked moves
+// the IKE SAs of moved logical SPUs to their new workers).
+func (d *Daemon) mapChanged(why string, spuID int) {
+	m := d.eng.Map()
+	if err := d.prog.SetSPUMap(m); err != nil {
+		d.log.Error("spud: steering map", "err", err)
+	}
+	d.srv.Publish(api.EventSPUMap, d.spuList())
+	d.log.Info("spud: spu map changed", "why", why, "spu", spuID, "gen", d.eng.MapGen(), "load", m.Load())
 }

@@ -56,6 +56,11 @@ type Config struct {
 	Socket string
 	// Logical is L (default 256).
 	Logical int
+	// FailOpen lets cleartext that a policy covers reach the kernel (and
+	// its routes, in the clear) when no AF_XDP socket takes it, as after
+	// a spud crash that left the XDP program attached. By default such
+	// packets are dropped: a dead data plane must not leak.
+	FailOpen bool
 	// KeyFile keeps the anchor hash key across restarts, so that iked's
 	// view of the anchors stays right (created 0600 if absent; empty: a new
 	// key each start).
@@ -81,7 +86,6 @@ type Daemon struct {
 	spis      map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
 	inSPIs    map[uint32]bool      // installed inbound SPIs
 	localRefs map[netip.Addr]int   // inbound SAs per local endpoint (steering's local addresses)
-	mapGen    uint64
 }
 
 // Start brings spud up. Close brings it down and removes what it attached.
@@ -155,7 +159,7 @@ func (d *Daemon) start() error {
 	if d.prog, err = steer.Load(); err != nil {
 		return err
 	}
-	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn}, m); err != nil {
+	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn, FailClosed: !cfg.FailOpen}, m); err != nil {
 		return err
 	}
 	d.eng, err = spu.New(spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, Log: d.log}, d.fn, m, d.fib)
@@ -327,6 +331,9 @@ func (d *Daemon) pumpEvents() {
 		switch ev.Kind {
 		case api.EventAcquire:
 			d.srv.Publish(ev.Kind, ev.Acquire)
+		case api.EventSPUFailed:
+			d.srv.Publish(ev.Kind, api.SPUEvent{ID: ev.SPU, Reason: ev.Reason})
+			d.mapChanged("failure", ev.SPU)
 		default:
 			d.srv.Publish(ev.Kind, ev.SA)
 			d.log.Info("spud: sa event", "event", ev.Kind, "spi", fmt.Sprintf("0x%08x", ev.SA.SPI), "dir", ev.SA.Dir, "name", ev.SA.Name)

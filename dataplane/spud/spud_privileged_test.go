@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -46,102 +45,30 @@ func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
 }
 
 // tunnel is a static (manually keyed) tunnel between the two gateways.
-type tunnel struct {
-	reqid        uint32
-	aEnd, bEnd   netip.Addr     // tunnel endpoints on gw-a and gw-b
-	aNets, bNets []netip.Prefix // protected networks behind each
-	suite        string
-	encap        bool
-	spiAB, spiBA uint32
-	keyAB, keyBA []byte
-	intAB, intBA []byte
-	policies     []uint32 // on a, then b
-}
+type tunnel = gateway.StaticTunnel
 
 func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *tunnel {
-	enc, integ, _ := api.SuiteKeyLen(suite)
-	tn := &tunnel{reqid: reqid, aEnd: aEnd, bEnd: bEnd, aNets: aNets, bNets: bNets, suite: suite, encap: encap,
-		spiAB: 0x1000 + reqid<<4 + 1, spiBA: 0x1000 + reqid<<4 + 2}
-	tn.keyAB, tn.keyBA = random(enc), random(enc)
-	if integ > 0 {
-		tn.intAB, tn.intBA = random(integ), random(integ)
+	return gateway.NewStaticTunnel(reqid, aEnd, bEnd, aNets, bNets, suite, encap)
+}
+
+func install(t *testing.T, p *pair, tn *tunnel) {
+	t.Helper()
+	if err := tn.Install(p.a, p.b); err != nil {
+		t.Fatal(err)
 	}
-	return tn
+}
+
+func remove(t *testing.T, p *pair, tn *tunnel) {
+	t.Helper()
+	if err := tn.Remove(p.a, p.b); err != nil {
+		t.Errorf("tunnel %d: remove: %v", tn.ReqID, err)
+	}
 }
 
 func random(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
-}
-
-func tsOf(ps []netip.Prefix) []api.TS {
-	var out []api.TS
-	for _, p := range ps {
-		out = append(out, api.PrefixTS(p))
-	}
-	return out
-}
-
-// sas returns the four SAs: gw-a's out and in, gw-b's out and in.
-func (tn *tunnel) sas() (aOut, aIn, bOut, bIn *api.SA) {
-	mk := func(spi uint32, dir api.Dir, local, remote netip.Addr, enc, integ []byte, lts, rts []netip.Prefix) *api.SA {
-		sa := &api.SA{SPI: spi, Dir: dir, Local: local, Remote: remote, Mode: api.Tunnel, Suite: tn.suite,
-			EncKey: enc, IntegKey: integ, ReqID: tn.reqid, LocalTS: tsOf(lts), RemoteTS: tsOf(rts), Name: fmt.Sprintf("t%d", tn.reqid)}
-		if tn.encap {
-			sa.Encap = &api.Encap{LocalPort: 4500, RemotePort: 4500}
-		}
-		return sa
-	}
-	aOut = mk(tn.spiAB, api.Out, tn.aEnd, tn.bEnd, tn.keyAB, tn.intAB, tn.aNets, tn.bNets)
-	aIn = mk(tn.spiBA, api.In, tn.aEnd, tn.bEnd, tn.keyBA, tn.intBA, tn.aNets, tn.bNets)
-	bOut = mk(tn.spiBA, api.Out, tn.bEnd, tn.aEnd, tn.keyBA, tn.intBA, tn.bNets, tn.aNets)
-	bIn = mk(tn.spiAB, api.In, tn.bEnd, tn.aEnd, tn.keyAB, tn.intAB, tn.bNets, tn.aNets)
-	return
-}
-
-func (tn *tunnel) install(t *testing.T, p *pair) {
-	t.Helper()
-	aOut, aIn, bOut, bIn := tn.sas()
-	// Inbound first, as a rekey would.
-	for _, x := range []struct {
-		c  *api.Client
-		sa *api.SA
-	}{{p.a.Client, aIn}, {p.b.Client, bIn}, {p.a.Client, aOut}, {p.b.Client, bOut}} {
-		if err := x.c.AddSA(x.sa); err != nil {
-			t.Fatalf("tunnel %d: add %s sa 0x%x: %v", tn.reqid, x.sa.Dir, x.sa.SPI, err)
-		}
-	}
-	for _, side := range []struct {
-		c          *api.Client
-		local, rem netip.Addr
-		lts, rts   []netip.Prefix
-	}{{p.a.Client, tn.aEnd, tn.bEnd, tn.aNets, tn.bNets}, {p.b.Client, tn.bEnd, tn.aEnd, tn.bNets, tn.aNets}} {
-		r, err := side.c.AddPolicy(&api.Policy{ReqID: tn.reqid, Action: api.Protect, Local: side.local, Remote: side.rem,
-			LocalTS: tsOf(side.lts), RemoteTS: tsOf(side.rts), Name: fmt.Sprintf("t%d", tn.reqid)})
-		if err != nil {
-			t.Fatalf("tunnel %d: add policy: %v", tn.reqid, err)
-		}
-		tn.policies = append(tn.policies, r.ID)
-	}
-}
-
-func (tn *tunnel) remove(t *testing.T, p *pair) {
-	t.Helper()
-	if len(tn.policies) == 2 {
-		p.a.Client.DelPolicy(tn.policies[0])
-		p.b.Client.DelPolicy(tn.policies[1])
-	}
-	for _, e := range []error{
-		p.a.Client.DelSA(api.SAID{SPI: tn.spiAB, Dir: api.Out, Remote: tn.bEnd}),
-		p.a.Client.DelSA(api.SAID{SPI: tn.spiBA, Dir: api.In}),
-		p.b.Client.DelSA(api.SAID{SPI: tn.spiBA, Dir: api.Out, Remote: tn.aEnd}),
-		p.b.Client.DelSA(api.SAID{SPI: tn.spiAB, Dir: api.In}),
-	} {
-		if e != nil {
-			t.Errorf("tunnel %d: delete: %v", tn.reqid, e)
-		}
-	}
 }
 
 var receivedRe = regexp.MustCompile(`(\d+) received`)
@@ -231,8 +158,8 @@ func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 		t.Run(suite, func(t *testing.T) {
 			v4 := newTunnel(uint32(10+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, false)
 			v6 := newTunnel(uint32(11+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, suite, false)
-			v4.install(t, p)
-			v6.install(t, p)
+			install(t, p, v4)
+			install(t, p, v6)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB6)
@@ -245,12 +172,12 @@ func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, s := range sas {
-				if s.ReqID == v4.reqid && s.Stats.Packets < 5 {
+				if s.ReqID == v4.ReqID && s.Stats.Packets < 5 {
 					t.Errorf("sa 0x%x %s carried only %d packets", s.SPI, s.Dir, s.Stats.Packets)
 				}
 			}
-			v4.remove(t, p)
-			v6.remove(t, p)
+			remove(t, p, v4)
+			remove(t, p, v6)
 		})
 	}
 }
@@ -270,13 +197,13 @@ func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			v4 := newTunnel(40, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, c.encap)
 			v6 := newTunnel(41, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteChaCha20Poly1305, c.encap)
-			v4.install(t, p)
-			v6.install(t, p)
+			install(t, p, v4)
+			install(t, p, v6)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
 			tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
-			v4.remove(t, p)
-			v6.remove(t, p)
+			remove(t, p, v4)
+			remove(t, p, v6)
 		})
 	}
 }
@@ -342,9 +269,10 @@ func TestPrivilegedBigPackets(t *testing.T) {
 	pl := p.ln.Plan
 	v4 := newTunnel(50, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
 	v6 := newTunnel(51, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteAES128GCM16, false)
-	v4.install(t, p)
-	v6.install(t, p)
+	install(t, p, v4)
+	install(t, p, v6)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB6)
 	// DF clear: fragmented outside, whole inside.
 	out, err := p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "2", "-s", "1450", "-M", "dont", pl.ClientB4.String())
 	if err != nil || !strings.Contains(string(out), "3 received") {

@@ -35,7 +35,7 @@ func capture(t *testing.T, h *lab.Host, ifname, filter string, during func()) st
 	time.Sleep(200 * time.Millisecond)
 	p.Stop()
 	if out, err := exec.Command("tcpdump", "-r", file, "-n").CombinedOutput(); err != nil || !strings.Contains(string(out), " IP") {
-		t.Logf("capture on %s %s: %v\n%s\n%s", h.Name, ifname, err, p.Log(), out)
+		t.Logf("capture on %s %s saw no IP packet (%v):\n%s\n%s", h.Name, ifname, err, p.Log(), out)
 	}
 	return file
 }
@@ -66,8 +66,8 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
 				tn := newTunnel(reqid, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, encap)
-				tn.install(t, p)
-				defer tn.remove(t, p)
+				install(t, p, tn)
+				defer remove(t, p, tn)
 				ping(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4, 1) // resolve neighbours first
 				filter := "esp"
 				if encap {
@@ -81,11 +81,11 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 				})
 				algos := tsharkAlgos[suite]
 				ikey := ""
-				if tn.intAB != nil {
-					ikey = "0x" + hex.EncodeToString(tn.intAB)
+				if tn.IntAB != nil {
+					ikey = "0x" + hex.EncodeToString(tn.IntAB)
 				}
 				uat := fmt.Sprintf(`uat:esp_sa:"IPv4","%s","%s","0x%08x","%s","0x%s","%s","%s"`,
-					pl.GwAWan4, pl.GwBWan4, tn.spiAB, algos[0], hex.EncodeToString(tn.keyAB), algos[1], ikey)
+					pl.GwAWan4, pl.GwBWan4, tn.SPIAB, algos[0], hex.EncodeToString(tn.KeyAB), algos[1], ikey)
 				args := []string{"-n", "-r", pcap, "-o", "esp.enable_encryption_decode:TRUE",
 					"-o", "esp.enable_authentication_check:TRUE", "-o", uat}
 				if encap {
@@ -183,28 +183,28 @@ func TestPrivilegedScapyPacketsAcceptedAndRejected(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
 				tn := newTunnel(reqid, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, encap)
-				tn.install(t, p)
-				defer tn.remove(t, p)
+				install(t, p, tn)
+				defer remove(t, p, tn)
 				ping(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4, 1)
 				al := scapyAlgos[suite]
 				akey := "-"
-				if tn.intBA != nil {
-					akey = hex.EncodeToString(tn.intBA)
+				if tn.IntBA != nil {
+					akey = hex.EncodeToString(tn.IntBA)
 				}
 				udp := "0"
 				if encap {
 					udp = "1"
 				}
-				before := inStats(t, p.a, tn.spiBA)
+				before := inStats(t, p.a, tn.SPIBA)
 				out, err := p.ln.GwB.Exec(py, script, pl.GwBWan4.String(), pl.GwAWan4.String(), pl.ClientB4.String(), pl.ClientA4.String(),
-					fmt.Sprintf("0x%x", tn.spiBA), al[0], hex.EncodeToString(tn.keyBA), al[1], akey, udp)
+					fmt.Sprintf("0x%x", tn.SPIBA), al[0], hex.EncodeToString(tn.KeyBA), al[1], akey, udp)
 				if err != nil {
 					t.Fatalf("scapy: %v\n%s", err, out)
 				}
 				var after api.SAStats
 				deadline := time.Now().Add(5 * time.Second)
 				for {
-					after = inStats(t, p.a, tn.spiBA)
+					after = inStats(t, p.a, tn.SPIBA)
 					if after.Packets-before.Packets >= 3 && after.Drops["bad_icv"] >= 1 && after.Drops["replay"] >= 1 || time.Now().After(deadline) {
 						break
 					}
@@ -267,22 +267,43 @@ func TestPrivilegedRestart(t *testing.T) {
 	if xdpOn(p.ln.GwA, "wan0") || xdpOn(p.ln.GwA, "lan0") {
 		t.Error("XDP program left attached after SIGTERM")
 	}
-	// Crash: SIGKILL leaves the program behind.
+	// Crash: SIGKILL leaves the program behind, with its policy.
 	a2, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.a = a2
+	tn := newTunnel(89, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	install(t, p, tn)
+	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	a2.Proc.Signal(9)
 	a2.Proc.Wait(5 * time.Second)
 	if !xdpOn(p.ln.GwA, "wan0") {
 		t.Fatal("expected a stale XDP program after SIGKILL")
+	}
+	// With spud dead, protected cleartext must not leak through the
+	// kernel's routes (fail closed): nothing in the clear leaves wan0.
+	leak := capture(t, p.ln.GwA, "wan0", "icmp and host "+pl.ClientA4.String(), func() {
+		p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "1", pl.ClientB4.String())
+	})
+	if out, _ := exec.Command("tcpdump", "-r", leak, "-n").CombinedOutput(); strings.Contains(string(out), "ICMP echo request") {
+		t.Errorf("protected cleartext left in the clear while spud was dead:\n%s", out)
 	}
 	a3, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
 	if err != nil {
 		t.Fatalf("restart over a stale program: %v", err)
 	}
 	p.a = a3
-	tn := newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
-	tn.install(t, p)
+	// The new spud starts empty (iked renegotiates or reinstalls what it
+	// owns); here a fresh manual tunnel replaces the old one on both sides
+	// (reusing the old outbound SA would restart its sequence numbers,
+	// which gw-b rightly takes for replays).
+	for _, id := range []api.SAID{{SPI: tn.SPIBA, Dir: api.Out, Remote: tn.AEnd}, {SPI: tn.SPIAB, Dir: api.In}} {
+		if err := p.b.Client.DelSA(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.b.Client.DelPolicy(tn.Policies[1])
+	install(t, p, newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false))
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 }

@@ -7,7 +7,7 @@
 //	spuctl policy add src P dst P dir out tmpl src A dst B proto esp reqid R mode tunnel
 //	spuctl policy del ID
 //	spuctl policy list
-//	spuctl spu list
+//	spuctl spu list | drain N | add N | fail N (fault injection)
 //	spuctl stats
 //
 // `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
@@ -56,10 +56,7 @@ func run(args []string) error {
 	case "policy":
 		return policyCmd(args[1:])
 	case "spu":
-		if len(args) < 2 || args[1] != "list" {
-			return fmt.Errorf("spu: want 'spu list'")
-		}
-		return spuList()
+		return spuCmd(args[1:])
 	case "stats":
 		return stats()
 	}
@@ -249,6 +246,39 @@ func policyCmd(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("policy: unknown %q (add, del, list)", args[0])
+}
+
+func spuCmd(args []string) error {
+	if len(args) == 0 || args[0] == "list" {
+		return spuList()
+	}
+	if len(args) != 2 {
+		return fmt.Errorf("spu: want list, drain N, add N or fail N")
+	}
+	id, err := strconv.Atoi(args[1])
+	if err != nil {
+		return fmt.Errorf("spu %s: %q is not an SPU number", args[0], args[1])
+	}
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch args[0] {
+	case "drain":
+		_, err = c.DrainSPU(id)
+	case "add":
+		_, err = c.AddSPU(id)
+	case "fail":
+		// Fault injection: the SPU's loop panics, as a bug would.
+		err = c.FailSPU(id)
+	default:
+		return fmt.Errorf("spu: unknown %q (list, drain, add, fail)", args[0])
+	}
+	if err != nil {
+		return err
+	}
+	return spuList()
 }
 
 func spuList() error {
