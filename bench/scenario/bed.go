@@ -3,8 +3,10 @@ package scenario
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
@@ -24,10 +26,13 @@ var Links = lab.LinkOptions{Queues: 2, Threaded: true}
 // Bed is a lab line ready for measurements: the generator on client-b
 // (eth0, sending to gw-b's lan0 MAC address), the sink on client-a.
 type Bed struct {
-	Line  *lab.Line
+	Lab   *lab.Lab
+	Line  *lab.Line // nil for a direct bed
+	Plan  lab.Plan  // the line's addresses (a direct bed uses the clients')
 	Clock *traffic.Clock
 	env   *Env
 
+	gen, sink       *lab.Host
 	genMAC, nextHop net.HardwareAddr
 }
 
@@ -37,7 +42,7 @@ func (e *Env) NewBed() (*Bed, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Bed{Line: ln, Clock: traffic.NewClock(), env: e}
+	b := &Bed{Lab: ln.Lab, Line: ln, Plan: ln.Plan, Clock: traffic.NewClock(), env: e, gen: ln.ClientB, sink: ln.ClientA}
 	fail := func(err error) (*Bed, error) {
 		ln.MarkFailed()
 		e.Logf("lab report:\n%s", ln.Report())
@@ -56,8 +61,47 @@ func (e *Env) NewBed() (*Bed, error) {
 	return b, nil
 }
 
+// NewDirectBed links the generator's host straight to the sink's, with the
+// run's link settings and no gateway in between: what the traffic tools
+// can do on their own.
+func (e *Env) NewDirectBed() (*Bed, error) {
+	l, err := lab.New(lab.Options{Logf: e.Debugf, NoSignalHandler: e.NoSignalHandler})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bed{Lab: l, Plan: lab.DefaultPlan(), Clock: traffic.NewClock(), env: e}
+	fail := func(err error) (*Bed, error) {
+		l.MarkFailed()
+		e.Logf("lab report:\n%s", l.Report())
+		l.Close()
+		return nil, err
+	}
+	if b.gen, err = l.AddHost("client-b", false); err != nil {
+		return fail(err)
+	}
+	if b.sink, err = l.AddHost("client-a", false); err != nil {
+		return fail(err)
+	}
+	if err := l.Link(b.gen, "eth0", b.sink, "eth0", e.Links); err != nil {
+		return fail(err)
+	}
+	if err := b.gen.AddAddr("eth0", netip.PrefixFrom(b.Plan.ClientB4, 16)); err != nil {
+		return fail(err)
+	}
+	if err := b.sink.AddAddr("eth0", netip.PrefixFrom(b.Plan.ClientA4, 16)); err != nil {
+		return fail(err)
+	}
+	if b.genMAC, err = system.MAC(b.gen, "eth0"); err != nil {
+		return fail(err)
+	}
+	if b.nextHop, err = system.MAC(b.sink, "eth0"); err != nil {
+		return fail(err)
+	}
+	return b, nil
+}
+
 // Close removes the lab.
-func (b *Bed) Close() error { return b.Line.Close() }
+func (b *Bed) Close() error { return b.Lab.Close() }
 
 // Spec is one measurement.
 type Spec struct {
@@ -74,27 +118,37 @@ type Spec struct {
 	During func(done <-chan struct{})
 }
 
+// Measurement is a traffic result with what the lab's links dropped
+// during it.
+type Measurement struct {
+	traffic.Result
+	// LinkDrops are the kernel's rx and tx drop counters of the lab's
+	// interfaces that moved during the run ("host/ifname rx" or "... tx"):
+	// where packets were lost outside the systems' own counters.
+	LinkDrops map[string]uint64 `json:"link_drops,omitempty"`
+}
+
 // ProbeTimeout bounds the wait for every tunnel to carry traffic.
 var ProbeTimeout = 15 * time.Second
 
 // Measure sends spec's traffic over p's tunnels, once every flow has
 // reached the sink (a probe at a low rate), and returns what the sink saw.
-func (b *Bed) Measure(p system.Plan, spec Spec) (traffic.Result, error) {
+func (b *Bed) Measure(p system.Plan, spec Spec) (Measurement, error) {
 	flows := p.Flows(max(spec.Flows, p.Tunnels, b.env.Links.Queues), SinkPort)
 	queues := max(b.env.Links.Queues, 1)
 	var rx, tx *traffic.Sockets
-	if err := b.Line.ClientA.Do(func() (err error) {
+	if err := b.sink.Do(func() (err error) {
 		rx, err = traffic.OpenRx("eth0", queues, SinkPort, traffic.DefaultXSK)
 		return err
 	}); err != nil {
-		return traffic.Result{}, err
+		return Measurement{}, err
 	}
 	defer rx.Close()
-	if err := b.Line.ClientB.Do(func() (err error) {
+	if err := b.gen.Do(func() (err error) {
 		tx, err = traffic.OpenTx("eth0", queues, traffic.DefaultXSK)
 		return err
 	}); err != nil {
-		return traffic.Result{}, err
+		return Measurement{}, err
 	}
 	defer tx.Close()
 	pair := func(mix traffic.Mix, rate float64) (*traffic.Generator, *traffic.Sink, error) {
@@ -106,18 +160,51 @@ func (b *Bed) Measure(p system.Plan, spec Spec) (traffic.Result, error) {
 		return g, s, err
 	}
 	if err := b.probe(pair, len(flows), spec.Label); err != nil {
-		return traffic.Result{}, err
+		return Measurement{}, err
 	}
 	g, s, err := pair(spec.Mix, spec.Rate)
 	if err != nil {
-		return traffic.Result{}, err
+		return Measurement{}, err
 	}
+	drops0 := b.linkDrops()
 	stopExtra := b.during(spec)
 	res, err := traffic.Measure(b.Clock, g, s, spec.Timing, func(l traffic.Live) { b.env.live(spec.Label, l) })
 	if perr := stopExtra(); perr != nil && err == nil {
 		b.env.Logf("%s: %v", spec.Label, perr)
 	}
-	return res, err
+	m := Measurement{Result: res}
+	for k, v := range b.linkDrops() {
+		if d := v - drops0[k]; d > 0 {
+			if m.LinkDrops == nil {
+				m.LinkDrops = map[string]uint64{}
+			}
+			m.LinkDrops[k] = d
+		}
+	}
+	return m, err
+}
+
+// linkDrops reads the rx and tx drop counters of every interface of the
+// bed's hosts.
+func (b *Bed) linkDrops() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, h := range b.Lab.Hosts() {
+		o, err := h.Exec("sh", "-c", `for d in /sys/class/net/*; do echo "${d##*/} $(cat $d/statistics/rx_dropped) $(cat $d/statistics/tx_dropped)"; done`)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(o), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 3 || f[0] == "lo" {
+				continue
+			}
+			rx, _ := strconv.ParseUint(f[1], 10, 64)
+			tx, _ := strconv.ParseUint(f[2], 10, 64)
+			out[h.Name+"/"+f[0]+" rx"] = rx
+			out[h.Name+"/"+f[0]+" tx"] = tx
+		}
+	}
+	return out
 }
 
 // probe sends 64-byte packets at a low rate until every flow has reached

@@ -52,12 +52,18 @@ func (s *Spud) Name() string { return "spud" }
 
 // Up starts spud on both gateways and installs p's tunnels.
 func (s *Spud) Up(ln *lab.Line, p Plan) error {
-	if err := p.Valid(); err != nil {
+	if err := s.Start(ln); err != nil {
 		return err
 	}
-	if _, _, ok := api.SuiteKeyLen(p.Suite); !ok {
-		return fmt.Errorf("system: spud: unknown suite %q", p.Suite)
+	if err := s.Install(p); err != nil {
+		s.Down()
+		return err
 	}
+	return nil
+}
+
+// Start starts spud on both gateways, with no tunnel.
+func (s *Spud) Start(ln *lab.Line) error {
 	poll := s.Poll
 	if poll == "" {
 		poll = "adaptive"
@@ -69,18 +75,30 @@ func (s *Spud) Up(ln *lab.Line, p Plan) error {
 	}
 	if s.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
 		s.a.Stop()
+		s.a = nil
 		return err
+	}
+	return nil
+}
+
+// Install installs p's tunnels on the started spuds, Parallel calls at a
+// time, and records how long it took in InstallTime.
+func (s *Spud) Install(p Plan) error {
+	if err := p.Valid(); err != nil {
+		return err
+	}
+	if _, _, ok := api.SuiteKeyLen(p.Suite); !ok {
+		return fmt.Errorf("system: spud: unknown suite %q", p.Suite)
+	}
+	if s.a == nil {
+		return fmt.Errorf("system: spud: not started")
 	}
 	s.plan = p
 	s.tunnels = make([]spudTunnel, p.Tunnels)
 	start := time.Now()
-	err = s.parallel(p.Tunnels, func(i int) error { return s.install(i, 0) })
+	err := s.parallel(p.Tunnels, func(i int) error { return s.install(i, 0) })
 	s.InstallTime = time.Since(start)
-	if err != nil {
-		s.Down()
-		return err
-	}
-	return nil
+	return err
 }
 
 // parallel runs fn(0..n-1) on Parallel goroutines and returns the first
@@ -228,4 +246,69 @@ func (s *Spud) Daemons() []Daemon {
 		}
 	}
 	return ds
+}
+
+// SPUWork returns, per gateway, the packets each SPU encapsulated plus
+// those it decapsulated: where the anchors put the work.
+func (s *Spud) SPUWork() (map[string][]uint64, error) {
+	out := map[string][]uint64{}
+	for _, g := range []*gateway.Spud{s.a, s.b} {
+		if g == nil {
+			continue
+		}
+		st, err := g.Client.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("system: spud on %s: stats: %w", g.Host.Name, err)
+		}
+		for _, sp := range st.SPUs {
+			out[g.Host.Name] = append(out[g.Host.Name], sp.Encap+sp.Decap)
+		}
+	}
+	return out, nil
+}
+
+// Drops returns spud's drop counters by reason, per gateway (host name).
+func (s *Spud) Drops() (map[string]map[string]uint64, error) {
+	out := map[string]map[string]uint64{}
+	for _, g := range []*gateway.Spud{s.a, s.b} {
+		if g == nil {
+			continue
+		}
+		st, err := g.Client.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("system: spud on %s: stats: %w", g.Host.Name, err)
+		}
+		m := map[string]uint64{}
+		for k, v := range st.Drops {
+			m[k] = v
+		}
+		for _, sk := range st.Sockets {
+			if sk.RxDropped > 0 {
+				m["xsk_rx_dropped"] += sk.RxDropped
+			}
+		}
+		out[g.Host.Name] = m
+	}
+	return out, nil
+}
+
+// DropsSince subtracts an earlier Drops reading from a later one, leaving
+// out reasons that did not move.
+func DropsSince(before, after map[string]map[string]uint64) map[string]map[string]uint64 {
+	out := map[string]map[string]uint64{}
+	for h, m := range after {
+		d := map[string]uint64{}
+		for k, v := range m {
+			if n := v - before[h][k]; n > 0 {
+				d[k] = n
+			}
+		}
+		if len(d) > 0 {
+			out[h] = d
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

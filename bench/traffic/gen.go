@@ -174,6 +174,10 @@ func (g *Generator) send(idx int, budget int, w Window) int {
 	frames := g.frames[:budget]
 	n := port.Alloc(frames)
 	if n == 0 {
+		// Every frame is in flight. Frames a kick left on the tx ring (a
+		// stopped veth queue answers EAGAIN) wait for the next kick: give
+		// it, since no Transmit will.
+		port.PrepareWait()
 		return 0
 	}
 	flows := g.flowsOf[idx]
