@@ -100,16 +100,24 @@ func (p *Progress) Step(label string, d time.Duration) {
 
 // Live updates the current step from a running measurement.
 func (p *Progress) Live(label string, l traffic.Live) {
+	frac, note := 0.0, ""
+	if l.Total > 0 {
+		frac = float64(l.Elapsed) / float64(l.Total)
+	}
+	if l.Elapsed > 0 {
+		note = fmt.Sprintf("%.0f kpps rx", float64(l.Received)/l.Elapsed.Seconds()/1e3)
+	}
+	p.Update(label, frac, note)
+}
+
+// Update sets how far the current step is (0..1) and a note on it.
+func (p *Progress) Update(label string, frac float64, note string) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	if l.Total > 0 {
-		p.curFrac = min(1, float64(l.Elapsed)/float64(l.Total))
-	}
-	if l.Elapsed > 0 {
-		p.rate = fmt.Sprintf("%.0f kpps rx", float64(l.Received)/l.Elapsed.Seconds()/1e3)
-	}
+	p.curFrac = min(1, max(0, frac))
+	p.rate = note
 	if label != "" {
 		p.label = label
 	}

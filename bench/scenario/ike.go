@@ -26,13 +26,16 @@ type IKE struct {
 
 // IKERun is one responder and authentication method.
 type IKERun struct {
-	Responder   string        `json:"responder"`
-	Initiator   string        `json:"initiator"`
-	Auth        string        `json:"auth"`
-	Count       int           `json:"count"`
-	Established int           `json:"established"`
-	Elapsed     time.Duration `json:"elapsed_ns"`
-	Rate        float64       `json:"ike_sas_per_s"`
+	Responder   string `json:"responder"`
+	Initiator   string `json:"initiator"`
+	Auth        string `json:"auth"`
+	Count       int    `json:"count"`
+	Established int    `json:"established"`
+	// WithChild is how many of the responder's established IKE SAs had
+	// their Child SA installed at the end (list-sas).
+	WithChild int           `json:"with_child"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	Rate      float64       `json:"ike_sas_per_s"`
 	// Before and After are the responder's memory with no IKE SA and
 	// with Established of them.
 	Before    system.Memory `json:"memory_before"`

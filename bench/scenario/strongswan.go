@@ -1,12 +1,5 @@
 package scenario
 
-import (
-	"errors"
+import "github.com/spugate/spugate/bench/system"
 
-	"github.com/spugate/spugate/bench/system"
-)
-
-// newStrongSwan is filled in once deploy/strongswan is on main.
-func newStrongSwan() (system.System, error) {
-	return nil, errors.New("strongswan: deploy/strongswan is not on main yet")
-}
+func newStrongSwan() (system.System, error) { return &system.StrongSwan{}, nil }
