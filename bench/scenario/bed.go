@@ -208,12 +208,13 @@ func (b *Bed) linkDrops() map[string]uint64 {
 }
 
 // probe sends 64-byte packets at a low rate until every flow has reached
-// the sink: tunnels are up, neighbours resolved, handshakes done.
+// the sink at least once, over one or more attempts: tunnels are up,
+// neighbours resolved, handshakes done.
 func (b *Bed) probe(pair func(traffic.Mix, float64) (*traffic.Generator, *traffic.Sink, error), nflows int, label string) error {
 	deadline := time.Now().Add(ProbeTimeout)
 	rate := 20000.0
 	dur := max(300*time.Millisecond, time.Duration(float64(nflows)/rate*1.5*float64(time.Second)))
-	var seen int
+	seen := make([]bool, nflows)
 	for try := 0; ; try++ {
 		g, s, err := pair(traffic.Fixed(64), rate)
 		if err != nil {
@@ -222,13 +223,20 @@ func (b *Bed) probe(pair func(traffic.Mix, float64) (*traffic.Generator, *traffi
 		if _, err := traffic.Measure(b.Clock, g, s, traffic.Timing{Duration: dur}, nil); err != nil {
 			return err
 		}
-		if seen = s.FlowsSeen(); seen == nflows {
+		s.MarkSeen(seen)
+		n := 0
+		for _, v := range seen {
+			if v {
+				n++
+			}
+		}
+		if n == nflows {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: after %v only %d of %d flows reach the sink", label, ProbeTimeout, seen, nflows)
+			return fmt.Errorf("%s: after %v only %d of %d flows reached the sink", label, ProbeTimeout, n, nflows)
 		}
-		b.env.Debugf("%s: probe %d: %d of %d flows through", label, try, seen, nflows)
+		b.env.Debugf("%s: probe %d: %d of %d flows through", label, try, n, nflows)
 	}
 }
 
@@ -237,6 +245,10 @@ func (b *Bed) probe(pair func(traffic.Mix, float64) (*traffic.Generator, *traffi
 func (b *Bed) during(spec Spec) func() error {
 	var waits []func()
 	window := spec.Timing.Duration
+	if _, err := exec.LookPath("perf"); spec.Profile != "" && err != nil {
+		b.env.Logf("%s: no profile: perf is not installed (Debian: linux-perf)", spec.Label)
+		spec.Profile = ""
+	}
 	if spec.Profile != "" {
 		fin := make(chan struct{})
 		timer := time.AfterFunc(spec.Timing.Warmup, func() {

@@ -131,6 +131,10 @@ func (p *Progress) Finish() {
 		return
 	}
 	p.Step("done", 0)
+	p.mu.Lock()
+	p.total = p.done
+	p.mu.Unlock()
+	p.draw(true)
 	if p.tty {
 		fmt.Fprintln(p.w)
 	}

@@ -169,6 +169,16 @@ func (s *Sink) FlowsSeen() int {
 	return n
 }
 
+// MarkSeen sets seen[i] for every flow i of which a packet arrived; call
+// it after Run has returned.
+func (s *Sink) MarkSeen(seen []bool) {
+	for i, v := range s.newest {
+		if v > 0 && i < len(seen) {
+			seen[i] = true
+		}
+	}
+}
+
 func (s *Sink) drops() uint64 {
 	var d uint64
 	for _, p := range s.ports {

@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,59 +68,79 @@ type options struct {
 	rekeySize     string
 }
 
-func main() {
-	var o options
-	flag.BoolVar(&o.quick, "quick", false, "smoke run: every scenario cut down to seconds (CI)")
-	flag.StringVar(&o.out, "out", "bench/results", "directory under which the run's <timestamp> directory is made")
-	flag.BoolVar(&o.verbose, "v", false, "log the labs' commands")
-	flag.IntVar(&o.queues, "queues", 2, "queues per veth end")
-	flag.BoolVar(&o.threaded, "threaded", true, "threaded NAPI on every veth")
-	flag.StringVar(&o.sizes, "sizes", "64,512,1400,imix", "throughput: packet sizes (wire bytes, or imix)")
-	flag.StringVar(&o.suites, "suites", strings.Join(scenario.StandardSuites, ","), "throughput: ESP suites")
-	flag.StringVar(&o.systems, "systems", strings.Join(scenario.AllSystems, ","), "throughput: systems to compare")
-	flag.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of each measurement window")
-	flag.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "traffic before each window")
-	flag.IntVar(&o.steps, "steps", 3, "paced steps of each rate search after the flat-out run")
-	flag.Float64Var(&o.tolerance, "tolerance", 0.01, "loss ratio a paced step may have and pass")
-	flag.IntVar(&o.flows, "flows", 16, "throughput, ceiling: UDP flows")
-	flag.Float64Var(&o.latency, "latency-rate", 10000, "throughput: rate of the latency run (packets/s; negative: none)")
-	flag.IntVar(&o.spus, "spus", 0, "throughput, tunnels, rekey: spud's SPUs per gateway (0: one per CPU)")
-	flag.BoolVar(&o.profile, "profile", true, "throughput: perf profile of spud's first run")
-	flag.StringVar(&o.scalingSPUs, "scaling-spus", "", "scaling: SPU counts (default 1..CPUs and 2×CPUs)")
-	flag.IntVar(&o.scalingTunnels, "scaling-tunnels", 64, "scaling: tunnels")
-	flag.StringVar(&o.scalingSizes, "scaling-sizes", "64,1400", "scaling: packet sizes")
-	flag.StringVar(&o.tunnelCounts, "tunnel-counts", "1,100,10000", "tunnels: tunnel counts")
-	flag.StringVar(&o.tunnelSize, "tunnel-size", "64", "tunnels: packet size")
-	flag.IntVar(&o.ikeCount, "ike-count", 10000, "ike: IKE SAs to set up per responder and method")
-	flag.StringVar(&o.ikeAuths, "ike-auth", "psk,ecdsa", "ike: authentication methods")
-	flag.StringVar(&o.ikeResponders, "ike-responders", "iked,charon", "ike: responders")
-	flag.IntVar(&o.ikeWindow, "ike-window", 64, "ike: initiations in flight")
-	flag.IntVar(&o.rekeyTunnels, "rekey-tunnels", 16, "rekey: tunnels")
-	flag.DurationVar(&o.rekeyInterval, "rekey-interval", 2*time.Second, "rekey: time between rekeys of every tunnel")
-	flag.DurationVar(&o.rekeyDuration, "rekey-duration", 10*time.Second, "rekey: window of each run")
-	flag.Float64Var(&o.rekeyRate, "rekey-rate", 0, "rekey: offered packets/s (0: 80% of a short search's result)")
-	flag.StringVar(&o.rekeySize, "rekey-size", "512", "rekey: packet size")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: spubench [flags] [%s ...]\n", strings.Join(scenarios, " | "))
-		flag.PrintDefaults()
+// flags defines the command line into o.
+func flags(o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("spubench", flag.ContinueOnError)
+	fs.BoolVar(&o.quick, "quick", false, "smoke run: every scenario cut down to seconds (CI)")
+	fs.StringVar(&o.out, "out", "bench/results", "directory under which the run's <timestamp> directory is made")
+	fs.BoolVar(&o.verbose, "v", false, "log the labs' commands")
+	fs.IntVar(&o.queues, "queues", 2, "queues per veth end")
+	fs.BoolVar(&o.threaded, "threaded", true, "threaded NAPI on every veth")
+	fs.StringVar(&o.sizes, "sizes", "64,512,1400,imix", "throughput: packet sizes (wire bytes, or imix)")
+	fs.StringVar(&o.suites, "suites", strings.Join(scenario.StandardSuites, ","), "throughput: ESP suites")
+	fs.StringVar(&o.systems, "systems", strings.Join(scenario.AllSystems, ","), "throughput: systems to compare")
+	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of each measurement window")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "traffic before each window")
+	fs.IntVar(&o.steps, "steps", 3, "paced steps of each rate search after the flat-out run")
+	fs.Float64Var(&o.tolerance, "tolerance", 0.01, "loss ratio a paced step may have and pass")
+	fs.IntVar(&o.flows, "flows", 16, "throughput, ceiling: UDP flows")
+	fs.Float64Var(&o.latency, "latency-rate", 10000, "throughput: rate of the latency run (packets/s; negative: none)")
+	fs.IntVar(&o.spus, "spus", 0, "throughput, tunnels, rekey: spud's SPUs per gateway (0: one per CPU)")
+	fs.BoolVar(&o.profile, "profile", true, "throughput: perf profile of spud's first run")
+	fs.StringVar(&o.scalingSPUs, "scaling-spus", "", "scaling: SPU counts (default 1..CPUs and 2×CPUs)")
+	fs.IntVar(&o.scalingTunnels, "scaling-tunnels", 64, "scaling: tunnels")
+	fs.StringVar(&o.scalingSizes, "scaling-sizes", "64,1400", "scaling: packet sizes")
+	fs.StringVar(&o.tunnelCounts, "tunnel-counts", "1,100,10000", "tunnels: tunnel counts")
+	fs.StringVar(&o.tunnelSize, "tunnel-size", "64", "tunnels: packet size")
+	fs.IntVar(&o.ikeCount, "ike-count", 10000, "ike: IKE SAs to set up per responder and method")
+	fs.StringVar(&o.ikeAuths, "ike-auth", "psk,ecdsa", "ike: authentication methods")
+	fs.StringVar(&o.ikeResponders, "ike-responders", "iked,charon", "ike: responders")
+	fs.IntVar(&o.ikeWindow, "ike-window", 64, "ike: initiations in flight")
+	fs.IntVar(&o.rekeyTunnels, "rekey-tunnels", 16, "rekey: tunnels")
+	fs.DurationVar(&o.rekeyInterval, "rekey-interval", 2*time.Second, "rekey: time between rekeys of every tunnel")
+	fs.DurationVar(&o.rekeyDuration, "rekey-duration", 10*time.Second, "rekey: window of each run")
+	fs.Float64Var(&o.rekeyRate, "rekey-rate", 0, "rekey: offered packets/s (0: 80% of a short search's result)")
+	fs.StringVar(&o.rekeySize, "rekey-size", "512", "rekey: packet size")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: spubench [flags] [%s ...]\n", strings.Join(scenarios, " | "))
+		fs.PrintDefaults()
 	}
-	flag.Parse()
-	which := flag.Args()
+	return fs
+}
+
+// parse reads the command line: options and the scenarios to run.
+func parse(args []string) (options, []string, error) {
+	var o options
+	fs := flags(&o)
+	if err := fs.Parse(args); err != nil {
+		return o, nil, err
+	}
+	which := fs.Args()
 	if len(which) == 0 {
 		which = scenarios
 	}
 	for _, s := range which {
 		if !slices.Contains(scenarios, s) {
-			fail("unknown scenario %q (want %s)", s, strings.Join(scenarios, ", "))
+			return o, nil, fmt.Errorf("unknown scenario %q (want %s)", s, strings.Join(scenarios, ", "))
 		}
+	}
+	return o, which, nil
+}
+
+func main() {
+	o, which, err := parse(os.Args[1:])
+	if err != nil {
+		fail("%v", err)
 	}
 	if why := privileged.Missing(privileged.Default, "ip", "ethtool"); why != "" {
 		fail("%s: run as root", why)
 	}
 	useLocalBinaries()
-	if err := run(o, which); err != nil {
+	dir, err := run(o, which)
+	if err != nil {
 		fail("%v", err)
 	}
+	fmt.Println(dir)
 }
 
 // useLocalBinaries points deploy/gateway at the spud next to spubench
@@ -169,16 +188,18 @@ func (o *options) applyQuick() {
 	}
 }
 
-func run(o options, which []string) error {
+// run runs the scenarios and writes the results; it returns their
+// directory.
+func run(o options, which []string) (string, error) {
 	o.applyQuick()
 	started := time.Now()
 	dir := filepath.Join(o.out, started.Format("2006-01-02T150405"))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+		return "", err
 	}
 	logf, err := os.Create(filepath.Join(dir, "log.txt"))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer logf.Close()
 	prog := scenario.NewProgress(os.Stderr)
@@ -199,7 +220,7 @@ func run(o options, which []string) error {
 	search := scenario.Search{Steps: o.steps, Tolerance: o.tolerance}
 	mixes, err := parseMixes(o.sizes)
 	if err != nil {
-		return err
+		return "", err
 	}
 
 	type job struct {
@@ -231,11 +252,11 @@ func run(o options, which []string) error {
 		case "scaling":
 			sm, err := parseMixes(o.scalingSizes)
 			if err != nil {
-				return err
+				return "", err
 			}
 			spus, err := ints(o.scalingSPUs)
 			if err != nil {
-				return fmt.Errorf("-scaling-spus: %w", err)
+				return "", fmt.Errorf("-scaling-spus: %w", err)
 			}
 			c := &scenario.Scaling{SPUs: spus, Tunnels: o.scalingTunnels, Mixes: sm, Timing: timing, Search: search}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
@@ -246,11 +267,11 @@ func run(o options, which []string) error {
 		case "tunnels":
 			m, err := traffic.ParseMix(o.tunnelSize)
 			if err != nil {
-				return err
+				return "", err
 			}
 			counts, err := ints(o.tunnelCounts)
 			if err != nil {
-				return fmt.Errorf("-tunnel-counts: %w", err)
+				return "", fmt.Errorf("-tunnel-counts: %w", err)
 			}
 			c := &scenario.Tunnels{Counts: counts, Mix: m, Timing: timing, Search: search}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
@@ -268,7 +289,7 @@ func run(o options, which []string) error {
 		case "rekey":
 			m, err := traffic.ParseMix(o.rekeySize)
 			if err != nil {
-				return err
+				return "", err
 			}
 			c := &scenario.Rekey{Tunnels: o.rekeyTunnels, Interval: o.rekeyInterval, Mix: m, Rate: o.rekeyRate, Duration: o.rekeyDuration, Search: search}
 			if o.quick {
@@ -300,18 +321,18 @@ func run(o options, which []string) error {
 	res.Settings.LoadAfter = report.LoadAvg()
 	jp, err := report.WriteJSON(res, dir)
 	if err != nil {
-		return err
+		return "", err
 	}
 	mp, err := report.WriteMarkdown(res, dir)
 	if err != nil {
-		return err
+		return "", err
 	}
 	plots, err := report.WritePlots(res, dir)
 	if err != nil {
 		env.Logf("spubench: plots: %v", err)
 	}
 	env.Logf("spubench: done in %v: %s, %s, %d plots", res.Finished.Sub(started).Round(time.Second), jp, mp, len(plots))
-	return nil
+	return dir, nil
 }
 
 func split(s string) []string {
@@ -350,5 +371,3 @@ func parseMixes(s string) ([]traffic.Mix, error) {
 	}
 	return out, nil
 }
-
-var _ = runtime.NumCPU
