@@ -27,8 +27,8 @@ type Rekey struct {
 	Grace    time.Duration
 	Mix      traffic.Mix
 	Suite    string
-	// Rate is the offered load of both runs; 0: 80% of what a short
-	// search finds first.
+	// Rate is the offered load of both runs; 0: what a short search finds
+	// the system carries within its tolerance (or half its peak).
 	Rate     float64
 	Duration time.Duration
 	Search   Search
@@ -127,7 +127,11 @@ func (c *Rekey) Run(e *Env) (*RekeyResults, error) {
 			return nil, err
 		}
 		res.Search = found
-		res.Rate = 0.8 * found.PPS()
+		// The rate it carries within the tolerance, or half its peak.
+		res.Rate = found.WithinTolerance()
+		if res.Rate == 0 {
+			res.Rate = found.PPS() / 2
+		}
 		e.Logf("%s: %s; rekey runs at %.0f kpps", label, searchLine(found), res.Rate/1e3)
 	}
 	for _, rekeying := range []bool{false, true} {

@@ -238,10 +238,12 @@ func spudDrops(sys system.System) map[string]map[string]uint64 {
 
 // searchLine summarizes a search for the log.
 func searchLine(f *Found) string {
-	s := fmt.Sprintf("%.3f Mpps, %.3f Gbit/s (flat out: %.3f of %.3f Mpps offered, loss %.1f%%)",
-		f.PPS()/1e6, f.Gbps(), f.Max.PPS/1e6, f.Max.OfferedPPS/1e6, f.Max.LossRatio*100)
+	s := fmt.Sprintf("peak %.3f Mpps, %.3f Gbit/s at %.1f%% loss (flat out: %.3f of %.3f Mpps offered); ",
+		f.PPS()/1e6, f.Gbps(), f.Loss()*100, f.Max.PPS/1e6, f.Max.OfferedPPS/1e6)
 	if f.Best == nil {
-		s += "; no paced run within tolerance"
+		s += "no run within tolerance"
+	} else {
+		s += fmt.Sprintf("within tolerance %.3f Mpps", f.Best.PPS/1e6)
 	}
 	return s
 }

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,12 +21,19 @@ type Tunnels struct {
 	Search Search
 	// Settle is the pause between installing and reading the memory.
 	Settle time.Duration
+	// InstallTimeout bounds installing one count (default 90 s): the
+	// scenario then goes on with the tunnels installed by then, and says
+	// so.
+	InstallTimeout time.Duration
 }
 
 // TunnelRun is one tunnel count.
 type TunnelRun struct {
-	Tunnels     int           `json:"tunnels"`
-	InstallTime time.Duration `json:"install_ns"`
+	Tunnels int `json:"tunnels"`
+	// Installed is less than Tunnels when installing hit the timeout.
+	Installed    int                   `json:"installed"`
+	InstallTime  time.Duration         `json:"install_ns"`
+	InstallCurve []system.InstallPoint `json:"install_curve,omitempty"`
 	// InstallRate is tunnels per second through the SA API (per tunnel:
 	// an SPI allocation, three SAs and two policies over both gateways).
 	InstallRate float64 `json:"install_per_s"`
@@ -67,6 +75,9 @@ func (c *Tunnels) defaults() {
 	if c.Settle == 0 {
 		c.Settle = time.Second
 	}
+	if c.InstallTimeout == 0 {
+		c.InstallTimeout = 90 * time.Second
+	}
 }
 
 // Estimate is how long Run should take.
@@ -76,7 +87,7 @@ func (c *Tunnels) Estimate() time.Duration {
 	for _, n := range c.Counts {
 		// Installing ran at about 2,000 tunnels/s here; probing sends one
 		// packet per flow at 20 kpps.
-		d += 3*time.Second + c.Settle + time.Duration(n)*time.Second/2000 + time.Duration(n)*time.Second/20000
+		d += 3*time.Second + c.Settle + min(c.InstallTimeout, time.Duration(n)*time.Second/2000) + time.Duration(n)*time.Second/20000
 		d += time.Duration(c.Search.Runs()) * runTime(c.Timing)
 	}
 	return d
@@ -100,8 +111,8 @@ func (c *Tunnels) Run(e *Env) (*TunnelResults, error) {
 
 func (c *Tunnels) one(e *Env, bed *Bed, n int, run *TunnelRun) TunnelRun {
 	plan := system.Plan{Tunnels: n, Suite: c.Suite, Line: bed.Plan}
-	e.Progress.Step(fmt.Sprintf("tunnels: installing %d tunnels", n), 3*time.Second+time.Duration(n)*time.Second/2000)
-	sp := &system.Spud{}
+	e.Progress.Step(fmt.Sprintf("tunnels: installing %d tunnels", n), 3*time.Second+min(c.InstallTimeout, time.Duration(n)*time.Second/2000))
+	sp := &system.Spud{InstallTimeout: c.InstallTimeout}
 	if err := sp.Start(bed.Line); err != nil {
 		run.Error = err.Error()
 		return *run
@@ -114,12 +125,18 @@ func (c *Tunnels) one(e *Env, bed *Bed, n int, run *TunnelRun) TunnelRun {
 		run.Error = err.Error()
 		return *run
 	}
-	if err := sp.Install(plan); err != nil {
+	err = sp.Install(plan)
+	run.Installed, run.InstallTime, run.InstallCurve = sp.Installed, sp.InstallTime, sp.InstallCurve
+	if err != nil {
 		run.Error = err.Error()
 		e.Logf("tunnels: %d: %v", n, err)
-		return *run
+		if !errors.Is(err, system.ErrInstallTimeout) || sp.Installed == 0 {
+			return *run
+		}
+		// Go on with what is installed.
+		n = sp.Installed
+		plan.Tunnels = n
 	}
-	run.InstallTime = sp.InstallTime
 	run.InstallRate = float64(n) / sp.InstallTime.Seconds()
 	time.Sleep(c.Settle)
 	if run.After, err = system.ReadMemory(a.Proc.PID); err != nil {

@@ -33,13 +33,30 @@ type Spud struct {
 	// (default 8).
 	Parallel int
 
-	// InstallTime is how long Up took to install the tunnels.
-	InstallTime time.Duration
+	// InstallTimeout, when set, stops Install after that long: it then
+	// returns ErrInstallTimeout with the tunnels installed so far in
+	// Installed.
+	InstallTimeout time.Duration
+
+	// InstallTime is how long Install took, Installed how many tunnels it
+	// installed, and InstallCurve when each tenth of them was in.
+	InstallTime  time.Duration
+	Installed    int
+	InstallCurve []InstallPoint
 
 	a, b    *gateway.Spud
 	plan    Plan
 	tunnels []spudTunnel
 }
+
+// InstallPoint is how long installing the first Tunnels took.
+type InstallPoint struct {
+	Tunnels int           `json:"tunnels"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// ErrInstallTimeout is Install giving up after InstallTimeout.
+var ErrInstallTimeout = errors.New("system: spud: install timed out")
 
 // spudTunnel is one tunnel's current SAs.
 type spudTunnel struct {
@@ -95,15 +112,42 @@ func (s *Spud) Install(p Plan) error {
 	}
 	s.plan = p
 	s.tunnels = make([]spudTunnel, p.Tunnels)
+	s.InstallCurve = nil
 	start := time.Now()
-	err := s.parallel(p.Tunnels, func(i int) error { return s.install(i, 0) })
+	var deadline time.Time
+	if s.InstallTimeout > 0 {
+		deadline = start.Add(s.InstallTimeout)
+	}
+	step := max(p.Tunnels/10, 1)
+	var mu sync.Mutex
+	done := 0
+	n, err := s.parallel(p.Tunnels, deadline, func(i int) error {
+		if err := s.install(i, 0); err != nil {
+			return err
+		}
+		mu.Lock()
+		done++
+		if done%step == 0 || done == p.Tunnels {
+			s.InstallCurve = append(s.InstallCurve, InstallPoint{Tunnels: done, Elapsed: time.Since(start)})
+		}
+		mu.Unlock()
+		return nil
+	})
 	s.InstallTime = time.Since(start)
+	s.Installed = n
+	if err == nil && n < p.Tunnels {
+		// Stopped by the deadline: the plan is what went in.
+		s.plan.Tunnels = n
+		s.tunnels = s.tunnels[:n]
+		return fmt.Errorf("%w: %d of %d tunnels in %v", ErrInstallTimeout, n, p.Tunnels, s.InstallTime.Round(time.Second))
+	}
 	return err
 }
 
-// parallel runs fn(0..n-1) on Parallel goroutines and returns the first
-// error.
-func (s *Spud) parallel(n int, fn func(i int) error) error {
+// parallel runs fn(0..n-1) on Parallel goroutines, in order of i, until
+// all are done, one fails or the deadline (if set) passes. It returns how
+// many were started (all of which have ended) and the errors.
+func (s *Spud) parallel(n int, deadline time.Time, fn func(i int) error) (int, error) {
 	workers := s.Parallel
 	if workers <= 0 {
 		workers = 8
@@ -120,13 +164,13 @@ func (s *Spud) parallel(n int, fn func(i int) error) error {
 			defer wg.Done()
 			for {
 				mu.Lock()
-				i := next
-				next++
-				stop := len(errs) > 0
-				mu.Unlock()
-				if i >= n || stop {
+				if next >= n || len(errs) > 0 || !deadline.IsZero() && time.Now().After(deadline) {
+					mu.Unlock()
 					return
 				}
+				i := next
+				next++
+				mu.Unlock()
 				if err := fn(i); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
@@ -136,7 +180,7 @@ func (s *Spud) parallel(n int, fn func(i int) error) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return min(next, n), errors.Join(errs...)
 }
 
 func key(n int) []byte {

@@ -139,7 +139,7 @@ func TestHistogram(t *testing.T) {
 }
 
 // pair makes a generator and a sink connected by fake ports.
-func pair(t *testing.T, nflows int, rate float64, mix Mix) (*Clock, *Generator, *Sink, *xsktest.Port) {
+func pair(t testing.TB, nflows int, rate float64, mix Mix) (*Clock, *Generator, *Sink, *xsktest.Port) {
 	t.Helper()
 	// More frames than the tx ring holds, so that a stalled port refuses.
 	a, b, err := xsktest.NewPair(xsktest.Config{RingSize: 1024, NumFrames: 4096})
