@@ -20,7 +20,7 @@ import (
 // maximum forwarding rate is the headline figure and the tolerance
 // figure comes with it.
 type Search struct {
-	Steps     int     // paced runs after the flat-out one (default 3)
+	Steps     int     // paced runs after the flat-out one (default 2)
 	Tolerance float64 // loss ratio a run may have to pass (default 0.01)
 }
 
@@ -64,7 +64,7 @@ func (f *Found) WithinTolerance() float64 {
 
 func (s Search) withDefaults() Search {
 	if s.Steps == 0 {
-		s.Steps = 3
+		s.Steps = 2
 	}
 	if s.Tolerance == 0 {
 		s.Tolerance = 0.01
@@ -103,7 +103,7 @@ func (b *Bed) Search(p system.Plan, spec Spec, s Search) (*Found, error) {
 	if keep(flat, 0) {
 		return f, nil
 	}
-	spec.Profile, spec.During = "", nil
+	spec.Profile, spec.During, spec.NoProbe = "", nil, true
 	rate := flat.PPS
 	for i := range s.Steps {
 		if rate <= 0 {

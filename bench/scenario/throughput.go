@@ -178,7 +178,7 @@ func (t *Throughput) Run(e *Env) (*ThroughputResults, error) {
 				e.Logf("%s: %s", spec.Label, searchLine(found))
 			}
 			if mi == 0 && t.LatencyRate > 0 && err == nil {
-				ls := Spec{Label: fmt.Sprintf("latency: %s, %s bytes at %.0f kpps", label, m.Name, t.LatencyRate/1e3), Mix: m, Flows: t.Flows, Rate: t.LatencyRate, Timing: t.Timing}
+				ls := Spec{Label: fmt.Sprintf("latency: %s, %s bytes at %.0f kpps", label, m.Name, t.LatencyRate/1e3), Mix: m, Flows: t.Flows, Rate: t.LatencyRate, Timing: t.Timing, NoProbe: true}
 				e.Progress.Step(ls.Label, runTime(t.Timing))
 				if r, err := bed.Measure(plan, ls); err != nil {
 					e.Logf("%s: %v", ls.Label, err)

@@ -21,7 +21,7 @@ type Tunnels struct {
 	Search Search
 	// Settle is the pause between installing and reading the memory.
 	Settle time.Duration
-	// InstallTimeout bounds installing one count (default 90 s): the
+	// InstallTimeout bounds installing one count (default 60 s): the
 	// scenario then goes on with the tunnels installed by then, and says
 	// so.
 	InstallTimeout time.Duration
@@ -76,7 +76,7 @@ func (c *Tunnels) defaults() {
 		c.Settle = time.Second
 	}
 	if c.InstallTimeout == 0 {
-		c.InstallTimeout = 90 * time.Second
+		c.InstallTimeout = 60 * time.Second
 	}
 }
 

@@ -55,6 +55,7 @@ type options struct {
 
 	tunnelCounts string
 	tunnelSize   string
+	tunnelWait   time.Duration
 
 	ikeCount      int
 	ikeAuths      string
@@ -81,7 +82,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.systems, "systems", strings.Join(scenario.AllSystems, ","), "throughput: systems to compare")
 	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of each measurement window")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "traffic before each window")
-	fs.IntVar(&o.steps, "steps", 3, "paced steps of each rate search after the flat-out run")
+	fs.IntVar(&o.steps, "steps", 2, "paced steps of each rate search after the flat-out run")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.01, "loss ratio a paced step may have and pass")
 	fs.IntVar(&o.flows, "flows", 16, "throughput, ceiling: UDP flows")
 	fs.Float64Var(&o.latency, "latency-rate", 10000, "throughput: rate of the latency run (packets/s; negative: none)")
@@ -92,6 +93,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.scalingSizes, "scaling-sizes", "64,1400", "scaling: packet sizes")
 	fs.StringVar(&o.tunnelCounts, "tunnel-counts", "1,100,10000", "tunnels: tunnel counts")
 	fs.StringVar(&o.tunnelSize, "tunnel-size", "64", "tunnels: packet size")
+	fs.DurationVar(&o.tunnelWait, "tunnel-install-timeout", 60*time.Second, "tunnels: longest install of one count (then go on with what is in)")
 	fs.IntVar(&o.ikeCount, "ike-count", 10000, "ike: IKE SAs to set up per responder and method")
 	fs.StringVar(&o.ikeAuths, "ike-auth", "psk,ecdsa", "ike: authentication methods")
 	fs.StringVar(&o.ikeResponders, "ike-responders", "iked,charon", "ike: responders")
@@ -273,7 +275,7 @@ func run(o options, which []string) (string, error) {
 			if err != nil {
 				return "", fmt.Errorf("-tunnel-counts: %w", err)
 			}
-			c := &scenario.Tunnels{Counts: counts, Mix: m, Timing: timing, Search: search}
+			c := &scenario.Tunnels{Counts: counts, Mix: m, Timing: timing, Search: search, InstallTimeout: o.tunnelWait}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
 				r, err := c.Run(env)
 				res.Tunnels = r
