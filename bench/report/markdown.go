@@ -397,7 +397,11 @@ func (m *md) profile(p *scenario.Profile) {
 	m.p("")
 	m.p("## Where the CPU went")
 	m.p("")
-	m.p("System-wide perf profile (cpu-clock sampling, %d samples) of `%s`. All commands, both CPUs (swapper is idle time):", p.Samples, p.Run)
+	m.p("System-wide perf profile (cpu-clock sampling at 999 Hz, %d samples) of `%s`, spud paced at the rate it peaked at. All commands, both CPUs (swapper is idle time; commands that are not the lab's are other work on the machine):", p.Samples, p.Run)
+	if p.Result != nil {
+		m.p("")
+		m.p("That run: %s Mpps received of %s offered, loss %s, p99 latency %s µs.", fmt.Sprintf("%.3f", p.Result.PPS/1e6), fmt.Sprintf("%.3f", p.Result.OfferedPPS/1e6), pct(p.Result.LossRatio), us(p.Result.Latency.P99))
+	}
 	var rows [][]string
 	for i, s := range p.ByCommand {
 		if i >= 12 {
@@ -406,7 +410,7 @@ func (m *md) profile(p *scenario.Profile) {
 		rows = append(rows, []string{s.Name, fmt.Sprintf("%.1f%%", s.Percent)})
 	}
 	m.table([]string{"command", "share of samples"}, rows)
-	m.p("Inside spud (both gateways), %.0f%% of its samples are in the kernel. Top functions:", p.SpudKernel)
+	m.p("Inside spud (both gateways, %d samples), %.0f%% of its samples are in the kernel. Top functions:", p.SpudSamples, p.SpudKernel)
 	rows = nil
 	for i, s := range p.Spud {
 		if i >= 20 {

@@ -258,7 +258,7 @@ func (b *Bed) during(spec Spec) func() error {
 		fin := make(chan struct{})
 		timer := time.AfterFunc(spec.Timing.Warmup, func() {
 			defer close(fin)
-			out, err := exec.Command("perf", "record", "-a", "-g", "-F", "499", "-o", spec.Profile, "--", "sleep",
+			out, err := exec.Command("perf", "record", "-a", "-g", "-F", "999", "-o", spec.Profile, "--", "sleep",
 				strconv.FormatFloat(window.Seconds(), 'f', 2, 64)).CombinedOutput()
 			if err != nil {
 				b.env.Logf("perf record: %v: %s", err, out)

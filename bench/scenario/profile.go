@@ -18,15 +18,18 @@ import (
 // hardware counters). It covers the whole machine: generator, sink, both
 // gateways, the kernel's NAPI threads, and anything else running.
 type Profile struct {
-	Run     string `json:"run"`
-	File    string `json:"file"`
-	Samples int    `json:"samples"`
+	Run string `json:"run"`
+	// Result is the profiled run's traffic.
+	Result  *Measurement `json:"result,omitempty"`
+	File    string       `json:"file"`
+	Samples int          `json:"samples"`
 	// ByCommand is the share of all samples, both CPUs, per command name
 	// (swapper is idle time).
 	ByCommand []Share `json:"by_command"`
 	// Spud is the share of spud's own samples per function (kernel
-	// functions marked [k]), the top ones.
-	Spud []Share `json:"spud_symbols"`
+	// functions marked [k]), the top ones; SpudSamples is their number.
+	Spud        []Share `json:"spud_symbols"`
+	SpudSamples int     `json:"spud_samples"`
 	// SpudKernel is the share of spud's samples spent in the kernel
 	// (system calls, the AF_XDP copy, veth transmit).
 	SpudKernel float64 `json:"spud_kernel_share"`
@@ -39,9 +42,10 @@ type Share struct {
 }
 
 var (
-	commLine = regexp.MustCompile(`^\s+([\d.]+)%\s+(\S.*?)\s*$`)
-	symLine  = regexp.MustCompile(`^\s+([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$`)
-	samples  = regexp.MustCompile(`# Samples: (\d+)`)
+	// "  24.90%  380  spud": share, samples, name (perf report -n).
+	commLine = regexp.MustCompile(`^\s+([\d.]+)%\s+(\d+)\s+(\S.*?)\s*$`)
+	// "  8.36%  12  [kernel.kallsyms]  [k] do_syscall_64".
+	symLine = regexp.MustCompile(`^\s+([\d.]+)%\s+(\d+)\s+(\S+)\s+\[(.)\]\s+(.+?)\s*$`)
 )
 
 // AnalyzeProfile summarizes a perf.data file with perf report.
@@ -50,34 +54,24 @@ func AnalyzeProfile(path string, _ []system.Daemon) (*Profile, error) {
 		return nil, fmt.Errorf("profile: %w", err)
 	}
 	p := &Profile{File: path}
-	out, err := perfReport(path, "--sort", "comm", "--percent-limit", "0.5")
+	out, err := perfReport(path, "--sort", "comm")
 	if err != nil {
 		return nil, err
 	}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		if m := samples.FindStringSubmatch(sc.Text()); m != nil && p.Samples == 0 {
-			p.Samples, _ = strconv.Atoi(m[1])
-		}
-		if strings.HasPrefix(sc.Text(), "#") {
+		m := commLine.FindStringSubmatch(sc.Text())
+		if m == nil || strings.HasPrefix(sc.Text(), "#") {
 			continue
 		}
-		if m := commLine.FindStringSubmatch(sc.Text()); m != nil {
-			v, _ := strconv.ParseFloat(m[1], 64)
-			p.ByCommand = append(p.ByCommand, Share{Name: m[2], Percent: v})
+		v, _ := strconv.ParseFloat(m[1], 64)
+		n, _ := strconv.Atoi(m[2])
+		p.Samples += n
+		if v >= 0.5 {
+			p.ByCommand = append(p.ByCommand, Share{Name: m[3], Percent: v})
 		}
 	}
-	out, err = perfReport(path, "--comms", "spud", "--percentage", "relative", "--sort", "dso")
-	if err != nil {
-		return nil, err
-	}
-	sc = bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		if m := commLine.FindStringSubmatch(sc.Text()); m != nil && !strings.HasPrefix(sc.Text(), "#") && m[2] == "[kernel.kallsyms]" {
-			p.SpudKernel, _ = strconv.ParseFloat(m[1], 64)
-		}
-	}
-	out, err = perfReport(path, "--comms", "spud", "--percentage", "relative", "--sort", "dso,sym", "--percent-limit", "0.3")
+	out, err = perfReport(path, "--comms", "spud", "--percentage", "relative", "--sort", "dso,sym")
 	if err != nil {
 		return nil, err
 	}
@@ -88,11 +82,14 @@ func AnalyzeProfile(path string, _ []system.Daemon) (*Profile, error) {
 			continue
 		}
 		v, _ := strconv.ParseFloat(m[1], 64)
-		name := m[4]
-		if m[3] == "k" {
+		n, _ := strconv.Atoi(m[2])
+		p.SpudSamples += n
+		name := m[5]
+		if m[4] == "k" {
+			p.SpudKernel += v
 			name += " [k]"
 		}
-		if len(p.Spud) < 30 {
+		if len(p.Spud) < 30 && v >= 0.3 {
 			p.Spud = append(p.Spud, Share{Name: name, Percent: v})
 		}
 	}
@@ -100,7 +97,7 @@ func AnalyzeProfile(path string, _ []system.Daemon) (*Profile, error) {
 }
 
 func perfReport(path string, args ...string) ([]byte, error) {
-	cmd := exec.Command("perf", append([]string{"report", "-i", path, "--stdio", "--no-children", "-g", "none"}, args...)...)
+	cmd := exec.Command("perf", append([]string{"report", "-i", path, "--stdio", "--no-children", "-g", "none", "-n"}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

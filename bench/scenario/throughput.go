@@ -122,6 +122,9 @@ func (t *Throughput) Estimate() time.Duration {
 	if t.LatencyRate > 0 {
 		lat = runTime(t.Timing)
 	}
+	if t.Profile {
+		lat += runTime(ProfileTiming) / time.Duration(max(len(t.passes()), 1))
+	}
 	return time.Duration(len(t.passes()))*(time.Duration(len(t.Mixes))*per+lat+3*time.Second) + 5*time.Second
 }
 
@@ -160,10 +163,6 @@ func (t *Throughput) Run(e *Env) (*ThroughputResults, error) {
 		for mi, m := range t.Mixes {
 			run := ThroughputRun{System: name, Suite: suite, Mix: m.Name}
 			spec := Spec{Label: fmt.Sprintf("throughput: %s, %s bytes", label, m.Name), Mix: m, Flows: t.Flows, Timing: t.Timing}
-			if name == Spud && !profiled {
-				spec.Profile = filepath.Join(e.Dir, fmt.Sprintf("perf-spud-%s-%s.data", suite, m.Name))
-				profiled = true
-			}
 			e.Progress.Step(spec.Label, time.Duration(t.Search.Runs())*runTime(t.Timing))
 			drops0 := spudDrops(sys)
 			found, err := bed.Search(plan, spec, t.Search)
@@ -192,12 +191,11 @@ func (t *Throughput) Run(e *Env) (*ThroughputResults, error) {
 			}
 			run.Memory = memories(sys)
 			res.Runs = append(res.Runs, run)
-			if spec.Profile != "" && err == nil {
-				prof, err := AnalyzeProfile(spec.Profile, sys.Daemons())
-				if err != nil {
+			if name == Spud && !profiled && err == nil {
+				profiled = true
+				if prof, err := t.profile(e, bed, plan, m, found.PPS(), label, sys); err != nil {
 					e.Logf("profile: %v", err)
 				} else {
-					prof.Run = spec.Label + " flat out"
 					res.Profile = prof
 				}
 			}
@@ -221,6 +219,29 @@ func memories(sys system.System) map[string]system.Memory {
 		return nil
 	}
 	return out
+}
+
+// ProfileTiming is the profiled run's: longer than a search step, for
+// enough samples.
+var ProfileTiming = traffic.Timing{Warmup: 500 * time.Millisecond, Duration: 3 * time.Second}
+
+// profile runs spud at the rate it peaked at, under perf.
+func (t *Throughput) profile(e *Env, bed *Bed, plan system.Plan, m traffic.Mix, rate float64, label string, sys system.System) (*Profile, error) {
+	spec := Spec{Label: fmt.Sprintf("profile: %s, %s bytes at %.0f kpps", label, m.Name, rate/1e3), Mix: m, Flows: t.Flows, Rate: rate,
+		Timing: ProfileTiming, NoProbe: true, Profile: filepath.Join(e.Dir, fmt.Sprintf("perf-spud-%s-%s.data", plan.Suite, m.Name))}
+	e.Progress.Step(spec.Label, runTime(spec.Timing))
+	r, err := bed.Measure(plan, spec)
+	if err != nil {
+		return nil, err
+	}
+	e.Logf("%s: %s", spec.Label, oneLine(r.Result))
+	prof, err := AnalyzeProfile(spec.Profile, sys.Daemons())
+	if err != nil {
+		return nil, err
+	}
+	prof.Run = spec.Label
+	prof.Result = &r
+	return prof, nil
 }
 
 // spudDrops reads spud's drop counters, or nil for other systems.
