@@ -41,8 +41,10 @@ func TestPrivilegedThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res.Runs {
-		if r.Error != "" || r.PPS == 0 || r.Found == nil {
-			t.Errorf("%s %s %s: nothing through: %s", r.System, r.Suite, r.Mix, r.Error)
+		// The probe before each search proved every flow through; the
+		// rates themselves are the system's business, not this test's.
+		if r.Error != "" || r.Found == nil || len(r.Found.Steps) == 0 {
+			t.Errorf("%s %s %s: %s", r.System, r.Suite, r.Mix, r.Error)
 		}
 	}
 	if len(res.Ratios) == 0 {
@@ -58,7 +60,7 @@ func TestPrivilegedScaling(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res.Runs {
-		if r.Error != "" || r.PPS == 0 {
+		if r.Error != "" || r.Found == nil {
 			t.Errorf("%d SPUs: %s", r.SPUs, r.Error)
 		}
 		if r.Simulated != (r.SPUs > res.CPUs) {
@@ -87,7 +89,7 @@ func TestPrivilegedTunnels(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res.Runs {
-		if r.Error != "" || r.PPS == 0 || r.InstallRate <= 0 || r.After.RSS == 0 {
+		if r.Error != "" || r.Found == nil || r.InstallRate <= 0 || r.After.RSS == 0 || r.Installed != r.Tunnels {
 			t.Errorf("%d tunnels: %+v", r.Tunnels, r)
 		}
 	}

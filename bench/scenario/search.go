@@ -105,6 +105,11 @@ func (b *Bed) Search(p system.Plan, spec Spec, s Search) (*Found, error) {
 	}
 	spec.Profile, spec.During, spec.NoProbe = "", nil, true
 	rate := flat.PPS
+	if rate < 1000 {
+		// Next to nothing got through flat out (a stalled system): see
+		// what it does with a gentle load.
+		rate = min(10000, flat.OfferedPPS/10)
+	}
 	for i := range s.Steps {
 		if rate <= 0 {
 			break

@@ -85,9 +85,15 @@ func (c *Tunnels) Estimate() time.Duration {
 	c.defaults()
 	var d time.Duration
 	for _, n := range c.Counts {
-		// Installing ran at about 2,000 tunnels/s here; probing sends one
-		// packet per flow at 20 kpps.
-		d += 3*time.Second + c.Settle + min(c.InstallTimeout, time.Duration(n)*time.Second/2000) + time.Duration(n)*time.Second/20000
+		// Installing ran at about 1,000 tunnels/s here for a few hundred,
+		// and slows down with the count (the steering program's SPD is
+		// recomputed on every policy): thousands hit the timeout. Probing
+		// sends one packet per flow at 20 kpps.
+		install := time.Duration(n) * time.Second / 1000
+		if n >= 1000 {
+			install = c.InstallTimeout
+		}
+		d += 3*time.Second + 2*c.Settle + min(c.InstallTimeout, install) + time.Duration(n)*time.Second/20000
 		d += time.Duration(c.Search.Runs()) * runTime(c.Timing)
 	}
 	return d
@@ -111,7 +117,11 @@ func (c *Tunnels) Run(e *Env) (*TunnelResults, error) {
 
 func (c *Tunnels) one(e *Env, bed *Bed, n int, run *TunnelRun) TunnelRun {
 	plan := system.Plan{Tunnels: n, Suite: c.Suite, Line: bed.Plan}
-	e.Progress.Step(fmt.Sprintf("tunnels: installing %d tunnels", n), 3*time.Second+min(c.InstallTimeout, time.Duration(n)*time.Second/2000))
+	install := time.Duration(n) * time.Second / 1000
+	if n >= 1000 {
+		install = c.InstallTimeout
+	}
+	e.Progress.Step(fmt.Sprintf("tunnels: installing %d tunnels", n), 3*time.Second+min(c.InstallTimeout, install))
 	sp := &system.Spud{InstallTimeout: c.InstallTimeout}
 	if err := sp.Start(bed.Line); err != nil {
 		run.Error = err.Error()
