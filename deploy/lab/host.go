@@ -19,6 +19,10 @@ type Host struct {
 	lab  *Lab
 }
 
+// LogDir is the lab's log directory, where daemons started for this host
+// may keep their files (kept after a failure, removed on a clean Close).
+func (h *Host) LogDir() string { return h.lab.LogDir }
+
 // Exec runs a command inside the host and returns its combined output. The
 // error carries the command and its output.
 func (h *Host) Exec(name string, args ...string) ([]byte, error) {

@@ -78,6 +78,9 @@ func Start(h *lab.Host, cfg Config) (*Charon, error) {
 		return nil, errors.New("strongswan: " + r)
 	}
 	if cfg.Dir == "" {
+		cfg.Dir = h.LogDir()
+	}
+	if cfg.Dir == "" {
 		return nil, errors.New("strongswan: Config.Dir is required (the lab's LogDir or t.TempDir())")
 	}
 	if err := cfg.validate(); err != nil {

@@ -22,9 +22,8 @@ type Config struct {
 	// Name names the instance: its directory <Dir>/<host>-<Name>, its
 	// lab process and log files. Default "charon".
 	Name string
-	// Dir is where the instance directory is made: the lab's log
-	// directory (ln.LogDir), so that a failed test keeps the logs, or
-	// t.TempDir(). Required: a lab.Host does not expose its lab.
+	// Dir is where the instance directory is made; default the lab's log
+	// directory (Host.LogDir), so that a failed test keeps the logs.
 	Dir string
 
 	Conns   []Conn
