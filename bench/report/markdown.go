@@ -42,7 +42,7 @@ func Markdown(w io.Writer, r *Results) {
 	m.p("How to read this: every figure is packets per second received by the sink (Mpps) and the Ethernet frames' bits per second (Gbit/s, without the FCS), in UDP flows from client-b through gw-b and gw-a to client-a. " +
 		"Packet sizes are Ethernet frame sizes with the FCS (64 bytes = 60 on the veth); IMIX is 7:4:1 of 64, 576 and 1400 bytes. " +
 		"Each figure comes from a short search: one run with the generator flat out, then a few paced runs aimed from what the system delivered. " +
-		"The headline is the maximum forwarding rate (RFC 2285: the most received over those runs, with the loss at that load in %); " +
+		"The headline is the maximum forwarding rate (RFC 2285: the most received over those runs, with the loss at that load in %%); " +
 		"the throughput within the loss tolerance (RFC 2544 style) follows in its own table. " +
 		"Generator, sink and both gateways share this machine's CPUs: see the generator's own ceiling below.")
 	for _, e := range r.Errors {

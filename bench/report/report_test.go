@@ -70,6 +70,9 @@ func TestMarkdown(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	if strings.Contains(out, "%!") {
+		t.Error("a format verb went wrong in the report")
+	}
 	if t.Failed() {
 		t.Log(out)
 	}
@@ -103,5 +106,32 @@ func TestFiles(t *testing.T) {
 				t.Errorf("%s%s: %v", n, ext, err)
 			}
 		}
+	}
+}
+
+func TestMerge(t *testing.T) {
+	a, b, c := sample(), sample(), sample()
+	b.Throughput.Runs[0].PPS = 100e3 // spud aes128gcm16 64: 200, 100, 300 -> 200
+	c.Throughput.Runs[0].PPS = 300e3
+	c.Throughput.Runs[2].PPS = 800e3 // kernel 64: 400, 400, 800 -> 400
+	m, err := Merge([]*Results{a, b, c}, []string{"a", "b", "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Throughput.Runs[0].PPS; got != 200e3 {
+		t.Errorf("median spud %v", got)
+	}
+	var r *scenario.Ratio
+	for i := range m.Throughput.Ratios {
+		x := &m.Throughput.Ratios[i]
+		if x.Suite == scenario.StandardSuites[0] && x.Mix == "64" && x.Versus == scenario.Kernel {
+			r = x
+		}
+	}
+	if r == nil || r.Ratio != 0.5 {
+		t.Errorf("spud/kernel of the medians: %+v", r)
+	}
+	if !strings.Contains(m.Command, "median of 3 runs") || len(m.Tunnels.Runs) != 3 || len(m.IKE.Runs) != 1 {
+		t.Errorf("merged: %q, %d tunnel runs, %d ike runs", m.Command, len(m.Tunnels.Runs), len(m.IKE.Runs))
 	}
 }

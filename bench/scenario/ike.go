@@ -80,8 +80,8 @@ func (c *IKE) defaults() {
 	}
 }
 
-// ikeRatios pairs iked's and charon's rates per method.
-func ikeRatios(runs []IKERun) []IKERatio {
+// IKERatios pairs iked's and charon's rates per method.
+func IKERatios(runs []IKERun) []IKERatio {
 	rate := map[[2]string]float64{}
 	var auths []string
 	for _, r := range runs {

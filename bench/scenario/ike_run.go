@@ -67,7 +67,7 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 			res.Runs = append(res.Runs, run)
 		}
 	}
-	res.Ratios = ikeRatios(res.Runs)
+	res.Ratios = IKERatios(res.Runs)
 	return res, nil
 }
 

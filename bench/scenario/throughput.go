@@ -204,7 +204,7 @@ func (t *Throughput) Run(e *Env) (*ThroughputResults, error) {
 			e.Logf("throughput: stopping %s: %v", label, err)
 		}
 	}
-	res.Ratios = ratios(res.Runs, t.Suites)
+	res.Ratios = Ratios(res.Runs, t.Suites)
 	return res, nil
 }
 
@@ -276,10 +276,10 @@ func oneLine(r traffic.Result) string {
 		r.Latency.P99.Round(time.Microsecond), r.Latency.P999.Round(time.Microsecond), r.SinkDrops)
 }
 
-// ratios compares spud with every other system, per suite and size.
+// Ratios compares spud with every other system, per suite and size.
 // wireguard-go has one cipher, compared with spud's ChaCha20-Poly1305; the
 // kernel has none, compared with every suite.
-func ratios(runs []ThroughputRun, suites []string) []Ratio {
+func Ratios(runs []ThroughputRun, suites []string) []Ratio {
 	pps := map[[3]string]float64{}
 	var mixes []string
 	seen := map[string]bool{}

@@ -67,6 +67,8 @@ type options struct {
 	rekeyDuration time.Duration
 	rekeyRate     float64
 	rekeySize     string
+
+	merge string
 }
 
 // flags defines the command line into o.
@@ -103,6 +105,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.rekeyDuration, "rekey-duration", 10*time.Second, "rekey: window of each run")
 	fs.Float64Var(&o.rekeyRate, "rekey-rate", 0, "rekey: offered packets/s (0: 80% of a short search's result)")
 	fs.StringVar(&o.rekeySize, "rekey-size", "512", "rekey: packet size")
+	fs.StringVar(&o.merge, "merge", "", "instead of measuring: merge the results of earlier runs (their directories, comma-separated) into a report of medians under -out")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: spubench [flags] [%s ...]\n", strings.Join(scenarios, " | "))
 		fs.PrintDefaults()
@@ -133,6 +136,14 @@ func main() {
 	o, which, err := parse(os.Args[1:])
 	if err != nil {
 		fail("%v", err)
+	}
+	if o.merge != "" {
+		dir, err := merge(o)
+		if err != nil {
+			fail("%v", err)
+		}
+		fmt.Println(dir)
+		return
 	}
 	if why := privileged.Missing(privileged.Default, "ip", "ethtool"); why != "" {
 		fail("%s: run as root", why)
@@ -334,6 +345,38 @@ func run(o options, which []string) (string, error) {
 		env.Logf("spubench: plots: %v", err)
 	}
 	env.Logf("spubench: done in %v: %s, %s, %d plots", res.Finished.Sub(started).Round(time.Second), jp, mp, len(plots))
+	return dir, nil
+}
+
+// merge writes the medians of earlier runs' results, with their report
+// and plots, to a new directory under o.out.
+func merge(o options) (string, error) {
+	var rs []*report.Results
+	dirs := split(o.merge)
+	for _, d := range dirs {
+		r, err := report.ReadJSON(filepath.Join(d, "results.json"))
+		if err != nil {
+			return "", err
+		}
+		rs = append(rs, r)
+	}
+	m, err := report.Merge(rs, dirs)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(o.out, time.Now().Format("2006-01-02T150405")+"-median")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	if _, err := report.WriteJSON(m, dir); err != nil {
+		return "", err
+	}
+	if _, err := report.WriteMarkdown(m, dir); err != nil {
+		return "", err
+	}
+	if _, err := report.WritePlots(m, dir); err != nil {
+		return "", err
+	}
 	return dir, nil
 }
 
