@@ -197,9 +197,13 @@ type PolicyDump struct {
 
 // Stats are the data plane's counters.
 type Stats struct {
-	SPUs    []SPUStats        `json:"spus"`
-	Drops   map[string]uint64 `json:"drops"` // by reason, summed over SPUs
-	XDP     map[string]uint64 `json:"xdp"`   // steering verdicts, summed over CPUs
+	SPUs  []SPUStats        `json:"spus"`
+	Drops map[string]uint64 `json:"drops"` // by reason, summed over SPUs
+	XDP   map[string]uint64 `json:"xdp"`   // steering verdicts, summed over CPUs
+	// Links are the kernel's drop counters of the data-plane interfaces
+	// ("wan0 tx_dropped", ...): what the NIC or veth dropped before or
+	// after spud (a full ring of the peer, for one).
+	Links   map[string]uint64 `json:"links,omitempty"`
 	Sockets []SocketStats     `json:"sockets"`
 }
 

@@ -9,7 +9,7 @@ import (
 // Decap (single and batch) for every suite and outer variant, the drop
 // paths, ParseOuter, WriteTooBig and Stats.
 func TestZeroAllocs(t *testing.T) {
-	variants := []pairOpts{{}, {v6outer: true, udp: true}, {esn: true}, {transport: true}}
+	variants := []pairOpts{{}, {v6outer: true, udp: true}, {esn: true}, {transport: true}, {speedPad: maxSpeedPad}}
 	for _, suite := range allSuites {
 		for _, v := range variants {
 			v.suite = suite
@@ -21,7 +21,7 @@ func TestZeroAllocs(t *testing.T) {
 				} else {
 					pkt = innerPacket(false, 600)
 				}
-				buf, off := frame(pkt)
+				buf, off := frameRoom(pkt, SpeedPadTailroom)
 				work := make([]byte, len(buf))
 				check := func(name string, f func()) {
 					t.Helper()

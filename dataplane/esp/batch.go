@@ -16,8 +16,11 @@ type Packet struct {
 func (sa *SA) EncapBatch(pkts []Packet) {
 	for i := range pkts {
 		p := &pkts[i]
-		r := sa.encap(p.Buf, p.Off, p.Len)
-		p.set(r)
+		start, length, mtu, v, why := sa.encap(p.Buf, p.Off, p.Len)
+		p.Verdict, p.Reason, p.MTU = v, why, mtu
+		if v != Drop {
+			p.Off, p.Len = start, length
+		}
 	}
 	sa.publish()
 }
@@ -27,15 +30,13 @@ func (sa *SA) EncapBatch(pkts []Packet) {
 func (sa *SA) DecapBatch(pkts []Packet) {
 	for i := range pkts {
 		p := &pkts[i]
-		r := sa.decap(p.Buf, p.Off, p.Len)
-		p.set(r)
+		start, length, why := sa.decap(p.Buf, p.Off, p.Len)
+		p.Verdict, p.Reason, p.MTU = Forward, why, 0
+		if why != None {
+			p.Verdict = Drop
+			continue
+		}
+		p.Off, p.Len = start, length
 	}
 	sa.publish()
-}
-
-func (p *Packet) set(r Result) {
-	p.Verdict, p.Reason, p.MTU = r.Verdict, r.Reason, r.MTU
-	if r.Verdict != Drop {
-		p.Off, p.Len = r.Off, r.Len
-	}
 }

@@ -252,10 +252,27 @@ type Config struct {
 	// pad length and next header): 4, 8 or 16; 0 means 16. AES-CBC needs
 	// 16. GHASH and Poly1305 work on 16-byte blocks and the last partial
 	// block costs a whole block of keystream, so aligning AEAD payloads to
-	// 16 costs no cipher work, only up to 12 more bytes on the wire, and
-	// keeps Go's GCM assembly off its slower tail path. 4 is the minimum of
-	// RFC 4303 section 2.4 and what Linux sends.
+	// 16 costs no cipher work (Go's AES-GCM seals 66 to 80 bytes in the
+	// same time), only up to 12 more bytes on the wire. 4 is the minimum
+	// of RFC 4303 section 2.4 and what Linux sends. See also SpeedPad.
 	PadAlign int
+
+	// SpeedPad is the most padding bytes Encap may add beyond PadAlign's to
+	// make an AES-GCM packet's encrypted part (payload, padding, pad length,
+	// next header) a multiple of 128 bytes; 0, the default, adds none, and
+	// at most 112 can be useful. Go's AES-GCM assembly encrypts and hashes
+	// eight blocks at a time and the rest one block at a time, serially, so
+	// that 128 bytes cost less than 64 to 112: on the reference machine
+	// (AMD EPYC, Go 1.26) sealing 80 bytes took 108 ns and 128 bytes 70 ns,
+	// opening 82 ns and 56 ns. With SpeedPad 48 a 64-byte inner packet
+	// (80 encrypted bytes) is sent as 128: 48 more bytes on the wire (an
+	// IPv4 tunnel packet of 180 instead of 132 bytes) for about 35 ns less
+	// to seal and 25 ns less to open, at both ends. RFC 4303 allows up to
+	// 255 bytes of padding and every receiver must accept it. The padding
+	// is skipped when it would exceed the path MTU or the caller's
+	// tailroom. Other suites ignore it: ChaCha20-Poly1305's cost hardly
+	// moves below 128 bytes, and AES-CBC with HMAC only pays for more.
+	SpeedPad int
 
 	ECN ECNMode
 	// NoEncapDSCP sends DSCP 0 outside instead of copying the inner DSCP.
@@ -333,6 +350,9 @@ func (c *Config) validate() error {
 		}
 	default:
 		return fmt.Errorf("%s: padding alignment %d is not 4, 8 or 16", id, c.PadAlign)
+	}
+	if c.SpeedPad < 0 || c.SpeedPad > maxSpeedPad {
+		return fmt.Errorf("%s: speed padding %d out of range 0..%d", id, c.SpeedPad, maxSpeedPad)
 	}
 	if c.DF > DFClear {
 		return fmt.Errorf("%s: unknown DF policy %d", id, c.DF)

@@ -1,6 +1,7 @@
 package esp
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/binary"
 
@@ -121,95 +122,146 @@ func parseOuter(p []byte, o *Outer) Reason {
 // window moves only for packets whose ICV verified. It allocates nothing.
 // Owner only.
 func (sa *SA) Decap(buf []byte, off, n int) Result {
-	r := sa.decap(buf, off, n)
+	start, length, why := sa.decap(buf, off, n)
 	sa.publish()
-	return r
+	if why != None {
+		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
+	}
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: Forward}}
 }
 
-func (sa *SA) decap(buf []byte, off, n int) Result {
+// decap is Decap without publishing the counters; it returns the inner
+// packet's place, or the reason of a drop (already counted). Scalars, not
+// a Result: Result has more fields than the compiler keeps in registers,
+// and each copy of one between stack temporaries (a wide load of bytes
+// just stored field by field) stalled on store forwarding; the copies
+// cost more than the rest of the ESP framing.
+func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
 	if sa.dir != Inbound {
-		return sa.drop(WrongDirection)
+		return sa.decapDrop(WrongDirection)
 	}
 	if sa.expired {
-		return sa.drop(HardLifetime)
+		return sa.decapDrop(HardLifetime)
 	}
 	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
-		return sa.drop(Malformed)
+		return sa.decapDrop(Malformed)
 	}
 	p := buf[off : off+n]
 	var o Outer
 	if why := parseOuter(p, &o); why != None {
-		return sa.drop(why)
+		return sa.decapDrop(why)
 	}
 	esp := p[o.ESPOff:o.End]
 	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen
 	if ctLen < 2 {
-		return sa.drop(ShortPacket)
+		return sa.decapDrop(ShortPacket)
 	}
 	if ctLen&sa.blkMask != 0 && !sa.aeadMode {
-		return sa.drop(BadLength)
+		return sa.decapDrop(BadLength)
 	}
 	if o.SPI != sa.spi {
-		return sa.drop(UnknownSPI)
+		return sa.decapDrop(UnknownSPI)
 	}
 	seq := uint64(o.Seq)
 	if sa.esn {
 		var ok bool
 		if seq, ok = sa.win.InferSeq(o.Seq); !ok {
-			return sa.drop(ReplayTooOld)
+			return sa.decapDrop(ReplayTooOld)
 		}
 	}
 	switch sa.win.Check(seq) {
 	case replay.Duplicate:
-		return sa.drop(Replay)
+		return sa.decapDrop(Replay)
 	case replay.TooOld:
-		return sa.drop(ReplayTooOld)
+		return sa.decapDrop(ReplayTooOld)
 	}
 	binary.BigEndian.PutUint32(sa.seqHi[:], uint32(seq>>32))
 	if !sa.open(esp, ctLen) {
-		return sa.drop(BadICV)
+		return sa.decapDrop(BadICV)
 	}
 	pt := esp[espHdrLen+sa.ivLen : espHdrLen+sa.ivLen+ctLen]
 	padLen := int(pt[ctLen-2])
 	nh := pt[ctLen-1]
 	if padLen+2 > ctLen {
-		return sa.drop(BadPadLength)
+		return sa.decapDrop(BadPadLength)
 	}
 	payLen := ctLen - 2 - padLen
-	for i, b := range pt[payLen : ctLen-2] {
-		if b != byte(i+1) {
-			return sa.drop(BadPadding)
-		}
+	if !padOK(pt, padLen) {
+		return sa.decapDrop(BadPadding)
 	}
 	if sa.win.Update(seq) != replay.OK {
-		return sa.drop(Replay)
+		return sa.decapDrop(Replay)
 	}
 	if nh == iphdr.ProtoNoNext {
-		return sa.drop(Dummy)
+		return sa.decapDrop(Dummy)
 	}
 	payOff := off + o.ESPOff + espHdrLen + sa.ivLen
-	var res Result
 	if sa.mode == Tunnel {
-		res = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
+		start = payOff
+		length, why = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
 	} else {
-		res = sa.finishTransport(buf, off, &o, payOff, payLen, nh)
+		start, length, why = sa.finishTransport(buf, off, &o, payOff, payLen, nh)
 	}
-	if res.Verdict == Drop {
-		return res
+	if why != None {
+		return sa.decapDrop(why)
 	}
-	sa.account(res.Len)
-	return res
+	sa.account(length)
+	return start, length, None
+}
+
+// decapDrop counts a drop and returns decap's results for it.
+func (sa *SA) decapDrop(r Reason) (start, length int, why Reason) {
+	sa.count(r)
+	return 0, 0, r
+}
+
+// padTail[k] is what the last 16 bytes of the encrypted part (padding,
+// pad length, next header) hold, as two little-endian words, when the
+// padding is k <= 14 bytes long, and the mask of the padding bytes.
+var padTail = func() (t [15]struct{ want, mask [2]uint64 }) {
+	for k := range t {
+		var want, mask [16]byte
+		for i := 0; i < k; i++ {
+			want[14-k+i] = byte(i + 1)
+			mask[14-k+i] = 0xff
+		}
+		t[k].want = [2]uint64{binary.LittleEndian.Uint64(want[:8]), binary.LittleEndian.Uint64(want[8:])}
+		t[k].mask = [2]uint64{binary.LittleEndian.Uint64(mask[:8]), binary.LittleEndian.Uint64(mask[8:])}
+	}
+	return t
+}()
+
+// padOK reports whether the padLen bytes before the 2-byte trailer at the
+// end of pt (the decrypted part) are 1, 2, 3, ... (RFC 4303 section 2.4).
+// Up to 14 bytes (most padding at 16-byte alignment) are checked with two
+// masked word compares of the last 16 bytes, not a call to memequal. The
+// words are the halves of the last 16-byte block, which the ciphers wrote
+// whole when pt's length is a multiple of 16, so the loads do not straddle
+// two recent stores (a store-forwarding stall).
+func padOK(pt []byte, padLen int) bool {
+	if padLen <= 14 && len(pt) >= 16 {
+		t := &padTail[padLen]
+		w := pt[len(pt)-16:]
+		return binary.LittleEndian.Uint64(w[:8])&t.mask[0] == t.want[0] &&
+			binary.LittleEndian.Uint64(w[8:])&t.mask[1] == t.want[1]
+	}
+	return bytes.Equal(pt[len(pt)-2-padLen:len(pt)-2], padBytes[:padLen])
 }
 
 // open authenticates and decrypts esp in place; ctLen is the ciphertext's
 // length (without IV and ICV). sa.seqHi holds the inferred high bits.
 func (sa *SA) open(esp []byte, ctLen int) bool {
 	if sa.aeadMode {
-		copy(sa.nonce[saltLen:], esp[espHdrLen:espHdrLen+8])
+		*(*[8]byte)(sa.nonce[saltLen:]) = *(*[8]byte)(esp[espHdrLen:])
 		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
 		_, err := sa.aead.Open(ct[:0], sa.nonce[:], ct, sa.aadFor(esp))
 		return err == nil
 	}
+	return sa.openCBC(esp, ctLen)
+}
+
+// openCBC is open for the CBC suites: HMAC first, then decryption.
+func (sa *SA) openCBC(esp []byte, ctLen int) bool {
 	authed := esp[:espHdrLen+16+ctLen]
 	sum := sa.cbcICV(authed)
 	if subtle.ConstantTimeCompare(sum[:icvLen], esp[espHdrLen+16+ctLen:espHdrLen+16+ctLen+icvLen]) != 1 {
@@ -244,22 +296,25 @@ func decapECN(outer, inner byte) (byte, bool) {
 	return inner, true
 }
 
-func (sa *SA) finishTunnel(buf []byte, payOff, payLen int, nh, outerDS byte) Result {
+// finishTunnel checks the inner packet at buf[payOff:payOff+payLen] and
+// applies RFC 6040; it returns the inner packet's length or why to drop it
+// (not yet counted).
+func (sa *SA) finishTunnel(buf []byte, payOff, payLen int, nh, outerDS byte) (int, Reason) {
 	p := buf[payOff : payOff+payLen]
 	var innerLen int
 	switch nh {
 	case iphdr.ProtoIPv4:
 		if payLen < iphdr.IPv4MinLen || p[0]>>4 != 4 {
-			return sa.drop(BadInner)
+			return 0, BadInner
 		}
 		ihl := int(p[0]&0xf) * 4
 		innerLen = int(binary.BigEndian.Uint16(p[2:4]))
 		if ihl < iphdr.IPv4MinLen || innerLen < ihl || innerLen > payLen {
-			return sa.drop(BadInner)
+			return 0, BadInner
 		}
 		ds, ok := sa.decapDS(outerDS, p[1])
 		if !ok {
-			return sa.drop(ECNDrop)
+			return 0, ECNDrop
 		}
 		if ds != p[1] {
 			old := binary.BigEndian.Uint16(p[0:2])
@@ -269,28 +324,28 @@ func (sa *SA) finishTunnel(buf []byte, payOff, payLen int, nh, outerDS byte) Res
 		}
 	case iphdr.ProtoIPv6:
 		if payLen < iphdr.IPv6Len || p[0]>>4 != 6 {
-			return sa.drop(BadInner)
+			return 0, BadInner
 		}
 		innerLen = iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
 		if innerLen > payLen {
-			return sa.drop(BadInner)
+			return 0, BadInner
 		}
 		in := p[0]<<4 | p[1]>>4
 		ds, ok := sa.decapDS(outerDS, in)
 		if !ok {
-			return sa.drop(ECNDrop)
+			return 0, ECNDrop
 		}
 		p[0] = 0x60 | ds>>4
 		p[1] = ds<<4 | p[1]&0x0f
 	default:
-		return sa.drop(BadNextHeader)
+		return 0, BadNextHeader
 	}
 	// TFC padding (RFC 4303 section 2.7) may follow the inner packet.
 	p = p[:innerLen]
-	if !sa.tsAllowed(p) {
-		return sa.drop(TSMismatch)
+	if sa.hasTS && !sa.tsAllowed(p) {
+		return 0, TSMismatch
 	}
-	return Result{Off: payOff, Len: innerLen, Verdict: Forward}
+	return innerLen, None
 }
 
 // decapDS returns the inner DS field to forward.
@@ -308,15 +363,16 @@ func (sa *SA) decapDS(outer, inner byte) (byte, bool) {
 
 // finishTransport moves the outer IP header chain forward onto the payload
 // and makes it announce the payload's protocol and length.
-func (sa *SA) finishTransport(buf []byte, off int, o *Outer, payOff, payLen int, nh byte) Result {
+// It returns the packet's place or why to drop it (not yet counted).
+func (sa *SA) finishTransport(buf []byte, off int, o *Outer, payOff, payLen int, nh byte) (start, length int, why Reason) {
 	switch nh {
 	case iphdr.ProtoIPv4, iphdr.ProtoIPv6:
 		// An IP packet inside a transport-mode SA would be a tunnel the
 		// peer did not negotiate.
-		return sa.drop(BadNextHeader)
+		return 0, 0, BadNextHeader
 	}
 	hl := o.HdrEnd
-	start := payOff - hl
+	start = payOff - hl
 	copy(buf[start:payOff], buf[off:off+hl])
 	h := buf[start:payOff]
 	h[o.NHOff] = nh
@@ -328,8 +384,8 @@ func (sa *SA) finishTransport(buf []byte, off int, o *Outer, payOff, payLen int,
 		iphdr.SetIPv4Checksum(h)
 	}
 	p := buf[start : start+total]
-	if !sa.tsAllowed(p) {
-		return sa.drop(TSMismatch)
+	if sa.hasTS && !sa.tsAllowed(p) {
+		return 0, 0, TSMismatch
 	}
-	return Result{Off: start, Len: total, Verdict: Forward}
+	return start, total, None
 }

@@ -12,12 +12,24 @@ type Result struct {
 	// ESP packet (outer IP header first) after Encap, the inner packet
 	// after Decap. For SendTooBig they locate the untouched inner packet.
 	Off, Len int
-	Verdict  Verdict
-	// Reason is set when Verdict is Drop or SendTooBig.
-	Reason Reason
+	// Verdict and Reason (the embedded Outcome) say what to do with the
+	// packet and why it was dropped.
+	Outcome
 	// MTU is the MTU to announce in the ICMP reply when Verdict is SendTooBig,
 	// and the path MTU to cut the outer packet to when it is Fragment.
 	MTU int
+}
+
+// Outcome is the verdict on a packet and the reason of a drop. It is a
+// struct of its own, embedded in Result, so that Result has four fields:
+// the compiler keeps a struct of at most four fields in registers, and
+// one of five fields was returned through the stack and copied whole into
+// the caller's variable, a wide load of bytes just stored field by field
+// that stalls on store forwarding in every caller.
+type Outcome struct {
+	Verdict Verdict
+	// Reason is set when Verdict is Drop or SendTooBig.
+	Reason Reason
 }
 
 // Encap protects the IP packet at buf[off:off+n] in place, growing it
@@ -26,20 +38,24 @@ type Result struct {
 // len(buf)). Bytes of buf past the IP packet's own length (Ethernet padding)
 // are ignored. It allocates nothing. Owner only.
 func (sa *SA) Encap(buf []byte, off, n int) Result {
-	r := sa.encap(buf, off, n)
+	start, length, mtu, v, why := sa.encap(buf, off, n)
 	sa.publish()
-	return r
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: v, Reason: why}, MTU: mtu}
 }
 
-func (sa *SA) encap(buf []byte, off, n int) Result {
+// encap is Encap without publishing the counters. It returns the fields
+// of a Result as scalars: Result has more fields than the compiler keeps
+// in registers, and copying it between stack temporaries cost a
+// store-forwarding stall per copy (see decap).
+func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, why Reason) {
 	if sa.dir != Outbound {
-		return sa.drop(WrongDirection)
+		return sa.encapDrop(WrongDirection)
 	}
 	if sa.expired {
-		return sa.drop(HardLifetime)
+		return sa.encapDrop(HardLifetime)
 	}
 	if off < 0 || n < 1 || off > len(buf) || n > len(buf)-off {
-		return sa.drop(Malformed)
+		return sa.encapDrop(Malformed)
 	}
 	p := buf[off : off+n]
 	var (
@@ -53,12 +69,12 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	switch p[0] >> 4 {
 	case 4:
 		if n < iphdr.IPv4MinLen {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		ihl := int(p[0]&0xf) * 4
 		tot := int(binary.BigEndian.Uint16(p[2:4]))
 		if ihl < iphdr.IPv4MinLen || tot < ihl || tot > n {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		n = tot
 		ds = p[1]
@@ -68,17 +84,17 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 			// RFC 4303 section 3.3: transport mode protects whole
 			// datagrams only, never fragments.
 			if binary.BigEndian.Uint16(p[6:8])&(iphdr.IPv4FlagMF|iphdr.IPv4OffsetMask) != 0 {
-				return sa.drop(Malformed)
+				return sa.encapDrop(Malformed)
 			}
 			hl, nhOff, nh = ihl, 9, p[9]
 		}
 	case 6:
 		if n < iphdr.IPv6Len {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		tot := iphdr.IPv6Len + int(binary.BigEndian.Uint16(p[4:6]))
 		if tot > n {
-			return sa.drop(Malformed)
+			return sa.encapDrop(Malformed)
 		}
 		n = tot
 		ds = p[0]<<4 | p[1]>>4
@@ -87,17 +103,17 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 		if sa.mode == Transport {
 			info, ok := iphdr.IPv6Walk(p[:n])
 			if !ok || info.FragOff != 0 {
-				return sa.drop(Malformed)
+				return sa.encapDrop(Malformed)
 			}
 			hl, nhOff = info.Unfragmentable, info.UnfragNextHeaderOff
 			nh = p[nhOff]
 		}
 	default:
-		return sa.drop(Malformed)
+		return sa.encapDrop(Malformed)
 	}
 	if sa.seq >= sa.seqMax {
 		sa.raise(EventSeqExhausted)
-		return sa.drop(SeqExhausted)
+		return sa.encapDrop(SeqExhausted)
 	}
 
 	payLen := n - hl
@@ -111,35 +127,45 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	}
 	outLen := n + grow + pad + 2 + icvLen
 	if off < grow || len(buf)-off-n < pad+2+icvLen {
-		return sa.drop(NoRoom)
+		return sa.encapDrop(NoRoom)
 	}
 	verdict := Forward
 	if outLen > sa.pathMTU {
 		if !df || sa.fragBig || (v6 && n <= iphdr.IPv6MinMTU) {
 			verdict = Fragment
 		} else {
-			mtu := sa.innerMTU(ipLen, hl)
+			mtu = sa.innerMTU(ipLen, hl)
 			if min := iphdr.IPv4MinMTU; !v6 && mtu < min {
 				mtu = min
 			} else if v6 && mtu < iphdr.IPv6MinMTU {
 				mtu = iphdr.IPv6MinMTU
 			}
-			r := sa.drop(TooBig)
-			r.Verdict, r.MTU, r.Off, r.Len = SendTooBig, mtu, off, n
-			return r
+			sa.count(TooBig)
+			return off, n, mtu, SendTooBig, TooBig
 		}
+	}
+	if sa.speedPad != 0 && verdict == Forward {
+		extra := sa.extraPad(ctLen, outLen, len(buf)-off-n-(pad+2+icvLen))
+		pad += extra
+		ctLen += extra
+		outLen += extra
 	}
 	seq := sa.seq + 1
 	sa.seq = seq
 
-	t := buf[off+n : off+n+pad+2]
-	for i := 0; i < pad; i++ {
-		t[i] = byte(i + 1)
+	// The padding is 1, 2, 3, ... (RFC 4303 section 2.4). The first 16
+	// bytes go in one fixed-size copy: the tailroom checked above holds
+	// pad+2+icvLen >= 16 bytes, and whatever lands past the trailer is
+	// overwritten by the ICV.
+	t := buf[off+n : off+n+pad+2+icvLen]
+	copy(t[:16], padBytes[:16])
+	if pad > 16 {
+		copy(t[16:pad], padBytes[16:pad])
 	}
 	t[pad] = byte(pad)
 	t[pad+1] = nh
 
-	start := off - grow
+	start = off - grow
 	proto := byte(iphdr.ProtoESP)
 	if sa.udp {
 		proto = iphdr.ProtoUDP
@@ -181,11 +207,16 @@ func (sa *SA) encap(buf []byte, off, n int) Result {
 	if seq >= sa.seqSoft {
 		sa.raise(EventSeqNearExhaustion)
 	}
-	r := Result{Off: start, Len: outLen, Verdict: verdict}
 	if verdict == Fragment {
-		r.MTU = sa.pathMTU // the size to cut the outer packet to
+		mtu = sa.pathMTU // the size to cut the outer packet to
 	}
-	return r
+	return start, outLen, mtu, verdict, None
+}
+
+// encapDrop counts a drop and returns encap's results for it.
+func (sa *SA) encapDrop(r Reason) (start, length, mtu int, v Verdict, why Reason) {
+	sa.count(r)
+	return 0, 0, 0, Drop, r
 }
 
 // outerDS is the outer DS field for an inner one (RFC 6040 and RFC 2983).
@@ -204,8 +235,10 @@ func (sa *SA) outerDS(inner byte) byte {
 func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 	ds := sa.outerDS(innerDS)
 	if sa.v4outer {
+		// An array assignment copies the template inline; copy() of a
+		// slice called memmove.
+		*(*[iphdr.IPv4MinLen]byte)(h) = sa.hdr4
 		h = h[:iphdr.IPv4MinLen]
-		copy(h, sa.hdr4[:])
 		var frag uint16
 		if setDF {
 			frag = iphdr.IPv4FlagDF
@@ -220,8 +253,8 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
+	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr6
 	h = h[:iphdr.IPv6Len]
-	copy(h, sa.hdr6[:])
 	h[0] = 0x60 | ds>>4
 	h[1] = ds<<4 | sa.hdr6[1]&0x0f
 	binary.BigEndian.PutUint16(h[4:6], uint16(outLen-iphdr.IPv6Len))
@@ -249,9 +282,7 @@ func (sa *SA) seal(esp []byte, seq uint64, ctLen int) {
 		sa.sealAEAD(esp, ctLen)
 		return
 	}
-	iv := esp[espHdrLen : espHdrLen+16]
-	binary.BigEndian.PutUint64(sa.ivIn[0:8], seq)
-	sa.ivCipher.Encrypt(iv, sa.ivIn[:])
+	sa.ivFor(esp[espHdrLen:espHdrLen+16], seq)
 	sa.sealCBC(esp, ctLen)
 }
 
@@ -263,17 +294,17 @@ func (sa *SA) sealAEAD(esp []byte, ctLen int) {
 	sa.aead.Seal(pt[:0], sa.nonce[:], pt, sa.aadFor(esp))
 }
 
-// aadFor builds the AAD of RFC 4106 section 5 / RFC 7634 section 2.1 from
-// the packet's SPI and low sequence number and, with ESN, the high half
-// kept in sa.seqHi.
+// aadFor returns the AAD of RFC 4106 section 5 / RFC 7634 section 2.1 for
+// the ESP packet esp, whose SPI is the SA's (written by Encap, checked by
+// Decap before the ICV): without ESN the packet's own SPI and sequence
+// number; with ESN, built in sa.aad with the high half kept in sa.seqHi.
 func (sa *SA) aadFor(esp []byte) []byte {
 	if sa.esn {
 		copy(sa.aad[4:8], sa.seqHi[:])
 		copy(sa.aad[8:12], esp[4:8])
 		return sa.aad[:12]
 	}
-	copy(sa.aad[4:8], esp[4:8])
-	return sa.aad[:8]
+	return esp[:8]
 }
 
 func (sa *SA) sealCBC(esp []byte, ctLen int) {

@@ -2,7 +2,11 @@ package esp
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -131,6 +135,55 @@ func checkWire(t *testing.T, sa *SA, w []byte, v6outer, udp bool) {
 	}
 }
 
+// TestCBCIVsAreEncryptedCounters checks every IV against AES, under the
+// IV key derived as initCrypto documents, of SPI || 0 || sequence number:
+// across the batches of the keystream, after Restore on a fresh SA (state
+// moved mid-batch), and for a number out of step.
+func TestCBCIVsAreEncryptedCounters(t *testing.T) {
+	for _, suite := range []Suite{AES128CBCSHA256, AES256CBCSHA256} {
+		o := pairOpts{suite: suite}
+		out, _ := newPair(t, o)
+		enc, integ := testKeys(suite, 0x40)
+		m := hmac.New(sha256.New, integ)
+		m.Write([]byte("spugate esp-cbc iv key"))
+		blk, err := aes.NewCipher(m.Sum(nil)[:len(enc)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := func(seq uint64) []byte {
+			var in, iv [16]byte
+			binary.BigEndian.PutUint32(in[0:4], 0xc001)
+			binary.BigEndian.PutUint64(in[8:16], seq)
+			blk.Encrypt(iv[:], in[:])
+			return iv[:]
+		}
+		pkt := innerPacket(false, 64)
+		check := func(sa *SA, seq uint64) {
+			t.Helper()
+			w := encapOne(t, sa, pkt)
+			if got := w[28:44]; !bytes.Equal(got, want(seq)) {
+				t.Fatalf("%s: IV of seq %d is %x, want %x", suite, seq, got, want(seq))
+			}
+		}
+		for seq := uint64(1); seq <= 3*ivBatch+3; seq++ {
+			check(out, seq)
+		}
+		moved, _ := newPair(t, o)
+		if err := moved.Restore(out.State()); err != nil {
+			t.Fatal(err)
+		}
+		for seq := uint64(3*ivBatch + 4); seq <= 5*ivBatch; seq++ {
+			check(moved, seq)
+			check(out, seq)
+		}
+		var iv [16]byte
+		out.ivFor(iv[:], 7)
+		if !bytes.Equal(iv[:], want(7)) {
+			t.Fatalf("%s: out-of-step IV %x, want %x", suite, iv, want(7))
+		}
+	}
+}
+
 func TestCBCIVsDiffer(t *testing.T) {
 	out, _ := newPair(t, pairOpts{suite: AES128CBCSHA256})
 	seen := map[[16]byte]bool{}
@@ -202,7 +255,7 @@ func TestESNWrongHighBitsFailICV(t *testing.T) {
 
 func encapOne(t testing.TB, out *SA, pkt []byte) []byte {
 	t.Helper()
-	buf, off := frame(pkt)
+	buf, off := frameRoom(pkt, SpeedPadTailroom)
 	r := out.Encap(buf, off, len(pkt))
 	if r.Verdict != Forward {
 		t.Fatalf("encap %v %v", r.Verdict, r.Reason)
@@ -900,7 +953,9 @@ func TestReasonStrings(t *testing.T) {
 }
 
 // TestStatsConcurrentReaders reads Stats from other goroutines while the
-// owner works; run with -race to prove the counters are race-free.
+// owner works. A plain run exercises the plain-store publishing of
+// counter.go (readers must see whole, monotonic values); a -race run uses
+// counter_atomic.go and proves the rest of the SA is not shared.
 func TestStatsConcurrentReaders(t *testing.T) {
 	out, in := newPair(t, pairOpts{suite: AES128GCM})
 	done := make(chan struct{})
@@ -919,6 +974,9 @@ func TestStatsConcurrentReaders(t *testing.T) {
 				s := in.Stats()
 				if s.Packets < last {
 					panic("counter went backwards")
+				}
+				if s.Bytes%200 != 0 || s.Bytes > 200*2000 {
+					panic("torn byte counter")
 				}
 				last = s.Packets
 				_ = out.Stats()
@@ -939,5 +997,111 @@ func TestStatsConcurrentReaders(t *testing.T) {
 	}
 	if s := in.Stats(); s.Packets != 2000 {
 		t.Fatalf("final %d", s.Packets)
+	}
+}
+
+// TestSpeedPad checks Config.SpeedPad: AES-GCM packets padded to a
+// multiple of 128 encrypted bytes when that takes at most SpeedPad extra
+// bytes and fits the path MTU and the buffer, decapsulated by an SA that
+// knows nothing of it; other suites unchanged.
+func TestSpeedPad(t *testing.T) {
+	for _, tc := range []struct {
+		suite           Suite
+		speedPad, inner int
+		mtu, tail       int
+		wantCT          int
+	}{
+		{AES128GCM, 48, 64, 0, SpeedPadTailroom, 128},        // 80 -> 128: 48 extra
+		{AES256GCM, 48, 64, 0, SpeedPadTailroom, 128},        //
+		{AES128GCM, 112, 40, 0, SpeedPadTailroom, 128},       // 48 -> 128: 80 extra
+		{AES128GCM, 48, 40, 0, SpeedPadTailroom, 48},         // 80 extra > 48
+		{AES128GCM, 112, 126, 0, SpeedPadTailroom, 128},      // already 128
+		{AES128GCM, 112, 510, 0, SpeedPadTailroom, 512},      // already 512
+		{AES128GCM, 112, 512, 0, SpeedPadTailroom, 640},      // 528 -> 640
+		{AES128GCM, 48, 64, 0, Tailroom, 80},                 // no room for it
+		{AES128GCM, 48, 64, 0, 32 + 47, 80},                  // trailer and ICV take 32: one byte short
+		{AES128GCM, 48, 64, 0, 32 + 48, 128},                 // just fits
+		{AES128GCM, 112, 1000, 1075, SpeedPadTailroom, 1008}, // 1060 bytes, 1076 with 1024 encrypted
+		{AES128GCM, 112, 1000, 1076, SpeedPadTailroom, 1024}, // fits exactly
+		{ChaCha20Poly1305, 112, 64, 0, SpeedPadTailroom, 80},
+		{AES128CBCSHA256, 112, 64, 0, SpeedPadTailroom, 80},
+	} {
+		o := pairOpts{suite: tc.suite, speedPad: tc.speedPad, mtu: tc.mtu}
+		t.Run(fmt.Sprintf("%s/inner%d/tail%d/mtu%d", o, tc.inner, tc.tail, tc.mtu), func(t *testing.T) {
+			out, in := newPair(t, o)
+			pkt := innerPacket(false, tc.inner)
+			buf, off := frameRoom(pkt, tc.tail)
+			r := out.Encap(buf, off, len(pkt))
+			if r.Verdict != Forward {
+				t.Fatalf("encap: %v %v", r.Verdict, r.Reason)
+			}
+			if got := encryptedLen(o, r.Len); got != tc.wantCT {
+				t.Errorf("encrypted part %d bytes, want %d", got, tc.wantCT)
+			}
+			if tc.tail == SpeedPadTailroom && (tc.mtu == 0 || r.Len <= tc.mtu) {
+				if ov := out.Overhead(tc.inner); ov != r.Len-tc.inner {
+					t.Errorf("Overhead(%d) = %d, Encap added %d", tc.inner, ov, r.Len-tc.inner)
+				}
+			}
+			if tc.mtu != 0 && r.Len > tc.mtu {
+				t.Errorf("packet of %d bytes exceeds the path MTU %d", r.Len, tc.mtu)
+			}
+			d := in.Decap(buf, r.Off, r.Len)
+			if d.Verdict != Forward || !bytes.Equal(buf[d.Off:d.Off+d.Len], pkt) {
+				t.Fatalf("decap: %v %v", d.Verdict, d.Reason)
+			}
+		})
+	}
+	for _, bad := range []int{-1, maxSpeedPad + 1} {
+		oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+		oc.SpeedPad = bad
+		if _, err := NewSA(oc); err == nil || !strings.Contains(err.Error(), "speed padding") {
+			t.Errorf("SpeedPad %d: %v", bad, err)
+		}
+	}
+}
+
+// TestPadOK checks the padding check against a byte-by-byte one for every
+// pad length and buffer length, with each byte of the padding (and the
+// byte before it) changed in turn; the trailer's two bytes are ignored.
+func TestPadOK(t *testing.T) {
+	slow := func(p []byte, k int) bool {
+		for i := 0; i < k; i++ {
+			if p[len(p)-2-k+i] != byte(i+1) {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 2; n <= 42; n++ {
+		for k := 0; k <= n-2; k++ {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = 0xee
+			}
+			copy(p[n-2-k:], padBytes[:k])
+			p[n-2], p[n-1] = byte(k), 4
+			if !padOK(p, k) || !slow(p, k) {
+				t.Fatalf("n %d k %d: good padding refused", n, k)
+			}
+			for i := n - 2 - k - 1; i < n; i++ {
+				if i < 0 {
+					continue
+				}
+				p[i] ^= 0x40
+				if got, want := padOK(p, k), slow(p, k); got != want {
+					t.Fatalf("n %d k %d byte %d changed: padOK %v, want %v", n, k, i, got, want)
+				}
+				p[i] ^= 0x40
+			}
+		}
+	}
+	p := append(append(make([]byte, 10), padBytes[:200]...), 200, 4)
+	if !padOK(p, 200) {
+		t.Fatal("200 bytes of padding refused")
+	}
+	p[100] = 0
+	if padOK(p, 200) {
+		t.Fatal("bad long padding accepted")
 	}
 }

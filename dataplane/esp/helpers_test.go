@@ -48,6 +48,7 @@ type pairOpts struct {
 	mtu       int
 	window    int
 	spi       uint32
+	speedPad  int
 }
 
 // pairConfig returns the configs of the outbound SA on gateway a and the
@@ -68,6 +69,7 @@ func pairConfig(o pairOpts) (out, in Config) {
 	out = Config{
 		SPI: o.spi, Direction: Outbound, Suite: o.suite, EncKey: enc, IntegKey: integ,
 		Mode: mode, Local: local, Remote: remote, ESN: o.esn, PathMTU: o.mtu,
+		SpeedPad: o.speedPad,
 	}
 	if o.udp {
 		out.UDPEncap, out.LocalPort, out.RemotePort = true, 4500, 4500
@@ -174,7 +176,13 @@ func innerPacket(v6 bool, n int) []byte {
 
 // frame places pkt in a fresh buffer with Headroom and Tailroom around it.
 func frame(pkt []byte) (buf []byte, off int) {
-	buf = make([]byte, Headroom+len(pkt)+Tailroom)
+	return frameRoom(pkt, Tailroom)
+}
+
+// frameRoom places pkt in a fresh buffer with Headroom before it and tail
+// bytes after it.
+func frameRoom(pkt []byte, tail int) (buf []byte, off int) {
+	buf = make([]byte, Headroom+len(pkt)+tail)
 	copy(buf[Headroom:], pkt)
 	return buf, Headroom
 }
@@ -193,6 +201,9 @@ func (o pairOpts) String() string {
 	}
 	if o.transport {
 		s += "/transport"
+	}
+	if o.speedPad != 0 {
+		s += fmt.Sprintf("/speedpad%d", o.speedPad)
 	}
 	return s
 }
@@ -215,4 +226,17 @@ func roundTrip(t *testing.T, out, in *SA, pkt []byte) []byte {
 		t.Fatalf("inner packet changed:\n got %x\nwant %x", got, pkt)
 	}
 	return wire
+}
+
+// encryptedLen is the length of the encrypted part (payload, padding, pad
+// length, next header) of a tunnel-mode ESP packet of wireLen bytes.
+func encryptedLen(o pairOpts, wireLen int) int {
+	n := wireLen - 20 - espHdrLen - o.suite.IVLen() - icvLen
+	if o.v6outer {
+		n -= 20
+	}
+	if o.udp {
+		n -= 8
+	}
+	return n
 }

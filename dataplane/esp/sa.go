@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
-	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -24,6 +23,12 @@ const (
 	saltLen   = 4
 	maxIVLen  = 16
 	maxBlock  = 16
+	// gcmFastLen is the multiple that Go's AES-GCM assembly processes
+	// fastest (eight blocks at a time); see Config.SpeedPad.
+	gcmFastLen = 128
+	// maxSpeedPad is the most padding beyond 16-byte alignment that can
+	// reach a multiple of gcmFastLen.
+	maxSpeedPad = gcmFastLen - maxBlock
 )
 
 // Worst-case growth of a packet by Encap, for sizing buffers.
@@ -32,7 +37,8 @@ const (
 	// outer IPv6 header, UDP header, ESP header and a 16-byte CBC IV.
 	MaxHeadGrowth = iphdr.IPv6Len + iphdr.UDPLen + espHdrLen + maxIVLen
 	// MaxTailGrowth is the most bytes Encap adds after a packet: up to 15
-	// bytes of padding, pad length, next header and the ICV.
+	// bytes of padding, pad length, next header and the ICV. Speed padding
+	// (Config.SpeedPad) adds more only where len(buf) leaves room for it.
 	MaxTailGrowth = maxBlock - 1 + 2 + icvLen
 	// Headroom is the minimum headroom (bytes before off) a caller gives
 	// Encap: MaxHeadGrowth plus an Ethernet header that the caller writes
@@ -40,7 +46,20 @@ const (
 	Headroom = MaxHeadGrowth + iphdr.EthernetLen
 	// Tailroom is the minimum tailroom (bytes after off+n, up to len(buf)).
 	Tailroom = MaxTailGrowth
+	// SpeedPadTailroom is the tailroom that lets speed padding
+	// (Config.SpeedPad) always apply; with less, Encap skips it for the
+	// packets whose speed padding does not fit.
+	SpeedPadTailroom = Tailroom + maxSpeedPad
 )
+
+// padBytes is the padding of RFC 4303 section 2.4 (1, 2, 3, ...), the
+// longest a pad length byte can announce.
+var padBytes = func() (b [255]byte) {
+	for i := range b {
+		b[i] = byte(i + 1)
+	}
+	return b
+}()
 
 // Events are conditions the control plane must act on. They are raised
 // once each (a latch) and collected by the owner with TakeEvents.
@@ -90,11 +109,11 @@ type Stats struct {
 	Drops [NumReasons]uint64
 }
 
-// counters are written by the owner with plain atomic stores (a single
-// writer needs no read-modify-write) and read by anyone with atomic loads.
+// counters are the owner's totals as Stats sees them: written by the owner
+// only (a single writer needs no read-modify-write), read by anyone.
 type counters struct {
-	packets, bytes, seq atomic.Uint64
-	drops               [NumReasons]atomic.Uint64
+	packets, bytes, seq counter
+	drops               [NumReasons]counter
 }
 
 // ivSetter is the method crypto/cipher's CBC modes have for reusing one
@@ -128,6 +147,7 @@ type SA struct {
 	zeroCk6  bool
 	ivLen    int
 	blkMask  int
+	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
 	ipLen    int // outer IP header length in tunnel mode
 	udpLen   int // 8 with UDP encapsulation
 	pathMTU  int
@@ -145,7 +165,8 @@ type SA struct {
 	mac      hash.Hash
 	nonce    [12]byte // salt || IV
 	aad      [12]byte // SPI || [seq-hi] || seq-lo
-	ivIn     [16]byte // CBC IV generator input
+	ivIn     [16]byte // CBC IV generator input: SPI, 0, sequence number
+	ivs      cbcIVs
 	seqHi    [4]byte
 	macSum   [sha256.Size]byte
 
@@ -175,6 +196,7 @@ type SA struct {
 	events, raised Events
 
 	localTS, remoteTS []selector
+	hasTS             bool // either list is not empty
 	tsPorts           bool
 
 	ctr counters
@@ -204,11 +226,15 @@ func NewSA(cfg Config) (*SA, error) {
 		zeroCk6:  cfg.UDPZeroChecksum6,
 		life:     cfg.Lifetime,
 	}
+	switch cfg.Suite {
+	case AES128GCM, AES192GCM, AES256GCM:
+		sa.speedPad = cfg.SpeedPad
+	}
 	if err := sa.initCrypto(&cfg); err != nil {
 		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 	}
 	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
-	binary.BigEndian.PutUint32(sa.ivIn[8:12], sa.spi)
+	binary.BigEndian.PutUint32(sa.ivIn[0:4], sa.spi)
 	if sa.udp {
 		sa.udpLen = iphdr.UDPLen
 	}
@@ -244,12 +270,14 @@ func NewSA(cfg Config) (*SA, error) {
 	}
 	sa.localTS = compileSelectors(cfg.LocalTS)
 	sa.remoteTS = compileSelectors(cfg.RemoteTS)
+	sa.hasTS = len(sa.localTS) != 0 || len(sa.remoteTS) != 0
 	for _, s := range append(append([]selector(nil), sa.localTS...), sa.remoteTS...) {
 		if s.proto != 0 || s.startPort != 0 || s.endPort != 0xffff {
 			sa.tsPorts = true
 		}
 	}
 	sa.resetThresholds()
+	sa.resetIVs()
 	return sa, nil
 }
 
@@ -290,10 +318,11 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
 		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
 		// counter (SPI and sequence number) under a secret key gives one per
-		// packet without a random number generator on the hot path. The IV
-		// key is derived from the integrity key with HMAC as a PRF, so it is
-		// independent of the encryption key and the same after a restart
-		// or migration (IVs only need to be unpredictable and distinct).
+		// packet without a random number generator on the hot path (see
+		// cbcIVs). The IV key is derived from the integrity key with HMAC
+		// as a PRF, so it is independent of the encryption key and the same
+		// after a restart or migration (IVs only need to be unpredictable
+		// and distinct).
 		ivm := hmac.New(sha256.New, cfg.IntegKey)
 		ivm.Write([]byte("spugate esp-cbc iv key"))
 		ivKey := ivm.Sum(nil)[:len(key)]
@@ -405,10 +434,24 @@ func (sa *SA) Direction() Direction { return sa.dir }
 func (sa *SA) Suite() Suite { return sa.suite }
 
 // Overhead returns the bytes Encap adds to an inner packet of n bytes in
-// tunnel mode (outer headers, padding, trailer and ICV).
+// tunnel mode (outer headers, padding, trailer and ICV), speed padding
+// included when the caller gives SpeedPadTailroom.
 func (sa *SA) Overhead(n int) int {
+	fixed := sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + icvLen
 	pad := -(n + 2) & sa.blkMask
-	return sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + pad + 2 + icvLen
+	pad += sa.extraPad(n+2+pad, n+fixed+pad+2, 1<<30)
+	return fixed + pad + 2
+}
+
+// extraPad is the speed padding (Config.SpeedPad) for an encrypted part of
+// ctLen bytes in a packet of outLen bytes, given room bytes of spare
+// tailroom: 0 when it is off, not needed, too long, or would not fit.
+func (sa *SA) extraPad(ctLen, outLen, room int) int {
+	extra := -ctLen & (gcmFastLen - 1)
+	if extra == 0 || extra > sa.speedPad || outLen+extra > sa.pathMTU || extra > room {
+		return 0
+	}
+	return extra
 }
 
 // InnerMTU returns the largest inner packet that fits the path MTU once
@@ -424,11 +467,10 @@ func (sa *SA) innerMTU(outerHdr, hl int) int {
 	return hl + avail&^sa.blkMask - 2
 }
 
-// drop counts a drop and builds its result.
-func (sa *SA) drop(r Reason) Result {
+// count counts a drop.
+func (sa *SA) count(r Reason) {
 	c := &sa.ctr.drops[r]
 	c.Store(c.Load() + 1)
-	return Result{Verdict: Drop, Reason: r}
 }
 
 // publish makes the owner's running totals visible to Stats.
@@ -571,6 +613,7 @@ func (sa *SA) Restore(st State) error {
 		sa.ctr.drops[i].Store(st.Drops[i])
 	}
 	sa.resetThresholds()
+	sa.resetIVs()
 	sa.publish()
 	return nil
 }

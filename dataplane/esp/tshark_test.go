@@ -47,6 +47,9 @@ func TestTsharkDecodesEncap(t *testing.T) {
 			}
 		}
 	}
+	// Speed padding (up to 112 extra bytes) on AES-GCM.
+	o := pairOpts{suite: AES128GCM, spi: 0x5ca1ab1e, speedPad: maxSpeedPad}
+	t.Run(o.String(), func(t *testing.T) { tsharkCheck(t, tshark, o, tsharkAlgos[AES128GCM]) })
 }
 
 func tsharkVersion(tshark string) string {

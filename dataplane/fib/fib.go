@@ -93,7 +93,7 @@ func Open() (*Table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fib: netlink: %w", err)
 	}
-	t := &Table{done: make(chan struct{}), resolve: make(chan neighKey, 256), nl: nl}
+	t := &Table{done: make(chan struct{}), resolve: make(chan neighKey, 4096), nl: nl}
 	rch := make(chan netlink.RouteUpdate, 256)
 	nch := make(chan netlink.NeighUpdate, 1024)
 	lch := make(chan netlink.LinkUpdate, 64)
@@ -378,9 +378,12 @@ func (t *Table) Resolve(ifindex int, addr netip.Addr) {
 	if last, ok := t.lastRes.Load(k); ok && now.Sub(last.(time.Time)) < time.Second {
 		return
 	}
-	t.lastRes.Store(k, now)
+	// Only a request actually queued starts the one-second wait: when many
+	// new neighbours appear at once and the queue is full, the next
+	// packet asks again.
 	select {
 	case t.resolve <- k:
+		t.lastRes.Store(k, now)
 	default:
 	}
 }

@@ -109,15 +109,14 @@ func (w *Window) Size() int {
 func (w *Window) Top() uint64 { return w.top }
 
 // Check reports whether seq would be accepted, without changing the window.
+// It is small enough to be inlined into the per-packet path; it needs no
+// lazy initialisation, because a zero Window (top 0) never reaches the
+// bitmap: every seq is either ahead of top or 0.
 func (w *Window) Check(seq uint64) Verdict {
-	w.lazyInit()
-	if seq == 0 {
-		return TooOld
-	}
 	if seq > w.top {
 		return OK
 	}
-	if w.top-seq >= w.size {
+	if seq == 0 || w.top-seq >= w.size {
 		return TooOld
 	}
 	if w.blocks[(seq>>6)&w.mask]&(1<<(seq&63)) != 0 {
@@ -131,6 +130,7 @@ func (w *Window) Check(seq uint64) Verdict {
 // the same verdict as Check, so a caller that verified a batch before
 // updating still catches a duplicate inside the batch.
 func (w *Window) Update(seq uint64) Verdict {
+	w.lazyInit()
 	if v := w.Check(seq); v != OK {
 		return v
 	}

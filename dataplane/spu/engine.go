@@ -526,7 +526,7 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	if !ok {
 		return api.Policy{}, fmt.Errorf("policy %d: not found", id)
 	}
-	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { delete(s.t.policies, id) })
+	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { s.t.delPolicy(id) })
 }
 
 // Policy returns an installed policy.

@@ -32,7 +32,7 @@ import (
 )
 
 const (
-	holdSlots = 128
+	holdSlots = 256
 	holdTTL   = int64(time.Second)
 )
 
@@ -115,14 +115,14 @@ func (t *tables) extract(logicals map[uint16]bool) map[uint16]*bundle {
 	for k, x := range t.out {
 		if logicals[x.logical] {
 			get(x.logical).outs = append(get(x.logical).outs, x)
-			delete(t.out, k)
+			t.unlinkOut(k, x)
 			reqids[x.desc.ReqID] = true
 		}
 	}
 	for id, p := range t.policies {
 		if logicals[p.logical] {
 			get(p.logical).policies = append(get(p.logical).policies, p)
-			delete(t.policies, id)
+			t.delPolicy(id)
 		}
 	}
 	for r := range reqids {

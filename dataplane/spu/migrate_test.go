@@ -200,3 +200,34 @@ func TestDrainAddAndFault(t *testing.T) {
 	}
 	_ = api.EventSPUFailed
 }
+
+// TestWatchdogDeclaresAStalledSPU: an SPU whose loop stops coming round
+// while awake (here a command that blocks) is declared failed after the
+// watchdog's deadline, and its tunnels move on.
+func TestWatchdogDeclaresAStalledSPU(t *testing.T) {
+	a, _, logical, _ := setup(t)
+	a.e.cfg.WatchdogDeadline = 200 * time.Millisecond
+	a.e.cfg.Spin = time.Second // stay awake: a sleeping SPU is not stalled
+	a.e.Start()
+	defer a.e.Stop()
+	victim := a.e.physical(logical)
+	release := make(chan struct{})
+	go a.e.Do(victim, func(*SPU) { <-release })
+	deadline := time.Now().Add(3 * time.Second)
+	for a.e.SPUState(victim) != "failed" {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("stalled spu %d not declared failed", victim)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if a.e.physical(logical) == victim {
+		t.Error("the stalled SPU kept its logical SPUs")
+	}
+	for _, st := range a.e.DumpSAs() {
+		if st.SPU == victim {
+			t.Errorf("sa 0x%x still on the stalled SPU", st.SPI)
+		}
+	}
+}

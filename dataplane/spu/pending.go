@@ -9,7 +9,7 @@ package spu
 import "time"
 
 const (
-	pendingSlots = 32
+	pendingSlots = 256
 	pendingTTL   = int64(time.Second)
 	pendingSize  = 2048
 )

@@ -80,7 +80,11 @@ type tables struct {
 	out      map[outKey]*outSA
 	active   map[uint32]*outSA // reqid -> the outbound SA policies use
 	policies map[uint32]*policy
-	addSeq   uint64
+	// By reqid, so that a change of one tunnel's outbound SAs costs the
+	// tunnel's size, not the table's.
+	outBy  map[uint32]map[outKey]*outSA
+	polBy  map[uint32]map[uint32]*policy
+	addSeq uint64
 }
 
 func newTables() tables {
@@ -89,6 +93,8 @@ func newTables() tables {
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
 		policies: map[uint32]*policy{},
+		outBy:    map[uint32]map[outKey]*outSA{},
+		polBy:    map[uint32]map[uint32]*policy{},
 	}
 }
 
@@ -96,8 +102,8 @@ func newTables() tables {
 // set of outbound SAs of that reqid changed.
 func (t *tables) relink(reqid uint32) {
 	var best *outSA
-	for _, o := range t.out {
-		if o.desc.ReqID == reqid && (best == nil || o.added > best.added) {
+	for _, o := range t.outBy[reqid] {
+		if best == nil || o.added > best.added {
 			best = o
 		}
 	}
@@ -106,17 +112,22 @@ func (t *tables) relink(reqid uint32) {
 	} else {
 		t.active[reqid] = best
 	}
-	for _, p := range t.policies {
-		if p.p.ReqID == reqid {
-			p.out = best
-		}
+	for _, p := range t.polBy[reqid] {
+		p.out = best
 	}
 }
 
 func (t *tables) addOut(o *outSA) {
 	t.addSeq++
 	o.added = t.addSeq
-	t.out[outKey{o.desc.SPI, o.desc.Remote}] = o
+	k := outKey{o.desc.SPI, o.desc.Remote}
+	t.out[k] = o
+	m := t.outBy[o.desc.ReqID]
+	if m == nil {
+		m = map[outKey]*outSA{}
+		t.outBy[o.desc.ReqID] = m
+	}
+	m[k] = o
 	t.relink(o.desc.ReqID)
 }
 
@@ -125,14 +136,45 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 	if !ok {
 		return nil, false
 	}
-	delete(t.out, k)
+	t.unlinkOut(k, o)
 	t.relink(o.desc.ReqID)
 	return o, true
 }
 
+// unlinkOut removes an outbound SA from the indexes (the caller relinks).
+func (t *tables) unlinkOut(k outKey, o *outSA) {
+	delete(t.out, k)
+	if m := t.outBy[o.desc.ReqID]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(t.outBy, o.desc.ReqID)
+		}
+	}
+}
+
 func (t *tables) addPolicy(p *policy) {
 	t.policies[p.p.ID] = p
+	m := t.polBy[p.p.ReqID]
+	if m == nil {
+		m = map[uint32]*policy{}
+		t.polBy[p.p.ReqID] = m
+	}
+	m[p.p.ID] = p
 	p.out = t.active[p.p.ReqID]
+}
+
+func (t *tables) delPolicy(id uint32) {
+	p, ok := t.policies[id]
+	if !ok {
+		return
+	}
+	delete(t.policies, id)
+	if m := t.polBy[p.p.ReqID]; m != nil {
+		delete(m, id)
+		if len(m) == 0 {
+			delete(t.polBy, p.p.ReqID)
+		}
+	}
 }
 
 // findPolicy is the exact SPD match over every policy of the SPU, for a

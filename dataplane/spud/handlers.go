@@ -4,6 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/anchor"
@@ -320,6 +324,18 @@ func (d *Daemon) stats() api.Stats {
 		for i, v := range c {
 			if v > 0 {
 				st.XDP[steer.Counter(i).String()] = v
+			}
+		}
+	}
+	st.Links = map[string]uint64{}
+	for _, ifc := range d.ifaces {
+		for _, c := range []string{"rx_dropped", "tx_dropped", "rx_missed_errors", "tx_errors", "rx_errors"} {
+			b, err := os.ReadFile(filepath.Join("/sys/class/net", ifc.Name, "statistics", c))
+			if err != nil {
+				continue
+			}
+			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+				st.Links[ifc.Name+" "+c] = v
 			}
 		}
 	}

@@ -58,15 +58,28 @@ func (p Policy) normalize() (Policy, error) {
 // lookup finds a policy covering both addresses whenever one exists. Among
 // several it takes the longest source prefix, then the longest destination
 // prefix; the SPD's own order is userspace's business.
+//
+// Changes are incremental: a policy touches only the group of its own
+// destination and the groups inside it (for a /32 destination, one group),
+// and the policies covering a group are found by walking the group's
+// prefix lengths in an index by destination, so that installing thousands
+// of tunnels costs the same per tunnel as installing the first.
 type spdTable struct {
 	policies map[policyKey]Policy
+	byRemote map[remoteKey]map[policyKey]struct{}
 
 	groups    map[groupKey]uint32 // allocated groups: destination -> group
 	owner     map[uint32]groupKey // group -> its destination
 	dst       map[groupKey]bool   // installed stage 1
 	src       map[srcKey]spdValue // installed stage 2
+	srcOf     map[uint32]map[netip.Prefix]spdValue
 	nextGroup uint32
 	free      []uint32
+}
+
+type remoteKey struct {
+	ifindex int
+	remote  netip.Prefix
 }
 
 type groupKey struct {
@@ -96,10 +109,12 @@ type spdWriter interface {
 func newSPDTable() spdTable {
 	return spdTable{
 		policies: make(map[policyKey]Policy),
+		byRemote: make(map[remoteKey]map[policyKey]struct{}),
 		groups:   make(map[groupKey]uint32),
 		owner:    make(map[uint32]groupKey),
 		dst:      make(map[groupKey]bool),
 		src:      make(map[srcKey]spdValue),
+		srcOf:    make(map[uint32]map[netip.Prefix]spdValue),
 	}
 }
 
@@ -113,95 +128,72 @@ func (p *Policy) value() spdValue {
 
 const policyBypass = 0x1 // SPUGATE_POLICY_BYPASS
 
-// desired computes stage 1 and stage 2 for one interface and family.
-// Stage 2 is keyed by destination prefix here; groups come later.
-func (t *spdTable) desired(ifindex int, is4 bool) map[netip.Prefix]map[netip.Prefix]spdValue {
-	var pols []Policy
-	dsts := make(map[netip.Prefix]map[netip.Prefix]spdValue)
-	for _, p := range t.policies {
-		if p.Ifindex == ifindex && p.Remote.Addr().Is4() == is4 {
-			pols = append(pols, p)
-			dsts[p.Remote] = nil
-		}
+func (t *spdTable) index(p Policy) {
+	rk := remoteKey{p.Ifindex, p.Remote}
+	m := t.byRemote[rk]
+	if m == nil {
+		m = make(map[policyKey]struct{})
+		t.byRemote[rk] = m
 	}
-	for d := range dsts {
-		entries := make(map[netip.Prefix]spdValue)
-		best := make(map[netip.Prefix]int) // source prefix -> destination bits of the chosen policy
-		for i := range pols {
-			p := &pols[i]
-			// p's destination covers the whole group when it is at most
-			// as long and contains the group's prefix.
-			if p.Remote.Bits() > d.Bits() || !p.Remote.Contains(d.Addr()) {
-				continue
-			}
-			if b, ok := best[p.Local]; ok && b >= p.Remote.Bits() {
-				continue
-			}
-			best[p.Local] = p.Remote.Bits()
-			entries[p.Local] = p.value()
-		}
-		dsts[d] = entries
-	}
-	return dsts
+	m[p.key()] = struct{}{}
 }
 
-// sync brings the installed entries of (ifindex, family) to the desired
-// ones through w, in an order that never leaves a lookup pointing at a
-// group without its entries: new stage-2 entries first, then stage 1, then
-// removals of stage 1, then of stage 2.
-func (t *spdTable) sync(w spdWriter, ifindex int, is4 bool) error {
-	want := t.desired(ifindex, is4)
+func (t *spdTable) unindex(p Policy) {
+	rk := remoteKey{p.Ifindex, p.Remote}
+	if m := t.byRemote[rk]; m != nil {
+		delete(m, p.key())
+		if len(m) == 0 {
+			delete(t.byRemote, rk)
+		}
+	}
+}
 
-	// Groups for new destinations.
-	for d := range want {
-		gk := groupKey{ifindex, d}
-		if _, ok := t.groups[gk]; ok {
-			continue
-		}
-		var g uint32
-		if n := len(t.free); n > 0 {
-			g, t.free = t.free[n-1], t.free[:n-1]
-		} else {
-			t.nextGroup++
-			g = t.nextGroup
-		}
-		t.owner[g] = gk
-		t.groups[gk] = g // allocated; its stage-1 entry is put after its stage-2 entries
+// desired computes group d's stage-2 entries: for each source prefix, the
+// policy with the longest destination among those whose destination covers
+// d. Nil when no policy has d itself as destination (no group then).
+func (t *spdTable) desired(ifindex int, d netip.Prefix) map[netip.Prefix]spdValue {
+	if len(t.byRemote[remoteKey{ifindex, d}]) == 0 {
+		return nil
 	}
+	entries := make(map[netip.Prefix]spdValue)
+	// Shorter destinations first, so that a longer one overrides them.
+	for l := 0; l <= d.Bits(); l++ {
+		r, _ := d.Addr().Prefix(l)
+		for pk := range t.byRemote[remoteKey{ifindex, r}] {
+			p := t.policies[pk]
+			entries[p.Local] = p.value()
+		}
+	}
+	return entries
+}
 
-	// 1. Stage-2 additions and changes.
-	for d, entries := range want {
-		g := t.groups[groupKey{ifindex, d}]
-		for s, v := range entries {
-			sk := srcKey{g, s}
-			if old, ok := t.src[sk]; ok && old == v {
-				continue
-			}
-			if err := w.putSrc(sk, v); err != nil {
-				return err
-			}
-			t.src[sk] = v
+// affected returns the destinations whose groups a policy with destination
+// remote on ifindex bears on: its own, and every existing group inside it.
+func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
+	out := []netip.Prefix{remote}
+	if remote.Bits() == remote.Addr().BitLen() {
+		return out
+	}
+	for gk := range t.groups {
+		if gk.ifindex == ifindex && gk.dst != remote && gk.dst.Addr().Is4() == remote.Addr().Is4() &&
+			gk.dst.Bits() > remote.Bits() && remote.Contains(gk.dst.Addr()) {
+			out = append(out, gk.dst)
 		}
 	}
-	// 2. Stage 1 for new groups.
-	for d := range want {
-		gk := groupKey{ifindex, d}
-		if t.dst[gk] {
-			continue
-		}
-		if err := w.putDst(gk, t.groups[gk]); err != nil {
-			return err
-		}
-		t.dst[gk] = true
-	}
-	// 3. Stage-1 removals, 4. then stage-2 removals.
-	var dropped []uint32
-	for gk, g := range t.groups {
-		if gk.ifindex != ifindex || gk.dst.Addr().Is4() != is4 {
-			continue
-		}
-		if _, ok := want[gk.dst]; ok {
-			continue
+	return out
+}
+
+// syncGroup brings group d's installed entries to the desired ones through
+// w, in an order that never leaves a lookup pointing at a group without its
+// entries: stage-2 additions first, then stage 1, then stage-2 removals; or,
+// for a group that goes away, stage 1 first, then its stage-2 entries.
+func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix) error {
+	want := t.desired(ifindex, d)
+	gk := groupKey{ifindex, d}
+	g, has := t.groups[gk]
+	if want == nil {
+		if !has {
+			return nil
 		}
 		if t.dst[gk] {
 			if err := w.delDst(gk); err != nil {
@@ -209,32 +201,70 @@ func (t *spdTable) sync(w spdWriter, ifindex int, is4 bool) error {
 			}
 			delete(t.dst, gk)
 		}
-		delete(t.groups, gk)
-		dropped = append(dropped, g)
-	}
-	for sk := range t.src {
-		gk, ok := t.owner[sk.group]
-		if !ok || gk.ifindex != ifindex || gk.dst.Addr().Is4() != is4 {
-			continue
-		}
-		if t.groups[gk] == sk.group {
-			if _, keep := want[gk.dst][sk.src]; keep {
-				continue
+		for s := range t.srcOf[g] {
+			if err := w.delSrc(srcKey{g, s}); err != nil {
+				return err
 			}
+			delete(t.src, srcKey{g, s})
+			delete(t.srcOf[g], s)
 		}
-		if err := w.delSrc(sk); err != nil {
-			return err
-		}
-		delete(t.src, sk)
-	}
-	for _, g := range dropped {
+		delete(t.srcOf, g)
+		delete(t.groups, gk)
 		delete(t.owner, g)
 		t.free = append(t.free, g)
+		return nil
+	}
+	if !has {
+		if n := len(t.free); n > 0 {
+			g, t.free = t.free[n-1], t.free[:n-1]
+		} else {
+			t.nextGroup++
+			g = t.nextGroup
+		}
+		t.owner[g] = gk
+		t.groups[gk] = g
+		t.srcOf[g] = make(map[netip.Prefix]spdValue)
+	}
+	have := t.srcOf[g]
+	for s, v := range want {
+		if old, ok := have[s]; ok && old == v {
+			continue
+		}
+		if err := w.putSrc(srcKey{g, s}, v); err != nil {
+			return err
+		}
+		have[s] = v
+		t.src[srcKey{g, s}] = v
+	}
+	if !t.dst[gk] {
+		if err := w.putDst(gk, g); err != nil {
+			return err
+		}
+		t.dst[gk] = true
+	}
+	for s := range have {
+		if _, keep := want[s]; keep {
+			continue
+		}
+		if err := w.delSrc(srcKey{g, s}); err != nil {
+			return err
+		}
+		delete(have, s)
+		delete(t.src, srcKey{g, s})
 	}
 	return nil
 }
 
-// set adds or replaces a policy and syncs its interface and family. On a
+func (t *spdTable) syncAll(w spdWriter, ifindex int, dsts []netip.Prefix) error {
+	for _, d := range dsts {
+		if err := t.syncGroup(w, ifindex, d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// set adds or replaces a policy and syncs the groups it bears on. On a
 // write error the policy change is undone (and synced back, best effort).
 func (t *spdTable) set(w spdWriter, p Policy) error {
 	p, err := p.normalize()
@@ -244,13 +274,16 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	k := p.key()
 	old, had := t.policies[k]
 	t.policies[k] = p
-	if err := t.sync(w, p.Ifindex, p.Remote.Addr().Is4()); err != nil {
+	t.index(p)
+	dsts := t.affected(p.Ifindex, p.Remote)
+	if err := t.syncAll(w, p.Ifindex, dsts); err != nil {
 		if had {
 			t.policies[k] = old
 		} else {
 			delete(t.policies, k)
+			t.unindex(p)
 		}
-		_ = t.sync(w, p.Ifindex, p.Remote.Addr().Is4())
+		_ = t.syncAll(w, p.Ifindex, t.affected(p.Ifindex, p.Remote))
 		return fmt.Errorf("steer: policy %d %v -> %v on ifindex %d: %w", p.ID, p.Local, p.Remote, p.Ifindex, err)
 	}
 	return nil
@@ -263,10 +296,13 @@ func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) 
 	if !had {
 		return fmt.Errorf("steer: no policy %v -> %v on ifindex %d", local, remote, ifindex)
 	}
+	dsts := t.affected(ifindex, old.Remote)
 	delete(t.policies, k)
-	if err := t.sync(w, ifindex, remote.Addr().Is4()); err != nil {
+	t.unindex(old)
+	if err := t.syncAll(w, ifindex, dsts); err != nil {
 		t.policies[k] = old
-		_ = t.sync(w, ifindex, remote.Addr().Is4())
+		t.index(old)
+		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote))
 		return fmt.Errorf("steer: delete policy %d %v -> %v on ifindex %d: %w", old.ID, local, remote, ifindex, err)
 	}
 	return nil

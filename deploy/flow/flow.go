@@ -81,8 +81,14 @@ func Start(o Options) (*Flow, error) {
 	f := &Flow{o: o, done: make(chan Result, 1), stop: make(chan struct{}), sentAll: make(chan struct{})}
 	if err := o.To.Do(func() error {
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(o.Dst, o.Port)))
+		if err != nil {
+			return err
+		}
+		// A deep buffer, so that the receiver's own socket (a goroutine
+		// on a busy machine) is not where packets are lost.
+		c.SetReadBuffer(8 << 20)
 		f.recv = c
-		return err
+		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("flow: receiver on %s: %w", o.To.Name, err)
 	}

@@ -10,6 +10,15 @@
 //	spuctl spu list | drain N | add N | fail N (fault injection)
 //	spuctl stats
 //
+// and, talking to iked's control socket (-c):
+//
+//	spuctl list-conns
+//	spuctl list-sas
+//	spuctl initiate CONN [CHILD]        (or --ike CONN --child CHILD) [--timeout 30s]
+//	spuctl terminate CONN [CHILD]       (or --ike CONN, --ike-id N, --child-id N)
+//	spuctl reload
+//	spuctl ike-stats
+//
 // `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
 // policy add` take (see control/xfrmargs).
 package main
@@ -24,15 +33,19 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/control/xfrmargs"
 	"github.com/spugate/spugate/dataplane/api"
 )
 
-var socket = flag.String("s", api.DefaultSocket, "spud's SA API socket")
+var (
+	socket     = flag.String("s", api.DefaultSocket, "spud's SA API socket")
+	ikedSocket = flag.String("c", ikectl.DefaultSocket, "iked's control socket")
+)
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s socket] sa|policy|spu|stats ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|reload|ike-stats ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -59,8 +72,10 @@ func run(args []string) error {
 		return spuCmd(args[1:])
 	case "stats":
 		return stats()
+	case "list-conns", "list-sas", "initiate", "terminate", "reload", "ike-stats":
+		return ikeCmd(args[0], args[1:])
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, reload, ike-stats)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {
@@ -336,6 +351,9 @@ func stats() error {
 	}
 	if len(st.XDP) > 0 {
 		fmt.Printf("xdp: %s\n", kv(st.XDP))
+	}
+	if len(st.Links) > 0 {
+		fmt.Printf("links: %s\n", kv(st.Links))
 	}
 	for _, s := range st.Sockets {
 		fmt.Printf("socket %s/%d (spu %d): rx %d tx %d rx_dropped %d fill_empty %d tx_full %d\n",

@@ -1,0 +1,581 @@
+// Package iketest has in-memory fakes to run IKE workers with no privilege
+// and no real time: a clock that moves only when told, deterministic
+// randomness, a data plane that keeps SAs and policies in maps, and a
+// network that can drop, delay, duplicate and reorder datagrams between
+// workers.
+//
+// A Sim ties them together: one worker per gateway address, each with its
+// own data plane, counters and log buffer, and a loop that delivers
+// datagrams and fires timers in time order.
+package iketest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/control/ike/ts"
+	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+// Epoch is where every fake clock starts.
+var Epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Clock is a fake clock.
+type Clock struct{ t time.Time }
+
+// NewClock returns a clock at Epoch.
+func NewClock() *Clock { return &Clock{t: Epoch} }
+
+// Now returns the fake time.
+func (c *Clock) Now() time.Time { return c.t }
+
+// Set moves the clock (never backwards).
+func (c *Clock) Set(t time.Time) {
+	if t.After(c.t) {
+		c.t = t
+	}
+}
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) { c.t = c.t.Add(d) }
+
+// Rand is deterministic randomness.
+type Rand struct{ r *rand.ChaCha8 }
+
+// NewRand returns randomness seeded with seed.
+func NewRand(seed byte) *Rand {
+	var s [32]byte
+	s[0] = seed
+	return &Rand{r: rand.NewChaCha8(s)}
+}
+
+// Read fills b.
+func (r *Rand) Read(b []byte) (int, error) { return r.r.Read(b) }
+
+// DataPlane is a fake data plane: SAs and policies in maps.
+type DataPlane struct {
+	mu       sync.Mutex
+	nextSPI  uint32
+	nextPol  uint32
+	SAs      map[api.SAID]api.SA
+	Policies map[uint32]api.Policy
+	// FailAddSA, when set, makes AddSA fail.
+	FailAddSA error
+	// Ops records every call, for tests that check the order.
+	Ops []string
+}
+
+// NewDataPlane returns an empty data plane whose SPIs start at base.
+func NewDataPlane(base uint32) *DataPlane {
+	return &DataPlane{nextSPI: base, SAs: map[api.SAID]api.SA{}, Policies: map[uint32]api.Policy{}}
+}
+
+func saKey(s *api.SA) api.SAID {
+	id := api.SAID{SPI: s.SPI, Dir: s.Dir}
+	if s.Dir == api.Out {
+		id.Remote = s.Remote
+	}
+	return id
+}
+
+// AllocSPI returns the next SPI.
+func (d *DataPlane) AllocSPI(local, remote netip.Addr) (uint32, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.nextSPI++
+	d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
+	return d.nextSPI, nil
+}
+
+// AddSA installs an SA.
+func (d *DataPlane) AddSA(s *api.SA) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.FailAddSA != nil {
+		return d.FailAddSA
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	k := saKey(s)
+	if _, ok := d.SAs[k]; ok {
+		return fmt.Errorf("sa spi 0x%08x %s: exists", s.SPI, s.Dir)
+	}
+	d.SAs[k] = *s
+	d.Ops = append(d.Ops, fmt.Sprintf("add %s %08x", s.Dir, s.SPI))
+	return nil
+}
+
+// DelSA removes an SA.
+func (d *DataPlane) DelSA(id api.SAID) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id.Dir == api.In {
+		id.Remote = netip.Addr{}
+	}
+	if _, ok := d.SAs[id]; !ok {
+		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
+	}
+	delete(d.SAs, id)
+	d.Ops = append(d.Ops, fmt.Sprintf("del %s %08x", id.Dir, id.SPI))
+	return nil
+}
+
+// UpdateSA changes an SA's peer or encapsulation.
+func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	id := u.SAID
+	if id.Dir == api.In {
+		id.Remote = netip.Addr{}
+	}
+	s, ok := d.SAs[id]
+	if !ok {
+		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
+	}
+	delete(d.SAs, id)
+	if u.Remote.IsValid() {
+		s.Remote = u.Remote
+	}
+	if u.Encap != nil {
+		s.Encap = u.Encap
+	}
+	d.SAs[saKey(&s)] = s
+	return nil
+}
+
+// AddPolicy installs a policy.
+func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
+	d.nextPol++
+	q := *p
+	q.ID = d.nextPol
+	d.Policies[q.ID] = q
+	d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	return q.ID, nil
+}
+
+// DelPolicy removes a policy.
+func (d *DataPlane) DelPolicy(id uint32) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.Policies[id]; !ok {
+		return fmt.Errorf("policy %d: not found", id)
+	}
+	delete(d.Policies, id)
+	d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	return nil
+}
+
+// Counts returns the number of SAs and policies.
+func (d *DataPlane) Counts() (sas, policies int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.SAs), len(d.Policies)
+}
+
+// Find returns the SA with an SPI and direction.
+func (d *DataPlane) Find(spi uint32, dir api.Dir) (api.SA, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, s := range d.SAs {
+		if k.SPI == spi && k.Dir == dir {
+			return s, true
+		}
+	}
+	return api.SA{}, false
+}
+
+// syncBuffer is a log sink safe for the handler.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Node is one simulated gateway: a worker and everything it sees.
+type Node struct {
+	Name     string
+	Addr     netip.Addr
+	Worker   *worker.Worker
+	DP       *DataPlane
+	Counters *stats.Counters
+	Cfg      *config.Config
+	Set      manager.Settings
+	Persist  map[uint64][]byte // JSON of persisted IKE SAs by our SPI
+	Traps    map[string]task.Trap
+	// Deterministic makes key exchanges deterministic (from the node's
+	// Rand) where the group allows it.
+	Deterministic bool
+
+	sim    *Sim
+	rnd    *Rand
+	log    *slog.Logger
+	logBuf *syncBuffer
+	reqid  uint32
+	ids    uint32
+}
+
+// Logs returns what the node logged.
+func (n *Node) Logs() string { return n.logBuf.String() }
+
+// Sim is a simulation of gateways over a fake network.
+type Sim struct {
+	T     testing.TB
+	Clock *Clock
+	Nodes []*Node
+	// Filter decides the fate of each datagram sent; nil delivers all.
+	Filter func(d manager.Datagram, from *Node) Fate
+	// Reorder delivers datagrams due at the same time in reverse order.
+	Reorder bool
+	// NAT, when set, rewrites each datagram in transit (addresses and
+	// ports), as a NAT between the nodes would.
+	NAT func(d manager.Datagram) manager.Datagram
+
+	queue []inflight
+	seq   int
+	// Sent counts datagrams sent by each node, by exchange.
+	Sent []Sent
+}
+
+// Sent is a datagram the network saw.
+type Sent struct {
+	At       time.Time
+	From, To netip.AddrPort
+	Exchange message.ExchangeType
+	Response bool
+	MsgID    uint32
+	Len      int
+	Dropped  bool
+}
+
+// Fate is what the network does with a datagram.
+type Fate struct {
+	Drop      bool
+	Duplicate bool
+	Delay     time.Duration
+}
+
+type inflight struct {
+	at  time.Time
+	seq int
+	d   manager.Datagram
+}
+
+// NewSim returns an empty simulation.
+func NewSim(t testing.TB) *Sim {
+	s := &Sim{T: t, Clock: NewClock()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range s.Nodes {
+				t.Logf("--- log of %s ---\n%s", n.Name, n.Logs())
+			}
+		}
+	})
+	return s
+}
+
+// WriteConfig writes a configuration and its secrets to a temporary folder
+// and loads them.
+func WriteConfig(t testing.TB, yaml, secrets string) *config.Config {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "secrets.yaml"), []byte(secrets), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "iked.yaml")
+	if !strings.Contains(yaml, "secrets:") {
+		yaml = "secrets: secrets.yaml\n" + yaml
+	}
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(p, task.ConfigChecker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// AddNode adds a gateway at addr with a configuration.
+func (s *Sim) AddNode(name string, addr netip.Addr, cfg *config.Config) *Node {
+	n := &Node{Name: name, Addr: addr, DP: NewDataPlane(uint32(0xc0000000) + uint32(len(s.Nodes))<<24), Counters: &stats.Counters{},
+		Cfg: cfg, Set: manager.DefaultSettings(), Persist: map[uint64][]byte{}, Traps: map[string]task.Trap{},
+		sim: s, rnd: NewRand(byte(len(s.Nodes) + 1)), logBuf: &syncBuffer{}, Deterministic: true}
+	n.Set.RetransmitTimeout = cfg.RetransmitTimeout.D()
+	n.Set.RetransmitBase = cfg.RetransmitBase
+	n.Set.RetransmitTries = cfg.RetransmitTries
+	n.Set.NATTPort = uint16(cfg.PortNATT)
+	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name)
+	n.Worker = worker.New(0, (*nodeEnv)(n))
+	s.Nodes = append(s.Nodes, n)
+	return n
+}
+
+// Node returns the node with an address.
+func (s *Sim) Node(a netip.Addr) *Node {
+	for _, n := range s.Nodes {
+		if n.Addr == a {
+			return n
+		}
+	}
+	return nil
+}
+
+func (s *Sim) send(from *Node, d manager.Datagram) {
+	d.Data = append([]byte(nil), d.Data...)
+	rec := Sent{At: s.Clock.Now(), From: d.Local, To: d.Remote, Len: len(d.Data)}
+	if b, err := message.StripNonESPMarker(d.Data); err == nil || d.Local.Port() != from.Set.NATTPort {
+		if d.Local.Port() != from.Set.NATTPort {
+			b = d.Data
+		}
+		if h, err := message.DecodeHeader(b); err == nil {
+			rec.Exchange, rec.Response, rec.MsgID = h.Exchange, h.IsResponse(), h.MessageID
+		}
+	}
+	fate := Fate{}
+	if s.Filter != nil {
+		fate = s.Filter(d, from)
+	}
+	rec.Dropped = fate.Drop
+	s.Sent = append(s.Sent, rec)
+	if fate.Drop {
+		return
+	}
+	if s.NAT != nil {
+		d = s.NAT(d)
+	}
+	n := 1
+	if fate.Duplicate {
+		n = 2
+	}
+	for range n {
+		s.seq++
+		s.queue = append(s.queue, inflight{at: s.Clock.Now().Add(fate.Delay), seq: s.seq, d: d})
+	}
+}
+
+// Step delivers what is due and fires due timers; it reports false when
+// nothing is left to do before until.
+func (s *Sim) Step(until time.Time) bool {
+	now := s.Clock.Now()
+	var due []inflight
+	rest := s.queue[:0]
+	for _, f := range s.queue {
+		if !f.at.After(now) {
+			due = append(due, f)
+		} else {
+			rest = append(rest, f)
+		}
+	}
+	s.queue = rest
+	sort.Slice(due, func(i, j int) bool { return due[i].seq < due[j].seq })
+	if s.Reorder {
+		slices.Reverse(due)
+	}
+	for _, f := range due {
+		to := s.Node(f.d.Remote.Addr())
+		if to == nil {
+			continue
+		}
+		to.Worker.Receive(manager.Datagram{Local: f.d.Remote, Remote: f.d.Local, Data: append([]byte(nil), f.d.Data...)})
+	}
+	fired := false
+	for _, n := range s.Nodes {
+		if d := n.Worker.Deadline(); !d.IsZero() && !d.After(now) {
+			n.Worker.Tick(now)
+			fired = true
+		}
+	}
+	if len(due) > 0 || fired {
+		return true
+	}
+	next := time.Time{}
+	for _, f := range s.queue {
+		if next.IsZero() || f.at.Before(next) {
+			next = f.at
+		}
+	}
+	for _, n := range s.Nodes {
+		if d := n.Worker.Deadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	if next.IsZero() || next.After(until) {
+		s.Clock.Set(until)
+		return false
+	}
+	s.Clock.Set(next)
+	return true
+}
+
+// RunFor runs the simulation for d of fake time.
+func (s *Sim) RunFor(d time.Duration) {
+	until := s.Clock.Now().Add(d)
+	for i := 0; s.Step(until); i++ {
+		if i > 1_000_000 {
+			s.T.Fatal("simulation does not settle")
+		}
+	}
+}
+
+// RunUntil runs until cond holds or d of fake time passed; it reports
+// whether cond held.
+func (s *Sim) RunUntil(d time.Duration, cond func() bool) bool {
+	until := s.Clock.Now().Add(d)
+	for i := 0; ; i++ {
+		if cond() {
+			return true
+		}
+		if !s.Step(until) {
+			return cond()
+		}
+		if i > 1_000_000 {
+			s.T.Fatal("simulation does not settle")
+		}
+	}
+}
+
+// nodeEnv is the worker.Env of a node.
+type nodeEnv Node
+
+var _ worker.Env = (*nodeEnv)(nil)
+
+func (e *nodeEnv) Now() time.Time            { return e.sim.Clock.Now() }
+func (e *nodeEnv) Rand() io.Reader           { return e.rnd }
+func (e *nodeEnv) DataPlane() task.DataPlane { return e.DP }
+func (e *nodeEnv) Config() *config.Config    { return e.Cfg }
+func (e *nodeEnv) Settings() manager.Settings {
+	return e.Set
+}
+func (e *nodeEnv) NewReqID() uint32        { e.reqid++; return e.reqid }
+func (e *nodeEnv) NewID() uint32           { e.ids++; return e.ids }
+func (e *nodeEnv) Stats() *stats.Counters  { return e.Node().Counters }
+func (e *nodeEnv) Log() *slog.Logger       { return e.log }
+func (e *nodeEnv) Send(d manager.Datagram) { e.sim.send(e.Node(), d) }
+func (e *nodeEnv) Node() *Node             { return (*Node)(e) }
+func (e *nodeEnv) LocalAddrFor(netip.Addr) (netip.Addr, error) {
+	return e.Addr, nil
+}
+
+func (e *nodeEnv) KeyExchange(g suite.GroupID) (*suite.KeyExchange, error) {
+	if e.Deterministic {
+		var priv []byte
+		switch g {
+		case suite.GroupCurve25519:
+			priv = make([]byte, 32)
+		case suite.GroupMODP2048:
+			priv = make([]byte, 32)
+		}
+		if priv != nil {
+			io.ReadFull(e.rnd, priv)
+			priv[0] |= 0x40
+			if k, err := suite.NewKeyExchangeFromPrivate(g, priv); err == nil {
+				return k, nil
+			}
+		}
+	}
+	return suite.NewKeyExchange(g)
+}
+
+func (e *nodeEnv) Trap(conn, child string) (task.Trap, bool) {
+	t, ok := e.Traps[conn+"/"+child]
+	return t, ok
+}
+
+func (e *nodeEnv) Changed(ike *sa.IKESA) {
+	b, err := json.Marshal(ike)
+	if err != nil {
+		e.sim.T.Errorf("%s: persist: %v", e.Name, err)
+		return
+	}
+	e.Persist[ike.OurSPI()] = b
+}
+
+func (e *nodeEnv) Gone(ike *sa.IKESA) { delete(e.Persist, ike.OurSPI()) }
+
+// InstallTrap installs a trap policy in the fake data plane.
+func (e *nodeEnv) InstallTrap(conn, child string) { e.Node().InstallTrap(conn, child) }
+
+// InstallTrap installs the trap policy of a child.
+func (n *Node) InstallTrap(connName, child string) task.Trap {
+	if t, ok := n.Traps[connName+"/"+child]; ok {
+		return t
+	}
+	conn := n.Cfg.Connections[connName]
+	cc := conn.Children[child]
+	local, remote, err := worker.Endpoints((*nodeEnv)(n), conn)
+	if err != nil {
+		n.sim.T.Fatalf("%s: trap %s/%s: %v", n.Name, connName, child, err)
+	}
+	n.reqid++
+	t := task.Trap{ReqID: n.reqid, LocalTS: ts.FromConfig(cc.LocalSelectors, local), RemoteTS: ts.FromConfig(cc.RemoteSelectors, remote)}
+	id, err := n.DP.AddPolicy(&api.Policy{ReqID: t.ReqID, Action: api.Protect, Local: local, Remote: remote,
+		LocalTS: ts.ToAPI(t.LocalTS), RemoteTS: ts.ToAPI(t.RemoteTS), Name: task.TrapName(connName, child)})
+	if err != nil {
+		n.sim.T.Fatalf("%s: trap policy: %v", n.Name, err)
+	}
+	t.PolicyID = id
+	n.Traps[connName+"/"+child] = t
+	return t
+}
+
+// Restart replaces the node's worker by a new one that restores the IKE
+// SAs the old one persisted, as iked does after a crash; the data plane
+// keeps its SAs.
+func (n *Node) Restart() error {
+	n.Worker = worker.New(0, (*nodeEnv)(n))
+	for _, b := range n.Persist {
+		var ike sa.IKESA
+		if err := json.Unmarshal(b, &ike); err != nil {
+			return err
+		}
+		if err := ike.RestoreCiphers(); err != nil {
+			return err
+		}
+		if err := n.Worker.Restore(&ike); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Env returns the node's worker environment, for a second worker of the
+// node (migrations).
+func (n *Node) Env() worker.Env { return (*nodeEnv)(n) }

@@ -1,0 +1,177 @@
+// Package stats holds iked's counters: exchanges, failures by reason,
+// retransmissions, half-open IKE SAs. They are atomics shared by every
+// worker, so that counting takes no lock on the per-exchange path.
+package stats
+
+import (
+	"sort"
+	"sync/atomic"
+)
+
+// Reason is why an IKE or Child SA failed or a datagram was dropped.
+type Reason int
+
+// Reasons. Each has a short name used in logs, counters and spuctl.
+const (
+	NoProposalChosen  Reason = iota // no common IKE or ESP proposal
+	InvalidKE                       // INVALID_KE_PAYLOAD (a retry, not a failure, as initiator)
+	AuthFailed                      // the peer's AUTH did not verify (wrong PSK)
+	PeerIDMismatch                  // no connection accepts the peer's identity
+	NoPSK                           // no pre-shared key for the identities
+	TSUnacceptable                  // traffic selectors do not overlap
+	PeerError                       // the peer answered with an error notify
+	RetransmitTimeout               // no response after every retransmission
+	DPDTimeout                      // a liveness check got no response
+	HalfOpenTimeout                 // a responder IKE SA never completed IKE_AUTH
+	HalfOpenLimit                   // too many half-open IKE SAs from one address
+	CookieRequired                  // answered with a COOKIE (a retry, not a failure)
+	InvalidCookie                   // a COOKIE that we did not issue
+	DecodeError                     // the datagram did not parse
+	DecryptError                    // the SK payload did not authenticate
+	InvalidSyntax                   // a message broke the exchange's rules
+	UnknownSPI                      // a datagram for an IKE SA we do not have
+	InvalidMessageID                // a request or response with an unexpected message ID
+	DataPlane                       // installing into spud failed
+	Unsupported                     // something we do not implement (rekeying, EAP, fragments...)
+	InvalidKEData                   // the peer's KE data was malformed
+	InternalError                   // our own fault (randomness, encoding)
+	NumReasons
+)
+
+var reasonNames = [...]string{
+	NoProposalChosen:  "no_proposal_chosen",
+	InvalidKE:         "invalid_ke_payload",
+	AuthFailed:        "authentication_failed",
+	PeerIDMismatch:    "peer_id_mismatch",
+	NoPSK:             "no_psk",
+	TSUnacceptable:    "ts_unacceptable",
+	PeerError:         "peer_error_notify",
+	RetransmitTimeout: "retransmit_timeout",
+	DPDTimeout:        "dpd_timeout",
+	HalfOpenTimeout:   "half_open_timeout",
+	HalfOpenLimit:     "half_open_limit",
+	CookieRequired:    "cookie_required",
+	InvalidCookie:     "invalid_cookie",
+	DecodeError:       "decode_error",
+	DecryptError:      "decrypt_error",
+	InvalidSyntax:     "invalid_syntax",
+	UnknownSPI:        "unknown_spi",
+	InvalidMessageID:  "invalid_message_id",
+	DataPlane:         "data_plane_error",
+	Unsupported:       "unsupported",
+	InvalidKEData:     "invalid_ke_data",
+	InternalError:     "internal_error",
+}
+
+func (r Reason) String() string {
+	if r >= 0 && int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Counter names a plain counter.
+type Counter int
+
+// Counters of events that are not failures.
+const (
+	ExchangesInitiated Counter = iota // requests we sent (first transmission)
+	ExchangesAnswered                 // requests we answered (not from the cache)
+	Retransmissions                   // requests we sent again
+	CachedResponses                   // retransmitted requests answered from the cache
+	IKESAsEstablished
+	IKESAsDeleted
+	ChildSAsInstalled
+	ChildSAsDeleted
+	Handoffs        // datagrams a worker passed to the worker of their anchor
+	Keepalives      // NAT keepalives sent
+	DPDChecks       // liveness checks sent
+	CookiesSent     // COOKIE notifies sent
+	InitialContacts // IKE SAs removed on INITIAL_CONTACT
+	Acquires        // data-plane acquires that started a negotiation
+	LateResponses   // responses to retransmissions of requests already answered
+	NumCounters
+)
+
+var counterNames = [...]string{
+	ExchangesInitiated: "exchanges_initiated",
+	ExchangesAnswered:  "exchanges_answered",
+	Retransmissions:    "retransmissions",
+	CachedResponses:    "cached_responses",
+	IKESAsEstablished:  "ike_sas_established",
+	IKESAsDeleted:      "ike_sas_deleted",
+	ChildSAsInstalled:  "child_sas_installed",
+	ChildSAsDeleted:    "child_sas_deleted",
+	Handoffs:           "handoffs",
+	Keepalives:         "nat_keepalives",
+	DPDChecks:          "dpd_checks",
+	CookiesSent:        "cookies_sent",
+	InitialContacts:    "initial_contacts",
+	Acquires:           "acquires",
+	LateResponses:      "late_responses",
+}
+
+func (c Counter) String() string {
+	if c >= 0 && int(c) < len(counterNames) {
+		return counterNames[c]
+	}
+	return "unknown"
+}
+
+// Counters are the daemon's counters. The zero value is ready; share one
+// pointer between workers.
+type Counters struct {
+	counters [NumCounters]atomic.Uint64
+	failures [NumReasons]atomic.Uint64
+	// HalfOpen is the number of half-open responder IKE SAs now (across
+	// workers): the COOKIE threshold compares with it.
+	HalfOpen atomic.Int64
+}
+
+// Add adds n to a counter.
+func (c *Counters) Add(k Counter, n uint64) { c.counters[k].Add(n) }
+
+// Inc adds one to a counter.
+func (c *Counters) Inc(k Counter) { c.counters[k].Add(1) }
+
+// Fail counts a failure.
+func (c *Counters) Fail(r Reason) { c.failures[r].Add(1) }
+
+// Get returns a counter's value.
+func (c *Counters) Get(k Counter) uint64 { return c.counters[k].Load() }
+
+// Failures returns how often r happened.
+func (c *Counters) Failures(r Reason) uint64 { return c.failures[r].Load() }
+
+// Snapshot is the counters as plain values, for the control socket.
+type Snapshot struct {
+	Counters map[string]uint64 `json:"counters"`
+	Failures map[string]uint64 `json:"failures"`
+	HalfOpen int64             `json:"half_open"`
+}
+
+// Snapshot reads every counter (non-zero ones only).
+func (c *Counters) Snapshot() Snapshot {
+	s := Snapshot{Counters: map[string]uint64{}, Failures: map[string]uint64{}, HalfOpen: c.HalfOpen.Load()}
+	for i := range c.counters {
+		if v := c.counters[i].Load(); v > 0 {
+			s.Counters[Counter(i).String()] = v
+		}
+	}
+	for i := range c.failures {
+		if v := c.failures[i].Load(); v > 0 {
+			s.Failures[Reason(i).String()] = v
+		}
+	}
+	return s
+}
+
+// Names returns the keys of m sorted, for stable output.
+func Names(m map[string]uint64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,216 @@
+package task
+
+import (
+	"bytes"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/ts"
+)
+
+// IKEAuthI is the initiator of IKE_AUTH with a pre-shared key (RFC 7296
+// 2.15): IDi, IDr when the peer's identity is configured, AUTH, and
+// INITIAL_CONTACT when we hold no other IKE SA with the peer.
+type IKEAuthI struct {
+	conn *config.Conn
+}
+
+// NewIKEAuthI prepares IKE_AUTH for a connection.
+func NewIKEAuthI(conn *config.Conn) *IKEAuthI { return &IKEAuthI{conn: conn} }
+
+func (t *IKEAuthI) Kind() Kind  { return KindIKEAuth }
+func (t *IKEAuthI) Abort(error) {}
+
+// Build fills the IKE_AUTH request's authentication payloads.
+func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
+	ike := c.IKE
+	local, remote := t.conn.Local.Identity, t.conn.Remote.Identity
+	secret, ok := c.Config().LookupPSK(local, remote.Type, remote.Data)
+	if !ok {
+		c.Fail(stats.NoPSK, 0, "no pre-shared key for %s - %s", local, remote)
+		return c.Failure.Err
+	}
+	idi := IDPayload(false, local)
+	octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+	if err != nil {
+		return err
+	}
+	auth, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
+	if err != nil {
+		return err
+	}
+	ike.LocalID = local
+	req.Inner = append(req.Inner, idi)
+	if !remote.Any() && !bytes.Contains(remote.Data, []byte("*")) {
+		// IDr says whom we want to talk to; a pattern is no identity.
+		req.Inner = append(req.Inner, IDPayload(true, remote))
+	}
+	req.Inner = append(req.Inner, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
+	if !c.HasOtherIKESA(ike) {
+		req.Inner = append(req.Inner, &message.Notify{NotifyType: message.InitialContact})
+	}
+	return nil
+}
+
+// Process authenticates the responder.
+func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
+	ike := c.IKE
+	idr, _ := message.Find(resp.Inner, message.PayloadIDr).(*message.ID)
+	auth, _ := message.Find(resp.Inner, message.PayloadAUTH).(*message.Auth)
+	if idr == nil || auth == nil {
+		if n := errorNotify(resp.Inner); n != nil {
+			r := stats.PeerError
+			if n.NotifyType == message.AuthenticationFailed {
+				r = stats.AuthFailed
+			}
+			c.Fail(r, 0, "IKE_AUTH: peer answered %s", n.NotifyType)
+			return Failed
+		}
+		c.Fail(stats.InvalidSyntax, message.AuthenticationFailed, "IKE_AUTH response without IDr and AUTH")
+		return Failed
+	}
+	peer := WireIdentity(idr)
+	if !t.conn.Remote.Identity.Matches(uint8(idr.IDType), idr.Data) {
+		c.Fail(stats.PeerIDMismatch, message.AuthenticationFailed,
+			"IKE_AUTH: peer identity %s does not match the configured %s", peer, t.conn.Remote.Identity)
+		return Failed
+	}
+	if auth.Method != message.AuthSharedKeyMIC {
+		c.Fail(stats.Unsupported, message.AuthenticationFailed, "IKE_AUTH: peer %s authenticates with %s; only PSK is supported", peer, auth.Method)
+		return Failed
+	}
+	secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idr.IDType), idr.Data)
+	if !ok {
+		c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
+		return Failed
+	}
+	octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
+	if err != nil {
+		c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
+		return Failed
+	}
+	if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+		c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
+		return Failed
+	}
+	ike.RemoteID = peer
+	ike.State = sa.Established
+	ike.Established = c.Now()
+	return Done
+}
+
+// IKEAuthR is the responder of IKE_AUTH: it picks the connection by the
+// peer's identity, verifies the AUTH and authenticates us.
+type IKEAuthR struct {
+	conn   *config.Conn
+	failed bool
+}
+
+func (t *IKEAuthR) Kind() Kind  { return KindIKEAuth }
+func (t *IKEAuthR) Abort(error) {}
+
+func (t *IKEAuthR) fail(c *Ctx, r stats.Reason, format string, args ...any) Status {
+	t.failed = true
+	c.Fail(r, message.AuthenticationFailed, format, args...)
+	return Failed
+}
+
+// Process authenticates the initiator.
+func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
+	ike := c.IKE
+	idi, _ := message.Find(req.Inner, message.PayloadIDi).(*message.ID)
+	auth, _ := message.Find(req.Inner, message.PayloadAUTH).(*message.Auth)
+	idr, _ := message.Find(req.Inner, message.PayloadIDr).(*message.ID)
+	if idi == nil || auth == nil {
+		// EAP (no AUTH) is not supported.
+		return t.fail(c, stats.Unsupported, "IKE_AUTH request without IDi and AUTH (EAP is not supported)")
+	}
+	peer := WireIdentity(idi)
+	// Among the connections that accept the addresses and identities, the
+	// first whose children accept the proposed traffic selectors wins:
+	// several connections between the same gateways differ only by them.
+	tsiP, _ := message.Find(req.Inner, message.PayloadTSi).(*message.TS)
+	tsrP, _ := message.Find(req.Inner, message.PayloadTSr).(*message.TS)
+	for _, conn := range FindConnByAddr(c.Config(), ike.Local.Addr(), ike.Remote.Addr()) {
+		if conn.Remote == nil || conn.Local == nil || !conn.Remote.Identity.Matches(uint8(idi.IDType), idi.Data) {
+			continue
+		}
+		if idr != nil && !(uint8(idr.IDType) == conn.Local.Identity.Type && bytes.Equal(idr.Data, conn.Local.Identity.Data)) {
+			continue
+		}
+		if t.conn == nil {
+			t.conn = conn
+		}
+		if tsiP == nil || tsrP == nil || acceptsTS(conn, ike, tsiP.Selectors, tsrP.Selectors) {
+			t.conn = conn
+			break
+		}
+	}
+	if t.conn == nil {
+		want := ""
+		if idr != nil {
+			want = " asking for " + WireIdentity(idr).String()
+		}
+		return t.fail(c, stats.PeerIDMismatch, "IKE_AUTH: no connection for peer identity %s%s from %s", peer, want, ike.Remote.Addr())
+	}
+	ike.ConnName = t.conn.Name
+	if auth.Method != message.AuthSharedKeyMIC {
+		return t.fail(c, stats.Unsupported, "IKE_AUTH: peer %s authenticates with %s; only PSK is supported", peer, auth.Method)
+	}
+	secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idi.IDType), idi.Data)
+	if !ok {
+		return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
+	}
+	octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+	if err != nil {
+		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
+	}
+	if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+		return t.fail(c, stats.AuthFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
+	}
+	ike.LocalID = t.conn.Local.Identity
+	ike.RemoteID = peer
+	ike.State = sa.Established
+	ike.Established = c.Now()
+	if message.FindNotify(req.Inner, message.InitialContact) != nil {
+		c.InitialContact(ike)
+	}
+	return Done
+}
+
+// Build authenticates us, or answers AUTHENTICATION_FAILED.
+func (t *IKEAuthR) Build(c *Ctx, resp *message.Message) Status {
+	if t.failed {
+		resp.Inner = append(resp.Inner, &message.Notify{NotifyType: message.AuthenticationFailed})
+		return Failed
+	}
+	ike := c.IKE
+	secret, _ := c.Config().LookupPSK(t.conn.Local.Identity, ike.RemoteID.Type, ike.RemoteID.Data)
+	idr := IDPayload(true, t.conn.Local.Identity)
+	octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
+	if err != nil {
+		c.Fail(stats.InternalError, 0, "IKE_AUTH: %v", err)
+		return Failed
+	}
+	auth, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
+	if err != nil {
+		c.Fail(stats.InternalError, 0, "IKE_AUTH: %v", err)
+		return Failed
+	}
+	resp.Inner = append(resp.Inner, idr, &message.Auth{Method: message.AuthSharedKeyMIC, Data: auth})
+	return Done
+}
+
+// acceptsTS reports whether a child of conn accepts the selectors.
+func acceptsTS(conn *config.Conn, ike *sa.IKESA, tsi, tsr []message.Selector) bool {
+	for _, cc := range conn.Children {
+		if len(ts.Narrow(tsi, ts.FromConfig(cc.RemoteSelectors, ike.Remote.Addr()))) > 0 &&
+			len(ts.Narrow(tsr, ts.FromConfig(cc.LocalSelectors, ike.Local.Addr()))) > 0 {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,315 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/task"
+)
+
+// joinDone returns a function to call n times; done gets the first error
+// after the n-th call. done may be nil.
+func joinDone(n int, done func(error)) func(error) {
+	if done == nil {
+		return nil
+	}
+	if n == 0 {
+		done(nil)
+		return nil
+	}
+	var first error
+	return func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+		if n--; n == 0 {
+			done(first)
+		}
+	}
+}
+
+// Endpoints returns the addresses an initiation of conn uses: its first
+// remote address (which must be a single address) and our address towards
+// it.
+func Endpoints(env interface {
+	LocalAddrFor(netip.Addr) (netip.Addr, error)
+}, conn *config.Conn) (local, remote netip.Addr, err error) {
+	for _, p := range conn.Remotes {
+		if p.IsSingleIP() {
+			remote = p.Addr()
+			break
+		}
+	}
+	if !remote.IsValid() {
+		return local, remote, fmt.Errorf("connection %q: no single remote address to initiate to (remote_addrs %v)", conn.Name, conn.RemoteAddrs)
+	}
+	for _, a := range conn.Locals {
+		if a.Is4() == remote.Is4() {
+			local = a
+			break
+		}
+	}
+	if !local.IsValid() {
+		if local, err = env.LocalAddrFor(remote); err != nil {
+			return local, remote, fmt.Errorf("connection %q: local address towards %s: %w", conn.Name, remote, err)
+		}
+	}
+	return local, remote, nil
+}
+
+// findIKE returns a live IKE SA of a connection that new Child SAs can be
+// added to.
+func (w *Worker) findIKE(conn string) *manager.Manager {
+	for _, m := range w.Managers() {
+		ike := m.IKE
+		if m.Destroyed() || ike.ConnName != conn {
+			continue
+		}
+		if ike.State == sa.Established || (ike.Initiator && ike.State < sa.Established) {
+			return m
+		}
+	}
+	return nil
+}
+
+// hasChild reports whether m has or is negotiating a Child SA of a child.
+func hasChild(m *manager.Manager, child string) bool {
+	for _, ch := range m.IKE.Children {
+		if ch.Name == child && ch.State != sa.ChildDeleted && ch.State != sa.ChildDeleting {
+			return true
+		}
+	}
+	for _, l := range [][]task.Initiator{m.Active(), m.Queued()} {
+		for _, t := range l {
+			if c, ok := t.(*task.ChildCreateI); ok && c.Child().Name == child && c.Replaces == nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Initiate brings up a connection's Child SA (all its children if child is
+// empty), on the connection's IKE SA if one is up or being set up, else on
+// a new one. done (may be nil) is called once with the outcome. Calls for a
+// Child SA that exists or is being negotiated succeed at once.
+func (w *Worker) Initiate(connName, child string, done func(error)) error {
+	defer w.runPending()
+	cfg := w.env.Config()
+	conn := cfg.Connections[connName]
+	if conn == nil {
+		return fmt.Errorf("no connection %q", connName)
+	}
+	var children []*config.Child
+	if child != "" {
+		cc := conn.Children[child]
+		if cc == nil {
+			return fmt.Errorf("connection %q has no child %q", connName, child)
+		}
+		children = append(children, cc)
+	} else {
+		for _, n := range conn.ChildOrder {
+			children = append(children, conn.Children[n])
+		}
+	}
+	if m := w.findIKE(conn.Name); m != nil {
+		var todo []*config.Child
+		for _, cc := range children {
+			if !hasChild(m, cc.Name) {
+				todo = append(todo, cc)
+			}
+		}
+		d := joinDone(len(todo), done)
+		for _, cc := range todo {
+			m.Queue(task.NewChildCreateI(conn, cc, d))
+		}
+		m.Initiate()
+		w.schedule(m)
+		return nil
+	}
+	local, remote, err := Endpoints(w.env, conn)
+	if err != nil {
+		return err
+	}
+	init, err := task.NewIKEInitI(conn)
+	if err != nil {
+		return err
+	}
+	spi, err := w.newSPI()
+	if err != nil {
+		return err
+	}
+	ike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi,
+		Local:   netip.AddrPortFrom(local, uint16(conn.LocalPort)),
+		Remote:  netip.AddrPortFrom(remote, uint16(conn.RemotePort)),
+		Created: w.env.Now()}
+	m := manager.New(ike, w.menv)
+	m.Queue(init)
+	m.Queue(task.NewIKEAuthI(conn))
+	d := joinDone(len(children), done)
+	for _, cc := range children {
+		m.Queue(task.NewChildCreateI(conn, cc, d))
+	}
+	w.bySPI[spi] = m
+	m.Logger().Info("initiating IKE SA", "local", ike.Local.String(), "children", len(children))
+	m.Initiate()
+	w.schedule(m)
+	return nil
+}
+
+// Selector picks IKE or Child SAs for Terminate: by connection name or IKE
+// SA unique id, and optionally a child name or Child SA unique id (then
+// only Child SAs are deleted).
+type Selector struct {
+	Conn    string
+	IKEID   uint32
+	Child   string
+	ChildID uint32
+}
+
+func (s Selector) childOnly() bool { return s.Child != "" || s.ChildID != 0 }
+
+// Terminate deletes the IKE SAs (or Child SAs) the selector picks, telling
+// the peer. It returns how many it started to delete; done (may be nil) is
+// called once they are all gone.
+func (w *Worker) Terminate(sel Selector, done func(error)) int {
+	defer w.runPending()
+	type job struct {
+		m        *manager.Manager
+		children []*sa.ChildSA
+	}
+	var jobs []job
+	for _, m := range w.Managers() {
+		ike := m.IKE
+		if m.Destroyed() || (sel.IKEID != 0 && ike.UniqueID != sel.IKEID) || (sel.Conn != "" && ike.ConnName != sel.Conn) {
+			continue
+		}
+		if !sel.childOnly() {
+			jobs = append(jobs, job{m: m})
+			continue
+		}
+		var chs []*sa.ChildSA
+		for _, ch := range ike.Children {
+			if (sel.Child == "" || ch.Name == sel.Child) && (sel.ChildID == 0 || ch.UniqueID == sel.ChildID) &&
+				ch.State != sa.ChildDeleted && ch.State != sa.ChildDeleting {
+				chs = append(chs, ch)
+			}
+		}
+		if len(chs) > 0 {
+			jobs = append(jobs, job{m: m, children: chs})
+		}
+	}
+	d := joinDone(len(jobs), done)
+	for _, j := range jobs {
+		if j.children == nil {
+			j.m.Delete("terminated by the operator", d)
+		} else {
+			j.m.Queue(task.NewChildDeleteI("terminated by the operator", d, j.children...))
+			j.m.Initiate()
+		}
+		w.schedule(j.m)
+	}
+	return len(jobs)
+}
+
+// List returns copies of the worker's IKE SAs and Child SAs, without keys,
+// for listing.
+func (w *Worker) List() []sa.IKESA {
+	var out []sa.IKESA
+	for _, m := range w.Managers() {
+		c := *m.IKE
+		c.Keys, c.Out, c.In, c.Ni, c.Nr, c.InitI, c.InitR, c.LastResponse = nil, nil, nil, nil, nil, nil, nil, nil
+		c.Children = nil
+		for _, ch := range m.IKE.Children {
+			cc := *ch
+			cc.Keys = nil
+			c.Children = append(c.Children, &cc)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// Restore adopts an IKE SA read back from the state file (ciphers already
+// rebuilt).
+func (w *Worker) Restore(ike *sa.IKESA) error {
+	if ike.Out == nil || ike.In == nil {
+		return errors.New("restore: IKE SA without ciphers")
+	}
+	if w.bySPI[ike.OurSPI()] != nil {
+		return fmt.Errorf("restore: IKE SA %s exists", ike.SPIs())
+	}
+	m := manager.Restore(ike, w.menv)
+	w.bySPI[ike.OurSPI()] = m
+	m.Logger().Info("IKE SA restored", "children", len(ike.Children), "msgid_out", ike.MsgIDOut, "msgid_in", ike.MsgIDIn)
+	w.schedule(m)
+	return nil
+}
+
+// Do runs f with the worker's managers, for commands the daemon needs that
+// have no method here; f must not keep them.
+func (w *Worker) Do(f func(ms []*manager.Manager)) {
+	defer w.runPending()
+	ms := w.Managers()
+	f(ms)
+	for _, m := range ms {
+		w.schedule(m)
+	}
+}
+
+// ChildEvent applies a data-plane lifetime event to the Child SA with an
+// SPI: a soft limit makes it due for replacement now, a hard limit deletes
+// it.
+func (w *Worker) ChildEvent(spi uint32, inbound, hard bool) {
+	defer w.runPending()
+	for _, m := range w.Managers() {
+		for _, ch := range m.IKE.Children {
+			if (inbound && ch.SPIIn != spi) || (!inbound && ch.SPIOut != spi) {
+				continue
+			}
+			switch {
+			case hard && ch.State != sa.ChildDeleting && ch.State != sa.ChildDeleted:
+				m.Logger().Info("child sa reached its hard lifetime", "child", ch.Name, "child_id", ch.UniqueID)
+				m.Queue(task.NewChildDeleteI("hard lifetime", nil, ch))
+				m.Initiate()
+			case !hard && ch.State == sa.ChildInstalled:
+				ch.RekeyAt = w.env.Now()
+			}
+			w.schedule(m)
+			return
+		}
+	}
+}
+
+// ErrBusy is returned by Detach for an IKE SA with an exchange of ours in
+// flight or queued: move it once it is idle.
+var ErrBusy = errors.New("IKE SA has an exchange in flight")
+
+// Detach takes an established, idle IKE SA out of the worker without
+// touching the data plane or telling the peer, and returns it (ciphers
+// included) for another worker's Restore: the step of migrating an IKE SA
+// between workers when the SPU map changes (issue 8). Datagrams of the IKE
+// SA that reach this worker afterwards are unknown here; the caller moves
+// the datagram routing first.
+func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
+	m := w.bySPI[ourSPI]
+	if m == nil || m.Destroyed() {
+		return nil, fmt.Errorf("no IKE SA with SPI %016x", ourSPI)
+	}
+	if m.IKE.State != sa.Established {
+		return nil, fmt.Errorf("IKE SA %s is %s, not established", m.IKE.SPIs(), m.IKE.State)
+	}
+	if m.Busy() || len(m.Queued()) > 0 {
+		return nil, ErrBusy
+	}
+	delete(w.bySPI, ourSPI)
+	w.forgetInit(m)
+	w.endHalfOpen(m)
+	delete(w.sched, m)
+	m.Logger().Info("IKE SA detached for migration")
+	return m.IKE, nil
+}

@@ -1,0 +1,350 @@
+// Package worker is one IKE worker: the shard of iked's IKE SAs that live on
+// one SPU. It owns their task managers (package manager), finds the IKE SA of
+// each datagram by SPI, applies the responder's defences to IKE_SA_INIT
+// (COOKIE above a threshold of half-open IKE SAs, a limit of half-open IKE
+// SAs per peer address), runs their timers, and starts, lists and ends IKE
+// SAs on command.
+//
+// A Worker is not safe for concurrent use: the daemon gives each worker a
+// goroutine and sends it datagrams and commands; tests call it directly with
+// a fake clock and network. Nothing on the per-exchange path takes a lock
+// shared with other workers (counters are atomics).
+package worker
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/task"
+)
+
+// Env is the daemon as a worker sees it.
+type Env interface {
+	Now() time.Time
+	Rand() io.Reader
+	KeyExchange(g suite.GroupID) (*suite.KeyExchange, error)
+	DataPlane() task.DataPlane
+	Config() *config.Config
+	Settings() manager.Settings
+	NewReqID() uint32
+	NewID() uint32
+	Stats() *stats.Counters
+	Log() *slog.Logger
+	Send(d manager.Datagram)
+	Trap(conn, child string) (task.Trap, bool)
+	// LocalAddrFor picks our address towards remote when the connection
+	// names none.
+	LocalAddrFor(remote netip.Addr) (netip.Addr, error)
+	// Changed says an IKE SA changed (persist it); Gone that it ended.
+	Changed(ike *sa.IKESA)
+	Gone(ike *sa.IKESA)
+	// InstallTrap (re)installs the trap of a child, for dpd_action and
+	// close_action trap.
+	InstallTrap(conn, child string)
+}
+
+type initKey struct {
+	spi  uint64
+	peer netip.AddrPort
+}
+
+// Worker is one IKE worker.
+type Worker struct {
+	ID  int
+	env Env
+	log *slog.Logger
+
+	bySPI   map[uint64]*manager.Manager
+	initReq map[initKey]*manager.Manager
+	perPeer map[netip.Addr]int
+	halfOpn map[*manager.Manager]netip.Addr
+
+	timers  timerHeap
+	sched   map[*manager.Manager]time.Time
+	cookies cookieSecrets
+	pending []func()
+	menv    *mgrEnv
+}
+
+// New returns a worker.
+func New(id int, env Env) *Worker {
+	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
+		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
+		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{}}
+	w.menv = &mgrEnv{Env: env, w: w}
+	return w
+}
+
+// Len is the number of IKE SAs of the worker.
+func (w *Worker) Len() int { return len(w.bySPI) }
+
+// Managers returns the worker's task managers.
+func (w *Worker) Managers() []*manager.Manager {
+	out := make([]*manager.Manager, 0, len(w.bySPI))
+	for _, m := range w.bySPI {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *manager.Manager) int { return int(a.IKE.UniqueID) - int(b.IKE.UniqueID) })
+	return out
+}
+
+// Receive handles one datagram that arrived at the worker's sockets.
+func (w *Worker) Receive(d manager.Datagram) {
+	defer w.runPending()
+	data := d.Data
+	if d.Local.Port() == w.env.Settings().NATTPort {
+		var err error
+		if data, err = message.StripNonESPMarker(data); err != nil {
+			return // a NAT keepalive, or ESP that reached the socket
+		}
+	}
+	h, err := message.DecodeHeader(data)
+	if err != nil {
+		w.env.Stats().Fail(stats.DecodeError)
+		w.log.Debug("dropped datagram", "from", d.Remote.String(), "err", err.Error())
+		return
+	}
+	msg, err := message.Decode(data)
+	if err != nil {
+		w.env.Stats().Fail(stats.DecodeError)
+		w.log.Debug("dropped datagram", "from", d.Remote.String(), "exchange", h.Exchange.String(), "err", err.Error())
+		return
+	}
+	if h.Exchange == message.IKESAInit && !h.IsResponse() && h.SPIr == 0 {
+		w.receiveInit(d, msg)
+		return
+	}
+	ours := h.SPIi
+	if h.IsInitiator() {
+		ours = h.SPIr
+	}
+	m := w.bySPI[ours]
+	if m == nil {
+		w.env.Stats().Fail(stats.UnknownSPI)
+		w.log.Debug("dropped datagram for an unknown IKE SA", "from", d.Remote.String(), "spii", fmt.Sprintf("%016x", h.SPIi),
+			"spir", fmt.Sprintf("%016x", h.SPIr), "exchange", h.Exchange.String())
+		return
+	}
+	theirs := h.SPIr
+	if h.IsInitiator() {
+		theirs = h.SPIi
+	}
+	if theirs != m.IKE.PeerSPI() && !(m.IKE.Initiator && h.Exchange == message.IKESAInit && m.IKE.SPIr == 0) {
+		w.env.Stats().Fail(stats.UnknownSPI)
+		return
+	}
+	m.Receive(d, msg)
+	w.schedule(m)
+}
+
+// receiveInit handles an IKE_SA_INIT request: a retransmission goes to its
+// IKE SA; a new one passes the half-open limits and the COOKIE check
+// before any state is kept.
+func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
+	h := msg.Header
+	key := initKey{h.SPIi, d.Remote}
+	if m := w.initReq[key]; m != nil {
+		m.Receive(d, msg)
+		w.schedule(m)
+		return
+	}
+	if err := message.Validate(msg); err != nil {
+		w.env.Stats().Fail(stats.InvalidSyntax)
+		w.log.Debug("dropped IKE_SA_INIT", "from", d.Remote.String(), "err", err.Error())
+		return
+	}
+	cfg := w.env.Config()
+	now := w.env.Now()
+	if cfg != nil && cfg.HalfOpenPerPeer > 0 && w.perPeer[d.Remote.Addr()] >= cfg.HalfOpenPerPeer {
+		w.env.Stats().Fail(stats.HalfOpenLimit)
+		w.log.Info("IKE_SA_INIT dropped: half-open limit of the peer reached", "peer", d.Remote.String(),
+			"half_open", w.perPeer[d.Remote.Addr()], "limit", cfg.HalfOpenPerPeer, "reason", stats.HalfOpenLimit.String())
+		return
+	}
+	if cfg != nil && cfg.CookieThreshold > 0 && w.env.Stats().HalfOpen.Load() >= int64(cfg.CookieThreshold) {
+		ni, _ := message.Find(msg.Payloads, message.PayloadNonce).(*message.Nonce)
+		n := message.FindNotify(msg.Payloads, message.Cookie)
+		if n == nil || ni == nil || !w.cookies.verify(now, n.Data, ni.Data, d.Remote.Addr(), h.SPIi) {
+			if n != nil {
+				w.env.Stats().Fail(stats.InvalidCookie)
+			}
+			w.sendCookie(d, msg, ni)
+			return
+		}
+	}
+	spir, err := w.newSPI()
+	if err != nil {
+		w.env.Stats().Fail(stats.InternalError)
+		return
+	}
+	ike := &sa.IKESA{UniqueID: w.env.NewID(), SPIi: h.SPIi, SPIr: spir, Local: d.Local, Remote: d.Remote, Created: now}
+	m := manager.New(ike, w.menv)
+	m.Receive(d, msg)
+	if m.Destroyed() {
+		return
+	}
+	w.bySPI[spir] = m
+	w.initReq[key] = m
+	w.perPeer[d.Remote.Addr()]++
+	w.halfOpn[m] = d.Remote.Addr()
+	w.env.Stats().HalfOpen.Add(1)
+	m.SetHalfOpen(now.Add(w.env.Settings().HalfOpenTimeout))
+	w.schedule(m)
+}
+
+// sendCookie answers an IKE_SA_INIT request with a COOKIE (RFC 7296 2.6),
+// keeping no state.
+func (w *Worker) sendCookie(d manager.Datagram, req *message.Message, ni *message.Nonce) {
+	var nonce []byte
+	if ni != nil {
+		nonce = ni.Data
+	}
+	cookie := w.cookies.make(w.env.Now(), w.env.Rand(), nonce, d.Remote.Addr(), req.Header.SPIi)
+	resp := &message.Message{Header: message.Header{SPIi: req.Header.SPIi, Exchange: message.IKESAInit, Flags: message.FlagResponse},
+		Payloads: []message.Payload{&message.Notify{NotifyType: message.Cookie, Data: cookie}}}
+	b, err := resp.Encode(nil)
+	if err != nil {
+		return
+	}
+	if d.Local.Port() == w.env.Settings().NATTPort {
+		b = message.AddNonESPMarker(b)
+	}
+	w.env.Stats().Inc(stats.CookiesSent)
+	w.log.Debug("IKE_SA_INIT answered with a COOKIE", "peer", d.Remote.String(), "half_open", w.env.Stats().HalfOpen.Load())
+	w.env.Send(manager.Datagram{Local: d.Local, Remote: d.Remote, Data: b})
+}
+
+func (w *Worker) newSPI() (uint64, error) {
+	var b [8]byte
+	for range 16 {
+		if _, err := io.ReadFull(w.env.Rand(), b[:]); err != nil {
+			return 0, err
+		}
+		spi := binary.BigEndian.Uint64(b[:])
+		if spi != 0 && w.bySPI[spi] == nil {
+			return spi, nil
+		}
+	}
+	return 0, errors.New("no free IKE SPI")
+}
+
+// Deadline is when Tick must next be called (zero: nothing scheduled).
+func (w *Worker) Deadline() time.Time {
+	for w.timers.Len() > 0 {
+		e := w.timers[0]
+		if t, ok := w.sched[e.m]; ok && t.Equal(e.when) {
+			return e.when
+		}
+		heap.Pop(&w.timers)
+	}
+	return time.Time{}
+}
+
+// Tick runs every timer due at now.
+func (w *Worker) Tick(now time.Time) {
+	defer w.runPending()
+	for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
+		e := heap.Pop(&w.timers).(timerEntry)
+		t, ok := w.sched[e.m]
+		if !ok || !t.Equal(e.when) {
+			continue
+		}
+		delete(w.sched, e.m)
+		e.m.Tick(now)
+		w.schedule(e.m)
+	}
+}
+
+// schedule (re)registers a manager's deadline.
+func (w *Worker) schedule(m *manager.Manager) {
+	d := m.Deadline()
+	if m.Destroyed() || d.IsZero() {
+		delete(w.sched, m)
+		return
+	}
+	if t, ok := w.sched[m]; ok && t.Equal(d) {
+		return
+	}
+	w.sched[m] = d
+	heap.Push(&w.timers, timerEntry{when: d, m: m})
+}
+
+func (w *Worker) runPending() {
+	for len(w.pending) > 0 {
+		p := w.pending
+		w.pending = nil
+		for _, f := range p {
+			f()
+		}
+	}
+}
+
+// forget removes a manager from the tables.
+func (w *Worker) forget(m *manager.Manager) {
+	ike := m.IKE
+	if w.bySPI[ike.OurSPI()] == m {
+		delete(w.bySPI, ike.OurSPI())
+	}
+	w.forgetInit(m)
+	w.endHalfOpen(m)
+	delete(w.sched, m)
+}
+
+// forgetInit drops the IKE_SA_INIT retransmission entry of a responder IKE
+// SA (keyed by the address the request came from, which may have floated
+// since).
+func (w *Worker) forgetInit(m *manager.Manager) {
+	if m.IKE.Initiator {
+		return
+	}
+	for _, port := range []uint16{m.IKE.Remote.Port(), uint16(w.env.Config().Port), w.env.Settings().NATTPort} {
+		k := initKey{m.IKE.SPIi, netip.AddrPortFrom(m.IKE.Remote.Addr(), port)}
+		if w.initReq[k] == m {
+			delete(w.initReq, k)
+			return
+		}
+	}
+}
+
+func (w *Worker) endHalfOpen(m *manager.Manager) {
+	peer, ok := w.halfOpn[m]
+	if !ok {
+		return
+	}
+	delete(w.halfOpn, m)
+	if w.perPeer[peer]--; w.perPeer[peer] <= 0 {
+		delete(w.perPeer, peer)
+	}
+	w.env.Stats().HalfOpen.Add(-1)
+}
+
+type timerEntry struct {
+	when time.Time
+	m    *manager.Manager
+}
+
+type timerHeap []timerEntry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].when.Before(h[j].when) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

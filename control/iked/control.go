@@ -1,0 +1,343 @@
+package iked
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/control/ike/ts"
+	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/control/iked/ikectl"
+	"github.com/spugate/spugate/control/reuseport"
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+const defaultWait = 30 * time.Second
+
+func decode[T any](body json.RawMessage) (*T, error) {
+	var v T
+	if len(body) == 0 {
+		return &v, nil
+	}
+	if err := api.Decode(body, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+func (d *Daemon) handlers() {
+	s := d.ctl
+	s.Handle(ikectl.OpHello, func(json.RawMessage) (any, error) {
+		h := ikectl.Hello{Server: Version, Config: d.opts.ConfigPath}
+		for _, l := range d.loops {
+			h.Workers = append(h.Workers, l.spu)
+		}
+		return h, nil
+	})
+	s.Handle(ikectl.OpConns, func(json.RawMessage) (any, error) { return d.listConns(), nil })
+	s.Handle(ikectl.OpSAs, func(json.RawMessage) (any, error) { return d.listSAs() })
+	s.Handle(ikectl.OpInitiate, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.Initiate](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.initiate(*req)
+	})
+	s.Handle(ikectl.OpTerminate, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.Terminate](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.terminate(*req)
+	})
+	s.Handle(ikectl.OpReload, func(json.RawMessage) (any, error) { return d.Reload() })
+	s.Handle(ikectl.OpStats, func(json.RawMessage) (any, error) { return d.statsReply(), nil })
+}
+
+func (d *Daemon) listConns() ikectl.Conns {
+	cfg := d.cfg.Load()
+	traps := d.traps.Load()
+	var out ikectl.Conns
+	for _, name := range cfg.Order {
+		c := cfg.Connections[name]
+		ci := ikectl.Conn{Name: name, LocalAddrs: c.LocalAddrs, RemoteAddrs: c.RemoteAddrs, Proposals: c.Proposals,
+			LocalAuth: c.Local.Auth, LocalID: c.Local.Identity.String(), RemoteAuth: c.Remote.Auth, RemoteID: c.Remote.Identity.String(),
+			Encap: bool(c.Encap)}
+		if c.DPDDelay > 0 {
+			ci.DPDDelay = c.DPDDelay.D().String()
+		}
+		for _, cn := range c.ChildOrder {
+			ch := c.Children[cn]
+			cc := ikectl.Child{Name: cn, LocalTS: ch.LocalTS, RemoteTS: ch.RemoteTS, ESPProposals: ch.ESPProposals,
+				StartAction: ch.StartAction, DPDAction: ch.DPDAction, CloseAction: ch.CloseAction}
+			if ch.RekeyTime != nil {
+				cc.RekeyTime = ch.RekeyTime.D().String()
+			}
+			_, cc.Trap = traps.byName[name+"/"+cn]
+			ci.Children = append(ci.Children, cc)
+		}
+		out.Conns = append(out.Conns, ci)
+	}
+	return out
+}
+
+func (d *Daemon) listSAs() (*ikectl.SAs, error) {
+	type stat struct {
+		bytes, packets uint64
+		spu            int
+	}
+	st := map[saKey]stat{}
+	if c, err := d.dp.client(); err == nil {
+		if sas, err := c.DumpSAs(false); err == nil {
+			for _, s := range sas {
+				st[saKey{s.SPI, s.Dir}] = stat{s.Stats.Bytes, s.Stats.Packets, s.SPU}
+			}
+		}
+	}
+	now := time.Now()
+	out := &ikectl.SAs{}
+	err := d.each(func(l *loop, w *worker.Worker) {
+		for _, ike := range w.List() {
+			lg, ph := d.anchorOf(ike.Local.Addr(), ike.Remote.Addr())
+			i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
+				SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
+				LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
+				Established: ike.Established, Worker: l.idx, SPU: ph, Logical: lg,
+				Counters: ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn}}
+			if len(ike.Proposal.Transforms) > 0 {
+				i.Proposal = ike.Proposal.String()
+			}
+			if !ike.RekeyAt.IsZero() {
+				i.RekeyIn = ike.RekeyAt.Sub(now).Round(time.Second)
+			}
+			for _, ch := range ike.Children {
+				suiteName, _ := task.DataPlaneSuite(ch.Alg)
+				c := ikectl.ChildSA{Name: ch.Name, UniqueID: ch.UniqueID, State: ch.State.String(), ReqID: ch.ReqID,
+					SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
+					Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}
+				for _, s := range ch.LocalTS {
+					c.LocalTS = append(c.LocalTS, ts.String(s))
+				}
+				for _, s := range ch.RemoteTS {
+					c.RemoteTS = append(c.RemoteTS, ts.String(s))
+				}
+				if !ch.RekeyAt.IsZero() {
+					c.RekeyIn = ch.RekeyAt.Sub(now).Round(time.Second)
+				}
+				if !ch.ExpireAt.IsZero() {
+					c.ExpireIn = ch.ExpireAt.Sub(now).Round(time.Second)
+				}
+				if x, ok := st[saKey{ch.SPIIn, api.In}]; ok {
+					c.BytesIn, c.PacketsIn, c.SPU = x.bytes, x.packets, x.spu
+				}
+				if x, ok := st[saKey{ch.SPIOut, api.Out}]; ok {
+					c.BytesOut, c.PktsOut = x.bytes, x.packets
+				}
+				i.Children = append(i.Children, c)
+			}
+			out.IKESAs = append(out.IKESAs, i)
+		}
+	})
+	slices.SortFunc(out.IKESAs, func(a, b ikectl.IKESA) int { return int(a.UniqueID) - int(b.UniqueID) })
+	return out, err
+}
+
+// initiate brings a connection up on the worker of its anchor and waits
+// for the outcome.
+func (d *Daemon) initiate(req ikectl.Initiate) (*ikectl.Result, error) {
+	cfg := d.cfg.Load()
+	conn := cfg.Connections[req.Conn]
+	if conn == nil {
+		return nil, fmt.Errorf("no connection %q", req.Conn)
+	}
+	local, remote, err := worker.Endpoints(hostAddrs{}, conn)
+	if err != nil {
+		return nil, err
+	}
+	wait := req.Timeout
+	if wait <= 0 {
+		wait = defaultWait
+	}
+	l := d.owner(local, remote)
+	done := make(chan error, 1)
+	var ierr error
+	if err := d.post(l, func(w *worker.Worker) {
+		ierr = w.Initiate(req.Conn, req.Child, func(err error) { done <- err })
+	}); err != nil {
+		return nil, err
+	}
+	if ierr != nil {
+		return nil, ierr
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+		return &ikectl.Result{Matched: 1, Message: fmt.Sprintf("connection %q established on worker %d", req.Conn, l.idx)}, nil
+	case <-time.After(wait):
+		return nil, fmt.Errorf("connection %q: no outcome within %v (still trying)", req.Conn, wait)
+	}
+}
+
+// terminate deletes IKE or Child SAs on every worker and waits.
+func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
+	if req.Conn == "" && req.IKEID == 0 {
+		return nil, errors.New("terminate: name a connection or an IKE SA id")
+	}
+	wait := req.Timeout
+	if wait <= 0 {
+		wait = defaultWait
+	}
+	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
+	// Each worker calls its done function once (at once when it has
+	// nothing to delete); the channel holds them all, so that a worker
+	// never blocks on it.
+	done := make(chan error, len(d.loops))
+	n := 0
+	err := d.each(func(_ *loop, w *worker.Worker) {
+		n += w.Terminate(sel, func(err error) { done <- err })
+	})
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("terminate: no SA matches %+v", req)
+	}
+	timeout := time.After(wait)
+	for range d.loops {
+		select {
+		case <-done:
+		case <-timeout:
+			return nil, fmt.Errorf("terminate: not finished within %v", wait)
+		}
+	}
+	return &ikectl.Result{Matched: n, Message: "terminated"}, nil
+}
+
+// Reload rereads the configuration: IKE SAs of connections that did not
+// change are left alone; those of removed or changed connections are
+// deleted; traps and start actions follow the new configuration.
+func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
+	cfg, err := config.Load(d.opts.ConfigPath, task.ConfigChecker{})
+	if err != nil {
+		return nil, err
+	}
+	old := d.cfg.Load()
+	if cfg.Control != old.Control || cfg.SPUD != old.SPUD || cfg.Port != old.Port || cfg.PortNATT != old.PortNATT ||
+		!slices.Equal(cfg.Listen, old.Listen) {
+		d.log.Warn("iked: reload: spud, control, listen and port settings take effect at the next start")
+		cfg.Control, cfg.SPUD, cfg.Port, cfg.PortNATT, cfg.Listen = old.Control, old.SPUD, old.Port, old.PortNATT, old.Listen
+	}
+	res := &ikectl.ReloadResult{}
+	gone := map[string]bool{}
+	for _, name := range old.Order {
+		nc := cfg.Connections[name]
+		switch {
+		case nc == nil:
+			res.Removed = append(res.Removed, name)
+			gone[name] = true
+		case !reflect.DeepEqual(old.Connections[name], nc):
+			res.Changed = append(res.Changed, name)
+			gone[name] = true
+		default:
+			res.Unchanged = append(res.Unchanged, name)
+		}
+	}
+	for _, name := range cfg.Order {
+		if old.Connections[name] == nil {
+			res.Added = append(res.Added, name)
+		}
+	}
+	if addrs, err := listenAddrs(cfg); err == nil {
+		// New local addresses get their sockets (old ones stay open).
+		if err := d.listen(cfg, addrs, true); err != nil {
+			d.log.Warn("iked: reload: listen", "err", err.Error())
+		}
+	}
+	d.cfg.Store(cfg)
+	for name := range gone {
+		for _, cn := range old.Connections[name].ChildOrder {
+			d.removeTrap(name, cn)
+		}
+		n := name
+		for _, l := range d.loops {
+			d.post(l, func(w *worker.Worker) { w.Terminate(worker.Selector{Conn: n}, nil) })
+		}
+	}
+	startOnly := map[string]bool{}
+	for _, n := range append(append([]string{}, res.Added...), res.Changed...) {
+		startOnly[n] = true
+	}
+	d.applyStartActions(cfg, startOnly)
+	d.log.Info("iked: configuration reloaded", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
+		"unchanged", len(res.Unchanged))
+	return res, nil
+}
+
+// applyStartActions installs traps and initiates start_action=start
+// children, of every connection or of those in only.
+func (d *Daemon) applyStartActions(cfg *config.Config, only map[string]bool) {
+	for _, name := range cfg.Order {
+		if only != nil && !only[name] {
+			continue
+		}
+		conn := cfg.Connections[name]
+		for _, cn := range conn.ChildOrder {
+			switch conn.Children[cn].StartAction {
+			case "trap":
+				if err := d.installTrap(name, cn); err != nil {
+					d.log.Warn("iked: trap", "conn", name, "child", cn, "err", err.Error())
+				}
+			case "start":
+				local, remote, err := worker.Endpoints(hostAddrs{}, conn)
+				if err != nil {
+					d.log.Warn("iked: start", "conn", name, "child", cn, "err", err.Error())
+					continue
+				}
+				l := d.owner(local, remote)
+				n, c := name, cn
+				select {
+				case l.cmds <- func(w *worker.Worker) {
+					if err := w.Initiate(n, c, nil); err != nil {
+						l.log.Warn("iked: start", "conn", n, "child", c, "err", err.Error())
+					}
+				}:
+				case <-d.ctx.Done():
+					return
+				}
+			}
+		}
+	}
+}
+
+func (d *Daemon) statsReply() *ikectl.Stats {
+	s := d.stats.Snapshot()
+	out := &ikectl.Stats{Counters: s.Counters, Failures: s.Failures, HalfOpen: s.HalfOpen}
+	if n := d.dropped.Load(); n > 0 {
+		out.Counters["queue_full_drops"] = n
+	}
+	d.each(func(l *loop, w *worker.Worker) {
+		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, SPU: l.spu, IKESAs: w.Len(),
+			Datagrams: l.rx.Load(), HandedIn: l.handedIn.Load()})
+		out.IKESAs += w.Len()
+	})
+	out.Migrations = d.migrations.Load()
+	for _, p := range d.spus.Load().Entries() {
+		out.MapLogical = append(out.MapLogical, int(p))
+	}
+	if d.sel != nil {
+		if c, err := d.sel.Counters(); err == nil {
+			out.Reuseport = map[string]uint64{}
+			for i, v := range c {
+				out.Reuseport[reuseport.Counter(i).String()] = v
+			}
+		}
+	}
+	return out
+}

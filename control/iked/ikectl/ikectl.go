@@ -1,0 +1,259 @@
+// Package ikectl is the control protocol of iked, what spuctl's list-conns,
+// list-sas, initiate, terminate, reload and ike-stats speak: the framing
+// and versioning of the SA API (package api: a root-only 0600 unix socket,
+// length-prefixed JSON messages with a version, request ids and error
+// strings), with iked's own operations and bodies.
+package ikectl
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+// DefaultSocket is where iked listens unless configured otherwise.
+const DefaultSocket = "/run/spugate/iked.sock"
+
+// Operations.
+const (
+	OpHello     = "iked.hello" // nothing -> Hello
+	OpConns     = "conns.list" // nothing -> Conns
+	OpSAs       = "sas.list"   // nothing -> SAs
+	OpInitiate  = "initiate"   // Initiate -> Result
+	OpTerminate = "terminate"  // Terminate -> Result
+	OpReload    = "reload"     // nothing -> ReloadResult
+	OpStats     = "stats"      // nothing -> Stats
+)
+
+// Hello identifies the daemon.
+type Hello struct {
+	Server  string `json:"server"`
+	Workers []int  `json:"workers"` // the physical SPUs the workers serve
+	Config  string `json:"config"`
+}
+
+// Conns lists the configured connections.
+type Conns struct {
+	Conns []Conn `json:"conns"`
+}
+
+// Conn is one configured connection.
+type Conn struct {
+	Name        string   `json:"name"`
+	LocalAddrs  []string `json:"local_addrs"`
+	RemoteAddrs []string `json:"remote_addrs"`
+	Proposals   []string `json:"proposals"`
+	LocalAuth   string   `json:"local_auth"`
+	LocalID     string   `json:"local_id"`
+	RemoteAuth  string   `json:"remote_auth"`
+	RemoteID    string   `json:"remote_id"`
+	DPDDelay    string   `json:"dpd_delay,omitempty"`
+	Encap       bool     `json:"encap,omitempty"`
+	Children    []Child  `json:"children"`
+}
+
+// Child is one configured child.
+type Child struct {
+	Name         string   `json:"name"`
+	LocalTS      []string `json:"local_ts"`
+	RemoteTS     []string `json:"remote_ts"`
+	ESPProposals []string `json:"esp_proposals"`
+	StartAction  string   `json:"start_action"`
+	DPDAction    string   `json:"dpd_action"`
+	CloseAction  string   `json:"close_action"`
+	RekeyTime    string   `json:"rekey_time"`
+	Trap         bool     `json:"trap,omitempty"` // a trap policy is installed
+}
+
+// SAs lists the IKE SAs.
+type SAs struct {
+	IKESAs []IKESA `json:"ike_sas"`
+}
+
+// IKESA is one IKE SA as swanctl --list-sas shows it.
+type IKESA struct {
+	Conn        string         `json:"conn"`
+	UniqueID    uint32         `json:"unique_id"`
+	State       string         `json:"state"`
+	Initiator   bool           `json:"initiator"`
+	SPIi        string         `json:"spi_i"`
+	SPIr        string         `json:"spi_r"`
+	Local       netip.AddrPort `json:"local"`
+	Remote      netip.AddrPort `json:"remote"`
+	LocalID     string         `json:"local_id"`
+	RemoteID    string         `json:"remote_id"`
+	Proposal    string         `json:"proposal"`
+	NATLocal    bool           `json:"nat_local,omitempty"`
+	NATRemote   bool           `json:"nat_remote,omitempty"`
+	Established time.Time      `json:"established,omitzero"`
+	RekeyIn     time.Duration  `json:"rekey_in,omitempty"`
+	Worker      int            `json:"worker"`
+	// SPU is the tunnel's anchor SPU (physical) and Logical its logical SPU.
+	SPU      int        `json:"spu"`
+	Logical  int        `json:"logical"`
+	Children []ChildSA  `json:"children,omitempty"`
+	Counters IKECounter `json:"counters"`
+}
+
+// IKECounter holds an IKE SA's message ids.
+type IKECounter struct {
+	MsgIDOut uint32 `json:"msgid_out"`
+	MsgIDIn  uint32 `json:"msgid_in"`
+}
+
+// ChildSA is one Child SA with its data-plane counters.
+type ChildSA struct {
+	Name      string        `json:"name"`
+	UniqueID  uint32        `json:"unique_id"`
+	State     string        `json:"state"`
+	ReqID     uint32        `json:"reqid"`
+	SPIIn     uint32        `json:"spi_in"`
+	SPIOut    uint32        `json:"spi_out"`
+	Suite     string        `json:"suite"`
+	Proposal  string        `json:"proposal"`
+	Encap     bool          `json:"encap,omitempty"`
+	LocalTS   []string      `json:"local_ts"`
+	RemoteTS  []string      `json:"remote_ts"`
+	Installed time.Time     `json:"installed,omitzero"`
+	RekeyIn   time.Duration `json:"rekey_in,omitempty"`
+	ExpireIn  time.Duration `json:"expire_in,omitempty"`
+	BytesIn   uint64        `json:"bytes_in"`
+	PacketsIn uint64        `json:"packets_in"`
+	BytesOut  uint64        `json:"bytes_out"`
+	PktsOut   uint64        `json:"packets_out"`
+	SPU       int           `json:"spu"`
+	Policies  []uint32      `json:"policies,omitempty"`
+	Trap      bool          `json:"trap,omitempty"`
+}
+
+// Initiate asks for a connection's Child SA (all its children if Child is
+// empty). Timeout bounds the wait for the outcome (default 30 s).
+type Initiate struct {
+	Conn    string        `json:"conn"`
+	Child   string        `json:"child,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Terminate asks to delete IKE SAs (by connection or unique id) or, with
+// Child or ChildID, only Child SAs.
+type Terminate struct {
+	Conn    string        `json:"conn,omitempty"`
+	IKEID   uint32        `json:"ike_id,omitempty"`
+	Child   string        `json:"child,omitempty"`
+	ChildID uint32        `json:"child_id,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Result is the outcome of initiate or terminate.
+type Result struct {
+	Matched int    `json:"matched,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// ReloadResult says what a reload changed.
+type ReloadResult struct {
+	Added     []string `json:"added,omitempty"`
+	Removed   []string `json:"removed,omitempty"`
+	Changed   []string `json:"changed,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
+}
+
+// Stats are iked's counters.
+type Stats struct {
+	Counters  map[string]uint64 `json:"counters"`
+	Failures  map[string]uint64 `json:"failures"`
+	HalfOpen  int64             `json:"half_open"`
+	IKESAs    int               `json:"ike_sas"`
+	Workers   []WorkerStats     `json:"workers"`
+	Reuseport map[string]uint64 `json:"reuseport,omitempty"`
+	// Migrations counts IKE SAs moved between workers after SPU map
+	// changes; MapLogical is the logical -> physical map iked follows.
+	Migrations uint64 `json:"migrations"`
+	MapLogical []int  `json:"map,omitempty"`
+}
+
+// WorkerStats describe one worker.
+type WorkerStats struct {
+	ID     int `json:"id"`
+	SPU    int `json:"spu"`
+	IKESAs int `json:"ike_sas"`
+	// Datagrams that arrived on this worker's sockets, and those handed
+	// to it by other workers.
+	Datagrams uint64 `json:"datagrams"`
+	HandedIn  uint64 `json:"handed_in"`
+}
+
+// Client talks to iked.
+type Client struct{ c *api.Client }
+
+// Dial connects to iked's control socket.
+func Dial(path string) (*Client, error) {
+	c, err := api.Dial(path)
+	if err != nil {
+		return nil, fmt.Errorf("ikectl: connect to iked at %s: %w", path, err)
+	}
+	return &Client{c: c}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.c.Close() }
+
+// SetTimeout bounds each call.
+func (c *Client) SetTimeout(d time.Duration) { c.c.Timeout = d }
+
+// Call sends an operation. An error iked returned reads "iked: op: why".
+func (c *Client) Call(op string, req, reply any) error {
+	err := c.c.Call(op, req, reply)
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return fmt.Errorf("iked: %s: %s", ae.Op, ae.Msg)
+	}
+	return err
+}
+
+// Hello identifies the daemon.
+func (c *Client) Hello() (*Hello, error) {
+	var h Hello
+	return &h, c.Call(OpHello, nil, &h)
+}
+
+// Conns lists the connections.
+func (c *Client) Conns() ([]Conn, error) {
+	var r Conns
+	err := c.Call(OpConns, nil, &r)
+	return r.Conns, err
+}
+
+// SAs lists the IKE SAs.
+func (c *Client) SAs() ([]IKESA, error) {
+	var r SAs
+	err := c.Call(OpSAs, nil, &r)
+	return r.IKESAs, err
+}
+
+// Initiate brings up a connection and waits for the outcome.
+func (c *Client) Initiate(req Initiate) (*Result, error) {
+	var r Result
+	return &r, c.Call(OpInitiate, req, &r)
+}
+
+// Terminate deletes IKE or Child SAs and waits for the outcome.
+func (c *Client) Terminate(req Terminate) (*Result, error) {
+	var r Result
+	return &r, c.Call(OpTerminate, req, &r)
+}
+
+// Reload rereads the configuration.
+func (c *Client) Reload() (*ReloadResult, error) {
+	var r ReloadResult
+	return &r, c.Call(OpReload, nil, &r)
+}
+
+// Stats returns the counters.
+func (c *Client) Stats() (*Stats, error) {
+	var r Stats
+	return &r, c.Call(OpStats, nil, &r)
+}

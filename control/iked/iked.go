@@ -1,0 +1,374 @@
+// Package iked is spugate's IKEv2 daemon as a package: it reads the
+// configuration (package config), learns the data plane's SPUs and anchor
+// function from spud's hello, runs one IKE worker (package worker) per SPU,
+// each on its own goroutine with its own sockets on ports 500 and 4500 in
+// SO_REUSEPORT groups (package reuseport) that steer every datagram to the
+// worker of its tunnel's anchor SPU, installs the negotiated Child SAs
+// into spud through the SA API, and serves its control socket (package
+// ikectl) to spuctl.
+//
+// # Distribution
+//
+// Each worker owns the IKE SAs of the tunnels anchored on its SPU: IKE
+// SA state is sharded, and nothing on the per-exchange path takes a lock
+// shared by workers (counters are atomics, the configuration and the trap
+// table are immutable values behind atomic pointers). A datagram that the
+// kernel's hash delivered to another worker (the selector falls back to it
+// when it cannot choose) is handed to the right worker's queue, counted
+// (ike-stats: handoffs). An initiation, an acquire and a restored IKE SA go
+// to the worker of the tunnel's anchor.
+//
+// # Restart without dropping traffic
+//
+// spud keeps forwarding with the SAs it holds while iked is down; spud never
+// hands keys back. So iked persists each IKE SA (keys, message IDs, the
+// cached last response, its Child SAs with their keys and policy ids) after
+// every change, one 0600 JSON file per IKE SA in a 0700 directory on tmpfs
+// (default /run/spugate/iked.state/), written atomically. On start it
+// restores them on the worker of their anchor, compares with spud's SA and
+// policy dumps (by SPI and policy id), re-installs what spud lacks (so a
+// restarted spud gets its SAs back too), and after a grace period deletes
+// what spud holds under iked's name (iked/...) that no IKE SA owns. The
+// same resync runs when iked's connection to spud comes back.
+//
+// # Triggers
+//
+// start_action=start children are initiated at start (and on reload);
+// start_action=trap children get a trap policy (protect, reqid, no SA)
+// whose acquire events start the negotiation on the anchor's worker;
+// spuctl initiate and terminate go through the control socket.
+package iked
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/control/reuseport"
+	"github.com/spugate/spugate/dataplane/anchor"
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+// Version names this build in hellos.
+const Version = "iked 0.1"
+
+// Defaults.
+const (
+	DefaultStateDir = "/run/spugate/iked.state"
+	DefaultGrace    = 10 * time.Second
+)
+
+// Options configure the daemon.
+type Options struct {
+	// ConfigPath is the YAML configuration.
+	ConfigPath string
+	// StateDir holds the persisted IKE SAs (default DefaultStateDir).
+	StateDir string
+	// Grace is how long SAs in spud that no IKE SA owns are kept after a
+	// start or a reconnection before they are deleted (default 10 s).
+	Grace time.Duration
+	// SpudWait bounds the wait for spud's socket at start (default 10 s).
+	SpudWait time.Duration
+	Log      *slog.Logger
+}
+
+// Daemon is a running iked.
+type Daemon struct {
+	opts Options
+	log  *slog.Logger
+	cfg  atomic.Pointer[config.Config]
+
+	dp    *spudDP
+	fn    anchor.Function
+	spus  atomic.Pointer[anchor.Map]
+	stats stats.Counters
+	reqid atomic.Uint32
+	ids   atomic.Uint32
+
+	traps  atomic.Pointer[trapTable]
+	trapMu sync.Mutex
+
+	loops  []*loop
+	byPhys map[int]*loop
+	// socks are every worker's sockets by local address (immutable maps,
+	// replaced when a reload opens new addresses).
+	socks atomic.Pointer[map[netip.AddrPort][]*net.UDPConn]
+
+	sel    *reuseport.Selector
+	groups []*reuseport.Group
+	ctl    *api.Server
+	store  *stateStore
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// dropped counts datagrams a full worker queue refused.
+	dropped atomic.Uint64
+
+	// Following spud's SPU map (migrate.go).
+	migMu      sync.Mutex
+	pin        pins
+	migrations atomic.Uint64
+}
+
+// Start brings iked up.
+func Start(opts Options) (*Daemon, error) {
+	if opts.StateDir == "" {
+		opts.StateDir = DefaultStateDir
+	}
+	if opts.Grace == 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.SpudWait == 0 {
+		opts.SpudWait = 10 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}}
+	d.socks.Store(&map[netip.AddrPort][]*net.UDPConn{})
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.traps.Store(&trapTable{byName: map[string]trapEntry{}, byReqID: map[uint32]trapEntry{}})
+	if err := d.start(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) start() error {
+	cfg, err := config.Load(d.opts.ConfigPath, task.ConfigChecker{})
+	if err != nil {
+		return err
+	}
+	d.cfg.Store(cfg)
+	if d.store, err = openStore(d.opts.StateDir); err != nil {
+		return err
+	}
+	client, hello, err := dialSpud(d.ctx, cfg.SPUD, d.opts.SpudWait)
+	if err != nil {
+		return err
+	}
+	d.dp = &spudDP{}
+	d.dp.c.Store(client)
+	var hk anchor.HashKey
+	if len(hello.AnchorKey) != len(hk) {
+		return fmt.Errorf("iked: spud's hello has a %d-byte anchor key, want %d", len(hello.AnchorKey), len(hk))
+	}
+	copy(hk[:], hello.AnchorKey)
+	if d.fn, err = anchor.NewFunction(hk, hello.Logical); err != nil {
+		return fmt.Errorf("iked: spud's anchor function: %w", err)
+	}
+	m, err := mapOf(hello.Map)
+	if err != nil {
+		return err
+	}
+	d.spus.Store(m)
+	spus := slices.Clone(hello.SPUs)
+	if cfg.Workers > 0 && cfg.Workers < len(spus) {
+		spus = spus[:cfg.Workers]
+	}
+	if len(spus) == 0 {
+		return errors.New("iked: spud reports no SPU")
+	}
+	for i, id := range spus {
+		l := newLoop(d, i, id)
+		d.loops = append(d.loops, l)
+		d.byPhys[id] = l
+	}
+	if err := d.openSockets(cfg); err != nil {
+		return err
+	}
+	for _, l := range d.loops {
+		c, err := api.Dial(cfg.SPUD)
+		if err != nil {
+			return fmt.Errorf("iked: worker %d: %w", l.idx, err)
+		}
+		l.dp.c.Store(c)
+	}
+	for _, l := range d.loops {
+		d.wg.Add(1)
+		go l.run()
+	}
+	// Restore and resync before anything new starts.
+	if err := d.restore(); err != nil {
+		return err
+	}
+	d.ctl = api.NewServer(d.log)
+	d.handlers()
+	if err := os.MkdirAll(dirOf(cfg.Control), 0o700); err != nil {
+		return fmt.Errorf("iked: control socket: %w", err)
+	}
+	if err := d.ctl.Listen(cfg.Control); err != nil {
+		return fmt.Errorf("iked: control socket: %w", err)
+	}
+	go d.ctl.Serve()
+	d.wg.Add(1)
+	go d.watchSpud(client)
+	d.applyStartActions(cfg, nil)
+	d.log.Info("iked: ready", "config", d.opts.ConfigPath, "workers", spus, "logical", hello.Logical,
+		"control", cfg.Control, "state", d.opts.StateDir, "connections", len(cfg.Connections))
+	return nil
+}
+
+func dirOf(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[:i]
+		}
+	}
+	return "."
+}
+
+func mapOf(entries []int) (*anchor.Map, error) {
+	e := make([]uint16, len(entries))
+	for i, v := range entries {
+		e[i] = uint16(v)
+	}
+	m, err := anchor.MapFromEntries(e)
+	if err != nil {
+		return nil, fmt.Errorf("iked: spud's SPU map: %w", err)
+	}
+	return m, nil
+}
+
+// dialSpud connects to spud, waiting for its socket to appear.
+func dialSpud(ctx context.Context, path string, wait time.Duration) (*api.Client, *api.HelloReply, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		c, err := api.Dial(path)
+		if err == nil {
+			var h *api.HelloReply
+			if h, err = c.Hello(Version); err == nil {
+				return c, h, nil
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("iked: spud at %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Config returns the configuration in force.
+func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
+
+// Stats returns the daemon's counters.
+func (d *Daemon) Stats() *stats.Counters { return &d.stats }
+
+// owner is the worker of the tunnel between local and remote: the one of
+// its anchor SPU.
+func (d *Daemon) owner(local, remote netip.Addr) *loop {
+	lg := d.fn.Logical(local, remote)
+	if l := d.byPhys[int(d.spus.Load().Physical(lg))]; l != nil {
+		return l
+	}
+	return d.loops[int(lg)%len(d.loops)]
+}
+
+// anchorOf returns the logical and physical SPU of a tunnel.
+func (d *Daemon) anchorOf(local, remote netip.Addr) (logical, physical int) {
+	lg := d.fn.Logical(local, remote)
+	return int(lg), int(d.spus.Load().Physical(lg))
+}
+
+// post runs f on a worker's goroutine and waits for it (bounded).
+func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
+	done := make(chan struct{})
+	select {
+	case l.cmds <- func(w *worker.Worker) { f(w); close(done) }:
+	case <-d.ctx.Done():
+		return d.ctx.Err()
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("worker %d does not take commands", l.idx)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-d.ctx.Done():
+		return d.ctx.Err()
+	case <-time.After(30 * time.Second):
+		// A worker that stops taking work is a bug: say where it is.
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		d.log.Error("iked: worker stuck", "worker", l.idx, "stacks", string(buf))
+		return fmt.Errorf("worker %d did not finish a command", l.idx)
+	}
+}
+
+// each runs f on every worker, one after the other.
+func (d *Daemon) each(f func(l *loop, w *worker.Worker)) error {
+	var errs []error
+	for _, l := range d.loops {
+		if err := d.post(l, func(w *worker.Worker) { f(l, w) }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops iked. The IKE SAs and Child SAs stay (persisted, and in
+// spud), so that a new iked takes them over.
+func (d *Daemon) Close() error {
+	d.cancel()
+	if d.ctl != nil {
+		d.ctl.Close()
+		os.Remove(d.cfg.Load().Control)
+	}
+	for _, g := range d.groups {
+		g.Close()
+	}
+	if d.sel != nil {
+		d.sel.Close()
+	}
+	d.wg.Wait()
+	dps := []*spudDP{d.dp}
+	for _, l := range d.loops {
+		dps = append(dps, l.dp)
+	}
+	for _, dp := range dps {
+		if dp != nil {
+			if c := dp.c.Load(); c != nil {
+				c.Close()
+			}
+		}
+	}
+	return nil
+}
+
+// Wait runs until ctx is done.
+func (d *Daemon) Wait(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-d.ctx.Done():
+	}
+}
+
+// settings derives the managers' settings from a configuration.
+func settings(cfg *config.Config) manager.Settings {
+	s := manager.DefaultSettings()
+	s.RetransmitTimeout = cfg.RetransmitTimeout.D()
+	s.RetransmitBase = cfg.RetransmitBase
+	s.RetransmitTries = cfg.RetransmitTries
+	s.NATTPort = uint16(cfg.PortNATT)
+	return s
+}

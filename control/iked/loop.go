@@ -1,0 +1,301 @@
+package iked
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/control/ike/worker"
+)
+
+// Queue lengths of a worker: datagrams waiting (a burst of IKE_SA_INITs
+// beyond this is dropped, counted, and retransmitted by the peers) and
+// commands.
+const (
+	datagramQueue = 4096
+	commandQueue  = 256
+)
+
+// loop is one worker's goroutine with its queues and sockets.
+type loop struct {
+	d    *Daemon
+	idx  int
+	spu  int
+	w    *worker.Worker
+	in   chan manager.Datagram
+	cmds chan func(*worker.Worker)
+	// socks are this worker's sockets by local address and port.
+	socks map[netip.AddrPort]*net.UDPConn
+	// dp is the worker's own connection to spud, so that workers share no
+	// lock on the way to the data plane.
+	dp  *spudDP
+	log *slog.Logger
+	// rx counts datagrams that arrived on this worker's sockets, handedIn
+	// those another worker's sockets got for it (the selector could not
+	// choose, or a map change was under way).
+	rx, handedIn atomic.Uint64
+}
+
+func newLoop(d *Daemon, idx, spu int) *loop {
+	l := &loop{d: d, idx: idx, spu: spu, in: make(chan manager.Datagram, datagramQueue),
+		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
+		dp: &spudDP{}, log: d.log.With("worker", idx, "spu", spu)}
+	l.w = worker.New(idx, &workerEnv{d: d, l: l})
+	return l
+}
+
+// run is the worker's goroutine: datagrams, commands and timers, one at a
+// time.
+func (l *loop) run() {
+	defer l.d.wg.Done()
+	l.log.Info("iked: worker started")
+	defer l.log.Info("iked: worker stopped")
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		if dl := l.w.Deadline(); dl.IsZero() {
+			timer.Reset(time.Hour)
+		} else {
+			timer.Reset(max(time.Until(dl), 0))
+		}
+		select {
+		case d := <-l.in:
+			l.w.Receive(d)
+		case f := <-l.cmds:
+			f(l.w)
+		case <-timer.C:
+			l.w.Tick(time.Now())
+		case <-l.d.ctx.Done():
+			return
+		}
+	}
+}
+
+// openSockets loads the SO_REUSEPORT selector and opens the sockets of
+// every address the configuration listens on.
+func (d *Daemon) openSockets(cfg *config.Config) error {
+	addrs, err := listenAddrs(cfg)
+	if err != nil {
+		return err
+	}
+	if d.sel, err = reuseportSelector(d); err != nil {
+		return err
+	}
+	return d.listen(cfg, addrs, false)
+}
+
+// listen opens, on each address not yet open, the IKE and NAT-T groups with
+// one socket per worker, and starts their readers. With running set the
+// workers already run, and each learns its new sockets on its goroutine.
+func (d *Daemon) listen(cfg *config.Config, addrs []netip.Addr, running bool) error {
+	ids := make([]uint16, len(d.loops))
+	for i, l := range d.loops {
+		ids[i] = uint16(l.spu)
+	}
+	all := maps.Clone(*d.socks.Load())
+	var opened []netip.Addr
+	for _, a := range addrs {
+		if _, ok := all[netip.AddrPortFrom(a, uint16(cfg.Port))]; ok {
+			continue
+		}
+		for _, port := range []int{cfg.Port, cfg.PortNATT} {
+			ap := netip.AddrPortFrom(a, uint16(port))
+			g, err := d.sel.Listen(ap, ids)
+			if err != nil {
+				return fmt.Errorf("iked: listen on %s: %w", ap, err)
+			}
+			d.groups = append(d.groups, g)
+			for _, l := range d.loops {
+				c := g.Conn(uint16(l.spu))
+				if c == nil {
+					return fmt.Errorf("iked: listen on %s: no socket for spu %d", ap, l.spu)
+				}
+				if running {
+					if err := d.post(l, func(*worker.Worker) { l.socks[ap] = c }); err != nil {
+						return err
+					}
+				} else {
+					l.socks[ap] = c
+				}
+				all[ap] = append(all[ap], c)
+				d.wg.Add(1)
+				go d.read(l, ap, c)
+			}
+		}
+		opened = append(opened, a)
+	}
+	d.socks.Store(&all)
+	if len(opened) > 0 {
+		d.log.Info("iked: listening", "addresses", opened, "port", cfg.Port, "natt_port", cfg.PortNATT, "workers", len(d.loops))
+	}
+	return nil
+}
+
+// listenAddrs are the configured listen addresses, else the connections'
+// local addresses, else every global unicast address of the host.
+func listenAddrs(cfg *config.Config) ([]netip.Addr, error) {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	add := func(a netip.Addr) {
+		a = a.Unmap()
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	for _, s := range cfg.Listen {
+		a, _ := netip.ParseAddr(s)
+		add(a)
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	all := false
+	for _, name := range cfg.Order {
+		c := cfg.Connections[name]
+		if len(c.Locals) == 0 {
+			all = true
+		}
+		for _, a := range c.Locals {
+			add(a)
+		}
+	}
+	if all {
+		ifaddrs, err := net.InterfaceAddrs()
+		if err != nil {
+			return nil, fmt.Errorf("iked: local addresses: %w", err)
+		}
+		for _, ia := range ifaddrs {
+			if n, ok := ia.(*net.IPNet); ok {
+				if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap().IsGlobalUnicast() {
+					add(a)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("iked: no address to listen on (set listen or local_addrs)")
+	}
+	return out, nil
+}
+
+// read is a socket's reader: each datagram goes to the worker of its
+// tunnel's anchor, which is this socket's worker unless the selector had
+// to leave the choice to the kernel.
+func (d *Daemon) read(l *loop, local netip.AddrPort, c *net.UDPConn) {
+	defer d.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || d.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		d.dispatch(l, manager.Datagram{Local: local, Remote: src, Data: append([]byte(nil), buf[:n]...)})
+	}
+}
+
+// dispatch queues a datagram that arrived on from's socket for the worker
+// of its tunnel's anchor: from itself unless the SO_REUSEPORT selector had
+// to leave the choice to the kernel (counted as a handoff).
+func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
+	from.rx.Add(1)
+	target := d.pinned(dg)
+	if target == nil {
+		target = d.owner(dg.Local.Addr(), dg.Remote.Addr())
+	}
+	if target != from {
+		d.stats.Inc(stats.Handoffs)
+		target.handedIn.Add(1)
+	}
+	select {
+	case target.in <- dg:
+	default:
+		d.dropped.Add(1)
+	}
+}
+
+// send sends a datagram from the worker's socket for its local address
+// (any worker's if this one has none there).
+func (l *loop) send(dg manager.Datagram) {
+	c := l.socks[dg.Local]
+	if c == nil {
+		if cs := (*l.d.socks.Load())[dg.Local]; len(cs) > 0 {
+			c = cs[0]
+		}
+	}
+	if c == nil {
+		l.log.Warn("iked: no socket to send from", "local", dg.Local.String(), "remote", dg.Remote.String())
+		return
+	}
+	if _, err := c.WriteToUDPAddrPort(dg.Data, dg.Remote); err != nil {
+		l.log.Debug("iked: send", "local", dg.Local.String(), "remote", dg.Remote.String(), "err", err.Error())
+	}
+}
+
+// workerEnv is the daemon as one worker sees it.
+type workerEnv struct {
+	d *Daemon
+	l *loop
+}
+
+var _ worker.Env = (*workerEnv)(nil)
+
+func (e *workerEnv) Now() time.Time            { return time.Now() }
+func (e *workerEnv) Rand() io.Reader           { return rand.Reader }
+func (e *workerEnv) DataPlane() task.DataPlane { return e.l.dp }
+func (e *workerEnv) Config() *config.Config    { return e.d.cfg.Load() }
+func (e *workerEnv) Settings() manager.Settings {
+	return settings(e.d.cfg.Load())
+}
+func (e *workerEnv) NewReqID() uint32        { return e.d.reqid.Add(1) }
+func (e *workerEnv) NewID() uint32           { return e.d.ids.Add(1) }
+func (e *workerEnv) Stats() *stats.Counters  { return &e.d.stats }
+func (e *workerEnv) Log() *slog.Logger       { return e.l.log }
+func (e *workerEnv) Send(d manager.Datagram) { e.l.send(d) }
+func (e *workerEnv) KeyExchange(g suite.GroupID) (*suite.KeyExchange, error) {
+	return suite.NewKeyExchange(g)
+}
+func (e *workerEnv) Trap(conn, child string) (task.Trap, bool) {
+	t, ok := e.d.traps.Load().byName[conn+"/"+child]
+	return t.Trap, ok
+}
+func (e *workerEnv) LocalAddrFor(remote netip.Addr) (netip.Addr, error) { return localAddrFor(remote) }
+func (e *workerEnv) Changed(ike *sa.IKESA) {
+	if err := e.d.store.save(ike); err != nil {
+		e.l.log.Error("iked: persist IKE SA", "ike_id", ike.UniqueID, "err", err.Error())
+	}
+}
+func (e *workerEnv) Gone(ike *sa.IKESA) { e.d.store.remove(ike) }
+func (e *workerEnv) InstallTrap(conn, child string) {
+	if err := e.d.installTrap(conn, child); err != nil {
+		e.l.log.Warn("iked: trap", "conn", conn, "child", child, "err", err.Error())
+	}
+}
+
+// localAddrFor asks the kernel which source address it would use towards
+// remote.
+func localAddrFor(remote netip.Addr) (netip.Addr, error) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(remote, 500)))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
+}

@@ -1,0 +1,224 @@
+package iked
+
+// Following the data plane's SPU map (issue 8): when spud moves logical
+// SPUs (an SPU drained, added back or failed), the IKE SAs of the tunnels
+// anchored on them move to the workers of their new SPUs with all their
+// state (message IDs, the cached response, retransmission, rekey timers),
+// so that the IKE SA and its Child SAs stay on one SPU and nothing is
+// renegotiated.
+//
+// The order: the SO_REUSEPORT selector and the daemon's own dispatch switch
+// to the new map first, so that new datagrams go to the new workers; then
+// each old worker detaches its moved IKE SAs between two of its events and
+// the new workers restore them. An IKE SA in the middle of an exchange
+// cannot move (its response is on its way to it): it stays pinned to its old
+// worker, which keeps its datagrams, and is retried until it is idle. A
+// datagram that reaches a new worker in the moment before its IKE SA does is
+// dropped there and retransmitted by the peer, as IKE is built to.
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/dataplane/anchor"
+	"github.com/spugate/spugate/dataplane/api"
+)
+
+// pins routes the datagrams of IKE SAs that could not move yet to the
+// worker that still holds them. It is read on every dispatch, so it is an
+// RWMutex'd map consulted only while non-empty.
+type pins struct {
+	mu sync.RWMutex
+	m  map[uint64]*loop // our IKE SPI -> worker
+	n  atomic.Int32     // len(m), read without the lock
+}
+
+func (p *pins) lookup(spi uint64) *loop {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.m[spi]
+}
+
+func (p *pins) set(spi uint64, l *loop) {
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[uint64]*loop{}
+	}
+	if l == nil {
+		delete(p.m, spi)
+	} else {
+		p.m[spi] = l
+	}
+	p.n.Store(int32(len(p.m)))
+	p.mu.Unlock()
+}
+
+// pinned returns the worker an IKE datagram must go to while its IKE SA
+// waits to move, or nil.
+func (d *Daemon) pinned(dg manager.Datagram) *loop {
+	if d.pin.n.Load() == 0 {
+		return nil
+	}
+	h, err := message.DecodeHeader(dg.Data)
+	if err != nil {
+		return nil
+	}
+	// Our SPI is the one we chose: SPIr if the peer initiated, SPIi if we
+	// did; try both.
+	if l := d.pin.lookup(h.SPIi); l != nil {
+		return l
+	}
+	return d.pin.lookup(h.SPIr)
+}
+
+// followMap moves to spud's new SPU map.
+func (d *Daemon) followMap(list api.SPUList) error {
+	m, err := mapOf(list.Map)
+	if err != nil {
+		return err
+	}
+	d.migMu.Lock()
+	defer d.migMu.Unlock()
+	old := d.spus.Load()
+	if old.Len() != m.Len() {
+		return fmt.Errorf("iked: spud's new SPU map has %d entries, want %d", m.Len(), old.Len())
+	}
+	moved := map[uint16]bool{}
+	for l := 0; l < m.Len(); l++ {
+		if old.Physical(uint16(l)) != m.Physical(uint16(l)) {
+			moved[uint16(l)] = true
+		}
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	start := time.Now()
+	if d.sel != nil {
+		if err := d.sel.SetSPUMap(m); err != nil {
+			d.log.Error("iked: reuseport selector map", "err", err.Error())
+		}
+	}
+	d.spus.Store(m)
+	n, busy := d.moveIKESAs(old, moved)
+	d.migrations.Add(uint64(n))
+	d.log.Info("iked: followed spud's SPU map", "gen", list.MapGen, "logical_moved", len(moved),
+		"ike_sas_moved", n, "busy", busy, "took", time.Since(start).Round(time.Microsecond).String())
+	if busy > 0 {
+		go d.retryPinned()
+	}
+	return nil
+}
+
+type move struct {
+	from, to *loop
+	spi      uint64
+}
+
+// moveIKESAs detaches the IKE SAs of moved logical SPUs from their workers
+// and restores them on their new owners. It returns how many moved and how
+// many are pinned for later (busy).
+func (d *Daemon) moveIKESAs(old *anchor.Map, moved map[uint16]bool) (n, busy int) {
+	var moves []move
+	for _, l := range d.loops {
+		ll := l
+		d.post(ll, func(w *worker.Worker) {
+			for _, ike := range w.List() {
+				lg := d.fn.Logical(ike.Local.Addr(), ike.Remote.Addr())
+				if !moved[lg] {
+					continue
+				}
+				if to := d.owner(ike.Local.Addr(), ike.Remote.Addr()); to != ll {
+					moves = append(moves, move{from: ll, to: to, spi: ike.OurSPI()})
+				}
+			}
+		})
+	}
+	for _, mv := range moves {
+		switch err := d.moveOne(mv); {
+		case err == nil:
+			n++
+		case errors.Is(err, worker.ErrBusy):
+			d.pin.set(mv.spi, mv.from)
+			busy++
+		default:
+			d.log.Warn("iked: move IKE SA", "spi", fmt.Sprintf("%016x", mv.spi), "err", err.Error())
+		}
+	}
+	return n, busy
+}
+
+// moveOne detaches one IKE SA from its worker and restores it on another.
+func (d *Daemon) moveOne(mv move) error {
+	var ike *sa.IKESA
+	var derr error
+	if err := d.post(mv.from, func(w *worker.Worker) { ike, derr = w.Detach(mv.spi) }); err != nil {
+		return err
+	}
+	if derr != nil {
+		return derr
+	}
+	var rerr error
+	if err := d.post(mv.to, func(w *worker.Worker) { rerr = w.Restore(ike) }); err != nil {
+		return err
+	}
+	if rerr != nil {
+		return rerr
+	}
+	d.pin.set(mv.spi, nil)
+	d.log.Debug("iked: IKE SA moved", "ike_id", ike.UniqueID, "conn", ike.ConnName,
+		"from_worker", mv.from.idx, "to_worker", mv.to.idx)
+	return nil
+}
+
+// retryPinned moves the IKE SAs that were busy, once they are idle (for at
+// most a minute; they keep working where they are meanwhile).
+func (d *Daemon) retryPinned() {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		d.migMu.Lock()
+		d.pin.mu.RLock()
+		var moves []move
+		for spi, from := range d.pin.m {
+			moves = append(moves, move{from: from, spi: spi})
+		}
+		d.pin.mu.RUnlock()
+		left := 0
+		for _, mv := range moves {
+			// The owner as of now: the map may have changed again.
+			var to *loop
+			d.post(mv.from, func(w *worker.Worker) {
+				for _, ike := range w.List() {
+					if ike.OurSPI() == mv.spi {
+						to = d.owner(ike.Local.Addr(), ike.Remote.Addr())
+					}
+				}
+			})
+			if to == nil || to == mv.from {
+				d.pin.set(mv.spi, nil)
+				continue
+			}
+			mv.to = to
+			if err := d.moveOne(mv); err != nil {
+				left++
+			} else {
+				d.migrations.Add(1)
+			}
+		}
+		d.migMu.Unlock()
+		if left == 0 {
+			return
+		}
+	}
+}
