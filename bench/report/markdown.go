@@ -352,13 +352,17 @@ func (m *md) ike(k *scenario.IKEResults) {
 	var rows [][]string
 	for _, r := range k.Runs {
 		if r.Error != "" && r.Established == 0 {
-			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprint(r.Count), "error: " + r.Error, "", "", ""})
+			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprint(r.Count), "error: " + r.Error, "", "", "", ""})
 			continue
 		}
+		dp := "–"
+		if r.DataPlanePerTunnel > 0 {
+			dp = fmt.Sprintf("%.1f", r.DataPlanePerTunnel/1024)
+		}
 		rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprintf("%d/%d", r.Established, r.Count), fmt.Sprintf("%.0f", r.Rate),
-			r.Elapsed.Round(100 * time.Millisecond).String(), fmt.Sprintf("%.1f", mib(r.After.RSS)), fmt.Sprintf("%.1f", r.PerTunnel/1024)})
+			r.Elapsed.Round(100 * time.Millisecond).String(), fmt.Sprintf("%.1f", mib(r.After.RSS)), fmt.Sprintf("%.1f", r.PerTunnel/1024), dp})
 	}
-	m.table([]string{"responder", "initiator", "auth", "established", "IKE SAs per s", "time to all", "responder RSS, MiB", "KiB per tunnel"}, rows)
+	m.table([]string{"responder", "initiator", "auth", "established", "IKE SAs per s", "time to all", "responder RSS, MiB", "KiB per tunnel", "+ spud KiB per tunnel"}, rows)
 	if len(k.Ratios) > 0 {
 		var rr [][]string
 		for _, x := range k.Ratios {

@@ -41,7 +41,11 @@ type IKERun struct {
 	Before    system.Memory `json:"memory_before"`
 	After     system.Memory `json:"memory_after"`
 	PerTunnel float64       `json:"rss_per_tunnel_bytes"`
-	Error     string        `json:"error,omitempty"`
+	// DataPlane is, for iked, spud's growth per tunnel: iked keeps the
+	// IKE SAs, spud the Child SAs (charon keeps both, its ESP being in
+	// the same process).
+	DataPlanePerTunnel float64 `json:"dataplane_rss_per_tunnel_bytes,omitempty"`
+	Error              string  `json:"error,omitempty"`
 }
 
 // IKERatio is iked's setup rate over charon's for one method.

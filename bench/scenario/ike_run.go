@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
+	"github.com/spugate/spugate/deploy/gateway"
 	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/deploy/strongswan"
 )
@@ -22,10 +23,10 @@ func (c *IKE) Estimate() time.Duration {
 	c.defaults()
 	var d time.Duration
 	for _, r := range c.Responders {
-		if r != "charon" {
-			continue
-		}
 		for _, a := range c.Auths {
+			if r == "iked" && a != "psk" {
+				continue
+			}
 			rate := assumedRate[a]
 			if rate == 0 {
 				rate = 100
@@ -47,15 +48,19 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 		fmt.Sprintf("Initiator: charon on gw-a for every responder (strongSwan's load-tester plugin is not in Debian's packages), "+
 			"%d VICI initiations in flight, IKE SA reuse off, so that each initiation makes a new IKE SA with its Child SA; responder on gw-b with unique = never and its half-open, cookie and block thresholds raised. "+
 			"IKE aes128gcm16-prfsha256-x25519, ESP aes128gcm16; ECDSA is P-256 certificates from one CA, sent in every IKE_AUTH. "+
-			"Both daemons share the machine's CPUs: the rate is the pair's, initiator included.", c.Window))
+			"Both daemons share the machine's CPUs: the rate is the pair's, initiator included. "+
+			"iked runs with spud on gw-b (iked keeps the IKE SAs, spud the Child SAs: both memories are given); "+
+			"charon keeps both in one process (its ESP is kernel-libipsec's). iked's own load-initiator mode does not exist yet.", c.Window))
 	for _, resp := range c.Responders {
 		for _, auth := range c.Auths {
 			run := IKERun{Responder: resp, Initiator: c.Initiator, Auth: auth, Count: c.Count}
 			switch {
 			case c.Initiator != "charon":
 				run.Error = fmt.Sprintf("initiator %q: only charon drives the test so far", c.Initiator)
+			case resp == "iked" && auth != "psk":
+				run.Error = "iked has no certificate authentication yet (control/pki is not wired into it)"
 			case resp == "iked":
-				run.Error = "iked is not in this tree yet (issue 7's control plane): no responder to measure"
+				c.iked(e, auth, &run)
 			case resp != "charon":
 				run.Error = fmt.Sprintf("unknown responder %q", resp)
 			default:
@@ -116,7 +121,11 @@ func (c *IKE) charon(e *Env, auth string, run *IKERun) {
 	}
 	timeout := max(c.Timeout, time.Duration(float64(c.Count)/20*float64(time.Second)))
 	start := time.Now()
-	up, err := drive(initiator, responder, c.Count, c.Window, timeout, func(up int) {
+	count := func() (int, error) {
+		total, half, err := ikeCounts(responder)
+		return total - half, err
+	}
+	up, err := drive(initiator, count, c.Count, c.Window, timeout, func(up int) {
 		el := time.Since(start)
 		e.Progress.Update(label, float64(up)/float64(c.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
 	})
@@ -234,9 +243,9 @@ func ikeCounts(ch *strongswan.Charon) (total, halfOpen int, err error) {
 }
 
 // drive has the initiator start n IKE SAs, at most window of them not yet
-// established on the responder at a time, and returns how many the
-// responder holds established when all are, or when timeout passes.
-func drive(ini, resp *strongswan.Charon, n, window int, timeout time.Duration, progress func(up int)) (int, error) {
+// established on the responder (count) at a time, and returns how many
+// the responder holds established when all are, or when timeout passes.
+func drive(ini *strongswan.Charon, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, error) {
 	deadline := time.Now().Add(timeout)
 	var started, failed atomic.Int64
 	var firstErr error
@@ -245,12 +254,11 @@ func drive(ini, resp *strongswan.Charon, n, window int, timeout time.Duration, p
 	var wg sync.WaitGroup
 	up := 0
 	for {
-		total, half, err := ikeCounts(resp)
-		if err != nil {
+		var err error
+		if up, err = count(); err != nil {
 			wg.Wait()
 			return up, err
 		}
-		up = total - half
 		progress(up)
 		if up >= n {
 			break
@@ -283,4 +291,108 @@ func drive(ini, resp *strongswan.Charon, n, window int, timeout time.Duration, p
 	}
 	wg.Wait()
 	return up, nil
+}
+
+// iked measures iked (with spud) answering charon.
+func (c *IKE) iked(e *Env, auth string, run *IKERun) {
+	label := fmt.Sprintf("ike: iked responder, %s, %d IKE SAs", auth, c.Count)
+	rate := assumedRate[auth]
+	if rate == 0 {
+		rate = 100
+	}
+	e.Progress.Step(label, 8*time.Second+time.Duration(float64(c.Count)/rate*float64(time.Second)))
+	ln, err := lab.NewLine(lab.Options{Logf: e.Debugf, NoSignalHandler: e.NoSignalHandler},
+		lab.LineOptions{NoClearRoutes: true, Links: e.Links, GatewayLinks: e.Links})
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	defer ln.Close()
+	ci, _, err := c.configs(ln, auth)
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	sp, err := gateway.StartSpud(ln.GwB, gateway.SpudOptions{})
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	defer sp.Stop()
+	pl := ln.Plan
+	conf := fmt.Sprintf(`cookie_threshold: 1000000
+init_limit_half_open: 1000000
+connections:
+  site:
+    local_addrs: %s
+    remote_addrs: %s
+    proposals: %s
+    unique: never
+    mobike: no
+    local: {auth: psk, id: %s}
+    remote: {auth: psk, id: %s}
+    children:
+      net:
+        local_ts: %s
+        remote_ts: %s
+        esp_proposals: %s
+`, pl.GwBWan4, pl.GwAWan4, ikeProposal, strongswan.IDGwB, strongswan.IDGwA, pl.LanB4, pl.LanA4, espProposal)
+	secrets := fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
+	k, err := gateway.StartIked(sp, gateway.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	defer k.Cleanup()
+	defer k.Stop()
+	initiator, err := strongswan.Start(ln.GwA, ci)
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	defer initiator.Stop()
+	time.Sleep(500 * time.Millisecond)
+	spudBefore, err := system.ReadMemory(sp.Proc.PID)
+	if err == nil {
+		run.Before, err = system.ReadMemory(k.Proc.PID)
+	}
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
+	count := func() (int, error) {
+		st, err := k.Client.Stats()
+		if err != nil {
+			return 0, err
+		}
+		return int(st.Counters["ike_sas_established"]), nil
+	}
+	timeout := max(c.Timeout, time.Duration(float64(c.Count)/20*float64(time.Second)))
+	start := time.Now()
+	up, err := drive(initiator, count, c.Count, c.Window, timeout, func(up int) {
+		el := time.Since(start)
+		e.Progress.Update(label, float64(up)/float64(c.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
+	})
+	run.Elapsed = time.Since(start)
+	run.Established = up
+	if up > 0 {
+		run.Rate = float64(up) / run.Elapsed.Seconds()
+	}
+	if err != nil {
+		run.Error = err.Error()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st, err := k.Client.Stats(); err == nil {
+		run.WithChild = int(st.Counters["child_sas_installed"])
+	}
+	if m, err := system.ReadMemory(k.Proc.PID); err == nil && up > 0 {
+		run.After = m
+		run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(up)
+	}
+	if m, err := system.ReadMemory(sp.Proc.PID); err == nil && up > 0 {
+		run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(up)
+	}
+	e.Logf("%s: %d up in %v (%.0f/s), %d Child SAs installed; iked RSS %.1f -> %.1f MiB (%.1f KiB per tunnel), spud +%.1f KiB per tunnel%s",
+		label, up, run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild, mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024,
+		run.DataPlanePerTunnel/1024, ifErr(err))
 }
