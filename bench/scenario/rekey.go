@@ -32,6 +32,12 @@ type Rekey struct {
 	Rate     float64
 	Duration time.Duration
 	Search   Search
+	// Iked adds the same comparison with iked itself rekeying one
+	// site-to-site tunnel's Child SA (rekey_time = Interval) between spud
+	// and iked on both gateways: the whole rekey, IKE exchange included.
+	Iked bool
+	// IkedInterval is iked's rekey_time (default Interval).
+	IkedInterval time.Duration
 }
 
 // RekeyRun is one run: with or without rekeying.
@@ -60,6 +66,17 @@ type RekeyResults struct {
 	Search   *Found        `json:"search,omitempty"`
 	Runs     []RekeyRun    `json:"runs"`
 	Errors   []string      `json:"errors,omitempty"`
+	// Iked is the comparison with iked rekeying (Rekey.Iked).
+	Iked *IkedRekeyResults `json:"iked,omitempty"`
+}
+
+// IkedRekeyResults are the runs with iked rekeying one tunnel's Child SA.
+type IkedRekeyResults struct {
+	Interval time.Duration `json:"interval_ns"`
+	Rate     float64       `json:"rate_pps"`
+	Search   *Found        `json:"search,omitempty"`
+	Runs     []RekeyRun    `json:"runs"`
+	Error    string        `json:"error,omitempty"`
 }
 
 func (c *Rekey) defaults() {
@@ -85,6 +102,9 @@ func (c *Rekey) defaults() {
 		c.Search.Steps = 2
 	}
 	c.Search = c.Search.withDefaults()
+	if c.IkedInterval == 0 {
+		c.IkedInterval = c.Interval
+	}
 }
 
 func (c *Rekey) timing() traffic.Timing {
@@ -94,9 +114,13 @@ func (c *Rekey) timing() traffic.Timing {
 // Estimate is how long Run should take.
 func (c *Rekey) Estimate() time.Duration {
 	c.defaults()
+	search := time.Duration(c.Search.Runs()) * runTime(traffic.Timing{Warmup: 500 * time.Millisecond, Duration: 1500 * time.Millisecond})
 	d := 2*runTime(c.timing()) + 4*time.Second
 	if c.Rate == 0 {
-		d += time.Duration(c.Search.Runs()) * runTime(traffic.Timing{Warmup: 500 * time.Millisecond, Duration: 1500 * time.Millisecond})
+		d += search
+	}
+	if c.Iked {
+		d += 2*runTime(c.timing()) + 10*time.Second + search
 	}
 	return d
 }
@@ -194,5 +218,73 @@ func (c *Rekey) Run(e *Env) (*RekeyResults, error) {
 		run.SpudDrops = system.DropsSince(drops0, spudDrops(sp))
 		res.Runs = append(res.Runs, run)
 	}
+	if c.Iked {
+		sp.Down()
+		res.Iked = c.iked(e, bed)
+	}
 	return res, nil
+}
+
+// iked runs the comparison with iked rekeying: a search on a tunnel that
+// does not rekey for the rate, then a run without and a run with
+// rekeying every Interval, each on freshly started daemons.
+func (c *Rekey) iked(e *Env, bed *Bed) *IkedRekeyResults {
+	out := &IkedRekeyResults{Interval: c.IkedInterval}
+	plan := system.Plan{Tunnels: 1, Suite: c.Suite, Line: bed.Plan}
+	for _, rekeying := range []bool{false, true} {
+		k := &system.Iked{}
+		what := "no rekeying"
+		if rekeying {
+			k.ChildRekey = c.IkedInterval
+			what = fmt.Sprintf("iked rekeying the Child SA every %v", c.IkedInterval)
+		}
+		e.Progress.Step("rekey: starting spud and iked ("+what+")", 5*time.Second)
+		if err := k.Up(bed.Line, plan); err != nil {
+			out.Error = err.Error()
+			e.Logf("rekey: iked: %v", err)
+			return out
+		}
+		if out.Rate == 0 {
+			label := fmt.Sprintf("rekey: finding the rate, spud+iked, 1 tunnel, %s bytes", c.Mix.Name)
+			t := traffic.Timing{Warmup: 500 * time.Millisecond, Duration: 1500 * time.Millisecond}
+			e.Progress.Step(label, time.Duration(c.Search.Runs())*runTime(t))
+			found, err := bed.Search(plan, Spec{Label: label, Mix: c.Mix, Flows: 16, Timing: t}, c.Search)
+			if err != nil {
+				k.Down()
+				out.Error = err.Error()
+				return out
+			}
+			out.Search = found
+			if out.Rate = found.WithinTolerance(); out.Rate == 0 {
+				out.Rate = found.PPS() / 2
+			}
+			e.Logf("%s: %s; runs at %.0f kpps", label, searchLine(found), out.Rate/1e3)
+		}
+		run := RekeyRun{Rekeying: rekeying}
+		spec := Spec{Label: fmt.Sprintf("rekey: spud+iked, 1 tunnel at %.0f kpps, %s bytes, %s", out.Rate/1e3, c.Mix.Name, what),
+			Mix: c.Mix, Flows: 16, Rate: out.Rate, Timing: c.timing()}
+		e.Progress.Step(spec.Label, runTime(spec.Timing))
+		a0, _, _ := k.ChildSAsInstalled()
+		drops0 := spudDrops(k)
+		m, err := bed.Measure(plan, spec)
+		if err != nil {
+			run.Error = err.Error()
+			e.Logf("%s: %v", spec.Label, err)
+		} else {
+			run.Result = &m
+			e.Logf("%s: %s", spec.Label, oneLine(m.Result))
+		}
+		if a1, _, err := k.ChildSAsInstalled(); err == nil {
+			run.Rekeys = int(a1 - a0)
+		}
+		run.SpudDrops = system.DropsSince(drops0, spudDrops(k))
+		if rekeying {
+			e.Logf("rekey: iked installed %d new Child SAs on gw-a during the run", run.Rekeys)
+		}
+		out.Runs = append(out.Runs, run)
+		if err := k.Down(); err != nil {
+			e.Logf("rekey: stopping spud and iked: %v", err)
+		}
+	}
+	return out
 }

@@ -246,7 +246,9 @@ func (t *Throughput) profile(e *Env, bed *Bed, plan system.Plan, m traffic.Mix, 
 
 // spudDrops reads spud's drop counters, or nil for other systems.
 func spudDrops(sys system.System) map[string]map[string]uint64 {
-	sp, ok := sys.(*system.Spud)
+	sp, ok := sys.(interface {
+		Drops() (map[string]map[string]uint64, error)
+	})
 	if !ok {
 		return nil
 	}

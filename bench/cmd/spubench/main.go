@@ -67,6 +67,7 @@ type options struct {
 	rekeyDuration time.Duration
 	rekeyRate     float64
 	rekeySize     string
+	rekeyIked     bool
 
 	merge string
 }
@@ -105,6 +106,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.DurationVar(&o.rekeyDuration, "rekey-duration", 10*time.Second, "rekey: window of each run")
 	fs.Float64Var(&o.rekeyRate, "rekey-rate", 0, "rekey: offered packets/s (0: 80% of a short search's result)")
 	fs.StringVar(&o.rekeySize, "rekey-size", "512", "rekey: packet size")
+	fs.BoolVar(&o.rekeyIked, "rekey-iked", true, "rekey: also with iked rekeying a tunnel's Child SA")
 	fs.StringVar(&o.merge, "merge", "", "instead of measuring: merge the results of earlier runs (their directories, comma-separated) into a report of medians under -out")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: spubench [flags] [%s ...]\n", strings.Join(scenarios, " | "))
@@ -304,9 +306,10 @@ func run(o options, which []string) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			c := &scenario.Rekey{Tunnels: o.rekeyTunnels, Interval: o.rekeyInterval, Mix: m, Rate: o.rekeyRate, Duration: o.rekeyDuration, Search: search}
+			c := &scenario.Rekey{Tunnels: o.rekeyTunnels, Interval: o.rekeyInterval, Mix: m, Rate: o.rekeyRate, Duration: o.rekeyDuration, Search: search, Iked: o.rekeyIked}
 			if o.quick {
 				c.Grace = 50 * time.Millisecond
+				c.IkedInterval = time.Second
 			}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
 				r, err := c.Run(env)
