@@ -137,7 +137,9 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		cfg.RingSize = 1024
 	}
 	if cfg.Spin == 0 {
-		cfg.Spin = 50 * time.Microsecond
+		// Long enough to ride the gaps inside a burst, short enough not to
+		// starve the kernel threads that share the cores in a small box.
+		cfg.Spin = 20 * time.Microsecond
 	}
 	if cfg.MaxSleep == 0 {
 		cfg.MaxSleep = 100 * time.Millisecond
