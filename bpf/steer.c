@@ -32,7 +32,7 @@
 /* Local tunnel endpoints: ESP and UDP-ESP to them are ours, the rest is transit. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
 	__type(key, struct spugate_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");

@@ -23,8 +23,9 @@ packages=(
 	tshark python3-scapy
 	# traffic and captures
 	iperf3 tcpdump
-	# the userspace Go VPN the benchmark compares with
-	wireguard-go wireguard-tools
+	# the userspace Go VPN the benchmark compares with, and the profiler the
+	# benchmark report uses
+	wireguard-go wireguard-tools linux-perf
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -50,6 +50,9 @@ type Config struct {
 	Poll   xsk.PollMode
 	// MaxSleep bounds an adaptive SPU's sleep (default 100ms).
 	MaxSleep time.Duration
+	// SpeedPad is the ESP speed padding of outbound AES-GCM SAs (bytes;
+	// see esp.Config.SpeedPad).
+	SpeedPad int
 	XDPMode  steer.Mode
 	XSKMode  xsk.BindMode
 	// Socket is the SA API's path.
@@ -162,7 +165,7 @@ func (d *Daemon) start() error {
 	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn, FailClosed: !cfg.FailOpen}, m); err != nil {
 		return err
 	}
-	d.eng, err = spu.New(spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, Log: d.log}, d.fn, m, d.fib)
+	d.eng, err = spu.New(spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, SpeedPad: cfg.SpeedPad, Log: d.log}, d.fn, m, d.fib)
 	if err != nil {
 		return err
 	}

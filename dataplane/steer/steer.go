@@ -21,9 +21,9 @@ const ProgramName = "spugate_steer"
 
 // Limits of the maps (bpf/include/spugate.h and bpf/steer.c).
 const (
-	MaxInterfaces = 16   // interfaces with AF_XDP sockets (SPUGATE_MAX_IFACES)
-	MaxQueues     = 64   // rx queues per interface (SPUGATE_MAX_QUEUES)
-	MaxLocalAddrs = 1024 // local tunnel endpoints
+	MaxInterfaces = 16    // interfaces with AF_XDP sockets (SPUGATE_MAX_IFACES)
+	MaxQueues     = 64    // rx queues per interface (SPUGATE_MAX_QUEUES)
+	MaxLocalAddrs = 65536 // local tunnel endpoints (addresses of this gateway)
 )
 
 // Config is the anchor configuration of the steering program.

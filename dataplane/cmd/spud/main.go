@@ -39,6 +39,7 @@ func main() {
 		logical   = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
 		keyFile   = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
 		maxSleep  = flag.Duration("max-sleep", 100*time.Millisecond, "longest sleep of an idle SPU in adaptive mode")
+		speedPad  = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
 		failOpen  = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
 		verbose   = flag.Bool("v", false, "debug logging")
 	)
@@ -49,7 +50,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
-		MaxSleep: *maxSleep, FailOpen: *failOpen, Socket: *socket, Logical: *logical, KeyFile: *keyFile, Log: log}
+		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, KeyFile: *keyFile, Log: log}
 	var err error
 	if cfg.CPUs, err = ints(*cpus); err != nil {
 		fail("-cpus: %v", err)

@@ -1,0 +1,113 @@
+package scenario
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/bench/traffic"
+	"github.com/spugate/spugate/internal/privileged"
+)
+
+func testEnv(t *testing.T) *Env {
+	t.Helper()
+	privileged.Require(t, "ip", "ethtool")
+	return &Env{Links: Links, Dir: t.TempDir(), Log: testWriter{t}, NoSignalHandler: true, Verbose: os.Getenv("BENCH_VERBOSE") != ""}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+var quickTiming = traffic.Timing{Warmup: 300 * time.Millisecond, Duration: 700 * time.Millisecond}
+
+func TestPrivilegedCeiling(t *testing.T) {
+	e := testEnv(t)
+	c := Ceiling{Mixes: []traffic.Mix{traffic.Fixed(64)}, Timing: quickTiming}
+	runs, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].Result == nil || runs[0].Result.Received == 0 {
+		t.Fatalf("ceiling: %+v", runs)
+	}
+}
+
+func TestPrivilegedThroughput(t *testing.T) {
+	e := testEnv(t)
+	th := Throughput{Mixes: []traffic.Mix{traffic.Fixed(64)}, Suites: StandardSuites[:1], Systems: []string{Spud, Kernel, WireGuard}, Timing: quickTiming, Search: Search{Steps: 1}}
+	res, err := th.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Runs {
+		// The probe before each search proved every flow through; the
+		// rates themselves are the system's business, not this test's.
+		if r.Error != "" || r.Found == nil || len(r.Found.Steps) == 0 {
+			t.Errorf("%s %s %s: %s", r.System, r.Suite, r.Mix, r.Error)
+		}
+	}
+	if len(res.Ratios) == 0 {
+		t.Errorf("no ratios: %+v", res.Ratios)
+	}
+}
+
+func TestPrivilegedScaling(t *testing.T) {
+	e := testEnv(t)
+	c := Scaling{SPUs: []int{1, 3}, Tunnels: 8, Mixes: []traffic.Mix{traffic.Fixed(64)}, Timing: quickTiming, Search: Search{Steps: 1}}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || r.Found == nil {
+			t.Errorf("%d SPUs: %s", r.SPUs, r.Error)
+		}
+		if r.Simulated != (r.SPUs > res.CPUs) {
+			t.Errorf("%d SPUs on %d CPUs: simulated %v", r.SPUs, res.CPUs, r.Simulated)
+		}
+		// Eight tunnels with distinct peers land on more than one SPU.
+		if r.SPUs > 1 {
+			busy := 0
+			for _, w := range r.Work["gw-a"] {
+				if w > 0 {
+					busy++
+				}
+			}
+			if busy < 2 {
+				t.Errorf("%d SPUs: work spread %v", r.SPUs, r.Work)
+			}
+		}
+	}
+}
+
+func TestPrivilegedTunnels(t *testing.T) {
+	e := testEnv(t)
+	c := Tunnels{Counts: []int{1, 300}, Timing: quickTiming, Search: Search{Steps: 1}, Settle: 200 * time.Millisecond}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || r.Found == nil || r.InstallRate <= 0 || r.After.RSS == 0 || r.Installed != r.Tunnels {
+			t.Errorf("%d tunnels: %+v", r.Tunnels, r)
+		}
+	}
+}
+
+func TestPrivilegedRekey(t *testing.T) {
+	e := testEnv(t)
+	c := Rekey{Tunnels: 4, Interval: 300 * time.Millisecond, Grace: 50 * time.Millisecond, Rate: 5000, Duration: 1500 * time.Millisecond}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 || res.Runs[1].Rekeys < 4 || res.Runs[1].Failed != 0 || len(res.Errors) > 0 {
+		t.Fatalf("rekey runs: %+v, errors %v", res.Runs, res.Errors)
+	}
+	for _, r := range res.Runs {
+		if r.Result == nil || r.Result.Received == 0 {
+			t.Errorf("rekeying %v: nothing through: %s", r.Rekeying, r.Error)
+		}
+	}
+}
