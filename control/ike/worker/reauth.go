@@ -98,31 +98,42 @@ func sameTunnel(a, b *sa.IKESA) bool {
 }
 
 // Predecessor finds the Child SA of another IKE SA of the same tunnel
-// that ch (made by a reauthentication) replaces.
+// that ch (made by a reauthentication) replaces: a live one of the same
+// child and selectors that nothing replaces yet, in the oldest such IKE
+// SA. A peer with unique: never keeps many IKE SAs of one tunnel, so this
+// is two passes over the worker's IKE SAs, not a search per candidate.
 func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
-	for _, m := range e.w.Managers() {
+	// Inbound SPIs are unique in the data plane: a Child SA anywhere in
+	// the tunnel that replaces one names it by its SPI.
+	replaced := map[uint32]bool{}
+	for _, m := range e.w.bySPI {
 		o := m.IKE
-		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) {
+		if m.Destroyed() || (o != ike && !sameTunnel(o, ike)) {
+			continue
+		}
+		for _, c := range o.Children {
+			if c.Replaces != 0 && !c.Redundant && c.State != sa.ChildDeleted {
+				replaced[c.Replaces] = true
+			}
+		}
+	}
+	var best *sa.IKESA
+	var found *sa.ChildSA
+	for _, m := range e.w.bySPI {
+		o := m.IKE
+		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) ||
+			(best != nil && o.UniqueID >= best.UniqueID) {
 			continue
 		}
 		for _, p := range o.Children {
 			if p.Name == ch.Name && !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
-				ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) && o.Successor(p) == nil &&
-				!hasSuccessorElsewhere(e.w, o, p) {
-				return o, p
+				ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) && (p.SPIIn == 0 || !replaced[p.SPIIn]) {
+				best, found = o, p
+				break
 			}
 		}
 	}
-	return nil, nil
-}
-
-func hasSuccessorElsewhere(w *Worker, ike *sa.IKESA, ch *sa.ChildSA) bool {
-	for _, m := range w.bySPI {
-		if m.IKE != ike && !m.Destroyed() && sameTunnel(m.IKE, ike) && m.IKE.Successor(ch) != nil {
-			return true
-		}
-	}
-	return false
+	return best, found
 }
 
 // Heir installs the pending outbound SA of the Child SA of another IKE SA
