@@ -3,6 +3,7 @@ package scenario
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -22,11 +23,8 @@ var assumedRate = map[string]float64{"psk": 300, "ecdsa": 150}
 func (c *IKE) Estimate() time.Duration {
 	c.defaults()
 	var d time.Duration
-	for _, r := range c.Responders {
+	for range c.Responders {
 		for _, a := range c.Auths {
-			if r == "iked" && a != "psk" {
-				continue
-			}
 			rate := assumedRate[a]
 			if rate == 0 {
 				rate = 100
@@ -57,8 +55,6 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 			switch {
 			case c.Initiator != "charon":
 				run.Error = fmt.Sprintf("initiator %q: only charon drives the test so far", c.Initiator)
-			case resp == "iked" && auth != "psk":
-				run.Error = "iked has no certificate authentication yet (control/pki is not wired into it)"
 			case resp == "iked":
 				c.iked(e, auth, &run)
 			case resp != "charon":
@@ -97,7 +93,7 @@ func (c *IKE) charon(e *Env, auth string, run *IKERun) {
 		return
 	}
 	defer ln.Close()
-	ci, cr, err := c.configs(ln, auth)
+	ci, cr, _, _, err := c.configs(ln, auth)
 	if err != nil {
 		run.Error = err.Error()
 		return
@@ -163,10 +159,11 @@ func ifErr(err error) string {
 }
 
 // configs are the initiator's (gw-a) and responder's (gw-b) charon
-// configurations for auth ("psk" or "ecdsa").
-func (c *IKE) configs(ln *lab.Line, auth string) (ci, cr strongswan.Config, err error) {
+// configurations for auth ("psk" or "ecdsa"), and for "ecdsa" the CA and
+// gw-b's certificate (for iked as the responder).
+func (c *IKE) configs(ln *lab.Line, auth string) (ci, cr strongswan.Config, root, certB *strongswan.Cert, err error) {
 	var pki *strongswan.PKI
-	var root, certA, certB *strongswan.Cert
+	var certA *strongswan.Cert
 	if auth == "ecdsa" {
 		if pki, err = strongswan.NewPKI(filepath.Join(ln.LogDir, "pki")); err != nil {
 			return
@@ -308,10 +305,26 @@ func (c *IKE) iked(e *Env, auth string, run *IKERun) {
 		return
 	}
 	defer ln.Close()
-	ci, _, err := c.configs(ln, auth)
+	ci, _, root, certB, err := c.configs(ln, auth)
 	if err != nil {
 		run.Error = err.Error()
 		return
+	}
+	// The same identities as charon's: with certificates, gw-b's P-256
+	// certificate from the CA charon trusts, sent in every IKE_AUTH.
+	local := fmt.Sprintf("{auth: psk, id: %s}", strongswan.IDGwB)
+	remote := fmt.Sprintf("{auth: psk, id: %s}", strongswan.IDGwA)
+	global, sendCert := "", ""
+	if certB != nil {
+		dir := filepath.Join(ln.LogDir, "iked-pki")
+		if err := ikedCerts(dir, root, certB); err != nil {
+			run.Error = err.Error()
+			return
+		}
+		global = fmt.Sprintf("pki:\n  x509: %[1]s/x509\n  x509ca: %[1]s/x509ca\n  x509crl: %[1]s/x509crl\n  private: %[1]s/private\n", dir)
+		local = fmt.Sprintf("{auth: pubkey, certs: gw-b.pem, id: %s}", strongswan.IDGwB)
+		remote = fmt.Sprintf("{auth: pubkey, id: %s}", strongswan.IDGwA)
+		sendCert = "    send_cert: always\n"
 	}
 	sp, err := gateway.StartSpud(ln.GwB, gateway.SpudOptions{})
 	if err != nil {
@@ -320,7 +333,7 @@ func (c *IKE) iked(e *Env, auth string, run *IKERun) {
 	}
 	defer sp.Stop()
 	pl := ln.Plan
-	conf := fmt.Sprintf(`cookie_threshold: 1000000
+	conf := fmt.Sprintf(`%scookie_threshold: 1000000
 init_limit_half_open: 1000000
 connections:
   site:
@@ -329,14 +342,14 @@ connections:
     proposals: %s
     unique: never
     mobike: no
-    local: {auth: psk, id: %s}
-    remote: {auth: psk, id: %s}
+%s    local: %s
+    remote: %s
     children:
       net:
         local_ts: %s
         remote_ts: %s
         esp_proposals: %s
-`, pl.GwBWan4, pl.GwAWan4, ikeProposal, strongswan.IDGwB, strongswan.IDGwA, pl.LanB4, pl.LanA4, espProposal)
+`, global, pl.GwBWan4, pl.GwAWan4, ikeProposal, sendCert, local, remote, pl.LanB4, pl.LanA4, espProposal)
 	secrets := fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
 	k, err := gateway.StartIked(sp, gateway.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
 	if err != nil {
@@ -395,4 +408,30 @@ connections:
 	e.Logf("%s: %d up in %v (%.0f/s), %d Child SAs installed; iked RSS %.1f -> %.1f MiB (%.1f KiB per tunnel), spud +%.1f KiB per tunnel%s",
 		label, up, run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild, mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024,
 		run.DataPlanePerTunnel/1024, ifErr(err))
+}
+
+// ikedCerts lays out iked's certificate folders under dir: gw-b's
+// certificate and key, and the CA as the trust anchor.
+func ikedCerts(dir string, root, own *strongswan.Cert) error {
+	for _, f := range []struct {
+		sub, name string
+		data      []byte
+		mode      os.FileMode
+	}{
+		{"x509", "gw-b.pem", own.CertPEM, 0o644},
+		{"private", "gw-b.key", own.KeyPEM, 0o600},
+		{"x509ca", "root.pem", root.CertPEM, 0o644},
+		{"x509crl", "", nil, 0},
+	} {
+		if err := os.MkdirAll(filepath.Join(dir, f.sub), 0o700); err != nil {
+			return fmt.Errorf("ike: %w", err)
+		}
+		if f.name == "" {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.sub, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("ike: %w", err)
+		}
+	}
+	return nil
 }

@@ -14,13 +14,14 @@ import (
 // is replaced at a fixed interval, against the same traffic with no
 // rekeying, in the same run.
 //
-// Until iked rekeys (issue 7), the harness does what iked's rekey will do
-// to the data plane, through the SA API: a new inbound SA, then the new
+// The harness does what iked's rekey does to the data plane, through the
+// SA API, for many tunnels at once: a new inbound SA, then the new
 // outbound SAs (the policies switch to the newest outbound SA of their
 // reqid), then the old outbound SAs are deleted and, after Grace, the old
 // inbound one (make-before-break). What this measures is the data plane's
 // side of a rekey (SA installs and deletes under load, the policy switch,
-// packets in flight on the old SA), not the IKE exchange.
+// packets in flight on the old SA), not the IKE exchange; Iked adds the
+// whole rekey, exchange included, on one tunnel.
 type Rekey struct {
 	Tunnels  int
 	Interval time.Duration
