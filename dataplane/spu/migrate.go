@@ -462,7 +462,10 @@ func (e *Engine) fail(id int, reason string) {
 	s.stopped.Store(true)
 	e.failures.Add(1)
 	e.cfg.Log.Error(fmt.Sprintf("spu %d: failed: %s; moving its logical SPUs and sockets", id, reason))
-	e.emit(Event{Kind: "spu.failed", SPU: id, Reason: reason})
+	// The event goes out once the new map is in place: its subscribers
+	// (spud publishes the map with it, iked follows that) must not see
+	// the map from before the failure.
+	defer e.emit(Event{Kind: "spu.failed", SPU: id, Reason: reason})
 	active := e.activeSPUs(id)
 	if len(active) == 0 {
 		e.cfg.Log.Error("spu: no SPU left in service")

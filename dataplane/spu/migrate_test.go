@@ -167,6 +167,21 @@ func TestDrainAddAndFault(t *testing.T) {
 	}
 	pass("added back")
 	victim := a.e.physical(logical)
+	// A subscriber reacting to the event at once (as spud publishing the
+	// map to iked does) must already see the map without the victim.
+	type seen struct {
+		ev   Event
+		load map[uint16]int
+	}
+	failed := make(chan seen, 1)
+	go func() {
+		for ev := range a.e.Events {
+			if ev.Kind == "spu.failed" {
+				failed <- seen{ev, a.e.Map().Load()}
+				return
+			}
+		}
+	}()
 	if err := a.e.InjectFault(victim); err != nil {
 		t.Fatal(err)
 	}
@@ -187,16 +202,16 @@ func TestDrainAddAndFault(t *testing.T) {
 	if a.e.Failures() != 1 {
 		t.Errorf("failures %d", a.e.Failures())
 	}
-	var ev Event
-	for ev.Kind != "spu.failed" {
-		select {
-		case ev = <-a.e.Events:
-		case <-time.After(time.Second):
-			t.Fatal("no spu.failed event")
+	select {
+	case f := <-failed:
+		if f.ev.SPU != victim {
+			t.Errorf("event %+v", f.ev)
 		}
-	}
-	if ev.SPU != victim {
-		t.Errorf("event %+v", ev)
+		if f.load[uint16(victim)] != 0 {
+			t.Errorf("spu.failed event came before the new map: spu %d still holds %d logical SPUs", victim, f.load[uint16(victim)])
+		}
+	case <-time.After(time.Second):
+		t.Fatal("no spu.failed event")
 	}
 	_ = api.EventSPUFailed
 }
