@@ -184,11 +184,31 @@ func (w *Worker) loadOne(r *loadRun) error {
 // isLoad reports whether an IKE SA was made by a load run.
 func (w *Worker) isLoad(ike *sa.IKESA) bool { return w.loadSAs[ike] }
 
+// loadHint is the load Child SA that last took the tunnel's policy: the
+// one the next load Child SA of the tunnel most likely shares it with.
+type loadHint struct {
+	ike *sa.IKESA
+	ch  *sa.ChildSA
+}
+
+// sharable reports whether p, of load IKE SA o, can share its reqid and
+// policy with ch of ike.
+func (w *Worker) sharable(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.ChildSA) bool {
+	return w.loadSAs[o] && sameTunnel(o, ike) && o.State != sa.Destroyed && p.Name == ch.Name && !p.Trap &&
+		p.State != sa.ChildDeleted && p.State != sa.ChildDeleting && p.ReqID != 0 &&
+		ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS)
+}
+
 // loadSibling finds the Child SA of another load IKE SA of the tunnel that
 // a new load Child SA ch shares its reqid and policy with: the one holding
-// the policy (the newest), else any live one.
+// the policy (the newest), else any live one. The last holder is tried
+// first, so that a load of N IKE SAs does not search N times over them.
 func (e *mgrEnv) loadSibling(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
 	w := e.w
+	if h := w.loadHint; h.ch != nil && len(h.ch.PolicyIDs) > 0 && w.sharable(h.ike, h.ch, ike, ch) {
+		w.loadHint = loadHint{ike, ch}
+		return h.ike, h.ch
+	}
 	var anyIKE *sa.IKESA
 	var anyCh *sa.ChildSA
 	for o := range w.loadSAs {
@@ -196,17 +216,22 @@ func (e *mgrEnv) loadSibling(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 			continue
 		}
 		for _, p := range o.Children {
-			if p.Name != ch.Name || p.Trap || p.State == sa.ChildDeleted || p.State == sa.ChildDeleting || p.ReqID == 0 ||
-				!ts.Equal(p.LocalTS, ch.LocalTS) || !ts.Equal(p.RemoteTS, ch.RemoteTS) {
+			if !w.sharable(o, p, ike, ch) {
 				continue
 			}
 			if len(p.PolicyIDs) > 0 {
+				// Install moves the policy to ch.
+				w.loadHint = loadHint{ike, ch}
 				return o, p
 			}
 			if anyCh == nil {
 				anyIKE, anyCh = o, p
 			}
 		}
+	}
+	if anyCh == nil {
+		// ch is the first of the tunnel: Install gives it a new policy.
+		w.loadHint = loadHint{ike, ch}
 	}
 	return anyIKE, anyCh
 }
@@ -227,6 +252,7 @@ func (e *mgrEnv) loadHandOver(m *manager.Manager, ch *sa.ChildSA) {
 			if p.Name == ch.Name && p.ReqID == ch.ReqID && p.Trap == ch.Trap && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting {
 				p.PolicyIDs = append(p.PolicyIDs, ch.PolicyIDs...)
 				ch.PolicyIDs = nil
+				w.loadHint = loadHint{o, p}
 				oike := o
 				w.pending = append(w.pending, func() { w.env.Changed(oike) })
 				return

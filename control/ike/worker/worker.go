@@ -84,8 +84,9 @@ type Worker struct {
 	graves map[uint64]grave
 	// load is the current or last load run; loadSAs the IKE SAs load
 	// runs made that still exist.
-	load    *loadRun
-	loadSAs map[*sa.IKESA]bool
+	load     *loadRun
+	loadSAs  map[*sa.IKESA]bool
+	loadHint loadHint
 }
 
 // grave is what remains of an IKE SA: its last response.
