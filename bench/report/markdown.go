@@ -352,7 +352,7 @@ func (m *md) ike(k *scenario.IKEResults) {
 	var rows [][]string
 	for _, r := range k.Runs {
 		if r.Error != "" && r.Established == 0 {
-			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprint(r.Count), "error: " + r.Error, "", "", "", ""})
+			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprintf("0/%d", r.Count), "error: " + r.Error, "", "", "", ""})
 			continue
 		}
 		dp := "–"
@@ -366,9 +366,15 @@ func (m *md) ike(k *scenario.IKEResults) {
 	if len(k.Ratios) > 0 {
 		var rr [][]string
 		for _, x := range k.Ratios {
-			rr = append(rr, []string{x.Auth, fmt.Sprintf("%.0f", x.Iked), fmt.Sprintf("%.0f", x.Charon), fmt.Sprintf("%.2f", x.Ratio)})
+			ini := x.Initiator
+			if ini == "" {
+				ini = "charon"
+			}
+			rr = append(rr, []string{ini, x.Auth, fmt.Sprintf("%.0f", x.Iked), fmt.Sprintf("%.0f", x.Charon), fmt.Sprintf("%.2f", x.Ratio)})
 		}
-		m.table([]string{"auth", "iked per s", "charon per s", "iked/charon"}, rr)
+		m.p("")
+		m.p("Responders compared under the same initiator:")
+		m.table([]string{"initiator", "auth", "iked per s", "charon per s", "iked/charon as responder"}, rr)
 	}
 }
 

@@ -129,14 +129,14 @@ func Merge(rs []*Results, sources []string) (*Results, error) {
 	}
 	if rs[0].IKE != nil {
 		k := *rs[0].IKE
-		groups := map[[2]string][]scenario.IKERun{}
-		var order [][2]string
+		groups := map[[3]string][]scenario.IKERun{}
+		var order [][3]string
 		for _, r := range rs {
 			if r.IKE == nil {
 				continue
 			}
 			for _, x := range r.IKE.Runs {
-				key := [2]string{x.Responder, x.Auth}
+				key := [3]string{x.Initiator, x.Responder, x.Auth}
 				if _, ok := groups[key]; !ok {
 					order = append(order, key)
 				}

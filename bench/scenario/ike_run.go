@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
+	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/deploy/gateway"
 	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/deploy/strongswan"
@@ -23,49 +24,58 @@ var assumedRate = map[string]float64{"psk": 300, "ecdsa": 150}
 func (c *IKE) Estimate() time.Duration {
 	c.defaults()
 	var d time.Duration
-	for range c.Responders {
-		for _, a := range c.Auths {
-			rate := assumedRate[a]
-			if rate == 0 {
-				rate = 100
+	for _, ini := range c.Initiators {
+		for range c.Responders {
+			for _, a := range c.Auths {
+				d += c.estimate(ini, a)
 			}
-			d += 8*time.Second + time.Duration(float64(c.Count)/rate*float64(time.Second))
 		}
 	}
 	return d
 }
 
-// Run measures every responder and method, each on a fresh line.
+func (c *IKE) estimate(initiator, auth string) time.Duration {
+	rate := assumedRate[auth]
+	if rate == 0 {
+		rate = 100
+	}
+	return 8*time.Second + time.Duration(float64(c.count(initiator))/rate*float64(time.Second))
+}
+
+// Run measures every initiator, responder and method, each on a fresh
+// line.
 func (c *IKE) Run(e *Env) (*IKEResults, error) {
 	c.defaults()
 	if m := strongswan.Missing(); m != "" {
-		return nil, fmt.Errorf("ike: the initiator is charon: %s", m)
+		return nil, fmt.Errorf("ike: charon is an initiator and a responder: %s", m)
 	}
 	res := &IKEResults{}
 	res.Notes = append(res.Notes,
-		fmt.Sprintf("Initiator: charon on gw-a for every responder (strongSwan's load-tester plugin is not in Debian's packages), "+
-			"%d VICI initiations in flight, IKE SA reuse off, so that each initiation makes a new IKE SA with its Child SA; responder on gw-b with unique = never and its half-open, cookie and block thresholds raised. "+
+		fmt.Sprintf("Initiators on gw-a: charon (strongSwan's load-tester plugin is not in Debian's packages: %d VICI initiations in flight, IKE SA reuse off, "+
+			"so that each initiation makes a new IKE SA with its Child SA; %d IKE SAs per responder and method) and iked with spud "+
+			"(its load-initiator mode, `spuctl load-initiate`: new IKE SAs each with the connection's first child, %[1]d not yet established at a time; %[3]d IKE SAs per responder and method). "+
+			"Responder on gw-b with unique = never and its half-open, cookie and block thresholds raised. "+
 			"IKE aes128gcm16-prfsha256-x25519, ESP aes128gcm16; ECDSA is P-256 certificates from one CA, sent in every IKE_AUTH. "+
-			"Both daemons share the machine's CPUs: the rate is the pair's, initiator included. "+
-			"iked runs with spud on gw-b (iked keeps the IKE SAs, spud the Child SAs: both memories are given); "+
-			"charon keeps both in one process (its ESP is kernel-libipsec's). iked's own load-initiator mode does not exist yet.", c.Window))
-	for _, resp := range c.Responders {
-		for _, auth := range c.Auths {
-			run := IKERun{Responder: resp, Initiator: c.Initiator, Auth: auth, Count: c.Count}
-			switch {
-			case c.Initiator != "charon":
-				run.Error = fmt.Sprintf("initiator %q: only charon drives the test so far", c.Initiator)
-			case resp == "iked":
-				c.iked(e, auth, &run)
-			case resp != "charon":
-				run.Error = fmt.Sprintf("unknown responder %q", resp)
-			default:
-				c.charon(e, auth, &run)
+			"Both daemons share the machine's CPUs: the rate is the pair's, initiator included, so iked/charon ratios compare responders under the same initiator only. "+
+			"iked runs with spud (iked keeps the IKE SAs, spud the Child SAs: both memories are given); "+
+			"charon keeps both in one process (its ESP is kernel-libipsec's).", c.Window, c.Count, c.CountIkedInitiator))
+	for _, ini := range c.Initiators {
+		for _, resp := range c.Responders {
+			for _, auth := range c.Auths {
+				run := IKERun{Responder: resp, Initiator: ini, Auth: auth, Count: c.count(ini)}
+				switch {
+				case ini != "charon" && ini != "iked":
+					run.Error = fmt.Sprintf("unknown initiator %q (charon, iked)", ini)
+				case resp != "charon" && resp != "iked":
+					run.Error = fmt.Sprintf("unknown responder %q (charon, iked)", resp)
+				default:
+					c.measure(e, &run)
+				}
+				if run.Error != "" {
+					e.Logf("ike: %s initiator, %s responder, %s: %s", ini, resp, auth, run.Error)
+				}
+				res.Runs = append(res.Runs, run)
 			}
-			if run.Error != "" {
-				e.Logf("ike: %s responder, %s: %s", resp, auth, run.Error)
-			}
-			res.Runs = append(res.Runs, run)
 		}
 	}
 	res.Ratios = IKERatios(res.Runs)
@@ -78,14 +88,20 @@ const (
 	espProposal = "aes128gcm16"
 )
 
-// charon measures charon answering charon.
-func (c *IKE) charon(e *Env, auth string, run *IKERun) {
-	label := fmt.Sprintf("ike: charon responder, %s, %d IKE SAs", auth, c.Count)
-	rate := assumedRate[auth]
-	if rate == 0 {
-		rate = 100
-	}
-	e.Progress.Step(label, 8*time.Second+time.Duration(float64(c.Count)/rate*float64(time.Second)))
+// responderSide is the responder of a run as measure sees it.
+type responderSide struct {
+	pid, spudPID int
+	// established counts the responder's established IKE SAs; withChild
+	// those with their Child SA installed.
+	established func() (int, error)
+	withChild   func() int
+}
+
+// measure sets up run.Count IKE SAs from run.Initiator to run.Responder
+// with run.Auth on a fresh line.
+func (c *IKE) measure(e *Env, run *IKERun) {
+	label := fmt.Sprintf("ike: %s initiator, %s responder, %s, %d IKE SAs", run.Initiator, run.Responder, run.Auth, run.Count)
+	e.Progress.Step(label, c.estimate(run.Initiator, run.Auth))
 	ln, err := lab.NewLine(lab.Options{Logf: e.Debugf, NoSignalHandler: e.NoSignalHandler},
 		lab.LineOptions{NoClearRoutes: true, Links: e.Links, GatewayLinks: e.Links})
 	if err != nil {
@@ -93,37 +109,105 @@ func (c *IKE) charon(e *Env, auth string, run *IKERun) {
 		return
 	}
 	defer ln.Close()
-	ci, cr, _, _, err := c.configs(ln, auth)
+	ci, cr, root, certA, certB, err := c.configs(ln, run.Auth)
 	if err != nil {
 		run.Error = err.Error()
 		return
 	}
-	responder, err := strongswan.Start(ln.GwB, cr)
-	if err != nil {
-		run.Error = err.Error()
-		return
+	var rs responderSide
+	if run.Responder == "iked" {
+		k, err := startIked(ln, ln.GwB, root, certB)
+		if err != nil {
+			run.Error = err.Error()
+			return
+		}
+		defer k.Cleanup()
+		defer k.Spud.Stop()
+		defer k.Stop()
+		rs.pid, rs.spudPID = k.Proc.PID, k.Spud.Proc.PID
+		rs.established = func() (int, error) {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return 0, err
+			}
+			return int(st.Counters["ike_sas_established"]), nil
+		}
+		rs.withChild = func() int {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return 0
+			}
+			return int(st.Counters["child_sas_installed"])
+		}
+	} else {
+		responder, err := strongswan.Start(ln.GwB, cr)
+		if err != nil {
+			run.Error = err.Error()
+			return
+		}
+		defer responder.Stop()
+		rs.pid = responder.PID
+		rs.established = func() (int, error) {
+			total, half, err := ikeCounts(responder)
+			return total - half, err
+		}
+		rs.withChild = func() int {
+			n := 0
+			if sas, err := responder.ListSAs(); err == nil {
+				for _, sa := range sas {
+					if sa.Ready() && sa.Child("net") != nil {
+						n++
+					}
+				}
+			}
+			return n
+		}
 	}
-	defer responder.Stop()
-	initiator, err := strongswan.Start(ln.GwA, ci)
-	if err != nil {
-		run.Error = err.Error()
-		return
+	var driver func(count func() (int, error), progress func(int)) (int, error)
+	timeout := max(c.Timeout, time.Duration(float64(run.Count)/20*float64(time.Second)))
+	if run.Initiator == "iked" {
+		k, err := startIked(ln, ln.GwA, root, certA)
+		if err != nil {
+			run.Error = err.Error()
+			return
+		}
+		defer k.Cleanup()
+		defer k.Spud.Stop()
+		defer k.Stop()
+		driver = func(count func() (int, error), progress func(int)) (int, error) {
+			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, progress)
+			if lr != nil {
+				run.InitiatorFailed, run.FirstFailure = lr.Failed, lr.FirstFailure
+			}
+			return up, err
+		}
+	} else {
+		initiator, err := strongswan.Start(ln.GwA, ci)
+		if err != nil {
+			run.Error = err.Error()
+			return
+		}
+		defer initiator.Stop()
+		driver = func(count func() (int, error), progress func(int)) (int, error) {
+			return drive(initiator, count, run.Count, c.Window, timeout, progress)
+		}
 	}
-	defer initiator.Stop()
 	time.Sleep(500 * time.Millisecond)
-	if run.Before, err = system.ReadMemory(responder.PID); err != nil {
+	var spudBefore system.Memory
+	if rs.spudPID != 0 {
+		if spudBefore, err = system.ReadMemory(rs.spudPID); err != nil {
+			run.Error = err.Error()
+			return
+		}
+	}
+	if run.Before, err = system.ReadMemory(rs.pid); err != nil {
 		run.Error = err.Error()
 		return
 	}
-	timeout := max(c.Timeout, time.Duration(float64(c.Count)/20*float64(time.Second)))
 	start := time.Now()
-	count := func() (int, error) {
-		total, half, err := ikeCounts(responder)
-		return total - half, err
-	}
-	up, err := drive(initiator, count, c.Count, c.Window, timeout, func(up int) {
+	up, err := driver(rs.established, func(up int) {
 		el := time.Since(start)
-		e.Progress.Update(label, float64(up)/float64(c.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
+		e.Progress.Update(label, float64(up)/float64(run.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
 	})
 	run.Elapsed = time.Since(start)
 	run.Established = up
@@ -134,21 +218,22 @@ func (c *IKE) charon(e *Env, auth string, run *IKERun) {
 		run.Error = err.Error()
 	}
 	time.Sleep(500 * time.Millisecond)
-	if sas, err := responder.ListSAs(); err == nil {
-		for _, sa := range sas {
-			if sa.Ready() && sa.Child("net") != nil {
-				run.WithChild++
-			}
-		}
-	}
-	if m, err := system.ReadMemory(responder.PID); err == nil {
+	run.WithChild = rs.withChild()
+	if m, err := system.ReadMemory(rs.pid); err == nil {
 		run.After = m
 		if up > 0 {
 			run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(up)
 		}
 	}
-	e.Logf("%s: %d up in %v (%.0f/s), %d with their Child SA; responder RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s", label, up, run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild,
-		mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, ifErr(err))
+	dp := ""
+	if rs.spudPID != 0 {
+		if m, err := system.ReadMemory(rs.spudPID); err == nil && up > 0 {
+			run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(up)
+		}
+		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel", run.DataPlanePerTunnel/1024)
+	}
+	e.Logf("%s: %d up in %v (%.0f/s), %d with their Child SA; responder RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s%s", label, up,
+		run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild, mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, dp, ifErr(err))
 }
 
 func ifErr(err error) string {
@@ -160,10 +245,9 @@ func ifErr(err error) string {
 
 // configs are the initiator's (gw-a) and responder's (gw-b) charon
 // configurations for auth ("psk" or "ecdsa"), and for "ecdsa" the CA and
-// gw-b's certificate (for iked as the responder).
-func (c *IKE) configs(ln *lab.Line, auth string) (ci, cr strongswan.Config, root, certB *strongswan.Cert, err error) {
+// the gateways' certificates (for iked on either side).
+func (c *IKE) configs(ln *lab.Line, auth string) (ci, cr strongswan.Config, root, certA, certB *strongswan.Cert, err error) {
 	var pki *strongswan.PKI
-	var certA *strongswan.Cert
 	if auth == "ecdsa" {
 		if pki, err = strongswan.NewPKI(filepath.Join(ln.LogDir, "pki")); err != nil {
 			return
@@ -290,49 +374,80 @@ func drive(ini *strongswan.Charon, count func() (int, error), n, window int, tim
 	return up, nil
 }
 
-// iked measures iked (with spud) answering charon.
-func (c *IKE) iked(e *Env, auth string, run *IKERun) {
-	label := fmt.Sprintf("ike: iked responder, %s, %d IKE SAs", auth, c.Count)
-	rate := assumedRate[auth]
-	if rate == 0 {
-		rate = 100
+// driveIked has iked's load initiator start n IKE SAs, window of them in
+// flight, and returns how many the responder holds established (count)
+// when all are, or when the load run ended, with the run's outcome.
+func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, *ikectl.LoadResult, error) {
+	if _, err := k.Load(ikectl.Load{Conn: "site", Count: n, Window: window, Timeout: timeout, Background: true}); err != nil {
+		return 0, nil, err
 	}
-	e.Progress.Step(label, 8*time.Second+time.Duration(float64(c.Count)/rate*float64(time.Second)))
-	ln, err := lab.NewLine(lab.Options{Logf: e.Debugf, NoSignalHandler: e.NoSignalHandler},
-		lab.LineOptions{NoClearRoutes: true, Links: e.Links, GatewayLinks: e.Links})
-	if err != nil {
-		run.Error = err.Error()
-		return
+	// The run stops starting IKE SAs at timeout; those in flight end
+	// within their retransmission timeout.
+	deadline := time.Now().Add(timeout + 3*time.Minute)
+	var st *ikectl.LoadResult
+	for {
+		up, err := count()
+		if err != nil {
+			return up, st, err
+		}
+		progress(up)
+		if st, err = k.LoadStatus("site"); err != nil {
+			return up, st, err
+		}
+		if up >= n {
+			// Established on the responder: wait for the initiator to
+			// count the last ones (its Child SAs are in).
+			for i := 0; !st.Done && i < 250; i++ {
+				time.Sleep(20 * time.Millisecond)
+				if st, err = k.LoadStatus("site"); err != nil {
+					return up, st, err
+				}
+			}
+			return up, st, nil
+		}
+		if st.Done {
+			if up, err = count(); err == nil && up < n {
+				err = fmt.Errorf("ike: iked's load run ended with %d of %d IKE SAs up on the responder (%d established, %d failed on the initiator; first failure: %s; stopped: %s)",
+					up, n, st.Established, st.Failed, st.FirstFailure, st.Stopped)
+			}
+			return up, st, err
+		}
+		if time.Now().After(deadline) {
+			return up, st, fmt.Errorf("ike: %d of %d IKE SAs up after %v, iked's load run not finished (%d failed: %s)", up, n, timeout, st.Failed, st.FirstFailure)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	defer ln.Close()
-	ci, _, root, certB, err := c.configs(ln, auth)
-	if err != nil {
-		run.Error = err.Error()
-		return
+}
+
+// startIked starts spud and iked on gw (gw-a initiates, gw-b answers) with
+// connection "site" to the other gateway: PSK, or with own (its P-256
+// certificate from root, sent in every IKE_AUTH) public keys; the same
+// identities as charon's.
+func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*gateway.Iked, error) {
+	pl := ln.Plan
+	name, localID, remoteID := "gw-b", strongswan.IDGwB, strongswan.IDGwA
+	localAddr, remoteAddr, localTS, remoteTS := pl.GwBWan4, pl.GwAWan4, pl.LanB4, pl.LanA4
+	if gw == ln.GwA {
+		name, localID, remoteID = "gw-a", strongswan.IDGwA, strongswan.IDGwB
+		localAddr, remoteAddr, localTS, remoteTS = pl.GwAWan4, pl.GwBWan4, pl.LanA4, pl.LanB4
 	}
-	// The same identities as charon's: with certificates, gw-b's P-256
-	// certificate from the CA charon trusts, sent in every IKE_AUTH.
-	local := fmt.Sprintf("{auth: psk, id: %s}", strongswan.IDGwB)
-	remote := fmt.Sprintf("{auth: psk, id: %s}", strongswan.IDGwA)
+	local := fmt.Sprintf("{auth: psk, id: %s}", localID)
+	remote := fmt.Sprintf("{auth: psk, id: %s}", remoteID)
 	global, sendCert := "", ""
-	if certB != nil {
-		dir := filepath.Join(ln.LogDir, "iked-pki")
-		if err := ikedCerts(dir, root, certB); err != nil {
-			run.Error = err.Error()
-			return
+	if own != nil {
+		dir := filepath.Join(ln.LogDir, "iked-pki-"+name)
+		if err := ikedCerts(dir, name, root, own); err != nil {
+			return nil, err
 		}
 		global = fmt.Sprintf("pki:\n  x509: %[1]s/x509\n  x509ca: %[1]s/x509ca\n  x509crl: %[1]s/x509crl\n  private: %[1]s/private\n", dir)
-		local = fmt.Sprintf("{auth: pubkey, certs: gw-b.pem, id: %s}", strongswan.IDGwB)
-		remote = fmt.Sprintf("{auth: pubkey, id: %s}", strongswan.IDGwA)
+		local = fmt.Sprintf("{auth: pubkey, certs: %s.pem, id: %s}", name, localID)
+		remote = fmt.Sprintf("{auth: pubkey, id: %s}", remoteID)
 		sendCert = "    send_cert: always\n"
 	}
-	sp, err := gateway.StartSpud(ln.GwB, gateway.SpudOptions{})
+	sp, err := gateway.StartSpud(gw, gateway.SpudOptions{})
 	if err != nil {
-		run.Error = err.Error()
-		return
+		return nil, err
 	}
-	defer sp.Stop()
-	pl := ln.Plan
 	conf := fmt.Sprintf(`%scookie_threshold: 1000000
 init_limit_half_open: 1000000
 connections:
@@ -349,77 +464,27 @@ connections:
         local_ts: %s
         remote_ts: %s
         esp_proposals: %s
-`, global, pl.GwBWan4, pl.GwAWan4, ikeProposal, sendCert, local, remote, pl.LanB4, pl.LanA4, espProposal)
+`, global, localAddr, remoteAddr, ikeProposal, sendCert, local, remote, localTS, remoteTS, espProposal)
 	secrets := fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
 	k, err := gateway.StartIked(sp, gateway.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
 	if err != nil {
-		run.Error = err.Error()
-		return
+		sp.Stop()
+		return nil, err
 	}
-	defer k.Cleanup()
-	defer k.Stop()
-	initiator, err := strongswan.Start(ln.GwA, ci)
-	if err != nil {
-		run.Error = err.Error()
-		return
-	}
-	defer initiator.Stop()
-	time.Sleep(500 * time.Millisecond)
-	spudBefore, err := system.ReadMemory(sp.Proc.PID)
-	if err == nil {
-		run.Before, err = system.ReadMemory(k.Proc.PID)
-	}
-	if err != nil {
-		run.Error = err.Error()
-		return
-	}
-	count := func() (int, error) {
-		st, err := k.Client.Stats()
-		if err != nil {
-			return 0, err
-		}
-		return int(st.Counters["ike_sas_established"]), nil
-	}
-	timeout := max(c.Timeout, time.Duration(float64(c.Count)/20*float64(time.Second)))
-	start := time.Now()
-	up, err := drive(initiator, count, c.Count, c.Window, timeout, func(up int) {
-		el := time.Since(start)
-		e.Progress.Update(label, float64(up)/float64(c.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
-	})
-	run.Elapsed = time.Since(start)
-	run.Established = up
-	if up > 0 {
-		run.Rate = float64(up) / run.Elapsed.Seconds()
-	}
-	if err != nil {
-		run.Error = err.Error()
-	}
-	time.Sleep(500 * time.Millisecond)
-	if st, err := k.Client.Stats(); err == nil {
-		run.WithChild = int(st.Counters["child_sas_installed"])
-	}
-	if m, err := system.ReadMemory(k.Proc.PID); err == nil && up > 0 {
-		run.After = m
-		run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(up)
-	}
-	if m, err := system.ReadMemory(sp.Proc.PID); err == nil && up > 0 {
-		run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(up)
-	}
-	e.Logf("%s: %d up in %v (%.0f/s), %d Child SAs installed; iked RSS %.1f -> %.1f MiB (%.1f KiB per tunnel), spud +%.1f KiB per tunnel%s",
-		label, up, run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild, mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024,
-		run.DataPlanePerTunnel/1024, ifErr(err))
+	return k, nil
 }
 
-// ikedCerts lays out iked's certificate folders under dir: gw-b's
-// certificate and key, and the CA as the trust anchor.
-func ikedCerts(dir string, root, own *strongswan.Cert) error {
+// ikedCerts lays out iked's certificate folders under dir: the gateway's
+// certificate and key (name.pem, name.key), and the CA as the trust
+// anchor.
+func ikedCerts(dir, name string, root, own *strongswan.Cert) error {
 	for _, f := range []struct {
 		sub, name string
 		data      []byte
 		mode      os.FileMode
 	}{
-		{"x509", "gw-b.pem", own.CertPEM, 0o644},
-		{"private", "gw-b.key", own.KeyPEM, 0o600},
+		{"x509", name + ".pem", own.CertPEM, 0o644},
+		{"private", name + ".key", own.KeyPEM, 0o600},
 		{"x509ca", "root.pem", root.CertPEM, 0o644},
 		{"x509crl", "", nil, 0},
 	} {

@@ -63,6 +63,20 @@ func (d *Daemon) handlers() {
 		return d.rekey(*req)
 	})
 	s.Handle(ikectl.OpStats, func(json.RawMessage) (any, error) { return d.statsReply(), nil })
+	s.Handle(ikectl.OpLoad, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.Load](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.load(*req)
+	})
+	s.Handle(ikectl.OpLoadStatus, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.LoadStatus](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.loadStatus(req.Conn)
+	})
 }
 
 func (d *Daemon) listConns() ikectl.Conns {
@@ -190,6 +204,80 @@ func (d *Daemon) initiate(req ikectl.Initiate) (*ikectl.Result, error) {
 	case <-time.After(wait):
 		return nil, fmt.Errorf("connection %q: no outcome within %v (still trying)", req.Conn, wait)
 	}
+}
+
+// loadWait bounds the wait for a load run beyond its own timeout: the
+// IKE SAs in flight then end on their own (retransmission timeout).
+const loadWait = 10 * time.Minute
+
+// connOwner returns the worker that owns a connection's tunnel.
+func (d *Daemon) connOwner(name string) (*loop, error) {
+	conn := d.cfg.Load().Connections[name]
+	if conn == nil {
+		return nil, fmt.Errorf("no connection %q", name)
+	}
+	local, remote, err := worker.Endpoints(hostAddrs{}, conn)
+	if err != nil {
+		return nil, err
+	}
+	return d.owner(local, remote), nil
+}
+
+func loadResult(l *loop, p worker.LoadProgress) *ikectl.LoadResult {
+	return &ikectl.LoadResult{Conn: p.Conn, Worker: l.idx, Count: p.Count, Window: p.Window, Started: p.Started,
+		Established: p.Established, Failed: p.Failed, FirstFailure: p.FirstFailure, Stopped: p.Stopped,
+		Elapsed: p.Elapsed, Rate: p.Rate(), Done: p.Done}
+}
+
+// load runs the load initiator on the worker of the connection's tunnel
+// (all its IKE SAs hash there) and waits for the outcome unless asked to
+// run in the background.
+func (d *Daemon) load(req ikectl.Load) (*ikectl.LoadResult, error) {
+	l, err := d.connOwner(req.Conn)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan worker.LoadProgress, 1)
+	var lerr error
+	var started worker.LoadProgress
+	spec := worker.LoadSpec{Conn: req.Conn, Count: req.Count, Window: req.Window, Timeout: req.Timeout, MaxFailures: req.MaxFailures}
+	if err := d.post(l, func(w *worker.Worker) {
+		lerr = w.Load(spec, func(p worker.LoadProgress) { done <- p })
+		started, _ = w.LoadStatus()
+	}); err != nil {
+		return nil, err
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	if req.Background {
+		return loadResult(l, started), nil
+	}
+	select {
+	case p := <-done:
+		return loadResult(l, p), nil
+	case <-time.After(req.Timeout + loadWait):
+		return d.loadStatus(req.Conn)
+	case <-d.ctx.Done():
+		return nil, d.ctx.Err()
+	}
+}
+
+// loadStatus reports the current or last load run of a connection.
+func (d *Daemon) loadStatus(conn string) (*ikectl.LoadResult, error) {
+	l, err := d.connOwner(conn)
+	if err != nil {
+		return nil, err
+	}
+	var p worker.LoadProgress
+	var ok bool
+	if err := d.post(l, func(w *worker.Worker) { p, ok = w.LoadStatus() }); err != nil {
+		return nil, err
+	}
+	if !ok || p.Conn != conn {
+		return nil, fmt.Errorf("no load run of connection %q", conn)
+	}
+	return loadResult(l, p), nil
 }
 
 // terminate deletes IKE or Child SAs on every worker and waits.

@@ -60,6 +60,8 @@ type options struct {
 	ikeCount      int
 	ikeAuths      string
 	ikeResponders string
+	ikeInitiators string
+	ikeCountIked  int
 	ikeWindow     int
 
 	rekeyTunnels  int
@@ -97,7 +99,9 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.tunnelCounts, "tunnel-counts", "1,100,10000", "tunnels: tunnel counts")
 	fs.StringVar(&o.tunnelSize, "tunnel-size", "64", "tunnels: packet size")
 	fs.DurationVar(&o.tunnelWait, "tunnel-install-timeout", 60*time.Second, "tunnels: longest install of one count (then go on with what is in)")
-	fs.IntVar(&o.ikeCount, "ike-count", 10000, "ike: IKE SAs to set up per responder and method")
+	fs.IntVar(&o.ikeCount, "ike-count", 10000, "ike: IKE SAs charon initiates per responder and method")
+	fs.IntVar(&o.ikeCountIked, "ike-count-iked-initiator", 2000, "ike: IKE SAs iked's load initiator sets up per responder and method")
+	fs.StringVar(&o.ikeInitiators, "ike-initiators", "charon,iked", "ike: initiators (charon: VICI initiations; iked: its load-initiator mode)")
 	fs.StringVar(&o.ikeAuths, "ike-auth", "psk,ecdsa", "ike: authentication methods")
 	fs.StringVar(&o.ikeResponders, "ike-responders", "iked,charon", "ike: responders")
 	fs.IntVar(&o.ikeWindow, "ike-window", 64, "ike: initiations in flight")
@@ -196,7 +200,7 @@ func (o *options) applyQuick() {
 	}
 	o.scalingTunnels, o.scalingSizes = 8, "64"
 	o.tunnelCounts = "1,100"
-	o.ikeCount = 20
+	o.ikeCount, o.ikeCountIked = 20, 20
 	o.rekeyTunnels, o.rekeyInterval, o.rekeyDuration = 4, 300*time.Millisecond, time.Second
 	if o.rekeyRate == 0 {
 		o.rekeyRate = 5000
@@ -295,7 +299,8 @@ func run(o options, which []string) (string, error) {
 				return err
 			}})
 		case "ike":
-			c := &scenario.IKE{Count: o.ikeCount, Auths: split(o.ikeAuths), Responders: split(o.ikeResponders), Window: o.ikeWindow}
+			c := &scenario.IKE{Count: o.ikeCount, CountIkedInitiator: o.ikeCountIked, Auths: split(o.ikeAuths), Responders: split(o.ikeResponders),
+				Initiators: split(o.ikeInitiators), Window: o.ikeWindow}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
 				r, err := c.Run(env)
 				res.IKE = r

@@ -51,10 +51,17 @@ func TestPrivilegedQuick(t *testing.T) {
 	if r.IKE == nil {
 		t.Error("no IKE results")
 	} else {
+		ikedInitiated := 0
 		for _, x := range r.IKE.Runs {
-			if x.Responder == "charon" && x.Established != x.Count {
-				t.Errorf("ike %s: %d of %d: %s", x.Auth, x.Established, x.Count, x.Error)
+			if x.Established != x.Count || x.Count == 0 {
+				t.Errorf("ike %s -> %s, %s: %d of %d: %s", x.Initiator, x.Responder, x.Auth, x.Established, x.Count, x.Error)
 			}
+			if x.Initiator == "iked" {
+				ikedInitiated++
+			}
+		}
+		if ikedInitiated == 0 {
+			t.Error("no IKE run with iked's load initiator")
 		}
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "report.md"))

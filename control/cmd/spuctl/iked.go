@@ -21,6 +21,11 @@ func ikeCmd(cmd string, args []string) error {
 	childID := fs.Uint("child-id", 0, "Child SA unique id")
 	rekeyIKE := fs.Bool("ike-sa", false, "rekey: the IKE SA rather than its Child SAs")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the outcome")
+	count := fs.Int("count", 0, "load-initiate: how many new IKE SAs")
+	window := fs.Int("window", 16, "load-initiate: IKE SAs in flight at most")
+	maxFail := fs.Int("max-failures", 0, "load-initiate: stop after that many failures (0: no budget)")
+	background := fs.Bool("background", false, "load-initiate: return once started (see load-status)")
+	loadTimeout := fs.Duration("load-timeout", 0, "load-initiate: stop starting new IKE SAs after this (0: none)")
 	fs.SetOutput(io.Discard)
 	// Positional CONN [CHILD] first, flags after, or flags only.
 	var pos []string
@@ -45,6 +50,28 @@ func ikeCmd(cmd string, args []string) error {
 	defer c.Close()
 	c.SetTimeout(*timeout + 5*time.Second)
 	switch cmd {
+	case "load-initiate":
+		if *ike == "" || *count <= 0 {
+			return fmt.Errorf("load-initiate: name the connection and a count (load-initiate CONN -count N [-window W])")
+		}
+		// The run ends by itself: wait as long as iked may (its run timeout
+		// and ten minutes for the IKE SAs in flight).
+		c.SetTimeout(*loadTimeout + 11*time.Minute)
+		r, err := c.Load(ikectl.Load{Conn: *ike, Count: *count, Window: *window, Timeout: *loadTimeout,
+			MaxFailures: *maxFail, Background: *background})
+		if err != nil {
+			return fmt.Errorf("load-initiate %s: %w", *ike, err)
+		}
+		printLoad(os.Stdout, r)
+	case "load-status":
+		if *ike == "" {
+			return fmt.Errorf("load-status: name the connection")
+		}
+		r, err := c.LoadStatus(*ike)
+		if err != nil {
+			return err
+		}
+		printLoad(os.Stdout, r)
 	case "list-conns":
 		conns, err := c.Conns()
 		if err != nil {
@@ -114,6 +141,21 @@ func ikeCmd(cmd string, args []string) error {
 		}
 	}
 	return nil
+}
+
+func printLoad(w io.Writer, r *ikectl.LoadResult) {
+	state := "running"
+	if r.Done {
+		state = "done"
+	}
+	fmt.Fprintf(w, "load %s on worker %d: %s, %d of %d started (window %d), %d established, %d failed, %s, %.1f IKE SAs/s\n",
+		r.Conn, r.Worker, state, r.Started, r.Count, r.Window, r.Established, r.Failed, r.Elapsed.Round(time.Millisecond), r.Rate)
+	if r.Stopped != "" {
+		fmt.Fprintf(w, "  stopped early: %s\n", r.Stopped)
+	}
+	if r.FirstFailure != "" {
+		fmt.Fprintf(w, "  first failure: %s\n", r.FirstFailure)
+	}
 }
 
 func printConns(w io.Writer, conns []ikectl.Conn) {

@@ -17,6 +17,8 @@
 //	spuctl initiate CONN [CHILD]        (or --ike CONN --child CHILD) [--timeout 30s]
 //	spuctl terminate CONN [CHILD]       (or --ike CONN, --ike-id N, --child-id N)
 //	spuctl rekey CONN [CHILD]           (or --ike-id N, --child-id N; --ike-sa rekeys the IKE SA)
+//	spuctl load-initiate CONN -count N [-window 16] [-load-timeout D] [-max-failures N] [-background]
+//	spuctl load-status CONN
 //	spuctl reload
 //	spuctl ike-stats
 //
@@ -51,7 +53,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|rekey|reload|ike-stats|pki ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|load-initiate|load-status|rekey|reload|ike-stats|pki ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -78,12 +80,12 @@ func run(args []string) error {
 		return spuCmd(args[1:])
 	case "stats":
 		return stats()
-	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats":
+	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats", "load-initiate", "load-status":
 		return ikeCmd(args[0], args[1:])
 	case "pki":
 		return pkiCmd(args[1:], os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, rekey, reload, ike-stats, pki)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, load-initiate, load-status, rekey, reload, ike-stats, pki)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {

@@ -66,7 +66,7 @@ func Endpoints(env interface {
 func (w *Worker) findIKE(conn string) *manager.Manager {
 	for _, m := range w.Managers() {
 		ike := m.IKE
-		if m.Destroyed() || ike.ConnName != conn {
+		if m.Destroyed() || ike.ConnName != conn || w.isLoad(ike) {
 			continue
 		}
 		if ike.State == sa.Established || (ike.Initiator && ike.State < sa.Established) {
@@ -131,17 +131,24 @@ func (w *Worker) Initiate(connName, child string, done func(error)) error {
 		w.schedule(m)
 		return nil
 	}
+	_, err := w.newIKE(conn, children, done)
+	return err
+}
+
+// newIKE starts a new IKE SA of conn with Child SAs of children; done
+// (may be nil) is called once they are all up or one failed.
+func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(error)) (*manager.Manager, error) {
 	local, remote, err := Endpoints(w.env, conn)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	init, err := task.NewIKEInitI(conn)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	spi, err := w.newSPI()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi,
 		Local:   netip.AddrPortFrom(local, uint16(conn.LocalPort)),
@@ -158,7 +165,7 @@ func (w *Worker) Initiate(connName, child string, done func(error)) error {
 	m.Logger().Info("initiating IKE SA", "local", ike.Local.String(), "children", len(children))
 	m.Initiate()
 	w.schedule(m)
-	return nil
+	return m, nil
 }
 
 // Selector picks IKE or Child SAs for Terminate: by connection name or IKE
@@ -403,6 +410,7 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	w.forgetInit(m)
 	w.endHalfOpen(m)
 	delete(w.sched, m)
+	delete(w.loadSAs, m.IKE)
 	m.Logger().Info("IKE SA detached for migration")
 	return m.IKE, nil
 }

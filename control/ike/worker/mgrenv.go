@@ -29,8 +29,9 @@ func (e *mgrEnv) Established(m *manager.Manager) {
 
 func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	w := e.w
-	w.forget(m)
 	ike := m.IKE
+	load := w.isLoad(ike)
+	w.forget(m)
 	if m.EndReason() == manager.ReasonPeerDeleted && len(ike.LastResponse) > 0 && ike.MsgIDIn > 0 {
 		now := w.env.Now()
 		for spi, g := range w.graves {
@@ -47,7 +48,8 @@ func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	}
 	w.env.Gone(ike)
 	conn := w.env.Config().Connections[ike.ConnName]
-	if conn == nil {
+	if conn == nil || load {
+		// A load run's IKE SA is not re-initiated: the run counts it.
 		return
 	}
 	byPeer := f == nil && m.EndReason() == manager.ReasonPeerDeleted

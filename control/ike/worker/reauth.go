@@ -82,6 +82,9 @@ func (w *Worker) reauth(old *manager.Manager) {
 		m.Queue(cr)
 	}
 	w.bySPI[spi] = m
+	if w.isLoad(ike) {
+		w.loadSAs[nike] = true
+	}
 	old.Logger().Info("IKE SA reauthentication started", "new_ike_id", nike.UniqueID, "children", len(children))
 	m.Initiate()
 	w.schedule(m)
@@ -102,13 +105,22 @@ func sameTunnel(a, b *sa.IKESA) bool {
 // child and selectors that nothing replaces yet, in the oldest such IKE
 // SA. A peer with unique: never keeps many IKE SAs of one tunnel, so this
 // is two passes over the worker's IKE SAs, not a search per candidate.
+//
+// The Child SA of a load run's IKE SA replaces nothing: it shares the
+// reqid and policy of the run's other Child SAs of the tunnel (Install
+// marks it as replacing that one, which only this package reads across
+// IKE SAs, and ignores for load IKE SAs). Load IKE SAs are never
+// predecessors of others.
 func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
+	if e.w.isLoad(ike) {
+		return e.loadSibling(ike, ch)
+	}
 	// Inbound SPIs are unique in the data plane: a Child SA anywhere in
 	// the tunnel that replaces one names it by its SPI.
 	replaced := map[uint32]bool{}
 	for _, m := range e.w.bySPI {
 		o := m.IKE
-		if m.Destroyed() || (o != ike && !sameTunnel(o, ike)) {
+		if m.Destroyed() || (o != ike && !sameTunnel(o, ike)) || e.w.isLoad(o) {
 			continue
 		}
 		for _, c := range o.Children {
@@ -122,7 +134,7 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	for _, m := range e.w.bySPI {
 		o := m.IKE
 		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) ||
-			(best != nil && o.UniqueID >= best.UniqueID) {
+			(best != nil && o.UniqueID >= best.UniqueID) || e.w.isLoad(o) {
 			continue
 		}
 		for _, p := range o.Children {
@@ -140,9 +152,13 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 // that replaces ch, and returns that IKE SA.
 func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
 	w := e.w
+	if w.isLoad(m.IKE) {
+		e.loadHandOver(m, ch)
+		return nil
+	}
 	for _, om := range w.bySPI {
 		o := om.IKE
-		if om == m || om.Destroyed() || !sameTunnel(o, m.IKE) {
+		if om == m || om.Destroyed() || !sameTunnel(o, m.IKE) || w.isLoad(o) {
 			continue
 		}
 		if s := o.Successor(ch); s != nil {

@@ -82,6 +82,11 @@ type Worker struct {
 	// response was lost) is answered instead of being retransmitted for
 	// minutes into the void.
 	graves map[uint64]grave
+	// load is the current or last load run; loadSAs the IKE SAs load
+	// runs made that still exist.
+	load     *loadRun
+	loadSAs  map[*sa.IKESA]bool
+	loadHint loadHint
 }
 
 // grave is what remains of an IKE SA: its last response.
@@ -101,7 +106,7 @@ func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
 		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
-		graves: map[uint64]grave{}}
+		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{}}
 	w.menv = &mgrEnv{Env: env, w: w}
 	return w
 }
@@ -333,6 +338,7 @@ func (w *Worker) forget(m *manager.Manager) {
 	w.forgetInit(m)
 	w.endHalfOpen(m)
 	delete(w.sched, m)
+	delete(w.loadSAs, ike)
 }
 
 // forgetInit drops the IKE_SA_INIT retransmission entry of a responder IKE

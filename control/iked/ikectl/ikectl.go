@@ -1,5 +1,5 @@
 // Package ikectl is the control protocol of iked, what spuctl's list-conns,
-// list-sas, initiate, terminate, reload and ike-stats speak: the framing
+// list-sas, initiate, terminate, load-initiate, reload and ike-stats speak: the framing
 // and versioning of the SA API (package api: a root-only 0600 unix socket,
 // length-prefixed JSON messages with a version, request ids and error
 // strings), with iked's own operations and bodies.
@@ -27,6 +27,9 @@ const (
 	OpReload    = "reload"     // nothing -> ReloadResult
 	OpStats     = "stats"      // nothing -> Stats
 	OpRekey     = "rekey"      // Rekey -> Result
+	// OpLoad is the load-initiator mode, for benchmarks and testbeds.
+	OpLoad       = "load"        // Load -> LoadResult
+	OpLoadStatus = "load.status" // LoadStatus -> LoadResult
 )
 
 // Hello identifies the daemon.
@@ -166,6 +169,45 @@ type Rekey struct {
 	IKE     bool   `json:"ike,omitempty"`
 }
 
+// Load asks for Count new IKE SAs of a connection, each with its first
+// child, at most Window of them not yet established at a time (never
+// reusing an IKE SA, unlike initiate): a load initiator, as strongSwan's
+// load-tester plugin, for benchmarks and testbeds. Timeout stops starting
+// new ones (zero: none); MaxFailures stops the run after that many
+// failures (zero: no budget). With Background the call returns once the
+// run started; load.status tells its progress.
+type Load struct {
+	Conn        string        `json:"conn"`
+	Count       int           `json:"count"`
+	Window      int           `json:"window,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	MaxFailures int           `json:"max_failures,omitempty"`
+	Background  bool          `json:"background,omitempty"`
+}
+
+// LoadStatus asks for the progress of the current or last load run of a
+// connection.
+type LoadStatus struct {
+	Conn string `json:"conn"`
+}
+
+// LoadResult is the progress or outcome of a load run. Rate is the IKE
+// SAs (with their Child SA) established per second of Elapsed.
+type LoadResult struct {
+	Conn         string        `json:"conn"`
+	Worker       int           `json:"worker"`
+	Count        int           `json:"count"`
+	Window       int           `json:"window"`
+	Started      int           `json:"started"`
+	Established  int           `json:"established"`
+	Failed       int           `json:"failed"`
+	FirstFailure string        `json:"first_failure,omitempty"`
+	Stopped      string        `json:"stopped,omitempty"`
+	Elapsed      time.Duration `json:"elapsed"`
+	Rate         float64       `json:"rate"`
+	Done         bool          `json:"done"`
+}
+
 // Result is the outcome of initiate, terminate or rekey.
 type Result struct {
 	Matched int    `json:"matched,omitempty"`
@@ -269,6 +311,19 @@ func (c *Client) Terminate(req Terminate) (*Result, error) {
 func (c *Client) Rekey(req Rekey) (*Result, error) {
 	var r Result
 	return &r, c.Call(OpRekey, req, &r)
+}
+
+// Load runs the load initiator and, unless req.Background, waits for its
+// outcome (set the client's timeout long enough).
+func (c *Client) Load(req Load) (*LoadResult, error) {
+	var r LoadResult
+	return &r, c.Call(OpLoad, req, &r)
+}
+
+// LoadStatus returns the progress of a connection's load run.
+func (c *Client) LoadStatus(conn string) (*LoadResult, error) {
+	var r LoadResult
+	return &r, c.Call(OpLoadStatus, LoadStatus{Conn: conn}, &r)
 }
 
 // Reload rereads the configuration.

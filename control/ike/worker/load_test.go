@@ -1,0 +1,242 @@
+package worker_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/control/ike/iketest"
+	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/worker"
+)
+
+// runLoad starts a load on n and runs the simulation until it is done.
+func runLoad(t *testing.T, s *iketest.Sim, n *iketest.Node, spec worker.LoadSpec, d time.Duration) worker.LoadProgress {
+	t.Helper()
+	var res worker.LoadProgress
+	called := 0
+	if err := n.Worker.Load(spec, func(p worker.LoadProgress) { res = p; called++ }); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if !s.RunUntil(d, func() bool { return called > 0 }) {
+		p, _ := n.Worker.LoadStatus()
+		t.Fatalf("load did not finish within %v: %+v", d, p)
+	}
+	if called != 1 {
+		t.Fatalf("done called %d times", called)
+	}
+	return res
+}
+
+func TestLoad(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	// An IKE SA of the connection that exists already is not reused.
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var inFlight, top int
+	var statusSeen bool
+	res := func() worker.LoadProgress {
+		var res worker.LoadProgress
+		done := false
+		if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 40, Window: 8}, func(p worker.LoadProgress) { res, done = p, true }); err != nil {
+			t.Fatal(err)
+		}
+		if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 1}, nil); !errors.Is(err, worker.ErrLoadRunning) {
+			t.Errorf("second load while one runs: %v, want ErrLoadRunning", err)
+		}
+		if !s.RunUntil(time.Minute, func() bool {
+			p, ok := na.Worker.LoadStatus()
+			if ok && !p.Done {
+				statusSeen = true
+				inFlight = p.Started - p.Established - p.Failed
+				top = max(top, inFlight)
+			}
+			return done
+		}) {
+			t.Fatal("load did not finish")
+		}
+		return res
+	}()
+	if res.Established != 40 || res.Failed != 0 || res.Started != 40 || res.Stopped != "" || res.FirstFailure != "" {
+		t.Fatalf("load outcome %+v", res)
+	}
+	if !statusSeen || top == 0 || top > 8 {
+		t.Errorf("in flight at most %d (status seen %v), want 1..8", top, statusSeen)
+	}
+	if p, ok := na.Worker.LoadStatus(); !ok || !p.Done || p.Established != 40 {
+		t.Errorf("status after the run: %+v", p)
+	}
+	for _, n := range []*iketest.Node{na, nb} {
+		l := n.Worker.List()
+		if len(l) != 41 {
+			t.Fatalf("%s: %d IKE SAs, want 41", n.Name, len(l))
+		}
+		spis := map[uint64]bool{}
+		for _, ike := range l {
+			if ike.State != sa.Established {
+				t.Errorf("%s: IKE SA %d %s", n.Name, ike.UniqueID, ike.State)
+			}
+			if len(ike.Children) != 1 || ike.Children[0].State != sa.ChildInstalled {
+				t.Errorf("%s: IKE SA %d has %d Child SAs", n.Name, ike.UniqueID, len(ike.Children))
+			}
+			spis[ike.SPIi] = true
+		}
+		if len(spis) != 41 {
+			t.Errorf("%s: %d distinct IKE SPIs, want 41", n.Name, len(spis))
+		}
+		for _, ike := range l {
+			if _, ok := n.DP.Find(ike.Children[0].SPIIn, "in"); !ok {
+				t.Errorf("%s: inbound SA of IKE SA %d not in the data plane", n.Name, ike.UniqueID)
+			}
+		}
+	}
+	// The initiator sends through every Child SA (the responder, seeing
+	// IKE SAs of one tunnel, holds the outbound SAs of the later ones back
+	// as it does for reauthentications).
+	if sas, _ := na.DP.Counts(); sas != 82 {
+		t.Errorf("initiator: %d SAs in the data plane, want 82", sas)
+	}
+	if got := na.Counters.Get(stats.IKESAsEstablished); got != 41 {
+		t.Errorf("initiator counted %d IKE SAs established", got)
+	}
+	// The load's Child SAs share one reqid and one policy (the one of the
+	// initiate above is its own), and none replaces another.
+	reqids := map[uint32]int{}
+	for _, ike := range na.Worker.List() {
+		reqids[ike.Children[0].ReqID]++
+	}
+	if len(reqids) != 2 {
+		t.Errorf("initiator reqids %v, want the initiate's and the load's", reqids)
+	}
+	if _, pol := na.DP.Counts(); pol != 2 {
+		t.Errorf("initiator has %d policies, want 2", pol)
+	}
+	if got := na.Counters.Get(stats.ChildSAsRekeyed) + na.Counters.Get(stats.IKESAsReauthed); got != 0 {
+		t.Errorf("initiator counted %d rekeys or reauthentications", got)
+	}
+
+	// A second run works too, and terminating the connection ends all
+	// of them (without any re-initiation).
+	res2 := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 5, Window: 2}, time.Minute)
+	if res2.Established != 5 {
+		t.Fatalf("second run %+v", res2)
+	}
+	if na.Worker.Len() != 46 {
+		t.Errorf("%d IKE SAs after the second run, want 46", na.Worker.Len())
+	}
+	// The policy stays while any load IKE SA of the tunnel does: end one
+	// holding it.
+	var holder uint32
+	for _, ike := range na.Worker.List() {
+		if len(ike.Children[0].PolicyIDs) > 0 && ike.Children[0].ReqID != na.Worker.List()[0].Children[0].ReqID {
+			holder = ike.UniqueID
+		}
+	}
+	if holder == 0 {
+		t.Fatal("no load Child SA holds the policy")
+	}
+	d := false
+	na.Worker.Terminate(worker.Selector{IKEID: holder}, func(error) { d = true })
+	s.RunUntil(10*time.Second, func() bool { return d })
+	if _, pol := na.DP.Counts(); pol != 2 {
+		t.Errorf("after the policy holder went: %d policies, want 2", pol)
+	}
+	d = false
+	na.Worker.Terminate(worker.Selector{Conn: "tun"}, func(error) { d = true })
+	if !s.RunUntil(time.Minute, func() bool { return d }) {
+		t.Fatal("terminate did not finish")
+	}
+	s.RunFor(time.Minute)
+	if na.Worker.Len() != 0 || nb.Worker.Len() != 0 {
+		t.Errorf("IKE SAs left: %d / %d", na.Worker.Len(), nb.Worker.Len())
+	}
+	noSAs(t, na, nb)
+}
+
+func TestLoadFailures(t *testing.T) {
+	s, na, nb := pair(t, func(o *confOpts) { o.retransmit = "retransmit_timeout: 2s\n" },
+		func(o *confOpts) { o.psk = "not the same secret"; o.extra = "    unique: never\n" })
+	res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 12, Window: 4}, 5*time.Minute)
+	if res.Established != 0 || res.Failed != 12 || res.Started != 12 {
+		t.Fatalf("load outcome %+v", res)
+	}
+	if res.FirstFailure == "" || strings.Contains(res.FirstFailure, "not the same secret") || strings.Contains(res.FirstFailure, "correct horse") {
+		t.Errorf("first failure %q", res.FirstFailure)
+	}
+	t.Logf("first failure: %s", res.FirstFailure)
+	s.RunFor(time.Minute)
+	if na.Worker.Len() != 0 || nb.Worker.Len() != 0 {
+		t.Errorf("IKE SAs left: %d / %d", na.Worker.Len(), nb.Worker.Len())
+	}
+	noSAs(t, na, nb)
+	for _, n := range []*iketest.Node{na, nb} {
+		if strings.Contains(n.Logs(), "correct horse") || strings.Contains(n.Logs(), "not the same secret") {
+			t.Errorf("%s: a secret is in the log", n.Name)
+		}
+	}
+
+	// A failure budget stops the run early.
+	res = runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 50, Window: 2, MaxFailures: 3}, 5*time.Minute)
+	if res.Stopped != "failure budget" || res.Started >= 50 || res.Failed != res.Started || res.Failed < 3 {
+		t.Errorf("with a failure budget of 3: %+v", res)
+	}
+	s.RunFor(time.Minute)
+	noSAs(t, na, nb)
+}
+
+func TestLoadTimeout(t *testing.T) {
+	s, na, _ := pair(t, nil, nil)
+	// The responder never answers: the timeout stops new IKE SAs, those
+	// in flight fail on their retransmission timeout.
+	s.Filter = func(_ manager.Datagram, from *iketest.Node) iketest.Fate {
+		return iketest.Fate{Drop: from == na}
+	}
+	res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 100, Window: 3, Timeout: 10 * time.Second}, 5*time.Minute)
+	if res.Stopped != "timeout" || res.Started != 3 || res.Failed != 3 || res.Established != 0 {
+		t.Errorf("outcome %+v", res)
+	}
+	noSAs(t, na)
+}
+
+func TestLoadErrors(t *testing.T) {
+	_, na, _ := pair(t, nil, nil)
+	err := na.Worker.Load(worker.LoadSpec{Conn: "nope", Count: 3, Window: 1}, nil)
+	if err == nil || !strings.Contains(err.Error(), `no connection "nope"`) {
+		t.Errorf("unknown connection: %v", err)
+	}
+	if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 0}, nil); err == nil {
+		t.Error("count 0 accepted")
+	}
+	if _, ok := na.Worker.LoadStatus(); ok {
+		t.Error("status of a load that never ran")
+	}
+}
+
+// BenchmarkLoad measures the CPU cost of a load run of 500 IKE SAs (window
+// 64), both ends, over the in-memory network: what iked's load initiator
+// and responder spend per tunnel apart from the data plane and the state
+// files.
+func BenchmarkLoad(b *testing.B) {
+	ca, cb := configs(b, nil, func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 100000 })
+	b.ReportAllocs()
+	for b.Loop() {
+		s, na, _ := newPair(b, ca, cb)
+		s.T = b
+		done := false
+		if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 500, Window: 64}, func(p worker.LoadProgress) {
+			if p.Established != 500 {
+				b.Fatalf("load: %+v", p)
+			}
+			done = true
+		}); err != nil {
+			b.Fatal(err)
+		}
+		if !s.RunUntil(time.Hour, func() bool { return done }) {
+			b.Fatal("load did not finish")
+		}
+	}
+}
