@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/deploy/lab"
 )
@@ -17,7 +19,8 @@ type Iked struct {
 	Host *lab.Host
 	Spud *Spud
 	Proc *lab.Proc
-	// Dir holds the configuration, the secrets and (by default) the state.
+	// Dir holds the configuration and the secrets; the state is in
+	// StateDir (on tmpfs where /dev/shm is one).
 	Dir      string
 	Config   string
 	Socket   string
@@ -53,8 +56,16 @@ func StartIked(s *Spud, o IkedOptions) (*Iked, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	// iked saves an IKE SA's state at every change, a file rename each
+	// time: its default folder is on tmpfs (/run), so the lab's is too
+	// where the machine has /dev/shm, or every save costs an inode of the
+	// disk's filesystem (most of an initiator's CPU in the IKE benchmark).
+	state := filepath.Join(dir, "state")
+	if onTmpfs("/dev/shm") {
+		state = filepath.Join("/dev/shm", fmt.Sprintf("spugate-%s-iked.state", s.Host.NS))
+	}
 	k := &Iked{Host: s.Host, Spud: s, Dir: dir, Config: filepath.Join(dir, "iked.yaml"),
-		Socket: filepath.Join(dir, "iked.sock"), StateDir: filepath.Join(dir, "state"), opts: o, bin: bin}
+		Socket: filepath.Join(dir, "iked.sock"), StateDir: state, opts: o, bin: bin}
 	if err := k.WriteConfig(o.Config, o.Secrets); err != nil {
 		return nil, err
 	}
@@ -141,4 +152,13 @@ func (k *Iked) Log() string {
 }
 
 // Cleanup removes the configuration and state folder.
-func (k *Iked) Cleanup() { os.RemoveAll(k.Dir) }
+func (k *Iked) Cleanup() {
+	os.RemoveAll(k.Dir)
+	os.RemoveAll(k.StateDir)
+}
+
+// onTmpfs reports whether dir is a tmpfs mount.
+func onTmpfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
+}
