@@ -187,10 +187,18 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 // w, in an order that never leaves a lookup pointing at a group without its
 // entries: stage-2 additions first, then stage 1, then stage-2 removals; or,
 // for a group that goes away, stage 1 first, then its stage-2 entries.
-func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix) error {
-	want := t.desired(ifindex, d)
+//
+// With only set, the change was to policies of that source alone: a group
+// that exists before and after needs just that source's entry, which keeps
+// adding a tunnel to a destination shared by thousands (one remote subnet,
+// many local ones) from recomputing all of them.
+func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *netip.Prefix) error {
 	gk := groupKey{ifindex, d}
 	g, has := t.groups[gk]
+	if only != nil && has && len(t.byRemote[remoteKey{ifindex, d}]) > 0 {
+		return t.syncSource(w, gk, g, *only)
+	}
+	want := t.desired(ifindex, d)
 	if want == nil {
 		if !has {
 			return nil
@@ -255,9 +263,51 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix) error {
 	return nil
 }
 
-func (t *spdTable) syncAll(w spdWriter, ifindex int, dsts []netip.Prefix) error {
+// syncSource brings source s's stage-2 entry of existing group g (gk) to
+// what the policies want.
+func (t *spdTable) syncSource(w spdWriter, gk groupKey, g uint32, s netip.Prefix) error {
+	have := t.srcOf[g]
+	old, had := have[s]
+	v, ok := t.desiredSource(gk.ifindex, gk.dst, s)
+	switch {
+	case ok && (!had || old != v):
+		if err := w.putSrc(srcKey{g, s}, v); err != nil {
+			return err
+		}
+		have[s] = v
+		t.src[srcKey{g, s}] = v
+	case !ok && had:
+		if err := w.delSrc(srcKey{g, s}); err != nil {
+			return err
+		}
+		delete(have, s)
+		delete(t.src, srcKey{g, s})
+	}
+	if !t.dst[gk] {
+		if err := w.putDst(gk, g); err != nil {
+			return err
+		}
+		t.dst[gk] = true
+	}
+	return nil
+}
+
+// desiredSource is desired's entry for source s alone: the policy of
+// source s with the longest destination covering d.
+func (t *spdTable) desiredSource(ifindex int, d, s netip.Prefix) (spdValue, bool) {
+	for l := d.Bits(); l >= 0; l-- {
+		r, _ := d.Addr().Prefix(l)
+		if p, ok := t.policies[policyKey{ifindex, s, r}]; ok {
+			return p.value(), true
+		}
+	}
+	return spdValue{}, false
+}
+
+// syncAll syncs groups dsts; only is as for syncGroup.
+func (t *spdTable) syncAll(w spdWriter, ifindex int, dsts []netip.Prefix, only *netip.Prefix) error {
 	for _, d := range dsts {
-		if err := t.syncGroup(w, ifindex, d); err != nil {
+		if err := t.syncGroup(w, ifindex, d, only); err != nil {
 			return err
 		}
 	}
@@ -276,14 +326,14 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	t.policies[k] = p
 	t.index(p)
 	dsts := t.affected(p.Ifindex, p.Remote)
-	if err := t.syncAll(w, p.Ifindex, dsts); err != nil {
+	if err := t.syncAll(w, p.Ifindex, dsts, &p.Local); err != nil {
 		if had {
 			t.policies[k] = old
 		} else {
 			delete(t.policies, k)
 			t.unindex(p)
 		}
-		_ = t.syncAll(w, p.Ifindex, t.affected(p.Ifindex, p.Remote))
+		_ = t.syncAll(w, p.Ifindex, t.affected(p.Ifindex, p.Remote), nil)
 		return fmt.Errorf("steer: policy %d %v -> %v on ifindex %d: %w", p.ID, p.Local, p.Remote, p.Ifindex, err)
 	}
 	return nil
@@ -299,10 +349,10 @@ func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) 
 	dsts := t.affected(ifindex, old.Remote)
 	delete(t.policies, k)
 	t.unindex(old)
-	if err := t.syncAll(w, ifindex, dsts); err != nil {
+	if err := t.syncAll(w, ifindex, dsts, &old.Local); err != nil {
 		t.policies[k] = old
 		t.index(old)
-		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote))
+		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote), nil)
 		return fmt.Errorf("steer: delete policy %d %v -> %v on ifindex %d: %w", old.ID, local, remote, ifindex, err)
 	}
 	return nil

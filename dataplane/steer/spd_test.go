@@ -216,6 +216,19 @@ func TestSPDRandom(t *testing.T) {
 		} else {
 			must(t, tab.set(f, p))
 		}
+		// Every group holds exactly what a full recomputation wants
+		// (set and delete update only the changed source's entries).
+		for gk, g := range tab.groups {
+			want, have := tab.desired(gk.ifindex, gk.dst), tab.srcOf[g]
+			if len(want) != len(have) {
+				t.Fatalf("step %d: group %v: %d entries, want %d", step, gk, len(have), len(want))
+			}
+			for s, v := range want {
+				if have[s] != v || f.src[srcKey{g, s}] != v {
+					t.Fatalf("step %d: group %v source %v: table %+v, map %+v, want %+v", step, gk, s, have[s], f.src[srcKey{g, s}], v)
+				}
+			}
+		}
 		for range 20 {
 			is4 := r.IntN(2) == 0
 			ifindex := 1 + r.IntN(2)
