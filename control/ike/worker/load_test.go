@@ -64,6 +64,11 @@ func TestLoad(t *testing.T) {
 	if res.Established != 40 || res.Failed != 0 || res.Started != 40 || res.Stopped != "" || res.FirstFailure != "" {
 		t.Fatalf("load outcome %+v", res)
 	}
+	// The responder (unique: never) took each new Child SA as the next
+	// one's predecessor from its hint, each checked against the search.
+	if worker.HintHits() < 30 {
+		t.Errorf("predecessor hints taken: %d, want most of 40", worker.HintHits())
+	}
 	if !statusSeen || top == 0 || top > 8 {
 		t.Errorf("in flight at most %d (status seen %v), want 1..8", top, statusSeen)
 	}

@@ -3,6 +3,8 @@ package worker
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/manager"
@@ -115,6 +117,32 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	if e.w.isLoad(ike) {
 		return e.loadSibling(ike, ch)
 	}
+	if h := e.w.reauthHint; h.ch != nil && e.w.heldBy(h.ike, h.ch, ike, ch) {
+		if verifyHints {
+			hintHits.Add(1)
+			if o, p := e.search(ike, ch); o != h.ike || p != h.ch {
+				panic(fmt.Sprintf("worker: predecessor hint %d/%08x, search %v/%v", h.ike.UniqueID, h.ch.SPIIn, o, p))
+			}
+		}
+		e.w.reauthHint = childHint{ike, ch}
+		return h.ike, h.ch
+	}
+	best, found := e.search(ike, ch)
+	if found != nil {
+		e.w.reauthHint = childHint{ike, ch}
+	}
+	return best, found
+}
+
+// verifyHints makes Predecessor check every hint it takes against the
+// search (tests).
+var verifyHints = false
+
+// hintHits counts the hints taken while verifyHints is on.
+var hintHits atomic.Int64
+
+// search is Predecessor without the hint.
+func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
 	// Inbound SPIs are unique in the data plane: a Child SA anywhere in
 	// the tunnel that replaces one names it by its SPI.
 	replaced := map[uint32]bool{}
@@ -133,19 +161,51 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	var found *sa.ChildSA
 	for _, m := range e.w.bySPI {
 		o := m.IKE
-		if m.Destroyed() || !sameTunnel(o, ike) || (o.State != sa.Established && o.State != sa.Deleting) ||
-			(best != nil && o.UniqueID >= best.UniqueID) || e.w.isLoad(o) {
+		if (best != nil && o.UniqueID >= best.UniqueID) || m.Destroyed() || !sameTunnel(o, ike) ||
+			(o.State != sa.Established && o.State != sa.Deleting) || e.w.isLoad(o) {
 			continue
 		}
 		for _, p := range o.Children {
-			if p.Name == ch.Name && !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
-				ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) && (p.SPIIn == 0 || !replaced[p.SPIIn]) {
+			// Cheap tests first: with unique: never every older Child SA
+			// of the tunnel is already replaced, and selectors compare slowly.
+			if p.Name != ch.Name || p.Redundant || p.State == sa.ChildDeleted || p.State == sa.ChildDeleting ||
+				(p.SPIIn != 0 && replaced[p.SPIIn]) {
+				continue
+			}
+			if ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) {
 				best, found = o, p
 				break
 			}
 		}
 	}
 	return best, found
+}
+
+// childHint is the Child SA that Predecessor last found a predecessor for:
+// the one the tunnel's next Child SA from another IKE SA most likely
+// replaces (a peer with unique: never makes thousands in a row, and the
+// search over the worker's IKE SAs would be paid for each).
+type childHint struct {
+	ike *sa.IKESA
+	ch  *sa.ChildSA
+}
+
+// heldBy reports whether hinted Child SA p of IKE SA o is still what the
+// search would find for ch of ike: o alive, of the same tunnel, p live with
+// the same child and selectors and not replaced. A replacement from
+// another IKE SA is made only through Predecessor, which moves the hint
+// to it, so only o itself (a rekey) needs looking at.
+func (w *Worker) heldBy(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.ChildSA) bool {
+	m := w.bySPI[o.OurSPI()]
+	if m == nil || m.IKE != o || m.Destroyed() || !sameTunnel(o, ike) || w.isLoad(o) ||
+		(o.State != sa.Established && o.State != sa.Deleting) {
+		return false
+	}
+	if p.Name != ch.Name || p.Redundant || p.State == sa.ChildDeleted || p.State == sa.ChildDeleting ||
+		!slices.Contains(o.Children, p) || o.Successor(p) != nil {
+		return false
+	}
+	return ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS)
 }
 
 // Heir installs the pending outbound SA of the Child SA of another IKE SA

@@ -67,10 +67,12 @@ type Worker struct {
 	env Env
 	log *slog.Logger
 
-	bySPI   map[uint64]*manager.Manager
-	initReq map[initKey]*manager.Manager
-	perPeer map[netip.Addr]int
-	halfOpn map[*manager.Manager]netip.Addr
+	bySPI map[uint64]*manager.Manager
+	// reauthHint speeds up Predecessor (reauth.go).
+	reauthHint childHint
+	initReq    map[initKey]*manager.Manager
+	perPeer    map[netip.Addr]int
+	halfOpn    map[*manager.Manager]netip.Addr
 
 	timers  timerHeap
 	sched   map[*manager.Manager]time.Time
