@@ -22,6 +22,13 @@ import (
 type Search struct {
 	Steps     int     // paced runs after the flat-out one (default 2)
 	Tolerance float64 // loss ratio a run may have to pass (default 0.01)
+	// Hint is a rate the same system delivered in a neighbouring
+	// measurement (another packet size), or 0. A flat-out run that
+	// delivers under a quarter of it stalled rather than saturated (on two
+	// shared CPUs a flat-out generator can starve the receiving NAPI
+	// thread, and the gateway's transmit frames never complete): the paced
+	// steps then start from half the hint instead of from the stall.
+	Hint float64
 }
 
 // Step is one run of a search.
@@ -43,6 +50,8 @@ type Found struct {
 	// Best is the fastest run within the tolerance (nil if none was).
 	Best  *Measurement `json:"best,omitempty"`
 	Steps []Step       `json:"steps"`
+	// Stalled: the flat-out run delivered under a quarter of the hint.
+	Stalled bool `json:"stalled,omitempty"`
 }
 
 // PPS is the figure compared: the maximum forwarding rate.
@@ -109,6 +118,10 @@ func (b *Bed) Search(p system.Plan, spec Spec, s Search) (*Found, error) {
 		// Next to nothing got through flat out (a stalled system): see
 		// what it does with a gentle load.
 		rate = min(10000, flat.OfferedPPS/10)
+	}
+	if s.Hint > 0 && flat.PPS < s.Hint/4 {
+		f.Stalled = true
+		rate = min(s.Hint/2, flat.OfferedPPS)
 	}
 	for i := range s.Steps {
 		if rate <= 0 {

@@ -160,15 +160,22 @@ func (t *Throughput) Run(e *Env) (*ThroughputResults, error) {
 			}
 			continue
 		}
+		var hint float64 // the most this system delivered at another size
 		for mi, m := range t.Mixes {
 			run := ThroughputRun{System: name, Suite: suite, Mix: m.Name}
 			spec := Spec{Label: fmt.Sprintf("throughput: %s, %s bytes", label, m.Name), Mix: m, Flows: t.Flows, Timing: t.Timing}
 			e.Progress.Step(spec.Label, time.Duration(t.Search.Runs())*runTime(t.Timing))
 			drops0 := spudDrops(sys)
-			found, err := bed.Search(plan, spec, t.Search)
+			search := t.Search
+			search.Hint = hint
+			found, err := bed.Search(plan, spec, search)
 			if found != nil {
 				run.Found = found
 				run.PPS, run.Gbps = found.PPS(), found.Gbps()
+				hint = max(hint, found.PPS())
+				if found.Stalled {
+					e.Logf("%s: the flat-out run stalled (%.3f Mpps, under a quarter of the %.3f Mpps of another size): paced steps started from half of that", spec.Label, found.Max.PPS/1e6, search.Hint/1e6)
+				}
 			}
 			if err != nil {
 				run.Error = err.Error()
