@@ -8,7 +8,6 @@ import (
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/sa"
-	"github.com/spugate/spugate/control/ike/ts"
 )
 
 // LoadSpec is a load-initiator run: Count new IKE SAs of a connection,
@@ -184,19 +183,11 @@ func (w *Worker) loadOne(r *loadRun) error {
 // isLoad reports whether an IKE SA was made by a load run.
 func (w *Worker) isLoad(ike *sa.IKESA) bool { return w.loadSAs[ike] }
 
-// loadHint is the load Child SA that last took the tunnel's policy: the
-// one the next load Child SA of the tunnel most likely shares it with.
-type loadHint struct {
-	ike *sa.IKESA
-	ch  *sa.ChildSA
-}
-
 // sharable reports whether p, of load IKE SA o, can share its reqid and
 // policy with ch of ike.
 func (w *Worker) sharable(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.ChildSA) bool {
-	return w.loadSAs[o] && sameTunnel(o, ike) && o.State != sa.Destroyed && p.Name == ch.Name && !p.Trap &&
-		p.State != sa.ChildDeleted && p.State != sa.ChildDeleting && p.ReqID != 0 &&
-		ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS)
+	return w.loadSAs[o] && sameTunnel(o, ike) && o.State != sa.Destroyed && !p.Trap &&
+		p.State != sa.ChildDeleted && p.State != sa.ChildDeleting && p.ReqID != 0 && sameChild(p, ch)
 }
 
 // loadSibling finds the Child SA of another load IKE SA of the tunnel that
@@ -206,7 +197,7 @@ func (w *Worker) sharable(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.Chil
 func (e *mgrEnv) loadSibling(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) {
 	w := e.w
 	if h := w.loadHint; h.ch != nil && len(h.ch.PolicyIDs) > 0 && w.sharable(h.ike, h.ch, ike, ch) {
-		w.loadHint = loadHint{ike, ch}
+		w.loadHint = childHint{ike, ch}
 		return h.ike, h.ch
 	}
 	var anyIKE *sa.IKESA
@@ -221,7 +212,7 @@ func (e *mgrEnv) loadSibling(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 			}
 			if len(p.PolicyIDs) > 0 {
 				// Install moves the policy to ch.
-				w.loadHint = loadHint{ike, ch}
+				w.loadHint = childHint{ike, ch}
 				return o, p
 			}
 			if anyCh == nil {
@@ -231,7 +222,7 @@ func (e *mgrEnv) loadSibling(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	}
 	if anyCh == nil {
 		// ch is the first of the tunnel: Install gives it a new policy.
-		w.loadHint = loadHint{ike, ch}
+		w.loadHint = childHint{ike, ch}
 	}
 	return anyIKE, anyCh
 }
@@ -252,7 +243,7 @@ func (e *mgrEnv) loadHandOver(m *manager.Manager, ch *sa.ChildSA) {
 			if p.Name == ch.Name && p.ReqID == ch.ReqID && p.Trap == ch.Trap && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting {
 				p.PolicyIDs = append(p.PolicyIDs, ch.PolicyIDs...)
 				ch.PolicyIDs = nil
-				w.loadHint = loadHint{o, p}
+				w.loadHint = childHint{o, p}
 				oike := o
 				w.pending = append(w.pending, func() { w.env.Changed(oike) })
 				return

@@ -172,7 +172,7 @@ func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) 
 				(p.SPIIn != 0 && replaced[p.SPIIn]) {
 				continue
 			}
-			if ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS) {
+			if sameChild(p, ch) {
 				best, found = o, p
 				break
 			}
@@ -181,10 +181,11 @@ func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) 
 	return best, found
 }
 
-// childHint is the Child SA that Predecessor last found a predecessor for:
-// the one the tunnel's next Child SA from another IKE SA most likely
-// replaces (a peer with unique: never makes thousands in a row, and the
-// search over the worker's IKE SAs would be paid for each).
+// childHint is a Child SA that the tunnel's next one from another IKE SA
+// most likely pairs with, so that the search over the worker's IKE SAs is
+// not paid for each of thousands in a row: for Predecessor, the one it last
+// found a predecessor for (a peer with unique: never); for a load, the
+// load Child SA that last took the tunnel's policy.
 type childHint struct {
 	ike *sa.IKESA
 	ch  *sa.ChildSA
@@ -201,11 +202,14 @@ func (w *Worker) heldBy(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.ChildS
 		(o.State != sa.Established && o.State != sa.Deleting) {
 		return false
 	}
-	if p.Name != ch.Name || p.Redundant || p.State == sa.ChildDeleted || p.State == sa.ChildDeleting ||
-		!slices.Contains(o.Children, p) || o.Successor(p) != nil {
-		return false
-	}
-	return ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS)
+	return !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
+		slices.Contains(o.Children, p) && o.Successor(p) == nil && sameChild(p, ch)
+}
+
+// sameChild reports whether p and ch are Child SAs of the same child with
+// the same selectors: one may stand in for the other.
+func sameChild(p, ch *sa.ChildSA) bool {
+	return p.Name == ch.Name && ts.Equal(p.LocalTS, ch.LocalTS) && ts.Equal(p.RemoteTS, ch.RemoteTS)
 }
 
 // Heir installs the pending outbound SA of the Child SA of another IKE SA

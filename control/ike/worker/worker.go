@@ -88,7 +88,7 @@ type Worker struct {
 	// runs made that still exist.
 	load     *loadRun
 	loadSAs  map[*sa.IKESA]bool
-	loadHint loadHint
+	loadHint childHint
 }
 
 // grave is what remains of an IKE SA: its last response.
