@@ -121,23 +121,12 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			run.Error = err.Error()
 			return
 		}
-		defer k.Cleanup()
-		defer k.Spud.Stop()
-		defer k.Stop()
+		defer stopIked(k)
 		rs.pid, rs.spudPID = k.Proc.PID, k.Spud.Proc.PID
-		rs.established = func() (int, error) {
-			st, err := k.Client.Stats()
-			if err != nil {
-				return 0, err
-			}
-			return int(st.Counters["ike_sas_established"]), nil
-		}
+		rs.established = func() (int, error) { return ikedCounter(k, "ike_sas_established") }
 		rs.withChild = func() int {
-			st, err := k.Client.Stats()
-			if err != nil {
-				return 0
-			}
-			return int(st.Counters["child_sas_installed"])
+			n, _ := ikedCounter(k, "child_sas_installed")
+			return n
 		}
 	} else {
 		responder, err := strongswan.Start(ln.GwB, cr)
@@ -171,9 +160,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			run.Error = err.Error()
 			return
 		}
-		defer k.Cleanup()
-		defer k.Spud.Stop()
-		defer k.Stop()
+		defer stopIked(k)
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
 			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, progress)
 			if lr != nil {
@@ -472,6 +459,23 @@ connections:
 		return nil, err
 	}
 	return k, nil
+}
+
+// stopIked stops what startIked started, iked before its spud, and
+// removes iked's files.
+func stopIked(k *gateway.Iked) {
+	k.Stop()
+	k.Spud.Stop()
+	k.Cleanup()
+}
+
+// ikedCounter reads one of iked's counters.
+func ikedCounter(k *gateway.Iked, name string) (int, error) {
+	st, err := k.Client.Stats()
+	if err != nil {
+		return 0, err
+	}
+	return int(st.Counters[name]), nil
 }
 
 // ikedCerts lays out iked's certificate folders under dir: the gateway's

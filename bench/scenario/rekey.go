@@ -203,14 +203,7 @@ func (c *Rekey) Run(e *Env) (*RekeyResults, error) {
 		}
 		e.Progress.Step(spec.Label, runTime(spec.Timing))
 		drops0 := spudDrops(sp)
-		m, err := bed.Measure(plan, spec)
-		if err != nil {
-			run.Error = err.Error()
-			e.Logf("%s: %v", spec.Label, err)
-		} else {
-			run.Result = &m
-			e.Logf("%s: %s", spec.Label, oneLine(m.Result))
-		}
+		run.measure(e, bed, plan, spec)
 		run.Rounds, run.Rekeys, run.Failed = int(rounds.Load()), int(rekeys.Load()), int(failed.Load())
 		if run.Rounds > 0 {
 			run.RoundTime = time.Duration(roundTime.Load() / int64(run.Rounds))
@@ -267,14 +260,7 @@ func (c *Rekey) iked(e *Env, bed *Bed) *IkedRekeyResults {
 		e.Progress.Step(spec.Label, runTime(spec.Timing))
 		a0, _, _ := k.ChildSAsInstalled()
 		drops0 := spudDrops(k)
-		m, err := bed.Measure(plan, spec)
-		if err != nil {
-			run.Error = err.Error()
-			e.Logf("%s: %v", spec.Label, err)
-		} else {
-			run.Result = &m
-			e.Logf("%s: %s", spec.Label, oneLine(m.Result))
-		}
+		run.measure(e, bed, plan, spec)
 		if a1, _, err := k.ChildSAsInstalled(); err == nil {
 			run.Rekeys = int(a1 - a0)
 		}
@@ -288,4 +274,16 @@ func (c *Rekey) iked(e *Env, bed *Bed) *IkedRekeyResults {
 		}
 	}
 	return out
+}
+
+// measure runs spec into r, logging the outcome.
+func (r *RekeyRun) measure(e *Env, bed *Bed, plan system.Plan, spec Spec) {
+	m, err := bed.Measure(plan, spec)
+	if err != nil {
+		r.Error = err.Error()
+		e.Logf("%s: %v", spec.Label, err)
+		return
+	}
+	r.Result = &m
+	e.Logf("%s: %s", spec.Label, oneLine(m.Result))
 }
