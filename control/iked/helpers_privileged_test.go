@@ -1,12 +1,7 @@
 package iked_test
 
 import (
-	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -196,65 +191,6 @@ func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
 	}
 	if n = ping(t, h, src, dst, 5); n != 5 {
 		t.Errorf("%s -> %s: %d of 5 pings came back", h.Name, dst, n)
-	}
-}
-
-func random(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
-
-// tcpTransfer sends n random bytes from client to server over TCP and
-// checks they arrive intact, within a bounded time.
-func tcpTransfer(t *testing.T, client, server *lab.Host, dst netip.Addr, n int) {
-	t.Helper()
-	var ln net.Listener
-	if err := server.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(dst, 5001).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(got)
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		h := sha256.New()
-		io.Copy(h, c)
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		got <- sum
-	}()
-	data := random(n)
-	want := sha256.Sum256(data)
-	var conn net.Conn
-	if err := client.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, 5001).String(), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("tcp dial %s: %v", dst, err)
-	}
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.Copy(conn, bytes.NewReader(data)); err != nil {
-		t.Fatalf("tcp send: %v", err)
-	}
-	conn.Close()
-	select {
-	case sum, ok := <-got:
-		if !ok || sum != want {
-			t.Errorf("tcp transfer of %d bytes to %s arrived corrupted or not at all", n, dst)
-		}
-	case <-time.After(25 * time.Second):
-		t.Errorf("tcp transfer to %s timed out", dst)
 	}
 }
 

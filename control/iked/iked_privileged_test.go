@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/deploy/lab/labtest"
 )
 
 // gone waits until a gateway has neither IKE SAs nor SAs and policies in
@@ -70,8 +71,8 @@ func TestPrivilegedIked(t *testing.T) {
 			mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 			mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
 			mustPing(t, tb.ln.ClientA, pl.ClientA6, pl.ClientB6)
-			tcpTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 1<<20)
-			tcpTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 1<<20)
+			labtest.TCPTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 1<<20)
+			labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 1<<20)
 			list := c.init.spuctl(t, "list-sas")
 			if !strings.Contains(list, "ESTABLISHED") || !strings.Contains(list, "AES_GCM_16_128") || strings.Contains(list, "      0 packets") {
 				t.Errorf("list-sas:\n%s", list)
@@ -117,7 +118,7 @@ func TestPrivilegedIked(t *testing.T) {
 			tb.reconfigure(t, xa, xb, sec, sec)
 			tb.a.spuctl(t, "initiate", "tun")
 			mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
-			tcpTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA4, 256<<10)
+			labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA4, 256<<10)
 			for _, g := range []*gw{tb.a, tb.b} {
 				list := g.spuctl(t, "list-sas")
 				if !strings.Contains(list, p.showIKE) || !strings.Contains(list, p.showESP) {
@@ -191,7 +192,7 @@ func TestPrivilegedIked(t *testing.T) {
 		tb.reconfigure(t, xa, cb, sec, sec)
 		tb.a.spuctl(t, "initiate", "tun")
 		mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
-		tcpTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA4, 256<<10)
+		labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA4, 256<<10)
 		for _, g := range []*gw{tb.a, tb.b} {
 			sas, _ := g.dump(t)
 			for _, s := range sas {

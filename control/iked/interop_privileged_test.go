@@ -94,8 +94,8 @@ func (ib *interopbed) traffic(t *testing.T) {
 	pingUp(t, ib.ln.ClientA, p.ClientA4, p.ClientB4)
 	mustPing(t, ib.ln.ClientB, p.ClientB4, p.ClientA4)
 	pingUp(t, ib.ln.ClientA, p.ClientA6, p.ClientB6)
-	tcpTransfer(t, ib.ln.ClientA, ib.ln.ClientB, p.ClientB4, 512<<10)
-	tcpTransfer(t, ib.ln.ClientB, ib.ln.ClientA, p.ClientA6, 512<<10)
+	labtest.TCPTransfer(t, ib.ln.ClientA, ib.ln.ClientB, p.ClientB4, 512<<10)
+	labtest.TCPTransfer(t, ib.ln.ClientB, ib.ln.ClientA, p.ClientA6, 512<<10)
 }
 
 // charonGone waits until charon holds no IKE SA.
@@ -243,7 +243,7 @@ func TestPrivilegedInteropCharon(t *testing.T) {
 					}
 				}
 				pingUp(t, ib.ln.ClientA, ib.ln.Plan.ClientA4, ib.ln.Plan.ClientB4)
-				tcpTransfer(t, ib.ln.ClientB, ib.ln.ClientA, ib.ln.Plan.ClientA4, 256<<10)
+				labtest.TCPTransfer(t, ib.ln.ClientB, ib.ln.ClientA, ib.ln.Plan.ClientA4, 256<<10)
 				a.spuctl(t, "terminate", "tun")
 				gone(t, a)
 				ib.charonGone(t)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/deploy/lab/labtest"
 )
 
 // TestPrivilegedIkedNAT puts gw-a behind a masquerading NAT: NAT
@@ -22,8 +23,8 @@ func TestPrivilegedIkedNAT(t *testing.T) {
 	tb.a.spuctl(t, "initiate", "tun")
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
-	tcpTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 512<<10)
-	tcpTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 512<<10)
+	labtest.TCPTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 512<<10)
+	labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 512<<10)
 	la, lb := tb.a.sas(t), tb.b.sas(t)
 	if len(la) != 1 || len(lb) != 1 {
 		t.Fatalf("IKE SAs %d / %d", len(la), len(lb))

@@ -1,17 +1,11 @@
 package spud_test
 
 import (
-	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
-	"io"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/deploy/gateway"
@@ -65,12 +59,6 @@ func remove(t *testing.T, p *pair, tn *tunnel) {
 	}
 }
 
-func random(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
-
 var receivedRe = regexp.MustCompile(`(\d+) received`)
 
 // ping sends count pings after one to warm up neighbour caches, and
@@ -98,59 +86,6 @@ func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
 	}
 }
 
-// tcpTransfer sends n random bytes from client to server over TCP and
-// checks they arrive intact, within a bounded time.
-func tcpTransfer(t *testing.T, client, server *lab.Host, dst netip.Addr, n int) {
-	t.Helper()
-	var ln net.Listener
-	if err := server.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(dst, 5001).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(got)
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(20 * time.Second))
-		h := sha256.New()
-		io.Copy(h, c)
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		got <- sum
-	}()
-	data := random(n)
-	want := sha256.Sum256(data)
-	var conn net.Conn
-	if err := client.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, 5001).String(), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("tcp dial %s: %v", dst, err)
-	}
-	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.Copy(conn, bytes.NewReader(data)); err != nil {
-		t.Fatalf("tcp send: %v", err)
-	}
-	conn.Close()
-	select {
-	case sum, ok := <-got:
-		if !ok || sum != want {
-			t.Errorf("tcp transfer of %d bytes to %s arrived corrupted or not at all", n, dst)
-		}
-	case <-time.After(25 * time.Second):
-		t.Errorf("tcp transfer to %s timed out", dst)
-	}
-}
-
 func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
 	pl := p.ln.Plan
@@ -164,8 +99,8 @@ func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB6)
 			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
-			tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 1<<20)
-			tcpTransfer(t, p.ln.ClientB, p.ln.ClientA, pl.ClientA6, 1<<20)
+			labtest.TCPTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 1<<20)
+			labtest.TCPTransfer(t, p.ln.ClientB, p.ln.ClientA, pl.ClientA6, 1<<20)
 			// The traffic went through the SAs, not around them.
 			sas, err := p.a.Client.DumpSAs(false)
 			if err != nil {
@@ -201,7 +136,7 @@ func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
 			install(t, p, v6)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
-			tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
+			labtest.TCPTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
 			remove(t, p, v4)
 			remove(t, p, v6)
 		})
@@ -293,5 +228,5 @@ func TestPrivilegedBigPackets(t *testing.T) {
 		t.Errorf("no packet-too-big for IPv6:\n%s", out)
 	}
 	// After PMTU discovery the same sizes get through (TCP does this on its own).
-	tcpTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB6, 256<<10)
+	labtest.TCPTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB6, 256<<10)
 }
