@@ -159,13 +159,24 @@ func Open(ifname string, queue int, cfg Config) (*Socket, error) {
 	}
 	switch cfg.Mode {
 	case Copy:
-		return open(ifi, queue, cfg, flags|unix.XDP_COPY)
+		return openWakeup(ifi, queue, cfg, flags|unix.XDP_COPY)
 	case ZeroCopy:
-		return open(ifi, queue, cfg, flags|unix.XDP_ZEROCOPY)
+		return openWakeup(ifi, queue, cfg, flags|unix.XDP_ZEROCOPY)
 	}
-	s, err := open(ifi, queue, cfg, flags|unix.XDP_ZEROCOPY)
+	s, err := openWakeup(ifi, queue, cfg, flags|unix.XDP_ZEROCOPY)
 	if errors.Is(err, ErrZeroCopy) {
-		return open(ifi, queue, cfg, flags|unix.XDP_COPY)
+		return openWakeup(ifi, queue, cfg, flags|unix.XDP_COPY)
+	}
+	return s, err
+}
+
+// openWakeup is open, again without XDP_USE_NEED_WAKEUP where the kernel
+// refuses the flag (before Linux 5.4): the port then kicks the kernel on
+// every Transmit, and Info.NeedWakeup says so.
+func openWakeup(ifi *net.Interface, queue int, cfg Config, flags uint16) (*Socket, error) {
+	s, err := open(ifi, queue, cfg, flags)
+	if err != nil && flags&unix.XDP_USE_NEED_WAKEUP != 0 && errors.Is(err, unix.EINVAL) && !errors.Is(err, ErrZeroCopy) {
+		return open(ifi, queue, cfg, flags&^unix.XDP_USE_NEED_WAKEUP)
 	}
 	return s, err
 }
