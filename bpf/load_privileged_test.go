@@ -8,34 +8,85 @@ import (
 	"github.com/spugate/spugate/internal/privileged"
 )
 
-// TestPrivilegedLoad proves the committed objects pass this kernel's
-// verifier, printing the verifier log on failure.
+// TestPrivilegedLoad proves that each committed program passes this
+// kernel's verifier, or that the kernel refuses a helper it needs (probed
+// on its own): a refused helper skips that program, with the reason, and
+// a failure prints the end of the verifier log.
 func TestPrivilegedLoad(t *testing.T) {
 	privileged.Require(t)
-	t.Run("steer", func(t *testing.T) {
-		var objs SteerObjects
-		if err := LoadSteerObjects(&objs, nil); err != nil {
-			t.Fatalf("load steer: %s", verifierError(err))
+	steer, err := LoadSteer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reuse, err := LoadReuseport()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		spec  *ebpf.CollectionSpec
+		name  string
+		needs []Feature
+	}{
+		{steer, "spugate_meta", []Feature{FeatureXDPAdjustMeta}},
+		{steer, "spugate_shim", []Feature{FeatureXDPAdjustHead}},
+		{steer, "spugate_none", nil},
+		{reuse, "spugate_reuseport", []Feature{FeatureSKReuseport, FeatureSelectReuseport, FeatureReuseportSockArray, FeatureLoadBytesRelative}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			feats := Probe(tc.needs...)
+			for _, f := range tc.needs {
+				if err := feats.Err(f); err != nil {
+					t.Skipf("%s needs %s, which this kernel refuses: %v", tc.name, f, err)
+				}
+			}
+			spec := tc.spec.Copy()
+			for n := range spec.Programs {
+				if n != tc.name {
+					delete(spec.Programs, n)
+				}
+			}
+			if len(spec.Programs) != 1 {
+				t.Fatalf("no program %s in the object", tc.name)
+			}
+			coll, err := ebpf.NewCollection(spec)
+			if err != nil {
+				t.Fatalf("load %s: %s", tc.name, verifierError(err))
+			}
+			defer coll.Close()
+			info, err := coll.Programs[tc.name].Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Name != tc.name {
+				t.Errorf("program name %q, want %s", info.Name, tc.name)
+			}
+			if n, ok := info.VerifiedInstructions(); ok {
+				t.Logf("%s: %d instructions verified", tc.name, n)
+			}
+		})
+	}
+}
+
+// TestPrivilegedProbe checks that the probe answers every feature on this
+// kernel, yes or no, never with a failure of its own.
+func TestPrivilegedProbe(t *testing.T) {
+	privileged.Require(t)
+	all := make([]Feature, 0, NumFeatures)
+	for f := range NumFeatures {
+		all = append(all, f)
+	}
+	feats := Probe(all...)
+	t.Logf("kernel %s: %s", KernelRelease(), feats)
+	for _, f := range all {
+		if err := feats.Err(f); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			t.Errorf("%s: the probe failed: %v", f, err)
 		}
-		defer objs.Close()
-		info, err := objs.SpugateSteer.Info()
-		if err != nil {
-			t.Fatal(err)
+	}
+	for _, f := range []Feature{FeatureXDP, FeatureXSKMap, FeatureRedirectMap} {
+		if !feats.Has(f) {
+			t.Errorf("%s missing: this machine kind has AF_XDP, so it should be there", f)
 		}
-		if info.Name != "spugate_steer" {
-			t.Errorf("program name %q, want spugate_steer", info.Name)
-		}
-		if n, ok := info.VerifiedInstructions(); ok {
-			t.Logf("steer: %d instructions verified", n)
-		}
-	})
-	t.Run("reuseport", func(t *testing.T) {
-		var objs ReuseportObjects
-		if err := LoadReuseportObjects(&objs, nil); err != nil {
-			t.Fatalf("load reuseport: %s", verifierError(err))
-		}
-		defer objs.Close()
-	})
+	}
 }
 
 func verifierError(err error) string {

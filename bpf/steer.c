@@ -12,13 +12,27 @@
  *
  *   ESP and UDP-encapsulated ESP to a local tunnel endpoint, their IP
  *   fragments, and cleartext that matches the SPD on a protected interface
- *   -> the AF_XDP socket of the rx queue, with the anchor SPU in the XDP
- *   metadata.
+ *   -> the AF_XDP socket of the rx queue, with the anchor SPU in the
+ *   steering metadata.
  *
  * The program cannot move a frame to another queue's socket (AF_XDP only
  * accepts frames from the queue it is bound to), so it only names the
  * anchor; the SPU that owns the queue hands the frame on when the anchor is
  * another SPU.
+ *
+ * The metadata reaches userspace by one of three carriers, one program
+ * each, because kernels and drivers differ in what they allow (spud loads
+ * the best one this kernel accepts):
+ *
+ *   spugate_meta  the XDP metadata area (bpf_xdp_adjust_meta), just before
+ *                 the frame; where a driver has no room for it at run time,
+ *                 the frame gets a shim instead (counted);
+ *   spugate_shim  a shim of the same bytes in front of the Ethernet header
+ *                 (bpf_xdp_adjust_head), which the SPU trims: for kernels
+ *                 that refuse bpf_xdp_adjust_meta;
+ *   spugate_none  nothing: the SPU classifies the frame again itself.
+ *
+ * Whatever the carrier, a frame that goes to the kernel leaves as it came.
  */
 
 #include <linux/if_ether.h>
@@ -327,49 +341,110 @@ static __always_inline int no_xsk(const struct spugate_config *cfg, __u8 class)
 	return pass(SPUGATE_CNT_PASS_NO_XSK);
 }
 
+/* The 20 bytes of metadata go in the metadata area just before the frame. */
+static __always_inline int put_meta(struct xdp_md *ctx, const struct spugate_meta *m)
+{
+	void *meta, *data;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
+		return -1;
+	meta = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	if (meta + sizeof(*m) > data) {
+		bpf_xdp_adjust_meta(ctx, (int)sizeof(*m));
+		return -1;
+	}
+	__builtin_memcpy(meta, m, sizeof(*m));
+	return SPUGATE_CARRIER_META;
+}
+
+/* ... or in front of the Ethernet header, as part of the frame. */
+static __always_inline int put_shim(struct xdp_md *ctx, const struct spugate_meta *m)
+{
+	void *data, *end;
+
+	if (bpf_xdp_adjust_head(ctx, -(int)sizeof(*m)))
+		return -1;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + sizeof(*m) > end) {
+		bpf_xdp_adjust_head(ctx, (int)sizeof(*m));
+		return -1;
+	}
+	__builtin_memcpy(data, m, sizeof(*m));
+	return SPUGATE_CARRIER_SHIM;
+}
+
+/*
+ * put writes the metadata by the program's carrier and returns the carrier
+ * it used, or -1 when the driver gave room for neither.
+ */
+static __always_inline int put(struct xdp_md *ctx, const struct spugate_meta *m,
+			       int carrier)
+{
+	if (carrier == SPUGATE_CARRIER_NONE)
+		return SPUGATE_CARRIER_NONE;
+	if (carrier == SPUGATE_CARRIER_META) {
+		int got = put_meta(ctx, m);
+
+		if (got >= 0)
+			return got;
+		/* The kernel has the helper, this driver no metadata room. */
+		count(SPUGATE_CNT_META_TO_SHIM);
+	}
+	return put_shim(ctx, m);
+}
+
+/* take removes what put added, so that the kernel gets the frame as it came. */
+static __always_inline void take(struct xdp_md *ctx, int got)
+{
+	if (got == SPUGATE_CARRIER_META)
+		bpf_xdp_adjust_meta(ctx, (int)sizeof(struct spugate_meta));
+	else if (got == SPUGATE_CARRIER_SHIM)
+		bpf_xdp_adjust_head(ctx, (int)sizeof(struct spugate_meta));
+}
+
 /*
  * steer hands the frame to the AF_XDP socket of its (interface, rx queue)
- * with the metadata in front of it. Packet pointers are invalid after this
- * (bpf_xdp_adjust_meta), so callers read the frame first.
+ * with the metadata by the program's carrier. Packet pointers are invalid
+ * after this (the frame's bounds move), so callers read the frame first.
  */
 static __always_inline int steer(struct xdp_md *ctx,
 				 const struct spugate_config *cfg,
 				 const struct pkt *p, __u8 class, __u32 logical,
-				 __u32 policy_id)
+				 __u32 policy_id, int carrier)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	__u32 queue = ctx->rx_queue_index;
-	struct spugate_meta *m;
+	struct spugate_meta m = {};
 	__u32 *slot, idx;
-	void *data;
 	long verdict;
+	int got;
 
 	slot = bpf_map_lookup_elem(&ifslots, &ifindex);
 	if (!slot || *slot >= SPUGATE_MAX_IFACES || queue >= SPUGATE_MAX_QUEUES)
 		return no_xsk(cfg, class);
 	idx = *slot * SPUGATE_MAX_QUEUES + queue;
 
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*m)))
+	if (carrier != SPUGATE_CARRIER_NONE) {
+		m.magic = SPUGATE_META_MAGIC;
+		m.logical_spu = logical;
+		m.physical_spu = anchor_physical(logical);
+		m.policy_id = policy_id;
+		m.l3_offset = p->l3_off;
+		m.l4_offset = p->l4_off;
+		m.rx_queue = queue;
+		m.class = class;
+		m.flags = p->flags;
+	}
+	got = put(ctx, &m, carrier);
+	if (got < 0)
 		goto meta_failed;
-	m = (void *)(long)ctx->data_meta;
-	data = (void *)(long)ctx->data;
-	if ((void *)(m + 1) > data)
-		goto meta_failed;
-	m->magic = SPUGATE_META_MAGIC;
-	m->logical_spu = logical;
-	m->physical_spu = anchor_physical(logical);
-	m->policy_id = policy_id;
-	m->l3_offset = p->l3_off;
-	m->l4_offset = p->l4_off;
-	m->rx_queue = queue;
-	m->class = class;
-	m->flags = p->flags;
 
 	/* The low bits of the flags are the verdict when the slot is empty. */
 	verdict = bpf_redirect_map(&xsks, idx, XDP_PASS);
 	if (verdict != XDP_REDIRECT) {
-		/* The kernel gets the frame as it came, without our metadata. */
-		bpf_xdp_adjust_meta(ctx, (int)sizeof(*m));
+		take(ctx, got);
 		return no_xsk(cfg, class);
 	}
 	count(redirect_counter(class));
@@ -384,11 +459,23 @@ meta_failed:
 	return pass(SPUGATE_CNT_PASS_META_FAILED);
 }
 
+/*
+ * The anchor of a tunnel's outer addresses. Without a carrier nobody reads
+ * it here: the SPU computes it again.
+ */
+static __always_inline __u32 outer_anchor(const struct spugate_config *cfg,
+					  const struct pkt *p, int carrier)
+{
+	if (carrier == SPUGATE_CARRIER_NONE)
+		return 0;
+	return anchor_logical(cfg, p->src0, p->src1, p->dst0, p->dst1);
+}
+
 /* ESP or one of its fragments, to a local endpoint: anchored by the outer addresses. */
-static __always_inline int esp(struct xdp_md *ctx, const struct pkt *p, __u8 class)
+static __always_inline int esp(struct xdp_md *ctx, const struct pkt *p, __u8 class,
+			       int carrier)
 {
 	const struct spugate_config *cfg;
-	__u32 logical;
 
 	/* Bound by the IP length: link padding is not ESP. */
 	if (class != SPUGATE_CLASS_ESP_FRAGMENT && p->l4_off + ESP_HDR_LEN > p->l3_end)
@@ -396,8 +483,7 @@ static __always_inline int esp(struct xdp_md *ctx, const struct pkt *p, __u8 cla
 	cfg = get_config();
 	if (!cfg)
 		return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
-	logical = anchor_logical(cfg, p->src0, p->src1, p->dst0, p->dst1);
-	return steer(ctx, cfg, p, class, logical, 0);
+	return steer(ctx, cfg, p, class, outer_anchor(cfg, p, carrier), 0, carrier);
 }
 
 #define NOT_OURS (-1)
@@ -410,7 +496,8 @@ static __always_inline int esp(struct xdp_md *ctx, const struct pkt *p, __u8 cla
  * reassemble for iked. A UDP-ESP packet the kernel reassembles that way
  * reaches iked's port 4500 socket, not spud.
  */
-static __always_inline int udp(struct xdp_md *ctx, void *data, const struct pkt *p)
+static __always_inline int udp(struct xdp_md *ctx, void *data, const struct pkt *p,
+			       int carrier)
 {
 	void *end = (void *)(long)ctx->data_end;
 	struct udphdr *uh = data + p->l4_off;
@@ -450,12 +537,11 @@ static __always_inline int udp(struct xdp_md *ctx, void *data, const struct pkt 
 
 	{
 		const struct spugate_config *cfg = get_config();
-		__u32 logical;
 
 		if (!cfg)
 			return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
-		logical = anchor_logical(cfg, p->src0, p->src1, p->dst0, p->dst1);
-		return steer(ctx, cfg, p, SPUGATE_CLASS_UDP_ESP, logical, 0);
+		return steer(ctx, cfg, p, SPUGATE_CLASS_UDP_ESP,
+			     outer_anchor(cfg, p, carrier), 0, carrier);
 	}
 }
 
@@ -522,7 +608,8 @@ static __always_inline const struct spugate_policy *spd_lookup(__u32 ifindex,
 	}
 }
 
-static __always_inline int cleartext(struct xdp_md *ctx, const struct pkt *p)
+static __always_inline int cleartext(struct xdp_md *ctx, const struct pkt *p,
+				     int carrier)
 {
 	const struct spugate_policy *pol;
 	const struct spugate_config *cfg;
@@ -546,11 +633,10 @@ static __always_inline int cleartext(struct xdp_md *ctx, const struct pkt *p)
 		return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
 	if (logical >= cfg->logical_spus)
 		logical %= cfg->logical_spus;
-	return steer(ctx, cfg, p, SPUGATE_CLASS_CLEARTEXT, logical, policy_id);
+	return steer(ctx, cfg, p, SPUGATE_CLASS_CLEARTEXT, logical, policy_id, carrier);
 }
 
-SEC("xdp")
-int spugate_steer(struct xdp_md *ctx)
+static __always_inline int steer_frame(struct xdp_md *ctx, int carrier)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -564,14 +650,33 @@ int spugate_steer(struct xdp_md *ctx)
 	if (is_local(&p)) {
 		if (p.proto == IPPROTO_ESP)
 			return esp(ctx, &p,
-				   p.fragment ? SPUGATE_CLASS_ESP_FRAGMENT : SPUGATE_CLASS_ESP);
+				   p.fragment ? SPUGATE_CLASS_ESP_FRAGMENT : SPUGATE_CLASS_ESP,
+				   carrier);
 		if (p.proto == IPPROTO_UDP) {
-			r = udp(ctx, data, &p);
+			r = udp(ctx, data, &p, carrier);
 			if (r != NOT_OURS)
 				return r;
 		}
 	}
-	return cleartext(ctx, &p);
+	return cleartext(ctx, &p, carrier);
+}
+
+SEC("xdp")
+int spugate_meta(struct xdp_md *ctx)
+{
+	return steer_frame(ctx, SPUGATE_CARRIER_META);
+}
+
+SEC("xdp")
+int spugate_shim(struct xdp_md *ctx)
+{
+	return steer_frame(ctx, SPUGATE_CARRIER_SHIM);
+}
+
+SEC("xdp")
+int spugate_none(struct xdp_md *ctx)
+{
+	return steer_frame(ctx, SPUGATE_CARRIER_NONE);
 }
 
 char _license[] SEC("license") = "Dual MIT/GPL";

@@ -65,17 +65,19 @@ type SteerSpugateSpd6SrcKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	SteerMapConfig        = "config"
-	SteerMapCounters      = "counters"
-	SteerMapIfslots       = "ifslots"
-	SteerMapLocalAddrs    = "local_addrs"
-	SteerMapSpd4Dst       = "spd4_dst"
-	SteerMapSpd4Src       = "spd4_src"
-	SteerMapSpd6Dst       = "spd6_dst"
-	SteerMapSpd6Src       = "spd6_src"
-	SteerMapSpuMap        = "spu_map"
-	SteerMapXsks          = "xsks"
-	SteerProgSpugateSteer = "spugate_steer"
+	SteerMapConfig       = "config"
+	SteerMapCounters     = "counters"
+	SteerMapIfslots      = "ifslots"
+	SteerMapLocalAddrs   = "local_addrs"
+	SteerMapSpd4Dst      = "spd4_dst"
+	SteerMapSpd4Src      = "spd4_src"
+	SteerMapSpd6Dst      = "spd6_dst"
+	SteerMapSpd6Src      = "spd6_src"
+	SteerMapSpuMap       = "spu_map"
+	SteerMapXsks         = "xsks"
+	SteerProgSpugateMeta = "spugate_meta"
+	SteerProgSpugateNone = "spugate_none"
+	SteerProgSpugateShim = "spugate_shim"
 )
 
 // LoadSteer returns the embedded CollectionSpec for Steer.
@@ -120,7 +122,9 @@ type SteerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SteerProgramSpecs struct {
-	SpugateSteer *ebpf.ProgramSpec `ebpf:"spugate_steer"`
+	SpugateMeta *ebpf.ProgramSpec `ebpf:"spugate_meta"`
+	SpugateNone *ebpf.ProgramSpec `ebpf:"spugate_none"`
+	SpugateShim *ebpf.ProgramSpec `ebpf:"spugate_shim"`
 }
 
 // SteerMapSpecs contains maps before they are loaded into the kernel.
@@ -202,12 +206,16 @@ type SteerVariables struct {
 //
 // It can be passed to LoadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SteerPrograms struct {
-	SpugateSteer *ebpf.Program `ebpf:"spugate_steer"`
+	SpugateMeta *ebpf.Program `ebpf:"spugate_meta"`
+	SpugateNone *ebpf.Program `ebpf:"spugate_none"`
+	SpugateShim *ebpf.Program `ebpf:"spugate_shim"`
 }
 
 func (p *SteerPrograms) Close() error {
 	return _SteerClose(
-		p.SpugateSteer,
+		p.SpugateMeta,
+		p.SpugateNone,
+		p.SpugateShim,
 	)
 }
 

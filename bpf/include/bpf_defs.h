@@ -37,6 +37,8 @@ static long (*bpf_redirect_map)(void *map, __u64 key, __u64 flags) =
 	(void *)BPF_FUNC_redirect_map;
 static long (*bpf_xdp_adjust_meta)(struct xdp_md *ctx, int delta) =
 	(void *)BPF_FUNC_xdp_adjust_meta;
+static long (*bpf_xdp_adjust_head)(struct xdp_md *ctx, int delta) =
+	(void *)BPF_FUNC_xdp_adjust_head;
 static long (*bpf_skb_load_bytes_relative)(const void *ctx, __u32 offset,
 					   void *to, __u32 len,
 					   __u32 start_header) =

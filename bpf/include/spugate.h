@@ -50,7 +50,18 @@ enum spugate_class {
 	SPUGATE_CLASS_ESP_FRAGMENT = 4, /* an IP fragment of an ESP packet */
 };
 
-/* Written before the frame (XDP metadata) of every redirected packet. */
+/*
+ * Where the metadata of a redirected frame travels: the XDP metadata area
+ * just before the frame, a shim in front of the frame, or nowhere (the
+ * reader classifies the frame itself). One steering program per carrier.
+ */
+enum spugate_carrier {
+	SPUGATE_CARRIER_NONE = 0,
+	SPUGATE_CARRIER_META = 1,
+	SPUGATE_CARRIER_SHIM = 2,
+};
+
+/* Written with every redirected packet, by the program's carrier. */
 #define SPUGATE_META_MAGIC 0x31475053 /* "SPG1" in memory; bump on a layout change */
 
 #define SPUGATE_META_IPV6 0x01       /* the outer header is IPv6 */
@@ -99,7 +110,8 @@ enum spugate_counter {
 	SPUGATE_CNT_PASS_BAD_UDP,      /* UDP header or length inconsistent */
 	SPUGATE_CNT_PASS_BAD_ESP,      /* shorter than SPI + sequence number */
 	SPUGATE_CNT_PASS_UNCONFIGURED, /* no anchor configuration yet */
-	SPUGATE_CNT_PASS_META_FAILED,  /* the driver refused metadata room */
+	SPUGATE_CNT_PASS_META_FAILED,  /* the driver gave room for no carrier */
+	SPUGATE_CNT_META_TO_SHIM,      /* no metadata room at run time: a shim instead */
 	SPUGATE_CNT_MAX,
 };
 

@@ -98,9 +98,25 @@ type HelloReply struct {
 	Map        []int       `json:"map"`        // logical -> physical SPU
 	MapGen     uint64      `json:"map_gen"`    // bumped on every map change
 	Interfaces []Interface `json:"interfaces"`
+	Steering   Steering    `json:"steering"`
 }
 
-// Interface is a data-plane interface.
+// Steering says what spud got from the kernel for its steering program.
+type Steering struct {
+	Kernel string `json:"kernel"` // uname -r
+	// Carrier is how the steering metadata reaches the SPUs: meta (the
+	// XDP metadata area), shim (a shim in front of the frame) or none
+	// (each SPU classifies frames again).
+	Carrier string `json:"carrier"`
+	// CarrierReason says why better carriers were passed over; empty when
+	// the carrier is the best one or was asked for.
+	CarrierReason string `json:"carrier_reason,omitempty"`
+	// Features are the kernel's BPF features spud probed: "yes", "no" or
+	// "error: ..." by name (xdp_adjust_meta, xskmap...).
+	Features map[string]string `json:"features"`
+}
+
+// Interface is a data-plane interface and what spud got on it.
 type Interface struct {
 	Name      string `json:"name"`
 	Ifindex   int    `json:"ifindex"`
@@ -108,6 +124,19 @@ type Interface struct {
 	Queues    int    `json:"queues"`
 	XDPMode   string `json:"xdp_mode"` // native or generic
 	XSKMode   string `json:"xsk_mode"` // copy or zerocopy
+	Carrier   string `json:"carrier"`  // as Steering.Carrier
+	// NeedWakeup: the AF_XDP sockets are bound with XDP_USE_NEED_WAKEUP
+	// (the kernel is kicked only when it asks).
+	NeedWakeup bool `json:"need_wakeup"`
+	// TxBudget is the frames one copy-mode transmit call sends: 32, or the
+	// ring size where the kernel has XDP_MAX_TX_SKB_BUDGET (6.17+).
+	TxBudget int `json:"tx_budget"`
+	// ThreadedNAPI is on, off, or n/a where the device has no switch.
+	ThreadedNAPI string `json:"threaded_napi"`
+	// DriverXDP lists the XDP features the driver announces (netdev
+	// netlink, Linux 6.3+: basic, redirect, xsk-zerocopy, rx-sg...), or is
+	// "unknown".
+	DriverXDP string `json:"driver_xdp"`
 }
 
 // SPIAllocRequest asks for an unused inbound SPI anchored on the tunnel
@@ -205,6 +234,9 @@ type Stats struct {
 	// after spud (a full ring of the peer, for one).
 	Links   map[string]uint64 `json:"links,omitempty"`
 	Sockets []SocketStats     `json:"sockets"`
+	// Carrier is Steering.Carrier, so that a counter reader knows which of
+	// the steering costs it is looking at.
+	Carrier string `json:"carrier"`
 }
 
 // SPUStats are one SPU's counters.

@@ -36,6 +36,7 @@ import (
 	"github.com/spugate/spugate/dataplane/fib"
 	"github.com/spugate/spugate/dataplane/ipfrag"
 	"github.com/spugate/spugate/dataplane/ring"
+	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
 )
 
@@ -67,10 +68,22 @@ type Config struct {
 	// WatchdogDeadline: an SPU awake but without a loop iteration for this
 	// long is declared failed (default 2s).
 	WatchdogDeadline time.Duration
+	// Carrier is the steering program's (steer.Program.Carrier): where an
+	// SPU finds a received frame's metadata. CarrierAuto means CarrierMeta.
+	Carrier steer.Carrier
+	// NewClassifier gives each SPU a classifier of its own, which
+	// CarrierNone needs: the SPU then classifies every frame itself.
+	NewClassifier func() Classifier
 	// SpeedPad is esp.Config.SpeedPad for every outbound SA: extra padding
 	// that makes small AES-GCM packets cheaper to seal here and to open at
 	// the peer (see the esp package), at the cost of wire bytes.
 	SpeedPad int
+}
+
+// Classifier finds the metadata of a frame the steering program
+// redirected without any (steer.Classifier). One belongs to one SPU.
+type Classifier interface {
+	Classify(frame []byte, ifindex uint32, queue int) (steer.Meta, error)
 }
 
 // Event is a data-plane event for the control plane.
@@ -154,6 +167,12 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 	if cfg.WatchdogDeadline == 0 {
 		cfg.WatchdogDeadline = 2 * time.Second
 	}
+	if cfg.Carrier == steer.CarrierAuto {
+		cfg.Carrier = steer.CarrierMeta
+	}
+	if cfg.Carrier == steer.CarrierNone && cfg.NewClassifier == nil {
+		return nil, fmt.Errorf("spu: carrier none needs a classifier")
+	}
 	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
 		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, stop: make(chan struct{})}
 	e.mig.to = make([]atomic.Int32, fn.L())
@@ -171,7 +190,11 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: reassembly: %w", err)
 		}
-		e.spus = append(e.spus, &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}})
+		s := &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}}
+		if cfg.Carrier == steer.CarrierNone {
+			s.cls = cfg.NewClassifier()
+		}
+		e.spus = append(e.spus, s)
 	}
 	for _, s := range e.spus {
 		s.in = make([]*ring.Ring, cfg.SPUs)

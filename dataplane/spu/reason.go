@@ -25,6 +25,7 @@ const (
 	DropSA                          // the SA dropped it (see its esp.Reason counters)
 	DropMigrating                   // held for a moving logical SPU too long, or no room to hold it
 	DropSPUFailed                   // its SPU failed while it was in flight
+	DropUnsteered                   // carrier none: classified again, the frame is not for an SPU (tables changed meanwhile)
 	NumDrops
 )
 
@@ -32,6 +33,7 @@ var dropNames = [NumDrops]string{
 	"no_meta", "malformed", "unknown_spi", "esp_header", "no_policy", "no_sa", "discard",
 	"no_route", "no_neighbour", "local", "ttl", "no_tx_frame", "tx_full", "no_egress",
 	"handoff_full", "too_big_for_buffer", "fragment", "sa", "migrating", "spu_failed",
+	"unsteered",
 }
 
 func (d Drop) String() string {

@@ -72,6 +72,7 @@ type SPU struct {
 	state  atomic.Int32
 	// injectPanic makes the loop panic (fault injection for tests).
 	injectPanic atomic.Bool
+	cls         Classifier // carrier none only
 	reasm       *ipfrag.Reassembler
 	fragBufs    [16][]byte
 	fragID      uint32
@@ -239,14 +240,19 @@ func (s *SPU) drop(d Drop) { s.c.drops[d].Add(1) }
 
 // handleRx takes one frame from a socket: to its anchor, or processed here.
 func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
-	mb := f.Meta(steer.MetaSize)
-	m, err := steer.ParseMeta(mb)
-	if err != nil {
+	m, shim, err := s.eng.cfg.Carrier.ReadMeta(f.Buf, f.Off, f.Len)
+	switch {
+	case err == nil:
+		f.Trim(shim)
+	case s.cls == nil:
 		s.drop(DropNoMeta)
 		return
+	default:
+		if m, err = s.cls.Classify(f.Packet(), uint32(p.Ifindex), p.Queue); err != nil {
+			s.drop(DropUnsteered)
+			return
+		}
 	}
-	// A recycled chunk must not show this frame's metadata to the next.
-	mb[0] = 0
 	pkt := f.Packet()
 	if int(m.L3Offset) >= len(pkt) {
 		s.drop(DropMalformed)

@@ -71,6 +71,11 @@ type gateway struct {
 
 func newGateway(t testing.TB, local netip.Addr, lanNet netip.Prefix, fn anchor.Function) *gateway {
 	t.Helper()
+	return newGatewayWith(t, local, lanNet, fn, Config{SPUs: 2})
+}
+
+func newGatewayWith(t testing.TB, local netip.Addr, lanNet netip.Prefix, fn anchor.Function, cfg Config) *gateway {
+	t.Helper()
 	m, err := anchor.NewMap(fn.L(), []uint16{0, 1})
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +84,7 @@ func newGateway(t testing.TB, local netip.Addr, lanNet netip.Prefix, fn anchor.F
 		{lanNet, fib.NextHop{Ifindex: ifLAN, SrcMAC: [6]byte{2, 0, 0, 0, 1, 1}, DstMAC: [6]byte{2, 0, 0, 0, 1, 2}, MTU: 1500}},
 		{netip.MustParsePrefix("0.0.0.0/0"), fib.NextHop{Ifindex: ifWAN, Src: local, SrcMAC: [6]byte{2, 0, 0, 0, 2, 1}, DstMAC: macWire, MTU: 1500}},
 	}}
-	e, err := New(Config{SPUs: 2}, fn, m, router)
+	e, err := New(cfg, fn, m, router)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
+	"github.com/vishvananda/netlink"
 )
 
 // An allocated SPI is held for an SA this long (an IKE exchange's worth).
@@ -153,7 +150,7 @@ func (d *Daemon) hello() api.HelloReply {
 	}
 	gen := d.eng.MapGen()
 	return api.HelloReply{Version: api.Version, Server: Version, Logical: d.fn.L(), SPUs: d.spus,
-		AnchorKey: hk[:], Map: mm, MapGen: gen, Interfaces: d.ifaces}
+		AnchorKey: hk[:], Map: mm, MapGen: gen, Interfaces: d.ifaces, Steering: d.steer}
 }
 
 func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
@@ -309,7 +306,7 @@ func (d *Daemon) delPolicy(id uint32) error {
 }
 
 func (d *Daemon) stats() api.Stats {
-	st := api.Stats{SPUs: d.eng.SPUStats(), Drops: map[string]uint64{}, XDP: map[string]uint64{}}
+	st := api.Stats{SPUs: d.eng.SPUStats(), Drops: map[string]uint64{}, XDP: map[string]uint64{}, Carrier: d.steer.Carrier}
 	for _, s := range st.SPUs {
 		for k, v := range s.Drops {
 			st.Drops[k] += v
@@ -328,14 +325,22 @@ func (d *Daemon) stats() api.Stats {
 		}
 	}
 	st.Links = map[string]uint64{}
+	// Through netlink, not /sys: sysfs shows the namespace of whoever
+	// mounted it, which is not spud's when spud entered its namespace by
+	// setns(2) alone.
 	for _, ifc := range d.ifaces {
-		for _, c := range []string{"rx_dropped", "tx_dropped", "rx_missed_errors", "tx_errors", "rx_errors"} {
-			b, err := os.ReadFile(filepath.Join("/sys/class/net", ifc.Name, "statistics", c))
-			if err != nil {
-				continue
-			}
-			if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
-				st.Links[ifc.Name+" "+c] = v
+		l, err := netlink.LinkByIndex(ifc.Ifindex)
+		if err != nil || l.Attrs().Statistics == nil {
+			continue
+		}
+		ls := l.Attrs().Statistics
+		for _, c := range []struct {
+			name string
+			v    uint64
+		}{{"rx_dropped", ls.RxDropped}, {"tx_dropped", ls.TxDropped}, {"rx_missed_errors", ls.RxMissedErrors},
+			{"tx_errors", ls.TxErrors}, {"rx_errors", ls.RxErrors}} {
+			if c.v > 0 {
+				st.Links[ifc.Name+" "+c.name] = c.v
 			}
 		}
 	}

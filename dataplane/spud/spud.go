@@ -19,14 +19,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/dataplane/nic"
 	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
@@ -55,6 +56,9 @@ type Config struct {
 	SpeedPad int
 	XDPMode  steer.Mode
 	XSKMode  xsk.BindMode
+	// Carrier is the steering carrier to load; CarrierAuto (the zero
+	// value) takes the best one the kernel allows.
+	Carrier steer.Carrier
 	// Socket is the SA API's path.
 	Socket string
 	// Logical is L (default 256).
@@ -83,6 +87,8 @@ type Daemon struct {
 	srv    *api.Server
 	socks  []*xsk.Socket
 	ifaces []api.Interface
+	caps   map[string]nic.Caps
+	steer  api.Steering
 	spus   []int
 
 	mu        sync.Mutex
@@ -114,6 +120,17 @@ func (d *Daemon) start() error {
 			return fmt.Errorf("spud: protected interface %q is not among the interfaces %v", p, cfg.Interfaces)
 		}
 	}
+	// Everything an operator can get wrong is checked before a program is
+	// loaded or attached: a second spud started by mistake must not take
+	// the interfaces of the one that runs.
+	d.caps = map[string]nic.Caps{}
+	for _, name := range cfg.Interfaces {
+		c, err := nic.Probe(name)
+		if err != nil {
+			return fmt.Errorf("spud: interface %s: %w", name, err)
+		}
+		d.caps[name] = c
+	}
 	if len(cfg.CPUs) == 0 {
 		for i := 0; i < runtime.NumCPU(); i++ {
 			cfg.CPUs = append(cfg.CPUs, i)
@@ -135,6 +152,14 @@ func (d *Daemon) start() error {
 	if cfg.Socket == "" {
 		cfg.Socket = api.DefaultSocket
 	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o700); err != nil {
+		return fmt.Errorf("spud: %w", err)
+	}
+	srv := api.NewServer(d.log)
+	if err := srv.Listen(cfg.Socket); err != nil {
+		return fmt.Errorf("spud: SA API socket: %w", err)
+	}
+	d.srv = srv // Close removes the socket: only one that is ours
 	key, err := loadKey(cfg.KeyFile)
 	if err != nil {
 		return err
@@ -159,14 +184,15 @@ func (d *Daemon) start() error {
 	if d.fib, err = fib.Open(); err != nil {
 		return err
 	}
-	if d.prog, err = steer.Load(); err != nil {
+	if err := d.loadSteering(); err != nil {
 		return err
 	}
 	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn, FailClosed: !cfg.FailOpen}, m); err != nil {
 		return err
 	}
-	d.eng, err = spu.New(spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, SpeedPad: cfg.SpeedPad, Log: d.log}, d.fn, m, d.fib)
-	if err != nil {
+	ecfg := spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, SpeedPad: cfg.SpeedPad, Log: d.log,
+		Carrier: d.prog.Carrier(), NewClassifier: func() spu.Classifier { return d.prog.NewClassifier() }}
+	if d.eng, err = spu.New(ecfg, d.fn, m, d.fib); err != nil {
 		return err
 	}
 	for _, name := range cfg.Interfaces {
@@ -175,18 +201,35 @@ func (d *Daemon) start() error {
 		}
 	}
 	d.eng.Start()
-	d.srv = api.NewServer(d.log)
 	d.handlers()
-	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o700); err != nil {
-		return fmt.Errorf("spud: %w", err)
-	}
-	if err := d.srv.Listen(cfg.Socket); err != nil {
-		return err
-	}
 	go d.srv.Serve()
 	go d.pumpEvents()
 	d.log.Info("spud: ready", "socket", cfg.Socket, "spus", cfg.SPUs, "cpus", cfg.CPUs, "logical", cfg.Logical,
-		"poll", cfg.Poll.String(), "interfaces", d.ifaces)
+		"poll", cfg.Poll.String(), "carrier", d.steer.Carrier, "interfaces", len(d.ifaces))
+	return nil
+}
+
+// loadSteering loads the steering program of the carrier asked for, or of
+// the best one the kernel allows, and says in one line what it got. The
+// verifier's log of a refused program goes to the debug log only.
+func (d *Daemon) loadSteering() error {
+	feats := steer.ProbeKernel()
+	d.steer = api.Steering{Kernel: bpf.KernelRelease(), Features: feats.Map()}
+	var err error
+	if d.prog, err = steer.Load(steer.Options{Carrier: d.cfg.Carrier}); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			d.log.Debug("spud: the verifier's log", "log", fmt.Sprintf("%+v", ve))
+		}
+		return err
+	}
+	d.steer.Carrier = d.prog.Carrier().String()
+	d.steer.CarrierReason = d.prog.CarrierReason()
+	attrs := []any{"kernel", d.steer.Kernel, "carrier", d.steer.Carrier, "features", feats.String()}
+	if r := d.steer.CarrierReason; r != "" {
+		attrs = append(attrs, "because", r)
+	}
+	d.log.Info("spud: steering program loaded", attrs...)
 	return nil
 }
 
@@ -195,64 +238,38 @@ func (d *Daemon) openInterface(name string, protected bool) error {
 	if err != nil {
 		return fmt.Errorf("spud: interface %s: attach XDP: %w", name, err)
 	}
-	ifindex, queues, err := ifInfo(name)
-	if err != nil {
-		return err
-	}
+	c := d.caps[name]
+	queues := c.RxQueues
 	if d.cfg.Queues > 0 && d.cfg.Queues < queues {
 		queues = d.cfg.Queues
 	}
-	ai := api.Interface{Name: name, Ifindex: ifindex, Protected: protected, Queues: queues, XDPMode: mode.String()}
+	ai := api.Interface{Name: name, Ifindex: c.Ifindex, Protected: protected, Queues: queues, XDPMode: mode.String(),
+		Carrier: d.steer.Carrier, ThreadedNAPI: c.Threaded, DriverXDP: c.XDPString()}
 	for q := 0; q < queues; q++ {
 		s, err := xsk.Open(name, q, xsk.Config{Mode: d.cfg.XSKMode})
 		if err != nil {
 			return fmt.Errorf("spud: interface %s queue %d: %w", name, q, err)
 		}
 		d.socks = append(d.socks, s)
-		if s.Info().ZeroCopy {
+		info := s.Info()
+		ai.XSKMode = "copy"
+		if info.ZeroCopy {
 			ai.XSKMode = "zerocopy"
-		} else {
-			ai.XSKMode = "copy"
 		}
-		if err := d.prog.RegisterXSK(ifindex, q, s.FD()); err != nil {
+		ai.NeedWakeup, ai.TxBudget = info.NeedWakeup, info.TxBudget
+		if err := d.prog.RegisterXSK(c.Ifindex, q, s.FD()); err != nil {
 			return fmt.Errorf("spud: interface %s queue %d: %w", name, q, err)
 		}
 		spuID := q % d.cfg.SPUs
-		if err := d.eng.AddPort(spuID, spu.Port{Port: s, Ifindex: ifindex, Queue: q, Ifname: name}); err != nil {
+		if err := d.eng.AddPort(spuID, spu.Port{Port: s, Ifindex: c.Ifindex, Queue: q, Ifname: name}); err != nil {
 			return err
 		}
 	}
 	d.ifaces = append(d.ifaces, ai)
-	d.log.Info("spud: interface up", "name", name, "ifindex", ifindex, "queues", queues, "xdp", mode.String(),
-		"xsk", ai.XSKMode, "protected", protected)
+	d.log.Info("spud: interface up", "name", name, "ifindex", c.Ifindex, "queues", queues, "xdp", mode.String(),
+		"xsk", ai.XSKMode, "need_wakeup", ai.NeedWakeup, "tx_budget", ai.TxBudget, "carrier", ai.Carrier,
+		"threaded_napi", ai.ThreadedNAPI, "driver_xdp", ai.DriverXDP, "protected", protected)
 	return nil
-}
-
-// ifInfo returns an interface's index and number of rx queues (from sysfs,
-// which is the process's network namespace's).
-func ifInfo(name string) (int, int, error) {
-	b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "ifindex"))
-	if err != nil {
-		return 0, 0, fmt.Errorf("spud: interface %s: %w", name, err)
-	}
-	idx, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 0, 0, fmt.Errorf("spud: interface %s: bad ifindex %q", name, b)
-	}
-	ents, err := os.ReadDir(filepath.Join("/sys/class/net", name, "queues"))
-	if err != nil {
-		return 0, 0, fmt.Errorf("spud: interface %s: %w", name, err)
-	}
-	q := 0
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), "rx-") {
-			q++
-		}
-	}
-	if q == 0 {
-		q = 1
-	}
-	return idx, q, nil
 }
 
 func loadKey(path string) (anchor.HashKey, error) {

@@ -122,7 +122,7 @@ func (p *Program) AttachByName(name string, mode Mode) (Mode, error) {
 // with a generic fallback, and returns the mode it got.
 //
 // A spugate steering program left on the interface by a crashed spud
-// (found by ProgramName) is replaced: in place, atomically, when the mode
+// (found by its name, of any carrier) is replaced: in place, atomically, when the mode
 // allows, otherwise detached first. Any other XDP program is left alone and
 // Attach fails.
 func (p *Program) Attach(ifindex int, mode Mode) (Mode, error) {
@@ -139,7 +139,7 @@ func (p *Program) Attach(ifindex int, mode Mode) (Mode, error) {
 }
 
 func (p *Program) attach(ifindex int, mode Mode) (Mode, error) {
-	fd := p.objs.SpugateSteer.FD()
+	fd := p.prog.FD()
 	cur, curMode, err := xdpState(ifindex)
 	if err != nil {
 		return 0, err
@@ -150,7 +150,7 @@ func (p *Program) attach(ifindex int, mode Mode) (Mode, error) {
 			if err != nil {
 				return 0, fmt.Errorf("inspect XDP program %d already attached: %w", cur, err)
 			}
-			if name != ProgramName {
+			if !isSteeringProgram(name) {
 				return 0, fmt.Errorf("XDP program %d (%q) already attached, not spugate's: refusing to replace it", cur, name)
 			}
 		}

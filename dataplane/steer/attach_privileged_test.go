@@ -55,11 +55,11 @@ func newPair(t *testing.T) *pair {
 	return p
 }
 
-// configured loads a program configured with a random key, L=256 over 2
-// SPUs, and the gateway's addresses as tunnel endpoints.
-func configured(t *testing.T) (*Program, anchor.Function) {
+// configured loads a program of carrier c configured with a random key,
+// L=256 over 2 SPUs, and the gateway's addresses as tunnel endpoints.
+func configured(t *testing.T, c Carrier) (*Program, anchor.Function) {
 	t.Helper()
-	prog, err := Load()
+	prog, err := Load(Options{Carrier: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,25 +78,28 @@ func configured(t *testing.T) (*Program, anchor.Function) {
 // socket (XDP_PASS), ESP to a local address with no AF_XDP socket falls
 // back to the kernel (a raw ESP socket sees it) and is counted PassNoXSK,
 // and with AF_XDP sockets registered ESP lands in them with the metadata
-// readable just before the frame (copy mode).
+// readable by the carrier's reader (copy mode), for every carrier the
+// kernel allows.
 func TestPrivilegedAttachEndToEnd(t *testing.T) {
 	privileged.Require(t, "ip")
-	for _, mode := range []Mode{ModeNative, ModeGeneric} {
-		t.Run(mode.String(), func(t *testing.T) {
-			p := newPair(t)
-			prog, fn := configured(t)
-			p.gw.do(t, func() {
-				got, err := prog.Attach(p.yIndex, mode)
-				if err != nil || got != mode {
-					t.Errorf("Attach(%s) = %s, %v", mode, got, err)
+	forCarriers(t, func(t *testing.T, c Carrier) {
+		for _, mode := range []Mode{ModeNative, ModeGeneric} {
+			t.Run(mode.String(), func(t *testing.T) {
+				p := newPair(t)
+				prog, fn := configured(t, c)
+				p.gw.do(t, func() {
+					got, err := prog.Attach(p.yIndex, mode)
+					if err != nil || got != mode {
+						t.Errorf("Attach(%s) = %s, %v", mode, got, err)
+					}
+				})
+				if t.Failed() {
+					return
 				}
+				endToEnd(t, p, prog, fn)
 			})
-			if t.Failed() {
-				return
-			}
-			endToEnd(t, p, prog, fn)
-		})
-	}
+		}
+	})
 }
 
 func endToEnd(t *testing.T, p *pair, prog *Program, fn anchor.Function) {
@@ -171,7 +174,7 @@ func endToEnd(t *testing.T, p *pair, prog *Program, fn anchor.Function) {
 	}
 	before = after
 	sendESP(t, p, n, 0x2000)
-	metas := recvXSK(t, socks, n)
+	metas := recvXSK(t, socks, n, prog, p.yIndex)
 	after, err = prog.Counters()
 	must(t, err)
 	d = after.Sub(&before)
@@ -278,14 +281,15 @@ func recvRaw(t *testing.T, fd, n int) int {
 	return got
 }
 
-// recvXSK collects up to n frames from the sockets and parses the metadata
-// in the MetaSize bytes of UMEM before each.
-func recvXSK(t *testing.T, socks []*xdp.Socket, n int) []Meta {
+// recvXSK collects up to n frames from the sockets and reads the metadata
+// of each as an SPU would: by the program's carrier from the UMEM, or by
+// classifying the frame.
+func recvXSK(t *testing.T, socks []*xdp.Socket, n int, prog *Program, ifindex int) []Meta {
 	t.Helper()
 	var metas []Meta
 	deadline := time.Now().Add(3 * time.Second)
 	for len(metas) < n && time.Now().Before(deadline) {
-		for _, s := range socks {
+		for q, s := range socks {
 			k, _, err := s.Poll(20)
 			if err != nil {
 				t.Errorf("poll: %v", err)
@@ -299,11 +303,17 @@ func recvXSK(t *testing.T, socks []*xdp.Socket, n int) []Meta {
 				}
 				// The UMEM is one mapping, so the bytes before the frame
 				// are addressable from it.
-				before := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(frame)), -MetaSize)), MetaSize)
-				m, err := ParseMeta(before)
+				buf := unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(frame)), -MetaSize)), MetaSize+len(frame))
+				m, shim, err := prog.Carrier().ReadMeta(buf, MetaSize, len(frame))
+				if prog.Carrier() == CarrierNone {
+					m, err = prog.NewClassifier().Classify(frame, uint32(ifindex), q)
+				}
 				if err != nil {
-					t.Errorf("frame of %d bytes on queue: %v", len(frame), err)
+					t.Errorf("frame of %d bytes on queue %d: %v", len(frame), q, err)
 					continue
+				}
+				if (prog.Carrier() == CarrierShim) != (shim == MetaSize) {
+					t.Errorf("carrier %s: frame with a shim of %d bytes", prog.Carrier(), shim)
 				}
 				metas = append(metas, m)
 			}
@@ -320,9 +330,9 @@ func recvXSK(t *testing.T, socks []*xdp.Socket, n int) []Meta {
 func TestPrivilegedAttachReplacesStale(t *testing.T) {
 	p := newPair(t)
 	p.gw.do(t, func() {
-		crash := func(prog *Program) { prog.objs.Close() } // no detach, like a crash
+		crash := func(prog *Program) { prog.closeObjects() } // no detach, like a crash
 
-		first, _ := configured(t)
+		first, _ := configured(t, CarrierAuto)
 		if _, err := first.Attach(p.yIndex, ModeNative); err != nil {
 			t.Error(err)
 			return
@@ -333,14 +343,14 @@ func TestPrivilegedAttachReplacesStale(t *testing.T) {
 			t.Errorf("after the crash: program %d mode %s (%v), want %d native still attached", id, mode, err, first.ID())
 		}
 
-		second, _ := configured(t)
+		second, _ := configured(t, CarrierAuto)
 		got, err := second.Attach(p.yIndex, ModeAuto)
 		if id, _, _ := xdpState(p.yIndex); err != nil || got != ModeNative || id != second.ID() {
 			t.Errorf("replace in place: mode %s err %v, attached %d, want %d", got, err, id, second.ID())
 		}
 		crash(second)
 
-		third, _ := configured(t)
+		third, _ := configured(t, CarrierAuto)
 		got, err = third.Attach(p.yIndex, ModeGeneric)
 		if id, _, _ := xdpState(p.yIndex); err != nil || got != ModeGeneric || id != third.ID() {
 			t.Errorf("replace native by generic: mode %s err %v, attached %d, want %d", got, err, id, third.ID())
@@ -375,7 +385,7 @@ func TestPrivilegedAttachReplacesStale(t *testing.T) {
 			return
 		}
 		defer setXDP(p.yIndex, -1, ModeNative)
-		fourth, _ := configured(t)
+		fourth, _ := configured(t, CarrierAuto)
 		if _, err := fourth.Attach(p.yIndex, ModeAuto); err == nil || !strings.Contains(err.Error(), "not spugate's") {
 			t.Errorf("Attach over a foreign program: %v, want a refusal", err)
 		}
@@ -393,7 +403,7 @@ func TestPrivilegedAttachReplacesStale(t *testing.T) {
 // from any thread.
 func TestPrivilegedAttachOneNetns(t *testing.T) {
 	p := newPair(t)
-	prog, _ := configured(t)
+	prog, _ := configured(t, CarrierAuto)
 	p.gw.do(t, func() {
 		if _, err := prog.Attach(p.yIndex, ModeAuto); err != nil {
 			t.Error(err)

@@ -16,7 +16,7 @@ import (
 // which costs about what a redirect does.
 func BenchmarkSteerTestRun(b *testing.B) {
 	privileged.Require(b)
-	p, err := Load()
+	p, err := Load(Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

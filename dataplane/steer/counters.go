@@ -34,7 +34,8 @@ const (
 	PassBadUDP                         // UDP header or length inconsistent
 	PassBadESP                         // shorter than SPI and sequence number
 	PassUnconfigured                   // no anchor configuration yet
-	PassMetaFailed                     // the driver refused room for metadata
+	PassMetaFailed                     // the driver gave room for no carrier
+	MetaToShim                         // no metadata room at run time: carried in a shim (redirected)
 	NumCounters                        // the number of counters
 )
 
@@ -45,7 +46,7 @@ var counterNames = [NumCounters]string{
 	"pass_transit_esp", "pass_no_policy", "pass_bypass", "pass_local_scope",
 	"pass_not_ip", "pass_truncated", "pass_bad_version", "pass_bad_ihl",
 	"pass_bad_length", "pass_bad_ext_hdr", "pass_bad_udp", "pass_bad_esp",
-	"pass_unconfigured", "pass_meta_failed",
+	"pass_unconfigured", "pass_meta_failed", "meta_to_shim",
 }
 
 func (c Counter) String() string {

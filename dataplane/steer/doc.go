@@ -65,7 +65,7 @@
 // the mode asked for, and reports the mode it got; veth has native XDP.
 // The program is attached through netlink, not as a bpf_link, so that it
 // outlives a crashed spud; the next Attach recognizes it by its name
-// (ProgramName) and replaces it, atomically when the mode stays. Another
+// (of any carrier) and replaces it, atomically when the mode stays. Another
 // XDP program on the interface is never replaced.
 //
 // # BPF_PROG_TEST_RUN on this kernel (6.18), as the tests found it

@@ -34,11 +34,7 @@ type frame struct {
 	pad      int    // link padding after the IP packet
 }
 
-const (
-	protoUDP = 17
-	protoTCP = 6
-	protoESP = 50
-)
+const protoTCP = 6
 
 func (f frame) bytes() []byte {
 	b := append([]byte{}, macB...)

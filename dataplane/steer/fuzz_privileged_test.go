@@ -17,7 +17,7 @@ import (
 // redirect). Needs root; the seeds are the frames of the table tests.
 func FuzzSteerProgram(f *testing.F) {
 	privileged.Require(f)
-	p, err := Load()
+	p, err := Load(Options{})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -8,16 +8,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/vishvananda/netns"
 )
-
-// ProgramName is the kernel name of the steering program, by which Attach
-// recognizes one left behind by a previous spud.
-const ProgramName = "spugate_steer"
 
 // Limits of the maps (bpf/include/spugate.h and bpf/steer.c).
 const (
@@ -41,7 +38,10 @@ const configFailClosed = 0x1 // SPUGATE_CONFIG_FAIL_CLOSED
 // called from several goroutines.
 type Program struct {
 	mu       sync.Mutex
-	objs     bpf.SteerObjects
+	maps     bpf.SteerMaps
+	prog     *ebpf.Program
+	carrier  Carrier
+	why      string // why this carrier, when a better one was passed over
 	id       ebpf.ProgramID
 	l        int                 // configured L, 0 before SetConfig
 	spuMap   []uint16            // entries last written to spu_map
@@ -50,41 +50,142 @@ type Program struct {
 	xsks     map[int]map[int]int // ifindex -> queue -> fd, registered
 	spd      spdTable
 	netns    netns.NsHandle // the namespace of the interfaces, once bound
+	fn       atomic.Pointer[anchor.Function]
 }
 
-// Load loads the steering program and creates its maps. It needs
-// CAP_BPF and CAP_NET_ADMIN (root); nothing is attached yet.
-func Load() (*Program, error) {
-	var objs bpf.SteerObjects
-	if err := bpf.LoadSteerObjects(&objs, nil); err != nil {
-		return nil, fmt.Errorf("steer: load XDP program: %w", verifierDetail(err))
+// Options shape Load.
+type Options struct {
+	// Carrier is the steering program to load; CarrierAuto (the zero
+	// value) takes the best one the kernel allows.
+	Carrier Carrier
+}
+
+// carrierNeeds is the kernel feature without which a carrier's program
+// cannot load.
+func carrierNeeds(c Carrier) (bpf.Feature, string) {
+	switch c {
+	case CarrierMeta:
+		return bpf.FeatureXDPAdjustMeta, "XDP metadata (bpf_xdp_adjust_meta)"
+	case CarrierShim:
+		return bpf.FeatureXDPAdjustHead, "frame head room (bpf_xdp_adjust_head)"
 	}
-	info, err := objs.SpugateSteer.Info()
+	return bpf.NumFeatures, ""
+}
+
+// Requirements are the kernel features the steering program needs whatever
+// its carrier.
+var Requirements = []bpf.Feature{bpf.FeatureXDP, bpf.FeatureRedirectMap, bpf.FeatureXSKMap, bpf.FeatureLPMTrie, bpf.FeaturePerCPUArray}
+
+// ProbeKernel asks the kernel about every feature the steering programs
+// use (bpf.Probe).
+func ProbeKernel() bpf.Features {
+	return bpf.Probe(append(slices.Clone(Requirements), bpf.FeatureXDPAdjustMeta, bpf.FeatureXDPAdjustHead)...)
+}
+
+// Load loads a steering program and creates its maps. It needs CAP_BPF and
+// CAP_NET_ADMIN (root); nothing is attached yet.
+//
+// With CarrierAuto it probes the kernel and loads the program of the best
+// carrier the kernel allows, falling back (meta, then shim, then none)
+// where a probe says no or the verifier refuses a program; Carrier and
+// CarrierReason say what it got and why. A carrier asked for by name is
+// loaded or refused, never replaced. Errors are one line (the verifier's
+// last words); the verifier's whole log is in the *ebpf.VerifierError the
+// error wraps, for a debug log (%+v).
+func Load(o Options) (*Program, error) {
+	feats := ProbeKernel()
+	for _, f := range Requirements {
+		if err := feats.Err(f); err != nil {
+			return nil, fmt.Errorf("steer: this kernel lacks %s, which the steering program needs: %w", f, err)
+		}
+	}
+	spec, err := bpf.LoadSteer()
 	if err != nil {
-		objs.Close()
-		return nil, fmt.Errorf("steer: program info: %w", err)
+		return nil, fmt.Errorf("steer: read the steering programs: %w", err)
 	}
-	id, _ := info.ID()
-	return &Program{
-		objs:     objs,
-		id:       id,
+	candidates := Carriers
+	if o.Carrier != CarrierAuto {
+		if !slices.Contains(Carriers, o.Carrier) {
+			return nil, fmt.Errorf("steer: unknown carrier %s", o.Carrier)
+		}
+		candidates = []Carrier{o.Carrier}
+	}
+	var passed []string
+	for _, c := range candidates {
+		if f, what := carrierNeeds(c); f < bpf.NumFeatures {
+			if err := feats.Err(f); err != nil {
+				if o.Carrier != CarrierAuto {
+					return nil, fmt.Errorf("steer: carrier %s: %s refused by this kernel: %w", c, what, err)
+				}
+				passed = append(passed, what+" refused by this kernel")
+				continue
+			}
+		}
+		p, err := load(spec, c)
+		if err != nil {
+			if o.Carrier != CarrierAuto || c == candidates[len(candidates)-1] {
+				return nil, fmt.Errorf("steer: load XDP program %s: %w", c.programName(), err)
+			}
+			passed = append(passed, fmt.Sprintf("program %s refused: %v", c.programName(), err))
+			continue
+		}
+		p.why = strings.Join(passed, "; ")
+		return p, nil
+	}
+	return nil, fmt.Errorf("steer: no steering carrier loads: %s", strings.Join(passed, "; "))
+}
+
+// load creates the maps and the one program of carrier c.
+func load(spec *ebpf.CollectionSpec, c Carrier) (*Program, error) {
+	spec = spec.Copy()
+	name := c.programName()
+	for n := range spec.Programs {
+		if n != name {
+			delete(spec.Programs, n)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close()
+	p := &Program{
+		carrier:  c,
 		attached: make(map[int]Mode),
 		slots:    make(map[int]uint32),
 		xsks:     make(map[int]map[int]int),
 		spd:      newSPDTable(),
 		netns:    netns.None(),
-	}, nil
+	}
+	if err := coll.Assign(&p.maps); err != nil {
+		return nil, err
+	}
+	p.prog = coll.DetachProgram(name)
+	info, err := p.prog.Info()
+	if err != nil {
+		p.closeObjects()
+		return nil, fmt.Errorf("program info: %w", err)
+	}
+	p.id, _ = info.ID()
+	return p, nil
 }
 
-// verifierDetail keeps the end of a verifier log, where the reason is.
-func verifierDetail(err error) error {
-	var ve *ebpf.VerifierError
-	if !errors.As(err, &ve) || len(ve.Log) == 0 {
-		return err
+func (p *Program) closeObjects() error {
+	var errs []error
+	if p.prog != nil {
+		errs = append(errs, p.prog.Close())
 	}
-	tail := ve.Log[max(0, len(ve.Log)-8):]
-	return fmt.Errorf("%w\n%s", err, strings.Join(tail, "\n"))
+	errs = append(errs, p.maps.Close())
+	return errors.Join(errs...)
 }
+
+// Carrier is the carrier of the loaded program.
+func (p *Program) Carrier() Carrier { return p.carrier }
+
+// CarrierReason says why Load passed over better carriers, in one line
+// ("XDP metadata (bpf_xdp_adjust_meta) refused by this kernel"); empty when
+// the carrier is the best or was asked for.
+func (p *Program) CarrierReason() string { return p.why }
 
 // Close detaches the program from every interface this Program attached it
 // to and releases the maps. A crashed spud does not get here: its program
@@ -102,14 +203,14 @@ func (p *Program) Close() error {
 	if p.netns.IsOpen() {
 		p.netns.Close()
 	}
-	if err := p.objs.Close(); err != nil {
+	if err := p.closeObjects(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // Program returns the XDP program, for BPF_PROG_TEST_RUN and inspection.
-func (p *Program) Program() *ebpf.Program { return p.objs.SpugateSteer }
+func (p *Program) Program() *ebpf.Program { return p.prog }
 
 // ID returns the kernel's id of the program.
 func (p *Program) ID() ebpf.ProgramID { return p.id }
@@ -138,10 +239,12 @@ func (p *Program) SetConfig(c Config, m *anchor.Map) error {
 	if c.FailClosed {
 		v.Flags |= configFailClosed
 	}
-	if err := p.objs.Config.Put(uint32(0), &v); err != nil {
+	if err := p.maps.Config.Put(uint32(0), &v); err != nil {
 		return fmt.Errorf("steer: write config: %w", err)
 	}
 	p.l = l
+	fn := c.Anchor
+	p.fn.Store(&fn)
 	return nil
 }
 
@@ -172,7 +275,7 @@ func (p *Program) writeSPUMap(m *anchor.Map) error {
 		if i < len(p.spuMap) && p.spuMap[i] == phys {
 			continue
 		}
-		if err := p.objs.SpuMap.Put(uint32(i), uint32(phys)); err != nil {
+		if err := p.maps.SpuMap.Put(uint32(i), uint32(phys)); err != nil {
 			p.spuMap = nil // unknown state: rewrite all next time
 			return fmt.Errorf("steer: write spu_map[%d]: %w", i, err)
 		}
@@ -195,7 +298,7 @@ func (p *Program) AddLocalAddr(a netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := p.objs.LocalAddrs.Put(k, uint8(1)); err != nil {
+	if err := p.maps.LocalAddrs.Put(k, uint8(1)); err != nil {
 		return fmt.Errorf("steer: add local address %v: %w", a, err)
 	}
 	return nil
@@ -207,7 +310,7 @@ func (p *Program) DeleteLocalAddr(a netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	if err := p.objs.LocalAddrs.Delete(k); err != nil {
+	if err := p.maps.LocalAddrs.Delete(k); err != nil {
 		return fmt.Errorf("steer: delete local address %v: %w", a, err)
 	}
 	return nil
@@ -218,7 +321,7 @@ func (p *Program) LocalAddrs() ([]netip.Addr, error) {
 	var out []netip.Addr
 	var k [16]byte
 	var v uint8
-	it := p.objs.LocalAddrs.Iterate()
+	it := p.maps.LocalAddrs.Iterate()
 	for it.Next(&k, &v) {
 		out = append(out, netip.AddrFrom16(k).Unmap())
 	}
@@ -263,16 +366,16 @@ func lpmKey(prefixBits int, id uint32, a netip.Addr) []byte {
 
 func (w mapWriter) dstMap(a netip.Addr) *ebpf.Map {
 	if a.Is4() {
-		return w.p.objs.Spd4Dst
+		return w.p.maps.Spd4Dst
 	}
-	return w.p.objs.Spd6Dst
+	return w.p.maps.Spd6Dst
 }
 
 func (w mapWriter) srcMap(a netip.Addr) *ebpf.Map {
 	if a.Is4() {
-		return w.p.objs.Spd4Src
+		return w.p.maps.Spd4Src
 	}
-	return w.p.objs.Spd6Src
+	return w.p.maps.Spd6Src
 }
 
 func (w mapWriter) putDst(k groupKey, group uint32) error {
@@ -314,7 +417,7 @@ func (p *Program) slot(ifindex int) (uint32, error) {
 	if s < 0 {
 		return 0, fmt.Errorf("steer: ifindex %d: all %d interface slots in use", ifindex, MaxInterfaces)
 	}
-	if err := p.objs.Ifslots.Put(uint32(ifindex), uint32(s)); err != nil {
+	if err := p.maps.Ifslots.Put(uint32(ifindex), uint32(s)); err != nil {
 		return 0, fmt.Errorf("steer: ifindex %d: write interface slot: %w", ifindex, err)
 	}
 	p.slots[ifindex] = uint32(s)
@@ -330,7 +433,7 @@ func (p *Program) releaseSlot(ifindex int) {
 	if _, ok := p.slots[ifindex]; !ok {
 		return
 	}
-	if err := p.objs.Ifslots.Delete(uint32(ifindex)); err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := p.maps.Ifslots.Delete(uint32(ifindex)); err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
 		delete(p.slots, ifindex)
 	}
 }
@@ -351,7 +454,7 @@ func (p *Program) RegisterXSK(ifindex, queue, fd int) error {
 	if err != nil {
 		return err
 	}
-	if err := p.objs.Xsks.Put(s*MaxQueues+uint32(queue), uint32(fd)); err != nil {
+	if err := p.maps.Xsks.Put(s*MaxQueues+uint32(queue), uint32(fd)); err != nil {
 		p.releaseSlot(ifindex)
 		return fmt.Errorf("steer: register AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
 	}
@@ -371,7 +474,7 @@ func (p *Program) UnregisterXSK(ifindex, queue int) error {
 	if !ok || queue < 0 || queue >= MaxQueues {
 		return fmt.Errorf("steer: no AF_XDP socket registered for ifindex %d queue %d", ifindex, queue)
 	}
-	err := p.objs.Xsks.Delete(s*MaxQueues + uint32(queue))
+	err := p.maps.Xsks.Delete(s*MaxQueues + uint32(queue))
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("steer: unregister AF_XDP socket for ifindex %d queue %d: %w", ifindex, queue, err)
 	}
@@ -388,7 +491,7 @@ func (p *Program) Counters() (Counters, error) {
 	var c Counters
 	var per []uint64
 	for i := range c {
-		if err := p.objs.Counters.Lookup(uint32(i), &per); err != nil {
+		if err := p.maps.Counters.Lookup(uint32(i), &per); err != nil {
 			return c, fmt.Errorf("steer: read counter %s: %w", Counter(i), err)
 		}
 		for _, v := range per {

@@ -26,7 +26,9 @@ type xdpMd struct {
 // ifindex in the calling thread's namespace: call run inside env.ns.do.
 type env struct {
 	ns      *testNS
+	carrier Carrier
 	prog    *Program
+	cls     *Classifier
 	ifindex int
 	fn      anchor.Function
 	spus    *anchor.Map
@@ -44,21 +46,42 @@ var (
 	remote6 = netip.MustParseAddr("2001:db8:20::7")
 )
 
-func newEnv(t *testing.T) *env {
+// forCarriers runs f as a subtest per carrier, skipping, with the reason,
+// those this kernel refuses.
+func forCarriers(t *testing.T, f func(t *testing.T, c Carrier)) {
+	for _, c := range Carriers {
+		t.Run(c.String(), func(t *testing.T) {
+			requireCarrier(t, c)
+			f(t, c)
+		})
+	}
+}
+
+func requireCarrier(t testing.TB, c Carrier) {
+	t.Helper()
+	privileged.Require(t)
+	if err := c.Supported(); err != nil {
+		t.Skip(err)
+	}
+}
+
+func newEnv(t *testing.T, c Carrier) *env {
 	t.Helper()
 	privileged.Require(t, "ip")
-	e := &env{ns: newNS(t)}
+	requireCarrier(t, c)
+	e := &env{ns: newNS(t), carrier: c}
 	e.ns.ip(t, "link", "add", "name", "a", "numrxqueues", "4", "numtxqueues", "4",
 		"type", "veth", "peer", "name", "b", "numrxqueues", "4", "numtxqueues", "4")
 	e.ns.ip(t, "link", "set", "dev", "a", "up")
 	e.ns.ip(t, "link", "set", "dev", "b", "up")
 
-	prog, err := Load()
+	prog, err := Load(Options{Carrier: c})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { prog.Close() })
 	e.prog = prog
+	e.cls = prog.NewClassifier()
 
 	r := rand.New(rand.NewPCG(uint64(len(t.Name())), 77))
 	var hk anchor.HashKey
@@ -137,15 +160,32 @@ func (e *env) run(t *testing.T, frame []byte, queue int) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	r := result{verdict: verdict, delta: after.Sub(&before), metaLen: int(out.Data)}
+	r := result{verdict: verdict, delta: after.Sub(&before), metaLen: int(out.Data), data: opts.DataOut}
 	if int(out.Data) > len(opts.DataOut) {
 		return r, fmt.Errorf("context says %d bytes of metadata, output has %d bytes", out.Data, len(opts.DataOut))
 	}
-	r.data = opts.DataOut[out.Data:]
-	if out.Data > 0 {
+	r.metaErr = ErrMetaShort
+	switch {
+	case e.carrier == CarrierMeta && out.Data > 0:
+		r.data = opts.DataOut[out.Data:]
 		r.meta, r.metaErr = ParseMeta(opts.DataOut[:out.Data])
-	} else {
-		r.metaErr = ErrMetaShort
+	case out.Data > 0:
+		return r, fmt.Errorf("carrier %s left %d bytes of XDP metadata", e.carrier, out.Data)
+	case e.carrier == CarrierShim && verdict == xdpRedirect:
+		if len(opts.DataOut) < MetaSize {
+			return r, fmt.Errorf("redirected %d bytes, no room for a shim", len(opts.DataOut))
+		}
+		r.metaLen = MetaSize
+		r.data = opts.DataOut[MetaSize:]
+		r.meta, r.metaErr = ParseMeta(opts.DataOut[:MetaSize])
+	case e.carrier == CarrierNone && verdict == xdpRedirect:
+		// What the SPU will find, with the physical SPU the program would
+		// have looked up (Classify leaves it to the reader).
+		r.metaLen = MetaSize
+		r.meta, r.metaErr = e.cls.Classify(opts.DataOut, uint32(e.ifindex), queue)
+		if m := e.prog.spuMap; int(r.meta.LogicalSPU) < len(m) {
+			r.meta.PhysicalSPU = m[r.meta.LogicalSPU]
+		}
 	}
 	return r, nil
 }
@@ -333,52 +373,54 @@ func malformedCases() []struct {
 }
 
 func TestPrivilegedSteerClasses(t *testing.T) {
-	e := newEnv(t)
-	e.ns.do(t, func() {
-		for _, c := range steerCases() {
-			b := c.f.bytes()
-			r, err := e.run(t, b, 1)
-			if err != nil {
-				t.Errorf("%s: %v", c.name, err)
-				continue
-			}
-			if r.verdict != c.verdict || !r.only(c.counter) {
-				t.Errorf("%s: verdict %d counters {%v}, want %d and %s", c.name, r.verdict, r.delta, c.verdict, c.counter)
-				continue
-			}
-			if c.verdict != xdpRedirect {
-				if r.metaLen != 0 {
-					t.Errorf("%s: passed with %d bytes of metadata", c.name, r.metaLen)
+	forCarriers(t, func(t *testing.T, c Carrier) {
+		e := newEnv(t, c)
+		e.ns.do(t, func() {
+			for _, c := range steerCases() {
+				b := c.f.bytes()
+				r, err := e.run(t, b, 1)
+				if err != nil {
+					t.Errorf("%s: %v", c.name, err)
+					continue
 				}
-				continue
+				if r.verdict != c.verdict || !r.only(c.counter) {
+					t.Errorf("%s: verdict %d counters {%v}, want %d and %s", c.name, r.verdict, r.delta, c.verdict, c.counter)
+					continue
+				}
+				if c.verdict != xdpRedirect {
+					if r.metaLen != 0 || string(r.data) != string(b) {
+						t.Errorf("%s: passed with %d bytes of metadata, frame changed %v", c.name, r.metaLen, string(r.data) != string(b))
+					}
+					continue
+				}
+				if r.metaErr != nil || r.metaLen != MetaSize {
+					t.Errorf("%s: metadata (%d bytes): %v", c.name, r.metaLen, r.metaErr)
+					continue
+				}
+				logical := uint16(c.logical)
+				if c.logical < 0 {
+					logical = e.fn.Logical(c.f.src, c.f.dst)
+				}
+				want := Meta{LogicalSPU: logical, PhysicalSPU: e.spus.Physical(logical), PolicyID: c.policy,
+					L3Offset: uint16(c.f.l3()), L4Offset: uint16(c.f.l4off()), RxQueue: 1, Class: c.class, Flags: c.flags}
+				if r.meta != want {
+					t.Errorf("%s: meta\n got %+v\nwant %+v", c.name, r.meta, want)
+				}
+				if string(r.data) != string(b) {
+					t.Errorf("%s: the frame changed", c.name)
+				}
 			}
-			if r.metaErr != nil || r.metaLen != MetaSize {
-				t.Errorf("%s: metadata (%d bytes): %v", c.name, r.metaLen, r.metaErr)
-				continue
+			for _, c := range malformedCases() {
+				r, err := e.run(t, c.b, 0)
+				if err != nil {
+					t.Errorf("%s: %v", c.name, err)
+					continue
+				}
+				if r.verdict != xdpPass || !r.only(c.counter) {
+					t.Errorf("%s: verdict %d counters {%v}, want pass and %s", c.name, r.verdict, r.delta, c.counter)
+				}
 			}
-			logical := uint16(c.logical)
-			if c.logical < 0 {
-				logical = e.fn.Logical(c.f.src, c.f.dst)
-			}
-			want := Meta{LogicalSPU: logical, PhysicalSPU: e.spus.Physical(logical), PolicyID: c.policy,
-				L3Offset: uint16(c.f.l3()), L4Offset: uint16(c.f.l4off()), RxQueue: 1, Class: c.class, Flags: c.flags}
-			if r.meta != want {
-				t.Errorf("%s: meta\n got %+v\nwant %+v", c.name, r.meta, want)
-			}
-			if string(r.data) != string(b) {
-				t.Errorf("%s: the frame changed", c.name)
-			}
-		}
-		for _, c := range malformedCases() {
-			r, err := e.run(t, c.b, 0)
-			if err != nil {
-				t.Errorf("%s: %v", c.name, err)
-				continue
-			}
-			if r.verdict != xdpPass || !r.only(c.counter) {
-				t.Errorf("%s: verdict %d counters {%v}, want pass and %s", c.name, r.verdict, r.delta, c.counter)
-			}
-		}
+		})
 	})
 }
 
@@ -388,54 +430,56 @@ func TestPrivilegedSteerClasses(t *testing.T) {
 // requires a counted pass, or for fixed lengths a redirect with sane
 // metadata, and never a drop or abort.
 func TestPrivilegedSteerTruncated(t *testing.T) {
-	e := newEnv(t)
-	e.ns.do(t, func() {
-		runs, redirected := 0, 0
-		for _, c := range steerCases() {
-			full := c.f.bytes()
-			for n := 14; n < len(full); n++ {
-				for _, fix := range []bool{false, true} {
-					b := append([]byte{}, full[:n]...)
-					if fix && !fixLength(b, c.f) {
-						continue
-					}
-					r, err := e.run(t, b, 2)
-					if err != nil {
-						t.Errorf("%s cut %d fix %v: %v", c.name, n, fix, err)
-						return
-					}
-					runs++
-					moved := 0
-					for _, v := range r.delta {
-						moved += int(v)
-					}
-					if moved != 1 {
-						t.Errorf("%s cut %d fix %v: %d counters moved: {%v}", c.name, n, fix, moved, r.delta)
-					}
-					switch r.verdict {
-					case xdpPass:
-						if !fix && r.delta[RedirectESP]+r.delta[RedirectUDPESP]+r.delta[RedirectCleartext]+r.delta[RedirectESPFragment] != 0 {
-							t.Errorf("%s cut %d: counted as redirect", c.name, n)
+	forCarriers(t, func(t *testing.T, c Carrier) {
+		e := newEnv(t, c)
+		e.ns.do(t, func() {
+			runs, redirected := 0, 0
+			for _, c := range steerCases() {
+				full := c.f.bytes()
+				for n := 14; n < len(full); n++ {
+					for _, fix := range []bool{false, true} {
+						b := append([]byte{}, full[:n]...)
+						if fix && !fixLength(b, c.f) {
+							continue
 						}
-					case xdpRedirect:
-						redirected++
-						if !fix && n < len(full)-c.f.pad {
-							t.Errorf("%s cut %d: redirected a frame shorter than its IP length", c.name, n)
+						r, err := e.run(t, b, 2)
+						if err != nil {
+							t.Errorf("%s cut %d fix %v: %v", c.name, n, fix, err)
+							return
 						}
-						if r.metaErr != nil || int(r.meta.L4Offset) > n {
-							t.Errorf("%s cut %d fix: redirected with meta %+v, %v", c.name, n, r.meta, r.metaErr)
+						runs++
+						moved := 0
+						for _, v := range r.delta {
+							moved += int(v)
 						}
-					default:
-						t.Errorf("%s cut %d fix %v: verdict %d", c.name, n, fix, r.verdict)
+						if moved != 1 {
+							t.Errorf("%s cut %d fix %v: %d counters moved: {%v}", c.name, n, fix, moved, r.delta)
+						}
+						switch r.verdict {
+						case xdpPass:
+							if !fix && r.delta[RedirectESP]+r.delta[RedirectUDPESP]+r.delta[RedirectCleartext]+r.delta[RedirectESPFragment] != 0 {
+								t.Errorf("%s cut %d: counted as redirect", c.name, n)
+							}
+						case xdpRedirect:
+							redirected++
+							if !fix && n < len(full)-c.f.pad {
+								t.Errorf("%s cut %d: redirected a frame shorter than its IP length", c.name, n)
+							}
+							if r.metaErr != nil || int(r.meta.L4Offset) > n {
+								t.Errorf("%s cut %d fix: redirected with meta %+v, %v", c.name, n, r.meta, r.metaErr)
+							}
+						default:
+							t.Errorf("%s cut %d fix %v: verdict %d", c.name, n, fix, r.verdict)
+						}
 					}
 				}
 			}
-		}
-		t.Logf("%d truncated frames run, %d of them still whole enough to redirect", runs, redirected)
-		// Below an Ethernet header the kernel refuses the test run itself.
-		if _, err := e.run(t, make([]byte, 13), 0); !errors.Is(err, unix.EINVAL) {
-			t.Errorf("test run of a 13-byte frame: %v, want EINVAL", err)
-		}
+			t.Logf("%d truncated frames run, %d of them still whole enough to redirect", runs, redirected)
+			// Below an Ethernet header the kernel refuses the test run itself.
+			if _, err := e.run(t, make([]byte, 13), 0); !errors.Is(err, unix.EINVAL) {
+				t.Errorf("test run of a 13-byte frame: %v, want EINVAL", err)
+			}
+		})
 	})
 }
 
@@ -463,59 +507,61 @@ func fixLength(b []byte, f frame) bool {
 // fallback of a queue without a socket, fail-closed, and that a test run
 // on a queue the device does not have is refused.
 func TestPrivilegedSteerQueues(t *testing.T) {
-	e := newEnv(t)
-	espFrame := frame{src: peer4, dst: local4, proto: protoESP, l4: esp(1, 1, 16)}.bytes()
-	clear := frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)}.bytes()
-	e.ns.do(t, func() {
-		for q := range 4 {
-			r, err := e.run(t, espFrame, q)
-			if err != nil || r.verdict != xdpRedirect || r.meta.RxQueue != uint16(q) {
-				t.Errorf("queue %d: verdict %d meta %+v err %v", q, r.verdict, r.meta, err)
+	forCarriers(t, func(t *testing.T, c Carrier) {
+		e := newEnv(t, c)
+		espFrame := frame{src: peer4, dst: local4, proto: protoESP, l4: esp(1, 1, 16)}.bytes()
+		clear := frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)}.bytes()
+		e.ns.do(t, func() {
+			for q := range 4 {
+				r, err := e.run(t, espFrame, q)
+				if err != nil || r.verdict != xdpRedirect || r.meta.RxQueue != uint16(q) {
+					t.Errorf("queue %d: verdict %d meta %+v err %v", q, r.verdict, r.meta, err)
+				}
 			}
-		}
-		if _, err := e.run(t, espFrame, 4); !errors.Is(err, unix.EINVAL) {
-			t.Errorf("test run on queue 4 of a 4-queue device: %v, want EINVAL", err)
-		}
+			if _, err := e.run(t, espFrame, 4); !errors.Is(err, unix.EINVAL) {
+				t.Errorf("test run on queue 4 of a 4-queue device: %v, want EINVAL", err)
+			}
 
-		must(t, e.prog.UnregisterXSK(e.ifindex, 3))
-		r, err := e.run(t, espFrame, 3)
-		if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) || r.metaLen != 0 {
-			t.Errorf("ESP on a queue without socket: verdict %d {%v} meta %d bytes, err %v", r.verdict, r.delta, r.metaLen, err)
-		}
-		r, err = e.run(t, clear, 3)
-		if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) {
-			t.Errorf("cleartext on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
-		}
-		must(t, e.prog.SetConfig(Config{Anchor: e.fn, FailClosed: true}, e.spus))
-		r, err = e.run(t, clear, 3)
-		if err != nil || r.verdict != xdpDrop || !r.only(DropNoXSK) {
-			t.Errorf("fail-closed cleartext on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
-		}
-		r, err = e.run(t, espFrame, 3)
-		if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) {
-			t.Errorf("fail-closed ESP on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
-		}
-		// Back on: the socket of queue 3 is registered again.
-		must(t, e.prog.RegisterXSK(e.ifindex, 3, e.xsks[3].FD()))
-		if r, err = e.run(t, espFrame, 3); err != nil || r.verdict != xdpRedirect {
-			t.Errorf("after re-register: verdict %d err %v", r.verdict, err)
-		}
+			must(t, e.prog.UnregisterXSK(e.ifindex, 3))
+			r, err := e.run(t, espFrame, 3)
+			if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) || r.metaLen != 0 {
+				t.Errorf("ESP on a queue without socket: verdict %d {%v} meta %d bytes, err %v", r.verdict, r.delta, r.metaLen, err)
+			}
+			r, err = e.run(t, clear, 3)
+			if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) {
+				t.Errorf("cleartext on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
+			}
+			must(t, e.prog.SetConfig(Config{Anchor: e.fn, FailClosed: true}, e.spus))
+			r, err = e.run(t, clear, 3)
+			if err != nil || r.verdict != xdpDrop || !r.only(DropNoXSK) {
+				t.Errorf("fail-closed cleartext on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
+			}
+			r, err = e.run(t, espFrame, 3)
+			if err != nil || r.verdict != xdpPass || !r.only(PassNoXSK) {
+				t.Errorf("fail-closed ESP on a queue without socket: verdict %d {%v}, err %v", r.verdict, r.delta, err)
+			}
+			// Back on: the socket of queue 3 is registered again.
+			must(t, e.prog.RegisterXSK(e.ifindex, 3, e.xsks[3].FD()))
+			if r, err = e.run(t, espFrame, 3); err != nil || r.verdict != xdpRedirect {
+				t.Errorf("after re-register: verdict %d err %v", r.verdict, err)
+			}
 
-		// A test run "redirects" without delivering: the socket stays empty.
-		s := e.xsks[0]
-		s.Fill(s.GetDescs(s.NumFreeFillSlots()))
-		if r, err = e.run(t, espFrame, 0); err != nil || r.verdict != xdpRedirect {
-			t.Errorf("queue 0: verdict %d err %v", r.verdict, err)
-		}
-		if n, _, err := s.Poll(10); err != nil || n != 0 {
-			t.Errorf("after a test-run redirect the AF_XDP socket received %d frames (err %v), want 0", n, err)
-		}
+			// A test run "redirects" without delivering: the socket stays empty.
+			s := e.xsks[0]
+			s.Fill(s.GetDescs(s.NumFreeFillSlots()))
+			if r, err = e.run(t, espFrame, 0); err != nil || r.verdict != xdpRedirect {
+				t.Errorf("queue 0: verdict %d err %v", r.verdict, err)
+			}
+			if n, _, err := s.Poll(10); err != nil || n != 0 {
+				t.Errorf("after a test-run redirect the AF_XDP socket received %d frames (err %v), want 0", n, err)
+			}
+		})
 	})
 }
 
 func TestPrivilegedSteerUnconfigured(t *testing.T) {
 	privileged.Require(t)
-	p, err := Load()
+	p, err := Load(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +602,7 @@ func TestPrivilegedSteerUnconfigured(t *testing.T) {
 	m16b, _, _ := m16.Rebuild([]uint16{1, 2})
 	must(t, p.SetSPUMap(m16b))
 	var got uint32
-	must(t, p.objs.SpuMap.Lookup(uint32(0), &got))
+	must(t, p.maps.SpuMap.Lookup(uint32(0), &got))
 	if got != uint32(m16b.Physical(0)) {
 		t.Errorf("spu_map[0] = %d after rebuild, want %d", got, m16b.Physical(0))
 	}
@@ -579,53 +625,55 @@ func TestPrivilegedSteerUnconfigured(t *testing.T) {
 // are what dataplane/anchor computes. Two values of L, one not a power of
 // two.
 func TestPrivilegedAnchorAgreement(t *testing.T) {
-	e := newEnv(t)
-	r := rand.New(rand.NewPCG(2024, 11))
-	const pairs = 2500 // per L; each run in both directions
-	e.ns.do(t, func() {
-		for _, l := range []int{256, 100} {
-			var hk anchor.HashKey
-			for i := range hk {
-				hk[i] = byte(r.Uint32())
-			}
-			fn, _ := anchor.NewFunction(hk, l)
-			spus := make([]uint16, 0, 5)
-			for i := range 5 {
-				spus = append(spus, uint16(10+i*3))
-			}
-			m, _ := anchor.NewMap(l, spus)
-			must(t, e.prog.SetConfig(Config{Anchor: fn}, m))
-			checked := map[bool]int{}
-			seen := map[uint16]bool{}
-			for i := range pairs {
-				is4 := i%2 == 0
-				a, b := randEndpoint(r, is4), randEndpoint(r, is4)
-				want := fn.Logical(a, b)
-				for _, dir := range [][2]netip.Addr{{a, b}, {b, a}} {
-					src, dst := dir[0], dir[1]
-					must(t, e.prog.AddLocalAddr(dst))
-					f := frame{src: src, dst: dst, proto: protoESP, l4: esp(uint32(i)+256, 1, 8)}
-					if i%3 == 0 {
-						f.proto, f.l4 = protoUDP, udp(4500, 4500, esp(uint32(i)+256, 1, 8))
+	forCarriers(t, func(t *testing.T, c Carrier) {
+		e := newEnv(t, c)
+		r := rand.New(rand.NewPCG(2024, 11))
+		const pairs = 2500 // per L; each run in both directions
+		e.ns.do(t, func() {
+			for _, l := range []int{256, 100} {
+				var hk anchor.HashKey
+				for i := range hk {
+					hk[i] = byte(r.Uint32())
+				}
+				fn, _ := anchor.NewFunction(hk, l)
+				spus := make([]uint16, 0, 5)
+				for i := range 5 {
+					spus = append(spus, uint16(10+i*3))
+				}
+				m, _ := anchor.NewMap(l, spus)
+				must(t, e.prog.SetConfig(Config{Anchor: fn}, m))
+				checked := map[bool]int{}
+				seen := map[uint16]bool{}
+				for i := range pairs {
+					is4 := i%2 == 0
+					a, b := randEndpoint(r, is4), randEndpoint(r, is4)
+					want := fn.Logical(a, b)
+					for _, dir := range [][2]netip.Addr{{a, b}, {b, a}} {
+						src, dst := dir[0], dir[1]
+						must(t, e.prog.AddLocalAddr(dst))
+						f := frame{src: src, dst: dst, proto: protoESP, l4: esp(uint32(i)+256, 1, 8)}
+						if i%3 == 0 {
+							f.proto, f.l4 = protoUDP, udp(4500, 4500, esp(uint32(i)+256, 1, 8))
+						}
+						res, err := e.run(t, f.bytes(), 0)
+						must(t, e.prog.DeleteLocalAddr(dst))
+						if err != nil || res.verdict != xdpRedirect || res.metaErr != nil {
+							t.Fatalf("%v -> %v: verdict %d err %v meta %v", src, dst, res.verdict, err, res.metaErr)
+						}
+						if res.meta.LogicalSPU != want || res.meta.PhysicalSPU != m.Physical(want) {
+							t.Fatalf("L=%d %v -> %v: BPF says logical %d physical %d, Go %d physical %d",
+								l, src, dst, res.meta.LogicalSPU, res.meta.PhysicalSPU, want, m.Physical(want))
+						}
+						checked[is4]++
+						seen[want] = true
 					}
-					res, err := e.run(t, f.bytes(), 0)
-					must(t, e.prog.DeleteLocalAddr(dst))
-					if err != nil || res.verdict != xdpRedirect || res.metaErr != nil {
-						t.Fatalf("%v -> %v: verdict %d err %v meta %v", src, dst, res.verdict, err, res.metaErr)
-					}
-					if res.meta.LogicalSPU != want || res.meta.PhysicalSPU != m.Physical(want) {
-						t.Fatalf("L=%d %v -> %v: BPF says logical %d physical %d, Go %d physical %d",
-							l, src, dst, res.meta.LogicalSPU, res.meta.PhysicalSPU, want, m.Physical(want))
-					}
-					checked[is4]++
-					seen[want] = true
+				}
+				t.Logf("L=%d: BPF and Go agree on %d IPv4 and %d IPv6 frames, %d distinct logical SPUs", l, checked[true], checked[false], len(seen))
+				if len(seen) < l*9/10 {
+					t.Errorf("L=%d: only %d distinct logical SPUs over %d pairs", l, len(seen), pairs)
 				}
 			}
-			t.Logf("L=%d: BPF and Go agree on %d IPv4 and %d IPv6 frames, %d distinct logical SPUs", l, checked[true], checked[false], len(seen))
-			if len(seen) < l*9/10 {
-				t.Errorf("L=%d: only %d distinct logical SPUs over %d pairs", l, len(seen), pairs)
-			}
-		}
+		})
 	})
 }
 
@@ -646,4 +694,80 @@ func randEndpoint(r *rand.Rand, is4 bool) netip.Addr {
 	}
 	b[0] = 0x20 | b[0]&0x1f // 2000::/3
 	return netip.AddrFrom16(b)
+}
+
+// TestPrivilegedClassifyAgrees is the none carrier's safety net: the Go
+// classifier, over the program's real maps, must find what the program
+// itself writes (meta or shim carrier, whichever this kernel allows) for
+// the table frames and thousands of random mutations of them (bytes
+// flipped in the headers, frames cut, lengths fixed up): the same Meta
+// for every frame the program redirects, ErrNotSteered for every frame
+// it passes. The classifier allocates nothing.
+func TestPrivilegedClassifyAgrees(t *testing.T) {
+	c := CarrierMeta
+	if CarrierMeta.Supported() != nil {
+		c = CarrierShim
+	}
+	e := newEnv(t, c)
+	r := rand.New(rand.NewPCG(7, 13))
+	e.ns.do(t, func() {
+		var frames [][]byte
+		for _, sc := range steerCases() {
+			full := sc.f.bytes()
+			frames = append(frames, full)
+			for range 200 {
+				b := append([]byte{}, full...)
+				for range 1 + r.IntN(3) {
+					b[r.IntN(min(len(b), 80))] ^= byte(1 << r.IntN(8))
+				}
+				if r.IntN(4) == 0 {
+					b = b[:14+r.IntN(len(b)-14)]
+					if r.IntN(2) == 0 {
+						fixLength(b, sc.f)
+					}
+				}
+				frames = append(frames, b)
+			}
+		}
+		counts := map[bool]int{}
+		for _, b := range frames {
+			res, err := e.run(t, b, 2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, cerr := e.cls.Classify(b, uint32(e.ifindex), 2)
+			redirected := res.verdict == xdpRedirect
+			counts[redirected]++
+			switch {
+			case redirected && cerr != nil:
+				t.Errorf("program redirected %+v, classifier: %v\n% x", res.meta, cerr, b)
+			case !redirected && cerr == nil:
+				t.Errorf("program passed {%v}, classifier found %+v\n% x", res.delta, m, b)
+			case redirected:
+				m.PhysicalSPU = e.spus.Physical(m.LogicalSPU)
+				if m != res.meta {
+					t.Errorf("program %+v, classifier %+v\n% x", res.meta, m, b)
+				}
+			}
+			if t.Failed() {
+				return
+			}
+		}
+		t.Logf("%d frames: %d redirected, %d passed; the classifier agrees on every one", len(frames), counts[true], counts[false])
+		esp := steerCases()[3].f.bytes()
+		allocs := testing.AllocsPerRun(100, func() {
+			if _, err := e.cls.Classify(esp, uint32(e.ifindex), 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		clear := frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)}.bytes()
+		allocs += testing.AllocsPerRun(100, func() {
+			if _, err := e.cls.Classify(clear, uint32(e.ifindex), 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("the classifier allocates %v times per frame", allocs)
+		}
+	})
 }

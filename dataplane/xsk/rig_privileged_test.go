@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/deploy/lab/labtest"
@@ -115,6 +116,9 @@ func newXDPProgram(t testing.TB, queues int, meta bool) *xdpProgram {
 	t.Cleanup(func() { xsks.Close() })
 	insns := asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}
 	if meta {
+		if err := features.HaveProgramHelper(ebpf.XDP, asm.FnXdpAdjustMeta); err != nil {
+			t.Skipf("XDP metadata: this kernel refuses bpf_xdp_adjust_meta (%v); spud steers with a shim there", err)
+		}
 		insns = append(insns,
 			asm.Mov.Imm(asm.R2, -8),
 			asm.FnXdpAdjustMeta.Call(),

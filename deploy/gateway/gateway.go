@@ -23,6 +23,11 @@ import (
 // bin/); without it the binaries are built once per process.
 const BinEnv = "SPUGATE_BIN"
 
+// CarrierEnv, when set, is the -steer-carrier of every spud the harness
+// starts without one of its own (SpudOptions.Carrier): `make test
+// SPUGATE_STEER_CARRIER=shim` runs every lab test on that carrier.
+const CarrierEnv = "SPUGATE_STEER_CARRIER"
+
 var build struct {
 	once sync.Once
 	dir  string
@@ -89,7 +94,10 @@ type SpudOptions struct {
 	Interfaces []string // default wan0,lan0
 	Protected  []string // default lan0
 	SPUs       int
-	Args       []string // more flags
+	// Carrier is spud's -steer-carrier (auto, meta, shim, none); empty:
+	// $SPUGATE_STEER_CARRIER, else auto.
+	Carrier string
+	Args    []string // more flags
 }
 
 // StartSpud starts spud on h and connects to its SA API.
@@ -110,6 +118,12 @@ func StartSpud(h *lab.Host, o SpudOptions) (*Spud, error) {
 		"-socket", sock, "-key-file", keyFile}
 	if o.SPUs > 0 {
 		argv = append(argv, "-spus", fmt.Sprint(o.SPUs))
+	}
+	if o.Carrier == "" {
+		o.Carrier = os.Getenv(CarrierEnv)
+	}
+	if o.Carrier != "" {
+		argv = append(argv, "-steer-carrier", o.Carrier)
 	}
 	argv = append(argv, o.Args...)
 	p, err := h.Start("spud", argv, lab.StartOptions{})

@@ -8,6 +8,7 @@
 //	spuctl policy del ID
 //	spuctl policy list
 //	spuctl spu list | drain N | add N | fail N (fault injection)
+//	spuctl status [-json]       (the kernel, the steering carrier, each interface's modes)
 //	spuctl stats
 //
 // and, talking to iked's control socket (-c):
@@ -32,6 +33,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -53,7 +55,7 @@ var (
 
 func main() {
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|stats|list-conns|list-sas|initiate|terminate|load-initiate|load-status|rekey|reload|ike-stats|pki ...\n")
+		fmt.Fprintf(os.Stderr, "usage: spuctl [-s spud-socket] [-c iked-socket] sa|policy|spu|status|stats|list-conns|list-sas|initiate|terminate|load-initiate|load-status|rekey|reload|ike-stats|pki ...\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -80,12 +82,14 @@ func run(args []string) error {
 		return spuCmd(args[1:])
 	case "stats":
 		return stats()
+	case "status":
+		return status(args[1:])
 	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats", "load-initiate", "load-status":
 		return ikeCmd(args[0], args[1:])
 	case "pki":
 		return pkiCmd(args[1:], os.Stdout)
 	}
-	return fmt.Errorf("unknown command %q (sa, policy, spu, stats, list-conns, list-sas, initiate, terminate, load-initiate, load-status, rekey, reload, ike-stats, pki)", args[0])
+	return fmt.Errorf("unknown command %q (sa, policy, spu, status, stats, list-conns, list-sas, initiate, terminate, load-initiate, load-status, rekey, reload, ike-stats, pki)", args[0])
 }
 
 func isLocal(a netip.Addr) bool {
@@ -342,6 +346,64 @@ func ranges(l []int) string {
 	return strings.Join(p, ",")
 }
 
+// status shows what spud got from the kernel and the NICs: the steering
+// carrier and why, the BPF features probed, and per interface the XDP and
+// AF_XDP modes.
+func status(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print spud's answer as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	h, err := c.Hello("spuctl")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		b, err := json.MarshalIndent(struct {
+			Server     string          `json:"server"`
+			Steering   api.Steering    `json:"steering"`
+			Interfaces []api.Interface `json:"interfaces"`
+		}{h.Server, h.Steering, h.Interfaces}, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(b))
+		return nil
+	}
+	st := h.Steering
+	fmt.Printf("%s on kernel %s\n", h.Server, st.Kernel)
+	fmt.Printf("steering carrier: %s", st.Carrier)
+	if st.CarrierReason != "" {
+		fmt.Printf(" (%s)", st.CarrierReason)
+	}
+	fmt.Println()
+	names := make([]string, 0, len(st.Features))
+	for n := range st.Features {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var feats []string
+	for _, n := range names {
+		feats = append(feats, n+"="+st.Features[n])
+	}
+	fmt.Printf("bpf features: %s\n", strings.Join(feats, " "))
+	fmt.Printf("%-10s %-9s %6s %-7s %-8s %-7s %-11s %9s %-8s %s\n", "interface", "side", "queues", "xdp", "af_xdp", "carrier", "need_wakeup", "tx_budget", "threaded", "driver xdp features")
+	for _, i := range h.Interfaces {
+		side := "wan"
+		if i.Protected {
+			side = "protected"
+		}
+		fmt.Printf("%-10s %-9s %6d %-7s %-8s %-7s %-11v %9d %-8s %s\n", i.Name, side, i.Queues, i.XDPMode, i.XSKMode, i.Carrier, i.NeedWakeup, i.TxBudget, i.ThreadedNAPI, i.DriverXDP)
+	}
+	return nil
+}
+
 func stats() error {
 	c, err := dial()
 	if err != nil {
@@ -360,7 +422,7 @@ func stats() error {
 		fmt.Printf("drops: %s\n", kv(st.Drops))
 	}
 	if len(st.XDP) > 0 {
-		fmt.Printf("xdp: %s\n", kv(st.XDP))
+		fmt.Printf("xdp (carrier %s): %s\n", st.Carrier, kv(st.XDP))
 	}
 	if len(st.Links) > 0 {
 		fmt.Printf("links: %s\n", kv(st.Links))

@@ -1,7 +1,8 @@
 // Command spud is spugate's data-plane daemon. See dataplane/spud.
 //
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
-//	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-socket PATH]
+//	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
+//	     [-socket PATH]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -35,6 +36,7 @@ func main() {
 		poll      = flag.String("poll", "adaptive", "polling mode: adaptive or busy")
 		xdpMode   = flag.String("xdp", "auto", "XDP mode: auto, native or generic")
 		xskMode   = flag.String("xsk", "auto", "AF_XDP mode: auto, copy or zerocopy")
+		carrier   = flag.String("steer-carrier", "auto", "how the XDP program hands each frame's anchor to the SPUs: auto (the best this kernel allows), meta (XDP metadata), shim (a shim in front of the frame) or none (the SPUs classify frames again)")
 		socket    = flag.String("socket", api.DefaultSocket, "SA API socket")
 		logical   = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
 		keyFile   = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
@@ -53,7 +55,7 @@ func main() {
 		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, KeyFile: *keyFile, Log: log}
 	var err error
 	if cfg.CPUs, err = ints(*cpus); err != nil {
-		fail("-cpus: %v", err)
+		usage("-cpus: %v", err)
 	}
 	switch *poll {
 	case "adaptive":
@@ -61,7 +63,7 @@ func main() {
 	case "busy":
 		cfg.Poll = xsk.Busy
 	default:
-		fail("-poll %q: want adaptive or busy", *poll)
+		usage("-poll %q: want adaptive or busy", *poll)
 	}
 	switch *xdpMode {
 	case "auto":
@@ -71,7 +73,7 @@ func main() {
 	case "generic":
 		cfg.XDPMode = steer.ModeGeneric
 	default:
-		fail("-xdp %q: want auto, native or generic", *xdpMode)
+		usage("-xdp %q: want auto, native or generic", *xdpMode)
 	}
 	switch *xskMode {
 	case "auto":
@@ -81,10 +83,13 @@ func main() {
 	case "zerocopy":
 		cfg.XSKMode = xsk.ZeroCopy
 	default:
-		fail("-xsk %q: want auto, copy or zerocopy", *xskMode)
+		usage("-xsk %q: want auto, copy or zerocopy", *xskMode)
+	}
+	if cfg.Carrier, err = steer.ParseCarrier(*carrier); err != nil {
+		usage("-steer-carrier: %v", err)
 	}
 	if len(cfg.Interfaces) == 0 {
-		fail("-i: no interfaces given")
+		usage("-i: no interfaces given")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -120,6 +125,12 @@ func ints(s string) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// usage reports a mistake in the command line: exit status 2, as flag does.
+func usage(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "spud: "+format+"\n", args...)
+	os.Exit(2)
 }
 
 func fail(format string, args ...any) {

@@ -115,6 +115,12 @@ func (d *demo) run() error {
 	if err != nil {
 		return err
 	}
+	st := hello.Steering
+	why := ""
+	if st.CarrierReason != "" {
+		why = " (" + st.CarrierReason + ")"
+	}
+	fmt.Printf("    gw-a: kernel %s, steering carrier %s%s\n", st.Kernel, st.Carrier, why)
 	for _, ifc := range hello.Interfaces {
 		fmt.Printf("    gw-a %s: %d queues, XDP %s, AF_XDP %s mode, protected=%v\n", ifc.Name, ifc.Queues, ifc.XDPMode, ifc.XSKMode, ifc.Protected)
 	}
