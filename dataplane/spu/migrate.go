@@ -480,6 +480,29 @@ func (e *Engine) fail(id int, reason string) {
 	}
 	if err != nil {
 		e.cfg.Log.Error(fmt.Sprintf("spu %d: recovery: %v", id, err))
+		return
+	}
+	s.salvage()
+}
+
+// salvage passes on what other SPUs handed to a failed SPU before the map
+// stopped naming it, instead of leaving it in the rings: a fault costs the
+// tunnels nothing that another core can still carry. The SPU's loop has
+// ended, so the failure path is now the one consumer of its inbound rings
+// and the one producer of its outbound ones, as the SPU itself was; and
+// with the new map in place every frame goes to another SPU.
+func (s *SPU) salvage() {
+	for _, r := range s.in {
+		if r == nil {
+			continue
+		}
+		for s.drain(r) {
+		}
+	}
+	for _, to := range s.eng.spus {
+		if to != s {
+			to.wake()
+		}
 	}
 }
 

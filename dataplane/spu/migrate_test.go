@@ -246,3 +246,29 @@ func TestWatchdogDeclaresAStalledSPU(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultSalvagesHandoffs: frames that other SPUs handed to an SPU just
+// before it failed are passed on to the tunnel's new anchor, not left in
+// the dead SPU's rings.
+func TestFaultSalvagesHandoffs(t *testing.T) {
+	a, _, logical, pol := setup(t)
+	victim := a.e.physical(logical)
+	other := 1 - victim
+	steerAs(a.lan[other], steer.ClassCleartext, logical, pol)
+	for i := 0; i < 3; i++ {
+		a.lan[other].Inject(udpFrame(hostA, hostB, []byte{byte(i)}))
+	}
+	a.e.spus[other].iterate() // handed to the victim's ring
+	if n := a.e.spus[victim].in[other].Len(); n != 3 {
+		t.Fatalf("%d frames in the victim's ring, want 3", n)
+	}
+	a.e.fail(victim, "test")
+	if a.e.physical(logical) != other {
+		t.Fatal("the tunnel did not move")
+	}
+	a.e.spus[other].iterate()
+	a.e.spus[other].iterate()
+	if n := len(a.takeWAN()); n != 3 {
+		t.Errorf("%d of the 3 frames in flight went out (stats %+v)", n, a.e.SPUStats())
+	}
+}

@@ -723,10 +723,8 @@ func (s *SPU) txAbort(t *txTarget) {
 
 // transmitFrame sends a finished Ethernet frame handed over by another SPU.
 func (s *SPU) transmitFrame(ifindex int, frame []byte) {
-	if ifindex < 0 || ifindex >= len(s.txBy) || s.txBy[ifindex] == nil {
-		s.drop(DropNoEgress)
-		return
-	}
+	// On a socket of this SPU, or on to the SPU that has one now (the
+	// sockets of a failed SPU move).
 	t, ok := s.txOpen(ifindex)
 	if !ok {
 		return
