@@ -130,5 +130,8 @@ func reuseportSelector(d *Daemon) (*reuseport.Selector, error) {
 		s.Close()
 		return nil, err
 	}
+	if why := s.Unsteered(); why != "" {
+		d.log.Warn("iked: no SO_REUSEPORT selector: the kernel's hash picks a worker for each IKE datagram, which hands it on to the anchor's worker", "because", why)
+	}
 	return s, nil
 }

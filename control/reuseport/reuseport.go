@@ -24,6 +24,14 @@
 // never dropped here, at worst it lands on the wrong worker, which must
 // then hand it over.
 //
+// On a kernel that refuses the selector (probed: program type
+// SK_REUSEPORT, bpf_sk_select_reuseport, bpf_skb_load_bytes_relative,
+// REUSEPORT_SOCKARRAY), NewSelector still returns a Selector, without a
+// program (Unsteered says why): the groups are plain SO_REUSEPORT groups,
+// the kernel's hash picks a worker for every datagram, and the workers
+// hand each on to its anchor's worker. IKE works; it costs a hand-off per
+// datagram on a worker that is not the anchor's.
+//
 // Kernel facts this relies on, checked by the privileged test on 6.18:
 // sk_reuseport_md carries no addresses, but bpf_skb_load_bytes_relative
 // with BPF_HDR_START_NET reads the IP header in an SK_REUSEPORT program;
@@ -41,6 +49,7 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"golang.org/x/sys/unix"
@@ -86,17 +95,33 @@ func (c *Counters) Sub(old *Counters) Counters {
 
 // Selector holds the anchor configuration and counters shared by groups.
 type Selector struct {
-	mu       sync.Mutex
-	spec     *ebpf.CollectionSpec
-	config   *ebpf.Map
-	spuMap   *ebpf.Map
-	counters *ebpf.Map
-	l        int
-	closed   bool
+	mu        sync.Mutex
+	spec      *ebpf.CollectionSpec
+	config    *ebpf.Map
+	spuMap    *ebpf.Map
+	counters  *ebpf.Map
+	l         int
+	closed    bool
+	unsteered string // why there is no program, or ""
 }
 
-// NewSelector creates the shared maps. It needs root (CAP_BPF).
+// Requirements are the kernel features of the selector program.
+var Requirements = []bpf.Feature{bpf.FeatureSKReuseport, bpf.FeatureSelectReuseport, bpf.FeatureLoadBytesRelative, bpf.FeatureReuseportSockArray}
+
+// NewSelector creates the shared maps. It needs root (CAP_BPF). A kernel
+// that refuses what the program needs gets a Selector without one
+// (Unsteered).
 func NewSelector() (*Selector, error) {
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("reuseport: lift the locked-memory limit for BPF maps: %w", err)
+	}
+	feats := bpf.Probe(Requirements...)
+	for _, f := range Requirements {
+		if err := feats.Err(f); err != nil {
+			return newUnsteered(fmt.Sprintf("%s refused by this kernel: %v", f, err)), nil
+		}
+	}
 	spec, err := bpf.LoadReuseport()
 	if err != nil {
 		return nil, fmt.Errorf("reuseport: %w", err)
@@ -113,6 +138,14 @@ func NewSelector() (*Selector, error) {
 	}
 	return s, nil
 }
+
+// newUnsteered is a Selector whose groups have no program: the kernel's
+// hash chooses the worker.
+func newUnsteered(why string) *Selector { return &Selector{unsteered: why} }
+
+// Unsteered says why the groups have no selector program (the kernel's
+// hash picks the worker), or is empty when they have one.
+func (s *Selector) Unsteered() string { return s.unsteered }
 
 // Close releases the shared maps; groups keep their own references.
 func (s *Selector) Close() error {
@@ -137,6 +170,10 @@ func (s *Selector) SetConfig(f anchor.Function, m *anchor.Map) error {
 	if l < 1 || l > anchor.MaxLogicalSPUs || m == nil || m.Len() != l {
 		return fmt.Errorf("reuseport: config: L=%d needs an SPU map of L entries", l)
 	}
+	if s.unsteered != "" {
+		s.l = l
+		return nil
+	}
 	if err := s.writeMap(m); err != nil {
 		return err
 	}
@@ -159,6 +196,9 @@ func (s *Selector) SetSPUMap(m *anchor.Map) error {
 	if s.l == 0 || m.Len() != s.l {
 		return fmt.Errorf("reuseport: SPU map of %d entries, config says L=%d", m.Len(), s.l)
 	}
+	if s.unsteered != "" {
+		return nil
+	}
 	return s.writeMap(m)
 }
 
@@ -175,6 +215,9 @@ func (s *Selector) writeMap(m *anchor.Map) error {
 // them).
 func (s *Selector) Counters() (Counters, error) {
 	var c Counters
+	if s.unsteered != "" {
+		return c, nil
+	}
 	var per []uint64
 	for i := range c {
 		if err := s.counters.Lookup(uint32(i), &per); err != nil {
@@ -214,7 +257,10 @@ func (s *Selector) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
 		bpf.ReuseportMapRpCounters: s.counters,
 	}}
 	g := &Group{addr: addr, conns: make(map[uint16]*net.UDPConn), network: "udp6"}
-	err := s.spec.Copy().LoadAndAssign(&g.objs, opts)
+	var err error
+	if s.unsteered == "" {
+		err = s.spec.Copy().LoadAndAssign(&g.objs, opts)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("reuseport: load selector for %v: %w", addr, err)
@@ -296,6 +342,9 @@ func (g *Group) addWorker(spu uint16, first bool) (*net.UDPConn, error) {
 	}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
+		if g.objs.SpugateReuseport == nil {
+			return // unsteered: the kernel's hash
+		}
 		// The program belongs to the group: attaching it through the
 		// first socket steers every socket that joins later.
 		if first {
@@ -330,7 +379,10 @@ func (g *Group) RemoveWorker(spu uint16) error {
 	}
 	delete(g.conns, spu)
 	// Closing the socket takes it out of the array as well.
-	err := g.objs.Workers.Delete(uint32(spu))
+	var err error
+	if g.objs.Workers != nil {
+		err = g.objs.Workers.Delete(uint32(spu))
+	}
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		err = nil
 	}

@@ -176,6 +176,9 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sel.Close()
+	if why := sel.Unsteered(); why != "" {
+		t.Skipf("no selector program on this kernel (%s): TestPrivilegedReuseportUnsteered covers the fallback", why)
+	}
 	hk, _ := anchor.NewHashKey(nil)
 	fn, _ := anchor.NewFunction(hk, anchor.DefaultLogicalSPUs)
 	m, _ := anchor.NewMap(anchor.DefaultLogicalSPUs, []uint16{0, 1, 2, 3})
@@ -295,5 +298,52 @@ func TestPrivilegedReuseportUnconfigured(t *testing.T) {
 	}
 	if err := sel.SetSPUMap(func() *anchor.Map { m, _ := anchor.NewMap(4, []uint16{0}); return m }()); err == nil {
 		t.Error("SetSPUMap before SetConfig was accepted")
+	}
+}
+
+// TestPrivilegedReuseportUnsteered runs the groups a kernel without the
+// selector gets: every datagram reaches one worker socket or another (the
+// kernel's hash), none is lost, and configuration and counters work.
+func TestPrivilegedReuseportUnsteered(t *testing.T) {
+	privileged.Require(t, "ip")
+	sel := newUnsteered("test")
+	defer sel.Close()
+	hk, _ := anchor.NewHashKey(nil)
+	fn, _ := anchor.NewFunction(hk, anchor.DefaultLogicalSPUs)
+	m, _ := anchor.NewMap(anchor.DefaultLogicalSPUs, []uint16{0, 1, 2, 3})
+	if err := sel.SetConfig(fn, m); err != nil {
+		t.Fatal(err)
+	}
+	m2, _, _ := m.Rebuild([]uint16{0, 1})
+	if err := sel.SetSPUMap(m2); err != nil {
+		t.Fatal(err)
+	}
+	from := senders()
+	inNewNetns(t, netnsSetup(), func() {
+		groups := map[bool]*Group{}
+		for _, a := range []netip.AddrPort{group4, group6} {
+			g, err := sel.Listen(a, []uint16{0, 1, 2, 3})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer g.Close()
+			groups[a.Addr().Is4()] = g
+		}
+		got := exchange(t, groups, from)
+		per := map[int]int{}
+		for src, spu := range got {
+			if spu < 0 {
+				t.Errorf("datagram from %v lost", src)
+			}
+			per[spu]++
+		}
+		t.Logf("kernel's hash: datagrams per worker %v", per)
+		if err := groups[true].RemoveWorker(3); err != nil {
+			t.Error(err)
+		}
+	})
+	if c, err := sel.Counters(); err != nil || c != (Counters{}) {
+		t.Errorf("counters %v, %v", c, err)
 	}
 }
