@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -41,6 +42,10 @@ func (h *Host) Sysctl(key, value string) error {
 	return err
 }
 
+// ErrNoThreadedNAPI is SetThreaded's error on a kernel or device without
+// the switch (/sys/class/net/IF/threaded, Linux 5.12+).
+var ErrNoThreadedNAPI = errors.New("no threaded NAPI switch on this kernel")
+
 // SetThreaded turns threaded NAPI on or off for an interface of the host.
 func (h *Host) SetThreaded(ifname string, on bool) error {
 	v := "0"
@@ -56,7 +61,11 @@ func (h *Host) SetThreaded(ifname string, on bool) error {
 	}
 	// `ip netns exec` mounts the namespace's own /sys, so the path names
 	// the host's interface, not the caller's.
-	_, err := h.Exec("sh", "-c", fmt.Sprintf("echo %s > /sys/class/net/%s/threaded", v, ifname))
+	path := fmt.Sprintf("/sys/class/net/%s/threaded", ifname)
+	if _, err := h.Exec("test", "-e", path); err != nil {
+		return fmt.Errorf("%s: %w", ifname, ErrNoThreadedNAPI)
+	}
+	_, err := h.Exec("sh", "-c", fmt.Sprintf("echo %s > %s", v, path))
 	return err
 }
 

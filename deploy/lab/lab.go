@@ -89,7 +89,47 @@ type runState struct {
 
 // New makes an empty lab after sweeping leftovers of dead runs.
 func New(opts Options) (*Lab, error) {
+	if why := Missing(); why != "" {
+		return nil, fmt.Errorf("lab: %s", why)
+	}
 	return newLab(opts, execRunner)
+}
+
+// Missing says which kernel facility the lab needs and this machine lacks
+// (network namespaces, IPv6), or "" when none.
+func Missing() string {
+	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
+		return "no network namespaces on this kernel (CONFIG_NET_NS)"
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return "IPv6 is off on this kernel (ipv6.disable=1?): the lab's hosts and links are dual-stack"
+	}
+	return ""
+}
+
+// MissingNAT says why nftables NAT (masquerade), which a line with a NAT
+// box needs, does not work here, or "" when it does; it tries it in a
+// namespace of its own.
+func MissingNAT() string {
+	ns := nsName(newRunID(), "natprobe")
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return fmt.Sprintf("ip netns add: %v: %s", err, bytes.TrimSpace(out))
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	rules := "table ip natprobe { chain post { type nat hook postrouting priority 100; masquerade; } }"
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Sprintf("nftables NAT refused by this kernel (nft_nat, nft_masq): %s", firstLine(out, err))
+	}
+	return ""
+}
+
+func firstLine(out []byte, err error) string {
+	if l, _, _ := bytes.Cut(bytes.TrimSpace(out), []byte("\n")); len(l) > 0 {
+		return string(l)
+	}
+	return err.Error()
 }
 
 func newLab(opts Options, run runner) (*Lab, error) {
@@ -172,11 +212,17 @@ func (l *Lab) AddHost(name string, router bool) (*Host, error) {
 	if router {
 		fwd = "1"
 	}
+	// rp_filter off before any link exists: a new namespace takes its
+	// defaults from the host's (a systemd host sets 2), and a link takes
+	// them from the namespace's default when it is created; hosts of the
+	// lab send from addresses that have no route back on purpose.
 	sysctls := [][2]string{
 		{"net.ipv6.conf.all.accept_dad", "0"},
 		{"net.ipv6.conf.default.accept_dad", "0"},
 		{"net.ipv4.ip_forward", fwd},
 		{"net.ipv6.conf.all.forwarding", fwd},
+		{"net.ipv4.conf.all.rp_filter", "0"},
+		{"net.ipv4.conf.default.rp_filter", "0"},
 	}
 	if _, err := h.Exec("ip", "link", "set", "lo", "up"); err != nil {
 		return nil, err
@@ -215,7 +261,8 @@ type LinkOptions struct {
 	// MTU of both ends (default 1500).
 	MTU int
 	// Threaded turns on threaded NAPI on both ends, which lets the other
-	// core share a veth chain's work (see ARCHITECTURE.md).
+	// core share a veth chain's work (see docs/architecture.md). A kernel
+	// without the switch (before 5.12) gets the link without it, logged.
 	Threaded bool
 	// TxChecksumOffload keeps veth's transmit checksum offload. Off by
 	// default: a locally sent packet then leaves with its checksum only
@@ -262,7 +309,10 @@ func (l *Lab) Link(a *Host, aIf string, b *Host, bIf string, o LinkOptions) erro
 			}
 		}
 		if o.Threaded {
-			if err := end.h.SetThreaded(end.if_, true); err != nil {
+			err := end.h.SetThreaded(end.if_, true)
+			if errors.Is(err, ErrNoThreadedNAPI) {
+				l.logf("lab %s: %s:%s: %v: left as the kernel has it", l.RunID, end.h.Name, end.if_, err)
+			} else if err != nil {
 				return err
 			}
 		}

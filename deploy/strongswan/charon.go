@@ -51,6 +51,13 @@ func Missing() string {
 	if _, err := os.Stat(lib); err != nil {
 		return fmt.Sprintf("%s missing (Debian package libcharon-extra-plugins): %v", lib, err)
 	}
+	// kernel-libipsec carries ESP through a TUN device; without one, charon
+	// loads, negotiates and then cannot install a Child SA.
+	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Sprintf("no TUN device, which charon's userspace ESP (kernel-libipsec) needs: %v", err)
+	}
+	f.Close()
 	return ""
 }
 

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -69,7 +71,13 @@ func Missing(caps []int, commands ...string) string {
 	if err != nil {
 		return "cannot read capabilities: " + err.Error()
 	}
+	last := lastCap()
 	for _, c := range caps {
+		if c > last {
+			// A capability this kernel does not know (CAP_BPF and
+			// CAP_PERFMON came in 5.8): CAP_SYS_ADMIN stands for it.
+			c = CapSysAdmin
+		}
 		if eff&(1<<uint(c)) == 0 {
 			name := capNames[c]
 			if name == "" {
@@ -84,6 +92,19 @@ func Missing(caps []int, commands ...string) string {
 		}
 	}
 	return ""
+}
+
+// lastCap is the highest capability the kernel knows.
+func lastCap() int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return 63
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 63
+	}
+	return n
 }
 
 func effectiveCaps() (uint64, error) {

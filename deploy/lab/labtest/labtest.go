@@ -21,7 +21,10 @@ import (
 // New returns an empty lab owned by t. It skips t without privilege.
 func New(t testing.TB, commands ...string) *lab.Lab {
 	t.Helper()
-	privileged.Require(t, append([]string{"ip"}, commands...)...)
+	privileged.Require(t, append([]string{"ip", "ethtool"}, commands...)...)
+	if why := lab.Missing(); why != "" {
+		t.Skipf("lab test skipped: %s", why)
+	}
 	l, err := lab.New(lab.Options{Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +40,11 @@ func Line(t testing.TB, lo lab.LineOptions, commands ...string) *lab.Line {
 		commands = append(commands, "nft", "conntrack")
 	}
 	l := New(t, commands...)
+	if lo.NAT {
+		if why := lab.MissingNAT(); why != "" {
+			t.Skipf("lab test skipped: %s", why)
+		}
+	}
 	ln, err := lab.BuildLine(l, lo)
 	if err != nil {
 		t.Fatal(err)
