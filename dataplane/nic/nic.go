@@ -60,6 +60,7 @@ type Caps struct {
 	Ifindex  int
 	RxQueues int
 	TxQueues int
+	MTU      int
 	// Threaded is "on" or "off" from /sys/class/net/NAME/threaded, or
 	// "n/a" where the kernel or driver has no such switch.
 	Threaded string
@@ -98,7 +99,7 @@ func Probe(name string) (Caps, error) {
 		return c, fmt.Errorf("nic: interface %s: %w", name, err)
 	}
 	a := link.Attrs()
-	c.Ifindex, c.RxQueues, c.TxQueues = a.Index, max(a.NumRxQueues, 1), max(a.NumTxQueues, 1)
+	c.Ifindex, c.RxQueues, c.TxQueues, c.MTU = a.Index, max(a.NumRxQueues, 1), max(a.NumTxQueues, 1), a.MTU
 	c.Threaded = threaded(name, c.Ifindex)
 	c.XDP, c.ZeroCopyMaxSegs, c.XDPKnown = xdpFeatures(c.Ifindex)
 	return c, nil

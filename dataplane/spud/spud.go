@@ -31,6 +31,7 @@ import (
 	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"golang.org/x/sys/unix"
 )
 
 // Version names this build in the SA API's hello.
@@ -132,8 +133,19 @@ func (d *Daemon) start() error {
 		d.caps[name] = c
 	}
 	if len(cfg.CPUs) == 0 {
-		for i := 0; i < runtime.NumCPU(); i++ {
-			cfg.CPUs = append(cfg.CPUs, i)
+		// The cores this process may run on (taskset, a cpuset), not 0..N-1.
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &set); err == nil {
+			for i := 0; i < 1024 && len(cfg.CPUs) < set.Count(); i++ {
+				if set.IsSet(i) {
+					cfg.CPUs = append(cfg.CPUs, i)
+				}
+			}
+		}
+		if len(cfg.CPUs) == 0 {
+			for i := 0; i < runtime.NumCPU(); i++ {
+				cfg.CPUs = append(cfg.CPUs, i)
+			}
 		}
 	}
 	if cfg.SPUs == 0 {
@@ -234,14 +246,30 @@ func (d *Daemon) loadSteering() error {
 }
 
 func (d *Daemon) openInterface(name string, protected bool) error {
-	mode, err := d.prog.AttachByName(name, d.cfg.XDPMode)
+	c := d.caps[name]
+	want := d.cfg.XDPMode
+	if want == steer.ModeAuto && c.XDPKnown && !c.Has(nic.XDPRedirect) {
+		// Native XDP that cannot redirect would drop every steered frame.
+		d.log.Warn("spud: interface's driver announces no XDP redirect: generic XDP", "name", name, "driver_xdp", c.XDPString())
+		want = steer.ModeGeneric
+	}
+	mode, err := d.prog.AttachByName(name, want)
 	if err != nil {
 		return fmt.Errorf("spud: interface %s: attach XDP: %w", name, err)
 	}
-	c := d.caps[name]
+	if err := d.prog.NativeRefusal(c.Ifindex); err != nil {
+		d.log.Warn("spud: native XDP refused: generic XDP instead", "name", name, "because", err)
+	}
 	queues := c.RxQueues
 	if d.cfg.Queues > 0 && d.cfg.Queues < queues {
+		d.log.Warn("spud: fewer queues served than the interface has: steered frames of the others go to the kernel (pass_no_xsk) or are dropped (cleartext, drop_no_xsk); set the NIC's queues with ethtool -L",
+			"name", name, "queues", c.RxQueues, "served", d.cfg.Queues)
 		queues = d.cfg.Queues
+	}
+	if queues > steer.MaxQueues {
+		d.log.Warn("spud: more rx queues than the steering program serves: the rest go to the kernel; set the NIC's queues with ethtool -L",
+			"name", name, "queues", queues, "served", steer.MaxQueues)
+		queues = steer.MaxQueues
 	}
 	ai := api.Interface{Name: name, Ifindex: c.Ifindex, Protected: protected, Queues: queues, XDPMode: mode.String(),
 		Carrier: d.steer.Carrier, ThreadedNAPI: c.Threaded, DriverXDP: c.XDPString()}
@@ -257,6 +285,10 @@ func (d *Daemon) openInterface(name string, protected bool) error {
 			ai.XSKMode = "zerocopy"
 		}
 		ai.NeedWakeup, ai.TxBudget = info.NeedWakeup, info.TxBudget
+		if room := info.FrameSize - info.RxOffset; q == 0 && c.MTU+18 > room {
+			d.log.Warn("spud: the MTU does not fit an AF_XDP frame: the kernel drops longer frames (counted in the socket's rx_dropped); lower the MTU",
+				"name", name, "mtu", c.MTU, "frame_room", room)
+		}
 		if err := d.prog.RegisterXSK(c.Ifindex, q, s.FD()); err != nil {
 			return fmt.Errorf("spud: interface %s queue %d: %w", name, q, err)
 		}

@@ -177,9 +177,18 @@ func (p *Program) attach(ifindex int, mode Mode) (Mode, error) {
 			if err := setXDP(ifindex, fd, ModeGeneric, unix.XDP_FLAGS_UPDATE_IF_NOEXIST); err != nil {
 				return 0, fmt.Errorf("native: %v; generic: %w", errNative, err)
 			}
+			p.nativeRefused[ifindex] = errNative
 		}
 	}
 	return p.confirm(ifindex)
+}
+
+// NativeRefusal is why native XDP was refused on ifindex when Attach in
+// ModeAuto fell back to generic, or nil.
+func (p *Program) NativeRefusal(ifindex int) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.nativeRefused[ifindex]
 }
 
 // confirm reads back what the kernel attached.

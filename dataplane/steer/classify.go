@@ -256,12 +256,10 @@ func outerLogical(fn *anchor.Function, p *parsed) uint16 {
 // belongs to one goroutine (one per SPU); any number may exist.
 type Classifier struct {
 	p     *Program
-	local [16]byte
 	k4    lpmKey4
 	k6    lpmKey6
 	group uint32
 	pol   policyValue
-	found uint8
 	attr  mapLookupAttr
 }
 
@@ -269,8 +267,8 @@ type Classifier struct {
 func (p *Program) NewClassifier() *Classifier { return &Classifier{p: p} }
 
 // Classify is the package's Classify with the program's tables; ErrNotSteered
-// before SetConfig. It allocates nothing, and costs one bpf(2) map lookup for
-// ESP, two for cleartext.
+// before SetConfig. It allocates nothing, and costs two bpf(2) map lookups
+// for cleartext.
 func (c *Classifier) Classify(frame []byte, ifindex uint32, queue int) (Meta, error) {
 	fn := c.p.fn.Load()
 	if fn == nil {
@@ -279,10 +277,14 @@ func (c *Classifier) Classify(frame []byte, ifindex uint32, queue int) (Meta, er
 	return Classify(frame, ifindex, queue, fn, c)
 }
 
-// IsLocal reads local_addrs.
+// IsLocal reads the Program's copy of local_addrs.
 func (c *Classifier) IsLocal(a [16]byte) bool {
-	c.local = a
-	return c.lookup(c.p.maps.LocalAddrs, unsafe.Pointer(&c.local), unsafe.Pointer(&c.found))
+	m := c.p.local.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[a]
+	return ok
 }
 
 // Policy reads the SPD maps as spd_lookup does.

@@ -18,7 +18,7 @@ type testNS struct {
 	h    netns.NsHandle
 }
 
-func newNS(t *testing.T) *testNS {
+func newNS(t testing.TB) *testNS {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -36,14 +36,14 @@ func newNS(t *testing.T) *testNS {
 }
 
 // ip runs `ip -n <ns> args...`.
-func (ns *testNS) ip(t *testing.T, args ...string) {
+func (ns *testNS) ip(t testing.TB, args ...string) {
 	t.Helper()
 	run(t, "ip", append([]string{"-n", ns.name}, args...)...)
 }
 
 // do runs f on an OS thread switched into the namespace: sockets, netlink
 // requests and BPF test runs made by f belong to it.
-func (ns *testNS) do(t *testing.T, f func()) {
+func (ns *testNS) do(t testing.TB, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	var failed error
@@ -75,7 +75,7 @@ func (ns *testNS) do(t *testing.T, f func()) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
 	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/vishvananda/netns"
@@ -37,20 +39,22 @@ const configFailClosed = 0x1 // SPUGATE_CONFIG_FAIL_CLOSED
 // Program is the loaded steering program and its maps. Its methods may be
 // called from several goroutines.
 type Program struct {
-	mu       sync.Mutex
-	maps     bpf.SteerMaps
-	prog     *ebpf.Program
-	carrier  Carrier
-	why      string // why this carrier, when a better one was passed over
-	id       ebpf.ProgramID
-	l        int                 // configured L, 0 before SetConfig
-	spuMap   []uint16            // entries last written to spu_map
-	attached map[int]Mode        // ifindex -> mode, attached by this Program
-	slots    map[int]uint32      // ifindex -> XSKMAP slot
-	xsks     map[int]map[int]int // ifindex -> queue -> fd, registered
-	spd      spdTable
-	netns    netns.NsHandle // the namespace of the interfaces, once bound
-	fn       atomic.Pointer[anchor.Function]
+	mu            sync.Mutex
+	maps          bpf.SteerMaps
+	prog          *ebpf.Program
+	carrier       Carrier
+	why           string // why this carrier, when a better one was passed over
+	id            ebpf.ProgramID
+	l             int                 // configured L, 0 before SetConfig
+	spuMap        []uint16            // entries last written to spu_map
+	attached      map[int]Mode        // ifindex -> mode, attached by this Program
+	nativeRefused map[int]error       // ifindex -> why auto got generic
+	slots         map[int]uint32      // ifindex -> XSKMAP slot
+	xsks          map[int]map[int]int // ifindex -> queue -> fd, registered
+	spd           spdTable
+	netns         netns.NsHandle // the namespace of the interfaces, once bound
+	fn            atomic.Pointer[anchor.Function]
+	local         atomic.Pointer[map[[16]byte]struct{}] // local_addrs, for Classify
 }
 
 // Options shape Load.
@@ -93,6 +97,10 @@ func ProbeKernel() bpf.Features {
 // last words); the verifier's whole log is in the *ebpf.VerifierError the
 // error wraps, for a debug log (%+v).
 func Load(o Options) (*Program, error) {
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("steer: lift the locked-memory limit for BPF maps: %w", err)
+	}
 	feats := ProbeKernel()
 	for _, f := range Requirements {
 		if err := feats.Err(f); err != nil {
@@ -150,12 +158,13 @@ func load(spec *ebpf.CollectionSpec, c Carrier) (*Program, error) {
 	}
 	defer coll.Close()
 	p := &Program{
-		carrier:  c,
-		attached: make(map[int]Mode),
-		slots:    make(map[int]uint32),
-		xsks:     make(map[int]map[int]int),
-		spd:      newSPDTable(),
-		netns:    netns.None(),
+		carrier:       c,
+		attached:      make(map[int]Mode),
+		nativeRefused: make(map[int]error),
+		slots:         make(map[int]uint32),
+		xsks:          make(map[int]map[int]int),
+		spd:           newSPDTable(),
+		netns:         netns.None(),
 	}
 	if err := coll.Assign(&p.maps); err != nil {
 		return nil, err
@@ -298,10 +307,29 @@ func (p *Program) AddLocalAddr(a netip.Addr) error {
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.maps.LocalAddrs.Put(k, uint8(1)); err != nil {
 		return fmt.Errorf("steer: add local address %v: %w", a, err)
 	}
+	p.setLocal(k, true)
 	return nil
+}
+
+// setLocal keeps the Go copy of local_addrs that Classifiers read without a
+// syscall: copied on write, as local endpoints change rarely (one per
+// gateway address, not per tunnel). Called with p.mu held.
+func (p *Program) setLocal(k [16]byte, on bool) {
+	next := map[[16]byte]struct{}{}
+	if cur := p.local.Load(); cur != nil {
+		maps.Copy(next, *cur)
+	}
+	if on {
+		next[k] = struct{}{}
+	} else {
+		delete(next, k)
+	}
+	p.local.Store(&next)
 }
 
 // DeleteLocalAddr removes a local tunnel endpoint.
@@ -310,9 +338,12 @@ func (p *Program) DeleteLocalAddr(a netip.Addr) error {
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if err := p.maps.LocalAddrs.Delete(k); err != nil {
 		return fmt.Errorf("steer: delete local address %v: %w", a, err)
 	}
+	p.setLocal(k, false)
 	return nil
 }
 

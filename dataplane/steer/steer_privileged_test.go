@@ -65,7 +65,7 @@ func requireCarrier(t testing.TB, c Carrier) {
 	}
 }
 
-func newEnv(t *testing.T, c Carrier) *env {
+func newEnv(t testing.TB, c Carrier) *env {
 	t.Helper()
 	privileged.Require(t, "ip")
 	requireCarrier(t, c)
@@ -578,10 +578,14 @@ func TestPrivilegedSteerUnconfigured(t *testing.T) {
 	}
 	// An output context without an input one: the kernel makes a zeroed
 	// context, whose data_end of 0 runs the program on an empty frame.
+	// Older kernels (6.1) refuse that context instead (EINVAL): either is
+	// safe, neither runs the program on the frame.
 	before, _ = p.Counters()
 	v, err = p.Program().Run(&ebpf.RunOptions{Data: b, ContextOut: &out})
 	after, _ = p.Counters()
-	if d := after.Sub(&before); err != nil || v != xdpPass || d[PassTruncated] != 1 || out.DataEnd != 0 {
+	if d := after.Sub(&before); errors.Is(err, unix.EINVAL) {
+		t.Logf("ContextOut without Context: refused by this kernel (%v)", err)
+	} else if err != nil || v != xdpPass || d[PassTruncated] != 1 || out.DataEnd != 0 {
 		t.Errorf("ContextOut without Context: verdict %d {%v} data_end %d err %v; expected an empty frame", v, d, out.DataEnd, err)
 	}
 

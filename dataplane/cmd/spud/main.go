@@ -24,6 +24,7 @@ import (
 	"github.com/spugate/spugate/dataplane/spud"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/vishvananda/netlink/nl"
 )
 
 func main() {
@@ -46,6 +47,9 @@ func main() {
 		verbose   = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
+	// The kernel's own words when it refuses an XDP attachment ("Peer MTU
+	// too large for XDP"), not a bare EINVAL.
+	nl.EnableErrorMessageReporting = true
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
