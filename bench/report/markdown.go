@@ -5,12 +5,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spugate/spugate/bench/scenario"
 	"github.com/spugate/spugate/bench/system"
+	"github.com/spugate/spugate/dataplane/steer"
 )
 
 // WriteMarkdown writes the report to dir/report.md.
@@ -35,8 +37,8 @@ func Markdown(w io.Writer, r *Results) {
 	m.p("Machine: %s, %d CPUs, %d MiB, Linux %s (%s), %s; %s; %s%s.  ",
 		mc.CPUModel, mc.CPUs, mc.MemoryMiB, mc.Kernel, mc.Arch, mc.GoVersion, mc.StrongSwan, mc.WireGuard, ifs(mc.Virtual != "", ", virtualization: "+mc.Virtual))
 	s := r.Settings
-	m.p("Links: veth, %d queues per end, threaded NAPI %v, MTU %s, offloads off but GRO (for threaded NAPI); spud: -poll %s, AF_XDP %s mode; generator and sink: AF_XDP copy mode.  ",
-		max(s.Links.Queues, 1), s.Links.Threaded, orDefault(s.Links.MTU, "1500"), s.SpudPoll, s.XSKMode)
+	m.p("Links: veth, %d queues per end, threaded NAPI %v, MTU %s, offloads off but GRO (for threaded NAPI); spud: -poll %s, AF_XDP %s mode, steering carrier %s; generator and sink: AF_XDP copy mode.  ",
+		max(s.Links.Queues, 1), s.Links.Threaded, orDefault(s.Links.MTU, "1500"), s.SpudPoll, s.XSKMode, orText(s.Carrier, "not recorded"))
 	m.p("Load average before / after: %s / %s.", s.LoadBefore, s.LoadAfter)
 	m.p("")
 	m.p("How to read this: every figure is packets per second received by the sink (Mpps) and the Ethernet frames' bits per second (Gbit/s, without the FCS), in UDP flows from client-b through gw-b and gw-a to client-a. " +
@@ -101,6 +103,13 @@ func ifs(c bool, s string) string {
 	return ""
 }
 
+func orText(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
 func orDefault(v int, d string) string {
 	if v == 0 {
 		return d
@@ -128,6 +137,57 @@ func pct(x float64) string { return fmt.Sprintf("%.2f%%", x*100) }
 
 func us(d time.Duration) string {
 	return fmt.Sprintf("%.0f", float64(d)/float64(time.Microsecond))
+}
+
+// carriers compares spud on each steering carrier measured (systems
+// spud:meta, spud:shim, spud:none), as ratios to spud as it runs by default
+// (the best carrier the kernel allows), in one run.
+func (m *md) carriers(pps func(sys, suite, mix string) float64, suites, mixes []string) {
+	var cs []string
+	for _, c := range steer.Carriers {
+		for _, s := range suites {
+			for _, mix := range mixes {
+				if pps(scenario.SpudCarrier(c.String()), s, mix) > 0 && !slices.Contains(cs, c.String()) {
+					cs = append(cs, c.String())
+				}
+			}
+		}
+	}
+	if len(cs) == 0 {
+		return
+	}
+	m.p("")
+	m.p("### spud by steering carrier")
+	m.p("")
+	m.p("Maximum forwarding rate (Mpps) of spud on each carrier, and its ratio to spud on the carrier it chooses itself, in the same run.")
+	head := []string{"suite", "size", "spud"}
+	for _, c := range cs {
+		head = append(head, c, c+"/spud")
+	}
+	var rows [][]string
+	for _, s := range suites {
+		for _, mix := range mixes {
+			base := pps(scenario.Spud, s, mix)
+			row := []string{s, mix, mpps(base)}
+			for _, c := range cs {
+				x := pps(scenario.SpudCarrier(c), s, mix)
+				r := "–"
+				if base > 0 && x > 0 {
+					r = fmt.Sprintf("%.2f", x/base)
+				}
+				row = append(row, mpps(x), r)
+			}
+			rows = append(rows, row)
+		}
+	}
+	m.table(head, rows)
+}
+
+func mpps(pps float64) string {
+	if pps == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", pps/1e6)
 }
 
 func (m *md) ceiling(runs []scenario.CeilingRun) {
@@ -207,6 +267,7 @@ func (m *md) throughput(t *scenario.ThroughputResults) {
 		}
 		m.table([]string{"size", "spud", "strongSwan", "wireguard-go", "kernel (no crypto)", "spud/kernel", "spud/strongSwan", "spud/wireguard-go"}, rows)
 	}
+	m.carriers(func(sys, s, mix string) float64 { return runs[key{sys, s, mix}].PPS }, suites, mixes)
 	// Within tolerance.
 	var wrows [][]string
 	wcell := func(k key) string {

@@ -44,6 +44,9 @@ type Settings struct {
 	Links    lab.LinkOptions `json:"links"`
 	SpudPoll string          `json:"spud_poll"`
 	XSKMode  string          `json:"xsk_mode"`
+	// Carrier is the steering carrier spud chooses on this kernel (the
+	// systems spud:meta, spud:shim, spud:none force one).
+	Carrier string `json:"carrier,omitempty"`
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
 	// other work on the machine competes with the measurement.
 	LoadBefore string `json:"load_before"`

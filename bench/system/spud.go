@@ -29,6 +29,8 @@ type Spud struct {
 	Poll string
 	// Args are more spud flags.
 	Args []string
+	// Carrier is spud's -steer-carrier (empty: auto).
+	Carrier string
 	// Parallel is the number of concurrent SA API calls while installing
 	// (default 8).
 	Parallel int
@@ -65,7 +67,12 @@ type spudTunnel struct {
 	gen           uint32 // rekeys so far
 }
 
-func (s *Spud) Name() string { return "spud" }
+func (s *Spud) Name() string {
+	if s.Carrier != "" {
+		return "spud:" + s.Carrier
+	}
+	return "spud"
+}
 
 // Up starts spud on both gateways and installs p's tunnels.
 func (s *Spud) Up(ln *lab.Line, p Plan) error {
@@ -85,7 +92,7 @@ func (s *Spud) Start(ln *lab.Line) error {
 	if poll == "" {
 		poll = "adaptive"
 	}
-	o := gateway.SpudOptions{SPUs: s.SPUs, Args: append([]string{"-poll", poll}, s.Args...)}
+	o := gateway.SpudOptions{SPUs: s.SPUs, Carrier: s.Carrier, Args: append([]string{"-poll", poll}, s.Args...)}
 	var err error
 	if s.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
 		return err

@@ -139,3 +139,14 @@ func (c Carrier) Supported() error {
 	}
 	return nil
 }
+
+// Best is the carrier Load chooses on this kernel when asked for none: the
+// first of Carriers the kernel allows. It probes the kernel (root).
+func Best() Carrier {
+	for _, c := range Carriers {
+		if c.Supported() == nil {
+			return c
+		}
+	}
+	return CarrierNone
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/spugate/spugate/bench/report"
 	"github.com/spugate/spugate/bench/scenario"
 	"github.com/spugate/spugate/bench/traffic"
+	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/deploy/gateway"
 	"github.com/spugate/spugate/internal/privileged"
 )
@@ -232,7 +233,7 @@ func run(o options, which []string) (string, error) {
 	env.Links.Queues, env.Links.Threaded = o.queues, o.threaded
 	res := &report.Results{
 		Version: report.Version, Command: strings.Join(os.Args, " "), Quick: o.quick, Started: started, Machine: machine.Collect(),
-		Settings: report.Settings{Links: env.Links, SpudPoll: "adaptive", XSKMode: "copy (veth has no zero-copy)", LoadBefore: report.LoadAvg()},
+		Settings: report.Settings{Links: env.Links, SpudPoll: "adaptive", XSKMode: "copy (veth has no zero-copy)", Carrier: steer.Best().String(), LoadBefore: report.LoadAvg()},
 	}
 	env.Logf("spubench: %s on %s (%d CPUs), results in %s", res.Command, res.Machine.CPUModel, res.Machine.CPUs, dir)
 	timing := traffic.Timing{Warmup: o.warmup, Duration: o.duration}
