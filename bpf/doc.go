@@ -4,9 +4,15 @@
 //   - steer.c, the XDP steering program (loaded by dataplane/steer): IKE and
 //     whatever it does not handle to the kernel, ESP, UDP-encapsulated ESP to
 //     a local tunnel endpoint and cleartext matching the SPD to the AF_XDP
-//     socket of the rx queue, with the anchor SPU in the XDP metadata;
+//     socket of the rx queue, with the anchor SPU in the steering metadata;
+//     one program per way of carrying it (spugate_meta: the XDP metadata
+//     area; spugate_shim: a shim in front of the frame; spugate_none:
+//     nothing), so that a kernel that refuses a helper still loads one;
 //   - reuseport.c, the SO_REUSEPORT selector (loaded by control/reuseport):
 //     picks the IKE worker socket of the anchor SPU.
+//
+// Probe asks the running kernel which of the features these programs use it
+// allows (cilium/ebpf/features), so that loaders choose before they load.
 //
 // Both share include/anchor.h, the anchor function that dataplane/anchor
 // implements in Go, and include/spugate.h, the types mirrored in Go.

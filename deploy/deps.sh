@@ -4,7 +4,7 @@
 # fresh machine needs nothing by hand. When everything is present it touches
 # no network and takes well under a second.
 #
-# The kernel of the target machines has no ESP (see ARCHITECTURE.md): the
+# The kernel of the target machines has no ESP (see docs/architecture.md): the
 # independent IPsec peer is strongSwan's charon with its userspace ESP
 # (kernel-libipsec, in libcharon-extra-plugins). Nothing here relies on
 # `ip xfrm` encrypting.

@@ -20,7 +20,7 @@ const SinkPort = 9000
 // Links is the link setting of every lab of a run, recorded with the
 // results: two queues per veth end (one per SPU on this machine kind) and
 // threaded NAPI, which lets the second core share a veth chain's work (see
-// ARCHITECTURE.md). Every system of a comparison runs on these links.
+// docs/architecture.md). Every system of a comparison runs on these links.
 var Links = lab.LinkOptions{Queues: 2, Threaded: true}
 
 // Bed is a lab line ready for measurements: the generator on client-b

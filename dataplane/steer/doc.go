@@ -1,8 +1,32 @@
 // Package steer loads and drives spugate's XDP steering program
 // (bpf/steer.c): it attaches the program to interfaces, fills its maps and
-// reads its counters. It also defines the metadata the program writes in
-// front of each frame it redirects (Meta, ParseMeta), which the AF_XDP side
-// reads from the UMEM.
+// reads its counters. It also defines the metadata the program writes with
+// each frame it redirects (Meta, ParseMeta), and how the AF_XDP side finds
+// it (Carrier.ReadMeta), or derives it where the program wrote none
+// (Classify).
+//
+// # Carriers
+//
+// The metadata reaches userspace by one of three carriers, one program
+// each, because kernels and drivers differ in what they allow. Load probes
+// the kernel (bpf.Probe) and loads the best one it allows, or the one
+// asked for:
+//
+//   - CarrierMeta: the XDP metadata area just before the frame
+//     (bpf_xdp_adjust_meta). Where a driver has no metadata room at run
+//     time, the program writes a shim instead for that frame (counted
+//     MetaToShim), so its reader accepts both.
+//   - CarrierShim: the same 20 bytes in front of the Ethernet header
+//     (bpf_xdp_adjust_head), trimmed by the reader; for kernels that
+//     refuse bpf_xdp_adjust_meta to XDP programs, as one build of the
+//     project's machine kind does.
+//   - CarrierNone: nothing; the SPU classifies the frame again with
+//     Classify, the program's parse, anchor and SPD lookup in Go over the
+//     program's own maps, without allocating. A privileged test checks it
+//     against the program on thousands of table and mutated frames.
+//
+// Whatever the carrier, a frame the program passes to the kernel leaves as
+// it came.
 //
 // Compiling needs no privilege; Load and everything after it need root
 // (CAP_BPF, CAP_NET_ADMIN).
@@ -74,7 +98,11 @@
 //     program leaves metadata (XDP_REDIRECT here) the output starts with the
 //     MetaSize bytes, and the output xdp_md's data field is their length
 //     (data - data_meta). On XDP_PASS the program has removed its metadata
-//     and the output is the frame alone.
+//     and the output is the frame alone. A shim is part of the frame: the
+//     output starts with it and data is 0.
+//   - With Repeat, plain test runs keep what one run did to the frame for
+//     the next (a shim grows by 20 bytes a run); BPF_F_TEST_XDP_LIVE_FRAMES
+//     starts each run from the frame as given, and carries out redirects.
 //   - XDP_REDIRECT to an XSKMAP under a plain test run: bpf_redirect_map
 //     does look the slot up, so an empty slot returns the fallback XDP_PASS
 //     and a registered, bound socket XDP_REDIRECT; but nothing is delivered:
