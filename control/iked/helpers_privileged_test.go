@@ -39,6 +39,12 @@ func newTestbed(t *testing.T, lo lab.LineOptions) *testbed {
 // newTestbedWith runs setup on the line before spud starts.
 func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) *testbed {
 	t.Helper()
+	return newTestbedSpud(t, lo, setup, gateway.SpudOptions{SPUs: testbedSPUs})
+}
+
+// newTestbedSpud is newTestbedWith with spud's options.
+func newTestbedSpud(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line), so gateway.SpudOptions) *testbed {
+	t.Helper()
 	if lo.GatewayLinks.Queues == 0 {
 		lo.GatewayLinks.Queues = 2
 	}
@@ -49,7 +55,7 @@ func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) 
 		setup(ln)
 	}
 	for _, g := range []*gw{tb.a, tb.b} {
-		s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: testbedSPUs})
+		s, err := gateway.StartSpud(g.host, so)
 		if err != nil {
 			t.Fatal(err)
 		}

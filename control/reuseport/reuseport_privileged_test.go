@@ -164,6 +164,28 @@ func check(t *testing.T, what string, got map[netip.Addr]int, fn anchor.Function
 	return perSPU
 }
 
+// listenGroups opens the IPv4 and IPv6 groups of 4 workers each, by
+// address family; false (the error reported) if one fails.
+func listenGroups(t *testing.T, sel *Selector) (map[bool]*Group, bool) {
+	groups := map[bool]*Group{}
+	for _, a := range []netip.AddrPort{group4, group6} {
+		g, err := sel.Listen(a, []uint16{0, 1, 2, 3})
+		if err != nil {
+			t.Error(err)
+			closeGroups(groups)
+			return nil, false
+		}
+		groups[a.Addr().Is4()] = g
+	}
+	return groups, true
+}
+
+func closeGroups(groups map[bool]*Group) {
+	for _, g := range groups {
+		g.Close()
+	}
+}
+
 // TestPrivilegedReuseportFollowsAnchor checks that every datagram of many
 // senders reaches the worker socket the Go anchor function predicts, over
 // IPv4 and IPv6, and that the prediction follows when the SPU map changes;
@@ -187,16 +209,11 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 	}
 	from := senders()
 	inNewNetns(t, netnsSetup(), func() {
-		groups := map[bool]*Group{}
-		for _, a := range []netip.AddrPort{group4, group6} {
-			g, err := sel.Listen(a, []uint16{0, 1, 2, 3})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer g.Close()
-			groups[a.Addr().Is4()] = g
+		groups, ok := listenGroups(t, sel)
+		if !ok {
+			return
 		}
+		defer closeGroups(groups)
 		before, _ := sel.Counters()
 		per := check(t, "4 SPUs", exchange(t, groups, from), fn, m, groups)
 		if len(per) < 4 {
@@ -320,16 +337,11 @@ func TestPrivilegedReuseportUnsteered(t *testing.T) {
 	}
 	from := senders()
 	inNewNetns(t, netnsSetup(), func() {
-		groups := map[bool]*Group{}
-		for _, a := range []netip.AddrPort{group4, group6} {
-			g, err := sel.Listen(a, []uint16{0, 1, 2, 3})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer g.Close()
-			groups[a.Addr().Is4()] = g
+		groups, ok := listenGroups(t, sel)
+		if !ok {
+			return
 		}
+		defer closeGroups(groups)
 		got := exchange(t, groups, from)
 		per := map[int]int{}
 		for src, spu := range got {

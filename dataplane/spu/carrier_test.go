@@ -20,6 +20,22 @@ func shimmed(m steer.Meta, frame []byte) []byte {
 	return b
 }
 
+// outbound gives gw-a the outbound SA and policy of lan-a to lan-b, and
+// returns the metadata the steering program writes for their cleartext.
+func outbound(t *testing.T, a *gateway) steer.Meta {
+	t.Helper()
+	aOut, _, _, _ := mirroredSAs(api.SuiteAES128GCM16)
+	if _, _, err := a.e.AddSA(aOut); err != nil {
+		t.Fatal(err)
+	}
+	pol, logical, _, err := a.e.AddPolicy(api.Policy{ReqID: 1, Action: api.Protect, Local: gwA, Remote: gwB,
+		LocalTS: []api.TS{api.PrefixTS(lanA)}, RemoteTS: []api.TS{api.PrefixTS(lanB)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return steer.Meta{LogicalSPU: logical, Class: steer.ClassCleartext, PolicyID: pol.ID, L3Offset: 14, L4Offset: 34}
+}
+
 // fakeClassifier answers every frame with one Meta, or err.
 type fakeClassifier struct {
 	m     steer.Meta
@@ -59,16 +75,7 @@ func TestCarriers(t *testing.T) {
 				cfg.NewClassifier = func() Classifier { return cls }
 			}
 			a := newGatewayWith(t, gwA, lanA, fn, cfg)
-			aOut, _, _, _ := mirroredSAs(api.SuiteAES128GCM16)
-			if _, _, err := a.e.AddSA(aOut); err != nil {
-				t.Fatal(err)
-			}
-			pol, logical, _, err := a.e.AddPolicy(api.Policy{ReqID: 1, Action: api.Protect, Local: gwA, Remote: gwB,
-				LocalTS: []api.TS{api.PrefixTS(lanA)}, RemoteTS: []api.TS{api.PrefixTS(lanB)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := steer.Meta{LogicalSPU: logical, Class: steer.ClassCleartext, PolicyID: pol.ID, L3Offset: 14, L4Offset: 34}
+			m := outbound(t, a)
 			cls.m = m
 			in := frame
 			if tc.shim {
@@ -143,18 +150,9 @@ func TestShimPathAllocatesNothing(t *testing.T) {
 	}
 	fn, _ := anchor.NewFunction(anchor.HashKey{1, 2, 3}, 16)
 	a := newGatewayWith(t, gwA, lanA, fn, Config{SPUs: 2, Carrier: steer.CarrierShim})
-	aOut, _, _, _ := mirroredSAs(api.SuiteAES128GCM16)
-	if _, _, err := a.e.AddSA(aOut); err != nil {
-		t.Fatal(err)
-	}
-	pol, logical, _, err := a.e.AddPolicy(api.Policy{ReqID: 1, Action: api.Protect, Local: gwA, Remote: gwB,
-		LocalTS: []api.TS{api.PrefixTS(lanA)}, RemoteTS: []api.TS{api.PrefixTS(lanB)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	anchorSPU := a.e.physical(logical)
-	in := shimmed(steer.Meta{LogicalSPU: logical, Class: steer.ClassCleartext, PolicyID: pol.ID, L3Offset: 14, L4Offset: 34},
-		udpFrame(hostA, hostB, make([]byte, 64)))
+	m := outbound(t, a)
+	anchorSPU := a.e.physical(m.LogicalSPU)
+	in := shimmed(m, udpFrame(hostA, hostB, make([]byte, 64)))
 	a.lan[anchorSPU].SetSteer(func(pkt, meta []byte) bool { return true })
 	a.wan[anchorSPU].SetSink(func([]byte) {})
 	a.lan[anchorSPU].Inject(in)

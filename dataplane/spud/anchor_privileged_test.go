@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/anchor"
-	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/deploy/gateway"
 	"github.com/spugate/spugate/deploy/lab"
 )
@@ -19,26 +18,7 @@ import (
 func TestPrivilegedTunnelsStayOnTheirAnchor(t *testing.T) {
 	const n = 16
 	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{SPUs: 2})
-	var tunnels []*tunnel
-	for i := 1; i <= n; i++ {
-		aEnd := netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)})
-		bEnd := netip.AddrFrom4([4]byte{198, 18, 0, byte(200 + i)})
-		aHost := netip.AddrFrom4([4]byte{198, 18, 1, byte(100 + i)})
-		bHost := netip.AddrFrom4([4]byte{198, 18, 2, byte(100 + i)})
-		for _, x := range []struct {
-			h   *lab.Host
-			dev string
-			a   netip.Addr
-		}{{p.ln.GwA, "wan0", aEnd}, {p.ln.GwB, "wan0", bEnd}, {p.ln.ClientA, "eth0", aHost}, {p.ln.ClientB, "eth0", bHost}} {
-			if err := x.h.AddAddr(x.dev, netip.PrefixFrom(x.a, 24)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		tn := newTunnel(uint32(100+i), aEnd, bEnd, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
-			api.SuiteAES128GCM16, false)
-		install(t, p, tn)
-		tunnels = append(tunnels, tn)
-	}
+	tunnels := hostTunnels(t, p, func(i int) netip.Addr { return v4(0, 100+i) }, func(i int) netip.Addr { return v4(0, 200+i) }, 1, n, 100)
 	// Traffic on every tunnel, from several flows at once so that both
 	// queues of each veth see some.
 	var wg sync.WaitGroup

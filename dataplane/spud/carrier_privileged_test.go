@@ -96,26 +96,12 @@ func checkStatus(t *testing.T, s *gateway.Spud, c steer.Carrier) {
 // and at most the packets in SPU 2's hands when it failed are lost.
 func drainAddFail(t *testing.T, p *pair, n int) {
 	t.Helper()
+	tunnels := hostTunnels(t, p, func(i int) netip.Addr { return v4(3, 10+i) }, func(i int) netip.Addr { return v4(0, 100+i) }, 0, n, 400)
 	var flows []*flow.Flow
-	for i := 0; i < n; i++ {
-		aEnd := netip.AddrFrom4([4]byte{198, 18, 3, byte(10 + i)})
-		bEnd := netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)})
-		aHost := netip.AddrFrom4([4]byte{198, 18, 1, byte(100 + i)})
-		bHost := netip.AddrFrom4([4]byte{198, 18, 2, byte(100 + i)})
-		for _, x := range []struct {
-			h   *lab.Host
-			dev string
-			a   netip.Addr
-		}{{p.ln.GwA, "wan0", aEnd}, {p.ln.GwB, "wan0", bEnd}, {p.ln.ClientA, "eth0", aHost}, {p.ln.ClientB, "eth0", bHost}} {
-			if err := x.h.AddAddr(x.dev, netip.PrefixFrom(x.a, 24)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		tn := newTunnel(uint32(400+i), aEnd, bEnd, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
-			api.SuiteAES128GCM16, false)
-		install(t, p, tn)
-		ping(t, p.ln.ClientA, aHost, bHost, 1)
-		f, err := flow.Start(flow.Options{From: p.ln.ClientA, To: p.ln.ClientB, Src: aHost, Dst: bHost,
+	for i, tn := range tunnels {
+		src, dst := tn.ANets[0].Addr(), tn.BNets[0].Addr()
+		ping(t, p.ln.ClientA, src, dst, 1)
+		f, err := flow.Start(flow.Options{From: p.ln.ClientA, To: p.ln.ClientB, Src: src, Dst: dst,
 			Port: uint16(9300 + i), Rate: 50, Duration: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)

@@ -59,6 +59,37 @@ func remove(t *testing.T, p *pair, tn *tunnel) {
 	}
 }
 
+// hostTunnels installs a tunnel for each i in [first, first+n): endpoints
+// aEnd(i) on gw-a's wan0 and bEnd(i) on gw-b's (added as /24s), protecting
+// the single hosts 198.18.1.(100+i) on client-a and 198.18.2.(100+i) on
+// client-b, reqid reqid+i, AES-GCM-128.
+func hostTunnels(t *testing.T, p *pair, aEnd, bEnd func(i int) netip.Addr, first, n int, reqid uint32) []*tunnel {
+	t.Helper()
+	var tunnels []*tunnel
+	for i := first; i < first+n; i++ {
+		a, b := aEnd(i), bEnd(i)
+		aHost := netip.AddrFrom4([4]byte{198, 18, 1, byte(100 + i)})
+		bHost := netip.AddrFrom4([4]byte{198, 18, 2, byte(100 + i)})
+		for _, x := range []struct {
+			h   *lab.Host
+			dev string
+			a   netip.Addr
+		}{{p.ln.GwA, "wan0", a}, {p.ln.GwB, "wan0", b}, {p.ln.ClientA, "eth0", aHost}, {p.ln.ClientB, "eth0", bHost}} {
+			if err := x.h.AddAddr(x.dev, netip.PrefixFrom(x.a, 24)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		tn := newTunnel(reqid+uint32(i), a, b, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
+			api.SuiteAES128GCM16, false)
+		install(t, p, tn)
+		tunnels = append(tunnels, tn)
+	}
+	return tunnels
+}
+
+// v4 is the address 198.18.x.y.
+func v4(x, y int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, byte(x), byte(y)}) }
+
 var receivedRe = regexp.MustCompile(`(\d+) received`)
 
 // ping sends count pings after one to warm up neighbour caches, and
