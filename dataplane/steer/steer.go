@@ -55,6 +55,7 @@ type Program struct {
 	netns         netns.NsHandle // the namespace of the interfaces, once bound
 	fn            atomic.Pointer[anchor.Function]
 	local         atomic.Pointer[map[[16]byte]struct{}] // local_addrs, for Classify
+	spdGen        atomic.Uint64                         // bumped on every SPD change, for Classifiers' caches
 }
 
 // Options shape Load.
@@ -367,6 +368,9 @@ func (p *Program) LocalAddrs() ([]netip.Addr, error) {
 func (p *Program) SetPolicy(pol Policy) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// After the maps changed, even when only some of them did: a
+	// Classifier that sees the new generation drops what it cached.
+	defer p.spdGen.Add(1)
 	return p.spd.set(mapWriter{p}, pol)
 }
 
@@ -374,6 +378,7 @@ func (p *Program) SetPolicy(pol Policy) error {
 func (p *Program) DeletePolicy(ifindex int, local, remote netip.Prefix) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	defer p.spdGen.Add(1)
 	return p.spd.delete(mapWriter{p}, ifindex, local, remote)
 }
 

@@ -775,3 +775,34 @@ func TestPrivilegedClassifyAgrees(t *testing.T) {
 		}
 	})
 }
+
+// TestPrivilegedClassifierFollowsTheSPD: the none carrier's classifier
+// caches SPD answers; a policy added or deleted must show in its next
+// answer, as it does in the program's.
+func TestPrivilegedClassifierFollowsTheSPD(t *testing.T) {
+	e := newEnv(t, CarrierNone)
+	clear := frame{src: inside4, dst: remote4, proto: protoTCP, l4: repeat(0, 20)}.bytes()
+	other := frame{src: inside4, dst: netip.MustParseAddr("198.18.30.1"), proto: protoTCP, l4: repeat(0, 20)}.bytes()
+	policy := func(b []byte) uint32 {
+		m, err := e.cls.Classify(b, uint32(e.ifindex), 0)
+		if err != nil {
+			return 0
+		}
+		return m.PolicyID
+	}
+	if got := policy(clear); got != 7 {
+		t.Fatalf("policy %d, want 7", got)
+	}
+	must(t, e.prog.DeletePolicy(e.ifindex, pfx("198.18.10.0/24"), pfx("198.18.20.0/24")))
+	if got := policy(clear); got != 8 {
+		t.Errorf("after deleting policy 7: policy %d, want 8 (the wider one)", got)
+	}
+	must(t, e.prog.DeletePolicy(e.ifindex, pfx("198.18.10.0/24"), pfx("0.0.0.0/0")))
+	if got := policy(clear); got != 0 {
+		t.Errorf("after deleting policies 7 and 8: policy %d, want none", got)
+	}
+	must(t, e.prog.SetPolicy(Policy{Ifindex: e.ifindex, Local: pfx("198.18.10.0/24"), Remote: pfx("198.18.30.0/24"), ID: 12, LogicalSPU: 5}))
+	if got, got2 := policy(clear), policy(other); got != 0 || got2 != 12 {
+		t.Errorf("after adding policy 12: policies %d and %d, want none and 12", got, got2)
+	}
+}
