@@ -806,3 +806,69 @@ func TestPrivilegedClassifierFollowsTheSPD(t *testing.T) {
 		t.Errorf("after adding policy 12: policies %d and %d, want none and 12", got, got2)
 	}
 }
+
+// TestPrivilegedNoRoomForMetadata runs the meta carrier's program on a
+// frame that arrives with M bytes of metadata already, for every M the
+// test run accepts (a test run stands in for a driver that leaves little
+// or no room): while there is room the program's 20 bytes open the
+// metadata area, what was there follows; where there is none, neither for the
+// metadata nor for the shim it falls back to, the frame goes to the
+// kernel exactly as it came, counted meta_to_shim and pass_meta_failed.
+// (The fallback that succeeds, metadata refused and a shim written, needs
+// a driver without metadata room, which this machine kind does not have:
+// in a test run both share one headroom. The SPU's reading of a shim under
+// the meta carrier is tested in dataplane/spu.)
+func TestPrivilegedNoRoomForMetadata(t *testing.T) {
+	e := newEnv(t, CarrierMeta)
+	b := frame{src: peer4, dst: local4, proto: protoESP, l4: esp(0x77, 1, 32)}.bytes()
+	logical := e.fn.Logical(peer4, local4)
+	want := Meta{LogicalSPU: logical, PhysicalSPU: e.spus.Physical(logical), L3Offset: 14, L4Offset: 34, RxQueue: 1, Class: ClassESP}
+	redirected, passed := 0, 0
+	e.ns.do(t, func() {
+		for m := 0; m <= 252; m += 4 {
+			in := append(make([]byte, m), b...)
+			for i := range m {
+				in[i] = byte(i)
+			}
+			before, _ := e.prog.Counters()
+			var out xdpMd
+			opts := &ebpf.RunOptions{
+				Data:       in,
+				DataOut:    make([]byte, len(in)+256),
+				Context:    xdpMd{Data: uint32(m), DataEnd: uint32(len(in)), IngressIfindex: uint32(e.ifindex), RxQueueIndex: 1},
+				ContextOut: &out,
+			}
+			v, err := e.prog.Program().Run(opts)
+			if errors.Is(err, unix.EINVAL) {
+				continue // more metadata than this kernel's test run takes
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			after, _ := e.prog.Counters()
+			d := after.Sub(&before)
+			switch v {
+			case xdpRedirect:
+				redirected++
+				// The area grows at its front: the program's bytes, then
+				// what was there.
+				got, perr := ParseMeta(opts.DataOut[:MetaSize])
+				if int(out.Data) != m+MetaSize || perr != nil || got != want || string(opts.DataOut[MetaSize:MetaSize+m]) != string(in[:m]) {
+					t.Errorf("M=%d: redirected with %d bytes of metadata, %+v, %v", m, out.Data, got, perr)
+				}
+			case xdpPass:
+				passed++
+				if d[MetaToShim] != 1 || d[PassMetaFailed] != 1 || int(out.Data) != m || string(opts.DataOut) != string(in) {
+					t.Errorf("M=%d: passed with counters {%v}, %d bytes of metadata, changed %v", m, d, out.Data, string(opts.DataOut) != string(in))
+				}
+			default:
+				t.Errorf("M=%d: verdict %d", m, v)
+			}
+		}
+	})
+	t.Logf("%d runs redirected with room for the metadata, %d passed without", redirected, passed)
+	if redirected == 0 || passed == 0 {
+		t.Errorf("the test run never reached the case it is for: %d redirected, %d passed", redirected, passed)
+	}
+}
