@@ -116,7 +116,7 @@ func MissingNAT() string {
 		return fmt.Sprintf("ip netns add: %v: %s", err, bytes.TrimSpace(out))
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
-	rules := "table ip natprobe { chain post { type nat hook postrouting priority 100; masquerade; } }"
+	rules := "table ip natprobe {\n\tchain post {\n\t\ttype nat hook postrouting priority 100;\n\t\tmasquerade\n\t}\n}\n"
 	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(rules)
 	if out, err := cmd.CombinedOutput(); err != nil {

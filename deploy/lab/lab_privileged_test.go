@@ -240,3 +240,17 @@ func TestPrivilegedLineThroughRouter(t *testing.T) {
 	ping(t, ln.ClientA, p.ClientB6)
 	ping(t, ln.GwB, p.GwAWan4)
 }
+
+// TestPrivilegedNATProbe keeps lab.MissingNAT honest: NAT tests skip on its
+// word, so a probe that fails for its own reasons (a syntax error, say)
+// would skip them everywhere. Its answer must agree with building a line
+// through a NAT box.
+func TestPrivilegedNATProbe(t *testing.T) {
+	privileged.Require(t, "ip", "ethtool", "nft", "conntrack")
+	why := lab.MissingNAT()
+	l := labtest.New(t)
+	_, err := lab.BuildLine(l, lab.LineOptions{NAT: true})
+	if (why == "") != (err == nil) {
+		t.Errorf("the probe says %q, building a line through NAT: %v", why, err)
+	}
+}
