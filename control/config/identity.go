@@ -1,8 +1,6 @@
 package config
 
 import (
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
 	"net/netip"
@@ -115,78 +113,17 @@ func addrIdentity(id Identity, a netip.Addr) Identity {
 	return id
 }
 
-var dnAttrs = map[string]asn1.ObjectIdentifier{
-	"C":            {2, 5, 4, 6},
-	"ST":           {2, 5, 4, 8},
-	"L":            {2, 5, 4, 7},
-	"O":            {2, 5, 4, 10},
-	"OU":           {2, 5, 4, 11},
-	"CN":           {2, 5, 4, 3},
-	"SN":           {2, 5, 4, 4},
-	"SERIALNUMBER": {2, 5, 4, 5},
-	"E":            {1, 2, 840, 113549, 1, 9, 1},
-	"EMAILADDRESS": {1, 2, 840, 113549, 1, 9, 1},
-	"DC":           {0, 9, 2342, 19200300, 100, 1, 25},
-}
-
 // dnIdentity encodes "C=CH, O=Org, CN=gw" (in that order, as strongSwan
-// does: the text's order is the DER order) as a DER RDNSequence.
+// does: the text's order is the DER order) with pki.ParseDN, the encoding
+// the PKI uses for certificates' subjects, so that a configured DN and the
+// subject of the certificate it names are the same bytes.
 func dnIdentity(id Identity, s string) (Identity, error) {
-	var rdns pkix.RDNSequence
-	for _, part := range splitDN(s) {
-		k, v, ok := strings.Cut(part, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		oid, known := dnAttrs[strings.ToUpper(k)]
-		if !ok || !known || v == "" {
-			return id, fmt.Errorf("identity %q: %q is not an attribute=value of a distinguished name", s, part)
-		}
-		var val any = v
-		if strings.ToUpper(k) == "C" || strings.HasPrefix(strings.ToUpper(k), "E") || strings.ToUpper(k) == "DC" {
-			val = asn1.RawValue{Tag: asn1.TagIA5String, Bytes: []byte(v)}
-			if strings.ToUpper(k) == "C" {
-				val = asn1.RawValue{Tag: asn1.TagPrintableString, Bytes: []byte(v)}
-			}
-		} else {
-			val = asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(v)}
-		}
-		rdns = append(rdns, pkix.RelativeDistinguishedNameSET{{Type: oid, Value: val}})
-	}
-	der, err := asn1.Marshal(rdns)
+	der, err := pki.ParseDN(s)
 	if err != nil {
-		return id, fmt.Errorf("identity %q: %v", s, err)
+		return id, fmt.Errorf("identity %q: %w", s, err)
 	}
 	id.Type, id.Data = IDDN, der
 	return id, nil
-}
-
-// splitDN splits on commas (or slashes, OpenSSL's form) not escaped by '\'.
-func splitDN(s string) []string {
-	s = strings.TrimPrefix(s, "/")
-	sep := ','
-	if !strings.Contains(s, ",") && strings.Contains(s, "/") {
-		sep = '/'
-	}
-	var parts []string
-	var cur strings.Builder
-	esc := false
-	for _, r := range s {
-		switch {
-		case esc:
-			cur.WriteRune(r)
-			esc = false
-		case r == '\\':
-			esc = true
-		case r == sep:
-			parts = append(parts, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteRune(r)
-		}
-	}
-	if cur.Len() > 0 {
-		parts = append(parts, cur.String())
-	}
-	return parts
 }
 
 // Matches reports whether a peer's identity (type and data as received)

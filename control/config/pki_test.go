@@ -267,3 +267,37 @@ func TestSameConnIgnoresLoadedCredentials(t *testing.T) {
 		t.Error("another auth value is the same connection")
 	}
 }
+
+// TestDNIdentityIsTheSubject: a DN written as an identity encodes to the
+// very bytes of the subject of a certificate issued for it (the lab CA
+// encodes subjects with pki.ParseDN as well), so the ID payload iked sends
+// equals the certificate's subject: printable and UTF-8 values, e-mail and
+// domain components, strongSwan's and OpenSSL's spellings, dotted OIDs.
+func TestDNIdentityIsTheSubject(t *testing.T) {
+	root, err := labca.NewRoot(labca.Template{Subject: "C=CH, O=lab, CN=root"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{
+		"CN=gw-a.example",
+		"C=CH, O=spugate, OU=Zürich Büro, CN=gw-a",
+		"C=CH, O=spugate, CN=gw-b, E=ops@gw-b.example",
+		"DC=example, DC=spugate, UID=gw7, CN=gw-7",
+		"/C=CH/O=spugate/CN=gw-c",
+		"C=CH, 2.5.4.97=VATCH-123, CN=gw-d",
+	} {
+		c, err := root.Issue(labca.Template{Subject: s})
+		if err != nil {
+			t.Errorf("%s: issue: %v", s, err)
+			continue
+		}
+		id, err := ParseIdentity(s)
+		if err != nil {
+			t.Errorf("%s: %v", s, err)
+			continue
+		}
+		if id.Type != IDDN || string(id.Data) != string(c.Cert.RawSubject) {
+			t.Errorf("%s: identity % x, certificate subject % x", s, id.Data, c.Cert.RawSubject)
+		}
+	}
+}
