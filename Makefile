@@ -25,7 +25,7 @@ deps: ## Install the Debian packages tests, demo and benchmarks need (idempotent
 .PHONY: build
 build: ## Build every binary into bin/
 	@mkdir -p bin
-	$(GO) build -o bin/ $$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./... | grep -v /internal/)
+	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: generate
 generate: deps ## Regenerate the bpf2go outputs from bpf/*.c (clang 14)

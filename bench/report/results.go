@@ -13,7 +13,7 @@ import (
 
 	"github.com/spugate/spugate/bench/machine"
 	"github.com/spugate/spugate/bench/scenario"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Version of the results file format.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spugate/spugate/bench/system"
 	"github.com/spugate/spugate/bench/traffic"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // SinkPort is the UDP port the benchmark's packets go to.

@@ -1,4 +1,4 @@
-// Package scenario runs spugate's benchmark scenarios on deploy/lab lines
+// Package scenario runs spugate's benchmark scenarios on testbed/lab lines
 // and returns their results as plain data (JSON-ready) for bench/report:
 //
 //   - Ceiling: the generator looped straight into the sink, the most the

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/bench/traffic"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 	"golang.org/x/sys/unix"
 )
 

@@ -12,9 +12,9 @@ import (
 
 	"github.com/spugate/spugate/bench/system"
 	"github.com/spugate/spugate/control/iked/ikectl"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // assumed setup rates for the progress estimate, per method.
@@ -410,7 +410,7 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 // connection "site" to the other gateway: PSK, or with own (its P-256
 // certificate from root, sent in every IKE_AUTH) public keys; the same
 // identities as charon's.
-func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*gateway.Iked, error) {
+func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*daemons.Iked, error) {
 	pl := ln.Plan
 	name, localID, remoteID := "gw-b", strongswan.IDGwB, strongswan.IDGwA
 	localAddr, remoteAddr, localTS, remoteTS := pl.GwBWan4, pl.GwAWan4, pl.LanB4, pl.LanA4
@@ -431,7 +431,7 @@ func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*gateway
 		remote = fmt.Sprintf("{auth: pubkey, id: %s}", remoteID)
 		sendCert = "    send_cert: always\n"
 	}
-	sp, err := gateway.StartSpud(gw, gateway.SpudOptions{})
+	sp, err := daemons.StartSpud(gw, daemons.SpudOptions{})
 	if err != nil {
 		return nil, err
 	}
@@ -453,7 +453,7 @@ connections:
         esp_proposals: %s
 `, global, localAddr, remoteAddr, ikeProposal, sendCert, local, remote, localTS, remoteTS, espProposal)
 	secrets := fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
-	k, err := gateway.StartIked(sp, gateway.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
+	k, err := daemons.StartIked(sp, daemons.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
 	if err != nil {
 		sp.Stop()
 		return nil, err
@@ -463,14 +463,14 @@ connections:
 
 // stopIked stops what startIked started, iked before its spud, and
 // removes iked's files.
-func stopIked(k *gateway.Iked) {
+func stopIked(k *daemons.Iked) {
 	k.Stop()
 	k.Spud.Stop()
 	k.Cleanup()
 }
 
 // ikedCounter reads one of iked's counters.
-func ikedCounter(k *gateway.Iked, name string) (int, error) {
+func ikedCounter(k *daemons.Iked, name string) (int, error) {
 	st, err := k.Client.Stats()
 	if err != nil {
 		return 0, err

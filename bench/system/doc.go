@@ -1,4 +1,4 @@
-// Package system puts a VPN, or none, on the two gateways of a deploy/lab
+// Package system puts a VPN, or none, on the two gateways of a testbed/lab
 // line for the benchmarks: spud (spugate's data plane, with static SAs
 // through its SA API), strongSwan's charon with its userspace ESP
 // (kernel-libipsec), wireguard-go, and plain kernel forwarding as the

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Iked is spugate whole: spud and iked on both gateways, one site-to-site
@@ -17,8 +17,8 @@ type Iked struct {
 	SPUs       int
 	ChildRekey time.Duration
 
-	a, b   *gateway.Spud
-	ka, kb *gateway.Iked
+	a, b   *daemons.Spud
+	ka, kb *daemons.Iked
 }
 
 // ikedPSK is the lab's pre-shared key: not a secret.
@@ -56,23 +56,23 @@ func (k *Iked) Up(ln *lab.Line, p Plan) error {
 `, local, remote, lid, rid, lts, rts, p.Suite, start, rekey)
 	}
 	secrets := fmt.Sprintf("ike:\n  site:\n    id: [gw-a.bench, gw-b.bench]\n    secret: %q\n", ikedPSK)
-	o := gateway.SpudOptions{SPUs: k.SPUs, Args: []string{"-poll", "adaptive"}}
+	o := daemons.SpudOptions{SPUs: k.SPUs, Args: []string{"-poll", "adaptive"}}
 	var err error
 	fail := func(err error) error {
 		k.Down()
 		return err
 	}
-	if k.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
+	if k.a, err = daemons.StartSpud(ln.GwA, o); err != nil {
 		return fail(err)
 	}
-	if k.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
+	if k.b, err = daemons.StartSpud(ln.GwB, o); err != nil {
 		return fail(err)
 	}
-	if k.kb, err = gateway.StartIked(k.b, gateway.IkedOptions{Config: conf(pl.GwBWan4.String(), pl.GwAWan4.String(), "gw-b.bench", "gw-a.bench",
+	if k.kb, err = daemons.StartIked(k.b, daemons.IkedOptions{Config: conf(pl.GwBWan4.String(), pl.GwAWan4.String(), "gw-b.bench", "gw-a.bench",
 		pl.LanB4.String(), pl.LanA4.String(), "none"), Secrets: secrets, Args: []string{"-log-level", "warn"}}); err != nil {
 		return fail(err)
 	}
-	if k.ka, err = gateway.StartIked(k.a, gateway.IkedOptions{Config: conf(pl.GwAWan4.String(), pl.GwBWan4.String(), "gw-a.bench", "gw-b.bench",
+	if k.ka, err = daemons.StartIked(k.a, daemons.IkedOptions{Config: conf(pl.GwAWan4.String(), pl.GwBWan4.String(), "gw-a.bench", "gw-b.bench",
 		pl.LanA4.String(), pl.LanB4.String(), "start"), Secrets: secrets, Args: []string{"-log-level", "warn"}}); err != nil {
 		return fail(err)
 	}
@@ -90,7 +90,7 @@ func (k *Iked) Up(ln *lab.Line, p Plan) error {
 	}
 }
 
-func (k *Iked) installed(g *gateway.Iked) (uint64, error) {
+func (k *Iked) installed(g *daemons.Iked) (uint64, error) {
 	st, err := g.Client.Stats()
 	if err != nil {
 		return 0, err
@@ -111,13 +111,13 @@ func (k *Iked) ChildSAsInstalled() (a, b uint64, err error) {
 // Down stops iked and spud on both gateways.
 func (k *Iked) Down() error {
 	var errs []error
-	for _, g := range []*gateway.Iked{k.ka, k.kb} {
+	for _, g := range []*daemons.Iked{k.ka, k.kb} {
 		if g != nil {
 			errs = append(errs, g.Stop())
 			g.Cleanup()
 		}
 	}
-	for _, g := range []*gateway.Spud{k.a, k.b} {
+	for _, g := range []*daemons.Spud{k.a, k.b} {
 		if g != nil {
 			errs = append(errs, g.Stop())
 		}
@@ -128,12 +128,12 @@ func (k *Iked) Down() error {
 
 func (k *Iked) Daemons() []Daemon {
 	var ds []Daemon
-	for _, g := range []*gateway.Spud{k.a, k.b} {
+	for _, g := range []*daemons.Spud{k.a, k.b} {
 		if g != nil {
 			ds = append(ds, Daemon{Host: g.Host.Name, Name: "spud", PID: g.Proc.PID})
 		}
 	}
-	for _, g := range []*gateway.Iked{k.ka, k.kb} {
+	for _, g := range []*daemons.Iked{k.ka, k.kb} {
 		if g != nil {
 			ds = append(ds, Daemon{Host: g.Host.Name, Name: "iked", PID: g.Proc.PID})
 		}

@@ -5,7 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/spugate/spugate/bench/traffic"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Address ranges of many-tunnel plans, inside lab.Prefix4: a peer

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Spud is spugate's data plane on both gateways with static SAs installed
@@ -46,7 +46,7 @@ type Spud struct {
 	Installed    int
 	InstallCurve []InstallPoint
 
-	a, b    *gateway.Spud
+	a, b    *daemons.Spud
 	plan    Plan
 	tunnels []spudTunnel
 }
@@ -92,12 +92,12 @@ func (s *Spud) Start(ln *lab.Line) error {
 	if poll == "" {
 		poll = "adaptive"
 	}
-	o := gateway.SpudOptions{SPUs: s.SPUs, Carrier: s.Carrier, Args: append([]string{"-poll", poll}, s.Args...)}
+	o := daemons.SpudOptions{SPUs: s.SPUs, Carrier: s.Carrier, Args: append([]string{"-poll", poll}, s.Args...)}
 	var err error
-	if s.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
+	if s.a, err = daemons.StartSpud(ln.GwA, o); err != nil {
 		return err
 	}
-	if s.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
+	if s.b, err = daemons.StartSpud(ln.GwB, o); err != nil {
 		s.a.Stop()
 		s.a = nil
 		return err
@@ -275,12 +275,12 @@ func (s *Spud) Rekey(i int, grace time.Duration) error {
 }
 
 // Gateways returns the spuds of gw-a and gw-b.
-func (s *Spud) Gateways() (a, b *gateway.Spud) { return s.a, s.b }
+func (s *Spud) Gateways() (a, b *daemons.Spud) { return s.a, s.b }
 
 // Down stops both spuds.
 func (s *Spud) Down() error {
 	var errs []error
-	for _, g := range []*gateway.Spud{s.b, s.a} {
+	for _, g := range []*daemons.Spud{s.b, s.a} {
 		if g != nil {
 			errs = append(errs, g.Stop())
 		}
@@ -291,7 +291,7 @@ func (s *Spud) Down() error {
 
 func (s *Spud) Daemons() []Daemon {
 	var ds []Daemon
-	for _, g := range []*gateway.Spud{s.a, s.b} {
+	for _, g := range []*daemons.Spud{s.a, s.b} {
 		if g != nil {
 			ds = append(ds, Daemon{Host: g.Host.Name, Name: "spud", PID: g.Proc.PID})
 		}
@@ -303,7 +303,7 @@ func (s *Spud) Daemons() []Daemon {
 // those it decapsulated: where the anchors put the work.
 func (s *Spud) SPUWork() (map[string][]uint64, error) {
 	out := map[string][]uint64{}
-	for _, g := range []*gateway.Spud{s.a, s.b} {
+	for _, g := range []*daemons.Spud{s.a, s.b} {
 		if g == nil {
 			continue
 		}
@@ -321,7 +321,7 @@ func (s *Spud) SPUWork() (map[string][]uint64, error) {
 // Drops returns spud's drop counters by reason, per gateway (host name).
 func (s *Spud) Drops() (map[string]map[string]uint64, error) {
 	out := map[string]map[string]uint64{}
-	for _, g := range []*gateway.Spud{s.a, s.b} {
+	for _, g := range []*daemons.Spud{s.a, s.b} {
 		if g == nil {
 			continue
 		}

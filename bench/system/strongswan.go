@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // StrongSwan is strongSwan's charon on both gateways, through
-// deploy/strongswan: IKEv2 with a PSK between the gateways, one Child SA
+// testbed/strongswan: IKEv2 with a PSK between the gateways, one Child SA
 // between the LANs with Plan.Suite as its ESP proposal, and charon's
 // userspace ESP (kernel-libipsec, UDP-encapsulated on port 4500: this
 // kernel has no ESP). One tunnel only.

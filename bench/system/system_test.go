@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 func TestPlan(t *testing.T) {

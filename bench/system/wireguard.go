@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // WireGuard is wireguard-go (Debian's package) on both gateways: the

@@ -5,7 +5,7 @@
 // Every packet carries, in the first PayloadLen bytes of its UDP payload, a
 // marker, its flow, its sequence number in the flow and the time the
 // generator handed it to the kernel (Payload). Generator and sink run in the
-// same process (in two network namespaces, through deploy/lab's Host.Do), so
+// same process (in two network namespaces, through testbed/lab's Host.Do), so
 // both read one monotonic Clock and a latency is a plain difference.
 //
 // A measurement (Measure) has a warm-up, then a window: the generator counts

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 func mac(t *testing.T, h *lab.Host, ifname string) net.HardwareAddr {

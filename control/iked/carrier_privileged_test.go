@@ -4,10 +4,10 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/steer"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // TestPrivilegedIkedEveryCarrier brings an iked tunnel up over spuds on
@@ -22,7 +22,7 @@ func TestPrivilegedIkedEveryCarrier(t *testing.T) {
 			if err := c.Supported(); err != nil {
 				t.Skip(err)
 			}
-			tb := newTestbedSpud(t, lab.LineOptions{}, nil, gateway.SpudOptions{SPUs: testbedSPUs, Carrier: c.String()})
+			tb := newTestbedSpud(t, lab.LineOptions{}, nil, daemons.SpudOptions{SPUs: testbedSPUs, Carrier: c.String()})
 			if h, err := tb.a.spud.Client.Hello("test"); err != nil || h.Steering.Carrier != c.String() {
 				t.Fatalf("spud's carrier: %+v, %v", h, err)
 			}

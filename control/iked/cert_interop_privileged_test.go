@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // certPKI is the lab PKI of the certificate interop test, made with
@@ -135,7 +135,7 @@ func TestPrivilegedInteropCertificates(t *testing.T) {
 	k := makeCertPKI(t, ln)
 	dir := filepath.Join(ln.LogDir, "spugate-certs")
 	a := &gw{name: "gw-a", host: ln.GwA}
-	s, err := gateway.StartSpud(ln.GwA, gateway.SpudOptions{SPUs: 2})
+	s, err := daemons.StartSpud(ln.GwA, daemons.SpudOptions{SPUs: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

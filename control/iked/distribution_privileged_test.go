@@ -9,8 +9,8 @@ import (
 
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/dataplane/anchor"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedIKEFollowsTheSPUMap: 32 tunnels over 16 gateway address

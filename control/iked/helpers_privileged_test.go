@@ -11,17 +11,17 @@ import (
 
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // gw is one gateway of the lab: spud and iked.
 type gw struct {
 	name string
 	host *lab.Host
-	spud *gateway.Spud
-	iked *gateway.Iked
+	spud *daemons.Spud
+	iked *daemons.Iked
 }
 
 // testbed is a lab line with spud on both gateways (iked is started per
@@ -39,11 +39,11 @@ func newTestbed(t *testing.T, lo lab.LineOptions) *testbed {
 // newTestbedWith runs setup on the line before spud starts.
 func newTestbedWith(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line)) *testbed {
 	t.Helper()
-	return newTestbedSpud(t, lo, setup, gateway.SpudOptions{SPUs: testbedSPUs})
+	return newTestbedSpud(t, lo, setup, daemons.SpudOptions{SPUs: testbedSPUs})
 }
 
 // newTestbedSpud is newTestbedWith with spud's options.
-func newTestbedSpud(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line), so gateway.SpudOptions) *testbed {
+func newTestbedSpud(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line), so daemons.SpudOptions) *testbed {
 	t.Helper()
 	if lo.GatewayLinks.Queues == 0 {
 		lo.GatewayLinks.Queues = 2
@@ -55,7 +55,7 @@ func newTestbedSpud(t *testing.T, lo lab.LineOptions, setup func(ln *lab.Line), 
 		setup(ln)
 	}
 	for _, g := range []*gw{tb.a, tb.b} {
-		s, err := gateway.StartSpud(g.host, so)
+		s, err := daemons.StartSpud(g.host, so)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +94,7 @@ var testbedSPUs = 2
 // its folder removed when the test ends.
 func (g *gw) start(t *testing.T, config, secrets string, args ...string) {
 	t.Helper()
-	k, err := gateway.StartIked(g.spud, gateway.IkedOptions{Config: config, Secrets: secrets, Args: append([]string{"-log-level", "debug"}, args...)})
+	k, err := daemons.StartIked(g.spud, daemons.IkedOptions{Config: config, Secrets: secrets, Args: append([]string{"-log-level", "debug"}, args...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,8 +271,8 @@ func sasID(s api.SAState) api.SAID {
 
 // restartSpud starts spud again on a gateway, with the same socket and key
 // file, after it was stopped.
-func restartSpud(g *gw) (*gateway.Spud, error) {
-	s, err := gateway.StartSpud(g.host, gateway.SpudOptions{SPUs: 2})
+func restartSpud(g *gw) (*daemons.Spud, error) {
+	s, err := daemons.StartSpud(g.host, daemons.SpudOptions{SPUs: 2})
 	if err != nil {
 		return nil, err
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // gone waits until a gateway has neither IKE SAs nor SAs and policies in

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 const interopPSK = "spugate interop pre-shared key of 32+ bytes"
@@ -51,7 +51,7 @@ func newInteropbed(t *testing.T) *interopbed {
 	strongswan.Require(t, "ping")
 	ln := labtest.Line(t, lab.LineOptions{NoClearRoutes: true, GatewayLinks: lab.LinkOptions{Queues: 2}}, "ping")
 	ib := &interopbed{ln: ln, a: &gw{name: "gw-a", host: ln.GwA}}
-	s, err := gateway.StartSpud(ln.GwA, gateway.SpudOptions{SPUs: 2})
+	s, err := daemons.StartSpud(ln.GwA, daemons.SpudOptions{SPUs: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

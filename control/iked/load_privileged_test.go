@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedIkedLoad runs iked's load initiator against iked: every

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // TestPrivilegedIkedNAT puts gw-a behind a masquerading NAT: NAT

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/control/iked/ikectl"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // flowRate is the rate of each numbered UDP flow of the rekey tests: well

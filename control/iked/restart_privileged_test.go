@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 var statsRe = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)

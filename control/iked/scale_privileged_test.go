@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // addAddrs adds addresses to an interface of a host in one ip -batch.

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/anchor"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedTunnelsStayOnTheirAnchor runs 16 tunnels with distinct
@@ -17,7 +17,7 @@ import (
 // counted, and every tunnel carries traffic.
 func TestPrivilegedTunnelsStayOnTheirAnchor(t *testing.T) {
 	const n = 16
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{SPUs: 2})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{SPUs: 2})
 	tunnels := hostTunnels(t, p, func(i int) netip.Addr { return v4(0, 100+i) }, func(i int) netip.Addr { return v4(0, 200+i) }, 1, n, 100)
 	// Traffic on every tunnel, from several flows at once so that both
 	// queues of each veth see some.
@@ -40,7 +40,7 @@ func TestPrivilegedTunnelsStayOnTheirAnchor(t *testing.T) {
 			t.Errorf("tunnel %d lost %d of 10 pings", i+1, l)
 		}
 	}
-	for _, side := range []*gateway.Spud{p.a, p.b} {
+	for _, side := range []*daemons.Spud{p.a, p.b} {
 		hello, err := side.Client.Hello("test")
 		if err != nil {
 			t.Fatal(err)

@@ -9,11 +9,11 @@ import (
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // TestPrivilegedEveryCarrier runs spud end to end on each steering carrier
@@ -29,7 +29,7 @@ func TestPrivilegedEveryCarrier(t *testing.T) {
 			if err := c.Supported(); err != nil {
 				t.Skip(err)
 			}
-			p := startPair(t, lab.LineOptions{Router: true}, gateway.SpudOptions{SPUs: 4, Carrier: c.String()})
+			p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{SPUs: 4, Carrier: c.String()})
 			checkStatus(t, p.a, c)
 			pl := p.ln.Plan
 			for i, x := range []struct {
@@ -63,7 +63,7 @@ func TestPrivilegedEveryCarrier(t *testing.T) {
 }
 
 // checkStatus wants spuctl status (text and JSON) to name the carrier.
-func checkStatus(t *testing.T, s *gateway.Spud, c steer.Carrier) {
+func checkStatus(t *testing.T, s *daemons.Spud, c steer.Carrier) {
 	t.Helper()
 	out, err := s.Spuctl("status")
 	if err != nil || !strings.Contains(out, "steering carrier: "+c.String()) {

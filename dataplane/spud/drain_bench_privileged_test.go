@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // BenchmarkPrivilegedDrain measures how long draining an SPU takes when it
@@ -29,9 +29,9 @@ func BenchmarkPrivilegedDrain(b *testing.B) {
 	}
 	ln := labtest.Line(b, lab.LineOptions{GatewayLinks: lab.LinkOptions{Queues: 2}})
 	pl := ln.Plan
-	var spuds [2]*gateway.Spud
+	var spuds [2]*daemons.Spud
 	for i, h := range []*lab.Host{ln.GwA, ln.GwB} {
-		s, err := gateway.StartSpud(h, gateway.SpudOptions{SPUs: 4})
+		s, err := daemons.StartSpud(h, daemons.SpudOptions{SPUs: 4})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func saCounts(l *api.SPUList) string {
 	return s
 }
 
-func mustDump(b testing.TB, s *gateway.Spud) []api.SAState {
+func mustDump(b testing.TB, s *daemons.Spud) []api.SAState {
 	sas, err := s.Client.DumpSAs(false)
 	if err != nil {
 		b.Fatal(err)

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedMakeBeforeBreakLosesNothing replaces a tunnel's SAs ten
@@ -20,7 +20,7 @@ import (
 // does (both new inbound SAs, then the outbound switch, then the old SAs
 // deleted after a short drain): no packet may be lost or duplicated.
 func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	tn := newTunnel(200, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, true)
 	install(t, p, tn)
@@ -78,7 +78,7 @@ func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 // TestPrivilegedLifetimeEvents: soft and hard packet lifetimes raise events
 // on the SA API, and the SA stops passing traffic at the hard limit.
 func TestPrivilegedLifetimeEvents(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	tn := newTunnel(210, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
 	ev, err := p.a.Client.Subscribe()
@@ -131,7 +131,7 @@ func TestPrivilegedLifetimeEvents(t *testing.T) {
 // TestPrivilegedIdleCostsNothing: an idle spud in adaptive mode uses no
 // measurable CPU (a resource check, not a speed).
 func TestPrivilegedIdleCostsNothing(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	time.Sleep(500 * time.Millisecond) // start-up done
 	cpu := func() time.Duration {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(p.a.Proc.PID) + "/stat")

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedDrainAddFail runs 64 tunnels through 4 SPUs (more SPUs than
@@ -20,7 +20,7 @@ import (
 // SA sits on the SPU its map names.
 func TestPrivilegedDrainAddFail(t *testing.T) {
 	const n = 64
-	p := startPair(t, lab.LineOptions{Router: true}, gateway.SpudOptions{SPUs: 4})
+	p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{SPUs: 4})
 	tunnels := hostTunnels(t, p, func(i int) netip.Addr { return v4(3, 10+i) }, func(i int) netip.Addr { return v4(0, 100+i) }, 0, n, 300)
 	spisBefore := spiSet(t, p.b)
 	// Warm every path up (neighbours), then capture some ESP towards gw-b
@@ -96,7 +96,7 @@ func TestPrivilegedDrainAddFail(t *testing.T) {
 	}
 }
 
-func spiSet(t *testing.T, s *gateway.Spud) map[uint32]bool {
+func spiSet(t *testing.T, s *daemons.Spud) map[uint32]bool {
 	t.Helper()
 	sas, err := s.Client.DumpSAs(false)
 	if err != nil {
@@ -109,7 +109,7 @@ func spiSet(t *testing.T, s *gateway.Spud) map[uint32]bool {
 	return m
 }
 
-func replayDrops(t *testing.T, s *gateway.Spud) uint64 {
+func replayDrops(t *testing.T, s *daemons.Spud) uint64 {
 	sas, err := s.Client.DumpSAs(false)
 	if err != nil {
 		t.Fatal(err)

@@ -8,18 +8,18 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 // pair is a lab line with spud on both gateways.
 type pair struct {
 	ln   *lab.Line
-	a, b *gateway.Spud
+	a, b *daemons.Spud
 }
 
-func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
+func startPair(t *testing.T, lo lab.LineOptions, o daemons.SpudOptions) *pair {
 	t.Helper()
 	if lo.GatewayLinks.Queues == 0 {
 		lo.GatewayLinks.Queues = 2
@@ -27,11 +27,11 @@ func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
 	ln := labtest.Line(t, lo, "ping")
 	p := &pair{ln: ln}
 	var err error
-	if p.a, err = gateway.StartSpud(ln.GwA, o); err != nil {
+	if p.a, err = daemons.StartSpud(ln.GwA, o); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.a.Stop() })
-	if p.b, err = gateway.StartSpud(ln.GwB, o); err != nil {
+	if p.b, err = daemons.StartSpud(ln.GwB, o); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.b.Stop() })
@@ -39,10 +39,10 @@ func startPair(t *testing.T, lo lab.LineOptions, o gateway.SpudOptions) *pair {
 }
 
 // tunnel is a static (manually keyed) tunnel between the two gateways.
-type tunnel = gateway.StaticTunnel
+type tunnel = daemons.StaticTunnel
 
 func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *tunnel {
-	return gateway.NewStaticTunnel(reqid, aEnd, bEnd, aNets, bNets, suite, encap)
+	return daemons.NewStaticTunnel(reqid, aEnd, bEnd, aNets, bNets, suite, encap)
 }
 
 func install(t *testing.T, p *pair, tn *tunnel) {
@@ -118,7 +118,7 @@ func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
 }
 
 func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	for i, suite := range api.Suites {
 		t.Run(suite, func(t *testing.T) {
@@ -149,7 +149,7 @@ func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 }
 
 func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	for _, c := range []struct {
 		name       string
@@ -177,12 +177,12 @@ func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
 // TestPrivilegedSpuctlBuildsATunnel builds the tunnel by hand with spuctl,
 // from the facts `ip xfrm state add` takes.
 func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	kab := "0x" + strings.Repeat("ab", 20)
 	kba := "0x" + strings.Repeat("ba", 20)
 	for _, side := range []struct {
-		s             *gateway.Spud
+		s             *daemons.Spud
 		local, remote string
 		lnet, rnet    string
 	}{
@@ -231,7 +231,7 @@ func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
 // spud) when it may be fragmented, and answered with ICMP "too big" (with
 // the MTU that fits) when it may not.
 func TestPrivilegedBigPackets(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	v4 := newTunnel(50, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
 	v6 := newTunnel(51, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteAES128GCM16, false)

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // capture runs tcpdump on a host while during runs, and returns the pcap's
@@ -58,7 +58,7 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 	}
 	// Captures go on a router between the gateways: on a gateway, the XDP
 	// program hands ESP to spud before any packet socket sees it.
-	p := startPair(t, lab.LineOptions{Router: true}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	reqid := uint32(60)
 	for _, suite := range []string{api.SuiteAES128GCM16, api.SuiteAES256GCM16, api.SuiteAES128SHA256, api.SuiteAES256SHA256} {
@@ -171,7 +171,7 @@ func TestPrivilegedScapyPacketsAcceptedAndRejected(t *testing.T) {
 	if out, err := exec.Command(py, "-c", "import scapy.layers.ipsec").CombinedOutput(); err != nil {
 		t.Skipf("no scapy for %s (deploy/deps.sh installs python3-scapy): %s", py, out)
 	}
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	script := filepath.Join(t.TempDir(), "esp.py")
 	if err := os.WriteFile(script, []byte(scapyScript), 0o644); err != nil {
@@ -231,7 +231,7 @@ func TestPrivilegedScapyPacketsAcceptedAndRejected(t *testing.T) {
 	}
 }
 
-func inStats(t *testing.T, s *gateway.Spud, spi uint32) api.SAStats {
+func inStats(t *testing.T, s *daemons.Spud, spi uint32) api.SAStats {
 	t.Helper()
 	sas, err := s.Client.DumpSAs(false)
 	if err != nil {
@@ -249,7 +249,7 @@ func inStats(t *testing.T, s *gateway.Spud, spi uint32) api.SAStats {
 // TestPrivilegedRestart: spud removes its XDP program on SIGTERM; after a
 // SIGKILL the program stays, and the next spud replaces it and works.
 func TestPrivilegedRestart(t *testing.T) {
-	p := startPair(t, lab.LineOptions{}, gateway.SpudOptions{})
+	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	xdpOn := func(h *lab.Host, ifname string) bool {
 		out, _ := h.Exec("ip", "-d", "link", "show", ifname)
@@ -268,7 +268,7 @@ func TestPrivilegedRestart(t *testing.T) {
 		t.Error("XDP program left attached after SIGTERM")
 	}
 	// Crash: SIGKILL leaves the program behind, with its policy.
-	a2, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
+	a2, err := daemons.StartSpud(p.ln.GwA, daemons.SpudOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func TestPrivilegedRestart(t *testing.T) {
 	if out, _ := exec.Command("tcpdump", "-r", leak, "-n").CombinedOutput(); strings.Contains(string(out), "ICMP echo request") {
 		t.Errorf("protected cleartext left in the clear while spud was dead:\n%s", out)
 	}
-	a3, err := gateway.StartSpud(p.ln.GwA, gateway.SpudOptions{})
+	a3, err := daemons.StartSpud(p.ln.GwA, daemons.SpudOptions{})
 	if err != nil {
 		t.Fatalf("restart over a stale program: %v", err)
 	}

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/asavie/xdp"
-	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // TestPrivilegedMetadata checks where the metadata written by the XDP

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 const testPort = 9000

@@ -76,7 +76,8 @@ func TestNoGenericPackageNames(t *testing.T) {
 // TestImportBoundaries: the data plane does not depend on the control
 // plane (spud must run, and restart, without iked's code), and the
 // control plane reaches the data plane only through its API and the anchor
-// function they share.
+// function they share; neither depends on the testbed (testbed/) or the
+// benchmarks, and nothing imports a command (cmd/) but its own packages.
 func TestImportBoundaries(t *testing.T) {
 	r := root(t)
 	const mod = "github.com/spugate/spugate/"
@@ -95,6 +96,11 @@ func TestImportBoundaries(t *testing.T) {
 			for _, im := range af.Imports {
 				path := strings.Trim(im.Path.Value, `"`)
 				switch {
+				case !strings.HasPrefix(rel, "cmd") && strings.HasPrefix(path, mod+"cmd/") && !strings.HasPrefix(path, mod+rel):
+					t.Errorf("%s imports %s: commands are the top of the tree; nothing imports them", rel, path)
+				case (strings.HasPrefix(rel, "dataplane") || strings.HasPrefix(rel, "control") || strings.HasPrefix(rel, "bpf")) &&
+					(strings.HasPrefix(path, mod+"testbed/") || strings.HasPrefix(path, mod+"bench/")):
+					t.Errorf("%s imports %s: the daemons' code does not depend on the testbed or the benchmarks", rel, path)
 				case (strings.HasPrefix(rel, "dataplane") || strings.HasPrefix(rel, "bpf")) && strings.HasPrefix(path, mod+"control/"):
 					t.Errorf("%s imports %s: the data plane may not depend on the control plane", rel, path)
 				case strings.HasPrefix(rel, "control") && strings.HasPrefix(path, mod+"dataplane/") && !allowedFromControl[path]:

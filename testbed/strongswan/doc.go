@@ -1,5 +1,5 @@
 // Package strongswan runs strongSwan's charon (Debian's 5.9.8) as an
-// independent IKEv2 and ESP peer inside deploy/lab hosts, for spugate's
+// independent IKEv2 and ESP peer inside testbed/lab hosts, for spugate's
 // interop tests and benchmarks, and makes test PKIs with strongSwan's pki
 // tool.
 //

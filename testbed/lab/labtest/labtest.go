@@ -1,4 +1,4 @@
-// Package labtest ties deploy/lab to a testing.TB: the lab is removed in
+// Package labtest ties testbed/lab to a testing.TB: the lab is removed in
 // t.Cleanup (which also runs after a panic), its processes' logs and every
 // host's addresses and routes are printed when the test failed, and the test
 // fails if anything of the run is left behind.
@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // New returns an empty lab owned by t. It skips t without privilege.

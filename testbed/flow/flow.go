@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // magic marks the flow's datagrams, so stray traffic is not counted.

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Paths of the Debian strongSwan 5.9.8 tools. charon is not on PATH.

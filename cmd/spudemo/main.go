@@ -20,9 +20,9 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/flow"
-	"github.com/spugate/spugate/deploy/gateway"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/daemons"
+	"github.com/spugate/spugate/testbed/flow"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 var (
@@ -34,8 +34,8 @@ var (
 
 type demo struct {
 	ln      *lab.Line
-	a, b    *gateway.Spud
-	ka, kb  *gateway.Iked
+	a, b    *daemons.Spud
+	ka, kb  *daemons.Iked
 	step    int
 	steps   int
 	started time.Time
@@ -58,13 +58,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "\n"+d.ln.Report())
 	}
 	if d.ln != nil {
-		for _, k := range []*gateway.Iked{d.ka, d.kb} {
+		for _, k := range []*daemons.Iked{d.ka, d.kb} {
 			if k != nil {
 				k.Stop()
 				k.Cleanup()
 			}
 		}
-		for _, s := range []*gateway.Spud{d.a, d.b} {
+		for _, s := range []*daemons.Spud{d.a, d.b} {
 			if s != nil {
 				s.Stop()
 			}
@@ -105,10 +105,10 @@ func (d *demo) run() error {
 	p := ln.Plan
 
 	d.say("starting spud on gw-a and gw-b (XDP steering, AF_XDP sockets, one SPU per core)")
-	if d.a, err = gateway.StartSpud(ln.GwA, gateway.SpudOptions{}); err != nil {
+	if d.a, err = daemons.StartSpud(ln.GwA, daemons.SpudOptions{}); err != nil {
 		return err
 	}
-	if d.b, err = gateway.StartSpud(ln.GwB, gateway.SpudOptions{}); err != nil {
+	if d.b, err = daemons.StartSpud(ln.GwB, daemons.SpudOptions{}); err != nil {
 		return err
 	}
 	hello, err := d.a.Client.Hello("spudemo")
@@ -128,9 +128,9 @@ func (d *demo) run() error {
 	switch *mode {
 	case "static":
 		d.say("bringing the tunnel up: manual keys, %s, %s <-> %s and %s <-> %s", *suite, p.LanA4, p.LanB4, p.LanA6, p.LanB6)
-		v4 := gateway.NewStaticTunnel(1, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA4}, []netip.Prefix{p.LanB4}, *suite, false)
-		v6 := gateway.NewStaticTunnel(2, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA6}, []netip.Prefix{p.LanB6}, *suite, false)
-		for _, tn := range []*gateway.StaticTunnel{v4, v6} {
+		v4 := daemons.NewStaticTunnel(1, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA4}, []netip.Prefix{p.LanB4}, *suite, false)
+		v6 := daemons.NewStaticTunnel(2, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA6}, []netip.Prefix{p.LanB6}, *suite, false)
+		for _, tn := range []*daemons.StaticTunnel{v4, v6} {
 			if err := tn.Install(d.a, d.b); err != nil {
 				return err
 			}
@@ -165,7 +165,7 @@ func (d *demo) run() error {
 	fmt.Printf("    UDP flow client-a -> client-b, 5000 packets/s for 3 s: %v\n", r)
 	if r.LostCount > 0 {
 		// Say where they went: every drop is counted by reason somewhere.
-		for _, s := range []*gateway.Spud{d.a, d.b} {
+		for _, s := range []*daemons.Spud{d.a, d.b} {
 			if st, err := s.Client.Stats(); err == nil {
 				fmt.Printf("    %s: drops %v, xdp %v, links %v\n", s.Host.Name, st.Drops, st.XDP, st.Links)
 				for _, so := range st.Sockets {
@@ -197,7 +197,7 @@ func (d *demo) run() error {
 			fmt.Printf("  gw-a: spuctl ike-stats\n%s", indent(out))
 		}
 	}
-	for _, s := range []*gateway.Spud{d.a, d.b} {
+	for _, s := range []*daemons.Spud{d.a, d.b} {
 		sas, err := s.Spuctl("sa", "list")
 		if err != nil {
 			return fmt.Errorf("spuctl sa list on %s: %v", s.Host.Name, err)
@@ -333,12 +333,12 @@ func (d *demo) ike() error {
 	lanA := p.LanA4.String() + "," + p.LanA6.String()
 	lanB := p.LanB4.String() + "," + p.LanB6.String()
 	var err error
-	if d.kb, err = gateway.StartIked(d.b, gateway.IkedOptions{Secrets: secrets,
+	if d.kb, err = daemons.StartIked(d.b, daemons.IkedOptions{Secrets: secrets,
 		Config: conf(p.GwBWan4, p.GwAWan4, "gw-b.example", "gw-a.example", lanB, lanA, "trap")}); err != nil {
 		return err
 	}
 	start := time.Now()
-	if d.ka, err = gateway.StartIked(d.a, gateway.IkedOptions{Secrets: secrets,
+	if d.ka, err = daemons.StartIked(d.a, daemons.IkedOptions{Secrets: secrets,
 		Config: conf(p.GwAWan4, p.GwBWan4, "gw-a.example", "gw-b.example", lanA, lanB, "start")}); err != nil {
 		return err
 	}
@@ -370,7 +370,7 @@ func (d *demo) certificates() error {
 		return err
 	}
 	d.pkiDir = dir
-	bin, err := gateway.Binaries()
+	bin, err := daemons.Binaries()
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package gateway
+package daemons
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/spugate/spugate/control/iked/ikectl"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Iked is an iked running on a lab host next to its spud.

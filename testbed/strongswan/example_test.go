@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
-	"github.com/spugate/spugate/deploy/strongswan"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // An interop test runs charon on gw-b with a certificate from a lab CA

@@ -29,7 +29,7 @@
 //	spuctl pki issue CADIR -id gw-a.example [-san ...] [-key ...] [-install CONFDIR]
 //
 // `sa add` and `policy add` take what `ip xfrm state add` and `ip xfrm
-// policy add` take (see control/xfrmargs).
+// policy add` take (see xfrmargs).
 package main
 
 import (
@@ -43,8 +43,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spugate/spugate/cmd/spuctl/xfrmargs"
 	"github.com/spugate/spugate/control/iked/ikectl"
-	"github.com/spugate/spugate/control/xfrmargs"
 	"github.com/spugate/spugate/dataplane/api"
 )
 

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
-	"github.com/spugate/spugate/deploy/lab/labtest"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
 )
 
 func ping(t *testing.T, h *lab.Host, dst netip.Addr) {

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Config is one charon instance: its connections, credentials and daemon

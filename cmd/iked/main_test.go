@@ -9,11 +9,12 @@ import (
 	"github.com/spugate/spugate/control/ike/task"
 )
 
-// TestExampleConfig keeps the example configuration loadable.
+// TestExampleConfig keeps the example configuration (deploy/examples)
+// loadable.
 func TestExampleConfig(t *testing.T) {
 	dir := t.TempDir()
 	for _, f := range []string{"iked.example.yaml", "secrets.example.yaml"} {
-		b, err := os.ReadFile(f)
+		b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "examples", f))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,9 +1,9 @@
-// Package gateway runs spugate's daemons (spud, and iked once it exists) on
+// Package daemons runs spugate's daemons (spud and iked) on
 // the hosts of a lab, for the privileged tests, the demo and the
 // benchmarks: it finds or builds the binaries, starts each daemon by PID
 // through the lab (so its log lands in the lab's failure report), waits
 // until it answers, and hands back an SA API client.
-package gateway
+package daemons
 
 import (
 	"fmt"
@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // BinEnv names a directory holding prebuilt binaries (make test sets it to
@@ -56,10 +56,7 @@ func Binaries() (string, error) {
 			build.err = err
 			return
 		}
-		pkgs := []string{"./dataplane/cmd/spud", "./control/cmd/spuctl"}
-		if _, err := os.Stat(filepath.Join(root, "control/cmd/iked")); err == nil {
-			pkgs = append(pkgs, "./control/cmd/iked")
-		}
+		pkgs := []string{"./cmd/spud", "./cmd/spuctl", "./cmd/iked"}
 		cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -76,7 +73,7 @@ func moduleRoot() (string, error) {
 	if !ok {
 		return "", fmt.Errorf("gateway: cannot find the module root")
 	}
-	// deploy/gateway/gateway.go -> root
+	// testbed/daemons/daemons.go -> root
 	return filepath.Dir(filepath.Dir(filepath.Dir(file))), nil
 }
 

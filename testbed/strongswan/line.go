@@ -3,7 +3,7 @@ package strongswan
 import (
 	"fmt"
 
-	"github.com/spugate/spugate/deploy/lab"
+	"github.com/spugate/spugate/testbed/lab"
 )
 
 // Identities of the standard line's gateways (FQDN IDs). Certificates

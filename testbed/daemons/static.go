@@ -1,4 +1,4 @@
-package gateway
+package daemons
 
 import (
 	"crypto/rand"

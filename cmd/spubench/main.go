@@ -26,8 +26,8 @@ import (
 	"github.com/spugate/spugate/bench/scenario"
 	"github.com/spugate/spugate/bench/traffic"
 	"github.com/spugate/spugate/dataplane/steer"
-	"github.com/spugate/spugate/deploy/gateway"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/testbed/daemons"
 )
 
 var scenarios = []string{"ceiling", "throughput", "scaling", "tunnels", "ike", "rekey"}
@@ -163,10 +163,10 @@ func main() {
 	fmt.Println(dir)
 }
 
-// useLocalBinaries points deploy/gateway at the spud next to spubench
+// useLocalBinaries points testbed/daemons at the spud next to spubench
 // (make build puts them all in bin/), unless told otherwise.
 func useLocalBinaries() {
-	if os.Getenv(gateway.BinEnv) != "" {
+	if os.Getenv(daemons.BinEnv) != "" {
 		return
 	}
 	exe, err := os.Executable()
@@ -179,7 +179,7 @@ func useLocalBinaries() {
 			return
 		}
 	}
-	os.Setenv(gateway.BinEnv, dir)
+	os.Setenv(daemons.BinEnv, dir)
 }
 
 func fail(format string, args ...any) {
