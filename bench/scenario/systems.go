@@ -2,10 +2,10 @@ package scenario
 
 import (
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"strings"
 
 	"github.com/spugate/spugate/bench/system"
-	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
 )
 
@@ -28,7 +28,7 @@ func SpudCarrier(carrier string) string { return Spud + ":" + carrier }
 func spudCarrier(name string) (string, bool) { return strings.CutPrefix(name, Spud+":") }
 
 // StandardSuites are the suites compared: the AEADs of RFC 4106 and 7634.
-var StandardSuites = []string{api.SuiteAES128GCM16, api.SuiteAES256GCM16, api.SuiteChaCha20Poly1305}
+var StandardSuites = []string{ipsec.AES128GCM16.String(), ipsec.AES256GCM16.String(), ipsec.ChaCha20Poly1305.String()}
 
 // suiteSpecific says whether a system's figures depend on the suite: the
 // kernel forwards without crypto and wireguard-go has one cipher

@@ -30,7 +30,7 @@ const MaxTunnels = 1<<14 - 1
 // the i-th address of SiteRange, a host of that peer's site, to gw-a's LAN.
 type Plan struct {
 	Tunnels int
-	Suite   string // an api.Suite* name, for the systems that choose one
+	Suite   string // an ESP suite's keyword (ipsec.Suite), for the systems that choose one
 	Line    lab.Plan
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ type Spud struct {
 	Args []string
 	// Carrier is spud's -steer-carrier (empty: auto).
 	Carrier string
+	suite   ipsec.Suite // the plan's, once Install parsed it
 	// Parallel is the number of concurrent SA API calls while installing
 	// (default 8).
 	Parallel int
@@ -111,9 +113,11 @@ func (s *Spud) Install(p Plan) error {
 	if err := p.Valid(); err != nil {
 		return err
 	}
-	if _, _, ok := api.SuiteKeyLen(p.Suite); !ok {
-		return fmt.Errorf("system: spud: unknown suite %q", p.Suite)
+	suite, err := ipsec.ParseSuite(p.Suite)
+	if err != nil {
+		return fmt.Errorf("system: spud: %w", err)
 	}
+	s.suite = suite
 	if s.a == nil {
 		return fmt.Errorf("system: spud: not started")
 	}
@@ -206,7 +210,7 @@ func (s *Spud) install(i int, gen uint32) error {
 	t := &s.tunnels[i]
 	t.reqid = uint32(i + 1)
 	local, peer, site, lan := p.Local(), p.Peer(i), p.Site(i), p.Line.LanA4
-	encKey, _, _ := api.SuiteKeyLen(p.Suite)
+	encKey := s.suite.EncKeyLen()
 	name := fmt.Sprintf("bench%d", i)
 	r, err := s.a.Client.AllocSPI(api.SPIAllocRequest{Local: local, Remote: peer})
 	if err != nil {
@@ -218,7 +222,7 @@ func (s *Spud) install(i int, gen uint32) error {
 	spiOut := 0x40000000 | gen<<16 | uint32(i)
 	kIn, kOut := key(encKey), key(encKey)
 	sa := func(spi uint32, dir api.Dir, l, r netip.Addr, k []byte, lts, rts netip.Prefix) *api.SA {
-		return &api.SA{SPI: spi, Dir: dir, Local: l, Remote: r, Mode: api.Tunnel, Suite: p.Suite, EncKey: k,
+		return &api.SA{SPI: spi, Dir: dir, Local: l, Remote: r, Mode: api.Tunnel, Suite: s.suite, EncKey: k,
 			ReqID: t.reqid, LocalTS: ts(lts), RemoteTS: ts(rts), Name: name}
 	}
 	for _, x := range []struct {

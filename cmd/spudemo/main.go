@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"io"
 	"net"
 	"net/netip"
@@ -28,7 +29,7 @@ import (
 var (
 	mode        = flag.String("auth", "psk", "how the tunnel is keyed: psk (IKEv2 with a pre-shared key), cert (IKEv2 with certificates from a lab CA) or static (manual keys)")
 	certKey     = flag.String("cert-key", "ecdsa-p256", "key type of the gateways' certificates with -auth=cert: ecdsa-p256, ecdsa-p384, rsa2048, rsa3072, rsa4096 (IKE_AUTH then needs fragments), ed25519")
-	suite       = flag.String("suite", api.SuiteAES128GCM16, "ESP suite: "+strings.Join(api.Suites, ", "))
+	suite       = flag.String("suite", ipsec.AES128GCM16.String(), fmt.Sprintf("ESP suite: one of %v", ipsec.Suites))
 	ikeProposal = flag.String("ike", "aes128gcm16-prfsha256-x25519", "IKE proposal (strongSwan syntax)")
 )
 
@@ -91,8 +92,9 @@ func (d *demo) run() error {
 	default:
 		return fmt.Errorf("-auth %s: want psk, cert or static", *mode)
 	}
-	if _, _, ok := api.SuiteKeyLen(*suite); !ok {
-		return fmt.Errorf("-suite %q: want one of %s", *suite, strings.Join(api.Suites, ", "))
+	espSuite, err := ipsec.ParseSuite(*suite)
+	if err != nil {
+		return fmt.Errorf("-suite: %w (want one of %v)", err, ipsec.Suites)
 	}
 	d.say("building the lab: client-a -- gw-a -- gw-b -- client-b (network namespaces, 198.18.0.0/15, 2001:db8::/32)")
 	// No clear routes between the LANs: what reaches the far side went
@@ -128,8 +130,8 @@ func (d *demo) run() error {
 	switch *mode {
 	case "static":
 		d.say("bringing the tunnel up: manual keys, %s, %s <-> %s and %s <-> %s", *suite, p.LanA4, p.LanB4, p.LanA6, p.LanB6)
-		v4 := daemons.NewStaticTunnel(1, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA4}, []netip.Prefix{p.LanB4}, *suite, false)
-		v6 := daemons.NewStaticTunnel(2, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA6}, []netip.Prefix{p.LanB6}, *suite, false)
+		v4 := daemons.NewStaticTunnel(1, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA4}, []netip.Prefix{p.LanB4}, espSuite, false)
+		v6 := daemons.NewStaticTunnel(2, p.GwAWan4, p.GwBWan4, []netip.Prefix{p.LanA6}, []netip.Prefix{p.LanB6}, espSuite, false)
 		for _, tn := range []*daemons.StaticTunnel{v4, v6} {
 			if err := tn.Install(d.a, d.b); err != nil {
 				return err

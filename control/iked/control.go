@@ -137,7 +137,10 @@ func (d *Daemon) listSAs() (*ikectl.SAs, error) {
 				i.RekeyIn = ike.RekeyAt.Sub(now).Round(time.Second)
 			}
 			for _, ch := range ike.Children {
-				suiteName, _ := task.DataPlaneSuite(ch.Alg)
+				suiteName := ""
+				if s, err := task.DataPlaneSuite(ch.Alg); err == nil {
+					suiteName = s.String()
+				}
 				c := ikectl.ChildSA{Name: ch.Name, UniqueID: ch.UniqueID, State: ch.State.String(), ReqID: ch.ReqID,
 					SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
 					Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}

@@ -2,6 +2,7 @@ package iked_test
 
 import (
 	"context"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -61,9 +62,9 @@ func TestPrivilegedIkedRestart(t *testing.T) {
 	// An orphan under iked's name (a Child SA iked installed but never
 	// persisted) and a manually keyed SA that is not iked's.
 	for _, s := range []*api.SA{
-		{SPI: 0x00abcdef, Dir: api.In, Local: pl.GwAWan4, Remote: pl.GwBWan4, Mode: api.Tunnel, Suite: api.SuiteAES128GCM16,
+		{SPI: 0x00abcdef, Dir: api.In, Local: pl.GwAWan4, Remote: pl.GwBWan4, Mode: api.Tunnel, Suite: ipsec.AES128GCM16,
 			EncKey: make([]byte, 20), ReqID: 999, Name: "iked/tun/net/999"},
-		{SPI: 0x00abcdee, Dir: api.In, Local: pl.GwAWan4, Remote: pl.GwBWan4, Mode: api.Tunnel, Suite: api.SuiteAES128GCM16,
+		{SPI: 0x00abcdee, Dir: api.In, Local: pl.GwAWan4, Remote: pl.GwBWan4, Mode: api.Tunnel, Suite: ipsec.AES128GCM16,
 			EncKey: make([]byte, 20), ReqID: 998, Name: "static"},
 	} {
 		if err := tb.a.spud.Client.AddSA(s); err != nil {

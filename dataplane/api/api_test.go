@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -62,7 +63,7 @@ func TestTSContainsAndString(t *testing.T) {
 
 func testSA() SA {
 	return SA{SPI: 0xc0010001, Dir: Out, Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.18.0.2"),
-		Mode: Tunnel, Suite: SuiteAES128GCM16, EncKey: make([]byte, 20), ReqID: 1}
+		Mode: Tunnel, Suite: ipsec.AES128GCM16, EncKey: make([]byte, 20), ReqID: 1}
 }
 
 func TestSAValidate(t *testing.T) {
@@ -74,8 +75,8 @@ func TestSAValidate(t *testing.T) {
 		"reserved spi":  func(s *SA) { s.SPI = 7 },
 		"dir":           func(s *SA) { s.Dir = "sideways" },
 		"key length":    func(s *SA) { s.EncKey = make([]byte, 16) },
-		"suite":         func(s *SA) { s.Suite = "aes-gcm" },
-		"integ key":     func(s *SA) { s.Suite = SuiteAES128SHA256; s.EncKey = make([]byte, 16) },
+		"suite":         func(s *SA) { s.Suite = ipsec.SuiteInvalid },
+		"integ key":     func(s *SA) { s.Suite = ipsec.AES128SHA256; s.EncKey = make([]byte, 16) },
 		"family":        func(s *SA) { s.Remote = netip.MustParseAddr("2001:db8::2") },
 		"encap port":    func(s *SA) { s.Encap = &Encap{LocalPort: 4500} },
 		"mode":          func(s *SA) { s.Mode = "" },

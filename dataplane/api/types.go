@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"strings"
 )
@@ -22,36 +23,6 @@ const (
 	Tunnel    Mode = "tunnel"
 	Transport Mode = "transport"
 )
-
-// Suites the data plane implements, named as in strongSwan's ESP proposals.
-const (
-	SuiteAES128GCM16      = "aes128gcm16"
-	SuiteAES256GCM16      = "aes256gcm16"
-	SuiteChaCha20Poly1305 = "chacha20poly1305"
-	SuiteAES128SHA256     = "aes128-sha256"
-	SuiteAES256SHA256     = "aes256-sha256"
-)
-
-// SuiteKeyLen returns the encryption key length (with the 4-byte salt of the
-// AEADs) and the integrity key length of a suite, or ok false.
-func SuiteKeyLen(suite string) (enc, integ int, ok bool) {
-	switch suite {
-	case SuiteAES128GCM16:
-		return 16 + 4, 0, true
-	case SuiteAES256GCM16:
-		return 32 + 4, 0, true
-	case SuiteChaCha20Poly1305:
-		return 32 + 4, 0, true
-	case SuiteAES128SHA256:
-		return 16, 32, true
-	case SuiteAES256SHA256:
-		return 32, 32, true
-	}
-	return 0, 0, false
-}
-
-// Suites lists the suite names SuiteKeyLen knows.
-var Suites = []string{SuiteAES128GCM16, SuiteAES256GCM16, SuiteChaCha20Poly1305, SuiteAES128SHA256, SuiteAES256SHA256}
 
 // TS is a traffic selector (RFC 7296 3.13.1): a protocol (0 for any), an
 // address range and a port range (0-65535 for any).
@@ -180,10 +151,10 @@ type SA struct {
 	Dir Dir    `json:"dir"`
 	// Local and Remote are the tunnel endpoints: this gateway's address and
 	// the peer's. They decide the anchor SPU.
-	Local  netip.Addr `json:"local"`
-	Remote netip.Addr `json:"remote"`
-	Mode   Mode       `json:"mode"`
-	Suite  string     `json:"suite"`
+	Local  netip.Addr  `json:"local"`
+	Remote netip.Addr  `json:"remote"`
+	Mode   Mode        `json:"mode"`
+	Suite  ipsec.Suite `json:"suite"` // strongSwan's keyword: "aes128gcm16"
 	// EncKey includes the 4-byte salt for the AEAD suites (RFC 4106, 7634).
 	EncKey   []byte `json:"enc_key"`
 	IntegKey []byte `json:"integ_key,omitempty"`
@@ -222,10 +193,10 @@ func (s *SA) Validate() error {
 	if s.Mode != Tunnel && s.Mode != Transport {
 		return fmt.Errorf("%s: mode %q, want tunnel or transport", name, s.Mode)
 	}
-	enc, integ, ok := SuiteKeyLen(s.Suite)
-	if !ok {
-		return fmt.Errorf("%s: unknown suite %q (have %s)", name, s.Suite, strings.Join(Suites, ", "))
+	if !s.Suite.Valid() {
+		return fmt.Errorf("%s: no ESP suite (have %v)", name, ipsec.Suites)
 	}
+	enc, integ := s.Suite.EncKeyLen(), s.Suite.IntegKeyLen()
 	if len(s.EncKey) != enc {
 		return fmt.Errorf("%s: suite %s needs a %d-byte encryption key, got %d", name, s.Suite, enc, len(s.EncKey))
 	}

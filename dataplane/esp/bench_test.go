@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"hash"
 	"os"
 	"strconv"
@@ -32,7 +33,7 @@ import (
 
 // benchCase is a suite and the speed padding of its outbound SA.
 type benchCase struct {
-	suite    Suite
+	suite    ipsec.Suite
 	speedPad int
 }
 
@@ -45,9 +46,9 @@ func (c benchCase) String() string {
 
 var (
 	benchCases = []benchCase{
-		{suite: AES128GCM}, {suite: AES128GCM, speedPad: 48},
-		{suite: AES256GCM}, {suite: AES256GCM, speedPad: 48},
-		{suite: ChaCha20Poly1305}, {suite: AES128CBCSHA256}, {suite: AES256CBCSHA256},
+		{suite: ipsec.AES128GCM16}, {suite: ipsec.AES128GCM16, speedPad: 48},
+		{suite: ipsec.AES256GCM16}, {suite: ipsec.AES256GCM16, speedPad: 48},
+		{suite: ipsec.ChaCha20Poly1305}, {suite: ipsec.AES128SHA256}, {suite: ipsec.AES256SHA256},
 	}
 	benchSizes = []int{64, 512, 1400, 8192}
 )
@@ -134,14 +135,14 @@ type raw struct {
 	sum   [32]byte
 }
 
-func newRaw(b *testing.B, suite Suite) *raw {
+func newRaw(b *testing.B, suite ipsec.Suite) *raw {
 	enc, integ := testKeys(suite, 0x40)
 	r := &raw{}
 	switch suite {
-	case AES128GCM, AES192GCM, AES256GCM:
+	case ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16:
 		blk, _ := aes.NewCipher(enc[:len(enc)-4])
 		r.aead, _ = cipher.NewGCM(blk)
-	case ChaCha20Poly1305:
+	case ipsec.ChaCha20Poly1305:
 		r.aead, _ = chacha20poly1305.New(enc[:32])
 	default:
 		blk, _ := aes.NewCipher(enc)
@@ -187,7 +188,7 @@ func (r *raw) open(buf []byte, n int) bool {
 
 // benchRawSeal seals size bytes (with the SI unit of the ESP benchmarks:
 // unit bytes a packet).
-func benchRawSeal(b *testing.B, suite Suite, size, unit int) {
+func benchRawSeal(b *testing.B, suite ipsec.Suite, size, unit int) {
 	r := newRaw(b, suite)
 	buf := make([]byte, size+64)
 	b.SetBytes(int64(unit))
@@ -198,7 +199,7 @@ func benchRawSeal(b *testing.B, suite Suite, size, unit int) {
 	}
 }
 
-func benchRawOpen(b *testing.B, suite Suite, size, unit int) {
+func benchRawOpen(b *testing.B, suite ipsec.Suite, size, unit int) {
 	r := newRaw(b, suite)
 	sealed := make([]byte, size+64)
 	r.seal(sealed, size)
@@ -237,7 +238,7 @@ func BenchmarkDecap(b *testing.B) { forEachCase(b, benchDecap) }
 func BenchmarkRawSeal(b *testing.B) { forEachRaw(b, benchRawSeal) }
 func BenchmarkRawOpen(b *testing.B) { forEachRaw(b, benchRawOpen) }
 
-func forEachRaw(b *testing.B, f func(*testing.B, Suite, int, int)) {
+func forEachRaw(b *testing.B, f func(*testing.B, ipsec.Suite, int, int)) {
 	for _, c := range benchCases {
 		for _, n := range benchSizes {
 			if c.speedPad == 0 {
@@ -252,7 +253,7 @@ func forEachRaw(b *testing.B, f func(*testing.B, Suite, int, int)) {
 
 // BenchmarkEncapBatch is Encap through EncapBatch, 32 packets a call.
 func BenchmarkEncapBatch(b *testing.B) {
-	for _, s := range []Suite{AES128GCM} {
+	for _, s := range []ipsec.Suite{ipsec.AES128GCM16} {
 		for _, n := range []int{64, 1400} {
 			b.Run(fmt.Sprintf("suite=%s/size=%d", s, n), func(b *testing.B) {
 				out, _ := benchSA(b, benchCase{suite: s})
@@ -280,7 +281,7 @@ func BenchmarkEncapBatch(b *testing.B) {
 
 // BenchmarkDecapBatch is Decap through DecapBatch, poolLen packets a call.
 func BenchmarkDecapBatch(b *testing.B) {
-	for _, s := range []Suite{AES128GCM} {
+	for _, s := range []ipsec.Suite{ipsec.AES128GCM16} {
 		for _, n := range []int{64, 1400} {
 			b.Run(fmt.Sprintf("suite=%s/size=%d", s, n), func(b *testing.B) {
 				out, in := benchSA(b, benchCase{suite: s})
@@ -309,10 +310,10 @@ func BenchmarkDecapBatch(b *testing.B) {
 // BenchmarkEncapVariants covers the outer header variants at 1400 bytes.
 func BenchmarkEncapVariants(b *testing.B) {
 	for _, o := range []pairOpts{
-		{suite: AES128GCM, v6outer: true},
-		{suite: AES128GCM, udp: true},
-		{suite: AES128GCM, v6outer: true, udp: true},
-		{suite: AES128GCM, esn: true},
+		{suite: ipsec.AES128GCM16, v6outer: true},
+		{suite: ipsec.AES128GCM16, udp: true},
+		{suite: ipsec.AES128GCM16, v6outer: true, udp: true},
+		{suite: ipsec.AES128GCM16, esn: true},
 	} {
 		b.Run(strings.ReplaceAll(o.String(), "/", "-"), func(b *testing.B) {
 			o.mtu = 65535
@@ -389,7 +390,7 @@ func TestReportCipherSizes(t *testing.T) {
 	for n := 16; n <= 272; n += 16 {
 		sizes = append(sizes, n)
 	}
-	suites := []Suite{AES128GCM, AES256GCM, ChaCha20Poly1305, AES128CBCSHA256}
+	suites := []ipsec.Suite{ipsec.AES128GCM16, ipsec.AES256GCM16, ipsec.ChaCha20Poly1305, ipsec.AES128SHA256}
 	seal := make([][]float64, len(suites))
 	open := make([][]float64, len(suites))
 	for rep := 0; rep < reps; rep++ {
@@ -399,7 +400,7 @@ func TestReportCipherSizes(t *testing.T) {
 			}
 			for j, n := range sizes {
 				for _, m := range []struct {
-					f   func(*testing.B, Suite, int, int)
+					f   func(*testing.B, ipsec.Suite, int, int)
 					dst []float64
 				}{{benchRawSeal, seal[i]}, {benchRawOpen, open[i]}} {
 					r := testing.Benchmark(func(b *testing.B) { m.f(b, s, n, n) })
@@ -447,7 +448,7 @@ func (nullAEAD) Open(dst, _, ct, _ []byte) ([]byte, error) {
 func BenchmarkEngine(b *testing.B) {
 	for _, n := range []int{64, 512} {
 		b.Run(fmt.Sprintf("op=encap/size=%d", n), func(b *testing.B) {
-			out, _ := benchSA(b, benchCase{suite: AES128GCM})
+			out, _ := benchSA(b, benchCase{suite: ipsec.AES128GCM16})
 			out.aead = nullAEAD{}
 			pkt := benchInner(n)
 			buf, off := benchFrame(pkt)
@@ -460,7 +461,7 @@ func BenchmarkEngine(b *testing.B) {
 			}
 		})
 		b.Run(fmt.Sprintf("op=decap/size=%d", n), func(b *testing.B) {
-			out, in := benchSA(b, benchCase{suite: AES128GCM})
+			out, in := benchSA(b, benchCase{suite: ipsec.AES128GCM16})
 			out.aead, in.aead = nullAEAD{}, nullAEAD{}
 			pool := decapPool(b, out, n)
 			work := make([]byte, len(pool[0]))

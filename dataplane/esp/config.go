@@ -3,102 +3,15 @@ package esp
 import (
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 
 	"github.com/spugate/spugate/dataplane/replay"
 )
 
-// Suite is a cipher suite: the encryption and integrity transforms of an SA.
-type Suite uint8
-
-// Suites. Key material is laid out as IKEv2 derives it (RFC 7296 section
-// 2.17): for the AEAD suites EncKey is the cipher key followed by the 4-byte
-// salt; for the CBC suite EncKey is the AES key and IntegKey the HMAC key.
-const (
-	SuiteInvalid Suite = iota
-	// AES128GCM is AES-GCM with a 128-bit key and 16-byte ICV (RFC 4106,
-	// IKEv2 ENCR_AES_GCM_16 with a 128-bit key): EncKey is 16+4 bytes.
-	AES128GCM
-	// AES192GCM is AES-GCM with a 192-bit key: EncKey is 24+4 bytes.
-	AES192GCM
-	// AES256GCM is AES-GCM with a 256-bit key: EncKey is 32+4 bytes.
-	AES256GCM
-	// ChaCha20Poly1305 is RFC 7634: EncKey is 32+4 bytes.
-	ChaCha20Poly1305
-	// AES128CBCSHA256 is AES-CBC (RFC 3602) with a 128-bit key and
-	// HMAC-SHA2-256-128 (RFC 4868): EncKey 16 bytes, IntegKey 32 bytes.
-	AES128CBCSHA256
-	// AES256CBCSHA256 is the same with a 256-bit AES key.
-	AES256CBCSHA256
-	numSuites
-)
-
-var suiteNames = [numSuites]string{
-	SuiteInvalid:     "invalid",
-	AES128GCM:        "aes128gcm",
-	AES192GCM:        "aes192gcm",
-	AES256GCM:        "aes256gcm",
-	ChaCha20Poly1305: "chacha20poly1305",
-	AES128CBCSHA256:  "aes128cbc-sha256",
-	AES256CBCSHA256:  "aes256cbc-sha256",
-}
-
-func (s Suite) String() string {
-	if s < numSuites {
-		return suiteNames[s]
-	}
-	return fmt.Sprintf("suite(%d)", uint8(s))
-}
-
-// ParseSuite returns the suite named as by String.
-func ParseSuite(name string) (Suite, error) {
-	for s := AES128GCM; s < numSuites; s++ {
-		if suiteNames[s] == name {
-			return s, nil
-		}
-	}
-	return SuiteInvalid, fmt.Errorf("esp: unknown suite %q", name)
-}
-
-// AEAD reports whether the suite is an AEAD (GCM or ChaCha20-Poly1305).
-func (s Suite) AEAD() bool { return s >= AES128GCM && s <= ChaCha20Poly1305 }
-
-// EncKeyLen is the length of EncKey for the suite, salt included.
-func (s Suite) EncKeyLen() int {
-	switch s {
-	case AES128GCM:
-		return 16 + saltLen
-	case AES192GCM:
-		return 24 + saltLen
-	case AES256GCM, ChaCha20Poly1305:
-		return 32 + saltLen
-	case AES128CBCSHA256:
-		return 16
-	case AES256CBCSHA256:
-		return 32
-	}
-	return 0
-}
-
-// IntegKeyLen is the length of IntegKey for the suite (0 for AEAD suites).
-func (s Suite) IntegKeyLen() int {
-	if s == AES128CBCSHA256 || s == AES256CBCSHA256 {
-		return 32
-	}
-	return 0
-}
-
-// IVLen is the length of the IV carried in each packet.
-func (s Suite) IVLen() int {
-	if s.AEAD() {
-		return 8
-	}
-	return 16
-}
-
 // blockLen is the alignment of the encrypted part (RFC 4303 section 2.4:
 // at least 4; the cipher block for CBC).
-func (s Suite) blockLen() int {
+func blockLen(s ipsec.Suite) int {
 	if s.AEAD() {
 		return 4
 	}
@@ -206,7 +119,7 @@ func PrefixSelector(p netip.Prefix, proto uint8) Selector {
 type Config struct {
 	SPI       uint32
 	Direction Direction
-	Suite     Suite
+	Suite     ipsec.Suite
 	EncKey    []byte
 	IntegKey  []byte
 	Mode      Mode
@@ -302,7 +215,7 @@ func (c *Config) validate() error {
 	if c.Direction != Outbound && c.Direction != Inbound {
 		return fmt.Errorf("%s: direction must be Outbound or Inbound", id)
 	}
-	if c.Suite == SuiteInvalid || c.Suite >= numSuites {
+	if !c.Suite.Valid() {
 		return fmt.Errorf("%s: unknown suite %d", id, c.Suite)
 	}
 	if len(c.EncKey) != c.Suite.EncKeyLen() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/subtle"
 	"encoding/binary"
+	"github.com/spugate/spugate/ipsec"
 
 	"github.com/spugate/spugate/dataplane/iphdr"
 	"github.com/spugate/spugate/dataplane/replay"
@@ -252,7 +253,7 @@ func padOK(pt []byte, padLen int) bool {
 // length (without IV and ICV). sa.seqHi holds the inferred high bits.
 func (sa *SA) open(esp []byte, ctLen int) bool {
 	if sa.aeadMode {
-		*(*[8]byte)(sa.nonce[saltLen:]) = *(*[8]byte)(esp[espHdrLen:])
+		*(*[8]byte)(sa.nonce[ipsec.SaltLen:]) = *(*[8]byte)(esp[espHdrLen:])
 		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
 		_, err := sa.aead.Open(ct[:0], sa.nonce[:], ct, sa.aadFor(esp))
 		return err == nil

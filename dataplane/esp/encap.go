@@ -2,6 +2,7 @@ package esp
 
 import (
 	"encoding/binary"
+	"github.com/spugate/spugate/ipsec"
 
 	"github.com/spugate/spugate/dataplane/iphdr"
 )
@@ -289,7 +290,7 @@ func (sa *SA) seal(esp []byte, seq uint64, ctLen int) {
 // sealAEAD seals with the IV already in the packet (also used by the
 // known-answer tests, whose IVs are not sequence numbers).
 func (sa *SA) sealAEAD(esp []byte, ctLen int) {
-	copy(sa.nonce[saltLen:], esp[espHdrLen:espHdrLen+8])
+	copy(sa.nonce[ipsec.SaltLen:], esp[espHdrLen:espHdrLen+8])
 	pt := esp[espHdrLen+8 : espHdrLen+8+ctLen]
 	sa.aead.Seal(pt[:0], sa.nonce[:], pt, sa.aadFor(esp))
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"strings"
 	"testing"
@@ -66,7 +67,7 @@ func TestRoundTripTransport(t *testing.T) {
 }
 
 func TestTransportIPv6ExtensionHeaders(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM, v6outer: true, transport: true})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, v6outer: true, transport: true})
 	// Hop-by-Hop (PadN) then Destination Options then UDP: ESP goes after
 	// the Hop-by-Hop header, the Destination Options travel encrypted.
 	hbh := []byte{iphdr.ProtoDestOpts, 0, 1, 4, 0, 0, 0, 0}
@@ -130,7 +131,7 @@ func checkWire(t *testing.T, sa *SA, w []byte, v6outer, udp bool) {
 		t.Fatalf("AEAD IV %x is not the sequence number %d", esp[8:16], sa.seq)
 	}
 	ct := len(esp) - 8 - sa.ivLen - icvLen
-	if ct%sa.suite.blockLen() != 0 {
+	if ct%blockLen(sa.suite) != 0 {
 		t.Fatalf("ciphertext length %d not aligned", ct)
 	}
 }
@@ -140,7 +141,7 @@ func checkWire(t *testing.T, sa *SA, w []byte, v6outer, udp bool) {
 // across the batches of the keystream, after Restore on a fresh SA (state
 // moved mid-batch), and for a number out of step.
 func TestCBCIVsAreEncryptedCounters(t *testing.T) {
-	for _, suite := range []Suite{AES128CBCSHA256, AES256CBCSHA256} {
+	for _, suite := range []ipsec.Suite{ipsec.AES128SHA256, ipsec.AES256SHA256} {
 		o := pairOpts{suite: suite}
 		out, _ := newPair(t, o)
 		enc, integ := testKeys(suite, 0x40)
@@ -185,7 +186,7 @@ func TestCBCIVsAreEncryptedCounters(t *testing.T) {
 }
 
 func TestCBCIVsDiffer(t *testing.T) {
-	out, _ := newPair(t, pairOpts{suite: AES128CBCSHA256})
+	out, _ := newPair(t, pairOpts{suite: ipsec.AES128SHA256})
 	seen := map[[16]byte]bool{}
 	pkt := innerPacket(false, 64)
 	for i := 0; i < 1000; i++ {
@@ -201,7 +202,7 @@ func TestCBCIVsDiffer(t *testing.T) {
 }
 
 func TestESNAcross32BitBoundary(t *testing.T) {
-	for _, suite := range []Suite{AES128GCM, ChaCha20Poly1305, AES256CBCSHA256} {
+	for _, suite := range []ipsec.Suite{ipsec.AES128GCM16, ipsec.ChaCha20Poly1305, ipsec.AES256SHA256} {
 		t.Run(suite.String(), func(t *testing.T) {
 			out, in := newPair(t, pairOpts{suite: suite, esn: true})
 			start := uint64(1<<32 - 5)
@@ -238,7 +239,7 @@ func TestESNAcross32BitBoundary(t *testing.T) {
 
 func TestESNWrongHighBitsFailICV(t *testing.T) {
 	// Without ESN on the receiver, an ESN sender's packets past 2^32 fail.
-	oc, ic := pairConfig(pairOpts{suite: AES128GCM, esn: true})
+	oc, ic := pairConfig(pairOpts{suite: ipsec.AES128GCM16, esn: true})
 	ic.ESN = false
 	out, _ := NewSA(oc)
 	in, _ := NewSA(ic)
@@ -269,7 +270,7 @@ func decapOne(in *SA, wire []byte) Result {
 }
 
 func TestReplayEdgeCases(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM, window: 64})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, window: 64})
 	pkt := innerPacket(false, 64)
 	var w [200][]byte
 	for i := 1; i < 200; i++ {
@@ -308,7 +309,7 @@ func TestReplayEdgeCases(t *testing.T) {
 }
 
 func TestStateRestoreContinues(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: ChaCha20Poly1305, esn: true})
+	out, in := newPair(t, pairOpts{suite: ipsec.ChaCha20Poly1305, esn: true})
 	pkt := innerPacket(true, 200)
 	var wires [][]byte
 	for i := 0; i < 50; i++ {
@@ -323,7 +324,7 @@ func TestStateRestoreContinues(t *testing.T) {
 	ost, ist := out.State(), in.State()
 
 	// "Migrate": new SAs from the same configs, restored from the state.
-	oc, ic := pairConfig(pairOpts{suite: ChaCha20Poly1305, esn: true})
+	oc, ic := pairConfig(pairOpts{suite: ipsec.ChaCha20Poly1305, esn: true})
 	out2, _ := NewSA(oc)
 	in2, _ := NewSA(ic)
 	if err := out2.Restore(ost); err != nil {
@@ -359,7 +360,7 @@ func TestStateRestoreContinues(t *testing.T) {
 }
 
 func TestSeqExhaustion(t *testing.T) {
-	out, _ := newPair(t, pairOpts{suite: AES128GCM})
+	out, _ := newPair(t, pairOpts{suite: ipsec.AES128GCM16})
 	st := out.State()
 	st.Seq = DefaultSeqSoftLimit32 - 2
 	out.Restore(st)
@@ -398,7 +399,7 @@ func TestSeqExhaustion(t *testing.T) {
 func TestLifetimes(t *testing.T) {
 	for _, dir := range []Direction{Outbound, Inbound} {
 		t.Run(dir.String(), func(t *testing.T) {
-			oc, ic := pairConfig(pairOpts{suite: AES256GCM})
+			oc, ic := pairConfig(pairOpts{suite: ipsec.AES256GCM16})
 			lt := Lifetime{SoftPackets: 5, HardPackets: 8, SoftBytes: 1 << 40, HardBytes: 1 << 40}
 			if dir == Outbound {
 				oc.Lifetime = lt
@@ -442,7 +443,7 @@ func TestLifetimes(t *testing.T) {
 		})
 	}
 	// Bytes.
-	oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+	oc, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 	oc.Lifetime = Lifetime{SoftBytes: 250, HardBytes: 400}
 	out, _ := NewSA(oc)
 	pkt := innerPacket(false, 100)
@@ -518,7 +519,7 @@ func sealCustom(out *SA, plaintext []byte) []byte {
 }
 
 func TestTrailerValidation(t *testing.T) {
-	for _, suite := range []Suite{AES128GCM, AES128CBCSHA256} {
+	for _, suite := range []ipsec.Suite{ipsec.AES128GCM16, ipsec.AES128SHA256} {
 		t.Run(suite.String(), func(t *testing.T) {
 			out, in := newPair(t, pairOpts{suite: suite})
 			inner := innerPacket(false, 60)
@@ -561,7 +562,7 @@ func TestTrailerValidation(t *testing.T) {
 }
 
 func TestTrafficSelectors(t *testing.T) {
-	oc, ic := pairConfig(pairOpts{suite: AES128GCM})
+	oc, ic := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 	ic.LocalTS = []Selector{PrefixSelector(netip.MustParsePrefix("198.19.2.0/24"), 0)}
 	ic.RemoteTS = []Selector{
 		{Proto: iphdr.ProtoUDP, Start: host4, End: host4, StartPort: 1000, EndPort: 1000},
@@ -597,7 +598,7 @@ func TestTrafficSelectors(t *testing.T) {
 	}
 
 	// IPv6 ranges.
-	oc6, ic6 := pairConfig(pairOpts{suite: AES128GCM, v6outer: true})
+	oc6, ic6 := pairConfig(pairOpts{suite: ipsec.AES128GCM16, v6outer: true})
 	ic6.RemoteTS = []Selector{{Start: netip.MustParseAddr("2001:db8:1::"), End: netip.MustParseAddr("2001:db8:1::ff"), EndPort: 0xffff}}
 	ic6.LocalTS = []Selector{PrefixSelector(netip.MustParsePrefix("2001:db8:2::/48"), iphdr.ProtoUDP)}
 	out6, _ := NewSA(oc6)
@@ -646,7 +647,7 @@ func TestECN(t *testing.T) {
 	// End to end: the outer header copies DSCP and ECN; a CE mark set on
 	// the outer header in transit reaches the inner packet.
 	for _, v6 := range []bool{false, true} {
-		out, in := newPair(t, pairOpts{suite: AES128GCM, v6outer: v6})
+		out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, v6outer: v6})
 		var pkt []byte
 		if v6 {
 			pkt = ipv6Packet(host6, peer6, iphdr.ProtoUDP, 0xb8|ect0, udpPayload(1, 2, nil))
@@ -686,7 +687,7 @@ func TestECN(t *testing.T) {
 		}
 	}
 	// Not-ECT inner with CE outside is dropped.
-	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16})
 	w := encapOne(t, out, ipv4Packet(host4, peer4, iphdr.ProtoUDP, 0, false, udpPayload(1, 2, nil)))
 	w[1] |= ce
 	iphdr.SetIPv4Checksum(w[:20])
@@ -701,7 +702,7 @@ func TestDFAndMTU(t *testing.T) {
 	pkt6 := ipv6Packet(host6, peer6, iphdr.ProtoUDP, 0, udpPayload(1, 2, make([]byte, 1452)))
 	small6 := ipv6Packet(host6, peer6, iphdr.ProtoUDP, 0, udpPayload(1, 2, make([]byte, 1232)))
 
-	out, in := newPair(t, pairOpts{suite: AES128GCM, mtu: 1500})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, mtu: 1500})
 	buf, off := frame(pktDF)
 	r := out.Encap(buf, off, len(pktDF))
 	if r.Verdict != SendTooBig || r.Reason != TooBig || r.Off != off || !bytes.Equal(buf[off:off+r.Len], pktDF) {
@@ -721,7 +722,7 @@ func TestDFAndMTU(t *testing.T) {
 		t.Fatalf("one byte more: %+v", r)
 	}
 	// With the minimal 4-byte alignment the same path carries 1446 bytes.
-	oc4, _ := pairConfig(pairOpts{suite: AES128GCM, mtu: 1500})
+	oc4, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16, mtu: 1500})
 	oc4.PadAlign = 4
 	out4, _ := NewSA(oc4)
 	if out4.InnerMTU() != 1446 {
@@ -756,7 +757,7 @@ func TestDFAndMTU(t *testing.T) {
 	if r := out.Encap(frame2(pkt6)); r.Verdict != SendTooBig || r.MTU != 1438 {
 		t.Fatalf("v6 inner: %+v", r)
 	}
-	out2, _ := newPair(t, pairOpts{suite: AES128GCM, mtu: 1280})
+	out2, _ := newPair(t, pairOpts{suite: ipsec.AES128GCM16, mtu: 1280})
 	if r := out2.Encap(frame2(small6)); r.Verdict != Fragment {
 		t.Fatalf("1280-byte v6 inner over a 1280 path: %+v", r)
 	}
@@ -764,7 +765,7 @@ func TestDFAndMTU(t *testing.T) {
 		t.Fatalf("v6 inner over a 1280 path: %+v", r)
 	}
 	// FragmentTooBig: fragment instead of ICMP.
-	oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+	oc, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 	oc.FragmentTooBig = true
 	out3, _ := NewSA(oc)
 	if r := out3.Encap(frame2(pktDF)); r.Verdict != Fragment {
@@ -772,7 +773,7 @@ func TestDFAndMTU(t *testing.T) {
 	}
 	// DF policies.
 	for _, pol := range []DFPolicy{DFSet, DFClear} {
-		oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+		oc, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 		oc.DF = pol
 		sa, _ := NewSA(oc)
 		for _, df := range []bool{false, true} {
@@ -793,7 +794,7 @@ func frame2(pkt []byte) ([]byte, int, int) {
 }
 
 func TestNoRoomAndMisuse(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16})
 	pkt := innerPacket(false, 64)
 	buf := make([]byte, 10+len(pkt)+Tailroom)
 	copy(buf[10:], pkt)
@@ -820,7 +821,7 @@ func TestNoRoomAndMisuse(t *testing.T) {
 }
 
 func TestUDPEncapNotESP(t *testing.T) {
-	_, in := newPair(t, pairOpts{suite: AES128GCM, udp: true})
+	_, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, udp: true})
 	ka := ipv4Packet(gw4a, gw4b, iphdr.ProtoUDP, 0, false, udpPayload(4500, 4500, []byte{0xff}))
 	if r := decapOne(in, ka); r.Reason != NotESP {
 		t.Fatalf("keepalive: %v", r.Reason)
@@ -832,7 +833,7 @@ func TestUDPEncapNotESP(t *testing.T) {
 }
 
 func TestSetPeer(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM, udp: true})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, udp: true})
 	if err := out.SetPeer(netip.MustParseAddr("198.18.9.9"), 61000); err != nil {
 		t.Fatal(err)
 	}
@@ -849,7 +850,7 @@ func TestSetPeer(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	good, _ := pairConfig(pairOpts{suite: AES128GCM})
+	good, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 	cases := []struct {
 		name string
 		mod  func(*Config)
@@ -857,7 +858,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"short key", func(c *Config) { c.EncKey = c.EncKey[:16] }, "needs a 20-byte encryption key"},
 		{"integ key on AEAD", func(c *Config) { c.IntegKey = make([]byte, 32) }, "needs a 0-byte integrity key"},
-		{"cbc without integ", func(c *Config) { c.Suite = AES128CBCSHA256; c.EncKey = make([]byte, 16) }, "needs a 32-byte integrity key"},
+		{"cbc without integ", func(c *Config) { c.Suite = ipsec.AES128SHA256; c.EncKey = make([]byte, 16) }, "needs a 32-byte integrity key"},
 		{"reserved spi", func(c *Config) { c.SPI = 7 }, "reserved"},
 		{"no direction", func(c *Config) { c.Direction = 0 }, "direction"},
 		{"no suite", func(c *Config) { c.Suite = 0 }, "unknown suite"},
@@ -882,7 +883,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16})
 	pkts := make([]Packet, 8)
 	want := make([][]byte, 8)
 	for i := range pkts {
@@ -925,7 +926,7 @@ func TestBatch(t *testing.T) {
 }
 
 func TestParseOuter(t *testing.T) {
-	out, _ := newPair(t, pairOpts{suite: AES128GCM, udp: true, v6outer: true})
+	out, _ := newPair(t, pairOpts{suite: ipsec.AES128GCM16, udp: true, v6outer: true})
 	w := encapOne(t, out, innerPacket(false, 64))
 	o, r := ParseOuter(w)
 	if r != None || o.SPI != 0xc001 || o.Seq != 1 || !o.UDP || o.ESPOff != 48 || o.End != len(w) || o.SrcPort != 4500 {
@@ -957,7 +958,7 @@ func TestReasonStrings(t *testing.T) {
 // counter.go (readers must see whole, monotonic values); a -race run uses
 // counter_atomic.go and proves the rest of the SA is not shared.
 func TestStatsConcurrentReaders(t *testing.T) {
-	out, in := newPair(t, pairOpts{suite: AES128GCM})
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16})
 	done := make(chan struct{})
 	var readers [2]chan uint64
 	for i := range readers {
@@ -1006,25 +1007,25 @@ func TestStatsConcurrentReaders(t *testing.T) {
 // knows nothing of it; other suites unchanged.
 func TestSpeedPad(t *testing.T) {
 	for _, tc := range []struct {
-		suite           Suite
+		suite           ipsec.Suite
 		speedPad, inner int
 		mtu, tail       int
 		wantCT          int
 	}{
-		{AES128GCM, 48, 64, 0, SpeedPadTailroom, 128},        // 80 -> 128: 48 extra
-		{AES256GCM, 48, 64, 0, SpeedPadTailroom, 128},        //
-		{AES128GCM, 112, 40, 0, SpeedPadTailroom, 128},       // 48 -> 128: 80 extra
-		{AES128GCM, 48, 40, 0, SpeedPadTailroom, 48},         // 80 extra > 48
-		{AES128GCM, 112, 126, 0, SpeedPadTailroom, 128},      // already 128
-		{AES128GCM, 112, 510, 0, SpeedPadTailroom, 512},      // already 512
-		{AES128GCM, 112, 512, 0, SpeedPadTailroom, 640},      // 528 -> 640
-		{AES128GCM, 48, 64, 0, Tailroom, 80},                 // no room for it
-		{AES128GCM, 48, 64, 0, 32 + 47, 80},                  // trailer and ICV take 32: one byte short
-		{AES128GCM, 48, 64, 0, 32 + 48, 128},                 // just fits
-		{AES128GCM, 112, 1000, 1075, SpeedPadTailroom, 1008}, // 1060 bytes, 1076 with 1024 encrypted
-		{AES128GCM, 112, 1000, 1076, SpeedPadTailroom, 1024}, // fits exactly
-		{ChaCha20Poly1305, 112, 64, 0, SpeedPadTailroom, 80},
-		{AES128CBCSHA256, 112, 64, 0, SpeedPadTailroom, 80},
+		{ipsec.AES128GCM16, 48, 64, 0, SpeedPadTailroom, 128},        // 80 -> 128: 48 extra
+		{ipsec.AES256GCM16, 48, 64, 0, SpeedPadTailroom, 128},        //
+		{ipsec.AES128GCM16, 112, 40, 0, SpeedPadTailroom, 128},       // 48 -> 128: 80 extra
+		{ipsec.AES128GCM16, 48, 40, 0, SpeedPadTailroom, 48},         // 80 extra > 48
+		{ipsec.AES128GCM16, 112, 126, 0, SpeedPadTailroom, 128},      // already 128
+		{ipsec.AES128GCM16, 112, 510, 0, SpeedPadTailroom, 512},      // already 512
+		{ipsec.AES128GCM16, 112, 512, 0, SpeedPadTailroom, 640},      // 528 -> 640
+		{ipsec.AES128GCM16, 48, 64, 0, Tailroom, 80},                 // no room for it
+		{ipsec.AES128GCM16, 48, 64, 0, 32 + 47, 80},                  // trailer and ICV take 32: one byte short
+		{ipsec.AES128GCM16, 48, 64, 0, 32 + 48, 128},                 // just fits
+		{ipsec.AES128GCM16, 112, 1000, 1075, SpeedPadTailroom, 1008}, // 1060 bytes, 1076 with 1024 encrypted
+		{ipsec.AES128GCM16, 112, 1000, 1076, SpeedPadTailroom, 1024}, // fits exactly
+		{ipsec.ChaCha20Poly1305, 112, 64, 0, SpeedPadTailroom, 80},
+		{ipsec.AES128SHA256, 112, 64, 0, SpeedPadTailroom, 80},
 	} {
 		o := pairOpts{suite: tc.suite, speedPad: tc.speedPad, mtu: tc.mtu}
 		t.Run(fmt.Sprintf("%s/inner%d/tail%d/mtu%d", o, tc.inner, tc.tail, tc.mtu), func(t *testing.T) {
@@ -1053,7 +1054,7 @@ func TestSpeedPad(t *testing.T) {
 		})
 	}
 	for _, bad := range []int{-1, maxSpeedPad + 1} {
-		oc, _ := pairConfig(pairOpts{suite: AES128GCM})
+		oc, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
 		oc.SpeedPad = bad
 		if _, err := NewSA(oc); err == nil || !strings.Contains(err.Error(), "speed padding") {
 			t.Errorf("SpeedPad %d: %v", bad, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"testing"
 
@@ -22,10 +23,10 @@ var (
 	peer6 = netip.MustParseAddr("2001:db8:2::20")
 )
 
-var allSuites = []Suite{AES128GCM, AES192GCM, AES256GCM, ChaCha20Poly1305, AES128CBCSHA256, AES256CBCSHA256}
+var allSuites = []ipsec.Suite{ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16, ipsec.ChaCha20Poly1305, ipsec.AES128SHA256, ipsec.AES256SHA256}
 
 // testKeys returns deterministic keys for a suite.
-func testKeys(s Suite, seed byte) (enc, integ []byte) {
+func testKeys(s ipsec.Suite, seed byte) (enc, integ []byte) {
 	enc = make([]byte, s.EncKeyLen())
 	for i := range enc {
 		enc[i] = seed + byte(i)
@@ -40,7 +41,7 @@ func testKeys(s Suite, seed byte) (enc, integ []byte) {
 }
 
 type pairOpts struct {
-	suite     Suite
+	suite     ipsec.Suite
 	v6outer   bool
 	udp       bool
 	esn       bool

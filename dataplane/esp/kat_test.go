@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/spugate/spugate/ipsec"
 	"strings"
 	"testing"
 )
@@ -27,7 +28,7 @@ func unhex(t testing.TB, s string) []byte {
 
 // katSA returns an SA of suite with the given key material; the SPI is
 // patched in afterwards because some vectors use reserved SPI values.
-func katSA(t *testing.T, suite Suite, dir Direction, enc []byte, spi uint32, esn bool) *SA {
+func katSA(t *testing.T, suite ipsec.Suite, dir Direction, enc []byte, spi uint32, esn bool) *SA {
 	t.Helper()
 	c, _ := pairConfig(pairOpts{suite: suite})
 	c.Direction = dir
@@ -125,7 +126,7 @@ var gcmVectors = []struct {
 }
 
 func TestKATDraftMcGrewGCM(t *testing.T) {
-	suites := map[int]Suite{16: AES128GCM, 24: AES192GCM, 32: AES256GCM}
+	suites := map[int]ipsec.Suite{16: ipsec.AES128GCM16, 24: ipsec.AES192GCM16, 32: ipsec.AES256GCM16}
 	for i, v := range gcmVectors {
 		key, nonce, pt, want := unhex(t, v.key), unhex(t, v.nonce), unhex(t, v.plaintext), unhex(t, v.packet)
 		seqb := unhex(t, v.seq)
@@ -192,7 +193,7 @@ func TestKATRFC7634(t *testing.T) {
 	iv := unhex(t, "1011121314151617")
 
 	// Seal.
-	out := katSA(t, ChaCha20Poly1305, Outbound, key, 0x01020304, false)
+	out := katSA(t, ipsec.ChaCha20Poly1305, Outbound, key, 0x01020304, false)
 	esp := make([]byte, 16+len(pt)+icvLen)
 	binary.BigEndian.PutUint32(esp[0:], 0x01020304)
 	binary.BigEndian.PutUint32(esp[4:], 5)
@@ -204,7 +205,7 @@ func TestKATRFC7634(t *testing.T) {
 	}
 
 	// Full decapsulation of the packet, behind an outer IPv4 header.
-	c, _ := pairConfig(pairOpts{suite: ChaCha20Poly1305})
+	c, _ := pairConfig(pairOpts{suite: ipsec.ChaCha20Poly1305})
 	c.SPI, c.Direction, c.EncKey = 0x01020304, Inbound, key
 	in, err := NewSA(c)
 	if err != nil {
@@ -254,7 +255,7 @@ func TestKATHMACSHA256(t *testing.T) {
 		{"4868-AUTH256-3", rep(0xaa, 32), rep(0xdd, 50), "cdcb1220d1ecccea91e53aba3092f962"},
 		{"4868-AUTH256-4", seq(1, 32), rep(0xcd, 50), "372efcf9b40b35c2115b1346903d2ef4"},
 	}
-	sa := katSA(t, AES128GCM, Outbound, make([]byte, 20), 0x1000, false)
+	sa := katSA(t, ipsec.AES128GCM16, Outbound, make([]byte, 20), 0x1000, false)
 	for _, c := range cases {
 		sa.mac = hmac.New(sha256.New, c.key)
 		if got := hex.EncodeToString(sa.cbcICV(c.data)[:icvLen]); got != c.mac {
@@ -269,7 +270,7 @@ func TestKATHMACSHA256(t *testing.T) {
 // ciphertext is CBC under the IV in the packet.
 func TestCBCWireFormat(t *testing.T) {
 	for _, esn := range []bool{false, true} {
-		out, _ := newPair(t, pairOpts{suite: AES256CBCSHA256, esn: esn})
+		out, _ := newPair(t, pairOpts{suite: ipsec.AES256SHA256, esn: esn})
 		if esn {
 			st := out.State()
 			st.Seq = 0x1_0000_0041
@@ -278,7 +279,7 @@ func TestCBCWireFormat(t *testing.T) {
 		pkt := innerPacket(false, 77)
 		w := encapOne(t, out, pkt)
 		esp := w[20:]
-		enc, integ := testKeys(AES256CBCSHA256, 0x40)
+		enc, integ := testKeys(ipsec.AES256SHA256, 0x40)
 		m := hmac.New(sha256.New, integ)
 		m.Write(esp[:len(esp)-16])
 		if esn {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"hash"
 	"net/netip"
 
@@ -20,7 +21,6 @@ import (
 const (
 	espHdrLen = 8  // SPI and sequence number
 	icvLen    = 16 // every supported suite has a 16-byte ICV
-	saltLen   = 4
 	maxIVLen  = 16
 	maxBlock  = 16
 	// gcmFastLen is the multiple that Go's AES-GCM assembly processes
@@ -138,7 +138,7 @@ type selector struct {
 type SA struct {
 	spi      uint32
 	dir      Direction
-	suite    Suite
+	suite    ipsec.Suite
 	mode     Mode
 	esn      bool
 	aeadMode bool
@@ -227,7 +227,7 @@ func NewSA(cfg Config) (*SA, error) {
 		life:     cfg.Lifetime,
 	}
 	switch cfg.Suite {
-	case AES128GCM, AES192GCM, AES256GCM:
+	case ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16:
 		sa.speedPad = cfg.SpeedPad
 	}
 	if err := sa.initCrypto(&cfg); err != nil {
@@ -284,22 +284,22 @@ func NewSA(cfg Config) (*SA, error) {
 func (sa *SA) initCrypto(cfg *Config) error {
 	key := cfg.EncKey
 	switch cfg.Suite {
-	case AES128GCM, AES192GCM, AES256GCM:
-		b, err := aes.NewCipher(key[:len(key)-saltLen])
+	case ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16:
+		b, err := aes.NewCipher(key[:len(key)-ipsec.SaltLen])
 		if err != nil {
 			return err
 		}
 		if sa.aead, err = cipher.NewGCM(b); err != nil {
 			return err
 		}
-		copy(sa.nonce[:saltLen], key[len(key)-saltLen:])
-	case ChaCha20Poly1305:
+		copy(sa.nonce[:ipsec.SaltLen], key[len(key)-ipsec.SaltLen:])
+	case ipsec.ChaCha20Poly1305:
 		var err error
 		if sa.aead, err = chacha20poly1305.New(key[:chacha20poly1305.KeySize]); err != nil {
 			return err
 		}
-		copy(sa.nonce[:saltLen], key[chacha20poly1305.KeySize:])
-	case AES128CBCSHA256, AES256CBCSHA256:
+		copy(sa.nonce[:ipsec.SaltLen], key[chacha20poly1305.KeySize:])
+	case ipsec.AES128SHA256, ipsec.AES256SHA256:
 		b, err := aes.NewCipher(key)
 		if err != nil {
 			return err
@@ -431,7 +431,7 @@ func (sa *SA) SPI() uint32 { return sa.spi }
 func (sa *SA) Direction() Direction { return sa.dir }
 
 // Suite returns the SA's cipher suite.
-func (sa *SA) Suite() Suite { return sa.suite }
+func (sa *SA) Suite() ipsec.Suite { return sa.suite }
 
 // Overhead returns the bytes Encap adds to an inner packet of n bytes in
 // tunnel mode (outer headers, padding, trailer and ICV), speed padding

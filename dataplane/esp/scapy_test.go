@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/spugate/spugate/ipsec"
 	"os/exec"
 	"testing"
 
@@ -11,13 +12,13 @@ import (
 )
 
 // scapy's names for the suites (scapy.layers.ipsec CRYPT_ALGOS/AUTH_ALGOS).
-var scapyAlgos = map[Suite][2]string{
-	AES128GCM:        {"AES-GCM", ""},
-	AES192GCM:        {"AES-GCM", ""},
-	AES256GCM:        {"AES-GCM", ""},
-	ChaCha20Poly1305: {"CHACHA20-POLY1305", ""},
-	AES128CBCSHA256:  {"AES-CBC", "SHA2-256-128"},
-	AES256CBCSHA256:  {"AES-CBC", "SHA2-256-128"},
+var scapyAlgos = map[ipsec.Suite][2]string{
+	ipsec.AES128GCM16:      {"AES-GCM", ""},
+	ipsec.AES192GCM16:      {"AES-GCM", ""},
+	ipsec.AES256GCM16:      {"AES-GCM", ""},
+	ipsec.ChaCha20Poly1305: {"CHACHA20-POLY1305", ""},
+	ipsec.AES128SHA256:     {"AES-CBC", "SHA2-256-128"},
+	ipsec.AES256SHA256:     {"AES-CBC", "SHA2-256-128"},
 }
 
 type scapyCase struct {
@@ -70,7 +71,7 @@ func TestScapyCrossCheck(t *testing.T) {
 				for _, v := range []struct{ esn, speedPad bool }{{false, false}, {true, false}, {false, true}} {
 					esn, speedPad := v.esn, 0
 					if v.speedPad {
-						if !suite.AEAD() || suite == ChaCha20Poly1305 {
+						if !suite.AEAD() || suite == ipsec.ChaCha20Poly1305 {
 							continue
 						}
 						speedPad = maxSpeedPad

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -16,12 +17,12 @@ import (
 // esp_sa: protocol, src, dst, SPI, encryption, key, authentication, key).
 // Wireshark 4.0's ESP dissector knows neither ChaCha20-Poly1305 nor ESN;
 // those are cross-checked with scapy (scapy_test.go).
-var tsharkAlgos = map[Suite][2]string{
-	AES128GCM:       {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
-	AES192GCM:       {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
-	AES256GCM:       {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
-	AES128CBCSHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
-	AES256CBCSHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
+var tsharkAlgos = map[ipsec.Suite][2]string{
+	ipsec.AES128GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
+	ipsec.AES192GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
+	ipsec.AES256GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
+	ipsec.AES128SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
+	ipsec.AES256SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
 }
 
 // TestTsharkDecodesEncap has tshark's ESP dissector, given the keys,
@@ -48,8 +49,8 @@ func TestTsharkDecodesEncap(t *testing.T) {
 		}
 	}
 	// Speed padding (up to 112 extra bytes) on AES-GCM.
-	o := pairOpts{suite: AES128GCM, spi: 0x5ca1ab1e, speedPad: maxSpeedPad}
-	t.Run(o.String(), func(t *testing.T) { tsharkCheck(t, tshark, o, tsharkAlgos[AES128GCM]) })
+	o := pairOpts{suite: ipsec.AES128GCM16, spi: 0x5ca1ab1e, speedPad: maxSpeedPad}
+	t.Run(o.String(), func(t *testing.T) { tsharkCheck(t, tshark, o, tsharkAlgos[ipsec.AES128GCM16]) })
 }
 
 func tsharkVersion(tshark string) string {

@@ -3,6 +3,7 @@ package spu
 import (
 	"bytes"
 	"errors"
+	"github.com/spugate/spugate/ipsec"
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/anchor"
@@ -24,7 +25,7 @@ func shimmed(m steer.Meta, frame []byte) []byte {
 // returns the metadata the steering program writes for their cleartext.
 func outbound(t *testing.T, a *gateway) steer.Meta {
 	t.Helper()
-	aOut, _, _, _ := mirroredSAs(api.SuiteAES128GCM16)
+	aOut, _, _, _ := mirroredSAs(ipsec.AES128GCM16)
 	if _, _, err := a.e.AddSA(aOut); err != nil {
 		t.Fatal(err)
 	}

@@ -324,12 +324,11 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 
 // ToESP converts an SA of the API into the ESP engine's configuration.
 func ToESP(sa *api.SA) (esp.Config, error) {
-	suite, err := esp.ParseSuite(suiteName(sa.Suite))
-	if err != nil {
-		return esp.Config{}, fmt.Errorf("sa spi 0x%08x: %w", sa.SPI, err)
+	if !sa.Suite.Valid() {
+		return esp.Config{}, fmt.Errorf("sa spi 0x%08x: no ESP suite", sa.SPI)
 	}
 	c := esp.Config{
-		SPI: sa.SPI, Suite: suite, EncKey: sa.EncKey, IntegKey: sa.IntegKey,
+		SPI: sa.SPI, Suite: sa.Suite, EncKey: sa.EncKey, IntegKey: sa.IntegKey,
 		Local: sa.Local, Remote: sa.Remote, ESN: sa.ESN, ReplayWindow: sa.ReplayWindow,
 		Lifetime: esp.Lifetime{SoftBytes: sa.Lifetime.SoftBytes, HardBytes: sa.Lifetime.HardBytes,
 			SoftPackets: sa.Lifetime.SoftPackets, HardPackets: sa.Lifetime.HardPackets},
@@ -352,23 +351,6 @@ func ToESP(sa *api.SA) (esp.Config, error) {
 		c.RemoteTS = append(c.RemoteTS, esp.Selector{Proto: t.Proto, Start: t.From, End: t.To, StartPort: t.FromPort, EndPort: t.ToPort})
 	}
 	return c, nil
-}
-
-// suiteName maps the API's strongSwan-style suite names to the ESP engine's.
-func suiteName(s string) string {
-	switch s {
-	case api.SuiteAES128GCM16:
-		return esp.AES128GCM.String()
-	case api.SuiteAES256GCM16:
-		return esp.AES256GCM.String()
-	case api.SuiteChaCha20Poly1305:
-		return esp.ChaCha20Poly1305.String()
-	case api.SuiteAES128SHA256:
-		return esp.AES128CBCSHA256.String()
-	case api.SuiteAES256SHA256:
-		return esp.AES256CBCSHA256.String()
-	}
-	return s
 }
 
 func refOf(sa *api.SA) saRef {

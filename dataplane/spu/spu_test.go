@@ -3,6 +3,7 @@ package spu
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"sync"
 	"testing"
@@ -155,7 +156,7 @@ func udpFrame(src, dst netip.Addr, payload []byte) []byte {
 	return frame
 }
 
-func mirroredSAs(suite string) (aOut, bIn, bOut, aIn *api.SA) {
+func mirroredSAs(suite ipsec.Suite) (aOut, bIn, bOut, aIn *api.SA) {
 	k1 := bytes.Repeat([]byte{1}, 20)
 	k2 := bytes.Repeat([]byte{2}, 20)
 	ts := func(p netip.Prefix) []api.TS { return []api.TS{api.PrefixTS(p)} }
@@ -174,7 +175,7 @@ func setup(t testing.TB) (a, b *gateway, logical uint16, polA uint32) {
 	}
 	a = newGateway(t, gwA, lanA, fn)
 	b = newGateway(t, gwB, lanB, fn)
-	aOut, bIn, bOut, aIn := mirroredSAs(api.SuiteAES128GCM16)
+	aOut, bIn, bOut, aIn := mirroredSAs(ipsec.AES128GCM16)
 	for _, x := range []struct {
 		g  *gateway
 		sa *api.SA

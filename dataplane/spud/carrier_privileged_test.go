@@ -2,6 +2,7 @@ package spud_test
 
 import (
 	"encoding/json"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"strings"
 	"testing"
@@ -36,8 +37,8 @@ func TestPrivilegedEveryCarrier(t *testing.T) {
 				aEnd, bEnd netip.Addr
 				encap      bool
 			}{{pl.GwAWan4, pl.GwBWan4, false}, {pl.GwAWan6, pl.GwBWan6, true}} {
-				v4 := newTunnel(uint32(60+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, x.encap)
-				v6 := newTunnel(uint32(61+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteChaCha20Poly1305, x.encap)
+				v4 := newTunnel(uint32(60+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, x.encap)
+				v6 := newTunnel(uint32(61+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.ChaCha20Poly1305, x.encap)
 				install(t, p, v4)
 				install(t, p, v6)
 				mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)

@@ -2,6 +2,7 @@ package spud_test
 
 import (
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"os"
 	"testing"
@@ -52,12 +53,12 @@ func BenchmarkPrivilegedDrain(b *testing.B) {
 		bEnd := netip.AddrFrom4([4]byte{198, 18, 0, byte(180 + i%ends)})
 		la := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32)
 		lb := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(128 + i>>8), byte(i)}), 32)
-		tn := newTunnel(uint32(1000+i), aEnd, bEnd, []netip.Prefix{la}, []netip.Prefix{lb}, api.SuiteAES128GCM16, false)
+		tn := newTunnel(uint32(1000+i), aEnd, bEnd, []netip.Prefix{la}, []netip.Prefix{lb}, ipsec.AES128GCM16, false)
 		if err := tn.Install(p.a, p.b); err != nil {
 			b.Fatal(err)
 		}
 	}
-	live := newTunnel(999, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	live := newTunnel(999, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false)
 	if err := live.Install(p.a, p.b); err != nil {
 		b.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package spud_test
 
 import (
 	"encoding/json"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"os"
 	"strconv"
@@ -22,7 +23,7 @@ import (
 func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
-	tn := newTunnel(200, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, true)
+	tn := newTunnel(200, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, true)
 	install(t, p, tn)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA4)
@@ -80,7 +81,7 @@ func TestPrivilegedMakeBeforeBreakLosesNothing(t *testing.T) {
 func TestPrivilegedLifetimeEvents(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
-	tn := newTunnel(210, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	tn := newTunnel(210, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false)
 	ev, err := p.a.Client.Subscribe()
 	if err != nil {
 		t.Fatal(err)

@@ -1,13 +1,13 @@
 package spud_test
 
 import (
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
 	"github.com/spugate/spugate/testbed/lab/labtest"
@@ -41,7 +41,7 @@ func startPair(t *testing.T, lo lab.LineOptions, o daemons.SpudOptions) *pair {
 // tunnel is a static (manually keyed) tunnel between the two gateways.
 type tunnel = daemons.StaticTunnel
 
-func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *tunnel {
+func newTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite ipsec.Suite, encap bool) *tunnel {
 	return daemons.NewStaticTunnel(reqid, aEnd, bEnd, aNets, bNets, suite, encap)
 }
 
@@ -80,7 +80,7 @@ func hostTunnels(t *testing.T, p *pair, aEnd, bEnd func(i int) netip.Addr, first
 			}
 		}
 		tn := newTunnel(reqid+uint32(i), a, b, []netip.Prefix{netip.PrefixFrom(aHost, 32)}, []netip.Prefix{netip.PrefixFrom(bHost, 32)},
-			api.SuiteAES128GCM16, false)
+			ipsec.AES128GCM16, false)
 		install(t, p, tn)
 		tunnels = append(tunnels, tn)
 	}
@@ -120,8 +120,8 @@ func mustPing(t *testing.T, h *lab.Host, src, dst netip.Addr) {
 func TestPrivilegedStaticTunnelEverySuite(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
-	for i, suite := range api.Suites {
-		t.Run(suite, func(t *testing.T) {
+	for i, suite := range ipsec.Suites {
+		t.Run(suite.String(), func(t *testing.T) {
 			v4 := newTunnel(uint32(10+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, suite, false)
 			v6 := newTunnel(uint32(11+2*i), pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, suite, false)
 			install(t, p, v4)
@@ -161,8 +161,8 @@ func TestPrivilegedStaticTunnelOuterIPv6AndUDP(t *testing.T) {
 		{"outer6-udp", pl.GwAWan6, pl.GwBWan6, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v4 := newTunnel(40, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, c.encap)
-			v6 := newTunnel(41, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteChaCha20Poly1305, c.encap)
+			v4 := newTunnel(40, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, c.encap)
+			v6 := newTunnel(41, c.aEnd, c.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.ChaCha20Poly1305, c.encap)
 			install(t, p, v4)
 			install(t, p, v6)
 			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
@@ -233,8 +233,8 @@ func TestPrivilegedSpuctlBuildsATunnel(t *testing.T) {
 func TestPrivilegedBigPackets(t *testing.T) {
 	p := startPair(t, lab.LineOptions{}, daemons.SpudOptions{})
 	pl := p.ln.Plan
-	v4 := newTunnel(50, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
-	v6 := newTunnel(51, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, api.SuiteAES128GCM16, false)
+	v4 := newTunnel(50, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false)
+	v6 := newTunnel(51, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.AES128GCM16, false)
 	install(t, p, v4)
 	install(t, p, v6)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)

@@ -3,6 +3,7 @@ package spud_test
 import (
 	"encoding/hex"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -40,11 +41,11 @@ func capture(t *testing.T, h *lab.Host, ifname, filter string, during func()) st
 	return file
 }
 
-var tsharkAlgos = map[string][2]string{
-	api.SuiteAES128GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
-	api.SuiteAES256GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
-	api.SuiteAES128SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
-	api.SuiteAES256SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
+var tsharkAlgos = map[ipsec.Suite][2]string{
+	ipsec.AES128GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
+	ipsec.AES256GCM16:  {"AES-GCM with 16 octet ICV [RFC4106]", "NULL"},
+	ipsec.AES128SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
+	ipsec.AES256SHA256: {"AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"},
 }
 
 // TestPrivilegedTsharkDecryptsSpud captures what spud sends on the wire
@@ -61,7 +62,7 @@ func TestPrivilegedTsharkDecryptsSpud(t *testing.T) {
 	p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{})
 	pl := p.ln.Plan
 	reqid := uint32(60)
-	for _, suite := range []string{api.SuiteAES128GCM16, api.SuiteAES256GCM16, api.SuiteAES128SHA256, api.SuiteAES256SHA256} {
+	for _, suite := range []ipsec.Suite{ipsec.AES128GCM16, ipsec.AES256GCM16, ipsec.AES128SHA256, ipsec.AES256SHA256} {
 		for _, encap := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
@@ -153,12 +154,12 @@ send(IP(src=gw_src, dst=gw_dst, proto=50)/Raw(b"\x00\x00\x10"))   # shorter than
 print("sent")
 `
 
-var scapyAlgos = map[string][2]string{
-	api.SuiteAES128GCM16:      {"AES-GCM", "-"},
-	api.SuiteAES256GCM16:      {"AES-GCM", "-"},
-	api.SuiteChaCha20Poly1305: {"CHACHA20-POLY1305", "-"},
-	api.SuiteAES128SHA256:     {"AES-CBC", "SHA2-256-128"},
-	api.SuiteAES256SHA256:     {"AES-CBC", "SHA2-256-128"},
+var scapyAlgos = map[ipsec.Suite][2]string{
+	ipsec.AES128GCM16:      {"AES-GCM", "-"},
+	ipsec.AES256GCM16:      {"AES-GCM", "-"},
+	ipsec.ChaCha20Poly1305: {"CHACHA20-POLY1305", "-"},
+	ipsec.AES128SHA256:     {"AES-CBC", "SHA2-256-128"},
+	ipsec.AES256SHA256:     {"AES-CBC", "SHA2-256-128"},
 }
 
 // TestPrivilegedScapyPacketsAcceptedAndRejected has scapy (an independent
@@ -178,7 +179,7 @@ func TestPrivilegedScapyPacketsAcceptedAndRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqid := uint32(80)
-	for _, suite := range api.Suites {
+	for _, suite := range ipsec.Suites {
 		for _, encap := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/udp=%v", suite, encap), func(t *testing.T) {
 				reqid++
@@ -273,7 +274,7 @@ func TestPrivilegedRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.a = a2
-	tn := newTunnel(89, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false)
+	tn := newTunnel(89, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false)
 	install(t, p, tn)
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	a2.Proc.Signal(9)
@@ -304,6 +305,6 @@ func TestPrivilegedRestart(t *testing.T) {
 		}
 	}
 	p.b.Client.DelPolicy(tn.Policies[1])
-	install(t, p, newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, api.SuiteAES128GCM16, false))
+	install(t, p, newTunnel(90, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false))
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 }

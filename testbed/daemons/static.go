@@ -3,6 +3,7 @@ package daemons
 import (
 	"crypto/rand"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 
 	"github.com/spugate/spugate/dataplane/api"
@@ -14,7 +15,7 @@ type StaticTunnel struct {
 	ReqID        uint32
 	AEnd, BEnd   netip.Addr     // tunnel endpoints on A and B
 	ANets, BNets []netip.Prefix // the networks behind each
-	Suite        string
+	Suite        ipsec.Suite
 	Encap        bool // UDP-encapsulated ESP on port 4500
 	SPIAB, SPIBA uint32
 	KeyAB, KeyBA []byte
@@ -24,8 +25,8 @@ type StaticTunnel struct {
 
 // NewStaticTunnel returns a tunnel with fresh random keys and SPIs derived
 // from reqid.
-func NewStaticTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite string, encap bool) *StaticTunnel {
-	enc, integ, _ := api.SuiteKeyLen(suite)
+func NewStaticTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite ipsec.Suite, encap bool) *StaticTunnel {
+	enc, integ := suite.EncKeyLen(), suite.IntegKeyLen()
 	tn := &StaticTunnel{ReqID: reqid, AEnd: aEnd, BEnd: bEnd, ANets: aNets, BNets: bNets, Suite: suite, Encap: encap,
 		SPIAB: 0x1000 + reqid<<4 + 1, SPIBA: 0x1000 + reqid<<4 + 2}
 	tn.KeyAB, tn.KeyBA = random(enc), random(enc)

@@ -16,6 +16,7 @@ package xfrmargs
 import (
 	"encoding/hex"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -282,26 +283,28 @@ func ParseSA(args []string, isLocal IsLocal) (*api.SA, error) {
 	return sa, nil
 }
 
-func suite(aead, enc, auth string, encLen int) (string, error) {
+func suite(aead, enc, auth string, encLen int) (ipsec.Suite, error) {
 	switch {
 	case aead == "rfc4106(gcm(aes))" && encLen == 20:
-		return api.SuiteAES128GCM16, nil
+		return ipsec.AES128GCM16, nil
+	case aead == "rfc4106(gcm(aes))" && encLen == 28:
+		return ipsec.AES192GCM16, nil
 	case aead == "rfc4106(gcm(aes))" && encLen == 36:
-		return api.SuiteAES256GCM16, nil
+		return ipsec.AES256GCM16, nil
 	case aead == "rfc4106(gcm(aes))":
-		return "", fmt.Errorf("aead rfc4106(gcm(aes)): key of %d bytes, want 20 or 36 (key and 4-byte salt)", encLen)
+		return 0, fmt.Errorf("aead rfc4106(gcm(aes)): key of %d bytes, want 20, 28 or 36 (key and 4-byte salt)", encLen)
 	case aead == "rfc7539esp(chacha20,poly1305)":
-		return api.SuiteChaCha20Poly1305, nil
+		return ipsec.ChaCha20Poly1305, nil
 	case aead != "":
-		return "", fmt.Errorf("aead %q: want rfc4106(gcm(aes)) or rfc7539esp(chacha20,poly1305)", aead)
+		return 0, fmt.Errorf("aead %q: want rfc4106(gcm(aes)) or rfc7539esp(chacha20,poly1305)", aead)
 	case enc == "cbc(aes)" && auth == "hmac(sha256)" && encLen == 16:
-		return api.SuiteAES128SHA256, nil
+		return ipsec.AES128SHA256, nil
 	case enc == "cbc(aes)" && auth == "hmac(sha256)" && encLen == 32:
-		return api.SuiteAES256SHA256, nil
+		return ipsec.AES256SHA256, nil
 	case enc != "" || auth != "":
-		return "", fmt.Errorf("enc %q auth-trunc %q: want cbc(aes) with a 16 or 32-byte key and hmac(sha256)", enc, auth)
+		return 0, fmt.Errorf("enc %q auth-trunc %q: want cbc(aes) with a 16 or 32-byte key and hmac(sha256)", enc, auth)
 	}
-	return "", fmt.Errorf("no algorithm: give aead, or enc and auth-trunc")
+	return 0, fmt.Errorf("no algorithm: give aead, or enc and auth-trunc")
 }
 
 func keyArg(s *scanner, what string) ([]byte, error) {

@@ -1,6 +1,7 @@
 package xfrmargs
 
 import (
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func TestParseSA(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sa.Dir != api.Out || sa.Local != local || sa.Remote.String() != "198.18.0.2" || sa.SPI != 0x1000 || sa.ReqID != 7 ||
-		sa.Suite != api.SuiteAES128GCM16 || !sa.ESN || sa.ReplayWindow != 64 || sa.Encap == nil ||
+		sa.Suite != ipsec.AES128GCM16 || !sa.ESN || sa.ReplayWindow != 64 || sa.Encap == nil ||
 		sa.Encap.LocalPort != 4500 || sa.Encap.RemotePort != 4501 ||
 		sa.LocalTS[0].String() != "198.18.1.0/24" || sa.RemoteTS[0].String() != "198.18.2.0/24" {
 		t.Errorf("%+v", sa)
@@ -40,13 +41,18 @@ func TestParseSA(t *testing.T) {
 	}
 	cbc, err := ParseSA(split("src 198.18.0.1 dst 198.18.0.2 proto esp spi 0x3000 reqid 1 mode tunnel enc cbc(aes) 0x"+
 		strings.Repeat("22", 32)+" auth-trunc hmac(sha256) 0x"+strings.Repeat("33", 32)+" 128"), isLocal)
-	if err != nil || cbc.Suite != api.SuiteAES256SHA256 || len(cbc.IntegKey) != 32 {
+	if err != nil || cbc.Suite != ipsec.AES256SHA256 || len(cbc.IntegKey) != 32 {
 		t.Errorf("cbc: %+v %v", cbc, err)
 	}
 	chacha, err := ParseSA(split("src 198.18.0.1 dst 198.18.0.2 proto esp spi 0x3001 reqid 1 mode tunnel aead rfc7539esp(chacha20,poly1305) 0x"+
 		strings.Repeat("44", 36)+" 128 replay-window 0"), isLocal)
-	if err != nil || chacha.Suite != api.SuiteChaCha20Poly1305 || chacha.ReplayWindow != -1 {
+	if err != nil || chacha.Suite != ipsec.ChaCha20Poly1305 || chacha.ReplayWindow != -1 {
 		t.Errorf("chacha: %+v %v", chacha, err)
+	}
+	gcm192, err := ParseSA(split("src 198.18.0.1 dst 198.18.0.2 proto esp spi 0x3002 reqid 1 mode tunnel aead rfc4106(gcm(aes)) 0x"+
+		strings.Repeat("55", 28)+" 128"), isLocal)
+	if err != nil || gcm192.Suite != ipsec.AES192GCM16 {
+		t.Errorf("aes-gcm-192: %+v %v", gcm192, err)
 	}
 }
 
@@ -55,7 +61,7 @@ func TestParseSAErrors(t *testing.T) {
 	base := "src 198.18.0.1 dst 198.18.0.2 proto esp spi 0x1000 reqid 1 mode tunnel aead rfc4106(gcm(aes)) " + key + " 128"
 	for _, c := range []struct{ args, want string }{
 		{strings.Replace(base, "0x1000", "0x10", 1), "reserved"},
-		{strings.Replace(base, key, "0x0102", 1), "20 or 36"},
+		{strings.Replace(base, key, "0x0102", 1), "20, 28 or 36"},
 		{strings.Replace(base, key, "1122", 1), "0x followed by hex"},
 		{strings.Replace(base, "proto esp", "proto ah", 1), "only esp"},
 		{strings.Replace(base, "198.18.0.1", "198.18.0.9", 1), "say dir in or dir out"},

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"io"
 	"time"
 
@@ -28,21 +29,21 @@ func SAName(conn, child string, id uint32) string {
 // TrapName names a trap policy: iked/<conn>/<child>/trap.
 func TrapName(conn, child string) string { return fmt.Sprintf("%s%s/%s/trap", NamePrefix, conn, child) }
 
-// DataPlaneSuite names an ESP suite the way the data plane does.
-func DataPlaneSuite(a suite.Algorithms) (string, error) {
+// DataPlaneSuite is the data plane's ESP suite of negotiated algorithms.
+func DataPlaneSuite(a suite.Algorithms) (ipsec.Suite, error) {
 	switch {
 	case a.Encr == suite.EncrAESGCM16 && a.EncrKeyBits == 128:
-		return api.SuiteAES128GCM16, nil
+		return ipsec.AES128GCM16, nil
 	case a.Encr == suite.EncrAESGCM16 && a.EncrKeyBits == 256:
-		return api.SuiteAES256GCM16, nil
+		return ipsec.AES256GCM16, nil
 	case a.Encr == suite.EncrChaCha20Poly1305:
-		return api.SuiteChaCha20Poly1305, nil
+		return ipsec.ChaCha20Poly1305, nil
 	case a.Encr == suite.EncrAESCBC && a.EncrKeyBits == 128 && a.Integ == suite.IntegHMACSHA256128:
-		return api.SuiteAES128SHA256, nil
+		return ipsec.AES128SHA256, nil
 	case a.Encr == suite.EncrAESCBC && a.EncrKeyBits == 256 && a.Integ == suite.IntegHMACSHA256128:
-		return api.SuiteAES256SHA256, nil
+		return ipsec.AES256SHA256, nil
 	}
-	return "", fmt.Errorf("ESP suite %s is not one the data plane implements", a)
+	return ipsec.SuiteInvalid, fmt.Errorf("ESP suite %s is not one the data plane implements", a)
 }
 
 // ChildSAs returns the data plane's view of a Child SA: inbound and
