@@ -200,7 +200,7 @@ func key(n int) []byte {
 	return b
 }
 
-func ts(p netip.Prefix) []api.TS { return []api.TS{api.PrefixTS(p)} }
+func ts(p netip.Prefix) []ipsec.Selector { return []ipsec.Selector{ipsec.PrefixSelector(p, 0)} }
 
 // install adds tunnel i's SAs (generation gen) and, for gen 0, its
 // policies. Inbound first, then outbound: the order of a rekey, so that

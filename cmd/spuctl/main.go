@@ -36,6 +36,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net"
 	"net/netip"
 	"os"
@@ -200,15 +201,11 @@ func printSA(s api.SAState) {
 	}
 }
 
-func tsList(ts []api.TS) string {
-	var p []string
-	for _, t := range ts {
-		p = append(p, t.String())
-	}
-	if len(p) == 0 {
+func tsList(ts []ipsec.Selector) string {
+	if len(ts) == 0 {
 		return "any"
 	}
-	return strings.Join(p, ",")
+	return ipsec.Selectors(ts)
 }
 
 func kv(m map[string]uint64) string {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/task"
-	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/control/reuseport"
@@ -145,10 +144,10 @@ func (d *Daemon) listSAs() (*ikectl.SAs, error) {
 					SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
 					Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}
 				for _, s := range ch.LocalTS {
-					c.LocalTS = append(c.LocalTS, ts.String(s))
+					c.LocalTS = append(c.LocalTS, s.String())
 				}
 				for _, s := range ch.RemoteTS {
-					c.RemoteTS = append(c.RemoteTS, ts.String(s))
+					c.RemoteTS = append(c.RemoteTS, s.String())
 				}
 				if !ch.RekeyAt.IsZero() {
 					c.RekeyIn = ch.RekeyAt.Sub(now).Round(time.Second)

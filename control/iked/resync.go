@@ -3,13 +3,14 @@ package iked
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/manager"
-	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/task"
@@ -62,7 +63,7 @@ type hostAddrs struct{}
 func (hostAddrs) LocalAddrFor(remote netip.Addr) (netip.Addr, error) { return localAddrFor(remote) }
 
 // trapSelectors are the selectors of a child's trap.
-func trapSelectors(conn *config.Conn, cc *config.Child) (local, remote netip.Addr, lts, rts []message.Selector, err error) {
+func trapSelectors(conn *config.Conn, cc *config.Child) (local, remote netip.Addr, lts, rts []ipsec.Selector, err error) {
 	local, remote, err = worker.Endpoints(hostAddrs{}, conn)
 	if err != nil {
 		return
@@ -88,14 +89,14 @@ func (d *Daemon) installTrap(connName, child string) error {
 	}
 	e := trapEntry{Trap: task.Trap{ReqID: d.reqid.Add(1), LocalTS: lts, RemoteTS: rts}, Conn: connName, Child: child, Local: local, Remote: remote}
 	id, err := d.dp.AddPolicy(&api.Policy{ReqID: e.ReqID, Action: api.Protect, Local: local, Remote: remote,
-		LocalTS: ts.ToAPI(lts), RemoteTS: ts.ToAPI(rts), Name: task.TrapName(connName, child)})
+		LocalTS: slices.Clone(lts), RemoteTS: slices.Clone(rts), Name: task.TrapName(connName, child)})
 	if err != nil {
-		return fmt.Errorf("trap policy %s === %s: %w", ts.Strings(lts), ts.Strings(rts), err)
+		return fmt.Errorf("trap policy %s === %s: %w", ipsec.Selectors(lts), ipsec.Selectors(rts), err)
 	}
 	e.PolicyID = id
 	d.traps.Store(d.traps.Load().with(e))
 	d.log.Info("iked: trap installed", "conn", connName, "child", child, "reqid", e.ReqID, "policy", id,
-		"local_ts", ts.Strings(lts), "remote_ts", ts.Strings(rts))
+		"local_ts", ipsec.Selectors(lts), "remote_ts", ipsec.Selectors(rts))
 	return nil
 }
 
@@ -136,7 +137,7 @@ func (d *Daemon) adoptTraps(pols []api.PolicyState) {
 			continue
 		}
 		local, remote, lts, rts, err := trapSelectors(conn, conn.Children[parts[1]])
-		if err != nil || !ts.Equal(lts, ts.FromAPI(p.LocalTS)) || !ts.Equal(rts, ts.FromAPI(p.RemoteTS)) ||
+		if err != nil || !ts.Equal(lts, p.LocalTS) || !ts.Equal(rts, p.RemoteTS) ||
 			local != p.Local || remote != p.Remote {
 			continue
 		}

@@ -1,11 +1,9 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"net/netip"
-	"strings"
 )
 
 // Dir is the direction of an SA or a policy, seen from this gateway.
@@ -23,111 +21,6 @@ const (
 	Tunnel    Mode = "tunnel"
 	Transport Mode = "transport"
 )
-
-// TS is a traffic selector (RFC 7296 3.13.1): a protocol (0 for any), an
-// address range and a port range (0-65535 for any).
-type TS struct {
-	Proto    uint8      `json:"proto,omitempty"`
-	From     netip.Addr `json:"from"`
-	To       netip.Addr `json:"to"`
-	FromPort uint16     `json:"from_port,omitempty"`
-	ToPort   uint16     `json:"to_port,omitempty"`
-}
-
-// PrefixTS is the selector of a whole prefix, any protocol, any port.
-func PrefixTS(p netip.Prefix) TS {
-	p = p.Masked()
-	return TS{From: p.Addr(), To: lastAddr(p), FromPort: 0, ToPort: 65535}
-}
-
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-// Validate checks a selector's ranges.
-func (t TS) Validate() error {
-	if !t.From.IsValid() || !t.To.IsValid() {
-		return errors.New("selector without addresses")
-	}
-	if t.From.Is4() != t.To.Is4() {
-		return fmt.Errorf("selector %s: mixed address families", t)
-	}
-	if t.To.Less(t.From) {
-		return fmt.Errorf("selector %s: address range is reversed", t)
-	}
-	if t.ToPort < t.FromPort {
-		return fmt.Errorf("selector %s: port range is reversed", t)
-	}
-	return nil
-}
-
-// Contains reports whether the selector covers the address, protocol and
-// port (port is ignored for protocols without ports, pass 0).
-func (t TS) Contains(a netip.Addr, proto uint8, port uint16) bool {
-	if a.Less(t.From) || t.To.Less(a) {
-		return false
-	}
-	if t.Proto != 0 && t.Proto != proto {
-		return false
-	}
-	return port >= t.FromPort && port <= t.ToPort
-}
-
-// Prefixes returns the smallest list of prefixes covering the address range.
-func (t TS) Prefixes() []netip.Prefix {
-	var out []netip.Prefix
-	from, to := t.From, t.To
-	for {
-		bits := from.BitLen()
-		// The largest prefix starting at from that does not pass to.
-		var p netip.Prefix
-		for l := 0; l <= bits; l++ {
-			cand := netip.PrefixFrom(from, l)
-			if cand.Masked().Addr() != from {
-				continue
-			}
-			if to.Less(lastAddr(cand)) {
-				continue
-			}
-			p = cand
-			break
-		}
-		out = append(out, p)
-		last := lastAddr(p)
-		if last == to {
-			return out
-		}
-		from = last.Next()
-	}
-}
-
-func (t TS) String() string {
-	var b strings.Builder
-	if t.From == t.To {
-		b.WriteString(t.From.String())
-	} else if ps := t.Prefixes(); len(ps) == 1 {
-		b.WriteString(ps[0].String())
-	} else {
-		b.WriteString(t.From.String() + ".." + t.To.String())
-	}
-	if t.Proto != 0 || t.FromPort != 0 || t.ToPort != 65535 {
-		fmt.Fprintf(&b, "[%d", t.Proto)
-		if t.FromPort != 0 || t.ToPort != 65535 {
-			if t.FromPort == t.ToPort {
-				fmt.Fprintf(&b, "/%d", t.FromPort)
-			} else {
-				fmt.Fprintf(&b, "/%d-%d", t.FromPort, t.ToPort)
-			}
-		}
-		b.WriteString("]")
-	}
-	return b.String()
-}
 
 // Lifetime limits of an SA in bytes and packets of its traffic. Zero is
 // unlimited. The time limits belong to iked, which owns the clock of rekeys.
@@ -168,9 +61,9 @@ type SA struct {
 	ReqID uint32 `json:"reqid"`
 	// LocalTS and RemoteTS: what the peer may send into (in) or what we send
 	// through (out) this SA.
-	LocalTS  []TS     `json:"local_ts,omitempty"`
-	RemoteTS []TS     `json:"remote_ts,omitempty"`
-	Lifetime Lifetime `json:"lifetime,omitempty"`
+	LocalTS  []ipsec.Selector `json:"local_ts,omitempty"`
+	RemoteTS []ipsec.Selector `json:"remote_ts,omitempty"`
+	Lifetime Lifetime         `json:"lifetime,omitempty"`
 	// Name is for people: the connection/child it belongs to.
 	Name string `json:"name,omitempty"`
 }
@@ -209,7 +102,7 @@ func (s *SA) Validate() error {
 	if s.Encap != nil && (s.Encap.LocalPort == 0 || s.Encap.RemotePort == 0) {
 		return fmt.Errorf("%s: UDP encapsulation needs both ports", name)
 	}
-	for _, t := range append(append([]TS(nil), s.LocalTS...), s.RemoteTS...) {
+	for _, t := range append(append([]ipsec.Selector(nil), s.LocalTS...), s.RemoteTS...) {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -246,10 +139,10 @@ type Policy struct {
 	Action Action `json:"action"`
 	// Local and Remote are the tunnel endpoints the policy's SAs use: they
 	// decide its anchor SPU, the same as its SAs'.
-	Local    netip.Addr `json:"local"`
-	Remote   netip.Addr `json:"remote"`
-	LocalTS  []TS       `json:"local_ts"`
-	RemoteTS []TS       `json:"remote_ts"`
+	Local    netip.Addr       `json:"local"`
+	Remote   netip.Addr       `json:"remote"`
+	LocalTS  []ipsec.Selector `json:"local_ts"`
+	RemoteTS []ipsec.Selector `json:"remote_ts"`
 	// Interfaces on which cleartext is matched; empty means every protected
 	// interface of the data plane.
 	Interfaces []string `json:"interfaces,omitempty"`
@@ -278,7 +171,7 @@ func (p *Policy) Validate() error {
 	if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
 		return fmt.Errorf("%s: needs local and remote selectors", name)
 	}
-	for _, t := range append(append([]TS(nil), p.LocalTS...), p.RemoteTS...) {
+	for _, t := range append(append([]ipsec.Selector(nil), p.LocalTS...), p.RemoteTS...) {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

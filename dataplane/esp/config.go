@@ -1,7 +1,6 @@
 package esp
 
 import (
-	"errors"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"net/netip"
@@ -87,34 +86,6 @@ type Lifetime struct {
 	SoftPackets, HardPackets uint64
 }
 
-// Selector is one IKEv2 traffic selector (RFC 7296 section 3.13.1): an
-// inclusive address range of one family, an IP protocol (0 = any) and an
-// inclusive port range. For ICMP and ICMPv6 the "port" is type<<8 | code.
-// Use 0..65535 for any port. A packet without ports (a non-first fragment,
-// or a protocol without ports) matches only a full port range.
-type Selector struct {
-	Proto              uint8
-	Start, End         netip.Addr
-	StartPort, EndPort uint16
-}
-
-// PrefixSelector returns a selector for every address of p, protocol proto
-// (0 = any) and every port.
-func PrefixSelector(p netip.Prefix, proto uint8) Selector {
-	p = p.Masked()
-	end := p.Addr().As16()
-	bitsLen := p.Addr().BitLen()
-	for i := p.Bits(); i < bitsLen; i++ {
-		bit := i + (128 - bitsLen)
-		end[bit/8] |= 0x80 >> (bit % 8)
-	}
-	e := netip.AddrFrom16(end)
-	if p.Addr().Is4() {
-		e = e.Unmap()
-	}
-	return Selector{Proto: proto, Start: p.Addr(), End: e, StartPort: 0, EndPort: 0xffff}
-}
-
 // Config is everything the data plane needs to know about one SA.
 type Config struct {
 	SPI       uint32
@@ -150,7 +121,7 @@ type Config struct {
 	// LocalTS and RemoteTS are the negotiated traffic selectors: on
 	// decapsulation the inner source must match one of RemoteTS and the
 	// inner destination one of LocalTS. An empty list matches anything.
-	LocalTS, RemoteTS []Selector
+	LocalTS, RemoteTS []ipsec.Selector
 
 	DF DFPolicy
 	// PathMTU is the largest outer packet (0 means 1500).
@@ -274,12 +245,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%s: unknown ECN mode %d", id, c.ECN)
 	}
 	for i, s := range c.LocalTS {
-		if err := s.validate(); err != nil {
+		if err := s.Validate(); err != nil {
 			return fmt.Errorf("%s: local selector %d: %w", id, i, err)
 		}
 	}
 	for i, s := range c.RemoteTS {
-		if err := s.validate(); err != nil {
+		if err := s.Validate(); err != nil {
 			return fmt.Errorf("%s: remote selector %d: %w", id, i, err)
 		}
 	}
@@ -291,19 +262,4 @@ func iphdrMinMTU(a netip.Addr) int {
 		return 576
 	}
 	return 1280
-}
-
-var errSelectorFamily = errors.New("start and end addresses must be valid and of one family")
-
-func (s Selector) validate() error {
-	if !s.Start.IsValid() || !s.End.IsValid() || s.Start.Unmap().Is4() != s.End.Unmap().Is4() {
-		return errSelectorFamily
-	}
-	if s.End.Unmap().Less(s.Start.Unmap()) {
-		return fmt.Errorf("address range %s-%s is empty", s.Start, s.End)
-	}
-	if s.EndPort < s.StartPort {
-		return fmt.Errorf("port range %d-%d is empty", s.StartPort, s.EndPort)
-	}
-	return nil
 }

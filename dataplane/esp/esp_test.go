@@ -563,10 +563,10 @@ func TestTrailerValidation(t *testing.T) {
 
 func TestTrafficSelectors(t *testing.T) {
 	oc, ic := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
-	ic.LocalTS = []Selector{PrefixSelector(netip.MustParsePrefix("198.19.2.0/24"), 0)}
-	ic.RemoteTS = []Selector{
-		{Proto: iphdr.ProtoUDP, Start: host4, End: host4, StartPort: 1000, EndPort: 1000},
-		{Proto: iphdr.ProtoICMP, Start: host4, End: host4, StartPort: 8 << 8, EndPort: 8<<8 | 0xff},
+	ic.LocalTS = []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.19.2.0/24"), 0)}
+	ic.RemoteTS = []ipsec.Selector{
+		{Proto: iphdr.ProtoUDP, From: host4, To: host4, FromPort: 1000, ToPort: 1000},
+		{Proto: iphdr.ProtoICMP, From: host4, To: host4, FromPort: 8 << 8, ToPort: 8<<8 | 0xff},
 	}
 	out, _ := NewSA(oc)
 	in, _ := NewSA(ic)
@@ -599,8 +599,8 @@ func TestTrafficSelectors(t *testing.T) {
 
 	// IPv6 ranges.
 	oc6, ic6 := pairConfig(pairOpts{suite: ipsec.AES128GCM16, v6outer: true})
-	ic6.RemoteTS = []Selector{{Start: netip.MustParseAddr("2001:db8:1::"), End: netip.MustParseAddr("2001:db8:1::ff"), EndPort: 0xffff}}
-	ic6.LocalTS = []Selector{PrefixSelector(netip.MustParsePrefix("2001:db8:2::/48"), iphdr.ProtoUDP)}
+	ic6.RemoteTS = []ipsec.Selector{{From: netip.MustParseAddr("2001:db8:1::"), To: netip.MustParseAddr("2001:db8:1::ff"), ToPort: 0xffff}}
+	ic6.LocalTS = []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("2001:db8:2::/48"), iphdr.ProtoUDP)}
 	out6, _ := NewSA(oc6)
 	in6, _ := NewSA(ic6)
 	if r := decapOne(in6, encapOne(t, out6, innerPacket(true, 80))); r.Verdict != Forward {
@@ -613,17 +613,6 @@ func TestTrafficSelectors(t *testing.T) {
 	icmp := ipv6Packet(host6, peer6, iphdr.ProtoICMPv6, 0, icmpEcho(true, 1, 1, nil))
 	if r := decapOne(in6, encapOne(t, out6, icmp)); r.Reason != TSMismatch {
 		t.Errorf("v6 wrong protocol: %v", r.Reason)
-	}
-}
-
-func TestPrefixSelector(t *testing.T) {
-	s := PrefixSelector(netip.MustParsePrefix("198.19.2.77/24"), 6)
-	if s.Start != netip.MustParseAddr("198.19.2.0") || s.End != netip.MustParseAddr("198.19.2.255") || s.Proto != 6 {
-		t.Fatalf("%+v", s)
-	}
-	s = PrefixSelector(netip.MustParsePrefix("2001:db8::/33"), 0)
-	if s.End != netip.MustParseAddr("2001:db8:7fff:ffff:ffff:ffff:ffff:ffff") {
-		t.Fatalf("%+v", s)
 	}
 }
 
@@ -867,7 +856,7 @@ func TestConfigErrors(t *testing.T) {
 		{"window", func(c *Config) { c.ReplayWindow = 1 << 20 }, "replay window"},
 		{"lifetimes", func(c *Config) { c.Lifetime = Lifetime{SoftBytes: 10, HardBytes: 5} }, "soft byte lifetime"},
 		{"mtu", func(c *Config) { c.PathMTU = 100 }, "path MTU"},
-		{"selector", func(c *Config) { c.LocalTS = []Selector{{Start: host4, End: host6}} }, "local selector 0"},
+		{"selector", func(c *Config) { c.LocalTS = []ipsec.Selector{{From: host4, To: host6}} }, "local selector 0"},
 	}
 	for _, c := range cases {
 		cfg := good

@@ -343,11 +343,11 @@ func padAlign(a int) int {
 	return a
 }
 
-func compileSelectors(in []Selector) []selector {
+func compileSelectors(in []ipsec.Selector) []selector {
 	out := make([]selector, 0, len(in))
 	for _, s := range in {
-		st, en := s.Start.Unmap(), s.End.Unmap()
-		c := selector{v4: st.Is4(), proto: s.Proto, startPort: s.StartPort, endPort: s.EndPort}
+		st, en := s.From.Unmap(), s.To.Unmap()
+		c := selector{v4: st.Is4(), proto: s.Proto, startPort: s.FromPort, endPort: s.ToPort}
 		c.startHi, c.startLo = addrWords(st)
 		c.endHi, c.endLo = addrWords(en)
 		out = append(out, c)

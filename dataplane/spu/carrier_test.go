@@ -30,7 +30,7 @@ func outbound(t *testing.T, a *gateway) steer.Meta {
 		t.Fatal(err)
 	}
 	pol, logical, _, err := a.e.AddPolicy(api.Policy{ReqID: 1, Action: api.Protect, Local: gwA, Remote: gwB,
-		LocalTS: []api.TS{api.PrefixTS(lanA)}, RemoteTS: []api.TS{api.PrefixTS(lanB)}})
+		LocalTS: []ipsec.Selector{ipsec.PrefixSelector(lanA, 0)}, RemoteTS: []ipsec.Selector{ipsec.PrefixSelector(lanB, 0)}})
 	if err != nil {
 		t.Fatal(err)
 	}

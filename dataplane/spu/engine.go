@@ -344,12 +344,8 @@ func ToESP(sa *api.SA) (esp.Config, error) {
 	if sa.Encap != nil {
 		c.UDPEncap, c.LocalPort, c.RemotePort = true, sa.Encap.LocalPort, sa.Encap.RemotePort
 	}
-	for _, t := range sa.LocalTS {
-		c.LocalTS = append(c.LocalTS, esp.Selector{Proto: t.Proto, Start: t.From, End: t.To, StartPort: t.FromPort, EndPort: t.ToPort})
-	}
-	for _, t := range sa.RemoteTS {
-		c.RemoteTS = append(c.RemoteTS, esp.Selector{Proto: t.Proto, Start: t.From, End: t.To, StartPort: t.FromPort, EndPort: t.ToPort})
-	}
+	// The ESP engine compiles its own copies of the selectors.
+	c.LocalTS, c.RemoteTS = sa.LocalTS, sa.RemoteTS
 	return c, nil
 }
 

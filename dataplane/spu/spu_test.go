@@ -159,7 +159,7 @@ func udpFrame(src, dst netip.Addr, payload []byte) []byte {
 func mirroredSAs(suite ipsec.Suite) (aOut, bIn, bOut, aIn *api.SA) {
 	k1 := bytes.Repeat([]byte{1}, 20)
 	k2 := bytes.Repeat([]byte{2}, 20)
-	ts := func(p netip.Prefix) []api.TS { return []api.TS{api.PrefixTS(p)} }
+	ts := func(p netip.Prefix) []ipsec.Selector { return []ipsec.Selector{ipsec.PrefixSelector(p, 0)} }
 	aOut = &api.SA{SPI: 0x1001, Dir: api.Out, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanA), RemoteTS: ts(lanB)}
 	bIn = &api.SA{SPI: 0x1001, Dir: api.In, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
 	bOut = &api.SA{SPI: 0x2001, Dir: api.Out, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k2, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
@@ -185,7 +185,7 @@ func setup(t testing.TB) (a, b *gateway, logical uint16, polA uint32) {
 		}
 	}
 	pa, logical, _, err := a.e.AddPolicy(api.Policy{ReqID: 1, Action: api.Protect, Local: gwA, Remote: gwB,
-		LocalTS: []api.TS{api.PrefixTS(lanA)}, RemoteTS: []api.TS{api.PrefixTS(lanB)}})
+		LocalTS: []ipsec.Selector{ipsec.PrefixSelector(lanA, 0)}, RemoteTS: []ipsec.Selector{ipsec.PrefixSelector(lanB, 0)}})
 	if err != nil {
 		t.Fatal(err)
 	}

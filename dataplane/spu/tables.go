@@ -1,6 +1,7 @@
 package spu
 
 import (
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"time"
 
@@ -51,22 +52,9 @@ func (p *policy) matches(f *flow) bool {
 
 // tsMatch: a packet without ports (a later fragment) matches only selectors
 // whose port range is full, as RFC 4301 5.2 asks for OPAQUE ports.
-func tsMatch(ts []api.TS, a netip.Addr, proto uint8, port uint16, hasPorts bool) bool {
+func tsMatch(ts []ipsec.Selector, a netip.Addr, proto uint8, port uint16, hasPorts bool) bool {
 	for i := range ts {
-		t := &ts[i]
-		if a.Less(t.From) || t.To.Less(a) {
-			continue
-		}
-		if t.Proto != 0 && t.Proto != proto {
-			continue
-		}
-		if !hasPorts {
-			if t.FromPort == 0 && t.ToPort == 65535 {
-				return true
-			}
-			continue
-		}
-		if port >= t.FromPort && port <= t.ToPort {
+		if ts[i].Matches(a, proto, port, hasPorts) {
 			return true
 		}
 	}

@@ -102,7 +102,7 @@ func TestPrivilegedLifetimeEvents(t *testing.T) {
 		lts, rts   netip.Prefix
 	}{{p.a.Client, pl.GwAWan4, pl.GwBWan4, pl.LanA4, pl.LanB4}, {p.b.Client, pl.GwBWan4, pl.GwAWan4, pl.LanB4, pl.LanA4}} {
 		if _, err := side.c.AddPolicy(&api.Policy{ReqID: tn.ReqID, Action: api.Protect, Local: side.local, Remote: side.rem,
-			LocalTS: []api.TS{api.PrefixTS(side.lts)}, RemoteTS: []api.TS{api.PrefixTS(side.rts)}}); err != nil {
+			LocalTS: []ipsec.Selector{ipsec.PrefixSelector(side.lts, 0)}, RemoteTS: []ipsec.Selector{ipsec.PrefixSelector(side.rts, 0)}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -44,10 +44,10 @@ func random(n int) []byte {
 	return b
 }
 
-func tsOf(ps []netip.Prefix) []api.TS {
-	var out []api.TS
+func tsOf(ps []netip.Prefix) []ipsec.Selector {
+	var out []ipsec.Selector
 	for _, p := range ps {
-		out = append(out, api.PrefixTS(p))
+		out = append(out, ipsec.PrefixSelector(p, 0))
 	}
 	return out
 }

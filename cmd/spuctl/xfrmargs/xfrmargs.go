@@ -50,7 +50,7 @@ func ParseSA(args []string, isLocal IsLocal) (*api.SA, error) {
 	var encap *[2]uint16
 	var enc, auth []byte
 	var encName, authName, aeadName string
-	var selSrc, selDst *api.TS
+	var selSrc, selDst *ipsec.Selector
 	var dir api.Dir
 	for s.more() {
 		kw, _ := s.next("")
@@ -264,12 +264,12 @@ func ParseSA(args []string, isLocal IsLocal) (*api.SA, error) {
 	sa.EncKey, sa.IntegKey = enc, auth
 	// The selector is from the packet's point of view: src is the sender.
 	if selSrc != nil || selDst != nil {
-		var from, to []api.TS
+		var from, to []ipsec.Selector
 		if selSrc != nil {
-			from = []api.TS{*selSrc}
+			from = []ipsec.Selector{*selSrc}
 		}
 		if selDst != nil {
-			to = []api.TS{*selDst}
+			to = []ipsec.Selector{*selDst}
 		}
 		if dir == api.Out {
 			sa.LocalTS, sa.RemoteTS = from, to
@@ -322,19 +322,19 @@ func keyArg(s *scanner, what string) ([]byte, error) {
 	return b, nil
 }
 
-func prefixTS(v string) (api.TS, error) {
+func prefixTS(v string) (ipsec.Selector, error) {
 	if !strings.Contains(v, "/") {
 		a, err := netip.ParseAddr(v)
 		if err != nil {
-			return api.TS{}, fmt.Errorf("%q is not an address or prefix", v)
+			return ipsec.Selector{}, fmt.Errorf("%q is not an address or prefix", v)
 		}
-		return api.PrefixTS(netip.PrefixFrom(a, a.BitLen())), nil
+		return ipsec.PrefixSelector(netip.PrefixFrom(a, a.BitLen()), 0), nil
 	}
 	p, err := netip.ParsePrefix(v)
 	if err != nil {
-		return api.TS{}, fmt.Errorf("%q is not an address or prefix", v)
+		return ipsec.Selector{}, fmt.Errorf("%q is not an address or prefix", v)
 	}
-	return api.PrefixTS(p), nil
+	return ipsec.PrefixSelector(p, 0), nil
 }
 
 // ParsePolicy reads `policy add` arguments (after "add").

@@ -82,7 +82,7 @@ func TestParsePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Action != api.Protect || p.ReqID != 3 || p.Local != local || p.LocalTS[0].Proto != 17 || p.RemoteTS[0].String() != "198.18.2.0/24[17]" || p.Interfaces[0] != "lan0" {
+	if p.Action != api.Protect || p.ReqID != 3 || p.Local != local || p.LocalTS[0].Proto != 17 || p.RemoteTS[0].String() != "198.18.2.0/24[udp]" || p.Interfaces[0] != "lan0" {
 		t.Errorf("%+v", p)
 	}
 	b, err := ParsePolicy(split("src 198.18.1.0/24 dst 198.18.9.0/24 dir out action block"))

@@ -619,7 +619,7 @@ func (n *Node) InstallTrap(connName, child string) task.Trap {
 	n.reqid++
 	t := task.Trap{ReqID: n.reqid, LocalTS: ts.FromConfig(cc.LocalSelectors, local), RemoteTS: ts.FromConfig(cc.RemoteSelectors, remote)}
 	id, err := n.DP.AddPolicy(&api.Policy{ReqID: t.ReqID, Action: api.Protect, Local: local, Remote: remote,
-		LocalTS: ts.ToAPI(t.LocalTS), RemoteTS: ts.ToAPI(t.RemoteTS), Name: task.TrapName(connName, child)})
+		LocalTS: slices.Clone(t.LocalTS), RemoteTS: slices.Clone(t.RemoteTS), Name: task.TrapName(connName, child)})
 	if err != nil {
 		n.sim.T.Fatalf("%s: trap policy: %v", n.Name, err)
 	}

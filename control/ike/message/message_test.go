@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/spugate/spugate/ipsec"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -61,11 +62,11 @@ func allPayloads(t testing.TB) []Payload {
 		&Delete{Protocol: suite.ProtocolIKE},
 		&Delete{Protocol: suite.ProtocolESP, SPIs: []uint32{0xc0010001, 0xc0010002}},
 		&VendorID{Data: []byte("spugate")},
-		&TS{Selectors: []Selector{
-			{StartPort: 0, EndPort: 65535, Start: netip.MustParseAddr("198.18.10.0"), End: netip.MustParseAddr("198.18.10.255")},
-			{IPProtocol: 17, StartPort: 500, EndPort: 500, Start: netip.MustParseAddr("2001:db8::"), End: netip.MustParseAddr("2001:db8::ffff")},
+		&TS{Selectors: []ipsec.Selector{
+			{FromPort: 0, ToPort: 65535, From: netip.MustParseAddr("198.18.10.0"), To: netip.MustParseAddr("198.18.10.255")},
+			{Proto: 17, FromPort: 500, ToPort: 500, From: netip.MustParseAddr("2001:db8::"), To: netip.MustParseAddr("2001:db8::ffff")},
 		}},
-		&TS{Responder: true, Selectors: []Selector{{EndPort: 65535, Start: netip.MustParseAddr("0.0.0.0"), End: netip.MustParseAddr("255.255.255.255")}}},
+		&TS{Responder: true, Selectors: []ipsec.Selector{{ToPort: 65535, From: netip.MustParseAddr("0.0.0.0"), To: netip.MustParseAddr("255.255.255.255")}}},
 		&CP{CfgType: CfgRequest, Attributes: []CPAttribute{{Type: InternalIP4Address, Value: []byte{}}, {Type: InternalIP4DNS, Value: []byte{}}}},
 		&EAP{Data: []byte{1, 7, 0, 5, 1}},
 		&Unknown{PayloadType: 99, Body: []byte("skip me")},
@@ -495,7 +496,7 @@ func TestValidate(t *testing.T) {
 	nonce := &Nonce{Data: bytes.Repeat([]byte{1}, 32)}
 	ke := &KE{Group: suite.GroupCurve25519, Data: make([]byte, 32)}
 	sa := &SA{Proposals: mustIKE(t, "aes128gcm16-prfsha256-x25519")}
-	ts := &TS{Selectors: []Selector{{EndPort: 65535, Start: netip.MustParseAddr("198.18.0.0"), End: netip.MustParseAddr("198.18.255.255")}}}
+	ts := &TS{Selectors: []ipsec.Selector{{ToPort: 65535, From: netip.MustParseAddr("198.18.0.0"), To: netip.MustParseAddr("198.18.255.255")}}}
 	tsr := &TS{Responder: true, Selectors: ts.Selectors}
 	cookie := &Notify{NotifyType: Cookie, Data: []byte("cookie")}
 	init := Header{Exchange: IKESAInit, Flags: FlagInitiator}
@@ -588,7 +589,7 @@ func TestEncodeErrors(t *testing.T) {
 	bad := []Payload{
 		&SA{},
 		&TS{},
-		&TS{Selectors: []Selector{{Start: netip.MustParseAddr("198.18.0.1"), End: netip.MustParseAddr("2001:db8::1")}}},
+		&TS{Selectors: []ipsec.Selector{{From: netip.MustParseAddr("198.18.0.1"), To: netip.MustParseAddr("2001:db8::1")}}},
 		&Delete{Protocol: suite.ProtocolIKE, SPIs: []uint32{1}},
 		&VendorID{Data: make([]byte, 70000)},
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 
 	"github.com/spugate/spugate/control/ike/suite"
@@ -78,15 +79,7 @@ type VendorID struct{ Data []byte }
 // TS is a Traffic Selector payload, TSi or TSr (RFC 7296 3.13).
 type TS struct {
 	Responder bool // TSr, else TSi
-	Selectors []Selector
-}
-
-// Selector is one traffic selector: an address range (both IPv4 or both
-// IPv6), an IP protocol (0 for any) and a port range (0-65535 for any).
-type Selector struct {
-	IPProtocol         uint8
-	StartPort, EndPort uint16
-	Start, End         netip.Addr
+	Selectors []ipsec.Selector
 }
 
 // CP is a Configuration payload (RFC 7296 3.15).
@@ -263,19 +256,19 @@ func (p *TS) appendBody(b []byte) ([]byte, error) {
 	}
 	b = append(b, byte(len(p.Selectors)), 0, 0, 0)
 	for i, s := range p.Selectors {
-		if !s.Start.IsValid() || !s.End.IsValid() || s.Start.Is4() != s.End.Is4() || s.Start.Is4In6() || s.End.Is4In6() {
-			return nil, fmt.Errorf("selector %d: addresses %v-%v not of one family", i+1, s.Start, s.End)
+		if !s.From.IsValid() || !s.To.IsValid() || s.From.Is4() != s.To.Is4() || s.From.Is4In6() || s.To.Is4In6() {
+			return nil, fmt.Errorf("selector %d: addresses %v-%v not of one family", i+1, s.From, s.To)
 		}
 		typ, n := TSIPv6AddrRange, 40
-		if s.Start.Is4() {
+		if s.From.Is4() {
 			typ, n = TSIPv4AddrRange, 16
 		}
-		b = append(b, byte(typ), s.IPProtocol)
+		b = append(b, byte(typ), s.Proto)
 		b = binary.BigEndian.AppendUint16(b, uint16(n))
-		b = binary.BigEndian.AppendUint16(b, s.StartPort)
-		b = binary.BigEndian.AppendUint16(b, s.EndPort)
-		b = append(b, s.Start.AsSlice()...)
-		b = append(b, s.End.AsSlice()...)
+		b = binary.BigEndian.AppendUint16(b, s.FromPort)
+		b = binary.BigEndian.AppendUint16(b, s.ToPort)
+		b = append(b, s.From.AsSlice()...)
+		b = append(b, s.To.AsSlice()...)
 	}
 	return b, nil
 }
@@ -429,7 +422,7 @@ func decodeTS(b []byte, responder bool) (Payload, error) {
 	if n == 0 {
 		return nil, errors.New("no traffic selectors")
 	}
-	p := &TS{Responder: responder, Selectors: make([]Selector, 0, min(n, len(b)/16))}
+	p := &TS{Responder: responder, Selectors: make([]ipsec.Selector, 0, min(n, len(b)/16))}
 	off := 4
 	for i := 1; i <= n; i++ {
 		if len(b)-off < 4 {
@@ -451,13 +444,13 @@ func decodeTS(b []byte, responder bool) (Payload, error) {
 		if len(b)-off < l {
 			return nil, fmt.Errorf("selector %d: length %d exceeds the %d bytes left", i, l, len(b)-off)
 		}
-		s := Selector{
-			IPProtocol: b[off+1],
-			StartPort:  binary.BigEndian.Uint16(b[off+4:]),
-			EndPort:    binary.BigEndian.Uint16(b[off+6:]),
+		s := ipsec.Selector{
+			Proto:    b[off+1],
+			FromPort: binary.BigEndian.Uint16(b[off+4:]),
+			ToPort:   binary.BigEndian.Uint16(b[off+6:]),
 		}
-		s.Start, _ = netip.AddrFromSlice(b[off+8 : off+8+alen])
-		s.End, _ = netip.AddrFromSlice(b[off+8+alen : off+8+2*alen])
+		s.From, _ = netip.AddrFromSlice(b[off+8 : off+8+alen])
+		s.To, _ = netip.AddrFromSlice(b[off+8+alen : off+8+2*alen])
 		p.Selectors = append(p.Selectors, s)
 		off += l
 	}

@@ -9,6 +9,7 @@ package sa
 
 import (
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"time"
 
@@ -176,8 +177,8 @@ type InFlight struct {
 	Group    suite.GroupID        `json:"group,omitempty"`
 	KEPriv   []byte               `json:"ke_priv,omitempty"`
 	Props    []suite.Proposal     `json:"proposals,omitempty"`
-	TSi      []message.Selector   `json:"tsi,omitempty"`
-	TSr      []message.Selector   `json:"tsr,omitempty"`
+	TSi      []ipsec.Selector     `json:"tsi,omitempty"`
+	TSr      []ipsec.Selector     `json:"tsr,omitempty"`
 	SPIs     []uint32             `json:"spis,omitempty"` // a delete's Child SAs, by our inbound SPI
 	Extra    []uint32             `json:"extra_spis,omitempty"`
 }
@@ -277,9 +278,9 @@ type ChildSA struct {
 	Alg    suite.Algorithms `json:"alg"`
 	Keys   *suite.ChildKeys `json:"keys,omitempty"`
 	// LocalTS and RemoteTS as negotiated.
-	LocalTS  []message.Selector `json:"local_ts"`
-	RemoteTS []message.Selector `json:"remote_ts"`
-	Encap    bool               `json:"encap,omitempty"`
+	LocalTS  []ipsec.Selector `json:"local_ts"`
+	RemoteTS []ipsec.Selector `json:"remote_ts"`
+	Encap    bool             `json:"encap,omitempty"`
 	// PolicyIDs are the data-plane policies this Child SA owns; a Child SA
 	// of a trap uses the trap's policy and owns none.
 	PolicyIDs []uint32 `json:"policy_ids,omitempty"`

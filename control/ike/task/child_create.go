@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -38,7 +39,7 @@ type ChildCreateI struct {
 	ke        *suite.KeyExchange
 	nonce     []byte
 	peerNonce []byte
-	tsi, tsr  []message.Selector
+	tsi, tsr  []ipsec.Selector
 	retries   int
 	tempFails int
 	finished  bool
@@ -204,7 +205,7 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		case message.NoProposalChosen:
 			return nil, t.fail(c, stats.NoProposalChosen, "peer answered NO_PROPOSAL_CHOSEN (we offered %s)", suite.FormatProposals(t.proposals))
 		case message.TSUnacceptable:
-			return nil, t.fail(c, stats.TSUnacceptable, "peer answered TS_UNACCEPTABLE (we proposed %s === %s)", ts.Strings(t.tsi), ts.Strings(t.tsr))
+			return nil, t.fail(c, stats.TSUnacceptable, "peer answered TS_UNACCEPTABLE (we proposed %s === %s)", ipsec.Selectors(t.tsi), ipsec.Selectors(t.tsr))
 		case message.TemporaryFailure:
 			if t.Replaces == nil && !inAuth && t.tempFails < maxTempFailRetries {
 				// The peer is busy with a crossing exchange (RFC 7296
@@ -251,7 +252,7 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 	if !ts.Subset(tsiP.Selectors, t.tsi) || !ts.Subset(tsrP.Selectors, t.tsr) {
 		t.deletePeerSA(c, spiOut)
 		return nil, t.fail(c, stats.TSUnacceptable, "peer widened the traffic selectors: got %s === %s, proposed %s === %s",
-			ts.Strings(tsiP.Selectors), ts.Strings(tsrP.Selectors), ts.Strings(t.tsi), ts.Strings(t.tsr))
+			ipsec.Selectors(tsiP.Selectors), ipsec.Selectors(tsrP.Selectors), ipsec.Selectors(t.tsi), ipsec.Selectors(t.tsr))
 	}
 	ni, nr := ike.Ni, ike.Nr
 	var gir []byte
@@ -283,7 +284,7 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		t.ReqID = t.Replaces.ReqID
 	}
 	ch := &sa.ChildSA{Name: t.child.Name, Initiator: true, SPIIn: t.spi, SPIOut: spiOut, Alg: alg, Keys: keys,
-		LocalTS: append([]message.Selector(nil), tsiP.Selectors...), RemoteTS: append([]message.Selector(nil), tsrP.Selectors...),
+		LocalTS: append([]ipsec.Selector(nil), tsiP.Selectors...), RemoteTS: append([]ipsec.Selector(nil), tsrP.Selectors...),
 		Encap: ike.NAT(), ReqID: t.ReqID}
 	if t.Replaces != nil {
 		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
@@ -311,7 +312,7 @@ func (t *ChildCreateI) deletePeerSA(c *Ctx, spiOut uint32) {
 func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
 	suiteName, _ := DataPlaneSuite(ch.Alg)
 	c.Log.With(more...).Info(msg, "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut),
-		"suite", suiteName, "local_ts", ts.Strings(ch.LocalTS), "remote_ts", ts.Strings(ch.RemoteTS), "reqid", ch.ReqID, "encap", ch.Encap)
+		"suite", suiteName, "local_ts", ipsec.Selectors(ch.LocalTS), "remote_ts", ipsec.Selectors(ch.RemoteTS), "reqid", ch.ReqID, "encap", ch.Encap)
 }
 
 // ChildCreateR creates a Child SA as responder: it picks the child
@@ -324,7 +325,7 @@ type ChildCreateR struct {
 	chosen    suite.Proposal
 	nonce     []byte
 	ke        *suite.KeyExchange
-	tsi, tsr  []message.Selector
+	tsi, tsr  []ipsec.Selector
 	skip      bool
 	installed *sa.ChildSA
 }
@@ -429,7 +430,7 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	// then in configuration order; the first whose proposals agree wins.
 	type cand struct {
 		cc       *config.Child
-		tsi, tsr []message.Selector
+		tsi, tsr []ipsec.Selector
 	}
 	var exact, narrowed []cand
 	for _, name := range conn.ChildOrder {
@@ -452,7 +453,7 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 	cands := append(exact, narrowed...)
 	if len(cands) == 0 {
 		return t.refuse(c, stats.TSUnacceptable, message.TSUnacceptable, nil, "no child of %q accepts TSi %s TSr %s",
-			conn.Name, ts.Strings(tsiP.Selectors), ts.Strings(tsrP.Selectors))
+			conn.Name, ipsec.Selectors(tsiP.Selectors), ipsec.Selectors(tsrP.Selectors))
 	}
 	pol := suite.SelectPolicy{SkipKE: inAuth}
 	var keP *message.KE

@@ -2,6 +2,7 @@ package task
 
 import (
 	"bytes"
+	"github.com/spugate/spugate/ipsec"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/message"
@@ -272,7 +273,7 @@ func (t *IKEAuthR) authenticate(c *Ctx) Status {
 }
 
 // acceptsTS reports whether a child of conn accepts the selectors.
-func acceptsTS(conn *config.Conn, ike *sa.IKESA, tsi, tsr []message.Selector) bool {
+func acceptsTS(conn *config.Conn, ike *sa.IKESA, tsi, tsr []ipsec.Selector) bool {
 	for _, cc := range conn.Children {
 		if len(ts.Narrow(tsi, ts.FromConfig(cc.RemoteSelectors, ike.Remote.Addr()))) > 0 &&
 			len(ts.Narrow(tsr, ts.FromConfig(cc.LocalSelectors, ike.Local.Addr()))) > 0 {

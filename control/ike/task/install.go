@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -61,7 +62,7 @@ func ChildSAs(ike *sa.IKESA, ch *sa.ChildSA, cc *config.Child, name string) (in,
 	mk := func(spi uint32, dir api.Dir, enc, integ []byte) *api.SA {
 		s := &api.SA{SPI: spi, Dir: dir, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Mode: api.Tunnel,
 			Suite: suiteName, EncKey: enc, IntegKey: integ, ESN: ch.Alg.ESN, ReqID: ch.ReqID,
-			LocalTS: ts.ToAPI(ch.LocalTS), RemoteTS: ts.ToAPI(ch.RemoteTS), Name: name}
+			LocalTS: slices.Clone(ch.LocalTS), RemoteTS: slices.Clone(ch.RemoteTS), Name: name}
 		if len(s.IntegKey) == 0 {
 			s.IntegKey = nil
 		}
@@ -172,7 +173,7 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		if err != nil {
 			dp.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote})
 			dp.DelSA(api.SAID{SPI: in.SPI, Dir: api.In})
-			return fmt.Errorf("install policy %s === %s: %w", ts.Strings(ch.LocalTS), ts.Strings(ch.RemoteTS), err)
+			return fmt.Errorf("install policy %s === %s: %w", ipsec.Selectors(ch.LocalTS), ipsec.Selectors(ch.RemoteTS), err)
 		}
 		ch.PolicyIDs = append(ch.PolicyIDs, id)
 	}

@@ -38,6 +38,7 @@ package task
 
 import (
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -69,8 +70,8 @@ type DataPlane interface {
 type Trap struct {
 	ReqID    uint32
 	PolicyID uint32
-	LocalTS  []message.Selector
-	RemoteTS []message.Selector
+	LocalTS  []ipsec.Selector
+	RemoteTS []ipsec.Selector
 }
 
 // Env is what tasks need of the worker that runs them.

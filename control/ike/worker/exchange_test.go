@@ -3,6 +3,7 @@ package worker_test
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/spugate/spugate/ipsec"
 	"math"
 	"net/netip"
 	"strings"
@@ -15,7 +16,6 @@ import (
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
-	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/control/ike/worker"
 )
 
@@ -332,7 +332,7 @@ func TestCreateChildSA(t *testing.T) {
 	if second.Name != "second" || second.Alg.String() != "ESP:AES_GCM_16_256/CURVE_25519/NO_EXT_SEQ" {
 		t.Errorf("second child %s %s", second.Name, second.Alg)
 	}
-	if got := ts.Strings(second.LocalTS); got != "198.18.1.128/25" {
+	if got := ipsec.Selectors(second.LocalTS); got != "198.18.1.128/25" {
 		t.Errorf("second child local ts %s", got)
 	}
 	var creates int
@@ -485,10 +485,10 @@ func TestTSNarrowing(t *testing.T) {
 	established(t, na, nb)
 	ca := na.Worker.List()[0].Children[0]
 	cb := nb.Worker.List()[0].Children[0]
-	if got := ts.Strings(ca.LocalTS) + " === " + ts.Strings(ca.RemoteTS); got != "198.18.1.64/26 === 198.18.2.0/25" {
+	if got := ipsec.Selectors(ca.LocalTS) + " === " + ipsec.Selectors(ca.RemoteTS); got != "198.18.1.64/26 === 198.18.2.0/25" {
 		t.Errorf("initiator installed %s", got)
 	}
-	if got := ts.Strings(cb.LocalTS) + " === " + ts.Strings(cb.RemoteTS); got != "198.18.2.0/25 === 198.18.1.64/26" {
+	if got := ipsec.Selectors(cb.LocalTS) + " === " + ipsec.Selectors(cb.RemoteTS); got != "198.18.2.0/25 === 198.18.1.64/26" {
 		t.Errorf("responder installed %s", got)
 	}
 	for _, p := range na.DP.Policies {

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"bytes"
+	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"testing"
 	"time"
@@ -120,8 +121,8 @@ func rekeySeeds() []innerSeed {
 	esp, _ := suite.ParseESP("aes128gcm16")
 	ike, _ := suite.ParseIKE("aes128gcm16-prfsha256-x25519")
 	spi := []byte{0xc0, 0, 0, 1}
-	sel := []message.Selector{{IPProtocol: 0, StartPort: 0, EndPort: 65535, Start: netip.MustParseAddr("198.18.1.0"), End: netip.MustParseAddr("198.18.1.255")}}
-	sel2 := []message.Selector{{IPProtocol: 0, StartPort: 0, EndPort: 65535, Start: netip.MustParseAddr("198.18.2.0"), End: netip.MustParseAddr("198.18.2.255")}}
+	sel := []ipsec.Selector{{Proto: 0, FromPort: 0, ToPort: 65535, From: netip.MustParseAddr("198.18.1.0"), To: netip.MustParseAddr("198.18.1.255")}}
+	sel2 := []ipsec.Selector{{Proto: 0, FromPort: 0, ToPort: 65535, From: netip.MustParseAddr("198.18.2.0"), To: netip.MustParseAddr("198.18.2.255")}}
 	nonce := &message.Nonce{Data: make([]byte, 32)}
 	return []innerSeed{
 		plainInner(message.CreateChildSA, &message.Notify{Protocol: suite.ProtocolESP, SPI: spi, NotifyType: message.RekeySA},
