@@ -20,9 +20,10 @@
 // connection.
 //
 // Operations and their bodies: see the Op* constants and the request and
-// reply types next to them. Keys travel in the clear over this socket,
-// which is why only root may open it; dumps redact them unless asked by a
-// client that requests keys for a resync (sa.dump with keys:true).
+// reply types next to them. Keys travel in the clear over this socket
+// (sa.add), which is why only root may open it; they never travel back:
+// spud keeps no key material outside the SAs' cipher state, so dumps carry
+// none, and sa.dump with keys:true is refused.
 package api
 
 import (
@@ -37,7 +38,8 @@ import (
 // Version is the protocol version this package speaks.
 const Version = 1
 
-// MaxMessage bounds one message; a dump larger than this is paged.
+// MaxMessage bounds one message. Dumps are not paged: a dump that would
+// exceed it fails.
 const MaxMessage = 16 << 20
 
 // Operations.
@@ -146,7 +148,8 @@ type SPIAllocRequest struct {
 	Remote netip.Addr `json:"remote"`
 }
 
-// SPIAllocReply is the SPI, reserved until an SA takes it or Expires passes.
+// SPIAllocReply is the SPI, reserved until an SA takes it or the
+// reservation lapses (two minutes, an IKE exchange's worth).
 type SPIAllocReply struct {
 	SPI     uint32 `json:"spi"`
 	Logical int    `json:"logical"`
@@ -172,7 +175,7 @@ type SAUpdate struct {
 
 // DumpRequest asks for every SA or policy.
 type DumpRequest struct {
-	Keys bool `json:"keys,omitempty"` // include key material (iked's resync)
+	Keys bool `json:"keys,omitempty"` // key material: always refused (spud keeps none to give)
 }
 
 // SAState is an installed SA with its live state.
