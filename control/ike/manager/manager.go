@@ -584,7 +584,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	if err := message.Validate(msg); err != nil {
 		m.env.Stats().Fail(stats.InvalidSyntax)
 		m.log.Info("invalid request", "exchange", h.Exchange.String(), "err", err.Error())
-		resp := m.response(msg, 0)
+		resp := m.response(msg)
 		resp.Inner = []message.Payload{&message.Notify{NotifyType: message.InvalidSyntax}}
 		m.sendResponse(resp, d)
 		if h.Exchange == message.IKEAuth {
@@ -632,7 +632,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 			break
 		}
 	}
-	resp := m.response(msg, 0)
+	resp := m.response(msg)
 	for _, t := range tasks[:ran] {
 		if st := t.Build(c, resp); rank(st) > rank(final) {
 			final = st
@@ -675,7 +675,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 }
 
 // response starts the response to req.
-func (m *Manager) response(req *message.Message, _ int) *message.Message {
+func (m *Manager) response(req *message.Message) *message.Message {
 	ike := m.IKE
 	h := message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: req.Header.Exchange, MessageID: req.Header.MessageID,
 		Flags: message.FlagResponse}
