@@ -28,13 +28,19 @@ type Slot struct {
 	Buf [SlotSize]byte
 	// Off and Len place the packet (from its Ethernet header) in Buf.
 	Off, Len int
-	// What the receiving SPU learned that the anchor needs: the packet's
-	// class and logical SPU from the XDP metadata, where it came in.
+	Meta     Meta
+}
+
+// Meta is what the SPU that received a packet hands on with it to the one
+// that processes it: what the steering program found, where the IP header
+// starts, and where the packet came in (for a frame to transmit, where it
+// goes out).
+type Meta struct {
 	Class   uint8
 	Logical uint16
+	Policy  uint32 // cleartext: the SPD policy the steering program matched
+	L3      int32  // the IP header's offset in the packet
 	Ifindex int32
-	Queue   int32
-	Aux     uint32 // class-specific (e.g. the policy id of cleartext)
 }
 
 type pad [64]byte

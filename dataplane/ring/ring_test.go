@@ -47,7 +47,7 @@ func TestConcurrent(t *testing.T) {
 		defer wg.Done()
 		for i := 0; i < n; {
 			if s := r.Reserve(); s != nil {
-				s.Aux = uint32(i)
+				s.Meta.Policy = uint32(i)
 				s.Buf[0] = byte(i)
 				r.Commit()
 				i++
@@ -59,8 +59,8 @@ func TestConcurrent(t *testing.T) {
 		if s == nil {
 			continue
 		}
-		if s.Aux != uint32(i) || s.Buf[0] != byte(i) {
-			t.Fatalf("got %d, want %d", s.Aux, i)
+		if s.Meta.Policy != uint32(i) || s.Buf[0] != byte(i) {
+			t.Fatalf("got %d, want %d", s.Meta.Policy, i)
 		}
 		r.Release()
 		i++

@@ -23,6 +23,7 @@ package spu
 import (
 	"errors"
 	"fmt"
+	"github.com/spugate/spugate/dataplane/ring"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -38,10 +39,7 @@ const (
 
 type heldPkt struct {
 	n        int
-	class    uint8
-	logical  uint16
-	policyID uint32
-	ingress  int
+	meta     ring.Meta // L3 is 0: buf holds the IP packet
 	deadline int64
 	buf      [pendingSize]byte
 }
@@ -51,7 +49,7 @@ type holdStore struct {
 	used  int
 }
 
-func (s *SPU) hold(ip []byte, class uint8, logical uint16, policyID uint32, ingress int) bool {
+func (s *SPU) hold(ip []byte, m ring.Meta) bool {
 	h := &s.held
 	if h.used == holdSlots || len(ip) > pendingSize {
 		return false
@@ -59,7 +57,8 @@ func (s *SPU) hold(ip []byte, class uint8, logical uint16, policyID uint32, ingr
 	p := &h.slots[h.used]
 	h.used++
 	p.n = copy(p.buf[:], ip)
-	p.class, p.logical, p.policyID, p.ingress = class, logical, policyID, ingress
+	p.meta = m
+	p.meta.L3 = 0
 	p.deadline = nanotime() + holdTTL
 	return true
 }
@@ -72,8 +71,8 @@ func (s *SPU) release(logical uint16) {
 	for i := 0; i < h.used; i++ {
 		p := &h.slots[i]
 		switch {
-		case p.logical == logical:
-			s.process(p.buf[:], 0, p.n, p.class, p.logical, p.policyID, p.ingress)
+		case p.meta.Logical == logical:
+			s.process(p.buf[:], 0, p.n, p.meta)
 		case p.deadline < now:
 			s.drop(DropMigrating)
 		default:

@@ -258,16 +258,16 @@ func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
 		s.drop(DropMalformed)
 		return
 	}
-	anchor := s.eng.physical(m.LogicalSPU)
-	if anchor != s.ID {
-		s.handoff(anchor, pkt, uint8(m.Class), m.LogicalSPU, m.PolicyID, int(m.L3Offset), p.Ifindex)
+	rm := ring.Meta{Class: uint8(m.Class), Logical: m.LogicalSPU, Policy: m.PolicyID, L3: int32(m.L3Offset), Ifindex: int32(p.Ifindex)}
+	if anchor := s.eng.physical(m.LogicalSPU); anchor != s.ID {
+		s.handoff(anchor, pkt, rm)
 		return
 	}
-	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), uint8(m.Class), m.LogicalSPU, m.PolicyID, p.Ifindex)
+	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), rm)
 }
 
 // handoff copies a frame into the ring of its anchor SPU.
-func (s *SPU) handoff(to int, pkt []byte, class uint8, logical uint16, policyID uint32, l3 int, ifindex int) {
+func (s *SPU) handoff(to int, pkt []byte, m ring.Meta) {
 	if to < 0 || to >= len(s.out) || s.out[to] == nil {
 		s.drop(DropHandoffFull)
 		return
@@ -280,8 +280,7 @@ func (s *SPU) handoff(to int, pkt []byte, class uint8, logical uint16, policyID 
 	}
 	slot.Off = ring.Headroom
 	slot.Len = copy(slot.Buf[ring.Headroom:], pkt)
-	slot.Class, slot.Logical, slot.Aux = class, logical, policyID
-	slot.Ifindex, slot.Queue = int32(ifindex), int32(l3)
+	slot.Meta = m
 	r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[to].wake()
@@ -295,18 +294,16 @@ func (s *SPU) drain(r *ring.Ring) bool {
 		if slot == nil {
 			break
 		}
-		if slot.Class == classTx {
-			s.transmitFrame(int(slot.Ifindex), slot.Buf[slot.Off:slot.Off+slot.Len])
-		} else {
+		m := slot.Meta
+		if m.Class == classTx {
+			s.transmitFrame(int(m.Ifindex), slot.Buf[slot.Off:slot.Off+slot.Len])
+		} else if a := s.eng.physical(m.Logical); a != s.ID {
 			// A map change may have moved the logical SPU again since the
 			// sender looked: follow it (bounded by the ring's capacity).
-			if a := s.eng.physical(slot.Logical); a != s.ID {
-				l3 := int(slot.Queue)
-				s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], slot.Class, slot.Logical, slot.Aux, l3, int(slot.Ifindex))
-			} else {
-				l3 := int(slot.Queue)
-				s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, slot.Class, slot.Logical, slot.Aux, int(slot.Ifindex))
-			}
+			s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], m)
+		} else {
+			l3 := int(m.L3)
+			s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, m)
 		}
 		r.Release()
 	}
@@ -318,20 +315,20 @@ func (s *SPU) drain(r *ring.Ring) bool {
 
 // process handles a packet on its anchor SPU. The IP packet is
 // buf[off:off+n]; buf may be changed in place.
-func (s *SPU) process(buf []byte, off, n int, class uint8, logical uint16, policyID uint32, ingress int) {
+func (s *SPU) process(buf []byte, off, n int, m ring.Meta) {
 	// The logical SPU is moving here and its SAs have not arrived yet:
 	// hold the packet until they do.
-	if s.eng.movingTo(logical) == s.ID {
-		if !s.hold(buf[off:off+n], class, logical, policyID, ingress) {
+	if s.eng.movingTo(m.Logical) == s.ID {
+		if !s.hold(buf[off:off+n], m) {
 			s.drop(DropMigrating)
 		}
 		return
 	}
-	switch steer.Class(class) {
+	switch steer.Class(m.Class) {
 	case steer.ClassESP, steer.ClassUDPESP:
 		s.decap(buf, off, n)
 	case steer.ClassCleartext:
-		s.encap(buf, off, n, policyID, ingress)
+		s.encap(buf, off, n, m.Policy, int(m.Ifindex))
 	case steer.ClassESPFragment:
 		s.fragment(buf, off, n)
 	default:
@@ -708,7 +705,7 @@ func (s *SPU) txCommit(t *txTarget, off, n int) {
 		t.ps.ntx++
 		return
 	}
-	t.slot.Off, t.slot.Len, t.slot.Class, t.slot.Ifindex = off, n, classTx, int32(t.ifx)
+	t.slot.Off, t.slot.Len, t.slot.Meta = off, n, ring.Meta{Class: classTx, Ifindex: int32(t.ifx)}
 	t.r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[t.to].wake()
