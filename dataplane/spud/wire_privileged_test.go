@@ -156,6 +156,7 @@ print("sent")
 
 var scapyAlgos = map[ipsec.Suite][2]string{
 	ipsec.AES128GCM16:      {"AES-GCM", "-"},
+	ipsec.AES192GCM16:      {"AES-GCM", "-"},
 	ipsec.AES256GCM16:      {"AES-GCM", "-"},
 	ipsec.ChaCha20Poly1305: {"CHACHA20-POLY1305", "-"},
 	ipsec.AES128SHA256:     {"AES-CBC", "SHA2-256-128"},
