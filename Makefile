@@ -43,8 +43,13 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) tool staticcheck ./...
 
 .PHONY: test
-test: deps ## Every test: unit, privileged (root) and interop with strongSwan
+test: deps ## Every test: unit, privileged (root) and interop with strongSwan, then the unit tests under the race detector
 	$(GO) test -json -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
+	$(MAKE) --no-print-directory test-race
+
+.PHONY: test-race
+test-race: ## The unit tests under the race detector (lock-free rings, atomics, the SPUs' goroutines)
+	$(GO) test -json -race -count=1 -skip '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 
 .PHONY: test-unit
 test-unit: ## Unit tests only: no privilege, no packages to install

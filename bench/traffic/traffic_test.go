@@ -305,6 +305,9 @@ func TestRefusedFramesKeepSequencesGapless(t *testing.T) {
 }
 
 func TestNoAllocationsPerPacket(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector's instrumentation allocates")
+	}
 	clock, g, s, b := pair(t, 4, 0, IMIX())
 	w := Window{End: 1 << 62}
 	frames := make([]xsk.Frame, xsk.BatchSize)
