@@ -465,6 +465,14 @@ func (e *Engine) fail(id int, reason string) {
 	// (spud publishes the map with it, iked follows that) must not see
 	// the map from before the failure.
 	defer e.emit(Event{Kind: "spu.failed", SPU: id, Reason: reason})
+	// Its tables, sockets and rings are taken from another goroutine, which
+	// is only safe once its loop has ended: at once after a panic, and for a
+	// stalled SPU when it comes back and sees that it is stopped. One that
+	// does not come back within half a watchdog period is stuck for good, and
+	// will not touch them again.
+	if !s.ended(e.cfg.WatchdogDeadline / 2) {
+		e.cfg.Log.Error(fmt.Sprintf("spu %d: still stuck; taking its tunnels and sockets over", id))
+	}
 	active := e.activeSPUs(id)
 	if len(active) == 0 {
 		e.cfg.Log.Error("spu: no SPU left in service")
@@ -482,6 +490,20 @@ func (e *Engine) fail(id int, reason string) {
 		return
 	}
 	s.salvage()
+}
+
+// ended waits up to d for the SPU's loop to end, and reports whether it has
+// (or never ran).
+func (s *SPU) ended(d time.Duration) bool {
+	if !s.eng.started {
+		return true
+	}
+	select {
+	case <-s.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // salvage passes on what other SPUs handed to a failed SPU before the map

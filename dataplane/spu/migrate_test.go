@@ -237,6 +237,11 @@ func TestWatchdogDeclaresAStalledSPU(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	close(release)
+	// Its tunnels move once it comes back and sees it is stopped (or half a
+	// watchdog period later, if it does not).
+	for a.e.physical(logical) == victim && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if a.e.physical(logical) == victim {
 		t.Error("the stalled SPU kept its logical SPUs")
 	}

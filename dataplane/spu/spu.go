@@ -146,6 +146,11 @@ func (s *SPU) run() {
 // handoff rings, transmission. It reports whether there was any work.
 func (s *SPU) iterate() bool {
 	worked := s.runCommands()
+	if s.stopped.Load() {
+		// Declared failed (or stopped) while a command held it: what it
+		// owned is being taken over.
+		return worked
+	}
 	for _, p := range s.ports {
 		p.Complete()
 		n := p.Receive(s.rx[:])
