@@ -225,8 +225,6 @@ func (d *Daemon) start() error {
 // the best one the kernel allows, and says in one line what it got. The
 // verifier's log of a refused program goes to the debug log only.
 func (d *Daemon) loadSteering() error {
-	feats := steer.ProbeKernel()
-	d.steer = api.Steering{Kernel: bpf.KernelRelease(), Features: feats.Map()}
 	var err error
 	if d.prog, err = steer.Load(steer.Options{Carrier: d.cfg.Carrier}); err != nil {
 		var ve *ebpf.VerifierError
@@ -235,8 +233,9 @@ func (d *Daemon) loadSteering() error {
 		}
 		return err
 	}
-	d.steer.Carrier = d.prog.Carrier().String()
-	d.steer.CarrierReason = d.prog.CarrierReason()
+	feats := d.prog.Features()
+	d.steer = api.Steering{Kernel: bpf.KernelRelease(), Features: feats.Map(),
+		Carrier: d.prog.Carrier().String(), CarrierReason: d.prog.CarrierReason()}
 	attrs := []any{"kernel", d.steer.Kernel, "carrier", d.steer.Carrier, "features", feats.String()}
 	if r := d.steer.CarrierReason; r != "" {
 		attrs = append(attrs, "because", r)

@@ -44,6 +44,7 @@ type Program struct {
 	prog          *ebpf.Program
 	carrier       Carrier
 	why           string // why this carrier, when a better one was passed over
+	feats         bpf.Features
 	id            ebpf.ProgramID
 	l             int                 // configured L, 0 before SetConfig
 	spuMap        []uint16            // entries last written to spu_map
@@ -81,9 +82,9 @@ func carrierNeeds(c Carrier) (bpf.Feature, string) {
 // its carrier.
 var Requirements = []bpf.Feature{bpf.FeatureXDP, bpf.FeatureRedirectMap, bpf.FeatureXSKMap, bpf.FeatureLPMTrie, bpf.FeaturePerCPUArray}
 
-// ProbeKernel asks the kernel about every feature the steering programs
+// probeKernel asks the kernel about every feature the steering programs
 // use (bpf.Probe).
-func ProbeKernel() bpf.Features {
+func probeKernel() bpf.Features {
 	return bpf.Probe(append(slices.Clone(Requirements), bpf.FeatureXDPAdjustMeta, bpf.FeatureXDPAdjustHead)...)
 }
 
@@ -102,7 +103,7 @@ func Load(o Options) (*Program, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("steer: lift the locked-memory limit for BPF maps: %w", err)
 	}
-	feats := ProbeKernel()
+	feats := probeKernel()
 	for _, f := range Requirements {
 		if err := feats.Err(f); err != nil {
 			return nil, fmt.Errorf("steer: this kernel lacks %s, which the steering program needs: %w", f, err)
@@ -138,7 +139,7 @@ func Load(o Options) (*Program, error) {
 			passed = append(passed, fmt.Sprintf("program %s refused: %v", c.programName(), err))
 			continue
 		}
-		p.why = strings.Join(passed, "; ")
+		p.why, p.feats = strings.Join(passed, "; "), feats
 		return p, nil
 	}
 	return nil, fmt.Errorf("steer: no steering carrier loads: %s", strings.Join(passed, "; "))
@@ -188,6 +189,9 @@ func (p *Program) closeObjects() error {
 	errs = append(errs, p.maps.Close())
 	return errors.Join(errs...)
 }
+
+// Features are the kernel's answers Load chose the carrier by.
+func (p *Program) Features() bpf.Features { return p.feats }
 
 // Carrier is the carrier of the loaded program.
 func (p *Program) Carrier() Carrier { return p.carrier }
