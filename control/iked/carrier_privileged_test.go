@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/steer"
-	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/dataplane/steer/steertest"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
 	"github.com/spugate/spugate/testbed/lab/labtest"
@@ -16,33 +16,27 @@ import (
 // IKE path (kernel sockets) and ESP (the SPUs) must not care how the
 // anchor reaches the SPUs.
 func TestPrivilegedIkedEveryCarrier(t *testing.T) {
-	for _, c := range steer.Carriers {
-		t.Run(c.String(), func(t *testing.T) {
-			privileged.Require(t, "ip")
-			if err := c.Supported(); err != nil {
-				t.Skip(err)
-			}
-			tb := newTestbedSpud(t, lab.LineOptions{}, nil, daemons.SpudOptions{SPUs: testbedSPUs, Carrier: c.String()})
-			if h, err := tb.a.spud.Client.Hello("test"); err != nil || h.Steering.Carrier != c.String() {
-				t.Fatalf("spud's carrier: %+v, %v", h, err)
-			}
-			pl := tb.ln.Plan
-			ca, cb := tb.confs()
-			sec := secrets(psk, "gw-a.example", "gw-b.example")
-			tb.a.start(t, ca.yaml(), sec)
-			tb.b.start(t, cb.yaml(), sec)
-			tb.a.spuctl(t, "initiate", "tun")
-			mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
-			mustPing(t, tb.ln.ClientB, pl.ClientB6, pl.ClientA6)
-			labtest.TCPTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 512<<10)
-			labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 512<<10)
-			st, err := tb.b.spud.Client.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Carrier != c.String() || st.Drops["no_meta"]+st.Drops["unsteered"] > 0 {
-				t.Errorf("gw-b: carrier %s, drops %v", st.Carrier, st.Drops)
-			}
-		})
-	}
+	steertest.ForCarriers(t, func(t *testing.T, c steer.Carrier) {
+		tb := newTestbedSpud(t, lab.LineOptions{}, nil, daemons.SpudOptions{SPUs: testbedSPUs, Carrier: c.String()})
+		if h, err := tb.a.spud.Client.Hello("test"); err != nil || h.Steering.Carrier != c.String() {
+			t.Fatalf("spud's carrier: %+v, %v", h, err)
+		}
+		pl := tb.ln.Plan
+		ca, cb := tb.confs()
+		sec := secrets(psk, "gw-a.example", "gw-b.example")
+		tb.a.start(t, ca.yaml(), sec)
+		tb.b.start(t, cb.yaml(), sec)
+		tb.a.spuctl(t, "initiate", "tun")
+		mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+		mustPing(t, tb.ln.ClientB, pl.ClientB6, pl.ClientA6)
+		labtest.TCPTransfer(t, tb.ln.ClientA, tb.ln.ClientB, pl.ClientB4, 512<<10)
+		labtest.TCPTransfer(t, tb.ln.ClientB, tb.ln.ClientA, pl.ClientA6, 512<<10)
+		st, err := tb.b.spud.Client.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Carrier != c.String() || st.Drops["no_meta"]+st.Drops["unsteered"] > 0 {
+			t.Errorf("gw-b: carrier %s, drops %v", st.Carrier, st.Drops)
+		}
+	})
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
-	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/dataplane/steer/steertest"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/flow"
 	"github.com/spugate/spugate/testbed/lab"
@@ -24,43 +24,37 @@ import (
 // and fault on gw-b. spuctl status must name the carrier on every
 // interface, and the steering program's counters must show it at work.
 func TestPrivilegedEveryCarrier(t *testing.T) {
-	for _, c := range steer.Carriers {
-		t.Run(c.String(), func(t *testing.T) {
-			privileged.Require(t, "ip")
-			if err := c.Supported(); err != nil {
-				t.Skip(err)
-			}
-			p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{SPUs: 4, Carrier: c.String()})
-			checkStatus(t, p.a, c)
-			pl := p.ln.Plan
-			for i, x := range []struct {
-				aEnd, bEnd netip.Addr
-				encap      bool
-			}{{pl.GwAWan4, pl.GwBWan4, false}, {pl.GwAWan6, pl.GwBWan6, true}} {
-				v4 := newTunnel(uint32(60+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, x.encap)
-				v6 := newTunnel(uint32(61+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.ChaCha20Poly1305, x.encap)
-				install(t, p, v4)
-				install(t, p, v6)
-				mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
-				mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
-				labtest.TCPTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
-				labtest.TCPTransfer(t, p.ln.ClientB, p.ln.ClientA, pl.ClientA6, 256<<10)
-				remove(t, p, v4)
-				remove(t, p, v6)
-			}
-			drainAddFail(t, p, 16)
-			st, err := p.b.Client.Stats()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st.Carrier != c.String() || st.XDP["redirect_esp"] == 0 || st.XDP["redirect_cleartext"] == 0 {
-				t.Errorf("gw-b stats: carrier %q, xdp %v", st.Carrier, st.XDP)
-			}
-			if n := st.Drops["no_meta"] + st.Drops["unsteered"]; n > 0 {
-				t.Errorf("gw-b: %d frames without usable metadata: %v", n, st.Drops)
-			}
-		})
-	}
+	steertest.ForCarriers(t, func(t *testing.T, c steer.Carrier) {
+		p := startPair(t, lab.LineOptions{Router: true}, daemons.SpudOptions{SPUs: 4, Carrier: c.String()})
+		checkStatus(t, p.a, c)
+		pl := p.ln.Plan
+		for i, x := range []struct {
+			aEnd, bEnd netip.Addr
+			encap      bool
+		}{{pl.GwAWan4, pl.GwBWan4, false}, {pl.GwAWan6, pl.GwBWan6, true}} {
+			v4 := newTunnel(uint32(60+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, x.encap)
+			v6 := newTunnel(uint32(61+2*i), x.aEnd, x.bEnd, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.ChaCha20Poly1305, x.encap)
+			install(t, p, v4)
+			install(t, p, v6)
+			mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
+			mustPing(t, p.ln.ClientB, netip.Addr{}, pl.ClientA6)
+			labtest.TCPTransfer(t, p.ln.ClientA, p.ln.ClientB, pl.ClientB4, 256<<10)
+			labtest.TCPTransfer(t, p.ln.ClientB, p.ln.ClientA, pl.ClientA6, 256<<10)
+			remove(t, p, v4)
+			remove(t, p, v6)
+		}
+		drainAddFail(t, p, 16)
+		st, err := p.b.Client.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Carrier != c.String() || st.XDP["redirect_esp"] == 0 || st.XDP["redirect_cleartext"] == 0 {
+			t.Errorf("gw-b stats: carrier %q, xdp %v", st.Carrier, st.XDP)
+		}
+		if n := st.Drops["no_meta"] + st.Drops["unsteered"]; n > 0 {
+			t.Errorf("gw-b: %d frames without usable metadata: %v", n, st.Drops)
+		}
+	})
 }
 
 // checkStatus wants spuctl status (text and JSON) to name the carrier.
