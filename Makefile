@@ -28,13 +28,13 @@ build: ## Build every binary into bin/
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: generate
-generate: deps ## Regenerate the bpf2go outputs from bpf/*.c (clang 14)
-	@if compgen -G 'bpf/*.go' >/dev/null; then $(GO) generate ./bpf/...; else echo "bpf/: no programs yet"; fi
+generate: deps ## Regenerate what go:generate makes: the bpf2go outputs from bpf/*.c (clang 14) and the enums' String methods (stringer)
+	$(GO) generate ./...
 
 .PHONY: check-generate
-check-generate: generate ## Fail if the committed bpf2go outputs differ from bpf/*.c
-	@git diff --exit-code --stat -- bpf/ || { echo "bpf2go outputs are stale: run 'make generate' and commit them" >&2; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- bpf/)" || { git status --short -- bpf/; echo "bpf/ has uncommitted generated files" >&2; exit 1; }
+check-generate: generate ## Fail if the committed generated files differ from their sources
+	@git diff --exit-code --stat || { echo "generated files are stale: run 'make generate' and commit them" >&2; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all)" || { git status --short; echo "make generate left uncommitted files" >&2; exit 1; }
 
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
