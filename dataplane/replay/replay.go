@@ -39,14 +39,13 @@ const (
 	TooOld
 )
 
+var verdictNames = [...]string{OK: "ok", Duplicate: "duplicate", TooOld: "too-old"}
+
+// String is the verdict's name in logs and counters ("too-old"), or
+// "verdict(N)" for a value that is none of them.
 func (v Verdict) String() string {
-	switch v {
-	case OK:
-		return "ok"
-	case Duplicate:
-		return "duplicate"
-	case TooOld:
-		return "too-old"
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
