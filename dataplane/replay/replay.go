@@ -29,7 +29,7 @@ const (
 // Verdict is the outcome of Check and Update.
 type Verdict uint8
 
-// Verdicts.
+// The verdicts; only OK lets a packet through.
 const (
 	// OK: the sequence number was not seen and is inside or ahead of the window.
 	OK Verdict = iota
@@ -50,7 +50,8 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
-// Window is an anti-replay window.
+// Window is the anti-replay window of one inbound SA: the highest sequence
+// number accepted and which of the Size numbers below it were seen.
 type Window struct {
 	top    uint64   // highest accepted sequence number; 0 before the first
 	size   uint64   // window width W: top-W+1 .. top are tracked
