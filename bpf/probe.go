@@ -38,6 +38,9 @@ var featureNames = [NumFeatures]string{
 	"skb_load_bytes_relative",
 }
 
+// String is the feature's name in spud's and iked's status lines and in
+// Features.Map's keys ("xdp_adjust_meta"), or "feature(N)" for a value
+// past NumFeatures.
 func (f Feature) String() string {
 	if f < NumFeatures {
 		return featureNames[f]

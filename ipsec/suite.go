@@ -1,6 +1,8 @@
 // Package ipsec holds the IPsec vocabulary that both planes speak, so that
-// each concept has one type and one spelling from iked's proposals to
-// spud's ESP engine: the ESP cipher suite (Suite).
+// each concept has one type and one spelling from iked's configuration and
+// proposals to spud's ESP engine: the traffic selector (Selector, with its
+// one parser, formatter and matcher) and the ESP cipher suite (Suite, with
+// its key lengths).
 package ipsec
 
 import (
@@ -18,6 +20,9 @@ import (
 type Suite uint8
 
 const (
+	// SuiteInvalid is the zero Suite: no suite was negotiated or given.
+	// It names itself "invalid" but is not one of Suites, so MarshalText
+	// refuses it and ParseSuite never returns it without an error.
 	SuiteInvalid Suite = iota
 	// AES128GCM16 is AES-GCM with a 128-bit key and a 16-byte ICV (RFC
 	// 4106; IKEv2 ENCR_AES_GCM_16): 16+4 bytes of key.
@@ -50,6 +55,9 @@ var suiteNames = [numSuites]string{
 // Suites are the valid suites, in the order of their constants.
 var Suites = []Suite{AES128GCM16, AES192GCM16, AES256GCM16, ChaCha20Poly1305, AES128SHA256, AES256SHA256}
 
+// String is the suite's strongSwan ESP keyword, the text ParseSuite
+// reads, "invalid" for SuiteInvalid and "suite(N)" for a value outside
+// the constants.
 func (s Suite) String() string {
 	if s < numSuites {
 		return suiteNames[s]

@@ -197,8 +197,9 @@ func fragment6(dst [][]byte, pkt []byte, mtu int, id uint32) (int, error) {
 // Reason says why the reassembler refused a fragment.
 type Reason uint8
 
-// Reasons.
+// The reasons, each an index into Stats.Drops.
 const (
+	// None: the fragment was taken (Held or Complete).
 	None Reason = iota
 	// Malformed: not a valid fragment (lengths, offsets, headers).
 	Malformed
@@ -216,11 +217,14 @@ const (
 	Timeout
 	// Evicted: the datagram was dropped to make room for a new one (per datagram).
 	Evicted
+	// NumReasons is the number of reasons, the length of Stats.Drops.
 	NumReasons
 )
 
 var reasonNames = [NumReasons]string{"none", "malformed", "too-big", "too-many-fragments", "overlap", "duplicate", "inconsistent", "timeout", "evicted"}
 
+// String is the reason's name in logs and test failures
+// ("too-many-fragments"), or "reason(N)" past NumReasons.
 func (r Reason) String() string {
 	if r < NumReasons {
 		return reasonNames[r]

@@ -115,7 +115,8 @@ func (r *Reassembler) count(why Reason) {
 // Status is the outcome of Add.
 type Status uint8
 
-// Statuses.
+// The statuses Add returns; only Dropped comes with a Reason other than
+// None, except that a Duplicate is Held (the datagram goes on without it).
 const (
 	// Held: the fragment was stored; the datagram is not complete yet.
 	Held Status = iota

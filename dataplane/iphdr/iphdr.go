@@ -33,17 +33,33 @@ const (
 	ProtoReserved2 = 254
 )
 
-// Header lengths.
+// Header lengths, in bytes.
 const (
-	IPv4MinLen     = 20
-	IPv4MaxLen     = 60
-	IPv6Len        = 40
-	UDPLen         = 8
-	IPv6FragLen    = 8
-	EthernetLen    = 14
-	IPv6MinMTU     = 1280
-	IPv4MinMTU     = 68
-	DefaultTTL     = 64
+	IPv4MinLen  = 20 // without options
+	IPv4MaxLen  = 60 // IHL 15, 40 bytes of options
+	IPv6Len     = 40 // the base header, without extension headers
+	UDPLen      = 8
+	IPv6FragLen = 8 // the fragment extension header
+	EthernetLen = 14
+)
+
+// The smallest MTUs the protocols allow (RFC 8200 section 5, RFC 791):
+// every link carries packets this large, so a "too big" message never
+// reports less, and an IPv6 packet this small must get through (a tunnel
+// fragments its ESP packet rather than refuse it).
+const (
+	IPv6MinMTU = 1280
+	IPv4MinMTU = 68
+)
+
+// DefaultTTL is the TTL or hop limit of the outer headers the ESP engine
+// builds (Linux's default, net.ipv4.ip_default_ttl).
+const DefaultTTL = 64
+
+// The IPv4 flags and fragment offset word (bytes 6 and 7 of the header, in
+// host order once read big-endian): DF forbids fragmenting, MF says more
+// fragments follow, and the offset is in units of 8 bytes.
+const (
 	IPv4FlagDF     = 0x4000
 	IPv4FlagMF     = 0x2000
 	IPv4OffsetMask = 0x1fff

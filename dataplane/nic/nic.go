@@ -33,7 +33,7 @@ const (
 	XDPRedirect    XDPFeature = 1 << 1 // XDP_REDIRECT, so AF_XDP
 	XDPNdoXmit     XDPFeature = 1 << 2 // a redirect target
 	XDPXSKZeroCopy XDPFeature = 1 << 3 // AF_XDP zero-copy
-	XDPHWOffload   XDPFeature = 1 << 4
+	XDPHWOffload   XDPFeature = 1 << 4 // the program runs on the NIC itself
 	XDPRxSG        XDPFeature = 1 << 5 // multi-buffer frames on receive
 	XDPNdoXmitSG   XDPFeature = 1 << 6 // multi-buffer frames as a redirect target
 )

@@ -29,7 +29,7 @@ const (
 // Verdict is the outcome of Check and Update.
 type Verdict uint8
 
-// Verdicts.
+// The verdicts; only OK lets a packet through.
 const (
 	// OK: the sequence number was not seen and is inside or ahead of the window.
 	OK Verdict = iota
@@ -39,19 +39,19 @@ const (
 	TooOld
 )
 
+var verdictNames = [...]string{OK: "ok", Duplicate: "duplicate", TooOld: "too-old"}
+
+// String is the verdict's name in logs and counters ("too-old"), or
+// "verdict(N)" for a value that is none of them.
 func (v Verdict) String() string {
-	switch v {
-	case OK:
-		return "ok"
-	case Duplicate:
-		return "duplicate"
-	case TooOld:
-		return "too-old"
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
 	}
 	return fmt.Sprintf("verdict(%d)", uint8(v))
 }
 
-// Window is an anti-replay window.
+// Window is the anti-replay window of one inbound SA: the highest sequence
+// number accepted and which of the Size numbers below it were seen.
 type Window struct {
 	top    uint64   // highest accepted sequence number; 0 before the first
 	size   uint64   // window width W: top-W+1 .. top are tracked

@@ -20,7 +20,9 @@ import (
 // place: the packet is copied at Headroom.
 const SlotSize = 2048
 
-// Headroom left before the packet in a slot.
+// Headroom is where a slot's packet starts (Slot.Off after a copy), so that
+// the anchor SPU can prepend the outer IP, UDP and ESP headers in place, as
+// it does in an AF_XDP frame (see dataplane/xsk).
 const Headroom = 256
 
 // Slot is one packet in flight between SPUs.

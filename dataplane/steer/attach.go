@@ -28,14 +28,13 @@ const (
 	ModeGeneric
 )
 
+var modeNames = [...]string{ModeAuto: "auto", ModeNative: "native", ModeGeneric: "generic"}
+
+// String is the mode as spud's -xdp flag and its status spell it
+// ("native"), or "mode(N)" for a value that is none of them.
 func (m Mode) String() string {
-	switch m {
-	case ModeAuto:
-		return "auto"
-	case ModeNative:
-		return "native"
-	case ModeGeneric:
-		return "generic"
+	if m >= 0 && int(m) < len(modeNames) {
+		return modeNames[m]
 	}
 	return fmt.Sprintf("mode(%d)", int(m))
 }

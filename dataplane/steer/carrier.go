@@ -36,6 +36,9 @@ var Carriers = []Carrier{CarrierMeta, CarrierShim, CarrierNone}
 
 var carrierNames = [...]string{"auto", "meta", "shim", "none"}
 
+// String is the carrier's name, the one ParseCarrier reads and spud's
+// -steer-carrier flag and status use ("shim"), or "carrier(N)" for a value
+// that is none of them.
 func (c Carrier) String() string {
 	if int(c) < len(carrierNames) {
 		return carrierNames[c]

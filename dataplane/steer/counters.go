@@ -49,6 +49,9 @@ var counterNames = [NumCounters]string{
 	"pass_unconfigured", "pass_meta_failed", "meta_to_shim",
 }
 
+// String is the counter's name in the status and metrics, the C
+// enumerator without its SPUGATE_CNT_ prefix in lower case
+// ("pass_no_policy"), or "counter(N)" past NumCounters.
 func (c Counter) String() string {
 	if c < NumCounters {
 		return counterNames[c]

@@ -19,7 +19,7 @@ type Class uint8
 
 // The classes of enum spugate_class.
 const (
-	ClassNone        Class = 0
+	ClassNone        Class = 0 // not steered: the program never writes it in Meta
 	ClassESP         Class = 1 // IP protocol 50 to a local tunnel endpoint
 	ClassUDPESP      Class = 2 // ESP in UDP 4500 (RFC 3948) to a local endpoint
 	ClassCleartext   Class = 3 // matched the SPD on a protected interface
@@ -28,6 +28,8 @@ const (
 
 var classNames = [...]string{"none", "esp", "udp-esp", "cleartext", "esp-fragment"}
 
+// String is the class's name in logs ("udp-esp"), or "class(N)" for a
+// value the program does not write.
 func (c Class) String() string {
 	if int(c) < len(classNames) {
 		return classNames[c]
@@ -38,6 +40,8 @@ func (c Class) String() string {
 // MetaFlags are the SPUGATE_META_* bits.
 type MetaFlags uint8
 
+// The bits of MetaFlags, as bpf/include/spugate.h defines them: what the
+// program saw of the outer headers, so that the reader need not look again.
 const (
 	FlagIPv6      MetaFlags = 0x01 // the outer header is IPv6
 	FlagVLAN      MetaFlags = 0x02 // one 802.1Q tag follows the MAC addresses

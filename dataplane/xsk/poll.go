@@ -69,28 +69,21 @@ func (w *Waiter) Wait(timeout time.Duration) (bool, error) {
 	}
 }
 
-// PollMode is how an SPU loop waits for work.
+// PollMode is how an SPU loop waits for work. Its String (generated) is
+// "busy" or "adaptive", as spud's -poll flag spells it.
 type PollMode uint8
+
+//go:generate go tool stringer -type=PollMode -linecomment
 
 const (
 	// Busy spins: the loop never sleeps, for the lowest latency at the cost
 	// of a whole core.
-	Busy PollMode = iota
+	Busy PollMode = iota // busy
 	// Adaptive spins while there is work and for Spin after the last of
 	// it, then sleeps in poll(2) until a frame arrives or MaxSleep passes,
 	// like VPP's adaptive mode: an idle port costs no CPU.
-	Adaptive
+	Adaptive // adaptive
 )
-
-func (m PollMode) String() string {
-	switch m {
-	case Busy:
-		return "busy"
-	case Adaptive:
-		return "adaptive"
-	}
-	return fmt.Sprintf("PollMode(%d)", m)
-}
 
 // Poller paces an SPU loop. The loop calls Idle once per iteration, saying
 // whether the iteration did any work:

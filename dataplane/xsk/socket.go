@@ -12,30 +12,22 @@ import (
 )
 
 // BindMode chooses between the kernel's copy and zero-copy AF_XDP modes.
+// Its String (generated: the line comments are the names) is "auto",
+// "copy" or "zero-copy".
 type BindMode uint8
+
+//go:generate go tool stringer -type=BindMode -linecomment
 
 const (
 	// Auto tries zero-copy and falls back to copy mode.
-	Auto BindMode = iota
+	Auto BindMode = iota // auto
 	// Copy forces copy mode (XDP_COPY), which every driver with XDP (and
 	// generic XDP) supports.
-	Copy
+	Copy // copy
 	// ZeroCopy forces zero-copy mode (XDP_ZEROCOPY); Open fails with
 	// ErrZeroCopy on drivers without it, veth among them.
-	ZeroCopy
+	ZeroCopy // zero-copy
 )
-
-func (m BindMode) String() string {
-	switch m {
-	case Auto:
-		return "auto"
-	case Copy:
-		return "copy"
-	case ZeroCopy:
-		return "zero-copy"
-	}
-	return fmt.Sprintf("BindMode(%d)", m)
-}
 
 // ErrZeroCopy is returned (wrapped) by Open when ZeroCopy was asked for and
 // the driver refused it.
