@@ -34,7 +34,9 @@ var payloadNames = map[PayloadType]string{
 	PayloadSK: "SK", PayloadCP: "CP", PayloadEAP: "EAP", PayloadSKF: "SKF",
 }
 
-// String uses the notation of RFC 7296's exchange diagrams (N, D, V...).
+// String uses the notation of RFC 7296's exchange diagrams (N, D, V...),
+// and "type n" for a payload type it does not name (an unknown payload a
+// peer sent, which the logs and error texts show as such).
 func (t PayloadType) String() string {
 	if n, ok := payloadNames[t]; ok {
 		return n
@@ -62,6 +64,9 @@ var exchangeNames = map[ExchangeType]string{
 	IKEIntermediate: "IKE_INTERMEDIATE", IKEFollowupKE: "IKE_FOLLOWUP_KE",
 }
 
+// String returns the RFC 7296 name (IKE_SA_INIT...), or EXCHANGE_n for an
+// exchange type not named here, as in the "exchange type not supported"
+// error.
 func (e ExchangeType) String() string {
 	if n, ok := exchangeNames[e]; ok {
 		return n
@@ -212,6 +217,8 @@ var notifyNames = map[NotifyType]string{
 	IP6Allowed: "IP6_ALLOWED", AdditionalKeyExchange: "ADDITIONAL_KEY_EXCHANGE", UseAggfrag: "USE_AGGFRAG",
 }
 
+// String returns the IANA registry name (NO_PROPOSAL_CHOSEN...), the one
+// strongSwan logs, or NOTIFY_n for a type not named here.
 func (n NotifyType) String() string {
 	if s, ok := notifyNames[n]; ok {
 		return s
@@ -244,6 +251,8 @@ var idNames = map[IDType]string{
 	IDFCName: "ID_FC_NAME", IDNull: "ID_NULL",
 }
 
+// String returns the RFC 7296 name (ID_FQDN...), or ID_n for an
+// unassigned type.
 func (t IDType) String() string {
 	if s, ok := idNames[t]; ok {
 		return s
@@ -273,6 +282,8 @@ var authNames = map[AuthMethod]string{
 	AuthNull: "NULL_AUTH", AuthDigitalSignature: "DIGITAL_SIGNATURE",
 }
 
+// String returns the registry name (RSA_SIG, DIGITAL_SIGNATURE...), or
+// AUTH_n for a method not named here.
 func (m AuthMethod) String() string {
 	if s, ok := authNames[m]; ok {
 		return s
@@ -312,16 +323,15 @@ const (
 	CfgAck     CfgType = 4
 )
 
+var cfgNames = map[CfgType]string{
+	CfgRequest: "CFG_REQUEST", CfgReply: "CFG_REPLY", CfgSet: "CFG_SET", CfgAck: "CFG_ACK",
+}
+
+// String returns the RFC 7296 name of the CFG type, or CFG_n for an
+// unassigned one.
 func (c CfgType) String() string {
-	switch c {
-	case CfgRequest:
-		return "CFG_REQUEST"
-	case CfgReply:
-		return "CFG_REPLY"
-	case CfgSet:
-		return "CFG_SET"
-	case CfgAck:
-		return "CFG_ACK"
+	if n, ok := cfgNames[c]; ok {
+		return n
 	}
 	return "CFG_" + strconv.Itoa(int(c))
 }
