@@ -97,6 +97,8 @@ var reasonNames = [...]string{
 	FragmentInvalid:   "fragment_invalid",
 }
 
+// String returns the reason's short name, the one logs, counter dumps and
+// spuctl show, or "unknown" outside the enum.
 func (r Reason) String() string {
 	if r >= 0 && int(r) < len(reasonNames) {
 		return reasonNames[r]
@@ -185,6 +187,8 @@ var counterNames = [...]string{
 	IKERekeysInitiated:   "ike_rekeys_initiated",
 }
 
+// String returns the counter's name in counter dumps and spuctl, or
+// "unknown" outside the enum.
 func (c Counter) String() string {
 	if c >= 0 && int(c) < len(counterNames) {
 		return counterNames[c]
