@@ -6,7 +6,8 @@ import (
 	"fmt"
 )
 
-// HeaderLen is the length of the IKE header.
+// HeaderLen is the length of the IKE header (RFC 7296 section 3.1): the
+// first payload starts there, and the header's Length counts it.
 const HeaderLen = 28
 
 // Version is the version octet of IKEv2 messages: major 2, minor 0.

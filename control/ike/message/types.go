@@ -5,7 +5,8 @@ import "strconv"
 // PayloadType is a Next Payload value (RFC 7296 section 3.2, RFC 7383).
 type PayloadType uint8
 
-// Payload types.
+// Payload types: IANA's "IKEv2 Payload Types" registry (RFC 7296 section
+// 3.2), the ones this package decodes; SKF is RFC 7383's Encrypted Fragment.
 const (
 	PayloadNone     PayloadType = 0
 	PayloadSA       PayloadType = 33
@@ -47,7 +48,8 @@ func (t PayloadType) String() string {
 // ExchangeType is the Exchange Type of the IKE header (RFC 7296 3.1).
 type ExchangeType uint8
 
-// Exchange types.
+// Exchange types: IANA's "IKEv2 Exchange Types" registry (RFC 7296
+// section 3.1 and the RFCs named).
 const (
 	IKESAInit        ExchangeType = 34
 	IKEAuth          ExchangeType = 35
@@ -88,7 +90,8 @@ const (
 // 16384 are errors, the others status (RFC 7296 section 3.10.1).
 type NotifyType uint16
 
-// Error notify types (RFC 7296 3.10.1 and extensions).
+// Error notify types: IANA's "IKEv2 Notify Message Error Types" registry
+// (RFC 7296 section 3.10.1 and the RFCs named).
 const (
 	UnsupportedCriticalPayload NotifyType = 1
 	InvalidIKESPI              NotifyType = 4
@@ -115,7 +118,8 @@ const (
 	StateNotFound              NotifyType = 47 // RFC 9242
 )
 
-// Status notify types (RFC 7296 3.10.1 and extensions).
+// Status notify types: IANA's "IKEv2 Notify Message Status Types" registry
+// (RFC 7296 section 3.10.1 and the RFCs named).
 const (
 	InitialContact                  NotifyType = 16384
 	SetWindowSize                   NotifyType = 16385
@@ -232,7 +236,8 @@ func (n NotifyType) IsError() bool { return n < 16384 }
 // IDType is the ID Type of an identification payload (RFC 7296 3.5).
 type IDType uint8
 
-// Identification types.
+// Identification types: IANA's "IKEv2 Identification Payload ID Types"
+// registry (RFC 7296 section 3.5).
 const (
 	IDIPv4Addr   IDType = 1
 	IDFQDN       IDType = 2
@@ -263,7 +268,8 @@ func (t IDType) String() string {
 // AuthMethod is the Auth Method of an AUTH payload (RFC 7296 3.8).
 type AuthMethod uint8
 
-// Authentication methods.
+// Authentication methods: IANA's "IKEv2 Authentication Method" registry
+// (RFC 7296 section 3.8 and the RFCs named).
 const (
 	AuthRSASig           AuthMethod = 1
 	AuthSharedKeyMIC     AuthMethod = 2
@@ -294,7 +300,8 @@ func (m AuthMethod) String() string {
 // CertEncoding is the Cert Encoding of CERT and CERTREQ (RFC 7296 3.6).
 type CertEncoding uint8
 
-// Certificate encodings.
+// Certificate encodings: IANA's "IKEv2 Certificate Encodings" registry
+// (RFC 7296 section 3.6). iked sends and uses X.509 Signature only.
 const (
 	CertPKCS7         CertEncoding = 1
 	CertPGP           CertEncoding = 2
@@ -315,7 +322,8 @@ const (
 // CfgType is the CFG Type of a configuration payload (RFC 7296 3.15).
 type CfgType uint8
 
-// Configuration payload types.
+// Configuration payload types: IANA's "IKEv2 Configuration Payload CFG
+// Types" registry (RFC 7296 section 3.15).
 const (
 	CfgRequest CfgType = 1
 	CfgReply   CfgType = 2
@@ -339,7 +347,8 @@ func (c CfgType) String() string {
 // CPAttrType is a configuration attribute type (RFC 7296 3.15.1).
 type CPAttrType uint16
 
-// Configuration attribute types.
+// Configuration attribute types: IANA's "IKEv2 Configuration Payload
+// Attribute Types" registry (RFC 7296 section 3.15.1).
 const (
 	InternalIP4Address  CPAttrType = 1
 	InternalIP4Netmask  CPAttrType = 2
@@ -358,7 +367,9 @@ const (
 // TSType is the TS Type of a traffic selector (RFC 7296 3.13.1).
 type TSType uint8
 
-// Traffic selector types.
+// Traffic selector types: IANA's "IKEv2 Traffic Selector Types" registry
+// (RFC 7296 section 3.13.1); the address-range types are the only ones
+// IKEv2 tunnels use.
 const (
 	TSIPv4AddrRange TSType = 7
 	TSIPv6AddrRange TSType = 8

@@ -106,7 +106,8 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-// Counter names a plain counter.
+// Counter names a counter of events that are not failures (failures count
+// by Reason); its String is the name in Snapshot and spuctl.
 type Counter int
 
 // Counters of events that are not failures.

@@ -9,7 +9,7 @@ import (
 // (RFC 7296 section 3.3.1).
 type Protocol uint8
 
-// Protocol IDs.
+// Protocol IDs: IANA's "IKEv2 Security Protocol Identifiers" registry.
 const (
 	ProtocolNone Protocol = 0
 	ProtocolIKE  Protocol = 1
@@ -34,7 +34,8 @@ func (p Protocol) String() string {
 // (RFC 7296 section 3.3.2).
 type TransformType uint8
 
-// Transform types.
+// Transform types: IANA's "Transform Type Values" registry (RFC 7296
+// section 3.3.2).
 const (
 	TransformEncr  TransformType = 1 // encryption algorithm (ENCR)
 	TransformPRF   TransformType = 2 // pseudorandom function (PRF)
@@ -242,7 +243,8 @@ func (g GroupID) String() string {
 // ESNID is the value of an Extended Sequence Numbers transform (Type 5).
 type ESNID uint16
 
-// ESN transform IDs.
+// ESN transform IDs (RFC 7296 section 3.3.2): whether the Child SA uses
+// 64-bit extended sequence numbers (RFC 4303 section 2.2.1).
 const (
 	ESNNo  ESNID = 0
 	ESNYes ESNID = 1
