@@ -9,7 +9,9 @@ import (
 	"github.com/spugate/spugate/dataplane/steer"
 )
 
-// System names.
+// System names, as spubench's -systems flag takes them and results label
+// runs; each stands for one bench/system implementation (see newSystem, and
+// SpudCarrier for spud on a forced carrier).
 const (
 	Spud       = "spud"
 	StrongSwan = "strongswan"

@@ -24,6 +24,8 @@ type Iked struct {
 // ikedPSK is the lab's pre-shared key: not a secret.
 const ikedPSK = "spugate benchmark psk for iked, 32+ bytes"
 
+// Name is "spud+iked": the data plane's numbers with SAs negotiated by IKE
+// rather than installed by the benchmark.
 func (k *Iked) Name() string { return "spud+iked" }
 
 // Up starts spud and iked on both gateways and waits until the tunnel's
@@ -126,6 +128,7 @@ func (k *Iked) Down() error {
 	return errors.Join(errs...)
 }
 
+// Daemons are spud and iked on each gateway that runs them.
 func (k *Iked) Daemons() []Daemon {
 	var ds []Daemon
 	for _, g := range []*daemons.Spud{k.a, k.b} {

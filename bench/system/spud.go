@@ -69,6 +69,8 @@ type spudTunnel struct {
 	gen           uint32 // rekeys so far
 }
 
+// Name is "spud", or "spud:CARRIER" when Carrier forces a steering
+// carrier, so that results of different carriers stay apart.
 func (s *Spud) Name() string {
 	if s.Carrier != "" {
 		return "spud:" + s.Carrier
@@ -293,6 +295,7 @@ func (s *Spud) Down() error {
 	return errors.Join(errs...)
 }
 
+// Daemons are spud on each gateway that runs it.
 func (s *Spud) Daemons() []Daemon {
 	var ds []Daemon
 	for _, g := range []*daemons.Spud{s.a, s.b} {

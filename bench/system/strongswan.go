@@ -25,6 +25,7 @@ type StrongSwan struct {
 // StrongSwanPSK is the lab's pre-shared key: not a secret.
 var StrongSwanPSK = []byte("spugate benchmark psk, not a secret, 32+ bytes")
 
+// Name is "strongswan" (charon with kernel-libipsec, see the package doc).
 func (s *StrongSwan) Name() string { return "strongswan" }
 
 // Up starts charon on both gateways and brings the tunnel up from gw-a.
@@ -83,6 +84,8 @@ func (s *StrongSwan) Down() error {
 	return errors.Join(errs...)
 }
 
+// Daemons are charon on each gateway that runs it: with kernel-libipsec
+// it does the ESP work too, so its memory and profile are the system's.
 func (s *StrongSwan) Daemons() []Daemon {
 	var ds []Daemon
 	for _, c := range []*strongswan.Charon{s.a, s.b} {

@@ -108,7 +108,15 @@ func ReadMemory(pid int) (Memory, error) {
 // ceiling for a given packet size.
 type Kernel struct{}
 
-func (Kernel) Name() string             { return "kernel" }
+// Name is "kernel", the baseline's label in results.
+func (Kernel) Name() string { return "kernel" }
+
+// Up does nothing: the lab's gateways forward and PrepareLine gave them
+// their routes, so the traffic needs nothing more.
 func (Kernel) Up(*lab.Line, Plan) error { return nil }
-func (Kernel) Down() error              { return nil }
-func (Kernel) Daemons() []Daemon        { return nil }
+
+// Down does nothing: Up changed nothing.
+func (Kernel) Down() error { return nil }
+
+// Daemons is empty: the kernel's work shows in no process.
+func (Kernel) Daemons() []Daemon { return nil }

@@ -28,6 +28,7 @@ type WireGuard struct {
 	routes [][2]string // host, "ip route replace" arguments restoring the line
 }
 
+// Name is "wireguard-go": the userspace WireGuard, not the kernel module.
 func (w *WireGuard) Name() string { return "wireguard-go" }
 
 // WireGuardMissing says why wireguard-go cannot run here, or "".
@@ -155,6 +156,7 @@ func (w *WireGuard) Down() error {
 	return errors.Join(errs...)
 }
 
+// Daemons are the wireguard-go processes Up started, one per gateway.
 func (w *WireGuard) Daemons() []Daemon {
 	var ds []Daemon
 	for _, p := range w.procs {

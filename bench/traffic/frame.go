@@ -28,6 +28,8 @@ type Flow struct {
 	SrcPort, DstPort uint16
 }
 
+// String writes the flow as src:port->dst:port, the form the benchmark's
+// logs and flow lists use.
 func (f Flow) String() string {
 	return fmt.Sprintf("%s:%d->%s:%d", f.Src, f.SrcPort, f.Dst, f.DstPort)
 }

@@ -168,7 +168,9 @@ type Child struct {
 	RemoteSelectors []Selector `yaml:"-"`
 }
 
-// Defaults as strongSwan's.
+// Defaults for what a connection leaves unset: strongSwan's (swanctl.conf's
+// rekey_time for IKE and Child SAs, replay_window), so that a configuration
+// moved from strongSwan behaves alike.
 const (
 	DefaultIKERekey   = 4 * time.Hour
 	DefaultChildRekey = time.Hour

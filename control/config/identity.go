@@ -31,6 +31,8 @@ type Identity struct {
 // Any reports whether the identity is %any (matches every peer).
 func (id Identity) Any() bool { return id.Type == idAny }
 
+// String returns the identity as it was configured (%any, an address,
+// a DN...), not a rendering of Data: logs then match the configuration.
 func (id Identity) String() string { return id.Text }
 
 // ParseIdentity reads an identity in strongSwan's notation: an IP address;

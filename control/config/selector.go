@@ -49,6 +49,9 @@ func (sel Selector) Resolve(a netip.Addr) ipsec.Selector {
 	return r
 }
 
+// String writes the selector back in the notation ParseSelector reads:
+// "dynamic" with the protocol and ports of a dynamic one, the
+// ipsec.Selector text otherwise.
 func (sel Selector) String() string {
 	if !sel.Dynamic {
 		return sel.Selector.String()

@@ -27,6 +27,10 @@ type ID struct {
 	Data []byte
 }
 
+// String writes the identity in strongSwan's notation, for logs: %any, an
+// address, an FQDN or e-mail address (bytes outside printable ASCII as
+// \xNN, so a peer cannot forge log lines), a DN as text, @#hex for a key
+// ID, and idN:#hex for any other type.
 func (id ID) String() string {
 	switch id.Type {
 	case IDAny:

@@ -34,6 +34,7 @@ func (k *PrivateKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts)
 	return k.signer.Sign(rand, digest, opts)
 }
 
+// String returns the key's type and size, never key material.
 func (k *PrivateKey) String() string { return k.desc }
 
 // Format prints the description for every verb.

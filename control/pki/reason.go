@@ -43,6 +43,8 @@ var reasonNames = [numReasons]string{
 	ReasonWeakKey:           "weak_key",
 }
 
+// String returns the reason's stable name (see the constants), or
+// reason(n) outside the enum.
 func (r Reason) String() string {
 	if r < numReasons {
 		return reasonNames[r]
@@ -61,6 +63,8 @@ type Error struct {
 	Err    error // the underlying library error, if any
 }
 
+// Error reads "pki: REASON: what: cause", the cause being the library's
+// error when there is one.
 func (e *Error) Error() string {
 	if e.Err != nil {
 		return "pki: " + e.Reason.String() + ": " + e.Msg + ": " + e.Err.Error()
@@ -68,6 +72,8 @@ func (e *Error) Error() string {
 	return "pki: " + e.Reason.String() + ": " + e.Msg
 }
 
+// Unwrap returns the library error behind the refusal, if any, for
+// errors.Is and errors.As.
 func (e *Error) Unwrap() error { return e.Err }
 
 // ReasonOf returns the Reason carried by err, ReasonNone for nil, and

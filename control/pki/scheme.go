@@ -149,6 +149,8 @@ var schemes = [numSchemes]schemeInfo{
 	Ed25519:     {name: "ed25519", method: AuthDigitalSignature, key: keyEd25519, hashID: HashIdentity, algID: mustHex("300506032b6570")},
 }
 
+// String returns the scheme's name, the one ParseScheme reads and
+// configurations constrain AUTH with, or scheme(n) outside the enum.
 func (s Scheme) String() string {
 	if s < numSchemes {
 		return schemes[s].name

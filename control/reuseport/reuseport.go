@@ -63,17 +63,22 @@ const MaxWorkers = 1024
 // spugate_rp_counter).
 type Counter uint32
 
+// Counters, in the order of enum spugate_rp_counter in
+// bpf/include/spugate.h, whose values index the counters map
+// (mirror_test.go checks the two agree).
 const (
 	Selected     Counter = iota // the anchor's worker socket got the datagram
 	NoWorker                    // no socket for that SPU: the kernel chose
 	SelectFailed                // bpf_sk_select_reuseport refused: the kernel chose
 	Unconfigured                // no configuration yet: the kernel chose
 	BadPacket                   // addresses unreadable: the kernel chose
-	NumCounters
+	NumCounters                 // SPUGATE_RP_MAX: how many there are
 )
 
 var counterNames = [NumCounters]string{"selected", "no_worker", "select_failed", "unconfigured", "bad_packet"}
 
+// String returns the counter's name in iked's status (the C name without
+// SPUGATE_RP_, in lower case), or counter(n) outside the enum.
 func (c Counter) String() string {
 	if c < NumCounters {
 		return counterNames[c]

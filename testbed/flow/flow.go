@@ -32,6 +32,8 @@ type Result struct {
 	Duration  time.Duration
 }
 
+// String summarises the result in one line for test logs, the lost
+// sequence numbers left out.
 func (r Result) String() string {
 	return fmt.Sprintf("sent %d, received %d, lost %d, duplicated %d, reordered %d in %v",
 		r.Sent, r.Received, r.LostCount, r.Duplicates, r.Reordered, r.Duration.Round(time.Millisecond))

@@ -64,6 +64,8 @@ const (
 
 var resultNames = [...]string{"incomplete", "complete", "duplicate", "stale", "over-limit"}
 
+// String returns the result's name for logs, or "unknown" outside the
+// enum.
 func (r Result) String() string {
 	if r >= 0 && int(r) < len(resultNames) {
 		return resultNames[r]

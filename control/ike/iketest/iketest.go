@@ -41,13 +41,14 @@ import (
 // Epoch is where every fake clock starts.
 var Epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Clock is a fake clock.
+// Clock is a fake clock: it moves only when the test sets or advances it,
+// so that timers fire at the same point of every run.
 type Clock struct{ t time.Time }
 
 // NewClock returns a clock at Epoch.
 func NewClock() *Clock { return &Clock{t: Epoch} }
 
-// Now returns the fake time.
+// Now returns the fake time: Epoch until the test moves it.
 func (c *Clock) Now() time.Time { return c.t }
 
 // Set moves the clock (never backwards).
@@ -60,7 +61,8 @@ func (c *Clock) Set(t time.Time) {
 // Advance moves the clock by d.
 func (c *Clock) Advance(d time.Duration) { c.t = c.t.Add(d) }
 
-// Rand is deterministic randomness.
+// Rand is deterministic randomness (ChaCha8 from a one-byte seed): SPIs,
+// nonces and key shares repeat from run to run, so a failure replays.
 type Rand struct{ r *rand.ChaCha8 }
 
 // NewRand returns randomness seeded with seed.
@@ -70,7 +72,7 @@ func NewRand(seed byte) *Rand {
 	return &Rand{r: rand.NewChaCha8(s)}
 }
 
-// Read fills b.
+// Read fills b from the seeded stream; it never fails.
 func (r *Rand) Read(b []byte) (int, error) { return r.r.Read(b) }
 
 // DataPlane is a fake data plane: SAs and policies in maps.
@@ -107,7 +109,8 @@ func saKey(s *api.SA) api.SAID {
 	return id
 }
 
-// AllocSPI returns the next SPI.
+// AllocSPI returns SPIs in sequence from NewDataPlane's base, whatever the
+// addresses, and records "alloc SPI" in Ops.
 func (d *DataPlane) AllocSPI(local, remote netip.Addr) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -116,7 +119,8 @@ func (d *DataPlane) AllocSPI(local, remote netip.Addr) (uint32, error) {
 	return d.nextSPI, nil
 }
 
-// AddSA installs an SA.
+// AddSA validates and installs an SA as spud would, failing with FailAddSA
+// when set or if the SA exists, and records "add DIR SPI" in Ops.
 func (d *DataPlane) AddSA(s *api.SA) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -171,7 +175,8 @@ func (d *DataPlane) InboundPackets(spis []uint32) (uint64, error) {
 	return n, nil
 }
 
-// DelSA removes an SA.
+// DelSA removes an SA (inbound SAs are found by SPI alone, as in spud) and
+// records "del DIR SPI" in Ops; an SA it does not hold is an error.
 func (d *DataPlane) DelSA(id api.SAID) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -214,7 +219,8 @@ func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 	return nil
 }
 
-// AddPolicy installs a policy.
+// AddPolicy validates and installs a policy under the next policy ID, which
+// it returns, and records "policy ID reqid R" in Ops.
 func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -229,7 +235,8 @@ func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 	return q.ID, nil
 }
 
-// DelPolicy removes a policy.
+// DelPolicy removes a policy and records "delpolicy ID" in Ops; an
+// unknown ID is an error.
 func (d *DataPlane) DelPolicy(id uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -6,7 +6,8 @@ import (
 	"fmt"
 )
 
-// HeaderLen is the length of the IKE header.
+// HeaderLen is the length of the IKE header (RFC 7296 section 3.1): the
+// first payload starts there, and the header's Length counts it.
 const HeaderLen = 28
 
 // Version is the version octet of IKEv2 messages: major 2, minor 0.
@@ -37,6 +38,8 @@ func (h *Header) IsResponse() bool { return h.Flags&FlagResponse != 0 }
 // original initiator of the IKE SA).
 func (h *Header) IsInitiator() bool { return h.Flags&FlagInitiator != 0 }
 
+// String summarises the header for logs: exchange, direction, message ID
+// and both SPIs, e.g. "IKE_AUTH response 1 (SPIs ..._i ..._r)".
 func (h Header) String() string {
 	dir := "request"
 	if h.IsResponse() {
@@ -49,6 +52,7 @@ func (h Header) String() string {
 // receiver answers an IKE_SA_INIT request with INVALID_MAJOR_VERSION.
 type MajorVersionError struct{ Version uint8 }
 
+// Error names the version received (the high nibble of the version byte).
 func (e *MajorVersionError) Error() string {
 	return fmt.Sprintf("ike: header: major version %d, want 2", e.Version>>4)
 }

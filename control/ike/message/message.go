@@ -71,6 +71,8 @@ type UnsupportedCriticalError struct {
 	Encrypted   bool
 }
 
+// Error names the payload by its position and type, and whether it was
+// inside SK.
 func (e *UnsupportedCriticalError) Error() string {
 	where := "payload"
 	if e.Encrypted {

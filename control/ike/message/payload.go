@@ -107,19 +107,41 @@ type Unknown struct {
 	Body        []byte
 }
 
-// Type implementations.
+// Type implements Payload: PayloadSA, 33.
+func (*SA) Type() PayloadType { return PayloadSA }
 
-func (*SA) Type() PayloadType       { return PayloadSA }
-func (*KE) Type() PayloadType       { return PayloadKE }
-func (*Cert) Type() PayloadType     { return PayloadCERT }
-func (*CertReq) Type() PayloadType  { return PayloadCERTREQ }
-func (*Auth) Type() PayloadType     { return PayloadAUTH }
-func (*Nonce) Type() PayloadType    { return PayloadNonce }
-func (*Notify) Type() PayloadType   { return PayloadNotify }
-func (*Delete) Type() PayloadType   { return PayloadDelete }
+// Type implements Payload: PayloadKE, 34.
+func (*KE) Type() PayloadType { return PayloadKE }
+
+// Type implements Payload: PayloadCERT, 37.
+func (*Cert) Type() PayloadType { return PayloadCERT }
+
+// Type implements Payload: PayloadCERTREQ, 38.
+func (*CertReq) Type() PayloadType { return PayloadCERTREQ }
+
+// Type implements Payload: PayloadAUTH, 39.
+func (*Auth) Type() PayloadType { return PayloadAUTH }
+
+// Type implements Payload: PayloadNonce, 40.
+func (*Nonce) Type() PayloadType { return PayloadNonce }
+
+// Type implements Payload: PayloadNotify, 41.
+func (*Notify) Type() PayloadType { return PayloadNotify }
+
+// Type implements Payload: PayloadDelete, 42.
+func (*Delete) Type() PayloadType { return PayloadDelete }
+
+// Type implements Payload: PayloadVendorID, 43.
 func (*VendorID) Type() PayloadType { return PayloadVendorID }
-func (*CP) Type() PayloadType       { return PayloadCP }
-func (*EAP) Type() PayloadType      { return PayloadEAP }
+
+// Type implements Payload: PayloadCP, 47.
+func (*CP) Type() PayloadType { return PayloadCP }
+
+// Type implements Payload: PayloadEAP, 48.
+func (*EAP) Type() PayloadType { return PayloadEAP }
+
+// Type implements Payload: the type the payload was received with, whose
+// critical bit was clear.
 func (u *Unknown) Type() PayloadType {
 	return u.PayloadType
 }
@@ -159,6 +181,9 @@ func NewID(responder bool, addr netip.Addr) *ID {
 	return &ID{Responder: responder, IDType: IDIPv6Addr, Data: a[:]}
 }
 
+// String shows the identity as a reader knows it: an address, an FQDN or
+// e-mail address as text, anything else (a DN, a key ID) as its type and
+// hex bytes.
 func (p *ID) String() string {
 	switch p.IDType {
 	case IDIPv4Addr, IDIPv6Addr:

@@ -5,7 +5,8 @@ import "strconv"
 // PayloadType is a Next Payload value (RFC 7296 section 3.2, RFC 7383).
 type PayloadType uint8
 
-// Payload types.
+// Payload types: IANA's "IKEv2 Payload Types" registry (RFC 7296 section
+// 3.2), the ones this package decodes; SKF is RFC 7383's Encrypted Fragment.
 const (
 	PayloadNone     PayloadType = 0
 	PayloadSA       PayloadType = 33
@@ -34,7 +35,9 @@ var payloadNames = map[PayloadType]string{
 	PayloadSK: "SK", PayloadCP: "CP", PayloadEAP: "EAP", PayloadSKF: "SKF",
 }
 
-// String uses the notation of RFC 7296's exchange diagrams (N, D, V...).
+// String uses the notation of RFC 7296's exchange diagrams (N, D, V...),
+// and "type n" for a payload type it does not name (an unknown payload a
+// peer sent, which the logs and error texts show as such).
 func (t PayloadType) String() string {
 	if n, ok := payloadNames[t]; ok {
 		return n
@@ -45,7 +48,8 @@ func (t PayloadType) String() string {
 // ExchangeType is the Exchange Type of the IKE header (RFC 7296 3.1).
 type ExchangeType uint8
 
-// Exchange types.
+// Exchange types: IANA's "IKEv2 Exchange Types" registry (RFC 7296
+// section 3.1 and the RFCs named).
 const (
 	IKESAInit        ExchangeType = 34
 	IKEAuth          ExchangeType = 35
@@ -62,6 +66,9 @@ var exchangeNames = map[ExchangeType]string{
 	IKEIntermediate: "IKE_INTERMEDIATE", IKEFollowupKE: "IKE_FOLLOWUP_KE",
 }
 
+// String returns the RFC 7296 name (IKE_SA_INIT...), or EXCHANGE_n for an
+// exchange type not named here, as in the "exchange type not supported"
+// error.
 func (e ExchangeType) String() string {
 	if n, ok := exchangeNames[e]; ok {
 		return n
@@ -83,7 +90,8 @@ const (
 // 16384 are errors, the others status (RFC 7296 section 3.10.1).
 type NotifyType uint16
 
-// Error notify types (RFC 7296 3.10.1 and extensions).
+// Error notify types: IANA's "IKEv2 Notify Message Error Types" registry
+// (RFC 7296 section 3.10.1 and the RFCs named).
 const (
 	UnsupportedCriticalPayload NotifyType = 1
 	InvalidIKESPI              NotifyType = 4
@@ -110,7 +118,8 @@ const (
 	StateNotFound              NotifyType = 47 // RFC 9242
 )
 
-// Status notify types (RFC 7296 3.10.1 and extensions).
+// Status notify types: IANA's "IKEv2 Notify Message Status Types" registry
+// (RFC 7296 section 3.10.1 and the RFCs named).
 const (
 	InitialContact                  NotifyType = 16384
 	SetWindowSize                   NotifyType = 16385
@@ -212,6 +221,8 @@ var notifyNames = map[NotifyType]string{
 	IP6Allowed: "IP6_ALLOWED", AdditionalKeyExchange: "ADDITIONAL_KEY_EXCHANGE", UseAggfrag: "USE_AGGFRAG",
 }
 
+// String returns the IANA registry name (NO_PROPOSAL_CHOSEN...), the one
+// strongSwan logs, or NOTIFY_n for a type not named here.
 func (n NotifyType) String() string {
 	if s, ok := notifyNames[n]; ok {
 		return s
@@ -225,7 +236,8 @@ func (n NotifyType) IsError() bool { return n < 16384 }
 // IDType is the ID Type of an identification payload (RFC 7296 3.5).
 type IDType uint8
 
-// Identification types.
+// Identification types: IANA's "IKEv2 Identification Payload ID Types"
+// registry (RFC 7296 section 3.5).
 const (
 	IDIPv4Addr   IDType = 1
 	IDFQDN       IDType = 2
@@ -244,6 +256,8 @@ var idNames = map[IDType]string{
 	IDFCName: "ID_FC_NAME", IDNull: "ID_NULL",
 }
 
+// String returns the RFC 7296 name (ID_FQDN...), or ID_n for an
+// unassigned type.
 func (t IDType) String() string {
 	if s, ok := idNames[t]; ok {
 		return s
@@ -254,7 +268,8 @@ func (t IDType) String() string {
 // AuthMethod is the Auth Method of an AUTH payload (RFC 7296 3.8).
 type AuthMethod uint8
 
-// Authentication methods.
+// Authentication methods: IANA's "IKEv2 Authentication Method" registry
+// (RFC 7296 section 3.8 and the RFCs named).
 const (
 	AuthRSASig           AuthMethod = 1
 	AuthSharedKeyMIC     AuthMethod = 2
@@ -273,6 +288,8 @@ var authNames = map[AuthMethod]string{
 	AuthNull: "NULL_AUTH", AuthDigitalSignature: "DIGITAL_SIGNATURE",
 }
 
+// String returns the registry name (RSA_SIG, DIGITAL_SIGNATURE...), or
+// AUTH_n for a method not named here.
 func (m AuthMethod) String() string {
 	if s, ok := authNames[m]; ok {
 		return s
@@ -283,7 +300,8 @@ func (m AuthMethod) String() string {
 // CertEncoding is the Cert Encoding of CERT and CERTREQ (RFC 7296 3.6).
 type CertEncoding uint8
 
-// Certificate encodings.
+// Certificate encodings: IANA's "IKEv2 Certificate Encodings" registry
+// (RFC 7296 section 3.6). iked sends and uses X.509 Signature only.
 const (
 	CertPKCS7         CertEncoding = 1
 	CertPGP           CertEncoding = 2
@@ -304,7 +322,8 @@ const (
 // CfgType is the CFG Type of a configuration payload (RFC 7296 3.15).
 type CfgType uint8
 
-// Configuration payload types.
+// Configuration payload types: IANA's "IKEv2 Configuration Payload CFG
+// Types" registry (RFC 7296 section 3.15).
 const (
 	CfgRequest CfgType = 1
 	CfgReply   CfgType = 2
@@ -312,16 +331,15 @@ const (
 	CfgAck     CfgType = 4
 )
 
+var cfgNames = map[CfgType]string{
+	CfgRequest: "CFG_REQUEST", CfgReply: "CFG_REPLY", CfgSet: "CFG_SET", CfgAck: "CFG_ACK",
+}
+
+// String returns the RFC 7296 name of the CFG type, or CFG_n for an
+// unassigned one.
 func (c CfgType) String() string {
-	switch c {
-	case CfgRequest:
-		return "CFG_REQUEST"
-	case CfgReply:
-		return "CFG_REPLY"
-	case CfgSet:
-		return "CFG_SET"
-	case CfgAck:
-		return "CFG_ACK"
+	if n, ok := cfgNames[c]; ok {
+		return n
 	}
 	return "CFG_" + strconv.Itoa(int(c))
 }
@@ -329,7 +347,8 @@ func (c CfgType) String() string {
 // CPAttrType is a configuration attribute type (RFC 7296 3.15.1).
 type CPAttrType uint16
 
-// Configuration attribute types.
+// Configuration attribute types: IANA's "IKEv2 Configuration Payload
+// Attribute Types" registry (RFC 7296 section 3.15.1).
 const (
 	InternalIP4Address  CPAttrType = 1
 	InternalIP4Netmask  CPAttrType = 2
@@ -348,7 +367,9 @@ const (
 // TSType is the TS Type of a traffic selector (RFC 7296 3.13.1).
 type TSType uint8
 
-// Traffic selector types.
+// Traffic selector types: IANA's "IKEv2 Traffic Selector Types" registry
+// (RFC 7296 section 3.13.1); the address-range types are the only ones
+// IKEv2 tunnels use.
 const (
 	TSIPv4AddrRange TSType = 7
 	TSIPv6AddrRange TSType = 8

@@ -97,6 +97,8 @@ var reasonNames = [...]string{
 	FragmentInvalid:   "fragment_invalid",
 }
 
+// String returns the reason's short name, the one logs, counter dumps and
+// spuctl show, or "unknown" outside the enum.
 func (r Reason) String() string {
 	if r >= 0 && int(r) < len(reasonNames) {
 		return reasonNames[r]
@@ -104,7 +106,8 @@ func (r Reason) String() string {
 	return "unknown"
 }
 
-// Counter names a plain counter.
+// Counter names a counter of events that are not failures (failures count
+// by Reason); its String is the name in Snapshot and spuctl.
 type Counter int
 
 // Counters of events that are not failures.
@@ -185,6 +188,8 @@ var counterNames = [...]string{
 	IKERekeysInitiated:   "ike_rekeys_initiated",
 }
 
+// String returns the counter's name in counter dumps and spuctl, or
+// "unknown" outside the enum.
 func (c Counter) String() string {
 	if c >= 0 && int(c) < len(counterNames) {
 		return counterNames[c]

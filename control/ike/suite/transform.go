@@ -9,7 +9,7 @@ import (
 // (RFC 7296 section 3.3.1).
 type Protocol uint8
 
-// Protocol IDs.
+// Protocol IDs: IANA's "IKEv2 Security Protocol Identifiers" registry.
 const (
 	ProtocolNone Protocol = 0
 	ProtocolIKE  Protocol = 1
@@ -17,16 +17,15 @@ const (
 	ProtocolESP  Protocol = 3
 )
 
+var protocolNames = map[Protocol]string{
+	ProtocolNone: "NONE", ProtocolIKE: "IKE", ProtocolAH: "AH", ProtocolESP: "ESP",
+}
+
+// String returns the protocol's name as strongSwan logs it at the head of a
+// proposal ("IKE:..."), or PROTO_n for a value the registry does not name.
 func (p Protocol) String() string {
-	switch p {
-	case ProtocolNone:
-		return "NONE"
-	case ProtocolIKE:
-		return "IKE"
-	case ProtocolAH:
-		return "AH"
-	case ProtocolESP:
-		return "ESP"
+	if n, ok := protocolNames[p]; ok {
+		return n
 	}
 	return "PROTO_" + strconv.Itoa(int(p))
 }
@@ -35,7 +34,8 @@ func (p Protocol) String() string {
 // (RFC 7296 section 3.3.2).
 type TransformType uint8
 
-// Transform types.
+// Transform types: IANA's "Transform Type Values" registry (RFC 7296
+// section 3.3.2).
 const (
 	TransformEncr  TransformType = 1 // encryption algorithm (ENCR)
 	TransformPRF   TransformType = 2 // pseudorandom function (PRF)
@@ -44,18 +44,16 @@ const (
 	TransformESN   TransformType = 5 // extended sequence numbers (ESN)
 )
 
+var transformTypeNames = map[TransformType]string{
+	TransformEncr: "ENCR", TransformPRF: "PRF", TransformInteg: "INTEG", TransformKE: "KE", TransformESN: "ESN",
+}
+
+// String returns the abbreviation RFC 7296 section 3.3.2 uses for the type,
+// or TRANSFORM_n for an unassigned one (Transform.String then prints such a
+// transform as TRANSFORM_n_id).
 func (t TransformType) String() string {
-	switch t {
-	case TransformEncr:
-		return "ENCR"
-	case TransformPRF:
-		return "PRF"
-	case TransformInteg:
-		return "INTEG"
-	case TransformKE:
-		return "KE"
-	case TransformESN:
-		return "ESN"
+	if n, ok := transformTypeNames[t]; ok {
+		return n
 	}
 	return "TRANSFORM_" + strconv.Itoa(int(t))
 }
@@ -99,6 +97,9 @@ var encrNames = map[EncrID]string{
 	EncrChaCha20Poly1305: "CHACHA20_POLY1305",
 }
 
+// String returns the algorithm's name as strongSwan logs it (without the
+// key length, which Transform.String appends), or ENCR_n for an ID not named
+// here, so that a peer's unknown proposals still log what it sent.
 func (e EncrID) String() string {
 	if n, ok := encrNames[e]; ok {
 		return n
@@ -140,6 +141,8 @@ var prfNames = map[PRFID]string{
 	PRFHMACSHA512: "PRF_HMAC_SHA2_512", PRFAES128CMAC: "PRF_AES128_CMAC", PRFCamellia128: "PRF_CAMELLIA128_XCBC",
 }
 
+// String returns the PRF's name as strongSwan logs it, or PRF_n for an ID
+// not named here.
 func (p PRFID) String() string {
 	if n, ok := prfNames[p]; ok {
 		return n
@@ -178,6 +181,8 @@ var integNames = map[IntegID]string{
 	IntegHMACSHA384192: "HMAC_SHA2_384_192", IntegHMACSHA512256: "HMAC_SHA2_512_256",
 }
 
+// String returns the integrity algorithm's name as strongSwan logs it, or
+// INTEG_n for an ID not named here.
 func (i IntegID) String() string {
 	if n, ok := integNames[i]; ok {
 		return n
@@ -226,6 +231,8 @@ var groupNames = map[GroupID]string{
 	GroupCurve25519: "CURVE_25519", GroupCurve448: "CURVE_448",
 }
 
+// String returns the group's name as strongSwan logs it (ECP_256,
+// CURVE_25519...), or KE_n for an ID not named here.
 func (g GroupID) String() string {
 	if n, ok := groupNames[g]; ok {
 		return n
@@ -236,18 +243,20 @@ func (g GroupID) String() string {
 // ESNID is the value of an Extended Sequence Numbers transform (Type 5).
 type ESNID uint16
 
-// ESN transform IDs.
+// ESN transform IDs (RFC 7296 section 3.3.2): whether the Child SA uses
+// 64-bit extended sequence numbers (RFC 4303 section 2.2.1).
 const (
 	ESNNo  ESNID = 0
 	ESNYes ESNID = 1
 )
 
+var esnNames = map[ESNID]string{ESNNo: "NO_EXT_SEQ", ESNYes: "EXT_SEQ"}
+
+// String returns strongSwan's name for the ESN transform, or ESN_n for a
+// value other than 0 and 1.
 func (e ESNID) String() string {
-	switch e {
-	case ESNNo:
-		return "NO_EXT_SEQ"
-	case ESNYes:
-		return "EXT_SEQ"
+	if n, ok := esnNames[e]; ok {
+		return n
 	}
 	return "ESN_" + strconv.Itoa(int(e))
 }

@@ -61,8 +61,11 @@ type initKey struct {
 	peer netip.AddrPort
 }
 
-// Worker is one IKE worker.
+// Worker is one IKE worker: the IKE SAs of one SPU's anchors, their timers
+// and the responder's defences for datagrams that reach it. Use New.
 type Worker struct {
+	// ID is the worker's index in the daemon (New's id), as logs and
+	// spuctl's worker list show it.
 	ID  int
 	env Env
 	log *slog.Logger
@@ -103,7 +106,8 @@ type grave struct {
 // retransmissions with strongSwan's defaults (about 165 s).
 const graveTime = 3 * time.Minute
 
-// New returns a worker.
+// New returns a worker with no IKE SAs; id is its index in the daemon,
+// and env its clock, randomness, data plane, configuration and sockets.
 func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},

@@ -1,0 +1,31 @@
+package suite
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestNames pins the text of the enums' String methods, the unknown-value
+// fallbacks included: logs and the proposal strings the tests compare with
+// strongSwan's use them.
+func TestNames(t *testing.T) {
+	for _, c := range []struct {
+		v    fmt.Stringer
+		want string
+	}{
+		{ProtocolNone, "NONE"}, {ProtocolIKE, "IKE"}, {ProtocolAH, "AH"}, {ProtocolESP, "ESP"}, {Protocol(9), "PROTO_9"},
+		{TransformEncr, "ENCR"}, {TransformPRF, "PRF"}, {TransformInteg, "INTEG"}, {TransformKE, "KE"},
+		{TransformESN, "ESN"}, {TransformType(0), "TRANSFORM_0"}, {TransformType(6), "TRANSFORM_6"},
+		{ESNNo, "NO_EXT_SEQ"}, {ESNYes, "EXT_SEQ"}, {ESNID(2), "ESN_2"},
+		{EncrAESGCM16, "AES_GCM_16"}, {EncrChaCha20Poly1305, "CHACHA20_POLY1305"}, {EncrID(1), "ENCR_1"},
+		{PRFHMACSHA256, "PRF_HMAC_SHA2_256"}, {PRFID(0), "PRF_0"},
+		{IntegNone, "NONE"}, {IntegHMACSHA256128, "HMAC_SHA2_256_128"}, {IntegID(99), "INTEG_99"},
+		{GroupNone, "NONE"}, {GroupCurve25519, "CURVE_25519"}, {GroupID(3), "KE_3"},
+		{Transform{Type: TransformEncr, ID: uint16(EncrAESCBC), KeyLength: 256}, "AES_CBC_256"},
+		{Transform{Type: TransformType(7), ID: 3}, "TRANSFORM_7_3"},
+	} {
+		if got := c.v.String(); got != c.want {
+			t.Errorf("%T(%v): String() = %q, want %q", c.v, c.v, got, c.want)
+		}
+	}
+}
