@@ -437,6 +437,8 @@ func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*daemons
 	}
 	conf := fmt.Sprintf(`%scookie_threshold: 1000000
 init_limit_half_open: 1000000
+cookie_threshold_ip: 1000000
+block_threshold: 1000000
 connections:
   site:
     local_addrs: %s

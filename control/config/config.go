@@ -40,10 +40,19 @@ type Config struct {
 	Workers int `yaml:"workers"`
 	// Control is the unix socket spuctl talks to iked on.
 	Control string `yaml:"control"`
-	// HalfOpen limits: COOKIE above CookieThreshold half-open IKE SAs, and
-	// at most HalfOpenPerPeer from one address.
-	CookieThreshold int `yaml:"cookie_threshold"`
-	HalfOpenPerPeer int `yaml:"init_limit_half_open"`
+	// The responder's defences against IKE_SA_INIT floods, named and
+	// meant as strongSwan's charon options are, and applied in its order:
+	// first the COOKIE (RFC 7296 2.6), demanded while CookieThreshold
+	// IKE SAs are half-open in all, while CookieThresholdIP are from the
+	// requester's address, or while as many IKE_SA_INITs were refused in
+	// the last second; then at most BlockThreshold half-open IKE SAs from
+	// one address, and InitLimitHalfOpen in all. A spoofer with no return
+	// path gets no cookie back, so it cannot fill an address's block
+	// threshold that the cookie threshold of the address is below.
+	CookieThreshold   int `yaml:"cookie_threshold"`
+	CookieThresholdIP int `yaml:"cookie_threshold_ip"`
+	BlockThreshold    int `yaml:"block_threshold"`
+	InitLimitHalfOpen int `yaml:"init_limit_half_open"`
 	// Retransmission (defaults as strongSwan's: 4 s, 1.8, 5 tries).
 	RetransmitTimeout Duration `yaml:"retransmit_timeout"`
 	RetransmitBase    float64  `yaml:"retransmit_base"`
@@ -179,6 +188,18 @@ const (
 	// and delete_rekeyed_delay.
 	DefaultKeepAlive          = 20 * time.Second
 	DefaultDeleteRekeyedDelay = 5 * time.Second
+)
+
+// Defaults of the responder's IKE_SA_INIT defences. The per-address ones
+// are charon's; the cookie threshold is higher than charon's 10 because a
+// concentrator sets up hundreds of tunnels a second when a site comes back;
+// charon has no global cap by default, but each half-open IKE SA holds its
+// request and fragments for the half-open timeout, so iked bounds them.
+const (
+	DefaultCookieThreshold   = 30
+	DefaultCookieThresholdIP = 3
+	DefaultBlockThreshold    = 5
+	DefaultInitLimitHalfOpen = 10000
 )
 
 // Checker validates proposal strings; the IKE layer installs its parser, so
@@ -322,10 +343,25 @@ func (v *validator) config(c *Config) {
 		c.PortNATT = 4500
 	}
 	if c.CookieThreshold == 0 {
-		c.CookieThreshold = 30
+		c.CookieThreshold = DefaultCookieThreshold
 	}
-	if c.HalfOpenPerPeer == 0 {
-		c.HalfOpenPerPeer = 5
+	if c.CookieThresholdIP == 0 {
+		c.CookieThresholdIP = DefaultCookieThresholdIP
+	}
+	if c.BlockThreshold == 0 {
+		c.BlockThreshold = DefaultBlockThreshold
+	}
+	if c.InitLimitHalfOpen == 0 {
+		c.InitLimitHalfOpen = DefaultInitLimitHalfOpen
+	}
+	for _, l := range []struct {
+		key string
+		v   int
+	}{{"cookie_threshold", c.CookieThreshold}, {"cookie_threshold_ip", c.CookieThresholdIP},
+		{"block_threshold", c.BlockThreshold}, {"init_limit_half_open", c.InitLimitHalfOpen}} {
+		if l.v < 0 {
+			v.errf([]any{l.key}, "%d is negative (0 takes the default)", l.v)
+		}
 	}
 	if c.RetransmitTimeout == 0 {
 		c.RetransmitTimeout = Duration(4 * time.Second)

@@ -243,3 +243,25 @@ func TestParseDurationAndSelector(t *testing.T) {
 	var e error = errors.New("x")
 	_ = e
 }
+
+// The IKE_SA_INIT defences default to charon's per-address thresholds and
+// a global cap, and a negative one is refused with its line.
+func TestHalfOpenDefences(t *testing.T) {
+	c, err := Parse("/etc/spugate/iked.yaml", []byte(good), fakeChecker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CookieThreshold != DefaultCookieThreshold || c.CookieThresholdIP != 3 || c.BlockThreshold != 5 || c.InitLimitHalfOpen != DefaultInitLimitHalfOpen {
+		t.Errorf("defaults: cookie_threshold %d, cookie_threshold_ip %d, block_threshold %d, init_limit_half_open %d",
+			c.CookieThreshold, c.CookieThresholdIP, c.BlockThreshold, c.InitLimitHalfOpen)
+	}
+	// strongSwan's cookie_threshold_ip is below its block_threshold, or a
+	// spoofer fills the block threshold without ever answering a COOKIE.
+	if c.CookieThresholdIP >= c.BlockThreshold {
+		t.Errorf("cookie_threshold_ip %d is not below block_threshold %d", c.CookieThresholdIP, c.BlockThreshold)
+	}
+	_, err = Parse("/etc/spugate/iked.yaml", []byte("block_threshold: -1\n"+good), fakeChecker{})
+	if err == nil || !strings.Contains(err.Error(), "iked.yaml: line 1: block_threshold: -1 is negative") {
+		t.Errorf("negative block_threshold: %v", err)
+	}
+}

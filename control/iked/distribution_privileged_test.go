@@ -37,7 +37,7 @@ func TestPrivilegedIKEFollowsTheSPUMap(t *testing.T) {
 	})
 	conns := func(a bool) string {
 		var b strings.Builder
-		b.WriteString("retransmit_timeout: 1s\nretransmit_tries: 4\ninit_limit_half_open: 1000\nconnections:\n")
+		b.WriteString("retransmit_timeout: 1s\nretransmit_tries: 4\nblock_threshold: 1000\ncookie_threshold_ip: 1000\nconnections:\n")
 		for i := range n {
 			l, r, lid, rid, lts, rts, start := wanA[i%pairs], wanB[i%pairs], "gw-a.example", "gw-b.example", cliA[i], cliB[i], "start"
 			if !a {

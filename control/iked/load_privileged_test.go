@@ -17,7 +17,7 @@ func TestPrivilegedIkedLoad(t *testing.T) {
 	pl := tb.ln.Plan
 	ca, cb := tb.confs()
 	cb.connExtra = "    unique: never\n"
-	cb.global = "init_limit_half_open: 100\n"
+	cb.global = "block_threshold: 100\ncookie_threshold_ip: 100\n"
 	sec := secrets(psk, "gw-a.example", "gw-b.example")
 	tb.a.start(t, ca.yaml(), sec)
 	tb.b.start(t, cb.yaml(), sec)

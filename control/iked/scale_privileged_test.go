@@ -146,7 +146,7 @@ func TestPrivilegedIked200Tunnels(t *testing.T) {
 	})
 	conns := func(a bool) string {
 		var b strings.Builder
-		b.WriteString("retransmit_timeout: 1s\ninit_limit_half_open: 1000\nconnections:\n")
+		b.WriteString("retransmit_timeout: 1s\nblock_threshold: 1000\ncookie_threshold_ip: 1000\nconnections:\n")
 		for i := range n {
 			l, r, lid, rid, lts, rts, start := wanA[i%10], wanB[i%10], "gw-a.example", "gw-b.example", cliA[i], cliB[i], "start"
 			if !a {

@@ -23,7 +23,7 @@ const (
 	RetransmitTimeout               // no response after every retransmission
 	DPDTimeout                      // a liveness check got no response
 	HalfOpenTimeout                 // a responder IKE SA never completed IKE_AUTH
-	HalfOpenLimit                   // too many half-open IKE SAs from one address
+	HalfOpenLimit                   // block_threshold: too many half-open IKE SAs from one address
 	CookieRequired                  // answered with a COOKIE (a retry, not a failure)
 	InvalidCookie                   // a COOKIE that we did not issue
 	DecodeError                     // the datagram did not parse
@@ -53,6 +53,9 @@ const (
 	FragmentLimit   // a fragment over the limits (count, bytes): its message's fragments dropped
 	FragmentTimeout // an incomplete message's fragments dropped after the reassembly time
 	FragmentInvalid // a fragment that does not fit its message (Total smaller than before, reassembly fails)
+	// InitLimit: an IKE_SA_INIT dropped because init_limit_half_open IKE
+	// SAs are half-open in all.
+	InitLimit
 	NumReasons
 )
 
@@ -95,6 +98,7 @@ var reasonNames = [...]string{
 	FragmentLimit:     "fragment_limit",
 	FragmentTimeout:   "fragment_timeout",
 	FragmentInvalid:   "fragment_invalid",
+	InitLimit:         "init_limit_half_open",
 }
 
 // String returns the reason's short name, the one logs, counter dumps and
@@ -150,6 +154,9 @@ const (
 	FragmentsSent      // fragments we sent (first transmissions)
 	FragmentsReceived  // fragments that authenticated
 	Reassembled        // messages reassembled from fragments
+	// LogsSuppressed counts log lines about unauthenticated datagrams
+	// left out by the rate limit (each is still counted by its reason).
+	LogsSuppressed
 	NumCounters
 )
 
@@ -186,6 +193,7 @@ var counterNames = [...]string{
 	InboundDrained:       "inbound_sas_drained",
 	ChildRekeysInitiated: "child_rekeys_initiated",
 	IKERekeysInitiated:   "ike_rekeys_initiated",
+	LogsSuppressed:       "logs_suppressed",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

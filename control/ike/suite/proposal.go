@@ -97,14 +97,25 @@ func (p Proposal) String() string {
 	return b.String()
 }
 
-// FormatProposals joins proposals with ", " as strongSwan logs them.
+// FormatProposals joins proposals with ", " as strongSwan logs them, cut
+// after maxFormatted bytes.
 func FormatProposals(ps []Proposal) string {
 	s := make([]string, len(ps))
 	for i, p := range ps {
 		s[i] = p.String()
 	}
-	return strings.Join(s, ", ")
+	out := strings.Join(s, ", ")
+	if len(out) > maxFormatted {
+		// A peer may offer hundreds of transforms; logs and errors name
+		// enough of them to see the mismatch, not all.
+		out = fmt.Sprintf("%s... (%d proposals, %d bytes, cut)", out[:maxFormatted], len(ps), len(out))
+	}
+	return out
 }
+
+// maxFormatted bounds what FormatProposals writes: a proposal whose text
+// is longer is cut there.
+const maxFormatted = 512
 
 // Algorithms is a negotiated suite: exactly one algorithm of each type, as
 // chosen from a proposal. Fields that do not apply are zero: no PRF for ESP,

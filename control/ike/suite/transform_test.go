@@ -2,6 +2,7 @@ package suite
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -27,5 +28,21 @@ func TestNames(t *testing.T) {
 		if got := c.v.String(); got != c.want {
 			t.Errorf("%T(%v): String() = %q, want %q", c.v, c.v, got, c.want)
 		}
+	}
+}
+
+// A peer's offer of hundreds of transforms is cut in logs and errors.
+func TestFormatProposalsIsBounded(t *testing.T) {
+	p := Proposal{Number: 1, Protocol: ProtocolIKE}
+	for i := range 500 {
+		p.Transforms = append(p.Transforms, Transform{Type: TransformEncr, ID: uint16(1000 + i)})
+	}
+	got := FormatProposals([]Proposal{p, p})
+	if len(got) > maxFormatted+64 || !strings.HasSuffix(got, "cut)") {
+		t.Errorf("%d bytes: %.80s...%s", len(got), got, got[max(0, len(got)-40):])
+	}
+	short := FormatProposals([]Proposal{{Number: 1, Protocol: ProtocolESP, Transforms: []Transform{{Type: TransformEncr, ID: 20, KeyLength: 128}}}})
+	if strings.Contains(short, "cut") {
+		t.Errorf("a short offer was cut: %s", short)
 	}
 }

@@ -5,3 +5,9 @@ func init() { verifyHints = true }
 
 // HintHits is how many Predecessor hints were taken (and verified).
 func HintHits() int64 { return hintHits.Load() }
+
+// The unauthenticated log budget, for tests that flood.
+const (
+	UnauthLogBurst    = unauthLogBurst
+	UnauthLogInterval = unauthLogInterval
+)

@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/manager"
@@ -21,7 +22,13 @@ var _ manager.Env = (*mgrEnv)(nil)
 
 func (e *mgrEnv) Changed(m *manager.Manager) { e.Env.Changed(m.IKE) }
 
+// Log is the daemon's logger behind the worker's gate on lines about
+// unauthenticated IKE SAs.
+func (e *mgrEnv) Log() *slog.Logger { return e.w.mlog }
+
 func (e *mgrEnv) Established(m *manager.Manager) {
+	// What follows is about an authenticated peer: log it whole.
+	e.w.unauthenticated = false
 	e.w.endHalfOpen(m)
 	e.w.forgetInit(m)
 	e.Env.Changed(m.IKE)

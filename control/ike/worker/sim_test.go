@@ -52,7 +52,7 @@ func (o confOpts) yaml() string {
 		g += fmt.Sprintf("cookie_threshold: %d\n", o.cookieThreshold)
 	}
 	if o.peer != 0 {
-		g += fmt.Sprintf("init_limit_half_open: %d\n", o.peer)
+		g += fmt.Sprintf("block_threshold: %d\n", o.peer)
 	}
 	return g + fmt.Sprintf(`connections:
   tun:

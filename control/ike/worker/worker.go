@@ -80,8 +80,17 @@ type Worker struct {
 	timers  timerHeap
 	sched   map[*manager.Manager]time.Time
 	cookies cookieSecrets
-	pending []func()
-	menv    *mgrEnv
+	// refused and unauthLogs bound what unauthenticated requests cost:
+	// refusals raise the COOKIE, log lines about them are rate-limited.
+	refused    refusals
+	unauthLogs logLimit
+	// unauthenticated is set while a manager handles a message or a timer
+	// of an IKE SA nobody has authenticated: its log lines then take from
+	// unauthLogs (gatedHandler).
+	unauthenticated bool
+	mlog            *slog.Logger
+	pending         []func()
+	menv            *mgrEnv
 	// graves keep the last response of IKE SAs that ended after answering
 	// the peer's DELETE, so that a retransmission of that DELETE (our
 	// response was lost) is answered instead of being retransmitted for
@@ -112,7 +121,9 @@ func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
 		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
-		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{}}
+		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
+		unauthLogs: logLimit{burst: unauthLogBurst, interval: unauthLogInterval}}
+	w.mlog = slog.New(gatedHandler{env.Log().Handler(), w})
 	w.menv = &mgrEnv{Env: env, w: w}
 	return w
 }
@@ -143,13 +154,13 @@ func (w *Worker) Receive(d manager.Datagram) {
 	h, err := message.DecodeHeader(data)
 	if err != nil {
 		w.env.Stats().Fail(stats.DecodeError)
-		w.log.Debug("dropped datagram", "from", d.Remote.String(), "err", err.Error())
+		w.unauthLog(slog.LevelDebug, "dropped datagram", "from", d.Remote.String(), "err", err.Error())
 		return
 	}
 	msg, err := message.Decode(data)
 	if err != nil {
 		w.env.Stats().Fail(stats.DecodeError)
-		w.log.Debug("dropped datagram", "from", d.Remote.String(), "exchange", h.Exchange.String(), "err", err.Error())
+		w.unauthLog(slog.LevelDebug, "dropped datagram", "from", d.Remote.String(), "exchange", h.Exchange.String(), "err", err.Error())
 		return
 	}
 	if h.Exchange == message.IKESAInit && !h.IsResponse() && h.SPIr == 0 {
@@ -177,7 +188,7 @@ func (w *Worker) Receive(d manager.Datagram) {
 			}
 		}
 		w.env.Stats().Fail(stats.UnknownSPI)
-		w.log.Debug("dropped datagram for an unknown IKE SA", "from", d.Remote.String(), "spii", fmt.Sprintf("%016x", h.SPIi),
+		w.unauthLog(slog.LevelDebug, "dropped datagram for an unknown IKE SA", "from", d.Remote.String(), "spii", fmt.Sprintf("%016x", h.SPIi),
 			"spir", fmt.Sprintf("%016x", h.SPIr), "exchange", h.Exchange.String())
 		return
 	}
@@ -189,44 +200,58 @@ func (w *Worker) Receive(d manager.Datagram) {
 		w.env.Stats().Fail(stats.UnknownSPI)
 		return
 	}
+	w.unauthenticated = m.HalfOpen()
 	m.Receive(d, msg)
+	w.unauthenticated = false
 	w.schedule(m)
 }
 
 // receiveInit handles an IKE_SA_INIT request: a retransmission goes to its
-// IKE SA; a new one passes the half-open limits and the COOKIE check
-// before any state is kept.
+// IKE SA; a new one passes the COOKIE check and then the half-open limits
+// before any state is kept. The order is strongSwan's and matters: a
+// COOKIE is demanded from an address before it reaches its block
+// threshold, so a spoofer (who never sees the COOKIE) cannot fill the
+// half-open slots of a peer whose address it forges.
 func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	h := msg.Header
 	key := initKey{h.SPIi, d.Remote}
 	if m := w.initReq[key]; m != nil {
+		w.unauthenticated = m.HalfOpen()
 		m.Receive(d, msg)
+		w.unauthenticated = false
 		w.schedule(m)
 		return
 	}
 	if err := message.Validate(msg); err != nil {
 		w.env.Stats().Fail(stats.InvalidSyntax)
-		w.log.Debug("dropped IKE_SA_INIT", "from", d.Remote.String(), "err", err.Error())
+		w.unauthLog(slog.LevelDebug, "dropped IKE_SA_INIT", "from", d.Remote.String(), "err", err.Error())
 		return
 	}
 	cfg := w.env.Config()
 	now := w.env.Now()
-	if cfg != nil && cfg.HalfOpenPerPeer > 0 && w.perPeer[d.Remote.Addr()] >= cfg.HalfOpenPerPeer {
-		w.env.Stats().Fail(stats.HalfOpenLimit)
-		w.log.Info("IKE_SA_INIT dropped: half-open limit of the peer reached", "peer", d.Remote.String(),
-			"half_open", w.perPeer[d.Remote.Addr()], "limit", cfg.HalfOpenPerPeer, "reason", stats.HalfOpenLimit.String())
-		return
-	}
-	if cfg != nil && cfg.CookieThreshold > 0 && w.env.Stats().HalfOpen.Load() >= int64(cfg.CookieThreshold) {
+	addr := d.Remote.Addr()
+	if cfg != nil && w.cookieRequired(cfg, addr, now) {
 		ni, _ := message.Find(msg.Payloads, message.PayloadNonce).(*message.Nonce)
 		n := message.FindNotify(msg.Payloads, message.Cookie)
-		if n == nil || ni == nil || !w.cookies.verify(now, n.Data, ni.Data, d.Remote.Addr(), h.SPIi) {
+		if n == nil || ni == nil || !w.cookies.verify(now, n.Data, ni.Data, addr, h.SPIi) {
 			if n != nil {
 				w.env.Stats().Fail(stats.InvalidCookie)
 			}
 			w.sendCookie(d, msg, ni)
 			return
 		}
+	}
+	if cfg != nil && cfg.BlockThreshold > 0 && w.perPeer[addr] >= cfg.BlockThreshold {
+		w.env.Stats().Fail(stats.HalfOpenLimit)
+		w.unauthLog(slog.LevelInfo, "IKE_SA_INIT dropped: half-open limit of the peer reached", "peer", d.Remote.String(),
+			"half_open", w.perPeer[addr], "block_threshold", cfg.BlockThreshold, "reason", stats.HalfOpenLimit.String())
+		return
+	}
+	if cfg != nil && cfg.InitLimitHalfOpen > 0 && w.env.Stats().HalfOpen.Load() >= int64(cfg.InitLimitHalfOpen) {
+		w.env.Stats().Fail(stats.InitLimit)
+		w.unauthLog(slog.LevelWarn, "IKE_SA_INIT dropped: half-open limit reached", "peer", d.Remote.String(),
+			"half_open", w.env.Stats().HalfOpen.Load(), "init_limit_half_open", cfg.InitLimitHalfOpen, "reason", stats.InitLimit.String())
+		return
 	}
 	spir, err := w.newSPI()
 	if err != nil {
@@ -235,8 +260,11 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	}
 	ike := &sa.IKESA{UniqueID: w.env.NewID(), SPIi: h.SPIi, SPIr: spir, Local: d.Local, Remote: d.Remote, Created: now}
 	m := manager.New(ike, w.menv)
+	w.unauthenticated = true
 	m.Receive(d, msg)
+	w.unauthenticated = false
 	if m.Destroyed() {
+		w.refused.add(now)
 		return
 	}
 	w.bySPI[spir] = m
@@ -246,6 +274,19 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	w.env.Stats().HalfOpen.Add(1)
 	m.SetHalfOpen(now.Add(w.env.Settings().HalfOpenTimeout))
 	w.schedule(m)
+}
+
+// cookieRequired says whether an IKE_SA_INIT from addr must carry a valid
+// COOKIE: while cookie_threshold IKE SAs are half-open in all, while
+// cookie_threshold_ip of them are from addr, or while as many requests
+// were refused in the last second (counted per worker).
+func (w *Worker) cookieRequired(cfg *config.Config, addr netip.Addr, now time.Time) bool {
+	if cfg.CookieThreshold > 0 {
+		if w.env.Stats().HalfOpen.Load() >= int64(cfg.CookieThreshold) || w.refused.recent(now) >= cfg.CookieThreshold {
+			return true
+		}
+	}
+	return cfg.CookieThresholdIP > 0 && w.perPeer[addr] >= cfg.CookieThresholdIP
 }
 
 // sendCookie answers an IKE_SA_INIT request with a COOKIE (RFC 7296 2.6),
@@ -306,7 +347,9 @@ func (w *Worker) Tick(now time.Time) {
 			continue
 		}
 		delete(w.sched, e.m)
+		w.unauthenticated = e.m.HalfOpen()
 		e.m.Tick(now)
+		w.unauthenticated = false
 		w.schedule(e.m)
 	}
 }
