@@ -84,6 +84,9 @@ type DataPlane struct {
 	Policies map[uint32]api.Policy
 	// FailAddSA, when set, makes AddSA fail.
 	FailAddSA error
+	// PanicAddSA, when set, makes AddSA panic with it: a stand-in for a
+	// bug in the code that runs an exchange, for the workers' recover.
+	PanicAddSA any
 	// Ops records every call, for tests that check the order.
 	Ops []string
 	// added orders the SAs as spud does: the newest outbound SA of a reqid
@@ -126,6 +129,9 @@ func (d *DataPlane) AddSA(s *api.SA) error {
 	defer d.mu.Unlock()
 	if d.FailAddSA != nil {
 		return d.FailAddSA
+	}
+	if d.PanicAddSA != nil {
+		panic(d.PanicAddSA)
 	}
 	if err := s.Validate(); err != nil {
 		return err

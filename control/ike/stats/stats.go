@@ -157,6 +157,9 @@ const (
 	// LogsSuppressed counts log lines about unauthenticated datagrams
 	// left out by the rate limit (each is still counted by its reason).
 	LogsSuppressed
+	// PanicsRecovered counts panics a worker recovered from while it
+	// handled a datagram or a timer; each ended the IKE SA at hand.
+	PanicsRecovered
 	NumCounters
 )
 
@@ -194,6 +197,7 @@ var counterNames = [...]string{
 	ChildRekeysInitiated: "child_rekeys_initiated",
 	IKERekeysInitiated:   "ike_rekeys_initiated",
 	LogsSuppressed:       "logs_suppressed",
+	PanicsRecovered:      "panics_recovered",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

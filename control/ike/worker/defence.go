@@ -2,7 +2,11 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/stats"
@@ -133,4 +137,40 @@ func (h gatedHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h gatedHandler) WithGroup(name string) slog.Handler {
 	return gatedHandler{h.Handler.WithGroup(name), h.w}
+}
+
+// recovered, deferred around the handling of a datagram or a timer, turns
+// a panic into an ERROR line and the end of the IKE SA whose manager was
+// running: one peer's message that finds a bug must not take every other
+// tunnel's control plane down with the daemon. The line names the
+// datagram by a hash, not its bytes, which may hold secrets of the peer.
+func (w *Worker) recovered(what string, datagram []byte) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	m := w.current
+	w.current, w.unauthenticated = nil, false
+	w.env.Stats().Inc(stats.PanicsRecovered)
+	w.env.Stats().Fail(stats.InternalError)
+	args := []any{"in", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack())}
+	if datagram != nil {
+		sum := sha256.Sum256(datagram)
+		args = append(args, "datagram_sha256", hex.EncodeToString(sum[:8]), "datagram_len", len(datagram))
+	}
+	if m != nil {
+		args = append(args, "ike_id", m.IKE.UniqueID, "spis", m.IKE.SPIs(), "peer", m.IKE.Remote.String())
+	}
+	w.log.Error("recovered from a panic: the IKE SA at hand ends, the daemon goes on", args...)
+	if m == nil || m.Destroyed() {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			// Its state is beyond use: drop it from the tables at least.
+			w.log.Error("ending the IKE SA after a panic panicked too: forgotten", "ike_id", m.IKE.UniqueID, "panic", fmt.Sprint(r))
+			w.forget(m)
+		}
+	}()
+	m.Destroy("internal error")
 }

@@ -156,3 +156,35 @@ func netipAddrPort(t *testing.T, i int) netip.AddrPort {
 	t.Helper()
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 500)
 }
+
+// A bug that panics while an exchange runs costs that IKE SA, counted and
+// logged, and nothing else: the worker serves the next request.
+func TestPanicInExchangeIsRecovered(t *testing.T) {
+	s, na, nb := pair(t, nil, nil)
+	nb.DP.PanicAddSA = "a bug in installing"
+	if err := na.Worker.Initiate("tun", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	s.RunFor(2 * time.Second)
+	if got := nb.Counters.Get(stats.PanicsRecovered); got != 1 {
+		t.Errorf("panics_recovered %d, want 1", got)
+	}
+	if nb.Worker.Len() != 0 {
+		t.Errorf("the IKE SA that panicked is still there (%d IKE SAs)", nb.Worker.Len())
+	}
+	if sas, pols := nb.DP.Counts(); sas != 0 || pols != 0 {
+		t.Errorf("left in the data plane: %d SAs, %d policies", sas, pols)
+	}
+	logs := nb.Logs()
+	if !strings.Contains(logs, "recovered from a panic") || !strings.Contains(logs, "datagram_sha256=") || !strings.Contains(logs, "a bug in installing") {
+		t.Errorf("the panic was not logged with its datagram's hash:\n%s", tail(logs, 5))
+	}
+	nb.DP.PanicAddSA = nil
+	for _, m := range na.Worker.Managers() {
+		m.Destroy("test")
+	}
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatalf("the worker did not serve the next request: %v", err)
+	}
+	established(t, na, nb)
+}

@@ -89,8 +89,10 @@ type Worker struct {
 	// unauthLogs (gatedHandler).
 	unauthenticated bool
 	mlog            *slog.Logger
-	pending         []func()
-	menv            *mgrEnv
+	// current is the manager handling a datagram or a timer, for recovered.
+	current *manager.Manager
+	pending []func()
+	menv    *mgrEnv
 	// graves keep the last response of IKE SAs that ended after answering
 	// the peer's DELETE, so that a retransmission of that DELETE (our
 	// response was lost) is answered instead of being retransmitted for
@@ -141,9 +143,16 @@ func (w *Worker) Managers() []*manager.Manager {
 	return out
 }
 
-// Receive handles one datagram that arrived at the worker's sockets.
+// Receive handles one datagram that arrived at the worker's sockets. A
+// panic while handling it (a bug, perhaps one a peer found) costs the IKE
+// SA that was handling it, not the daemon: see recovered.
 func (w *Worker) Receive(d manager.Datagram) {
 	defer w.runPending()
+	defer w.recovered("datagram", d.Data)
+	w.receive(d)
+}
+
+func (w *Worker) receive(d manager.Datagram) {
 	data := d.Data
 	if d.Local.Port() == w.env.Settings().NATTPort {
 		var err error
@@ -200,9 +209,9 @@ func (w *Worker) Receive(d manager.Datagram) {
 		w.env.Stats().Fail(stats.UnknownSPI)
 		return
 	}
-	w.unauthenticated = m.HalfOpen()
+	w.unauthenticated, w.current = m.HalfOpen(), m
 	m.Receive(d, msg)
-	w.unauthenticated = false
+	w.unauthenticated, w.current = false, nil
 	w.schedule(m)
 }
 
@@ -216,9 +225,9 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	h := msg.Header
 	key := initKey{h.SPIi, d.Remote}
 	if m := w.initReq[key]; m != nil {
-		w.unauthenticated = m.HalfOpen()
+		w.unauthenticated, w.current = m.HalfOpen(), m
 		m.Receive(d, msg)
-		w.unauthenticated = false
+		w.unauthenticated, w.current = false, nil
 		w.schedule(m)
 		return
 	}
@@ -260,9 +269,9 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	}
 	ike := &sa.IKESA{UniqueID: w.env.NewID(), SPIi: h.SPIi, SPIr: spir, Local: d.Local, Remote: d.Remote, Created: now}
 	m := manager.New(ike, w.menv)
-	w.unauthenticated = true
+	w.unauthenticated, w.current = true, m
 	m.Receive(d, msg)
-	w.unauthenticated = false
+	w.unauthenticated, w.current = false, nil
 	if m.Destroyed() {
 		w.refused.add(now)
 		return
@@ -337,9 +346,11 @@ func (w *Worker) Deadline() time.Time {
 	return time.Time{}
 }
 
-// Tick runs every timer due at now.
+// Tick runs every timer due at now; a panic in one IKE SA's timer ends
+// that IKE SA (recovered), and the timers still due run at the next Tick.
 func (w *Worker) Tick(now time.Time) {
 	defer w.runPending()
+	defer w.recovered("timer", nil)
 	for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
 		e := heap.Pop(&w.timers).(timerEntry)
 		t, ok := w.sched[e.m]
@@ -347,9 +358,9 @@ func (w *Worker) Tick(now time.Time) {
 			continue
 		}
 		delete(w.sched, e.m)
-		w.unauthenticated = e.m.HalfOpen()
+		w.unauthenticated, w.current = e.m.HalfOpen(), e.m
 		e.m.Tick(now)
-		w.unauthenticated = false
+		w.unauthenticated, w.current = false, nil
 		w.schedule(e.m)
 	}
 }
