@@ -19,54 +19,50 @@ import (
 )
 
 // IKEState is the life cycle of an IKE SA.
+//
+//go:generate go tool stringer -type=IKEState -linecomment
 type IKEState int
 
 // IKE SA states.
 const (
-	Created     IKEState = iota // no exchange yet, or IKE_SA_INIT in flight
-	Connecting                  // IKE_SA_INIT done, IKE_AUTH pending
-	Established                 // authenticated
-	Deleting                    // a DELETE for it is in flight
-	Destroyed                   // gone; only kept by whoever still holds a pointer
+	// Created: no exchange yet, or IKE_SA_INIT in flight.
+	Created IKEState = iota // CREATED
+	// Connecting: IKE_SA_INIT done, IKE_AUTH pending.
+	Connecting // CONNECTING
+	// Established: authenticated.
+	Established // ESTABLISHED
+	// Deleting: a DELETE for it is in flight.
+	Deleting // DELETING
+	// Destroyed: gone; only kept by whoever still holds a pointer.
+	Destroyed // DESTROYED
 	// Rekeyed: replaced by a new IKE SA (its Child SAs moved there); kept
 	// only to answer the peer's DELETE, until RekeyedUntil. Appended last:
 	// the state file stores states as numbers.
-	Rekeyed
+	Rekeyed // REKEYED
 )
 
-var ikeStateNames = [...]string{"CREATED", "CONNECTING", "ESTABLISHED", "DELETING", "DESTROYED", "REKEYED"}
-
-func (s IKEState) String() string {
-	if s >= 0 && int(s) < len(ikeStateNames) {
-		return ikeStateNames[s]
-	}
-	return fmt.Sprintf("IKEState(%d)", int(s))
-}
-
 // ChildState is the life cycle of a Child SA.
+//
+//go:generate go tool stringer -type=ChildState -linecomment
 type ChildState int
 
 // Child SA states.
 const (
-	ChildCreating  ChildState = iota // negotiating
-	ChildInstalled                   // both directions in the data plane
-	ChildRekeying                    // we are negotiating its replacement
-	ChildDeleting                    // a DELETE for it is in flight
-	ChildDeleted                     // removed from the data plane
+	// ChildCreating: negotiating.
+	ChildCreating ChildState = iota // CREATING
+	// ChildInstalled: both directions in the data plane.
+	ChildInstalled // INSTALLED
+	// ChildRekeying: we are negotiating its replacement.
+	ChildRekeying // REKEYING
+	// ChildDeleting: a DELETE for it is in flight.
+	ChildDeleting // DELETING
+	// ChildDeleted: removed from the data plane.
+	ChildDeleted // DELETED
 	// ChildRekeyed: a newer Child SA replaces it (or it lost a rekey
 	// collision); it waits for its DELETE, from us or from the peer.
 	// Appended last: the state file stores states as numbers.
-	ChildRekeyed
+	ChildRekeyed // REKEYED
 )
-
-var childStateNames = [...]string{"CREATING", "INSTALLED", "REKEYING", "DELETING", "DELETED", "REKEYED"}
-
-func (s ChildState) String() string {
-	if s >= 0 && int(s) < len(childStateNames) {
-		return childStateNames[s]
-	}
-	return fmt.Sprintf("ChildState(%d)", int(s))
-}
 
 // IKESA is one IKE SA. The exported fields are its persisted state; the
 // ciphers are rebuilt from Keys on restore (RestoreCiphers).

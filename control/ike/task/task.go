@@ -104,61 +104,46 @@ type Env interface {
 }
 
 // Status is what a step of a task asks of the manager.
+//
+//go:generate go tool stringer -type=Status -linecomment
 type Status int
 
 // Statuses.
 const (
 	// Done: the task is finished.
-	Done Status = iota
+	Done Status = iota // done
 	// NeedMore: the initiator task needs another exchange (requeued first).
-	NeedMore
+	NeedMore // need-more
 	// Retry: the IKE_SA_INIT request must be rebuilt and sent again with the
 	// same message ID (COOKIE, INVALID_KE_PAYLOAD).
-	Retry
+	Retry // retry
 	// Failed: the IKE SA cannot go on; it is destroyed after what Build
 	// produced is sent. Ctx.Failure says why.
-	Failed
+	Failed // failed
 	// Destroy: the IKE SA ends normally (a DELETE was exchanged).
-	Destroy
+	Destroy // destroy
 	// Reject: a responder's IKE_SA_INIT answer that keeps no state (an error
 	// notify sent with SPIr zero).
-	Reject
+	Reject // reject
 )
 
-var statusNames = [...]string{"done", "need-more", "retry", "failed", "destroy", "reject"}
-
-func (s Status) String() string {
-	if s >= 0 && int(s) < len(statusNames) {
-		return statusNames[s]
-	}
-	return fmt.Sprintf("Status(%d)", int(s))
-}
-
 // Kind names a task type.
+//
+//go:generate go tool stringer -type=Kind -linecomment
 type Kind int
 
 // Task kinds.
 const (
-	KindIKEInit Kind = iota
-	KindIKEAuth
-	KindChildCreate
-	KindChildDelete
-	KindIKEDelete
-	KindDPD
-	KindInfo
-	KindChildRekey
-	KindIKERekey
+	KindIKEInit     Kind = iota // IKE_INIT
+	KindIKEAuth                 // IKE_AUTH
+	KindChildCreate             // CHILD_CREATE
+	KindChildDelete             // CHILD_DELETE
+	KindIKEDelete               // IKE_DELETE
+	KindDPD                     // IKE_DPD
+	KindInfo                    // INFORMATIONAL
+	KindChildRekey              // CHILD_REKEY
+	KindIKERekey                // IKE_REKEY
 )
-
-var kindNames = [...]string{"IKE_INIT", "IKE_AUTH", "CHILD_CREATE", "CHILD_DELETE", "IKE_DELETE", "IKE_DPD", "INFORMATIONAL",
-	"CHILD_REKEY", "IKE_REKEY"}
-
-func (k Kind) String() string {
-	if k >= 0 && int(k) < len(kindNames) {
-		return kindNames[k]
-	}
-	return fmt.Sprintf("Kind(%d)", int(k))
-}
 
 // Task is one task.
 type Task interface {
