@@ -56,6 +56,7 @@ func NewChildCreateI(conn *config.Conn, child *config.Child, done func(error)) *
 // Child returns the child configuration.
 func (t *ChildCreateI) Child() *config.Child { return t.child }
 
+// Kind is KindChildCreate.
 func (t *ChildCreateI) Kind() Kind { return KindChildCreate }
 
 func (t *ChildCreateI) finish(err error) {
