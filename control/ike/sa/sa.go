@@ -19,54 +19,50 @@ import (
 )
 
 // IKEState is the life cycle of an IKE SA.
+//
+//go:generate go tool stringer -type=IKEState -linecomment
 type IKEState int
 
 // IKE SA states.
 const (
-	Created     IKEState = iota // no exchange yet, or IKE_SA_INIT in flight
-	Connecting                  // IKE_SA_INIT done, IKE_AUTH pending
-	Established                 // authenticated
-	Deleting                    // a DELETE for it is in flight
-	Destroyed                   // gone; only kept by whoever still holds a pointer
+	// Created: no exchange yet, or IKE_SA_INIT in flight.
+	Created IKEState = iota // CREATED
+	// Connecting: IKE_SA_INIT done, IKE_AUTH pending.
+	Connecting // CONNECTING
+	// Established: authenticated.
+	Established // ESTABLISHED
+	// Deleting: a DELETE for it is in flight.
+	Deleting // DELETING
+	// Destroyed: gone; only kept by whoever still holds a pointer.
+	Destroyed // DESTROYED
 	// Rekeyed: replaced by a new IKE SA (its Child SAs moved there); kept
 	// only to answer the peer's DELETE, until RekeyedUntil. Appended last:
 	// the state file stores states as numbers.
-	Rekeyed
+	Rekeyed // REKEYED
 )
 
-var ikeStateNames = [...]string{"CREATED", "CONNECTING", "ESTABLISHED", "DELETING", "DESTROYED", "REKEYED"}
-
-func (s IKEState) String() string {
-	if s >= 0 && int(s) < len(ikeStateNames) {
-		return ikeStateNames[s]
-	}
-	return fmt.Sprintf("IKEState(%d)", int(s))
-}
-
 // ChildState is the life cycle of a Child SA.
+//
+//go:generate go tool stringer -type=ChildState -linecomment
 type ChildState int
 
 // Child SA states.
 const (
-	ChildCreating  ChildState = iota // negotiating
-	ChildInstalled                   // both directions in the data plane
-	ChildRekeying                    // we are negotiating its replacement
-	ChildDeleting                    // a DELETE for it is in flight
-	ChildDeleted                     // removed from the data plane
+	// ChildCreating: negotiating.
+	ChildCreating ChildState = iota // CREATING
+	// ChildInstalled: both directions in the data plane.
+	ChildInstalled // INSTALLED
+	// ChildRekeying: we are negotiating its replacement.
+	ChildRekeying // REKEYING
+	// ChildDeleting: a DELETE for it is in flight.
+	ChildDeleting // DELETING
+	// ChildDeleted: removed from the data plane.
+	ChildDeleted // DELETED
 	// ChildRekeyed: a newer Child SA replaces it (or it lost a rekey
 	// collision); it waits for its DELETE, from us or from the peer.
 	// Appended last: the state file stores states as numbers.
-	ChildRekeyed
+	ChildRekeyed // REKEYED
 )
-
-var childStateNames = [...]string{"CREATING", "INSTALLED", "REKEYING", "DELETING", "DELETED", "REKEYED"}
-
-func (s ChildState) String() string {
-	if s >= 0 && int(s) < len(childStateNames) {
-		return childStateNames[s]
-	}
-	return fmt.Sprintf("ChildState(%d)", int(s))
-}
 
 // IKESA is one IKE SA. The exported fields are its persisted state; the
 // ciphers are rebuilt from Keys on restore (RestoreCiphers).
@@ -78,16 +74,20 @@ type IKESA struct {
 	ConnName string `json:"conn"`
 	// Initiator is true if we are the original initiator (we send the I
 	// flag).
-	Initiator bool   `json:"initiator"`
-	SPIi      uint64 `json:"spi_i,string"`
-	SPIr      uint64 `json:"spi_r,string"`
+	Initiator bool `json:"initiator"`
+	// SPIi and SPIr are the initiator's and the responder's IKE SPIs.
+	SPIi uint64 `json:"spi_i,string"`
+	SPIr uint64 `json:"spi_r,string"`
 	// Local and Remote are the current addresses and ports: port 500 until
 	// a NAT made both sides float to 4500.
 	Local  netip.AddrPort `json:"local"`
 	Remote netip.AddrPort `json:"remote"`
-	State  IKEState       `json:"state"`
+	// State is where the IKE SA is in its life cycle.
+	State IKEState `json:"state"`
 
-	// Negotiated in IKE_SA_INIT.
+	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
+	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the
+	// SK ciphers of our role (Out for what we send).
 	Proposal suite.Proposal  `json:"proposal"`
 	Keys     *suite.IKEKeys  `json:"keys,omitempty"`
 	Ni, Nr   []byte          `json:"-"`
@@ -117,6 +117,7 @@ type IKESA struct {
 	PeerCertReq [][20]byte `json:"-"`
 	CertReqSeen bool       `json:"-"`
 
+	// LocalID and RemoteID are the identities IKE_AUTH authenticated.
 	LocalID  config.Identity `json:"local_id"`
 	RemoteID config.Identity `json:"remote_id"`
 	// AuthLocal and AuthRemote name how each side authenticated: "psk" or
@@ -133,8 +134,11 @@ type IKESA struct {
 	// sent, to answer a retransmission of it from the cache.
 	LastResponse [][]byte `json:"last_response,omitempty"`
 
+	// Children are the IKE SA's Child SAs, in any state.
 	Children []*ChildSA `json:"children,omitempty"`
 
+	// Created and Established are when the IKE SA was made and
+	// authenticated.
 	Created     time.Time `json:"created"`
 	Established time.Time `json:"established,omitzero"`
 	// RekeyAt is when the IKE SA is due for a rekey (zero: never),
@@ -163,31 +167,40 @@ type IKESA struct {
 // delete or a liveness check. Key material included, like the rest of
 // the state file.
 type InFlight struct {
+	// MsgID, Exchange and Packets are the request as sent (fragments
+	// included), Task which task sent it (task's names) and Reason why.
 	MsgID    uint32               `json:"msgid"`
 	Exchange message.ExchangeType `json:"exchange"`
 	Packets  [][]byte             `json:"packets"`
 	Task     string               `json:"task"`
 	Reason   string               `json:"reason,omitempty"`
-	Child    string               `json:"child,omitempty"`
-	ReqID    uint32               `json:"reqid,omitempty"`
-	OldSPI   uint32               `json:"old_spi,omitempty"` // the Child SA a rekey replaces (our inbound SPI)
-	SPI      uint32               `json:"spi,omitempty"`     // our inbound SPI of the new Child SA
-	IKESPI   uint64               `json:"ike_spi,omitempty"` // our SPI of the new IKE SA
-	Nonce    []byte               `json:"nonce,omitempty"`
-	Group    suite.GroupID        `json:"group,omitempty"`
-	KEPriv   []byte               `json:"ke_priv,omitempty"`
-	Props    []suite.Proposal     `json:"proposals,omitempty"`
-	TSi      []ipsec.Selector     `json:"tsi,omitempty"`
-	TSr      []ipsec.Selector     `json:"tsr,omitempty"`
-	SPIs     []uint32             `json:"spis,omitempty"` // a delete's Child SAs, by our inbound SPI
-	Extra    []uint32             `json:"extra_spis,omitempty"`
+	// Child and ReqID are the child configuration and reqid of a Child SA
+	// creation or rekey.
+	Child  string `json:"child,omitempty"`
+	ReqID  uint32 `json:"reqid,omitempty"`
+	OldSPI uint32 `json:"old_spi,omitempty"` // the Child SA a rekey replaces (our inbound SPI)
+	SPI    uint32 `json:"spi,omitempty"`     // our inbound SPI of the new Child SA
+	IKESPI uint64 `json:"ike_spi,omitempty"` // our SPI of the new IKE SA
+	// Nonce, Group, KEPriv (our private key), Props, TSi and TSr are what
+	// the request offered, to check and complete the response with.
+	Nonce  []byte           `json:"nonce,omitempty"`
+	Group  suite.GroupID    `json:"group,omitempty"`
+	KEPriv []byte           `json:"ke_priv,omitempty"`
+	Props  []suite.Proposal `json:"proposals,omitempty"`
+	TSi    []ipsec.Selector `json:"tsi,omitempty"`
+	TSr    []ipsec.Selector `json:"tsr,omitempty"`
+	SPIs   []uint32         `json:"spis,omitempty"` // a delete's Child SAs, by our inbound SPI
+	// Extra are a delete's SPIs of Child SAs we never installed.
+	Extra []uint32 `json:"extra_spis,omitempty"`
 }
 
 // DrainingSA is the inbound SA of a replaced Child SA, left in the data
 // plane until Until.
 type DrainingSA struct {
-	SPI   uint32    `json:"spi"`
-	Name  string    `json:"name"` // the child's name, for logs
+	// SPI is the inbound SA's SPI.
+	SPI  uint32 `json:"spi"`
+	Name string `json:"name"` // the child's name, for logs
+	// Until is when the SA is removed.
 	Until time.Time `json:"until"`
 }
 
@@ -263,9 +276,12 @@ func (s *IKESA) RemoveChild(c *ChildSA) {
 
 // ChildSA is one ESP Child SA (a pair of SAs in the data plane).
 type ChildSA struct {
-	UniqueID uint32     `json:"unique_id"`
-	Name     string     `json:"name"` // the child's name in the connection
-	State    ChildState `json:"state"`
+	// UniqueID names the Child SA for people and spuctl, and in the names
+	// of its SAs in the data plane.
+	UniqueID uint32 `json:"unique_id"`
+	Name     string `json:"name"` // the child's name in the connection
+	// State is where the Child SA is in its life cycle.
+	State ChildState `json:"state"`
 	// ReqID ties the SAs to their policies in the data plane.
 	ReqID uint32 `json:"reqid"`
 	// Initiator: we initiated the exchange that created it (decides the
@@ -273,14 +289,16 @@ type ChildSA struct {
 	Initiator bool `json:"initiator"`
 	// SPIIn is ours (allocated by spud, anchored on the tunnel); SPIOut is
 	// the peer's.
-	SPIIn  uint32           `json:"spi_in"`
-	SPIOut uint32           `json:"spi_out"`
-	Alg    suite.Algorithms `json:"alg"`
-	Keys   *suite.ChildKeys `json:"keys,omitempty"`
+	SPIIn  uint32 `json:"spi_in"`
+	SPIOut uint32 `json:"spi_out"`
+	// Alg are the negotiated algorithms, Keys the KEYMAT cut for them.
+	Alg  suite.Algorithms `json:"alg"`
+	Keys *suite.ChildKeys `json:"keys,omitempty"`
 	// LocalTS and RemoteTS as negotiated.
 	LocalTS  []ipsec.Selector `json:"local_ts"`
 	RemoteTS []ipsec.Selector `json:"remote_ts"`
-	Encap    bool             `json:"encap,omitempty"`
+	// Encap: ESP in UDP (a NAT was detected when it was made).
+	Encap bool `json:"encap,omitempty"`
 	// PolicyIDs are the data-plane policies this Child SA owns; a Child SA
 	// of a trap uses the trap's policy and owns none.
 	PolicyIDs []uint32 `json:"policy_ids,omitempty"`
@@ -308,6 +326,7 @@ type ChildSA struct {
 	// bytes, packets, sequence numbers), for the log line of the rekey.
 	RekeyReason string `json:"-"`
 
+	// Installed is when the Child SA went into the data plane.
 	Installed time.Time `json:"installed,omitzero"`
 	// RekeyAt and ExpireAt are the time-based life of the Child SA
 	// (rekey_time minus a random share of rand_time, and life_time).

@@ -56,6 +56,7 @@ func NewChildCreateI(conn *config.Conn, child *config.Child, done func(error)) *
 // Child returns the child configuration.
 func (t *ChildCreateI) Child() *config.Child { return t.child }
 
+// Kind is KindChildCreate.
 func (t *ChildCreateI) Kind() Kind { return KindChildCreate }
 
 func (t *ChildCreateI) finish(err error) {
@@ -318,6 +319,22 @@ func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
 // ChildCreateR creates a Child SA as responder: it picks the child
 // configuration whose selectors overlap the proposed ones, narrows them,
 // selects an ESP proposal and installs the Child SA before answering.
+//
+// Process takes the steps of strongSwan's child_create responder, each a
+// method that either decides and lets the next one go on or refuses with
+// the notify it names (in t.notify, sent by Build):
+//
+//	readRequest          the SA, TSi, TSr payloads (INVALID_SYNTAX)
+//	refuseIKEProposal    an IKE SA rekey in disguise (NO_PROPOSAL_CHOSEN)
+//	checkCrossing        a rekey or delete of the IKE SA in the way (TEMPORARY_FAILURE)
+//	findRekeyed          the Child SA a REKEY_SA names (CHILD_SA_NOT_FOUND, TEMPORARY_FAILURE)
+//	selectConfig         the children whose selectors overlap, narrowed (TS_UNACCEPTABLE)
+//	selectProposal       the first child whose proposals agree (NO_PROPOSAL_CHOSEN)
+//	exchangeKeys         the nonces and the PFS group's KE (INVALID_KE_PAYLOAD)
+//	allocateSPI          our inbound SPI (NO_ADDITIONAL_SAS)
+//	deriveKeys           KEYMAT (NO_ADDITIONAL_SAS)
+//	install              the SAs and policy in the data plane (NO_ADDITIONAL_SAS)
+//	adopt                the Child SA joins the IKE SA, a rekey's old one is marked
 type ChildCreateR struct {
 	// rekeyOf is the Child SA the peer rekeys (REKEY_SA), if any.
 	rekeyOf   *sa.ChildSA
@@ -330,229 +347,359 @@ type ChildCreateR struct {
 	installed *sa.ChildSA
 }
 
-func (t *ChildCreateR) Kind() Kind  { return KindChildCreate }
+// childRequest is what the steps of ChildCreateR.Process learn of a
+// request and decide about it, step by step.
+type childRequest struct {
+	inAuth   bool
+	sa       *message.SA
+	tsi, tsr *message.TS
+	ke       *message.KE
+	nonce    *message.Nonce
+
+	conn  *config.Conn
+	cands []childCandidate
+	// The child and proposal selected, and what follows from them.
+	cc     *config.Child
+	chosen suite.Proposal
+	alg    suite.Algorithms
+	spiOut uint32
+	spiIn  uint32
+	// ni and nr are the nonces the Child SA's keys come from (the IKE SA's
+	// inside IKE_AUTH), gir the PFS shared secret.
+	ni, nr, gir []byte
+	keys        *suite.ChildKeys
+}
+
+// childCandidate is a child configuration whose selectors overlap the
+// proposed ones, with the proposed selectors narrowed to it.
+type childCandidate struct {
+	cc       *config.Child
+	tsi, tsr []ipsec.Selector
+}
+
+// Kind is KindChildCreate.
+func (t *ChildCreateR) Kind() Kind { return KindChildCreate }
+
+// Abort does nothing: the responder answers within one step.
 func (t *ChildCreateR) Abort(error) {}
 
-func (t *ChildCreateR) refuse(c *Ctx, r stats.Reason, n message.NotifyType, data []byte, format string, args ...any) Status {
+// refuse answers with the notify n (data its data) and returns false, to
+// end the steps of Process.
+func (t *ChildCreateR) refuse(c *Ctx, r stats.Reason, n message.NotifyType, data []byte, format string, args ...any) bool {
 	t.notify = &message.Notify{NotifyType: n, Data: data}
 	c.Stats().Fail(r)
 	c.Log.Warn("child sa failed", "reason", r.String(), "notify", n.String(), "err", fmt.Sprintf(format, args...))
-	return Done
+	return false
 }
 
 // tempFail answers TEMPORARY_FAILURE: the request crosses an exchange
-// that makes it impossible now; the peer tries again later.
-func (t *ChildCreateR) tempFail(c *Ctx, why string) Status {
+// that makes it impossible now; the peer tries again later. It returns
+// false, to end the steps of Process.
+func (t *ChildCreateR) tempFail(c *Ctx, why string) bool {
 	t.notify = &message.Notify{NotifyType: message.TemporaryFailure}
 	c.Stats().Inc(stats.TemporaryFailures)
 	c.Log.Info("CREATE_CHILD_SA answered with TEMPORARY_FAILURE", "why", why)
+	return false
+}
+
+// Process handles the request's SA, TSi, TSr (and Nonce, KE): the steps
+// listed in ChildCreateR's doc, in order, until one refuses.
+func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
+	r, ok := t.readRequest(c, req)
+	if !ok {
+		return Done
+	}
+	if !r.inAuth && (!t.refuseIKEProposal(c, r) || !t.checkCrossing(c) || !t.findRekeyed(c, req)) {
+		return Done
+	}
+	if !t.selectConfig(c, r) || !t.selectProposal(c, r) || !t.exchangeKeys(c, r) ||
+		!t.allocateSPI(c, r) || !t.deriveKeys(c, r) {
+		return Done
+	}
+	ch, ok := t.install(c, r)
+	if !ok {
+		return Done
+	}
+	t.adopt(c, r, ch)
 	return Done
 }
 
-// Process handles the request's SA, TSi, TSr (and Nonce, KE).
-func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
-	ike := c.IKE
-	inAuth := c.Exchange == message.IKEAuth
-	if inAuth && ike.State != sa.Established {
+// readRequest finds the SA, TSi and TSr payloads (and KE, Nonce). Without
+// them, IKE_AUTH makes a childless IKE SA (RFC 6023), and CREATE_CHILD_SA
+// is refused with INVALID_SYNTAX. Nothing is answered for a Child SA in an
+// IKE_AUTH that did not authenticate the peer.
+func (t *ChildCreateR) readRequest(c *Ctx, req *message.Message) (*childRequest, bool) {
+	r := &childRequest{inAuth: c.Exchange == message.IKEAuth}
+	if r.inAuth && c.IKE.State != sa.Established {
 		t.skip = true
-		return Done
+		return nil, false
 	}
-	saP, _ := message.Find(req.Inner, message.PayloadSA).(*message.SA)
-	tsiP, _ := message.Find(req.Inner, message.PayloadTSi).(*message.TS)
-	tsrP, _ := message.Find(req.Inner, message.PayloadTSr).(*message.TS)
-	if saP == nil || tsiP == nil || tsrP == nil {
-		if inAuth {
+	r.sa, _ = message.Find(req.Inner, message.PayloadSA).(*message.SA)
+	r.tsi, _ = message.Find(req.Inner, message.PayloadTSi).(*message.TS)
+	r.tsr, _ = message.Find(req.Inner, message.PayloadTSr).(*message.TS)
+	if r.sa == nil || r.tsi == nil || r.tsr == nil {
+		if r.inAuth {
 			t.skip = true // childless IKE SA (RFC 6023)
-			return Done
+			return nil, false
 		}
-		return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "CREATE_CHILD_SA without SA, TSi and TSr")
+		return nil, t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "CREATE_CHILD_SA without SA, TSi and TSr")
 	}
-	// A peer's Child SA rekey (REKEY_SA, RFC 7296 1.3.3) is answered as the
-	// creation of a Child SA of the same child: the new one shares the old
-	// one's reqid and policy (see Install), and holds its outbound SA back
-	// until the peer deletes the old one. Requests that cross one of ours
-	// follow RFC 7296 2.25: TEMPORARY_FAILURE while the IKE SA is being
-	// rekeyed or deleted, or the Child SA deleted; a crossing rekey of the
-	// same Child SA is answered as usual and noted for our own rekey to
-	// settle (ChildRekeyI).
-	var rekeyed *sa.ChildSA
-	if !inAuth {
-		if len(saP.Proposals) > 0 && saP.Proposals[0].Protocol == suite.ProtocolIKE {
-			return t.refuse(c, stats.InvalidSyntax, message.NoProposalChosen, nil, "an IKE proposal where a Child SA was expected")
-		}
-		switch {
-		case ike.State == sa.Rekeyed:
-			return t.tempFail(c, "the IKE SA is rekeyed")
-		case ike.State == sa.Deleting:
-			return t.tempFail(c, "the IKE SA is being deleted")
-		case activeIKERekey(c) != nil:
-			return t.tempFail(c, "we are rekeying the IKE SA")
-		}
-		if n := message.FindNotify(req.Inner, message.RekeySA); n != nil {
-			if n.Protocol != suite.ProtocolESP || len(n.SPI) != 4 {
-				return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "REKEY_SA for protocol %s", n.Protocol)
-			}
-			spi := binary.BigEndian.Uint32(n.SPI)
-			rekeyed = ike.ChildByOutSPI(spi)
-			if rekeyed == nil || rekeyed.State == sa.ChildDeleted {
-				var d [4]byte
-				copy(d[:], n.SPI)
-				t.notify = &message.Notify{Protocol: suite.ProtocolESP, SPI: d[:], NotifyType: message.ChildSANotFound}
-				c.Log.Info("child sa rekey refused: no such child sa", "spi_out", fmt.Sprintf("%08x", spi))
-				return Done
-			}
-			switch rekeyed.State {
-			case sa.ChildDeleting:
-				return t.tempFail(c, fmt.Sprintf("we are deleting child sa %s", rekeyed.SPIs()))
-			case sa.ChildRekeyed:
-				prev := ike.Successor(rekeyed)
-				if prev == nil || prev.Initiator || rekeyed.Redundant {
-					return t.tempFail(c, fmt.Sprintf("child sa %s is already rekeyed", rekeyed.SPIs()))
-				}
-				// The peer rekeys the same Child SA a second time (seen with
-				// peers whose collision handling has bugs): the newest
-				// replacement is the one to use, the earlier one is
-				// superseded (never sent through; it expires or the peer
-				// deletes it).
-				c.Log.Info("peer rekeys the child sa again; superseding its earlier replacement", "child", rekeyed.Name,
-					"old_spi_in", hex8(rekeyed.SPIIn), "superseded_spi_in", hex8(prev.SPIIn))
-				prev.Redundant, prev.State, prev.RekeyAt = true, sa.ChildRekeyed, time.Time{}
-			}
-			t.rekeyOf = rekeyed
-		}
+	if !r.inAuth {
+		r.ke, _ = message.Find(req.Inner, message.PayloadKE).(*message.KE)
+		r.nonce, _ = message.Find(req.Inner, message.PayloadNonce).(*message.Nonce)
 	}
-	conn := c.Conn()
-	if conn == nil {
+	return r, true
+}
+
+// refuseIKEProposal refuses with NO_PROPOSAL_CHOSEN a CREATE_CHILD_SA whose
+// SA payload proposes an IKE SA where a Child SA was expected (an IKE SA
+// rekey comes without TSi and TSr and goes to IKERekeyR).
+func (t *ChildCreateR) refuseIKEProposal(c *Ctx, r *childRequest) bool {
+	if len(r.sa.Proposals) > 0 && r.sa.Proposals[0].Protocol == suite.ProtocolIKE {
+		return t.refuse(c, stats.InvalidSyntax, message.NoProposalChosen, nil, "an IKE proposal where a Child SA was expected")
+	}
+	return true
+}
+
+// checkCrossing answers TEMPORARY_FAILURE to a CREATE_CHILD_SA that
+// crosses a rekey or delete of the IKE SA (RFC 7296 2.25).
+func (t *ChildCreateR) checkCrossing(c *Ctx) bool {
+	switch {
+	case c.IKE.State == sa.Rekeyed:
+		return t.tempFail(c, "the IKE SA is rekeyed")
+	case c.IKE.State == sa.Deleting:
+		return t.tempFail(c, "the IKE SA is being deleted")
+	case activeIKERekey(c) != nil:
+		return t.tempFail(c, "we are rekeying the IKE SA")
+	}
+	return true
+}
+
+// findRekeyed finds the Child SA a REKEY_SA notify names (t.rekeyOf). A
+// peer's Child SA rekey (RFC 7296 1.3.3) is answered as the creation of a
+// Child SA of the same child: the new one shares the old one's reqid and
+// policy (see Install), and holds its outbound SA back until the peer
+// deletes the old one. It answers CHILD_SA_NOT_FOUND for a Child SA we do
+// not have, NO_PROPOSAL_CHOSEN for a REKEY_SA of another protocol, and
+// TEMPORARY_FAILURE while the Child SA is being deleted or is already
+// rekeyed (RFC 7296 2.25); a crossing rekey of the same Child SA is
+// answered as usual and noted for our own rekey to settle (ChildRekeyI).
+func (t *ChildCreateR) findRekeyed(c *Ctx, req *message.Message) bool {
+	ike := c.IKE
+	n := message.FindNotify(req.Inner, message.RekeySA)
+	if n == nil {
+		return true
+	}
+	if n.Protocol != suite.ProtocolESP || len(n.SPI) != 4 {
+		return t.refuse(c, stats.Unsupported, message.NoProposalChosen, nil, "REKEY_SA for protocol %s", n.Protocol)
+	}
+	spi := binary.BigEndian.Uint32(n.SPI)
+	rekeyed := ike.ChildByOutSPI(spi)
+	if rekeyed == nil || rekeyed.State == sa.ChildDeleted {
+		var d [4]byte
+		copy(d[:], n.SPI)
+		t.notify = &message.Notify{Protocol: suite.ProtocolESP, SPI: d[:], NotifyType: message.ChildSANotFound}
+		c.Log.Info("child sa rekey refused: no such child sa", "spi_out", fmt.Sprintf("%08x", spi))
+		return false
+	}
+	switch rekeyed.State {
+	case sa.ChildDeleting:
+		return t.tempFail(c, fmt.Sprintf("we are deleting child sa %s", rekeyed.SPIs()))
+	case sa.ChildRekeyed:
+		prev := ike.Successor(rekeyed)
+		if prev == nil || prev.Initiator || rekeyed.Redundant {
+			return t.tempFail(c, fmt.Sprintf("child sa %s is already rekeyed", rekeyed.SPIs()))
+		}
+		// The peer rekeys the same Child SA a second time (seen with
+		// peers whose collision handling has bugs): the newest
+		// replacement is the one to use, the earlier one is
+		// superseded (never sent through; it expires or the peer
+		// deletes it).
+		c.Log.Info("peer rekeys the child sa again; superseding its earlier replacement", "child", rekeyed.Name,
+			"old_spi_in", hex8(rekeyed.SPIIn), "superseded_spi_in", hex8(prev.SPIIn))
+		prev.Redundant, prev.State, prev.RekeyAt = true, sa.ChildRekeyed, time.Time{}
+	}
+	t.rekeyOf = rekeyed
+	return true
+}
+
+// selectConfig lists the children of the connection whose selectors
+// overlap the proposed ones (only the rekeyed Child SA's child for a
+// rekey), with the proposed selectors narrowed to each: those that need no
+// narrowing first (as strongSwan prefers the best match), then in
+// configuration order. None: TS_UNACCEPTABLE; the connection gone from
+// the configuration: NO_PROPOSAL_CHOSEN.
+func (t *ChildCreateR) selectConfig(c *Ctx, r *childRequest) bool {
+	ike := c.IKE
+	r.conn = c.Conn()
+	if r.conn == nil {
 		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "connection %q is no longer configured", ike.ConnName)
 	}
-	// Candidates: children whose selectors overlap the proposed ones, those
-	// that need no narrowing first (as strongSwan prefers the best match),
-	// then in configuration order; the first whose proposals agree wins.
-	type cand struct {
-		cc       *config.Child
-		tsi, tsr []ipsec.Selector
-	}
-	var exact, narrowed []cand
-	for _, name := range conn.ChildOrder {
-		ch := conn.Children[name]
-		if rekeyed != nil && name != rekeyed.Name {
+	var exact, narrowed []childCandidate
+	for _, name := range r.conn.ChildOrder {
+		ch := r.conn.Children[name]
+		if t.rekeyOf != nil && name != t.rekeyOf.Name {
 			continue
 		}
-		ni := ts.Narrow(tsiP.Selectors, ts.FromConfig(ch.RemoteSelectors, ike.Remote.Addr()))
-		nr := ts.Narrow(tsrP.Selectors, ts.FromConfig(ch.LocalSelectors, ike.Local.Addr()))
+		ni := ts.Narrow(r.tsi.Selectors, ts.FromConfig(ch.RemoteSelectors, ike.Remote.Addr()))
+		nr := ts.Narrow(r.tsr.Selectors, ts.FromConfig(ch.LocalSelectors, ike.Local.Addr()))
 		if len(ni) == 0 || len(nr) == 0 {
 			continue
 		}
-		x := cand{ch, ni, nr}
-		if ts.Equal(ni, tsiP.Selectors) && ts.Equal(nr, tsrP.Selectors) {
+		x := childCandidate{ch, ni, nr}
+		if ts.Equal(ni, r.tsi.Selectors) && ts.Equal(nr, r.tsr.Selectors) {
 			exact = append(exact, x)
 		} else {
 			narrowed = append(narrowed, x)
 		}
 	}
-	cands := append(exact, narrowed...)
-	if len(cands) == 0 {
+	r.cands = append(exact, narrowed...)
+	if len(r.cands) == 0 {
 		return t.refuse(c, stats.TSUnacceptable, message.TSUnacceptable, nil, "no child of %q accepts TSi %s TSr %s",
-			conn.Name, ipsec.Selectors(tsiP.Selectors), ipsec.Selectors(tsrP.Selectors))
+			r.conn.Name, ipsec.Selectors(r.tsi.Selectors), ipsec.Selectors(r.tsr.Selectors))
 	}
-	pol := suite.SelectPolicy{SkipKE: inAuth}
-	var keP *message.KE
-	if !inAuth {
-		keP, _ = message.Find(req.Inner, message.PayloadKE).(*message.KE)
-		if keP != nil {
-			pol.KEGroup = keP.Group
-		}
+	return true
+}
+
+// selectProposal picks the first candidate child whose ESP proposals agree
+// with the offered ones (the KE group of the request's KE payload
+// preferred, no KE inside IKE_AUTH); its narrowed selectors are the ones
+// answered. NO_PROPOSAL_CHOSEN if none agrees or the chosen proposal makes
+// no algorithms; INVALID_SYNTAX for an SPI that is not 4 bytes.
+func (t *ChildCreateR) selectProposal(c *Ctx, r *childRequest) bool {
+	pol := suite.SelectPolicy{SkipKE: r.inAuth}
+	if r.ke != nil {
+		pol.KEGroup = r.ke.Group
 	}
-	var cc *config.Child
-	var chosen suite.Proposal
 	var oursAll []suite.Proposal
-	for _, x := range cands {
-		ours, err := ESPProposals(conn, x.cc)
+	for _, x := range r.cands {
+		ours, err := ESPProposals(r.conn, x.cc)
 		if err != nil {
 			continue
 		}
 		oursAll = append(oursAll, ours...)
-		p, err := suite.Select(ours, saP.Proposals, pol)
+		p, err := suite.Select(ours, r.sa.Proposals, pol)
 		if err != nil {
 			continue
 		}
-		cc, chosen, t.tsi, t.tsr = x.cc, p, x.tsi, x.tsr
+		r.cc, r.chosen, t.tsi, t.tsr = x.cc, p, x.tsi, x.tsr
 		break
 	}
-	if cc == nil {
+	if r.cc == nil {
 		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "child %q: no ESP proposal chosen: ours %s, offered %s",
-			cands[0].cc.Name, suite.FormatProposals(oursAll), suite.FormatProposals(saP.Proposals))
+			r.cands[0].cc.Name, suite.FormatProposals(oursAll), suite.FormatProposals(r.sa.Proposals))
 	}
-	alg, err := chosen.Algorithms()
-	if err != nil {
-		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "child %q: chosen %s: %v", cc.Name, chosen, err)
+	var err error
+	if r.alg, err = r.chosen.Algorithms(); err != nil {
+		return t.refuse(c, stats.NoProposalChosen, message.NoProposalChosen, nil, "child %q: chosen %s: %v", r.cc.Name, r.chosen, err)
 	}
-	if len(chosen.SPI) != 4 {
-		return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "proposal with a %d-byte SPI", len(chosen.SPI))
+	if len(r.chosen.SPI) != 4 {
+		return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "proposal with a %d-byte SPI", len(r.chosen.SPI))
 	}
-	spiOut := binary.BigEndian.Uint32(chosen.SPI)
-	ni, nr := ike.Ni, ike.Nr
-	var gir []byte
-	if !inAuth {
-		nP, _ := message.Find(req.Inner, message.PayloadNonce).(*message.Nonce)
-		if nP == nil {
-			return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "CREATE_CHILD_SA without a nonce")
-		}
-		if t.nonce, err = c.random(NonceLen); err != nil {
-			return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "%v", err)
-		}
-		ni, nr = nP.Data, t.nonce
-		if alg.Group != suite.GroupNone {
-			if keP == nil || keP.Group != alg.Group {
-				var d [2]byte
-				binary.BigEndian.PutUint16(d[:], uint16(alg.Group))
-				return t.refuse(c, stats.InvalidKE, message.InvalidKEPayload, d[:], "PFS group %s wanted", alg.Group)
-			}
-			if t.ke, err = c.KeyExchange(alg.Group); err != nil {
-				return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "%v", err)
-			}
-			if gir, err = t.ke.SharedSecret(keP.Data); err != nil {
-				return t.refuse(c, stats.InvalidKEData, message.InvalidSyntax, nil, "peer's KE: %v", err)
-			}
-		}
+	r.spiOut = binary.BigEndian.Uint32(r.chosen.SPI)
+	return true
+}
+
+// exchangeKeys takes the nonces the Child SA's keys come from: the IKE
+// SA's inside IKE_AUTH; in CREATE_CHILD_SA the peer's (INVALID_SYNTAX
+// without one) and a fresh one of ours, and, when the chosen proposal has
+// a PFS group, the Diffie-Hellman shared secret with the peer's KE. A KE
+// of another group (or none) is answered INVALID_KE_PAYLOAD with the group
+// we want (RFC 7296 1.3).
+func (t *ChildCreateR) exchangeKeys(c *Ctx, r *childRequest) bool {
+	r.ni, r.nr = c.IKE.Ni, c.IKE.Nr
+	if r.inAuth {
+		return true
 	}
-	spiIn, err := c.DataPlane().AllocSPI(ike.Local.Addr(), ike.Remote.Addr())
-	if err != nil {
+	if r.nonce == nil {
+		return t.refuse(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "CREATE_CHILD_SA without a nonce")
+	}
+	var err error
+	if t.nonce, err = c.random(NonceLen); err != nil {
+		return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "%v", err)
+	}
+	r.ni, r.nr = r.nonce.Data, t.nonce
+	if r.alg.Group == suite.GroupNone {
+		return true
+	}
+	if r.ke == nil || r.ke.Group != r.alg.Group {
+		var d [2]byte
+		binary.BigEndian.PutUint16(d[:], uint16(r.alg.Group))
+		return t.refuse(c, stats.InvalidKE, message.InvalidKEPayload, d[:], "PFS group %s wanted", r.alg.Group)
+	}
+	if t.ke, err = c.KeyExchange(r.alg.Group); err != nil {
+		return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "%v", err)
+	}
+	if r.gir, err = t.ke.SharedSecret(r.ke.Data); err != nil {
+		return t.refuse(c, stats.InvalidKEData, message.InvalidSyntax, nil, "peer's KE: %v", err)
+	}
+	return true
+}
+
+// allocateSPI reserves our inbound SPI in the data plane;
+// NO_ADDITIONAL_SAS if it cannot.
+func (t *ChildCreateR) allocateSPI(c *Ctx, r *childRequest) bool {
+	var err error
+	if r.spiIn, err = c.DataPlane().AllocSPI(c.IKE.Local.Addr(), c.IKE.Remote.Addr()); err != nil {
 		return t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "allocate SPI: %v", err)
 	}
-	keys, err := ike.Keys.ChildKeys(alg, gir, ni, nr)
-	if err != nil {
+	return true
+}
+
+// deriveKeys derives the Child SA's KEYMAT from SK_d (RFC 7296 2.17);
+// NO_ADDITIONAL_SAS if it cannot.
+func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
+	var err error
+	if r.keys, err = c.IKE.Keys.ChildKeys(r.alg, r.gir, r.ni, r.nr); err != nil {
 		return t.refuse(c, stats.InternalError, message.NoAdditionalSAs, nil, "key derivation: %v", err)
 	}
-	ch := &sa.ChildSA{Name: cc.Name, Initiator: false, SPIIn: spiIn, SPIOut: spiOut, Alg: alg, Keys: keys,
-		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: ike.NAT(), OutPending: rekeyed != nil}
+	return true
+}
+
+// install puts the Child SA into the data plane (Install: nothing of it
+// stays on failure) before the answer goes out, so that the peer's first
+// packets find it; a rekey's outbound SA is held back. NO_ADDITIONAL_SAS
+// if the data plane refuses.
+func (t *ChildCreateR) install(c *Ctx, r *childRequest) (*sa.ChildSA, bool) {
+	rekeyed := t.rekeyOf
+	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
+		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
 	if rekeyed != nil {
 		ch.Replaces, ch.ReqID = rekeyed.SPIIn, rekeyed.ReqID
 	}
-	if err := Install(c, conn, cc, ch); err != nil {
-		return t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
+	if err := Install(c, r.conn, r.cc, ch); err != nil {
+		return nil, t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
 	}
+	return ch, true
+}
+
+// adopt makes the installed Child SA one of the IKE SA's, with the chosen
+// proposal answered under our SPI. For a rekey, the old Child SA is marked
+// replaced, unless we are rekeying it too: then our rekey settles the
+// collision when its response arrives.
+func (t *ChildCreateR) adopt(c *Ctx, r *childRequest, ch *sa.ChildSA) {
+	ike := c.IKE
 	var spi [4]byte
-	binary.BigEndian.PutUint32(spi[:], spiIn)
-	t.chosen = suite.WithSPI([]suite.Proposal{chosen}, spi[:])[0]
+	binary.BigEndian.PutUint32(spi[:], r.spiIn)
+	t.chosen = suite.WithSPI([]suite.Proposal{r.chosen}, spi[:])[0]
 	ike.Children = append(ike.Children, ch)
 	t.installed = ch
-	if rekeyed != nil {
-		if a := activeRekey(c, rekeyed); a != nil {
-			// Both sides rekey it: our rekey settles which replacement
-			// stays when its response arrives.
-			a.notePassive(ch, lower(ni, nr))
-			c.Log.Info("child sa rekey collision: the peer rekeys the child sa we are rekeying", "child", ch.Name,
-				"old_spi_in", hex8(rekeyed.SPIIn), "peer_new_spi_in", hex8(ch.SPIIn))
-		} else {
-			// The peer replaces it; our own rekey timer must not race.
-			rekeyed.State, rekeyed.RekeyAt = sa.ChildRekeyed, time.Time{}
-		}
-		logRekey(c, rekeyed, ch, "peer", "responder")
-		return Done
+	rekeyed := t.rekeyOf
+	if rekeyed == nil {
+		logChild(c, ch, "child sa installed")
+		return
 	}
-	logChild(c, ch, "child sa installed")
-	return Done
+	if a := activeRekey(c, rekeyed); a != nil {
+		// Both sides rekey it: our rekey settles which replacement
+		// stays when its response arrives.
+		a.notePassive(ch, lower(r.ni, r.nr))
+		c.Log.Info("child sa rekey collision: the peer rekeys the child sa we are rekeying", "child", ch.Name,
+			"old_spi_in", hex8(rekeyed.SPIIn), "peer_new_spi_in", hex8(ch.SPIIn))
+	} else {
+		// The peer replaces it; our own rekey timer must not race.
+		rekeyed.State, rekeyed.RekeyAt = sa.ChildRekeyed, time.Time{}
+	}
+	logRekey(c, rekeyed, ch, "peer", "responder")
 }
 
 // Build answers with the chosen proposal and narrowed selectors, or the

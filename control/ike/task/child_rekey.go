@@ -53,7 +53,9 @@ const (
 //   - ours failed otherwise: the old Child SA stays and is rekeyed again
 //     after RetryDelay.
 type ChildRekeyI struct {
-	Old    *sa.ChildSA
+	// Old is the Child SA being rekeyed.
+	Old *sa.ChildSA
+	// Reason says what made it due (time, bytes, packets...), for logs.
 	Reason string
 
 	create *ChildCreateI
@@ -78,8 +80,10 @@ func NewChildRekeyI(old *sa.ChildSA, reason string) *ChildRekeyI {
 // WithDone sets a function called once with the outcome.
 func (t *ChildRekeyI) WithDone(done func(error)) *ChildRekeyI { t.done = done; return t }
 
+// Kind is KindChildRekey.
 func (t *ChildRekeyI) Kind() Kind { return KindChildRekey }
 
+// String names the task in logs.
 func (t *ChildRekeyI) String() string { return "child rekey " + t.Old.Name }
 
 func (t *ChildRekeyI) finish(err error) {

@@ -23,7 +23,10 @@ type IKEAuthI struct {
 // NewIKEAuthI prepares IKE_AUTH for a connection.
 func NewIKEAuthI(conn *config.Conn) *IKEAuthI { return &IKEAuthI{conn: conn} }
 
-func (t *IKEAuthI) Kind() Kind  { return KindIKEAuth }
+// Kind is KindIKEAuth.
+func (t *IKEAuthI) Kind() Kind { return KindIKEAuth }
+
+// Abort does nothing: nothing waits for the task.
 func (t *IKEAuthI) Abort(error) {}
 
 // Build fills the IKE_AUTH request's authentication payloads: with a
@@ -143,7 +146,10 @@ type IKEAuthR struct {
 	ours []message.Payload
 }
 
-func (t *IKEAuthR) Kind() Kind  { return KindIKEAuth }
+// Kind is KindIKEAuth.
+func (t *IKEAuthR) Kind() Kind { return KindIKEAuth }
+
+// Abort does nothing: nothing waits for the task.
 func (t *IKEAuthR) Abort(error) {}
 
 func (t *IKEAuthR) fail(c *Ctx, r stats.Reason, format string, args ...any) Status {

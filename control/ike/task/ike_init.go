@@ -100,7 +100,10 @@ func NewIKEInitI(conn *config.Conn) (*IKEInitI, error) {
 	return &IKEInitI{conn: conn, proposals: ps, group: ps[0].Groups()[0]}, nil
 }
 
-func (t *IKEInitI) Kind() Kind  { return KindIKEInit }
+// Kind is KindIKEInit.
+func (t *IKEInitI) Kind() Kind { return KindIKEInit }
+
+// Abort does nothing: nothing waits for the task.
 func (t *IKEInitI) Abort(error) {}
 
 // Build fills the IKE_SA_INIT request.
@@ -291,7 +294,10 @@ type IKEInitR struct {
 	fragSeen, sigSeen bool
 }
 
-func (t *IKEInitR) Kind() Kind  { return KindIKEInit }
+// Kind is KindIKEInit.
+func (t *IKEInitR) Kind() Kind { return KindIKEInit }
+
+// Abort does nothing: nothing waits for the task.
 func (t *IKEInitR) Abort(error) {}
 
 func (t *IKEInitR) rejectWith(c *Ctx, r stats.Reason, n message.NotifyType, data []byte, format string, args ...any) Status {

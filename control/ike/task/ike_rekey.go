@@ -28,6 +28,7 @@ import (
 // DELETE of the old IKE SA in between concludes in favour of the peer's
 // replacement.
 type IKERekeyI struct {
+	// Reason says what made the IKE SA due, for logs.
 	Reason string
 
 	spi       uint64
@@ -46,8 +47,13 @@ type IKERekeyI struct {
 // NewIKERekeyI prepares the rekeying of the IKE SA.
 func NewIKERekeyI(reason string) *IKERekeyI { return &IKERekeyI{Reason: reason} }
 
-func (t *IKERekeyI) Kind() Kind     { return KindIKERekey }
-func (t *IKERekeyI) Abort(error)    {}
+// Kind is KindIKERekey.
+func (t *IKERekeyI) Kind() Kind { return KindIKERekey }
+
+// Abort does nothing: nothing waits for the task.
+func (t *IKERekeyI) Abort(error) {}
+
+// String names the task in logs.
 func (t *IKERekeyI) String() string { return "ike rekey" }
 
 // Build fills SA, Nonce and KE.
@@ -248,8 +254,13 @@ type IKERekeyR struct {
 	next   *sa.IKESA
 }
 
-func (t *IKERekeyR) Kind() Kind     { return KindIKERekey }
-func (t *IKERekeyR) Abort(error)    {}
+// Kind is KindIKERekey.
+func (t *IKERekeyR) Kind() Kind { return KindIKERekey }
+
+// Abort does nothing: nothing waits for the task.
+func (t *IKERekeyR) Abort(error) {}
+
+// String names the task in logs.
 func (t *IKERekeyR) String() string { return "ike rekey (responder)" }
 
 func (t *IKERekeyR) refuse(c *Ctx, r stats.Reason, n message.NotifyType, data []byte, format string, args ...any) Status {

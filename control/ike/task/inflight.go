@@ -12,6 +12,8 @@ import (
 // (sa.InFlight) so that the task is rebuilt (Resume) when iked restarts
 // before the response arrives.
 type Snapshotter interface {
+	// Snapshot describes the request in flight, or returns nil if the
+	// task cannot be rebuilt.
 	Snapshot() *sa.InFlight
 }
 
@@ -25,6 +27,7 @@ const (
 	inflightDPD         = "dpd"
 )
 
+// Snapshot describes the request in flight, for Resume.
 func (t *ChildCreateI) Snapshot() *sa.InFlight {
 	f := &sa.InFlight{Task: inflightChildCreate, Child: t.child.Name, ReqID: t.ReqID, SPI: t.spi,
 		Nonce: t.nonce, Group: t.group, Props: t.proposals, TSi: t.tsi, TSr: t.tsr}
@@ -37,6 +40,7 @@ func (t *ChildCreateI) Snapshot() *sa.InFlight {
 	return f
 }
 
+// Snapshot describes the request in flight, for Resume.
 func (t *ChildRekeyI) Snapshot() *sa.InFlight {
 	if t.create == nil {
 		return nil
@@ -46,6 +50,7 @@ func (t *ChildRekeyI) Snapshot() *sa.InFlight {
 	return f
 }
 
+// Snapshot describes the request in flight, for Resume.
 func (t *IKERekeyI) Snapshot() *sa.InFlight {
 	f := &sa.InFlight{Task: inflightIKERekey, Reason: t.Reason, IKESPI: t.spi, Nonce: t.nonce, Group: t.group, Props: t.proposals}
 	if t.ke != nil {
@@ -54,6 +59,7 @@ func (t *IKERekeyI) Snapshot() *sa.InFlight {
 	return f
 }
 
+// Snapshot describes the request in flight, for Resume.
 func (t *ChildDeleteI) Snapshot() *sa.InFlight {
 	f := &sa.InFlight{Task: inflightChildDelete, Reason: t.reason, Extra: t.spis}
 	for _, ch := range t.children {
@@ -62,10 +68,12 @@ func (t *ChildDeleteI) Snapshot() *sa.InFlight {
 	return f
 }
 
+// Snapshot describes the request in flight, for Resume.
 func (t *IKEDeleteI) Snapshot() *sa.InFlight {
 	return &sa.InFlight{Task: inflightIKEDelete, Reason: t.reason}
 }
 
+// Snapshot describes the request in flight, for Resume.
 func (t *DPDI) Snapshot() *sa.InFlight { return &sa.InFlight{Task: inflightDPD} }
 
 // Resume rebuilds the task of a request that was in flight when iked
@@ -128,8 +136,17 @@ func Resume(c *Ctx, f *sa.InFlight) (Initiator, error) {
 // rebuilt after a restart: its response is taken and ignored.
 type Abandoned struct{}
 
-func (t *Abandoned) Kind() Kind                                   { return KindInfo }
-func (t *Abandoned) Abort(error)                                  {}
-func (t *Abandoned) String() string                               { return "abandoned request" }
-func (t *Abandoned) Build(c *Ctx, req *message.Message) error     { return nil }
+// Kind is KindInfo.
+func (t *Abandoned) Kind() Kind { return KindInfo }
+
+// Abort does nothing: nothing waits for the task.
+func (t *Abandoned) Abort(error) {}
+
+// String names the task in logs.
+func (t *Abandoned) String() string { return "abandoned request" }
+
+// Build adds nothing: the request was sent before the restart.
+func (t *Abandoned) Build(c *Ctx, req *message.Message) error { return nil }
+
+// Process takes the response and ignores it.
 func (t *Abandoned) Process(c *Ctx, resp *message.Message) Status { return Done }

@@ -26,6 +26,7 @@ func NewChildDeleteI(reason string, done func(error), children ...*sa.ChildSA) *
 	return &ChildDeleteI{children: children, reason: reason, done: done}
 }
 
+// Kind is KindChildDelete.
 func (t *ChildDeleteI) Kind() Kind { return KindChildDelete }
 
 // Abort reports the end of the IKE SA (which removes the Child SAs).
@@ -128,6 +129,7 @@ func (t *IKEDeleteI) WithDone(done func(error)) *IKEDeleteI { t.done = done; ret
 // Reason says why the IKE SA is deleted.
 func (t *IKEDeleteI) Reason() string { return t.reason }
 
+// Kind is KindIKEDelete.
 func (t *IKEDeleteI) Kind() Kind { return KindIKEDelete }
 
 // Abort reports the end of the IKE SA, which is what was asked.
@@ -138,12 +140,14 @@ func (t *IKEDeleteI) Abort(error) {
 	}
 }
 
+// Build adds the DELETE of the IKE SA, which is Deleting from now on.
 func (t *IKEDeleteI) Build(c *Ctx, req *message.Message) error {
 	c.IKE.State = sa.Deleting
 	req.Inner = append(req.Inner, &message.Delete{Protocol: suite.ProtocolIKE})
 	return nil
 }
 
+// Process ends the IKE SA whatever the answer.
 func (t *IKEDeleteI) Process(c *Ctx, resp *message.Message) Status { return Destroy }
 
 // DPDI is a liveness check: an empty INFORMATIONAL request. No answer after
@@ -151,31 +155,69 @@ func (t *IKEDeleteI) Process(c *Ctx, resp *message.Message) Status { return Dest
 // children's dpd_action).
 type DPDI struct{}
 
-func (t *DPDI) Kind() Kind                                      { return KindDPD }
-func (t *DPDI) Abort(error)                                     {}
-func (t *DPDI) Build(c *Ctx, req *message.Message) error        { return nil }
-func (t *DPDI) Process(c *Ctx, resp *message.Message) Status    { return Done }
-func (t *NotifyI) Kind() Kind                                   { return KindInfo }
-func (t *NotifyI) Abort(error)                                  {}
+// Kind is KindDPD.
+func (t *DPDI) Kind() Kind { return KindDPD }
+
+// Abort does nothing: nothing waits for the task.
+func (t *DPDI) Abort(error) {}
+
+// Build adds nothing: the request is empty.
+func (t *DPDI) Build(c *Ctx, req *message.Message) error { return nil }
+
+// Process is done with any answer: the peer is alive.
+func (t *DPDI) Process(c *Ctx, resp *message.Message) Status { return Done }
+
+// Kind is KindInfo.
+func (t *NotifyI) Kind() Kind { return KindInfo }
+
+// Abort does nothing: nothing waits for the task.
+func (t *NotifyI) Abort(error) {}
+
+// Process ends the IKE SA whatever the answer: the notify was the last word.
 func (t *NotifyI) Process(c *Ctx, resp *message.Message) Status { return Destroy }
+
+// Build adds the notify.
 func (t *NotifyI) Build(c *Ctx, req *message.Message) error {
 	req.Inner = append(req.Inner, t.N)
 	return nil
 }
-func (t *InfoR) Kind() Kind            { return KindInfo }
-func (t *InfoR) Abort(error)           {}
+
+// Kind is KindInfo.
+func (t *InfoR) Kind() Kind { return KindInfo }
+
+// Abort does nothing: nothing waits for the task.
+func (t *InfoR) Abort(error) {}
+
+// String names the task in logs.
 func (t *ChildDeleteI) String() string { return "child delete: " + t.reason }
-func (t *IKEDeleteI) String() string   { return "ike delete: " + t.reason }
-func (t *DPDI) String() string         { return "dpd" }
-func (t *NotifyI) String() string      { return "notify " + t.N.NotifyType.String() }
-func (t *InfoR) String() string        { return "informational" }
+
+// String names the task in logs.
+func (t *IKEDeleteI) String() string { return "ike delete: " + t.reason }
+
+// String names the task in logs.
+func (t *DPDI) String() string { return "dpd" }
+
+// String names the task in logs.
+func (t *NotifyI) String() string { return "notify " + t.N.NotifyType.String() }
+
+// String names the task in logs.
+func (t *InfoR) String() string { return "informational" }
+
+// String names the task in logs.
 func (t *ChildCreateI) String() string { return "child create " + t.child.Name }
-func (t *IKEInitI) String() string     { return "ike init" }
-func (t *IKEAuthI) String() string     { return "ike auth" }
+
+// String names the task in logs.
+func (t *IKEInitI) String() string { return "ike init" }
+
+// String names the task in logs.
+func (t *IKEAuthI) String() string { return "ike auth" }
 
 // NotifyI sends one notify in an INFORMATIONAL request: the initiator's
 // AUTHENTICATION_FAILED after it refused the responder (RFC 7296 2.21.2).
-type NotifyI struct{ N *message.Notify }
+type NotifyI struct {
+	// N is the notify sent.
+	N *message.Notify
+}
 
 // InfoR answers an INFORMATIONAL request: DELETEs of the IKE SA or of Child
 // SAs, error notifies about the IKE SA, and liveness checks (empty).
@@ -185,6 +227,8 @@ type InfoR struct {
 	children  []*sa.ChildSA
 }
 
+// Process reads the request: the DELETEs (Child SAs by the SPI the peer
+// knows them by), the first error notify, or nothing (a liveness check).
 func (t *InfoR) Process(c *Ctx, req *message.Message) Status {
 	ike := c.IKE
 	for _, p := range req.Inner {
@@ -224,6 +268,9 @@ func (t *InfoR) Process(c *Ctx, req *message.Message) Status {
 	return Done
 }
 
+// Build answers: the DELETE of our SPIs of the Child SAs the peer deleted
+// (removed here, a rekey of ours settled first), nothing for the IKE SA
+// or a liveness check.
 func (t *InfoR) Build(c *Ctx, resp *message.Message) Status {
 	switch {
 	case t.failed != nil:

@@ -58,9 +58,11 @@ import (
 type DataPlane interface {
 	// AllocSPI reserves an inbound SPI anchored on the tunnel.
 	AllocSPI(local, remote netip.Addr) (uint32, error)
+	// AddSA installs an SA; DelSA removes one.
 	AddSA(s *api.SA) error
 	DelSA(id api.SAID) error
-	// AddPolicy installs a policy and returns its id.
+	// AddPolicy installs a policy and returns its id; DelPolicy removes
+	// one.
 	AddPolicy(p *api.Policy) (uint32, error)
 	DelPolicy(id uint32) error
 }
@@ -68,26 +70,33 @@ type DataPlane interface {
 // Trap is a trap policy installed for a start_action=trap child: a protect
 // policy with a reqid and no SA, whose traffic raises an acquire.
 type Trap struct {
-	ReqID    uint32
+	// ReqID is the reqid a Child SA of the child takes over.
+	ReqID uint32
+	// PolicyID is the trap policy's id in the data plane.
 	PolicyID uint32
+	// LocalTS and RemoteTS are the trap policy's selectors.
 	LocalTS  []ipsec.Selector
 	RemoteTS []ipsec.Selector
 }
 
 // Env is what tasks need of the worker that runs them.
 type Env interface {
+	// Now is the worker's clock.
 	Now() time.Time
 	// Rand supplies nonces and SPIs.
 	Rand() io.Reader
 	// KeyExchange starts a Diffie-Hellman exchange (deterministic in
 	// simulations).
 	KeyExchange(g suite.GroupID) (*suite.KeyExchange, error)
+	// DataPlane is where Child SAs are installed.
 	DataPlane() DataPlane
+	// Config is the configuration in force (nil before one is loaded).
 	Config() *config.Config
 	// NewReqID returns an unused reqid; NewID a unique id for an IKE or
 	// Child SA.
 	NewReqID() uint32
 	NewID() uint32
+	// Stats are the daemon's counters.
 	Stats() *stats.Counters
 	// Trap returns the trap of a child configuration, if installed.
 	Trap(conn, child string) (Trap, bool)
@@ -104,64 +113,50 @@ type Env interface {
 }
 
 // Status is what a step of a task asks of the manager.
+//
+//go:generate go tool stringer -type=Status -linecomment
 type Status int
 
 // Statuses.
 const (
 	// Done: the task is finished.
-	Done Status = iota
+	Done Status = iota // done
 	// NeedMore: the initiator task needs another exchange (requeued first).
-	NeedMore
+	NeedMore // need-more
 	// Retry: the IKE_SA_INIT request must be rebuilt and sent again with the
 	// same message ID (COOKIE, INVALID_KE_PAYLOAD).
-	Retry
+	Retry // retry
 	// Failed: the IKE SA cannot go on; it is destroyed after what Build
 	// produced is sent. Ctx.Failure says why.
-	Failed
+	Failed // failed
 	// Destroy: the IKE SA ends normally (a DELETE was exchanged).
-	Destroy
+	Destroy // destroy
 	// Reject: a responder's IKE_SA_INIT answer that keeps no state (an error
 	// notify sent with SPIr zero).
-	Reject
+	Reject // reject
 )
 
-var statusNames = [...]string{"done", "need-more", "retry", "failed", "destroy", "reject"}
-
-func (s Status) String() string {
-	if s >= 0 && int(s) < len(statusNames) {
-		return statusNames[s]
-	}
-	return fmt.Sprintf("Status(%d)", int(s))
-}
-
 // Kind names a task type.
+//
+//go:generate go tool stringer -type=Kind -linecomment
 type Kind int
 
 // Task kinds.
 const (
-	KindIKEInit Kind = iota
-	KindIKEAuth
-	KindChildCreate
-	KindChildDelete
-	KindIKEDelete
-	KindDPD
-	KindInfo
-	KindChildRekey
-	KindIKERekey
+	KindIKEInit     Kind = iota // IKE_INIT
+	KindIKEAuth                 // IKE_AUTH
+	KindChildCreate             // CHILD_CREATE
+	KindChildDelete             // CHILD_DELETE
+	KindIKEDelete               // IKE_DELETE
+	KindDPD                     // IKE_DPD
+	KindInfo                    // INFORMATIONAL
+	KindChildRekey              // CHILD_REKEY
+	KindIKERekey                // IKE_REKEY
 )
-
-var kindNames = [...]string{"IKE_INIT", "IKE_AUTH", "CHILD_CREATE", "CHILD_DELETE", "IKE_DELETE", "IKE_DPD", "INFORMATIONAL",
-	"CHILD_REKEY", "IKE_REKEY"}
-
-func (k Kind) String() string {
-	if k >= 0 && int(k) < len(kindNames) {
-		return kindNames[k]
-	}
-	return fmt.Sprintf("Kind(%d)", int(k))
-}
 
 // Task is one task.
 type Task interface {
+	// Kind names the task's type.
 	Kind() Kind
 	// Abort tells the task that its IKE SA is gone before it finished.
 	Abort(err error)
@@ -175,12 +170,15 @@ type Initiator interface {
 	// IKE_SA_INIT, req.Inner otherwise). An error drops the task from the
 	// exchange (and fails the IKE SA if the task is essential to it).
 	Build(c *Ctx, req *message.Message) error
+	// Process handles the response and says what the manager does next.
 	Process(c *Ctx, resp *message.Message) Status
 }
 
 // Responder is the responder side of a task.
 type Responder interface {
 	Task
+	// Process handles the request; Build then adds the task's part of the
+	// response. Each says what the manager does next.
 	Process(c *Ctx, req *message.Message) Status
 	Build(c *Ctx, resp *message.Message) Status
 }
@@ -188,6 +186,7 @@ type Responder interface {
 // Failure records why an IKE SA failed, for the manager's log line and
 // counters.
 type Failure struct {
+	// Reason is the failure's counter; Err says what failed and why.
 	Reason stats.Reason
 	Err    error
 	// Notify, when set, is sent to the peer: in the response (responder) or
@@ -198,6 +197,7 @@ type Failure struct {
 // Ctx is a task's view of its IKE SA and of the daemon for one step.
 type Ctx struct {
 	Env
+	// IKE is the IKE SA the task belongs to.
 	IKE *sa.IKESA
 	// Log carries the IKE SA's connection, SPIs and peer.
 	Log *slog.Logger
