@@ -151,30 +151,60 @@ func (k *KeyExchange) PrivateKey() []byte {
 // PublicKey is the Key Exchange Data to send in our KE payload.
 func (k *KeyExchange) PublicKey() []byte { return k.pub }
 
-// SharedSecret checks the peer's Key Exchange Data and returns g^ir: the
-// x coordinate for the ECP groups (RFC 5903 section 7), the X25519 output
-// for Curve25519 (RFC 8031), the value padded to the modulus length for
-// MODP (RFC 7296 section 2.14). It rejects a public value of the wrong
-// length, an ECP point not on the curve, a MODP value outside 2..p-2 and a
+// CheckPeerKE checks a peer's Key Exchange Data for g without any
+// Diffie-Hellman: its length, a MODP value inside 2..p-2, an ECP point on
+// the curve. A responder runs it before it makes its own key pair, so that
+// a request with bad KE data costs a comparison, not an exponentiation.
+func CheckPeerKE(g GroupID, peer []byte) error {
+	if want := PublicKeyLen(g); want == 0 {
+		return fmt.Errorf("suite: key exchange %s not supported", g)
+	} else if len(peer) != want {
+		return fmt.Errorf("suite: %s: peer's key exchange data of %d bytes, want %d", g, len(peer), want)
+	}
+	switch g {
+	case GroupMODP2048:
+		y := new(big.Int).SetBytes(peer)
+		if y.Cmp(big.NewInt(2)) < 0 || y.Cmp(modp2048Minus2) > 0 {
+			return fmt.Errorf("suite: %s: peer's public value outside 2..p-2", g)
+		}
+	case GroupCurve25519:
+		// Any 32 bytes are a u-coordinate; low-order points show as an
+		// all-zero secret, which SharedSecret refuses.
+	default:
+		if _, err := ecdhCurve(g).NewPublicKey(sec1(peer)); err != nil {
+			return fmt.Errorf("suite: %s: peer's public value is not a point on the curve", g)
+		}
+	}
+	return nil
+}
+
+// sec1 is an ECP public value of a KE payload (x | y, RFC 5903) in the
+// uncompressed SEC 1 form crypto/ecdh reads.
+func sec1(peer []byte) []byte {
+	raw := make([]byte, 1+len(peer))
+	raw[0] = 4
+	copy(raw[1:], peer)
+	return raw
+}
+
+var modp2048Minus2 = new(big.Int).Sub(modp2048, big.NewInt(2))
+
+// SharedSecret checks the peer's Key Exchange Data (CheckPeerKE) and
+// returns g^ir: the x coordinate for the ECP groups (RFC 5903 section 7),
+// the X25519 output for Curve25519 (RFC 8031), the value padded to the
+// modulus length for MODP (RFC 7296 section 2.14). It also rejects a
 // Curve25519 result of all zeros (a low-order point).
 func (k *KeyExchange) SharedSecret(peer []byte) ([]byte, error) {
-	if want := PublicKeyLen(k.group); len(peer) != want {
-		return nil, fmt.Errorf("suite: %s: peer's key exchange data of %d bytes, want %d", k.group, len(peer), want)
+	if err := CheckPeerKE(k.group, peer); err != nil {
+		return nil, err
 	}
 	if k.x != nil {
-		y := new(big.Int).SetBytes(peer)
-		pm2 := new(big.Int).Sub(modp2048, big.NewInt(2))
-		if y.Cmp(big.NewInt(2)) < 0 || y.Cmp(pm2) > 0 {
-			return nil, fmt.Errorf("suite: %s: peer's public value outside 2..p-2", k.group)
-		}
-		s := new(big.Int).Exp(y, k.x, modp2048)
+		s := new(big.Int).Exp(new(big.Int).SetBytes(peer), k.x, modp2048)
 		return s.FillBytes(make([]byte, 256)), nil
 	}
 	raw := peer
 	if k.group != GroupCurve25519 {
-		raw = make([]byte, 1+len(peer))
-		raw[0] = 4
-		copy(raw[1:], peer)
+		raw = sec1(peer)
 	}
 	pk, err := k.ec.Curve().NewPublicKey(raw)
 	if err != nil {

@@ -46,3 +46,42 @@ func TestFormatProposalsIsBounded(t *testing.T) {
 		t.Errorf("a short offer was cut: %s", short)
 	}
 }
+
+// CheckPeerKE refuses what SharedSecret would, without a key pair.
+func TestCheckPeerKE(t *testing.T) {
+	good := func(g GroupID) []byte {
+		k, err := NewKeyExchange(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.PublicKey()
+	}
+	one := make([]byte, 256)
+	one[255] = 1
+	pMinus1 := modp2048.FillBytes(make([]byte, 256))
+	pMinus1[255]--
+	offCurve := good(GroupECP256)
+	offCurve[63] ^= 1
+	for _, c := range []struct {
+		name string
+		g    GroupID
+		data []byte
+		ok   bool
+	}{
+		{"modp2048", GroupMODP2048, good(GroupMODP2048), true},
+		{"modp2048 short", GroupMODP2048, make([]byte, 255), false},
+		{"modp2048 1", GroupMODP2048, one, false},
+		{"modp2048 p-1", GroupMODP2048, pMinus1, false},
+		{"ecp256", GroupECP256, good(GroupECP256), true},
+		{"ecp256 off the curve", GroupECP256, offCurve, false},
+		{"ecp384 long", GroupECP384, make([]byte, 97), false},
+		{"x25519", GroupCurve25519, good(GroupCurve25519), true},
+		{"x25519 short", GroupCurve25519, make([]byte, 31), false},
+		{"unsupported", GroupID(1), make([]byte, 96), false},
+	} {
+		err := CheckPeerKE(c.g, c.data)
+		if (err == nil) != c.ok {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}

@@ -113,6 +113,8 @@ type fakeEnv struct {
 	dp    *fakeDP
 	stats *stats.Counters
 	ids   uint32
+	// keyPairs counts the key pairs made (KeyExchange).
+	keyPairs int
 }
 
 type seeded struct{ r *rand.ChaCha8 }
@@ -126,6 +128,7 @@ func (e *fakeEnv) Config() *config.Config {
 	return e.cfg
 }
 func (e *fakeEnv) KeyExchange(g suite.GroupID) (*suite.KeyExchange, error) {
+	e.keyPairs++
 	return suite.NewKeyExchange(g)
 }
 func (e *fakeEnv) NewReqID() uint32                 { e.ids++; return e.ids }

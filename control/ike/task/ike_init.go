@@ -358,6 +358,11 @@ func (t *IKEInitR) Process(c *Ctx, req *message.Message) Status {
 		c.Log.Info("IKE_SA_INIT: peer's KE is of another group, asking for ours", "peer_group", keP.Group.String(), "group", alg.Group.String())
 		return Reject
 	}
+	// Checked before we make a key pair: a flood of bad KE data must not
+	// cost an exponentiation each.
+	if err := suite.CheckPeerKE(alg.Group, keP.Data); err != nil {
+		return t.rejectWith(c, stats.InvalidKEData, message.InvalidSyntax, nil, "peer's KE: %v", err)
+	}
 	var err error
 	if t.ke, err = c.KeyExchange(alg.Group); err != nil {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "key exchange %s: %v", alg.Group, err)

@@ -131,6 +131,10 @@ func TestIKEInitRRejects(t *testing.T) {
 			func(_ *harness, m *message.Message) { m.Payloads = m.Payloads[:2] }, message.InvalidSyntax, stats.InvalidSyntax},
 		{"short nonce", "aes128gcm16-prfsha256-x25519", suite.GroupCurve25519,
 			func(_ *harness, m *message.Message) { m.Payloads[2] = &message.Nonce{Data: make([]byte, 15)} }, message.InvalidSyntax, stats.InvalidSyntax},
+		// Bad KE data is refused before any key pair is made (keyPairs).
+		// (suite's TestCheckPeerKE has the value checks of each group.)
+		{"short KE", "aes128gcm16-prfsha256-x25519", suite.GroupCurve25519,
+			func(_ *harness, m *message.Message) { m.Payloads[1].(*message.KE).Data = make([]byte, 31) }, message.InvalidSyntax, stats.InvalidKEData},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -151,6 +155,9 @@ func TestIKEInitRRejects(t *testing.T) {
 			}
 			if ctx.Failure == nil || ctx.Failure.Reason != c.reason || ctx.Failure.Notify != c.want {
 				t.Errorf("failure %+v, want %s with %s", ctx.Failure, c.reason, c.want)
+			}
+			if c.reason == stats.InvalidKEData && h.env.keyPairs != 0 {
+				t.Errorf("%d key pairs made for a request with bad KE data", h.env.keyPairs)
 			}
 		})
 	}
