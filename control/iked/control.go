@@ -13,6 +13,7 @@ import (
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 const defaultWait = 30 * time.Second
@@ -22,7 +23,7 @@ func decode[T any](body json.RawMessage) (*T, error) {
 	if len(body) == 0 {
 		return &v, nil
 	}
-	if err := api.Decode(body, &v); err != nil {
+	if err := unixrpc.Decode(body, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil

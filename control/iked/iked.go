@@ -62,6 +62,7 @@ import (
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // Version names this build in hellos.
@@ -111,7 +112,7 @@ type Daemon struct {
 
 	sel    *reuseport.Selector
 	groups []*reuseport.Group
-	ctl    *api.Server
+	ctl    *unixrpc.Server
 	store  *stateStore
 
 	ctx    context.Context
@@ -210,7 +211,7 @@ func (d *Daemon) start() error {
 	if err := d.restore(); err != nil {
 		return err
 	}
-	d.ctl = api.NewServer(d.log)
+	d.ctl = unixrpc.NewServer(d.log)
 	d.handlers()
 	if err := os.MkdirAll(dirOf(cfg.Control), 0o700); err != nil {
 		return fmt.Errorf("iked: control socket: %w", err)

@@ -1,68 +1,56 @@
-// Package api is the SA API between iked (and spuctl) and spud: a unix
-// socket, root only (mode 0600, and the peer's credentials are checked),
-// carrying length-prefixed, versioned messages.
-//
-// # Wire format (version 1)
-//
-// Every message is a 4-byte big-endian length N (at most MaxMessage) followed
-// by N bytes of one JSON object:
-//
-//	request   {"v":1, "id":7, "op":"sa.add", "body":{...}}
-//	response  {"v":1, "id":7, "ok":true, "body":{...}}
-//	          {"v":1, "id":7, "ok":false, "error":"sa spi 0x0000c001: exists"}
-//	event     {"v":1, "event":"lifetime.soft", "body":{...}}   (id absent)
-//
-// A client may send several requests before reading responses; responses
-// carry the request's id and come in order. Events are sent only to
-// connections that asked for them with events.subscribe, between responses,
-// never inside one. A request with an unknown op or a version the server
-// does not speak gets an error response; a malformed frame closes the
-// connection.
+// Package api is the SA API between iked (and spuctl) and spud: the
+// operations, their request and reply types, the events and the schema of
+// SAs, policies, interfaces and counters. It travels over internal/unixrpc
+// (a root-only unix socket carrying length-prefixed JSON messages, with
+// coded errors); Client is that RPC's client with a typed method per
+// operation.
 //
 // Operations and their bodies: see the Op* constants and the request and
 // reply types next to them. Keys travel in the clear over this socket
 // (sa.add), which is why only root may open it; they never travel back:
 // spud keeps no key material outside the SAs' cipher state, so dumps carry
-// none, and sa.dump with keys:true is refused.
+// none, and sa.dump with keys:true is refused (CodeBadRequest). Dumps are
+// not paged: a dump that would exceed unixrpc.MaxMessage fails.
+//
+// Errors spud returns carry a unixrpc code: a request that does not decode
+// or validate is unixrpc.ErrBadRequest, an SA or policy that is not there
+// unixrpc.ErrNotFound, one that is there already unixrpc.ErrExists, no free
+// SPI unixrpc.ErrExhausted, an SPU that cannot take the command
+// unixrpc.ErrUnavailable.
 package api
 
 import (
-	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/netip"
+
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the version of the SA API that spud reports in its hello:
+// the RPC's, since the schema has not changed apart from it.
+const Version = unixrpc.Version
 
-// MaxMessage bounds one message. Dumps are not paged: a dump that would
-// exceed it fails.
-const MaxMessage = 16 << 20
-
-// Operations.
+// Operations, with their request and reply bodies.
 const (
-	OpHello      = "hello"            // HelloRequest -> HelloReply
-	OpSPIAlloc   = "spi.alloc"        // SPIAllocRequest -> SPIAllocReply
-	OpSAAdd      = "sa.add"           // SA -> nothing
-	OpSAUpdate   = "sa.update"        // SAUpdate -> nothing
-	OpSADel      = "sa.del"           // SAID -> nothing
-	OpSADump     = "sa.dump"          // DumpRequest -> SADump
-	OpPolicyAdd  = "policy.add"       // Policy -> PolicyAddReply
-	OpPolicyDel  = "policy.del"       // PolicyID -> nothing
-	OpPolicyDump = "policy.dump"      // DumpRequest -> PolicyDump
-	OpStats      = "stats"            // nothing -> Stats
-	OpSPUList    = "spu.list"         // nothing -> SPUList
-	OpSPUMapSet  = "spu.map.set"      // SPUMap -> nothing
-	OpSPUDrain   = "spu.drain"        // SPURequest -> SPUList
-	OpSPUAdd     = "spu.add"          // SPURequest -> SPUList
-	OpSPUFail    = "spu.fail"         // SPURequest -> nothing: fault injection, the SPU panics (tests)
-	OpSubscribe  = "events.subscribe" // nothing -> nothing; events follow
+	OpHello      = "hello"       // HelloRequest -> HelloReply
+	OpSPIAlloc   = "spi.alloc"   // SPIAllocRequest -> SPIAllocReply
+	OpSAAdd      = "sa.add"      // SA -> nothing
+	OpSAUpdate   = "sa.update"   // SAUpdate -> nothing
+	OpSADel      = "sa.del"      // SAID -> nothing
+	OpSADump     = "sa.dump"     // DumpRequest -> SADump
+	OpPolicyAdd  = "policy.add"  // Policy -> PolicyAddReply
+	OpPolicyDel  = "policy.del"  // PolicyID -> nothing
+	OpPolicyDump = "policy.dump" // DumpRequest -> PolicyDump
+	OpStats      = "stats"       // nothing -> Stats
+	OpSPUList    = "spu.list"    // nothing -> SPUList
+	OpSPUMapSet  = "spu.map.set" // SPUMap -> nothing
+	OpSPUDrain   = "spu.drain"   // SPURequest -> SPUList
+	OpSPUAdd     = "spu.add"     // SPURequest -> SPUList
+	OpSPUFail    = "spu.fail"    // SPURequest -> nothing: fault injection, the SPU panics (tests)
 )
 
-// Event kinds.
+// Event kinds, sent to connections that subscribed (Client.Subscribe,
+// unixrpc.OpSubscribe); a subscriber too slow for them gets
+// unixrpc.EventLost.
 const (
 	EventSoftLifetime = "lifetime.soft" // SAEvent: soft byte/packet limit reached; rekey
 	EventHardLifetime = "lifetime.hard" // SAEvent: hard limit reached; the SA no longer passes traffic
@@ -70,19 +58,7 @@ const (
 	EventAcquire      = "acquire"       // Acquire: cleartext matched a policy with no SA
 	EventSPUFailed    = "spu.failed"    // SPUEvent: an SPU was declared failed and its logical SPUs moved
 	EventSPUMap       = "spu.map"       // SPUList: the logical -> physical map changed (iked follows it)
-	EventLost         = "events.lost"   // LostEvents: the subscriber was too slow; some were dropped
 )
-
-// Message is one frame on the socket.
-type Message struct {
-	V     int             `json:"v"`
-	ID    uint64          `json:"id,omitempty"`
-	Op    string          `json:"op,omitempty"`
-	OK    bool            `json:"ok,omitempty"`
-	Error string          `json:"error,omitempty"`
-	Event string          `json:"event,omitempty"`
-	Body  json.RawMessage `json:"body,omitempty"`
-}
 
 // HelloRequest opens a session.
 type HelloRequest struct {
@@ -325,51 +301,4 @@ type Acquire struct {
 type SPUEvent struct {
 	ID     int    `json:"id"`
 	Reason string `json:"reason"`
-}
-
-// LostEvents says how many events a slow subscriber missed.
-type LostEvents struct {
-	Count uint64 `json:"count"`
-}
-
-// WriteMessage writes one frame.
-func WriteMessage(w io.Writer, m *Message) error {
-	m.V = Version
-	b, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("api: encode %s: %w", m.Op, err)
-	}
-	if len(b) > MaxMessage {
-		return fmt.Errorf("api: message of %d bytes exceeds %d", len(b), MaxMessage)
-	}
-	buf := make([]byte, 4+len(b))
-	binary.BigEndian.PutUint32(buf, uint32(len(b)))
-	copy(buf[4:], b)
-	_, err = w.Write(buf)
-	return err
-}
-
-// ReadMessage reads one frame. A length over MaxMessage, a short frame or
-// bad JSON is an error after which the stream cannot be trusted.
-func ReadMessage(r io.Reader) (*Message, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxMessage {
-		return nil, fmt.Errorf("api: frame length %d out of range (1..%d)", n, MaxMessage)
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("api: frame of %d bytes: %w", n, err)
-	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("api: frame is not a message: %w", err)
-	}
-	return &m, nil
 }

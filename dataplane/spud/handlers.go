@@ -9,6 +9,7 @@ import (
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/vishvananda/netlink"
 )
 
@@ -20,7 +21,7 @@ func (d *Daemon) handlers() {
 	s.Handle(api.OpHello, func(body json.RawMessage) (any, error) {
 		var req api.HelloRequest
 		if len(body) > 0 {
-			if err := api.Decode(body, &req); err != nil {
+			if err := unixrpc.Decode(body, &req); err != nil {
 				return nil, err
 			}
 		}
@@ -58,7 +59,7 @@ func (d *Daemon) handlers() {
 	s.Handle(api.OpSADump, func(body json.RawMessage) (any, error) {
 		var req api.DumpRequest
 		if len(body) > 0 {
-			if err := api.Decode(body, &req); err != nil {
+			if err := unixrpc.Decode(body, &req); err != nil {
 				return nil, err
 			}
 		}
