@@ -302,7 +302,7 @@ func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
 	case <-d.ctx.Done():
 		return d.ctx.Err()
 	case <-time.After(10 * time.Second):
-		return fmt.Errorf("worker %d does not take commands", l.idx)
+		return unixrpc.Errorf(unixrpc.CodeUnavailable, "worker %d does not take commands", l.idx)
 	}
 	select {
 	case <-done:
@@ -314,7 +314,7 @@ func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		d.log.Error("iked: worker stuck", "worker", l.idx, "stacks", string(buf))
-		return fmt.Errorf("worker %d did not finish a command", l.idx)
+		return unixrpc.Errorf(unixrpc.CodeUnavailable, "worker %d did not finish a command", l.idx)
 	}
 }
 
