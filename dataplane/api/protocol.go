@@ -141,12 +141,17 @@ type SAID struct {
 }
 
 // SAUpdate changes what may change on a live SA: the peer's address and
-// port after its NAT mapping changed, and lifetimes.
+// port after its NAT mapping changed.
 type SAUpdate struct {
 	SAID
-	Remote   netip.Addr `json:"new_remote,omitempty"`
-	Encap    *Encap     `json:"encap,omitempty"`
-	Lifetime *Lifetime  `json:"lifetime,omitempty"`
+	// Remote is the peer's new address; zero keeps the old one.
+	Remote netip.Addr `json:"new_remote,omitempty"`
+	// Encap carries the peer's new port (RemotePort); nil keeps the old.
+	Encap *Encap `json:"encap,omitempty"`
+	// Lifetime is refused: spud cannot change a live SA's lifetimes
+	// (install a new SA instead). An update that has it fails after the
+	// peer's address and port, if given, have been changed.
+	Lifetime *Lifetime `json:"lifetime,omitempty"`
 }
 
 // DumpRequest asks for every SA or policy.

@@ -52,8 +52,9 @@ type SA struct {
 	EncKey   []byte `json:"enc_key"`
 	IntegKey []byte `json:"integ_key,omitempty"`
 	ESN      bool   `json:"esn,omitempty"`
-	// ReplayWindow in packets for inbound SAs: 0 means the default (1024);
-	// -1 turns anti-replay off (manual keying only).
+	// ReplayWindow in packets for inbound SAs: 0 means the default (1024),
+	// else 32..65536. Validate also lets -1 (anti-replay off) through, but
+	// the ESP engine refuses it, so an SA with it is not installed.
 	ReplayWindow int    `json:"replay_window,omitempty"`
 	Encap        *Encap `json:"encap,omitempty"`
 	// ReqID ties the SAs of one Child SA to its policies, as in XFRM: the
