@@ -68,15 +68,15 @@ type HelloRequest struct {
 // HelloReply describes the data plane: what iked needs to anchor IKE SAs on
 // the same SPUs as their Child SAs.
 type HelloReply struct {
-	Version    int         `json:"version"`
-	Server     string      `json:"server"`
+	Version    int         `json:"version"`    // the API version spud speaks: Version
+	Server     string      `json:"server"`     // spud's build, e.g. "spud 0.1"
 	Logical    int         `json:"logical"`    // L, the number of logical SPUs
 	SPUs       []int       `json:"spus"`       // physical SPU ids in service
 	AnchorKey  []byte      `json:"anchor_key"` // SipHash key of the anchor function
 	Map        []int       `json:"map"`        // logical -> physical SPU
 	MapGen     uint64      `json:"map_gen"`    // bumped on every map change
-	Interfaces []Interface `json:"interfaces"`
-	Steering   Steering    `json:"steering"`
+	Interfaces []Interface `json:"interfaces"` // the data-plane interfaces
+	Steering   Steering    `json:"steering"`   // what the kernel gave the steering program
 }
 
 // Steering says what spud got from the kernel for its steering program.
@@ -96,13 +96,13 @@ type Steering struct {
 
 // Interface is a data-plane interface and what spud got on it.
 type Interface struct {
-	Name      string `json:"name"`
-	Ifindex   int    `json:"ifindex"`
+	Name      string `json:"name"`      // the interface's name
+	Ifindex   int    `json:"ifindex"`   // its index in spud's network namespace
 	Protected bool   `json:"protected"` // cleartext side
-	Queues    int    `json:"queues"`
-	XDPMode   string `json:"xdp_mode"` // native or generic
-	XSKMode   string `json:"xsk_mode"` // copy or zerocopy
-	Carrier   string `json:"carrier"`  // as Steering.Carrier
+	Queues    int    `json:"queues"`    // rx queues, one AF_XDP socket each
+	XDPMode   string `json:"xdp_mode"`  // native or generic
+	XSKMode   string `json:"xsk_mode"`  // copy or zerocopy
+	Carrier   string `json:"carrier"`   // as Steering.Carrier
 	// NeedWakeup: the AF_XDP sockets are bound with XDP_USE_NEED_WAKEUP
 	// (the kernel is kicked only when it asks).
 	NeedWakeup bool `json:"need_wakeup"`
@@ -120,22 +120,22 @@ type Interface struct {
 // SPIAllocRequest asks for an unused inbound SPI anchored on the tunnel
 // between Local and Remote.
 type SPIAllocRequest struct {
-	Local  netip.Addr `json:"local"`
-	Remote netip.Addr `json:"remote"`
+	Local  netip.Addr `json:"local"`  // this gateway's tunnel endpoint
+	Remote netip.Addr `json:"remote"` // the peer's tunnel endpoint
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the
 // reservation lapses (two minutes, an IKE exchange's worth).
 type SPIAllocReply struct {
-	SPI     uint32 `json:"spi"`
-	Logical int    `json:"logical"`
-	SPU     int    `json:"spu"`
+	SPI     uint32 `json:"spi"`     // the reserved SPI; its top bits name Logical
+	Logical int    `json:"logical"` // the tunnel's logical SPU
+	SPU     int    `json:"spu"`     // the physical SPU it maps to now
 }
 
 // SAID names an installed SA.
 type SAID struct {
-	SPI uint32 `json:"spi"`
-	Dir Dir    `json:"dir"`
+	SPI uint32 `json:"spi"` // the SA's SPI
+	Dir Dir    `json:"dir"` // in or out
 	// Remote disambiguates outbound SPIs, which the peer chose.
 	Remote netip.Addr `json:"remote,omitempty"`
 }
@@ -162,62 +162,62 @@ type DumpRequest struct {
 // SAState is an installed SA with its live state.
 type SAState struct {
 	SA
-	Logical int     `json:"logical"`
-	SPU     int     `json:"spu"`
-	Active  bool    `json:"active"` // outbound: the one its policies use now
-	Stats   SAStats `json:"stats"`
+	Logical int     `json:"logical"` // the SA's logical SPU
+	SPU     int     `json:"spu"`     // the physical SPU it runs on
+	Active  bool    `json:"active"`  // outbound: the one its policies use now
+	Stats   SAStats `json:"stats"`   // its counters
 }
 
 // SAStats are an SA's counters.
 type SAStats struct {
-	Packets uint64            `json:"packets"`
-	Bytes   uint64            `json:"bytes"`
-	Seq     uint64            `json:"seq"` // last sent (out) or highest received (in)
-	Drops   map[string]uint64 `json:"drops,omitempty"`
+	Packets uint64            `json:"packets"`         // packets passed
+	Bytes   uint64            `json:"bytes"`           // bytes passed
+	Seq     uint64            `json:"seq"`             // last sent (out) or highest received (in)
+	Drops   map[string]uint64 `json:"drops,omitempty"` // packets dropped, by reason
 }
 
 // SADump is the reply to sa.dump.
 type SADump struct {
-	SAs []SAState `json:"sas"`
+	SAs []SAState `json:"sas"` // every installed SA
 }
 
 // PolicyAddReply gives the policy's id.
 type PolicyAddReply struct {
-	ID      uint32 `json:"id"`
-	Logical int    `json:"logical"`
-	SPU     int    `json:"spu"`
+	ID      uint32 `json:"id"`      // the policy's id (chosen by spud when the request had 0)
+	Logical int    `json:"logical"` // its logical SPU
+	SPU     int    `json:"spu"`     // the physical SPU it runs on
 }
 
 // PolicyID names a policy.
 type PolicyID struct {
-	ID uint32 `json:"id"`
+	ID uint32 `json:"id"` // the policy's id
 }
 
 // PolicyState is an installed policy with its counters.
 type PolicyState struct {
 	Policy
-	Logical  int    `json:"logical"`
-	SPU      int    `json:"spu"`
-	Packets  uint64 `json:"packets"`
-	Acquires uint64 `json:"acquires"`
+	Logical  int    `json:"logical"`           // the policy's logical SPU
+	SPU      int    `json:"spu"`               // the physical SPU it runs on
+	Packets  uint64 `json:"packets"`           // packets it matched
+	Acquires uint64 `json:"acquires"`          // acquire events it raised
 	OutSPI   uint32 `json:"out_spi,omitempty"` // the outbound SA in use, 0 if none
 }
 
 // PolicyDump is the reply to policy.dump.
 type PolicyDump struct {
-	Policies []PolicyState `json:"policies"`
+	Policies []PolicyState `json:"policies"` // every installed policy
 }
 
 // Stats are the data plane's counters.
 type Stats struct {
-	SPUs  []SPUStats        `json:"spus"`
+	SPUs  []SPUStats        `json:"spus"`  // per SPU
 	Drops map[string]uint64 `json:"drops"` // by reason, summed over SPUs
 	XDP   map[string]uint64 `json:"xdp"`   // steering verdicts, summed over CPUs
 	// Links are the kernel's drop counters of the data-plane interfaces
 	// ("wan0 tx_dropped", ...): what the NIC or veth dropped before or
 	// after spud (a full ring of the peer, for one).
 	Links   map[string]uint64 `json:"links,omitempty"`
-	Sockets []SocketStats     `json:"sockets"`
+	Sockets []SocketStats     `json:"sockets"` // per AF_XDP socket
 	// Carrier is Steering.Carrier, so that a counter reader knows which of
 	// the steering costs it is looking at.
 	Carrier string `json:"carrier"`
@@ -225,85 +225,85 @@ type Stats struct {
 
 // SPUStats are one SPU's counters.
 type SPUStats struct {
-	ID          int               `json:"id"`
-	CPU         int               `json:"cpu"`
-	RxPackets   uint64            `json:"rx_packets"`
-	TxPackets   uint64            `json:"tx_packets"`
-	Encap       uint64            `json:"encap"`
-	Decap       uint64            `json:"decap"`
-	HandoffOut  uint64            `json:"handoff_out"`  // frames passed to their anchor SPU
-	HandoffIn   uint64            `json:"handoff_in"`   // frames received from other SPUs
-	HandoffFull uint64            `json:"handoff_full"` // dropped: the anchor's ring was full
-	Bypass      uint64            `json:"bypass"`
-	Drops       map[string]uint64 `json:"drops,omitempty"`
-	SAs         int               `json:"sas"`
-	Policies    int               `json:"policies"`
-	Busy        float64           `json:"busy"` // share of time spent on packets, recent
+	ID          int               `json:"id"`              // the physical SPU
+	CPU         int               `json:"cpu"`             // the core it is pinned to
+	RxPackets   uint64            `json:"rx_packets"`      // frames received from its sockets
+	TxPackets   uint64            `json:"tx_packets"`      // frames sent
+	Encap       uint64            `json:"encap"`           // packets encapsulated
+	Decap       uint64            `json:"decap"`           // packets decapsulated
+	HandoffOut  uint64            `json:"handoff_out"`     // frames passed to their anchor SPU
+	HandoffIn   uint64            `json:"handoff_in"`      // frames received from other SPUs
+	HandoffFull uint64            `json:"handoff_full"`    // dropped: the anchor's ring was full
+	Bypass      uint64            `json:"bypass"`          // cleartext forwarded in the clear: a bypass policy, or none matched
+	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason
+	SAs         int               `json:"sas"`             // SAs it holds
+	Policies    int               `json:"policies"`        // policies it holds
+	Busy        float64           `json:"busy"`            // share of time spent on packets, recent
 }
 
 // SocketStats are one AF_XDP socket's counters.
 type SocketStats struct {
-	Interface string `json:"interface"`
-	Queue     int    `json:"queue"`
-	SPU       int    `json:"spu"`
-	Rx        uint64 `json:"rx"`
-	Tx        uint64 `json:"tx"`
-	RxDropped uint64 `json:"rx_dropped"`
-	FillEmpty uint64 `json:"fill_empty"`
-	TxFull    uint64 `json:"tx_full"`
+	Interface string `json:"interface"`  // the socket's interface
+	Queue     int    `json:"queue"`      // its rx queue
+	SPU       int    `json:"spu"`        // the SPU that polls it
+	Rx        uint64 `json:"rx"`         // frames received
+	Tx        uint64 `json:"tx"`         // frames sent
+	RxDropped uint64 `json:"rx_dropped"` // frames the kernel dropped for the socket, its rx ring full among them
+	FillEmpty uint64 `json:"fill_empty"` // times the fill ring was empty
+	TxFull    uint64 `json:"tx_full"`    // times the tx ring was full
 }
 
 // SPUList is the reply to spu.list, drain and add.
 type SPUList struct {
-	Logical int       `json:"logical"`
-	Map     []int     `json:"map"`
-	MapGen  uint64    `json:"map_gen"`
-	SPUs    []SPUInfo `json:"spus"`
+	Logical int       `json:"logical"` // L, the number of logical SPUs
+	Map     []int     `json:"map"`     // logical -> physical SPU
+	MapGen  uint64    `json:"map_gen"` // bumped on every map change
+	SPUs    []SPUInfo `json:"spus"`    // every physical SPU
 }
 
 // SPUInfo describes a physical SPU.
 type SPUInfo struct {
-	ID       int     `json:"id"`
-	CPU      int     `json:"cpu"`
-	State    string  `json:"state"` // active, drained, failed
-	Logical  []int   `json:"logical"`
-	Tunnels  int     `json:"tunnels"`
-	SAs      int     `json:"sas"`
-	Policies int     `json:"policies"`
-	Busy     float64 `json:"busy"`
+	ID       int     `json:"id"`       // the physical SPU
+	CPU      int     `json:"cpu"`      // the core it is pinned to
+	State    string  `json:"state"`    // active, drained, failed
+	Logical  []int   `json:"logical"`  // the logical SPUs mapped to it
+	Tunnels  int     `json:"tunnels"`  // protect policies it holds
+	SAs      int     `json:"sas"`      // SAs it holds
+	Policies int     `json:"policies"` // policies it holds
+	Busy     float64 `json:"busy"`     // share of time spent on packets, recent
 }
 
 // SPUMap sets the logical -> physical map wholesale.
 type SPUMap struct {
-	Map []int `json:"map"`
+	Map []int `json:"map"` // logical -> physical SPU, one entry per logical SPU
 }
 
 // SPURequest names a physical SPU.
 type SPURequest struct {
-	ID int `json:"id"`
+	ID int `json:"id"` // the physical SPU
 }
 
 // SAEvent reports a lifetime or sequence-number event of an SA.
 type SAEvent struct {
 	SAID
-	ReqID   uint32 `json:"reqid"`
-	Name    string `json:"name,omitempty"`
-	Bytes   uint64 `json:"bytes"`
-	Packets uint64 `json:"packets"`
+	ReqID   uint32 `json:"reqid"`          // the SA's reqid
+	Name    string `json:"name,omitempty"` // the SA's name
+	Bytes   uint64 `json:"bytes"`          // bytes passed so far
+	Packets uint64 `json:"packets"`        // packets passed so far
 }
 
 // Acquire asks the control plane for an SA: cleartext matched a protect
 // policy that has no outbound SA.
 type Acquire struct {
-	PolicyID uint32     `json:"policy_id"`
-	ReqID    uint32     `json:"reqid"`
-	Src      netip.Addr `json:"src"`
-	Dst      netip.Addr `json:"dst"`
-	Proto    uint8      `json:"proto"`
+	PolicyID uint32     `json:"policy_id"` // the policy that matched
+	ReqID    uint32     `json:"reqid"`     // its reqid: the Child SA to negotiate
+	Src      netip.Addr `json:"src"`       // the cleartext packet's source
+	Dst      netip.Addr `json:"dst"`       // its destination
+	Proto    uint8      `json:"proto"`     // its IP protocol
 }
 
 // SPUEvent reports an SPU failure.
 type SPUEvent struct {
-	ID     int    `json:"id"`
-	Reason string `json:"reason"`
+	ID     int    `json:"id"`     // the physical SPU that failed
+	Reason string `json:"reason"` // why it was declared failed
 }

@@ -12,8 +12,8 @@ import (
 
 // Event is an event received from the server.
 type Event struct {
-	Kind string
-	Body json.RawMessage
+	Kind string          // what happened: the server's event names
+	Body json.RawMessage // the event's body, for the receiver to decode
 }
 
 // Client is a connection to a server. Calls may be made from several

@@ -41,8 +41,8 @@ const (
 // errors.As finds it, and errors.Is matches it against the sentinels
 // (ErrNotFound...) by code.
 type Error struct {
-	Code    Code
-	Message string
+	Code    Code   // what kind of refusal
+	Message string // the server's text, for people
 }
 
 // Error returns the server's text.
@@ -98,10 +98,12 @@ type closedError struct {
 	cause error
 }
 
+// Error names the peer and why the connection ended.
 func (e *closedError) Error() string {
 	return fmt.Sprintf("unixrpc: connection to %s lost: %v", e.peer, e.cause)
 }
 
+// Unwrap gives ErrClosed and the cause.
 func (e *closedError) Unwrap() []error { return []error{ErrClosed, e.cause} }
 
 // codedError is a handler's error with a code but a text of its own.
@@ -110,7 +112,11 @@ type codedError struct {
 	err  error
 }
 
-func (e *codedError) Error() string   { return e.err.Error() }
+// Error is the formatted text, without the code.
+func (e *codedError) Error() string { return e.err.Error() }
+
+// Unwrap gives the code's sentinel, which CodeOf and errors.Is find, and
+// the formatted error with what it wraps.
 func (e *codedError) Unwrap() []error { return []error{sentinels[e.code], e.err} }
 
 // Errorf formats an error as fmt.Errorf does (%w included) and gives it

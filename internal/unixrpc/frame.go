@@ -52,22 +52,22 @@ const EventLost = "events.lost"
 
 // LostEvents says how many events a slow subscriber missed.
 type LostEvents struct {
-	Count uint64 `json:"count"`
+	Count uint64 `json:"count"` // events dropped since the last EventLost
 }
 
 // Message is one frame on the socket.
 type Message struct {
-	V  int    `json:"v"`
-	ID uint64 `json:"id,omitempty"`
-	Op string `json:"op,omitempty"`
-	OK bool   `json:"ok,omitempty"`
+	V  int    `json:"v"`            // protocol version: Version
+	ID uint64 `json:"id,omitempty"` // request id, echoed by the response; 0 for events
+	Op string `json:"op,omitempty"` // request: the operation
+	OK bool   `json:"ok,omitempty"` // response: served (Body is the reply), else Error says why
 	// Error is the text of an error response.
 	Error string `json:"error,omitempty"`
 	// Code says what kind of error Error is; a peer of an older build
 	// sends none (CodeUnknown).
 	Code  Code            `json:"code,omitempty"`
-	Event string          `json:"event,omitempty"`
-	Body  json.RawMessage `json:"body,omitempty"`
+	Event string          `json:"event,omitempty"` // event: its kind
+	Body  json.RawMessage `json:"body,omitempty"`  // request, reply or event body
 }
 
 // WriteMessage writes one frame.
