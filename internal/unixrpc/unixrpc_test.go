@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -292,5 +293,40 @@ func TestClientSeesConnectionLoss(t *testing.T) {
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("close of a lost connection: %v", err)
+	}
+}
+
+// TestClientReadsErrorWithoutCode: a server of an older build sends only
+// the text; the client reads it as CodeFailed.
+func TestClientReadsErrorWithoutCode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		m, err := ReadMessage(c)
+		if err != nil {
+			return
+		}
+		WriteMessage(c, &Message{ID: m.ID, Error: "policy 7: not found"})
+		ReadMessage(c) // until the client closes
+	}()
+	c, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Call("policy.del", item{Name: "7"}, nil)
+	var re *Error
+	if !errors.As(err, &re) || re.Code != CodeFailed || !errors.Is(err, ErrFailed) || errors.Is(err, ErrNotFound) ||
+		err.Error() != "spud: policy.del: policy 7: not found" {
+		t.Errorf("error without a code: %v (%+v)", err, re)
 	}
 }
