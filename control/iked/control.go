@@ -2,7 +2,6 @@ package iked
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 const defaultWait = 30 * time.Second
@@ -22,7 +22,7 @@ func decode[T any](body json.RawMessage) (*T, error) {
 	if len(body) == 0 {
 		return &v, nil
 	}
-	if err := api.Decode(body, &v); err != nil {
+	if err := unixrpc.Decode(body, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil
@@ -176,7 +176,7 @@ func (d *Daemon) initiate(req ikectl.Initiate) (*ikectl.Result, error) {
 	cfg := d.cfg.Load()
 	conn := cfg.Connections[req.Conn]
 	if conn == nil {
-		return nil, fmt.Errorf("no connection %q", req.Conn)
+		return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "no connection %q", req.Conn)
 	}
 	local, remote, err := worker.Endpoints(hostAddrs{}, conn)
 	if err != nil {
@@ -216,7 +216,7 @@ const loadWait = 10 * time.Minute
 func (d *Daemon) connOwner(name string) (*loop, error) {
 	conn := d.cfg.Load().Connections[name]
 	if conn == nil {
-		return nil, fmt.Errorf("no connection %q", name)
+		return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "no connection %q", name)
 	}
 	local, remote, err := worker.Endpoints(hostAddrs{}, conn)
 	if err != nil {
@@ -277,7 +277,7 @@ func (d *Daemon) loadStatus(conn string) (*ikectl.LoadResult, error) {
 		return nil, err
 	}
 	if !ok || p.Conn != conn {
-		return nil, fmt.Errorf("no load run of connection %q", conn)
+		return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "no load run of connection %q", conn)
 	}
 	return loadResult(l, p), nil
 }
@@ -285,7 +285,7 @@ func (d *Daemon) loadStatus(conn string) (*ikectl.LoadResult, error) {
 // terminate deletes IKE or Child SAs on every worker and waits.
 func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 	if req.Conn == "" && req.IKEID == 0 {
-		return nil, errors.New("terminate: name a connection or an IKE SA id")
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "terminate: name a connection or an IKE SA id")
 	}
 	wait := req.Timeout
 	if wait <= 0 {
@@ -304,7 +304,7 @@ func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 		return nil, err
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("terminate: no SA matches %+v", req)
+		return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "terminate: no SA matches %+v", req)
 	}
 	timeout := time.After(wait)
 	for range d.loops {
@@ -320,7 +320,7 @@ func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 // rekey starts the rekeys an operator asks for, on every worker.
 func (d *Daemon) rekey(req ikectl.Rekey) (*ikectl.Result, error) {
 	if req.Conn == "" && req.IKEID == 0 {
-		return nil, errors.New("rekey: name a connection or an IKE SA id")
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "rekey: name a connection or an IKE SA id")
 	}
 	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
 	n := 0
@@ -328,7 +328,7 @@ func (d *Daemon) rekey(req ikectl.Rekey) (*ikectl.Result, error) {
 		return nil, err
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("rekey: no established SA matches %+v", req)
+		return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "rekey: no established SA matches %+v", req)
 	}
 	what := "child sa"
 	if req.IKE {

@@ -1,7 +1,6 @@
 package iked
 
 import (
-	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // spudDP is the task.DataPlane of the daemon: spud's SA API. The client is
@@ -59,7 +59,15 @@ func (p *spudDP) InboundPackets(spis []uint32) (uint64, error) {
 	return n, nil
 }
 
-var errNoSpud = errors.New("not connected to spud")
+// errNoSpud is the data plane's error while iked has no connection to
+// spud (it lost it and is dialling again): spud is gone, so it matches
+// unixrpc.ErrClosed, as the errors of calls on a lost connection do.
+var errNoSpud error = noSpud{}
+
+type noSpud struct{}
+
+func (noSpud) Error() string        { return "not connected to spud" }
+func (noSpud) Is(target error) bool { return target == unixrpc.ErrClosed }
 
 func (p *spudDP) client() (*api.Client, error) {
 	c := p.c.Load()

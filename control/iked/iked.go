@@ -62,6 +62,7 @@ import (
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // Version names this build in hellos.
@@ -111,7 +112,7 @@ type Daemon struct {
 
 	sel    *reuseport.Selector
 	groups []*reuseport.Group
-	ctl    *api.Server
+	ctl    *unixrpc.Server
 	store  *stateStore
 
 	ctx    context.Context
@@ -210,7 +211,7 @@ func (d *Daemon) start() error {
 	if err := d.restore(); err != nil {
 		return err
 	}
-	d.ctl = api.NewServer(d.log)
+	d.ctl = unixrpc.NewServer(d.log)
 	d.handlers()
 	if err := os.MkdirAll(dirOf(cfg.Control), 0o700); err != nil {
 		return fmt.Errorf("iked: control socket: %w", err)
@@ -301,7 +302,7 @@ func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
 	case <-d.ctx.Done():
 		return d.ctx.Err()
 	case <-time.After(10 * time.Second):
-		return fmt.Errorf("worker %d does not take commands", l.idx)
+		return unixrpc.Errorf(unixrpc.CodeUnavailable, "worker %d does not take commands", l.idx)
 	}
 	select {
 	case <-done:
@@ -313,7 +314,7 @@ func (d *Daemon) post(l *loop, f func(w *worker.Worker)) error {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		d.log.Error("iked: worker stuck", "worker", l.idx, "stacks", string(buf))
-		return fmt.Errorf("worker %d did not finish a command", l.idx)
+		return unixrpc.Errorf(unixrpc.CodeUnavailable, "worker %d did not finish a command", l.idx)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // trapEntry is an installed trap.
@@ -461,7 +462,7 @@ func (d *Daemon) watchSpud(c *api.Client) {
 }
 
 // events handles spud's events until the connection closes.
-func (d *Daemon) events(events <-chan api.Event) {
+func (d *Daemon) events(events <-chan unixrpc.Event) {
 	for {
 		select {
 		case <-d.ctx.Done():

@@ -1,68 +1,56 @@
-// Package api is the SA API between iked (and spuctl) and spud: a unix
-// socket, root only (mode 0600, and the peer's credentials are checked),
-// carrying length-prefixed, versioned messages.
-//
-// # Wire format (version 1)
-//
-// Every message is a 4-byte big-endian length N (at most MaxMessage) followed
-// by N bytes of one JSON object:
-//
-//	request   {"v":1, "id":7, "op":"sa.add", "body":{...}}
-//	response  {"v":1, "id":7, "ok":true, "body":{...}}
-//	          {"v":1, "id":7, "ok":false, "error":"sa spi 0x0000c001: exists"}
-//	event     {"v":1, "event":"lifetime.soft", "body":{...}}   (id absent)
-//
-// A client may send several requests before reading responses; responses
-// carry the request's id and come in order. Events are sent only to
-// connections that asked for them with events.subscribe, between responses,
-// never inside one. A request with an unknown op or a version the server
-// does not speak gets an error response; a malformed frame closes the
-// connection.
+// Package api is the SA API between iked (and spuctl) and spud: the
+// operations, their request and reply types, the events and the schema of
+// SAs, policies, interfaces and counters. It travels over internal/unixrpc
+// (a root-only unix socket carrying length-prefixed JSON messages, with
+// coded errors); Client is that RPC's client with a typed method per
+// operation.
 //
 // Operations and their bodies: see the Op* constants and the request and
 // reply types next to them. Keys travel in the clear over this socket
 // (sa.add), which is why only root may open it; they never travel back:
 // spud keeps no key material outside the SAs' cipher state, so dumps carry
-// none, and sa.dump with keys:true is refused.
+// none, and sa.dump with keys:true is refused (CodeBadRequest). Dumps are
+// not paged: a dump that would exceed unixrpc.MaxMessage fails.
+//
+// Errors spud returns carry a unixrpc code: a request that does not decode
+// or validate is unixrpc.ErrBadRequest, an SA or policy that is not there
+// unixrpc.ErrNotFound, one that is there already unixrpc.ErrExists, no free
+// SPI unixrpc.ErrExhausted, an SPU that cannot take the command
+// unixrpc.ErrUnavailable.
 package api
 
 import (
-	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net/netip"
+
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the version of the SA API that spud reports in its hello:
+// the RPC's, since the schema has not changed apart from it.
+const Version = unixrpc.Version
 
-// MaxMessage bounds one message. Dumps are not paged: a dump that would
-// exceed it fails.
-const MaxMessage = 16 << 20
-
-// Operations.
+// Operations, with their request and reply bodies.
 const (
-	OpHello      = "hello"            // HelloRequest -> HelloReply
-	OpSPIAlloc   = "spi.alloc"        // SPIAllocRequest -> SPIAllocReply
-	OpSAAdd      = "sa.add"           // SA -> nothing
-	OpSAUpdate   = "sa.update"        // SAUpdate -> nothing
-	OpSADel      = "sa.del"           // SAID -> nothing
-	OpSADump     = "sa.dump"          // DumpRequest -> SADump
-	OpPolicyAdd  = "policy.add"       // Policy -> PolicyAddReply
-	OpPolicyDel  = "policy.del"       // PolicyID -> nothing
-	OpPolicyDump = "policy.dump"      // DumpRequest -> PolicyDump
-	OpStats      = "stats"            // nothing -> Stats
-	OpSPUList    = "spu.list"         // nothing -> SPUList
-	OpSPUMapSet  = "spu.map.set"      // SPUMap -> nothing
-	OpSPUDrain   = "spu.drain"        // SPURequest -> SPUList
-	OpSPUAdd     = "spu.add"          // SPURequest -> SPUList
-	OpSPUFail    = "spu.fail"         // SPURequest -> nothing: fault injection, the SPU panics (tests)
-	OpSubscribe  = "events.subscribe" // nothing -> nothing; events follow
+	OpHello      = "hello"       // HelloRequest -> HelloReply
+	OpSPIAlloc   = "spi.alloc"   // SPIAllocRequest -> SPIAllocReply
+	OpSAAdd      = "sa.add"      // SA -> nothing
+	OpSAUpdate   = "sa.update"   // SAUpdate -> nothing
+	OpSADel      = "sa.del"      // SAID -> nothing
+	OpSADump     = "sa.dump"     // DumpRequest -> SADump
+	OpPolicyAdd  = "policy.add"  // Policy -> PolicyAddReply
+	OpPolicyDel  = "policy.del"  // PolicyID -> nothing
+	OpPolicyDump = "policy.dump" // DumpRequest -> PolicyDump
+	OpStats      = "stats"       // nothing -> Stats
+	OpSPUList    = "spu.list"    // nothing -> SPUList
+	OpSPUMapSet  = "spu.map.set" // SPUMap -> nothing
+	OpSPUDrain   = "spu.drain"   // SPURequest -> SPUList
+	OpSPUAdd     = "spu.add"     // SPURequest -> SPUList
+	OpSPUFail    = "spu.fail"    // SPURequest -> nothing: fault injection, the SPU panics (tests)
 )
 
-// Event kinds.
+// Event kinds, sent to connections that subscribed (Client.Subscribe,
+// unixrpc.OpSubscribe); a subscriber too slow for them gets
+// unixrpc.EventLost.
 const (
 	EventSoftLifetime = "lifetime.soft" // SAEvent: soft byte/packet limit reached; rekey
 	EventHardLifetime = "lifetime.hard" // SAEvent: hard limit reached; the SA no longer passes traffic
@@ -70,19 +58,7 @@ const (
 	EventAcquire      = "acquire"       // Acquire: cleartext matched a policy with no SA
 	EventSPUFailed    = "spu.failed"    // SPUEvent: an SPU was declared failed and its logical SPUs moved
 	EventSPUMap       = "spu.map"       // SPUList: the logical -> physical map changed (iked follows it)
-	EventLost         = "events.lost"   // LostEvents: the subscriber was too slow; some were dropped
 )
-
-// Message is one frame on the socket.
-type Message struct {
-	V     int             `json:"v"`
-	ID    uint64          `json:"id,omitempty"`
-	Op    string          `json:"op,omitempty"`
-	OK    bool            `json:"ok,omitempty"`
-	Error string          `json:"error,omitempty"`
-	Event string          `json:"event,omitempty"`
-	Body  json.RawMessage `json:"body,omitempty"`
-}
 
 // HelloRequest opens a session.
 type HelloRequest struct {
@@ -92,15 +68,15 @@ type HelloRequest struct {
 // HelloReply describes the data plane: what iked needs to anchor IKE SAs on
 // the same SPUs as their Child SAs.
 type HelloReply struct {
-	Version    int         `json:"version"`
-	Server     string      `json:"server"`
+	Version    int         `json:"version"`    // the API version spud speaks: Version
+	Server     string      `json:"server"`     // spud's build, e.g. "spud 0.1"
 	Logical    int         `json:"logical"`    // L, the number of logical SPUs
 	SPUs       []int       `json:"spus"`       // physical SPU ids in service
 	AnchorKey  []byte      `json:"anchor_key"` // SipHash key of the anchor function
 	Map        []int       `json:"map"`        // logical -> physical SPU
 	MapGen     uint64      `json:"map_gen"`    // bumped on every map change
-	Interfaces []Interface `json:"interfaces"`
-	Steering   Steering    `json:"steering"`
+	Interfaces []Interface `json:"interfaces"` // the data-plane interfaces
+	Steering   Steering    `json:"steering"`   // what the kernel gave the steering program
 }
 
 // Steering says what spud got from the kernel for its steering program.
@@ -120,13 +96,13 @@ type Steering struct {
 
 // Interface is a data-plane interface and what spud got on it.
 type Interface struct {
-	Name      string `json:"name"`
-	Ifindex   int    `json:"ifindex"`
+	Name      string `json:"name"`      // the interface's name
+	Ifindex   int    `json:"ifindex"`   // its index in spud's network namespace
 	Protected bool   `json:"protected"` // cleartext side
-	Queues    int    `json:"queues"`
-	XDPMode   string `json:"xdp_mode"` // native or generic
-	XSKMode   string `json:"xsk_mode"` // copy or zerocopy
-	Carrier   string `json:"carrier"`  // as Steering.Carrier
+	Queues    int    `json:"queues"`    // rx queues, one AF_XDP socket each
+	XDPMode   string `json:"xdp_mode"`  // native or generic
+	XSKMode   string `json:"xsk_mode"`  // copy or zerocopy
+	Carrier   string `json:"carrier"`   // as Steering.Carrier
 	// NeedWakeup: the AF_XDP sockets are bound with XDP_USE_NEED_WAKEUP
 	// (the kernel is kicked only when it asks).
 	NeedWakeup bool `json:"need_wakeup"`
@@ -144,33 +120,38 @@ type Interface struct {
 // SPIAllocRequest asks for an unused inbound SPI anchored on the tunnel
 // between Local and Remote.
 type SPIAllocRequest struct {
-	Local  netip.Addr `json:"local"`
-	Remote netip.Addr `json:"remote"`
+	Local  netip.Addr `json:"local"`  // this gateway's tunnel endpoint
+	Remote netip.Addr `json:"remote"` // the peer's tunnel endpoint
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the
 // reservation lapses (two minutes, an IKE exchange's worth).
 type SPIAllocReply struct {
-	SPI     uint32 `json:"spi"`
-	Logical int    `json:"logical"`
-	SPU     int    `json:"spu"`
+	SPI     uint32 `json:"spi"`     // the reserved SPI; its top bits name Logical
+	Logical int    `json:"logical"` // the tunnel's logical SPU
+	SPU     int    `json:"spu"`     // the physical SPU it maps to now
 }
 
 // SAID names an installed SA.
 type SAID struct {
-	SPI uint32 `json:"spi"`
-	Dir Dir    `json:"dir"`
+	SPI uint32 `json:"spi"` // the SA's SPI
+	Dir Dir    `json:"dir"` // in or out
 	// Remote disambiguates outbound SPIs, which the peer chose.
 	Remote netip.Addr `json:"remote,omitempty"`
 }
 
 // SAUpdate changes what may change on a live SA: the peer's address and
-// port after its NAT mapping changed, and lifetimes.
+// port after its NAT mapping changed.
 type SAUpdate struct {
 	SAID
-	Remote   netip.Addr `json:"new_remote,omitempty"`
-	Encap    *Encap     `json:"encap,omitempty"`
-	Lifetime *Lifetime  `json:"lifetime,omitempty"`
+	// Remote is the peer's new address; zero keeps the old one.
+	Remote netip.Addr `json:"new_remote,omitempty"`
+	// Encap carries the peer's new port (RemotePort); nil keeps the old.
+	Encap *Encap `json:"encap,omitempty"`
+	// Lifetime is refused: spud cannot change a live SA's lifetimes
+	// (install a new SA instead). An update that has it fails after the
+	// peer's address and port, if given, have been changed.
+	Lifetime *Lifetime `json:"lifetime,omitempty"`
 }
 
 // DumpRequest asks for every SA or policy.
@@ -181,62 +162,62 @@ type DumpRequest struct {
 // SAState is an installed SA with its live state.
 type SAState struct {
 	SA
-	Logical int     `json:"logical"`
-	SPU     int     `json:"spu"`
-	Active  bool    `json:"active"` // outbound: the one its policies use now
-	Stats   SAStats `json:"stats"`
+	Logical int     `json:"logical"` // the SA's logical SPU
+	SPU     int     `json:"spu"`     // the physical SPU it runs on
+	Active  bool    `json:"active"`  // outbound: the one its policies use now
+	Stats   SAStats `json:"stats"`   // its counters
 }
 
 // SAStats are an SA's counters.
 type SAStats struct {
-	Packets uint64            `json:"packets"`
-	Bytes   uint64            `json:"bytes"`
-	Seq     uint64            `json:"seq"` // last sent (out) or highest received (in)
-	Drops   map[string]uint64 `json:"drops,omitempty"`
+	Packets uint64            `json:"packets"`         // packets passed
+	Bytes   uint64            `json:"bytes"`           // bytes passed
+	Seq     uint64            `json:"seq"`             // last sent (out) or highest received (in)
+	Drops   map[string]uint64 `json:"drops,omitempty"` // packets dropped, by reason
 }
 
 // SADump is the reply to sa.dump.
 type SADump struct {
-	SAs []SAState `json:"sas"`
+	SAs []SAState `json:"sas"` // every installed SA
 }
 
 // PolicyAddReply gives the policy's id.
 type PolicyAddReply struct {
-	ID      uint32 `json:"id"`
-	Logical int    `json:"logical"`
-	SPU     int    `json:"spu"`
+	ID      uint32 `json:"id"`      // the policy's id (chosen by spud when the request had 0)
+	Logical int    `json:"logical"` // its logical SPU
+	SPU     int    `json:"spu"`     // the physical SPU it runs on
 }
 
 // PolicyID names a policy.
 type PolicyID struct {
-	ID uint32 `json:"id"`
+	ID uint32 `json:"id"` // the policy's id
 }
 
 // PolicyState is an installed policy with its counters.
 type PolicyState struct {
 	Policy
-	Logical  int    `json:"logical"`
-	SPU      int    `json:"spu"`
-	Packets  uint64 `json:"packets"`
-	Acquires uint64 `json:"acquires"`
+	Logical  int    `json:"logical"`           // the policy's logical SPU
+	SPU      int    `json:"spu"`               // the physical SPU it runs on
+	Packets  uint64 `json:"packets"`           // packets it matched
+	Acquires uint64 `json:"acquires"`          // acquire events it raised
 	OutSPI   uint32 `json:"out_spi,omitempty"` // the outbound SA in use, 0 if none
 }
 
 // PolicyDump is the reply to policy.dump.
 type PolicyDump struct {
-	Policies []PolicyState `json:"policies"`
+	Policies []PolicyState `json:"policies"` // every installed policy
 }
 
 // Stats are the data plane's counters.
 type Stats struct {
-	SPUs  []SPUStats        `json:"spus"`
+	SPUs  []SPUStats        `json:"spus"`  // per SPU
 	Drops map[string]uint64 `json:"drops"` // by reason, summed over SPUs
 	XDP   map[string]uint64 `json:"xdp"`   // steering verdicts, summed over CPUs
 	// Links are the kernel's drop counters of the data-plane interfaces
 	// ("wan0 tx_dropped", ...): what the NIC or veth dropped before or
 	// after spud (a full ring of the peer, for one).
 	Links   map[string]uint64 `json:"links,omitempty"`
-	Sockets []SocketStats     `json:"sockets"`
+	Sockets []SocketStats     `json:"sockets"` // per AF_XDP socket
 	// Carrier is Steering.Carrier, so that a counter reader knows which of
 	// the steering costs it is looking at.
 	Carrier string `json:"carrier"`
@@ -244,132 +225,85 @@ type Stats struct {
 
 // SPUStats are one SPU's counters.
 type SPUStats struct {
-	ID          int               `json:"id"`
-	CPU         int               `json:"cpu"`
-	RxPackets   uint64            `json:"rx_packets"`
-	TxPackets   uint64            `json:"tx_packets"`
-	Encap       uint64            `json:"encap"`
-	Decap       uint64            `json:"decap"`
-	HandoffOut  uint64            `json:"handoff_out"`  // frames passed to their anchor SPU
-	HandoffIn   uint64            `json:"handoff_in"`   // frames received from other SPUs
-	HandoffFull uint64            `json:"handoff_full"` // dropped: the anchor's ring was full
-	Bypass      uint64            `json:"bypass"`
-	Drops       map[string]uint64 `json:"drops,omitempty"`
-	SAs         int               `json:"sas"`
-	Policies    int               `json:"policies"`
-	Busy        float64           `json:"busy"` // share of time spent on packets, recent
+	ID          int               `json:"id"`              // the physical SPU
+	CPU         int               `json:"cpu"`             // the core it is pinned to
+	RxPackets   uint64            `json:"rx_packets"`      // frames received from its sockets
+	TxPackets   uint64            `json:"tx_packets"`      // frames sent
+	Encap       uint64            `json:"encap"`           // packets encapsulated
+	Decap       uint64            `json:"decap"`           // packets decapsulated
+	HandoffOut  uint64            `json:"handoff_out"`     // frames passed to their anchor SPU
+	HandoffIn   uint64            `json:"handoff_in"`      // frames received from other SPUs
+	HandoffFull uint64            `json:"handoff_full"`    // dropped: the anchor's ring was full
+	Bypass      uint64            `json:"bypass"`          // cleartext forwarded in the clear: a bypass policy, or none matched
+	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason
+	SAs         int               `json:"sas"`             // SAs it holds
+	Policies    int               `json:"policies"`        // policies it holds
+	Busy        float64           `json:"busy"`            // share of time spent on packets, recent
 }
 
 // SocketStats are one AF_XDP socket's counters.
 type SocketStats struct {
-	Interface string `json:"interface"`
-	Queue     int    `json:"queue"`
-	SPU       int    `json:"spu"`
-	Rx        uint64 `json:"rx"`
-	Tx        uint64 `json:"tx"`
-	RxDropped uint64 `json:"rx_dropped"`
-	FillEmpty uint64 `json:"fill_empty"`
-	TxFull    uint64 `json:"tx_full"`
+	Interface string `json:"interface"`  // the socket's interface
+	Queue     int    `json:"queue"`      // its rx queue
+	SPU       int    `json:"spu"`        // the SPU that polls it
+	Rx        uint64 `json:"rx"`         // frames received
+	Tx        uint64 `json:"tx"`         // frames sent
+	RxDropped uint64 `json:"rx_dropped"` // frames the kernel dropped for the socket, its rx ring full among them
+	FillEmpty uint64 `json:"fill_empty"` // times the fill ring was empty
+	TxFull    uint64 `json:"tx_full"`    // times the tx ring was full
 }
 
 // SPUList is the reply to spu.list, drain and add.
 type SPUList struct {
-	Logical int       `json:"logical"`
-	Map     []int     `json:"map"`
-	MapGen  uint64    `json:"map_gen"`
-	SPUs    []SPUInfo `json:"spus"`
+	Logical int       `json:"logical"` // L, the number of logical SPUs
+	Map     []int     `json:"map"`     // logical -> physical SPU
+	MapGen  uint64    `json:"map_gen"` // bumped on every map change
+	SPUs    []SPUInfo `json:"spus"`    // every physical SPU
 }
 
 // SPUInfo describes a physical SPU.
 type SPUInfo struct {
-	ID       int     `json:"id"`
-	CPU      int     `json:"cpu"`
-	State    string  `json:"state"` // active, drained, failed
-	Logical  []int   `json:"logical"`
-	Tunnels  int     `json:"tunnels"`
-	SAs      int     `json:"sas"`
-	Policies int     `json:"policies"`
-	Busy     float64 `json:"busy"`
+	ID       int     `json:"id"`       // the physical SPU
+	CPU      int     `json:"cpu"`      // the core it is pinned to
+	State    string  `json:"state"`    // active, drained, failed
+	Logical  []int   `json:"logical"`  // the logical SPUs mapped to it
+	Tunnels  int     `json:"tunnels"`  // protect policies it holds
+	SAs      int     `json:"sas"`      // SAs it holds
+	Policies int     `json:"policies"` // policies it holds
+	Busy     float64 `json:"busy"`     // share of time spent on packets, recent
 }
 
 // SPUMap sets the logical -> physical map wholesale.
 type SPUMap struct {
-	Map []int `json:"map"`
+	Map []int `json:"map"` // logical -> physical SPU, one entry per logical SPU
 }
 
 // SPURequest names a physical SPU.
 type SPURequest struct {
-	ID int `json:"id"`
+	ID int `json:"id"` // the physical SPU
 }
 
 // SAEvent reports a lifetime or sequence-number event of an SA.
 type SAEvent struct {
 	SAID
-	ReqID   uint32 `json:"reqid"`
-	Name    string `json:"name,omitempty"`
-	Bytes   uint64 `json:"bytes"`
-	Packets uint64 `json:"packets"`
+	ReqID   uint32 `json:"reqid"`          // the SA's reqid
+	Name    string `json:"name,omitempty"` // the SA's name
+	Bytes   uint64 `json:"bytes"`          // bytes passed so far
+	Packets uint64 `json:"packets"`        // packets passed so far
 }
 
 // Acquire asks the control plane for an SA: cleartext matched a protect
 // policy that has no outbound SA.
 type Acquire struct {
-	PolicyID uint32     `json:"policy_id"`
-	ReqID    uint32     `json:"reqid"`
-	Src      netip.Addr `json:"src"`
-	Dst      netip.Addr `json:"dst"`
-	Proto    uint8      `json:"proto"`
+	PolicyID uint32     `json:"policy_id"` // the policy that matched
+	ReqID    uint32     `json:"reqid"`     // its reqid: the Child SA to negotiate
+	Src      netip.Addr `json:"src"`       // the cleartext packet's source
+	Dst      netip.Addr `json:"dst"`       // its destination
+	Proto    uint8      `json:"proto"`     // its IP protocol
 }
 
 // SPUEvent reports an SPU failure.
 type SPUEvent struct {
-	ID     int    `json:"id"`
-	Reason string `json:"reason"`
-}
-
-// LostEvents says how many events a slow subscriber missed.
-type LostEvents struct {
-	Count uint64 `json:"count"`
-}
-
-// WriteMessage writes one frame.
-func WriteMessage(w io.Writer, m *Message) error {
-	m.V = Version
-	b, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("api: encode %s: %w", m.Op, err)
-	}
-	if len(b) > MaxMessage {
-		return fmt.Errorf("api: message of %d bytes exceeds %d", len(b), MaxMessage)
-	}
-	buf := make([]byte, 4+len(b))
-	binary.BigEndian.PutUint32(buf, uint32(len(b)))
-	copy(buf[4:], b)
-	_, err = w.Write(buf)
-	return err
-}
-
-// ReadMessage reads one frame. A length over MaxMessage, a short frame or
-// bad JSON is an error after which the stream cannot be trusted.
-func ReadMessage(r io.Reader) (*Message, error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[:])
-	if n == 0 || n > MaxMessage {
-		return nil, fmt.Errorf("api: frame length %d out of range (1..%d)", n, MaxMessage)
-	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("api: frame of %d bytes: %w", n, err)
-	}
-	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("api: frame is not a message: %w", err)
-	}
-	return &m, nil
+	ID     int    `json:"id"`     // the physical SPU that failed
+	Reason string `json:"reason"` // why it was declared failed
 }

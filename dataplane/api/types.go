@@ -10,60 +10,61 @@ import (
 type Dir string
 
 const (
-	In  Dir = "in"
-	Out Dir = "out"
+	In  Dir = "in"  // In: received from the peer (we chose the SPI)
+	Out Dir = "out" // Out: sent to the peer (the peer chose the SPI)
 )
 
 // Mode is the IPsec mode of an SA.
 type Mode string
 
 const (
-	Tunnel    Mode = "tunnel"
-	Transport Mode = "transport"
+	Tunnel    Mode = "tunnel"    // Tunnel: the whole inner packet is protected, behind an outer header
+	Transport Mode = "transport" // Transport: the packet's own header stays, its payload is protected
 )
 
 // Lifetime limits of an SA in bytes and packets of its traffic. Zero is
 // unlimited. The time limits belong to iked, which owns the clock of rekeys.
 type Lifetime struct {
-	SoftBytes   uint64 `json:"soft_bytes,omitempty"`
-	HardBytes   uint64 `json:"hard_bytes,omitempty"`
-	SoftPackets uint64 `json:"soft_packets,omitempty"`
-	HardPackets uint64 `json:"hard_packets,omitempty"`
+	SoftBytes   uint64 `json:"soft_bytes,omitempty"`   // lifetime.soft after this many bytes (iked rekeys)
+	HardBytes   uint64 `json:"hard_bytes,omitempty"`   // stop passing traffic after this many bytes
+	SoftPackets uint64 `json:"soft_packets,omitempty"` // lifetime.soft after this many packets (iked rekeys)
+	HardPackets uint64 `json:"hard_packets,omitempty"` // stop passing traffic after this many packets
 }
 
 // Encap is UDP encapsulation of ESP (RFC 3948). Ports are the outer UDP
 // ports of packets this SA sends (out) or receives (in), from this side.
 type Encap struct {
-	LocalPort  uint16 `json:"local_port"`
-	RemotePort uint16 `json:"remote_port"`
+	LocalPort  uint16 `json:"local_port"`  // this gateway's UDP port
+	RemotePort uint16 `json:"remote_port"` // the peer's UDP port
 }
 
 // SA is one direction of a Child SA as installed in the data plane.
 type SA struct {
-	SPI uint32 `json:"spi"`
-	Dir Dir    `json:"dir"`
+	SPI uint32 `json:"spi"` // at least 256 (RFC 4303)
+	Dir Dir    `json:"dir"` // in or out
 	// Local and Remote are the tunnel endpoints: this gateway's address and
 	// the peer's. They decide the anchor SPU.
 	Local  netip.Addr  `json:"local"`
-	Remote netip.Addr  `json:"remote"`
-	Mode   Mode        `json:"mode"`
-	Suite  ipsec.Suite `json:"suite"` // strongSwan's keyword: "aes128gcm16"
+	Remote netip.Addr  `json:"remote"` // the peer's address
+	Mode   Mode        `json:"mode"`   // tunnel or transport
+	Suite  ipsec.Suite `json:"suite"`  // strongSwan's keyword: "aes128gcm16"
 	// EncKey includes the 4-byte salt for the AEAD suites (RFC 4106, 7634).
 	EncKey   []byte `json:"enc_key"`
-	IntegKey []byte `json:"integ_key,omitempty"`
-	ESN      bool   `json:"esn,omitempty"`
-	// ReplayWindow in packets for inbound SAs: 0 means the default (1024);
-	// -1 turns anti-replay off (manual keying only).
+	IntegKey []byte `json:"integ_key,omitempty"` // for the suites without AEAD only
+	ESN      bool   `json:"esn,omitempty"`       // 64-bit extended sequence numbers (RFC 4303)
+	// ReplayWindow in packets for inbound SAs: 0 means the default (1024),
+	// else 32..65536. Validate also lets -1 (anti-replay off) through, but
+	// the ESP engine refuses it, so an SA with it is not installed.
 	ReplayWindow int    `json:"replay_window,omitempty"`
-	Encap        *Encap `json:"encap,omitempty"`
+	Encap        *Encap `json:"encap,omitempty"` // UDP encapsulation, nil for plain ESP
 	// ReqID ties the SAs of one Child SA to its policies, as in XFRM: the
 	// outbound policies with this ReqID use the newest outbound SA with it.
 	ReqID uint32 `json:"reqid"`
 	// LocalTS and RemoteTS: what the peer may send into (in) or what we send
 	// through (out) this SA.
 	LocalTS  []ipsec.Selector `json:"local_ts,omitempty"`
-	RemoteTS []ipsec.Selector `json:"remote_ts,omitempty"`
-	Lifetime Lifetime         `json:"lifetime,omitempty"`
+	RemoteTS []ipsec.Selector `json:"remote_ts,omitempty"` // see LocalTS
+	Lifetime Lifetime         `json:"lifetime,omitempty"`  // byte and packet limits
 	// Name is for people: the connection/child it belongs to.
 	Name string `json:"name,omitempty"`
 }
@@ -126,27 +127,27 @@ func (s SA) Redacted() SA {
 type Action string
 
 const (
-	Protect Action = "protect"
-	Bypass  Action = "bypass"
-	Discard Action = "discard"
+	Protect Action = "protect" // Protect: through the outbound SA of the policy's ReqID
+	Bypass  Action = "bypass"  // Bypass: forwarded in the clear
+	Discard Action = "discard" // Discard: dropped
 )
 
 // Policy is an outbound security policy: cleartext from LocalTS to RemoteTS
 // arriving on a protected interface goes through the outbound SA of ReqID.
 type Policy struct {
-	ID     uint32 `json:"id"` // chosen by the data plane on add when 0
-	ReqID  uint32 `json:"reqid"`
-	Action Action `json:"action"`
+	ID     uint32 `json:"id"`     // chosen by the data plane on add when 0
+	ReqID  uint32 `json:"reqid"`  // the Child SA whose outbound SA protects: required for protect
+	Action Action `json:"action"` // protect, bypass or discard
 	// Local and Remote are the tunnel endpoints the policy's SAs use: they
 	// decide its anchor SPU, the same as its SAs'.
 	Local    netip.Addr       `json:"local"`
-	Remote   netip.Addr       `json:"remote"`
-	LocalTS  []ipsec.Selector `json:"local_ts"`
-	RemoteTS []ipsec.Selector `json:"remote_ts"`
+	Remote   netip.Addr       `json:"remote"`    // see Local
+	LocalTS  []ipsec.Selector `json:"local_ts"`  // the cleartext's sources
+	RemoteTS []ipsec.Selector `json:"remote_ts"` // the cleartext's destinations
 	// Interfaces on which cleartext is matched; empty means every protected
 	// interface of the data plane.
 	Interfaces []string `json:"interfaces,omitempty"`
-	Name       string   `json:"name,omitempty"`
+	Name       string   `json:"name,omitempty"` // for people: the connection/child it belongs to
 }
 
 // Validate checks a policy.

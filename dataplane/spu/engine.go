@@ -38,6 +38,7 @@ import (
 	"github.com/spugate/spugate/dataplane/ring"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // Router is the view of the kernel's forwarding tables SPUs need
@@ -379,7 +380,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	e.mu.Lock()
 	if _, dup := e.sas[ref]; dup {
 		e.mu.Unlock()
-		return 0, 0, fmt.Errorf("sa spi 0x%08x %s: exists", d.SPI, d.Dir)
+		return 0, 0, fmt.Errorf("sa spi 0x%08x %s: %w", d.SPI, d.Dir, unixrpc.ErrExists)
 	}
 	e.sas[ref] = logical
 	e.mu.Unlock()
@@ -427,7 +428,7 @@ func (e *Engine) DelSA(id api.SAID) error {
 	}
 	e.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
+		return fmt.Errorf("sa spi 0x%08x %s: %w", id.SPI, id.Dir, unixrpc.ErrNotFound)
 	}
 	return e.Do(e.physical(logical), func(s *SPU) {
 		if ref.dir == api.In {
@@ -448,7 +449,7 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	logical, ok := e.sas[ref]
 	e.mu.Unlock()
 	if !ok {
-		return fmt.Errorf("sa spi 0x%08x %s: not found", u.SPI, u.Dir)
+		return fmt.Errorf("sa spi 0x%08x %s: %w", u.SPI, u.Dir, unixrpc.ErrNotFound)
 	}
 	var err error
 	derr := e.Do(e.physical(logical), func(s *SPU) {
@@ -518,7 +519,7 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		p.ID = e.nextPol
 	} else if _, dup := e.policies[p.ID]; dup {
 		e.mu.Unlock()
-		return p, 0, 0, fmt.Errorf("policy %d: exists", p.ID)
+		return p, 0, 0, fmt.Errorf("policy %d: %w", p.ID, unixrpc.ErrExists)
 	}
 	e.policies[p.ID] = policyRef{logical: logical, p: p}
 	e.mu.Unlock()
@@ -534,7 +535,7 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	delete(e.policies, id)
 	e.mu.Unlock()
 	if !ok {
-		return api.Policy{}, fmt.Errorf("policy %d: not found", id)
+		return api.Policy{}, fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)
 	}
 	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { s.t.delPolicy(id) })
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/steer"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/vishvananda/netlink"
 )
 
@@ -20,7 +21,7 @@ func (d *Daemon) handlers() {
 	s.Handle(api.OpHello, func(body json.RawMessage) (any, error) {
 		var req api.HelloRequest
 		if len(body) > 0 {
-			if err := api.Decode(body, &req); err != nil {
+			if err := unixrpc.Decode(body, &req); err != nil {
 				return nil, err
 			}
 		}
@@ -58,12 +59,12 @@ func (d *Daemon) handlers() {
 	s.Handle(api.OpSADump, func(body json.RawMessage) (any, error) {
 		var req api.DumpRequest
 		if len(body) > 0 {
-			if err := api.Decode(body, &req); err != nil {
+			if err := unixrpc.Decode(body, &req); err != nil {
 				return nil, err
 			}
 		}
 		if req.Keys {
-			return nil, fmt.Errorf("spud keeps no key material outside the SAs' cipher state: dump without keys")
+			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "spud keeps no key material outside the SAs' cipher state: dump without keys")
 		}
 		return api.SADump{SAs: d.eng.DumpSAs()}, nil
 	})
@@ -115,13 +116,13 @@ func (d *Daemon) handlers() {
 		entries := make([]uint16, len(r.Map))
 		for i, p := range r.Map {
 			if p < 0 || p >= d.eng.NumSPUs() {
-				return nil, fmt.Errorf("spu.map.set: entry %d names SPU %d of %d", i, p, d.eng.NumSPUs())
+				return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "spu.map.set: entry %d names SPU %d of %d", i, p, d.eng.NumSPUs())
 			}
 			entries[i] = uint16(p)
 		}
 		m, err := anchor.MapFromEntries(entries)
 		if err != nil {
-			return nil, err
+			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 		}
 		if _, err := d.eng.SetMap(m); err != nil {
 			return nil, err
@@ -155,7 +156,7 @@ func (d *Daemon) hello() api.HelloReply {
 
 func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
 	if !local.IsValid() || !remote.IsValid() {
-		return api.SPIAllocReply{}, fmt.Errorf("spi.alloc needs both tunnel endpoints")
+		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "spi.alloc needs both tunnel endpoints")
 	}
 	logical := d.fn.Logical(local, remote)
 	d.mu.Lock()
@@ -168,7 +169,9 @@ func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
 	}
 	spi, err := d.codec.Allocate(logical, nil, func(spi uint32) bool { return d.inSPIs[spi] || !d.spis[spi].IsZero() })
 	if err != nil {
-		return api.SPIAllocReply{}, err
+		// With crypto/rand as the source and a logical SPU of spud's own
+		// function, the only way Allocate fails is finding no free SPI.
+		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "%w", err)
 	}
 	d.spis[spi] = now.Add(spiHold)
 	return api.SPIAllocReply{SPI: spi, Logical: int(logical), SPU: int(d.eng.Map().Physical(logical))}, nil
@@ -178,9 +181,14 @@ func (d *Daemon) addSA(sa *api.SA) error {
 	d.mu.Lock()
 	if sa.Dir == api.In && d.inSPIs[sa.SPI] {
 		d.mu.Unlock()
-		return fmt.Errorf("sa spi 0x%08x in: exists", sa.SPI)
+		return fmt.Errorf("sa spi 0x%08x in: %w", sa.SPI, unixrpc.ErrExists)
 	}
 	d.mu.Unlock()
+	// The engine validates too (with the same text); this gives the
+	// refusal its code.
+	if err := sa.Validate(); err != nil {
+		return unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
 	logical, spuID, err := d.eng.AddSA(sa)
 	if err != nil {
 		return err
@@ -271,9 +279,14 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 				found = found || (ifc.Name == n && ifc.Protected)
 			}
 			if !found {
-				return api.PolicyAddReply{}, fmt.Errorf("policy: interface %q is not a protected data-plane interface", n)
+				return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "policy: interface %q is not a protected data-plane interface", n)
 			}
 		}
+	}
+	// The engine validates too (with the same text); this gives the
+	// refusal its code.
+	if err := p.Validate(); err != nil {
+		return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 	}
 	p, logical, spuID, err := d.eng.AddPolicy(p)
 	if err != nil {
@@ -293,7 +306,7 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 func (d *Daemon) delPolicy(id uint32) error {
 	p, logical, ok := d.eng.Policy(id)
 	if !ok {
-		return fmt.Errorf("policy %d: not found", id)
+		return fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)
 	}
 	if _, err := d.eng.DelPolicy(id); err != nil {
 		return err

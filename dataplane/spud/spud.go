@@ -31,6 +31,7 @@ import (
 	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,7 +86,7 @@ type Daemon struct {
 	prog   *steer.Program
 	fib    *fib.Table
 	eng    *spu.Engine
-	srv    *api.Server
+	srv    *unixrpc.Server
 	socks  []*xsk.Socket
 	ifaces []api.Interface
 	caps   map[string]nic.Caps
@@ -167,7 +168,7 @@ func (d *Daemon) start() error {
 	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o700); err != nil {
 		return fmt.Errorf("spud: %w", err)
 	}
-	srv := api.NewServer(d.log)
+	srv := unixrpc.NewServer(d.log)
 	if err := srv.Listen(cfg.Socket); err != nil {
 		return fmt.Errorf("spud: SA API socket: %w", err)
 	}
@@ -394,7 +395,7 @@ func (d *Daemon) pumpEvents() {
 
 func decode[T any](body json.RawMessage) (*T, error) {
 	var v T
-	if err := api.Decode(body, &v); err != nil {
+	if err := unixrpc.Decode(body, &v); err != nil {
 		return nil, err
 	}
 	return &v, nil

@@ -78,6 +78,8 @@ func TestNoGenericPackageNames(t *testing.T) {
 // control plane reaches the data plane only through its API and the anchor
 // function they share; neither depends on the testbed (testbed/) or the
 // benchmarks, and nothing imports a command (cmd/) but its own packages.
+// internal/ lies beneath both planes (the RPC they speak, unixrpc, and test
+// plumbing): it imports none of the layers above it.
 func TestImportBoundaries(t *testing.T) {
 	r := root(t)
 	const mod = "github.com/spugate/spugate/"
@@ -105,6 +107,9 @@ func TestImportBoundaries(t *testing.T) {
 					t.Errorf("%s imports %s: the data plane may not depend on the control plane", rel, path)
 				case strings.HasPrefix(rel, "control") && strings.HasPrefix(path, mod+"dataplane/") && !allowedFromControl[path]:
 					t.Errorf("%s imports %s: the control plane talks to the data plane through dataplane/api", rel, path)
+				case strings.HasPrefix(rel, "internal") && (strings.HasPrefix(path, mod+"dataplane/") || strings.HasPrefix(path, mod+"control/") ||
+					strings.HasPrefix(path, mod+"testbed/") || strings.HasPrefix(path, mod+"bench/")):
+					t.Errorf("%s imports %s: internal/ is beneath both planes and may not import them", rel, path)
 				}
 			}
 		}

@@ -1,17 +1,15 @@
 // Package ikectl is the control protocol of iked, what spuctl's list-conns,
-// list-sas, initiate, terminate, load-initiate, reload and ike-stats speak: the framing
-// and versioning of the SA API (package api: a root-only 0600 unix socket,
-// length-prefixed JSON messages with a version, request ids and error
-// strings), with iked's own operations and bodies.
+// list-sas, initiate, terminate, load-initiate, reload and ike-stats speak: the
+// RPC the SA API speaks too (package internal/unixrpc: a root-only 0600 unix
+// socket, length-prefixed JSON messages with a version, request ids and
+// coded errors), with iked's own operations and bodies.
 package ikectl
 
 import (
-	"errors"
-	"fmt"
 	"net/netip"
 	"time"
 
-	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // DefaultSocket is where iked listens unless configured otherwise.
@@ -248,13 +246,13 @@ type WorkerStats struct {
 }
 
 // Client talks to iked.
-type Client struct{ c *api.Client }
+type Client struct{ c *unixrpc.Client }
 
 // Dial connects to iked's control socket.
 func Dial(path string) (*Client, error) {
-	c, err := api.Dial(path)
+	c, err := unixrpc.Dial("iked", path)
 	if err != nil {
-		return nil, fmt.Errorf("ikectl: connect to iked at %s: %w", path, err)
+		return nil, err
 	}
 	return &Client{c: c}, nil
 }
@@ -265,15 +263,9 @@ func (c *Client) Close() error { return c.c.Close() }
 // SetTimeout bounds each call.
 func (c *Client) SetTimeout(d time.Duration) { c.c.Timeout = d }
 
-// Call sends an operation. An error iked returned reads "iked: op: why".
-func (c *Client) Call(op string, req, reply any) error {
-	err := c.c.Call(op, req, reply)
-	var ae *api.Error
-	if errors.As(err, &ae) {
-		return fmt.Errorf("iked: %s: %s", ae.Op, ae.Msg)
-	}
-	return err
-}
+// Call sends an operation. An error iked returned reads "iked: op: why" and
+// has a *unixrpc.Error in its chain.
+func (c *Client) Call(op string, req, reply any) error { return c.c.Call(op, req, reply) }
 
 // Hello identifies the daemon.
 func (c *Client) Hello() (*Hello, error) {

@@ -1,4 +1,4 @@
-package api
+package unixrpc
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -16,11 +17,14 @@ import (
 )
 
 // HandlerFunc serves one operation: body is the request's body (possibly
-// empty); the returned value, if not nil, becomes the response's body.
+// empty); the returned value, if not nil, becomes the response's body. An
+// error's text is sent as it is, with the code CodeOf finds in it.
 type HandlerFunc func(body json.RawMessage) (any, error)
 
-// Server serves the SA API on a unix socket.
+// Server serves operations on a unix socket that only root (and AllowUID)
+// may open, and publishes events to the connections that subscribed.
 type Server struct {
+	// Log receives refused connections and handlers' panics.
 	Log *slog.Logger
 
 	mu       sync.Mutex
@@ -66,20 +70,20 @@ func (s *Server) Handle(op string, h HandlerFunc) {
 func (s *Server) Listen(path string) error {
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
-		return fmt.Errorf("api: %s: another server is listening", path)
+		return fmt.Errorf("unixrpc: %s: another server is listening", path)
 	}
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return fmt.Errorf("api: remove stale %s: %w", path, err)
+		return fmt.Errorf("unixrpc: remove stale %s: %w", path, err)
 	}
 	old := unix.Umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	unix.Umask(old)
 	if err != nil {
-		return fmt.Errorf("api: listen %s: %w", path, err)
+		return fmt.Errorf("unixrpc: listen %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return fmt.Errorf("api: chmod %s: %w", path, err)
+		return fmt.Errorf("unixrpc: chmod %s: %w", path, err)
 	}
 	s.mu.Lock()
 	s.ln = ln
@@ -98,10 +102,10 @@ func (s *Server) Serve() error {
 			if closed {
 				return nil
 			}
-			return fmt.Errorf("api: accept: %w", err)
+			return fmt.Errorf("unixrpc: accept: %w", err)
 		}
 		if err := s.checkPeer(c); err != nil {
-			s.Log.Warn("api: refused connection", "err", err)
+			s.Log.Warn("unixrpc: refused connection", "err", err)
 			c.Close()
 			continue
 		}
@@ -152,8 +156,8 @@ func (s *Server) readLoop(sc *serverConn) {
 	for {
 		m, err := ReadMessage(r)
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) && err.Error() != "EOF" {
-				s.Log.Debug("api: connection closed", "err", err)
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+				s.Log.Debug("unixrpc: connection closed", "err", err)
 			}
 			return
 		}
@@ -171,12 +175,12 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 	defer func() {
 		// A handler's bug must cost one request, not the daemon.
 		if r := recover(); r != nil {
-			s.Log.Error("api: handler panicked", "op", m.Op, "panic", r)
-			resp.OK, resp.Error, resp.Body = false, fmt.Sprintf("%s: internal error", m.Op), nil
+			s.Log.Error("unixrpc: handler panicked", "op", m.Op, "panic", r)
+			resp.OK, resp.Error, resp.Code, resp.Body = false, fmt.Sprintf("%s: internal error", m.Op), CodeInternal, nil
 		}
 	}()
 	if m.V != Version {
-		resp.Error = fmt.Sprintf("protocol version %d not supported (server speaks %d)", m.V, Version)
+		resp.Error, resp.Code = fmt.Sprintf("protocol version %d not supported (server speaks %d)", m.V, Version), CodeBadRequest
 		return resp
 	}
 	if m.Op == OpSubscribe {
@@ -188,19 +192,19 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 	h := s.handlers[m.Op]
 	s.mu.Unlock()
 	if h == nil {
-		resp.Error = fmt.Sprintf("unknown operation %q", m.Op)
+		resp.Error, resp.Code = fmt.Sprintf("unknown operation %q", m.Op), CodeBadRequest
 		return resp
 	}
 	body, err := h(m.Body)
 	if err != nil {
-		resp.Error = err.Error()
+		resp.Error, resp.Code = err.Error(), CodeOf(err)
 		return resp
 	}
 	resp.OK = true
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			resp.OK, resp.Error = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err)
+			resp.OK, resp.Error, resp.Code = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err), CodeInternal
 			return resp
 		}
 		resp.Body = b
@@ -250,7 +254,7 @@ func (s *Server) writeLoop(sc *serverConn) {
 func (s *Server) Publish(event string, body any) {
 	b, err := json.Marshal(body)
 	if err != nil {
-		s.Log.Error("api: encode event", "event", event, "err", err)
+		s.Log.Error("unixrpc: encode event", "event", event, "err", err)
 		return
 	}
 	m := &Message{Event: event, Body: b}
@@ -290,15 +294,16 @@ func (s *Server) Close() error {
 }
 
 // Decode unmarshals a request body strictly: unknown fields are errors, so
-// a typo in a client is not silently ignored.
+// a typo in a client is not silently ignored. Its errors are
+// CodeBadRequest.
 func Decode(body json.RawMessage, v any) error {
 	if len(body) == 0 {
-		return errors.New("missing request body")
+		return Errorf(CodeBadRequest, "missing request body")
 	}
 	d := json.NewDecoder(bytes.NewReader(body))
 	d.DisallowUnknownFields()
 	if err := d.Decode(v); err != nil {
-		return fmt.Errorf("bad request body: %w", err)
+		return Errorf(CodeBadRequest, "bad request body: %w", err)
 	}
 	return nil
 }

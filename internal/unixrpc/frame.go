@@ -1,0 +1,113 @@
+// Package unixrpc is the JSON-over-unix-socket RPC that spud's SA API
+// (dataplane/api) and iked's control socket (control/iked/ikectl) both
+// speak: a socket that only root may open (mode 0600, and the peer's
+// credentials are checked), carrying length-prefixed, versioned messages.
+//
+// # Wire format (version 1)
+//
+// Every message is a 4-byte big-endian length N (at most MaxMessage) followed
+// by N bytes of one JSON object:
+//
+//	request   {"v":1, "id":7, "op":"sa.add", "body":{...}}
+//	response  {"v":1, "id":7, "ok":true, "body":{...}}
+//	          {"v":1, "id":7, "error":"sa spi 0x0000c001 in: exists", "code":"exists"}
+//	event     {"v":1, "event":"lifetime.soft", "body":{...}}   (id absent)
+//
+// A client may send several requests before reading responses; responses
+// carry the request's id and come in order. Events are sent only to
+// connections that asked for them with events.subscribe (OpSubscribe),
+// between responses, never inside one. A request with an unknown op or a
+// version the server does not speak gets an error response; a malformed
+// frame closes the connection.
+//
+// An error response carries the server's text in "error" and what kind of
+// refusal it is in "code" (see Code). The code sits beside the text rather
+// than replacing it so that a peer of an older build, which knows only the
+// text, still reads the other's errors: spud and iked restart, and are
+// upgraded, independently.
+package unixrpc
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxMessage bounds one message. Nothing is paged: a reply that would
+// exceed it fails.
+const MaxMessage = 16 << 20
+
+// OpSubscribe asks the server for its events, which then follow on the
+// connection; it has no body either way.
+const OpSubscribe = "events.subscribe"
+
+// EventLost tells a subscriber that it was too slow and lost events; its
+// body is LostEvents.
+const EventLost = "events.lost"
+
+// LostEvents says how many events a slow subscriber missed.
+type LostEvents struct {
+	Count uint64 `json:"count"` // events dropped since the last EventLost
+}
+
+// Message is one frame on the socket.
+type Message struct {
+	V  int    `json:"v"`            // protocol version: Version
+	ID uint64 `json:"id,omitempty"` // request id, echoed by the response; 0 for events
+	Op string `json:"op,omitempty"` // request: the operation
+	OK bool   `json:"ok,omitempty"` // response: served (Body is the reply), else Error says why
+	// Error is the text of an error response.
+	Error string `json:"error,omitempty"`
+	// Code says what kind of error Error is; a peer of an older build
+	// sends none (CodeUnknown).
+	Code  Code            `json:"code,omitempty"`
+	Event string          `json:"event,omitempty"` // event: its kind
+	Body  json.RawMessage `json:"body,omitempty"`  // request, reply or event body
+}
+
+// WriteMessage writes one frame.
+func WriteMessage(w io.Writer, m *Message) error {
+	m.V = Version
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("unixrpc: encode %s: %w", m.Op, err)
+	}
+	if len(b) > MaxMessage {
+		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d", len(b), MaxMessage)
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadMessage reads one frame. A length over MaxMessage, a short frame or
+// bad JSON is an error after which the stream cannot be trusted.
+func ReadMessage(r io.Reader) (*Message, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxMessage {
+		return nil, fmt.Errorf("unixrpc: frame length %d out of range (1..%d)", n, MaxMessage)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("unixrpc: frame of %d bytes: %w", n, err)
+	}
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("unixrpc: frame is not a message: %w", err)
+	}
+	return &m, nil
+}

@@ -1,0 +1,332 @@
+package unixrpc
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// item is a request body of the tests' server.
+type item struct {
+	Name string `json:"name"`
+}
+
+func TestFraming(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteMessage(&buf, &Message{ID: 3, Op: "hello", Body: json.RawMessage(`{"client":"t"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ReadMessage(&buf)
+	if err != nil || m.ID != 3 || m.Op != "hello" || m.V != Version {
+		t.Fatalf("round trip: %+v, %v", m, err)
+	}
+	for name, frame := range map[string][]byte{
+		"zero length": {0, 0, 0, 0},
+		"huge length": {0x7f, 0, 0, 0},
+		"truncated":   {0, 0, 0, 10, '{'},
+		"not json":    append([]byte{0, 0, 0, 3}, "abc"...),
+	} {
+		if _, err := ReadMessage(bytes.NewReader(frame)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzReadMessage(f *testing.F) {
+	var buf bytes.Buffer
+	WriteMessage(&buf, &Message{ID: 1, Op: "item.add", Body: json.RawMessage(`{"name":"x"}`)})
+	f.Add(buf.Bytes())
+	buf.Reset()
+	WriteMessage(&buf, &Message{ID: 1, Error: "item x: not found", Code: CodeNotFound})
+	f.Add(buf.Bytes())
+	f.Add([]byte{0, 0, 0, 2, '{', '}'})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ReadMessage(bytes.NewReader(b))
+		if err == nil && m == nil {
+			t.Fatal("nil message without error")
+		}
+		if err == nil && len(b) >= 4 && int(binary.BigEndian.Uint32(b)) > MaxMessage {
+			t.Fatal("oversized frame accepted")
+		}
+		if err == nil {
+			var it item
+			Decode(m.Body, &it) // must not panic
+		}
+	})
+}
+
+// TestErrorWire: an error response carries the handler's text unchanged and
+// its code beside it, and reads back as both.
+func TestErrorWire(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("policy %d: %w", 7, ErrNotFound), `{"v":1,"id":9,"error":"policy 7: not found","code":"not_found"}`},
+		{fmt.Errorf("sa spi 0x%08x in: %w", 0xc001, ErrExists), `{"v":1,"id":9,"error":"sa spi 0x0000c001 in: exists","code":"exists"}`},
+		{Errorf(CodeBadRequest, "spi.alloc needs both tunnel endpoints"), `{"v":1,"id":9,"error":"spi.alloc needs both tunnel endpoints","code":"bad_request"}`},
+		{errors.New("spu 3 is the last SPU in service"), `{"v":1,"id":9,"error":"spu 3 is the last SPU in service","code":"failed"}`},
+		{fmt.Errorf("iked: %w", &Error{Code: "from_the_future", Message: "x"}), `{"v":1,"id":9,"error":"iked: x","code":"from_the_future"}`},
+	} {
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, &Message{ID: 9, Error: c.err.Error(), Code: CodeOf(c.err)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(buf.Bytes()[4:]); got != c.want {
+			t.Errorf("%v: wire %s, want %s", c.err, got, c.want)
+		}
+		m, err := ReadMessage(&buf)
+		if err != nil || m.Error != c.err.Error() || m.Code != CodeOf(c.err) {
+			t.Errorf("%v: read back %+v, %v", c.err, m, err)
+		}
+	}
+	// A peer of an older build sends no code, and reads only the text.
+	legacy := `{"v":1,"id":2,"error":"policy 7: exists"}`
+	m, err := ReadMessage(bytes.NewReader(append(binary.BigEndian.AppendUint32(nil, uint32(len(legacy))), legacy...)))
+	if err != nil || m.Code != "" || m.Error != "policy 7: exists" {
+		t.Errorf("error without a code: %+v, %v", m, err)
+	}
+	var old struct {
+		Error string `json:"error"`
+	}
+	b, _ := json.Marshal(&Message{ID: 2, Error: "policy 7: exists", Code: CodeExists})
+	if err := json.Unmarshal(b, &old); err != nil || old.Error != "policy 7: exists" {
+		t.Errorf("an older peer reads %q, %v", old.Error, err)
+	}
+}
+
+func TestErrorIs(t *testing.T) {
+	err := fmt.Errorf("spud: sa.del: %w", &Error{Code: CodeNotFound, Message: "sa spi 0x00001000 in: not found"})
+	if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrClosed) {
+		t.Errorf("%v: errors.Is by code wrong", err)
+	}
+	wrapped := Errorf(CodeBadRequest, "bad request body: %w", os.ErrInvalid)
+	if !errors.Is(wrapped, ErrBadRequest) || !errors.Is(wrapped, os.ErrInvalid) || CodeOf(wrapped) != CodeBadRequest {
+		t.Errorf("%v: Errorf lost its code or its cause", wrapped)
+	}
+	if wrapped.Error() != "bad request body: invalid argument" {
+		t.Errorf("Errorf text %q", wrapped)
+	}
+	if CodeOf(Errorf("nonsense", "x")) != CodeFailed {
+		t.Error("Errorf with an unknown code is not CodeFailed")
+	}
+}
+
+func startServer(t *testing.T) (*Server, string) {
+	t.Helper()
+	s := NewServer(nil)
+	s.AllowUID = os.Getuid()
+	path := filepath.Join(t.TempDir(), "rpc.sock")
+	if err := s.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestServerClient(t *testing.T) {
+	s, path := startServer(t)
+	var mu sync.Mutex
+	var added []string
+	s.Handle("item.add", func(body json.RawMessage) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		var it item
+		if err := Decode(body, &it); err != nil {
+			return nil, err
+		}
+		if it.Name == "" {
+			return nil, errors.New("item: no name")
+		}
+		if len(added) > 0 && added[0] == it.Name {
+			return nil, fmt.Errorf("item %s: %w", it.Name, ErrExists)
+		}
+		added = append(added, it.Name)
+		return item{Name: strings.ToUpper(it.Name)}, nil
+	})
+	s.Handle("item.del", func(body json.RawMessage) (any, error) {
+		var it item
+		if err := Decode(body, &it); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("item %s: %w", it.Name, ErrNotFound)
+	})
+	s.Handle("stats", func(json.RawMessage) (any, error) { panic("bug") })
+
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	if err := NewServer(nil).Listen(path); err == nil {
+		t.Error("a second server took over a live socket")
+	}
+
+	c, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var r item
+	if err := c.Call("item.add", item{Name: "a"}, &r); err != nil || r.Name != "A" {
+		t.Fatalf("item.add: %+v, %v", r, err)
+	}
+	mu.Lock()
+	if len(added) != 1 || added[0] != "a" {
+		t.Errorf("handler saw %v", added)
+	}
+	mu.Unlock()
+	// Refusals keep the handler's text, gain the peer's and the op's
+	// names, and carry their code across the socket.
+	for _, tc := range []struct {
+		op   string
+		req  any
+		text string
+		is   error
+	}{
+		{"item.add", item{Name: "a"}, "spud: item.add: item a: exists", ErrExists},
+		{"item.del", item{Name: "b"}, "spud: item.del: item b: not found", ErrNotFound},
+		{"item.add", item{}, "spud: item.add: item: no name", ErrFailed},
+		{"no.such.op", nil, `spud: no.such.op: unknown operation "no.such.op"`, ErrBadRequest},
+		{"item.add", nil, "spud: item.add: missing request body", ErrBadRequest},
+		{"item.add", map[string]any{"name": "c", "typo_field": 1}, `spud: item.add: bad request body: json: unknown field "typo_field"`, ErrBadRequest},
+		{"stats", nil, "spud: stats: stats: internal error", ErrInternal},
+	} {
+		err := c.Call(tc.op, tc.req, nil)
+		var re *Error
+		if err == nil || err.Error() != tc.text || !errors.Is(err, tc.is) || !errors.As(err, &re) || errors.Is(err, ErrClosed) {
+			t.Errorf("%s %v: %v, want %q with %s", tc.op, tc.req, err, tc.text, tc.is.(*Error).Code)
+		}
+	}
+	// The connection survived the panic.
+	if err := c.Call("item.add", item{Name: "d"}, nil); err != nil {
+		t.Errorf("after panic: %v", err)
+	}
+}
+
+func TestEventsAndLoss(t *testing.T) {
+	s, path := startServer(t)
+	c, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	other, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ev, err := c.Subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Publish("item.soft", item{Name: "x"})
+	select {
+	case e := <-ev:
+		var body item
+		json.Unmarshal(e.Body, &body)
+		if e.Kind != "item.soft" || body.Name != "x" {
+			t.Errorf("event %s %+v", e.Kind, body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event")
+	}
+	// Unsubscribed connections get nothing; a flood is bounded.
+	for i := 0; i < 3*eventQueue; i++ {
+		s.Publish("item.flood", item{Name: fmt.Sprint(i)})
+	}
+	n := 0
+	deadline := time.After(10 * time.Second)
+	for n < eventQueue {
+		select {
+		case <-ev:
+			n++
+		case <-deadline:
+			t.Fatalf("only %d events arrived", n)
+		}
+	}
+	// Loss depends on scheduling; boundedness is what matters.
+	select {
+	case e := <-other.events:
+		t.Errorf("unsubscribed connection got %s", e.Kind)
+	default:
+	}
+}
+
+// TestClientSeesConnectionLoss: a server that went away is ErrClosed, not
+// a refusal, for calls made after and calls waiting for their reply.
+func TestClientSeesConnectionLoss(t *testing.T) {
+	s, path := startServer(t)
+	block := make(chan struct{})
+	s.Handle("slow", func(json.RawMessage) (any, error) { <-block; return nil, nil })
+	c, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- c.Call("slow", nil, nil) }()
+	time.Sleep(50 * time.Millisecond)
+	go func() { time.Sleep(100 * time.Millisecond); close(block) }()
+	s.Close()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("client did not notice the server closing")
+	}
+	err = c.Call("hello", nil, nil)
+	var re *Error
+	if !errors.Is(err, ErrClosed) || errors.As(err, &re) || !strings.Contains(err.Error(), "connection to spud lost") {
+		t.Errorf("call on a lost connection: %v", err)
+	}
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Errorf("call waiting when the connection was lost: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("close of a lost connection: %v", err)
+	}
+}
+
+// TestClientReadsErrorWithoutCode: a server of an older build sends only
+// the text; the client reads it as CodeFailed.
+func TestClientReadsErrorWithoutCode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		m, err := ReadMessage(c)
+		if err != nil {
+			return
+		}
+		WriteMessage(c, &Message{ID: m.ID, Error: "policy 7: not found"})
+		ReadMessage(c) // until the client closes
+	}()
+	c, err := Dial("spud", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Call("policy.del", item{Name: "7"}, nil)
+	var re *Error
+	if !errors.As(err, &re) || re.Code != CodeFailed || !errors.Is(err, ErrFailed) || errors.Is(err, ErrNotFound) ||
+		err.Error() != "spud: policy.del: policy 7: not found" {
+		t.Errorf("error without a code: %v (%+v)", err, re)
+	}
+}
