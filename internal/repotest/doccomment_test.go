@@ -16,10 +16,11 @@ import (
 // funcs, types, consts and vars, and the exported methods of exported
 // types, as "Name" or "Type.Method" at their position. A const, var or
 // type group's doc comment documents every spec in it, as go doc shows the
-// group whole. Struct fields and interface methods are not asked for. A
-// generated file (the "// Code generated ... DO NOT EDIT." header) and a
-// command (package main, which nothing imports) have no readers of that
-// kind and yield nothing.
+// group whole, and so does a const or var spec's line comment. Struct
+// fields and interface methods are not asked for. A generated file (the
+// "// Code generated ... DO NOT EDIT." header) and a command (package
+// main, which nothing imports) have no readers of that kind and yield
+// nothing.
 func undocumented(f *ast.File) []ident {
 	if ast.IsGenerated(f) || f.Name.Name == "main" {
 		return nil
@@ -51,7 +52,10 @@ func undocumented(f *ast.File) []ident {
 						out = append(out, ident{s.Name.Pos(), s.Name.Name})
 					}
 				case *ast.ValueSpec:
-					if s.Doc != nil {
+					// A line comment counts: go doc shows a group whole, line
+					// comments included, and the standard library documents
+					// enumerations that way.
+					if s.Doc != nil || s.Comment != nil {
 						continue
 					}
 					for _, n := range s.Names {
@@ -177,7 +181,7 @@ const (
 const (
 	// C is documented on its spec.
 	C = 3
-	D = 4 // a line comment is not a doc comment
+	D = 4 // D: a line comment documents its spec, as go doc shows the group
 	e = 5
 )
 
@@ -194,7 +198,7 @@ type (
 `
 	want := []string{
 		"7: Bare", "14: U", "21: T.N", "23: U.O", "32: G.Q",
-		"43: D", "47: V", "47: W", "55: Z",
+		"47: V", "47: W", "55: Z",
 	}
 	fset := token.NewFileSet()
 	f, err := parser.ParseFile(fset, "p.go", src, parser.ParseComments)
