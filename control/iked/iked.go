@@ -114,6 +114,9 @@ type Daemon struct {
 	groups []*reuseport.Group
 	ctl    *unixrpc.Server
 	store  *stateStore
+	// lostStates is the number of IKE SA states the last restore could
+	// not restore: the next sweep keeps what no IKE SA owns (resync.go).
+	lostStates atomic.Int32
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spugate/spugate/control/config"
@@ -53,9 +54,12 @@ func TestStateStore(t *testing.T) {
 	// A torn write and a garbage file do not stop the restore.
 	os.WriteFile(filepath.Join(dir, "x.json.tmp"), []byte("{"), 0o600)
 	os.WriteFile(filepath.Join(dir, "bad.json"), []byte("{"), 0o600)
-	got, errs := s.load()
-	if len(got) != 1 || len(errs) != 1 {
-		t.Fatalf("load: %d IKE SAs, errors %v", len(got), errs)
+	got, errs, err := s.load()
+	if err != nil || len(got) != 1 || len(errs) != 1 {
+		t.Fatalf("load: %d IKE SAs, errors %v, %v", len(got), errs, err)
+	}
+	if !strings.Contains(errs[0].Error(), "kept as bad.json.corrupt") {
+		t.Errorf("the corrupt file's error does not say where it is: %v", errs[0])
 	}
 	r := got[0]
 	if r.SPIi != ike.SPIi || r.MsgIDOut != 5 || r.MsgIDIn != 3 || r.Out == nil || r.In == nil || len(r.LastResponse) != 1 {
@@ -75,11 +79,40 @@ func TestStateStore(t *testing.T) {
 	if p, err := peer.In.Open(msg, b[len(msg):]); err != nil || string(p) != "inner" {
 		t.Errorf("restored keys do not match: %v", err)
 	}
+	// The unreadable file is kept aside, as evidence, not read again.
 	if _, err := os.Stat(filepath.Join(dir, "bad.json")); err == nil {
-		t.Errorf("the unreadable state file was kept")
+		t.Errorf("the unreadable state file is still read at restore")
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "bad.json.corrupt")); err != nil || string(b) != "{" {
+		t.Errorf("the unreadable state file was not kept aside: %q %v", b, err)
+	}
+	if _, errs, _ := s.load(); len(errs) != 0 {
+		t.Errorf("a kept-aside file is read again: %v", errs)
+	}
+	// A state that could not be written sets its older file aside: not
+	// restored, but reported lost once.
+	if err := s.discard(ike); err != nil {
+		t.Fatal(err)
+	}
+	if got, lost, _ := s.load(); len(got) != 0 || len(lost) != 1 {
+		t.Errorf("after a discard: %d restored, lost %v; want none and one", len(got), lost)
+	}
+	if got, lost, _ := s.load(); len(got) != 0 || len(lost) != 0 {
+		t.Errorf("a stale state is reported twice: %d, %v", len(got), lost)
+	}
+	if err := s.discard(ike); err != nil {
+		t.Errorf("discarding what is gone: %v", err)
+	}
+	// A write that works again clears the stale file.
+	s.save(ike)
+	s.discard(ike)
+	s.save(ike)
+	if got, lost, _ := s.load(); len(got) != 1 || len(lost) != 0 {
+		t.Errorf("after a write that worked again: %d restored, lost %v", len(got), lost)
+	}
+	s.save(ike)
 	s.remove(ike)
-	if got, _ := s.load(); len(got) != 0 {
+	if got, _, _ := s.load(); len(got) != 0 {
 		t.Errorf("removed state still loads")
 	}
 	os.Chmod(dir, 0o755)

@@ -47,12 +47,46 @@ type loop struct {
 	// those another worker's sockets got for it (the selector could not
 	// choose, or a map change was under way).
 	rx, handedIn atomic.Uint64
+	// unsaved holds the IKE SAs whose state could not be written (a full
+	// or failing disk): their files are removed, and run writes them again
+	// every persistRetry until it works. lastPersistErr rate-limits the
+	// ERROR lines about it.
+	unsaved        map[*sa.IKESA]bool
+	lastPersistErr time.Time
+}
+
+// persistRetry is how often a worker tries again to write the states it
+// could not write.
+const persistRetry = time.Second
+
+// persist writes an IKE SA's state. On failure the old file goes (see
+// stateStore.discard), the failure is counted and said at ERROR (at most
+// every 10 s per worker), and the write is retried until it works.
+func (l *loop) persist(ike *sa.IKESA) {
+	err := l.d.store.save(ike)
+	if err == nil {
+		if l.unsaved[ike] {
+			delete(l.unsaved, ike)
+			l.log.Info("iked: IKE SA state written again", "ike_id", ike.UniqueID, "still_unsaved", len(l.unsaved))
+		}
+		return
+	}
+	l.d.stats.Inc(stats.StateWriteErrors)
+	if derr := l.d.store.discard(ike); derr != nil {
+		err = fmt.Errorf("%w; and its older state could not be removed: %v", err, derr)
+	}
+	l.unsaved[ike] = true
+	if now := time.Now(); now.Sub(l.lastPersistErr) >= 10*time.Second {
+		l.lastPersistErr = now
+		l.log.Error("iked: IKE SA state not written; retrying, and a crash now would lose it", "ike_id", ike.UniqueID,
+			"unsaved", len(l.unsaved), "err", err.Error())
+	}
 }
 
 func newLoop(d *Daemon, idx, spu int) *loop {
 	l := &loop{d: d, idx: idx, spu: spu, in: make(chan manager.Datagram, datagramQueue),
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
-		dp: &spudDP{}, log: d.log.With("worker", idx, "spu", spu)}
+		dp: &spudDP{}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{}}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
 }
@@ -65,11 +99,17 @@ func (l *loop) run() {
 	defer l.log.Info("iked: worker stopped")
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	retry := time.NewTicker(persistRetry)
+	defer retry.Stop()
 	for {
 		if dl := l.w.Deadline(); dl.IsZero() {
 			timer.Reset(time.Hour)
 		} else {
 			timer.Reset(max(time.Until(dl), 0))
+		}
+		var retryC <-chan time.Time
+		if len(l.unsaved) > 0 {
+			retryC = retry.C
 		}
 		select {
 		case d := <-l.in:
@@ -78,6 +118,10 @@ func (l *loop) run() {
 			f(l.w)
 		case <-timer.C:
 			l.w.Tick(time.Now())
+		case <-retryC:
+			for ike := range l.unsaved {
+				l.persist(ike)
+			}
 		case <-l.d.ctx.Done():
 			return
 		}
@@ -277,12 +321,11 @@ func (e *workerEnv) Trap(conn, child string) (task.Trap, bool) {
 	return t.Trap, ok
 }
 func (e *workerEnv) LocalAddrFor(remote netip.Addr) (netip.Addr, error) { return localAddrFor(remote) }
-func (e *workerEnv) Changed(ike *sa.IKESA) {
-	if err := e.d.store.save(ike); err != nil {
-		e.l.log.Error("iked: persist IKE SA", "ike_id", ike.UniqueID, "err", err.Error())
-	}
+func (e *workerEnv) Changed(ike *sa.IKESA)                              { e.l.persist(ike) }
+func (e *workerEnv) Gone(ike *sa.IKESA) {
+	delete(e.l.unsaved, ike)
+	e.d.store.remove(ike)
 }
-func (e *workerEnv) Gone(ike *sa.IKESA) { e.d.store.remove(ike) }
 func (e *workerEnv) InstallTrap(conn, child string) {
 	if err := e.d.installTrap(conn, child); err != nil {
 		e.l.log.Warn("iked: trap", "conn", conn, "child", child, "err", err.Error())

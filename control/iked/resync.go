@@ -3,7 +3,6 @@ package iked
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"slices"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
+	"github.com/spugate/spugate/ipsec"
 )
 
 // trapEntry is an installed trap.
@@ -155,10 +155,15 @@ type saKey struct {
 
 // restore takes the persisted IKE SAs over and resyncs with spud.
 func (d *Daemon) restore() error {
-	ikes, errs := d.store.load()
-	for _, err := range errs {
-		d.log.Warn("iked: state", "err", err.Error())
+	ikes, lost, err := d.store.load()
+	if err != nil {
+		return fmt.Errorf("iked: restore: %w", err)
 	}
+	for _, err := range lost {
+		d.stats.Inc(stats.StatesLost)
+		d.log.Error("iked: an IKE SA's state could not be restored; its SAs in spud are kept for its peer to replace", "err", err.Error())
+	}
+	d.lostStates.Store(int32(len(lost)))
 	maxID := uint32(0)
 	for _, ike := range ikes {
 		maxID = max(maxID, ike.UniqueID)
@@ -382,6 +387,35 @@ func (d *Daemon) sweep() {
 		d.log.Warn("iked: sweep", "err", err.Error())
 		return
 	}
+	if n := d.lostStates.Swap(0); n > 0 {
+		// Some of these belong to IKE SAs whose state is lost: they carry
+		// traffic until the peer's rekey or DPD replaces them, so they are
+		// removed only when their lifetime would have ended them.
+		var keptSA, keptPol int
+		for _, p := range pols {
+			if strings.HasPrefix(p.Name, task.NamePrefix) && !ownedPol[p.ID] {
+				keptPol++
+			}
+		}
+		for _, s := range sas {
+			if strings.HasPrefix(s.Name, task.NamePrefix) && !ownedSA[saKey{s.SPI, s.Dir}] {
+				keptSA++
+			}
+		}
+		after := d.maxChildLife()
+		d.log.Error("iked: SAs and policies no restored IKE SA owns are kept, as IKE SA states could not be restored",
+			"sas", keptSA, "policies", keptPol, "states_lost", n, "removed_in", after.String())
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			select {
+			case <-time.After(after):
+				d.sweep()
+			case <-d.ctx.Done():
+			}
+		}()
+		return
+	}
 	var delSA, delPol int
 	for _, p := range pols {
 		if strings.HasPrefix(p.Name, task.NamePrefix) && !ownedPol[p.ID] {
@@ -532,4 +566,17 @@ func (d *Daemon) saEvent(kind string, e api.SAEvent) {
 		default:
 		}
 	}
+}
+
+// maxChildLife is the longest life_time of any Child SA the configuration
+// makes: no Child SA of an IKE SA whose state was lost outlives it.
+func (d *Daemon) maxChildLife() time.Duration {
+	longest := config.DefaultChildRekey + config.DefaultChildRekey/10
+	cfg := d.cfg.Load()
+	for _, conn := range cfg.Connections {
+		for _, ch := range conn.Children {
+			longest = max(longest, ch.LifeTime.D())
+		}
+	}
+	return longest
 }

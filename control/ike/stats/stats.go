@@ -160,6 +160,12 @@ const (
 	// PanicsRecovered counts panics a worker recovered from while it
 	// handled a datagram or a timer; each ended the IKE SA at hand.
 	PanicsRecovered
+	// StateWriteErrors counts IKE SA states that could not be written
+	// (the older file is set aside and the write retried); StatesLost,
+	// IKE SA states a restart could not restore (unreadable, or older than
+	// a change that could not be written).
+	StateWriteErrors
+	StatesLost
 	NumCounters
 )
 
@@ -198,6 +204,8 @@ var counterNames = [...]string{
 	IKERekeysInitiated:   "ike_rekeys_initiated",
 	LogsSuppressed:       "logs_suppressed",
 	PanicsRecovered:      "panics_recovered",
+	StateWriteErrors:     "state_write_errors",
+	StatesLost:           "states_lost",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

@@ -1,0 +1,132 @@
+package iked_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/testbed/lab"
+)
+
+// TestPrivilegedIkedCorruptState restarts iked on gw-a after its IKE SA's
+// state file was truncated: the file is kept aside as *.corrupt, the loss
+// is an ERROR, and the Child SA that spud still holds keeps carrying
+// traffic past the grace period (it used to be removed then, leaving the
+// tunnel down until the peer noticed, and the evidence deleted).
+func TestPrivilegedIkedCorruptState(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	ca, cb := tb.confs()
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec, "-grace", "2s")
+	tb.b.start(t, cb.yaml(), sec)
+	tb.a.spuctl(t, "initiate", "tun")
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	files, _ := filepath.Glob(filepath.Join(tb.a.iked.StateDir, "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v, want one", files)
+	}
+	if err := tb.a.iked.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(files[0], b[:len(b)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.a.iked.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the grace period, whose sweep would have removed the SAs.
+	flood := pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 5*time.Second)
+	res := <-flood
+	t.Logf("ping after the restart without state: %d sent, %d received", res[0], res[1])
+	if res[0] <= 0 || res[1] < res[0]-1 {
+		t.Errorf("the tunnel broke after iked lost its state: %d of %d pings came back", res[1], res[0])
+	}
+	if _, err := os.Stat(files[0] + ".corrupt"); err != nil {
+		t.Errorf("the unreadable state was not kept aside: %v", err)
+	}
+	log := tb.a.iked.Proc.Log()
+	for _, want := range []string{`level=ERROR msg="iked: an IKE SA's state could not be restored`, `level=ERROR msg="iked: SAs and policies no restored IKE SA owns are kept`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("iked did not log %s", want)
+		}
+	}
+	if st := tb.a.spuctl(t, "ike-stats"); !strings.Contains(st, "states_lost") {
+		t.Errorf("the corrupt state file was not counted:\n%s", st)
+	}
+	sas, pols := tb.a.dump(t)
+	if len(sas) < 2 || len(pols) < 1 {
+		t.Errorf("spud holds %d SAs and %d policies after the sweep, want the tunnel's", len(sas), len(pols))
+	}
+}
+
+// TestPrivilegedIkedFullStateDisk puts gw-a's state folder on a tiny tmpfs
+// and fills it: a rekey's state cannot be written, which is an ERROR,
+// counted, and the older state is set aside so that a crash cannot bring
+// it back; the write is retried and works once there is room again, and
+// traffic never notices.
+func TestPrivilegedIkedFullStateDisk(t *testing.T) {
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("no tmpfs to fill (mount: %v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	state := filepath.Join(mnt, "state")
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	ca, cb := tb.confs()
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec, "-state", state)
+	tb.b.start(t, cb.yaml(), sec)
+	tb.a.spuctl(t, "initiate", "tun")
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	file := func() string {
+		f, _ := filepath.Glob(filepath.Join(state, "*.json"))
+		return strings.Join(f, " ")
+	}
+	if file() == "" {
+		t.Fatal("no state file")
+	}
+	fill := filepath.Join(mnt, "fill")
+	f, err := os.Create(fill)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for buf := make([]byte, 4096); ; {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	flood := pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 4*time.Second)
+	tb.a.spuctl(t, "rekey", "tun")
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(tb.a.iked.Proc.Log(), "IKE SA state not written") }) {
+		t.Fatalf("a failed state write was not reported")
+	}
+	if file() != "" {
+		t.Errorf("the older state %s stays where a restart would restore it", file())
+	}
+	if st := tb.a.spuctl(t, "ike-stats"); !strings.Contains(st, "state_write_errors") {
+		t.Errorf("the failed write was not counted:\n%s", st)
+	}
+	os.Remove(fill)
+	if !waitFor(5*time.Second, func() bool { return file() != "" }) {
+		t.Errorf("the state was not written again once there was room")
+	}
+	if !strings.Contains(tb.a.iked.Proc.Log(), "IKE SA state written again") {
+		t.Errorf("the recovery was not logged")
+	}
+	res := <-flood
+	t.Logf("ping across the full disk and the rekey: %d sent, %d received", res[0], res[1])
+	if res[0] <= 0 || res[1] < res[0]-1 {
+		t.Errorf("traffic lost: %d of %d pings came back", res[1], res[0])
+	}
+}
