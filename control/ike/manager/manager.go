@@ -1023,172 +1023,296 @@ func (m *Manager) EndReason() string { return m.endReason }
 // Failure is why the IKE SA was destroyed, nil if deleted normally.
 func (m *Manager) Failure() *task.Failure { return m.failure }
 
+// timer is one of the IKE SA's timers: Deadline wakes for the earliest
+// when of the table, Tick fires each due timer in the table's order.
+type timer struct {
+	// name names the timer in tests.
+	name string
+	// established: the timer runs only while the IKE SA is established;
+	// Tick checks that once, at the first such timer (an earlier timer
+	// may have ended the tick, a later one's hooks do not stop the rest).
+	established bool
+	// always: Tick runs fire on each tick that reaches the timer, due or
+	// not, and fire checks each item's time itself (see children).
+	always bool
+	// when is when the timer is next due (zero: not armed).
+	when func(m *Manager) time.Time
+	// fire runs the timer at now; stop ends the tick, without the
+	// Initiate that follows the timers (the IKE SA is gone, or the fire
+	// initiated already).
+	fire func(m *Manager, now time.Time) (stop bool)
+}
+
+// timers are the IKE SA's timers in the order Tick fires them: the order
+// matters where a timer ends the tick (the IKE SA gone) or feeds the next
+// (deferred tasks are queued before the liveness check, which waits while
+// a task does; the sample of inbound ESP comes before the check it may
+// postpone).
+var timers = [...]timer{
+	{name: "retransmit", when: (*Manager).retransmitAt, fire: (*Manager).retransmit},
+	{name: "fragments", when: func(m *Manager) time.Time { return m.frags.deadline() },
+		fire: func(m *Manager, now time.Time) bool { m.expireFragments(now); return false }},
+	{name: "half-open", when: func(m *Manager) time.Time { return m.halfOpenUntil }, fire: (*Manager).halfOpenTimeout},
+	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
+	{name: "drain", when: (*Manager).drainAt, fire: (*Manager).drain},
+	{name: "rekeyed", when: (*Manager).rekeyedUntil, fire: (*Manager).rekeyedTimeout},
+	{name: "ike-expire", established: true, when: func(m *Manager) time.Time { return m.IKE.ExpireAt }, fire: (*Manager).expireIKE},
+	{name: "dpd-sample", established: true, when: (*Manager).sampleAt, fire: (*Manager).sample},
+	{name: "dpd", established: true, when: (*Manager).dpdAt, fire: (*Manager).dpd},
+	{name: "keepalive", established: true, when: (*Manager).keepaliveAt, fire: (*Manager).keepalive},
+	// The Child SAs' timers run on every tick: the look for traffic
+	// through held-back outbound SAs (probeAt) is consumed on each, so
+	// that a probe time left over from a Child SA whose outbound SA went
+	// in meanwhile does not make the next one's look early.
+	{name: "children", established: true, always: true, when: (*Manager).childrenAt, fire: (*Manager).children},
+	{name: "reauth", established: true, when: func(m *Manager) time.Time { return m.IKE.ReauthAt }, fire: (*Manager).reauth},
+	// Not a timer: arms the probe for Child SAs whose outbound SA the
+	// exchanges so far held back, between reauth and rekey as always.
+	{name: "arm-probe", established: true, always: true, when: func(*Manager) time.Time { return time.Time{} },
+		fire: func(m *Manager, _ time.Time) bool { m.armProbe(); return false }},
+	{name: "ike-rekey", established: true, when: func(m *Manager) time.Time { return m.IKE.RekeyAt }, fire: (*Manager).rekeyIKE},
+}
+
 // Deadline is when Tick must next be called (zero: no timer).
 func (m *Manager) Deadline() time.Time {
 	if m.destroyed {
 		return time.Time{}
 	}
 	var d time.Time
-	min := func(t time.Time) {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
+	established := m.IKE.State == sa.Established
+	for i := range timers {
+		t := &timers[i]
+		if t.established && !established {
+			continue
 		}
-	}
-	if m.req != nil {
-		min(m.req.next)
-	}
-	min(m.halfOpenUntil)
-	for _, x := range m.deferred {
-		min(x.at)
-	}
-	min(m.frags.deadline())
-	ike := m.IKE
-	for _, x := range ike.Draining {
-		min(x.Until)
-	}
-	switch ike.State {
-	case sa.Rekeyed:
-		min(ike.RekeyedUntil)
-	case sa.Established:
-		if m.dpdDelay > 0 && m.req == nil {
-			min(m.alive().Add(m.dpdDelay))
-			if m.samplesInbound() {
-				min(m.sampledAt.Add(m.dpdDelay / 2))
-			}
+		if w := t.when(m); !w.IsZero() && (d.IsZero() || w.Before(d)) {
+			d = w
 		}
-		if ike.NATLocal && m.env.Settings().KeepaliveInterval > 0 {
-			min(m.lastSent.Add(m.env.Settings().KeepaliveInterval))
-		}
-		for _, ch := range ike.Children {
-			if ch.State == sa.ChildInstalled {
-				min(ch.RekeyAt)
-			}
-			if pendingOut(ch) {
-				min(ch.Installed.Add(m.outPendingLimit()))
-				if _, ok := m.env.DataPlane().(UsageReader); ok {
-					min(m.probeAt)
-				}
-			}
-			if ch.State != sa.ChildDeleted {
-				min(ch.ExpireAt)
-			}
-		}
-		min(ike.RekeyAt)
-		min(ike.ReauthAt)
-		min(ike.ExpireAt)
 	}
 	return d
 }
 
-// pendingOut reports whether a Child SA waits for its outbound SA (the
-// responder's side of a rekey), not for good (redundant) and not on its
-// way out.
-func pendingOut(ch *sa.ChildSA) bool {
-	return ch.OutPending && !ch.Redundant && (ch.State == sa.ChildInstalled || ch.State == sa.ChildRekeying)
-}
-
-// queued reports whether a task of kind k is queued or in flight.
-func (m *Manager) queued(k task.Kind, match func(task.Initiator) bool) bool {
-	for _, l := range [][]task.Initiator{m.active, m.queue} {
-		for _, t := range l {
-			if t.Kind() == k && (match == nil || match(t)) {
-				return true
-			}
-		}
-	}
-	for _, x := range m.deferred {
-		if x.t.Kind() == k && (match == nil || match(x.t)) {
-			return true
-		}
-	}
-	return false
-}
-
-// Tick runs the timers that are due.
+// Tick runs the timers that are due, then starts the next exchange.
 func (m *Manager) Tick(now time.Time) {
 	if m.destroyed {
 		return
 	}
-	s := m.env.Settings()
-	if r := m.req; r != nil && !now.Before(r.next) {
-		if r.tries < s.RetransmitTries {
-			r.tries++
-			r.next = now.Add(m.timeout(r.tries))
-			m.env.Stats().Inc(stats.Retransmissions)
-			m.log.Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
-			for _, p := range r.packets {
-				m.send(p)
+	checked := false
+	for i := range timers {
+		t := &timers[i]
+		if t.established && !checked {
+			checked = true
+			if m.IKE.State != sa.Established {
+				break
 			}
-		} else {
-			m.giveUp()
+		}
+		if !t.always {
+			if w := t.when(m); w.IsZero() || now.Before(w) {
+				continue
+			}
+		}
+		if t.fire(m, now) {
 			return
 		}
 	}
-	m.expireFragments(now)
-	if !m.halfOpenUntil.IsZero() && !now.Before(m.halfOpenUntil) {
-		m.destroy(&task.Failure{Reason: stats.HalfOpenTimeout, Err: fmt.Errorf("IKE_AUTH not completed within %v", s.HalfOpenTimeout)}, "")
-		return
+	if !m.destroyed {
+		m.Initiate()
 	}
-	if len(m.deferred) > 0 {
-		kept := m.deferred[:0]
-		for _, x := range m.deferred {
-			if now.Before(x.at) {
-				kept = append(kept, x)
-			} else {
-				m.queue = append(m.queue, x.t)
+}
+
+// earliest returns the earliest of times that are set (zero if none).
+func earliest(d, t time.Time) time.Time {
+	if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+		return t
+	}
+	return d
+}
+
+func (m *Manager) retransmitAt() time.Time {
+	if m.req == nil {
+		return time.Time{}
+	}
+	return m.req.next
+}
+
+// retransmit sends our request again, or gives the IKE SA up after the
+// last try.
+func (m *Manager) retransmit(now time.Time) bool {
+	r := m.req
+	if r.tries >= m.env.Settings().RetransmitTries {
+		m.giveUp()
+		return true
+	}
+	r.tries++
+	r.next = now.Add(m.timeout(r.tries))
+	m.env.Stats().Inc(stats.Retransmissions)
+	m.log.Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
+	for _, p := range r.packets {
+		m.send(p)
+	}
+	return false
+}
+
+func (m *Manager) halfOpenTimeout(time.Time) bool {
+	m.destroy(&task.Failure{Reason: stats.HalfOpenTimeout, Err: fmt.Errorf("IKE_AUTH not completed within %v",
+		m.env.Settings().HalfOpenTimeout)}, "")
+	return true
+}
+
+func (m *Manager) deferredAt() time.Time {
+	var d time.Time
+	for _, x := range m.deferred {
+		d = earliest(d, x.at)
+	}
+	return d
+}
+
+// startDeferred queues the deferred tasks whose time has come.
+func (m *Manager) startDeferred(now time.Time) bool {
+	kept := m.deferred[:0]
+	for _, x := range m.deferred {
+		if now.Before(x.at) {
+			kept = append(kept, x)
+		} else {
+			m.queue = append(m.queue, x.t)
+		}
+	}
+	m.deferred = kept
+	return false
+}
+
+func (m *Manager) drainAt() time.Time {
+	var d time.Time
+	for _, x := range m.IKE.Draining {
+		d = earliest(d, x.Until)
+	}
+	return d
+}
+
+// drain removes the inbound SAs of replaced Child SAs whose drain period
+// ended.
+func (m *Manager) drain(now time.Time) bool {
+	n, err := task.DrainDue(m.env.DataPlane(), m.IKE, now, false)
+	if err != nil {
+		m.env.Stats().Fail(stats.DataPlane)
+		m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+	}
+	if n > 0 {
+		m.env.Stats().Add(stats.InboundDrained, uint64(n))
+		m.env.Changed(m)
+	}
+	return false
+}
+
+func (m *Manager) rekeyedUntil() time.Time {
+	if m.IKE.State != sa.Rekeyed {
+		return time.Time{}
+	}
+	return m.IKE.RekeyedUntil
+}
+
+func (m *Manager) rekeyedTimeout(time.Time) bool {
+	m.destroy(nil, fmt.Sprintf("rekeyed (the peer did not delete it within %v)", RekeyedTimeout))
+	return true
+}
+
+// expireIKE deletes an IKE SA that neither a rekey nor a reauthentication
+// replaced by its over_time.
+func (m *Manager) expireIKE(time.Time) bool {
+	m.IKE.ExpireAt = time.Time{}
+	m.env.Stats().Inc(stats.IKESAsExpired)
+	m.log.Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
+	m.Delete("expired", nil)
+	return true
+}
+
+// dpdArmed reports whether liveness checks run: configured, and no
+// request of ours outstanding (its answer or its timeout tells).
+func (m *Manager) dpdArmed() bool { return m.dpdDelay > 0 && m.req == nil }
+
+func (m *Manager) sampleAt() time.Time {
+	if !m.dpdArmed() || !m.samplesInbound() {
+		return time.Time{}
+	}
+	return m.sampledAt.Add(m.dpdDelay / 2)
+}
+
+// sample reads the inbound packet count; not while a task waits to
+// start (deferred tasks just queued), as the liveness check.
+func (m *Manager) sample(now time.Time) bool {
+	if len(m.queue) == 0 {
+		m.sampleInbound(now)
+	}
+	return false
+}
+
+func (m *Manager) dpdAt() time.Time {
+	if !m.dpdArmed() {
+		return time.Time{}
+	}
+	return m.alive().Add(m.dpdDelay)
+}
+
+// dpd queues a liveness check; not while a task waits to start: its
+// exchange is one.
+func (m *Manager) dpd(now time.Time) bool {
+	if len(m.queue) > 0 {
+		return false
+	}
+	m.env.Stats().Inc(stats.DPDChecks)
+	m.Queue(&task.DPDI{})
+	m.lastInbound = now // one check per dpd_delay without an answer
+	return false
+}
+
+func (m *Manager) keepaliveAt() time.Time {
+	s := m.env.Settings()
+	if !m.IKE.NATLocal || s.KeepaliveInterval <= 0 {
+		return time.Time{}
+	}
+	return m.lastSent.Add(s.KeepaliveInterval)
+}
+
+// keepalive sends a NAT keepalive, to keep the mapping of a NAT in front
+// of us.
+func (m *Manager) keepalive(now time.Time) bool {
+	ike := m.IKE
+	m.env.Send(Datagram{Local: ike.Local, Remote: ike.Remote, Data: []byte{0xff}})
+	m.lastSent = now
+	m.env.Stats().Inc(stats.Keepalives)
+	return false
+}
+
+// childrenAt is the earliest timer of the Child SAs: rekey, expiry, and
+// the install of a held-back outbound SA (its limit, or the look for
+// traffic through it).
+func (m *Manager) childrenAt() time.Time {
+	var d time.Time
+	for _, ch := range m.IKE.Children {
+		if ch.State == sa.ChildInstalled {
+			d = earliest(d, ch.RekeyAt)
+		}
+		if pendingOut(ch) {
+			d = earliest(d, ch.Installed.Add(m.outPendingLimit()))
+			if _, ok := m.env.DataPlane().(UsageReader); ok {
+				d = earliest(d, m.probeAt)
 			}
 		}
-		m.deferred = kept
-	}
-	ike := m.IKE
-	if len(ike.Draining) > 0 {
-		n, err := task.DrainDue(m.env.DataPlane(), ike, now, false)
-		if err != nil {
-			m.env.Stats().Fail(stats.DataPlane)
-			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
-		}
-		if n > 0 {
-			m.env.Stats().Add(stats.InboundDrained, uint64(n))
-			m.env.Changed(m)
+		if ch.State != sa.ChildDeleted {
+			d = earliest(d, ch.ExpireAt)
 		}
 	}
-	if ike.State == sa.Rekeyed && !ike.RekeyedUntil.IsZero() && !now.Before(ike.RekeyedUntil) {
-		m.destroy(nil, fmt.Sprintf("rekeyed (the peer did not delete it within %v)", RekeyedTimeout))
-		return
-	}
-	if ike.State != sa.Established {
-		if !m.destroyed {
-			m.Initiate()
-		}
-		return
-	}
-	if !ike.ExpireAt.IsZero() && !now.Before(ike.ExpireAt) {
-		ike.ExpireAt = time.Time{}
-		m.env.Stats().Inc(stats.IKESAsExpired)
-		m.log.Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
-		m.Delete("expired", nil)
-		return
-	}
-	if m.dpdDelay > 0 && m.req == nil && len(m.queue) == 0 {
-		if m.samplesInbound() && !now.Before(m.sampledAt.Add(m.dpdDelay/2)) {
-			m.sampleInbound(now)
-		}
-		if !now.Before(m.alive().Add(m.dpdDelay)) {
-			m.env.Stats().Inc(stats.DPDChecks)
-			m.Queue(&task.DPDI{})
-			m.lastInbound = now // one check per dpd_delay without an answer
-		}
-	}
-	if ike.NATLocal && s.KeepaliveInterval > 0 && !now.Before(m.lastSent.Add(s.KeepaliveInterval)) {
-		m.env.Send(Datagram{Local: ike.Local, Remote: ike.Remote, Data: []byte{0xff}})
-		m.lastSent = now
-		m.env.Stats().Inc(stats.Keepalives)
-	}
+	return d
+}
+
+// children runs the Child SAs' timers that are due, one Child SA after
+// the other.
+func (m *Manager) children(now time.Time) bool {
 	probe := !m.probeAt.IsZero() && !now.Before(m.probeAt)
 	if probe {
 		m.probeAt = time.Time{}
 	}
-	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
+	for _, ch := range append([]*sa.ChildSA(nil), m.IKE.Children...) {
 		if !pendingOut(ch) {
 			// nothing held back
 		} else if why := m.outPendingDue(ch, now, probe); why != "" {
@@ -1216,21 +1340,47 @@ func (m *Manager) Tick(now time.Time) {
 			}
 		}
 	}
-	if !ike.ReauthAt.IsZero() && !now.Before(ike.ReauthAt) {
-		ike.ReauthAt = time.Time{}
-		m.env.ReauthDue(m)
+	return false
+}
+
+func (m *Manager) reauth(time.Time) bool {
+	m.IKE.ReauthAt = time.Time{}
+	m.env.ReauthDue(m)
+	return false
+}
+
+// rekeyIKE queues the IKE SA's rekey, unless one is queued or running.
+func (m *Manager) rekeyIKE(time.Time) bool {
+	m.IKE.RekeyAt = time.Time{}
+	if !m.queued(task.KindIKERekey, nil) {
+		m.log.Info("IKE SA rekey due", "reason", task.ReasonTime)
+		m.Queue(task.NewIKERekeyI(task.ReasonTime))
 	}
-	m.armProbe()
-	if !ike.RekeyAt.IsZero() && !now.Before(ike.RekeyAt) {
-		ike.RekeyAt = time.Time{}
-		if !m.queued(task.KindIKERekey, nil) {
-			m.log.Info("IKE SA rekey due", "reason", task.ReasonTime)
-			m.Queue(task.NewIKERekeyI(task.ReasonTime))
+	return false
+}
+
+// pendingOut reports whether a Child SA waits for its outbound SA (the
+// responder's side of a rekey), not for good (redundant) and not on its
+// way out.
+func pendingOut(ch *sa.ChildSA) bool {
+	return ch.OutPending && !ch.Redundant && (ch.State == sa.ChildInstalled || ch.State == sa.ChildRekeying)
+}
+
+// queued reports whether a task of kind k is queued or in flight.
+func (m *Manager) queued(k task.Kind, match func(task.Initiator) bool) bool {
+	for _, l := range [][]task.Initiator{m.active, m.queue} {
+		for _, t := range l {
+			if t.Kind() == k && (match == nil || match(t)) {
+				return true
+			}
 		}
 	}
-	if !m.destroyed {
-		m.Initiate()
+	for _, x := range m.deferred {
+		if x.t.Kind() == k && (match == nil || match(x.t)) {
+			return true
+		}
 	}
+	return false
 }
 
 // outPendingLimit bounds how long the responder of a rekey holds its new
