@@ -25,6 +25,7 @@ func (m *Manager) established() {
 // host is the manager as tasks see it for IKE SA rekeying.
 type host struct{ m *Manager }
 
+// NewIKESPI returns an IKE SPI of ours for the new IKE SA of a rekey.
 func (h host) NewIKESPI() (uint64, error) { return h.m.env.NewIKESPI() }
 
 // ReplaceIKE moves the IKE SA's Child SAs, draining SAs and queued tasks to

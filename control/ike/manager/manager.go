@@ -47,12 +47,13 @@ import (
 	"github.com/spugate/spugate/control/ike/task"
 )
 
-// Datagram is one UDP datagram of IKE: Local is our address and port (the
-// socket it arrived on or leaves from), Remote the peer's. Data is the IKE
-// message, with the non-ESP marker on the NAT-T port.
+// Datagram is one UDP datagram of IKE.
 type Datagram struct {
+	// Local is our address and port (the socket it arrived on or leaves
+	// from), Remote the peer's.
 	Local, Remote netip.AddrPort
-	Data          []byte
+	// Data is the IKE message, with the non-ESP marker on the NAT-T port.
+	Data []byte
 }
 
 // Settings are the daemon-wide parameters a manager needs.
@@ -77,8 +78,13 @@ func DefaultSettings() Settings {
 // Env is the worker as a manager sees it.
 type Env interface {
 	task.Env
+	// Settings are the daemon-wide parameters, read at each use so that a
+	// reload applies.
 	Settings() Settings
+	// Send sends a datagram from d.Local to d.Remote.
 	Send(d Datagram)
+	// Log is the worker's logger, which the manager extends with the IKE
+	// SA's attributes.
 	Log() *slog.Logger
 	// Changed says the IKE SA changed (an exchange completed): persist it.
 	Changed(m *Manager)
@@ -112,6 +118,8 @@ type Env interface {
 // packets inbound SAs received, so that DPD counts ESP as a sign of life
 // (strongSwan checks only when neither IKE nor ESP arrived for dpd_delay).
 type UsageReader interface {
+	// InboundPackets sums the packets the inbound SAs with these SPIs
+	// have received.
 	InboundPackets(spis []uint32) (uint64, error)
 }
 
@@ -143,6 +151,8 @@ const (
 
 // Manager is the task manager of one IKE SA.
 type Manager struct {
+	// IKE is the IKE SA the manager runs; the worker reads it (state,
+	// addresses, persistence), only the manager's goroutine writes it.
 	IKE *sa.IKESA
 	env Env
 	log *slog.Logger
