@@ -12,6 +12,8 @@ import (
 // DataPlaneUpdater is implemented by data planes that can move a live SA to
 // the peer's new address or port (spud's sa.update).
 type DataPlaneUpdater interface {
+	// UpdateSA moves the SA u names to u's peer address or
+	// encapsulation.
 	UpdateSA(u *api.SAUpdate) error
 }
 

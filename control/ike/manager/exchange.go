@@ -1,0 +1,485 @@
+package manager
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/task"
+)
+
+// send sends an IKE message from our current address to the peer's.
+func (m *Manager) send(msg []byte) { m.sendTo(m.IKE.Local, m.IKE.Remote, msg) }
+
+func (m *Manager) sendTo(local, remote netip.AddrPort, msg []byte) {
+	if local.Port() == m.env.Settings().NATTPort {
+		msg = message.AddNonESPMarker(msg)
+	}
+	m.env.Send(Datagram{Local: local, Remote: remote, Data: msg})
+	m.lastSent = m.env.Now()
+}
+
+// Initiate starts the next exchange if none is in flight.
+func (m *Manager) Initiate() {
+	for !m.destroyed && m.req == nil {
+		ex, tasks := m.pick()
+		if len(tasks) == 0 {
+			return
+		}
+		m.active = tasks
+		if m.sendRequest(ex) {
+			return
+		}
+	}
+}
+
+// pick chooses the tasks of the next exchange by the IKE SA's state, and
+// removes them from the queue.
+func (m *Manager) pick() (message.ExchangeType, []task.Initiator) {
+	take := func(i int) task.Initiator {
+		t := m.queue[i]
+		m.queue = append(m.queue[:i], m.queue[i+1:]...)
+		return t
+	}
+	find := func(k task.Kind) int {
+		for i, t := range m.queue {
+			if t.Kind() == k {
+				return i
+			}
+		}
+		return -1
+	}
+	switch m.IKE.State {
+	case sa.Created:
+		if i := find(task.KindIKEInit); i >= 0 {
+			return message.IKESAInit, []task.Initiator{take(i)}
+		}
+	case sa.Connecting:
+		if !m.IKE.Initiator {
+			return 0, nil
+		}
+		if i := find(task.KindIKEAuth); i >= 0 {
+			ts := []task.Initiator{take(i)}
+			if j := find(task.KindChildCreate); j >= 0 {
+				ts = append(ts, take(j))
+			}
+			return message.IKEAuth, ts
+		}
+	case sa.Established:
+		if len(m.queue) == 0 {
+			return 0, nil
+		}
+		i := find(task.KindIKEDelete)
+		if i < 0 {
+			i = 0
+		}
+		t := take(i)
+		switch t.Kind() {
+		case task.KindChildCreate, task.KindChildRekey, task.KindIKERekey:
+			return message.CreateChildSA, []task.Initiator{t}
+		}
+		return message.Informational, []task.Initiator{t}
+	case sa.Rekeyed:
+		// A rekeyed IKE SA only deletes itself.
+		if i := find(task.KindIKEDelete); i >= 0 {
+			return message.Informational, []task.Initiator{take(i)}
+		}
+	case sa.Deleting:
+		// Only the notify of a failure may still go out.
+		if i := find(task.KindInfo); i >= 0 {
+			return message.Informational, []task.Initiator{take(i)}
+		}
+	}
+	return 0, nil
+}
+
+// rank orders statuses by how much they end: the worst of an exchange's
+// tasks decides.
+func rank(s task.Status) int {
+	switch s {
+	case task.Reject:
+		return 5
+	case task.Failed:
+		return 4
+	case task.Destroy:
+		return 3
+	case task.Retry:
+		return 2
+	}
+	return 0
+}
+
+func essential(ex message.ExchangeType, t task.Initiator) bool {
+	return ex == message.IKESAInit || ex == message.IKEAuth || t.Kind() == task.KindIKEDelete
+}
+
+// sendRequest builds, encodes and sends the request of m.active. It reports
+// false if nothing was sent (every task dropped out), so that the caller
+// moves on.
+func (m *Manager) sendRequest(ex message.ExchangeType) bool {
+	ike := m.IKE
+	id := ike.MsgIDOut
+	if ex == message.IKESAInit {
+		id = 0
+	}
+	msg := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: ex, MessageID: id}}
+	if ike.Initiator {
+		msg.Header.Flags |= message.FlagInitiator
+	}
+	c := m.ctx(ex)
+	kept := m.active[:0]
+	for i, t := range m.active {
+		if err := t.Build(c, msg); err != nil {
+			if essential(ex, t) {
+				f := c.Failure
+				if f == nil {
+					f = &task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("%s: %w", t.Kind(), err)}
+				}
+				// Every task of the exchange, built or not, learns the end.
+				m.active = append(kept, m.active[i:]...)
+				m.destroy(f, "")
+				return true
+			}
+			m.log.Warn("task dropped", "task", t.Kind().String(), "err", err.Error())
+			t.Abort(err)
+			continue
+		}
+		kept = append(kept, t)
+	}
+	m.active = kept
+	if len(m.active) == 0 {
+		return false
+	}
+	pkts, err := m.encode(msg, ike.Local, ike.Remote)
+	if err != nil {
+		m.destroy(&task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("encode %s request: %w", ex, err)}, "")
+		return true
+	}
+	if ex == message.IKESAInit {
+		ike.InitI = pkts[0]
+	}
+	now := m.env.Now()
+	m.req = &request{id: id, exchange: ex, packets: pkts, next: now.Add(m.timeout(0))}
+	m.env.Stats().Inc(stats.ExchangesInitiated)
+	m.log.Debug("request sent", "exchange", ex.String(), "msgid", id, "fragments", fragCount(pkts))
+	if ex != message.IKESAInit && ex != message.IKEAuth && ike.State != sa.Created && ike.State != sa.Connecting {
+		// The request in flight is part of the state: a restored IKE SA
+		// must send this very request again, not a new one with its
+		// message ID, and process the answer.
+		ike.InFlight = nil
+		if len(m.active) == 1 {
+			if sn, ok := m.active[0].(task.Snapshotter); ok {
+				if f := sn.Snapshot(); f != nil {
+					f.MsgID, f.Exchange, f.Packets = id, ex, pkts
+					ike.InFlight = f
+				}
+			}
+		}
+		if ike.InFlight == nil {
+			ike.InFlight = &sa.InFlight{MsgID: id, Exchange: ex, Packets: pkts, Task: "unknown"}
+		}
+		m.env.Changed(m)
+	}
+	for _, p := range pkts {
+		m.send(p)
+	}
+	return true
+}
+
+// Receive handles a decoded datagram of this IKE SA.
+func (m *Manager) Receive(d Datagram, msg *message.Message) {
+	if m.destroyed {
+		return
+	}
+	if msg.Header.IsResponse() {
+		m.receiveResponse(d, msg)
+	} else {
+		m.receiveRequest(d, msg)
+	}
+	if !m.destroyed {
+		m.Initiate()
+		m.armProbe()
+	}
+}
+
+// open decrypts a protected message; it reports false (counted) if the
+// message must be dropped.
+func (m *Manager) open(msg *message.Message) bool {
+	if msg.Header.Exchange == message.IKESAInit {
+		return true
+	}
+	if m.IKE.In == nil {
+		m.env.Stats().Fail(stats.DecryptError)
+		return false
+	}
+	if msg.Encrypted == nil {
+		m.env.Stats().Fail(stats.InvalidSyntax)
+		m.log.Debug("dropped: protected exchange without SK payload", "exchange", msg.Header.Exchange.String())
+		return false
+	}
+	if msg.Encrypted.Fragment {
+		return m.openFragment(msg)
+	}
+	if err := msg.Decrypt(m.IKE.In); err != nil {
+		m.env.Stats().Fail(stats.DecryptError)
+		m.log.Debug("dropped: SK payload", "err", err.Error())
+		return false
+	}
+	return true
+}
+
+// authenticated is called for every message that decrypted (or any
+// IKE_SA_INIT): the peer is alive, and its address may have changed
+// behind a NAT.
+func (m *Manager) authenticated(d Datagram, msg *message.Message) {
+	ike := m.IKE
+	m.lastRecv = m.env.Now()
+	if msg.Header.Exchange == message.IKESAInit || !ike.NAT() {
+		return
+	}
+	if d.Remote == ike.Remote && d.Local == ike.Local {
+		return
+	}
+	old := ike.Remote
+	ike.Local, ike.Remote = d.Local, d.Remote
+	m.refreshLog()
+	if ike.State != sa.Established {
+		// IKE_AUTH on the NAT-T port: the float of RFC 7296 2.23.
+		m.log.Debug("peer floated to the NAT-T port", "from", old.String(), "to", d.Remote.String())
+	} else {
+		m.env.Stats().Inc(stats.PeerAddressChanges)
+		m.log.Info("peer address changed", "from", old.String(), "to", d.Remote.String())
+	}
+	if len(ike.Children) > 0 {
+		updateChildren(m, old)
+	}
+}
+
+func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
+	ike := m.IKE
+	h := msg.Header
+	if ike.MsgIDIn > 0 && h.MessageID == ike.MsgIDIn-1 && len(ike.LastResponse) > 0 {
+		if !m.retransmittedFragment(msg) {
+			return
+		}
+		m.env.Stats().Inc(stats.CachedResponses)
+		m.log.Debug("retransmitted request answered from the cache", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		for _, p := range ike.LastResponse {
+			m.sendTo(d.Local, d.Remote, p)
+		}
+		return
+	}
+	if h.MessageID != ike.MsgIDIn {
+		m.env.Stats().Fail(stats.InvalidMessageID)
+		m.log.Debug("dropped request with unexpected message id", "msgid", h.MessageID, "want", ike.MsgIDIn)
+		return
+	}
+	if !m.open(msg) {
+		return
+	}
+	m.authenticated(d, msg)
+	c := m.ctx(h.Exchange)
+	var tasks []task.Responder
+	if err := message.Validate(msg); err != nil {
+		m.env.Stats().Fail(stats.InvalidSyntax)
+		m.log.Info("invalid request", "exchange", h.Exchange.String(), "err", err.Error())
+		resp := m.response(msg)
+		resp.Inner = []message.Payload{&message.Notify{NotifyType: message.InvalidSyntax}}
+		m.sendResponse(resp, d)
+		if h.Exchange == message.IKEAuth {
+			m.destroy(&task.Failure{Reason: stats.InvalidSyntax, Err: err}, "")
+		}
+		return
+	}
+	switch h.Exchange {
+	case message.IKESAInit:
+		if ike.State != sa.Created {
+			return
+		}
+		ike.InitI = append([]byte(nil), msg.Raw...)
+		tasks = []task.Responder{&task.IKEInitR{}}
+	case message.IKEAuth:
+		if ike.State != sa.Connecting || ike.Initiator {
+			m.env.Stats().Fail(stats.InvalidSyntax)
+			return
+		}
+		tasks = []task.Responder{&task.IKEAuthR{}, &task.ChildCreateR{}}
+	case message.CreateChildSA:
+		if ike.State != sa.Established && ike.State != sa.Rekeyed && ike.State != sa.Deleting {
+			m.env.Stats().Fail(stats.InvalidSyntax)
+			return
+		}
+		if saP, _ := message.Find(msg.Inner, message.PayloadSA).(*message.SA); saP != nil && len(saP.Proposals) > 0 &&
+			saP.Proposals[0].Protocol == suite.ProtocolIKE {
+			tasks = []task.Responder{&task.IKERekeyR{}}
+		} else {
+			tasks = []task.Responder{&task.ChildCreateR{}}
+		}
+	case message.Informational:
+		tasks = []task.Responder{&task.InfoR{}}
+	default:
+		m.env.Stats().Fail(stats.Unsupported)
+		m.log.Info("dropped request of an unsupported exchange", "exchange", h.Exchange.String())
+		return
+	}
+	final := task.Done
+	ran := 0
+	for _, t := range tasks {
+		ran++
+		st := t.Process(c, msg)
+		if st == task.Failed || st == task.Reject {
+			break
+		}
+	}
+	resp := m.response(msg)
+	for _, t := range tasks[:ran] {
+		if st := t.Build(c, resp); rank(st) > rank(final) {
+			final = st
+		}
+	}
+	if final == task.Reject {
+		resp.Header.SPIr = 0
+	}
+	m.env.Stats().Inc(stats.ExchangesAnswered)
+	if !m.sendResponse(resp, d) {
+		return
+	}
+	switch final {
+	case task.Reject:
+		m.destroyed = true
+		ike.State = sa.Destroyed
+		if c.Failure != nil {
+			m.env.Stats().Fail(c.Failure.Reason)
+			m.log.Info("IKE_SA_INIT refused", "reason", c.Failure.Reason.String(), "err", c.Failure.Err.Error(),
+				"notify", c.Failure.Notify.String())
+		}
+		return
+	case task.Failed:
+		m.destroy(c.Failure, "")
+		return
+	case task.Destroy:
+		m.destroy(nil, ReasonPeerDeleted)
+		return
+	}
+	switch {
+	case h.Exchange == message.IKESAInit:
+		ike.State = sa.Connecting
+		m.refreshLog()
+	case h.Exchange == message.IKEAuth && ike.State == sa.Established:
+		m.established()
+	}
+	if ike.State == sa.Established || ike.State == sa.Rekeyed {
+		m.env.Changed(m)
+	}
+}
+
+// response starts the response to req.
+func (m *Manager) response(req *message.Message) *message.Message {
+	ike := m.IKE
+	h := message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: req.Header.Exchange, MessageID: req.Header.MessageID,
+		Flags: message.FlagResponse}
+	if ike.Initiator {
+		h.Flags |= message.FlagInitiator
+	}
+	return &message.Message{Header: h}
+}
+
+// sendResponse encodes, caches and sends a response, and moves the
+// expected message ID on.
+func (m *Manager) sendResponse(resp *message.Message, d Datagram) bool {
+	ike := m.IKE
+	pkts, err := m.encode(resp, d.Local, d.Remote)
+	if err != nil {
+		m.destroy(&task.Failure{Reason: stats.InternalError, Err: fmt.Errorf("encode %s response: %w", resp.Header.Exchange, err)}, "")
+		return false
+	}
+	if resp.Header.Exchange == message.IKESAInit {
+		ike.InitR = pkts[0]
+	}
+	ike.LastResponse = pkts
+	ike.MsgIDIn = resp.Header.MessageID + 1
+	for _, p := range pkts {
+		m.sendTo(d.Local, d.Remote, p)
+	}
+	return true
+}
+
+func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
+	ike := m.IKE
+	h := msg.Header
+	if m.req == nil || h.MessageID != m.req.id || h.Exchange != m.req.exchange {
+		if h.MessageID < ike.MsgIDOut {
+			// The answer to a retransmission of a request already answered.
+			m.env.Stats().Inc(stats.LateResponses)
+			return
+		}
+		m.env.Stats().Fail(stats.InvalidMessageID)
+		m.log.Debug("dropped unexpected response", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		return
+	}
+	if !m.open(msg) {
+		return
+	}
+	if err := message.Validate(msg); err != nil {
+		m.destroy(&task.Failure{Reason: stats.InvalidSyntax, Err: fmt.Errorf("%s response: %w", h.Exchange, err)}, "")
+		return
+	}
+	m.authenticated(d, msg)
+	ex := m.req.exchange
+	if ex == message.IKESAInit {
+		ike.InitR = append([]byte(nil), msg.Raw...)
+	}
+	c := m.ctx(ex)
+	final := task.Done
+	var again []task.Initiator
+	for _, t := range m.active {
+		st := t.Process(c, msg)
+		if st == task.NeedMore {
+			again = append(again, t)
+			continue
+		}
+		if rank(st) > rank(final) {
+			final = st
+		}
+	}
+	m.req = nil
+	ike.InFlight = nil
+	switch final {
+	case task.Retry:
+		// IKE_SA_INIT again, same message ID, rebuilt by the same tasks.
+		m.sendRequest(ex)
+		return
+	case task.Failed:
+		ike.MsgIDOut++
+		m.fail(c.Failure)
+		return
+	case task.Destroy:
+		ike.MsgIDOut++
+		reason := "deleted"
+		for _, t := range m.active {
+			if d, ok := t.(*task.IKEDeleteI); ok {
+				reason = d.Reason()
+			}
+		}
+		m.destroy(nil, reason)
+		return
+	}
+	if ex != message.IKESAInit {
+		ike.MsgIDOut++
+	} else {
+		ike.MsgIDOut = 1
+		ike.State = sa.Connecting
+		m.refreshLog()
+	}
+	m.active = nil
+	m.queue = append(again, m.queue...)
+	if ex == message.IKEAuth && ike.State == sa.Established {
+		m.established()
+	}
+	if ike.State == sa.Established || ike.State == sa.Rekeyed {
+		m.env.Changed(m)
+	}
+}

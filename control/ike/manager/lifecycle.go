@@ -1,0 +1,234 @@
+package manager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/task"
+)
+
+func (m *Manager) established() {
+	ike := m.IKE
+	m.halfOpenUntil = time.Time{}
+	m.refreshLog()
+	m.setDPD()
+	m.setTimers(ike, ike.Established, true)
+	m.env.Stats().Inc(stats.IKESAsEstablished)
+	m.log.Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
+		"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
+	m.env.Established(m)
+}
+
+// host is the manager as tasks see it for IKE SA rekeying.
+type host struct{ m *Manager }
+
+// NewIKESPI returns an IKE SPI of ours for the new IKE SA of a rekey.
+func (h host) NewIKESPI() (uint64, error) { return h.m.env.NewIKESPI() }
+
+// ReplaceIKE moves the IKE SA's Child SAs, draining SAs and queued tasks to
+// next, which the worker adopts, and leaves this one Rekeyed.
+func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
+	m := h.m
+	old := m.IKE
+	now := m.env.Now()
+	next.Children, old.Children = old.Children, nil
+	next.Draining, old.Draining = old.Draining, nil
+	next.ReauthAt = old.ReauthAt
+	m.setTimers(next, now, false)
+	nm := m.env.Adopt(next)
+	nm.setDPD()
+	nm.armProbe()
+	nm.queue = append(nm.queue, m.queue...)
+	nm.deferred = append(nm.deferred, m.deferred...)
+	m.queue, m.deferred = nil, nil
+	old.State = sa.Rekeyed
+	old.RekeyAt, old.ReauthAt, old.ExpireAt = time.Time{}, time.Time{}, time.Time{}
+	old.RekeyedUntil = now.Add(RekeyedTimeout)
+	m.env.Stats().Inc(stats.IKESAsRekeyed)
+	m.log.Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
+		"reason", reason, "initiator", next.Initiator, "children", len(next.Children), "proposal", next.Proposal.String())
+	m.env.Changed(nm)
+	m.env.Changed(m)
+}
+
+// AddRedundantIKE adopts an IKE SA that lost a rekey collision, with no
+// Child SAs: we delete it, or wait for the peer to.
+func (h host) AddRedundantIKE(ike *sa.IKESA, del bool) {
+	m := h.m
+	if del {
+		nm := m.env.Adopt(ike)
+		nm.Queue(task.NewIKEDeleteI("redundant: IKE SA rekey collision lost"))
+		return
+	}
+	ike.State = sa.Rekeyed
+	ike.RekeyedUntil = m.env.Now().Add(RekeyedTimeout)
+	nm := m.env.Adopt(ike)
+	m.env.Changed(nm)
+}
+
+// fail ends the IKE SA after a failed exchange we initiated, telling the
+// peer when the failure asks for a notify (AUTHENTICATION_FAILED after we
+// refused its authentication).
+func (m *Manager) fail(f *task.Failure) {
+	if f != nil && f.Notify != 0 && m.IKE.Out != nil {
+		msg := &message.Message{Header: message.Header{SPIi: m.IKE.SPIi, SPIr: m.IKE.SPIr, Exchange: message.Informational,
+			MessageID: m.IKE.MsgIDOut}, Inner: []message.Payload{&message.Notify{NotifyType: f.Notify}}}
+		if m.IKE.Initiator {
+			msg.Header.Flags |= message.FlagInitiator
+		}
+		if b, err := msg.Encode(m.IKE.Out); err == nil {
+			m.IKE.MsgIDOut++
+			m.send(b)
+		}
+	}
+	m.destroy(f, "")
+}
+
+// Delete queues the deletion of the IKE SA (a DELETE exchange, then
+// destruction, also if the peer does not answer).
+func (m *Manager) Delete(reason string, done func(error)) {
+	if m.destroyed {
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	if m.IKE.State != sa.Established {
+		m.destroy(nil, reason)
+		if done != nil {
+			done(nil)
+		}
+		return
+	}
+	m.Queue(task.NewIKEDeleteI(reason).WithDone(done))
+	m.Initiate()
+}
+
+// Destroy ends the IKE SA at once, without telling the peer.
+func (m *Manager) Destroy(reason string) { m.destroy(nil, reason) }
+
+// destroy removes every Child SA from the data plane, aborts the tasks and
+// reports the end of the IKE SA. f is nil for a normal end (reason says
+// why).
+func (m *Manager) destroy(f *task.Failure, reason string) {
+	if m.destroyed {
+		return
+	}
+	m.destroyed = true
+	ike := m.IKE
+	wasEstablished := ike.State == sa.Established || ike.State == sa.Deleting
+	c := m.ctx(0)
+	if len(ike.Draining) > 0 {
+		if _, err := task.DrainDue(m.env.DataPlane(), ike, time.Time{}, true); err != nil {
+			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+		}
+	}
+	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
+		why := "ike sa gone"
+		var err error
+		if heir := m.env.Heir(m, ch); heir != nil {
+			why = "replaced by a reauthentication"
+			var until time.Time
+			if d := m.env.Settings().DrainDelay; d > 0 {
+				until = m.env.Now().Add(d)
+			}
+			err = task.UninstallDrained(m.env.DataPlane(), ike, ch, heir, until)
+			m.env.Stats().Inc(stats.ChildSAsRekeyed)
+		} else {
+			err = task.Uninstall(m.env.DataPlane(), ike, ch)
+		}
+		if err != nil {
+			m.env.Stats().Fail(stats.DataPlane)
+			m.log.Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
+		}
+		m.env.Stats().Inc(stats.ChildSAsDeleted)
+		c.Log.Info("child sa deleted", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
+			"spi_out", fmt.Sprintf("%08x", ch.SPIOut), "reason", why)
+	}
+	var err error
+	if f != nil {
+		err = f.Err
+	} else {
+		err = fmt.Errorf("ike sa %s", reason)
+	}
+	for _, t := range m.active {
+		t.Abort(err)
+	}
+	for _, t := range m.queue {
+		t.Abort(err)
+	}
+	for _, d := range m.deferred {
+		d.t.Abort(err)
+	}
+	m.active, m.queue, m.req, m.deferred = nil, nil, nil, nil
+	ike.State = sa.Destroyed
+	m.failure = f
+	m.endReason = reason
+	if f != nil {
+		m.endReason = f.Reason.String()
+	}
+	if f != nil {
+		m.env.Stats().Fail(f.Reason)
+		msg := "IKE SA failed"
+		if wasEstablished {
+			msg = "IKE SA deleted"
+		}
+		m.log.Warn(msg, "reason", f.Reason.String(), "err", f.Err.Error())
+	} else {
+		m.log.Info("IKE SA deleted", "reason", reason)
+	}
+	if wasEstablished {
+		m.env.Stats().Inc(stats.IKESAsDeleted)
+	}
+	m.env.Destroyed(m, f)
+}
+
+// InstallPendingOutbound installs the held-back outbound SA of one of
+// the IKE SA's Child SAs (whose predecessor in another IKE SA goes).
+func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
+	if !ch.OutPending || ch.Redundant {
+		return
+	}
+	if err := task.InstallOutbound(m.ctx(0), ch); err != nil {
+		m.env.Stats().Fail(stats.DataPlane)
+		m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+		return
+	}
+	m.log.Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
+		"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
+	m.env.Changed(m)
+}
+
+// EndReason says why the IKE SA ended ("" while it lives).
+func (m *Manager) EndReason() string { return m.endReason }
+
+// Failure is why the IKE SA was destroyed, nil if deleted normally.
+func (m *Manager) Failure() *task.Failure { return m.failure }
+
+// giveUp ends the IKE SA after the last retransmission went unanswered.
+func (m *Manager) giveUp() {
+	r := m.req
+	reason := stats.RetransmitTimeout
+	deleting := false
+	for _, t := range m.active {
+		switch t.Kind() {
+		case task.KindDPD:
+			reason = stats.DPDTimeout
+		case task.KindIKEDelete:
+			deleting = true
+		}
+	}
+	total := time.Duration(0)
+	for i := 0; i <= r.tries; i++ {
+		total += m.timeout(i)
+	}
+	if deleting {
+		m.destroy(nil, fmt.Sprintf("deleted (peer did not confirm within %v)", total.Round(time.Millisecond)))
+		return
+	}
+	m.destroy(&task.Failure{Reason: reason, Err: fmt.Errorf("no response to %s request %d after %d retransmissions (%v)",
+		r.exchange, r.id, r.tries, total.Round(time.Millisecond))}, "")
+}
