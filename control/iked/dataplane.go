@@ -17,6 +17,12 @@ import (
 // swapped when iked reconnects after spud restarted.
 type spudDP struct {
 	c atomic.Pointer[api.Client]
+	// path is spud's socket: a connection lost while spud runs on (one
+	// too-large reply, say) is dialled again by client, at most every
+	// redialEvery; spud restarting is watchSpud's to handle, with a resync.
+	path     func() string
+	dialMu   sync.Mutex
+	lastDial time.Time
 
 	// usage caches the inbound packet counts of spud's SAs for a second,
 	// so that liveness checks and held-back outbound SAs of many IKE SAs
@@ -74,7 +80,43 @@ func (p *spudDP) client() (*api.Client, error) {
 	if c == nil {
 		return nil, errNoSpud
 	}
-	return c, nil
+	select {
+	case <-c.Done():
+		return p.redial(c)
+	default:
+		return c, nil
+	}
+}
+
+// redialEvery bounds how often a lost connection is dialled again.
+const redialEvery = 200 * time.Millisecond
+
+// redial replaces the lost connection old with a new one, unless
+// watchSpud has meanwhile taken the connection away (spud is gone) or
+// another caller has replaced it already.
+func (p *spudDP) redial(old *api.Client) (*api.Client, error) {
+	p.dialMu.Lock()
+	defer p.dialMu.Unlock()
+	if c := p.c.Load(); c != old {
+		if c == nil {
+			return nil, errNoSpud
+		}
+		return c, nil
+	}
+	if p.path == nil || time.Since(p.lastDial) < redialEvery {
+		return nil, errNoSpud
+	}
+	p.lastDial = time.Now()
+	nc, err := api.Dial(p.path())
+	if err != nil {
+		return nil, errNoSpud
+	}
+	if !p.c.CompareAndSwap(old, nc) {
+		nc.Close()
+		return nil, errNoSpud
+	}
+	old.Close()
+	return nc, nil
 }
 
 func (p *spudDP) AllocSPI(local, remote netip.Addr) (uint32, error) {

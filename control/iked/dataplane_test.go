@@ -1,9 +1,14 @@
 package iked
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -21,5 +26,54 @@ func TestNoSpudIsClosed(t *testing.T) {
 	}
 	if err := dp.DelSA(api.SAID{SPI: 0x1000, Dir: api.In}); !errors.Is(err, unixrpc.ErrClosed) {
 		t.Errorf("del without spud: %v", err)
+	}
+}
+
+// A worker's connection to spud that is lost while spud runs on (a reply
+// over the frame limit closes it) is dialled again by the next call: it
+// used to stay lost, and every later Child SA failed with
+// data_plane_error. A connection watchSpud took away (spud is gone) is
+// left to watchSpud's resync.
+func TestSpudConnectionRedial(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv.Handle(api.OpSPIAlloc, func(json.RawMessage) (any, error) { return api.SPIAllocReply{SPI: 0x1234}, nil })
+	if err := srv.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+
+	dp := &spudDP{path: func() string { return path }}
+	c, err := api.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.c.Store(c)
+	a := netip.MustParseAddr("198.18.0.1")
+	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+		t.Fatalf("AllocSPI: %x %v", spi, err)
+	}
+	c.Close()
+	<-c.Done()
+	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+		t.Fatalf("AllocSPI after the connection was lost: %x %v", spi, err)
+	}
+	if dp.c.Load() == c {
+		t.Errorf("the lost connection is still in use")
+	}
+	// Lost again at once: the redial waits for redialEvery.
+	dp.c.Load().Close()
+	<-dp.c.Load().Done()
+	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) {
+		t.Errorf("a second redial within %v: %v", redialEvery, err)
+	}
+	time.Sleep(redialEvery)
+	if _, err := dp.AllocSPI(a, a); err != nil {
+		t.Errorf("after %v: %v", redialEvery, err)
+	}
+	dp.c.Store(nil)
+	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) {
+		t.Errorf("with spud gone: %v", err)
 	}
 }

@@ -169,7 +169,7 @@ func (d *Daemon) start() error {
 	if err != nil {
 		return err
 	}
-	d.dp = &spudDP{}
+	d.dp = &spudDP{path: func() string { return d.cfg.Load().SPUD }}
 	d.dp.c.Store(client)
 	var hk anchor.HashKey
 	if len(hello.AnchorKey) != len(hk) {

@@ -86,7 +86,7 @@ func (l *loop) persist(ike *sa.IKESA) {
 func newLoop(d *Daemon, idx, spu int) *loop {
 	l := &loop{d: d, idx: idx, spu: spu, in: make(chan manager.Datagram, datagramQueue),
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
-		dp: &spudDP{}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{}}
+		dp: &spudDP{path: func() string { return d.cfg.Load().SPUD }}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{}}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
 }
