@@ -116,9 +116,14 @@ func (d *fakeDP) DelPolicy(id uint32) error               { return nil }
 type usageDP struct {
 	fakeDP
 	in map[uint32]uint64
+	// fail, when set, is the error InboundPackets returns (spud away).
+	fail error
 }
 
 func (d *usageDP) InboundPackets(spis []uint32) (uint64, error) {
+	if d.fail != nil {
+		return 0, d.fail
+	}
 	var n uint64
 	for _, spi := range spis {
 		n += d.in[spi]

@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -161,5 +162,30 @@ func TestDPDCountsESP(t *testing.T) {
 	if e.counters.Get(stats.DPDChecks) != 1 || e.now.Sub(stop) > 45*time.Second {
 		t.Fatalf("liveness check %v after ESP stopped (%d checks), want within 45s", e.now.Sub(stop),
 			e.counters.Get(stats.DPDChecks))
+	}
+}
+
+// TestDPDSampleFailureDoesNotSpin: while the data plane cannot say how
+// many packets arrived (spud restarting), the sample is tried again every
+// dpd_delay/2; its due time used to stay in the past, so that Deadline
+// did too and the worker spun.
+func TestDPDSampleFailureDoesNotSpin(t *testing.T) {
+	e := newFakeEnv(t)
+	dp := &usageDP{in: map[uint32]uint64{}, fail: errors.New("not connected to spud")}
+	e.dp = dp
+	m := established(t, e)
+	m.IKE.Children = []*sa.ChildSA{{Name: "net", State: sa.ChildInstalled, SPIIn: 0xc0000001}}
+	m.dpdDelay = 30 * time.Second
+	for i := range 10 {
+		// The first sample is due at once (a Deadline in the past).
+		d := later(m.Deadline(), e.now)
+		e.now = d
+		m.Tick(d)
+		if m.Destroyed() {
+			break
+		}
+		if n := m.Deadline(); !n.After(d) {
+			t.Fatalf("tick %d at %v: Deadline stays %v while the samples fail", i, d.Sub(epoch), n.Sub(epoch))
+		}
 	}
 }

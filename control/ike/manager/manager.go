@@ -174,6 +174,8 @@ type Manager struct {
 	// lastInbound is the earliest time ESP may last have arrived.
 	inPkts                 uint64
 	sampledAt, lastInbound time.Time
+	// sampleFailedAt is when the last sample could not be read.
+	sampleFailedAt time.Time
 	// probeAt is when to look for traffic through Child SAs whose outbound
 	// SA is held back (zero: none pending).
 	probeAt   time.Time

@@ -289,7 +289,14 @@ func (m *Manager) sampleAt() time.Time {
 	if !m.dpdArmed() || !m.samplesInbound() {
 		return time.Time{}
 	}
-	return m.sampledAt.Add(m.dpdDelay / 2)
+	return later(m.sampledAt, m.sampleFailedAt).Add(m.dpdDelay / 2)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // sample reads the inbound packet count; not while a task waits to
@@ -478,6 +485,10 @@ func (m *Manager) sampleInbound(now time.Time) {
 	ur := m.env.DataPlane().(UsageReader)
 	n, err := ur.InboundPackets(spis)
 	if err != nil {
+		// Tried again in dpd_delay/2: with the sample's time left in the
+		// past, Deadline stayed there and the worker spun, calling spud
+		// in a tight loop while it was away.
+		m.sampleFailedAt = now
 		return
 	}
 	if n != m.inPkts && !m.sampledAt.IsZero() && m.sampledAt.After(m.lastInbound) {
