@@ -28,6 +28,9 @@ const (
 	// it is stopped, stalled or not connected); the same request may
 	// succeed later.
 	CodeUnavailable Code = "unavailable"
+	// CodeTooLarge: the reply would exceed MaxMessage; the request
+	// failed, the connection stays (ask for less).
+	CodeTooLarge Code = "too_large"
 	// CodeInternal: the server failed, not the request (a handler
 	// panicked, a reply did not encode).
 	CodeInternal Code = "internal"
@@ -69,6 +72,8 @@ var (
 	ErrExhausted = &Error{Code: CodeExhausted, Message: "exhausted"}
 	// ErrUnavailable is the sentinel of CodeUnavailable.
 	ErrUnavailable = &Error{Code: CodeUnavailable, Message: "unavailable"}
+	// ErrTooLarge is the sentinel of CodeTooLarge.
+	ErrTooLarge = &Error{Code: CodeTooLarge, Message: "too large"}
 	// ErrInternal is the sentinel of CodeInternal.
 	ErrInternal = &Error{Code: CodeInternal, Message: "internal error"}
 	// ErrFailed is the sentinel of CodeFailed.
@@ -78,6 +83,7 @@ var (
 // sentinels are the sentinels by code, for Errorf.
 var sentinels = map[Code]*Error{
 	CodeBadRequest:  ErrBadRequest,
+	CodeTooLarge:    ErrTooLarge,
 	CodeNotFound:    ErrNotFound,
 	CodeExists:      ErrExists,
 	CodeExhausted:   ErrExhausted,

@@ -28,6 +28,7 @@
 package unixrpc
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -41,6 +42,13 @@ const Version = 1
 // MaxMessage bounds one message. Nothing is paged: a reply that would
 // exceed it fails.
 const MaxMessage = 16 << 20
+
+// envelope is room for a message's fields around its body.
+const envelope = 4 << 10
+
+// initialFrameBuf is what ReadMessage allocates before a frame's bytes
+// arrive.
+const initialFrameBuf = 64 << 10
 
 // OpSubscribe asks the server for its events, which then follow on the
 // connection; it has no body either way.
@@ -98,15 +106,19 @@ func ReadMessage(r io.Reader) (*Message, error) {
 	if n == 0 || n > MaxMessage {
 		return nil, fmt.Errorf("unixrpc: frame length %d out of range (1..%d)", n, MaxMessage)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// The buffer grows with what arrives, not with what the length
+	// announces: a peer that announces 16 MiB and sends nothing pins
+	// nothing.
+	var buf bytes.Buffer
+	buf.Grow(int(min(n, initialFrameBuf)))
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, fmt.Errorf("unixrpc: frame of %d bytes: %w", n, err)
 	}
 	var m Message
-	if err := json.Unmarshal(b, &m); err != nil {
+	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
 		return nil, fmt.Errorf("unixrpc: frame is not a message: %w", err)
 	}
 	return &m, nil

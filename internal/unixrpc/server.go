@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -30,6 +31,7 @@ type Server struct {
 	mu       sync.Mutex
 	handlers map[string]HandlerFunc
 	ln       *net.UnixListener
+	path     string // the socket's path, removed by Close
 	conns    map[*serverConn]struct{}
 	closed   bool
 	wg       sync.WaitGroup
@@ -37,10 +39,17 @@ type Server struct {
 	// AllowUID, when >= 0, is a uid besides root allowed to connect (tests
 	// run the client as the same uid as the server).
 	AllowUID int
+
+	refused int // connections refused over MaxConns (Serve's goroutine only)
 }
 
 // eventQueue bounds what a slow subscriber can pin.
 const eventQueue = 4096
+
+// MaxConns bounds the connections a server holds at once: each pins two
+// goroutines, its event queue and up to a message being read. iked holds
+// one per worker and one for events; spuctl, one per command.
+const MaxConns = 256
 
 type serverConn struct {
 	c          *net.UnixConn
@@ -66,7 +75,10 @@ func (s *Server) Handle(op string, h HandlerFunc) {
 }
 
 // Listen creates the socket at path, mode 0600, replacing a stale one (a
-// socket file nobody answers on); it refuses to replace a live one.
+// socket file nobody answers on); it refuses to replace a live one. The
+// socket is bound in a private folder beside path and renamed into place
+// once its mode is set, so nobody can connect before it is 0600, and no
+// process-wide umask changes under the daemon's other goroutines.
 func (s *Server) Listen(path string) error {
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
@@ -75,18 +87,28 @@ func (s *Server) Listen(path string) error {
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("unixrpc: remove stale %s: %w", path, err)
 	}
-	old := unix.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
+	priv, err := os.MkdirTemp(filepath.Dir(path), ".unixrpc-")
 	if err != nil {
 		return fmt.Errorf("unixrpc: listen %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(priv)
+	tmp := filepath.Join(priv, "sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("unixrpc: listen %s: %w", path, err)
+	}
+	// The listener would remove tmp, not path, when closed.
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		ln.Close()
 		return fmt.Errorf("unixrpc: chmod %s: %w", path, err)
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return fmt.Errorf("unixrpc: listen %s: %w", path, err)
+	}
 	s.mu.Lock()
-	s.ln = ln
+	s.ln, s.path = ln, path
 	s.mu.Unlock()
 	return nil
 }
@@ -115,6 +137,15 @@ func (s *Server) Serve() error {
 			s.mu.Unlock()
 			c.Close()
 			return nil
+		}
+		if len(s.conns) >= MaxConns {
+			s.mu.Unlock()
+			s.refused++
+			if s.refused == 1 || s.refused%1000 == 0 {
+				s.Log.Warn("unixrpc: refused connection: too many open", "limit", MaxConns, "refused", s.refused)
+			}
+			c.Close()
+			continue
 		}
 		s.conns[sc] = struct{}{}
 		s.mu.Unlock()
@@ -207,6 +238,13 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 			resp.OK, resp.Error, resp.Code = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err), CodeInternal
 			return resp
 		}
+		if len(b) > MaxMessage-envelope {
+			// Sent, it would break the stream and so the connection, and
+			// every request on it: this one fails alone.
+			resp.OK, resp.Code = false, CodeTooLarge
+			resp.Error = fmt.Sprintf("%s: reply of %d bytes exceeds the message limit of %d", m.Op, len(b), MaxMessage)
+			return resp
+		}
 		resp.Body = b
 	}
 	return resp
@@ -284,6 +322,7 @@ func (s *Server) Close() error {
 	var err error
 	if s.ln != nil {
 		err = s.ln.Close()
+		os.Remove(s.path)
 	}
 	for sc := range s.conns {
 		sc.c.Close()

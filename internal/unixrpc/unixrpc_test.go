@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -329,4 +330,105 @@ func TestClientReadsErrorWithoutCode(t *testing.T) {
 		err.Error() != "spud: policy.del: policy 7: not found" {
 		t.Errorf("error without a code: %v (%+v)", err, re)
 	}
+}
+
+// A reply too large to send fails its request with CodeTooLarge; the
+// connection, and the requests after it, go on. Sent, it broke the stream
+// and took every request of the connection with it.
+func TestReplyTooLargeFailsOneRequest(t *testing.T) {
+	s, path := startServer(t)
+	s.Handle("big", func(json.RawMessage) (any, error) { return strings.Repeat("x", MaxMessage), nil })
+	s.Handle("small", func(json.RawMessage) (any, error) { return "ok", nil })
+	c, err := Dial("test", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var got string
+	err = c.Call("big", nil, &got)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "exceeds the message limit") {
+		t.Fatalf("big: %v", err)
+	}
+	if err := c.Call("small", nil, &got); err != nil || got != "ok" {
+		t.Fatalf("the next request on the connection: %q %v", got, err)
+	}
+}
+
+// A frame's buffer grows with what arrives, not with the length it
+// announces.
+func TestReadMessageAllocatesWhatArrives(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxMessage)
+	r := bytes.NewReader(append(hdr[:], `{"v":1`...))
+	var before, after runtimeMem
+	before.read()
+	_, err := ReadMessage(r)
+	after.read()
+	if err == nil {
+		t.Fatal("a short frame was read")
+	}
+	if grew := after.total - before.total; grew > 1<<20 {
+		t.Errorf("reading 6 bytes of a frame announced at %d allocated %d bytes", MaxMessage, grew)
+	}
+}
+
+// The server holds at most MaxConns connections; one over is closed at
+// once, and the ones it holds still work.
+func TestConnectionLimit(t *testing.T) {
+	s, path := startServer(t)
+	s.Handle("small", func(json.RawMessage) (any, error) { return "ok", nil })
+	var cs []*Client
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+	for range MaxConns {
+		c, err := Dial("test", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	// Each is registered once a call is answered.
+	var got string
+	for _, c := range cs {
+		if err := c.Call("small", nil, &got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	over, err := Dial("test", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer over.Close()
+	if err := over.Call("small", nil, &got); !errors.Is(err, ErrClosed) {
+		t.Errorf("connection %d: %v, want it closed", MaxConns+1, err)
+	}
+	if err := cs[0].Call("small", nil, &got); err != nil {
+		t.Errorf("a held connection after the refusal: %v", err)
+	}
+}
+
+// The socket is 0600 from the start, whatever the umask.
+func TestListenMode(t *testing.T) {
+	_, path := startServer(t)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("socket mode %v, want 0600 socket", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("the listen left %d entries beside the socket", len(ents)-1)
+	}
+}
+
+type runtimeMem struct{ total uint64 }
+
+func (m *runtimeMem) read() {
+	var s runtime.MemStats
+	runtime.ReadMemStats(&s)
+	m.total = s.TotalAlloc
 }
