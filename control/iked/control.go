@@ -341,6 +341,10 @@ func (d *Daemon) rekey(req ikectl.Rekey) (*ikectl.Result, error) {
 // change are left alone; those of removed or changed connections are
 // deleted; traps and start actions follow the new configuration.
 func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
+	// SIGHUP and spuctl reload may come at once: one reload at a time,
+	// each comparing with what the one before installed.
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	cfg, err := config.Load(d.opts.ConfigPath, task.ConfigChecker{})
 	if err != nil {
 		return nil, err

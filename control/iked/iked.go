@@ -114,6 +114,8 @@ type Daemon struct {
 	groups []*reuseport.Group
 	ctl    *unixrpc.Server
 	store  *stateStore
+	// reloadMu makes reloads one at a time.
+	reloadMu sync.Mutex
 	// lostStates is the number of IKE SA states the last restore could
 	// not restore: the next sweep keeps what no IKE SA owns (resync.go).
 	lostStates atomic.Int32

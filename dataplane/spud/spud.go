@@ -312,7 +312,7 @@ func loadKey(path string) (anchor.HashKey, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		if len(b) != len(k) {
-			return k, fmt.Errorf("spud: anchor key file %s: %d bytes, want %d", path, len(b), len(k))
+			return k, fmt.Errorf("spud: anchor key file %s: %d bytes, want %d (remove it for a new key: iked must then restart, as every tunnel's anchor changes)", path, len(b), len(k))
 		}
 		fi, _ := os.Stat(path)
 		if fi.Mode().Perm()&0o077 != 0 {
@@ -330,10 +330,43 @@ func loadKey(path string) (anchor.HashKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return k, fmt.Errorf("spud: anchor key: %w", err)
 	}
-	if err := os.WriteFile(path, k[:], 0o600); err != nil {
+	if err := writeFileAtomic(path, k[:], 0o600); err != nil {
 		return k, fmt.Errorf("spud: anchor key: %w", err)
 	}
 	return k, nil
+}
+
+// writeFileAtomic writes b to path through a temporary file that is synced
+// and renamed, and syncs the folder: a crash leaves the whole file or
+// none, never a truncated key that stops the next start.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }
 
 func contains(l []string, s string) bool {
