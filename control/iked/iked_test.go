@@ -181,3 +181,41 @@ func TestListenAddrs(t *testing.T) {
 		t.Errorf("explicit listen %v", got)
 	}
 }
+
+// A worker's queue is bounded in bytes as well as in datagrams: 4,096
+// datagrams of 64 KiB would have pinned 256 MiB per worker.
+func TestDatagramQueueBytes(t *testing.T) {
+	var hk anchor.HashKey
+	fn, err := anchor.NewFunction(hk, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := anchor.NewMap(256, []uint16{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), fn: fn, byPhys: map[int]*loop{}}
+	d.spus.Store(m)
+	d.cfg.Store(&config.Config{})
+	l := newLoop(d, 0, 0)
+	d.loops, d.byPhys[0] = []*loop{l}, l
+	dg := manager.Datagram{Local: netip.MustParseAddrPort("198.18.0.1:500"), Remote: netip.MustParseAddrPort("198.18.0.2:500"),
+		Data: make([]byte, 64<<10)}
+	for range 200 {
+		d.dispatch(l, dg)
+	}
+	if got, want := len(l.in), datagramQueueBytes/(64<<10); got != want {
+		t.Errorf("%d datagrams of 64 KiB queued, want %d", got, want)
+	}
+	if got := d.dropped.Load(); got != uint64(200-len(l.in)) {
+		t.Errorf("%d dropped, want %d", got, 200-len(l.in))
+	}
+	// Taking one out makes room for one.
+	<-l.in
+	l.queued.Add(-(64 << 10))
+	before := len(l.in)
+	d.dispatch(l, dg)
+	if len(l.in) != before+1 {
+		t.Errorf("no room after one datagram left the queue")
+	}
+}

@@ -27,6 +27,9 @@ import (
 const (
 	datagramQueue = 4096
 	commandQueue  = 256
+	// datagramQueueBytes bounds the bytes waiting in a worker's queue as
+	// well: 4,096 datagrams of up to 64 KiB each would be 256 MiB.
+	datagramQueueBytes = 8 << 20
 )
 
 // loop is one worker's goroutine with its queues and sockets.
@@ -47,6 +50,8 @@ type loop struct {
 	// those another worker's sockets got for it (the selector could not
 	// choose, or a map change was under way).
 	rx, handedIn atomic.Uint64
+	// queued is the bytes of the datagrams in the queue (in).
+	queued atomic.Int64
 	// unsaved holds the IKE SAs whose state could not be written (a full
 	// or failing disk): their files are removed, and run writes them again
 	// every persistRetry until it works. lastPersistErr rate-limits the
@@ -113,6 +118,7 @@ func (l *loop) run() {
 		}
 		select {
 		case d := <-l.in:
+			l.queued.Add(-int64(len(d.Data)))
 			l.w.Receive(d)
 		case f := <-l.cmds:
 			f(l.w)
@@ -268,9 +274,16 @@ func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
 		d.stats.Inc(stats.Handoffs)
 		target.handedIn.Add(1)
 	}
+	n := int64(len(dg.Data))
+	if target.queued.Add(n) > datagramQueueBytes {
+		target.queued.Add(-n)
+		d.dropped.Add(1)
+		return
+	}
 	select {
 	case target.in <- dg:
 	default:
+		target.queued.Add(-n)
 		d.dropped.Add(1)
 	}
 }
