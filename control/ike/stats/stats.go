@@ -166,6 +166,9 @@ const (
 	// a change that could not be written).
 	StateWriteErrors
 	StatesLost
+	// SendsDropped counts datagrams not sent because the socket's buffer
+	// was full (the peer retransmits, or we do).
+	SendsDropped
 	NumCounters
 )
 
@@ -206,6 +209,7 @@ var counterNames = [...]string{
 	PanicsRecovered:      "panics_recovered",
 	StateWriteErrors:     "state_write_errors",
 	StatesLost:           "states_lost",
+	SendsDropped:         "sends_dropped",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

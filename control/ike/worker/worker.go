@@ -316,7 +316,7 @@ func (w *Worker) sendCookie(d manager.Datagram, req *message.Message, ni *messag
 		b = message.AddNonESPMarker(b)
 	}
 	w.env.Stats().Inc(stats.CookiesSent)
-	w.log.Debug("IKE_SA_INIT answered with a COOKIE", "peer", d.Remote.String(), "half_open", w.env.Stats().HalfOpen.Load())
+	w.unauthLog(slog.LevelDebug, "IKE_SA_INIT answered with a COOKIE", "peer", d.Remote.String(), "half_open", w.env.Stats().HalfOpen.Load())
 	w.env.Send(manager.Datagram{Local: d.Local, Remote: d.Remote, Data: b})
 }
 
