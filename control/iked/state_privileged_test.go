@@ -130,3 +130,39 @@ func TestPrivilegedIkedFullStateDisk(t *testing.T) {
 		t.Errorf("traffic lost: %d of %d pings came back", res[1], res[0])
 	}
 }
+
+// TestPrivilegedIkedRestartWithoutState restarts iked on gw-a with its
+// state folder gone while spud keeps the tunnel's SAs and policy: iked
+// sets the tunnel up again (start_action start), and the grace period's
+// sweep removes the old policy, which has the new one's selectors. That
+// removal used to take the shared steering entry with it, and gw-a then
+// sent the tunnel's cleartext unprotected (pass_no_policy) for good.
+func TestPrivilegedIkedRestartWithoutState(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	ca, cb := tb.confs()
+	ca.childExtra = "        start_action: start\n"
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec, "-grace", "2s")
+	tb.b.start(t, cb.yaml(), sec)
+	pingUp(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	if err := tb.a.iked.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(tb.a.iked.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.a.iked.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	pingUp(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	// Past the grace period and its sweep.
+	res := <-pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 6*time.Second)
+	t.Logf("ping across the sweep: %d sent, %d received", res[0], res[1])
+	if res[0] <= 0 || res[1] < res[0]-1 {
+		t.Errorf("the tunnel broke after the sweep: %d of %d pings came back", res[1], res[0])
+	}
+	if !strings.Contains(tb.a.iked.Proc.Log(), "removed SAs and policies no IKE SA owns") {
+		t.Errorf("the old policy was not swept, so nothing was tested")
+	}
+}

@@ -292,8 +292,12 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 	if err != nil {
 		return api.PolicyAddReply{}, err
 	}
-	for _, e := range d.steerEntries(p, logical) {
-		if err := d.prog.SetPolicy(e); err != nil {
+	entries := d.steerEntries(p, logical)
+	for i, e := range entries {
+		if err := d.spd.add(d.prog, e); err != nil {
+			for _, done := range entries[:i] {
+				d.spd.del(d.prog, done)
+			}
 			d.eng.DelPolicy(p.ID)
 			return api.PolicyAddReply{}, fmt.Errorf("policy %d: steering entry %s -> %s: %w", p.ID, e.Local, e.Remote, err)
 		}
@@ -312,7 +316,9 @@ func (d *Daemon) delPolicy(id uint32) error {
 		return err
 	}
 	for _, e := range d.steerEntries(p, logical) {
-		d.prog.DeletePolicy(e.Ifindex, e.Local, e.Remote)
+		if err := d.spd.del(d.prog, e); err != nil {
+			d.log.Warn("spud: steering entry of a deleted policy", "id", id, "local", e.Local.String(), "remote", e.Remote.String(), "err", err.Error())
+		}
 	}
 	d.log.Info("spud: policy deleted", "id", id)
 	return nil

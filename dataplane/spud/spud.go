@@ -91,7 +91,9 @@ type Daemon struct {
 	ifaces []api.Interface
 	caps   map[string]nic.Caps
 	steer  api.Steering
-	spus   []int
+	// spd knows which policies share a steering entry.
+	spd  spdEntries
+	spus []int
 
 	mu        sync.Mutex
 	spis      map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
