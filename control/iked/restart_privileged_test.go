@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,12 +153,25 @@ func TestPrivilegedIkedSpudRestart(t *testing.T) {
 	tb.b.start(t, cb.yaml(), sec)
 	tb.a.spuctl(t, "initiate", "tun")
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
-	if err := tb.b.spud.Proc.Stop(); err != nil {
+	// The outage: pings every 20 ms across a SIGKILL of spud and its
+	// restart at once; each lost one is 20 ms without the tunnel.
+	flood := pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 8*time.Second)
+	time.Sleep(time.Second)
+	if err := tb.b.spud.Proc.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	tb.b.spud.Proc.Wait(5 * time.Second)
+	killed := time.Now()
 	_, err := restartSpud(tb.b)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Logf("spud restarted in %v", time.Since(killed))
+	res := <-flood
+	t.Logf("spud SIGKILLed and restarted under traffic: %d of %d pings lost, an outage of about %v",
+		res[0]-res[1], res[0], time.Duration(res[0]-res[1])*20*time.Millisecond)
+	if res[1] <= 0 {
+		t.Errorf("no ping came back across spud's restart")
 	}
 	if !waitFor(15*time.Second, func() bool {
 		sas, pols := tb.b.dump(t)
