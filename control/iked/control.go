@@ -291,7 +291,7 @@ func (d *Daemon) terminate(req ikectl.Terminate) (*ikectl.Result, error) {
 	if wait <= 0 {
 		wait = defaultWait
 	}
-	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
+	sel := worker.Target{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
 	// Each worker calls its done function once (at once when it has
 	// nothing to delete); the channel holds them all, so that a worker
 	// never blocks on it.
@@ -322,7 +322,7 @@ func (d *Daemon) rekey(req ikectl.Rekey) (*ikectl.Result, error) {
 	if req.Conn == "" && req.IKEID == 0 {
 		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "rekey: name a connection or an IKE SA id")
 	}
-	sel := worker.Selector{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
+	sel := worker.Target{Conn: req.Conn, IKEID: req.IKEID, Child: req.Child, ChildID: req.ChildID}
 	n := 0
 	if err := d.each(func(_ *loop, w *worker.Worker) { n += w.Rekey(sel, req.IKE) }); err != nil {
 		return nil, err
@@ -389,7 +389,7 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 		}
 		n := name
 		for _, l := range d.loops {
-			d.post(l, func(w *worker.Worker) { w.Terminate(worker.Selector{Conn: n}, nil) })
+			d.post(l, func(w *worker.Worker) { w.Terminate(worker.Target{Conn: n}, nil) })
 		}
 	}
 	startOnly := map[string]bool{}
@@ -453,8 +453,8 @@ func (d *Daemon) statsReply() *ikectl.Stats {
 	for _, p := range d.spus.Load().Entries() {
 		out.MapLogical = append(out.MapLogical, int(p))
 	}
-	if d.sel != nil {
-		if c, err := d.sel.Counters(); err == nil {
+	if d.steer != nil {
+		if c, err := d.steer.Counters(); err == nil {
 			out.Reuseport = map[string]uint64{}
 			for i, v := range c {
 				out.Reuseport[reuseport.Counter(i).String()] = v

@@ -169,10 +169,10 @@ func (p *spudDP) DelPolicy(id uint32) error {
 	return c.DelPolicy(id)
 }
 
-// reuseportSelector loads the SO_REUSEPORT selector with spud's anchor
+// reuseportSteerer loads the SO_REUSEPORT selector program with spud's anchor
 // function and SPU map.
-func reuseportSelector(d *Daemon) (*reuseport.Selector, error) {
-	s, err := reuseport.NewSelector()
+func reuseportSteerer(d *Daemon) (*reuseport.Steerer, error) {
+	s, err := reuseport.NewSteerer()
 	if err != nil {
 		return nil, err
 	}

@@ -110,7 +110,7 @@ type Daemon struct {
 	// replaced when a reload opens new addresses).
 	socks atomic.Pointer[map[netip.AddrPort][]*net.UDPConn]
 
-	sel    *reuseport.Selector
+	steer  *reuseport.Steerer
 	groups []*reuseport.Group
 	ctl    *unixrpc.Server
 	store  *stateStore
@@ -345,8 +345,8 @@ func (d *Daemon) Close() error {
 	for _, g := range d.groups {
 		g.Close()
 	}
-	if d.sel != nil {
-		d.sel.Close()
+	if d.steer != nil {
+		d.steer.Close()
 	}
 	d.wg.Wait()
 	dps := []*spudDP{d.dp}

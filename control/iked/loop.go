@@ -143,7 +143,7 @@ func (d *Daemon) openSockets(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	if d.sel, err = reuseportSelector(d); err != nil {
+	if d.steer, err = reuseportSteerer(d); err != nil {
 		return err
 	}
 	return d.listen(cfg, addrs, false)
@@ -165,7 +165,7 @@ func (d *Daemon) listen(cfg *config.Config, addrs []netip.Addr, running bool) er
 		}
 		for _, port := range []int{cfg.Port, cfg.PortNATT} {
 			ap := netip.AddrPortFrom(a, uint16(port))
-			g, err := d.sel.Listen(ap, ids)
+			g, err := d.steer.Listen(ap, ids)
 			if err != nil {
 				return fmt.Errorf("iked: listen on %s: %w", ap, err)
 			}

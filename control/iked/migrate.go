@@ -100,8 +100,8 @@ func (d *Daemon) followMap(list api.SPUList) error {
 		return nil
 	}
 	start := time.Now()
-	if d.sel != nil {
-		if err := d.sel.SetSPUMap(m); err != nil {
+	if d.steer != nil {
+		if err := d.steer.SetSPUMap(m); err != nil {
 			d.log.Error("iked: reuseport selector map", "err", err.Error())
 		}
 	}

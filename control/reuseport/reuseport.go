@@ -5,7 +5,7 @@
 // and the same logical -> physical map as the XDP steering program, so that
 // the IKE SA of a tunnel lives on the SPU that processes its ESP.
 //
-// A Selector holds the configuration shared by all groups (hash key, L,
+// A Steerer holds the configuration shared by all groups (hash key, L,
 // the SPU map, counters). Each Group is one SO_REUSEPORT group (one local
 // address and port, e.g. 198.18.0.1:500 or [2001:db8::1]:4500) with its own
 // program instance and REUSEPORT_SOCKARRAY indexed by physical SPU: the
@@ -16,7 +16,7 @@
 // XDP program's: iked and spud are separate daemons that restart
 // independently, and sharing maps would tie their lifetimes through bpffs
 // pins. iked sets them from the same deployment key and the same map spud
-// uses. (Sharing by map replacement would be a small change: the Selector
+// uses. (Sharing by map replacement would be a small change: the Steerer
 // already loads every group with MapReplacements.)
 //
 // When the selector cannot choose (not configured, or no socket for the
@@ -26,7 +26,7 @@
 //
 // On a kernel that refuses the selector (probed: program type
 // SK_REUSEPORT, bpf_sk_select_reuseport, bpf_skb_load_bytes_relative,
-// REUSEPORT_SOCKARRAY), NewSelector still returns a Selector, without a
+// REUSEPORT_SOCKARRAY), NewSteerer still returns a Steerer, without a
 // program (Unsteered says why): the groups are plain SO_REUSEPORT groups,
 // the kernel's hash picks a worker for every datagram, and the workers
 // hand each on to its anchor's worker. IKE works; it costs a hand-off per
@@ -98,8 +98,8 @@ func (c *Counters) Sub(old *Counters) Counters {
 	return d
 }
 
-// Selector holds the anchor configuration and counters shared by groups.
-type Selector struct {
+// Steerer holds the anchor configuration and counters shared by groups.
+type Steerer struct {
 	mu        sync.Mutex
 	spec      *ebpf.CollectionSpec
 	config    *ebpf.Map
@@ -113,10 +113,10 @@ type Selector struct {
 // Requirements are the kernel features of the selector program.
 var Requirements = []bpf.Feature{bpf.FeatureSKReuseport, bpf.FeatureSelectReuseport, bpf.FeatureLoadBytesRelative, bpf.FeatureReuseportSockArray}
 
-// NewSelector creates the shared maps. It needs root (CAP_BPF). A kernel
-// that refuses what the program needs gets a Selector without one
+// NewSteerer creates the shared maps. It needs root (CAP_BPF). A kernel
+// that refuses what the program needs gets a Steerer without one
 // (Unsteered).
-func NewSelector() (*Selector, error) {
+func NewSteerer() (*Steerer, error) {
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("reuseport: lift the locked-memory limit for BPF maps: %w", err)
@@ -131,7 +131,7 @@ func NewSelector() (*Selector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reuseport: %w", err)
 	}
-	s := &Selector{spec: spec}
+	s := &Steerer{spec: spec}
 	for _, m := range []struct {
 		name string
 		dst  **ebpf.Map
@@ -144,16 +144,16 @@ func NewSelector() (*Selector, error) {
 	return s, nil
 }
 
-// newUnsteered is a Selector whose groups have no program: the kernel's
+// newUnsteered is a Steerer whose groups have no program: the kernel's
 // hash chooses the worker.
-func newUnsteered(why string) *Selector { return &Selector{unsteered: why} }
+func newUnsteered(why string) *Steerer { return &Steerer{unsteered: why} }
 
 // Unsteered says why the groups have no selector program (the kernel's
 // hash picks the worker), or is empty when they have one.
-func (s *Selector) Unsteered() string { return s.unsteered }
+func (s *Steerer) Unsteered() string { return s.unsteered }
 
 // Close releases the shared maps; groups keep their own references.
-func (s *Selector) Close() error {
+func (s *Steerer) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -168,7 +168,7 @@ func (s *Selector) Close() error {
 
 // SetConfig sets the anchor function and the SPU map for its L (the map
 // first, so no datagram sees the new L without its map).
-func (s *Selector) SetConfig(f anchor.Function, m *anchor.Map) error {
+func (s *Steerer) SetConfig(f anchor.Function, m *anchor.Map) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := f.L()
@@ -195,7 +195,7 @@ func (s *Selector) SetConfig(f anchor.Function, m *anchor.Map) error {
 // SetSPUMap writes a rebuilt SPU map for the configured L. Entry by entry,
 // like the XDP program's: a datagram sees its logical SPU's old or new
 // physical SPU.
-func (s *Selector) SetSPUMap(m *anchor.Map) error {
+func (s *Steerer) SetSPUMap(m *anchor.Map) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.l == 0 || m.Len() != s.l {
@@ -207,7 +207,7 @@ func (s *Selector) SetSPUMap(m *anchor.Map) error {
 	return s.writeMap(m)
 }
 
-func (s *Selector) writeMap(m *anchor.Map) error {
+func (s *Steerer) writeMap(m *anchor.Map) error {
 	for i, p := range m.Entries() {
 		if err := s.spuMap.Put(uint32(i), uint32(p)); err != nil {
 			return fmt.Errorf("reuseport: write spu_map[%d]: %w", i, err)
@@ -218,7 +218,7 @@ func (s *Selector) writeMap(m *anchor.Map) error {
 
 // Counters reads the counters, summed over CPUs (and groups, which share
 // them).
-func (s *Selector) Counters() (Counters, error) {
+func (s *Steerer) Counters() (Counters, error) {
 	var c Counters
 	if s.unsteered != "" {
 		return c, nil
@@ -247,7 +247,7 @@ type Group struct {
 // Listen opens one UDP socket per physical SPU in spus on addr, all in one
 // SO_REUSEPORT group steered by the selector. addr must be a specific
 // address (IPv6 sockets are IPv6-only) with a non-zero port.
-func (s *Selector) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
+func (s *Steerer) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
 	if !addr.IsValid() || addr.Port() == 0 || addr.Addr().IsUnspecified() || addr.Addr().Zone() != "" {
 		return nil, fmt.Errorf("reuseport: listen on %v: need a specific address and port", addr)
 	}

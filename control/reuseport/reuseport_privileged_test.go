@@ -166,7 +166,7 @@ func check(t *testing.T, what string, got map[netip.Addr]int, fn anchor.Function
 
 // listenGroups opens the IPv4 and IPv6 groups of 4 workers each, by
 // address family; false (the error reported) if one fails.
-func listenGroups(t *testing.T, sel *Selector) (map[bool]*Group, bool) {
+func listenGroups(t *testing.T, sel *Steerer) (map[bool]*Group, bool) {
 	groups := map[bool]*Group{}
 	for _, a := range []netip.AddrPort{group4, group6} {
 		g, err := sel.Listen(a, []uint16{0, 1, 2, 3})
@@ -193,7 +193,7 @@ func closeGroups(groups map[bool]*Group) {
 // kernel's choice, counted.
 func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 	privileged.Require(t, "ip")
-	sel, err := NewSelector()
+	sel, err := NewSteerer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +273,7 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 // TestPrivilegedReuseportUnconfigured checks the fallback before SetConfig.
 func TestPrivilegedReuseportUnconfigured(t *testing.T) {
 	privileged.Require(t, "ip")
-	sel, err := NewSelector()
+	sel, err := NewSteerer()
 	if err != nil {
 		t.Fatal(err)
 	}

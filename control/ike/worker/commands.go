@@ -168,22 +168,23 @@ func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(e
 	return m, nil
 }
 
-// Selector picks IKE or Child SAs for Terminate: by connection name or IKE
-// SA unique id, and optionally a child name or Child SA unique id (then
-// only Child SAs are deleted).
-type Selector struct {
+// Target picks IKE or Child SAs for Terminate and Rekey: by connection
+// name or IKE SA unique id, and optionally a child name or Child SA unique
+// id (then only Child SAs are deleted). (Not a traffic selector: that is
+// ipsec.Selector.)
+type Target struct {
 	Conn    string
 	IKEID   uint32
 	Child   string
 	ChildID uint32
 }
 
-func (s Selector) childOnly() bool { return s.Child != "" || s.ChildID != 0 }
+func (s Target) childOnly() bool { return s.Child != "" || s.ChildID != 0 }
 
 // Terminate deletes the IKE SAs (or Child SAs) the selector picks, telling
 // the peer. It returns how many it started to delete; done (may be nil) is
 // called once they are all gone.
-func (w *Worker) Terminate(sel Selector, done func(error)) int {
+func (w *Worker) Terminate(sel Target, done func(error)) int {
 	defer w.runPending()
 	type job struct {
 		m        *manager.Manager
@@ -359,7 +360,7 @@ func (w *Worker) childConfig(m *manager.Manager, ch *sa.ChildSA) *config.Child {
 
 // Rekey starts a rekey of the selected Child SAs (or of the IKE SAs, when
 // no child is named), as an operator asks; it returns how many.
-func (w *Worker) Rekey(sel Selector, ike bool) int {
+func (w *Worker) Rekey(sel Target, ike bool) int {
 	defer w.runPending()
 	n := 0
 	for _, m := range w.Managers() {

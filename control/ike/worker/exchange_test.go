@@ -302,7 +302,7 @@ func terminateIKE(t *testing.T, s *iketest.Sim, n *iketest.Node, d time.Duration
 	t.Helper()
 	called := false
 	var result error
-	if c := n.Worker.Terminate(worker.Selector{Conn: "tun"}, func(err error) { result, called = err, true }); c == 0 {
+	if c := n.Worker.Terminate(worker.Target{Conn: "tun"}, func(err error) { result, called = err, true }); c == 0 {
 		t.Fatal("nothing to terminate")
 	}
 	if !s.RunUntil(d, func() bool { return called }) {
@@ -355,7 +355,7 @@ func TestCreateChildSA(t *testing.T) {
 		t.Errorf("second initiation created more SAs")
 	}
 	// The responder can create a Child SA over the same IKE SA too.
-	if err := nb.Worker.Terminate(worker.Selector{Conn: "tun", Child: "second"}, nil); err != 1 {
+	if err := nb.Worker.Terminate(worker.Target{Conn: "tun", Child: "second"}, nil); err != 1 {
 		t.Fatalf("terminate child: %d", err)
 	}
 	s.RunFor(time.Second)
@@ -382,7 +382,7 @@ func TestDeleteFromEitherSide(t *testing.T) {
 			if c.byB {
 				n = nb
 			}
-			sel := worker.Selector{Conn: "tun"}
+			sel := worker.Target{Conn: "tun"}
 			if c.child {
 				sel.Child = "net"
 			}

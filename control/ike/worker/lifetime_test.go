@@ -118,7 +118,7 @@ func TestRekeyWithPFS(t *testing.T) {
 		}
 		return iketest.Fate{}
 	}
-	na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+	na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
 	s.RunFor(5 * time.Second)
 	converged(t, na, nb, 1)
 	if kes != 1 {
@@ -334,7 +334,7 @@ func TestRestartDuringRekey(t *testing.T) {
 				return iketest.Fate{}
 			}
 			ab, ba := flows(s, na, nb, time.Millisecond, 60*time.Second)
-			na.Worker.Rekey(worker.Selector{Conn: "tun"}, c.ike)
+			na.Worker.Rekey(worker.Target{Conn: "tun"}, c.ike)
 			s.RunFor(100 * time.Millisecond)
 			if !lost {
 				t.Fatal("no response to lose")

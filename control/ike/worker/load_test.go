@@ -145,13 +145,13 @@ func TestLoad(t *testing.T) {
 		t.Fatal("no load Child SA holds the policy")
 	}
 	d := false
-	na.Worker.Terminate(worker.Selector{IKEID: holder}, func(error) { d = true })
+	na.Worker.Terminate(worker.Target{IKEID: holder}, func(error) { d = true })
 	s.RunUntil(10*time.Second, func() bool { return d })
 	if _, pol := na.DP.Counts(); pol != 2 {
 		t.Errorf("after the policy holder went: %d policies, want 2", pol)
 	}
 	d = false
-	na.Worker.Terminate(worker.Selector{Conn: "tun"}, func(error) { d = true })
+	na.Worker.Terminate(worker.Target{Conn: "tun"}, func(error) { d = true })
 	if !s.RunUntil(time.Minute, func() bool { return d }) {
 		t.Fatal("terminate did not finish")
 	}

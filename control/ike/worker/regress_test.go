@@ -152,12 +152,12 @@ func TestDeleteJustAfterRekey(t *testing.T) {
 				}
 				return iketest.Fate{Delay: 5 * time.Millisecond}
 			}
-			na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+			na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
 			if !s.RunUntil(time.Second, func() bool { return answered }) {
 				t.Fatal("no rekey response")
 			}
 			s.RunFor(500 * time.Microsecond)
-			if n := nb.Worker.Terminate(worker.Selector{Conn: "tun", ChildID: oldB.UniqueID}, nil); n != 1 {
+			if n := nb.Worker.Terminate(worker.Target{Conn: "tun", ChildID: oldB.UniqueID}, nil); n != 1 {
 				t.Fatalf("gw-b deletes %d", n)
 			}
 			s.RunFor(19 * time.Second)
@@ -271,8 +271,8 @@ func TestRekeyCrossesDelete(t *testing.T) {
 	if err := initiate(t, s, na, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
-	nb.Worker.Terminate(worker.Selector{Conn: "tun", Child: "net"}, nil)
+	na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
+	nb.Worker.Terminate(worker.Target{Conn: "tun", Child: "net"}, nil)
 	s.RunFor(10 * time.Second)
 	for _, n := range []*iketest.Node{na, nb} {
 		l := live(n)

@@ -215,7 +215,7 @@ func TestIKERekeyByTime(t *testing.T) {
 func collide(t *testing.T, na, nb *iketest.Node, ike bool) {
 	t.Helper()
 	for _, n := range []*iketest.Node{na, nb} {
-		if got := n.Worker.Rekey(worker.Selector{Conn: "tun"}, ike); got != 1 {
+		if got := n.Worker.Rekey(worker.Target{Conn: "tun"}, ike); got != 1 {
 			t.Fatalf("%s: %d rekeys started", n.Name, got)
 		}
 	}
@@ -377,19 +377,19 @@ func chaosRun(t *testing.T, sc string, seed int) {
 	case "ike":
 		collide(t, na, nb, true)
 	case "child-vs-ike":
-		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
-		nb.Worker.Rekey(worker.Selector{Conn: "tun"}, true)
+		na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
+		nb.Worker.Rekey(worker.Target{Conn: "tun"}, true)
 	case "rekey-vs-create":
-		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
+		na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
 		if err := nb.Worker.Initiate("tun", "second", nil); err != nil {
 			t.Fatal(err)
 		}
 	case "rekey-vs-delete":
-		na.Worker.Rekey(worker.Selector{Conn: "tun"}, false)
-		nb.Worker.Terminate(worker.Selector{Conn: "tun", Child: "net"}, nil)
+		na.Worker.Rekey(worker.Target{Conn: "tun"}, false)
+		nb.Worker.Terminate(worker.Target{Conn: "tun", Child: "net"}, nil)
 	case "ike-vs-delete":
-		na.Worker.Rekey(worker.Selector{Conn: "tun"}, true)
-		nb.Worker.Terminate(worker.Selector{Conn: "tun"}, nil)
+		na.Worker.Rekey(worker.Target{Conn: "tun"}, true)
+		nb.Worker.Terminate(worker.Target{Conn: "tun"}, nil)
 	}
 	s.RunFor(15 * time.Second)
 	c.calm = true

@@ -101,7 +101,7 @@ func TestRetransmissionAfterRestart(t *testing.T) {
 		}
 		return iketest.Fate{}
 	}
-	na.Worker.Terminate(worker.Selector{Conn: "tun", Child: "second"}, nil)
+	na.Worker.Terminate(worker.Target{Conn: "tun", Child: "second"}, nil)
 	s.RunFor(100 * time.Millisecond)
 	if !dropped {
 		t.Fatal("nothing dropped")
@@ -226,7 +226,7 @@ func TestDetachRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := na.Worker.Managers()[0]
-	na.Worker.Terminate(worker.Selector{Conn: "tun", Child: "net"}, nil)
+	na.Worker.Terminate(worker.Target{Conn: "tun", Child: "net"}, nil)
 	if _, err := na.Worker.Detach(m.IKE.OurSPI()); err != worker.ErrBusy {
 		t.Errorf("detach of a busy IKE SA: %v", err)
 	}
