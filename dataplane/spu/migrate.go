@@ -38,8 +38,7 @@ const (
 )
 
 type heldPkt struct {
-	n        int
-	meta     ring.Meta // L3 is 0: buf holds the IP packet
+	meta     ring.Meta // Off and L3 are 0: buf holds the IP packet
 	deadline int64
 	buf      [pendingSize]byte
 }
@@ -49,16 +48,19 @@ type holdStore struct {
 	used  int
 }
 
-func (s *SPU) hold(ip []byte, m ring.Meta) bool {
+// hold keeps a copy of the IP packet m places in buf until its logical
+// SPU has arrived here. It reports false (the caller drops) when the store
+// is full or the packet too big.
+func (s *SPU) hold(buf []byte, m *ring.Meta) bool {
 	h := &s.held
-	if h.used == holdSlots || len(ip) > pendingSize {
+	off, end := m.IP()
+	if h.used == holdSlots || end-off > pendingSize {
 		return false
 	}
 	p := &h.slots[h.used]
 	h.used++
-	p.n = copy(p.buf[:], ip)
-	p.meta = m
-	p.meta.L3 = 0
+	p.meta = *m
+	p.meta.Off, p.meta.L3, p.meta.Len = 0, 0, int32(copy(p.buf[:], buf[off:end]))
 	p.deadline = nanotime() + holdTTL
 	return true
 }
@@ -72,7 +74,7 @@ func (s *SPU) release(logical uint16) {
 		p := &h.slots[i]
 		switch {
 		case p.meta.Logical == logical:
-			s.process(p.buf[:], 0, p.n, p.meta)
+			s.process(p.buf[:], &p.meta)
 		case p.deadline < now:
 			s.drop(DropMigrating)
 		default:

@@ -19,7 +19,7 @@ import (
 )
 
 // classTx marks a ring slot holding a finished Ethernet frame for the
-// receiving SPU to transmit on Slot.Ifindex (the sender has no socket on
+// receiving SPU to transmit on Meta.Ifindex (the sender has no socket on
 // that interface).
 const classTx = 0xff
 
@@ -245,7 +245,7 @@ func (s *SPU) drop(d Drop) { s.c.drops[d].Add(1) }
 
 // handleRx takes one frame from a socket: to its anchor, or processed here.
 func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
-	m, shim, err := s.eng.cfg.Carrier.ReadMeta(f.Buf, f.Off, f.Len)
+	sm, shim, err := s.eng.cfg.Carrier.ReadMeta(f.Buf, f.Off, f.Len)
 	switch {
 	case err == nil:
 		f.Trim(shim)
@@ -253,39 +253,40 @@ func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
 		s.drop(DropNoMeta)
 		return
 	default:
-		if m, err = s.cls.Classify(f.Packet(), uint32(p.Ifindex), p.Queue); err != nil {
+		if sm, err = s.cls.Classify(f.Packet(), uint32(p.Ifindex), p.Queue); err != nil {
 			s.drop(DropUnsteered)
 			return
 		}
 	}
-	pkt := f.Packet()
-	if int(m.L3Offset) >= len(pkt) {
+	if int(sm.L3Offset) >= f.Len {
 		s.drop(DropMalformed)
 		return
 	}
-	rm := ring.Meta{Class: uint8(m.Class), Logical: m.LogicalSPU, Policy: m.PolicyID, L3: int32(m.L3Offset), Ifindex: int32(p.Ifindex)}
-	if anchor := s.eng.physical(m.LogicalSPU); anchor != s.ID {
-		s.handoff(anchor, pkt, rm)
+	m := ring.Meta{Off: int32(f.Off), Len: int32(f.Len), L3: int32(sm.L3Offset), Ifindex: int32(p.Ifindex),
+		Policy: sm.PolicyID, Logical: sm.LogicalSPU, Class: uint8(sm.Class)}
+	if anchor := s.eng.physical(m.Logical); anchor != s.ID {
+		s.handoff(anchor, f.Buf, &m)
 		return
 	}
-	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), rm)
+	s.process(f.Buf, &m)
 }
 
-// handoff copies a frame into the ring of its anchor SPU.
-func (s *SPU) handoff(to int, pkt []byte, m ring.Meta) {
+// handoff copies the packet m places in buf into the ring of its anchor
+// SPU.
+func (s *SPU) handoff(to int, buf []byte, m *ring.Meta) {
 	if to < 0 || to >= len(s.out) || s.out[to] == nil {
 		s.drop(DropHandoffFull)
 		return
 	}
 	r := s.out[to]
 	slot := r.Reserve()
-	if slot == nil || len(pkt) > len(slot.Buf)-ring.Headroom {
+	if slot == nil || int(m.Len) > len(slot.Buf)-ring.Headroom {
 		s.drop(DropHandoffFull)
 		return
 	}
-	slot.Off = ring.Headroom
-	slot.Len = copy(slot.Buf[ring.Headroom:], pkt)
-	slot.Meta = m
+	slot.Meta = *m
+	slot.Meta.Off = ring.Headroom
+	slot.Meta.Len = int32(copy(slot.Buf[ring.Headroom:], buf[m.Off:m.Off+m.Len]))
 	r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[to].wake()
@@ -299,16 +300,15 @@ func (s *SPU) drain(r *ring.Ring) bool {
 		if slot == nil {
 			break
 		}
-		m := slot.Meta
+		m := &slot.Meta
 		if m.Class == classTx {
-			s.transmitFrame(int(m.Ifindex), slot.Buf[slot.Off:slot.Off+slot.Len])
+			s.transmitFrame(int(m.Ifindex), slot.Buf[m.Off:m.Off+m.Len])
 		} else if a := s.eng.physical(m.Logical); a != s.ID {
 			// A map change may have moved the logical SPU again since the
 			// sender looked: follow it (bounded by the ring's capacity).
-			s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], m)
+			s.handoff(a, slot.Buf[:], m)
 		} else {
-			l3 := int(m.L3)
-			s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, m)
+			s.process(slot.Buf[:], m)
 		}
 		r.Release()
 	}
@@ -318,32 +318,33 @@ func (s *SPU) drain(r *ring.Ring) bool {
 	return n > 0
 }
 
-// process handles a packet on its anchor SPU. The IP packet is
-// buf[off:off+n]; buf may be changed in place.
-func (s *SPU) process(buf []byte, off, n int, m ring.Meta) {
+// process handles the packet m places in buf on its anchor SPU; buf may
+// be changed in place.
+func (s *SPU) process(buf []byte, m *ring.Meta) {
 	// The logical SPU is moving here and its SAs have not arrived yet:
 	// hold the packet until they do.
 	if s.eng.movingTo(m.Logical) == s.ID {
-		if !s.hold(buf[off:off+n], m) {
+		if !s.hold(buf, m) {
 			s.drop(DropMigrating)
 		}
 		return
 	}
 	switch steer.Class(m.Class) {
 	case steer.ClassESP, steer.ClassUDPESP:
-		s.decap(buf, off, n)
+		s.decap(buf, m)
 	case steer.ClassCleartext:
-		s.encap(buf, off, n, m.Policy, int(m.Ifindex))
+		s.encap(buf, m)
 	case steer.ClassESPFragment:
-		s.fragment(buf, off, n)
+		s.fragment(buf, m)
 	default:
 		s.drop(DropMalformed)
 	}
 }
 
-func (s *SPU) decap(buf []byte, off, n int) {
-	ip := buf[off : off+n]
-	o, r := esp.ParseOuter(ip)
+func (s *SPU) decap(buf []byte, m *ring.Meta) {
+	off, end := m.IP()
+	n := end - off
+	o, r := esp.ParseOuter(buf[off:end])
 	if r != esp.None {
 		s.drop(DropESPHeader)
 		return
@@ -384,7 +385,7 @@ func (s *SPU) forward(ip []byte) {
 	}
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
-		if !s.park(pendForward, ip, 0, 0) {
+		if !s.park(pendForward, ip, nil) {
 			s.drop(DropNoNeighbour)
 		}
 		return
@@ -408,24 +409,26 @@ func (s *SPU) forward(ip []byte) {
 	s.txCommit(&t, start, 14+len(ip))
 }
 
-func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
-	ipl := ipLen(buf[off : off+n])
+func (s *SPU) encap(buf []byte, m *ring.Meta) {
+	off, end := m.IP()
+	ipl := ipLen(buf[off:end])
 	if ipl == 0 {
 		s.drop(DropMalformed)
 		return
 	}
-	s.encapIP(buf[off:off+ipl], policyID, ingress)
+	s.encapIP(buf[off:off+ipl], m)
 }
 
 // encapIP protects the cleartext IP packet ip, which the steering program
-// matched to policyID, and sends it.
-func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
+// matched to m.Policy, and sends it. Only m's policy and ingress interface
+// are read: ip may be a copy of the packet m was made for.
+func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	f, ok := parseFlow(ip)
 	if !ok {
 		s.drop(DropMalformed)
 		return
 	}
-	p := s.t.policies[policyID]
+	p := s.t.policies[m.Policy]
 	if p == nil || !p.matches(&f) {
 		// The steering program matched prefixes only, or its entry is
 		// stale: the exact match decides.
@@ -457,7 +460,7 @@ func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 		s.drop(DropNoRoute)
 		return
 	case nhUnresolved:
-		if !s.park(pendEncap, ip, p.p.ID, ingress) {
+		if !s.park(pendEncap, ip, m) {
 			s.drop(DropNoNeighbour)
 		}
 		return
@@ -488,7 +491,7 @@ func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 		s.c.encap.Add(1)
 	case esp.SendTooBig:
 		s.txAbort(&t)
-		s.tooBig(ip, ingress, res.MTU)
+		s.tooBig(ip, int(m.Ifindex), res.MTU)
 	case esp.Fragment:
 		s.sendFragments(&t, t.buf[res.Off:res.Off+res.Len], res.MTU, &nh)
 		s.c.encap.Add(1)
@@ -560,15 +563,18 @@ func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 // fragment reassembles outer fragments of ESP packets (the steering
 // program sends every fragment of a tunnel to its anchor, since all carry
 // the addresses) and decapsulates the whole packet.
-func (s *SPU) fragment(buf []byte, off, n int) {
-	pkt, st, r := s.reasm.Add(buf[off:off+n], nanotime())
+func (s *SPU) fragment(buf []byte, m *ring.Meta) {
+	off, end := m.IP()
+	pkt, st, r := s.reasm.Add(buf[off:end], nanotime())
 	switch {
 	case r != ipfrag.None:
 		s.drop(DropFragment)
 	case st == ipfrag.Complete:
 		// The datagram is in the reassembler's storage until its next
 		// Add: decapsulate it there.
-		s.decap(pkt, 0, len(pkt))
+		whole := *m
+		whole.Off, whole.L3, whole.Len = 0, 0, int32(len(pkt))
+		s.decap(pkt, &whole)
 	}
 }
 
@@ -710,7 +716,7 @@ func (s *SPU) txCommit(t *txTarget, off, n int) {
 		t.ps.ntx++
 		return
 	}
-	t.slot.Off, t.slot.Len, t.slot.Meta = off, n, ring.Meta{Class: classTx, Ifindex: int32(t.ifx)}
+	t.slot.Meta = ring.Meta{Off: int32(off), Len: int32(n), Ifindex: int32(t.ifx), Class: classTx}
 	t.r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[t.to].wake()
