@@ -131,6 +131,19 @@ func (sa *SA) Decap(buf []byte, off, n int) Result {
 	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: Forward}}
 }
 
+// DecapOuter is Decap for a caller that has parsed the outer headers
+// already, as the SA table does to find the SA by SPI: o is what
+// ParseOuter returned for the packet starting at buf[off], and the packet
+// is not parsed again. It allocates nothing. Owner only.
+func (sa *SA) DecapOuter(buf []byte, off int, o *Outer) Result {
+	start, length, why := sa.decapChecked(buf, off, o)
+	sa.publish()
+	if why != None {
+		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
+	}
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: Forward}}
+}
+
 // decap is Decap without publishing the counters; it returns the inner
 // packet's place, or the reason of a drop (already counted). Scalars, not
 // a Result: Result has more fields than the compiler keeps in registers,
@@ -147,11 +160,34 @@ func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
 	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
 		return sa.decapDrop(Malformed)
 	}
-	p := buf[off : off+n]
 	var o Outer
-	if why := parseOuter(p, &o); why != None {
+	if why := parseOuter(buf[off:off+n], &o); why != None {
 		return sa.decapDrop(why)
 	}
+	return sa.decapParsed(buf, off, &o)
+}
+
+// decapChecked is decap for DecapOuter: the same checks in the same order,
+// but of the caller's parse. An Outer that does not fit buf (not
+// ParseOuter's for this packet) is Malformed rather than a panic.
+func (sa *SA) decapChecked(buf []byte, off int, o *Outer) (start, length int, why Reason) {
+	if sa.dir != Inbound {
+		return sa.decapDrop(WrongDirection)
+	}
+	if sa.expired {
+		return sa.decapDrop(HardLifetime)
+	}
+	if off < 0 || off > len(buf) || o.End > len(buf)-off || o.NHOff < 0 || o.NHOff >= o.HdrEnd ||
+		o.ESPOff < o.HdrEnd || o.End-o.ESPOff < espHdrLen {
+		return sa.decapDrop(Malformed)
+	}
+	return sa.decapParsed(buf, off, o)
+}
+
+// decapParsed is decap after the outer headers of the packet starting at
+// buf[off] were parsed into o.
+func (sa *SA) decapParsed(buf []byte, off int, o *Outer) (start, length int, why Reason) {
+	p := buf[off : off+o.End]
 	esp := p[o.ESPOff:o.End]
 	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen
 	if ctLen < 2 {
@@ -201,7 +237,7 @@ func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
 		start = payOff
 		length, why = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
 	} else {
-		start, length, why = sa.finishTransport(buf, off, &o, payOff, payLen, nh)
+		start, length, why = sa.finishTransport(buf, off, o, payOff, payLen, nh)
 	}
 	if why != None {
 		return sa.decapDrop(why)

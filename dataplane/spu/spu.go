@@ -342,8 +342,9 @@ func (s *SPU) process(buf []byte, m *ring.Meta) {
 }
 
 func (s *SPU) decap(buf []byte, m *ring.Meta) {
+	// The outer headers are parsed once, here: the SA found by their SPI
+	// takes the parse.
 	off, end := m.IP()
-	n := end - off
 	o, r := esp.ParseOuter(buf[off:end])
 	if r != esp.None {
 		s.drop(DropESPHeader)
@@ -354,7 +355,7 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 		s.drop(DropUnknownSPI)
 		return
 	}
-	res := e.sa.Decap(buf, off, n)
+	res := e.sa.DecapOuter(buf, off, &o)
 	if ev := e.sa.TakeEvents(); ev != 0 {
 		s.emitSA(&e.desc, ev)
 	}
