@@ -190,15 +190,19 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: reassembly: %w", err)
 		}
-		s := &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}}
+		s := &SPU{ID: i, CPU: cpu, eng: e, t: newTables(), pend: pendingStore{cur: -1}}
+		s.io.evfd = fd
+		s.frag.reasm = reasm
+		s.ctl.cmds = make(chan func(*SPU), 1024)
+		s.ctl.done = make(chan struct{})
 		if cfg.Carrier == steer.CarrierNone {
-			s.cls = cfg.NewClassifier()
+			s.io.cls = cfg.NewClassifier()
 		}
 		e.spus = append(e.spus, s)
 	}
 	for _, s := range e.spus {
-		s.in = make([]*ring.Ring, cfg.SPUs)
-		s.out = make([]*ring.Ring, cfg.SPUs)
+		s.peers.in = make([]*ring.Ring, cfg.SPUs)
+		s.peers.out = make([]*ring.Ring, cfg.SPUs)
 	}
 	for _, from := range e.spus {
 		for _, to := range e.spus {
@@ -209,7 +213,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 			if err != nil {
 				return nil, err
 			}
-			from.out[to.ID], to.in[from.ID] = r, r
+			from.peers.out[to.ID], to.peers.in[from.ID] = r, r
 		}
 	}
 	none := []int{}
@@ -229,8 +233,8 @@ func (e *Engine) AddPort(spu int, p Port) error {
 	}
 	s := e.spus[spu]
 	ps := &portState{Port: p}
-	s.home = append(s.home, ps)
-	s.setPorts(append(s.ports, ps))
+	s.io.home = append(s.io.home, ps)
+	s.setPorts(append(s.io.ports, ps))
 	return nil
 }
 
@@ -251,13 +255,13 @@ func (e *Engine) Stop() {
 	}
 	close(e.stop)
 	for _, s := range e.spus {
-		s.stopped.Store(true)
+		s.ctl.stopped.Store(true)
 		s.wake()
 	}
 	deadline := time.After(5 * time.Second)
 	for _, s := range e.spus {
 		select {
-		case <-s.done:
+		case <-s.ctl.done:
 		case <-deadline:
 			e.cfg.Log.Error(fmt.Sprintf("spu %d: did not stop within 5s", s.ID))
 			return
@@ -304,12 +308,12 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 		fn(s) // nobody else runs the tables yet
 		return nil
 	}
-	if s.stopped.Load() {
+	if s.ctl.stopped.Load() {
 		return fmt.Errorf("spu %d: %s, stopped", spu, s.State())
 	}
 	done := make(chan struct{})
 	select {
-	case s.cmds <- func(s *SPU) { fn(s); close(done) }:
+	case s.ctl.cmds <- func(s *SPU) { fn(s); close(done) }:
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("spu %d: command queue full", spu)
 	}
