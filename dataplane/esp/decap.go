@@ -17,7 +17,8 @@ type Outer struct {
 	// ESPOff is the offset of the ESP header; End is where the IP packet
 	// ends (the IP length; Ethernet padding after it is excluded).
 	ESPOff, End int
-	// UDP is set for UDP-encapsulated ESP (RFC 3948), with its ports.
+	// UDP is set for UDP-encapsulated ESP (RFC 3948), with its ports in
+	// SrcPort and DstPort.
 	UDP              bool
 	SrcPort, DstPort uint16
 	// HdrEnd is the end of the IP header chain (where ESP or UDP starts).
@@ -27,6 +28,7 @@ type Outer struct {
 	NHOff int
 	// DS is the outer DS field (DSCP and ECN).
 	DS byte
+	// V6 is set for an IPv6 outer header.
 	V6 bool
 }
 

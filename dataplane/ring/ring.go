@@ -26,7 +26,9 @@ const Headroom = 256
 // Slot is one packet in flight between SPUs: Meta.Off and Meta.Len place
 // it in Buf.
 type Slot struct {
-	Buf  [SlotSize]byte
+	// Buf holds the packet, copied at Headroom.
+	Buf [SlotSize]byte
+	// Meta places the packet in Buf and carries what travels with it.
 	Meta Meta
 }
 

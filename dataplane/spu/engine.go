@@ -54,14 +54,19 @@ type Config struct {
 	// pinning when CPUs is empty). More SPUs than cores is allowed (for
 	// tests of the distribution), each still its own goroutine.
 	SPUs int
+	// CPUs are the cores SPUs are pinned to, round robin.
 	CPUs []int
 	// Poll is busy or adaptive; Spin and MaxSleep tune adaptive mode.
-	Poll     xsk.PollMode
-	Spin     time.Duration
+	Poll xsk.PollMode
+	// Spin is how long an idle SPU keeps polling after its last work
+	// before it sleeps (default 20µs).
+	Spin time.Duration
+	// MaxSleep bounds a sleep without a wakeup (default 100ms).
 	MaxSleep time.Duration
 	// RingSize is each handoff ring's slot count (default 1024).
 	RingSize int
-	Log      *slog.Logger
+	// Log takes the engine's messages (default slog.Default()).
+	Log *slog.Logger
 	// Reassembly bounds each SPU's reassembler of outer ESP fragments
 	// (zero value: ipfrag's defaults).
 	Reassembly ipfrag.Config
@@ -88,8 +93,12 @@ type Classifier interface {
 
 // Event is a data-plane event for the control plane.
 type Event struct {
-	Kind    string
-	SA      api.SAEvent
+	// Kind is the event's name in the SA API (api.Event*, or
+	// "spu.failed"); it says which of the other fields is set.
+	Kind string
+	// SA is set for an SA's lifetime and sequence number events.
+	SA api.SAEvent
+	// Acquire is set for an ACQUIRE: a protect policy without an SA.
 	Acquire api.Acquire
 	SPU     int    // spu.failed
 	Reason  string // spu.failed
@@ -105,7 +114,8 @@ type Engine struct {
 
 	// Events carries events to the SA API; a full channel loses them,
 	// counted in EventsLost.
-	Events     chan Event
+	Events chan Event
+	// EventsLost counts the events a full Events channel lost.
 	EventsLost atomic.Uint64
 
 	txOwners atomic.Pointer[[]int] // ifindex -> SPU with a socket there, -1

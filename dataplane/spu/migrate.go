@@ -255,15 +255,14 @@ const (
 	stateFailed
 )
 
+var stateNames = [...]string{stateActive: "active", stateDrained: "drained", stateFailed: "failed"}
+
 // State names the SPU's state: active, drained or failed.
 func (s *SPU) State() string {
-	switch s.ctl.state.Load() {
-	case stateDrained:
-		return "drained"
-	case stateFailed:
-		return "failed"
+	if st := s.ctl.state.Load(); st >= 0 && int(st) < len(stateNames) {
+		return stateNames[st]
 	}
-	return "active"
+	return stateNames[stateActive]
 }
 
 // SPUState returns the state of SPU id.

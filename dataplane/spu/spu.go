@@ -26,6 +26,8 @@ const classTx = 0xff
 // Port is an AF_XDP socket an SPU owns, with where it is bound.
 type Port struct {
 	xsk.Port
+	// Ifindex and Ifname name the interface the socket is bound to, Queue
+	// its receive queue.
 	Ifindex int
 	Queue   int
 	Ifname  string
