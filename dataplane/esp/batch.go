@@ -33,7 +33,7 @@ func (sa *SA) EncapBatch(pkts []Packet) {
 func (sa *SA) DecapBatch(pkts []Packet) {
 	for i := range pkts {
 		p := &pkts[i]
-		start, length, why := sa.decap(p.Buf, p.Off, p.Len)
+		start, length, why := sa.decap(p.Buf, p.Off, p.Len, nil)
 		p.Verdict, p.Reason, p.MTU = Forward, why, 0
 		if why != None {
 			p.Verdict = Drop

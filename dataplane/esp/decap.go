@@ -125,7 +125,7 @@ func parseOuter(p []byte, o *Outer) Reason {
 // window moves only for packets whose ICV verified. It allocates nothing.
 // Owner only.
 func (sa *SA) Decap(buf []byte, off, n int) Result {
-	start, length, why := sa.decap(buf, off, n)
+	start, length, why := sa.decap(buf, off, n, nil)
 	sa.publish()
 	if why != None {
 		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
@@ -138,7 +138,7 @@ func (sa *SA) Decap(buf []byte, off, n int) Result {
 // ParseOuter returned for the packet starting at buf[off], and the packet
 // is not parsed again. It allocates nothing. Owner only.
 func (sa *SA) DecapOuter(buf []byte, off int, o *Outer) Result {
-	start, length, why := sa.decapChecked(buf, off, o)
+	start, length, why := sa.decap(buf, off, 0, o)
 	sa.publish()
 	if why != None {
 		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
@@ -152,44 +152,40 @@ func (sa *SA) DecapOuter(buf []byte, off int, o *Outer) Result {
 // and each copy of one between stack temporaries (a wide load of bytes
 // just stored field by field) stalled on store forwarding; the copies
 // cost more than the rest of the ESP framing.
-func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
+//
+// The packet is buf[off:off+n], parsed here, when given is nil; otherwise
+// given is the caller's parse of the packet starting at buf[off]
+// (DecapOuter), and n is unused. One function for both rather than a shared tail: the call to
+// it cost Decap a few percent.
+func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, why Reason) {
 	if sa.dir != Inbound {
 		return sa.decapDrop(WrongDirection)
 	}
 	if sa.expired {
 		return sa.decapDrop(HardLifetime)
 	}
-	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
-		return sa.decapDrop(Malformed)
-	}
+	// A local copy, not a pointer to the caller's: the fields stay where
+	// the compiler put them when decap parsed every packet itself, and
+	// Decap costs what it did.
 	var o Outer
-	if why := parseOuter(buf[off:off+n], &o); why != None {
-		return sa.decapDrop(why)
+	var p []byte
+	if given == nil {
+		if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
+			return sa.decapDrop(Malformed)
+		}
+		p = buf[off : off+n]
+		if why := parseOuter(p, &o); why != None {
+			return sa.decapDrop(why)
+		}
+	} else {
+		o = *given
+		if off < 0 || off > len(buf) || o.End > len(buf)-off || o.NHOff < 0 || o.NHOff >= o.HdrEnd ||
+			o.ESPOff < o.HdrEnd || o.End-o.ESPOff < espHdrLen {
+			// Not ParseOuter's for this packet: a drop, not a panic.
+			return sa.decapDrop(Malformed)
+		}
+		p = buf[off : off+o.End]
 	}
-	return sa.decapParsed(buf, off, &o)
-}
-
-// decapChecked is decap for DecapOuter: the same checks in the same order,
-// but of the caller's parse. An Outer that does not fit buf (not
-// ParseOuter's for this packet) is Malformed rather than a panic.
-func (sa *SA) decapChecked(buf []byte, off int, o *Outer) (start, length int, why Reason) {
-	if sa.dir != Inbound {
-		return sa.decapDrop(WrongDirection)
-	}
-	if sa.expired {
-		return sa.decapDrop(HardLifetime)
-	}
-	if off < 0 || off > len(buf) || o.End > len(buf)-off || o.NHOff < 0 || o.NHOff >= o.HdrEnd ||
-		o.ESPOff < o.HdrEnd || o.End-o.ESPOff < espHdrLen {
-		return sa.decapDrop(Malformed)
-	}
-	return sa.decapParsed(buf, off, o)
-}
-
-// decapParsed is decap after the outer headers of the packet starting at
-// buf[off] were parsed into o.
-func (sa *SA) decapParsed(buf []byte, off int, o *Outer) (start, length int, why Reason) {
-	p := buf[off : off+o.End]
 	esp := p[o.ESPOff:o.End]
 	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen
 	if ctLen < 2 {
@@ -239,7 +235,7 @@ func (sa *SA) decapParsed(buf []byte, off int, o *Outer) (start, length int, why
 		start = payOff
 		length, why = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
 	} else {
-		start, length, why = sa.finishTransport(buf, off, o, payOff, payLen, nh)
+		start, length, why = sa.finishTransport(buf, off, &o, payOff, payLen, nh)
 	}
 	if why != None {
 		return sa.decapDrop(why)
