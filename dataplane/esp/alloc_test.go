@@ -6,7 +6,7 @@ import (
 )
 
 // TestZeroAllocs proves the per-packet paths allocate nothing: Encap and
-// Decap (single and batch) for every suite and outer variant, the drop
+// Decap (single, batch and DecapOuter) for every suite and outer variant, the drop
 // paths, ParseOuter, WriteTooBig and Stats.
 func TestZeroAllocs(t *testing.T) {
 	variants := []pairOpts{{}, {v6outer: true, udp: true}, {esn: true}, {transport: true}, {speedPad: maxSpeedPad}}
@@ -34,6 +34,15 @@ func TestZeroAllocs(t *testing.T) {
 					r := out.Encap(buf, off, len(pkt))
 					copy(work, buf)
 					if d := in.Decap(work, r.Off, r.Len); d.Verdict != Forward {
+						t.Fatal(d.Reason)
+					}
+				})
+				check("encap+decap outer", func() {
+					copy(buf[off:], pkt)
+					r := out.Encap(buf, off, len(pkt))
+					copy(work, buf)
+					o, _ := ParseOuter(work[r.Off : r.Off+r.Len])
+					if d := in.DecapOuter(work, r.Off, &o); d.Verdict != Forward {
 						t.Fatal(d.Reason)
 					}
 				})

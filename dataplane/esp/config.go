@@ -26,12 +26,12 @@ const (
 	Inbound
 )
 
+var directionNames = [...]string{Outbound: "out", Inbound: "in"}
+
+// String returns "out" or "in", as the SA API spells directions.
 func (d Direction) String() string {
-	switch d {
-	case Outbound:
-		return "out"
-	case Inbound:
-		return "in"
+	if int(d) < len(directionNames) && directionNames[d] != "" {
+		return directionNames[d]
 	}
 	return fmt.Sprintf("direction(%d)", uint8(d))
 }
@@ -45,11 +45,15 @@ const (
 	Transport
 )
 
+var modeNames = [...]string{Tunnel: "tunnel", Transport: "transport"}
+
+// String returns "tunnel" or "transport"; an unknown mode, which the SA
+// treats as tunnel mode, says "tunnel".
 func (m Mode) String() string {
-	if m == Transport {
-		return "transport"
+	if int(m) < len(modeNames) {
+		return modeNames[m]
 	}
-	return "tunnel"
+	return modeNames[Tunnel]
 }
 
 // DFPolicy says how the DF bit of an outer IPv4 header is set.
@@ -82,18 +86,26 @@ const (
 // the inner packets (the plaintext IP packets protected by the SA).
 // Time lifetimes belong to the control plane, which owns the clock.
 type Lifetime struct {
-	SoftBytes, HardBytes     uint64
+	// SoftBytes and HardBytes limit the inner bytes: at the soft limit
+	// the SA raises EventSoftLifetime, at the hard one it stops.
+	SoftBytes, HardBytes uint64
+	// SoftPackets and HardPackets limit the packets likewise.
 	SoftPackets, HardPackets uint64
 }
 
 // Config is everything the data plane needs to know about one SA.
 type Config struct {
+	// SPI is the SPI of the SA's packets: ours for an inbound SA, the
+	// peer's for an outbound one.
 	SPI       uint32
 	Direction Direction
-	Suite     ipsec.Suite
-	EncKey    []byte
-	IntegKey  []byte
-	Mode      Mode
+	// Suite is the cipher suite; EncKey and IntegKey its keys (for AEAD
+	// suites EncKey ends with the salt, and IntegKey is empty).
+	Suite    ipsec.Suite
+	EncKey   []byte
+	IntegKey []byte
+	// Mode is tunnel (the default) or transport.
+	Mode Mode
 
 	// Local and Remote are the outer addresses: ours and the peer's, in
 	// either direction (an inbound SA's packets come from Remote to Local).
@@ -116,6 +128,7 @@ type Config struct {
 	// DefaultSeqSoftLimit32 and DefaultSeqSoftLimit64).
 	SeqSoftLimit uint64
 
+	// Lifetime is the byte and packet limits.
 	Lifetime Lifetime
 
 	// LocalTS and RemoteTS are the negotiated traffic selectors: on
@@ -123,6 +136,7 @@ type Config struct {
 	// inner destination one of LocalTS. An empty list matches anything.
 	LocalTS, RemoteTS []ipsec.Selector
 
+	// DF is how the outer IPv4 header's DF bit is set.
 	DF DFPolicy
 	// PathMTU is the largest outer packet (0 means 1500).
 	PathMTU int
@@ -158,6 +172,7 @@ type Config struct {
 	// moves below 128 bytes, and AES-CBC with HMAC only pays for more.
 	SpeedPad int
 
+	// ECN is the RFC 6040 mode of encapsulation.
 	ECN ECNMode
 	// NoEncapDSCP sends DSCP 0 outside instead of copying the inner DSCP.
 	NoEncapDSCP bool

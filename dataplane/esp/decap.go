@@ -17,7 +17,8 @@ type Outer struct {
 	// ESPOff is the offset of the ESP header; End is where the IP packet
 	// ends (the IP length; Ethernet padding after it is excluded).
 	ESPOff, End int
-	// UDP is set for UDP-encapsulated ESP (RFC 3948), with its ports.
+	// UDP is set for UDP-encapsulated ESP (RFC 3948), with its ports in
+	// SrcPort and DstPort.
 	UDP              bool
 	SrcPort, DstPort uint16
 	// HdrEnd is the end of the IP header chain (where ESP or UDP starts).
@@ -27,6 +28,7 @@ type Outer struct {
 	NHOff int
 	// DS is the outer DS field (DSCP and ECN).
 	DS byte
+	// V6 is set for an IPv6 outer header.
 	V6 bool
 }
 
@@ -123,7 +125,20 @@ func parseOuter(p []byte, o *Outer) Reason {
 // window moves only for packets whose ICV verified. It allocates nothing.
 // Owner only.
 func (sa *SA) Decap(buf []byte, off, n int) Result {
-	start, length, why := sa.decap(buf, off, n)
+	start, length, why := sa.decap(buf, off, n, nil)
+	sa.publish()
+	if why != None {
+		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
+	}
+	return Result{Off: start, Len: length, Outcome: Outcome{Verdict: Forward}}
+}
+
+// DecapOuter is Decap for a caller that has parsed the outer headers
+// already, as the SA table does to find the SA by SPI: o is what
+// ParseOuter returned for the packet starting at buf[off], and the packet
+// is not parsed again. It allocates nothing. Owner only.
+func (sa *SA) DecapOuter(buf []byte, off int, o *Outer) Result {
+	start, length, why := sa.decap(buf, off, 0, o)
 	sa.publish()
 	if why != None {
 		return Result{Outcome: Outcome{Verdict: Drop, Reason: why}}
@@ -137,20 +152,39 @@ func (sa *SA) Decap(buf []byte, off, n int) Result {
 // and each copy of one between stack temporaries (a wide load of bytes
 // just stored field by field) stalled on store forwarding; the copies
 // cost more than the rest of the ESP framing.
-func (sa *SA) decap(buf []byte, off, n int) (start, length int, why Reason) {
+//
+// The packet is buf[off:off+n], parsed here, when given is nil; otherwise
+// given is the caller's parse of the packet starting at buf[off]
+// (DecapOuter), and n is unused. One function for both rather than a shared tail: the call to
+// it cost Decap a few percent.
+func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, why Reason) {
 	if sa.dir != Inbound {
 		return sa.decapDrop(WrongDirection)
 	}
 	if sa.expired {
 		return sa.decapDrop(HardLifetime)
 	}
-	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
-		return sa.decapDrop(Malformed)
-	}
-	p := buf[off : off+n]
+	// A local copy, not a pointer to the caller's: the fields stay where
+	// the compiler put them when decap parsed every packet itself, and
+	// Decap costs what it did.
 	var o Outer
-	if why := parseOuter(p, &o); why != None {
-		return sa.decapDrop(why)
+	var p []byte
+	if given == nil {
+		if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
+			return sa.decapDrop(Malformed)
+		}
+		p = buf[off : off+n]
+		if why := parseOuter(p, &o); why != None {
+			return sa.decapDrop(why)
+		}
+	} else {
+		o = *given
+		if off < 0 || off > len(buf) || o.End > len(buf)-off || o.NHOff < 0 || o.NHOff >= o.HdrEnd ||
+			o.ESPOff < o.HdrEnd || o.End-o.ESPOff < espHdrLen {
+			// Not ParseOuter's for this packet: a drop, not a panic.
+			return sa.decapDrop(Malformed)
+		}
+		p = buf[off : off+o.End]
 	}
 	esp := p[o.ESPOff:o.End]
 	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen

@@ -28,6 +28,7 @@ type Result struct {
 // the caller's variable, a wide load of bytes just stored field by field
 // that stalls on store forwarding in every caller.
 type Outcome struct {
+	// Verdict says what the caller does with the packet.
 	Verdict Verdict
 	// Reason is set when Verdict is Drop or SendTooBig.
 	Reason Reason

@@ -942,6 +942,24 @@ func TestReasonStrings(t *testing.T) {
 	}
 }
 
+// TestEnumStrings pins the names of directions, modes and verdicts, with
+// their fallbacks for values out of range: logs and dumps depend on them.
+func TestEnumStrings(t *testing.T) {
+	for _, c := range []struct {
+		got  fmt.Stringer
+		want string
+	}{
+		{Direction(0), "direction(0)"}, {Outbound, "out"}, {Inbound, "in"}, {Direction(9), "direction(9)"},
+		{Tunnel, "tunnel"}, {Transport, "transport"}, {Mode(7), "tunnel"},
+		{Drop, "drop"}, {Forward, "forward"}, {Fragment, "fragment"}, {SendTooBig, "send-too-big"}, {Verdict(9), "verdict(9)"},
+		{Events(0), "none"}, {EventSoftLifetime | EventSeqExhausted, "soft-lifetime|seq-exhausted"},
+	} {
+		if s := c.got.String(); s != c.want {
+			t.Errorf("%#v: %q, want %q", c.got, s, c.want)
+		}
+	}
+}
+
 // TestStatsConcurrentReaders reads Stats from other goroutines while the
 // owner works. A plain run exercises the plain-store publishing of
 // counter.go (readers must see whole, monotonic values); a -race run uses

@@ -84,6 +84,8 @@ var reasonNames = [NumReasons]string{
 	NoRoom:         "no_room",
 }
 
+// String returns the reason's counter name (snake_case), as SA dumps
+// show it.
 func (r Reason) String() string {
 	if r < NumReasons {
 		return reasonNames[r]
@@ -109,16 +111,12 @@ const (
 	SendTooBig
 )
 
+var verdictNames = [...]string{Drop: "drop", Forward: "forward", Fragment: "fragment", SendTooBig: "send-too-big"}
+
+// String names the verdict for logs and test failures.
 func (v Verdict) String() string {
-	switch v {
-	case Drop:
-		return "drop"
-	case Forward:
-		return "forward"
-	case Fragment:
-		return "fragment"
-	case SendTooBig:
-		return "send-too-big"
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
 	}
 	return "verdict(" + strconv.Itoa(int(v)) + ")"
 }

@@ -80,6 +80,7 @@ const (
 	EventSeqExhausted
 )
 
+// String lists the events raised, joined by "|", or says "none".
 func (e Events) String() string {
 	if e == 0 {
 		return "none"
@@ -559,6 +560,8 @@ func (sa *SA) checkLifetimes() {
 // State is an SA's mutable state, for moving it to another core (or
 // another process) and restoring it on an SA built from the same Config.
 type State struct {
+	// SPI and Direction name the SA the state is of, so that it is not
+	// restored on another.
 	SPI       uint32
 	Direction Direction
 	// Seq is the last sequence number sent (outbound).
@@ -567,10 +570,12 @@ type State struct {
 	Replay replay.State
 	// Packets and Bytes are the lifetime usage and the success counters.
 	Packets, Bytes uint64
-	Drops          [NumReasons]uint64
+	// Drops counts the dropped packets by reason.
+	Drops [NumReasons]uint64
 	// Raised and Pending are the events already raised and not yet taken.
 	Raised, Pending Events
-	IPID            uint16
+	// IPID is the next outer IPv4 identification.
+	IPID uint16
 }
 
 // State captures the SA's state. Owner only (or with the owner stopped);

@@ -25,24 +25,44 @@ const SlotSize = 2048
 // it does in an AF_XDP frame (see dataplane/xsk).
 const Headroom = 256
 
-// Slot is one packet in flight between SPUs.
+// Slot is one packet in flight between SPUs: Meta.Off and Meta.Len place
+// it in Buf.
 type Slot struct {
+	// Buf holds the packet, copied at Headroom.
 	Buf [SlotSize]byte
-	// Off and Len place the packet (from its Ethernet header) in Buf.
-	Off, Len int
-	Meta     Meta
+	// Meta places the packet in Buf and carries what travels with it.
+	Meta Meta
 }
 
-// Meta is what the SPU that received a packet hands on with it to the one
-// that processes it: what the steering program found, where the IP header
-// starts, and where the packet came in (for a frame to transmit, where it
-// goes out).
+// Meta is the one element that travels with a packet along an SPU's path,
+// from the socket that received it through the handoff ring to the
+// function that encapsulates or decapsulates it: where the packet is in its
+// buffer, what the steering program found, and where it came in (for a
+// frame to transmit, where it goes out). Together with the buffer it is the
+// whole packet, so no function on the path takes offsets, class or policy
+// one by one. 32-bit fields keep it in 24 bytes.
 type Meta struct {
-	Class   uint8
-	Logical uint16
-	Policy  uint32 // cleartext: the SPD policy the steering program matched
-	L3      int32  // the IP header's offset in the packet
+	// Off and Len place the packet in its buffer, from its Ethernet header
+	// (or from its IP header when L3 is 0: a packet held, parked or
+	// reassembled has none).
+	Off, Len int32
+	// L3 is the IP header's offset from Off.
+	L3 int32
+	// Ifindex is the interface the packet came in on, or for a frame to
+	// transmit the one it goes out on.
 	Ifindex int32
+	// Policy is, for cleartext, the SPD policy the steering program matched.
+	Policy uint32
+	// Logical is the logical SPU the steering program named.
+	Logical uint16
+	// Class is the steering program's class (steer.Class), or the SPU's
+	// mark of a frame to transmit.
+	Class uint8
+}
+
+// IP returns the bounds of the IP packet in its buffer: buf[start:end].
+func (m *Meta) IP() (start, end int) {
+	return int(m.Off + m.L3), int(m.Off + m.Len)
 }
 
 type pad [64]byte

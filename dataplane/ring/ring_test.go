@@ -18,7 +18,7 @@ func TestOrderAndFull(t *testing.T) {
 		if s == nil {
 			t.Fatalf("full after %d", i)
 		}
-		s.Len = i
+		s.Meta.Len = int32(i)
 		r.Commit()
 	}
 	if r.Reserve() != nil {
@@ -26,7 +26,7 @@ func TestOrderAndFull(t *testing.T) {
 	}
 	for i := 0; i < 4; i++ {
 		s := r.Peek()
-		if s == nil || s.Len != i {
+		if s == nil || int(s.Meta.Len) != i {
 			t.Fatalf("slot %d: %+v", i, s)
 		}
 		r.Release()
@@ -72,7 +72,7 @@ func TestNoAllocs(t *testing.T) {
 	r, _ := New(8)
 	n := testing.AllocsPerRun(1000, func() {
 		s := r.Reserve()
-		s.Len = 1
+		s.Meta.Len = 1
 		r.Commit()
 		r.Peek()
 		r.Release()
@@ -97,7 +97,7 @@ func BenchmarkHandoff(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; {
 		if s := r.Reserve(); s != nil {
-			s.Len = 64
+			s.Meta.Len = 64
 			r.Commit()
 			i++
 		}

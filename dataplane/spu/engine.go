@@ -55,14 +55,19 @@ type Config struct {
 	// pinning when CPUs is empty). More SPUs than cores is allowed (for
 	// tests of the distribution), each still its own goroutine.
 	SPUs int
+	// CPUs are the cores SPUs are pinned to, round robin.
 	CPUs []int
 	// Poll is busy or adaptive; Spin and MaxSleep tune adaptive mode.
-	Poll     xsk.PollMode
-	Spin     time.Duration
+	Poll xsk.PollMode
+	// Spin is how long an idle SPU keeps polling after its last work
+	// before it sleeps (default 20µs).
+	Spin time.Duration
+	// MaxSleep bounds a sleep without a wakeup (default 100ms).
 	MaxSleep time.Duration
 	// RingSize is each handoff ring's slot count (default 1024).
 	RingSize int
-	Log      *slog.Logger
+	// Log takes the engine's messages (default slog.Default()).
+	Log *slog.Logger
 	// Reassembly bounds each SPU's reassembler of outer ESP fragments
 	// (zero value: ipfrag's defaults).
 	Reassembly ipfrag.Config
@@ -89,8 +94,12 @@ type Classifier interface {
 
 // Event is a data-plane event for the control plane.
 type Event struct {
-	Kind    string
-	SA      api.SAEvent
+	// Kind is the event's name in the SA API (api.Event*, or
+	// "spu.failed"); it says which of the other fields is set.
+	Kind string
+	// SA is set for an SA's lifetime and sequence number events.
+	SA api.SAEvent
+	// Acquire is set for an ACQUIRE: a protect policy without an SA.
 	Acquire api.Acquire
 	SPU     int    // spu.failed
 	Reason  string // spu.failed
@@ -106,7 +115,8 @@ type Engine struct {
 
 	// Events carries events to the SA API; a full channel loses them,
 	// counted in EventsLost.
-	Events     chan Event
+	Events chan Event
+	// EventsLost counts the events a full Events channel lost.
 	EventsLost atomic.Uint64
 
 	txOwners atomic.Pointer[[]int] // ifindex -> SPU with a socket there, -1
@@ -191,15 +201,19 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: reassembly: %w", err)
 		}
-		s := &SPU{reasm: reasm, ID: i, CPU: cpu, eng: e, cmds: make(chan func(*SPU), 1024), t: newTables(), evfd: fd, done: make(chan struct{}), pend: pendingStore{cur: -1}}
+		s := &SPU{ID: i, CPU: cpu, eng: e, t: newTables(), pend: pendingStore{cur: -1}}
+		s.io.evfd = fd
+		s.frag.reasm = reasm
+		s.ctl.cmds = make(chan func(*SPU), 1024)
+		s.ctl.done = make(chan struct{})
 		if cfg.Carrier == steer.CarrierNone {
-			s.cls = cfg.NewClassifier()
+			s.io.cls = cfg.NewClassifier()
 		}
 		e.spus = append(e.spus, s)
 	}
 	for _, s := range e.spus {
-		s.in = make([]*ring.Ring, cfg.SPUs)
-		s.out = make([]*ring.Ring, cfg.SPUs)
+		s.peers.in = make([]*ring.Ring, cfg.SPUs)
+		s.peers.out = make([]*ring.Ring, cfg.SPUs)
 	}
 	for _, from := range e.spus {
 		for _, to := range e.spus {
@@ -210,7 +224,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 			if err != nil {
 				return nil, err
 			}
-			from.out[to.ID], to.in[from.ID] = r, r
+			from.peers.out[to.ID], to.peers.in[from.ID] = r, r
 		}
 	}
 	none := []int{}
@@ -230,8 +244,8 @@ func (e *Engine) AddPort(spu int, p Port) error {
 	}
 	s := e.spus[spu]
 	ps := &portState{Port: p}
-	s.home = append(s.home, ps)
-	s.setPorts(append(s.ports, ps))
+	s.io.home = append(s.io.home, ps)
+	s.setPorts(append(s.io.ports, ps))
 	return nil
 }
 
@@ -252,13 +266,13 @@ func (e *Engine) Stop() {
 	}
 	close(e.stop)
 	for _, s := range e.spus {
-		s.stopped.Store(true)
+		s.ctl.stopped.Store(true)
 		s.wake()
 	}
 	deadline := time.After(5 * time.Second)
 	for _, s := range e.spus {
 		select {
-		case <-s.done:
+		case <-s.ctl.done:
 		case <-deadline:
 			e.cfg.Log.Error(fmt.Sprintf("spu %d: did not stop within 5s", s.ID))
 			return
@@ -305,12 +319,12 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 		fn(s) // nobody else runs the tables yet
 		return nil
 	}
-	if s.stopped.Load() {
+	if s.ctl.stopped.Load() {
 		return fmt.Errorf("spu %d: %s, stopped", spu, s.State())
 	}
 	done := make(chan struct{})
 	select {
-	case s.cmds <- func(s *SPU) { fn(s); close(done) }:
+	case s.ctl.cmds <- func(s *SPU) { fn(s); close(done) }:
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("spu %d: command queue full", spu)
 	}

@@ -38,8 +38,7 @@ const (
 )
 
 type heldPkt struct {
-	n        int
-	meta     ring.Meta // L3 is 0: buf holds the IP packet
+	meta     ring.Meta // Off and L3 are 0: buf holds the IP packet
 	deadline int64
 	buf      [pendingSize]byte
 }
@@ -49,16 +48,19 @@ type holdStore struct {
 	used  int
 }
 
-func (s *SPU) hold(ip []byte, m ring.Meta) bool {
+// hold keeps a copy of the IP packet m places in buf until its logical
+// SPU has arrived here. It reports false (the caller drops) when the store
+// is full or the packet too big.
+func (s *SPU) hold(buf []byte, m *ring.Meta) bool {
 	h := &s.held
-	if h.used == holdSlots || len(ip) > pendingSize {
+	off, end := m.IP()
+	if h.used == holdSlots || end-off > pendingSize {
 		return false
 	}
 	p := &h.slots[h.used]
 	h.used++
-	p.n = copy(p.buf[:], ip)
-	p.meta = m
-	p.meta.L3 = 0
+	p.meta = *m
+	p.meta.Off, p.meta.L3, p.meta.Len = 0, 0, int32(copy(p.buf[:], buf[off:end]))
 	p.deadline = nanotime() + holdTTL
 	return true
 }
@@ -72,7 +74,7 @@ func (s *SPU) release(logical uint16) {
 		p := &h.slots[i]
 		switch {
 		case p.meta.Logical == logical:
-			s.process(p.buf[:], 0, p.n, p.meta)
+			s.process(p.buf[:], &p.meta)
 		case p.deadline < now:
 			s.drop(DropMigrating)
 		default:
@@ -184,7 +186,7 @@ func (e *Engine) setMap(m *anchor.Map, failed int) ([]anchor.Move, error) {
 		if o == n {
 			continue
 		}
-		if e.spus[n].state.Load() != stateActive {
+		if e.spus[n].ctl.state.Load() != stateActive {
 			return nil, fmt.Errorf("spu: map gives logical SPU %d to SPU %d, which is %s", l, n, e.spus[n].State())
 		}
 		moves = append(moves, anchor.Move{Logical: uint16(l), From: o, To: n})
@@ -253,15 +255,14 @@ const (
 	stateFailed
 )
 
+var stateNames = [...]string{stateActive: "active", stateDrained: "drained", stateFailed: "failed"}
+
 // State names the SPU's state: active, drained or failed.
 func (s *SPU) State() string {
-	switch s.state.Load() {
-	case stateDrained:
-		return "drained"
-	case stateFailed:
-		return "failed"
+	if st := s.ctl.state.Load(); st >= 0 && int(st) < len(stateNames) {
+		return stateNames[st]
 	}
-	return "active"
+	return stateNames[stateActive]
 }
 
 // SPUState returns the state of SPU id.
@@ -270,7 +271,7 @@ func (e *Engine) SPUState(id int) string { return e.spus[id].State() }
 func (e *Engine) activeSPUs(except int) []uint16 {
 	var ids []uint16
 	for _, s := range e.spus {
-		if s.ID != except && s.state.Load() == stateActive {
+		if s.ID != except && s.ctl.state.Load() == stateActive {
 			ids = append(ids, uint16(s.ID))
 		}
 	}
@@ -286,7 +287,7 @@ func (e *Engine) Drain(id int) ([]anchor.Move, error) {
 		return nil, fmt.Errorf("spu: no SPU %d", id)
 	}
 	s := e.spus[id]
-	if s.state.Load() != stateActive {
+	if s.ctl.state.Load() != stateActive {
 		return nil, fmt.Errorf("spu %d is %s", id, s.State())
 	}
 	active := e.activeSPUs(id)
@@ -297,10 +298,10 @@ func (e *Engine) Drain(id int) ([]anchor.Move, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.state.Store(stateDrained)
+	s.ctl.state.Store(stateDrained)
 	moves, err := e.setMap(m, -1)
 	if err != nil {
-		s.state.Store(stateActive)
+		s.ctl.state.Store(stateActive)
 		return moves, err
 	}
 	return moves, e.movePorts(id, e.leastPorts(id))
@@ -315,13 +316,13 @@ func (e *Engine) Add(id int) ([]anchor.Move, error) {
 		return nil, fmt.Errorf("spu: no SPU %d", id)
 	}
 	s := e.spus[id]
-	switch s.state.Load() {
+	switch s.ctl.state.Load() {
 	case stateActive:
 		return nil, fmt.Errorf("spu %d is in service already", id)
 	case stateFailed:
 		return nil, fmt.Errorf("spu %d failed; restart spud to bring it back", id)
 	}
-	s.state.Store(stateActive)
+	s.ctl.state.Store(stateActive)
 	if err := e.takePortsBack(id); err != nil {
 		return nil, err
 	}
@@ -336,10 +337,10 @@ func (e *Engine) Add(id int) ([]anchor.Move, error) {
 func (e *Engine) leastPorts(id int) int {
 	best, n := -1, 1<<30
 	for _, s := range e.spus {
-		if s.ID == id || s.state.Load() != stateActive {
+		if s.ID == id || s.ctl.state.Load() != stateActive {
 			continue
 		}
-		if c := int(s.nports.Load()); c < n {
+		if c := int(s.io.nports.Load()); c < n {
 			best, n = s.ID, c
 		}
 	}
@@ -353,23 +354,23 @@ func (e *Engine) movePorts(from, to int) error {
 	}
 	var ports []*portState
 	take := func(s *SPU) {
-		for _, p := range s.ports {
+		for _, p := range s.io.ports {
 			s.flushPort(p)
 		}
-		ports = s.ports
+		ports = s.io.ports
 		s.setPorts(nil)
 	}
-	if e.spus[from].state.Load() == stateFailed {
+	if e.spus[from].ctl.state.Load() == stateFailed {
 		take(e.spus[from])
 	} else if err := e.Do(from, take); err != nil {
 		return err
 	}
-	return e.Do(to, func(s *SPU) { s.setPorts(append(s.ports, ports...)) })
+	return e.Do(to, func(s *SPU) { s.setPorts(append(s.io.ports, ports...)) })
 }
 
 // takePortsBack returns to SPU id the sockets first given to it.
 func (e *Engine) takePortsBack(id int) error {
-	home := e.spus[id].home
+	home := e.spus[id].io.home
 	for _, other := range e.spus {
 		if other.ID == id {
 			continue
@@ -377,7 +378,7 @@ func (e *Engine) takePortsBack(id int) error {
 		var back []*portState
 		err := e.Do(other.ID, func(s *SPU) {
 			var keep []*portState
-			for _, p := range s.ports {
+			for _, p := range s.io.ports {
 				if slices.Contains(home, p) {
 					s.flushPort(p)
 					back = append(back, p)
@@ -393,7 +394,7 @@ func (e *Engine) takePortsBack(id int) error {
 			return err
 		}
 		if len(back) > 0 {
-			if err := e.Do(id, func(s *SPU) { s.setPorts(append(s.ports, back...)) }); err != nil {
+			if err := e.Do(id, func(s *SPU) { s.setPorts(append(s.io.ports, back...)) }); err != nil {
 				return err
 			}
 		}
@@ -404,26 +405,26 @@ func (e *Engine) takePortsBack(id int) error {
 // setPorts replaces the SPU's sockets, its transmit index and its waiter.
 // On the SPU's goroutine (or before it starts).
 func (s *SPU) setPorts(ports []*portState) {
-	s.ports = ports
-	for i := range s.txBy {
-		s.txBy[i] = nil
+	s.io.ports = ports
+	for i := range s.io.txBy {
+		s.io.txBy[i] = nil
 	}
 	for _, p := range ports {
-		for len(s.txBy) <= p.Ifindex {
-			s.txBy = append(s.txBy, nil)
+		for len(s.io.txBy) <= p.Ifindex {
+			s.io.txBy = append(s.io.txBy, nil)
 		}
-		if s.txBy[p.Ifindex] == nil {
-			s.txBy[p.Ifindex] = p
+		if s.io.txBy[p.Ifindex] == nil {
+			s.io.txBy[p.Ifindex] = p
 		}
 	}
-	s.nports.Store(int32(len(ports)))
+	s.io.nports.Store(int32(len(ports)))
 	s.eng.updateTxOwners()
-	if s.wait != nil {
+	if s.io.wait != nil {
 		xp := make([]xsk.Port, len(ports))
 		for i, p := range ports {
 			xp[i] = p.Port.Port
 		}
-		s.wait = xsk.NewWaiter(xp, s.evfd)
+		s.io.wait = xsk.NewWaiter(xp, s.io.evfd)
 	}
 }
 
@@ -433,7 +434,7 @@ func (e *Engine) updateTxOwners() {
 	defer e.txMu.Unlock()
 	var owners []int
 	for _, s := range e.spus {
-		for ifx, p := range s.txBy {
+		for ifx, p := range s.io.txBy {
 			if p == nil {
 				continue
 			}
@@ -455,10 +456,10 @@ func (e *Engine) fail(id int, reason string) {
 	e.migMu.Lock()
 	defer e.migMu.Unlock()
 	s := e.spus[id]
-	if s.state.Swap(stateFailed) == stateFailed {
+	if s.ctl.state.Swap(stateFailed) == stateFailed {
 		return
 	}
-	s.stopped.Store(true)
+	s.ctl.stopped.Store(true)
 	e.failures.Add(1)
 	e.cfg.Log.Error(fmt.Sprintf("spu %d: failed: %s; moving its logical SPUs and sockets", id, reason))
 	// The event goes out once the new map is in place: its subscribers
@@ -499,7 +500,7 @@ func (s *SPU) ended(d time.Duration) bool {
 		return true
 	}
 	select {
-	case <-s.done:
+	case <-s.ctl.done:
 		return true
 	case <-time.After(d):
 		return false
@@ -513,7 +514,7 @@ func (s *SPU) ended(d time.Duration) bool {
 // and the one producer of its outbound ones, as the SPU itself was; and
 // with the new map in place every frame goes to another SPU.
 func (s *SPU) salvage() {
-	for _, r := range s.in {
+	for _, r := range s.peers.in {
 		if r == nil {
 			continue
 		}
@@ -533,10 +534,10 @@ func (e *Engine) InjectFault(id int) error {
 		return fmt.Errorf("spu: no SPU %d", id)
 	}
 	s := e.spus[id]
-	if s.state.Load() != stateActive {
+	if s.ctl.state.Load() != stateActive {
 		return fmt.Errorf("spu %d is %s", id, s.State())
 	}
-	s.injectPanic.Store(true)
+	s.ctl.injectPanic.Store(true)
 	s.wake()
 	return nil
 }
@@ -554,8 +555,8 @@ func (e *Engine) watchdog() {
 		}
 		now := nanotime()
 		for _, s := range e.spus {
-			hb := s.heartbeat.Load()
-			if s.state.Load() == stateActive && hb != 0 && now-hb > int64(e.cfg.WatchdogDeadline) {
+			hb := s.ctl.heartbeat.Load()
+			if s.ctl.state.Load() == stateActive && hb != 0 && now-hb > int64(e.cfg.WatchdogDeadline) {
 				go e.fail(s.ID, fmt.Sprintf("stalled: no loop iteration for %v", time.Duration(now-hb).Round(time.Millisecond)))
 			}
 		}

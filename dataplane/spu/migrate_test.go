@@ -155,7 +155,7 @@ func TestDrainAddAndFault(t *testing.T) {
 	if _, err := a.e.Drain(anchorSPU); err != nil {
 		t.Fatal(err)
 	}
-	if a.e.physical(logical) == anchorSPU || a.e.spus[anchorSPU].nports.Load() != 0 {
+	if a.e.physical(logical) == anchorSPU || a.e.spus[anchorSPU].io.nports.Load() != 0 {
 		t.Fatal("drain left the tunnel or the sockets on the drained SPU")
 	}
 	pass("drained")
@@ -264,7 +264,7 @@ func TestFaultSalvagesHandoffs(t *testing.T) {
 		a.lan[other].Inject(udpFrame(hostA, hostB, []byte{byte(i)}))
 	}
 	a.e.spus[other].iterate() // handed to the victim's ring
-	if n := a.e.spus[victim].in[other].Len(); n != 3 {
+	if n := a.e.spus[victim].peers.in[other].Len(); n != 3 {
 		t.Fatalf("%d frames in the victim's ring, want 3", n)
 	}
 	a.e.fail(victim, "test")

@@ -6,7 +6,11 @@ package spu
 // store is small, preallocated and per SPU; a packet that waits longer than
 // pendingTTL, or finds the store full, is dropped and counted no_neighbour.
 
-import "time"
+import (
+	"time"
+
+	"github.com/spugate/spugate/dataplane/ring"
+)
 
 const (
 	pendingSlots = 256
@@ -18,14 +22,14 @@ type pendingKind uint8
 
 const (
 	pendForward pendingKind = iota + 1 // route the IP packet (decapsulated or bypass)
-	pendEncap                          // encapsulate for policyID, then route
+	pendEncap                          // encapsulate for meta.Policy, then route
 )
 
 type pendingPkt struct {
-	kind     pendingKind
-	n        int
-	policyID uint32
-	ingress  int
+	kind pendingKind
+	// meta is the packet's, placing it at the start of buf (Off and L3
+	// are 0).
+	meta     ring.Meta
 	deadline int64
 	buf      [pendingSize]byte
 }
@@ -39,9 +43,10 @@ type pendingStore struct {
 	cur int
 }
 
-// park keeps a copy of ip until its neighbour is resolved. It reports
-// false (the caller drops) when the store is full or the packet too big.
-func (s *SPU) park(kind pendingKind, ip []byte, policyID uint32, ingress int) bool {
+// park keeps a copy of ip, and of m when it is not nil, until its
+// neighbour is resolved. It reports false (the caller drops) when the
+// store is full or the packet too big.
+func (s *SPU) park(kind pendingKind, ip []byte, m *ring.Meta) bool {
 	ps := &s.pend
 	if ps.cur >= 0 {
 		ps.slots[ps.cur].kind = kind
@@ -52,7 +57,12 @@ func (s *SPU) park(kind pendingKind, ip []byte, policyID uint32, ingress int) bo
 	}
 	p := &ps.slots[ps.used]
 	ps.used++
-	p.kind, p.n, p.policyID, p.ingress = kind, copy(p.buf[:], ip), policyID, ingress
+	p.kind = kind
+	p.meta = ring.Meta{}
+	if m != nil {
+		p.meta = *m
+	}
+	p.meta.Off, p.meta.L3, p.meta.Len = 0, 0, int32(copy(p.buf[:], ip))
 	p.deadline = nanotime() + pendingTTL
 	s.c.parked.Add(1)
 	return true
@@ -88,12 +98,12 @@ func (s *SPU) retryPending() bool {
 		kind := p.kind
 		p.kind = 0
 		ps.cur = i
-		ip := p.buf[:p.n]
+		ip := p.buf[:p.meta.Len]
 		switch kind {
 		case pendForward:
 			s.forward(ip)
 		case pendEncap:
-			s.encapIP(ip, p.policyID, p.ingress)
+			s.encapIP(ip, &p.meta)
 		}
 		ps.cur = -1
 	}

@@ -26,6 +26,7 @@ const (
 	DropMigrating                   // held for a moving logical SPU too long, or no room to hold it
 	DropSPUFailed                   // its SPU failed while it was in flight
 	DropUnsteered                   // carrier none: classified again, the frame is not for an SPU (tables changed meanwhile)
+	// NumDrops is the number of drop causes, for sizing counter arrays.
 	NumDrops
 )
 
@@ -36,6 +37,8 @@ var dropNames = [NumDrops]string{
 	"unsteered",
 }
 
+// String returns the drop's counter name (snake_case), as SPU stats show
+// it, or "unknown".
 func (d Drop) String() string {
 	if d < NumDrops {
 		return dropNames[d]

@@ -19,13 +19,15 @@ import (
 )
 
 // classTx marks a ring slot holding a finished Ethernet frame for the
-// receiving SPU to transmit on Slot.Ifindex (the sender has no socket on
+// receiving SPU to transmit on Meta.Ifindex (the sender has no socket on
 // that interface).
 const classTx = 0xff
 
 // Port is an AF_XDP socket an SPU owns, with where it is bound.
 type Port struct {
 	xsk.Port
+	// Ifindex and Ifname name the interface the socket is bound to, Queue
+	// its receive queue.
 	Ifindex int
 	Queue   int
 	Ifname  string
@@ -49,46 +51,95 @@ type counters struct {
 // SPU is one Security Processing Unit: a goroutine locked to an OS thread
 // pinned to a CPU, owning some AF_XDP sockets and the SAs and policies of
 // the logical SPUs the map gives it.
+//
+// Its fields are grouped by who writes them. Most are its goroutine's
+// alone, which is what lets the packet path go without locks; what other
+// goroutines touch is in ctl, the atomics of io, and c. What the loop reads
+// on every pass comes first (the receive batch, io.rx, ends io), the large
+// preallocated stores last.
 type SPU struct {
-	ID  int
-	CPU int // -1: not pinned
+	// ID is the SPU's index in the engine, set by New.
+	ID int
+	// CPU is the core the SPU's thread is pinned to, -1 when not pinned.
+	CPU int
 
-	eng   *Engine
+	eng *Engine
+	// peers: the handoff rings, made by New and fixed since. The SPU is
+	// the one producer of out and the one consumer of in (after a failure,
+	// the failure path is, once the loop has ended).
+	peers peers
+	// t: the SAs and policies, the goroutine's alone; others change them
+	// through commands (ctl.cmds) run between batches.
+	t tables
+	// ctl: the control others exert, through the command channel and
+	// atomics only.
+	ctl control
+	// io: the sockets and the waiting for them. The SPU's goroutine
+	// writes it (setPorts runs as one of its commands, or before Start,
+	// or once its loop has ended); sleep and nports are atomics others
+	// read, and other SPUs write to evfd to wake it.
+	io spuIO
+	// c: counters, written by the goroutine alone, read by others
+	// (atomics with a single writer).
+	c counters
+	// frag: outer fragments, reassembled and sent, the goroutine's alone.
+	frag fragState
+	// pend and held: packets waiting for a neighbour or for their logical
+	// SPU's tables, the goroutine's alone (large: kept last).
+	pend pendingStore
+	held holdStore
+}
+
+// spuIO is an SPU's sockets and how it waits for them.
+type spuIO struct {
 	ports []*portState
 	txBy  []*portState // by ifindex: an owned socket on that interface, or nil
-	in    []*ring.Ring // from SPU i (nil for itself)
-	out   []*ring.Ring // to SPU i (nil for itself)
-	cmds  chan func(*SPU)
-	t     tables
-	c     counters
-	evfd  int
-	sleep atomic.Bool
+	cls   Classifier   // carrier none only
 	wait  *xsk.Waiter
+	// lastWork is when the loop last had work (unix nanos), for the
+	// adaptive spin.
+	lastWork int64
+	evfd     int
+	sleep    atomic.Bool  // the SPU sleeps in wait: producers wake it
+	nports   atomic.Int32 // len(ports), for the engine's choice of a new owner
+	home     []*portState // the sockets given at start, for Add after Drain
+	rx       [xsk.BatchSize]xsk.Frame
+}
 
-	pend   pendingStore
-	held   holdStore
-	home   []*portState // the sockets given at start, for Add after Drain
-	nports atomic.Int32
-	state  atomic.Int32
+// peers are an SPU's handoff rings, by the other SPU's id (nil for itself).
+type peers struct {
+	in  []*ring.Ring // from SPU i
+	out []*ring.Ring // to SPU i
+}
+
+// fragState is an SPU's outer fragmentation: the reassembler of inbound
+// fragments and the scratch of outbound ones.
+type fragState struct {
+	reasm *ipfrag.Reassembler
+	bufs  [16][]byte
+	id    uint32 // the next outbound fragment id
+}
+
+// control is how the engine and the watchdog steer an SPU.
+type control struct {
+	cmds chan func(*SPU) // commands, run between batches
+	// state is active, drained or failed; the engine writes it.
+	state atomic.Int32
+	// stopped ends the loop at its next pass; the engine sets it.
+	stopped atomic.Bool
 	// injectPanic makes the loop panic (fault injection for tests).
 	injectPanic atomic.Bool
-	cls         Classifier // carrier none only
-	reasm       *ipfrag.Reassembler
-	fragBufs    [16][]byte
-	fragID      uint32
-	rx          [xsk.BatchSize]xsk.Frame
-	lastWork    int64
-	stopped     atomic.Bool
-	done        chan struct{} // closed when run returns
-	// heartbeat is the loop's last iteration (unix nanos), for the watchdog.
+	// heartbeat is the loop's last iteration (unix nanos), for the
+	// watchdog; the SPU writes it.
 	heartbeat atomic.Int64
+	done      chan struct{} // closed when run returns
 }
 
 func nanotime() int64 { return time.Now().UnixNano() }
 
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
-	defer close(s.done)
+	defer close(s.ctl.done)
 	defer func() {
 		if r := recover(); r != nil {
 			// A bug (or an injected fault) costs this SPU, not spud: the
@@ -105,29 +156,29 @@ func (s *SPU) run() {
 			s.eng.logf("spu %d: pin to cpu %d: %v (running unpinned)", s.ID, s.CPU, err)
 		}
 	}
-	s.eng.logf("spu %d: started on cpu %d with %d sockets", s.ID, s.CPU, len(s.ports))
+	s.eng.logf("spu %d: started on cpu %d with %d sockets", s.ID, s.CPU, len(s.io.ports))
 	defer s.eng.logf("spu %d: stopped", s.ID)
-	ports := make([]xsk.Port, len(s.ports))
-	for i, p := range s.ports {
+	ports := make([]xsk.Port, len(s.io.ports))
+	for i, p := range s.io.ports {
 		ports[i] = p.Port.Port
 	}
-	s.wait = xsk.NewWaiter(ports, s.evfd)
+	s.io.wait = xsk.NewWaiter(ports, s.io.evfd)
 	// One clock read per pass: the loop spins through many empty passes
 	// while it waits for work, and each clock read or atomic there is CPU
 	// taken from the kernel threads that carry the packets. Accounting is
 	// kept in plain fields and published about once a millisecond.
 	now := nanotime()
 	var busy, total, published int64
-	s.heartbeat.Store(now)
-	for !s.stopped.Load() {
-		if s.injectPanic.Load() {
+	s.ctl.heartbeat.Store(now)
+	for !s.ctl.stopped.Load() {
+		if s.ctl.injectPanic.Load() {
 			panic("injected fault")
 		}
 		worked := s.iterate()
 		t := nanotime()
 		if worked {
 			busy += t - now
-			s.lastWork = t
+			s.io.lastWork = t
 		} else if s.idle(t) {
 			t = nanotime()
 		}
@@ -136,7 +187,7 @@ func (s *SPU) run() {
 		if now-published > int64(time.Millisecond) {
 			s.c.busyNanos.Store(uint64(busy))
 			s.c.totalNanos.Store(uint64(total))
-			s.heartbeat.Store(now)
+			s.ctl.heartbeat.Store(now)
 			published = now
 		}
 	}
@@ -146,25 +197,25 @@ func (s *SPU) run() {
 // handoff rings, transmission. It reports whether there was any work.
 func (s *SPU) iterate() bool {
 	worked := s.runCommands()
-	if s.stopped.Load() {
+	if s.ctl.stopped.Load() {
 		// Declared failed (or stopped) while a command held it: what it
 		// owned is being taken over.
 		return worked
 	}
-	for _, p := range s.ports {
+	for _, p := range s.io.ports {
 		p.Complete()
-		n := p.Receive(s.rx[:])
+		n := p.Receive(s.io.rx[:])
 		if n == 0 {
 			continue
 		}
 		worked = true
 		s.c.rx.Add(uint64(n))
 		for i := 0; i < n; i++ {
-			s.handleRx(p, &s.rx[i])
+			s.handleRx(p, &s.io.rx[i])
 		}
-		p.Release(s.rx[:n])
+		p.Release(s.io.rx[:n])
 	}
-	for _, r := range s.in {
+	for _, r := range s.peers.in {
 		if r != nil && s.drain(r) {
 			worked = true
 		}
@@ -181,36 +232,36 @@ func (s *SPU) iterate() bool {
 // a packet or a command, or MaxSleep passes.
 func (s *SPU) idle(now int64) (slept bool) {
 	e := s.eng
-	if e.cfg.Poll == xsk.Busy || now-s.lastWork < int64(e.cfg.Spin) {
+	if e.cfg.Poll == xsk.Busy || now-s.io.lastWork < int64(e.cfg.Spin) {
 		return false
 	}
-	s.sleep.Store(true)
+	s.io.sleep.Store(true)
 	// Producers check sleep after publishing; checking the rings after
 	// setting it closes the window in which both would miss each other.
 	if s.pending() {
-		s.sleep.Store(false)
+		s.io.sleep.Store(false)
 		return false
 	}
 	s.c.sleeps.Add(1)
-	s.heartbeat.Store(0) // asleep is not stalled
+	s.ctl.heartbeat.Store(0) // asleep is not stalled
 	sleep := e.cfg.MaxSleep
 	if s.pend.used > 0 {
 		sleep = time.Millisecond // a neighbour may resolve any moment
 	}
-	s.wait.Wait(sleep)
-	s.sleep.Store(false)
+	s.io.wait.Wait(sleep)
+	s.io.sleep.Store(false)
 	var b [8]byte
-	unix.Read(s.evfd, b[:])
-	s.lastWork = nanotime()
-	s.heartbeat.Store(s.lastWork)
+	unix.Read(s.io.evfd, b[:])
+	s.io.lastWork = nanotime()
+	s.ctl.heartbeat.Store(s.io.lastWork)
 	return true
 }
 
 func (s *SPU) pending() bool {
-	if len(s.cmds) > 0 {
+	if len(s.ctl.cmds) > 0 {
 		return true
 	}
-	for _, r := range s.in {
+	for _, r := range s.peers.in {
 		if r != nil && r.Len() > 0 {
 			return true
 		}
@@ -220,10 +271,10 @@ func (s *SPU) pending() bool {
 
 // wake ends the SPU's sleep, if it sleeps. Cheap when it does not.
 func (s *SPU) wake() {
-	if s.sleep.Load() {
+	if s.io.sleep.Load() {
 		var one [8]byte
 		binary.NativeEndian.PutUint64(one[:], 1)
-		unix.Write(s.evfd, one[:])
+		unix.Write(s.io.evfd, one[:])
 	}
 }
 
@@ -231,7 +282,7 @@ func (s *SPU) runCommands() bool {
 	worked := false
 	for i := 0; i < 64; i++ {
 		select {
-		case fn := <-s.cmds:
+		case fn := <-s.ctl.cmds:
 			fn(s)
 			worked = true
 		default:
@@ -245,47 +296,48 @@ func (s *SPU) drop(d Drop) { s.c.drops[d].Add(1) }
 
 // handleRx takes one frame from a socket: to its anchor, or processed here.
 func (s *SPU) handleRx(p *portState, f *xsk.Frame) {
-	m, shim, err := s.eng.cfg.Carrier.ReadMeta(f.Buf, f.Off, f.Len)
+	sm, shim, err := s.eng.cfg.Carrier.ReadMeta(f.Buf, f.Off, f.Len)
 	switch {
 	case err == nil:
 		f.Trim(shim)
-	case s.cls == nil:
+	case s.io.cls == nil:
 		s.drop(DropNoMeta)
 		return
 	default:
-		if m, err = s.cls.Classify(f.Packet(), uint32(p.Ifindex), p.Queue); err != nil {
+		if sm, err = s.io.cls.Classify(f.Packet(), uint32(p.Ifindex), p.Queue); err != nil {
 			s.drop(DropUnsteered)
 			return
 		}
 	}
-	pkt := f.Packet()
-	if int(m.L3Offset) >= len(pkt) {
+	if int(sm.L3Offset) >= f.Len {
 		s.drop(DropMalformed)
 		return
 	}
-	rm := ring.Meta{Class: uint8(m.Class), Logical: m.LogicalSPU, Policy: m.PolicyID, L3: int32(m.L3Offset), Ifindex: int32(p.Ifindex)}
-	if anchor := s.eng.physical(m.LogicalSPU); anchor != s.ID {
-		s.handoff(anchor, pkt, rm)
+	m := ring.Meta{Off: int32(f.Off), Len: int32(f.Len), L3: int32(sm.L3Offset), Ifindex: int32(p.Ifindex),
+		Policy: sm.PolicyID, Logical: sm.LogicalSPU, Class: uint8(sm.Class)}
+	if anchor := s.eng.physical(m.Logical); anchor != s.ID {
+		s.handoff(anchor, f.Buf, &m)
 		return
 	}
-	s.process(f.Buf, f.Off+int(m.L3Offset), f.Len-int(m.L3Offset), rm)
+	s.process(f.Buf, &m)
 }
 
-// handoff copies a frame into the ring of its anchor SPU.
-func (s *SPU) handoff(to int, pkt []byte, m ring.Meta) {
-	if to < 0 || to >= len(s.out) || s.out[to] == nil {
+// handoff copies the packet m places in buf into the ring of its anchor
+// SPU.
+func (s *SPU) handoff(to int, buf []byte, m *ring.Meta) {
+	if to < 0 || to >= len(s.peers.out) || s.peers.out[to] == nil {
 		s.drop(DropHandoffFull)
 		return
 	}
-	r := s.out[to]
+	r := s.peers.out[to]
 	slot := r.Reserve()
-	if slot == nil || len(pkt) > len(slot.Buf)-ring.Headroom {
+	if slot == nil || int(m.Len) > len(slot.Buf)-ring.Headroom {
 		s.drop(DropHandoffFull)
 		return
 	}
-	slot.Off = ring.Headroom
-	slot.Len = copy(slot.Buf[ring.Headroom:], pkt)
-	slot.Meta = m
+	slot.Meta = *m
+	slot.Meta.Off = ring.Headroom
+	slot.Meta.Len = int32(copy(slot.Buf[ring.Headroom:], buf[m.Off:m.Off+m.Len]))
 	r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[to].wake()
@@ -299,16 +351,15 @@ func (s *SPU) drain(r *ring.Ring) bool {
 		if slot == nil {
 			break
 		}
-		m := slot.Meta
+		m := &slot.Meta
 		if m.Class == classTx {
-			s.transmitFrame(int(m.Ifindex), slot.Buf[slot.Off:slot.Off+slot.Len])
+			s.transmitFrame(int(m.Ifindex), slot.Buf[m.Off:m.Off+m.Len])
 		} else if a := s.eng.physical(m.Logical); a != s.ID {
 			// A map change may have moved the logical SPU again since the
 			// sender looked: follow it (bounded by the ring's capacity).
-			s.handoff(a, slot.Buf[slot.Off:slot.Off+slot.Len], m)
+			s.handoff(a, slot.Buf[:], m)
 		} else {
-			l3 := int(m.L3)
-			s.process(slot.Buf[:], slot.Off+l3, slot.Len-l3, m)
+			s.process(slot.Buf[:], m)
 		}
 		r.Release()
 	}
@@ -318,32 +369,34 @@ func (s *SPU) drain(r *ring.Ring) bool {
 	return n > 0
 }
 
-// process handles a packet on its anchor SPU. The IP packet is
-// buf[off:off+n]; buf may be changed in place.
-func (s *SPU) process(buf []byte, off, n int, m ring.Meta) {
+// process handles the packet m places in buf on its anchor SPU; buf may
+// be changed in place.
+func (s *SPU) process(buf []byte, m *ring.Meta) {
 	// The logical SPU is moving here and its SAs have not arrived yet:
 	// hold the packet until they do.
 	if s.eng.movingTo(m.Logical) == s.ID {
-		if !s.hold(buf[off:off+n], m) {
+		if !s.hold(buf, m) {
 			s.drop(DropMigrating)
 		}
 		return
 	}
 	switch steer.Class(m.Class) {
 	case steer.ClassESP, steer.ClassUDPESP:
-		s.decap(buf, off, n)
+		s.decap(buf, m)
 	case steer.ClassCleartext:
-		s.encap(buf, off, n, m.Policy, int(m.Ifindex))
+		s.encap(buf, m)
 	case steer.ClassESPFragment:
-		s.fragment(buf, off, n)
+		s.fragment(buf, m)
 	default:
 		s.drop(DropMalformed)
 	}
 }
 
-func (s *SPU) decap(buf []byte, off, n int) {
-	ip := buf[off : off+n]
-	o, r := esp.ParseOuter(ip)
+func (s *SPU) decap(buf []byte, m *ring.Meta) {
+	// The outer headers are parsed once, here: the SA found by their SPI
+	// takes the parse.
+	off, end := m.IP()
+	o, r := esp.ParseOuter(buf[off:end])
 	if r != esp.None {
 		s.drop(DropESPHeader)
 		return
@@ -353,7 +406,7 @@ func (s *SPU) decap(buf []byte, off, n int) {
 		s.drop(DropUnknownSPI)
 		return
 	}
-	res := e.sa.Decap(buf, off, n)
+	res := e.sa.DecapOuter(buf, off, &o)
 	if ev := e.sa.TakeEvents(); ev != 0 {
 		s.emitSA(&e.desc, ev)
 	}
@@ -384,7 +437,7 @@ func (s *SPU) forward(ip []byte) {
 	}
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
-		if !s.park(pendForward, ip, 0, 0) {
+		if !s.park(pendForward, ip, nil) {
 			s.drop(DropNoNeighbour)
 		}
 		return
@@ -408,24 +461,26 @@ func (s *SPU) forward(ip []byte) {
 	s.txCommit(&t, start, 14+len(ip))
 }
 
-func (s *SPU) encap(buf []byte, off, n int, policyID uint32, ingress int) {
-	ipl := ipLen(buf[off : off+n])
+func (s *SPU) encap(buf []byte, m *ring.Meta) {
+	off, end := m.IP()
+	ipl := ipLen(buf[off:end])
 	if ipl == 0 {
 		s.drop(DropMalformed)
 		return
 	}
-	s.encapIP(buf[off:off+ipl], policyID, ingress)
+	s.encapIP(buf[off:off+ipl], m)
 }
 
 // encapIP protects the cleartext IP packet ip, which the steering program
-// matched to policyID, and sends it.
-func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
+// matched to m.Policy, and sends it. Only m's policy and ingress interface
+// are read: ip may be a copy of the packet m was made for.
+func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	f, ok := parseFlow(ip)
 	if !ok {
 		s.drop(DropMalformed)
 		return
 	}
-	p := s.t.policies[policyID]
+	p := s.t.policies[m.Policy]
 	if p == nil || !p.matches(&f) {
 		// The steering program matched prefixes only, or its entry is
 		// stale: the exact match decides.
@@ -457,7 +512,7 @@ func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 		s.drop(DropNoRoute)
 		return
 	case nhUnresolved:
-		if !s.park(pendEncap, ip, p.p.ID, ingress) {
+		if !s.park(pendEncap, ip, m) {
 			s.drop(DropNoNeighbour)
 		}
 		return
@@ -488,7 +543,7 @@ func (s *SPU) encapIP(ip []byte, policyID uint32, ingress int) {
 		s.c.encap.Add(1)
 	case esp.SendTooBig:
 		s.txAbort(&t)
-		s.tooBig(ip, ingress, res.MTU)
+		s.tooBig(ip, int(m.Ifindex), res.MTU)
 	case esp.Fragment:
 		s.sendFragments(&t, t.buf[res.Off:res.Off+res.Len], res.MTU, &nh)
 		s.c.encap.Add(1)
@@ -560,15 +615,18 @@ func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 // fragment reassembles outer fragments of ESP packets (the steering
 // program sends every fragment of a tunnel to its anchor, since all carry
 // the addresses) and decapsulates the whole packet.
-func (s *SPU) fragment(buf []byte, off, n int) {
-	pkt, st, r := s.reasm.Add(buf[off:off+n], nanotime())
+func (s *SPU) fragment(buf []byte, m *ring.Meta) {
+	off, end := m.IP()
+	pkt, st, r := s.frag.reasm.Add(buf[off:end], nanotime())
 	switch {
 	case r != ipfrag.None:
 		s.drop(DropFragment)
 	case st == ipfrag.Complete:
 		// The datagram is in the reassembler's storage until its next
 		// Add: decapsulate it there.
-		s.decap(pkt, 0, len(pkt))
+		whole := *m
+		whole.Off, whole.L3, whole.Len = 0, 0, int32(len(pkt))
+		s.decap(pkt, &whole)
 	}
 }
 
@@ -583,7 +641,7 @@ func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
 		return
 	}
 	need := (len(esp) + mtu - 1) / (mtu - 64) // a generous upper bound
-	if need > len(s.fragBufs) {
+	if need > len(s.frag.bufs) {
 		s.drop(DropFragment)
 		return
 	}
@@ -604,10 +662,10 @@ func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
 	got := ps.Alloc(ps.tx[first : first+need])
 	for i := 0; i < got; i++ {
 		f := &ps.tx[first+i]
-		s.fragBufs[i] = f.Buf[f.Off+14 : f.Off+14 : f.Off+14+mtu]
+		s.frag.bufs[i] = f.Buf[f.Off+14 : f.Off+14 : f.Off+14+mtu]
 	}
-	n, err := ipfrag.Fragment(s.fragBufs[:got], esp, mtu, s.fragID)
-	s.fragID++
+	n, err := ipfrag.Fragment(s.frag.bufs[:got], esp, mtu, s.frag.id)
+	s.frag.id++
 	if err != nil {
 		ps.Release(ps.tx[first : first+got])
 		s.drop(DropFragment)
@@ -620,7 +678,7 @@ func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
 	for i := 0; i < n; i++ {
 		f := &ps.tx[first+i]
 		putEthernet(f.Buf[f.Off:], &nh.DstMAC, &nh.SrcMAC, v6)
-		f.Len = 14 + len(s.fragBufs[i])
+		f.Len = 14 + len(s.frag.bufs[i])
 	}
 	// Move the fragments down over the whole packet's frame, which goes
 	// back to the port.
@@ -670,8 +728,8 @@ type txTarget struct {
 }
 
 func (s *SPU) txOpen(ifindex int) (t txTarget, ok bool) {
-	if ifindex >= 0 && ifindex < len(s.txBy) && s.txBy[ifindex] != nil {
-		ps := s.txBy[ifindex]
+	if ifindex >= 0 && ifindex < len(s.io.txBy) && s.io.txBy[ifindex] != nil {
+		ps := s.io.txBy[ifindex]
 		if ps.ntx == len(ps.tx) {
 			s.flushPort(ps)
 		}
@@ -690,11 +748,11 @@ func (s *SPU) txOpen(ifindex int) (t txTarget, ok bool) {
 		return txTarget{buf: fr[0].Buf, base: fr[0].Off, ps: ps}, true
 	}
 	owner := s.eng.txOwner(ifindex)
-	if owner < 0 || owner == s.ID || s.out[owner] == nil {
+	if owner < 0 || owner == s.ID || s.peers.out[owner] == nil {
 		s.drop(DropNoEgress)
 		return t, false
 	}
-	r := s.out[owner]
+	r := s.peers.out[owner]
 	slot := r.Reserve()
 	if slot == nil {
 		s.drop(DropHandoffFull)
@@ -710,7 +768,7 @@ func (s *SPU) txCommit(t *txTarget, off, n int) {
 		t.ps.ntx++
 		return
 	}
-	t.slot.Off, t.slot.Len, t.slot.Meta = off, n, ring.Meta{Class: classTx, Ifindex: int32(t.ifx)}
+	t.slot.Meta = ring.Meta{Off: int32(off), Len: int32(n), Ifindex: int32(t.ifx), Class: classTx}
 	t.r.Commit()
 	s.c.handoffOut.Add(1)
 	s.eng.spus[t.to].wake()
@@ -754,7 +812,7 @@ func (s *SPU) flushPort(ps *portState) {
 }
 
 func (s *SPU) flushTx() {
-	for _, ps := range s.ports {
+	for _, ps := range s.io.ports {
 		s.flushPort(ps)
 	}
 }
