@@ -124,6 +124,11 @@ func (c *Client) Call(op string, req, reply any) error {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
+		if !errors.Is(err, errMessageTooLarge) {
+			// A write that fails is a lost connection (the server closed
+			// it: a broken pipe), whether or not the reader saw it yet.
+			err = &closedError{peer: c.peer, cause: err}
+		}
 		return fmt.Errorf("unixrpc: %s: %w", op, err)
 	}
 	t := time.NewTimer(c.Timeout)

@@ -43,6 +43,10 @@ const Version = 1
 // exceed it fails.
 const MaxMessage = 16 << 20
 
+// errMessageTooLarge marks a message WriteMessage refused to send: the
+// connection is intact.
+var errMessageTooLarge = errors.New("too large to send")
+
 // envelope is room for a message's fields around its body.
 const envelope = 4 << 10
 
@@ -86,7 +90,7 @@ func WriteMessage(w io.Writer, m *Message) error {
 		return fmt.Errorf("unixrpc: encode %s: %w", m.Op, err)
 	}
 	if len(b) > MaxMessage {
-		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d", len(b), MaxMessage)
+		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d: %w", len(b), MaxMessage, errMessageTooLarge)
 	}
 	buf := make([]byte, 4+len(b))
 	binary.BigEndian.PutUint32(buf, uint32(len(b)))
