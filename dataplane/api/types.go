@@ -53,8 +53,8 @@ type SA struct {
 	IntegKey []byte `json:"integ_key,omitempty"` // for the suites without AEAD only
 	ESN      bool   `json:"esn,omitempty"`       // 64-bit extended sequence numbers (RFC 4303)
 	// ReplayWindow in packets for inbound SAs: 0 means the default (1024),
-	// else 32..65536. Validate also lets -1 (anti-replay off) through, but
-	// the ESP engine refuses it, so an SA with it is not installed.
+	// -1 turns anti-replay off (iked's replay_window: 0, as strongSwan's),
+	// else 32..65536.
 	ReplayWindow int    `json:"replay_window,omitempty"`
 	Encap        *Encap `json:"encap,omitempty"` // UDP encapsulation, nil for plain ESP
 	// ReqID ties the SAs of one Child SA to its policies, as in XFRM: the

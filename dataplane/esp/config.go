@@ -121,7 +121,8 @@ type Config struct {
 
 	// ESN turns on 64-bit extended sequence numbers (RFC 4303 section 2.2.1).
 	ESN bool
-	// ReplayWindow is the inbound anti-replay window size (0 means 1024).
+	// ReplayWindow is the inbound anti-replay window size (0 means 1024,
+	// ReplayOff turns anti-replay off).
 	ReplayWindow int
 	// SeqSoftLimit is the outbound sequence number at which the SA asks to
 	// be rekeyed (EventSeqNearExhaustion); 0 means the default (see
@@ -225,8 +226,8 @@ func (c *Config) validate() error {
 	if c.UDPEncap && (c.LocalPort == 0 || c.RemotePort == 0) {
 		return fmt.Errorf("%s: UDP encapsulation needs both ports", id)
 	}
-	if c.ReplayWindow != 0 && (c.ReplayWindow < replay.MinSize || c.ReplayWindow > replay.MaxSize) {
-		return fmt.Errorf("%s: replay window %d out of range %d..%d", id, c.ReplayWindow, replay.MinSize, replay.MaxSize)
+	if c.ReplayWindow != 0 && c.ReplayWindow != ReplayOff && (c.ReplayWindow < replay.MinSize || c.ReplayWindow > replay.MaxSize) {
+		return fmt.Errorf("%s: replay window %d out of range %d..%d (or %d: off)", id, c.ReplayWindow, replay.MinSize, replay.MaxSize, ReplayOff)
 	}
 	l := c.Lifetime
 	if l.SoftBytes != 0 && l.HardBytes != 0 && l.SoftBytes > l.HardBytes {
@@ -278,3 +279,7 @@ func iphdrMinMTU(a netip.Addr) int {
 	}
 	return 1280
 }
+
+// ReplayOff as a Config's ReplayWindow turns anti-replay off (RFC 4303
+// section 3.4.3 lets the receiver), as strongSwan's replay_window = 0 does.
+const ReplayOff = -1

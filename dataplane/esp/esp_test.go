@@ -308,6 +308,31 @@ func TestReplayEdgeCases(t *testing.T) {
 	}
 }
 
+// With anti-replay off (strongSwan's replay_window = 0, ReplayOff here),
+// duplicates and old numbers pass; a forged packet still does not.
+func TestReplayOff(t *testing.T) {
+	out, in := newPair(t, pairOpts{suite: ipsec.AES128GCM16, window: ReplayOff})
+	pkt := innerPacket(false, 64)
+	var w [3000][]byte
+	for i := 1; i < len(w); i++ {
+		w[i] = encapOne(t, out, pkt)
+	}
+	for _, seq := range []int{1, 1, 2999, 2, 2} {
+		if r := decapOne(in, w[seq]); r.Reason != None {
+			t.Fatalf("seq %d: %v, want it forwarded with anti-replay off", seq, r.Reason)
+		}
+	}
+	forged := append([]byte(nil), w[5]...)
+	forged[len(forged)-1] ^= 1
+	if r := decapOne(in, forged); r.Reason != BadICV {
+		t.Fatalf("forged: %v", r.Reason)
+	}
+	_, ic := pairConfig(pairOpts{suite: ipsec.AES128GCM16, window: -2})
+	if _, err := NewSA(ic); err == nil || !strings.Contains(err.Error(), "replay window -2") {
+		t.Errorf("a window of -2: %v", err)
+	}
+}
+
 func TestStateRestoreContinues(t *testing.T) {
 	out, in := newPair(t, pairOpts{suite: ipsec.ChaCha20Poly1305, esn: true})
 	pkt := innerPacket(true, 200)

@@ -137,11 +137,14 @@ type selector struct {
 // to the owner goroutine and must not be called concurrently; Stats may be
 // called from any goroutine.
 type SA struct {
-	spi      uint32
-	dir      Direction
-	suite    ipsec.Suite
-	mode     Mode
-	esn      bool
+	spi   uint32
+	dir   Direction
+	suite ipsec.Suite
+	mode  Mode
+	esn   bool
+	// noReplay: anti-replay is off (ReplayOff); the window only tracks
+	// the highest number, for ESN.
+	noReplay bool
 	aeadMode bool
 	v4outer  bool
 	udp      bool
@@ -265,7 +268,11 @@ func NewSA(cfg Config) (*SA, error) {
 		sa.seqSoft = cfg.SeqSoftLimit
 	}
 	if sa.dir == Inbound {
-		if err := sa.win.Init(cfg.ReplayWindow); err != nil {
+		size := cfg.ReplayWindow
+		if size == ReplayOff {
+			sa.noReplay, size = true, 0
+		}
+		if err := sa.win.Init(size); err != nil {
 			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 		}
 	}
