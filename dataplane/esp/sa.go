@@ -123,15 +123,6 @@ type ivSetter interface {
 	SetIV([]byte)
 }
 
-// compiled selector: 128-bit addresses as two words, IPv4 in lo.
-type selector struct {
-	v4                 bool
-	proto              uint8
-	startHi, startLo   uint64
-	endHi, endLo       uint64
-	startPort, endPort uint16
-}
-
 // SA is one direction of a Child SA. Its per-packet methods (Encap, Decap,
 // the batch forms, TakeEvents, State, Restore, SetPeer, SetPathMTU) belong
 // to the owner goroutine and must not be called concurrently; Stats may be
@@ -199,7 +190,7 @@ type SA struct {
 
 	events, raised Events
 
-	localTS, remoteTS []selector
+	localTS, remoteTS []ipsec.Range
 	hasTS             bool // either list is not empty
 	tsPorts           bool
 
@@ -279,8 +270,8 @@ func NewSA(cfg Config) (*SA, error) {
 	sa.localTS = compileSelectors(cfg.LocalTS)
 	sa.remoteTS = compileSelectors(cfg.RemoteTS)
 	sa.hasTS = len(sa.localTS) != 0 || len(sa.remoteTS) != 0
-	for _, s := range append(append([]selector(nil), sa.localTS...), sa.remoteTS...) {
-		if s.proto != 0 || s.startPort != 0 || s.endPort != 0xffff {
+	for _, s := range append(append([]ipsec.Range(nil), sa.localTS...), sa.remoteTS...) {
+		if s.Proto != 0 || !s.AnyPort() {
 			sa.tsPorts = true
 		}
 	}
@@ -351,25 +342,12 @@ func padAlign(a int) int {
 	return a
 }
 
-func compileSelectors(in []ipsec.Selector) []selector {
-	out := make([]selector, 0, len(in))
+func compileSelectors(in []ipsec.Selector) []ipsec.Range {
+	out := make([]ipsec.Range, 0, len(in))
 	for _, s := range in {
-		st, en := s.From.Unmap(), s.To.Unmap()
-		c := selector{v4: st.Is4(), proto: s.Proto, startPort: s.FromPort, endPort: s.ToPort}
-		c.startHi, c.startLo = addrWords(st)
-		c.endHi, c.endLo = addrWords(en)
-		out = append(out, c)
+		out = append(out, s.Range())
 	}
 	return out
-}
-
-func addrWords(a netip.Addr) (hi, lo uint64) {
-	if a.Is4() {
-		b := a.As4()
-		return 0, uint64(binary.BigEndian.Uint32(b[:]))
-	}
-	b := a.As16()
-	return binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
 }
 
 // setEndpoints builds the outer header templates.

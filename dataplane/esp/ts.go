@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 
 	"github.com/spugate/spugate/dataplane/iphdr"
+	"github.com/spugate/spugate/ipsec"
 )
 
-// noPort marks a packet whose ports are unknown (a non-first fragment, a
-// protocol without ports, a header cut short); it matches only selectors
-// with the full port range (RFC 4301 section 4.4.1.1, OPAQUE).
-const noPort = -1
+// noPort is a packet whose ports are unknown.
+const noPort = ipsec.NoPort
 
 // tsAllowed reports whether the inner packet p (a validated IP packet cut
 // to its length) is inside the SA's selectors: its source in RemoteTS and
@@ -66,31 +65,6 @@ func (sa *SA) tsAllowed(p []byte) bool {
 			}
 		}
 	}
-	return matchTS(sa.remoteTS, v4, srcHi, srcLo, proto, sport) &&
-		matchTS(sa.localTS, v4, dstHi, dstLo, proto, dport)
-}
-
-func matchTS(ts []selector, v4 bool, hi, lo uint64, proto uint8, port int) bool {
-	if len(ts) == 0 {
-		return true
-	}
-	for i := range ts {
-		s := &ts[i]
-		if s.v4 != v4 || (s.proto != 0 && s.proto != proto) {
-			continue
-		}
-		if hi < s.startHi || (hi == s.startHi && lo < s.startLo) {
-			continue
-		}
-		if hi > s.endHi || (hi == s.endHi && lo > s.endLo) {
-			continue
-		}
-		if s.startPort == 0 && s.endPort == 0xffff {
-			return true
-		}
-		if port != noPort && port >= int(s.startPort) && port <= int(s.endPort) {
-			return true
-		}
-	}
-	return false
+	return ipsec.MatchAny(sa.remoteTS, v4, srcHi, srcLo, proto, sport) &&
+		ipsec.MatchAny(sa.localTS, v4, dstHi, dstLo, proto, dport)
 }
