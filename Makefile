@@ -62,14 +62,7 @@ test-privileged: deps ## Only the privileged tests (lab, BPF, AF_XDP, interop)
 .PHONY: fuzz
 FUZZTIME ?= 60s
 fuzz: deps ## Run every Fuzz target for FUZZTIME each (60s); a crasher is saved under the package's testdata/fuzz and fails the run
-	@set -e; grep -rl --include='*_test.go' '^func Fuzz' . | sort | while read -r f; do \
-		pkg=./$$(dirname "$${f#./}"); \
-		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
-			echo "== $$pkg $$t ($(FUZZTIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) "$$pkg" 2>&1 | tail -n 3; \
-			test "$${PIPESTATUS[0]}" -eq 0; \
-		done; \
-	done
+	@bash internal/fuzz.sh "$(GO)" "$(FUZZTIME)"
 
 .PHONY: bench-smoke
 bench-smoke: ## Run every go benchmark once, so none rots
