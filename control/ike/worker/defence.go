@@ -71,6 +71,9 @@ type logLimit struct {
 const (
 	unauthLogBurst    = 10
 	unauthLogInterval = time.Second
+	// unauthDebugBurst is the budget of debug lines (a dozen or more per
+	// negotiation), only spent where an operator turned debug on.
+	unauthDebugBurst = 100
 )
 
 // allow says whether one more line may be written at now, and how many
@@ -94,7 +97,7 @@ func (w *Worker) unauthLog(level slog.Level, msg string, args ...any) {
 	if !w.log.Enabled(context.Background(), level) {
 		return
 	}
-	if w.allowUnauth() {
+	if w.allowUnauth(level) {
 		w.log.Log(context.Background(), level, msg, args...)
 	}
 }
@@ -102,8 +105,16 @@ func (w *Worker) unauthLog(level slog.Level, msg string, args ...any) {
 // allowUnauth takes one line of the unauthenticated log budget, or counts
 // the line as left out; the first line of an interval after some were
 // left out is preceded by their count.
-func (w *Worker) allowUnauth() bool {
-	ok, leftOut := w.unauthLogs.allow(w.env.Now())
+//
+// Debug lines take from a budget of their own: one peer's negotiation
+// writes a dozen of them, which must not use up the budget of the line
+// that says why it failed.
+func (w *Worker) allowUnauth(level slog.Level) bool {
+	l := &w.unauthLogs
+	if level < slog.LevelInfo {
+		l = &w.unauthDebug
+	}
+	ok, leftOut := l.allow(w.env.Now())
 	if leftOut > 0 {
 		w.log.Warn("log lines about unauthenticated datagrams left out by the rate limit", "suppressed", leftOut,
 			"limit", unauthLogBurst, "per", unauthLogInterval.String())
@@ -125,7 +136,7 @@ type gatedHandler struct {
 }
 
 func (h gatedHandler) Handle(ctx context.Context, r slog.Record) error {
-	if h.w.unauthenticated && !h.w.allowUnauth() {
+	if h.w.unauthenticated && !h.w.allowUnauth(r.Level) {
 		return nil
 	}
 	return h.Handler.Handle(ctx, r)

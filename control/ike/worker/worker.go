@@ -84,6 +84,8 @@ type Worker struct {
 	// refusals raise the COOKIE, log lines about them are rate-limited.
 	refused    refusals
 	unauthLogs logLimit
+	// unauthDebug is the budget of their debug lines.
+	unauthDebug logLimit
 	// unauthenticated is set while a manager handles a message or a timer
 	// of an IKE SA nobody has authenticated: its log lines then take from
 	// unauthLogs (gatedHandler).
@@ -124,7 +126,8 @@ func New(id int, env Env) *Worker {
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
 		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
-		unauthLogs: logLimit{burst: unauthLogBurst, interval: unauthLogInterval}}
+		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
+		unauthDebug: logLimit{burst: unauthDebugBurst, interval: unauthLogInterval}}
 	w.mlog = slog.New(gatedHandler{env.Log().Handler(), w})
 	w.menv = &mgrEnv{Env: env, w: w}
 	return w
