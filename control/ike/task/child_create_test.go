@@ -3,6 +3,7 @@ package task
 import (
 	"bytes"
 	"encoding/binary"
+	"strings"
 	"testing"
 
 	"github.com/spugate/spugate/control/ike/message"
@@ -217,27 +218,7 @@ func TestChildCreateRTSUnacceptable(t *testing.T) {
 
 // confTwoChildren has a child "host" that matches a request for one
 // address of ours exactly, and "net", listed first, that would narrow it.
-const confTwoChildren = `connections:
-  tun:
-    local_addrs: 198.18.0.1
-    remote_addrs: 198.18.0.2
-    proposals: aes128gcm16-prfsha256-x25519
-    local:
-      auth: psk
-      id: gw-a.example
-    remote:
-      auth: psk
-      id: gw-b.example
-    children:
-      net:
-        local_ts: 198.18.1.0/24
-        remote_ts: 198.18.2.0/24
-        esp_proposals: aes128gcm16-x25519
-      host:
-        local_ts: 198.18.1.7/32
-        remote_ts: 198.18.0.0/16
-        esp_proposals: aes256gcm16
-`
+var confTwoChildren = strings.Replace(confYAML, "remote_ts: 198.18.3.0/24", "remote_ts: 198.18.0.0/16", 1)
 
 func TestChildCreateRNarrows(t *testing.T) {
 	h := newHarness(t)
