@@ -71,6 +71,15 @@ type Config struct {
 	// and the size above which a message is fragmented (strongSwan's
 	// charon.fragment_size, 1280 by default, for IPv4 and IPv6 alike).
 	FragmentSize int `yaml:"fragment_size"`
+	// MaxPacket is the largest IKE datagram iked reads, and the largest
+	// message it reassembles from fragments (charon.max_packet, 10000
+	// bytes); larger ones are dropped and counted as max_packet.
+	MaxPacket int `yaml:"max_packet"`
+	// FragmentMemory bounds the bytes of IKE fragments that all IKE SAs
+	// hold together while their messages are incomplete (32m): each IKE
+	// SA may hold max_packet per direction, so that half-open ones alone
+	// could otherwise hold init_limit_half_open times that.
+	FragmentMemory Size `yaml:"fragment_memory"`
 	// SignatureAuthentication announces RFC 7427 and uses its signatures
 	// when the peer does too (strongSwan's charon.signature_authentication,
 	// default yes); no leaves the classic AUTH methods 1 and 9-11 only.
@@ -200,6 +209,16 @@ const (
 	DefaultCookieThresholdIP = 3
 	DefaultBlockThreshold    = 5
 	DefaultInitLimitHalfOpen = 10000
+)
+
+// Bounds of the memory that unauthenticated or hostile peers can make iked
+// hold: strongSwan's max_packet, and iked's own bound on the fragments
+// being reassembled. MinMaxPacket is IPv6's minimum MTU: every IKE
+// implementation fragments below it.
+const (
+	DefaultMaxPacket      = 10000
+	MinMaxPacket          = 1280
+	DefaultFragmentMemory = 32 << 20
 )
 
 // Checker validates proposal strings; the IKE layer installs its parser, so
@@ -383,6 +402,18 @@ func (v *validator) config(c *Config) {
 	if c.SignatureAuthentication == nil {
 		yes := Bool(true)
 		c.SignatureAuthentication = &yes
+	}
+	switch {
+	case c.MaxPacket == 0:
+		c.MaxPacket = DefaultMaxPacket
+	case c.MaxPacket < MinMaxPacket || c.MaxPacket > 65535:
+		v.errf([]any{"max_packet"}, "%d out of range (%d..65535 bytes)", c.MaxPacket, MinMaxPacket)
+	}
+	switch {
+	case c.FragmentMemory == 0:
+		c.FragmentMemory = DefaultFragmentMemory
+	case c.FragmentMemory < Size(c.MaxPacket) || c.FragmentMemory > 1<<40:
+		v.errf([]any{"fragment_memory"}, "%d out of range (max_packet, %d bytes, to 1024g)", c.FragmentMemory, c.MaxPacket)
 	}
 	switch {
 	case c.FragmentSize == 0:

@@ -265,3 +265,28 @@ func TestHalfOpenDefences(t *testing.T) {
 		t.Errorf("negative block_threshold: %v", err)
 	}
 }
+
+// max_packet defaults to charon's, fragment_memory to 32 MiB; both are
+// checked with their lines.
+func TestMemoryBounds(t *testing.T) {
+	c, err := Parse("/etc/spugate/iked.yaml", []byte(good), fakeChecker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxPacket != 10000 || c.FragmentMemory != 32<<20 {
+		t.Errorf("defaults: max_packet %d, fragment_memory %d", c.MaxPacket, c.FragmentMemory)
+	}
+	c, err = Parse("/etc/spugate/iked.yaml", []byte("max_packet: 65000\nfragment_memory: 1g\n"+good), fakeChecker{})
+	if err != nil || c.MaxPacket != 65000 || c.FragmentMemory != 1<<30 {
+		t.Errorf("max_packet: 65000, fragment_memory: 1g: %v", err)
+	}
+	for in, want := range map[string]string{
+		"max_packet: 1000\n":                        "line 1: max_packet: 1000 out of range (1280..65535 bytes)",
+		"max_packet: 70000\n":                       "line 1: max_packet: 70000 out of range",
+		"max_packet: 20000\nfragment_memory: 10k\n": "line 2: fragment_memory: 10240 out of range (max_packet, 20000 bytes, to 1024g)",
+	} {
+		if _, err := Parse("/etc/spugate/iked.yaml", []byte(in+good), fakeChecker{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+	}
+}

@@ -382,7 +382,7 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 			d.log.Warn("iked: reload: listen", "err", err.Error())
 		}
 	}
-	d.cfg.Store(cfg)
+	d.useConfig(cfg)
 	for name := range gone {
 		for _, cn := range old.Connections[name].ChildOrder {
 			d.removeTrap(name, cn)

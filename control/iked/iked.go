@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/defrag"
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/task"
@@ -125,6 +126,9 @@ type Daemon struct {
 	wg     sync.WaitGroup
 	// dropped counts datagrams a full worker queue refused.
 	dropped atomic.Uint64
+	// frags bounds the IKE fragments that all IKE SAs hold
+	// (fragment_memory).
+	frags *defrag.Budget
 
 	// Following spud's SPU map (migrate.go).
 	migMu      sync.Mutex
@@ -146,7 +150,7 @@ func Start(opts Options) (*Daemon, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}}
+	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}, frags: defrag.NewBudget(config.DefaultFragmentMemory)}
 	d.socks.Store(&map[netip.AddrPort][]*net.UDPConn{})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.traps.Store(&trapTable{byName: map[string]trapEntry{}, byReqID: map[uint32]trapEntry{}})
@@ -163,7 +167,7 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.logTrust(cfg)
-	d.cfg.Store(cfg)
+	d.useConfig(cfg)
 	if d.store, err = openStore(d.opts.StateDir); err != nil {
 		return err
 	}
@@ -388,9 +392,21 @@ func (d *Daemon) logTrust(cfg *config.Config) {
 	}
 }
 
+// useConfig puts cfg in force.
+func (d *Daemon) useConfig(cfg *config.Config) {
+	if cfg.FragmentMemory > 0 {
+		d.frags.SetMax(int(cfg.FragmentMemory))
+	}
+	d.cfg.Store(cfg)
+}
+
 // settings derives the managers' settings from a configuration.
-func settings(cfg *config.Config) manager.Settings {
+func (d *Daemon) settings(cfg *config.Config) manager.Settings {
 	s := manager.DefaultSettings()
+	s.Fragments = d.frags
+	if cfg.MaxPacket > 0 {
+		s.MaxPacket = cfg.MaxPacket
+	}
 	s.RetransmitTimeout = cfg.RetransmitTimeout.D()
 	s.RetransmitBase = cfg.RetransmitBase
 	s.RetransmitTries = cfg.RetransmitTries

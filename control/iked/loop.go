@@ -259,6 +259,12 @@ func (d *Daemon) read(l *loop, local netip.AddrPort, c *net.UDPConn) {
 			}
 			continue
 		}
+		if max := d.cfg.Load().MaxPacket; max > 0 && n > max {
+			// Not worth a copy nor a place in a queue (counted as the
+			// worker would count it).
+			d.stats.Fail(stats.MaxPacket)
+			continue
+		}
 		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 		d.dispatch(l, manager.Datagram{Local: local, Remote: src, Data: append([]byte(nil), buf[:n]...)})
 	}
@@ -371,7 +377,7 @@ func (e *workerEnv) Rand() io.Reader           { return rand.Reader }
 func (e *workerEnv) DataPlane() task.DataPlane { return e.l.dp }
 func (e *workerEnv) Config() *config.Config    { return e.d.cfg.Load() }
 func (e *workerEnv) Settings() manager.Settings {
-	return settings(e.d.cfg.Load())
+	return e.d.settings(e.d.cfg.Load())
 }
 func (e *workerEnv) NewReqID() uint32        { return e.d.reqid.Add(1) }
 func (e *workerEnv) NewID() uint32           { return e.d.ids.Add(1) }

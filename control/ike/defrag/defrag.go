@@ -16,11 +16,18 @@
 // retransmission with a smaller size, so the set starts again with it; one
 // announcing fewer belongs to an earlier attempt and is ignored.
 //
+// Per message, a peer that completed IKE_SA_INIT can still make each of
+// its IKE SAs hold MaxBytes per direction, and many IKE SAs a lot: Buffers
+// may therefore share a Budget, the bytes they hold together (all the IKE
+// SAs of a daemon), and a fragment that would pass it is dropped with its
+// message.
+//
 // A Buffer is not safe for concurrent use: it belongs to its IKE SA's
-// worker goroutine.
+// worker goroutine. A Budget is.
 package defrag
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/message"
@@ -35,6 +42,49 @@ type Limits struct {
 	// Timeout is how long an incomplete message is kept after its first
 	// fragment.
 	Timeout time.Duration
+	// Budget, when not nil, is shared with other Buffers: the bytes they
+	// hold together.
+	Budget *Budget
+}
+
+// Budget bounds the fragment bytes that the Buffers sharing it hold
+// together. The zero value holds nothing; use NewBudget.
+type Budget struct {
+	max, used atomic.Int64
+}
+
+// NewBudget returns a Budget of max bytes.
+func NewBudget(max int) *Budget {
+	b := &Budget{}
+	b.max.Store(int64(max))
+	return b
+}
+
+// SetMax changes the bound (a reload); bytes held beyond a lower one stay
+// until their messages complete or expire.
+func (b *Budget) SetMax(max int) { b.max.Store(int64(max)) }
+
+// Max is the bound.
+func (b *Budget) Max() int { return int(b.max.Load()) }
+
+// Used is the bytes held.
+func (b *Budget) Used() int { return int(b.used.Load()) }
+
+func (b *Budget) take(n int) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(int64(n)) > b.max.Load() {
+		b.used.Add(-int64(n))
+		return false
+	}
+	return true
+}
+
+func (b *Budget) give(n int) {
+	if b != nil && n != 0 {
+		b.used.Add(-int64(n))
+	}
 }
 
 // DefaultLimits allow any message iked meets (an IKE_AUTH with an RSA-4096
@@ -60,9 +110,12 @@ const (
 	// OverLimit: the fragment would pass MaxFragments or MaxBytes; the
 	// message's fragments were dropped.
 	OverLimit
+	// OverBudget: the fragment would pass the shared Budget; the
+	// message's fragments were dropped.
+	OverBudget
 )
 
-var resultNames = [...]string{"incomplete", "complete", "duplicate", "stale", "over-limit"}
+var resultNames = [...]string{"incomplete", "complete", "duplicate", "stale", "over-limit", "over-budget"}
 
 // String returns the result's name for logs, or "unknown" outside the
 // enum.
@@ -103,8 +156,11 @@ func New(l Limits) *Buffer {
 // Limits returns the Buffer's limits.
 func (b *Buffer) Limits() Limits { return b.limits }
 
-// Reset drops the message being collected.
+// Reset drops the message being collected and gives its bytes back to the
+// Budget. The owner of a Buffer that is no longer used must Reset it, or
+// its bytes stay taken.
 func (b *Buffer) Reset() {
+	b.limits.Budget.give(b.bytes)
 	b.active, b.frags, b.have, b.bytes, b.total = false, nil, 0, 0, 0
 }
 
@@ -168,6 +224,10 @@ func (b *Buffer) Add(now time.Time, msgID uint32, f *message.Fragment) ([]*messa
 	if b.bytes+len(f.Data) > b.limits.MaxBytes {
 		b.Reset()
 		return nil, OverLimit
+	}
+	if !b.limits.Budget.take(len(f.Data)) {
+		b.Reset()
+		return nil, OverBudget
 	}
 	c := *f
 	c.Data = append([]byte(nil), f.Data...)

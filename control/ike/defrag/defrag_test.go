@@ -144,13 +144,18 @@ func FuzzBuffer(f *testing.F) {
 	f.Add([]byte{0, 2, 3, 0, 1, 0, 0, 1, 3, 0, 1, 0, 0, 1, 3, 0, 1, 0, 0, 3, 3, 0, 1, 0})
 	f.Add([]byte{0, 1, 2, 0, 200, 5, 1, 1, 4, 1, 0, 31, 1, 4, 4, 0, 5, 0})
 	f.Add(bytes.Repeat([]byte{3, 9, 9, 0xff, 0xff, 1}, 20))
-	l := Limits{MaxFragments: 8, MaxBytes: 2000, Timeout: 10 * time.Second}
+	f.Add([]byte{0, 1, 2, 0, 200, 0, 4, 1, 2, 0, 200, 0, 5, 2, 2, 0, 200, 0})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		b := New(l)
+		// Two Buffers (bit 2 of the first byte) share a Budget smaller
+		// than their MaxBytes together.
+		budget := NewBudget(3000)
+		l := Limits{MaxFragments: 8, MaxBytes: 2000, Timeout: 10 * time.Second, Budget: budget}
+		bufs := [2]*Buffer{New(l), New(l)}
 		now := t0
 		for len(ops) >= 6 {
 			op := ops[:6]
 			ops = ops[6:]
+			b := bufs[op[0]>>2&1]
 			msgID := uint32(op[0] % 4)
 			n, total := uint16(op[1]%12), uint16(op[2]%12)
 			size := int(binary.BigEndian.Uint16(op[3:5])) % 3000
@@ -180,6 +185,63 @@ func FuzzBuffer(f *testing.F) {
 			} else if out != nil {
 				t.Fatalf("%s with fragments", r)
 			}
+			held := 0
+			for _, x := range bufs {
+				_, _, _, nb, _ := x.Pending()
+				held += nb
+			}
+			if held != budget.Used() || held > budget.Max() {
+				t.Fatalf("buffers hold %d bytes, the budget counts %d of %d", held, budget.Used(), budget.Max())
+			}
+		}
+		bufs[0].Reset()
+		bufs[1].Reset()
+		if budget.Used() != 0 {
+			t.Fatalf("%d bytes still counted after both Buffers were reset", budget.Used())
 		}
 	})
+}
+
+// TestBudget: Buffers sharing a Budget hold no more than it together; a
+// fragment that would pass it drops its message, and every way a message
+// ends (complete, expired, replaced, reset) gives its bytes back.
+func TestBudget(t *testing.T) {
+	bud := NewBudget(10)
+	l := Limits{Timeout: time.Second, Budget: bud}
+	a, b := New(l), New(l)
+	if _, r := a.Add(t0, 1, frag(1, 2, "123456")); r != Incomplete || bud.Used() != 6 {
+		t.Fatalf("a: %s, %d bytes used", r, bud.Used())
+	}
+	if _, r := b.Add(t0, 1, frag(1, 3, "1234")); r != Incomplete || bud.Used() != 10 {
+		t.Fatalf("b: %s, %d bytes used", r, bud.Used())
+	}
+	// Full: b's next fragment drops b's message, a's stays.
+	if _, r := b.Add(t0, 1, frag(2, 3, "x")); r != OverBudget || bud.Used() != 6 {
+		t.Fatalf("b over the budget: %s, %d bytes used", r, bud.Used())
+	}
+	if _, _, _, _, ok := b.Pending(); ok {
+		t.Fatal("b still collects the message that passed the budget")
+	}
+	if out, r := a.Add(t0, 1, frag(2, 2, "7890")); r != Complete || len(out) != 2 || bud.Used() != 0 {
+		t.Fatalf("a completes: %s, %d bytes used", r, bud.Used())
+	}
+	// Expired, replaced by another message ID, reset.
+	a.Add(t0, 2, frag(1, 2, "abc"))
+	a.Add(t0.Add(2*time.Second), 3, frag(1, 2, "de"))
+	if bud.Used() != 2 {
+		t.Fatalf("after an expiry: %d bytes used, want 2", bud.Used())
+	}
+	a.Add(t0.Add(2*time.Second), 4, frag(1, 2, "fgh"))
+	if bud.Used() != 3 {
+		t.Fatalf("after a replacement: %d bytes used, want 3", bud.Used())
+	}
+	a.Reset()
+	if bud.Used() != 0 {
+		t.Fatalf("after Reset: %d bytes used", bud.Used())
+	}
+	// A lower bound applies to what comes next.
+	bud.SetMax(2)
+	if _, r := a.Add(t0, 5, frag(1, 2, "abc")); r != OverBudget || bud.Used() != 0 {
+		t.Fatalf("after SetMax(2): %s, %d bytes used", r, bud.Used())
+	}
 }

@@ -411,6 +411,9 @@ func (s *Sim) AddNode(name string, addr netip.Addr, cfg *config.Config) *Node {
 	if cfg.DeleteRekeyedDelay != nil {
 		n.Set.DrainDelay = cfg.DeleteRekeyedDelay.D()
 	}
+	if cfg.MaxPacket > 0 {
+		n.Set.MaxPacket = cfg.MaxPacket
+	}
 	// Log lines carry the fake time, as an offset from Epoch.
 	clock := s.Clock
 	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug,

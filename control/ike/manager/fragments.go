@@ -26,16 +26,38 @@ type fragBuffers struct {
 	requests, responses *defrag.Buffer
 }
 
-func (f *fragBuffers) get(response bool) *defrag.Buffer {
+// get returns the buffer of one direction, made with the settings' limits
+// when first needed.
+func (f *fragBuffers) get(response bool, s Settings) *defrag.Buffer {
 	p := &f.requests
 	if response {
 		p = &f.responses
 	}
 	if *p == nil {
-		*p = defrag.New(defrag.DefaultLimits)
+		l := defrag.DefaultLimits
+		if s.MaxPacket > 0 {
+			l.MaxBytes = s.MaxPacket
+		}
+		l.Budget = s.Fragments
+		*p = defrag.New(l)
 	}
 	return *p
 }
+
+// reset drops what both buffers hold, giving their bytes back to the
+// shared budget.
+func (f *fragBuffers) reset() {
+	for _, b := range []*defrag.Buffer{f.requests, f.responses} {
+		if b != nil {
+			b.Reset()
+		}
+	}
+}
+
+// DropFragments drops the fragments the IKE SA holds, as it leaves this
+// manager (destroyed, or detached to move to another worker), so that
+// their bytes do not stay counted in the shared budget.
+func (m *Manager) DropFragments() { m.frags.reset() }
 
 func (f *fragBuffers) deadline() time.Time {
 	var d time.Time
@@ -95,10 +117,17 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	m.env.Stats().Inc(stats.FragmentsReceived)
 	now := m.env.Now()
 	m.expireFragments(now)
-	buf := m.frags.get(h.IsResponse())
+	buf := m.frags.get(h.IsResponse(), m.env.Settings())
 	frags, res := buf.Add(now, h.MessageID, f)
 	switch res {
 	case defrag.Complete:
+	case defrag.OverBudget:
+		m.env.Stats().Fail(stats.FragmentMemory)
+		l := buf.Limits()
+		m.log.Info("fragmented message dropped: the fragments of all IKE SAs are at fragment_memory", "exchange", h.Exchange.String(),
+			"msgid", h.MessageID, "fragment", f.Number, "total", f.Total, "fragment_memory", l.Budget.Max(),
+			"reason", stats.FragmentMemory.String())
+		return false
 	case defrag.OverLimit:
 		m.env.Stats().Fail(stats.FragmentLimit)
 		l := buf.Limits()

@@ -164,6 +164,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		d.t.Abort(err)
 	}
 	m.active, m.queue, m.req, m.deferred = nil, nil, nil, nil
+	m.frags.reset()
 	ike.State = sa.Destroyed
 	m.failure = f
 	m.endReason = reason

@@ -42,6 +42,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/spugate/spugate/control/ike/defrag"
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/task"
@@ -67,12 +68,22 @@ type Settings struct {
 	// DrainDelay is how long the inbound SA of a replaced Child SA stays
 	// (5 s).
 	DrainDelay time.Duration
+	// MaxPacket is the largest IKE datagram, and the largest message
+	// reassembled from fragments, accepted (10000 bytes).
+	MaxPacket int
+	// Fragments, when not nil, bounds the fragment bytes that all the IKE
+	// SAs sharing it hold.
+	Fragments *defrag.Budget
 }
+
+// DefaultMaxPacket is strongSwan's charon.max_packet.
+const DefaultMaxPacket = 10000
 
 // DefaultSettings are strongSwan's defaults.
 func DefaultSettings() Settings {
 	return Settings{RetransmitTimeout: 4 * time.Second, RetransmitBase: 1.8, RetransmitTries: 5,
-		HalfOpenTimeout: 30 * time.Second, KeepaliveInterval: 20 * time.Second, NATTPort: 4500, DrainDelay: 5 * time.Second}
+		HalfOpenTimeout: 30 * time.Second, KeepaliveInterval: 20 * time.Second, NATTPort: 4500, DrainDelay: 5 * time.Second,
+		MaxPacket: DefaultMaxPacket}
 }
 
 // Env is the worker as a manager sees it.

@@ -53,6 +53,9 @@ const (
 	FragmentLimit   // a fragment over the limits (count, bytes): its message's fragments dropped
 	FragmentTimeout // an incomplete message's fragments dropped after the reassembly time
 	FragmentInvalid // a fragment that does not fit its message (Total smaller than before, reassembly fails)
+	FragmentMemory  // a fragment past fragment_memory (the fragments of all IKE SAs): its message's fragments dropped
+	// MaxPacket: a datagram larger than max_packet, dropped unread.
+	MaxPacket
 	// InitLimit: an IKE_SA_INIT dropped because init_limit_half_open IKE
 	// SAs are half-open in all.
 	InitLimit
@@ -98,6 +101,8 @@ var reasonNames = [...]string{
 	FragmentLimit:     "fragment_limit",
 	FragmentTimeout:   "fragment_timeout",
 	FragmentInvalid:   "fragment_invalid",
+	FragmentMemory:    "fragment_memory",
+	MaxPacket:         "max_packet",
 	InitLimit:         "init_limit_half_open",
 }
 

@@ -408,6 +408,7 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 		return nil, ErrBusy
 	}
 	delete(w.bySPI, ourSPI)
+	m.DropFragments()
 	w.forgetInit(m)
 	w.endHalfOpen(m)
 	delete(w.sched, m)

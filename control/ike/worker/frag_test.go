@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/control/ike/defrag"
 	"github.com/spugate/spugate/control/ike/iketest"
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/message"
@@ -220,8 +221,8 @@ func TestFragmentFlood(t *testing.T) {
 		}
 	}
 	bounded := func() {
-		if req, resp := mb.Reassembling(); req > 64<<10 || resp != 0 {
-			t.Fatalf("responder holds %d bytes of request fragments (limit 64 KiB)", req)
+		if req, resp := mb.Reassembling(); req > manager.DefaultMaxPacket || resp != 0 {
+			t.Fatalf("responder holds %d bytes of request fragments (limit max_packet, %d)", req, manager.DefaultMaxPacket)
 		}
 	}
 
@@ -236,7 +237,7 @@ func TestFragmentFlood(t *testing.T) {
 		t.Errorf("held %d bytes, fragment_limit %d for %d fragments", req, nb.Counters.Failures(stats.FragmentLimit), len(fs))
 	}
 
-	// Too many bytes: 100 fragments of 1000 bytes pass 64 KiB.
+	// Too many bytes: 100 fragments of 1000 bytes pass max_packet.
 	before := nb.Counters.Failures(stats.FragmentLimit)
 	deliver(forge(100_000, 1100), bounded)
 	if nb.Counters.Failures(stats.FragmentLimit) == before {
@@ -244,7 +245,7 @@ func TestFragmentFlood(t *testing.T) {
 	}
 
 	// A message never completed: held until the reassembly time is up.
-	fs = forge(20_000, 1100)
+	fs = forge(8_000, 1100)
 	deliver(fs[:len(fs)-1], bounded)
 	if req, _ := mb.Reassembling(); req == 0 {
 		t.Fatal("incomplete message not held")
@@ -272,6 +273,85 @@ func TestFragmentFlood(t *testing.T) {
 		t.Errorf("genuine fragmented request: reassembled %d, answered %d", nb.Counters.Get(stats.Reassembled), nb.Counters.Get(stats.ExchangesAnswered))
 	}
 	established(t, na, nb)
+}
+
+// TestFragmentMemory: the fragments of all IKE SAs together stay within
+// the shared budget (fragment_memory); one past it drops its message,
+// counted, and the bytes of a message come back however it ends:
+// completed, or its IKE SA destroyed or detached with fragments held.
+// A datagram over max_packet is dropped unread.
+func TestFragmentMemory(t *testing.T) {
+	for _, end := range []string{"destroy", "detach"} {
+		t.Run(end, func(t *testing.T) {
+			budget := defrag.NewBudget(3000)
+			ca, cb := configs(t, nil, nil)
+			s, na, nb := newPair(t, ca, cb)
+			nb.Set.Fragments = budget
+			if err := initiate(t, s, na, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			ma, mb := na.Worker.Managers()[0], nb.Worker.Managers()[0]
+			ike := ma.IKE
+			forge := func(n int) [][]byte {
+				inner := []message.Payload{&message.Notify{NotifyType: message.NotifyType(40000), Data: bytes.Repeat([]byte{7}, n)}}
+				m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.Informational,
+					MessageID: mb.IKE.MsgIDIn, Flags: message.FlagInitiator}, Inner: inner}
+				fs, err := m.EncodeFragments(ike.Out, 1100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fs
+			}
+			deliver := func(fs [][]byte) {
+				for _, f := range fs {
+					nb.Worker.Receive(manager.Datagram{Local: netip.AddrPortFrom(addrB, 500), Remote: netip.AddrPortFrom(addrA, 500), Data: f})
+					if budget.Used() > budget.Max() {
+						t.Fatalf("%d bytes held, over the budget of %d", budget.Used(), budget.Max())
+					}
+				}
+			}
+			deliver(forge(8000))
+			if req, _ := mb.Reassembling(); req != budget.Used() || nb.Counters.Failures(stats.FragmentMemory) == 0 {
+				t.Fatalf("8000 bytes against a budget of 3000: %d held, %d counted by the budget, fragment_memory %d",
+					req, budget.Used(), nb.Counters.Failures(stats.FragmentMemory))
+			}
+			// The rest of that message started a set of its own, whose
+			// bytes come back when it expires.
+			s.RunFor(31 * time.Second)
+			if budget.Used() != 0 {
+				t.Fatalf("%d bytes still counted after the reassembly time", budget.Used())
+			}
+			// What fits goes through, and gives its bytes back.
+			answered := nb.Counters.Get(stats.ExchangesAnswered)
+			deliver(forge(2500))
+			if nb.Counters.Get(stats.ExchangesAnswered) != answered+1 || budget.Used() != 0 {
+				t.Fatalf("a request within the budget: answered %d, %d bytes still counted", nb.Counters.Get(stats.ExchangesAnswered)-answered, budget.Used())
+			}
+			// Over max_packet: not read.
+			nb.Worker.Receive(manager.Datagram{Local: netip.AddrPortFrom(addrB, 500), Remote: netip.AddrPortFrom(addrA, 500),
+				Data: make([]byte, manager.DefaultMaxPacket+1)})
+			if n := nb.Counters.Failures(stats.MaxPacket); n != 1 {
+				t.Errorf("max_packet %d, want 1", n)
+			}
+			// Held when the IKE SA leaves the worker.
+			fs := forge(2500)
+			deliver(fs[:1])
+			if budget.Used() == 0 {
+				t.Fatal("first fragment not held")
+			}
+			switch end {
+			case "destroy":
+				mb.Destroy("test")
+			case "detach":
+				if _, err := nb.Worker.Detach(mb.IKE.OurSPI()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if budget.Used() != 0 {
+				t.Errorf("%d bytes still counted after the IKE SA's %s", budget.Used(), end)
+			}
+		})
+	}
 }
 
 // FuzzFragments sends arbitrary inner payload chains to the responder of

@@ -157,7 +157,14 @@ func (w *Worker) Receive(d manager.Datagram) {
 
 func (w *Worker) receive(d manager.Datagram) {
 	data := d.Data
-	if d.Local.Port() == w.env.Settings().NATTPort {
+	set := w.env.Settings()
+	if set.MaxPacket > 0 && len(data) > set.MaxPacket {
+		w.env.Stats().Fail(stats.MaxPacket)
+		w.unauthLog(slog.LevelDebug, "dropped datagram: larger than max_packet", "from", d.Remote.String(), "bytes", len(data),
+			"max_packet", set.MaxPacket)
+		return
+	}
+	if d.Local.Port() == set.NATTPort {
 		var err error
 		if data, err = message.StripNonESPMarker(data); err != nil {
 			return // a NAT keepalive, or ESP that reached the socket
