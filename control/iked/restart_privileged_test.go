@@ -2,8 +2,9 @@ package iked_test
 
 import (
 	"context"
-	"github.com/spugate/spugate/ipsec"
+	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/ipsec"
 	"github.com/spugate/spugate/testbed/lab"
 )
 
@@ -182,4 +186,119 @@ func TestPrivilegedIkedSpudRestart(t *testing.T) {
 	}
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
+	// iked says how long spud was away.
+	if m := awayRe.FindStringSubmatch(tb.b.iked.Proc.Log()); m == nil {
+		t.Error(`iked did not report the outage ("reconnected to spud" with away=)`)
+	} else {
+		t.Logf("iked: spud away for %s", m[1])
+	}
+}
+
+var awayRe = regexp.MustCompile(`msg="iked: reconnected to spud" away=(\S+)`)
+
+// TestPrivilegedIkedSpudDisconnect cuts iked's SA API connections while
+// both daemons run (as a dump too big for a frame once did): the tunnel
+// carries traffic throughout, iked reconnects and resyncs, and a Child SA
+// rekey afterwards installs its SAs through the new connections.
+func TestPrivilegedIkedSpudDisconnect(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	ca, cb := tb.confs()
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec)
+	tb.b.start(t, cb.yaml(), sec)
+	tb.a.spuctl(t, "initiate", "tun")
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	before := tb.b.sas(t)
+	if len(before) != 1 || len(before[0].Children) != 1 {
+		t.Fatalf("before: %+v", before)
+	}
+	// One SA API call on each connection, so that every worker has one.
+	tb.b.spuctl(t, "list-sas")
+
+	flood := pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 3*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	n := cutUnixClients(t, tb.b.iked.Proc.PID)
+	if n == 0 {
+		t.Fatal("iked has no connection to spud to cut")
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(tb.b.iked.Proc.Log(), `msg="iked: reconnected to spud"`) }) {
+		t.Fatalf("iked did not reconnect after %d connections were cut", n)
+	}
+	res := <-flood
+	t.Logf("%d SA API connections cut; pings across it: %d of %d lost", n, res[0]-res[1], res[0])
+	if res[0] <= 0 || res[1] < res[0]-1 {
+		t.Errorf("traffic lost while the SA API connections were cut: %d of %d", res[0]-res[1], res[0])
+	}
+
+	tb.b.spuctl(t, "rekey", "tun")
+	if !waitFor(10*time.Second, func() bool {
+		l := tb.b.sas(t)
+		return len(l) == 1 && len(l[0].Children) == 1 && l[0].Children[0].SPIIn != before[0].Children[0].SPIIn &&
+			l[0].Children[0].State == "INSTALLED"
+	}) {
+		t.Fatalf("no Child SA rekey after the reconnection: %+v", tb.b.sas(t))
+	}
+	if !waitFor(5*time.Second, func() bool {
+		sas, _ := tb.b.dump(t)
+		for _, s := range sas {
+			if s.SPI == tb.b.sas(t)[0].Children[0].SPIIn {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Error("the rekeyed Child SA's inbound SA is not in spud")
+	}
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
+	if st := tb.b.spuctl(t, "ike-stats"); strings.Contains(st, "data_plane_error") {
+		t.Errorf("SA API calls failed after the reconnection:\n%s", st)
+	}
+}
+
+// cutUnixClients shuts down the connected unix stream sockets of process
+// pid that have no name (its client connections: iked's to spud), through
+// copies taken with pidfd_getfd: the process sees its peer hang up.
+func cutUnixClients(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		f := strings.Fields(l)
+		if len(f) == 7 && f[4] == "0001" && f[5] == "03" {
+			clients[f[6]] = true
+		}
+	}
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Skipf("pidfd_open: %v (needs Linux 5.3)", err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") || !clients[strings.Trim(link[len("socket:"):], "[]")] {
+			continue
+		}
+		fd, _ := strconv.Atoi(e.Name())
+		dup, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			t.Skipf("pidfd_getfd: %v (needs Linux 5.6)", err)
+		}
+		if err := unix.Shutdown(dup, unix.SHUT_RDWR); err != nil {
+			t.Errorf("shutdown of fd %d: %v", fd, err)
+		}
+		unix.Close(dup)
+		n++
+	}
+	return n
 }

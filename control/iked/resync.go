@@ -456,6 +456,7 @@ func (d *Daemon) watchSpud(c *api.Client) {
 			}
 		}
 		d.log.Warn("iked: connection to spud lost; reconnecting")
+		lost := time.Now()
 		for {
 			nc, h, err := dialSpud(d.ctx, d.cfg.Load().SPUD, time.Minute)
 			if d.ctx.Err() != nil {
@@ -492,6 +493,10 @@ func (d *Daemon) watchSpud(c *api.Client) {
 		if err := d.resync(nil); err != nil {
 			d.log.Warn("iked: resync after reconnection", "err", err.Error())
 		}
+		// How long the SA API was away: for a restarted spud, the outage
+		// of new Child SAs and rekeys (traffic stops only while spud is
+		// down and its SAs are not yet back).
+		d.log.Info("iked: reconnected to spud", "away", time.Since(lost).Round(time.Millisecond).String())
 	}
 }
 
