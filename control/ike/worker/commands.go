@@ -411,6 +411,7 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	m.DropFragments()
 	w.forgetInit(m)
 	w.endHalfOpen(m)
+	w.peers.remove(m)
 	delete(w.sched, m)
 	delete(w.loadSAs, m.IKE)
 	m.Logger().Info("IKE SA detached for migration")

@@ -1,5 +1,11 @@
 package worker
 
+import (
+	"fmt"
+
+	"github.com/spugate/spugate/control/ike/manager"
+)
+
 // Every test of the package checks Predecessor's hints against its search.
 func init() { verifyHints = true }
 
@@ -11,3 +17,38 @@ const (
 	UnauthLogBurst    = unauthLogBurst
 	UnauthLogInterval = unauthLogInterval
 )
+
+// IndexError reports where the peer index disagrees with the worker's IKE
+// SAs: every live one filed under its address and identities, nothing else.
+func (w *Worker) IndexError() error {
+	live := map[*manager.Manager]bool{}
+	for _, m := range w.bySPI {
+		if m.Destroyed() {
+			continue
+		}
+		live[m] = true
+		k, ok := w.peers.keys[m]
+		switch {
+		case !ok:
+			return fmt.Errorf("IKE SA %d (%s) is not in the peer index", m.IKE.UniqueID, m.IKE.State)
+		case k.addr != m.IKE.Remote.Addr():
+			return fmt.Errorf("IKE SA %d is filed under %s, its peer is at %s", m.IKE.UniqueID, k.addr, m.IKE.Remote.Addr())
+		case hasIDs(m.IKE) != k.hasIDs || (k.hasIDs && !k.sameIDs(m.IKE)):
+			return fmt.Errorf("IKE SA %d is filed under identities %+v, has %v/%v", m.IKE.UniqueID, k.ids, m.IKE.RemoteID, m.IKE.LocalID)
+		}
+		if _, ok := w.peers.byAddr[k.addr][m]; !ok {
+			return fmt.Errorf("IKE SA %d is missing from its address's set", m.IKE.UniqueID)
+		}
+		if _, ok := w.peers.byIDs[k.ids][m]; k.hasIDs && !ok {
+			return fmt.Errorf("IKE SA %d is missing from its identities' set", m.IKE.UniqueID)
+		}
+	}
+	n := 0
+	for _, s := range w.peers.byAddr {
+		n += len(s)
+	}
+	if len(w.peers.keys) != len(live) || n != len(live) {
+		return fmt.Errorf("peer index: %d keys, %d by address, for %d live IKE SAs", len(w.peers.keys), n, len(live))
+	}
+	return nil
+}

@@ -191,7 +191,7 @@ func (e *mgrEnv) ReauthDue(m *manager.Manager) {
 func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
 	cfg := e.w.env.Config()
 	conn := cfg.Connections[ike.ConnName]
-	for _, m := range e.w.bySPI {
+	for m := range e.w.peers.atAddr(ike.Remote.Addr()) {
 		o := m.IKE
 		if o == ike || m.Destroyed() || o.Remote.Addr() != ike.Remote.Addr() {
 			continue
@@ -214,7 +214,7 @@ func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
 // and peer address: the peer says it has forgotten them.
 func (e *mgrEnv) InitialContact(ike *sa.IKESA) {
 	var old []*manager.Manager
-	for _, m := range e.w.bySPI {
+	for m := range e.w.peers.withIDs(ike) {
 		o := m.IKE
 		if o == ike || m.Destroyed() || o.State != sa.Established || o.Remote.Addr() != ike.Remote.Addr() {
 			continue

@@ -146,20 +146,29 @@ func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) 
 	// Inbound SPIs are unique in the data plane: a Child SA anywhere in
 	// the tunnel that replaces one names it by its SPI.
 	replaced := map[uint32]bool{}
-	for _, m := range e.w.bySPI {
-		o := m.IKE
-		if m.Destroyed() || (o != ike && !sameTunnel(o, ike)) || e.w.isLoad(o) {
-			continue
-		}
+	markReplaced := func(o *sa.IKESA) {
 		for _, c := range o.Children {
 			if c.Replaces != 0 && !c.Redundant && c.State != sa.ChildDeleted {
 				replaced[c.Replaces] = true
 			}
 		}
 	}
+	if m := e.w.bySPI[ike.OurSPI()]; m != nil && m.IKE == ike && !m.Destroyed() && !e.w.isLoad(ike) {
+		// ike itself, which the index may file under an address it
+		// left during this event.
+		markReplaced(ike)
+	}
+	tunnel := e.w.peers.atAddr(ike.Remote.Addr())
+	for m := range tunnel {
+		o := m.IKE
+		if o == ike || m.Destroyed() || !sameTunnel(o, ike) || e.w.isLoad(o) {
+			continue
+		}
+		markReplaced(o)
+	}
 	var best *sa.IKESA
 	var found *sa.ChildSA
-	for _, m := range e.w.bySPI {
+	for m := range tunnel {
 		o := m.IKE
 		if (best != nil && o.UniqueID >= best.UniqueID) || m.Destroyed() || !sameTunnel(o, ike) ||
 			(o.State != sa.Established && o.State != sa.Deleting) || e.w.isLoad(o) {
@@ -220,7 +229,7 @@ func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
 		e.loadHandOver(m, ch)
 		return nil
 	}
-	for _, om := range w.bySPI {
+	for om := range w.peers.atAddr(m.IKE.Remote.Addr()) {
 		o := om.IKE
 		if om == m || om.Destroyed() || !sameTunnel(o, m.IKE) || w.isLoad(o) {
 			continue

@@ -117,6 +117,13 @@ func newPair(t testing.TB, ca, cb *config.Config) (*iketest.Sim, *iketest.Node, 
 	s := iketest.NewSim(t)
 	na := s.AddNode("gw-a", addrA, ca)
 	nb := s.AddNode("gw-b", addrB, cb)
+	t.Cleanup(func() {
+		for _, n := range []*iketest.Node{na, nb} {
+			if err := n.Worker.IndexError(); err != nil {
+				t.Errorf("%s: %v", n.Name, err)
+			}
+		}
+	})
 	return s, na, nb
 }
 

@@ -77,8 +77,10 @@ type Worker struct {
 	perPeer    map[netip.Addr]int
 	halfOpn    map[*manager.Manager]netip.Addr
 
-	timers  timerHeap
-	sched   map[*manager.Manager]time.Time
+	timers timerHeap
+	sched  map[*manager.Manager]time.Time
+	// peers finds IKE SAs by peer address and identities (index.go).
+	peers   peerIndex
 	cookies cookieSecrets
 	// refused and unauthLogs bound what unauthenticated requests cost:
 	// refusals raise the COOKIE, log lines about them are rate-limited.
@@ -125,6 +127,7 @@ func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
 		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
+		peers:  newPeerIndex(),
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
 		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
 		unauthDebug: logLimit{burst: unauthDebugBurst, interval: unauthLogInterval}}
@@ -377,6 +380,7 @@ func (w *Worker) Tick(now time.Time) {
 
 // schedule (re)registers a manager's deadline.
 func (w *Worker) schedule(m *manager.Manager) {
+	w.peers.update(m)
 	d := m.Deadline()
 	if m.Destroyed() || d.IsZero() {
 		delete(w.sched, m)
@@ -407,6 +411,7 @@ func (w *Worker) forget(m *manager.Manager) {
 	}
 	w.forgetInit(m)
 	w.endHalfOpen(m)
+	w.peers.remove(m)
 	delete(w.sched, m)
 	delete(w.loadSAs, ike)
 }
