@@ -1,6 +1,7 @@
 package iked
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,9 @@ type spudDP struct {
 	path     func() string
 	dialMu   sync.Mutex
 	lastDial time.Time
+	// awaySince is when a caller first found spud away (unix ns; 0: it
+	// is not), the start of its spudWait.
+	awaySince atomic.Int64
 
 	// usage caches the inbound packet counts of spud's SAs for a second,
 	// so that liveness checks and held-back outbound SAs of many IKE SAs
@@ -76,16 +80,71 @@ func (noSpud) Error() string        { return "not connected to spud" }
 func (noSpud) Is(target error) bool { return target == unixrpc.ErrClosed }
 
 func (p *spudDP) client() (*api.Client, error) {
+	c, err := p.current()
+	if err == nil {
+		return c, nil
+	}
+	// spud is away (restarting, most likely): wait for watchSpud's new
+	// connection, from when the first caller noticed, for at most
+	// spudWait in all.
+	now := time.Now().UnixNano()
+	p.awaySince.CompareAndSwap(0, now)
+	since := time.Unix(0, p.awaySince.Load())
+	for time.Since(since) < spudWait {
+		time.Sleep(awaitPoll)
+		if c, err := p.current(); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+// spudWait bounds how long SA API calls wait for spud when iked has lost
+// it. A restart of spud takes about 200 ms: a setup or rekey that waits
+// for it is not lost (failing it, the peer would try again only at its
+// own pace: after its retry interval, or never for a Child SA created
+// with IKE_AUTH). A spud away for longer fails the calls at once, so that
+// the workers do not stall on it.
+const (
+	spudWait  = 2 * time.Second
+	awaitPoll = 10 * time.Millisecond
+)
+
+// current is the live connection, dialled again if a lost one may be.
+func (p *spudDP) current() (*api.Client, error) {
 	c := p.c.Load()
 	if c == nil {
 		return nil, errNoSpud
 	}
 	select {
 	case <-c.Done():
-		return p.redial(c)
+		c, err := p.redial(c)
+		if err == nil {
+			p.awaySince.Store(0)
+		}
+		return c, err
 	default:
+		if p.awaySince.Load() != 0 {
+			p.awaySince.Store(0)
+		}
 		return c, nil
 	}
+}
+
+// do runs an SA API call; one that failed because the connection was
+// lost under it (spud died during the call) runs once more on the next
+// connection: spud restarted empty, so the first attempt left nothing.
+func (p *spudDP) do(call func(*api.Client) error) error {
+	c, err := p.client()
+	if err != nil {
+		return err
+	}
+	if err = call(c); errors.Is(err, unixrpc.ErrClosed) {
+		if c, cerr := p.client(); cerr == nil {
+			return call(c)
+		}
+	}
+	return err
 }
 
 // redialEvery bounds how often a lost connection is dialled again.
@@ -120,53 +179,37 @@ func (p *spudDP) redial(old *api.Client) (*api.Client, error) {
 }
 
 func (p *spudDP) AllocSPI(local, remote netip.Addr) (uint32, error) {
-	c, err := p.client()
-	if err != nil {
-		return 0, err
-	}
-	r, err := c.AllocSPI(api.SPIAllocRequest{Local: local, Remote: remote})
+	var r api.SPIAllocReply
+	err := p.do(func(c *api.Client) (err error) {
+		r, err = c.AllocSPI(api.SPIAllocRequest{Local: local, Remote: remote})
+		return err
+	})
 	return r.SPI, err
 }
 
 func (p *spudDP) AddSA(s *api.SA) error {
-	c, err := p.client()
-	if err != nil {
-		return err
-	}
-	return c.AddSA(s)
+	return p.do(func(c *api.Client) error { return c.AddSA(s) })
 }
 
 func (p *spudDP) DelSA(id api.SAID) error {
-	c, err := p.client()
-	if err != nil {
-		return err
-	}
-	return c.DelSA(id)
+	return p.do(func(c *api.Client) error { return c.DelSA(id) })
 }
 
 func (p *spudDP) UpdateSA(u *api.SAUpdate) error {
-	c, err := p.client()
-	if err != nil {
-		return err
-	}
-	return c.UpdateSA(u)
+	return p.do(func(c *api.Client) error { return c.UpdateSA(u) })
 }
 
 func (p *spudDP) AddPolicy(pol *api.Policy) (uint32, error) {
-	c, err := p.client()
-	if err != nil {
-		return 0, err
-	}
-	r, err := c.AddPolicy(pol)
+	var r api.PolicyAddReply
+	err := p.do(func(c *api.Client) (err error) {
+		r, err = c.AddPolicy(pol)
+		return err
+	})
 	return r.ID, err
 }
 
 func (p *spudDP) DelPolicy(id uint32) error {
-	c, err := p.client()
-	if err != nil {
-		return err
-	}
-	return c.DelPolicy(id)
+	return p.do(func(c *api.Client) error { return c.DelPolicy(id) })
 }
 
 // reuseportSteerer loads the SO_REUSEPORT selector program with spud's anchor

@@ -62,18 +62,41 @@ func TestSpudConnectionRedial(t *testing.T) {
 	if dp.c.Load() == c {
 		t.Errorf("the lost connection is still in use")
 	}
-	// Lost again at once: the redial waits for redialEvery.
+	// Lost again at once: the redial comes redialEvery after the last,
+	// and the call waits for it rather than failing.
 	dp.c.Load().Close()
 	<-dp.c.Load().Done()
-	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) {
-		t.Errorf("a second redial within %v: %v", redialEvery, err)
-	}
-	time.Sleep(redialEvery)
+	start := time.Now()
 	if _, err := dp.AllocSPI(a, a); err != nil {
-		t.Errorf("after %v: %v", redialEvery, err)
+		t.Errorf("a call while the connection is lost again: %v", err)
 	}
+	if took := time.Since(start); took > redialEvery+100*time.Millisecond {
+		t.Errorf("the call waited %v for a redial due within %v", took, redialEvery)
+	}
+	// spud gone (watchSpud took the connection away): calls wait for
+	// spudWait, then fail; while the wait runs out, at once.
 	dp.c.Store(nil)
+	start = time.Now()
 	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) {
 		t.Errorf("with spud gone: %v", err)
+	}
+	if took := time.Since(start); took < spudWait || took > spudWait+time.Second {
+		t.Errorf("with spud gone the call took %v, want about spudWait (%v)", took, spudWait)
+	}
+	start = time.Now()
+	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("spud still gone: %v after %v, want an error at once", err, time.Since(start))
+	}
+	// Back within spudWait: the waiting call goes through.
+	dp.awaySince.Store(0)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		c, err := api.Dial(path)
+		if err == nil {
+			dp.c.Store(c)
+		}
+	}()
+	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+		t.Errorf("spud back after 300 ms: %x %v", spi, err)
 	}
 }

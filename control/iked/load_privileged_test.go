@@ -1,10 +1,15 @@
 package iked_test
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/testbed/lab"
 )
 
@@ -59,3 +64,90 @@ func TestPrivilegedIkedLoad(t *testing.T) {
 		t.Errorf("gw-a: %d IKE SAs after terminate (re-initiated?)", len(l))
 	}
 }
+
+// TestPrivilegedIkedLoadAcrossSpudRestart kills the responder's spud in the
+// middle of a load and starts it again: setups caught by the outage may
+// fail, the rest go on, and at the end the live state agrees on both sides:
+// every IKE SA iked holds has its Child SA installed, and the responder's
+// spud holds an inbound SA for each of them and nothing else of iked's.
+func TestPrivilegedIkedLoadAcrossSpudRestart(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	ca, cb := tb.confs()
+	cb.connExtra = "    unique: never\n"
+	cb.global = "block_threshold: 100\ncookie_threshold_ip: 100\n"
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec)
+	tb.b.start(t, cb.yaml(), sec)
+
+	const count = 300
+	tb.a.spuctl(t, "load-initiate", "tun", "-count", fmt.Sprint(count), "-window", "16", "-background")
+	established := func() int {
+		out, _ := tb.a.iked.Spuctl("load-status", "tun")
+		m := loadEstablishedRe.FindStringSubmatch(out)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	if !waitFor(60*time.Second, func() bool { return established() >= count/3 }) {
+		t.Fatalf("load did not reach %d: %s", count/3, tb.a.spuctl(t, "load-status", "tun"))
+	}
+	if err := tb.b.spud.Proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	tb.b.spud.Proc.Wait(5 * time.Second)
+	at := established()
+	if _, err := restartSpud(tb.b); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(120*time.Second, func() bool {
+		out, _ := tb.a.iked.Spuctl("load-status", "tun")
+		return strings.Contains(out, "done")
+	}) {
+		t.Fatalf("load did not finish: %s", tb.a.spuctl(t, "load-status", "tun"))
+	}
+	t.Logf("spud killed at %d established; load: %s", at, strings.TrimSpace(tb.a.spuctl(t, "load-status", "tun")))
+
+	// The live state, once the responder's resync has run.
+	var ikeA, ikeB, inB int
+	ok := waitFor(30*time.Second, func() bool {
+		ikeA, ikeB, inB = 0, 0, 0
+		for _, s := range tb.a.sas(t) {
+			if s.State == "ESTABLISHED" && len(s.Children) == 1 && s.Children[0].State == "INSTALLED" {
+				ikeA++
+			}
+		}
+		children := map[uint32]bool{}
+		for _, s := range tb.b.sas(t) {
+			if s.State == "ESTABLISHED" && len(s.Children) == 1 && s.Children[0].State == "INSTALLED" {
+				ikeB++
+				children[s.Children[0].SPIIn] = true
+			}
+		}
+		sas, _ := tb.b.dump(t)
+		stray := 0
+		for _, s := range sas {
+			if s.Dir == api.In {
+				if children[s.SPI] {
+					inB++
+				} else {
+					stray++
+				}
+			}
+		}
+		return ikeA == ikeB && inB == ikeB && stray == 0 && ikeB >= count-16
+	})
+	if !ok {
+		t.Errorf("after the load: gw-a %d IKE SAs with their Child SA, gw-b %d, gw-b's spud %d of their inbound SAs (want equal, and at most one window lost of %d: setups wait for spud)",
+			ikeA, ikeB, inB, count)
+	}
+	t.Logf("live after the load: gw-a %d, gw-b %d IKE SAs with their Child SA; gw-b's spud holds %d of their inbound SAs", ikeA, ikeB, inB)
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
+	tb.a.spuctl(t, "terminate", "tun", "-timeout", "60s")
+	gone(t, tb.a, tb.b)
+}
+
+var loadEstablishedRe = regexp.MustCompile(`(\d+) established`)
