@@ -51,6 +51,12 @@ struct {
 	__type(value, __u8);
 } local_addrs SEC(".maps");
 
+/*
+ * The SPD, in two stages (dataplane/steer/spd.go). The max_entries below
+ * are placeholders: spud sizes the four tries when it loads them
+ * (-max-policies; steer.Options.MaxPolicies), which it may, as LPM tries
+ * are BPF_F_NO_PREALLOC and take memory only for entries in use.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 16384);
