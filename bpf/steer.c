@@ -43,10 +43,17 @@
 
 #include "anchor.h"
 
-/* Local tunnel endpoints: ESP and UDP-ESP to them are ours, the rest is transit. */
+/*
+ * Local tunnel endpoints: ESP and UDP-ESP to them are ours, the rest is
+ * transit. One entry per address of the gateway, not per tunnel: a handful
+ * in a 65536-entry map, so not preallocated (5.5 MiB of kernel memory up
+ * front, where the buckets alone take 1 MiB); entries come and go only with
+ * a local address's first and last inbound SA, never on the packet path.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct spugate_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");
