@@ -318,11 +318,11 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 // operator's terms: the family's limit and the flag that raises it.
 func tableFullText(f *steer.TableFullError) string {
 	if f.Size == f.Policies {
-		return fmt.Sprintf("spud: policy table full: %d %s policies (raise -max-policies)", f.Size, f.Family())
+		return fmt.Sprintf("policy table full: %d %s policies (raise -max-policies)", f.Size, f.Family())
 	}
 	// A source trie overflowed before the family reached its limit: wide
 	// destinations over many narrower ones take a source entry in each.
-	return fmt.Sprintf("spud: policy table full: %s holds %d source entries, for %d %s policies (raise -max-policies)",
+	return fmt.Sprintf("policy table full: %s holds %d source entries, for %d %s policies (raise -max-policies)",
 		f.Map, f.Size, f.Policies, f.Family())
 }
 

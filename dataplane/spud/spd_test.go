@@ -98,11 +98,11 @@ func TestSPDEntriesFull(t *testing.T) {
 	if err := s.del(prog, e); err != nil {
 		t.Errorf("delete of the refused entry: %v", err)
 	}
-	if got, want := tableFullText(full), "spud: policy table full: 16384 IPv6 policies (raise -max-policies)"; got != want {
+	if got, want := tableFullText(full), "policy table full: 16384 IPv6 policies (raise -max-policies)"; got != want {
 		t.Errorf("refusal %q, want %q", got, want)
 	}
 	src := &steer.TableFullError{Map: "spd4_src", Size: 32, Policies: 7}
-	if got, want := tableFullText(src), "spud: policy table full: spd4_src holds 32 source entries, for 7 IPv4 policies (raise -max-policies)"; got != want {
+	if got, want := tableFullText(src), "policy table full: spd4_src holds 32 source entries, for 7 IPv4 policies (raise -max-policies)"; got != want {
 		t.Errorf("refusal %q, want %q", got, want)
 	}
 }

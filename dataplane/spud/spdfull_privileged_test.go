@@ -51,7 +51,7 @@ func TestPrivilegedPolicyTableFull(t *testing.T) {
 		ids = append(ids, r.ID)
 	}
 	_, err := p.a.Client.AddPolicy(hostPolicy(pl, 7))
-	want := "spud: policy table full: 8 IPv4 policies (raise -max-policies)"
+	want := "spud: policy.add: policy table full: 8 IPv4 policies (raise -max-policies)"
 	if !errors.Is(err, unixrpc.ErrExhausted) || !strings.Contains(fmt.Sprint(err), want) {
 		t.Fatalf("ninth policy: %v (code %s), want code exhausted and %q", err, unixrpc.CodeOf(err), want)
 	}
