@@ -43,14 +43,27 @@
 
 #include "anchor.h"
 
-/* Local tunnel endpoints: ESP and UDP-ESP to them are ours, the rest is transit. */
+/*
+ * Local tunnel endpoints: ESP and UDP-ESP to them are ours, the rest is
+ * transit. One entry per address of the gateway, not per tunnel: a handful
+ * in a 65536-entry map, so not preallocated (5.5 MiB of kernel memory up
+ * front, where the buckets alone take 1 MiB); entries come and go only with
+ * a local address's first and last inbound SA, never on the packet path.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct spugate_addr);
 	__type(value, __u8);
 } local_addrs SEC(".maps");
 
+/*
+ * The SPD, in two stages (dataplane/steer/spd.go). The max_entries below
+ * are placeholders: spud sizes the four tries when it loads them
+ * (-max-policies; steer.Options.MaxPolicies), which it may, as LPM tries
+ * are BPF_F_NO_PREALLOC and take memory only for entries in use.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 16384);

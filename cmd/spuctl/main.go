@@ -424,6 +424,9 @@ func stats() error {
 	if len(st.Links) > 0 {
 		fmt.Printf("links: %s\n", kv(st.Links))
 	}
+	if len(st.Refused) > 0 {
+		fmt.Printf("refused: %s\n", kv(st.Refused))
+	}
 	for _, s := range st.Sockets {
 		fmt.Printf("socket %s/%d (spu %d): rx %d tx %d rx_dropped %d fill_empty %d tx_full %d\n",
 			s.Interface, s.Queue, s.SPU, s.Rx, s.Tx, s.RxDropped, s.FillEmpty, s.TxFull)

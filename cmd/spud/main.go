@@ -2,7 +2,7 @@
 //
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
 //	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
-//	     [-socket PATH]
+//	     [-max-policies N] [-socket PATH]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -40,6 +40,7 @@ func main() {
 		carrier   = flag.String("steer-carrier", "auto", "how the XDP program hands each frame's anchor to the SPUs: auto (the best this kernel allows), meta (XDP metadata), shim (a shim in front of the frame) or none (the SPUs classify frames again)")
 		socket    = flag.String("socket", api.DefaultSocket, "SA API socket")
 		logical   = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
+		maxPols   = flag.Int("max-policies", steer.DefaultMaxPolicies, fmt.Sprintf("steering entries per address family (a policy has one per protected interface and pair of selector prefixes), at most %d; kernel memory is taken only as policies are added", steer.MaxMaxPolicies))
 		keyFile   = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
 		maxSleep  = flag.Duration("max-sleep", 100*time.Millisecond, "longest sleep of an idle SPU in adaptive mode")
 		speedPad  = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
@@ -56,7 +57,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
-		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, KeyFile: *keyFile, Log: log}
+		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile, Log: log}
 	var err error
 	if cfg.CPUs, err = ints(*cpus); err != nil {
 		usage("-cpus: %v", err)
@@ -94,6 +95,9 @@ func main() {
 	}
 	if len(cfg.Interfaces) == 0 {
 		usage("-i: no interfaces given")
+	}
+	if *maxPols < 1 || *maxPols > steer.MaxMaxPolicies {
+		usage("-max-policies %d: want 1..%d", *maxPols, steer.MaxMaxPolicies)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

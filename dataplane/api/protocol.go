@@ -216,7 +216,10 @@ type Stats struct {
 	// Links are the kernel's drop counters of the data-plane interfaces
 	// ("wan0 tx_dropped", ...): what the NIC or veth dropped before or
 	// after spud (a full ring of the peer, for one).
-	Links   map[string]uint64 `json:"links,omitempty"`
+	Links map[string]uint64 `json:"links,omitempty"`
+	// Refused counts requests refused for a full table, by table
+	// ("policy_table_full": policy adds past spud's -max-policies).
+	Refused map[string]uint64 `json:"refused,omitempty"`
 	Sockets []SocketStats     `json:"sockets"` // per AF_XDP socket
 	// Carrier is Steering.Carrier, so that a counter reader knows which of
 	// the steering costs it is looking at.

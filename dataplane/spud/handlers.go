@@ -2,6 +2,7 @@ package spud
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -299,12 +300,30 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 				d.spd.del(d.prog, done)
 			}
 			d.eng.DelPolicy(p.ID)
+			var full *steer.TableFullError
+			if errors.As(err, &full) {
+				d.policyTableFull.Add(1)
+				d.log.Warn("spud: policy refused: table full", "id", p.ID, "local", e.Local.String(), "remote", e.Remote.String(), "err", full.Error())
+				return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "%s", tableFullText(full))
+			}
 			return api.PolicyAddReply{}, fmt.Errorf("policy %d: steering entry %s -> %s: %w", p.ID, e.Local, e.Remote, err)
 		}
 	}
 	d.log.Info("spud: policy added", "id", p.ID, "action", p.Action, "reqid", p.ReqID, "local_ts", p.LocalTS,
 		"remote_ts", p.RemoteTS, "logical", logical, "spu", spuID, "name", p.Name)
 	return api.PolicyAddReply{ID: p.ID, Logical: int(logical), SPU: spuID}, nil
+}
+
+// tableFullText is the refusal of a policy for a full SPD, in the
+// operator's terms: the family's limit and the flag that raises it.
+func tableFullText(f *steer.TableFullError) string {
+	if f.Size == f.Policies {
+		return fmt.Sprintf("policy table full: %d %s policies (raise -max-policies)", f.Size, f.Family())
+	}
+	// A source trie overflowed before the family reached its limit: wide
+	// destinations over many narrower ones take a source entry in each.
+	return fmt.Sprintf("policy table full: %s holds %d source entries, for %d %s policies (raise -max-policies)",
+		f.Map, f.Size, f.Policies, f.Family())
 }
 
 func (d *Daemon) delPolicy(id uint32) error {
@@ -326,6 +345,9 @@ func (d *Daemon) delPolicy(id uint32) error {
 
 func (d *Daemon) stats() api.Stats {
 	st := api.Stats{SPUs: d.eng.SPUStats(), Drops: map[string]uint64{}, XDP: map[string]uint64{}, Carrier: d.steer.Carrier}
+	if n := d.policyTableFull.Load(); n > 0 {
+		st.Refused = map[string]uint64{"policy_table_full": n}
+	}
 	for _, s := range st.SPUs {
 		for k, v := range s.Drops {
 			st.Drops[k] += v

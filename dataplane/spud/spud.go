@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -65,6 +66,11 @@ type Config struct {
 	Socket string
 	// Logical is L (default 256).
 	Logical int
+	// MaxPolicies sizes the steering program's SPD: the steering entries
+	// (protected interface, local prefix, remote prefix) each family
+	// holds (default steer.DefaultMaxPolicies). A policy add past it is
+	// refused with CodeExhausted and counted.
+	MaxPolicies int
 	// FailOpen lets cleartext that a policy covers reach the kernel (and
 	// its routes, in the clear) when no AF_XDP socket takes it, as after
 	// a spud crash that left the XDP program attached. By default such
@@ -94,6 +100,8 @@ type Daemon struct {
 	// spd knows which policies share a steering entry.
 	spd  spdEntries
 	spus []int
+	// policyTableFull counts policy adds refused for a full SPD.
+	policyTableFull atomic.Uint64
 
 	mu        sync.Mutex
 	spis      map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
@@ -219,8 +227,10 @@ func (d *Daemon) start() error {
 	d.handlers()
 	go d.srv.Serve()
 	go d.pumpEvents()
+	sz := d.prog.SPDSizes()
 	d.log.Info("spud: ready", "socket", cfg.Socket, "spus", cfg.SPUs, "cpus", cfg.CPUs, "logical", cfg.Logical,
-		"poll", cfg.Poll.String(), "carrier", d.steer.Carrier, "interfaces", len(d.ifaces))
+		"poll", cfg.Poll.String(), "carrier", d.steer.Carrier, "interfaces", len(d.ifaces),
+		"max_policies", sz.Policies, "spd_sources", sz.Sources)
 	return nil
 }
 
@@ -229,7 +239,7 @@ func (d *Daemon) start() error {
 // verifier's log of a refused program goes to the debug log only.
 func (d *Daemon) loadSteering() error {
 	var err error
-	if d.prog, err = steer.Load(steer.Options{Carrier: d.cfg.Carrier}); err != nil {
+	if d.prog, err = steer.Load(steer.Options{Carrier: d.cfg.Carrier, MaxPolicies: d.cfg.MaxPolicies}); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			d.log.Debug("spud: the verifier's log", "log", fmt.Sprintf("%+v", ve))

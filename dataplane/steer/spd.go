@@ -1,9 +1,48 @@
 package steer
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 )
+
+// ErrTableFull is in the chain of SetPolicy's refusals of a policy that
+// finds its family's SPD full (a *TableFullError says which table).
+var ErrTableFull = errors.New("SPD table full")
+
+// TableFullError is SetPolicy's refusal of a policy its family's SPD has
+// no room for: either the family holds Options.MaxPolicies entries
+// already, or a map update found its map full (ENOSPC from an LPM trie).
+// Nothing of the refused policy is left in the maps.
+type TableFullError struct {
+	Map      string // the full map: spd4_dst or spd6_dst for the policy limit, a _src one when sources overflow
+	IPv6     bool   // the family
+	Size     int    // Map's max_entries
+	Policies int    // SPD entries of the family when the policy was refused
+}
+
+// Error names the map, the family and the sizes, in one line.
+func (e *TableFullError) Error() string {
+	fam := "IPv4"
+	if e.IPv6 {
+		fam = "IPv6"
+	}
+	if e.Size == e.Policies {
+		return fmt.Sprintf("SPD table full: %s holds %d %s policies", e.Map, e.Size, fam)
+	}
+	return fmt.Sprintf("SPD table full: %s holds %d entries, for %d %s policies", e.Map, e.Size, e.Policies, fam)
+}
+
+// Unwrap gives ErrTableFull.
+func (e *TableFullError) Unwrap() error { return ErrTableFull }
+
+// Family is "IPv4" or "IPv6".
+func (e *TableFullError) Family() string {
+	if e.IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
 
 // Policy is an SPD entry as the steering program sees it: cleartext that
 // arrives on interface Ifindex with a source in Local and a destination in
@@ -75,6 +114,20 @@ type spdTable struct {
 	srcOf     map[uint32]map[netip.Prefix]spdValue
 	nextGroup uint32
 	free      []uint32
+
+	// count is the policies of each family (IPv4, IPv6); max bounds
+	// each (0: unbounded), so that the destination tries, sized max,
+	// never overflow: a family has at most one group per policy.
+	count [2]int
+	max   int
+}
+
+// family is the index of p's family in spdTable.count.
+func family(p netip.Prefix) int {
+	if p.Addr().Is4() {
+		return 0
+	}
+	return 1
 }
 
 type remoteKey struct {
@@ -323,6 +376,14 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	}
 	k := p.key()
 	old, had := t.policies[k]
+	fam := family(p.Remote)
+	if !had {
+		if t.max > 0 && t.count[fam] >= t.max {
+			return fmt.Errorf("steer: policy %d %v -> %v on ifindex %d: %w", p.ID, p.Local, p.Remote, p.Ifindex,
+				&TableFullError{Map: dstMapName(fam), IPv6: fam == 1, Size: t.max, Policies: t.count[fam]})
+		}
+		t.count[fam]++
+	}
 	t.policies[k] = p
 	t.index(p)
 	dsts := t.affected(p.Ifindex, p.Remote)
@@ -332,8 +393,13 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 		} else {
 			delete(t.policies, k)
 			t.unindex(p)
+			t.count[fam]--
 		}
 		_ = t.syncAll(w, p.Ifindex, t.affected(p.Ifindex, p.Remote), nil)
+		var full *TableFullError
+		if errors.As(err, &full) {
+			full.Policies = t.count[fam]
+		}
 		return fmt.Errorf("steer: policy %d %v -> %v on ifindex %d: %w", p.ID, p.Local, p.Remote, p.Ifindex, err)
 	}
 	return nil
@@ -349,13 +415,22 @@ func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) 
 	dsts := t.affected(ifindex, old.Remote)
 	delete(t.policies, k)
 	t.unindex(old)
+	t.count[family(old.Remote)]--
 	if err := t.syncAll(w, ifindex, dsts, &old.Local); err != nil {
 		t.policies[k] = old
 		t.index(old)
+		t.count[family(old.Remote)]++
 		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote), nil)
 		return fmt.Errorf("steer: delete policy %d %v -> %v on ifindex %d: %w", old.ID, local, remote, ifindex, err)
 	}
 	return nil
+}
+
+func dstMapName(fam int) string {
+	if fam == 0 {
+		return "spd4_dst"
+	}
+	return "spd6_dst"
 }
 
 // list returns the policies.

@@ -1,9 +1,12 @@
 package steer
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -287,5 +290,77 @@ func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSPDLimit: a family at its limit refuses a new policy with a
+// *TableFullError and changes nothing; the other family, a replacement
+// (same selectors) and an add after a delete still go.
+func TestSPDLimit(t *testing.T) {
+	tab, f := newSPDTable(), newFakeLPM(t)
+	tab.max = 3
+	for i := range 3 {
+		must(t, tab.set(f, Policy{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}), 32), ID: uint32(i + 1)}))
+	}
+	dst, src, ops := len(f.dst), len(f.src), f.ops
+	err := tab.set(f, Policy{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: pfx("198.18.0.9/32"), ID: 4})
+	var full *TableFullError
+	if !errors.As(err, &full) || !errors.Is(err, ErrTableFull) {
+		t.Fatalf("fourth IPv4 policy: %v, want a *TableFullError", err)
+	}
+	if *full != (TableFullError{Map: "spd4_dst", Size: 3, Policies: 3}) {
+		t.Errorf("refusal %+v", *full)
+	}
+	if want := "SPD table full: spd4_dst holds 3 IPv4 policies"; !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("refusal %q, want it to end in %q", err, want)
+	}
+	if len(f.dst) != dst || len(f.src) != src || f.ops != ops || len(tab.policies) != 3 {
+		t.Errorf("the refused policy wrote %d times: %d/%d entries, were %d/%d", f.ops-ops, len(f.dst), len(f.src), dst, src)
+	}
+	must(t, tab.set(f, Policy{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: pfx("198.18.0.1/32"), ID: 2, LogicalSPU: 7}))
+	must(t, tab.set(f, Policy{Ifindex: 1, Local: pfx("2001:db8::/32"), Remote: pfx("2001:db8:1::/48"), ID: 5}))
+	must(t, tab.delete(f, 1, pfx("10.0.0.0/8"), pfx("198.18.0.0/32")))
+	must(t, tab.set(f, Policy{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: pfx("198.18.0.9/32"), ID: 4}))
+	if tab.count != [2]int{3, 1} {
+		t.Errorf("counts %v, want [3 1]", tab.count)
+	}
+}
+
+// fullLPM is a fakeLPM whose source map holds srcCap entries, and says so
+// as the kernel's does, through mapWriter.full.
+type fullLPM struct {
+	*fakeLPM
+	srcCap int
+}
+
+func (f *fullLPM) putSrc(k srcKey, v spdValue) error {
+	if _, ok := f.src[k]; !ok && len(f.src) >= f.srcCap {
+		return &TableFullError{Map: "spd4_src", Size: f.srcCap}
+	}
+	return f.fakeLPM.putSrc(k, v)
+}
+
+// TestSPDSourcesFull: a policy whose source entries overflow their map
+// (a wide destination over narrower groups takes one in each) is refused
+// with the map named, and leaves no entry of its own behind.
+func TestSPDSourcesFull(t *testing.T) {
+	tab, f := newSPDTable(), &fullLPM{fakeLPM: newFakeLPM(t), srcCap: 4}
+	for i := range 3 {
+		must(t, tab.set(f, Policy{Ifindex: 1, Local: pfx("10.0.0.0/8"), Remote: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}), 32), ID: uint32(i + 1)}))
+	}
+	before := maps.Clone(f.src)
+	beforeDst := maps.Clone(f.dst)
+	// Its own group and the three /32s inside it: four more sources.
+	err := tab.set(f, Policy{Ifindex: 1, Local: pfx("172.16.0.0/12"), Remote: pfx("198.18.0.0/16"), ID: 9})
+	var full *TableFullError
+	if !errors.As(err, &full) || full.Map != "spd4_src" || full.Size != 4 || full.Policies != 3 {
+		t.Fatalf("policy 9: %v (%+v), want spd4_src full at 4 for 3 policies", err, full)
+	}
+	if !maps.Equal(f.src, before) || !maps.Equal(f.dst, beforeDst) || len(tab.policies) != 3 || tab.count[0] != 3 {
+		t.Errorf("after the refusal: sources %v (were %v), destinations %v (were %v), %d policies",
+			f.src, before, f.dst, beforeDst, len(tab.policies))
+	}
+	if len(tab.groups) != 3 || len(tab.src) != 3 {
+		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", len(tab.groups), len(tab.src))
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spugate/spugate/bpf"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Limits of the maps (bpf/include/spugate.h and bpf/steer.c).
@@ -24,6 +25,30 @@ const (
 	MaxQueues     = 64    // rx queues per interface (SPUGATE_MAX_QUEUES)
 	MaxLocalAddrs = 65536 // local tunnel endpoints (addresses of this gateway)
 )
+
+// Sizes of the SPD maps, which Load sets from Options.MaxPolicies: the
+// LPM tries are BPF_F_NO_PREALLOC (the kernel allows no other kind), so a
+// size costs kernel memory only as entries are added, and a concentrator's
+// default costs a small gateway nothing.
+const (
+	// DefaultMaxPolicies is the SPD entries per family of a Program whose
+	// Options do not say: a million tunnels' worth.
+	DefaultMaxPolicies = 1 << 20
+	// MaxMaxPolicies bounds Options.MaxPolicies so that the source tries'
+	// size (SrcEntriesPerPolicy times it) fits max_entries (32 bits).
+	MaxMaxPolicies = 1 << 28
+	// SrcEntriesPerPolicy sizes the source tries: a policy has one source
+	// entry in its own destination's group and one in each narrower group
+	// its destination covers, so a few wide policies among narrow ones
+	// take more than one each.
+	SrcEntriesPerPolicy = 4
+)
+
+// SPDSizes are the sizes Load gave the SPD maps, per family.
+type SPDSizes struct {
+	Policies int // SPD entries (SetPolicy's) of each family: the destination tries' size
+	Sources  int // the source tries' size
+}
 
 // Config is the anchor configuration of the steering program.
 type Config struct {
@@ -57,6 +82,7 @@ type Program struct {
 	fn            atomic.Pointer[anchor.Function]
 	local         atomic.Pointer[map[[16]byte]struct{}] // local_addrs, for Classify
 	spdGen        atomic.Uint64                         // bumped on every SPD change, for Classifiers' caches
+	sizes         SPDSizes
 }
 
 // Options shape Load.
@@ -64,6 +90,11 @@ type Options struct {
 	// Carrier is the steering program to load; CarrierAuto (the zero
 	// value) takes the best one the kernel allows.
 	Carrier Carrier
+	// MaxPolicies is the SPD entries (policies as SetPolicy takes them:
+	// one interface, one local and one remote prefix) each family holds:
+	// SetPolicy refuses more with a *TableFullError. Zero means
+	// DefaultMaxPolicies; at most MaxMaxPolicies.
+	MaxPolicies int
 }
 
 // carrierNeeds is the kernel feature without which a carrier's program
@@ -98,7 +129,18 @@ func probeKernel() bpf.Features {
 // loaded or refused, never replaced. Errors are one line (the verifier's
 // last words); the verifier's whole log is in the *ebpf.VerifierError the
 // error wraps, for a debug log (%+v).
+//
+// The SPD maps are sized from o.MaxPolicies (SPDSizes); the kernel's
+// memory for their entries is taken as policies are set, not here.
 func Load(o Options) (*Program, error) {
+	n := o.MaxPolicies
+	if n == 0 {
+		n = DefaultMaxPolicies
+	}
+	if n < 1 || n > MaxMaxPolicies {
+		return nil, fmt.Errorf("steer: %d policies per family out of range 1..%d", o.MaxPolicies, MaxMaxPolicies)
+	}
+	sizes := SPDSizes{Policies: n, Sources: n * SrcEntriesPerPolicy}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; a no-op after.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("steer: lift the locked-memory limit for BPF maps: %w", err)
@@ -112,6 +154,9 @@ func Load(o Options) (*Program, error) {
 	spec, err := bpf.LoadSteer()
 	if err != nil {
 		return nil, fmt.Errorf("steer: read the steering programs: %w", err)
+	}
+	if err := sizeSPD(spec, sizes); err != nil {
+		return nil, err
 	}
 	candidates := Carriers
 	if o.Carrier != CarrierAuto {
@@ -140,10 +185,35 @@ func Load(o Options) (*Program, error) {
 			continue
 		}
 		p.why, p.feats = strings.Join(passed, "; "), feats
+		p.sizes = sizes
+		p.spd.max = sizes.Policies
 		return p, nil
 	}
 	return nil, fmt.Errorf("steer: no steering carrier loads: %s", strings.Join(passed, "; "))
 }
+
+// sizeSPD sets the SPD maps' max_entries in spec. Every map it sizes must
+// be BPF_F_NO_PREALLOC, so that a million-entry size is no million
+// entries' memory.
+func sizeSPD(spec *ebpf.CollectionSpec, sz SPDSizes) error {
+	for name, n := range map[string]int{
+		bpf.SteerMapSpd4Dst: sz.Policies, bpf.SteerMapSpd6Dst: sz.Policies,
+		bpf.SteerMapSpd4Src: sz.Sources, bpf.SteerMapSpd6Src: sz.Sources,
+	} {
+		m := spec.Maps[name]
+		if m == nil {
+			return fmt.Errorf("steer: the steering programs have no map %s", name)
+		}
+		if m.Flags&unix.BPF_F_NO_PREALLOC == 0 {
+			return fmt.Errorf("steer: map %s is preallocated: sizing it for %d entries would take their memory up front", name, n)
+		}
+		m.MaxEntries = uint32(n)
+	}
+	return nil
+}
+
+// SPDSizes are the sizes of the SPD maps.
+func (p *Program) SPDSizes() SPDSizes { return p.sizes }
 
 // load creates the maps and the one program of carrier c.
 func load(spec *ebpf.CollectionSpec, c Carrier) (*Program, error) {
@@ -419,7 +489,27 @@ func (w mapWriter) srcMap(a netip.Addr) *ebpf.Map {
 }
 
 func (w mapWriter) putDst(k groupKey, group uint32) error {
-	return w.dstMap(k.dst.Addr()).Put(lpmKey(k.dst.Bits(), uint32(k.ifindex), k.dst.Addr()), group)
+	m := w.dstMap(k.dst.Addr())
+	return w.full(m, k.dst.Addr(), m.Put(lpmKey(k.dst.Bits(), uint32(k.ifindex), k.dst.Addr()), group))
+}
+
+// full turns a map update's "no room" (ENOSPC from an LPM trie; E2BIG,
+// which hash maps say) into a *TableFullError naming m, whose Policies
+// spdTable.set fills in.
+func (w mapWriter) full(m *ebpf.Map, a netip.Addr, err error) error {
+	if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.E2BIG) {
+		return err
+	}
+	name := bpf.SteerMapSpd4Src
+	switch m {
+	case w.p.maps.Spd4Dst:
+		name = bpf.SteerMapSpd4Dst
+	case w.p.maps.Spd6Dst:
+		name = bpf.SteerMapSpd6Dst
+	case w.p.maps.Spd6Src:
+		name = bpf.SteerMapSpd6Src
+	}
+	return &TableFullError{Map: name, IPv6: !a.Is4(), Size: int(m.MaxEntries())}
 }
 
 func (w mapWriter) delDst(k groupKey) error {
@@ -432,7 +522,8 @@ func (w mapWriter) delDst(k groupKey) error {
 
 func (w mapWriter) putSrc(k srcKey, v spdValue) error {
 	val := bpf.SteerSpugatePolicy{PolicyId: v.id, LogicalSpu: v.logical, Flags: v.flags}
-	return w.srcMap(k.src.Addr()).Put(lpmKey(k.src.Bits(), k.group, k.src.Addr()), &val)
+	m := w.srcMap(k.src.Addr())
+	return w.full(m, k.src.Addr(), m.Put(lpmKey(k.src.Bits(), k.group, k.src.Addr()), &val))
 }
 
 func (w mapWriter) delSrc(k srcKey) error {
