@@ -7,6 +7,7 @@ import (
 
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/xsk"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -75,15 +76,15 @@ func TestSAPagesUnderChurn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := newGateway(t, gwA, lanA, fn)
+	g := newGatewayWith(t, gwA, lanA, fn, Config{SPUs: 2, Poll: xsk.Adaptive})
 	const n = 6000
 	for i := 0; i < n; i++ {
 		if _, _, err := g.e.AddSA(churnSA(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Started only now: an idle fake port wakes its SPU slowly, and the
-	// commands between pages are what must go through running SPUs.
+	// Started only now: the commands between pages are what must go
+	// through running SPUs.
 	g.e.Start()
 	t.Cleanup(g.e.Stop)
 	gone := map[uint32]bool{} // deleted before the dump or during it
