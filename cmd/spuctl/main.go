@@ -3,10 +3,10 @@
 //
 //	spuctl sa add src A dst B proto esp spi N reqid R mode tunnel aead 'rfc4106(gcm(aes))' 0xKEY 128 ...
 //	spuctl sa del spi N [dir in|out] [dst B]
-//	spuctl sa list
+//	spuctl sa list [-json]      (page by page, in install order; -json: one object a line)
 //	spuctl policy add src P dst P dir out tmpl src A dst B proto esp reqid R mode tunnel
 //	spuctl policy del ID
-//	spuctl policy list
+//	spuctl policy list [-json]
 //	spuctl spu list | drain N | add N | fail N (fault injection)
 //	spuctl status [-json]       (the kernel, the steering carrier, each interface's modes)
 //	spuctl stats
@@ -33,10 +33,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
+	"io"
+	"iter"
 	"net"
 	"net/netip"
 	"os"
@@ -152,25 +155,56 @@ func saCmd(args []string) error {
 		}
 		return c.DelSA(id)
 	case "list":
-		sas, err := c.DumpSAs(false)
+		asJSON, err := listFlags("sa list", args[1:])
 		if err != nil {
 			return err
 		}
-		sort.Slice(sas, func(i, j int) bool {
-			if sas[i].ReqID != sas[j].ReqID {
-				return sas[i].ReqID < sas[j].ReqID
-			}
-			return sas[i].Dir < sas[j].Dir
-		})
-		for _, s := range sas {
-			printSA(s)
-		}
-		return nil
+		return listPages(os.Stdout, c.SAPages(0), asJSON, printSA)
 	}
 	return fmt.Errorf("sa: unknown %q (add, del, list)", args[0])
 }
 
-func printSA(s api.SAState) {
+// listFlags parses the flags of a list command: -json.
+func listFlags(name string, args []string) (asJSON bool, err error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	j := fs.Bool("json", false, "one JSON object a line")
+	if err := fs.Parse(args); err != nil {
+		return false, err
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("%s: unexpected %q", name, fs.Arg(0))
+	}
+	return *j, nil
+}
+
+// listPages prints a dump page by page as spud gives it (in install order),
+// so that a table of any size lists in the memory of a page, as text
+// (print) or one JSON object a line.
+func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, print func(*bufio.Writer, T)) error {
+	w := bufio.NewWriterSize(out, 64<<10)
+	enc := json.NewEncoder(w)
+	for page, err := range pages {
+		if err != nil {
+			w.Flush()
+			return err
+		}
+		for _, x := range page {
+			if asJSON {
+				if err := enc.Encode(x); err != nil {
+					return err
+				}
+			} else {
+				print(w, x)
+			}
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printSA(w *bufio.Writer, s api.SAState) {
 	src, dst := s.Local, s.Remote
 	if s.Dir == api.In {
 		src, dst = dst, src
@@ -189,15 +223,15 @@ func printSA(s api.SAState) {
 	if s.Name != "" {
 		name = " " + s.Name
 	}
-	fmt.Printf("sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
+	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
 		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, s.Logical, extra, name)
-	fmt.Printf("    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
+	fmt.Fprintf(w, "    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
 	if len(s.Stats.Drops) > 0 {
-		fmt.Printf(" drops: %s", kv(s.Stats.Drops))
+		fmt.Fprintf(w, " drops: %s", kv(s.Stats.Drops))
 	}
-	fmt.Println()
+	fmt.Fprintln(w)
 	if len(s.LocalTS)+len(s.RemoteTS) > 0 {
-		fmt.Printf("    selectors %s === %s\n", tsList(s.LocalTS), tsList(s.RemoteTS))
+		fmt.Fprintf(w, "    selectors %s === %s\n", tsList(s.LocalTS), tsList(s.RemoteTS))
 	}
 }
 
@@ -252,26 +286,26 @@ func policyCmd(args []string) error {
 		}
 		return c.DelPolicy(uint32(n))
 	case "list":
-		ps, err := c.DumpPolicies()
+		asJSON, err := listFlags("policy list", args[1:])
 		if err != nil {
 			return err
 		}
-		sort.Slice(ps, func(i, j int) bool { return ps[i].ID < ps[j].ID })
-		for _, p := range ps {
-			fmt.Printf("policy %d %s %s === %s", p.ID, p.Action, tsList(p.LocalTS), tsList(p.RemoteTS))
-			if p.Action == api.Protect {
-				fmt.Printf(" tunnel %s -> %s reqid %d", p.Local, p.Remote, p.ReqID)
-				if p.OutSPI != 0 {
-					fmt.Printf(" sa 0x%08x", p.OutSPI)
-				} else {
-					fmt.Printf(" no sa")
-				}
-			}
-			fmt.Printf(" spu %d (logical %d) packets %d acquires %d\n", p.SPU, p.Logical, p.Packets, p.Acquires)
-		}
-		return nil
+		return listPages(os.Stdout, c.PolicyPages(0), asJSON, printPolicy)
 	}
 	return fmt.Errorf("policy: unknown %q (add, del, list)", args[0])
+}
+
+func printPolicy(w *bufio.Writer, p api.PolicyState) {
+	fmt.Fprintf(w, "policy %d %s %s === %s", p.ID, p.Action, tsList(p.LocalTS), tsList(p.RemoteTS))
+	if p.Action == api.Protect {
+		fmt.Fprintf(w, " tunnel %s -> %s reqid %d", p.Local, p.Remote, p.ReqID)
+		if p.OutSPI != 0 {
+			fmt.Fprintf(w, " sa 0x%08x", p.OutSPI)
+		} else {
+			fmt.Fprintf(w, " no sa")
+		}
+	}
+	fmt.Fprintf(w, " spu %d (logical %d) packets %d acquires %d\n", p.SPU, p.Logical, p.Packets, p.Acquires)
 }
 
 func spuCmd(args []string) error {

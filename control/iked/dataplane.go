@@ -28,43 +28,70 @@ type spudDP struct {
 	// is not), the start of its spudWait.
 	awaySince atomic.Int64
 
-	// usage caches the inbound packet counts of spud's SAs for a second,
-	// so that liveness checks and held-back outbound SAs of many IKE SAs
-	// cost one dump.
-	usageMu sync.Mutex
-	usageAt time.Time
-	usage   map[uint32]uint64
+	// usage caches inbound packet counts by SPI for usageTTL, so that an
+	// IKE SA's liveness check and its held-back outbound SA asking about
+	// the same SPIs within it cost one call. Counts are asked of spud for
+	// the SPIs wanted only (sa.stats), never by a dump of every SA: the
+	// cost is the SPIs asked, not the table. usageCur takes new counts;
+	// at each usageTTL it becomes usagePrev and the older one is dropped
+	// whole, so the cache holds what was asked in the last two periods
+	// without a sweep of its own.
+	usageMu    sync.Mutex
+	usageCur   map[uint32]usageCount
+	usagePrev  map[uint32]usageCount
+	usageSince time.Time // when usageCur started
 }
 
-// usageTTL is how long a dump of spud's SA counters serves.
+type usageCount struct {
+	packets uint64
+	at      time.Time
+}
+
+// usageTTL is how long spud's count of an SA's packets serves.
 const usageTTL = time.Second
 
 var _ manager.UsageReader = (*spudDP)(nil)
 
-// InboundPackets sums what the inbound SAs with these SPIs received.
+// InboundPackets sums what the inbound SAs with these SPIs received; an
+// SPI spud does not have counts nothing.
 func (p *spudDP) InboundPackets(spis []uint32) (uint64, error) {
+	now := time.Now()
+	var n uint64
+	var ask []api.SAID
+	p.usageMu.Lock()
+	if now.Sub(p.usageSince) >= usageTTL {
+		p.usagePrev, p.usageCur, p.usageSince = p.usageCur, map[uint32]usageCount{}, now
+	}
+	for _, spi := range spis {
+		u, ok := p.usageCur[spi]
+		if !ok {
+			u, ok = p.usagePrev[spi]
+		}
+		if ok && now.Sub(u.at) < usageTTL {
+			n += u.packets
+		} else {
+			ask = append(ask, api.SAID{SPI: spi, Dir: api.In})
+		}
+	}
+	p.usageMu.Unlock()
+	if len(ask) == 0 {
+		return n, nil
+	}
+	c, err := p.client()
+	if err != nil {
+		return 0, err
+	}
+	st, err := c.SAStats(ask)
+	if err != nil {
+		return 0, err
+	}
 	p.usageMu.Lock()
 	defer p.usageMu.Unlock()
-	if p.usage == nil || time.Since(p.usageAt) >= usageTTL {
-		c, err := p.client()
-		if err != nil {
-			return 0, err
+	for _, e := range st {
+		n += e.Stats.Packets
+		if p.usageCur != nil {
+			p.usageCur[e.SPI] = usageCount{packets: e.Stats.Packets, at: now}
 		}
-		sas, err := c.DumpSAs(false)
-		if err != nil {
-			return 0, err
-		}
-		p.usage = make(map[uint32]uint64, len(sas))
-		for _, s := range sas {
-			if s.Dir == api.In {
-				p.usage[s.SPI] = s.Stats.Packets
-			}
-		}
-		p.usageAt = time.Now()
-	}
-	var n uint64
-	for _, spi := range spis {
-		n += p.usage[spi]
 	}
 	return n, nil
 }

@@ -3,10 +3,12 @@ package iked
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,4 +101,80 @@ func TestSpudConnectionRedial(t *testing.T) {
 	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
 		t.Errorf("spud back after 300 ms: %x %v", spi, err)
 	}
+}
+
+// InboundPackets asks spud for the counters of the SPIs it is given
+// (sa.stats), never for a dump of every SA, and asks again for an SPI only
+// once its count is usageTTL old.
+func TestInboundPacketsAsksOnlyItsSPIs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var mu sync.Mutex
+	var asked []uint32
+	dumps := 0
+	srv.Handle(api.OpSADump, func(json.RawMessage) (any, error) {
+		mu.Lock()
+		dumps++
+		mu.Unlock()
+		return api.SADump{}, nil
+	})
+	srv.Handle(api.OpSAStats, func(body json.RawMessage) (any, error) {
+		var req api.SAStatsRequest
+		if err := unixrpc.Decode(body, &req); err != nil {
+			return nil, err
+		}
+		var r api.SAStatsReply
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range req.SAs {
+			if id.Dir != api.In {
+				return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "asked about an outbound SA")
+			}
+			asked = append(asked, id.SPI)
+			// SPIs below 0x2000 are installed, with SPI/0x100 packets.
+			r.SAs = append(r.SAs, api.SAStatsEntry{SAID: id, Found: id.SPI < 0x2000, Stats: api.SAStats{Packets: uint64(id.SPI / 0x100 * boolInt(id.SPI < 0x2000))}})
+		}
+		return r, nil
+	})
+	if err := srv.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	c, err := api.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp := &spudDP{path: func() string { return path }}
+	dp.c.Store(c)
+	check := func(spis []uint32, want uint64, wantAsked ...uint32) {
+		t.Helper()
+		mu.Lock()
+		asked = nil
+		mu.Unlock()
+		n, err := dp.InboundPackets(spis)
+		if err != nil || n != want {
+			t.Errorf("InboundPackets(%x): %d, %v; want %d", spis, n, err, want)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(asked) != fmt.Sprint(wantAsked) {
+			t.Errorf("InboundPackets(%x) asked spud about %x, want %x", spis, asked, wantAsked)
+		}
+	}
+	check([]uint32{0x1100, 0x1200}, 0x11+0x12, 0x1100, 0x1200)
+	check([]uint32{0x1100, 0x1200}, 0x11+0x12)                         // cached
+	check([]uint32{0x1200, 0x1300, 0x5000}, 0x12+0x13, 0x1300, 0x5000) // unknown SPI: 0
+	time.Sleep(usageTTL)
+	check([]uint32{0x1100}, 0x11, 0x1100)
+	if dumps != 0 {
+		t.Errorf("%d dumps of every SA", dumps)
+	}
+}
+
+func boolInt(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -139,3 +139,103 @@ func TestClient(t *testing.T) {
 		t.Fatal("no event")
 	}
 }
+
+// TestPagedDumps: DumpSAs and DumpPolicies fetch every page, SAPages gives
+// them one at a time, a server whose cursor does not advance is an error
+// rather than a loop, and SAStats splits a long list into requests of at
+// most MaxQuery SAs.
+func TestPagedDumps(t *testing.T) {
+	s, path := startServer(t)
+	const n = 10000
+	var limits []int
+	stuck := false
+	s.Handle(OpSADump, func(body json.RawMessage) (any, error) {
+		var req DumpRequest
+		if err := unixrpc.Decode(body, &req); err != nil {
+			return nil, err
+		}
+		limits = append(limits, req.Limit)
+		lim := req.Limit
+		if lim == 0 || lim > MaxPage {
+			lim = MaxPage
+		}
+		var r SADump
+		for i := int(req.After); i < n && len(r.SAs) < lim; i++ {
+			r.SAs = append(r.SAs, SAState{SA: SA{SPI: uint32(i + 256), Dir: In, Suite: ipsec.AES128GCM16}})
+			r.Next = uint64(i + 1)
+		}
+		r.More = r.Next < n
+		if stuck {
+			r.Next, r.More = req.After, true
+		}
+		return r, nil
+	})
+	s.Handle(OpPolicyDump, func(body json.RawMessage) (any, error) {
+		var req DumpRequest
+		if err := unixrpc.Decode(body, &req); err != nil {
+			return nil, err
+		}
+		if req.After == 0 {
+			return PolicyDump{Policies: []PolicyState{{Policy: Policy{ID: 1}}}, Next: 1, More: true}, nil
+		}
+		return PolicyDump{Policies: []PolicyState{{Policy: Policy{ID: 2}}}, Next: 2}, nil
+	})
+	var asked []int
+	s.Handle(OpSAStats, func(body json.RawMessage) (any, error) {
+		var req SAStatsRequest
+		if err := unixrpc.Decode(body, &req); err != nil {
+			return nil, err
+		}
+		asked = append(asked, len(req.SAs))
+		var r SAStatsReply
+		for _, id := range req.SAs {
+			r.SAs = append(r.SAs, SAStatsEntry{SAID: id, Found: id.SPI%2 == 0, Stats: SAStats{Packets: uint64(id.SPI)}})
+		}
+		return r, nil
+	})
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sas, err := c.DumpSAs(false)
+	if err != nil || len(sas) != n {
+		t.Fatalf("DumpSAs: %d SAs, %v", len(sas), err)
+	}
+	for i, sa := range sas {
+		if sa.SPI != uint32(i+256) {
+			t.Fatalf("SA %d has SPI %d", i, sa.SPI)
+		}
+	}
+	if len(limits) != 3 {
+		t.Errorf("%d requests for %d SAs of pages of %d", len(limits), n, MaxPage)
+	}
+	pages := 0
+	for page, err := range c.SAPages(1000) {
+		if err != nil || len(page) != 1000 {
+			t.Fatalf("page %d: %d SAs, %v", pages, len(page), err)
+		}
+		if pages++; pages == 3 {
+			break // a caller may stop early
+		}
+	}
+	ps, err := c.DumpPolicies()
+	if err != nil || len(ps) != 2 || ps[1].ID != 2 {
+		t.Errorf("DumpPolicies: %+v %v", ps, err)
+	}
+	stuck = true
+	if _, err := c.DumpSAs(false); err == nil || !strings.Contains(err.Error(), "no later cursor") {
+		t.Errorf("a server stuck on one page: %v", err)
+	}
+	ids := make([]SAID, MaxQuery+10)
+	for i := range ids {
+		ids[i] = SAID{SPI: uint32(i + 256), Dir: In}
+	}
+	st, err := c.SAStats(ids)
+	if err != nil || len(st) != len(ids) || len(asked) != 2 || asked[0] != MaxQuery {
+		t.Fatalf("SAStats: %d answers, requests %v, %v", len(st), asked, err)
+	}
+	if !st[0].Found || st[1].Found || st[10].Stats.Packets != 266 || st[MaxQuery+9].SPI != uint32(MaxQuery+9+256) {
+		t.Errorf("SAStats answers %+v %+v %+v", st[0], st[1], st[10])
+	}
+}

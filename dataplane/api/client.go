@@ -2,6 +2,7 @@ package api
 
 import (
 	"fmt"
+	"iter"
 
 	"github.com/spugate/spugate/internal/unixrpc"
 )
@@ -62,12 +63,79 @@ func (c *Client) DelPolicy(id uint32) error { return c.Call(OpPolicyDel, PolicyI
 // SetSPUMap sets the logical -> physical SPU map wholesale.
 func (c *Client) SetSPUMap(m []int) error { return c.Call(OpSPUMapSet, SPUMap{Map: m}, nil) }
 
-// DumpSAs lists the installed SAs. keys:true is refused: spud has no key
-// material to give.
+// DumpSAs lists the installed SAs, fetching every page (see SAPages for
+// the entries added or deleted meanwhile). keys:true is refused: spud has
+// no key material to give.
 func (c *Client) DumpSAs(keys bool) ([]SAState, error) {
+	var all []SAState
+	for page, err := range pages(c, OpSADump, DumpRequest{Keys: keys}, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More }) {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+	}
+	return all, nil
+}
+
+// SAPage fetches one page of the SAs: req.After is the previous page's
+// Next (0 for the first), req.Limit the most SAs wanted (0: MaxPage).
+func (c *Client) SAPage(req DumpRequest) (*SADump, error) {
 	var r SADump
-	err := c.Call(OpSADump, DumpRequest{Keys: keys}, &r)
-	return r.SAs, err
+	err := c.Call(OpSADump, req, &r)
+	return &r, err
+}
+
+// SAPages yields the installed SAs page by page, up to limit a page (0:
+// MaxPage), for callers that print or process them as they come; an error
+// is yielded last. An SA installed during the whole iteration comes
+// exactly once; one added or deleted meanwhile may or may not come.
+func (c *Client) SAPages(limit int) iter.Seq2[[]SAState, error] {
+	return pages(c, OpSADump, DumpRequest{Limit: limit}, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More })
+}
+
+// SAStats returns the counters of the SAs ids names (outbound ones with
+// their remote), in the order named, Found false for those that are not
+// installed. More than MaxQuery SAs take several requests.
+func (c *Client) SAStats(ids []SAID) ([]SAStatsEntry, error) {
+	out := make([]SAStatsEntry, 0, len(ids))
+	for len(ids) > 0 {
+		n := min(len(ids), MaxQuery)
+		var r SAStatsReply
+		if err := c.Call(OpSAStats, SAStatsRequest{SAs: ids[:n]}, &r); err != nil {
+			return nil, err
+		}
+		if len(r.SAs) != n {
+			return nil, fmt.Errorf("spud: %s: %d answers to %d SAs", OpSAStats, len(r.SAs), n)
+		}
+		out = append(out, r.SAs...)
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
+// pages iterates the pages of a paged dump: op with req, its reply R
+// giving the page's entries, the next cursor and whether more follow.
+func pages[R any, T any](c *Client, op string, req DumpRequest, get func(*R) ([]T, uint64, bool)) iter.Seq2[[]T, error] {
+	return func(yield func([]T, error) bool) {
+		for {
+			var r R
+			if err := c.Call(op, req, &r); err != nil {
+				yield(nil, err)
+				return
+			}
+			entries, next, more := get(&r)
+			if more && next <= req.After {
+				// A server that keeps answering the same page would
+				// keep a caller here for ever.
+				yield(nil, fmt.Errorf("spud: %s: the page after %d says more but gives no later cursor (%d)", op, req.After, next))
+				return
+			}
+			if !yield(entries, nil) || !more {
+				return
+			}
+			req.After = next
+		}
+	}
 }
 
 // AddPolicy installs a policy; the reply gives its id and anchor.
@@ -77,11 +145,24 @@ func (c *Client) AddPolicy(p *Policy) (PolicyAddReply, error) {
 	return r, err
 }
 
-// DumpPolicies lists the installed policies with their counters.
+// DumpPolicies lists the installed policies with their counters,
+// fetching every page.
 func (c *Client) DumpPolicies() ([]PolicyState, error) {
-	var r PolicyDump
-	err := c.Call(OpPolicyDump, DumpRequest{}, &r)
-	return r.Policies, err
+	var all []PolicyState
+	for page, err := range c.PolicyPages(0) {
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+	}
+	return all, nil
+}
+
+// PolicyPages yields the installed policies page by page, as SAPages.
+func (c *Client) PolicyPages(limit int) iter.Seq2[[]PolicyState, error] {
+	return pages(c, OpPolicyDump, DumpRequest{Limit: limit}, func(r *PolicyDump) ([]PolicyState, uint64, bool) {
+		return r.Policies, r.Next, r.More
+	})
 }
 
 // Stats returns the data plane's counters.

@@ -9,8 +9,25 @@
 // reply types next to them. Keys travel in the clear over this socket
 // (sa.add), which is why only root may open it; they never travel back:
 // spud keeps no key material outside the SAs' cipher state, so dumps carry
-// none, and sa.dump with keys:true is refused (CodeBadRequest). Dumps are
-// not paged: a dump that would exceed unixrpc.MaxMessage fails.
+// none, and sa.dump with keys:true is refused (CodeBadRequest).
+//
+// Dumps are paged, so that a table of any size goes through frames of
+// bounded size: sa.dump and policy.dump answer up to DumpRequest.Limit
+// entries (at most MaxPage; a request without a limit gets MaxPage) after
+// the cursor DumpRequest.After, in install order, and the reply's More
+// says whether to ask again with After set to its Next. An entry installed
+// during the whole dump is on exactly one page; one added or deleted
+// between pages may or may not be. A client that sends no limit and looks
+// at no More (one older than paging) sees the whole table when it has at
+// most MaxPage entries, and its first MaxPage entries otherwise. A cursor
+// is good for the spud that gave it (install numbers start again when spud
+// restarts, and so does every dump, the connection being lost).
+// Client.DumpSAs and DumpPolicies fetch every page; SAPages and
+// PolicyPages give the pages one at a time.
+//
+// sa.stats answers the counters of the SAs it names (at most MaxQuery per
+// request) at a cost of the SAs named, not of the table: what iked polls
+// for liveness checks.
 //
 // Errors spud returns carry a unixrpc code: a request that does not decode
 // or validate is unixrpc.ErrBadRequest, an SA or policy that is not there
@@ -36,10 +53,11 @@ const (
 	OpSAAdd      = "sa.add"      // SA -> nothing
 	OpSAUpdate   = "sa.update"   // SAUpdate -> nothing
 	OpSADel      = "sa.del"      // SAID -> nothing
-	OpSADump     = "sa.dump"     // DumpRequest -> SADump
+	OpSADump     = "sa.dump"     // DumpRequest -> SADump, one page
+	OpSAStats    = "sa.stats"    // SAStatsRequest -> SAStatsReply
 	OpPolicyAdd  = "policy.add"  // Policy -> PolicyAddReply
 	OpPolicyDel  = "policy.del"  // PolicyID -> nothing
-	OpPolicyDump = "policy.dump" // DumpRequest -> PolicyDump
+	OpPolicyDump = "policy.dump" // DumpRequest -> PolicyDump, one page
 	OpStats      = "stats"       // nothing -> Stats
 	OpSPUList    = "spu.list"    // nothing -> SPUList
 	OpSPUMapSet  = "spu.map.set" // SPUMap -> nothing
@@ -154,9 +172,24 @@ type SAUpdate struct {
 	Lifetime *Lifetime `json:"lifetime,omitempty"`
 }
 
-// DumpRequest asks for every SA or policy.
+// MaxPage bounds the entries of one page of a dump: 4096 SAs of a few
+// hundred bytes of JSON each (a megabyte or two) stay well inside a
+// frame, and spud also cuts a page short, with More set, where its
+// entries (many selectors, long names) would make it larger than half a
+// frame.
+const MaxPage = 4096
+
+// MaxQuery bounds the SAs one sa.stats request may name.
+const MaxQuery = 4096
+
+// DumpRequest asks for one page of the SAs or policies.
 type DumpRequest struct {
 	Keys bool `json:"keys,omitempty"` // key material: always refused (spud keeps none to give)
+	// After is the cursor: the previous page's Next, 0 for the first page.
+	After uint64 `json:"after,omitempty"`
+	// Limit is the most entries the page may hold; 0 or more than MaxPage
+	// is MaxPage.
+	Limit int `json:"limit,omitempty"`
 }
 
 // SAState is an installed SA with its live state.
@@ -176,9 +209,37 @@ type SAStats struct {
 	Drops   map[string]uint64 `json:"drops,omitempty"` // packets dropped, by reason
 }
 
-// SADump is the reply to sa.dump.
+// SADump is the reply to sa.dump: one page of the installed SAs.
 type SADump struct {
-	SAs []SAState `json:"sas"` // every installed SA
+	SAs []SAState `json:"sas"` // the page's SAs, in install order
+	// Next is the cursor of the page after this one (DumpRequest.After).
+	Next uint64 `json:"next,omitempty"`
+	// More says there are SAs after this page. A page may be short, or
+	// even empty, with More set (SAs deleted since it was asked for, or a
+	// page cut at half a frame): only More ends a dump.
+	More bool `json:"more,omitempty"`
+}
+
+// SAStatsRequest names the SAs whose counters sa.stats answers: inbound
+// SAs by SPI, outbound ones by SPI and remote (the peer chose their SPI).
+// More than MaxQuery SAs, or an outbound one without its remote, is a bad
+// request.
+type SAStatsRequest struct {
+	SAs []SAID `json:"sas"` // the SAs asked about
+}
+
+// SAStatsReply answers sa.stats: one entry per SA asked, in the order asked.
+type SAStatsReply struct {
+	SAs []SAStatsEntry `json:"sas"` // SAs[i] answers SAStatsRequest.SAs[i]
+}
+
+// SAStatsEntry is one SA's counters, or that it is not installed.
+type SAStatsEntry struct {
+	SAID
+	// Found is false for an SA that is not installed (never was, or
+	// deleted): its Stats are then zero.
+	Found bool    `json:"found"`
+	Stats SAStats `json:"stats"` // its counters
 }
 
 // PolicyAddReply gives the policy's id.
@@ -203,9 +264,14 @@ type PolicyState struct {
 	OutSPI   uint32 `json:"out_spi,omitempty"` // the outbound SA in use, 0 if none
 }
 
-// PolicyDump is the reply to policy.dump.
+// PolicyDump is the reply to policy.dump: one page of the installed
+// policies, as SADump.
 type PolicyDump struct {
-	Policies []PolicyState `json:"policies"` // every installed policy
+	Policies []PolicyState `json:"policies"` // the page's policies, in install order
+	// Next is the cursor of the page after this one (DumpRequest.After).
+	Next uint64 `json:"next,omitempty"`
+	// More says there are policies after this page; as SADump.More.
+	More bool `json:"more,omitempty"`
 }
 
 // Stats are the data plane's counters.

@@ -131,9 +131,19 @@ type Engine struct {
 	failures   atomic.Uint64
 
 	mu       sync.Mutex // the registry, below
-	sas      map[saRef]uint16
+	sas      map[saRef]saReg
 	policies map[uint32]policyRef
 	nextPol  uint32
+	// saOrder and polOrder page the dumps (dump.go).
+	saOrder  installOrder[saRef]
+	polOrder installOrder[uint32]
+}
+
+// saReg is what the registry knows of an SA: its logical SPU (so its
+// physical SPU through the map) and its place in saOrder.
+type saReg struct {
+	logical uint16
+	seq     uint64
 }
 
 type saRef struct {
@@ -144,6 +154,7 @@ type saRef struct {
 
 type policyRef struct {
 	logical uint16
+	seq     uint64 // its place in polOrder
 	p       api.Policy
 }
 
@@ -185,7 +196,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		return nil, fmt.Errorf("spu: carrier none needs a classifier")
 	}
 	e := &Engine{cfg: cfg, fn: fn, router: router, Events: make(chan Event, 4096),
-		sas: map[saRef]uint16{}, policies: map[uint32]policyRef{}, stop: make(chan struct{})}
+		sas: map[saRef]saReg{}, policies: map[uint32]policyRef{}, stop: make(chan struct{})}
 	e.mig.to = make([]atomic.Int32, fn.L())
 	e.spuMap.Store(m)
 	for i := 0; i < cfg.SPUs; i++ {
@@ -396,7 +407,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 		e.mu.Unlock()
 		return 0, 0, fmt.Errorf("sa spi 0x%08x %s: %w", d.SPI, d.Dir, unixrpc.ErrExists)
 	}
-	e.sas[ref] = logical
+	e.sas[ref] = saReg{logical: logical, seq: e.saOrder.add(ref)}
 	e.mu.Unlock()
 	spu = e.physical(logical)
 	err = e.Do(spu, func(s *SPU) {
@@ -408,6 +419,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	})
 	if err != nil {
 		e.mu.Lock()
+		e.saOrder.del(e.sas[ref].seq)
 		delete(e.sas, ref)
 		e.mu.Unlock()
 	}
@@ -436,15 +448,16 @@ func (e *Engine) DelSA(id api.SAID) error {
 		}
 	}
 	e.mu.Lock()
-	logical, ok := e.sas[ref]
+	reg, ok := e.sas[ref]
 	if ok {
+		e.saOrder.del(reg.seq)
 		delete(e.sas, ref)
 	}
 	e.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", id.SPI, id.Dir, unixrpc.ErrNotFound)
 	}
-	return e.Do(e.physical(logical), func(s *SPU) {
+	return e.Do(e.physical(reg.logical), func(s *SPU) {
 		if ref.dir == api.In {
 			delete(s.t.in, ref.spi)
 		} else {
@@ -460,13 +473,13 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 		ref.remote = u.SAID.Remote
 	}
 	e.mu.Lock()
-	logical, ok := e.sas[ref]
+	reg, ok := e.sas[ref]
 	e.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", u.SPI, u.Dir, unixrpc.ErrNotFound)
 	}
 	var err error
-	derr := e.Do(e.physical(logical), func(s *SPU) {
+	derr := e.Do(e.physical(reg.logical), func(s *SPU) {
 		var sa *esp.SA
 		var desc *api.SA
 		if u.Dir == api.In {
@@ -535,7 +548,7 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		e.mu.Unlock()
 		return p, 0, 0, fmt.Errorf("policy %d: %w", p.ID, unixrpc.ErrExists)
 	}
-	e.policies[p.ID] = policyRef{logical: logical, p: p}
+	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID), p: p}
 	e.mu.Unlock()
 	spu := e.physical(logical)
 	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(&policy{p: p, logical: logical}) })
@@ -546,7 +559,10 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	e.mu.Lock()
 	ref, ok := e.policies[id]
-	delete(e.policies, id)
+	if ok {
+		e.polOrder.del(ref.seq)
+		delete(e.policies, id)
+	}
 	e.mu.Unlock()
 	if !ok {
 		return api.Policy{}, fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/vishvananda/netlink"
@@ -58,16 +59,23 @@ func (d *Daemon) handlers() {
 		return nil, d.eng.UpdateSA(u)
 	})
 	s.Handle(api.OpSADump, func(body json.RawMessage) (any, error) {
-		var req api.DumpRequest
-		if len(body) > 0 {
-			if err := unixrpc.Decode(body, &req); err != nil {
-				return nil, err
-			}
+		req, err := dumpRequest(body)
+		if err != nil {
+			return nil, err
 		}
 		if req.Keys {
 			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "spud keeps no key material outside the SAs' cipher state: dump without keys")
 		}
-		return api.SADump{SAs: d.eng.DumpSAs()}, nil
+		return pageReply(d.eng.SAPage(req.After, req.Limit), func(sas []api.SAState, next uint64, more bool) any {
+			return api.SADump{SAs: sas, Next: next, More: more}
+		})
+	})
+	s.Handle(api.OpSAStats, func(body json.RawMessage) (any, error) {
+		req, err := decode[api.SAStatsRequest](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.saStats(req.SAs)
 	})
 	s.Handle(api.OpPolicyAdd, func(body json.RawMessage) (any, error) {
 		p, err := decode[api.Policy](body)
@@ -83,8 +91,14 @@ func (d *Daemon) handlers() {
 		}
 		return nil, d.delPolicy(id.ID)
 	})
-	s.Handle(api.OpPolicyDump, func(json.RawMessage) (any, error) {
-		return api.PolicyDump{Policies: d.eng.DumpPolicies()}, nil
+	s.Handle(api.OpPolicyDump, func(body json.RawMessage) (any, error) {
+		req, err := dumpRequest(body)
+		if err != nil {
+			return nil, err
+		}
+		return pageReply(d.eng.PolicyPage(req.After, req.Limit), func(ps []api.PolicyState, next uint64, more bool) any {
+			return api.PolicyDump{Policies: ps, Next: next, More: more}
+		})
 	})
 	s.Handle(api.OpStats, func(json.RawMessage) (any, error) { return d.stats(), nil })
 	s.Handle(api.OpSPUDrain, func(body json.RawMessage) (any, error) {
@@ -142,6 +156,69 @@ func (d *Daemon) handlers() {
 	s.Handle(api.OpSPUList, func(json.RawMessage) (any, error) { return d.spuList(), nil })
 }
 
+// dumpRequest decodes a dump's request, an empty body (a client older than
+// paging) being the first page, and caps its limit at api.MaxPage.
+func dumpRequest(body json.RawMessage) (api.DumpRequest, error) {
+	var req api.DumpRequest
+	if len(body) > 0 {
+		if err := unixrpc.Decode(body, &req); err != nil {
+			return req, err
+		}
+	}
+	if req.Limit <= 0 || req.Limit > api.MaxPage {
+		req.Limit = api.MaxPage
+	}
+	return req, nil
+}
+
+// pageBytes is the most a page's reply may take: half a frame, so that a
+// page of entries much larger than usual (many selectors, long names) is
+// cut short, not refused as too large.
+var pageBytes = unixrpc.MaxMessage / 2
+
+// pageReply encodes the reply that mk makes of page pg, cutting the page
+// short (and moving its Next back, with More set) while the reply is
+// larger than pageBytes: to the share of its entries that the bytes
+// allow, with a margin for entries of uneven size.
+func pageReply[T any](pg spu.Page[T], mk func([]T, uint64, bool) any) (any, error) {
+	entries, next, more := pg.Entries, pg.Next, pg.More
+	for {
+		b, err := json.Marshal(mk(entries, next, more))
+		if err != nil || len(b) <= pageBytes || len(entries) <= 1 {
+			return json.RawMessage(b), err
+		}
+		n := int(int64(len(entries)) * int64(pageBytes) / int64(len(b)) * 9 / 10)
+		n = max(1, min(n, len(entries)/2))
+		entries = entries[:n]
+		next, more = pg.Seqs[n-1], true
+	}
+}
+
+// saStats answers sa.stats: the counters of the SAs named, at most
+// api.MaxQuery of them.
+func (d *Daemon) saStats(ids []api.SAID) (api.SAStatsReply, error) {
+	if len(ids) > api.MaxQuery {
+		return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa.stats: %d SAs asked, at most %d a request", len(ids), api.MaxQuery)
+	}
+	for _, id := range ids {
+		if id.Dir != api.In && id.Dir != api.Out {
+			return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa.stats: sa spi 0x%08x: direction %q, want in or out", id.SPI, id.Dir)
+		}
+		if id.Dir == api.Out && !id.Remote.IsValid() {
+			return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa.stats: sa spi 0x%08x out: an outbound SA is named by its SPI and remote (the peer chose the SPI)", id.SPI)
+		}
+	}
+	states, found := d.eng.SAStates(ids)
+	r := api.SAStatsReply{SAs: make([]api.SAStatsEntry, len(ids))}
+	for i, id := range ids {
+		r.SAs[i] = api.SAStatsEntry{SAID: id, Found: found[i]}
+		if found[i] {
+			r.SAs[i].Stats = states[i].Stats
+		}
+	}
+	return r, nil
+}
+
 func (d *Daemon) hello() api.HelloReply {
 	m := d.eng.Map()
 	hk := d.fn.HashKey()
@@ -168,7 +245,7 @@ func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
 			delete(d.spis, spi)
 		}
 	}
-	spi, err := d.codec.Allocate(logical, nil, func(spi uint32) bool { return d.inSPIs[spi] || !d.spis[spi].IsZero() })
+	spi, err := d.codec.Allocate(logical, nil, func(spi uint32) bool { return d.inSPIs[spi].IsValid() || !d.spis[spi].IsZero() })
 	if err != nil {
 		// With crypto/rand as the source and a logical SPU of spud's own
 		// function, the only way Allocate fails is finding no free SPI.
@@ -180,7 +257,7 @@ func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
 
 func (d *Daemon) addSA(sa *api.SA) error {
 	d.mu.Lock()
-	if sa.Dir == api.In && d.inSPIs[sa.SPI] {
+	if sa.Dir == api.In && d.inSPIs[sa.SPI].IsValid() {
 		d.mu.Unlock()
 		return fmt.Errorf("sa spi 0x%08x in: %w", sa.SPI, unixrpc.ErrExists)
 	}
@@ -197,7 +274,7 @@ func (d *Daemon) addSA(sa *api.SA) error {
 	if sa.Dir == api.In {
 		d.mu.Lock()
 		delete(d.spis, sa.SPI)
-		d.inSPIs[sa.SPI] = true
+		d.inSPIs[sa.SPI] = sa.Local
 		d.localRefs[sa.Local]++
 		first := d.localRefs[sa.Local] == 1
 		d.mu.Unlock()
@@ -216,14 +293,11 @@ func (d *Daemon) addSA(sa *api.SA) error {
 }
 
 func (d *Daemon) delSA(id api.SAID) error {
-	var local netip.Addr
-	if id.Dir == api.In {
-		for _, st := range d.eng.DumpSAs() {
-			if st.Dir == api.In && st.SPI == id.SPI {
-				local = st.Local
-			}
-		}
-	}
+	// The local endpoint from spud's own table, not from a dump of every
+	// SA: deleting one of a million SAs must not copy the million.
+	d.mu.Lock()
+	local := d.inSPIs[id.SPI]
+	d.mu.Unlock()
 	if err := d.eng.DelSA(id); err != nil {
 		return err
 	}
@@ -231,7 +305,7 @@ func (d *Daemon) delSA(id api.SAID) error {
 		d.mu.Lock()
 		delete(d.inSPIs, id.SPI)
 		last := false
-		if local.IsValid() {
+		if id.Dir == api.In && local.IsValid() {
 			d.localRefs[local]--
 			if d.localRefs[local] <= 0 {
 				delete(d.localRefs, local)

@@ -104,14 +104,14 @@ type Daemon struct {
 	policyTableFull atomic.Uint64
 
 	mu        sync.Mutex
-	spis      map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
-	inSPIs    map[uint32]bool      // installed inbound SPIs
-	localRefs map[netip.Addr]int   // inbound SAs per local endpoint (steering's local addresses)
+	spis      map[uint32]time.Time  // allocated inbound SPIs not yet installed, with expiry
+	inSPIs    map[uint32]netip.Addr // installed inbound SPIs, with their local endpoint
+	localRefs map[netip.Addr]int    // inbound SAs per local endpoint (steering's local addresses)
 }
 
 // Start brings spud up. Close brings it down and removes what it attached.
 func Start(cfg Config) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Log, spis: map[uint32]time.Time{}, inSPIs: map[uint32]bool{}, localRefs: map[netip.Addr]int{}}
+	d := &Daemon{cfg: cfg, log: cfg.Log, spis: map[uint32]time.Time{}, inSPIs: map[uint32]netip.Addr{}, localRefs: map[netip.Addr]int{}}
 	if d.log == nil {
 		d.log = slog.Default()
 	}

@@ -1,0 +1,174 @@
+package spu
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+
+	"github.com/spugate/spugate/dataplane/anchor"
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/ipsec"
+)
+
+func TestInstallOrder(t *testing.T) {
+	var o installOrder[int]
+	seqs := map[int]uint64{}
+	for k := 0; k < 1000; k++ {
+		seqs[k] = o.add(k)
+	}
+	for k := 0; k < 1000; k += 3 {
+		o.del(seqs[k])
+	}
+	o.del(12345) // not there: nothing happens
+	if o.len() != 666 {
+		t.Fatalf("len %d, want 666", o.len())
+	}
+	var got []int
+	after := uint64(0)
+	for {
+		keys, s, more := o.page(after, 100, nil, nil)
+		got = append(got, keys...)
+		if len(s) > 0 {
+			after = s[len(s)-1]
+		}
+		if !more {
+			break
+		}
+	}
+	if len(got) != 666 {
+		t.Fatalf("paged %d keys, want 666", len(got))
+	}
+	for i, k := range got {
+		if k%3 == 0 || (i > 0 && k <= got[i-1]) {
+			t.Fatalf("key %d at %d: deleted or out of order", k, i)
+		}
+	}
+	// Compaction keeps seqs and keys together.
+	for k := 1; k < 1000; k++ {
+		if k%3 != 0 {
+			o.del(seqs[k])
+		}
+	}
+	if o.len() != 0 || len(o.seqs) > 64 {
+		t.Errorf("after deleting everything: %d live, %d slots", o.len(), len(o.seqs))
+	}
+	if s := o.add(7); s != 1001 {
+		t.Errorf("seq after deletions %d, want 1001", s)
+	}
+	if keys, _, more := o.page(0, 10, nil, nil); len(keys) != 1 || keys[0] != 7 || more {
+		t.Errorf("page %v more %v", keys, more)
+	}
+}
+
+// churnSA is outbound SA i to one of many peers (so on every SPU).
+func churnSA(i int) *api.SA {
+	remote := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
+	return &api.SA{SPI: 0x10000 + uint32(i), Dir: api.Out, Local: gwA, Remote: remote, Mode: api.Tunnel,
+		Suite: ipsec.AES128GCM16, EncKey: bytes.Repeat([]byte{1}, 20), ReqID: uint32(i + 1)}
+}
+
+// A dump paged while SAs come and go between its pages, and while logical
+// SPUs move between SPUs, shows every SA that stayed exactly once, and no
+// SA deleted before it started.
+func TestSAPagesUnderChurn(t *testing.T) {
+	fn, err := anchor.NewFunction(anchor.HashKey{4, 5, 6}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGatewayWith(t, gwA, lanA, fn, Config{SPUs: 2, Poll: xsk.Adaptive})
+	const n = 6000
+	for i := 0; i < n; i++ {
+		if _, _, err := g.e.AddSA(churnSA(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Started only now: the commands between pages are what must go
+	// through running SPUs.
+	g.e.Start()
+	t.Cleanup(g.e.Stop)
+	gone := map[uint32]bool{} // deleted before the dump or during it
+	for i := 0; i < n; i += 10 {
+		sa := churnSA(i)
+		if err := g.e.DelSA(api.SAID{SPI: sa.SPI, Dir: api.Out, Remote: sa.Remote}); err != nil {
+			t.Fatal(err)
+		}
+		gone[sa.SPI] = true
+	}
+	seen := map[uint32]int{}
+	after, next, pages := uint64(0), n, 0
+	for {
+		pg := g.e.SAPage(after, 250)
+		pages++
+		for i, st := range pg.Entries {
+			seen[st.SPI]++
+			if pg.Seqs[i] <= after || pg.Seqs[i] > pg.Next {
+				t.Fatalf("page after %d: entry cursor %d outside it (next %d)", after, pg.Seqs[i], pg.Next)
+			}
+		}
+		after = pg.Next
+		if !pg.More {
+			break
+		}
+		// Between pages: delete some, add some, move a logical SPU.
+		for j := 0; j < 20; j++ {
+			k := (pages*37 + j*101) % n
+			sa := churnSA(k)
+			if err := g.e.DelSA(api.SAID{SPI: sa.SPI, Dir: api.Out, Remote: sa.Remote}); err == nil {
+				gone[sa.SPI] = true
+			}
+		}
+		for j := 0; j < 10; j++ {
+			if _, _, err := g.e.AddSA(churnSA(next)); err != nil {
+				t.Fatal(err)
+			}
+			gone[churnSA(next).SPI] = true // added during the dump: may or may not show
+			next++
+		}
+		entries := g.e.Map().Entries()
+		entries[pages%len(entries)] ^= 1
+		m, err := anchor.MapFromEntries(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.e.SetMap(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for spi, c := range seen {
+		if c > 1 {
+			t.Errorf("sa 0x%x shown %d times", spi, c)
+		}
+	}
+	for i := 0; i < n; i++ {
+		if spi := churnSA(i).SPI; !gone[spi] && seen[spi] != 1 {
+			t.Errorf("sa 0x%x, installed throughout, shown %d times", spi, seen[spi])
+		}
+	}
+	if pages < n*8/10/250 {
+		t.Errorf("%d pages", pages)
+	}
+}
+
+func TestSAStatesAndPolicyPage(t *testing.T) {
+	a, _, _, polID := setup(t)
+	aOut, _, _, aIn := mirroredSAs(ipsec.AES128GCM16)
+	states, found := a.e.SAStates([]api.SAID{{SPI: aIn.SPI, Dir: api.In}, {SPI: 0x7777, Dir: api.In},
+		{SPI: aOut.SPI, Dir: api.Out, Remote: aOut.Remote}, {SPI: aOut.SPI, Dir: api.Out}})
+	if !found[0] || found[1] || !found[2] || found[3] {
+		t.Fatalf("found %v", found)
+	}
+	if states[0].SPI != aIn.SPI || states[0].Dir != api.In || states[2].Dir != api.Out || !states[2].Active {
+		t.Errorf("states %+v", states)
+	}
+	pg := a.e.PolicyPage(0, 10)
+	if len(pg.Entries) != 1 || pg.Entries[0].ID != polID || pg.More || pg.Entries[0].OutSPI != aOut.SPI {
+		t.Errorf("policy page %+v", pg)
+	}
+	if _, err := a.e.DelPolicy(polID); err != nil {
+		t.Fatal(err)
+	}
+	if pg := a.e.PolicyPage(0, 10); len(pg.Entries) != 0 || pg.More {
+		t.Errorf("policy page after delete %+v", pg)
+	}
+}
