@@ -1,13 +1,13 @@
 package spu
 
 import (
-	"github.com/spugate/spugate/ipsec"
 	"net/netip"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/dataplane/fib"
+	"github.com/spugate/spugate/ipsec"
 )
 
 // inSA is an inbound SA in its anchor SPU's table.
@@ -70,9 +70,19 @@ type tables struct {
 	policies map[uint32]*policy
 	// By reqid, so that a change of one tunnel's outbound SAs costs the
 	// tunnel's size, not the table's.
-	outBy  map[uint32]map[outKey]*outSA
-	polBy  map[uint32]map[uint32]*policy
-	addSeq uint64
+	outBy map[uint32]map[outKey]*outSA
+	polBy map[uint32]map[uint32]*policy
+	// byDst files each policy under the prefixes of its remote selectors,
+	// and dstLens counts them by family and length, so that the exact
+	// match (findPolicy) reads the policies whose remote selectors cover
+	// the packet's destination: one map lookup per prefix length in use.
+	// A packet the steering program's prefix match cannot settle (a port
+	// or protocol the policy it found does not take) would otherwise cost
+	// a walk over every policy of the SPU, a million at scale, and anyone
+	// on the protected side can send such packets.
+	byDst   map[netip.Prefix]map[uint32]*policy
+	dstLens [2][129]int32
+	addSeq  uint64
 }
 
 func newTables() tables {
@@ -83,6 +93,7 @@ func newTables() tables {
 		policies: map[uint32]*policy{},
 		outBy:    map[uint32]map[outKey]*outSA{},
 		polBy:    map[uint32]map[uint32]*policy{},
+		byDst:    map[netip.Prefix]map[uint32]*policy{},
 	}
 }
 
@@ -149,6 +160,42 @@ func (t *tables) addPolicy(p *policy) {
 	}
 	m[p.p.ID] = p
 	p.out = t.active[p.p.ReqID]
+	t.fileByDst(p, true)
+}
+
+// fileByDst adds p to byDst (add) or takes it out.
+func (t *tables) fileByDst(p *policy, add bool) {
+	for _, rs := range p.p.RemoteTS {
+		for _, pfx := range rs.Prefixes() {
+			fam := family(pfx.Addr())
+			m := t.byDst[pfx]
+			if add {
+				if m == nil {
+					m = map[uint32]*policy{}
+					t.byDst[pfx] = m
+				}
+				if _, dup := m[p.p.ID]; !dup {
+					m[p.p.ID] = p
+					t.dstLens[fam][pfx.Bits()]++
+				}
+				continue
+			}
+			if _, ok := m[p.p.ID]; ok {
+				delete(m, p.p.ID)
+				t.dstLens[fam][pfx.Bits()]--
+				if len(m) == 0 {
+					delete(t.byDst, pfx)
+				}
+			}
+		}
+	}
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
 }
 
 func (t *tables) delPolicy(id uint32) {
@@ -157,6 +204,7 @@ func (t *tables) delPolicy(id uint32) {
 		return
 	}
 	delete(t.policies, id)
+	t.fileByDst(p, false)
 	if m := t.polBy[p.p.ReqID]; m != nil {
 		delete(m, id)
 		if len(m) == 0 {
@@ -165,14 +213,26 @@ func (t *tables) delPolicy(id uint32) {
 	}
 }
 
-// findPolicy is the exact SPD match over every policy of the SPU, for a
-// packet the steering program's prefix match sent to a policy whose ports or
-// protocol it does not fit.
+// findPolicy is the exact SPD match (the lowest policy id that matches),
+// for a packet the steering program's prefix match sent to a policy whose
+// ports or protocol it does not fit: among the policies filed under each
+// prefix of the destination (byDst), not every policy of the SPU.
 func (t *tables) findPolicy(f *flow) *policy {
 	var best *policy
-	for _, p := range t.policies {
-		if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
-			best = p
+	fam := family(f.dst)
+	lens := &t.dstLens[fam]
+	for bits := 0; bits <= f.dst.BitLen(); bits++ {
+		if lens[bits] == 0 {
+			continue
+		}
+		pfx, err := f.dst.Prefix(bits)
+		if err != nil {
+			continue
+		}
+		for _, p := range t.byDst[pfx] {
+			if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
+				best = p
+			}
 		}
 	}
 	return best
