@@ -304,7 +304,7 @@ type SPUStats struct {
 	HandoffIn   uint64            `json:"handoff_in"`      // frames received from other SPUs
 	HandoffFull uint64            `json:"handoff_full"`    // dropped: the anchor's ring was full
 	Bypass      uint64            `json:"bypass"`          // cleartext forwarded in the clear: a bypass policy, or none matched
-	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason
+	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason; sa_REASON: the SAs' own (ESP) drops, of SAs gone too
 	SAs         int               `json:"sas"`             // SAs it holds
 	Policies    int               `json:"policies"`        // policies it holds
 	Busy        float64           `json:"busy"`            // share of time spent on packets, recent

@@ -195,6 +195,8 @@ type SA struct {
 	tsPorts           bool
 
 	ctr counters
+	// dropTotals, when set, are the owner's totals that count also adds to.
+	dropTotals *DropTotals
 }
 
 // NewSA validates cfg and returns an SA ready for packets. Keys are copied
@@ -453,11 +455,31 @@ func (sa *SA) innerMTU(outerHdr, hl int) int {
 	return hl + avail&^sa.blkMask - 2
 }
 
-// count counts a drop.
+// count counts a drop, in the SA's totals and its owner's.
 func (sa *SA) count(r Reason) {
 	c := &sa.ctr.drops[r]
 	c.Store(c.Load() + 1)
+	if d := sa.dropTotals; d != nil {
+		c := &d.c[r]
+		c.Store(c.Load() + 1)
+	}
 }
+
+// DropTotals are drop counts by reason that the SAs of one owner (an SPU)
+// add to as they count their own: totals across a million SAs then cost
+// nothing to read, and keep the drops of SAs that are gone. Written by the
+// owner only, read by anyone.
+type DropTotals struct {
+	c [NumReasons]counter
+}
+
+// Load returns the drops counted for reason r.
+func (d *DropTotals) Load(r Reason) uint64 { return d.c[r].Load() }
+
+// SetDropTotals makes the SA count its drops into d as well (nil: into its
+// own only). Owner only: an SA that moves to another owner takes that
+// owner's totals, so that each DropTotals keeps one writer.
+func (sa *SA) SetDropTotals(d *DropTotals) { sa.dropTotals = d }
 
 // publish makes the owner's running totals visible to Stats.
 func (sa *SA) publish() {

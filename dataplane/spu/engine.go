@@ -212,7 +212,8 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 		if err != nil {
 			return nil, fmt.Errorf("spu: reassembly: %w", err)
 		}
-		s := &SPU{ID: i, CPU: cpu, eng: e, t: newTables(), pend: pendingStore{cur: -1}}
+		s := &SPU{ID: i, CPU: cpu, eng: e, pend: pendingStore{cur: -1}}
+		s.t = newTables(&s.c.saDrops)
 		s.io.evfd = fd
 		s.frag.reasm = reasm
 		s.ctl.cmds = make(chan func(*SPU), 1024)
@@ -412,7 +413,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	spu = e.physical(logical)
 	err = e.Do(spu, func(s *SPU) {
 		if d.Dir == api.In {
-			s.t.in[d.SPI] = &inSA{sa: sa, desc: desc, logical: logical}
+			s.t.addIn(&inSA{sa: sa, desc: desc, logical: logical})
 		} else {
 			s.t.addOut(&outSA{sa: sa, desc: desc, logical: logical})
 		}
@@ -639,6 +640,11 @@ func (e *Engine) SPUStats() []api.SPUStats {
 				st.Drops[d.String()] = n
 			}
 		}
+		for r := esp.Reason(0); r < esp.NumReasons; r++ {
+			if n := c.saDrops.Load(r); n > 0 {
+				st.Drops["sa_"+r.String()] = n
+			}
+		}
 		if tot := c.totalNanos.Load(); tot > 0 {
 			st.Busy = float64(c.busyNanos.Load()) / float64(tot)
 		}
@@ -647,15 +653,18 @@ func (e *Engine) SPUStats() []api.SPUStats {
 	return out
 }
 
-// Counts returns how many SAs and policies each SPU holds.
-func (e *Engine) Counts() (sas, policies []int) {
+// Counts returns how many SAs, policies and protecting policies (tunnels)
+// each SPU holds.
+func (e *Engine) Counts() (sas, policies, tunnels []int) {
 	sas = make([]int, len(e.spus))
 	policies = make([]int, len(e.spus))
+	tunnels = make([]int, len(e.spus))
 	for _, s := range e.spus {
 		e.Do(s.ID, func(s *SPU) {
 			sas[s.ID] = len(s.t.in) + len(s.t.out)
 			policies[s.ID] = len(s.t.policies)
+			tunnels[s.ID] = s.t.tunnels
 		})
 	}
-	return sas, policies
+	return sas, policies, tunnels
 }

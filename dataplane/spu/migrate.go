@@ -137,7 +137,7 @@ func (t *tables) extract(logicals map[uint16]bool) map[uint16]*bundle {
 
 func (t *tables) install(b *bundle) {
 	for _, x := range b.ins {
-		t.in[x.desc.SPI] = x
+		t.addIn(x)
 	}
 	for _, x := range b.outs {
 		x.nhOK = false

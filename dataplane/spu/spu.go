@@ -46,6 +46,9 @@ type counters struct {
 	busyNanos, totalNanos    atomic.Uint64
 	drops                    [NumDrops]atomic.Uint64
 	sleeps, parked           atomic.Uint64
+	// saDrops are the drops of the SAs the SPU owns, by ESP reason,
+	// counted as each SA counts its own (tables sets it on each).
+	saDrops esp.DropTotals
 }
 
 // SPU is one Security Processing Unit: a goroutine locked to an OS thread

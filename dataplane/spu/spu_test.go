@@ -235,10 +235,30 @@ func TestEncapHandoffDecap(t *testing.T) {
 		t.Error("replayed packet forwarded")
 	}
 	sas := b.e.DumpSAs()
+	var spi uint32
 	for _, s := range sas {
 		if s.Dir == api.In && s.Stats.Drops["replay"] != 1 {
 			t.Errorf("replay not counted: %+v", s.Stats)
 		}
+		if s.Dir == api.In {
+			spi = s.SPI
+		}
+	}
+	// The SPU's totals have it too, and keep it once the SA is gone.
+	saDrops := func() (n uint64) {
+		for _, st := range b.e.SPUStats() {
+			n += st.Drops["sa_replay"]
+		}
+		return n
+	}
+	if n := saDrops(); n != 1 {
+		t.Errorf("sa_replay in the SPUs' totals: %d, want 1", n)
+	}
+	if err := b.e.DelSA(api.SAID{SPI: spi, Dir: api.In}); err != nil {
+		t.Fatal(err)
+	}
+	if n := saDrops(); n != 1 {
+		t.Errorf("sa_replay after the SA was deleted: %d, want 1", n)
 	}
 }
 

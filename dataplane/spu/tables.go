@@ -83,10 +83,16 @@ type tables struct {
 	byDst   map[netip.Prefix]map[uint32]*policy
 	dstLens [2][129]int32
 	addSeq  uint64
+	// tunnels counts the policies that protect (spu.list reads it).
+	tunnels int
+	// saDrops are the SPU's totals of its SAs' drops: each SA it takes
+	// counts into them.
+	saDrops *esp.DropTotals
 }
 
-func newTables() tables {
+func newTables(saDrops *esp.DropTotals) tables {
 	return tables{
+		saDrops:  saDrops,
 		in:       map[uint32]*inSA{},
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
@@ -116,7 +122,14 @@ func (t *tables) relink(reqid uint32) {
 	}
 }
 
+// addIn installs an inbound SA.
+func (t *tables) addIn(x *inSA) {
+	t.in[x.desc.SPI] = x
+	x.sa.SetDropTotals(t.saDrops)
+}
+
 func (t *tables) addOut(o *outSA) {
+	o.sa.SetDropTotals(t.saDrops)
 	t.addSeq++
 	o.added = t.addSeq
 	k := outKey{o.desc.SPI, o.desc.Remote}
@@ -161,6 +174,9 @@ func (t *tables) addPolicy(p *policy) {
 	m[p.p.ID] = p
 	p.out = t.active[p.p.ReqID]
 	t.fileByDst(p, true)
+	if p.p.Action == api.Protect {
+		t.tunnels++
+	}
 }
 
 // fileByDst adds p to byDst (add) or takes it out.
@@ -205,6 +221,9 @@ func (t *tables) delPolicy(id uint32) {
 	}
 	delete(t.policies, id)
 	t.fileByDst(p, false)
+	if p.p.Action == api.Protect {
+		t.tunnels--
+	}
 	if m := t.polBy[p.p.ReqID]; m != nil {
 		delete(m, id)
 		if len(m) == 0 {

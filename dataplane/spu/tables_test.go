@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/esp"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -65,7 +66,7 @@ func randSelector(r *rand.Rand, v6 bool) ipsec.Selector {
 // and it allocates nothing.
 func TestFindPolicyIndexed(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	tb := newTables()
+	tb := newTables(new(esp.DropTotals))
 	var ids []uint32
 	add := func(id uint32) {
 		v6 := r.IntN(4) == 0
@@ -130,7 +131,7 @@ func BenchmarkFindPolicy(b *testing.B) {
 			}
 			return "policies=100000"
 		}(), func(b *testing.B) {
-			tb := newTables()
+			tb := newTables(new(esp.DropTotals))
 			for i := range n {
 				l := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 				rm := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})

@@ -427,11 +427,6 @@ func (d *Daemon) stats() api.Stats {
 			st.Drops[k] += v
 		}
 	}
-	for _, sa := range d.eng.DumpSAs() {
-		for k, v := range sa.Stats.Drops {
-			st.Drops["sa_"+k] += v
-		}
-	}
 	if c, err := d.prog.Counters(); err == nil {
 		for i, v := range c {
 			if v > 0 {
@@ -476,20 +471,16 @@ func (d *Daemon) spuList() api.SPUList {
 	m := d.eng.Map()
 	entries := m.Entries()
 	mm := make([]int, len(entries))
-	sas, pols := d.eng.Counts()
+	sas, pols, tunnels := d.eng.Counts()
 	stats := d.eng.SPUStats()
 	infos := make([]api.SPUInfo, d.eng.NumSPUs())
 	for i := range infos {
-		infos[i] = api.SPUInfo{ID: i, CPU: stats[i].CPU, State: d.eng.SPUState(i), SAs: sas[i], Policies: pols[i], Busy: stats[i].Busy}
+		infos[i] = api.SPUInfo{ID: i, CPU: stats[i].CPU, State: d.eng.SPUState(i), SAs: sas[i], Policies: pols[i], Tunnels: tunnels[i],
+			Busy: stats[i].Busy}
 	}
 	for l, p := range entries {
 		mm[l] = int(p)
 		infos[p].Logical = append(infos[p].Logical, l)
-	}
-	for _, p := range d.eng.DumpPolicies() {
-		if p.Action == api.Protect {
-			infos[p.SPU].Tunnels++
-		}
 	}
 	return api.SPUList{Logical: m.Len(), Map: mm, MapGen: d.eng.MapGen(), SPUs: infos}
 }
