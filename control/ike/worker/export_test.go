@@ -9,6 +9,14 @@ import (
 // Every test of the package checks Predecessor's hints against its search.
 func init() { verifyHints = true }
 
+// VerifyHints turns the check of every hint against the search on or off
+// (benchmarks measure without it), and returns what it was.
+func VerifyHints(on bool) bool {
+	was := verifyHints
+	verifyHints = on
+	return was
+}
+
 // HintHits is how many Predecessor hints were taken (and verified).
 func HintHits() int64 { return hintHits.Load() }
 

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -243,5 +244,48 @@ func BenchmarkLoad(b *testing.B) {
 		if !s.RunUntil(time.Hour, func() bool { return done }) {
 			b.Fatal("load did not finish")
 		}
+	}
+}
+
+// BenchmarkSetupAtScale measures what a setup costs (both ends, over the
+// in-memory network) when the worker already holds 1k, 10k or 50k IKE
+// SAs: it must not grow with the table (INITIAL_CONTACT, reauthentication
+// and first-contact lookups by index; issue "numerous tunnels"). Each
+// iteration sets up 100 more tunnels with the load initiator; ns/setup is
+// per tunnel.
+//
+//	go test -run '^$' -bench SetupAtScale -benchtime 20x ./control/ike/worker/
+func BenchmarkSetupAtScale(b *testing.B) {
+	// The tests check each reauthentication hint against a search over
+	// the tunnel's IKE SAs, which is what the hint saves.
+	defer worker.VerifyHints(worker.VerifyHints(false))
+	ca, cb := configs(b, nil, func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 })
+	for _, n := range []int{1000, 10000, 50000} {
+		b.Run(fmt.Sprintf("existing=%d", n), func(b *testing.B) {
+			s, na, nb := newPair(b, ca, cb)
+			s.T = b
+			load := func(count int) {
+				done := false
+				if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: count, Window: 64}, func(p worker.LoadProgress) {
+					if p.Established != count {
+						b.Fatalf("load: %+v", p)
+					}
+					done = true
+				}); err != nil {
+					b.Fatal(err)
+				}
+				if !s.RunUntil(time.Hour, func() bool { return done }) {
+					b.Fatal("load did not finish")
+				}
+			}
+			load(n)
+			for b.Loop() {
+				load(100)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/setup")
+			if got := nb.Worker.Len(); got != n+100*b.N {
+				b.Fatalf("responder holds %d IKE SAs, want %d", got, n+100*b.N)
+			}
+		})
 	}
 }
