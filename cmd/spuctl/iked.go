@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"io"
@@ -79,11 +80,15 @@ func ikeCmd(cmd string, args []string) error {
 		}
 		printConns(os.Stdout, conns)
 	case "list-sas":
-		sas, err := c.SAs()
+		// Page by page, so that a million IKE SAs print as they come.
+		out := bufio.NewWriter(os.Stdout)
+		err := c.SAPages(func(sas []ikectl.IKESA) error {
+			printSAs(out, sas, *ike)
+			return out.Flush()
+		})
 		if err != nil {
 			return err
 		}
-		printSAs(os.Stdout, sas, *ike)
 	case "initiate":
 		if *ike == "" {
 			return fmt.Errorf("initiate: name the connection (initiate CONN [CHILD])")

@@ -1,12 +1,14 @@
 package iked
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/control/iked/ikectl"
@@ -38,7 +40,13 @@ func (d *Daemon) handlers() {
 		return h, nil
 	})
 	s.Handle(ikectl.OpConns, func(json.RawMessage) (any, error) { return d.listConns(), nil })
-	s.Handle(ikectl.OpSAs, func(json.RawMessage) (any, error) { return d.listSAs() })
+	s.Handle(ikectl.OpSAs, func(body json.RawMessage) (any, error) {
+		req, err := decode[ikectl.SAsRequest](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.listSAs(*req)
+	})
 	s.Handle(ikectl.OpInitiate, func(body json.RawMessage) (any, error) {
 		req, err := decode[ikectl.Initiate](body)
 		if err != nil {
@@ -105,68 +113,96 @@ func (d *Daemon) listConns() ikectl.Conns {
 	return out
 }
 
-func (d *Daemon) listSAs() (*ikectl.SAs, error) {
-	type stat struct {
-		bytes, packets uint64
-		spu            int
+// listSAs answers a page of IKE SAs (ikectl.SAsRequest), with the counters
+// of their Child SAs.
+func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
+	limit := req.Limit
+	if limit <= 0 || limit > ikectl.MaxSAsPage {
+		limit = ikectl.MaxSAsPage
 	}
-	st := map[saKey]stat{}
-	if c, err := d.dp.client(); err == nil {
-		if sas, err := c.DumpSAs(false); err == nil {
-			for _, s := range sas {
-				st[saKey{s.SPI, s.Dir}] = stat{s.Stats.Bytes, s.Stats.Packets, s.SPU}
+	type listed struct {
+		ike    sa.IKESA
+		worker int
+	}
+	var page []listed
+	err := d.each(func(l *loop, w *worker.Worker) {
+		for _, ike := range w.ListAfter(req.After, limit+1) {
+			page = append(page, listed{ike, l.idx})
+		}
+	})
+	slices.SortFunc(page, func(a, b listed) int { return cmp.Compare(a.ike.UniqueID, b.ike.UniqueID) })
+	out := &ikectl.SAs{}
+	if len(page) > limit {
+		page, out.More = page[:limit], true
+	}
+	if len(page) > 0 {
+		out.Next = page[len(page)-1].ike.UniqueID
+	}
+	// The counters of this page's Child SAs only: a dump of every SA in
+	// spud would cost the table for each page.
+	var ids []api.SAID
+	for _, x := range page {
+		for _, ch := range x.ike.Children {
+			ids = append(ids, api.SAID{SPI: ch.SPIIn, Dir: api.In}, api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: x.ike.Remote.Addr()})
+		}
+	}
+	st := map[saKey]api.SAStats{}
+	if c, cerr := d.dp.client(); cerr == nil && len(ids) > 0 {
+		if es, serr := c.SAStats(ids); serr == nil {
+			for _, e := range es {
+				if e.Found {
+					st[saKey{e.SPI, e.Dir}] = e.Stats
+				}
 			}
 		}
 	}
 	now := time.Now()
-	out := &ikectl.SAs{}
-	err := d.each(func(l *loop, w *worker.Worker) {
-		for _, ike := range w.List() {
-			lg, ph := d.anchorOf(ike.Local.Addr(), ike.Remote.Addr())
-			i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
-				SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
-				LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
-				Established: ike.Established, Worker: l.idx, SPU: ph, Logical: lg,
-				Counters:  ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn},
-				AuthLocal: ike.AuthLocal, AuthRemote: ike.AuthRemote, Fragmentation: ike.FragSend}
-			if len(ike.Proposal.Transforms) > 0 {
-				i.Proposal = ike.Proposal.String()
-			}
-			if !ike.RekeyAt.IsZero() {
-				i.RekeyIn = ike.RekeyAt.Sub(now).Round(time.Second)
-			}
-			for _, ch := range ike.Children {
-				suiteName := ""
-				if s, err := task.DataPlaneSuite(ch.Alg); err == nil {
-					suiteName = s.String()
-				}
-				c := ikectl.ChildSA{Name: ch.Name, UniqueID: ch.UniqueID, State: ch.State.String(), ReqID: ch.ReqID,
-					SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
-					Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}
-				for _, s := range ch.LocalTS {
-					c.LocalTS = append(c.LocalTS, s.String())
-				}
-				for _, s := range ch.RemoteTS {
-					c.RemoteTS = append(c.RemoteTS, s.String())
-				}
-				if !ch.RekeyAt.IsZero() {
-					c.RekeyIn = ch.RekeyAt.Sub(now).Round(time.Second)
-				}
-				if !ch.ExpireAt.IsZero() {
-					c.ExpireIn = ch.ExpireAt.Sub(now).Round(time.Second)
-				}
-				if x, ok := st[saKey{ch.SPIIn, api.In}]; ok {
-					c.BytesIn, c.PacketsIn, c.SPU = x.bytes, x.packets, x.spu
-				}
-				if x, ok := st[saKey{ch.SPIOut, api.Out}]; ok {
-					c.BytesOut, c.PktsOut = x.bytes, x.packets
-				}
-				i.Children = append(i.Children, c)
-			}
-			out.IKESAs = append(out.IKESAs, i)
+	for _, x := range page {
+		ike := &x.ike
+		lg, ph := d.anchorOf(ike.Local.Addr(), ike.Remote.Addr())
+		i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
+			SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
+			LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
+			Established: ike.Established, Worker: x.worker, SPU: ph, Logical: lg,
+			Counters:  ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn},
+			AuthLocal: ike.AuthLocal, AuthRemote: ike.AuthRemote, Fragmentation: ike.FragSend}
+		if len(ike.Proposal.Transforms) > 0 {
+			i.Proposal = ike.Proposal.String()
 		}
-	})
-	slices.SortFunc(out.IKESAs, func(a, b ikectl.IKESA) int { return int(a.UniqueID) - int(b.UniqueID) })
+		if !ike.RekeyAt.IsZero() {
+			i.RekeyIn = ike.RekeyAt.Sub(now).Round(time.Second)
+		}
+		for _, ch := range ike.Children {
+			suiteName := ""
+			if s, err := task.DataPlaneSuite(ch.Alg); err == nil {
+				suiteName = s.String()
+			}
+			c := ikectl.ChildSA{Name: ch.Name, UniqueID: ch.UniqueID, State: ch.State.String(), ReqID: ch.ReqID,
+				SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
+				Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}
+			for _, s := range ch.LocalTS {
+				c.LocalTS = append(c.LocalTS, s.String())
+			}
+			for _, s := range ch.RemoteTS {
+				c.RemoteTS = append(c.RemoteTS, s.String())
+			}
+			if !ch.RekeyAt.IsZero() {
+				c.RekeyIn = ch.RekeyAt.Sub(now).Round(time.Second)
+			}
+			if !ch.ExpireAt.IsZero() {
+				c.ExpireIn = ch.ExpireAt.Sub(now).Round(time.Second)
+			}
+			if x, ok := st[saKey{ch.SPIIn, api.In}]; ok {
+				// A Child SA lives on its IKE SA's anchor.
+				c.BytesIn, c.PacketsIn, c.SPU = x.Bytes, x.Packets, ph
+			}
+			if x, ok := st[saKey{ch.SPIOut, api.Out}]; ok {
+				c.BytesOut, c.PktsOut = x.Bytes, x.Packets
+			}
+			i.Children = append(i.Children, c)
+		}
+		out.IKESAs = append(out.IKESAs, i)
+	}
 	return out, err
 }
 

@@ -50,6 +50,31 @@ func TestPrivilegedIkedLoad(t *testing.T) {
 	if _, pols := tb.a.dump(t); len(pols) != 1 {
 		t.Errorf("gw-a: %d policies, want the tunnel's one", len(pols))
 	}
+	// list-sas by pages of 7: the same IKE SAs, in order.
+	for _, g := range []*gw{tb.a, tb.b} {
+		var ids []uint32
+		var after uint32
+		for pages := 0; ; pages++ {
+			r, err := g.iked.Client.SAPage(after, 7)
+			if err != nil || len(r.IKESAs) > 7 || pages > 10 {
+				t.Fatalf("%s: page after %d: %v (%d IKE SAs)", g.name, after, err, len(r.IKESAs))
+			}
+			for _, s := range r.IKESAs {
+				ids = append(ids, s.UniqueID)
+			}
+			if !r.More {
+				break
+			}
+			after = r.Next
+		}
+		var want []uint32
+		for _, s := range g.sas(t) {
+			want = append(want, s.UniqueID)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("%s: pages of 7 list %v, all at once %v", g.name, ids, want)
+		}
+	}
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
 

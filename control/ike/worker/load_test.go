@@ -289,3 +289,41 @@ func BenchmarkSetupAtScale(b *testing.B) {
 		})
 	}
 }
+
+// TestListAfter: pages of the worker's IKE SAs, each the next ones in
+// UniqueID order, make up List exactly.
+func TestListAfter(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	if p := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 40, Window: 8}, time.Minute); p.Established != 40 {
+		t.Fatalf("load: %+v", p)
+	}
+	for _, n := range []*iketest.Node{na, nb} {
+		all := n.Worker.List()
+		var paged []uint32
+		var after uint32
+		for {
+			page := n.Worker.ListAfter(after, 7)
+			if len(page) > 7 {
+				t.Fatalf("a page of %d, limit 7", len(page))
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, ike := range page {
+				paged = append(paged, ike.UniqueID)
+				if ike.Keys != nil || ike.LastResponse != nil {
+					t.Fatal("a listed IKE SA carries its keys")
+				}
+			}
+			after = page[len(page)-1].UniqueID
+		}
+		if len(paged) != len(all) {
+			t.Fatalf("%s: pages hold %d IKE SAs, List %d", n.Name, len(paged), len(all))
+		}
+		for i, ike := range all {
+			if paged[i] != ike.UniqueID {
+				t.Fatalf("%s: page order %v, List order differs at %d (%d)", n.Name, paged, i, ike.UniqueID)
+			}
+		}
+	}
+}

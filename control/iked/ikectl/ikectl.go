@@ -6,6 +6,7 @@
 package ikectl
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -19,7 +20,7 @@ const DefaultSocket = "/run/spugate/iked.sock"
 const (
 	OpHello     = "iked.hello" // nothing -> Hello
 	OpConns     = "conns.list" // nothing -> Conns
-	OpSAs       = "sas.list"   // nothing -> SAs
+	OpSAs       = "sas.list"   // SAsRequest -> SAs, a page
 	OpInitiate  = "initiate"   // Initiate -> Result
 	OpTerminate = "terminate"  // Terminate -> Result
 	OpReload    = "reload"     // nothing -> ReloadResult
@@ -73,7 +74,24 @@ type Child struct {
 // SAs lists the IKE SAs.
 type SAs struct {
 	IKESAs []IKESA `json:"ike_sas"`
+	// Next is the UniqueID to ask for the next page after; More says
+	// there is one.
+	Next uint32 `json:"next,omitempty"`
+	More bool   `json:"more,omitempty"`
 }
+
+// SAsRequest asks for a page of IKE SAs: those with a UniqueID above
+// After, in UniqueID order, at most Limit (0 or more than MaxSAsPage:
+// MaxSAsPage). A request without a body (an older spuctl) gets the first
+// page, with More set if there are others.
+type SAsRequest struct {
+	After uint32 `json:"after,omitempty"`
+	Limit int    `json:"limit,omitempty"`
+}
+
+// MaxSAsPage is the most IKE SAs a page holds: with their Child SAs,
+// about a megabyte of JSON, far inside a frame.
+const MaxSAsPage = 1024
 
 // IKESA is one IKE SA as swanctl --list-sas shows it.
 type IKESA struct {
@@ -280,11 +298,44 @@ func (c *Client) Conns() ([]Conn, error) {
 	return r.Conns, err
 }
 
-// SAs lists the IKE SAs.
+// SAs lists every IKE SA, page by page.
 func (c *Client) SAs() ([]IKESA, error) {
+	var out []IKESA
+	err := c.SAPages(func(p []IKESA) error {
+		out = append(out, p...)
+		return nil
+	})
+	return out, err
+}
+
+// SAPage asks for one page: the IKE SAs with a UniqueID above after, at
+// most limit.
+func (c *Client) SAPage(after uint32, limit int) (*SAs, error) {
 	var r SAs
-	err := c.Call(OpSAs, nil, &r)
-	return r.IKESAs, err
+	err := c.Call(OpSAs, SAsRequest{After: after, Limit: limit}, &r)
+	return &r, err
+}
+
+// SAPages calls each with every page of IKE SAs in UniqueID order, so that
+// a caller can show a million without holding them.
+func (c *Client) SAPages(each func([]IKESA) error) error {
+	var after uint32
+	for {
+		r, err := c.SAPage(after, MaxSAsPage)
+		if err != nil {
+			return err
+		}
+		if err := each(r.IKESAs); err != nil {
+			return err
+		}
+		if !r.More {
+			return nil
+		}
+		if r.Next <= after {
+			return fmt.Errorf("iked: %s: the page after %d does not move on (%d)", OpSAs, after, r.Next)
+		}
+		after = r.Next
+	}
 }
 
 // Initiate brings up a connection and waits for the outcome.
