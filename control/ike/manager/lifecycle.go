@@ -13,6 +13,11 @@ import (
 func (m *Manager) established() {
 	ike := m.IKE
 	m.halfOpenUntil = time.Time{}
+	// What only IKE_AUTH needed (AUTH signs the IKE_SA_INIT messages and
+	// nonces; the first Child SA's keys take the nonces): about a
+	// kilobyte per IKE SA, held for its life. A restored IKE SA never had
+	// them (they are not persisted).
+	ike.Ni, ike.Nr, ike.InitI, ike.InitR = nil, nil, nil, nil
 	m.refreshLog()
 	m.setDPD()
 	m.setTimers(ike, ike.Established, true)

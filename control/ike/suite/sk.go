@@ -40,10 +40,14 @@ var ErrICV = errors.New("suite: SK payload integrity check failed")
 type SKCipher struct {
 	alg Algorithms
 
-	aead   cipher.AEAD
-	salt   [4]byte
-	ivBase uint64        // random, so that two SKCiphers on one key do not collide
-	seq    atomic.Uint64 // messages sealed
+	// aeadKey is the AEAD's key without the salt: the AEAD is made for
+	// each message rather than kept, since an IKE SA sends a message a
+	// minute and an AES-GCM state is about 700 bytes, a third of what an
+	// IKE SA costs at a million.
+	aeadKey []byte
+	salt    [4]byte
+	ivBase  uint64        // random, so that two SKCiphers on one key do not collide
+	seq     atomic.Uint64 // messages sealed
 
 	block  cipher.Block
 	integ  *hmacSpec
@@ -66,16 +70,8 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 			return nil, fmt.Errorf("suite: %s: integrity key with an AEAD", a.Encr)
 		}
 		k, salt := encKey[:len(encKey)-4], encKey[len(encKey)-4:]
-		var err error
-		if a.Encr == EncrAESGCM16 {
-			var b cipher.Block
-			if b, err = aes.NewCipher(k); err == nil {
-				c.aead, err = cipher.NewGCM(b)
-			}
-		} else {
-			c.aead, err = chacha20poly1305.New(k)
-		}
-		if err != nil {
+		c.aeadKey = append([]byte(nil), k...)
+		if _, err := c.newAEAD(); err != nil {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, err)
 		}
 		copy(c.salt[:], salt)
@@ -101,6 +97,21 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 	return c, nil
 }
 
+// aeadOverhead is the ICV of both AEADs (AES-GCM-16, ChaCha20-Poly1305).
+const aeadOverhead = 16
+
+// newAEAD makes the AEAD of c's key.
+func (c *SKCipher) newAEAD() (cipher.AEAD, error) {
+	if c.alg.Encr == EncrAESGCM16 {
+		b, err := aes.NewCipher(c.aeadKey)
+		if err != nil {
+			return nil, err
+		}
+		return cipher.NewGCM(b)
+	}
+	return chacha20poly1305.New(c.aeadKey)
+}
+
 // Algorithms returns the suite c was built for.
 func (c *SKCipher) Algorithms() Algorithms { return c.alg }
 
@@ -109,8 +120,8 @@ func (c *SKCipher) Algorithms() Algorithms { return c.alg }
 // payloads. The encoder writes it into the length fields before sealing,
 // because they are part of the authenticated data.
 func (c *SKCipher) SealedLen(n int) int {
-	if c.aead != nil {
-		return aeadIVLen + n + 1 + c.aead.Overhead()
+	if c.aeadKey != nil {
+		return aeadIVLen + n + 1 + aeadOverhead
 	}
 	bs := c.block.BlockSize()
 	return bs + (n+1+bs-1)/bs*bs + c.integ.icvLen
@@ -127,7 +138,11 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 		out = make([]byte, len(msg), total)
 		copy(out, msg)
 	}
-	if c.aead != nil {
+	if c.aeadKey != nil {
+		aead, err := c.newAEAD()
+		if err != nil {
+			return nil, err
+		}
 		seq := c.seq.Add(1)
 		if seq == 0 {
 			return nil, errors.New("suite: SK IV counter exhausted; rekey the IKE SA")
@@ -139,7 +154,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 		body := out[len(out):total]
 		copy(body, plaintext)
 		body[len(plaintext)] = 0 // pad length
-		out = c.aead.Seal(out, nonce[:], body[:len(plaintext)+1], msg)
+		out = aead.Seal(out, nonce[:], body[:len(plaintext)+1], msg)
 		return out, nil
 	}
 	bs := c.block.BlockSize()
@@ -162,15 +177,19 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 // header through the payload header are aad, and returns the inner payload
 // bytes with the padding removed, in a new slice.
 func (c *SKCipher) Open(aad, body []byte) ([]byte, error) {
-	if c.aead != nil {
-		min := aeadIVLen + 1 + c.aead.Overhead()
+	if c.aeadKey != nil {
+		min := aeadIVLen + 1 + aeadOverhead
 		if len(body) < min {
 			return nil, fmt.Errorf("suite: SK payload body of %d bytes below minimum %d", len(body), min)
 		}
 		var nonce [12]byte
 		copy(nonce[:4], c.salt[:])
 		copy(nonce[4:], body[:aeadIVLen])
-		plain, err := c.aead.Open(nil, nonce[:], body[aeadIVLen:], aad)
+		aead, err := c.newAEAD()
+		if err != nil {
+			return nil, err
+		}
+		plain, err := aead.Open(nil, nonce[:], body[aeadIVLen:], aad)
 		if err != nil {
 			return nil, ErrICV
 		}
