@@ -475,6 +475,17 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	}
 	e.mu.Lock()
 	reg, ok := e.sas[ref]
+	// An outbound SA is known by its remote: a new one (the peer moved
+	// behind a NAT) re-keys it in the registry and on its SPU, or the
+	// next delete by the new remote would miss it.
+	moved := ref
+	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote != ref.remote {
+		moved.remote = u.Remote
+		if _, dup := e.sas[moved]; dup && ok {
+			e.mu.Unlock()
+			return fmt.Errorf("sa spi 0x%08x %s to %s: %w", u.SPI, u.Dir, u.Remote, unixrpc.ErrExists)
+		}
+	}
 	e.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", u.SPI, u.Dir, unixrpc.ErrNotFound)
@@ -513,6 +524,9 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 			if u.Encap != nil {
 				desc.Encap = u.Encap
 			}
+			if moved != ref {
+				s.t.rekeyOut(outKey{u.SPI, ref.remote}, outKey{u.SPI, moved.remote})
+			}
 		}
 		if u.Lifetime != nil {
 			err = errors.New("changing lifetimes of a live SA is not supported; install a new SA")
@@ -520,6 +534,15 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	})
 	if derr != nil {
 		return derr
+	}
+	if err == nil && moved != ref {
+		e.mu.Lock()
+		if reg, ok := e.sas[ref]; ok {
+			delete(e.sas, ref)
+			e.sas[moved] = reg
+			e.saOrder.rekey(reg.seq, moved)
+		}
+		e.mu.Unlock()
 	}
 	return err
 }

@@ -50,6 +50,15 @@ func (o *installOrder[K]) del(seq uint64) {
 	}
 }
 
+// rekey gives the live entry of seq the key k, in place (an SA whose key
+// changed stays where it was installed).
+func (o *installOrder[K]) rekey(seq uint64, k K) {
+	i := o.find(seq - 1)
+	if i < len(o.seqs) && o.seqs[i] == seq {
+		o.keys[i] = k
+	}
+}
+
 func (o *installOrder[K]) compact() {
 	w := 0
 	for i, s := range o.seqs {

@@ -387,3 +387,59 @@ func TestFirstPacketsWaitForTheNeighbour(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateSARemote: an outbound SA whose remote changes (the peer moved
+// behind a NAT) is known by its new remote afterwards, in the registry and
+// on its SPU, also once its logical SPU moved to another SPU: iked deletes
+// and queries it by the new one.
+func TestUpdateSARemote(t *testing.T) {
+	a, _, _, _ := setup(t)
+	var out api.SAState
+	for _, s := range a.e.DumpSAs() {
+		if s.Dir == api.Out {
+			out = s
+		}
+	}
+	if out.SPI == 0 {
+		t.Fatal("no outbound SA")
+	}
+	moved := netip.MustParseAddr("198.18.99.7")
+	if err := a.e.UpdateSA(&api.SAUpdate{SAID: api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote}, Remote: moved}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		states, found := a.e.SAStates([]api.SAID{{SPI: out.SPI, Dir: api.Out, Remote: moved}, {SPI: out.SPI, Dir: api.Out, Remote: out.Remote}})
+		if !found[0] || found[1] || states[0].Remote != moved {
+			t.Errorf("%s: by the new remote %v, by the old %v (%+v)", when, found[0], found[1], states[0].SA)
+		}
+		n := 0
+		for _, s := range a.e.DumpSAs() {
+			if s.SPI == out.SPI && s.Dir == api.Out {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s: the dump holds the SA %d times", when, n)
+		}
+	}
+	check("after the update")
+	// Its logical SPU moves: drain every SPU in turn but the last.
+	for id := 0; id < a.e.NumSPUs()-1; id++ {
+		if _, err := a.e.Drain(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after a move")
+	if err := a.e.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote}); err == nil {
+		t.Error("deleted by its old remote")
+	}
+	if err := a.e.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: moved}); err != nil {
+		t.Errorf("delete by the new remote: %v", err)
+	}
+	for _, s := range a.e.DumpSAs() {
+		if s.SPI == out.SPI && s.Dir == api.Out {
+			t.Errorf("the SA is still there: %+v", s.SA)
+		}
+	}
+}

@@ -153,6 +153,21 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 	return o, true
 }
 
+// rekeyOut files the outbound SA under from again under to (its remote
+// changed); it stays the same SA, active or not.
+func (t *tables) rekeyOut(from, to outKey) {
+	o, ok := t.out[from]
+	if !ok || from == to {
+		return
+	}
+	delete(t.out, from)
+	t.out[to] = o
+	if m := t.outBy[o.desc.ReqID]; m != nil {
+		delete(m, from)
+		m[to] = o
+	}
+}
+
 // unlinkOut removes an outbound SA from the indexes (the caller relinks).
 func (t *tables) unlinkOut(k outKey, o *outSA) {
 	delete(t.out, k)
