@@ -108,6 +108,33 @@ func (g *gw) start(t *testing.T, config, secrets string, args ...string) {
 	})
 }
 
+// startPSK starts iked on both gateways with the testbed's PSK
+// configurations, changed by mod where it is not nil.
+func (tb *testbed) startPSK(t *testing.T, mod func(a, b *conf)) {
+	t.Helper()
+	ca, cb := tb.confs()
+	if mod != nil {
+		mod(&ca, &cb)
+	}
+	sec := secrets(psk, "gw-a.example", "gw-b.example")
+	tb.a.start(t, ca.yaml(), sec)
+	tb.b.start(t, cb.yaml(), sec)
+}
+
+// tunnelUp has gw-a initiate the tunnel and checks that it carries a ping.
+func (tb *testbed) tunnelUp(t *testing.T) {
+	t.Helper()
+	tb.a.spuctl(t, "initiate", "tun")
+	mustPing(t, tb.ln.ClientA, tb.ln.Plan.ClientA4, tb.ln.Plan.ClientB4)
+}
+
+// loadResponder lets gw-b take many IKE SAs of the tunnel from gw-a's
+// load initiator.
+func loadResponder(_, b *conf) {
+	b.connExtra = "    unique: never\n"
+	b.global = "block_threshold: 100\ncookie_threshold_ip: 100\n"
+}
+
 func tail(s string, n int) string {
 	l := strings.Split(s, "\n")
 	if len(l) > n {

@@ -20,12 +20,7 @@ import (
 func TestPrivilegedIkedLoad(t *testing.T) {
 	tb := newTestbed(t, lab.LineOptions{})
 	pl := tb.ln.Plan
-	ca, cb := tb.confs()
-	cb.connExtra = "    unique: never\n"
-	cb.global = "block_threshold: 100\ncookie_threshold_ip: 100\n"
-	sec := secrets(psk, "gw-a.example", "gw-b.example")
-	tb.a.start(t, ca.yaml(), sec)
-	tb.b.start(t, cb.yaml(), sec)
+	tb.startPSK(t, loadResponder)
 
 	out := tb.a.spuctl(t, "load-initiate", "tun", "-count", "30", "-window", "8")
 	t.Logf("load-initiate: %s", strings.TrimSpace(out))
@@ -98,12 +93,7 @@ func TestPrivilegedIkedLoad(t *testing.T) {
 func TestPrivilegedIkedLoadAcrossSpudRestart(t *testing.T) {
 	tb := newTestbed(t, lab.LineOptions{})
 	pl := tb.ln.Plan
-	ca, cb := tb.confs()
-	cb.connExtra = "    unique: never\n"
-	cb.global = "block_threshold: 100\ncookie_threshold_ip: 100\n"
-	sec := secrets(psk, "gw-a.example", "gw-b.example")
-	tb.a.start(t, ca.yaml(), sec)
-	tb.b.start(t, cb.yaml(), sec)
+	tb.startPSK(t, loadResponder)
 
 	const count = 300
 	tb.a.spuctl(t, "load-initiate", "tun", "-count", fmt.Sprint(count), "-window", "16", "-background")

@@ -151,12 +151,8 @@ func TestPrivilegedIkedRestart(t *testing.T) {
 func TestPrivilegedIkedSpudRestart(t *testing.T) {
 	tb := newTestbed(t, lab.LineOptions{})
 	pl := tb.ln.Plan
-	ca, cb := tb.confs()
-	sec := secrets(psk, "gw-a.example", "gw-b.example")
-	tb.a.start(t, ca.yaml(), sec)
-	tb.b.start(t, cb.yaml(), sec)
-	tb.a.spuctl(t, "initiate", "tun")
-	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	tb.startPSK(t, nil)
+	tb.tunnelUp(t)
 	// The outage: pings every 20 ms across a SIGKILL of spud and its
 	// restart at once; each lost one is 20 ms without the tunnel.
 	flood := pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 8*time.Second)
@@ -203,12 +199,8 @@ var awayRe = regexp.MustCompile(`msg="iked: reconnected to spud" away=(\S+)`)
 func TestPrivilegedIkedSpudDisconnect(t *testing.T) {
 	tb := newTestbed(t, lab.LineOptions{})
 	pl := tb.ln.Plan
-	ca, cb := tb.confs()
-	sec := secrets(psk, "gw-a.example", "gw-b.example")
-	tb.a.start(t, ca.yaml(), sec)
-	tb.b.start(t, cb.yaml(), sec)
-	tb.a.spuctl(t, "initiate", "tun")
-	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	tb.startPSK(t, nil)
+	tb.tunnelUp(t)
 	before := tb.b.sas(t)
 	if len(before) != 1 || len(before[0].Children) != 1 {
 		t.Fatalf("before: %+v", before)
