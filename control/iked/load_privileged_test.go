@@ -2,6 +2,7 @@ package iked_test
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -166,3 +167,40 @@ func TestPrivilegedIkedLoadAcrossSpudRestart(t *testing.T) {
 }
 
 var loadEstablishedRe = regexp.MustCompile(`(\d+) established`)
+
+// TestPrivilegedInitialContactManySAs: gw-b holds many IKE SAs of gw-a
+// (a load), gw-a's iked loses its state and comes back: its first IKE SA
+// carries INITIAL_CONTACT, and gw-b removes every IKE SA it still had with
+// those identities and that address (found through its index, not a pass
+// over its IKE SAs), keeping only the new one, whose tunnel carries
+// traffic.
+func TestPrivilegedInitialContactManySAs(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	tb.startPSK(t, loadResponder)
+	const count = 100
+	out := tb.a.spuctl(t, "load-initiate", "tun", "-count", fmt.Sprint(count), "-window", "16")
+	if !strings.Contains(out, fmt.Sprintf("%d established", count)) {
+		t.Fatalf("load-initiate: %s", out)
+	}
+	if n := len(tb.b.sas(t)); n != count {
+		t.Fatalf("gw-b holds %d IKE SAs, want %d", n, count)
+	}
+	if err := tb.a.iked.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(tb.a.iked.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.a.iked.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	tb.tunnelUp(t)
+	if !waitFor(10*time.Second, func() bool { return len(tb.b.sas(t)) == 1 }) {
+		t.Fatalf("gw-b holds %d IKE SAs after INITIAL_CONTACT, want the new one", len(tb.b.sas(t)))
+	}
+	if st := tb.b.spuctl(t, "ike-stats"); !regexp.MustCompile(fmt.Sprintf(`initial_contacts\s+%d\b`, count)).MatchString(st) {
+		t.Errorf("gw-b's ike-stats do not count %d IKE SAs removed on INITIAL_CONTACT:\n%s", count, st)
+	}
+	mustPing(t, tb.ln.ClientB, pl.ClientB4, pl.ClientA4)
+}
