@@ -50,7 +50,46 @@ type usageCount struct {
 // usageTTL is how long spud's count of an SA's packets serves.
 const usageTTL = time.Second
 
-var _ manager.UsageReader = (*spudDP)(nil)
+var (
+	_ manager.UsageReader     = (*spudDP)(nil)
+	_ manager.UsagePrefetcher = (*spudDP)(nil)
+)
+
+// PrefetchInbound asks spud in one call for the counts of the SPIs that are
+// not fresh in the cache: the worker gives those of every IKE SA whose
+// liveness sample is due, whose InboundPackets then answer from the cache.
+// A failure leaves them to InboundPackets.
+func (p *spudDP) PrefetchInbound(spis []uint32) {
+	now := time.Now()
+	var ask []api.SAID
+	p.usageMu.Lock()
+	if now.Sub(p.usageSince) >= usageTTL {
+		p.usagePrev, p.usageCur, p.usageSince = p.usageCur, map[uint32]usageCount{}, now
+	}
+	for _, spi := range spis {
+		if u, ok := p.usageCur[spi]; ok && now.Sub(u.at) < usageTTL {
+			continue
+		}
+		ask = append(ask, api.SAID{SPI: spi, Dir: api.In})
+	}
+	p.usageMu.Unlock()
+	if len(ask) == 0 {
+		return
+	}
+	c, err := p.current()
+	if err != nil {
+		return
+	}
+	st, err := c.SAStats(ask)
+	if err != nil {
+		return
+	}
+	p.usageMu.Lock()
+	defer p.usageMu.Unlock()
+	for _, e := range st {
+		p.usageCur[e.SPI] = usageCount{packets: e.Stats.Packets, at: now}
+	}
+}
 
 // InboundPackets sums what the inbound SAs with these SPIs received; an
 // SPI spud does not have counts nothing.

@@ -167,6 +167,19 @@ func TestInboundPacketsAsksOnlyItsSPIs(t *testing.T) {
 	check([]uint32{0x1200, 0x1300, 0x5000}, 0x12+0x13, 0x1300, 0x5000) // unknown SPI: 0
 	time.Sleep(usageTTL)
 	check([]uint32{0x1100}, 0x11, 0x1100)
+	// A prefetch asks once for what is not fresh; the samples after it
+	// ask nothing.
+	mu.Lock()
+	asked = nil
+	mu.Unlock()
+	dp.PrefetchInbound([]uint32{0x1100, 0x1400, 0x1500, 0x1600})
+	mu.Lock()
+	if fmt.Sprint(asked) != fmt.Sprint([]uint32{0x1400, 0x1500, 0x1600}) {
+		t.Errorf("prefetch asked spud about %x, want 1400 1500 1600", asked)
+	}
+	mu.Unlock()
+	check([]uint32{0x1400}, 0x14)
+	check([]uint32{0x1500, 0x1600}, 0x15+0x16)
 	if dumps != 0 {
 		t.Errorf("%d dumps of every SA", dumps)
 	}

@@ -96,6 +96,9 @@ type DataPlane struct {
 	// inPkts are inbound packet counts (InboundPackets), set by tests or
 	// by a Flow.
 	inPkts map[uint32]uint64
+	// Samples counts InboundPackets calls; Prefetches the PrefetchInbound
+	// calls and Prefetched the SPIs they named.
+	Samples, Prefetches, Prefetched int
 }
 
 // NewDataPlane returns an empty data plane whose SPIs start at base.
@@ -174,11 +177,21 @@ func (d *DataPlane) CountIn(spi uint32, n uint64) {
 func (d *DataPlane) InboundPackets(spis []uint32) (uint64, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Samples++
 	var n uint64
 	for _, spi := range spis {
 		n += d.inPkts[spi]
 	}
 	return n, nil
+}
+
+// PrefetchInbound counts the batch (manager.UsagePrefetcher); the counts
+// are read by InboundPackets as always.
+func (d *DataPlane) PrefetchInbound(spis []uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Prefetches++
+	d.Prefetched += len(spis)
 }
 
 // DelSA removes an SA (inbound SAs are found by SPI alone, as in spud) and

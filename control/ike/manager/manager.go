@@ -134,6 +134,14 @@ type UsageReader interface {
 	InboundPackets(spis []uint32) (uint64, error)
 }
 
+// UsagePrefetcher is implemented by data planes whose InboundPackets
+// answers from what one call fetched for many SAs: the worker gives it the
+// SPIs of every IKE SA whose sample is due at a Tick, so that a million
+// IKE SAs sampling every dpd_delay/2 cost a call per Tick, not one each.
+type UsagePrefetcher interface {
+	PrefetchInbound(spis []uint32)
+}
+
 // RekeyedTimeout bounds how long a rekeyed IKE SA waits for the peer's
 // DELETE (strongSwan waits 90 s as responder, 30 s for a redundant one).
 const RekeyedTimeout = 30 * time.Second

@@ -299,6 +299,18 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+// AppendDueSample appends to spis the inbound SPIs of the IKE SA's Child
+// SAs if its inbound sample is due at now (for UsagePrefetcher).
+func (m *Manager) AppendDueSample(spis []uint32, now time.Time) []uint32 {
+	if at := m.sampleAt(); m.destroyed || at.IsZero() || at.After(now) || len(m.queue) > 0 {
+		return spis
+	}
+	for _, ch := range m.IKE.Children {
+		spis = append(spis, ch.SPIIn)
+	}
+	return spis
+}
+
 // sample reads the inbound packet count; not while a task waits to
 // start (deferred tasks just queued), as the liveness check.
 func (m *Manager) sample(now time.Time) bool {

@@ -327,3 +327,22 @@ func TestListAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestSamplesPrefetched: IKE SAs whose liveness samples fall due at the
+// same Tick have their inbound counts asked of the data plane in one batch
+// (UsagePrefetcher), with every SPI of the batch.
+func TestSamplesPrefetched(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n    dpd_delay: 10s\n" })
+	if p := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 20, Window: 20}, time.Minute); p.Established != 20 {
+		t.Fatalf("load: %+v", p)
+	}
+	nb.DP.Samples, nb.DP.Prefetches, nb.DP.Prefetched = 0, 0, 0
+	s.RunFor(6 * time.Second)
+	// Each IKE SA samples every 5 s (InboundPackets also answers the
+	// probes of held-back outbound SAs, which are not batched).
+	if nb.DP.Prefetched < 20 || nb.DP.Prefetches*3 > nb.DP.Prefetched {
+		t.Errorf("%d prefetches naming %d SPIs in 6 s of 20 IKE SAs sampling every 5 s: want each prefetched, in batches",
+			nb.DP.Prefetches, nb.DP.Prefetched)
+	}
+	t.Logf("%d samples, %d prefetches naming %d SPIs", nb.DP.Samples, nb.DP.Prefetches, nb.DP.Prefetched)
+}

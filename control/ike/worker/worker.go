@@ -80,7 +80,10 @@ type Worker struct {
 	timers timerHeap
 	sched  map[*manager.Manager]time.Time
 	// peers finds IKE SAs by peer address and identities (index.go).
-	peers   peerIndex
+	peers peerIndex
+	// due and spis are Tick's batch, kept to spare allocations.
+	due     []*manager.Manager
+	spis    []uint32
 	cookies cookieSecrets
 	// refused and unauthLogs bound what unauthenticated requests cost:
 	// refusals raise the COOKIE, log lines about them are rate-limited.
@@ -361,20 +364,41 @@ func (w *Worker) Deadline() time.Time {
 
 // Tick runs every timer due at now; a panic in one IKE SA's timer ends
 // that IKE SA (recovered), and the timers still due run at the next Tick.
+//
+// The timers due are taken in batches: the data plane (a UsagePrefetcher)
+// is first asked once for the inbound counts of every IKE SA of the batch
+// whose liveness sample is due.
 func (w *Worker) Tick(now time.Time) {
 	defer w.runPending()
 	defer w.recovered("timer", nil)
+	pre, _ := w.env.DataPlane().(manager.UsagePrefetcher)
 	for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
-		e := heap.Pop(&w.timers).(timerEntry)
-		t, ok := w.sched[e.m]
-		if !ok || !t.Equal(e.when) {
-			continue
+		w.due = w.due[:0]
+		for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
+			e := heap.Pop(&w.timers).(timerEntry)
+			if t, ok := w.sched[e.m]; ok && t.Equal(e.when) {
+				w.due = append(w.due, e.m)
+			}
 		}
-		delete(w.sched, e.m)
-		w.unauthenticated, w.current = e.m.HalfOpen(), e.m
-		e.m.Tick(now)
-		w.unauthenticated, w.current = false, nil
-		w.schedule(e.m)
+		if pre != nil {
+			w.spis = w.spis[:0]
+			for _, m := range w.due {
+				w.spis = m.AppendDueSample(w.spis, now)
+			}
+			if len(w.spis) > 1 {
+				pre.PrefetchInbound(w.spis)
+			}
+		}
+		for _, m := range w.due {
+			if _, ok := w.sched[m]; !ok {
+				continue // rescheduled meanwhile: its entry is in the heap again
+			}
+			delete(w.sched, m)
+			w.unauthenticated, w.current = m.HalfOpen(), m
+			m.Tick(now)
+			w.unauthenticated, w.current = false, nil
+			w.schedule(m)
+		}
 	}
 }
 
