@@ -3,6 +3,7 @@ package iked_test
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -126,6 +127,21 @@ func (tb *testbed) tunnelUp(t *testing.T) {
 	t.Helper()
 	tb.a.spuctl(t, "initiate", "tun")
 	mustPing(t, tb.ln.ClientA, tb.ln.Plan.ClientA4, tb.ln.Plan.ClientB4)
+}
+
+// restartWithoutState kills the gateway's iked, removes its state folder
+// (lost state) and starts it again.
+func (g *gw) restartWithoutState(t *testing.T) {
+	t.Helper()
+	if err := g.iked.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(g.iked.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.iked.Restart(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // loadResponder lets gw-b take many IKE SAs of the tunnel from gw-a's

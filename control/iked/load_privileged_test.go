@@ -2,7 +2,6 @@ package iked_test
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -186,15 +185,7 @@ func TestPrivilegedInitialContactManySAs(t *testing.T) {
 	if n := len(tb.b.sas(t)); n != count {
 		t.Fatalf("gw-b holds %d IKE SAs, want %d", n, count)
 	}
-	if err := tb.a.iked.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(tb.a.iked.StateDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := tb.a.iked.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	tb.a.restartWithoutState(t)
 	tb.tunnelUp(t)
 	if !waitFor(10*time.Second, func() bool { return len(tb.b.sas(t)) == 1 }) {
 		t.Fatalf("gw-b holds %d IKE SAs after INITIAL_CONTACT, want the new one", len(tb.b.sas(t)))

@@ -146,15 +146,7 @@ func TestPrivilegedIkedRestartWithoutState(t *testing.T) {
 	tb.a.start(t, ca.yaml(), sec, "-grace", "2s")
 	tb.b.start(t, cb.yaml(), sec)
 	pingUp(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
-	if err := tb.a.iked.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(tb.a.iked.StateDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := tb.a.iked.Restart(); err != nil {
-		t.Fatal(err)
-	}
+	tb.a.restartWithoutState(t)
 	pingUp(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	// Past the grace period and its sweep.
 	res := <-pingFlood(tb.ln.ClientA, pl.ClientA4, pl.ClientB4, 6*time.Second)
