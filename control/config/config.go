@@ -40,6 +40,12 @@ type Config struct {
 	Workers int `yaml:"workers"`
 	// Control is the unix socket spuctl talks to iked on.
 	Control string `yaml:"control"`
+	// IKEAnchor is how a responder anchors a new IKE SA: "tunnel" (the
+	// default) by the hash of the two endpoints, so that every IKE SA
+	// between two addresses shares one SPU; "ike-sa" by the hash of the
+	// endpoints and the initiator's SPI, so that one peer's IKE SAs (a
+	// load generator, many sites behind one NAT) spread over every SPU.
+	IKEAnchor string `yaml:"ike_anchor"`
 	// The responder's defences against IKE_SA_INIT floods, named and
 	// meant as strongSwan's charon options are, and applied in its order:
 	// first the COOKIE (RFC 7296 2.6), demanded while CookieThreshold
@@ -197,6 +203,12 @@ const (
 	// and delete_rekeyed_delay.
 	DefaultKeepAlive          = 20 * time.Second
 	DefaultDeleteRekeyedDelay = 5 * time.Second
+)
+
+// IKEAnchorTunnel and IKEAnchorIKESA are the values of ike_anchor.
+const (
+	IKEAnchorTunnel = "tunnel"
+	IKEAnchorIKESA  = "ike-sa"
 )
 
 // Defaults of the responder's IKE_SA_INIT defences. The per-address ones
@@ -360,6 +372,13 @@ func (v *validator) config(c *Config) {
 	}
 	if c.PortNATT == 0 {
 		c.PortNATT = 4500
+	}
+	switch c.IKEAnchor {
+	case "":
+		c.IKEAnchor = IKEAnchorTunnel
+	case IKEAnchorTunnel, IKEAnchorIKESA:
+	default:
+		v.errf([]any{"ike_anchor"}, "%q is neither %s nor %s", c.IKEAnchor, IKEAnchorTunnel, IKEAnchorIKESA)
 	}
 	if c.CookieThreshold == 0 {
 		c.CookieThreshold = DefaultCookieThreshold

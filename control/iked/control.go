@@ -159,7 +159,7 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 	now := time.Now()
 	for _, x := range page {
 		ike := &x.ike
-		lg, ph := d.anchorOf(ike.Local.Addr(), ike.Remote.Addr())
+		lg, ph := d.anchorOf(ike)
 		i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
 			SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
 			LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,

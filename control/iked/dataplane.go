@@ -244,10 +244,10 @@ func (p *spudDP) redial(old *api.Client) (*api.Client, error) {
 	return nc, nil
 }
 
-func (p *spudDP) AllocSPI(local, remote netip.Addr) (uint32, error) {
+func (p *spudDP) AllocSPI(local, remote netip.Addr, logical *int) (uint32, error) {
 	var r api.SPIAllocReply
 	err := p.do(func(c *api.Client) (err error) {
-		r, err = c.AllocSPI(api.SPIAllocRequest{Local: local, Remote: remote})
+		r, err = c.AllocSPI(api.SPIAllocRequest{Local: local, Remote: remote, Logical: logical})
 		return err
 	})
 	return r.SPI, err

@@ -21,7 +21,7 @@ import (
 // not as a refusal of spud's.
 func TestNoSpudIsClosed(t *testing.T) {
 	var dp spudDP
-	_, err := dp.AllocSPI(netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"))
+	_, err := dp.AllocSPI(netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), nil)
 	var re *unixrpc.Error
 	if !errors.Is(err, unixrpc.ErrClosed) || errors.As(err, &re) || err.Error() != "not connected to spud" {
 		t.Errorf("alloc without spud: %v", err)
@@ -53,12 +53,12 @@ func TestSpudConnectionRedial(t *testing.T) {
 	}
 	dp.c.Store(c)
 	a := netip.MustParseAddr("198.18.0.1")
-	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+	if spi, err := dp.AllocSPI(a, a, nil); err != nil || spi != 0x1234 {
 		t.Fatalf("AllocSPI: %x %v", spi, err)
 	}
 	c.Close()
 	<-c.Done()
-	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+	if spi, err := dp.AllocSPI(a, a, nil); err != nil || spi != 0x1234 {
 		t.Fatalf("AllocSPI after the connection was lost: %x %v", spi, err)
 	}
 	if dp.c.Load() == c {
@@ -69,7 +69,7 @@ func TestSpudConnectionRedial(t *testing.T) {
 	dp.c.Load().Close()
 	<-dp.c.Load().Done()
 	start := time.Now()
-	if _, err := dp.AllocSPI(a, a); err != nil {
+	if _, err := dp.AllocSPI(a, a, nil); err != nil {
 		t.Errorf("a call while the connection is lost again: %v", err)
 	}
 	if took := time.Since(start); took > redialEvery+100*time.Millisecond {
@@ -79,14 +79,14 @@ func TestSpudConnectionRedial(t *testing.T) {
 	// spudWait, then fail; while the wait runs out, at once.
 	dp.c.Store(nil)
 	start = time.Now()
-	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) {
+	if _, err := dp.AllocSPI(a, a, nil); !errors.Is(err, unixrpc.ErrClosed) {
 		t.Errorf("with spud gone: %v", err)
 	}
 	if took := time.Since(start); took < spudWait || took > spudWait+time.Second {
 		t.Errorf("with spud gone the call took %v, want about spudWait (%v)", took, spudWait)
 	}
 	start = time.Now()
-	if _, err := dp.AllocSPI(a, a); !errors.Is(err, unixrpc.ErrClosed) || time.Since(start) > 100*time.Millisecond {
+	if _, err := dp.AllocSPI(a, a, nil); !errors.Is(err, unixrpc.ErrClosed) || time.Since(start) > 100*time.Millisecond {
 		t.Errorf("spud still gone: %v after %v, want an error at once", err, time.Since(start))
 	}
 	// Back within spudWait: the waiting call goes through.
@@ -98,7 +98,7 @@ func TestSpudConnectionRedial(t *testing.T) {
 			dp.c.Store(c)
 		}
 	}()
-	if spi, err := dp.AllocSPI(a, a); err != nil || spi != 0x1234 {
+	if spi, err := dp.AllocSPI(a, a, nil); err != nil || spi != 0x1234 {
 		t.Errorf("spud back after 300 ms: %x %v", spi, err)
 	}
 }

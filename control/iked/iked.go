@@ -56,6 +56,7 @@ import (
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/defrag"
 	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/ike/worker"
@@ -95,12 +96,21 @@ type Daemon struct {
 	log  *slog.Logger
 	cfg  atomic.Pointer[config.Config]
 
-	dp    *spudDP
-	fn    anchor.Function
-	spus  atomic.Pointer[anchor.Map]
-	stats stats.Counters
-	reqid atomic.Uint32
-	ids   atomic.Uint32
+	dp *spudDP
+	fn anchor.Function
+	// anchoring is how workers anchor IKE SAs (replaced on reload when
+	// ike_anchor changes); halfOpen counts half-open IKE SAs by peer
+	// address over all workers.
+	anchoring atomic.Pointer[worker.Anchoring]
+	halfOpen  worker.PeerCounts
+	// legacy are IKE SAs restored from states written before anchors per
+	// IKE SA: anchored by their endpoints, with SPIs that carry no anchor,
+	// so their datagrams are routed by this table (our SPI -> worker).
+	legacy pins
+	spus   atomic.Pointer[anchor.Map]
+	stats  stats.Counters
+	reqid  atomic.Uint32
+	ids    atomic.Uint32
 
 	traps  atomic.Pointer[trapTable]
 	trapMu sync.Mutex
@@ -185,6 +195,11 @@ func (d *Daemon) start() error {
 	if d.fn, err = anchor.NewFunction(hk, hello.Logical); err != nil {
 		return fmt.Errorf("iked: spud's anchor function: %w", err)
 	}
+	codec, err := d.fn.Codec()
+	if err != nil {
+		return fmt.Errorf("iked: spud's anchor function: %w", err)
+	}
+	d.anchoring.Store(&worker.Anchoring{Fn: d.fn, Codec: codec, PerIKESA: cfg.IKEAnchor == config.IKEAnchorIKESA})
 	m, err := mapOf(hello.Map)
 	if err != nil {
 		return err
@@ -288,18 +303,35 @@ func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
 func (d *Daemon) Stats() *stats.Counters { return &d.stats }
 
 // owner is the worker of the tunnel between local and remote: the one of
-// its anchor SPU.
+// its endpoints' anchor SPU, where the IKE SAs we initiate to remote and
+// its trap policies are.
 func (d *Daemon) owner(local, remote netip.Addr) *loop {
-	lg := d.fn.Logical(local, remote)
+	return d.loopOf(d.fn.Logical(local, remote))
+}
+
+// loopOf is the worker of a logical SPU.
+func (d *Daemon) loopOf(lg uint16) *loop {
 	if l := d.byPhys[int(d.spus.Load().Physical(lg))]; l != nil {
 		return l
 	}
 	return d.loops[int(lg)%len(d.loops)]
 }
 
-// anchorOf returns the logical and physical SPU of a tunnel.
-func (d *Daemon) anchorOf(local, remote netip.Addr) (logical, physical int) {
-	lg := d.fn.Logical(local, remote)
+// logicalOf is the logical SPU of an IKE SA: its own, or its endpoints'
+// for one that has none (restored from an older state).
+func (d *Daemon) logicalOf(ike *sa.IKESA) uint16 {
+	if ike.Anchored {
+		return ike.Logical
+	}
+	return d.fn.Logical(ike.Local.Addr(), ike.Remote.Addr())
+}
+
+// ownerOf is the worker of an IKE SA's anchor.
+func (d *Daemon) ownerOf(ike *sa.IKESA) *loop { return d.loopOf(d.logicalOf(ike)) }
+
+// anchorOf returns the logical and physical SPU of an IKE SA.
+func (d *Daemon) anchorOf(ike *sa.IKESA) (logical, physical int) {
+	lg := d.logicalOf(ike)
 	return int(lg), int(d.spus.Load().Physical(lg))
 }
 
@@ -396,6 +428,11 @@ func (d *Daemon) logTrust(cfg *config.Config) {
 func (d *Daemon) useConfig(cfg *config.Config) {
 	if cfg.FragmentMemory > 0 {
 		d.frags.SetMax(int(cfg.FragmentMemory))
+	}
+	if a := d.anchoring.Load(); a != nil && a.PerIKESA != (cfg.IKEAnchor == config.IKEAnchorIKESA) {
+		na := *a
+		na.PerIKESA = !a.PerIKESA
+		d.anchoring.Store(&na)
 	}
 	d.cfg.Store(cfg)
 }

@@ -275,10 +275,7 @@ func (d *Daemon) read(l *loop, local netip.AddrPort, c *net.UDPConn) {
 // to leave the choice to the kernel (counted as a handoff).
 func (d *Daemon) dispatch(from *loop, dg manager.Datagram) {
 	from.rx.Add(1)
-	target := d.pinned(dg)
-	if target == nil {
-		target = d.owner(dg.Local.Addr(), dg.Remote.Addr())
-	}
+	target := d.route(dg)
 	if target != from {
 		d.stats.Inc(stats.Handoffs)
 		target.handedIn.Add(1)
@@ -396,6 +393,33 @@ func (e *workerEnv) Changed(ike *sa.IKESA)                              { e.l.pe
 func (e *workerEnv) Gone(ike *sa.IKESA) {
 	delete(e.l.unsaved, ike)
 	e.d.store.remove(ike)
+	if !ike.Anchored {
+		e.d.legacy.set(ike.OurSPI(), nil)
+	}
+}
+func (e *workerEnv) Anchoring() *worker.Anchoring { return e.d.anchoring.Load() }
+func (e *workerEnv) HalfOpen() *worker.PeerCounts { return &e.d.halfOpen }
+
+// Others queues f for every other worker; a full command queue gets it
+// from a goroutine rather than stall this worker.
+func (e *workerEnv) Others(f func(*worker.Worker)) {
+	for _, l := range e.d.loops {
+		if l == e.l {
+			continue
+		}
+		select {
+		case l.cmds <- f:
+		default:
+			e.d.wg.Add(1)
+			go func() {
+				defer e.d.wg.Done()
+				select {
+				case l.cmds <- f:
+				case <-e.d.ctx.Done():
+				}
+			}()
+		}
+	}
 }
 func (e *workerEnv) InstallTrap(conn, child string) {
 	if err := e.d.installTrap(conn, child); err != nil {

@@ -17,6 +17,7 @@ package iked
 // dropped there and retransmitted by the peer, as IKE is built to.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -60,22 +61,54 @@ func (p *pins) set(spi uint64, l *loop) {
 	p.mu.Unlock()
 }
 
-// pinned returns the worker an IKE datagram must go to while its IKE SA
-// waits to move, or nil.
-func (d *Daemon) pinned(dg manager.Datagram) *loop {
-	if d.pin.n.Load() == 0 {
-		return nil
+// route returns the worker an IKE datagram belongs to: the one of the
+// logical SPU its IKE SA is anchored on, which the datagram names
+// (anchor.Function.IKELogical, the rule the SO_REUSEPORT selector runs in
+// the kernel), unless its IKE SA waits to move to another worker or was
+// restored without an anchor of its own.
+func (d *Daemon) route(dg manager.Datagram) *loop {
+	natt := int(dg.Local.Port()) == d.cfg.Load().PortNATT
+	if d.pin.n.Load() > 0 || d.legacy.n.Load() > 0 {
+		if spi, ok := ourSPI(dg.Data, natt); ok {
+			if l := d.pin.lookup(spi); l != nil {
+				return l
+			}
+			if l := d.legacy.lookup(spi); l != nil {
+				return l
+			}
+		}
 	}
-	h, err := message.DecodeHeader(dg.Data)
+	local, remote := dg.Local.Addr(), dg.Remote.Addr()
+	a := d.anchoring.Load()
+	if a == nil {
+		return d.owner(local, remote)
+	}
+	lg, by := a.Fn.IKELogical(a.Codec, local, remote, dg.Data, natt)
+	if by == anchor.ByFirstContact && !a.PerIKESA {
+		// ike_anchor tunnel: a new IKE SA goes to its endpoints' worker,
+		// where the selector's hash with the SPI may not have sent it.
+		lg = a.Fn.Logical(local, remote)
+	}
+	return d.loopOf(lg)
+}
+
+// ourSPI is the IKE SPI of a datagram that we chose: the responder's if
+// the sender is the original initiator, else the initiator's.
+func ourSPI(b []byte, natt bool) (uint64, bool) {
+	if natt {
+		if len(b) < 4 || binary.BigEndian.Uint32(b) != 0 {
+			return 0, false
+		}
+		b = b[4:]
+	}
+	h, err := message.DecodeHeader(b)
 	if err != nil {
-		return nil
+		return 0, false
 	}
-	// Our SPI is the one we chose: SPIr if the peer initiated, SPIi if we
-	// did; try both.
-	if l := d.pin.lookup(h.SPIi); l != nil {
-		return l
+	if h.IsInitiator() {
+		return h.SPIr, h.SPIr != 0
 	}
-	return d.pin.lookup(h.SPIr)
+	return h.SPIi, h.SPIi != 0
 }
 
 // followMap moves to spud's new SPU map.
@@ -130,11 +163,10 @@ func (d *Daemon) moveIKESAs(old *anchor.Map, moved map[uint16]bool) (n, busy int
 		ll := l
 		d.post(ll, func(w *worker.Worker) {
 			for _, ike := range w.List() {
-				lg := d.fn.Logical(ike.Local.Addr(), ike.Remote.Addr())
-				if !moved[lg] {
+				if !moved[d.logicalOf(&ike)] {
 					continue
 				}
-				if to := d.owner(ike.Local.Addr(), ike.Remote.Addr()); to != ll {
+				if to := d.ownerOf(&ike); to != ll {
 					moves = append(moves, move{from: ll, to: to, spi: ike.OurSPI()})
 				}
 			}
@@ -172,6 +204,9 @@ func (d *Daemon) moveOne(mv move) error {
 		return rerr
 	}
 	d.pin.set(mv.spi, nil)
+	if !ike.Anchored {
+		d.legacy.set(mv.spi, mv.to)
+	}
 	d.log.Debug("iked: IKE SA moved", "ike_id", ike.UniqueID, "conn", ike.ConnName,
 		"from_worker", mv.from.idx, "to_worker", mv.to.idx)
 	return nil
@@ -201,7 +236,7 @@ func (d *Daemon) retryPinned() {
 			d.post(mv.from, func(w *worker.Worker) {
 				for _, ike := range w.List() {
 					if ike.OurSPI() == mv.spi {
-						to = d.owner(ike.Local.Addr(), ike.Remote.Addr())
+						to = d.ownerOf(&ike)
 					}
 				}
 			})

@@ -88,7 +88,8 @@ func (d *Daemon) installTrap(connName, child string) error {
 	if err != nil {
 		return err
 	}
-	e := trapEntry{Trap: task.Trap{ReqID: d.reqid.Add(1), LocalTS: lts, RemoteTS: rts}, Conn: connName, Child: child, Local: local, Remote: remote}
+	e := trapEntry{Trap: task.Trap{ReqID: d.reqid.Add(1), Logical: int(d.fn.Logical(local, remote)), LocalTS: lts, RemoteTS: rts},
+		Conn: connName, Child: child, Local: local, Remote: remote}
 	id, err := d.dp.AddPolicy(&api.Policy{ReqID: e.ReqID, Action: api.Protect, Local: local, Remote: remote,
 		LocalTS: slices.Clone(lts), RemoteTS: slices.Clone(rts), Name: task.TrapName(connName, child)})
 	if err != nil {
@@ -142,7 +143,7 @@ func (d *Daemon) adoptTraps(pols []api.PolicyState) {
 			local != p.Local || remote != p.Remote {
 			continue
 		}
-		t = t.with(trapEntry{Trap: task.Trap{ReqID: p.ReqID, PolicyID: p.ID, LocalTS: lts, RemoteTS: rts},
+		t = t.with(trapEntry{Trap: task.Trap{ReqID: p.ReqID, PolicyID: p.ID, Logical: int(d.fn.Logical(local, remote)), LocalTS: lts, RemoteTS: rts},
 			Conn: parts[0], Child: parts[1], Local: local, Remote: remote})
 	}
 	d.traps.Store(t)
@@ -173,7 +174,10 @@ func (d *Daemon) restore() error {
 	}
 	d.ids.Store(maxID)
 	for _, ike := range ikes {
-		l := d.owner(ike.Local.Addr(), ike.Remote.Addr())
+		l := d.ownerOf(ike)
+		if !ike.Anchored {
+			d.legacy.set(ike.OurSPI(), l)
+		}
 		ike := ike
 		var rerr error
 		if err := d.post(l, func(w *worker.Worker) { rerr = w.Restore(ike) }); err != nil {
@@ -334,7 +338,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 			changed = true
 		}
 		if len(pols) == 0 && !ch.Trap {
-			id, err := l.dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote,
+			id, err := l.dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote, Logical: in.Logical,
 				LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: in.Name})
 			if err != nil {
 				m.Logger().Warn("iked: resync: policy", "child", ch.Name, "err", err.Error())

@@ -140,6 +140,9 @@ type Interface struct {
 type SPIAllocRequest struct {
 	Local  netip.Addr `json:"local"`  // this gateway's tunnel endpoint
 	Remote netip.Addr `json:"remote"` // the peer's tunnel endpoint
+	// Logical is the logical SPU to anchor on; nil = the hash of Local and
+	// Remote.
+	Logical *int `json:"logical,omitempty"`
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the

@@ -44,10 +44,13 @@ type SA struct {
 	Dir Dir    `json:"dir"` // in or out
 	// Local and Remote are the tunnel endpoints: this gateway's address and
 	// the peer's. They decide the anchor SPU.
-	Local  netip.Addr  `json:"local"`
-	Remote netip.Addr  `json:"remote"` // the peer's address
-	Mode   Mode        `json:"mode"`   // tunnel or transport
-	Suite  ipsec.Suite `json:"suite"`  // strongSwan's keyword: "aes128gcm16"
+	Local  netip.Addr `json:"local"`
+	Remote netip.Addr `json:"remote"` // the peer's address
+	// Logical is the logical SPU to anchor on; nil = the hash of Local and
+	// Remote.
+	Logical *int        `json:"logical,omitempty"`
+	Mode    Mode        `json:"mode"`  // tunnel or transport
+	Suite   ipsec.Suite `json:"suite"` // strongSwan's keyword: "aes128gcm16"
 	// EncKey includes the 4-byte salt for the AEAD suites (RFC 4106, 7634).
 	EncKey   []byte `json:"enc_key"`
 	IntegKey []byte `json:"integ_key,omitempty"` // for the suites without AEAD only
@@ -140,8 +143,11 @@ type Policy struct {
 	Action Action `json:"action"` // protect, bypass or discard
 	// Local and Remote are the tunnel endpoints the policy's SAs use: they
 	// decide its anchor SPU, the same as its SAs'.
-	Local    netip.Addr       `json:"local"`
-	Remote   netip.Addr       `json:"remote"`    // see Local
+	Local  netip.Addr `json:"local"`
+	Remote netip.Addr `json:"remote"` // see Local
+	// Logical is the logical SPU to anchor on; nil = the hash of Local and
+	// Remote.
+	Logical  *int             `json:"logical,omitempty"`
 	LocalTS  []ipsec.Selector `json:"local_ts"`  // the cleartext's sources
 	RemoteTS []ipsec.Selector `json:"remote_ts"` // the cleartext's destinations
 	// Interfaces on which cleartext is matched; empty means every protected

@@ -117,7 +117,7 @@ func saKey(s *api.SA) api.SAID {
 
 // AllocSPI returns SPIs in sequence from NewDataPlane's base, whatever the
 // addresses, and records "alloc SPI" in Ops.
-func (d *DataPlane) AllocSPI(local, remote netip.Addr) (uint32, error) {
+func (d *DataPlane) AllocSPI(local, remote netip.Addr, logical *int) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.nextSPI++
@@ -318,6 +318,9 @@ type Node struct {
 	// Deterministic makes key exchanges deterministic (from the node's
 	// Rand) where the group allows it.
 	Deterministic bool
+	// Anchors, if set before the node's first IKE SA, anchors its IKE
+	// SAs as iked does (their SPIs carry their logical SPU).
+	Anchors *worker.Anchoring
 
 	sim    *Sim
 	rnd    *Rand
@@ -633,6 +636,9 @@ func (e *nodeEnv) Gone(ike *sa.IKESA) { delete(e.Persist, ike.OurSPI()) }
 
 // InstallTrap installs a trap policy in the fake data plane.
 func (e *nodeEnv) InstallTrap(conn, child string) { e.Node().InstallTrap(conn, child) }
+func (e *nodeEnv) Anchoring() *worker.Anchoring   { return e.Node().Anchors }
+func (e *nodeEnv) HalfOpen() *worker.PeerCounts   { return nil }
+func (e *nodeEnv) Others(func(*worker.Worker))    {}
 
 // InstallTrap installs the trap policy of a child.
 func (n *Node) InstallTrap(connName, child string) task.Trap {

@@ -88,7 +88,7 @@ func (e *fakeEnv) Destroyed(_ *Manager, f *task.Failure) {
 func (e *fakeEnv) ChildRekeyDue(_ *Manager, ch *sa.ChildSA) { e.event("child rekey due %s", ch.Name) }
 func (e *fakeEnv) ChildExpired(_ *Manager, ch *sa.ChildSA)  { e.event("child expired %s", ch.Name) }
 func (e *fakeEnv) ReauthDue(*Manager)                       { e.event("reauth due") }
-func (e *fakeEnv) NewIKESPI() (uint64, error)               { return 0x77, nil }
+func (e *fakeEnv) NewIKESPI(*sa.IKESA) (uint64, error)      { return 0x77, nil }
 func (e *fakeEnv) Adopt(ike *sa.IKESA) *Manager {
 	e.event("adopt")
 	return New(ike, e)
@@ -100,7 +100,7 @@ var _ Env = (*fakeEnv)(nil)
 // fakeDP is a data plane that accepts everything and counts nothing.
 type fakeDP struct{ ops []string }
 
-func (d *fakeDP) AllocSPI(local, remote netip.Addr) (uint32, error) { return 0xc0000001, nil }
+func (d *fakeDP) AllocSPI(local, remote netip.Addr, _ *int) (uint32, error) { return 0xc0000001, nil }
 func (d *fakeDP) AddSA(s *api.SA) error {
 	d.ops = append(d.ops, fmt.Sprintf("add %s %08x", s.Dir, s.SPI))
 	return nil

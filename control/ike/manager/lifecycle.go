@@ -31,7 +31,7 @@ func (m *Manager) established() {
 type host struct{ m *Manager }
 
 // NewIKESPI returns an IKE SPI of ours for the new IKE SA of a rekey.
-func (h host) NewIKESPI() (uint64, error) { return h.m.env.NewIKESPI() }
+func (h host) NewIKESPI() (uint64, error) { return h.m.env.NewIKESPI(h.m.IKE) }
 
 // ReplaceIKE moves the IKE SA's Child SAs, draining SAs and queued tasks to
 // next, which the worker adopts, and leaves this one Rekeyed.

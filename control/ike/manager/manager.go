@@ -112,8 +112,9 @@ type Env interface {
 	// ReauthDue is called when the IKE SA reaches its reauth time: the
 	// hook starts its replacement (make before break).
 	ReauthDue(m *Manager)
-	// NewIKESPI returns an IKE SPI of ours that no IKE SA uses.
-	NewIKESPI() (uint64, error)
+	// NewIKESPI returns an IKE SPI of ours that no IKE SA uses, for the
+	// new IKE SA of ike's rekey: it carries ike's anchor.
+	NewIKESPI(ike *sa.IKESA) (uint64, error)
 	// Adopt takes a new IKE SA (made by a rekey of m's) under the worker's
 	// care and returns its manager; its queued tasks start once the
 	// current event is handled.

@@ -84,6 +84,13 @@ type IKESA struct {
 	Remote netip.AddrPort `json:"remote"`
 	// State is where the IKE SA is in its life cycle.
 	State IKEState `json:"state"`
+	// Logical is the logical SPU the IKE SA and its Child SAs are anchored
+	// on, which the top bits of our SPI carry (dataplane/anchor) when
+	// Anchored is set. IKE SAs made before anchors were chosen per IKE SA
+	// have Anchored unset: they are anchored by the hash of their endpoints
+	// and their SPIs are plain random numbers.
+	Logical  uint16 `json:"logical,omitempty"`
+	Anchored bool   `json:"anchored,omitempty"`
 
 	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
 	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the

@@ -93,7 +93,7 @@ func (t *ChildCreateI) Build(c *Ctx, req *message.Message) error {
 	ike := c.IKE
 	inAuth := c.Exchange == message.IKEAuth
 	if t.spi == 0 {
-		spi, err := c.DataPlane().AllocSPI(ike.Local.Addr(), ike.Remote.Addr())
+		spi, err := c.DataPlane().AllocSPI(ike.Local.Addr(), ike.Remote.Addr(), Anchor(ike))
 		if err != nil {
 			err = fmt.Errorf("child %q: allocate SPI: %w", t.child.Name, err)
 			c.Stats().Fail(stats.DataPlane)
@@ -640,7 +640,7 @@ func (t *ChildCreateR) exchangeKeys(c *Ctx, r *childRequest) bool {
 // NO_ADDITIONAL_SAS if it cannot.
 func (t *ChildCreateR) allocateSPI(c *Ctx, r *childRequest) bool {
 	var err error
-	if r.spiIn, err = c.DataPlane().AllocSPI(c.IKE.Local.Addr(), c.IKE.Remote.Addr()); err != nil {
+	if r.spiIn, err = c.DataPlane().AllocSPI(c.IKE.Local.Addr(), c.IKE.Remote.Addr(), Anchor(c.IKE)); err != nil {
 		return t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "allocate SPI: %v", err)
 	}
 	return true

@@ -49,7 +49,7 @@ func newFakeDP() *fakeDP {
 	return &fakeDP{nextSPI: 0xc0000000, SAs: map[api.SAID]api.SA{}, Policies: map[uint32]api.Policy{}, failAdd: map[api.Dir]error{}}
 }
 
-func (d *fakeDP) AllocSPI(local, remote netip.Addr) (uint32, error) {
+func (d *fakeDP) AllocSPI(local, remote netip.Addr, _ *int) (uint32, error) {
 	if d.failAlloc != nil {
 		return 0, d.failAlloc
 	}

@@ -231,7 +231,7 @@ func rekeyedIKE(c *Ctx, initiator bool, spii, spir uint64, chosen suite.Proposal
 	prop := chosen.Clone()
 	prop.SPI = nil
 	n := &sa.IKESA{UniqueID: c.NewID(), ConnName: old.ConnName, Initiator: initiator, SPIi: spii, SPIr: spir,
-		Local: old.Local, Remote: old.Remote, State: sa.Established, Proposal: prop,
+		Local: old.Local, Remote: old.Remote, Logical: old.Logical, Anchored: old.Anchored, State: sa.Established, Proposal: prop,
 		Ni: append([]byte(nil), ni...), Nr: append([]byte(nil), nr...),
 		NATLocal: old.NATLocal, NATRemote: old.NATRemote, LocalID: old.LocalID, RemoteID: old.RemoteID,
 		Created: now, Established: now}

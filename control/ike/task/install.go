@@ -60,7 +60,7 @@ func ChildSAs(ike *sa.IKESA, ch *sa.ChildSA, cc *config.Child, name string) (in,
 	inE, inI := ch.Keys.Inbound(ch.Initiator)
 	outE, outI := ch.Keys.Outbound(ch.Initiator)
 	mk := func(spi uint32, dir api.Dir, enc, integ []byte) *api.SA {
-		s := &api.SA{SPI: spi, Dir: dir, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Mode: api.Tunnel,
+		s := &api.SA{SPI: spi, Dir: dir, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike), Mode: api.Tunnel,
 			Suite: suiteName, EncKey: enc, IntegKey: integ, ESN: ch.Alg.ESN, ReqID: ch.ReqID,
 			LocalTS: slices.Clone(ch.LocalTS), RemoteTS: slices.Clone(ch.RemoteTS), Name: name}
 		if len(s.IntegKey) == 0 {
@@ -92,6 +92,17 @@ func ChildSAs(ike *sa.IKESA, ch *sa.ChildSA, cc *config.Child, name string) (in,
 }
 
 // Install puts a negotiated Child SA into the data plane: the inbound SA
+// Anchor is the logical SPU the Child SAs and policies of ike are anchored
+// on, as the SA API takes it: ike's own, or nil (its endpoints' hash) for
+// an IKE SA without one.
+func Anchor(ike *sa.IKESA) *int {
+	if !ike.Anchored {
+		return nil
+	}
+	lg := int(ike.Logical)
+	return &lg
+}
+
 // first (so that the peer's first packets find it), then the outbound SA,
 // then its policy, unless a trap policy with the same selectors already
 // carries its reqid. On error nothing of it stays installed.
@@ -134,7 +145,12 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		// newest outbound SA of a reqid, and the policy must outlive the
 		// older Child SA's deletion.
 		ch.ReqID, ch.Trap = sib.ReqID, sib.Trap
-	} else if tr, ok := c.Trap(conn.Name, cc.Name); ok && ts.Equal(tr.LocalTS, ch.LocalTS) && ts.Equal(tr.RemoteTS, ch.RemoteTS) {
+	} else if tr, ok := c.Trap(conn.Name, cc.Name); ok && ts.Equal(tr.LocalTS, ch.LocalTS) && ts.Equal(tr.RemoteTS, ch.RemoteTS) &&
+		(!ike.Anchored || int(ike.Logical) == tr.Logical) {
+		// The trap's policy sends through the newest outbound SA of its
+		// reqid on the trap's SPU: only a Child SA anchored there may take
+		// it over (an IKE SA anchored on its own SPU installs a policy
+		// of its own).
 		ch.ReqID, ch.Trap = tr.ReqID, true
 	} else if ch.ReqID == 0 {
 		ch.ReqID = c.NewReqID()
@@ -168,7 +184,7 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	// A Child SA that shares a sibling's reqid shares its policy, wherever
 	// it is now (Uninstall hands it on); only the first gets one.
 	if !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil {
-		id, err := dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(),
+		id, err := dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
 			LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name})
 		if err != nil {
 			dp.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote})

@@ -56,8 +56,9 @@ import (
 // DataPlane is the narrow interface to the data plane: spud's SA API in the
 // daemon, a map in tests.
 type DataPlane interface {
-	// AllocSPI reserves an inbound SPI anchored on the tunnel.
-	AllocSPI(local, remote netip.Addr) (uint32, error)
+	// AllocSPI reserves an inbound SPI anchored on logical (nil: on the
+	// hash of the tunnel's endpoints).
+	AllocSPI(local, remote netip.Addr, logical *int) (uint32, error)
 	// AddSA installs an SA; DelSA removes one.
 	AddSA(s *api.SA) error
 	DelSA(id api.SAID) error
@@ -74,6 +75,9 @@ type Trap struct {
 	ReqID uint32
 	// PolicyID is the trap policy's id in the data plane.
 	PolicyID uint32
+	// Logical is the logical SPU the trap policy is anchored on: a Child
+	// SA of an IKE SA anchored elsewhere cannot take it over.
+	Logical int
 	// LocalTS and RemoteTS are the trap policy's selectors.
 	LocalTS  []ipsec.Selector
 	RemoteTS []ipsec.Selector

@@ -148,11 +148,12 @@ func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(e
 	if err != nil {
 		return nil, err
 	}
-	spi, err := w.newSPI()
+	lg, anchored := w.tunnelAnchor(local, remote)
+	spi, err := w.newSPI(lg, anchored)
 	if err != nil {
 		return nil, err
 	}
-	ike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi,
+	ike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi, Logical: lg, Anchored: anchored,
 		Local:   netip.AddrPortFrom(local, uint16(conn.LocalPort)),
 		Remote:  netip.AddrPortFrom(remote, uint16(conn.RemotePort)),
 		Created: w.env.Now()}

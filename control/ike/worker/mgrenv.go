@@ -160,8 +160,11 @@ func (e *mgrEnv) expire(m *manager.Manager, ch *sa.ChildSA, reason string) {
 	m.Queue(cr)
 }
 
-// NewIKESPI returns an unused IKE SPI for a rekeyed IKE SA.
-func (e *mgrEnv) NewIKESPI() (uint64, error) { return e.w.newSPI() }
+// NewIKESPI returns an unused IKE SPI for the IKE SA that replaces ike:
+// on ike's anchor, so that the new IKE SA stays with its Child SAs.
+func (e *mgrEnv) NewIKESPI(ike *sa.IKESA) (uint64, error) {
+	return e.w.newSPI(ike.Logical, ike.Anchored)
+}
 
 // Adopt registers the IKE SA a rekey created; its queued tasks start once
 // the event at hand is handled.
@@ -212,20 +215,39 @@ func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
 
 // InitialContact destroys every other IKE SA between the same identities
 // and peer address: the peer says it has forgotten them.
+//
+// With an anchor per IKE SA the others may be on other workers: they are
+// told too, and each destroys its own (the one at hand is on this worker).
 func (e *mgrEnv) InitialContact(ike *sa.IKESA) {
+	e.w.initialContact(ike, ike)
+	if a := e.w.env.Anchoring(); a != nil && a.PerIKESA {
+		key := &sa.IKESA{LocalID: ike.LocalID, RemoteID: ike.RemoteID, Remote: ike.Remote}
+		e.w.env.Others(func(o *Worker) {
+			defer o.runPending()
+			for _, m := range o.initialContact(key, nil) {
+				o.schedule(m)
+			}
+		})
+	}
+}
+
+// initialContact destroys the established IKE SAs of the worker, but keep,
+// between key's identities and peer address, and returns them.
+func (w *Worker) initialContact(key, keep *sa.IKESA) []*manager.Manager {
 	var old []*manager.Manager
-	for m := range e.w.peers.withIDs(ike) {
+	for m := range w.peers.withIDs(key) {
 		o := m.IKE
-		if o == ike || m.Destroyed() || o.State != sa.Established || o.Remote.Addr() != ike.Remote.Addr() {
+		if o == keep || m.Destroyed() || o.State != sa.Established || o.Remote.Addr() != key.Remote.Addr() {
 			continue
 		}
-		if o.RemoteID.Type == ike.RemoteID.Type && bytes.Equal(o.RemoteID.Data, ike.RemoteID.Data) &&
-			o.LocalID.Type == ike.LocalID.Type && bytes.Equal(o.LocalID.Data, ike.LocalID.Data) {
+		if o.RemoteID.Type == key.RemoteID.Type && bytes.Equal(o.RemoteID.Data, key.RemoteID.Data) &&
+			o.LocalID.Type == key.LocalID.Type && bytes.Equal(o.LocalID.Data, key.LocalID.Data) {
 			old = append(old, m)
 		}
 	}
 	for _, m := range old {
-		e.w.env.Stats().Inc(stats.InitialContacts)
+		w.env.Stats().Inc(stats.InitialContacts)
 		m.Destroy(manager.ReasonInitialContact)
 	}
+	return old
 }

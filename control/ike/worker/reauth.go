@@ -42,7 +42,9 @@ func (w *Worker) reauth(old *manager.Manager) {
 		old.Logger().Warn("reauthentication not started", "err", err.Error())
 		return
 	}
-	spi, err := w.newSPI()
+	// The new IKE SA takes the old one's anchor: it stays on this worker,
+	// with the Child SAs and policies it takes over.
+	spi, err := w.newSPI(ike.Logical, ike.Anchored)
 	if err != nil {
 		old.Logger().Warn("reauthentication not started", "err", err.Error())
 		return
@@ -50,7 +52,7 @@ func (w *Worker) reauth(old *manager.Manager) {
 	// The current addresses and ports: behind a NAT the new IKE SA starts
 	// on the NAT-T port, where the mapping exists.
 	nike := &sa.IKESA{UniqueID: w.env.NewID(), ConnName: conn.Name, Initiator: true, SPIi: spi,
-		Local: ike.Local, Remote: ike.Remote, Created: w.env.Now()}
+		Local: ike.Local, Remote: ike.Remote, Logical: ike.Logical, Anchored: ike.Anchored, Created: w.env.Now()}
 	if !ike.NAT() {
 		nike.Local = netip.AddrPortFrom(ike.Local.Addr(), uint16(conn.LocalPort))
 		nike.Remote = netip.AddrPortFrom(ike.Remote.Addr(), uint16(conn.RemotePort))

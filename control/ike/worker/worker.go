@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -29,6 +30,7 @@ import (
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/suite"
 	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/dataplane/anchor"
 )
 
 // Env is the daemon as a worker sees it.
@@ -54,6 +56,55 @@ type Env interface {
 	// InstallTrap (re)installs the trap of a child, for dpd_action and
 	// close_action trap.
 	InstallTrap(conn, child string)
+	// Anchoring is how the worker anchors the IKE SAs it makes; nil
+	// without a data plane to anchor on (IKE SPIs are then plain random
+	// numbers and IKE SAs are not Anchored).
+	Anchoring() *Anchoring
+	// HalfOpen counts half-open IKE SAs by peer address over every worker
+	// of the daemon, or is nil where the worker is alone: with an anchor
+	// per IKE SA one address's IKE_SA_INITs reach every worker, and the
+	// per-address thresholds are the daemon's.
+	HalfOpen() *PeerCounts
+	// Others runs f on every other worker of the daemon, later, each on
+	// its own goroutine (nothing where the worker is alone).
+	Others(f func(*Worker))
+}
+
+// Anchoring is how IKE SAs are anchored: the deployment's anchor function,
+// the SPI codec of its L, and the rule for a responder's new IKE SA.
+type Anchoring struct {
+	Fn    anchor.Function
+	Codec anchor.SPICodec
+	// PerIKESA anchors a responder's new IKE SA by the keyed hash of the
+	// endpoints and the initiator's SPI (anchor.Function.LogicalFirst),
+	// so that one peer's IKE SAs spread over every SPU; else every IKE SA
+	// is anchored by the hash of its endpoints alone (iked's ike_anchor).
+	PerIKESA bool
+}
+
+// PeerCounts counts by peer address for several workers at once.
+type PeerCounts struct {
+	mu sync.Mutex
+	n  map[netip.Addr]int
+}
+
+// Get returns the count of a.
+func (c *PeerCounts) Get(a netip.Addr) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[a]
+}
+
+// Add adds delta to the count of a.
+func (c *PeerCounts) Add(a netip.Addr, delta int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[netip.Addr]int{}
+	}
+	if c.n[a] += delta; c.n[a] <= 0 {
+		delete(c.n, a)
+	}
 }
 
 type initKey struct {
@@ -74,8 +125,10 @@ type Worker struct {
 	// reauthHint speeds up Predecessor (reauth.go).
 	reauthHint childHint
 	initReq    map[initKey]*manager.Manager
-	perPeer    map[netip.Addr]int
-	halfOpn    map[*manager.Manager]netip.Addr
+	// perPeer counts half-open IKE SAs by peer address: the daemon's
+	// counts when Env.HalfOpen gives them, else the worker's own.
+	perPeer *PeerCounts
+	halfOpn map[*manager.Manager]netip.Addr
 
 	timers timerHeap
 	sched  map[*manager.Manager]time.Time
@@ -129,11 +182,14 @@ const graveTime = 3 * time.Minute
 func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
-		perPeer: map[netip.Addr]int{}, halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
+		halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
 		peers:  newPeerIndex(),
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
 		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
 		unauthDebug: logLimit{burst: unauthDebugBurst, interval: unauthLogInterval}}
+	if w.perPeer = env.HalfOpen(); w.perPeer == nil {
+		w.perPeer = &PeerCounts{}
+	}
 	w.mlog = slog.New(gatedHandler{env.Log().Handler(), w})
 	w.menv = &mgrEnv{Env: env, w: w}
 	return w
@@ -266,10 +322,10 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 			return
 		}
 	}
-	if cfg != nil && cfg.BlockThreshold > 0 && w.perPeer[addr] >= cfg.BlockThreshold {
+	if cfg != nil && cfg.BlockThreshold > 0 && w.perPeer.Get(addr) >= cfg.BlockThreshold {
 		w.env.Stats().Fail(stats.HalfOpenLimit)
 		w.unauthLog(slog.LevelInfo, "IKE_SA_INIT dropped: half-open limit of the peer reached", "peer", d.Remote.String(),
-			"half_open", w.perPeer[addr], "block_threshold", cfg.BlockThreshold, "reason", stats.HalfOpenLimit.String())
+			"half_open", w.perPeer.Get(addr), "block_threshold", cfg.BlockThreshold, "reason", stats.HalfOpenLimit.String())
 		return
 	}
 	if cfg != nil && cfg.InitLimitHalfOpen > 0 && w.env.Stats().HalfOpen.Load() >= int64(cfg.InitLimitHalfOpen) {
@@ -278,12 +334,14 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 			"half_open", w.env.Stats().HalfOpen.Load(), "init_limit_half_open", cfg.InitLimitHalfOpen, "reason", stats.InitLimit.String())
 		return
 	}
-	spir, err := w.newSPI()
+	lg, anchored := w.firstAnchor(d, h.SPIi)
+	spir, err := w.newSPI(lg, anchored)
 	if err != nil {
 		w.env.Stats().Fail(stats.InternalError)
 		return
 	}
-	ike := &sa.IKESA{UniqueID: w.env.NewID(), SPIi: h.SPIi, SPIr: spir, Local: d.Local, Remote: d.Remote, Created: now}
+	ike := &sa.IKESA{UniqueID: w.env.NewID(), SPIi: h.SPIi, SPIr: spir, Local: d.Local, Remote: d.Remote, Logical: lg, Anchored: anchored,
+		Created: now}
 	m := manager.New(ike, w.menv)
 	w.unauthenticated, w.current = true, m
 	m.Receive(d, msg)
@@ -294,7 +352,7 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 	}
 	w.bySPI[spir] = m
 	w.initReq[key] = m
-	w.perPeer[d.Remote.Addr()]++
+	w.perPeer.Add(d.Remote.Addr(), 1)
 	w.halfOpn[m] = d.Remote.Addr()
 	w.env.Stats().HalfOpen.Add(1)
 	m.SetHalfOpen(now.Add(w.env.Settings().HalfOpenTimeout))
@@ -311,7 +369,7 @@ func (w *Worker) cookieRequired(cfg *config.Config, addr netip.Addr, now time.Ti
 			return true
 		}
 	}
-	return cfg.CookieThresholdIP > 0 && w.perPeer[addr] >= cfg.CookieThresholdIP
+	return cfg.CookieThresholdIP > 0 && w.perPeer.Get(addr) >= cfg.CookieThresholdIP
 }
 
 // sendCookie answers an IKE_SA_INIT request with a COOKIE (RFC 7296 2.6),
@@ -336,7 +394,21 @@ func (w *Worker) sendCookie(d manager.Datagram, req *message.Message, ni *messag
 	w.env.Send(manager.Datagram{Local: d.Local, Remote: d.Remote, Data: b})
 }
 
-func (w *Worker) newSPI() (uint64, error) {
+// newSPI returns an IKE SPI of ours that no IKE SA of the worker uses,
+// carrying logical in its top bits if anchored.
+func (w *Worker) newSPI(logical uint16, anchored bool) (uint64, error) {
+	if a := w.env.Anchoring(); a != nil && anchored {
+		for range 16 {
+			spi, err := a.Codec.AllocateIKE(logical, w.env.Rand())
+			if err != nil {
+				return 0, err
+			}
+			if w.bySPI[spi] == nil {
+				return spi, nil
+			}
+		}
+		return 0, errors.New("no free IKE SPI")
+	}
 	var b [8]byte
 	for range 16 {
 		if _, err := io.ReadFull(w.env.Rand(), b[:]); err != nil {
@@ -348,6 +420,30 @@ func (w *Worker) newSPI() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no free IKE SPI")
+}
+
+// firstAnchor is the anchor of a responder's new IKE SA whose initiator
+// chose spiI: the hash of the endpoints and spiI with an anchor per IKE
+// SA, else the endpoints' hash.
+func (w *Worker) firstAnchor(d manager.Datagram, spiI uint64) (logical uint16, anchored bool) {
+	a := w.env.Anchoring()
+	if a == nil {
+		return 0, false
+	}
+	if a.PerIKESA {
+		return a.Fn.LogicalFirst(d.Local.Addr(), d.Remote.Addr(), spiI), true
+	}
+	return a.Fn.Logical(d.Local.Addr(), d.Remote.Addr()), true
+}
+
+// tunnelAnchor is the anchor of an IKE SA we initiate between local and
+// remote: the endpoints' hash, where the daemon starts it and where the
+// trap policies of its connection are.
+func (w *Worker) tunnelAnchor(local, remote netip.Addr) (logical uint16, anchored bool) {
+	if a := w.env.Anchoring(); a != nil {
+		return a.Fn.Logical(local, remote), true
+	}
+	return 0, false
 }
 
 // Deadline is when Tick must next be called (zero: nothing scheduled).
@@ -462,9 +558,7 @@ func (w *Worker) endHalfOpen(m *manager.Manager) {
 		return
 	}
 	delete(w.halfOpn, m)
-	if w.perPeer[peer]--; w.perPeer[peer] <= 0 {
-		delete(w.perPeer, peer)
-	}
+	w.perPeer.Add(peer, -1)
 	w.env.Stats().HalfOpen.Add(-1)
 }
 
