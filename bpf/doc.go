@@ -9,7 +9,8 @@
 //     area; spugate_shim: a shim in front of the frame; spugate_none:
 //     nothing), so that a kernel that refuses a helper still loads one;
 //   - reuseport.c, the SO_REUSEPORT selector (loaded by control/reuseport):
-//     picks the IKE worker socket of the anchor SPU.
+//     picks the IKE worker socket of the IKE SA's logical SPU (the rule of
+//     dataplane/anchor's IKELogical).
 //
 // Probe asks the running kernel which of the features these programs use it
 // allows (cilium/ebpf/features), so that loaders choose before they load.

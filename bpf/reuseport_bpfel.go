@@ -27,6 +27,7 @@ type ReuseportSpugateConfig struct {
 const (
 	ReuseportMapConfig            = "config"
 	ReuseportMapRpCounters        = "rp_counters"
+	ReuseportMapRpGroup           = "rp_group"
 	ReuseportMapSpuMap            = "spu_map"
 	ReuseportMapWorkers           = "workers"
 	ReuseportProgSpugateReuseport = "spugate_reuseport"
@@ -83,6 +84,7 @@ type ReuseportProgramSpecs struct {
 type ReuseportMapSpecs struct {
 	Config     *ebpf.MapSpec `ebpf:"config"`
 	RpCounters *ebpf.MapSpec `ebpf:"rp_counters"`
+	RpGroup    *ebpf.MapSpec `ebpf:"rp_group"`
 	SpuMap     *ebpf.MapSpec `ebpf:"spu_map"`
 	Workers    *ebpf.MapSpec `ebpf:"workers"`
 }
@@ -115,6 +117,7 @@ func (o *ReuseportObjects) Close() error {
 type ReuseportMaps struct {
 	Config     *ebpf.Map `ebpf:"config"`
 	RpCounters *ebpf.Map `ebpf:"rp_counters"`
+	RpGroup    *ebpf.Map `ebpf:"rp_group"`
 	SpuMap     *ebpf.Map `ebpf:"spu_map"`
 	Workers    *ebpf.Map `ebpf:"workers"`
 }
@@ -123,6 +126,7 @@ func (m *ReuseportMaps) Close() error {
 	return _ReuseportClose(
 		m.Config,
 		m.RpCounters,
+		m.RpGroup,
 		m.SpuMap,
 		m.Workers,
 	)

@@ -94,6 +94,37 @@ static __always_inline __u64 siphash24_32(__u64 k0, __u64 k1,
 }
 
 /*
+ * SipHash-2-4 of exactly 40 bytes: the anchor key's four words, then w4
+ * (the next eight bytes as they lie in memory, little-endian), then the
+ * length block (40 << 56). The SO_REUSEPORT selector anchors an IKE_SA_INIT
+ * request by the anchor key followed by the initiator's SPI
+ * (dataplane/anchor's LogicalFirst).
+ */
+static __always_inline __u64 siphash24_40(__u64 k0, __u64 k1,
+					  const struct anchor_key *k, __u64 w4)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+	__u64 b = 40ULL << 56;
+
+	SIP_COMPRESS(v0, v1, v2, v3, k->w[0]);
+	SIP_COMPRESS(v0, v1, v2, v3, k->w[1]);
+	SIP_COMPRESS(v0, v1, v2, v3, k->w[2]);
+	SIP_COMPRESS(v0, v1, v2, v3, k->w[3]);
+	SIP_COMPRESS(v0, v1, v2, v3, w4);
+	SIP_COMPRESS(v0, v1, v2, v3, b);
+
+	v2 ^= 0xff;
+	SIP_ROUND(v0, v1, v2, v3);
+	SIP_ROUND(v0, v1, v2, v3);
+	SIP_ROUND(v0, v1, v2, v3);
+	SIP_ROUND(v0, v1, v2, v3);
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+/*
  * anchor_key_make orders two 16-byte addresses, given as little-endian
  * word pairs loaded straight from their bytes. Byte order of an address is
  * big-endian, so the words are swapped for the comparison only.

@@ -43,6 +43,8 @@ static long (*bpf_skb_load_bytes_relative)(const void *ctx, __u32 offset,
 					   void *to, __u32 len,
 					   __u32 start_header) =
 	(void *)BPF_FUNC_skb_load_bytes_relative;
+static long (*bpf_skb_load_bytes)(const void *ctx, __u32 offset, void *to,
+				  __u32 len) = (void *)BPF_FUNC_skb_load_bytes;
 static long (*bpf_sk_select_reuseport)(struct sk_reuseport_md *reuse,
 				       void *map, void *key, __u64 flags) =
 	(void *)BPF_FUNC_sk_select_reuseport;

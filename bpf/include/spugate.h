@@ -115,15 +115,26 @@ enum spugate_counter {
 	SPUGATE_CNT_MAX,
 };
 
-/* The SO_REUSEPORT selector's per-CPU counters. */
+/*
+ * The SO_REUSEPORT selector's per-CPU counters: every datagram counts once
+ * in the first five (what became of it) and, if its logical SPU was found,
+ * once in the last four (the rule that found it, dataplane/anchor's By*).
+ */
 enum spugate_rp_counter {
-	SPUGATE_RP_SELECTED = 0,     /* the anchor's worker socket got it */
-	SPUGATE_RP_NO_WORKER,        /* no socket for that SPU: kernel's choice */
-	SPUGATE_RP_SELECT_FAILED,    /* bpf_sk_select_reuseport refused: kernel's choice */
-	SPUGATE_RP_UNCONFIGURED,     /* no anchor configuration: kernel's choice */
-	SPUGATE_RP_BAD_PACKET,       /* addresses unreadable: kernel's choice */
+	SPUGATE_RP_SELECTED = 0,      /* the anchor's worker socket got it */
+	SPUGATE_RP_NO_WORKER,         /* no socket for that SPU: kernel's choice */
+	SPUGATE_RP_SELECT_FAILED,     /* bpf_sk_select_reuseport refused: kernel's choice */
+	SPUGATE_RP_UNCONFIGURED,      /* no anchor configuration: kernel's choice */
+	SPUGATE_RP_BAD_PACKET,        /* addresses unreadable: kernel's choice */
+	SPUGATE_RP_BY_RESPONDER_SPI,  /* IKE from the initiator: our responder SPI */
+	SPUGATE_RP_BY_INITIATOR_SPI,  /* IKE from the responder: our initiator SPI */
+	SPUGATE_RP_FIRST_CONTACT,     /* IKE_SA_INIT request: addresses and SPIi hashed */
+	SPUGATE_RP_BY_ADDRESSES,      /* no IKE header: the endpoints' hash */
 	SPUGATE_RP_MAX,
 };
+
+/* The value of a selector group's rp_group entry. */
+#define SPUGATE_RP_GROUP_NATT 0x1 /* the NAT-T port: IKE follows a non-ESP marker */
 
 /*
  * The SPD in two LPM stages. Stage one, keyed by (ingress ifindex,

@@ -285,6 +285,8 @@ func reuseportSteerer(d *Daemon) (*reuseport.Steerer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only the NAT-T port's groups find IKE behind the non-ESP marker.
+	s.SetNATTPort(uint16(d.cfg.Load().PortNATT))
 	if err := s.SetConfig(d.fn, d.spus.Load()); err != nil {
 		s.Close()
 		return nil, err

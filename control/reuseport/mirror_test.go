@@ -33,6 +33,9 @@ func TestMirrorCounters(t *testing.T) {
 			t.Errorf("counter %d: Go %q, header %s", i, Counter(i), n)
 		}
 	}
+	if !regexp.MustCompile(`#define SPUGATE_RP_GROUP_NATT 0x0*1\b`).Match(b) || groupNATT != 1 {
+		t.Error("SPUGATE_RP_GROUP_NATT and groupNATT disagree")
+	}
 	if !strings.Contains(string(b), "#define SPUGATE_MAX_WORKERS 1024") || MaxWorkers != 1024 {
 		t.Error("SPUGATE_MAX_WORKERS and MaxWorkers disagree")
 	}

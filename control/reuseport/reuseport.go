@@ -1,9 +1,15 @@
 // Package reuseport gives each IKE worker (one per SPU) its own UDP socket
 // in a SO_REUSEPORT group, and steers every datagram to the worker on its
-// tunnel's anchor SPU with the BPF selector of bpf/reuseport.c: the same
-// anchor function (dataplane/anchor) over the datagram's outer addresses
-// and the same logical -> physical map as the XDP steering program, so that
-// the IKE SA of a tunnel lives on the SPU that processes its ESP.
+// IKE SA's logical SPU with the BPF selector of bpf/reuseport.c, which runs
+// dataplane/anchor's IKELogical in the kernel: an IKE_SA_INIT request by
+// the keyed hash of the endpoints and the initiator's SPI (so the IKE SAs
+// of one peer address spread over every worker), every later message by
+// the logical SPU in the top bits of the SPI this side chose (the
+// responder SPI if the I flag is set, else the initiator SPI), and what
+// carries no IKE header (too short, zero SPIs, on the NAT-T port no
+// non-ESP marker) by the anchor function of its outer addresses, the
+// tunnel's anchor; then through the same logical -> physical map as the
+// XDP steering program.
 //
 // A Steerer holds the configuration shared by all groups (hash key, L,
 // the SPU map, counters). Each Group is one SO_REUSEPORT group (one local
@@ -11,6 +17,9 @@
 // program instance and REUSEPORT_SOCKARRAY indexed by physical SPU: the
 // kernel only lets the selector pick a socket of the group being looked
 // up, so each group needs its own array, and a program names its array.
+// A group opened on the Steerer's NAT-T port (SetNATTPort, 4500 unless
+// set) says so in its own rp_group map: only there does the IKE header
+// follow the 4-byte non-ESP marker (RFC 3948).
 //
 // The selector's config and spu_map are this process's own maps, not the
 // XDP program's: iked and spud are separate daemons that restart
@@ -20,9 +29,10 @@
 // already loads every group with MapReplacements.)
 //
 // When the selector cannot choose (not configured, or no socket for the
-// anchor's SPU) it leaves the choice to the kernel's hash, counted: IKE is
-// never dropped here, at worst it lands on the wrong worker, which must
-// then hand it over.
+// SPU) it leaves the choice to the kernel's hash, counted: IKE is never
+// dropped here, at worst it lands on the wrong worker, which must then
+// hand it over. The counters also say which rule anchored each datagram
+// (ByResponderSPI, ByInitiatorSPI, FirstContact, ByAddresses).
 //
 // On a kernel that refuses the selector (probed: program type
 // SK_REUSEPORT, bpf_sk_select_reuseport, bpf_skb_load_bytes_relative,
@@ -35,7 +45,9 @@
 // Kernel facts this relies on, checked by the privileged test on 6.18:
 // sk_reuseport_md carries no addresses, but bpf_skb_load_bytes_relative
 // with BPF_HDR_START_NET reads the IP header in an SK_REUSEPORT program;
-// SK_PASS without a selection falls back to the kernel's hash.
+// bpf_skb_load_bytes reads from the UDP header, and md->len counts from
+// there (UDP header and payload); SK_PASS without a selection falls back
+// to the kernel's hash.
 package reuseport
 
 import (
@@ -72,10 +84,36 @@ const (
 	SelectFailed                // bpf_sk_select_reuseport refused: the kernel chose
 	Unconfigured                // no configuration yet: the kernel chose
 	BadPacket                   // addresses unreadable: the kernel chose
-	NumCounters                 // SPUGATE_RP_MAX: how many there are
+
+	// Which rule of anchor.IKELogical found the logical SPU (the first
+	// five say what became of the datagram, these how it was anchored).
+	ByResponderSPI // the responder SPI, ours: from the IKE SA's initiator
+	ByInitiatorSPI // the initiator SPI, ours: from the IKE SA's responder
+	FirstContact   // IKE_SA_INIT request: the endpoints and the initiator's SPI
+	ByAddresses    // no IKE header: the endpoints alone
+
+	NumCounters // SPUGATE_RP_MAX: how many there are
 )
 
-var counterNames = [NumCounters]string{"selected", "no_worker", "select_failed", "unconfigured", "bad_packet"}
+var counterNames = [NumCounters]string{"selected", "no_worker", "select_failed", "unconfigured", "bad_packet",
+	"by_responder_spi", "by_initiator_spi", "first_contact", "by_addresses"}
+
+// RuleCounter returns the counter of anchor.IKELogical's rule by (one of
+// anchor.ByResponderSPI ... anchor.ByAddresses), or NumCounters for
+// another value.
+func RuleCounter(by int) Counter {
+	switch by {
+	case anchor.ByResponderSPI:
+		return ByResponderSPI
+	case anchor.ByInitiatorSPI:
+		return ByInitiatorSPI
+	case anchor.ByFirstContact:
+		return FirstContact
+	case anchor.ByAddresses:
+		return ByAddresses
+	}
+	return NumCounters
+}
 
 // String returns the counter's name in iked's status (the C name without
 // SPUGATE_RP_, in lower case), or counter(n) outside the enum.
@@ -106,9 +144,18 @@ type Steerer struct {
 	spuMap    *ebpf.Map
 	counters  *ebpf.Map
 	l         int
+	nattPort  uint16
 	closed    bool
 	unsteered string // why there is no program, or ""
 }
+
+// groupNATT is SPUGATE_RP_GROUP_NATT, the flag of a group's rp_group
+// entry that says it is the NAT-T port's (mirror_test.go checks it).
+const groupNATT = 0x1
+
+// DefaultNATTPort is the NAT-T port groups are opened on unless
+// SetNATTPort says otherwise (RFC 3948).
+const DefaultNATTPort = 4500
 
 // Requirements are the kernel features of the selector program.
 var Requirements = []bpf.Feature{bpf.FeatureSKReuseport, bpf.FeatureSelectReuseport, bpf.FeatureLoadBytesRelative, bpf.FeatureReuseportSockArray}
@@ -131,7 +178,7 @@ func NewSteerer() (*Steerer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reuseport: %w", err)
 	}
-	s := &Steerer{spec: spec}
+	s := &Steerer{spec: spec, nattPort: DefaultNATTPort}
 	for _, m := range []struct {
 		name string
 		dst  **ebpf.Map
@@ -146,7 +193,19 @@ func NewSteerer() (*Steerer, error) {
 
 // newUnsteered is a Steerer whose groups have no program: the kernel's
 // hash chooses the worker.
-func newUnsteered(why string) *Steerer { return &Steerer{unsteered: why} }
+func newUnsteered(why string) *Steerer {
+	return &Steerer{unsteered: why, nattPort: DefaultNATTPort}
+}
+
+// SetNATTPort sets the NAT-T port (iked's port_nat_t): a group opened on
+// it afterwards looks for IKE behind the non-ESP marker, a group on any
+// other port right after the UDP header. Groups already open keep what
+// they were told.
+func (s *Steerer) SetNATTPort(port uint16) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nattPort = port
+}
 
 // Unsteered says why the groups have no selector program (the kernel's
 // hash picks the worker), or is empty when they have one.
@@ -240,6 +299,7 @@ type Group struct {
 	mu      sync.Mutex
 	addr    netip.AddrPort
 	network string
+	natt    bool // the NAT-T port: IKE follows a non-ESP marker
 	objs    bpf.ReuseportObjects
 	conns   map[uint16]*net.UDPConn
 }
@@ -261,7 +321,7 @@ func (s *Steerer) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
 		bpf.ReuseportMapSpuMap:     s.spuMap,
 		bpf.ReuseportMapRpCounters: s.counters,
 	}}
-	g := &Group{addr: addr, conns: make(map[uint16]*net.UDPConn), network: "udp6"}
+	g := &Group{addr: addr, conns: make(map[uint16]*net.UDPConn), network: "udp6", natt: addr.Port() == s.nattPort}
 	var err error
 	if s.unsteered == "" {
 		err = s.spec.Copy().LoadAndAssign(&g.objs, opts)
@@ -269,6 +329,14 @@ func (s *Steerer) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
 	s.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("reuseport: load selector for %v: %w", addr, err)
+	}
+	if g.objs.RpGroup != nil && g.natt {
+		// Before the first socket attaches the program, so no datagram
+		// of this group is read without the marker.
+		if err := g.objs.RpGroup.Put(uint32(0), uint32(groupNATT)); err != nil {
+			g.objs.Close()
+			return nil, fmt.Errorf("reuseport: mark %v as the NAT-T group: %w", addr, err)
+		}
 	}
 	if addr.Addr().Unmap().Is4() {
 		g.network = "udp4"
@@ -292,6 +360,10 @@ func (s *Steerer) Listen(addr netip.AddrPort, spus []uint16) (*Group, error) {
 
 // Addr returns the group's local address.
 func (g *Group) Addr() netip.AddrPort { return g.addr }
+
+// NATT reports whether the group is on the NAT-T port, where its selector
+// reads IKE after the non-ESP marker (the natt of anchor.IKELogical).
+func (g *Group) NATT() bool { return g.natt }
 
 // Conn returns the socket of the worker of physical SPU spu, or nil.
 func (g *Group) Conn(spu uint16) *net.UDPConn {

@@ -1,14 +1,15 @@
 package reuseport
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/internal/privileged"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // inNewNetns runs f on a thread in a network namespace made for the test
@@ -23,7 +25,7 @@ import (
 func inNewNetns(t *testing.T, setup [][]string, f func()) {
 	t.Helper()
 	var b [4]byte
-	_, _ = rand.Read(b[:])
+	binary.BigEndian.PutUint32(b[:], rand.Uint32())
 	name := "spugate-rp-" + hex.EncodeToString(b[:])
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
@@ -142,28 +144,6 @@ func exchange(t *testing.T, groups map[bool]*Group, from []netip.Addr) map[netip
 	return got
 }
 
-// check compares where datagrams went with the anchor's prediction.
-func check(t *testing.T, what string, got map[netip.Addr]int, fn anchor.Function, m *anchor.Map, groups map[bool]*Group) map[int]int {
-	t.Helper()
-	perSPU := map[int]int{}
-	bad := 0
-	for src, spu := range got {
-		want := int(m.Physical(fn.Logical(src, groups[src.Is4()].Addr().Addr())))
-		perSPU[spu]++
-		if spu != want {
-			bad++
-			if bad <= 5 {
-				t.Errorf("%s: datagram from %v arrived at SPU %d, anchor says %d", what, src, spu, want)
-			}
-		}
-	}
-	if bad > 0 {
-		t.Errorf("%s: %d of %d datagrams off their anchor", what, bad, len(got))
-	}
-	t.Logf("%s: datagrams per SPU %v", what, perSPU)
-	return perSPU
-}
-
 // listenGroups opens the IPv4 and IPv6 groups of 4 workers each, by
 // address family; false (the error reported) if one fails.
 func listenGroups(t *testing.T, sel *Steerer) (map[bool]*Group, bool) {
@@ -186,12 +166,273 @@ func closeGroups(groups map[bool]*Group) {
 	}
 }
 
-// TestPrivilegedReuseportFollowsAnchor checks that every datagram of many
-// senders reaches the worker socket the Go anchor function predicts, over
-// IPv4 and IPv6, and that the prediction follows when the SPU map changes;
-// then that datagrams anchored on an SPU without a socket go to the
-// kernel's choice, counted.
-func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
+// listenIKE opens the groups of 4 workers iked opens on each address: the
+// IKE port and the NAT-T port, IPv4 and IPv6.
+func listenIKE(t *testing.T, sel *Steerer) ([]*Group, bool) {
+	var out []*Group
+	for _, a := range []netip.AddrPort{group4, group6} {
+		for _, port := range []uint16{500, DefaultNATTPort} {
+			g, err := sel.Listen(netip.AddrPortFrom(a.Addr(), port), []uint16{0, 1, 2, 3})
+			if err != nil {
+				t.Error(err)
+				closeAll(out)
+				return nil, false
+			}
+			out = append(out, g)
+		}
+	}
+	return out, true
+}
+
+func closeAll(groups []*Group) {
+	for _, g := range groups {
+		g.Close()
+	}
+}
+
+// A datagram for deliver: payload from src to the group's address.
+type datagram struct {
+	src     netip.Addr
+	g       *Group
+	payload []byte
+}
+
+func (d *datagram) key() string {
+	return d.src.String() + "|" + d.g.Addr().String() + "|" + string(d.payload)
+}
+
+// deliver sends the datagrams, each from an ephemeral port of its source,
+// and returns the physical SPU whose socket received each (-1 if none).
+// Datagrams are told apart by source, group and payload; identical ones
+// must land alike, so which of them arrived where does not matter.
+func deliver(t *testing.T, dgs []datagram) []int {
+	t.Helper()
+	got := make([]int, len(dgs))
+	for i := range got {
+		got[i] = -1
+	}
+	senders := map[netip.Addr]*net.UDPConn{}
+	defer func() {
+		for _, c := range senders {
+			c.Close()
+		}
+	}()
+	var groups []*Group
+	for _, d := range dgs {
+		if !slices.Contains(groups, d.g) {
+			groups = append(groups, d.g)
+		}
+	}
+	buf := make([]byte, 2048)
+	// Batches small enough for the receive buffer of one socket: with
+	// L=1 every datagram goes to the same worker.
+	const batch = 64
+	for start := 0; start < len(dgs); start += batch {
+		pending := map[string][]int{}
+		for i := start; i < min(start+batch, len(dgs)); i++ {
+			d := &dgs[i]
+			c := senders[d.src]
+			if c == nil {
+				var err error
+				if c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(d.src, 0))); err != nil {
+					t.Fatalf("bind sender %v: %v", d.src, err)
+				}
+				senders[d.src] = c
+			}
+			if _, err := c.WriteToUDPAddrPort(d.payload, d.g.Addr()); err != nil {
+				t.Fatalf("send %d bytes from %v to %v: %v", len(d.payload), d.src, d.g.Addr(), err)
+			}
+			k := d.key()
+			pending[k] = append(pending[k], i)
+		}
+		// Loopback delivers during the send: what is not queued now never
+		// will be, so the sockets are read without waiting.
+		for _, g := range groups {
+			for _, spu := range g.SPUs() {
+				raw, err := g.Conn(spu).SyscallConn()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var rerr error
+				err = raw.Read(func(fd uintptr) bool {
+					for {
+						n, sa, err := unix.Recvfrom(int(fd), buf, unix.MSG_DONTWAIT)
+						if err != nil {
+							if err != unix.EAGAIN {
+								rerr = err
+							}
+							return true
+						}
+						var src netip.Addr
+						switch sa := sa.(type) {
+						case *unix.SockaddrInet4:
+							src = netip.AddrFrom4(sa.Addr)
+						case *unix.SockaddrInet6:
+							src = netip.AddrFrom16(sa.Addr).Unmap()
+						}
+						k := (&datagram{src: src, g: g, payload: buf[:n]}).key()
+						if q := pending[k]; len(q) > 0 {
+							got[q[0]] = int(spu)
+							pending[k] = q[1:]
+						} else {
+							t.Errorf("%v: unexpected datagram of %d bytes from %v", g.Addr(), n, src)
+						}
+					}
+				})
+				if err == nil {
+					err = rerr
+				}
+				if err != nil {
+					t.Fatalf("read %v SPU %d: %v", g.Addr(), spu, err)
+				}
+			}
+		}
+	}
+	return got
+}
+
+// ikeHeader returns an IKE header (RFC 7296, 3.1) with these SPIs, the
+// exchange type and flags, and a zero length, followed by trailer.
+func ikeHeader(spiI, spiR uint64, exchange, flags byte, trailer []byte) []byte {
+	b := binary.BigEndian.AppendUint64(nil, spiI)
+	b = binary.BigEndian.AppendUint64(b, spiR)
+	b = append(b, 33, 0x20, exchange, flags, 0, 0, 0, 0, 0, 0, 0, 0)
+	return append(b, trailer...)
+}
+
+const (
+	exchangeSAInit  = 34
+	exchangeAuth    = 35
+	flagInitiator   = 0x08
+	flagResponse    = 0x20
+	nonESPMarkerLen = 4
+)
+
+// randomPayload draws a UDP payload for a group on the IKE port or (natt)
+// the NAT-T port, of every kind the rule tells apart.
+func randomPayload(r *rand.Rand, c anchor.SPICodec, l int, natt bool) []byte {
+	bytesN := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	ours := func() uint64 {
+		spi, err := c.EncodeIKE(uint16(r.IntN(l)), r.Uint64())
+		if err != nil {
+			return r.Uint64() | 1<<63
+		}
+		return spi
+	}
+	maybeZero := func(v uint64) uint64 {
+		switch r.IntN(8) {
+		case 0:
+			return 0
+		case 1:
+			return v & 0xffffffff // top 32 bits zero
+		}
+		return v
+	}
+	var p []byte
+	trailer := bytesN(r.IntN(41))
+	switch r.IntN(7) {
+	case 0: // IKE_SA_INIT request
+		p = ikeHeader(r.Uint64()|1, 0, exchangeSAInit, flagInitiator, trailer)
+	case 1: // from the initiator, to our responder SPI
+		p = ikeHeader(r.Uint64(), ours(), byte(r.IntN(256)), flagInitiator|byte(r.IntN(2))*flagResponse, trailer)
+	case 2: // from the responder, to our initiator SPI
+		p = ikeHeader(ours(), r.Uint64(), byte(r.IntN(256)), byte(r.IntN(2))*flagResponse, trailer)
+	case 3: // anything, zero SPIs included
+		p = ikeHeader(maybeZero(r.Uint64()), maybeZero(r.Uint64()), byte(r.IntN(256)), byte(r.IntN(256)), trailer)
+	case 4: // zero SPIs
+		p = ikeHeader(0, 0, exchangeSAInit, byte(r.IntN(2))*flagInitiator, trailer)
+	case 5: // too short for an IKE header, around the boundary mostly
+		p = bytesN(r.IntN(32))
+		if r.IntN(2) == 0 && len(p) >= 4 {
+			copy(p, []byte{0, 0, 0, 0})
+		}
+		return p
+	case 6: // a NAT-T keepalive or ESP in UDP
+		if r.IntN(2) == 0 {
+			return []byte{0xff}
+		}
+		return binary.BigEndian.AppendUint32(nil, r.Uint32()|1)
+	}
+	if natt && r.IntN(4) != 0 {
+		p = append(make([]byte, nonESPMarkerLen), p...)
+	}
+	return p
+}
+
+// compareIKE compares where datagrams went with anchor.IKELogical through
+// m, and the selector's counters over the delivery with the rules
+// IKELogical says it used. It returns the datagrams per SPU.
+func compareIKE(t *testing.T, what string, sel *Steerer, dgs []datagram, fn anchor.Function, m *anchor.Map) map[int]int {
+	t.Helper()
+	c, err := fn.Codec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := sel.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := deliver(t, dgs)
+	after, err := sel.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want Counters
+	perSPU := map[int]int{}
+	bad := 0
+	for i, d := range dgs {
+		logical, by := fn.IKELogical(c, d.g.Addr().Addr(), d.src, d.payload, d.g.NATT())
+		want[RuleCounter(by)]++
+		w := int(m.Physical(logical))
+		perSPU[got[i]]++
+		if got[i] != w {
+			bad++
+			if bad <= 5 {
+				t.Errorf("%s: %d bytes %x from %v to %v arrived at SPU %d, IKELogical says logical %d (rule %s), SPU %d",
+					what, len(d.payload), d.payload, d.src, d.g.Addr(), got[i], logical, RuleCounter(by), w)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d datagrams off their anchor", what, bad, len(dgs))
+	}
+	want[Selected] = uint64(len(dgs))
+	if d := after.Sub(&before); d != want {
+		t.Errorf("%s: counters %v, want %v", what, d, want)
+	}
+	t.Logf("%s: %d datagrams per SPU %v; rules: %d by responder SPI, %d by initiator SPI, %d first contact, %d by addresses",
+		what, len(dgs), perSPU, want[ByResponderSPI], want[ByInitiatorSPI], want[FirstContact], want[ByAddresses])
+	return perSPU
+}
+
+// randomDatagrams draws n datagrams from the senders to the groups.
+func randomDatagrams(r *rand.Rand, n int, from []netip.Addr, groups []*Group, fn anchor.Function) []datagram {
+	c, _ := fn.Codec()
+	var out []datagram
+	for len(out) < n {
+		src := from[r.IntN(len(from))]
+		g := groups[r.IntN(len(groups))]
+		if src.Is4() != g.Addr().Addr().Is4() {
+			continue
+		}
+		out = append(out, datagram{src: src, g: g, payload: randomPayload(r, c, fn.L(), g.NATT())})
+	}
+	return out
+}
+
+// TestPrivilegedReuseportFollowsIKELogical checks that the kernel's choice
+// is anchor.IKELogical's for thousands of random datagrams (IKE_SA_INIT
+// requests, messages to our responder or initiator SPI, zero SPIs, short
+// payloads, keepalives, NAT-T with and without the marker) from many
+// sources, IPv4 and IPv6, on the IKE and NAT-T ports, for several L and
+// SPU maps, and that the counters say which rule anchored each.
+func TestPrivilegedReuseportFollowsIKELogical(t *testing.T) {
 	privileged.Require(t, "ip")
 	sel, err := NewSteerer()
 	if err != nil {
@@ -202,39 +443,47 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 		t.Skipf("no selector program on this kernel (%s): TestPrivilegedReuseportUnsteered covers the fallback", why)
 	}
 	hk, _ := anchor.NewHashKey(nil)
-	fn, _ := anchor.NewFunction(hk, anchor.DefaultLogicalSPUs)
-	m, _ := anchor.NewMap(anchor.DefaultLogicalSPUs, []uint16{0, 1, 2, 3})
-	if err := sel.SetConfig(fn, m); err != nil {
-		t.Fatal(err)
-	}
 	from := senders()
+	r := rand.New(rand.NewPCG(16, 500))
 	inNewNetns(t, netnsSetup(), func() {
-		groups, ok := listenGroups(t, sel)
+		groups, ok := listenIKE(t, sel)
 		if !ok {
 			return
 		}
-		defer closeGroups(groups)
-		before, _ := sel.Counters()
-		per := check(t, "4 SPUs", exchange(t, groups, from), fn, m, groups)
-		if len(per) < 4 {
-			t.Errorf("only %d of 4 workers got datagrams: the test proves little", len(per))
-		}
-		after, _ := sel.Counters()
-		if d := after.Sub(&before); d[Selected] != uint64(len(from)) {
-			t.Errorf("selected %d of %d datagrams; counters %v", d[Selected], len(from), d)
+		defer closeAll(groups)
+		for _, tc := range []struct {
+			l    int
+			spus []uint16
+		}{{1, []uint16{2}}, {2, []uint16{1, 3}}, {256, []uint16{0, 1, 2, 3}}} {
+			fn, _ := anchor.NewFunction(hk, tc.l)
+			m, err := anchor.NewMap(tc.l, tc.spus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sel.SetConfig(fn, m); err != nil {
+				t.Fatal(err)
+			}
+			per := compareIKE(t, fmt.Sprintf("L=%d on SPUs %v", tc.l, tc.spus), sel, randomDatagrams(r, 3000, from, groups, fn), fn, m)
+			if len(per) < len(tc.spus) {
+				t.Errorf("L=%d: only %d of %d workers got datagrams: the test proves little", tc.l, len(per), len(tc.spus))
+			}
 		}
 
+		fn, _ := anchor.NewFunction(hk, anchor.DefaultLogicalSPUs)
+		m, _ := anchor.NewMap(anchor.DefaultLogicalSPUs, []uint16{0, 1, 2, 3})
+		if err := sel.SetConfig(fn, m); err != nil {
+			t.Fatal(err)
+		}
 		// Drain SPU 2: the map moves its logical SPUs, the workers follow.
 		m2, moves, err := m.Rebuild([]uint16{0, 1, 3})
 		if err != nil {
-			t.Error(err)
-			return
+			t.Fatal(err)
 		}
 		if err := sel.SetSPUMap(m2); err != nil {
-			t.Error(err)
-			return
+			t.Fatal(err)
 		}
-		per = check(t, fmt.Sprintf("SPU 2 drained (%d logical SPUs moved)", len(moves)), exchange(t, groups, from), fn, m2, groups)
+		dgs := randomDatagrams(r, 2000, from, groups, fn)
+		per := compareIKE(t, fmt.Sprintf("SPU 2 drained (%d logical SPUs moved)", len(moves)), sel, dgs, fn, m2)
 		if per[2] != 0 {
 			t.Errorf("%d datagrams still reached the drained SPU", per[2])
 		}
@@ -246,15 +495,16 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 				t.Error(err)
 			}
 		}
+		c, _ := fn.Codec()
 		anchoredOn3 := 0
-		for _, src := range from {
-			if m2.Physical(fn.Logical(src, groups[src.Is4()].Addr().Addr())) == 3 {
+		for _, d := range dgs {
+			if lg, _ := fn.IKELogical(c, d.g.Addr().Addr(), d.src, d.payload, d.g.NATT()); m2.Physical(lg) == 3 {
 				anchoredOn3++
 			}
 		}
-		before, _ = sel.Counters()
-		got := exchange(t, groups, from)
-		after, _ = sel.Counters()
+		before, _ := sel.Counters()
+		got := deliver(t, dgs)
+		after, _ := sel.Counters()
 		d := after.Sub(&before)
 		lost := 0
 		for _, spu := range got {
@@ -263,9 +513,88 @@ func TestPrivilegedReuseportFollowsAnchor(t *testing.T) {
 			}
 		}
 		t.Logf("worker 3 gone: %d datagrams anchored there; counters %v", anchoredOn3, d)
-		if d[NoWorker] != uint64(anchoredOn3) || d[Selected] != uint64(len(from)-anchoredOn3) || lost != 0 {
+		if d[NoWorker] != uint64(anchoredOn3) || d[Selected] != uint64(len(dgs)-anchoredOn3) || lost != 0 {
 			t.Errorf("worker 3 gone: no_worker %d (want %d), selected %d (want %d), %d datagrams lost",
-				d[NoWorker], anchoredOn3, d[Selected], len(from)-anchoredOn3, lost)
+				d[NoWorker], anchoredOn3, d[Selected], len(dgs)-anchoredOn3, lost)
+		}
+	})
+}
+
+// TestPrivilegedReuseportSpreadsOnePeer is issue 16's case: many IKE SAs
+// from ONE peer address and port. Their IKE_SA_INIT requests spread over
+// every worker in about equal shares (the kernel's hash of the 4-tuple
+// would put them all on one), and each later message, which carries the
+// responder SPI that worker chose (EncodeIKE of its logical SPU), lands
+// on that same worker. A 4-worker group on IKE's port over IPv4 and a
+// 2-worker group on the NAT-T port over IPv6, behind the marker.
+func TestPrivilegedReuseportSpreadsOnePeer(t *testing.T) {
+	privileged.Require(t, "ip")
+	hk, _ := anchor.NewHashKey(nil)
+	r := rand.New(rand.NewPCG(16, 4500))
+	inNewNetns(t, netnsSetup(), func() {
+		for _, tc := range []struct {
+			group netip.AddrPort
+			peer  netip.Addr
+			spus  []uint16
+		}{
+			{group4, netip.MustParseAddr("198.18.1.7"), []uint16{0, 1, 2, 3}},
+			{netip.AddrPortFrom(group6.Addr(), DefaultNATTPort), netip.MustParseAddr("2001:db8:1::7"), []uint16{0, 1}},
+		} {
+			sel, err := NewSteerer()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sel.Close()
+			if why := sel.Unsteered(); why != "" {
+				t.Skipf("no selector program on this kernel (%s)", why)
+			}
+			fn, _ := anchor.NewFunction(hk, anchor.DefaultLogicalSPUs)
+			c, _ := fn.Codec()
+			m, _ := anchor.NewMap(anchor.DefaultLogicalSPUs, tc.spus)
+			if err := sel.SetConfig(fn, m); err != nil {
+				t.Fatal(err)
+			}
+			g, err := sel.Listen(tc.group, tc.spus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			var marker []byte
+			if g.NATT() {
+				marker = make([]byte, nonESPMarkerLen)
+			}
+			const n = 1000
+			inits := make([]datagram, n)
+			auths := make([]datagram, n)
+			for i := range n {
+				spiI := r.Uint64() | 1
+				inits[i] = datagram{src: tc.peer, g: g, payload: append(slices.Clone(marker), ikeHeader(spiI, 0, exchangeSAInit, flagInitiator, []byte("SA KE Ni"))...)}
+				spiR, err := c.AllocateIKE(fn.LogicalFirst(tc.peer, tc.group.Addr(), spiI), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				auths[i] = datagram{src: tc.peer, g: g, payload: append(slices.Clone(marker), ikeHeader(spiI, spiR, exchangeAuth, flagInitiator, []byte("SK"))...)}
+			}
+			what := fmt.Sprintf("%d IKE_SA_INIT requests from %v to %v", n, tc.peer, tc.group)
+			per := compareIKE(t, what, sel, inits, fn, m)
+			share := n / len(tc.spus)
+			for _, spu := range tc.spus {
+				if got := per[int(spu)]; got < share*7/10 || got > share*13/10 {
+					t.Errorf("%s: worker %d got %d, want about %d", what, spu, got, share)
+				}
+			}
+			first := deliver(t, inits)
+			then := deliver(t, auths)
+			moved := 0
+			for i := range n {
+				if then[i] != first[i] || first[i] < 0 {
+					moved++
+				}
+			}
+			if moved > 0 {
+				t.Errorf("%s: %d IKE_AUTH requests did not land on their IKE_SA_INIT's worker", what, moved)
+			}
+			compareIKE(t, fmt.Sprintf("their %d IKE_AUTH requests", n), sel, auths, fn, m)
 		}
 	})
 }
