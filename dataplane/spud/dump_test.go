@@ -128,7 +128,7 @@ func TestDumpPagesALargeTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if pages++; len(page) > api.MaxPage {
+		if pages++; len(page) > api.MaxPackedPage {
 			t.Fatalf("page of %d SAs", len(page))
 		}
 		for _, s := range page {
@@ -164,8 +164,8 @@ func TestDumpPagesALargeTable(t *testing.T) {
 		t.Errorf("%d SAs installed throughout did not come", missing)
 	}
 	t.Logf("%d pages, with SAs added and deleted between them, in %v", pages, time.Since(start))
-	if pages < n/api.MaxPage {
-		t.Errorf("%d pages of at most %d for %d SAs", pages, api.MaxPage, n)
+	if pages < n/api.MaxPackedPage {
+		t.Errorf("%d pages of at most %d for %d SAs", pages, api.MaxPackedPage, n)
 	}
 
 	// Pages cut at pageBytes: more, shorter pages, the same SAs.
@@ -181,7 +181,7 @@ func TestDumpPagesALargeTable(t *testing.T) {
 		all += len(page)
 	}
 	if want := n + (next - n) - len(changed)/2; all < want-len(changed) || short <= pages {
-		t.Errorf("pages of at most %d bytes: %d SAs in %d pages (%d pages of %d SAs before)", pageBytes, all, short, pages, api.MaxPage)
+		t.Errorf("pages of at most %d bytes: %d SAs in %d pages (%d pages of %d SAs before)", pageBytes, all, short, pages, api.MaxPackedPage)
 	}
 }
 
