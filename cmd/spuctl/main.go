@@ -204,35 +204,80 @@ func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, p
 	return nil
 }
 
+// printSA writes an SA as two or three lines; with strconv's appends, not
+// fmt's, since a listing of a million SAs spends its time here.
 func printSA(w *bufio.Writer, s api.SAState) {
 	src, dst := s.Local, s.Remote
 	if s.Dir == api.In {
 		src, dst = dst, src
 	}
-	extra := ""
+	b := w.AvailableBuffer()
+	b = append(b, "sa 0x"...)
+	b = appendHex8(b, s.SPI)
+	b = append(b, ' ')
+	b = append(b, s.Dir...)
+	for n := len(s.Dir); n < 3; n++ {
+		b = append(b, ' ')
+	}
+	b = append(b, ' ')
+	b = src.AppendTo(b)
+	b = append(b, " -> "...)
+	b = dst.AppendTo(b)
+	b = append(b, ' ')
+	b = append(b, s.Suite.String()...)
+	b = append(b, ' ')
+	b = append(b, s.Mode...)
+	b = append(b, " reqid "...)
+	b = strconv.AppendUint(b, uint64(s.ReqID), 10)
+	b = append(b, " spu "...)
+	b = strconv.AppendInt(b, int64(s.SPU), 10)
+	b = append(b, " (logical "...)
+	b = strconv.AppendInt(b, int64(s.Logical), 10)
+	b = append(b, ')')
 	if s.Encap != nil {
-		extra += fmt.Sprintf(" udp-encap %d->%d", s.Encap.LocalPort, s.Encap.RemotePort)
+		b = append(b, " udp-encap "...)
+		b = strconv.AppendUint(b, uint64(s.Encap.LocalPort), 10)
+		b = append(b, "->"...)
+		b = strconv.AppendUint(b, uint64(s.Encap.RemotePort), 10)
 	}
 	if s.ESN {
-		extra += " esn"
+		b = append(b, " esn"...)
 	}
 	if s.Dir == api.Out && s.Active {
-		extra += " active"
+		b = append(b, " active"...)
 	}
-	name := ""
 	if s.Name != "" {
-		name = " " + s.Name
+		b = append(b, ' ')
+		b = append(b, s.Name...)
 	}
-	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
-		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, s.Logical, extra, name)
-	fmt.Fprintf(w, "    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
+	b = append(b, "\n    packets "...)
+	b = strconv.AppendUint(b, s.Stats.Packets, 10)
+	b = append(b, " bytes "...)
+	b = strconv.AppendUint(b, s.Stats.Bytes, 10)
+	b = append(b, " seq "...)
+	b = strconv.AppendUint(b, s.Stats.Seq, 10)
 	if len(s.Stats.Drops) > 0 {
-		fmt.Fprintf(w, " drops: %s", kv(s.Stats.Drops))
+		b = append(b, " drops: "...)
+		b = append(b, kv(s.Stats.Drops)...)
 	}
-	fmt.Fprintln(w)
+	b = append(b, '\n')
 	if len(s.LocalTS)+len(s.RemoteTS) > 0 {
-		fmt.Fprintf(w, "    selectors %s === %s\n", tsList(s.LocalTS), tsList(s.RemoteTS))
+		b = append(b, "    selectors "...)
+		b = append(b, tsList(s.LocalTS)...)
+		b = append(b, " === "...)
+		b = append(b, tsList(s.RemoteTS)...)
+		b = append(b, '\n')
 	}
+	w.Write(b)
+}
+
+// appendHex8 appends v as %08x does.
+func appendHex8(b []byte, v uint32) []byte {
+	const digits = "0123456789abcdef"
+	for i := 28; i >= 0; i -= 4 {
+		b = append(b, digits[v>>uint(i)&0xf])
+	}
+	return b
 }
 
 func tsList(ts []ipsec.Selector) string {

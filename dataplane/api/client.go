@@ -1,8 +1,11 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"iter"
+	"strings"
+	"sync/atomic"
 
 	"github.com/spugate/spugate/internal/unixrpc"
 )
@@ -17,6 +20,9 @@ const DefaultSocket = "/run/spugate/spud.sock"
 // unixrpc.ErrClosed.
 type Client struct {
 	*unixrpc.Client
+	// jsonDumps: spud refused the packed encoding of sa.dump (it is older
+	// than it); dumps on this connection ask for JSON.
+	jsonDumps atomic.Bool
 }
 
 // Dial connects to the SA API at path.
@@ -68,7 +74,7 @@ func (c *Client) SetSPUMap(m []int) error { return c.Call(OpSPUMapSet, SPUMap{Ma
 // no key material to give.
 func (c *Client) DumpSAs(keys bool) ([]SAState, error) {
 	var all []SAState
-	for page, err := range pages(c, OpSADump, DumpRequest{Keys: keys}, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More }) {
+	for page, err := range c.saPages(DumpRequest{Keys: keys}) {
 		if err != nil {
 			return nil, err
 		}
@@ -78,19 +84,62 @@ func (c *Client) DumpSAs(keys bool) ([]SAState, error) {
 }
 
 // SAPage fetches one page of the SAs: req.After is the previous page's
-// Next (0 for the first), req.Limit the most SAs wanted (0: MaxPage).
+// Next (0 for the first), req.Limit the most SAs wanted (0: MaxPage, or
+// MaxPackedPage with req.Encoding EncodingPacked). A packed page comes
+// back decoded, in SAs.
 func (c *Client) SAPage(req DumpRequest) (*SADump, error) {
 	var r SADump
-	err := c.Call(OpSADump, req, &r)
-	return &r, err
+	if err := c.Call(OpSADump, req, &r); err != nil {
+		return &r, err
+	}
+	if len(r.Packed) > 0 {
+		sas, err := DecodePackedSAs(r.Packed, make([]SAState, 0, req.Limit))
+		if err != nil {
+			return &r, fmt.Errorf("spud: %s: %w", OpSADump, err)
+		}
+		r.SAs, r.Packed = sas, nil
+	}
+	return &r, nil
 }
 
 // SAPages yields the installed SAs page by page, up to limit a page (0:
-// MaxPage), for callers that print or process them as they come; an error
-// is yielded last. An SA installed during the whole iteration comes
-// exactly once; one added or deleted meanwhile may or may not come.
+// MaxPackedPage), for callers that print or process them as they come; an
+// error is yielded last. An SA installed during the whole iteration comes
+// exactly once; one added or deleted meanwhile may or may not come. The
+// next page is asked for while the caller takes one.
 func (c *Client) SAPages(limit int) iter.Seq2[[]SAState, error] {
-	return pages(c, OpSADump, DumpRequest{Limit: limit}, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More })
+	return c.saPages(DumpRequest{Limit: limit})
+}
+
+func (c *Client) saPages(req DumpRequest) iter.Seq2[[]SAState, error] {
+	if !c.jsonDumps.Load() && !req.Keys {
+		req.Encoding = EncodingPacked
+	}
+	return func(yield func([]SAState, error) bool) {
+		get := func(req DumpRequest) (*SADump, error) {
+			r, err := c.SAPage(req)
+			if err != nil && req.Encoding != "" && olderSpud(err) {
+				// A spud older than the packed encoding: JSON then, on
+				// this connection for good.
+				c.jsonDumps.Store(true)
+				req.Encoding = ""
+				r, err = c.SAPage(req)
+			}
+			return r, err
+		}
+		for page, err := range prefetch(req, get, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More }) {
+			if !yield(page, err) {
+				return
+			}
+		}
+	}
+}
+
+// olderSpud reports whether err is a spud's refusal of the request's
+// encoding field, which it does not know.
+func olderSpud(err error) bool {
+	var e *unixrpc.Error
+	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "encoding"`)
 }
 
 // SAStats returns the counters of the SAs ids names (outbound ones with
@@ -116,24 +165,54 @@ func (c *Client) SAStats(ids []SAID) ([]SAStatsEntry, error) {
 // pages iterates the pages of a paged dump: op with req, its reply R
 // giving the page's entries, the next cursor and whether more follow.
 func pages[R any, T any](c *Client, op string, req DumpRequest, get func(*R) ([]T, uint64, bool)) iter.Seq2[[]T, error] {
+	return prefetch(req, func(req DumpRequest) (*R, error) {
+		var r R
+		err := c.Call(op, req, &r)
+		return &r, err
+	}, get)
+}
+
+// prefetch iterates the pages that call fetches, each asked for (with
+// After the cursor of the one before) while the caller takes the one
+// before: listing a million SAs, spud's page building and the client's
+// printing then overlap rather than take turns.
+func prefetch[R any, T any](req DumpRequest, call func(DumpRequest) (*R, error), get func(*R) ([]T, uint64, bool)) iter.Seq2[[]T, error] {
+	type fetched struct {
+		r   *R
+		err error
+	}
+	fetch := func(req DumpRequest) <-chan fetched {
+		// Buffered: a caller that stops early leaves the call to finish
+		// on its own.
+		ch := make(chan fetched, 1)
+		go func() {
+			r, err := call(req)
+			ch <- fetched{r, err}
+		}()
+		return ch
+	}
 	return func(yield func([]T, error) bool) {
+		next := fetch(req)
 		for {
-			var r R
-			if err := c.Call(op, req, &r); err != nil {
-				yield(nil, err)
+			f := <-next
+			if f.err != nil {
+				yield(nil, f.err)
 				return
 			}
-			entries, next, more := get(&r)
-			if more && next <= req.After {
+			entries, cursor, more := get(f.r)
+			if more && cursor <= req.After {
 				// A server that keeps answering the same page would
 				// keep a caller here for ever.
-				yield(nil, fmt.Errorf("spud: %s: the page after %d says more but gives no later cursor (%d)", op, req.After, next))
+				yield(nil, fmt.Errorf("spud: the page after %d says more but gives no later cursor (%d)", req.After, cursor))
 				return
+			}
+			if more {
+				req.After = cursor
+				next = fetch(req)
 			}
 			if !yield(entries, nil) || !more {
 				return
 			}
-			req.After = next
 		}
 	}
 }

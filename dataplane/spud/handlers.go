@@ -1,10 +1,12 @@
 package spud
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/anchor"
@@ -66,6 +68,9 @@ func (d *Daemon) handlers() {
 		if req.Keys {
 			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "spud keeps no key material outside the SAs' cipher state: dump without keys")
 		}
+		if req.Encoding == api.EncodingPacked {
+			return packedPage(d.eng.SAPage(req.After, req.Limit))
+		}
 		return pageReply(d.eng.SAPage(req.After, req.Limit), func(sas []api.SAState, next uint64, more bool) any {
 			return api.SADump{SAs: sas, Next: next, More: more}
 		})
@@ -95,6 +100,9 @@ func (d *Daemon) handlers() {
 		req, err := dumpRequest(body)
 		if err != nil {
 			return nil, err
+		}
+		if req.Encoding != "" {
+			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s: encoding %q not known: policies are dumped in JSON (no encoding)", api.OpPolicyDump, req.Encoding)
 		}
 		return pageReply(d.eng.PolicyPage(req.After, req.Limit), func(ps []api.PolicyState, next uint64, more bool) any {
 			return api.PolicyDump{Policies: ps, Next: next, More: more}
@@ -165,10 +173,50 @@ func dumpRequest(body json.RawMessage) (api.DumpRequest, error) {
 			return req, err
 		}
 	}
-	if req.Limit <= 0 || req.Limit > api.MaxPage {
-		req.Limit = api.MaxPage
+	most := api.MaxPage
+	switch req.Encoding {
+	case "":
+	case api.EncodingPacked:
+		most = api.MaxPackedPage
+	default:
+		return req, unixrpc.Errorf(unixrpc.CodeBadRequest, "dump: encoding %q not known (%s, or none for JSON)", req.Encoding, api.EncodingPacked)
+	}
+	if req.Limit <= 0 || req.Limit > most {
+		req.Limit = most
 	}
 	return req, nil
+}
+
+// packedPage encodes an SA page in the packed encoding, straight into the
+// reply's bytes (no SADump in between), cutting it short (Next moved back,
+// More set) where it would take more than pageBytes once in base64.
+func packedPage(pg spu.Page[api.SAState]) (any, error) {
+	limit := pageBytes / 4 * 3
+	var b []byte
+	next, more := pg.Next, pg.More
+	for i := range pg.Entries {
+		n := len(b)
+		b = api.AppendPackedSA(b, &pg.Entries[i])
+		if len(b) > limit && i > 0 {
+			b, next, more = b[:n], pg.Seqs[i-1], true
+			break
+		}
+	}
+	out := make([]byte, 0, len(b)/3*4+64)
+	out = append(out, `{"sas":null`...)
+	if len(b) > 0 {
+		out = append(out, `,"packed":"`...)
+		out = base64.StdEncoding.AppendEncode(out, b)
+		out = append(out, '"')
+	}
+	if next != 0 {
+		out = append(out, `,"next":`...)
+		out = strconv.AppendUint(out, next, 10)
+	}
+	if more {
+		out = append(out, `,"more":true`...)
+	}
+	return json.RawMessage(append(out, '}')), nil
 }
 
 // pageBytes is the most a page's reply may take: half a frame, so that a

@@ -18,7 +18,9 @@
 // connections that asked for them with events.subscribe (OpSubscribe),
 // between responses, never inside one. A request with an unknown op or a
 // version the server does not speak gets an error response; a malformed
-// frame closes the connection.
+// frame closes the connection. A body that is not JSON in a well-formed
+// envelope fails where it is decoded: that request (CodeBadRequest) or
+// that call, not the connection.
 //
 // An error response carries the server's text in "error" and what kind of
 // refusal it is in "code" (see Code). The code sits beside the text rather
@@ -34,13 +36,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // Version is the protocol version this package speaks.
 const Version = 1
 
-// MaxMessage bounds one message. Nothing is paged: a reply that would
-// exceed it fails.
+// MaxMessage bounds one message. A reply that would exceed it fails alone
+// (CodeTooLarge), the connection intact: what may be large is paged by
+// its API (spud's dumps, iked's sas.list).
 const MaxMessage = 16 << 20
 
 // errMessageTooLarge marks a message WriteMessage refused to send: the
@@ -82,22 +86,62 @@ type Message struct {
 	Body  json.RawMessage `json:"body,omitempty"`  // request, reply or event body
 }
 
-// WriteMessage writes one frame.
+// WriteMessage writes one frame. The envelope is written field by field
+// and the body appended as it is, not marshalled again: a dump's page is
+// megabytes that json.Marshal of the Message would scan and copy once
+// more. The bytes are those json.Marshal(m) gives for a compact body (every
+// body here is one: json.Marshal's, or a handler's own json.RawMessage).
 func WriteMessage(w io.Writer, m *Message) error {
 	m.V = Version
-	b, err := json.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("unixrpc: encode %s: %w", m.Op, err)
+	n := len(m.Body)
+	if n > MaxMessage {
+		return fmt.Errorf("unixrpc: message of more than %d bytes exceeds %d: %w", n, MaxMessage, errMessageTooLarge)
 	}
-	if len(b) > MaxMessage {
-		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d: %w", len(b), MaxMessage, errMessageTooLarge)
+	b := make([]byte, 4, 4+envelope/4+len(m.Error)+n)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, int64(m.V), 10)
+	if m.ID != 0 {
+		b = append(b, `,"id":`...)
+		b = strconv.AppendUint(b, m.ID, 10)
 	}
-	buf := make([]byte, 4+len(b))
-	binary.BigEndian.PutUint32(buf, uint32(len(b)))
-	copy(buf[4:], b)
-	_, err = w.Write(buf)
+	b = appendField(b, "op", m.Op)
+	if m.OK {
+		b = append(b, `,"ok":true`...)
+	}
+	b = appendField(b, "error", m.Error)
+	b = appendField(b, "code", string(m.Code))
+	b = appendField(b, "event", m.Event)
+	if n > 0 {
+		b = append(b, `,"body":`...)
+		b = append(b, m.Body...)
+	}
+	b = append(b, '}')
+	if len(b)-4 > MaxMessage {
+		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d: %w", len(b)-4, MaxMessage, errMessageTooLarge)
+	}
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	_, err := w.Write(b)
 	return err
 }
+
+// appendField appends ,"key":"value" unless value is empty (omitempty),
+// the value escaped as json.Marshal escapes it.
+func appendField(b []byte, key, value string) []byte {
+	if value == "" {
+		return b
+	}
+	q, _ := json.Marshal(value) // a string always marshals
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return append(b, q...)
+}
+
+// bodyKey starts the body in a frame: it can only be the key itself,
+// since a quote inside a JSON string is escaped, and it is the last field
+// of every message (json.Marshal writes Message's fields in order, and so
+// does WriteMessage).
+var bodyKey = []byte(`,"body":`)
 
 // ReadMessage reads one frame. A length over MaxMessage, a short frame or
 // bad JSON is an error after which the stream cannot be trusted.
@@ -121,8 +165,26 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		}
 		return nil, fmt.Errorf("unixrpc: frame of %d bytes: %w", n, err)
 	}
+	b := buf.Bytes()
 	var m Message
-	if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+	// The envelope is decoded without its body, which stays in the frame's
+	// buffer for whoever decodes it: json.Unmarshal of the whole frame
+	// would scan the body twice (validation, then RawMessage's copy) before
+	// its receiver decodes it a third time. A body that is not JSON is
+	// then its receiver's decode error (a bad request, a bad reply), which
+	// costs that message only. A frame of another shape (hand-written, a
+	// body not last) is decoded whole.
+	if i := bytes.Index(b, bodyKey); i > 0 && b[len(b)-1] == '}' {
+		head := append(b[:i:i], '}')
+		if err := json.Unmarshal(head, &m); err == nil {
+			m.Body = json.RawMessage(bytes.TrimSpace(b[i+len(bodyKey) : len(b)-1]))
+			if len(m.Body) > 0 {
+				return &m, nil
+			}
+		}
+		m = Message{}
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("unixrpc: frame is not a message: %w", err)
 	}
 	return &m, nil

@@ -18,8 +18,10 @@ import (
 )
 
 // HandlerFunc serves one operation: body is the request's body (possibly
-// empty); the returned value, if not nil, becomes the response's body. An
-// error's text is sent as it is, with the code CodeOf finds in it.
+// empty); the returned value, if not nil, becomes the response's body: a
+// json.RawMessage as it is (it must be compact JSON), anything else
+// through json.Marshal. An error's text is sent as it is, with the code
+// CodeOf finds in it.
 type HandlerFunc func(body json.RawMessage) (any, error)
 
 // Server serves operations on a unix socket that only root (and AllowUID)
@@ -233,7 +235,14 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 	}
 	resp.OK = true
 	if body != nil {
-		b, err := json.Marshal(body)
+		// A handler that encoded its reply itself (a dump's page, sized
+		// as it was encoded) returns it as a json.RawMessage, sent as it
+		// is rather than scanned and copied again by json.Marshal.
+		b, ok := body.(json.RawMessage)
+		var err error
+		if !ok {
+			b, err = json.Marshal(body)
+		}
 		if err != nil {
 			resp.OK, resp.Error, resp.Code = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err), CodeInternal
 			return resp

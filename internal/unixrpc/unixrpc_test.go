@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -431,4 +432,37 @@ func (m *runtimeMem) read() {
 	var s runtime.MemStats
 	runtime.ReadMemStats(&s)
 	m.total = s.TotalAlloc
+}
+
+// WriteMessage writes the envelope by hand and the body as it is: the
+// bytes are json.Marshal's, and ReadMessage's shortcut past the body reads
+// back what a whole decode reads.
+func TestFrameIsJSONMarshal(t *testing.T) {
+	for _, m := range []*Message{
+		{ID: 3, Op: "hello", Body: json.RawMessage(`{"client":"t"}`)},
+		{ID: 1 << 40, OK: true, Body: json.RawMessage(`{"sas":[{"name":"a,\"body\":b"}],"more":true}`)},
+		{ID: 9, Error: `policy 7 <"x"> & y: not found`, Code: CodeNotFound},
+		{Event: "lifetime.soft", Body: json.RawMessage(`[1,2]`)},
+		{ID: 2, OK: true},
+	} {
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(m)
+		if got := buf.Bytes()[4:]; !bytes.Equal(got, want) {
+			t.Errorf("frame\n%s\nwant json.Marshal's\n%s", got, want)
+		}
+		r, err := ReadMessage(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var whole Message
+		if err := json.Unmarshal(want, &whole); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(*r, whole) && !(len(r.Body) == 0 && len(whole.Body) == 0) {
+			t.Errorf("read %+v, a whole decode reads %+v", *r, whole)
+		}
+	}
 }
