@@ -178,7 +178,7 @@ func (d *Daemon) start() error {
 	}
 	d.logTrust(cfg)
 	d.useConfig(cfg)
-	if d.store, err = openStore(d.opts.StateDir); err != nil {
+	if d.store, err = openStore(d.opts.StateDir, d.log); err != nil {
 		return err
 	}
 	client, hello, err := dialSpud(d.ctx, cfg.SPUD, d.opts.SpudWait)
@@ -385,6 +385,9 @@ func (d *Daemon) Close() error {
 		d.steer.Close()
 	}
 	d.wg.Wait()
+	if d.store != nil {
+		d.store.close()
+	}
 	dps := []*spudDP{d.dp}
 	for _, l := range d.loops {
 		dps = append(dps, l.dp)

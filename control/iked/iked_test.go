@@ -4,9 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/spugate/spugate/control/config"
@@ -17,7 +14,7 @@ import (
 	"github.com/spugate/spugate/dataplane/anchor"
 )
 
-func testIKESA(t *testing.T, spi uint64) *sa.IKESA {
+func testIKESA(t testing.TB, spi uint64) *sa.IKESA {
 	t.Helper()
 	alg := suite.Algorithms{Protocol: suite.ProtocolIKE, Encr: suite.EncrAESGCM16, EncrKeyBits: 128, PRF: suite.PRFHMACSHA256, Group: suite.GroupCurve25519}
 	keys, err := suite.DeriveIKEKeys(alg, make([]byte, 32), make([]byte, 32), make([]byte, 32), spi, spi+1)
@@ -31,97 +28,6 @@ func testIKESA(t *testing.T, spi uint64) *sa.IKESA {
 		t.Fatal(err)
 	}
 	return ike
-}
-
-func TestStateStore(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	s, err := openStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := os.Stat(dir)
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("state folder mode %04o", fi.Mode().Perm())
-	}
-	ike := testIKESA(t, 0x1122334455667788)
-	if err := s.save(ike); err != nil {
-		t.Fatal(err)
-	}
-	fi, err = os.Stat(s.path(ike))
-	if err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("state file: %v mode %v", err, fi.Mode())
-	}
-	// A torn write and a garbage file do not stop the restore.
-	os.WriteFile(filepath.Join(dir, "x.json.tmp"), []byte("{"), 0o600)
-	os.WriteFile(filepath.Join(dir, "bad.json"), []byte("{"), 0o600)
-	got, errs, err := s.load()
-	if err != nil || len(got) != 1 || len(errs) != 1 {
-		t.Fatalf("load: %d IKE SAs, errors %v, %v", len(got), errs, err)
-	}
-	if !strings.Contains(errs[0].Error(), "kept as bad.json.corrupt") {
-		t.Errorf("the corrupt file's error does not say where it is: %v", errs[0])
-	}
-	r := got[0]
-	if r.SPIi != ike.SPIi || r.MsgIDOut != 5 || r.MsgIDIn != 3 || r.Out == nil || r.In == nil || len(r.LastResponse) != 1 {
-		t.Errorf("restored %+v", r)
-	}
-	// The restored ciphers open what the original sealed.
-	msg := []byte("header-and-sk-payload-header")
-	b, err := ike.Out.Seal(append([]byte(nil), msg...), []byte("inner"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := *ike
-	peer.Initiator = false
-	if err := peer.RestoreCiphers(); err != nil {
-		t.Fatal(err)
-	}
-	if p, err := peer.In.Open(msg, b[len(msg):]); err != nil || string(p) != "inner" {
-		t.Errorf("restored keys do not match: %v", err)
-	}
-	// The unreadable file is kept aside, as evidence, not read again.
-	if _, err := os.Stat(filepath.Join(dir, "bad.json")); err == nil {
-		t.Errorf("the unreadable state file is still read at restore")
-	}
-	if b, err := os.ReadFile(filepath.Join(dir, "bad.json.corrupt")); err != nil || string(b) != "{" {
-		t.Errorf("the unreadable state file was not kept aside: %q %v", b, err)
-	}
-	if _, errs, _ := s.load(); len(errs) != 0 {
-		t.Errorf("a kept-aside file is read again: %v", errs)
-	}
-	// A state that could not be written sets its older file aside: not
-	// restored, but reported lost once.
-	if err := s.discard(ike); err != nil {
-		t.Fatal(err)
-	}
-	if got, lost, _ := s.load(); len(got) != 0 || len(lost) != 1 {
-		t.Errorf("after a discard: %d restored, lost %v; want none and one", len(got), lost)
-	}
-	if got, lost, _ := s.load(); len(got) != 0 || len(lost) != 0 {
-		t.Errorf("a stale state is reported twice: %d, %v", len(got), lost)
-	}
-	if err := s.discard(ike); err != nil {
-		t.Errorf("discarding what is gone: %v", err)
-	}
-	// A write that works again clears the stale file.
-	s.save(ike)
-	s.discard(ike)
-	s.save(ike)
-	if got, lost, _ := s.load(); len(got) != 1 || len(lost) != 0 {
-		t.Errorf("after a write that worked again: %d restored, lost %v", len(got), lost)
-	}
-	s.save(ike)
-	s.remove(ike)
-	if got, _, _ := s.load(); len(got) != 0 {
-		t.Errorf("removed state still loads")
-	}
-	os.Chmod(dir, 0o755)
-	if _, err := openStore(dir); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
-		t.Errorf("a loose state folder was not tightened: %04o", fi.Mode().Perm())
-	}
 }
 
 // TestDispatchHandsOff: a datagram that reached another worker's socket

@@ -66,8 +66,8 @@ type loop struct {
 // could not write.
 const persistRetry = time.Second
 
-// persist writes an IKE SA's state. On failure the old file goes (see
-// stateStore.discard), the failure is counted and said at ERROR (at most
+// persist writes an IKE SA's state. On failure its older record is set
+// aside (see stateStore.discard), the failure is counted and said at ERROR (at most
 // every 10 s per worker), and the write is retried until it works.
 func (l *loop) persist(ike *sa.IKESA) {
 	err := l.d.store.save(ike)
@@ -80,7 +80,7 @@ func (l *loop) persist(ike *sa.IKESA) {
 	}
 	l.d.stats.Inc(stats.StateWriteErrors)
 	if derr := l.d.store.discard(ike); derr != nil {
-		err = fmt.Errorf("%w; and its older state could not be removed: %v", err, derr)
+		err = fmt.Errorf("%w; and its older state could not be set aside: %v", err, derr)
 	}
 	l.unsaved[ike] = true
 	if now := time.Now(); now.Sub(l.lastPersistErr) >= 10*time.Second {
