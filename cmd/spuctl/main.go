@@ -223,8 +223,8 @@ func printSA(w *bufio.Writer, s api.SAState) {
 	if s.Name != "" {
 		name = " " + s.Name
 	}
-	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
-		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, s.Logical, extra, name)
+	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %s)%s%s\n",
+		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, logical(s.Logical), extra, name)
 	fmt.Fprintf(w, "    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
 	if len(s.Stats.Drops) > 0 {
 		fmt.Fprintf(w, " drops: %s", kv(s.Stats.Drops))
@@ -305,7 +305,16 @@ func printPolicy(w *bufio.Writer, p api.PolicyState) {
 			fmt.Fprintf(w, " no sa")
 		}
 	}
-	fmt.Fprintf(w, " spu %d (logical %d) packets %d acquires %d\n", p.SPU, p.Logical, p.Packets, p.Acquires)
+	fmt.Fprintf(w, " spu %d (logical %s) packets %d acquires %d\n", p.SPU, logical(p.Logical), p.Packets, p.Acquires)
+}
+
+// logical shows a dump's logical SPU, which spud always fills in; "?" for
+// a spud that did not.
+func logical(l *int) string {
+	if l == nil {
+		return "?"
+	}
+	return strconv.Itoa(*l)
 }
 
 func spuCmd(args []string) error {
