@@ -13,7 +13,9 @@
  *   ESP and UDP-encapsulated ESP to a local tunnel endpoint, their IP
  *   fragments, and cleartext that matches the SPD on a protected interface
  *   -> the AF_XDP socket of the rx queue, with the anchor SPU in the
- *   steering metadata.
+ *   steering metadata: for ESP the logical SPU its SPI encodes (its IKE
+ *   SA's), for fragments the hash of the outer addresses, for cleartext
+ *   its policy's, from the SPD.
  *
  * The program cannot move a frame to another queue's socket (AF_XDP only
  * accepts frames from the queue it is bound to), so it only names the
@@ -484,19 +486,45 @@ static __always_inline __u32 outer_anchor(const struct spugate_config *cfg,
 	return anchor_logical(cfg, p->src0, p->src1, p->dst0, p->dst1);
 }
 
-/* ESP or one of its fragments, to a local endpoint: anchored by the outer addresses. */
-static __always_inline int esp(struct xdp_md *ctx, const struct pkt *p, __u8 class,
-			       int carrier)
+/*
+ * The anchor of ESP with SPI spi_be: the logical SPU of its IKE SA, which
+ * the SPI's top bits hold. Without a carrier the SPU computes it again.
+ */
+static __always_inline __u32 spi_anchor(const struct spugate_config *cfg,
+					__u32 spi_be, int carrier)
 {
-	const struct spugate_config *cfg;
+	if (carrier == SPUGATE_CARRIER_NONE)
+		return 0;
+	return anchor_spi_logical(cfg, spi_be);
+}
 
+/*
+ * ESP or one of its fragments, to a local endpoint. A whole ESP packet is
+ * anchored by its SPI; fragments by the outer addresses, since only the
+ * first carries the SPI and all must meet for reassembly (the SPU that
+ * reassembles hands the whole packet to its SPI's anchor).
+ */
+static __always_inline int esp(struct xdp_md *ctx, void *data, const struct pkt *p,
+			       __u8 class, int carrier)
+{
+	void *end = (void *)(long)ctx->data_end;
+	const struct spugate_config *cfg;
+	__u32 *spi;
+
+	if (class == SPUGATE_CLASS_ESP_FRAGMENT) {
+		cfg = get_config();
+		if (!cfg)
+			return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
+		return steer(ctx, cfg, p, class, outer_anchor(cfg, p, carrier), 0, carrier);
+	}
 	/* Bound by the IP length: link padding is not ESP. */
-	if (class != SPUGATE_CLASS_ESP_FRAGMENT && p->l4_off + ESP_HDR_LEN > p->l3_end)
+	spi = data + p->l4_off;
+	if (p->l4_off + ESP_HDR_LEN > p->l3_end || (void *)(spi + 1) > end)
 		return pass(SPUGATE_CNT_PASS_BAD_ESP);
 	cfg = get_config();
 	if (!cfg)
 		return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
-	return steer(ctx, cfg, p, class, outer_anchor(cfg, p, carrier), 0, carrier);
+	return steer(ctx, cfg, p, class, spi_anchor(cfg, *spi, carrier), 0, carrier);
 }
 
 #define NOT_OURS (-1)
@@ -554,7 +582,7 @@ static __always_inline int udp(struct xdp_md *ctx, void *data, const struct pkt 
 		if (!cfg)
 			return pass(SPUGATE_CNT_PASS_UNCONFIGURED);
 		return steer(ctx, cfg, p, SPUGATE_CLASS_UDP_ESP,
-			     outer_anchor(cfg, p, carrier), 0, carrier);
+			     spi_anchor(cfg, *(__u32 *)pl, carrier), 0, carrier);
 	}
 }
 
@@ -662,7 +690,7 @@ static __always_inline int steer_frame(struct xdp_md *ctx, int carrier)
 
 	if (is_local(&p)) {
 		if (p.proto == IPPROTO_ESP)
-			return esp(ctx, &p,
+			return esp(ctx, data, &p,
 				   p.fragment ? SPUGATE_CLASS_ESP_FRAGMENT : SPUGATE_CLASS_ESP,
 				   carrier);
 		if (p.proto == IPPROTO_UDP) {

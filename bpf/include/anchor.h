@@ -3,12 +3,15 @@
  * The anchor function, shared by the XDP steering program and the
  * SO_REUSEPORT selector so that ESP and IKE of one tunnel meet on one SPU.
  * dataplane/anchor is the same function in Go; a privileged test runs both
- * over thousands of address pairs and compares.
+ * over thousands of address pairs and SPIs and compares.
  *
  *   key      = the two tunnel endpoints as 16-byte IPv6 (IPv4 v4-mapped),
  *              the bytewise smaller first, so both directions and both
  *              gateways build the same key
- *   logical  = SipHash-2-4(config key, key) mod L
+ *   logical  = SipHash-2-4(config key, key) mod L: the default anchor of a
+ *              tunnel, and that of ESP fragments (anchor_logical)
+ *            = (SPI * L) >> 32 for inbound ESP, whose SPI's top bits hold
+ *              its IKE SA's logical SPU (anchor_spi_logical)
  *   physical = spu_map[logical]
  *
  * Including this header defines the config and spu_map maps in the object.
@@ -164,6 +167,20 @@ static __always_inline __u32 anchor_logical(const struct spugate_config *cfg,
 	anchor_key_make(&k, a0, a1, b0, b1);
 	return siphash24_32(cfg->siphash_k0, cfg->siphash_k1, &k) %
 	       (__u64)cfg->logical_spus;
+}
+
+/*
+ * anchor_spi_logical returns the logical SPU of inbound ESP whose SPI is
+ * spi_be (as it travels, big-endian) under cfg: ((u64)ntohl(spi) * L) >>
+ * 32. For the power-of-two L that spud requires it is exactly the SPI's
+ * top log2(L) bits, where spud encodes the logical SPU of the SPIs it
+ * allocates (anchor.SPICodec); for any L it is in range. A manually keyed
+ * SA with an arbitrary SPI is installed where this puts its packets.
+ */
+static __always_inline __u32 anchor_spi_logical(const struct spugate_config *cfg,
+						__u32 spi_be)
+{
+	return ((__u64)bpf_ntohl(spi_be) * cfg->logical_spus) >> 32;
 }
 
 /* anchor_physical maps a logical SPU through spu_map; 0 if out of range. */

@@ -81,8 +81,8 @@ func printSAfmt(w *bufio.Writer, s api.SAState) {
 	if s.Name != "" {
 		name = " " + s.Name
 	}
-	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %d)%s%s\n",
-		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, s.Logical, extra, name)
+	fmt.Fprintf(w, "sa 0x%08x %-3s %s -> %s %s %s reqid %d spu %d (logical %s)%s%s\n",
+		s.SPI, s.Dir, src, dst, s.Suite, s.Mode, s.ReqID, s.SPU, logical(s.Logical), extra, name)
 	fmt.Fprintf(w, "    packets %d bytes %d seq %d", s.Stats.Packets, s.Stats.Bytes, s.Stats.Seq)
 	if len(s.Stats.Drops) > 0 {
 		fmt.Fprintf(w, " drops: %s", kv(s.Stats.Drops))
@@ -102,7 +102,8 @@ func listSAs(n int) []api.SAState {
 			Mode: api.Tunnel, Suite: ipsec.AES128GCM16, EncKey: []byte{}, ReqID: uint32(i/2 + 1), Name: "peer/child",
 			LocalTS:  []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.128.0/24"), 0)},
 			RemoteTS: []ipsec.Selector{ipsec.PrefixSelector(netip.PrefixFrom(remote, 32), 0)}}
-		s.SPU, s.Logical, s.Stats = i%2, i%1024, api.SAStats{Packets: uint64(i), Bytes: uint64(i) * 1400, Seq: uint64(i)}
+		lg := i % 1024
+		s.SPU, s.Logical, s.Stats = i%2, &lg, api.SAStats{Packets: uint64(i), Bytes: uint64(i) * 1400, Seq: uint64(i)}
 		switch i % 4 {
 		case 1:
 			s.Dir, s.Active, s.ESN = api.Out, true, true

@@ -232,7 +232,7 @@ func printSA(w *bufio.Writer, s api.SAState) {
 	b = append(b, " spu "...)
 	b = strconv.AppendInt(b, int64(s.SPU), 10)
 	b = append(b, " (logical "...)
-	b = strconv.AppendInt(b, int64(s.Logical), 10)
+	b = append(b, logical(s.Logical)...)
 	b = append(b, ')')
 	if s.Encap != nil {
 		b = append(b, " udp-encap "...)
@@ -350,7 +350,16 @@ func printPolicy(w *bufio.Writer, p api.PolicyState) {
 			fmt.Fprintf(w, " no sa")
 		}
 	}
-	fmt.Fprintf(w, " spu %d (logical %d) packets %d acquires %d\n", p.SPU, p.Logical, p.Packets, p.Acquires)
+	fmt.Fprintf(w, " spu %d (logical %s) packets %d acquires %d\n", p.SPU, logical(p.Logical), p.Packets, p.Acquires)
+}
+
+// logical shows a dump's logical SPU, which spud always fills in; "?" for
+// a spud that did not.
+func logical(l *int) string {
+	if l == nil {
+		return "?"
+	}
+	return strconv.Itoa(*l)
 }
 
 func spuCmd(args []string) error {

@@ -9,10 +9,11 @@ import (
 )
 
 // SPICodec puts a logical SPU in the top log2(L) bits of an SPI, so that an
-// inbound ESP packet names its anchor with no lookup. The XDP program still
-// anchors ESP by the address hash (so manually keyed SAs with arbitrary
-// SPIs work too); the encoding serves people reading captures and a
-// consistency check in spud.
+// inbound ESP packet names its anchor with no lookup: the XDP program
+// anchors ESP and UDP-encapsulated ESP by their SPI (Function.LogicalSPI,
+// which for a power-of-two L is Logical), and spud installs every inbound
+// SA on the logical SPU its SPI encodes, a manually keyed one with an
+// arbitrary SPI included.
 type SPICodec struct {
 	bits uint // log2(L)
 }
@@ -84,4 +85,14 @@ func (c SPICodec) Allocate(logical uint16, r io.Reader, taken func(spi uint32) b
 		}
 	}
 	return 0, fmt.Errorf("anchor: no free SPI for logical SPU %d after %d draws", logical, spiAttempts)
+}
+
+// LogicalSPI returns the logical SPU an inbound ESP packet with SPI spi is
+// anchored on: (spi * L) >> 32, the SPI's top bits scaled to L, as
+// anchor_spi_logical in bpf/include/anchor.h computes it. For the
+// power-of-two L that spud requires it is exactly SPICodec.Logical, so an
+// SPI spud allocated for a logical SPU comes back to it; for any other L
+// it is still in range. It does not allocate.
+func (f *Function) LogicalSPI(spi uint32) uint16 {
+	return uint16(uint64(spi) * f.l >> 32)
 }

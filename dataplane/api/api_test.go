@@ -36,6 +36,7 @@ func TestSAValidate(t *testing.T) {
 		"encap port":    func(s *SA) { s.Encap = &Encap{LocalPort: 4500} },
 		"mode":          func(s *SA) { s.Mode = "" },
 		"replay window": func(s *SA) { s.ReplayWindow = 1 << 20 },
+		"logical":       func(s *SA) { s.Logical = Logical(-1) },
 	} {
 		s := testSA()
 		mut(&s)
@@ -48,6 +49,58 @@ func TestSAValidate(t *testing.T) {
 	r := sa.Redacted()
 	if len(r.EncKey) != 0 || len(sa.EncKey) == 0 {
 		t.Error("Redacted kept the key or changed the original")
+	}
+}
+
+// TestLogical: the explicit anchor is checked against L with an error
+// naming the SA, policy or request; it is left out of the JSON when not
+// given, and a dump has one "logical", the embedded SA's or policy's.
+func TestLogical(t *testing.T) {
+	sa := testSA()
+	if err := sa.ValidateLogical(256); err != nil {
+		t.Errorf("no logical: %v", err)
+	}
+	for _, c := range []struct {
+		l  int
+		ok bool
+	}{{0, true}, {255, true}, {256, false}, {-1, false}, {1 << 20, false}} {
+		sa.Logical = Logical(c.l)
+		err := sa.ValidateLogical(256)
+		if (err == nil) != c.ok {
+			t.Errorf("sa with logical %d: %v", c.l, err)
+		}
+		if err != nil && err.Error() != fmt.Sprintf("sa spi 0xc0010001 out: logical SPU %d out of range (0..255)", c.l) {
+			t.Errorf("sa with logical %d: %q", c.l, err)
+		}
+		p := Policy{ID: 4, Name: "site-4", Logical: Logical(c.l)}
+		if err := p.ValidateLogical(256); (err == nil) != c.ok || (err != nil && !strings.HasPrefix(err.Error(), "policy 4 (site-4): logical SPU")) {
+			t.Errorf("policy with logical %d: %v", c.l, err)
+		}
+		r := SPIAllocRequest{Local: sa.Local, Remote: sa.Remote, Logical: Logical(c.l)}
+		if err := r.Validate(256); (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), "198.18.0.1-198.18.0.2: logical SPU")) {
+			t.Errorf("spi.alloc with logical %d: %v", c.l, err)
+		}
+	}
+	if err := (&SPIAllocRequest{Local: sa.Local}).Validate(256); err == nil {
+		t.Error("spi.alloc without the remote endpoint accepted")
+	}
+	sa.Logical = nil
+	b, _ := json.Marshal(sa)
+	if strings.Contains(string(b), "logical") {
+		t.Errorf("an SA without logical has it in its JSON: %s", b)
+	}
+	sa.Logical = Logical(7)
+	b, _ = json.Marshal(SAState{SA: sa, SPU: 1})
+	if strings.Count(string(b), `"logical"`) != 1 || !strings.Contains(string(b), `"logical":7`) {
+		t.Errorf("dump entry: %s", b)
+	}
+	var back SAState
+	if err := json.Unmarshal(b, &back); err != nil || back.Logical == nil || *back.Logical != 7 {
+		t.Errorf("dump entry read back: %+v, %v", back.Logical, err)
+	}
+	b, _ = json.Marshal(PolicyState{Policy: Policy{ID: 1, Logical: Logical(0)}})
+	if !strings.Contains(string(b), `"logical":0`) {
+		t.Errorf("policy dump entry on logical SPU 0: %s", b)
 	}
 }
 

@@ -66,7 +66,7 @@ func AppendPackedSA(b []byte, s *SAState) []byte {
 	b = binary.AppendUvarint(b, s.Lifetime.SoftPackets)
 	b = binary.AppendUvarint(b, s.Lifetime.HardPackets)
 	b = appendString(b, s.Name)
-	b = binary.AppendVarint(b, int64(s.Logical))
+	b = appendOptInt(b, s.Logical)
 	b = binary.AppendVarint(b, int64(s.SPU))
 	b = appendBool(b, s.Active)
 	b = binary.AppendUvarint(b, s.Stats.Packets)
@@ -101,6 +101,17 @@ func appendSuite(b []byte, s ipsec.Suite) []byte {
 		return append(b, 0)
 	}
 	return appendString(b, s.String())
+}
+
+// appendOptInt writes nil as 0 and v as v+1 (zigzag varint).
+func appendOptInt(b []byte, v *int) []byte {
+	if v == nil {
+		return binary.AppendVarint(b, 0)
+	}
+	if *v >= 0 {
+		return binary.AppendVarint(b, int64(*v)+1)
+	}
+	return binary.AppendVarint(b, int64(*v))
 }
 
 func appendBool(b []byte, v bool) []byte {
@@ -321,6 +332,19 @@ func (d *packedReader) selectors() []ipsec.Selector {
 	return ts
 }
 
+// optInt reads what appendOptInt wrote.
+func (d *packedReader) optInt() *int {
+	v := d.varint()
+	if v == 0 {
+		return nil
+	}
+	if v > 0 {
+		v--
+	}
+	n := int(v)
+	return &n
+}
+
 func (d *packedReader) sa(s *SAState) {
 	s.SPI = d.u32()
 	s.Dir = d.dir()
@@ -340,7 +364,7 @@ func (d *packedReader) sa(s *SAState) {
 	s.RemoteTS = d.selectors()
 	s.Lifetime = Lifetime{SoftBytes: d.uvarint(), HardBytes: d.uvarint(), SoftPackets: d.uvarint(), HardPackets: d.uvarint()}
 	s.Name = d.string()
-	s.Logical = int(d.varint())
+	s.Logical = d.optInt()
 	s.SPU = int(d.varint())
 	s.Active = d.byte() != 0
 	s.Stats.Packets = d.uvarint()

@@ -42,6 +42,7 @@
 package api
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -140,14 +141,22 @@ type Interface struct {
 	DriverXDP string `json:"driver_xdp"`
 }
 
-// SPIAllocRequest asks for an unused inbound SPI anchored on the tunnel
-// between Local and Remote.
+// SPIAllocRequest asks for an unused inbound SPI anchored on Logical, or
+// when it is nil on the hash of Local and Remote.
 type SPIAllocRequest struct {
 	Local  netip.Addr `json:"local"`  // this gateway's tunnel endpoint
 	Remote netip.Addr `json:"remote"` // the peer's tunnel endpoint
-	// Logical is the logical SPU to anchor on; nil = the hash of Local and
-	// Remote.
+	// Logical is the logical SPU to anchor on (the SPI's top bits encode
+	// it): the IKE SA's. nil = the hash of Local and Remote as before.
 	Logical *int `json:"logical,omitempty"`
+}
+
+// Validate checks the request against the data plane's l logical SPUs.
+func (r *SPIAllocRequest) Validate(l int) error {
+	if !r.Local.IsValid() || !r.Remote.IsValid() {
+		return fmt.Errorf("spi.alloc needs both tunnel endpoints")
+	}
+	return checkLogical(fmt.Sprintf("spi.alloc %s-%s", r.Local, r.Remote), r.Logical, l)
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the
@@ -207,11 +216,12 @@ type DumpRequest struct {
 
 // SAState is an installed SA with its live state.
 type SAState struct {
+	// SA is the SA without keys; its Logical is the logical SPU it is
+	// anchored on, whether or not it was installed with one.
 	SA
-	Logical int     `json:"logical"` // the SA's logical SPU
-	SPU     int     `json:"spu"`     // the physical SPU it runs on
-	Active  bool    `json:"active"`  // outbound: the one its policies use now
-	Stats   SAStats `json:"stats"`   // its counters
+	SPU    int     `json:"spu"`    // the physical SPU it runs on
+	Active bool    `json:"active"` // outbound: the one its policies use now
+	Stats  SAStats `json:"stats"`  // its counters
 }
 
 // SAStats are an SA's counters.
@@ -272,8 +282,9 @@ type PolicyID struct {
 
 // PolicyState is an installed policy with its counters.
 type PolicyState struct {
+	// Policy is the policy; its Logical is the logical SPU it is anchored
+	// on, whether or not it was installed with one.
 	Policy
-	Logical  int    `json:"logical"`           // the policy's logical SPU
 	SPU      int    `json:"spu"`               // the physical SPU it runs on
 	Packets  uint64 `json:"packets"`           // packets it matched
 	Acquires uint64 `json:"acquires"`          // acquire events it raised
@@ -310,15 +321,19 @@ type Stats struct {
 
 // SPUStats are one SPU's counters.
 type SPUStats struct {
-	ID          int               `json:"id"`              // the physical SPU
-	CPU         int               `json:"cpu"`             // the core it is pinned to
-	RxPackets   uint64            `json:"rx_packets"`      // frames received from its sockets
-	TxPackets   uint64            `json:"tx_packets"`      // frames sent
-	Encap       uint64            `json:"encap"`           // packets encapsulated
-	Decap       uint64            `json:"decap"`           // packets decapsulated
-	HandoffOut  uint64            `json:"handoff_out"`     // frames passed to their anchor SPU
-	HandoffIn   uint64            `json:"handoff_in"`      // frames received from other SPUs
-	HandoffFull uint64            `json:"handoff_full"`    // dropped: the anchor's ring was full
+	ID          int    `json:"id"`           // the physical SPU
+	CPU         int    `json:"cpu"`          // the core it is pinned to
+	RxPackets   uint64 `json:"rx_packets"`   // frames received from its sockets
+	TxPackets   uint64 `json:"tx_packets"`   // frames sent
+	Encap       uint64 `json:"encap"`        // packets encapsulated
+	Decap       uint64 `json:"decap"`        // packets decapsulated
+	HandoffOut  uint64 `json:"handoff_out"`  // frames passed to their anchor SPU
+	HandoffIn   uint64 `json:"handoff_in"`   // frames received from other SPUs
+	HandoffFull uint64 `json:"handoff_full"` // dropped: the anchor's ring was full
+	// FragHandoff counts ESP packets reassembled here (their fragments
+	// are anchored by the outer addresses) and passed on to the anchor
+	// of their SPI; HandoffOut counts them too.
+	FragHandoff uint64            `json:"frag_handoff,omitempty"`
 	Bypass      uint64            `json:"bypass"`          // cleartext forwarded in the clear: a bypass policy, or none matched
 	Drops       map[string]uint64 `json:"drops,omitempty"` // by reason; sa_REASON: the SAs' own (ESP) drops, of SAs gone too
 	SAs         int               `json:"sas"`             // SAs it holds

@@ -43,11 +43,16 @@ type SA struct {
 	SPI uint32 `json:"spi"` // at least 256 (RFC 4303)
 	Dir Dir    `json:"dir"` // in or out
 	// Local and Remote are the tunnel endpoints: this gateway's address and
-	// the peer's. They decide the anchor SPU.
+	// the peer's. They decide the anchor SPU of an outbound SA installed
+	// without Logical.
 	Local  netip.Addr `json:"local"`
 	Remote netip.Addr `json:"remote"` // the peer's address
-	// Logical is the logical SPU to anchor on; nil = the hash of Local and
-	// Remote.
+	// Logical is the logical SPU to anchor on: its IKE SA's, so that the
+	// IKE SAs between two addresses spread over the SPUs. nil is the hash
+	// of Local and Remote, as before anchors were per IKE SA. An inbound
+	// SA is always anchored on the logical SPU its SPI encodes (where the
+	// steering program sends its packets): Logical, if given, must agree.
+	// Dumps fill it with the logical SPU the SA is anchored on.
 	Logical *int        `json:"logical,omitempty"`
 	Mode    Mode        `json:"mode"`  // tunnel or transport
 	Suite   ipsec.Suite `json:"suite"` // strongSwan's keyword: "aes128gcm16"
@@ -103,6 +108,9 @@ func (s *SA) Validate() error {
 	if s.ReplayWindow < -1 || s.ReplayWindow > 65536 {
 		return fmt.Errorf("%s: replay window %d out of range (-1..65536)", name, s.ReplayWindow)
 	}
+	if s.Logical != nil && *s.Logical < 0 {
+		return fmt.Errorf("%s: logical SPU %d is negative", name, *s.Logical)
+	}
 	if s.Encap != nil && (s.Encap.LocalPort == 0 || s.Encap.RemotePort == 0) {
 		return fmt.Errorf("%s: UDP encapsulation needs both ports", name)
 	}
@@ -110,6 +118,20 @@ func (s *SA) Validate() error {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+	}
+	return nil
+}
+
+// ValidateLogical checks the SA's explicit logical SPU, if any, against
+// the data plane's l logical SPUs.
+func (s *SA) ValidateLogical(l int) error {
+	return checkLogical(fmt.Sprintf("sa spi 0x%08x %s", s.SPI, s.Dir), s.Logical, l)
+}
+
+// checkLogical refuses a logical SPU outside 0..l-1, naming its owner.
+func checkLogical(name string, logical *int, l int) error {
+	if logical != nil && (*logical < 0 || *logical >= l) {
+		return fmt.Errorf("%s: logical SPU %d out of range (0..%d)", name, *logical, l-1)
 	}
 	return nil
 }
@@ -142,11 +164,13 @@ type Policy struct {
 	ReqID  uint32 `json:"reqid"`  // the Child SA whose outbound SA protects: required for protect
 	Action Action `json:"action"` // protect, bypass or discard
 	// Local and Remote are the tunnel endpoints the policy's SAs use: they
-	// decide its anchor SPU, the same as its SAs'.
+	// decide its anchor SPU when Logical is nil, the same as its SAs'.
 	Local  netip.Addr `json:"local"`
 	Remote netip.Addr `json:"remote"` // see Local
-	// Logical is the logical SPU to anchor on; nil = the hash of Local and
-	// Remote.
+	// Logical is the logical SPU to anchor on, its outbound SAs' (their
+	// IKE SA's); nil is the hash of Local and Remote for protect, 0 for
+	// bypass and discard. Cleartext it matches is steered there. Dumps
+	// fill it with the logical SPU the policy is anchored on.
 	Logical  *int             `json:"logical,omitempty"`
 	LocalTS  []ipsec.Selector `json:"local_ts"`  // the cleartext's sources
 	RemoteTS []ipsec.Selector `json:"remote_ts"` // the cleartext's destinations
@@ -175,6 +199,9 @@ func (p *Policy) Validate() error {
 			return fmt.Errorf("%s: protect needs a reqid", name)
 		}
 	}
+	if p.Logical != nil && *p.Logical < 0 {
+		return fmt.Errorf("%s: logical SPU %d is negative", name, *p.Logical)
+	}
 	if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
 		return fmt.Errorf("%s: needs local and remote selectors", name)
 	}
@@ -185,3 +212,17 @@ func (p *Policy) Validate() error {
 	}
 	return nil
 }
+
+// ValidateLogical checks the policy's explicit logical SPU, if any, against
+// the data plane's l logical SPUs.
+func (p *Policy) ValidateLogical(l int) error {
+	name := fmt.Sprintf("policy %d", p.ID)
+	if p.Name != "" {
+		name += fmt.Sprintf(" (%s)", p.Name)
+	}
+	return checkLogical(name, p.Logical, l)
+}
+
+// Logical returns l as the Logical field of an SA, a policy or an SPI
+// request, which is nil when not given.
+func Logical(l int) *int { return &l }

@@ -159,7 +159,7 @@ func (e *Engine) PolicyPage(after uint64, limit int) Page[api.PolicyState] {
 		if p == nil {
 			return false
 		}
-		states[i] = api.PolicyState{Policy: p.p, Logical: int(p.logical), SPU: s.ID, Packets: p.packets, Acquires: p.acq}
+		states[i] = policyState(p, s.ID)
 		if p.out != nil {
 			states[i].OutSPI = p.out.desc.SPI
 		}

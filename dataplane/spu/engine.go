@@ -400,8 +400,11 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	if logical, err = e.saLogical(d); err != nil {
+		return 0, 0, err
+	}
 	desc := d.Redacted()
-	logical = e.fn.Logical(d.Local, d.Remote)
+	desc.Logical = api.Logical(int(logical))
 	ref := refOf(d)
 	e.mu.Lock()
 	if _, dup := e.sas[ref]; dup {
@@ -425,6 +428,29 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 		e.mu.Unlock()
 	}
 	return logical, spu, err
+}
+
+// saLogical is the logical SPU an SA is anchored on. An inbound SA's is
+// the one its SPI encodes, where the steering program sends its packets
+// (for an SPI spud allocated, the one it was allocated for). An outbound
+// SA's is the explicit one (its IKE SA's) or the hash of its endpoints.
+// Either stays the SA's for its life: a new peer address (NAT) or a map
+// change never computes it again.
+func (e *Engine) saLogical(d *api.SA) (uint16, error) {
+	if err := d.ValidateLogical(e.fn.L()); err != nil {
+		return 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	if d.Dir == api.In {
+		l := e.fn.LogicalSPI(d.SPI)
+		if d.Logical != nil && *d.Logical != int(l) {
+			return 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa spi 0x%08x in: logical SPU %d asked, but the SPI encodes %d, where its packets are steered", d.SPI, *d.Logical, l)
+		}
+		return l, nil
+	}
+	if d.Logical != nil {
+		return uint16(*d.Logical), nil
+	}
+	return e.fn.Logical(d.Local, d.Remote), nil
 }
 
 // DelSA removes an SA.
@@ -552,10 +578,17 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 	if err := p.Validate(); err != nil {
 		return p, 0, 0, err
 	}
+	if err := p.ValidateLogical(e.fn.L()); err != nil {
+		return p, 0, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
 	var logical uint16
-	if p.Action == api.Protect {
+	switch {
+	case p.Logical != nil:
+		logical = uint16(*p.Logical)
+	case p.Action == api.Protect:
 		logical = e.fn.Logical(p.Local, p.Remote)
 	}
+	p.Logical = api.Logical(int(logical))
 	e.mu.Lock()
 	if p.ID == 0 {
 		for {
@@ -628,7 +661,8 @@ func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAS
 			drops[esp.Reason(r).String()] = n
 		}
 	}
-	return api.SAState{SA: d, Logical: int(logical), SPU: spu, Active: active,
+	d.Logical = api.Logical(int(logical))
+	return api.SAState{SA: d, SPU: spu, Active: active,
 		Stats: api.SAStats{Packets: st.Packets, Bytes: st.Bytes, Seq: st.Seq, Drops: drops}}
 }
 
@@ -638,7 +672,7 @@ func (e *Engine) DumpPolicies() []api.PolicyState {
 	for _, s := range e.spus {
 		e.Do(s.ID, func(s *SPU) {
 			for _, p := range s.t.policies {
-				ps := api.PolicyState{Policy: p.p, Logical: int(p.logical), SPU: s.ID, Packets: p.packets, Acquires: p.acq}
+				ps := policyState(p, s.ID)
 				if p.out != nil {
 					ps.OutSPI = p.out.desc.SPI
 				}
@@ -649,6 +683,13 @@ func (e *Engine) DumpPolicies() []api.PolicyState {
 	return out
 }
 
+// policyState is a policy's dump entry, with its logical SPU filled in.
+func policyState(p *policy, spu int) api.PolicyState {
+	ps := api.PolicyState{Policy: p.p, SPU: spu, Packets: p.packets, Acquires: p.acq}
+	ps.Logical = api.Logical(int(p.logical))
+	return ps
+}
+
 // SPUStats returns each SPU's counters, read without stopping the SPUs.
 func (e *Engine) SPUStats() []api.SPUStats {
 	var out []api.SPUStats
@@ -656,8 +697,9 @@ func (e *Engine) SPUStats() []api.SPUStats {
 		c := &s.c
 		st := api.SPUStats{ID: s.ID, CPU: s.CPU, RxPackets: c.rx.Load(), TxPackets: c.tx.Load(),
 			Encap: c.encap.Load(), Decap: c.decap.Load(), HandoffOut: c.handoffOut.Load(),
-			HandoffIn: c.handoffIn.Load(), HandoffFull: c.drops[DropHandoffFull].Load(), Bypass: c.bypass.Load(),
-			Drops: map[string]uint64{}}
+			HandoffIn: c.handoffIn.Load(), HandoffFull: c.drops[DropHandoffFull].Load(), FragHandoff: c.fragHandoff.Load(),
+			Bypass: c.bypass.Load(),
+			Drops:  map[string]uint64{}}
 		for d := Drop(0); d < NumDrops; d++ {
 			if n := c.drops[d].Load(); n > 0 {
 				st.Drops[d.String()] = n

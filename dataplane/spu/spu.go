@@ -42,6 +42,7 @@ type portState struct {
 type counters struct {
 	rx, tx, encap, decap     atomic.Uint64
 	handoffOut, handoffIn    atomic.Uint64
+	fragHandoff              atomic.Uint64
 	bypass, acquires, events atomic.Uint64
 	busyNanos, totalNanos    atomic.Uint64
 	drops                    [NumDrops]atomic.Uint64
@@ -615,9 +616,12 @@ func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	return o.nh, nhOK
 }
 
-// fragment reassembles outer fragments of ESP packets (the steering
-// program sends every fragment of a tunnel to its anchor, since all carry
-// the addresses) and decapsulates the whole packet.
+// fragment reassembles outer fragments of ESP packets and decapsulates
+// the whole packet on the anchor of its SPI. The steering program anchors
+// every fragment by the outer addresses (only the first carries the SPI),
+// so that all of a packet's fragments meet here; the whole packet then
+// goes where its unfragmented kin go, which is another SPU when its SA
+// belongs to another IKE SA's logical SPU than the addresses' hash.
 func (s *SPU) fragment(buf []byte, m *ring.Meta) {
 	off, end := m.IP()
 	pkt, st, r := s.frag.reasm.Add(buf[off:end], nanotime())
@@ -626,10 +630,25 @@ func (s *SPU) fragment(buf []byte, m *ring.Meta) {
 		s.drop(DropFragment)
 	case st == ipfrag.Complete:
 		// The datagram is in the reassembler's storage until its next
-		// Add: decapsulate it there.
+		// Add: decapsulate it there, or copy it to its anchor's ring.
+		o, r := esp.ParseOuter(pkt)
+		if r != esp.None {
+			s.drop(DropESPHeader)
+			return
+		}
 		whole := *m
 		whole.Off, whole.L3, whole.Len = 0, 0, int32(len(pkt))
-		s.decap(pkt, &whole)
+		whole.Class, whole.Logical = uint8(steer.ClassESP), s.eng.fn.LogicalSPI(o.SPI)
+		if a := s.eng.physical(whole.Logical); a != s.ID {
+			if len(pkt) > ring.SlotSize-ring.Headroom {
+				s.drop(DropReassembledTooBig)
+				return
+			}
+			s.c.fragHandoff.Add(1)
+			s.handoff(a, pkt, &whole)
+			return
+		}
+		s.process(pkt, &whole)
 	}
 }
 

@@ -156,23 +156,40 @@ func udpFrame(src, dst netip.Addr, payload []byte) []byte {
 	return frame
 }
 
+// testFn is setup's anchor function: 16 logical SPUs.
+func testFn(t testing.TB) anchor.Function {
+	fn, err := anchor.NewFunction(anchor.HashKey{1, 2, 3}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fn
+}
+
+// spiAB and spiBA are the SPIs of mirroredSAs: their top bits encode the
+// logical SPU of the hash of gwA and gwB under testFn, as spud's would
+// for an SA installed without an explicit anchor, so that the inbound SAs
+// (anchored by their SPI) share the logical SPU of the outbound SAs and
+// the policy.
+var spiAB, spiBA = func() (uint32, uint32) {
+	fn := testFn(nil)
+	lg := uint32(fn.Logical(gwA, gwB))
+	return lg<<28 | 0x1001, lg<<28 | 0x2001
+}()
+
 func mirroredSAs(suite ipsec.Suite) (aOut, bIn, bOut, aIn *api.SA) {
 	k1 := bytes.Repeat([]byte{1}, 20)
 	k2 := bytes.Repeat([]byte{2}, 20)
 	ts := func(p netip.Prefix) []ipsec.Selector { return []ipsec.Selector{ipsec.PrefixSelector(p, 0)} }
-	aOut = &api.SA{SPI: 0x1001, Dir: api.Out, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanA), RemoteTS: ts(lanB)}
-	bIn = &api.SA{SPI: 0x1001, Dir: api.In, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
-	bOut = &api.SA{SPI: 0x2001, Dir: api.Out, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k2, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
-	aIn = &api.SA{SPI: 0x2001, Dir: api.In, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: suite, EncKey: k2, ReqID: 1, LocalTS: ts(lanA), RemoteTS: ts(lanB)}
+	aOut = &api.SA{SPI: spiAB, Dir: api.Out, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanA), RemoteTS: ts(lanB)}
+	bIn = &api.SA{SPI: spiAB, Dir: api.In, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k1, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
+	bOut = &api.SA{SPI: spiBA, Dir: api.Out, Local: gwB, Remote: gwA, Mode: api.Tunnel, Suite: suite, EncKey: k2, ReqID: 1, LocalTS: ts(lanB), RemoteTS: ts(lanA)}
+	aIn = &api.SA{SPI: spiBA, Dir: api.In, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: suite, EncKey: k2, ReqID: 1, LocalTS: ts(lanA), RemoteTS: ts(lanB)}
 	return
 }
 
 func setup(t testing.TB) (a, b *gateway, logical uint16, polA uint32) {
 	t.Helper()
-	fn, err := anchor.NewFunction(anchor.HashKey{1, 2, 3}, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fn := testFn(t)
 	a = newGateway(t, gwA, lanA, fn)
 	b = newGateway(t, gwB, lanB, fn)
 	aOut, bIn, bOut, aIn := mirroredSAs(ipsec.AES128GCM16)
@@ -298,7 +315,7 @@ func TestDropsAreCounted(t *testing.T) {
 
 func TestAcquireWhenPolicyHasNoSA(t *testing.T) {
 	a, _, logical, pol := setup(t)
-	if err := a.e.DelSA(api.SAID{SPI: 0x1001, Dir: api.Out, Remote: gwB}); err != nil {
+	if err := a.e.DelSA(api.SAID{SPI: spiAB, Dir: api.Out, Remote: gwB}); err != nil {
 		t.Fatal(err)
 	}
 	anchorSPU := a.e.physical(logical)

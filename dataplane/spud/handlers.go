@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"time"
 
@@ -37,7 +36,7 @@ func (d *Daemon) handlers() {
 		if err != nil {
 			return nil, err
 		}
-		return d.allocSPI(req.Local, req.Remote)
+		return d.allocSPI(req)
 	})
 	s.Handle(api.OpSAAdd, func(body json.RawMessage) (any, error) {
 		sa, err := decode[api.SA](body)
@@ -280,11 +279,18 @@ func (d *Daemon) hello() api.HelloReply {
 		AnchorKey: hk[:], Map: mm, MapGen: gen, Interfaces: d.ifaces, Steering: d.steer}
 }
 
-func (d *Daemon) allocSPI(local, remote netip.Addr) (api.SPIAllocReply, error) {
-	if !local.IsValid() || !remote.IsValid() {
-		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "spi.alloc needs both tunnel endpoints")
+// allocSPI reserves an inbound SPI whose top bits encode the logical SPU
+// asked for (the IKE SA's), or the hash of the endpoints when none is: the
+// steering program anchors the SA's packets by those bits, and the engine
+// installs the SA there.
+func (d *Daemon) allocSPI(req *api.SPIAllocRequest) (api.SPIAllocReply, error) {
+	if err := req.Validate(d.fn.L()); err != nil {
+		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 	}
-	logical := d.fn.Logical(local, remote)
+	logical := d.fn.Logical(req.Local, req.Remote)
+	if req.Logical != nil {
+		logical = uint16(*req.Logical)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
@@ -313,6 +319,9 @@ func (d *Daemon) addSA(sa *api.SA) error {
 	// The engine validates too (with the same text); this gives the
 	// refusal its code.
 	if err := sa.Validate(); err != nil {
+		return unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	if err := sa.ValidateLogical(d.fn.L()); err != nil {
 		return unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 	}
 	logical, spuID, err := d.eng.AddSA(sa)
@@ -409,6 +418,9 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 	// The engine validates too (with the same text); this gives the
 	// refusal its code.
 	if err := p.Validate(); err != nil {
+		return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	if err := p.ValidateLogical(d.fn.L()); err != nil {
 		return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 	}
 	p, logical, spuID, err := d.eng.AddPolicy(p)

@@ -79,8 +79,10 @@ func TestPrivilegedDrainAddFail(t *testing.T) {
 	}
 	sas, _ := p.b.Client.DumpSAs(false)
 	for _, sa := range sas {
-		if want := l.Map[sa.Logical]; sa.SPU != want {
-			t.Errorf("sa 0x%x on spu %d, its logical %d is on spu %d", sa.SPI, sa.SPU, sa.Logical, want)
+		if sa.Logical == nil {
+			t.Errorf("sa 0x%x: the dump has no logical SPU", sa.SPI)
+		} else if want := l.Map[*sa.Logical]; sa.SPU != want {
+			t.Errorf("sa 0x%x on spu %d, its logical %d is on spu %d", sa.SPI, sa.SPU, *sa.Logical, want)
 		}
 	}
 	// Replays of packets from before the moves are still caught.

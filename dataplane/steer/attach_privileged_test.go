@@ -182,7 +182,7 @@ func endToEnd(t *testing.T, p *pair, prog *Program, fn anchor.Function) {
 	if len(metas) != n || d[RedirectESP] != n {
 		t.Errorf("ESP with AF_XDP sockets: %d of %d received, redirect_esp %d", len(metas), n, d[RedirectESP])
 	}
-	want := fn.Logical(peerAddr, gwAddr)
+	want := fn.LogicalSPI(0x2000) // ESP is anchored by its SPI
 	for _, m := range metas {
 		if m.Class != ClassESP || m.LogicalSPU != want || m.L3Offset != 14 || m.L4Offset != 34 {
 			t.Errorf("metadata in the UMEM: %+v, want class esp, logical %d, offsets 14/34", m, want)

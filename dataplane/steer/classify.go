@@ -28,7 +28,8 @@ type Lookups interface {
 
 // Classify derives, for a frame the program redirected without metadata
 // (CarrierNone), the Meta it would have written: the same parse, the same
-// anchor and the same SPD lookup, done in Go, with the program's tables as
+// anchor (ESP and UDP-ESP by their SPI, ESP fragments by the outer
+// addresses, cleartext by its policy's) and the same SPD lookup, done in Go, with the program's tables as
 // lk holds them. It allocates nothing. queue is the rx queue the frame
 // came on; PhysicalSPU stays 0 (the reader maps the logical SPU itself).
 func Classify(frame []byte, ifindex uint32, queue int, fn *anchor.Function, lk Lookups) (Meta, error) {
@@ -51,7 +52,13 @@ func Classify(frame []byte, ifindex uint32, queue int, fn *anchor.Function, lk L
 		}
 		switch m.Class {
 		case ClassNone:
-		case ClassESP, ClassESPFragment, ClassUDPESP:
+		case ClassESP:
+			m.LogicalSPU = fn.LogicalSPI(binary.BigEndian.Uint32(frame[p.l4:]))
+			return m, nil
+		case ClassUDPESP:
+			m.LogicalSPU = fn.LogicalSPI(binary.BigEndian.Uint32(frame[p.l4+8:]))
+			return m, nil
+		case ClassESPFragment:
 			m.LogicalSPU = outerLogical(fn, &p)
 			return m, nil
 		default: // IKE and the like: the kernel's

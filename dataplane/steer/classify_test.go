@@ -65,7 +65,7 @@ func TestClassifyCases(t *testing.T) {
 		}
 		logical := uint16(c.logical)
 		if c.logical < 0 {
-			logical = fn.Logical(c.f.src, c.f.dst)
+			logical = c.anchor(&fn)
 		}
 		want := Meta{LogicalSPU: logical, PolicyID: c.policy, L3Offset: uint16(c.f.l3()), L4Offset: uint16(c.f.l4off()),
 			RxQueue: 1, Class: c.class, Flags: c.flags}

@@ -39,11 +39,15 @@
 //     UDP-ESP cannot be told from one of a large IKE message, which the
 //     kernel must reassemble.
 //   - ESP (protocol 50) and UDP-ESP (RFC 3948, port 4500) to a local tunnel
-//     endpoint (AddLocalAddr), and ESP fragments (class ClassESPFragment,
-//     to be reassembled in userspace; every fragment carries the addresses,
-//     so it is anchored like the whole packet), go to the AF_XDP socket of
-//     the rx queue, anchored by the outer addresses (dataplane/anchor).
-//     ESP to other addresses is transit traffic.
+//     endpoint (AddLocalAddr) go to the AF_XDP socket of the rx queue,
+//     anchored by their SPI, whose top bits name the logical SPU of its
+//     IKE SA (anchor.Function.LogicalSPI). ESP fragments (class
+//     ClassESPFragment, to be reassembled in userspace) go there anchored
+//     by the outer addresses (anchor.Function.Logical): only the first
+//     carries the SPI, and every one carries the addresses, so all of a
+//     packet's fragments meet on one SPU, which hands the reassembled
+//     packet to its SPI's anchor. ESP to other addresses is transit
+//     traffic.
 //   - Other IP traffic is looked up in the SPD (SetPolicy) of the interface
 //     it arrives on; a match goes to the AF_XDP socket as ClassCleartext,
 //     anchored by the policy's logical SPU; no match goes to the kernel,

@@ -55,7 +55,7 @@ type Policy struct {
 	Local      netip.Prefix // local traffic selector: the packet's source
 	Remote     netip.Prefix // remote traffic selector: the packet's destination
 	ID         uint32       // reported in the metadata (Meta.PolicyID)
-	LogicalSPU uint16       // the tunnel's anchor: anchor.Function.Logical of its endpoints
+	LogicalSPU uint16       // the policy's anchor: its IKE SA's logical SPU, or anchor.Function.Logical of its endpoints
 	Bypass     bool         // matching packets go to the kernel, counted PassBypass
 }
 

@@ -1,6 +1,7 @@
 package steer
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -213,8 +214,20 @@ type steerCase struct {
 	counter Counter
 	class   Class
 	flags   MetaFlags
-	logical int // -1: the anchor of the outer addresses
+	logical int // -1: the anchor of the frame's ESP (anchor)
 	policy  uint32
+}
+
+// anchor is the logical SPU the program gives the case's ESP frame: by
+// its SPI for ESP and UDP-ESP, by the outer addresses for a fragment.
+func (c *steerCase) anchor(fn *anchor.Function) uint16 {
+	switch c.class {
+	case ClassESP:
+		return fn.LogicalSPI(binary.BigEndian.Uint32(c.f.l4))
+	case ClassUDPESP:
+		return fn.LogicalSPI(binary.BigEndian.Uint32(c.f.l4[8:]))
+	}
+	return fn.Logical(c.f.src, c.f.dst)
 }
 
 func steerCases() []steerCase {
@@ -399,7 +412,7 @@ func TestPrivilegedSteerClasses(t *testing.T) {
 				}
 				logical := uint16(c.logical)
 				if c.logical < 0 {
-					logical = e.fn.Logical(c.f.src, c.f.dst)
+					logical = c.anchor(&e.fn)
 				}
 				want := Meta{LogicalSPU: logical, PhysicalSPU: e.spus.Physical(logical), PolicyID: c.policy,
 					L3Offset: uint16(c.f.l3()), L4Offset: uint16(c.f.l4off()), RxQueue: 1, Class: c.class, Flags: c.flags}
@@ -623,58 +636,89 @@ func TestPrivilegedSteerUnconfigured(t *testing.T) {
 	}
 }
 
-// TestPrivilegedAnchorAgreement runs the XDP program over ESP and UDP-ESP
-// frames between thousands of random address pairs, IPv4 and IPv6, in both
-// directions, and checks that the logical and physical SPU in the metadata
-// are what dataplane/anchor computes. Two values of L, one not a power of
-// two.
+// TestPrivilegedAnchorAgreement runs the XDP program over ESP, UDP-ESP and
+// ESP fragment frames between thousands of random address pairs with
+// random SPIs, IPv4 and IPv6, in both directions, and checks that the
+// logical and physical SPU in the metadata are what dataplane/anchor
+// computes (ESP and UDP-ESP by their SPI, LogicalSPI; fragments by the
+// address hash), and what the Go classifier of the none carrier finds.
+// Three values of L, one not a power of two; for the powers of two the
+// SPI's anchor is also the logical SPU SPICodec encodes in it.
 func TestPrivilegedAnchorAgreement(t *testing.T) {
 	forCarriers(t, func(t *testing.T, c Carrier) {
 		e := newEnv(t, c)
 		r := rand.New(rand.NewPCG(2024, 11))
 		const pairs = 2500 // per L; each run in both directions
 		e.ns.do(t, func() {
-			for _, l := range []int{256, 100} {
+			for _, l := range []int{256, 100, 4096} {
 				var hk anchor.HashKey
 				for i := range hk {
 					hk[i] = byte(r.Uint32())
 				}
 				fn, _ := anchor.NewFunction(hk, l)
+				codec, codecErr := fn.Codec()
 				spus := make([]uint16, 0, 5)
 				for i := range 5 {
 					spus = append(spus, uint16(10+i*3))
 				}
 				m, _ := anchor.NewMap(l, spus)
 				must(t, e.prog.SetConfig(Config{Anchor: fn}, m))
-				checked := map[bool]int{}
-				seen := map[uint16]bool{}
+				checked := map[string]int{}
+				seen := map[bool]map[uint16]bool{false: {}, true: {}}
 				for i := range pairs {
 					is4 := i%2 == 0
 					a, b := randEndpoint(r, is4), randEndpoint(r, is4)
-					want := fn.Logical(a, b)
+					spi := r.Uint32() | 0x100 // not reserved, not the non-ESP marker
+					kind := []string{"esp", "udp-esp", "fragment"}[i%3]
+					want := fn.LogicalSPI(spi)
+					if kind == "fragment" {
+						want = fn.Logical(a, b)
+					} else if codecErr == nil && codec.Logical(spi) != want {
+						t.Fatalf("L=%d spi 0x%08x: LogicalSPI %d, SPICodec.Logical %d", l, spi, want, codec.Logical(spi))
+					}
 					for _, dir := range [][2]netip.Addr{{a, b}, {b, a}} {
 						src, dst := dir[0], dir[1]
 						must(t, e.prog.AddLocalAddr(dst))
-						f := frame{src: src, dst: dst, proto: protoESP, l4: esp(uint32(i)+256, 1, 8)}
-						if i%3 == 0 {
-							f.proto, f.l4 = protoUDP, udp(4500, 4500, esp(uint32(i)+256, 1, 8))
+						f := frame{src: src, dst: dst, proto: protoESP, l4: esp(spi, 1, 8)}
+						switch kind {
+						case "udp-esp":
+							f.proto, f.l4 = protoUDP, udp(uint16(1024+r.IntN(60000)), 4500, esp(spi, 1, 8))
+						case "fragment":
+							if is4 {
+								f.v4frag = 0x2000 // the first: it has the SPI, which does not count
+							} else {
+								f.exts = []ext{{typ: 44, more: true}}
+							}
 						}
-						res, err := e.run(t, f.bytes(), 0)
+						b := f.bytes()
+						res, err := e.run(t, b, 0)
+						cm, cerr := e.cls.Classify(b, uint32(e.ifindex), 0)
 						must(t, e.prog.DeleteLocalAddr(dst))
 						if err != nil || res.verdict != xdpRedirect || res.metaErr != nil {
-							t.Fatalf("%v -> %v: verdict %d err %v meta %v", src, dst, res.verdict, err, res.metaErr)
+							t.Fatalf("%s %v -> %v: verdict %d err %v meta %v", kind, src, dst, res.verdict, err, res.metaErr)
 						}
 						if res.meta.LogicalSPU != want || res.meta.PhysicalSPU != m.Physical(want) {
-							t.Fatalf("L=%d %v -> %v: BPF says logical %d physical %d, Go %d physical %d",
-								l, src, dst, res.meta.LogicalSPU, res.meta.PhysicalSPU, want, m.Physical(want))
+							t.Fatalf("L=%d %s spi 0x%08x %v -> %v: BPF says logical %d physical %d, Go %d physical %d",
+								l, kind, spi, src, dst, res.meta.LogicalSPU, res.meta.PhysicalSPU, want, m.Physical(want))
 						}
-						checked[is4]++
-						seen[want] = true
+						if cerr != nil || cm.LogicalSPU != want {
+							t.Fatalf("L=%d %s spi 0x%08x %v -> %v: the classifier says logical %d (%v), want %d",
+								l, kind, spi, src, dst, cm.LogicalSPU, cerr, want)
+						}
+						checked[kind+map[bool]string{true: "/v4", false: "/v6"}[is4]]++
+						seen[kind == "fragment"][want] = true
 					}
 				}
-				t.Logf("L=%d: BPF and Go agree on %d IPv4 and %d IPv6 frames, %d distinct logical SPUs", l, checked[true], checked[false], len(seen))
-				if len(seen) < l*9/10 {
-					t.Errorf("L=%d: only %d distinct logical SPUs over %d pairs", l, len(seen), pairs)
+				t.Logf("L=%d: BPF, classifier and Go agree on %v frames; %d distinct logical SPUs by SPI, %d by addresses",
+					l, checked, len(seen[false]), len(seen[true]))
+				for _, byAddr := range []bool{false, true} {
+					n := pairs / 3
+					if byAddr {
+						n = pairs - 2*pairs/3
+					}
+					if exp := min(l, n) * 6 / 10; len(seen[byAddr]) < exp {
+						t.Errorf("L=%d: only %d distinct logical SPUs over %d pairs (by addresses: %v)", l, len(seen[byAddr]), n, byAddr)
+					}
 				}
 			}
 		})
@@ -821,7 +865,7 @@ func TestPrivilegedClassifierFollowsTheSPD(t *testing.T) {
 func TestPrivilegedNoRoomForMetadata(t *testing.T) {
 	e := newEnv(t, CarrierMeta)
 	b := frame{src: peer4, dst: local4, proto: protoESP, l4: esp(0x77, 1, 32)}.bytes()
-	logical := e.fn.Logical(peer4, local4)
+	logical := e.fn.LogicalSPI(0x77)
 	want := Meta{LogicalSPU: logical, PhysicalSPU: e.spus.Physical(logical), L3Offset: 14, L4Offset: 34, RxQueue: 1, Class: ClassESP}
 	redirected, passed := 0, 0
 	e.ns.do(t, func() {
