@@ -2,6 +2,7 @@ package spud_test
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -210,7 +211,7 @@ func TestPrivilegedTunnelsOfOnePairOnTheirOwnSPUs(t *testing.T) {
 		for _, x := range st.SPUs {
 			encap[x.ID], decap[x.ID] = x.Encap, x.Decap
 			handoffs += x.HandoffOut
-			handoffDrops += x.HandoffFull
+			handoffDrops += x.HandoffFull + x.Drops["reassembled_too_big"]
 		}
 		return
 	}
@@ -223,6 +224,15 @@ func TestPrivilegedTunnelsOfOnePairOnTheirOwnSPUs(t *testing.T) {
 		src, dst := tn.ANets[0].Addr(), tn.BNets[0].Addr()
 		if got := ping(t, p.ln.ClientA, src, dst, pings); got != pings {
 			t.Errorf("tunnel %d: %d of %d pings came back", k, got, pings)
+		}
+		// Too big for the path once encapsulated, DF clear: carried in
+		// outer fragments, which the steering program anchors by the
+		// addresses, the same SPU for both tunnels; the SPU that
+		// reassembles hands the packet to its tunnel's SPU.
+		out, err := p.ln.ClientA.Exec("ping", "-n", "-c", "3", "-i", "0.1", "-W", "2", "-s", "1450", "-M", "dont",
+			"-I", src.String(), dst.String())
+		if err != nil || !strings.Contains(string(out), "3 received") {
+			t.Errorf("tunnel %d: large pings without DF: %v\n%s", k, err, out)
 		}
 		for side, s := range []*daemons.Spud{p.a, p.b} {
 			encap, decap, handoffs, drops := spuCounts(s)
@@ -239,6 +249,22 @@ func TestPrivilegedTunnelsOfOnePairOnTheirOwnSPUs(t *testing.T) {
 			if drops != 0 {
 				t.Errorf("%s: %d handoffs dropped", s.Host.Name, drops)
 			}
+		}
+	}
+	// One of the two tunnels is anchored away from the SPU of the
+	// addresses' hash, where its fragments were reassembled.
+	for _, s := range []*daemons.Spud{p.a, p.b} {
+		st, err := s.Client.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var frag uint64
+		for _, x := range st.SPUs {
+			frag += x.FragHandoff
+		}
+		t.Logf("%s: %d reassembled ESP packets handed to their SPI's SPU; xdp %v", s.Host.Name, frag, st.XDP)
+		if frag < 3 || st.XDP["redirect_esp_fragment"] == 0 {
+			t.Errorf("%s: %d reassembled packets handed on, %d fragments steered: want 3 or more of each", s.Host.Name, frag, st.XDP["redirect_esp_fragment"])
 		}
 	}
 	// Every SA where its explicit anchor says, and it carried the pings.
