@@ -503,6 +503,17 @@ func stats() error {
 	for _, s := range st.SPUs {
 		fmt.Printf("%-4d %10d %10d %10d %10d %10d %10d %8d %5.1f%%\n", s.ID, s.RxPackets, s.TxPackets, s.Encap, s.Decap, s.HandoffOut, s.HandoffIn, s.Bypass, 100*s.Busy)
 	}
+	// ESP reassembled on one SPU and decapsulated on its SPI's: rare
+	// enough to show only where it happened.
+	var frag []string
+	for _, s := range st.SPUs {
+		if s.FragHandoff > 0 {
+			frag = append(frag, fmt.Sprintf("spu%d=%d", s.ID, s.FragHandoff))
+		}
+	}
+	if len(frag) > 0 {
+		fmt.Printf("reassembled esp handed to its anchor: %s\n", strings.Join(frag, " "))
+	}
 	if len(st.Drops) > 0 {
 		fmt.Printf("drops: %s\n", kv(st.Drops))
 	}

@@ -3,10 +3,11 @@ package daemons
 import (
 	"crypto/rand"
 	"fmt"
-	"github.com/spugate/spugate/ipsec"
+	"math/bits"
 	"net/netip"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/ipsec"
 )
 
 // StaticTunnel is a manually keyed tunnel between two spuds: the four SAs
@@ -24,11 +25,15 @@ type StaticTunnel struct {
 }
 
 // NewStaticTunnel returns a tunnel with fresh random keys and SPIs derived
-// from reqid.
+// from reqid. Inbound ESP is anchored on the logical SPU its SPI's top bits
+// name, so the SPIs carry reqid there (0x1000 + reqid<<4 + 1 or 2, rotated
+// right by 12 bits: the top byte is reqid's low byte): manually keyed
+// tunnels spread over the logical SPUs as IKE's do, rather than all
+// landing on logical SPU 0.
 func NewStaticTunnel(reqid uint32, aEnd, bEnd netip.Addr, aNets, bNets []netip.Prefix, suite ipsec.Suite, encap bool) *StaticTunnel {
 	enc, integ := suite.EncKeyLen(), suite.IntegKeyLen()
 	tn := &StaticTunnel{ReqID: reqid, AEnd: aEnd, BEnd: bEnd, ANets: aNets, BNets: bNets, Suite: suite, Encap: encap,
-		SPIAB: 0x1000 + reqid<<4 + 1, SPIBA: 0x1000 + reqid<<4 + 2}
+		SPIAB: bits.RotateLeft32(0x1000+reqid<<4+1, -12), SPIBA: bits.RotateLeft32(0x1000+reqid<<4+2, -12)}
 	tn.KeyAB, tn.KeyBA = random(enc), random(enc)
 	if integ > 0 {
 		tn.IntAB, tn.IntBA = random(integ), random(integ)
