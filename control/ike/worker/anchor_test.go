@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -99,5 +100,81 @@ func TestAnchorSpreadsOnePeer(t *testing.T) {
 		if !perIKESA && len(seen) != 1 {
 			t.Errorf("tunnel: 16 IKE SAs on %d logical SPUs, want 1", len(seen))
 		}
+	}
+}
+
+// Two sites behind one address, each with its own identity, under one
+// responder connection whose remote id is a pattern: the second IKE SA
+// is not taken for a reauthentication of the first, and each tunnel gets
+// its outbound SA at once (it was held back, waiting for the "old" IKE SA
+// to go, which never would).
+func TestSitesBehindOneAddressAreNotReauths(t *testing.T) {
+	conn := func(name, id string) string {
+		return fmt.Sprintf(`  %s:
+    local_addrs: %s
+    remote_addrs: %s
+    proposals: aes128gcm16-prfsha256-x25519
+    local:
+      auth: psk
+      id: %q
+    remote:
+      auth: psk
+      id: gw-b.example
+    children:
+      net:
+        local_ts: 198.18.1.0/24
+        remote_ts: 198.18.2.0/24
+        esp_proposals: aes128gcm16
+`, name, addrA, addrB, id)
+	}
+	secrets := "ike:\n  a:\n    id: [site1.example, site2.example, gw-b.example]\n    secret: \"correct horse battery staple\"\n"
+	ca := iketest.WriteConfig(t, "retransmit_timeout: 4s\nconnections:\n"+conn("tun1", "site1.example")+conn("tun2", "site2.example"), secrets)
+	cb := iketest.WriteConfig(t, fmt.Sprintf(`retransmit_timeout: 4s
+connections:
+  tun:
+    local_addrs: %s
+    remote_addrs: %s
+    proposals: aes128gcm16-prfsha256-x25519
+    unique: never
+    local:
+      auth: psk
+      id: gw-b.example
+    remote:
+      auth: psk
+      id: "*.example"
+    children:
+      net:
+        local_ts: 198.18.2.0/24
+        remote_ts: 198.18.1.0/24
+        esp_proposals: aes128gcm16
+`, addrB, addrA), secrets)
+	s, na, nb := newPair(t, ca, cb)
+	for _, c := range []string{"tun1", "tun2"} {
+		done := false
+		if err := na.Worker.Initiate(c, "", func(err error) {
+			if err != nil {
+				t.Errorf("%s: %v", c, err)
+			}
+			done = true
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !s.RunUntil(10*time.Second, func() bool { return done }) {
+			t.Fatalf("%s: not established", c)
+		}
+	}
+	l := nb.Worker.List()
+	if len(l) != 2 {
+		t.Fatalf("gw-b: %d IKE SAs, want 2", len(l))
+	}
+	for _, ike := range l {
+		for _, ch := range ike.Children {
+			if ch.OutPending || ch.Replaces != 0 {
+				t.Errorf("gw-b: Child SA of %s taken for a reauthentication (outbound held %v, replaces %08x)", ike.RemoteID, ch.OutPending, ch.Replaces)
+			}
+		}
+	}
+	if sas, _ := nb.DP.Counts(); sas != 4 {
+		t.Errorf("gw-b: %d SAs in the data plane, want 4 (two tunnels, both directions)", sas)
 	}
 }

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -99,9 +100,14 @@ func firstChild(conn *config.Conn) *config.Child {
 }
 
 // sameTunnel reports whether two IKE SAs are of one connection with one
-// peer (a reauthentication and the IKE SA it replaces).
+// peer (a reauthentication and the IKE SA it replaces): the same address
+// and, once authenticated, the same identity. Many peers behind one
+// address (sites behind a NAT, a load generator with an identity per IKE
+// SA) may share a connection whose remote id is a pattern: their IKE SAs
+// replace nothing of each other's.
 func sameTunnel(a, b *sa.IKESA) bool {
-	return a != b && a.ConnName == b.ConnName && a.ConnName != "" && a.Remote.Addr() == b.Remote.Addr()
+	return a != b && a.ConnName == b.ConnName && a.ConnName != "" && a.Remote.Addr() == b.Remote.Addr() &&
+		(!hasIDs(a) || !hasIDs(b) || (a.RemoteID.Type == b.RemoteID.Type && bytes.Equal(a.RemoteID.Data, b.RemoteID.Data)))
 }
 
 // Predecessor finds the Child SA of another IKE SA of the same tunnel
