@@ -3,6 +3,9 @@ package worker_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,11 @@ import (
 
 // runLoad starts a load on n and runs the simulation until it is done.
 func runLoad(t *testing.T, s *iketest.Sim, n *iketest.Node, spec worker.LoadSpec, d time.Duration) worker.LoadProgress {
+	t.Helper()
+	return runLoadTB(t, s, n, spec, d)
+}
+
+func runLoadTB(t testing.TB, s *iketest.Sim, n *iketest.Node, spec worker.LoadSpec, d time.Duration) worker.LoadProgress {
 	t.Helper()
 	var res worker.LoadProgress
 	called := 0
@@ -345,4 +353,47 @@ func TestSamplesPrefetched(t *testing.T) {
 			nb.DP.Prefetches, nb.DP.Prefetched)
 	}
 	t.Logf("%d samples, %d prefetches naming %d SPIs", nb.DP.Samples, nb.DP.Prefetches, nb.DP.Prefetched)
+}
+
+// BenchmarkHeapPerTunnel reports the Go heap a tunnel (IKE SA and Child
+// SA) holds once established, both ends together (the simulation runs
+// initiator and responder in one process): what iked's RSS per tunnel
+// grows by, apart from the state store and the runtime's overhead. Run it
+// with SPUGATE_HEAP_PROFILE=file and `go tool pprof -sample_index=inuse_space`
+// to see by whom.
+func BenchmarkHeapPerTunnel(b *testing.B) {
+	defer worker.VerifyHints(worker.VerifyHints(false))
+	ca, cb := configs(b, nil, func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 })
+	const n = 5000
+	for b.Loop() {
+		s, na, nb := newPair(b, ca, cb)
+		s.T = b
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		if p := runLoadTB(b, s, na, worker.LoadSpec{Conn: "tun", Count: n, Window: 64}, time.Hour); p.Established != n {
+			b.Fatalf("load: %+v", p)
+		}
+		s.RunFor(time.Second)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if nb.Worker.Len() != n {
+			b.Fatalf("responder holds %d IKE SAs, want %d", nb.Worker.Len(), n)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heapB/tunnel-both-ends")
+		if path := os.Getenv("SPUGATE_HEAP_PROFILE"); path != "" {
+			// The live tunnels' heap, which -memprofile (written after the
+			// benchmark let them go) does not show.
+			f, err := os.Create(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+		runtime.KeepAlive(na)
+		runtime.KeepAlive(nb)
+	}
 }
