@@ -282,8 +282,8 @@ type PolicyAddReply struct {
 // is nil (a rekey's responder holds it back), and its policy unless
 // Policy is nil (a sibling's or a trap's policy carries its reqid). It is
 // all or nothing: when any part is refused, spud removes what it added of
-// the others and the error names the part ("child.add: outbound sa
-// 0x... : exists"). What one part would be refused for by sa.add or
+// the others and the error names the part ("spud: child.add:
+// outbound sa 0x0000c0de to 198.18.0.2: exists"). What one part would be refused for by sa.add or
 // policy.add it is refused for here, with the same code.
 type ChildAdd struct {
 	// Logical is the logical SPU the whole Child SA is anchored on, its
@@ -299,41 +299,41 @@ type ChildAdd struct {
 // each part as sa.add and policy.add would, and that the parts are one
 // Child SA's (directions, reqid, anchor).
 func (r *ChildAdd) Validate(l int) error {
-	if err := checkLogical("child.add", &r.Logical, l); err != nil {
+	if err := checkLogical(fmt.Sprintf("child sa 0x%08x", r.In.SPI), &r.Logical, l); err != nil {
 		return err
 	}
 	if r.In.Dir != In {
-		return fmt.Errorf("child.add: inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
+		return fmt.Errorf("inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
 	}
 	if err := r.In.Validate(); err != nil {
-		return fmt.Errorf("child.add: inbound %w", err)
+		return fmt.Errorf("inbound %w", err)
 	}
 	if r.In.Logical != nil && *r.In.Logical != r.Logical {
-		return fmt.Errorf("child.add: inbound sa 0x%08x: logical SPU %d, the Child SA's is %d", r.In.SPI, *r.In.Logical, r.Logical)
+		return fmt.Errorf("inbound sa 0x%08x: logical SPU %d, the Child SA's is %d", r.In.SPI, *r.In.Logical, r.Logical)
 	}
 	if o := r.Out; o != nil {
 		if o.Dir != Out {
-			return fmt.Errorf("child.add: outbound sa 0x%08x: direction %q, want out", o.SPI, o.Dir)
+			return fmt.Errorf("outbound sa 0x%08x: direction %q, want out", o.SPI, o.Dir)
 		}
 		if err := o.Validate(); err != nil {
-			return fmt.Errorf("child.add: outbound %w", err)
+			return fmt.Errorf("outbound %w", err)
 		}
 		if o.Logical != nil && *o.Logical != r.Logical {
-			return fmt.Errorf("child.add: outbound sa 0x%08x: logical SPU %d, the Child SA's is %d", o.SPI, *o.Logical, r.Logical)
+			return fmt.Errorf("outbound sa 0x%08x: logical SPU %d, the Child SA's is %d", o.SPI, *o.Logical, r.Logical)
 		}
 		if o.ReqID != r.In.ReqID {
-			return fmt.Errorf("child.add: outbound sa 0x%08x: reqid %d, the inbound sa's is %d", o.SPI, o.ReqID, r.In.ReqID)
+			return fmt.Errorf("outbound sa 0x%08x: reqid %d, the inbound sa's is %d", o.SPI, o.ReqID, r.In.ReqID)
 		}
 	}
 	if p := r.Policy; p != nil {
 		if err := p.Validate(); err != nil {
-			return fmt.Errorf("child.add: %w", err)
+			return err
 		}
 		if p.Action != Protect || p.ReqID != r.In.ReqID {
-			return fmt.Errorf("child.add: policy %d: a Child SA's policy protects through its reqid %d (have %s, reqid %d)", p.ID, r.In.ReqID, p.Action, p.ReqID)
+			return fmt.Errorf("policy %d: a Child SA's policy protects through its reqid %d (have %s, reqid %d)", p.ID, r.In.ReqID, p.Action, p.ReqID)
 		}
 		if p.Logical != nil && *p.Logical != r.Logical {
-			return fmt.Errorf("child.add: policy %d: logical SPU %d, the Child SA's is %d", p.ID, *p.Logical, r.Logical)
+			return fmt.Errorf("policy %d: logical SPU %d, the Child SA's is %d", p.ID, *p.Logical, r.Logical)
 		}
 	}
 	return nil
@@ -360,13 +360,13 @@ type ChildDel struct {
 // Validate checks the SAs' directions and that something is named.
 func (r *ChildDel) Validate() error {
 	if r.Out == nil && r.In == nil && len(r.Policies) == 0 {
-		return fmt.Errorf("child.del: names nothing to remove")
+		return fmt.Errorf("names nothing to remove")
 	}
 	if r.In != nil && r.In.Dir != In {
-		return fmt.Errorf("child.del: inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
+		return fmt.Errorf("inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
 	}
 	if r.Out != nil && (r.Out.Dir != Out || !r.Out.Remote.IsValid()) {
-		return fmt.Errorf("child.del: outbound sa 0x%08x: want direction out and its remote (have %q, %v)", r.Out.SPI, r.Out.Dir, r.Out.Remote)
+		return fmt.Errorf("outbound sa 0x%08x: want direction out and its remote (have %q, %v)", r.Out.SPI, r.Out.Dir, r.Out.Remote)
 	}
 	return nil
 }

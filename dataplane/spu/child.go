@@ -1,6 +1,7 @@
 package spu
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -17,10 +18,10 @@ import (
 // comes back with its id and logical SPU filled in.
 func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol api.Policy, spu int, err error) {
 	if int(logical) >= e.fn.L() {
-		return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: logical SPU %d out of range (0..%d)", logical, e.fn.L()-1)
+		return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "child sa 0x%08x: logical SPU %d out of range (0..%d)", in.SPI, logical, e.fn.L()-1)
 	}
 	if l := e.fn.LogicalSPI(in.SPI); l != logical {
-		return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: inbound sa 0x%08x: the SPI encodes logical SPU %d, where its packets are steered, not the Child SA's %d", in.SPI, l, logical)
+		return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "inbound sa 0x%08x: the SPI encodes logical SPU %d, where its packets are steered, not the Child SA's %d", in.SPI, l, logical)
 	}
 	inCS, inDesc, err := e.childSA(logical, in, api.In, "inbound")
 	if err != nil {
@@ -36,7 +37,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 	if p != nil {
 		pol = *p
 		if err := pol.Validate(); err != nil {
-			return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: %w", err)
+			return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 		}
 		pol.Logical = api.Logical(int(logical))
 	}
@@ -45,13 +46,13 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 	e.mu.Lock()
 	if _, dup := e.sas[inRef]; dup {
 		e.mu.Unlock()
-		return pol, 0, fmt.Errorf("child.add: inbound sa 0x%08x: %w", in.SPI, unixrpc.ErrExists)
+		return pol, 0, fmt.Errorf("inbound sa 0x%08x: %w", in.SPI, unixrpc.ErrExists)
 	}
 	if out != nil {
 		outRef = refOf(out)
 		if _, dup := e.sas[outRef]; dup {
 			e.mu.Unlock()
-			return pol, 0, fmt.Errorf("child.add: outbound sa 0x%08x to %s: %w", out.SPI, out.Remote, unixrpc.ErrExists)
+			return pol, 0, fmt.Errorf("outbound sa 0x%08x to %s: %w", out.SPI, out.Remote, unixrpc.ErrExists)
 		}
 	}
 	if p != nil {
@@ -59,7 +60,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 			pol.ID = e.freePolicyID()
 		} else if _, dup := e.policies[pol.ID]; dup {
 			e.mu.Unlock()
-			return pol, 0, fmt.Errorf("child.add: policy %d: %w", pol.ID, unixrpc.ErrExists)
+			return pol, 0, fmt.Errorf("policy %d: %w", pol.ID, unixrpc.ErrExists)
 		}
 		e.policies[pol.ID] = policyRef{logical: logical, seq: e.polOrder.add(pol.ID), p: pol}
 	}
@@ -92,7 +93,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 			delete(e.policies, pol.ID)
 		}
 		e.mu.Unlock()
-		return pol, spu, fmt.Errorf("child.add: %w", err)
+		return pol, spu, err
 	}
 	return pol, spu, nil
 }
@@ -101,24 +102,24 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 // of a Child SA anchored on logical; errors name the part (which).
 func (e *Engine) childSA(logical uint16, d *api.SA, dir api.Dir, which string) (*esp.SA, api.SA, error) {
 	if d.Dir != dir {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: %s sa 0x%08x: direction %q, want %s", which, d.SPI, d.Dir, dir)
+		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: direction %q, want %s", which, d.SPI, d.Dir, dir)
 	}
 	if err := d.Validate(); err != nil {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: %s %w", which, err)
+		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s %w", which, err)
 	}
 	if d.Logical != nil && *d.Logical != int(logical) {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "child.add: %s sa 0x%08x: logical SPU %d, the Child SA's is %d", which, d.SPI, *d.Logical, logical)
+		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: logical SPU %d, the Child SA's is %d", which, d.SPI, *d.Logical, logical)
 	}
 	cfg, err := ToESP(d)
 	if err != nil {
-		return nil, api.SA{}, fmt.Errorf("child.add: %s %w", which, err)
+		return nil, api.SA{}, fmt.Errorf("%s %w", which, err)
 	}
 	if dir == api.Out {
 		cfg.SpeedPad = e.cfg.SpeedPad
 	}
 	sa, err := esp.NewSA(cfg)
 	if err != nil {
-		return nil, api.SA{}, fmt.Errorf("child.add: %s sa 0x%08x: %w", which, d.SPI, err)
+		return nil, api.SA{}, fmt.Errorf("%s sa 0x%08x: %w", which, d.SPI, err)
 	}
 	desc := d.Redacted()
 	desc.Logical = api.Logical(int(logical))
@@ -237,9 +238,9 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 	case len(failed) > 0:
 		// Taken out of the registry, the parts are gone for the API;
 		// an SPU that does not run commands is being failed over.
-		return removed, fmt.Errorf("child.del: %s", strings.Join(append(failed, missing...), "; "))
+		return removed, errors.New(strings.Join(append(failed, missing...), "; "))
 	case len(missing) > 0:
-		return removed, fmt.Errorf("child.del: %s: %w", strings.Join(missing, ", "), unixrpc.ErrNotFound)
+		return removed, fmt.Errorf("%s: %w", strings.Join(missing, ", "), unixrpc.ErrNotFound)
 	}
 	return removed, nil
 }

@@ -11,16 +11,17 @@ import (
 	"github.com/spugate/spugate/internal/unixrpc"
 )
 
-// childSteering is what child.add and child.del change in the steering
-// program besides the SPUs' tables: the local endpoints it takes ESP for
-// and the SPD entries of policies.
+// childSteering is what the SA and Child SA operations change in the
+// steering program besides the SPUs' tables: the local endpoints it takes
+// ESP for and the SPD entries of policies.
 type childSteering interface {
 	spdProgram
 	AddLocalAddr(netip.Addr) error
 	DeleteLocalAddr(netip.Addr) error
 }
 
-// steering is the steering program child.add and child.del write to.
+// steering is the steering program the SA and Child SA operations write
+// to.
 func (d *Daemon) steering() childSteering {
 	if d.steerFake != nil {
 		return d.steerFake
@@ -39,14 +40,14 @@ func (d *Daemon) addChild(req *api.ChildAdd) (api.ChildAddReply, error) {
 	}
 	if req.Policy != nil {
 		if err := d.checkInterfaces(req.Policy); err != nil {
-			return api.ChildAddReply{}, fmt.Errorf("child.add: %w", err)
+			return api.ChildAddReply{}, err
 		}
 	}
 	d.mu.Lock()
 	dup := d.inSPIs[req.In.SPI].IsValid()
 	d.mu.Unlock()
 	if dup {
-		return api.ChildAddReply{}, fmt.Errorf("child.add: inbound sa 0x%08x: %w", req.In.SPI, unixrpc.ErrExists)
+		return api.ChildAddReply{}, fmt.Errorf("inbound sa 0x%08x: %w", req.In.SPI, unixrpc.ErrExists)
 	}
 	logical := uint16(req.Logical)
 	pol, spuID, err := d.eng.AddChild(logical, &req.In, req.Out, req.Policy)
@@ -75,9 +76,9 @@ func (d *Daemon) addChild(req *api.ChildAdd) (api.ChildAddReply, error) {
 			if errors.As(err, &full) {
 				d.policyTableFull.Add(1)
 				d.log.Warn("spud: child sa refused: policy table full", "spi", fmt.Sprintf("0x%08x", req.In.SPI), "local", e.Local.String(), "remote", e.Remote.String(), "err", full.Error())
-				return api.ChildAddReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "child.add: policy %s: %s", pol.Name, tableFullText(full))
+				return api.ChildAddReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "policy %d: %s", pol.ID, tableFullText(full))
 			}
-			return api.ChildAddReply{}, fmt.Errorf("child.add: policy %d: steering entry %s -> %s: %w", pol.ID, e.Local, e.Remote, err)
+			return api.ChildAddReply{}, fmt.Errorf("policy %d: steering entry %s -> %s: %w", pol.ID, e.Local, e.Remote, err)
 		}
 	}
 	d.inAdded(prog, &req.In)

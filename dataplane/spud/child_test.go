@@ -52,6 +52,12 @@ var (
 // allocated there.
 func childReq(t *testing.T, c *api.Client, logical int) *api.ChildAdd {
 	t.Helper()
+	return childReqN(t, c, logical, 0xc0ffee01)
+}
+
+// childReqN is childReq with outbound SPI out.
+func childReqN(t testing.TB, c *api.Client, logical int, outSPI uint32) *api.ChildAdd {
+	t.Helper()
 	r, err := c.AllocSPI(api.SPIAllocRequest{Local: childLocal, Remote: childRemote, Logical: api.Logical(logical)})
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +67,7 @@ func childReq(t *testing.T, c *api.Client, logical int) *api.ChildAdd {
 	sa := api.SA{SPI: r.SPI, Dir: api.In, Local: childLocal, Remote: childRemote, Logical: api.Logical(logical), Mode: api.Tunnel,
 		Suite: ipsec.AES128GCM16, EncKey: dumpKey, ReqID: 42, LocalTS: lts, RemoteTS: rts, Name: "iked/peer/net/1"}
 	out := sa
-	out.SPI, out.Dir = 0xc0ffee01, api.Out
+	out.SPI, out.Dir = outSPI, api.Out
 	return &api.ChildAdd{Logical: logical, In: sa, Out: &out, Policy: &api.Policy{ReqID: 42, Action: api.Protect,
 		Local: childLocal, Remote: childRemote, LocalTS: lts, RemoteTS: rts, Name: sa.Name}}
 }
@@ -181,7 +187,7 @@ func TestChildAddAllOrNothing(t *testing.T) {
 		code  error
 		wants string
 	}{
-		{"logical out of range", func(r *api.ChildAdd) { r.Logical = 256 }, nil, unixrpc.ErrBadRequest, "child.add: logical SPU 256 out of range"},
+		{"logical out of range", func(r *api.ChildAdd) { r.Logical = 256 }, nil, unixrpc.ErrBadRequest, "child sa 0x"}, {"logical out of range 2", func(r *api.ChildAdd) { r.Logical = 256 }, nil, unixrpc.ErrBadRequest, "logical SPU 256 out of range (0..255)"},
 		{"inbound direction", func(r *api.ChildAdd) { r.In.Dir = api.Out }, nil, unixrpc.ErrBadRequest, "inbound sa"},
 		{"inbound key", func(r *api.ChildAdd) { r.In.EncKey = r.In.EncKey[:4] }, nil, unixrpc.ErrBadRequest, "inbound sa spi"},
 		{"inbound anchor", func(r *api.ChildAdd) { r.In.Logical = api.Logical(4) }, nil, unixrpc.ErrBadRequest, "inbound sa"},

@@ -344,8 +344,8 @@ func (d *Daemon) addSA(sa *api.SA) error {
 		return err
 	}
 	if sa.Dir == api.In {
-		d.inAdded(d.prog, sa)
-	} else {
+		d.inAdded(d.steering(), sa)
+	} else if d.fib != nil {
 		// Resolve the peer's next hop now rather than on the first packet.
 		go d.fib.WaitResolved(sa.Remote, 3*time.Second)
 	}
@@ -364,7 +364,7 @@ func (d *Daemon) delSA(id api.SAID) error {
 		return err
 	}
 	if id.Dir == api.In {
-		d.inRemoved(d.prog, id.SPI, local)
+		d.inRemoved(d.steering(), id.SPI, local)
 	}
 	d.log.Info("spud: sa deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", id.Dir)
 	return nil

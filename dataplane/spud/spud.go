@@ -102,8 +102,8 @@ type Daemon struct {
 	spus []int
 	// policyTableFull counts policy adds refused for a full SPD.
 	policyTableFull atomic.Uint64
-	// steerFake, when set, stands in for prog in child.add and child.del
-	// (tests of them without a steering program).
+	// steerFake, when set, stands in for prog in the SA and Child SA
+	// operations (tests of them without a steering program).
 	steerFake childSteering
 
 	mu        sync.Mutex

@@ -307,16 +307,16 @@ func (d *DataPlane) AddChild(req *api.ChildAdd) (uint32, error) {
 		return 0, err
 	}
 	if _, ok := d.SAs[saKey(&req.In)]; ok {
-		return 0, fmt.Errorf("child.add: inbound sa 0x%08x: exists", req.In.SPI)
+		return 0, fmt.Errorf("inbound sa 0x%08x: exists", req.In.SPI)
 	}
 	if req.Out != nil {
 		if _, ok := d.SAs[saKey(req.Out)]; ok {
-			return 0, fmt.Errorf("child.add: outbound sa 0x%08x to %s: exists", req.Out.SPI, req.Out.Remote)
+			return 0, fmt.Errorf("outbound sa 0x%08x to %s: exists", req.Out.SPI, req.Out.Remote)
 		}
 	}
 	if req.Policy != nil && req.Policy.ID != 0 {
 		if _, ok := d.Policies[req.Policy.ID]; ok {
-			return 0, fmt.Errorf("child.add: policy %d: exists", req.Policy.ID)
+			return 0, fmt.Errorf("policy %d: exists", req.Policy.ID)
 		}
 	}
 	for _, s := range []*api.SA{&req.In, req.Out} {
@@ -382,7 +382,7 @@ func (d *DataPlane) DelChild(req *api.ChildDel) error {
 		d.Ops = append(d.Ops, fmt.Sprintf("del %s %08x", id.Dir, id.SPI))
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("child.del: %s: not found", strings.Join(missing, ", "))
+		return fmt.Errorf("%s: not found", strings.Join(missing, ", "))
 	}
 	return nil
 }
