@@ -236,3 +236,48 @@ func TestChildAddAllOrNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// child.del removes a policy on another SPU than the Child SA's SAs (one
+// handed over from an IKE SA anchored elsewhere) with them: one command
+// on each SPU.
+func TestChildDelAcrossSPUs(t *testing.T) {
+	d, c, f := childDaemon(t)
+	m := d.eng.Map()
+	other := -1
+	for l := 0; l < d.fn.L(); l++ {
+		if m.Physical(uint16(l)) != m.Physical(7) {
+			other = l
+			break
+		}
+	}
+	if other < 0 {
+		t.Fatal("every logical SPU on one SPU")
+	}
+	req := childReq(t, c, 7)
+	pol := *req.Policy
+	req.Policy = nil
+	if _, err := c.AddChild(req); err != nil {
+		t.Fatal(err)
+	}
+	pol.Logical = api.Logical(other)
+	r, err := c.AddPolicy(&pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.SPU == int(m.Physical(7)) {
+		t.Fatalf("policy on SPU %d, the SAs' too", r.SPU)
+	}
+	if err := c.DelChild(&api.ChildDel{Policies: []uint32{r.ID}, Out: &api.SAID{SPI: req.Out.SPI, Dir: api.Out, Remote: childRemote},
+		In: &api.SAID{SPI: req.In.SPI, Dir: api.In}}); err != nil {
+		t.Fatal(err)
+	}
+	if s, p, e, l := installed(t, d, c, f); s+p+e+l != 0 {
+		t.Errorf("after child.del: %d SAs, %d policies, %d SPD entries, %d local addresses", s, p, e, l)
+	}
+	sas, pols, _ := d.eng.Counts()
+	for i := range sas {
+		if sas[i]+pols[i] != 0 {
+			t.Errorf("SPU %d still holds %d SAs, %d policies", i, sas[i], pols[i])
+		}
+	}
+}

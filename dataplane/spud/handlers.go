@@ -464,9 +464,9 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 	}
 	entries := d.steerEntries(p, logical)
 	for i, e := range entries {
-		if err := d.spd.add(d.prog, e); err != nil {
+		if err := d.spd.add(d.steering(), e); err != nil {
 			for _, done := range entries[:i] {
-				d.spd.del(d.prog, done)
+				d.spd.del(d.steering(), done)
 			}
 			d.eng.DelPolicy(p.ID)
 			var full *steer.TableFullError
@@ -504,7 +504,7 @@ func (d *Daemon) delPolicy(id uint32) error {
 		return err
 	}
 	for _, e := range d.steerEntries(p, logical) {
-		if err := d.spd.del(d.prog, e); err != nil {
+		if err := d.spd.del(d.steering(), e); err != nil {
 			d.log.Warn("spud: steering entry of a deleted policy", "id", id, "local", e.Local.String(), "remote", e.Remote.String(), "err", err.Error())
 		}
 	}
