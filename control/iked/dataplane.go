@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/control/ike/manager"
+	"github.com/spugate/spugate/control/ike/task"
 
 	"github.com/spugate/spugate/control/reuseport"
 	"github.com/spugate/spugate/dataplane/api"
@@ -27,6 +28,11 @@ type spudDP struct {
 	// awaySince is when a caller first found spud away (unix ns; 0: it
 	// is not), the start of its spudWait.
 	awaySince atomic.Int64
+	// oldSpud is the connection whose spud answered that it knows no
+	// child.add or child.del (older than them): Child SAs go in and out
+	// through the separate calls on it, and a new connection (spud
+	// restarted, perhaps upgraded) is asked again.
+	oldSpud atomic.Pointer[api.Client]
 
 	// usage caches inbound packet counts by SPI for usageTTL, so that an
 	// IKE SA's liveness check and its held-back outbound SA asking about
@@ -276,6 +282,45 @@ func (p *spudDP) AddPolicy(pol *api.Policy) (uint32, error) {
 
 func (p *spudDP) DelPolicy(id uint32) error {
 	return p.do(func(c *api.Client) error { return c.DelPolicy(id) })
+}
+
+var _ task.ChildDataPlane = (*spudDP)(nil)
+
+// AddChild installs a Child SA in one round trip (child.add), or answers
+// task.ErrNoChildOps for a spud without it, which Install takes for the
+// separate calls.
+func (p *spudDP) AddChild(req *api.ChildAdd) (uint32, error) {
+	var r api.ChildAddReply
+	err := p.do(func(c *api.Client) (err error) {
+		if p.oldSpud.Load() == c {
+			return task.ErrNoChildOps
+		}
+		r, err = c.AddChild(req)
+		return p.noChildOps(c, err, api.OpChildAdd)
+	})
+	return r.PolicyID, err
+}
+
+// DelChild removes a Child SA in one round trip (child.del), or answers
+// task.ErrNoChildOps as AddChild.
+func (p *spudDP) DelChild(req *api.ChildDel) error {
+	return p.do(func(c *api.Client) error {
+		if p.oldSpud.Load() == c {
+			return task.ErrNoChildOps
+		}
+		return p.noChildOps(c, c.DelChild(req), api.OpChildDel)
+	})
+}
+
+// noChildOps turns spud's refusal of op as unknown into
+// task.ErrNoChildOps, remembering the connection as one to a spud
+// without the Child SA operations.
+func (p *spudDP) noChildOps(c *api.Client, err error, op string) error {
+	if api.UnknownOp(err, op) {
+		p.oldSpud.Store(c)
+		return task.ErrNoChildOps
+	}
+	return err
 }
 
 // reuseportSteerer loads the SO_REUSEPORT selector program with spud's anchor

@@ -45,6 +45,18 @@ func TestPrivilegedIkedLoad(t *testing.T) {
 	if _, pols := tb.a.dump(t); len(pols) != 1 {
 		t.Errorf("gw-a: %d policies, want the tunnel's one", len(pols))
 	}
+	// The SA API calls that installed them, from spud's log: one
+	// child.add per Child SA (and spi.alloc before it), not sa.add twice
+	// and policy.add.
+	for _, g := range []*gw{tb.a, tb.b} {
+		log := g.spud.Proc.Log()
+		child, sa, pol := strings.Count(log, `"spud: child sa added"`), strings.Count(log, `"spud: sa added"`), strings.Count(log, `"spud: policy added"`)
+		t.Logf("%s: spud installed 30 Child SAs with %d child.add, %d sa.add, %d policy.add: %.1f calls a Child SA besides spi.alloc",
+			g.name, child, sa, pol, float64(child+sa+pol)/30)
+		if child != 30 || sa != 0 {
+			t.Errorf("%s: %d child.add and %d sa.add for 30 Child SAs, want 30 and 0", g.name, child, sa)
+		}
+	}
 	// list-sas by pages of 7: the same IKE SAs, in order.
 	for _, g := range []*gw{tb.a, tb.b} {
 		var ids []uint32

@@ -2,6 +2,7 @@ package iked
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -310,14 +311,48 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 		} else {
 			reinstalled++
 		}
-		if !inOK {
+		var pols []uint32
+		for _, id := range ch.PolicyIDs {
+			if havePol[id] {
+				pols = append(pols, id)
+			}
+		}
+		if len(pols) != len(ch.PolicyIDs) {
+			changed = true
+		}
+		// A Child SA spud lost whole (it restarted) goes back in one
+		// child.add rather than three calls.
+		whole := false
+		if !inOK && !haveSA[saKey{ch.SPIOut, api.Out}] && len(pols) == 0 && in.Logical != nil {
+			req := &api.ChildAdd{Logical: *in.Logical, In: *in}
+			if !ch.OutPending {
+				req.Out = out
+			}
+			if !ch.Trap {
+				req.Policy = &api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote, Logical: in.Logical,
+					LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: in.Name}
+			}
+			// Refused (a part of it there after all), it leaves nothing,
+			// and the separate calls put in what they can, as before.
+			id, err := l.dp.AddChild(req)
+			if err != nil && !errors.Is(err, task.ErrNoChildOps) {
+				m.Logger().Warn("iked: resync: child sa, trying its parts", "child", ch.Name, "spi", fmt.Sprintf("%08x", in.SPI), "err", err.Error())
+			}
+			if whole = err == nil; whole && id != 0 {
+				pols = append(pols, id)
+				changed = true
+			}
+		}
+		if !inOK && !whole {
 			if err := l.dp.AddSA(in); err != nil {
 				m.Logger().Warn("iked: resync: inbound sa", "spi", fmt.Sprintf("%08x", in.SPI), "err", err.Error())
 			}
 		}
 		if !outOK {
-			if err := l.dp.AddSA(out); err != nil {
-				m.Logger().Warn("iked: resync: outbound sa", "spi", fmt.Sprintf("%08x", out.SPI), "err", err.Error())
+			if !whole {
+				if err := l.dp.AddSA(out); err != nil {
+					m.Logger().Warn("iked: resync: outbound sa", "spi", fmt.Sprintf("%08x", out.SPI), "err", err.Error())
+				}
 			}
 			// The data plane lost the outbound SA's sequence numbers: the
 			// peer's anti-replay window would drop what it sends now. Replace
@@ -328,16 +363,7 @@ func (d *Daemon) reinstall(l *loop, m *manager.Manager, haveSA map[saKey]bool, h
 				m.Logger().Info("iked: resync: replacing a Child SA the data plane lost", "child", ch.Name, "child_id", ch.UniqueID)
 			}
 		}
-		var pols []uint32
-		for _, id := range ch.PolicyIDs {
-			if havePol[id] {
-				pols = append(pols, id)
-			}
-		}
-		if len(pols) != len(ch.PolicyIDs) {
-			changed = true
-		}
-		if len(pols) == 0 && !ch.Trap {
+		if len(pols) == 0 && !ch.Trap && !whole {
 			id, err := l.dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: in.Local, Remote: in.Remote, Logical: in.Logical,
 				LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: in.Name})
 			if err != nil {

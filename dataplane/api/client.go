@@ -224,6 +224,26 @@ func (c *Client) AddPolicy(p *Policy) (PolicyAddReply, error) {
 	return r, err
 }
 
+// AddChild installs a Child SA's SAs and policy in one request (child.add),
+// all or nothing. A spud older than child.add refuses it with
+// CodeBadRequest "unknown operation" (UnknownOp tells).
+func (c *Client) AddChild(req *ChildAdd) (ChildAddReply, error) {
+	var r ChildAddReply
+	err := c.Call(OpChildAdd, req, &r)
+	return r, err
+}
+
+// DelChild removes a Child SA's policies and SAs in one request
+// (child.del).
+func (c *Client) DelChild(req *ChildDel) error { return c.Call(OpChildDel, req, nil) }
+
+// UnknownOp reports whether err is spud's refusal of op as an operation
+// it does not know: a spud older than op.
+func UnknownOp(err error, op string) bool {
+	var e *unixrpc.Error
+	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && e.Message == fmt.Sprintf("unknown operation %q", op)
+}
+
 // DumpPolicies lists the installed policies with their counters,
 // fetching every page.
 func (c *Client) DumpPolicies() ([]PolicyState, error) {

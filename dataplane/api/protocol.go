@@ -64,6 +64,8 @@ const (
 	OpPolicyAdd  = "policy.add"  // Policy -> PolicyAddReply
 	OpPolicyDel  = "policy.del"  // PolicyID -> nothing
 	OpPolicyDump = "policy.dump" // DumpRequest -> PolicyDump, one page
+	OpChildAdd   = "child.add"   // ChildAdd -> ChildAddReply: a Child SA's SAs and policy, all or nothing
+	OpChildDel   = "child.del"   // ChildDel -> nothing: a Child SA's policies and SAs
 	OpStats      = "stats"       // nothing -> Stats
 	OpSPUList    = "spu.list"    // nothing -> SPUList
 	OpSPUMapSet  = "spu.map.set" // SPUMap -> nothing
@@ -273,6 +275,100 @@ type PolicyAddReply struct {
 	ID      uint32 `json:"id"`      // the policy's id (chosen by spud when the request had 0)
 	Logical int    `json:"logical"` // its logical SPU
 	SPU     int    `json:"spu"`     // the physical SPU it runs on
+}
+
+// ChildAdd installs a Child SA in one request, applied by spud as one
+// command on the anchor SPU: its inbound SA, its outbound SA unless Out
+// is nil (a rekey's responder holds it back), and its policy unless
+// Policy is nil (a sibling's or a trap's policy carries its reqid). It is
+// all or nothing: when any part is refused, spud removes what it added of
+// the others and the error names the part ("spud: child.add:
+// outbound sa 0x0000c0de to 198.18.0.2: exists"). What one part would be refused for by sa.add or
+// policy.add it is refused for here, with the same code.
+type ChildAdd struct {
+	// Logical is the logical SPU the whole Child SA is anchored on, its
+	// IKE SA's: the inbound SPI must encode it, and the parts' own
+	// Logical fields, if given, must be it.
+	Logical int     `json:"logical"`
+	In      SA      `json:"in"`               // the inbound SA
+	Out     *SA     `json:"out,omitempty"`    // the outbound SA, if installed now
+	Policy  *Policy `json:"policy,omitempty"` // its protect policy, if it needs one
+}
+
+// Validate checks the request against the data plane's l logical SPUs:
+// each part as sa.add and policy.add would, and that the parts are one
+// Child SA's (directions, reqid, anchor).
+func (r *ChildAdd) Validate(l int) error {
+	if err := checkLogical(fmt.Sprintf("child sa 0x%08x", r.In.SPI), &r.Logical, l); err != nil {
+		return err
+	}
+	if r.In.Dir != In {
+		return fmt.Errorf("inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
+	}
+	if err := r.In.Validate(); err != nil {
+		return fmt.Errorf("inbound %w", err)
+	}
+	if r.In.Logical != nil && *r.In.Logical != r.Logical {
+		return fmt.Errorf("inbound sa 0x%08x: logical SPU %d, the Child SA's is %d", r.In.SPI, *r.In.Logical, r.Logical)
+	}
+	if o := r.Out; o != nil {
+		if o.Dir != Out {
+			return fmt.Errorf("outbound sa 0x%08x: direction %q, want out", o.SPI, o.Dir)
+		}
+		if err := o.Validate(); err != nil {
+			return fmt.Errorf("outbound %w", err)
+		}
+		if o.Logical != nil && *o.Logical != r.Logical {
+			return fmt.Errorf("outbound sa 0x%08x: logical SPU %d, the Child SA's is %d", o.SPI, *o.Logical, r.Logical)
+		}
+		if o.ReqID != r.In.ReqID {
+			return fmt.Errorf("outbound sa 0x%08x: reqid %d, the inbound sa's is %d", o.SPI, o.ReqID, r.In.ReqID)
+		}
+	}
+	if p := r.Policy; p != nil {
+		if err := p.Validate(); err != nil {
+			return err
+		}
+		if p.Action != Protect || p.ReqID != r.In.ReqID {
+			return fmt.Errorf("policy %d: a Child SA's policy protects through its reqid %d (have %s, reqid %d)", p.ID, r.In.ReqID, p.Action, p.ReqID)
+		}
+		if p.Logical != nil && *p.Logical != r.Logical {
+			return fmt.Errorf("policy %d: logical SPU %d, the Child SA's is %d", p.ID, *p.Logical, r.Logical)
+		}
+	}
+	return nil
+}
+
+// ChildAddReply is where the Child SA went and its policy's id (0 when
+// the request had no policy).
+type ChildAddReply struct {
+	PolicyID uint32 `json:"policy_id,omitempty"` // the policy's id (chosen by spud when the request's was 0)
+	Logical  int    `json:"logical"`             // the Child SA's logical SPU
+	SPU      int    `json:"spu"`                 // the physical SPU it runs on
+}
+
+// ChildDel removes what a Child SA has in the data plane in one request:
+// its policies, then its outbound SA, then its inbound SA, each optional.
+// Every part named is removed that is there; the error, if any, names the
+// parts that were not (unixrpc.ErrNotFound when that is all it says).
+type ChildDel struct {
+	Policies []uint32 `json:"policies,omitempty"` // policy ids
+	Out      *SAID    `json:"out,omitempty"`      // the outbound SA, with its remote
+	In       *SAID    `json:"in,omitempty"`       // the inbound SA
+}
+
+// Validate checks the SAs' directions and that something is named.
+func (r *ChildDel) Validate() error {
+	if r.Out == nil && r.In == nil && len(r.Policies) == 0 {
+		return fmt.Errorf("names nothing to remove")
+	}
+	if r.In != nil && r.In.Dir != In {
+		return fmt.Errorf("inbound sa 0x%08x: direction %q, want in", r.In.SPI, r.In.Dir)
+	}
+	if r.Out != nil && (r.Out.Dir != Out || !r.Out.Remote.IsValid()) {
+		return fmt.Errorf("outbound sa 0x%08x: want direction out and its remote (have %q, %v)", r.Out.SPI, r.Out.Dir, r.Out.Remote)
+	}
+	return nil
 }
 
 // PolicyID names a policy.

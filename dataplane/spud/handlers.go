@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -87,6 +88,20 @@ func (d *Daemon) handlers() {
 			return nil, err
 		}
 		return d.addPolicy(*p)
+	})
+	s.Handle(api.OpChildAdd, func(body json.RawMessage) (any, error) {
+		req, err := decode[api.ChildAdd](body)
+		if err != nil {
+			return nil, err
+		}
+		return d.addChild(req)
+	})
+	s.Handle(api.OpChildDel, func(body json.RawMessage) (any, error) {
+		req, err := decode[api.ChildDel](body)
+		if err != nil {
+			return nil, err
+		}
+		return nil, d.delChild(req)
 	})
 	s.Handle(api.OpPolicyDel, func(body json.RawMessage) (any, error) {
 		id, err := decode[api.PolicyID](body)
@@ -329,18 +344,8 @@ func (d *Daemon) addSA(sa *api.SA) error {
 		return err
 	}
 	if sa.Dir == api.In {
-		d.mu.Lock()
-		delete(d.spis, sa.SPI)
-		d.inSPIs[sa.SPI] = sa.Local
-		d.localRefs[sa.Local]++
-		first := d.localRefs[sa.Local] == 1
-		d.mu.Unlock()
-		if first {
-			if err := d.prog.AddLocalAddr(sa.Local); err != nil {
-				d.log.Error("spud: steering local address", "addr", sa.Local, "err", err)
-			}
-		}
-	} else {
+		d.inAdded(d.steering(), sa)
+	} else if d.fib != nil {
 		// Resolve the peer's next hop now rather than on the first packet.
 		go d.fib.WaitResolved(sa.Remote, 3*time.Second)
 	}
@@ -359,23 +364,46 @@ func (d *Daemon) delSA(id api.SAID) error {
 		return err
 	}
 	if id.Dir == api.In {
-		d.mu.Lock()
-		delete(d.inSPIs, id.SPI)
-		last := false
-		if id.Dir == api.In && local.IsValid() {
-			d.localRefs[local]--
-			if d.localRefs[local] <= 0 {
-				delete(d.localRefs, local)
-				last = true
-			}
-		}
-		d.mu.Unlock()
-		if last {
-			d.prog.DeleteLocalAddr(local)
-		}
+		d.inRemoved(d.steering(), id.SPI, local)
 	}
 	d.log.Info("spud: sa deleted", "spi", fmt.Sprintf("0x%08x", id.SPI), "dir", id.Dir)
 	return nil
+}
+
+// inAdded files an installed inbound SA in spud's own tables: its SPI is
+// no longer held, and its local endpoint is one the steering program
+// takes ESP for.
+func (d *Daemon) inAdded(prog childSteering, sa *api.SA) {
+	d.mu.Lock()
+	delete(d.spis, sa.SPI)
+	d.inSPIs[sa.SPI] = sa.Local
+	d.localRefs[sa.Local]++
+	first := d.localRefs[sa.Local] == 1
+	d.mu.Unlock()
+	if first {
+		if err := prog.AddLocalAddr(sa.Local); err != nil {
+			d.log.Error("spud: steering local address", "addr", sa.Local, "err", err)
+		}
+	}
+}
+
+// inRemoved takes a removed inbound SA out of spud's own tables, and its
+// local endpoint out of the steering program's with the last SA of it.
+func (d *Daemon) inRemoved(prog childSteering, spi uint32, local netip.Addr) {
+	d.mu.Lock()
+	delete(d.inSPIs, spi)
+	last := false
+	if local.IsValid() {
+		d.localRefs[local]--
+		if d.localRefs[local] <= 0 {
+			delete(d.localRefs, local)
+			last = true
+		}
+	}
+	d.mu.Unlock()
+	if last {
+		prog.DeleteLocalAddr(local)
+	}
 }
 
 // steerEntries are the steering program's SPD entries of a policy: one per
@@ -403,17 +431,24 @@ func (d *Daemon) steerEntries(p api.Policy, logical uint16) []steer.Policy {
 	return out
 }
 
-func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
-	if len(p.Interfaces) > 0 {
-		for _, n := range p.Interfaces {
-			found := false
-			for _, ifc := range d.ifaces {
-				found = found || (ifc.Name == n && ifc.Protected)
-			}
-			if !found {
-				return api.PolicyAddReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "policy: interface %q is not a protected data-plane interface", n)
-			}
+// checkInterfaces refuses a policy that names an interface that is not a
+// protected data-plane interface.
+func (d *Daemon) checkInterfaces(p *api.Policy) error {
+	for _, n := range p.Interfaces {
+		found := false
+		for _, ifc := range d.ifaces {
+			found = found || (ifc.Name == n && ifc.Protected)
 		}
+		if !found {
+			return unixrpc.Errorf(unixrpc.CodeBadRequest, "policy: interface %q is not a protected data-plane interface", n)
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
+	if err := d.checkInterfaces(&p); err != nil {
+		return api.PolicyAddReply{}, err
 	}
 	// The engine validates too (with the same text); this gives the
 	// refusal its code.
@@ -429,9 +464,9 @@ func (d *Daemon) addPolicy(p api.Policy) (api.PolicyAddReply, error) {
 	}
 	entries := d.steerEntries(p, logical)
 	for i, e := range entries {
-		if err := d.spd.add(d.prog, e); err != nil {
+		if err := d.spd.add(d.steering(), e); err != nil {
 			for _, done := range entries[:i] {
-				d.spd.del(d.prog, done)
+				d.spd.del(d.steering(), done)
 			}
 			d.eng.DelPolicy(p.ID)
 			var full *steer.TableFullError
@@ -469,7 +504,7 @@ func (d *Daemon) delPolicy(id uint32) error {
 		return err
 	}
 	for _, e := range d.steerEntries(p, logical) {
-		if err := d.spd.del(d.prog, e); err != nil {
+		if err := d.spd.del(d.steering(), e); err != nil {
 			d.log.Warn("spud: steering entry of a deleted policy", "id", id, "local", e.Local.String(), "remote", e.Remote.String(), "err", err.Error())
 		}
 	}

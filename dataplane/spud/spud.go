@@ -102,6 +102,9 @@ type Daemon struct {
 	spus []int
 	// policyTableFull counts policy adds refused for a full SPD.
 	policyTableFull atomic.Uint64
+	// steerFake, when set, stands in for prog in the SA and Child SA
+	// operations (tests of them without a steering program).
+	steerFake childSteering
 
 	mu        sync.Mutex
 	spis      map[uint32]time.Time  // allocated inbound SPIs not yet installed, with expiry

@@ -87,8 +87,17 @@ type DataPlane struct {
 	// PanicAddSA, when set, makes AddSA panic with it: a stand-in for a
 	// bug in the code that runs an exchange, for the workers' recover.
 	PanicAddSA any
-	// Ops records every call, for tests that check the order.
+	// Ops records every call, for tests that check the order: AddChild
+	// and DelChild as the separate calls of their parts, in the order
+	// spud applies them.
 	Ops []string
+	// Calls counts the calls made, as round trips to spud: a Child SA
+	// through AddChild is one, through the separate calls up to three.
+	Calls int
+	// NoChildOps makes AddChild and DelChild answer task.ErrNoChildOps,
+	// as iked's data plane does in front of a spud older than child.add:
+	// Install and Uninstall then make the separate calls.
+	NoChildOps bool
 	// added orders the SAs as spud does: the newest outbound SA of a reqid
 	// is the one its policies use.
 	added map[api.SAID]int
@@ -120,6 +129,7 @@ func saKey(s *api.SA) api.SAID {
 func (d *DataPlane) AllocSPI(local, remote netip.Addr, logical *int) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	d.nextSPI++
 	d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
 	return d.nextSPI, nil
@@ -130,6 +140,7 @@ func (d *DataPlane) AllocSPI(local, remote netip.Addr, logical *int) (uint32, er
 func (d *DataPlane) AddSA(s *api.SA) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	if d.FailAddSA != nil {
 		return d.FailAddSA
 	}
@@ -199,6 +210,7 @@ func (d *DataPlane) PrefetchInbound(spis []uint32) {
 func (d *DataPlane) DelSA(id api.SAID) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
 	}
@@ -215,6 +227,7 @@ func (d *DataPlane) DelSA(id api.SAID) error {
 func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	id := u.SAID
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
@@ -243,6 +256,7 @@ func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	if err := p.Validate(); err != nil {
 		return 0, err
 	}
@@ -259,11 +273,117 @@ func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 func (d *DataPlane) DelPolicy(id uint32) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.Calls++
 	if _, ok := d.Policies[id]; !ok {
 		return fmt.Errorf("policy %d: not found", id)
 	}
 	delete(d.Policies, id)
 	d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	return nil
+}
+
+var _ task.ChildDataPlane = (*DataPlane)(nil)
+
+// AddChild installs a Child SA whole or not at all, as spud's child.add:
+// the request is validated and checked for SAs and a policy already there
+// before anything goes in, so that a refusal of any part (FailAddSA
+// included) leaves nothing. The parts are recorded in Ops as AddSA and
+// AddPolicy record them.
+func (d *DataPlane) AddChild(req *api.ChildAdd) (uint32, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Calls++
+	if d.NoChildOps {
+		return 0, task.ErrNoChildOps
+	}
+	if d.FailAddSA != nil {
+		return 0, d.FailAddSA
+	}
+	if d.PanicAddSA != nil {
+		panic(d.PanicAddSA)
+	}
+	// The fake has no number of logical SPUs: any anchor goes.
+	if err := req.Validate(1 << 16); err != nil {
+		return 0, err
+	}
+	if _, ok := d.SAs[saKey(&req.In)]; ok {
+		return 0, fmt.Errorf("inbound sa 0x%08x: exists", req.In.SPI)
+	}
+	if req.Out != nil {
+		if _, ok := d.SAs[saKey(req.Out)]; ok {
+			return 0, fmt.Errorf("outbound sa 0x%08x to %s: exists", req.Out.SPI, req.Out.Remote)
+		}
+	}
+	if req.Policy != nil && req.Policy.ID != 0 {
+		if _, ok := d.Policies[req.Policy.ID]; ok {
+			return 0, fmt.Errorf("policy %d: exists", req.Policy.ID)
+		}
+	}
+	for _, s := range []*api.SA{&req.In, req.Out} {
+		if s == nil {
+			continue
+		}
+		k := saKey(s)
+		d.SAs[k] = *s
+		d.seq++
+		d.added[k] = d.seq
+		d.Ops = append(d.Ops, fmt.Sprintf("add %s %08x", s.Dir, s.SPI))
+	}
+	if req.Policy == nil {
+		return 0, nil
+	}
+	q := *req.Policy
+	if q.ID == 0 {
+		d.nextPol++
+		q.ID = d.nextPol
+	}
+	d.Policies[q.ID] = q
+	d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	return q.ID, nil
+}
+
+// DelChild removes the parts of a Child SA that req names and that are
+// there, as spud's child.del: policies, outbound, inbound SA, recorded in
+// Ops as DelPolicy and DelSA record them; those that are not there are
+// named in the error.
+func (d *DataPlane) DelChild(req *api.ChildDel) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.Calls++
+	if d.NoChildOps {
+		return task.ErrNoChildOps
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	var missing []string
+	for _, id := range req.Policies {
+		if _, ok := d.Policies[id]; !ok {
+			missing = append(missing, fmt.Sprintf("policy %d", id))
+			continue
+		}
+		delete(d.Policies, id)
+		d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	}
+	for _, id := range []*api.SAID{req.Out, req.In} {
+		if id == nil {
+			continue
+		}
+		k := *id
+		if k.Dir == api.In {
+			k.Remote = netip.Addr{}
+		}
+		if _, ok := d.SAs[k]; !ok {
+			missing = append(missing, fmt.Sprintf("sa spi 0x%08x %s", id.SPI, id.Dir))
+			continue
+		}
+		delete(d.SAs, k)
+		delete(d.added, k)
+		d.Ops = append(d.Ops, fmt.Sprintf("del %s %08x", id.Dir, id.SPI))
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s: not found", strings.Join(missing, ", "))
+	}
 	return nil
 }
 

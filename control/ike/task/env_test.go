@@ -115,15 +115,23 @@ type fakeEnv struct {
 	ids   uint32
 	// keyPairs counts the key pairs made (KeyExchange).
 	keyPairs int
+	// dpOver, when set, is the data plane instead of dp (one in front of
+	// dp: install_test.go's ChildDataPlane).
+	dpOver DataPlane
 }
 
 type seeded struct{ r *rand.ChaCha8 }
 
 func (s seeded) Read(b []byte) (int, error) { return s.r.Read(b) }
 
-func (e *fakeEnv) Now() time.Time       { return epoch }
-func (e *fakeEnv) Rand() io.Reader      { return e.rand }
-func (e *fakeEnv) DataPlane() DataPlane { return e.dp }
+func (e *fakeEnv) Now() time.Time  { return epoch }
+func (e *fakeEnv) Rand() io.Reader { return e.rand }
+func (e *fakeEnv) DataPlane() DataPlane {
+	if e.dpOver != nil {
+		return e.dpOver
+	}
+	return e.dp
+}
 func (e *fakeEnv) Config() *config.Config {
 	return e.cfg
 }

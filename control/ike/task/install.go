@@ -91,7 +91,6 @@ func ChildSAs(ike *sa.IKESA, ch *sa.ChildSA, cc *config.Child, name string) (in,
 	return mk(ch.SPIIn, api.In, inE, inI), mk(ch.SPIOut, api.Out, outE, outI), nil
 }
 
-// Install puts a negotiated Child SA into the data plane: the inbound SA
 // Anchor is the logical SPU the Child SAs and policies of ike are anchored
 // on, as the SA API takes it: ike's own, or nil (its endpoints' hash) for
 // an IKE SA without one.
@@ -103,9 +102,12 @@ func Anchor(ike *sa.IKESA) *int {
 	return &lg
 }
 
+// Install puts a negotiated Child SA into the data plane: the inbound SA
 // first (so that the peer's first packets find it), then the outbound SA,
 // then its policy, unless a trap policy with the same selectors already
-// carries its reqid. On error nothing of it stays installed.
+// carries its reqid. On error nothing of it stays installed. A data plane
+// that takes a Child SA in one call (ChildDataPlane) gets one, all or
+// nothing, for an anchored IKE SA's: one round trip to spud, not three.
 func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error {
 	ike := c.IKE
 	if ch.UniqueID == 0 {
@@ -169,6 +171,25 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		return err
 	}
 	dp := c.DataPlane()
+	// A Child SA that shares a sibling's reqid shares its policy, wherever
+	// it is now (Uninstall hands it on); only the first gets one.
+	needPolicy := !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil
+	pol := &api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
+		LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name}
+	done, err := addChild(dp, in, out, pol, ch.OutPending, needPolicy)
+	if err != nil {
+		return err
+	}
+	if done != nil {
+		if sib != nil && len(sib.PolicyIDs) > 0 {
+			ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
+		}
+		if *done != 0 {
+			ch.PolicyIDs = append(ch.PolicyIDs, *done)
+		}
+		installed(c, cc, ch)
+		return nil
+	}
 	if err := dp.AddSA(in); err != nil {
 		return fmt.Errorf("install inbound sa 0x%08x: %w", in.SPI, err)
 	}
@@ -181,11 +202,8 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	if sib != nil && len(sib.PolicyIDs) > 0 {
 		ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
 	}
-	// A Child SA that shares a sibling's reqid shares its policy, wherever
-	// it is now (Uninstall hands it on); only the first gets one.
-	if !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil {
-		id, err := dp.AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
-			LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name})
+	if needPolicy {
+		id, err := dp.AddPolicy(pol)
 		if err != nil {
 			dp.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote})
 			dp.DelSA(api.SAID{SPI: in.SPI, Dir: api.In})
@@ -193,6 +211,39 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		}
 		ch.PolicyIDs = append(ch.PolicyIDs, id)
 	}
+	installed(c, cc, ch)
+	return nil
+}
+
+// addChild installs a Child SA of an anchored IKE SA in one call when the
+// data plane takes it (ChildDataPlane): the inbound SA, the outbound SA
+// unless held back, the policy if needed. It returns the policy's id (0:
+// none), or nil when the caller is to make the separate calls: the data
+// plane has no such call, or the IKE SA no anchor to give it.
+func addChild(dp DataPlane, in, out *api.SA, pol *api.Policy, outPending, needPolicy bool) (*uint32, error) {
+	cdp, ok := dp.(ChildDataPlane)
+	if !ok || in.Logical == nil {
+		return nil, nil
+	}
+	req := &api.ChildAdd{Logical: *in.Logical, In: *in}
+	if !outPending {
+		req.Out = out
+	}
+	if needPolicy {
+		req.Policy = pol
+	}
+	id, err := cdp.AddChild(req)
+	switch {
+	case errors.Is(err, ErrNoChildOps):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("install child sa 0x%08x/0x%08x: %w", in.SPI, out.SPI, err)
+	}
+	return &id, nil
+}
+
+// installed marks ch installed now and sets its rekey and expiry times.
+func installed(c *Ctx, cc *config.Child, ch *sa.ChildSA) {
 	now := c.Now()
 	ch.State = sa.ChildInstalled
 	ch.Installed = now
@@ -203,7 +254,6 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 		ch.ExpireAt = now.Add(cc.LifeTime.D())
 	}
 	c.Stats().Inc(stats.ChildSAsInstalled)
-	return nil
 }
 
 // OutPendingProbe is how often the responder of a rekey looks for the
@@ -285,7 +335,8 @@ func jitter(r io.Reader, max *config.Duration) time.Duration {
 // (unless a sibling Child SA of the same child takes them over: the
 // replacement of a rekeyed Child SA, or the one that won a collision),
 // then the outbound and the inbound SA. A trap's policy stays. Failures
-// are returned joined; each removal is tried.
+// are returned joined; each removal is tried. A ChildDataPlane gets it
+// all in one call.
 func Uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA) error {
 	return uninstall(dp, ike, ch, time.Time{})
 }
@@ -314,6 +365,30 @@ func uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA, drainUntil time.Time
 		if heir := policyHeir(ike, ch); heir != nil {
 			heir.PolicyIDs = append(heir.PolicyIDs, ch.PolicyIDs...)
 			ch.PolicyIDs = nil
+		}
+	}
+	if cdp, ok := dp.(ChildDataPlane); ok {
+		req := &api.ChildDel{Policies: ch.PolicyIDs}
+		if ch.SPIOut != 0 && !ch.OutPending {
+			req.Out = &api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: ike.Remote.Addr()}
+		}
+		if ch.SPIIn != 0 && drainUntil.IsZero() {
+			req.In = &api.SAID{SPI: ch.SPIIn, Dir: api.In}
+		}
+		err := error(nil)
+		if req.Out != nil || req.In != nil || len(req.Policies) > 0 {
+			err = cdp.DelChild(req)
+		}
+		if !errors.Is(err, ErrNoChildOps) {
+			ch.PolicyIDs = nil
+			if ch.SPIIn != 0 && !drainUntil.IsZero() {
+				ike.Draining = append(ike.Draining, sa.DrainingSA{SPI: ch.SPIIn, Name: ch.Name, Until: drainUntil})
+			}
+			ch.State = sa.ChildDeleted
+			if err != nil {
+				return fmt.Errorf("child sa 0x%08x/0x%08x: %w", ch.SPIIn, ch.SPIOut, err)
+			}
+			return nil
 		}
 	}
 	for _, id := range ch.PolicyIDs {

@@ -37,6 +37,7 @@
 package task
 
 import (
+	"errors"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"io"
@@ -67,6 +68,27 @@ type DataPlane interface {
 	AddPolicy(p *api.Policy) (uint32, error)
 	DelPolicy(id uint32) error
 }
+
+// ChildDataPlane is a DataPlane that installs and removes a whole Child SA
+// in one call each (spud's child.add and child.del): one round trip to
+// spud per Child SA instead of up to three. Install and Uninstall use it
+// when the data plane has it (a separate interface, so that data planes
+// without it, older fakes, keep working with the separate calls), and
+// when it answers ErrNoChildOps.
+type ChildDataPlane interface {
+	DataPlane
+	// AddChild installs req whole or not at all (a refused part undoes
+	// the others) and returns its policy's id, 0 when req has none.
+	AddChild(req *api.ChildAdd) (uint32, error)
+	// DelChild removes the parts req names that are there; the error
+	// names those that were not, or could not be removed.
+	DelChild(req *api.ChildDel) error
+}
+
+// ErrNoChildOps is a ChildDataPlane's answer when the data plane behind
+// it cannot take a Child SA in one call (a spud older than child.add):
+// nothing was done, and the caller makes the separate calls.
+var ErrNoChildOps = errors.New("data plane has no child.add/child.del")
 
 // Trap is a trap policy installed for a start_action=trap child: a protect
 // policy with a reqid and no SA, whose traffic raises an acquire.
