@@ -421,6 +421,60 @@ func (sa *SA) Direction() Direction { return sa.dir }
 // Suite returns the SA's cipher suite.
 func (sa *SA) Suite() ipsec.Suite { return sa.suite }
 
+// Mode returns the SA's mode.
+func (sa *SA) Mode() Mode { return sa.mode }
+
+// ESN reports whether the SA uses extended sequence numbers.
+func (sa *SA) ESN() bool { return sa.esn }
+
+// Lifetime returns the SA's byte and packet limits.
+func (sa *SA) Lifetime() Lifetime { return sa.life }
+
+// Local returns the SA's local outer address (unmapped: an IPv4 address
+// given as IPv4-mapped IPv6 comes back as IPv4).
+func (sa *SA) Local() netip.Addr { return sa.local }
+
+// Remote returns the peer's outer address, as SetPeer last set it
+// (unmapped).
+func (sa *SA) Remote() netip.Addr { return sa.remote }
+
+// UDPEncap reports whether the SA is UDP-encapsulated, and its ports (the
+// peer's as SetPeer last set it).
+func (sa *SA) UDPEncap() (udp bool, local, remote uint16) { return sa.udp, sa.lport, sa.rport }
+
+// Selectors returns the SA's traffic selectors, as Config gave them (nil
+// for none; addresses unmapped). They are rebuilt from the compiled form
+// the SA keeps for its checks, so that the SA holds one copy: each call
+// allocates, for dumps, not for packets.
+func (sa *SA) Selectors() (local, remote []ipsec.Selector) {
+	return rangeSelectors(sa.localTS), rangeSelectors(sa.remoteTS)
+}
+
+func rangeSelectors(rs []ipsec.Range) []ipsec.Selector {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]ipsec.Selector, len(rs))
+	for i, r := range rs {
+		out[i] = ipsec.Selector{Proto: r.Proto, From: wordsAddr(r.V4, r.FromHi, r.FromLo),
+			To: wordsAddr(r.V4, r.ToHi, r.ToLo), FromPort: r.FromPort, ToPort: r.ToPort}
+	}
+	return out
+}
+
+// wordsAddr is the inverse of ipsec.AddrWords.
+func wordsAddr(v4 bool, hi, lo uint64) netip.Addr {
+	if v4 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(lo))
+		return netip.AddrFrom4(b)
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
+}
+
 // Overhead returns the bytes Encap adds to an inner packet of n bytes in
 // tunnel mode (outer headers, padding, trailer and ICV), speed padding
 // included when the caller gives SpeedPadTailroom.

@@ -149,7 +149,7 @@ type saReg struct {
 type saRef struct {
 	spi    uint32
 	dir    api.Dir
-	remote netip.Addr // outbound only
+	remote netip.Addr // outbound only; unmapped, as the esp.SA keeps it (its SPU's table key)
 }
 
 type policyRef struct {
@@ -379,7 +379,7 @@ func ToESP(sa *api.SA) (esp.Config, error) {
 func refOf(sa *api.SA) saRef {
 	r := saRef{spi: sa.SPI, dir: sa.Dir}
 	if sa.Dir == api.Out {
-		r.remote = sa.Remote
+		r.remote = sa.Remote.Unmap()
 	}
 	return r
 }
@@ -403,8 +403,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	if logical, err = e.saLogical(d); err != nil {
 		return 0, 0, err
 	}
-	desc := d.Redacted()
-	desc.Logical = api.Logical(int(logical))
+	desc := saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: d.Name}
 	ref := refOf(d)
 	e.mu.Lock()
 	if _, dup := e.sas[ref]; dup {
@@ -457,7 +456,7 @@ func (e *Engine) saLogical(d *api.SA) (uint16, error) {
 func (e *Engine) DelSA(id api.SAID) error {
 	ref := saRef{spi: id.SPI, dir: id.Dir}
 	if id.Dir == api.Out {
-		ref.remote = id.Remote
+		ref.remote = id.Remote.Unmap()
 		if !id.Remote.IsValid() {
 			// Outbound SPIs are the peer's: without the peer, accept a
 			// unique match.
@@ -497,7 +496,7 @@ func (e *Engine) DelSA(id api.SAID) error {
 func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	ref := saRef{spi: u.SPI, dir: u.Dir}
 	if u.Dir == api.Out {
-		ref.remote = u.SAID.Remote
+		ref.remote = u.SAID.Remote.Unmap()
 	}
 	e.mu.Lock()
 	reg, ok := e.sas[ref]
@@ -505,8 +504,8 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	// behind a NAT) re-keys it in the registry and on its SPU, or the
 	// next delete by the new remote would miss it.
 	moved := ref
-	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote != ref.remote {
-		moved.remote = u.Remote
+	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote.Unmap() != ref.remote {
+		moved.remote = u.Remote.Unmap()
 		if _, dup := e.sas[moved]; dup && ok {
 			e.mu.Unlock()
 			return fmt.Errorf("sa spi 0x%08x %s to %s: %w", u.SPI, u.Dir, u.Remote, unixrpc.ErrExists)
@@ -519,13 +518,12 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	var err error
 	derr := e.Do(e.physical(reg.logical), func(s *SPU) {
 		var sa *esp.SA
-		var desc *api.SA
 		if u.Dir == api.In {
 			if x := s.t.in[u.SPI]; x != nil {
-				sa, desc = x.sa, &x.desc
+				sa = x.sa
 			}
 		} else if x := s.t.out[outKey{u.SPI, ref.remote}]; x != nil {
-			sa, desc = x.sa, &x.desc
+			sa = x.sa
 			x.nhOK = false
 		}
 		if sa == nil {
@@ -533,22 +531,16 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 			return
 		}
 		if u.Remote.IsValid() || u.Encap != nil {
-			remote := desc.Remote
+			remote := sa.Remote()
 			if u.Remote.IsValid() {
 				remote = u.Remote
 			}
-			var port uint16
+			_, _, port := sa.UDPEncap()
 			if u.Encap != nil {
 				port = u.Encap.RemotePort
-			} else if desc.Encap != nil {
-				port = desc.Encap.RemotePort
 			}
 			if err = sa.SetPeer(remote, port); err != nil {
 				return
-			}
-			desc.Remote = remote
-			if u.Encap != nil {
-				desc.Encap = u.Encap
 			}
 			if moved != ref {
 				s.t.rekeyOut(outKey{u.SPI, ref.remote}, outKey{u.SPI, moved.remote})
@@ -642,10 +634,10 @@ func (e *Engine) DumpSAs() []api.SAState {
 		var part []api.SAState
 		e.Do(s.ID, func(s *SPU) {
 			for _, x := range s.t.in {
-				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, false))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, false))
 			}
 			for _, x := range s.t.out {
-				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.ReqID] == x))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.reqid] == x))
 			}
 		})
 		out = append(out, part...)
@@ -653,7 +645,7 @@ func (e *Engine) DumpSAs() []api.SAState {
 	return out
 }
 
-func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
+func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
 	st := sa.Stats()
 	drops := map[string]uint64{}
 	for r, n := range st.Drops {
@@ -661,9 +653,32 @@ func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAS
 			drops[esp.Reason(r).String()] = n
 		}
 	}
-	d.Logical = api.Logical(int(logical))
-	return api.SAState{SA: d, SPU: spu, Active: active,
+	return api.SAState{SA: describe(d, sa, logical), SPU: spu, Active: active,
 		Stats: api.SAStats{Packets: st.Packets, Bytes: st.Bytes, Seq: st.Seq, Drops: drops}}
+}
+
+// describe is the SA's description as sa.add took it, keys left out (as
+// api.SA.Redacted leaves them) and addresses unmapped.
+func describe(d *saDesc, sa *esp.SA, logical uint16) api.SA {
+	a := api.SA{SPI: sa.SPI(), Dir: api.Out, Local: sa.Local(), Remote: sa.Remote(), Logical: api.Logical(int(logical)),
+		Mode: api.Tunnel, Suite: sa.Suite(), EncKey: []byte{}, ESN: sa.ESN(), ReplayWindow: int(d.window),
+		ReqID: d.reqid, Name: d.name}
+	if sa.Direction() == esp.Inbound {
+		a.Dir = api.In
+	}
+	if sa.Mode() == esp.Transport {
+		a.Mode = api.Transport
+	}
+	if sa.Suite().IntegKeyLen() > 0 {
+		a.IntegKey = []byte{}
+	}
+	if udp, lport, rport := sa.UDPEncap(); udp {
+		a.Encap = &api.Encap{LocalPort: lport, RemotePort: rport}
+	}
+	a.LocalTS, a.RemoteTS = sa.Selectors()
+	l := sa.Lifetime()
+	a.Lifetime = api.Lifetime{SoftBytes: l.SoftBytes, HardBytes: l.HardBytes, SoftPackets: l.SoftPackets, HardPackets: l.HardPackets}
+	return a
 }
 
 // DumpPolicies lists every policy with its counters.
@@ -674,7 +689,7 @@ func (e *Engine) DumpPolicies() []api.PolicyState {
 			for _, p := range s.t.policies {
 				ps := policyState(p, s.ID)
 				if p.out != nil {
-					ps.OutSPI = p.out.desc.SPI
+					ps.OutSPI = p.out.sa.SPI()
 				}
 				out = append(out, ps)
 			}

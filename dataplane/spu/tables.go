@@ -10,17 +10,30 @@ import (
 	"github.com/spugate/spugate/ipsec"
 )
 
+// saDesc is what an SA's dump entry (sa.dump) and events need that its
+// esp.SA does not hold: the rest (SPI, direction, addresses, ports, mode,
+// suite, selectors, lifetimes) is read back from the esp.SA, which keeps
+// them in any case, rather than kept twice in an api.SA (~450 bytes with
+// its selectors, of the ~1 KiB a tunnel may take at a million).
+type saDesc struct {
+	reqid uint32
+	// window is the replay window as given (0: the default, -1: off),
+	// which the esp.SA keeps only as the size it made.
+	window int32
+	name   string
+}
+
 // inSA is an inbound SA in its anchor SPU's table.
 type inSA struct {
 	sa      *esp.SA
-	desc    api.SA // without keys
+	desc    saDesc
 	logical uint16
 }
 
 // outSA is an outbound SA with its cached next hop.
 type outSA struct {
 	sa      *esp.SA
-	desc    api.SA // without keys
+	desc    saDesc
 	logical uint16
 	added   uint64 // install order: the newest of a reqid is active
 	nhGen   uint64
@@ -32,6 +45,10 @@ type outKey struct {
 	spi    uint32
 	remote netip.Addr
 }
+
+// key is the outbound SA's key in tables.out: its SPI and its peer's
+// current address.
+func (o *outSA) key() outKey { return outKey{o.sa.SPI(), o.sa.Remote()} }
 
 // policy is an outbound policy in its anchor SPU's table.
 type policy struct {
@@ -124,7 +141,7 @@ func (t *tables) relink(reqid uint32) {
 
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
-	t.in[x.desc.SPI] = x
+	t.in[x.sa.SPI()] = x
 	x.sa.SetDropTotals(t.saDrops)
 }
 
@@ -132,15 +149,15 @@ func (t *tables) addOut(o *outSA) {
 	o.sa.SetDropTotals(t.saDrops)
 	t.addSeq++
 	o.added = t.addSeq
-	k := outKey{o.desc.SPI, o.desc.Remote}
+	k := o.key()
 	t.out[k] = o
-	m := t.outBy[o.desc.ReqID]
+	m := t.outBy[o.desc.reqid]
 	if m == nil {
 		m = map[outKey]*outSA{}
-		t.outBy[o.desc.ReqID] = m
+		t.outBy[o.desc.reqid] = m
 	}
 	m[k] = o
-	t.relink(o.desc.ReqID)
+	t.relink(o.desc.reqid)
 }
 
 func (t *tables) delOut(k outKey) (*outSA, bool) {
@@ -149,7 +166,7 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 		return nil, false
 	}
 	t.unlinkOut(k, o)
-	t.relink(o.desc.ReqID)
+	t.relink(o.desc.reqid)
 	return o, true
 }
 
@@ -162,7 +179,7 @@ func (t *tables) rekeyOut(from, to outKey) {
 	}
 	delete(t.out, from)
 	t.out[to] = o
-	if m := t.outBy[o.desc.ReqID]; m != nil {
+	if m := t.outBy[o.desc.reqid]; m != nil {
 		delete(m, from)
 		m[to] = o
 	}
@@ -171,10 +188,10 @@ func (t *tables) rekeyOut(from, to outKey) {
 // unlinkOut removes an outbound SA from the indexes (the caller relinks).
 func (t *tables) unlinkOut(k outKey, o *outSA) {
 	delete(t.out, k)
-	if m := t.outBy[o.desc.ReqID]; m != nil {
+	if m := t.outBy[o.desc.reqid]; m != nil {
 		delete(m, k)
 		if len(m) == 0 {
-			delete(t.outBy, o.desc.ReqID)
+			delete(t.outBy, o.desc.reqid)
 		}
 	}
 }
