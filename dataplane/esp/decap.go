@@ -307,8 +307,8 @@ func (sa *SA) openCBC(esp []byte, ctLen int) bool {
 		return false
 	}
 	ct := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbcIV.SetIV(esp[espHdrLen : espHdrLen+16])
-	sa.cbc.CryptBlocks(ct, ct)
+	sa.cbc.iv.SetIV(esp[espHdrLen : espHdrLen+16])
+	sa.cbc.mode.CryptBlocks(ct, ct)
 	return true
 }
 

@@ -239,7 +239,7 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 	if sa.v4outer {
 		// An array assignment copies the template inline; copy() of a
 		// slice called memmove.
-		*(*[iphdr.IPv4MinLen]byte)(h) = sa.hdr4
+		*(*[iphdr.IPv4MinLen]byte)(h) = *(*[iphdr.IPv4MinLen]byte)(sa.hdr[:iphdr.IPv4MinLen])
 		h = h[:iphdr.IPv4MinLen]
 		var frag uint16
 		if setDF {
@@ -251,20 +251,20 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[2:4], uint16(outLen))
 		binary.BigEndian.PutUint16(h[4:6], id)
 		binary.BigEndian.PutUint16(h[6:8], frag)
-		sum := sa.hdr4Sum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
+		sum := sa.hdrSum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
-	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr6
+	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr
 	h = h[:iphdr.IPv6Len]
 	h[0] = 0x60 | ds>>4
-	h[1] = ds<<4 | sa.hdr6[1]&0x0f
+	h[1] = ds<<4 | sa.hdr[1]&0x0f
 	binary.BigEndian.PutUint16(h[4:6], uint16(outLen-iphdr.IPv6Len))
 }
 
 // udpChecksum6 fills the checksum of the UDP datagram u over IPv6.
 func (sa *SA) udpChecksum6(u []byte) {
-	ck := iphdr.Checksum(u, sa.pseudo6+uint64(len(u)))
+	ck := iphdr.Checksum(u, sa.hdrSum+uint64(len(u)))
 	if ck == 0 {
 		ck = 0xffff
 	}
@@ -312,8 +312,8 @@ func (sa *SA) aadFor(esp []byte) []byte {
 func (sa *SA) sealCBC(esp []byte, ctLen int) {
 	iv := esp[espHdrLen : espHdrLen+16]
 	pt := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbcIV.SetIV(iv)
-	sa.cbc.CryptBlocks(pt, pt)
+	sa.cbc.iv.SetIV(iv)
+	sa.cbc.mode.CryptBlocks(pt, pt)
 	sum := sa.cbcICV(esp[:espHdrLen+16+ctLen])
 	copy(esp[espHdrLen+16+ctLen:], sum[:icvLen])
 }
@@ -322,10 +322,11 @@ func (sa *SA) sealCBC(esp []byte, ctLen int) {
 // and, with ESN, the high sequence bits appended as RFC 4303 section
 // 3.3.2.1 prescribes (sent nowhere, only hashed).
 func (sa *SA) cbcICV(authed []byte) []byte {
-	sa.mac.Reset()
-	sa.mac.Write(authed)
+	c := sa.cbc
+	c.mac.Reset()
+	c.mac.Write(authed)
 	if sa.esn {
-		sa.mac.Write(sa.seqHi[:])
+		c.mac.Write(sa.seqHi[:])
 	}
-	return sa.mac.Sum(sa.macSum[:0])
+	return c.mac.Sum(c.macSum[:0])
 }

@@ -532,7 +532,7 @@ func sealCustom(out *SA, plaintext []byte) []byte {
 	out.seq = seq
 	iv := out.ivLen
 	w := make([]byte, 20+8+iv+len(plaintext)+icvLen)
-	copy(w, out.hdr4[:])
+	copy(w, out.hdr[:iphdr.IPv4MinLen])
 	binary.BigEndian.PutUint16(w[2:], uint16(len(w)))
 	iphdr.SetIPv4Checksum(w[:20])
 	esp := w[20:]

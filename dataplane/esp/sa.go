@@ -128,6 +128,9 @@ type ivSetter interface {
 // to the owner goroutine and must not be called concurrently; Stats may be
 // called from any goroutine.
 type SA struct {
+	// The small fields first and together: the SA is 2 KiB of a tunnel's
+	// memory at a million tunnels with its cipher state, and padding
+	// between scattered bytes cost a size class (see TestSASize).
 	spi   uint32
 	dir   Direction
 	suite ipsec.Suite
@@ -140,41 +143,42 @@ type SA struct {
 	v4outer  bool
 	udp      bool
 	zeroCk6  bool
+	fragBig  bool
+	df       DFPolicy
+	ecn      ECNMode
+	noDSCP   bool
+	decDSCP  bool
+	expired  bool
+	hasTS    bool // either selector list is not empty
+	tsPorts  bool
+	ipID     uint16
+	lport    uint16
+	rport    uint16
+	seqHi    [4]byte
+	nonce    [12]byte // salt || IV
+	aad      [12]byte // SPI || [seq-hi] || seq-lo
+
+	events, raised Events
+
 	ivLen    int
 	blkMask  int
 	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
 	ipLen    int // outer IP header length in tunnel mode
 	udpLen   int // 8 with UDP encapsulation
 	pathMTU  int
-	fragBig  bool
-	df       DFPolicy
-	ecn      ECNMode
-	noDSCP   bool
-	decDSCP  bool
 
 	// crypto
-	aead     cipher.AEAD
-	cbc      cipher.BlockMode
-	cbcIV    ivSetter
-	ivCipher cipher.Block
-	mac      hash.Hash
-	nonce    [12]byte // salt || IV
-	aad      [12]byte // SPI || [seq-hi] || seq-lo
-	ivIn     [16]byte // CBC IV generator input: SPI, 0, sequence number
-	ivs      cbcIVs
-	seqHi    [4]byte
-	macSum   [sha256.Size]byte
+	aead cipher.AEAD
+	cbc  *cbcState // the CBC suites' (nil for AEAD)
 
-	// outer headers
-	hdr4    [iphdr.IPv4MinLen]byte
-	hdr4Sum uint64 // checksum of hdr4's constant words
-	hdr6    [iphdr.IPv6Len]byte
-	pseudo6 uint64 // UDP pseudo-header sum of the IPv6 addresses and protocol
-	ipID    uint16
-	local   netip.Addr
-	remote  netip.Addr
-	lport   uint16
-	rport   uint16
+	// The outer header template: an IPv4 header in its first 20 bytes or
+	// an IPv6 header, by v4outer; hdrSum is the checksum of the IPv4
+	// header's constant words or the IPv6 UDP pseudo-header sum of the
+	// addresses and protocol.
+	hdr    [iphdr.IPv6Len]byte
+	hdrSum uint64
+	local  netip.Addr
+	remote netip.Addr
 
 	// sequence numbers
 	seq     uint64 // outbound: last sent
@@ -186,17 +190,25 @@ type SA struct {
 	life               Lifetime
 	pkts, bytes        uint64
 	nextPkts, nextByts uint64 // next lifetime threshold to look at
-	expired            bool
-
-	events, raised Events
 
 	localTS, remoteTS []ipsec.Range
-	hasTS             bool // either list is not empty
-	tsPorts           bool
 
 	ctr counters
 	// dropTotals, when set, are the owner's totals that count also adds to.
 	dropTotals *DropTotals
+}
+
+// cbcState is the crypto state of the CBC suites, apart from the SA so
+// that the AEAD SAs, nearly all of them, do not carry its ~270 bytes (a
+// million tunnels are two million SAs).
+type cbcState struct {
+	mode     cipher.BlockMode
+	iv       ivSetter
+	ivCipher cipher.Block
+	mac      hash.Hash
+	ivIn     [16]byte // IV generator input: SPI, 0, sequence number
+	ivs      cbcIVs
+	macSum   [sha256.Size]byte
 }
 
 // NewSA validates cfg and returns an SA ready for packets. Keys are copied
@@ -231,7 +243,6 @@ func NewSA(cfg Config) (*SA, error) {
 		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 	}
 	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
-	binary.BigEndian.PutUint32(sa.ivIn[0:4], sa.spi)
 	if sa.udp {
 		sa.udpLen = iphdr.UDPLen
 	}
@@ -305,17 +316,20 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		if err != nil {
 			return err
 		}
+		c := &cbcState{}
+		sa.cbc = c
+		binary.BigEndian.PutUint32(c.ivIn[0:4], sa.spi)
 		var zero [aes.BlockSize]byte
 		if cfg.Direction == Outbound {
-			sa.cbc = cipher.NewCBCEncrypter(b, zero[:])
+			c.mode = cipher.NewCBCEncrypter(b, zero[:])
 		} else {
-			sa.cbc = cipher.NewCBCDecrypter(b, zero[:])
+			c.mode = cipher.NewCBCDecrypter(b, zero[:])
 		}
 		var ok bool
-		if sa.cbcIV, ok = sa.cbc.(ivSetter); !ok {
+		if c.iv, ok = c.mode.(ivSetter); !ok {
 			return fmt.Errorf("crypto/cipher CBC mode lacks SetIV")
 		}
-		sa.mac = hmac.New(sha256.New, cfg.IntegKey)
+		c.mac = hmac.New(sha256.New, cfg.IntegKey)
 		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
 		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
 		// counter (SPI and sequence number) under a secret key gives one per
@@ -327,7 +341,7 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		ivm := hmac.New(sha256.New, cfg.IntegKey)
 		ivm.Write([]byte("spugate esp-cbc iv key"))
 		ivKey := ivm.Sum(nil)[:len(key)]
-		if sa.ivCipher, err = aes.NewCipher(ivKey); err != nil {
+		if c.ivCipher, err = aes.NewCipher(ivKey); err != nil {
 			return err
 		}
 		clear(ivKey)
@@ -360,7 +374,8 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 		proto = iphdr.ProtoUDP
 	}
 	if sa.v4outer {
-		h := &sa.hdr4
+		h := (*[iphdr.IPv4MinLen]byte)(sa.hdr[:iphdr.IPv4MinLen])
+		sa.hdr = [iphdr.IPv6Len]byte{}
 		*h = [iphdr.IPv4MinLen]byte{0: 0x45, 8: iphdr.DefaultTTL, 9: proto}
 		src, dst := sa.local.As4(), sa.remote.As4()
 		if sa.dir == Inbound {
@@ -368,10 +383,10 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 		}
 		copy(h[12:16], src[:])
 		copy(h[16:20], dst[:])
-		sa.hdr4Sum = iphdr.Sum(h[:], 0)
+		sa.hdrSum = iphdr.Sum(h[:], 0)
 		return
 	}
-	h := &sa.hdr6
+	h := &sa.hdr
 	// A flow label per SA (RFC 6438) lets ECMP paths spread the SAs
 	// between two gateways without looking into ESP.
 	flow := (sa.spi * 2654435761) >> 12 & 0xfffff
@@ -384,7 +399,7 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 	}
 	copy(h[8:24], src[:])
 	copy(h[24:40], dst[:])
-	sa.pseudo6 = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
+	sa.hdrSum = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
 }
 
 // SetPeer changes the peer's outer address and UDP port in place, for a NAT
