@@ -152,10 +152,11 @@ type saRef struct {
 	remote netip.Addr // outbound only; unmapped, as the esp.SA keeps it (its SPU's table key)
 }
 
+// policyRef is a policy's registration. The policy itself is only in its
+// SPU's tables: a second copy here cost ~200 bytes a policy.
 type policyRef struct {
 	logical uint16
 	seq     uint64 // its place in polOrder
-	p       api.Policy
 }
 
 // New returns an engine of cfg.SPUs SPUs with map m (L entries over SPU ids
@@ -597,14 +598,15 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		e.mu.Unlock()
 		return p, 0, 0, fmt.Errorf("policy %d: %w", p.ID, unixrpc.ErrExists)
 	}
-	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID), p: p}
+	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID)}
 	e.mu.Unlock()
 	spu := e.physical(logical)
 	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(&policy{p: p, logical: logical}) })
 	return p, logical, spu, err
 }
 
-// DelPolicy removes a policy.
+// DelPolicy removes a policy, and returns it as its SPU had it (the zero
+// Policy if its SPU had it not, as between the halves of a move).
 func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	e.mu.Lock()
 	ref, ok := e.policies[id]
@@ -616,15 +618,33 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	if !ok {
 		return api.Policy{}, fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)
 	}
-	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { s.t.delPolicy(id) })
+	var p api.Policy
+	err := e.Do(e.physical(ref.logical), func(s *SPU) {
+		if x := s.t.policies[id]; x != nil {
+			p = x.p
+		}
+		s.t.delPolicy(id)
+	})
+	return p, err
 }
 
-// Policy returns an installed policy.
+// Policy returns an installed policy, from its SPU (one command; a policy
+// on the move is waited for as lookup does).
 func (e *Engine) Policy(id uint32) (api.Policy, uint16, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	r, ok := e.policies[id]
-	return r.p, r.logical, ok
+	var p api.Policy
+	var logical uint16
+	found := false
+	e.lookup([]int{0}, func(int) (uint16, bool) {
+		r, ok := e.policies[id]
+		logical = r.logical
+		return r.logical, ok
+	}, func(s *SPU, _ int) bool {
+		if x := s.t.policies[id]; x != nil {
+			p, found = x.p, true
+		}
+		return found
+	})
+	return p, logical, found
 }
 
 // DumpSAs lists every SA with its state, SPU by SPU.
