@@ -121,7 +121,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	payLen := n - hl
 	pad := -(payLen + 2) & sa.blkMask
 	ctLen := payLen + pad + 2
-	grow := sa.udpLen + espHdrLen + sa.ivLen
+	grow := sa.udpLen + espHdrLen + int(sa.ivLen)
 	ipLen := hl
 	if sa.mode == Tunnel {
 		grow += sa.ipLen
@@ -239,7 +239,7 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 	if sa.v4outer {
 		// An array assignment copies the template inline; copy() of a
 		// slice called memmove.
-		*(*[iphdr.IPv4MinLen]byte)(h) = *(*[iphdr.IPv4MinLen]byte)(sa.hdr[:iphdr.IPv4MinLen])
+		*(*[iphdr.IPv4MinLen]byte)(h) = sa.hdr4
 		h = h[:iphdr.IPv4MinLen]
 		var frag uint16
 		if setDF {
@@ -255,10 +255,10 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
-	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr
+	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr6
 	h = h[:iphdr.IPv6Len]
 	h[0] = 0x60 | ds>>4
-	h[1] = ds<<4 | sa.hdr[1]&0x0f
+	h[1] = ds<<4 | sa.hdr6[1]&0x0f
 	binary.BigEndian.PutUint16(h[4:6], uint16(outLen-iphdr.IPv6Len))
 }
 

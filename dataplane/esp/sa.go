@@ -151,6 +151,7 @@ type SA struct {
 	expired  bool
 	hasTS    bool // either selector list is not empty
 	tsPorts  bool
+	ivLen    uint8 // 8 or 16: a byte here saves the SA a size class
 	ipID     uint16
 	lport    uint16
 	rport    uint16
@@ -160,7 +161,6 @@ type SA struct {
 
 	events, raised Events
 
-	ivLen    int
 	blkMask  int
 	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
 	ipLen    int // outer IP header length in tunnel mode
@@ -171,11 +171,13 @@ type SA struct {
 	aead cipher.AEAD
 	cbc  *cbcState // the CBC suites' (nil for AEAD)
 
-	// The outer header template: an IPv4 header in its first 20 bytes or
-	// an IPv6 header, by v4outer; hdrSum is the checksum of the IPv4
-	// header's constant words or the IPv6 UDP pseudo-header sum of the
-	// addresses and protocol.
-	hdr    [iphdr.IPv6Len]byte
+	// The outer header template, by v4outer, each an array of its own
+	// type so that writeOuter copies it inline (a 20-byte part of a
+	// shared array went through memmove); hdrSum is the checksum of the
+	// IPv4 header's constant words or the IPv6 UDP pseudo-header sum of
+	// the addresses and protocol.
+	hdr4   [iphdr.IPv4MinLen]byte
+	hdr6   [iphdr.IPv6Len]byte
 	hdrSum uint64
 	local  netip.Addr
 	remote netip.Addr
@@ -224,7 +226,7 @@ func NewSA(cfg Config) (*SA, error) {
 		mode:     cfg.Mode,
 		esn:      cfg.ESN,
 		aeadMode: cfg.Suite.AEAD(),
-		ivLen:    cfg.Suite.IVLen(),
+		ivLen:    uint8(cfg.Suite.IVLen()),
 		blkMask:  padAlign(cfg.PadAlign) - 1,
 		fragBig:  cfg.FragmentTooBig,
 		df:       cfg.DF,
@@ -374,8 +376,7 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 		proto = iphdr.ProtoUDP
 	}
 	if sa.v4outer {
-		h := (*[iphdr.IPv4MinLen]byte)(sa.hdr[:iphdr.IPv4MinLen])
-		sa.hdr = [iphdr.IPv6Len]byte{}
+		h := &sa.hdr4
 		*h = [iphdr.IPv4MinLen]byte{0: 0x45, 8: iphdr.DefaultTTL, 9: proto}
 		src, dst := sa.local.As4(), sa.remote.As4()
 		if sa.dir == Inbound {
@@ -386,7 +387,7 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 		sa.hdrSum = iphdr.Sum(h[:], 0)
 		return
 	}
-	h := &sa.hdr
+	h := &sa.hdr6
 	// A flow label per SA (RFC 6438) lets ECMP paths spread the SAs
 	// between two gateways without looking into ESP.
 	flow := (sa.spi * 2654435761) >> 12 & 0xfffff
@@ -494,7 +495,7 @@ func wordsAddr(v4 bool, hi, lo uint64) netip.Addr {
 // tunnel mode (outer headers, padding, trailer and ICV), speed padding
 // included when the caller gives SpeedPadTailroom.
 func (sa *SA) Overhead(n int) int {
-	fixed := sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + icvLen
+	fixed := sa.ipLen + sa.udpLen + espHdrLen + int(sa.ivLen) + icvLen
 	pad := -(n + 2) & sa.blkMask
 	pad += sa.extraPad(n+2+pad, n+fixed+pad+2, 1<<30)
 	return fixed + pad + 2
@@ -520,7 +521,7 @@ func (sa *SA) InnerMTU() int {
 // innerMTU is the largest packet whose payload (all of it in tunnel mode,
 // the part after hl header bytes in transport mode) fits the path MTU.
 func (sa *SA) innerMTU(outerHdr, hl int) int {
-	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - sa.ivLen - icvLen
+	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - int(sa.ivLen) - icvLen
 	return hl + avail&^sa.blkMask - 2
 }
 

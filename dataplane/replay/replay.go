@@ -56,9 +56,12 @@ func (v Verdict) String() string {
 // Window is the anti-replay window of one inbound SA: the highest sequence
 // number accepted and which of the Size numbers below it were seen.
 type Window struct {
-	top  uint64 // highest accepted sequence number; 0 before the first
-	size uint64 // window width W: top-W+1 .. top are tracked
-	mask uint64 // len(blocks)-1; len(blocks) is a power of two
+	top uint64 // highest accepted sequence number; 0 before the first
+	// size is the window width W: top-W+1 .. top are tracked; mask is
+	// len(blocks)-1, len(blocks) a power of two. 32 bits each keep the
+	// Window, part of every inbound esp.SA, at 40 bytes.
+	size uint32
+	mask uint32
 	// blocks hold bit (seq%64) of block (seq/64)&mask for the 64*len(blocks)
 	// numbers up to top (at least W of them); every other bit is clear.
 	blocks []uint64
@@ -81,7 +84,7 @@ func (w *Window) Init(size int) error {
 	if size < MinSize || size > MaxSize {
 		return fmt.Errorf("replay: window size %d out of range %d..%d", size, MinSize, MaxSize)
 	}
-	*w = Window{size: uint64(size), mask: blocksFor(size) - 1}
+	*w = Window{size: uint32(size), mask: uint32(blocksFor(size) - 1)}
 	w.blocks = make([]uint64, w.mask+1)
 	return nil
 }
@@ -123,10 +126,10 @@ func (w *Window) Check(seq uint64) Verdict {
 	if seq > w.top {
 		return OK
 	}
-	if seq == 0 || w.top-seq >= w.size {
+	if seq == 0 || w.top-seq >= uint64(w.size) {
 		return TooOld
 	}
-	if w.blocks[(seq>>6)&w.mask]&(1<<(seq&63)) != 0 {
+	if w.blocks[(seq>>6)&uint64(w.mask)]&(1<<(seq&63)) != 0 {
 		return Duplicate
 	}
 	return OK
@@ -144,7 +147,7 @@ func (w *Window) Update(seq uint64) Verdict {
 	if seq > w.top {
 		w.slide(seq)
 	}
-	w.blocks[(seq>>6)&w.mask] |= 1 << (seq & 63)
+	w.blocks[(seq>>6)&uint64(w.mask)] |= 1 << (seq & 63)
 	return OK
 }
 
@@ -153,7 +156,8 @@ func (w *Window) Update(seq uint64) Verdict {
 // The bits of the numbers between seq's and top's bits in a block both
 // share (seq less than a ring ahead) stay: they are still in the ring.
 func (w *Window) slide(seq uint64) {
-	if seq-w.top >= (w.mask+1)*64 {
+	mask := uint64(w.mask)
+	if seq-w.top >= (mask+1)*64 {
 		clear(w.blocks)
 		w.top = seq
 		return
@@ -162,13 +166,13 @@ func (w *Window) slide(seq uint64) {
 	above := ^uint64(0) << (w.top & 63) << 1 // bits after top's in its block
 	upTo := ^uint64(0) >> (63 - seq&63)      // bits up to seq's in its block
 	if cur == next {
-		w.blocks[cur&w.mask] &^= above & upTo
+		w.blocks[cur&mask] &^= above & upTo
 	} else {
-		w.blocks[cur&w.mask] &^= above
+		w.blocks[cur&mask] &^= above
 		for b := cur + 1; b < next; b++ {
-			w.blocks[b&w.mask] = 0
+			w.blocks[b&mask] = 0
 		}
-		w.blocks[next&w.mask] &^= upTo
+		w.blocks[next&mask] &^= upTo
 	}
 	w.top = seq
 }
@@ -183,7 +187,7 @@ func (w *Window) InferSeq(low uint32) (seq uint64, ok bool) {
 	w.lazyInit()
 	tl := uint32(w.top)
 	th := uint32(w.top >> 32)
-	wm1 := uint32(w.size - 1)
+	wm1 := w.size - 1
 	var hi uint32
 	if tl >= wm1 {
 		// Case A: the window lies within one epoch.
@@ -237,13 +241,13 @@ func (w *Window) Restore(s State) error {
 		w.top = s.Top
 		return nil
 	}
-	if n == 0 || n&(n-1) != 0 || n*64 < w.size {
+	if n == 0 || n&(n-1) != 0 || n*64 < uint64(w.size) {
 		return fmt.Errorf("replay: state has %d blocks, not a ring for a window of size %d", len(s.Bitmap), s.Size)
 	}
 	w.top = s.Top
-	for seq := s.Top; seq > 0 && s.Top-seq < w.size; seq-- {
+	for seq := s.Top; seq > 0 && s.Top-seq < uint64(w.size); seq-- {
 		if s.Bitmap[(seq>>6)&(n-1)]&(1<<(seq&63)) != 0 {
-			w.blocks[(seq>>6)&w.mask] |= 1 << (seq & 63)
+			w.blocks[(seq>>6)&uint64(w.mask)] |= 1 << (seq & 63)
 		}
 	}
 	return nil
