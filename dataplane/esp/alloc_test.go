@@ -3,6 +3,7 @@ package esp
 import (
 	"net/netip"
 	"testing"
+	"unsafe"
 )
 
 // TestZeroAllocs proves the per-packet paths allocate nothing: Encap and
@@ -83,5 +84,14 @@ func TestZeroAllocs(t *testing.T) {
 		WriteTooBig(reply, src, []byte{1}, 1400) // error path
 	}); n != 0 {
 		t.Errorf("WriteTooBig: %.1f allocations per run", n)
+	}
+}
+
+// TestSASize keeps an SA in the 640-byte size class of Go's allocator: two
+// per tunnel, a million tunnels, and the next class is 704. An object of
+// more than 512 bytes with pointers carries an 8-byte header: 632 fit.
+func TestSASize(t *testing.T) {
+	if n := unsafe.Sizeof(SA{}); n > 632 {
+		t.Errorf("esp.SA is %d bytes, want at most 632 (move what only some SAs use behind a pointer, as cbcState)", n)
 	}
 }

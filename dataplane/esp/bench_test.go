@@ -72,7 +72,7 @@ func benchSA(b *testing.B, c benchCase) (out, in *SA) {
 // espEncrypted is the length of what out encrypts for an inner packet of
 // n bytes in tunnel mode (payload, padding, pad length, next header).
 func espEncrypted(out *SA, n int) int {
-	return n + out.Overhead(n) - (out.ipLen + out.udpLen + espHdrLen + out.ivLen + icvLen)
+	return n + out.Overhead(n) - (out.ipLen + out.udpLen + espHdrLen + int(out.ivLen) + icvLen)
 }
 
 func benchEncap(b *testing.B, c benchCase, size int) {

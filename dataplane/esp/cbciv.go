@@ -32,18 +32,20 @@ var zeroBlocks [ivBatch * aes.BlockSize]byte
 // resetIVs points the IV keystream at the next sequence number to send.
 // It allocates (a CTR); NewSA and Restore call it.
 func (sa *SA) resetIVs() {
-	if sa.ivCipher == nil || sa.dir != Outbound {
+	c := sa.cbc
+	if c == nil || c.ivCipher == nil || sa.dir != Outbound {
 		return
 	}
 	next := sa.seq + 1
-	ctr := sa.ivIn
+	ctr := c.ivIn
 	binary.BigEndian.PutUint64(ctr[8:16], next)
-	sa.ivs = cbcIVs{stream: cipher.NewCTR(sa.ivCipher, ctr[:]), streamSeq: next}
+	c.ivs = cbcIVs{stream: cipher.NewCTR(c.ivCipher, ctr[:]), streamSeq: next}
 }
 
 // ivFor writes the IV of sequence number seq into iv.
 func (sa *SA) ivFor(iv []byte, seq uint64) {
-	v := &sa.ivs
+	c := sa.cbc
+	v := &c.ivs
 	if i := seq - v.poolSeq; v.poolSeq != 0 && i < ivBatch {
 		copy(iv, v.pool[i*aes.BlockSize:(i+1)*aes.BlockSize])
 		return
@@ -54,6 +56,6 @@ func (sa *SA) ivFor(iv []byte, seq uint64) {
 		copy(iv, v.pool[:aes.BlockSize])
 		return
 	}
-	binary.BigEndian.PutUint64(sa.ivIn[8:16], seq)
-	sa.ivCipher.Encrypt(iv, sa.ivIn[:])
+	binary.BigEndian.PutUint64(c.ivIn[8:16], seq)
+	c.ivCipher.Encrypt(iv, c.ivIn[:])
 }

@@ -187,7 +187,7 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 		p = buf[off : off+o.End]
 	}
 	esp := p[o.ESPOff:o.End]
-	ctLen := len(esp) - espHdrLen - sa.ivLen - icvLen
+	ctLen := len(esp) - espHdrLen - int(sa.ivLen) - icvLen
 	if ctLen < 2 {
 		return sa.decapDrop(ShortPacket)
 	}
@@ -216,7 +216,8 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 	if !sa.open(esp, ctLen) {
 		return sa.decapDrop(BadICV)
 	}
-	pt := esp[espHdrLen+sa.ivLen : espHdrLen+sa.ivLen+ctLen]
+	ivLen := int(sa.ivLen)
+	pt := esp[espHdrLen+ivLen : espHdrLen+ivLen+ctLen]
 	padLen := int(pt[ctLen-2])
 	nh := pt[ctLen-1]
 	if padLen+2 > ctLen {
@@ -234,7 +235,7 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 	if nh == iphdr.ProtoNoNext {
 		return sa.decapDrop(Dummy)
 	}
-	payOff := off + o.ESPOff + espHdrLen + sa.ivLen
+	payOff := off + o.ESPOff + espHdrLen + int(sa.ivLen)
 	if sa.mode == Tunnel {
 		start = payOff
 		length, why = sa.finishTunnel(buf, payOff, payLen, nh, o.DS)
@@ -307,8 +308,8 @@ func (sa *SA) openCBC(esp []byte, ctLen int) bool {
 		return false
 	}
 	ct := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbcIV.SetIV(esp[espHdrLen : espHdrLen+16])
-	sa.cbc.CryptBlocks(ct, ct)
+	sa.cbc.iv.SetIV(esp[espHdrLen : espHdrLen+16])
+	sa.cbc.mode.CryptBlocks(ct, ct)
 	return true
 }
 

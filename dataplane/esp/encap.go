@@ -121,7 +121,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	payLen := n - hl
 	pad := -(payLen + 2) & sa.blkMask
 	ctLen := payLen + pad + 2
-	grow := sa.udpLen + espHdrLen + sa.ivLen
+	grow := sa.udpLen + espHdrLen + int(sa.ivLen)
 	ipLen := hl
 	if sa.mode == Tunnel {
 		grow += sa.ipLen
@@ -251,7 +251,7 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[2:4], uint16(outLen))
 		binary.BigEndian.PutUint16(h[4:6], id)
 		binary.BigEndian.PutUint16(h[6:8], frag)
-		sum := sa.hdr4Sum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
+		sum := sa.hdrSum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
@@ -264,7 +264,7 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 
 // udpChecksum6 fills the checksum of the UDP datagram u over IPv6.
 func (sa *SA) udpChecksum6(u []byte) {
-	ck := iphdr.Checksum(u, sa.pseudo6+uint64(len(u)))
+	ck := iphdr.Checksum(u, sa.hdrSum+uint64(len(u)))
 	if ck == 0 {
 		ck = 0xffff
 	}
@@ -312,8 +312,8 @@ func (sa *SA) aadFor(esp []byte) []byte {
 func (sa *SA) sealCBC(esp []byte, ctLen int) {
 	iv := esp[espHdrLen : espHdrLen+16]
 	pt := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbcIV.SetIV(iv)
-	sa.cbc.CryptBlocks(pt, pt)
+	sa.cbc.iv.SetIV(iv)
+	sa.cbc.mode.CryptBlocks(pt, pt)
 	sum := sa.cbcICV(esp[:espHdrLen+16+ctLen])
 	copy(esp[espHdrLen+16+ctLen:], sum[:icvLen])
 }
@@ -322,10 +322,11 @@ func (sa *SA) sealCBC(esp []byte, ctLen int) {
 // and, with ESN, the high sequence bits appended as RFC 4303 section
 // 3.3.2.1 prescribes (sent nowhere, only hashed).
 func (sa *SA) cbcICV(authed []byte) []byte {
-	sa.mac.Reset()
-	sa.mac.Write(authed)
+	c := sa.cbc
+	c.mac.Reset()
+	c.mac.Write(authed)
 	if sa.esn {
-		sa.mac.Write(sa.seqHi[:])
+		c.mac.Write(sa.seqHi[:])
 	}
-	return sa.mac.Sum(sa.macSum[:0])
+	return c.mac.Sum(c.macSum[:0])
 }

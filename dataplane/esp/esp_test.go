@@ -130,7 +130,7 @@ func checkWire(t *testing.T, sa *SA, w []byte, v6outer, udp bool) {
 	if sa.aeadMode && binary.BigEndian.Uint64(esp[8:]) != sa.seq {
 		t.Fatalf("AEAD IV %x is not the sequence number %d", esp[8:16], sa.seq)
 	}
-	ct := len(esp) - 8 - sa.ivLen - icvLen
+	ct := len(esp) - 8 - int(sa.ivLen) - icvLen
 	if ct%blockLen(sa.suite) != 0 {
 		t.Fatalf("ciphertext length %d not aligned", ct)
 	}
@@ -530,7 +530,7 @@ func TestDecapValidation(t *testing.T) {
 func sealCustom(out *SA, plaintext []byte) []byte {
 	seq := out.seq + 1
 	out.seq = seq
-	iv := out.ivLen
+	iv := int(out.ivLen)
 	w := make([]byte, 20+8+iv+len(plaintext)+icvLen)
 	copy(w, out.hdr4[:])
 	binary.BigEndian.PutUint16(w[2:], uint16(len(w)))

@@ -257,7 +257,7 @@ func TestKATHMACSHA256(t *testing.T) {
 	}
 	sa := katSA(t, ipsec.AES128GCM16, Outbound, make([]byte, 20), 0x1000, false)
 	for _, c := range cases {
-		sa.mac = hmac.New(sha256.New, c.key)
+		sa.cbc = &cbcState{mac: hmac.New(sha256.New, c.key)}
 		if got := hex.EncodeToString(sa.cbcICV(c.data)[:icvLen]); got != c.mac {
 			t.Errorf("%s: %s, want %s", c.name, got, c.mac)
 		}

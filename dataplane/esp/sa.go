@@ -128,6 +128,9 @@ type ivSetter interface {
 // to the owner goroutine and must not be called concurrently; Stats may be
 // called from any goroutine.
 type SA struct {
+	// The small fields first and together: the SA is 2 KiB of a tunnel's
+	// memory at a million tunnels with its cipher state, and padding
+	// between scattered bytes cost a size class (see TestSASize).
 	spi   uint32
 	dir   Direction
 	suite ipsec.Suite
@@ -140,41 +143,44 @@ type SA struct {
 	v4outer  bool
 	udp      bool
 	zeroCk6  bool
-	ivLen    int
-	blkMask  int
-	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
-	ipLen    int // outer IP header length in tunnel mode
-	udpLen   int // 8 with UDP encapsulation
-	pathMTU  int
 	fragBig  bool
 	df       DFPolicy
 	ecn      ECNMode
 	noDSCP   bool
 	decDSCP  bool
-
-	// crypto
-	aead     cipher.AEAD
-	cbc      cipher.BlockMode
-	cbcIV    ivSetter
-	ivCipher cipher.Block
-	mac      hash.Hash
+	expired  bool
+	hasTS    bool // either selector list is not empty
+	tsPorts  bool
+	ivLen    uint8 // 8 or 16: a byte here saves the SA a size class
+	ipID     uint16
+	lport    uint16
+	rport    uint16
+	seqHi    [4]byte
 	nonce    [12]byte // salt || IV
 	aad      [12]byte // SPI || [seq-hi] || seq-lo
-	ivIn     [16]byte // CBC IV generator input: SPI, 0, sequence number
-	ivs      cbcIVs
-	seqHi    [4]byte
-	macSum   [sha256.Size]byte
 
-	// outer headers
-	hdr4    [iphdr.IPv4MinLen]byte
-	hdr4Sum uint64 // checksum of hdr4's constant words
-	hdr6    [iphdr.IPv6Len]byte
-	pseudo6 uint64 // UDP pseudo-header sum of the IPv6 addresses and protocol
-	ipID    uint16
-	local   netip.Addr
-	remote  netip.Addr
-	lport   uint16
-	rport   uint16
+	events, raised Events
+
+	blkMask  int
+	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
+	ipLen    int // outer IP header length in tunnel mode
+	udpLen   int // 8 with UDP encapsulation
+	pathMTU  int
+
+	// crypto
+	aead cipher.AEAD
+	cbc  *cbcState // the CBC suites' (nil for AEAD)
+
+	// The outer header template, by v4outer, each an array of its own
+	// type so that writeOuter copies it inline (a 20-byte part of a
+	// shared array went through memmove); hdrSum is the checksum of the
+	// IPv4 header's constant words or the IPv6 UDP pseudo-header sum of
+	// the addresses and protocol.
+	hdr4   [iphdr.IPv4MinLen]byte
+	hdr6   [iphdr.IPv6Len]byte
+	hdrSum uint64
+	local  netip.Addr
+	remote netip.Addr
 
 	// sequence numbers
 	seq     uint64 // outbound: last sent
@@ -186,17 +192,25 @@ type SA struct {
 	life               Lifetime
 	pkts, bytes        uint64
 	nextPkts, nextByts uint64 // next lifetime threshold to look at
-	expired            bool
-
-	events, raised Events
 
 	localTS, remoteTS []ipsec.Range
-	hasTS             bool // either list is not empty
-	tsPorts           bool
 
 	ctr counters
 	// dropTotals, when set, are the owner's totals that count also adds to.
 	dropTotals *DropTotals
+}
+
+// cbcState is the crypto state of the CBC suites, apart from the SA so
+// that the AEAD SAs, nearly all of them, do not carry its ~270 bytes (a
+// million tunnels are two million SAs).
+type cbcState struct {
+	mode     cipher.BlockMode
+	iv       ivSetter
+	ivCipher cipher.Block
+	mac      hash.Hash
+	ivIn     [16]byte // IV generator input: SPI, 0, sequence number
+	ivs      cbcIVs
+	macSum   [sha256.Size]byte
 }
 
 // NewSA validates cfg and returns an SA ready for packets. Keys are copied
@@ -212,7 +226,7 @@ func NewSA(cfg Config) (*SA, error) {
 		mode:     cfg.Mode,
 		esn:      cfg.ESN,
 		aeadMode: cfg.Suite.AEAD(),
-		ivLen:    cfg.Suite.IVLen(),
+		ivLen:    uint8(cfg.Suite.IVLen()),
 		blkMask:  padAlign(cfg.PadAlign) - 1,
 		fragBig:  cfg.FragmentTooBig,
 		df:       cfg.DF,
@@ -231,7 +245,6 @@ func NewSA(cfg Config) (*SA, error) {
 		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 	}
 	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
-	binary.BigEndian.PutUint32(sa.ivIn[0:4], sa.spi)
 	if sa.udp {
 		sa.udpLen = iphdr.UDPLen
 	}
@@ -305,17 +318,20 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		if err != nil {
 			return err
 		}
+		c := &cbcState{}
+		sa.cbc = c
+		binary.BigEndian.PutUint32(c.ivIn[0:4], sa.spi)
 		var zero [aes.BlockSize]byte
 		if cfg.Direction == Outbound {
-			sa.cbc = cipher.NewCBCEncrypter(b, zero[:])
+			c.mode = cipher.NewCBCEncrypter(b, zero[:])
 		} else {
-			sa.cbc = cipher.NewCBCDecrypter(b, zero[:])
+			c.mode = cipher.NewCBCDecrypter(b, zero[:])
 		}
 		var ok bool
-		if sa.cbcIV, ok = sa.cbc.(ivSetter); !ok {
+		if c.iv, ok = c.mode.(ivSetter); !ok {
 			return fmt.Errorf("crypto/cipher CBC mode lacks SetIV")
 		}
-		sa.mac = hmac.New(sha256.New, cfg.IntegKey)
+		c.mac = hmac.New(sha256.New, cfg.IntegKey)
 		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
 		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
 		// counter (SPI and sequence number) under a secret key gives one per
@@ -327,7 +343,7 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		ivm := hmac.New(sha256.New, cfg.IntegKey)
 		ivm.Write([]byte("spugate esp-cbc iv key"))
 		ivKey := ivm.Sum(nil)[:len(key)]
-		if sa.ivCipher, err = aes.NewCipher(ivKey); err != nil {
+		if c.ivCipher, err = aes.NewCipher(ivKey); err != nil {
 			return err
 		}
 		clear(ivKey)
@@ -368,7 +384,7 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 		}
 		copy(h[12:16], src[:])
 		copy(h[16:20], dst[:])
-		sa.hdr4Sum = iphdr.Sum(h[:], 0)
+		sa.hdrSum = iphdr.Sum(h[:], 0)
 		return
 	}
 	h := &sa.hdr6
@@ -384,7 +400,7 @@ func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
 	}
 	copy(h[8:24], src[:])
 	copy(h[24:40], dst[:])
-	sa.pseudo6 = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
+	sa.hdrSum = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
 }
 
 // SetPeer changes the peer's outer address and UDP port in place, for a NAT
@@ -421,11 +437,65 @@ func (sa *SA) Direction() Direction { return sa.dir }
 // Suite returns the SA's cipher suite.
 func (sa *SA) Suite() ipsec.Suite { return sa.suite }
 
+// Mode returns the SA's mode.
+func (sa *SA) Mode() Mode { return sa.mode }
+
+// ESN reports whether the SA uses extended sequence numbers.
+func (sa *SA) ESN() bool { return sa.esn }
+
+// Lifetime returns the SA's byte and packet limits.
+func (sa *SA) Lifetime() Lifetime { return sa.life }
+
+// Local returns the SA's local outer address (unmapped: an IPv4 address
+// given as IPv4-mapped IPv6 comes back as IPv4).
+func (sa *SA) Local() netip.Addr { return sa.local }
+
+// Remote returns the peer's outer address, as SetPeer last set it
+// (unmapped).
+func (sa *SA) Remote() netip.Addr { return sa.remote }
+
+// UDPEncap reports whether the SA is UDP-encapsulated, and its ports (the
+// peer's as SetPeer last set it).
+func (sa *SA) UDPEncap() (udp bool, local, remote uint16) { return sa.udp, sa.lport, sa.rport }
+
+// Selectors returns the SA's traffic selectors, as Config gave them (nil
+// for none; addresses unmapped). They are rebuilt from the compiled form
+// the SA keeps for its checks, so that the SA holds one copy: each call
+// allocates, for dumps, not for packets.
+func (sa *SA) Selectors() (local, remote []ipsec.Selector) {
+	return rangeSelectors(sa.localTS), rangeSelectors(sa.remoteTS)
+}
+
+func rangeSelectors(rs []ipsec.Range) []ipsec.Selector {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]ipsec.Selector, len(rs))
+	for i, r := range rs {
+		out[i] = ipsec.Selector{Proto: r.Proto, From: wordsAddr(r.V4, r.FromHi, r.FromLo),
+			To: wordsAddr(r.V4, r.ToHi, r.ToLo), FromPort: r.FromPort, ToPort: r.ToPort}
+	}
+	return out
+}
+
+// wordsAddr is the inverse of ipsec.AddrWords.
+func wordsAddr(v4 bool, hi, lo uint64) netip.Addr {
+	if v4 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(lo))
+		return netip.AddrFrom4(b)
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], hi)
+	binary.BigEndian.PutUint64(b[8:], lo)
+	return netip.AddrFrom16(b)
+}
+
 // Overhead returns the bytes Encap adds to an inner packet of n bytes in
 // tunnel mode (outer headers, padding, trailer and ICV), speed padding
 // included when the caller gives SpeedPadTailroom.
 func (sa *SA) Overhead(n int) int {
-	fixed := sa.ipLen + sa.udpLen + espHdrLen + sa.ivLen + icvLen
+	fixed := sa.ipLen + sa.udpLen + espHdrLen + int(sa.ivLen) + icvLen
 	pad := -(n + 2) & sa.blkMask
 	pad += sa.extraPad(n+2+pad, n+fixed+pad+2, 1<<30)
 	return fixed + pad + 2
@@ -451,7 +521,7 @@ func (sa *SA) InnerMTU() int {
 // innerMTU is the largest packet whose payload (all of it in tunnel mode,
 // the part after hl header bytes in transport mode) fits the path MTU.
 func (sa *SA) innerMTU(outerHdr, hl int) int {
-	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - sa.ivLen - icvLen
+	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - int(sa.ivLen) - icvLen
 	return hl + avail&^sa.blkMask - 2
 }
 

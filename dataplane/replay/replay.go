@@ -1,6 +1,9 @@
 // Package replay is the anti-replay window of an inbound ESP SA (RFC 4303
 // section 3.4.3), kept as a ring of 64-bit blocks in the style of RFC 6479
-// so that sliding the window clears whole words instead of shifting bits.
+// so that sliding the window clears words instead of shifting bits. Unlike
+// RFC 6479's, the ring has no spare block: a slide clears the bits of the
+// numbers it passes, not whole blocks, so a window of 1024 (the default)
+// takes 16 blocks (128 bytes), not 32.
 //
 // The check is split in two: Check before the ICV is verified (cheap, and
 // the packet may still be a forgery) and Update only after it verified, so
@@ -53,10 +56,15 @@ func (v Verdict) String() string {
 // Window is the anti-replay window of one inbound SA: the highest sequence
 // number accepted and which of the Size numbers below it were seen.
 type Window struct {
-	top    uint64   // highest accepted sequence number; 0 before the first
-	size   uint64   // window width W: top-W+1 .. top are tracked
-	mask   uint64   // len(blocks)-1; len(blocks) is a power of two
-	blocks []uint64 // bit (seq%64) of block (seq/64)&mask
+	top uint64 // highest accepted sequence number; 0 before the first
+	// size is the window width W: top-W+1 .. top are tracked; mask is
+	// len(blocks)-1, len(blocks) a power of two. 32 bits each keep the
+	// Window, part of every inbound esp.SA, at 40 bytes.
+	size uint32
+	mask uint32
+	// blocks hold bit (seq%64) of block (seq/64)&mask for the 64*len(blocks)
+	// numbers up to top (at least W of them); every other bit is clear.
+	blocks []uint64
 }
 
 // New returns a window of the given size (MinSize..MaxSize; 0 means DefaultSize).
@@ -76,14 +84,16 @@ func (w *Window) Init(size int) error {
 	if size < MinSize || size > MaxSize {
 		return fmt.Errorf("replay: window size %d out of range %d..%d", size, MinSize, MaxSize)
 	}
-	// The span top-W+1..top touches at most ceil(W/64)+1 blocks; one more
-	// block than that lets Update clear ahead without touching live bits.
-	n := uint64(1) << bits.Len64(uint64((size+63)/64))
-	if n < 2 {
-		n = 2
-	}
-	*w = Window{size: uint64(size), mask: n - 1, blocks: make([]uint64, n)}
+	*w = Window{size: uint32(size), mask: uint32(blocksFor(size) - 1)}
+	w.blocks = make([]uint64, w.mask+1)
 	return nil
+}
+
+// blocksFor is the blocks of a window of size numbers: a power of two (for
+// the mask) of 64 numbers each, at least size of them.
+func blocksFor(size int) uint64 {
+	n := uint64(size+63) / 64
+	return uint64(1) << bits.Len64(n-1)
 }
 
 func (w *Window) lazyInit() {
@@ -116,10 +126,10 @@ func (w *Window) Check(seq uint64) Verdict {
 	if seq > w.top {
 		return OK
 	}
-	if seq == 0 || w.top-seq >= w.size {
+	if seq == 0 || w.top-seq >= uint64(w.size) {
 		return TooOld
 	}
-	if w.blocks[(seq>>6)&w.mask]&(1<<(seq&63)) != 0 {
+	if w.blocks[(seq>>6)&uint64(w.mask)]&(1<<(seq&63)) != 0 {
 		return Duplicate
 	}
 	return OK
@@ -135,18 +145,36 @@ func (w *Window) Update(seq uint64) Verdict {
 		return v
 	}
 	if seq > w.top {
-		cur, next := w.top>>6, seq>>6
-		if d := next - cur; d > w.mask {
-			clear(w.blocks)
-		} else {
-			for b := cur + 1; b <= next; b++ {
-				w.blocks[b&w.mask] = 0
-			}
-		}
-		w.top = seq
+		w.slide(seq)
 	}
-	w.blocks[(seq>>6)&w.mask] |= 1 << (seq & 63)
+	w.blocks[(seq>>6)&uint64(w.mask)] |= 1 << (seq & 63)
 	return OK
+}
+
+// slide makes seq the top, clearing the bits of top+1..seq: they were
+// those of the numbers 64*len(blocks) below, which fall out of the ring.
+// The bits of the numbers between seq's and top's bits in a block both
+// share (seq less than a ring ahead) stay: they are still in the ring.
+func (w *Window) slide(seq uint64) {
+	mask := uint64(w.mask)
+	if seq-w.top >= (mask+1)*64 {
+		clear(w.blocks)
+		w.top = seq
+		return
+	}
+	cur, next := w.top>>6, seq>>6
+	above := ^uint64(0) << (w.top & 63) << 1 // bits after top's in its block
+	upTo := ^uint64(0) >> (63 - seq&63)      // bits up to seq's in its block
+	if cur == next {
+		w.blocks[cur&mask] &^= above & upTo
+	} else {
+		w.blocks[cur&mask] &^= above
+		for b := cur + 1; b < next; b++ {
+			w.blocks[b&mask] = 0
+		}
+		w.blocks[next&mask] &^= upTo
+	}
+	w.top = seq
 }
 
 // InferSeq returns the 64-bit sequence number of a packet whose low 32
@@ -159,7 +187,7 @@ func (w *Window) InferSeq(low uint32) (seq uint64, ok bool) {
 	w.lazyInit()
 	tl := uint32(w.top)
 	th := uint32(w.top >> 32)
-	wm1 := uint32(w.size - 1)
+	wm1 := w.size - 1
 	var hi uint32
 	if tl >= wm1 {
 		// Case A: the window lies within one epoch.
@@ -200,15 +228,27 @@ func (w *Window) State() State {
 }
 
 // Restore replaces the window with a copy of s, which must come from
-// State of a window of the same size.
+// State of a window of the same size: of this build, or of one whose ring
+// had another number of blocks (a power of two covering the window, as
+// the spare block of RFC 6479 made it), whose bits are carried over.
 func (w *Window) Restore(s State) error {
 	if err := w.Init(s.Size); err != nil {
 		return err
 	}
-	if len(s.Bitmap) != len(w.blocks) {
-		return fmt.Errorf("replay: state has %d blocks, a window of size %d has %d", len(s.Bitmap), s.Size, len(w.blocks))
+	n := uint64(len(s.Bitmap))
+	if n == uint64(len(w.blocks)) {
+		copy(w.blocks, s.Bitmap)
+		w.top = s.Top
+		return nil
 	}
-	copy(w.blocks, s.Bitmap)
+	if n == 0 || n&(n-1) != 0 || n*64 < uint64(w.size) {
+		return fmt.Errorf("replay: state has %d blocks, not a ring for a window of size %d", len(s.Bitmap), s.Size)
+	}
 	w.top = s.Top
+	for seq := s.Top; seq > 0 && s.Top-seq < uint64(w.size); seq-- {
+		if s.Bitmap[(seq>>6)&(n-1)]&(1<<(seq&63)) != 0 {
+			w.blocks[(seq>>6)&uint64(w.mask)] |= 1 << (seq & 63)
+		}
+	}
 	return nil
 }

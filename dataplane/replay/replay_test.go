@@ -57,14 +57,19 @@ func TestWindowEdges(t *testing.T) {
 // rules on random traffic.
 func TestAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, size := range []int{64, 200, 1024} {
+	for _, size := range []int{32, 64, 200, 1024} {
 		w, _ := New(size)
 		seen := map[uint64]bool{}
 		var top uint64
 		for i := 0; i < 200000; i++ {
 			seq := top + uint64(rng.IntN(3*size)) - uint64(2*size)
-			if rng.IntN(50) == 0 {
+			switch rng.IntN(50) {
+			case 0:
 				seq = top + uint64(rng.IntN(10*size))
+			case 1:
+				// About a ring ahead, where a slide clears most of it.
+				ring := int(blocksFor(size)) * 64
+				seq = top + uint64(ring-64+rng.IntN(128))
 			}
 			if int64(seq) <= 0 {
 				continue
@@ -136,6 +141,52 @@ func TestStateRestore(t *testing.T) {
 	st.Bitmap = st.Bitmap[:1]
 	if err := w2.Restore(st); err == nil {
 		t.Fatal("accepted a truncated bitmap")
+	}
+}
+
+// TestRestoreOtherRing: a state whose ring had another number of blocks
+// (RFC 6479's spare block made the default window's 32, now 16) restores
+// to the same verdicts.
+func TestRestoreOtherRing(t *testing.T) {
+	const size = 1024
+	rng := rand.New(rand.NewPCG(7, 8))
+	w, _ := New(size)
+	var seen []uint64
+	var top uint64
+	for range 5000 {
+		seq := top + uint64(rng.IntN(3*size)) - uint64(2*size)
+		if int64(seq) > 0 && w.Update(seq) == OK {
+			seen = append(seen, seq)
+			top = max(top, seq)
+		}
+	}
+	// The same numbers in a 32-block ring, as the old one held them: the
+	// 2048 numbers up to top (the spare block clears the older ones).
+	old := make([]uint64, 32)
+	for _, seq := range seen {
+		if top-seq < 2048 {
+			old[(seq>>6)&31] |= 1 << (seq & 63)
+		}
+	}
+	var w2 Window
+	if err := w2.Restore(State{Size: size, Top: w.Top(), Bitmap: old}); err != nil {
+		t.Fatal(err)
+	}
+	for s := top - 2*size; s <= top+10; s++ {
+		if w.Check(s) != w2.Check(s) {
+			t.Fatalf("at %d (top %d): restored %v, want %v", s, top, w2.Check(s), w.Check(s))
+		}
+	}
+}
+
+// TestBlocks: the ring is the smallest power of two of 64-bit blocks that
+// holds the window.
+func TestBlocks(t *testing.T) {
+	for _, c := range []struct{ size, blocks int }{{32, 1}, {64, 1}, {65, 2}, {200, 4}, {1024, 16}, {1025, 32}, {MaxSize, 1024}} {
+		w, _ := New(c.size)
+		if len(w.blocks) != c.blocks {
+			t.Errorf("window %d: %d blocks, want %d", c.size, len(w.blocks), c.blocks)
+		}
 	}
 }
 

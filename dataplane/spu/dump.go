@@ -96,10 +96,10 @@ func (e *Engine) saStates(refs []saRef) (states []api.SAState, found []bool) {
 		r := refs[i]
 		if r.dir == api.In {
 			if x := s.t.in[r.spi]; x != nil {
-				states[i], found[i] = saState(x.desc, x.sa, x.logical, s.ID, false), true
+				states[i], found[i] = saState(&x.desc, x.sa, x.logical, s.ID, false), true
 			}
 		} else if x := s.t.out[outKey{r.spi, r.remote}]; x != nil {
-			states[i], found[i] = saState(x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.ReqID] == x), true
+			states[i], found[i] = saState(&x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.reqid] == x), true
 		}
 		return found[i]
 	})
@@ -134,7 +134,7 @@ func (e *Engine) SAStates(ids []api.SAID) (states []api.SAState, found []bool) {
 	for i, id := range ids {
 		refs[i] = saRef{spi: id.SPI, dir: id.Dir}
 		if id.Dir == api.Out {
-			refs[i].remote = id.Remote
+			refs[i].remote = id.Remote.Unmap()
 		}
 	}
 	return e.saStates(refs)
@@ -161,7 +161,7 @@ func (e *Engine) PolicyPage(after uint64, limit int) Page[api.PolicyState] {
 		}
 		states[i] = policyState(p, s.ID)
 		if p.out != nil {
-			states[i].OutSPI = p.out.desc.SPI
+			states[i].OutSPI = p.out.sa.SPI()
 		}
 		found[i] = true
 		return true

@@ -3,6 +3,7 @@ package spu
 import (
 	"bytes"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/anchor"
@@ -170,5 +171,53 @@ func TestSAStatesAndPolicyPage(t *testing.T) {
 	}
 	if pg := a.e.PolicyPage(0, 10); len(pg.Entries) != 0 || pg.More {
 		t.Errorf("policy page after delete %+v", pg)
+	}
+}
+
+// TestDumpDescribesTheSAAsAdded: the description a dump gives, rebuilt
+// from the esp.SA and the little the tables keep beside it, is the SA as
+// sa.add took it, keys redacted (and IPv4-mapped addresses as IPv4), for
+// every field a description has.
+func TestDumpDescribesTheSAAsAdded(t *testing.T) {
+	e := newGateway(t, gwA, lanA, testFn(t)).e
+	key := func(n int) []byte { return bytes.Repeat([]byte{5}, n) }
+	sel := func(s string) []ipsec.Selector {
+		x, err := ipsec.ParseSelector(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []ipsec.Selector{x}
+	}
+	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
+	sas := []*api.SA{
+		{SPI: 0x1001, Dir: api.In, Local: gwA, Remote: gwB, Mode: api.Tunnel, Suite: ipsec.AES128GCM16, EncKey: key(20),
+			ReqID: 7, Name: "a/b", LocalTS: sel("198.18.128.0/24"), RemoteTS: sel("10.0.0.0/8[tcp/80-90]")},
+		{SPI: 0x1002, Dir: api.Out, Local: gwA, Remote: gwB, Mode: api.Transport, Suite: ipsec.AES256SHA256,
+			EncKey: key(32), IntegKey: key(32), ESN: true, ReplayWindow: -1, Encap: &api.Encap{LocalPort: 4500, RemotePort: 4501},
+			ReqID: 8, Lifetime: api.Lifetime{SoftBytes: 1, HardBytes: 2, SoftPackets: 3, HardPackets: 4}},
+		{SPI: 0x1003, Dir: api.In, Local: v6a, Remote: v6b, Mode: api.Tunnel, Suite: ipsec.ChaCha20Poly1305, EncKey: key(36),
+			ReplayWindow: 4096, ReqID: 9, LocalTS: sel("2001:db8:1::/48[udp]"), RemoteTS: sel("2001:db8:2::/48")},
+		{SPI: 0x1004, Dir: api.Out, Local: netip.AddrFrom16(gwA.As16()), Remote: netip.AddrFrom16(gwB.As16()), Mode: api.Tunnel,
+			Suite: ipsec.AES128GCM16, EncKey: key(20), ReqID: 10},
+	}
+	var ids []api.SAID
+	for _, sa := range sas {
+		if _, _, err := e.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, api.SAID{SPI: sa.SPI, Dir: sa.Dir, Remote: sa.Remote})
+	}
+	states, found := e.SAStates(ids)
+	for i, sa := range sas {
+		if !found[i] {
+			t.Errorf("sa 0x%x not found", sa.SPI)
+			continue
+		}
+		want := sa.Redacted()
+		want.Local, want.Remote = want.Local.Unmap(), want.Remote.Unmap()
+		want.Logical = states[i].Logical
+		if got := states[i].SA; !reflect.DeepEqual(got, want) {
+			t.Errorf("sa 0x%x dumps as\n%+v\nwant\n%+v", sa.SPI, got, want)
+		}
 	}
 }

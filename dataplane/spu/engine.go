@@ -149,13 +149,14 @@ type saReg struct {
 type saRef struct {
 	spi    uint32
 	dir    api.Dir
-	remote netip.Addr // outbound only
+	remote netip.Addr // outbound only; unmapped, as the esp.SA keeps it (its SPU's table key)
 }
 
+// policyRef is a policy's registration. The policy itself is only in its
+// SPU's tables: a second copy here cost ~200 bytes a policy.
 type policyRef struct {
 	logical uint16
 	seq     uint64 // its place in polOrder
-	p       api.Policy
 }
 
 // New returns an engine of cfg.SPUs SPUs with map m (L entries over SPU ids
@@ -379,7 +380,7 @@ func ToESP(sa *api.SA) (esp.Config, error) {
 func refOf(sa *api.SA) saRef {
 	r := saRef{spi: sa.SPI, dir: sa.Dir}
 	if sa.Dir == api.Out {
-		r.remote = sa.Remote
+		r.remote = sa.Remote.Unmap()
 	}
 	return r
 }
@@ -403,8 +404,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	if logical, err = e.saLogical(d); err != nil {
 		return 0, 0, err
 	}
-	desc := d.Redacted()
-	desc.Logical = api.Logical(int(logical))
+	desc := saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: d.Name}
 	ref := refOf(d)
 	e.mu.Lock()
 	if _, dup := e.sas[ref]; dup {
@@ -457,7 +457,7 @@ func (e *Engine) saLogical(d *api.SA) (uint16, error) {
 func (e *Engine) DelSA(id api.SAID) error {
 	ref := saRef{spi: id.SPI, dir: id.Dir}
 	if id.Dir == api.Out {
-		ref.remote = id.Remote
+		ref.remote = id.Remote.Unmap()
 		if !id.Remote.IsValid() {
 			// Outbound SPIs are the peer's: without the peer, accept a
 			// unique match.
@@ -497,7 +497,7 @@ func (e *Engine) DelSA(id api.SAID) error {
 func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	ref := saRef{spi: u.SPI, dir: u.Dir}
 	if u.Dir == api.Out {
-		ref.remote = u.SAID.Remote
+		ref.remote = u.SAID.Remote.Unmap()
 	}
 	e.mu.Lock()
 	reg, ok := e.sas[ref]
@@ -505,8 +505,8 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	// behind a NAT) re-keys it in the registry and on its SPU, or the
 	// next delete by the new remote would miss it.
 	moved := ref
-	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote != ref.remote {
-		moved.remote = u.Remote
+	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote.Unmap() != ref.remote {
+		moved.remote = u.Remote.Unmap()
 		if _, dup := e.sas[moved]; dup && ok {
 			e.mu.Unlock()
 			return fmt.Errorf("sa spi 0x%08x %s to %s: %w", u.SPI, u.Dir, u.Remote, unixrpc.ErrExists)
@@ -519,13 +519,12 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 	var err error
 	derr := e.Do(e.physical(reg.logical), func(s *SPU) {
 		var sa *esp.SA
-		var desc *api.SA
 		if u.Dir == api.In {
 			if x := s.t.in[u.SPI]; x != nil {
-				sa, desc = x.sa, &x.desc
+				sa = x.sa
 			}
 		} else if x := s.t.out[outKey{u.SPI, ref.remote}]; x != nil {
-			sa, desc = x.sa, &x.desc
+			sa = x.sa
 			x.nhOK = false
 		}
 		if sa == nil {
@@ -533,22 +532,16 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 			return
 		}
 		if u.Remote.IsValid() || u.Encap != nil {
-			remote := desc.Remote
+			remote := sa.Remote()
 			if u.Remote.IsValid() {
 				remote = u.Remote
 			}
-			var port uint16
+			_, _, port := sa.UDPEncap()
 			if u.Encap != nil {
 				port = u.Encap.RemotePort
-			} else if desc.Encap != nil {
-				port = desc.Encap.RemotePort
 			}
 			if err = sa.SetPeer(remote, port); err != nil {
 				return
-			}
-			desc.Remote = remote
-			if u.Encap != nil {
-				desc.Encap = u.Encap
 			}
 			if moved != ref {
 				s.t.rekeyOut(outKey{u.SPI, ref.remote}, outKey{u.SPI, moved.remote})
@@ -605,14 +598,15 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		e.mu.Unlock()
 		return p, 0, 0, fmt.Errorf("policy %d: %w", p.ID, unixrpc.ErrExists)
 	}
-	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID), p: p}
+	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID)}
 	e.mu.Unlock()
 	spu := e.physical(logical)
 	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(&policy{p: p, logical: logical}) })
 	return p, logical, spu, err
 }
 
-// DelPolicy removes a policy.
+// DelPolicy removes a policy, and returns it as its SPU had it (the zero
+// Policy if its SPU had it not, as between the halves of a move).
 func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	e.mu.Lock()
 	ref, ok := e.policies[id]
@@ -624,15 +618,33 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	if !ok {
 		return api.Policy{}, fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)
 	}
-	return ref.p, e.Do(e.physical(ref.logical), func(s *SPU) { s.t.delPolicy(id) })
+	var p api.Policy
+	err := e.Do(e.physical(ref.logical), func(s *SPU) {
+		if x := s.t.policies[id]; x != nil {
+			p = x.p
+		}
+		s.t.delPolicy(id)
+	})
+	return p, err
 }
 
-// Policy returns an installed policy.
+// Policy returns an installed policy, from its SPU (one command; a policy
+// on the move is waited for as lookup does).
 func (e *Engine) Policy(id uint32) (api.Policy, uint16, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	r, ok := e.policies[id]
-	return r.p, r.logical, ok
+	var p api.Policy
+	var logical uint16
+	found := false
+	e.lookup([]int{0}, func(int) (uint16, bool) {
+		r, ok := e.policies[id]
+		logical = r.logical
+		return r.logical, ok
+	}, func(s *SPU, _ int) bool {
+		if x := s.t.policies[id]; x != nil {
+			p, found = x.p, true
+		}
+		return found
+	})
+	return p, logical, found
 }
 
 // DumpSAs lists every SA with its state, SPU by SPU.
@@ -642,10 +654,10 @@ func (e *Engine) DumpSAs() []api.SAState {
 		var part []api.SAState
 		e.Do(s.ID, func(s *SPU) {
 			for _, x := range s.t.in {
-				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, false))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, false))
 			}
 			for _, x := range s.t.out {
-				part = append(part, saState(x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.ReqID] == x))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.reqid] == x))
 			}
 		})
 		out = append(out, part...)
@@ -653,7 +665,7 @@ func (e *Engine) DumpSAs() []api.SAState {
 	return out
 }
 
-func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
+func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
 	st := sa.Stats()
 	drops := map[string]uint64{}
 	for r, n := range st.Drops {
@@ -661,9 +673,32 @@ func saState(d api.SA, sa *esp.SA, logical uint16, spu int, active bool) api.SAS
 			drops[esp.Reason(r).String()] = n
 		}
 	}
-	d.Logical = api.Logical(int(logical))
-	return api.SAState{SA: d, SPU: spu, Active: active,
+	return api.SAState{SA: describe(d, sa, logical), SPU: spu, Active: active,
 		Stats: api.SAStats{Packets: st.Packets, Bytes: st.Bytes, Seq: st.Seq, Drops: drops}}
+}
+
+// describe is the SA's description as sa.add took it, keys left out (as
+// api.SA.Redacted leaves them) and addresses unmapped.
+func describe(d *saDesc, sa *esp.SA, logical uint16) api.SA {
+	a := api.SA{SPI: sa.SPI(), Dir: api.Out, Local: sa.Local(), Remote: sa.Remote(), Logical: api.Logical(int(logical)),
+		Mode: api.Tunnel, Suite: sa.Suite(), EncKey: []byte{}, ESN: sa.ESN(), ReplayWindow: int(d.window),
+		ReqID: d.reqid, Name: d.name}
+	if sa.Direction() == esp.Inbound {
+		a.Dir = api.In
+	}
+	if sa.Mode() == esp.Transport {
+		a.Mode = api.Transport
+	}
+	if sa.Suite().IntegKeyLen() > 0 {
+		a.IntegKey = []byte{}
+	}
+	if udp, lport, rport := sa.UDPEncap(); udp {
+		a.Encap = &api.Encap{LocalPort: lport, RemotePort: rport}
+	}
+	a.LocalTS, a.RemoteTS = sa.Selectors()
+	l := sa.Lifetime()
+	a.Lifetime = api.Lifetime{SoftBytes: l.SoftBytes, HardBytes: l.HardBytes, SoftPackets: l.SoftPackets, HardPackets: l.HardPackets}
+	return a
 }
 
 // DumpPolicies lists every policy with its counters.
@@ -674,7 +709,7 @@ func (e *Engine) DumpPolicies() []api.PolicyState {
 			for _, p := range s.t.policies {
 				ps := policyState(p, s.ID)
 				if p.out != nil {
-					ps.OutSPI = p.out.desc.SPI
+					ps.OutSPI = p.out.sa.SPI()
 				}
 				out = append(out, ps)
 			}

@@ -117,7 +117,7 @@ func (t *tables) extract(logicals map[uint16]bool) map[uint16]*bundle {
 		if logicals[x.logical] {
 			get(x.logical).outs = append(get(x.logical).outs, x)
 			t.unlinkOut(k, x)
-			reqids[x.desc.ReqID] = true
+			reqids[x.desc.reqid] = true
 		}
 	}
 	for id, p := range t.policies {

@@ -412,7 +412,7 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 	}
 	res := e.sa.DecapOuter(buf, off, &o)
 	if ev := e.sa.TakeEvents(); ev != 0 {
-		s.emitSA(&e.desc, ev)
+		s.emitSA(e.sa, &e.desc, ev)
 	}
 	if res.Verdict != esp.Forward {
 		s.drop(DropSA)
@@ -538,7 +538,7 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	copy(t.buf[start:], ip)
 	res := o.sa.Encap(t.buf, start, len(ip))
 	if ev := o.sa.TakeEvents(); ev != 0 {
-		s.emitSA(&o.desc, ev)
+		s.emitSA(o.sa, &o.desc, ev)
 	}
 	switch res.Verdict {
 	case esp.Forward:
@@ -602,7 +602,7 @@ const (
 func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	r := s.eng.router
 	if g := r.Gen(); !o.nhOK || o.nhGen != g {
-		o.nh, o.nhOK = r.Lookup(o.desc.Remote)
+		o.nh, o.nhOK = r.Lookup(o.sa.Remote())
 		o.nhGen = g
 	}
 	if !o.nhOK {
@@ -722,9 +722,13 @@ func (s *SPU) acquire(p *policy, f *flow) {
 		PolicyID: p.p.ID, ReqID: p.p.ReqID, Src: f.src, Dst: f.dst, Proto: f.proto}})
 }
 
-func (s *SPU) emitSA(d *api.SA, ev esp.Events) {
+func (s *SPU) emitSA(sa *esp.SA, d *saDesc, ev esp.Events) {
 	s.c.events.Add(1)
-	e := Event{SA: api.SAEvent{SAID: api.SAID{SPI: d.SPI, Dir: d.Dir, Remote: d.Remote}, ReqID: d.ReqID, Name: d.Name}}
+	id := api.SAID{SPI: sa.SPI(), Dir: api.Out, Remote: sa.Remote()}
+	if sa.Direction() == esp.Inbound {
+		id.Dir = api.In
+	}
+	e := Event{SA: api.SAEvent{SAID: id, ReqID: d.reqid, Name: d.name}}
 	for _, k := range []struct {
 		bit  esp.Events
 		kind string

@@ -2,6 +2,7 @@ package spu
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
@@ -10,17 +11,30 @@ import (
 	"github.com/spugate/spugate/ipsec"
 )
 
+// saDesc is what an SA's dump entry (sa.dump) and events need that its
+// esp.SA does not hold: the rest (SPI, direction, addresses, ports, mode,
+// suite, selectors, lifetimes) is read back from the esp.SA, which keeps
+// them in any case, rather than kept twice in an api.SA (~450 bytes with
+// its selectors, of the ~1 KiB a tunnel may take at a million).
+type saDesc struct {
+	reqid uint32
+	// window is the replay window as given (0: the default, -1: off),
+	// which the esp.SA keeps only as the size it made.
+	window int32
+	name   string
+}
+
 // inSA is an inbound SA in its anchor SPU's table.
 type inSA struct {
 	sa      *esp.SA
-	desc    api.SA // without keys
+	desc    saDesc
 	logical uint16
 }
 
 // outSA is an outbound SA with its cached next hop.
 type outSA struct {
 	sa      *esp.SA
-	desc    api.SA // without keys
+	desc    saDesc
 	logical uint16
 	added   uint64 // install order: the newest of a reqid is active
 	nhGen   uint64
@@ -32,6 +46,10 @@ type outKey struct {
 	spi    uint32
 	remote netip.Addr
 }
+
+// key is the outbound SA's key in tables.out: its SPI and its peer's
+// current address.
+func (o *outSA) key() outKey { return outKey{o.sa.SPI(), o.sa.Remote()} }
 
 // policy is an outbound policy in its anchor SPU's table.
 type policy struct {
@@ -69,9 +87,11 @@ type tables struct {
 	active   map[uint32]*outSA // reqid -> the outbound SA policies use
 	policies map[uint32]*policy
 	// By reqid, so that a change of one tunnel's outbound SAs costs the
-	// tunnel's size, not the table's.
-	outBy map[uint32]map[outKey]*outSA
-	polBy map[uint32]map[uint32]*policy
+	// tunnel's size, not the table's. A reqid has an outbound SA or two
+	// (three during a rekey); its policies are idSets, as bypass and
+	// discard policies all have reqid 0.
+	outBy map[uint32][]*outSA
+	polBy map[uint32]idSet
 	// byDst files each policy under the prefixes of its remote selectors,
 	// and dstLens counts them by family and length, so that the exact
 	// match (findPolicy) reads the policies whose remote selectors cover
@@ -80,7 +100,7 @@ type tables struct {
 	// or protocol the policy it found does not take) would otherwise cost
 	// a walk over every policy of the SPU, a million at scale, and anyone
 	// on the protected side can send such packets.
-	byDst   map[netip.Prefix]map[uint32]*policy
+	byDst   map[netip.Prefix]idSet
 	dstLens [2][129]int32
 	addSeq  uint64
 	// tunnels counts the policies that protect (spu.list reads it).
@@ -90,6 +110,90 @@ type tables struct {
 	saDrops *esp.DropTotals
 }
 
+// idSet is a set of policies by id: a slice while it holds a few (a
+// tunnel's /32 or reqid has one policy) and a map once it holds more, so
+// that it costs 16 bytes a policy where a map of its own cost ~200, yet
+// stays one lookup at any size. The zero value is empty; it is a value,
+// so a change is stored back where the set lives.
+type idSet struct {
+	few  []*policy
+	many map[uint32]*policy
+}
+
+// idSetFew is the most policies an idSet keeps in its slice.
+const idSetFew = 8
+
+func (s *idSet) len() int { return len(s.few) + len(s.many) }
+
+func (s *idSet) has(id uint32) bool {
+	if s.many != nil {
+		_, ok := s.many[id]
+		return ok
+	}
+	for _, p := range s.few {
+		if p.p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// add adds p (a policy of the same id is replaced).
+func (s *idSet) add(p *policy) {
+	if s.many != nil {
+		s.many[p.p.ID] = p
+		return
+	}
+	for i, q := range s.few {
+		if q.p.ID == p.p.ID {
+			s.few[i] = p
+			return
+		}
+	}
+	if len(s.few) < idSetFew {
+		s.few = append(s.few, p)
+		return
+	}
+	s.many = make(map[uint32]*policy, 2*idSetFew)
+	for _, q := range s.few {
+		s.many[q.p.ID] = q
+	}
+	s.many[p.p.ID] = p
+	s.few = nil
+}
+
+func (s *idSet) del(id uint32) {
+	if s.many != nil {
+		delete(s.many, id)
+		if len(s.many) == 0 {
+			s.many = nil
+		}
+		return
+	}
+	for i, q := range s.few {
+		if q.p.ID == id {
+			last := len(s.few) - 1
+			s.few[i], s.few[last] = s.few[last], nil
+			s.few = s.few[:last]
+			if last == 0 {
+				s.few = nil
+			}
+			return
+		}
+	}
+}
+
+// each calls f for each policy (in no particular order); f must not
+// change the set.
+func (s *idSet) each(f func(*policy)) {
+	for _, p := range s.few {
+		f(p)
+	}
+	for _, p := range s.many {
+		f(p)
+	}
+}
+
 func newTables(saDrops *esp.DropTotals) tables {
 	return tables{
 		saDrops:  saDrops,
@@ -97,9 +201,9 @@ func newTables(saDrops *esp.DropTotals) tables {
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
 		policies: map[uint32]*policy{},
-		outBy:    map[uint32]map[outKey]*outSA{},
-		polBy:    map[uint32]map[uint32]*policy{},
-		byDst:    map[netip.Prefix]map[uint32]*policy{},
+		outBy:    map[uint32][]*outSA{},
+		polBy:    map[uint32]idSet{},
+		byDst:    map[netip.Prefix]idSet{},
 	}
 }
 
@@ -117,14 +221,13 @@ func (t *tables) relink(reqid uint32) {
 	} else {
 		t.active[reqid] = best
 	}
-	for _, p := range t.polBy[reqid] {
-		p.out = best
-	}
+	pols := t.polBy[reqid]
+	pols.each(func(p *policy) { p.out = best })
 }
 
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
-	t.in[x.desc.SPI] = x
+	t.in[x.sa.SPI()] = x
 	x.sa.SetDropTotals(t.saDrops)
 }
 
@@ -132,15 +235,9 @@ func (t *tables) addOut(o *outSA) {
 	o.sa.SetDropTotals(t.saDrops)
 	t.addSeq++
 	o.added = t.addSeq
-	k := outKey{o.desc.SPI, o.desc.Remote}
-	t.out[k] = o
-	m := t.outBy[o.desc.ReqID]
-	if m == nil {
-		m = map[outKey]*outSA{}
-		t.outBy[o.desc.ReqID] = m
-	}
-	m[k] = o
-	t.relink(o.desc.ReqID)
+	t.out[o.key()] = o
+	t.outBy[o.desc.reqid] = append(t.outBy[o.desc.reqid], o)
+	t.relink(o.desc.reqid)
 }
 
 func (t *tables) delOut(k outKey) (*outSA, bool) {
@@ -149,7 +246,7 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 		return nil, false
 	}
 	t.unlinkOut(k, o)
-	t.relink(o.desc.ReqID)
+	t.relink(o.desc.reqid)
 	return o, true
 }
 
@@ -162,31 +259,27 @@ func (t *tables) rekeyOut(from, to outKey) {
 	}
 	delete(t.out, from)
 	t.out[to] = o
-	if m := t.outBy[o.desc.ReqID]; m != nil {
-		delete(m, from)
-		m[to] = o
-	}
 }
 
 // unlinkOut removes an outbound SA from the indexes (the caller relinks).
 func (t *tables) unlinkOut(k outKey, o *outSA) {
 	delete(t.out, k)
-	if m := t.outBy[o.desc.ReqID]; m != nil {
-		delete(m, k)
-		if len(m) == 0 {
-			delete(t.outBy, o.desc.ReqID)
-		}
+	l := t.outBy[o.desc.reqid]
+	if i := slices.Index(l, o); i >= 0 {
+		l = slices.Delete(l, i, i+1)
+	}
+	if len(l) == 0 {
+		delete(t.outBy, o.desc.reqid)
+	} else {
+		t.outBy[o.desc.reqid] = l
 	}
 }
 
 func (t *tables) addPolicy(p *policy) {
 	t.policies[p.p.ID] = p
 	m := t.polBy[p.p.ReqID]
-	if m == nil {
-		m = map[uint32]*policy{}
-		t.polBy[p.p.ReqID] = m
-	}
-	m[p.p.ID] = p
+	m.add(p)
+	t.polBy[p.p.ReqID] = m
 	p.out = t.active[p.p.ReqID]
 	t.fileByDst(p, true)
 	if p.p.Action == api.Protect {
@@ -199,23 +292,22 @@ func (t *tables) fileByDst(p *policy, add bool) {
 	for _, rs := range p.p.RemoteTS {
 		for _, pfx := range rs.Prefixes() {
 			fam := family(pfx.Addr())
-			m := t.byDst[pfx]
+			m, ok := t.byDst[pfx]
 			if add {
-				if m == nil {
-					m = map[uint32]*policy{}
+				if !m.has(p.p.ID) {
+					m.add(p)
 					t.byDst[pfx] = m
-				}
-				if _, dup := m[p.p.ID]; !dup {
-					m[p.p.ID] = p
 					t.dstLens[fam][pfx.Bits()]++
 				}
 				continue
 			}
-			if _, ok := m[p.p.ID]; ok {
-				delete(m, p.p.ID)
+			if ok && m.has(p.p.ID) {
+				m.del(p.p.ID)
 				t.dstLens[fam][pfx.Bits()]--
-				if len(m) == 0 {
+				if m.len() == 0 {
 					delete(t.byDst, pfx)
+				} else {
+					t.byDst[pfx] = m
 				}
 			}
 		}
@@ -239,10 +331,12 @@ func (t *tables) delPolicy(id uint32) {
 	if p.p.Action == api.Protect {
 		t.tunnels--
 	}
-	if m := t.polBy[p.p.ReqID]; m != nil {
-		delete(m, id)
-		if len(m) == 0 {
+	if m, ok := t.polBy[p.p.ReqID]; ok {
+		m.del(id)
+		if m.len() == 0 {
 			delete(t.polBy, p.p.ReqID)
+		} else {
+			t.polBy[p.p.ReqID] = m
 		}
 	}
 }
@@ -263,7 +357,15 @@ func (t *tables) findPolicy(f *flow) *policy {
 		if err != nil {
 			continue
 		}
-		for _, p := range t.byDst[pfx] {
+		// Not idSet.each: a closure here might cost an allocation per
+		// packet.
+		set := t.byDst[pfx]
+		for _, p := range set.few {
+			if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
+				best = p
+			}
+		}
+		for _, p := range set.many {
 			if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
 				best = p
 			}

@@ -161,3 +161,38 @@ func BenchmarkFindPolicy(b *testing.B) {
 		})
 	}
 }
+
+// TestIDSet takes an idSet past the size where it turns from a slice into
+// a map and back to empty, against a map.
+func TestIDSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var s idSet
+	want := map[uint32]*policy{}
+	for step := range 2000 {
+		id := uint32(1 + r.IntN(3*idSetFew))
+		if r.IntN(3) == 0 {
+			s.del(id)
+			delete(want, id)
+		} else {
+			p := &policy{p: api.Policy{ID: id}}
+			s.add(p)
+			want[id] = p
+		}
+		got := map[uint32]*policy{}
+		s.each(func(p *policy) { got[p.p.ID] = p })
+		if s.len() != len(want) || len(got) != len(want) {
+			t.Fatalf("step %d: %d entries (%d by each), want %d", step, s.len(), len(got), len(want))
+		}
+		for id, p := range want {
+			if got[id] != p || !s.has(id) {
+				t.Fatalf("step %d: policy %d missing or stale", step, id)
+			}
+		}
+	}
+	for id := range want {
+		s.del(id)
+	}
+	if s.len() != 0 || s.few != nil || s.many != nil {
+		t.Errorf("emptied set holds %d entries", s.len())
+	}
+}

@@ -18,7 +18,36 @@ import (
 // cleartext unprotected.
 type spdEntries struct {
 	mu sync.Mutex
-	by map[spdKey][]steer.Policy // in the order added; the last is in the program
+	// by holds the policies of each entry in the order added, the last
+	// in the program; only what the key does not say, and the first
+	// inline: a copy of each steer.Policy in a slice of its own cost ~180
+	// bytes a policy, nearly all alone on their selectors.
+	by map[spdKey]spdList
+}
+
+// spdOwner is a policy of an entry, less the entry's selectors.
+type spdOwner struct {
+	id      uint32
+	logical uint16
+	bypass  bool
+}
+
+// spdList is the policies of an entry: first, then more.
+type spdList struct {
+	first spdOwner
+	more  []spdOwner
+}
+
+func (l *spdList) all() []spdOwner { return append([]spdOwner{l.first}, l.more...) }
+
+func listOf(o []spdOwner) spdList { return spdList{first: o[0], more: slices.Clip(o[1:])} }
+
+func ownerOf(e steer.Policy) spdOwner {
+	return spdOwner{id: e.ID, logical: e.LogicalSPU, bypass: e.Bypass}
+}
+
+func (k spdKey) policy(o spdOwner) steer.Policy {
+	return steer.Policy{Ifindex: k.ifindex, Local: k.local, Remote: k.remote, ID: o.id, LogicalSPU: o.logical, Bypass: o.bypass}
 }
 
 type spdKey struct {
@@ -42,10 +71,15 @@ func (s *spdEntries) add(prog spdProgram, e steer.Policy) error {
 		return err
 	}
 	if s.by == nil {
-		s.by = map[spdKey][]steer.Policy{}
+		s.by = map[spdKey]spdList{}
 	}
 	k := keyOf(e)
-	s.by[k] = append(s.by[k], e)
+	if l, ok := s.by[k]; ok {
+		l.more = append(l.more, ownerOf(e))
+		s.by[k] = l
+	} else {
+		s.by[k] = spdList{first: ownerOf(e)}
+	}
 	return nil
 }
 
@@ -55,8 +89,12 @@ func (s *spdEntries) del(prog spdProgram, e steer.Policy) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := keyOf(e)
-	l := s.by[k]
-	i := slices.IndexFunc(l, func(x steer.Policy) bool { return x.ID == e.ID })
+	have, ok := s.by[k]
+	if !ok {
+		return nil
+	}
+	l := have.all()
+	i := slices.IndexFunc(l, func(x spdOwner) bool { return x.id == e.ID })
 	if i < 0 {
 		return nil
 	}
@@ -65,10 +103,10 @@ func (s *spdEntries) del(prog spdProgram, e steer.Policy) error {
 		delete(s.by, k)
 		return prog.DeletePolicy(e.Ifindex, e.Local, e.Remote)
 	}
-	s.by[k] = l
+	s.by[k] = listOf(l)
 	if i == len(l) {
 		// It was the one in the program: the newest left takes its place.
-		return prog.SetPolicy(l[len(l)-1])
+		return prog.SetPolicy(k.policy(l[len(l)-1]))
 	}
 	return nil
 }

@@ -104,10 +104,50 @@ func rssKiB(t *testing.T, pid int) int {
 	return 0
 }
 
+// bpfMapBytes is the kernel memory of the BPF maps a process holds open,
+// as fdinfo reports it (memlock: the maps' actual usage on kernels since
+// 6.4), each map counted once however many descriptors it has.
+func bpfMapBytes(t *testing.T, pid int) uint64 {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var total uint64
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name())
+		if err != nil {
+			continue // closed meanwhile
+		}
+		var id string
+		var mem uint64
+		for l := range strings.SplitSeq(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 2 {
+				continue
+			}
+			switch f[0] {
+			case "map_id:":
+				id = f[1]
+			case "memlock:":
+				mem, _ = strconv.ParseUint(f[1], 10, 64)
+			}
+		}
+		if id != "" && !seen[id] {
+			seen[id] = true
+			total += mem
+		}
+	}
+	return total
+}
+
 // TestPrivilegedHundredThousandPolicies: a spud of the default size takes
 // 100,000 IPv4 policies, six times the 16,384 the steering program held
 // before it was sized from -max-policies; the time and spud's resident
-// memory per thousand policies are logged.
+// memory per thousand policies are logged, and the kernel memory of its
+// BPF maps per policy.
 func TestPrivilegedHundredThousandPolicies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: 100,000 policies take tens of seconds")
@@ -120,6 +160,7 @@ func TestPrivilegedHundredThousandPolicies(t *testing.T) {
 	defer s.Stop()
 	const n = 100_000
 	before := rssKiB(t, s.Proc.PID)
+	mapsBefore := bpfMapBytes(t, s.Proc.PID)
 	start, lap := time.Now(), time.Now()
 	for i := range n {
 		if _, err := s.Client.AddPolicy(hostPolicy(ln.Plan, i)); err != nil {
@@ -151,4 +192,7 @@ func TestPrivilegedHundredThousandPolicies(t *testing.T) {
 	}
 	t.Logf("%d policies in %v (%.1f µs each); spud RSS %d -> %d KiB, %.0f KiB per 1,000 policies",
 		n, took.Round(time.Millisecond), float64(took.Microseconds())/n, before, after, float64(after-before)/(n/1000))
+	mapsAfter := bpfMapBytes(t, s.Proc.PID)
+	t.Logf("BPF maps: %d -> %d KiB, %.0f bytes per policy", mapsBefore>>10, mapsAfter>>10,
+		float64(int64(mapsAfter)-int64(mapsBefore))/n)
 }

@@ -3,6 +3,7 @@ package steer
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 )
 
@@ -103,15 +104,18 @@ func (p Policy) normalize() (Policy, error) {
 // and the policies covering a group are found by walking the group's
 // prefix lengths in an index by destination, so that installing thousands
 // of tunnels costs the same per tunnel as installing the first.
+//
+// The table is kept small, a million tunnels being a million policies:
+// a policy is its key and the 8 bytes the maps hold (spdValue), and the
+// per-destination sets are slices while they are small (prefixSet) rather
+// than a map each, which cost ~1.2 KiB per tunnel of a /32 of its own.
 type spdTable struct {
-	policies map[policyKey]Policy
-	byRemote map[remoteKey]map[policyKey]struct{}
+	policies map[policyKey]spdValue
+	// byRemote holds the sources (local prefixes) of the policies of each
+	// destination.
+	byRemote map[remoteKey]prefixSet[struct{}]
 
-	groups    map[groupKey]uint32 // allocated groups: destination -> group
-	owner     map[uint32]groupKey // group -> its destination
-	dst       map[groupKey]bool   // installed stage 1
-	src       map[srcKey]spdValue // installed stage 2
-	srcOf     map[uint32]map[netip.Prefix]spdValue
+	groups    map[groupKey]*spdGroup // allocated groups, by destination
 	nextGroup uint32
 	free      []uint32
 
@@ -120,6 +124,13 @@ type spdTable struct {
 	// never overflow: a family has at most one group per policy.
 	count [2]int
 	max   int
+}
+
+// spdGroup is an allocated group and the entries installed for it.
+type spdGroup struct {
+	id        uint32
+	installed bool                // its stage-1 entry is in the map
+	src       prefixSet[spdValue] // its stage-2 entries in the map
 }
 
 // family is the index of p's family in spdTable.count.
@@ -161,13 +172,9 @@ type spdWriter interface {
 
 func newSPDTable() spdTable {
 	return spdTable{
-		policies: make(map[policyKey]Policy),
-		byRemote: make(map[remoteKey]map[policyKey]struct{}),
-		groups:   make(map[groupKey]uint32),
-		owner:    make(map[uint32]groupKey),
-		dst:      make(map[groupKey]bool),
-		src:      make(map[srcKey]spdValue),
-		srcOf:    make(map[uint32]map[netip.Prefix]spdValue),
+		policies: make(map[policyKey]spdValue),
+		byRemote: make(map[remoteKey]prefixSet[struct{}]),
+		groups:   make(map[groupKey]*spdGroup),
 	}
 }
 
@@ -179,42 +186,55 @@ func (p *Policy) value() spdValue {
 	return v
 }
 
+// policy is the Policy of key k and value v, as set was given it.
+func (k policyKey) policy(v spdValue) Policy {
+	return Policy{Ifindex: k.ifindex, Local: k.local, Remote: k.remote, ID: v.id, LogicalSPU: v.logical,
+		Bypass: v.flags&policyBypass != 0}
+}
+
 const policyBypass = 0x1 // SPUGATE_POLICY_BYPASS
 
 func (t *spdTable) index(p Policy) {
 	rk := remoteKey{p.Ifindex, p.Remote}
 	m := t.byRemote[rk]
-	if m == nil {
-		m = make(map[policyKey]struct{})
-		t.byRemote[rk] = m
-	}
-	m[p.key()] = struct{}{}
+	m.put(p.Local, struct{}{})
+	t.byRemote[rk] = m
 }
 
 func (t *spdTable) unindex(p Policy) {
 	rk := remoteKey{p.Ifindex, p.Remote}
-	if m := t.byRemote[rk]; m != nil {
-		delete(m, p.key())
-		if len(m) == 0 {
-			delete(t.byRemote, rk)
-		}
+	m, ok := t.byRemote[rk]
+	if !ok {
+		return
 	}
+	m.del(p.Local)
+	if m.len() == 0 {
+		delete(t.byRemote, rk)
+	} else {
+		t.byRemote[rk] = m
+	}
+}
+
+// hasRemote reports whether a policy has destination d on ifindex.
+func (t *spdTable) hasRemote(ifindex int, d netip.Prefix) bool {
+	_, ok := t.byRemote[remoteKey{ifindex, d}]
+	return ok
 }
 
 // desired computes group d's stage-2 entries: for each source prefix, the
 // policy with the longest destination among those whose destination covers
 // d. Nil when no policy has d itself as destination (no group then).
 func (t *spdTable) desired(ifindex int, d netip.Prefix) map[netip.Prefix]spdValue {
-	if len(t.byRemote[remoteKey{ifindex, d}]) == 0 {
+	if !t.hasRemote(ifindex, d) {
 		return nil
 	}
 	entries := make(map[netip.Prefix]spdValue)
 	// Shorter destinations first, so that a longer one overrides them.
 	for l := 0; l <= d.Bits(); l++ {
 		r, _ := d.Addr().Prefix(l)
-		for pk := range t.byRemote[remoteKey{ifindex, r}] {
-			p := t.policies[pk]
-			entries[p.Local] = p.value()
+		locals := t.byRemote[remoteKey{ifindex, r}]
+		for local := range locals.all() {
+			entries[local] = t.policies[policyKey{ifindex, local, r}]
 		}
 	}
 	return entries
@@ -247,100 +267,90 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 // many local ones) from recomputing all of them.
 func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *netip.Prefix) error {
 	gk := groupKey{ifindex, d}
-	g, has := t.groups[gk]
-	if only != nil && has && len(t.byRemote[remoteKey{ifindex, d}]) > 0 {
+	g := t.groups[gk]
+	if only != nil && g != nil && t.hasRemote(ifindex, d) {
 		return t.syncSource(w, gk, g, *only)
 	}
 	want := t.desired(ifindex, d)
 	if want == nil {
-		if !has {
+		if g == nil {
 			return nil
 		}
-		if t.dst[gk] {
+		if g.installed {
 			if err := w.delDst(gk); err != nil {
 				return err
 			}
-			delete(t.dst, gk)
+			g.installed = false
 		}
-		for s := range t.srcOf[g] {
-			if err := w.delSrc(srcKey{g, s}); err != nil {
+		for _, s := range g.src.keys() {
+			if err := w.delSrc(srcKey{g.id, s}); err != nil {
 				return err
 			}
-			delete(t.src, srcKey{g, s})
-			delete(t.srcOf[g], s)
+			g.src.del(s)
 		}
-		delete(t.srcOf, g)
 		delete(t.groups, gk)
-		delete(t.owner, g)
-		t.free = append(t.free, g)
+		t.free = append(t.free, g.id)
 		return nil
 	}
-	if !has {
+	if g == nil {
+		g = &spdGroup{}
 		if n := len(t.free); n > 0 {
-			g, t.free = t.free[n-1], t.free[:n-1]
+			g.id, t.free = t.free[n-1], t.free[:n-1]
 		} else {
 			t.nextGroup++
-			g = t.nextGroup
+			g.id = t.nextGroup
 		}
-		t.owner[g] = gk
 		t.groups[gk] = g
-		t.srcOf[g] = make(map[netip.Prefix]spdValue)
 	}
-	have := t.srcOf[g]
 	for s, v := range want {
-		if old, ok := have[s]; ok && old == v {
+		if old, ok := g.src.get(s); ok && old == v {
 			continue
 		}
-		if err := w.putSrc(srcKey{g, s}, v); err != nil {
+		if err := w.putSrc(srcKey{g.id, s}, v); err != nil {
 			return err
 		}
-		have[s] = v
-		t.src[srcKey{g, s}] = v
+		g.src.put(s, v)
 	}
-	if !t.dst[gk] {
-		if err := w.putDst(gk, g); err != nil {
+	if !g.installed {
+		if err := w.putDst(gk, g.id); err != nil {
 			return err
 		}
-		t.dst[gk] = true
+		g.installed = true
 	}
-	for s := range have {
+	for _, s := range g.src.keys() {
 		if _, keep := want[s]; keep {
 			continue
 		}
-		if err := w.delSrc(srcKey{g, s}); err != nil {
+		if err := w.delSrc(srcKey{g.id, s}); err != nil {
 			return err
 		}
-		delete(have, s)
-		delete(t.src, srcKey{g, s})
+		g.src.del(s)
 	}
 	return nil
 }
 
 // syncSource brings source s's stage-2 entry of existing group g (gk) to
 // what the policies want.
-func (t *spdTable) syncSource(w spdWriter, gk groupKey, g uint32, s netip.Prefix) error {
-	have := t.srcOf[g]
-	old, had := have[s]
+func (t *spdTable) syncSource(w spdWriter, gk groupKey, g *spdGroup, s netip.Prefix) error {
+	old, had := g.src.get(s)
 	v, ok := t.desiredSource(gk.ifindex, gk.dst, s)
 	switch {
 	case ok && (!had || old != v):
-		if err := w.putSrc(srcKey{g, s}, v); err != nil {
+		if err := w.putSrc(srcKey{g.id, s}, v); err != nil {
 			return err
 		}
-		have[s] = v
-		t.src[srcKey{g, s}] = v
+		g.src.put(s, v)
 	case !ok && had:
-		if err := w.delSrc(srcKey{g, s}); err != nil {
+		if err := w.delSrc(srcKey{g.id, s}); err != nil {
 			return err
 		}
-		delete(have, s)
-		delete(t.src, srcKey{g, s})
+		g.src.del(s)
 	}
-	if !t.dst[gk] {
-		if err := w.putDst(gk, g); err != nil {
+	if !g.installed {
+		if err := w.putDst(gk, g.id); err != nil {
 			return err
 		}
-		t.dst[gk] = true
+		g.installed = true
 	}
 	return nil
 }
@@ -350,8 +360,8 @@ func (t *spdTable) syncSource(w spdWriter, gk groupKey, g uint32, s netip.Prefix
 func (t *spdTable) desiredSource(ifindex int, d, s netip.Prefix) (spdValue, bool) {
 	for l := d.Bits(); l >= 0; l-- {
 		r, _ := d.Addr().Prefix(l)
-		if p, ok := t.policies[policyKey{ifindex, s, r}]; ok {
-			return p.value(), true
+		if v, ok := t.policies[policyKey{ifindex, s, r}]; ok {
+			return v, true
 		}
 	}
 	return spdValue{}, false
@@ -384,7 +394,7 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 		}
 		t.count[fam]++
 	}
-	t.policies[k] = p
+	t.policies[k] = p.value()
 	t.index(p)
 	dsts := t.affected(p.Ifindex, p.Remote)
 	if err := t.syncAll(w, p.Ifindex, dsts, &p.Local); err != nil {
@@ -408,16 +418,17 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 // delete removes the policy with these selectors, if any.
 func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) error {
 	k := policyKey{ifindex, local.Masked(), remote.Masked()}
-	old, had := t.policies[k]
+	v, had := t.policies[k]
 	if !had {
 		return fmt.Errorf("steer: no policy %v -> %v on ifindex %d", local, remote, ifindex)
 	}
+	old := k.policy(v)
 	dsts := t.affected(ifindex, old.Remote)
 	delete(t.policies, k)
 	t.unindex(old)
 	t.count[family(old.Remote)]--
 	if err := t.syncAll(w, ifindex, dsts, &old.Local); err != nil {
-		t.policies[k] = old
+		t.policies[k] = v
 		t.index(old)
 		t.count[family(old.Remote)]++
 		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote), nil)
@@ -436,7 +447,115 @@ func dstMapName(fam int) string {
 // list returns the policies.
 func (t *spdTable) list() []Policy {
 	out := make([]Policy, 0, len(t.policies))
-	for _, p := range t.policies {
+	for k, v := range t.policies {
+		out = append(out, k.policy(v))
+	}
+	return out
+}
+
+// prefixSet maps prefixes to V, as a slice while it holds a few (a
+// tunnel's group has one source, its destination one policy) and as a
+// map once it holds more (one remote subnet for thousands of local ones),
+// so that it costs tens of bytes where a map costs hundreds, yet stays one
+// lookup at any size. The zero value is empty.
+type prefixSet[V comparable] struct {
+	few  []prefixEntry[V]
+	many map[netip.Prefix]V
+}
+
+type prefixEntry[V comparable] struct {
+	p netip.Prefix
+	v V
+}
+
+// prefixSetFew is the most entries a prefixSet keeps in its slice.
+const prefixSetFew = 8
+
+func (s *prefixSet[V]) len() int { return len(s.few) + len(s.many) }
+
+func (s *prefixSet[V]) get(p netip.Prefix) (V, bool) {
+	if s.many != nil {
+		v, ok := s.many[p]
+		return v, ok
+	}
+	for i := range s.few {
+		if s.few[i].p == p {
+			return s.few[i].v, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
+func (s *prefixSet[V]) put(p netip.Prefix, v V) {
+	if s.many != nil {
+		s.many[p] = v
+		return
+	}
+	for i := range s.few {
+		if s.few[i].p == p {
+			s.few[i].v = v
+			return
+		}
+	}
+	if len(s.few) < prefixSetFew {
+		s.few = append(s.few, prefixEntry[V]{p, v})
+		return
+	}
+	s.many = make(map[netip.Prefix]V, 2*prefixSetFew)
+	for _, e := range s.few {
+		s.many[e.p] = e.v
+	}
+	s.many[p] = v
+	s.few = nil
+}
+
+func (s *prefixSet[V]) del(p netip.Prefix) {
+	if s.many != nil {
+		delete(s.many, p)
+		if len(s.many) == 0 {
+			s.many = nil
+		}
+		return
+	}
+	for i := range s.few {
+		if s.few[i].p == p {
+			last := len(s.few) - 1
+			s.few[i] = s.few[last]
+			s.few[last] = prefixEntry[V]{}
+			s.few = s.few[:last]
+			if last == 0 {
+				s.few = nil
+			}
+			return
+		}
+	}
+}
+
+// all yields the entries, in no particular order; the set must not change
+// meanwhile (keys gives a copy to change it by).
+func (s *prefixSet[V]) all() iter.Seq2[netip.Prefix, V] {
+	return func(yield func(netip.Prefix, V) bool) {
+		if s.many != nil {
+			for p, v := range s.many {
+				if !yield(p, v) {
+					return
+				}
+			}
+			return
+		}
+		for _, e := range s.few {
+			if !yield(e.p, e.v) {
+				return
+			}
+		}
+	}
+}
+
+// keys returns the prefixes of the set.
+func (s *prefixSet[V]) keys() []netip.Prefix {
+	out := make([]netip.Prefix, 0, s.len())
+	for p := range s.all() {
 		out = append(out, p)
 	}
 	return out

@@ -107,7 +107,7 @@ func (f *fakeLPM) lookup(ifindex int, src, dst netip.Addr) (spdValue, bool) {
 
 // oracle: the policy covering both addresses with the longest source
 // prefix, then the longest destination prefix.
-func oracle(pols map[policyKey]Policy, ifindex int, src, dst netip.Addr) (spdValue, bool) {
+func oracle(pols []Policy, ifindex int, src, dst netip.Addr) (spdValue, bool) {
 	var best *Policy
 	for _, p := range pols {
 		if p.Ifindex != ifindex || !p.Local.Contains(src) || !p.Remote.Contains(dst) {
@@ -222,13 +222,13 @@ func TestSPDRandom(t *testing.T) {
 		// Every group holds exactly what a full recomputation wants
 		// (set and delete update only the changed source's entries).
 		for gk, g := range tab.groups {
-			want, have := tab.desired(gk.ifindex, gk.dst), tab.srcOf[g]
-			if len(want) != len(have) {
-				t.Fatalf("step %d: group %v: %d entries, want %d", step, gk, len(have), len(want))
+			want := tab.desired(gk.ifindex, gk.dst)
+			if len(want) != g.src.len() {
+				t.Fatalf("step %d: group %v: %d entries, want %d", step, gk, g.src.len(), len(want))
 			}
 			for s, v := range want {
-				if have[s] != v || f.src[srcKey{g, s}] != v {
-					t.Fatalf("step %d: group %v source %v: table %+v, map %+v, want %+v", step, gk, s, have[s], f.src[srcKey{g, s}], v)
+				if have, _ := g.src.get(s); have != v || f.src[srcKey{g.id, s}] != v {
+					t.Fatalf("step %d: group %v source %v: table %+v, map %+v, want %+v", step, gk, s, have, f.src[srcKey{g.id, s}], v)
 				}
 			}
 		}
@@ -237,7 +237,7 @@ func TestSPDRandom(t *testing.T) {
 			ifindex := 1 + r.IntN(2)
 			src, dst := randIn(r, is4), randIn(r, is4)
 			got, gok := f.lookup(ifindex, src, dst)
-			want, wok := oracle(tab.policies, ifindex, src, dst)
+			want, wok := oracle(tab.list(), ifindex, src, dst)
 			if got != want || gok != wok {
 				t.Fatalf("step %d: if%d %v -> %v: lookup %+v %v, oracle %+v %v", step, ifindex, src, dst, got, gok, want, wok)
 			}
@@ -247,9 +247,9 @@ func TestSPDRandom(t *testing.T) {
 	for _, p := range tab.list() {
 		must(t, tab.delete(f, p.Ifindex, p.Local, p.Remote))
 	}
-	if len(f.dst)+len(f.src)+len(tab.groups)+len(tab.owner)+len(tab.dst)+len(tab.src) != 0 {
-		t.Errorf("state left after deleting everything: %d %d %d %d %d %d",
-			len(f.dst), len(f.src), len(tab.groups), len(tab.owner), len(tab.dst), len(tab.src))
+	if len(f.dst)+len(f.src)+len(tab.groups)+len(tab.byRemote) != 0 {
+		t.Errorf("state left after deleting everything: %d %d %d %d",
+			len(f.dst), len(f.src), len(tab.groups), len(tab.byRemote))
 	}
 	t.Logf("%d writes, %d groups ever allocated", f.ops, tab.nextGroup)
 }
@@ -278,7 +278,7 @@ func TestSPDWriteFailure(t *testing.T) {
 			src := netip.AddrFrom4([4]byte{10, byte(r.IntN(3)), 0, 1})
 			dst := netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(2)), byte(r.IntN(256))})
 			got, gok := f.lookup(1, src, dst)
-			want, wok := oracle(tab.policies, 1, src, dst)
+			want, wok := oracle(tab.list(), 1, src, dst)
 			if got != want || gok != wok {
 				t.Fatalf("failure at write %d (err %v): %v -> %v: lookup %+v %v, oracle %+v %v", n, err, src, dst, got, gok, want, wok)
 			}
@@ -360,7 +360,53 @@ func TestSPDSourcesFull(t *testing.T) {
 		t.Errorf("after the refusal: sources %v (were %v), destinations %v (were %v), %d policies",
 			f.src, before, f.dst, beforeDst, len(tab.policies))
 	}
-	if len(tab.groups) != 3 || len(tab.src) != 3 {
-		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", len(tab.groups), len(tab.src))
+	srcs := 0
+	for _, g := range tab.groups {
+		srcs += g.src.len()
+	}
+	if len(tab.groups) != 3 || srcs != 3 {
+		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", len(tab.groups), srcs)
+	}
+}
+
+// TestPrefixSet takes a prefixSet past the size where it turns from a
+// slice into a map and back to empty, against a map.
+func TestPrefixSet(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var s prefixSet[uint32]
+	want := map[netip.Prefix]uint32{}
+	for step := range 2000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(3 * prefixSetFew))}), 32)
+		if r.IntN(3) == 0 {
+			s.del(p)
+			delete(want, p)
+		} else {
+			s.put(p, uint32(step))
+			want[p] = uint32(step)
+		}
+		if s.len() != len(want) {
+			t.Fatalf("step %d: %d entries, want %d", step, s.len(), len(want))
+		}
+		for p, v := range want {
+			if got, ok := s.get(p); !ok || got != v {
+				t.Fatalf("step %d: %v is %d %v, want %d", step, p, got, ok, v)
+			}
+		}
+		n := 0
+		for p, v := range s.all() {
+			if want[p] != v {
+				t.Fatalf("step %d: all gives %v %d, want %d", step, p, v, want[p])
+			}
+			n++
+		}
+		if n != len(want) || len(s.keys()) != len(want) {
+			t.Fatalf("step %d: all gives %d entries, keys %d, want %d", step, n, len(s.keys()), len(want))
+		}
+	}
+	for p := range want {
+		s.del(p)
+	}
+	if s.len() != 0 || s.few != nil || s.many != nil {
+		t.Errorf("emptied set holds %d entries (%v, %v)", s.len(), s.few, s.many)
 	}
 }
