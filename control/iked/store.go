@@ -600,8 +600,12 @@ func (sh *shard) restore(b []byte, recs []segRec, bad []segBad) (ikes []*sa.IKES
 	}
 	sh.end = int64(len(b))
 	if bytes.HasPrefix(b, []byte(segMagicJSON)) {
+		// We read either header and any record: the new header is for an
+		// older iked, which would take each binary record for a corrupted
+		// one; its states are still ours to restore if it cannot be set.
 		if _, err := f.WriteAt([]byte(segMagic), 0); err != nil {
-			return nil, []error{fmt.Errorf("state segment %s: its header could not be changed to %s before binary records are appended: %w", name, segMagic, err)}
+			s.log.Error("iked: the header of a state segment of the previous version could not be updated; an older iked would not read its new records",
+				"segment", name, "err", err.Error())
 		}
 	}
 	last := map[uint64]int{}

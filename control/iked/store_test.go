@@ -438,6 +438,30 @@ func BenchmarkStateStorePersist(b *testing.B) {
 	}
 }
 
+// BenchmarkStateStoreLoad is the start-up cost of a tunnel: reading back
+// 10,000 IKE SAs of tunnels (decoding, rebuilding ciphers, indexing); the
+// figure is per load of them all.
+func BenchmarkStateStoreLoad(b *testing.B) {
+	dir := filepath.Join(b.TempDir(), "state")
+	s := newTestStore(b, dir)
+	ike := tunnelIKESA(b, 1)
+	const n = 10000
+	for i := range n {
+		ike.SPIi = uint64(i)*0x9e3779b97f4a7c15 | 1
+		if err := s.save(ike); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		got, lost, err := s.load()
+		if err != nil || len(lost) != 0 || len(got) != n {
+			b.Fatalf("load: %d restored, lost %v, %v", len(got), lost, err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/IKE-SA")
+}
+
 // TestStateStoreScale measures the store at STATE_SCALE IKE SAs (100000,
 // 1000000) on a tmpfs of its own (as root; else the temporary folder):
 // storage per IKE SA (the segments' bytes, du, and the tmpfs's df) and the
