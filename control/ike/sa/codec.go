@@ -338,7 +338,7 @@ var ErrStateVersion = errors.New("unknown version")
 // rebuilt by RestoreCiphers. A truncated, overlong or otherwise malformed
 // state is an error naming the part it failed in, never a panic, and what
 // it allocates is bounded by len(b). The decoded IKE SA shares no memory
-// with b.
+// with b. On an error s is left zero.
 func (s *IKESA) UnmarshalBinary(b []byte) error {
 	if len(b) == 0 {
 		return errors.New("ike sa state: empty")
@@ -346,11 +346,10 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 	if b[0] != StateVersion {
 		return fmt.Errorf("ike sa state: version %d: %w (this iked reads %d)", b[0], ErrStateVersion, StateVersion)
 	}
-	// One copy of the input backs every byte string of the state (capped,
-	// so that an append to one of them cannot run into the next): a
-	// single allocation, not one per key and packet.
-	d := decoder{b: append([]byte(nil), b[1:]...), n: len(b)}
-	var r IKESA
+	d := decoder{b: b[1:], n: len(b)}
+	// Decoded in place: the kept byte strings are found by their address.
+	*s = IKESA{}
+	r := s
 	d.what = "flags"
 	f := d.uv()
 	if f&^fIKEAll != 0 {
@@ -376,7 +375,7 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 		k := &suite.IKEKeys{}
 		d.alg(&k.Alg)
 		for _, x := range [...]*[]byte{&k.SKd, &k.SKai, &k.SKar, &k.SKei, &k.SKer, &k.SKpi, &k.SKpr} {
-			*x = d.bytes()
+			d.keep(x)
 		}
 		r.Keys = k
 	}
@@ -392,7 +391,7 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 	if n := d.count(1); n > 0 {
 		r.LastResponse = make([][]byte, n)
 		for i := range r.LastResponse {
-			r.LastResponse[i] = d.bytes()
+			r.LastResponse[i] = d.own()
 		}
 	}
 	d.what = "times"
@@ -426,7 +425,7 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 		if n := d.count(1); n > 0 {
 			q.Packets = make([][]byte, n)
 			for i := range q.Packets {
-				q.Packets[i] = d.bytes()
+				q.Packets[i] = d.own()
 			}
 		}
 		q.Task = d.str()
@@ -436,9 +435,9 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 		q.OldSPI = d.u32()
 		q.SPI = d.u32()
 		q.IKESPI = d.u64()
-		q.Nonce = d.bytes()
+		d.keep(&q.Nonce)
 		q.Group = suite.GroupID(d.uvMax(math.MaxUint16))
-		q.KEPriv = d.bytes()
+		d.keep(&q.KEPriv)
 		if n := d.count(4); n > 0 {
 			q.Props = make([]suite.Proposal, n)
 			for i := range q.Props {
@@ -456,9 +455,10 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 		d.fail(fmt.Sprintf("%d bytes after the state", len(d.b)-d.off))
 	}
 	if d.err != nil {
+		*s = IKESA{}
 		return d.err
 	}
-	*s = r
+	d.copyKept()
 	return nil
 }
 
@@ -486,10 +486,10 @@ func (d *decoder) child() *ChildSA {
 		if f&cKeysAlg == 0 {
 			d.alg(&k.Alg)
 		}
-		k.EncrI = d.bytes()
-		k.IntegI = d.bytes()
-		k.EncrR = d.bytes()
-		k.IntegR = d.bytes()
+		d.keep(&k.EncrI)
+		d.keep(&k.IntegI)
+		d.keep(&k.EncrR)
+		d.keep(&k.IntegR)
 		c.Keys = k
 	}
 	c.LocalTS = d.selectors()
@@ -519,6 +519,10 @@ type decoder struct {
 	err  error
 	// baseSec and baseNs are the time others are relative to.
 	baseSec, baseNs int64
+	// kept are the byte strings copyKept copies, keptLen their length.
+	kept    [32]*[]byte
+	nKept   int
+	keptLen int
 }
 
 func (d *decoder) fail(why string) {
@@ -614,12 +618,55 @@ func (d *decoder) count(min int) int {
 	return int(x)
 }
 
+// bytes reads a byte string; it is b's until copied.
 func (d *decoder) bytes() []byte {
 	n := d.count(1)
 	if n == 0 {
 		return nil
 	}
 	return d.take(n)
+}
+
+// keep reads a byte string into *p, which copyKept then copies with the
+// others into one allocation: keys, identities, nonces live as long as the
+// IKE SA (or its rekey), and one allocation costs less than a dozen, at
+// start-up and in memory. Each is capped, so that an append to one cannot
+// run into the next.
+func (d *decoder) keep(p *[]byte) {
+	*p = d.bytes()
+	switch {
+	case len(*p) == 0:
+	case d.nKept < len(d.kept):
+		d.kept[d.nKept] = p
+		d.nKept++
+		d.keptLen += len(*p)
+	default:
+		*p = append([]byte(nil), *p...) // past the fixed list: its own copy
+	}
+}
+
+// own reads a byte string into an allocation of its own: a cached response
+// or a request is replaced by the next exchange, and shared with the keys
+// it would stay until they go.
+func (d *decoder) own() []byte {
+	p := d.bytes()
+	if len(p) == 0 {
+		return nil
+	}
+	return append([]byte(nil), p...)
+}
+
+// copyKept gives the byte strings read by keep their single allocation:
+// none stays b's.
+func (d *decoder) copyKept() {
+	if d.nKept == 0 {
+		return
+	}
+	slab := make([]byte, d.keptLen)
+	for _, p := range d.kept[:d.nKept] {
+		n := copy(slab, *p)
+		*p, slab = slab[:n:n], slab[n:]
+	}
 }
 
 func (d *decoder) str() string {
@@ -723,7 +770,7 @@ func (d *decoder) alg(a *suite.Algorithms) {
 func (d *decoder) proposal(p *suite.Proposal) {
 	p.Number = d.u8()
 	p.Protocol = suite.Protocol(d.u8())
-	p.SPI = d.bytes()
+	d.keep(&p.SPI)
 	if n := d.count(4); n > 0 {
 		p.Transforms = make([]suite.Transform, n)
 		for i := range p.Transforms {
@@ -737,7 +784,7 @@ func (d *decoder) proposal(p *suite.Proposal) {
 					a := &t.Attributes[j]
 					a.Type = uint16(d.uvMax(math.MaxUint16))
 					a.TV = d.flag()
-					a.Value = d.bytes()
+					d.keep(&a.Value)
 				}
 			}
 		}
@@ -746,7 +793,7 @@ func (d *decoder) proposal(p *suite.Proposal) {
 
 func (d *decoder) identity(id *config.Identity) {
 	id.Type = d.u8()
-	id.Data = d.bytes()
+	d.keep(&id.Data)
 	switch n := d.uv(); {
 	case n == 0:
 		id.Text = string(id.Data)
