@@ -470,7 +470,7 @@ type segBad struct {
 // readable record.
 func parseSegment(b []byte) (recs []segRec, bad []segBad, err error) {
 	if !bytes.HasPrefix(b, []byte(segMagic)) && !bytes.HasPrefix(b, []byte(segMagicJSON)) {
-		return nil, nil, fmt.Errorf("not a state segment (no %s header)", segMagic)
+		return nil, nil, fmt.Errorf("not a state segment (no %s or %s header)", segMagic, segMagicJSON)
 	}
 	var magic [4]byte
 	binary.LittleEndian.PutUint32(magic[:], recMagic)
