@@ -24,8 +24,9 @@ import (
 // AppendBinary. Integers that are usually small are LEB128 varints (signed
 // ones zigzag), SPIs fixed little-endian; a byte string or a list is its
 // length (uvarint) then its bytes or elements; a bool set is a uvarint of
-// bits; a time is 0 for the zero time, else 1+nanoseconds then the Unix
-// seconds; an address is its length (0, 4 or 16, 16+1+len(zone) for an
+// bits; a time is 0 for the zero time, else 1+nanoseconds then seconds
+// (signed) from the IKE SA's creation, which is itself from 1970: rekey and
+// expiry times are whole seconds from it and take four bytes; an address is its length (0, 4 or 16, 16+1+len(zone) for an
 // IPv6 address with a zone) then its bytes and zone. A new version is a
 // new version byte: UnmarshalBinary keeps reading the older ones.
 const (
