@@ -25,7 +25,9 @@ import (
 // stateStore keeps the IKE SAs' states in shardCount segment files (a file
 // per IKE SA cost a 4 KiB tmpfs page, an inode and a dentry each: 5 GiB at
 // a million). Each segment is a log of records, [magic | payload length |
-// crc32c | our SPI | payload], the payload the IKE SA as JSON; an IKE SA
+// crc32c | our SPI | payload], the payload the IKE SA's binary state
+// (sa.IKESA.AppendBinary; JSON in segments of the previous version, still
+// read, and told apart by its first byte, '{'); an IKE SA
 // always goes to the same segment (by a hash of our SPI), and its newest
 // record is its state. A write appends a record and only then marks the
 // previous one dead in place (four bytes of an allocated page: a delete
@@ -78,8 +80,14 @@ const (
 	// shardCount segment files: at a million IKE SAs each is ~30 MiB, whose
 	// compaction stalls the writers of that shard for a few milliseconds.
 	shardCount = 64
-	// segMagic starts every segment (a format version).
-	segMagic = "SPUGST01"
+	// segMagic starts every segment (a format version). A segment of the
+	// previous version, whose records are all JSON, gets this one in place
+	// when it is restored, before a binary record is appended to it: an
+	// older iked then sets the segment aside whole, rather than each of
+	// its records it cannot decode.
+	segMagic = "SPUGST02"
+	// segMagicJSON started the segments whose records were all JSON.
+	segMagicJSON = "SPUGST01"
 	// recMagic starts every record: after a corrupted stretch the reader
 	// looks for the next one to resynchronize.
 	recMagic uint32 = 0x53505231 // "SPR1"
@@ -153,8 +161,8 @@ func (s *stateStore) shardOf(id uint64) *shard {
 func segName(n int) string { return fmt.Sprintf("shard-%02d.seg", n) }
 
 // legacyPath is the file of an IKE SA in the store of earlier versions,
-// still read at restore (migration), and the name of the evidence of a
-// state that could not be decoded.
+// still read at restore (migration), and, with corruptSuffix, the evidence
+// of a JSON record that could not be decoded.
 func (s *stateStore) legacyPath(id uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%016x.json", id))
 }
@@ -197,16 +205,24 @@ func (sh *shard) file() (*os.File, error) {
 	return f, nil
 }
 
-// encodeRecord appends id's record of payload to b.
-func encodeRecord(b []byte, id uint64, payload []byte) []byte {
+// encodeRecordFunc appends id's record of the payload enc appends to b.
+func encodeRecordFunc(b []byte, id uint64, enc func([]byte) ([]byte, error)) ([]byte, error) {
 	h := len(b)
 	b = binary.LittleEndian.AppendUint32(b, recMagic)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.LittleEndian.AppendUint32(b, 0)
 	b = binary.LittleEndian.AppendUint32(b, 0)
 	b = binary.LittleEndian.AppendUint64(b, id)
-	b = append(b, payload...)
+	b, err := enc(b)
+	if err != nil {
+		return b[:h], fmt.Errorf("encode: %w", err)
+	}
+	n := len(b) - h - recHeader
+	if n > maxPayload {
+		return b[:h], fmt.Errorf("encode: %d bytes, more than a record holds (%d)", n, maxPayload)
+	}
+	binary.LittleEndian.PutUint32(b[h+4:], uint32(n))
 	binary.LittleEndian.PutUint32(b[h+8:], recCRC(b[h:]))
-	return b
+	return b, nil
 }
 
 // recCRC is the crc32c of a record's length, id and payload.
@@ -215,19 +231,20 @@ func recCRC(rec []byte) uint32 {
 	return crc32.Update(c, castagnoli, rec[12:])
 }
 
+// save writes the IKE SA's binary state, encoded in place in its shard's
+// record buffer.
 func (s *stateStore) save(ike *sa.IKESA) error {
-	b, err := json.Marshal(ike)
-	if err != nil {
-		return fmt.Errorf("encode: %w", err)
-	}
-	if len(b) > maxPayload {
-		return fmt.Errorf("encode: %d bytes, more than a record holds (%d)", len(b), maxPayload)
-	}
-	return s.put(ike.OurSPI(), b)
+	return s.write(ike.OurSPI(), func(b []byte) ([]byte, error) { return ike.AppendBinary(b) })
 }
 
-// put appends id's record and makes it the live one.
+// put appends id's record of payload and makes it the live one.
 func (s *stateStore) put(id uint64, payload []byte) error {
+	return s.write(id, func(b []byte) ([]byte, error) { return append(b, payload...), nil })
+}
+
+// write appends id's record of the payload that enc appends and makes it
+// the live one.
+func (s *stateStore) write(id uint64, enc func([]byte) ([]byte, error)) error {
 	sh := s.shardOf(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -235,7 +252,10 @@ func (s *stateStore) put(id uint64, payload []byte) error {
 	if err != nil {
 		return err
 	}
-	sh.buf = encodeRecord(sh.buf[:0], id, payload)
+	sh.buf, err = encodeRecordFunc(sh.buf[:0], id, enc)
+	if err != nil {
+		return err
+	}
 	at := sh.end
 	_, err = f.WriteAt(sh.buf, at)
 	if err == nil && s.durable {
@@ -449,8 +469,8 @@ type segBad struct {
 // hold none. After a corrupted stretch it resynchronizes on the next
 // readable record.
 func parseSegment(b []byte) (recs []segRec, bad []segBad, err error) {
-	if !bytes.HasPrefix(b, []byte(segMagic)) {
-		return nil, nil, fmt.Errorf("not a state segment (no %s header)", segMagic)
+	if !bytes.HasPrefix(b, []byte(segMagic)) && !bytes.HasPrefix(b, []byte(segMagicJSON)) {
+		return nil, nil, fmt.Errorf("not a state segment (no %s or %s header)", segMagic, segMagicJSON)
 	}
 	var magic [4]byte
 	binary.LittleEndian.PutUint32(magic[:], recMagic)
@@ -504,7 +524,8 @@ func parseSegment(b []byte) (recs []segRec, bad []segBad, err error) {
 // cannot restore is reported in lost, one error each: an unreadable
 // stretch of a segment (a record torn by a crash, or corrupted) is kept
 // aside as SEGMENT.OFFSET.corrupt and cut out of the segment; a record
-// that cannot be decoded as NNNN.json.corrupt; a stale record (discard) is
+// that cannot be decoded as NNNN.state.corrupt (NNNN.json.corrupt for
+// the JSON of the previous version); a stale record (discard) is
 // marked dead once reported. The previous record of an IKE SA whose newer
 // record was torn is restored: the write of that newer one never returned.
 // Files of earlier versions (one per IKE SA, NNNN.json) are read too and
@@ -578,6 +599,15 @@ func (sh *shard) restore(b []byte, recs []segRec, bad []segBad) (ikes []*sa.IKES
 		return nil, []error{fmt.Errorf("state segment %s: %w", name, err)}
 	}
 	sh.end = int64(len(b))
+	if bytes.HasPrefix(b, []byte(segMagicJSON)) {
+		// We read either header and any record: the new header is for an
+		// older iked, which would take each binary record for a corrupted
+		// one; its states are still ours to restore if it cannot be set.
+		if _, err := f.WriteAt([]byte(segMagic), 0); err != nil {
+			s.log.Error("iked: the header of a state segment of the previous version could not be updated; an older iked would not read its new records",
+				"segment", name, "err", err.Error())
+		}
+	}
 	last := map[uint64]int{}
 	for i, r := range recs {
 		last[r.id] = i
@@ -620,13 +650,9 @@ func (sh *shard) restore(b []byte, recs []segRec, bad []segBad) (ikes []*sa.IKES
 			}
 			continue
 		}
-		var ike sa.IKESA
-		err := json.Unmarshal(r.payload, &ike)
-		if err == nil {
-			err = ike.RestoreCiphers()
-		}
+		ike, err := decodeState(r.payload)
 		if err != nil {
-			ev := filepath.Base(s.legacyPath(r.id)) + corruptSuffix
+			ev := fmt.Sprintf("%016x.%s%s", r.id, stateFormat(r.payload), corruptSuffix)
 			if werr := os.WriteFile(filepath.Join(s.dir, ev), r.payload, 0o600); werr != nil {
 				err = fmt.Errorf("%w (and it could not be kept aside: %v)", err, werr)
 			} else {
@@ -639,7 +665,7 @@ func (sh *shard) restore(b []byte, recs []segRec, bad []segBad) (ikes []*sa.IKES
 		}
 		sh.index[r.id] = r.loc
 		sh.live += int64(r.loc.size())
-		ikes = append(ikes, &ike)
+		ikes = append(ikes, ike)
 	}
 	switch {
 	case cut && len(bad) == 1 && bad[0].end == int64(len(b)):
@@ -658,8 +684,36 @@ func (sh *shard) restore(b []byte, recs []segRec, bad []segBad) (ikes []*sa.IKES
 	return ikes, lost
 }
 
+// decodeState decodes a record's payload, a binary state or the JSON of
+// the previous version, and rebuilds its ciphers.
+func decodeState(payload []byte) (*sa.IKESA, error) {
+	var ike sa.IKESA
+	var err error
+	if stateFormat(payload) == "json" {
+		err = json.Unmarshal(payload, &ike)
+	} else {
+		err = ike.UnmarshalBinary(payload)
+	}
+	if err == nil {
+		err = ike.RestoreCiphers()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &ike, nil
+}
+
+// stateFormat names the format of a record's payload: "json" (it starts
+// with '{') or "state" (binary), the extension of its evidence.
+func stateFormat(payload []byte) string {
+	if len(payload) > 0 && payload[0] == '{' {
+		return "json"
+	}
+	return "state"
+}
+
 // migrate reads the state files of earlier versions (one per IKE SA),
-// writes them to the segments and removes them. A file that cannot be read
+// writes them to the segments (as binary states) and removes them. A file that cannot be read
 // or decoded is kept aside as NAME.corrupt (the evidence, for the operator,
 // not read again); a stale one (discard) is removed once reported.
 func (s *stateStore) migrate(ents []os.DirEntry) (ikes []*sa.IKESA, lost []error) {
@@ -702,10 +756,7 @@ func (s *stateStore) migrate(ents []os.DirEntry) (ikes []*sa.IKESA, lost []error
 		ikes = append(ikes, &ike)
 		// The file goes only once its state is in a segment: until then
 		// it is read again at the next start.
-		if len(b) > maxPayload {
-			continue
-		}
-		if err := s.put(ike.OurSPI(), b); err != nil {
+		if err := s.save(&ike); err != nil {
 			s.log.Error("iked: an IKE SA state file of an earlier version could not be moved to the segments; it stays and is read again at the next start",
 				"file", e.Name(), "err", err.Error())
 			continue

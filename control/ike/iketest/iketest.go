@@ -750,6 +750,15 @@ func (e *nodeEnv) Changed(ike *sa.IKESA) {
 		return
 	}
 	e.Persist[ike.OurSPI()] = b
+	// iked persists the binary state: it must read back what was written,
+	// whatever state the tests bring the IKE SA to.
+	bin, _ := ike.MarshalBinary()
+	var back sa.IKESA
+	if err := back.UnmarshalBinary(bin); err != nil {
+		e.sim.T.Errorf("%s: binary state: %v", e.Name, err)
+	} else if again, _ := back.MarshalBinary(); !bytes.Equal(bin, again) {
+		e.sim.T.Errorf("%s: binary state of IKE SA %s not read back as written", e.Name, ike.SPIs())
+	}
 }
 
 func (e *nodeEnv) Gone(ike *sa.IKESA) { delete(e.Persist, ike.OurSPI()) }

@@ -1,7 +1,9 @@
 // Package sa holds the state of an IKE SA and of its Child SAs: what the
 // tasks of package task read and change, what the task manager drives, and
-// what iked persists (the whole IKESA marshals to JSON, keys included, for
-// the 0600 state file that lets iked restart without dropping tunnels).
+// what iked persists (the fields with a JSON name, keys included, in the
+// binary form of AppendBinary, or as JSON in the states of earlier
+// versions, for the 0600 state folder that lets iked restart without
+// dropping tunnels).
 //
 // Nothing here does I/O or takes locks: an IKE SA belongs to one worker
 // goroutine.
