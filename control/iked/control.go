@@ -1,7 +1,6 @@
 package iked
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -116,37 +115,74 @@ func (d *Daemon) listConns() ikectl.Conns {
 // listSAs answers a page of IKE SAs (ikectl.SAsRequest), with the counters
 // of their Child SAs.
 func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
+	switch req.Encoding {
+	case "", ikectl.EncodingPacked:
+	default:
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "unknown encoding %q (%q or none)", req.Encoding, ikectl.EncodingPacked)
+	}
 	limit := req.Limit
 	if limit <= 0 || limit > ikectl.MaxSAsPage {
 		limit = ikectl.MaxSAsPage
 	}
-	type listed struct {
-		ike    sa.IKESA
+	// Each worker's next IKE SAs, in UniqueID order, merged: the page is
+	// the first limit of them.
+	type head struct {
+		list   []sa.IKESA
 		worker int
 	}
-	var page []listed
+	var heads []head
 	err := d.each(func(l *loop, w *worker.Worker) {
-		for _, ike := range w.ListAfter(req.After, limit+1) {
-			page = append(page, listed{ike, l.idx})
+		if list := w.ListAfter(req.After, limit+1); len(list) > 0 {
+			heads = append(heads, head{list, l.idx})
 		}
 	})
-	slices.SortFunc(page, func(a, b listed) int { return cmp.Compare(a.ike.UniqueID, b.ike.UniqueID) })
+	type listed struct {
+		ike    *sa.IKESA
+		worker int
+	}
+	page := make([]listed, 0, limit+1)
+	children := 0
+	for len(page) <= limit && children < ikectl.MaxPageChildren {
+		best := -1
+		for i, h := range heads {
+			if len(h.list) > 0 && (best < 0 || h.list[0].UniqueID < heads[best].list[0].UniqueID) {
+				best = i
+			}
+		}
+		if best < 0 {
+			break
+		}
+		h := &heads[best]
+		page = append(page, listed{&h.list[0], h.worker})
+		children += len(h.list[0].Children)
+		h.list = h.list[1:]
+	}
 	out := &ikectl.SAs{}
+	if req.Encoding == "" {
+		out.IKESAs = make([]ikectl.IKESA, 0, min(len(page), limit))
+	} else {
+		// About 300 bytes an IKE SA with its Child SA.
+		out.Packed = make([]byte, 0, 320*len(page))
+	}
 	if len(page) > limit {
 		page, out.More = page[:limit], true
+	}
+	for _, h := range heads {
+		// Cut short by its Child SAs: the rest on the next page.
+		out.More = out.More || len(h.list) > 0
 	}
 	if len(page) > 0 {
 		out.Next = page[len(page)-1].ike.UniqueID
 	}
 	// The counters of this page's Child SAs only: a dump of every SA in
 	// spud would cost the table for each page.
-	var ids []api.SAID
+	ids := make([]api.SAID, 0, 2*children)
 	for _, x := range page {
 		for _, ch := range x.ike.Children {
 			ids = append(ids, api.SAID{SPI: ch.SPIIn, Dir: api.In}, api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: x.ike.Remote.Addr()})
 		}
 	}
-	st := map[saKey]api.SAStats{}
+	st := make(map[saKey]api.SAStats, len(ids))
 	if c, cerr := d.dp.client(); cerr == nil && len(ids) > 0 {
 		if es, serr := c.SAStats(ids); serr == nil {
 			for _, e := range es {
@@ -158,10 +194,10 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 	}
 	now := time.Now()
 	for _, x := range page {
-		ike := &x.ike
+		ike := x.ike
 		lg, ph := d.anchorOf(ike)
 		i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
-			SPIi: fmt.Sprintf("%016x", ike.SPIi), SPIr: fmt.Sprintf("%016x", ike.SPIr), Local: ike.Local, Remote: ike.Remote,
+			SPIi: hex16(ike.SPIi), SPIr: hex16(ike.SPIr), Local: ike.Local, Remote: ike.Remote,
 			LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
 			Established: ike.Established, Worker: x.worker, SPU: ph, Logical: lg,
 			Counters:  ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn},
@@ -201,9 +237,23 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 			}
 			i.Children = append(i.Children, c)
 		}
-		out.IKESAs = append(out.IKESAs, i)
+		if req.Encoding == ikectl.EncodingPacked {
+			out.Packed = ikectl.AppendPackedIKESA(out.Packed, &i)
+		} else {
+			out.IKESAs = append(out.IKESAs, i)
+		}
 	}
 	return out, err
+}
+
+// hex16 is fmt.Sprintf("%016x", v), for a page's thousands of SPIs.
+func hex16(v uint64) string {
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = "0123456789abcdef"[v&0xf]
+		v >>= 4
+	}
+	return string(b[:])
 }
 
 // initiate brings a connection up on the worker of its anchor and waits
