@@ -29,6 +29,7 @@ func ikeCmd(cmd string, args []string) error {
 	maxFail := fs.Int("max-failures", 0, "load-initiate: stop after that many failures (0: no budget)")
 	background := fs.Bool("background", false, "load-initiate: return once started (see load-status)")
 	loadTimeout := fs.Duration("load-timeout", 0, "load-initiate: stop starting new IKE SAs after this (0: none)")
+	asJSON := fs.Bool("json", false, "list-sas: one JSON object an IKE SA, a line")
 	fs.SetOutput(io.Discard)
 	// Positional CONN [CHILD] first, flags after, or flags only.
 	var pos []string
@@ -85,7 +86,13 @@ func ikeCmd(cmd string, args []string) error {
 		// Page by page, so that a million IKE SAs print as they come.
 		out := bufio.NewWriter(os.Stdout)
 		err := c.SAPages(func(sas []ikectl.IKESA) error {
-			printSAs(out, sas, *ike)
+			if *asJSON {
+				if err := printSAsJSON(out, sas, *ike); err != nil {
+					return err
+				}
+			} else {
+				printSAs(out, sas, *ike)
+			}
 			return out.Flush()
 		})
 		if err != nil {
@@ -217,6 +224,22 @@ func printSAs(w *bufio.Writer, sas []ikectl.IKESA, only string) {
 		}
 		w.Write(appendIKESA(w.AvailableBuffer(), &sas[i], now))
 	}
+}
+
+// printSAsJSON prints each IKE SA as one JSON object a line, as
+// json.Marshal writes it (appendIKESAJSON).
+func printSAsJSON(w *bufio.Writer, sas []ikectl.IKESA, only string) error {
+	for i := range sas {
+		if only != "" && sas[i].Conn != only {
+			continue
+		}
+		b, err := appendIKESAJSON(w.AvailableBuffer(), &sas[i])
+		if err != nil {
+			return err
+		}
+		w.Write(append(b, '\n'))
+	}
+	return nil
 }
 
 // appendIKESA appends an IKE SA's lines and its Child SAs'.

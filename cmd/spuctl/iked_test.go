@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -184,6 +185,69 @@ func BenchmarkPrintIKESAs(b *testing.B) {
 					printSAsFmt(w, page, "", now)
 				} else {
 					printSAs(w, page, "")
+				}
+				w.Flush()
+			}
+			per := float64(b.Elapsed().Nanoseconds()) / float64(b.N) / float64(len(page))
+			b.ReportMetric(per, "ns/ike_sa")
+			b.ReportMetric(per*1e6/1e9, "s/1M")
+		})
+	}
+}
+
+// appendIKESAJSON writes json.Marshal's bytes for IKE SAs of every shape
+// (randomIKESAs, with odd strings, nil and empty lists, times zero or
+// not, in UTC, local and odd zones), and goes through Marshal for the
+// times Marshal refuses.
+func TestIKESAJSONAsMarshal(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 10))
+	now := time.Now()
+	sas := randomIKESAs(rng, 5000, now)
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("odd", -(9*3600 + 30*60)), time.FixedZone("secs", 3600+7)}
+	for i := range sas {
+		s := &sas[i]
+		s.Established = s.Established.In(zones[rng.IntN(len(zones))])
+		s.SPIi = oddStrings[rng.IntN(len(oddStrings))]
+		for j := range s.Children {
+			c := &s.Children[j]
+			c.Installed = c.Installed.In(zones[rng.IntN(len(zones))])
+			switch rng.IntN(3) {
+			case 0:
+				c.LocalTS = nil
+			case 1:
+				c.Policies = []uint32{rng.Uint32(), 0}
+			}
+		}
+		if i%100 == 0 {
+			s.Established = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+		}
+		want, werr := json.Marshal(s)
+		got, err := appendIKESAJSON(nil, s)
+		if (err == nil) != (werr == nil) || (err != nil && err.Error() != werr.Error()) {
+			t.Fatalf("IKE SA %d: %v, Marshal: %v", i, err, werr)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("IKE SA %d:\n got %s\nwant %s", i, got, want)
+		}
+	}
+}
+
+// BenchmarkIKESAJSON: an IKE SA of list-sas -json, appended and by the
+// Encoder.
+func BenchmarkIKESAJSON(b *testing.B) {
+	rng := rand.New(rand.NewPCG(16, 11))
+	page := randomIKESAs(rng, ikectl.MaxSAsPage, time.Now())
+	for _, how := range []string{"append", "encoder"} {
+		b.Run(how, func(b *testing.B) {
+			w := bufio.NewWriterSize(io.Discard, 64<<10)
+			enc := json.NewEncoder(w)
+			for b.Loop() {
+				if how == "append" {
+					printSAsJSON(w, page, "")
+				} else {
+					for i := range page {
+						enc.Encode(&page[i])
+					}
 				}
 				w.Flush()
 			}

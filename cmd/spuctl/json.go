@@ -6,8 +6,10 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"time"
 	"unicode/utf8"
 
+	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/ipsec"
 )
@@ -246,5 +248,196 @@ func appendJSONString(b []byte, s string) []byte {
 		i += size
 	}
 	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendIKESAJSON appends s as json.Marshal writes it. An IKE SA whose
+// times Marshal would refuse or round (a year past 9999, an offset in
+// seconds) goes through Marshal.
+func appendIKESAJSON(b []byte, s *ikectl.IKESA) ([]byte, error) {
+	if !jsonTimeOK(s.Established) {
+		return appendMarshal(b, s)
+	}
+	for i := range s.Children {
+		if !jsonTimeOK(s.Children[i].Installed) {
+			return appendMarshal(b, s)
+		}
+	}
+	b = append(b, `{"conn":`...)
+	b = appendJSONString(b, s.Conn)
+	b = append(b, `,"unique_id":`...)
+	b = strconv.AppendUint(b, uint64(s.UniqueID), 10)
+	b = append(b, `,"state":`...)
+	b = appendJSONString(b, s.State)
+	b = append(b, `,"initiator":`...)
+	b = strconv.AppendBool(b, s.Initiator)
+	b = append(b, `,"spi_i":`...)
+	b = appendJSONString(b, s.SPIi)
+	b = append(b, `,"spi_r":`...)
+	b = appendJSONString(b, s.SPIr)
+	b = append(b, `,"local":`...)
+	b = appendJSONAddrPort(b, s.Local)
+	b = append(b, `,"remote":`...)
+	b = appendJSONAddrPort(b, s.Remote)
+	b = append(b, `,"local_id":`...)
+	b = appendJSONString(b, s.LocalID)
+	b = append(b, `,"remote_id":`...)
+	b = appendJSONString(b, s.RemoteID)
+	b = append(b, `,"proposal":`...)
+	b = appendJSONString(b, s.Proposal)
+	if s.NATLocal {
+		b = append(b, `,"nat_local":true`...)
+	}
+	if s.NATRemote {
+		b = append(b, `,"nat_remote":true`...)
+	}
+	if !s.Established.IsZero() {
+		b = append(b, `,"established":`...)
+		b = appendJSONTime(b, s.Established)
+	}
+	if s.RekeyIn != 0 {
+		b = append(b, `,"rekey_in":`...)
+		b = strconv.AppendInt(b, int64(s.RekeyIn), 10)
+	}
+	b = append(b, `,"worker":`...)
+	b = strconv.AppendInt(b, int64(s.Worker), 10)
+	b = append(b, `,"spu":`...)
+	b = strconv.AppendInt(b, int64(s.SPU), 10)
+	b = append(b, `,"logical":`...)
+	b = strconv.AppendInt(b, int64(s.Logical), 10)
+	if len(s.Children) > 0 {
+		b = append(b, `,"children":[`...)
+		for i := range s.Children {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendChildSAJSON(b, &s.Children[i])
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"counters":{"msgid_out":`...)
+	b = strconv.AppendUint(b, uint64(s.Counters.MsgIDOut), 10)
+	b = append(b, `,"msgid_in":`...)
+	b = strconv.AppendUint(b, uint64(s.Counters.MsgIDIn), 10)
+	b = append(b, '}')
+	if s.AuthLocal != "" {
+		b = append(b, `,"auth_local":`...)
+		b = appendJSONString(b, s.AuthLocal)
+	}
+	if s.AuthRemote != "" {
+		b = append(b, `,"auth_remote":`...)
+		b = appendJSONString(b, s.AuthRemote)
+	}
+	if s.Fragmentation {
+		b = append(b, `,"fragmentation":true`...)
+	}
+	return append(b, '}'), nil
+}
+
+func appendChildSAJSON(b []byte, c *ikectl.ChildSA) []byte {
+	b = append(b, `{"name":`...)
+	b = appendJSONString(b, c.Name)
+	b = append(b, `,"unique_id":`...)
+	b = strconv.AppendUint(b, uint64(c.UniqueID), 10)
+	b = append(b, `,"state":`...)
+	b = appendJSONString(b, c.State)
+	b = append(b, `,"reqid":`...)
+	b = strconv.AppendUint(b, uint64(c.ReqID), 10)
+	b = append(b, `,"spi_in":`...)
+	b = strconv.AppendUint(b, uint64(c.SPIIn), 10)
+	b = append(b, `,"spi_out":`...)
+	b = strconv.AppendUint(b, uint64(c.SPIOut), 10)
+	b = append(b, `,"suite":`...)
+	b = appendJSONString(b, c.Suite)
+	b = append(b, `,"proposal":`...)
+	b = appendJSONString(b, c.Proposal)
+	if c.Encap {
+		b = append(b, `,"encap":true`...)
+	}
+	b = append(b, `,"local_ts":`...)
+	b = appendJSONStrings(b, c.LocalTS)
+	b = append(b, `,"remote_ts":`...)
+	b = appendJSONStrings(b, c.RemoteTS)
+	if !c.Installed.IsZero() {
+		b = append(b, `,"installed":`...)
+		b = appendJSONTime(b, c.Installed)
+	}
+	if c.RekeyIn != 0 {
+		b = append(b, `,"rekey_in":`...)
+		b = strconv.AppendInt(b, int64(c.RekeyIn), 10)
+	}
+	if c.ExpireIn != 0 {
+		b = append(b, `,"expire_in":`...)
+		b = strconv.AppendInt(b, int64(c.ExpireIn), 10)
+	}
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendUint(b, c.BytesIn, 10)
+	b = append(b, `,"packets_in":`...)
+	b = strconv.AppendUint(b, c.PacketsIn, 10)
+	b = append(b, `,"bytes_out":`...)
+	b = strconv.AppendUint(b, c.BytesOut, 10)
+	b = append(b, `,"packets_out":`...)
+	b = strconv.AppendUint(b, c.PktsOut, 10)
+	b = append(b, `,"spu":`...)
+	b = strconv.AppendInt(b, int64(c.SPU), 10)
+	if len(c.Policies) > 0 {
+		b = append(b, `,"policies":[`...)
+		for i, p := range c.Policies {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, uint64(p), 10)
+		}
+		b = append(b, ']')
+	}
+	if c.Trap {
+		b = append(b, `,"trap":true`...)
+	}
+	return append(b, '}')
+}
+
+// appendJSONStrings appends a list of strings, null for nil.
+func appendJSONStrings(b []byte, l []string) []byte {
+	if l == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range l {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, s)
+	}
+	return append(b, ']')
+}
+
+// appendJSONAddrPort appends an address and port as its MarshalText,
+// quoted: "" for the zero one.
+func appendJSONAddrPort(b []byte, a netip.AddrPort) []byte {
+	if !a.Addr().IsValid() {
+		return append(b, `""`...)
+	}
+	if a.Addr().Zone() != "" {
+		return appendJSONString(b, a.String())
+	}
+	b = append(b, '"')
+	b = a.AppendTo(b)
+	return append(b, '"')
+}
+
+// jsonTimeOK reports whether t marshals as RFC 3339 with nanoseconds
+// (time.Time.MarshalJSON refuses years outside 0..9999; an offset in
+// seconds it would not write as it is).
+func jsonTimeOK(t time.Time) bool {
+	if t.IsZero() {
+		return true
+	}
+	_, off := t.Zone()
+	return t.Year() >= 0 && t.Year() <= 9999 && off%60 == 0 && off > -24*3600 && off < 24*3600
+}
+
+func appendJSONTime(b []byte, t time.Time) []byte {
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
 	return append(b, '"')
 }

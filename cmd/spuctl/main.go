@@ -14,7 +14,7 @@
 // and, talking to iked's control socket (-c):
 //
 //	spuctl list-conns
-//	spuctl list-sas
+//	spuctl list-sas [CONN] [-json]   (page by page, in IKE SA unique id order; -json: one object a line)
 //	spuctl initiate CONN [CHILD]        (or --ike CONN --child CHILD) [--timeout 30s]
 //	spuctl terminate CONN [CHILD]       (or --ike CONN, --ike-id N, --child-id N)
 //	spuctl rekey CONN [CHILD]           (or --ike-id N, --child-id N; --ike-sa rekeys the IKE SA)
