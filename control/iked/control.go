@@ -1,9 +1,12 @@
 package iked
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -44,7 +47,11 @@ func (d *Daemon) handlers() {
 		if err != nil {
 			return nil, err
 		}
-		return d.listSAs(*req)
+		r, err := d.listSAs(*req)
+		if err != nil || req.Encoding != ikectl.EncodingPacked {
+			return r, err
+		}
+		return packedReply(r), nil
 	})
 	s.Handle(ikectl.OpInitiate, func(body json.RawMessage) (any, error) {
 		req, err := decode[ikectl.Initiate](body)
@@ -124,32 +131,60 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 	if limit <= 0 || limit > ikectl.MaxSAsPage {
 		limit = ikectl.MaxSAsPage
 	}
-	// Each worker's next IKE SAs, in UniqueID order, merged: the page is
-	// the first limit of them.
+	// First each worker's next UniqueIDs (its order's entries, no copy),
+	// merged to find where the page ends; then a copy of each worker's
+	// IKE SAs up to there. Copying each worker's next limit IKE SAs
+	// would copy a page per worker for one page.
+	idsOf := map[*loop][]uint32{}
+	var all []uint32
+	err := d.each(func(l *loop, w *worker.Worker) {
+		ids := w.IDsAfter(nil, req.After, limit+1)
+		idsOf[l] = ids
+		all = append(all, ids...)
+	})
+	slices.Sort(all)
+	out := &ikectl.SAs{More: len(all) > limit}
+	if len(all) == 0 {
+		return out, err
+	}
+	last := all[min(len(all), limit)-1]
 	type head struct {
 		list   []sa.IKESA
 		worker int
 	}
 	var heads []head
-	err := d.each(func(l *loop, w *worker.Worker) {
-		if list := w.ListAfter(req.After, limit+1); len(list) > 0 {
-			heads = append(heads, head{list, l.idx})
+	for _, l := range d.loops {
+		n, _ := slices.BinarySearch(idsOf[l], last+1)
+		if n == 0 {
+			continue
 		}
-	})
+		var list []sa.IKESA
+		if perr := d.post(l, func(w *worker.Worker) { list = w.ListAfter(req.After, n) }); perr != nil {
+			err = errors.Join(err, perr)
+		}
+		heads = append(heads, head{list, l.idx})
+	}
 	type listed struct {
 		ike    *sa.IKESA
 		worker int
 	}
-	page := make([]listed, 0, limit+1)
+	// Merged up to the page's last UniqueID (IKE SAs added between the
+	// two steps come on the next page), or fewer where their Child SAs
+	// reach MaxPageChildren.
+	page := make([]listed, 0, limit)
 	children := 0
-	for len(page) <= limit && children < ikectl.MaxPageChildren {
+	for {
 		best := -1
 		for i, h := range heads {
 			if len(h.list) > 0 && (best < 0 || h.list[0].UniqueID < heads[best].list[0].UniqueID) {
 				best = i
 			}
 		}
-		if best < 0 {
+		if best < 0 || heads[best].list[0].UniqueID > last {
+			break
+		}
+		if len(page) > 0 && children+len(heads[best].list[0].Children) > ikectl.MaxPageChildren {
+			out.More, last = true, page[len(page)-1].ike.UniqueID
 			break
 		}
 		h := &heads[best]
@@ -157,22 +192,12 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 		children += len(h.list[0].Children)
 		h.list = h.list[1:]
 	}
-	out := &ikectl.SAs{}
+	out.Next = last
 	if req.Encoding == "" {
-		out.IKESAs = make([]ikectl.IKESA, 0, min(len(page), limit))
+		out.IKESAs = make([]ikectl.IKESA, 0, len(page))
 	} else {
 		// About 300 bytes an IKE SA with its Child SA.
 		out.Packed = make([]byte, 0, 320*len(page))
-	}
-	if len(page) > limit {
-		page, out.More = page[:limit], true
-	}
-	for _, h := range heads {
-		// Cut short by its Child SAs: the rest on the next page.
-		out.More = out.More || len(h.list) > 0
-	}
-	if len(page) > 0 {
-		out.Next = page[len(page)-1].ike.UniqueID
 	}
 	// The counters of this page's Child SAs only: a dump of every SA in
 	// spud would cost the table for each page.
@@ -244,6 +269,27 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
 		}
 	}
 	return out, err
+}
+
+// packedReply encodes a packed page as json.Marshal would, but straight
+// into one buffer: Marshal would write the base64 of megabytes into a
+// buffer of its own, grown as it goes, and copy it.
+func packedReply(r *ikectl.SAs) json.RawMessage {
+	b := make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(r.Packed)))
+	b = append(b, `{"ike_sas":null`...)
+	if r.Next != 0 {
+		b = append(b, `,"next":`...)
+		b = strconv.AppendUint(b, uint64(r.Next), 10)
+	}
+	if r.More {
+		b = append(b, `,"more":true`...)
+	}
+	if len(r.Packed) > 0 {
+		b = append(b, `,"packed":"`...)
+		b = base64.StdEncoding.AppendEncode(b, r.Packed)
+		b = append(b, '"')
+	}
+	return append(b, '}')
 }
 
 // hex16 is fmt.Sprintf("%016x", v), for a page's thousands of SPIs.

@@ -35,10 +35,10 @@ func (quietEnv) Changed(*sa.IKESA) {}
 func (quietEnv) Gone(*sa.IKESA)    {}
 
 // listDaemon is iked as sas.list sees it: workers holding n IKE SAs (each
-// with a Child SA, copies of one a simulated pair established, anchored
-// on the worker's SPU), spud answering sa.stats, and the control socket;
-// it returns a client of that socket.
-func listDaemon(tb testing.TB, workers, n int) *ikectl.Client {
+// with children Child SAs, copies of one a simulated pair established,
+// anchored on the worker's SPU), spud answering sa.stats, and the control
+// socket; it returns a client of that socket.
+func listDaemon(tb testing.TB, workers, n, children int) *ikectl.Client {
 	tb.Helper()
 	tmpl := establishedIKESA(tb)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -77,10 +77,13 @@ func listDaemon(tb testing.TB, workers, n int) *ikectl.Client {
 		c.UniqueID = uint32(id)
 		c.SPIi, c.SPIr = uint64(id)<<8|1, uint64(id)<<8|2
 		c.Anchored, c.Logical = true, uint16(id%workers)
-		ch := *tmpl.Children[0]
-		ch.UniqueID = uint32(id)
-		ch.SPIIn, ch.SPIOut = 0xc0000000|uint32(id), 0x40000000|uint32(id)
-		c.Children = []*sa.ChildSA{&ch}
+		c.Children = nil
+		for k := range children {
+			ch := *tmpl.Children[0]
+			ch.UniqueID = uint32(id)
+			ch.SPIIn, ch.SPIOut = 0xc0000000|uint32(id)+uint32(k)<<24, 0x40000000|uint32(id)+uint32(k)<<24
+			c.Children = append(c.Children, &ch)
+		}
 		if err := d.loops[id%workers].w.Restore(&c); err != nil {
 			tb.Fatal(err)
 		}
@@ -185,31 +188,50 @@ func establishedIKESA(tb testing.TB) *sa.IKESA {
 }
 
 // TestListSAsPages: sas.list through the socket gives every IKE SA of
-// every worker once, in UniqueID order, with its Child SA's counters, page
-// by page.
+// every worker once, in UniqueID order, with its Child SAs' counters,
+// page by page: full pages, pages cut short by their Child SAs, and JSON
+// pages for a client that does not ask for packed ones.
 func TestListSAsPages(t *testing.T) {
-	const n = 2*ikectl.MaxSAsPage + 77
-	c := listDaemon(t, 2, n)
-	next := uint32(1)
-	pages := 0
-	err := c.SAPages(func(p []ikectl.IKESA) error {
-		pages++
-		for _, s := range p {
-			if s.UniqueID != next {
-				return fmt.Errorf("IKE SA %d, want %d", s.UniqueID, next)
+	for _, tc := range []struct{ workers, n, children, minPages int }{
+		{2, 2*ikectl.MaxSAsPage + 77, 1, 3},
+		{3, 5000, 3, 2}, // 8192 Child SAs a page at most: 2730 IKE SAs
+		{1, 10, 0, 1},
+	} {
+		t.Run(fmt.Sprintf("%d-%d-%d", tc.workers, tc.n, tc.children), func(t *testing.T) {
+			c := listDaemon(t, tc.workers, tc.n, tc.children)
+			next := uint32(1)
+			pages := 0
+			err := c.SAPages(func(p []ikectl.IKESA) error {
+				pages++
+				if len(p)*tc.children > ikectl.MaxPageChildren {
+					return fmt.Errorf("a page of %d IKE SAs with %d Child SAs each", len(p), tc.children)
+				}
+				for _, s := range p {
+					if s.UniqueID != next {
+						return fmt.Errorf("IKE SA %d, want %d", s.UniqueID, next)
+					}
+					if s.Worker != int(next)%tc.workers || len(s.Children) != tc.children ||
+						(tc.children > 0 && (s.Children[0].PacketsIn != uint64(next&0xffff) || s.Children[0].SPIIn != 0xc0000000|next)) {
+						return fmt.Errorf("IKE SA %d: %+v", next, s)
+					}
+					next++
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if s.Worker != int(next)%2 || len(s.Children) != 1 || s.Children[0].PacketsIn != uint64(next&0xffff) || s.Children[0].SPIIn != 0xc0000000|next {
-				return fmt.Errorf("IKE SA %d: %+v", next, s)
+			if next != uint32(tc.n)+1 || pages < tc.minPages {
+				t.Errorf("%d IKE SAs in %d pages, want %d in %d at least", next-1, pages, tc.n, tc.minPages)
 			}
-			next++
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if next != n+1 || pages < 2 {
-		t.Errorf("%d IKE SAs in %d pages, want %d", next-1, pages, n)
+			var r ikectl.SAs
+			if err := c.Call(ikectl.OpSAs, ikectl.SAsRequest{After: 3, Limit: 5}, &r); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.IKESAs) != 5 || r.IKESAs[0].UniqueID != 4 || r.Next != 8 || !r.More || len(r.Packed) != 0 {
+				t.Errorf("a JSON page of 5 after 3: %d IKE SAs, next %d, more %v", len(r.IKESAs), r.Next, r.More)
+			}
+		})
 	}
 }
 
@@ -229,7 +251,7 @@ func BenchmarkListIKESAs(b *testing.B) {
 			if n >= 1_000_000 && !strings.Contains(flag.Lookup("test.bench").Value.String(), name) {
 				b.Skip("-bench 'ListIKESAs/1M' runs it")
 			}
-			c := listDaemon(b, 2, n)
+			c := listDaemon(b, 2, n, 1)
 			c.SetTimeout(time.Minute)
 			b.ReportAllocs()
 			cpu0 := cpuTime()
@@ -256,4 +278,14 @@ func cpuTime() time.Duration {
 	var ru unix.Rusage
 	unix.Getrusage(unix.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// packedReply writes json.Marshal's bytes for a packed page.
+func TestPackedReplyAsMarshal(t *testing.T) {
+	for _, r := range []ikectl.SAs{{}, {Next: 7}, {More: true, Next: 1 << 31}, {Packed: []byte{0, 1, 2, 250}}, {Packed: make([]byte, 1000), Next: 3, More: true}} {
+		want, _ := json.Marshal(r)
+		if got := packedReply(&r); string(got) != string(want) {
+			t.Errorf("got %s\nwant %s", got, want)
+		}
+	}
 }

@@ -240,6 +240,13 @@ func (w *Worker) ListAfter(after uint32, limit int) []sa.IKESA {
 	return listOf(w.byID.after(make([]*manager.Manager, 0, min(limit, w.byID.Len())), after, limit))
 }
 
+// IDsAfter appends to ids the UniqueIDs of ListAfter's page, in order:
+// what a listing over several workers merges before it copies the IKE SAs
+// of its page, so that none is copied for nothing.
+func (w *Worker) IDsAfter(ids []uint32, after uint32, limit int) []uint32 {
+	return w.byID.idsAfter(ids, after, limit)
+}
+
 // listOf copies the IKE SAs of ms without their keys.
 func listOf(ms []*manager.Manager) []sa.IKESA {
 	if len(ms) == 0 {

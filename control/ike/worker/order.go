@@ -144,6 +144,21 @@ func (x *idOrder) after(page []*manager.Manager, id uint32, limit int) []*manage
 	return page
 }
 
+// idsAfter is after for the IDs alone.
+func (x *idOrder) idsAfter(ids []uint32, id uint32, limit int) []uint32 {
+	bi, i := x.firstAbove(id)
+	for ; bi < len(x.blocks) && limit > 0; bi, i = bi+1, 0 {
+		for _, e := range x.blocks[bi][i:] {
+			if limit == 0 {
+				break
+			}
+			ids = append(ids, e.id)
+			limit--
+		}
+	}
+	return ids
+}
+
 // all appends every manager to out, in UniqueID order.
 func (x *idOrder) all(out []*manager.Manager) []*manager.Manager {
 	for _, b := range x.blocks {

@@ -64,6 +64,15 @@ func TestIDOrder(t *testing.T) {
 		if got := x.after(nil, after, limit); !slices.Equal(got, want) {
 			t.Fatalf("step %d: %d after %d: %d managers, want %d", step, limit, after, len(got), len(want))
 		}
+		ids := x.idsAfter(nil, after, limit)
+		for i, m := range want {
+			if i >= len(ids) || ids[i] != m.IKE.UniqueID {
+				t.Fatalf("step %d: %d IDs after %d: %v", step, limit, after, ids)
+			}
+		}
+		if len(ids) != len(want) {
+			t.Fatalf("step %d: %d IDs after %d, want %d", step, len(ids), after, len(want))
+		}
 	}
 	if len(ref) < 1000 {
 		t.Fatalf("only %d left: the test does not reach several blocks", len(ref))
