@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +29,7 @@ func ikeCmd(cmd string, args []string) error {
 	maxFail := fs.Int("max-failures", 0, "load-initiate: stop after that many failures (0: no budget)")
 	background := fs.Bool("background", false, "load-initiate: return once started (see load-status)")
 	loadTimeout := fs.Duration("load-timeout", 0, "load-initiate: stop starting new IKE SAs after this (0: none)")
+	asJSON := fs.Bool("json", false, "list-sas: one JSON object an IKE SA, a line")
 	fs.SetOutput(io.Discard)
 	// Positional CONN [CHILD] first, flags after, or flags only.
 	var pos []string
@@ -83,7 +86,13 @@ func ikeCmd(cmd string, args []string) error {
 		// Page by page, so that a million IKE SAs print as they come.
 		out := bufio.NewWriter(os.Stdout)
 		err := c.SAPages(func(sas []ikectl.IKESA) error {
-			printSAs(out, sas, *ike)
+			if *asJSON {
+				if err := printSAsJSON(out, sas, *ike); err != nil {
+					return err
+				}
+			} else {
+				printSAs(out, sas, *ike)
+			}
 			return out.Flush()
 		})
 		if err != nil {
@@ -196,66 +205,188 @@ func orAny(l []string) []string {
 	return l
 }
 
-func ago(t time.Time) string {
+// appendAgo appends how long ago t was, in seconds, or "-" for none.
+func appendAgo(b []byte, t, now time.Time) []byte {
 	if t.IsZero() {
-		return "-"
+		return append(b, '-')
 	}
-	return time.Since(t).Round(time.Second).String()
+	return append(b, now.Sub(t).Round(time.Second).String()...)
 }
 
-// printSAs prints IKE and Child SAs the way swanctl --list-sas does.
-func printSAs(w io.Writer, sas []ikectl.IKESA, only string) {
-	for _, s := range sas {
-		if only != "" && s.Conn != only {
+// printSAs prints IKE and Child SAs the way swanctl --list-sas does; with
+// strconv's appends, not fmt's, since a listing of a million IKE SAs
+// spends its time here (TestPrintIKESAsAsFmt: the same bytes as fmt).
+func printSAs(w *bufio.Writer, sas []ikectl.IKESA, only string) {
+	now := time.Now()
+	for i := range sas {
+		if only != "" && sas[i].Conn != only {
 			continue
 		}
-		mi, mr := "", ""
-		if s.Initiator {
-			mi = "*"
-		} else {
-			mr = "*"
-		}
-		fmt.Fprintf(w, "%s: #%d, %s, IKEv2, %s_i%s %s_r%s\n", s.Conn, s.UniqueID, s.State, s.SPIi, mi, s.SPIr, mr)
-		nat := func(b bool) string {
-			if b {
-				return " (behind NAT)"
-			}
-			return ""
-		}
-		auth := func(a string) string {
-			if a == "" {
-				return ""
-			}
-			return ", " + a
-		}
-		fmt.Fprintf(w, "  local  '%s' @ %s[%d]%s%s\n", s.LocalID, s.Local.Addr(), s.Local.Port(), nat(s.NATLocal), auth(s.AuthLocal))
-		fmt.Fprintf(w, "  remote '%s' @ %s[%d]%s%s\n", s.RemoteID, s.Remote.Addr(), s.Remote.Port(), nat(s.NATRemote), auth(s.AuthRemote))
-		if s.Proposal != "" {
-			fmt.Fprintf(w, "  %s\n", strings.TrimPrefix(s.Proposal, "IKE:"))
-		}
-		fmt.Fprintf(w, "  established %s ago", ago(s.Established))
-		if s.RekeyIn > 0 {
-			fmt.Fprintf(w, ", rekeying in %s", s.RekeyIn)
-		}
-		fmt.Fprintf(w, ", worker %d, anchor spu %d (logical %d), message ids %d/%d\n", s.Worker, s.SPU, s.Logical, s.Counters.MsgIDOut, s.Counters.MsgIDIn)
-		for _, c := range s.Children {
-			mode := "TUNNEL"
-			if c.Encap {
-				mode = "TUNNEL-in-UDP"
-			}
-			fmt.Fprintf(w, "  %s: #%d, reqid %d, %s, %s, %s\n", c.Name, c.UniqueID, c.ReqID, c.State, mode, c.Proposal)
-			fmt.Fprintf(w, "    installed %s ago", ago(c.Installed))
-			if c.RekeyIn > 0 {
-				fmt.Fprintf(w, ", rekeying in %s", c.RekeyIn)
-			}
-			if c.ExpireIn > 0 {
-				fmt.Fprintf(w, ", expires in %s", c.ExpireIn)
-			}
-			fmt.Fprintf(w, ", spu %d\n", c.SPU)
-			fmt.Fprintf(w, "    in  %08x, %8d bytes, %6d packets\n", c.SPIIn, c.BytesIn, c.PacketsIn)
-			fmt.Fprintf(w, "    out %08x, %8d bytes, %6d packets\n", c.SPIOut, c.BytesOut, c.PktsOut)
-			fmt.Fprintf(w, "    local  %s\n", strings.Join(c.LocalTS, " "))
-			fmt.Fprintf(w, "    remote %s\n", strings.Join(c.RemoteTS, " "))
-		}
+		w.Write(appendIKESA(w.AvailableBuffer(), &sas[i], now))
 	}
+}
+
+// printSAsJSON prints each IKE SA as one JSON object a line, as
+// json.Marshal writes it (appendIKESAJSON).
+func printSAsJSON(w *bufio.Writer, sas []ikectl.IKESA, only string) error {
+	for i := range sas {
+		if only != "" && sas[i].Conn != only {
+			continue
+		}
+		b, err := appendIKESAJSON(w.AvailableBuffer(), &sas[i])
+		if err != nil {
+			return err
+		}
+		w.Write(append(b, '\n'))
+	}
+	return nil
+}
+
+// appendIKESA appends an IKE SA's lines and its Child SAs'.
+func appendIKESA(b []byte, s *ikectl.IKESA, now time.Time) []byte {
+	b = append(b, s.Conn...)
+	b = append(b, ": #"...)
+	b = strconv.AppendUint(b, uint64(s.UniqueID), 10)
+	b = append(b, ", "...)
+	b = append(b, s.State...)
+	b = append(b, ", IKEv2, "...)
+	b = append(b, s.SPIi...)
+	b = append(b, "_i"...)
+	if s.Initiator {
+		b = append(b, '*')
+	}
+	b = append(b, ' ')
+	b = append(b, s.SPIr...)
+	b = append(b, "_r"...)
+	if !s.Initiator {
+		b = append(b, '*')
+	}
+	b = append(b, '\n')
+	b = appendEnd(b, "  local  '", s.LocalID, s.Local, s.NATLocal, s.AuthLocal)
+	b = appendEnd(b, "  remote '", s.RemoteID, s.Remote, s.NATRemote, s.AuthRemote)
+	if s.Proposal != "" {
+		b = append(b, "  "...)
+		b = append(b, strings.TrimPrefix(s.Proposal, "IKE:")...)
+		b = append(b, '\n')
+	}
+	b = append(b, "  established "...)
+	b = appendAgo(b, s.Established, now)
+	b = append(b, " ago"...)
+	if s.RekeyIn > 0 {
+		b = append(b, ", rekeying in "...)
+		b = append(b, s.RekeyIn.String()...)
+	}
+	b = append(b, ", worker "...)
+	b = strconv.AppendInt(b, int64(s.Worker), 10)
+	b = append(b, ", anchor spu "...)
+	b = strconv.AppendInt(b, int64(s.SPU), 10)
+	b = append(b, " (logical "...)
+	b = strconv.AppendInt(b, int64(s.Logical), 10)
+	b = append(b, "), message ids "...)
+	b = strconv.AppendUint(b, uint64(s.Counters.MsgIDOut), 10)
+	b = append(b, '/')
+	b = strconv.AppendUint(b, uint64(s.Counters.MsgIDIn), 10)
+	b = append(b, '\n')
+	for i := range s.Children {
+		b = appendChildSA(b, &s.Children[i], now)
+	}
+	return b
+}
+
+// appendEnd appends one end's line: "  local  'id' @ addr[port]", behind
+// NAT or not, and how it authenticated.
+func appendEnd(b []byte, prefix, id string, ap netip.AddrPort, nat bool, auth string) []byte {
+	b = append(b, prefix...)
+	b = append(b, id...)
+	b = append(b, "' @ "...)
+	b = appendAddr(b, ap.Addr())
+	b = append(b, '[')
+	b = strconv.AppendUint(b, uint64(ap.Port()), 10)
+	b = append(b, ']')
+	if nat {
+		b = append(b, " (behind NAT)"...)
+	}
+	if auth != "" {
+		b = append(b, ", "...)
+		b = append(b, auth...)
+	}
+	return append(b, '\n')
+}
+
+// appendAddr appends a as its String does: AppendTo writes nothing for
+// the zero address, which String calls "invalid IP".
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, a.String()...)
+	}
+	return a.AppendTo(b)
+}
+
+func appendChildSA(b []byte, c *ikectl.ChildSA, now time.Time) []byte {
+	b = append(b, "  "...)
+	b = append(b, c.Name...)
+	b = append(b, ": #"...)
+	b = strconv.AppendUint(b, uint64(c.UniqueID), 10)
+	b = append(b, ", reqid "...)
+	b = strconv.AppendUint(b, uint64(c.ReqID), 10)
+	b = append(b, ", "...)
+	b = append(b, c.State...)
+	if c.Encap {
+		b = append(b, ", TUNNEL-in-UDP, "...)
+	} else {
+		b = append(b, ", TUNNEL, "...)
+	}
+	b = append(b, c.Proposal...)
+	b = append(b, "\n    installed "...)
+	b = appendAgo(b, c.Installed, now)
+	b = append(b, " ago"...)
+	if c.RekeyIn > 0 {
+		b = append(b, ", rekeying in "...)
+		b = append(b, c.RekeyIn.String()...)
+	}
+	if c.ExpireIn > 0 {
+		b = append(b, ", expires in "...)
+		b = append(b, c.ExpireIn.String()...)
+	}
+	b = append(b, ", spu "...)
+	b = strconv.AppendInt(b, int64(c.SPU), 10)
+	b = appendDir(b, "\n    in  ", c.SPIIn, c.BytesIn, c.PacketsIn)
+	b = appendDir(b, "    out ", c.SPIOut, c.BytesOut, c.PktsOut)
+	b = append(b, "    local  "...)
+	b = appendJoined(b, c.LocalTS)
+	b = append(b, "\n    remote "...)
+	b = appendJoined(b, c.RemoteTS)
+	return append(b, '\n')
+}
+
+// appendDir appends a direction's line: its SPI and counters, in columns
+// of 8 and 6.
+func appendDir(b []byte, prefix string, spi uint32, bytes, packets uint64) []byte {
+	b = append(b, prefix...)
+	b = appendHex8(b, spi)
+	b = append(b, ", "...)
+	b = appendPadded(b, bytes, 8)
+	b = append(b, " bytes, "...)
+	b = appendPadded(b, packets, 6)
+	return append(b, " packets\n"...)
+}
+
+// appendPadded appends v right-aligned in width columns, as %*d.
+func appendPadded(b []byte, v uint64, width int) []byte {
+	var d [20]byte
+	digits := strconv.AppendUint(d[:0], v, 10)
+	for n := len(digits); n < width; n++ {
+		b = append(b, ' ')
+	}
+	return append(b, digits...)
+}
+
+func appendJoined(b []byte, l []string) []byte {
+	for i, s := range l {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = append(b, s...)
+	}
+	return b
 }

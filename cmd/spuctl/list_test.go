@@ -35,7 +35,7 @@ func TestListPages(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	if err := listPages(&out, pages(false), true, printPolicy); err != nil {
+	if err := listPages(&out, pages(false), true, printPolicy, marshalJSON[api.PolicyState]); err != nil {
 		t.Fatal(err)
 	}
 	sc := bufio.NewScanner(&out)
@@ -51,7 +51,7 @@ func TestListPages(t *testing.T) {
 		t.Errorf("%d lines of JSON, want 6", n)
 	}
 	out.Reset()
-	err := listPages(&out, pages(true), false, printPolicy)
+	err := listPages(&out, pages(true), false, printPolicy, marshalJSON[api.PolicyState])
 	if err == nil || !strings.Contains(err.Error(), "connection lost") {
 		t.Errorf("error: %v", err)
 	}
@@ -151,7 +151,7 @@ func BenchmarkPrintSAs(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/json=%v", out.name, asJSON), func(b *testing.B) {
 				for b.Loop() {
 					pages := func(yield func([]api.SAState, error) bool) { yield(page, nil) }
-					if err := listPages(out.w, pages, asJSON, printSA); err != nil {
+					if err := listPages(out.w, pages, asJSON, printSA, appendSAJSON); err != nil {
 						b.Fatal(err)
 					}
 				}

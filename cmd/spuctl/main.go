@@ -14,7 +14,7 @@
 // and, talking to iked's control socket (-c):
 //
 //	spuctl list-conns
-//	spuctl list-sas
+//	spuctl list-sas [CONN] [-json]   (page by page, in IKE SA unique id order; -json: one object a line)
 //	spuctl initiate CONN [CHILD]        (or --ike CONN --child CHILD) [--timeout 30s]
 //	spuctl terminate CONN [CHILD]       (or --ike CONN, --ike-id N, --child-id N)
 //	spuctl rekey CONN [CHILD]           (or --ike-id N, --child-id N; --ike-sa rekeys the IKE SA)
@@ -159,7 +159,7 @@ func saCmd(args []string) error {
 		if err != nil {
 			return err
 		}
-		return listPages(os.Stdout, c.SAPages(0), asJSON, printSA)
+		return listPages(os.Stdout, c.SAPages(0), asJSON, printSA, appendSAJSON)
 	}
 	return fmt.Errorf("sa: unknown %q (add, del, list)", args[0])
 }
@@ -179,22 +179,25 @@ func listFlags(name string, args []string) (asJSON bool, err error) {
 
 // listPages prints a dump page by page as spud gives it (in install order),
 // so that a table of any size lists in the memory of a page, as text
-// (print) or one JSON object a line.
-func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, print func(*bufio.Writer, T)) error {
+// (print) or one JSON object a line (appendJSON: json.Marshal's bytes).
+func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, print func(*bufio.Writer, T),
+	appendJSON func([]byte, *T) ([]byte, error)) error {
 	w := bufio.NewWriterSize(out, 64<<10)
-	enc := json.NewEncoder(w)
 	for page, err := range pages {
 		if err != nil {
 			w.Flush()
 			return err
 		}
-		for _, x := range page {
+		for i := range page {
 			if asJSON {
-				if err := enc.Encode(x); err != nil {
+				b, err := appendJSON(w.AvailableBuffer(), &page[i])
+				if err != nil {
+					w.Flush()
 					return err
 				}
+				w.Write(append(b, '\n'))
 			} else {
-				print(w, x)
+				print(w, page[i])
 			}
 		}
 		if err := w.Flush(); err != nil {
@@ -203,6 +206,10 @@ func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, p
 	}
 	return nil
 }
+
+// marshalJSON is listPages's appendJSON for the listings without their
+// own: encoding/json.
+func marshalJSON[T any](b []byte, x *T) ([]byte, error) { return appendMarshal(b, *x) }
 
 // printSA writes an SA as two or three lines; with strconv's appends, not
 // fmt's, since a listing of a million SAs spends its time here.
@@ -335,7 +342,7 @@ func policyCmd(args []string) error {
 		if err != nil {
 			return err
 		}
-		return listPages(os.Stdout, c.PolicyPages(0), asJSON, printPolicy)
+		return listPages(os.Stdout, c.PolicyPages(0), asJSON, printPolicy, marshalJSON[api.PolicyState])
 	}
 	return fmt.Errorf("policy: unknown %q (add, del, list)", args[0])
 }

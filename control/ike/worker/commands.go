@@ -1,11 +1,9 @@
 package worker
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/manager"
@@ -164,7 +162,7 @@ func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(e
 	for _, cc := range children {
 		m.Queue(task.NewChildCreateI(conn, cc, d))
 	}
-	w.bySPI[spi] = m
+	w.track(spi, m)
 	m.Logger().Info("initiating IKE SA", "local", ike.Local.String(), "children", len(children))
 	m.Initiate()
 	w.schedule(m)
@@ -232,63 +230,29 @@ func (w *Worker) Terminate(sel Target, done func(error)) int {
 func (w *Worker) List() []sa.IKESA { return listOf(w.Managers()) }
 
 // ListAfter is List for a page: the IKE SAs with a UniqueID above after,
-// in UniqueID order, at most limit of them. It costs a pass over the
-// worker's IKE SAs and a sort of the page, not of all of them.
+// in UniqueID order, at most limit of them. The worker keeps its IKE SAs
+// in that order (order.go): a page costs its own IKE SAs and a binary
+// search, not a pass over all of them.
 func (w *Worker) ListAfter(after uint32, limit int) []sa.IKESA {
 	if limit <= 0 {
 		return nil
 	}
-	// The limit smallest UniqueIDs above after, in a max-heap.
-	page := make([]*manager.Manager, 0, min(limit, len(w.bySPI)))
-	less := func(a, b *manager.Manager) bool { return a.IKE.UniqueID < b.IKE.UniqueID }
-	for _, m := range w.bySPI {
-		if m.IKE.UniqueID <= after {
-			continue
-		}
-		if len(page) < limit {
-			page = append(page, m)
-			siftUp(page, len(page)-1, less)
-		} else if less(m, page[0]) {
-			page[0] = m
-			siftDown(page, 0, less)
-		}
-	}
-	slices.SortFunc(page, func(a, b *manager.Manager) int { return cmp.Compare(a.IKE.UniqueID, b.IKE.UniqueID) })
-	return listOf(page)
+	return listOf(w.byID.after(make([]*manager.Manager, 0, min(limit, w.byID.Len())), after, limit))
 }
 
-// siftUp and siftDown keep h a max-heap under less.
-func siftUp[T any](h []T, i int, less func(a, b T) bool) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !less(h[p], h[i]) {
-			return
-		}
-		h[p], h[i] = h[i], h[p]
-		i = p
-	}
-}
-
-func siftDown[T any](h []T, i int, less func(a, b T) bool) {
-	for {
-		c := 2*i + 1
-		if c >= len(h) {
-			return
-		}
-		if c+1 < len(h) && less(h[c], h[c+1]) {
-			c++
-		}
-		if !less(h[i], h[c]) {
-			return
-		}
-		h[i], h[c] = h[c], h[i]
-		i = c
-	}
+// IDsAfter appends to ids the UniqueIDs of ListAfter's page, in order:
+// what a listing over several workers merges before it copies the IKE SAs
+// of its page, so that none is copied for nothing.
+func (w *Worker) IDsAfter(ids []uint32, after uint32, limit int) []uint32 {
+	return w.byID.idsAfter(ids, after, limit)
 }
 
 // listOf copies the IKE SAs of ms without their keys.
 func listOf(ms []*manager.Manager) []sa.IKESA {
-	var out []sa.IKESA
+	if len(ms) == 0 {
+		return nil
+	}
+	out := make([]sa.IKESA, 0, len(ms))
 	for _, m := range ms {
 		c := *m.IKE
 		c.Keys, c.Out, c.In, c.Ni, c.Nr, c.InitI, c.InitR, c.LastResponse = nil, nil, nil, nil, nil, nil, nil, nil
@@ -314,7 +278,7 @@ func (w *Worker) Restore(ike *sa.IKESA) error {
 		return fmt.Errorf("restore: IKE SA %s exists", ike.SPIs())
 	}
 	m := manager.Restore(ike, w.menv)
-	w.bySPI[ike.OurSPI()] = m
+	w.track(ike.OurSPI(), m)
 	m.Logger().Info("IKE SA restored", "children", len(ike.Children), "msgid_out", ike.MsgIDOut, "msgid_in", ike.MsgIDIn)
 	m.Initiate()
 	w.schedule(m)
@@ -469,6 +433,7 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 		return nil, ErrBusy
 	}
 	delete(w.bySPI, ourSPI)
+	w.byID.remove(m)
 	m.DropFragments()
 	w.forgetInit(m)
 	w.endHalfOpen(m)

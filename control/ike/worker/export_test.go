@@ -27,7 +27,9 @@ const (
 )
 
 // IndexError reports where the peer index disagrees with the worker's IKE
-// SAs: every live one filed under its address and identities, nothing else.
+// SAs (every live one filed under its address and identities, nothing
+// else), or the id order with its table by SPI (each of them once, sorted
+// by UniqueID).
 func (w *Worker) IndexError() error {
 	live := map[*manager.Manager]bool{}
 	for _, m := range w.bySPI {
@@ -50,6 +52,24 @@ func (w *Worker) IndexError() error {
 		if _, ok := w.peers.byIDs[k.ids][m]; k.hasIDs && !ok {
 			return fmt.Errorf("IKE SA %d is missing from its identities' set", m.IKE.UniqueID)
 		}
+	}
+	if err := w.byID.check(); err != nil {
+		return err
+	}
+	inOrder := map[*manager.Manager]bool{}
+	for _, m := range w.byID.all(nil) {
+		if inOrder[m] {
+			return fmt.Errorf("IKE SA %d is twice in the id order", m.IKE.UniqueID)
+		}
+		inOrder[m] = true
+	}
+	for _, m := range w.bySPI {
+		if !inOrder[m] {
+			return fmt.Errorf("IKE SA %d (%s) is not in the id order", m.IKE.UniqueID, m.IKE.State)
+		}
+	}
+	if len(inOrder) != len(w.bySPI) {
+		return fmt.Errorf("id order: %d IKE SAs, the worker holds %d", len(inOrder), len(w.bySPI))
 	}
 	n := 0
 	for _, s := range w.peers.byAddr {

@@ -171,7 +171,7 @@ func (e *mgrEnv) NewIKESPI(ike *sa.IKESA) (uint64, error) {
 func (e *mgrEnv) Adopt(ike *sa.IKESA) *manager.Manager {
 	w := e.w
 	m := manager.New(ike, w.menv)
-	w.bySPI[ike.OurSPI()] = m
+	w.track(ike.OurSPI(), m)
 	w.pending = append(w.pending, func() {
 		if !m.Destroyed() {
 			m.Initiate()

@@ -86,7 +86,7 @@ func (w *Worker) reauth(old *manager.Manager) {
 		cr.ReqID = ch.ReqID
 		m.Queue(cr)
 	}
-	w.bySPI[spi] = m
+	w.track(spi, m)
 	if w.isLoad(ike) {
 		w.loadSAs[nike] = true
 	}

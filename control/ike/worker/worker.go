@@ -19,7 +19,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -134,6 +133,8 @@ type Worker struct {
 	sched  map[*manager.Manager]time.Time
 	// peers finds IKE SAs by peer address and identities (index.go).
 	peers peerIndex
+	// byID holds bySPI's managers in UniqueID order (order.go).
+	byID idOrder
 	// due and spis are Tick's batch, kept to spare allocations.
 	due     []*manager.Manager
 	spis    []uint32
@@ -198,14 +199,18 @@ func New(id int, env Env) *Worker {
 // Len is the number of IKE SAs of the worker.
 func (w *Worker) Len() int { return len(w.bySPI) }
 
-// Managers returns the worker's task managers.
+// Managers returns the worker's task managers, in UniqueID order.
 func (w *Worker) Managers() []*manager.Manager {
-	out := make([]*manager.Manager, 0, len(w.bySPI))
-	for _, m := range w.bySPI {
-		out = append(out, m)
+	return w.byID.all(make([]*manager.Manager, 0, w.byID.Len()))
+}
+
+// track files m under our SPI of its IKE SA, and in UniqueID order.
+func (w *Worker) track(spi uint64, m *manager.Manager) {
+	if old := w.bySPI[spi]; old != nil {
+		w.byID.remove(old)
 	}
-	slices.SortFunc(out, func(a, b *manager.Manager) int { return int(a.IKE.UniqueID) - int(b.IKE.UniqueID) })
-	return out
+	w.bySPI[spi] = m
+	w.byID.add(m)
 }
 
 // Receive handles one datagram that arrived at the worker's sockets. A
@@ -350,7 +355,7 @@ func (w *Worker) receiveInit(d manager.Datagram, msg *message.Message) {
 		w.refused.add(now)
 		return
 	}
-	w.bySPI[spir] = m
+	w.track(spir, m)
 	w.initReq[key] = m
 	w.perPeer.Add(d.Remote.Addr(), 1)
 	w.halfOpn[m] = d.Remote.Addr()
@@ -529,6 +534,7 @@ func (w *Worker) forget(m *manager.Manager) {
 	if w.bySPI[ike.OurSPI()] == m {
 		delete(w.bySPI, ike.OurSPI())
 	}
+	w.byID.remove(m)
 	w.forgetInit(m)
 	w.endHalfOpen(m)
 	w.peers.remove(m)

@@ -6,8 +6,11 @@
 package ikectl
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -78,6 +81,9 @@ type SAs struct {
 	// there is one.
 	Next uint32 `json:"next,omitempty"`
 	More bool   `json:"more,omitempty"`
+	// Packed holds the page's IKE SAs instead of IKESAs when the request
+	// asked for EncodingPacked: DecodePackedIKESAs reads them.
+	Packed []byte `json:"packed,omitempty"`
 }
 
 // SAsRequest asks for a page of IKE SAs: those with a UniqueID above
@@ -87,11 +93,19 @@ type SAs struct {
 type SAsRequest struct {
 	After uint32 `json:"after,omitempty"`
 	Limit int    `json:"limit,omitempty"`
+	// Encoding is "" for IKESAs in JSON, EncodingPacked for Packed.
+	Encoding string `json:"encoding,omitempty"`
 }
 
-// MaxSAsPage is the most IKE SAs a page holds: with their Child SAs,
-// about a megabyte of JSON, far inside a frame.
-const MaxSAsPage = 1024
+// MaxSAsPage is the most IKE SAs a page holds: with a Child SA each,
+// about 4 MB of JSON, inside a frame (16 MiB). An iked before it answers
+// at most 1024 a page, which SAPages takes as well.
+const MaxSAsPage = 4096
+
+// MaxPageChildren bounds the Child SAs of a page: iked ends a page early
+// (More set) once its IKE SAs hold that many, so that IKE SAs with many
+// Child SAs each still make a page that fits in a frame.
+const MaxPageChildren = 8192
 
 // IKESA is one IKE SA as swanctl --list-sas shows it.
 type IKESA struct {
@@ -264,7 +278,12 @@ type WorkerStats struct {
 }
 
 // Client talks to iked.
-type Client struct{ c *unixrpc.Client }
+type Client struct {
+	c *unixrpc.Client
+	// jsonPages is set once iked refused a packed sas.list (an iked
+	// older than it): the connection's pages come in JSON from then on.
+	jsonPages atomic.Bool
+}
 
 // Dial connects to iked's control socket.
 func Dial(path string) (*Client, error) {
@@ -311,19 +330,71 @@ func (c *Client) SAs() ([]IKESA, error) {
 // SAPage asks for one page: the IKE SAs with a UniqueID above after, at
 // most limit.
 func (c *Client) SAPage(after uint32, limit int) (*SAs, error) {
+	req := SAsRequest{After: after, Limit: limit}
+	if !c.jsonPages.Load() {
+		req.Encoding = EncodingPacked
+	}
 	var r SAs
-	err := c.Call(OpSAs, SAsRequest{After: after, Limit: limit}, &r)
-	return &r, err
+	err := c.Call(OpSAs, req, &r)
+	if err != nil && req.Encoding != "" && olderIked(err) {
+		c.jsonPages.Store(true)
+		req.Encoding = ""
+		r = SAs{}
+		err = c.Call(OpSAs, req, &r)
+	}
+	if err != nil {
+		return &r, err
+	}
+	if len(r.Packed) > 0 {
+		sas, err := DecodePackedIKESAs(r.Packed, make([]IKESA, 0, limit))
+		if err != nil {
+			return &r, fmt.Errorf("iked: %s: %w", OpSAs, err)
+		}
+		r.IKESAs, r.Packed = sas, nil
+	}
+	return &r, nil
+}
+
+// olderIked reports whether err is an iked's refusal of the request's
+// encoding field, which it does not know.
+func olderIked(err error) bool {
+	var e *unixrpc.Error
+	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "encoding"`)
 }
 
 // SAPages calls each with every page of IKE SAs in UniqueID order, so that
-// a caller can show a million without holding them.
+// a caller can show a million without holding them. The next page is
+// asked for while each takes one: iked's building of a page and the
+// caller's printing of the one before overlap rather than take turns.
 func (c *Client) SAPages(each func([]IKESA) error) error {
+	type fetched struct {
+		r   *SAs
+		err error
+	}
+	fetch := func(after uint32) <-chan fetched {
+		// Buffered: when each fails, the call in flight finishes on its
+		// own.
+		ch := make(chan fetched, 1)
+		go func() {
+			r, err := c.SAPage(after, MaxSAsPage)
+			ch <- fetched{r, err}
+		}()
+		return ch
+	}
 	var after uint32
+	next := fetch(after)
 	for {
-		r, err := c.SAPage(after, MaxSAsPage)
-		if err != nil {
-			return err
+		f := <-next
+		if f.err != nil {
+			return f.err
+		}
+		r := f.r
+		if r.More && r.Next <= after {
+			return fmt.Errorf("iked: %s: the page after %d does not move on (%d)", OpSAs, after, r.Next)
+		}
+		if r.More {
+			after = r.Next
+			next = fetch(after)
 		}
 		if err := each(r.IKESAs); err != nil {
 			return err
@@ -331,10 +402,6 @@ func (c *Client) SAPages(each func([]IKESA) error) error {
 		if !r.More {
 			return nil
 		}
-		if r.Next <= after {
-			return fmt.Errorf("iked: %s: the page after %d does not move on (%d)", OpSAs, after, r.Next)
-		}
-		after = r.Next
 	}
 }
 
