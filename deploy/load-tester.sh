@@ -67,12 +67,24 @@ cd "$work"
 # The installed version's source first; a security update may be gone from
 # the mirror, and another Debian revision of the same upstream release has
 # the same plugin ABI.
-say "fetching Debian's source of strongswan $version into $work"
-if ! apt-get source -qq "strongswan=$version" >/dev/null 2>&1; then
-	say "strongswan $version's source is not on the mirror; trying the mirror's strongswan source"
-	apt-get source -qq strongswan >/dev/null 2>&1 ||
-		die "apt-get source strongswan failed: is a deb-src entry for Debian's mirror in /etc/apt/sources.list.d and the mirror reachable?"
-fi
+# Candidates: the installed version, then every other Debian revision of
+# the same upstream release the sources list, newest first.
+mapfile -t others < <(apt-cache showsrc strongswan 2>/dev/null | sed -n 's/^Version: //p' |
+	grep -F "$upstream-" | grep -vxF "$version" | sort -rV)
+[ ${#others[@]} -gt 0 ] || apt-cache showsrc strongswan >/dev/null 2>&1 ||
+	die "apt has no source package strongswan: is a deb-src entry for Debian's mirror in /etc/apt/sources.list.d and the mirror reachable?"
+fetched=
+for v in "$version" "${others[@]}"; do
+	say "fetching Debian's source of strongswan $v into $work"
+	if apt-get source -qq "strongswan=$v" >"$work/fetch.log" 2>&1; then
+		fetched=$v
+		break
+	fi
+	say "strongswan $v's source is not on the mirror ($(grep -m1 '^E:' "$work/fetch.log" || echo 'apt-get source failed'))"
+	find "$work" -mindepth 1 -maxdepth 1 ! -name fetch.log -exec rm -rf {} +
+done
+[ -n "$fetched" ] ||
+	die "no source of strongswan $upstream on the mirror (tried $version ${others[*]}): is the deb-src entry for Debian's mirror right?"
 tree=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'strongswan-*' | head -n1)
 [ -n "$tree" ] || die "apt-get source left no strongswan-* folder in $work"
 got=${tree##*/strongswan-}
