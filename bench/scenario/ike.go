@@ -67,9 +67,11 @@ type IKERun struct {
 	LiveIKESAs   int `json:"live_ike_sas"`
 	LiveChildSAs int `json:"live_child_sas"`
 	// DataPlaneSAs and DataPlanePolicies are spud's at the end (two SAs,
-	// inbound and outbound, per tunnel).
-	DataPlaneSAs      int `json:"dataplane_sas,omitempty"`
-	DataPlanePolicies int `json:"dataplane_policies,omitempty"`
+	// inbound and outbound, per tunnel; spu.list), DataPlaneSPUSAs its SAs
+	// per physical SPU.
+	DataPlaneSAs      int   `json:"dataplane_sas,omitempty"`
+	DataPlanePolicies int   `json:"dataplane_policies,omitempty"`
+	DataPlaneSPUSAs   []int `json:"dataplane_spu_sas,omitempty"`
 	// CPUPerSA is the responder's CPU time (user + system, /proc/PID/stat)
 	// over the run per established IKE SA, in milliseconds: iked's or
 	// charon's; DataPlaneCPUPerSA spud's, InitiatorCPUPerSA the

@@ -330,7 +330,8 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		if m, err := system.ReadMemory(rs.spudPID); err == nil && tunnels > 0 {
 			run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(tunnels)
 		}
-		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel, %d SAs, %.3f ms CPU per IKE SA", run.DataPlanePerTunnel/1024, run.DataPlaneSAs, run.DataPlaneCPUPerSA)
+		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel, %d SAs (per SPU %v), %d policies, %.3f ms CPU per IKE SA", run.DataPlanePerTunnel/1024,
+			run.DataPlaneSAs, run.DataPlaneSPUSAs, run.DataPlanePolicies, run.DataPlaneCPUPerSA)
 	}
 	e.Logf("%s: %d up in %v (%.0f/s); live %d IKE SAs, %d Child SAs; responder %.3f ms CPU per IKE SA (%.2f cores), RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s%s%s", label, up,
 		run.Elapsed.Round(time.Millisecond), run.Rate, run.LiveIKESAs, run.LiveChildSAs, run.CPUPerSA, run.Cores,
@@ -393,14 +394,15 @@ func ikedLive(k *daemons.Iked, run *IKERun) error {
 		return fmt.Errorf("ike: iked's list-sas: %w", err)
 	}
 	run.LiveIKESAs, run.LiveChildSAs = ike, child
-	st, err := k.Spud.Client.Stats()
+	l, err := k.Spud.Client.SPUs()
 	if err != nil {
-		return fmt.Errorf("ike: spud's stats: %w", err)
+		return fmt.Errorf("ike: spud's spu.list: %w", err)
 	}
-	run.DataPlaneSAs, run.DataPlanePolicies = 0, 0
-	for _, s := range st.SPUs {
+	run.DataPlaneSAs, run.DataPlanePolicies, run.DataPlaneSPUSAs = 0, 0, nil
+	for _, s := range l.SPUs {
 		run.DataPlaneSAs += s.SAs
 		run.DataPlanePolicies += s.Policies
+		run.DataPlaneSPUSAs = append(run.DataPlaneSPUSAs, s.SAs)
 	}
 	return nil
 }

@@ -28,9 +28,9 @@ var LoadTesterPlugins = "/var/cache/spugate/load-tester/plugins"
 const loadTesterSO = "libstrongswan-load-tester.so"
 
 // loadTesterPSK is the pre-shared key load-tester's own credential set
-// offers for every identity (compiled into the plugin): the responders
-// are given the same.
-var loadTesterPSK = []byte{1, 2, 3, 4, 5, 6, 7, 8}
+// offers for every identity (its preshared_key setting; "default-psk"
+// otherwise): the responders are given the same.
+var loadTesterPSK = []byte("spugate lab load-tester")
 
 // loadTesterIDs is the initiator identity pattern (%d: the IKE SA's
 // number, so that each IKE SA has an identity of its own) and the
@@ -162,6 +162,7 @@ func (o loadTesterOptions) settings() map[string]string {
 		// PSK both ways: upstream load-tester signs with RSA only.
 		"initiator_auth": "psk",
 		"responder_auth": "psk",
+		"preshared_key":  string(loadTesterPSK),
 		"initiator_id":   loadTesterID,
 		"responder_id":   o.ResponderID,
 		"initiator":      o.Initiator,
@@ -224,7 +225,7 @@ func fakeKernelResponder(cfg *strongswan.Config) {
 		cfg.Settings.Plugin = map[string]map[string]string{}
 	}
 	cfg.Settings.Plugin["load-tester"] = map[string]string{"enable": "yes", "initiators": "0", "fake_kernel": "yes",
-		"initiator": "127.0.0.2", "responder": "127.0.0.1"}
+		"initiator": "127.0.0.2", "responder": "127.0.0.1", "preshared_key": string(loadTesterPSK)}
 }
 
 // loadTesterPeer makes a responder's configuration accept load-tester's

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"encoding/hex"
 	"slices"
 	"strings"
 	"testing"
@@ -59,7 +60,7 @@ func TestLoadTesterConfig(t *testing.T) {
 		"initiator_auth": "psk", "responder_auth": "psk", "initiator_id": loadTesterID, "responder_id": "gw-b.lab.example",
 		"initiator": pl.GwAWan4.String(), "responder": pl.GwBWan4.String(),
 		"initiator_tsi": pl.LanA4.String(), "initiator_tsr": pl.LanB4.String(),
-		"proposal": ikeProposal, "esp": espProposal, "version": "2", "child_rekey": "0",
+		"preshared_key": string(loadTesterPSK), "proposal": ikeProposal, "esp": espProposal, "version": "2", "child_rekey": "0",
 	} {
 		if s[k] != v {
 			t.Errorf("load-tester %s = %q, want %q", k, s[k], v)
@@ -103,7 +104,7 @@ func TestIkedConfig(t *testing.T) {
 			t.Errorf("config lacks %q:\n%s", want, conf)
 		}
 	}
-	if want := "ike:\n  site:\n    secret: 0x0102030405060708\n"; secrets != want {
+	if want := "ike:\n  site:\n    secret: 0x" + hex.EncodeToString(loadTesterPSK) + "\n"; secrets != want {
 		t.Errorf("secrets %q, want %q", secrets, want)
 	}
 	conf, secrets = ikedConfig(ln, ln.GwB, "", false, ikedSide{})
