@@ -56,7 +56,7 @@ func TestLoadTesterConfig(t *testing.T) {
 	s := cfg.Settings.Plugin["load-tester"]
 	pl := ln.Plan
 	for k, v := range map[string]string{
-		"enable": "yes", "initiators": "4", "iterations": "500", "init_limit": "64", "fake_kernel": "yes",
+		"enable": "yes", "delay": "1", "initiators": "4", "iterations": "500", "init_limit": "64", "fake_kernel": "yes",
 		"initiator_auth": "psk", "responder_auth": "psk", "initiator_id": loadTesterID, "responder_id": "gw-b.lab.example",
 		"initiator": pl.GwAWan4.String(), "responder": pl.GwBWan4.String(),
 		"initiator_tsi": pl.LanA4.String(), "initiator_tsr": pl.LanB4.String(),
