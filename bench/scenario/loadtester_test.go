@@ -50,7 +50,7 @@ func TestLoadTesterConfig(t *testing.T) {
 	if lt < 0 || kn < 0 || lt > kn || slices.Contains(cfg.Plugins, "kernel-libipsec") {
 		t.Errorf("plugins %v", cfg.Plugins)
 	}
-	if cfg.PluginDir != LoadTesterPlugins || cfg.Settings.InstallRoutes != "no" {
+	if cfg.PluginDir != LoadTesterPlugins || cfg.Settings.InstallRoutes != "no" || cfg.Settings.ReuseIKESA != "no" {
 		t.Errorf("plugin folder %q, install_routes %q", cfg.PluginDir, cfg.Settings.InstallRoutes)
 	}
 	s := cfg.Settings.Plugin["load-tester"]
