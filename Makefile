@@ -22,6 +22,10 @@ help: ## List the targets
 deps: ## Install the Debian packages tests, demo and benchmarks need (idempotent)
 	@deploy/deps.sh
 
+.PHONY: load-tester
+load-tester: deps ## Build strongSwan's load-tester plugin (not in Debian) from Debian's source package, for the IKE benchmark (idempotent, ~5 min)
+	@deploy/load-tester.sh
+
 .PHONY: build
 build: ## Build every binary into bin/
 	@mkdir -p bin

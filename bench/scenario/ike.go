@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
@@ -17,12 +18,17 @@ type IKE struct {
 	Count              int
 	CountIkedInitiator int
 	Auths              []string
-	// Responders to measure: "iked", "charon".
+	// Responders to measure: "iked" (with spud, ike_anchor tunnel),
+	// "iked:ike-sa" (ike_anchor ike-sa: one peer's IKE SAs spread over
+	// every worker), "charon" (its userspace ESP, kernel-libipsec) and
+	// "charon:fake" (load-tester's fake kernel: Child SAs negotiated and
+	// installed nowhere, charon's pure IKE cost).
 	Responders []string
-	// Initiators drive every responder: "charon" (strongSwan without its
-	// load-tester plugin, which Debian does not ship: VICI initiations
-	// with IKE SA reuse off) and "iked" (iked's load-initiator mode, with
-	// spud, on gw-a).
+	// Initiators drive every responder: "load-tester" (strongSwan's IKE
+	// load generator, built from Debian's source package by
+	// deploy/load-tester.sh on demand; PSK only), "charon" (VICI
+	// initiations with IKE SA reuse off) and "iked" (iked's
+	// load-initiator mode, with spud, on gw-a).
 	Initiators []string
 	// Window is the number of initiations in flight.
 	Window  int
@@ -54,7 +60,55 @@ type IKERun struct {
 	// FirstFailure the first reason (iked as the initiator only).
 	InitiatorFailed int    `json:"initiator_failed,omitempty"`
 	FirstFailure    string `json:"first_failure,omitempty"`
-	Error           string `json:"error,omitempty"`
+
+	// LiveIKESAs and LiveChildSAs are what the responder holds at the end,
+	// read from its SA table (iked's list-sas, charon's list-sas):
+	// established IKE SAs, and their installed Child SAs.
+	LiveIKESAs   int `json:"live_ike_sas"`
+	LiveChildSAs int `json:"live_child_sas"`
+	// DataPlaneSAs and DataPlanePolicies are spud's at the end (two SAs,
+	// inbound and outbound, per tunnel; spu.list), DataPlaneSPUSAs its SAs
+	// per physical SPU.
+	DataPlaneSAs      int   `json:"dataplane_sas,omitempty"`
+	DataPlanePolicies int   `json:"dataplane_policies,omitempty"`
+	DataPlaneSPUSAs   []int `json:"dataplane_spu_sas,omitempty"`
+	// CPUPerSA is the responder's CPU time (user + system, /proc/PID/stat)
+	// over the run per established IKE SA, in milliseconds: iked's or
+	// charon's; DataPlaneCPUPerSA spud's, InitiatorCPUPerSA the
+	// initiator's (load-tester's, for the record).
+	CPUPerSA          float64 `json:"cpu_ms_per_ike_sa,omitempty"`
+	DataPlaneCPUPerSA float64 `json:"dataplane_cpu_ms_per_ike_sa,omitempty"`
+	InitiatorCPUPerSA float64 `json:"initiator_cpu_ms_per_ike_sa,omitempty"`
+	// Cores is the responder's CPU time over the run's wall time: above 1,
+	// more than one core worked for it (iked's workers are goroutines,
+	// whose own CPU time the kernel does not count).
+	Cores float64 `json:"responder_cores,omitempty"`
+	// Workers are iked's IKE workers at the end: the IKE SAs each holds
+	// and the datagrams each received during the run.
+	Workers []IKEWorker `json:"workers,omitempty"`
+	Error   string      `json:"error,omitempty"`
+}
+
+// IKEWorker is one of iked's IKE workers in a run.
+type IKEWorker struct {
+	ID     int `json:"id"`
+	SPU    int `json:"spu"`
+	IKESAs int `json:"ike_sas"`
+	// Datagrams arrived on its sockets during the run, HandedIn were
+	// passed to it by another worker.
+	Datagrams uint64 `json:"datagrams"`
+	HandedIn  uint64 `json:"handed_in"`
+}
+
+// IKECPURatio is a responder's CPU per IKE SA (iked with spud) over
+// charon's pure IKE cost (charon:fake) under the same initiator and method.
+type IKECPURatio struct {
+	Initiator string  `json:"initiator"`
+	Auth      string  `json:"auth"`
+	Responder string  `json:"responder"`
+	CPU       float64 `json:"cpu_ms_per_ike_sa"`
+	Charon    float64 `json:"charon_fake_cpu_ms_per_ike_sa"`
+	Ratio     float64 `json:"ratio"`
 }
 
 // IKERatio is iked's setup rate over charon's as responders for one
@@ -69,9 +123,10 @@ type IKERatio struct {
 
 // IKEResults are scenario 4's results.
 type IKEResults struct {
-	Runs   []IKERun   `json:"runs"`
-	Ratios []IKERatio `json:"ratios,omitempty"`
-	Notes  []string   `json:"notes,omitempty"`
+	Runs      []IKERun      `json:"runs"`
+	Ratios    []IKERatio    `json:"ratios,omitempty"`
+	CPURatios []IKECPURatio `json:"cpu_ratios,omitempty"`
+	Notes     []string      `json:"notes,omitempty"`
 }
 
 func (c *IKE) defaults() {
@@ -82,13 +137,13 @@ func (c *IKE) defaults() {
 		c.Auths = []string{"psk", "ecdsa"}
 	}
 	if len(c.Responders) == 0 {
-		c.Responders = []string{"iked", "charon"}
+		c.Responders = []string{RespIked, RespIkedIKESA, RespCharonFake, RespCharon}
 	}
 	if c.CountIkedInitiator == 0 {
 		c.CountIkedInitiator = 2000
 	}
 	if len(c.Initiators) == 0 {
-		c.Initiators = []string{"charon", "iked"}
+		c.Initiators = []string{InitLoadTester, "iked"}
 	}
 	if c.Window == 0 {
 		c.Window = 64
@@ -96,6 +151,55 @@ func (c *IKE) defaults() {
 	if c.Timeout == 0 {
 		c.Timeout = 120 * time.Second
 	}
+}
+
+// Responder and initiator names.
+const (
+	RespIked         = "iked"
+	RespIkedIKESA    = "iked:ike-sa"
+	RespCharon       = "charon"
+	RespCharonFake   = "charon:fake"
+	InitLoadTester   = "load-tester"
+	loadTesterNoAuth = "load-tester authenticates with psk only here (upstream's signs with its compiled-in RSA key)"
+)
+
+// responderKind splits a responder name into its daemon and its variant:
+// iked's ike_anchor, or charon's kernel interface ("libipsec", "fake").
+func responderKind(name string) (daemon, variant string, err error) {
+	switch name {
+	case RespIked:
+		return "iked", "tunnel", nil
+	case RespIkedIKESA:
+		return "iked", "ike-sa", nil
+	case RespCharon:
+		return "charon", "libipsec", nil
+	case RespCharonFake:
+		return "charon", "fake", nil
+	}
+	return "", "", fmt.Errorf("unknown responder %q (%s, %s, %s, %s)", name, RespIked, RespIkedIKESA, RespCharon, RespCharonFake)
+}
+
+// IKECPURatios sets each iked responder's CPU per IKE SA (iked + spud)
+// against charon:fake's under the same initiator and method.
+func IKECPURatios(runs []IKERun) []IKECPURatio {
+	type key struct{ ini, auth string }
+	base := map[key]float64{}
+	for _, r := range runs {
+		if r.Responder == RespCharonFake && r.Error == "" && r.CPUPerSA > 0 {
+			base[key{r.Initiator, r.Auth}] = r.CPUPerSA
+		}
+	}
+	var out []IKECPURatio
+	for _, r := range runs {
+		d, _, err := responderKind(r.Responder)
+		c := base[key{r.Initiator, r.Auth}]
+		if err != nil || d != "iked" || r.Error != "" || r.CPUPerSA <= 0 || c <= 0 {
+			continue
+		}
+		cpu := r.CPUPerSA + r.DataPlaneCPUPerSA
+		out = append(out, IKECPURatio{Initiator: r.Initiator, Auth: r.Auth, Responder: r.Responder, CPU: cpu, Charon: c, Ratio: cpu / c})
+	}
+	return out
 }
 
 // count is the IKE SAs an initiator sets up per responder and method.

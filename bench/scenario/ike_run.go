@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +29,9 @@ func (c *IKE) Estimate() time.Duration {
 	for _, ini := range c.Initiators {
 		for range c.Responders {
 			for _, a := range c.Auths {
+				if ini == InitLoadTester && a != "psk" {
+					continue
+				}
 				d += c.estimate(ini, a)
 			}
 		}
@@ -49,9 +54,14 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 	if m := strongswan.Missing(); m != "" {
 		return nil, fmt.Errorf("ike: charon is an initiator and a responder: %s", m)
 	}
+	if slices.Contains(c.Initiators, InitLoadTester) || slices.Contains(c.Responders, RespCharonFake) {
+		if err := EnsureLoadTester(e); err != nil {
+			return nil, fmt.Errorf("ike: %w", err)
+		}
+	}
 	res := &IKEResults{}
 	res.Notes = append(res.Notes,
-		fmt.Sprintf("Initiators on gw-a: charon (strongSwan's load-tester plugin is not in Debian's packages: %d VICI initiations in flight, IKE SA reuse off, "+
+		fmt.Sprintf("Other initiators on gw-a: charon (%d VICI initiations in flight, IKE SA reuse off, "+
 			"so that each initiation makes a new IKE SA with its Child SA; %d IKE SAs per responder and method) and iked with spud "+
 			"(its load-initiator mode, `spuctl load-initiate`: new IKE SAs each with the connection's first child, %[1]d not yet established at a time; %[3]d IKE SAs per responder and method). "+
 			"Responder on gw-b with unique = never and its half-open, cookie and block thresholds raised. "+
@@ -59,15 +69,28 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 			"Both daemons share the machine's CPUs: the rate is the pair's, initiator included, so iked/charon ratios compare responders under the same initiator only. "+
 			"iked runs with spud (iked keeps the IKE SAs, spud the Child SAs: both memories are given); "+
 			"charon keeps both in one process (its ESP is kernel-libipsec's).", c.Window, c.Count, c.CountIkedInitiator))
+	if slices.Contains(c.Initiators, InitLoadTester) {
+		res.Notes = append(res.Notes, fmt.Sprintf("load-tester: strongSwan's load generator (built from Debian's source package by deploy/load-tester.sh), "+
+			"a charon on gw-a with the plugin in its own mount namespace and its fake kernel (its Child SAs installed nowhere): "+
+			"%d IKE SAs per responder, each with one Child SA and an identity of its own, at most %d half-open; PSK only. "+
+			"CPU per IKE SA is user + system time of the responder's processes (/proc/PID/stat) over the run divided by the IKE SAs it holds at the end. "+
+			"charon:fake is charon with load-tester's fake kernel as well (no ESP at all): its pure IKE cost, the yardstick of the CPU ratios; "+
+			"charon is charon with its userspace ESP (kernel-libipsec). iked runs with spud, with ike_anchor tunnel (iked) or ike-sa (iked:ike-sa); "+
+			"its per-worker figures are the IKE SAs each worker holds and the datagrams each received.", c.Count, c.Window))
+	}
 	for _, ini := range c.Initiators {
 		for _, resp := range c.Responders {
 			for _, auth := range c.Auths {
+				if ini == InitLoadTester && auth != "psk" {
+					continue
+				}
 				run := IKERun{Responder: resp, Initiator: ini, Auth: auth, Count: c.count(ini)}
+				_, _, rerr := responderKind(resp)
 				switch {
-				case ini != "charon" && ini != "iked":
-					run.Error = fmt.Sprintf("unknown initiator %q (charon, iked)", ini)
-				case resp != "charon" && resp != "iked":
-					run.Error = fmt.Sprintf("unknown responder %q (charon, iked)", resp)
+				case ini != "charon" && ini != "iked" && ini != InitLoadTester:
+					run.Error = fmt.Sprintf("unknown initiator %q (%s, charon, iked)", ini, InitLoadTester)
+				case rerr != nil:
+					run.Error = rerr.Error()
 				default:
 					c.measure(e, &run)
 				}
@@ -79,6 +102,7 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 		}
 	}
 	res.Ratios = IKERatios(res.Runs)
+	res.CPURatios = IKECPURatios(res.Runs)
 	return res, nil
 }
 
@@ -91,10 +115,12 @@ const (
 // responderSide is the responder of a run as measure sees it.
 type responderSide struct {
 	pid, spudPID int
-	// established counts the responder's established IKE SAs; withChild
-	// those with their Child SA installed.
+	// established counts the responder's established IKE SAs, live.
 	established func() (int, error)
-	withChild   func() int
+	// live reads the responder's tables at the end into run.
+	live func(run *IKERun) error
+	// workers reads iked's workers (nil for charon).
+	workers func() ([]ikectl.WorkerStats, error)
 }
 
 // measure sets up run.Count IKE SAs from run.Initiator to run.Responder
@@ -114,21 +140,47 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		run.Error = err.Error()
 		return
 	}
+	lt := run.Initiator == InitLoadTester
+	daemon, variant, err := responderKind(run.Responder)
+	if err != nil {
+		run.Error = err.Error()
+		return
+	}
 	var rs responderSide
-	if run.Responder == "iked" {
-		k, err := startIked(ln, ln.GwB, root, certB)
+	if daemon == "iked" {
+		o := ikedSide{Anchor: variant}
+		if lt {
+			o.RemoteID, o.PSK = loadTesterMatch, loadTesterPSK
+		}
+		k, err := startIked(ln, ln.GwB, root, certB, o)
 		if err != nil {
 			run.Error = err.Error()
 			return
 		}
 		defer stopIked(k)
 		rs.pid, rs.spudPID = k.Proc.PID, k.Spud.Proc.PID
-		rs.established = func() (int, error) { return ikedCounter(k, "ike_sas_established") }
-		rs.withChild = func() int {
-			n, _ := ikedCounter(k, "child_sas_installed")
-			return n
+		rs.established = func() (int, error) {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return 0, err
+			}
+			return st.IKESAs - int(st.HalfOpen), nil
+		}
+		rs.live = func(run *IKERun) error { return ikedLive(k, run) }
+		rs.workers = func() ([]ikectl.WorkerStats, error) {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return nil, err
+			}
+			return st.Workers, nil
 		}
 	} else {
+		if lt {
+			loadTesterPeer(&cr)
+		}
+		if variant == "fake" {
+			fakeKernelResponder(&cr)
+		}
 		responder, err := strongswan.Start(ln.GwB, cr)
 		if err != nil {
 			run.Error = err.Error()
@@ -140,22 +192,14 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			total, half, err := ikeCounts(responder)
 			return total - half, err
 		}
-		rs.withChild = func() int {
-			n := 0
-			if sas, err := responder.ListSAs(); err == nil {
-				for _, sa := range sas {
-					if sa.Ready() && sa.Child("net") != nil {
-						n++
-					}
-				}
-			}
-			return n
-		}
+		rs.live = func(run *IKERun) error { return charonLive(responder, run) }
 	}
 	var driver func(count func() (int, error), progress func(int)) (int, error)
 	timeout := max(c.Timeout, time.Duration(float64(run.Count)/20*float64(time.Second)))
-	if run.Initiator == "iked" {
-		k, err := startIked(ln, ln.GwA, root, certA)
+	initiatorPID := 0
+	switch run.Initiator {
+	case "iked":
+		k, err := startIked(ln, ln.GwA, root, certA, ikedSide{})
 		if err != nil {
 			run.Error = err.Error()
 			return
@@ -168,28 +212,59 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			}
 			return up, err
 		}
-	} else {
+	case InitLoadTester:
+		// load-tester initiates as soon as it is loaded: it starts with
+		// the run, after the responder's figures before it.
+		var ini *strongswan.Charon
+		defer func() {
+			if ini != nil {
+				ini.Stop()
+			}
+		}()
+		driver = func(count func() (int, error), progress func(int)) (int, error) {
+			var err error
+			if ini, err = strongswan.Start(ln.GwA, loadTesterConfig(ln.LogDir, loadTesterLine(ln, run.Count, c.Window))); err != nil {
+				return 0, err
+			}
+			initiatorPID = ini.PID
+			return driveLoadTester(ini, count, run.Count, timeout, progress)
+		}
+	default:
 		initiator, err := strongswan.Start(ln.GwA, ci)
 		if err != nil {
 			run.Error = err.Error()
 			return
 		}
 		defer initiator.Stop()
+		initiatorPID = initiator.PID
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
 			return drive(initiator, count, run.Count, c.Window, timeout, progress)
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	var spudBefore system.Memory
+	var spudCPU0, cpu0, iniCPU0 time.Duration
 	if rs.spudPID != 0 {
 		if spudBefore, err = system.ReadMemory(rs.spudPID); err != nil {
 			run.Error = err.Error()
 			return
 		}
+		spudCPU0, _ = processCPU(rs.spudPID)
 	}
 	if run.Before, err = system.ReadMemory(rs.pid); err != nil {
 		run.Error = err.Error()
 		return
+	}
+	if cpu0, err = processCPU(rs.pid); err != nil {
+		run.Error = err.Error()
+		return
+	}
+	if initiatorPID != 0 {
+		iniCPU0, _ = processCPU(initiatorPID)
+	}
+	var workers0 []ikectl.WorkerStats
+	if rs.workers != nil {
+		workers0, _ = rs.workers()
 	}
 	start := time.Now()
 	up, err := driver(rs.established, func(up int) {
@@ -204,23 +279,184 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	if err != nil {
 		run.Error = err.Error()
 	}
+	// CPU up to the last IKE SA; what follows is the reading of the
+	// tables, not the setup.
+	cpu1, cerr := processCPU(rs.pid)
+	var spudCPU1, iniCPU1 time.Duration
+	if rs.spudPID != 0 {
+		spudCPU1, _ = processCPU(rs.spudPID)
+	}
+	if initiatorPID != 0 {
+		iniCPU1, _ = processCPU(initiatorPID)
+	}
+	var workers1 []ikectl.WorkerStats
+	if rs.workers != nil {
+		workers1, _ = rs.workers()
+	}
 	time.Sleep(500 * time.Millisecond)
-	run.WithChild = rs.withChild()
+	if lerr := rs.live(run); lerr != nil && run.Error == "" {
+		run.Error = lerr.Error()
+	}
+	run.WithChild = run.LiveChildSAs
+	if n := run.LiveIKESAs; n > 0 && cerr == nil {
+		run.CPUPerSA = perSA(cpu1-cpu0, n)
+		run.Cores = (cpu1 - cpu0).Seconds() / run.Elapsed.Seconds()
+		if rs.spudPID != 0 {
+			run.DataPlaneCPUPerSA = perSA(spudCPU1-spudCPU0, n)
+		}
+		if initiatorPID != 0 {
+			run.InitiatorCPUPerSA = perSA(iniCPU1-iniCPU0, n)
+		}
+	}
+	run.Workers = workerDeltas(workers0, workers1)
+	// A run whose Child SAs did not stay (load-tester's fake kernel loaded
+	// after kernel-netlink, a responder refusing them) measured something
+	// else than tunnels: say so rather than report its figures.
+	if run.Error == "" && (run.LiveIKESAs < run.Count || run.LiveChildSAs < run.Count) {
+		run.Error = fmt.Sprintf("ike: the responder holds %d IKE SAs and %d Child SAs at the end, %d wanted", run.LiveIKESAs, run.LiveChildSAs, run.Count)
+	}
+	tunnels := up
+	if run.LiveIKESAs > 0 {
+		tunnels = run.LiveIKESAs
+	}
 	if m, err := system.ReadMemory(rs.pid); err == nil {
 		run.After = m
-		if up > 0 {
-			run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(up)
+		if tunnels > 0 {
+			run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(tunnels)
 		}
 	}
 	dp := ""
 	if rs.spudPID != 0 {
-		if m, err := system.ReadMemory(rs.spudPID); err == nil && up > 0 {
-			run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(up)
+		if m, err := system.ReadMemory(rs.spudPID); err == nil && tunnels > 0 {
+			run.DataPlanePerTunnel = (float64(m.RSS) - float64(spudBefore.RSS)) / float64(tunnels)
 		}
-		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel", run.DataPlanePerTunnel/1024)
+		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel, %d SAs (per SPU %v), %d policies, %.3f ms CPU per IKE SA", run.DataPlanePerTunnel/1024,
+			run.DataPlaneSAs, run.DataPlaneSPUSAs, run.DataPlanePolicies, run.DataPlaneCPUPerSA)
 	}
-	e.Logf("%s: %d up in %v (%.0f/s), %d with their Child SA; responder RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s%s", label, up,
-		run.Elapsed.Round(time.Millisecond), run.Rate, run.WithChild, mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, dp, ifErr(err))
+	e.Logf("%s: %d up in %v (%.0f/s); live %d IKE SAs, %d Child SAs; responder %.3f ms CPU per IKE SA (%.2f cores), RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s%s%s", label, up,
+		run.Elapsed.Round(time.Millisecond), run.Rate, run.LiveIKESAs, run.LiveChildSAs, run.CPUPerSA, run.Cores,
+		mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, dp, workersNote(run.Workers), ifErr(err))
+}
+
+// perSA is d in milliseconds per IKE SA.
+func perSA(d time.Duration, n int) float64 {
+	return float64(d) / float64(time.Millisecond) / float64(n)
+}
+
+// workerDeltas are the workers at the end with the datagrams they
+// received since before.
+func workerDeltas(before, after []ikectl.WorkerStats) []IKEWorker {
+	var out []IKEWorker
+	for _, w := range after {
+		x := IKEWorker{ID: w.ID, SPU: w.SPU, IKESAs: w.IKESAs, Datagrams: w.Datagrams, HandedIn: w.HandedIn}
+		for _, b := range before {
+			if b.ID == w.ID {
+				x.Datagrams -= min(b.Datagrams, w.Datagrams)
+				x.HandedIn -= min(b.HandedIn, w.HandedIn)
+			}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// workersNote is the workers' share for the log line.
+func workersNote(ws []IKEWorker) string {
+	if len(ws) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("; workers (IKE SAs/datagrams):")
+	for _, w := range ws {
+		fmt.Fprintf(&b, " %d:%d/%d", w.ID, w.IKESAs, w.Datagrams)
+	}
+	return b.String()
+}
+
+// ikedLive reads iked's and spud's tables: established IKE SAs and their
+// installed Child SAs (list-sas, page by page), spud's SAs and policies.
+func ikedLive(k *daemons.Iked, run *IKERun) error {
+	ike, child := 0, 0
+	if err := k.Client.SAPages(func(sas []ikectl.IKESA) error {
+		for _, sa := range sas {
+			if sa.State != "ESTABLISHED" {
+				continue
+			}
+			ike++
+			for _, ch := range sa.Children {
+				if ch.State == "INSTALLED" {
+					child++
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("ike: iked's list-sas: %w", err)
+	}
+	run.LiveIKESAs, run.LiveChildSAs = ike, child
+	l, err := k.Spud.Client.SPUs()
+	if err != nil {
+		return fmt.Errorf("ike: spud's spu.list: %w", err)
+	}
+	run.DataPlaneSAs, run.DataPlanePolicies, run.DataPlaneSPUSAs = 0, 0, nil
+	for _, s := range l.SPUs {
+		run.DataPlaneSAs += s.SAs
+		run.DataPlanePolicies += s.Policies
+		run.DataPlaneSPUSAs = append(run.DataPlaneSPUSAs, s.SAs)
+	}
+	return nil
+}
+
+// charonLive reads charon's established IKE SAs and installed Child SAs.
+func charonLive(ch *strongswan.Charon, run *IKERun) error {
+	sas, err := ch.ListSAs()
+	if err != nil {
+		return fmt.Errorf("ike: charon's list-sas: %w", err)
+	}
+	run.LiveIKESAs, run.LiveChildSAs = 0, 0
+	for _, sa := range sas {
+		if !sa.Ready() {
+			continue
+		}
+		run.LiveIKESAs++
+		for _, c := range sa.Children {
+			if c.State == "INSTALLED" {
+				run.LiveChildSAs++
+			}
+		}
+	}
+	return nil
+}
+
+// driveLoadTester waits while load-tester sets up n IKE SAs, until the
+// responder holds n established (count), load-tester exits, nothing moves
+// for 30 s or timeout passes.
+func driveLoadTester(ini *strongswan.Charon, count func() (int, error), n int, timeout time.Duration, progress func(up int)) (int, error) {
+	deadline := time.Now().Add(timeout)
+	last, moved := -1, time.Now()
+	for {
+		up, err := count()
+		if err != nil {
+			return up, err
+		}
+		progress(up)
+		if up >= n {
+			return up, nil
+		}
+		if up != last {
+			last, moved = up, time.Now()
+		}
+		if exited, perr := ini.Proc.Exited(); exited {
+			return up, fmt.Errorf("ike: load-tester's charon exited with %d of %d IKE SAs up (%v):\n%s", up, n, perr, ini.Report())
+		}
+		if time.Since(moved) > 30*time.Second {
+			return up, fmt.Errorf("ike: %d of %d IKE SAs up, none more for 30 s:\n%s", up, n, ini.Report())
+		}
+		if time.Now().After(deadline) {
+			return up, fmt.Errorf("ike: %d of %d IKE SAs up after %v", up, n, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func ifErr(err error) string {
@@ -406,11 +642,21 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 	}
 }
 
-// startIked starts spud and iked on gw (gw-a initiates, gw-b answers) with
-// connection "site" to the other gateway: PSK, or with own (its P-256
-// certificate from root, sent in every IKE_AUTH) public keys; the same
-// identities as charon's.
-func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*daemons.Iked, error) {
+// ikedSide is what differs between iked's runs.
+type ikedSide struct {
+	// Anchor is ike_anchor (tunnel, ike-sa); "" keeps iked's default.
+	Anchor string
+	// RemoteID and PSK, when set, replace the peer's identity and the
+	// pre-shared key (then for any identity): load-tester's.
+	RemoteID string
+	PSK      []byte
+}
+
+// ikedConfig is iked's YAML configuration and secrets for gw's side of
+// the line (gw-a initiates, gw-b answers): connection "site" to the
+// other gateway, PSK or, with own, public keys; global is what goes
+// before the connections (the PKI folders).
+func ikedConfig(ln *lab.Line, gw *lab.Host, global string, own bool, o ikedSide) (conf, secrets string) {
 	pl := ln.Plan
 	name, localID, remoteID := "gw-b", strongswan.IDGwB, strongswan.IDGwA
 	localAddr, remoteAddr, localTS, remoteTS := pl.GwBWan4, pl.GwAWan4, pl.LanB4, pl.LanA4
@@ -418,24 +664,21 @@ func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert) (*daemons
 		name, localID, remoteID = "gw-a", strongswan.IDGwA, strongswan.IDGwB
 		localAddr, remoteAddr, localTS, remoteTS = pl.GwAWan4, pl.GwBWan4, pl.LanA4, pl.LanB4
 	}
+	if o.RemoteID != "" {
+		remoteID = o.RemoteID
+	}
 	local := fmt.Sprintf("{auth: psk, id: %s}", localID)
-	remote := fmt.Sprintf("{auth: psk, id: %s}", remoteID)
-	global, sendCert := "", ""
-	if own != nil {
-		dir := filepath.Join(ln.LogDir, "iked-pki-"+name)
-		if err := ikedCerts(dir, name, root, own); err != nil {
-			return nil, err
-		}
-		global = fmt.Sprintf("pki:\n  x509: %[1]s/x509\n  x509ca: %[1]s/x509ca\n  x509crl: %[1]s/x509crl\n  private: %[1]s/private\n", dir)
+	remote := fmt.Sprintf("{auth: psk, id: %q}", remoteID)
+	sendCert := ""
+	if own {
 		local = fmt.Sprintf("{auth: pubkey, certs: %s.pem, id: %s}", name, localID)
-		remote = fmt.Sprintf("{auth: pubkey, id: %s}", remoteID)
+		remote = fmt.Sprintf("{auth: pubkey, id: %q}", remoteID)
 		sendCert = "    send_cert: always\n"
 	}
-	sp, err := daemons.StartSpud(gw, daemons.SpudOptions{})
-	if err != nil {
-		return nil, err
+	if o.Anchor != "" {
+		global += "ike_anchor: " + o.Anchor + "\n"
 	}
-	conf := fmt.Sprintf(`%scookie_threshold: 1000000
+	conf = fmt.Sprintf(`%scookie_threshold: 1000000
 init_limit_half_open: 1000000
 cookie_threshold_ip: 1000000
 block_threshold: 1000000
@@ -454,7 +697,36 @@ connections:
         remote_ts: %s
         esp_proposals: %s
 `, global, localAddr, remoteAddr, ikeProposal, sendCert, local, remote, localTS, remoteTS, espProposal)
-	secrets := fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
+	if o.PSK != nil {
+		secrets = fmt.Sprintf("ike:\n  site:\n    secret: 0x%x\n", o.PSK)
+	} else {
+		secrets = fmt.Sprintf("ike:\n  site:\n    id: [%s, %s]\n    secret: %q\n", strongswan.IDGwA, strongswan.IDGwB, string(system.StrongSwanPSK))
+	}
+	return conf, secrets
+}
+
+// startIked starts spud and iked on gw (gw-a initiates, gw-b answers) with
+// connection "site" to the other gateway: PSK, or with own (its P-256
+// certificate from root, sent in every IKE_AUTH) public keys; the same
+// identities as charon's unless o says otherwise.
+func startIked(ln *lab.Line, gw *lab.Host, root, own *strongswan.Cert, o ikedSide) (*daemons.Iked, error) {
+	name := "gw-b"
+	if gw == ln.GwA {
+		name = "gw-a"
+	}
+	global := ""
+	if own != nil {
+		dir := filepath.Join(ln.LogDir, "iked-pki-"+name)
+		if err := ikedCerts(dir, name, root, own); err != nil {
+			return nil, err
+		}
+		global = fmt.Sprintf("pki:\n  x509: %[1]s/x509\n  x509ca: %[1]s/x509ca\n  x509crl: %[1]s/x509crl\n  private: %[1]s/private\n", dir)
+	}
+	conf, secrets := ikedConfig(ln, gw, global, own != nil, o)
+	sp, err := daemons.StartSpud(gw, daemons.SpudOptions{})
+	if err != nil {
+		return nil, err
+	}
 	k, err := daemons.StartIked(sp, daemons.IkedOptions{Config: conf, Secrets: secrets, Args: []string{"-log-level", "warn"}})
 	if err != nil {
 		sp.Stop()
@@ -469,15 +741,6 @@ func stopIked(k *daemons.Iked) {
 	k.Stop()
 	k.Spud.Stop()
 	k.Cleanup()
-}
-
-// ikedCounter reads one of iked's counters.
-func ikedCounter(k *daemons.Iked, name string) (int, error) {
-	st, err := k.Client.Stats()
-	if err != nil {
-		return 0, err
-	}
-	return int(st.Counters[name]), nil
 }
 
 // ikedCerts lays out iked's certificate folders under dir: the gateway's

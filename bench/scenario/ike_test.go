@@ -30,7 +30,7 @@ func TestIKERatiosSameInitiator(t *testing.T) {
 	}
 	c := &IKE{}
 	c.defaults()
-	if c.count("iked") != 2000 || c.count("charon") != 10000 || len(c.Initiators) != 2 {
+	if c.count("iked") != 2000 || c.count(InitLoadTester) != 10000 || c.Initiators[0] != InitLoadTester || len(c.Responders) != 4 {
 		t.Errorf("defaults: %+v", c)
 	}
 }

@@ -111,3 +111,43 @@ func TestPrivilegedRekey(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedIKELoadTester sets up a few IKE SAs from load-tester
+// against every responder and checks the live figures: every IKE SA
+// established with its Child SA (a load-tester whose fake kernel is not
+// the one in use would leave none), CPU per IKE SA measured, iked's
+// workers and spud's SAs read.
+func TestPrivilegedIKELoadTester(t *testing.T) {
+	e := testEnv(t)
+	if why := LoadTesterReady(); why != "" {
+		t.Skipf("load-tester plugin not built (%s): run make load-tester", why)
+	}
+	const n = 24
+	c := IKE{Count: n, Auths: []string{"psk"}, Initiators: []string{InitLoadTester},
+		Responders: []string{RespIked, RespIkedIKESA, RespCharonFake, RespCharon}, Window: 8, Timeout: 60 * time.Second}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 4 {
+		t.Fatalf("runs: %+v", res.Runs)
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || r.LiveIKESAs != n || r.LiveChildSAs != n || r.CPUPerSA <= 0 {
+			t.Errorf("%s: %d IKE SAs, %d Child SAs live, %.3f ms CPU per IKE SA: %s", r.Responder, r.LiveIKESAs, r.LiveChildSAs, r.CPUPerSA, r.Error)
+		}
+		if d, _, _ := responderKind(r.Responder); d == "iked" {
+			// Two SAs per tunnel in spud; an IKE SA counted on some worker.
+			held := 0
+			for _, w := range r.Workers {
+				held += w.IKESAs
+			}
+			if r.DataPlaneSAs < 2*n || held < n {
+				t.Errorf("%s: spud holds %d SAs, iked's workers %d IKE SAs (%+v)", r.Responder, r.DataPlaneSAs, held, r.Workers)
+			}
+		}
+	}
+	if len(res.CPURatios) != 2 {
+		t.Errorf("cpu ratios: %+v", res.CPURatios)
+	}
+}

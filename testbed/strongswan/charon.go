@@ -123,6 +123,15 @@ func Start(h *lab.Host, cfg Config) (*Charon, error) {
 	// private /run there keeps charon's compiled-in /run/charon.pid (and
 	// its "already running" check) apart from other instances.
 	argv := []string{"sh", "-c", `mount --bind "$0" /run && exec "$1"`, filepath.Join(c.Dir, "run"), CharonPath}
+	if cfg.PluginDir != "" {
+		if _, err := os.Stat(cfg.PluginDir); err != nil {
+			return nil, fmt.Errorf("strongswan: plugin folder: %w", err)
+		}
+		// Over the system's folder in this instance's namespace only: the
+		// extra plugins exist for this charon and no other.
+		argv = []string{"sh", "-c", `mount --bind "$0" /run && mount --bind "$2" "$3" && exec "$1"`,
+			filepath.Join(c.Dir, "run"), CharonPath, cfg.PluginDir, PluginDir}
+	}
 	p, err := h.Start(c.Name, argv, lab.StartOptions{Env: c.env()})
 	if err != nil {
 		return nil, fmt.Errorf("strongswan: start %s on %s: %w", c.Name, h.Name, err)

@@ -43,6 +43,12 @@ type Config struct {
 	DumpKeys bool
 	// Plugins replaces the plugin list (charon.load); default Plugins.
 	Plugins []string
+	// PluginDir, when set, is a folder bind-mounted over the system's
+	// plugin folder (the package PluginDir) in this instance's mount
+	// namespace only: a copy of it with plugins Debian does not ship
+	// (load-tester, see deploy/load-tester.sh), which no other charon on
+	// the machine may load.
+	PluginDir string
 
 	// StartTimeout bounds waiting for the VICI socket; default 10 s.
 	StartTimeout time.Duration
@@ -199,6 +205,9 @@ type Settings struct {
 	// Extra holds charon.* keys by their dotted path below charon, e.g.
 	// "plugins.kernel-libipsec.allow_peer_ts": "yes".
 	Extra map[string]string
+	// Plugin holds charon.plugins.<name> sections, key to value, written
+	// as nested sections (load-tester's settings, for one).
+	Plugin map[string]map[string]string
 }
 
 var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -280,6 +289,14 @@ func (c *Config) validate() error {
 		if !nameRe.MatchString(p) {
 			return fmt.Errorf("strongswan: plugin name %q", p)
 		}
+	}
+	for p := range c.Settings.Plugin {
+		if !nameRe.MatchString(p) {
+			return fmt.Errorf("strongswan: plugin settings for %q: want a plugin name (%s)", p, nameRe)
+		}
+	}
+	if c.PluginDir != "" && !filepath.IsAbs(c.PluginDir) {
+		return fmt.Errorf("strongswan: plugin folder %q is not an absolute path", c.PluginDir)
 	}
 	return nil
 }
@@ -472,6 +489,14 @@ func (c *Config) strongswanConf(dir string) (string, error) {
 	w.open("vici")
 	w.kv("socket", sock)
 	w.close()
+	for _, name := range slices.Sorted(maps.Keys(s.Plugin)) {
+		if name == "vici" {
+			continue // the socket is the instance's
+		}
+		w.open(name)
+		w.extra(s.Plugin[name])
+		w.close()
+	}
 	w.close()
 
 	w.open("filelog")

@@ -120,3 +120,39 @@ func TestConfigValidate(t *testing.T) {
 		t.Error("line break in a value accepted")
 	}
 }
+
+// TestPluginSettings checks that plugin sections are written nested under
+// charon.plugins, beside the instance's own VICI socket, and that a plugin
+// folder must be an absolute path.
+func TestPluginSettings(t *testing.T) {
+	c := testConfig()
+	c.Settings.Plugin = map[string]map[string]string{
+		"load-tester": {"enable": "yes", "fake_kernel": "yes"},
+		"vici":        {"socket": "unix:///elsewhere"},
+	}
+	c.PluginDir = "/var/cache/spugate/load-tester/plugins"
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.strongswanConf("/tmp/x/gw-a-charon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "\tplugins {\n\t\tvici {\n\t\t\tsocket = \"unix:///tmp/x/gw-a-charon/charon.vici\"\n\t\t}\n" +
+		"\t\tload-tester {\n\t\t\tenable = \"yes\"\n\t\t\tfake_kernel = \"yes\"\n\t\t}\n\t}\n"
+	if !strings.Contains(s, want) {
+		t.Errorf("strongswan.conf lacks %q:\n%s", want, s)
+	}
+	if strings.Contains(s, "elsewhere") {
+		t.Errorf("a plugin section replaced the instance's VICI socket:\n%s", s)
+	}
+	c.PluginDir = "plugins"
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("relative plugin folder: %v", err)
+	}
+	c.PluginDir = ""
+	c.Settings.Plugin = map[string]map[string]string{"bad name": nil}
+	if err := c.validate(); err == nil {
+		t.Error("a plugin section with a bad name was accepted")
+	}
+}
