@@ -99,6 +99,13 @@ type DataPlane struct {
 	// Samples counts InboundPackets calls; Prefetches the PrefetchInbound
 	// calls and Prefetched the SPIs they named.
 	Samples, Prefetches, Prefetched int
+	// CountOnly, set before the first SA, keeps no SAs and records no Ops:
+	// AddSA and DelSA only count (Counts), so that a benchmark of the
+	// heap of a worker's tunnels does not weigh the fake's copies of the
+	// SAs, which spud, not iked, holds. Find and ActiveOut then find
+	// nothing, and deleting an unknown SA is not noticed.
+	CountOnly bool
+	counted   int
 }
 
 // NewDataPlane returns an empty data plane whose SPIs start at base.
@@ -121,7 +128,9 @@ func (d *DataPlane) AllocSPI(local, remote netip.Addr, logical *int) (uint32, er
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.nextSPI++
-	d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
+	}
 	return d.nextSPI, nil
 }
 
@@ -138,6 +147,10 @@ func (d *DataPlane) AddSA(s *api.SA) error {
 	}
 	if err := s.Validate(); err != nil {
 		return err
+	}
+	if d.CountOnly {
+		d.counted++
+		return nil
 	}
 	k := saKey(s)
 	if _, ok := d.SAs[k]; ok {
@@ -202,6 +215,10 @@ func (d *DataPlane) DelSA(id api.SAID) error {
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
 	}
+	if d.CountOnly {
+		d.counted--
+		return nil
+	}
 	if _, ok := d.SAs[id]; !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
 	}
@@ -215,6 +232,9 @@ func (d *DataPlane) DelSA(id api.SAID) error {
 func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.CountOnly {
+		return nil
+	}
 	id := u.SAID
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
@@ -250,7 +270,9 @@ func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 	q := *p
 	q.ID = d.nextPol
 	d.Policies[q.ID] = q
-	d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	}
 	return q.ID, nil
 }
 
@@ -263,7 +285,9 @@ func (d *DataPlane) DelPolicy(id uint32) error {
 		return fmt.Errorf("policy %d: not found", id)
 	}
 	delete(d.Policies, id)
-	d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	}
 	return nil
 }
 
@@ -271,7 +295,7 @@ func (d *DataPlane) DelPolicy(id uint32) error {
 func (d *DataPlane) Counts() (sas, policies int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.SAs), len(d.Policies)
+	return len(d.SAs) + d.counted, len(d.Policies)
 }
 
 // Find returns the SA with an SPI and direction.
@@ -288,13 +312,17 @@ func (d *DataPlane) Find(spi uint32, dir api.Dir) (api.SA, bool) {
 
 // syncBuffer is a log sink safe for the handler.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	discard bool
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.discard {
+		return len(p), nil
+	}
 	return s.b.Write(p)
 }
 
@@ -314,7 +342,11 @@ type Node struct {
 	Cfg      *config.Config
 	Set      manager.Settings
 	Persist  map[uint64][]byte // JSON of persisted IKE SAs by our SPI
-	Traps    map[string]task.Trap
+	// NoPersist keeps nothing in Persist (Restart then restores nothing):
+	// for benchmarks of the worker's own heap, which the state store's
+	// copies would double.
+	NoPersist bool
+	Traps     map[string]task.Trap
 	// Deterministic makes key exchanges deterministic (from the node's
 	// Rand) where the group allows it.
 	Deterministic bool
@@ -332,6 +364,15 @@ type Node struct {
 
 // Logs returns what the node logged.
 func (n *Node) Logs() string { return n.logBuf.String() }
+
+// DiscardLogs makes the node's log lines (still formatted, as iked's are)
+// go nowhere from now on: Logs keeps only what came before. For
+// benchmarks whose heap the buffered lines would weigh.
+func (n *Node) DiscardLogs() {
+	n.logBuf.mu.Lock()
+	defer n.logBuf.mu.Unlock()
+	n.logBuf.discard = true
+}
 
 // Sim is a simulation of gateways over a fake network.
 type Sim struct {
@@ -351,6 +392,8 @@ type Sim struct {
 	flows []*Flow
 	// Sent counts datagrams sent by each node, by exchange.
 	Sent []Sent
+	// NoSent keeps Sent empty, for benchmarks of many exchanges.
+	NoSent bool
 }
 
 // Sent is a datagram the network saw.
@@ -470,7 +513,9 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 		fate = s.Filter(d, from)
 	}
 	rec.Dropped = fate.Drop
-	s.Sent = append(s.Sent, rec)
+	if !s.NoSent {
+		s.Sent = append(s.Sent, rec)
+	}
 	if fate.Drop {
 		return
 	}
@@ -624,6 +669,9 @@ func (e *nodeEnv) Trap(conn, child string) (task.Trap, bool) {
 }
 
 func (e *nodeEnv) Changed(ike *sa.IKESA) {
+	if e.NoPersist {
+		return
+	}
 	b, err := json.Marshal(ike)
 	if err != nil {
 		e.sim.T.Errorf("%s: persist: %v", e.Name, err)
