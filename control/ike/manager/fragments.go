@@ -92,7 +92,7 @@ func (m *Manager) expireFragments(now time.Time) {
 		}
 		if id, have, total, _, ok := b.Pending(); ok && b.Expire(now) {
 			m.env.Stats().Fail(stats.FragmentTimeout)
-			m.log.Info("incomplete fragmented message dropped", "msgid", id, "fragments", have, "of", total,
+			m.Logger().Info("incomplete fragmented message dropped", "msgid", id, "fragments", have, "of", total,
 				"reason", stats.FragmentTimeout.String())
 		}
 	}
@@ -105,13 +105,13 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	h := msg.Header
 	if !ike.FragAccept {
 		m.env.Stats().Fail(stats.Unsupported)
-		m.log.Debug("dropped: IKE fragment (we did not announce fragmentation)", "exchange", h.Exchange.String())
+		m.Logger().Debug("dropped: IKE fragment (we did not announce fragmentation)", "exchange", h.Exchange.String())
 		return false
 	}
 	f, err := msg.DecryptFragment(ike.In)
 	if err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
-		m.log.Debug("dropped: SKF payload", "err", err.Error())
+		m.Logger().Debug("dropped: SKF payload", "err", err.Error())
 		return false
 	}
 	m.env.Stats().Inc(stats.FragmentsReceived)
@@ -124,20 +124,20 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	case defrag.OverBudget:
 		m.env.Stats().Fail(stats.FragmentMemory)
 		l := buf.Limits()
-		m.log.Info("fragmented message dropped: the fragments of all IKE SAs are at fragment_memory", "exchange", h.Exchange.String(),
+		m.Logger().Info("fragmented message dropped: the fragments of all IKE SAs are at fragment_memory", "exchange", h.Exchange.String(),
 			"msgid", h.MessageID, "fragment", f.Number, "total", f.Total, "fragment_memory", l.Budget.Max(),
 			"reason", stats.FragmentMemory.String())
 		return false
 	case defrag.OverLimit:
 		m.env.Stats().Fail(stats.FragmentLimit)
 		l := buf.Limits()
-		m.log.Info("fragmented message dropped: over the limits", "exchange", h.Exchange.String(), "msgid", h.MessageID,
+		m.Logger().Info("fragmented message dropped: over the limits", "exchange", h.Exchange.String(), "msgid", h.MessageID,
 			"fragment", f.Number, "total", f.Total, "max_fragments", l.MaxFragments, "max_bytes", l.MaxBytes,
 			"reason", stats.FragmentLimit.String())
 		return false
 	case defrag.Stale:
 		m.env.Stats().Fail(stats.FragmentInvalid)
-		m.log.Debug("dropped: fragment of an earlier fragmentation", "msgid", h.MessageID, "fragment", f.Number, "total", f.Total)
+		m.Logger().Debug("dropped: fragment of an earlier fragmentation", "msgid", h.MessageID, "fragment", f.Number, "total", f.Total)
 		return false
 	default:
 		return false
@@ -145,12 +145,12 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	inner, err := message.Reassemble(frags)
 	if err != nil {
 		m.env.Stats().Fail(stats.FragmentInvalid)
-		m.log.Info("fragmented message dropped: reassembly failed", "exchange", h.Exchange.String(), "msgid", h.MessageID,
+		m.Logger().Info("fragmented message dropped: reassembly failed", "exchange", h.Exchange.String(), "msgid", h.MessageID,
 			"err", err.Error(), "reason", stats.FragmentInvalid.String())
 		return false
 	}
 	m.env.Stats().Inc(stats.Reassembled)
-	m.log.Debug("message reassembled", "exchange", h.Exchange.String(), "msgid", h.MessageID, "fragments", len(frags))
+	m.Logger().Debug("message reassembled", "exchange", h.Exchange.String(), "msgid", h.MessageID, "fragments", len(frags))
 	msg.Inner = inner
 	return true
 }

@@ -18,11 +18,10 @@ func (m *Manager) established() {
 	// kilobyte per IKE SA, held for its life. A restored IKE SA never had
 	// them (they are not persisted).
 	ike.Ni, ike.Nr, ike.InitI, ike.InitR = nil, nil, nil, nil
-	m.refreshLog()
 	m.setDPD()
 	m.setTimers(ike, ike.Established, true)
 	m.env.Stats().Inc(stats.IKESAsEstablished)
-	m.log.Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
+	m.Logger().Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
 		"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
 	m.env.Established(m)
 }
@@ -53,7 +52,7 @@ func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
 	old.RekeyAt, old.ReauthAt, old.ExpireAt = time.Time{}, time.Time{}, time.Time{}
 	old.RekeyedUntil = now.Add(RekeyedTimeout)
 	m.env.Stats().Inc(stats.IKESAsRekeyed)
-	m.log.Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
+	m.Logger().Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
 		"reason", reason, "initiator", next.Initiator, "children", len(next.Children), "proposal", next.Proposal.String())
 	m.env.Changed(nm)
 	m.env.Changed(m)
@@ -128,7 +127,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	c := m.ctx(0)
 	if len(ike.Draining) > 0 {
 		if _, err := task.DrainDue(m.env.DataPlane(), ike, time.Time{}, true); err != nil {
-			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+			m.Logger().Warn("draining inbound sa removal incomplete", "err", err.Error())
 		}
 	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
@@ -147,7 +146,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		}
 		if err != nil {
 			m.env.Stats().Fail(stats.DataPlane)
-			m.log.Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
+			m.Logger().Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
 		}
 		m.env.Stats().Inc(stats.ChildSAsDeleted)
 		c.Log.Info("child sa deleted", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
@@ -182,9 +181,9 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		if wasEstablished {
 			msg = "IKE SA deleted"
 		}
-		m.log.Warn(msg, "reason", f.Reason.String(), "err", f.Err.Error())
+		m.Logger().Warn(msg, "reason", f.Reason.String(), "err", f.Err.Error())
 	} else {
-		m.log.Info("IKE SA deleted", "reason", reason)
+		m.Logger().Info("IKE SA deleted", "reason", reason)
 	}
 	if wasEstablished {
 		m.env.Stats().Inc(stats.IKESAsDeleted)
@@ -200,10 +199,10 @@ func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
 	}
 	if err := task.InstallOutbound(m.ctx(0), ch); err != nil {
 		m.env.Stats().Fail(stats.DataPlane)
-		m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+		m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 		return
 	}
-	m.log.Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
+	m.Logger().Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
 		"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 	m.env.Changed(m)
 }

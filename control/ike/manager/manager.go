@@ -175,7 +175,6 @@ type Manager struct {
 	// addresses, persistence), only the manager's goroutine writes it.
 	IKE *sa.IKESA
 	env Env
-	log *slog.Logger
 
 	queue    []task.Initiator
 	active   []task.Initiator
@@ -212,7 +211,6 @@ func New(ike *sa.IKESA, env Env) *Manager {
 	m := &Manager{IKE: ike, env: env}
 	now := env.Now()
 	m.lastRecv, m.lastSent = now, now
-	m.refreshLog()
 	return m
 }
 
@@ -229,13 +227,13 @@ func Restore(ike *sa.IKESA, env Env) *Manager {
 	if f := ike.InFlight; f != nil {
 		t, err := task.Resume(m.ctx(f.Exchange), f)
 		if err != nil {
-			m.log.Warn("request in flight not resumed; its answer will be ignored", "exchange", f.Exchange.String(),
+			m.Logger().Warn("request in flight not resumed; its answer will be ignored", "exchange", f.Exchange.String(),
 				"msgid", f.MsgID, "err", err.Error())
 		}
 		resumed = t
 		m.active = []task.Initiator{t}
 		m.req = &request{id: f.MsgID, exchange: f.Exchange, packets: f.Packets, next: env.Now()}
-		m.log.Info("request in flight resumed", "exchange", f.Exchange.String(), "msgid", f.MsgID, "task", f.Task)
+		m.Logger().Info("request in flight resumed", "exchange", f.Exchange.String(), "msgid", f.MsgID, "task", f.Task)
 	}
 	// Other tasks are not persisted: a Child SA caught REKEYING is rekeyed
 	// again soon, a delete is sent again.
@@ -269,14 +267,6 @@ func Restore(ike *sa.IKESA, env Env) *Manager {
 	return m
 }
 
-func (m *Manager) refreshLog() {
-	ike := m.IKE
-	m.log = m.env.Log().With("ike_id", ike.UniqueID, "conn", ike.ConnName, "spis", ike.SPIs(), "peer", ike.Remote.String())
-}
-
-// Logger returns the IKE SA's logger (conn, SPIs, peer).
-func (m *Manager) Logger() *slog.Logger { return m.log }
-
 // Destroyed reports whether the IKE SA is gone.
 func (m *Manager) Destroyed() bool { return m.destroyed }
 
@@ -309,7 +299,7 @@ func (m *Manager) QueueAt(t task.Initiator, at time.Time) {
 
 func (m *Manager) ctx(ex message.ExchangeType) *task.Ctx {
 	s := m.env.Settings()
-	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.log, Exchange: ex, Queue: m.Queue, NATTPort: s.NATTPort,
+	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.Logger(), Exchange: ex, Queue: m.Queue, NATTPort: s.NATTPort,
 		DrainDelay: s.DrainDelay, Active: m.active, QueueAt: m.QueueAt, Host: host{m}}
 }
 

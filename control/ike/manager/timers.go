@@ -201,7 +201,7 @@ func (m *Manager) retransmit(now time.Time) bool {
 	r.tries++
 	r.next = now.Add(m.timeout(r.tries))
 	m.env.Stats().Inc(stats.Retransmissions)
-	m.log.Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
+	m.Logger().Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
 	for _, p := range r.packets {
 		m.send(p)
 	}
@@ -250,7 +250,7 @@ func (m *Manager) drain(now time.Time) bool {
 	n, err := task.DrainDue(m.env.DataPlane(), m.IKE, now, false)
 	if err != nil {
 		m.env.Stats().Fail(stats.DataPlane)
-		m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+		m.Logger().Warn("draining inbound sa removal incomplete", "err", err.Error())
 	}
 	if n > 0 {
 		m.env.Stats().Add(stats.InboundDrained, uint64(n))
@@ -276,7 +276,7 @@ func (m *Manager) rekeyedTimeout(time.Time) bool {
 func (m *Manager) expireIKE(time.Time) bool {
 	m.IKE.ExpireAt = time.Time{}
 	m.env.Stats().Inc(stats.IKESAsExpired)
-	m.log.Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
+	m.Logger().Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
 	m.Delete("expired", nil)
 	return true
 }
@@ -394,9 +394,9 @@ func (m *Manager) children(now time.Time) bool {
 			if err := task.InstallOutbound(c, ch); err != nil {
 				ch.OutPending = false // do not spin; the Child SA stays inbound-only
 				m.env.Stats().Fail(stats.DataPlane)
-				m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+				m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 			} else {
-				m.log.Info("child sa outbound installed: "+why, "child", ch.Name, "child_id", ch.UniqueID,
+				m.Logger().Info("child sa outbound installed: "+why, "child", ch.Name, "child_id", ch.UniqueID,
 					"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 			}
 			m.env.Changed(m)
@@ -427,7 +427,7 @@ func (m *Manager) reauth(time.Time) bool {
 func (m *Manager) rekeyIKE(time.Time) bool {
 	m.IKE.RekeyAt = time.Time{}
 	if !m.queued(task.KindIKERekey, nil) {
-		m.log.Info("IKE SA rekey due", "reason", task.ReasonTime)
+		m.Logger().Info("IKE SA rekey due", "reason", task.ReasonTime)
 		m.Queue(task.NewIKERekeyI(task.ReasonTime))
 	}
 	return false
