@@ -111,6 +111,8 @@ var timers = [...]timer{
 	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
 	{name: "drain", when: (*Manager).drainAt, fire: (*Manager).drain},
 	{name: "rekeyed", when: (*Manager).rekeyedUntil, fire: (*Manager).rekeyedTimeout},
+	{name: "cached-response", when: (*Manager).responseKeptUntil,
+		fire: func(m *Manager, _ time.Time) bool { m.IKE.LastResponse = nil; return false }},
 	{name: "ike-expire", established: true, when: func(m *Manager) time.Time { return m.IKE.ExpireAt }, fire: (*Manager).expireIKE},
 	{name: "dpd-sample", established: true, when: (*Manager).sampleAt, fire: (*Manager).sample},
 	{name: "dpd", established: true, when: (*Manager).dpdAt, fire: (*Manager).dpd},
@@ -126,6 +128,24 @@ var timers = [...]timer{
 	{name: "arm-probe", established: true, always: true, when: func(*Manager) time.Time { return time.Time{} },
 		fire: func(m *Manager, _ time.Time) bool { m.armProbe(); return false }},
 	{name: "ike-rekey", established: true, when: func(m *Manager) time.Time { return m.IKE.RekeyAt }, fire: (*Manager).rekeyIKE},
+}
+
+// CachedResponseTime is how long the last response stays cached after
+// the peer's last message: longer than the peer retransmits a request
+// whose response was lost (about 165 s with strongSwan's defaults). Kept
+// for ever, the responses of the IKE_AUTHs (a few hundred bytes) were a
+// tenth of what an idle IKE SA costs at a million. A request retransmitted
+// later is dropped as one with an old message ID.
+const CachedResponseTime = 3 * time.Minute
+
+// responseKeptUntil is when the cached response goes (zero: none). The
+// response is not persisted again without it: a restored one is kept
+// CachedResponseTime after the restore.
+func (m *Manager) responseKeptUntil() time.Time {
+	if len(m.IKE.LastResponse) == 0 {
+		return time.Time{}
+	}
+	return m.lastRecv.Add(CachedResponseTime)
 }
 
 // Deadline is when Tick must next be called (zero: no timer).

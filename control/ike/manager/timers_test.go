@@ -76,6 +76,14 @@ var timerCases = map[string]timerCase{
 		},
 		fired: func(e *fakeEnv, m *Manager) bool { return m.Destroyed() && e.failure == nil },
 	},
+	"cached-response": {
+		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
+			m.IKE.LastResponse = [][]byte{{1, 2, 3}}
+			m.lastRecv = e.now.Add(in - CachedResponseTime)
+			return e.now.Add(in)
+		},
+		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.LastResponse == nil },
+	},
 	"ike-expire": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
 			m.IKE.ExpireAt = e.now.Add(in)
