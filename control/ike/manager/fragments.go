@@ -57,7 +57,7 @@ func (f *fragBuffers) reset() {
 // DropFragments drops the fragments the IKE SA holds, as it leaves this
 // manager (destroyed, or detached to move to another worker), so that
 // their bytes do not stay counted in the shared budget.
-func (m *Manager) DropFragments() { m.frags.reset() }
+func (m *Manager) DropFragments() { m.rare().frags.reset() }
 
 func (f *fragBuffers) deadline() time.Time {
 	var d time.Time
@@ -75,10 +75,11 @@ func (f *fragBuffers) deadline() time.Time {
 // Reassembling reports the fragment bytes held for the peer's request and
 // for the response to ours.
 func (m *Manager) Reassembling() (requests, responses int) {
-	if b := m.frags.requests; b != nil {
+	f := &m.rare().frags
+	if b := f.requests; b != nil {
 		_, _, _, requests, _ = b.Pending()
 	}
-	if b := m.frags.responses; b != nil {
+	if b := f.responses; b != nil {
 		_, _, _, responses, _ = b.Pending()
 	}
 	return requests, responses
@@ -86,7 +87,8 @@ func (m *Manager) Reassembling() (requests, responses int) {
 
 // expireFragments drops incomplete messages whose time is up.
 func (m *Manager) expireFragments(now time.Time) {
-	for _, b := range []*defrag.Buffer{m.frags.requests, m.frags.responses} {
+	f := &m.rare().frags
+	for _, b := range []*defrag.Buffer{f.requests, f.responses} {
 		if b == nil {
 			continue
 		}
@@ -117,7 +119,7 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	m.env.Stats().Inc(stats.FragmentsReceived)
 	now := m.env.Now()
 	m.expireFragments(now)
-	buf := m.frags.get(h.IsResponse(), m.env.Settings())
+	buf := m.rareW().frags.get(h.IsResponse(), m.env.Settings())
 	frags, res := buf.Add(now, h.MessageID, f)
 	switch res {
 	case defrag.Complete:

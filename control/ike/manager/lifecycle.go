@@ -46,8 +46,12 @@ func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
 	nm.setDPD()
 	nm.armProbe()
 	nm.queue = append(nm.queue, m.queue...)
-	nm.deferred = append(nm.deferred, m.deferred...)
-	m.queue, m.deferred = nil, nil
+	if m.more != nil && len(m.more.deferred) > 0 {
+		x := nm.rareW()
+		x.deferred = append(x.deferred, m.more.deferred...)
+		m.more.deferred = nil
+	}
+	m.queue = nil
 	old.State = sa.Rekeyed
 	old.RekeyAt, old.ReauthAt, old.ExpireAt = time.Time{}, time.Time{}, time.Time{}
 	old.RekeyedUntil = now.Add(RekeyedTimeout)
@@ -164,16 +168,17 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	for _, t := range m.queue {
 		t.Abort(err)
 	}
-	for _, d := range m.deferred {
+	x := m.rareW()
+	for _, d := range x.deferred {
 		d.t.Abort(err)
 	}
-	m.active, m.queue, m.req, m.deferred = nil, nil, nil, nil
-	m.frags.reset()
+	m.active, m.queue, m.req, x.deferred = nil, nil, nil, nil
+	x.frags.reset()
 	ike.State = sa.Destroyed
-	m.failure = f
-	m.endReason = reason
+	x.failure = f
+	x.endReason = reason
 	if f != nil {
-		m.endReason = f.Reason.String()
+		x.endReason = f.Reason.String()
 	}
 	if f != nil {
 		m.env.Stats().Fail(f.Reason)
@@ -208,10 +213,10 @@ func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
 }
 
 // EndReason says why the IKE SA ended ("" while it lives).
-func (m *Manager) EndReason() string { return m.endReason }
+func (m *Manager) EndReason() string { return m.rare().endReason }
 
 // Failure is why the IKE SA was destroyed, nil if deleted normally.
-func (m *Manager) Failure() *task.Failure { return m.failure }
+func (m *Manager) Failure() *task.Failure { return m.rare().failure }
 
 // giveUp ends the IKE SA after the last retransmission went unanswered.
 func (m *Manager) giveUp() {

@@ -105,7 +105,7 @@ type timer struct {
 // postpone).
 var timers = [...]timer{
 	{name: "retransmit", when: (*Manager).retransmitAt, fire: (*Manager).retransmit},
-	{name: "fragments", when: func(m *Manager) time.Time { return m.frags.deadline() },
+	{name: "fragments", when: func(m *Manager) time.Time { return m.rare().frags.deadline() },
 		fire: func(m *Manager, now time.Time) bool { m.expireFragments(now); return false }},
 	{name: "half-open", when: func(m *Manager) time.Time { return m.halfOpenUntil }, fire: (*Manager).halfOpenTimeout},
 	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
@@ -236,7 +236,7 @@ func (m *Manager) halfOpenTimeout(time.Time) bool {
 
 func (m *Manager) deferredAt() time.Time {
 	var d time.Time
-	for _, x := range m.deferred {
+	for _, x := range m.rare().deferred {
 		d = earliest(d, x.at)
 	}
 	return d
@@ -244,15 +244,18 @@ func (m *Manager) deferredAt() time.Time {
 
 // startDeferred queues the deferred tasks whose time has come.
 func (m *Manager) startDeferred(now time.Time) bool {
-	kept := m.deferred[:0]
-	for _, x := range m.deferred {
+	if m.more == nil {
+		return false
+	}
+	kept := m.more.deferred[:0]
+	for _, x := range m.more.deferred {
 		if now.Before(x.at) {
 			kept = append(kept, x)
 		} else {
 			m.queue = append(m.queue, x.t)
 		}
 	}
-	m.deferred = kept
+	m.more.deferred = kept
 	return false
 }
 
