@@ -28,7 +28,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 		return pol, 0, err
 	}
 	var outCS *esp.SA
-	var outDesc api.SA
+	var outDesc saDesc
 	if out != nil {
 		if outCS, outDesc, err = e.childSA(logical, out, api.Out, "outbound"); err != nil {
 			return pol, 0, err
@@ -62,7 +62,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 			e.mu.Unlock()
 			return pol, 0, fmt.Errorf("policy %d: %w", pol.ID, unixrpc.ErrExists)
 		}
-		e.policies[pol.ID] = policyRef{logical: logical, seq: e.polOrder.add(pol.ID), p: pol}
+		e.policies[pol.ID] = policyRef{logical: logical, seq: e.polOrder.add(pol.ID)}
 	}
 	e.sas[inRef] = saReg{logical: logical, seq: e.saOrder.add(inRef)}
 	if out != nil {
@@ -100,30 +100,28 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 
 // childSA builds the cipher state and the keyless description of one SA
 // of a Child SA anchored on logical; errors name the part (which).
-func (e *Engine) childSA(logical uint16, d *api.SA, dir api.Dir, which string) (*esp.SA, api.SA, error) {
+func (e *Engine) childSA(logical uint16, d *api.SA, dir api.Dir, which string) (*esp.SA, saDesc, error) {
 	if d.Dir != dir {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: direction %q, want %s", which, d.SPI, d.Dir, dir)
+		return nil, saDesc{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: direction %q, want %s", which, d.SPI, d.Dir, dir)
 	}
 	if err := d.Validate(); err != nil {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s %w", which, err)
+		return nil, saDesc{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s %w", which, err)
 	}
 	if d.Logical != nil && *d.Logical != int(logical) {
-		return nil, api.SA{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: logical SPU %d, the Child SA's is %d", which, d.SPI, *d.Logical, logical)
+		return nil, saDesc{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s sa 0x%08x: logical SPU %d, the Child SA's is %d", which, d.SPI, *d.Logical, logical)
 	}
 	cfg, err := ToESP(d)
 	if err != nil {
-		return nil, api.SA{}, fmt.Errorf("%s %w", which, err)
+		return nil, saDesc{}, fmt.Errorf("%s %w", which, err)
 	}
 	if dir == api.Out {
 		cfg.SpeedPad = e.cfg.SpeedPad
 	}
 	sa, err := esp.NewSA(cfg)
 	if err != nil {
-		return nil, api.SA{}, fmt.Errorf("%s sa 0x%08x: %w", which, d.SPI, err)
+		return nil, saDesc{}, fmt.Errorf("%s sa 0x%08x: %w", which, d.SPI, err)
 	}
-	desc := d.Redacted()
-	desc.Logical = api.Logical(int(logical))
-	return sa, desc, nil
+	return sa, saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: d.Name}, nil
 }
 
 // freePolicyID is the next policy id not in use (e.mu held).
@@ -165,6 +163,7 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 		isSA    bool
 		ref     saRef
 		logical uint16
+		pol     int // the policy's index in removed.Policies
 	}
 	var parts []part
 	var removed ChildRemoved
@@ -178,8 +177,10 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 		}
 		e.polOrder.del(ref.seq)
 		delete(e.policies, id)
-		removed.Policies = append(removed.Policies, RemovedPolicy{Policy: ref.p, Logical: ref.logical})
-		parts = append(parts, part{polID: id, logical: ref.logical})
+		// The registry keeps no copy of the policy: the SPU's is read as
+		// it is removed.
+		removed.Policies = append(removed.Policies, RemovedPolicy{Policy: api.Policy{ID: id}, Logical: ref.logical})
+		parts = append(parts, part{polID: id, logical: ref.logical, pol: len(removed.Policies) - 1})
 	}
 	for _, id := range []*api.SAID{out, in} {
 		if id == nil {
@@ -223,6 +224,9 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 			for _, p := range here {
 				switch {
 				case !p.isSA:
+					if x := s.t.policies[p.polID]; x != nil {
+						removed.Policies[p.pol].Policy = x.p
+					}
 					s.t.delPolicy(p.polID)
 				case p.ref.dir == api.In:
 					delete(s.t.in, p.ref.spi)

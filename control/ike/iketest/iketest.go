@@ -108,6 +108,13 @@ type DataPlane struct {
 	// Samples counts InboundPackets calls; Prefetches the PrefetchInbound
 	// calls and Prefetched the SPIs they named.
 	Samples, Prefetches, Prefetched int
+	// CountOnly, set before the first SA, keeps no SAs and records no Ops:
+	// AddSA and DelSA only count (Counts), so that a benchmark of the
+	// heap of a worker's tunnels does not weigh the fake's copies of the
+	// SAs, which spud, not iked, holds. Find and ActiveOut then find
+	// nothing, and deleting an unknown SA is not noticed.
+	CountOnly bool
+	counted   int
 }
 
 // NewDataPlane returns an empty data plane whose SPIs start at base.
@@ -131,7 +138,9 @@ func (d *DataPlane) AllocSPI(local, remote netip.Addr, logical *int) (uint32, er
 	defer d.mu.Unlock()
 	d.Calls++
 	d.nextSPI++
-	d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("alloc %08x", d.nextSPI))
+	}
 	return d.nextSPI, nil
 }
 
@@ -149,6 +158,10 @@ func (d *DataPlane) AddSA(s *api.SA) error {
 	}
 	if err := s.Validate(); err != nil {
 		return err
+	}
+	if d.CountOnly {
+		d.counted++
+		return nil
 	}
 	k := saKey(s)
 	if _, ok := d.SAs[k]; ok {
@@ -214,6 +227,10 @@ func (d *DataPlane) DelSA(id api.SAID) error {
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
 	}
+	if d.CountOnly {
+		d.counted--
+		return nil
+	}
 	if _, ok := d.SAs[id]; !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: not found", id.SPI, id.Dir)
 	}
@@ -228,6 +245,9 @@ func (d *DataPlane) UpdateSA(u *api.SAUpdate) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.Calls++
+	if d.CountOnly {
+		return nil
+	}
 	id := u.SAID
 	if id.Dir == api.In {
 		id.Remote = netip.Addr{}
@@ -264,7 +284,9 @@ func (d *DataPlane) AddPolicy(p *api.Policy) (uint32, error) {
 	q := *p
 	q.ID = d.nextPol
 	d.Policies[q.ID] = q
-	d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("policy %d reqid %d", q.ID, q.ReqID))
+	}
 	return q.ID, nil
 }
 
@@ -278,7 +300,9 @@ func (d *DataPlane) DelPolicy(id uint32) error {
 		return fmt.Errorf("policy %d: not found", id)
 	}
 	delete(d.Policies, id)
-	d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	if !d.CountOnly {
+		d.Ops = append(d.Ops, fmt.Sprintf("delpolicy %d", id))
+	}
 	return nil
 }
 
@@ -305,6 +329,14 @@ func (d *DataPlane) AddChild(req *api.ChildAdd) (uint32, error) {
 	// The fake has no number of logical SPUs: any anchor goes.
 	if err := req.Validate(1 << 16); err != nil {
 		return 0, err
+	}
+	if d.CountOnly {
+		d.counted++
+		if req.Out != nil {
+			d.counted++
+		}
+		d.nextPol++
+		return d.nextPol, nil
 	}
 	if _, ok := d.SAs[saKey(&req.In)]; ok {
 		return 0, fmt.Errorf("inbound sa 0x%08x: exists", req.In.SPI)
@@ -356,6 +388,15 @@ func (d *DataPlane) DelChild(req *api.ChildDel) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
+	if d.CountOnly {
+		if req.Out != nil {
+			d.counted--
+		}
+		if req.In != nil {
+			d.counted--
+		}
+		return nil
+	}
 	var missing []string
 	for _, id := range req.Policies {
 		if _, ok := d.Policies[id]; !ok {
@@ -391,7 +432,7 @@ func (d *DataPlane) DelChild(req *api.ChildDel) error {
 func (d *DataPlane) Counts() (sas, policies int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.SAs), len(d.Policies)
+	return len(d.SAs) + d.counted, len(d.Policies)
 }
 
 // Find returns the SA with an SPI and direction.
@@ -408,13 +449,17 @@ func (d *DataPlane) Find(spi uint32, dir api.Dir) (api.SA, bool) {
 
 // syncBuffer is a log sink safe for the handler.
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	discard bool
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.discard {
+		return len(p), nil
+	}
 	return s.b.Write(p)
 }
 
@@ -434,7 +479,11 @@ type Node struct {
 	Cfg      *config.Config
 	Set      manager.Settings
 	Persist  map[uint64][]byte // JSON of persisted IKE SAs by our SPI
-	Traps    map[string]task.Trap
+	// NoPersist keeps nothing in Persist (Restart then restores nothing):
+	// for benchmarks of the worker's own heap, which the state store's
+	// copies would double.
+	NoPersist bool
+	Traps     map[string]task.Trap
 	// Deterministic makes key exchanges deterministic (from the node's
 	// Rand) where the group allows it.
 	Deterministic bool
@@ -452,6 +501,15 @@ type Node struct {
 
 // Logs returns what the node logged.
 func (n *Node) Logs() string { return n.logBuf.String() }
+
+// DiscardLogs makes the node's log lines (still formatted, as iked's are)
+// go nowhere from now on: Logs keeps only what came before. For
+// benchmarks whose heap the buffered lines would weigh.
+func (n *Node) DiscardLogs() {
+	n.logBuf.mu.Lock()
+	defer n.logBuf.mu.Unlock()
+	n.logBuf.discard = true
+}
 
 // Sim is a simulation of gateways over a fake network.
 type Sim struct {
@@ -471,6 +529,8 @@ type Sim struct {
 	flows []*Flow
 	// Sent counts datagrams sent by each node, by exchange.
 	Sent []Sent
+	// NoSent keeps Sent empty, for benchmarks of many exchanges.
+	NoSent bool
 }
 
 // Sent is a datagram the network saw.
@@ -590,7 +650,9 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 		fate = s.Filter(d, from)
 	}
 	rec.Dropped = fate.Drop
-	s.Sent = append(s.Sent, rec)
+	if !s.NoSent {
+		s.Sent = append(s.Sent, rec)
+	}
 	if fate.Drop {
 		return
 	}
@@ -744,6 +806,9 @@ func (e *nodeEnv) Trap(conn, child string) (task.Trap, bool) {
 }
 
 func (e *nodeEnv) Changed(ike *sa.IKESA) {
+	if e.NoPersist {
+		return
+	}
 	b, err := json.Marshal(ike)
 	if err != nil {
 		e.sim.T.Errorf("%s: persist: %v", e.Name, err)

@@ -143,7 +143,7 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 				m.destroy(f, "")
 				return true
 			}
-			m.log.Warn("task dropped", "task", t.Kind().String(), "err", err.Error())
+			m.Logger().Warn("task dropped", "task", t.Kind().String(), "err", err.Error())
 			t.Abort(err)
 			continue
 		}
@@ -164,7 +164,7 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 	now := m.env.Now()
 	m.req = &request{id: id, exchange: ex, packets: pkts, next: now.Add(m.timeout(0))}
 	m.env.Stats().Inc(stats.ExchangesInitiated)
-	m.log.Debug("request sent", "exchange", ex.String(), "msgid", id, "fragments", fragCount(pkts))
+	m.Logger().Debug("request sent", "exchange", ex.String(), "msgid", id, "fragments", fragCount(pkts))
 	if ex != message.IKESAInit && ex != message.IKEAuth && ike.State != sa.Created && ike.State != sa.Connecting {
 		// The request in flight is part of the state: a restored IKE SA
 		// must send this very request again, not a new one with its
@@ -217,7 +217,7 @@ func (m *Manager) open(msg *message.Message) bool {
 	}
 	if msg.Encrypted == nil {
 		m.env.Stats().Fail(stats.InvalidSyntax)
-		m.log.Debug("dropped: protected exchange without SK payload", "exchange", msg.Header.Exchange.String())
+		m.Logger().Debug("dropped: protected exchange without SK payload", "exchange", msg.Header.Exchange.String())
 		return false
 	}
 	if msg.Encrypted.Fragment {
@@ -225,7 +225,7 @@ func (m *Manager) open(msg *message.Message) bool {
 	}
 	if err := msg.Decrypt(m.IKE.In); err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
-		m.log.Debug("dropped: SK payload", "err", err.Error())
+		m.Logger().Debug("dropped: SK payload", "err", err.Error())
 		return false
 	}
 	return true
@@ -245,13 +245,12 @@ func (m *Manager) authenticated(d Datagram, msg *message.Message) {
 	}
 	old := ike.Remote
 	ike.Local, ike.Remote = d.Local, d.Remote
-	m.refreshLog()
 	if ike.State != sa.Established {
 		// IKE_AUTH on the NAT-T port: the float of RFC 7296 2.23.
-		m.log.Debug("peer floated to the NAT-T port", "from", old.String(), "to", d.Remote.String())
+		m.Logger().Debug("peer floated to the NAT-T port", "from", old.String(), "to", d.Remote.String())
 	} else {
 		m.env.Stats().Inc(stats.PeerAddressChanges)
-		m.log.Info("peer address changed", "from", old.String(), "to", d.Remote.String())
+		m.Logger().Info("peer address changed", "from", old.String(), "to", d.Remote.String())
 	}
 	if len(ike.Children) > 0 {
 		updateChildren(m, old)
@@ -266,7 +265,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 			return
 		}
 		m.env.Stats().Inc(stats.CachedResponses)
-		m.log.Debug("retransmitted request answered from the cache", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		m.Logger().Debug("retransmitted request answered from the cache", "exchange", h.Exchange.String(), "msgid", h.MessageID)
 		for _, p := range ike.LastResponse {
 			m.sendTo(d.Local, d.Remote, p)
 		}
@@ -274,7 +273,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	}
 	if h.MessageID != ike.MsgIDIn {
 		m.env.Stats().Fail(stats.InvalidMessageID)
-		m.log.Debug("dropped request with unexpected message id", "msgid", h.MessageID, "want", ike.MsgIDIn)
+		m.Logger().Debug("dropped request with unexpected message id", "msgid", h.MessageID, "want", ike.MsgIDIn)
 		return
 	}
 	if !m.open(msg) {
@@ -285,7 +284,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	var tasks []task.Responder
 	if err := message.Validate(msg); err != nil {
 		m.env.Stats().Fail(stats.InvalidSyntax)
-		m.log.Info("invalid request", "exchange", h.Exchange.String(), "err", err.Error())
+		m.Logger().Info("invalid request", "exchange", h.Exchange.String(), "err", err.Error())
 		resp := m.response(msg)
 		resp.Inner = []message.Payload{&message.Notify{NotifyType: message.InvalidSyntax}}
 		m.sendResponse(resp, d)
@@ -322,7 +321,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		tasks = []task.Responder{&task.InfoR{}}
 	default:
 		m.env.Stats().Fail(stats.Unsupported)
-		m.log.Info("dropped request of an unsupported exchange", "exchange", h.Exchange.String())
+		m.Logger().Info("dropped request of an unsupported exchange", "exchange", h.Exchange.String())
 		return
 	}
 	final := task.Done
@@ -353,7 +352,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		ike.State = sa.Destroyed
 		if c.Failure != nil {
 			m.env.Stats().Fail(c.Failure.Reason)
-			m.log.Info("IKE_SA_INIT refused", "reason", c.Failure.Reason.String(), "err", c.Failure.Err.Error(),
+			m.Logger().Info("IKE_SA_INIT refused", "reason", c.Failure.Reason.String(), "err", c.Failure.Err.Error(),
 				"notify", c.Failure.Notify.String())
 		}
 		return
@@ -367,7 +366,6 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	switch {
 	case h.Exchange == message.IKESAInit:
 		ike.State = sa.Connecting
-		m.refreshLog()
 	case h.Exchange == message.IKEAuth && ike.State == sa.Established:
 		m.established()
 	}
@@ -417,7 +415,7 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 			return
 		}
 		m.env.Stats().Fail(stats.InvalidMessageID)
-		m.log.Debug("dropped unexpected response", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		m.Logger().Debug("dropped unexpected response", "exchange", h.Exchange.String(), "msgid", h.MessageID)
 		return
 	}
 	if !m.open(msg) {
@@ -472,7 +470,6 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	} else {
 		ike.MsgIDOut = 1
 		ike.State = sa.Connecting
-		m.refreshLog()
 	}
 	m.active = nil
 	m.queue = append(again, m.queue...)

@@ -57,7 +57,7 @@ func (f *fragBuffers) reset() {
 // DropFragments drops the fragments the IKE SA holds, as it leaves this
 // manager (destroyed, or detached to move to another worker), so that
 // their bytes do not stay counted in the shared budget.
-func (m *Manager) DropFragments() { m.frags.reset() }
+func (m *Manager) DropFragments() { m.rare().frags.reset() }
 
 func (f *fragBuffers) deadline() time.Time {
 	var d time.Time
@@ -75,10 +75,11 @@ func (f *fragBuffers) deadline() time.Time {
 // Reassembling reports the fragment bytes held for the peer's request and
 // for the response to ours.
 func (m *Manager) Reassembling() (requests, responses int) {
-	if b := m.frags.requests; b != nil {
+	f := &m.rare().frags
+	if b := f.requests; b != nil {
 		_, _, _, requests, _ = b.Pending()
 	}
-	if b := m.frags.responses; b != nil {
+	if b := f.responses; b != nil {
 		_, _, _, responses, _ = b.Pending()
 	}
 	return requests, responses
@@ -86,13 +87,14 @@ func (m *Manager) Reassembling() (requests, responses int) {
 
 // expireFragments drops incomplete messages whose time is up.
 func (m *Manager) expireFragments(now time.Time) {
-	for _, b := range []*defrag.Buffer{m.frags.requests, m.frags.responses} {
+	f := &m.rare().frags
+	for _, b := range []*defrag.Buffer{f.requests, f.responses} {
 		if b == nil {
 			continue
 		}
 		if id, have, total, _, ok := b.Pending(); ok && b.Expire(now) {
 			m.env.Stats().Fail(stats.FragmentTimeout)
-			m.log.Info("incomplete fragmented message dropped", "msgid", id, "fragments", have, "of", total,
+			m.Logger().Info("incomplete fragmented message dropped", "msgid", id, "fragments", have, "of", total,
 				"reason", stats.FragmentTimeout.String())
 		}
 	}
@@ -105,39 +107,39 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	h := msg.Header
 	if !ike.FragAccept {
 		m.env.Stats().Fail(stats.Unsupported)
-		m.log.Debug("dropped: IKE fragment (we did not announce fragmentation)", "exchange", h.Exchange.String())
+		m.Logger().Debug("dropped: IKE fragment (we did not announce fragmentation)", "exchange", h.Exchange.String())
 		return false
 	}
 	f, err := msg.DecryptFragment(ike.In)
 	if err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
-		m.log.Debug("dropped: SKF payload", "err", err.Error())
+		m.Logger().Debug("dropped: SKF payload", "err", err.Error())
 		return false
 	}
 	m.env.Stats().Inc(stats.FragmentsReceived)
 	now := m.env.Now()
 	m.expireFragments(now)
-	buf := m.frags.get(h.IsResponse(), m.env.Settings())
+	buf := m.rareW().frags.get(h.IsResponse(), m.env.Settings())
 	frags, res := buf.Add(now, h.MessageID, f)
 	switch res {
 	case defrag.Complete:
 	case defrag.OverBudget:
 		m.env.Stats().Fail(stats.FragmentMemory)
 		l := buf.Limits()
-		m.log.Info("fragmented message dropped: the fragments of all IKE SAs are at fragment_memory", "exchange", h.Exchange.String(),
+		m.Logger().Info("fragmented message dropped: the fragments of all IKE SAs are at fragment_memory", "exchange", h.Exchange.String(),
 			"msgid", h.MessageID, "fragment", f.Number, "total", f.Total, "fragment_memory", l.Budget.Max(),
 			"reason", stats.FragmentMemory.String())
 		return false
 	case defrag.OverLimit:
 		m.env.Stats().Fail(stats.FragmentLimit)
 		l := buf.Limits()
-		m.log.Info("fragmented message dropped: over the limits", "exchange", h.Exchange.String(), "msgid", h.MessageID,
+		m.Logger().Info("fragmented message dropped: over the limits", "exchange", h.Exchange.String(), "msgid", h.MessageID,
 			"fragment", f.Number, "total", f.Total, "max_fragments", l.MaxFragments, "max_bytes", l.MaxBytes,
 			"reason", stats.FragmentLimit.String())
 		return false
 	case defrag.Stale:
 		m.env.Stats().Fail(stats.FragmentInvalid)
-		m.log.Debug("dropped: fragment of an earlier fragmentation", "msgid", h.MessageID, "fragment", f.Number, "total", f.Total)
+		m.Logger().Debug("dropped: fragment of an earlier fragmentation", "msgid", h.MessageID, "fragment", f.Number, "total", f.Total)
 		return false
 	default:
 		return false
@@ -145,12 +147,12 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 	inner, err := message.Reassemble(frags)
 	if err != nil {
 		m.env.Stats().Fail(stats.FragmentInvalid)
-		m.log.Info("fragmented message dropped: reassembly failed", "exchange", h.Exchange.String(), "msgid", h.MessageID,
+		m.Logger().Info("fragmented message dropped: reassembly failed", "exchange", h.Exchange.String(), "msgid", h.MessageID,
 			"err", err.Error(), "reason", stats.FragmentInvalid.String())
 		return false
 	}
 	m.env.Stats().Inc(stats.Reassembled)
-	m.log.Debug("message reassembled", "exchange", h.Exchange.String(), "msgid", h.MessageID, "fragments", len(frags))
+	m.Logger().Debug("message reassembled", "exchange", h.Exchange.String(), "msgid", h.MessageID, "fragments", len(frags))
 	msg.Inner = inner
 	return true
 }

@@ -18,11 +18,10 @@ func (m *Manager) established() {
 	// kilobyte per IKE SA, held for its life. A restored IKE SA never had
 	// them (they are not persisted).
 	ike.Ni, ike.Nr, ike.InitI, ike.InitR = nil, nil, nil, nil
-	m.refreshLog()
 	m.setDPD()
 	m.setTimers(ike, ike.Established, true)
 	m.env.Stats().Inc(stats.IKESAsEstablished)
-	m.log.Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
+	m.Logger().Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
 		"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
 	m.env.Established(m)
 }
@@ -47,13 +46,17 @@ func (h host) ReplaceIKE(next *sa.IKESA, reason string) {
 	nm.setDPD()
 	nm.armProbe()
 	nm.queue = append(nm.queue, m.queue...)
-	nm.deferred = append(nm.deferred, m.deferred...)
-	m.queue, m.deferred = nil, nil
+	if m.more != nil && len(m.more.deferred) > 0 {
+		x := nm.rareW()
+		x.deferred = append(x.deferred, m.more.deferred...)
+		m.more.deferred = nil
+	}
+	m.queue = nil
 	old.State = sa.Rekeyed
 	old.RekeyAt, old.ReauthAt, old.ExpireAt = time.Time{}, time.Time{}, time.Time{}
 	old.RekeyedUntil = now.Add(RekeyedTimeout)
 	m.env.Stats().Inc(stats.IKESAsRekeyed)
-	m.log.Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
+	m.Logger().Info("IKE SA rekeyed", "new_ike_id", next.UniqueID, "new_spis", next.SPIs(), "old_spis", old.SPIs(),
 		"reason", reason, "initiator", next.Initiator, "children", len(next.Children), "proposal", next.Proposal.String())
 	m.env.Changed(nm)
 	m.env.Changed(m)
@@ -128,7 +131,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	c := m.ctx(0)
 	if len(ike.Draining) > 0 {
 		if _, err := task.DrainDue(m.env.DataPlane(), ike, time.Time{}, true); err != nil {
-			m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+			m.Logger().Warn("draining inbound sa removal incomplete", "err", err.Error())
 		}
 	}
 	for _, ch := range append([]*sa.ChildSA(nil), ike.Children...) {
@@ -147,7 +150,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		}
 		if err != nil {
 			m.env.Stats().Fail(stats.DataPlane)
-			m.log.Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
+			m.Logger().Warn("child sa removal incomplete", "child", ch.Name, "err", err.Error())
 		}
 		m.env.Stats().Inc(stats.ChildSAsDeleted)
 		c.Log.Info("child sa deleted", "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn),
@@ -165,16 +168,17 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	for _, t := range m.queue {
 		t.Abort(err)
 	}
-	for _, d := range m.deferred {
+	x := m.rareW()
+	for _, d := range x.deferred {
 		d.t.Abort(err)
 	}
-	m.active, m.queue, m.req, m.deferred = nil, nil, nil, nil
-	m.frags.reset()
+	m.active, m.queue, m.req, x.deferred = nil, nil, nil, nil
+	x.frags.reset()
 	ike.State = sa.Destroyed
-	m.failure = f
-	m.endReason = reason
+	x.failure = f
+	x.endReason = reason
 	if f != nil {
-		m.endReason = f.Reason.String()
+		x.endReason = f.Reason.String()
 	}
 	if f != nil {
 		m.env.Stats().Fail(f.Reason)
@@ -182,9 +186,9 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 		if wasEstablished {
 			msg = "IKE SA deleted"
 		}
-		m.log.Warn(msg, "reason", f.Reason.String(), "err", f.Err.Error())
+		m.Logger().Warn(msg, "reason", f.Reason.String(), "err", f.Err.Error())
 	} else {
-		m.log.Info("IKE SA deleted", "reason", reason)
+		m.Logger().Info("IKE SA deleted", "reason", reason)
 	}
 	if wasEstablished {
 		m.env.Stats().Inc(stats.IKESAsDeleted)
@@ -200,19 +204,19 @@ func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
 	}
 	if err := task.InstallOutbound(m.ctx(0), ch); err != nil {
 		m.env.Stats().Fail(stats.DataPlane)
-		m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+		m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 		return
 	}
-	m.log.Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
+	m.Logger().Info("child sa outbound installed", "child", ch.Name, "child_id", ch.UniqueID,
 		"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 	m.env.Changed(m)
 }
 
 // EndReason says why the IKE SA ended ("" while it lives).
-func (m *Manager) EndReason() string { return m.endReason }
+func (m *Manager) EndReason() string { return m.rare().endReason }
 
 // Failure is why the IKE SA was destroyed, nil if deleted normally.
-func (m *Manager) Failure() *task.Failure { return m.failure }
+func (m *Manager) Failure() *task.Failure { return m.rare().failure }
 
 // giveUp ends the IKE SA after the last retransmission went unanswered.
 func (m *Manager) giveUp() {

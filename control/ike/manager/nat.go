@@ -38,11 +38,11 @@ func updateChildren(m *Manager, old netip.AddrPort) {
 		}
 		if err := up.UpdateSA(u); err != nil {
 			m.env.Stats().Fail(stats.DataPlane)
-			m.log.Warn("child sa not moved to the peer's new address", "child", ch.Name, "spi_out", fmt.Sprintf("%08x", ch.SPIOut), "err", err.Error())
+			m.Logger().Warn("child sa not moved to the peer's new address", "child", ch.Name, "spi_out", fmt.Sprintf("%08x", ch.SPIOut), "err", err.Error())
 		}
 		if err := up.UpdateSA(&api.SAUpdate{SAID: api.SAID{SPI: ch.SPIIn, Dir: api.In}, Encap: encap}); err != nil {
 			m.env.Stats().Fail(stats.DataPlane)
-			m.log.Warn("child sa not moved to the peer's new port", "child", ch.Name, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "err", err.Error())
+			m.Logger().Warn("child sa not moved to the peer's new port", "child", ch.Name, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "err", err.Error())
 		}
 	}
 }

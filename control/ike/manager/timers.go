@@ -105,12 +105,14 @@ type timer struct {
 // postpone).
 var timers = [...]timer{
 	{name: "retransmit", when: (*Manager).retransmitAt, fire: (*Manager).retransmit},
-	{name: "fragments", when: func(m *Manager) time.Time { return m.frags.deadline() },
+	{name: "fragments", when: func(m *Manager) time.Time { return m.rare().frags.deadline() },
 		fire: func(m *Manager, now time.Time) bool { m.expireFragments(now); return false }},
 	{name: "half-open", when: func(m *Manager) time.Time { return m.halfOpenUntil }, fire: (*Manager).halfOpenTimeout},
 	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
 	{name: "drain", when: (*Manager).drainAt, fire: (*Manager).drain},
 	{name: "rekeyed", when: (*Manager).rekeyedUntil, fire: (*Manager).rekeyedTimeout},
+	{name: "cached-response", when: (*Manager).responseKeptUntil,
+		fire: func(m *Manager, _ time.Time) bool { m.IKE.LastResponse = nil; return false }},
 	{name: "ike-expire", established: true, when: func(m *Manager) time.Time { return m.IKE.ExpireAt }, fire: (*Manager).expireIKE},
 	{name: "dpd-sample", established: true, when: (*Manager).sampleAt, fire: (*Manager).sample},
 	{name: "dpd", established: true, when: (*Manager).dpdAt, fire: (*Manager).dpd},
@@ -126,6 +128,24 @@ var timers = [...]timer{
 	{name: "arm-probe", established: true, always: true, when: func(*Manager) time.Time { return time.Time{} },
 		fire: func(m *Manager, _ time.Time) bool { m.armProbe(); return false }},
 	{name: "ike-rekey", established: true, when: func(m *Manager) time.Time { return m.IKE.RekeyAt }, fire: (*Manager).rekeyIKE},
+}
+
+// CachedResponseTime is how long the last response stays cached after
+// the peer's last message: longer than the peer retransmits a request
+// whose response was lost (about 165 s with strongSwan's defaults). Kept
+// for ever, the responses of the IKE_AUTHs (a few hundred bytes) were a
+// tenth of what an idle IKE SA costs at a million. A request retransmitted
+// later is dropped as one with an old message ID.
+const CachedResponseTime = 3 * time.Minute
+
+// responseKeptUntil is when the cached response goes (zero: none). The
+// response is not persisted again without it: a restored one is kept
+// CachedResponseTime after the restore.
+func (m *Manager) responseKeptUntil() time.Time {
+	if len(m.IKE.LastResponse) == 0 {
+		return time.Time{}
+	}
+	return m.lastRecv.Add(CachedResponseTime)
 }
 
 // Deadline is when Tick must next be called (zero: no timer).
@@ -201,7 +221,7 @@ func (m *Manager) retransmit(now time.Time) bool {
 	r.tries++
 	r.next = now.Add(m.timeout(r.tries))
 	m.env.Stats().Inc(stats.Retransmissions)
-	m.log.Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
+	m.Logger().Debug("retransmit", "exchange", r.exchange.String(), "msgid", r.id, "try", r.tries)
 	for _, p := range r.packets {
 		m.send(p)
 	}
@@ -216,7 +236,7 @@ func (m *Manager) halfOpenTimeout(time.Time) bool {
 
 func (m *Manager) deferredAt() time.Time {
 	var d time.Time
-	for _, x := range m.deferred {
+	for _, x := range m.rare().deferred {
 		d = earliest(d, x.at)
 	}
 	return d
@@ -224,15 +244,18 @@ func (m *Manager) deferredAt() time.Time {
 
 // startDeferred queues the deferred tasks whose time has come.
 func (m *Manager) startDeferred(now time.Time) bool {
-	kept := m.deferred[:0]
-	for _, x := range m.deferred {
+	if m.more == nil {
+		return false
+	}
+	kept := m.more.deferred[:0]
+	for _, x := range m.more.deferred {
 		if now.Before(x.at) {
 			kept = append(kept, x)
 		} else {
 			m.queue = append(m.queue, x.t)
 		}
 	}
-	m.deferred = kept
+	m.more.deferred = kept
 	return false
 }
 
@@ -250,7 +273,7 @@ func (m *Manager) drain(now time.Time) bool {
 	n, err := task.DrainDue(m.env.DataPlane(), m.IKE, now, false)
 	if err != nil {
 		m.env.Stats().Fail(stats.DataPlane)
-		m.log.Warn("draining inbound sa removal incomplete", "err", err.Error())
+		m.Logger().Warn("draining inbound sa removal incomplete", "err", err.Error())
 	}
 	if n > 0 {
 		m.env.Stats().Add(stats.InboundDrained, uint64(n))
@@ -276,7 +299,7 @@ func (m *Manager) rekeyedTimeout(time.Time) bool {
 func (m *Manager) expireIKE(time.Time) bool {
 	m.IKE.ExpireAt = time.Time{}
 	m.env.Stats().Inc(stats.IKESAsExpired)
-	m.log.Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
+	m.Logger().Warn("IKE SA expired: neither rekey nor reauthentication succeeded in time", "reason", "over_time")
 	m.Delete("expired", nil)
 	return true
 }
@@ -394,9 +417,9 @@ func (m *Manager) children(now time.Time) bool {
 			if err := task.InstallOutbound(c, ch); err != nil {
 				ch.OutPending = false // do not spin; the Child SA stays inbound-only
 				m.env.Stats().Fail(stats.DataPlane)
-				m.log.Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+				m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 			} else {
-				m.log.Info("child sa outbound installed: "+why, "child", ch.Name, "child_id", ch.UniqueID,
+				m.Logger().Info("child sa outbound installed: "+why, "child", ch.Name, "child_id", ch.UniqueID,
 					"spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut))
 			}
 			m.env.Changed(m)
@@ -427,7 +450,7 @@ func (m *Manager) reauth(time.Time) bool {
 func (m *Manager) rekeyIKE(time.Time) bool {
 	m.IKE.RekeyAt = time.Time{}
 	if !m.queued(task.KindIKERekey, nil) {
-		m.log.Info("IKE SA rekey due", "reason", task.ReasonTime)
+		m.Logger().Info("IKE SA rekey due", "reason", task.ReasonTime)
 		m.Queue(task.NewIKERekeyI(task.ReasonTime))
 	}
 	return false

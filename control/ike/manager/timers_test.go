@@ -34,11 +34,11 @@ var timerCases = map[string]timerCase{
 	},
 	"fragments": {
 		arm: func(t *testing.T, e *fakeEnv, m *Manager) time.Time {
-			m.frags.get(false, DefaultSettings()).Add(e.now, 1, &message.Fragment{Number: 1, Total: 2, NextPayload: message.PayloadNotify, Data: []byte{1}})
+			m.rareW().frags.get(false, DefaultSettings()).Add(e.now, 1, &message.Fragment{Number: 1, Total: 2, NextPayload: message.PayloadNotify, Data: []byte{1}})
 			if r, _ := m.Reassembling(); r == 0 {
 				t.Fatal("fragment not held")
 			}
-			return m.frags.deadline()
+			return m.rare().frags.deadline()
 		},
 		fired: func(e *fakeEnv, m *Manager) bool { return e.counters.Failures(stats.FragmentTimeout) == 1 },
 	},
@@ -75,6 +75,14 @@ var timerCases = map[string]timerCase{
 			return m.IKE.RekeyedUntil
 		},
 		fired: func(e *fakeEnv, m *Manager) bool { return m.Destroyed() && e.failure == nil },
+	},
+	"cached-response": {
+		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
+			m.IKE.LastResponse = [][]byte{{1, 2, 3}}
+			m.lastRecv = e.now.Add(in - CachedResponseTime)
+			return e.now.Add(in)
+		},
+		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.LastResponse == nil },
 	},
 	"ike-expire": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {

@@ -89,7 +89,9 @@ func PRFPlus(p PRFID, key, seed []byte, n int) ([]byte, error) {
 	if n < 0 || n > 255*s.size {
 		return nil, fmt.Errorf("suite: prf+ with %s cannot produce %d bytes (at most %d)", p, n, 255*s.size)
 	}
-	out := make([]byte, 0, n+s.size)
+	// Exactly n: the IKE SA and Child SA keys slice the output and keep
+	// it for their lifetime.
+	out := make([]byte, 0, n)
 	m := hmac.New(s.hash, key)
 	var t []byte
 	for i := 1; len(out) < n; i++ {
@@ -98,7 +100,7 @@ func PRFPlus(p PRFID, key, seed []byte, n int) ([]byte, error) {
 		m.Write(seed)
 		m.Write([]byte{byte(i)})
 		t = m.Sum(t[:0])
-		out = append(out, t...)
+		out = append(out, t[:min(len(t), n-len(out))]...)
 	}
 	return out[:n], nil
 }

@@ -40,18 +40,19 @@ var ErrICV = errors.New("suite: SK payload integrity check failed")
 type SKCipher struct {
 	alg Algorithms
 
-	// aeadKey is the AEAD's key without the salt: the AEAD is made for
-	// each message rather than kept, since an IKE SA sends a message a
-	// minute and an AES-GCM state is about 700 bytes, a third of what an
-	// IKE SA costs at a million.
-	aeadKey []byte
-	salt    [4]byte
-	ivBase  uint64        // random, so that two SKCiphers on one key do not collide
-	seq     atomic.Uint64 // messages sealed
+	// key is the AEAD's key without the salt, or with block (AES-CBC) the
+	// HMAC's key: one field, so that an SKCipher, two per IKE SA, takes
+	// 96 bytes, not 128. The AEAD is made for each message rather than
+	// kept, since an IKE SA sends a message a minute and an AES-GCM state
+	// is about 700 bytes, a third of what an IKE SA costs at a million.
+	key    []byte
+	salt   [4]byte
+	ivBase uint64        // random, so that two SKCiphers on one key do not collide
+	seq    atomic.Uint64 // messages sealed
 
-	block  cipher.Block
-	integ  *hmacSpec
-	macKey []byte
+	// block is nil with an AEAD.
+	block cipher.Block
+	integ *hmacSpec
 }
 
 const aeadIVLen = 8
@@ -70,7 +71,7 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 			return nil, fmt.Errorf("suite: %s: integrity key with an AEAD", a.Encr)
 		}
 		k, salt := encKey[:len(encKey)-4], encKey[len(encKey)-4:]
-		c.aeadKey = append([]byte(nil), k...)
+		c.key = append([]byte(nil), k...)
 		if _, err := c.newAEAD(); err != nil {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, err)
 		}
@@ -90,7 +91,7 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, err)
 		}
-		c.block, c.integ, c.macKey = b, s, append([]byte(nil), integKey...)
+		c.block, c.integ, c.key = b, s, append([]byte(nil), integKey...)
 	default:
 		return nil, fmt.Errorf("suite: encryption algorithm %s not supported", a.Encr)
 	}
@@ -103,13 +104,13 @@ const aeadOverhead = 16
 // newAEAD makes the AEAD of c's key.
 func (c *SKCipher) newAEAD() (cipher.AEAD, error) {
 	if c.alg.Encr == EncrAESGCM16 {
-		b, err := aes.NewCipher(c.aeadKey)
+		b, err := aes.NewCipher(c.key)
 		if err != nil {
 			return nil, err
 		}
 		return cipher.NewGCM(b)
 	}
-	return chacha20poly1305.New(c.aeadKey)
+	return chacha20poly1305.New(c.key)
 }
 
 // Algorithms returns the suite c was built for.
@@ -120,7 +121,7 @@ func (c *SKCipher) Algorithms() Algorithms { return c.alg }
 // payloads. The encoder writes it into the length fields before sealing,
 // because they are part of the authenticated data.
 func (c *SKCipher) SealedLen(n int) int {
-	if c.aeadKey != nil {
+	if c.block == nil {
 		return aeadIVLen + n + 1 + aeadOverhead
 	}
 	bs := c.block.BlockSize()
@@ -138,7 +139,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 		out = make([]byte, len(msg), total)
 		copy(out, msg)
 	}
-	if c.aeadKey != nil {
+	if c.block == nil {
 		aead, err := c.newAEAD()
 		if err != nil {
 			return nil, err
@@ -167,7 +168,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 	clear(buf[len(plaintext) : padded-1])
 	buf[padded-1] = byte(padded - len(plaintext) - 1)
 	cipher.NewCBCEncrypter(c.block, iv).CryptBlocks(buf, buf)
-	m := hmac.New(c.integ.hash, c.macKey)
+	m := hmac.New(c.integ.hash, c.key)
 	m.Write(out)
 	return append(out, m.Sum(nil)[:c.integ.icvLen]...), nil
 }
@@ -177,7 +178,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 // header through the payload header are aad, and returns the inner payload
 // bytes with the padding removed, in a new slice.
 func (c *SKCipher) Open(aad, body []byte) ([]byte, error) {
-	if c.aeadKey != nil {
+	if c.block == nil {
 		min := aeadIVLen + 1 + aeadOverhead
 		if len(body) < min {
 			return nil, fmt.Errorf("suite: SK payload body of %d bytes below minimum %d", len(body), min)
@@ -200,7 +201,7 @@ func (c *SKCipher) Open(aad, body []byte) ([]byte, error) {
 	if len(body) < bs+bs+icv || (len(body)-bs-icv)%bs != 0 {
 		return nil, fmt.Errorf("suite: SK payload body of %d bytes is not IV, whole blocks and a %d-byte ICV", len(body), icv)
 	}
-	m := hmac.New(c.integ.hash, c.macKey)
+	m := hmac.New(c.integ.hash, c.key)
 	m.Write(aad)
 	m.Write(body[:len(body)-icv])
 	if !hmac.Equal(m.Sum(nil)[:icv], body[len(body)-icv:]) {

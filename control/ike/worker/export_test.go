@@ -46,10 +46,10 @@ func (w *Worker) IndexError() error {
 		case hasIDs(m.IKE) != k.hasIDs || (k.hasIDs && !k.sameIDs(m.IKE)):
 			return fmt.Errorf("IKE SA %d is filed under identities %+v, has %v/%v", m.IKE.UniqueID, k.ids, m.IKE.RemoteID, m.IKE.LocalID)
 		}
-		if _, ok := w.peers.byAddr[k.addr][m]; !ok {
+		if !w.peers.byAddr[k.addr].has(m) {
 			return fmt.Errorf("IKE SA %d is missing from its address's set", m.IKE.UniqueID)
 		}
-		if _, ok := w.peers.byIDs[k.ids][m]; k.hasIDs && !ok {
+		if k.hasIDs && !w.peers.byIDs[k.ids].has(m) {
 			return fmt.Errorf("IKE SA %d is missing from its identities' set", m.IKE.UniqueID)
 		}
 	}
@@ -72,8 +72,16 @@ func (w *Worker) IndexError() error {
 		return fmt.Errorf("id order: %d IKE SAs, the worker holds %d", len(inOrder), len(w.bySPI))
 	}
 	n := 0
-	for _, s := range w.peers.byAddr {
-		n += len(s)
+	for a, s := range w.peers.byAddr {
+		n += s.len()
+		if s.len() == 0 || (s.more != nil && len(s.more) < 2) {
+			return fmt.Errorf("peer index: address %s holds a set of %d", a, s.len())
+		}
+	}
+	for ids, s := range w.peers.byIDs {
+		if s.len() == 0 || (s.more != nil && len(s.more) < 2) {
+			return fmt.Errorf("peer index: identities %+v hold a set of %d", ids, s.len())
+		}
 	}
 	if len(w.peers.keys) != len(live) || n != len(live) {
 		return fmt.Errorf("peer index: %d keys, %d by address, for %d live IKE SAs", len(w.peers.keys), n, len(live))

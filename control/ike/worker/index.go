@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"iter"
 	"net/netip"
 
 	"github.com/spugate/spugate/control/ike/manager"
@@ -19,10 +20,58 @@ import (
 // identities IKE_AUTH set are found by the next event. Lookups still check
 // what they need (an IKE SA whose address changed during the event at hand
 // may sit under its old one until then).
+//
+// Most keys file one IKE SA (a site's, a road warrior's: one per peer at a
+// million tunnels), which a peerSet holds without a map of its own; a map
+// per key made the index a tenth of what an idle IKE SA cost.
 type peerIndex struct {
-	byAddr map[netip.Addr]map[*manager.Manager]struct{}
-	byIDs  map[idPair]map[*manager.Manager]struct{}
+	byAddr map[netip.Addr]peerSet
+	byIDs  map[idPair]peerSet
 	keys   map[*manager.Manager]peerKeys
+}
+
+// peerSet is the IKE SAs under one key: one, or, once a second came, all
+// of them in more.
+type peerSet struct {
+	one  *manager.Manager
+	more map[*manager.Manager]struct{}
+}
+
+// has reports whether m is in the set.
+func (s peerSet) has(m *manager.Manager) bool {
+	if s.more != nil {
+		_, ok := s.more[m]
+		return ok
+	}
+	return m != nil && s.one == m
+}
+
+// len is the number of IKE SAs in the set.
+func (s peerSet) len() int {
+	if s.more != nil {
+		return len(s.more)
+	}
+	if s.one != nil {
+		return 1
+	}
+	return 0
+}
+
+// all yields the set's IKE SAs; the set must not change meanwhile.
+func (s peerSet) all() iter.Seq[*manager.Manager] {
+	return func(yield func(*manager.Manager) bool) {
+		if s.more == nil {
+			if s.one != nil {
+				yield(s.one)
+			}
+			return
+		}
+		for m := range s.more {
+			if !yield(m) {
+				return
+			}
+		}
+	}
 }
 
 // idPair is an IKE SA's authenticated identities, as map keys.
@@ -38,8 +87,7 @@ type peerKeys struct {
 }
 
 func newPeerIndex() peerIndex {
-	return peerIndex{byAddr: map[netip.Addr]map[*manager.Manager]struct{}{}, byIDs: map[idPair]map[*manager.Manager]struct{}{},
-		keys: map[*manager.Manager]peerKeys{}}
+	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[idPair]peerSet{}, keys: map[*manager.Manager]peerKeys{}}
 }
 
 // sameIDs reports whether k holds ike's identities; it allocates nothing,
@@ -95,31 +143,50 @@ func (x *peerIndex) remove(m *manager.Manager) {
 	delete(x.keys, m)
 }
 
-// atAddr is the IKE SAs filed under a peer address; callers must not
-// change it.
-func (x *peerIndex) atAddr(a netip.Addr) map[*manager.Manager]struct{} { return x.byAddr[a] }
+// atAddr is the IKE SAs filed under a peer address, which must not
+// change while they are taken.
+func (x *peerIndex) atAddr(a netip.Addr) iter.Seq[*manager.Manager] { return x.byAddr[a].all() }
 
 // withIDs is the IKE SAs filed under ike's identities.
-func (x *peerIndex) withIDs(ike *sa.IKESA) map[*manager.Manager]struct{} {
+func (x *peerIndex) withIDs(ike *sa.IKESA) iter.Seq[*manager.Manager] {
 	if !hasIDs(ike) {
-		return nil
+		return peerSet{}.all()
 	}
-	return x.byIDs[idsOf(ike)]
+	return x.byIDs[idsOf(ike)].all()
 }
 
-func add[K comparable](idx map[K]map[*manager.Manager]struct{}, k K, m *manager.Manager) {
-	s := idx[k]
-	if s == nil {
-		s = map[*manager.Manager]struct{}{}
-		idx[k] = s
+func add[K comparable](idx map[K]peerSet, k K, m *manager.Manager) {
+	s, ok := idx[k]
+	switch {
+	case !ok:
+		s.one = m
+	case s.more == nil:
+		s.more = map[*manager.Manager]struct{}{s.one: {}, m: {}}
+		s.one = nil
+	default:
+		s.more[m] = struct{}{}
+		return
 	}
-	s[m] = struct{}{}
+	idx[k] = s
 }
 
-func del[K comparable](idx map[K]map[*manager.Manager]struct{}, k K, m *manager.Manager) {
-	if s := idx[k]; s != nil {
-		delete(s, m)
-		if len(s) == 0 {
+func del[K comparable](idx map[K]peerSet, k K, m *manager.Manager) {
+	s, ok := idx[k]
+	switch {
+	case !ok:
+	case s.more == nil:
+		if s.one == m {
+			delete(idx, k)
+		}
+	default:
+		delete(s.more, m)
+		// Back to one without a map, so that a tunnel that had several
+		// IKE SAs for a while (a reauthentication) is small again.
+		if len(s.more) == 1 {
+			for o := range s.more {
+				idx[k] = peerSet{one: o}
+			}
+		} else if len(s.more) == 0 {
 			delete(idx, k)
 		}
 	}
