@@ -47,7 +47,7 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) tool staticcheck ./...
 
 .PHONY: test
-test: deps ## Every test: unit, privileged (root) and interop with strongSwan, then the unit tests under the race detector
+test: deps load-tester ## Every test: unit, privileged (root) and interop with strongSwan (strongSwan's load-tester built once, for the IKE scenario's test), then the unit tests under the race detector
 	$(GO) test -json -count=1 -p 1 -timeout $(TEST_TIMEOUT) $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 	$(MAKE) --no-print-directory test-race
 
@@ -60,7 +60,7 @@ test-unit: ## Unit tests only: no privilege, no packages to install
 	$(GO) test -json -count=1 -skip '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 
 .PHONY: test-privileged
-test-privileged: deps ## Only the privileged tests (lab, BPF, AF_XDP, interop)
+test-privileged: deps load-tester ## Only the privileged tests (lab, BPF, AF_XDP, interop)
 	$(GO) test -json -count=1 -p 1 -timeout $(TEST_TIMEOUT) -run '^TestPrivileged' $(TESTFLAGS) $(PKGS) 2>&1 | $(GO) run ./internal/testreport
 
 .PHONY: fuzz
@@ -82,7 +82,7 @@ demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traf
 	SPUGATE_BIN=$(CURDIR)/bin bin/spudemo -auth=$(AUTH) -cert-key=$(CERTKEY) $(DEMOFLAGS)
 
 .PHONY: bench
-bench: deps build ## The standard benchmark set (bench/), results under bench/results/
+bench: deps build load-tester ## The standard benchmark set (bench/), results under bench/results/
 	@if [ -x bin/spubench ]; then bin/spubench; else echo "make bench: bench/ has no harness yet (issue 9)"; exit 1; fi
 
 .PHONY: clean
