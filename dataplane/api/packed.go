@@ -2,10 +2,10 @@ package api
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 
+	"github.com/spugate/spugate/internal/packed"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -33,8 +33,6 @@ const EncodingPacked = "packed1"
 // (Client asks for the next page while its caller takes one).
 const MaxPackedPage = MaxPage
 
-var errPackedShort = errors.New("truncated")
-
 // AppendPackedSA appends s in the packed encoding (EncodingPacked).
 func AppendPackedSA(b []byte, s *SAState) []byte {
 	// The entry's length is not known before it is written: room for a
@@ -42,14 +40,14 @@ func AppendPackedSA(b []byte, s *SAState) []byte {
 	start := len(b)
 	b = append(b, 0)
 	b = binary.AppendUvarint(b, uint64(s.SPI))
-	b = appendString(b, string(s.Dir))
+	b = packed.AppendString(b, string(s.Dir))
 	b = appendAddr(b, s.Local)
 	b = appendAddr(b, s.Remote)
-	b = appendString(b, string(s.Mode))
+	b = packed.AppendString(b, string(s.Mode))
 	b = appendSuite(b, s.Suite)
-	b = appendBytes(b, s.EncKey)
-	b = appendBytes(b, s.IntegKey)
-	b = appendBool(b, s.ESN)
+	b = packed.AppendBytes(b, s.EncKey)
+	b = packed.AppendBytes(b, s.IntegKey)
+	b = packed.AppendBool(b, s.ESN)
 	b = binary.AppendVarint(b, int64(s.ReplayWindow))
 	if s.Encap == nil {
 		b = append(b, 0)
@@ -65,10 +63,10 @@ func AppendPackedSA(b []byte, s *SAState) []byte {
 	b = binary.AppendUvarint(b, s.Lifetime.HardBytes)
 	b = binary.AppendUvarint(b, s.Lifetime.SoftPackets)
 	b = binary.AppendUvarint(b, s.Lifetime.HardPackets)
-	b = appendString(b, s.Name)
+	b = packed.AppendString(b, s.Name)
 	b = appendOptInt(b, s.Logical)
 	b = binary.AppendVarint(b, int64(s.SPU))
-	b = appendBool(b, s.Active)
+	b = packed.AppendBool(b, s.Active)
 	b = binary.AppendUvarint(b, s.Stats.Packets)
 	b = binary.AppendUvarint(b, s.Stats.Bytes)
 	b = binary.AppendUvarint(b, s.Stats.Seq)
@@ -77,7 +75,7 @@ func AppendPackedSA(b []byte, s *SAState) []byte {
 	} else {
 		b = binary.AppendUvarint(b, uint64(len(s.Stats.Drops))+1)
 		for k, v := range s.Stats.Drops {
-			b = appendString(b, k)
+			b = packed.AppendString(b, k)
 			b = binary.AppendUvarint(b, v)
 		}
 	}
@@ -100,7 +98,7 @@ func appendSuite(b []byte, s ipsec.Suite) []byte {
 	if !s.Valid() {
 		return append(b, 0)
 	}
-	return appendString(b, s.String())
+	return packed.AppendString(b, s.String())
 }
 
 // appendOptInt writes nil as 0 and v as v+1 (zigzag varint).
@@ -112,27 +110,6 @@ func appendOptInt(b []byte, v *int) []byte {
 		return binary.AppendVarint(b, int64(*v)+1)
 	}
 	return binary.AppendVarint(b, int64(*v))
-}
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-// appendBytes tells nil (0) from empty (1): JSON does (null and "").
-func appendBytes(b, v []byte) []byte {
-	if v == nil {
-		return append(b, 0)
-	}
-	b = binary.AppendUvarint(b, uint64(len(v))+1)
-	return append(b, v...)
 }
 
 func appendAddr(b []byte, a netip.Addr) []byte {
@@ -169,13 +146,13 @@ func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
 	for i := 0; len(b) > 0; i++ {
 		n, k := binary.Uvarint(b)
 		if k <= 0 || n > uint64(len(b)-k) {
-			return out, fmt.Errorf("api: packed SA %d: %w", i, errPackedShort)
+			return out, fmt.Errorf("api: packed SA %d: %w", i, packed.ErrShort)
 		}
-		d := packedReader{b: b[k : k+int(n)]}
+		d := packedReader{packed.Reader{B: b[k : k+int(n)]}}
 		out = append(out, SAState{})
 		d.sa(&out[len(out)-1])
-		if d.err != nil {
-			return out[:len(out)-1], fmt.Errorf("api: packed SA %d: %w", i, d.err)
+		if d.Err != nil {
+			return out[:len(out)-1], fmt.Errorf("api: packed SA %d: %w", i, d.Err)
 		}
 		// What follows the fields this build knows is a newer spud's.
 		b = b[k+int(n):]
@@ -185,93 +162,19 @@ func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
 
 // packedReader reads an entry's fields; the first error sticks and the
 // reads after it give zeros.
-type packedReader struct {
-	b   []byte
-	err error
-}
-
-func (d *packedReader) uvarint() uint64 {
-	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-func (d *packedReader) varint() int64 {
-	v, k := binary.Varint(d.b)
-	if k <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-func (d *packedReader) fail() {
-	if d.err == nil {
-		d.err = errPackedShort
-	}
-	d.b = nil
-}
-
-func (d *packedReader) byte() byte {
-	if len(d.b) == 0 {
-		d.fail()
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *packedReader) raw(n uint64) []byte {
-	if n > uint64(len(d.b)) {
-		d.fail()
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *packedReader) string() string { return string(d.raw(d.uvarint())) }
-
-func (d *packedReader) bytes() []byte {
-	n := d.uvarint()
-	if n == 0 {
-		return nil
-	}
-	return append([]byte{}, d.raw(n-1)...)
-}
-
-// count reads a count written as n+1, 0 for nil; it is bounded by the
-// bytes left (every element takes one at least).
-func (d *packedReader) count() (n int, isNil bool) {
-	c := d.uvarint()
-	if c == 0 {
-		return 0, true
-	}
-	if c-1 > uint64(len(d.b)) {
-		d.fail()
-		return 0, true
-	}
-	return int(c - 1), false
-}
+type packedReader struct{ packed.Reader }
 
 func (d *packedReader) addr() netip.Addr {
 	var a netip.Addr
-	if err := a.UnmarshalBinary(d.raw(d.uvarint())); err != nil && d.err == nil {
-		d.err = err
+	if err := a.UnmarshalBinary(d.Raw(d.Uvarint())); err != nil && d.Err == nil {
+		d.Err = err
 	}
 	return a
 }
 
 // dir and mode return the constants rather than a string a field.
 func (d *packedReader) dir() Dir {
-	switch b := d.raw(d.uvarint()); string(b) {
+	switch b := d.Raw(d.Uvarint()); string(b) {
 	case string(In):
 		return In
 	case string(Out):
@@ -282,7 +185,7 @@ func (d *packedReader) dir() Dir {
 }
 
 func (d *packedReader) mode() Mode {
-	switch b := d.raw(d.uvarint()); string(b) {
+	switch b := d.Raw(d.Uvarint()); string(b) {
 	case string(Tunnel):
 		return Tunnel
 	case string(Transport):
@@ -293,48 +196,32 @@ func (d *packedReader) mode() Mode {
 }
 
 func (d *packedReader) suite() ipsec.Suite {
-	b := d.raw(d.uvarint())
+	b := d.Raw(d.Uvarint())
 	if len(b) == 0 {
 		return ipsec.SuiteInvalid
 	}
 	s, err := ipsec.ParseSuite(string(b))
-	if err != nil && d.err == nil {
-		d.err = err
+	if err != nil && d.Err == nil {
+		d.Err = err
 	}
 	return s
 }
 
-func (d *packedReader) u16() uint16 {
-	v := d.uvarint()
-	if v > 0xffff {
-		d.fail()
-	}
-	return uint16(v)
-}
-
-func (d *packedReader) u32() uint32 {
-	v := d.uvarint()
-	if v > 0xffffffff {
-		d.fail()
-	}
-	return uint32(v)
-}
-
 func (d *packedReader) selectors() []ipsec.Selector {
-	n, isNil := d.count()
+	n, isNil := d.Count()
 	if isNil {
 		return nil
 	}
 	ts := make([]ipsec.Selector, n)
 	for i := range ts {
-		ts[i] = ipsec.Selector{Proto: d.byte(), From: d.addr(), To: d.addr(), FromPort: d.u16(), ToPort: d.u16()}
+		ts[i] = ipsec.Selector{Proto: d.Byte(), From: d.addr(), To: d.addr(), FromPort: d.U16(), ToPort: d.U16()}
 	}
 	return ts
 }
 
 // optInt reads what appendOptInt wrote.
 func (d *packedReader) optInt() *int {
-	v := d.varint()
+	v := d.Varint()
 	if v == 0 {
 		return nil
 	}
@@ -346,35 +233,35 @@ func (d *packedReader) optInt() *int {
 }
 
 func (d *packedReader) sa(s *SAState) {
-	s.SPI = d.u32()
+	s.SPI = d.U32()
 	s.Dir = d.dir()
 	s.Local = d.addr()
 	s.Remote = d.addr()
 	s.Mode = d.mode()
 	s.Suite = d.suite()
-	s.EncKey = d.bytes()
-	s.IntegKey = d.bytes()
-	s.ESN = d.byte() != 0
-	s.ReplayWindow = int(d.varint())
-	if d.byte() != 0 {
-		s.Encap = &Encap{LocalPort: d.u16(), RemotePort: d.u16()}
+	s.EncKey = d.Bytes()
+	s.IntegKey = d.Bytes()
+	s.ESN = d.Byte() != 0
+	s.ReplayWindow = int(d.Varint())
+	if d.Byte() != 0 {
+		s.Encap = &Encap{LocalPort: d.U16(), RemotePort: d.U16()}
 	}
-	s.ReqID = d.u32()
+	s.ReqID = d.U32()
 	s.LocalTS = d.selectors()
 	s.RemoteTS = d.selectors()
-	s.Lifetime = Lifetime{SoftBytes: d.uvarint(), HardBytes: d.uvarint(), SoftPackets: d.uvarint(), HardPackets: d.uvarint()}
-	s.Name = d.string()
+	s.Lifetime = Lifetime{SoftBytes: d.Uvarint(), HardBytes: d.Uvarint(), SoftPackets: d.Uvarint(), HardPackets: d.Uvarint()}
+	s.Name = d.String()
 	s.Logical = d.optInt()
-	s.SPU = int(d.varint())
-	s.Active = d.byte() != 0
-	s.Stats.Packets = d.uvarint()
-	s.Stats.Bytes = d.uvarint()
-	s.Stats.Seq = d.uvarint()
-	if n, isNil := d.count(); !isNil {
+	s.SPU = int(d.Varint())
+	s.Active = d.Byte() != 0
+	s.Stats.Packets = d.Uvarint()
+	s.Stats.Bytes = d.Uvarint()
+	s.Stats.Seq = d.Uvarint()
+	if n, isNil := d.Count(); !isNil {
 		s.Stats.Drops = make(map[string]uint64, n)
 		for range n {
-			k := d.string()
-			s.Stats.Drops[k] = d.uvarint()
+			k := d.String()
+			s.Stats.Drops[k] = d.Uvarint()
 		}
 	}
 }

@@ -2,10 +2,11 @@ package ikectl
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/spugate/spugate/internal/packed"
 )
 
 // EncodingPacked is SAsRequest.Encoding for sas.list pages in the packed
@@ -28,52 +29,50 @@ import (
 // refuses.
 const EncodingPacked = "packed1"
 
-var errPackedShort = errors.New("truncated")
-
 // AppendPackedIKESA appends s in the packed encoding (EncodingPacked).
 func AppendPackedIKESA(b []byte, s *IKESA) []byte {
-	return appendEntry(b, func(b []byte) []byte {
-		b = appendString(b, s.Conn)
+	return packed.AppendEntry(b, func(b []byte) []byte {
+		b = packed.AppendString(b, s.Conn)
 		b = binary.AppendUvarint(b, uint64(s.UniqueID))
-		b = appendString(b, s.State)
-		b = appendBool(b, s.Initiator)
-		b = appendString(b, s.SPIi)
-		b = appendString(b, s.SPIr)
+		b = packed.AppendString(b, s.State)
+		b = packed.AppendBool(b, s.Initiator)
+		b = packed.AppendString(b, s.SPIi)
+		b = packed.AppendString(b, s.SPIr)
 		b = appendAddrPort(b, s.Local)
 		b = appendAddrPort(b, s.Remote)
-		b = appendString(b, s.LocalID)
-		b = appendString(b, s.RemoteID)
-		b = appendString(b, s.Proposal)
-		b = appendBool(b, s.NATLocal)
-		b = appendBool(b, s.NATRemote)
+		b = packed.AppendString(b, s.LocalID)
+		b = packed.AppendString(b, s.RemoteID)
+		b = packed.AppendString(b, s.Proposal)
+		b = packed.AppendBool(b, s.NATLocal)
+		b = packed.AppendBool(b, s.NATRemote)
 		b = appendTime(b, s.Established)
 		b = binary.AppendVarint(b, int64(s.RekeyIn))
 		b = binary.AppendVarint(b, int64(s.Worker))
 		b = binary.AppendVarint(b, int64(s.SPU))
 		b = binary.AppendVarint(b, int64(s.Logical))
-		b = appendCount(b, len(s.Children), s.Children == nil)
+		b = packed.AppendCount(b, len(s.Children), s.Children == nil)
 		for i := range s.Children {
 			b = appendPackedChild(b, &s.Children[i])
 		}
 		b = binary.AppendUvarint(b, uint64(s.Counters.MsgIDOut))
 		b = binary.AppendUvarint(b, uint64(s.Counters.MsgIDIn))
-		b = appendString(b, s.AuthLocal)
-		b = appendString(b, s.AuthRemote)
-		return appendBool(b, s.Fragmentation)
+		b = packed.AppendString(b, s.AuthLocal)
+		b = packed.AppendString(b, s.AuthRemote)
+		return packed.AppendBool(b, s.Fragmentation)
 	})
 }
 
 func appendPackedChild(b []byte, c *ChildSA) []byte {
-	return appendEntry(b, func(b []byte) []byte {
-		b = appendString(b, c.Name)
+	return packed.AppendEntry(b, func(b []byte) []byte {
+		b = packed.AppendString(b, c.Name)
 		b = binary.AppendUvarint(b, uint64(c.UniqueID))
-		b = appendString(b, c.State)
+		b = packed.AppendString(b, c.State)
 		b = binary.AppendUvarint(b, uint64(c.ReqID))
 		b = binary.AppendUvarint(b, uint64(c.SPIIn))
 		b = binary.AppendUvarint(b, uint64(c.SPIOut))
-		b = appendString(b, c.Suite)
-		b = appendString(b, c.Proposal)
-		b = appendBool(b, c.Encap)
+		b = packed.AppendString(b, c.Suite)
+		b = packed.AppendString(b, c.Proposal)
+		b = packed.AppendBool(b, c.Encap)
 		b = appendStrings(b, c.LocalTS)
 		b = appendStrings(b, c.RemoteTS)
 		b = appendTime(b, c.Installed)
@@ -84,58 +83,20 @@ func appendPackedChild(b []byte, c *ChildSA) []byte {
 		b = binary.AppendUvarint(b, c.BytesOut)
 		b = binary.AppendUvarint(b, c.PktsOut)
 		b = binary.AppendVarint(b, int64(c.SPU))
-		b = appendCount(b, len(c.Policies), c.Policies == nil)
+		b = packed.AppendCount(b, len(c.Policies), c.Policies == nil)
 		for _, p := range c.Policies {
 			b = binary.AppendUvarint(b, uint64(p))
 		}
-		return appendBool(b, c.Trap)
+		return packed.AppendBool(b, c.Trap)
 	})
 }
 
-// appendEntry appends what fields writes behind its length. The length is
-// not known before: room for a short one, moved once if it is longer.
-func appendEntry(b []byte, fields func([]byte) []byte) []byte {
-	start := len(b)
-	b = append(b, 0)
-	b = fields(b)
-	n := len(b) - start - 1
-	if n < 0x80 {
-		b[start] = byte(n)
-		return b
-	}
-	var l [binary.MaxVarintLen64]byte
-	k := binary.PutUvarint(l[:], uint64(n))
-	b = append(b, l[:k-1]...)
-	copy(b[start+k:], b[start+1:start+1+n])
-	copy(b[start:], l[:k])
-	return b
-}
-
-func appendString(b []byte, s string) []byte {
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
 func appendStrings(b []byte, l []string) []byte {
-	b = appendCount(b, len(l), l == nil)
+	b = packed.AppendCount(b, len(l), l == nil)
 	for _, s := range l {
-		b = appendString(b, s)
+		b = packed.AppendString(b, s)
 	}
 	return b
-}
-
-func appendCount(b []byte, n int, isNil bool) []byte {
-	if isNil {
-		return append(b, 0)
-	}
-	return binary.AppendUvarint(b, uint64(n)+1)
-}
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
 }
 
 func appendAddrPort(b []byte, a netip.AddrPort) []byte {
@@ -161,17 +122,17 @@ func appendTime(b []byte, t time.Time) []byte {
 func DecodePackedIKESAs(b []byte, out []IKESA) ([]IKESA, error) {
 	d := packedReader{strs: map[string]string{}}
 	for i := 0; len(b) > 0; i++ {
-		d.b, d.err = b, nil
-		e := d.entry()
-		if d.err != nil {
-			return out, fmt.Errorf("ikectl: packed IKE SA %d: %w", i, d.err)
+		d.B, d.Err = b, nil
+		e := d.Entry()
+		if d.Err != nil {
+			return out, fmt.Errorf("ikectl: packed IKE SA %d: %w", i, d.Err)
 		}
-		b = d.b
-		d.b = e
+		b = d.B
+		d.B = e
 		out = append(out, IKESA{})
 		d.ikeSA(&out[len(out)-1])
-		if d.err != nil {
-			return out[:len(out)-1], fmt.Errorf("ikectl: packed IKE SA %d: %w", i, d.err)
+		if d.Err != nil {
+			return out[:len(out)-1], fmt.Errorf("ikectl: packed IKE SA %d: %w", i, d.Err)
 		}
 	}
 	return out, nil
@@ -180,76 +141,17 @@ func DecodePackedIKESAs(b []byte, out []IKESA) ([]IKESA, error) {
 // packedReader reads an entry's fields; the first error sticks and the
 // reads after it give zeros.
 type packedReader struct {
-	b   []byte
-	err error
+	packed.Reader
 	// strs keeps one copy of each short string of a page (states,
 	// connection names, proposals, identities), which repeat.
 	strs map[string]string
-}
-
-// entry reads a length and returns that many bytes, what follows it left
-// in d.b.
-func (d *packedReader) entry() []byte {
-	n := d.uvarint()
-	if n > uint64(len(d.b)) {
-		d.fail()
-		return nil
-	}
-	e := d.b[:n]
-	d.b = d.b[n:]
-	return e
-}
-
-func (d *packedReader) uvarint() uint64 {
-	v, k := binary.Uvarint(d.b)
-	if k <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-func (d *packedReader) varint() int64 {
-	v, k := binary.Varint(d.b)
-	if k <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[k:]
-	return v
-}
-
-func (d *packedReader) fail() {
-	if d.err == nil {
-		d.err = errPackedShort
-	}
-	d.b = nil
-}
-
-func (d *packedReader) bool() bool {
-	if len(d.b) == 0 {
-		d.fail()
-		return false
-	}
-	v := d.b[0] != 0
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *packedReader) u32() uint32 {
-	v := d.uvarint()
-	if v > 0xffffffff {
-		d.fail()
-	}
-	return uint32(v)
 }
 
 // maxInterned bounds the strings a page's reader keeps.
 const maxInterned = 1024
 
 func (d *packedReader) string() string {
-	b := d.entry()
+	b := d.Entry()
 	if len(b) > 64 {
 		return string(b)
 	}
@@ -264,24 +166,10 @@ func (d *packedReader) string() string {
 }
 
 // unique reads a string that no other entry shares (an SPI).
-func (d *packedReader) unique() string { return string(d.entry()) }
-
-// count reads a count written as n+1, 0 for nil; it is bounded by the
-// bytes left (every element takes one at least).
-func (d *packedReader) count() (n int, isNil bool) {
-	c := d.uvarint()
-	if c == 0 {
-		return 0, true
-	}
-	if c-1 > uint64(len(d.b)) {
-		d.fail()
-		return 0, true
-	}
-	return int(c - 1), false
-}
+func (d *packedReader) unique() string { return string(d.Entry()) }
 
 func (d *packedReader) strings() []string {
-	n, isNil := d.count()
+	n, isNil := d.Count()
 	if isNil {
 		return nil
 	}
@@ -294,24 +182,24 @@ func (d *packedReader) strings() []string {
 
 func (d *packedReader) addrPort() netip.AddrPort {
 	var a netip.AddrPort
-	b := d.entry()
+	b := d.Entry()
 	if len(b) == 0 {
 		return a
 	}
-	if err := a.UnmarshalBinary(b); err != nil && d.err == nil {
-		d.err = err
+	if err := a.UnmarshalBinary(b); err != nil && d.Err == nil {
+		d.Err = err
 	}
 	return a
 }
 
 func (d *packedReader) time() time.Time {
-	if !d.bool() {
+	if !d.Bool() {
 		return time.Time{}
 	}
-	sec := d.varint()
-	ns := d.uvarint()
+	sec := d.Varint()
+	ns := d.Uvarint()
 	if ns >= 1e9 {
-		d.fail()
+		d.Fail()
 		return time.Time{}
 	}
 	return time.Unix(sec, int64(ns))
@@ -319,9 +207,9 @@ func (d *packedReader) time() time.Time {
 
 func (d *packedReader) ikeSA(s *IKESA) {
 	s.Conn = d.string()
-	s.UniqueID = d.u32()
+	s.UniqueID = d.U32()
 	s.State = d.string()
-	s.Initiator = d.bool()
+	s.Initiator = d.Bool()
 	s.SPIi = d.unique()
 	s.SPIr = d.unique()
 	s.Local = d.addrPort()
@@ -329,60 +217,60 @@ func (d *packedReader) ikeSA(s *IKESA) {
 	s.LocalID = d.string()
 	s.RemoteID = d.string()
 	s.Proposal = d.string()
-	s.NATLocal = d.bool()
-	s.NATRemote = d.bool()
+	s.NATLocal = d.Bool()
+	s.NATRemote = d.Bool()
 	s.Established = d.time()
-	s.RekeyIn = time.Duration(d.varint())
-	s.Worker = int(d.varint())
-	s.SPU = int(d.varint())
-	s.Logical = int(d.varint())
-	if n, isNil := d.count(); !isNil {
+	s.RekeyIn = time.Duration(d.Varint())
+	s.Worker = int(d.Varint())
+	s.SPU = int(d.Varint())
+	s.Logical = int(d.Varint())
+	if n, isNil := d.Count(); !isNil {
 		s.Children = make([]ChildSA, n)
 		for i := range s.Children {
-			e := d.entry()
-			if d.err != nil {
+			e := d.Entry()
+			if d.Err != nil {
 				return
 			}
-			c := packedReader{b: e, strs: d.strs}
+			c := packedReader{Reader: packed.Reader{B: e}, strs: d.strs}
 			c.childSA(&s.Children[i])
-			if c.err != nil {
-				d.err = c.err
+			if c.Err != nil {
+				d.Err = c.Err
 				return
 			}
 		}
 	}
-	s.Counters.MsgIDOut = d.u32()
-	s.Counters.MsgIDIn = d.u32()
+	s.Counters.MsgIDOut = d.U32()
+	s.Counters.MsgIDIn = d.U32()
 	s.AuthLocal = d.string()
 	s.AuthRemote = d.string()
-	s.Fragmentation = d.bool()
+	s.Fragmentation = d.Bool()
 }
 
 func (d *packedReader) childSA(c *ChildSA) {
 	c.Name = d.string()
-	c.UniqueID = d.u32()
+	c.UniqueID = d.U32()
 	c.State = d.string()
-	c.ReqID = d.u32()
-	c.SPIIn = d.u32()
-	c.SPIOut = d.u32()
+	c.ReqID = d.U32()
+	c.SPIIn = d.U32()
+	c.SPIOut = d.U32()
 	c.Suite = d.string()
 	c.Proposal = d.string()
-	c.Encap = d.bool()
+	c.Encap = d.Bool()
 	c.LocalTS = d.strings()
 	c.RemoteTS = d.strings()
 	c.Installed = d.time()
-	c.RekeyIn = time.Duration(d.varint())
-	c.ExpireIn = time.Duration(d.varint())
-	c.BytesIn = d.uvarint()
-	c.PacketsIn = d.uvarint()
-	c.BytesOut = d.uvarint()
-	c.PktsOut = d.uvarint()
-	c.SPU = int(d.varint())
-	if n, isNil := d.count(); !isNil {
+	c.RekeyIn = time.Duration(d.Varint())
+	c.ExpireIn = time.Duration(d.Varint())
+	c.BytesIn = d.Uvarint()
+	c.PacketsIn = d.Uvarint()
+	c.BytesOut = d.Uvarint()
+	c.PktsOut = d.Uvarint()
+	c.SPU = int(d.Varint())
+	if n, isNil := d.Count(); !isNil {
 		c.Policies = make([]uint32, n)
 		for i := range c.Policies {
-			c.Policies[i] = d.u32()
+			c.Policies[i] = d.U32()
 		}
 	}
-	c.Trap = d.bool()
+	c.Trap = d.Bool()
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/internal/packed"
 	"github.com/spugate/spugate/internal/unixrpc"
 )
 
@@ -182,18 +183,18 @@ func TestPackedIKESASkipsNewerFields(t *testing.T) {
 	// entry grown by three bytes, and three bytes after its own fields.
 	one := AppendPackedIKESA(nil, &s)
 	var d packedReader
-	d.b = one
-	body := d.entry()
-	child := appendEntry(nil, func(b []byte) []byte {
-		r := packedReader{b: c}
-		return append(append(b, r.entry()...), 7, 7, 7)
+	d.B = one
+	body := d.Entry()
+	child := packed.AppendEntry(nil, func(b []byte) []byte {
+		r := packed.Reader{B: c}
+		return append(append(b, r.Entry()...), 7, 7, 7)
 	})
 	i := indexOf(body, c)
 	if i < 0 {
 		t.Fatal("the Child SA's entry is not in its IKE SA's")
 	}
 	grown := append(append(append([]byte{}, body[:i]...), child...), body[i+len(c):]...)
-	page := appendEntry(nil, func(b []byte) []byte { return append(append(b, grown...), 9, 9, 9) })
+	page := packed.AppendEntry(nil, func(b []byte) []byte { return append(append(b, grown...), 9, 9, 9) })
 	page = AppendPackedIKESA(page, &s)
 	got, err := DecodePackedIKESAs(page, nil)
 	if err != nil || len(got) != 2 || !sameIKESA(got[0], s) || !sameIKESA(got[1], s) {
