@@ -28,6 +28,7 @@ func ikeCmd(cmd string, args []string) error {
 	window := fs.Int("window", 16, "load-initiate: IKE SAs in flight at most")
 	maxFail := fs.Int("max-failures", 0, "load-initiate: stop after that many failures (0: no budget)")
 	background := fs.Bool("background", false, "load-initiate: return once started (see load-status)")
+	loadID := fs.String("identity", "", "load-initiate: each IKE SA's local identity, %d its number (load-tester's initiator_id; PSK only)")
 	loadTimeout := fs.Duration("load-timeout", 0, "load-initiate: stop starting new IKE SAs after this (0: none)")
 	asJSON := fs.Bool("json", false, "list-sas: one JSON object an IKE SA, a line")
 	fs.SetOutput(io.Discard)
@@ -62,7 +63,7 @@ func ikeCmd(cmd string, args []string) error {
 		// and ten minutes for the IKE SAs in flight).
 		c.SetTimeout(*loadTimeout + 11*time.Minute)
 		r, err := c.Load(ikectl.Load{Conn: *ike, Count: *count, Window: *window, Timeout: *loadTimeout,
-			MaxFailures: *maxFail, Background: *background})
+			MaxFailures: *maxFail, Background: *background, Identity: *loadID})
 		if err != nil {
 			return fmt.Errorf("load-initiate %s: %w", *ike, err)
 		}

@@ -375,7 +375,8 @@ func (d *Daemon) load(req ikectl.Load) (*ikectl.LoadResult, error) {
 	done := make(chan worker.LoadProgress, 1)
 	var lerr error
 	var started worker.LoadProgress
-	spec := worker.LoadSpec{Conn: req.Conn, Count: req.Count, Window: req.Window, Timeout: req.Timeout, MaxFailures: req.MaxFailures}
+	spec := worker.LoadSpec{Conn: req.Conn, Count: req.Count, Window: req.Window, Timeout: req.Timeout, MaxFailures: req.MaxFailures,
+		Identity: req.Identity}
 	if err := d.post(l, func(w *worker.Worker) {
 		lerr = w.Load(spec, func(p worker.LoadProgress) { done <- p })
 		started, _ = w.LoadStatus()

@@ -18,10 +18,24 @@ import (
 // other IKE SA with the peer.
 type IKEAuthI struct {
 	conn *config.Conn
+	id   *config.Identity
 }
 
 // NewIKEAuthI prepares IKE_AUTH for a connection.
 func NewIKEAuthI(conn *config.Conn) *IKEAuthI { return &IKEAuthI{conn: conn} }
+
+// As makes IKE_AUTH authenticate as id rather than the connection's local
+// identity (PSK only: a load run's IKE SAs each have an identity of their
+// own, as load-tester's initiator_id gives them).
+func (t *IKEAuthI) As(id config.Identity) { t.id = &id }
+
+// local is the identity we authenticate as.
+func (t *IKEAuthI) local() config.Identity {
+	if t.id != nil {
+		return *t.id
+	}
+	return t.conn.Local.Identity
+}
 
 // Kind is KindIKEAuth.
 func (t *IKEAuthI) Kind() Kind { return KindIKEAuth }
@@ -34,7 +48,7 @@ func (t *IKEAuthI) Abort(error) {}
 // peer authenticates with a certificate (remote auth).
 func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
 	ike := c.IKE
-	local, remote := t.conn.Local.Identity, t.conn.Remote.Identity
+	local, remote := t.local(), t.conn.Remote.Identity
 	idi := IDPayload(false, local)
 	var auth *message.Auth
 	var certs []message.Payload
@@ -110,9 +124,9 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 			c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: peer %s authenticates with %s; connection %q wants a pre-shared key", peer, auth.Method, t.conn.Name)
 			return Failed
 		}
-		secret, ok := c.Config().LookupPSK(t.conn.Local.Identity, uint8(idr.IDType), idr.Data)
+		secret, ok := c.Config().LookupPSK(t.local(), uint8(idr.IDType), idr.Data)
 		if !ok {
-			c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
+			c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.local(), peer)
 			return Failed
 		}
 		octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())

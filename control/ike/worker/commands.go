@@ -138,6 +138,12 @@ func (w *Worker) Initiate(connName, child string, done func(error)) error {
 // newIKE starts a new IKE SA of conn with Child SAs of children; done
 // (may be nil) is called once they are all up or one failed.
 func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(error)) (*manager.Manager, error) {
+	return w.newIKEAs(conn, nil, children, done)
+}
+
+// newIKEAs is newIKE with a local identity of its own in place of the
+// connection's, when id is not nil (a load run's).
+func (w *Worker) newIKEAs(conn *config.Conn, id *config.Identity, children []*config.Child, done func(error)) (*manager.Manager, error) {
 	local, remote, err := Endpoints(w.env, conn)
 	if err != nil {
 		return nil, err
@@ -157,7 +163,11 @@ func (w *Worker) newIKE(conn *config.Conn, children []*config.Child, done func(e
 		Created: w.env.Now()}
 	m := manager.New(ike, w.menv)
 	m.Queue(init)
-	m.Queue(task.NewIKEAuthI(conn))
+	auth := task.NewIKEAuthI(conn)
+	if id != nil {
+		auth.As(*id)
+	}
+	m.Queue(auth)
 	d := joinDone(len(children), done)
 	for _, cc := range children {
 		m.Queue(task.NewChildCreateI(conn, cc, d))

@@ -3,6 +3,8 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -24,6 +26,12 @@ type LoadSpec struct {
 	// MaxFailures stops starting new IKE SAs once that many failed; zero:
 	// no budget.
 	MaxFailures int
+	// Identity, when set, is the local identity of each IKE SA, with "%d"
+	// replaced by its number in the run (1, 2, ...), as load-tester's
+	// initiator_id: the responder then sees as many tunnels as IKE SAs, not
+	// one tunnel reauthenticated over and over. PSK only (a certificate
+	// names one identity).
+	Identity string
 }
 
 // LoadProgress is the state (or outcome) of a load run.
@@ -94,6 +102,11 @@ func (w *Worker) Load(spec LoadSpec, done func(LoadProgress)) error {
 	if _, _, err := Endpoints(w.env, conn); err != nil {
 		return err
 	}
+	if spec.Identity != "" {
+		if err := checkLoadIdentity(conn, spec.Identity); err != nil {
+			return err
+		}
+	}
 	now := w.env.Now()
 	r := &loadRun{spec: spec, conn: conn, child: firstChild(conn), done: done,
 		progress: LoadProgress{Conn: spec.Conn, Count: spec.Count, Window: spec.Window, Begin: now}}
@@ -157,9 +170,37 @@ func (w *Worker) loadMore(r *loadRun) {
 	}
 }
 
+// checkLoadIdentity refuses an identity pattern that cannot name each IKE
+// SA of a load run of conn.
+func checkLoadIdentity(conn *config.Conn, pattern string) error {
+	if strings.Count(pattern, "%d") != 1 {
+		return fmt.Errorf("load %q: identity %q: want exactly one %%d (the IKE SA's number)", conn.Name, pattern)
+	}
+	if conn.Local == nil || conn.Local.Method.PubKey() {
+		return fmt.Errorf("load %q: identity %q: needs local auth psk (a certificate names its own identity)", conn.Name, pattern)
+	}
+	if _, err := loadIdentity(pattern, 1); err != nil {
+		return fmt.Errorf("load %q: %w", conn.Name, err)
+	}
+	return nil
+}
+
+// loadIdentity is the identity of IKE SA n of a load run.
+func loadIdentity(pattern string, n int) (config.Identity, error) {
+	return config.ParseIdentity(strings.Replace(pattern, "%d", strconv.Itoa(n), 1))
+}
+
 // loadOne starts one new IKE SA of a load run.
 func (w *Worker) loadOne(r *loadRun) error {
-	m, err := w.newIKE(r.conn, []*config.Child{r.child}, func(err error) {
+	var id *config.Identity
+	if r.spec.Identity != "" {
+		v, err := loadIdentity(r.spec.Identity, r.progress.Started)
+		if err != nil {
+			return err
+		}
+		id = &v
+	}
+	m, err := w.newIKEAs(r.conn, id, []*config.Child{r.child}, func(err error) {
 		p := &r.progress
 		if err != nil {
 			p.Failed++

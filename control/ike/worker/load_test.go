@@ -216,6 +216,67 @@ func TestLoadTimeout(t *testing.T) {
 	noSAs(t, na)
 }
 
+// TestLoadIdentities: with an identity pattern, each load IKE SA
+// authenticates as an identity of its own, so the responder holds as many
+// tunnels as IKE SAs (an outbound SA and none held back for each), as with
+// load-tester's initiator_id, and a reauthentication keeps the identity.
+func TestLoadIdentities(t *testing.T) {
+	s, na, nb := pair(t, func(o *confOpts) {
+		o.secretsIDs = `["gw-b.example", "*.load.example"]`
+		o.extra = "    rekey_time: 0s\n    reauth_time: 60s\n    rand_time: 0s\n    over_time: 40s\n"
+	}, func(o *confOpts) {
+		o.remoteID = "*.load.example"
+		o.secretsIDs = `["gw-b.example", "*.load.example"]`
+		o.extra = "    rekey_time: 0s\n"
+		// The 30 reauthentications come at once from one address.
+		o.peer = 1000
+	})
+	res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 30, Window: 8, Identity: "c%d.load.example"}, time.Minute)
+	if res.Established != 30 || res.Failed != 0 {
+		t.Fatalf("load outcome %+v", res)
+	}
+	ids := map[string]bool{}
+	for _, ike := range nb.Worker.List() {
+		if ike.State != sa.Established || len(ike.Children) != 1 || ike.Children[0].State != sa.ChildInstalled {
+			t.Errorf("responder: IKE SA %d %s with %d Child SAs", ike.UniqueID, ike.State, len(ike.Children))
+		}
+		ids[ike.RemoteID.String()] = true
+	}
+	if len(ids) != 30 || !ids["c1.load.example"] || !ids["c30.load.example"] {
+		t.Errorf("responder saw %d identities (%v), want c1..c30", len(ids), ids)
+	}
+	// Distinct tunnels: every outbound SA installed, none a reauthentication.
+	if sas, _ := nb.DP.Counts(); sas != 60 {
+		t.Errorf("responder: %d SAs in the data plane, want 60", sas)
+	}
+	if got := nb.Counters.Get(stats.IKESAsReauthed); got != 0 {
+		t.Errorf("responder counted %d reauthentications", got)
+	}
+
+	// Reauthenticated at reauth_time, each keeps its identity: the
+	// responder still holds 30 tunnels.
+	s.RunFor(90 * time.Second)
+	if got := na.Counters.Get(stats.IKESAsReauthed); got != 30 {
+		t.Fatalf("initiator counted %d reauthentications, want 30", got)
+	}
+	ids = map[string]bool{}
+	for _, ike := range nb.Worker.List() {
+		ids[ike.RemoteID.String()] = true
+	}
+	if len(ids) != 30 || nb.Worker.Len() != 30 {
+		t.Errorf("after the reauthentications the responder holds %d IKE SAs with %d identities, want 30", nb.Worker.Len(), len(ids))
+	}
+	if sas, _ := nb.DP.Counts(); sas != 60 {
+		t.Errorf("responder after the reauthentications: %d SAs in the data plane, want 60", sas)
+	}
+
+	for _, bad := range []string{"c.load.example", "c%d-%d.load.example", "keyid:%dzz"} {
+		if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 1, Identity: bad}, nil); err == nil {
+			t.Errorf("identity %q accepted", bad)
+		}
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	_, na, _ := pair(t, nil, nil)
 	err := na.Worker.Load(worker.LoadSpec{Conn: "nope", Count: 3, Window: 1}, nil)

@@ -60,7 +60,14 @@ func (w *Worker) reauth(old *manager.Manager) {
 	}
 	m := manager.New(nike, w.menv)
 	m.Queue(init)
-	m.Queue(task.NewIKEAuthI(conn))
+	auth := task.NewIKEAuthI(conn)
+	if conn.Local != nil && !conn.Local.Method.PubKey() && len(ike.LocalID.Data) > 0 &&
+		(ike.LocalID.Type != conn.Local.Identity.Type || !bytes.Equal(ike.LocalID.Data, conn.Local.Identity.Data)) {
+		// A load run's IKE SA authenticated with an identity of its own:
+		// its successor keeps it, or the peer would see another tunnel.
+		auth.As(ike.LocalID)
+	}
+	m.Queue(auth)
 	oldSPIs := ike.SPIs()
 	finish := func(err error) {
 		if err != nil {

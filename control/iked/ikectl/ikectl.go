@@ -213,6 +213,9 @@ type Load struct {
 	Timeout     time.Duration `json:"timeout,omitempty"`
 	MaxFailures int           `json:"max_failures,omitempty"`
 	Background  bool          `json:"background,omitempty"`
+	// Identity is each IKE SA's local identity with "%d" its number
+	// (load-tester's initiator_id); empty: the connection's.
+	Identity string `json:"identity,omitempty"`
 }
 
 // LoadStatus asks for the progress of the current or last load run of a
