@@ -49,3 +49,55 @@ func TestPrivilegedOnePeerEveryWorker(t *testing.T) {
 	tb.a.spuctl(t, "terminate", "tun", "-timeout", "60s")
 	gone(t, tb.a, tb.b)
 }
+
+// TestPrivilegedInitialContactSpansWorkers: with ike_anchor ike-sa, gw-b
+// holds an IKE SA that gw-a set up on one worker and initiates to gw-a on
+// another (its endpoints'): it must not send INITIAL_CONTACT, which would
+// make gw-a drop the IKE SA it holds with gw-b.
+func TestPrivilegedInitialContactSpansWorkers(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	tb.startPSK(t, func(a, b *conf) {
+		loadResponder(a, b)
+		b.global += "ike_anchor: ike-sa\n"
+	})
+	h, err := tb.b.iked.Client.Hello()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Workers) < 2 {
+		t.Skipf("gw-b runs %d IKE worker(s)", len(h.Workers))
+	}
+	// The worker of gw-b's own IKE SAs with gw-a.
+	tb.b.spuctl(t, "initiate", "tun")
+	own := tb.b.sas(t)[0].Worker
+	tb.b.spuctl(t, "terminate", "tun", "-timeout", "30s")
+	gone(t, tb.a, tb.b)
+	// gw-a sets up IKE SAs until gw-b holds one on another worker.
+	for try := 0; ; try++ {
+		if out := tb.a.spuctl(t, "load-initiate", "tun", "-count", "1"); !strings.Contains(out, "1 established, 0 failed") {
+			t.Fatalf("load-initiate: %s", out)
+		}
+		if tb.b.sas(t)[0].Worker != own {
+			break
+		}
+		if try == 12 {
+			t.Skipf("gw-a's IKE SAs all landed on gw-b's worker %d", own)
+		}
+		tb.a.spuctl(t, "terminate", "tun", "-timeout", "30s")
+		gone(t, tb.a, tb.b)
+	}
+	tb.b.spuctl(t, "initiate", "tun")
+	st, err := tb.a.iked.Client.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.Counters["initial_contacts"]; n != 0 {
+		t.Errorf("gw-a dropped %d IKE SAs on gw-b's INITIAL_CONTACT", n)
+	}
+	if n := len(tb.a.sas(t)); n != 2 {
+		t.Errorf("gw-a holds %d IKE SAs, want its own and gw-b's", n)
+	}
+	// gw-a's connection holds both: terminating it ends them.
+	tb.a.spuctl(t, "terminate", "tun", "-timeout", "30s")
+	gone(t, tb.a, tb.b)
+}

@@ -252,6 +252,9 @@ type conf struct {
 	connExtra         string
 	childExtra        string
 	global            string
+	// retransmit, when set, replaces the retransmission settings (1 s,
+	// 3 tries).
+	retransmit string
 	// remoteAddrs, when set, replaces remote in remote_addrs (e.g. %any).
 	remoteAddrs string
 }
@@ -267,9 +270,10 @@ func (c conf) yaml() string {
 	if c.remoteAddrs != "" {
 		remote = c.remoteAddrs
 	}
-	return c.global + fmt.Sprintf(`retransmit_timeout: 1s
-retransmit_tries: 3
-connections:
+	if c.retransmit == "" {
+		c.retransmit = "retransmit_timeout: 1s\nretransmit_tries: 3\n"
+	}
+	return c.global + c.retransmit + fmt.Sprintf(`connections:
   tun:
     local_addrs: %s
     remote_addrs: %q

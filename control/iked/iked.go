@@ -100,9 +100,11 @@ type Daemon struct {
 	fn anchor.Function
 	// anchoring is how workers anchor IKE SAs (replaced on reload when
 	// ike_anchor changes); halfOpen counts half-open IKE SAs by peer
-	// address over all workers.
+	// address over all workers, peers all their IKE SAs (INITIAL_CONTACT
+	// with an anchor per IKE SA).
 	anchoring atomic.Pointer[worker.Anchoring]
 	halfOpen  worker.PeerCounts
+	peers     worker.PeerCounts
 	// legacy are IKE SAs restored from states written before anchors per
 	// IKE SA: anchored by their endpoints, with SPIs that carry no anchor,
 	// so their datagrams are routed by this table (our SPI -> worker).

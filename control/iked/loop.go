@@ -399,6 +399,7 @@ func (e *workerEnv) Gone(ike *sa.IKESA) {
 }
 func (e *workerEnv) Anchoring() *worker.Anchoring { return e.d.anchoring.Load() }
 func (e *workerEnv) HalfOpen() *worker.PeerCounts { return &e.d.halfOpen }
+func (e *workerEnv) Peers() *worker.PeerCounts    { return &e.d.peers }
 
 // Others queues f for every other worker; a full command queue gets it
 // from a goroutine rather than stall this worker.

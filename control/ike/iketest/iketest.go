@@ -490,6 +490,10 @@ type Node struct {
 	// Anchors, if set before the node's first IKE SA, anchors its IKE
 	// SAs as iked does (their SPIs carry their logical SPU).
 	Anchors *worker.Anchoring
+	// SharedPeers, if set before the node's worker is made (Restart makes it
+	// again), is the IKE SAs by peer address of every worker of the node,
+	// as iked's (workers made with Env share it).
+	SharedPeers *worker.PeerCounts
 
 	sim    *Sim
 	rnd    *Rand
@@ -832,6 +836,7 @@ func (e *nodeEnv) Gone(ike *sa.IKESA) { delete(e.Persist, ike.OurSPI()) }
 func (e *nodeEnv) InstallTrap(conn, child string) { e.Node().InstallTrap(conn, child) }
 func (e *nodeEnv) Anchoring() *worker.Anchoring   { return e.Node().Anchors }
 func (e *nodeEnv) HalfOpen() *worker.PeerCounts   { return nil }
+func (e *nodeEnv) Peers() *worker.PeerCounts      { return e.SharedPeers }
 func (e *nodeEnv) Others(func(*worker.Worker))    {}
 
 // InstallTrap installs the trap policy of a child.

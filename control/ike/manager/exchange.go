@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 
@@ -264,6 +265,9 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		if !m.retransmittedFragment(msg) {
 			return
 		}
+		if h.Exchange == message.IKESAInit {
+			m.cookieRetry(msg)
+		}
 		m.env.Stats().Inc(stats.CachedResponses)
 		m.Logger().Debug("retransmitted request answered from the cache", "exchange", h.Exchange.String(), "msgid", h.MessageID)
 		for _, p := range ike.LastResponse {
@@ -372,6 +376,25 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	if ike.State == sa.Established || ike.State == sa.Rekeyed {
 		m.env.Changed(m)
 	}
+}
+
+// cookieRetry takes a COOKIE retry of the IKE_SA_INIT request that made
+// this half-open IKE SA as the one the initiator will authenticate. The
+// retry crossed the initiator's retransmission of its first request: the
+// responder demanded a COOKIE of one copy and took the other once COOKIEs
+// were no longer demanded. The initiator sends a retry only before it has
+// accepted any response, and signs the last IKE_SA_INIT it sent, so its
+// AUTH covers the retry, whichever copy the cached response answered;
+// checked over the copy we took, it failed (issue 16). The retry must
+// repeat that copy's payloads (message.CookieRetryOf): it binds the same
+// proposals, KE and nonce the keys were made from.
+func (m *Manager) cookieRetry(msg *message.Message) {
+	ike := m.IKE
+	if ike.Initiator || ike.State != sa.Connecting || bytes.Equal(msg.Raw, ike.InitI) || !message.CookieRetryOf(msg.Raw, ike.InitI) {
+		return
+	}
+	ike.InitI = append([]byte(nil), msg.Raw...)
+	m.Logger().Debug("IKE_SA_INIT: a COOKIE retry crossed the request we answered: its AUTH is expected over the retry")
 }
 
 // response starts the response to req.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spugate/spugate/control/ike/iketest"
 	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/dataplane/anchor"
 )
@@ -176,5 +177,59 @@ connections:
 	}
 	if sas, _ := nb.DP.Counts(); sas != 4 {
 		t.Errorf("gw-b: %d SAs in the data plane, want 4 (two tunnels, both directions)", sas)
+	}
+}
+
+// With an anchor per IKE SA, the IKE SA a peer set up with us may live on
+// another worker than the one that initiates to that peer: the initiator
+// must not send INITIAL_CONTACT, which would make the peer drop the live
+// IKE SA. The daemon's count of IKE SAs by peer address says so, in one
+// lookup.
+func TestInitialContactSpansWorkers(t *testing.T) {
+	s, na, nb := pair(t, nil, nil)
+	nb.SharedPeers = &worker.PeerCounts{}
+	if err := nb.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// gw-b's IKE SA with gw-a moves to its second worker.
+	first := nb.Worker.List()[0]
+	ike, err := nb.Worker.Detach(first.OurSPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := worker.New(1, nb.Env())
+	if err := other.Restore(ike); err != nil {
+		t.Fatal(err)
+	}
+	if got := nb.SharedPeers.Get(addrA); got != 1 || nb.Worker.Len() != 0 {
+		t.Fatalf("IKE SAs with gw-a: %d counted, %d on the first worker; want 1 and 0", got, nb.Worker.Len())
+	}
+	// gw-b's first worker initiates to gw-a.
+	var result error
+	called := false
+	if err := nb.Worker.Initiate("tun", "", func(err error) { result, called = err, true }); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return called }) || result != nil {
+		t.Fatalf("gw-b's initiation: done %v, %v", called, result)
+	}
+	if got := na.Counters.Get(stats.InitialContacts); got != 0 {
+		t.Errorf("gw-a dropped %d IKE SAs on an INITIAL_CONTACT from gw-b, which holds one with it on another worker", got)
+	}
+	if n := len(na.Worker.List()); n != 2 {
+		t.Errorf("gw-a holds %d IKE SAs, want both", n)
+	}
+	if got := nb.SharedPeers.Get(addrA); got != 2 {
+		t.Errorf("IKE SAs with gw-a counted %d, want 2 (one on each worker)", got)
+	}
+	// Gone from the other worker, gone from the count.
+	if _, err := other.Detach(ike.OurSPI()); err != nil {
+		t.Fatal(err)
+	}
+	if got := nb.SharedPeers.Get(addrA); got != 1 {
+		t.Errorf("IKE SAs with gw-a counted %d after one left, want 1", got)
 	}
 }

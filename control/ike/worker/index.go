@@ -28,6 +28,10 @@ type peerIndex struct {
 	byAddr map[netip.Addr]peerSet
 	byIDs  map[idPair]peerSet
 	keys   map[*manager.Manager]peerKeys
+	// shared counts the IKE SAs of every worker by address (nil for a
+	// worker alone): the index adds and takes its own as it files them
+	// under an address, so that others counts those of the other workers.
+	shared *PeerCounts
 }
 
 // peerSet is the IKE SAs under one key: one, or, once a second came, all
@@ -86,8 +90,9 @@ type peerKeys struct {
 	hasIDs bool
 }
 
-func newPeerIndex() peerIndex {
-	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[idPair]peerSet{}, keys: map[*manager.Manager]peerKeys{}}
+func newPeerIndex(shared *PeerCounts) peerIndex {
+	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[idPair]peerSet{}, keys: map[*manager.Manager]peerKeys{},
+		shared: shared}
 }
 
 // sameIDs reports whether k holds ike's identities; it allocates nothing,
@@ -118,11 +123,17 @@ func (x *peerIndex) update(m *manager.Manager) {
 	if ok && k.addr == addr && (k.sameIDs(ike) || (!k.hasIDs && !hasIDs(ike))) {
 		return
 	}
+	// The shared count changes only with the address, not with the
+	// identities IKE_AUTH gave: one lock per IKE SA and address.
+	moved := !ok || k.addr != addr
 	if ok {
-		x.remove(m)
+		x.unfile(m, k, moved)
 	}
 	k = peerKeys{addr: addr}
 	add(x.byAddr, addr, m)
+	if moved && x.shared != nil {
+		x.shared.Add(addr, 1)
+	}
 	if hasIDs(ike) {
 		k.ids, k.hasIDs = idsOf(ike), true
 		add(x.byIDs, k.ids, m)
@@ -132,15 +143,31 @@ func (x *peerIndex) update(m *manager.Manager) {
 
 // remove drops m from the index.
 func (x *peerIndex) remove(m *manager.Manager) {
-	k, ok := x.keys[m]
-	if !ok {
-		return
+	if k, ok := x.keys[m]; ok {
+		x.unfile(m, k, true)
 	}
+}
+
+// unfile drops m, filed under k, from the index, and from the shared
+// count of k's address if addrGone.
+func (x *peerIndex) unfile(m *manager.Manager, k peerKeys, addrGone bool) {
 	del(x.byAddr, k.addr, m)
 	if k.hasIDs {
 		del(x.byIDs, k.ids, m)
 	}
 	delete(x.keys, m)
+	if addrGone && x.shared != nil {
+		x.shared.Add(k.addr, -1)
+	}
+}
+
+// others is the number of IKE SAs with a peer address that other workers
+// hold.
+func (x *peerIndex) others(a netip.Addr) int {
+	if x.shared == nil {
+		return 0
+	}
+	return max(x.shared.Get(a)-x.byAddr[a].len(), 0)
 }
 
 // atAddr is the IKE SAs filed under a peer address, which must not

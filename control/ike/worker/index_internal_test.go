@@ -34,7 +34,7 @@ func BenchmarkPeerIndexHeap(b *testing.B) {
 				var before, after runtime.MemStats
 				runtime.GC()
 				runtime.ReadMemStats(&before)
-				x := newPeerIndex()
+				x := newPeerIndex(nil)
 				for _, m := range ms {
 					x.update(m)
 				}

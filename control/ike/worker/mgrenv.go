@@ -191,6 +191,12 @@ func (e *mgrEnv) ReauthDue(m *manager.Manager) {
 // HasOtherIKESA: another IKE SA, in any state, with the same peer address
 // and the same peer identity (configured or authenticated). The first IKE
 // SA of a batch started together sends INITIAL_CONTACT at most.
+//
+// With an anchor per IKE SA, the peer's IKE SAs with us (those it
+// initiated) may be on other workers, whose connections and identities
+// cannot be read from here: any IKE SA of theirs with the address counts
+// (the daemon's count, one lookup). Holding INITIAL_CONTACT back is the
+// safe side of the doubt: sent, it makes the peer drop a live IKE SA.
 func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
 	cfg := e.w.env.Config()
 	conn := cfg.Connections[ike.ConnName]
@@ -210,7 +216,7 @@ func (e *mgrEnv) HasOtherIKESA(ike *sa.IKESA) bool {
 			return true
 		}
 	}
-	return false
+	return e.w.peers.others(ike.Remote.Addr()) > 0
 }
 
 // InitialContact destroys every other IKE SA between the same identities

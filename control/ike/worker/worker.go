@@ -64,6 +64,12 @@ type Env interface {
 	// per IKE SA one address's IKE_SA_INITs reach every worker, and the
 	// per-address thresholds are the daemon's.
 	HalfOpen() *PeerCounts
+	// Peers counts IKE SAs by peer address over every worker of the
+	// daemon, or is nil where the worker is alone: with an anchor per IKE
+	// SA one peer's IKE SAs live on several workers, and whether we hold
+	// another IKE SA with a peer (INITIAL_CONTACT) is the daemon's to say.
+	// Each worker adds its own as its peer index files them.
+	Peers() *PeerCounts
 	// Others runs f on every other worker of the daemon, later, each on
 	// its own goroutine (nothing where the worker is alone).
 	Others(f func(*Worker))
@@ -184,7 +190,7 @@ func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
 		halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
-		peers:  newPeerIndex(),
+		peers:  newPeerIndex(env.Peers()),
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
 		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
 		unauthDebug: logLimit{burst: unauthDebugBurst, interval: unauthLogInterval}}
