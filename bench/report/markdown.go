@@ -510,8 +510,12 @@ func (m *md) ikeScale(k *scenario.IKEResults) {
 		if r.FirstFailure != "" {
 			fails += fmt.Sprintf(" (%d load runs; first: %s)", r.InitiatorRounds, r.FirstFailure)
 		}
+		cpu := "–"
+		if r.FirstCPU > 0 && r.LastCPU > 0 {
+			cpu = fmt.Sprintf("%.2f → %.2f", r.FirstCPU, r.LastCPU)
+		}
 		rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprint(r.Established), fmt.Sprintf("%.0f", r.FirstRate), fmt.Sprintf("%.0f", r.LastRate),
-			ratio, strings.Join(dec, " "), fails, counts(r.Failures)})
+			ratio, cpu, strings.Join(dec, " "), fails, counts(r.Failures)})
 		if h := r.Hold; h != nil {
 			n := float64(max(h.LiveIKESAs, 1))
 			status := "ok"
@@ -529,8 +533,8 @@ func (m *md) ikeScale(k *scenario.IKEResults) {
 	m.p("")
 	m.p("### Setup rate as the table grows")
 	m.p("")
-	m.p("IKE SAs per second over the first and the last 10,000 IKE SAs established (a tenth of smaller runs), and over each tenth; a per-setup cost that grows with the table shows as a last/first ratio below 1. Failures: IKE SAs the initiator gave up on (iked's load initiator starts them again in another load run, so that the count is reached), and the responder's failure counters that grew. The two ends share the machine: other work on it shows in every rate.")
-	m.table([]string{"responder", "initiator", "auth", "IKE SAs", "first, per s", "last, per s", "last/first", "per tenth, per s", "initiator failures", "responder failures"}, rows)
+	m.p("IKE SAs per second over the first and the last 10,000 IKE SAs established (a tenth of smaller runs), and over each tenth; a per-setup cost that grows with the table shows as a last/first ratio below 1, and as the responder's CPU per IKE SA (iked + spud, or charon) rising from the first to the last, which other work on the machine hardly moves. Failures: IKE SAs the initiator gave up on (iked's load initiator starts them again in another load run, so that the count is reached), and the responder's failure counters that grew. The two ends share the machine: other work on it shows in every rate.")
+	m.table([]string{"responder", "initiator", "auth", "IKE SAs", "first, per s", "last, per s", "last/first", "CPU ms per IKE SA, first → last", "per tenth, per s", "initiator failures", "responder failures"}, rows)
 	if len(holds) > 0 {
 		m.p("")
 		m.p("The tunnels after the hold (memory per live IKE SA: the growth of the responder's RSS since before the setup, its state folder on tmpfs, the growth of spud's RSS):")

@@ -105,6 +105,12 @@ type IKERun struct {
 	FirstRate  float64    `json:"first_rate,omitempty"`
 	LastRate   float64    `json:"last_rate,omitempty"`
 	Curve      []IKEPoint `json:"curve,omitempty"`
+	// DecileCPU, FirstCPU and LastCPU are the responder's CPU per IKE SA
+	// (ms; iked's and spud's, or charon's) over the same spans: unlike the
+	// rates, they hardly move when other work takes the machine's CPUs.
+	DecileCPU []float64 `json:"cpu_ms_per_ike_sa_by_decile,omitempty"`
+	FirstCPU  float64   `json:"first_cpu_ms_per_ike_sa,omitempty"`
+	LastCPU   float64   `json:"last_cpu_ms_per_ike_sa,omitempty"`
 	// StateBytes is iked's state folder at the end (on tmpfs: memory
 	// besides its RSS), StatePerTunnel per live IKE SA.
 	StateBytes     uint64  `json:"state_bytes,omitempty"`

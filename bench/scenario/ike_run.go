@@ -295,7 +295,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	up, err := driver(rs.established, func(up int) {
 		el := time.Since(start)
 		if len(points) == 0 || points[len(points)-1].Up != up {
-			points = append(points, IKEPoint{Elapsed: el, Up: up})
+			points = append(points, IKEPoint{Elapsed: el, Up: up, CPU: responderCPU(rs) - cpu0 - spudCPU0})
 		}
 		e.Progress.Update(label, float64(up)/float64(run.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
 	})
@@ -388,6 +388,17 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	}
 }
 
+// responderCPU is the responder's CPU time so far: iked's and spud's, or
+// charon's (0 for a process gone).
+func responderCPU(rs responderSide) time.Duration {
+	d, _ := processCPU(rs.pid)
+	if rs.spudPID != 0 {
+		s, _ := processCPU(rs.spudPID)
+		d += s
+	}
+	return d
+}
+
 // rssOf is the summed RSS of pids (0 for those gone).
 func rssOf(pids []int) uint64 {
 	var total uint64
@@ -403,7 +414,8 @@ func rssOf(pids []int) uint64 {
 func setupNote(run *IKERun) string {
 	s := ""
 	if run.RateWindow > 0 {
-		s = fmt.Sprintf("; setup %.0f/s over the first %d, %.0f/s over the last %d", run.FirstRate, run.RateWindow, run.LastRate, run.RateWindow)
+		s = fmt.Sprintf("; setup %.0f/s (%.3f ms CPU per IKE SA) over the first %d, %.0f/s (%.3f ms) over the last %d",
+			run.FirstRate, run.FirstCPU, run.RateWindow, run.LastRate, run.LastCPU, run.RateWindow)
 	}
 	if run.InitiatorFailed > 0 {
 		s += fmt.Sprintf("; %d IKE SAs failed on the initiator (%d load runs; first: %s)", run.InitiatorFailed, run.InitiatorRounds, run.FirstFailure)

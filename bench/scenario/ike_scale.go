@@ -12,10 +12,13 @@ import (
 )
 
 // IKEPoint is one reading of the responder's established IKE SAs during
-// a run's setup.
+// a run's setup, with the CPU time the responder took so far (iked's and
+// spud's, or charon's): on a shared machine, CPU per IKE SA tells a
+// setup cost that grows with the table from a machine that got busier.
 type IKEPoint struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 	Up      int           `json:"up"`
+	CPU     time.Duration `json:"cpu_ns"`
 }
 
 // IKEHold is what a run's tunnels look like after being held, untouched,
@@ -51,37 +54,39 @@ func rateWindow(n int) int {
 	return min(10000, n/10)
 }
 
-// crossing is when the setup curve reached k IKE SAs, interpolated
-// between the readings around it; false when it never did.
-func crossing(pts []IKEPoint, k int) (time.Duration, bool) {
+// crossing is the setup curve when it reached k IKE SAs: time and CPU
+// interpolated between the readings around it; false when it never did.
+func crossing(pts []IKEPoint, k int) (IKEPoint, bool) {
 	if k <= 0 {
-		return 0, true
+		return IKEPoint{}, true
 	}
 	prev := IKEPoint{}
 	for _, p := range pts {
 		if p.Up >= k {
 			if p.Up == prev.Up {
-				return p.Elapsed, true
+				return IKEPoint{Elapsed: p.Elapsed, Up: k, CPU: p.CPU}, true
 			}
 			f := float64(k-prev.Up) / float64(p.Up-prev.Up)
-			return prev.Elapsed + time.Duration(f*float64(p.Elapsed-prev.Elapsed)), true
+			return IKEPoint{Elapsed: prev.Elapsed + time.Duration(f*float64(p.Elapsed-prev.Elapsed)), Up: k,
+				CPU: prev.CPU + time.Duration(f*float64(p.CPU-prev.CPU))}, true
 		}
 		if p.Up > prev.Up {
 			prev = p
 		}
 	}
-	return 0, false
+	return IKEPoint{}, false
 }
 
-// rateBetween is the setup rate from a to b IKE SAs; 0 when the curve
-// does not reach b or the readings cannot tell the times apart.
-func rateBetween(pts []IKEPoint, a, b int) float64 {
-	ta, ok1 := crossing(pts, a)
-	tb, ok2 := crossing(pts, b)
-	if !ok1 || !ok2 || tb <= ta || b <= a {
-		return 0
+// rateBetween is the setup rate from a to b IKE SAs and the responder's
+// CPU per IKE SA over them (ms); 0 when the curve does not reach b or the
+// readings cannot tell the times apart.
+func rateBetween(pts []IKEPoint, a, b int) (rate, cpu float64) {
+	pa, ok1 := crossing(pts, a)
+	pb, ok2 := crossing(pts, b)
+	if !ok1 || !ok2 || pb.Elapsed <= pa.Elapsed || b <= a {
+		return 0, 0
 	}
-	return float64(b-a) / (tb - ta).Seconds()
+	return float64(b-a) / (pb.Elapsed - pa.Elapsed).Seconds(), perSA(pb.CPU-pa.CPU, b-a)
 }
 
 // setupRates fills the run's setup figures from the readings: the rate
@@ -92,20 +97,22 @@ func setupRates(run *IKERun, pts []IKEPoint) {
 	if len(pts) > 0 {
 		n = pts[len(pts)-1].Up
 	}
-	run.Deciles, run.Curve, run.RateWindow, run.FirstRate, run.LastRate = nil, nil, 0, 0, 0
+	run.Deciles, run.DecileCPU, run.Curve, run.RateWindow = nil, nil, nil, 0
+	run.FirstRate, run.LastRate, run.FirstCPU, run.LastCPU = 0, 0, 0, 0
 	if n < 10 {
 		return
 	}
 	for i := range 10 {
-		run.Deciles = append(run.Deciles, rateBetween(pts, n*i/10, n*(i+1)/10))
+		r, c := rateBetween(pts, n*i/10, n*(i+1)/10)
+		run.Deciles, run.DecileCPU = append(run.Deciles, r), append(run.DecileCPU, c)
 	}
 	run.RateWindow = rateWindow(n)
-	run.FirstRate = rateBetween(pts, 0, run.RateWindow)
-	run.LastRate = rateBetween(pts, n-run.RateWindow, n)
+	run.FirstRate, run.FirstCPU = rateBetween(pts, 0, run.RateWindow)
+	run.LastRate, run.LastCPU = rateBetween(pts, n-run.RateWindow, n)
 	for i := 1; i <= curveSteps; i++ {
 		k := max(1, n*i/curveSteps)
-		if t, ok := crossing(pts, k); ok && (len(run.Curve) == 0 || run.Curve[len(run.Curve)-1].Up < k) {
-			run.Curve = append(run.Curve, IKEPoint{Elapsed: t, Up: k})
+		if p, ok := crossing(pts, k); ok && (len(run.Curve) == 0 || run.Curve[len(run.Curve)-1].Up < k) {
+			run.Curve = append(run.Curve, p)
 		}
 	}
 }
