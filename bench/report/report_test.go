@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,7 @@ func sample() *Results {
 			CPUPerSA: 1.5, DataPlaneCPUPerSA: 0.25, Before: system.Memory{RSS: 10 << 20}, After: system.Memory{RSS: 20 << 20}, PerTunnel: 10240, StatePerTunnel: 1536,
 			DataPlanePerTunnel: 2048, DataPlaneBefore: system.Memory{RSS: 40 << 20},
 			Deciles: []float64{500, 450, 400, 400, 400, 400, 400, 400, 400, 300}, RateWindow: 100, FirstRate: 500, LastRate: 300, FirstCPU: 1.5, LastCPU: 1.75,
+			Curve:           []scenario.IKEPoint{{Elapsed: time.Second, Up: 500, CPU: 750 * time.Millisecond}, {Elapsed: 2500 * time.Millisecond, Up: 1000, CPU: 1600 * time.Millisecond}},
 			InitiatorFailed: 3, InitiatorRounds: 2, FirstFailure: "AUTHENTICATION_FAILED", Failures: map[string]uint64{"half_open_timeout": 2, "bad_auth": 3},
 			Workers: []scenario.IKEWorker{{ID: 0, IKESAs: 1000, Datagrams: 2000}, {ID: 1}}, Cores: 0.8,
 			Hold: &scenario.IKEHold{Duration: 10 * time.Minute, Min: 1000, LiveIKESAs: 1000, LiveChildSAs: 1000, DataPlaneSAs: 1001,
@@ -109,7 +111,7 @@ func TestFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) < 4 {
+	if len(names) < 6 || !slices.Contains(names, "ike-setup-rate") || !slices.Contains(names, "ike-setup-cpu") {
 		t.Errorf("plots: %v", names)
 	}
 	for _, n := range names {
