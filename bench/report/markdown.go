@@ -508,7 +508,11 @@ func (m *md) ikeScale(k *scenario.IKEResults) {
 		}
 		fails := fmt.Sprint(r.InitiatorFailed)
 		if r.FirstFailure != "" {
-			fails += fmt.Sprintf(" (%d load runs; first: %s)", r.InitiatorRounds, r.FirstFailure)
+			lost := ""
+			if r.InitiatorLost > 0 {
+				lost = fmt.Sprintf(", %d lost", r.InitiatorLost)
+			}
+			fails += fmt.Sprintf(" (%d load runs%s; first: %s)", r.InitiatorRounds, lost, r.FirstFailure)
 		}
 		cpu := "–"
 		if r.FirstCPU > 0 && r.LastCPU > 0 {

@@ -120,6 +120,9 @@ type IKERun struct {
 	// to reach Count, its failed IKE SAs being started again.
 	Failures        map[string]uint64 `json:"failures,omitempty"`
 	InitiatorRounds int               `json:"initiator_rounds,omitempty"`
+	// InitiatorLost counts the load runs iked lost track of (its
+	// connection moved to another worker when spud's SPU map changed).
+	InitiatorLost int `json:"initiator_lost_runs,omitempty"`
 	// InitiatorRSS is the initiator's RSS at the end (its spud's
 	// included for iked): both ends share the machine's memory.
 	InitiatorRSS uint64 `json:"initiator_rss_bytes,omitempty"`

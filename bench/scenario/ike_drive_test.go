@@ -23,6 +23,9 @@ type fakeLoad struct {
 	up    int
 	loads []int
 	last  ikectl.LoadResult
+	// lose is a load run (1: the first) that sets up only 60 % of its
+	// IKE SAs before iked loses track of it.
+	lose int
 }
 
 func (f *fakeLoad) serve(t *testing.T) *ikectl.Client {
@@ -40,6 +43,10 @@ func (f *fakeLoad) serve(t *testing.T) *ikectl.Client {
 			failed = min(f.fail[n], l.Count)
 		}
 		f.loads = append(f.loads, l.Count)
+		if len(f.loads) == f.lose {
+			f.up += l.Count * 6 / 10
+			return ikectl.LoadResult{Conn: l.Conn, Count: l.Count}, nil
+		}
 		f.up += l.Count - failed
 		f.last = ikectl.LoadResult{Conn: l.Conn, Count: l.Count, Started: l.Count, Established: l.Count - failed, Failed: failed, Done: true}
 		if failed > 0 {
@@ -50,6 +57,9 @@ func (f *fakeLoad) serve(t *testing.T) *ikectl.Client {
 	srv.Handle(ikectl.OpLoadStatus, func(json.RawMessage) (any, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
+		if len(f.loads) == f.lose {
+			return nil, unixrpc.Errorf(unixrpc.CodeNotFound, "no load run of connection %q", "site")
+		}
 		return f.last, nil
 	})
 	sock := filepath.Join(t.TempDir(), "iked.sock")
@@ -85,6 +95,17 @@ func TestDriveIkedStartsFailedAgain(t *testing.T) {
 	f = &fakeLoad{fail: []int{5, 5, 5, 5, 5, 5, 5}}
 	up, lr, err = driveIked(f.serve(t), f.count, 100, 8, time.Minute, func(int) {})
 	if err == nil || !strings.Contains(err.Error(), "5 rounds, 25 IKE SAs failed") || up != 95 || lr.Rounds != ikedLoadRounds {
+		t.Errorf("%d up, %+v, loads %v: %v", up, lr, f.loads, err)
+	}
+}
+
+// TestDriveIkedLostRun checks that a load run iked lost track of (its
+// connection moved to another worker) is followed by another one for the
+// IKE SAs still missing.
+func TestDriveIkedLostRun(t *testing.T) {
+	f := &fakeLoad{lose: 1}
+	up, lr, err := driveIked(f.serve(t), f.count, 100, 8, time.Minute, func(int) {})
+	if err != nil || up != 100 || lr.Rounds != 2 || lr.Lost != 1 || !strings.Contains(lr.FirstFailure, "load run lost") || !slices.Equal(f.loads, []int{100, 40}) {
 		t.Errorf("%d up, %+v, loads %v: %v", up, lr, f.loads, err)
 	}
 }

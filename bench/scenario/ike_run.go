@@ -14,6 +14,7 @@ import (
 
 	"github.com/spugate/spugate/bench/system"
 	"github.com/spugate/spugate/control/iked/ikectl"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
 	"github.com/spugate/spugate/testbed/strongswan"
@@ -226,7 +227,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		initiatorPIDs = []int{k.Proc.PID, k.Spud.Proc.PID}
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
 			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, progress)
-			run.InitiatorFailed, run.FirstFailure, run.InitiatorRounds = lr.Failed, lr.FirstFailure, lr.Rounds
+			run.InitiatorFailed, run.FirstFailure, run.InitiatorRounds, run.InitiatorLost = lr.Failed, lr.FirstFailure, lr.Rounds, lr.Lost
 			return up, err
 		}
 	case InitLoadTester:
@@ -417,8 +418,8 @@ func setupNote(run *IKERun) string {
 		s = fmt.Sprintf("; setup %.0f/s (%.3f ms CPU per IKE SA) over the first %d, %.0f/s (%.3f ms) over the last %d",
 			run.FirstRate, run.FirstCPU, run.RateWindow, run.LastRate, run.LastCPU, run.RateWindow)
 	}
-	if run.InitiatorFailed > 0 {
-		s += fmt.Sprintf("; %d IKE SAs failed on the initiator (%d load runs; first: %s)", run.InitiatorFailed, run.InitiatorRounds, run.FirstFailure)
+	if run.InitiatorFailed > 0 || run.InitiatorLost > 0 {
+		s += fmt.Sprintf("; %d IKE SAs failed on the initiator (%d load runs, %d of them lost; first: %s)", run.InitiatorFailed, run.InitiatorRounds, run.InitiatorLost, run.FirstFailure)
 	}
 	if len(run.Failures) > 0 {
 		s += fmt.Sprintf("; responder failures %v", run.Failures)
@@ -748,6 +749,10 @@ type ikedLoad struct {
 	Rounds       int
 	Failed       int
 	FirstFailure string
+	// Lost counts load runs iked lost track of: the connection's IKE SAs
+	// moved to another worker (spud's SPU map changed) and the run stayed
+	// behind on the old one.
+	Lost int
 }
 
 // driveIked has iked's load initiator start n IKE SAs, window of them in
@@ -755,7 +760,8 @@ type ikedLoad struct {
 // when all are, or when the load runs ended, with their outcome. IKE SAs
 // that failed on the initiator are started again in another load run
 // (up to ikedLoadRounds in all) and counted: failures are the figure of
-// a run, not its end.
+// a run, not its end. A load run iked no longer finds (its connection
+// moved to another worker) is taken as ended, and another one started.
 func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, ikedLoad, error) {
 	var out ikedLoad
 	// A load run stops starting IKE SAs at its timeout; those in flight
@@ -763,6 +769,7 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 	deadline := time.Now().Add(timeout)
 	poll := pollEvery(n)
 	var st *ikectl.LoadResult
+	lost := false // the last load run was lost, not ended
 	account := func() {
 		out.Failed += st.Failed
 		if out.FirstFailure == "" {
@@ -793,7 +800,7 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 				if up, err = count(); err != nil || up >= n {
 					return up, out, err
 				}
-				if st.Stopped != "" || st.Failed == 0 || out.Rounds >= ikedLoadRounds || !time.Now().Before(deadline) {
+				if st.Stopped != "" || (st.Failed == 0 && !lost) || out.Rounds >= ikedLoadRounds || !time.Now().Before(deadline) {
 					return up, out, fmt.Errorf("ike: iked's load runs ended with %d of %d IKE SAs up on the responder (%d rounds, %d IKE SAs failed on the initiator; first failure: %s; last run stopped: %s)",
 						up, n, out.Rounds, out.Failed, out.FirstFailure, st.Stopped)
 				}
@@ -802,8 +809,23 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 				return up, out, err
 			}
 			out.Rounds++
+			lost = false
 		}
-		if st, err = k.LoadStatus("site"); err != nil {
+		if st, err = k.LoadStatus("site"); unixrpc.CodeOf(err) == unixrpc.CodeNotFound && out.Rounds > 0 {
+			// load.status asks the worker that owns the connection now;
+			// the run stayed on the one it started on, its IKE SAs in
+			// flight unable to move (not established): what it
+			// established is on the responder, the rest is to start again.
+			out.Lost++
+			if out.FirstFailure == "" {
+				out.FirstFailure = "load run lost: " + err.Error()
+			}
+			if out.Rounds >= ikedLoadRounds {
+				return up, out, fmt.Errorf("ike: %d of %d IKE SAs up on the responder, iked lost its load run (%d lost of %d rounds): %w", up, n, out.Lost, out.Rounds, err)
+			}
+			st, lost = &ikectl.LoadResult{Done: true}, true
+			continue
+		} else if err != nil {
 			return up, out, err
 		}
 		if time.Now().After(deadline.Add(3 * time.Minute)) {
