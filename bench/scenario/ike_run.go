@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
@@ -246,7 +247,16 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			}
 			initiatorPID = ini.PID
 			initiatorPIDs = []int{ini.PID}
-			return driveLoadTester(ini, count, run.Count, timeout, progress)
+			up, err := driveLoadTester(ini, count, run.Count, timeout, progress)
+			if up < run.Count {
+				// load-tester has no pause and would go on setting up IKE
+				// SAs through the figures and the hold; stopping it would
+				// delete them: it is frozen instead.
+				if serr := ini.Proc.Signal(syscall.SIGSTOP); serr == nil {
+					e.Logf("%s: load-tester frozen (SIGSTOP) with %d of %d IKE SAs up", label, up, run.Count)
+				}
+			}
+			return up, err
 		}
 	default:
 		initiator, err := strongswan.Start(ln.GwA, ci)
@@ -431,6 +441,10 @@ func setupNote(run *IKERun) string {
 // established IKE SAs now and then, and then its tables and memory.
 func (c *IKE) hold(e *Env, label string, rs responderSide, run *IKERun, failures0 map[string]uint64) *IKEHold {
 	h := &IKEHold{Duration: c.Hold, Min: run.Established}
+	// IKE SAs in flight when the setup ended may have come up since.
+	if up, err := rs.established(); err == nil {
+		h.Min = up
+	}
 	e.Progress.Step(label+", held", c.Hold)
 	start := time.Now()
 	for time.Since(start) < c.Hold {

@@ -185,3 +185,26 @@ func TestPrivilegedIKEHold(t *testing.T) {
 		t.Errorf("after the hold: %+v", h)
 	}
 }
+
+// TestPrivilegedIKETimeoutHold has load-tester run into the setup's
+// timeout: the run goes on with the IKE SAs up by then, load-tester is
+// frozen so that the hold finds as many as the setup left, no more.
+func TestPrivilegedIKETimeoutHold(t *testing.T) {
+	e := testEnv(t)
+	if why := LoadTesterReady(); why != "" {
+		t.Skipf("load-tester plugin not built (%s): run make load-tester", why)
+	}
+	c := IKE{Count: 100000, Auths: []string{"psk"}, Initiators: []string{InitLoadTester}, Responders: []string{RespIked},
+		Window: 16, Timeout: 3 * time.Second, Hold: 3 * time.Second}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Runs[0]
+	if r.Error == "" || r.Established == 0 || r.LiveIKESAs == 0 || r.LiveIKESAs >= r.Count {
+		t.Fatalf("%d established, %d live: %q", r.Established, r.LiveIKESAs, r.Error)
+	}
+	if h := r.Hold; h == nil || h.LiveIKESAs != r.LiveIKESAs || h.Error != "" {
+		t.Errorf("after the hold: %+v; %d live before", h, r.LiveIKESAs)
+	}
+}
