@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -413,17 +414,38 @@ func (m *md) ike(k *scenario.IKEResults) {
 	var rows [][]string
 	for _, r := range k.Runs {
 		if r.Error != "" && r.Established == 0 {
-			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprintf("0/%d", r.Count), "error: " + r.Error, "", "", "", ""})
+			rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprintf("0/%d", r.Count), "error: " + r.Error, "", "", "", "", "", ""})
 			continue
 		}
-		dp := "–"
+		dp, spudSAs, state := "–", "–", ""
 		if r.DataPlanePerTunnel > 0 {
 			dp = fmt.Sprintf("%.1f", r.DataPlanePerTunnel/1024)
 		}
+		if r.DataPlaneSAs > 0 {
+			spudSAs = fmt.Sprint(r.DataPlaneSAs)
+		}
+		if r.StatePerTunnel > 0 {
+			state = fmt.Sprintf(" + %.1f", r.StatePerTunnel/1024)
+		}
+		cpu := "–"
+		if r.CPUPerSA > 0 {
+			cpu = fmt.Sprintf("%.2f", r.CPUPerSA)
+			if r.DataPlaneCPUPerSA > 0 {
+				cpu += fmt.Sprintf(" + %.2f", r.DataPlaneCPUPerSA)
+			}
+		}
 		rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprintf("%d/%d", r.Established, r.Count), fmt.Sprintf("%.0f", r.Rate),
-			r.Elapsed.Round(100 * time.Millisecond).String(), fmt.Sprintf("%.1f", mib(r.After.RSS)), fmt.Sprintf("%.1f", r.PerTunnel/1024), dp})
+			r.Elapsed.Round(100 * time.Millisecond).String(), fmt.Sprintf("%d / %d", r.LiveIKESAs, r.LiveChildSAs), spudSAs, cpu,
+			fmt.Sprintf("%.1f", mib(r.After.RSS)), fmt.Sprintf("%.1f%s", r.PerTunnel/1024, state), dp})
 	}
-	m.table([]string{"responder", "initiator", "auth", "established", "IKE SAs per s", "time to all", "responder RSS, MiB", "KiB per tunnel", "+ spud KiB per tunnel"}, rows)
+	m.table([]string{"responder", "initiator", "auth", "established", "IKE SAs per s", "time to all", "live IKE / Child SAs", "spud SAs",
+		"CPU ms per IKE SA (+ spud)", "responder RSS, MiB", "KiB per tunnel (+ state)", "spud KiB per tunnel"}, rows)
+	for _, r := range k.Runs {
+		if r.Error != "" && r.Established > 0 {
+			m.p("")
+			m.p("%s responder, %s initiator, %s: %s  ", r.Responder, r.Initiator, r.Auth, r.Error)
+		}
+	}
 	if len(k.Ratios) > 0 {
 		var rr [][]string
 		for _, x := range k.Ratios {
@@ -437,6 +459,108 @@ func (m *md) ike(k *scenario.IKEResults) {
 		m.p("Responders compared under the same initiator:")
 		m.table([]string{"initiator", "auth", "iked per s", "charon per s", "iked/charon as responder"}, rr)
 	}
+	if len(k.CPURatios) > 0 {
+		var rr [][]string
+		for _, x := range k.CPURatios {
+			rr = append(rr, []string{x.Responder, x.Initiator, x.Auth, fmt.Sprintf("%.3f", x.CPU), fmt.Sprintf("%.3f", x.Charon), fmt.Sprintf("%.2f", x.Ratio)})
+		}
+		m.p("")
+		m.p("Responder CPU per IKE SA, iked + spud against charon's pure IKE cost (charon:fake) under the same initiator:")
+		m.table([]string{"responder", "initiator", "auth", "iked + spud, ms", "charon:fake, ms", "ratio"}, rr)
+	}
+	var workers []string
+	for _, r := range k.Runs {
+		if len(r.Workers) == 0 {
+			continue
+		}
+		var ws []string
+		for _, w := range r.Workers {
+			ws = append(ws, fmt.Sprintf("worker %d: %d IKE SAs, %d datagrams", w.ID, w.IKESAs, w.Datagrams))
+		}
+		workers = append(workers, fmt.Sprintf("%s (%s, %s, %.2f cores): %s", r.Responder, r.Initiator, r.Auth, r.Cores, strings.Join(ws, "; ")))
+	}
+	if len(workers) > 0 {
+		m.p("")
+		m.p("iked's IKE workers at the end (IKE SAs held, datagrams received during the run):")
+		m.p("")
+		for _, w := range workers {
+			m.p("- %s", w)
+		}
+	}
+	m.ikeScale(k)
+}
+
+// ikeScale is the setup at scale: the rate over the first and the last
+// IKE SAs and per tenth, failures counted, and the tunnels after the hold.
+func (m *md) ikeScale(k *scenario.IKEResults) {
+	var rows, holds [][]string
+	for _, r := range k.Runs {
+		if r.RateWindow == 0 {
+			continue
+		}
+		ratio := "–"
+		if r.FirstRate > 0 {
+			ratio = fmt.Sprintf("%.2f", r.LastRate/r.FirstRate)
+		}
+		var dec []string
+		for _, d := range r.Deciles {
+			dec = append(dec, fmt.Sprintf("%.0f", d))
+		}
+		fails := fmt.Sprint(r.InitiatorFailed)
+		if r.FirstFailure != "" {
+			lost := ""
+			if r.InitiatorLost > 0 {
+				lost = fmt.Sprintf(", %d lost", r.InitiatorLost)
+			}
+			fails += fmt.Sprintf(" (%d load runs%s; first: %s)", r.InitiatorRounds, lost, r.FirstFailure)
+		}
+		cpu := "–"
+		if r.FirstCPU > 0 && r.LastCPU > 0 {
+			cpu = fmt.Sprintf("%.2f → %.2f", r.FirstCPU, r.LastCPU)
+		}
+		rows = append(rows, []string{r.Responder, r.Initiator, r.Auth, fmt.Sprint(r.Established), fmt.Sprintf("%.0f", r.FirstRate), fmt.Sprintf("%.0f", r.LastRate),
+			ratio, cpu, strings.Join(dec, " "), fails, counts(r.Failures)})
+		if h := r.Hold; h != nil {
+			n := float64(max(h.LiveIKESAs, 1))
+			status := "ok"
+			if h.Error != "" {
+				status = h.Error
+			}
+			holds = append(holds, []string{r.Responder, r.Initiator, r.Auth, h.Duration.String(), fmt.Sprintf("%d / %d", h.LiveIKESAs, h.LiveChildSAs), fmt.Sprint(h.Min),
+				fmt.Sprint(h.DataPlaneSAs), perTunnel(h.Memory.RSS, r.Before.RSS, n), perTunnel(h.StateBytes, 0, n),
+				perTunnel(h.DataPlane.RSS, r.DataPlaneBefore.RSS, n), counts(h.Failures), status})
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	m.p("")
+	m.p("### Setup rate as the table grows")
+	m.p("")
+	m.p("IKE SAs per second over the first and the last 10,000 IKE SAs established (a tenth of smaller runs), and over each tenth; a per-setup cost that grows with the table shows as a last/first ratio below 1, and as the responder's CPU per IKE SA (iked + spud, or charon) rising from the first to the last, which other work on the machine hardly moves. Failures: IKE SAs the initiator gave up on (iked's load initiator starts them again in another load run, so that the count is reached), and the responder's failure counters that grew. The two ends share the machine: other work on it shows in every rate.")
+	m.table([]string{"responder", "initiator", "auth", "IKE SAs", "first, per s", "last, per s", "last/first", "CPU ms per IKE SA, first → last", "per tenth, per s", "initiator failures", "responder failures"}, rows)
+	if len(holds) > 0 {
+		m.p("")
+		m.p("The tunnels after the hold (memory per live IKE SA: the growth of the responder's RSS since before the setup, its state folder on tmpfs, the growth of spud's RSS):")
+		m.table([]string{"responder", "initiator", "auth", "held", "live IKE / Child SAs", "fewest established", "spud SAs", "RSS KiB per tunnel", "state KiB per tunnel", "spud KiB per tunnel", "failures during", "status"}, holds)
+	}
+}
+
+// perTunnel is (now - before) / n in KiB.
+func perTunnel(now, before uint64, n float64) string {
+	return fmt.Sprintf("%.2f", (float64(now)-float64(before))/n/1024)
+}
+
+// counts is a counter map as "name n, name n" in name order, or "–".
+func counts(c map[string]uint64) string {
+	if len(c) == 0 {
+		return "–"
+	}
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		out = append(out, fmt.Sprintf("%s %d", k, c[k]))
+	}
+	return strings.Join(out, ", ")
 }
 
 func (m *md) rekey(k *scenario.RekeyResults) {

@@ -148,6 +148,7 @@ func Merge(rs []*Results, sources []string) (*Results, error) {
 			k.Runs = append(k.Runs, median(groups[key], func(x scenario.IKERun) float64 { return x.Rate }))
 		}
 		k.Ratios = scenario.IKERatios(k.Runs)
+		k.CPURatios = scenario.IKECPURatios(k.Runs)
 		out.IKE = &k
 	}
 	if rs[0].Rekey != nil {

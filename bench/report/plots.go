@@ -62,7 +62,70 @@ func WritePlots(r *Results, dir string) ([]string, error) {
 			}
 		}
 	}
+	if k := r.IKE; k != nil {
+		for _, cpu := range []bool{false, true} {
+			p, err := ikeSetupPlot(k, cpu)
+			if err != nil {
+				return names, err
+			}
+			if p == nil {
+				break
+			}
+			name := "ike-setup-rate"
+			if cpu {
+				name = "ike-setup-cpu"
+			}
+			if err := save(p, name); err != nil {
+				return names, err
+			}
+		}
+	}
 	return names, nil
+}
+
+// ikeSetupPlot draws, for every IKE run with a setup curve, the setup
+// rate (or the responder's CPU per IKE SA) over each percent of its IKE
+// SAs against the IKE SAs established: flat when a setup costs the same
+// at any table size. Nil when no run has a curve.
+func ikeSetupPlot(k *scenario.IKEResults, cpu bool) (*plot.Plot, error) {
+	p := plot.New()
+	p.X.Label.Text = "IKE SAs established"
+	if cpu {
+		p.Title.Text = "Responder CPU per IKE SA as the table grows (iked + spud, or charon)"
+		p.Y.Label.Text = "ms CPU per IKE SA"
+	} else {
+		p.Title.Text = "IKE SA setup rate as the table grows"
+		p.Y.Label.Text = "IKE SAs per s"
+	}
+	var args []any
+	for _, r := range k.Runs {
+		if len(r.Curve) < 2 {
+			continue
+		}
+		var xys plotter.XYs
+		prev := scenario.IKEPoint{}
+		for _, c := range r.Curve {
+			if dt := c.Elapsed - prev.Elapsed; dt > 0 && c.Up > prev.Up {
+				y := float64(c.Up-prev.Up) / dt.Seconds()
+				if cpu {
+					y = float64(c.CPU-prev.CPU) / 1e6 / float64(c.Up-prev.Up)
+				}
+				xys = append(xys, plotter.XY{X: float64(c.Up), Y: y})
+			}
+			prev = c
+		}
+		if len(xys) > 0 {
+			args = append(args, fmt.Sprintf("%s ← %s, %s", r.Responder, r.Initiator, r.Auth), xys)
+		}
+	}
+	if len(args) == 0 {
+		return nil, nil
+	}
+	if err := plotutil.AddLines(p, args...); err != nil {
+		return nil, err
+	}
+	p.Legend.Top = true
+	return p, nil
 }
 
 func suitesOf(t *scenario.ThroughputResults) []string {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spugate/spugate/bench/machine"
 	"github.com/spugate/spugate/bench/scenario"
+	"github.com/spugate/spugate/bench/system"
 	"github.com/spugate/spugate/bench/traffic"
 )
 
@@ -44,7 +46,16 @@ func sample() *Results {
 	r.Throughput = th
 	r.Scaling = &scenario.ScalingResults{CPUs: 2, Tunnels: 64, Runs: []scenario.ScalingRun{{SPUs: 1, Mix: "64", PPS: 1e5}, {SPUs: 2, Mix: "64", PPS: 1.5e5, Work: map[string][]uint64{"gw-a": {60, 40}}}, {SPUs: 4, Simulated: true, Mix: "64", PPS: 1.2e5}}}
 	r.Tunnels = &scenario.TunnelResults{Mix: "64", Runs: []scenario.TunnelRun{{Tunnels: 1, PPS: 2e5}, {Tunnels: 100, PPS: 1.9e5, PerTunnel: 4096}, {Tunnels: 10000, PPS: 1.5e5, PerTunnel: 3000}}}
-	r.IKE = &scenario.IKEResults{Runs: []scenario.IKERun{{Responder: "charon", Initiator: "charon", Auth: "psk", Count: 100, Established: 100, Rate: 800}}}
+	r.IKE = &scenario.IKEResults{Runs: []scenario.IKERun{{Responder: "charon", Initiator: "charon", Auth: "psk", Count: 100, Established: 100, Rate: 800},
+		{Responder: "iked", Initiator: "iked", Auth: "psk", Count: 1000, Established: 1000, Rate: 400, LiveIKESAs: 1000, LiveChildSAs: 1000, DataPlaneSAs: 1001,
+			CPUPerSA: 1.5, DataPlaneCPUPerSA: 0.25, Before: system.Memory{RSS: 10 << 20}, After: system.Memory{RSS: 20 << 20}, PerTunnel: 10240, StatePerTunnel: 1536,
+			DataPlanePerTunnel: 2048, DataPlaneBefore: system.Memory{RSS: 40 << 20},
+			Deciles: []float64{500, 450, 400, 400, 400, 400, 400, 400, 400, 300}, RateWindow: 100, FirstRate: 500, LastRate: 300, FirstCPU: 1.5, LastCPU: 1.75,
+			Curve:           []scenario.IKEPoint{{Elapsed: time.Second, Up: 500, CPU: 750 * time.Millisecond}, {Elapsed: 2500 * time.Millisecond, Up: 1000, CPU: 1600 * time.Millisecond}},
+			InitiatorFailed: 3, InitiatorRounds: 2, FirstFailure: "AUTHENTICATION_FAILED", Failures: map[string]uint64{"half_open_timeout": 2, "bad_auth": 3},
+			Workers: []scenario.IKEWorker{{ID: 0, IKESAs: 1000, Datagrams: 2000}, {ID: 1}}, Cores: 0.8,
+			Hold: &scenario.IKEHold{Duration: 10 * time.Minute, Min: 1000, LiveIKESAs: 1000, LiveChildSAs: 1000, DataPlaneSAs: 1001,
+				Memory: system.Memory{RSS: 20 << 20}, StateBytes: 1 << 20, DataPlane: system.Memory{RSS: 42 << 20}}}}}
 	r.Rekey = &scenario.RekeyResults{Tunnels: 16, Runs: []scenario.RekeyRun{{Result: meas(5e4)}, {Rekeying: true, Rounds: 4, Rekeys: 64, Result: meas(5e4)}}}
 	return r
 }
@@ -62,6 +73,10 @@ func TestMarkdown(t *testing.T) {
 		"| 4 | yes | 64 |",
 		"| 10000 |",
 		"| charon | charon | psk | 100/100 | 800 |",
+		"| iked | iked | psk | 1000/1000 | 400 | 0s | 1000 / 1000 | 1001 | 1.50 + 0.25 | 20.0 | 10.0 + 1.5 | 2.0 |",
+		"| iked | iked | psk | 1000 | 500 | 300 | 0.60 | 1.50 → 1.75 | 500 450 400 400 400 400 400 400 400 300 | 3 (2 load runs; first: AUTHENTICATION_FAILED) | bad_auth 3, half_open_timeout 2 |",
+		"| iked | iked | psk | 10m0s | 1000 / 1000 | 1000 | 1001 | 10.24 | 1.02 | 2.05 | – | ok |",
+		"worker 0: 1000 IKE SAs, 2000 datagrams",
 		"| no_tx_frame | 5 |",
 		"## 5. Rekey under load",
 		"| spud aes128gcm16 | 64 | 100 | 1000 | 2000 |",
@@ -96,7 +111,7 @@ func TestFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(names) < 4 {
+	if len(names) < 6 || !slices.Contains(names, "ike-setup-rate") || !slices.Contains(names, "ike-setup-cpu") {
 		t.Errorf("plots: %v", names)
 	}
 	for _, n := range names {
@@ -131,7 +146,7 @@ func TestMerge(t *testing.T) {
 	if r == nil || r.Ratio != 0.5 {
 		t.Errorf("spud/kernel of the medians: %+v", r)
 	}
-	if !strings.Contains(m.Command, "median of 3 runs") || len(m.Tunnels.Runs) != 3 || len(m.IKE.Runs) != 1 {
+	if !strings.Contains(m.Command, "median of 3 runs") || len(m.Tunnels.Runs) != 3 || len(m.IKE.Runs) != 2 {
 		t.Errorf("merged: %q, %d tunnel runs, %d ike runs", m.Command, len(m.Tunnels.Runs), len(m.IKE.Runs))
 	}
 }

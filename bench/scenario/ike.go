@@ -31,8 +31,14 @@ type IKE struct {
 	// load-initiator mode, with spud, on gw-a).
 	Initiators []string
 	// Window is the number of initiations in flight.
-	Window  int
+	Window int
+	// Timeout bounds the setup of one run (zero: 120 s, or 50 ms per IKE
+	// SA when that is longer); a run that hits it goes on with the IKE
+	// SAs up by then (memory, hold) and is marked failed.
 	Timeout time.Duration
+	// Hold keeps each run's tunnels that long after the setup, then reads
+	// the responder's tables and memory again (zero: no hold).
+	Hold time.Duration
 }
 
 // IKERun is one responder and authentication method.
@@ -56,6 +62,8 @@ type IKERun struct {
 	// IKE SAs, spud the Child SAs (charon keeps both, its ESP being in
 	// the same process).
 	DataPlanePerTunnel float64 `json:"dataplane_rss_per_tunnel_bytes,omitempty"`
+	// DataPlaneBefore is spud's memory with no tunnel (iked).
+	DataPlaneBefore system.Memory `json:"dataplane_memory_before,omitzero"`
 	// InitiatorFailed counts the IKE SAs iked's load run gave up on,
 	// FirstFailure the first reason (iked as the initiator only).
 	InitiatorFailed int    `json:"initiator_failed,omitempty"`
@@ -86,7 +94,41 @@ type IKERun struct {
 	// Workers are iked's IKE workers at the end: the IKE SAs each holds
 	// and the datagrams each received during the run.
 	Workers []IKEWorker `json:"workers,omitempty"`
-	Error   string      `json:"error,omitempty"`
+
+	// Deciles are the setup rate (IKE SAs per second) over each tenth of
+	// the IKE SAs established, in order; FirstRate and LastRate the rate
+	// over the first and the last RateWindow of them (10,000, or a tenth
+	// of a smaller run): a setup cost that grows with the table shows as
+	// LastRate below FirstRate. Curve is the setup, a point per percent.
+	Deciles    []float64  `json:"setup_rate_by_decile,omitempty"`
+	RateWindow int        `json:"rate_window,omitempty"`
+	FirstRate  float64    `json:"first_rate,omitempty"`
+	LastRate   float64    `json:"last_rate,omitempty"`
+	Curve      []IKEPoint `json:"curve,omitempty"`
+	// DecileCPU, FirstCPU and LastCPU are the responder's CPU per IKE SA
+	// (ms; iked's and spud's, or charon's) over the same spans: unlike the
+	// rates, they hardly move when other work takes the machine's CPUs.
+	DecileCPU []float64 `json:"cpu_ms_per_ike_sa_by_decile,omitempty"`
+	FirstCPU  float64   `json:"first_cpu_ms_per_ike_sa,omitempty"`
+	LastCPU   float64   `json:"last_cpu_ms_per_ike_sa,omitempty"`
+	// StateBytes is iked's state folder at the end (on tmpfs: memory
+	// besides its RSS), StatePerTunnel per live IKE SA.
+	StateBytes     uint64  `json:"state_bytes,omitempty"`
+	StatePerTunnel float64 `json:"state_per_tunnel_bytes,omitempty"`
+	// Failures are the responder's failure counters that grew during the
+	// setup (iked's); InitiatorRounds the load runs iked's initiator took
+	// to reach Count, its failed IKE SAs being started again.
+	Failures        map[string]uint64 `json:"failures,omitempty"`
+	InitiatorRounds int               `json:"initiator_rounds,omitempty"`
+	// InitiatorLost counts the load runs iked lost track of (its
+	// connection moved to another worker when spud's SPU map changed).
+	InitiatorLost int `json:"initiator_lost_runs,omitempty"`
+	// InitiatorRSS is the initiator's RSS at the end (its spud's
+	// included for iked): both ends share the machine's memory.
+	InitiatorRSS uint64 `json:"initiator_rss_bytes,omitempty"`
+	// Hold is the tunnels after the scenario's hold time.
+	Hold  *IKEHold `json:"hold,omitempty"`
+	Error string   `json:"error,omitempty"`
 }
 
 // IKEWorker is one of iked's IKE workers in a run.
@@ -148,9 +190,14 @@ func (c *IKE) defaults() {
 	if c.Window == 0 {
 		c.Window = 64
 	}
-	if c.Timeout == 0 {
-		c.Timeout = 120 * time.Second
+}
+
+// timeout is how long a run of n IKE SAs may take to set them up.
+func (c *IKE) timeout(n int) time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
 	}
+	return max(120*time.Second, time.Duration(n)*50*time.Millisecond)
 }
 
 // Responder and initiator names.

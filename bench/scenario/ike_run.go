@@ -10,10 +10,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spugate/spugate/bench/system"
 	"github.com/spugate/spugate/control/iked/ikectl"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
 	"github.com/spugate/spugate/testbed/strongswan"
@@ -44,7 +46,7 @@ func (c *IKE) estimate(initiator, auth string) time.Duration {
 	if rate == 0 {
 		rate = 100
 	}
-	return 8*time.Second + time.Duration(float64(c.count(initiator))/rate*float64(time.Second))
+	return 8*time.Second + time.Duration(float64(c.count(initiator))/rate*float64(time.Second)) + c.Hold
 }
 
 // Run measures every initiator, responder and method, each on a fresh
@@ -77,6 +79,9 @@ func (c *IKE) Run(e *Env) (*IKEResults, error) {
 			"charon:fake is charon with load-tester's fake kernel as well (no ESP at all): its pure IKE cost, the yardstick of the CPU ratios; "+
 			"charon is charon with its userspace ESP (kernel-libipsec). iked runs with spud, with ike_anchor tunnel (iked) or ike-sa (iked:ike-sa); "+
 			"its per-worker figures are the IKE SAs each worker holds and the datagrams each received.", c.Count, c.Window))
+	}
+	if c.Hold > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("Each run's tunnels are held %v after the setup, untouched, then the responder's tables and memory are read again.", c.Hold))
 	}
 	for _, ini := range c.Initiators {
 		for _, resp := range c.Responders {
@@ -121,6 +126,10 @@ type responderSide struct {
 	live func(run *IKERun) error
 	// workers reads iked's workers (nil for charon).
 	workers func() ([]ikectl.WorkerStats, error)
+	// failures reads iked's failure counters, stateDir is its state
+	// folder (nil, "" for charon).
+	failures func() (map[string]uint64, error)
+	stateDir string
 }
 
 // measure sets up run.Count IKE SAs from run.Initiator to run.Responder
@@ -174,6 +183,14 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			}
 			return st.Workers, nil
 		}
+		rs.failures = func() (map[string]uint64, error) {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return nil, err
+			}
+			return st.Failures, nil
+		}
+		rs.stateDir = k.StateDir
 	} else {
 		if lt {
 			loadTesterPeer(&cr)
@@ -195,8 +212,11 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		rs.live = func(run *IKERun) error { return charonLive(responder, run) }
 	}
 	var driver func(count func() (int, error), progress func(int)) (int, error)
-	timeout := max(c.Timeout, time.Duration(float64(run.Count)/20*float64(time.Second)))
+	timeout := c.timeout(run.Count)
+	// initiatorPID is the initiator's process, initiatorPIDs all of its
+	// processes (iked's spud as well) for its memory.
 	initiatorPID := 0
+	var initiatorPIDs []int
 	switch run.Initiator {
 	case "iked":
 		k, err := startIked(ln, ln.GwA, root, certA, ikedSide{})
@@ -205,11 +225,10 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			return
 		}
 		defer stopIked(k)
+		initiatorPIDs = []int{k.Proc.PID, k.Spud.Proc.PID}
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
 			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, progress)
-			if lr != nil {
-				run.InitiatorFailed, run.FirstFailure = lr.Failed, lr.FirstFailure
-			}
+			run.InitiatorFailed, run.FirstFailure, run.InitiatorRounds, run.InitiatorLost = lr.Failed, lr.FirstFailure, lr.Rounds, lr.Lost
 			return up, err
 		}
 	case InitLoadTester:
@@ -227,7 +246,17 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 				return 0, err
 			}
 			initiatorPID = ini.PID
-			return driveLoadTester(ini, count, run.Count, timeout, progress)
+			initiatorPIDs = []int{ini.PID}
+			up, err := driveLoadTester(ini, count, run.Count, timeout, progress)
+			if up < run.Count {
+				// load-tester has no pause and would go on setting up IKE
+				// SAs through the figures and the hold; stopping it would
+				// delete them: it is frozen instead.
+				if serr := ini.Proc.Signal(syscall.SIGSTOP); serr == nil {
+					e.Logf("%s: load-tester frozen (SIGSTOP) with %d of %d IKE SAs up", label, up, run.Count)
+				}
+			}
+			return up, err
 		}
 	default:
 		initiator, err := strongswan.Start(ln.GwA, ci)
@@ -237,6 +266,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		}
 		defer initiator.Stop()
 		initiatorPID = initiator.PID
+		initiatorPIDs = []int{initiator.PID}
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
 			return drive(initiator, count, run.Count, c.Window, timeout, progress)
 		}
@@ -249,6 +279,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			run.Error = err.Error()
 			return
 		}
+		run.DataPlaneBefore = spudBefore
 		spudCPU0, _ = processCPU(rs.spudPID)
 	}
 	if run.Before, err = system.ReadMemory(rs.pid); err != nil {
@@ -266,12 +297,21 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	if rs.workers != nil {
 		workers0, _ = rs.workers()
 	}
+	var failures0 map[string]uint64
+	if rs.failures != nil {
+		failures0, _ = rs.failures()
+	}
 	start := time.Now()
+	var points []IKEPoint
 	up, err := driver(rs.established, func(up int) {
 		el := time.Since(start)
+		if len(points) == 0 || points[len(points)-1].Up != up {
+			points = append(points, IKEPoint{Elapsed: el, Up: up, CPU: responderCPU(rs) - cpu0 - spudCPU0})
+		}
 		e.Progress.Update(label, float64(up)/float64(run.Count), fmt.Sprintf("%d up, %.0f/s", up, float64(up)/el.Seconds()))
 	})
 	run.Elapsed = time.Since(start)
+	setupRates(run, points)
 	run.Established = up
 	if up > 0 {
 		run.Rate = float64(up) / run.Elapsed.Seconds()
@@ -292,6 +332,11 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	var workers1 []ikectl.WorkerStats
 	if rs.workers != nil {
 		workers1, _ = rs.workers()
+	}
+	var failures1 map[string]uint64
+	if rs.failures != nil {
+		failures1, _ = rs.failures()
+		run.Failures = grown(failures0, failures1)
 	}
 	time.Sleep(500 * time.Millisecond)
 	if lerr := rs.live(run); lerr != nil && run.Error == "" {
@@ -325,6 +370,19 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			run.PerTunnel = (float64(m.RSS) - float64(run.Before.RSS)) / float64(tunnels)
 		}
 	}
+	state := ""
+	if rs.stateDir != "" {
+		if b, serr := dirBytes(rs.stateDir); serr == nil {
+			run.StateBytes = b
+			if tunnels > 0 {
+				run.StatePerTunnel = float64(b) / float64(tunnels)
+			}
+			state = fmt.Sprintf(" + state %.1f KiB", run.StatePerTunnel/1024)
+		} else if run.Error == "" {
+			run.Error = serr.Error()
+		}
+	}
+	run.InitiatorRSS = rssOf(initiatorPIDs)
 	dp := ""
 	if rs.spudPID != 0 {
 		if m, err := system.ReadMemory(rs.spudPID); err == nil && tunnels > 0 {
@@ -333,9 +391,103 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		dp = fmt.Sprintf(", spud +%.1f KiB per tunnel, %d SAs (per SPU %v), %d policies, %.3f ms CPU per IKE SA", run.DataPlanePerTunnel/1024,
 			run.DataPlaneSAs, run.DataPlaneSPUSAs, run.DataPlanePolicies, run.DataPlaneCPUPerSA)
 	}
-	e.Logf("%s: %d up in %v (%.0f/s); live %d IKE SAs, %d Child SAs; responder %.3f ms CPU per IKE SA (%.2f cores), RSS %.1f -> %.1f MiB (%.1f KiB per tunnel)%s%s%s", label, up,
+	e.Logf("%s: %d up in %v (%.0f/s); live %d IKE SAs, %d Child SAs; responder %.3f ms CPU per IKE SA (%.2f cores), RSS %.1f -> %.1f MiB (%.1f KiB per tunnel%s)%s%s%s%s", label, up,
 		run.Elapsed.Round(time.Millisecond), run.Rate, run.LiveIKESAs, run.LiveChildSAs, run.CPUPerSA, run.Cores,
-		mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, dp, workersNote(run.Workers), ifErr(err))
+		mib(run.Before.RSS), mib(run.After.RSS), run.PerTunnel/1024, state, dp, workersNote(run.Workers), setupNote(run), ifErr(err))
+	if c.Hold > 0 && up > 0 {
+		run.Hold = c.hold(e, label, rs, run, failures1)
+	}
+}
+
+// responderCPU is the responder's CPU time so far: iked's and spud's, or
+// charon's (0 for a process gone).
+func responderCPU(rs responderSide) time.Duration {
+	d, _ := processCPU(rs.pid)
+	if rs.spudPID != 0 {
+		s, _ := processCPU(rs.spudPID)
+		d += s
+	}
+	return d
+}
+
+// rssOf is the summed RSS of pids (0 for those gone).
+func rssOf(pids []int) uint64 {
+	var total uint64
+	for _, p := range pids {
+		if m, err := system.ReadMemory(p); err == nil {
+			total += m.RSS
+		}
+	}
+	return total
+}
+
+// setupNote is the run's setup rates and failures for the log line.
+func setupNote(run *IKERun) string {
+	s := ""
+	if run.RateWindow > 0 {
+		s = fmt.Sprintf("; setup %.0f/s (%.3f ms CPU per IKE SA) over the first %d, %.0f/s (%.3f ms) over the last %d",
+			run.FirstRate, run.FirstCPU, run.RateWindow, run.LastRate, run.LastCPU, run.RateWindow)
+	}
+	if run.InitiatorFailed > 0 || run.InitiatorLost > 0 {
+		s += fmt.Sprintf("; %d IKE SAs failed on the initiator (%d load runs, %d of them lost; first: %s)", run.InitiatorFailed, run.InitiatorRounds, run.InitiatorLost, run.FirstFailure)
+	}
+	if len(run.Failures) > 0 {
+		s += fmt.Sprintf("; responder failures %v", run.Failures)
+	}
+	return s
+}
+
+// hold keeps the run's tunnels for c.Hold, reading the responder's
+// established IKE SAs now and then, and then its tables and memory.
+func (c *IKE) hold(e *Env, label string, rs responderSide, run *IKERun, failures0 map[string]uint64) *IKEHold {
+	h := &IKEHold{Duration: c.Hold, Min: run.Established}
+	// IKE SAs in flight when the setup ended may have come up since.
+	if up, err := rs.established(); err == nil {
+		h.Min = up
+	}
+	e.Progress.Step(label+", held", c.Hold)
+	start := time.Now()
+	for time.Since(start) < c.Hold {
+		time.Sleep(min(10*time.Second, c.Hold-time.Since(start)))
+		up, err := rs.established()
+		if err != nil {
+			h.Error = fmt.Sprintf("ike: during the hold: %v", err)
+			break
+		}
+		h.Min = min(h.Min, up)
+		e.Progress.Update(label+", held", float64(time.Since(start))/float64(c.Hold), fmt.Sprintf("%d up", up))
+	}
+	live := *run
+	if err := rs.live(&live); err != nil && h.Error == "" {
+		h.Error = err.Error()
+	}
+	h.LiveIKESAs, h.LiveChildSAs, h.DataPlaneSAs, h.DataPlanePolicies = live.LiveIKESAs, live.LiveChildSAs, live.DataPlaneSAs, live.DataPlanePolicies
+	h.Memory, _ = system.ReadMemory(rs.pid)
+	if rs.spudPID != 0 {
+		h.DataPlane, _ = system.ReadMemory(rs.spudPID)
+	}
+	if rs.stateDir != "" {
+		h.StateBytes, _ = dirBytes(rs.stateDir)
+	}
+	if rs.failures != nil {
+		if f, err := rs.failures(); err == nil {
+			h.Failures = grown(failures0, f)
+		}
+	}
+	if h.Error == "" && (h.LiveIKESAs < run.LiveIKESAs || h.LiveChildSAs < run.LiveChildSAs) {
+		h.Error = fmt.Sprintf("ike: %d IKE SAs and %d Child SAs live after %v, %d and %d before", h.LiveIKESAs, h.LiveChildSAs, c.Hold, run.LiveIKESAs, run.LiveChildSAs)
+	}
+	e.Logf("%s: after %v held: live %d IKE SAs, %d Child SAs (fewest established %d), spud %d SAs; RSS %.1f MiB, state %.1f MiB, spud %.1f MiB%s",
+		label, c.Hold, h.LiveIKESAs, h.LiveChildSAs, h.Min, h.DataPlaneSAs, mib(h.Memory.RSS), mib(h.StateBytes), mib(h.DataPlane.RSS), ifErr(errorOf(h.Error)))
+	return h
+}
+
+// errorOf turns a recorded error back into one for ifErr.
+func errorOf(s string) error {
+	if s == "" {
+		return nil
+	}
+	return errors.New(s)
 }
 
 // perSA is d in milliseconds per IKE SA.
@@ -428,9 +580,14 @@ func charonLive(ch *strongswan.Charon, run *IKERun) error {
 	return nil
 }
 
+// loadTesterStall is how long driveLoadTester waits for one more IKE SA
+// before it gives up: load-tester retransmits on its own, and a loaded
+// machine can hold a responder up for seconds.
+const loadTesterStall = 60 * time.Second
+
 // driveLoadTester waits while load-tester sets up n IKE SAs, until the
 // responder holds n established (count), load-tester exits, nothing moves
-// for 30 s or timeout passes.
+// for loadTesterStall or timeout passes.
 func driveLoadTester(ini *strongswan.Charon, count func() (int, error), n int, timeout time.Duration, progress func(up int)) (int, error) {
 	deadline := time.Now().Add(timeout)
 	last, moved := -1, time.Now()
@@ -449,13 +606,13 @@ func driveLoadTester(ini *strongswan.Charon, count func() (int, error), n int, t
 		if exited, perr := ini.Proc.Exited(); exited {
 			return up, fmt.Errorf("ike: load-tester's charon exited with %d of %d IKE SAs up (%v):\n%s", up, n, perr, ini.Report())
 		}
-		if time.Since(moved) > 30*time.Second {
-			return up, fmt.Errorf("ike: %d of %d IKE SAs up, none more for 30 s:\n%s", up, n, ini.Report())
+		if time.Since(moved) > loadTesterStall {
+			return up, fmt.Errorf("ike: %d of %d IKE SAs up, none more for %v:\n%s", up, n, loadTesterStall, ini.Report())
 		}
 		if time.Now().After(deadline) {
 			return up, fmt.Errorf("ike: %d of %d IKE SAs up after %v", up, n, timeout)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pollEvery(n))
 	}
 }
 
@@ -591,54 +748,104 @@ func drive(ini *strongswan.Charon, count func() (int, error), n, window int, tim
 				}
 			}()
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pollEvery(n))
 	}
 	wg.Wait()
 	return up, nil
 }
 
+// ikedLoadRounds is how many load runs driveIked starts at most: the
+// first, then one per round that ended with failed IKE SAs, for those.
+const ikedLoadRounds = 5
+
+// ikedLoad is what iked's load runs of a measurement did.
+type ikedLoad struct {
+	Rounds       int
+	Failed       int
+	FirstFailure string
+	// Lost counts load runs iked lost track of: the connection's IKE SAs
+	// moved to another worker (spud's SPU map changed) and the run stayed
+	// behind on the old one.
+	Lost int
+}
+
 // driveIked has iked's load initiator start n IKE SAs, window of them in
 // flight, and returns how many the responder holds established (count)
-// when all are, or when the load run ended, with the run's outcome.
-func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, *ikectl.LoadResult, error) {
-	if _, err := k.Load(ikectl.Load{Conn: "site", Count: n, Window: window, Timeout: timeout, Background: true}); err != nil {
-		return 0, nil, err
-	}
-	// The run stops starting IKE SAs at timeout; those in flight end
-	// within their retransmission timeout.
-	deadline := time.Now().Add(timeout + 3*time.Minute)
+// when all are, or when the load runs ended, with their outcome. IKE SAs
+// that failed on the initiator are started again in another load run
+// (up to ikedLoadRounds in all) and counted: failures are the figure of
+// a run, not its end. A load run iked no longer finds (its connection
+// moved to another worker) is taken as ended, and another one started.
+func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, ikedLoad, error) {
+	var out ikedLoad
+	// A load run stops starting IKE SAs at its timeout; those in flight
+	// end within their retransmission timeout.
+	deadline := time.Now().Add(timeout)
+	poll := pollEvery(n)
 	var st *ikectl.LoadResult
+	lost := false // the last load run was lost, not ended
+	account := func() {
+		out.Failed += st.Failed
+		if out.FirstFailure == "" {
+			out.FirstFailure = st.FirstFailure
+		}
+	}
 	for {
 		up, err := count()
 		if err != nil {
-			return up, st, err
+			return up, out, err
 		}
 		progress(up)
-		if st, err = k.LoadStatus("site"); err != nil {
-			return up, st, err
-		}
-		if up >= n {
+		if up >= n && st != nil {
 			// Established on the responder: wait for the initiator to
 			// count the last ones (its Child SAs are in).
 			for i := 0; !st.Done && i < 250; i++ {
 				time.Sleep(20 * time.Millisecond)
 				if st, err = k.LoadStatus("site"); err != nil {
-					return up, st, err
+					return up, out, err
 				}
 			}
-			return up, st, nil
+			account()
+			return up, out, nil
 		}
-		if st.Done {
-			if up, err = count(); err == nil && up < n {
-				err = fmt.Errorf("ike: iked's load run ended with %d of %d IKE SAs up on the responder (%d established, %d failed on the initiator; first failure: %s; stopped: %s)",
-					up, n, st.Established, st.Failed, st.FirstFailure, st.Stopped)
+		if st == nil || st.Done {
+			if st != nil {
+				account()
+				if up, err = count(); err != nil || up >= n {
+					return up, out, err
+				}
+				if st.Stopped != "" || (st.Failed == 0 && !lost) || out.Rounds >= ikedLoadRounds || !time.Now().Before(deadline) {
+					return up, out, fmt.Errorf("ike: iked's load runs ended with %d of %d IKE SAs up on the responder (%d rounds, %d IKE SAs failed on the initiator; first failure: %s; last run stopped: %s)",
+						up, n, out.Rounds, out.Failed, out.FirstFailure, st.Stopped)
+				}
 			}
-			return up, st, err
+			if _, err := k.Load(ikectl.Load{Conn: "site", Count: n - up, Window: window, Timeout: time.Until(deadline), Background: true}); err != nil {
+				return up, out, err
+			}
+			out.Rounds++
+			lost = false
 		}
-		if time.Now().After(deadline) {
-			return up, st, fmt.Errorf("ike: %d of %d IKE SAs up after %v, iked's load run not finished (%d failed: %s)", up, n, timeout, st.Failed, st.FirstFailure)
+		if st, err = k.LoadStatus("site"); unixrpc.CodeOf(err) == unixrpc.CodeNotFound && out.Rounds > 0 {
+			// load.status asks the worker that owns the connection now;
+			// the run stayed on the one it started on, its IKE SAs in
+			// flight unable to move (not established): what it
+			// established is on the responder, the rest is to start again.
+			out.Lost++
+			if out.FirstFailure == "" {
+				out.FirstFailure = "load run lost: " + err.Error()
+			}
+			if out.Rounds >= ikedLoadRounds {
+				return up, out, fmt.Errorf("ike: %d of %d IKE SAs up on the responder, iked lost its load run (%d lost of %d rounds): %w", up, n, out.Lost, out.Rounds, err)
+			}
+			st, lost = &ikectl.LoadResult{Done: true}, true
+			continue
+		} else if err != nil {
+			return up, out, err
 		}
-		time.Sleep(20 * time.Millisecond)
+		if time.Now().After(deadline.Add(3 * time.Minute)) {
+			return up, out, fmt.Errorf("ike: %d of %d IKE SAs up after %v, iked's load run not finished (%d failed: %s)", up, n, timeout, out.Failed+st.Failed, st.FirstFailure)
+		}
+		time.Sleep(poll)
 	}
 }
 

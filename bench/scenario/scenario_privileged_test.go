@@ -151,3 +151,60 @@ func TestPrivilegedIKELoadTester(t *testing.T) {
 		t.Errorf("cpu ratios: %+v", res.CPURatios)
 	}
 }
+
+// TestPrivilegedIKEHold sets up a few hundred tunnels from iked's load
+// initiator against iked and holds them: the setup rates per tenth, the
+// state folder, the live SAs after the hold, all read.
+func TestPrivilegedIKEHold(t *testing.T) {
+	e := testEnv(t)
+	const n = 200
+	c := IKE{CountIkedInitiator: n, Auths: []string{"psk"}, Initiators: []string{"iked"}, Responders: []string{RespIked},
+		Window: 16, Timeout: 90 * time.Second, Hold: 2 * time.Second}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 1 {
+		t.Fatalf("runs: %+v", res.Runs)
+	}
+	r := res.Runs[0]
+	// One inbound SA per tunnel in spud; the tunnels share one selector
+	// pair, so that the responder keeps one outbound SA and policy.
+	if r.Error != "" || r.LiveIKESAs != n || r.LiveChildSAs != n || r.DataPlaneSAs < n+1 {
+		t.Errorf("%d IKE SAs, %d Child SAs, %d spud SAs: %s", r.LiveIKESAs, r.LiveChildSAs, r.DataPlaneSAs, r.Error)
+	}
+	if len(r.Deciles) != 10 || r.RateWindow != n/10 || r.FirstRate <= 0 || r.LastRate <= 0 || len(r.Curve) == 0 || r.StateBytes == 0 {
+		t.Errorf("setup figures: deciles %v, window %d, first %.0f/s, last %.0f/s, %d curve points, state %d bytes",
+			r.Deciles, r.RateWindow, r.FirstRate, r.LastRate, len(r.Curve), r.StateBytes)
+	}
+	h := r.Hold
+	if h == nil {
+		t.Fatal("no hold")
+	}
+	if h.Error != "" || h.LiveIKESAs != n || h.LiveChildSAs != n || h.Min != n || h.DataPlaneSAs < n+1 || h.Memory.RSS == 0 || h.DataPlane.RSS == 0 || h.StateBytes == 0 {
+		t.Errorf("after the hold: %+v", h)
+	}
+}
+
+// TestPrivilegedIKETimeoutHold has load-tester run into the setup's
+// timeout: the run goes on with the IKE SAs up by then, load-tester is
+// frozen so that the hold finds as many as the setup left, no more.
+func TestPrivilegedIKETimeoutHold(t *testing.T) {
+	e := testEnv(t)
+	if why := LoadTesterReady(); why != "" {
+		t.Skipf("load-tester plugin not built (%s): run make load-tester", why)
+	}
+	c := IKE{Count: 100000, Auths: []string{"psk"}, Initiators: []string{InitLoadTester}, Responders: []string{RespIked},
+		Window: 16, Timeout: 3 * time.Second, Hold: 3 * time.Second}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Runs[0]
+	if r.Error == "" || r.Established == 0 || r.LiveIKESAs == 0 || r.LiveIKESAs >= r.Count {
+		t.Fatalf("%d established, %d live: %q", r.Established, r.LiveIKESAs, r.Error)
+	}
+	if h := r.Hold; h == nil || h.LiveIKESAs != r.LiveIKESAs || h.Error != "" {
+		t.Errorf("after the hold: %+v; %d live before", h, r.LiveIKESAs)
+	}
+}

@@ -64,6 +64,8 @@ type options struct {
 	ikeInitiators string
 	ikeCountIked  int
 	ikeWindow     int
+	ikeHold       time.Duration
+	ikeTimeout    time.Duration
 
 	rekeyTunnels  int
 	rekeyInterval time.Duration
@@ -106,6 +108,8 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.ikeAuths, "ike-auth", "psk,ecdsa", "ike: authentication methods")
 	fs.StringVar(&o.ikeResponders, "ike-responders", "iked,iked:ike-sa,charon:fake,charon", "ike: responders (iked with ike_anchor tunnel or ike-sa; charon:fake, charon with the fake kernel: pure IKE; charon: with kernel-libipsec)")
 	fs.IntVar(&o.ikeWindow, "ike-window", 64, "ike: initiations in flight")
+	fs.DurationVar(&o.ikeHold, "ike-hold", 0, "ike: keep each run's tunnels this long after the setup, then read the live SAs and memory again (the issue's 10m at 1M; 0: no hold)")
+	fs.DurationVar(&o.ikeTimeout, "ike-timeout", 0, "ike: longest setup of one run, then go on with the IKE SAs up (0: 120 s or 50 ms per IKE SA, the longer)")
 	fs.IntVar(&o.rekeyTunnels, "rekey-tunnels", 16, "rekey: tunnels")
 	fs.DurationVar(&o.rekeyInterval, "rekey-interval", 2*time.Second, "rekey: time between rekeys of every tunnel")
 	fs.DurationVar(&o.rekeyDuration, "rekey-duration", 10*time.Second, "rekey: window of each run")
@@ -202,6 +206,9 @@ func (o *options) applyQuick() {
 	o.scalingTunnels, o.scalingSizes = 8, "64"
 	o.tunnelCounts = "1,100"
 	o.ikeCount, o.ikeCountIked = 20, 20
+	if o.ikeHold > 0 {
+		o.ikeHold = min(o.ikeHold, 2*time.Second)
+	}
 	o.rekeyTunnels, o.rekeyInterval, o.rekeyDuration = 4, 300*time.Millisecond, time.Second
 	if o.rekeyRate == 0 {
 		o.rekeyRate = 5000
@@ -301,7 +308,7 @@ func run(o options, which []string) (string, error) {
 			}})
 		case "ike":
 			c := &scenario.IKE{Count: o.ikeCount, CountIkedInitiator: o.ikeCountIked, Auths: split(o.ikeAuths), Responders: split(o.ikeResponders),
-				Initiators: split(o.ikeInitiators), Window: o.ikeWindow}
+				Initiators: split(o.ikeInitiators), Window: o.ikeWindow, Hold: o.ikeHold, Timeout: o.ikeTimeout}
 			jobs = append(jobs, job{name, c.Estimate(), func() error {
 				r, err := c.Run(env)
 				res.IKE = r

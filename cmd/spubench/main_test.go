@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -15,5 +16,19 @@ func TestParse(t *testing.T) {
 	}
 	if _, _, err := parse([]string{"bogus"}); err == nil {
 		t.Error("unknown scenario accepted")
+	}
+}
+
+// TestParseIKEScale checks the IKE scenario's flags for runs at scale, and
+// that -quick keeps a hold short.
+func TestParseIKEScale(t *testing.T) {
+	o, _, err := parse([]string{"-ike-count-iked-initiator", "1000000", "-ike-hold", "10m", "-ike-timeout", "5h", "ike"})
+	if err != nil || o.ikeCountIked != 1000000 || o.ikeHold != 10*time.Minute || o.ikeTimeout != 5*time.Hour {
+		t.Errorf("parse: %+v %v", o, err)
+	}
+	o.quick = true
+	o.applyQuick()
+	if o.ikeHold != 2*time.Second || o.ikeCountIked != 20 {
+		t.Errorf("quick: hold %v, count %d", o.ikeHold, o.ikeCountIked)
 	}
 }
