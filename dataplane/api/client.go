@@ -54,6 +54,32 @@ func (c *Client) AllocSPI(req SPIAllocRequest) (SPIAllocReply, error) {
 	return r, err
 }
 
+// ErrNoSPIBlocks is AllocSPIs' answer when spud is older than blocks of
+// SPIs: nothing was reserved, and the caller asks for one SPI at a time
+// (AllocSPI).
+var ErrNoSPIBlocks = errors.New("spud grants no blocks of SPIs (spi.alloc count)")
+
+// AllocSPIs reserves a block of n inbound SPIs (1..MaxSPIBlock) anchored
+// as req asks, in one call; see SPIBlockUse for how long they may be
+// handed out. A spud older than blocks refuses the request, which comes
+// back as ErrNoSPIBlocks.
+func (c *Client) AllocSPIs(req SPIAllocRequest, n int) ([]uint32, error) {
+	req.Count = n
+	var r SPIAllocReply
+	err := c.Call(OpSPIAlloc, req, &r)
+	var e *unixrpc.Error
+	if errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "count"`) {
+		return nil, fmt.Errorf("%w: %w", ErrNoSPIBlocks, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(r.SPIs) != n || r.SPIs[0] != r.SPI {
+		return nil, fmt.Errorf("spud: %s: a block of %d SPIs asked, %d granted", OpSPIAlloc, n, len(r.SPIs))
+	}
+	return r.SPIs, nil
+}
+
 // AddSA installs an SA.
 func (c *Client) AddSA(sa *SA) error { return c.Call(OpSAAdd, sa, nil) }
 

@@ -62,9 +62,14 @@ func childReqN(t testing.TB, c *api.Client, logical int, outSPI uint32) *api.Chi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return childReqSPI(logical, r.SPI, outSPI)
+}
+
+// childReqSPI is childReqN's request with the inbound SPI given.
+func childReqSPI(logical int, inSPI, outSPI uint32) *api.ChildAdd {
 	lts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.128.0/24"), 0)}
 	rts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.19.128.0/24"), 0)}
-	sa := api.SA{SPI: r.SPI, Dir: api.In, Local: childLocal, Remote: childRemote, Logical: api.Logical(logical), Mode: api.Tunnel,
+	sa := api.SA{SPI: inSPI, Dir: api.In, Local: childLocal, Remote: childRemote, Logical: api.Logical(logical), Mode: api.Tunnel,
 		Suite: ipsec.AES128GCM16, EncKey: dumpKey, ReqID: 42, LocalTS: lts, RemoteTS: rts, Name: "iked/peer/net/1"}
 	out := sa
 	out.SPI, out.Dir = outSPI, api.Out
