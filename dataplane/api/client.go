@@ -23,6 +23,9 @@ type Client struct {
 	// jsonDumps: spud refused the packed encoding of sa.dump (it is older
 	// than it); dumps on this connection ask for JSON.
 	jsonDumps atomic.Bool
+	// jsonChild: spud refused child.add in the packed encoding (it is
+	// older than it); child.add on this connection is sent in JSON.
+	jsonChild atomic.Bool
 }
 
 // Dial connects to the SA API at path.
@@ -251,10 +254,19 @@ func (c *Client) AddPolicy(p *Policy) (PolicyAddReply, error) {
 }
 
 // AddChild installs a Child SA's SAs and policy in one request (child.add),
-// all or nothing. A spud older than child.add refuses it with
-// CodeBadRequest "unknown operation" (UnknownOp tells).
+// all or nothing, in the packed encoding (PackedRequest), or in JSON on a
+// connection whose spud refused that. A spud older than child.add refuses
+// it with CodeBadRequest "unknown operation" (UnknownOp tells).
 func (c *Client) AddChild(req *ChildAdd) (ChildAddReply, error) {
 	var r ChildAddReply
+	if !c.jsonChild.Load() {
+		err := c.Call(OpChildAdd, PackedRequest{Packed: AppendPackedChildAdd(nil, req)}, &r)
+		var e *unixrpc.Error
+		if !errors.As(err, &e) || e.Code != unixrpc.CodeBadRequest || !strings.Contains(e.Message, `unknown field "packed"`) {
+			return r, err
+		}
+		c.jsonChild.Store(true)
+	}
 	err := c.Call(OpChildAdd, req, &r)
 	return r, err
 }

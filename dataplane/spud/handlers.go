@@ -93,7 +93,7 @@ func (d *Daemon) handlers() {
 		return d.addPolicy(*p)
 	})
 	s.Handle(api.OpChildAdd, func(body json.RawMessage) (any, error) {
-		req, err := decode[api.ChildAdd](body)
+		req, err := decodeChildAdd(body)
 		if err != nil {
 			return nil, err
 		}
@@ -179,6 +179,23 @@ func (d *Daemon) handlers() {
 		return nil, d.eng.InjectFault(r.ID)
 	})
 	s.Handle(api.OpSPUList, func(json.RawMessage) (any, error) { return d.spuList(), nil })
+}
+
+// decodeChildAdd decodes child.add's body, packed (api.PackedRequest, as
+// iked sends it) or JSON.
+func decodeChildAdd(body json.RawMessage) (*api.ChildAdd, error) {
+	b, ok, err := api.PackedBody(body)
+	if !ok {
+		return decode[api.ChildAdd](body)
+	}
+	if err != nil {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	req, err := api.DecodePackedChildAdd(b)
+	if err != nil {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	return req, nil
 }
 
 // dumpRequest decodes a dump's request, an empty body (a client older than
