@@ -400,9 +400,8 @@ func (d *Daemon) addSA(sa *api.SA) error {
 	}
 	if sa.Dir == api.In {
 		d.inAdded(d.steering(), sa)
-	} else if d.fib != nil {
-		// Resolve the peer's next hop now rather than on the first packet.
-		go d.fib.WaitResolved(sa.Remote, 3*time.Second)
+	} else {
+		d.resolveSoon(sa.Remote)
 	}
 	d.log.Info("spud: sa added", "spi", fmt.Sprintf("0x%08x", sa.SPI), "dir", sa.Dir, "suite", sa.Suite,
 		"local", sa.Local, "remote", sa.Remote, "encap", sa.Encap != nil, "reqid", sa.ReqID, "logical", logical, "spu", spuID, "name", sa.Name)
