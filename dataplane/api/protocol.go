@@ -180,7 +180,7 @@ func (r *SPIAllocRequest) Validate(l int) error {
 	if r.Count < 0 || r.Count > MaxSPIBlock {
 		return fmt.Errorf("spi.alloc %s-%s: count %d out of range (0..%d)", r.Local, r.Remote, r.Count, MaxSPIBlock)
 	}
-	return checkLogical(fmt.Sprintf("spi.alloc %s-%s", r.Local, r.Remote), r.Logical, l)
+	return checkLogical(func() string { return fmt.Sprintf("spi.alloc %s-%s", r.Local, r.Remote) }, r.Logical, l)
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the
@@ -325,7 +325,7 @@ type ChildAdd struct {
 // each part as sa.add and policy.add would, and that the parts are one
 // Child SA's (directions, reqid, anchor).
 func (r *ChildAdd) Validate(l int) error {
-	if err := checkLogical(fmt.Sprintf("child sa 0x%08x", r.In.SPI), &r.Logical, l); err != nil {
+	if err := checkLogical(func() string { return fmt.Sprintf("child sa 0x%08x", r.In.SPI) }, &r.Logical, l); err != nil {
 		return err
 	}
 	if r.In.Dir != In {
