@@ -359,22 +359,27 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 // which were most of spud's CPU per child.add. The SPU's own commands and
 // fn never overlap, and one queued before fn still runs before it.
 func (e *Engine) doTables(spu int, fn func(*SPU)) error {
-	if spu >= 0 && spu < len(e.spus) && e.started {
-		s := e.spus[spu]
-		if s.ctl.nap.CompareAndSwap(napAsleep, napLent) {
-			ran := false
-			if len(s.ctl.cmds) == 0 && !s.ctl.stopped.Load() {
-				fn(s)
-				ran = true
-			}
-			s.ctl.nap.Store(napAsleep)
-			if ran {
-				e.lent.Add(1)
-				return nil
-			}
-		}
+	if spu >= 0 && spu < len(e.spus) && e.started && e.lend(e.spus[spu], fn) {
+		e.lent.Add(1)
+		return nil
 	}
 	return e.Do(spu, fn)
+}
+
+// lend runs fn on s's tables if s sleeps with no command queued, and
+// reports whether it did. s gets its tables back even if fn panics (the
+// API's server recovers a handler's panic): it would wait for them
+// forever otherwise.
+func (e *Engine) lend(s *SPU, fn func(*SPU)) bool {
+	if !s.ctl.nap.CompareAndSwap(napAsleep, napLent) {
+		return false
+	}
+	defer s.ctl.nap.Store(napAsleep)
+	if len(s.ctl.cmds) > 0 || s.ctl.stopped.Load() {
+		return false
+	}
+	fn(s)
+	return true
 }
 
 // ToESP converts an SA of the API into the ESP engine's configuration.
