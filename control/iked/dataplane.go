@@ -2,7 +2,6 @@ package iked
 
 import (
 	"errors"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,11 @@ type spudDP struct {
 	// through the separate calls on it, and a new connection (spud
 	// restarted, perhaps upgraded) is asked again.
 	oldSpud atomic.Pointer[api.Client]
+	// spis are the inbound SPIs spud granted in blocks, by logical SPU;
+	// noBlocks is the connection whose spud grants none (older than
+	// blocks): SPIs are asked for one at a time on it.
+	spis     spiPools
+	noBlocks atomic.Pointer[api.Client]
 
 	// usage caches inbound packet counts by SPI for usageTTL, so that an
 	// IKE SA's liveness check and its held-back outbound SA asking about
@@ -248,15 +252,6 @@ func (p *spudDP) redial(old *api.Client) (*api.Client, error) {
 	}
 	old.Close()
 	return nc, nil
-}
-
-func (p *spudDP) AllocSPI(local, remote netip.Addr, logical *int) (uint32, error) {
-	var r api.SPIAllocReply
-	err := p.do(func(c *api.Client) (err error) {
-		r, err = c.AllocSPI(api.SPIAllocRequest{Local: local, Remote: remote, Logical: logical})
-		return err
-	})
-	return r.SPI, err
 }
 
 func (p *spudDP) AddSA(s *api.SA) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
 )
 
@@ -18,7 +19,9 @@ import (
 // tunnel the load's Child SAs share, and terminating the connection
 // leaves nothing behind.
 func TestPrivilegedIkedLoad(t *testing.T) {
-	tb := newTestbed(t, lab.LineOptions{})
+	// spud logs each child.add at debug level (-v), which the count of
+	// SA API calls below reads.
+	tb := newTestbedSpud(t, lab.LineOptions{}, nil, daemons.SpudOptions{SPUs: testbedSPUs, Args: []string{"-v"}})
 	pl := tb.ln.Plan
 	tb.startPSK(t, loadResponder)
 

@@ -23,6 +23,9 @@ type Client struct {
 	// jsonDumps: spud refused the packed encoding of sa.dump (it is older
 	// than it); dumps on this connection ask for JSON.
 	jsonDumps atomic.Bool
+	// jsonChild: spud refused child.add in the packed encoding (it is
+	// older than it); child.add on this connection is sent in JSON.
+	jsonChild atomic.Bool
 }
 
 // Dial connects to the SA API at path.
@@ -52,6 +55,32 @@ func (c *Client) AllocSPI(req SPIAllocRequest) (SPIAllocReply, error) {
 	var r SPIAllocReply
 	err := c.Call(OpSPIAlloc, req, &r)
 	return r, err
+}
+
+// ErrNoSPIBlocks is AllocSPIs' answer when spud is older than blocks of
+// SPIs: nothing was reserved, and the caller asks for one SPI at a time
+// (AllocSPI).
+var ErrNoSPIBlocks = errors.New("spud grants no blocks of SPIs (spi.alloc count)")
+
+// AllocSPIs reserves a block of n inbound SPIs (1..MaxSPIBlock) anchored
+// as req asks, in one call; see SPIBlockUse for how long they may be
+// handed out. A spud older than blocks refuses the request, which comes
+// back as ErrNoSPIBlocks.
+func (c *Client) AllocSPIs(req SPIAllocRequest, n int) ([]uint32, error) {
+	req.Count = n
+	var r SPIAllocReply
+	err := c.Call(OpSPIAlloc, req, &r)
+	var e *unixrpc.Error
+	if errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "count"`) {
+		return nil, fmt.Errorf("%w: %w", ErrNoSPIBlocks, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(r.SPIs) != n || r.SPIs[0] != r.SPI {
+		return nil, fmt.Errorf("spud: %s: a block of %d SPIs asked, %d granted", OpSPIAlloc, n, len(r.SPIs))
+	}
+	return r.SPIs, nil
 }
 
 // AddSA installs an SA.
@@ -225,10 +254,19 @@ func (c *Client) AddPolicy(p *Policy) (PolicyAddReply, error) {
 }
 
 // AddChild installs a Child SA's SAs and policy in one request (child.add),
-// all or nothing. A spud older than child.add refuses it with
-// CodeBadRequest "unknown operation" (UnknownOp tells).
+// all or nothing, in the packed encoding (PackedRequest), or in JSON on a
+// connection whose spud refused that. A spud older than child.add refuses
+// it with CodeBadRequest "unknown operation" (UnknownOp tells).
 func (c *Client) AddChild(req *ChildAdd) (ChildAddReply, error) {
 	var r ChildAddReply
+	if !c.jsonChild.Load() {
+		err := c.Call(OpChildAdd, PackedRequest{Packed: AppendPackedChildAdd(nil, req)}, &r)
+		var e *unixrpc.Error
+		if !errors.As(err, &e) || e.Code != unixrpc.CodeBadRequest || !strings.Contains(e.Message, `unknown field "packed"`) {
+			return r, err
+		}
+		c.jsonChild.Store(true)
+	}
 	err := c.Call(OpChildAdd, req, &r)
 	return r, err
 }

@@ -44,6 +44,7 @@ package api
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/spugate/spugate/internal/unixrpc"
 )
@@ -151,22 +152,47 @@ type SPIAllocRequest struct {
 	// Logical is the logical SPU to anchor on (the SPI's top bits encode
 	// it): the IKE SA's. nil = the hash of Local and Remote as before.
 	Logical *int `json:"logical,omitempty"`
+	// Count asks for a block of that many SPIs (1..MaxSPIBlock), all
+	// anchored alike, in SPIAllocReply.SPIs: a client that hands them out
+	// itself (iked, per logical SPU) saves a round trip to spud per
+	// Child SA. 0 is one SPI, as before blocks. A spud older than blocks
+	// refuses the field (CodeBadRequest: unknown field "count"), which
+	// Client.AllocSPIs answers as ErrNoSPIBlocks.
+	Count int `json:"count,omitempty"`
 }
+
+// MaxSPIBlock bounds SPIAllocRequest.Count: reservations are spud's
+// memory, and a block outlives its use by SPIBlockUse at most.
+const MaxSPIBlock = 256
+
+// SPIBlockUse is how long after it was granted a client may hand out an
+// SPI of a block: spud holds a block's SPIs that much longer than it holds
+// one SPI alone (two minutes, an IKE exchange's worth), so that every SPI
+// handed out in time has an exchange's worth of reservation left. An SPI
+// a client holds longer may have been given to another.
+const SPIBlockUse = time.Minute
 
 // Validate checks the request against the data plane's l logical SPUs.
 func (r *SPIAllocRequest) Validate(l int) error {
 	if !r.Local.IsValid() || !r.Remote.IsValid() {
 		return fmt.Errorf("spi.alloc needs both tunnel endpoints")
 	}
-	return checkLogical(fmt.Sprintf("spi.alloc %s-%s", r.Local, r.Remote), r.Logical, l)
+	if r.Count < 0 || r.Count > MaxSPIBlock {
+		return fmt.Errorf("spi.alloc %s-%s: count %d out of range (0..%d)", r.Local, r.Remote, r.Count, MaxSPIBlock)
+	}
+	return checkLogical(func() string { return fmt.Sprintf("spi.alloc %s-%s", r.Local, r.Remote) }, r.Logical, l)
 }
 
 // SPIAllocReply is the SPI, reserved until an SA takes it or the
-// reservation lapses (two minutes, an IKE exchange's worth).
+// reservation lapses (two minutes, an IKE exchange's worth; a block's,
+// SPIBlockUse more).
 type SPIAllocReply struct {
-	SPI     uint32 `json:"spi"`     // the reserved SPI; its top bits name Logical
+	SPI     uint32 `json:"spi"`     // the reserved SPI (a block's first); its top bits name Logical
 	Logical int    `json:"logical"` // the tunnel's logical SPU
 	SPU     int    `json:"spu"`     // the physical SPU it maps to now
+	// SPIs is the block a request with Count asked for, SPI first, every
+	// one distinct and reserved; empty without Count.
+	SPIs []uint32 `json:"spis,omitempty"`
 }
 
 // SAID names an installed SA.
@@ -299,7 +325,7 @@ type ChildAdd struct {
 // each part as sa.add and policy.add would, and that the parts are one
 // Child SA's (directions, reqid, anchor).
 func (r *ChildAdd) Validate(l int) error {
-	if err := checkLogical(fmt.Sprintf("child sa 0x%08x", r.In.SPI), &r.Logical, l); err != nil {
+	if err := checkLogical(func() string { return fmt.Sprintf("child sa 0x%08x", r.In.SPI) }, &r.Logical, l); err != nil {
 		return err
 	}
 	if r.In.Dir != In {

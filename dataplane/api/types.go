@@ -82,7 +82,7 @@ func (s *SA) Validate() error {
 	if s.SPI < 256 {
 		return fmt.Errorf("sa spi 0x%08x: SPIs below 256 are reserved (RFC 4303)", s.SPI)
 	}
-	name := fmt.Sprintf("sa spi 0x%08x", s.SPI)
+	name := saName(s.SPI) // formatted only into an error
 	if s.Dir != In && s.Dir != Out {
 		return fmt.Errorf("%s: direction %q, want in or out", name, s.Dir)
 	}
@@ -114,9 +114,25 @@ func (s *SA) Validate() error {
 	if s.Encap != nil && (s.Encap.LocalPort == 0 || s.Encap.RemotePort == 0) {
 		return fmt.Errorf("%s: UDP encapsulation needs both ports", name)
 	}
-	for _, t := range append(append([]ipsec.Selector(nil), s.LocalTS...), s.RemoteTS...) {
-		if err := t.Validate(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+	if err := validateSelectors(s.LocalTS, s.RemoteTS); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// saName names an SA in Validate's errors, formatted only into one: a
+// valid SA costs no text.
+type saName uint32
+
+func (n saName) String() string { return fmt.Sprintf("sa spi 0x%08x", uint32(n)) }
+
+// validateSelectors checks each selector of both lists.
+func validateSelectors(local, remote []ipsec.Selector) error {
+	for _, ts := range [2][]ipsec.Selector{local, remote} {
+		for _, t := range ts {
+			if err := t.Validate(); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -125,13 +141,14 @@ func (s *SA) Validate() error {
 // ValidateLogical checks the SA's explicit logical SPU, if any, against
 // the data plane's l logical SPUs.
 func (s *SA) ValidateLogical(l int) error {
-	return checkLogical(fmt.Sprintf("sa spi 0x%08x %s", s.SPI, s.Dir), s.Logical, l)
+	return checkLogical(func() string { return fmt.Sprintf("sa spi 0x%08x %s", s.SPI, s.Dir) }, s.Logical, l)
 }
 
-// checkLogical refuses a logical SPU outside 0..l-1, naming its owner.
-func checkLogical(name string, logical *int, l int) error {
+// checkLogical refuses a logical SPU outside 0..l-1, naming its owner
+// (name is called for the error only).
+func checkLogical(name func() string, logical *int, l int) error {
 	if logical != nil && (*logical < 0 || *logical >= l) {
-		return fmt.Errorf("%s: logical SPU %d out of range (0..%d)", name, *logical, l-1)
+		return fmt.Errorf("%s: logical SPU %d out of range (0..%d)", name(), *logical, l-1)
 	}
 	return nil
 }
@@ -182,10 +199,7 @@ type Policy struct {
 
 // Validate checks a policy.
 func (p *Policy) Validate() error {
-	name := fmt.Sprintf("policy %d", p.ID)
-	if p.Name != "" {
-		name += fmt.Sprintf(" (%s)", p.Name)
-	}
+	name := policyName{p} // formatted only into an error
 	switch p.Action {
 	case Protect, Bypass, Discard:
 	default:
@@ -205,22 +219,26 @@ func (p *Policy) Validate() error {
 	if len(p.LocalTS) == 0 || len(p.RemoteTS) == 0 {
 		return fmt.Errorf("%s: needs local and remote selectors", name)
 	}
-	for _, t := range append(append([]ipsec.Selector(nil), p.LocalTS...), p.RemoteTS...) {
-		if err := t.Validate(); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
+	if err := validateSelectors(p.LocalTS, p.RemoteTS); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// policyName names a policy in errors, formatted only into one.
+type policyName struct{ p *Policy }
+
+func (n policyName) String() string {
+	if n.p.Name != "" {
+		return fmt.Sprintf("policy %d (%s)", n.p.ID, n.p.Name)
+	}
+	return fmt.Sprintf("policy %d", n.p.ID)
 }
 
 // ValidateLogical checks the policy's explicit logical SPU, if any, against
 // the data plane's l logical SPUs.
 func (p *Policy) ValidateLogical(l int) error {
-	name := fmt.Sprintf("policy %d", p.ID)
-	if p.Name != "" {
-		name += fmt.Sprintf(" (%s)", p.Name)
-	}
-	return checkLogical(name, p.Logical, l)
+	return checkLogical(policyName{p}.String, p.Logical, l)
 }
 
 // Logical returns l as the Logical field of an SA, a policy or an SPI

@@ -71,7 +71,7 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 	e.mu.Unlock()
 
 	spu = e.physical(logical)
-	err = e.Do(spu, func(s *SPU) {
+	err = e.doTables(spu, func(s *SPU) {
 		s.t.addIn(&inSA{sa: inCS, desc: inDesc, logical: logical})
 		if outCS != nil {
 			s.t.addOut(&outSA{sa: outCS, desc: outDesc, logical: logical})
@@ -220,7 +220,7 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 			}
 		}
 		parts = rest
-		if err := e.Do(spu, func(s *SPU) {
+		if err := e.doTables(spu, func(s *SPU) {
 			for _, p := range here {
 				switch {
 				case !p.isSA:

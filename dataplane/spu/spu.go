@@ -137,7 +137,22 @@ type control struct {
 	// watchdog; the SPU writes it.
 	heartbeat atomic.Int64
 	done      chan struct{} // closed when run returns
+	// nap lets a caller change the tables of an SPU asleep in its wait
+	// from the caller's own goroutine (Engine.doTables), instead of
+	// waking it to run a command and waiting for it: napAsleep while the
+	// loop is in its wait, napLent while a caller has the tables, which
+	// the loop waits out when it wakes.
+	nap atomic.Int32
 }
+
+// The values of control.nap: the loop runs (napAwake, its zero value) or
+// sleeps in its wait (napAsleep), or sleeps and a caller has its tables
+// (napLent).
+const (
+	napAwake int32 = iota
+	napAsleep
+	napLent
+)
 
 func nanotime() int64 { return time.Now().UnixNano() }
 
@@ -252,7 +267,12 @@ func (s *SPU) idle(now int64) (slept bool) {
 	if s.pend.used > 0 {
 		sleep = time.Millisecond // a neighbour may resolve any moment
 	}
+	s.ctl.nap.Store(napAsleep)
 	s.io.wait.Wait(sleep)
+	for !s.ctl.nap.CompareAndSwap(napAsleep, napAwake) {
+		// A caller has the tables for a command's worth (microseconds).
+		runtime.Gosched()
+	}
 	s.io.sleep.Store(false)
 	var b [8]byte
 	unix.Read(s.io.evfd, b[:])

@@ -2,9 +2,11 @@ package spud
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -44,5 +46,50 @@ func TestSPIAllocAnchor(t *testing.T) {
 	p := api.Policy{Action: api.Bypass, Logical: api.Logical(-3), LocalTS: sa.LocalTS, RemoteTS: sa.RemoteTS}
 	if _, err := c.AddPolicy(&p); !errors.Is(err, unixrpc.ErrBadRequest) || !strings.Contains(err.Error(), "policy 0: logical SPU -3") {
 		t.Errorf("policy with logical -3: %v", err)
+	}
+}
+
+// TestSPIAllocBlock: spi.alloc with a count reserves that many distinct
+// SPIs, every one encoding the logical SPU asked for, held beyond a
+// single SPI's reservation (the client hands them out over
+// api.SPIBlockUse); child.add takes one out of the reservations. A count out of range is a bad request
+// naming it.
+func TestSPIAllocBlock(t *testing.T) {
+	d, c, _ := childDaemon(t)
+	local, remote := netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.19.0.1")
+	const logical = 9
+	block, err := c.AllocSPIs(api.SPIAllocRequest{Local: local, Remote: remote, Logical: api.Logical(logical)}, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]bool{}
+	for _, spi := range block {
+		if seen[spi] || d.fn.LogicalSPI(spi) != logical {
+			t.Errorf("spi 0x%08x: repeated %v, encodes logical %d, want %d", spi, seen[spi], d.fn.LogicalSPI(spi), logical)
+		}
+		seen[spi] = true
+		d.mu.Lock()
+		until := d.spis[spi]
+		d.mu.Unlock()
+		if left := time.Until(until); left < spiHold+api.SPIBlockUse-time.Minute {
+			t.Errorf("spi 0x%08x: held for %v more, want about %v", spi, left, spiHold+api.SPIBlockUse)
+		}
+	}
+	req := childReqN(t, c, logical, 0x7000)
+	req.In.SPI = block[3]
+	if _, err := c.AddChild(req); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	held := !d.spis[block[3]].IsZero()
+	d.mu.Unlock()
+	if held {
+		t.Errorf("spi 0x%08x still reserved once installed", block[3])
+	}
+	for _, n := range []int{-1, api.MaxSPIBlock + 1} {
+		_, err := c.AllocSPIs(api.SPIAllocRequest{Local: local, Remote: remote, Logical: api.Logical(logical)}, n)
+		if !errors.Is(err, unixrpc.ErrBadRequest) || !strings.Contains(err.Error(), fmt.Sprintf("count %d out of range (0..%d)", n, api.MaxSPIBlock)) {
+			t.Errorf("count %d: %v", n, err)
+		}
 	}
 }

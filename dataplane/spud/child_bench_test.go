@@ -7,37 +7,64 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
 )
 
 // BenchmarkChildInstall installs Child SAs (inbound SA, outbound SA,
 // policy, on a started engine, through the socket) as iked does, the SPI
 // allocated first: with the separate calls (spi.alloc, sa.add twice,
-// policy.add: four round trips, three SPU commands) and with child.add
-// (spi.alloc, child.add: two round trips, one SPU command), one caller
-// at a time (an IKE worker waits for each call) and with 8 callers on
-// the one connection (calls pipelined: the client has several in flight,
-// spud serves them in turn). It reports the SA API calls, wall and CPU
-// time (client and spud) per Child SA.
+// policy.add: four round trips, three SPU commands), with child.add
+// (spi.alloc, child.add: two round trips, one SPU command) and with
+// child.add and the SPI from a block of 64 (spi.alloc with a count, as
+// iked's pools ask: one round trip and a 64th), one caller at a time (an
+// IKE worker waits for each call) and with 8 callers on the one
+// connection (calls pipelined: the client has several in flight, spud
+// serves them in turn). It reports the SA API calls, wall and CPU time
+// (client and spud) per Child SA.
 func BenchmarkChildInstall(b *testing.B) {
-	for _, child := range []bool{false, true} {
+	for _, mode := range []string{"separate", "child.add", "child.add+spiblock"} {
 		for _, inflight := range []int{1, 8} {
-			name := "separate"
-			if child {
-				name = "child.add"
-			}
-			b.Run(fmt.Sprintf("%s/inflight=%d", name, inflight), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/inflight=%d", mode, inflight), func(b *testing.B) {
 				d, c := apiDaemon(b)
 				d.ifaces = nil // no steering entries: the program's cost is not the API's
 				d.steerFake = &fakeSteering{spd: fakeSPD{}, locals: map[netip.Addr]bool{}}
 				d.eng.Start()
 				var calls, next atomic.Int64
+				var poolMu sync.Mutex
+				pools := map[int][]uint32{}
+				blockSPI := func(logical int) (uint32, error) {
+					poolMu.Lock()
+					defer poolMu.Unlock()
+					if len(pools[logical]) == 0 {
+						calls.Add(1)
+						spis, err := c.AllocSPIs(api.SPIAllocRequest{Local: childLocal, Remote: childRemote, Logical: api.Logical(logical)}, 64)
+						if err != nil {
+							return 0, err
+						}
+						pools[logical] = spis
+					}
+					spi := pools[logical][0]
+					pools[logical] = pools[logical][1:]
+					return spi, nil
+				}
 				install := func(i int64) error {
-					req := childReqN(b, c, int(i%256), 0x10000+uint32(i))
+					logical := int(i % 256)
+					var req *api.ChildAdd
+					if mode == "child.add+spiblock" {
+						spi, err := blockSPI(logical)
+						if err != nil {
+							return err
+						}
+						req = childReqSPI(logical, spi, 0x10000+uint32(i))
+					} else {
+						calls.Add(1) // spi.alloc
+						req = childReqN(b, c, logical, 0x10000+uint32(i))
+					}
 					// A reqid each, as Child SAs have: one shared would
 					// cost the SPU a relink of every policy of it.
 					req.In.ReqID, req.Out.ReqID, req.Policy.ReqID = uint32(i), uint32(i), uint32(i)
-					calls.Add(1) // spi.alloc
-					if child {
+					if mode != "separate" {
 						calls.Add(1)
 						_, err := c.AddChild(req)
 						return err

@@ -62,9 +62,14 @@ func childReqN(t testing.TB, c *api.Client, logical int, outSPI uint32) *api.Chi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return childReqSPI(logical, r.SPI, outSPI)
+}
+
+// childReqSPI is childReqN's request with the inbound SPI given.
+func childReqSPI(logical int, inSPI, outSPI uint32) *api.ChildAdd {
 	lts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.128.0/24"), 0)}
 	rts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.19.128.0/24"), 0)}
-	sa := api.SA{SPI: r.SPI, Dir: api.In, Local: childLocal, Remote: childRemote, Logical: api.Logical(logical), Mode: api.Tunnel,
+	sa := api.SA{SPI: inSPI, Dir: api.In, Local: childLocal, Remote: childRemote, Logical: api.Logical(logical), Mode: api.Tunnel,
 		Suite: ipsec.AES128GCM16, EncKey: dumpKey, ReqID: 42, LocalTS: lts, RemoteTS: rts, Name: "iked/peer/net/1"}
 	out := sa
 	out.SPI, out.Dir = outSPI, api.Out
@@ -279,5 +284,43 @@ func TestChildDelAcrossSPUs(t *testing.T) {
 		if sas[i]+pols[i] != 0 {
 			t.Errorf("SPU %d still holds %d SAs, %d policies", i, sas[i], pols[i])
 		}
+	}
+}
+
+// child.add takes its request packed (as api.Client sends it) and in JSON
+// (an older client's, spuctl's), to the same Child SA; a packed request
+// that does not decode is a bad request saying why.
+func TestChildAddEncodings(t *testing.T) {
+	_, c, _ := childDaemon(t)
+	packed := childReqN(t, c, 3, 0xc0ffee01)
+	inJSON := childReqN(t, c, 4, 0xc0ffee02)
+	inJSON.In.ReqID, inJSON.Out.ReqID, inJSON.Policy.ReqID = 43, 43, 43
+	var r1, r2 api.ChildAddReply
+	if err := c.Call(api.OpChildAdd, api.PackedRequest{Packed: api.AppendPackedChildAdd(nil, packed)}, &r1); err != nil {
+		t.Fatalf("packed: %v", err)
+	}
+	if err := c.Call(api.OpChildAdd, inJSON, &r2); err != nil {
+		t.Fatalf("JSON: %v", err)
+	}
+	if r1.Logical != 3 || r2.Logical != 4 || r1.PolicyID == 0 || r2.PolicyID == 0 {
+		t.Errorf("replies %+v %+v", r1, r2)
+	}
+	sas, err := c.DumpSAs(false)
+	if err != nil || len(sas) != 4 {
+		t.Fatalf("%d SAs, %v", len(sas), err)
+	}
+	for _, s := range sas {
+		want := packed.In
+		if s.ReqID == 43 {
+			want = inJSON.In
+		}
+		if s.Name != want.Name || s.Local != want.Local || s.Remote != want.Remote || len(s.LocalTS) != 1 || s.LocalTS[0] != want.LocalTS[0] {
+			t.Errorf("sa 0x%08x: %+v", s.SPI, s.SA)
+		}
+	}
+	bad := api.AppendPackedChildAdd(nil, packed)
+	err = c.Call(api.OpChildAdd, api.PackedRequest{Packed: bad[:len(bad)-3]}, nil)
+	if !errors.Is(err, unixrpc.ErrBadRequest) || !strings.Contains(err.Error(), "packed child.add") {
+		t.Errorf("a packed request cut short: %v", err)
 	}
 }

@@ -1,10 +1,13 @@
 package spud
 
 import (
+	"bufio"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"time"
@@ -90,7 +93,7 @@ func (d *Daemon) handlers() {
 		return d.addPolicy(*p)
 	})
 	s.Handle(api.OpChildAdd, func(body json.RawMessage) (any, error) {
-		req, err := decode[api.ChildAdd](body)
+		req, err := decodeChildAdd(body)
 		if err != nil {
 			return nil, err
 		}
@@ -176,6 +179,23 @@ func (d *Daemon) handlers() {
 		return nil, d.eng.InjectFault(r.ID)
 	})
 	s.Handle(api.OpSPUList, func(json.RawMessage) (any, error) { return d.spuList(), nil })
+}
+
+// decodeChildAdd decodes child.add's body, packed (api.PackedRequest, as
+// iked sends it) or JSON.
+func decodeChildAdd(body json.RawMessage) (*api.ChildAdd, error) {
+	b, ok, err := api.PackedBody(body)
+	if !ok {
+		return decode[api.ChildAdd](body)
+	}
+	if err != nil {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	req, err := api.DecodePackedChildAdd(b)
+	if err != nil {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
+	}
+	return req, nil
 }
 
 // dumpRequest decodes a dump's request, an empty body (a client older than
@@ -297,7 +317,8 @@ func (d *Daemon) hello() api.HelloReply {
 // allocSPI reserves an inbound SPI whose top bits encode the logical SPU
 // asked for (the IKE SA's), or the hash of the endpoints when none is: the
 // steering program anchors the SA's packets by those bits, and the engine
-// installs the SA there.
+// installs the SA there. A request with a count reserves a block of them,
+// held api.SPIBlockUse longer, for the client to hand out itself.
 func (d *Daemon) allocSPI(req *api.SPIAllocRequest) (api.SPIAllocReply, error) {
 	if err := req.Validate(d.fn.L()); err != nil {
 		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
@@ -306,22 +327,56 @@ func (d *Daemon) allocSPI(req *api.SPIAllocRequest) (api.SPIAllocReply, error) {
 	if req.Logical != nil {
 		logical = uint16(*req.Logical)
 	}
+	n, hold := 1, spiHold
+	var rnd io.Reader // crypto/rand, one read per draw
+	if req.Count > 0 {
+		// One getrandom for the block rather than one per SPI.
+		n, hold, rnd = req.Count, spiHold+api.SPIBlockUse, bufio.NewReaderSize(rand.Reader, 4*req.Count+16)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
+	d.sweepSPIs(now)
+	taken := func(spi uint32) bool { return d.inSPIs[spi].IsValid() || !d.spis[spi].IsZero() }
+	spis := make([]uint32, 0, n)
+	for range n {
+		spi, err := d.codec.Allocate(logical, rnd, taken)
+		if err != nil {
+			for _, s := range spis {
+				delete(d.spis, s)
+			}
+			// With crypto/rand as the source and a logical SPU of spud's
+			// own function, the only way Allocate fails is finding no
+			// free SPI.
+			return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "%w", err)
+		}
+		d.spis[spi] = now.Add(hold)
+		spis = append(spis, spi)
+	}
+	r := api.SPIAllocReply{SPI: spis[0], Logical: int(logical), SPU: int(d.eng.Map().Physical(logical))}
+	if req.Count > 0 {
+		r.SPIs = spis
+	}
+	return r, nil
+}
+
+// spiSweepEvery spaces the sweeps of lapsed SPI reservations: a sweep
+// looks at every reservation, which each allocation must not pay for.
+const spiSweepEvery = 10 * time.Second
+
+// sweepSPIs drops the reservations that lapsed, at most every
+// spiSweepEvery (d.mu held). A lapsed one that waits for the sweep only
+// keeps its SPI from being drawn a little longer.
+func (d *Daemon) sweepSPIs(now time.Time) {
+	if now.Before(d.spiSweep) {
+		return
+	}
+	d.spiSweep = now.Add(spiSweepEvery)
 	for spi, exp := range d.spis {
 		if now.After(exp) {
 			delete(d.spis, spi)
 		}
 	}
-	spi, err := d.codec.Allocate(logical, nil, func(spi uint32) bool { return d.inSPIs[spi].IsValid() || !d.spis[spi].IsZero() })
-	if err != nil {
-		// With crypto/rand as the source and a logical SPU of spud's own
-		// function, the only way Allocate fails is finding no free SPI.
-		return api.SPIAllocReply{}, unixrpc.Errorf(unixrpc.CodeExhausted, "%w", err)
-	}
-	d.spis[spi] = now.Add(spiHold)
-	return api.SPIAllocReply{SPI: spi, Logical: int(logical), SPU: int(d.eng.Map().Physical(logical))}, nil
 }
 
 func (d *Daemon) addSA(sa *api.SA) error {
@@ -345,9 +400,8 @@ func (d *Daemon) addSA(sa *api.SA) error {
 	}
 	if sa.Dir == api.In {
 		d.inAdded(d.steering(), sa)
-	} else if d.fib != nil {
-		// Resolve the peer's next hop now rather than on the first packet.
-		go d.fib.WaitResolved(sa.Remote, 3*time.Second)
+	} else {
+		d.resolveSoon(sa.Remote)
 	}
 	d.log.Info("spud: sa added", "spi", fmt.Sprintf("0x%08x", sa.SPI), "dir", sa.Dir, "suite", sa.Suite,
 		"local", sa.Local, "remote", sa.Remote, "encap", sa.Encap != nil, "reqid", sa.ReqID, "logical", logical, "spu", spuID, "name", sa.Name)

@@ -108,6 +108,7 @@ type Daemon struct {
 
 	mu        sync.Mutex
 	spis      map[uint32]time.Time  // allocated inbound SPIs not yet installed, with expiry
+	spiSweep  time.Time             // when spis is next swept of lapsed reservations
 	inSPIs    map[uint32]netip.Addr // installed inbound SPIs, with their local endpoint
 	localRefs map[netip.Addr]int    // inbound SAs per local endpoint (steering's local addresses)
 }

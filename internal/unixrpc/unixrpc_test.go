@@ -466,3 +466,64 @@ func TestFrameIsJSONMarshal(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseHead: where the envelope's fast decoder takes a head, it reads
+// what json.Unmarshal reads from it; what it leaves to json.Unmarshal is
+// anything it is not sure of.
+func FuzzParseHead(f *testing.F) {
+	for _, m := range []Message{
+		{V: 1, ID: 7, Op: "child.add"},
+		{V: 1, ID: 18446744073709551, OK: true},
+		{V: 1, ID: 9, Error: "sa spi 0x0000c001 in: exists <&>", Code: CodeExists},
+		{V: 1, Event: "lifetime.soft"},
+	} {
+		var buf bytes.Buffer
+		WriteMessage(&buf, &m)
+		f.Add(buf.Bytes()[4:])
+	}
+	for _, s := range []string{`{"v":1,"id":01}`, `{"v":1,"v":2}`, `{"V":1,"Op":"x"}`, `{"op":"a\"b"}`, `{"op":"é"}`, `{"ok":false,"id":3,}`, `{}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fast Message
+		if !parseHead(b, &fast) {
+			return
+		}
+		var slow Message
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatalf("%q: taken by parseHead as %+v, refused by json: %v", b, fast, err)
+		}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("%q: parseHead %+v, json %+v", b, fast, slow)
+		}
+	})
+}
+
+// The envelope of every message WriteMessage writes for the SA API's
+// requests and replies is decoded without reflection.
+func TestParseHeadTakesWhatWriteMessageWrites(t *testing.T) {
+	for _, m := range []Message{
+		{ID: 7, Op: "child.add", Body: json.RawMessage(`{"packed":"AA=="}`)},
+		{ID: 7, OK: true, Body: json.RawMessage(`{"policy_id":3,"logical":1,"spu":0}`)},
+		{ID: 8, Error: "child.add: inbound sa 0x0000c001: exists", Code: CodeExists},
+		{Event: "lifetime.soft", Body: json.RawMessage(`{"spi":1}`)},
+	} {
+		var buf bytes.Buffer
+		if err := WriteMessage(&buf, &m); err != nil {
+			t.Fatal(err)
+		}
+		b := buf.Bytes()[4:]
+		head := b
+		if i := bytes.Index(b, bodyKey); i > 0 {
+			head = append(b[:i:i], '}')
+		}
+		var got Message
+		if !parseHead(head, &got) {
+			t.Errorf("%s: left to json", b)
+		}
+		got.Body = m.Body
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("%s: read %+v", b, got)
+		}
+	}
+}
