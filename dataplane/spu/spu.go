@@ -141,6 +141,10 @@ type control struct {
 
 func nanotime() int64 { return time.Now().UnixNano() }
 
+// sweepBatch is how many warm SAs one turn of an SPU's loop looks at while
+// it cools the idle ones (esp.Owner.Sweep): a few microseconds at most.
+const sweepBatch = 64
+
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
 	defer close(s.ctl.done)
@@ -188,6 +192,9 @@ func (s *SPU) run() {
 		}
 		total += t - now
 		now = t
+		// A few SAs at a time, so that a pass over a million warm SAs
+		// does not hold up packets; nothing between passes.
+		s.t.owner.Sweep(now, sweepBatch)
 		if now-published > int64(time.Millisecond) {
 			s.c.busyNanos.Store(uint64(busy))
 			s.c.totalNanos.Store(uint64(total))

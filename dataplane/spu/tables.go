@@ -105,9 +105,9 @@ type tables struct {
 	addSeq  uint64
 	// tunnels counts the policies that protect (spu.list reads it).
 	tunnels int
-	// saDrops are the SPU's totals of its SAs' drops: each SA it takes
-	// counts into them.
-	saDrops *esp.DropTotals
+	// owner is the SPU's, which each SA it takes is given: the totals of
+	// the SAs' drops, and the list that cools idle SAs (esp.Owner).
+	owner *esp.Owner
 }
 
 // idSet is a set of policies by id: a slice while it holds a few (a
@@ -194,9 +194,9 @@ func (s *idSet) each(f func(*policy)) {
 	}
 }
 
-func newTables(saDrops *esp.DropTotals) tables {
+func newTables(owner *esp.Owner) tables {
 	return tables{
-		saDrops:  saDrops,
+		owner:    owner,
 		in:       map[uint32]*inSA{},
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
@@ -228,11 +228,19 @@ func (t *tables) relink(reqid uint32) {
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
 	t.in[x.sa.SPI()] = x
-	x.sa.SetDropTotals(t.saDrops)
+	x.sa.SetOwner(t.owner)
+}
+
+// delIn removes an inbound SA, and its cipher state from the SPU's list.
+func (t *tables) delIn(spi uint32) {
+	if x, ok := t.in[spi]; ok {
+		delete(t.in, spi)
+		x.sa.Release()
+	}
 }
 
 func (t *tables) addOut(o *outSA) {
-	o.sa.SetDropTotals(t.saDrops)
+	o.sa.SetOwner(t.owner)
 	t.addSeq++
 	o.added = t.addSeq
 	t.out[o.key()] = o
@@ -247,6 +255,7 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 	}
 	t.unlinkOut(k, o)
 	t.relink(o.desc.reqid)
+	o.sa.Release()
 	return o, true
 }
 
