@@ -2,8 +2,6 @@ package spu
 
 import (
 	"net/netip"
-	"slices"
-	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
@@ -36,10 +34,16 @@ type outSA struct {
 	sa      *esp.SA
 	desc    saDesc
 	logical uint16
+	nhOK    bool
 	added   uint64 // install order: the newest of a reqid is active
 	nhGen   uint64
-	nh      fib.NextHop
-	nhOK    bool
+	// nh is made at the SA's first packet: a fib.NextHop is 80 bytes,
+	// which most of a million tunnels, idle, need not carry.
+	nh *fib.NextHop
+	// older is the outbound SA of the same reqid installed before this
+	// one: a reqid's SAs are a list, newest first, whose head is the
+	// active one (tables.active).
+	older *outSA
 }
 
 type outKey struct {
@@ -58,7 +62,7 @@ type policy struct {
 	out     *outSA // the active outbound SA of p.ReqID, or nil
 	packets uint64
 	acq     uint64
-	lastAcq time.Time
+	lastAcq int64 // Unix nanoseconds: 8 bytes where a time.Time is 24
 	// Counters read from other goroutines go through the SPU's command
 	// queue (dump), so they need no atomics.
 }
@@ -82,15 +86,16 @@ func tsMatch(ts []ipsec.Selector, a netip.Addr, proto uint8, port uint16, hasPor
 // tables are one SPU's SAs and policies. Only the SPU's goroutine touches
 // them; the control plane changes them through commands.
 type tables struct {
-	in       map[uint32]*inSA
-	out      map[outKey]*outSA
-	active   map[uint32]*outSA // reqid -> the outbound SA policies use
+	in  map[uint32]*inSA
+	out map[outKey]*outSA
+	// active is, by reqid, the outbound SA policies use: the newest, the
+	// head of the reqid's list of outbound SAs (outSA.older), so that a
+	// change of one tunnel's outbound SAs costs the tunnel's size, not the
+	// table's. A reqid has an outbound SA or two (three during a rekey).
+	active   map[uint32]*outSA
 	policies map[uint32]*policy
-	// By reqid, so that a change of one tunnel's outbound SAs costs the
-	// tunnel's size, not the table's. A reqid has an outbound SA or two
-	// (three during a rekey); its policies are idSets, as bypass and
-	// discard policies all have reqid 0.
-	outBy map[uint32][]*outSA
+	// polBy holds the policies by reqid, as idSets: bypass and discard
+	// policies all have reqid 0.
 	polBy map[uint32]idSet
 	// byDst files each policy under the prefixes of its remote selectors,
 	// and dstLens counts them by family and length, so that the exact
@@ -201,7 +206,6 @@ func newTables(owner *esp.Owner) tables {
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
 		policies: map[uint32]*policy{},
-		outBy:    map[uint32][]*outSA{},
 		polBy:    map[uint32]idSet{},
 		byDst:    map[netip.Prefix]idSet{},
 	}
@@ -210,17 +214,7 @@ func newTables(owner *esp.Owner) tables {
 // relink points every policy of reqid at the active outbound SA, after the
 // set of outbound SAs of that reqid changed.
 func (t *tables) relink(reqid uint32) {
-	var best *outSA
-	for _, o := range t.outBy[reqid] {
-		if best == nil || o.added > best.added {
-			best = o
-		}
-	}
-	if best == nil {
-		delete(t.active, reqid)
-	} else {
-		t.active[reqid] = best
-	}
+	best := t.active[reqid]
 	pols := t.polBy[reqid]
 	pols.each(func(p *policy) { p.out = best })
 }
@@ -244,7 +238,8 @@ func (t *tables) addOut(o *outSA) {
 	t.addSeq++
 	o.added = t.addSeq
 	t.out[o.key()] = o
-	t.outBy[o.desc.reqid] = append(t.outBy[o.desc.reqid], o)
+	o.older = t.active[o.desc.reqid]
+	t.active[o.desc.reqid] = o
 	t.relink(o.desc.reqid)
 }
 
@@ -273,15 +268,21 @@ func (t *tables) rekeyOut(from, to outKey) {
 // unlinkOut removes an outbound SA from the indexes (the caller relinks).
 func (t *tables) unlinkOut(k outKey, o *outSA) {
 	delete(t.out, k)
-	l := t.outBy[o.desc.reqid]
-	if i := slices.Index(l, o); i >= 0 {
-		l = slices.Delete(l, i, i+1)
+	r := o.desc.reqid
+	switch head := t.active[r]; {
+	case head == o && o.older == nil:
+		delete(t.active, r)
+	case head == o:
+		t.active[r] = o.older
+	default:
+		for x := head; x != nil; x = x.older {
+			if x.older == o {
+				x.older = o.older
+				break
+			}
+		}
 	}
-	if len(l) == 0 {
-		delete(t.outBy, o.desc.reqid)
-	} else {
-		t.outBy[o.desc.reqid] = l
-	}
+	o.older = nil
 }
 
 func (t *tables) addPolicy(p *policy) {

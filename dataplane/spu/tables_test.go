@@ -248,3 +248,52 @@ func TestTablesCipherOwner(t *testing.T) {
 		t.Fatalf("%d warm SAs after deleting both", o2.Warm())
 	}
 }
+
+// TestTablesActiveOut: a reqid's newest outbound SA is the one its
+// policies use, whichever of its SAs go, and after a migration too.
+func TestTablesActiveOut(t *testing.T) {
+	mk := func(spi uint32) *outSA {
+		sa, err := esp.NewSA(esp.Config{SPI: spi, Direction: esp.Outbound, Suite: ipsec.AES128GCM16, EncKey: make([]byte, 20),
+			Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.18.0.2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &outSA{sa: sa, desc: saDesc{reqid: 5}, logical: 1}
+	}
+	tb := newTables(esp.NewOwner(new(esp.DropTotals), 0))
+	p := &policy{p: api.Policy{ID: 1, ReqID: 5, Action: api.Protect}, logical: 1}
+	tb.addPolicy(p)
+	a, b, c := mk(0x100), mk(0x200), mk(0x300)
+	check := func(step string, want *outSA) {
+		t.Helper()
+		if p.out != want || tb.active[5] != want {
+			t.Fatalf("%s: policy uses %v, active %v, want %v", step, p.out, tb.active[5], want)
+		}
+	}
+	tb.addOut(a)
+	check("a", a)
+	tb.addOut(b)
+	tb.addOut(c)
+	check("a, b, c", c)
+	tb.delOut(b.key())
+	check("b gone", c)
+	tb.delOut(c.key())
+	check("c gone", a)
+	tb.addOut(b)
+	tb.addOut(c)
+	t2 := newTables(esp.NewOwner(new(esp.DropTotals), 0))
+	for _, bd := range tb.extract(map[uint16]bool{1: true}) {
+		t2.install(bd)
+	}
+	if _, ok := tb.active[5]; ok || len(tb.out) != 0 {
+		t.Fatal("the old SPU kept outbound SAs")
+	}
+	tb, p = t2, t2.policies[1]
+	check("migrated", c)
+	tb.delOut(c.key())
+	check("c gone after migration", b)
+	tb.delOut(a.key())
+	check("a gone", b)
+	tb.delOut(b.key())
+	check("all gone", nil)
+}
