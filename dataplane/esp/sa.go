@@ -10,6 +10,7 @@ import (
 	"github.com/spugate/spugate/ipsec"
 	"hash"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -290,16 +291,7 @@ func NewSA(cfg Config) (*SA, error) {
 			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 		}
 	}
-	if n := len(cfg.LocalTS) + len(cfg.RemoteTS); n != 0 {
-		sa.ts = make([]ipsec.Range, 0, n)
-		for _, s := range cfg.LocalTS {
-			sa.ts = append(sa.ts, s.Range())
-		}
-		for _, s := range cfg.RemoteTS {
-			sa.ts = append(sa.ts, s.Range())
-		}
-		sa.nLocalTS = uint16(len(cfg.LocalTS))
-	}
+	sa.ts, sa.nLocalTS = compileTS(cfg.LocalTS, cfg.RemoteTS)
 	sa.hasTS = len(sa.ts) != 0
 	for _, s := range sa.ts {
 		if s.Proto != 0 || !s.AnyPort() {
@@ -308,6 +300,41 @@ func NewSA(cfg Config) (*SA, error) {
 	}
 	sa.resetThresholds()
 	return sa, nil
+}
+
+// tsSet is a compiled selector list of SAs: local ranges, then remote.
+// Never changed once made, so that SAs on any goroutine may share one.
+type tsSet struct {
+	r      []ipsec.Range
+	nLocal uint16
+}
+
+// lastTS is the selector list NewSA made last. The two SAs of a Child SA
+// are made one after the other with the same selectors: the second takes
+// the first's list, and a tunnel keeps one (96 bytes for a selector each
+// way) rather than two.
+var lastTS atomic.Pointer[tsSet]
+
+// compileTS compiles an SA's selectors, sharing the list of the SA made
+// just before when it is the same.
+func compileTS(local, remote []ipsec.Selector) ([]ipsec.Range, uint16) {
+	n := len(local) + len(remote)
+	if n == 0 {
+		return nil, 0
+	}
+	rs := make([]ipsec.Range, 0, n)
+	for _, s := range local {
+		rs = append(rs, s.Range())
+	}
+	for _, s := range remote {
+		rs = append(rs, s.Range())
+	}
+	nl := uint16(len(local))
+	if last := lastTS.Load(); last != nil && last.nLocal == nl && slices.Equal(last.r, rs) {
+		return last.r, nl
+	}
+	lastTS.Store(&tsSet{r: rs, nLocal: nl})
+	return rs, nl
 }
 
 // seqMax is the last sequence number the SA may send.

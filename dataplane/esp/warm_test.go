@@ -2,6 +2,7 @@ package esp
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -204,5 +205,39 @@ func BenchmarkColdFirstPacket(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestSelectorsShared: the SAs of a Child SA, made one after the other
+// with the same selectors, share one compiled list; an SA with other
+// selectors has its own, and each still matches its own.
+func TestSelectorsShared(t *testing.T) {
+	lts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.128.0/24"), 0)}
+	rts := []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("10.0.0.1/32"), 0)}
+	mk := func(dir Direction, l, r []ipsec.Selector) *SA {
+		c, _ := pairConfig(pairOpts{suite: ipsec.AES128GCM16})
+		c.Direction, c.LocalTS, c.RemoteTS = dir, l, r
+		sa, err := NewSA(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	in, out := mk(Inbound, lts, rts), mk(Outbound, lts, rts)
+	if &in.ts[0] != &out.ts[0] {
+		t.Error("the SAs of one Child SA each have their selector list")
+	}
+	// The same ranges split otherwise between local and remote are not
+	// the same selectors.
+	swapped := mk(Inbound, append(append([]ipsec.Selector(nil), lts...), rts...), nil)
+	if &swapped.ts[0] == &out.ts[0] {
+		t.Error("an SA with other selectors shares a list")
+	}
+	l, r := in.Selectors()
+	if len(l) != 1 || len(r) != 1 || l[0].From != lts[0].From || r[0].To != rts[0].To {
+		t.Errorf("selectors come back as %v, %v", l, r)
+	}
+	if l, r := swapped.Selectors(); len(l) != 2 || len(r) != 0 {
+		t.Errorf("swapped: %d local, %d remote selectors, want 2, 0", len(l), len(r))
 	}
 }
