@@ -2,6 +2,7 @@ package spu
 
 import (
 	"net/netip"
+	"unique"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
@@ -219,8 +220,19 @@ func (t *tables) relink(reqid uint32) {
 	pols.each(func(p *policy) { p.out = best })
 }
 
+// intern returns the one copy of a name (a connection/child, shared by
+// every tunnel of a connection) that the tables keep, rather than the
+// copy each request decoded: 16 bytes for each SA and policy.
+func intern(name string) string {
+	if name == "" {
+		return ""
+	}
+	return unique.Make(name).Value()
+}
+
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
+	x.desc.name = intern(x.desc.name)
 	t.in[x.sa.SPI()] = x
 	x.sa.SetOwner(t.owner)
 }
@@ -234,6 +246,7 @@ func (t *tables) delIn(spi uint32) {
 }
 
 func (t *tables) addOut(o *outSA) {
+	o.desc.name = intern(o.desc.name)
 	o.sa.SetOwner(t.owner)
 	t.addSeq++
 	o.added = t.addSeq
@@ -286,6 +299,7 @@ func (t *tables) unlinkOut(k outKey, o *outSA) {
 }
 
 func (t *tables) addPolicy(p *policy) {
+	p.p.Name = intern(p.p.Name)
 	t.policies[p.p.ID] = p
 	m := t.polBy[p.p.ReqID]
 	m.add(p)
