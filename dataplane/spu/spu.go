@@ -143,7 +143,13 @@ func nanotime() int64 { return time.Now().UnixNano() }
 
 // sweepBatch is how many warm SAs one turn of an SPU's loop looks at while
 // it cools the idle ones (esp.Owner.Sweep): a few microseconds at most.
-const sweepBatch = 64
+// sweepIdleBatch is for a turn without work, which an adaptive SPU may
+// follow with a sleep of up to MaxSleep: 4,096 at ten turns a second look
+// at a million SAs in half a minute, where 64 took half an hour.
+const (
+	sweepBatch     = 64
+	sweepIdleBatch = 4096
+)
 
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
@@ -193,8 +199,14 @@ func (s *SPU) run() {
 		total += t - now
 		now = t
 		// A few SAs at a time, so that a pass over a million warm SAs
-		// does not hold up packets; nothing between passes.
-		s.t.owner.Sweep(now, sweepBatch)
+		// does not hold up packets; more on a turn without work, which
+		// may be one of ten a second when the SPU sleeps. Nothing
+		// between passes.
+		if worked {
+			s.t.owner.Sweep(now, sweepBatch)
+		} else {
+			s.t.owner.Sweep(now, sweepIdleBatch)
+		}
 		if now-published > int64(time.Millisecond) {
 			s.c.busyNanos.Store(uint64(busy))
 			s.c.totalNanos.Store(uint64(total))
