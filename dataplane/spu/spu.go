@@ -141,16 +141,6 @@ type control struct {
 
 func nanotime() int64 { return time.Now().UnixNano() }
 
-// sweepBatch is how many warm SAs one turn of an SPU's loop looks at while
-// it cools the idle ones (esp.Owner.Sweep): a few microseconds at most.
-// sweepIdleBatch is for a turn without work, which an adaptive SPU may
-// follow with a sleep of up to MaxSleep: 4,096 at ten turns a second look
-// at a million SAs in half a minute, where 64 took half an hour.
-const (
-	sweepBatch     = 64
-	sweepIdleBatch = 4096
-)
-
 // run is the SPU's loop, run to completion over batches.
 func (s *SPU) run() {
 	defer close(s.ctl.done)

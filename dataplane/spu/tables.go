@@ -116,6 +116,16 @@ type tables struct {
 	owner *esp.Owner
 }
 
+// sweepBatch is how many warm SAs one turn of an SPU's loop looks at while
+// it cools the idle ones (esp.Owner.Sweep): a few microseconds at most.
+// sweepIdleBatch is for a turn without work, which an adaptive SPU may
+// follow with a sleep of up to MaxSleep: 4,096 at ten turns a second look
+// at a million SAs in half a minute, where 64 took half an hour.
+const (
+	sweepBatch     = 64
+	sweepIdleBatch = 4096
+)
+
 // idSet is a set of policies by id: a slice while it holds a few (a
 // tunnel's /32 or reqid has one policy) and a map once it holds more, so
 // that it costs 16 bytes a policy where a map of its own cost ~200, yet
