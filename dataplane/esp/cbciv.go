@@ -30,9 +30,9 @@ type cbcIVs struct {
 var zeroBlocks [ivBatch * aes.BlockSize]byte
 
 // resetIVs points the IV keystream at the next sequence number to send.
-// It allocates (a CTR); NewSA and Restore call it.
-func (sa *SA) resetIVs() {
-	c := sa.cbc
+// It allocates (a CTR); warmUp and Restore call it.
+func (sa *SA) resetIVs(w *warm) {
+	c := w.cbc
 	if c == nil || c.ivCipher == nil || sa.dir != Outbound {
 		return
 	}
@@ -43,8 +43,8 @@ func (sa *SA) resetIVs() {
 }
 
 // ivFor writes the IV of sequence number seq into iv.
-func (sa *SA) ivFor(iv []byte, seq uint64) {
-	c := sa.cbc
+func (sa *SA) ivFor(w *warm, iv []byte, seq uint64) {
+	c := w.cbc
 	v := &c.ivs
 	if i := seq - v.poolSeq; v.poolSeq != 0 && i < ivBatch {
 		copy(iv, v.pool[i*aes.BlockSize:(i+1)*aes.BlockSize])

@@ -191,6 +191,10 @@ const (
 	DefaultSeqSoftLimit64 = 1<<64 - 1<<32
 )
 
+// maxSelectors is the most selectors an SA takes on either side (it counts
+// them in 16 bits).
+const maxSelectors = 1<<16 - 1
+
 // DefaultPathMTU is the path MTU assumed when Config.PathMTU is 0.
 const DefaultPathMTU = 1500
 
@@ -259,6 +263,9 @@ func (c *Config) validate() error {
 	}
 	if c.ECN > ECNCompat {
 		return fmt.Errorf("%s: unknown ECN mode %d", id, c.ECN)
+	}
+	if len(c.LocalTS) > maxSelectors || len(c.RemoteTS) > maxSelectors {
+		return fmt.Errorf("%s: %d local and %d remote selectors, at most %d each", id, len(c.LocalTS), len(c.RemoteTS), maxSelectors)
 	}
 	for i, s := range c.LocalTS {
 		if err := s.Validate(); err != nil {

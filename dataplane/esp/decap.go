@@ -191,7 +191,7 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 	if ctLen < 2 {
 		return sa.decapDrop(ShortPacket)
 	}
-	if ctLen&sa.blkMask != 0 && !sa.aeadMode {
+	if ctLen&int(sa.blkMask) != 0 && !sa.aeadMode {
 		return sa.decapDrop(BadLength)
 	}
 	if o.SPI != sa.spi {
@@ -212,8 +212,9 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 			return sa.decapDrop(ReplayTooOld)
 		}
 	}
-	binary.BigEndian.PutUint32(sa.seqHi[:], uint32(seq>>32))
-	if !sa.open(esp, ctLen) {
+	w := sa.hot()
+	binary.BigEndian.PutUint32(w.seqHi[:], uint32(seq>>32))
+	if !sa.open(w, esp, ctLen) {
 		return sa.decapDrop(BadICV)
 	}
 	ivLen := int(sa.ivLen)
@@ -289,27 +290,27 @@ func padOK(pt []byte, padLen int) bool {
 }
 
 // open authenticates and decrypts esp in place; ctLen is the ciphertext's
-// length (without IV and ICV). sa.seqHi holds the inferred high bits.
-func (sa *SA) open(esp []byte, ctLen int) bool {
+// length (without IV and ICV). w.seqHi holds the inferred high bits.
+func (sa *SA) open(w *warm, esp []byte, ctLen int) bool {
 	if sa.aeadMode {
-		*(*[8]byte)(sa.nonce[ipsec.SaltLen:]) = *(*[8]byte)(esp[espHdrLen:])
+		*(*[8]byte)(w.nonce[ipsec.SaltLen:]) = *(*[8]byte)(esp[espHdrLen:])
 		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
-		_, err := sa.aead.Open(ct[:0], sa.nonce[:], ct, sa.aadFor(esp))
+		_, err := w.aead.Open(ct[:0], w.nonce[:], ct, sa.aadFor(w, esp))
 		return err == nil
 	}
-	return sa.openCBC(esp, ctLen)
+	return sa.openCBC(w, esp, ctLen)
 }
 
 // openCBC is open for the CBC suites: HMAC first, then decryption.
-func (sa *SA) openCBC(esp []byte, ctLen int) bool {
+func (sa *SA) openCBC(w *warm, esp []byte, ctLen int) bool {
 	authed := esp[:espHdrLen+16+ctLen]
-	sum := sa.cbcICV(authed)
+	sum := sa.cbcICV(w, authed)
 	if subtle.ConstantTimeCompare(sum[:icvLen], esp[espHdrLen+16+ctLen:espHdrLen+16+ctLen+icvLen]) != 1 {
 		return false
 	}
 	ct := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbc.iv.SetIV(esp[espHdrLen : espHdrLen+16])
-	sa.cbc.mode.CryptBlocks(ct, ct)
+	w.cbc.iv.SetIV(esp[espHdrLen : espHdrLen+16])
+	w.cbc.mode.CryptBlocks(ct, ct)
 	return true
 }
 

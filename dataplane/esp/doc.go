@@ -22,4 +22,10 @@
 // len(buf). Decap only shrinks. Every drop is counted by Reason; Stats reads
 // the counters from any goroutine. Events (lifetimes, sequence number
 // exhaustion) are latched and collected with TakeEvents, once per batch.
+//
+// An SA keeps its keys and makes its cipher state at its first packet
+// (the only allocation on its packet path, once); an Owner (one per SPU)
+// lists the SAs that hold one and drops it from those idle for a while
+// (Sweep), so that a million mostly idle tunnels do not each hold two
+// expanded AES keys.
 package esp

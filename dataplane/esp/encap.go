@@ -113,26 +113,26 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	default:
 		return sa.encapDrop(Malformed)
 	}
-	if sa.seq >= sa.seqMax {
+	if sa.seq >= sa.seqMax() {
 		sa.raise(EventSeqExhausted)
 		return sa.encapDrop(SeqExhausted)
 	}
 
 	payLen := n - hl
-	pad := -(payLen + 2) & sa.blkMask
+	pad := -(payLen + 2) & int(sa.blkMask)
 	ctLen := payLen + pad + 2
-	grow := sa.udpLen + espHdrLen + int(sa.ivLen)
+	grow := int(sa.udpLen) + espHdrLen + int(sa.ivLen)
 	ipLen := hl
 	if sa.mode == Tunnel {
-		grow += sa.ipLen
-		ipLen = sa.ipLen
+		grow += int(sa.ipLen)
+		ipLen = int(sa.ipLen)
 	}
 	outLen := n + grow + pad + 2 + icvLen
 	if off < grow || len(buf)-off-n < pad+2+icvLen {
 		return sa.encapDrop(NoRoom)
 	}
 	verdict := Forward
-	if outLen > sa.pathMTU {
+	if outLen > int(sa.pathMTU) {
 		if !df || sa.fragBig || (v6 && n <= iphdr.IPv6MinMTU) {
 			verdict = Fragment
 		} else {
@@ -152,6 +152,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 		ctLen += extra
 		outLen += extra
 	}
+	w := sa.hot()
 	seq := sa.seq + 1
 	sa.seq = seq
 
@@ -172,10 +173,10 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	if sa.udp {
 		proto = iphdr.ProtoUDP
 	}
-	espOff := start + ipLen + sa.udpLen
+	espOff := start + ipLen + int(sa.udpLen)
 	if sa.mode == Tunnel {
 		setDF := verdict != Fragment && (sa.df == DFSet || (sa.df == DFCopy && df))
-		sa.writeOuter(buf[start:start+sa.ipLen], outLen, ds, setDF)
+		sa.writeOuter(w, buf[start:start+int(sa.ipLen)], outLen, ds, setDF)
 	} else {
 		h := buf[start : start+hl]
 		copy(h, buf[off:off+hl])
@@ -200,9 +201,9 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	esp := buf[espOff : start+outLen]
 	binary.BigEndian.PutUint32(esp[0:4], sa.spi)
 	binary.BigEndian.PutUint32(esp[4:8], uint32(seq))
-	sa.seal(esp, seq, ctLen)
+	sa.seal(w, esp, seq, ctLen)
 	if sa.udp && !sa.v4outer && !sa.zeroCk6 {
-		sa.udpChecksum6(buf[espOff-iphdr.UDPLen : start+outLen])
+		udpChecksum6(w, buf[espOff-iphdr.UDPLen:start+outLen])
 	}
 
 	sa.account(n)
@@ -210,7 +211,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 		sa.raise(EventSeqNearExhaustion)
 	}
 	if verdict == Fragment {
-		mtu = sa.pathMTU // the size to cut the outer packet to
+		mtu = int(sa.pathMTU) // the size to cut the outer packet to
 	}
 	return start, outLen, mtu, verdict, None
 }
@@ -234,12 +235,12 @@ func (sa *SA) outerDS(inner byte) byte {
 }
 
 // writeOuter writes the tunnel-mode outer IP header into h.
-func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
+func (sa *SA) writeOuter(w *warm, h []byte, outLen int, innerDS byte, setDF bool) {
 	ds := sa.outerDS(innerDS)
 	if sa.v4outer {
 		// An array assignment copies the template inline; copy() of a
 		// slice called memmove.
-		*(*[iphdr.IPv4MinLen]byte)(h) = sa.hdr4
+		*(*[iphdr.IPv4MinLen]byte)(h) = w.hdr4
 		h = h[:iphdr.IPv4MinLen]
 		var frag uint16
 		if setDF {
@@ -251,20 +252,20 @@ func (sa *SA) writeOuter(h []byte, outLen int, innerDS byte, setDF bool) {
 		binary.BigEndian.PutUint16(h[2:4], uint16(outLen))
 		binary.BigEndian.PutUint16(h[4:6], id)
 		binary.BigEndian.PutUint16(h[6:8], frag)
-		sum := sa.hdrSum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
+		sum := w.hdrSum + uint64(ds) + uint64(outLen) + uint64(id) + uint64(frag)
 		binary.BigEndian.PutUint16(h[10:12], ^iphdr.Fold(sum))
 		return
 	}
-	*(*[iphdr.IPv6Len]byte)(h) = sa.hdr6
+	*(*[iphdr.IPv6Len]byte)(h) = w.hdr6
 	h = h[:iphdr.IPv6Len]
 	h[0] = 0x60 | ds>>4
-	h[1] = ds<<4 | sa.hdr6[1]&0x0f
+	h[1] = ds<<4 | w.hdr6[1]&0x0f
 	binary.BigEndian.PutUint16(h[4:6], uint16(outLen-iphdr.IPv6Len))
 }
 
 // udpChecksum6 fills the checksum of the UDP datagram u over IPv6.
-func (sa *SA) udpChecksum6(u []byte) {
-	ck := iphdr.Checksum(u, sa.hdrSum+uint64(len(u)))
+func udpChecksum6(w *warm, u []byte) {
+	ck := iphdr.Checksum(u, w.hdrSum+uint64(len(u)))
 	if ck == 0 {
 		ck = 0xffff
 	}
@@ -274,59 +275,59 @@ func (sa *SA) udpChecksum6(u []byte) {
 // seal encrypts and authenticates the ESP packet esp: header (SPI and
 // sequence number already written), room for the IV, ctLen bytes of
 // plaintext with its trailer, and room for the ICV.
-func (sa *SA) seal(esp []byte, seq uint64, ctLen int) {
-	binary.BigEndian.PutUint32(sa.seqHi[:], uint32(seq>>32))
+func (sa *SA) seal(w *warm, esp []byte, seq uint64, ctLen int) {
+	binary.BigEndian.PutUint32(w.seqHi[:], uint32(seq>>32))
 	if sa.aeadMode {
 		iv := esp[espHdrLen : espHdrLen+8]
 		// RFC 4106 section 3.1 and RFC 7634 section 2: the IV must never
 		// repeat under one key; the sequence number never does.
 		binary.BigEndian.PutUint64(iv, seq)
-		sa.sealAEAD(esp, ctLen)
+		sa.sealAEAD(w, esp, ctLen)
 		return
 	}
-	sa.ivFor(esp[espHdrLen:espHdrLen+16], seq)
-	sa.sealCBC(esp, ctLen)
+	sa.ivFor(w, esp[espHdrLen:espHdrLen+16], seq)
+	sa.sealCBC(w, esp, ctLen)
 }
 
 // sealAEAD seals with the IV already in the packet (also used by the
 // known-answer tests, whose IVs are not sequence numbers).
-func (sa *SA) sealAEAD(esp []byte, ctLen int) {
-	copy(sa.nonce[ipsec.SaltLen:], esp[espHdrLen:espHdrLen+8])
+func (sa *SA) sealAEAD(w *warm, esp []byte, ctLen int) {
+	copy(w.nonce[ipsec.SaltLen:], esp[espHdrLen:espHdrLen+8])
 	pt := esp[espHdrLen+8 : espHdrLen+8+ctLen]
-	sa.aead.Seal(pt[:0], sa.nonce[:], pt, sa.aadFor(esp))
+	w.aead.Seal(pt[:0], w.nonce[:], pt, sa.aadFor(w, esp))
 }
 
 // aadFor returns the AAD of RFC 4106 section 5 / RFC 7634 section 2.1 for
 // the ESP packet esp, whose SPI is the SA's (written by Encap, checked by
 // Decap before the ICV): without ESN the packet's own SPI and sequence
-// number; with ESN, built in sa.aad with the high half kept in sa.seqHi.
-func (sa *SA) aadFor(esp []byte) []byte {
+// number; with ESN, built in w.aad with the high half kept in w.seqHi.
+func (sa *SA) aadFor(w *warm, esp []byte) []byte {
 	if sa.esn {
-		copy(sa.aad[4:8], sa.seqHi[:])
-		copy(sa.aad[8:12], esp[4:8])
-		return sa.aad[:12]
+		copy(w.aad[4:8], w.seqHi[:])
+		copy(w.aad[8:12], esp[4:8])
+		return w.aad[:12]
 	}
 	return esp[:8]
 }
 
-func (sa *SA) sealCBC(esp []byte, ctLen int) {
+func (sa *SA) sealCBC(w *warm, esp []byte, ctLen int) {
 	iv := esp[espHdrLen : espHdrLen+16]
 	pt := esp[espHdrLen+16 : espHdrLen+16+ctLen]
-	sa.cbc.iv.SetIV(iv)
-	sa.cbc.mode.CryptBlocks(pt, pt)
-	sum := sa.cbcICV(esp[:espHdrLen+16+ctLen])
+	w.cbc.iv.SetIV(iv)
+	w.cbc.mode.CryptBlocks(pt, pt)
+	sum := sa.cbcICV(w, esp[:espHdrLen+16+ctLen])
 	copy(esp[espHdrLen+16+ctLen:], sum[:icvLen])
 }
 
 // cbcICV computes HMAC-SHA-256 over the authenticated part of the packet
 // and, with ESN, the high sequence bits appended as RFC 4303 section
 // 3.3.2.1 prescribes (sent nowhere, only hashed).
-func (sa *SA) cbcICV(authed []byte) []byte {
-	c := sa.cbc
+func (sa *SA) cbcICV(w *warm, authed []byte) []byte {
+	c := w.cbc
 	c.mac.Reset()
 	c.mac.Write(authed)
 	if sa.esn {
-		c.mac.Write(sa.seqHi[:])
+		c.mac.Write(w.seqHi[:])
 	}
 	return c.mac.Sum(c.macSum[:0])
 }

@@ -178,7 +178,7 @@ func TestCBCIVsAreEncryptedCounters(t *testing.T) {
 			check(out, seq)
 		}
 		var iv [16]byte
-		out.ivFor(iv[:], 7)
+		out.ivFor(out.hot(), iv[:], 7)
 		if !bytes.Equal(iv[:], want(7)) {
 			t.Fatalf("%s: out-of-step IV %x, want %x", suite, iv, want(7))
 		}
@@ -532,14 +532,14 @@ func sealCustom(out *SA, plaintext []byte) []byte {
 	out.seq = seq
 	iv := int(out.ivLen)
 	w := make([]byte, 20+8+iv+len(plaintext)+icvLen)
-	copy(w, out.hdr4[:])
+	copy(w, out.hot().hdr4[:])
 	binary.BigEndian.PutUint16(w[2:], uint16(len(w)))
 	iphdr.SetIPv4Checksum(w[:20])
 	esp := w[20:]
 	binary.BigEndian.PutUint32(esp, out.spi)
 	binary.BigEndian.PutUint32(esp[4:], uint32(seq))
 	copy(esp[8+iv:], plaintext)
-	out.seal(esp, seq, len(plaintext))
+	out.seal(out.hot(), esp, seq, len(plaintext))
 	return w
 }
 

@@ -10,6 +10,8 @@ import (
 	"github.com/spugate/spugate/ipsec"
 	"hash"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
@@ -111,10 +113,12 @@ type Stats struct {
 }
 
 // counters are the owner's totals as Stats sees them: written by the owner
-// only (a single writer needs no read-modify-write), read by anyone.
+// only (a single writer needs no read-modify-write), read by anyone. The
+// drops are apart, made at an SA's first drop: most SAs never drop a
+// packet, and 22 reasons are 176 bytes of each of two million SAs.
 type counters struct {
 	packets, bytes, seq counter
-	drops               [NumReasons]counter
+	drops               atomic.Pointer[[NumReasons]counter]
 }
 
 // ivSetter is the method crypto/cipher's CBC modes have for reusing one
@@ -124,18 +128,55 @@ type ivSetter interface {
 }
 
 // SA is one direction of a Child SA. Its per-packet methods (Encap, Decap,
-// the batch forms, TakeEvents, State, Restore, SetPeer, SetPathMTU) belong
-// to the owner goroutine and must not be called concurrently; Stats may be
-// called from any goroutine.
+// the batch forms, TakeEvents, State, Restore, SetPeer, SetPathMTU,
+// SetCiphers, Release) belong to the owner goroutine and must not be
+// called concurrently; Stats may be called from any goroutine.
+//
+// An SA keeps its keys and makes its cipher state (an expanded AES key
+// and GHASH table is ~700 bytes; with the outer header templates and the
+// nonce, see warm) when it first carries a packet; the owner's Ciphers
+// drops the state again once the SA has been idle for a while. A million
+// tunnels are two million SAs, most of them idle at any moment: cold,
+// an SA is about a third of what it was warm.
 type SA struct {
-	// The small fields first and together: the SA is 2 KiB of a tunnel's
-	// memory at a million tunnels with its cipher state, and padding
-	// between scattered bytes cost a size class (see TestSASize).
-	spi   uint32
-	dir   Direction
-	suite ipsec.Suite
-	mode  Mode
-	esn   bool
+	// w is the warm state, nil while the SA is cold.
+	w *warm
+	// owner, when set, is the owner's (an SPU's): its drop totals, which
+	// count also adds to, and its list of warm SAs, which cools them
+	// when idle.
+	owner *Owner
+	// ext is what only some SAs have: byte and packet lifetimes, a CBC
+	// suite's integrity key. Nil for most (the control plane rekeys on
+	// time, and AEAD needs no second key).
+	ext *saExt
+	// ts holds the local selectors, then the remote ones (nLocalTS of
+	// them): one slice, one allocation.
+	ts []ipsec.Range
+
+	seq     uint64 // outbound: last sent
+	seqSoft uint64
+	win     replay.Window
+
+	// ctr is both the owner's usage totals and what Stats reads.
+	ctr counters
+
+	events, raised Events
+
+	// The outer addresses, as 16 bytes (IPv4-mapped for an IPv4 outer
+	// header, by v4outer): a netip.Addr is 24.
+	local, remote [16]byte
+
+	spi     uint32
+	ipID    uint16
+	lport   uint16
+	rport   uint16
+	pathMTU uint16
+	// nLocalTS is how many of ts are local selectors.
+	nLocalTS uint16
+	dir      Direction
+	suite    ipsec.Suite
+	mode     Mode
+	esn      bool
 	// noReplay: anti-replay is off (ReplayOff); the window only tracks
 	// the highest number, for ESN.
 	noReplay bool
@@ -151,58 +192,27 @@ type SA struct {
 	expired  bool
 	hasTS    bool // either selector list is not empty
 	tsPorts  bool
-	ivLen    uint8 // 8 or 16: a byte here saves the SA a size class
-	ipID     uint16
-	lport    uint16
-	rport    uint16
-	seqHi    [4]byte
-	nonce    [12]byte // salt || IV
-	aad      [12]byte // SPI || [seq-hi] || seq-lo
-
-	events, raised Events
-
-	blkMask  int
-	speedPad int // extra padding allowed for AES-GCM (0 otherwise)
-	ipLen    int // outer IP header length in tunnel mode
-	udpLen   int // 8 with UDP encapsulation
-	pathMTU  int
-
-	// crypto
-	aead cipher.AEAD
-	cbc  *cbcState // the CBC suites' (nil for AEAD)
-
-	// The outer header template, by v4outer, each an array of its own
-	// type so that writeOuter copies it inline (a 20-byte part of a
-	// shared array went through memmove); hdrSum is the checksum of the
-	// IPv4 header's constant words or the IPv6 UDP pseudo-header sum of
-	// the addresses and protocol.
-	hdr4   [iphdr.IPv4MinLen]byte
-	hdr6   [iphdr.IPv6Len]byte
-	hdrSum uint64
-	local  netip.Addr
-	remote netip.Addr
-
-	// sequence numbers
-	seq     uint64 // outbound: last sent
-	seqMax  uint64
-	seqSoft uint64
-	win     replay.Window
-
-	// lifetimes and usage (owner copies of the published counters)
-	life               Lifetime
-	pkts, bytes        uint64
-	nextPkts, nextByts uint64 // next lifetime threshold to look at
-
-	localTS, remoteTS []ipsec.Range
-
-	ctr counters
-	// dropTotals, when set, are the owner's totals that count also adds to.
-	dropTotals *DropTotals
+	ivLen    uint8 // 8 or 16
+	blkMask  uint8
+	speedPad uint8 // extra padding allowed for AES-GCM (0 otherwise)
+	ipLen    uint8 // outer IP header length in tunnel mode
+	udpLen   uint8 // 8 with UDP encapsulation
+	// key is the encryption key, salt included (AEAD suites), which the
+	// cipher state is made from whenever the SA warms up.
+	key [36]byte
 }
 
-// cbcState is the crypto state of the CBC suites, apart from the SA so
-// that the AEAD SAs, nearly all of them, do not carry its ~270 bytes (a
-// million tunnels are two million SAs).
+// saExt is the part of an SA that few SAs need (SA.ext).
+type saExt struct {
+	life Lifetime
+	// nextPkts and nextByts are the next usage levels worth looking at.
+	nextPkts, nextByts uint64
+	integ              [32]byte
+}
+
+// cbcState is the crypto state of the CBC suites, apart from the warm
+// state so that the AEAD SAs, nearly all of them, do not carry its ~270
+// bytes.
 type cbcState struct {
 	mode     cipher.BlockMode
 	iv       ivSetter
@@ -214,7 +224,8 @@ type cbcState struct {
 }
 
 // NewSA validates cfg and returns an SA ready for packets. Keys are copied
-// into the cipher state; cfg may be discarded afterwards.
+// into the SA; cfg may be discarded afterwards. The cipher state is made
+// when the SA first carries a packet (see SA).
 func NewSA(cfg Config) (*SA, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -227,7 +238,7 @@ func NewSA(cfg Config) (*SA, error) {
 		esn:      cfg.ESN,
 		aeadMode: cfg.Suite.AEAD(),
 		ivLen:    uint8(cfg.Suite.IVLen()),
-		blkMask:  padAlign(cfg.PadAlign) - 1,
+		blkMask:  uint8(padAlign(cfg.PadAlign) - 1),
 		fragBig:  cfg.FragmentTooBig,
 		df:       cfg.DF,
 		ecn:      cfg.ECN,
@@ -235,16 +246,16 @@ func NewSA(cfg Config) (*SA, error) {
 		decDSCP:  cfg.DecapDSCP,
 		udp:      cfg.UDPEncap,
 		zeroCk6:  cfg.UDPZeroChecksum6,
-		life:     cfg.Lifetime,
+	}
+	if cfg.Lifetime != (Lifetime{}) || len(cfg.IntegKey) != 0 {
+		sa.ext = &saExt{life: cfg.Lifetime}
+		copy(sa.ext.integ[:], cfg.IntegKey)
 	}
 	switch cfg.Suite {
 	case ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16:
-		sa.speedPad = cfg.SpeedPad
+		sa.speedPad = uint8(cfg.SpeedPad)
 	}
-	if err := sa.initCrypto(&cfg); err != nil {
-		return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
-	}
-	binary.BigEndian.PutUint32(sa.aad[0:4], sa.spi)
+	copy(sa.key[:], cfg.EncKey)
 	if sa.udp {
 		sa.udpLen = iphdr.UDPLen
 	}
@@ -254,20 +265,18 @@ func NewSA(cfg Config) (*SA, error) {
 	} else {
 		sa.ipLen = iphdr.IPv6Len
 	}
-	sa.setEndpoints(cfg.Local, cfg.Remote, cfg.LocalPort, cfg.RemotePort)
+	sa.local, sa.remote, sa.lport, sa.rport = cfg.Local.As16(), cfg.Remote.As16(), cfg.LocalPort, cfg.RemotePort
 	// A per-SA starting IPv4 ID keeps the IDs of SAs between the same two
 	// gateways apart for a while (RFC 6864 asks uniqueness only for
 	// fragmentable datagrams).
 	sa.ipID = uint16(sa.spi>>16) ^ uint16(sa.spi)
-	sa.pathMTU = cfg.PathMTU
+	sa.pathMTU = uint16(cfg.PathMTU)
 	if sa.pathMTU == 0 {
 		sa.pathMTU = DefaultPathMTU
 	}
 	if sa.esn {
-		sa.seqMax = 1<<64 - 1
 		sa.seqSoft = DefaultSeqSoftLimit64
 	} else {
-		sa.seqMax = 1<<32 - 1
 		sa.seqSoft = DefaultSeqSoftLimit32
 	}
 	if cfg.SeqSoftLimit != 0 {
@@ -282,47 +291,95 @@ func NewSA(cfg Config) (*SA, error) {
 			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 		}
 	}
-	sa.localTS = compileSelectors(cfg.LocalTS)
-	sa.remoteTS = compileSelectors(cfg.RemoteTS)
-	sa.hasTS = len(sa.localTS) != 0 || len(sa.remoteTS) != 0
-	for _, s := range append(append([]ipsec.Range(nil), sa.localTS...), sa.remoteTS...) {
+	sa.ts, sa.nLocalTS = compileTS(cfg.LocalTS, cfg.RemoteTS)
+	sa.hasTS = len(sa.ts) != 0
+	for _, s := range sa.ts {
 		if s.Proto != 0 || !s.AnyPort() {
 			sa.tsPorts = true
 		}
 	}
 	sa.resetThresholds()
-	sa.resetIVs()
 	return sa, nil
 }
 
-func (sa *SA) initCrypto(cfg *Config) error {
-	key := cfg.EncKey
-	switch cfg.Suite {
+// tsSet is a compiled selector list of SAs: local ranges, then remote.
+// Never changed once made, so that SAs on any goroutine may share one.
+type tsSet struct {
+	r      []ipsec.Range
+	nLocal uint16
+}
+
+// lastTS is the selector list NewSA made last. The two SAs of a Child SA
+// are made one after the other with the same selectors: the second takes
+// the first's list, and a tunnel keeps one (96 bytes for a selector each
+// way) rather than two.
+var lastTS atomic.Pointer[tsSet]
+
+// compileTS compiles an SA's selectors, sharing the list of the SA made
+// just before when it is the same.
+func compileTS(local, remote []ipsec.Selector) ([]ipsec.Range, uint16) {
+	n := len(local) + len(remote)
+	if n == 0 {
+		return nil, 0
+	}
+	rs := make([]ipsec.Range, 0, n)
+	for _, s := range local {
+		rs = append(rs, s.Range())
+	}
+	for _, s := range remote {
+		rs = append(rs, s.Range())
+	}
+	nl := uint16(len(local))
+	if last := lastTS.Load(); last != nil && last.nLocal == nl && slices.Equal(last.r, rs) {
+		return last.r, nl
+	}
+	lastTS.Store(&tsSet{r: rs, nLocal: nl})
+	return rs, nl
+}
+
+// seqMax is the last sequence number the SA may send.
+func (sa *SA) seqMax() uint64 {
+	if sa.esn {
+		return 1<<64 - 1
+	}
+	return 1<<32 - 1
+}
+
+// localTS and remoteTS are the compiled selectors of either side.
+func (sa *SA) localTS() []ipsec.Range  { return sa.ts[:sa.nLocalTS:sa.nLocalTS] }
+func (sa *SA) remoteTS() []ipsec.Range { return sa.ts[sa.nLocalTS:] }
+
+// initCrypto makes w's cipher state from the SA's keys, which validate
+// checked: the constructors' errors (key lengths) cannot happen.
+func (sa *SA) initCrypto(w *warm) error {
+	keyLen := sa.suite.EncKeyLen()
+	key := sa.key[:keyLen]
+	switch sa.suite {
 	case ipsec.AES128GCM16, ipsec.AES192GCM16, ipsec.AES256GCM16:
-		b, err := aes.NewCipher(key[:len(key)-ipsec.SaltLen])
+		b, err := aes.NewCipher(key[:keyLen-ipsec.SaltLen])
 		if err != nil {
 			return err
 		}
-		if sa.aead, err = cipher.NewGCM(b); err != nil {
+		if w.aead, err = cipher.NewGCM(b); err != nil {
 			return err
 		}
-		copy(sa.nonce[:ipsec.SaltLen], key[len(key)-ipsec.SaltLen:])
+		copy(w.nonce[:ipsec.SaltLen], key[keyLen-ipsec.SaltLen:])
 	case ipsec.ChaCha20Poly1305:
 		var err error
-		if sa.aead, err = chacha20poly1305.New(key[:chacha20poly1305.KeySize]); err != nil {
+		if w.aead, err = chacha20poly1305.New(key[:chacha20poly1305.KeySize]); err != nil {
 			return err
 		}
-		copy(sa.nonce[:ipsec.SaltLen], key[chacha20poly1305.KeySize:])
+		copy(w.nonce[:ipsec.SaltLen], key[chacha20poly1305.KeySize:])
 	case ipsec.AES128SHA256, ipsec.AES256SHA256:
 		b, err := aes.NewCipher(key)
 		if err != nil {
 			return err
 		}
 		c := &cbcState{}
-		sa.cbc = c
+		w.cbc = c
 		binary.BigEndian.PutUint32(c.ivIn[0:4], sa.spi)
 		var zero [aes.BlockSize]byte
-		if cfg.Direction == Outbound {
+		if sa.dir == Outbound {
 			c.mode = cipher.NewCBCEncrypter(b, zero[:])
 		} else {
 			c.mode = cipher.NewCBCDecrypter(b, zero[:])
@@ -331,7 +388,7 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		if c.iv, ok = c.mode.(ivSetter); !ok {
 			return fmt.Errorf("crypto/cipher CBC mode lacks SetIV")
 		}
-		c.mac = hmac.New(sha256.New, cfg.IntegKey)
+		c.mac = hmac.New(sha256.New, sa.ext.integ[:])
 		// CBC needs IVs that an attacker cannot predict (RFC 3602 section
 		// 3; NIST SP 800-38A appendix C). Encrypting a never-repeating
 		// counter (SPI and sequence number) under a secret key gives one per
@@ -340,7 +397,7 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		// as a PRF, so it is independent of the encryption key and the same
 		// after a restart or migration (IVs only need to be unpredictable
 		// and distinct).
-		ivm := hmac.New(sha256.New, cfg.IntegKey)
+		ivm := hmac.New(sha256.New, sa.ext.integ[:])
 		ivm.Write([]byte("spugate esp-cbc iv key"))
 		ivKey := ivm.Sum(nil)[:len(key)]
 		if c.ivCipher, err = aes.NewCipher(ivKey); err != nil {
@@ -348,7 +405,7 @@ func (sa *SA) initCrypto(cfg *Config) error {
 		}
 		clear(ivKey)
 	default:
-		return fmt.Errorf("unknown suite %d", cfg.Suite)
+		return fmt.Errorf("unknown suite %d", sa.suite)
 	}
 	return nil
 }
@@ -360,47 +417,38 @@ func padAlign(a int) int {
 	return a
 }
 
-func compileSelectors(in []ipsec.Selector) []ipsec.Range {
-	out := make([]ipsec.Range, 0, len(in))
-	for _, s := range in {
-		out = append(out, s.Range())
-	}
-	return out
-}
-
-// setEndpoints builds the outer header templates.
-func (sa *SA) setEndpoints(local, remote netip.Addr, lport, rport uint16) {
-	sa.local, sa.remote, sa.lport, sa.rport = local.Unmap(), remote.Unmap(), lport, rport
+// buildHeaders builds w's outer header templates from the SA's endpoints.
+func (sa *SA) buildHeaders(w *warm) {
 	proto := byte(iphdr.ProtoESP)
 	if sa.udp {
 		proto = iphdr.ProtoUDP
 	}
 	if sa.v4outer {
-		h := &sa.hdr4
+		h := &w.hdr4
 		*h = [iphdr.IPv4MinLen]byte{0: 0x45, 8: iphdr.DefaultTTL, 9: proto}
-		src, dst := sa.local.As4(), sa.remote.As4()
+		src, dst := [4]byte(sa.local[12:]), [4]byte(sa.remote[12:])
 		if sa.dir == Inbound {
 			src, dst = dst, src
 		}
 		copy(h[12:16], src[:])
 		copy(h[16:20], dst[:])
-		sa.hdrSum = iphdr.Sum(h[:], 0)
+		w.hdrSum = iphdr.Sum(h[:], 0)
 		return
 	}
-	h := &sa.hdr6
+	h := &w.hdr6
 	// A flow label per SA (RFC 6438) lets ECMP paths spread the SAs
 	// between two gateways without looking into ESP.
 	flow := (sa.spi * 2654435761) >> 12 & 0xfffff
 	binary.BigEndian.PutUint32(h[0:4], 6<<28|flow)
 	h[6] = proto
 	h[7] = iphdr.DefaultTTL
-	src, dst := sa.local.As16(), sa.remote.As16()
+	src, dst := sa.local, sa.remote
 	if sa.dir == Inbound {
 		src, dst = dst, src
 	}
 	copy(h[8:24], src[:])
 	copy(h[24:40], dst[:])
-	sa.hdrSum = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
+	w.hdrSum = iphdr.Sum(h[8:40], 0) + iphdr.ProtoUDP
 }
 
 // SetPeer changes the peer's outer address and UDP port in place, for a NAT
@@ -414,17 +462,20 @@ func (sa *SA) SetPeer(remote netip.Addr, port uint16) error {
 	if sa.udp && port == 0 {
 		return fmt.Errorf("esp: sa 0x%08x: UDP-encapsulated SA needs a peer port", sa.spi)
 	}
-	sa.setEndpoints(sa.local, remote, sa.lport, port)
+	sa.remote, sa.rport = remote.As16(), port
+	if sa.w != nil {
+		sa.buildHeaders(sa.w)
+	}
 	return nil
 }
 
 // SetPathMTU changes the path MTU used to decide on fragmentation and ICMP
 // "too big" (for example from a PMTU update). Owner only.
 func (sa *SA) SetPathMTU(mtu int) error {
-	if mtu < iphdrMinMTU(sa.local) || mtu > 65535 {
+	if mtu < iphdrMinMTU(sa.Local()) || mtu > 65535 {
 		return fmt.Errorf("esp: sa 0x%08x: path MTU %d out of range", sa.spi, mtu)
 	}
-	sa.pathMTU = mtu
+	sa.pathMTU = uint16(mtu)
 	return nil
 }
 
@@ -444,15 +495,27 @@ func (sa *SA) Mode() Mode { return sa.mode }
 func (sa *SA) ESN() bool { return sa.esn }
 
 // Lifetime returns the SA's byte and packet limits.
-func (sa *SA) Lifetime() Lifetime { return sa.life }
+func (sa *SA) Lifetime() Lifetime {
+	if sa.ext == nil {
+		return Lifetime{}
+	}
+	return sa.ext.life
+}
 
 // Local returns the SA's local outer address (unmapped: an IPv4 address
 // given as IPv4-mapped IPv6 comes back as IPv4).
-func (sa *SA) Local() netip.Addr { return sa.local }
+func (sa *SA) Local() netip.Addr { return sa.addr(&sa.local) }
 
 // Remote returns the peer's outer address, as SetPeer last set it
 // (unmapped).
-func (sa *SA) Remote() netip.Addr { return sa.remote }
+func (sa *SA) Remote() netip.Addr { return sa.addr(&sa.remote) }
+
+func (sa *SA) addr(a *[16]byte) netip.Addr {
+	if sa.v4outer {
+		return netip.AddrFrom4([4]byte(a[12:]))
+	}
+	return netip.AddrFrom16(*a)
+}
 
 // UDPEncap reports whether the SA is UDP-encapsulated, and its ports (the
 // peer's as SetPeer last set it).
@@ -463,7 +526,7 @@ func (sa *SA) UDPEncap() (udp bool, local, remote uint16) { return sa.udp, sa.lp
 // the SA keeps for its checks, so that the SA holds one copy: each call
 // allocates, for dumps, not for packets.
 func (sa *SA) Selectors() (local, remote []ipsec.Selector) {
-	return rangeSelectors(sa.localTS), rangeSelectors(sa.remoteTS)
+	return rangeSelectors(sa.localTS()), rangeSelectors(sa.remoteTS())
 }
 
 func rangeSelectors(rs []ipsec.Range) []ipsec.Selector {
@@ -495,8 +558,8 @@ func wordsAddr(v4 bool, hi, lo uint64) netip.Addr {
 // tunnel mode (outer headers, padding, trailer and ICV), speed padding
 // included when the caller gives SpeedPadTailroom.
 func (sa *SA) Overhead(n int) int {
-	fixed := sa.ipLen + sa.udpLen + espHdrLen + int(sa.ivLen) + icvLen
-	pad := -(n + 2) & sa.blkMask
+	fixed := int(sa.ipLen) + int(sa.udpLen) + espHdrLen + int(sa.ivLen) + icvLen
+	pad := -(n + 2) & int(sa.blkMask)
 	pad += sa.extraPad(n+2+pad, n+fixed+pad+2, 1<<30)
 	return fixed + pad + 2
 }
@@ -506,7 +569,7 @@ func (sa *SA) Overhead(n int) int {
 // tailroom: 0 when it is off, not needed, too long, or would not fit.
 func (sa *SA) extraPad(ctLen, outLen, room int) int {
 	extra := -ctLen & (gcmFastLen - 1)
-	if extra == 0 || extra > sa.speedPad || outLen+extra > sa.pathMTU || extra > room {
+	if extra == 0 || extra > int(sa.speedPad) || outLen+extra > int(sa.pathMTU) || extra > room {
 		return 0
 	}
 	return extra
@@ -515,21 +578,28 @@ func (sa *SA) extraPad(ctLen, outLen, room int) int {
 // InnerMTU returns the largest inner packet that fits the path MTU once
 // encapsulated in tunnel mode.
 func (sa *SA) InnerMTU() int {
-	return sa.innerMTU(sa.ipLen, 0)
+	return sa.innerMTU(int(sa.ipLen), 0)
 }
 
 // innerMTU is the largest packet whose payload (all of it in tunnel mode,
 // the part after hl header bytes in transport mode) fits the path MTU.
 func (sa *SA) innerMTU(outerHdr, hl int) int {
-	avail := sa.pathMTU - outerHdr - sa.udpLen - espHdrLen - int(sa.ivLen) - icvLen
-	return hl + avail&^sa.blkMask - 2
+	avail := int(sa.pathMTU) - outerHdr - int(sa.udpLen) - espHdrLen - int(sa.ivLen) - icvLen
+	return hl + avail&^int(sa.blkMask) - 2
 }
 
-// count counts a drop, in the SA's totals and its owner's.
+// count counts a drop, in the SA's totals and its owner's. The SA's first
+// drop makes its drop counters (see counters).
 func (sa *SA) count(r Reason) {
-	c := &sa.ctr.drops[r]
+	d := sa.ctr.drops.Load()
+	if d == nil {
+		d = new([NumReasons]counter)
+		sa.ctr.drops.Store(d)
+	}
+	c := &d[r]
 	c.Store(c.Load() + 1)
-	if d := sa.dropTotals; d != nil {
+	if o := sa.owner; o != nil && o.drops != nil {
+		d := o.drops
 		c := &d.c[r]
 		c.Store(c.Load() + 1)
 	}
@@ -546,15 +616,9 @@ type DropTotals struct {
 // Load returns the drops counted for reason r.
 func (d *DropTotals) Load(r Reason) uint64 { return d.c[r].Load() }
 
-// SetDropTotals makes the SA count its drops into d as well (nil: into its
-// own only). Owner only: an SA that moves to another owner takes that
-// owner's totals, so that each DropTotals keeps one writer.
-func (sa *SA) SetDropTotals(d *DropTotals) { sa.dropTotals = d }
-
-// publish makes the owner's running totals visible to Stats.
+// publish makes the owner's sequence number visible to Stats (the usage
+// counters are written as they change: see account).
 func (sa *SA) publish() {
-	sa.ctr.packets.Store(sa.pkts)
-	sa.ctr.bytes.Store(sa.bytes)
 	if sa.dir == Outbound {
 		sa.ctr.seq.Store(sa.seq)
 	} else {
@@ -569,8 +633,10 @@ func (sa *SA) Stats() Stats {
 	s.Packets = sa.ctr.packets.Load()
 	s.Bytes = sa.ctr.bytes.Load()
 	s.Seq = sa.ctr.seq.Load()
-	for i := range s.Drops {
-		s.Drops[i] = sa.ctr.drops[i].Load()
+	if d := sa.ctr.drops.Load(); d != nil {
+		for i := range s.Drops {
+			s.Drops[i] = d[i].Load()
+		}
 	}
 	return s
 }
@@ -592,9 +658,13 @@ func (sa *SA) raise(e Events) {
 }
 
 // resetThresholds recomputes the next usage levels worth looking at, so
-// that the per-packet check is two comparisons.
+// that the per-packet check is two comparisons (none without lifetimes).
 func (sa *SA) resetThresholds() {
-	sa.nextPkts, sa.nextByts = ^uint64(0), ^uint64(0)
+	x := sa.ext
+	if x == nil {
+		return
+	}
+	x.nextPkts, x.nextByts = ^uint64(0), ^uint64(0)
 	pick := func(next *uint64, soft, hard uint64, softDone bool) {
 		if soft != 0 && !softDone && soft < *next {
 			*next = soft
@@ -604,29 +674,39 @@ func (sa *SA) resetThresholds() {
 		}
 	}
 	softDone := sa.raised&EventSoftLifetime != 0
-	pick(&sa.nextPkts, sa.life.SoftPackets, sa.life.HardPackets, softDone)
-	pick(&sa.nextByts, sa.life.SoftBytes, sa.life.HardBytes, softDone)
+	pick(&x.nextPkts, x.life.SoftPackets, x.life.HardPackets, softDone)
+	pick(&x.nextByts, x.life.SoftBytes, x.life.HardBytes, softDone)
 	sa.checkLifetimes()
 }
 
-// account adds one packet of n inner bytes to the usage.
+// account adds one packet of n inner bytes to the usage. The counters
+// are the owner's totals too: on amd64 and arm64 their Load and Store are
+// plain moves (see counter), so that counting into them costs what an
+// owner's copy published once a batch did, without the copy's 16 bytes.
 func (sa *SA) account(n int) {
-	sa.pkts++
-	sa.bytes += uint64(n)
-	if sa.pkts >= sa.nextPkts || sa.bytes >= sa.nextByts {
+	pkts := sa.ctr.packets.Load() + 1
+	byts := sa.ctr.bytes.Load() + uint64(n)
+	sa.ctr.packets.Store(pkts)
+	sa.ctr.bytes.Store(byts)
+	if x := sa.ext; x != nil && (pkts >= x.nextPkts || byts >= x.nextByts) {
 		sa.checkLifetimes()
 	}
 }
 
 func (sa *SA) checkLifetimes() {
-	l := &sa.life
-	if (l.HardPackets != 0 && sa.pkts >= l.HardPackets) || (l.HardBytes != 0 && sa.bytes >= l.HardBytes) {
-		sa.expired = true
-		sa.raise(EventHardLifetime | EventSoftLifetime)
-		sa.nextPkts, sa.nextByts = ^uint64(0), ^uint64(0)
+	x := sa.ext
+	if x == nil {
 		return
 	}
-	if (l.SoftPackets != 0 && sa.pkts >= l.SoftPackets) || (l.SoftBytes != 0 && sa.bytes >= l.SoftBytes) {
+	l := &x.life
+	pkts, byts := sa.ctr.packets.Load(), sa.ctr.bytes.Load()
+	if (l.HardPackets != 0 && pkts >= l.HardPackets) || (l.HardBytes != 0 && byts >= l.HardBytes) {
+		sa.expired = true
+		sa.raise(EventHardLifetime | EventSoftLifetime)
+		x.nextPkts, x.nextByts = ^uint64(0), ^uint64(0)
+		return
+	}
+	if (l.SoftPackets != 0 && pkts >= l.SoftPackets) || (l.SoftBytes != 0 && byts >= l.SoftBytes) {
 		if sa.raised&EventSoftLifetime == 0 {
 			sa.raise(EventSoftLifetime)
 			sa.resetThresholds()
@@ -660,14 +740,16 @@ type State struct {
 func (sa *SA) State() State {
 	st := State{
 		SPI: sa.spi, Direction: sa.dir, Seq: sa.seq,
-		Packets: sa.pkts, Bytes: sa.bytes,
+		Packets: sa.ctr.packets.Load(), Bytes: sa.ctr.bytes.Load(),
 		Raised: sa.raised, Pending: sa.events, IPID: sa.ipID,
 	}
 	if sa.dir == Inbound {
 		st.Replay = sa.win.State()
 	}
-	for i := range st.Drops {
-		st.Drops[i] = sa.ctr.drops[i].Load()
+	if d := sa.ctr.drops.Load(); d != nil {
+		for i := range st.Drops {
+			st.Drops[i] = d[i].Load()
+		}
 	}
 	return st
 }
@@ -678,7 +760,7 @@ func (sa *SA) Restore(st State) error {
 	if st.SPI != sa.spi || st.Direction != sa.dir {
 		return fmt.Errorf("esp: sa 0x%08x %s: state is of sa 0x%08x %s", sa.spi, sa.dir, st.SPI, st.Direction)
 	}
-	if st.Seq > sa.seqMax {
+	if st.Seq > sa.seqMax() {
 		return fmt.Errorf("esp: sa 0x%08x: sequence number %d exceeds the SA's space", sa.spi, st.Seq)
 	}
 	if sa.dir == Inbound {
@@ -687,15 +769,25 @@ func (sa *SA) Restore(st State) error {
 		}
 	}
 	sa.seq = st.Seq
-	sa.pkts, sa.bytes = st.Packets, st.Bytes
+	sa.ctr.packets.Store(st.Packets)
+	sa.ctr.bytes.Store(st.Bytes)
 	sa.raised, sa.events = st.Raised, st.Pending
 	sa.ipID = st.IPID
 	sa.expired = sa.raised&(EventHardLifetime) != 0
-	for i := range st.Drops {
-		sa.ctr.drops[i].Store(st.Drops[i])
+	if st.Drops != ([NumReasons]uint64{}) || sa.ctr.drops.Load() != nil {
+		d := sa.ctr.drops.Load()
+		if d == nil {
+			d = new([NumReasons]counter)
+			sa.ctr.drops.Store(d)
+		}
+		for i := range st.Drops {
+			d[i].Store(st.Drops[i])
+		}
 	}
 	sa.resetThresholds()
-	sa.resetIVs()
+	if sa.w != nil {
+		sa.resetIVs(sa.w)
+	}
 	sa.publish()
 	return nil
 }

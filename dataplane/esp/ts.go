@@ -14,7 +14,7 @@ const noPort = ipsec.NoPort
 // to its length) is inside the SA's selectors: its source in RemoteTS and
 // its destination in LocalTS.
 func (sa *SA) tsAllowed(p []byte) bool {
-	if len(sa.localTS) == 0 && len(sa.remoteTS) == 0 {
+	if len(sa.ts) == 0 {
 		return true
 	}
 	var (
@@ -65,6 +65,6 @@ func (sa *SA) tsAllowed(p []byte) bool {
 			}
 		}
 	}
-	return ipsec.MatchAny(sa.remoteTS, v4, srcHi, srcLo, proto, sport) &&
-		ipsec.MatchAny(sa.localTS, v4, dstHi, dstLo, proto, dport)
+	return ipsec.MatchAny(sa.remoteTS(), v4, srcHi, srcLo, proto, sport) &&
+		ipsec.MatchAny(sa.localTS(), v4, dstHi, dstLo, proto, dport)
 }

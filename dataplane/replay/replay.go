@@ -85,7 +85,6 @@ func (w *Window) Init(size int) error {
 		return fmt.Errorf("replay: window size %d out of range %d..%d", size, MinSize, MaxSize)
 	}
 	*w = Window{size: uint32(size), mask: uint32(blocksFor(size) - 1)}
-	w.blocks = make([]uint64, w.mask+1)
 	return nil
 }
 
@@ -96,22 +95,32 @@ func blocksFor(size int) uint64 {
 	return uint64(1) << bits.Len64(n-1)
 }
 
+// sized gives a zero Window its default size, without allocating.
+func (w *Window) sized() {
+	if w.size == 0 {
+		_ = w.Init(DefaultSize)
+	}
+}
+
+// lazyInit makes the bitmap, at the first number accepted: an SA that
+// never carries a packet (most of a million, at any moment) holds none.
 func (w *Window) lazyInit() {
 	if w.blocks == nil {
-		_ = w.Init(DefaultSize)
+		w.sized()
+		w.blocks = make([]uint64, w.mask+1)
 	}
 }
 
 // Reset empties the window, keeping its size, without allocating.
 func (w *Window) Reset() {
-	w.lazyInit()
+	w.sized()
 	w.top = 0
 	clear(w.blocks)
 }
 
 // Size returns the window width in sequence numbers.
 func (w *Window) Size() int {
-	w.lazyInit()
+	w.sized()
 	return int(w.size)
 }
 
@@ -184,7 +193,7 @@ func (w *Window) slide(seq uint64) {
 // the next epoch (the window's top crossed 2^32 there). ok is false when the
 // guess would fall before sequence number 1.
 func (w *Window) InferSeq(low uint32) (seq uint64, ok bool) {
-	w.lazyInit()
+	w.sized()
 	tl := uint32(w.top)
 	th := uint32(w.top >> 32)
 	wm1 := w.size - 1
@@ -223,8 +232,10 @@ type State struct {
 // State returns a copy of the window. It allocates; it is not for the
 // per-packet path.
 func (w *Window) State() State {
-	w.lazyInit()
-	return State{Size: int(w.size), Top: w.top, Bitmap: append([]uint64(nil), w.blocks...)}
+	w.sized()
+	bm := make([]uint64, w.mask+1)
+	copy(bm, w.blocks)
+	return State{Size: int(w.size), Top: w.top, Bitmap: bm}
 }
 
 // Restore replaces the window with a copy of s, which must come from
@@ -235,6 +246,7 @@ func (w *Window) Restore(s State) error {
 	if err := w.Init(s.Size); err != nil {
 		return err
 	}
+	w.lazyInit()
 	n := uint64(len(s.Bitmap))
 	if n == uint64(len(w.blocks)) {
 		copy(w.blocks, s.Bitmap)

@@ -180,10 +180,16 @@ func TestRestoreOtherRing(t *testing.T) {
 }
 
 // TestBlocks: the ring is the smallest power of two of 64-bit blocks that
-// holds the window.
+// holds the window, made at the first number accepted.
 func TestBlocks(t *testing.T) {
 	for _, c := range []struct{ size, blocks int }{{32, 1}, {64, 1}, {65, 2}, {200, 4}, {1024, 16}, {1025, 32}, {MaxSize, 1024}} {
 		w, _ := New(c.size)
+		if w.blocks != nil {
+			t.Errorf("window %d: a bitmap before any number", c.size)
+		}
+		if w.Check(1) != OK || w.Update(1) != OK {
+			t.Fatalf("window %d: 1 refused", c.size)
+		}
 		if len(w.blocks) != c.blocks {
 			t.Errorf("window %d: %d blocks, want %d", c.size, len(w.blocks), c.blocks)
 		}

@@ -229,7 +229,7 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 					}
 					s.t.delPolicy(p.polID)
 				case p.ref.dir == api.In:
-					delete(s.t.in, p.ref.spi)
+					s.t.delIn(p.ref.spi)
 				default:
 					s.t.delOut(outKey{p.ref.spi, p.ref.remote})
 				}

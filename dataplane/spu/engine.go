@@ -84,7 +84,17 @@ type Config struct {
 	// that makes small AES-GCM packets cheaper to seal here and to open at
 	// the peer (see the esp package), at the cost of wire bytes.
 	SpeedPad int
+	// CipherIdle is how long an SA carries no packet before its SPU drops
+	// its cipher state (~700 bytes for AES-GCM), which its next packet
+	// makes again: between CipherIdle and twice that (esp.Owner). 0 means
+	// DefaultCipherIdle; a negative value keeps every SA warm once warm.
+	CipherIdle time.Duration
 }
+
+// DefaultCipherIdle is Config.CipherIdle's default: long enough that an SA
+// carrying a packet every few seconds (a keepalive, a poll) stays warm,
+// short enough that a million tunnels, mostly idle, hold few cipher states.
+const DefaultCipherIdle = 30 * time.Second
 
 // Classifier finds the metadata of a frame the steering program
 // redirected without any (steer.Classifier). One belongs to one SPU.
@@ -185,6 +195,9 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 	if cfg.MaxSleep == 0 {
 		cfg.MaxSleep = 100 * time.Millisecond
 	}
+	if cfg.CipherIdle == 0 {
+		cfg.CipherIdle = DefaultCipherIdle
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -215,7 +228,7 @@ func New(cfg Config, fn anchor.Function, m *anchor.Map, router Router) (*Engine,
 			return nil, fmt.Errorf("spu: reassembly: %w", err)
 		}
 		s := &SPU{ID: i, CPU: cpu, eng: e, pend: pendingStore{cur: -1}}
-		s.t = newTables(&s.c.saDrops)
+		s.t = newTables(esp.NewOwner(&s.c.saDrops, cfg.CipherIdle))
 		s.io.evfd = fd
 		s.frag.reasm = reasm
 		s.ctl.cmds = make(chan func(*SPU), 1024)
@@ -518,7 +531,7 @@ func (e *Engine) DelSA(id api.SAID) error {
 	}
 	return e.Do(e.physical(reg.logical), func(s *SPU) {
 		if ref.dir == api.In {
-			delete(s.t.in, ref.spi)
+			s.t.delIn(ref.spi)
 		} else {
 			s.t.delOut(outKey{ref.spi, ref.remote})
 		}

@@ -110,6 +110,7 @@ func (t *tables) extract(logicals map[uint16]bool) map[uint16]*bundle {
 		if logicals[x.logical] {
 			get(x.logical).ins = append(get(x.logical).ins, x)
 			delete(t.in, spi)
+			x.sa.SetOwner(nil) // warm as it is, onto its new SPU's list
 		}
 	}
 	reqids := map[uint32]bool{}
@@ -117,6 +118,7 @@ func (t *tables) extract(logicals map[uint16]bool) map[uint16]*bundle {
 		if logicals[x.logical] {
 			get(x.logical).outs = append(get(x.logical).outs, x)
 			t.unlinkOut(k, x)
+			x.sa.SetOwner(nil)
 			reqids[x.desc.reqid] = true
 		}
 	}

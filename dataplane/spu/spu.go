@@ -203,6 +203,15 @@ func (s *SPU) run() {
 		}
 		total += t - now
 		now = t
+		// A few SAs at a time, so that a pass over a million warm SAs
+		// does not hold up packets; more on a turn without work, which
+		// may be one of ten a second when the SPU sleeps. Nothing
+		// between passes.
+		if worked {
+			s.t.owner.Sweep(now, sweepBatch)
+		} else {
+			s.t.owner.Sweep(now, sweepIdleBatch)
+		}
 		if now-published > int64(time.Millisecond) {
 			s.c.busyNanos.Store(uint64(busy))
 			s.c.totalNanos.Store(uint64(total))
@@ -622,18 +631,21 @@ const (
 func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	r := s.eng.router
 	if g := r.Gen(); !o.nhOK || o.nhGen != g {
-		o.nh, o.nhOK = r.Lookup(o.sa.Remote())
+		if o.nh == nil {
+			o.nh = new(fib.NextHop)
+		}
+		*o.nh, o.nhOK = r.Lookup(o.sa.Remote())
 		o.nhGen = g
 	}
 	if !o.nhOK {
-		return o.nh, nhNoRoute
+		return fib.NextHop{}, nhNoRoute
 	}
 	if !o.nh.Resolved {
 		r.Resolve(o.nh.Ifindex, o.nh.Gateway)
 		o.nhOK = false
-		return o.nh, nhUnresolved
+		return *o.nh, nhUnresolved
 	}
-	return o.nh, nhOK
+	return *o.nh, nhOK
 }
 
 // fragment reassembles outer fragments of ESP packets and decapsulates
@@ -731,8 +743,8 @@ func (s *SPU) sendFragments(t *txTarget, esp []byte, mtu int, nh *fib.NextHop) {
 
 // acquire asks the control plane for an SA, once a second per policy.
 func (s *SPU) acquire(p *policy, f *flow) {
-	now := time.Now()
-	if now.Sub(p.lastAcq) < time.Second {
+	now := time.Now().UnixNano()
+	if now-p.lastAcq < int64(time.Second) {
 		return
 	}
 	p.lastAcq = now

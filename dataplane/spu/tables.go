@@ -2,8 +2,7 @@ package spu
 
 import (
 	"net/netip"
-	"slices"
-	"time"
+	"unique"
 
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/esp"
@@ -36,10 +35,16 @@ type outSA struct {
 	sa      *esp.SA
 	desc    saDesc
 	logical uint16
+	nhOK    bool
 	added   uint64 // install order: the newest of a reqid is active
 	nhGen   uint64
-	nh      fib.NextHop
-	nhOK    bool
+	// nh is made at the SA's first packet: a fib.NextHop is 80 bytes,
+	// which most of a million tunnels, idle, need not carry.
+	nh *fib.NextHop
+	// older is the outbound SA of the same reqid installed before this
+	// one: a reqid's SAs are a list, newest first, whose head is the
+	// active one (tables.active).
+	older *outSA
 }
 
 type outKey struct {
@@ -58,7 +63,7 @@ type policy struct {
 	out     *outSA // the active outbound SA of p.ReqID, or nil
 	packets uint64
 	acq     uint64
-	lastAcq time.Time
+	lastAcq int64 // Unix nanoseconds: 8 bytes where a time.Time is 24
 	// Counters read from other goroutines go through the SPU's command
 	// queue (dump), so they need no atomics.
 }
@@ -82,15 +87,16 @@ func tsMatch(ts []ipsec.Selector, a netip.Addr, proto uint8, port uint16, hasPor
 // tables are one SPU's SAs and policies. Only the SPU's goroutine touches
 // them; the control plane changes them through commands.
 type tables struct {
-	in       map[uint32]*inSA
-	out      map[outKey]*outSA
-	active   map[uint32]*outSA // reqid -> the outbound SA policies use
+	in  map[uint32]*inSA
+	out map[outKey]*outSA
+	// active is, by reqid, the outbound SA policies use: the newest, the
+	// head of the reqid's list of outbound SAs (outSA.older), so that a
+	// change of one tunnel's outbound SAs costs the tunnel's size, not the
+	// table's. A reqid has an outbound SA or two (three during a rekey).
+	active   map[uint32]*outSA
 	policies map[uint32]*policy
-	// By reqid, so that a change of one tunnel's outbound SAs costs the
-	// tunnel's size, not the table's. A reqid has an outbound SA or two
-	// (three during a rekey); its policies are idSets, as bypass and
-	// discard policies all have reqid 0.
-	outBy map[uint32][]*outSA
+	// polBy holds the policies by reqid, as idSets: bypass and discard
+	// policies all have reqid 0.
 	polBy map[uint32]idSet
 	// byDst files each policy under the prefixes of its remote selectors,
 	// and dstLens counts them by family and length, so that the exact
@@ -105,10 +111,20 @@ type tables struct {
 	addSeq  uint64
 	// tunnels counts the policies that protect (spu.list reads it).
 	tunnels int
-	// saDrops are the SPU's totals of its SAs' drops: each SA it takes
-	// counts into them.
-	saDrops *esp.DropTotals
+	// owner is the SPU's, which each SA it takes is given: the totals of
+	// the SAs' drops, and the list that cools idle SAs (esp.Owner).
+	owner *esp.Owner
 }
+
+// sweepBatch is how many warm SAs one turn of an SPU's loop looks at while
+// it cools the idle ones (esp.Owner.Sweep): a few microseconds at most.
+// sweepIdleBatch is for a turn without work, which an adaptive SPU may
+// follow with a sleep of up to MaxSleep: 4,096 at ten turns a second look
+// at a million SAs in half a minute, where 64 took half an hour.
+const (
+	sweepBatch     = 64
+	sweepIdleBatch = 4096
+)
 
 // idSet is a set of policies by id: a slice while it holds a few (a
 // tunnel's /32 or reqid has one policy) and a map once it holds more, so
@@ -194,14 +210,13 @@ func (s *idSet) each(f func(*policy)) {
 	}
 }
 
-func newTables(saDrops *esp.DropTotals) tables {
+func newTables(owner *esp.Owner) tables {
 	return tables{
-		saDrops:  saDrops,
+		owner:    owner,
 		in:       map[uint32]*inSA{},
 		out:      map[outKey]*outSA{},
 		active:   map[uint32]*outSA{},
 		policies: map[uint32]*policy{},
-		outBy:    map[uint32][]*outSA{},
 		polBy:    map[uint32]idSet{},
 		byDst:    map[netip.Prefix]idSet{},
 	}
@@ -210,33 +225,44 @@ func newTables(saDrops *esp.DropTotals) tables {
 // relink points every policy of reqid at the active outbound SA, after the
 // set of outbound SAs of that reqid changed.
 func (t *tables) relink(reqid uint32) {
-	var best *outSA
-	for _, o := range t.outBy[reqid] {
-		if best == nil || o.added > best.added {
-			best = o
-		}
-	}
-	if best == nil {
-		delete(t.active, reqid)
-	} else {
-		t.active[reqid] = best
-	}
+	best := t.active[reqid]
 	pols := t.polBy[reqid]
 	pols.each(func(p *policy) { p.out = best })
 }
 
+// intern returns the one copy of a name (a connection/child, shared by
+// every tunnel of a connection) that the tables keep, rather than the
+// copy each request decoded: 16 bytes for each SA and policy.
+func intern(name string) string {
+	if name == "" {
+		return ""
+	}
+	return unique.Make(name).Value()
+}
+
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
+	x.desc.name = intern(x.desc.name)
 	t.in[x.sa.SPI()] = x
-	x.sa.SetDropTotals(t.saDrops)
+	x.sa.SetOwner(t.owner)
+}
+
+// delIn removes an inbound SA, and its cipher state from the SPU's list.
+func (t *tables) delIn(spi uint32) {
+	if x, ok := t.in[spi]; ok {
+		delete(t.in, spi)
+		x.sa.Release()
+	}
 }
 
 func (t *tables) addOut(o *outSA) {
-	o.sa.SetDropTotals(t.saDrops)
+	o.desc.name = intern(o.desc.name)
+	o.sa.SetOwner(t.owner)
 	t.addSeq++
 	o.added = t.addSeq
 	t.out[o.key()] = o
-	t.outBy[o.desc.reqid] = append(t.outBy[o.desc.reqid], o)
+	o.older = t.active[o.desc.reqid]
+	t.active[o.desc.reqid] = o
 	t.relink(o.desc.reqid)
 }
 
@@ -247,6 +273,7 @@ func (t *tables) delOut(k outKey) (*outSA, bool) {
 	}
 	t.unlinkOut(k, o)
 	t.relink(o.desc.reqid)
+	o.sa.Release()
 	return o, true
 }
 
@@ -264,18 +291,25 @@ func (t *tables) rekeyOut(from, to outKey) {
 // unlinkOut removes an outbound SA from the indexes (the caller relinks).
 func (t *tables) unlinkOut(k outKey, o *outSA) {
 	delete(t.out, k)
-	l := t.outBy[o.desc.reqid]
-	if i := slices.Index(l, o); i >= 0 {
-		l = slices.Delete(l, i, i+1)
+	r := o.desc.reqid
+	switch head := t.active[r]; {
+	case head == o && o.older == nil:
+		delete(t.active, r)
+	case head == o:
+		t.active[r] = o.older
+	default:
+		for x := head; x != nil; x = x.older {
+			if x.older == o {
+				x.older = o.older
+				break
+			}
+		}
 	}
-	if len(l) == 0 {
-		delete(t.outBy, o.desc.reqid)
-	} else {
-		t.outBy[o.desc.reqid] = l
-	}
+	o.older = nil
 }
 
 func (t *tables) addPolicy(p *policy) {
+	p.p.Name = intern(p.p.Name)
 	t.policies[p.p.ID] = p
 	m := t.polBy[p.p.ReqID]
 	m.add(p)

@@ -66,7 +66,7 @@ func randSelector(r *rand.Rand, v6 bool) ipsec.Selector {
 // and it allocates nothing.
 func TestFindPolicyIndexed(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	tb := newTables(new(esp.DropTotals))
+	tb := newTables(esp.NewOwner(new(esp.DropTotals), 0))
 	var ids []uint32
 	add := func(id uint32) {
 		v6 := r.IntN(4) == 0
@@ -131,7 +131,7 @@ func BenchmarkFindPolicy(b *testing.B) {
 			}
 			return "policies=100000"
 		}(), func(b *testing.B) {
-			tb := newTables(new(esp.DropTotals))
+			tb := newTables(esp.NewOwner(new(esp.DropTotals), 0))
 			for i := range n {
 				l := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 				rm := netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)})
@@ -195,4 +195,105 @@ func TestIDSet(t *testing.T) {
 	if s.len() != 0 || s.few != nil || s.many != nil {
 		t.Errorf("emptied set holds %d entries", s.len())
 	}
+}
+
+// TestTablesCipherOwner: the SAs of an SPU's tables are on its owner's
+// list of warm SAs while they are warm, leave it when they are deleted,
+// and move to another SPU's with a migration, warm as they are.
+func TestTablesCipherOwner(t *testing.T) {
+	o1, o2 := esp.NewOwner(new(esp.DropTotals), 0), esp.NewOwner(new(esp.DropTotals), 0)
+	t1, t2 := newTables(o1), newTables(o2)
+	cfg := esp.Config{SPI: 0x1234, Direction: esp.Outbound, Suite: ipsec.AES128GCM16, EncKey: make([]byte, 20),
+		Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.18.0.2")}
+	mk := func(dir esp.Direction) *esp.SA {
+		c := cfg
+		c.Direction = dir
+		sa, err := esp.NewSA(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sa
+	}
+	out, in := mk(esp.Outbound), mk(esp.Inbound)
+	t1.addOut(&outSA{sa: out, desc: saDesc{reqid: 1}, logical: 3})
+	t1.addIn(&inSA{sa: in, desc: saDesc{reqid: 1}, logical: 3})
+	if o1.Warm() != 0 {
+		t.Fatalf("%d warm SAs before any packet", o1.Warm())
+	}
+	pkt := make([]byte, 20)
+	pkt[0], pkt[3] = 0x45, 20
+	buf := make([]byte, 256)
+	copy(buf[esp.Headroom:], pkt)
+	r := out.Encap(buf, esp.Headroom, len(pkt))
+	if r.Verdict != esp.Forward {
+		t.Fatal(r.Reason)
+	}
+	if d := in.Decap(buf, r.Off, r.Len); d.Verdict != esp.Forward {
+		t.Fatal(d.Reason)
+	}
+	if o1.Warm() != 2 {
+		t.Fatalf("%d warm SAs after a packet each way, want 2", o1.Warm())
+	}
+	for _, b := range t1.extract(map[uint16]bool{3: true}) {
+		t2.install(b)
+	}
+	if o1.Warm() != 0 || o2.Warm() != 2 || !out.Warm() || !in.Warm() {
+		t.Fatalf("after migration: %d and %d warm, want 0 and 2, both SAs still warm", o1.Warm(), o2.Warm())
+	}
+	t2.delIn(0x1234)
+	if _, ok := t2.delOut(outKey{0x1234, out.Remote()}); !ok {
+		t.Fatal("outbound SA not found")
+	}
+	if o2.Warm() != 0 || out.Warm() || in.Warm() {
+		t.Fatalf("%d warm SAs after deleting both", o2.Warm())
+	}
+}
+
+// TestTablesActiveOut: a reqid's newest outbound SA is the one its
+// policies use, whichever of its SAs go, and after a migration too.
+func TestTablesActiveOut(t *testing.T) {
+	mk := func(spi uint32) *outSA {
+		sa, err := esp.NewSA(esp.Config{SPI: spi, Direction: esp.Outbound, Suite: ipsec.AES128GCM16, EncKey: make([]byte, 20),
+			Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.18.0.2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &outSA{sa: sa, desc: saDesc{reqid: 5}, logical: 1}
+	}
+	tb := newTables(esp.NewOwner(new(esp.DropTotals), 0))
+	p := &policy{p: api.Policy{ID: 1, ReqID: 5, Action: api.Protect}, logical: 1}
+	tb.addPolicy(p)
+	a, b, c := mk(0x100), mk(0x200), mk(0x300)
+	check := func(step string, want *outSA) {
+		t.Helper()
+		if p.out != want || tb.active[5] != want {
+			t.Fatalf("%s: policy uses %v, active %v, want %v", step, p.out, tb.active[5], want)
+		}
+	}
+	tb.addOut(a)
+	check("a", a)
+	tb.addOut(b)
+	tb.addOut(c)
+	check("a, b, c", c)
+	tb.delOut(b.key())
+	check("b gone", c)
+	tb.delOut(c.key())
+	check("c gone", a)
+	tb.addOut(b)
+	tb.addOut(c)
+	t2 := newTables(esp.NewOwner(new(esp.DropTotals), 0))
+	for _, bd := range tb.extract(map[uint16]bool{1: true}) {
+		t2.install(bd)
+	}
+	if _, ok := tb.active[5]; ok || len(tb.out) != 0 {
+		t.Fatal("the old SPU kept outbound SAs")
+	}
+	tb, p = t2, t2.policies[1]
+	check("migrated", c)
+	tb.delOut(c.key())
+	check("c gone after migration", b)
+	tb.delOut(a.key())
+	check("a gone", b)
+	tb.delOut(b.key())
+	check("all gone", nil)
 }

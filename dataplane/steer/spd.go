@@ -60,12 +60,36 @@ type Policy struct {
 	Bypass     bool         // matching packets go to the kernel, counted PassBypass
 }
 
-type policyKey struct {
-	ifindex       int
-	local, remote netip.Prefix
+// keyPrefix is a prefix as the table keeps it: 18 bytes, where a netip.Prefix
+// is 32 (its address carries a pointer for the zone), in every key of a
+// table that holds a million policies several times over. The prefixes
+// are masked and without a zone (normalize).
+type keyPrefix struct {
+	a    [16]byte // IPv4 as IPv4-mapped
+	bits uint8
+	v6   bool
 }
 
-func (p *Policy) key() policyKey { return policyKey{p.Ifindex, p.Local, p.Remote} }
+func pfxOf(p netip.Prefix) keyPrefix {
+	return keyPrefix{a: p.Addr().As16(), bits: uint8(p.Bits()), v6: p.Addr().Is6()}
+}
+
+func (p keyPrefix) prefix() netip.Prefix {
+	a := netip.AddrFrom16(p.a)
+	if !p.v6 {
+		a = a.Unmap()
+	}
+	return netip.PrefixFrom(a, int(p.bits))
+}
+
+type policyKey struct {
+	ifindex       int32
+	local, remote keyPrefix
+}
+
+func (p *Policy) key() policyKey {
+	return policyKey{int32(p.Ifindex), pfxOf(p.Local), pfxOf(p.Remote)}
+}
 
 // normalize checks p and masks its prefixes.
 func (p Policy) normalize() (Policy, error) {
@@ -108,14 +132,15 @@ func (p Policy) normalize() (Policy, error) {
 // The table is kept small, a million tunnels being a million policies:
 // a policy is its key and the 8 bytes the maps hold (spdValue), and the
 // per-destination sets are slices while they are small (prefixSet) rather
-// than a map each, which cost ~1.2 KiB per tunnel of a /32 of its own.
+// than a map each, which cost ~1.2 KiB per tunnel of a /32 of its own; the
+// keys hold prefixes as keyPrefix, not netip.Prefix.
 type spdTable struct {
 	policies map[policyKey]spdValue
 	// byRemote holds the sources (local prefixes) of the policies of each
 	// destination.
 	byRemote map[remoteKey]prefixSet[struct{}]
 
-	groups    map[groupKey]*spdGroup // allocated groups, by destination
+	groups    map[remoteKey]*spdGroup // allocated groups, by destination
 	nextGroup uint32
 	free      []uint32
 
@@ -141,11 +166,16 @@ func family(p netip.Prefix) int {
 	return 1
 }
 
+// remoteKey is a destination on an interface: of byRemote, and of groups
+// (where a groupKey is what the maps get).
 type remoteKey struct {
-	ifindex int
-	remote  netip.Prefix
+	ifindex int32
+	remote  keyPrefix
 }
 
+func remoteKeyOf(ifindex int, p netip.Prefix) remoteKey { return remoteKey{int32(ifindex), pfxOf(p)} }
+
+// groupKey is a group's stage-1 key, as spdWriter takes it.
 type groupKey struct {
 	ifindex int
 	dst     netip.Prefix
@@ -174,7 +204,7 @@ func newSPDTable() spdTable {
 	return spdTable{
 		policies: make(map[policyKey]spdValue),
 		byRemote: make(map[remoteKey]prefixSet[struct{}]),
-		groups:   make(map[groupKey]*spdGroup),
+		groups:   make(map[remoteKey]*spdGroup),
 	}
 }
 
@@ -188,26 +218,26 @@ func (p *Policy) value() spdValue {
 
 // policy is the Policy of key k and value v, as set was given it.
 func (k policyKey) policy(v spdValue) Policy {
-	return Policy{Ifindex: k.ifindex, Local: k.local, Remote: k.remote, ID: v.id, LogicalSPU: v.logical,
+	return Policy{Ifindex: int(k.ifindex), Local: k.local.prefix(), Remote: k.remote.prefix(), ID: v.id, LogicalSPU: v.logical,
 		Bypass: v.flags&policyBypass != 0}
 }
 
 const policyBypass = 0x1 // SPUGATE_POLICY_BYPASS
 
 func (t *spdTable) index(p Policy) {
-	rk := remoteKey{p.Ifindex, p.Remote}
+	rk := remoteKeyOf(p.Ifindex, p.Remote)
 	m := t.byRemote[rk]
-	m.put(p.Local, struct{}{})
+	m.put(pfxOf(p.Local), struct{}{})
 	t.byRemote[rk] = m
 }
 
 func (t *spdTable) unindex(p Policy) {
-	rk := remoteKey{p.Ifindex, p.Remote}
+	rk := remoteKeyOf(p.Ifindex, p.Remote)
 	m, ok := t.byRemote[rk]
 	if !ok {
 		return
 	}
-	m.del(p.Local)
+	m.del(pfxOf(p.Local))
 	if m.len() == 0 {
 		delete(t.byRemote, rk)
 	} else {
@@ -217,7 +247,7 @@ func (t *spdTable) unindex(p Policy) {
 
 // hasRemote reports whether a policy has destination d on ifindex.
 func (t *spdTable) hasRemote(ifindex int, d netip.Prefix) bool {
-	_, ok := t.byRemote[remoteKey{ifindex, d}]
+	_, ok := t.byRemote[remoteKeyOf(ifindex, d)]
 	return ok
 }
 
@@ -232,9 +262,10 @@ func (t *spdTable) desired(ifindex int, d netip.Prefix) map[netip.Prefix]spdValu
 	// Shorter destinations first, so that a longer one overrides them.
 	for l := 0; l <= d.Bits(); l++ {
 		r, _ := d.Addr().Prefix(l)
-		locals := t.byRemote[remoteKey{ifindex, r}]
+		rk := remoteKeyOf(ifindex, r)
+		locals := t.byRemote[rk]
 		for local := range locals.all() {
-			entries[local] = t.policies[policyKey{ifindex, local, r}]
+			entries[local.prefix()] = t.policies[policyKey{rk.ifindex, local, rk.remote}]
 		}
 	}
 	return entries
@@ -248,9 +279,11 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 		return out
 	}
 	for gk := range t.groups {
-		if gk.ifindex == ifindex && gk.dst != remote && gk.dst.Addr().Is4() == remote.Addr().Is4() &&
-			gk.dst.Bits() > remote.Bits() && remote.Contains(gk.dst.Addr()) {
-			out = append(out, gk.dst)
+		if int(gk.ifindex) != ifindex || gk.remote.v6 != remote.Addr().Is6() || int(gk.remote.bits) <= remote.Bits() {
+			continue
+		}
+		if dst := gk.remote.prefix(); remote.Contains(dst.Addr()) {
+			out = append(out, dst)
 		}
 	}
 	return out
@@ -267,7 +300,8 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 // many local ones) from recomputing all of them.
 func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *netip.Prefix) error {
 	gk := groupKey{ifindex, d}
-	g := t.groups[gk]
+	rk := remoteKeyOf(ifindex, d)
+	g := t.groups[rk]
 	if only != nil && g != nil && t.hasRemote(ifindex, d) {
 		return t.syncSource(w, gk, g, *only)
 	}
@@ -283,12 +317,12 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 			g.installed = false
 		}
 		for _, s := range g.src.keys() {
-			if err := w.delSrc(srcKey{g.id, s}); err != nil {
+			if err := w.delSrc(srcKey{g.id, s.prefix()}); err != nil {
 				return err
 			}
 			g.src.del(s)
 		}
-		delete(t.groups, gk)
+		delete(t.groups, rk)
 		t.free = append(t.free, g.id)
 		return nil
 	}
@@ -300,16 +334,17 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 			t.nextGroup++
 			g.id = t.nextGroup
 		}
-		t.groups[gk] = g
+		t.groups[rk] = g
 	}
 	for s, v := range want {
-		if old, ok := g.src.get(s); ok && old == v {
+		sp := pfxOf(s)
+		if old, ok := g.src.get(sp); ok && old == v {
 			continue
 		}
 		if err := w.putSrc(srcKey{g.id, s}, v); err != nil {
 			return err
 		}
-		g.src.put(s, v)
+		g.src.put(sp, v)
 	}
 	if !g.installed {
 		if err := w.putDst(gk, g.id); err != nil {
@@ -318,10 +353,11 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 		g.installed = true
 	}
 	for _, s := range g.src.keys() {
-		if _, keep := want[s]; keep {
+		sp := s.prefix()
+		if _, keep := want[sp]; keep {
 			continue
 		}
-		if err := w.delSrc(srcKey{g.id, s}); err != nil {
+		if err := w.delSrc(srcKey{g.id, sp}); err != nil {
 			return err
 		}
 		g.src.del(s)
@@ -332,19 +368,20 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 // syncSource brings source s's stage-2 entry of existing group g (gk) to
 // what the policies want.
 func (t *spdTable) syncSource(w spdWriter, gk groupKey, g *spdGroup, s netip.Prefix) error {
-	old, had := g.src.get(s)
+	sp := pfxOf(s)
+	old, had := g.src.get(sp)
 	v, ok := t.desiredSource(gk.ifindex, gk.dst, s)
 	switch {
 	case ok && (!had || old != v):
 		if err := w.putSrc(srcKey{g.id, s}, v); err != nil {
 			return err
 		}
-		g.src.put(s, v)
+		g.src.put(sp, v)
 	case !ok && had:
 		if err := w.delSrc(srcKey{g.id, s}); err != nil {
 			return err
 		}
-		g.src.del(s)
+		g.src.del(sp)
 	}
 	if !g.installed {
 		if err := w.putDst(gk, g.id); err != nil {
@@ -358,9 +395,10 @@ func (t *spdTable) syncSource(w spdWriter, gk groupKey, g *spdGroup, s netip.Pre
 // desiredSource is desired's entry for source s alone: the policy of
 // source s with the longest destination covering d.
 func (t *spdTable) desiredSource(ifindex int, d, s netip.Prefix) (spdValue, bool) {
+	sp := pfxOf(s)
 	for l := d.Bits(); l >= 0; l-- {
 		r, _ := d.Addr().Prefix(l)
-		if v, ok := t.policies[policyKey{ifindex, s, r}]; ok {
+		if v, ok := t.policies[policyKey{int32(ifindex), sp, pfxOf(r)}]; ok {
 			return v, true
 		}
 	}
@@ -417,7 +455,7 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 
 // delete removes the policy with these selectors, if any.
 func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) error {
-	k := policyKey{ifindex, local.Masked(), remote.Masked()}
+	k := policyKey{int32(ifindex), pfxOf(local.Masked()), pfxOf(remote.Masked())}
 	v, had := t.policies[k]
 	if !had {
 		return fmt.Errorf("steer: no policy %v -> %v on ifindex %d", local, remote, ifindex)
@@ -460,11 +498,11 @@ func (t *spdTable) list() []Policy {
 // lookup at any size. The zero value is empty.
 type prefixSet[V comparable] struct {
 	few  []prefixEntry[V]
-	many map[netip.Prefix]V
+	many map[keyPrefix]V
 }
 
 type prefixEntry[V comparable] struct {
-	p netip.Prefix
+	p keyPrefix
 	v V
 }
 
@@ -473,7 +511,7 @@ const prefixSetFew = 8
 
 func (s *prefixSet[V]) len() int { return len(s.few) + len(s.many) }
 
-func (s *prefixSet[V]) get(p netip.Prefix) (V, bool) {
+func (s *prefixSet[V]) get(p keyPrefix) (V, bool) {
 	if s.many != nil {
 		v, ok := s.many[p]
 		return v, ok
@@ -487,7 +525,7 @@ func (s *prefixSet[V]) get(p netip.Prefix) (V, bool) {
 	return zero, false
 }
 
-func (s *prefixSet[V]) put(p netip.Prefix, v V) {
+func (s *prefixSet[V]) put(p keyPrefix, v V) {
 	if s.many != nil {
 		s.many[p] = v
 		return
@@ -502,7 +540,7 @@ func (s *prefixSet[V]) put(p netip.Prefix, v V) {
 		s.few = append(s.few, prefixEntry[V]{p, v})
 		return
 	}
-	s.many = make(map[netip.Prefix]V, 2*prefixSetFew)
+	s.many = make(map[keyPrefix]V, 2*prefixSetFew)
 	for _, e := range s.few {
 		s.many[e.p] = e.v
 	}
@@ -510,7 +548,7 @@ func (s *prefixSet[V]) put(p netip.Prefix, v V) {
 	s.few = nil
 }
 
-func (s *prefixSet[V]) del(p netip.Prefix) {
+func (s *prefixSet[V]) del(p keyPrefix) {
 	if s.many != nil {
 		delete(s.many, p)
 		if len(s.many) == 0 {
@@ -534,8 +572,8 @@ func (s *prefixSet[V]) del(p netip.Prefix) {
 
 // all yields the entries, in no particular order; the set must not change
 // meanwhile (keys gives a copy to change it by).
-func (s *prefixSet[V]) all() iter.Seq2[netip.Prefix, V] {
-	return func(yield func(netip.Prefix, V) bool) {
+func (s *prefixSet[V]) all() iter.Seq2[keyPrefix, V] {
+	return func(yield func(keyPrefix, V) bool) {
 		if s.many != nil {
 			for p, v := range s.many {
 				if !yield(p, v) {
@@ -553,8 +591,8 @@ func (s *prefixSet[V]) all() iter.Seq2[netip.Prefix, V] {
 }
 
 // keys returns the prefixes of the set.
-func (s *prefixSet[V]) keys() []netip.Prefix {
-	out := make([]netip.Prefix, 0, s.len())
+func (s *prefixSet[V]) keys() []keyPrefix {
+	out := make([]keyPrefix, 0, s.len())
 	for p := range s.all() {
 		out = append(out, p)
 	}

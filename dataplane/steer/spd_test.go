@@ -221,13 +221,14 @@ func TestSPDRandom(t *testing.T) {
 		}
 		// Every group holds exactly what a full recomputation wants
 		// (set and delete update only the changed source's entries).
-		for gk, g := range tab.groups {
+		for rk, g := range tab.groups {
+			gk := groupKey{int(rk.ifindex), rk.remote.prefix()}
 			want := tab.desired(gk.ifindex, gk.dst)
 			if len(want) != g.src.len() {
 				t.Fatalf("step %d: group %v: %d entries, want %d", step, gk, g.src.len(), len(want))
 			}
 			for s, v := range want {
-				if have, _ := g.src.get(s); have != v || f.src[srcKey{g.id, s}] != v {
+				if have, _ := g.src.get(pfxOf(s)); have != v || f.src[srcKey{g.id, s}] != v {
 					t.Fatalf("step %d: group %v source %v: table %+v, map %+v, want %+v", step, gk, s, have, f.src[srcKey{g.id, s}], v)
 				}
 			}
@@ -369,14 +370,27 @@ func TestSPDSourcesFull(t *testing.T) {
 	}
 }
 
+// TestKeyPrefix: a prefix comes back from the table's form as it went in.
+func TestKeyPrefix(t *testing.T) {
+	for _, p := range []string{"0.0.0.0/0", "10.1.2.0/24", "198.18.0.1/32", "::/0", "2001:db8::/32", "::ffff:0:0/96", "2001:db8::1/128"} {
+		q := netip.MustParsePrefix(p)
+		if got := pfxOf(q).prefix(); got != q {
+			t.Errorf("%v came back as %v", q, got)
+		}
+	}
+	if pfxOf(netip.MustParsePrefix("0.0.0.0/0")) == pfxOf(netip.MustParsePrefix("::ffff:0:0/96")) {
+		t.Error("IPv4 any and ::ffff:0:0/96 share a key")
+	}
+}
+
 // TestPrefixSet takes a prefixSet past the size where it turns from a
 // slice into a map and back to empty, against a map.
 func TestPrefixSet(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var s prefixSet[uint32]
-	want := map[netip.Prefix]uint32{}
+	want := map[keyPrefix]uint32{}
 	for step := range 2000 {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(3 * prefixSetFew))}), 32)
+		p := pfxOf(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r.IntN(3 * prefixSetFew))}), 32))
 		if r.IntN(3) == 0 {
 			s.del(p)
 			delete(want, p)
