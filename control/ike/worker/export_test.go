@@ -3,6 +3,7 @@ package worker
 import (
 	"fmt"
 
+	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/manager"
 )
 
@@ -15,6 +16,27 @@ func VerifyHints(on bool) bool {
 	was := verifyHints
 	verifyHints = on
 	return was
+}
+
+// LoadLocalIDs makes each IKE SA of the load runs that follow identify as
+// c<n>.<suffix>, n counting from 1 across runs (load-tester's
+// initiator_id), or, with suffix "", as the connection says; it returns a
+// function that restores what was.
+func LoadLocalIDs(suffix string) func() {
+	was := loadLocalID
+	loadLocalID = nil
+	if suffix != "" {
+		n := 0
+		loadLocalID = func() config.Identity {
+			n++
+			id, err := config.ParseIdentity(fmt.Sprintf("c%d.%s", n, suffix))
+			if err != nil {
+				panic(err)
+			}
+			return id
+		}
+	}
+	return func() { loadLocalID = was }
 }
 
 // HintHits is how many Predecessor hints were taken (and verified).

@@ -157,9 +157,21 @@ func (w *Worker) loadMore(r *loadRun) {
 	}
 }
 
+// loadLocalID, when set (benchmarks), gives each IKE SA of a load run an
+// identity of its own, as load-tester's initiator_id c%d does: the
+// responder then holds many peers behind one address.
+var loadLocalID func() config.Identity
+
 // loadOne starts one new IKE SA of a load run.
 func (w *Worker) loadOne(r *loadRun) error {
-	m, err := w.newIKE(r.conn, []*config.Child{r.child}, func(err error) {
+	conn := r.conn
+	if loadLocalID != nil {
+		c, l := *conn, *conn.Local
+		l.Identity = loadLocalID()
+		c.Local = &l
+		conn = &c
+	}
+	m, err := w.newIKE(conn, []*config.Child{r.child}, func(err error) {
 		p := &r.progress
 		if err != nil {
 			p.Failed++
