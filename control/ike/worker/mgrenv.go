@@ -235,7 +235,7 @@ func (e *mgrEnv) InitialContact(ike *sa.IKESA) {
 // between key's identities and peer address, and returns them.
 func (w *Worker) initialContact(key, keep *sa.IKESA) []*manager.Manager {
 	var old []*manager.Manager
-	for m := range w.peers.withIDs(key) {
+	for m := range w.peers.ofPeer(key) {
 		o := m.IKE
 		if o == keep || m.Destroyed() || o.State != sa.Established || o.Remote.Addr() != key.Remote.Addr() {
 			continue
