@@ -3,6 +3,7 @@ package worker_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -263,7 +264,8 @@ func BenchmarkLoad(b *testing.B) {
 // iteration sets up 100 more tunnels with the load initiator; ns/setup is
 // per tunnel, and cpu-ns/setup the process's CPU time per tunnel (what
 // the wall time is not, on a machine running more than the benchmark),
-// garbage collection included. With peers=one every IKE SA has the initiator's identity
+// garbage collection included; both ends log at warn, as spubench runs
+// iked. With peers=one every IKE SA has the initiator's identity
 // (iked's load initiator: the responder takes each for a reauthentication
 // of the tunnel); with peers=many each has one of its own behind the same
 // address (strongSwan's load-tester, sites behind a carrier NAT).
@@ -289,6 +291,9 @@ func BenchmarkSetupAtScale(b *testing.B) {
 				}
 				s, na, nb := newPair(b, ca, cb)
 				s.T = b
+				// As spubench runs iked (-log-level warn).
+				na.SetLogLevel(slog.LevelWarn)
+				nb.SetLogLevel(slog.LevelWarn)
 				load := func(count int) {
 					done := false
 					if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: count, Window: 64}, func(p worker.LoadProgress) {
