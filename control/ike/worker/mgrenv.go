@@ -26,12 +26,14 @@ func (e *mgrEnv) Changed(m *manager.Manager) { e.Env.Changed(m.IKE) }
 // unauthenticated IKE SAs.
 func (e *mgrEnv) Log() *slog.Logger { return e.w.mlog }
 
+// Established ends the IKE SA's half-open accounting; the manager has it
+// persisted (Changed) once the exchange is done, which a write here would
+// only repeat.
 func (e *mgrEnv) Established(m *manager.Manager) {
 	// What follows is about an authenticated peer: log it whole.
 	e.w.unauthenticated = false
 	e.w.endHalfOpen(m)
 	e.w.forgetInit(m)
-	e.Env.Changed(m.IKE)
 }
 
 func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
