@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,8 +271,22 @@ func BenchmarkLoad(b *testing.B) {
 // of the tunnel); with peers=many each has one of its own behind the same
 // address (strongSwan's load-tester, sites behind a carrier NAT).
 //
+// SPUGATE_SETUP_SIZES (comma-separated) replaces the sizes, for a run at
+// larger tables than the default's memory allows beside other work.
+//
 //	go test -run '^$' -bench SetupAtScale -benchtime 20x ./control/ike/worker/
 func BenchmarkSetupAtScale(b *testing.B) {
+	sizes := []int{1000, 10000, 50000}
+	if env := os.Getenv("SPUGATE_SETUP_SIZES"); env != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				b.Fatalf("SPUGATE_SETUP_SIZES: %q is not a count of IKE SAs", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
 	// The tests check each reauthentication hint against a search over
 	// the tunnel's IKE SAs, which is what the hint saves.
 	defer worker.VerifyHints(worker.VerifyHints(false))
@@ -284,7 +299,7 @@ func BenchmarkSetupAtScale(b *testing.B) {
 			}
 		}
 		ca, cb := configs(b, modA, modB)
-		for _, n := range []int{1000, 10000, 50000} {
+		for _, n := range sizes {
 			b.Run(fmt.Sprintf("peers=%s/existing=%d", peers, n), func(b *testing.B) {
 				if peers == "many" {
 					defer worker.LoadLocalIDs("load.example")()
