@@ -39,6 +39,10 @@ func LoadLocalIDs(suffix string) func() {
 	return func() { loadLocalID = was }
 }
 
+// Graves is how many graves the worker keeps, and how many of them are in
+// the expiry order (a grave made again under its SPI is there twice).
+func (w *Worker) Graves() (int, int) { return len(w.graves), len(w.buried) }
+
 // HintHits is how many Predecessor hints were taken (and verified).
 func HintHits() int64 { return hintHits.Load() }
 

@@ -338,6 +338,49 @@ func BenchmarkSetupAtScale(b *testing.B) {
 	}
 }
 
+// BenchmarkTeardownAtScale measures what the deletion of an IKE SA by its
+// peer costs (both ends) when the peer deletes 1k or 10k at once (a
+// restart, a load run's end): it must not grow with the IKE SAs deleted in
+// the last minutes, whose last responses the responder keeps.
+// cpu-ns/delete is the process's CPU time per IKE SA deleted.
+func BenchmarkTeardownAtScale(b *testing.B) {
+	defer worker.VerifyHints(worker.VerifyHints(false))
+	defer worker.LoadLocalIDs("load.example")()
+	mod := func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 }
+	ca, cb := configs(b, mod, func(o *confOpts) {
+		mod(o)
+		o.remoteID, o.secretsIDs = "*.load.example", `["gw-b.example", "*.load.example"]`
+	})
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("ike-sas=%d", n), func(b *testing.B) {
+			var cpu time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				s, na, nb := newPair(b, ca, cb)
+				s.T = b
+				na.SetLogLevel(slog.LevelWarn)
+				nb.SetLogLevel(slog.LevelWarn)
+				if p := runLoadTB(b, s, na, worker.LoadSpec{Conn: "tun", Count: n, Window: 64}, time.Hour); p.Established != n {
+					b.Fatalf("load: %+v", p)
+				}
+				// The setup's garbage is collected before, not charged to
+				// the deletions.
+				runtime.GC()
+				b.StartTimer()
+				cpu0 := processCPU(b)
+				if c := na.Worker.Terminate(worker.Target{Conn: "tun"}, nil); c != n {
+					b.Fatalf("terminating %d IKE SAs, want %d", c, n)
+				}
+				if !s.RunUntil(time.Hour, func() bool { return nb.Worker.Len() == 0 && na.Worker.Len() == 0 }) {
+					b.Fatal("IKE SAs not deleted")
+				}
+				cpu += processCPU(b) - cpu0
+			}
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*n), "cpu-ns/delete")
+		})
+	}
+}
+
 // processCPU is the process's CPU time so far, user and system.
 func processCPU(tb testing.TB) time.Duration {
 	var ru unix.Rusage

@@ -42,13 +42,7 @@ func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	load := w.isLoad(ike)
 	w.forget(m)
 	if m.EndReason() == manager.ReasonPeerDeleted && len(ike.LastResponse) > 0 && ike.MsgIDIn > 0 {
-		now := w.env.Now()
-		for spi, g := range w.graves {
-			if now.After(g.until) {
-				delete(w.graves, spi)
-			}
-		}
-		w.graves[ike.OurSPI()] = grave{msgID: ike.MsgIDIn - 1, resp: ike.LastResponse, local: ike.Local, until: now.Add(graveTime)}
+		w.bury(ike)
 	}
 	if ike.Established.IsZero() && ike.Initiator {
 		// Never established: nothing was persisted, no action applies.
