@@ -499,12 +499,18 @@ type Node struct {
 	rnd    *Rand
 	log    *slog.Logger
 	logBuf *syncBuffer
+	level  slog.LevelVar
 	reqid  uint32
 	ids    uint32
 }
 
 // Logs returns what the node logged.
 func (n *Node) Logs() string { return n.logBuf.String() }
+
+// SetLogLevel makes the node log from level l on (debug until then):
+// benchmarks take iked's -log-level, whose lower lines cost nothing but an
+// Enabled check.
+func (n *Node) SetLogLevel(l slog.Level) { n.level.Set(l) }
 
 // DiscardLogs makes the node's log lines (still formatted, as iked's are)
 // go nowhere from now on: Logs keeps only what came before. For
@@ -616,7 +622,8 @@ func (s *Sim) AddNode(name string, addr netip.Addr, cfg *config.Config) *Node {
 	}
 	// Log lines carry the fake time, as an offset from Epoch.
 	clock := s.Clock
-	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: slog.LevelDebug,
+	n.level.Set(slog.LevelDebug)
+	n.log = slog.New(slog.NewTextHandler(n.logBuf, &slog.HandlerOptions{Level: &n.level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey && len(groups) == 0 {
 				return slog.String("t", clock.Now().Sub(Epoch).String())

@@ -1,7 +1,9 @@
 package manager
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/message"
@@ -21,8 +23,10 @@ func (m *Manager) established() {
 	m.setDPD()
 	m.setTimers(ike, ike.Established, true)
 	m.env.Stats().Inc(stats.IKESAsEstablished)
-	m.Logger().Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
-		"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
+	if l := m.Logger(); l.Enabled(context.Background(), slog.LevelInfo) {
+		l.Info("IKE SA established", "local", ike.Local.String(), "local_id", ike.LocalID.String(), "remote_id", ike.RemoteID.String(),
+			"proposal", ike.Proposal.String(), "initiator", ike.Initiator, "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
+	}
 	m.env.Established(m)
 }
 

@@ -99,7 +99,8 @@ type Env interface {
 	Log() *slog.Logger
 	// Changed says the IKE SA changed (an exchange completed): persist it.
 	Changed(m *Manager)
-	// Established is called once when IKE_AUTH completes.
+	// Established is called once when IKE_AUTH completes, before the
+	// exchange's Changed.
 	Established(m *Manager)
 	// Destroyed is called once when the IKE SA is gone; f is nil for a
 	// normal deletion.

@@ -2,9 +2,11 @@ package task
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
+	"log/slog"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -311,6 +313,11 @@ func (t *ChildCreateI) deletePeerSA(c *Ctx, spiOut uint32) {
 }
 
 func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
+	// Its attributes are formatted before slog would drop the line: an
+	// allocation-heavy part of each setup below -log-level info.
+	if !c.Log.Enabled(context.Background(), slog.LevelInfo) {
+		return
+	}
 	suiteName, _ := DataPlaneSuite(ch.Alg)
 	c.Log.With(more...).Info(msg, "child", ch.Name, "child_id", ch.UniqueID, "spi_in", fmt.Sprintf("%08x", ch.SPIIn), "spi_out", fmt.Sprintf("%08x", ch.SPIOut),
 		"suite", suiteName, "local_ts", ipsec.Selectors(ch.LocalTS), "remote_ts", ipsec.Selectors(ch.RemoteTS), "reqid", ch.ReqID, "encap", ch.Encap)

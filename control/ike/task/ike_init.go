@@ -2,9 +2,11 @@ package task
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 
@@ -245,7 +247,9 @@ func (t *IKEInitI) Process(c *Ctx, resp *message.Message) Status {
 			ike.Remote = netip.AddrPortFrom(ike.Remote.Addr(), port)
 		}
 	}
-	c.Log.Debug("IKE_SA_INIT done", "proposal", chosen.String(), "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
+	if c.Log.Enabled(context.Background(), slog.LevelDebug) {
+		c.Log.Debug("IKE_SA_INIT done", "proposal", chosen.String(), "nat_local", ike.NATLocal, "nat_remote", ike.NATRemote)
+	}
 	return Done
 }
 

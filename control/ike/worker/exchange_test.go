@@ -259,6 +259,45 @@ func TestRetransmittedRequestAnsweredFromCache(t *testing.T) {
 	}
 }
 
+// TestGravesExpire: the last responses of IKE SAs the peer deleted are
+// kept graveTime (3 minutes) and let go, oldest first, as later IKE SAs
+// are deleted, without a pass over all of them each time.
+func TestGravesExpire(t *testing.T) {
+	s, na, nb := pair(t, func(o *confOpts) { o.extra = "    unique: never\n" }, func(o *confOpts) { o.extra = "    unique: never\n" })
+	del := func(n int) {
+		t.Helper()
+		if p := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: n, Window: n}, time.Minute); p.Established != n {
+			t.Fatalf("load: %+v", p)
+		}
+		done := false
+		if c := na.Worker.Terminate(worker.Target{Conn: "tun"}, func(error) { done = true }); c != n {
+			t.Fatalf("terminating %d IKE SAs, want %d", c, n)
+		}
+		if !s.RunUntil(time.Minute, func() bool { return done && nb.Worker.Len() == 0 }) {
+			t.Fatal("IKE SAs not deleted")
+		}
+	}
+	del(5)
+	if g, b := nb.Worker.Graves(); g != 5 || b != 5 {
+		t.Fatalf("after 5 deletions: %d graves, %d in order, want 5", g, b)
+	}
+	s.RunFor(2 * time.Minute)
+	del(3)
+	if g, b := nb.Worker.Graves(); g != 8 || b != 8 {
+		t.Fatalf("after 8 deletions within 3 minutes: %d graves, %d in order, want 8", g, b)
+	}
+	s.RunFor(90 * time.Second)
+	del(1)
+	if g, b := nb.Worker.Graves(); g != 4 || b != 4 {
+		t.Fatalf("the first 5 expired: %d graves, %d in order, want 4", g, b)
+	}
+	s.RunFor(4 * time.Minute)
+	del(1)
+	if g, b := nb.Worker.Graves(); g != 1 || b != 1 {
+		t.Fatalf("all but the last expired: %d graves, %d in order, want 1", g, b)
+	}
+}
+
 // lossy drops, duplicates, delays and reorders deterministically.
 func lossy(s *iketest.Sim) {
 	n := 0

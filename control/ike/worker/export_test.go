@@ -17,6 +17,10 @@ func VerifyHints(on bool) bool {
 	return was
 }
 
+// Graves is how many graves the worker keeps, and how many of them are in
+// the expiry order (a grave made again under its SPI is there twice).
+func (w *Worker) Graves() (int, int) { return len(w.graves), len(w.buried) }
+
 // HintHits is how many Predecessor hints were taken (and verified).
 func HintHits() int64 { return hintHits.Load() }
 
@@ -43,14 +47,14 @@ func (w *Worker) IndexError() error {
 			return fmt.Errorf("IKE SA %d (%s) is not in the peer index", m.IKE.UniqueID, m.IKE.State)
 		case k.addr != m.IKE.Remote.Addr():
 			return fmt.Errorf("IKE SA %d is filed under %s, its peer is at %s", m.IKE.UniqueID, k.addr, m.IKE.Remote.Addr())
-		case hasIDs(m.IKE) != k.hasIDs || (k.hasIDs && !k.sameIDs(m.IKE)):
-			return fmt.Errorf("IKE SA %d is filed under identities %+v, has %v/%v", m.IKE.UniqueID, k.ids, m.IKE.RemoteID, m.IKE.LocalID)
+		case hasIDs(m.IKE) != k.hasID || (k.hasID && !k.sameID(m.IKE)):
+			return fmt.Errorf("IKE SA %d is filed under identity %d/%q, has %v", m.IKE.UniqueID, k.idType, k.id, m.IKE.RemoteID)
 		}
 		if !w.peers.byAddr[k.addr].has(m) {
 			return fmt.Errorf("IKE SA %d is missing from its address's set", m.IKE.UniqueID)
 		}
-		if k.hasIDs && !w.peers.byIDs[k.ids].has(m) {
-			return fmt.Errorf("IKE SA %d is missing from its identities' set", m.IKE.UniqueID)
+		if k.hasID && !w.peers.byPeer[k.peer()].has(m) {
+			return fmt.Errorf("IKE SA %d is missing from its peer's set", m.IKE.UniqueID)
 		}
 	}
 	if err := w.byID.check(); err != nil {
@@ -78,9 +82,9 @@ func (w *Worker) IndexError() error {
 			return fmt.Errorf("peer index: address %s holds a set of %d", a, s.len())
 		}
 	}
-	for ids, s := range w.peers.byIDs {
+	for p, s := range w.peers.byPeer {
 		if s.len() == 0 || (s.more != nil && len(s.more) < 2) {
-			return fmt.Errorf("peer index: identities %+v hold a set of %d", ids, s.len())
+			return fmt.Errorf("peer index: peer %+v holds a set of %d", p, s.len())
 		}
 	}
 	if len(w.peers.keys) != len(live) || n != len(live) {

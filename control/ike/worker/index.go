@@ -9,11 +9,14 @@ import (
 )
 
 // peerIndex finds a worker's IKE SAs by their peer without a pass over all
-// of them: by the peer's address (the tunnel's other IKE SAs: an initiator's
-// first contact, reauthentication, hand-overs) and by the pair of identities
-// IKE_AUTH authenticated (INITIAL_CONTACT). With a pass per IKE_AUTH, a
-// setup cost more the more IKE SAs the worker held (a third of iked's CPU
-// at 45k IKE SAs).
+// of them: by the peer's address (an initiator's first contact) and by the
+// address and identity IKE_AUTH authenticated (the tunnel's other IKE SAs:
+// INITIAL_CONTACT, reauthentication predecessors, hand-overs). With a pass
+// per IKE_AUTH, a setup cost more the more IKE SAs the worker held (a third
+// of iked's CPU at 45k IKE SAs); with a pass over the IKE SAs of the peer's
+// address, it did when one address held many (a load generator,
+// sites behind a carrier NAT: 45 % of iked's CPU at 10k IKE SAs of
+// load-tester, each with an identity of its own).
 //
 // The keys are refreshed by Worker.schedule, which runs after every event
 // of a manager, so that an address that floated behind a NAT and the
@@ -26,7 +29,7 @@ import (
 // per key made the index a tenth of what an idle IKE SA cost.
 type peerIndex struct {
 	byAddr map[netip.Addr]peerSet
-	byIDs  map[idPair]peerSet
+	byPeer map[peerKey]peerSet
 	keys   map[*manager.Manager]peerKeys
 	// shared counts the IKE SAs of every worker by address (nil for a
 	// worker alone): the index adds and takes its own as it files them
@@ -78,37 +81,44 @@ func (s peerSet) all() iter.Seq[*manager.Manager] {
 	}
 }
 
-// idPair is an IKE SA's authenticated identities, as map keys.
-type idPair struct {
-	remoteType, localType uint8
-	remote, local         string
+// peerKey is an authenticated peer, as a map key: its address and
+// identity. The local identity is left out: what looks a peer up wants
+// another IKE SA of the same peer (sameTunnel) or checks the local
+// identity itself (INITIAL_CONTACT), and an IKE SA keeps it for life.
+type peerKey struct {
+	addr   netip.Addr
+	idType uint8
+	id     string
 }
 
 type peerKeys struct {
 	addr   netip.Addr
-	ids    idPair
-	hasIDs bool
+	idType uint8
+	id     string
+	hasID  bool
 }
 
 func newPeerIndex(shared *PeerCounts) peerIndex {
-	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[idPair]peerSet{}, keys: map[*manager.Manager]peerKeys{},
+	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byPeer: map[peerKey]peerSet{}, keys: map[*manager.Manager]peerKeys{},
 		shared: shared}
 }
 
-// sameIDs reports whether k holds ike's identities; it allocates nothing,
-// as it runs after every event.
-func (k peerKeys) sameIDs(ike *sa.IKESA) bool {
-	return k.hasIDs && k.ids.remoteType == ike.RemoteID.Type && k.ids.localType == ike.LocalID.Type &&
-		k.ids.remote == string(ike.RemoteID.Data) && k.ids.local == string(ike.LocalID.Data)
+// sameID reports whether k holds ike's peer identity; it allocates
+// nothing, as it runs after every event.
+func (k peerKeys) sameID(ike *sa.IKESA) bool {
+	return k.hasID && k.idType == ike.RemoteID.Type && k.id == string(ike.RemoteID.Data)
 }
+
+// peer is the key k files its IKE SA under in byPeer.
+func (k peerKeys) peer() peerKey { return peerKey{addr: k.addr, idType: k.idType, id: k.id} }
 
 // hasIDs reports whether IKE_AUTH (or a restored state) gave ike its
 // peer's identity.
 func hasIDs(ike *sa.IKESA) bool { return ike.RemoteID.Type != 0 }
 
-func idsOf(ike *sa.IKESA) idPair {
-	return idPair{remoteType: ike.RemoteID.Type, localType: ike.LocalID.Type, remote: string(ike.RemoteID.Data),
-		local: string(ike.LocalID.Data)}
+// peerOf is the key of ike's authenticated peer (at its current address).
+func peerOf(ike *sa.IKESA) peerKey {
+	return peerKey{addr: ike.Remote.Addr(), idType: ike.RemoteID.Type, id: string(ike.RemoteID.Data)}
 }
 
 // update files m under its current keys, or removes it once destroyed.
@@ -120,7 +130,7 @@ func (x *peerIndex) update(m *manager.Manager) {
 	ike := m.IKE
 	k, ok := x.keys[m]
 	addr := ike.Remote.Addr()
-	if ok && k.addr == addr && (k.sameIDs(ike) || (!k.hasIDs && !hasIDs(ike))) {
+	if ok && k.addr == addr && (k.sameID(ike) || (!k.hasID && !hasIDs(ike))) {
 		return
 	}
 	// The shared count changes only with the address, not with the
@@ -135,8 +145,8 @@ func (x *peerIndex) update(m *manager.Manager) {
 		x.shared.Add(addr, 1)
 	}
 	if hasIDs(ike) {
-		k.ids, k.hasIDs = idsOf(ike), true
-		add(x.byIDs, k.ids, m)
+		k.idType, k.id, k.hasID = ike.RemoteID.Type, string(ike.RemoteID.Data), true
+		add(x.byPeer, k.peer(), m)
 	}
 	x.keys[m] = k
 }
@@ -152,8 +162,8 @@ func (x *peerIndex) remove(m *manager.Manager) {
 // count of k's address if addrGone.
 func (x *peerIndex) unfile(m *manager.Manager, k peerKeys, addrGone bool) {
 	del(x.byAddr, k.addr, m)
-	if k.hasIDs {
-		del(x.byIDs, k.ids, m)
+	if k.hasID {
+		del(x.byPeer, k.peer(), m)
 	}
 	delete(x.keys, m)
 	if addrGone && x.shared != nil {
@@ -174,12 +184,15 @@ func (x *peerIndex) others(a netip.Addr) int {
 // change while they are taken.
 func (x *peerIndex) atAddr(a netip.Addr) iter.Seq[*manager.Manager] { return x.byAddr[a].all() }
 
-// withIDs is the IKE SAs filed under ike's identities.
-func (x *peerIndex) withIDs(ike *sa.IKESA) iter.Seq[*manager.Manager] {
+// ofPeer is the IKE SAs filed under ike's peer: its address and, once
+// authenticated, its identity; the address's IKE SAs when ike has no
+// identity yet. The others at the address that have none are left out:
+// an IKE SA has no Child SA before IKE_AUTH gave it the identity.
+func (x *peerIndex) ofPeer(ike *sa.IKESA) iter.Seq[*manager.Manager] {
 	if !hasIDs(ike) {
-		return peerSet{}.all()
+		return x.atAddr(ike.Remote.Addr())
 	}
-	return x.byIDs[idsOf(ike)].all()
+	return x.byPeer[peerOf(ike)].all()
 }
 
 func add[K comparable](idx map[K]peerSet, k K, m *manager.Manager) {

@@ -3,9 +3,11 @@ package worker_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/worker"
+	"golang.org/x/sys/unix"
 )
 
 // runLoad starts a load on n and runs the simulation until it is done.
@@ -321,42 +324,134 @@ func BenchmarkLoad(b *testing.B) {
 // SAs: it must not grow with the table (INITIAL_CONTACT, reauthentication
 // and first-contact lookups by index; issue "numerous tunnels"). Each
 // iteration sets up 100 more tunnels with the load initiator; ns/setup is
-// per tunnel.
+// per tunnel, and cpu-ns/setup the process's CPU time per tunnel (what
+// the wall time is not, on a machine running more than the benchmark),
+// garbage collection included; both ends log at warn, as spubench runs
+// iked. With peers=one every IKE SA has the initiator's identity
+// (iked's load initiator: the responder takes each for a reauthentication
+// of the tunnel); with peers=many each has one of its own behind the same
+// address (strongSwan's load-tester, sites behind a carrier NAT).
+//
+// SPUGATE_SETUP_SIZES (comma-separated) replaces the sizes, for a run at
+// larger tables than the default's memory allows beside other work.
 //
 //	go test -run '^$' -bench SetupAtScale -benchtime 20x ./control/ike/worker/
 func BenchmarkSetupAtScale(b *testing.B) {
+	sizes := []int{1000, 10000, 50000}
+	if env := os.Getenv("SPUGATE_SETUP_SIZES"); env != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(env, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				b.Fatalf("SPUGATE_SETUP_SIZES: %q is not a count of IKE SAs", f)
+			}
+			sizes = append(sizes, n)
+		}
+	}
 	// The tests check each reauthentication hint against a search over
 	// the tunnel's IKE SAs, which is what the hint saves.
 	defer worker.VerifyHints(worker.VerifyHints(false))
-	ca, cb := configs(b, nil, func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 })
-	for _, n := range []int{1000, 10000, 50000} {
-		b.Run(fmt.Sprintf("existing=%d", n), func(b *testing.B) {
-			s, na, nb := newPair(b, ca, cb)
-			s.T = b
-			load := func(count int) {
-				done := false
-				if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: count, Window: 64}, func(p worker.LoadProgress) {
-					if p.Established != count {
-						b.Fatalf("load: %+v", p)
+	for _, peers := range []string{"one", "many"} {
+		modA, modB := func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 }, func(o *confOpts) {
+			o.extra = "    unique: never\n"
+			o.peer = 1 << 20
+			if peers == "many" {
+				o.remoteID, o.secretsIDs = "*.load.example", `["gw-b.example", "*.load.example"]`
+			}
+		}
+		ca, cb := configs(b, modA, modB)
+		for _, n := range sizes {
+			b.Run(fmt.Sprintf("peers=%s/existing=%d", peers, n), func(b *testing.B) {
+				s, na, nb := newPair(b, ca, cb)
+				s.T = b
+				// As spubench runs iked (-log-level warn).
+				na.SetLogLevel(slog.LevelWarn)
+				nb.SetLogLevel(slog.LevelWarn)
+				run := 0
+				load := func(count int) {
+					done := false
+					spec := worker.LoadSpec{Conn: "tun", Count: count, Window: 64}
+					if peers == "many" {
+						// An identity per IKE SA, none repeated across runs.
+						run++
+						spec.Identity = fmt.Sprintf("c%%d.r%d.load.example", run)
 					}
-					done = true
-				}); err != nil {
-					b.Fatal(err)
+					if err := na.Worker.Load(spec, func(p worker.LoadProgress) {
+						if p.Established != count {
+							b.Fatalf("load: %+v", p)
+						}
+						done = true
+					}); err != nil {
+						b.Fatal(err)
+					}
+					if !s.RunUntil(time.Hour, func() bool { return done }) {
+						b.Fatal("load did not finish")
+					}
 				}
-				if !s.RunUntil(time.Hour, func() bool { return done }) {
-					b.Fatal("load did not finish")
+				load(n)
+				cpu0 := processCPU(b)
+				for b.Loop() {
+					load(100)
 				}
-			}
-			load(n)
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/setup")
+				b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N*100), "cpu-ns/setup")
+				if got := nb.Worker.Len(); got != n+100*b.N {
+					b.Fatalf("responder holds %d IKE SAs, want %d", got, n+100*b.N)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkTeardownAtScale measures what the deletion of an IKE SA by its
+// peer costs (both ends) when the peer deletes 1k or 10k at once (a
+// restart, a load run's end): it must not grow with the IKE SAs deleted in
+// the last minutes, whose last responses the responder keeps.
+// cpu-ns/delete is the process's CPU time per IKE SA deleted.
+func BenchmarkTeardownAtScale(b *testing.B) {
+	defer worker.VerifyHints(worker.VerifyHints(false))
+	mod := func(o *confOpts) { o.extra = "    unique: never\n"; o.peer = 1 << 20 }
+	ca, cb := configs(b, mod, func(o *confOpts) {
+		mod(o)
+		o.remoteID, o.secretsIDs = "*.load.example", `["gw-b.example", "*.load.example"]`
+	})
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("ike-sas=%d", n), func(b *testing.B) {
+			var cpu time.Duration
 			for b.Loop() {
-				load(100)
+				b.StopTimer()
+				s, na, nb := newPair(b, ca, cb)
+				s.T = b
+				na.SetLogLevel(slog.LevelWarn)
+				nb.SetLogLevel(slog.LevelWarn)
+				if p := runLoadTB(b, s, na, worker.LoadSpec{Conn: "tun", Count: n, Window: 64, Identity: "c%d.load.example"}, time.Hour); p.Established != n {
+					b.Fatalf("load: %+v", p)
+				}
+				// The setup's garbage is collected before, not charged to
+				// the deletions.
+				runtime.GC()
+				b.StartTimer()
+				cpu0 := processCPU(b)
+				if c := na.Worker.Terminate(worker.Target{Conn: "tun"}, nil); c != n {
+					b.Fatalf("terminating %d IKE SAs, want %d", c, n)
+				}
+				if !s.RunUntil(time.Hour, func() bool { return nb.Worker.Len() == 0 && na.Worker.Len() == 0 }) {
+					b.Fatal("IKE SAs not deleted")
+				}
+				cpu += processCPU(b) - cpu0
 			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/setup")
-			if got := nb.Worker.Len(); got != n+100*b.N {
-				b.Fatalf("responder holds %d IKE SAs, want %d", got, n+100*b.N)
-			}
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*n), "cpu-ns/delete")
 		})
 	}
+}
+
+// processCPU is the process's CPU time so far, user and system.
+func processCPU(tb testing.TB) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestListAfter: pages of the worker's IKE SAs, each the next ones in

@@ -26,12 +26,14 @@ func (e *mgrEnv) Changed(m *manager.Manager) { e.Env.Changed(m.IKE) }
 // unauthenticated IKE SAs.
 func (e *mgrEnv) Log() *slog.Logger { return e.w.mlog }
 
+// Established ends the IKE SA's half-open accounting; the manager has it
+// persisted (Changed) once the exchange is done, which a write here would
+// only repeat.
 func (e *mgrEnv) Established(m *manager.Manager) {
 	// What follows is about an authenticated peer: log it whole.
 	e.w.unauthenticated = false
 	e.w.endHalfOpen(m)
 	e.w.forgetInit(m)
-	e.Env.Changed(m.IKE)
 }
 
 func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
@@ -40,13 +42,7 @@ func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	load := w.isLoad(ike)
 	w.forget(m)
 	if m.EndReason() == manager.ReasonPeerDeleted && len(ike.LastResponse) > 0 && ike.MsgIDIn > 0 {
-		now := w.env.Now()
-		for spi, g := range w.graves {
-			if now.After(g.until) {
-				delete(w.graves, spi)
-			}
-		}
-		w.graves[ike.OurSPI()] = grave{msgID: ike.MsgIDIn - 1, resp: ike.LastResponse, local: ike.Local, until: now.Add(graveTime)}
+		w.bury(ike)
 	}
 	if ike.Established.IsZero() && ike.Initiator {
 		// Never established: nothing was persisted, no action applies.
@@ -241,7 +237,7 @@ func (e *mgrEnv) InitialContact(ike *sa.IKESA) {
 // between key's identities and peer address, and returns them.
 func (w *Worker) initialContact(key, keep *sa.IKESA) []*manager.Manager {
 	var old []*manager.Manager
-	for m := range w.peers.withIDs(key) {
+	for m := range w.peers.ofPeer(key) {
 		o := m.IKE
 		if o == keep || m.Destroyed() || o.State != sa.Established || o.Remote.Addr() != key.Remote.Addr() {
 			continue

@@ -173,7 +173,7 @@ func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) 
 		// left during this event.
 		markReplaced(ike)
 	}
-	tunnel := e.w.peers.atAddr(ike.Remote.Addr())
+	tunnel := e.w.peers.ofPeer(ike)
 	for m := range tunnel {
 		o := m.IKE
 		if o == ike || m.Destroyed() || !sameTunnel(o, ike) || e.w.isLoad(o) {
@@ -244,7 +244,7 @@ func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
 		e.loadHandOver(m, ch)
 		return nil
 	}
-	for om := range w.peers.atAddr(m.IKE.Remote.Addr()) {
+	for om := range w.peers.ofPeer(m.IKE) {
 		o := om.IKE
 		if om == m || om.Destroyed() || !sameTunnel(o, m.IKE) || w.isLoad(o) {
 			continue

@@ -165,6 +165,12 @@ type Worker struct {
 	// response was lost) is answered instead of being retransmitted for
 	// minutes into the void.
 	graves map[uint64]grave
+	// buried is the graves' SPIs in the order they were made, which is
+	// the order they expire in (each is kept graveTime), so that
+	// expiring them costs no pass over all of them at each deletion: the
+	// IKE SAs a peer deletes at once (a restart, a load run's end) were a
+	// pass each over those of the last three minutes.
+	buried []burial
 	// load is the current or last load run; loadSAs the IKE SAs load
 	// runs made that still exist.
 	load     *loadRun
@@ -178,6 +184,37 @@ type grave struct {
 	resp  [][]byte
 	local netip.AddrPort
 	until time.Time
+}
+
+// burial is a grave's place in the expiry order; a grave made again
+// under the same SPI has a later until, and the older burial then names a
+// grave that is no longer there.
+type burial struct {
+	spi   uint64
+	until time.Time
+}
+
+// bury keeps the last response of ike, which the peer deleted, and lets
+// the graves whose time is up go.
+func (w *Worker) bury(ike *sa.IKESA) {
+	now := w.env.Now()
+	n := 0
+	for _, b := range w.buried {
+		if !now.After(b.until) {
+			break
+		}
+		if g, ok := w.graves[b.spi]; ok && g.until.Equal(b.until) {
+			delete(w.graves, b.spi)
+		}
+		n++
+	}
+	w.buried = w.buried[n:]
+	if len(w.buried) == 0 {
+		w.buried = nil // the backing array of a burst of deletions goes
+	}
+	until := now.Add(graveTime)
+	w.graves[ike.OurSPI()] = grave{msgID: ike.MsgIDIn - 1, resp: ike.LastResponse, local: ike.Local, until: until}
+	w.buried = append(w.buried, burial{spi: ike.OurSPI(), until: until})
 }
 
 // graveTime bounds how long a grave is kept: longer than a peer's
