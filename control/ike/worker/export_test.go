@@ -43,13 +43,13 @@ func (w *Worker) IndexError() error {
 			return fmt.Errorf("IKE SA %d (%s) is not in the peer index", m.IKE.UniqueID, m.IKE.State)
 		case k.addr != m.IKE.Remote.Addr():
 			return fmt.Errorf("IKE SA %d is filed under %s, its peer is at %s", m.IKE.UniqueID, k.addr, m.IKE.Remote.Addr())
-		case hasIDs(m.IKE) != k.hasIDs || (k.hasIDs && !k.sameIDs(m.IKE)):
-			return fmt.Errorf("IKE SA %d is filed under identities %+v, has %v/%v", m.IKE.UniqueID, k.ids, m.IKE.RemoteID, m.IKE.LocalID)
+		case hasIDs(m.IKE) != k.hasIDs() || (k.hasIDs() && !k.sameIDs(m.IKE)):
+			return fmt.Errorf("IKE SA %d is filed under identities %+v, has %v/%v", m.IKE.UniqueID, k.ids.Value(), m.IKE.RemoteID, m.IKE.LocalID)
 		}
 		if !w.peers.byAddr[k.addr].has(m) {
 			return fmt.Errorf("IKE SA %d is missing from its address's set", m.IKE.UniqueID)
 		}
-		if k.hasIDs && !w.peers.byIDs[k.ids].has(m) {
+		if k.hasIDs() && !w.peers.byIDs[k.ids].has(m) {
 			return fmt.Errorf("IKE SA %d is missing from its identities' set", m.IKE.UniqueID)
 		}
 	}

@@ -3,6 +3,7 @@ package worker
 import (
 	"iter"
 	"net/netip"
+	"unique"
 
 	"github.com/spugate/spugate/control/ike/manager"
 	"github.com/spugate/spugate/control/ike/sa"
@@ -26,7 +27,7 @@ import (
 // per key made the index a tenth of what an idle IKE SA cost.
 type peerIndex struct {
 	byAddr map[netip.Addr]peerSet
-	byIDs  map[idPair]peerSet
+	byIDs  map[ids]peerSet
 	keys   map[*manager.Manager]peerKeys
 }
 
@@ -74,36 +75,49 @@ func (s peerSet) all() iter.Seq[*manager.Manager] {
 	}
 }
 
-// idPair is an IKE SA's authenticated identities, as map keys.
+// idPair is an IKE SA's authenticated identities.
 type idPair struct {
 	remoteType, localType uint8
 	remote, local         string
 }
 
+// ids is an idPair interned: the map key and the IKE SA's key are a
+// pointer, and the many IKE SAs of one pair of identities (a site's, a
+// load's) share one copy of their strings, where each held its own 40-byte
+// key and strings.
+type ids = unique.Handle[idPair]
+
+// peerKeys are what an IKE SA is filed under; ids is zero before IKE_AUTH.
 type peerKeys struct {
-	addr   netip.Addr
-	ids    idPair
-	hasIDs bool
+	addr netip.Addr
+	ids  ids
 }
 
 func newPeerIndex() peerIndex {
-	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[idPair]peerSet{}, keys: map[*manager.Manager]peerKeys{}}
+	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byIDs: map[ids]peerSet{}, keys: map[*manager.Manager]peerKeys{}}
 }
+
+// hasIDs reports whether k files identities.
+func (k peerKeys) hasIDs() bool { return k.ids != ids{} }
 
 // sameIDs reports whether k holds ike's identities; it allocates nothing,
 // as it runs after every event.
 func (k peerKeys) sameIDs(ike *sa.IKESA) bool {
-	return k.hasIDs && k.ids.remoteType == ike.RemoteID.Type && k.ids.localType == ike.LocalID.Type &&
-		k.ids.remote == string(ike.RemoteID.Data) && k.ids.local == string(ike.LocalID.Data)
+	if !k.hasIDs() {
+		return false
+	}
+	p := k.ids.Value()
+	return p.remoteType == ike.RemoteID.Type && p.localType == ike.LocalID.Type &&
+		p.remote == string(ike.RemoteID.Data) && p.local == string(ike.LocalID.Data)
 }
 
 // hasIDs reports whether IKE_AUTH (or a restored state) gave ike its
 // peer's identity.
 func hasIDs(ike *sa.IKESA) bool { return ike.RemoteID.Type != 0 }
 
-func idsOf(ike *sa.IKESA) idPair {
-	return idPair{remoteType: ike.RemoteID.Type, localType: ike.LocalID.Type, remote: string(ike.RemoteID.Data),
-		local: string(ike.LocalID.Data)}
+func idsOf(ike *sa.IKESA) ids {
+	return unique.Make(idPair{remoteType: ike.RemoteID.Type, localType: ike.LocalID.Type, remote: string(ike.RemoteID.Data),
+		local: string(ike.LocalID.Data)})
 }
 
 // update files m under its current keys, or removes it once destroyed.
@@ -115,7 +129,7 @@ func (x *peerIndex) update(m *manager.Manager) {
 	ike := m.IKE
 	k, ok := x.keys[m]
 	addr := ike.Remote.Addr()
-	if ok && k.addr == addr && (k.sameIDs(ike) || (!k.hasIDs && !hasIDs(ike))) {
+	if ok && k.addr == addr && (k.sameIDs(ike) || (!k.hasIDs() && !hasIDs(ike))) {
 		return
 	}
 	if ok {
@@ -124,7 +138,7 @@ func (x *peerIndex) update(m *manager.Manager) {
 	k = peerKeys{addr: addr}
 	add(x.byAddr, addr, m)
 	if hasIDs(ike) {
-		k.ids, k.hasIDs = idsOf(ike), true
+		k.ids = idsOf(ike)
 		add(x.byIDs, k.ids, m)
 	}
 	x.keys[m] = k
@@ -137,7 +151,7 @@ func (x *peerIndex) remove(m *manager.Manager) {
 		return
 	}
 	del(x.byAddr, k.addr, m)
-	if k.hasIDs {
+	if k.hasIDs() {
 		del(x.byIDs, k.ids, m)
 	}
 	delete(x.keys, m)
