@@ -505,8 +505,16 @@ func (w *Worker) Tick(now time.Time) {
 			}
 			delete(w.sched, m)
 			w.unauthenticated, w.current = m.HalfOpen(), m
+			cached := m.IKE.LastResponse != nil
 			m.Tick(now)
 			w.unauthenticated, w.current = false, nil
+			if cached && m.IKE.LastResponse == nil && !m.Destroyed() &&
+				(m.IKE.State == sa.Established || m.IKE.State == sa.Rekeyed) {
+				// The cached response expired: its state is written again
+				// without it, a third of what an idle tunnel's record held
+				// for the tunnel's life.
+				w.env.Changed(m.IKE)
+			}
 			w.schedule(m)
 		}
 	}
