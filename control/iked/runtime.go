@@ -15,8 +15,8 @@ import (
 // heap is small next to what it allocates, but iked's live heap is its
 // table of IKE SAs, large and mostly still, so that at 100 about half its
 // RSS is garbage waiting for the next collection. 50 keeps that headroom
-// at a third of the RSS for a few percent of CPU per setup (docs/iked.md
-// gives the figures); lower values cost more CPU than they save memory.
+// at a third of the RSS for about a tenth more CPU per setup (docs/iked.md
+// gives the figures).
 const DefaultGCPercent = 50
 
 // Memory is how iked's Go runtime trades memory for CPU: the GC target
