@@ -112,7 +112,18 @@ func measureMemory(t *testing.T, n int, gogc string) string {
 		if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second)
+		// A collection of a large heap on busy cores takes seconds: the
+		// profile is waited for before the test's end stops iked.
+		for i := 0; ; i++ {
+			if fi, err := os.Stat(profile); err == nil && fi.Size() > 0 && fi.ModTime().After(start) {
+				time.Sleep(time.Second)
+				break
+			}
+			if i == 120 {
+				t.Fatalf("no heap profile in %s after 60 s", profile)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		t.Logf("heap profile: %s", profile)
 	}
 	hs, err := tb.b.iked.Client.Stats()
