@@ -1,10 +1,13 @@
 // Command iked is spugate's IKEv2 daemon (see package control/iked).
 //
 //	iked -config /etc/spugate/iked.yaml [-state /run/spugate/iked.state] [-log-level info]
+//	     [-gogc 50] [-memory-limit 4GiB] [-heap-profile /tmp/iked.heap]
 //
 // SIGHUP reloads the configuration; SIGINT and SIGTERM stop iked and leave
 // its SAs in spud and its state on disk, so that the next iked takes them
-// over without dropping traffic (spuctl terminate deletes SAs).
+// over without dropping traffic (spuctl terminate deletes SAs). With
+// -heap-profile, SIGUSR1 writes a heap profile of what iked holds there
+// (go tool pprof -sample_index=inuse_space), after a collection.
 package main
 
 import (
@@ -14,6 +17,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -25,7 +30,16 @@ func main() {
 	state := flag.String("state", iked.DefaultStateDir, "folder of the persisted IKE SAs (tmpfs, 0700)")
 	grace := flag.Duration("grace", iked.DefaultGrace, "how long SAs no IKE SA owns are kept after a start before they are deleted")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
+	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", iked.DefaultGCPercent))
+	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
+	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	flag.Parse()
+	mem, err := iked.MemorySettings(*gogc, *memLimit)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
+		os.Exit(2)
+	}
+	mem.Apply()
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(os.Stderr, "iked: -log-level %q: %v\n", *level, err)
@@ -33,6 +47,7 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
+	log.Info("iked: runtime memory settings", "settings", mem.String())
 	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log})
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
@@ -49,6 +64,19 @@ func main() {
 			}
 		}
 	}()
+	if *heapProfile != "" {
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		go func() {
+			for range usr1 {
+				if err := writeHeapProfile(*heapProfile); err != nil {
+					log.Error("iked: heap profile", "err", err.Error())
+				} else {
+					log.Info("iked: heap profile written", "file", *heapProfile)
+				}
+			}
+		}()
+	}
 	d.Wait(ctx)
 	log.Info("iked: stopping")
 	done := make(chan struct{})
@@ -58,4 +86,19 @@ func main() {
 	case <-time.After(10 * time.Second):
 		log.Error("iked: stop timed out")
 	}
+}
+
+// writeHeapProfile writes the live heap's profile to path, after a
+// collection so that it shows what is held, not garbage.
+func writeHeapProfile(path string) error {
+	runtime.GC()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
 }

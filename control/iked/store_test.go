@@ -332,7 +332,7 @@ func TestStateStoreCompaction(t *testing.T) {
 					if sh.garbage == 0 {
 						compactions++
 					}
-					if sh.end > 2*sh.live+compactMin+int64(len(segMagic))+4096 {
+					if sh.end > sh.live+max(sh.live/compactShare, compactMin)+int64(len(segMagic))+4096 {
 						t.Errorf("segment of %d bytes with %d live: garbage past its bound", sh.end, sh.live)
 					}
 					sh.mu.Unlock()

@@ -367,7 +367,7 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 	r.Local = d.addrPort()
 	r.Remote = d.addrPort()
 	d.what = "state"
-	r.State = IKEState(d.intv())
+	r.State = IKEState(d.state())
 	r.Logical = uint16(d.uvMax(math.MaxUint16))
 	d.what = "proposal"
 	d.proposal(&r.Proposal)
@@ -477,7 +477,7 @@ func (d *decoder) child() *ChildSA {
 	c.OutPending, c.Redundant = f&cOutPending != 0, f&cRedundant != 0
 	c.UniqueID = d.u32v()
 	c.Name = d.str()
-	c.State = ChildState(d.intv())
+	c.State = ChildState(d.state())
 	c.ReqID = d.u32v()
 	c.SPIIn = d.u32()
 	c.SPIOut = d.u32()
@@ -524,6 +524,17 @@ type decoder struct {
 	kept    [32]*[]byte
 	nKept   int
 	keptLen int
+}
+
+// state reads a state (IKEState, ChildState): a number that fits their
+// int8.
+func (d *decoder) state() int8 {
+	v := d.intv()
+	if v < math.MinInt8 || v > math.MaxInt8 {
+		d.fail(fmt.Sprintf("state %d out of range", v))
+		return 0
+	}
+	return int8(v)
 }
 
 func (d *decoder) fail(why string) {

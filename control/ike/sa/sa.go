@@ -22,8 +22,10 @@ import (
 
 // IKEState is the life cycle of an IKE SA.
 //
+// It is an int8 so that it packs with the IKE SA's other small fields.
+//
 //go:generate go tool stringer -type=IKEState -linecomment
-type IKEState int
+type IKEState int8
 
 // IKE SA states.
 const (
@@ -45,8 +47,10 @@ const (
 
 // ChildState is the life cycle of a Child SA.
 //
+// It is an int8 so that it packs with the Child SA's other small fields.
+//
 //go:generate go tool stringer -type=ChildState -linecomment
-type ChildState int
+type ChildState int8
 
 // Child SA states.
 const (
@@ -68,48 +72,34 @@ const (
 
 // IKESA is one IKE SA. The exported fields are its persisted state; the
 // ciphers are rebuilt from Keys on restore (RestoreCiphers).
+//
+// The small fields come first, packed together: a million IKE SAs hold
+// one each, and the struct's size decides its size class (704 bytes, not
+// 768 with the padding of fields in their logical order).
 type IKESA struct {
 	// UniqueID names the IKE SA for people and spuctl (like charon's #N).
 	UniqueID uint32 `json:"unique_id"`
-	// ConnName is the connection it was made from ("" for a responder
-	// before IKE_AUTH picked one).
-	ConnName string `json:"conn"`
-	// Initiator is true if we are the original initiator (we send the I
-	// flag).
-	Initiator bool `json:"initiator"`
-	// SPIi and SPIr are the initiator's and the responder's IKE SPIs.
-	SPIi uint64 `json:"spi_i,string"`
-	SPIr uint64 `json:"spi_r,string"`
-	// Local and Remote are the current addresses and ports: port 500 until
-	// a NAT made both sides float to 4500.
-	Local  netip.AddrPort `json:"local"`
-	Remote netip.AddrPort `json:"remote"`
-	// State is where the IKE SA is in its life cycle.
-	State IKEState `json:"state"`
+	// MsgIDOut is the message ID of our next request; MsgIDIn the one we
+	// expect of the peer's next request.
+	MsgIDOut uint32 `json:"msgid_out"`
+	MsgIDIn  uint32 `json:"msgid_in"`
 	// Logical is the logical SPU the IKE SA and its Child SAs are anchored
 	// on, which the top bits of our SPI carry (dataplane/anchor) when
 	// Anchored is set. IKE SAs made before anchors were chosen per IKE SA
 	// have Anchored unset: they are anchored by the hash of their endpoints
 	// and their SPIs are plain random numbers.
-	Logical  uint16 `json:"logical,omitempty"`
-	Anchored bool   `json:"anchored,omitempty"`
-
-	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
-	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the
-	// SK ciphers of our role (Out for what we send).
-	Proposal suite.Proposal  `json:"proposal"`
-	Keys     *suite.IKEKeys  `json:"keys,omitempty"`
-	Ni, Nr   []byte          `json:"-"`
-	InitI    []byte          `json:"-"` // the initiator's IKE_SA_INIT as sent, for AUTH
-	InitR    []byte          `json:"-"` // the responder's
-	Out, In  *suite.SKCipher `json:"-"`
-
+	Logical uint16 `json:"logical,omitempty"`
+	// State is where the IKE SA is in its life cycle.
+	State IKEState `json:"state"`
+	// Initiator is true if we are the original initiator (we send the I
+	// flag).
+	Initiator bool `json:"initiator"`
+	Anchored  bool `json:"anchored,omitempty"`
 	// NATLocal: we are behind a NAT (the peer saw another address than
 	// ours); NATRemote: the peer is (or fakes being, as charon with
 	// kernel-libipsec does). Either means ESP in UDP and IKE on 4500.
 	NATLocal  bool `json:"nat_local,omitempty"`
 	NATRemote bool `json:"nat_remote,omitempty"`
-
 	// IKE fragmentation (RFC 7383), agreed in IKE_SA_INIT: FragSend, we
 	// fragment messages above the fragment size (the peer announced
 	// support and our connection says yes or force); FragAccept, we
@@ -121,10 +111,33 @@ type IKESA struct {
 	// SIGNATURE_HASH_ALGORITHMS (RFC 7427), listing PeerHashes.
 	// PeerCertReq: the CAs the peer named in its CERTREQs; CertReqSeen:
 	// it sent one (send_cert ifasked).
-	SigAuth     bool       `json:"-"`
+	SigAuth     bool `json:"-"`
+	CertReqSeen bool `json:"-"`
+
+	// ConnName is the connection it was made from ("" for a responder
+	// before IKE_AUTH picked one).
+	ConnName string `json:"conn"`
+	// SPIi and SPIr are the initiator's and the responder's IKE SPIs.
+	SPIi uint64 `json:"spi_i,string"`
+	SPIr uint64 `json:"spi_r,string"`
+	// Local and Remote are the current addresses and ports: port 500 until
+	// a NAT made both sides float to 4500.
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+
+	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
+	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the
+	// SK ciphers of our role (Out for what we send).
+	Proposal suite.Proposal  `json:"proposal"`
+	Keys     *suite.IKEKeys  `json:"keys,omitempty"`
+	Ni, Nr   []byte          `json:"-"`
+	InitI    []byte          `json:"-"` // the initiator's IKE_SA_INIT as sent, for AUTH
+	InitR    []byte          `json:"-"` // the responder's
+	Out, In  *suite.SKCipher `json:"-"`
+
+	// PeerHashes and PeerCertReq: with SigAuth and CertReqSeen above.
 	PeerHashes  []uint16   `json:"-"`
 	PeerCertReq [][20]byte `json:"-"`
-	CertReqSeen bool       `json:"-"`
 
 	// LocalID and RemoteID are the identities IKE_AUTH authenticated.
 	LocalID  config.Identity `json:"local_id"`
@@ -135,10 +148,6 @@ type IKESA struct {
 	AuthLocal  string `json:"auth_local,omitempty"`
 	AuthRemote string `json:"auth_remote,omitempty"`
 
-	// MsgIDOut is the message ID of our next request; MsgIDIn the one we
-	// expect of the peer's next request.
-	MsgIDOut uint32 `json:"msgid_out"`
-	MsgIDIn  uint32 `json:"msgid_in"`
 	// LastResponse is the response to the peer's request MsgIDIn-1, as
 	// sent, to answer a retransmission of it from the cache.
 	LastResponse [][]byte `json:"last_response,omitempty"`
@@ -283,34 +292,30 @@ func (s *IKESA) RemoveChild(c *ChildSA) {
 	}
 }
 
-// ChildSA is one ESP Child SA (a pair of SAs in the data plane).
+// ChildSA is one ESP Child SA (a pair of SAs in the data plane). The
+// small fields come first, packed together, for a size class of 256 bytes
+// rather than 288.
 type ChildSA struct {
 	// UniqueID names the Child SA for people and spuctl, and in the names
 	// of its SAs in the data plane.
 	UniqueID uint32 `json:"unique_id"`
-	Name     string `json:"name"` // the child's name in the connection
-	// State is where the Child SA is in its life cycle.
-	State ChildState `json:"state"`
 	// ReqID ties the SAs to their policies in the data plane.
 	ReqID uint32 `json:"reqid"`
-	// Initiator: we initiated the exchange that created it (decides the
-	// key directions).
-	Initiator bool `json:"initiator"`
 	// SPIIn is ours (allocated by spud, anchored on the tunnel); SPIOut is
 	// the peer's.
 	SPIIn  uint32 `json:"spi_in"`
 	SPIOut uint32 `json:"spi_out"`
-	// Alg are the negotiated algorithms, Keys the KEYMAT cut for them.
-	Alg  suite.Algorithms `json:"alg"`
-	Keys *suite.ChildKeys `json:"keys,omitempty"`
-	// LocalTS and RemoteTS as negotiated.
-	LocalTS  []ipsec.Selector `json:"local_ts"`
-	RemoteTS []ipsec.Selector `json:"remote_ts"`
+	// Replaces is the inbound SPI of the Child SA this one replaces (a
+	// rekey): when that one is deleted, this one's pending outbound SA is
+	// installed.
+	Replaces uint32 `json:"replaces,omitempty"`
+	// State is where the Child SA is in its life cycle.
+	State ChildState `json:"state"`
+	// Initiator: we initiated the exchange that created it (decides the
+	// key directions).
+	Initiator bool `json:"initiator"`
 	// Encap: ESP in UDP (a NAT was detected when it was made).
 	Encap bool `json:"encap,omitempty"`
-	// PolicyIDs are the data-plane policies this Child SA owns; a Child SA
-	// of a trap uses the trap's policy and owns none.
-	PolicyIDs []uint32 `json:"policy_ids,omitempty"`
 	// Trap: the Child SA serves a start_action=trap child through the trap's
 	// policy.
 	Trap bool `json:"trap,omitempty"`
@@ -318,14 +323,21 @@ type ChildSA struct {
 	// rekey keeps sending through the old Child SA until the initiator,
 	// which installs its new inbound SA only on our response, deletes it.
 	OutPending bool `json:"out_pending,omitempty"`
-	// Replaces is the inbound SPI of the Child SA this one replaces (a
-	// rekey): when that one is deleted, this one's pending outbound SA is
-	// installed.
-	Replaces uint32 `json:"replaces,omitempty"`
 	// Redundant: the Child SA lost a rekey collision (RFC 7296 2.8.1) or
 	// was superseded by a later rekey of the same Child SA; its outbound SA
 	// is never installed, and it is deleted by whoever created it.
 	Redundant bool `json:"redundant,omitempty"`
+
+	Name string `json:"name"` // the child's name in the connection
+	// Alg are the negotiated algorithms, Keys the KEYMAT cut for them.
+	Alg  suite.Algorithms `json:"alg"`
+	Keys *suite.ChildKeys `json:"keys,omitempty"`
+	// LocalTS and RemoteTS as negotiated.
+	LocalTS  []ipsec.Selector `json:"local_ts"`
+	RemoteTS []ipsec.Selector `json:"remote_ts"`
+	// PolicyIDs are the data-plane policies this Child SA owns; a Child SA
+	// of a trap uses the trap's policy and owns none.
+	PolicyIDs []uint32 `json:"policy_ids,omitempty"`
 	// RekeyBytes and RekeyPackets are the soft limits given to the data
 	// plane: rekey_bytes/rekey_packets less a random share of
 	// rand_bytes/rand_packets, fixed at installation.

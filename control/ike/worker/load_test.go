@@ -582,3 +582,29 @@ func BenchmarkHeapPerTunnel(b *testing.B) {
 		runtime.KeepAlive(nb)
 	}
 }
+
+// TestCachedResponseLeavesState: once an idle IKE SA's cached response
+// expires, its state is written again without it, rather than carried in
+// its record for the tunnel's life.
+func TestCachedResponseLeavesState(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	if p := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 3, Window: 3}, time.Minute); p.Established != 3 {
+		t.Fatalf("load: %+v", p)
+	}
+	cached := func() int {
+		n := 0
+		for _, b := range nb.Persist {
+			if strings.Contains(string(b), `"last_response"`) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := cached(); n != 3 {
+		t.Fatalf("%d of 3 states hold the IKE_AUTH response after the setup, want 3", n)
+	}
+	s.RunFor(manager.CachedResponseTime + time.Second)
+	if n := cached(); n != 0 || len(nb.Persist) != 3 {
+		t.Errorf("%d of %d states still hold a response past its cache time", n, len(nb.Persist))
+	}
+}

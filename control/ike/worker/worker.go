@@ -12,7 +12,6 @@
 package worker
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -135,8 +134,13 @@ type Worker struct {
 	perPeer *PeerCounts
 	halfOpn map[*manager.Manager]netip.Addr
 
+	// timers and sched hold each IKE SA's next deadline (schedule): the
+	// heap may hold older entries of a manager, which sched tells apart.
+	// Both count in nanoseconds since epoch, not in time.Time, for 16-byte
+	// entries and 8-byte values instead of 32 and 24: two per IKE SA.
 	timers timerHeap
-	sched  map[*manager.Manager]time.Time
+	sched  map[*manager.Manager]int64
+	epoch  time.Time
 	// peers finds IKE SAs by peer address and identities (index.go).
 	peers peerIndex
 	// byID holds bySPI's managers in UniqueID order (order.go).
@@ -226,7 +230,7 @@ const graveTime = 3 * time.Minute
 func New(id int, env Env) *Worker {
 	w := &Worker{ID: id, env: env, log: env.Log().With("worker", id),
 		bySPI: map[uint64]*manager.Manager{}, initReq: map[initKey]*manager.Manager{},
-		halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]time.Time{},
+		halfOpn: map[*manager.Manager]netip.Addr{}, sched: map[*manager.Manager]int64{}, epoch: env.Now(),
 		peers:  newPeerIndex(env.Peers()),
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
 		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
@@ -496,15 +500,19 @@ func (w *Worker) tunnelAnchor(local, remote netip.Addr) (logical uint16, anchore
 
 // Deadline is when Tick must next be called (zero: nothing scheduled).
 func (w *Worker) Deadline() time.Time {
-	for w.timers.Len() > 0 {
+	for len(w.timers) > 0 {
 		e := w.timers[0]
-		if t, ok := w.sched[e.m]; ok && t.Equal(e.when) {
-			return e.when
+		if t, ok := w.sched[e.m]; ok && t == e.when {
+			return w.epoch.Add(time.Duration(e.when))
 		}
-		heap.Pop(&w.timers)
+		w.timers.pop()
 	}
 	return time.Time{}
 }
+
+// since is t on the timers' scale: nanoseconds since the worker's epoch
+// (monotonic where both have a monotonic reading).
+func (w *Worker) since(t time.Time) int64 { return int64(t.Sub(w.epoch)) }
 
 // Tick runs every timer due at now; a panic in one IKE SA's timer ends
 // that IKE SA (recovered), and the timers still due run at the next Tick.
@@ -516,11 +524,12 @@ func (w *Worker) Tick(now time.Time) {
 	defer w.runPending()
 	defer w.recovered("timer", nil)
 	pre, _ := w.env.DataPlane().(manager.UsagePrefetcher)
-	for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
+	at := w.since(now)
+	for len(w.timers) > 0 && w.timers[0].when <= at {
 		w.due = w.due[:0]
-		for w.timers.Len() > 0 && !w.timers[0].when.After(now) {
-			e := heap.Pop(&w.timers).(timerEntry)
-			if t, ok := w.sched[e.m]; ok && t.Equal(e.when) {
+		for len(w.timers) > 0 && w.timers[0].when <= at {
+			e := w.timers.pop()
+			if t, ok := w.sched[e.m]; ok && t == e.when {
 				w.due = append(w.due, e.m)
 			}
 		}
@@ -539,8 +548,16 @@ func (w *Worker) Tick(now time.Time) {
 			}
 			delete(w.sched, m)
 			w.unauthenticated, w.current = m.HalfOpen(), m
+			cached := m.IKE.LastResponse != nil
 			m.Tick(now)
 			w.unauthenticated, w.current = false, nil
+			if cached && m.IKE.LastResponse == nil && !m.Destroyed() &&
+				(m.IKE.State == sa.Established || m.IKE.State == sa.Rekeyed) {
+				// The cached response expired: its state is written again
+				// without it, a third of what an idle tunnel's record held
+				// for the tunnel's life.
+				w.env.Changed(m.IKE)
+			}
 			w.schedule(m)
 		}
 	}
@@ -554,11 +571,12 @@ func (w *Worker) schedule(m *manager.Manager) {
 		delete(w.sched, m)
 		return
 	}
-	if t, ok := w.sched[m]; ok && t.Equal(d) {
+	at := w.since(d)
+	if t, ok := w.sched[m]; ok && t == at {
 		return
 	}
-	w.sched[m] = d
-	heap.Push(&w.timers, timerEntry{when: d, m: m})
+	w.sched[m] = at
+	w.timers.push(timerEntry{when: at, m: m})
 }
 
 func (w *Worker) runPending() {
@@ -611,20 +629,51 @@ func (w *Worker) endHalfOpen(m *manager.Manager) {
 	w.env.Stats().HalfOpen.Add(-1)
 }
 
+// timerEntry is a deadline in the timer heap (Worker.since's scale).
 type timerEntry struct {
-	when time.Time
+	when int64
 	m    *manager.Manager
 }
 
+// timerHeap is a binary min-heap of deadlines, typed rather than through
+// container/heap, whose interface boxed each entry pushed.
 type timerHeap []timerEntry
 
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].when.Before(h[j].when) }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
+func (h *timerHeap) push(e timerEntry) {
+	*h = append(*h, e)
+	q := *h
+	for i := len(q) - 1; i > 0; {
+		p := (i - 1) / 2
+		if q[p].when <= q[i].when {
+			break
+		}
+		q[p], q[i] = q[i], q[p]
+		i = p
+	}
+}
+
+// pop removes and returns the earliest entry; the heap must not be empty.
+func (h *timerHeap) pop() timerEntry {
+	q := *h
+	e := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = timerEntry{}
+	q = q[:n]
+	for i := 0; ; {
+		l, least := 2*i+1, i
+		if l < n && q[l].when < q[least].when {
+			least = l
+		}
+		if r := l + 1; r < n && q[r].when < q[least].when {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		q[i], q[least] = q[least], q[i]
+		i = least
+	}
+	*h = q
 	return e
 }
