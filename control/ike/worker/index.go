@@ -172,7 +172,9 @@ func (x *peerIndex) unfile(m *manager.Manager, k peerKeys, addrGone bool) {
 }
 
 // others is the number of IKE SAs with a peer address that other workers
-// hold.
+// hold: the shared count less the worker's own there, which it files and
+// counts in the same step, so the difference holds no IKE SA of this
+// worker (none below zero).
 func (x *peerIndex) others(a netip.Addr) int {
 	if x.shared == nil {
 		return 0
