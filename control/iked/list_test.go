@@ -116,11 +116,13 @@ func fakeSpud(tb testing.TB, path string) *api.Client {
 		if err := unixrpc.Decode(body, &req); err != nil {
 			return nil, err
 		}
-		r := api.SAStatsReply{SAs: make([]api.SAStatsEntry, 0, len(req.SAs))}
-		for _, id := range req.SAs {
-			r.SAs = append(r.SAs, api.SAStatsEntry{SAID: id, Found: true, Stats: api.SAStats{Packets: uint64(id.SPI & 0xffff), Bytes: uint64(id.SPI&0xffff) * 1400}})
-		}
-		return r, nil
+		return api.AnswerSAStats(&req, func(ids []api.SAID) ([]api.SAStatsEntry, error) {
+			r := make([]api.SAStatsEntry, 0, len(ids))
+			for _, id := range ids {
+				r = append(r, api.SAStatsEntry{SAID: id, Found: true, Stats: api.SAStats{Packets: uint64(id.SPI & 0xffff), Bytes: uint64(id.SPI&0xffff) * 1400}})
+			}
+			return r, nil
+		})
 	})
 	if err := srv.Listen(path); err != nil {
 		tb.Fatal(err)

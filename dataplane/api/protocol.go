@@ -254,6 +254,12 @@ type SADump struct {
 // request.
 type SAStatsRequest struct {
 	SAs []SAID `json:"sas"` // the SAs asked about
+	// Packed names them instead of SAs, in the packed encoding
+	// (AppendPackedSAID), and asks for the reply's answers in it, as its
+	// data (DecodePackedStats). A spud older than it refuses the field
+	// (CodeBadRequest: unknown field "packed"), and Client asks again in
+	// JSON.
+	Packed []byte `json:"packed,omitempty"`
 }
 
 // SAStatsReply answers sa.stats: one entry per SA asked, in the order asked.
