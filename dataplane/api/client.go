@@ -103,7 +103,8 @@ func (c *Client) SAPage(req DumpRequest) (*SADump, error) {
 		r.Packed = data
 	}
 	if len(r.Packed) > 0 {
-		sas, err := DecodePackedSAs(r.Packed, make([]SAState, 0, req.Limit))
+		// The frame's buffer (or base64's), which nothing else holds.
+		sas, err := decodePage(r.Packed, make([]SAState, 0, req.Limit), true)
 		if err != nil {
 			return &r, fmt.Errorf("spud: %s: %w", OpSADump, err)
 		}
@@ -164,7 +165,7 @@ func (c *Client) SAStats(ids []SAID) ([]SAStatsEntry, error) {
 	for i, id := range ids {
 		out[i].SAID = id
 	}
-	var buf []byte
+	buf := make([]byte, 0, 12*min(len(ids), MaxQuery))
 	for done := 0; done < len(ids); {
 		n := min(len(ids)-done, MaxQuery)
 		if !c.jsonStats.Load() {

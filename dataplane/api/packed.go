@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"unsafe"
 
 	"github.com/spugate/spugate/internal/packed"
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -158,6 +159,13 @@ func appendSelectors(b []byte, ts []ipsec.Selector) []byte {
 // only), so that a page of thousands costs a few allocations, not several
 // per SA (a non-empty Drops map, a zoned address each have theirs).
 func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
+	return decodePage(b, out, false)
+}
+
+// decodePage is DecodePackedSAs; owned says that nothing else holds b nor
+// ever writes it (a frame's buffer that Client read), so that the page's
+// string may be b itself rather than a copy.
+func decodePage(b []byte, out []SAState, owned bool) ([]SAState, error) {
 	n := 0
 	for r := b; len(r) > 0; n++ {
 		l, k := binary.Uvarint(r)
@@ -168,6 +176,9 @@ func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
 	}
 	out = slices.Grow(out, n)
 	d := packedReader{page: b, ints: make([]int, 0, n), sels: make([]ipsec.Selector, 0, 2*n)}
+	if owned && len(b) > 0 {
+		d.str = unsafe.String(&b[0], len(b))
+	}
 	for i := 0; len(b) > 0; i++ {
 		l, k := binary.Uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
