@@ -112,9 +112,15 @@ func appendAddrPort(b []byte, a netip.AddrPort) []byte {
 	if !a.IsValid() {
 		return append(b, 0)
 	}
-	v, _ := a.MarshalBinary()
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
+	// MarshalBinary's bytes, without its slice: the address's, then the
+	// port's two.
+	n := 4
+	if ip := a.Addr(); !ip.Is4() {
+		n = 16 + len(ip.Zone())
+	}
+	b = binary.AppendUvarint(b, uint64(n+2))
+	b, _ = a.AppendBinary(b) // never fails
+	return b
 }
 
 func appendTime(b []byte, t time.Time) []byte {

@@ -317,3 +317,15 @@ func BenchmarkDecodeIKESAs(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(page)), "ns/ike_sa")
 	})
 }
+
+// appendAddrPort writes MarshalBinary's bytes behind their length.
+func TestAppendAddrPort(t *testing.T) {
+	for _, s := range []string{"198.18.0.1:500", "[2001:db8::1]:4500", "[::ffff:198.18.0.1]:1", "[fe80::1%eth0]:500"} {
+		a := netip.MustParseAddrPort(s)
+		v, _ := a.MarshalBinary()
+		want := append([]byte{byte(len(v))}, v...)
+		if got := appendAddrPort(nil, a); string(got) != string(want) {
+			t.Errorf("%s: %x, want %x", s, got, want)
+		}
+	}
+}
