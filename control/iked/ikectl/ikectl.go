@@ -93,7 +93,8 @@ type SAs struct {
 type SAsRequest struct {
 	After uint32 `json:"after,omitempty"`
 	Limit int    `json:"limit,omitempty"`
-	// Encoding is "" for IKESAs in JSON, EncodingPacked for Packed.
+	// Encoding is "" for IKESAs in JSON, EncodingPacked for Packed,
+	// EncodingPackedData for packed IKE SAs as the reply's data.
 	Encoding string `json:"encoding,omitempty"`
 }
 
