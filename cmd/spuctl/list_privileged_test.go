@@ -96,7 +96,7 @@ func btoi(v bool) int {
 // installSAs installs n inbound SAs with local as their local end over a
 // few connections, many requests in flight on each.
 func installSAs(sock string, local netip.Addr, n int) error {
-	const conns, inFlight = 2, 16
+	const conns, inFlight = 4, 32
 	key := make([]byte, ipsec.AES128GCM16.EncKeyLen())
 	var wg sync.WaitGroup
 	errs := make(chan error, conns*inFlight)
