@@ -239,7 +239,11 @@ func printSA(w *bufio.Writer, s api.SAState) {
 	b = append(b, " spu "...)
 	b = strconv.AppendInt(b, int64(s.SPU), 10)
 	b = append(b, " (logical "...)
-	b = append(b, logical(s.Logical)...)
+	if s.Logical == nil {
+		b = append(b, '?')
+	} else {
+		b = strconv.AppendInt(b, int64(*s.Logical), 10)
+	}
 	b = append(b, ')')
 	if s.Encap != nil {
 		b = append(b, " udp-encap "...)
@@ -270,9 +274,9 @@ func printSA(w *bufio.Writer, s api.SAState) {
 	b = append(b, '\n')
 	if len(s.LocalTS)+len(s.RemoteTS) > 0 {
 		b = append(b, "    selectors "...)
-		b = append(b, tsList(s.LocalTS)...)
+		b = appendSelectors(b, s.LocalTS)
 		b = append(b, " === "...)
-		b = append(b, tsList(s.RemoteTS)...)
+		b = appendSelectors(b, s.RemoteTS)
 		b = append(b, '\n')
 	}
 	w.Write(b)

@@ -1,21 +1,16 @@
 package iked
 
 import (
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
-	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/control/reuseport"
-	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
 )
 
@@ -47,11 +42,7 @@ func (d *Daemon) handlers() {
 		if err != nil {
 			return nil, err
 		}
-		r, err := d.listSAs(*req)
-		if err != nil || req.Encoding != ikectl.EncodingPacked {
-			return r, err
-		}
-		return packedReply(r), nil
+		return d.listSAs(*req)
 	})
 	s.Handle(ikectl.OpInitiate, func(body json.RawMessage) (any, error) {
 		req, err := decode[ikectl.Initiate](body)
@@ -117,190 +108,6 @@ func (d *Daemon) listConns() ikectl.Conns {
 		out.Conns = append(out.Conns, ci)
 	}
 	return out
-}
-
-// listSAs answers a page of IKE SAs (ikectl.SAsRequest), with the counters
-// of their Child SAs.
-func (d *Daemon) listSAs(req ikectl.SAsRequest) (*ikectl.SAs, error) {
-	switch req.Encoding {
-	case "", ikectl.EncodingPacked:
-	default:
-		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "unknown encoding %q (%q or none)", req.Encoding, ikectl.EncodingPacked)
-	}
-	limit := req.Limit
-	if limit <= 0 || limit > ikectl.MaxSAsPage {
-		limit = ikectl.MaxSAsPage
-	}
-	// First each worker's next UniqueIDs (its order's entries, no copy),
-	// merged to find where the page ends; then a copy of each worker's
-	// IKE SAs up to there. Copying each worker's next limit IKE SAs
-	// would copy a page per worker for one page.
-	idsOf := map[*loop][]uint32{}
-	var all []uint32
-	err := d.each(func(l *loop, w *worker.Worker) {
-		ids := w.IDsAfter(nil, req.After, limit+1)
-		idsOf[l] = ids
-		all = append(all, ids...)
-	})
-	slices.Sort(all)
-	out := &ikectl.SAs{More: len(all) > limit}
-	if len(all) == 0 {
-		return out, err
-	}
-	last := all[min(len(all), limit)-1]
-	type head struct {
-		list   []sa.IKESA
-		worker int
-	}
-	var heads []head
-	for _, l := range d.loops {
-		n, _ := slices.BinarySearch(idsOf[l], last+1)
-		if n == 0 {
-			continue
-		}
-		var list []sa.IKESA
-		if perr := d.post(l, func(w *worker.Worker) { list = w.ListAfter(req.After, n) }); perr != nil {
-			err = errors.Join(err, perr)
-		}
-		heads = append(heads, head{list, l.idx})
-	}
-	type listed struct {
-		ike    *sa.IKESA
-		worker int
-	}
-	// Merged up to the page's last UniqueID (IKE SAs added between the
-	// two steps come on the next page), or fewer where their Child SAs
-	// reach MaxPageChildren.
-	page := make([]listed, 0, limit)
-	children := 0
-	for {
-		best := -1
-		for i, h := range heads {
-			if len(h.list) > 0 && (best < 0 || h.list[0].UniqueID < heads[best].list[0].UniqueID) {
-				best = i
-			}
-		}
-		if best < 0 || heads[best].list[0].UniqueID > last {
-			break
-		}
-		if len(page) > 0 && children+len(heads[best].list[0].Children) > ikectl.MaxPageChildren {
-			out.More, last = true, page[len(page)-1].ike.UniqueID
-			break
-		}
-		h := &heads[best]
-		page = append(page, listed{&h.list[0], h.worker})
-		children += len(h.list[0].Children)
-		h.list = h.list[1:]
-	}
-	out.Next = last
-	if req.Encoding == "" {
-		out.IKESAs = make([]ikectl.IKESA, 0, len(page))
-	} else {
-		// About 180 bytes an IKE SA and 140 a Child SA: room enough
-		// that the page is not copied as it grows.
-		out.Packed = make([]byte, 0, 192*len(page)+160*children)
-	}
-	// The counters of this page's Child SAs only: a dump of every SA in
-	// spud would cost the table for each page.
-	ids := make([]api.SAID, 0, 2*children)
-	for _, x := range page {
-		for _, ch := range x.ike.Children {
-			ids = append(ids, api.SAID{SPI: ch.SPIIn, Dir: api.In}, api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: x.ike.Remote.Addr()})
-		}
-	}
-	st := make(map[saKey]api.SAStats, len(ids))
-	if c, cerr := d.dp.client(); cerr == nil && len(ids) > 0 {
-		if es, serr := c.SAStats(ids); serr == nil {
-			for _, e := range es {
-				if e.Found {
-					st[saKey{e.SPI, e.Dir}] = e.Stats
-				}
-			}
-		}
-	}
-	now := time.Now()
-	for _, x := range page {
-		ike := x.ike
-		lg, ph := d.anchorOf(ike)
-		i := ikectl.IKESA{Conn: ike.ConnName, UniqueID: ike.UniqueID, State: ike.State.String(), Initiator: ike.Initiator,
-			SPIi: hex16(ike.SPIi), SPIr: hex16(ike.SPIr), Local: ike.Local, Remote: ike.Remote,
-			LocalID: ike.LocalID.String(), RemoteID: ike.RemoteID.String(), NATLocal: ike.NATLocal, NATRemote: ike.NATRemote,
-			Established: ike.Established, Worker: x.worker, SPU: ph, Logical: lg,
-			Counters:  ikectl.IKECounter{MsgIDOut: ike.MsgIDOut, MsgIDIn: ike.MsgIDIn},
-			AuthLocal: ike.AuthLocal, AuthRemote: ike.AuthRemote, Fragmentation: ike.FragSend}
-		if len(ike.Proposal.Transforms) > 0 {
-			i.Proposal = ike.Proposal.String()
-		}
-		if !ike.RekeyAt.IsZero() {
-			i.RekeyIn = ike.RekeyAt.Sub(now).Round(time.Second)
-		}
-		for _, ch := range ike.Children {
-			suiteName := ""
-			if s, err := task.DataPlaneSuite(ch.Alg); err == nil {
-				suiteName = s.String()
-			}
-			c := ikectl.ChildSA{Name: ch.Name, UniqueID: ch.UniqueID, State: ch.State.String(), ReqID: ch.ReqID,
-				SPIIn: ch.SPIIn, SPIOut: ch.SPIOut, Suite: suiteName, Proposal: ch.Alg.String(), Encap: ch.Encap,
-				Installed: ch.Installed, Policies: ch.PolicyIDs, Trap: ch.Trap, SPU: -1}
-			for _, s := range ch.LocalTS {
-				c.LocalTS = append(c.LocalTS, s.String())
-			}
-			for _, s := range ch.RemoteTS {
-				c.RemoteTS = append(c.RemoteTS, s.String())
-			}
-			if !ch.RekeyAt.IsZero() {
-				c.RekeyIn = ch.RekeyAt.Sub(now).Round(time.Second)
-			}
-			if !ch.ExpireAt.IsZero() {
-				c.ExpireIn = ch.ExpireAt.Sub(now).Round(time.Second)
-			}
-			if x, ok := st[saKey{ch.SPIIn, api.In}]; ok {
-				// A Child SA lives on its IKE SA's anchor.
-				c.BytesIn, c.PacketsIn, c.SPU = x.Bytes, x.Packets, ph
-			}
-			if x, ok := st[saKey{ch.SPIOut, api.Out}]; ok {
-				c.BytesOut, c.PktsOut = x.Bytes, x.Packets
-			}
-			i.Children = append(i.Children, c)
-		}
-		if req.Encoding == ikectl.EncodingPacked {
-			out.Packed = ikectl.AppendPackedIKESA(out.Packed, &i)
-		} else {
-			out.IKESAs = append(out.IKESAs, i)
-		}
-	}
-	return out, err
-}
-
-// packedReply encodes a packed page as json.Marshal would, but straight
-// into one buffer: Marshal would write the base64 of megabytes into a
-// buffer of its own, grown as it goes, and copy it.
-func packedReply(r *ikectl.SAs) json.RawMessage {
-	b := make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(r.Packed)))
-	b = append(b, `{"ike_sas":null`...)
-	if r.Next != 0 {
-		b = append(b, `,"next":`...)
-		b = strconv.AppendUint(b, uint64(r.Next), 10)
-	}
-	if r.More {
-		b = append(b, `,"more":true`...)
-	}
-	if len(r.Packed) > 0 {
-		b = append(b, `,"packed":"`...)
-		b = base64.StdEncoding.AppendEncode(b, r.Packed)
-		b = append(b, '"')
-	}
-	return append(b, '}')
-}
-
-// hex16 is fmt.Sprintf("%016x", v), for a page's thousands of SPIs.
-func hex16(v uint64) string {
-	var b [16]byte
-	for i := 15; i >= 0; i-- {
-		b[i] = "0123456789abcdef"[v&0xf]
-		v >>= 4
-	}
-	return string(b[:])
 }
 
 // initiate brings a connection up on the worker of its anchor and waits

@@ -123,18 +123,20 @@ func TestInboundPacketsAsksOnlyItsSPIs(t *testing.T) {
 		if err := unixrpc.Decode(body, &req); err != nil {
 			return nil, err
 		}
-		var r api.SAStatsReply
-		mu.Lock()
-		defer mu.Unlock()
-		for _, id := range req.SAs {
-			if id.Dir != api.In {
-				return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "asked about an outbound SA")
+		return api.AnswerSAStats(&req, func(ids []api.SAID) ([]api.SAStatsEntry, error) {
+			var r []api.SAStatsEntry
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				if id.Dir != api.In {
+					return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "asked about an outbound SA")
+				}
+				asked = append(asked, id.SPI)
+				// SPIs below 0x2000 are installed, with SPI/0x100 packets.
+				r = append(r, api.SAStatsEntry{SAID: id, Found: id.SPI < 0x2000, Stats: api.SAStats{Packets: uint64(id.SPI / 0x100 * boolInt(id.SPI < 0x2000))}})
 			}
-			asked = append(asked, id.SPI)
-			// SPIs below 0x2000 are installed, with SPI/0x100 packets.
-			r.SAs = append(r.SAs, api.SAStatsEntry{SAID: id, Found: id.SPI < 0x2000, Stats: api.SAStats{Packets: uint64(id.SPI / 0x100 * boolInt(id.SPI < 0x2000))}})
-		}
-		return r, nil
+			return r, nil
+		})
 	})
 	if err := srv.Listen(path); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -116,11 +117,13 @@ func fakeSpud(tb testing.TB, path string) *api.Client {
 		if err := unixrpc.Decode(body, &req); err != nil {
 			return nil, err
 		}
-		r := api.SAStatsReply{SAs: make([]api.SAStatsEntry, 0, len(req.SAs))}
-		for _, id := range req.SAs {
-			r.SAs = append(r.SAs, api.SAStatsEntry{SAID: id, Found: true, Stats: api.SAStats{Packets: uint64(id.SPI & 0xffff), Bytes: uint64(id.SPI&0xffff) * 1400}})
-		}
-		return r, nil
+		return api.AnswerSAStats(&req, func(ids []api.SAID) ([]api.SAStatsEntry, error) {
+			r := make([]api.SAStatsEntry, 0, len(ids))
+			for _, id := range ids {
+				r = append(r, api.SAStatsEntry{SAID: id, Found: true, Stats: api.SAStats{Packets: uint64(id.SPI & 0xffff), Bytes: uint64(id.SPI&0xffff) * 1400}})
+			}
+			return r, nil
+		})
 	})
 	if err := srv.Listen(path); err != nil {
 		tb.Fatal(err)
@@ -286,6 +289,65 @@ func TestPackedReplyAsMarshal(t *testing.T) {
 		want, _ := json.Marshal(r)
 		if got := packedReply(&r); string(got) != string(want) {
 			t.Errorf("got %s\nwant %s", got, want)
+		}
+	}
+}
+
+// A page is the same in every encoding: JSON, packed in the JSON, packed
+// as data.
+func TestListSAsEncodingsAgree(t *testing.T) {
+	c := listDaemon(t, 3, 700, 2)
+	var pages [3][]ikectl.IKESA
+	for i, enc := range []string{"", ikectl.EncodingPacked, ikectl.EncodingPackedData} {
+		var after uint32
+		for {
+			var r ikectl.SAs
+			var data []byte
+			var err error
+			if enc == ikectl.EncodingPackedData {
+				data, err = c.CallData(ikectl.OpSAs, ikectl.SAsRequest{After: after, Limit: 300, Encoding: enc}, &r)
+				r.Packed = data
+			} else {
+				err = c.Call(ikectl.OpSAs, ikectl.SAsRequest{After: after, Limit: 300, Encoding: enc}, &r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if enc != "" {
+				if len(r.IKESAs) > 0 {
+					t.Fatalf("%s: a page in JSON", enc)
+				}
+				if r.IKESAs, err = ikectl.DecodePackedIKESAs(r.Packed, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pages[i] = append(pages[i], r.IKESAs...)
+			if !r.More {
+				break
+			}
+			after = r.Next
+		}
+	}
+	for i := range pages {
+		if len(pages[i]) != 700 {
+			t.Fatalf("encoding %d: %d IKE SAs", i, len(pages[i]))
+		}
+		for k := range pages[i] {
+			// Rekey times count from each request's now.
+			s := &pages[i][k]
+			s.RekeyIn, s.Established = 0, s.Established.UTC()
+			for j := range s.Children {
+				s.Children[j].RekeyIn, s.Children[j].ExpireIn, s.Children[j].Installed = 0, 0, s.Children[j].Installed.UTC()
+			}
+		}
+	}
+	for i := 1; i < 3; i++ {
+		if !reflect.DeepEqual(pages[0], pages[i]) {
+			for k := range pages[0] {
+				if !reflect.DeepEqual(pages[0][k], pages[i][k]) {
+					t.Fatalf("encoding %d, IKE SA %d:\n%+v\nJSON:\n%+v", i, k, pages[i][k], pages[0][k])
+				}
+			}
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -239,12 +241,14 @@ func TestPagedDumps(t *testing.T) {
 		if err := unixrpc.Decode(body, &req); err != nil {
 			return nil, err
 		}
-		asked = append(asked, len(req.SAs))
-		var r SAStatsReply
-		for _, id := range req.SAs {
-			r.SAs = append(r.SAs, SAStatsEntry{SAID: id, Found: id.SPI%2 == 0, Stats: SAStats{Packets: uint64(id.SPI)}})
-		}
-		return r, nil
+		return AnswerSAStats(&req, func(ids []SAID) ([]SAStatsEntry, error) {
+			asked = append(asked, len(ids))
+			var r []SAStatsEntry
+			for _, id := range ids {
+				r = append(r, SAStatsEntry{SAID: id, Found: id.SPI%2 == 0, Stats: SAStats{Packets: uint64(id.SPI)}})
+			}
+			return r, nil
+		})
 	})
 	c, err := Dial(path)
 	if err != nil {
@@ -290,5 +294,140 @@ func TestPagedDumps(t *testing.T) {
 	}
 	if !st[0].Found || st[1].Found || st[10].Stats.Packets != 266 || st[MaxQuery+9].SPI != uint32(MaxQuery+9+256) {
 		t.Errorf("SAStats answers %+v %+v %+v", st[0], st[1], st[10])
+	}
+}
+
+// TestOlderSpud: in front of a spud that knows packed pages but not as
+// data, dumps fall back to packed1; in front of one older than both, and
+// than packed sa.stats, to JSON; each once for the connection.
+func TestOlderSpud(t *testing.T) {
+	for _, knows := range []string{EncodingPacked, ""} {
+		t.Run("knows "+knows, func(t *testing.T) {
+			s, path := startServer(t)
+			var encodings []string
+			s.Handle(OpSADump, func(body json.RawMessage) (any, error) {
+				var req struct {
+					After    uint64 `json:"after,omitempty"`
+					Limit    int    `json:"limit,omitempty"`
+					Encoding string `json:"encoding,omitempty"`
+				}
+				if err := unixrpc.Decode(body, &req); err != nil {
+					return nil, err
+				}
+				encodings = append(encodings, req.Encoding)
+				if knows == "" && req.Encoding != "" {
+					return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, `bad request body: json: unknown field "encoding"`)
+				}
+				if req.Encoding != "" && req.Encoding != knows {
+					return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "dump: encoding %q not known (%s, or none for JSON)", req.Encoding, knows)
+				}
+				sa := SAState{SA: SA{SPI: uint32(req.After) + 256, Dir: In, Suite: ipsec.AES128GCM16, Name: "n"}}
+				r := SADump{Next: req.After + 1, More: req.After < 2}
+				if req.Encoding == EncodingPacked {
+					r.Packed = AppendPackedSA(nil, &sa)
+				} else {
+					r.SAs = []SAState{sa}
+				}
+				return r, nil
+			})
+			s.Handle(OpSAStats, func(body json.RawMessage) (any, error) {
+				var req struct {
+					SAs []SAID `json:"sas"`
+				}
+				if err := unixrpc.Decode(body, &req); err != nil {
+					return nil, err
+				}
+				r := SAStatsReply{}
+				for _, id := range req.SAs {
+					r.SAs = append(r.SAs, SAStatsEntry{SAID: id, Found: true, Stats: SAStats{Packets: uint64(id.SPI)}})
+				}
+				return r, nil
+			})
+			c, err := Dial(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for range 2 {
+				sas, err := c.DumpSAs(false)
+				if err != nil || len(sas) != 3 || sas[2].SPI != 258 || sas[2].Name != "n" {
+					t.Fatalf("DumpSAs: %+v %v", sas, err)
+				}
+			}
+			want := []string{EncodingPackedData}
+			if knows == "" {
+				want = append(want, EncodingPacked)
+			}
+			for range 6 {
+				want = append(want, knows)
+			}
+			if !slices.Equal(encodings, want) {
+				t.Errorf("encodings asked %q, want %q", encodings, want)
+			}
+			st, err := c.SAStats([]SAID{{SPI: 300, Dir: In}, {SPI: 301, Dir: Out, Remote: netip.MustParseAddr("198.18.0.2")}})
+			if err != nil || len(st) != 2 || st[1].Stats.Packets != 301 || !st[1].Found || st[1].Remote.String() != "198.18.0.2" {
+				t.Fatalf("SAStats: %+v %v", st, err)
+			}
+		})
+	}
+}
+
+// The packed sa.stats: the SAs named and the answers, drops included, go
+// through and back; truncated answers are errors.
+func TestPackedSAStats(t *testing.T) {
+	ids := []SAID{{SPI: 256, Dir: In}, {SPI: 0xffffffff, Dir: Out, Remote: netip.MustParseAddr("2001:db8::1")}, {SPI: 7, Dir: In}}
+	var req SAStatsRequest
+	for _, id := range ids {
+		req.Packed = AppendPackedSAID(req.Packed, id)
+	}
+	got, err := DecodePackedSAIDs(req.Packed, nil, 3)
+	if err != nil || !slices.Equal(got, ids) {
+		t.Fatalf("ids: %+v %v", got, err)
+	}
+	if _, err := DecodePackedSAIDs(req.Packed, nil, 2); err == nil {
+		t.Error("more than asked for: no error")
+	}
+	answers := []SAStatsEntry{{Found: true, Stats: SAStats{Packets: 1, Bytes: 1 << 40, Seq: 3, Drops: map[string]uint64{"replay": 9}}}, {}, {Found: true}}
+	r, err := AnswerSAStats(&req, func(got []SAID) ([]SAStatsEntry, error) { return answers, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := r.(unixrpc.WithData).Data
+	out := make([]SAStatsEntry, 3)
+	if err := DecodePackedStats(data, out); err != nil || !reflect.DeepEqual(out, answers) {
+		t.Fatalf("answers: %+v %v", out, err)
+	}
+	for i := range len(data) {
+		if err := DecodePackedStats(data[:i], out); err == nil {
+			t.Errorf("answers truncated to %d bytes: no error", i)
+		}
+	}
+}
+
+// A packed page of SAs decodes with a few allocations for the page, none
+// per SA.
+func TestDecodePackedSAsAllocs(t *testing.T) {
+	var b []byte
+	for i := range 1000 {
+		sa := SAState{SA: SA{SPI: uint32(i) + 256, Dir: In, Suite: ipsec.AES128GCM16, Name: fmt.Sprintf("tunnel-%d", i),
+			Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.18.0.2"), Logical: Logical(i % 256),
+			Encap: &Encap{LocalPort: 4500, RemotePort: 4500}, EncKey: []byte{},
+			LocalTS:  []ipsec.Selector{{From: netip.MustParseAddr("198.19.0.0"), To: netip.MustParseAddr("198.19.0.255"), ToPort: 65535}},
+			RemoteTS: []ipsec.Selector{{From: netip.MustParseAddr("198.20.0.0"), To: netip.MustParseAddr("198.20.0.255"), ToPort: 65535}}},
+			Stats: SAStats{Packets: uint64(i), Drops: map[string]uint64{}}}
+		b = AppendPackedSA(b, &sa)
+	}
+	out := make([]SAState, 0, 1000)
+	allocs := testing.AllocsPerRun(10, func() {
+		var err error
+		if out, err = DecodePackedSAs(b, out[:0]); err != nil || len(out) != 1000 {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 10 {
+		t.Errorf("%v allocations for a page of 1000 SAs", allocs)
+	}
+	if out[999].Name != "tunnel-999" || *out[999].Logical != 999%256 || out[999].Encap.LocalPort != 4500 || out[999].RemoteTS[0].From.String() != "198.20.0.0" {
+		t.Errorf("SA 999: %+v", out[999])
 	}
 }

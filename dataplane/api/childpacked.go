@@ -116,7 +116,7 @@ func appendPackedPolicy(b []byte, p *Policy) []byte {
 // short, malformed or left over is an error naming the part.
 func DecodePackedChildAdd(b []byte) (*ChildAdd, error) {
 	r := &ChildAdd{}
-	d := packedReader{packed.Reader{B: b}}
+	d := packedReader{Reader: packed.Reader{B: b}}
 	r.Logical = int(d.Varint())
 	if err := d.strictEntry("inbound sa", func(e *packedReader) { e.requestSA(&r.In) }); err != nil {
 		return nil, err
@@ -144,7 +144,7 @@ func DecodePackedChildAdd(b []byte) (*ChildAdd, error) {
 
 // strictEntry reads one entry with fields, which must read it to its end.
 func (d *packedReader) strictEntry(what string, fields func(*packedReader)) error {
-	e := packedReader{packed.Reader{B: d.Entry()}}
+	e := packedReader{Reader: packed.Reader{B: d.Entry()}}
 	if d.Err != nil {
 		return fmt.Errorf("packed child.add: %s: %w", what, d.Err)
 	}

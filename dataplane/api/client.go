@@ -20,13 +20,19 @@ const DefaultSocket = "/run/spugate/spud.sock"
 // unixrpc.ErrClosed.
 type Client struct {
 	*unixrpc.Client
-	// jsonDumps: spud refused the packed encoding of sa.dump (it is older
-	// than it); dumps on this connection ask for JSON.
-	jsonDumps atomic.Bool
 	// jsonChild: spud refused child.add in the packed encoding (it is
 	// older than it); child.add on this connection is sent in JSON.
 	jsonChild atomic.Bool
+	// dumpFallback counts the encodings of sa.dump spud refused (it is
+	// older than them): 0 asks for EncodingPackedData, 1 for
+	// EncodingPacked, 2 for JSON, on this connection from then on.
+	dumpFallback atomic.Int32
+	// jsonStats: spud refused sa.stats in the packed encoding.
+	jsonStats atomic.Bool
 }
+
+// dumpEncodings are what sa.dump asks for, by dumpFallback.
+var dumpEncodings = [...]string{EncodingPackedData, EncodingPacked, ""}
 
 // Dial connects to the SA API at path.
 func Dial(path string) (*Client, error) {
@@ -118,11 +124,16 @@ func (c *Client) DumpSAs(keys bool) ([]SAState, error) {
 // back decoded, in SAs.
 func (c *Client) SAPage(req DumpRequest) (*SADump, error) {
 	var r SADump
-	if err := c.Call(OpSADump, req, &r); err != nil {
+	data, err := c.CallData(OpSADump, req, &r)
+	if err != nil {
 		return &r, err
 	}
+	if req.Encoding == EncodingPackedData {
+		r.Packed = data
+	}
 	if len(r.Packed) > 0 {
-		sas, err := DecodePackedSAs(r.Packed, make([]SAState, 0, req.Limit))
+		// The frame's buffer (or base64's), which nothing else holds.
+		sas, err := decodePage(r.Packed, make([]SAState, 0, req.Limit), true)
 		if err != nil {
 			return &r, fmt.Errorf("spud: %s: %w", OpSADump, err)
 		}
@@ -141,20 +152,22 @@ func (c *Client) SAPages(limit int) iter.Seq2[[]SAState, error] {
 }
 
 func (c *Client) saPages(req DumpRequest) iter.Seq2[[]SAState, error] {
-	if !c.jsonDumps.Load() && !req.Keys {
-		req.Encoding = EncodingPacked
-	}
 	return func(yield func([]SAState, error) bool) {
 		get := func(req DumpRequest) (*SADump, error) {
-			r, err := c.SAPage(req)
-			if err != nil && req.Encoding != "" && olderSpud(err) {
-				// A spud older than the packed encoding: JSON then, on
-				// this connection for good.
-				c.jsonDumps.Store(true)
-				req.Encoding = ""
-				r, err = c.SAPage(req)
+			for {
+				f := c.dumpFallback.Load()
+				if !req.Keys {
+					req.Encoding = dumpEncodings[f]
+				}
+				r, err := c.SAPage(req)
+				if err != nil && req.Encoding != "" && olderSpud(err) {
+					// A spud older than the encoding: the one before
+					// it then, on this connection for good.
+					c.dumpFallback.CompareAndSwap(f, f+1)
+					continue
+				}
+				return r, err
 			}
-			return r, err
 		}
 		for page, err := range prefetch(req, get, func(r *SADump) ([]SAState, uint64, bool) { return r.SAs, r.Next, r.More }) {
 			if !yield(page, err) {
@@ -165,28 +178,53 @@ func (c *Client) saPages(req DumpRequest) iter.Seq2[[]SAState, error] {
 }
 
 // olderSpud reports whether err is a spud's refusal of the request's
-// encoding field, which it does not know.
+// encoding: a field it does not know, or a value.
 func olderSpud(err error) bool {
 	var e *unixrpc.Error
-	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "encoding"`)
+	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest &&
+		(strings.Contains(e.Message, `unknown field "encoding"`) || strings.Contains(e.Message, "encoding") && strings.Contains(e.Message, "not known"))
 }
 
 // SAStats returns the counters of the SAs ids names (outbound ones with
 // their remote), in the order named, Found false for those that are not
-// installed. More than MaxQuery SAs take several requests.
+// installed. More than MaxQuery SAs take several requests, in the packed
+// encoding (SAStatsRequest.Packed) unless spud is older than it.
 func (c *Client) SAStats(ids []SAID) ([]SAStatsEntry, error) {
-	out := make([]SAStatsEntry, 0, len(ids))
-	for len(ids) > 0 {
-		n := min(len(ids), MaxQuery)
+	out := make([]SAStatsEntry, len(ids))
+	for i, id := range ids {
+		out[i].SAID = id
+	}
+	buf := make([]byte, 0, 12*min(len(ids), MaxQuery))
+	for done := 0; done < len(ids); {
+		n := min(len(ids)-done, MaxQuery)
+		if !c.jsonStats.Load() {
+			buf = buf[:0]
+			for _, id := range ids[done : done+n] {
+				buf = AppendPackedSAID(buf, id)
+			}
+			data, err := c.CallData(OpSAStats, SAStatsRequest{Packed: buf}, nil)
+			if err == nil {
+				if err := DecodePackedStats(data, out[done:done+n]); err != nil {
+					return nil, fmt.Errorf("spud: %s: %w", OpSAStats, err)
+				}
+				done += n
+				continue
+			}
+			var e *unixrpc.Error
+			if !errors.As(err, &e) || e.Code != unixrpc.CodeBadRequest || !strings.Contains(e.Message, `unknown field "packed"`) {
+				return nil, err
+			}
+			c.jsonStats.Store(true)
+		}
 		var r SAStatsReply
-		if err := c.Call(OpSAStats, SAStatsRequest{SAs: ids[:n]}, &r); err != nil {
+		if err := c.Call(OpSAStats, SAStatsRequest{SAs: ids[done : done+n]}, &r); err != nil {
 			return nil, err
 		}
 		if len(r.SAs) != n {
 			return nil, fmt.Errorf("spud: %s: %d answers to %d SAs", OpSAStats, len(r.SAs), n)
 		}
-		out = append(out, r.SAs...)
-		ids = ids[n:]
+		copy(out[done:], r.SAs)
+		done += n
 	}
 	return out, nil
 }

@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
+	"unsafe"
 
 	"github.com/spugate/spugate/internal/packed"
+	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -25,6 +28,15 @@ import (
 // the encoding keeps its name; a change that an older decoder would
 // misread takes a new name, which an older spud refuses.
 const EncodingPacked = "packed1"
+
+// EncodingPackedData is DumpRequest.Encoding for sa.dump pages of the
+// packed encoding's SAs sent as the reply's data (unixrpc.DataFrame), not
+// as base64 in its JSON (SADump.Packed), which cost a third more bytes and
+// a pass over them on each side to escape, scan and unescape. The reply's
+// body is an SADump with neither SAs nor Packed. A spud older than it
+// refuses the encoding (CodeBadRequest), and Client asks for
+// EncodingPacked then.
+const EncodingPackedData = "packed1-data"
 
 // MaxPackedPage bounds the SAs of one packed page. It is MaxPage, though
 // a packed page of them takes a few hundred kilobytes: spud looks a page
@@ -141,35 +153,95 @@ func appendSelectors(b []byte, ts []ipsec.Selector) []byte {
 }
 
 // DecodePackedSAs appends to out the SAs of a page in the packed encoding
-// (SADump.Packed).
+// (SADump.Packed). A page's SAs share their allocations: their selectors,
+// logical SPUs and encapsulations come from arrays of the page, their
+// names from one string of it, their empty Drops maps are one map (read
+// only), so that a page of thousands costs a few allocations, not several
+// per SA (a non-empty Drops map, a zoned address each have theirs).
 func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
+	return decodePage(b, out, false)
+}
+
+// decodePage is DecodePackedSAs; owned says that nothing else holds b nor
+// ever writes it (a frame's buffer that Client read), so that the page's
+// string may be b itself rather than a copy.
+func decodePage(b []byte, out []SAState, owned bool) ([]SAState, error) {
+	n := 0
+	for r := b; len(r) > 0; n++ {
+		l, k := binary.Uvarint(r)
+		if k <= 0 || l > uint64(len(r)-k) {
+			break
+		}
+		r = r[k+int(l):]
+	}
+	out = slices.Grow(out, n)
+	d := packedReader{page: b, ints: make([]int, 0, n), sels: make([]ipsec.Selector, 0, 2*n)}
+	if owned && len(b) > 0 {
+		d.str = unsafe.String(&b[0], len(b))
+	}
 	for i := 0; len(b) > 0; i++ {
-		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
 			return out, fmt.Errorf("api: packed SA %d: %w", i, packed.ErrShort)
 		}
-		d := packedReader{packed.Reader{B: b[k : k+int(n)]}}
+		d.B, d.Err = b[k:k+int(l)], nil
 		out = append(out, SAState{})
 		d.sa(&out[len(out)-1])
 		if d.Err != nil {
 			return out[:len(out)-1], fmt.Errorf("api: packed SA %d: %w", i, d.Err)
 		}
 		// What follows the fields this build knows is a newer spud's.
-		b = b[k+int(n):]
+		b = b[k+int(l):]
 	}
 	return out, nil
 }
 
 // packedReader reads an entry's fields; the first error sticks and the
-// reads after it give zeros.
-type packedReader struct{ packed.Reader }
+// reads after it give zeros. The rest is the page's, shared by its SAs.
+type packedReader struct {
+	packed.Reader
+	page   []byte            // the page, which every entry's B is a part of
+	str    string            // the page as a string, made at its first name
+	ints   []int             // the SAs' Logical
+	sels   []ipsec.Selector  // their selectors
+	encaps []Encap           // their Encap
+	drops  map[string]uint64 // their empty Drops
+}
 
 func (d *packedReader) addr() netip.Addr {
+	b := d.Raw(d.Uvarint())
+	switch len(b) {
+	case 0:
+		return netip.Addr{}
+	case 4:
+		return netip.AddrFrom4([4]byte(b))
+	case 16:
+		return netip.AddrFrom16([16]byte(b))
+	}
 	var a netip.Addr
-	if err := a.UnmarshalBinary(d.Raw(d.Uvarint())); err != nil && d.Err == nil {
+	if err := a.UnmarshalBinary(b); err != nil && d.Err == nil {
 		d.Err = err
 	}
 	return a
+}
+
+// string reads a string as a part of the page's string, which the first
+// non-empty one makes.
+func (d *packedReader) string() string {
+	b := d.Entry()
+	if len(b) == 0 {
+		return ""
+	}
+	// Every entry, and so b, is a part of page: its offset there is
+	// what their capacities (to the page's end) differ by.
+	off := cap(d.page) - cap(b)
+	if off < 0 || off+len(b) > len(d.page) {
+		return string(b)
+	}
+	if d.str == "" {
+		d.str = string(d.page)
+	}
+	return d.str[off : off+len(b)]
 }
 
 // dir and mode return the constants rather than a string a field.
@@ -200,11 +272,15 @@ func (d *packedReader) suite() ipsec.Suite {
 	if len(b) == 0 {
 		return ipsec.SuiteInvalid
 	}
-	s, err := ipsec.ParseSuite(string(b))
-	if err != nil && d.Err == nil {
-		d.Err = err
+	for _, s := range ipsec.Suites {
+		if s.String() == string(b) {
+			return s
+		}
 	}
-	return s
+	if d.Err == nil {
+		d.Err = fmt.Errorf("unknown ESP suite %q", b)
+	}
+	return ipsec.SuiteInvalid
 }
 
 func (d *packedReader) selectors() []ipsec.Selector {
@@ -212,11 +288,15 @@ func (d *packedReader) selectors() []ipsec.Selector {
 	if isNil {
 		return nil
 	}
-	ts := make([]ipsec.Selector, n)
-	for i := range ts {
-		ts[i] = ipsec.Selector{Proto: d.Byte(), From: d.addr(), To: d.addr(), FromPort: d.U16(), ToPort: d.U16()}
+	if len(d.sels)+n > cap(d.sels) {
+		// The SAs before keep the array they have.
+		d.sels = make([]ipsec.Selector, 0, max(n, 2*cap(d.sels)))
 	}
-	return ts
+	at := len(d.sels)
+	for range n {
+		d.sels = append(d.sels, ipsec.Selector{Proto: d.Byte(), From: d.addr(), To: d.addr(), FromPort: d.U16(), ToPort: d.U16()})
+	}
+	return d.sels[at:len(d.sels):len(d.sels)]
 }
 
 // optInt reads what appendOptInt wrote.
@@ -228,8 +308,19 @@ func (d *packedReader) optInt() *int {
 	if v > 0 {
 		v--
 	}
-	n := int(v)
-	return &n
+	if len(d.ints) == cap(d.ints) {
+		d.ints = make([]int, 0, max(16, 2*cap(d.ints)))
+	}
+	d.ints = append(d.ints, int(v))
+	return &d.ints[len(d.ints)-1]
+}
+
+func (d *packedReader) encap() *Encap {
+	if len(d.encaps) == cap(d.encaps) {
+		d.encaps = make([]Encap, 0, max(16, 2*cap(d.encaps)))
+	}
+	d.encaps = append(d.encaps, Encap{LocalPort: d.U16(), RemotePort: d.U16()})
+	return &d.encaps[len(d.encaps)-1]
 }
 
 func (d *packedReader) sa(s *SAState) {
@@ -244,24 +335,152 @@ func (d *packedReader) sa(s *SAState) {
 	s.ESN = d.Byte() != 0
 	s.ReplayWindow = int(d.Varint())
 	if d.Byte() != 0 {
-		s.Encap = &Encap{LocalPort: d.U16(), RemotePort: d.U16()}
+		s.Encap = d.encap()
 	}
 	s.ReqID = d.U32()
 	s.LocalTS = d.selectors()
 	s.RemoteTS = d.selectors()
 	s.Lifetime = Lifetime{SoftBytes: d.Uvarint(), HardBytes: d.Uvarint(), SoftPackets: d.Uvarint(), HardPackets: d.Uvarint()}
-	s.Name = d.String()
+	s.Name = d.string()
 	s.Logical = d.optInt()
 	s.SPU = int(d.Varint())
 	s.Active = d.Byte() != 0
 	s.Stats.Packets = d.Uvarint()
 	s.Stats.Bytes = d.Uvarint()
 	s.Stats.Seq = d.Uvarint()
-	if n, isNil := d.Count(); !isNil {
+	switch n, isNil := d.Count(); {
+	case isNil:
+	case n == 0:
+		if d.drops == nil {
+			d.drops = map[string]uint64{}
+		}
+		s.Stats.Drops = d.drops
+	default:
 		s.Stats.Drops = make(map[string]uint64, n)
 		for range n {
-			k := d.String()
+			k := d.string()
 			s.Stats.Drops[k] = d.Uvarint()
 		}
 	}
+}
+
+// The packed sa.stats (SAStatsRequest.Packed): the SAs named one after
+// the other, each its SPI (uvarint), its direction (the string) and its
+// remote (an address as in an SA, none for an inbound SA); the reply's
+// data (unixrpc.DataFrame) is one entry per SA named, in that order, each
+// framed by its length as a packed SA: found (a byte), then if found the
+// packets, bytes and sequence number (uvarints) and the drops (a count,
+// then name and count each). iked asks for a page of list-sas' counters
+// this way: in JSON, 8,192 SAs' names and counters cost each side more
+// than the page itself.
+
+// AppendPackedSAID appends id as SAStatsRequest.Packed holds it.
+func AppendPackedSAID(b []byte, id SAID) []byte {
+	b = binary.AppendUvarint(b, uint64(id.SPI))
+	b = packed.AppendString(b, string(id.Dir))
+	return appendAddr(b, id.Remote)
+}
+
+// DecodePackedSAIDs appends to out the SAs a packed sa.stats request
+// names, at most most of them (more is an error).
+func DecodePackedSAIDs(b []byte, out []SAID, most int) ([]SAID, error) {
+	d := packedReader{Reader: packed.Reader{B: b}}
+	for len(d.B) > 0 {
+		if len(out) == most {
+			return out, fmt.Errorf("more than %d SAs asked", most)
+		}
+		out = append(out, SAID{SPI: d.U32(), Dir: d.dir(), Remote: d.addr()})
+		if d.Err != nil {
+			return out[:len(out)-1], fmt.Errorf("api: packed SA id %d: %w", len(out)-1, d.Err)
+		}
+	}
+	return out, nil
+}
+
+// AppendPackedStats appends an SA's sa.stats answer: its counters if
+// found.
+func AppendPackedStats(b []byte, found bool, st *SAStats) []byte {
+	return packed.AppendEntry(b, func(b []byte) []byte {
+		if !found {
+			return append(b, 0)
+		}
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, st.Packets)
+		b = binary.AppendUvarint(b, st.Bytes)
+		b = binary.AppendUvarint(b, st.Seq)
+		b = packed.AppendCount(b, len(st.Drops), st.Drops == nil)
+		for k, v := range st.Drops {
+			b = packed.AppendString(b, k)
+			b = binary.AppendUvarint(b, v)
+		}
+		return b
+	})
+}
+
+// DecodePackedStats fills in the answers of a packed sa.stats reply: the
+// Found and Stats of each of out, in order. An empty Drops reads nil, as
+// it marshals (omitempty).
+func DecodePackedStats(b []byte, out []SAStatsEntry) error {
+	d := packedReader{}
+	for i := range out {
+		d.B, d.Err = b, nil
+		e := d.Entry()
+		if d.Err != nil {
+			return fmt.Errorf("api: packed stats %d of %d: %w", i, len(out), d.Err)
+		}
+		b = d.B
+		d.B = e
+		x := &out[i]
+		x.Found, x.Stats = d.Bool(), SAStats{}
+		if x.Found {
+			x.Stats.Packets, x.Stats.Bytes, x.Stats.Seq = d.Uvarint(), d.Uvarint(), d.Uvarint()
+			if n, _ := d.Count(); n > 0 {
+				x.Stats.Drops = make(map[string]uint64, n)
+				for range n {
+					k := string(d.Entry())
+					x.Stats.Drops[k] = d.Uvarint()
+				}
+			}
+		}
+		if d.Err != nil {
+			return fmt.Errorf("api: packed stats %d of %d: %w", i, len(out), d.Err)
+		}
+	}
+	if len(b) > 0 {
+		return fmt.Errorf("api: packed stats: %d bytes after the %d answers", len(b), len(out))
+	}
+	return nil
+}
+
+// AnswerSAStats is the reply to an sa.stats request: lookup answers the
+// SAs it names (those of SAs, or of Packed decoded), and the answers go
+// back in the request's encoding, JSON (SAStatsReply) or packed (as the
+// reply's data). spud's handler uses it, and so do the fakes of tests.
+func AnswerSAStats(req *SAStatsRequest, lookup func([]SAID) ([]SAStatsEntry, error)) (any, error) {
+	if req.Packed == nil {
+		es, err := lookup(req.SAs)
+		if err != nil {
+			return nil, err
+		}
+		return SAStatsReply{SAs: es}, nil
+	}
+	if len(req.SAs) > 0 {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s: SAs named both in sas and packed", OpSAStats)
+	}
+	ids, err := DecodePackedSAIDs(req.Packed, make([]SAID, 0, min(len(req.Packed)/6, MaxQuery)), MaxQuery)
+	if err != nil {
+		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s: %w", OpSAStats, err)
+	}
+	es, err := lookup(ids)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) != len(ids) {
+		return nil, fmt.Errorf("%s: %d answers to %d SAs", OpSAStats, len(es), len(ids))
+	}
+	b := make([]byte, 0, 16*len(es))
+	for i := range es {
+		b = AppendPackedStats(b, es[i].Found, &es[i].Stats)
+	}
+	return unixrpc.WithData{Data: b}, nil
 }

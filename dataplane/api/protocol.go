@@ -25,14 +25,18 @@
 // Client.DumpSAs and DumpPolicies fetch every page; SAPages and
 // PolicyPages give the pages one at a time, asking for the next page while
 // the caller takes the one given. sa.dump pages travel in the packed
-// encoding (EncodingPacked, SADump.Packed) for clients that ask for it,
-// as Client does: a JSON SA costs the client tens of microseconds to
-// decode, which a million SAs do not afford; a spud without it refuses the
-// request and Client asks again in JSON.
+// encoding for clients that ask for it, as Client does: as the reply's
+// data (EncodingPackedData, bytes after the frame's JSON object), or as
+// base64 in SADump.Packed (EncodingPacked); a JSON SA costs the client
+// tens of microseconds to decode, which a million SAs do not afford. A
+// spud without the first refuses it and Client asks for the second, one
+// without either refuses the field and Client asks in JSON.
 //
 // sa.stats answers the counters of the SAs it names (at most MaxQuery per
 // request) at a cost of the SAs named, not of the table: what iked polls
-// for liveness checks.
+// for liveness checks and asks about a list-sas page's Child SAs. Client
+// names them packed (SAStatsRequest.Packed) and gets the answers packed,
+// as the reply's data, unless spud is older than it.
 //
 // Errors spud returns carry a unixrpc code: a request that does not decode
 // or validate is unixrpc.ErrBadRequest, an SA or policy that is not there
@@ -280,6 +284,12 @@ type SADump struct {
 // request.
 type SAStatsRequest struct {
 	SAs []SAID `json:"sas"` // the SAs asked about
+	// Packed names them instead of SAs, in the packed encoding
+	// (AppendPackedSAID), and asks for the reply's answers in it, as its
+	// data (DecodePackedStats). A spud older than it refuses the field
+	// (CodeBadRequest: unknown field "packed"), and Client asks again in
+	// JSON.
+	Packed []byte `json:"packed,omitempty"`
 }
 
 // SAStatsReply answers sa.stats: one entry per SA asked, in the order asked.

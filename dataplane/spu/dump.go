@@ -111,18 +111,27 @@ func (e *Engine) saStates(refs []saRef) (states []api.SAState, found []bool) {
 // left out, so a page may hold fewer than limit though More is set.
 func (e *Engine) SAPage(after uint64, limit int) Page[api.SAState] {
 	e.mu.Lock()
-	refs, seqs, more := e.saOrder.page(after, limit, nil, nil)
+	n := min(limit, e.saOrder.len())
+	refs, seqs, more := e.saOrder.page(after, limit, make([]saRef, 0, n), make([]uint64, 0, n))
 	e.mu.Unlock()
 	pg := Page[api.SAState]{Next: after, More: more}
 	if len(seqs) > 0 {
 		pg.Next = seqs[len(seqs)-1]
 	}
 	states, found := e.saStates(refs)
+	// The SAs found, moved down over those that were not, in place: a
+	// copy of the page would double what a listing of a million SAs
+	// gives the collector (which then scans spud's whole heap once more).
+	n = 0
 	for i, ok := range found {
 		if ok {
-			pg.Entries = append(pg.Entries, states[i])
-			pg.Seqs = append(pg.Seqs, seqs[i])
+			states[n], seqs[n] = states[i], seqs[i]
+			n++
 		}
+	}
+	if n > 0 {
+		clear(states[n:])
+		pg.Entries, pg.Seqs = states[:n], seqs[:n]
 	}
 	return pg
 }

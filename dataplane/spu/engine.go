@@ -712,9 +712,14 @@ func (e *Engine) DumpSAs() []api.SAState {
 
 func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
 	st := sa.Stats()
-	drops := map[string]uint64{}
+	// Made for an SA that dropped something only: a listing of a million
+	// SAs would make a million empty maps (nil and empty marshal alike).
+	var drops map[string]uint64
 	for r, n := range st.Drops {
 		if n > 0 {
+			if drops == nil {
+				drops = map[string]uint64{}
+			}
 			drops[esp.Reason(r).String()] = n
 		}
 	}

@@ -71,8 +71,11 @@ func (d *Daemon) handlers() {
 		if req.Keys {
 			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "spud keeps no key material outside the SAs' cipher state: dump without keys")
 		}
-		if req.Encoding == api.EncodingPacked {
+		switch req.Encoding {
+		case api.EncodingPacked:
 			return packedPage(d.eng.SAPage(req.After, req.Limit))
+		case api.EncodingPackedData:
+			return packedDataPage(d.eng.SAPage(req.After, req.Limit)), nil
 		}
 		return pageReply(d.eng.SAPage(req.After, req.Limit), func(sas []api.SAState, next uint64, more bool) any {
 			return api.SADump{SAs: sas, Next: next, More: more}
@@ -83,7 +86,10 @@ func (d *Daemon) handlers() {
 		if err != nil {
 			return nil, err
 		}
-		return d.saStats(req.SAs)
+		return api.AnswerSAStats(req, func(ids []api.SAID) ([]api.SAStatsEntry, error) {
+			r, err := d.saStats(ids)
+			return r.SAs, err
+		})
 	})
 	s.Handle(api.OpPolicyAdd, func(body json.RawMessage) (any, error) {
 		p, err := decode[api.Policy](body)
@@ -210,10 +216,10 @@ func dumpRequest(body json.RawMessage) (api.DumpRequest, error) {
 	most := api.MaxPage
 	switch req.Encoding {
 	case "":
-	case api.EncodingPacked:
+	case api.EncodingPacked, api.EncodingPackedData:
 		most = api.MaxPackedPage
 	default:
-		return req, unixrpc.Errorf(unixrpc.CodeBadRequest, "dump: encoding %q not known (%s, or none for JSON)", req.Encoding, api.EncodingPacked)
+		return req, unixrpc.Errorf(unixrpc.CodeBadRequest, "dump: encoding %q not known (%s, %s, or none for JSON)", req.Encoding, api.EncodingPackedData, api.EncodingPacked)
 	}
 	if req.Limit <= 0 || req.Limit > most {
 		req.Limit = most
@@ -221,21 +227,36 @@ func dumpRequest(body json.RawMessage) (api.DumpRequest, error) {
 	return req, nil
 }
 
-// packedPage encodes an SA page in the packed encoding, straight into the
-// reply's bytes (no SADump in between), cutting it short (Next moved back,
-// More set) where it would take more than pageBytes once in base64.
-func packedPage(pg spu.Page[api.SAState]) (any, error) {
-	limit := pageBytes / 4 * 3
-	var b []byte
-	next, more := pg.Next, pg.More
+// packedSAs encodes an SA page's SAs in the packed encoding, cutting it
+// short (Next moved back, More set) where they would take more than
+// limit bytes.
+func packedSAs(pg spu.Page[api.SAState], limit int) (b []byte, next uint64, more bool) {
+	next, more = pg.Next, pg.More
+	// About 150 bytes an SA: room enough that the page is not copied as
+	// it grows.
+	b = make([]byte, 0, min(limit, 160*len(pg.Entries)))
 	for i := range pg.Entries {
 		n := len(b)
 		b = api.AppendPackedSA(b, &pg.Entries[i])
 		if len(b) > limit && i > 0 {
-			b, next, more = b[:n], pg.Seqs[i-1], true
-			break
+			return b[:n], pg.Seqs[i-1], true
 		}
 	}
+	return b, next, more
+}
+
+// packedDataPage is an SA page in the packed encoding as the reply's data
+// (api.EncodingPackedData).
+func packedDataPage(pg spu.Page[api.SAState]) unixrpc.WithData {
+	b, next, more := packedSAs(pg, pageBytes)
+	return unixrpc.WithData{Body: api.SADump{Next: next, More: more}, Data: b}
+}
+
+// packedPage encodes an SA page in the packed encoding, straight into the
+// reply's bytes (no SADump in between), cutting it short (Next moved back,
+// More set) where it would take more than pageBytes once in base64.
+func packedPage(pg spu.Page[api.SAState]) (any, error) {
+	b, next, more := packedSAs(pg, pageBytes/4*3)
 	out := make([]byte, 0, len(b)/3*4+64)
 	out = append(out, `{"sas":null`...)
 	if len(b) > 0 {

@@ -22,6 +22,16 @@
 // envelope fails where it is decoded: that request (CodeBadRequest) or
 // that call, not the connection.
 //
+// A frame whose length has its top bit set (DataFrame) carries bytes of
+// its own encoding after the JSON object, sent and read as they are
+// (Message.Data): its N bytes are a 4-byte big-endian length J, J bytes of
+// the JSON object, and the N-4-J bytes of the data. A listing's page of a
+// hundred thousand entries is megabytes that base64 in a JSON string would
+// make a third larger, and that each side would scan, escape and copy; a
+// server sends such a frame only as the reply to a request that asked for
+// one (an encoding its client names), so that a client older than it, for
+// which the top bit is a length out of range, never gets one.
+//
 // An error response carries the server's text in "error" and what kind of
 // refusal it is in "code" (see Code). The code sits beside the text rather
 // than replacing it so that a peer of an older build, which knows only the
@@ -47,6 +57,10 @@ const Version = 1
 // its API (spud's dumps, iked's sas.list).
 const MaxMessage = 16 << 20
 
+// DataFrame is the bit of a frame's length that says the frame carries
+// Message.Data after its JSON object.
+const DataFrame = 1 << 31
+
 // errMessageTooLarge marks a message WriteMessage refused to send: the
 // connection is intact.
 var errMessageTooLarge = errors.New("too large to send")
@@ -55,8 +69,10 @@ var errMessageTooLarge = errors.New("too large to send")
 const envelope = 4 << 10
 
 // initialFrameBuf is what ReadMessage allocates before a frame's bytes
-// arrive.
-const initialFrameBuf = 64 << 10
+// arrive: a frame longer than it gets its whole buffer once that much has
+// come, so that a page of megabytes is read into one buffer, not copied
+// from buffer to buffer as it grows.
+const initialFrameBuf = 256 << 10
 
 // OpSubscribe asks the server for its events, which then follow on the
 // connection; it has no body either way.
@@ -84,6 +100,10 @@ type Message struct {
 	Code  Code            `json:"code,omitempty"`
 	Event string          `json:"event,omitempty"` // event: its kind
 	Body  json.RawMessage `json:"body,omitempty"`  // request, reply or event body
+	// Data is what the frame carries after its JSON object (DataFrame),
+	// nil for a frame of JSON only. Read, it aliases the frame's buffer,
+	// which nothing else holds.
+	Data []byte `json:"-"`
 }
 
 // WriteMessage writes one frame. The envelope is written field by field
@@ -91,13 +111,19 @@ type Message struct {
 // megabytes that json.Marshal of the Message would scan and copy once
 // more. The bytes are those json.Marshal(m) gives for a compact body (every
 // body here is one: json.Marshal's, or a handler's own json.RawMessage).
+// Data, if any, follows in the same frame (DataFrame), written as it is,
+// not copied into the envelope's buffer.
 func WriteMessage(w io.Writer, m *Message) error {
 	m.V = Version
-	n := len(m.Body)
+	n := len(m.Body) + len(m.Data)
 	if n > MaxMessage {
 		return fmt.Errorf("unixrpc: message of more than %d bytes exceeds %d: %w", n, MaxMessage, errMessageTooLarge)
 	}
-	b := make([]byte, 4, 4+envelope/4+len(m.Error)+n)
+	hdr := 4
+	if m.Data != nil {
+		hdr = 8
+	}
+	b := make([]byte, hdr, hdr+envelope/4+len(m.Error)+len(m.Body))
 	b = append(b, `{"v":`...)
 	b = strconv.AppendInt(b, int64(m.V), 10)
 	if m.ID != 0 {
@@ -111,16 +137,26 @@ func WriteMessage(w io.Writer, m *Message) error {
 	b = appendField(b, "error", m.Error)
 	b = appendField(b, "code", string(m.Code))
 	b = appendField(b, "event", m.Event)
-	if n > 0 {
+	if len(m.Body) > 0 {
 		b = append(b, `,"body":`...)
 		b = append(b, m.Body...)
 	}
 	b = append(b, '}')
-	if len(b)-4 > MaxMessage {
-		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d: %w", len(b)-4, MaxMessage, errMessageTooLarge)
+	size := len(b) - 4 + len(m.Data)
+	if size > MaxMessage {
+		return fmt.Errorf("unixrpc: message of %d bytes exceeds %d: %w", size, MaxMessage, errMessageTooLarge)
 	}
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
-	_, err := w.Write(b)
+	if m.Data == nil {
+		binary.BigEndian.PutUint32(b, uint32(size))
+		_, err := w.Write(b)
+		return err
+	}
+	binary.BigEndian.PutUint32(b, uint32(size)|DataFrame)
+	binary.BigEndian.PutUint32(b[4:], uint32(len(b)-8))
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	_, err := w.Write(m.Data)
 	return err
 }
 
@@ -151,21 +187,55 @@ func ReadMessage(r io.Reader) (*Message, error) {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
+	withData := n&DataFrame != 0
+	n &^= DataFrame
 	if n == 0 || n > MaxMessage {
 		return nil, fmt.Errorf("unixrpc: frame length %d out of range (1..%d)", n, MaxMessage)
 	}
-	// The buffer grows with what arrives, not with what the length
-	// announces: a peer that announces 16 MiB and sends nothing pins
-	// nothing.
-	var buf bytes.Buffer
-	buf.Grow(int(min(n, initialFrameBuf)))
-	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+	b, err := readFrame(r, int(n))
+	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, fmt.Errorf("unixrpc: frame of %d bytes: %w", n, err)
 	}
-	b := buf.Bytes()
+	var data []byte
+	if withData {
+		if len(b) < 4 || int(binary.BigEndian.Uint32(b)) > len(b)-4 {
+			return nil, fmt.Errorf("unixrpc: frame of %d bytes: its JSON object's length runs past it", n)
+		}
+		j := 4 + int(binary.BigEndian.Uint32(b))
+		b, data = b[4:j:j], b[j:]
+	}
+	m, err := decodeEnvelope(b)
+	if err != nil {
+		return nil, err
+	}
+	m.Data = data
+	return m, nil
+}
+
+// readFrame reads a frame's n bytes. The buffer grows with what arrives,
+// not with what the length announces: a peer that announces 16 MiB and
+// sends nothing pins initialFrameBuf; one that sent that much gets a
+// buffer of the whole frame at once.
+func readFrame(r io.Reader, n int) ([]byte, error) {
+	first := min(n, initialFrameBuf)
+	b := make([]byte, first)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	if first == n {
+		return b, nil
+	}
+	whole := make([]byte, n)
+	copy(whole, b)
+	_, err := io.ReadFull(r, whole[first:])
+	return whole, err
+}
+
+// decodeEnvelope decodes a frame's JSON object.
+func decodeEnvelope(b []byte) (*Message, error) {
 	var m Message
 	// The envelope is decoded without its body, which stays in the frame's
 	// buffer for whoever decodes it: json.Unmarshal of the whole frame

@@ -19,10 +19,18 @@ import (
 
 // HandlerFunc serves one operation: body is the request's body (possibly
 // empty); the returned value, if not nil, becomes the response's body: a
-// json.RawMessage as it is (it must be compact JSON), anything else
-// through json.Marshal. An error's text is sent as it is, with the code
-// CodeOf finds in it.
+// json.RawMessage as it is (it must be compact JSON), a WithData as its
+// Body and Data, anything else through json.Marshal. An error's text is
+// sent as it is, with the code CodeOf finds in it.
 type HandlerFunc func(body json.RawMessage) (any, error)
+
+// WithData is a handler's reply with bytes of its own encoding besides its
+// JSON body (Message.Data, in a DataFrame): return it only to a request
+// that asked for it, a client that knows such frames.
+type WithData struct {
+	Body any    // the body, as a handler's other replies (nil: none)
+	Data []byte // sent as it is after the body
+}
 
 // Server serves operations on a unix socket that only root (and AllowUID)
 // may open, and publishes events to the connections that subscribed.
@@ -44,6 +52,10 @@ type Server struct {
 
 	refused int // connections refused over MaxConns (Serve's goroutine only)
 }
+
+// writeBuffer is the buffer of a connection's writes: a page's data
+// larger than it goes to the socket without a copy.
+const writeBuffer = 64 << 10
 
 // eventQueue bounds what a slow subscriber can pin.
 const eventQueue = 4096
@@ -234,6 +246,14 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 		return resp
 	}
 	resp.OK = true
+	var data []byte
+	if wd, ok := body.(WithData); ok {
+		// Non-nil, even empty: the client asked for a data frame.
+		body, data = wd.Body, wd.Data
+		if data == nil {
+			data = []byte{}
+		}
+	}
 	if body != nil {
 		// A handler that encoded its reply itself (a dump's page, sized
 		// as it was encoded) returns it as a json.RawMessage, sent as it
@@ -247,21 +267,24 @@ func (s *Server) dispatch(sc *serverConn, m *Message) (resp *Message) {
 			resp.OK, resp.Error, resp.Code = false, fmt.Sprintf("%s: encode reply: %v", m.Op, err), CodeInternal
 			return resp
 		}
-		if len(b) > MaxMessage-envelope {
-			// Sent, it would break the stream and so the connection, and
-			// every request on it: this one fails alone.
-			resp.OK, resp.Code = false, CodeTooLarge
-			resp.Error = fmt.Sprintf("%s: reply of %d bytes exceeds the message limit of %d", m.Op, len(b), MaxMessage)
-			return resp
-		}
 		resp.Body = b
 	}
+	if n := len(resp.Body) + len(data); n > MaxMessage-envelope {
+		// Sent, it would break the stream and so the connection, and
+		// every request on it: this one fails alone.
+		resp.OK, resp.Code, resp.Body = false, CodeTooLarge, nil
+		resp.Error = fmt.Sprintf("%s: reply of %d bytes exceeds the message limit of %d", m.Op, n, MaxMessage)
+		return resp
+	}
+	resp.Data = data
 	return resp
 }
 
 func (s *Server) writeLoop(sc *serverConn) {
 	defer s.wg.Done()
-	w := bufio.NewWriter(sc.c)
+	// Large: a listing's replies come back to back (the client asks for
+	// the next page while it takes one), and small ones are batched.
+	w := bufio.NewWriterSize(sc.c, writeBuffer)
 	for {
 		select {
 		case m := <-sc.out:

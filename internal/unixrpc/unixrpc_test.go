@@ -52,12 +52,15 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add([]byte{0, 0, 0, 2, '{', '}'})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
+	buf.Reset()
+	WriteMessage(&buf, &Message{ID: 1, OK: true, Body: json.RawMessage(`{"more":true}`), Data: []byte{1, 2, 3}})
+	f.Add(buf.Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := ReadMessage(bytes.NewReader(b))
 		if err == nil && m == nil {
 			t.Fatal("nil message without error")
 		}
-		if err == nil && len(b) >= 4 && int(binary.BigEndian.Uint32(b)) > MaxMessage {
+		if err == nil && len(b) >= 4 && int(binary.BigEndian.Uint32(b)&^DataFrame) > MaxMessage {
 			t.Fatal("oversized frame accepted")
 		}
 		if err == nil {
@@ -525,5 +528,63 @@ func TestParseHeadTakesWhatWriteMessageWrites(t *testing.T) {
 		if !reflect.DeepEqual(got, m) {
 			t.Errorf("%s: read %+v", b, got)
 		}
+	}
+}
+
+// A frame with data carries its JSON object and its data, each read back
+// as written; a data frame whose object's length runs past it is refused.
+func TestDataFrame(t *testing.T) {
+	for _, data := range [][]byte{{}, {0, '}', '"'}, bytes.Repeat([]byte{0xfe}, initialFrameBuf+1000)} {
+		var buf bytes.Buffer
+		m := &Message{ID: 7, OK: true, Body: json.RawMessage(`{"next":3}`), Data: data}
+		if err := WriteMessage(&buf, m); err != nil {
+			t.Fatal(err)
+		}
+		if binary.BigEndian.Uint32(buf.Bytes())&DataFrame == 0 {
+			t.Fatal("no DataFrame bit")
+		}
+		r, err := ReadMessage(&buf)
+		if err != nil || r.ID != 7 || !r.OK || string(r.Body) != `{"next":3}` || !bytes.Equal(r.Data, data) || r.Data == nil {
+			t.Fatalf("round trip of %d bytes of data: %+v %v", len(data), r, err)
+		}
+	}
+	var buf bytes.Buffer
+	WriteMessage(&buf, &Message{ID: 1, Op: "x"})
+	if r, err := ReadMessage(&buf); err != nil || r.Data != nil {
+		t.Fatalf("a frame of JSON only has data %v (%v)", r.Data, err)
+	}
+	bad := []byte{0x80, 0, 0, 8, 0, 0, 0, 9, '{', '}', 0, 0}
+	if _, err := ReadMessage(bytes.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "runs past it") {
+		t.Errorf("a JSON object longer than its frame: %v", err)
+	}
+}
+
+// A handler's WithData reaches CallData; a reply whose data would exceed a
+// frame fails alone, and Call ignores data.
+func TestCallData(t *testing.T) {
+	s, path := startServer(t)
+	s.Handle("page", func(json.RawMessage) (any, error) {
+		return WithData{Body: map[string]int{"next": 9}, Data: []byte("packed bytes")}, nil
+	})
+	s.Handle("empty", func(json.RawMessage) (any, error) { return WithData{}, nil })
+	s.Handle("huge", func(json.RawMessage) (any, error) { return WithData{Data: make([]byte, MaxMessage)}, nil })
+	c, err := Dial("test", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var r struct{ Next int }
+	data, err := c.CallData("page", nil, &r)
+	if err != nil || string(data) != "packed bytes" || r.Next != 9 {
+		t.Fatalf("page: %q %+v %v", data, r, err)
+	}
+	if data, err := c.CallData("empty", nil, nil); err != nil || data == nil || len(data) != 0 {
+		t.Fatalf("empty: %v %v", data, err)
+	}
+	if _, err := c.CallData("huge", nil, nil); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("huge: %v", err)
+	}
+	if err := c.Call("page", nil, &r); err != nil {
+		t.Fatalf("page by Call after a refused one: %v", err)
 	}
 }

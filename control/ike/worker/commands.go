@@ -250,6 +250,15 @@ func (w *Worker) ListAfter(after uint32, limit int) []sa.IKESA {
 	return listOf(w.byID.after(make([]*manager.Manager, 0, min(limit, w.byID.Len())), after, limit))
 }
 
+// VisitAfter calls visit with each IKE SA whose UniqueID is above after,
+// in UniqueID order, at most limit of them, until visit returns false: a
+// listing reads them where they are rather than copying them
+// (ListAfter). visit runs on the worker's goroutine and must neither keep
+// nor change what it is given (keys included).
+func (w *Worker) VisitAfter(after uint32, limit int, visit func(*sa.IKESA) bool) {
+	w.byID.visit(after, limit, func(m *manager.Manager) bool { return visit(m.IKE) })
+}
+
 // IDsAfter appends to ids the UniqueIDs of ListAfter's page, in order:
 // what a listing over several workers merges before it copies the IKE SAs
 // of its page, so that none is copied for nothing.

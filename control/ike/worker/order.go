@@ -144,6 +144,19 @@ func (x *idOrder) after(page []*manager.Manager, id uint32, limit int) []*manage
 	return page
 }
 
+// visit calls f with the managers after lists, until f returns false.
+func (x *idOrder) visit(id uint32, limit int, f func(*manager.Manager) bool) {
+	bi, i := x.firstAbove(id)
+	for ; bi < len(x.blocks) && limit > 0; bi, i = bi+1, 0 {
+		for _, e := range x.blocks[bi][i:] {
+			if limit == 0 || !f(e.m) {
+				return
+			}
+			limit--
+		}
+	}
+}
+
 // idsAfter is after for the IDs alone.
 func (x *idOrder) idsAfter(ids []uint32, id uint32, limit int) []uint32 {
 	bi, i := x.firstAbove(id)

@@ -64,6 +64,12 @@ func TestIDOrder(t *testing.T) {
 		if got := x.after(nil, after, limit); !slices.Equal(got, want) {
 			t.Fatalf("step %d: %d after %d: %d managers, want %d", step, limit, after, len(got), len(want))
 		}
+		var visited []*manager.Manager
+		stop := 1 + rng.IntN(limit+1)
+		x.visit(after, limit, func(m *manager.Manager) bool { visited = append(visited, m); return len(visited) < stop })
+		if w := want[:min(len(want), stop)]; !slices.Equal(visited, w) {
+			t.Fatalf("step %d: visit %d after %d, stopping at %d: %d managers, want %d", step, limit, after, stop, len(visited), len(w))
+		}
 		ids := x.idsAfter(nil, after, limit)
 		for i, m := range want {
 			if i >= len(ids) || ids[i] != m.IKE.UniqueID {

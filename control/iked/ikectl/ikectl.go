@@ -93,7 +93,8 @@ type SAs struct {
 type SAsRequest struct {
 	After uint32 `json:"after,omitempty"`
 	Limit int    `json:"limit,omitempty"`
-	// Encoding is "" for IKESAs in JSON, EncodingPacked for Packed.
+	// Encoding is "" for IKESAs in JSON, EncodingPacked for Packed,
+	// EncodingPackedData for packed IKE SAs as the reply's data.
 	Encoding string `json:"encoding,omitempty"`
 }
 
@@ -283,10 +284,14 @@ type WorkerStats struct {
 // Client talks to iked.
 type Client struct {
 	c *unixrpc.Client
-	// jsonPages is set once iked refused a packed sas.list (an iked
-	// older than it): the connection's pages come in JSON from then on.
-	jsonPages atomic.Bool
+	// pageFallback counts the encodings of sas.list iked refused (it is
+	// older than them): 0 asks for EncodingPackedData, 1 for
+	// EncodingPacked, 2 for JSON, on this connection from then on.
+	pageFallback atomic.Int32
 }
+
+// pageEncodings are what sas.list asks for, by pageFallback.
+var pageEncodings = [...]string{EncodingPackedData, EncodingPacked, ""}
 
 // Dial connects to iked's control socket.
 func Dial(path string) (*Client, error) {
@@ -306,6 +311,12 @@ func (c *Client) SetTimeout(d time.Duration) { c.c.Timeout = d }
 // Call sends an operation. An error iked returned reads "iked: op: why" and
 // has a *unixrpc.Error in its chain.
 func (c *Client) Call(op string, req, reply any) error { return c.c.Call(op, req, reply) }
+
+// CallData is Call for an operation whose reply carries data
+// (unixrpc.CallData): it returns that data.
+func (c *Client) CallData(op string, req, reply any) ([]byte, error) {
+	return c.c.CallData(op, req, reply)
+}
 
 // Hello identifies the daemon.
 func (c *Client) Hello() (*Hello, error) {
@@ -333,23 +344,30 @@ func (c *Client) SAs() ([]IKESA, error) {
 // SAPage asks for one page: the IKE SAs with a UniqueID above after, at
 // most limit.
 func (c *Client) SAPage(after uint32, limit int) (*SAs, error) {
-	req := SAsRequest{After: after, Limit: limit}
-	if !c.jsonPages.Load() {
-		req.Encoding = EncodingPacked
-	}
 	var r SAs
-	err := c.Call(OpSAs, req, &r)
-	if err != nil && req.Encoding != "" && olderIked(err) {
-		c.jsonPages.Store(true)
-		req.Encoding = ""
+	var data []byte
+	var err error
+	req := SAsRequest{After: after, Limit: limit}
+	for {
+		f := c.pageFallback.Load()
+		req.Encoding = pageEncodings[f]
 		r = SAs{}
-		err = c.Call(OpSAs, req, &r)
+		data, err = c.c.CallData(OpSAs, req, &r)
+		if err != nil && req.Encoding != "" && olderIked(err) {
+			c.pageFallback.CompareAndSwap(f, f+1)
+			continue
+		}
+		break
 	}
 	if err != nil {
 		return &r, err
 	}
+	if req.Encoding == EncodingPackedData {
+		r.Packed = data
+	}
 	if len(r.Packed) > 0 {
-		sas, err := DecodePackedIKESAs(r.Packed, make([]IKESA, 0, limit))
+		// The frame's buffer (or base64's), which nothing else holds.
+		sas, err := decodePage(r.Packed, make([]IKESA, 0, limit), true)
 		if err != nil {
 			return &r, fmt.Errorf("iked: %s: %w", OpSAs, err)
 		}
@@ -359,10 +377,11 @@ func (c *Client) SAPage(after uint32, limit int) (*SAs, error) {
 }
 
 // olderIked reports whether err is an iked's refusal of the request's
-// encoding field, which it does not know.
+// encoding: a field it does not know, or a value.
 func olderIked(err error) bool {
 	var e *unixrpc.Error
-	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest && strings.Contains(e.Message, `unknown field "encoding"`)
+	return errors.As(err, &e) && e.Code == unixrpc.CodeBadRequest &&
+		(strings.Contains(e.Message, `unknown field "encoding"`) || strings.HasPrefix(e.Message, "unknown encoding"))
 }
 
 // SAPages calls each with every page of IKE SAs in UniqueID order, so that

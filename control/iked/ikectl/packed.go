@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/spugate/spugate/internal/packed"
 )
@@ -28,6 +30,13 @@ import (
 // older decoder would misread takes a new name, which an older iked
 // refuses.
 const EncodingPacked = "packed1"
+
+// EncodingPackedData is SAsRequest.Encoding for sas.list pages of packed
+// IKE SAs sent as the reply's data (unixrpc.DataFrame), not as base64 in
+// its JSON (SAs.Packed): the reply's body is an SAs with neither IKESAs
+// nor Packed. An iked older than it refuses the encoding, and Client asks
+// for EncodingPacked then.
+const EncodingPackedData = "packed1-data"
 
 // AppendPackedIKESA appends s in the packed encoding (EncodingPacked).
 func AppendPackedIKESA(b []byte, s *IKESA) []byte {
@@ -103,9 +112,15 @@ func appendAddrPort(b []byte, a netip.AddrPort) []byte {
 	if !a.IsValid() {
 		return append(b, 0)
 	}
-	v, _ := a.MarshalBinary()
-	b = binary.AppendUvarint(b, uint64(len(v)))
-	return append(b, v...)
+	// MarshalBinary's bytes, without its slice: the address's, then the
+	// port's two.
+	n := 4
+	if ip := a.Addr(); !ip.Is4() {
+		n = 16 + len(ip.Zone())
+	}
+	b = binary.AppendUvarint(b, uint64(n+2))
+	b, _ = a.AppendBinary(b) // never fails
+	return b
 }
 
 func appendTime(b []byte, t time.Time) []byte {
@@ -118,9 +133,32 @@ func appendTime(b []byte, t time.Time) []byte {
 }
 
 // DecodePackedIKESAs appends to out the IKE SAs of a page in the packed
-// encoding (SAs.Packed).
+// encoding (SAs.Packed). A page's IKE SAs share their allocations: their
+// strings are parts of one string of the page, their Child SAs, traffic
+// selectors and policies come from arrays of the page, so that a page of
+// thousands costs a few allocations, not a dozen per IKE SA.
 func DecodePackedIKESAs(b []byte, out []IKESA) ([]IKESA, error) {
-	d := packedReader{strs: map[string]string{}}
+	return decodePage(b, out, false)
+}
+
+// decodePage is DecodePackedIKESAs; owned says that nothing else holds b
+// nor ever writes it (a frame's buffer that Client read), so that the
+// page's string may be b itself rather than a copy.
+func decodePage(b []byte, out []IKESA, owned bool) ([]IKESA, error) {
+	n := 0
+	for r := b; len(r) > 0; n++ {
+		l, k := binary.Uvarint(r)
+		if k <= 0 || l > uint64(len(r)-k) {
+			break
+		}
+		r = r[k+int(l):]
+	}
+	out = slices.Grow(out, n)
+	pg := &pageArena{page: b, children: make([]ChildSA, 0, n), strs: make([]string, 0, 2*n)}
+	if owned && len(b) > 0 {
+		pg.str = unsafe.String(&b[0], len(b))
+	}
+	d := packedReader{pg: pg}
 	for i := 0; len(b) > 0; i++ {
 		d.B, d.Err = b, nil
 		e := d.Entry()
@@ -138,54 +176,69 @@ func DecodePackedIKESAs(b []byte, out []IKESA) ([]IKESA, error) {
 	return out, nil
 }
 
+// pageArena is what a page's IKE SAs share.
+type pageArena struct {
+	page     []byte // the page, which every entry is a part of
+	str      string // the page as a string, made at its first string
+	children []ChildSA
+	strs     []string
+	policies []uint32
+}
+
 // packedReader reads an entry's fields; the first error sticks and the
 // reads after it give zeros.
 type packedReader struct {
 	packed.Reader
-	// strs keeps one copy of each short string of a page (states,
-	// connection names, proposals, identities), which repeat.
-	strs map[string]string
+	pg *pageArena
 }
 
-// maxInterned bounds the strings a page's reader keeps.
-const maxInterned = 1024
-
+// string reads a string as a part of the page's string.
 func (d *packedReader) string() string {
 	b := d.Entry()
-	if len(b) > 64 {
+	if len(b) == 0 {
+		return ""
+	}
+	// Every entry, and so b, is a part of the page: its offset there is
+	// what their capacities (to the page's end) differ by.
+	p := d.pg
+	off := cap(p.page) - cap(b)
+	if off < 0 || off+len(b) > len(p.page) {
 		return string(b)
 	}
-	if s, ok := d.strs[string(b)]; ok {
-		return s
+	if p.str == "" {
+		p.str = string(p.page)
 	}
-	s := string(b)
-	if len(d.strs) < maxInterned {
-		d.strs[s] = s
-	}
-	return s
+	return p.str[off : off+len(b)]
 }
-
-// unique reads a string that no other entry shares (an SPI).
-func (d *packedReader) unique() string { return string(d.Entry()) }
 
 func (d *packedReader) strings() []string {
 	n, isNil := d.Count()
 	if isNil {
 		return nil
 	}
-	l := make([]string, n)
-	for i := range l {
-		l[i] = d.string()
+	p := d.pg
+	if len(p.strs)+n > cap(p.strs) {
+		// The IKE SAs before keep the array they have.
+		p.strs = make([]string, 0, max(n, 2*cap(p.strs)))
 	}
-	return l
+	at := len(p.strs)
+	for range n {
+		p.strs = append(p.strs, d.string())
+	}
+	return p.strs[at:len(p.strs):len(p.strs)]
 }
 
 func (d *packedReader) addrPort() netip.AddrPort {
-	var a netip.AddrPort
 	b := d.Entry()
-	if len(b) == 0 {
-		return a
+	switch len(b) {
+	case 0:
+		return netip.AddrPort{}
+	case 6:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(b)), binary.LittleEndian.Uint16(b[4:]))
+	case 18:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(b)), binary.LittleEndian.Uint16(b[16:]))
 	}
+	var a netip.AddrPort
 	if err := a.UnmarshalBinary(b); err != nil && d.Err == nil {
 		d.Err = err
 	}
@@ -210,8 +263,8 @@ func (d *packedReader) ikeSA(s *IKESA) {
 	s.UniqueID = d.U32()
 	s.State = d.string()
 	s.Initiator = d.Bool()
-	s.SPIi = d.unique()
-	s.SPIr = d.unique()
+	s.SPIi = d.string()
+	s.SPIr = d.string()
 	s.Local = d.addrPort()
 	s.Remote = d.addrPort()
 	s.LocalID = d.string()
@@ -225,13 +278,19 @@ func (d *packedReader) ikeSA(s *IKESA) {
 	s.SPU = int(d.Varint())
 	s.Logical = int(d.Varint())
 	if n, isNil := d.Count(); !isNil {
-		s.Children = make([]ChildSA, n)
+		p := d.pg
+		if len(p.children)+n > cap(p.children) {
+			p.children = make([]ChildSA, 0, max(n, 2*cap(p.children)))
+		}
+		at := len(p.children)
+		p.children = p.children[:at+n]
+		s.Children = p.children[at : at+n : at+n]
 		for i := range s.Children {
 			e := d.Entry()
 			if d.Err != nil {
 				return
 			}
-			c := packedReader{Reader: packed.Reader{B: e}, strs: d.strs}
+			c := packedReader{Reader: packed.Reader{B: e}, pg: p}
 			c.childSA(&s.Children[i])
 			if c.Err != nil {
 				d.Err = c.Err
@@ -267,10 +326,15 @@ func (d *packedReader) childSA(c *ChildSA) {
 	c.PktsOut = d.Uvarint()
 	c.SPU = int(d.Varint())
 	if n, isNil := d.Count(); !isNil {
-		c.Policies = make([]uint32, n)
-		for i := range c.Policies {
-			c.Policies[i] = d.U32()
+		p := d.pg
+		if p.policies == nil || len(p.policies)+n > cap(p.policies) {
+			p.policies = make([]uint32, 0, max(n, 64, 2*cap(p.policies)))
 		}
+		at := len(p.policies)
+		for range n {
+			p.policies = append(p.policies, d.U32())
+		}
+		c.Policies = p.policies[at:len(p.policies):len(p.policies)]
 	}
 	c.Trap = d.Bool()
 }

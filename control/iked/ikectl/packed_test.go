@@ -2,7 +2,6 @@ package ikectl
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -211,19 +210,20 @@ func indexOf(b, sub []byte) int {
 	return -1
 }
 
-// SAPage asks for packed pages; an iked that does not know the encoding
-// field (its request decoding refuses it) is asked again in JSON, and
-// the connection keeps to JSON.
+// SAPage asks for packed pages as data; an iked that knows packed pages
+// but not as data (it refuses the encoding) is asked again for packed
+// pages, one that does not know the encoding field (its request decoding
+// refuses it) in JSON, and the connection keeps to what worked.
 func TestSAPageOlderIked(t *testing.T) {
-	for _, older := range []bool{false, true} {
-		t.Run(fmt.Sprint("older=", older), func(t *testing.T) {
+	for _, knows := range []string{EncodingPackedData, EncodingPacked, ""} {
+		t.Run("knows "+knows, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "iked.sock")
 			srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
 			asked := 0
 			page := []IKESA{randomIKESA(rand.New(rand.NewPCG(16, 4)), true)}
 			srv.Handle(OpSAs, func(body json.RawMessage) (any, error) {
 				asked++
-				if older {
+				if knows == "" {
 					var req struct {
 						After uint32 `json:"after,omitempty"`
 						Limit int    `json:"limit,omitempty"`
@@ -237,8 +237,11 @@ func TestSAPageOlderIked(t *testing.T) {
 				if err := unixrpc.Decode(body, &req); err != nil {
 					return nil, err
 				}
-				if req.Encoding != EncodingPacked {
-					return nil, fmt.Errorf("asked in %q", req.Encoding)
+				switch {
+				case req.Encoding != knows:
+					return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "unknown encoding %q (%q or none)", req.Encoding, knows)
+				case knows == EncodingPackedData:
+					return unixrpc.WithData{Body: SAs{}, Data: AppendPackedIKESA(nil, &page[0])}, nil
 				}
 				return SAs{Packed: AppendPackedIKESA(nil, &page[0])}, nil
 			})
@@ -258,10 +261,32 @@ func TestSAPageOlderIked(t *testing.T) {
 					t.Fatalf("%v: %+v", err, got)
 				}
 			}
-			if want := map[bool]int{false: 2, true: 3}[older]; asked != want {
+			if want := map[string]int{EncodingPackedData: 2, EncodingPacked: 3, "": 4}[knows]; asked != want {
 				t.Errorf("asked %d times, want %d", asked, want)
 			}
 		})
+	}
+}
+
+// A packed page of IKE SAs decodes with a few allocations for the page,
+// none per IKE SA.
+func TestDecodePackedIKESAsAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(16, 6))
+	var b []byte
+	for range 1000 {
+		s := randomIKESA(rng, true)
+		s.Children = s.Children[:1]
+		b = AppendPackedIKESA(b, &s)
+	}
+	out := make([]IKESA, 0, 1000)
+	allocs := testing.AllocsPerRun(10, func() {
+		var err error
+		if out, err = DecodePackedIKESAs(b, out[:0]); err != nil || len(out) != 1000 {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 20 {
+		t.Errorf("%v allocations for a page of 1000 IKE SAs", allocs)
 	}
 }
 
@@ -291,4 +316,16 @@ func BenchmarkDecodeIKESAs(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(page)), "ns/ike_sa")
 	})
+}
+
+// appendAddrPort writes MarshalBinary's bytes behind their length.
+func TestAppendAddrPort(t *testing.T) {
+	for _, s := range []string{"198.18.0.1:500", "[2001:db8::1]:4500", "[::ffff:198.18.0.1]:1", "[fe80::1%eth0]:500"} {
+		a := netip.MustParseAddrPort(s)
+		v, _ := a.MarshalBinary()
+		want := append([]byte{byte(len(v))}, v...)
+		if got := appendAddrPort(nil, a); string(got) != string(want) {
+			t.Errorf("%s: %x, want %x", s, got, want)
+		}
+	}
 }
