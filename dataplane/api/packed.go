@@ -288,6 +288,10 @@ func (d *packedReader) selectors() []ipsec.Selector {
 	if isNil {
 		return nil
 	}
+	if n == 0 {
+		// Empty, not nil (nil[0:0:0] would be nil): they are told apart.
+		return []ipsec.Selector{}
+	}
 	if len(d.sels)+n > cap(d.sels) {
 		// The SAs before keep the array they have.
 		d.sels = make([]ipsec.Selector, 0, max(n, 2*cap(d.sels)))
