@@ -22,6 +22,7 @@ type fakeLoad struct {
 	fail  []int
 	up    int
 	loads []int
+	ids   []string
 	last  ikectl.LoadResult
 	// lose is a load run (1: the first) that sets up only 60 % of its
 	// IKE SAs before iked loses track of it.
@@ -43,6 +44,7 @@ func (f *fakeLoad) serve(t *testing.T) *ikectl.Client {
 			failed = min(f.fail[n], l.Count)
 		}
 		f.loads = append(f.loads, l.Count)
+		f.ids = append(f.ids, l.Identity)
 		if len(f.loads) == f.lose {
 			f.up += l.Count * 6 / 10
 			return ikectl.LoadResult{Conn: l.Conn, Count: l.Count}, nil
@@ -87,13 +89,17 @@ func (f *fakeLoad) count() (int, error) {
 // some ends with an error that says so.
 func TestDriveIkedStartsFailedAgain(t *testing.T) {
 	f := &fakeLoad{fail: []int{3, 1}}
-	up, lr, err := driveIked(f.serve(t), f.count, 100, 8, time.Minute, func(int) {})
+	up, lr, err := driveIked(f.serve(t), f.count, 100, 8, time.Minute, ikedLoadID, func(int) {})
 	if err != nil || up != 100 || lr.Rounds != 3 || lr.Failed != 4 || lr.FirstFailure != "AUTHENTICATION_FAILED" || !slices.Equal(f.loads, []int{100, 3, 1}) {
 		t.Errorf("%d up, %+v, loads %v: %v", up, lr, f.loads, err)
 	}
+	// Each round's IKE SAs are named apart from the earlier rounds'.
+	if want := []string{"c%d.r0.load.gw-a.lab.example", "c%d.r1.load.gw-a.lab.example", "c%d.r2.load.gw-a.lab.example"}; !slices.Equal(f.ids, want) {
+		t.Errorf("identities %q, want %q", f.ids, want)
+	}
 
 	f = &fakeLoad{fail: []int{5, 5, 5, 5, 5, 5, 5}}
-	up, lr, err = driveIked(f.serve(t), f.count, 100, 8, time.Minute, func(int) {})
+	up, lr, err = driveIked(f.serve(t), f.count, 100, 8, time.Minute, "", func(int) {})
 	if err == nil || !strings.Contains(err.Error(), "5 rounds, 25 IKE SAs failed") || up != 95 || lr.Rounds != ikedLoadRounds {
 		t.Errorf("%d up, %+v, loads %v: %v", up, lr, f.loads, err)
 	}
@@ -104,7 +110,7 @@ func TestDriveIkedStartsFailedAgain(t *testing.T) {
 // IKE SAs still missing.
 func TestDriveIkedLostRun(t *testing.T) {
 	f := &fakeLoad{lose: 1}
-	up, lr, err := driveIked(f.serve(t), f.count, 100, 8, time.Minute, func(int) {})
+	up, lr, err := driveIked(f.serve(t), f.count, 100, 8, time.Minute, "", func(int) {})
 	if err != nil || up != 100 || lr.Rounds != 2 || lr.Lost != 1 || !strings.Contains(lr.FirstFailure, "load run lost") || !slices.Equal(f.loads, []int{100, 40}) {
 		t.Errorf("%d up, %+v, loads %v: %v", up, lr, f.loads, err)
 	}

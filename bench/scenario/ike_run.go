@@ -160,6 +160,9 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		o := ikedSide{Anchor: variant}
 		if lt {
 			o.RemoteID, o.PSK = loadTesterMatch, loadTesterPSK
+		} else if run.Initiator == "iked" && run.Auth == "psk" {
+			// iked's load initiator names each IKE SA as load-tester does.
+			o.RemoteID = loadTesterMatch
 		}
 		k, err := startIked(ln, ln.GwB, root, certB, o)
 		if err != nil {
@@ -227,7 +230,14 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 		defer stopIked(k)
 		initiatorPIDs = []int{k.Proc.PID, k.Spud.Proc.PID}
 		driver = func(count func() (int, error), progress func(int)) (int, error) {
-			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, progress)
+			// Against iked with PSK each IKE SA has an identity of its own
+			// (as load-tester's), so that the responder holds as many
+			// tunnels rather than one reauthenticated over and over.
+			identity := ""
+			if daemon == "iked" && run.Auth == "psk" {
+				identity = ikedLoadID
+			}
+			up, lr, err := driveIked(k.Client, count, run.Count, c.Window, timeout, identity, progress)
 			run.InitiatorFailed, run.FirstFailure, run.InitiatorRounds, run.InitiatorLost = lr.Failed, lr.FirstFailure, lr.Rounds, lr.Lost
 			return up, err
 		}
@@ -776,7 +786,7 @@ type ikedLoad struct {
 // (up to ikedLoadRounds in all) and counted: failures are the figure of
 // a run, not its end. A load run iked no longer finds (its connection
 // moved to another worker) is taken as ended, and another one started.
-func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, progress func(up int)) (int, ikedLoad, error) {
+func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeout time.Duration, identity string, progress func(up int)) (int, ikedLoad, error) {
 	var out ikedLoad
 	// A load run stops starting IKE SAs at its timeout; those in flight
 	// end within their retransmission timeout.
@@ -819,7 +829,14 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 						up, n, out.Rounds, out.Failed, out.FirstFailure, st.Stopped)
 				}
 			}
-			if _, err := k.Load(ikectl.Load{Conn: "site", Count: n - up, Window: window, Timeout: time.Until(deadline), Background: true}); err != nil {
+			id := ""
+			if identity != "" {
+				// A run numbers its IKE SAs from 1: the round keeps them
+				// apart from the earlier runs'.
+				id = strings.Replace(identity, "%r", strconv.Itoa(out.Rounds), 1)
+			}
+			if _, err := k.Load(ikectl.Load{Conn: "site", Count: n - up, Window: window, Timeout: time.Until(deadline), Background: true,
+				Identity: id}); err != nil {
 				return up, out, err
 			}
 			out.Rounds++
@@ -848,6 +865,11 @@ func driveIked(k *ikectl.Client, count func() (int, error), n, window int, timeo
 		time.Sleep(poll)
 	}
 }
+
+// ikedLoadID is the identity of iked's load initiator's IKE SAs against
+// an iked responder (%r: the load run, %d: the IKE SA's number in it),
+// which loadTesterMatch accepts.
+const ikedLoadID = "c%d.r%r.load.gw-a.lab.example"
 
 // ikedSide is what differs between iked's runs.
 type ikedSide struct {
