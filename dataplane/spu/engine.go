@@ -139,7 +139,9 @@ type Engine struct {
 	mapGen     atomic.Uint64
 	migrations atomic.Uint64
 	failures   atomic.Uint64
-	lent       atomic.Uint64 // table commands run in place of an SPU asleep (doTables)
+	// watchdogLate counts watchdog rounds skipped for running late.
+	watchdogLate atomic.Uint64
+	lent         atomic.Uint64 // table commands run in place of an SPU asleep (doTables)
 
 	mu       sync.Mutex // the registry, below
 	sas      map[saRef]saReg

@@ -545,10 +545,17 @@ func (e *Engine) InjectFault(id int) error {
 }
 
 // watchdog declares an SPU failed when its loop has not come round for
-// WatchdogDeadline while awake.
+// WatchdogDeadline while awake. Two stalls are not failures: one seen by a
+// watchdog that itself ran late (the whole process went without CPU, as on
+// a starved machine: its SPUs were not stuck, they were not run), and one
+// of the last SPU in service, whose tunnels have nowhere to go (declaring
+// it failed would stop spud's data plane for good).
 func (e *Engine) watchdog() {
-	t := time.NewTicker(e.cfg.WatchdogDeadline / 4)
+	period := e.cfg.WatchdogDeadline / 4
+	t := time.NewTicker(period)
 	defer t.Stop()
+	last := nanotime()
+	lastAlone := map[int]bool{}
 	for {
 		select {
 		case <-e.stop:
@@ -556,14 +563,34 @@ func (e *Engine) watchdog() {
 		case <-t.C:
 		}
 		now := nanotime()
+		late := now-last > 2*int64(period)
+		last = now
+		if late {
+			e.watchdogLate.Add(1)
+			continue
+		}
 		for _, s := range e.spus {
 			hb := s.ctl.heartbeat.Load()
-			if s.ctl.state.Load() == stateActive && hb != 0 && now-hb > int64(e.cfg.WatchdogDeadline) {
-				go e.fail(s.ID, fmt.Sprintf("stalled: no loop iteration for %v", time.Duration(now-hb).Round(time.Millisecond)))
+			if s.ctl.state.Load() != stateActive || hb == 0 || now-hb <= int64(e.cfg.WatchdogDeadline) {
+				lastAlone[s.ID] = false
+				continue
 			}
+			stall := time.Duration(now - hb).Round(time.Millisecond)
+			if len(e.activeSPUs(s.ID)) == 0 {
+				if !lastAlone[s.ID] {
+					e.cfg.Log.Warn(fmt.Sprintf("spu %d: no loop iteration for %v, but it is the last SPU in service: kept", s.ID, stall))
+				}
+				lastAlone[s.ID] = true
+				continue
+			}
+			go e.fail(s.ID, fmt.Sprintf("stalled: no loop iteration for %v", stall))
 		}
 	}
 }
+
+// WatchdogLate counts the watchdog's rounds skipped because it ran late
+// itself (the process was starved of CPU).
+func (e *Engine) WatchdogLate() uint64 { return e.watchdogLate.Load() }
 
 // MapGen counts map changes.
 func (e *Engine) MapGen() uint64 { return e.mapGen.Load() }

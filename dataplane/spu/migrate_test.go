@@ -252,6 +252,34 @@ func TestWatchdogDeclaresAStalledSPU(t *testing.T) {
 	}
 }
 
+// TestWatchdogKeepsTheLastSPU: a stall of the last SPU in service is not
+// declared a failure (its tunnels would have nowhere to go, and spud no data
+// plane left); it is logged, and the SPU goes on once it comes back.
+func TestWatchdogKeepsTheLastSPU(t *testing.T) {
+	a, _, logical, _ := setup(t)
+	a.e.cfg.WatchdogDeadline = 200 * time.Millisecond
+	a.e.cfg.Spin = time.Second
+	a.e.Start()
+	defer a.e.Stop()
+	victim := a.e.physical(logical)
+	if _, err := a.e.Drain(1 - victim); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	go a.e.Do(victim, func(*SPU) { <-release })
+	time.Sleep(time.Second)
+	close(release)
+	if st := a.e.SPUState(victim); st == "failed" {
+		t.Fatalf("the last SPU in service was declared failed")
+	}
+	if a.e.Failures() != 0 {
+		t.Errorf("%d failures counted", a.e.Failures())
+	}
+	if err := a.e.Do(victim, func(*SPU) {}); err != nil {
+		t.Errorf("the SPU does not run commands after its stall: %v", err)
+	}
+}
+
 // TestFaultSalvagesHandoffs: frames that other SPUs handed to an SPU just
 // before it failed are passed on to the tunnel's new anchor, not left in
 // the dead SPU's rings.
