@@ -77,7 +77,9 @@ func (s Selector) Matches(a netip.Addr, proto uint8, port uint16, hasPort bool) 
 // range exactly.
 func (s Selector) Prefixes() []netip.Prefix {
 	var out []netip.Prefix
-	from, to := s.From, s.To
+	// A zone means nothing to a selector, and would keep every prefix's
+	// last address from ever equalling to.
+	from, to := s.From.WithZone(""), s.To.WithZone("")
 	if !from.IsValid() || !to.IsValid() || from.Is4() != to.Is4() || to.Less(from) {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSelectorTextRoundTrip(t *testing.T) {
@@ -168,5 +169,25 @@ func TestSelectorJSON(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"from":"198.18.1.0","to":"198.18.1.1","typo":1}`), &back); err == nil {
 		t.Error("an unknown field was accepted")
+	}
+}
+
+// TestSelectorZonedAddress: a zoned address (which no selector means)
+// gives the prefixes of the address without it, not an endless walk.
+func TestSelectorZonedAddress(t *testing.T) {
+	a := netip.MustParseAddr("fe80::1%eth0")
+	s := Selector{From: a, To: a}
+	done := make(chan []netip.Prefix, 1)
+	go func() { done <- s.Prefixes() }()
+	select {
+	case ps := <-done:
+		if len(ps) != 1 || ps[0].String() != "fe80::1/128" {
+			t.Errorf("prefixes %v, want fe80::1/128", ps)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Prefixes of a zoned address did not return")
+	}
+	if got := s.String(); got != "fe80::1" {
+		t.Errorf("String %q", got)
 	}
 }
