@@ -176,7 +176,7 @@ func TestSelectorJSON(t *testing.T) {
 // gives the prefixes of the address without it, not an endless walk.
 func TestSelectorZonedAddress(t *testing.T) {
 	a := netip.MustParseAddr("fe80::1%eth0")
-	s := Selector{From: a, To: a}
+	s := Selector{From: a, To: a, ToPort: 65535}
 	done := make(chan []netip.Prefix, 1)
 	go func() { done <- s.Prefixes() }()
 	select {
