@@ -193,6 +193,12 @@ func (d *Daemon) load(req ikectl.Load) (*ikectl.LoadResult, error) {
 	if lerr != nil {
 		return nil, lerr
 	}
+	d.loadsMu.Lock()
+	if d.loads == nil {
+		d.loads = map[string]*loop{}
+	}
+	d.loads[req.Conn] = l
+	d.loadsMu.Unlock()
 	if req.Background {
 		return loadResult(l, started), nil
 	}
@@ -208,9 +214,16 @@ func (d *Daemon) load(req ikectl.Load) (*ikectl.LoadResult, error) {
 
 // loadStatus reports the current or last load run of a connection.
 func (d *Daemon) loadStatus(conn string) (*ikectl.LoadResult, error) {
-	l, err := d.connOwner(conn)
-	if err != nil {
-		return nil, err
+	// The run stays on the worker it started on, whoever owns the
+	// connection's tunnel now.
+	d.loadsMu.Lock()
+	l := d.loads[conn]
+	d.loadsMu.Unlock()
+	if l == nil {
+		var err error
+		if l, err = d.connOwner(conn); err != nil {
+			return nil, err
+		}
 	}
 	var p worker.LoadProgress
 	var ok bool

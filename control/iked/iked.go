@@ -129,6 +129,11 @@ type Daemon struct {
 	store  *stateStore
 	// reloadMu makes reloads one at a time.
 	reloadMu sync.Mutex
+	// loadsMu guards loads: the worker each connection's last load run
+	// started on, which keeps it when the SPU map moves the connection's
+	// tunnel (and its later IKE SAs) to another worker.
+	loadsMu sync.Mutex
+	loads   map[string]*loop
 	// lostStates is the number of IKE SA states the last restore could
 	// not restore: the next sweep keeps what no IKE SA owns (resync.go).
 	lostStates atomic.Int32

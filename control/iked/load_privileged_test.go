@@ -243,3 +243,35 @@ func TestPrivilegedIkedLoadCookieRetries(t *testing.T) {
 		t.Logf("no COOKIE retry met a retransmission: the run did not test the case")
 	}
 }
+
+// TestPrivilegedLoadStatusAfterAMove: a load run stays on the worker it
+// started on; when the SPU map moves its connection's tunnel to another
+// worker, load-status still finds it there (it asked the connection's new
+// owner, which answered "no load run", and the bench took the run for lost).
+func TestPrivilegedLoadStatusAfterAMove(t *testing.T) {
+	tb := newTestbedSpud(t, lab.LineOptions{}, nil, daemons.SpudOptions{SPUs: testbedSPUs})
+	tb.startPSK(t, loadResponder)
+	out := tb.a.spuctl(t, "load-initiate", "tun", "-count", "100000", "-window", "2", "-background")
+	var worker int
+	if i := strings.Index(out, "on worker "); i < 0 {
+		t.Fatalf("load-initiate: %s", out)
+	} else if _, err := fmt.Sscanf(out[i:], "on worker %d", &worker); err != nil {
+		t.Fatalf("load-initiate: %s: %v", out, err)
+	}
+	time.Sleep(time.Second)
+	// The worker's SPU drained: the tunnel's logical SPU, and with it the
+	// connection, move to the other worker.
+	tb.a.spuctl(t, "spu", "drain", strconv.Itoa(worker))
+	if !waitFor(10*time.Second, func() bool {
+		l, _ := tb.a.spud.Client.SPUs()
+		st := ikeStats(t, tb.a)
+		return l != nil && fmt.Sprint(st.MapLogical) == fmt.Sprint(l.Map)
+	}) {
+		t.Fatal("iked did not follow spud's map")
+	}
+	out = tb.a.spuctl(t, "load-status", "tun")
+	if !strings.Contains(out, fmt.Sprintf("load tun on worker %d:", worker)) {
+		t.Errorf("load-status after the move: %s", out)
+	}
+	t.Logf("after draining spu %d: %s", worker, strings.TrimSpace(out))
+}
