@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/control/iked"
+	"github.com/spugate/spugate/internal/gomem"
 )
 
 func main() {
@@ -30,11 +31,11 @@ func main() {
 	state := flag.String("state", iked.DefaultStateDir, "folder of the persisted IKE SAs (tmpfs, 0700)")
 	grace := flag.Duration("grace", iked.DefaultGrace, "how long SAs no IKE SA owns are kept after a start before they are deleted")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
-	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", iked.DefaultGCPercent))
+	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	flag.Parse()
-	mem, err := iked.MemorySettings(*gogc, *memLimit)
+	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
 		os.Exit(2)

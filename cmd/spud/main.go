@@ -2,7 +2,7 @@
 //
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
 //	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
-//	     [-max-policies N] [-socket PATH]
+//	     [-max-policies N] [-socket PATH] [-gogc 50] [-memory-limit 4GiB]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -24,6 +24,7 @@ import (
 	"github.com/spugate/spugate/dataplane/spud"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/internal/gomem"
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -46,8 +47,15 @@ func main() {
 		speedPad  = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
 		failOpen  = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
 		verbose   = flag.Bool("v", false, "debug logging")
+		gogc      = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
+		memLimit  = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	)
 	flag.Parse()
+	mem, err := gomem.Settings(*gogc, *memLimit)
+	if err != nil {
+		usage("%v", err)
+	}
+	mem.Apply()
 	// The kernel's own words when it refuses an XDP attachment ("Peer MTU
 	// too large for XDP"), not a bare EINVAL.
 	nl.EnableErrorMessageReporting = true
@@ -56,9 +64,9 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("spud: runtime memory settings", "settings", mem.String())
 	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
 		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile, Log: log}
-	var err error
 	if cfg.CPUs, err = ints(*cpus); err != nil {
 		usage("-cpus: %v", err)
 	}

@@ -1,4 +1,7 @@
-package iked
+// Package gomem is how spugate's daemons trade memory for CPU in the Go
+// runtime: the GC target percent (GOGC) and the soft memory limit
+// (GOMEMLIMIT), from a flag, the environment or the daemon's default.
+package gomem
 
 import (
 	"fmt"
@@ -9,17 +12,18 @@ import (
 	"strings"
 )
 
-// DefaultGCPercent is the GOGC iked runs with when neither -gogc nor the
-// environment's GOGC sets one. Go's default, 100, lets the heap grow to
+// DefaultGCPercent is the GOGC the daemons run with when neither -gogc nor
+// the environment's GOGC sets one. Go's default, 100, lets the heap grow to
 // twice what is live before a collection: right for a program whose live
-// heap is small next to what it allocates, but iked's live heap is its
-// table of IKE SAs, large and mostly still, so that at 100 about half its
-// RSS is garbage waiting for the next collection. 50 keeps that headroom
-// at a third of the RSS for about a tenth more CPU per setup (docs/iked.md
-// gives the figures).
+// heap is small next to what it allocates, but a daemon's live heap here is
+// its table of IKE SAs or SAs, large and mostly still, so that at 100 about
+// half its RSS is garbage waiting for the next collection. 50 keeps that
+// headroom at a third of the RSS for about a tenth more CPU per IKE setup
+// (docs/iked.md gives the figures); spud's packet path allocates nothing,
+// so that it costs spud nothing there.
 const DefaultGCPercent = 50
 
-// Memory is how iked's Go runtime trades memory for CPU: the GC target
+// Memory is how a daemon's Go runtime trades memory for CPU: the GC target
 // percent (GOGC) and the soft memory limit (GOMEMLIMIT).
 type Memory struct {
 	// GCPercent is the heap growth that triggers a collection, in percent
@@ -34,11 +38,10 @@ type Memory struct {
 	GCFrom, LimitFrom string
 }
 
-// MemorySettings works out the runtime's memory settings from the flags'
-// values ("" when not given) and the environment: a flag wins over the
-// environment, which wins over iked's defaults (DefaultGCPercent, no
-// limit).
-func MemorySettings(gogc, limit string) (Memory, error) {
+// Settings works out the runtime's memory settings from the flags' values
+// ("" when not given) and the environment: a flag wins over the
+// environment, which wins over the defaults (DefaultGCPercent, no limit).
+func Settings(gogc, limit string) (Memory, error) {
 	m := Memory{GCPercent: DefaultGCPercent, GCFrom: "default", Limit: math.MaxInt64, LimitFrom: "none"}
 	if v, ok := os.LookupEnv("GOGC"); ok && v != "" {
 		p, err := ParseGCPercent(v)
@@ -69,7 +72,7 @@ func MemorySettings(gogc, limit string) (Memory, error) {
 		m.Limit, m.LimitFrom = n, "-memory-limit"
 	}
 	if m.GCPercent < 0 && m.Limit == math.MaxInt64 {
-		return m, fmt.Errorf("GC off (%s) without a memory limit: iked's heap would grow without bound", m.GCFrom)
+		return m, fmt.Errorf("GC off (%s) without a memory limit: the heap would grow without bound", m.GCFrom)
 	}
 	return m, nil
 }
@@ -80,7 +83,7 @@ func (m Memory) Apply() {
 	debug.SetMemoryLimit(m.Limit)
 }
 
-// String formats the settings for iked's start line.
+// String formats the settings for a daemon's start line.
 func (m Memory) String() string {
 	gc := "off"
 	if m.GCPercent >= 0 {

@@ -1,15 +1,15 @@
-package iked_test
+package gomem_test
 
 import (
 	"math"
 	"strings"
 	"testing"
 
-	"github.com/spugate/spugate/control/iked"
+	"github.com/spugate/spugate/internal/gomem"
 )
 
 // TestMemorySettings: a flag wins over the environment, which wins over
-// iked's defaults; bad values are refused with the setting's name.
+// the defaults; bad values are refused with the setting's name.
 func TestMemorySettings(t *testing.T) {
 	for _, c := range []struct {
 		env         [2]string // GOGC, GOMEMLIMIT
@@ -19,13 +19,13 @@ func TestMemorySettings(t *testing.T) {
 		wantString  string
 		wantErr     string
 	}{
-		{wantGC: iked.DefaultGCPercent, wantLimit: math.MaxInt64, wantString: "gogc 50 (default), memory limit none (none)"},
+		{wantGC: gomem.DefaultGCPercent, wantLimit: math.MaxInt64, wantString: "gogc 50 (default), memory limit none (none)"},
 		{env: [2]string{"200", ""}, wantGC: 200, wantLimit: math.MaxInt64, wantString: "gogc 200 (GOGC)"},
 		{env: [2]string{"200", ""}, gogc: "25", wantGC: 25, wantLimit: math.MaxInt64, wantString: "gogc 25 (-gogc)"},
-		{env: [2]string{"", "1GiB"}, wantGC: iked.DefaultGCPercent, wantLimit: 1 << 30, wantString: "memory limit 1GiB (GOMEMLIMIT)"},
-		{env: [2]string{"", "1GiB"}, limit: "1536MiB", wantGC: iked.DefaultGCPercent, wantLimit: 1536 << 20, wantString: "memory limit 1536MiB (-memory-limit)"},
+		{env: [2]string{"", "1GiB"}, wantGC: gomem.DefaultGCPercent, wantLimit: 1 << 30, wantString: "memory limit 1GiB (GOMEMLIMIT)"},
+		{env: [2]string{"", "1GiB"}, limit: "1536MiB", wantGC: gomem.DefaultGCPercent, wantLimit: 1536 << 20, wantString: "memory limit 1536MiB (-memory-limit)"},
 		{gogc: "off", limit: "3000000000", wantGC: -1, wantLimit: 3000000000, wantString: "gogc off (-gogc), memory limit 3000000000B"},
-		{limit: "off", wantGC: iked.DefaultGCPercent, wantLimit: math.MaxInt64},
+		{limit: "off", wantGC: gomem.DefaultGCPercent, wantLimit: math.MaxInt64},
 		{gogc: "off", wantErr: "GC off (-gogc) without a memory limit"},
 		{gogc: "-5", wantErr: `-gogc: "-5" is not a percent`},
 		{env: [2]string{"lots", ""}, wantErr: `GOGC: "lots" is not a percent`},
@@ -35,7 +35,7 @@ func TestMemorySettings(t *testing.T) {
 	} {
 		t.Setenv("GOGC", c.env[0])
 		t.Setenv("GOMEMLIMIT", c.env[1])
-		m, err := iked.MemorySettings(c.gogc, c.limit)
+		m, err := gomem.Settings(c.gogc, c.limit)
 		if c.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Errorf("%+v: error %v, want %q", c, err, c.wantErr)
