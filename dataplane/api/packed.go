@@ -166,14 +166,7 @@ func DecodePackedSAs(b []byte, out []SAState) ([]SAState, error) {
 // ever writes it (a frame's buffer that Client read), so that the page's
 // string may be b itself rather than a copy.
 func decodePage(b []byte, out []SAState, owned bool) ([]SAState, error) {
-	n := 0
-	for r := b; len(r) > 0; n++ {
-		l, k := binary.Uvarint(r)
-		if k <= 0 || l > uint64(len(r)-k) {
-			break
-		}
-		r = r[k+int(l):]
-	}
+	n := packed.Entries(b)
 	out = slices.Grow(out, n)
 	d := packedReader{page: b, ints: make([]int, 0, n), sels: make([]ipsec.Selector, 0, 2*n)}
 	if owned && len(b) > 0 {

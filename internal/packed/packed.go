@@ -34,6 +34,22 @@ func AppendEntry(b []byte, fields func([]byte) []byte) []byte {
 	return b
 }
 
+// Entries counts the whole entries at the start of a page of entries (each
+// behind its length), so that a reader sizes its output once; it stops at
+// the first that runs past the page, which the reader then reports.
+func Entries(b []byte) int {
+	n := 0
+	for len(b) > 0 {
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)-k) {
+			break
+		}
+		b = b[k+int(l):]
+		n++
+	}
+	return n
+}
+
 // AppendString appends s behind its length.
 func AppendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))

@@ -59,3 +59,16 @@ func TestShortInput(t *testing.T) {
 		t.Fatalf("the first error does not stick: %v", d.Err)
 	}
 }
+
+// TestEntries counts whole entries and stops at one that runs past the page.
+func TestEntries(t *testing.T) {
+	var b []byte
+	for i := range 3 {
+		b = AppendEntry(b, func(b []byte) []byte { return append(b, make([]byte, 100*i)...) })
+	}
+	for cut, want := range map[int]int{len(b): 3, len(b) - 1: 2, 1: 1, 0: 0} {
+		if got := Entries(b[:cut]); got != want {
+			t.Errorf("Entries of %d of %d bytes: %d, want %d", cut, len(b), got, want)
+		}
+	}
+}

@@ -145,14 +145,7 @@ func DecodePackedIKESAs(b []byte, out []IKESA) ([]IKESA, error) {
 // nor ever writes it (a frame's buffer that Client read), so that the
 // page's string may be b itself rather than a copy.
 func decodePage(b []byte, out []IKESA, owned bool) ([]IKESA, error) {
-	n := 0
-	for r := b; len(r) > 0; n++ {
-		l, k := binary.Uvarint(r)
-		if k <= 0 || l > uint64(len(r)-k) {
-			break
-		}
-		r = r[k+int(l):]
-	}
+	n := packed.Entries(b)
 	out = slices.Grow(out, n)
 	pg := &pageArena{page: b, children: make([]ChildSA, 0, n), strs: make([]string, 0, 2*n)}
 	if owned && len(b) > 0 {
