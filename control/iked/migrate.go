@@ -84,9 +84,10 @@ func (d *Daemon) route(dg manager.Datagram) *loop {
 		return d.owner(local, remote)
 	}
 	lg, by := a.Fn.IKELogical(a.Codec, local, remote, dg.Data, natt)
-	if by == anchor.ByFirstContact && !a.PerIKESA {
-		// ike_anchor tunnel: a new IKE SA goes to its endpoints' worker,
-		// where the selector's hash with the SPI may not have sent it.
+	if by == anchor.ByFirstContact && (!a.PerIKESA || d.traps.Load().between(local, remote)) {
+		// ike_anchor tunnel, or a trap between the endpoints: a new IKE SA
+		// goes to its endpoints' worker, where the selector's hash with the
+		// SPI may not have sent it (worker.TrapFinder).
 		lg = a.Fn.Logical(local, remote)
 	}
 	return d.loopOf(lg)

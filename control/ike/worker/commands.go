@@ -459,6 +459,9 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	w.peers.remove(m)
 	delete(w.sched, m)
 	delete(w.loadSAs, m.IKE)
+	// A successor on another worker then sends on its own terms (its hold
+	// expires, or traffic arrives through it).
+	w.dropClaims(m.IKE, true)
 	m.Logger().Info("IKE SA detached for migration")
 	return m.IKE, nil
 }
