@@ -3,6 +3,7 @@ package iked_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spugate/spugate/testbed/lab"
 )
@@ -99,5 +100,46 @@ func TestPrivilegedInitialContactSpansWorkers(t *testing.T) {
 	}
 	// gw-a's connection holds both: terminating it ends them.
 	tb.a.spuctl(t, "terminate", "tun", "-timeout", "30s")
+	gone(t, tb.a, tb.b)
+}
+
+// TestPrivilegedReauthAcrossWorkers: gw-a reauthenticates the tunnel
+// every 6 s; gw-b, with ike_anchor ike-sa, puts each new IKE SA on the
+// worker the hash with its SPI names, often not the one of the IKE SA it
+// replaces. Those reauthentications too are make before break: gw-b's new
+// Child SA sends once the old IKE SA is deleted, the old one's SAs and
+// policy go after, and a numbered flow each way loses no packet.
+func TestPrivilegedReauthAcrossWorkers(t *testing.T) {
+	tb := newTestbed(t, lab.LineOptions{})
+	tb.startPSK(t, func(a, b *conf) {
+		a.connExtra = "    rekey_time: 0s\n    reauth_time: 6s\n    over_time: 10s\n    rand_time: 0s\n"
+		b.connExtra = "    rekey_time: 0s\n"
+		a.childExtra, b.childExtra = "        rekey_time: 0s\n", "        rekey_time: 0s\n"
+		b.global += "ike_anchor: ike-sa\n"
+	})
+	h, err := tb.b.iked.Client.Hello()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Workers) < 2 {
+		t.Skipf("gw-b runs %d IKE worker(s)", len(h.Workers))
+	}
+	tb.a.spuctl(t, "initiate", "tun")
+	before := tb.a.counters(t)
+	logB := len(tb.b.iked.Proc.Log())
+	ab, ba := bothFlows(t, tb.ln, 45*time.Second)
+	checkFlows(t, "reauth across workers", []*lab.Host{tb.ln.ClientB, tb.ln.ClientA}, ab, ba)
+	n := delta(tb.a.counters(t), before, "ike_sas_reauthenticated")
+	crossed := strings.Count(tb.b.iked.Proc.Log()[logB:], "child sa handed over to the reauthenticated IKE SA on another worker")
+	t.Logf("%d reauthentications in 45 s, %d of them across gw-b's workers", n, crossed)
+	if n < 5 {
+		t.Errorf("%d reauthentications in 45 s with reauth_time 6s", n)
+	}
+	if crossed == 0 {
+		t.Errorf("no reauthentication crossed gw-b's workers: the test tested nothing")
+	}
+	settled(t, tb.a)
+	settled(t, tb.b)
+	tb.a.spuctl(t, "terminate", "tun")
 	gone(t, tb.a, tb.b)
 }

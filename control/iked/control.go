@@ -214,8 +214,8 @@ func (d *Daemon) load(req ikectl.Load) (*ikectl.LoadResult, error) {
 
 // loadStatus reports the current or last load run of a connection.
 func (d *Daemon) loadStatus(conn string) (*ikectl.LoadResult, error) {
-	// The run stays on the worker it started on, whoever owns the
-	// connection's tunnel now.
+	// The run is on the worker loads names: the one it started on, or the
+	// one a change of the SPU map moved it to with its tunnel (moveLoads).
 	d.loadsMu.Lock()
 	l := d.loads[conn]
 	d.loadsMu.Unlock()

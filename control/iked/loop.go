@@ -367,7 +367,11 @@ type workerEnv struct {
 	l *loop
 }
 
-var _ worker.Env = (*workerEnv)(nil)
+var (
+	_ worker.Env        = (*workerEnv)(nil)
+	_ worker.Poster     = (*workerEnv)(nil)
+	_ worker.TrapFinder = (*workerEnv)(nil)
+)
 
 func (e *workerEnv) Now() time.Time            { return time.Now() }
 func (e *workerEnv) Rand() io.Reader           { return rand.Reader }
@@ -398,6 +402,32 @@ func (e *workerEnv) Gone(ike *sa.IKESA) {
 	}
 }
 func (e *workerEnv) Anchoring() *worker.Anchoring { return e.d.anchoring.Load() }
+
+// TrapBetween reports whether a trap lies between local and remote
+// (worker.TrapFinder).
+func (e *workerEnv) TrapBetween(local, remote netip.Addr) bool {
+	return e.d.traps.Load().between(local, remote)
+}
+
+// On queues f for worker id (worker.Poster), as Others does.
+func (e *workerEnv) On(id int, f func(*worker.Worker)) {
+	if id < 0 || id >= len(e.d.loops) {
+		return
+	}
+	l := e.d.loops[id]
+	select {
+	case l.cmds <- f:
+	default:
+		e.d.wg.Add(1)
+		go func() {
+			defer e.d.wg.Done()
+			select {
+			case l.cmds <- f:
+			case <-e.d.ctx.Done():
+			}
+		}()
+	}
+}
 func (e *workerEnv) HalfOpen() *worker.PeerCounts { return &e.d.halfOpen }
 func (e *workerEnv) Peers() *worker.PeerCounts    { return &e.d.peers }
 

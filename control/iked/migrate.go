@@ -20,6 +20,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,9 +85,10 @@ func (d *Daemon) route(dg manager.Datagram) *loop {
 		return d.owner(local, remote)
 	}
 	lg, by := a.Fn.IKELogical(a.Codec, local, remote, dg.Data, natt)
-	if by == anchor.ByFirstContact && !a.PerIKESA {
-		// ike_anchor tunnel: a new IKE SA goes to its endpoints' worker,
-		// where the selector's hash with the SPI may not have sent it.
+	if by == anchor.ByFirstContact && (!a.PerIKESA || d.traps.Load().between(local, remote)) {
+		// ike_anchor tunnel, or a trap between the endpoints: a new IKE SA
+		// goes to its endpoints' worker, where the selector's hash with the
+		// SPI may not have sent it (worker.TrapFinder).
 		lg = a.Fn.Logical(local, remote)
 	}
 	return d.loopOf(lg)
@@ -139,6 +141,7 @@ func (d *Daemon) followMap(list api.SPUList) error {
 		}
 	}
 	d.spus.Store(m)
+	d.moveLoads()
 	n, busy := d.moveIKESAs(old, moved)
 	d.migrations.Add(uint64(n))
 	d.log.Info("iked: followed spud's SPU map", "gen", list.MapGen, "logical_moved", len(moved),
@@ -147,6 +150,45 @@ func (d *Daemon) followMap(list api.SPUList) error {
 		go d.retryPinned()
 	}
 	return nil
+}
+
+// moveLoads hands each running load run to the worker that owns its
+// connection's tunnel under the new map: the IKE SAs a run starts are
+// anchored on the tunnel's logical SPU, whose datagrams now reach that
+// worker (they failed on the old one, "no response"). The run's IKE SAs
+// not yet established are started again there (worker.HandOffLoad).
+func (d *Daemon) moveLoads() {
+	d.loadsMu.Lock()
+	runs := maps.Clone(d.loads)
+	d.loadsMu.Unlock()
+	for conn, from := range runs {
+		to, err := d.connOwner(conn)
+		if err != nil || to == from {
+			continue
+		}
+		busy := false
+		if err := d.post(to, func(w *worker.Worker) {
+			p, ok := w.LoadStatus()
+			busy = ok && !p.Done
+		}); err != nil || busy {
+			d.log.Warn("iked: load run not moved with its tunnel: the new worker runs another", "conn", conn,
+				"from_worker", from.idx, "to_worker", to.idx)
+			continue
+		}
+		var h *worker.LoadHandOff
+		if err := d.post(from, func(w *worker.Worker) { h = w.HandOffLoad(conn) }); err != nil || h == nil {
+			continue
+		}
+		var rerr error
+		if err := d.post(to, func(w *worker.Worker) { rerr = w.ResumeLoad(h) }); err != nil || rerr != nil {
+			d.log.Error("iked: load run lost in its move to another worker", "conn", conn, "to_worker", to.idx,
+				"err", errors.Join(err, rerr).Error())
+			continue
+		}
+		d.loadsMu.Lock()
+		d.loads[conn] = to
+		d.loadsMu.Unlock()
+	}
 }
 
 type move struct {
@@ -234,10 +276,8 @@ func (d *Daemon) retryPinned() {
 			// The owner as of now: the map may have changed again.
 			var to *loop
 			d.post(mv.from, func(w *worker.Worker) {
-				for _, ike := range w.List() {
-					if ike.OurSPI() == mv.spi {
-						to = d.ownerOf(&ike)
-					}
+				if ike := w.Find(mv.spi); ike != nil {
+					to = d.ownerOf(ike)
 				}
 			})
 			if to == nil || to == mv.from {

@@ -33,6 +33,9 @@ type trapEntry struct {
 type trapTable struct {
 	byName  map[string]trapEntry
 	byReqID map[uint32]trapEntry
+	// pairs counts the traps between two addresses (local, remote), which
+	// anchor the IKE SAs between them (between).
+	pairs map[[2]netip.Addr]int
 }
 
 func (t *trapTable) with(e trapEntry) *trapTable {
@@ -45,6 +48,7 @@ func (t *trapTable) with(e trapEntry) *trapTable {
 	}
 	n.byName[e.Conn+"/"+e.Child] = e
 	n.byReqID[e.ReqID] = e
+	n.index()
 	return n
 }
 
@@ -56,7 +60,24 @@ func (t *trapTable) without(key string) *trapTable {
 			n.byReqID[v.ReqID] = v
 		}
 	}
+	n.index()
 	return n
+}
+
+// index counts the traps by their endpoints.
+func (t *trapTable) index() {
+	t.pairs = map[[2]netip.Addr]int{}
+	for _, e := range t.byName {
+		t.pairs[[2]netip.Addr{e.Local, e.Remote}]++
+	}
+}
+
+// between reports whether a trap lies between local and remote: with
+// ike_anchor ike-sa, the IKE SAs a peer there initiates are anchored by
+// the endpoints, where the trap's policy is, so that their Child SAs take
+// the trap over (worker.TrapFinder).
+func (t *trapTable) between(local, remote netip.Addr) bool {
+	return t.pairs[[2]netip.Addr{local, remote}] > 0
 }
 
 // hostAddrs answers worker.Endpoints' question from the kernel.

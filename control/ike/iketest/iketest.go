@@ -35,6 +35,7 @@ import (
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/control/ike/worker"
+	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 )
 
@@ -487,6 +488,15 @@ type Node struct {
 	// Deterministic makes key exchanges deterministic (from the node's
 	// Rand) where the group allows it.
 	Deterministic bool
+	// Workers are the node's IKE workers when AddWorker made more than
+	// Worker (its first): each owns the logical SPUs l with l % len(Workers)
+	// its index, and datagrams reach the one their anchor names, as
+	// iked's SO_REUSEPORT selector sends them. Commands between them
+	// (Env.Others, worker.Poster) run at the next step of the simulation.
+	Workers []*worker.Worker
+	// Owners moves logical SPUs to other workers than their own (a change
+	// of spud's SPU map): logical SPU -> index in Workers.
+	Owners map[uint16]int
 	// Anchors, if set before the node's first IKE SA, anchors its IKE
 	// SAs as iked does (their SPIs carry their logical SPU).
 	Anchors *worker.Anchoring
@@ -502,6 +512,8 @@ type Node struct {
 	level  slog.LevelVar
 	reqid  uint32
 	ids    uint32
+	cmds   []workerCmd
+	single [1]*worker.Worker // workers' answer for a node of one
 }
 
 // Logs returns what the node logged.
@@ -630,9 +642,80 @@ func (s *Sim) AddNode(name string, addr netip.Addr, cfg *config.Config) *Node {
 			}
 			return a
 		}})).With("node", name)
-	n.Worker = worker.New(0, (*nodeEnv)(n))
+	n.Worker = worker.New(0, &workerEnv{(*nodeEnv)(n), 0})
 	s.Nodes = append(s.Nodes, n)
 	return n
+}
+
+// AddWorker gives the node another IKE worker (the first is Worker), and
+// returns it; the node must anchor its IKE SAs (Anchors) and share its
+// peers' counts (SharedPeers), as iked's workers do.
+func (n *Node) AddWorker() *worker.Worker {
+	if n.Anchors == nil || n.SharedPeers == nil {
+		n.sim.T.Fatalf("%s: a second worker needs Anchors and SharedPeers", n.Name)
+	}
+	if len(n.Workers) == 0 {
+		n.Workers = []*worker.Worker{n.Worker}
+	}
+	w := worker.New(len(n.Workers), &workerEnv{(*nodeEnv)(n), len(n.Workers)})
+	n.Workers = append(n.Workers, w)
+	return w
+}
+
+// WorkerOf is the node's worker that owns a logical SPU.
+func (n *Node) WorkerOf(logical uint16) *worker.Worker {
+	if len(n.Workers) < 2 {
+		return n.Worker
+	}
+	if i, ok := n.Owners[logical]; ok {
+		return n.Workers[i]
+	}
+	return n.Workers[int(logical)%len(n.Workers)]
+}
+
+// workers are the node's workers.
+func (n *Node) workers() []*worker.Worker {
+	if len(n.Workers) < 2 {
+		n.single[0] = n.Worker
+		return n.single[:]
+	}
+	return n.Workers
+}
+
+// route is the worker a datagram that reached the node belongs to (d as
+// received: Local is the node's address).
+func (n *Node) route(d manager.Datagram) *worker.Worker {
+	a := n.Anchors
+	if len(n.Workers) < 2 || a == nil {
+		return n.Worker
+	}
+	lg, by := a.Fn.IKELogical(a.Codec, d.Local.Addr(), d.Remote.Addr(), d.Data, d.Local.Port() == n.Set.NATTPort)
+	if by == anchor.ByFirstContact && (!a.PerIKESA || (*nodeEnv)(n).TrapBetween(d.Local.Addr(), d.Remote.Addr())) {
+		lg = a.Fn.Logical(d.Local.Addr(), d.Remote.Addr())
+	}
+	return n.WorkerOf(lg)
+}
+
+// workerCmd is a function for one of a node's workers.
+type workerCmd struct {
+	to int
+	f  func(*worker.Worker)
+}
+
+// runCmds runs the commands queued for the node's workers (and those they
+// queue meanwhile); it reports whether it ran any.
+func (n *Node) runCmds() bool {
+	ran := false
+	for len(n.cmds) > 0 {
+		c := n.cmds[0]
+		n.cmds = n.cmds[1:]
+		if c.to < len(n.Workers) {
+			c.f(n.Workers[c.to])
+			ran = true
+		}
+	}
+	n.cmds = nil
+	return ran
 }
 
 // Node returns the node with an address.
@@ -706,12 +789,21 @@ func (s *Sim) Step(until time.Time) bool {
 		if to == nil {
 			continue
 		}
-		to.Worker.Receive(manager.Datagram{Local: f.d.Remote, Remote: f.d.Local, Data: append([]byte(nil), f.d.Data...)})
+		d := manager.Datagram{Local: f.d.Remote, Remote: f.d.Local, Data: append([]byte(nil), f.d.Data...)}
+		to.route(d).Receive(d)
 	}
 	fired := false
 	for _, n := range s.Nodes {
-		if d := n.Worker.Deadline(); !d.IsZero() && !d.After(now) {
-			n.Worker.Tick(now)
+		if n.runCmds() {
+			fired = true
+		}
+		for _, w := range n.workers() {
+			if d := w.Deadline(); !d.IsZero() && !d.After(now) {
+				w.Tick(now)
+				fired = true
+			}
+		}
+		if n.runCmds() {
 			fired = true
 		}
 	}
@@ -725,8 +817,10 @@ func (s *Sim) Step(until time.Time) bool {
 		}
 	}
 	for _, n := range s.Nodes {
-		if d := n.Worker.Deadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
-			next = d
+		for _, w := range n.workers() {
+			if d := w.Deadline(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
+			}
 		}
 	}
 	for _, f := range s.flows {
@@ -846,6 +940,44 @@ func (e *nodeEnv) HalfOpen() *worker.PeerCounts   { return nil }
 func (e *nodeEnv) Peers() *worker.PeerCounts      { return e.SharedPeers }
 func (e *nodeEnv) Others(func(*worker.Worker))    {}
 
+var _ worker.TrapFinder = (*nodeEnv)(nil)
+
+// TrapBetween reports whether one of the node's traps lies between local
+// and remote (worker.TrapFinder).
+func (e *nodeEnv) TrapBetween(local, remote netip.Addr) bool {
+	for k := range e.Traps {
+		conn := e.Cfg.Connections[strings.SplitN(k, "/", 2)[0]]
+		if conn == nil {
+			continue
+		}
+		if l, r, err := worker.Endpoints(e, conn); err == nil && l == local && r == remote {
+			return true
+		}
+	}
+	return false
+}
+
+// workerEnv is the worker.Env of one of a node's workers: the node's,
+// with the commands to the other workers.
+type workerEnv struct {
+	*nodeEnv
+	id int
+}
+
+var _ worker.Poster = (*workerEnv)(nil)
+
+// Others queues f for every other worker of the node.
+func (e *workerEnv) Others(f func(*worker.Worker)) {
+	for i := range e.Workers {
+		if i != e.id {
+			e.cmds = append(e.cmds, workerCmd{i, f})
+		}
+	}
+}
+
+// On queues f for worker id of the node.
+func (e *workerEnv) On(id int, f func(*worker.Worker)) { e.cmds = append(e.cmds, workerCmd{id, f}) }
+
 // InstallTrap installs the trap policy of a child.
 func (n *Node) InstallTrap(connName, child string) task.Trap {
 	if t, ok := n.Traps[connName+"/"+child]; ok {
@@ -859,6 +991,10 @@ func (n *Node) InstallTrap(connName, child string) task.Trap {
 	}
 	n.reqid++
 	t := task.Trap{ReqID: n.reqid, LocalTS: ts.FromConfig(cc.LocalSelectors, local), RemoteTS: ts.FromConfig(cc.RemoteSelectors, remote)}
+	if n.Anchors != nil {
+		// As iked's: the trap is on its endpoints' logical SPU.
+		t.Logical = int(n.Anchors.Fn.Logical(local, remote))
+	}
 	id, err := n.DP.AddPolicy(&api.Policy{ReqID: t.ReqID, Action: api.Protect, Local: local, Remote: remote,
 		LocalTS: slices.Clone(t.LocalTS), RemoteTS: slices.Clone(t.RemoteTS), Name: task.TrapName(connName, child)})
 	if err != nil {
@@ -873,7 +1009,7 @@ func (n *Node) InstallTrap(connName, child string) task.Trap {
 // SAs the old one persisted, as iked does after a crash; the data plane
 // keeps its SAs.
 func (n *Node) Restart() error {
-	n.Worker = worker.New(0, (*nodeEnv)(n))
+	n.Worker = worker.New(0, &workerEnv{(*nodeEnv)(n), 0})
 	for _, b := range n.Persist {
 		var ike sa.IKESA
 		if err := json.Unmarshal(b, &ike); err != nil {
@@ -895,7 +1031,7 @@ func (n *Node) Env() worker.Env { return (*nodeEnv)(n) }
 
 // Flow is a stream of numbered packets between two nodes' data planes:
 // each is sent through the sender's active outbound SA (the newest of the
-// reqid of its one protect policy, or of the policy whose name has Child)
+// reqid of its newest protect policy, or of the newest whose name has Child)
 // and arrives Delay later, when the receiver must hold an inbound SA with
 // that SPI and the same key. It measures what a make-before-break rekey
 // promises: no packet lost while SAs change on both sides.
@@ -939,15 +1075,18 @@ func (s *Sim) AddFlow(from, to *Node, child string, interval, delay, d time.Dura
 	return f
 }
 
+// reqid is the reqid of the policy the flow's packets take: of those with
+// its selectors (its child's), the newest, which spud's steering names.
 func (f *Flow) reqid() (uint32, bool) {
 	f.From.DP.mu.Lock()
 	defer f.From.DP.mu.Unlock()
+	var newest api.Policy
 	for _, p := range f.From.DP.Policies {
-		if f.Child == "" || strings.Contains(p.Name, "/"+f.Child+"/") {
-			return p.ReqID, true
+		if (f.Child == "" || strings.Contains(p.Name, "/"+f.Child+"/")) && p.ID > newest.ID {
+			newest = p
 		}
 	}
-	return 0, false
+	return newest.ReqID, newest.ID != 0
 }
 
 // nextEvent is when the flow next sends or a packet arrives (zero: done).

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -397,6 +398,31 @@ func (m *Manager) cookieRetry(msg *message.Message) {
 	m.Logger().Debug("IKE_SA_INIT: a COOKIE retry crossed the request we answered: its AUTH is expected over the retry")
 }
 
+// repeatedCookie reports whether an IKE_SA_INIT response demands the
+// COOKIE that our IKE_SA_INIT request in flight already carries.
+func (m *Manager) repeatedCookie(resp *message.Message) bool {
+	n := message.FindNotify(resp.Payloads, message.Cookie)
+	if n == nil || m.req == nil || len(m.req.packets) == 0 {
+		return false
+	}
+	sent := leadingCookie(m.req.packets[0])
+	return sent != nil && bytes.Equal(sent, n.Data)
+}
+
+// leadingCookie is the data of the COOKIE notify that starts IKE message
+// b (a retry of IKE_SA_INIT, RFC 7296 2.6), or nil.
+func leadingCookie(b []byte) []byte {
+	if len(b) < message.HeaderLen+8 || message.PayloadType(b[16]) != message.PayloadNotify {
+		return nil
+	}
+	p := b[message.HeaderLen:]
+	n := int(binary.BigEndian.Uint16(p[2:4]))
+	if n < 8 || n > len(p) || p[5] != 0 || message.NotifyType(binary.BigEndian.Uint16(p[6:8])) != message.Cookie {
+		return nil
+	}
+	return p[8:n]
+}
+
 // response starts the response to req.
 func (m *Manager) response(req *message.Message) *message.Message {
 	ike := m.IKE
@@ -439,6 +465,16 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 		}
 		m.env.Stats().Fail(stats.InvalidMessageID)
 		m.Logger().Debug("dropped unexpected response", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		return
+	}
+	if h.Exchange == message.IKESAInit && m.repeatedCookie(msg) {
+		// The COOKIE our retry already carries: the answer to a
+		// retransmission of the request before it, not a new demand. Taken
+		// for one, it sent the retry again and counted a retry, and a
+		// responder slower than our retransmissions made us give up after
+		// five (6 of 1,500 setups with 100 ms retransmissions, issue 16).
+		m.env.Stats().Inc(stats.LateResponses)
+		m.Logger().Debug("IKE_SA_INIT: COOKIE answering a retransmission of the request before the retry, ignored")
 		return
 	}
 	if !m.open(msg) {

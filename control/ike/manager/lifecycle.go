@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/ike/task"
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/ipsec"
 )
 
 func (m *Manager) established() {
@@ -201,12 +204,26 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 }
 
 // InstallPendingOutbound installs the held-back outbound SA of one of
-// the IKE SA's Child SAs (whose predecessor in another IKE SA goes).
+// the IKE SA's Child SAs (whose predecessor in another IKE SA goes), and
+// its policy if it has none (installPendingOut); for a Child SA that
+// sends already, only the policy if it has none (it replaced one of its
+// IKE SA that held back, whose rekey sent on without one).
 func (m *Manager) InstallPendingOutbound(ch *sa.ChildSA) {
-	if !ch.OutPending || ch.Redundant {
+	if ch.Redundant {
 		return
 	}
-	if err := task.InstallOutbound(m.ctx(0), ch); err != nil {
+	if !ch.OutPending {
+		if needsPolicy(m.IKE, ch) && ch.State == sa.ChildInstalled {
+			if err := m.addPolicy(ch); err != nil {
+				m.env.Stats().Fail(stats.DataPlane)
+				m.Logger().Warn("child sa policy not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
+				return
+			}
+			m.env.Changed(m)
+		}
+		return
+	}
+	if err := m.installPendingOut(ch); err != nil {
 		m.env.Stats().Fail(stats.DataPlane)
 		m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())
 		return
@@ -245,4 +262,55 @@ func (m *Manager) giveUp() {
 	}
 	m.destroy(&task.Failure{Reason: reason, Err: fmt.Errorf("no response to %s request %d after %d retransmissions (%v)",
 		r.exchange, r.id, r.tries, total.Round(time.Millisecond))}, "")
+}
+
+// installPendingOut installs a held-back outbound SA and then, for a
+// Child SA that no policy of its reqid sends through, its own policy: the
+// successor of a Child SA of another worker's IKE SA (ike_anchor ike-sa)
+// is anchored on another logical SPU than its predecessor's policy, whose
+// SPU's tables cannot reach its outbound SA, so it holds a reqid of its
+// own and gets its policy once it may send, after its outbound SA (spud's
+// steering names the newest policy of the selectors at once). A rekey's or
+// a reauthentication's on one worker shares its predecessor's policy.
+func (m *Manager) installPendingOut(ch *sa.ChildSA) error {
+	c := m.ctx(0)
+	if err := task.InstallOutbound(c, ch); err != nil {
+		return err
+	}
+	if !needsPolicy(m.IKE, ch) {
+		return nil
+	}
+	return m.addPolicy(ch)
+}
+
+// addPolicy installs a policy of ch's own.
+func (m *Manager) addPolicy(ch *sa.ChildSA) error {
+	conn := m.ctx(0).Conn()
+	if conn == nil {
+		return nil
+	}
+	name := task.SAName(conn.Name, ch.Name, ch.UniqueID)
+	ike := m.IKE
+	id, err := m.env.DataPlane().AddPolicy(&api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(),
+		Remote: ike.Remote.Addr(), Logical: task.Anchor(ike), LocalTS: slices.Clone(ch.LocalTS), RemoteTS: slices.Clone(ch.RemoteTS),
+		Name: name})
+	if err != nil {
+		return fmt.Errorf("install policy %s === %s: %w", ipsec.Selectors(ch.LocalTS), ipsec.Selectors(ch.RemoteTS), err)
+	}
+	ch.PolicyIDs = append(ch.PolicyIDs, id)
+	return nil
+}
+
+// needsPolicy reports whether ch holds no policy and neither does any
+// other live Child SA of its IKE SA with its reqid, nor a trap.
+func needsPolicy(ike *sa.IKESA, ch *sa.ChildSA) bool {
+	if ch.Trap || len(ch.PolicyIDs) > 0 || ch.ReqID == 0 {
+		return false
+	}
+	for _, o := range ike.Children {
+		if o != ch && o.ReqID == ch.ReqID && len(o.PolicyIDs) > 0 && o.State != sa.ChildDeleted {
+			return false
+		}
+	}
+	return true
 }

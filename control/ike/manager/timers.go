@@ -413,8 +413,7 @@ func (m *Manager) children(now time.Time) bool {
 		if !pendingOut(ch) {
 			// nothing held back
 		} else if why := m.outPendingDue(ch, now, probe); why != "" {
-			c := m.ctx(0)
-			if err := task.InstallOutbound(c, ch); err != nil {
+			if err := m.installPendingOut(ch); err != nil {
 				ch.OutPending = false // do not spin; the Child SA stays inbound-only
 				m.env.Stats().Fail(stats.DataPlane)
 				m.Logger().Warn("child sa outbound not installed", "child", ch.Name, "child_id", ch.UniqueID, "err", err.Error())

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,5 +232,117 @@ func TestInitialContactSpansWorkers(t *testing.T) {
 	}
 	if got := nb.SharedPeers.Get(addrA); got != 1 {
 		t.Errorf("IKE SAs with gw-a counted %d after one left, want 1", got)
+	}
+}
+
+// twoWorkers gives n a second IKE worker, with ike_anchor ike-sa: one
+// peer's IKE SAs spread over both.
+func twoWorkers(t *testing.T, n *iketest.Node) {
+	t.Helper()
+	n.Anchors = anchoring(t, true)
+	n.SharedPeers = &worker.PeerCounts{}
+	if err := n.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	n.AddWorker()
+}
+
+// listAll is the IKE SAs of every worker of n.
+func listAll(n *iketest.Node) []sa.IKESA {
+	var l []sa.IKESA
+	for _, w := range n.Workers {
+		l = append(l, w.List()...)
+	}
+	return l
+}
+
+// TestReauthPredecessorOnAnotherWorker: with ike_anchor ike-sa the IKE
+// SA that reauthenticates a tunnel lands on either of gw-b's two workers,
+// whichever the old one is on. Across workers as on one, it is make before
+// break: gw-b's new Child SA sends only once the old IKE SA is deleted
+// (gw-a then receives through the new one), the old Child SA's policy and
+// SAs go only after the new one's are in, and a flow each way loses
+// nothing through ten reauthentications (it lost those gw-b sent in the 5
+// ms before gw-a had the new inbound SA, when the new Child SA sent at once
+// with a policy of its own).
+func TestReauthPredecessorOnAnotherWorker(t *testing.T) {
+	s, na, nb := pair(t, lifetimes("", "    rekey_time: 0s\n    reauth_time: 20s\n    rand_time: 0s\n"),
+		lifetimes("", "    rekey_time: 0s\n"))
+	na.Anchors = anchoring(t, false)
+	twoWorkers(t, nb)
+	delay(s, 5*time.Millisecond)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ab, ba := flows(s, na, nb, time.Millisecond, 205*time.Second)
+	s.RunFor(210 * time.Second)
+	noLoss(t, ab, ba)
+	if got := na.Counters.Get(stats.IKESAsReauthed); got != 10 {
+		t.Errorf("%d reauthentications, want 10", got)
+	}
+	crossed := strings.Count(nb.Logs(), "child sa handed over to the reauthenticated IKE SA on another worker")
+	if crossed == 0 {
+		t.Fatal("no reauthentication crossed gw-b's workers: the test tested nothing")
+	}
+	t.Logf("%d of 10 reauthentications on the other worker of gw-b", crossed)
+	l := listAll(nb)
+	if len(l) != 1 || len(l[0].Children) != 1 {
+		t.Fatalf("gw-b holds:\n%s", dumpIKE(l))
+	}
+	if ch := l[0].Children[0]; ch.OutPending || ch.State != sa.ChildInstalled || len(ch.PolicyIDs) != 1 {
+		t.Errorf("gw-b's Child SA:\n%s", dumpIKE(l))
+	}
+	for _, n := range []*iketest.Node{na, nb} {
+		if sas, pols := n.DP.Counts(); sas != 2 || pols != 1 {
+			t.Errorf("%s: %d SAs and %d policies in the data plane, want 2 and 1", n.Name, sas, pols)
+		}
+	}
+	if got := nb.Counters.Get(stats.InitialContacts); got != 0 {
+		t.Errorf("gw-b took %d INITIAL_CONTACTs", got)
+	}
+}
+
+// With ike_anchor ike-sa and a trap for the tunnel (start_action trap on
+// gw-b), the IKE SAs gw-a initiates are anchored on the trap's logical SPU,
+// whichever worker the hash with their SPI names, and their Child SAs take
+// the trap over: they share its reqid and its policy sends through them,
+// as on one worker, instead of a policy of their own on another SPU beside
+// the trap's.
+func TestTrapTakenOverAcrossWorkers(t *testing.T) {
+	s, na, nb := pair(t, nil, nil)
+	na.Anchors = anchoring(t, false)
+	twoWorkers(t, nb)
+	trap := nb.InstallTrap("tun", "net")
+	elsewhere := 0
+	for i := range 4 {
+		if err := initiate(t, s, na, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		l := listAll(nb)
+		if len(l) != 1 || len(l[0].Children) != 1 {
+			t.Fatalf("gw-b holds:\n%s", dumpIKE(l))
+		}
+		ike, ch := l[0], l[0].Children[0]
+		if nb.Anchors.Fn.LogicalFirst(addrB, addrA, ike.SPIi) != uint16(trap.Logical) {
+			elsewhere++
+		}
+		if !ike.Anchored || int(ike.Logical) != trap.Logical || !ch.Trap || ch.ReqID != trap.ReqID {
+			t.Errorf("setup %d: gw-b's IKE SA on logical SPU %d (trap's %d), Child SA trap %v reqid %d (trap's %d)", i, ike.Logical,
+				trap.Logical, ch.Trap, ch.ReqID, trap.ReqID)
+		}
+		if sas, pols := nb.DP.Counts(); sas != 2 || pols != 1 {
+			t.Errorf("setup %d: gw-b holds %d SAs and %d policies, want 2 and the trap's", i, sas, pols)
+		}
+		f := s.AddFlow(nb, na, "net", time.Millisecond, time.Millisecond, 50*time.Millisecond)
+		s.RunFor(100 * time.Millisecond)
+		noLoss(t, f)
+		na.Worker.Terminate(worker.Target{Conn: "tun"}, nil)
+		s.RunFor(time.Second)
+		if sas, pols := nb.DP.Counts(); sas != 0 || pols != 1 {
+			t.Errorf("setup %d, terminated: gw-b holds %d SAs and %d policies, want the trap's alone", i, sas, pols)
+		}
+	}
+	if elsewhere == 0 {
+		t.Fatal("every IKE SA's SPI hashed to the trap's logical SPU: the test tested nothing")
 	}
 }

@@ -430,8 +430,19 @@ func (w *Worker) Rekey(sel Target, ike bool) int {
 	return n
 }
 
+// Find returns the live IKE SA whose SPI (ours) is ourSPI, or nil: for a
+// command on the worker's goroutine, which must neither keep nor change
+// it. Unlike List, it copies nothing (a migration asks it about each IKE
+// SA it waits to move, every 50 ms).
+func (w *Worker) Find(ourSPI uint64) *sa.IKESA {
+	if m := w.bySPI[ourSPI]; m != nil && !m.Destroyed() {
+		return m.IKE
+	}
+	return nil
+}
+
 // ErrBusy is returned by Detach for an IKE SA with an exchange of ours in
-// flight or queued: move it once it is idle.
+// flight or queued, or not established yet: move it once it is idle.
 var ErrBusy = errors.New("IKE SA has an exchange in flight")
 
 // Detach takes an established, idle IKE SA out of the worker without
@@ -444,6 +455,12 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	m := w.bySPI[ourSPI]
 	if m == nil || m.Destroyed() {
 		return nil, fmt.Errorf("no IKE SA with SPI %016x", ourSPI)
+	}
+	if m.IKE.State == sa.Created || m.IKE.State == sa.Connecting {
+		// Being set up: it moves once established, and its datagrams stay
+		// with this worker meanwhile (it failed where they went to the new
+		// owner, which does not know it).
+		return nil, ErrBusy
 	}
 	if m.IKE.State != sa.Established && m.IKE.State != sa.Rekeyed {
 		return nil, fmt.Errorf("IKE SA %s is %s, not established", m.IKE.SPIs(), m.IKE.State)
@@ -459,6 +476,9 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	w.peers.remove(m)
 	delete(w.sched, m)
 	delete(w.loadSAs, m.IKE)
+	// A successor on another worker then sends on its own terms (its hold
+	// expires, or traffic arrives through it).
+	w.dropClaims(m.IKE, true)
 	m.Logger().Info("IKE SA detached for migration")
 	return m.IKE, nil
 }

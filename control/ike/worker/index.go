@@ -35,6 +35,12 @@ type peerIndex struct {
 	// worker alone): the index adds and takes its own as it files them
 	// under an address, so that others counts those of the other workers.
 	shared *PeerCounts
+	// worker is the worker's ID, under which spread (when it says that
+	// one peer's IKE SAs spread over the workers: ike_anchor ike-sa) has
+	// the index count its authenticated IKE SAs in shared, so that a
+	// reauthentication finds the workers of its predecessor (workersOf).
+	worker int
+	spread func() bool
 }
 
 // peerSet is the IKE SAs under one key: one, or, once a second came, all
@@ -96,11 +102,23 @@ type peerKeys struct {
 	idType uint8
 	id     string
 	hasID  bool
+	// counted: the identity is counted in shared's workers by peer.
+	counted bool
 }
 
 func newPeerIndex(shared *PeerCounts) peerIndex {
 	return peerIndex{byAddr: map[netip.Addr]peerSet{}, byPeer: map[peerKey]peerSet{}, keys: map[*manager.Manager]peerKeys{},
 		shared: shared}
+}
+
+// workersOf appends to ws the other workers that hold authenticated IKE
+// SAs of ike's peer (one lookup in the daemon's table), none unless the
+// index counts there.
+func (x *peerIndex) workersOf(ws []int, ike *sa.IKESA) []int {
+	if x.shared == nil || x.spread == nil || !hasIDs(ike) || !x.spread() {
+		return ws
+	}
+	return x.shared.peerWorkers(ws, x.shared.peerHash(peerOf(ike)), x.worker)
 }
 
 // sameID reports whether k holds ike's peer identity; it allocates
@@ -147,6 +165,10 @@ func (x *peerIndex) update(m *manager.Manager) {
 	if hasIDs(ike) {
 		k.idType, k.id, k.hasID = ike.RemoteID.Type, string(ike.RemoteID.Data), true
 		add(x.byPeer, k.peer(), m)
+		if x.shared != nil && x.spread != nil && x.spread() {
+			x.shared.addPeer(x.shared.peerHash(k.peer()), x.worker, 1)
+			k.counted = true
+		}
 	}
 	x.keys[m] = k
 }
@@ -164,6 +186,9 @@ func (x *peerIndex) unfile(m *manager.Manager, k peerKeys, addrGone bool) {
 	del(x.byAddr, k.addr, m)
 	if k.hasID {
 		del(x.byPeer, k.peer(), m)
+	}
+	if k.counted {
+		x.shared.addPeer(x.shared.peerHash(k.peer()), x.worker, -1)
 	}
 	delete(x.keys, m)
 	if addrGone && x.shared != nil {

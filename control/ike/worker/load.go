@@ -68,6 +68,12 @@ type loadRun struct {
 	progress LoadProgress
 	deadline time.Time
 	done     func(LoadProgress)
+	// seq numbers the IKE SAs begun (their identities), Started less any
+	// abandoned ones at a hand-off, which are begun again under new numbers.
+	seq int
+	// handedOff: the run went to another worker (HandOffLoad); what its
+	// abandoned IKE SAs report here counts nothing.
+	handedOff bool
 }
 
 // ErrLoadRunning is returned by Load while the worker runs another load.
@@ -135,6 +141,9 @@ func (w *Worker) LoadStatus() (LoadProgress, bool) {
 // loadMore starts IKE SAs until the window is full or the run must stop,
 // and ends the run when nothing is in flight any more.
 func (w *Worker) loadMore(r *loadRun) {
+	if r.handedOff {
+		return
+	}
 	p := &r.progress
 	for p.Stopped == "" && p.Started < r.spec.Count && p.Started-p.Established-p.Failed < r.spec.Window {
 		if !r.deadline.IsZero() && !w.env.Now().Before(r.deadline) {
@@ -146,6 +155,7 @@ func (w *Worker) loadMore(r *loadRun) {
 			break
 		}
 		p.Started++
+		r.seq++
 		if err := w.loadOne(r); err != nil {
 			p.Failed++
 			if p.FirstFailure == "" {
@@ -194,13 +204,16 @@ func loadIdentity(pattern string, n int) (config.Identity, error) {
 func (w *Worker) loadOne(r *loadRun) error {
 	var id *config.Identity
 	if r.spec.Identity != "" {
-		v, err := loadIdentity(r.spec.Identity, r.progress.Started)
+		v, err := loadIdentity(r.spec.Identity, r.seq)
 		if err != nil {
 			return err
 		}
 		id = &v
 	}
 	m, err := w.newIKEAs(r.conn, id, []*config.Child{r.child}, func(err error) {
+		if r.handedOff {
+			return
+		}
 		p := &r.progress
 		if err != nil {
 			p.Failed++
@@ -291,4 +304,63 @@ func (e *mgrEnv) loadHandOver(m *manager.Manager, ch *sa.ChildSA) {
 			}
 		}
 	}
+}
+
+// LoadHandOff is a load run on its way from one worker to another
+// (HandOffLoad, ResumeLoad).
+type LoadHandOff struct {
+	r         *loadRun
+	abandoned int
+}
+
+// HandOffLoad takes the running load of connection conn off the worker,
+// for ResumeLoad on the worker that owns the connection's tunnel now that
+// the SPU map moved it (nil if the worker runs no load of conn). Its IKE
+// SAs are anchored on the tunnel's logical SPU, whose datagrams reach the
+// new owner from now on: those not yet established here are abandoned
+// (destroyed without a word to the peer, whose half-open or unconfirmed
+// IKE SA expires on its own) and the run starts them again there; the
+// established ones move with the map as every IKE SA does.
+func (w *Worker) HandOffLoad(conn string) *LoadHandOff {
+	defer w.runPending()
+	r := w.load
+	if r == nil || r.progress.Done || r.spec.Conn != conn {
+		return nil
+	}
+	r.handedOff = true
+	w.load = nil
+	h := &LoadHandOff{r: r}
+	for ike := range w.loadSAs {
+		m := w.bySPI[ike.OurSPI()]
+		if m == nil || m.IKE != ike || m.Destroyed() || ike.State == sa.Established || ike.State == sa.Rekeyed ||
+			ike.State == sa.Deleting {
+			continue
+		}
+		m.Destroy("abandoned: its logical SPU moved to another worker, where the load run starts it again")
+		h.abandoned++
+	}
+	// The run counts them as never started.
+	r.progress.Started -= h.abandoned
+	w.log.Info("load run handed over to another worker", "conn", conn, "established", r.progress.Established,
+		"failed", r.progress.Failed, "abandoned", h.abandoned)
+	return h
+}
+
+// ResumeLoad goes on with a load run that another worker handed off
+// (HandOffLoad): it starts the IKE SAs the run still lacks here.
+func (w *Worker) ResumeLoad(h *LoadHandOff) error {
+	defer w.runPending()
+	if w.load != nil && !w.load.progress.Done {
+		return ErrLoadRunning
+	}
+	r := &loadRun{spec: h.r.spec, conn: h.r.conn, child: h.r.child, progress: h.r.progress, deadline: h.r.deadline, done: h.r.done,
+		seq: h.r.seq}
+	if c := w.env.Config().Connections[r.spec.Conn]; c != nil {
+		r.conn, r.child = c, firstChild(c)
+	}
+	w.load = r
+	w.log.Info("load run taken over from another worker", "conn", r.spec.Conn, "started", r.progress.Started,
+		"established", r.progress.Established, "restarting", h.abandoned)
+	w.loadMore(r)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -607,4 +608,76 @@ func TestCachedResponseLeavesState(t *testing.T) {
 	if n := cached(); n != 0 || len(nb.Persist) != 3 {
 		t.Errorf("%d of %d states still hold a response past its cache time", n, len(nb.Persist))
 	}
+}
+
+// A load run whose tunnel's logical SPU moves to another worker (spud's
+// SPU map changed) goes on there: the IKE SAs it starts are anchored on
+// that SPU, whose datagrams reach the new owner. Those not yet
+// established are started again there; the established ones move as
+// every IKE SA does. The run ends with every tunnel up. The IKE SAs in
+// flight could not move ("is CREATED, not established") and failed where
+// they were, and so did every one the run started after the change.
+func TestLoadFollowsItsTunnel(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	na.Anchors = anchoring(t, false)
+	na.SharedPeers = &worker.PeerCounts{}
+	if err := na.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	na.AddWorker()
+	delay(s, 5*time.Millisecond)
+	lg := na.Anchors.Fn.Logical(addrA, addrB)
+	from := na.WorkerOf(lg)
+	var res worker.LoadProgress
+	called := 0
+	if err := from.Load(worker.LoadSpec{Conn: "tun", Count: 40, Window: 8}, func(p worker.LoadProgress) { res = p; called++ }); err != nil {
+		t.Fatal(err)
+	}
+	s.RunFor(25 * time.Millisecond)
+	p, _ := from.LoadStatus()
+	if p.Established == 0 || p.Established == p.Started {
+		t.Fatalf("before the move: %+v; want some IKE SAs established and some in flight", p)
+	}
+	// The map moves the tunnel's logical SPU; iked moves the run, then the
+	// established IKE SAs.
+	to := na.Workers[0]
+	if to == from {
+		to = na.Workers[1]
+	}
+	na.Owners = map[uint16]int{lg: slices.Index(na.Workers, to)}
+	h := from.HandOffLoad("tun")
+	if h == nil {
+		t.Fatal("no load run handed off")
+	}
+	if err := to.ResumeLoad(h); err != nil {
+		t.Fatal(err)
+	}
+	for _, ike := range from.List() {
+		moved, err := from.Detach(ike.OurSPI())
+		if err != nil {
+			t.Fatalf("detach IKE SA %d (%s): %v", ike.UniqueID, ike.State, err)
+		}
+		if err := to.Restore(moved); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.RunUntil(time.Minute, func() bool { return called > 0 }) {
+		p, _ := to.LoadStatus()
+		t.Fatalf("load did not finish: %+v", p)
+	}
+	if res.Established != 40 || res.Failed != 0 || called != 1 {
+		t.Fatalf("load: %+v (done called %d times)", res, called)
+	}
+	if n := len(to.List()); n != 40 {
+		t.Errorf("%d IKE SAs on the tunnel's new worker, want 40", n)
+	}
+	if n := len(from.List()); n != 0 {
+		t.Errorf("%d IKE SAs left on the old worker", n)
+	}
+	for _, ike := range to.List() {
+		if ike.State != sa.Established || len(ike.Children) != 1 {
+			t.Errorf("IKE SA %d: %s with %d Child SAs", ike.UniqueID, ike.State, len(ike.Children))
+		}
+	}
+	_ = nb
 }

@@ -121,7 +121,9 @@ func sameTunnel(a, b *sa.IKESA) bool {
 // that ch (made by a reauthentication) replaces: a live one of the same
 // child and selectors that nothing replaces yet, in the oldest such IKE
 // SA. A peer with unique: never keeps many IKE SAs of one tunnel, so this
-// is two passes over the worker's IKE SAs, not a search per candidate.
+// is two passes over the tunnel's IKE SAs of the worker, not a search per
+// candidate. With none here, the predecessor may be on another worker
+// (ike_anchor ike-sa): elsewhere holds the Child SA back and asks there.
 //
 // The Child SA of a load run's IKE SA replaces nothing: it shares the
 // reqid and policy of the run's other Child SAs of the tunnel (Install
@@ -145,8 +147,9 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	best, found := e.search(ike, ch)
 	if found != nil {
 		e.w.reauthHint = childHint{ike, ch}
+		return best, found
 	}
-	return best, found
+	return e.w.elsewhere(ike, ch)
 }
 
 // verifyHints makes Predecessor check every hint it takes against the
@@ -193,7 +196,7 @@ func (e *mgrEnv) search(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.ChildSA) 
 			// Cheap tests first: with unique: never every older Child SA
 			// of the tunnel is already replaced, and selectors compare slowly.
 			if p.Name != ch.Name || p.Redundant || p.State == sa.ChildDeleted || p.State == sa.ChildDeleting ||
-				(p.SPIIn != 0 && replaced[p.SPIIn]) {
+				(p.SPIIn != 0 && replaced[p.SPIIn]) || e.w.claimed(p) {
 				continue
 			}
 			if sameChild(p, ch) {
@@ -226,7 +229,7 @@ func (w *Worker) heldBy(o *sa.IKESA, p *sa.ChildSA, ike *sa.IKESA, ch *sa.ChildS
 		(o.State != sa.Established && o.State != sa.Deleting) {
 		return false
 	}
-	return !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting &&
+	return !p.Redundant && p.State != sa.ChildDeleted && p.State != sa.ChildDeleting && !w.claimed(p) &&
 		slices.Contains(o.Children, p) && o.Successor(p) == nil && sameChild(p, ch)
 }
 
@@ -237,7 +240,9 @@ func sameChild(p, ch *sa.ChildSA) bool {
 }
 
 // Heir installs the pending outbound SA of the Child SA of another IKE SA
-// that replaces ch, and returns that IKE SA.
+// that replaces ch, and returns that IKE SA; for a successor on another
+// worker, it hands ch's SAs and policies over to that worker
+// (handOverElsewhere).
 func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
 	w := e.w
 	if w.isLoad(m.IKE) {
@@ -259,6 +264,9 @@ func (e *mgrEnv) Heir(m *manager.Manager, ch *sa.ChildSA) *sa.IKESA {
 				"old_spi_in", fmt.Sprintf("%08x", ch.SPIIn), "new_spi_in", fmt.Sprintf("%08x", s.SPIIn), "new_ike_id", o.UniqueID)
 			return o
 		}
+	}
+	if len(w.claims) > 0 {
+		return w.handOverElsewhere(m, ch)
 	}
 	return nil
 }

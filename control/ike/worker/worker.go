@@ -15,9 +15,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -86,10 +88,98 @@ type Anchoring struct {
 	PerIKESA bool
 }
 
-// PeerCounts counts by peer address for several workers at once.
+// PeerCounts counts by peer address for several workers at once, and,
+// by authenticated peer (address and identity), which workers hold IKE
+// SAs of it: with an anchor per IKE SA a peer's reauthentication may land
+// on another worker than the IKE SA it replaces, and the worker that
+// installs the new Child SA asks those workers, not all of them.
 type PeerCounts struct {
 	mu sync.Mutex
 	n  map[netip.Addr]int
+	// ids holds, by a hash of the peer (peerKey), the workers with IKE SAs
+	// of it and how many each: most peers have one IKE SA, on one worker,
+	// which the entry holds without a slice of its own.
+	ids  map[uint64]peerHolders
+	seed maphash.Seed
+	once sync.Once
+}
+
+// peerHolders is the workers holding IKE SAs of one peer.
+type peerHolders struct {
+	first peerHold
+	more  []peerHold
+}
+
+// peerHold is a worker's count of IKE SAs of a peer.
+type peerHold struct {
+	worker int32
+	n      int32
+}
+
+// peerHash is the key of an authenticated peer in PeerCounts' ids; two
+// peers that collide only cost a question to a worker that holds neither.
+func (c *PeerCounts) peerHash(k peerKey) uint64 {
+	c.once.Do(func() { c.seed = maphash.MakeSeed() })
+	return maphash.Comparable(c.seed, k)
+}
+
+// addPeer adds delta to worker's count of IKE SAs of peer h.
+func (c *PeerCounts) addPeer(h uint64, worker int, delta int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ids == nil {
+		c.ids = map[uint64]peerHolders{}
+	}
+	hs := c.ids[h]
+	if hs.more == nil && (hs.first.n == 0 || hs.first.worker == int32(worker)) {
+		// One worker holds the peer's IKE SAs, as nearly always: no slice.
+		if n := hs.first.n + delta; n > 0 {
+			c.ids[h] = peerHolders{first: peerHold{worker: int32(worker), n: n}}
+		} else {
+			delete(c.ids, h)
+		}
+		return
+	}
+	all := append([]peerHold{hs.first}, hs.more...)
+	i := slices.IndexFunc(all, func(p peerHold) bool { return p.worker == int32(worker) })
+	if i < 0 {
+		if delta <= 0 {
+			return
+		}
+		all = append(all, peerHold{worker: int32(worker)})
+		i = len(all) - 1
+	}
+	if all[i].n += delta; all[i].n <= 0 {
+		all = slices.Delete(all, i, i+1)
+	}
+	switch len(all) {
+	case 0:
+		delete(c.ids, h)
+	case 1:
+		c.ids[h] = peerHolders{first: all[0]}
+	default:
+		c.ids[h] = peerHolders{first: all[0], more: slices.Clip(all[1:])}
+	}
+}
+
+// peerWorkers appends to ws the workers other than self that hold IKE
+// SAs of peer h.
+func (c *PeerCounts) peerWorkers(ws []int, h uint64, self int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hs, ok := c.ids[h]
+	if !ok {
+		return ws
+	}
+	if hs.first.n > 0 && int(hs.first.worker) != self {
+		ws = append(ws, int(hs.first.worker))
+	}
+	for _, p := range hs.more {
+		if p.n > 0 && int(p.worker) != self {
+			ws = append(ws, int(p.worker))
+		}
+	}
+	return ws
 }
 
 // Get returns the count of a.
@@ -128,7 +218,10 @@ type Worker struct {
 	bySPI map[uint64]*manager.Manager
 	// reauthHint speeds up Predecessor (reauth.go).
 	reauthHint childHint
-	initReq    map[initKey]*manager.Manager
+	// claims are the Child SAs of the worker, by reqid, that a
+	// reauthentication's Child SA on another worker replaces (elsewhere.go).
+	claims  map[uint32]claim
+	initReq map[initKey]*manager.Manager
 	// perPeer counts half-open IKE SAs by peer address: the daemon's
 	// counts when Env.HalfOpen gives them, else the worker's own.
 	perPeer *PeerCounts
@@ -235,6 +328,8 @@ func New(id int, env Env) *Worker {
 		graves: map[uint64]grave{}, loadSAs: map[*sa.IKESA]bool{},
 		unauthLogs:  logLimit{burst: unauthLogBurst, interval: unauthLogInterval},
 		unauthDebug: logLimit{burst: unauthDebugBurst, interval: unauthLogInterval}}
+	w.peers.worker = id
+	w.peers.spread = func() bool { a := env.Anchoring(); return a != nil && a.PerIKESA }
 	if w.perPeer = env.HalfOpen(); w.perPeer == nil {
 		w.perPeer = &PeerCounts{}
 	}
@@ -483,9 +578,24 @@ func (w *Worker) firstAnchor(d manager.Datagram, spiI uint64) (logical uint16, a
 		return 0, false
 	}
 	if a.PerIKESA {
-		return a.Fn.LogicalFirst(d.Local.Addr(), d.Remote.Addr(), spiI), true
+		if tf, ok := w.env.(TrapFinder); !ok || !tf.TrapBetween(d.Local.Addr(), d.Remote.Addr()) {
+			return a.Fn.LogicalFirst(d.Local.Addr(), d.Remote.Addr(), spiI), true
+		}
 	}
 	return a.Fn.Logical(d.Local.Addr(), d.Remote.Addr()), true
+}
+
+// TrapFinder is implemented by an Env that says whether a trap policy
+// (a child with start_action trap) lies between two addresses. With an
+// anchor per IKE SA, the IKE SAs a peer there initiates are then anchored
+// by the endpoints, as with ike_anchor tunnel: on the trap's logical SPU,
+// and so on its worker, where their Child SAs take the trap over (they
+// share its reqid, and its policy sends through them), as the IKE SAs we
+// initiate on the trap's acquire do. A Child SA anchored elsewhere could
+// not: a policy sends through the outbound SAs of its own SPU. The
+// daemon's routing of first contacts follows the same rule.
+type TrapFinder interface {
+	TrapBetween(local, remote netip.Addr) bool
 }
 
 // tunnelAnchor is the anchor of an IKE SA we initiate between local and
@@ -601,6 +711,7 @@ func (w *Worker) forget(m *manager.Manager) {
 	w.peers.remove(m)
 	delete(w.sched, m)
 	delete(w.loadSAs, ike)
+	w.dropClaims(ike, false)
 }
 
 // forgetInit drops the IKE_SA_INIT retransmission entry of a responder IKE
