@@ -140,6 +140,9 @@ type IKEWorker struct {
 	// passed to it by another worker.
 	Datagrams uint64 `json:"datagrams"`
 	HandedIn  uint64 `json:"handed_in"`
+	// SpudWaitMS is the time it spent blocked on SA API calls during the
+	// run, in milliseconds.
+	SpudWaitMS float64 `json:"spud_wait_ms"`
 }
 
 // IKECPURatio is a responder's CPU per IKE SA (iked with spud) over

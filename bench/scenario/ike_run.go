@@ -511,12 +511,15 @@ func workerDeltas(before, after []ikectl.WorkerStats) []IKEWorker {
 	var out []IKEWorker
 	for _, w := range after {
 		x := IKEWorker{ID: w.ID, SPU: w.SPU, IKESAs: w.IKESAs, Datagrams: w.Datagrams, HandedIn: w.HandedIn}
+		wait := w.SpudWaitNS
 		for _, b := range before {
 			if b.ID == w.ID {
 				x.Datagrams -= min(b.Datagrams, w.Datagrams)
 				x.HandedIn -= min(b.HandedIn, w.HandedIn)
+				wait -= min(b.SpudWaitNS, w.SpudWaitNS)
 			}
 		}
+		x.SpudWaitMS = float64(wait) / 1e6
 		out = append(out, x)
 	}
 	return out
@@ -529,8 +532,16 @@ func workersNote(ws []IKEWorker) string {
 	}
 	var b strings.Builder
 	b.WriteString("; workers (IKE SAs/datagrams):")
+	waited := false
 	for _, w := range ws {
 		fmt.Fprintf(&b, " %d:%d/%d", w.ID, w.IKESAs, w.Datagrams)
+		waited = waited || w.SpudWaitMS > 0
+	}
+	if waited {
+		b.WriteString("; blocked on spud (ms):")
+		for _, w := range ws {
+			fmt.Fprintf(&b, " %d:%.0f", w.ID, w.SpudWaitMS)
+		}
 	}
 	return b.String()
 }

@@ -149,6 +149,14 @@ func TestWorkerDeltas(t *testing.T) {
 	if n := workersNote(got); n != "; workers (IKE SAs/datagrams): 0:600/1200 1:400/800" {
 		t.Errorf("note %q", n)
 	}
+	before[0].SpudWaitNS, after[0].SpudWaitNS, after[1].SpudWaitNS = 1e6, 251e6, 2e6
+	got = workerDeltas(before, after)
+	if got[0].SpudWaitMS != 250 || got[1].SpudWaitMS != 2 {
+		t.Errorf("time blocked on spud: %v and %v ms, want 250 and 2", got[0].SpudWaitMS, got[1].SpudWaitMS)
+	}
+	if n := workersNote(got); n != "; workers (IKE SAs/datagrams): 0:600/1200 1:400/800; blocked on spud (ms): 0:250 1:2" {
+		t.Errorf("note %q", n)
+	}
 }
 
 // testLine is a line's plan and gateways without a lab behind them.

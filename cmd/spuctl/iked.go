@@ -139,8 +139,8 @@ func ikeCmd(cmd string, args []string) error {
 		}
 		fmt.Printf("ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
 		for _, w := range st.Workers {
-			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it\n",
-				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn)
+			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it, %v blocked on spud, %d installs in flight\n",
+				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn, time.Duration(w.SpudWaitNS).Round(time.Millisecond), w.InstallsInFlight)
 		}
 		for _, k := range ikestats.Names(st.Counters) {
 			fmt.Printf("%-24s %d\n", k, st.Counters[k])

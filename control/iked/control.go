@@ -400,7 +400,7 @@ func (d *Daemon) statsReply() *ikectl.Stats {
 	}
 	d.each(func(l *loop, w *worker.Worker) {
 		out.Workers = append(out.Workers, ikectl.WorkerStats{ID: l.idx, SPU: l.spu, IKESAs: w.Len(),
-			Datagrams: l.rx.Load(), HandedIn: l.handedIn.Load()})
+			Datagrams: l.rx.Load(), HandedIn: l.handedIn.Load(), SpudWaitNS: uint64(l.dp.waitedNS.Load()), InstallsInFlight: l.wdp.inflight.Load()})
 		out.IKESAs += w.Len()
 	})
 	out.Migrations = d.migrations.Load()

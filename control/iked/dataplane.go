@@ -50,7 +50,14 @@ type spudDP struct {
 	usageCur   map[uint32]usageCount
 	usagePrev  map[uint32]usageCount
 	usageSince time.Time // when usageCur started
+
+	// waitedNS is the time callers spent in SA API calls they waited for
+	// (a worker's: the time it was blocked on spud), in nanoseconds.
+	waitedNS atomic.Int64
 }
+
+// waited counts the time since start as spent waiting for spud.
+func (p *spudDP) waited(start time.Time) { p.waitedNS.Add(int64(time.Since(start))) }
 
 type usageCount struct {
 	packets uint64
@@ -71,6 +78,7 @@ var (
 // A failure leaves them to InboundPackets.
 func (p *spudDP) PrefetchInbound(spis []uint32) {
 	now := time.Now()
+	defer p.waited(now)
 	var ask []api.SAID
 	p.usageMu.Lock()
 	if now.Sub(p.usageSince) >= usageTTL {
@@ -105,6 +113,7 @@ func (p *spudDP) PrefetchInbound(spis []uint32) {
 // SPI spud does not have counts nothing.
 func (p *spudDP) InboundPackets(spis []uint32) (uint64, error) {
 	now := time.Now()
+	defer p.waited(now)
 	var n uint64
 	var ask []api.SAID
 	p.usageMu.Lock()
@@ -207,10 +216,17 @@ func (p *spudDP) current() (*api.Client, error) {
 	}
 }
 
-// do runs an SA API call; one that failed because the connection was
-// lost under it (spud died during the call) runs once more on the next
-// connection: spud restarted empty, so the first attempt left nothing.
+// do runs an SA API call that the caller waits for (counted in
+// waitedNS); one that failed because the connection was lost under it
+// (spud died during the call) runs once more on the next connection: spud
+// restarted empty, so the first attempt left nothing.
 func (p *spudDP) do(call func(*api.Client) error) error {
+	defer p.waited(time.Now())
+	return p.run(call)
+}
+
+// run is do for a call nobody waits for (counted nowhere).
+func (p *spudDP) run(call func(*api.Client) error) error {
 	c, err := p.client()
 	if err != nil {
 		return err
@@ -285,8 +301,14 @@ var _ task.ChildDataPlane = (*spudDP)(nil)
 // task.ErrNoChildOps for a spud without it, which Install takes for the
 // separate calls.
 func (p *spudDP) AddChild(req *api.ChildAdd) (uint32, error) {
+	defer p.waited(time.Now())
+	return p.addChild(req)
+}
+
+// addChild is AddChild, not counted as waited for.
+func (p *spudDP) addChild(req *api.ChildAdd) (uint32, error) {
 	var r api.ChildAddReply
-	err := p.do(func(c *api.Client) (err error) {
+	err := p.run(func(c *api.Client) (err error) {
 		if p.oldSpud.Load() == c {
 			return task.ErrNoChildOps
 		}
@@ -294,6 +316,83 @@ func (p *spudDP) AddChild(req *api.ChildAdd) (uint32, error) {
 		return p.noChildOps(c, err, api.OpChildAdd)
 	})
 	return r.PolicyID, err
+}
+
+// workerDP is a worker's data plane: its own connection to spud (spudDP)
+// with a child.add the worker does not wait for (task.AsyncChildDataPlane).
+type workerDP struct {
+	*spudDP
+	// post hands a function to the worker's loop, which runs it on its
+	// goroutine between its other events.
+	post func(func())
+	// wg tracks the calls in flight, which the daemon's end waits for.
+	wg *sync.WaitGroup
+	// inflight counts the calls in flight.
+	inflight atomic.Int64
+	// flying are the child.adds in flight, with their policy's id once
+	// spud answered, until the worker has taken the answer: spud holds
+	// their SAs and policies before an IKE SA does, and the sweep after a
+	// resync must not take them for strays.
+	flyMu  sync.Mutex
+	flying map[*api.ChildAdd]uint32
+}
+
+// fly notes req in flight, with its policy's id once spud answered.
+func (p *workerDP) fly(req *api.ChildAdd, policy uint32) {
+	p.flyMu.Lock()
+	defer p.flyMu.Unlock()
+	if p.flying == nil {
+		p.flying = map[*api.ChildAdd]uint32{}
+	}
+	p.flying[req] = policy
+}
+
+// land forgets req once the worker took its answer.
+func (p *workerDP) land(req *api.ChildAdd) {
+	p.flyMu.Lock()
+	defer p.flyMu.Unlock()
+	delete(p.flying, req)
+}
+
+// owned adds the SAs and policies of the child.adds in flight to those
+// the sweep keeps. It runs on the worker's goroutine, so that an answer
+// is either taken (its Child SA in an IKE SA) or still here.
+func (p *workerDP) owned(sas map[saKey]bool, pols map[uint32]bool) {
+	p.flyMu.Lock()
+	defer p.flyMu.Unlock()
+	for req, id := range p.flying {
+		sas[saKey{req.In.SPI, api.In}] = true
+		if req.Out != nil {
+			sas[saKey{req.Out.SPI, api.Out}] = true
+		}
+		if id != 0 {
+			pols[id] = true
+		}
+	}
+}
+
+var _ task.AsyncChildDataPlane = (*workerDP)(nil)
+
+// AddChildAsync makes AddChild's call from a goroutine of its own, so that
+// the worker serves other IKE SAs meanwhile and several child.adds are in
+// flight on the connection (spud answers them in turn); done gets the
+// answer on the worker's goroutine. A connection lost under the call is
+// handled as AddChild's is: the call waits for the next connection (up to
+// spudWait) and runs again there.
+func (p *workerDP) AddChildAsync(req *api.ChildAdd, done func(uint32, error)) {
+	p.inflight.Add(1)
+	p.fly(req, 0)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		id, err := p.addChild(req)
+		p.fly(req, id)
+		p.inflight.Add(-1)
+		p.post(func() {
+			done(id, err)
+			p.land(req)
+		})
+	}()
 }
 
 // DelChild removes a Child SA in one round trip (child.del), or answers

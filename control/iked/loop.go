@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,9 +46,18 @@ type loop struct {
 	// socks are this worker's sockets by local address and port.
 	socks map[netip.AddrPort]*net.UDPConn
 	// dp is the worker's own connection to spud, so that workers share no
-	// lock on the way to the data plane.
+	// lock on the way to the data plane; wdp is the worker's data plane
+	// over it, whose child.add the worker does not wait for.
 	dp  *spudDP
-	log *slog.Logger
+	wdp *workerDP
+	// answers are the data plane's answers to the calls the worker did not
+	// wait for (workerDP.post), run by its goroutine between its other
+	// events; wake says there are some.
+	answerMu sync.Mutex
+	answers  []func()
+	spare    []func()
+	wake     chan struct{}
+	log      *slog.Logger
 	// rx counts datagrams that arrived on this worker's sockets, handedIn
 	// those another worker's sockets got for it (the selector could not
 	// choose, or a map change was under way).
@@ -93,9 +103,36 @@ func (l *loop) persist(ike *sa.IKESA) {
 func newLoop(d *Daemon, idx, spu int) *loop {
 	l := &loop{d: d, idx: idx, spu: spu, in: make(chan manager.Datagram, datagramQueue),
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
-		dp: &spudDP{path: func() string { return d.cfg.Load().SPUD }}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{}}
+		dp: &spudDP{path: func() string { return d.cfg.Load().SPUD }}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{},
+		wake: make(chan struct{}, 1)}
+	l.wdp = &workerDP{spudDP: l.dp, post: l.post, wg: &d.wg}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
+}
+
+// post queues f for the worker's goroutine; it never blocks (the caller is
+// the goroutine of an SA API call, which must not wait for the worker).
+func (l *loop) post(f func()) {
+	l.answerMu.Lock()
+	l.answers = append(l.answers, f)
+	l.answerMu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// runAnswers runs what post queued, on the worker's goroutine.
+func (l *loop) runAnswers() {
+	l.answerMu.Lock()
+	fs := l.answers
+	l.answers, l.spare = l.spare[:0], nil
+	l.answerMu.Unlock()
+	for i, f := range fs {
+		f()
+		fs[i] = nil
+	}
+	l.spare = fs[:0]
 }
 
 // run is the worker's goroutine: datagrams, commands and timers, one at a
@@ -124,6 +161,8 @@ func (l *loop) run() {
 			l.w.Receive(d)
 		case f := <-l.cmds:
 			f(l.w)
+		case <-l.wake:
+			l.runAnswers()
 		case <-timer.C:
 			l.w.Tick(time.Now())
 		case <-retryC:
@@ -375,7 +414,7 @@ var (
 
 func (e *workerEnv) Now() time.Time            { return time.Now() }
 func (e *workerEnv) Rand() io.Reader           { return rand.Reader }
-func (e *workerEnv) DataPlane() task.DataPlane { return e.l.dp }
+func (e *workerEnv) DataPlane() task.DataPlane { return e.l.wdp }
 func (e *workerEnv) Config() *config.Config    { return e.d.cfg.Load() }
 func (e *workerEnv) Settings() manager.Settings {
 	return e.d.settings(e.d.cfg.Load())

@@ -421,7 +421,10 @@ func (d *Daemon) sweep() {
 	for _, t := range d.traps.Load().byName {
 		ownedPol[t.PolicyID] = true
 	}
-	if err := d.each(func(_ *loop, w *worker.Worker) {
+	if err := d.each(func(l *loop, w *worker.Worker) {
+		if l.wdp != nil {
+			l.wdp.owned(ownedSA, ownedPol)
+		}
 		for _, ike := range w.List() {
 			for _, dr := range ike.Draining {
 				ownedSA[saKey{dr.SPI, api.In}] = true

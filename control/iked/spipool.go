@@ -20,6 +20,11 @@ import (
 // restarted knows nothing of it) and for api.SPIBlockUse after it was
 // granted; what is left of it then is dropped, and spud's reservations
 // lapse by themselves.
+//
+// The next block is asked for ahead, from a goroutine of its own, once
+// half of the current one is handed out, so that the worker does not
+// wait for spud when the current one runs out: only a pool's first block
+// (or one after a lapse or a new connection) is waited for.
 type spiPools struct {
 	mu    sync.Mutex
 	pools map[int]*spiPool
@@ -36,6 +41,32 @@ type spiPool struct {
 	// lapsed half used, so that a busy logical SPU asks rarely and an
 	// idle one pins few reservations in spud.
 	size int
+	// ahead is the next block, asked for while this one lasts; nil when
+	// none is.
+	ahead *spiBlock
+}
+
+// spiBlock is a block asked for ahead: its fields are set once done is
+// closed.
+type spiBlock struct {
+	c     *api.Client
+	size  int
+	done  chan struct{}
+	spis  []uint32
+	until time.Time
+	err   error
+}
+
+// askAhead asks for the next block of p on connection c.
+func (p *spiPool) askAhead(c *api.Client, grant func(n int) ([]uint32, error)) {
+	b := &spiBlock{c: c, size: min(2*p.size, spiBlockMax), done: make(chan struct{})}
+	p.ahead = b
+	go func() {
+		defer close(b.done)
+		start := time.Now()
+		b.spis, b.err = grant(b.size)
+		b.until = start.Add(api.SPIBlockUse)
+	}()
 }
 
 // The block sizes asked for: a setup rate of a few hundred per second
@@ -71,12 +102,20 @@ func (ps *spiPools) take(c *api.Client, logical int, grant func(n int) ([]uint32
 	now := time.Now()
 	switch {
 	case p.c != c:
-		p.spis, p.size = nil, spiBlockMin
+		p.spis, p.size, p.ahead = nil, spiBlockMin, nil
 	case len(p.spis) > 0 && now.After(p.until):
 		if p.size = p.size / 2; p.size < spiBlockMin {
 			p.size = spiBlockMin
 		}
-		p.spis = nil
+		p.spis, p.ahead = nil, nil
+	}
+	if b := p.ahead; len(p.spis) == 0 && b != nil {
+		// Asked for when this block was half out: most often here by now.
+		<-b.done
+		p.ahead = nil
+		if now = time.Now(); b.err == nil && b.c == c && now.Before(b.until) {
+			p.c, p.spis, p.until, p.size = c, b.spis, b.until, b.size
+		}
 	}
 	if len(p.spis) == 0 {
 		size := p.size
@@ -91,6 +130,9 @@ func (ps *spiPools) take(c *api.Client, logical int, grant func(n int) ([]uint32
 	}
 	spi := p.spis[0]
 	p.spis = p.spis[1:]
+	if len(p.spis) <= p.size/2 && p.ahead == nil {
+		p.askAhead(c, grant)
+	}
 	return spi, nil
 }
 

@@ -22,6 +22,8 @@ type fakeSPIAlloc struct {
 	mu     sync.Mutex
 	next   uint32
 	counts []int
+	// delay is how long each spi.alloc takes.
+	delay time.Duration
 }
 
 func (f *fakeSPIAlloc) serve(t *testing.T, blocks bool) (*unixrpc.Server, string) {
@@ -43,6 +45,7 @@ func (f *fakeSPIAlloc) serve(t *testing.T, blocks bool) (*unixrpc.Server, string
 				return nil, err
 			}
 		}
+		time.Sleep(f.delay)
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.counts = append(f.counts, req.Count)
@@ -162,5 +165,53 @@ func TestSPIBlocksOlderSpud(t *testing.T) {
 	}
 	if dp.noBlocks.Load() != c {
 		t.Errorf("the connection is not marked as one without blocks")
+	}
+}
+
+// The next block of a pool is asked for ahead, once half of the current
+// one is handed out: the worker waits for spud for a pool's first block,
+// not for the later ones.
+func TestSPIBlocksAhead(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	f := &fakeSPIAlloc{delay: delay}
+	_, path := f.serve(t, true)
+	dp := &spudDP{path: func() string { return path }}
+	c, err := api.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.c.Store(c)
+	a := netip.MustParseAddr("198.18.0.1")
+	seen := map[uint32]bool{}
+	var first time.Duration
+	for i := range spiBlockMin + 2*spiBlockMin + 4*spiBlockMin {
+		spi, err := dp.AllocSPI(a, a, api.Logical(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[spi] {
+			t.Fatalf("spi %d handed out twice", spi)
+		}
+		seen[spi] = true
+		if i == 0 {
+			if first = time.Duration(dp.waitedNS.Load()); first < delay {
+				t.Errorf("the first block was not waited for")
+			}
+		}
+		// Setups come at a pace that leaves spud time to answer: the
+		// block asked ahead is in before the next setup.
+		p := dp.spis.pool(5)
+		p.mu.Lock()
+		b := p.ahead
+		p.mu.Unlock()
+		if b != nil {
+			<-b.done
+		}
+	}
+	if got := f.asked(); len(got) < 3 || got[0] != spiBlockMin || got[1] != 2*spiBlockMin || got[2] != 4*spiBlockMin {
+		t.Errorf("blocks asked %v, want %d, %d, %d...", got, spiBlockMin, 2*spiBlockMin, 4*spiBlockMin)
+	}
+	if w := time.Duration(dp.waitedNS.Load()) - first; w >= delay {
+		t.Errorf("waited %v for spud after the first block, want less than one call's %v", w, delay)
 	}
 }

@@ -504,6 +504,13 @@ type Node struct {
 	// again), is the IKE SAs by peer address of every worker of the node,
 	// as iked's (workers made with Env share it).
 	SharedPeers *worker.PeerCounts
+	// InstallDelay, when set, makes the node's data plane take child.add
+	// as iked's does, without the worker waiting (task.AsyncChildDataPlane):
+	// each is applied and answered InstallDelay of fake time after it was
+	// sent, as the simulation runs; HoldInstalls holds them back while
+	// set.
+	InstallDelay time.Duration
+	HoldInstalls bool
 
 	sim    *Sim
 	rnd    *Rand
@@ -549,6 +556,9 @@ type Sim struct {
 	queue []inflight
 	seq   int
 	flows []*Flow
+	// installs are the child.adds in flight to nodes with an InstallDelay,
+	// in the order sent.
+	installs []asyncInstall
 	// Sent counts datagrams sent by each node, by exchange.
 	Sent []Sent
 	// NoSent keeps Sent empty, for benchmarks of many exchanges.
@@ -763,6 +773,61 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 	}
 }
 
+// asyncInstall is a child.add in flight to a node's data plane.
+type asyncInstall struct {
+	at   time.Time
+	n    *Node
+	req  *api.ChildAdd
+	done func(uint32, error)
+}
+
+// slowDataPlane is the data plane of a node with an InstallDelay.
+type slowDataPlane struct {
+	*DataPlane
+	n *Node
+}
+
+var _ task.AsyncChildDataPlane = slowDataPlane{}
+
+// AddChildAsync queues req, to be applied (AddChild) and answered when
+// the node's InstallDelay has passed and it holds no installs back.
+func (d slowDataPlane) AddChildAsync(req *api.ChildAdd, done func(uint32, error)) {
+	s := d.n.sim
+	s.installs = append(s.installs, asyncInstall{at: s.Clock.Now().Add(d.n.InstallDelay), n: d.n, req: req, done: done})
+}
+
+// InstallsInFlight is the number of child.adds sent to the node's data
+// plane and not answered yet.
+func (n *Node) InstallsInFlight() int {
+	k := 0
+	for _, in := range n.sim.installs {
+		if in.n == n {
+			k++
+		}
+	}
+	return k
+}
+
+// answerInstalls applies and answers the installs due at now, in the
+// order they were sent; it reports whether it answered any.
+func (s *Sim) answerInstalls(now time.Time) bool {
+	var due []asyncInstall
+	rest := s.installs[:0]
+	for _, in := range s.installs {
+		if !in.n.HoldInstalls && !in.at.After(now) {
+			due = append(due, in)
+		} else {
+			rest = append(rest, in)
+		}
+	}
+	s.installs = rest
+	for _, in := range due {
+		id, err := in.n.DP.AddChild(in.req)
+		in.done(id, err)
+	}
+	return len(due) > 0
+}
+
 // Step delivers what is due and fires due timers; it reports false when
 // nothing is left to do before until.
 func (s *Sim) Step(until time.Time) bool {
@@ -770,6 +835,7 @@ func (s *Sim) Step(until time.Time) bool {
 	for _, f := range s.flows {
 		f.step(now)
 	}
+	answered := s.answerInstalls(now)
 	var due []inflight
 	rest := s.queue[:0]
 	for _, f := range s.queue {
@@ -807,7 +873,7 @@ func (s *Sim) Step(until time.Time) bool {
 			fired = true
 		}
 	}
-	if len(due) > 0 || fired {
+	if len(due) > 0 || fired || answered {
 		return true
 	}
 	next := time.Time{}
@@ -826,6 +892,11 @@ func (s *Sim) Step(until time.Time) bool {
 	for _, f := range s.flows {
 		if d := f.nextEvent(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
 			next = d
+		}
+	}
+	for _, in := range s.installs {
+		if !in.n.HoldInstalls && (next.IsZero() || in.at.Before(next)) {
+			next = in.at
 		}
 	}
 	if next.IsZero() || next.After(until) {
@@ -868,10 +939,15 @@ type nodeEnv Node
 
 var _ worker.Env = (*nodeEnv)(nil)
 
-func (e *nodeEnv) Now() time.Time            { return e.sim.Clock.Now() }
-func (e *nodeEnv) Rand() io.Reader           { return e.rnd }
-func (e *nodeEnv) DataPlane() task.DataPlane { return e.DP }
-func (e *nodeEnv) Config() *config.Config    { return e.Cfg }
+func (e *nodeEnv) Now() time.Time  { return e.sim.Clock.Now() }
+func (e *nodeEnv) Rand() io.Reader { return e.rnd }
+func (e *nodeEnv) DataPlane() task.DataPlane {
+	if e.InstallDelay > 0 {
+		return slowDataPlane{e.DP, e.Node()}
+	}
+	return e.DP
+}
+func (e *nodeEnv) Config() *config.Config { return e.Cfg }
 func (e *nodeEnv) Settings() manager.Settings {
 	return e.Set
 }

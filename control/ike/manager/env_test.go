@@ -94,6 +94,7 @@ func (e *fakeEnv) Adopt(ike *sa.IKESA) *Manager {
 	return New(ike, e)
 }
 func (e *fakeEnv) Heir(*Manager, *sa.ChildSA) *sa.IKESA { return nil }
+func (e *fakeEnv) Resume(_ *Manager, f func())          { f() }
 
 var _ Env = (*fakeEnv)(nil)
 

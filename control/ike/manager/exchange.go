@@ -24,8 +24,13 @@ func (m *Manager) sendTo(local, remote netip.AddrPort, msg []byte) {
 	m.lastSent = m.env.Now()
 }
 
-// Initiate starts the next exchange if none is in flight.
+// Initiate starts the next exchange if none is in flight, and none of the
+// peer's waits for the data plane (our request would go out before that
+// answer: before IKE_AUTH's, on an IKE SA the peer does not know yet).
 func (m *Manager) Initiate() {
+	if m.Installing() {
+		return
+	}
 	for !m.destroyed && m.req == nil {
 		ex, tasks := m.pick()
 		if len(tasks) == 0 {
@@ -262,6 +267,20 @@ func (m *Manager) authenticated(d Datagram, msg *message.Message) {
 func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 	ike := m.IKE
 	h := msg.Header
+	if w := m.rare().waiting; w != nil {
+		// The request at hand waits for its Child SA's install: a
+		// retransmission of it is answered once, when the install is
+		// (processed again, it would install a second Child SA); the peer
+		// sends nothing else before that answer (window size 1).
+		if h.MessageID == w.msg.Header.MessageID {
+			m.env.Stats().Inc(stats.InstallRetransmits)
+			m.Logger().Debug("retransmitted request dropped: its answer waits for the data plane", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		} else {
+			m.env.Stats().Fail(stats.InvalidMessageID)
+			m.Logger().Debug("dropped request while the one before waits for the data plane", "msgid", h.MessageID, "waiting", w.msg.Header.MessageID)
+		}
+		return
+	}
 	if ike.MsgIDIn > 0 && h.MessageID == ike.MsgIDIn-1 && len(ike.LastResponse) > 0 {
 		if !m.retransmittedFragment(msg) {
 			return
@@ -329,17 +348,79 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		m.Logger().Info("dropped request of an unsupported exchange", "exchange", h.Exchange.String())
 		return
 	}
-	final := task.Done
-	ran := 0
-	for _, t := range tasks {
-		ran++
-		st := t.Process(c, msg)
-		if st == task.Failed || st == task.Reject {
-			break
+	r := &responding{c: c, msg: msg, d: d, tasks: tasks}
+	if h.Exchange == message.IKEAuth {
+		// Its Child SA may go in without the worker waiting for it.
+		c.Resume = func(f func() task.Status) { m.env.Resume(m, func() { m.resume(r, f) }) }
+	}
+	m.respond(r)
+}
+
+// responding is a request being answered: its responder tasks, how many
+// have processed it, and where the answer goes. While a task waits for
+// the data plane (Pending) it is the manager's seldom.waiting.
+type responding struct {
+	c     *task.Ctx
+	msg   *message.Message
+	d     Datagram
+	tasks []task.Responder
+	// ran is how many tasks processed the request; stop is set when one
+	// ended the exchange (Failed, Reject), which the others then skip.
+	ran  int
+	stop bool
+}
+
+// respond runs the responder tasks that have not processed r's request,
+// then answers it, unless a task waits for the data plane: the exchange
+// is then carried on by resume.
+func (m *Manager) respond(r *responding) {
+	for !r.stop && r.ran < len(r.tasks) {
+		t := r.tasks[r.ran]
+		r.ran++
+		switch t.Process(r.c, r.msg) {
+		case task.Pending:
+			m.rareW().waiting = r
+			return
+		case task.Failed, task.Reject:
+			r.stop = true
 		}
 	}
+	m.answer(r)
+}
+
+// resume carries on the exchange r, whose task waited for the data
+// plane, once that answered: f ends the task's step (always, so that it
+// can undo what it installed for an IKE SA that ended meanwhile), then
+// the other tasks run and the request is answered.
+func (m *Manager) resume(r *responding, f func() task.Status) {
+	st := f()
+	if m.destroyed || m.more == nil || m.more.waiting != r {
+		return
+	}
+	m.more.waiting = nil
+	m.shrink()
+	if st == task.Failed || st == task.Reject {
+		r.stop = true
+	}
+	m.respond(r)
+	if !m.destroyed {
+		m.Initiate()
+		m.armProbe()
+	}
+}
+
+// Installing reports whether a request of the peer waits for its Child
+// SA's install before it is answered.
+func (m *Manager) Installing() bool { return m.rare().waiting != nil }
+
+// answer builds, sends and caches the response to r's request, and ends
+// or establishes the IKE SA as the tasks decided.
+func (m *Manager) answer(r *responding) {
+	ike := m.IKE
+	c, msg, d, h := r.c, r.msg, r.d, r.msg.Header
+	final := task.Done
 	resp := m.response(msg)
-	for _, t := range tasks[:ran] {
+	for _, t := range r.tasks[:r.ran] {
 		if st := t.Build(c, resp); rank(st) > rank(final) {
 			final = st
 		}

@@ -179,7 +179,9 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	for _, d := range x.deferred {
 		d.t.Abort(err)
 	}
-	m.active, m.queue, m.req, x.deferred = nil, nil, nil, nil
+	// A request waiting for its Child SA's install is never answered; the
+	// install, when answered, finds the IKE SA gone and undoes itself.
+	m.active, m.queue, m.req, x.deferred, x.waiting = nil, nil, nil, nil, nil
 	x.frags.reset()
 	ike.State = sa.Destroyed
 	x.failure = f

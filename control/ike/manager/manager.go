@@ -10,7 +10,10 @@
 // A Manager is driven by one goroutine (its worker's): Receive for a
 // datagram of its IKE SA, Tick when Deadline has passed, Queue and
 // Initiate for new work. It never blocks but on the data plane calls its
-// tasks make.
+// tasks make, and not on IKE_AUTH's install where the data plane answers
+// later (task.AsyncChildDataPlane): the request then waits (Installing),
+// a retransmission of it is dropped, and the answer goes out when
+// Env.Resume brings the data plane's.
 //
 // Message flow of an exchange we initiate:
 //
@@ -120,6 +123,11 @@ type Env interface {
 	// care and returns its manager; its queued tasks start once the
 	// current event is handled.
 	Adopt(ike *sa.IKESA) *Manager
+	// Resume runs f, the rest of an exchange of m that waited for the
+	// data plane, as the worker runs m's events: on its goroutine, with a
+	// panic costing m alone, m's timers and the worker's pending work seen
+	// to after.
+	Resume(m *Manager, f func())
 	// Heir is called for each Child SA of an IKE SA that goes: if a Child
 	// SA of another IKE SA replaces it (a reauthentication's), the hook
 	// installs that one's pending outbound SA and returns its IKE SA, which
@@ -213,6 +221,9 @@ type seldom struct {
 	frags     fragBuffers
 	failure   *task.Failure
 	endReason string
+	// waiting is the peer's request whose answer waits for its Child
+	// SA's install (Installing).
+	waiting *responding
 }
 
 // noSeldom is what rare returns for a Manager without: never written.
@@ -232,6 +243,16 @@ func (m *Manager) rareW() *seldom {
 		m.more = &seldom{}
 	}
 	return m.more
+}
+
+// shrink lets m's seldom state go when it holds nothing any more (the
+// install it was made to wait for is over), so that an idle IKE SA's
+// Manager is small again.
+func (m *Manager) shrink() {
+	if x := m.more; x != nil && len(x.deferred) == 0 && x.frags.requests == nil && x.frags.responses == nil &&
+		x.failure == nil && x.endReason == "" && x.waiting == nil {
+		m.more = nil
+	}
 }
 
 // New returns the manager of ike.

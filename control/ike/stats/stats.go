@@ -174,6 +174,14 @@ const (
 	// SendsDropped counts datagrams not sent because the socket's buffer
 	// was full (the peer retransmits, or we do).
 	SendsDropped
+	// InstallsAsync counts Child SAs whose install a worker did not wait
+	// for (an IKE_AUTH's, through an asynchronous data plane): it served
+	// other IKE SAs until the data plane answered.
+	InstallsAsync
+	// InstallRetransmits counts retransmitted requests dropped because
+	// their exchange waited for its Child SA's install: answered once,
+	// when the install is.
+	InstallRetransmits
 	NumCounters
 )
 
@@ -215,6 +223,8 @@ var counterNames = [...]string{
 	StateWriteErrors:     "state_write_errors",
 	StatesLost:           "states_lost",
 	SendsDropped:         "sends_dropped",
+	InstallsAsync:        "installs_async",
+	InstallRetransmits:   "install_retransmits_absorbed",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

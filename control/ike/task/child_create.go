@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"log/slog"
@@ -340,7 +341,8 @@ func logChild(c *Ctx, ch *sa.ChildSA, msg string, more ...any) {
 //	exchangeKeys         the nonces and the PFS group's KE (INVALID_KE_PAYLOAD)
 //	allocateSPI          our inbound SPI (NO_ADDITIONAL_SAS)
 //	deriveKeys           KEYMAT (NO_ADDITIONAL_SAS)
-//	install              the SAs and policy in the data plane (NO_ADDITIONAL_SAS)
+//	install              the SAs and policy in the data plane (NO_ADDITIONAL_SAS;
+//	                     in IKE_AUTH without waiting: Pending until the data plane answers)
 //	adopt                the Child SA joins the IKE SA, a rekey's old one is marked
 type ChildCreateR struct {
 	// rekeyOf is the Child SA the peer rekeys (REKEY_SA), if any.
@@ -387,7 +389,8 @@ type childCandidate struct {
 // Kind is KindChildCreate.
 func (t *ChildCreateR) Kind() Kind { return KindChildCreate }
 
-// Abort does nothing: the responder answers within one step.
+// Abort does nothing: a step that waits for the data plane learns of
+// the IKE SA's end when it resumes (InstallAsync).
 func (t *ChildCreateR) Abort(error) {}
 
 // refuse answers with the notify n (data its data) and returns false, to
@@ -423,12 +426,7 @@ func (t *ChildCreateR) Process(c *Ctx, req *message.Message) Status {
 		!t.allocateSPI(c, r) || !t.deriveKeys(c, r) {
 		return Done
 	}
-	ch, ok := t.install(c, r)
-	if !ok {
-		return Done
-	}
-	t.adopt(c, r, ch)
-	return Done
+	return t.install(c, r)
 }
 
 // readRequest finds the SA, TSi and TSr payloads (and KE, Nonce). Without
@@ -666,18 +664,39 @@ func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
 // install puts the Child SA into the data plane (Install: nothing of it
 // stays on failure) before the answer goes out, so that the peer's first
 // packets find it; a rekey's outbound SA is held back. NO_ADDITIONAL_SAS
-// if the data plane refuses.
-func (t *ChildCreateR) install(c *Ctx, r *childRequest) (*sa.ChildSA, bool) {
+// if the data plane refuses; else the Child SA is adopted.
+//
+// Inside IKE_AUTH the worker does not wait for the data plane
+// (InstallAsync): the step returns Pending, and the exchange is answered
+// when the data plane is, as it would have been at once. CREATE_CHILD_SA
+// still waits: a rekey's collisions are settled against the state of the
+// moment, which must not move under it.
+func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 	rekeyed := t.rekeyOf
 	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
 		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
 	if rekeyed != nil {
 		ch.Replaces, ch.ReqID = rekeyed.SPIIn, rekeyed.ReqID
 	}
-	if err := Install(c, r.conn, r.cc, ch); err != nil {
-		return nil, t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
+	finish := func(err error) Status {
+		switch {
+		case errors.Is(err, ErrIKEGone):
+			// Nothing to answer: the manager drops the exchange.
+		case err != nil:
+			t.refuse(c, stats.DataPlane, message.NoAdditionalSAs, nil, "%v", err)
+		default:
+			t.adopt(c, r, ch)
+		}
+		return Done
 	}
-	return ch, true
+	if !r.inAuth {
+		return finish(Install(c, r.conn, r.cc, ch))
+	}
+	pending, err := InstallAsync(c, r.conn, r.cc, ch, finish)
+	if pending {
+		return Pending
+	}
+	return finish(err)
 }
 
 // adopt makes the installed Child SA one of the IKE SA's, with the chosen

@@ -109,6 +109,83 @@ func Anchor(ike *sa.IKESA) *int {
 // that takes a Child SA in one call (ChildDataPlane) gets one, all or
 // nothing, for an anchored IKE SA's: one round trip to spud, not three.
 func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error {
+	p, err := planInstall(c, conn, cc, ch)
+	if err != nil {
+		return err
+	}
+	return p.install(c, cc, ch)
+}
+
+// ErrIKEGone is what InstallAsync's done gets when the IKE SA ended while
+// its Child SA went in: what the data plane took is removed again.
+var ErrIKEGone = errors.New("the IKE SA ended while its child sa was installed")
+
+// InstallAsync is Install without waiting for the data plane, where the
+// data plane takes a Child SA so (AsyncChildDataPlane), the exchange can
+// wait (c.Resume is set) and the Child SA goes in with one call (an
+// anchored IKE SA's) and takes no other's policy over: it sends the request and reports pending; done gets
+// Install's outcome later, through c.Resume, and returns the status of
+// the step that waited. Otherwise it installs as Install does and returns
+// the outcome at once (pending false), done unused.
+//
+// While the request is in flight the Child SA is in no IKE SA's list
+// (the caller adds it in done), so nothing else asks the data plane about
+// it before its add is answered. If the IKE SA ended meanwhile, the Child
+// SA is removed again as the IKE SA's end would have removed it, and done
+// gets ErrIKEGone.
+func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, done func(error) Status) (pending bool, err error) {
+	p, err := planInstall(c, conn, cc, ch)
+	if err != nil {
+		return false, err
+	}
+	adp, ok := c.DataPlane().(AsyncChildDataPlane)
+	if !ok || c.Resume == nil || p.in.Logical == nil || p.sib != nil || ch.Replaces != 0 {
+		// A Child SA that takes another's policy over (a reauthentication's)
+		// goes in at once: the other must not move meanwhile.
+		return false, p.install(c, cc, ch)
+	}
+	c.Stats().Inc(stats.InstallsAsync)
+	adp.AddChildAsync(p.request(ch.OutPending), func(id uint32, err error) {
+		c.Resume(func() Status {
+			switch {
+			case errors.Is(err, ErrNoChildOps):
+				// A spud older than child.add: the separate calls, waited
+				// for (such a spud is older than this path, too).
+				err = p.separate(c, cc, ch)
+			case err != nil:
+				err = fmt.Errorf("install child sa 0x%08x/0x%08x: %w", p.in.SPI, p.out.SPI, err)
+			default:
+				p.adopted(c, cc, ch, id)
+			}
+			if err == nil && c.IKE.State == sa.Destroyed {
+				if uerr := Uninstall(c.DataPlane(), c.IKE, ch); uerr != nil {
+					c.Stats().Fail(stats.DataPlane)
+					c.Log.Warn("child sa of an IKE SA that ended while it was installed: removal incomplete", "spi_in", hex8(ch.SPIIn),
+						"err", uerr.Error())
+				}
+				c.Stats().Inc(stats.ChildSAsDeleted)
+				err = ErrIKEGone
+			}
+			return done(err)
+		})
+	})
+	return true, nil
+}
+
+// installPlan is what Install decided for a Child SA before asking the
+// data plane: its two SAs, its policy if it needs one of its own, and the
+// sibling whose policies it takes over once in.
+type installPlan struct {
+	in, out    *api.SA
+	pol        *api.Policy
+	needPolicy bool
+	sib        *sa.ChildSA
+}
+
+// planInstall settles a Child SA's reqid and policy (a sibling's, a
+// reauthenticated predecessor's, a trap's, or one of its own) and makes
+// its SAs.
+func planInstall(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) (*installPlan, error) {
 	ike := c.IKE
 	if ch.UniqueID == 0 {
 		ch.UniqueID = c.NewID()
@@ -142,10 +219,10 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	}
 	if sib != nil {
 		// A Child SA of the same child with the same selectors (its
-		// replacement, or one the peer created next to it) shares its reqid
-		// and takes its policy over: the data plane sends through the
-		// newest outbound SA of a reqid, and the policy must outlive the
-		// older Child SA's deletion.
+		// replacement, or one the peer created next to it) shares its
+		// reqid and takes its policy over: the data plane sends through
+		// the newest outbound SA of a reqid, and the policy must outlive
+		// the older Child SA's deletion.
 		ch.ReqID, ch.Trap = sib.ReqID, sib.Trap
 	} else if tr, ok := c.Trap(conn.Name, cc.Name); ok && ts.Equal(tr.LocalTS, ch.LocalTS) && ts.Equal(tr.RemoteTS, ch.RemoteTS) &&
 		(!ike.Anchored || int(ike.Logical) == tr.Logical) {
@@ -168,28 +245,59 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 	name := SAName(conn.Name, cc.Name, ch.UniqueID)
 	in, out, err := ChildSAs(ike, ch, cc, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	dp := c.DataPlane()
 	// A Child SA that shares a sibling's reqid shares its policy, wherever
 	// it is now (Uninstall hands it on); only the first gets one.
-	needPolicy := !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil
-	pol := &api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
+	p := &installPlan{in: in, out: out, sib: sib, needPolicy: !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil}
+	p.pol = &api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
 		LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name}
-	done, err := addChild(dp, in, out, pol, ch.OutPending, needPolicy)
+	return p, nil
+}
+
+// install makes p's calls to the data plane, waiting for each: one
+// child.add where it can, else the separate calls.
+func (p *installPlan) install(c *Ctx, cc *config.Child, ch *sa.ChildSA) error {
+	done, err := addChild(c.DataPlane(), p, ch.OutPending)
 	if err != nil {
 		return err
 	}
 	if done != nil {
-		if sib != nil && len(sib.PolicyIDs) > 0 {
-			ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
-		}
-		if *done != 0 {
-			ch.PolicyIDs = append(ch.PolicyIDs, *done)
-		}
-		installed(c, cc, ch)
+		p.adopted(c, cc, ch, *done)
 		return nil
 	}
+	return p.separate(c, cc, ch)
+}
+
+// request is p as one child.add.
+func (p *installPlan) request(outPending bool) *api.ChildAdd {
+	req := &api.ChildAdd{Logical: *p.in.Logical, In: *p.in}
+	if !outPending {
+		req.Out = p.out
+	}
+	if p.needPolicy {
+		req.Policy = p.pol
+	}
+	return req
+}
+
+// adopted records what the data plane took in one call: policyID is the
+// new policy's (0: none), and the sibling's policies move to ch.
+func (p *installPlan) adopted(c *Ctx, cc *config.Child, ch *sa.ChildSA, policyID uint32) {
+	if p.sib != nil && len(p.sib.PolicyIDs) > 0 {
+		ch.PolicyIDs, p.sib.PolicyIDs = p.sib.PolicyIDs, nil
+	}
+	if policyID != 0 {
+		ch.PolicyIDs = append(ch.PolicyIDs, policyID)
+	}
+	installed(c, cc, ch)
+}
+
+// separate installs p with a call for each part, inbound SA first,
+// undoing what went in when a part is refused.
+func (p *installPlan) separate(c *Ctx, cc *config.Child, ch *sa.ChildSA) error {
+	dp := c.DataPlane()
+	in, out := p.in, p.out
 	if err := dp.AddSA(in); err != nil {
 		return fmt.Errorf("install inbound sa 0x%08x: %w", in.SPI, err)
 	}
@@ -199,11 +307,11 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 			return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
 		}
 	}
-	if sib != nil && len(sib.PolicyIDs) > 0 {
-		ch.PolicyIDs, sib.PolicyIDs = sib.PolicyIDs, nil
+	if p.sib != nil && len(p.sib.PolicyIDs) > 0 {
+		ch.PolicyIDs, p.sib.PolicyIDs = p.sib.PolicyIDs, nil
 	}
-	if needPolicy {
-		id, err := dp.AddPolicy(pol)
+	if p.needPolicy {
+		id, err := dp.AddPolicy(p.pol)
 		if err != nil {
 			dp.DelSA(api.SAID{SPI: out.SPI, Dir: api.Out, Remote: out.Remote})
 			dp.DelSA(api.SAID{SPI: in.SPI, Dir: api.In})
@@ -220,24 +328,17 @@ func Install(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) error 
 // unless held back, the policy if needed. It returns the policy's id (0:
 // none), or nil when the caller is to make the separate calls: the data
 // plane has no such call, or the IKE SA no anchor to give it.
-func addChild(dp DataPlane, in, out *api.SA, pol *api.Policy, outPending, needPolicy bool) (*uint32, error) {
+func addChild(dp DataPlane, p *installPlan, outPending bool) (*uint32, error) {
 	cdp, ok := dp.(ChildDataPlane)
-	if !ok || in.Logical == nil {
+	if !ok || p.in.Logical == nil {
 		return nil, nil
 	}
-	req := &api.ChildAdd{Logical: *in.Logical, In: *in}
-	if !outPending {
-		req.Out = out
-	}
-	if needPolicy {
-		req.Policy = pol
-	}
-	id, err := cdp.AddChild(req)
+	id, err := cdp.AddChild(p.request(outPending))
 	switch {
 	case errors.Is(err, ErrNoChildOps):
 		return nil, nil
 	case err != nil:
-		return nil, fmt.Errorf("install child sa 0x%08x/0x%08x: %w", in.SPI, out.SPI, err)
+		return nil, fmt.Errorf("install child sa 0x%08x/0x%08x: %w", p.in.SPI, p.out.SPI, err)
 	}
 	return &id, nil
 }

@@ -14,11 +14,12 @@ func _() {
 	_ = x[Failed-3]
 	_ = x[Destroy-4]
 	_ = x[Reject-5]
+	_ = x[Pending-6]
 }
 
-const _Status_name = "doneneed-moreretryfaileddestroyreject"
+const _Status_name = "doneneed-moreretryfaileddestroyrejectpending"
 
-var _Status_index = [...]uint8{0, 4, 13, 18, 24, 31, 37}
+var _Status_index = [...]uint8{0, 4, 13, 18, 24, 31, 37, 44}
 
 func (i Status) String() string {
 	idx := int(i) - 0

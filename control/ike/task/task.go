@@ -85,6 +85,22 @@ type ChildDataPlane interface {
 	DelChild(req *api.ChildDel) error
 }
 
+// AsyncChildDataPlane is a ChildDataPlane that takes a Child SA without
+// making the worker wait for spud's answer: the request goes out on the
+// connection (several may be in flight) and the answer comes back to the
+// worker as an event of its own loop, so that the worker serves other IKE
+// SAs meanwhile. InstallAsync uses it where the exchange can wait
+// (Ctx.Resume is set).
+type AsyncChildDataPlane interface {
+	ChildDataPlane
+	// AddChildAsync sends req and returns at once; done is called once,
+	// later (never within AddChildAsync), on the goroutine that runs the
+	// worker that called, with what AddChild would have returned.
+	// Requests in flight together may be applied in any order: nothing
+	// is asked about a Child SA until its add has been answered.
+	AddChildAsync(req *api.ChildAdd, done func(policyID uint32, err error))
+}
+
 // ErrNoChildOps is a ChildDataPlane's answer when the data plane behind
 // it cannot take a Child SA in one call (a spud older than child.add):
 // nothing was done, and the caller makes the separate calls.
@@ -160,6 +176,11 @@ const (
 	// Reject: a responder's IKE_SA_INIT answer that keeps no state (an error
 	// notify sent with SPIr zero).
 	Reject // reject
+	// Pending: the responder's step waits for the data plane (an
+	// asynchronous install, InstallAsync): the manager answers nothing
+	// yet and serves other IKE SAs' events meanwhile; the step's end runs
+	// later through Ctx.Resume and says what the step would have said.
+	Pending // pending
 )
 
 // Kind names a task type.
@@ -244,6 +265,14 @@ type Ctx struct {
 	QueueAt func(t Initiator, at time.Time)
 	// Host reaches beyond this IKE SA, for IKE SA rekeying.
 	Host Host
+	// Resume, when set (a responder's exchange that may wait), runs the
+	// end of a step that returned Pending, on the worker's goroutine with
+	// the IKE SA's manager in charge: f finishes the step (also when the
+	// IKE SA ended meanwhile, so that it can undo what the data plane
+	// did) and returns the status Process would have returned; then the
+	// manager carries on with the exchange. Nil: every step finishes
+	// within Process.
+	Resume func(f func() Status)
 }
 
 // Host is what rekeying an IKE SA needs of the task manager: new IKE SAs

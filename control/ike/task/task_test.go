@@ -5,7 +5,7 @@ import "testing"
 // The names of statuses and kinds are in the manager's log lines.
 func TestNames(t *testing.T) {
 	for s, want := range map[Status]string{Done: "done", NeedMore: "need-more", Retry: "retry", Failed: "failed",
-		Destroy: "destroy", Reject: "reject", -1: "Status(-1)", 6: "Status(6)"} {
+		Destroy: "destroy", Reject: "reject", Pending: "pending", -1: "Status(-1)", 7: "Status(7)"} {
 		if got := s.String(); got != want {
 			t.Errorf("Status(%d) = %q, want %q", int(s), got, want)
 		}

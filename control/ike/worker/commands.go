@@ -442,7 +442,9 @@ func (w *Worker) Find(ourSPI uint64) *sa.IKESA {
 }
 
 // ErrBusy is returned by Detach for an IKE SA with an exchange of ours in
-// flight or queued, or not established yet: move it once it is idle.
+// flight or queued, a request of the peer's waiting for its Child SA's
+// install (whose answer comes back to this worker), or not established
+// yet: move it once it is idle.
 var ErrBusy = errors.New("IKE SA has an exchange in flight")
 
 // Detach takes an established, idle IKE SA out of the worker without
@@ -465,7 +467,7 @@ func (w *Worker) Detach(ourSPI uint64) (*sa.IKESA, error) {
 	if m.IKE.State != sa.Established && m.IKE.State != sa.Rekeyed {
 		return nil, fmt.Errorf("IKE SA %s is %s, not established", m.IKE.SPIs(), m.IKE.State)
 	}
-	if m.Busy() || len(m.Queued()) > 0 || m.Deferred() > 0 {
+	if m.Busy() || m.Installing() || len(m.Queued()) > 0 || m.Deferred() > 0 {
 		return nil, ErrBusy
 	}
 	delete(w.bySPI, ourSPI)

@@ -36,6 +36,20 @@ func (e *mgrEnv) Established(m *manager.Manager) {
 	e.w.forgetInit(m)
 }
 
+// Resume runs the rest of an exchange of m that waited for the data plane
+// (the daemon calls the data plane's completion on the worker's
+// goroutine) as Receive runs a datagram's: a panic ends m alone, and m's
+// timers and the worker's pending work are seen to after.
+func (e *mgrEnv) Resume(m *manager.Manager, f func()) {
+	w := e.w
+	defer w.runPending()
+	defer w.recovered("install", nil)
+	w.unauthenticated, w.current = m.HalfOpen(), m
+	f()
+	w.unauthenticated, w.current = false, nil
+	w.schedule(m)
+}
+
 func (e *mgrEnv) Destroyed(m *manager.Manager, f *task.Failure) {
 	w := e.w
 	ike := m.IKE

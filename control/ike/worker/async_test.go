@@ -1,0 +1,184 @@
+package worker_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/control/ike/iketest"
+	"github.com/spugate/spugate/control/ike/message"
+	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/worker"
+)
+
+// asyncPair is a pair whose responder (b) takes child.add without its
+// worker waiting, each answered delay after it was sent, and whose
+// initiator (a) runs loads with an identity per IKE SA.
+func asyncPair(t *testing.T, delay time.Duration) (*iketest.Sim, *iketest.Node, *iketest.Node) {
+	t.Helper()
+	s, na, nb := pair(t, func(o *confOpts) {
+		o.secretsIDs = `["gw-b.example", "*.load.example"]`
+	}, func(o *confOpts) {
+		o.remoteID = "*.load.example"
+		o.secretsIDs = `["gw-b.example", "*.load.example"]`
+		o.peer = 1000
+	})
+	na.Anchors, nb.Anchors = anchoring(t, false), anchoring(t, true)
+	nb.InstallDelay = delay
+	return s, na, nb
+}
+
+// While IKE_AUTH's Child SA goes into the data plane the worker serves
+// other IKE SAs: three IKE_AUTHs wait for their installs at once, none is
+// answered before its install is, a retransmission of each is dropped
+// (no second install), and all are answered once the data plane is.
+func TestAsyncInstallServesOthers(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	nb.HoldInstalls = true
+	var res worker.LoadProgress
+	done := false
+	if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 3, Window: 3, Identity: "c%d.load.example"},
+		func(p worker.LoadProgress) { res, done = p, true }); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 3 }) {
+		t.Fatalf("installs in flight at the responder: %d, want 3 at once", nb.InstallsInFlight())
+	}
+	installing := 0
+	for _, m := range nb.Worker.Managers() {
+		if m.Installing() {
+			installing++
+		}
+	}
+	if installing != 3 {
+		t.Errorf("%d IKE SAs installing, want 3", installing)
+	}
+	if sas, _ := nb.DP.Counts(); sas != 0 {
+		t.Errorf("%d SAs in the data plane before it answered", sas)
+	}
+	for _, ike := range na.Worker.List() {
+		if ike.State == sa.Established {
+			t.Errorf("initiator: IKE SA %d established before the responder's install was answered", ike.UniqueID)
+		}
+	}
+	// The initiator retransmits IKE_AUTH (retransmit_timeout 4 s): each
+	// copy is dropped, none installs again.
+	s.RunFor(6 * time.Second)
+	if got := nb.Counters.Get(stats.InstallRetransmits); got < 3 {
+		t.Errorf("retransmissions absorbed: %d, want one per IKE SA at least", got)
+	}
+	if n := nb.InstallsInFlight(); n != 3 {
+		t.Errorf("installs in flight after the retransmissions: %d, want 3", n)
+	}
+	nb.HoldInstalls = false
+	if !s.RunUntil(time.Minute, func() bool { return done }) {
+		t.Fatal("load did not finish")
+	}
+	if res.Established != 3 || res.Failed != 0 {
+		t.Fatalf("load outcome %+v", res)
+	}
+	if got := nb.Counters.Get(stats.InstallsAsync); got != 3 {
+		t.Errorf("installs without waiting: %d, want 3", got)
+	}
+	if got := nb.Counters.Get(stats.ChildSAsInstalled); got != 3 {
+		t.Errorf("child SAs installed: %d, want 3", got)
+	}
+	if sas, pols := nb.DP.Counts(); sas != 6 || pols != 3 {
+		t.Errorf("responder's data plane: %d SAs, %d policies, want 6 and 3", sas, pols)
+	}
+	for _, m := range nb.Worker.Managers() {
+		ike := m.IKE
+		if m.Installing() || ike.State != sa.Established || len(ike.Children) != 1 || ike.Children[0].State != sa.ChildInstalled {
+			t.Errorf("responder: IKE SA %d %s (installing %v) with %d Child SAs", ike.UniqueID, ike.State, m.Installing(), len(ike.Children))
+		}
+	}
+	for _, op := range nb.DP.Ops {
+		if strings.HasPrefix(op, "del") {
+			t.Errorf("responder's data plane: %s", op)
+		}
+	}
+}
+
+// outcome runs one IKE SA from a to b and says how it ended on both
+// sides, for comparing a waited-for install with one that is not.
+func outcome(t *testing.T, s *iketest.Sim, na, nb *iketest.Node) string {
+	t.Helper()
+	res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 1, Identity: "c%d.load.example"}, time.Minute)
+	s.RunFor(30 * time.Second)
+	sas, pols := nb.DP.Counts()
+	var b strings.Builder
+	fmt.Fprintf(&b, "initiator: established %d failed %d (%s)\n", res.Established, res.Failed, res.FirstFailure)
+	fmt.Fprintf(&b, "responder: %d IKE SAs, %d SAs, %d policies, data plane failures %d, child SAs installed %d, IKE SAs established %d\n",
+		nb.Worker.Len(), sas, pols, nb.Counters.Failures(stats.DataPlane), nb.Counters.Get(stats.ChildSAsInstalled),
+		nb.Counters.Get(stats.IKESAsEstablished))
+	return b.String()
+}
+
+// A refused install is answered as when the worker waits for it
+// (NO_ADDITIONAL_SAS, the IKE SA childless, which the initiator then
+// deletes), whichever way it went in.
+func TestAsyncInstallFailure(t *testing.T) {
+	var got [2]string
+	for i, delay := range []time.Duration{0, 200 * time.Millisecond} {
+		s, na, nb := asyncPair(t, delay)
+		nb.DP.FailAddSA = errors.New("spud: child.add: inbound sa 0xc1000001: no room")
+		got[i] = outcome(t, s, na, nb)
+		if want := uint64(i); nb.Counters.Get(stats.InstallsAsync) != want {
+			t.Errorf("delay %v: %d installs without waiting, want %d", delay, nb.Counters.Get(stats.InstallsAsync), want)
+		}
+		if !strings.Contains(got[i], "NO_ADDITIONAL_SAS") {
+			t.Errorf("delay %v: %s", delay, got[i])
+		}
+	}
+	t.Logf("outcome:\n%s", got[1])
+	if got[0] != got[1] {
+		t.Errorf("a refused install waited for:\n%s\nnot waited for:\n%s", got[0], got[1])
+	}
+}
+
+// An IKE SA that ends while its Child SA goes in (here at its half-open
+// timeout) is never answered, and the Child SA is removed once its add
+// has been answered: after it, never before.
+func TestAsyncInstallIKEGone(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	nb.Set.HalfOpenTimeout = 2 * time.Second
+	nb.HoldInstalls = true
+	if err := na.Worker.Load(worker.LoadSpec{Conn: "tun", Count: 1, Identity: "c%d.load.example"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 1 }) {
+		t.Fatal("no install in flight")
+	}
+	s.RunFor(3 * time.Second)
+	if nb.Worker.Len() != 0 {
+		t.Fatalf("responder still holds %d IKE SAs after the half-open timeout", nb.Worker.Len())
+	}
+	if got := nb.Counters.Failures(stats.HalfOpenTimeout); got != 1 {
+		t.Errorf("half-open timeouts: %d", got)
+	}
+	nb.HoldInstalls = false
+	s.RunFor(time.Second)
+	if n := nb.InstallsInFlight(); n != 0 {
+		t.Fatalf("%d installs still in flight", n)
+	}
+	noSAs(t, nb)
+	ops := strings.Join(nb.DP.Ops, "; ")
+	var spi string
+	for _, op := range nb.DP.Ops {
+		if strings.HasPrefix(op, "add in ") {
+			spi = strings.TrimPrefix(op, "add in ")
+		}
+	}
+	if spi == "" || strings.Index(ops, "add in "+spi) > strings.Index(ops, "del in "+spi) ||
+		!strings.Contains(ops, "del out ") || strings.Index(ops, "add out ") > strings.Index(ops, "del out ") {
+		t.Errorf("data plane operations %s: want each removal after its add", ops)
+	}
+	for _, x := range s.Sent {
+		if x.From.Addr() == nb.Addr && x.Response && x.Exchange == message.IKEAuth {
+			t.Errorf("responder answered IKE_AUTH at %v for an IKE SA that ended", x.At.Sub(iketest.Epoch))
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package iked
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/unixrpc"
+	"github.com/spugate/spugate/ipsec"
+)
+
+// asyncAnswer is one answer of workerDP.AddChildAsync as the worker's
+// loop got it.
+type asyncAnswer struct {
+	id  uint32
+	err error
+}
+
+// slowSpud serves child.add after delay, answering its policy id as the
+// number of the request.
+func slowSpud(t *testing.T, path string, delay time.Duration, n *atomic.Int32) *unixrpc.Server {
+	t.Helper()
+	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv.Handle(api.OpChildAdd, func(json.RawMessage) (any, error) {
+		k := n.Add(1)
+		time.Sleep(delay)
+		return api.ChildAddReply{PolicyID: uint32(k)}, nil
+	})
+	if err := srv.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+// newAsyncDP is a worker's data plane on spud at path whose answers go to
+// a channel, as they go to the worker's loop in the daemon.
+func newAsyncDP(t *testing.T, path string) (*workerDP, chan func(), *sync.WaitGroup) {
+	t.Helper()
+	dp := &spudDP{path: func() string { return path }}
+	c, err := api.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dp.c.Store(c)
+	t.Cleanup(func() {
+		if c := dp.c.Load(); c != nil {
+			c.Close()
+		}
+	})
+	answers := make(chan func(), 64)
+	wg := &sync.WaitGroup{}
+	return &workerDP{spudDP: dp, post: func(f func()) { answers <- f }, wg: wg}, answers, wg
+}
+
+// A worker's child.add goes out without the worker waiting: the calls
+// return at once, are in flight together on the connection, and their
+// answers come back through post; the time counted as waited for spud is
+// that of the calls waited for, not these.
+func TestAsyncChildAddPipelined(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	var n atomic.Int32
+	const delay = 40 * time.Millisecond
+	slowSpud(t, path, delay, &n)
+	dp, answers, wg := newAsyncDP(t, path)
+	req := &api.ChildAdd{In: api.SA{SPI: 0x1001, Dir: api.In, Suite: ipsec.AES128GCM16}}
+
+	const k = 5
+	start := time.Now()
+	got := make(chan asyncAnswer, k)
+	for range k {
+		dp.AddChildAsync(req, func(id uint32, err error) { got <- asyncAnswer{id, err} })
+	}
+	if took := time.Since(start); took > delay/2 {
+		t.Errorf("%d asynchronous child.adds took %v to send", k, took)
+	}
+	if dp.inflight.Load() == 0 {
+		t.Errorf("no install counted in flight")
+	}
+	ids := map[uint32]bool{}
+	for range k {
+		select {
+		case f := <-answers:
+			f()
+		case <-time.After(5 * time.Second):
+			t.Fatal("no answer")
+		}
+		a := <-got
+		if a.err != nil {
+			t.Fatalf("child.add: %v", a.err)
+		}
+		ids[a.id] = true
+	}
+	wg.Wait()
+	if len(ids) != k || dp.inflight.Load() != 0 {
+		t.Errorf("answers %v, %d in flight", ids, dp.inflight.Load())
+	}
+	if w := time.Duration(dp.waitedNS.Load()); w != 0 {
+		t.Errorf("%v counted as waited for spud by calls nobody waited for", w)
+	}
+	if _, err := dp.AddChild(req); err != nil {
+		t.Fatal(err)
+	}
+	if w := time.Duration(dp.waitedNS.Load()); w < delay {
+		t.Errorf("a child.add waited for counts %v, want at least %v", w, delay)
+	}
+}
+
+// spud lost while a child.add is in flight: the call runs again on the
+// next connection (spud restarted empty, so the first attempt left
+// nothing), as a child.add waited for does, and its answer is that one's.
+func TestAsyncChildAddSpudLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	var first atomic.Int32
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv.Handle(api.OpChildAdd, func(json.RawMessage) (any, error) {
+		first.Add(1)
+		close(entered)
+		<-release
+		return api.ChildAddReply{PolicyID: 1}, nil
+	})
+	if err := srv.Listen(path); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	dp, answers, wg := newAsyncDP(t, path)
+	req := &api.ChildAdd{In: api.SA{SPI: 0x1001, Dir: api.In, Suite: ipsec.AES128GCM16}}
+	got := make(chan asyncAnswer, 1)
+	dp.AddChildAsync(req, func(id uint32, err error) { got <- asyncAnswer{id, err} })
+	<-entered
+	// spud dies with the request in hand, and comes back.
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	<-dp.c.Load().Done()
+	close(release)
+	<-closed
+	var again atomic.Int32
+	slowSpud(t, path, 0, &again)
+	select {
+	case f := <-answers:
+		f()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer after spud came back")
+	}
+	wg.Wait()
+	a := <-got
+	if a.err != nil || a.id != 1 || again.Load() != 1 {
+		t.Errorf("child.add across spud's restart: policy %d, %v; %d sent to the new spud", a.id, a.err, again.Load())
+	}
+}
+
+// Between spud's answer and the worker taking it, a child.add's SAs and
+// policy are in spud and in no IKE SA: the sweep after a resync counts
+// them as owned until the worker has taken the answer.
+func TestAsyncChildAddOwnedUntilTaken(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	var n atomic.Int32
+	slowSpud(t, path, 0, &n)
+	dp, answers, wg := newAsyncDP(t, path)
+	out := api.SA{SPI: 0x2002, Dir: api.Out, Suite: ipsec.AES128GCM16}
+	req := &api.ChildAdd{In: api.SA{SPI: 0x1001, Dir: api.In, Suite: ipsec.AES128GCM16}, Out: &out}
+	taken := false
+	dp.AddChildAsync(req, func(uint32, error) { taken = true })
+	var f func()
+	select {
+	case f = <-answers:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+	wg.Wait()
+	sas, pols := map[saKey]bool{}, map[uint32]bool{}
+	dp.owned(sas, pols)
+	if !sas[saKey{0x1001, api.In}] || !sas[saKey{0x2002, api.Out}] || !pols[1] {
+		t.Errorf("owned while the answer waits for the worker: %v, policies %v", sas, pols)
+	}
+	f()
+	sas, pols = map[saKey]bool{}, map[uint32]bool{}
+	dp.owned(sas, pols)
+	if !taken || len(sas) != 0 || len(pols) != 0 {
+		t.Errorf("owned once the worker took the answer (%v): %v, policies %v", taken, sas, pols)
+	}
+}
