@@ -44,6 +44,10 @@ type listBufs struct {
 	buf  []byte
 	ends []int
 	got  []uint32
+	// all are the whole page's Child SAs, asked about, and es spud's
+	// answers (the first worker's listBufs hold them).
+	all []api.SAID
+	es  []api.SAStatsEntry
 }
 
 var listPool sync.Pool // *listBufs
@@ -131,7 +135,7 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 	}
 	// The counters of this page's Child SAs only, in the order of the
 	// workers' IKE SAs, which each writer follows.
-	ids := make([]api.SAID, 0, 2*kids)
+	ids := slices.Grow(heads[0].all[:0], 2*kids)
 	at := make([]int, len(heads))
 	for i := range heads {
 		h := &heads[i]
@@ -144,10 +148,11 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 	}
 	var es []api.SAStatsEntry
 	if c, cerr := d.dp.client(); cerr == nil && len(ids) > 0 {
-		if r, serr := c.SAStats(ids); serr == nil {
-			es = r
+		if r, serr := c.SAStatsTo(heads[0].es, ids); serr == nil {
+			es, heads[0].es = r, r
 		}
 	}
+	heads[0].all = ids
 	now, scratch := time.Now(), req.Encoding != ""
 	last := out.Next
 	var busy []listHead
