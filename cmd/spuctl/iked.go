@@ -84,8 +84,10 @@ func ikeCmd(cmd string, args []string) error {
 		}
 		printConns(os.Stdout, conns)
 	case "list-sas":
-		// Page by page, so that a million IKE SAs print as they come.
-		out := bufio.NewWriter(os.Stdout)
+		// Page by page, so that a million IKE SAs print as they come;
+		// 64 KiB a write (bufio's default 4 KiB was a write every ten
+		// IKE SAs, 100,000 writes for a million).
+		out := bufio.NewWriterSize(os.Stdout, 64<<10)
 		err := c.SAPages(func(sas []ikectl.IKESA) error {
 			if *asJSON {
 				if err := printSAsJSON(out, sas, *ike); err != nil {

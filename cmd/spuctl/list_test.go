@@ -162,3 +162,30 @@ func BenchmarkPrintSAs(b *testing.B) {
 		}
 	}
 }
+
+// SAs spud could not read end the listing with a line that says how many
+// and why, text or JSON, and fail it.
+func TestListPagesIncomplete(t *testing.T) {
+	pages := func(yield func([]api.SAState, error) bool) {
+		if yield(listSAs(2), nil) {
+			yield(nil, &api.Incomplete{Missing: 3, Reason: "spu 1: failed, stopped"})
+		}
+	}
+	for _, asJSON := range []bool{false, true} {
+		var out bytes.Buffer
+		err := listPages(&out, pages, asJSON, printSA, appendSAJSON)
+		var inc *api.Incomplete
+		if !errors.As(err, &inc) || inc.Missing != 3 {
+			t.Errorf("json %v: error %v", asJSON, err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		last := lines[len(lines)-1]
+		want := "# 3 SAs not listed: spu 1: failed, stopped"
+		if asJSON {
+			want = `{"missing":3,"missing_reason":"spu 1: failed, stopped"}`
+		}
+		if last != want || len(lines) < 3 {
+			t.Errorf("json %v: %d lines, the last %q, want %q", asJSON, len(lines), last, want)
+		}
+	}
+}

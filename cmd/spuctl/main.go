@@ -35,6 +35,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
@@ -180,11 +181,26 @@ func listFlags(name string, args []string) (asJSON bool, err error) {
 // listPages prints a dump page by page as spud gives it (in install order),
 // so that a table of any size lists in the memory of a page, as text
 // (print) or one JSON object a line (appendJSON: json.Marshal's bytes).
+// SAs that spud could not read (api.Incomplete) are said in a last line,
+// "# N SAs not listed: why" or {"missing":N,"missing_reason":why}, and
+// the listing fails.
 func listPages[T any](out io.Writer, pages iter.Seq2[[]T, error], asJSON bool, print func(*bufio.Writer, T),
 	appendJSON func([]byte, *T) ([]byte, error)) error {
 	w := bufio.NewWriterSize(out, 64<<10)
 	for page, err := range pages {
 		if err != nil {
+			var inc *api.Incomplete
+			if errors.As(err, &inc) {
+				if asJSON {
+					b, _ := json.Marshal(struct {
+						Missing       int    `json:"missing"`
+						MissingReason string `json:"missing_reason"`
+					}{inc.Missing, inc.Reason})
+					w.Write(append(b, '\n'))
+				} else {
+					fmt.Fprintf(w, "# %d SAs not listed: %s\n", inc.Missing, inc.Reason)
+				}
+			}
 			w.Flush()
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -22,20 +23,34 @@ import (
 // listHead is what a page takes from one worker.
 type listHead struct {
 	l *loop
+	*listBufs
+	take int // how many of ids the page takes
+	json []ikectl.IKESA
+	wr   *saWriter // encodes them, on the worker's goroutine
+}
+
+// listBufs are a worker's share of a page, reused page after page
+// (listPool): the page that goes out is a copy of them, and at a million
+// IKE SAs iked's collector is better spared a page's worth of garbage.
+type listBufs struct {
 	// ids and kids are the UniqueIDs of the worker's next IKE SAs and
 	// their Child SA counts; sas the SAs of those Child SAs (in and out
 	// of each), in the same order.
 	ids  []uint32
 	kids []int
 	sas  []api.SAID
-	take int // how many of them the page takes
 	// The page's IKE SAs of this worker, encoded: packed entries in buf,
-	// each ending at ends[i], with UniqueID got[i]; or in JSON.
+	// each ending at ends[i], with UniqueID got[i].
 	buf  []byte
 	ends []int
 	got  []uint32
-	json []ikectl.IKESA
+	// all are the whole page's Child SAs, asked about, and es spud's
+	// answers (the first worker's listBufs hold them).
+	all []api.SAID
+	es  []api.SAStatsEntry
 }
+
+var listPool sync.Pool // *listBufs
 
 // listSAs answers a page of IKE SAs (ikectl.SAsRequest), with the counters
 // of their Child SAs: an ikectl.SAs in JSON, or a packed page (as base64 in
@@ -55,30 +70,34 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 	default:
 		return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "unknown encoding %q (%q, %q or none)", req.Encoding, ikectl.EncodingPackedData, ikectl.EncodingPacked)
 	}
+	most, children := ikectl.MaxSAsPage, ikectl.MaxPageChildren
+	if req.Encoding == "" {
+		most, children = ikectl.MaxJSONSAsPage, ikectl.MaxPageChildren/2
+	}
 	limit := req.Limit
-	if limit <= 0 || limit > ikectl.MaxSAsPage {
-		limit = ikectl.MaxSAsPage
+	if limit <= 0 || limit > most {
+		limit = most
 	}
 	heads := make([]listHead, len(d.loops))
 	for i, l := range d.loops {
 		heads[i].l = l
+		heads[i].listBufs, _ = listPool.Get().(*listBufs)
+		if heads[i].listBufs == nil {
+			heads[i].listBufs = new(listBufs)
+		}
 	}
-	var errs []error
-	for i := range heads {
-		h := &heads[i]
-		h.ids, h.kids, h.sas = make([]uint32, 0, limit+1), make([]int, 0, limit+1), make([]api.SAID, 0, 2*(limit+1))
-		errs = append(errs, d.post(h.l, func(w *worker.Worker) {
-			w.VisitAfter(req.After, limit+1, func(ike *sa.IKESA) bool {
-				h.ids = append(h.ids, ike.UniqueID)
-				h.kids = append(h.kids, len(ike.Children))
-				for _, ch := range ike.Children {
-					h.sas = append(h.sas, api.SAID{SPI: ch.SPIIn, Dir: api.In}, api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: ike.Remote.Addr()})
-				}
-				return true
-			})
-		}))
-	}
-	if err := errors.Join(errs...); err != nil {
+	err := d.onWorkers(heads, func(h *listHead, w *worker.Worker) {
+		h.ids, h.kids, h.sas = h.ids[:0], h.kids[:0], h.sas[:0]
+		w.VisitAfter(req.After, limit+1, func(ike *sa.IKESA) bool {
+			h.ids = append(h.ids, ike.UniqueID)
+			h.kids = append(h.kids, len(ike.Children))
+			for _, ch := range ike.Children {
+				h.sas = append(h.sas, api.SAID{SPI: ch.SPIIn, Dir: api.In}, api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: ike.Remote.Addr()})
+			}
+			return true
+		})
+	})
+	if err != nil {
 		return nil, err
 	}
 	out := ikectl.SAs{}
@@ -88,7 +107,7 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 	}
 	// Merged up to limit IKE SAs, or fewer where their Child SAs reach
 	// MaxPageChildren.
-	taken, children := 0, 0
+	taken, kids := 0, 0
 	for taken < limit {
 		best := -1
 		for i := range heads {
@@ -101,10 +120,10 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 			break
 		}
 		h := &heads[best]
-		if k := h.kids[h.take]; taken > 0 && children+k > ikectl.MaxPageChildren {
+		if k := h.kids[h.take]; taken > 0 && kids+k > children {
 			break
 		} else {
-			children += k
+			kids += k
 		}
 		out.Next = h.ids[h.take]
 		h.take++
@@ -114,66 +133,97 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 	if taken == 0 {
 		return d.listReply(req, &out, heads)
 	}
-	// The counters of this page's Child SAs only.
-	ids := make([]api.SAID, 0, 2*children)
+	// The counters of this page's Child SAs only, in the order of the
+	// workers' IKE SAs, which each writer follows.
+	ids := slices.Grow(heads[0].all[:0], 2*kids)
+	at := make([]int, len(heads))
 	for i := range heads {
 		h := &heads[i]
 		n := 0
 		for _, k := range h.kids[:h.take] {
 			n += 2 * k
 		}
+		at[i] = len(ids)
 		ids = append(ids, h.sas[:n]...)
 	}
-	st := make(map[saKey]api.SAStats, len(ids))
+	var es []api.SAStatsEntry
 	if c, cerr := d.dp.client(); cerr == nil && len(ids) > 0 {
-		if es, serr := c.SAStats(ids); serr == nil {
-			for _, e := range es {
-				if e.Found {
-					st[saKey{e.SPI, e.Dir}] = e.Stats
-				}
-			}
+		if r, serr := c.SAStatsTo(heads[0].es, ids); serr == nil {
+			es, heads[0].es = r, r
 		}
 	}
-	wr := &saWriter{d: d, st: st, now: time.Now(), scratch: req.Encoding != ""}
+	heads[0].all = ids
+	now, scratch := time.Now(), req.Encoding != ""
 	last := out.Next
+	var busy []listHead
 	for i := range heads {
 		h := &heads[i]
 		if h.take == 0 {
 			continue
 		}
-		if wr.scratch {
+		// A writer each: the workers encode at once.
+		h.wr = &saWriter{d: d, now: now, scratch: scratch, ids: h.ids[:h.take], kids: h.kids[:h.take]}
+		if es != nil {
+			h.wr.es = es[at[i]:]
+		}
+		if scratch {
 			// About 180 bytes an IKE SA and 140 a Child SA: room
 			// enough that the page is not copied as it grows.
 			n := 0
 			for _, k := range h.kids[:h.take] {
 				n += k
 			}
-			h.buf = make([]byte, 0, 192*h.take+160*n)
-			h.ends, h.got = make([]int, 0, h.take), make([]uint32, 0, h.take)
+			h.buf = slices.Grow(h.buf[:0], 192*h.take+160*n)
+			h.ends, h.got = h.ends[:0], h.got[:0]
 		} else {
 			h.json = make([]ikectl.IKESA, 0, h.take)
 		}
-		errs = append(errs, d.post(h.l, func(w *worker.Worker) {
-			w.VisitAfter(req.After, h.take, func(ike *sa.IKESA) bool {
-				if ike.UniqueID > last {
-					return false
-				}
-				s := wr.fill(ike, h.l.idx)
-				if wr.scratch {
-					h.buf = ikectl.AppendPackedIKESA(h.buf, s)
-					h.ends = append(h.ends, len(h.buf))
-					h.got = append(h.got, ike.UniqueID)
-				} else {
-					h.json = append(h.json, *s)
-				}
-				return true
-			})
-		}))
+		busy = append(busy, *h)
 	}
-	if err := errors.Join(errs...); err != nil {
+	err = d.onWorkers(busy, func(h *listHead, w *worker.Worker) {
+		w.VisitAfter(req.After, h.take, func(ike *sa.IKESA) bool {
+			if ike.UniqueID > last {
+				return false
+			}
+			s := h.wr.fill(ike, h.l.idx)
+			if scratch {
+				h.buf = ikectl.AppendPackedIKESA(h.buf, s)
+				h.ends = append(h.ends, len(h.buf))
+				h.got = append(h.got, ike.UniqueID)
+			} else {
+				h.json = append(h.json, *s)
+			}
+			return true
+		})
+	})
+	if err != nil {
 		return nil, err
 	}
-	return d.listReply(req, &out, heads)
+	r, err := d.listReply(req, &out, busy)
+	// Copied into the reply: the buffers are free. Not after an error
+	// above, where a worker may yet run its part.
+	for i := range heads {
+		listPool.Put(heads[i].listBufs)
+	}
+	return r, err
+}
+
+// onWorkers runs f on the worker of each head, every worker at once, and
+// waits for them all: a page's IKE SAs are read and encoded by their
+// workers in parallel, not one worker after the other.
+func (d *Daemon) onWorkers(heads []listHead, f func(h *listHead, w *worker.Worker)) error {
+	errs := make([]error, len(heads))
+	var wg sync.WaitGroup
+	for i := range heads {
+		h := &heads[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = d.post(h.l, func(w *worker.Worker) { f(h, w) })
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // listReply merges the workers' encoded IKE SAs in UniqueID order into
@@ -198,7 +248,7 @@ func (d *Daemon) listReply(req ikectl.SAsRequest, out *ikectl.SAs, heads []listH
 		}
 		for best := next(); best >= 0; best = next() {
 			if out.IKESAs == nil {
-				out.IKESAs = make([]ikectl.IKESA, 0, ikectl.MaxSAsPage)
+				out.IKESAs = make([]ikectl.IKESA, 0, ikectl.MaxJSONSAsPage)
 			}
 			out.IKESAs = append(out.IKESAs, heads[best].json[pos[best]])
 			pos[best]++
@@ -254,9 +304,16 @@ func packedReply(r *ikectl.SAs) json.RawMessage {
 // its caches do not hold yet. For a JSON page each is a value of its own.
 type saWriter struct {
 	d       *Daemon
-	st      map[saKey]api.SAStats
 	now     time.Time
 	scratch bool
+	// ids and kids are the worker's IKE SAs of the page, as step one
+	// found them, and es the counters of their Child SAs (in and out of
+	// each) in that order, nil without spud's answer; j and at are where
+	// the next IKE SA's are.
+	ids   []uint32
+	kids  []int
+	es    []api.SAStatsEntry
+	j, at int
 
 	ike      ikectl.IKESA
 	children []ikectl.ChildSA
@@ -387,7 +444,8 @@ func (wr *saWriter) fill(ike *sa.IKESA, worker int) *ikectl.IKESA {
 	if !ike.RekeyAt.IsZero() {
 		i.RekeyIn = ike.RekeyAt.Sub(wr.now).Round(time.Second)
 	}
-	for _, ch := range ike.Children {
+	es := wr.counters(ike)
+	for k, ch := range ike.Children {
 		suiteName := ""
 		if s, err := task.DataPlaneSuite(ch.Alg); err == nil {
 			suiteName = s.String()
@@ -407,12 +465,14 @@ func (wr *saWriter) fill(ike *sa.IKESA, worker int) *ikectl.IKESA {
 		if !ch.ExpireAt.IsZero() {
 			c.ExpireIn = ch.ExpireAt.Sub(wr.now).Round(time.Second)
 		}
-		if x, ok := wr.st[saKey{ch.SPIIn, api.In}]; ok {
-			// A Child SA lives on its IKE SA's anchor.
-			c.BytesIn, c.PacketsIn, c.SPU = x.Bytes, x.Packets, ph
-		}
-		if x, ok := wr.st[saKey{ch.SPIOut, api.Out}]; ok {
-			c.BytesOut, c.PktsOut = x.Bytes, x.Packets
+		if es != nil {
+			if x := &es[2*k]; x.Found && x.SPI == ch.SPIIn {
+				// A Child SA lives on its IKE SA's anchor.
+				c.BytesIn, c.PacketsIn, c.SPU = x.Stats.Bytes, x.Stats.Packets, ph
+			}
+			if x := &es[2*k+1]; x.Found && x.SPI == ch.SPIOut {
+				c.BytesOut, c.PktsOut = x.Stats.Bytes, x.Stats.Packets
+			}
 		}
 		if wr.scratch {
 			wr.children = append(wr.children, c)
@@ -424,6 +484,30 @@ func (wr *saWriter) fill(ike *sa.IKESA, worker int) *ikectl.IKESA {
 		i.Children = wr.children
 	}
 	return i
+}
+
+// counters are the counters spud gave for ike's Child SAs, in and out of
+// each: where step one's order has them (the IKE SAs before it that are
+// gone since skipped), nil when it has none for ike or ike's Child SAs
+// are not those it counted (its counters are then left out, as for SAs
+// spud does not have). No lookup by SPI: the page's visit follows the
+// order the counters were asked in.
+func (wr *saWriter) counters(ike *sa.IKESA) []api.SAStatsEntry {
+	for wr.j < len(wr.ids) && wr.ids[wr.j] < ike.UniqueID {
+		wr.at += 2 * wr.kids[wr.j]
+		wr.j++
+	}
+	if wr.j == len(wr.ids) || wr.ids[wr.j] != ike.UniqueID {
+		return nil
+	}
+	n := 2 * wr.kids[wr.j]
+	at := wr.at
+	wr.at += n
+	wr.j++
+	if wr.es == nil || n != 2*len(ike.Children) || at+n > len(wr.es) {
+		return nil
+	}
+	return wr.es[at : at+n]
 }
 
 // hex16 is fmt.Sprintf("%016x", v), for a page's thousands of SPIs.

@@ -197,7 +197,7 @@ func establishedIKESA(tb testing.TB) *sa.IKESA {
 func TestListSAsPages(t *testing.T) {
 	for _, tc := range []struct{ workers, n, children, minPages int }{
 		{2, 2*ikectl.MaxSAsPage + 77, 1, 3},
-		{3, 5000, 3, 2}, // 8192 Child SAs a page at most: 2730 IKE SAs
+		{3, 12000, 3, 3}, // 16384 Child SAs a page at most: 5461 IKE SAs
 		{1, 10, 0, 1},
 	} {
 		t.Run(fmt.Sprintf("%d-%d-%d", tc.workers, tc.n, tc.children), func(t *testing.T) {

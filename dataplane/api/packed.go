@@ -38,12 +38,15 @@ const EncodingPacked = "packed1"
 // EncodingPacked then.
 const EncodingPackedData = "packed1-data"
 
-// MaxPackedPage bounds the SAs of one packed page. It is MaxPage, though
-// a packed page of them takes a few hundred kilobytes: spud looks a page
-// up on the SPUs in one command each, which holds their packets back for
-// as long; the round trips saved by larger pages are overlapped anyway
-// (Client asks for the next page while its caller takes one).
-const MaxPackedPage = MaxPage
+// MaxPackedPage bounds the SAs of one packed page: twice MaxPage, a
+// megabyte or two. Fewer pages are fewer round trips, each several
+// goroutine and thread wakeups in a row on either side, which a loaded
+// machine makes milliseconds each: at a million SAs those, not the
+// encoding, were most of a listing's wall time. spud looks a page up on
+// the SPUs in one pass each, from its API's goroutine while they sleep
+// (a command between batches, holding packets back meanwhile, while they
+// work: 4096 SAs each, well under a millisecond).
+const MaxPackedPage = 2 * MaxPage
 
 // AppendPackedSA appends s in the packed encoding (EncodingPacked).
 func AppendPackedSA(b []byte, s *SAState) []byte {

@@ -276,6 +276,13 @@ type SADump struct {
 	// even empty, with More set (SAs deleted since it was asked for, or a
 	// page cut at half a frame): only More ends a dump.
 	More bool `json:"more,omitempty"`
+	// Missing counts SAs of the page that spud holds but could not read,
+	// and MissingReason says why: those of an SPU declared failed that is
+	// still stuck (its tables are not safe to read until it comes back or
+	// they move to another SPU). They are on no page. A failed SPU whose
+	// loop has ended has its SAs listed.
+	Missing       int    `json:"missing,omitempty"`
+	MissingReason string `json:"missing_reason,omitempty"`
 }
 
 // SAStatsRequest names the SAs whose counters sa.stats answers: inbound
@@ -431,6 +438,9 @@ type PolicyDump struct {
 	Next uint64 `json:"next,omitempty"`
 	// More says there are policies after this page; as SADump.More.
 	More bool `json:"more,omitempty"`
+	// Missing and MissingReason are as SADump's, for policies.
+	Missing       int    `json:"missing,omitempty"`
+	MissingReason string `json:"missing_reason,omitempty"`
 }
 
 // Stats are the data plane's counters.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
@@ -219,5 +220,140 @@ func TestDumpDescribesTheSAAsAdded(t *testing.T) {
 		if got := states[i].SA; !reflect.DeepEqual(got, want) {
 			t.Errorf("sa 0x%x dumps as\n%+v\nwant\n%+v", sa.SPI, got, want)
 		}
+	}
+}
+
+// packedAll lists every SA through PackedSAPage, limit SAs and maxBytes
+// a page, decoded.
+func packedAll(t *testing.T, e *Engine, limit, maxBytes int) (sas []api.SAState, pages, missing int) {
+	t.Helper()
+	var after uint64
+	for {
+		pg := e.PackedSAPage(after, limit, maxBytes)
+		pages++
+		got, err := api.DecodePackedSAs(pg.SAs, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != pg.N {
+			t.Fatalf("page after %d: %d SAs decoded, N %d", after, len(got), pg.N)
+		}
+		sas = append(sas, got...)
+		missing += pg.Missing
+		if !pg.More {
+			return sas, pages, missing
+		}
+		if pg.Next <= after {
+			t.Fatalf("page after %d: next %d", after, pg.Next)
+		}
+		after = pg.Next
+	}
+}
+
+// PackedSAPage, each SPU encoding its SAs straight from its tables, gives
+// the SAs SAPage describes, in the same order, in pages cut by count and
+// by bytes.
+func TestPackedSAPageAsSAPage(t *testing.T) {
+	g := newGatewayWith(t, gwA, lanA, testFn(t), Config{SPUs: 2})
+	const n = 700
+	for i := 0; i < n; i++ {
+		sa := churnSA(i)
+		switch i % 3 {
+		case 1:
+			sa.Dir, sa.SPI = api.In, 0x80000000|uint32(i)<<8
+			sa.LocalTS = []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.1.0/24"), 6)}
+			sa.RemoteTS = []ipsec.Selector{ipsec.PrefixSelector(netip.PrefixFrom(sa.Remote, 32), 0)}
+			sa.Name = "tun/net"
+		case 2:
+			sa.Encap = &api.Encap{LocalPort: 4500, RemotePort: uint16(1024 + i)}
+			sa.Lifetime = api.Lifetime{SoftBytes: uint64(i), HardPackets: 1 << 40}
+		}
+		if _, _, err := g.e.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []api.SAState
+	for after := uint64(0); ; {
+		pg := g.e.SAPage(after, 64)
+		want = append(want, pg.Entries...)
+		if !pg.More {
+			break
+		}
+		after = pg.Next
+	}
+	if len(want) != n {
+		t.Fatalf("SAPage: %d SAs of %d", len(want), n)
+	}
+	for _, c := range []struct{ limit, bytes, minPages int }{{1000, 1 << 20, 1}, {64, 1 << 20, n / 64}, {1000, 4096, n * 50 / 4096}} {
+		got, pages, missing := packedAll(t, g.e, c.limit, c.bytes)
+		if missing != 0 || pages < c.minPages {
+			t.Errorf("limit %d, %d bytes: %d pages (want %d at least), %d missing", c.limit, c.bytes, pages, c.minPages, missing)
+		}
+		if len(got) != n {
+			t.Fatalf("limit %d, %d bytes: %d SAs of %d", c.limit, c.bytes, len(got), n)
+		}
+		for i := range got {
+			if !reflect.DeepEqual(got[i], want[i]) {
+				t.Fatalf("limit %d, %d bytes: SA %d\n%+v\nwant (SAPage)\n%+v", c.limit, c.bytes, i, got[i], want[i])
+			}
+		}
+	}
+	if allocs := testing.AllocsPerRun(5, func() { g.e.PackedSAPage(0, 1000, 1<<20) }); allocs > 2*n+50 {
+		t.Errorf("%.0f allocations for a page of %d SAs: more than their selectors'", allocs, n)
+	}
+}
+
+// An SPU declared failed has its SAs listed all the same: while its
+// logical SPUs move (the listing waits for the move), and when no SPU is
+// left in service to take them (they are read where they are, its loop
+// having ended). Counters come for all of them too.
+func TestListingAfterSPUFailure(t *testing.T) {
+	fn, err := anchor.NewFunction(anchor.HashKey{7, 8, 9}, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGatewayWith(t, gwA, lanA, fn, Config{SPUs: 2, Poll: xsk.Adaptive})
+	const n = 3000
+	var ids []api.SAID
+	for i := 0; i < n; i++ {
+		sa := churnSA(i)
+		if _, _, err := g.e.AddSA(sa); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, api.SAID{SPI: sa.SPI, Dir: api.Out, Remote: sa.Remote})
+	}
+	g.e.Start()
+	t.Cleanup(g.e.Stop)
+	check := func(what string) {
+		t.Helper()
+		got, _, missing := packedAll(t, g.e, 500, 1<<20)
+		if len(got) != n || missing != 0 {
+			t.Errorf("%s: %d SAs of %d listed, %d missing", what, len(got), n, missing)
+		}
+		_, found, missing, why := g.e.SACounters(ids)
+		k := 0
+		for _, f := range found {
+			if f {
+				k++
+			}
+		}
+		if k != n || missing != 0 {
+			t.Errorf("%s: counters of %d SAs of %d, %d missing (%s)", what, k, n, missing, why)
+		}
+	}
+	check("before")
+	for _, victim := range []int{0, 1} {
+		if err := g.e.InjectFault(victim); err != nil {
+			t.Fatal(err)
+		}
+		check("right after spu " + string(rune('0'+victim)) + "'s fault")
+		deadline := time.Now().Add(3 * time.Second)
+		for g.e.SPUState(victim) != "failed" {
+			if time.Now().After(deadline) {
+				t.Fatalf("spu %d: %s", victim, g.e.SPUState(victim))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		check("spu " + string(rune('0'+victim)) + " failed")
 	}
 }

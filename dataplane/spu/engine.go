@@ -361,6 +361,15 @@ func (e *Engine) Do(spu int, fn func(*SPU)) error {
 	select {
 	case <-done:
 		return nil
+	case <-s.ctl.done:
+		// Its loop ended (a panic) with the command queued: no one will
+		// run it, and a lookup reads a failed SPU's tables itself.
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		return fmt.Errorf("spu %d: %s, stopped", spu, s.State())
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("spu %d: did not run a command within 5s (stalled?)", spu)
 	}
@@ -701,10 +710,10 @@ func (e *Engine) DumpSAs() []api.SAState {
 		var part []api.SAState
 		e.Do(s.ID, func(s *SPU) {
 			for _, x := range s.t.in {
-				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, false))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, false, nil))
 			}
 			for _, x := range s.t.out {
-				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.reqid] == x))
+				part = append(part, saState(&x.desc, x.sa, x.logical, s.ID, s.t.active[x.desc.reqid] == x, nil))
 			}
 		})
 		out = append(out, part...)
@@ -712,11 +721,18 @@ func (e *Engine) DumpSAs() []api.SAState {
 	return out
 }
 
-func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SAState {
+// saState is an SA's dump entry. With mem, the entry's Logical, Encap
+// and Drops are mem's, good until mem is used again (a page encoded SA by
+// SA); without, its own.
+func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool, mem *entryMem) api.SAState {
 	st := sa.Stats()
 	// Made for an SA that dropped something only: a listing of a million
 	// SAs would make a million empty maps (nil and empty marshal alike).
 	var drops map[string]uint64
+	if mem != nil {
+		clear(mem.drops)
+		drops = mem.drops
+	}
 	for r, n := range st.Drops {
 		if n > 0 {
 			if drops == nil {
@@ -725,16 +741,29 @@ func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SA
 			drops[esp.Reason(r).String()] = n
 		}
 	}
-	return api.SAState{SA: describe(d, sa, logical), SPU: spu, Active: active,
+	if mem != nil {
+		mem.drops = drops
+		if len(drops) == 0 {
+			drops = nil
+		}
+	}
+	return api.SAState{SA: describe(d, sa, logical, mem), SPU: spu, Active: active,
 		Stats: api.SAStats{Packets: st.Packets, Bytes: st.Bytes, Seq: st.Seq, Drops: drops}}
 }
 
 // describe is the SA's description as sa.add took it, keys left out (as
-// api.SA.Redacted leaves them) and addresses unmapped.
-func describe(d *saDesc, sa *esp.SA, logical uint16) api.SA {
-	a := api.SA{SPI: sa.SPI(), Dir: api.Out, Local: sa.Local(), Remote: sa.Remote(), Logical: api.Logical(int(logical)),
+// api.SA.Redacted leaves them) and addresses unmapped; its Logical and
+// Encap in mem if given (see saState).
+func describe(d *saDesc, sa *esp.SA, logical uint16, mem *entryMem) api.SA {
+	a := api.SA{SPI: sa.SPI(), Dir: api.Out, Local: sa.Local(), Remote: sa.Remote(),
 		Mode: api.Tunnel, Suite: sa.Suite(), EncKey: []byte{}, ESN: sa.ESN(), ReplayWindow: int(d.window),
 		ReqID: d.reqid, Name: d.name}
+	if mem != nil {
+		mem.logical = int(logical)
+		a.Logical = &mem.logical
+	} else {
+		a.Logical = api.Logical(int(logical))
+	}
 	if sa.Direction() == esp.Inbound {
 		a.Dir = api.In
 	}
@@ -745,7 +774,12 @@ func describe(d *saDesc, sa *esp.SA, logical uint16) api.SA {
 		a.IntegKey = []byte{}
 	}
 	if udp, lport, rport := sa.UDPEncap(); udp {
-		a.Encap = &api.Encap{LocalPort: lport, RemotePort: rport}
+		if mem != nil {
+			mem.encap = api.Encap{LocalPort: lport, RemotePort: rport}
+			a.Encap = &mem.encap
+		} else {
+			a.Encap = &api.Encap{LocalPort: lport, RemotePort: rport}
+		}
 	}
 	a.LocalTS, a.RemoteTS = sa.Selectors()
 	l := sa.Lifetime()

@@ -73,12 +73,15 @@ func (d *Daemon) handlers() {
 		}
 		switch req.Encoding {
 		case api.EncodingPacked:
-			return packedPage(d.eng.SAPage(req.After, req.Limit))
+			return packedPage(d.eng.PackedSAPage(req.After, req.Limit, pageBytes/4*3)), nil
 		case api.EncodingPackedData:
-			return packedDataPage(d.eng.SAPage(req.After, req.Limit)), nil
+			pg := d.eng.PackedSAPage(req.After, req.Limit, pageBytes)
+			return unixrpc.WithData{Body: api.SADump{Next: pg.Next, More: pg.More, Missing: pg.Missing, MissingReason: pg.MissingReason},
+				Data: pg.SAs}, nil
 		}
-		return pageReply(d.eng.SAPage(req.After, req.Limit), func(sas []api.SAState, next uint64, more bool) any {
-			return api.SADump{SAs: sas, Next: next, More: more}
+		pg := d.eng.SAPage(req.After, req.Limit)
+		return pageReply(pg, func(sas []api.SAState, next uint64, more bool) any {
+			return api.SADump{SAs: sas, Next: next, More: more, Missing: pg.Missing, MissingReason: pg.MissingReason}
 		})
 	})
 	s.Handle(api.OpSAStats, func(body json.RawMessage) (any, error) {
@@ -127,8 +130,9 @@ func (d *Daemon) handlers() {
 		if req.Encoding != "" {
 			return nil, unixrpc.Errorf(unixrpc.CodeBadRequest, "%s: encoding %q not known: policies are dumped in JSON (no encoding)", api.OpPolicyDump, req.Encoding)
 		}
-		return pageReply(d.eng.PolicyPage(req.After, req.Limit), func(ps []api.PolicyState, next uint64, more bool) any {
-			return api.PolicyDump{Policies: ps, Next: next, More: more}
+		pg := d.eng.PolicyPage(req.After, req.Limit)
+		return pageReply(pg, func(ps []api.PolicyState, next uint64, more bool) any {
+			return api.PolicyDump{Policies: ps, Next: next, More: more, Missing: pg.Missing, MissingReason: pg.MissingReason}
 		})
 	})
 	s.Handle(api.OpStats, func(json.RawMessage) (any, error) { return d.stats(), nil })
@@ -227,51 +231,35 @@ func dumpRequest(body json.RawMessage) (api.DumpRequest, error) {
 	return req, nil
 }
 
-// packedSAs encodes an SA page's SAs in the packed encoding, cutting it
-// short (Next moved back, More set) where they would take more than
-// limit bytes.
-func packedSAs(pg spu.Page[api.SAState], limit int) (b []byte, next uint64, more bool) {
-	next, more = pg.Next, pg.More
-	// About 150 bytes an SA: room enough that the page is not copied as
-	// it grows.
-	b = make([]byte, 0, min(limit, 160*len(pg.Entries)))
-	for i := range pg.Entries {
-		n := len(b)
-		b = api.AppendPackedSA(b, &pg.Entries[i])
-		if len(b) > limit && i > 0 {
-			return b[:n], pg.Seqs[i-1], true
-		}
-	}
-	return b, next, more
-}
-
-// packedDataPage is an SA page in the packed encoding as the reply's data
-// (api.EncodingPackedData).
-func packedDataPage(pg spu.Page[api.SAState]) unixrpc.WithData {
-	b, next, more := packedSAs(pg, pageBytes)
-	return unixrpc.WithData{Body: api.SADump{Next: next, More: more}, Data: b}
-}
-
-// packedPage encodes an SA page in the packed encoding, straight into the
-// reply's bytes (no SADump in between), cutting it short (Next moved back,
-// More set) where it would take more than pageBytes once in base64.
-func packedPage(pg spu.Page[api.SAState]) (any, error) {
-	b, next, more := packedSAs(pg, pageBytes/4*3)
-	out := make([]byte, 0, len(b)/3*4+64)
+// packedPage is an SA page in the packed encoding as base64 in the
+// reply's JSON (api.EncodingPacked), written straight into the reply's
+// bytes (no SADump in between).
+func packedPage(pg spu.PackedPage) json.RawMessage {
+	b := pg.SAs
+	out := make([]byte, 0, len(b)/3*4+128+len(pg.MissingReason))
 	out = append(out, `{"sas":null`...)
 	if len(b) > 0 {
 		out = append(out, `,"packed":"`...)
 		out = base64.StdEncoding.AppendEncode(out, b)
 		out = append(out, '"')
 	}
-	if next != 0 {
+	if pg.Next != 0 {
 		out = append(out, `,"next":`...)
-		out = strconv.AppendUint(out, next, 10)
+		out = strconv.AppendUint(out, pg.Next, 10)
 	}
-	if more {
+	if pg.More {
 		out = append(out, `,"more":true`...)
 	}
-	return json.RawMessage(append(out, '}')), nil
+	if pg.Missing != 0 {
+		out = append(out, `,"missing":`...)
+		out = strconv.AppendInt(out, int64(pg.Missing), 10)
+	}
+	if pg.MissingReason != "" {
+		q, _ := json.Marshal(pg.MissingReason) // a string always marshals
+		out = append(out, `,"missing_reason":`...)
+		out = append(out, q...)
+	}
+	return json.RawMessage(append(out, '}'))
 }
 
 // pageBytes is the most a page's reply may take: half a frame, so that a
@@ -298,7 +286,9 @@ func pageReply[T any](pg spu.Page[T], mk func([]T, uint64, bool) any) (any, erro
 }
 
 // saStats answers sa.stats: the counters of the SAs named, at most
-// api.MaxQuery of them.
+// api.MaxQuery of them. SAs spud holds but could not read (a failed SPU
+// still stuck) are an error naming why, not SAs not found: iked would
+// take those for gone.
 func (d *Daemon) saStats(ids []api.SAID) (api.SAStatsReply, error) {
 	if len(ids) > api.MaxQuery {
 		return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa.stats: %d SAs asked, at most %d a request", len(ids), api.MaxQuery)
@@ -311,13 +301,13 @@ func (d *Daemon) saStats(ids []api.SAID) (api.SAStatsReply, error) {
 			return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeBadRequest, "sa.stats: sa spi 0x%08x out: an outbound SA is named by its SPI and remote (the peer chose the SPI)", id.SPI)
 		}
 	}
-	states, found := d.eng.SAStates(ids)
+	stats, found, missing, why := d.eng.SACounters(ids)
+	if missing > 0 {
+		return api.SAStatsReply{}, unixrpc.Errorf(unixrpc.CodeUnavailable, "sa.stats: %d of the %d SAs asked not readable: %s", missing, len(ids), why)
+	}
 	r := api.SAStatsReply{SAs: make([]api.SAStatsEntry, len(ids))}
 	for i, id := range ids {
-		r.SAs[i] = api.SAStatsEntry{SAID: id, Found: found[i]}
-		if found[i] {
-			r.SAs[i].Stats = states[i].Stats
-		}
+		r.SAs[i] = api.SAStatsEntry{SAID: id, Found: found[i], Stats: stats[i]}
 	}
 	return r, nil
 }
