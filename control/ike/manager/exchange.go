@@ -212,7 +212,8 @@ func (m *Manager) open(msg *message.Message) bool {
 	if msg.Header.Exchange == message.IKESAInit {
 		return true
 	}
-	if m.IKE.In == nil {
+	_, in, err := m.IKE.Ciphers()
+	if err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		return false
 	}
@@ -224,7 +225,7 @@ func (m *Manager) open(msg *message.Message) bool {
 	if msg.Encrypted.Fragment {
 		return m.openFragment(msg)
 	}
-	if err := msg.Decrypt(m.IKE.In); err != nil {
+	if err := msg.Decrypt(in); err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		m.Logger().Debug("dropped: SK payload", "err", err.Error())
 		return false

@@ -111,8 +111,7 @@ var timers = [...]timer{
 	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
 	{name: "drain", when: (*Manager).drainAt, fire: (*Manager).drain},
 	{name: "rekeyed", when: (*Manager).rekeyedUntil, fire: (*Manager).rekeyedTimeout},
-	{name: "cached-response", when: (*Manager).responseKeptUntil,
-		fire: func(m *Manager, _ time.Time) bool { m.IKE.LastResponse = nil; return false }},
+	{name: "cached-response", when: (*Manager).responseKeptUntil, fire: (*Manager).idle},
 	{name: "ike-expire", established: true, when: func(m *Manager) time.Time { return m.IKE.ExpireAt }, fire: (*Manager).expireIKE},
 	{name: "dpd-sample", established: true, when: (*Manager).sampleAt, fire: (*Manager).sample},
 	{name: "dpd", established: true, when: (*Manager).dpdAt, fire: (*Manager).dpd},
@@ -138,14 +137,34 @@ var timers = [...]timer{
 // later is dropped as one with an old message ID.
 const CachedResponseTime = 3 * time.Minute
 
-// responseKeptUntil is when the cached response goes (zero: none). The
-// response is not persisted again without it: a restored one is kept
-// CachedResponseTime after the restore.
+// responseKeptUntil is when the cached response goes, and the SK
+// ciphers with it (zero: neither is held). The response is not persisted
+// again without it: a restored one is kept CachedResponseTime after the
+// restore.
 func (m *Manager) responseKeptUntil() time.Time {
-	if len(m.IKE.LastResponse) == 0 {
+	if len(m.IKE.LastResponse) == 0 && !m.ciphersIdle() {
 		return time.Time{}
 	}
 	return m.lastRecv.Add(CachedResponseTime)
+}
+
+// ciphersIdle reports whether the SK ciphers are made and no request of
+// ours waits for its response: a request sent after a long silence (a
+// liveness check, a rekey) keeps them for its response.
+func (m *Manager) ciphersIdle() bool {
+	return m.req == nil && (m.IKE.Out != nil || m.IKE.In != nil)
+}
+
+// idle lets go of what an IKE SA the peer has not spoken to for
+// CachedResponseTime holds for its next exchange only: the cached
+// response and the SK ciphers (IKESA.DropCiphers; the next message makes
+// them again from the keys).
+func (m *Manager) idle(time.Time) bool {
+	m.IKE.LastResponse = nil
+	if m.ciphersIdle() {
+		m.IKE.DropCiphers()
+	}
+	return false
 }
 
 // Deadline is when Tick must next be called (zero: no timer).

@@ -84,6 +84,18 @@ var timerCases = map[string]timerCase{
 		},
 		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.LastResponse == nil },
 	},
+	// An idle IKE SA lets its SK ciphers go; its next message makes them
+	// again from the keys (TestIdleCiphers).
+	"cached-response/ciphers": {
+		arm: func(t *testing.T, e *fakeEnv, m *Manager) time.Time {
+			if _, _, err := m.IKE.Ciphers(); err != nil {
+				t.Fatal(err)
+			}
+			m.lastRecv = e.now.Add(in - CachedResponseTime)
+			return e.now.Add(in)
+		},
+		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.Out == nil && m.IKE.In == nil },
+	},
 	"ike-expire": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
 			m.IKE.ExpireAt = e.now.Add(in)

@@ -71,7 +71,8 @@ const (
 )
 
 // IKESA is one IKE SA. The exported fields are its persisted state; the
-// ciphers are rebuilt from Keys on restore (RestoreCiphers).
+// ciphers are rebuilt from Keys on restore (RestoreCiphers) and whenever
+// needed after DropCiphers (Ciphers).
 //
 // The small fields come first, packed together: a million IKE SAs hold
 // one each, and the struct's size decides its size class (704 bytes, not
@@ -127,7 +128,8 @@ type IKESA struct {
 
 	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
 	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the
-	// SK ciphers of our role (Out for what we send).
+	// SK ciphers of our role (Out for what we send), nil while idle: use
+	// Ciphers.
 	Proposal suite.Proposal  `json:"proposal"`
 	Keys     *suite.IKEKeys  `json:"keys,omitempty"`
 	Ni, Nr   []byte          `json:"-"`
@@ -253,6 +255,28 @@ func (s *IKESA) SetKeys(k *suite.IKEKeys) error {
 	s.Keys, s.Out, s.In = k, out, in
 	return nil
 }
+
+// Ciphers returns the SK ciphers of our role, made again from Keys if
+// DropCiphers let them go: out seals what we send, in opens what we
+// receive.
+func (s *IKESA) Ciphers() (out, in *suite.SKCipher, err error) {
+	if s.Out == nil || s.In == nil {
+		if s.Keys == nil {
+			return nil, nil, fmt.Errorf("ike sa %s: no keys", s.SPIs())
+		}
+		if s.Out, s.In, err = s.Keys.Ciphers(s.Initiator); err != nil {
+			return nil, nil, fmt.Errorf("ike sa %s: ciphers: %w", s.SPIs(), err)
+		}
+	}
+	return s.Out, s.In, nil
+}
+
+// DropCiphers lets the SK ciphers go until Ciphers makes them again: an
+// idle IKE SA keeps only its keys (two ciphers are 192 bytes, more with
+// AES-CBC's key schedule, of an IKE SA that sends a message an hour). A
+// cipher made again starts its AEAD IVs at a new random point, as a
+// second cipher on the same key would (SKCipher).
+func (s *IKESA) DropCiphers() { s.Out, s.In = nil, nil }
 
 // RestoreCiphers rebuilds the SK ciphers from Keys after a restore.
 func (s *IKESA) RestoreCiphers() error {

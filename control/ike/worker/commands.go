@@ -287,11 +287,11 @@ func listOf(ms []*manager.Manager) []sa.IKESA {
 	return out
 }
 
-// Restore adopts an IKE SA read back from the state file (ciphers already
-// rebuilt).
+// Restore adopts an IKE SA read back from the state file, or one another
+// worker detached (its ciphers are made from its keys when needed).
 func (w *Worker) Restore(ike *sa.IKESA) error {
-	if ike.Out == nil || ike.In == nil {
-		return errors.New("restore: IKE SA without ciphers")
+	if ike.Keys == nil {
+		return errors.New("restore: IKE SA without keys")
 	}
 	if w.bySPI[ike.OurSPI()] != nil {
 		return fmt.Errorf("restore: IKE SA %s exists", ike.SPIs())
