@@ -239,3 +239,11 @@ func TestDPDSampleFailureDoesNotSpin(t *testing.T) {
 		}
 	}
 }
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -14,12 +14,12 @@ import (
 
 func (m *Manager) established() {
 	ike := m.IKE
-	m.halfOpenUntil = time.Time{}
+	m.halfOpenUntil = 0
 	// What only IKE_AUTH needed (AUTH signs the IKE_SA_INIT messages and
 	// nonces; the first Child SA's keys take the nonces): about a
 	// kilobyte per IKE SA, held for its life. A restored IKE SA never had
 	// them (they are not persisted).
-	ike.Ni, ike.Nr, ike.InitI, ike.InitR = nil, nil, nil, nil
+	ike.HS = nil
 	// Nor will the IKE SA sign or check an AUTH again, and the ciphers
 	// held the keys as they were: made again at the next message, from
 	// keys without SK_pi and SK_pr (64 bytes an IKE SA less, in memory

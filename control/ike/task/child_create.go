@@ -257,9 +257,10 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		return nil, t.fail(c, stats.TSUnacceptable, "peer widened the traffic selectors: got %s === %s, proposed %s === %s",
 			ipsec.Selectors(tsiP.Selectors), ipsec.Selectors(tsrP.Selectors), ipsec.Selectors(t.tsi), ipsec.Selectors(t.tsr))
 	}
-	ni, nr := ike.Ni, ike.Nr
-	var gir []byte
-	if !inAuth {
+	var ni, nr, gir []byte
+	if inAuth {
+		ni, nr = ike.Handshake().Ni, ike.Handshake().Nr
+	} else {
 		nP, _ := message.Find(resp.Inner, message.PayloadNonce).(*message.Nonce)
 		if nP == nil {
 			return nil, t.fail(c, stats.InvalidSyntax, "CREATE_CHILD_SA response without a nonce")
@@ -614,8 +615,8 @@ func (t *ChildCreateR) selectProposal(c *Ctx, r *childRequest) bool {
 // of another group (or none) is answered INVALID_KE_PAYLOAD with the group
 // we want (RFC 7296 1.3).
 func (t *ChildCreateR) exchangeKeys(c *Ctx, r *childRequest) bool {
-	r.ni, r.nr = c.IKE.Ni, c.IKE.Nr
 	if r.inAuth {
+		r.ni, r.nr = c.IKE.Handshake().Ni, c.IKE.Handshake().Nr
 		return true
 	}
 	if r.nonce == nil {

@@ -274,7 +274,7 @@ func listOf(ms []*manager.Manager) []sa.IKESA {
 	out := make([]sa.IKESA, 0, len(ms))
 	for _, m := range ms {
 		c := *m.IKE
-		c.Keys, c.Out, c.In, c.Ni, c.Nr, c.InitI, c.InitR, c.LastResponse = nil, nil, nil, nil, nil, nil, nil, nil
+		c.Keys, c.Out, c.In, c.HS, c.LastResponse = nil, nil, nil, nil, nil
 		c.InFlight = nil
 		c.Children = nil
 		for _, ch := range m.IKE.Children {
