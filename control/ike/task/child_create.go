@@ -288,7 +288,7 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		t.ReqID = t.Replaces.ReqID
 	}
 	ch := &sa.ChildSA{Name: t.child.Name, Initiator: true, SPIIn: t.spi, SPIOut: spiOut, Alg: alg, Keys: keys,
-		LocalTS: append([]ipsec.Selector(nil), tsiP.Selectors...), RemoteTS: append([]ipsec.Selector(nil), tsrP.Selectors...),
+		LocalTS: ts.Share(tsiP.Selectors), RemoteTS: ts.Share(tsrP.Selectors),
 		Encap: ike.NAT(), ReqID: t.ReqID}
 	if t.Replaces != nil {
 		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
@@ -671,7 +671,7 @@ func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
 func (t *ChildCreateR) install(c *Ctx, r *childRequest) (*sa.ChildSA, bool) {
 	rekeyed := t.rekeyOf
 	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
-		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
+		LocalTS: ts.Share(t.tsr), RemoteTS: ts.Share(t.tsi), Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
 	if rekeyed != nil {
 		ch.Replaces, ch.ReqID = rekeyed.SPIIn, rekeyed.ReqID
 	}

@@ -140,7 +140,7 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 		}
 		ike.AuthRemote = "psk"
 	}
-	ike.RemoteID = peer
+	ike.RemoteID = sameIdentity(peer, t.conn.Remote.Identity)
 	ike.State = sa.Established
 	ike.Established = c.Now()
 	if message.FindNotify(resp.Inner, message.InitialContact) != nil {
@@ -240,7 +240,7 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		ike.AuthRemote = "psk"
 	}
 	ike.LocalID = t.conn.Local.Identity
-	ike.RemoteID = peer
+	ike.RemoteID = sameIdentity(peer, t.conn.Remote.Identity)
 	if st := t.authenticate(c); st != Done {
 		return st
 	}

@@ -231,7 +231,7 @@ func (t *IKEInitI) Process(c *Ctx, resp *message.Message) Status {
 		c.Fail(stats.InternalError, 0, "%v", err)
 		return Failed
 	}
-	ike.Proposal = chosen
+	ike.Proposal = chosen.Share()
 	hs := ike.Handshake()
 	hs.SigAuth, hs.PeerHashes, hs.PeerCertReq, hs.CertReqSeen = false, nil, nil, false
 	frag := peerExtensions(c, resp.Payloads)
@@ -390,7 +390,7 @@ func (t *IKEInitR) Process(c *Ctx, req *message.Message) Status {
 	if err := ike.SetKeys(keys); err != nil {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "%v", err)
 	}
-	ike.Proposal = t.chosen
+	ike.Proposal = t.chosen.Share()
 	t.fragSeen = peerExtensions(c, req.Payloads)
 	t.sigSeen = ike.Handshake().SigAuth
 	ike.FragAccept = t.fragSeen && fragmentsAnnounced(t.conn)

@@ -233,6 +233,7 @@ func rekeyedIKE(c *Ctx, initiator bool, spii, spir uint64, chosen suite.Proposal
 	now := c.Now()
 	prop := chosen.Clone()
 	prop.SPI = nil
+	prop = prop.Share()
 	n := &sa.IKESA{UniqueID: c.NewID(), ConnName: old.ConnName, Initiator: initiator, SPIi: spii, SPIr: spir,
 		Local: old.Local, Remote: old.Remote, Logical: old.Logical, Anchored: old.Anchored, State: sa.Established, Proposal: prop,
 		NATLocal: old.NATLocal, NATRemote: old.NATRemote, LocalID: old.LocalID, RemoteID: old.RemoteID,
