@@ -133,18 +133,16 @@ func (d *usageDP) InboundPackets(spis []uint32) (uint64, error) {
 }
 
 // established returns the manager of an established IKE SA with working
-// SK ciphers (one key both ways, so that the test can answer our
-// requests with the same cipher) and no timer armed.
+// SK keys (one key both ways, so that the test can answer our requests
+// with a cipher of the same key), its ciphers not made yet, and no timer
+// armed.
 func established(t *testing.T, e *fakeEnv) *Manager {
 	t.Helper()
 	alg := suite.Algorithms{Protocol: suite.ProtocolIKE, Encr: suite.EncrAESGCM16, EncrKeyBits: 128}
-	c, err := suite.NewSKCipher(alg, bytes.Repeat([]byte{7}, 20), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := bytes.Repeat([]byte{7}, 20)
 	ike := &sa.IKESA{UniqueID: 1, Initiator: true, SPIi: 0x1111, SPIr: 0x2222, State: sa.Established,
 		Local: netip.MustParseAddrPort("198.18.0.1:500"), Remote: netip.MustParseAddrPort("198.18.0.2:500"),
-		MsgIDOut: 1, MsgIDIn: 1, Out: c, In: c, Created: e.now, Established: e.now}
+		MsgIDOut: 1, MsgIDIn: 1, Keys: &suite.IKEKeys{Alg: alg, SKei: k, SKer: k}, Created: e.now, Established: e.now}
 	m := New(ike, e)
 	if d := m.Deadline(); !d.IsZero() {
 		t.Fatalf("fresh established IKE SA: Deadline %v, want none", d)
@@ -162,7 +160,12 @@ func respond(t *testing.T, e *fakeEnv, m *Manager) {
 	ike := m.IKE
 	resp := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: r.exchange, MessageID: r.id,
 		Flags: message.FlagResponse}}
-	b, err := resp.Encode(ike.In)
+	// The peer's cipher: the same key, not the IKE SA's own instance.
+	_, in, err := ike.Keys.Ciphers(ike.Initiator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := resp.Encode(in)
 	if err != nil {
 		t.Fatal(err)
 	}

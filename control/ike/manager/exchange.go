@@ -21,7 +21,7 @@ func (m *Manager) sendTo(local, remote netip.AddrPort, msg []byte) {
 		msg = message.AddNonESPMarker(msg)
 	}
 	m.env.Send(Datagram{Local: local, Remote: remote, Data: msg})
-	m.lastSent = m.env.Now()
+	m.lastSent = at(m.env.Now())
 }
 
 // Initiate starts the next exchange if none is in flight, and none of the
@@ -166,7 +166,7 @@ func (m *Manager) sendRequest(ex message.ExchangeType) bool {
 		return true
 	}
 	if ex == message.IKESAInit {
-		ike.InitI = pkts[0]
+		ike.Handshake().InitI = pkts[0]
 	}
 	now := m.env.Now()
 	m.req = &request{id: id, exchange: ex, packets: pkts, next: now.Add(m.timeout(0))}
@@ -218,7 +218,8 @@ func (m *Manager) open(msg *message.Message) bool {
 	if msg.Header.Exchange == message.IKESAInit {
 		return true
 	}
-	if m.IKE.In == nil {
+	_, in, err := m.IKE.Ciphers()
+	if err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		return false
 	}
@@ -230,7 +231,7 @@ func (m *Manager) open(msg *message.Message) bool {
 	if msg.Encrypted.Fragment {
 		return m.openFragment(msg)
 	}
-	if err := msg.Decrypt(m.IKE.In); err != nil {
+	if err := msg.Decrypt(in); err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		m.Logger().Debug("dropped: SK payload", "err", err.Error())
 		return false
@@ -243,7 +244,7 @@ func (m *Manager) open(msg *message.Message) bool {
 // behind a NAT.
 func (m *Manager) authenticated(d Datagram, msg *message.Message) {
 	ike := m.IKE
-	m.lastRecv = m.env.Now()
+	m.lastRecv = at(m.env.Now())
 	if msg.Header.Exchange == message.IKESAInit || !ike.NAT() {
 		return
 	}
@@ -322,7 +323,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		if ike.State != sa.Created {
 			return
 		}
-		ike.InitI = append([]byte(nil), msg.Raw...)
+		ike.Handshake().InitI = append([]byte(nil), msg.Raw...)
 		tasks = []task.Responder{&task.IKEInitR{}}
 	case message.IKEAuth:
 		if ike.State != sa.Connecting || ike.Initiator {
@@ -472,10 +473,10 @@ func (m *Manager) answer(r *responding) {
 // proposals, KE and nonce the keys were made from.
 func (m *Manager) cookieRetry(msg *message.Message) {
 	ike := m.IKE
-	if ike.Initiator || ike.State != sa.Connecting || bytes.Equal(msg.Raw, ike.InitI) || !message.CookieRetryOf(msg.Raw, ike.InitI) {
+	if ike.Initiator || ike.State != sa.Connecting || bytes.Equal(msg.Raw, ike.Handshake().InitI) || !message.CookieRetryOf(msg.Raw, ike.Handshake().InitI) {
 		return
 	}
-	ike.InitI = append([]byte(nil), msg.Raw...)
+	ike.Handshake().InitI = append([]byte(nil), msg.Raw...)
 	m.Logger().Debug("IKE_SA_INIT: a COOKIE retry crossed the request we answered: its AUTH is expected over the retry")
 }
 
@@ -525,7 +526,7 @@ func (m *Manager) sendResponse(resp *message.Message, d Datagram) bool {
 		return false
 	}
 	if resp.Header.Exchange == message.IKESAInit {
-		ike.InitR = pkts[0]
+		ike.Handshake().InitR = pkts[0]
 	}
 	ike.LastResponse = pkts
 	ike.MsgIDIn = resp.Header.MessageID + 1
@@ -568,7 +569,7 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	m.authenticated(d, msg)
 	ex := m.req.exchange
 	if ex == message.IKESAInit {
-		ike.InitR = append([]byte(nil), msg.Raw...)
+		ike.Handshake().InitR = append([]byte(nil), msg.Raw...)
 	}
 	c := m.ctx(ex)
 	final := task.Done

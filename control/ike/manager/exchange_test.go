@@ -65,7 +65,7 @@ func TestRetransmitThenGiveUp(t *testing.T) {
 
 // TestResponseEndsRetransmission answers a request after one
 // retransmission: the task processes it once, the message ID moves on,
-// and no timer is left.
+// and no timer is left but the one that lets the ciphers go once idle.
 func TestResponseEndsRetransmission(t *testing.T) {
 	e := newFakeEnv(t)
 	m := established(t, e)
@@ -83,8 +83,58 @@ func TestResponseEndsRetransmission(t *testing.T) {
 		t.Fatalf("after the response: busy %v, processed %d, msgid %d, in flight %v", m.Busy(), tk.processed,
 			m.IKE.MsgIDOut, m.IKE.InFlight)
 	}
+	if d, want := m.Deadline(), e.now.Add(CachedResponseTime); !d.Equal(want) {
+		t.Fatalf("Deadline %v after the response, want the ciphers' idle time %v", d.Sub(epoch), want.Sub(epoch))
+	}
+}
+
+// TestIdleCiphers: an IKE SA idle for CachedResponseTime lets its SK
+// ciphers go and keeps its keys; its next exchange makes them again and
+// goes through, both ways.
+func TestIdleCiphers(t *testing.T) {
+	e := newFakeEnv(t)
+	m := established(t, e)
+	exchange := func() {
+		t.Helper()
+		tk := &fakeTask{kind: task.KindInfo}
+		m.Queue(tk)
+		m.Initiate()
+		if !m.Busy() {
+			t.Fatal("request not sent")
+		}
+		// Sent long after the peer last spoke: the ciphers stay for the
+		// response, rather than being let go at once.
+		if d := m.Deadline(); !d.After(e.now) || m.IKE.In == nil {
+			t.Fatalf("request outstanding: Deadline %v, now %v, cipher %v", d.Sub(epoch), e.now.Sub(epoch), m.IKE.In)
+		}
+		_, peer, err := m.IKE.Keys.Ciphers(m.IKE.Initiator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req, err := message.Decode(e.sent[len(e.sent)-1].Data); err != nil || req.Decrypt(peer) != nil {
+			t.Fatal("the request does not open with the peer's cipher")
+		}
+		respond(t, e, m)
+		if m.Busy() || tk.processed != 1 {
+			t.Fatalf("response not processed: busy %v, processed %d", m.Busy(), tk.processed)
+		}
+	}
+	exchange()
+	if m.IKE.Out == nil || m.IKE.In == nil {
+		t.Fatal("no ciphers after an exchange")
+	}
+	e.now = m.Deadline()
+	m.Tick(e.now)
+	if m.IKE.Out != nil || m.IKE.In != nil || m.IKE.Keys == nil {
+		t.Fatalf("idle for %v: ciphers %v %v, keys %v; want the keys only", CachedResponseTime, m.IKE.Out, m.IKE.In, m.IKE.Keys)
+	}
 	if d := m.Deadline(); !d.IsZero() {
-		t.Fatalf("Deadline %v after the response, want none", d)
+		t.Fatalf("Deadline %v once idle, want none", d.Sub(epoch))
+	}
+	e.now = e.now.Add(time.Hour)
+	exchange()
+	if m.Destroyed() || m.IKE.MsgIDOut != 3 {
+		t.Fatalf("after idling: destroyed %v, msgid %d", m.Destroyed(), m.IKE.MsgIDOut)
 	}
 }
 
@@ -188,4 +238,12 @@ func TestDPDSampleFailureDoesNotSpin(t *testing.T) {
 			t.Fatalf("tick %d at %v: Deadline stays %v while the samples fail", i, d.Sub(epoch), n.Sub(epoch))
 		}
 	}
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -110,7 +110,12 @@ func (m *Manager) openFragment(msg *message.Message) bool {
 		m.Logger().Debug("dropped: IKE fragment (we did not announce fragmentation)", "exchange", h.Exchange.String())
 		return false
 	}
-	f, err := msg.DecryptFragment(ike.In)
+	_, in, err := ike.Ciphers()
+	if err != nil {
+		m.env.Stats().Fail(stats.DecryptError)
+		return false
+	}
+	f, err := msg.DecryptFragment(in)
 	if err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		m.Logger().Debug("dropped: SKF payload", "err", err.Error())
@@ -165,10 +170,14 @@ func (m *Manager) retransmittedFragment(msg *message.Message) bool {
 	if e == nil || !e.Fragment {
 		return true
 	}
-	if e.FragmentNumber != 1 || m.IKE.In == nil {
+	if e.FragmentNumber != 1 {
 		return false
 	}
-	if _, err := msg.DecryptFragment(m.IKE.In); err != nil {
+	_, in, err := m.IKE.Ciphers()
+	if err != nil {
+		return false
+	}
+	if _, err := msg.DecryptFragment(in); err != nil {
 		m.env.Stats().Fail(stats.DecryptError)
 		return false
 	}
@@ -187,7 +196,11 @@ func (m *Manager) encode(msg *message.Message, local, remote netip.AddrPort) ([]
 		}
 		return [][]byte{b}, nil
 	}
-	b, err := msg.Encode(ike.Out)
+	out, _, err := ike.Ciphers()
+	if err != nil {
+		return nil, err
+	}
+	b, err := msg.Encode(out)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +211,7 @@ func (m *Manager) encode(msg *message.Message, local, remote netip.AddrPort) ([]
 	if len(b)+overhead <= size {
 		return [][]byte{b}, nil
 	}
-	frags, err := msg.EncodeFragments(ike.Out, size-overhead)
+	frags, err := msg.EncodeFragments(out, size-overhead)
 	if err != nil {
 		return nil, err
 	}

@@ -17,12 +17,20 @@ import (
 
 func (m *Manager) established() {
 	ike := m.IKE
-	m.halfOpenUntil = time.Time{}
+	m.halfOpenUntil = 0
 	// What only IKE_AUTH needed (AUTH signs the IKE_SA_INIT messages and
 	// nonces; the first Child SA's keys take the nonces): about a
 	// kilobyte per IKE SA, held for its life. A restored IKE SA never had
 	// them (they are not persisted).
-	ike.Ni, ike.Nr, ike.InitI, ike.InitR = nil, nil, nil, nil
+	ike.HS = nil
+	// Nor will the IKE SA sign or check an AUTH again, and the ciphers
+	// held the keys as they were: made again at the next message, from
+	// keys without SK_pi and SK_pr (64 bytes an IKE SA less, in memory
+	// and in its state).
+	if ike.Keys != nil {
+		ike.Keys.DropAuthKeys()
+		ike.DropCiphers()
+	}
 	m.setDPD()
 	m.setTimers(ike, ike.Established, true)
 	m.env.Stats().Inc(stats.IKESAsEstablished)
@@ -88,15 +96,17 @@ func (h host) AddRedundantIKE(ike *sa.IKESA, del bool) {
 // peer when the failure asks for a notify (AUTHENTICATION_FAILED after we
 // refused its authentication).
 func (m *Manager) fail(f *task.Failure) {
-	if f != nil && f.Notify != 0 && m.IKE.Out != nil {
+	if f != nil && f.Notify != 0 && m.IKE.Keys != nil {
 		msg := &message.Message{Header: message.Header{SPIi: m.IKE.SPIi, SPIr: m.IKE.SPIr, Exchange: message.Informational,
 			MessageID: m.IKE.MsgIDOut}, Inner: []message.Payload{&message.Notify{NotifyType: f.Notify}}}
 		if m.IKE.Initiator {
 			msg.Header.Flags |= message.FlagInitiator
 		}
-		if b, err := msg.Encode(m.IKE.Out); err == nil {
-			m.IKE.MsgIDOut++
-			m.send(b)
+		if out, _, err := m.IKE.Ciphers(); err == nil {
+			if b, err := msg.Encode(out); err == nil {
+				m.IKE.MsgIDOut++
+				m.send(b)
+			}
 		}
 	}
 	m.destroy(f, "")

@@ -191,29 +191,62 @@ type Manager struct {
 	// more is what few IKE SAs need at a time (nil until then).
 	more *seldom
 
+	// The times are instants, 8 bytes each rather than a time.Time's 24:
+	// a Manager is then 160 bytes, not 288.
+	//
 	// halfOpenUntil is the half-open deadline of a responder IKE SA (zero
 	// once established or for an initiator).
-	halfOpenUntil time.Time
+	halfOpenUntil instant
 	// lastRecv is when the last authenticated message of the peer arrived;
 	// lastSent when we last sent anything (for keepalives).
-	lastRecv, lastSent time.Time
+	lastRecv, lastSent instant
 	dpdDelay           time.Duration
 	// inPkts is the inbound packet count of the Child SAs at the last
 	// sample (UsageReader, every dpd_delay/2), taken at sampledAt;
 	// lastInbound is the earliest time ESP may last have arrived.
 	inPkts                 uint64
-	sampledAt, lastInbound time.Time
-	// sampleFailedAt is when the last sample could not be read.
-	sampleFailedAt time.Time
+	sampledAt, lastInbound instant
 	// probeAt is when to look for traffic through Child SAs whose outbound
 	// SA is held back (zero: none pending).
-	probeAt   time.Time
+	probeAt   instant
 	destroyed bool
 }
 
+// instant is a time as the nanoseconds since instantEpoch, 0 for the zero
+// time.Time: what a Manager keeps of its times. Instants order as their
+// times do, the zero time first (every time since instantEpoch is
+// positive), so that max and < apply to them.
+type instant int64
+
+// instantEpoch is the origin of instants, a century before iked started
+// (an instant spans 292 years), read with the monotonic clock: an
+// instant made of a time.Now reading and made a time.Time again compares
+// with other readings by the monotonic clock, as the reading did. A time
+// without a monotonic reading (a fake clock's) makes the wall time it was
+// again.
+var instantEpoch = time.Now().Add(-100 * 365 * 24 * time.Hour)
+
+// at is t as an instant.
+func at(t time.Time) instant {
+	if t.IsZero() {
+		return 0
+	}
+	if d := t.Sub(instantEpoch); d != 0 {
+		return instant(d)
+	}
+	return 1 // the epoch itself, a nanosecond later, not the zero time
+}
+
+// t is the instant as a time.Time (the zero time for 0).
+func (i instant) t() time.Time {
+	if i == 0 {
+		return time.Time{}
+	}
+	return instantEpoch.Add(time.Duration(i))
+}
+
 // seldom is the state of a Manager that few IKE SAs hold at a time,
-// apart so that an idle IKE SA's Manager is a size class smaller (288
-// bytes, not 352).
+// apart so that an idle IKE SA's Manager is a size class smaller.
 type seldom struct {
 	deferred []deferredTask
 	// frags collect the fragments of the peer's requests and of the
@@ -224,6 +257,9 @@ type seldom struct {
 	// waiting is the peer's request whose answer waits for its Child
 	// SA's install (Installing).
 	waiting *responding
+	// sampleFailedAt is when the last sample of inbound packets could not
+	// be read.
+	sampleFailedAt instant
 }
 
 // noSeldom is what rare returns for a Manager without: never written.
@@ -259,7 +295,7 @@ func (m *Manager) shrink() {
 func New(ike *sa.IKESA, env Env) *Manager {
 	m := &Manager{IKE: ike, env: env}
 	now := env.Now()
-	m.lastRecv, m.lastSent = now, now
+	m.lastRecv, m.lastSent = at(now), at(now)
 	return m
 }
 
@@ -267,6 +303,10 @@ func New(ike *sa.IKESA, env Env) *Manager {
 // established, with its message IDs and cached response.
 func Restore(ike *sa.IKESA, env Env) *Manager {
 	m := New(ike, env)
+	// A state written before IKE SAs dropped SK_pi and SK_pr has them.
+	if ike.Keys != nil {
+		ike.Keys.DropAuthKeys()
+	}
 	if ike.State == sa.Rekeyed && ike.RekeyedUntil.IsZero() {
 		ike.RekeyedUntil = env.Now().Add(RekeyedTimeout)
 	}
@@ -333,10 +373,10 @@ func (m *Manager) Deferred() int { return len(m.rare().deferred) }
 func (m *Manager) Busy() bool { return m.req != nil }
 
 // SetHalfOpen marks a responder IKE SA half-open until deadline.
-func (m *Manager) SetHalfOpen(deadline time.Time) { m.halfOpenUntil = deadline }
+func (m *Manager) SetHalfOpen(deadline time.Time) { m.halfOpenUntil = at(deadline) }
 
 // HalfOpen reports whether the IKE SA is a half-open responder IKE SA.
-func (m *Manager) HalfOpen() bool { return !m.halfOpenUntil.IsZero() }
+func (m *Manager) HalfOpen() bool { return m.halfOpenUntil != 0 }
 
 // Queue adds a task; Initiate starts it when the window is free.
 func (m *Manager) Queue(t task.Initiator) { m.queue = append(m.queue, t) }

@@ -20,7 +20,7 @@ func (m *Manager) timeout(n int) time.Duration {
 // armProbe schedules the look for traffic through Child SAs whose
 // outbound SA is held back.
 func (m *Manager) armProbe() {
-	if !m.probeAt.IsZero() {
+	if m.probeAt != 0 {
 		return
 	}
 	if _, ok := m.env.DataPlane().(UsageReader); !ok {
@@ -28,7 +28,7 @@ func (m *Manager) armProbe() {
 	}
 	for _, ch := range m.IKE.Children {
 		if pendingOut(ch) {
-			m.probeAt = m.env.Now().Add(task.OutPendingProbe)
+			m.probeAt = at(m.env.Now().Add(task.OutPendingProbe))
 			return
 		}
 	}
@@ -107,12 +107,11 @@ var timers = [...]timer{
 	{name: "retransmit", when: (*Manager).retransmitAt, fire: (*Manager).retransmit},
 	{name: "fragments", when: func(m *Manager) time.Time { return m.rare().frags.deadline() },
 		fire: func(m *Manager, now time.Time) bool { m.expireFragments(now); return false }},
-	{name: "half-open", when: func(m *Manager) time.Time { return m.halfOpenUntil }, fire: (*Manager).halfOpenTimeout},
+	{name: "half-open", when: func(m *Manager) time.Time { return m.halfOpenUntil.t() }, fire: (*Manager).halfOpenTimeout},
 	{name: "deferred", when: (*Manager).deferredAt, fire: (*Manager).startDeferred},
 	{name: "drain", when: (*Manager).drainAt, fire: (*Manager).drain},
 	{name: "rekeyed", when: (*Manager).rekeyedUntil, fire: (*Manager).rekeyedTimeout},
-	{name: "cached-response", when: (*Manager).responseKeptUntil,
-		fire: func(m *Manager, _ time.Time) bool { m.IKE.LastResponse = nil; return false }},
+	{name: "cached-response", when: (*Manager).responseKeptUntil, fire: (*Manager).idle},
 	{name: "ike-expire", established: true, when: func(m *Manager) time.Time { return m.IKE.ExpireAt }, fire: (*Manager).expireIKE},
 	{name: "dpd-sample", established: true, when: (*Manager).sampleAt, fire: (*Manager).sample},
 	{name: "dpd", established: true, when: (*Manager).dpdAt, fire: (*Manager).dpd},
@@ -138,14 +137,34 @@ var timers = [...]timer{
 // later is dropped as one with an old message ID.
 const CachedResponseTime = 3 * time.Minute
 
-// responseKeptUntil is when the cached response goes (zero: none). The
-// response is not persisted again without it: a restored one is kept
-// CachedResponseTime after the restore.
+// responseKeptUntil is when the cached response goes, and the SK
+// ciphers with it (zero: neither is held). The response is not persisted
+// again without it: a restored one is kept CachedResponseTime after the
+// restore.
 func (m *Manager) responseKeptUntil() time.Time {
-	if len(m.IKE.LastResponse) == 0 {
+	if len(m.IKE.LastResponse) == 0 && !m.ciphersIdle() {
 		return time.Time{}
 	}
-	return m.lastRecv.Add(CachedResponseTime)
+	return m.lastRecv.t().Add(CachedResponseTime)
+}
+
+// ciphersIdle reports whether the SK ciphers are made and no request of
+// ours waits for its response: a request sent after a long silence (a
+// liveness check, a rekey) keeps them for its response.
+func (m *Manager) ciphersIdle() bool {
+	return m.req == nil && (m.IKE.Out != nil || m.IKE.In != nil)
+}
+
+// idle lets go of what an IKE SA the peer has not spoken to for
+// CachedResponseTime holds for its next exchange only: the cached
+// response and the SK ciphers (IKESA.DropCiphers; the next message makes
+// them again from the keys).
+func (m *Manager) idle(time.Time) bool {
+	m.IKE.LastResponse = nil
+	if m.ciphersIdle() {
+		m.IKE.DropCiphers()
+	}
+	return false
 }
 
 // Deadline is when Tick must next be called (zero: no timer).
@@ -312,14 +331,7 @@ func (m *Manager) sampleAt() time.Time {
 	if !m.dpdArmed() || !m.samplesInbound() {
 		return time.Time{}
 	}
-	return later(m.sampledAt, m.sampleFailedAt).Add(m.dpdDelay / 2)
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
+	return max(m.sampledAt, m.rare().sampleFailedAt).t().Add(m.dpdDelay / 2)
 }
 
 // AppendDueSample appends to spis the inbound SPIs of the IKE SA's Child
@@ -358,7 +370,7 @@ func (m *Manager) dpd(now time.Time) bool {
 	}
 	m.env.Stats().Inc(stats.DPDChecks)
 	m.Queue(&task.DPDI{})
-	m.lastInbound = now // one check per dpd_delay without an answer
+	m.lastInbound = at(now) // one check per dpd_delay without an answer
 	return false
 }
 
@@ -367,7 +379,7 @@ func (m *Manager) keepaliveAt() time.Time {
 	if !m.IKE.NATLocal || s.KeepaliveInterval <= 0 {
 		return time.Time{}
 	}
-	return m.lastSent.Add(s.KeepaliveInterval)
+	return m.lastSent.t().Add(s.KeepaliveInterval)
 }
 
 // keepalive sends a NAT keepalive, to keep the mapping of a NAT in front
@@ -375,7 +387,7 @@ func (m *Manager) keepaliveAt() time.Time {
 func (m *Manager) keepalive(now time.Time) bool {
 	ike := m.IKE
 	m.env.Send(Datagram{Local: ike.Local, Remote: ike.Remote, Data: []byte{0xff}})
-	m.lastSent = now
+	m.lastSent = at(now)
 	m.env.Stats().Inc(stats.Keepalives)
 	return false
 }
@@ -392,7 +404,7 @@ func (m *Manager) childrenAt() time.Time {
 		if pendingOut(ch) {
 			d = earliest(d, ch.Installed.Add(m.outPendingLimit()))
 			if _, ok := m.env.DataPlane().(UsageReader); ok {
-				d = earliest(d, m.probeAt)
+				d = earliest(d, m.probeAt.t())
 			}
 		}
 		if ch.State != sa.ChildDeleted {
@@ -405,9 +417,9 @@ func (m *Manager) childrenAt() time.Time {
 // children runs the Child SAs' timers that are due, one Child SA after
 // the other.
 func (m *Manager) children(now time.Time) bool {
-	probe := !m.probeAt.IsZero() && !now.Before(m.probeAt)
+	probe := m.probeAt != 0 && !now.Before(m.probeAt.t())
 	if probe {
-		m.probeAt = time.Time{}
+		m.probeAt = 0
 	}
 	for _, ch := range append([]*sa.ChildSA(nil), m.IKE.Children...) {
 		if !pendingOut(ch) {
@@ -493,10 +505,7 @@ func (m *Manager) outPendingDue(ch *sa.ChildSA, now time.Time, probe bool) strin
 // alive is the last sign of life of the peer: an IKE message, or ESP
 // through its Child SAs (as far as the samples tell).
 func (m *Manager) alive() time.Time {
-	if m.lastInbound.After(m.lastRecv) {
-		return m.lastInbound
-	}
-	return m.lastRecv
+	return max(m.lastInbound, m.lastRecv).t()
 }
 
 // samplesInbound reports whether DPD can count ESP (the data plane
@@ -522,11 +531,11 @@ func (m *Manager) sampleInbound(now time.Time) {
 		// Tried again in dpd_delay/2: with the sample's time left in the
 		// past, Deadline stayed there and the worker spun, calling spud
 		// in a tight loop while it was away.
-		m.sampleFailedAt = now
+		m.rareW().sampleFailedAt = at(now)
 		return
 	}
-	if n != m.inPkts && !m.sampledAt.IsZero() && m.sampledAt.After(m.lastInbound) {
+	if n != m.inPkts && m.sampledAt != 0 && m.sampledAt > m.lastInbound {
 		m.lastInbound = m.sampledAt
 	}
-	m.inPkts, m.sampledAt = n, now
+	m.inPkts, m.sampledAt = n, at(now)
 }

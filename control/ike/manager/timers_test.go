@@ -79,10 +79,22 @@ var timerCases = map[string]timerCase{
 	"cached-response": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
 			m.IKE.LastResponse = [][]byte{{1, 2, 3}}
-			m.lastRecv = e.now.Add(in - CachedResponseTime)
+			m.lastRecv = at(e.now.Add(in - CachedResponseTime))
 			return e.now.Add(in)
 		},
 		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.LastResponse == nil },
+	},
+	// An idle IKE SA lets its SK ciphers go; its next message makes them
+	// again from the keys (TestIdleCiphers).
+	"cached-response/ciphers": {
+		arm: func(t *testing.T, e *fakeEnv, m *Manager) time.Time {
+			if _, _, err := m.IKE.Ciphers(); err != nil {
+				t.Fatal(err)
+			}
+			m.lastRecv = at(e.now.Add(in - CachedResponseTime))
+			return e.now.Add(in)
+		},
+		fired: func(e *fakeEnv, m *Manager) bool { return m.IKE.Out == nil && m.IKE.In == nil },
 	},
 	"ike-expire": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {
@@ -98,10 +110,10 @@ var timerCases = map[string]timerCase{
 			e.dp = &usageDP{in: map[uint32]uint64{}}
 			m.IKE.Children = []*sa.ChildSA{{Name: "net", State: sa.ChildInstalled, SPIIn: 0xc0000001}}
 			m.dpdDelay = 4 * in
-			m.sampledAt = e.now.Add(in - m.dpdDelay/2)
+			m.sampledAt = at(e.now.Add(in - m.dpdDelay/2))
 			return e.now.Add(in)
 		},
-		fired: func(e *fakeEnv, m *Manager) bool { return m.sampledAt.Equal(e.now) },
+		fired: func(e *fakeEnv, m *Manager) bool { return m.sampledAt.t().Equal(e.now) },
 	},
 	"dpd": {
 		arm: func(_ *testing.T, e *fakeEnv, m *Manager) time.Time {

@@ -11,6 +11,7 @@ import (
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/suite"
+	"github.com/spugate/spugate/control/ike/ts"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -371,6 +372,7 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 	r.Logical = uint16(d.uvMax(math.MaxUint16))
 	d.what = "proposal"
 	d.proposal(&r.Proposal)
+	r.Proposal = r.Proposal.Share()
 	if f&fKeys != 0 {
 		d.what = "keys"
 		k := &suite.IKEKeys{}
@@ -493,8 +495,8 @@ func (d *decoder) child() *ChildSA {
 		d.keep(&k.IntegR)
 		c.Keys = k
 	}
-	c.LocalTS = d.selectors()
-	c.RemoteTS = d.selectors()
+	c.LocalTS = d.childSelectors()
+	c.RemoteTS = d.childSelectors()
 	if n := d.count(1); n > 0 {
 		c.PolicyIDs = make([]uint32, n)
 		for i := range c.PolicyIDs {
@@ -831,6 +833,16 @@ func (d *decoder) selectors() []ipsec.Selector {
 		s.ToPort = uint16(d.uvMax(math.MaxUint16))
 	}
 	return ss
+}
+
+// childSelectors reads a Child SA's selectors, shared with the Child SAs
+// that have the same (ts.Share): a million restored tunnels of a few
+// connections do not each hold a copy.
+func (d *decoder) childSelectors() []ipsec.Selector {
+	if ss := d.selectors(); ss != nil {
+		return ts.Share(ss)
+	}
+	return nil
 }
 
 func (d *decoder) u32s() []uint32 {

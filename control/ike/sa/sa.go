@@ -71,11 +71,13 @@ const (
 )
 
 // IKESA is one IKE SA. The exported fields are its persisted state; the
-// ciphers are rebuilt from Keys on restore (RestoreCiphers).
+// ciphers are rebuilt from Keys on restore (RestoreCiphers) and whenever
+// needed after DropCiphers (Ciphers).
 //
 // The small fields come first, packed together: a million IKE SAs hold
-// one each, and the struct's size decides its size class (704 bytes, not
-// 768 with the padding of fields in their logical order).
+// one each, and the struct's size decides its size class (576 bytes; 768
+// with the padding of fields in their logical order and what only
+// IKE_SA_INIT and IKE_AUTH need, now in Handshake).
 type IKESA struct {
 	// UniqueID names the IKE SA for people and spuctl (like charon's #N).
 	UniqueID uint32 `json:"unique_id"`
@@ -106,13 +108,6 @@ type IKESA struct {
 	// announced support and reassemble the peer's fragments.
 	FragSend   bool `json:"frag_send,omitempty"`
 	FragAccept bool `json:"frag_accept,omitempty"`
-	// Learned in IKE_SA_INIT for IKE_AUTH (not persisted: IKE_AUTH does
-	// not survive a restart). SigAuth: the peer sent
-	// SIGNATURE_HASH_ALGORITHMS (RFC 7427), listing PeerHashes.
-	// PeerCertReq: the CAs the peer named in its CERTREQs; CertReqSeen:
-	// it sent one (send_cert ifasked).
-	SigAuth     bool `json:"-"`
-	CertReqSeen bool `json:"-"`
 
 	// ConnName is the connection it was made from ("" for a responder
 	// before IKE_AUTH picked one).
@@ -125,19 +120,16 @@ type IKESA struct {
 	Local  netip.AddrPort `json:"local"`
 	Remote netip.AddrPort `json:"remote"`
 
-	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, both
-	// nonces, both IKE_SA_INIT messages as sent (what AUTH signs), and the
-	// SK ciphers of our role (Out for what we send).
+	// Negotiated in IKE_SA_INIT: the chosen proposal, the keys, and the
+	// SK ciphers of our role (Out for what we send), nil while idle: use
+	// Ciphers.
 	Proposal suite.Proposal  `json:"proposal"`
 	Keys     *suite.IKEKeys  `json:"keys,omitempty"`
-	Ni, Nr   []byte          `json:"-"`
-	InitI    []byte          `json:"-"` // the initiator's IKE_SA_INIT as sent, for AUTH
-	InitR    []byte          `json:"-"` // the responder's
 	Out, In  *suite.SKCipher `json:"-"`
-
-	// PeerHashes and PeerCertReq: with SigAuth and CertReqSeen above.
-	PeerHashes  []uint16   `json:"-"`
-	PeerCertReq [][20]byte `json:"-"`
+	// HS is what IKE_SA_INIT leaves for IKE_AUTH, nil once the IKE SA is
+	// established (and for one made by a rekey or restored): write it
+	// through Handshake.
+	HS *Handshake `json:"-"`
 
 	// LocalID and RemoteID are the identities IKE_AUTH authenticated.
 	LocalID  config.Identity `json:"local_id"`
@@ -178,6 +170,33 @@ type IKESA struct {
 	// IKE SA sends it again as it was (a new request must not reuse its
 	// message ID) and processes the response with the task it rebuilds.
 	InFlight *InFlight `json:"in_flight,omitempty"`
+}
+
+// Handshake is what an IKE SA needs from IKE_SA_INIT until IKE_AUTH is
+// done, apart so that an established IKE SA does not carry its empty
+// fields for its life (a million of them: 128 bytes each). Not persisted:
+// IKE_AUTH does not survive a restart.
+type Handshake struct {
+	// Ni and Nr are both nonces; InitI and InitR both IKE_SA_INIT
+	// messages as sent (what AUTH signs).
+	Ni, Nr       []byte
+	InitI, InitR []byte
+	// SigAuth: the peer sent SIGNATURE_HASH_ALGORITHMS (RFC 7427), listing
+	// PeerHashes. PeerCertReq: the CAs the peer named in its CERTREQs;
+	// CertReqSeen: it sent one (send_cert ifasked).
+	SigAuth, CertReqSeen bool
+	PeerHashes           []uint16
+	PeerCertReq          [][20]byte
+}
+
+// Handshake returns the IKE SA's handshake state, made when first needed
+// (in IKE_SA_INIT). Only IKE_SA_INIT and IKE_AUTH use it: after them it
+// would be made again empty, and kept.
+func (s *IKESA) Handshake() *Handshake {
+	if s.HS == nil {
+		s.HS = &Handshake{}
+	}
+	return s.HS
 }
 
 // InFlight is a request of ours in flight and what its task needs to
@@ -253,6 +272,28 @@ func (s *IKESA) SetKeys(k *suite.IKEKeys) error {
 	s.Keys, s.Out, s.In = k, out, in
 	return nil
 }
+
+// Ciphers returns the SK ciphers of our role, made again from Keys if
+// DropCiphers let them go: out seals what we send, in opens what we
+// receive.
+func (s *IKESA) Ciphers() (out, in *suite.SKCipher, err error) {
+	if s.Out == nil || s.In == nil {
+		if s.Keys == nil {
+			return nil, nil, fmt.Errorf("ike sa %s: no keys", s.SPIs())
+		}
+		if s.Out, s.In, err = s.Keys.Ciphers(s.Initiator); err != nil {
+			return nil, nil, fmt.Errorf("ike sa %s: ciphers: %w", s.SPIs(), err)
+		}
+	}
+	return s.Out, s.In, nil
+}
+
+// DropCiphers lets the SK ciphers go until Ciphers makes them again: an
+// idle IKE SA keeps only its keys (two ciphers are 192 bytes, more with
+// AES-CBC's key schedule, of an IKE SA that sends a message an hour). A
+// cipher made again starts its AEAD IVs at a new random point, as a
+// second cipher on the same key would (SKCipher).
+func (s *IKESA) DropCiphers() { s.Out, s.In = nil, nil }
 
 // RestoreCiphers rebuilds the SK ciphers from Keys after a restore.
 func (s *IKESA) RestoreCiphers() error {

@@ -3,6 +3,7 @@ package suite
 import (
 	"crypto/hmac"
 	"encoding/binary"
+	"errors"
 	"fmt"
 )
 
@@ -93,6 +94,25 @@ func (k *IKEKeys) Ciphers(initiator bool) (out, in *SKCipher, err error) {
 	return out, in, nil
 }
 
+// DropAuthKeys forgets SK_pi and SK_pr, which only the AUTH payloads of
+// IKE_AUTH use (SignedOctets): an IKE SA drops them once authenticated
+// (a rekey's new IKE SA never needs them), so that neither its memory
+// nor its state record carries them for the tunnel's life. The other
+// keys move to an allocation of their own, without the two; ciphers
+// made from the keys before keep the old one until they go.
+func (k *IKEKeys) DropAuthKeys() {
+	if k.SKpi == nil && k.SKpr == nil {
+		return
+	}
+	buf := make([]byte, 0, len(k.SKd)+len(k.SKai)+len(k.SKar)+len(k.SKei)+len(k.SKer))
+	for _, p := range [...]*[]byte{&k.SKd, &k.SKai, &k.SKar, &k.SKei, &k.SKer} {
+		n := len(buf)
+		buf = append(buf, *p...)
+		*p = buf[n:len(buf):len(buf)]
+	}
+	k.SKpi, k.SKpr = nil, nil
+}
+
 // ChildKeys are the keys of an ESP Child SA pair (RFC 7296 section 2.17):
 //
 //	KEYMAT = prf+(SK_d, Ni | Nr)                  (no PFS)
@@ -170,6 +190,10 @@ func (k *IKEKeys) SignedOctets(initiator bool, realMessage, peerNonce, idBody []
 	skp := k.SKpr
 	if initiator {
 		skp = k.SKpi
+	}
+	if len(skp) == 0 {
+		// An empty key would MAC without complaint: a wrong AUTH.
+		return nil, errors.New("suite: signed octets: SK_pi and SK_pr were dropped after IKE_AUTH")
 	}
 	maced, err := k.Alg.PRF.Compute(skp, idBody)
 	if err != nil {

@@ -42,9 +42,11 @@ type SKCipher struct {
 
 	// key is the AEAD's key without the salt, or with block (AES-CBC) the
 	// HMAC's key: one field, so that an SKCipher, two per IKE SA, takes
-	// 96 bytes, not 128. The AEAD is made for each message rather than
-	// kept, since an IKE SA sends a message a minute and an AES-GCM state
-	// is about 700 bytes, a third of what an IKE SA costs at a million.
+	// 96 bytes, not 128. It is the caller's key material, not a copy (an
+	// IKE SA's keys never change; a copy was two allocations an IKE SA).
+	// The AEAD is made for each message rather than kept, since an IKE SA
+	// sends a message a minute and an AES-GCM state is about 700 bytes, a
+	// third of what an IKE SA costs at a million.
 	key    []byte
 	salt   [4]byte
 	ivBase uint64        // random, so that two SKCiphers on one key do not collide
@@ -59,7 +61,8 @@ const aeadIVLen = 8
 
 // NewSKCipher builds the SK protection for one direction from the
 // negotiated IKE algorithms and that direction's keys (encKey includes the
-// salt for an AEAD; integKey is nil for an AEAD).
+// salt for an AEAD; integKey is nil for an AEAD). The cipher keeps using
+// the keys' bytes: they must not change.
 func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 	if want := a.EncrKeyLen(); want == 0 || len(encKey) != want {
 		return nil, fmt.Errorf("suite: %s: encryption key of %d bytes, want %d", a.Encr, len(encKey), want)
@@ -77,7 +80,7 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 		if a.Encr == EncrAESGCM16 && len(k) != 16 && len(k) != 24 && len(k) != 32 {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, aes.KeySizeError(len(k)))
 		}
-		c.key = append([]byte(nil), k...)
+		c.key = k[:len(k):len(k)]
 		copy(c.salt[:], salt)
 		var r [8]byte
 		rand.Read(r[:])
@@ -94,7 +97,7 @@ func NewSKCipher(a Algorithms, encKey, integKey []byte) (*SKCipher, error) {
 		if err != nil {
 			return nil, fmt.Errorf("suite: %s: %w", a.Encr, err)
 		}
-		c.block, c.integ, c.key = b, s, append([]byte(nil), integKey...)
+		c.block, c.integ, c.key = b, s, integKey[:len(integKey):len(integKey)]
 	default:
 		return nil, fmt.Errorf("suite: encryption algorithm %s not supported", a.Encr)
 	}

@@ -235,6 +235,57 @@ func TestPSKAuth(t *testing.T) {
 	}
 }
 
+// TestDropAuthKeys: an authenticated IKE SA's keys without SK_pi and
+// SK_pr keep every other key as it was, in a buffer of their own (the
+// one with SK_pi and SK_pr can go), and signed octets are refused rather
+// than computed with an empty key; ciphers made before and after agree.
+func TestDropAuthKeys(t *testing.T) {
+	for _, a := range ikeSuites {
+		t.Run(a.String(), func(t *testing.T) {
+			k := testKeys(t, a)
+			want := testKeys(t, a)
+			before, _, err := k.Ciphers(true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := &k.SKd[0]
+			k.DropAuthKeys()
+			if k.SKpi != nil || k.SKpr != nil {
+				t.Fatal("SK_pi and SK_pr kept")
+			}
+			for i, p := range [][2][]byte{{k.SKd, want.SKd}, {k.SKai, want.SKai}, {k.SKar, want.SKar}, {k.SKei, want.SKei}, {k.SKer, want.SKer}} {
+				if !bytes.Equal(p[0], p[1]) || cap(p[0]) != len(p[0]) {
+					t.Errorf("key %d: %x (cap %d), want %x", i, p[0], cap(p[0]), p[1])
+				}
+			}
+			if &k.SKd[0] == old {
+				t.Error("the keys stay in the buffer that holds SK_pi and SK_pr")
+			}
+			for _, initiator := range []bool{true, false} {
+				if _, err := k.SignedOctets(initiator, []byte("msg"), []byte("nonce"), []byte("id")); err == nil {
+					t.Errorf("signed octets (initiator %v) without SK_p", initiator)
+				}
+			}
+			_, in, err := k.Ciphers(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			aad := []byte("header and SK payload header")
+			sealed, err := before.Seal(append([]byte(nil), aad...), []byte("inner"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p, err := in.Open(aad, sealed[len(aad):]); err != nil || string(p) != "inner" {
+				t.Errorf("opened %q, %v", p, err)
+			}
+			k.DropAuthKeys() // again: nothing to do
+			if !bytes.Equal(k.SKd, want.SKd) {
+				t.Error("a second DropAuthKeys changed SK_d")
+			}
+		})
+	}
+}
+
 func BenchmarkSKSeal(b *testing.B) {
 	for _, a := range []Algorithms{ikeSuites[0], ikeSuites[3]} {
 		b.Run(a.String(), func(b *testing.B) {

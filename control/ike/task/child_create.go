@@ -258,9 +258,10 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		return nil, t.fail(c, stats.TSUnacceptable, "peer widened the traffic selectors: got %s === %s, proposed %s === %s",
 			ipsec.Selectors(tsiP.Selectors), ipsec.Selectors(tsrP.Selectors), ipsec.Selectors(t.tsi), ipsec.Selectors(t.tsr))
 	}
-	ni, nr := ike.Ni, ike.Nr
-	var gir []byte
-	if !inAuth {
+	var ni, nr, gir []byte
+	if inAuth {
+		ni, nr = ike.Handshake().Ni, ike.Handshake().Nr
+	} else {
 		nP, _ := message.Find(resp.Inner, message.PayloadNonce).(*message.Nonce)
 		if nP == nil {
 			return nil, t.fail(c, stats.InvalidSyntax, "CREATE_CHILD_SA response without a nonce")
@@ -288,7 +289,7 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 		t.ReqID = t.Replaces.ReqID
 	}
 	ch := &sa.ChildSA{Name: t.child.Name, Initiator: true, SPIIn: t.spi, SPIOut: spiOut, Alg: alg, Keys: keys,
-		LocalTS: append([]ipsec.Selector(nil), tsiP.Selectors...), RemoteTS: append([]ipsec.Selector(nil), tsrP.Selectors...),
+		LocalTS: ts.Share(tsiP.Selectors), RemoteTS: ts.Share(tsrP.Selectors),
 		Encap: ike.NAT(), ReqID: t.ReqID}
 	if t.Replaces != nil {
 		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
@@ -612,8 +613,8 @@ func (t *ChildCreateR) selectProposal(c *Ctx, r *childRequest) bool {
 // of another group (or none) is answered INVALID_KE_PAYLOAD with the group
 // we want (RFC 7296 1.3).
 func (t *ChildCreateR) exchangeKeys(c *Ctx, r *childRequest) bool {
-	r.ni, r.nr = c.IKE.Ni, c.IKE.Nr
 	if r.inAuth {
+		r.ni, r.nr = c.IKE.Handshake().Ni, c.IKE.Handshake().Nr
 		return true
 	}
 	if r.nonce == nil {
@@ -674,7 +675,7 @@ func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
 func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 	rekeyed := t.rekeyOf
 	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
-		LocalTS: t.tsr, RemoteTS: t.tsi, Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
+		LocalTS: ts.Share(t.tsr), RemoteTS: ts.Share(t.tsi), Encap: c.IKE.NAT(), OutPending: rekeyed != nil}
 	if rekeyed != nil {
 		ch.Replaces, ch.ReqID = rekeyed.SPIIn, rekeyed.ReqID
 	}

@@ -358,7 +358,7 @@ func TestChildCreateRInIKEAuth(t *testing.T) {
 		t.Errorf("IKE_AUTH response with KE or Nonce: %v", resp.Inner)
 	}
 	ch := h.ike.Children[0]
-	want, err := h.ike.Keys.ChildKeys(ch.Alg, nil, h.ike.Ni, h.ike.Nr)
+	want, err := h.ike.Keys.ChildKeys(ch.Alg, nil, h.ike.Handshake().Ni, h.ike.Handshake().Nr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,8 +205,8 @@ func newHarnessConf(t *testing.T, yaml string) *harness {
 		t.Fatal(err)
 	}
 	h.ike = &sa.IKESA{UniqueID: 1, ConnName: "tun", SPIi: 0x1111, SPIr: 0x2222, Local: ourAddr, Remote: peerAddr,
-		State: sa.Established, Proposal: ps[0], Ni: bytes.Repeat([]byte{0xa}, 32), Nr: bytes.Repeat([]byte{0xb}, 32)}
-	keys, err := suite.DeriveIKEKeys(alg, h.ike.Ni, h.ike.Nr, bytes.Repeat([]byte{0xc}, 32), h.ike.SPIi, h.ike.SPIr)
+		State: sa.Established, Proposal: ps[0], HS: &sa.Handshake{Ni: bytes.Repeat([]byte{0xa}, 32), Nr: bytes.Repeat([]byte{0xb}, 32)}}
+	keys, err := suite.DeriveIKEKeys(alg, h.ike.Handshake().Ni, h.ike.Handshake().Nr, bytes.Repeat([]byte{0xc}, 32), h.ike.SPIi, h.ike.SPIr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
 			c.Fail(stats.NoPSK, 0, "no pre-shared key for %s - %s", local, remote)
 			return c.Failure.Err
 		}
-		octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+		octets, err := signedOctets(ike, true, idi.Body())
 		if err != nil {
 			return err
 		}
@@ -129,7 +129,7 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 			c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.local(), peer)
 			return Failed
 		}
-		octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
+		octets, err := signedOctets(ike, false, idr.Body())
 		if err != nil {
 			c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
 			return Failed
@@ -140,7 +140,7 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 		}
 		ike.AuthRemote = "psk"
 	}
-	ike.RemoteID = peer
+	ike.RemoteID = sameIdentity(peer, t.conn.Remote.Identity)
 	ike.State = sa.Established
 	ike.Established = c.Now()
 	if message.FindNotify(resp.Inner, message.InitialContact) != nil {
@@ -230,7 +230,7 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		if !ok {
 			return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
 		}
-		octets, err := ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idi.Body())
+		octets, err := signedOctets(ike, true, idi.Body())
 		if err != nil {
 			return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
 		}
@@ -240,7 +240,7 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		ike.AuthRemote = "psk"
 	}
 	ike.LocalID = t.conn.Local.Identity
-	ike.RemoteID = peer
+	ike.RemoteID = sameIdentity(peer, t.conn.Remote.Identity)
 	if st := t.authenticate(c); st != Done {
 		return st
 	}
@@ -279,7 +279,7 @@ func (t *IKEAuthR) authenticate(c *Ctx) Status {
 	if !ok {
 		return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, ike.RemoteID)
 	}
-	octets, err := ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idr.Body())
+	octets, err := signedOctets(ike, false, idr.Body())
 	if err != nil {
 		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
 	}
@@ -301,4 +301,15 @@ func acceptsTS(conn *config.Conn, ike *sa.IKESA, tsi, tsr []ipsec.Selector) bool
 		}
 	}
 	return false
+}
+
+// signedOctets are the octets the AUTH payload of one side of ike signs
+// (initiator: its IKE_SA_INIT and the responder's nonce; responder: the
+// other way round), for that side's ID payload body.
+func signedOctets(ike *sa.IKESA, initiator bool, idBody []byte) ([]byte, error) {
+	hs := ike.Handshake()
+	if initiator {
+		return ike.Keys.SignedOctets(true, hs.InitI, hs.Nr, idBody)
+	}
+	return ike.Keys.SignedOctets(false, hs.InitR, hs.Ni, idBody)
 }

@@ -80,7 +80,7 @@ func peerExtensions(c *Ctx, ps []message.Payload) (frag bool) {
 					c.Log.Info("IKE_SA_INIT: ignoring the peer's SIGNATURE_HASH_ALGORITHMS", "err", err.Error())
 					continue
 				}
-				ike.SigAuth, ike.PeerHashes = true, hs
+				ike.Handshake().SigAuth, ike.Handshake().PeerHashes = true, hs
 			case message.IKEv2FragmentationSupported:
 				frag = true
 			}
@@ -93,8 +93,8 @@ func peerExtensions(c *Ctx, ps []message.Payload) (frag bool) {
 
 // readCertReq records the CAs a CERTREQ payload names.
 func readCertReq(c *Ctx, p *message.CertReq) {
-	ike := c.IKE
-	ike.CertReqSeen = true
+	st := c.IKE.Handshake()
+	st.CertReqSeen = true
 	if p.Encoding != message.CertX509Signature {
 		return
 	}
@@ -104,10 +104,10 @@ func readCertReq(c *Ctx, p *message.CertReq) {
 		return
 	}
 	for _, h := range hs {
-		if len(ike.PeerCertReq) >= maxCertReqHashes {
+		if len(st.PeerCertReq) >= maxCertReqHashes {
 			return
 		}
-		ike.PeerCertReq = append(ike.PeerCertReq, h)
+		st.PeerCertReq = append(st.PeerCertReq, h)
 	}
 }
 
@@ -132,22 +132,17 @@ func certReq(c *Ctx, conn *config.Conn) *message.CertReq {
 func signAuth(c *Ctx, conn *config.Conn, idBody []byte) ([]message.Payload, *message.Auth, error) {
 	ike := c.IKE
 	local := conn.Local
-	cred, chain := pki.SelectCredential(local.Credentials, ike.PeerCertReq)
+	cred, chain := pki.SelectCredential(local.Credentials, ike.Handshake().PeerCertReq)
 	if cred == nil {
 		c.Fail(stats.NoCredential, message.AuthenticationFailed, "IKE_AUTH: connection %q has no certificate and key to authenticate with", conn.Name)
 		return nil, nil, c.Failure.Err
 	}
-	scheme, err := pki.ChooseScheme(cred.Key.Public(), ike.SigAuth, ike.PeerHashes, local.Method.SignOptions())
+	scheme, err := pki.ChooseScheme(cred.Key.Public(), ike.Handshake().SigAuth, ike.Handshake().PeerHashes, local.Method.SignOptions())
 	if err != nil {
 		c.Fail(stats.UnsupportedScheme, message.AuthenticationFailed, "IKE_AUTH: no signature scheme for our %s that the peer accepts: %v", cred.Key, err)
 		return nil, nil, c.Failure.Err
 	}
-	var octets []byte
-	if ike.Initiator {
-		octets, err = ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, idBody)
-	} else {
-		octets, err = ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, idBody)
-	}
+	octets, err := signedOctets(ike, ike.Initiator, idBody)
 	if err != nil {
 		c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
 		return nil, nil, c.Failure.Err
@@ -158,7 +153,7 @@ func signAuth(c *Ctx, conn *config.Conn, idBody []byte) ([]message.Payload, *mes
 		return nil, nil, c.Failure.Err
 	}
 	var certs []message.Payload
-	send := conn.SendCert == "always" || (conn.SendCert != "never" && ike.CertReqSeen)
+	send := conn.SendCert == "always" || (conn.SendCert != "never" && ike.Handshake().CertReqSeen)
 	if send {
 		for _, der := range chain {
 			certs = append(certs, &message.Cert{Encoding: message.CertX509Signature, Data: der})
@@ -166,7 +161,7 @@ func signAuth(c *Ctx, conn *config.Conn, idBody []byte) ([]message.Payload, *mes
 	}
 	ike.AuthLocal = scheme.String()
 	c.Log.Debug("IKE_AUTH: signing", "scheme", scheme.String(), "cert", pki.FormatDN(cred.Leaf.RawSubject), "certs_sent", len(certs),
-		"peer_rfc7427", ike.SigAuth)
+		"peer_rfc7427", ike.Handshake().SigAuth)
 	return certs, &message.Auth{Method: message.AuthMethod(method), Data: data}, nil
 }
 
@@ -193,12 +188,7 @@ func verifyAuth(c *Ctx, conn *config.Conn, id *message.ID, auth *message.Auth, p
 	if err != nil {
 		return pkiReason(err), err
 	}
-	var octets []byte
-	if ike.Initiator {
-		octets, err = ike.Keys.SignedOctets(false, ike.InitR, ike.Ni, id.Body())
-	} else {
-		octets, err = ike.Keys.SignedOctets(true, ike.InitI, ike.Nr, id.Body())
-	}
+	octets, err := signedOctets(ike, !ike.Initiator, id.Body())
 	if err != nil {
 		return stats.InternalError, err
 	}

@@ -122,7 +122,7 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 			return fmt.Errorf("key exchange %s: %w", t.group, err)
 		}
 	}
-	ike.Ni = t.nonce
+	ike.Handshake().Ni = t.nonce
 	if t.cookie != nil {
 		req.Payloads = append(req.Payloads, &message.Notify{NotifyType: message.Cookie, Data: t.cookie})
 	}
@@ -221,8 +221,8 @@ func (t *IKEInitI) Process(c *Ctx, resp *message.Message) Status {
 		return Failed
 	}
 	ike.SPIr = resp.Header.SPIr
-	ike.Nr = append([]byte(nil), nP.Data...)
-	keys, err := suite.DeriveIKEKeys(alg, ike.Ni, ike.Nr, gir, ike.SPIi, ike.SPIr)
+	ike.Handshake().Nr = append([]byte(nil), nP.Data...)
+	keys, err := suite.DeriveIKEKeys(alg, ike.Handshake().Ni, ike.Handshake().Nr, gir, ike.SPIi, ike.SPIr)
 	if err != nil {
 		c.Fail(stats.InternalError, 0, "IKE_SA_INIT: key derivation: %v", err)
 		return Failed
@@ -231,8 +231,9 @@ func (t *IKEInitI) Process(c *Ctx, resp *message.Message) Status {
 		c.Fail(stats.InternalError, 0, "%v", err)
 		return Failed
 	}
-	ike.Proposal = chosen
-	ike.SigAuth, ike.PeerHashes, ike.PeerCertReq, ike.CertReqSeen = false, nil, nil, false
+	ike.Proposal = chosen.Share()
+	hs := ike.Handshake()
+	hs.SigAuth, hs.PeerHashes, hs.PeerCertReq, hs.CertReqSeen = false, nil, nil, false
 	frag := peerExtensions(c, resp.Payloads)
 	ike.FragAccept = fragmentsAnnounced(t.conn)
 	ike.FragSend = frag && fragmentsSent(t.conn)
@@ -378,20 +379,20 @@ func (t *IKEInitR) Process(c *Ctx, req *message.Message) Status {
 	if len(nP.Data) < 16 || len(nP.Data) > 256 {
 		return t.rejectWith(c, stats.InvalidSyntax, message.InvalidSyntax, nil, "nonce of %d bytes", len(nP.Data))
 	}
-	ike.Ni = append([]byte(nil), nP.Data...)
-	if ike.Nr, err = c.random(NonceLen); err != nil {
+	ike.Handshake().Ni = append([]byte(nil), nP.Data...)
+	if ike.Handshake().Nr, err = c.random(NonceLen); err != nil {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "%v", err)
 	}
-	keys, err := suite.DeriveIKEKeys(alg, ike.Ni, ike.Nr, gir, ike.SPIi, ike.SPIr)
+	keys, err := suite.DeriveIKEKeys(alg, ike.Handshake().Ni, ike.Handshake().Nr, gir, ike.SPIi, ike.SPIr)
 	if err != nil {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "key derivation: %v", err)
 	}
 	if err := ike.SetKeys(keys); err != nil {
 		return t.rejectWith(c, stats.InternalError, message.NoProposalChosen, nil, "%v", err)
 	}
-	ike.Proposal = t.chosen
+	ike.Proposal = t.chosen.Share()
 	t.fragSeen = peerExtensions(c, req.Payloads)
-	t.sigSeen = ike.SigAuth
+	t.sigSeen = ike.Handshake().SigAuth
 	ike.FragAccept = t.fragSeen && fragmentsAnnounced(t.conn)
 	ike.FragSend = ike.FragAccept && fragmentsSent(t.conn)
 	localNAT, remoteNAT, seen := detectNAT(req.Payloads, ike.SPIi, 0, ike.Local, ike.Remote)
@@ -411,7 +412,7 @@ func (t *IKEInitR) Build(c *Ctx, resp *message.Message) Status {
 	resp.Payloads = append(resp.Payloads,
 		&message.SA{Proposals: []suite.Proposal{t.chosen}},
 		&message.KE{Group: t.ke.Group(), Data: t.ke.PublicKey()},
-		&message.Nonce{Data: ike.Nr},
+		&message.Nonce{Data: ike.Handshake().Nr},
 	)
 	if cr := certReq(c, t.conn); cr != nil {
 		resp.Payloads = append(resp.Payloads, cr)

@@ -57,8 +57,8 @@ func TestIKEInitRAccepts(t *testing.T) {
 	if saP == nil || keP == nil || nP == nil || message.Find(resp.Payloads, message.PayloadNotify) != nil {
 		t.Fatalf("response %v, want SA, KE and Nonce, no notify", resp.Payloads)
 	}
-	if h.ike.ConnName != "tun" || !bytes.Equal(h.ike.Ni, p.nonce) || !bytes.Equal(h.ike.Nr, nP.Data) || len(h.ike.Nr) != NonceLen {
-		t.Errorf("IKE SA: conn %q, Ni %x, Nr %x", h.ike.ConnName, h.ike.Ni, h.ike.Nr)
+	if h.ike.ConnName != "tun" || !bytes.Equal(h.ike.Handshake().Ni, p.nonce) || !bytes.Equal(h.ike.Handshake().Nr, nP.Data) || len(h.ike.Handshake().Nr) != NonceLen {
+		t.Errorf("IKE SA: conn %q, Ni %x, Nr %x", h.ike.ConnName, h.ike.Handshake().Ni, h.ike.Handshake().Nr)
 	}
 	// The initiator derives the same keys from our answer.
 	gir, err := p.ke.SharedSecret(keP.Data)
@@ -102,7 +102,7 @@ func TestIKEInitRInvalidKE(t *testing.T) {
 		suite.GroupID(binary.BigEndian.Uint16(n.Data)) != suite.GroupCurve25519 {
 		t.Fatalf("response %v, want INVALID_KE_PAYLOAD naming CURVE_25519", resp.Payloads)
 	}
-	if h.ike.Keys != nil || h.ike.Nr != nil {
+	if h.ike.Keys != nil || (h.ike.HS != nil && h.ike.HS.Nr != nil) {
 		t.Errorf("keys or nonce kept for a rejected request")
 	}
 	if got := h.env.stats.Failures(stats.InvalidKE); got != 1 {

@@ -227,12 +227,15 @@ func rekeyedIKE(c *Ctx, initiator bool, spii, spir uint64, chosen suite.Proposal
 	if err != nil {
 		return nil, fmt.Errorf("rekeyed IKE SA keys: %w", err)
 	}
+	// The new IKE SA is authenticated by the old one: no AUTH, so
+	// neither SK_pi and SK_pr nor the nonces are kept.
+	keys.DropAuthKeys()
 	now := c.Now()
 	prop := chosen.Clone()
 	prop.SPI = nil
+	prop = prop.Share()
 	n := &sa.IKESA{UniqueID: c.NewID(), ConnName: old.ConnName, Initiator: initiator, SPIi: spii, SPIr: spir,
 		Local: old.Local, Remote: old.Remote, Logical: old.Logical, Anchored: old.Anchored, State: sa.Established, Proposal: prop,
-		Ni: append([]byte(nil), ni...), Nr: append([]byte(nil), nr...),
 		NATLocal: old.NATLocal, NATRemote: old.NATRemote, LocalID: old.LocalID, RemoteID: old.RemoteID,
 		Created: now, Established: now}
 	if err := n.SetKeys(keys); err != nil {

@@ -37,6 +37,7 @@
 package task
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
@@ -371,6 +372,18 @@ func WireIdentity(id *message.ID) config.Identity {
 		out.Text = fmt.Sprintf("%s:%x", id.IDType, data)
 	}
 	return out
+}
+
+// sameIdentity returns cfg when the peer's identity is the configured one,
+// byte for byte and in its text, else peer: the bytes and text of an
+// authenticated peer are then the configuration's, which every IKE SA of
+// the connection shares, rather than a copy of their own (two
+// allocations an IKE SA, at a million of them).
+func sameIdentity(peer, cfg config.Identity) config.Identity {
+	if peer.Type == cfg.Type && peer.Text == cfg.Text && bytes.Equal(peer.Data, cfg.Data) {
+		return cfg
+	}
+	return peer
 }
 
 // IDPayload builds our ID payload from a configured identity.

@@ -274,7 +274,7 @@ func listOf(ms []*manager.Manager) []sa.IKESA {
 	out := make([]sa.IKESA, 0, len(ms))
 	for _, m := range ms {
 		c := *m.IKE
-		c.Keys, c.Out, c.In, c.Ni, c.Nr, c.InitI, c.InitR, c.LastResponse = nil, nil, nil, nil, nil, nil, nil, nil
+		c.Keys, c.Out, c.In, c.HS, c.LastResponse = nil, nil, nil, nil, nil
 		c.InFlight = nil
 		c.Children = nil
 		for _, ch := range m.IKE.Children {
@@ -287,11 +287,11 @@ func listOf(ms []*manager.Manager) []sa.IKESA {
 	return out
 }
 
-// Restore adopts an IKE SA read back from the state file (ciphers already
-// rebuilt).
+// Restore adopts an IKE SA read back from the state file, or one another
+// worker detached (its ciphers are made from its keys when needed).
 func (w *Worker) Restore(ike *sa.IKESA) error {
-	if ike.Out == nil || ike.In == nil {
-		return errors.New("restore: IKE SA without ciphers")
+	if ike.Keys == nil {
+		return errors.New("restore: IKE SA without keys")
 	}
 	if w.bySPI[ike.OurSPI()] != nil {
 		return fmt.Errorf("restore: IKE SA %s exists", ike.SPIs())

@@ -716,7 +716,7 @@ func TestPeerChildRekey(t *testing.T) {
 	var resp []*message.Message
 	s.Filter = func(d manager.Datagram, from *iketest.Node) iketest.Fate {
 		if from == nb {
-			if m, err := message.Decode(d.Data); err == nil && m.Header.IsResponse() && m.Decrypt(ike.In) == nil {
+			if m, err := message.Decode(d.Data); err == nil && m.Header.IsResponse() && m.Decrypt(opener(ike)) == nil {
 				resp = append(resp, m)
 			}
 			return iketest.Fate{Drop: true} // a's manager does not expect these
@@ -728,7 +728,7 @@ func TestPeerChildRekey(t *testing.T) {
 		m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.CreateChildSA,
 			Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: inner}
 		ike.MsgIDOut++
-		b, err := m.Encode(ike.Out)
+		b, err := m.Encode(sealer(ike))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -772,7 +772,7 @@ func TestPeerChildRekey(t *testing.T) {
 	m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.Informational,
 		Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: []message.Payload{&message.Delete{Protocol: suite.ProtocolESP, SPIs: []uint32{old.SPIIn}}}}
 	ike.MsgIDOut++
-	b, _ := m.Encode(ike.Out)
+	b, _ := m.Encode(sealer(ike))
 	nb.Worker.Receive(manager.Datagram{Local: netip.AddrPortFrom(addrB, 500), Remote: netip.AddrPortFrom(addrA, 500), Data: b})
 	l = nb.Worker.List()[0]
 	if len(l.Children) != 1 || l.Children[0].SPIOut != 0xaabbccdd || len(l.Children[0].PolicyIDs) != 1 {

@@ -206,7 +206,7 @@ func TestFragmentFlood(t *testing.T) {
 		}
 		m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.Informational,
 			MessageID: mb.IKE.MsgIDIn, Flags: message.FlagInitiator}, Inner: inner}
-		fs, err := m.EncodeFragments(ike.Out, maxLen)
+		fs, err := m.EncodeFragments(sealer(ike), maxLen)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +296,7 @@ func TestFragmentMemory(t *testing.T) {
 				inner := []message.Payload{&message.Notify{NotifyType: message.NotifyType(40000), Data: bytes.Repeat([]byte{7}, n)}}
 				m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.Informational,
 					MessageID: mb.IKE.MsgIDIn, Flags: message.FlagInitiator}, Inner: inner}
-				fs, err := m.EncodeFragments(ike.Out, 1100)
+				fs, err := m.EncodeFragments(sealer(ike), 1100)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -379,7 +379,7 @@ func FuzzFragments(f *testing.F) {
 		ike := ms[0].IKE
 		m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: message.ExchangeType(ex),
 			Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: inner}
-		fs, err := m.EncodeFragments(ike.Out, 100+int(size)%1200)
+		fs, err := m.EncodeFragments(sealer(ike), 100+int(size)%1200)
 		if err != nil {
 			return
 		}

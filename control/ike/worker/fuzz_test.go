@@ -92,7 +92,7 @@ func FuzzEstablishedResponder(f *testing.F) {
 			m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: exch, Flags: message.FlagInitiator,
 				MessageID: ike.MsgIDOut}, Inner: inner}
 			ike.MsgIDOut++
-			b, err := m.Encode(ike.Out)
+			b, err := m.Encode(sealer(ike))
 			if err != nil {
 				return
 			}

@@ -106,9 +106,9 @@ func TestRekeyWithPFS(t *testing.T) {
 	kes := 0
 	s.Filter = func(d manager.Datagram, from *iketest.Node) iketest.Fate {
 		if m, err := message.Decode(d.Data); err == nil && m.Header.Exchange == message.CreateChildSA {
-			c := ike.In
+			c := opener(ike)
 			if from == na {
-				c = ike.Out
+				c = sealer(ike)
 			}
 			// Decrypting with gw-a's ciphers: its own requests with Out
 			// would fail, so look at the responses only.

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -582,6 +583,44 @@ func BenchmarkHeapPerTunnel(b *testing.B) {
 		b.ReportMetric(float64(after.HeapAlloc-responder.HeapAlloc)/n, "heapB/IKE-SA-initiator")
 		runtime.KeepAlive(nb)
 	}
+}
+
+// TestAuthKeysDropped: an IKE SA keeps SK_pi and SK_pr only until
+// IKE_AUTH is done (they only sign and check AUTH), in memory and in its
+// state; a rekey's new IKE SA never holds them. Its other keys remain.
+func TestAuthKeysDropped(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	if p := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 3, Window: 3}, time.Minute); p.Established != 3 {
+		t.Fatalf("load: %+v", p)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, n := range []*iketest.Node{na, nb} {
+			for _, m := range n.Worker.Managers() {
+				k := m.IKE.Keys
+				if k == nil || len(k.SKd) == 0 || len(k.SKei) == 0 || k.SKpi != nil || k.SKpr != nil {
+					t.Fatalf("%s: %s: IKE SA %s keys: SK_d %d, SK_ei %d, SK_pi %d, SK_pr %d bytes", when, n.Name, m.IKE.SPIs(),
+						len(k.SKd), len(k.SKei), len(k.SKpi), len(k.SKpr))
+				}
+			}
+			for spi, b := range n.Persist {
+				var r sa.IKESA
+				if err := json.Unmarshal(b, &r); err != nil {
+					t.Fatal(err)
+				}
+				if r.Keys == nil || len(r.Keys.SKpi) != 0 || len(r.Keys.SKpr) != 0 {
+					t.Fatalf("%s: %s: state of %016x: keys %+v", when, n.Name, spi, r.Keys)
+				}
+			}
+		}
+	}
+	check("established")
+	na.Worker.Rekey(worker.Target{Conn: "tun"}, true)
+	s.RunFor(10 * time.Second)
+	if got := na.Worker.Len(); got != 3 {
+		t.Fatalf("%d IKE SAs after the rekey, want 3", got)
+	}
+	check("rekeyed")
 }
 
 // TestCachedResponseLeavesState: once an idle IKE SA's cached response

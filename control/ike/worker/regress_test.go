@@ -186,7 +186,7 @@ func TestPeerStartsTwoRekeys(t *testing.T) {
 	var resp []*message.Message
 	s.Filter = func(d manager.Datagram, from *iketest.Node) iketest.Fate {
 		if from == nb {
-			if m, err := message.Decode(d.Data); err == nil && m.Header.IsResponse() && m.Decrypt(ike.In) == nil {
+			if m, err := message.Decode(d.Data); err == nil && m.Header.IsResponse() && m.Decrypt(opener(ike)) == nil {
 				resp = append(resp, m)
 			}
 			return iketest.Fate{Drop: true} // gw-a's manager is played by the test
@@ -198,7 +198,7 @@ func TestPeerStartsTwoRekeys(t *testing.T) {
 		m := &message.Message{Header: message.Header{SPIi: ike.SPIi, SPIr: ike.SPIr, Exchange: ex,
 			Flags: message.FlagInitiator, MessageID: ike.MsgIDOut}, Inner: inner}
 		ike.MsgIDOut++
-		b, err := m.Encode(ike.Out)
+		b, err := m.Encode(sealer(ike))
 		if err != nil {
 			t.Fatal(err)
 		}
