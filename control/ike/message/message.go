@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 )
 
 // Message is an IKEv2 message: the header, the cleartext payloads and,
@@ -295,7 +296,13 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if c == nil && len(m.Inner) != 0 {
 		return nil, errors.New("ike: encode: inner payloads without a cipher")
 	}
-	b := make([]byte, HeaderLen, 512)
+	// The payloads are encoded into pooled scratch and the message is
+	// allocated once, at its size: a setup encodes four messages and
+	// keeps each (for retransmission), and growing buffers for them was
+	// a tenth of what a setup allocated.
+	sb := getScratch()
+	defer putScratch(sb)
+	b := append((*sb)[:0], make([]byte, HeaderLen)...)
 	encType := PayloadNone
 	if c != nil {
 		encType = PayloadSK
@@ -304,6 +311,7 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	*sb = b
 	h := m.Header
 	h.NextPayload = encType
 	if len(m.Payloads) > 0 {
@@ -312,13 +320,33 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if c == nil {
 		h.Length = uint32(len(b))
 		h.put(b)
-		return b, nil
+		return append([]byte(nil), b...), nil
 	}
-	plain, err := appendChain(nil, m.Inner, PayloadNone)
+	pb := getScratch()
+	// The plaintext may hold what only the SK payload should show.
+	defer func() { clear(*pb); putScratch(pb) }()
+	plain, err := appendChain((*pb)[:0], m.Inner, PayloadNone)
 	if err != nil {
 		return nil, err
 	}
+	*pb = plain
 	return sealInto(b, h, c, plain, firstType(m.Inner), 0, 0)
+}
+
+// scratch holds *[]byte encoding buffers between messages.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxScratch bounds the buffers kept: a message with certificates may be
+// tens of kilobytes, rarely.
+const maxScratch = 16 << 10
+
+func getScratch() *[]byte { return scratch.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) <= maxScratch {
+		*b = (*b)[:0]
+		scratch.Put(b)
+	}
 }
 
 func firstType(ps []Payload) PayloadType {
