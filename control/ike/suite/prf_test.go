@@ -66,3 +66,25 @@ func TestPRFAllocs(t *testing.T) {
 		t.Errorf("prf+ allocates %v times, want 1 (its output)", n)
 	}
 }
+
+// TestPSKAuthParts checks IKEKeys.PSKAuth and VerifyPSK against PSKAuth
+// over SignedOctets, for both sides and a secret longer than the block.
+func TestPSKAuthParts(t *testing.T) {
+	for _, p := range []PRFID{PRFHMACSHA1, PRFHMACSHA256, PRFHMACSHA512} {
+		k := &IKEKeys{Alg: Algorithms{PRF: p}, SKpi: bytes.Repeat([]byte{1}, p.Size()), SKpr: bytes.Repeat([]byte{2}, p.Size())}
+		msg, nonce, id := bytes.Repeat([]byte{3}, 300), bytes.Repeat([]byte{4}, 32), []byte{2, 0, 0, 0, 'g', 'w'}
+		for _, secret := range [][]byte{[]byte("s3cret"), bytes.Repeat([]byte{5}, 200)} {
+			for _, initiator := range []bool{true, false} {
+				octets, _ := k.SignedOctets(initiator, msg, nonce, id)
+				want, _ := PSKAuth(p, secret, octets)
+				got, err := k.PSKAuth(initiator, secret, msg, nonce, id)
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%s initiator %v: AUTH %x, want %x (%v)", p, initiator, got, want, err)
+				}
+				if !k.VerifyPSK(initiator, secret, msg, nonce, id, want) || k.VerifyPSK(!initiator, secret, msg, nonce, id, want) {
+					t.Errorf("%s initiator %v: VerifyPSK does not tell the right AUTH from the other side's", p, initiator)
+				}
+			}
+		}
+	}
+}
