@@ -132,6 +132,9 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 		where = "encrypted payload"
 	}
 	var ps []Payload
+	if n := countChain(b, off, next); n > 0 {
+		ps = make([]Payload, 0, n)
+	}
 	for idx := 1; next != PayloadNone; idx++ {
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("ike: %s %d (%s): %s", where, idx, next, fmt.Sprintf(format, args...))
@@ -196,6 +199,24 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 		return nil, nil, fmt.Errorf("ike: %d bytes after the last %s", len(b)-off, where)
 	}
 	return ps, nil, nil
+}
+
+// countChain is how many payloads before an SK or SKF payload the chain
+// at off holds, as far as its lengths are sound (decodeChain checks
+// them), at most MaxPayloads: the slice of payloads is made at its size
+// rather than grown (three or four allocations for a message).
+func countChain(b []byte, off int, next PayloadType) int {
+	n := 0
+	for next != PayloadNone && next != PayloadSK && next != PayloadSKF && n < MaxPayloads && len(b)-off >= 4 {
+		plen := int(binary.BigEndian.Uint16(b[off+2:]))
+		if plen < 4 {
+			break
+		}
+		n++
+		next = PayloadType(b[off])
+		off += plen
+	}
+	return n
 }
 
 // Opener decrypts SK payloads; *suite.SKCipher implements it.

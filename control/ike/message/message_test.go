@@ -708,3 +708,23 @@ func TestEncodeAllocs(t *testing.T) {
 		t.Errorf("Encode with SK allocates %v times, want 1", n)
 	}
 }
+
+// TestDecodeAllocs guards the payload slice of Decode: made at its size,
+// so a message of n payloads allocates n payloads, the slice and the
+// Message.
+func TestDecodeAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	h := Header{SPIi: 1, SPIr: 2, Exchange: IKESAInit, Flags: FlagInitiator}
+	m := &Message{Header: h, Payloads: []Payload{&Nonce{Data: make([]byte, 32)}, &VendorID{Data: make([]byte, 16)},
+		&Notify{NotifyType: NATDetectionSourceIP, Data: make([]byte, 20)}, &Notify{NotifyType: NATDetectionDestinationIP, Data: make([]byte, 20)},
+		&Notify{NotifyType: IKEv2FragmentationSupported}}}
+	b, err := m.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { Decode(b) }); n != 5+2 {
+		t.Errorf("Decode of 5 payloads allocates %v times, want 7", n)
+	}
+}
