@@ -172,6 +172,9 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		}
 	}
 	ike.Ni = t.nonce
+	// Room for every payload below (growing the slice: three
+	// allocations per setup).
+	req.Payloads = slices.Grow(req.Payloads, 8)
 	if t.cookie != nil {
 		req.Payloads = append(req.Payloads, &message.Notify{NotifyType: message.Cookie, Data: t.cookie})
 	}
@@ -187,7 +190,7 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		&message.Notify{NotifyType: message.NATDetectionSourceIP, Data: src},
 		&message.Notify{NotifyType: message.NATDetectionDestinationIP, Data: dst[:]},
 	)
-	req.Payloads = append(req.Payloads, initExtensions(c, t.conn)...)
+	req.Payloads = appendInitExtensions(req.Payloads, c, t.conn)
 	return nil
 }
 
@@ -463,6 +466,9 @@ func (t *IKEInitR) Build(c *Ctx, resp *message.Message) Status {
 		return Reject
 	}
 	ike := c.IKE
+	// Room for every payload below: growing the slice as they are
+	// appended was three allocations per setup.
+	resp.Payloads = slices.Grow(resp.Payloads, 8)
 	resp.Payloads = append(resp.Payloads,
 		&message.SA{Proposals: []suite.Proposal{t.chosen}},
 		&message.KE{Group: t.ke.Group(), Data: t.ke.PublicKey()},
