@@ -62,7 +62,7 @@ func expandIKEKeys(a Algorithms, skeyseed, ni, nr []byte, spii, spir uint64) (*I
 	binary.BigEndian.PutUint64(spis[:8], spii)
 	binary.BigEndian.PutUint64(spis[8:], spir)
 	prfLen, integLen, encLen := a.PRF.Size(), a.IntegKeyLen(), a.EncrKeyLen()
-	km, err := PRFPlus(a.PRF, skeyseed, cat(ni, nr, spis[:]), 3*prfLen+2*integLen+2*encLen)
+	km, err := prfPlus(a.PRF, skeyseed, 3*prfLen+2*integLen+2*encLen, ni, nr, spis[:])
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func DeriveChildKeys(prf PRFID, skd []byte, child Algorithms, gir, ni, nr []byte
 		return nil, fmt.Errorf("suite: deriving Child SA keys: %w", err)
 	}
 	encLen, integLen := child.EncrKeyLen(), child.IntegKeyLen()
-	km, err := PRFPlus(prf, skd, cat(gir, ni, nr), 2*(encLen+integLen))
+	km, err := prfPlus(prf, skd, 2*(encLen+integLen), gir, ni, nr)
 	if err != nil {
 		return nil, err
 	}

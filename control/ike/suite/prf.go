@@ -124,6 +124,13 @@ func (m *macState) sum(dst []byte, data ...[]byte) []byte {
 	for _, d := range data {
 		h.Write(d)
 	}
+	return m.outer(dst)
+}
+
+// outer finishes the MAC whose inner hash has been fed, appending it to
+// dst.
+func (m *macState) outer(dst []byte) []byte {
+	h := m.h
 	in := h.Sum(m.inner[:0])
 	for i := range m.block {
 		m.opad[i] = m.ipad[i] ^ (0x36 ^ 0x5c)
@@ -132,6 +139,19 @@ func (m *macState) sum(dst []byte, data ...[]byte) []byte {
 	h.Write(m.opad[:m.block])
 	h.Write(in)
 	return h.Sum(dst)
+}
+
+// sumSeed appends HMAC(key, prev | seed[0] | seed[1] | ... | ctr) to dst.
+func (m *macState) sumSeed(dst, prev []byte, seed [][]byte, ctr []byte) []byte {
+	h := m.h
+	h.Reset()
+	h.Write(m.ipad[:m.block])
+	h.Write(prev)
+	for _, d := range seed {
+		h.Write(d)
+	}
+	h.Write(ctr)
+	return m.outer(dst)
 }
 
 // release forgets the key and returns m to its pool. The hash's block
@@ -192,6 +212,12 @@ func (p PRFID) Compute(key []byte, data ...[]byte) ([]byte, error) {
 //
 // The counter is one octet, so at most 255 blocks can be produced.
 func PRFPlus(p PRFID, key, seed []byte, n int) ([]byte, error) {
+	return prfPlus(p, key, n, seed)
+}
+
+// prfPlus is PRFPlus of the seed seed[0] | seed[1] | ..., which the key
+// derivations give in parts rather than concatenated.
+func prfPlus(p PRFID, key []byte, n int, seed ...[]byte) ([]byte, error) {
 	s := prfSpec(p)
 	if s == nil {
 		return nil, fmt.Errorf("suite: PRF %s not supported", p)
@@ -209,11 +235,11 @@ func PRFPlus(p PRFID, key, seed []byte, n int) ([]byte, error) {
 		m.ctr[0] = byte(i)
 		if n-len(out) >= s.size {
 			start := len(out)
-			out = m.sum(out, prev, seed, m.ctr[:])
+			out = m.sumSeed(out, prev, seed, m.ctr[:])
 			prev = out[start:]
 			continue
 		}
-		last := m.sum(m.t[:0], prev, seed, m.ctr[:])
+		last := m.sumSeed(m.t[:0], prev, seed, m.ctr[:])
 		out = append(out, last[:n-len(out)]...)
 	}
 	m.release()
