@@ -88,3 +88,21 @@ func TestPSKAuthParts(t *testing.T) {
 		}
 	}
 }
+
+// TestSelectAllocs guards negotiation's scratch: choosing a proposal
+// allocates the chosen one only (its transforms and SPI), however many
+// pairs and types it compares.
+func TestSelectAllocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocation counts")
+	}
+	ours, _ := ParseIKE("aes256gcm16-prfsha384-ecp384,aes128gcm16-prfsha256-x25519")
+	offered, _ := ParseIKE("aes128-sha256-modp2048,aes128gcm16-prfsha256-x25519")
+	offered = WithSPI(offered, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	if _, err := Select(ours, offered, SelectPolicy{KEGroup: GroupCurve25519}); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { Select(ours, offered, SelectPolicy{KEGroup: GroupCurve25519}) }); n > 2 {
+		t.Errorf("Select allocates %v times, want at most 2 (the chosen transforms and SPI)", n)
+	}
+}
