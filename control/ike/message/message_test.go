@@ -693,7 +693,7 @@ func (zeroSealer) Seal(msg, plain []byte) ([]byte, error) {
 // TestEncodeAllocs guards Encode's buffers: one allocation, the message,
 // whatever the payloads (they are encoded into pooled scratch).
 func TestEncodeAllocs(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("allocation counts")
 	}
 	h := Header{SPIi: 1, SPIr: 2, Exchange: IKEAuth, Flags: FlagInitiator, MessageID: 1}
@@ -713,7 +713,7 @@ func TestEncodeAllocs(t *testing.T) {
 // so a message of n payloads allocates n payloads, the slice and the
 // Message.
 func TestDecodeAllocs(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("allocation counts")
 	}
 	h := Header{SPIi: 1, SPIr: 2, Exchange: IKESAInit, Flags: FlagInitiator}

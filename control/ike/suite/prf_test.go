@@ -54,7 +54,7 @@ func TestPRFMatchesCryptoHMAC(t *testing.T) {
 // TestPRFAllocs guards the pooled HMAC: prf allocates its output only, and
 // prf+ its output only, however many blocks it computes.
 func TestPRFAllocs(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("allocation counts")
 	}
 	key, seed := make([]byte, 32), make([]byte, 80)
@@ -93,7 +93,7 @@ func TestPSKAuthParts(t *testing.T) {
 // allocates the chosen one only (its transforms and SPI), however many
 // pairs and types it compares.
 func TestSelectAllocs(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("allocation counts")
 	}
 	ours, _ := ParseIKE("aes256gcm16-prfsha384-ecp384,aes128gcm16-prfsha256-x25519")
