@@ -35,8 +35,12 @@ func (m *Manager) armProbe() {
 }
 
 func (m *Manager) setDPD() {
-	if conn := m.ctx(0).Conn(); conn != nil {
-		m.dpdDelay = conn.DPDDelay.D()
+	// The connection as task.Ctx.Conn finds it, without building a
+	// context (an allocation per setup).
+	if cfg := m.env.Config(); cfg != nil {
+		if conn := cfg.Connections[m.IKE.ConnName]; conn != nil {
+			m.dpdDelay = conn.DPDDelay.D()
+		}
 	}
 }
 

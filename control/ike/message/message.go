@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 )
 
 // Message is an IKEv2 message: the header, the cleartext payloads and,
@@ -131,6 +132,9 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 		where = "encrypted payload"
 	}
 	var ps []Payload
+	if n := countChain(b, off, next); n > 0 {
+		ps = make([]Payload, 0, n)
+	}
 	for idx := 1; next != PayloadNone; idx++ {
 		fail := func(format string, args ...any) error {
 			return fmt.Errorf("ike: %s %d (%s): %s", where, idx, next, fmt.Sprintf(format, args...))
@@ -195,6 +199,24 @@ func decodeChain(b []byte, off int, next PayloadType, inner bool) ([]Payload, *E
 		return nil, nil, fmt.Errorf("ike: %d bytes after the last %s", len(b)-off, where)
 	}
 	return ps, nil, nil
+}
+
+// countChain is how many payloads before an SK or SKF payload the chain
+// at off holds, as far as its lengths are sound (decodeChain checks
+// them), at most MaxPayloads: the slice of payloads is made at its size
+// rather than grown (three or four allocations for a message).
+func countChain(b []byte, off int, next PayloadType) int {
+	n := 0
+	for next != PayloadNone && next != PayloadSK && next != PayloadSKF && n < MaxPayloads && len(b)-off >= 4 {
+		plen := int(binary.BigEndian.Uint16(b[off+2:]))
+		if plen < 4 {
+			break
+		}
+		n++
+		next = PayloadType(b[off])
+		off += plen
+	}
+	return n
 }
 
 // Opener decrypts SK payloads; *suite.SKCipher implements it.
@@ -295,7 +317,13 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if c == nil && len(m.Inner) != 0 {
 		return nil, errors.New("ike: encode: inner payloads without a cipher")
 	}
-	b := make([]byte, HeaderLen, 512)
+	// The payloads are encoded into pooled scratch and the message is
+	// allocated once, at its size: a setup encodes four messages and
+	// keeps each (for retransmission), and growing buffers for them was
+	// a tenth of what a setup allocated.
+	sb := getScratch()
+	defer putScratch(sb)
+	b := append((*sb)[:0], make([]byte, HeaderLen)...)
 	encType := PayloadNone
 	if c != nil {
 		encType = PayloadSK
@@ -304,6 +332,7 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	*sb = b
 	h := m.Header
 	h.NextPayload = encType
 	if len(m.Payloads) > 0 {
@@ -312,13 +341,33 @@ func (m *Message) Encode(c Sealer) ([]byte, error) {
 	if c == nil {
 		h.Length = uint32(len(b))
 		h.put(b)
-		return b, nil
+		return append([]byte(nil), b...), nil
 	}
-	plain, err := appendChain(nil, m.Inner, PayloadNone)
+	pb := getScratch()
+	// The plaintext may hold what only the SK payload should show.
+	defer func() { clear(*pb); putScratch(pb) }()
+	plain, err := appendChain((*pb)[:0], m.Inner, PayloadNone)
 	if err != nil {
 		return nil, err
 	}
+	*pb = plain
 	return sealInto(b, h, c, plain, firstType(m.Inner), 0, 0)
+}
+
+// scratch holds *[]byte encoding buffers between messages.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxScratch bounds the buffers kept: a message with certificates may be
+// tens of kilobytes, rarely.
+const maxScratch = 16 << 10
+
+func getScratch() *[]byte { return scratch.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) <= maxScratch {
+		*b = (*b)[:0]
+		scratch.Put(b)
+	}
 }
 
 func firstType(ps []Payload) PayloadType {

@@ -680,3 +680,51 @@ func charonSeedsB(b *testing.B) [][]byte {
 	}
 	return out
 }
+
+// zeroSealer seals by appending zeros, so that only Encode's own
+// allocations are counted.
+type zeroSealer struct{}
+
+func (zeroSealer) SealedLen(n int) int { return n + 1 + 16 }
+func (zeroSealer) Seal(msg, plain []byte) ([]byte, error) {
+	return append(msg, make([]byte, len(plain)+1+16)...), nil
+}
+
+// TestEncodeAllocs guards Encode's buffers: one allocation, the message,
+// whatever the payloads (they are encoded into pooled scratch).
+func TestEncodeAllocs(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts")
+	}
+	h := Header{SPIi: 1, SPIr: 2, Exchange: IKEAuth, Flags: FlagInitiator, MessageID: 1}
+	init := &Message{Header: h, Payloads: []Payload{&Nonce{Data: make([]byte, 32)}, &VendorID{Data: make([]byte, 16)}}}
+	auth := &Message{Header: h, Inner: []Payload{&Nonce{Data: make([]byte, 32)}, &VendorID{Data: make([]byte, 600)}}}
+	init.Encode(nil)
+	auth.Encode(zeroSealer{})
+	if n := testing.AllocsPerRun(100, func() { init.Encode(nil) }); n != 1 {
+		t.Errorf("Encode without SK allocates %v times, want 1", n)
+	}
+	if n := testing.AllocsPerRun(100, func() { auth.Encode(zeroSealer{}) }); n != 1 {
+		t.Errorf("Encode with SK allocates %v times, want 1", n)
+	}
+}
+
+// TestDecodeAllocs guards the payload slice of Decode: made at its size,
+// so a message of n payloads allocates n payloads, the slice and the
+// Message.
+func TestDecodeAllocs(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("allocation counts")
+	}
+	h := Header{SPIi: 1, SPIr: 2, Exchange: IKESAInit, Flags: FlagInitiator}
+	m := &Message{Header: h, Payloads: []Payload{&Nonce{Data: make([]byte, 32)}, &VendorID{Data: make([]byte, 16)},
+		&Notify{NotifyType: NATDetectionSourceIP, Data: make([]byte, 20)}, &Notify{NotifyType: NATDetectionDestinationIP, Data: make([]byte, 20)},
+		&Notify{NotifyType: IKEv2FragmentationSupported}}}
+	b, err := m.Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() { Decode(b) }); n != 5+2 {
+		t.Errorf("Decode of 5 payloads allocates %v times, want 7", n)
+	}
+}

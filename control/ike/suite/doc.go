@@ -53,7 +53,8 @@
 // the peer's IKE_SA_INIT message as sent, the other side's nonce,
 // ID payload body) builds the octets of RFC 7296 section 2.15 (also what a
 // signature covers); PSKAuth computes the AUTH data and VerifyPSKAuth
-// checks the peer's in constant time.
+// checks the peer's in constant time. IKEKeys.PSKAuth and VerifyPSK do both
+// from the parts, without building the signed octets (what iked uses).
 //
 // Child SAs: in IKE_AUTH, send WithoutKE(proposals) (no KE payload there,
 // as strongSwan does) and choose with SelectPolicy{SkipKE: true}; in

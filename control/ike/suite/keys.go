@@ -63,7 +63,7 @@ func expandIKEKeys(a Algorithms, skeyseed, ni, nr []byte, spii, spir uint64) (*I
 	binary.BigEndian.PutUint64(spis[:8], spii)
 	binary.BigEndian.PutUint64(spis[8:], spir)
 	prfLen, integLen, encLen := a.PRF.Size(), a.IntegKeyLen(), a.EncrKeyLen()
-	km, err := PRFPlus(a.PRF, skeyseed, cat(ni, nr, spis[:]), 3*prfLen+2*integLen+2*encLen)
+	km, err := prfPlus(a.PRF, skeyseed, 3*prfLen+2*integLen+2*encLen, ni, nr, spis[:])
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func DeriveChildKeys(prf PRFID, skd []byte, child Algorithms, gir, ni, nr []byte
 		return nil, fmt.Errorf("suite: deriving Child SA keys: %w", err)
 	}
 	encLen, integLen := child.EncrKeyLen(), child.IntegKeyLen()
-	km, err := PRFPlus(prf, skd, cat(gir, ni, nr), 2*(encLen+integLen))
+	km, err := prfPlus(prf, skd, 2*(encLen+integLen), gir, ni, nr)
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +219,55 @@ func PSKAuth(prf PRFID, secret, signedOctets []byte) ([]byte, error) {
 func VerifyPSKAuth(prf PRFID, secret, signedOctets, auth []byte) bool {
 	want, err := PSKAuth(prf, secret, signedOctets)
 	return err == nil && hmac.Equal(want, auth)
+}
+
+// keyPadBytes is keyPad as the PRF reads it.
+var keyPadBytes = []byte(keyPad)
+
+// PSKAuth is PSKAuth(prf, secret, SignedOctets(initiator, realMessage,
+// peerNonce, idBody)) without building the signed octets: the MACs run
+// over their parts, which saves copying the IKE_SA_INIT message for each
+// AUTH made and checked (four per setup over both ends).
+func (k *IKEKeys) PSKAuth(initiator bool, secret, realMessage, peerNonce, idBody []byte) ([]byte, error) {
+	s := prfSpec(k.Alg.PRF)
+	if s == nil {
+		return nil, fmt.Errorf("suite: PRF %s not supported", k.Alg.PRF)
+	}
+	if len(k.SKpi) == 0 || len(k.SKpr) == 0 {
+		// An empty key would MAC without complaint: a wrong AUTH.
+		return nil, errors.New("suite: PSK AUTH: SK_pi and SK_pr were dropped after IKE_AUTH")
+	}
+	return k.pskAuth(s, make([]byte, 0, s.size), initiator, secret, realMessage, peerNonce, idBody), nil
+}
+
+// VerifyPSK reports in constant time whether auth is the shared-key AUTH
+// that PSKAuth computes.
+func (k *IKEKeys) VerifyPSK(initiator bool, secret, realMessage, peerNonce, idBody, auth []byte) bool {
+	s := prfSpec(k.Alg.PRF)
+	if s == nil || len(k.SKpi) == 0 || len(k.SKpr) == 0 {
+		return false
+	}
+	var want [maxBlock]byte
+	return hmac.Equal(k.pskAuth(s, want[:0], initiator, secret, realMessage, peerNonce, idBody), auth)
+}
+
+// pskAuth appends the AUTH data to dst, each intermediate MAC in the
+// scratch of its pooled state.
+func (k *IKEKeys) pskAuth(s *hmacSpec, dst []byte, initiator bool, secret, realMessage, peerNonce, idBody []byte) []byte {
+	skp := k.SKpr
+	if initiator {
+		skp = k.SKpi
+	}
+	idm := s.key(skp)
+	maced := idm.sum(idm.t[:0], idBody)
+	padm := s.key(secret)
+	authKey := padm.sum(padm.t[:0], keyPadBytes)
+	m := s.key(authKey)
+	dst = append(dst, m.sum(m.t[:0], realMessage, peerNonce, maced)...)
+	m.release()
+	padm.release()
+	idm.release()
+	return dst
 }
 
 func cat(parts ...[]byte) []byte {

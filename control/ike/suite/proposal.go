@@ -20,14 +20,18 @@ type Proposal struct {
 }
 
 // Of returns the transforms of type t in order.
-func (p *Proposal) Of(t TransformType) []Transform {
-	var out []Transform
+func (p *Proposal) Of(t TransformType) []Transform { return p.appendOf(nil, t) }
+
+// appendOf appends the transforms of type t to dst in order: negotiation
+// gives it a buffer on its stack, as it looks at each type of each pair of
+// proposals (Of allocated for each, a few percent of a setup's garbage).
+func (p *Proposal) appendOf(dst []Transform, t TransformType) []Transform {
 	for _, tr := range p.Transforms {
 		if tr.Type == t {
-			out = append(out, tr)
+			dst = append(dst, tr)
 		}
 	}
-	return out
+	return dst
 }
 
 // Has reports whether p offers transform type t with the given ID.

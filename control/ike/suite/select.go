@@ -3,6 +3,7 @@ package suite
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // ErrNoProposalChosen is wrapped by Select when no proposal matches; the
@@ -100,12 +101,17 @@ func selectPair(pref, other *Proposal, keGroup GroupID, skipKE bool) (Proposal, 
 		}
 	}
 	sel := Proposal{Protocol: pref.Protocol}
+	// Scratch on the stack for the transforms of one type on each side
+	// and for the chosen ones (copied out once the pair matches).
+	var buf1, buf2 [8]Transform
+	var chosen [8]Transform
+	selected := chosen[:0]
 	aead := false
 	for _, typ := range []TransformType{TransformEncr, TransformPRF, TransformInteg, TransformKE, TransformESN} {
 		if (typ == TransformInteg && aead) || (typ == TransformKE && skipKE) {
 			continue
 		}
-		all1, all2 := pref.Of(typ), other.Of(typ)
+		all1, all2 := pref.appendOf(buf1[:0], typ), other.appendOf(buf2[:0], typ)
 		// A missing key exchange type in a Child SA proposal matches a
 		// NONE on the other side; any other missing type must be missing
 		// on both sides.
@@ -135,7 +141,7 @@ func selectPair(pref, other *Proposal, keGroup GroupID, skipKE bool) (Proposal, 
 					found = true
 					// ID 0 means NONE for every type but ESN.
 					if x.ID != 0 || typ == TransformESN {
-						sel.Transforms = append(sel.Transforms, Transform{Type: typ, ID: x.ID, KeyLength: x.KeyLength})
+						selected = append(selected, Transform{Type: typ, ID: x.ID, KeyLength: x.KeyLength})
 					}
 					aead = aead || (typ == TransformEncr && EncrID(x.ID).IsAEAD())
 					break search
@@ -146,12 +152,16 @@ func selectPair(pref, other *Proposal, keGroup GroupID, skipKE bool) (Proposal, 
 			return Proposal{}, false
 		}
 	}
+	if len(selected) > 0 {
+		sel.Transforms = slices.Clone(selected)
+	}
 	return sel, true
 }
 
-// usable drops transforms with attributes we do not understand.
+// usable drops transforms with attributes we do not understand, in place:
+// ts is the caller's scratch.
 func usable(ts []Transform) []Transform {
-	out := ts[:0:0]
+	out := ts[:0]
 	for _, t := range ts {
 		if len(t.Attributes) == 0 {
 			out = append(out, t)
@@ -222,8 +232,8 @@ func CheckResponse(offered, chosen []Proposal) (Proposal, error) {
 			return Proposal{}, fmt.Errorf("suite: responder's transform %s has attributes we did not offer", t)
 		}
 		ok := false
-		for _, o := range off.Of(t.Type) {
-			if o.same(t) {
+		for _, o := range off.Transforms {
+			if o.Type == t.Type && o.same(t) {
 				ok = true
 			}
 		}
@@ -234,11 +244,14 @@ func CheckResponse(offered, chosen []Proposal) (Proposal, error) {
 	// Every type we offered must be answered, except NONE choices and
 	// integrity next to an AEAD.
 	aead := false
-	for _, t := range c.Of(TransformEncr) {
-		aead = EncrID(t.ID).IsAEAD()
+	for _, t := range c.Transforms {
+		if t.Type == TransformEncr {
+			aead = EncrID(t.ID).IsAEAD()
+		}
 	}
+	var buf [8]Transform
 	for _, typ := range []TransformType{TransformEncr, TransformPRF, TransformInteg, TransformKE, TransformESN} {
-		ofs := off.Of(typ)
+		ofs := off.appendOf(buf[:0], typ)
 		if len(ofs) == 0 || seen[typ] || (typ == TransformInteg && aead) || (hasID(ofs, 0) && typ != TransformESN) {
 			continue
 		}

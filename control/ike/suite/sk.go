@@ -174,9 +174,7 @@ func (c *SKCipher) Seal(msg, plaintext []byte) ([]byte, error) {
 	clear(buf[len(plaintext) : padded-1])
 	buf[padded-1] = byte(padded - len(plaintext) - 1)
 	cipher.NewCBCEncrypter(c.block, iv).CryptBlocks(buf, buf)
-	m := hmac.New(c.integ.hash, c.key)
-	m.Write(out)
-	return append(out, m.Sum(nil)[:c.integ.icvLen]...), nil
+	return c.integ.macTrunc(out, c.integ.icvLen, c.key, out), nil
 }
 
 // Open authenticates and decrypts the body of an SK or SKF payload
@@ -207,10 +205,8 @@ func (c *SKCipher) Open(aad, body []byte) ([]byte, error) {
 	if len(body) < bs+bs+icv || (len(body)-bs-icv)%bs != 0 {
 		return nil, fmt.Errorf("suite: SK payload body of %d bytes is not IV, whole blocks and a %d-byte ICV", len(body), icv)
 	}
-	m := hmac.New(c.integ.hash, c.key)
-	m.Write(aad)
-	m.Write(body[:len(body)-icv])
-	if !hmac.Equal(m.Sum(nil)[:icv], body[len(body)-icv:]) {
+	var sum [maxBlock]byte
+	if !hmac.Equal(c.integ.macTrunc(sum[:0], icv, c.key, aad, body[:len(body)-icv]), body[len(body)-icv:]) {
 		return nil, ErrICV
 	}
 	iv, ct := body[:bs], body[bs:len(body)-icv]

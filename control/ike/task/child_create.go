@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/spugate/spugate/ipsec"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spugate/spugate/control/config"
@@ -583,7 +584,13 @@ func (t *ChildCreateR) selectProposal(c *Ctx, r *childRequest) bool {
 		if err != nil {
 			continue
 		}
-		oursAll = append(oursAll, ours...)
+		// For the error only: the first list as it is (shared, so
+		// clipped before another is appended).
+		if oursAll == nil {
+			oursAll = ours
+		} else {
+			oursAll = append(slices.Clip(oursAll), ours...)
+		}
 		p, err := suite.Select(ours, r.sa.Proposals, pol)
 		if err != nil {
 			continue

@@ -8,7 +8,6 @@ import (
 	"github.com/spugate/spugate/control/ike/message"
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
-	"github.com/spugate/spugate/control/ike/suite"
 	"github.com/spugate/spugate/control/ike/ts"
 )
 
@@ -63,11 +62,8 @@ func (t *IKEAuthI) Build(c *Ctx, req *message.Message) error {
 			c.Fail(stats.NoPSK, 0, "no pre-shared key for %s - %s", local, remote)
 			return c.Failure.Err
 		}
-		octets, err := signedOctets(ike, true, idi.Body())
-		if err != nil {
-			return err
-		}
-		data, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
+		hs := ike.Handshake()
+		data, err := ike.Keys.PSKAuth(true, secret.Key(), hs.InitI, hs.Nr, idi.Body())
 		if err != nil {
 			return err
 		}
@@ -129,12 +125,8 @@ func (t *IKEAuthI) Process(c *Ctx, resp *message.Message) Status {
 			c.Fail(stats.NoPSK, message.AuthenticationFailed, "IKE_AUTH: no pre-shared key for %s - %s", t.local(), peer)
 			return Failed
 		}
-		octets, err := signedOctets(ike, false, idr.Body())
-		if err != nil {
-			c.Fail(stats.InternalError, message.AuthenticationFailed, "IKE_AUTH: %v", err)
-			return Failed
-		}
-		if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+		hs := ike.Handshake()
+		if !ike.Keys.VerifyPSK(false, secret.Key(), hs.InitR, hs.Ni, idr.Body(), auth.Data) {
 			c.Fail(stats.AuthFailed, message.AuthenticationFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
 			return Failed
 		}
@@ -230,11 +222,8 @@ func (t *IKEAuthR) Process(c *Ctx, req *message.Message) Status {
 		if !ok {
 			return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, peer)
 		}
-		octets, err := signedOctets(ike, true, idi.Body())
-		if err != nil {
-			return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
-		}
-		if !suite.VerifyPSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets, auth.Data) {
+		hs := ike.Handshake()
+		if !ike.Keys.VerifyPSK(true, secret.Key(), hs.InitI, hs.Nr, idi.Body(), auth.Data) {
 			return t.fail(c, stats.AuthFailed, "IKE_AUTH: authentication of %s with a pre-shared key failed (PSK mismatch)", peer)
 		}
 		ike.AuthRemote = "psk"
@@ -279,11 +268,8 @@ func (t *IKEAuthR) authenticate(c *Ctx) Status {
 	if !ok {
 		return t.fail(c, stats.NoPSK, "IKE_AUTH: no pre-shared key for %s - %s", t.conn.Local.Identity, ike.RemoteID)
 	}
-	octets, err := signedOctets(ike, false, idr.Body())
-	if err != nil {
-		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
-	}
-	auth, err := suite.PSKAuth(ike.Keys.Alg.PRF, secret.Key(), octets)
+	hs := ike.Handshake()
+	auth, err := ike.Keys.PSKAuth(false, secret.Key(), hs.InitR, hs.Ni, idr.Body())
 	if err != nil {
 		return t.fail(c, stats.InternalError, "IKE_AUTH: %v", err)
 	}

@@ -50,9 +50,9 @@ func signatureAuth(c *Ctx) bool {
 	return cfg == nil || cfg.SignatureAuthentication == nil || bool(*cfg.SignatureAuthentication)
 }
 
-// initExtensions are the notifies our IKE_SA_INIT request carries.
-func initExtensions(c *Ctx, conn *config.Conn) []message.Payload {
-	var ps []message.Payload
+// appendInitExtensions appends to ps the notifies our IKE_SA_INIT request
+// carries.
+func appendInitExtensions(ps []message.Payload, c *Ctx, conn *config.Conn) []message.Payload {
 	if signatureAuth(c) {
 		ps = append(ps, &message.Notify{NotifyType: message.SignatureHashAlgorithms, Data: pki.HashAlgorithmsNotify()})
 	}

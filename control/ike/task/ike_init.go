@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/message"
@@ -21,18 +23,65 @@ import (
 // IKE_SA_INIT, so that a peer cannot keep us retrying.
 const maxInitRetries = 5
 
-// IKEProposals parses a connection's IKE proposals.
+// proposalKey names a parsed proposal list: its protocol and text.
+type proposalKey struct {
+	proto suite.Protocol
+	text  string
+}
+
+// maxParsedProposals bounds the cache of parsed proposals; configurations
+// hold a few distinct proposal strings, and a reload that changes them
+// many times over only stops the caching of new ones.
+const maxParsedProposals = 1024
+
+// parsed caches proposal lists by their text: the IKE_SA_INIT and the
+// Child SA of every setup looked up their connection's proposals, and
+// parsing them again each time was a few percent of what a setup
+// allocated. The lists are shared and never modified (Select, WithSPI
+// and WithoutKE build new ones).
+var parsed struct {
+	sync.RWMutex
+	m map[proposalKey][]suite.Proposal
+}
+
+// parseProposals is suite.ParseProposals through the cache.
+func parseProposals(proto suite.Protocol, text string) ([]suite.Proposal, error) {
+	k := proposalKey{proto, text}
+	parsed.RLock()
+	ps, ok := parsed.m[k]
+	parsed.RUnlock()
+	if ok {
+		return ps, nil
+	}
+	ps, err := suite.ParseProposals(proto, text)
+	if err != nil {
+		return nil, err
+	}
+	parsed.Lock()
+	if parsed.m == nil {
+		parsed.m = make(map[proposalKey][]suite.Proposal)
+	}
+	if len(parsed.m) < maxParsedProposals {
+		parsed.m[k] = ps
+	}
+	parsed.Unlock()
+	return ps, nil
+}
+
+// IKEProposals parses a connection's IKE proposals. The result is shared:
+// the caller must not modify it.
 func IKEProposals(conn *config.Conn) ([]suite.Proposal, error) {
-	ps, err := suite.ParseIKE(strings.Join(conn.Proposals, ","))
+	ps, err := parseProposals(suite.ProtocolIKE, strings.Join(conn.Proposals, ","))
 	if err != nil {
 		return nil, fmt.Errorf("connection %q: proposals: %w", conn.Name, err)
 	}
 	return ps, nil
 }
 
-// ESPProposals parses a child's ESP proposals.
+// ESPProposals parses a child's ESP proposals. The result is shared: the
+// caller must not modify it.
 func ESPProposals(conn *config.Conn, child *config.Child) ([]suite.Proposal, error) {
-	ps, err := suite.ParseESP(strings.Join(child.ESPProposals, ","))
+	ps, err := parseProposals(suite.ProtocolESP, strings.Join(child.ESPProposals, ","))
 	if err != nil {
 		return nil, fmt.Errorf("connection %q: child %q: esp_proposals: %w", conn.Name, child.Name, err)
 	}
@@ -123,6 +172,9 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		}
 	}
 	ike.Handshake().Ni = t.nonce
+	// Room for every payload below (growing the slice: three
+	// allocations per setup).
+	req.Payloads = slices.Grow(req.Payloads, 8)
 	if t.cookie != nil {
 		req.Payloads = append(req.Payloads, &message.Notify{NotifyType: message.Cookie, Data: t.cookie})
 	}
@@ -138,7 +190,7 @@ func (t *IKEInitI) Build(c *Ctx, req *message.Message) error {
 		&message.Notify{NotifyType: message.NATDetectionSourceIP, Data: src},
 		&message.Notify{NotifyType: message.NATDetectionDestinationIP, Data: dst[:]},
 	)
-	req.Payloads = append(req.Payloads, initExtensions(c, t.conn)...)
+	req.Payloads = appendInitExtensions(req.Payloads, c, t.conn)
 	return nil
 }
 
@@ -336,7 +388,13 @@ func (t *IKEInitR) Process(c *Ctx, req *message.Message) Status {
 			lastErr = err
 			continue
 		}
-		ours = append(ours, ps...)
+		// For the error only: the first list as it is (shared, so
+		// clipped before another is appended).
+		if ours == nil {
+			ours = ps
+		} else {
+			ours = append(slices.Clip(ours), ps...)
+		}
 		chosen, err := suite.Select(ps, saP.Proposals, suite.SelectPolicy{KEGroup: keP.Group})
 		if err != nil {
 			lastErr = err
@@ -409,6 +467,9 @@ func (t *IKEInitR) Build(c *Ctx, resp *message.Message) Status {
 		return Reject
 	}
 	ike := c.IKE
+	// Room for every payload below: growing the slice as they are
+	// appended was three allocations per setup.
+	resp.Payloads = slices.Grow(resp.Payloads, 8)
 	resp.Payloads = append(resp.Payloads,
 		&message.SA{Proposals: []suite.Proposal{t.chosen}},
 		&message.KE{Group: t.ke.Group(), Data: t.ke.PublicKey()},

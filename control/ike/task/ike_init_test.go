@@ -3,6 +3,7 @@ package task
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/spugate/spugate/control/config"
 	"reflect"
 	"testing"
 
@@ -160,5 +161,30 @@ func TestIKEInitRRejects(t *testing.T) {
 				t.Errorf("%d key pairs made for a request with bad KE data", h.env.keyPairs)
 			}
 		})
+	}
+}
+
+// TestProposalsParsedOnce guards the proposal cache: a setup looks up its
+// connection's proposals without parsing (allocating) them again, and
+// the cached lists are what the parser returns.
+func TestProposalsParsedOnce(t *testing.T) {
+	conn := &config.Conn{Name: "c", Proposals: []string{"aes128gcm16-prfsha256-x25519"}}
+	child := &config.Child{Name: "ch", ESPProposals: []string{"aes128gcm16"}}
+	want, _ := suite.ParseIKE(conn.Proposals[0])
+	got, err := IKEProposals(conn)
+	if err != nil || suite.FormatProposals(got) != suite.FormatProposals(want) {
+		t.Fatalf("IKEProposals: %s, %v; want %s", suite.FormatProposals(got), err, suite.FormatProposals(want))
+	}
+	if _, err := ESPProposals(conn, child); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		IKEProposals(conn)
+		ESPProposals(conn, child)
+	}); n != 0 {
+		t.Errorf("looking up parsed proposals allocates %v times, want 0", n)
+	}
+	if _, err := IKEProposals(&config.Conn{Name: "bad", Proposals: []string{"nonsense"}}); err == nil {
+		t.Error("IKEProposals accepted nonsense")
 	}
 }

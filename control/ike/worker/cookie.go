@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"io"
 	"net/netip"
 	"time"
@@ -21,9 +22,17 @@ const cookieLifetime = 2 * time.Minute
 type cookieSecrets struct {
 	gen     byte
 	cur     [32]byte
-	prev    [32]byte
 	hasPrev bool
 	until   time.Time
+
+	// The HMACs keyed with the current and the previous secret, made
+	// at each rotation rather than for each cookie (five allocations
+	// each, under a flood of IKE_SA_INITs), and scratch for what they
+	// hash (what goes through hash.Hash escapes). Only the worker's
+	// goroutine uses them.
+	curMAC, prevMAC hash.Hash
+	in              [16 + 8]byte
+	sum             [sha256.Size]byte
 }
 
 func (c *cookieSecrets) rotate(now time.Time, r io.Reader) {
@@ -31,44 +40,47 @@ func (c *cookieSecrets) rotate(now time.Time, r io.Reader) {
 		return
 	}
 	if !c.until.IsZero() {
-		c.prev, c.hasPrev = c.cur, true
+		c.prevMAC, c.hasPrev = c.curMAC, true
 	}
 	io.ReadFull(r, c.cur[:])
+	c.curMAC = hmac.New(sha256.New, c.cur[:])
 	c.gen++
 	c.until = now.Add(cookieLifetime)
 }
 
-func cookieHash(secret *[32]byte, ni []byte, ip netip.Addr, spii uint64) []byte {
-	h := hmac.New(sha256.New, secret[:])
+// hash returns Hash(Ni | IPi | SPIi | <secret>) with the HMAC keyed by
+// the secret, in c.sum (valid until the next call).
+func (c *cookieSecrets) hash(h hash.Hash, ni []byte, ip netip.Addr, spii uint64) []byte {
+	h.Reset()
 	h.Write(ni)
 	a := ip.As16()
-	h.Write(a[:])
-	var s [8]byte
-	binary.BigEndian.PutUint64(s[:], spii)
-	h.Write(s[:])
-	return h.Sum(nil)
+	copy(c.in[:16], a[:])
+	binary.BigEndian.PutUint64(c.in[16:], spii)
+	h.Write(c.in[:])
+	return h.Sum(c.sum[:0])
 }
 
 func (c *cookieSecrets) make(now time.Time, r io.Reader, ni []byte, ip netip.Addr, spii uint64) []byte {
 	c.rotate(now, r)
-	return append([]byte{c.gen}, cookieHash(&c.cur, ni, ip, spii)...)
+	out := make([]byte, 0, 1+sha256.Size)
+	return append(append(out, c.gen), c.hash(c.curMAC, ni, ip, spii)...)
 }
 
 func (c *cookieSecrets) verify(now time.Time, cookie, ni []byte, ip netip.Addr, spii uint64) bool {
 	if len(cookie) != 1+sha256.Size || c.until.IsZero() {
 		return false
 	}
-	var secret *[32]byte
+	var mac hash.Hash
 	switch {
 	case cookie[0] == c.gen:
-		secret = &c.cur
+		mac = c.curMAC
 	case cookie[0] == c.gen-1 && c.hasPrev:
-		secret = &c.prev
+		mac = c.prevMAC
 	default:
 		return false
 	}
 	if now.After(c.until.Add(cookieLifetime)) {
 		return false
 	}
-	return hmac.Equal(cookie[1:], cookieHash(secret, ni, ip, spii))
+	return hmac.Equal(cookie[1:], c.hash(mac, ni, ip, spii))
 }
