@@ -785,8 +785,8 @@ func (e *Engine) SPUStats() []api.SPUStats {
 		st := api.SPUStats{ID: s.ID, CPU: s.CPU, RxPackets: c.rx.Load(), TxPackets: c.tx.Load(),
 			Encap: c.encap.Load(), Decap: c.decap.Load(), HandoffOut: c.handoffOut.Load(),
 			HandoffIn: c.handoffIn.Load(), HandoffFull: c.drops[DropHandoffFull].Load(), FragHandoff: c.fragHandoff.Load(),
-			Bypass: c.bypass.Load(),
-			Drops:  map[string]uint64{}}
+			Bypass: c.bypass.Load(), WarmSAs: s.t.owner.Warm(), Warmed: s.t.owner.Warmed(), Cooled: s.t.owner.Cooled(),
+			Drops: map[string]uint64{}}
 		for d := Drop(0); d < NumDrops; d++ {
 			if n := c.drops[d].Load(); n > 0 {
 				st.Drops[d.String()] = n
