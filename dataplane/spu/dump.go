@@ -94,7 +94,7 @@ func (e *Engine) saStates(refs []saRef) (states []api.SAState, found []bool) {
 		return r.logical, ok
 	}, func(s *SPU, i int) bool {
 		r := refs[i]
-		if r.dir == api.In {
+		if r.dir == refIn {
 			if x := s.t.in[r.spi]; x != nil {
 				states[i], found[i] = saState(&x.desc, x.sa, x.logical, s.ID, false), true
 			}
@@ -141,10 +141,7 @@ func (e *Engine) SAPage(after uint64, limit int) Page[api.SAState] {
 func (e *Engine) SAStates(ids []api.SAID) (states []api.SAState, found []bool) {
 	refs := make([]saRef, len(ids))
 	for i, id := range ids {
-		refs[i] = saRef{spi: id.SPI, dir: id.Dir}
-		if id.Dir == api.Out {
-			refs[i].remote = id.Remote.Unmap()
-		}
+		refs[i] = idRef(id)
 	}
 	return e.saStates(refs)
 }
