@@ -367,9 +367,7 @@ func (ts *Selectors) Remote() []ipsec.Range {
 // Selectors returns the selectors the list was compiled from, rebuilt
 // (addresses unmapped, no zone; nil for none). It allocates: for dumps,
 // not for packets.
-func (ts *Selectors) Selectors() (local, remote []ipsec.Selector) {
-	return rangeSelectors(ts.Local()), rangeSelectors(ts.Remote())
-}
+func (ts *Selectors) Selectors() (local, remote []ipsec.Selector) { return rangeSelectors(ts) }
 
 // seqMax is the last sequence number the SA may send.
 func (sa *SA) seqMax() uint64 {
@@ -559,20 +557,29 @@ func (sa *SA) UDPEncap() (udp bool, local, remote uint16) { return sa.udp, sa.lp
 // for none; addresses unmapped). They are rebuilt from the compiled form
 // the SA keeps for its checks, so that the SA holds one copy: each call
 // allocates, for dumps, not for packets.
-func (sa *SA) Selectors() (local, remote []ipsec.Selector) {
-	return rangeSelectors(sa.localTS()), rangeSelectors(sa.remoteTS())
-}
+func (sa *SA) Selectors() (local, remote []ipsec.Selector) { return sa.ts.Selectors() }
 
-func rangeSelectors(rs []ipsec.Range) []ipsec.Selector {
+// rangeSelectors rebuilds the selectors of ts, both sides in one
+// allocation: a listing of a million SAs or policies makes one slice
+// each, not two.
+func rangeSelectors(ts *Selectors) (local, remote []ipsec.Selector) {
+	rs := ts.all()
 	if len(rs) == 0 {
-		return nil
+		return nil, nil
 	}
 	out := make([]ipsec.Selector, len(rs))
 	for i, r := range rs {
 		out[i] = ipsec.Selector{Proto: r.Proto, From: wordsAddr(r.V4, r.FromHi, r.FromLo),
 			To: wordsAddr(r.V4, r.ToHi, r.ToLo), FromPort: r.FromPort, ToPort: r.ToPort}
 	}
-	return out
+	nl := int(ts.nLocal)
+	if nl > 0 {
+		local = out[:nl:nl]
+	}
+	if nl < len(out) {
+		remote = out[nl:]
+	}
+	return local, remote
 }
 
 // wordsAddr is the inverse of ipsec.AddrWords.
