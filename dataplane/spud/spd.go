@@ -51,7 +51,7 @@ func (l *spdList) all() []spdOwner {
 func listOf(o []spdOwner) spdList {
 	l := spdList{first: o[0]}
 	if len(o) > 1 {
-		more := slices.Clone(o[1:])
+		more := slices.Clip(o[1:])
 		l.more = &more
 	}
 	return l
@@ -118,7 +118,14 @@ func (s *spdEntries) add(prog spdProgram, e steer.Policy) error {
 	}
 	k := keyOf(e)
 	if l, ok := s.by[k]; ok {
-		s.by[k] = listOf(append(l.all(), ownerOf(e)))
+		// Appended in place: an entry may have many policies (every
+		// tunnel of a load generator has the same selectors), and a copy
+		// of the list per add made their adds quadratic.
+		if l.more == nil {
+			l.more = new([]spdOwner)
+		}
+		*l.more = append(*l.more, ownerOf(e))
+		s.by[k] = l
 	} else {
 		s.by[k] = spdList{first: ownerOf(e)}
 	}
