@@ -129,7 +129,7 @@ func (e *Engine) childSA(logical uint16, d *api.SA, dir api.Dir, which string) (
 	if err != nil {
 		return nil, saDesc{}, fmt.Errorf("%s sa 0x%08x: %w", which, d.SPI, err)
 	}
-	return sa, saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: nameOf(d.Name)}, nil
+	return sa, saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: d.Name}, nil
 }
 
 // freePolicyID is the next policy id not in use (e.mu held).

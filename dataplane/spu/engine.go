@@ -473,7 +473,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	if logical, err = e.saLogical(d); err != nil {
 		return 0, 0, err
 	}
-	desc := saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: nameOf(d.Name)}
+	desc := saDesc{reqid: d.ReqID, window: int32(d.ReplayWindow), name: d.Name}
 	ref := refOf(d)
 	e.mu.Lock()
 	if _, dup := e.sas[ref]; dup {
@@ -754,7 +754,7 @@ func saState(d *saDesc, sa *esp.SA, logical uint16, spu int, active bool) api.SA
 func describe(d *saDesc, sa *esp.SA, logical uint16) api.SA {
 	a := api.SA{SPI: sa.SPI(), Dir: api.Out, Local: sa.Local(), Remote: sa.Remote(), Logical: api.Logical(int(logical)),
 		Mode: api.Tunnel, Suite: sa.Suite(), EncKey: []byte{}, ESN: sa.ESN(), ReplayWindow: int(d.window),
-		ReqID: d.reqid, Name: d.nameStr()}
+		ReqID: d.reqid, Name: d.name}
 	if sa.Direction() == esp.Inbound {
 		a.Dir = api.In
 	}

@@ -760,7 +760,7 @@ func (s *SPU) emitSA(sa *esp.SA, d *saDesc, ev esp.Events) {
 	if sa.Direction() == esp.Inbound {
 		id.Dir = api.In
 	}
-	e := Event{SA: api.SAEvent{SAID: id, ReqID: d.reqid, Name: d.nameStr()}}
+	e := Event{SA: api.SAEvent{SAID: id, ReqID: d.reqid, Name: d.name}}
 	for _, k := range []struct {
 		bit  esp.Events
 		kind string

@@ -20,26 +20,12 @@ type saDesc struct {
 	// window is the replay window as given (0: the default, -1: off),
 	// which the esp.SA keeps only as the size it made.
 	window int32
-	// name is interned (a connection/child, shared by every tunnel of a
-	// connection): a handle is 8 bytes where a string is 16, which puts
-	// an inSA in the 32-byte size class rather than 48.
-	name unique.Handle[string]
-}
-
-// nameOf is the handle saDesc keeps of a name (the zero handle for none).
-func nameOf(name string) unique.Handle[string] {
-	if name == "" {
-		return unique.Handle[string]{}
-	}
-	return unique.Make(name)
-}
-
-// nameStr is the SA's name ("" for none).
-func (d *saDesc) nameStr() string {
-	if d.name == (unique.Handle[string]{}) {
-		return ""
-	}
-	return d.name.Value()
+	// name is interned (intern), not kept as a unique.Handle, 8 bytes
+	// less: iked names each Child SA (conn/child/unique id), and a
+	// handle kept alive per SA holds an entry of the unique package's
+	// map and a weak pointer each, which the runtime then walks at every
+	// collection.
+	name string
 }
 
 // inSA is an inbound SA in its anchor SPU's table.
@@ -456,6 +442,7 @@ func intern(name string) string {
 
 // addIn installs an inbound SA.
 func (t *tables) addIn(x *inSA) {
+	x.desc.name = intern(x.desc.name)
 	t.in[x.sa.SPI()] = x
 	x.sa.SetOwner(t.owner)
 }
@@ -469,6 +456,7 @@ func (t *tables) delIn(spi uint32) {
 }
 
 func (t *tables) addOut(o *outSA) {
+	o.desc.name = intern(o.desc.name)
 	o.sa.SetOwner(t.owner)
 	t.addSeq++
 	o.added = t.addSeq
