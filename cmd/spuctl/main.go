@@ -9,7 +9,7 @@
 //	spuctl policy list [-json]
 //	spuctl spu list | drain N | add N | fail N (fault injection)
 //	spuctl status [-json]       (the kernel, the steering carrier, each interface's modes)
-//	spuctl stats
+//	spuctl stats [-json]
 //
 // and, talking to iked's control socket (-c):
 //
@@ -86,7 +86,7 @@ func run(args []string) error {
 	case "spu":
 		return spuCmd(args[1:])
 	case "stats":
-		return stats()
+		return stats(args[1:])
 	case "status":
 		return status(args[1:])
 	case "list-conns", "list-sas", "initiate", "terminate", "rekey", "reload", "ike-stats", "load-initiate", "load-status":
@@ -516,7 +516,15 @@ func status(args []string) error {
 	return nil
 }
 
-func stats() error {
+// stats shows spud's counters: per SPU, then the totals, the steering
+// program's and the sockets'. warm is the SAs holding their cipher state
+// now, cooled the times an idle one dropped it (spud -cipher-idle).
+func stats(args []string) error {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print spud's answer as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	c, err := dial()
 	if err != nil {
 		return err
@@ -526,9 +534,17 @@ func stats() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%-4s %10s %10s %10s %10s %10s %10s %8s %6s\n", "spu", "rx", "tx", "encap", "decap", "handoff>", "handoff<", "bypass", "busy")
+	if *asJSON {
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Printf("%-4s %10s %10s %10s %10s %10s %10s %8s %6s %9s %10s\n", "spu", "rx", "tx", "encap", "decap", "handoff>", "handoff<", "bypass", "busy", "warm", "cooled")
 	for _, s := range st.SPUs {
-		fmt.Printf("%-4d %10d %10d %10d %10d %10d %10d %8d %5.1f%%\n", s.ID, s.RxPackets, s.TxPackets, s.Encap, s.Decap, s.HandoffOut, s.HandoffIn, s.Bypass, 100*s.Busy)
+		fmt.Printf("%-4d %10d %10d %10d %10d %10d %10d %8d %5.1f%% %9d %10d\n", s.ID, s.RxPackets, s.TxPackets, s.Encap, s.Decap, s.HandoffOut, s.HandoffIn, s.Bypass, 100*s.Busy, s.WarmSAs, s.Cooled)
 	}
 	// ESP reassembled on one SPU and decapsulated on its SPI's: rare
 	// enough to show only where it happened.

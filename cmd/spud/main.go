@@ -2,7 +2,7 @@
 //
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
 //	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
-//	     [-max-policies N] [-socket PATH] [-gogc 50] [-memory-limit 4GiB]
+//	     [-max-policies N] [-socket PATH] [-cipher-idle 30s] [-gogc 50] [-memory-limit 4GiB]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/spud"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
@@ -30,25 +31,26 @@ import (
 
 func main() {
 	var (
-		ifaces    = flag.String("i", "", "data-plane interfaces, comma-separated (required)")
-		protected = flag.String("protected", "", "the cleartext-side interfaces among them, comma-separated")
-		spus      = flag.Int("spus", 0, "number of SPUs (default: one per CPU in -cpus)")
-		cpus      = flag.String("cpus", "", "CPUs to pin SPUs to, comma-separated (default: all)")
-		queues    = flag.Int("queues", 0, "rx queues per interface to serve (default: all)")
-		poll      = flag.String("poll", "adaptive", "polling mode: adaptive or busy")
-		xdpMode   = flag.String("xdp", "auto", "XDP mode: auto, native or generic")
-		xskMode   = flag.String("xsk", "auto", "AF_XDP mode: auto, copy or zerocopy")
-		carrier   = flag.String("steer-carrier", "auto", "how the XDP program hands each frame's anchor to the SPUs: auto (the best this kernel allows), meta (XDP metadata), shim (a shim in front of the frame) or none (the SPUs classify frames again)")
-		socket    = flag.String("socket", api.DefaultSocket, "SA API socket")
-		logical   = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
-		maxPols   = flag.Int("max-policies", steer.DefaultMaxPolicies, fmt.Sprintf("steering entries per address family (a policy has one per protected interface and pair of selector prefixes), at most %d; kernel memory is taken only as policies are added", steer.MaxMaxPolicies))
-		keyFile   = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
-		maxSleep  = flag.Duration("max-sleep", 100*time.Millisecond, "longest sleep of an idle SPU in adaptive mode")
-		speedPad  = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
-		failOpen  = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
-		verbose   = flag.Bool("v", false, "debug logging")
-		gogc      = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
-		memLimit  = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+		ifaces     = flag.String("i", "", "data-plane interfaces, comma-separated (required)")
+		protected  = flag.String("protected", "", "the cleartext-side interfaces among them, comma-separated")
+		spus       = flag.Int("spus", 0, "number of SPUs (default: one per CPU in -cpus)")
+		cpus       = flag.String("cpus", "", "CPUs to pin SPUs to, comma-separated (default: all)")
+		queues     = flag.Int("queues", 0, "rx queues per interface to serve (default: all)")
+		poll       = flag.String("poll", "adaptive", "polling mode: adaptive or busy")
+		xdpMode    = flag.String("xdp", "auto", "XDP mode: auto, native or generic")
+		xskMode    = flag.String("xsk", "auto", "AF_XDP mode: auto, copy or zerocopy")
+		carrier    = flag.String("steer-carrier", "auto", "how the XDP program hands each frame's anchor to the SPUs: auto (the best this kernel allows), meta (XDP metadata), shim (a shim in front of the frame) or none (the SPUs classify frames again)")
+		socket     = flag.String("socket", api.DefaultSocket, "SA API socket")
+		logical    = flag.Int("logical", 256, "number of logical SPUs (a power of two)")
+		maxPols    = flag.Int("max-policies", steer.DefaultMaxPolicies, fmt.Sprintf("steering entries per address family (a policy has one per protected interface and pair of selector prefixes), at most %d; kernel memory is taken only as policies are added", steer.MaxMaxPolicies))
+		keyFile    = flag.String("key-file", "/run/spugate/anchor.key", "anchor hash key, kept across restarts (empty: new each start)")
+		maxSleep   = flag.Duration("max-sleep", 100*time.Millisecond, "longest sleep of an idle SPU in adaptive mode")
+		speedPad   = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
+		cipherIdle = flag.Duration("cipher-idle", spu.DefaultCipherIdle, "drop an SA's cipher state (some 700 bytes for AES-GCM) once it has carried no packet for between this and twice this; its next packet makes it again (0: never, every SA keeps it once it carried a packet)")
+		failOpen   = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
+		verbose    = flag.Bool("v", false, "debug logging")
+		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
+		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	)
 	flag.Parse()
 	mem, err := gomem.Settings(*gogc, *memLimit)
@@ -107,6 +109,9 @@ func main() {
 	if *maxPols < 1 || *maxPols > steer.MaxMaxPolicies {
 		usage("-max-policies %d: want 1..%d", *maxPols, steer.MaxMaxPolicies)
 	}
+	if cfg.CipherIdle, err = cipherIdleFlag(*cipherIdle); err != nil {
+		usage("%v", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := spud.Start(cfg)
@@ -119,6 +124,24 @@ func main() {
 		fail("stop: %v", err)
 	}
 	log.Info("spud: stopped")
+}
+
+// minCipherIdle is the shortest -cipher-idle but 0: an SA idle for less
+// would make its cipher state again, at some 1.2 µs, every few packets of
+// a slow flow, for memory it gives back a second later.
+const minCipherIdle = time.Second
+
+// cipherIdleFlag is -cipher-idle as spu.Config.CipherIdle takes it: 0
+// (never) is its negative, which Config reads as never, where its 0 is
+// the default.
+func cipherIdleFlag(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return -1, nil
+	case d < minCipherIdle:
+		return 0, fmt.Errorf("-cipher-idle %v: want 0 (never) or at least %v", d, minCipherIdle)
+	}
+	return d, nil
 }
 
 func split(s string) []string {

@@ -481,6 +481,13 @@ type SPUStats struct {
 	SAs         int               `json:"sas"`             // SAs it holds
 	Policies    int               `json:"policies"`        // policies it holds
 	Busy        float64           `json:"busy"`            // share of time spent on packets, recent
+	// WarmSAs are the SAs holding their cipher state now; the others
+	// make it again at their next packet. Warmed counts the times an SA
+	// made it, Cooled the times one idle for spud's -cipher-idle dropped
+	// it.
+	WarmSAs int    `json:"warm_sas"`
+	Warmed  uint64 `json:"warmed"`
+	Cooled  uint64 `json:"cooled"`
 }
 
 // SocketStats are one AF_XDP socket's counters.

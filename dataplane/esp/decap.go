@@ -383,7 +383,7 @@ func (sa *SA) finishTunnel(buf []byte, payOff, payLen int, nh, outerDS byte) (in
 	}
 	// TFC padding (RFC 4303 section 2.7) may follow the inner packet.
 	p = p[:innerLen]
-	if sa.hasTS && !sa.tsAllowed(p) {
+	if sa.ts != nil && !sa.tsAllowed(p) {
 		return 0, TSMismatch
 	}
 	return innerLen, None
@@ -425,7 +425,7 @@ func (sa *SA) finishTransport(buf []byte, off int, o *Outer, payOff, payLen int,
 		iphdr.SetIPv4Checksum(h)
 	}
 	p := buf[start : start+total]
-	if sa.hasTS && !sa.tsAllowed(p) {
+	if sa.ts != nil && !sa.tsAllowed(p) {
 		return 0, 0, TSMismatch
 	}
 	return start, total, None

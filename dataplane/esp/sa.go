@@ -64,8 +64,9 @@ var padBytes = func() (b [255]byte) {
 }()
 
 // Events are conditions the control plane must act on. They are raised
-// once each (a latch) and collected by the owner with TakeEvents.
-type Events uint32
+// once each (a latch) and collected by the owner with TakeEvents. A byte:
+// an SA holds two Events, and every byte counts toward its size class.
+type Events uint8
 
 // Events.
 const (
@@ -149,9 +150,11 @@ type SA struct {
 	// suite's integrity key. Nil for most (the control plane rekeys on
 	// time, and AEAD needs no second key).
 	ext *saExt
-	// ts holds the local selectors, then the remote ones (nLocalTS of
-	// them): one slice, one allocation.
-	ts []ipsec.Range
+	// ts are the selectors (nil: none), shared with the other SA of the
+	// Child SA and its policy (CompileSelectors): a pointer, where a
+	// slice and its count of local ones took 26 bytes and the SA the
+	// 256-byte size class.
+	ts *Selectors
 
 	seq     uint64 // outbound: last sent
 	seqSoft uint64
@@ -159,8 +162,6 @@ type SA struct {
 
 	// ctr is both the owner's usage totals and what Stats reads.
 	ctr counters
-
-	events, raised Events
 
 	// The outer addresses, as 16 bytes (IPv4-mapped for an IPv4 outer
 	// header, by v4outer): a netip.Addr is 24.
@@ -171,12 +172,13 @@ type SA struct {
 	lport   uint16
 	rport   uint16
 	pathMTU uint16
-	// nLocalTS is how many of ts are local selectors.
-	nLocalTS uint16
-	dir      Direction
-	suite    ipsec.Suite
-	mode     Mode
-	esn      bool
+	// events and raised sit among the bytes, where they fill what the
+	// 16-byte fields' alignment would leave: the SA fits 224 bytes.
+	events, raised Events
+	dir            Direction
+	suite          ipsec.Suite
+	mode           Mode
+	esn            bool
 	// noReplay: anti-replay is off (ReplayOff); the window only tracks
 	// the highest number, for ESN.
 	noReplay bool
@@ -190,7 +192,6 @@ type SA struct {
 	noDSCP   bool
 	decDSCP  bool
 	expired  bool
-	hasTS    bool // either selector list is not empty
 	tsPorts  bool
 	ivLen    uint8 // 8 or 16
 	blkMask  uint8
@@ -291,9 +292,8 @@ func NewSA(cfg Config) (*SA, error) {
 			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
 		}
 	}
-	sa.ts, sa.nLocalTS = compileTS(cfg.LocalTS, cfg.RemoteTS)
-	sa.hasTS = len(sa.ts) != 0
-	for _, s := range sa.ts {
+	sa.ts = CompileSelectors(cfg.LocalTS, cfg.RemoteTS)
+	for _, s := range sa.ts.all() {
 		if s.Proto != 0 || !s.AnyPort() {
 			sa.tsPorts = true
 		}
@@ -302,25 +302,27 @@ func NewSA(cfg Config) (*SA, error) {
 	return sa, nil
 }
 
-// tsSet is a compiled selector list of SAs: local ranges, then remote.
-// Never changed once made, so that SAs on any goroutine may share one.
-type tsSet struct {
+// Selectors is a compiled list of traffic selectors, the local ranges,
+// then the remote ones: what an SA checks its inner packets against, and
+// what spud's SPUs keep of a policy's selectors. Never changed once made,
+// so that SAs and policies on any goroutine may share one.
+type Selectors struct {
 	r      []ipsec.Range
 	nLocal uint16
 }
 
-// lastTS is the selector list NewSA made last. The two SAs of a Child SA
-// are made one after the other with the same selectors: the second takes
-// the first's list, and a tunnel keeps one (96 bytes for a selector each
-// way) rather than two.
-var lastTS atomic.Pointer[tsSet]
+// lastTS is the selector list CompileSelectors made last. The two SAs of
+// a Child SA and its policy are made one after the other with the same
+// selectors: the later ones take the first's list, and a tunnel keeps
+// one (96 bytes for a selector each way) rather than three.
+var lastTS atomic.Pointer[Selectors]
 
-// compileTS compiles an SA's selectors, sharing the list of the SA made
-// just before when it is the same.
-func compileTS(local, remote []ipsec.Selector) ([]ipsec.Range, uint16) {
+// CompileSelectors compiles local and remote selectors (nil for none),
+// sharing the list made just before when it is the same.
+func CompileSelectors(local, remote []ipsec.Selector) *Selectors {
 	n := len(local) + len(remote)
 	if n == 0 {
-		return nil, 0
+		return nil
 	}
 	rs := make([]ipsec.Range, 0, n)
 	for _, s := range local {
@@ -331,11 +333,41 @@ func compileTS(local, remote []ipsec.Selector) ([]ipsec.Range, uint16) {
 	}
 	nl := uint16(len(local))
 	if last := lastTS.Load(); last != nil && last.nLocal == nl && slices.Equal(last.r, rs) {
-		return last.r, nl
+		return last
 	}
-	lastTS.Store(&tsSet{r: rs, nLocal: nl})
-	return rs, nl
+	ts := &Selectors{r: rs, nLocal: nl}
+	lastTS.Store(ts)
+	return ts
 }
+
+// all returns every range, local and remote (nil of a nil list).
+func (ts *Selectors) all() []ipsec.Range {
+	if ts == nil {
+		return nil
+	}
+	return ts.r
+}
+
+// Local returns the local ranges (nil of a nil list).
+func (ts *Selectors) Local() []ipsec.Range {
+	if ts == nil {
+		return nil
+	}
+	return ts.r[:ts.nLocal:ts.nLocal]
+}
+
+// Remote returns the remote ranges (nil of a nil list).
+func (ts *Selectors) Remote() []ipsec.Range {
+	if ts == nil {
+		return nil
+	}
+	return ts.r[ts.nLocal:]
+}
+
+// Selectors returns the selectors the list was compiled from, rebuilt
+// (addresses unmapped, no zone; nil for none). It allocates: for dumps,
+// not for packets.
+func (ts *Selectors) Selectors() (local, remote []ipsec.Selector) { return rangeSelectors(ts) }
 
 // seqMax is the last sequence number the SA may send.
 func (sa *SA) seqMax() uint64 {
@@ -346,8 +378,8 @@ func (sa *SA) seqMax() uint64 {
 }
 
 // localTS and remoteTS are the compiled selectors of either side.
-func (sa *SA) localTS() []ipsec.Range  { return sa.ts[:sa.nLocalTS:sa.nLocalTS] }
-func (sa *SA) remoteTS() []ipsec.Range { return sa.ts[sa.nLocalTS:] }
+func (sa *SA) localTS() []ipsec.Range  { return sa.ts.Local() }
+func (sa *SA) remoteTS() []ipsec.Range { return sa.ts.Remote() }
 
 // initCrypto makes w's cipher state from the SA's keys, which validate
 // checked: the constructors' errors (key lengths) cannot happen.
@@ -525,20 +557,29 @@ func (sa *SA) UDPEncap() (udp bool, local, remote uint16) { return sa.udp, sa.lp
 // for none; addresses unmapped). They are rebuilt from the compiled form
 // the SA keeps for its checks, so that the SA holds one copy: each call
 // allocates, for dumps, not for packets.
-func (sa *SA) Selectors() (local, remote []ipsec.Selector) {
-	return rangeSelectors(sa.localTS()), rangeSelectors(sa.remoteTS())
-}
+func (sa *SA) Selectors() (local, remote []ipsec.Selector) { return sa.ts.Selectors() }
 
-func rangeSelectors(rs []ipsec.Range) []ipsec.Selector {
+// rangeSelectors rebuilds the selectors of ts, both sides in one
+// allocation: a listing of a million SAs or policies makes one slice
+// each, not two.
+func rangeSelectors(ts *Selectors) (local, remote []ipsec.Selector) {
+	rs := ts.all()
 	if len(rs) == 0 {
-		return nil
+		return nil, nil
 	}
 	out := make([]ipsec.Selector, len(rs))
 	for i, r := range rs {
 		out[i] = ipsec.Selector{Proto: r.Proto, From: wordsAddr(r.V4, r.FromHi, r.FromLo),
 			To: wordsAddr(r.V4, r.ToHi, r.ToLo), FromPort: r.FromPort, ToPort: r.ToPort}
 	}
-	return out
+	nl := int(ts.nLocal)
+	if nl > 0 {
+		local = out[:nl:nl]
+	}
+	if nl < len(out) {
+		remote = out[nl:]
+	}
+	return local, remote
 }
 
 // wordsAddr is the inverse of ipsec.AddrWords.

@@ -14,7 +14,7 @@ const noPort = ipsec.NoPort
 // to its length) is inside the SA's selectors: its source in RemoteTS and
 // its destination in LocalTS.
 func (sa *SA) tsAllowed(p []byte) bool {
-	if len(sa.ts) == 0 {
+	if sa.ts == nil {
 		return true
 	}
 	var (

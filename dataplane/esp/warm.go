@@ -64,7 +64,7 @@ func (sa *SA) warmUp() *warm {
 	sa.w = w
 	if o := sa.owner; o != nil {
 		o.add(sa)
-		o.warmed++
+		o.warmed.Store(o.warmed.Load() + 1)
 	}
 	return w
 }
@@ -102,7 +102,8 @@ func (sa *SA) Release() {
 // Owner is what the SAs of one owner (an SPU) share: the totals of their
 // drops, and the list of those that are warm, whose cipher state Sweep
 // drops once they carried no packet for a while. The owner's goroutine
-// alone uses it (DropTotals excepted, which anyone may read).
+// alone uses it, but for its counts (Warm, Warmed, Cooled) and the
+// DropTotals, which anyone may read.
 type Owner struct {
 	drops *DropTotals
 	warm  []*SA
@@ -113,8 +114,9 @@ type Owner struct {
 	// began (a pass begins idle after the last one began).
 	next int
 	pass int64
-	// warmed and cooled count the SAs made warm and cooled.
-	warmed, cooled uint64
+	// nwarm is len(warm), and warmed and cooled count the SAs made warm
+	// and cooled: written by the owner, read by anyone (an SPU's stats).
+	nwarm, warmed, cooled counter
 }
 
 // NewOwner returns an owner whose SAs count their drops into drops as well
@@ -131,6 +133,7 @@ func NewOwner(drops *DropTotals, idle time.Duration) *Owner {
 func (o *Owner) add(sa *SA) {
 	sa.w.idx = int32(len(o.warm))
 	o.warm = append(o.warm, sa)
+	o.nwarm.Store(uint64(len(o.warm)))
 }
 
 // remove takes sa off the list, moving the last SA into its place.
@@ -147,6 +150,7 @@ func (o *Owner) remove(sa *SA) {
 	}
 	o.warm[last] = nil
 	o.warm = o.warm[:last]
+	o.nwarm.Store(uint64(last))
 	sa.w.idx = -1
 	if o.next > last {
 		o.next = last
@@ -180,18 +184,20 @@ func (o *Owner) sweep(now int64, max int) {
 		// The last SA takes this place and is looked at next.
 		o.remove(sa)
 		sa.w = nil
-		o.cooled++
+		o.cooled.Store(o.cooled.Load() + 1)
 	}
 	if o.next >= len(o.warm) {
 		o.next = 0
 	}
 }
 
-// Warm is the number of warm SAs of the owner.
-func (o *Owner) Warm() int { return len(o.warm) }
+// Warm is the number of warm SAs of the owner. Any goroutine.
+func (o *Owner) Warm() int { return int(o.nwarm.Load()) }
 
-// Warmed is how many times an SA of the owner was made warm.
-func (o *Owner) Warmed() uint64 { return o.warmed }
+// Warmed is how many times an SA of the owner was made warm. Any
+// goroutine.
+func (o *Owner) Warmed() uint64 { return o.warmed.Load() }
 
-// Cooled is how many times Sweep cooled an SA of the owner.
-func (o *Owner) Cooled() uint64 { return o.cooled }
+// Cooled is how many times Sweep cooled an SA of the owner. Any
+// goroutine.
+func (o *Owner) Cooled() uint64 { return o.cooled.Load() }

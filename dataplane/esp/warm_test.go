@@ -224,13 +224,13 @@ func TestSelectorsShared(t *testing.T) {
 		return sa
 	}
 	in, out := mk(Inbound, lts, rts), mk(Outbound, lts, rts)
-	if &in.ts[0] != &out.ts[0] {
+	if in.ts != out.ts {
 		t.Error("the SAs of one Child SA each have their selector list")
 	}
 	// The same ranges split otherwise between local and remote are not
 	// the same selectors.
 	swapped := mk(Inbound, append(append([]ipsec.Selector(nil), lts...), rts...), nil)
-	if &swapped.ts[0] == &out.ts[0] {
+	if swapped.ts == out.ts {
 		t.Error("an SA with other selectors shares a list")
 	}
 	l, r := in.Selectors()

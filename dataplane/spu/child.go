@@ -34,12 +34,17 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 			return pol, 0, err
 		}
 	}
+	// The policy is compiled right after the SAs, whose selectors it
+	// then shares (esp.CompileSelectors); its id comes below.
+	var x *policy
 	if p != nil {
 		pol = *p
 		if err := pol.Validate(); err != nil {
 			return pol, 0, unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 		}
 		pol.Logical = api.Logical(int(logical))
+		canonicalPolicy(&pol)
+		x = newPolicy(&pol, logical)
 	}
 
 	inRef, outRef := refOf(in), saRef{}
@@ -70,14 +75,17 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 	}
 	e.mu.Unlock()
 
+	if x != nil {
+		x.id = pol.ID
+	}
 	spu = e.physical(logical)
 	err = e.doTables(spu, func(s *SPU) {
 		s.t.addIn(&inSA{sa: inCS, desc: inDesc, logical: logical})
 		if outCS != nil {
 			s.t.addOut(&outSA{sa: outCS, desc: outDesc, logical: logical})
 		}
-		if p != nil {
-			s.t.addPolicy(&policy{p: pol, logical: logical})
+		if x != nil {
+			s.t.addPolicy(x)
 		}
 	})
 	if err != nil {
@@ -186,10 +194,7 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 		if id == nil {
 			continue
 		}
-		ref := saRef{spi: id.SPI, dir: id.Dir}
-		if id.Dir == api.Out {
-			ref.remote = id.Remote
-		}
+		ref := idRef(*id)
 		reg, ok := e.sas[ref]
 		if !ok {
 			missing = append(missing, fmt.Sprintf("sa spi 0x%08x %s", id.SPI, id.Dir))
@@ -225,10 +230,10 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 				switch {
 				case !p.isSA:
 					if x := s.t.policies[p.polID]; x != nil {
-						removed.Policies[p.pol].Policy = x.p
+						removed.Policies[p.pol].Policy = x.api()
 					}
 					s.t.delPolicy(p.polID)
-				case p.ref.dir == api.In:
+				case p.ref.dir == refIn:
 					s.t.delIn(p.ref.spi)
 				default:
 					s.t.delOut(outKey{p.ref.spi, p.ref.remote})

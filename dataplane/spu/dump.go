@@ -207,7 +207,7 @@ type saEntry struct {
 // find is the SA r names in t, ok false if t has none; active says
 // whether an outbound one is its reqid's active SA.
 func (t *tables) find(r saRef) (x saEntry, ok, active bool) {
-	if r.dir == api.In {
+	if r.dir == refIn {
 		if in := t.in[r.spi]; in != nil {
 			return saEntry{in.sa, &in.desc, in.logical}, true, false
 		}
@@ -378,10 +378,7 @@ func (e *Engine) SACounters(ids []api.SAID) (stats []api.SAStats, found []bool, 
 func saRefs(ids []api.SAID) []saRef {
 	refs := make([]saRef, len(ids))
 	for i, id := range ids {
-		refs[i] = saRef{spi: id.SPI, dir: id.Dir}
-		if id.Dir == api.Out {
-			refs[i].remote = id.Remote.Unmap()
-		}
+		refs[i] = idRef(id)
 	}
 	return refs
 }

@@ -159,10 +159,36 @@ type saReg struct {
 	seq     uint64
 }
 
+// saRef is an SA's key in the registry: no pointer (the collector does
+// not scan the registry's map and order), 24 bytes where a direction as
+// api.Dir and the remote as a netip.Addr made it 48.
 type saRef struct {
 	spi    uint32
-	dir    api.Dir
-	remote netip.Addr // outbound only; unmapped, as the esp.SA keeps it (its SPU's table key)
+	dir    refDir
+	remote [16]byte // outbound only: addr16 of the peer, as its SPU's table keys it (outKey)
+}
+
+// refDir is an SA's direction in its saRef.
+type refDir uint8
+
+const (
+	refIn refDir = iota
+	refOut
+	// refNone is a direction that is neither (a request's typo), which
+	// names no SA.
+	refNone
+)
+
+// idRef is the registry's key of the SA id names.
+func idRef(id api.SAID) saRef {
+	r := saRef{spi: id.SPI, dir: refNone}
+	switch id.Dir {
+	case api.In:
+		r.dir = refIn
+	case api.Out:
+		r.dir, r.remote = refOut, addr16(id.Remote)
+	}
+	return r
 }
 
 // policyRef is a policy's registration. The policy itself is only in its
@@ -434,11 +460,7 @@ func ToESP(sa *api.SA) (esp.Config, error) {
 }
 
 func refOf(sa *api.SA) saRef {
-	r := saRef{spi: sa.SPI, dir: sa.Dir}
-	if sa.Dir == api.Out {
-		r.remote = sa.Remote.Unmap()
-	}
-	return r
+	return idRef(api.SAID{SPI: sa.SPI, Dir: sa.Dir, Remote: sa.Remote})
 }
 
 // AddSA installs an SA on its anchor SPU.
@@ -511,16 +533,15 @@ func (e *Engine) saLogical(d *api.SA) (uint16, error) {
 
 // DelSA removes an SA.
 func (e *Engine) DelSA(id api.SAID) error {
-	ref := saRef{spi: id.SPI, dir: id.Dir}
-	if id.Dir == api.Out {
-		ref.remote = id.Remote.Unmap()
+	ref := idRef(id)
+	if ref.dir == refOut {
 		if !id.Remote.IsValid() {
 			// Outbound SPIs are the peer's: without the peer, accept a
 			// unique match.
 			e.mu.Lock()
 			n := 0
 			for r := range e.sas {
-				if r.spi == id.SPI && r.dir == api.Out {
+				if r.spi == id.SPI && r.dir == refOut {
 					ref, n = r, n+1
 				}
 			}
@@ -541,7 +562,7 @@ func (e *Engine) DelSA(id api.SAID) error {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", id.SPI, id.Dir, unixrpc.ErrNotFound)
 	}
 	return e.Do(e.physical(reg.logical), func(s *SPU) {
-		if ref.dir == api.In {
+		if ref.dir == refIn {
 			s.t.delIn(ref.spi)
 		} else {
 			s.t.delOut(outKey{ref.spi, ref.remote})
@@ -551,18 +572,15 @@ func (e *Engine) DelSA(id api.SAID) error {
 
 // UpdateSA changes the peer's address or port, or the lifetimes.
 func (e *Engine) UpdateSA(u *api.SAUpdate) error {
-	ref := saRef{spi: u.SPI, dir: u.Dir}
-	if u.Dir == api.Out {
-		ref.remote = u.SAID.Remote.Unmap()
-	}
+	ref := idRef(u.SAID)
 	e.mu.Lock()
 	reg, ok := e.sas[ref]
 	// An outbound SA is known by its remote: a new one (the peer moved
 	// behind a NAT) re-keys it in the registry and on its SPU, or the
 	// next delete by the new remote would miss it.
 	moved := ref
-	if u.Dir == api.Out && u.Remote.IsValid() && u.Remote.Unmap() != ref.remote {
-		moved.remote = u.Remote.Unmap()
+	if u.Dir == api.Out && u.Remote.IsValid() && addr16(u.Remote) != ref.remote {
+		moved.remote = addr16(u.Remote)
 		if _, dup := e.sas[moved]; dup && ok {
 			e.mu.Unlock()
 			return fmt.Errorf("sa spi 0x%08x %s to %s: %w", u.SPI, u.Dir, u.Remote, unixrpc.ErrExists)
@@ -638,6 +656,7 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		logical = e.fn.Logical(p.Local, p.Remote)
 	}
 	p.Logical = api.Logical(int(logical))
+	canonicalPolicy(&p)
 	e.mu.Lock()
 	if p.ID == 0 {
 		for {
@@ -657,7 +676,8 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID)}
 	e.mu.Unlock()
 	spu := e.physical(logical)
-	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(&policy{p: p, logical: logical}) })
+	x := newPolicy(&p, logical)
+	err := e.Do(spu, func(s *SPU) { s.t.addPolicy(x) })
 	return p, logical, spu, err
 }
 
@@ -677,7 +697,7 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	var p api.Policy
 	err := e.Do(e.physical(ref.logical), func(s *SPU) {
 		if x := s.t.policies[id]; x != nil {
-			p = x.p
+			p = x.api()
 		}
 		s.t.delPolicy(id)
 	})
@@ -696,7 +716,7 @@ func (e *Engine) Policy(id uint32) (api.Policy, uint16, bool) {
 		return r.logical, ok
 	}, func(s *SPU, _ int) bool {
 		if x := s.t.policies[id]; x != nil {
-			p, found = x.p, true
+			p, found = x.api(), true
 		}
 		return found
 	})
@@ -806,9 +826,7 @@ func (e *Engine) DumpPolicies() []api.PolicyState {
 
 // policyState is a policy's dump entry, with its logical SPU filled in.
 func policyState(p *policy, spu int) api.PolicyState {
-	ps := api.PolicyState{Policy: p.p, SPU: spu, Packets: p.packets, Acquires: p.acq}
-	ps.Logical = api.Logical(int(p.logical))
-	return ps
+	return api.PolicyState{Policy: p.api(), SPU: spu, Packets: p.packets, Acquires: p.acq}
 }
 
 // SPUStats returns each SPU's counters, read without stopping the SPUs.
@@ -819,8 +837,8 @@ func (e *Engine) SPUStats() []api.SPUStats {
 		st := api.SPUStats{ID: s.ID, CPU: s.CPU, RxPackets: c.rx.Load(), TxPackets: c.tx.Load(),
 			Encap: c.encap.Load(), Decap: c.decap.Load(), HandoffOut: c.handoffOut.Load(),
 			HandoffIn: c.handoffIn.Load(), HandoffFull: c.drops[DropHandoffFull].Load(), FragHandoff: c.fragHandoff.Load(),
-			Bypass: c.bypass.Load(),
-			Drops:  map[string]uint64{}}
+			Bypass: c.bypass.Load(), WarmSAs: s.t.owner.Warm(), Warmed: s.t.owner.Warmed(), Cooled: s.t.owner.Cooled(),
+			Drops: map[string]uint64{}}
 		for d := Drop(0); d < NumDrops; d++ {
 			if n := c.drops[d].Load(); n > 0 {
 				st.Drops[d.String()] = n

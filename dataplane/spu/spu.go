@@ -524,12 +524,12 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 		}
 	}
 	p.packets++
-	switch p.p.Action {
-	case api.Bypass:
+	switch p.action {
+	case polBypass:
 		s.c.bypass.Add(1)
 		s.forward(ip)
 		return
-	case api.Discard:
+	case polDiscard:
 		s.drop(DropDiscard)
 		return
 	}
@@ -630,12 +630,12 @@ const (
 // neighbour.
 func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	r := s.eng.router
-	if g := r.Gen(); !o.nhOK || o.nhGen != g {
+	if g := r.Gen(); !o.nhOK || o.nh.gen != g {
 		if o.nh == nil {
-			o.nh = new(fib.NextHop)
+			o.nh = new(nhCache)
 		}
-		*o.nh, o.nhOK = r.Lookup(o.sa.Remote())
-		o.nhGen = g
+		o.nh.NextHop, o.nhOK = r.Lookup(o.sa.Remote())
+		o.nh.gen = g
 	}
 	if !o.nhOK {
 		return fib.NextHop{}, nhNoRoute
@@ -643,9 +643,9 @@ func (s *SPU) nextHop(o *outSA) (fib.NextHop, nhStatus) {
 	if !o.nh.Resolved {
 		r.Resolve(o.nh.Ifindex, o.nh.Gateway)
 		o.nhOK = false
-		return *o.nh, nhUnresolved
+		return o.nh.NextHop, nhUnresolved
 	}
-	return *o.nh, nhOK
+	return o.nh.NextHop, nhOK
 }
 
 // fragment reassembles outer fragments of ESP packets and decapsulates
@@ -751,7 +751,7 @@ func (s *SPU) acquire(p *policy, f *flow) {
 	p.acq++
 	s.c.acquires.Add(1)
 	s.eng.emit(Event{Kind: api.EventAcquire, Acquire: api.Acquire{
-		PolicyID: p.p.ID, ReqID: p.p.ReqID, Src: f.src, Dst: f.dst, Proto: f.proto}})
+		PolicyID: p.id, ReqID: p.reqid, Src: f.src, Dst: f.dst, Proto: f.proto}})
 }
 
 func (s *SPU) emitSA(sa *esp.SA, d *saDesc, ev esp.Events) {

@@ -1,8 +1,10 @@
 package spu
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/spugate/spugate/dataplane/api"
@@ -14,7 +16,7 @@ import (
 func bruteFindPolicy(t *tables, f *flow) *policy {
 	var best *policy
 	for _, p := range t.policies {
-		if p.matches(f) && (best == nil || p.p.ID < best.p.ID) {
+		if p.matches(f) && (best == nil || p.id < best.id) {
 			best = p
 		}
 	}
@@ -60,6 +62,113 @@ func randSelector(r *rand.Rand, v6 bool) ipsec.Selector {
 	return s
 }
 
+// selectorMatch is the exact match of a policy as it was made on its
+// api.Policy's selectors (ipsec.Selector.Matches), before the SPU kept
+// them compiled: what policy.matches must still answer.
+func selectorMatch(p *api.Policy, f *flow) bool {
+	in := func(ts []ipsec.Selector, a netip.Addr, port uint16) bool {
+		for i := range ts {
+			if ts[i].Matches(a, f.proto, port, f.hasPorts) {
+				return true
+			}
+		}
+		return false
+	}
+	return in(p.LocalTS, f.src, f.sport) && in(p.RemoteTS, f.dst, f.dport)
+}
+
+// TestPolicyMatchesSelectors: a policy as its SPU keeps it (compiled
+// selectors) matches the flows its api.Policy's selectors match, and
+// only those, for random selectors and flows of both families; and it
+// comes back as the api.Policy it was made from.
+func TestPolicyMatchesSelectors(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	hits := 0
+	for i := range 2000 {
+		v6 := r.IntN(4) == 0
+		ap := api.Policy{ID: uint32(i + 1), ReqID: 7, Action: api.Protect, Local: netip.MustParseAddr("198.18.0.1"),
+			Remote: netip.MustParseAddr("198.19.0.1"), LocalTS: []ipsec.Selector{randSelector(r, v6)},
+			RemoteTS: []ipsec.Selector{randSelector(r, v6), randSelector(r, v6)}, Name: "c/1"}
+		if v6 {
+			ap.Interfaces = []string{"lan0"}
+		}
+		p := newPolicy(&ap, 9)
+		for range 50 {
+			a, b := randSelector(r, v6), randSelector(r, v6)
+			f := flow{src: a.From, dst: b.To, proto: []uint8{6, 17, 1}[r.IntN(3)], hasPorts: r.IntN(8) != 0}
+			if f.hasPorts {
+				f.sport, f.dport = uint16(r.IntN(1200)), uint16(r.IntN(1200))
+			}
+			got, want := p.matches(&f), selectorMatch(&ap, &f)
+			if got != want {
+				t.Fatalf("policy %+v, flow %+v: compiled %v, selectors %v", ap, f, got, want)
+			}
+			if got {
+				hits++
+			}
+		}
+		back := p.api()
+		if back.Logical == nil || *back.Logical != 9 {
+			t.Fatalf("policy comes back with logical SPU %v, want 9", back.Logical)
+		}
+		back.Logical = nil
+		if !reflect.DeepEqual(back, ap) {
+			t.Fatalf("policy comes back as %+v, want %+v", back, ap)
+		}
+	}
+	if hits < 1000 {
+		t.Fatalf("only %d flows matched: the test is too sparse", hits)
+	}
+}
+
+// BenchmarkPolicyMatch: the exact match of a packet against a tunnel's
+// policy, on the compiled ranges its SPU keeps (compiled) and on the
+// api.Policy's selectors as it was made before (selectors), in the same
+// process: the part of the cleartext path the compact policy changed.
+func BenchmarkPolicyMatch(b *testing.B) {
+	ap := api.Policy{ID: 1, ReqID: 1, Action: api.Protect, Local: netip.MustParseAddr("198.18.0.1"), Remote: netip.MustParseAddr("198.19.0.1"),
+		LocalTS:  []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("198.18.128.0/24"), 0)},
+		RemoteTS: []ipsec.Selector{ipsec.PrefixSelector(netip.MustParsePrefix("10.1.2.3/32"), 0)}}
+	p := newPolicy(&ap, 0)
+	f := flow{src: netip.MustParseAddr("198.18.128.7"), dst: netip.MustParseAddr("10.1.2.3"), proto: 17, sport: 1000, dport: 53, hasPorts: true}
+	if !p.matches(&f) || !selectorMatch(&ap, &f) {
+		b.Fatal("the flow does not match")
+	}
+	b.Run("compiled", func(b *testing.B) {
+		for b.Loop() {
+			p.matches(&f)
+		}
+	})
+	b.Run("selectors", func(b *testing.B) {
+		for b.Loop() {
+			selectorMatch(&ap, &f)
+		}
+	})
+}
+
+// canonicalPolicy gives an IPv4-mapped selector the form the SPU gives
+// back, so that the steering entries of its add and of its delete agree;
+// canonical selectors are left as they are.
+func TestCanonicalPolicy(t *testing.T) {
+	mapped := ipsec.Selector{From: netip.MustParseAddr("::ffff:10.0.0.0"), To: netip.MustParseAddr("::ffff:10.0.0.255"), ToPort: 65535}
+	plain := ipsec.PrefixSelector(netip.MustParsePrefix("10.0.1.0/24"), 0)
+	p := api.Policy{LocalTS: []ipsec.Selector{plain}, RemoteTS: []ipsec.Selector{mapped}}
+	canonicalPolicy(&p)
+	if p.LocalTS[0] != plain || p.RemoteTS[0].From != netip.MustParseAddr("10.0.0.0") || p.RemoteTS[0].To != netip.MustParseAddr("10.0.0.255") {
+		t.Errorf("canonical: %v %v", p.LocalTS, p.RemoteTS)
+	}
+	l, r := newPolicy(&p, 0).ts.Selectors()
+	if fmt.Sprint(l, r) != fmt.Sprint(p.LocalTS, p.RemoteTS) {
+		t.Errorf("the SPU gives back %v %v for %v %v", l, r, p.LocalTS, p.RemoteTS)
+	}
+	q := api.Policy{LocalTS: []ipsec.Selector{plain}, RemoteTS: []ipsec.Selector{plain}}
+	lts := q.LocalTS
+	canonicalPolicy(&q)
+	if &q.LocalTS[0] != &lts[0] {
+		t.Error("canonical selectors were rebuilt")
+	}
+}
+
 // TestFindPolicyIndexed: the exact match through byDst finds what a walk
 // over every policy finds, for random policies (prefixes, ranges, any,
 // protocols, ports, both families) and packets, as policies come and go;
@@ -70,11 +179,11 @@ func TestFindPolicyIndexed(t *testing.T) {
 	var ids []uint32
 	add := func(id uint32) {
 		v6 := r.IntN(4) == 0
-		p := &policy{p: api.Policy{ID: id, LocalTS: []ipsec.Selector{randSelector(r, v6)}, RemoteTS: []ipsec.Selector{randSelector(r, v6)}}}
+		ap := api.Policy{ID: id, LocalTS: []ipsec.Selector{randSelector(r, v6)}, RemoteTS: []ipsec.Selector{randSelector(r, v6)}}
 		if r.IntN(5) == 0 {
-			p.p.RemoteTS = append(p.p.RemoteTS, randSelector(r, v6))
+			ap.RemoteTS = append(ap.RemoteTS, randSelector(r, v6))
 		}
-		tb.addPolicy(p)
+		tb.addPolicy(newPolicy(&ap, 0))
 		ids = append(ids, id)
 	}
 	flowOf := func() flow {
@@ -140,7 +249,7 @@ func BenchmarkFindPolicy(b *testing.B) {
 					s.FromPort, s.ToPort = 443, 443
 					return []ipsec.Selector{s}
 				}
-				tb.addPolicy(&policy{p: api.Policy{ID: uint32(i + 1), LocalTS: sel(l), RemoteTS: sel(rm)}})
+				tb.addPolicy(newPolicy(&api.Policy{ID: uint32(i + 1), LocalTS: sel(l), RemoteTS: sel(rm)}, 0))
 			}
 			f := flow{src: netip.MustParseAddr("198.18.0.7"), dst: netip.MustParseAddr("198.19.0.7"), proto: 6, sport: 1000, dport: 22, hasPorts: true}
 			b.Run("indexed", func(b *testing.B) {
@@ -174,12 +283,12 @@ func TestIDSet(t *testing.T) {
 			s.del(id)
 			delete(want, id)
 		} else {
-			p := &policy{p: api.Policy{ID: id}}
+			p := &policy{id: id}
 			s.add(p)
 			want[id] = p
 		}
 		got := map[uint32]*policy{}
-		s.each(func(p *policy) { got[p.p.ID] = p })
+		s.each(func(p *policy) { got[p.id] = p })
 		if s.len() != len(want) || len(got) != len(want) {
 			t.Fatalf("step %d: %d entries (%d by each), want %d", step, s.len(), len(got), len(want))
 		}
@@ -192,7 +301,7 @@ func TestIDSet(t *testing.T) {
 	for id := range want {
 		s.del(id)
 	}
-	if s.len() != 0 || s.few != nil || s.many != nil {
+	if s.len() != 0 || s.one != nil || s.more != nil {
 		t.Errorf("emptied set holds %d entries", s.len())
 	}
 }
@@ -241,7 +350,7 @@ func TestTablesCipherOwner(t *testing.T) {
 		t.Fatalf("after migration: %d and %d warm, want 0 and 2, both SAs still warm", o1.Warm(), o2.Warm())
 	}
 	t2.delIn(0x1234)
-	if _, ok := t2.delOut(outKey{0x1234, out.Remote()}); !ok {
+	if _, ok := t2.delOut(outKey{0x1234, addr16(out.Remote())}); !ok {
 		t.Fatal("outbound SA not found")
 	}
 	if o2.Warm() != 0 || out.Warm() || in.Warm() {
@@ -261,7 +370,7 @@ func TestTablesActiveOut(t *testing.T) {
 		return &outSA{sa: sa, desc: saDesc{reqid: 5}, logical: 1}
 	}
 	tb := newTables(esp.NewOwner(new(esp.DropTotals), 0))
-	p := &policy{p: api.Policy{ID: 1, ReqID: 5, Action: api.Protect}, logical: 1}
+	p := newPolicy(&api.Policy{ID: 1, ReqID: 5, Action: api.Protect}, 1)
 	tb.addPolicy(p)
 	a, b, c := mk(0x100), mk(0x200), mk(0x300)
 	check := func(step string, want *outSA) {

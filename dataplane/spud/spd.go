@@ -21,7 +21,9 @@ type spdEntries struct {
 	// by holds the policies of each entry in the order added, the last
 	// in the program; only what the key does not say, and the first
 	// inline: a copy of each steer.Policy in a slice of its own cost ~180
-	// bytes a policy, nearly all alone on their selectors.
+	// bytes a policy, nearly all alone on their selectors. Key and value
+	// are 40 and 16 bytes (104 with netip.Prefix keys and the slice
+	// inline), the key without a pointer.
 	by map[spdKey]spdList
 }
 
@@ -32,27 +34,68 @@ type spdOwner struct {
 	bypass  bool
 }
 
-// spdList is the policies of an entry: first, then more.
+// spdList is the policies of an entry: first, then more (nil when it
+// has one, as nearly all have).
 type spdList struct {
 	first spdOwner
-	more  []spdOwner
+	more  *[]spdOwner
 }
 
-func (l *spdList) all() []spdOwner { return append([]spdOwner{l.first}, l.more...) }
+func (l *spdList) all() []spdOwner {
+	if l.more == nil {
+		return []spdOwner{l.first}
+	}
+	return append([]spdOwner{l.first}, *l.more...)
+}
 
-func listOf(o []spdOwner) spdList { return spdList{first: o[0], more: slices.Clip(o[1:])} }
+func listOf(o []spdOwner) spdList {
+	l := spdList{first: o[0]}
+	if len(o) > 1 {
+		more := slices.Clip(o[1:])
+		l.more = &more
+	}
+	return l
+}
 
 func ownerOf(e steer.Policy) spdOwner {
 	return spdOwner{id: e.ID, logical: e.LogicalSPU, bypass: e.Bypass}
 }
 
 func (k spdKey) policy(o spdOwner) steer.Policy {
-	return steer.Policy{Ifindex: k.ifindex, Local: k.local, Remote: k.remote, ID: o.id, LogicalSPU: o.logical, Bypass: o.bypass}
+	return steer.Policy{Ifindex: int(k.ifindex), Local: k.local.prefix(), Remote: k.remote.prefix(), ID: o.id,
+		LogicalSPU: o.logical, Bypass: o.bypass}
 }
 
+// spdKey is a steering entry's selectors: its interface and prefixes.
 type spdKey struct {
-	ifindex       int
-	local, remote netip.Prefix
+	ifindex       int32
+	local, remote spdPrefix
+}
+
+// spdPrefix is a prefix in 18 bytes, where a netip.Prefix is 32 and has
+// a pointer (its address's zone), which steering prefixes never have.
+type spdPrefix struct {
+	a    [16]byte // IPv4 as IPv4-mapped
+	bits uint8
+	v6   bool
+}
+
+func pfxOf(p netip.Prefix) spdPrefix {
+	return spdPrefix{a: p.Addr().As16(), bits: uint8(p.Bits()), v6: p.Addr().Is6()}
+}
+
+func (p spdPrefix) prefix() netip.Prefix {
+	a := netip.AddrFrom16(p.a)
+	if !p.v6 {
+		a = a.Unmap()
+	}
+	return netip.PrefixFrom(a, int(p.bits))
+}
+
+// spdKeyOf is the key of the entry of interface ifindex and prefixes
+// local and remote.
+func spdKeyOf(ifindex int, local, remote netip.Prefix) spdKey {
+	return spdKey{int32(ifindex), pfxOf(local), pfxOf(remote)}
 }
 
 // spdProgram is what spdEntries writes to: the steering program.
@@ -61,7 +104,7 @@ type spdProgram interface {
 	DeletePolicy(ifindex int, local, remote netip.Prefix) error
 }
 
-func keyOf(e steer.Policy) spdKey { return spdKey{e.Ifindex, e.Local, e.Remote} }
+func keyOf(e steer.Policy) spdKey { return spdKeyOf(e.Ifindex, e.Local, e.Remote) }
 
 // add puts e in the program, in front of any policy with its selectors.
 func (s *spdEntries) add(prog spdProgram, e steer.Policy) error {
@@ -75,7 +118,13 @@ func (s *spdEntries) add(prog spdProgram, e steer.Policy) error {
 	}
 	k := keyOf(e)
 	if l, ok := s.by[k]; ok {
-		l.more = append(l.more, ownerOf(e))
+		// Appended in place: an entry may have many policies (every
+		// tunnel of a load generator has the same selectors), and a copy
+		// of the list per add made their adds quadratic.
+		if l.more == nil {
+			l.more = new([]spdOwner)
+		}
+		*l.more = append(*l.more, ownerOf(e))
 		s.by[k] = l
 	} else {
 		s.by[k] = spdList{first: ownerOf(e)}

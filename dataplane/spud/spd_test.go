@@ -14,7 +14,7 @@ type fakeSPD map[spdKey]uint32
 
 func (f fakeSPD) SetPolicy(p steer.Policy) error { f[keyOf(p)] = p.ID; return nil }
 func (f fakeSPD) DeletePolicy(ifindex int, local, remote netip.Prefix) error {
-	k := spdKey{ifindex, local, remote}
+	k := spdKeyOf(ifindex, local, remote)
 	if _, ok := f[k]; !ok {
 		return fmt.Errorf("no entry %v", k)
 	}

@@ -57,8 +57,12 @@ type Config struct {
 	// SpeedPad is the ESP speed padding of outbound AES-GCM SAs (bytes;
 	// see esp.Config.SpeedPad).
 	SpeedPad int
-	XDPMode  steer.Mode
-	XSKMode  xsk.BindMode
+	// CipherIdle is spu.Config.CipherIdle: how long an SA carries no
+	// packet before its SPU drops its cipher state (0: the default,
+	// negative: never).
+	CipherIdle time.Duration
+	XDPMode    steer.Mode
+	XSKMode    xsk.BindMode
 	// Carrier is the steering carrier to load; CarrierAuto (the zero
 	// value) takes the best one the kernel allows.
 	Carrier steer.Carrier
@@ -217,7 +221,7 @@ func (d *Daemon) start() error {
 	if err := d.prog.SetConfig(steer.Config{Anchor: d.fn, FailClosed: !cfg.FailOpen}, m); err != nil {
 		return err
 	}
-	ecfg := spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, SpeedPad: cfg.SpeedPad, Log: d.log,
+	ecfg := spu.Config{SPUs: cfg.SPUs, CPUs: cfg.CPUs, Poll: cfg.Poll, MaxSleep: cfg.MaxSleep, SpeedPad: cfg.SpeedPad, CipherIdle: cfg.CipherIdle, Log: d.log,
 		Carrier: d.prog.Carrier(), NewClassifier: func() spu.Classifier { return d.prog.NewClassifier() }}
 	if d.eng, err = spu.New(ecfg, d.fn, m, d.fib); err != nil {
 		return err
