@@ -135,6 +135,7 @@ type Incomplete struct {
 	Reason  string // why, as spud said it (the last page's reason)
 }
 
+// Error names the command, how many SAs were not listed and why.
 func (e *Incomplete) Error() string {
 	return fmt.Sprintf("spud: %s: %d SAs not listed: %s", OpSADump, e.Missing, e.Reason)
 }
