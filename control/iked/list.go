@@ -85,6 +85,11 @@ func (d *Daemon) listSAs(req ikectl.SAsRequest) (any, error) {
 		if heads[i].listBufs == nil {
 			heads[i].listBufs = new(listBufs)
 		}
+		// A head that takes nothing keeps its buffers as the pool gave
+		// them, and listReply reads them: an empty page would repeat the
+		// previous page's IKE SAs.
+		b := heads[i].listBufs
+		b.buf, b.ends, b.got = b.buf[:0], b.ends[:0], b.got[:0]
 	}
 	err := d.onWorkers(heads, func(h *listHead, w *worker.Worker) {
 		h.ids, h.kids, h.sas = h.ids[:0], h.kids[:0], h.sas[:0]

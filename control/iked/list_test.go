@@ -351,3 +351,51 @@ func TestListSAsEncodingsAgree(t *testing.T) {
 		}
 	}
 }
+
+// A page past the last IKE SA is empty in every encoding, also right after
+// pages whose buffers the listing reuses (CI listed 7 IKE SAs of a
+// terminated load, the earlier pages' last).
+func TestListSAsEmptyPageAfterPages(t *testing.T) {
+	c := listDaemon(t, 2, 20, 1)
+	for _, enc := range []string{ikectl.EncodingPackedData, ikectl.EncodingPacked, ""} {
+		for round := range 3 {
+			var r ikectl.SAs
+			var data []byte
+			var err error
+			if enc == ikectl.EncodingPackedData {
+				data, err = c.CallData(ikectl.OpSAs, ikectl.SAsRequest{Limit: 7, Encoding: enc}, &r)
+			} else {
+				err = c.Call(ikectl.OpSAs, ikectl.SAsRequest{Limit: 7, Encoding: enc}, &r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(data)+len(r.Packed)+len(r.IKESAs) == 0 {
+				t.Fatalf("%q: the first page is empty", enc)
+			}
+			r, data = ikectl.SAs{}, nil
+			if enc == ikectl.EncodingPackedData {
+				data, err = c.CallData(ikectl.OpSAs, ikectl.SAsRequest{After: 1 << 30, Limit: 7, Encoding: enc}, &r)
+			} else {
+				err = c.Call(ikectl.OpSAs, ikectl.SAsRequest{After: 1 << 30, Limit: 7, Encoding: enc}, &r)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Packed == nil {
+				r.Packed = data
+			}
+			got := len(r.IKESAs)
+			if len(r.Packed) > 0 {
+				l, err := ikectl.DecodePackedIKESAs(r.Packed, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got += len(l)
+			}
+			if got != 0 || r.More {
+				t.Errorf("%q, round %d: a page after the last IKE SA lists %d (more %v)", enc, round, got, r.More)
+			}
+		}
+	}
+}
