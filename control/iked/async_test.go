@@ -26,17 +26,11 @@ type asyncAnswer struct {
 // number of the request.
 func slowSpud(t *testing.T, path string, delay time.Duration, n *atomic.Int32) *unixrpc.Server {
 	t.Helper()
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv.Handle(api.OpChildAdd, func(json.RawMessage) (any, error) {
+	srv, _ := serveSpud(t, path, map[string]unixrpc.HandlerFunc{api.OpChildAdd: func(json.RawMessage) (any, error) {
 		k := n.Add(1)
 		time.Sleep(delay)
 		return api.ChildAddReply{PolicyID: uint32(k)}, nil
-	})
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
+	}})
 	return srv
 }
 
@@ -44,17 +38,7 @@ func slowSpud(t *testing.T, path string, delay time.Duration, n *atomic.Int32) *
 // a channel, as they go to the worker's loop in the daemon.
 func newAsyncDP(t *testing.T, path string) (*workerDP, chan func(), *sync.WaitGroup) {
 	t.Helper()
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
-	t.Cleanup(func() {
-		if c := dp.c.Load(); c != nil {
-			c.Close()
-		}
-	})
+	dp := connectDP(t, path)
 	answers := make(chan func(), 64)
 	wg := &sync.WaitGroup{}
 	return &workerDP{spudDP: dp, post: func(f func()) { answers <- f }, wg: wg}, answers, wg

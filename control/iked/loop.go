@@ -448,7 +448,8 @@ func (e *workerEnv) TrapBetween(local, remote netip.Addr) bool {
 	return e.d.traps.Load().between(local, remote)
 }
 
-// On queues f for worker id (worker.Poster), as Others does.
+// On queues f for worker id (worker.Poster); a full command queue gets
+// it from a goroutine rather than stall this worker.
 func (e *workerEnv) On(id int, f func(*worker.Worker)) {
 	if id < 0 || id >= len(e.d.loops) {
 		return
@@ -470,24 +471,11 @@ func (e *workerEnv) On(id int, f func(*worker.Worker)) {
 func (e *workerEnv) HalfOpen() *worker.PeerCounts { return &e.d.halfOpen }
 func (e *workerEnv) Peers() *worker.PeerCounts    { return &e.d.peers }
 
-// Others queues f for every other worker; a full command queue gets it
-// from a goroutine rather than stall this worker.
+// Others queues f for every other worker, as On does.
 func (e *workerEnv) Others(f func(*worker.Worker)) {
-	for _, l := range e.d.loops {
-		if l == e.l {
-			continue
-		}
-		select {
-		case l.cmds <- f:
-		default:
-			e.d.wg.Add(1)
-			go func() {
-				defer e.d.wg.Done()
-				select {
-				case l.cmds <- f:
-				case <-e.d.ctx.Done():
-				}
-			}()
+	for i, l := range e.d.loops {
+		if l != e.l {
+			e.On(i, f)
 		}
 	}
 }
