@@ -105,7 +105,10 @@ func newLoop(d *Daemon, idx, spu int) *loop {
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
 		dp: &spudDP{path: func() string { return d.cfg.Load().SPUD }}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{},
 		wake: make(chan struct{}, 1)}
-	l.wdp = &workerDP{spudDP: l.dp, post: l.post, wg: &d.wg}
+	l.wdp = &workerDP{spudDP: l.dp, post: l.post, wg: &d.wg, fail: func(what string, err error) {
+		d.stats.Fail(stats.DataPlane)
+		l.log.Warn("iked: "+what+" (not waited for) failed", "err", err.Error())
+	}}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
 }

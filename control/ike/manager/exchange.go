@@ -313,7 +313,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		resp := m.response(msg)
 		resp.Inner = []message.Payload{&message.Notify{NotifyType: message.InvalidSyntax}}
 		m.sendResponse(resp, d)
-		if h.Exchange == message.IKEAuth {
+		if h.Exchange == message.IKEAuth || h.Exchange == message.CreateChildSA {
 			m.destroy(&task.Failure{Reason: stats.InvalidSyntax, Err: err}, "")
 		}
 		return
@@ -350,7 +350,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		return
 	}
 	r := &responding{c: c, msg: msg, d: d, tasks: tasks}
-	if h.Exchange == message.IKEAuth {
+	if h.Exchange == message.IKEAuth || h.Exchange == message.CreateChildSA {
 		// Its Child SA may go in without the worker waiting for it.
 		c.Resume = func(f func() task.Status) { m.env.Resume(m, func() { m.resume(r, f) }) }
 	}
@@ -399,15 +399,30 @@ func (m *Manager) resume(r *responding, f func() task.Status) {
 		return
 	}
 	m.more.waiting = nil
+	held := m.more.held
+	m.more.held = heldResponse{}
 	m.shrink()
 	if st == task.Failed || st == task.Reject {
 		r.stop = true
 	}
 	m.respond(r)
+	if held.raw != nil && !m.destroyed {
+		if msg, err := message.Decode(held.raw); err == nil {
+			held.d.Data = held.raw
+			m.receiveResponse(held.d, msg)
+		}
+	}
 	if !m.destroyed {
 		m.Initiate()
 		m.armProbe()
 	}
+}
+
+// heldResponse is the response to our exchange that arrived while a
+// request of the peer's waited for its Child SA's install.
+type heldResponse struct {
+	d   Datagram
+	raw []byte
 }
 
 // Installing reports whether a request of the peer waits for its Child
@@ -539,6 +554,17 @@ func (m *Manager) sendResponse(resp *message.Message, d Datagram) bool {
 func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	ike := m.IKE
 	h := msg.Header
+	if m.Installing() && m.req != nil && h.MessageID == m.req.id && h.Exchange == m.req.exchange {
+		// The answer to our exchange, which crossed the peer's request
+		// whose Child SA goes in: taken now, it would settle a rekey
+		// collision without the peer's new Child SA. It is taken once the
+		// install is answered (a copy: the datagram's buffer is the
+		// worker's).
+		m.rareW().held = heldResponse{d: d, raw: append([]byte(nil), msg.Raw...)}
+		m.env.Stats().Inc(stats.ResponsesDeferred)
+		m.Logger().Debug("response held: a request of the peer waits for the data plane", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		return
+	}
 	if m.req == nil || h.MessageID != m.req.id || h.Exchange != m.req.exchange {
 		if h.MessageID < ike.MsgIDOut {
 			// The answer to a retransmission of a request already answered.

@@ -401,6 +401,11 @@ func (m *Manager) keepalive(now time.Time) bool {
 // traffic through it).
 func (m *Manager) childrenAt() time.Time {
 	var d time.Time
+	if m.Installing() {
+		// A rekey's install is pending: its Child SAs stay as they are
+		// until it is answered (resume reschedules).
+		return d
+	}
 	for _, ch := range m.IKE.Children {
 		if ch.State == sa.ChildInstalled {
 			d = earliest(d, ch.RekeyAt)
@@ -421,6 +426,9 @@ func (m *Manager) childrenAt() time.Time {
 // children runs the Child SAs' timers that are due, one Child SA after
 // the other.
 func (m *Manager) children(now time.Time) bool {
+	if m.Installing() {
+		return false
+	}
 	probe := m.probeAt != 0 && !now.Before(m.probeAt.t())
 	if probe {
 		m.probeAt = 0

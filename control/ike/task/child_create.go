@@ -674,11 +674,13 @@ func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
 // packets find it; a rekey's outbound SA is held back. NO_ADDITIONAL_SAS
 // if the data plane refuses; else the Child SA is adopted.
 //
-// Inside IKE_AUTH the worker does not wait for the data plane
-// (InstallAsync): the step returns Pending, and the exchange is answered
-// when the data plane is, as it would have been at once. CREATE_CHILD_SA
-// still waits: a rekey's collisions are settled against the state of the
-// moment, which must not move under it.
+// The worker does not wait for the data plane (InstallAsync), in
+// IKE_AUTH and CREATE_CHILD_SA alike: the step returns Pending, and the
+// exchange is answered when the data plane is, as it would have been at
+// once. A rekey's collision is settled in adopt against the state of
+// that moment, which the manager keeps still meanwhile: it takes no
+// response of ours (the peer answers our retransmission from its cache)
+// and runs no Child SA timer of the IKE SA until the answer.
 func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 	rekeyed := t.rekeyOf
 	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
@@ -696,9 +698,6 @@ func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 			t.adopt(c, r, ch)
 		}
 		return Done
-	}
-	if !r.inAuth {
-		return finish(Install(c, r.conn, r.cc, ch))
 	}
 	pending, err := InstallAsync(c, r.conn, r.cc, ch, finish)
 	if pending {

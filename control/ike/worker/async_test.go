@@ -182,3 +182,81 @@ func TestAsyncInstallIKEGone(t *testing.T) {
 		}
 	}
 }
+
+// spiOf finds the SPI of the last data plane operation starting with
+// prefix ("add in ", "del out "...), "" if none.
+func spiOf(ops []string, prefix string) string {
+	spi := ""
+	for _, op := range ops {
+		if strings.HasPrefix(op, prefix) {
+			spi = strings.TrimPrefix(op, prefix)
+		}
+	}
+	return spi
+}
+
+// While a CREATE_CHILD_SA's Child SA goes into the data plane (a rekey,
+// answered only once it is in) the responder's worker serves other IKE
+// SAs: another IKE SA is deleted meanwhile, its Child SA's removal sent
+// without the worker waiting; the rekey ends as when waited for, and the
+// old Child SA's removal reaches the data plane after the new one's add.
+func TestAsyncRekeyServesOthers(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
+		t.Fatalf("load: %+v", res)
+	}
+	ikes := na.Worker.List()
+	if len(ikes) != 2 {
+		t.Fatalf("%d IKE SAs", len(ikes))
+	}
+	rekeyed, other := ikes[0], ikes[1]
+	oldIn := fmt.Sprintf("%08x", rekeyed.Children[0].SPIOut) // the responder's inbound SPI
+	nb.HoldInstalls = true
+	if n := na.Worker.Rekey(worker.Target{IKEID: rekeyed.UniqueID}, false); n != 1 {
+		t.Fatalf("%d rekeys started", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 1 }) {
+		t.Fatalf("the responder's rekey install is not in flight (%d): it waited for the data plane", nb.InstallsInFlight())
+	}
+	installing := 0
+	for _, m := range nb.Worker.Managers() {
+		if m.Installing() {
+			installing++
+		}
+	}
+	if installing != 1 {
+		t.Errorf("%d IKE SAs installing at the responder, want 1", installing)
+	}
+	// The other IKE SA goes meanwhile: the responder answers its DELETE.
+	if n := na.Worker.Terminate(worker.Target{IKEID: other.UniqueID}, nil); n != 1 {
+		t.Fatalf("%d IKE SAs terminated", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.Worker.Len() == 1 }) {
+		t.Fatalf("the responder still holds %d IKE SAs while a rekey install is pending", nb.Worker.Len())
+	}
+	if nb.LaterInFlight() == 0 {
+		t.Errorf("the deleted IKE SA's Child SA removal was waited for")
+	}
+	for _, ike := range na.Worker.List() {
+		if len(ike.Children) != 1 {
+			t.Errorf("initiator: %d Child SAs before the responder's rekey install was answered", len(ike.Children))
+		}
+	}
+	nb.HoldInstalls = false
+	s.RunFor(30 * time.Second)
+	if got := na.Counters.Get(stats.ChildSAsRekeyed); got != 1 {
+		t.Errorf("initiator: %d Child SAs rekeyed, want 1", got)
+	}
+	if got := nb.Counters.Get(stats.InstallsAsync); got != 3 {
+		t.Errorf("responder: %d installs without waiting, want 3 (2 setups, 1 rekey)", got)
+	}
+	if len(nb.LaterFailures) != 0 {
+		t.Errorf("later calls failed: %v", nb.LaterFailures)
+	}
+	converged(t, na, nb, 1)
+	ops := strings.Join(nb.DP.Ops, "; ")
+	newIn := spiOf(nb.DP.Ops, "add in ")
+	if newIn == oldIn || !strings.Contains(ops, "add in "+newIn) || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
+		t.Errorf("data plane operations %s: want the old inbound SA %s removed after the new %s added", ops, oldIn, newIn)
+	}
+}
