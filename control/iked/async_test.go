@@ -124,11 +124,7 @@ func TestAsyncChildAddSpudLost(t *testing.T) {
 	dp.AddChildAsync(req, func(id uint32, err error) { got <- asyncAnswer{id, err} })
 	<-entered
 	// spud dies with the request in hand, and comes back.
-	closed := make(chan struct{})
-	go func() { srv.Close(); close(closed) }()
-	<-dp.c.Load().Done()
-	close(release)
-	<-closed
+	spudDies(srv, dp.spudDP, release)
 	var again atomic.Int32
 	slowSpud(t, path, 0, &again)
 	select {
@@ -261,11 +257,7 @@ func TestLaterCallsSpudLost(t *testing.T) {
 	dp.DelChildLater(&api.ChildDel{In: &api.SAID{SPI: 0x1001, Dir: api.In}})
 	dp.AddSALater(&api.SA{SPI: 0x2002, Dir: api.Out, Suite: ipsec.AES128GCM16})
 	<-entered
-	closed := make(chan struct{})
-	go func() { srv.Close(); close(closed) }()
-	<-dp.c.Load().Done()
-	close(release)
-	<-closed
+	spudDies(srv, dp.spudDP, release)
 	var mu sync.Mutex
 	var ops []string
 	srv = orderSpud(t, path, 0, &mu, &ops)
@@ -285,4 +277,14 @@ func TestLaterCallsSpudLost(t *testing.T) {
 	if len(failed) != 1 || !strings.Contains(failed[0], "move in sa 0x00001003") || !strings.Contains(failed[0], "not found") {
 		t.Errorf("failures %v, want the move's", failed)
 	}
+}
+
+// spudDies closes srv with a request in hand, which release then lets
+// go, and returns once dp has lost its connection and srv is closed.
+func spudDies(srv *unixrpc.Server, dp *spudDP, release chan struct{}) {
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	<-dp.c.Load().Done()
+	close(release)
+	<-closed
 }

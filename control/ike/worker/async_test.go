@@ -47,13 +47,7 @@ func TestAsyncInstallServesOthers(t *testing.T) {
 	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 3 }) {
 		t.Fatalf("installs in flight at the responder: %d, want 3 at once", nb.InstallsInFlight())
 	}
-	installing := 0
-	for _, m := range nb.Worker.Managers() {
-		if m.Installing() {
-			installing++
-		}
-	}
-	if installing != 3 {
+	if installing := installing(nb); installing != 3 {
 		t.Errorf("%d IKE SAs installing, want 3", installing)
 	}
 	if sas, _ := nb.DP.Counts(); sas != 0 {
@@ -218,13 +212,7 @@ func TestAsyncRekeyServesOthers(t *testing.T) {
 	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 1 }) {
 		t.Fatalf("the responder's rekey install is not in flight (%d): it waited for the data plane", nb.InstallsInFlight())
 	}
-	installing := 0
-	for _, m := range nb.Worker.Managers() {
-		if m.Installing() {
-			installing++
-		}
-	}
-	if installing != 1 {
+	if installing := installing(nb); installing != 1 {
 		t.Errorf("%d IKE SAs installing at the responder, want 1", installing)
 	}
 	// The other IKE SA goes meanwhile: the responder answers its DELETE.
@@ -259,4 +247,16 @@ func TestAsyncRekeyServesOthers(t *testing.T) {
 	if newIn == oldIn || !strings.Contains(ops, "add in "+newIn) || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
 		t.Errorf("data plane operations %s: want the old inbound SA %s removed after the new %s added", ops, oldIn, newIn)
 	}
+}
+
+// installing is the number of n's IKE SAs whose peer's request waits for
+// its Child SA's install.
+func installing(n *iketest.Node) int {
+	k := 0
+	for _, m := range n.Worker.Managers() {
+		if m.Installing() {
+			k++
+		}
+	}
+	return k
 }
