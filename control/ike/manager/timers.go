@@ -227,7 +227,9 @@ func earliest(d, t time.Time) time.Time {
 }
 
 func (m *Manager) retransmitAt() time.Time {
-	if m.req == nil {
+	if m.req == nil || m.Answering() {
+		// Nothing in flight, or its response is in and waits for our
+		// Child SA's install.
 		return time.Time{}
 	}
 	return m.req.next

@@ -170,14 +170,17 @@ func (t *ChildCreateI) fail(c *Ctx, r stats.Reason, format string, args ...any) 
 // Process handles the response: the chosen proposal, the narrowed
 // selectors, then installation.
 func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
-	_, st := t.negotiate(c, resp)
-	return st
+	ch, st := t.negotiate(c, resp)
+	if ch == nil {
+		return st
+	}
+	return t.install(c, ch, func(_ *sa.ChildSA, st Status) Status { return st })
 }
 
-// negotiate processes the response and installs the Child SA (inbound
-// only for a rekey); it returns the Child SA, or nil with Done after a
-// failure (logged, counted, t.notify set when the peer refused) or
-// NeedMore to try again with another group.
+// negotiate processes the response and makes the Child SA, for install
+// to put into the data plane; it returns the Child SA, or nil with Done
+// after a failure (logged, counted, t.notify set when the peer refused)
+// or NeedMore to try again with another group.
 func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, Status) {
 	ike := c.IKE
 	inAuth := c.Exchange == message.IKEAuth
@@ -295,16 +298,37 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 	if t.Replaces != nil {
 		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
 	}
-	if err := Install(c, t.conn, t.child, ch); err != nil {
-		t.deletePeerSA(c, spiOut)
-		return nil, t.fail(c, stats.DataPlane, "%v", err)
-	}
-	ike.Children = append(ike.Children, ch)
-	if t.Replaces == nil {
-		logChild(c, ch, "child sa installed")
-	}
-	t.finish(nil)
 	return ch, Done
+}
+
+// install puts the Child SA negotiate made into the data plane (inbound
+// only for a rekey) and hands it to then (nil after a failure, logged,
+// counted), whose status it returns. Where the exchange can wait
+// (InstallAsync) the worker does not wait for the data plane: install
+// returns Pending and then runs when the data plane answered; for an IKE
+// SA that ended meanwhile, then never runs.
+func (t *ChildCreateI) install(c *Ctx, ch *sa.ChildSA, then func(*sa.ChildSA, Status) Status) Status {
+	finish := func(err error) Status {
+		switch {
+		case errors.Is(err, ErrIKEGone):
+			t.finish(err)
+			return Done
+		case err != nil:
+			t.deletePeerSA(c, ch.SPIOut)
+			return then(nil, t.fail(c, stats.DataPlane, "%v", err))
+		}
+		c.IKE.Children = append(c.IKE.Children, ch)
+		if t.Replaces == nil {
+			logChild(c, ch, "child sa installed")
+		}
+		t.finish(nil)
+		return then(ch, Done)
+	}
+	pending, err := InstallAsync(c, t.conn, t.child, ch, finish)
+	if pending {
+		return Pending
+	}
+	return finish(err)
 }
 
 // deletePeerSA tells the peer to drop a Child SA it installed but we did not.

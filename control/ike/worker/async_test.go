@@ -260,3 +260,70 @@ func installing(n *iketest.Node) int {
 	}
 	return k
 }
+
+// The initiator's worker does not wait for the Child SAs it negotiates
+// either: its IKE_AUTH's and its rekey's go in while it serves other IKE
+// SAs (here the peer's delete of another), the exchange ends once the
+// install is answered, not retransmitted meanwhile, and the old Child SA
+// goes after the new one's add.
+func TestAsyncInitiatorRekeyServesOthers(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	na.InstallDelay = 100 * time.Millisecond
+	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
+		t.Fatalf("load: %+v", res)
+	}
+	if got := na.Counters.Get(stats.InstallsAsync); got != 2 {
+		t.Errorf("initiator: %d IKE_AUTH installs without waiting, want 2", got)
+	}
+	ikes := nb.Worker.List()
+	rekeyed := na.Worker.List()[0]
+	oldIn := fmt.Sprintf("%08x", rekeyed.Children[0].SPIIn)
+	na.HoldInstalls = true
+	if n := na.Worker.Rekey(worker.Target{IKEID: rekeyed.UniqueID}, false); n != 1 {
+		t.Fatalf("%d rekeys started", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return na.InstallsInFlight() == 1 }) {
+		t.Fatalf("the initiator's rekey install is not in flight (%d): it waited for the data plane", na.InstallsInFlight())
+	}
+	answering := 0
+	for _, m := range na.Worker.Managers() {
+		if m.Answering() {
+			answering++
+		}
+	}
+	if answering != 1 {
+		t.Errorf("%d IKE SAs answering at the initiator, want 1", answering)
+	}
+	// The responder deletes the other IKE SA meanwhile: the initiator
+	// answers.
+	var other uint32
+	for _, ike := range ikes {
+		if ike.SPIi != rekeyed.SPIi {
+			other = ike.UniqueID
+		}
+	}
+	if n := nb.Worker.Terminate(worker.Target{IKEID: other}, nil); n != 1 {
+		t.Fatalf("%d IKE SAs terminated", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return na.Worker.Len() == 1 }) {
+		t.Fatalf("the initiator still holds %d IKE SAs while its rekey install is pending", na.Worker.Len())
+	}
+	s.RunFor(10 * time.Second) // past the retransmission timeout
+	if n := na.InstallsInFlight(); n != 1 {
+		t.Errorf("%d installs in flight after the retransmission timeout, want the one", n)
+	}
+	na.HoldInstalls = false
+	s.RunFor(30 * time.Second)
+	if got := na.Counters.Get(stats.ChildRekeysInitiated); got != 1 {
+		t.Errorf("initiator: %d rekeys, want 1", got)
+	}
+	if got := na.Counters.Get(stats.Retransmissions); got != 0 {
+		t.Errorf("initiator: %d retransmissions", got)
+	}
+	converged(t, na, nb, 1)
+	ops := strings.Join(na.DP.Ops, "; ")
+	newIn := spiOf(na.DP.Ops, "add in ")
+	if newIn == oldIn || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
+		t.Errorf("data plane operations %s: want the old inbound SA %s removed after the new %s added", ops, oldIn, newIn)
+	}
+}
