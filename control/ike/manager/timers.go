@@ -403,9 +403,9 @@ func (m *Manager) keepalive(now time.Time) bool {
 // traffic through it).
 func (m *Manager) childrenAt() time.Time {
 	var d time.Time
-	if m.Installing() {
-		// A rekey's install is pending: its Child SAs stay as they are
-		// until it is answered (resume reschedules).
+	if m.Installing() || m.Answering() {
+		// A Child SA's install is pending (a rekey's, perhaps): the Child
+		// SAs stay as they are until it is answered (resume reschedules).
 		return d
 	}
 	for _, ch := range m.IKE.Children {
@@ -428,7 +428,7 @@ func (m *Manager) childrenAt() time.Time {
 // children runs the Child SAs' timers that are due, one Child SA after
 // the other.
 func (m *Manager) children(now time.Time) bool {
-	if m.Installing() {
+	if m.Installing() || m.Answering() {
 		return false
 	}
 	probe := m.probeAt != 0 && !now.Before(m.probeAt.t())
