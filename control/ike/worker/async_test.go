@@ -232,20 +232,31 @@ func TestAsyncRekeyServesOthers(t *testing.T) {
 	}
 	nb.HoldInstalls = false
 	s.RunFor(30 * time.Second)
-	if got := na.Counters.Get(stats.ChildSAsRekeyed); got != 1 {
-		t.Errorf("initiator: %d Child SAs rekeyed, want 1", got)
-	}
-	if got := nb.Counters.Get(stats.InstallsAsync); got != 3 {
-		t.Errorf("responder: %d installs without waiting, want 3 (2 setups, 1 rekey)", got)
-	}
+	counted(t, na, stats.ChildSAsRekeyed, 1)
+	counted(t, nb, stats.InstallsAsync, 3) // 2 setups, 1 rekey
 	if len(nb.LaterFailures) != 0 {
 		t.Errorf("later calls failed: %v", nb.LaterFailures)
 	}
 	converged(t, na, nb, 1)
-	ops := strings.Join(nb.DP.Ops, "; ")
-	newIn := spiOf(nb.DP.Ops, "add in ")
+	rekeyedInOrder(t, nb, oldIn)
+}
+
+// counted checks n's counter c.
+func counted(t *testing.T, n *iketest.Node, c stats.Counter, want uint64) {
+	t.Helper()
+	if got := n.Counters.Get(c); got != want {
+		t.Errorf("%s: %s %d, want %d", n.Name, c, got, want)
+	}
+}
+
+// rekeyedInOrder checks that n's data plane removed the rekeyed Child
+// SA's inbound SA oldIn after it added its replacement's.
+func rekeyedInOrder(t *testing.T, n *iketest.Node, oldIn string) {
+	t.Helper()
+	ops := strings.Join(n.DP.Ops, "; ")
+	newIn := spiOf(n.DP.Ops, "add in ")
 	if newIn == oldIn || !strings.Contains(ops, "add in "+newIn) || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
-		t.Errorf("data plane operations %s: want the old inbound SA %s removed after the new %s added", ops, oldIn, newIn)
+		t.Errorf("%s: data plane operations %s: want the old inbound SA %s removed after the new %s added", n.Name, ops, oldIn, newIn)
 	}
 }
 
@@ -272,9 +283,8 @@ func TestAsyncInitiatorRekeyServesOthers(t *testing.T) {
 	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
 		t.Fatalf("load: %+v", res)
 	}
-	if got := na.Counters.Get(stats.InstallsAsync); got != 2 {
-		t.Errorf("initiator: %d IKE_AUTH installs without waiting, want 2", got)
-	}
+	counted(t, na, stats.InstallsAsync, 2) // its IKE_AUTHs'
+
 	ikes := nb.Worker.List()
 	rekeyed := na.Worker.List()[0]
 	oldIn := fmt.Sprintf("%08x", rekeyed.Children[0].SPIIn)
@@ -314,16 +324,8 @@ func TestAsyncInitiatorRekeyServesOthers(t *testing.T) {
 	}
 	na.HoldInstalls = false
 	s.RunFor(30 * time.Second)
-	if got := na.Counters.Get(stats.ChildRekeysInitiated); got != 1 {
-		t.Errorf("initiator: %d rekeys, want 1", got)
-	}
-	if got := na.Counters.Get(stats.Retransmissions); got != 0 {
-		t.Errorf("initiator: %d retransmissions", got)
-	}
+	counted(t, na, stats.ChildRekeysInitiated, 1)
+	counted(t, na, stats.Retransmissions, 0)
 	converged(t, na, nb, 1)
-	ops := strings.Join(na.DP.Ops, "; ")
-	newIn := spiOf(na.DP.Ops, "add in ")
-	if newIn == oldIn || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
-		t.Errorf("data plane operations %s: want the old inbound SA %s removed after the new %s added", ops, oldIn, newIn)
-	}
+	rekeyedInOrder(t, na, oldIn)
 }
