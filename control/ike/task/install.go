@@ -124,10 +124,10 @@ var ErrIKEGone = errors.New("the IKE SA ended while its child sa was installed")
 // data plane takes a Child SA so (AsyncChildDataPlane), the exchange can
 // wait (c.Resume is set) and the Child SA goes in with one call (an
 // anchored IKE SA's) and takes no other IKE SA's policy over: it sends
-// the request and reports pending; done gets
-// Install's outcome later, through c.Resume, and returns the status of
-// the step that waited. Otherwise it installs as Install does and returns
-// the outcome at once (pending false), done unused.
+// the request and reports pending; done gets Install's outcome later,
+// through c.Resume, and returns the status of the step that waited.
+// Otherwise it installs as Install does and returns the outcome at once
+// (pending false), done unused.
 //
 // While the request is in flight the Child SA is in no IKE SA's list
 // (the caller adds it in done), so nothing else asks the data plane about
