@@ -39,6 +39,11 @@ type IKE struct {
 	// Hold keeps each run's tunnels that long after the setup, then reads
 	// the responder's tables and memory again (zero: no hold).
 	Hold time.Duration
+	// ChildRekey is the rekey_time of iked's load initiator's Child SAs
+	// (zero: none, the default), with rand_time a third of it: a hold
+	// longer than it rekeys each tunnel's Child SA, the responder
+	// answering CREATE_CHILD_SA.
+	ChildRekey time.Duration
 }
 
 // IKERun is one responder and authentication method.

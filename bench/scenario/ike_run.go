@@ -124,6 +124,9 @@ type responderSide struct {
 	established func() (int, error)
 	// live reads the responder's tables at the end into run.
 	live func(run *IKERun) error
+	// installed reads iked's count of Child SAs installed (nil for
+	// charon).
+	installed func() (uint64, error)
 	// workers reads iked's workers (nil for charon).
 	workers func() ([]ikectl.WorkerStats, error)
 	// failures reads iked's failure counters, stateDir is its state
@@ -193,6 +196,13 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 			}
 			return st.Failures, nil
 		}
+		rs.installed = func() (uint64, error) {
+			st, err := k.Client.Stats()
+			if err != nil {
+				return 0, err
+			}
+			return st.Counters["child_sas_installed"], nil
+		}
 		rs.stateDir = k.StateDir
 	} else {
 		if lt {
@@ -222,7 +232,7 @@ func (c *IKE) measure(e *Env, run *IKERun) {
 	var initiatorPIDs []int
 	switch run.Initiator {
 	case "iked":
-		k, err := startIked(ln, ln.GwA, root, certA, ikedSide{})
+		k, err := startIked(ln, ln.GwA, root, certA, ikedSide{ChildRekey: c.ChildRekey})
 		if err != nil {
 			run.Error = err.Error()
 			return
@@ -455,6 +465,21 @@ func (c *IKE) hold(e *Env, label string, rs responderSide, run *IKERun, failures
 	if up, err := rs.established(); err == nil {
 		h.Min = up
 	}
+	// What the hold costs the responder: its CPU, and its workers' time
+	// blocked on spud, per Child SA installed (rekeys, with ChildRekey).
+	cpu0, cerr := processCPU(rs.pid)
+	var spudCPU0 time.Duration
+	if rs.spudPID != 0 {
+		spudCPU0, _ = processCPU(rs.spudPID)
+	}
+	var workers0 []ikectl.WorkerStats
+	if rs.workers != nil {
+		workers0, _ = rs.workers()
+	}
+	var installed0 uint64
+	if rs.installed != nil {
+		installed0, _ = rs.installed()
+	}
 	e.Progress.Step(label+", held", c.Hold)
 	start := time.Now()
 	for time.Since(start) < c.Hold {
@@ -466,6 +491,23 @@ func (c *IKE) hold(e *Env, label string, rs responderSide, run *IKERun, failures
 		}
 		h.Min = min(h.Min, up)
 		e.Progress.Update(label+", held", float64(time.Since(start))/float64(c.Hold), fmt.Sprintf("%d up", up))
+	}
+	if rs.installed != nil {
+		if n, err := rs.installed(); err == nil && n > installed0 {
+			h.Rekeys = n - installed0
+		}
+	}
+	if cpu1, err := processCPU(rs.pid); err == nil && cerr == nil && h.Rekeys > 0 {
+		h.CPUPerRekey = perSA(cpu1-cpu0, int(h.Rekeys))
+		if rs.spudPID != 0 {
+			spudCPU1, _ := processCPU(rs.spudPID)
+			h.DataPlaneCPUPerRekey = perSA(spudCPU1-spudCPU0, int(h.Rekeys))
+		}
+	}
+	if rs.workers != nil {
+		if ws, err := rs.workers(); err == nil {
+			h.Workers = workerDeltas(workers0, ws)
+		}
 	}
 	live := *run
 	if err := rs.live(&live); err != nil && h.Error == "" {
@@ -487,8 +529,12 @@ func (c *IKE) hold(e *Env, label string, rs responderSide, run *IKERun, failures
 	if h.Error == "" && (h.LiveIKESAs < run.LiveIKESAs || h.LiveChildSAs < run.LiveChildSAs) {
 		h.Error = fmt.Sprintf("ike: %d IKE SAs and %d Child SAs live after %v, %d and %d before", h.LiveIKESAs, h.LiveChildSAs, c.Hold, run.LiveIKESAs, run.LiveChildSAs)
 	}
-	e.Logf("%s: after %v held: live %d IKE SAs, %d Child SAs (fewest established %d), spud %d SAs; RSS %.1f MiB, state %.1f MiB, spud %.1f MiB%s",
-		label, c.Hold, h.LiveIKESAs, h.LiveChildSAs, h.Min, h.DataPlaneSAs, mib(h.Memory.RSS), mib(h.StateBytes), mib(h.DataPlane.RSS), ifErr(errorOf(h.Error)))
+	rekeys := ""
+	if h.Rekeys > 0 {
+		rekeys = fmt.Sprintf("; %d Child SAs installed (rekeys), %.3f ms CPU each (+ spud %.3f)%s", h.Rekeys, h.CPUPerRekey, h.DataPlaneCPUPerRekey, workersNote(h.Workers))
+	}
+	e.Logf("%s: after %v held: live %d IKE SAs, %d Child SAs (fewest established %d), spud %d SAs; RSS %.1f MiB, state %.1f MiB, spud %.1f MiB%s%s",
+		label, c.Hold, h.LiveIKESAs, h.LiveChildSAs, h.Min, h.DataPlaneSAs, mib(h.Memory.RSS), mib(h.StateBytes), mib(h.DataPlane.RSS), rekeys, ifErr(errorOf(h.Error)))
 	return h
 }
 
@@ -890,6 +936,8 @@ type ikedSide struct {
 	// pre-shared key (then for any identity): load-tester's.
 	RemoteID string
 	PSK      []byte
+	// ChildRekey is the Child SA's rekey_time (zero: none).
+	ChildRekey time.Duration
 }
 
 // ikedConfig is iked's YAML configuration and secrets for gw's side of
@@ -918,6 +966,10 @@ func ikedConfig(ln *lab.Line, gw *lab.Host, global string, own bool, o ikedSide)
 	if o.Anchor != "" {
 		global += "ike_anchor: " + o.Anchor + "\n"
 	}
+	rekey := ""
+	if o.ChildRekey > 0 {
+		rekey = fmt.Sprintf("        rekey_time: %s\n        rand_time: %s\n", o.ChildRekey, o.ChildRekey/3)
+	}
 	conf = fmt.Sprintf(`%scookie_threshold: 1000000
 init_limit_half_open: 1000000
 cookie_threshold_ip: 1000000
@@ -936,7 +988,7 @@ connections:
         local_ts: %s
         remote_ts: %s
         esp_proposals: %s
-`, global, localAddr, remoteAddr, ikeProposal, sendCert, local, remote, localTS, remoteTS, espProposal)
+%s`, global, localAddr, remoteAddr, ikeProposal, sendCert, local, remote, localTS, remoteTS, espProposal, rekey)
 	if o.PSK != nil {
 		secrets = fmt.Sprintf("ike:\n  site:\n    secret: 0x%x\n", o.PSK)
 	} else {

@@ -41,7 +41,15 @@ type IKEHold struct {
 	// Failures are the responder's failure counters that grew during the
 	// hold (iked's).
 	Failures map[string]uint64 `json:"failures,omitempty"`
-	Error    string            `json:"error,omitempty"`
+	// Rekeys are the Child SAs the responder installed during the hold
+	// (each a rekey's, with -ike-child-rekey); CPUPerRekey its CPU per
+	// rekey in ms (iked, and spud's DataPlaneCPUPerRekey); Workers its
+	// workers' share, with the time they were blocked on spud.
+	Rekeys               uint64      `json:"rekeys,omitempty"`
+	CPUPerRekey          float64     `json:"cpu_ms_per_rekey,omitempty"`
+	DataPlaneCPUPerRekey float64     `json:"dataplane_cpu_ms_per_rekey,omitempty"`
+	Workers              []IKEWorker `json:"workers,omitempty"`
+	Error                string      `json:"error,omitempty"`
 }
 
 // curveSteps is how many points of the setup curve a run keeps: one per

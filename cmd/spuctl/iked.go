@@ -141,7 +141,7 @@ func ikeCmd(cmd string, args []string) error {
 		}
 		fmt.Printf("ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
 		for _, w := range st.Workers {
-			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it, %v blocked on spud, %d installs in flight\n",
+			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it, %v blocked on spud, %d calls not waited for in flight\n",
 				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn, time.Duration(w.SpudWaitNS).Round(time.Millisecond), w.InstallsInFlight)
 		}
 		for _, k := range ikestats.Names(st.Counters) {

@@ -2,9 +2,11 @@ package iked
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,17 +28,11 @@ type asyncAnswer struct {
 // number of the request.
 func slowSpud(t *testing.T, path string, delay time.Duration, n *atomic.Int32) *unixrpc.Server {
 	t.Helper()
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv.Handle(api.OpChildAdd, func(json.RawMessage) (any, error) {
+	srv, _ := serveSpud(t, path, map[string]unixrpc.HandlerFunc{api.OpChildAdd: func(json.RawMessage) (any, error) {
 		k := n.Add(1)
 		time.Sleep(delay)
 		return api.ChildAddReply{PolicyID: uint32(k)}, nil
-	})
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
+	}})
 	return srv
 }
 
@@ -44,17 +40,7 @@ func slowSpud(t *testing.T, path string, delay time.Duration, n *atomic.Int32) *
 // a channel, as they go to the worker's loop in the daemon.
 func newAsyncDP(t *testing.T, path string) (*workerDP, chan func(), *sync.WaitGroup) {
 	t.Helper()
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
-	t.Cleanup(func() {
-		if c := dp.c.Load(); c != nil {
-			c.Close()
-		}
-	})
+	dp := connectDP(t, path)
 	answers := make(chan func(), 64)
 	wg := &sync.WaitGroup{}
 	return &workerDP{spudDP: dp, post: func(f func()) { answers <- f }, wg: wg}, answers, wg
@@ -138,11 +124,7 @@ func TestAsyncChildAddSpudLost(t *testing.T) {
 	dp.AddChildAsync(req, func(id uint32, err error) { got <- asyncAnswer{id, err} })
 	<-entered
 	// spud dies with the request in hand, and comes back.
-	closed := make(chan struct{})
-	go func() { srv.Close(); close(closed) }()
-	<-dp.c.Load().Done()
-	close(release)
-	<-closed
+	spudDies(srv, dp.spudDP, release)
 	var again atomic.Int32
 	slowSpud(t, path, 0, &again)
 	select {
@@ -188,4 +170,121 @@ func TestAsyncChildAddOwnedUntilTaken(t *testing.T) {
 	if !taken || len(sas) != 0 || len(pols) != 0 {
 		t.Errorf("owned once the worker took the answer (%v): %v, policies %v", taken, sas, pols)
 	}
+}
+
+// orderSpud serves sa.add, child.del, sa.update and child.add after delay
+// each, recording the operations in the order spud applied them.
+func orderSpud(t *testing.T, path string, delay time.Duration, mu *sync.Mutex, ops *[]string) *unixrpc.Server {
+	t.Helper()
+	rec := func(op string) unixrpc.HandlerFunc {
+		return func(json.RawMessage) (any, error) {
+			time.Sleep(delay)
+			mu.Lock()
+			*ops = append(*ops, op)
+			mu.Unlock()
+			if op == api.OpChildAdd {
+				return api.ChildAddReply{PolicyID: 9}, nil
+			}
+			return nil, nil
+		}
+	}
+	srv, _ := serveSpud(t, path, map[string]unixrpc.HandlerFunc{api.OpSAAdd: rec(api.OpSAAdd), api.OpChildDel: rec(api.OpChildDel),
+		api.OpSAUpdate: rec(api.OpSAUpdate), api.OpChildAdd: rec(api.OpChildAdd)})
+	return srv
+}
+
+// The calls nobody waits for (a release, a removal, a move) return at
+// once, reach spud in the order made, and a call the worker waits for
+// goes after them; only that wait counts as blocked on spud.
+func TestLaterCallsOrdered(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	var mu sync.Mutex
+	var ops []string
+	const delay = 30 * time.Millisecond
+	orderSpud(t, path, delay, &mu, &ops)
+	dp, _, wg := newAsyncDP(t, path)
+	var failed []string
+	dp.fail = func(what string, err error) { failed = append(failed, what+": "+err.Error()) }
+	out := &api.SA{SPI: 0x2002, Dir: api.Out, Suite: ipsec.AES128GCM16}
+	start := time.Now()
+	dp.AddSALater(out)
+	dp.DelChildLater(&api.ChildDel{In: &api.SAID{SPI: 0x1001, Dir: api.In}, Out: &api.SAID{SPI: 0x2002, Dir: api.Out}})
+	dp.UpdateSALater(&api.SAUpdate{SAID: api.SAID{SPI: 0x1003, Dir: api.In}})
+	if took := time.Since(start); took > delay/2 {
+		t.Errorf("three later calls took %v to make", took)
+	}
+	if w := dp.waitedNS.Load(); w != 0 {
+		t.Errorf("later calls counted %v as waited for", time.Duration(w))
+	}
+	if _, err := dp.AddChild(&api.ChildAdd{In: api.SA{SPI: 0x1005, Dir: api.In, Suite: ipsec.AES128GCM16}}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	mu.Lock()
+	got := strings.Join(ops, " ")
+	mu.Unlock()
+	if want := "sa.add child.del sa.update child.add"; got != want {
+		t.Errorf("spud applied %q, want %q", got, want)
+	}
+	if w := time.Duration(dp.waitedNS.Load()); w < 3*delay {
+		t.Errorf("the waited-for child.add counts %v blocked, want its wait for the three before it too (%v and more)", w, 3*delay)
+	}
+	if dp.inflight.Load() != 0 || len(failed) != 0 {
+		t.Errorf("%d in flight, failures %v", dp.inflight.Load(), failed)
+	}
+}
+
+// spud lost while later calls are queued: the one in hand runs again on
+// the next connection and the rest follow there, in order; a failure is
+// reported through fail, not to the worker.
+func TestLaterCallsSpudLost(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "spud.sock")
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	srv, _ := serveSpud(t, path, map[string]unixrpc.HandlerFunc{api.OpChildDel: func(json.RawMessage) (any, error) {
+		close(entered)
+		<-release
+		return nil, nil
+	}})
+	dp, _, wg := newAsyncDP(t, path)
+	var fmu sync.Mutex
+	var failed []string
+	dp.fail = func(what string, err error) {
+		fmu.Lock()
+		defer fmu.Unlock()
+		failed = append(failed, what+": "+err.Error())
+	}
+	dp.DelChildLater(&api.ChildDel{In: &api.SAID{SPI: 0x1001, Dir: api.In}})
+	dp.AddSALater(&api.SA{SPI: 0x2002, Dir: api.Out, Suite: ipsec.AES128GCM16})
+	<-entered
+	spudDies(srv, dp.spudDP, release)
+	var mu sync.Mutex
+	var ops []string
+	srv = orderSpud(t, path, 0, &mu, &ops)
+	wg.Wait()
+	mu.Lock()
+	got := strings.Join(ops, " ")
+	mu.Unlock()
+	if want := "child.del sa.add"; got != want || len(failed) != 0 {
+		t.Errorf("after spud came back it applied %q (want %q); failures %v", got, want, failed)
+	}
+	// A refusal goes to fail, saying what the call was.
+	srv.Handle(api.OpSAUpdate, func(json.RawMessage) (any, error) { return nil, errors.New("sa.update: in sa 0x00001003: not found") })
+	dp.UpdateSALater(&api.SAUpdate{SAID: api.SAID{SPI: 0x1003, Dir: api.In}})
+	wg.Wait()
+	fmu.Lock()
+	defer fmu.Unlock()
+	if len(failed) != 1 || !strings.Contains(failed[0], "move in sa 0x00001003") || !strings.Contains(failed[0], "not found") {
+		t.Errorf("failures %v, want the move's", failed)
+	}
+}
+
+// spudDies closes srv with a request in hand, which release then lets
+// go, and returns once dp has lost its connection and srv is closed.
+func spudDies(srv *unixrpc.Server, dp *spudDP, release chan struct{}) {
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	<-dp.c.Load().Done()
+	close(release)
+	<-closed
 }

@@ -3,15 +3,11 @@ package iked
 import (
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/dataplane/api"
-	"github.com/spugate/spugate/internal/unixrpc"
 	"github.com/spugate/spugate/ipsec"
 )
 
@@ -22,19 +18,9 @@ import (
 // restarted, perhaps upgraded) asks again. A refusal of a spud that knows
 // child.add is the Child SA's, not a reason to fall back.
 func TestSpudChildOpsFallback(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "spud.sock")
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
+	srv, path := serveSpud(t, "", nil)
+	dp := connectDP(t, path)
+	c := dp.c.Load()
 	// spud's validation is not the test's: a request that encodes.
 	req := &api.ChildAdd{In: api.SA{SPI: 0x1001, Dir: api.In, Suite: ipsec.AES128GCM16}}
 

@@ -2,6 +2,7 @@ package iked
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,6 +336,24 @@ type workerDP struct {
 	// resync must not take them for strays.
 	flyMu  sync.Mutex
 	flying map[*api.ChildAdd]uint32
+
+	// later are the calls whose outcome the worker does not wait for
+	// (task.LaterDataPlane), in the order it made them; one goroutine at a
+	// time (lbusy) makes them, in that order, so that spud applies them so.
+	// lidle is signalled when the queue ran empty.
+	lmu   sync.Mutex
+	lidle sync.Cond
+	lq    []laterCall
+	lbusy bool
+	// fail reports a call of later that failed: logged and counted, as
+	// the caller of a call waited for does.
+	fail func(what string, err error)
+}
+
+// laterCall is a call of workerDP.later: what it does, for the log.
+type laterCall struct {
+	what string
+	call func(*api.Client) error
 }
 
 // fly notes req in flight, with its policy's id once spud answered.
@@ -394,6 +413,148 @@ func (p *workerDP) AddChildAsync(req *api.ChildAdd, done func(uint32, error)) {
 		})
 	}()
 }
+
+var _ task.LaterDataPlane = (*workerDP)(nil)
+
+// later queues call for the worker's goroutine of later calls, which it
+// starts if none runs: the worker returns at once. A connection lost under
+// the call is handled as a waited-for call's (spudDP.run).
+func (p *workerDP) later(what string, call func(*api.Client) error) {
+	p.inflight.Add(1)
+	p.lmu.Lock()
+	p.lq = append(p.lq, laterCall{what: what, call: call})
+	start := !p.lbusy
+	p.lbusy = true
+	p.lmu.Unlock()
+	if start {
+		p.wg.Add(1)
+		go p.runLater()
+	}
+}
+
+// runLater makes the queued later calls one after the other, in order,
+// until none is left.
+func (p *workerDP) runLater() {
+	defer p.wg.Done()
+	for {
+		p.lmu.Lock()
+		q := p.lq
+		p.lq = nil
+		if len(q) == 0 {
+			p.lbusy = false
+			if p.lidle.L != nil {
+				p.lidle.Broadcast()
+			}
+			p.lmu.Unlock()
+			return
+		}
+		p.lmu.Unlock()
+		for _, c := range q {
+			err := p.run(c.call)
+			p.inflight.Add(-1)
+			if err != nil && p.fail != nil {
+				p.fail(c.what, err)
+			}
+		}
+	}
+}
+
+// flush waits until the later calls made so far are done: a call the
+// worker waits for goes to spud after them, as it was made after them (an
+// outbound SA released later must not land after its Child SA's
+// replacement's). Its wait counts as the worker's.
+func (p *workerDP) flush() {
+	p.lmu.Lock()
+	defer p.lmu.Unlock()
+	if !p.lbusy {
+		return
+	}
+	defer p.waited(time.Now())
+	if p.lidle.L == nil {
+		p.lidle.L = &p.lmu
+	}
+	for p.lbusy {
+		p.lidle.Wait()
+	}
+}
+
+// DelChildLater removes a Child SA as DelChild does (or with the separate
+// calls, from a spud without child.del), later.
+func (p *workerDP) DelChildLater(req *api.ChildDel) {
+	p.later(fmt.Sprintf("remove child sa %s", childDelName(req)), func(c *api.Client) error {
+		if p.oldSpud.Load() != c {
+			err := p.noChildOps(c, c.DelChild(req), api.OpChildDel)
+			if !errors.Is(err, task.ErrNoChildOps) {
+				return err
+			}
+		}
+		var errs []error
+		for _, id := range req.Policies {
+			if err := c.DelPolicy(id); err != nil {
+				errs = append(errs, fmt.Errorf("policy %d: %w", id, err))
+			}
+		}
+		for _, id := range []*api.SAID{req.Out, req.In} {
+			if id != nil {
+				if err := c.DelSA(*id); err != nil {
+					errs = append(errs, fmt.Errorf("sa 0x%08x: %w", id.SPI, err))
+				}
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+// childDelName names the SAs of a child.del for the log.
+func childDelName(req *api.ChildDel) string {
+	var in, out uint32
+	if req.In != nil {
+		in = req.In.SPI
+	}
+	if req.Out != nil {
+		out = req.Out.SPI
+	}
+	return fmt.Sprintf("0x%08x/0x%08x", in, out)
+}
+
+// AddSALater installs s as AddSA does, later.
+func (p *workerDP) AddSALater(s *api.SA) {
+	p.later(fmt.Sprintf("install %s sa 0x%08x", s.Dir, s.SPI), func(c *api.Client) error { return c.AddSA(s) })
+}
+
+// UpdateSALater changes an SA as UpdateSA does, later.
+func (p *workerDP) UpdateSALater(u *api.SAUpdate) {
+	p.later(fmt.Sprintf("move %s sa 0x%08x", u.Dir, u.SPI), func(c *api.Client) error { return c.UpdateSA(u) })
+}
+
+// The calls the worker waits for go to spud after its later calls.
+
+// AddSA is spudDP's, after the later calls.
+func (p *workerDP) AddSA(s *api.SA) error { p.flush(); return p.spudDP.AddSA(s) }
+
+// DelSA is spudDP's, after the later calls.
+func (p *workerDP) DelSA(id api.SAID) error { p.flush(); return p.spudDP.DelSA(id) }
+
+// UpdateSA is spudDP's, after the later calls.
+func (p *workerDP) UpdateSA(u *api.SAUpdate) error { p.flush(); return p.spudDP.UpdateSA(u) }
+
+// AddPolicy is spudDP's, after the later calls.
+func (p *workerDP) AddPolicy(pol *api.Policy) (uint32, error) {
+	p.flush()
+	return p.spudDP.AddPolicy(pol)
+}
+
+// DelPolicy is spudDP's, after the later calls.
+func (p *workerDP) DelPolicy(id uint32) error { p.flush(); return p.spudDP.DelPolicy(id) }
+
+// AddChild is spudDP's, after the later calls.
+func (p *workerDP) AddChild(req *api.ChildAdd) (uint32, error) {
+	p.flush()
+	return p.spudDP.AddChild(req)
+}
+
+// DelChild is spudDP's, after the later calls.
+func (p *workerDP) DelChild(req *api.ChildDel) error { p.flush(); return p.spudDP.DelChild(req) }
 
 // DelChild removes a Child SA in one round trip (child.del), or answers
 // task.ErrNoChildOps as AddChild.

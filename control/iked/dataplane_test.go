@@ -4,10 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -37,21 +34,10 @@ func TestNoSpudIsClosed(t *testing.T) {
 // data_plane_error. A connection watchSpud took away (spud is gone) is
 // left to watchSpud's resync.
 func TestSpudConnectionRedial(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "spud.sock")
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv.Handle(api.OpSPIAlloc, func(json.RawMessage) (any, error) { return api.SPIAllocReply{SPI: 0x1234}, nil })
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
+	_, path := serveSpud(t, "", map[string]unixrpc.HandlerFunc{
+		api.OpSPIAlloc: func(json.RawMessage) (any, error) { return api.SPIAllocReply{SPI: 0x1234}, nil }})
+	dp := connectDP(t, path)
+	c := dp.c.Load()
 	a := netip.MustParseAddr("198.18.0.1")
 	if spi, err := dp.AllocSPI(a, a, nil); err != nil || spi != 0x1234 {
 		t.Fatalf("AllocSPI: %x %v", spi, err)
@@ -107,11 +93,10 @@ func TestSpudConnectionRedial(t *testing.T) {
 // (sa.stats), never for a dump of every SA, and asks again for an SPI only
 // once its count is usageTTL old.
 func TestInboundPacketsAsksOnlyItsSPIs(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "spud.sock")
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var mu sync.Mutex
 	var asked []uint32
 	dumps := 0
+	srv, path := serveSpud(t, "", nil)
 	srv.Handle(api.OpSADump, func(json.RawMessage) (any, error) {
 		mu.Lock()
 		dumps++
@@ -138,17 +123,7 @@ func TestInboundPacketsAsksOnlyItsSPIs(t *testing.T) {
 			return r, nil
 		})
 	})
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp := &spudDP{path: func() string { return path }}
-	dp.c.Store(c)
+	dp := connectDP(t, path)
 	check := func(spis []uint32, want uint64, wantAsked ...uint32) {
 		t.Helper()
 		mu.Lock()

@@ -105,7 +105,10 @@ func newLoop(d *Daemon, idx, spu int) *loop {
 		cmds: make(chan func(*worker.Worker), commandQueue), socks: map[netip.AddrPort]*net.UDPConn{},
 		dp: &spudDP{path: func() string { return d.cfg.Load().SPUD }}, log: d.log.With("worker", idx, "spu", spu), unsaved: map[*sa.IKESA]bool{},
 		wake: make(chan struct{}, 1)}
-	l.wdp = &workerDP{spudDP: l.dp, post: l.post, wg: &d.wg}
+	l.wdp = &workerDP{spudDP: l.dp, post: l.post, wg: &d.wg, fail: func(what string, err error) {
+		d.stats.Fail(stats.DataPlane)
+		l.log.Warn("iked: "+what+" (not waited for) failed", "err", err.Error())
+	}}
 	l.w = worker.New(idx, &workerEnv{d: d, l: l})
 	return l
 }
@@ -448,7 +451,8 @@ func (e *workerEnv) TrapBetween(local, remote netip.Addr) bool {
 	return e.d.traps.Load().between(local, remote)
 }
 
-// On queues f for worker id (worker.Poster), as Others does.
+// On queues f for worker id (worker.Poster); a full command queue gets
+// it from a goroutine rather than stall this worker.
 func (e *workerEnv) On(id int, f func(*worker.Worker)) {
 	if id < 0 || id >= len(e.d.loops) {
 		return
@@ -470,24 +474,11 @@ func (e *workerEnv) On(id int, f func(*worker.Worker)) {
 func (e *workerEnv) HalfOpen() *worker.PeerCounts { return &e.d.halfOpen }
 func (e *workerEnv) Peers() *worker.PeerCounts    { return &e.d.peers }
 
-// Others queues f for every other worker; a full command queue gets it
-// from a goroutine rather than stall this worker.
+// Others queues f for every other worker, as On does.
 func (e *workerEnv) Others(f func(*worker.Worker)) {
-	for _, l := range e.d.loops {
-		if l == e.l {
-			continue
-		}
-		select {
-		case l.cmds <- f:
-		default:
-			e.d.wg.Add(1)
-			go func() {
-				defer e.d.wg.Done()
-				select {
-				case l.cmds <- f:
-				case <-e.d.ctx.Done():
-				}
-			}()
+	for i, l := range e.d.loops {
+		if l != e.l {
+			e.On(i, f)
 		}
 	}
 }

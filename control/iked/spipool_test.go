@@ -2,10 +2,7 @@ package iked
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -28,9 +25,7 @@ type fakeSPIAlloc struct {
 
 func (f *fakeSPIAlloc) serve(t *testing.T, blocks bool) (*unixrpc.Server, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "spud.sock")
-	srv := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv.Handle(api.OpSPIAlloc, func(body json.RawMessage) (any, error) {
+	return serveSpud(t, "", map[string]unixrpc.HandlerFunc{api.OpSPIAlloc: func(body json.RawMessage) (any, error) {
 		var req api.SPIAllocRequest
 		if blocks {
 			if err := unixrpc.Decode(body, &req); err != nil {
@@ -59,13 +54,7 @@ func (f *fakeSPIAlloc) serve(t *testing.T, blocks bool) (*unixrpc.Server, string
 			r.SPIs = nil
 		}
 		return r, nil
-	})
-	if err := srv.Listen(path); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
-	return srv, path
+	}})
 }
 
 func (f *fakeSPIAlloc) asked() []int {
@@ -82,12 +71,8 @@ func (f *fakeSPIAlloc) asked() []int {
 func TestSPIBlocks(t *testing.T) {
 	f := &fakeSPIAlloc{}
 	_, path := f.serve(t, true)
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
+	dp := connectDP(t, path)
+	c := dp.c.Load()
 	a := netip.MustParseAddr("198.18.0.1")
 	seen := map[uint32]bool{}
 	alloc := func(logical *int) uint32 {
@@ -146,12 +131,8 @@ func TestSPIBlocks(t *testing.T) {
 func TestSPIBlocksOlderSpud(t *testing.T) {
 	f := &fakeSPIAlloc{}
 	_, path := f.serve(t, false)
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
+	dp := connectDP(t, path)
+	c := dp.c.Load()
 	a := netip.MustParseAddr("198.18.0.1")
 	for i := range 3 {
 		spi, err := dp.AllocSPI(a, a, api.Logical(5))
@@ -175,12 +156,7 @@ func TestSPIBlocksAhead(t *testing.T) {
 	const delay = 30 * time.Millisecond
 	f := &fakeSPIAlloc{delay: delay}
 	_, path := f.serve(t, true)
-	dp := &spudDP{path: func() string { return path }}
-	c, err := api.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dp.c.Store(c)
+	dp := connectDP(t, path)
 	a := netip.MustParseAddr("198.18.0.1")
 	seen := map[uint32]bool{}
 	var first time.Duration

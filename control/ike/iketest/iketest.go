@@ -505,12 +505,17 @@ type Node struct {
 	// as iked's (workers made with Env share it).
 	SharedPeers *worker.PeerCounts
 	// InstallDelay, when set, makes the node's data plane take child.add
-	// as iked's does, without the worker waiting (task.AsyncChildDataPlane):
-	// each is applied and answered InstallDelay of fake time after it was
-	// sent, as the simulation runs; HoldInstalls holds them back while
-	// set.
+	// as iked's does, without the worker waiting (task.AsyncChildDataPlane),
+	// and the calls whose outcome nothing waits for (task.LaterDataPlane):
+	// each is applied (and answered) InstallDelay of fake time after it
+	// was sent, as the simulation runs, a later call after those sent
+	// before it and before any waited-for call made after it; HoldInstalls
+	// holds them back while set.
 	InstallDelay time.Duration
 	HoldInstalls bool
+	// LaterFailures are the errors of the calls the node's worker did not
+	// wait for (task.LaterDataPlane, with an InstallDelay).
+	LaterFailures []error
 
 	sim    *Sim
 	rnd    *Rand
@@ -773,12 +778,14 @@ func (s *Sim) send(from *Node, d manager.Datagram) {
 	}
 }
 
-// asyncInstall is a child.add in flight to a node's data plane.
+// asyncInstall is a child.add in flight to a node's data plane, or a
+// call the worker made later (task.LaterDataPlane: later set).
 type asyncInstall struct {
-	at   time.Time
-	n    *Node
-	req  *api.ChildAdd
-	done func(uint32, error)
+	at    time.Time
+	n     *Node
+	req   *api.ChildAdd
+	done  func(uint32, error)
+	later func(*DataPlane) error
 }
 
 // slowDataPlane is the data plane of a node with an InstallDelay.
@@ -796,12 +803,98 @@ func (d slowDataPlane) AddChildAsync(req *api.ChildAdd, done func(uint32, error)
 	s.installs = append(s.installs, asyncInstall{at: s.Clock.Now().Add(d.n.InstallDelay), n: d.n, req: req, done: done})
 }
 
+var _ task.LaterDataPlane = slowDataPlane{}
+
+// laterCall queues f, applied after the node's installs and later calls
+// sent before it; a failure goes to the node's LaterFailures.
+func (d slowDataPlane) laterCall(f func(*DataPlane) error) {
+	s := d.n.sim
+	s.installs = append(s.installs, asyncInstall{at: s.Clock.Now().Add(d.n.InstallDelay), n: d.n, later: f})
+}
+
+// DelChildLater queues a DelChild.
+func (d slowDataPlane) DelChildLater(req *api.ChildDel) {
+	d.laterCall(func(dp *DataPlane) error { return dp.DelChild(req) })
+}
+
+// AddSALater queues an AddSA.
+func (d slowDataPlane) AddSALater(sa *api.SA) {
+	d.laterCall(func(dp *DataPlane) error { return dp.AddSA(sa) })
+}
+
+// UpdateSALater queues an UpdateSA.
+func (d slowDataPlane) UpdateSALater(u *api.SAUpdate) {
+	d.laterCall(func(dp *DataPlane) error { return dp.UpdateSA(u) })
+}
+
+// flush applies the node's later calls before a call the worker waits
+// for, as iked's data plane sends that call after them.
+func (d slowDataPlane) flush() {
+	s := d.n.sim
+	rest := s.installs[:0]
+	var due []asyncInstall
+	for _, in := range s.installs {
+		if in.n == d.n && in.later != nil {
+			due = append(due, in)
+		} else {
+			rest = append(rest, in)
+		}
+	}
+	s.installs = rest
+	for _, in := range due {
+		d.n.laterDone(in.later(d.DataPlane))
+	}
+}
+
+// laterDone counts a later call's failure, as iked's data plane does.
+func (n *Node) laterDone(err error) {
+	if err != nil {
+		n.LaterFailures = append(n.LaterFailures, err)
+	}
+}
+
+// AddSA flushes the later calls first.
+func (d slowDataPlane) AddSA(sa *api.SA) error { d.flush(); return d.DataPlane.AddSA(sa) }
+
+// DelSA flushes the later calls first.
+func (d slowDataPlane) DelSA(id api.SAID) error { d.flush(); return d.DataPlane.DelSA(id) }
+
+// AddPolicy flushes the later calls first.
+func (d slowDataPlane) AddPolicy(p *api.Policy) (uint32, error) {
+	d.flush()
+	return d.DataPlane.AddPolicy(p)
+}
+
+// DelPolicy flushes the later calls first.
+func (d slowDataPlane) DelPolicy(id uint32) error { d.flush(); return d.DataPlane.DelPolicy(id) }
+
+// AddChild flushes the later calls first.
+func (d slowDataPlane) AddChild(req *api.ChildAdd) (uint32, error) {
+	d.flush()
+	return d.DataPlane.AddChild(req)
+}
+
+// DelChild flushes the later calls first.
+func (d slowDataPlane) DelChild(req *api.ChildDel) error { d.flush(); return d.DataPlane.DelChild(req) }
+
 // InstallsInFlight is the number of child.adds sent to the node's data
 // plane and not answered yet.
 func (n *Node) InstallsInFlight() int {
 	k := 0
 	for _, in := range n.sim.installs {
-		if in.n == n {
+		if in.n == n && in.later == nil {
+			k++
+		}
+	}
+	return k
+}
+
+// LaterInFlight is the number of calls the node's worker made without
+// waiting (task.LaterDataPlane) not applied yet.
+func (n *Node) LaterInFlight() int {
+	k := 0
+	for _, in := range n.sim.installs {
+		if in.n == n && in.later != nil {
 			k++
 		}
 	}
@@ -822,6 +915,10 @@ func (s *Sim) answerInstalls(now time.Time) bool {
 	}
 	s.installs = rest
 	for _, in := range due {
+		if in.later != nil {
+			in.n.laterDone(in.later(in.n.DP))
+			continue
+		}
 		id, err := in.n.DP.AddChild(in.req)
 		in.done(id, err)
 	}

@@ -313,7 +313,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		resp := m.response(msg)
 		resp.Inner = []message.Payload{&message.Notify{NotifyType: message.InvalidSyntax}}
 		m.sendResponse(resp, d)
-		if h.Exchange == message.IKEAuth {
+		if h.Exchange == message.IKEAuth || h.Exchange == message.CreateChildSA {
 			m.destroy(&task.Failure{Reason: stats.InvalidSyntax, Err: err}, "")
 		}
 		return
@@ -350,7 +350,7 @@ func (m *Manager) receiveRequest(d Datagram, msg *message.Message) {
 		return
 	}
 	r := &responding{c: c, msg: msg, d: d, tasks: tasks}
-	if h.Exchange == message.IKEAuth {
+	if h.Exchange == message.IKEAuth || h.Exchange == message.CreateChildSA {
 		// Its Child SA may go in without the worker waiting for it.
 		c.Resume = func(f func() task.Status) { m.env.Resume(m, func() { m.resume(r, f) }) }
 	}
@@ -399,15 +399,30 @@ func (m *Manager) resume(r *responding, f func() task.Status) {
 		return
 	}
 	m.more.waiting = nil
+	held := m.more.held
+	m.more.held = heldResponse{}
 	m.shrink()
 	if st == task.Failed || st == task.Reject {
 		r.stop = true
 	}
 	m.respond(r)
+	if held.raw != nil && !m.destroyed {
+		if msg, err := message.Decode(held.raw); err == nil {
+			held.d.Data = held.raw
+			m.receiveResponse(held.d, msg)
+		}
+	}
 	if !m.destroyed {
 		m.Initiate()
 		m.armProbe()
 	}
+}
+
+// heldResponse is the response to our exchange that arrived while a
+// request of the peer's waited for its Child SA's install.
+type heldResponse struct {
+	d   Datagram
+	raw []byte
 }
 
 // Installing reports whether a request of the peer waits for its Child
@@ -539,6 +554,23 @@ func (m *Manager) sendResponse(resp *message.Message, d Datagram) bool {
 func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	ike := m.IKE
 	h := msg.Header
+	if m.Answering() {
+		// A copy of the response being processed (the peer answered our
+		// retransmission from its cache), or nothing we asked for.
+		m.env.Stats().Inc(stats.LateResponses)
+		return
+	}
+	if m.Installing() && m.req != nil && h.MessageID == m.req.id && h.Exchange == m.req.exchange {
+		// The answer to our exchange, which crossed the peer's request
+		// whose Child SA goes in: taken now, it would settle a rekey
+		// collision without the peer's new Child SA. It is taken once the
+		// install is answered (a copy: the datagram's buffer is the
+		// worker's).
+		m.rareW().held = heldResponse{d: d, raw: append([]byte(nil), msg.Raw...)}
+		m.env.Stats().Inc(stats.ResponsesDeferred)
+		m.Logger().Debug("response held: a request of the peer waits for the data plane", "exchange", h.Exchange.String(), "msgid", h.MessageID)
+		return
+	}
 	if m.req == nil || h.MessageID != m.req.id || h.Exchange != m.req.exchange {
 		if h.MessageID < ike.MsgIDOut {
 			// The answer to a retransmission of a request already answered.
@@ -571,19 +603,79 @@ func (m *Manager) receiveResponse(d Datagram, msg *message.Message) {
 	if ex == message.IKESAInit {
 		ike.Handshake().InitR = append([]byte(nil), msg.Raw...)
 	}
-	c := m.ctx(ex)
-	final := task.Done
-	var again []task.Initiator
-	for _, t := range m.active {
-		st := t.Process(c, msg)
-		if st == task.NeedMore {
-			again = append(again, t)
-			continue
-		}
-		if rank(st) > rank(final) {
-			final = st
-		}
+	r := &answered{c: m.ctx(ex), msg: msg, final: task.Done}
+	if ex == message.IKEAuth || ex == message.CreateChildSA {
+		// Our Child SA may go in without the worker waiting for it.
+		r.c.Resume = func(f func() task.Status) { m.env.Resume(m, func() { m.resumeAnswered(r, f) }) }
 	}
+	m.processAnswer(r)
+}
+
+// answered is the response to our exchange being processed: how many of
+// the active tasks processed it, the status so far and the tasks that
+// need another round. While a task waits for the data plane (Pending) it
+// is the manager's seldom.answering: the exchange stays in flight (m.req),
+// not retransmitted, and the peer's requests are served meanwhile.
+type answered struct {
+	c     *task.Ctx
+	msg   *message.Message
+	ran   int
+	final task.Status
+	again []task.Initiator
+}
+
+// note takes the status st of the task t that processed r's response.
+func (r *answered) note(t task.Initiator, st task.Status) {
+	if st == task.NeedMore {
+		r.again = append(r.again, t)
+	} else if rank(st) > rank(r.final) {
+		r.final = st
+	}
+}
+
+// processAnswer runs the active tasks that have not processed r's
+// response, then ends the exchange, unless a task waits for the data
+// plane: resumeAnswered carries on then.
+func (m *Manager) processAnswer(r *answered) {
+	for r.ran < len(m.active) {
+		t := m.active[r.ran]
+		r.ran++
+		st := t.Process(r.c, r.msg)
+		if st == task.Pending {
+			m.rareW().answering = r
+			return
+		}
+		r.note(t, st)
+	}
+	m.endExchange(r)
+}
+
+// resumeAnswered carries on with r once the data plane answered the task
+// that waited: f ends its step (always, so that it can undo what it
+// installed for an IKE SA that ended meanwhile).
+func (m *Manager) resumeAnswered(r *answered, f func() task.Status) {
+	st := f()
+	if m.destroyed || m.more == nil || m.more.answering != r {
+		return
+	}
+	m.more.answering = nil
+	m.shrink()
+	r.note(m.active[r.ran-1], st)
+	m.processAnswer(r)
+	if !m.destroyed {
+		m.Initiate()
+		m.armProbe()
+	}
+}
+
+// Answering reports whether the response to our exchange waits for a
+// Child SA's install before the exchange ends.
+func (m *Manager) Answering() bool { return m.rare().answering != nil }
+
+// endExchange ends our exchange whose response the tasks processed.
+func (m *Manager) endExchange(r *answered) {
+	ike := m.IKE
+	ex, c, final, again := m.req.exchange, r.c, r.final, r.again
 	m.req = nil
 	ike.InFlight = nil
 	switch final {

@@ -191,7 +191,7 @@ func (m *Manager) destroy(f *task.Failure, reason string) {
 	}
 	// A request waiting for its Child SA's install is never answered; the
 	// install, when answered, finds the IKE SA gone and undoes itself.
-	m.active, m.queue, m.req, x.deferred, x.waiting = nil, nil, nil, nil, nil
+	m.active, m.queue, m.req, x.deferred, x.waiting, x.held, x.answering = nil, nil, nil, nil, nil, heldResponse{}, nil
 	x.frags.reset()
 	ike.State = sa.Destroyed
 	x.failure = f

@@ -257,6 +257,12 @@ type seldom struct {
 	// waiting is the peer's request whose answer waits for its Child
 	// SA's install (Installing).
 	waiting *responding
+	// held is the response to our exchange that arrived meanwhile,
+	// taken once the install is answered.
+	held heldResponse
+	// answering is the response to our exchange whose Child SA's install
+	// the exchange waits for (Answering).
+	answering *answered
 	// sampleFailedAt is when the last sample of inbound packets could not
 	// be read.
 	sampleFailedAt instant
@@ -286,7 +292,7 @@ func (m *Manager) rareW() *seldom {
 // Manager is small again.
 func (m *Manager) shrink() {
 	if x := m.more; x != nil && len(x.deferred) == 0 && x.frags.requests == nil && x.frags.responses == nil &&
-		x.failure == nil && x.endReason == "" && x.waiting == nil {
+		x.failure == nil && x.endReason == "" && x.waiting == nil && x.held.raw == nil && x.answering == nil {
 		m.more = nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/ike/stats"
+	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/dataplane/api"
 )
 
@@ -35,6 +36,13 @@ func updateChildren(m *Manager, old netip.AddrPort) {
 		u := &api.SAUpdate{SAID: api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: old.Addr()}, Encap: encap}
 		if old.Addr() != ike.Remote.Addr() {
 			u.Remote = ike.Remote.Addr()
+		}
+		if ldp, ok := up.(task.LaterDataPlane); ok {
+			// Made after what the worker asked of the data plane before,
+			// without waiting; a failure is the data plane's to report.
+			ldp.UpdateSALater(u)
+			ldp.UpdateSALater(&api.SAUpdate{SAID: api.SAID{SPI: ch.SPIIn, Dir: api.In}, Encap: encap})
+			continue
 		}
 		if err := up.UpdateSA(u); err != nil {
 			m.env.Stats().Fail(stats.DataPlane)

@@ -227,7 +227,9 @@ func earliest(d, t time.Time) time.Time {
 }
 
 func (m *Manager) retransmitAt() time.Time {
-	if m.req == nil {
+	if m.req == nil || m.Answering() {
+		// Nothing in flight, or its response is in and waits for our
+		// Child SA's install.
 		return time.Time{}
 	}
 	return m.req.next
@@ -401,6 +403,11 @@ func (m *Manager) keepalive(now time.Time) bool {
 // traffic through it).
 func (m *Manager) childrenAt() time.Time {
 	var d time.Time
+	if m.Installing() || m.Answering() {
+		// A Child SA's install is pending (a rekey's, perhaps): the Child
+		// SAs stay as they are until it is answered (resume reschedules).
+		return d
+	}
 	for _, ch := range m.IKE.Children {
 		if ch.State == sa.ChildInstalled {
 			d = earliest(d, ch.RekeyAt)
@@ -421,6 +428,9 @@ func (m *Manager) childrenAt() time.Time {
 // children runs the Child SAs' timers that are due, one Child SA after
 // the other.
 func (m *Manager) children(now time.Time) bool {
+	if m.Installing() || m.Answering() {
+		return false
+	}
 	probe := m.probeAt != 0 && !now.Before(m.probeAt.t())
 	if probe {
 		m.probeAt = 0

@@ -182,6 +182,11 @@ const (
 	// their exchange waited for its Child SA's install: answered once,
 	// when the install is.
 	InstallRetransmits
+	// ResponsesDeferred counts responses to our exchanges held back
+	// because a request of the peer's waited for its Child SA's install:
+	// taken once it is (a rekey collision is settled with the peer's new
+	// Child SA in).
+	ResponsesDeferred
 	NumCounters
 )
 
@@ -225,6 +230,7 @@ var counterNames = [...]string{
 	SendsDropped:         "sends_dropped",
 	InstallsAsync:        "installs_async",
 	InstallRetransmits:   "install_retransmits_absorbed",
+	ResponsesDeferred:    "responses_deferred_install",
 }
 
 // String returns the counter's name in counter dumps and spuctl, or

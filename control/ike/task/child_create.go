@@ -170,14 +170,17 @@ func (t *ChildCreateI) fail(c *Ctx, r stats.Reason, format string, args ...any) 
 // Process handles the response: the chosen proposal, the narrowed
 // selectors, then installation.
 func (t *ChildCreateI) Process(c *Ctx, resp *message.Message) Status {
-	_, st := t.negotiate(c, resp)
-	return st
+	ch, st := t.negotiate(c, resp)
+	if ch == nil {
+		return st
+	}
+	return t.install(c, ch, func(_ *sa.ChildSA, st Status) Status { return st })
 }
 
-// negotiate processes the response and installs the Child SA (inbound
-// only for a rekey); it returns the Child SA, or nil with Done after a
-// failure (logged, counted, t.notify set when the peer refused) or
-// NeedMore to try again with another group.
+// negotiate processes the response and makes the Child SA, for install
+// to put into the data plane; it returns the Child SA, or nil with Done
+// after a failure (logged, counted, t.notify set when the peer refused)
+// or NeedMore to try again with another group.
 func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, Status) {
 	ike := c.IKE
 	inAuth := c.Exchange == message.IKEAuth
@@ -295,16 +298,37 @@ func (t *ChildCreateI) negotiate(c *Ctx, resp *message.Message) (*sa.ChildSA, St
 	if t.Replaces != nil {
 		ch.Replaces, ch.OutPending = t.Replaces.SPIIn, true
 	}
-	if err := Install(c, t.conn, t.child, ch); err != nil {
-		t.deletePeerSA(c, spiOut)
-		return nil, t.fail(c, stats.DataPlane, "%v", err)
-	}
-	ike.Children = append(ike.Children, ch)
-	if t.Replaces == nil {
-		logChild(c, ch, "child sa installed")
-	}
-	t.finish(nil)
 	return ch, Done
+}
+
+// install puts the Child SA negotiate made into the data plane (inbound
+// only for a rekey) and hands it to then (nil after a failure, logged,
+// counted), whose status it returns. Where the exchange can wait
+// (InstallAsync) the worker does not wait for the data plane: install
+// returns Pending and then runs when the data plane answered; for an IKE
+// SA that ended meanwhile, then never runs.
+func (t *ChildCreateI) install(c *Ctx, ch *sa.ChildSA, then func(*sa.ChildSA, Status) Status) Status {
+	finish := func(err error) Status {
+		switch {
+		case errors.Is(err, ErrIKEGone):
+			t.finish(err)
+			return Done
+		case err != nil:
+			t.deletePeerSA(c, ch.SPIOut)
+			return then(nil, t.fail(c, stats.DataPlane, "%v", err))
+		}
+		c.IKE.Children = append(c.IKE.Children, ch)
+		if t.Replaces == nil {
+			logChild(c, ch, "child sa installed")
+		}
+		t.finish(nil)
+		return then(ch, Done)
+	}
+	pending, err := InstallAsync(c, t.conn, t.child, ch, finish)
+	if pending {
+		return Pending
+	}
+	return finish(err)
 }
 
 // deletePeerSA tells the peer to drop a Child SA it installed but we did not.
@@ -674,11 +698,13 @@ func (t *ChildCreateR) deriveKeys(c *Ctx, r *childRequest) bool {
 // packets find it; a rekey's outbound SA is held back. NO_ADDITIONAL_SAS
 // if the data plane refuses; else the Child SA is adopted.
 //
-// Inside IKE_AUTH the worker does not wait for the data plane
-// (InstallAsync): the step returns Pending, and the exchange is answered
-// when the data plane is, as it would have been at once. CREATE_CHILD_SA
-// still waits: a rekey's collisions are settled against the state of the
-// moment, which must not move under it.
+// The worker does not wait for the data plane (InstallAsync), in
+// IKE_AUTH and CREATE_CHILD_SA alike: the step returns Pending, and the
+// exchange is answered when the data plane is, as it would have been at
+// once. A rekey's collision is settled in adopt against the state of
+// that moment, which the manager keeps still meanwhile: it takes no
+// response of ours (the peer answers our retransmission from its cache)
+// and runs no Child SA timer of the IKE SA until the answer.
 func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 	rekeyed := t.rekeyOf
 	ch := &sa.ChildSA{Name: r.cc.Name, Initiator: false, SPIIn: r.spiIn, SPIOut: r.spiOut, Alg: r.alg, Keys: r.keys,
@@ -696,9 +722,6 @@ func (t *ChildCreateR) install(c *Ctx, r *childRequest) Status {
 			t.adopt(c, r, ch)
 		}
 		return Done
-	}
-	if !r.inAuth {
-		return finish(Install(c, r.conn, r.cc, ch))
 	}
 	pending, err := InstallAsync(c, r.conn, r.cc, ch, finish)
 	if pending {

@@ -144,14 +144,29 @@ func (t *ChildRekeyI) Build(c *Ctx, req *message.Message) error {
 // Process handles the response and settles the rekey (see the type's
 // doc).
 func (t *ChildRekeyI) Process(c *Ctx, resp *message.Message) Status {
-	old := t.Old
 	ch, st := t.create.negotiate(c, resp)
 	if st == NeedMore {
 		return NeedMore
 	}
+	if ch == nil {
+		return t.settle(c, nil)
+	}
+	return t.create.install(c, ch, func(ch *sa.ChildSA, _ Status) Status { return t.settle(c, ch) })
+}
+
+// settle ends the rekey once the new Child SA ch is in the data plane
+// (nil: it failed), against the state of that moment: the peer may have
+// rekeyed or deleted the old Child SA, or deleted ch, while ch went in.
+func (t *ChildRekeyI) settle(c *Ctx, ch *sa.ChildSA) Status {
+	old := t.Old
 	passive := t.passive
 	if passive != nil && (passive.State == sa.ChildDeleted || passive.State == sa.ChildDeleting) {
-		passive = nil // the peer took its replacement back (it lost)
+		// The peer took its replacement back: it lost the collision (and
+		// settled it before we did: our new Child SA went in meanwhile).
+		passive = nil
+		if ch != nil {
+			c.Stats().Inc(stats.ChildRekeyCollisions)
+		}
 	}
 	if ch == nil {
 		t.failed(c, passive)

@@ -123,10 +123,11 @@ var ErrIKEGone = errors.New("the IKE SA ended while its child sa was installed")
 // InstallAsync is Install without waiting for the data plane, where the
 // data plane takes a Child SA so (AsyncChildDataPlane), the exchange can
 // wait (c.Resume is set) and the Child SA goes in with one call (an
-// anchored IKE SA's) and takes no other's policy over: it sends the request and reports pending; done gets
-// Install's outcome later, through c.Resume, and returns the status of
-// the step that waited. Otherwise it installs as Install does and returns
-// the outcome at once (pending false), done unused.
+// anchored IKE SA's) and takes no other IKE SA's policy over: it sends
+// the request and reports pending; done gets Install's outcome later,
+// through c.Resume, and returns the status of the step that waited.
+// Otherwise it installs as Install does and returns the outcome at once
+// (pending false), done unused.
 //
 // While the request is in flight the Child SA is in no IKE SA's list
 // (the caller adds it in done), so nothing else asks the data plane about
@@ -139,9 +140,14 @@ func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, d
 		return false, err
 	}
 	adp, ok := c.DataPlane().(AsyncChildDataPlane)
-	if !ok || c.Resume == nil || p.in.Logical == nil || p.sib != nil || ch.Replaces != 0 {
-		// A Child SA that takes another's policy over (a reauthentication's)
-		// goes in at once: the other must not move meanwhile.
+	if !ok || c.Resume == nil || p.in.Logical == nil || p.reauth {
+		// A Child SA that takes another IKE SA's policy over (a
+		// reauthentication's) goes in at once: the other IKE SA, which
+		// the worker serves meanwhile, must not move under it. A
+		// sibling's or a rekeyed Child SA's of this IKE SA stays as it is
+		// while the exchange waits (the manager starts nothing else on the
+		// IKE SA, nor runs its Child SAs' timers), and hands its policy
+		// over when the install is answered.
 		return false, p.install(c, cc, ch)
 	}
 	c.Stats().Inc(stats.InstallsAsync)
@@ -180,6 +186,9 @@ type installPlan struct {
 	pol        *api.Policy
 	needPolicy bool
 	sib        *sa.ChildSA
+	// reauth is set when sib is a reauthenticated predecessor, of
+	// another IKE SA, whose policies moved to the Child SA.
+	reauth bool
 }
 
 // planInstall settles a Child SA's reqid and policy (a sibling's, a
@@ -190,7 +199,7 @@ func planInstall(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) (*
 	if ch.UniqueID == 0 {
 		ch.UniqueID = c.NewID()
 	}
-	sib := sibling(ike, ch)
+	sib, reauth := sibling(ike, ch), false
 	if ch.Replaces != 0 {
 		// A rekey: the new Child SA carries on the old one's reqid (its
 		// policy), whatever state that one is in now.
@@ -211,7 +220,7 @@ func planInstall(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) (*
 					o.PolicyIDs = nil
 				}
 			}
-			sib = p
+			sib, reauth = p, true
 			if !ch.Initiator {
 				ch.OutPending = true
 			}
@@ -249,7 +258,7 @@ func planInstall(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA) (*
 	}
 	// A Child SA that shares a sibling's reqid shares its policy, wherever
 	// it is now (Uninstall hands it on); only the first gets one.
-	p := &installPlan{in: in, out: out, sib: sib, needPolicy: !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil}
+	p := &installPlan{in: in, out: out, sib: sib, reauth: reauth, needPolicy: !ch.Trap && len(ch.PolicyIDs) == 0 && sib == nil}
 	p.pol = &api.Policy{ReqID: ch.ReqID, Action: api.Protect, Local: ike.Local.Addr(), Remote: ike.Remote.Addr(), Logical: Anchor(ike),
 		LocalTS: in.LocalTS, RemoteTS: in.RemoteTS, Name: name}
 	return p, nil
@@ -380,6 +389,12 @@ func InstallOutbound(c *Ctx, ch *sa.ChildSA) error {
 	if err != nil {
 		return err
 	}
+	if ldp, ok := c.DataPlane().(LaterDataPlane); ok {
+		// Its Child SA's removal, if any comes, is made after it.
+		ldp.AddSALater(out)
+		ch.OutPending = false
+		return nil
+	}
 	if err := c.DataPlane().AddSA(out); err != nil {
 		return fmt.Errorf("install outbound sa 0x%08x: %w", out.SPI, err)
 	}
@@ -437,7 +452,8 @@ func jitter(r io.Reader, max *config.Duration) time.Duration {
 // replacement of a rekeyed Child SA, or the one that won a collision),
 // then the outbound and the inbound SA. A trap's policy stays. Failures
 // are returned joined; each removal is tried. A ChildDataPlane gets it
-// all in one call.
+// all in one call, a LaterDataPlane without the worker waiting for it
+// (its failure is the data plane's to report).
 func Uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA) error {
 	return uninstall(dp, ike, ch, time.Time{})
 }
@@ -477,7 +493,13 @@ func uninstall(dp DataPlane, ike *sa.IKESA, ch *sa.ChildSA, drainUntil time.Time
 			req.In = &api.SAID{SPI: ch.SPIIn, Dir: api.In}
 		}
 		err := error(nil)
-		if req.Out != nil || req.In != nil || len(req.Policies) > 0 {
+		if ldp, ok := dp.(LaterDataPlane); ok {
+			if req.Out != nil || req.In != nil || len(req.Policies) > 0 {
+				// Nothing waits for the removal's outcome: the worker
+				// does not wait for it either.
+				ldp.DelChildLater(req)
+			}
+		} else if req.Out != nil || req.In != nil || len(req.Policies) > 0 {
 			err = cdp.DelChild(req)
 		}
 		if !errors.Is(err, ErrNoChildOps) {
@@ -551,7 +573,9 @@ func DrainDue(dp DataPlane, ike *sa.IKESA, now time.Time, force bool) (removed i
 			continue
 		}
 		removed++
-		if e := dp.DelSA(api.SAID{SPI: d.SPI, Dir: api.In}); e != nil {
+		if ldp, ok := dp.(LaterDataPlane); ok {
+			ldp.DelChildLater(&api.ChildDel{In: &api.SAID{SPI: d.SPI, Dir: api.In}})
+		} else if e := dp.DelSA(api.SAID{SPI: d.SPI, Dir: api.In}); e != nil {
 			errs = append(errs, fmt.Errorf("inbound sa 0x%08x: %w", d.SPI, e))
 		}
 	}

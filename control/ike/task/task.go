@@ -102,6 +102,28 @@ type AsyncChildDataPlane interface {
 	AddChildAsync(req *api.ChildAdd, done func(policyID uint32, err error))
 }
 
+// LaterDataPlane is a data plane that takes the calls whose outcome
+// nothing waits for without the worker waiting for spud: a Child SA's
+// removal (Uninstall), an outbound SA released (InstallOutbound), an SA
+// moved to the peer's new address. Each returns at once; the data plane
+// applies them in the order the worker made them, and before any call the
+// worker makes after them and waits for, so that a removal never overtakes
+// the install it undoes (that one was answered before the Child SA could
+// be removed) nor a replacement's install the removal of what it
+// replaces. A failure is the data plane's to report (logged, counted as
+// data_plane_error), as the caller of a waited-for call does; the state
+// was changed as if the call had succeeded, as it is after a failed
+// removal.
+type LaterDataPlane interface {
+	// DelChildLater is ChildDataPlane.DelChild, later (with the separate
+	// calls from a data plane without child.del).
+	DelChildLater(req *api.ChildDel)
+	// AddSALater is DataPlane.AddSA, later.
+	AddSALater(s *api.SA)
+	// UpdateSALater moves an SA to the peer's new address or port, later.
+	UpdateSALater(u *api.SAUpdate)
+}
+
 // ErrNoChildOps is a ChildDataPlane's answer when the data plane behind
 // it cannot take a Child SA in one call (a spud older than child.add):
 // nothing was done, and the caller makes the separate calls.

@@ -47,13 +47,7 @@ func TestAsyncInstallServesOthers(t *testing.T) {
 	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 3 }) {
 		t.Fatalf("installs in flight at the responder: %d, want 3 at once", nb.InstallsInFlight())
 	}
-	installing := 0
-	for _, m := range nb.Worker.Managers() {
-		if m.Installing() {
-			installing++
-		}
-	}
-	if installing != 3 {
+	if installing := installing(nb); installing != 3 {
 		t.Errorf("%d IKE SAs installing, want 3", installing)
 	}
 	if sas, _ := nb.DP.Counts(); sas != 0 {
@@ -181,4 +175,157 @@ func TestAsyncInstallIKEGone(t *testing.T) {
 			t.Errorf("responder answered IKE_AUTH at %v for an IKE SA that ended", x.At.Sub(iketest.Epoch))
 		}
 	}
+}
+
+// spiOf finds the SPI of the last data plane operation starting with
+// prefix ("add in ", "del out "...), "" if none.
+func spiOf(ops []string, prefix string) string {
+	spi := ""
+	for _, op := range ops {
+		if strings.HasPrefix(op, prefix) {
+			spi = strings.TrimPrefix(op, prefix)
+		}
+	}
+	return spi
+}
+
+// While a CREATE_CHILD_SA's Child SA goes into the data plane (a rekey,
+// answered only once it is in) the responder's worker serves other IKE
+// SAs: another IKE SA is deleted meanwhile, its Child SA's removal sent
+// without the worker waiting; the rekey ends as when waited for, and the
+// old Child SA's removal reaches the data plane after the new one's add.
+func TestAsyncRekeyServesOthers(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
+		t.Fatalf("load: %+v", res)
+	}
+	ikes := na.Worker.List()
+	if len(ikes) != 2 {
+		t.Fatalf("%d IKE SAs", len(ikes))
+	}
+	rekeyed, other := ikes[0], ikes[1]
+	oldIn := fmt.Sprintf("%08x", rekeyed.Children[0].SPIOut) // the responder's inbound SPI
+	nb.HoldInstalls = true
+	if n := na.Worker.Rekey(worker.Target{IKEID: rekeyed.UniqueID}, false); n != 1 {
+		t.Fatalf("%d rekeys started", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 1 }) {
+		t.Fatalf("the responder's rekey install is not in flight (%d): it waited for the data plane", nb.InstallsInFlight())
+	}
+	if installing := installing(nb); installing != 1 {
+		t.Errorf("%d IKE SAs installing at the responder, want 1", installing)
+	}
+	// The other IKE SA goes meanwhile: the responder answers its DELETE.
+	if n := na.Worker.Terminate(worker.Target{IKEID: other.UniqueID}, nil); n != 1 {
+		t.Fatalf("%d IKE SAs terminated", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.Worker.Len() == 1 }) {
+		t.Fatalf("the responder still holds %d IKE SAs while a rekey install is pending", nb.Worker.Len())
+	}
+	if nb.LaterInFlight() == 0 {
+		t.Errorf("the deleted IKE SA's Child SA removal was waited for")
+	}
+	for _, ike := range na.Worker.List() {
+		if len(ike.Children) != 1 {
+			t.Errorf("initiator: %d Child SAs before the responder's rekey install was answered", len(ike.Children))
+		}
+	}
+	nb.HoldInstalls = false
+	s.RunFor(30 * time.Second)
+	counted(t, na, stats.ChildSAsRekeyed, 1)
+	counted(t, nb, stats.InstallsAsync, 3) // 2 setups, 1 rekey
+	if len(nb.LaterFailures) != 0 {
+		t.Errorf("later calls failed: %v", nb.LaterFailures)
+	}
+	converged(t, na, nb, 1)
+	rekeyedInOrder(t, nb, oldIn)
+}
+
+// counted checks n's counter c.
+func counted(t *testing.T, n *iketest.Node, c stats.Counter, want uint64) {
+	t.Helper()
+	if got := n.Counters.Get(c); got != want {
+		t.Errorf("%s: %s %d, want %d", n.Name, c, got, want)
+	}
+}
+
+// rekeyedInOrder checks that n's data plane removed the rekeyed Child
+// SA's inbound SA oldIn after it added its replacement's.
+func rekeyedInOrder(t *testing.T, n *iketest.Node, oldIn string) {
+	t.Helper()
+	ops := strings.Join(n.DP.Ops, "; ")
+	newIn := spiOf(n.DP.Ops, "add in ")
+	if newIn == oldIn || !strings.Contains(ops, "add in "+newIn) || strings.Index(ops, "del in "+oldIn) < strings.Index(ops, "add in "+newIn) {
+		t.Errorf("%s: data plane operations %s: want the old inbound SA %s removed after the new %s added", n.Name, ops, oldIn, newIn)
+	}
+}
+
+// installing is the number of n's IKE SAs whose peer's request waits for
+// its Child SA's install.
+func installing(n *iketest.Node) int {
+	k := 0
+	for _, m := range n.Worker.Managers() {
+		if m.Installing() {
+			k++
+		}
+	}
+	return k
+}
+
+// The initiator's worker does not wait for the Child SAs it negotiates
+// either: its IKE_AUTH's and its rekey's go in while it serves other IKE
+// SAs (here the peer's delete of another), the exchange ends once the
+// install is answered, not retransmitted meanwhile, and the old Child SA
+// goes after the new one's add.
+func TestAsyncInitiatorRekeyServesOthers(t *testing.T) {
+	s, na, nb := asyncPair(t, 100*time.Millisecond)
+	na.InstallDelay = 100 * time.Millisecond
+	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
+		t.Fatalf("load: %+v", res)
+	}
+	counted(t, na, stats.InstallsAsync, 2) // its IKE_AUTHs'
+
+	ikes := nb.Worker.List()
+	rekeyed := na.Worker.List()[0]
+	oldIn := fmt.Sprintf("%08x", rekeyed.Children[0].SPIIn)
+	na.HoldInstalls = true
+	if n := na.Worker.Rekey(worker.Target{IKEID: rekeyed.UniqueID}, false); n != 1 {
+		t.Fatalf("%d rekeys started", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return na.InstallsInFlight() == 1 }) {
+		t.Fatalf("the initiator's rekey install is not in flight (%d): it waited for the data plane", na.InstallsInFlight())
+	}
+	answering := 0
+	for _, m := range na.Worker.Managers() {
+		if m.Answering() {
+			answering++
+		}
+	}
+	if answering != 1 {
+		t.Errorf("%d IKE SAs answering at the initiator, want 1", answering)
+	}
+	// The responder deletes the other IKE SA meanwhile: the initiator
+	// answers.
+	var other uint32
+	for _, ike := range ikes {
+		if ike.SPIi != rekeyed.SPIi {
+			other = ike.UniqueID
+		}
+	}
+	if n := nb.Worker.Terminate(worker.Target{IKEID: other}, nil); n != 1 {
+		t.Fatalf("%d IKE SAs terminated", n)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return na.Worker.Len() == 1 }) {
+		t.Fatalf("the initiator still holds %d IKE SAs while its rekey install is pending", na.Worker.Len())
+	}
+	s.RunFor(10 * time.Second) // past the retransmission timeout
+	if n := na.InstallsInFlight(); n != 1 {
+		t.Errorf("%d installs in flight after the retransmission timeout, want the one", n)
+	}
+	na.HoldInstalls = false
+	s.RunFor(30 * time.Second)
+	counted(t, na, stats.ChildRekeysInitiated, 1)
+	counted(t, na, stats.Retransmissions, 0)
+	converged(t, na, nb, 1)
+	rekeyedInOrder(t, na, oldIn)
 }

@@ -2,7 +2,9 @@ package worker_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,7 +155,17 @@ func TestDPDCountsESP(t *testing.T) {
 // arrives any more) moves gw-b's IKE SA and its Child SAs to the new port
 // (RFC 7296 2.23), and traffic flows again. Keepalives are sent at the
 // configured interval.
-func TestNATMappingChange(t *testing.T) {
+func TestNATMappingChange(t *testing.T) { natMappingChange(t, 0) }
+
+// TestNATMappingChangeLater is TestNATMappingChange with gw-b's data plane
+// taking the moves without its worker waiting (task.LaterDataPlane): they
+// reach the data plane after the worker went on, and the outbound SA
+// follows the new port all the same.
+func TestNATMappingChangeLater(t *testing.T) { natMappingChange(t, 20*time.Millisecond) }
+
+// natMappingChange runs the mapping change with gw-b's data plane calls
+// taking slow (0: waited for).
+func natMappingChange(t *testing.T, slow time.Duration) {
 	natIn := netip.MustParseAddr("198.18.3.1")
 	natOut := netip.MustParseAddr("198.18.0.254")
 	s := iketest.NewSim(t)
@@ -164,6 +176,7 @@ func TestNATMappingChange(t *testing.T) {
 	yb := strings.Replace(ob.yaml(), "remote_addrs: "+addrA.String(), "remote_addrs: \"%any\"", 1)
 	na := s.AddNode("gw-a", natIn, iketest.WriteConfig(t, oa.yaml(), oa.secrets()))
 	nb := s.AddNode("gw-b", addrB, iketest.WriteConfig(t, yb, ob.secrets()))
+	nb.InstallDelay = slow
 	// gw-a's port 500 and 4500 appear as base+1 and base+2 outside.
 	base := uint16(40000)
 	s.NAT = func(d manager.Datagram) manager.Datagram {
@@ -229,6 +242,9 @@ func TestNATMappingChange(t *testing.T) {
 		changed.Sub(iketest.Epoch), len(ba.Lost), last.Sub(changed))
 	if last.Sub(changed) > 3*time.Second+500*time.Millisecond {
 		t.Errorf("recovery took %v", last.Sub(changed))
+	}
+	if slow > 0 && (!slices.Contains(nb.DP.Ops, "update out "+fmt.Sprintf("%08x", ib.Children[0].SPIOut)) || len(nb.LaterFailures) > 0) {
+		t.Errorf("gw-b's moves: operations %v, failures %v", nb.DP.Ops, nb.LaterFailures)
 	}
 }
 

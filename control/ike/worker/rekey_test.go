@@ -225,13 +225,37 @@ func collide(t *testing.T, na, nb *iketest.Node, ike bool) {
 // 2.8.1). Over many seeds (so that either side's nonce is the lowest) the
 // tunnel ends with exactly one Child SA pair, the winner's, and no packet
 // is lost on the way.
-func TestChildRekeyCollision(t *testing.T) {
+func TestChildRekeyCollision(t *testing.T) { childRekeyCollision(t, 0) }
+
+// TestChildRekeyCollisionAsync is TestChildRekeyCollision with data
+// planes that take the installs without the workers waiting: a rekey's
+// response that crosses the peer's rekey whose install is pending waits
+// for our retransmission, and the collision is settled as when waited
+// for.
+func TestChildRekeyCollisionAsync(t *testing.T) { childRekeyCollision(t, 30*time.Millisecond) }
+
+// childRekeyCollision runs the collision over the seeds, with installs
+// that take slow (0: waited for).
+func childRekeyCollision(t *testing.T, slow time.Duration) {
 	wins := map[string]int{}
+	deferred := uint64(0)
 	for seed := range 16 {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			s, na, nb := pair(t, nil, nil)
 			na.Seed(byte(2*seed + 10))
 			nb.Seed(byte(2*seed + 11))
+			if slow > 0 {
+				na.Anchors, nb.Anchors = anchoring(t, false), anchoring(t, true)
+				// b's installs take longer: a's answer to its rekey crosses b's
+				// install of a's.
+				na.InstallDelay, nb.InstallDelay = slow, 4*slow
+			}
+			defer func() {
+				deferred += na.Counters.Get(stats.ResponsesDeferred) + nb.Counters.Get(stats.ResponsesDeferred)
+				if slow > 0 && na.Counters.Get(stats.InstallsAsync)+nb.Counters.Get(stats.InstallsAsync) < 2 {
+					t.Errorf("installs without waiting: %d + %d", na.Counters.Get(stats.InstallsAsync), nb.Counters.Get(stats.InstallsAsync))
+				}
+			}()
 			delay(s, 10*time.Millisecond)
 			if err := initiate(t, s, na, 10*time.Second); err != nil {
 				t.Fatal(err)
@@ -258,6 +282,9 @@ func TestChildRekeyCollision(t *testing.T) {
 	}
 	if len(wins) != 2 {
 		t.Errorf("winners %v: the seeds did not exercise both sides", wins)
+	}
+	if slow > 0 && deferred == 0 {
+		t.Errorf("no response crossed a pending install: the test did not exercise it")
 	}
 }
 

@@ -290,8 +290,9 @@ type WorkerStats struct {
 	Datagrams uint64 `json:"datagrams"`
 	HandedIn  uint64 `json:"handed_in"`
 	// SpudWaitNS is the time the worker spent blocked on SA API calls
-	// (nanoseconds since iked started); InstallsInFlight the Child SA
-	// installs it sent and did not wait for, not yet answered.
+	// (nanoseconds since iked started); InstallsInFlight the SA API
+	// calls it made and did not wait for (Child SA installs, removals,
+	// releases, moves), not yet answered.
 	SpudWaitNS       uint64 `json:"spud_wait_ns"`
 	InstallsInFlight int64  `json:"installs_in_flight"`
 }
