@@ -162,6 +162,7 @@ func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, d
 				err = fmt.Errorf("install child sa 0x%08x/0x%08x: %w", p.in.SPI, p.out.SPI, err)
 			default:
 				p.adopted(c, cc, ch, id)
+				followMove(c, p, ch)
 			}
 			if err == nil && c.IKE.State == sa.Destroyed {
 				if uerr := Uninstall(c.DataPlane(), c.IKE, ch); uerr != nil {
@@ -176,6 +177,28 @@ func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, d
 		})
 	})
 	return true, nil
+}
+
+// followMove points a Child SA whose add was in flight when the peer's
+// NAT mapping changed at where the peer is now: the manager moved the
+// Child SAs in the IKE SA's list then, and this one was not in it yet.
+func followMove(c *Ctx, p *installPlan, ch *sa.ChildSA) {
+	ike := c.IKE
+	ldp, ok := c.DataPlane().(LaterDataPlane)
+	if !ok || !ch.Encap || p.out.Encap == nil || ike.State == sa.Destroyed {
+		return
+	}
+	if p.out.Remote == ike.Remote.Addr() && p.out.Encap.RemotePort == ike.Remote.Port() && p.out.Encap.LocalPort == ike.Local.Port() {
+		return
+	}
+	encap := &api.Encap{LocalPort: ike.Local.Port(), RemotePort: ike.Remote.Port()}
+	u := &api.SAUpdate{SAID: api.SAID{SPI: ch.SPIOut, Dir: api.Out, Remote: p.out.Remote}, Encap: encap}
+	if p.out.Remote != ike.Remote.Addr() {
+		u.Remote = ike.Remote.Addr()
+	}
+	ldp.UpdateSALater(u)
+	ldp.UpdateSALater(&api.SAUpdate{SAID: api.SAID{SPI: ch.SPIIn, Dir: api.In}, Encap: encap})
+	c.Log.Debug("child sa installed while the peer moved: moved after it", "spi_out", hex8(ch.SPIOut), "to", ike.Remote.String())
 }
 
 // installPlan is what Install decided for a Child SA before asking the

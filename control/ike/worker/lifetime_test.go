@@ -166,39 +166,8 @@ func TestNATMappingChangeLater(t *testing.T) { natMappingChange(t, 20*time.Milli
 // natMappingChange runs the mapping change with gw-b's data plane calls
 // taking slow (0: waited for).
 func natMappingChange(t *testing.T, slow time.Duration) {
-	natIn := netip.MustParseAddr("198.18.3.1")
-	natOut := netip.MustParseAddr("198.18.0.254")
-	s := iketest.NewSim(t)
-	oa := confOpts{local: natIn, remote: addrB, localID: "gw-a.example", remoteID: "gw-b.example",
-		extra: "    dpd_delay: 2s\n", retransmit: "retransmit_timeout: 1s\nkeep_alive: 5s\n"}
-	ob := confOpts{local: addrB, remote: addrA, localID: "gw-b.example", remoteID: "gw-a.example",
-		localTS: "198.18.2.0/24", remoteTS: "198.18.1.0/24"}
-	yb := strings.Replace(ob.yaml(), "remote_addrs: "+addrA.String(), "remote_addrs: \"%any\"", 1)
-	na := s.AddNode("gw-a", natIn, iketest.WriteConfig(t, oa.yaml(), oa.secrets()))
-	nb := s.AddNode("gw-b", addrB, iketest.WriteConfig(t, yb, ob.secrets()))
-	nb.InstallDelay = slow
-	// gw-a's port 500 and 4500 appear as base+1 and base+2 outside.
-	base := uint16(40000)
-	s.NAT = func(d manager.Datagram) manager.Datagram {
-		switch {
-		case d.Local.Addr() == natIn:
-			p := base + 1
-			if d.Local.Port() == 4500 {
-				p = base + 2
-			}
-			d.Local = netip.AddrPortFrom(natOut, p)
-		case d.Remote.Addr() == natOut:
-			switch d.Remote.Port() {
-			case base + 1:
-				d.Remote = netip.AddrPortFrom(natIn, 500)
-			case base + 2:
-				d.Remote = netip.AddrPortFrom(natIn, 4500)
-			default:
-				d.Remote = netip.AddrPortFrom(netip.MustParseAddr("198.18.99.99"), d.Remote.Port()) // no mapping: lost
-			}
-		}
-		return d
-	}
+	s, na, nb, mapping := natPair(t, slow)
+	base := *mapping
 	if err := initiate(t, s, na, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +183,8 @@ func natMappingChange(t *testing.T, slow time.Duration) {
 	}
 	// The mapping changes: the old outside port leads nowhere now.
 	changed := s.Clock.Now()
-	base = 41000
+	*mapping = 41000
+	base = *mapping
 	s.RunFor(40 * time.Second)
 	ib = nb.Worker.List()[0]
 	if ib.Remote.Port() != base+2 {
@@ -245,6 +215,112 @@ func natMappingChange(t *testing.T, slow time.Duration) {
 	}
 	if slow > 0 && (!slices.Contains(nb.DP.Ops, "update out "+fmt.Sprintf("%08x", ib.Children[0].SPIOut)) || len(nb.LaterFailures) > 0) {
 		t.Errorf("gw-b's moves: operations %v, failures %v", nb.DP.Ops, nb.LaterFailures)
+	}
+}
+
+// natPair is gw-a behind a NAT whose outside ports are *base+1 (from 500)
+// and *base+2 (from 4500): a test changes the mapping by changing *base.
+// gw-b's data plane calls take slow (0: waited for).
+func natPair(t *testing.T, slow time.Duration, opts ...func(*confOpts)) (*iketest.Sim, *iketest.Node, *iketest.Node, *uint16) {
+	t.Helper()
+	natIn := netip.MustParseAddr("198.18.3.1")
+	natOut := netip.MustParseAddr("198.18.0.254")
+	s := iketest.NewSim(t)
+	oa := confOpts{local: natIn, remote: addrB, localID: "gw-a.example", remoteID: "gw-b.example",
+		extra: "    dpd_delay: 2s\n", retransmit: "retransmit_timeout: 1s\nkeep_alive: 5s\n"}
+	ob := confOpts{local: addrB, remote: addrA, localID: "gw-b.example", remoteID: "gw-a.example",
+		localTS: "198.18.2.0/24", remoteTS: "198.18.1.0/24"}
+	for _, o := range opts {
+		o(&oa)
+		o(&ob)
+	}
+	yb := strings.Replace(ob.yaml(), "remote_addrs: "+addrA.String(), "remote_addrs: \"%any\"", 1)
+	na := s.AddNode("gw-a", natIn, iketest.WriteConfig(t, oa.yaml(), oa.secrets()))
+	nb := s.AddNode("gw-b", addrB, iketest.WriteConfig(t, yb, ob.secrets()))
+	nb.InstallDelay = slow
+	base := new(uint16)
+	*base = 40000
+	s.NAT = func(d manager.Datagram) manager.Datagram {
+		switch {
+		case d.Local.Addr() == natIn:
+			p := *base + 1
+			if d.Local.Port() == 4500 {
+				p = *base + 2
+			}
+			d.Local = netip.AddrPortFrom(natOut, p)
+		case d.Remote.Addr() == natOut:
+			switch d.Remote.Port() {
+			case *base + 1:
+				d.Remote = netip.AddrPortFrom(natIn, 500)
+			case *base + 2:
+				d.Remote = netip.AddrPortFrom(natIn, 4500)
+			default:
+				d.Remote = netip.AddrPortFrom(netip.MustParseAddr("198.18.99.99"), d.Remote.Port()) // no mapping: lost
+			}
+		}
+		return d
+	}
+	return s, na, nb, base
+}
+
+// A Child SA whose add is in flight when the peer's NAT mapping changes
+// follows the peer once it is in: the manager moved the Child SAs in the
+// IKE SA's list then, and the new one was not in it yet (a move sent
+// then could reach spud before the add, and fail).
+func TestNATMappingChangeDuringInstall(t *testing.T) {
+	s, na, nb, base := natPair(t, 20*time.Millisecond, twoChildren)
+	// Only a Child SA with an anchor goes in without the worker waiting.
+	na.Anchors, nb.Anchors = anchoring(t, false), anchoring(t, true)
+	if err := initiate(t, s, na, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// gw-a brought "second" up after IKE_AUTH: gw-b takes it down and
+	// up again, as initiator.
+	s.RunFor(time.Second)
+	if n := nb.Worker.Terminate(worker.Target{Conn: "tun", Child: "second"}, nil); n != 1 {
+		t.Fatalf("%d Child SAs terminated", n)
+	}
+	s.RunFor(time.Second)
+	nb.HoldInstalls = true
+	created := false
+	if err := nb.Worker.Initiate("tun", "second", func(err error) {
+		if err != nil {
+			t.Errorf("second child: %v", err)
+		}
+		created = true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RunUntil(10*time.Second, func() bool { return nb.InstallsInFlight() == 1 }) {
+		t.Fatalf("gw-b's install of its new Child SA is not in flight (%d)", nb.InstallsInFlight())
+	}
+	*base = 41000
+	// gw-a's DPD (dpd_delay 2s) reaches gw-b from the new mapping.
+	if !s.RunUntil(20*time.Second, func() bool { return nb.Counters.Get(stats.PeerAddressChanges) == 1 }) {
+		t.Fatal("gw-b did not see gw-a move")
+	}
+	nb.HoldInstalls = false
+	if !s.RunUntil(10*time.Second, func() bool { return created }) {
+		t.Fatal("the second Child SA was not created")
+	}
+	s.RunFor(time.Second)
+	ib := nb.Worker.List()[0]
+	if ib.Remote.Port() != *base+2 {
+		t.Fatalf("gw-b sends to %s", ib.Remote)
+	}
+	installed := 0
+	for _, ch := range ib.Children {
+		if ch.State != sa.ChildInstalled {
+			continue
+		}
+		installed++
+		out, ok := nb.DP.Find(ch.SPIOut, "out")
+		if !ok || out.Encap == nil || out.Encap.RemotePort != *base+2 {
+			t.Errorf("gw-b's outbound SA %08x goes to %+v, want port %d", ch.SPIOut, out.Encap, *base+2)
+		}
+	}
+	if installed != 2 {
+		t.Errorf("%d Child SAs installed, want 2", installed)
 	}
 }
 
