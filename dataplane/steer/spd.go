@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"net/netip"
+	"slices"
 )
 
 // ErrTableFull is in the chain of SetPolicy's refusals of a policy that
@@ -136,6 +137,17 @@ func (p Policy) normalize() (Policy, error) {
 // keys hold prefixes as keyPrefix, not netip.Prefix.
 type spdTable struct {
 	policies map[policyKey]spdValue
+	// shadowed holds, for the few entries that have them, the policies
+	// set on an entry's selectors before the one in the maps and not
+	// removed since, oldest first: an IKE SA set up again while the old
+	// one's policy lingers (iked restarted without its state), a static
+	// policy beside a negotiated one, every tunnel of a load generator
+	// with the same selectors. Removing the entry's policy puts the
+	// newest of them in its place, where deleting the entry would pass
+	// the others' cleartext unprotected. A map apart, nil until needed,
+	// so that the million entries that have one policy each carry
+	// nothing for it.
+	shadowed map[policyKey][]spdValue
 	// byRemote holds the sources (local prefixes) of the policies of each
 	// destination.
 	byRemote map[remoteKey]prefixSet[struct{}]
@@ -424,6 +436,71 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	}
 	k := p.key()
 	old, had := t.policies[k]
+	if !had || old.id == p.ID {
+		return t.put(w, p, k, old, had)
+	}
+	// Another policy's selectors: it stays, behind p.
+	sh0 := t.shadowed[k]
+	sh := sh0
+	if i := slices.IndexFunc(sh0, func(v spdValue) bool { return v.id == p.ID }); i >= 0 {
+		sh = slices.Concat(sh0[:i], sh0[i+1:]) // p was behind: it is in front now
+	}
+	if t.shadowed == nil {
+		t.shadowed = map[policyKey][]spdValue{}
+	}
+	// Appended in place: an entry may have many policies, and a copy of
+	// the list per set made their sets quadratic.
+	t.shadowed[k] = append(sh, old)
+	if err := t.put(w, p, k, old, had); err != nil {
+		t.setShadowed(k, sh0)
+		return err
+	}
+	return nil
+}
+
+func (t *spdTable) setShadowed(k policyKey, sh []spdValue) {
+	if len(sh) == 0 {
+		delete(t.shadowed, k)
+		return
+	}
+	t.shadowed[k] = sh
+}
+
+// remove takes policy p.ID off the entry of p's selectors: the entry goes
+// with the last policy that had it and otherwise names the newest one
+// left. A policy not there is no error.
+func (t *spdTable) remove(w spdWriter, p Policy) error {
+	p, err := p.normalize()
+	if err != nil {
+		return err
+	}
+	k := p.key()
+	v, had := t.policies[k]
+	switch {
+	case !had:
+		return nil
+	case v.id != p.ID:
+		if sh := t.shadowed[k]; sh != nil {
+			t.setShadowed(k, slices.DeleteFunc(sh, func(v spdValue) bool { return v.id == p.ID }))
+		}
+		return nil
+	}
+	sh := t.shadowed[k]
+	if len(sh) == 0 {
+		return t.delete(w, p.Ifindex, p.Local, p.Remote)
+	}
+	newest := sh[len(sh)-1]
+	t.setShadowed(k, sh[:len(sh)-1])
+	if err := t.put(w, k.policy(newest), k, v, true); err != nil {
+		t.shadowed[k] = sh
+		return err
+	}
+	return nil
+}
+
+// put makes p, of key k, the policy of its entry, whose policy was old if
+// it had one, and syncs the groups it bears on; a write error undoes it.
+func (t *spdTable) put(w spdWriter, p Policy, k policyKey, old spdValue, had bool) error {
 	fam := family(p.Remote)
 	if !had {
 		if t.max > 0 && t.count[fam] >= t.max {
@@ -453,7 +530,8 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	return nil
 }
 
-// delete removes the policy with these selectors, if any.
+// delete removes the entry with these selectors, if any, with every
+// policy set on it.
 func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) error {
 	k := policyKey{int32(ifindex), pfxOf(local.Masked()), pfxOf(remote.Masked())}
 	v, had := t.policies[k]
@@ -472,6 +550,7 @@ func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) 
 		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote), nil)
 		return fmt.Errorf("steer: delete policy %d %v -> %v on ifindex %d: %w", old.ID, local, remote, ifindex, err)
 	}
+	delete(t.shadowed, k)
 	return nil
 }
 
