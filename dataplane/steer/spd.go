@@ -148,11 +148,10 @@ type spdTable struct {
 	// so that the million entries that have one policy each carry
 	// nothing for it.
 	shadowed map[policyKey][]spdValue
-	// byRemote holds the sources (local prefixes) of the policies of each
-	// destination.
-	byRemote map[remoteKey]prefixSet[struct{}]
-
-	groups    map[remoteKey]*spdGroup // allocated groups, by destination
+	// dests are the destinations with policies or a group (spdDest):
+	// one map, where one of the policies' sources and one of the groups,
+	// both by destination, took some 50 bytes more a policy of a /32.
+	dests     map[remoteKey]*spdDest
 	nextGroup uint32
 	free      []uint32
 
@@ -161,6 +160,34 @@ type spdTable struct {
 	// never overflow: a family has at most one group per policy.
 	count [2]int
 	max   int
+}
+
+// spdDest is a destination on an interface: the sources (local prefixes)
+// of its policies and its group, once allocated. It goes when it has
+// neither.
+type spdDest struct {
+	locals   prefixSet[struct{}]
+	group    spdGroup // when hasGroup
+	hasGroup bool
+}
+
+// groups yields the allocated groups by destination.
+func (t *spdTable) groups() iter.Seq2[remoteKey, *spdGroup] {
+	return func(yield func(remoteKey, *spdGroup) bool) {
+		for rk, d := range t.dests {
+			if d.hasGroup && !yield(rk, &d.group) {
+				return
+			}
+		}
+	}
+}
+
+// group is the group of destination rk, or nil.
+func (t *spdTable) group(rk remoteKey) *spdGroup {
+	if d := t.dests[rk]; d != nil && d.hasGroup {
+		return &d.group
+	}
+	return nil
 }
 
 // spdGroup is an allocated group and the entries installed for it.
@@ -178,7 +205,7 @@ func family(p netip.Prefix) int {
 	return 1
 }
 
-// remoteKey is a destination on an interface: of byRemote, and of groups
+// remoteKey is a destination on an interface: of dests
 // (where a groupKey is what the maps get).
 type remoteKey struct {
 	ifindex int32
@@ -215,8 +242,7 @@ type spdWriter interface {
 func newSPDTable() spdTable {
 	return spdTable{
 		policies: make(map[policyKey]spdValue),
-		byRemote: make(map[remoteKey]prefixSet[struct{}]),
-		groups:   make(map[remoteKey]*spdGroup),
+		dests:    make(map[remoteKey]*spdDest),
 	}
 }
 
@@ -238,29 +264,30 @@ const policyBypass = 0x1 // SPUGATE_POLICY_BYPASS
 
 func (t *spdTable) index(p Policy) {
 	rk := remoteKeyOf(p.Ifindex, p.Remote)
-	m := t.byRemote[rk]
-	m.put(pfxOf(p.Local), struct{}{})
-	t.byRemote[rk] = m
+	d := t.dests[rk]
+	if d == nil {
+		d = &spdDest{}
+		t.dests[rk] = d
+	}
+	d.locals.put(pfxOf(p.Local), struct{}{})
 }
 
 func (t *spdTable) unindex(p Policy) {
 	rk := remoteKeyOf(p.Ifindex, p.Remote)
-	m, ok := t.byRemote[rk]
-	if !ok {
+	d := t.dests[rk]
+	if d == nil {
 		return
 	}
-	m.del(pfxOf(p.Local))
-	if m.len() == 0 {
-		delete(t.byRemote, rk)
-	} else {
-		t.byRemote[rk] = m
+	d.locals.del(pfxOf(p.Local))
+	if d.locals.len() == 0 && !d.hasGroup {
+		delete(t.dests, rk)
 	}
 }
 
 // hasRemote reports whether a policy has destination d on ifindex.
 func (t *spdTable) hasRemote(ifindex int, d netip.Prefix) bool {
-	_, ok := t.byRemote[remoteKeyOf(ifindex, d)]
-	return ok
+	r := t.dests[remoteKeyOf(ifindex, d)]
+	return r != nil && r.locals.len() > 0
 }
 
 // desired computes group d's stage-2 entries: for each source prefix, the
@@ -275,8 +302,11 @@ func (t *spdTable) desired(ifindex int, d netip.Prefix) map[netip.Prefix]spdValu
 	for l := 0; l <= d.Bits(); l++ {
 		r, _ := d.Addr().Prefix(l)
 		rk := remoteKeyOf(ifindex, r)
-		locals := t.byRemote[rk]
-		for local := range locals.all() {
+		dest := t.dests[rk]
+		if dest == nil {
+			continue
+		}
+		for local := range dest.locals.all() {
 			entries[local.prefix()] = t.policies[policyKey{rk.ifindex, local, rk.remote}]
 		}
 	}
@@ -290,7 +320,7 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 	if remote.Bits() == remote.Addr().BitLen() {
 		return out
 	}
-	for gk := range t.groups {
+	for gk := range t.groups() {
 		if int(gk.ifindex) != ifindex || gk.remote.v6 != remote.Addr().Is6() || int(gk.remote.bits) <= remote.Bits() {
 			continue
 		}
@@ -313,7 +343,7 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *netip.Prefix) error {
 	gk := groupKey{ifindex, d}
 	rk := remoteKeyOf(ifindex, d)
-	g := t.groups[rk]
+	g := t.group(rk)
 	if only != nil && g != nil && t.hasRemote(ifindex, d) {
 		return t.syncSource(w, gk, g, *only)
 	}
@@ -334,19 +364,25 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 			}
 			g.src.del(s)
 		}
-		delete(t.groups, rk)
 		t.free = append(t.free, g.id)
+		dest := t.dests[rk]
+		dest.group, dest.hasGroup = spdGroup{}, false
+		if dest.locals.len() == 0 {
+			delete(t.dests, rk)
+		}
 		return nil
 	}
 	if g == nil {
-		g = &spdGroup{}
+		// want: a policy has destination d, so dests has it.
+		dest := t.dests[rk]
+		dest.hasGroup = true
+		g = &dest.group
 		if n := len(t.free); n > 0 {
 			g.id, t.free = t.free[n-1], t.free[:n-1]
 		} else {
 			t.nextGroup++
 			g.id = t.nextGroup
 		}
-		t.groups[rk] = g
 	}
 	for s, v := range want {
 		sp := pfxOf(s)

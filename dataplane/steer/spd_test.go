@@ -221,7 +221,7 @@ func TestSPDRandom(t *testing.T) {
 		}
 		// Every group holds exactly what a full recomputation wants
 		// (set and delete update only the changed source's entries).
-		for rk, g := range tab.groups {
+		for rk, g := range tab.groups() {
 			gk := groupKey{int(rk.ifindex), rk.remote.prefix()}
 			want := tab.desired(gk.ifindex, gk.dst)
 			if len(want) != g.src.len() {
@@ -248,9 +248,9 @@ func TestSPDRandom(t *testing.T) {
 	for _, p := range tab.list() {
 		must(t, tab.delete(f, p.Ifindex, p.Local, p.Remote))
 	}
-	if len(f.dst)+len(f.src)+len(tab.groups)+len(tab.byRemote) != 0 {
-		t.Errorf("state left after deleting everything: %d %d %d %d",
-			len(f.dst), len(f.src), len(tab.groups), len(tab.byRemote))
+	if len(f.dst)+len(f.src)+len(tab.dests) != 0 {
+		t.Errorf("state left after deleting everything: %d %d %d",
+			len(f.dst), len(f.src), len(tab.dests))
 	}
 	t.Logf("%d writes, %d groups ever allocated", f.ops, tab.nextGroup)
 }
@@ -361,12 +361,13 @@ func TestSPDSourcesFull(t *testing.T) {
 		t.Errorf("after the refusal: sources %v (were %v), destinations %v (were %v), %d policies",
 			f.src, before, f.dst, beforeDst, len(tab.policies))
 	}
-	srcs := 0
-	for _, g := range tab.groups {
+	srcs, groups := 0, 0
+	for _, g := range tab.groups() {
 		srcs += g.src.len()
+		groups++
 	}
-	if len(tab.groups) != 3 || srcs != 3 {
-		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", len(tab.groups), srcs)
+	if groups != 3 || srcs != 3 {
+		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", groups, srcs)
 	}
 }
 
