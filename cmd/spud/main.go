@@ -3,6 +3,7 @@
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
 //	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
 //	     [-max-policies N] [-socket PATH] [-cipher-idle 30s] [-gogc 50] [-memory-limit 4GiB]
+//	     [-release-quiet=true]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -51,6 +52,7 @@ func main() {
 		verbose    = flag.Bool("v", false, "debug logging")
 		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+		release    = flag.Bool("release-quiet", true, "once the SA API's calls stop after a burst (under 4 MiB allocated in a second, after 64 MiB or more), collect and return the heap's free pages to the OS, rather than keep the GC's headroom (-gogc) until the next burst")
 	)
 	flag.Parse()
 	mem, err := gomem.Settings(*gogc, *memLimit)
@@ -117,6 +119,11 @@ func main() {
 	d, err := spud.Start(cfg)
 	if err != nil {
 		fail("%v", err)
+	}
+	if *release {
+		go gomem.ReleaseWhenQuiet(ctx, gomem.Quiet{}, func(took time.Duration) {
+			log.Debug("spud: heap returned to the OS after a burst", "took", took)
+		})
 	}
 	<-ctx.Done()
 	log.Info("spud: stopping")

@@ -36,7 +36,7 @@ func (sa *SA) resetIVs(w *warm) {
 	if c == nil || c.ivCipher == nil || sa.dir != Outbound {
 		return
 	}
-	next := sa.seq + 1
+	next := sa.seq.Load() + 1
 	ctr := c.ivIn
 	binary.BigEndian.PutUint64(ctr[8:16], next)
 	c.ivs = cbcIVs{stream: cipher.NewCTR(c.ivCipher, ctr[:]), streamSeq: next}

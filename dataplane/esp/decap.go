@@ -191,20 +191,20 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 	if ctLen < 2 {
 		return sa.decapDrop(ShortPacket)
 	}
-	if ctLen&int(sa.blkMask) != 0 && !sa.aeadMode {
+	if ctLen&int(sa.blkMask) != 0 && !sa.has(flagAEAD) {
 		return sa.decapDrop(BadLength)
 	}
 	if o.SPI != sa.spi {
 		return sa.decapDrop(UnknownSPI)
 	}
 	seq := uint64(o.Seq)
-	if sa.esn {
+	if sa.has(flagESN) {
 		var ok bool
 		if seq, ok = sa.win.InferSeq(o.Seq); !ok {
 			return sa.decapDrop(ReplayTooOld)
 		}
 	}
-	if !sa.noReplay {
+	if !sa.has(flagNoReplay) {
 		switch sa.win.Check(seq) {
 		case replay.Duplicate:
 			return sa.decapDrop(Replay)
@@ -230,7 +230,7 @@ func (sa *SA) decap(buf []byte, off, n int, given *Outer) (start, length int, wh
 	}
 	// With anti-replay off the window still follows the highest number,
 	// which ESN needs for the high bits.
-	if sa.win.Update(seq) != replay.OK && !sa.noReplay {
+	if sa.win.Update(seq) != replay.OK && !sa.has(flagNoReplay) {
 		return sa.decapDrop(Replay)
 	}
 	if nh == iphdr.ProtoNoNext {
@@ -292,7 +292,7 @@ func padOK(pt []byte, padLen int) bool {
 // open authenticates and decrypts esp in place; ctLen is the ciphertext's
 // length (without IV and ICV). w.seqHi holds the inferred high bits.
 func (sa *SA) open(w *warm, esp []byte, ctLen int) bool {
-	if sa.aeadMode {
+	if sa.has(flagAEAD) {
 		*(*[8]byte)(w.nonce[ipsec.SaltLen:]) = *(*[8]byte)(esp[espHdrLen:])
 		ct := esp[espHdrLen+8 : espHdrLen+8+ctLen+icvLen]
 		_, err := w.aead.Open(ct[:0], w.nonce[:], ct, sa.aadFor(w, esp))
@@ -396,7 +396,7 @@ func (sa *SA) decapDS(outer, inner byte) (byte, bool) {
 		return 0, false
 	}
 	dscp := inner &^ 3
-	if sa.decDSCP {
+	if sa.has(flagDecDSCP) {
 		dscp = outer &^ 3
 	}
 	return dscp | e, true

@@ -113,7 +113,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	default:
 		return sa.encapDrop(Malformed)
 	}
-	if sa.seq >= sa.seqMax() {
+	if sa.seq.Load() >= sa.seqMax() {
 		sa.raise(EventSeqExhausted)
 		return sa.encapDrop(SeqExhausted)
 	}
@@ -133,7 +133,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	}
 	verdict := Forward
 	if outLen > int(sa.pathMTU) {
-		if !df || sa.fragBig || (v6 && n <= iphdr.IPv6MinMTU) {
+		if !df || sa.has(flagFragBig) || (v6 && n <= iphdr.IPv6MinMTU) {
 			verdict = Fragment
 		} else {
 			mtu = sa.innerMTU(ipLen, hl)
@@ -153,8 +153,8 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 		outLen += extra
 	}
 	w := sa.hot()
-	seq := sa.seq + 1
-	sa.seq = seq
+	seq := sa.seq.Load() + 1
+	sa.seq.Store(seq)
 
 	// The padding is 1, 2, 3, ... (RFC 4303 section 2.4). The first 16
 	// bytes go in one fixed-size copy: the tailroom checked above holds
@@ -202,7 +202,7 @@ func (sa *SA) encap(buf []byte, off, n int) (start, length, mtu int, v Verdict, 
 	binary.BigEndian.PutUint32(esp[0:4], sa.spi)
 	binary.BigEndian.PutUint32(esp[4:8], uint32(seq))
 	sa.seal(w, esp, seq, ctLen)
-	if sa.udp && !sa.v4outer && !sa.zeroCk6 {
+	if sa.udp && !sa.v4outer && !sa.has(flagZeroCk6) {
 		udpChecksum6(w, buf[espOff-iphdr.UDPLen:start+outLen])
 	}
 
@@ -225,7 +225,7 @@ func (sa *SA) encapDrop(r Reason) (start, length, mtu int, v Verdict, why Reason
 // outerDS is the outer DS field for an inner one (RFC 6040 and RFC 2983).
 func (sa *SA) outerDS(inner byte) byte {
 	var ds byte
-	if !sa.noDSCP {
+	if !sa.has(flagNoDSCP) {
 		ds = inner &^ 3
 	}
 	if sa.ecn == ECNNormal {
@@ -277,7 +277,7 @@ func udpChecksum6(w *warm, u []byte) {
 // plaintext with its trailer, and room for the ICV.
 func (sa *SA) seal(w *warm, esp []byte, seq uint64, ctLen int) {
 	binary.BigEndian.PutUint32(w.seqHi[:], uint32(seq>>32))
-	if sa.aeadMode {
+	if sa.has(flagAEAD) {
 		iv := esp[espHdrLen : espHdrLen+8]
 		// RFC 4106 section 3.1 and RFC 7634 section 2: the IV must never
 		// repeat under one key; the sequence number never does.
@@ -302,7 +302,7 @@ func (sa *SA) sealAEAD(w *warm, esp []byte, ctLen int) {
 // Decap before the ICV): without ESN the packet's own SPI and sequence
 // number; with ESN, built in w.aad with the high half kept in w.seqHi.
 func (sa *SA) aadFor(w *warm, esp []byte) []byte {
-	if sa.esn {
+	if sa.has(flagESN) {
 		copy(w.aad[4:8], w.seqHi[:])
 		copy(w.aad[8:12], esp[4:8])
 		return w.aad[:12]
@@ -326,7 +326,7 @@ func (sa *SA) cbcICV(w *warm, authed []byte) []byte {
 	c := w.cbc
 	c.mac.Reset()
 	c.mac.Write(authed)
-	if sa.esn {
+	if sa.has(flagESN) {
 		c.mac.Write(w.seqHi[:])
 	}
 	return c.mac.Sum(c.macSum[:0])

@@ -124,11 +124,11 @@ func checkWire(t *testing.T, sa *SA, w []byte, v6outer, udp bool) {
 		t.Fatalf("SPI %x", esp[:4])
 	}
 	seqLo := binary.BigEndian.Uint32(esp[4:])
-	if seqLo != uint32(sa.seq) {
-		t.Fatalf("sequence number %d, SA at %d", seqLo, sa.seq)
+	if seqLo != uint32(sa.seq.Load()) {
+		t.Fatalf("sequence number %d, SA at %d", seqLo, sa.seq.Load())
 	}
-	if sa.aeadMode && binary.BigEndian.Uint64(esp[8:]) != sa.seq {
-		t.Fatalf("AEAD IV %x is not the sequence number %d", esp[8:16], sa.seq)
+	if sa.has(flagAEAD) && binary.BigEndian.Uint64(esp[8:]) != sa.seq.Load() {
+		t.Fatalf("AEAD IV %x is not the sequence number %d", esp[8:16], sa.seq.Load())
 	}
 	ct := len(esp) - 8 - int(sa.ivLen) - icvLen
 	if ct%blockLen(sa.suite) != 0 {
@@ -528,8 +528,8 @@ func TestDecapValidation(t *testing.T) {
 // sealCustom builds a valid ESP packet with the SA's keys but a chosen
 // plaintext (payload, padding and trailer), to test trailer validation.
 func sealCustom(out *SA, plaintext []byte) []byte {
-	seq := out.seq + 1
-	out.seq = seq
+	seq := out.seq.Load() + 1
+	out.seq.Store(seq)
 	iv := int(out.ivLen)
 	w := make([]byte, 20+8+iv+len(plaintext)+icvLen)
 	copy(w, out.hot().hdr4[:])

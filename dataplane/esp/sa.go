@@ -118,8 +118,8 @@ type Stats struct {
 // drops are apart, made at an SA's first drop: most SAs never drop a
 // packet, and 22 reasons are 176 bytes of each of two million SAs.
 type counters struct {
-	packets, bytes, seq counter
-	drops               atomic.Pointer[[NumReasons]counter]
+	packets, bytes counter
+	drops          atomic.Pointer[[NumReasons]counter]
 }
 
 // ivSetter is the method crypto/cipher's CBC modes have for reusing one
@@ -156,7 +156,10 @@ type SA struct {
 	// 256-byte size class.
 	ts *Selectors
 
-	seq     uint64 // outbound: last sent
+	// seq is, outbound, the last sequence number sent; inbound, the
+	// highest accepted as last published (publish): what Stats reads
+	// either way, where a copy of it among the counters took 8 bytes.
+	seq     counter
 	seqSoft uint64
 	win     replay.Window
 
@@ -178,21 +181,14 @@ type SA struct {
 	dir            Direction
 	suite          ipsec.Suite
 	mode           Mode
-	esn            bool
-	// noReplay: anti-replay is off (ReplayOff); the window only tracks
-	// the highest number, for ESN.
-	noReplay bool
-	aeadMode bool
+	// flags are the SA's options that are set once (saFlag): one byte
+	// for eight bools, which with seq keep the SA in 208 bytes.
+	flags    saFlag
 	v4outer  bool
 	udp      bool
-	zeroCk6  bool
-	fragBig  bool
 	df       DFPolicy
 	ecn      ECNMode
-	noDSCP   bool
-	decDSCP  bool
 	expired  bool
-	tsPorts  bool
 	ivLen    uint8 // 8 or 16
 	blkMask  uint8
 	speedPad uint8 // extra padding allowed for AES-GCM (0 otherwise)
@@ -201,6 +197,32 @@ type SA struct {
 	// key is the encryption key, salt included (AEAD suites), which the
 	// cipher state is made from whenever the SA warms up.
 	key [36]byte
+}
+
+// saFlag is an option of an SA, set when it is made (SA.flags).
+type saFlag uint8
+
+const (
+	flagESN saFlag = 1 << iota
+	// flagNoReplay: anti-replay is off (ReplayOff); the window only
+	// tracks the highest number, for ESN.
+	flagNoReplay
+	flagAEAD
+	flagZeroCk6
+	flagFragBig
+	flagNoDSCP
+	flagDecDSCP
+	flagTSPorts // a selector names a protocol or ports
+)
+
+// has reports whether the SA has option f.
+func (sa *SA) has(f saFlag) bool { return sa.flags&f != 0 }
+
+// set gives the SA option f when on.
+func (sa *SA) set(f saFlag, on bool) {
+	if on {
+		sa.flags |= f
+	}
 }
 
 // saExt is the part of an SA that few SAs need (SA.ext).
@@ -232,22 +254,22 @@ func NewSA(cfg Config) (*SA, error) {
 		return nil, err
 	}
 	sa := &SA{
-		spi:      cfg.SPI,
-		dir:      cfg.Direction,
-		suite:    cfg.Suite,
-		mode:     cfg.Mode,
-		esn:      cfg.ESN,
-		aeadMode: cfg.Suite.AEAD(),
-		ivLen:    uint8(cfg.Suite.IVLen()),
-		blkMask:  uint8(padAlign(cfg.PadAlign) - 1),
-		fragBig:  cfg.FragmentTooBig,
-		df:       cfg.DF,
-		ecn:      cfg.ECN,
-		noDSCP:   cfg.NoEncapDSCP,
-		decDSCP:  cfg.DecapDSCP,
-		udp:      cfg.UDPEncap,
-		zeroCk6:  cfg.UDPZeroChecksum6,
+		spi:     cfg.SPI,
+		dir:     cfg.Direction,
+		suite:   cfg.Suite,
+		mode:    cfg.Mode,
+		ivLen:   uint8(cfg.Suite.IVLen()),
+		blkMask: uint8(padAlign(cfg.PadAlign) - 1),
+		df:      cfg.DF,
+		ecn:     cfg.ECN,
+		udp:     cfg.UDPEncap,
 	}
+	sa.set(flagESN, cfg.ESN)
+	sa.set(flagAEAD, cfg.Suite.AEAD())
+	sa.set(flagFragBig, cfg.FragmentTooBig)
+	sa.set(flagNoDSCP, cfg.NoEncapDSCP)
+	sa.set(flagDecDSCP, cfg.DecapDSCP)
+	sa.set(flagZeroCk6, cfg.UDPZeroChecksum6)
 	if cfg.Lifetime != (Lifetime{}) || len(cfg.IntegKey) != 0 {
 		sa.ext = &saExt{life: cfg.Lifetime}
 		copy(sa.ext.integ[:], cfg.IntegKey)
@@ -275,7 +297,7 @@ func NewSA(cfg Config) (*SA, error) {
 	if sa.pathMTU == 0 {
 		sa.pathMTU = DefaultPathMTU
 	}
-	if sa.esn {
+	if sa.has(flagESN) {
 		sa.seqSoft = DefaultSeqSoftLimit64
 	} else {
 		sa.seqSoft = DefaultSeqSoftLimit32
@@ -286,7 +308,8 @@ func NewSA(cfg Config) (*SA, error) {
 	if sa.dir == Inbound {
 		size := cfg.ReplayWindow
 		if size == ReplayOff {
-			sa.noReplay, size = true, 0
+			sa.set(flagNoReplay, true)
+			size = 0
 		}
 		if err := sa.win.Init(size); err != nil {
 			return nil, fmt.Errorf("esp: sa 0x%08x: %w", cfg.SPI, err)
@@ -295,7 +318,7 @@ func NewSA(cfg Config) (*SA, error) {
 	sa.ts = CompileSelectors(cfg.LocalTS, cfg.RemoteTS)
 	for _, s := range sa.ts.all() {
 		if s.Proto != 0 || !s.AnyPort() {
-			sa.tsPorts = true
+			sa.set(flagTSPorts, true)
 		}
 	}
 	sa.resetThresholds()
@@ -371,7 +394,7 @@ func (ts *Selectors) Selectors() (local, remote []ipsec.Selector) { return range
 
 // seqMax is the last sequence number the SA may send.
 func (sa *SA) seqMax() uint64 {
-	if sa.esn {
+	if sa.has(flagESN) {
 		return 1<<64 - 1
 	}
 	return 1<<32 - 1
@@ -524,7 +547,7 @@ func (sa *SA) Suite() ipsec.Suite { return sa.suite }
 func (sa *SA) Mode() Mode { return sa.mode }
 
 // ESN reports whether the SA uses extended sequence numbers.
-func (sa *SA) ESN() bool { return sa.esn }
+func (sa *SA) ESN() bool { return sa.has(flagESN) }
 
 // Lifetime returns the SA's byte and packet limits.
 func (sa *SA) Lifetime() Lifetime {
@@ -660,10 +683,8 @@ func (d *DropTotals) Load(r Reason) uint64 { return d.c[r].Load() }
 // publish makes the owner's sequence number visible to Stats (the usage
 // counters are written as they change: see account).
 func (sa *SA) publish() {
-	if sa.dir == Outbound {
-		sa.ctr.seq.Store(sa.seq)
-	} else {
-		sa.ctr.seq.Store(sa.win.Top())
+	if sa.dir == Inbound {
+		sa.seq.Store(sa.win.Top())
 	}
 }
 
@@ -673,7 +694,7 @@ func (sa *SA) Stats() Stats {
 	var s Stats
 	s.Packets = sa.ctr.packets.Load()
 	s.Bytes = sa.ctr.bytes.Load()
-	s.Seq = sa.ctr.seq.Load()
+	s.Seq = sa.seq.Load()
 	if d := sa.ctr.drops.Load(); d != nil {
 		for i := range s.Drops {
 			s.Drops[i] = d[i].Load()
@@ -780,7 +801,7 @@ type State struct {
 // it allocates.
 func (sa *SA) State() State {
 	st := State{
-		SPI: sa.spi, Direction: sa.dir, Seq: sa.seq,
+		SPI: sa.spi, Direction: sa.dir, Seq: sa.seq.Load(),
 		Packets: sa.ctr.packets.Load(), Bytes: sa.ctr.bytes.Load(),
 		Raised: sa.raised, Pending: sa.events, IPID: sa.ipID,
 	}
@@ -809,7 +830,7 @@ func (sa *SA) Restore(st State) error {
 			return fmt.Errorf("esp: sa 0x%08x: %w", sa.spi, err)
 		}
 	}
-	sa.seq = st.Seq
+	sa.seq.Store(st.Seq)
 	sa.ctr.packets.Store(st.Packets)
 	sa.ctr.bytes.Store(st.Bytes)
 	sa.raised, sa.events = st.Raised, st.Pending

@@ -38,7 +38,7 @@ func (sa *SA) tsAllowed(p []byte) bool {
 	} else {
 		srcHi, srcLo = binary.BigEndian.Uint64(p[8:16]), binary.BigEndian.Uint64(p[16:24])
 		dstHi, dstLo = binary.BigEndian.Uint64(p[24:32]), binary.BigEndian.Uint64(p[32:40])
-		if sa.tsPorts {
+		if sa.has(flagTSPorts) {
 			info, ok := iphdr.IPv6Walk(p)
 			if !ok {
 				return false
@@ -50,7 +50,7 @@ func (sa *SA) tsAllowed(p []byte) bool {
 			}
 		}
 	}
-	if sa.tsPorts && portsKnown {
+	if sa.has(flagTSPorts) && portsKnown {
 		switch proto {
 		case iphdr.ProtoTCP, iphdr.ProtoUDP, iphdr.ProtoSCTP, iphdr.ProtoUDPLite:
 			if len(l4) >= 4 {

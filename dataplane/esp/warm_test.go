@@ -35,7 +35,7 @@ func TestColdUntilFirstPacket(t *testing.T) {
 			}
 			// The packet before cooling is still a replay.
 			buf, off := frame(pkt)
-			out.seq = 0
+			out.seq.Store(0)
 			r := out.Encap(buf, off, len(pkt))
 			if d := in.Decap(buf, r.Off, r.Len); d.Reason != ReplayTooOld && d.Reason != Replay {
 				t.Fatalf("replayed sequence number 1: %v, want a replay drop", d.Reason)

@@ -67,11 +67,11 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 			e.mu.Unlock()
 			return pol, 0, fmt.Errorf("policy %d: %w", pol.ID, unixrpc.ErrExists)
 		}
-		e.policies[pol.ID] = policyRef{logical: logical, seq: e.polOrder.add(pol.ID)}
+		e.policies[pol.ID] = newReg(logical, e.polOrder.add(pol.ID))
 	}
-	e.sas[inRef] = saReg{logical: logical, seq: e.saOrder.add(inRef)}
+	e.sas[inRef] = newReg(logical, e.saOrder.add(inRef))
 	if out != nil {
-		e.sas[outRef] = saReg{logical: logical, seq: e.saOrder.add(outRef)}
+		e.sas[outRef] = newReg(logical, e.saOrder.add(outRef))
 	}
 	e.mu.Unlock()
 
@@ -90,14 +90,14 @@ func (e *Engine) AddChild(logical uint16, in, out *api.SA, p *api.Policy) (pol a
 	})
 	if err != nil {
 		e.mu.Lock()
-		e.saOrder.del(e.sas[inRef].seq)
+		e.saOrder.del(e.sas[inRef].seq())
 		delete(e.sas, inRef)
 		if out != nil {
-			e.saOrder.del(e.sas[outRef].seq)
+			e.saOrder.del(e.sas[outRef].seq())
 			delete(e.sas, outRef)
 		}
 		if p != nil {
-			e.polOrder.del(e.policies[pol.ID].seq)
+			e.polOrder.del(e.policies[pol.ID].seq())
 			delete(e.policies, pol.ID)
 		}
 		e.mu.Unlock()
@@ -183,12 +183,12 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 			missing = append(missing, fmt.Sprintf("policy %d", id))
 			continue
 		}
-		e.polOrder.del(ref.seq)
+		e.polOrder.del(ref.seq())
 		delete(e.policies, id)
 		// The registry keeps no copy of the policy: the SPU's is read as
 		// it is removed.
-		removed.Policies = append(removed.Policies, RemovedPolicy{Policy: api.Policy{ID: id}, Logical: ref.logical})
-		parts = append(parts, part{polID: id, logical: ref.logical, pol: len(removed.Policies) - 1})
+		removed.Policies = append(removed.Policies, RemovedPolicy{Policy: api.Policy{ID: id}, Logical: ref.logical()})
+		parts = append(parts, part{polID: id, logical: ref.logical(), pol: len(removed.Policies) - 1})
 	}
 	for _, id := range []*api.SAID{out, in} {
 		if id == nil {
@@ -200,9 +200,9 @@ func (e *Engine) DelChild(policies []uint32, out, in *api.SAID) (ChildRemoved, e
 			missing = append(missing, fmt.Sprintf("sa spi 0x%08x %s", id.SPI, id.Dir))
 			continue
 		}
-		e.saOrder.del(reg.seq)
+		e.saOrder.del(reg.seq())
 		delete(e.sas, ref)
-		parts = append(parts, part{isSA: true, ref: ref, logical: reg.logical})
+		parts = append(parts, part{isSA: true, ref: ref, logical: reg.logical()})
 		if id.Dir == api.In {
 			removed.In = true
 		} else {

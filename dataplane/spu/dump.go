@@ -192,7 +192,7 @@ func (e *Engine) saStates(refs []saRef) (states []api.SAState, found []bool, mis
 func (e *Engine) saReg(refs []saRef) func(i int) (uint16, bool) {
 	return func(i int) (uint16, bool) {
 		r, ok := e.sas[refs[i]]
-		return r.logical, ok
+		return r.logical(), ok
 	}
 }
 
@@ -403,7 +403,7 @@ func (e *Engine) PolicyPage(after uint64, limit int) Page[api.PolicyState] {
 	states, found := make([]api.PolicyState, len(ids)), make([]bool, len(ids))
 	pg.Missing, pg.MissingReason, _ = e.lookup(seq(len(ids)), func(i int) (uint16, bool) {
 		r, ok := e.policies[ids[i]]
-		return r.logical, ok
+		return r.logical(), ok
 	}, func(s *SPU, i int) bool {
 		p := s.t.policies[ids[i]]
 		if p == nil {

@@ -154,10 +154,22 @@ type Engine struct {
 
 // saReg is what the registry knows of an SA: its logical SPU (so its
 // physical SPU through the map) and its place in saOrder.
-type saReg struct {
-	logical uint16
-	seq     uint64
-}
+type saReg = regEntry
+
+// regEntry is a registry entry, an SA's (saReg) or a policy's (policyRef):
+// its logical SPU in the low 16 bits and its install order's seq above,
+// 8 bytes where a struct of the two took 16 and each map slot of a
+// registry of millions with it. A seq is below 1<<48: the registry would
+// have to take a billion installs a second for nine years.
+type regEntry uint64
+
+func newReg(logical uint16, seq uint64) regEntry { return regEntry(seq<<16 | uint64(logical)) }
+
+// logical is the entry's logical SPU.
+func (r regEntry) logical() uint16 { return uint16(r) }
+
+// seq is the entry's place in its install order.
+func (r regEntry) seq() uint64 { return uint64(r) >> 16 }
 
 // saRef is an SA's key in the registry: no pointer (the collector does
 // not scan the registry's map and order), 24 bytes where a direction as
@@ -193,10 +205,7 @@ func idRef(id api.SAID) saRef {
 
 // policyRef is a policy's registration. The policy itself is only in its
 // SPU's tables: a second copy here cost ~200 bytes a policy.
-type policyRef struct {
-	logical uint16
-	seq     uint64 // its place in polOrder
-}
+type policyRef = regEntry
 
 // New returns an engine of cfg.SPUs SPUs with map m (L entries over SPU ids
 // 0..SPUs-1). Sockets are added with AddPort before Start.
@@ -489,7 +498,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 		e.mu.Unlock()
 		return 0, 0, fmt.Errorf("sa spi 0x%08x %s: %w", d.SPI, d.Dir, unixrpc.ErrExists)
 	}
-	e.sas[ref] = saReg{logical: logical, seq: e.saOrder.add(ref)}
+	e.sas[ref] = newReg(logical, e.saOrder.add(ref))
 	e.mu.Unlock()
 	spu = e.physical(logical)
 	err = e.Do(spu, func(s *SPU) {
@@ -501,7 +510,7 @@ func (e *Engine) AddSA(d *api.SA) (logical uint16, spu int, err error) {
 	})
 	if err != nil {
 		e.mu.Lock()
-		e.saOrder.del(e.sas[ref].seq)
+		e.saOrder.del(e.sas[ref].seq())
 		delete(e.sas, ref)
 		e.mu.Unlock()
 	}
@@ -554,14 +563,14 @@ func (e *Engine) DelSA(id api.SAID) error {
 	e.mu.Lock()
 	reg, ok := e.sas[ref]
 	if ok {
-		e.saOrder.del(reg.seq)
+		e.saOrder.del(reg.seq())
 		delete(e.sas, ref)
 	}
 	e.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", id.SPI, id.Dir, unixrpc.ErrNotFound)
 	}
-	return e.Do(e.physical(reg.logical), func(s *SPU) {
+	return e.Do(e.physical(reg.logical()), func(s *SPU) {
 		if ref.dir == refIn {
 			s.t.delIn(ref.spi)
 		} else {
@@ -591,7 +600,7 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 		return fmt.Errorf("sa spi 0x%08x %s: %w", u.SPI, u.Dir, unixrpc.ErrNotFound)
 	}
 	var err error
-	derr := e.Do(e.physical(reg.logical), func(s *SPU) {
+	derr := e.Do(e.physical(reg.logical()), func(s *SPU) {
 		var sa *esp.SA
 		if u.Dir == api.In {
 			if x := s.t.in[u.SPI]; x != nil {
@@ -633,7 +642,7 @@ func (e *Engine) UpdateSA(u *api.SAUpdate) error {
 		if reg, ok := e.sas[ref]; ok {
 			delete(e.sas, ref)
 			e.sas[moved] = reg
-			e.saOrder.rekey(reg.seq, moved)
+			e.saOrder.rekey(reg.seq(), moved)
 		}
 		e.mu.Unlock()
 	}
@@ -673,7 +682,7 @@ func (e *Engine) AddPolicy(p api.Policy) (api.Policy, uint16, int, error) {
 		e.mu.Unlock()
 		return p, 0, 0, fmt.Errorf("policy %d: %w", p.ID, unixrpc.ErrExists)
 	}
-	e.policies[p.ID] = policyRef{logical: logical, seq: e.polOrder.add(p.ID)}
+	e.policies[p.ID] = newReg(logical, e.polOrder.add(p.ID))
 	e.mu.Unlock()
 	spu := e.physical(logical)
 	x := newPolicy(&p, logical)
@@ -687,7 +696,7 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 	e.mu.Lock()
 	ref, ok := e.policies[id]
 	if ok {
-		e.polOrder.del(ref.seq)
+		e.polOrder.del(ref.seq())
 		delete(e.policies, id)
 	}
 	e.mu.Unlock()
@@ -695,7 +704,7 @@ func (e *Engine) DelPolicy(id uint32) (api.Policy, error) {
 		return api.Policy{}, fmt.Errorf("policy %d: %w", id, unixrpc.ErrNotFound)
 	}
 	var p api.Policy
-	err := e.Do(e.physical(ref.logical), func(s *SPU) {
+	err := e.Do(e.physical(ref.logical()), func(s *SPU) {
 		if x := s.t.policies[id]; x != nil {
 			p = x.api()
 		}
@@ -712,8 +721,8 @@ func (e *Engine) Policy(id uint32) (api.Policy, uint16, bool) {
 	found := false
 	e.lookup([]int{0}, func(int) (uint16, bool) {
 		r, ok := e.policies[id]
-		logical = r.logical
-		return r.logical, ok
+		logical = r.logical()
+		return r.logical(), ok
 	}, func(s *SPU, _ int) bool {
 		if x := s.t.policies[id]; x != nil {
 			p, found = x.api(), true

@@ -126,7 +126,7 @@ func (d *Daemon) delChild(req *api.ChildDel) error {
 	if err := req.Validate(); err != nil {
 		return unixrpc.Errorf(unixrpc.CodeBadRequest, "%w", err)
 	}
-	var local netip.Addr
+	var local localID
 	if req.In != nil {
 		d.mu.Lock()
 		local = d.inSPIs[req.In.SPI]

@@ -26,9 +26,7 @@ func (f *fakeSteering) SetPolicy(p steer.Policy) error {
 	}
 	return f.spd.SetPolicy(p)
 }
-func (f *fakeSteering) DeletePolicy(ifindex int, local, remote netip.Prefix) error {
-	return f.spd.DeletePolicy(ifindex, local, remote)
-}
+func (f *fakeSteering) RemovePolicy(p steer.Policy) error  { return f.spd.RemovePolicy(p) }
 func (f *fakeSteering) AddLocalAddr(a netip.Addr) error    { f.locals[a] = true; return nil }
 func (f *fakeSteering) DeleteLocalAddr(a netip.Addr) error { delete(f.locals, a); return nil }
 

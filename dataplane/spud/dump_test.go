@@ -55,8 +55,8 @@ func apiDaemon(t testing.TB) (*Daemon, *api.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{log: log, fn: fn, codec: codec, eng: eng, srv: unixrpc.NewServer(log), spis: map[uint32]time.Time{},
-		inSPIs: map[uint32]netip.Addr{}, localRefs: map[netip.Addr]int{}}
+	d := &Daemon{log: log, fn: fn, codec: codec, eng: eng, srv: unixrpc.NewServer(log), spis: map[uint32]time.Time{}}
+	d.inSPIs, d.localRefs = newInSPIs()
 	d.srv.AllowUID = os.Getuid()
 	path := filepath.Join(t.TempDir(), "spud.sock")
 	if err := d.srv.Listen(path); err != nil {

@@ -441,9 +441,20 @@ func (d *Daemon) delSA(id api.SAID) error {
 func (d *Daemon) inAdded(prog childSteering, sa *api.SA) {
 	d.mu.Lock()
 	delete(d.spis, sa.SPI)
-	d.inSPIs[sa.SPI] = sa.Local
-	d.localRefs[sa.Local]++
-	first := d.localRefs[sa.Local] == 1
+	id, ok := d.localRefs[sa.Local]
+	if !ok {
+		if n := len(d.freeLocals); n > 0 {
+			id, d.freeLocals = d.freeLocals[n-1], d.freeLocals[:n-1]
+		} else {
+			d.locals = append(d.locals, localEndpoint{})
+			id = localID(len(d.locals))
+		}
+		d.localRefs[sa.Local] = id
+		d.locals[id-1].addr = sa.Local
+	}
+	d.inSPIs[sa.SPI] = id
+	d.locals[id-1].refs++
+	first := d.locals[id-1].refs == 1
 	d.mu.Unlock()
 	if first {
 		if err := prog.AddLocalAddr(sa.Local); err != nil {
@@ -454,20 +465,22 @@ func (d *Daemon) inAdded(prog childSteering, sa *api.SA) {
 
 // inRemoved takes a removed inbound SA out of spud's own tables, and its
 // local endpoint out of the steering program's with the last SA of it.
-func (d *Daemon) inRemoved(prog childSteering, spi uint32, local netip.Addr) {
+func (d *Daemon) inRemoved(prog childSteering, spi uint32, local localID) {
 	d.mu.Lock()
 	delete(d.inSPIs, spi)
-	last := false
+	var last netip.Addr
 	if local.IsValid() {
-		d.localRefs[local]--
-		if d.localRefs[local] <= 0 {
-			delete(d.localRefs, local)
-			last = true
+		e := &d.locals[local-1]
+		if e.refs--; e.refs <= 0 {
+			last = e.addr
+			delete(d.localRefs, e.addr)
+			*e = localEndpoint{}
+			d.freeLocals = append(d.freeLocals, local)
 		}
 	}
 	d.mu.Unlock()
-	if last {
-		prog.DeleteLocalAddr(local)
+	if last.IsValid() {
+		prog.DeleteLocalAddr(last)
 	}
 }
 

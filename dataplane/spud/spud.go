@@ -110,16 +110,44 @@ type Daemon struct {
 	// operations (tests of them without a steering program).
 	steerFake childSteering
 
-	mu        sync.Mutex
-	spis      map[uint32]time.Time  // allocated inbound SPIs not yet installed, with expiry
-	spiSweep  time.Time             // when spis is next swept of lapsed reservations
-	inSPIs    map[uint32]netip.Addr // installed inbound SPIs, with their local endpoint
-	localRefs map[netip.Addr]int    // inbound SAs per local endpoint (steering's local addresses)
+	mu       sync.Mutex
+	spis     map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
+	spiSweep time.Time            // when spis is next swept of lapsed reservations
+	// inSPIs are the installed inbound SPIs, with their local endpoint:
+	// 8 bytes a map slot and nothing for the collector to scan, where a
+	// netip.Addr (a pointer inside) made the slot 32, a million times.
+	inSPIs map[uint32]localID
+	// localRefs are the local endpoints of inbound SAs (the steering
+	// program's local addresses); locals holds each by localID-1 with its
+	// inbound SAs' count (a free one: refs 0, in freeLocals).
+	localRefs  map[netip.Addr]localID
+	locals     []localEndpoint
+	freeLocals []localID
+}
+
+// localID names a local endpoint of inbound SAs in Daemon.locals; 0 is
+// none.
+type localID uint32
+
+// IsValid reports whether l names an endpoint.
+func (l localID) IsValid() bool { return l != 0 }
+
+// localEndpoint is a local endpoint of inbound SAs and their count.
+type localEndpoint struct {
+	addr netip.Addr
+	refs int
+}
+
+// newInSPIs are a daemon's empty tables of inbound SPIs and their local
+// endpoints.
+func newInSPIs() (map[uint32]localID, map[netip.Addr]localID) {
+	return map[uint32]localID{}, map[netip.Addr]localID{}
 }
 
 // Start brings spud up. Close brings it down and removes what it attached.
 func Start(cfg Config) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: cfg.Log, spis: map[uint32]time.Time{}, inSPIs: map[uint32]netip.Addr{}, localRefs: map[netip.Addr]int{}}
+	d := &Daemon{cfg: cfg, log: cfg.Log, spis: map[uint32]time.Time{}}
+	d.inSPIs, d.localRefs = newInSPIs()
 	if d.log == nil {
 		d.log = slog.Default()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"iter"
 	"net/netip"
+	"slices"
 )
 
 // ErrTableFull is in the chain of SetPolicy's refusals of a policy that
@@ -136,11 +137,21 @@ func (p Policy) normalize() (Policy, error) {
 // keys hold prefixes as keyPrefix, not netip.Prefix.
 type spdTable struct {
 	policies map[policyKey]spdValue
-	// byRemote holds the sources (local prefixes) of the policies of each
-	// destination.
-	byRemote map[remoteKey]prefixSet[struct{}]
-
-	groups    map[remoteKey]*spdGroup // allocated groups, by destination
+	// shadowed holds, for the few entries that have them, the policies
+	// set on an entry's selectors before the one in the maps and not
+	// removed since, oldest first: an IKE SA set up again while the old
+	// one's policy lingers (iked restarted without its state), a static
+	// policy beside a negotiated one, every tunnel of a load generator
+	// with the same selectors. Removing the entry's policy puts the
+	// newest of them in its place, where deleting the entry would pass
+	// the others' cleartext unprotected. A map apart, nil until needed,
+	// so that the million entries that have one policy each carry
+	// nothing for it.
+	shadowed map[policyKey][]spdValue
+	// dests are the destinations with policies or a group (spdDest):
+	// one map, where one of the policies' sources and one of the groups,
+	// both by destination, took some 50 bytes more a policy of a /32.
+	dests     map[remoteKey]*spdDest
 	nextGroup uint32
 	free      []uint32
 
@@ -149,6 +160,34 @@ type spdTable struct {
 	// never overflow: a family has at most one group per policy.
 	count [2]int
 	max   int
+}
+
+// spdDest is a destination on an interface: the sources (local prefixes)
+// of its policies and its group, once allocated. It goes when it has
+// neither.
+type spdDest struct {
+	locals   prefixSet[struct{}]
+	group    spdGroup // when hasGroup
+	hasGroup bool
+}
+
+// groups yields the allocated groups by destination.
+func (t *spdTable) groups() iter.Seq2[remoteKey, *spdGroup] {
+	return func(yield func(remoteKey, *spdGroup) bool) {
+		for rk, d := range t.dests {
+			if d.hasGroup && !yield(rk, &d.group) {
+				return
+			}
+		}
+	}
+}
+
+// group is the group of destination rk, or nil.
+func (t *spdTable) group(rk remoteKey) *spdGroup {
+	if d := t.dests[rk]; d != nil && d.hasGroup {
+		return &d.group
+	}
+	return nil
 }
 
 // spdGroup is an allocated group and the entries installed for it.
@@ -166,7 +205,7 @@ func family(p netip.Prefix) int {
 	return 1
 }
 
-// remoteKey is a destination on an interface: of byRemote, and of groups
+// remoteKey is a destination on an interface: of dests
 // (where a groupKey is what the maps get).
 type remoteKey struct {
 	ifindex int32
@@ -203,8 +242,7 @@ type spdWriter interface {
 func newSPDTable() spdTable {
 	return spdTable{
 		policies: make(map[policyKey]spdValue),
-		byRemote: make(map[remoteKey]prefixSet[struct{}]),
-		groups:   make(map[remoteKey]*spdGroup),
+		dests:    make(map[remoteKey]*spdDest),
 	}
 }
 
@@ -226,29 +264,30 @@ const policyBypass = 0x1 // SPUGATE_POLICY_BYPASS
 
 func (t *spdTable) index(p Policy) {
 	rk := remoteKeyOf(p.Ifindex, p.Remote)
-	m := t.byRemote[rk]
-	m.put(pfxOf(p.Local), struct{}{})
-	t.byRemote[rk] = m
+	d := t.dests[rk]
+	if d == nil {
+		d = &spdDest{}
+		t.dests[rk] = d
+	}
+	d.locals.put(pfxOf(p.Local), struct{}{})
 }
 
 func (t *spdTable) unindex(p Policy) {
 	rk := remoteKeyOf(p.Ifindex, p.Remote)
-	m, ok := t.byRemote[rk]
-	if !ok {
+	d := t.dests[rk]
+	if d == nil {
 		return
 	}
-	m.del(pfxOf(p.Local))
-	if m.len() == 0 {
-		delete(t.byRemote, rk)
-	} else {
-		t.byRemote[rk] = m
+	d.locals.del(pfxOf(p.Local))
+	if d.locals.len() == 0 && !d.hasGroup {
+		delete(t.dests, rk)
 	}
 }
 
 // hasRemote reports whether a policy has destination d on ifindex.
 func (t *spdTable) hasRemote(ifindex int, d netip.Prefix) bool {
-	_, ok := t.byRemote[remoteKeyOf(ifindex, d)]
-	return ok
+	r := t.dests[remoteKeyOf(ifindex, d)]
+	return r != nil && r.locals.len() > 0
 }
 
 // desired computes group d's stage-2 entries: for each source prefix, the
@@ -263,8 +302,11 @@ func (t *spdTable) desired(ifindex int, d netip.Prefix) map[netip.Prefix]spdValu
 	for l := 0; l <= d.Bits(); l++ {
 		r, _ := d.Addr().Prefix(l)
 		rk := remoteKeyOf(ifindex, r)
-		locals := t.byRemote[rk]
-		for local := range locals.all() {
+		dest := t.dests[rk]
+		if dest == nil {
+			continue
+		}
+		for local := range dest.locals.all() {
 			entries[local.prefix()] = t.policies[policyKey{rk.ifindex, local, rk.remote}]
 		}
 	}
@@ -278,7 +320,7 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 	if remote.Bits() == remote.Addr().BitLen() {
 		return out
 	}
-	for gk := range t.groups {
+	for gk := range t.groups() {
 		if int(gk.ifindex) != ifindex || gk.remote.v6 != remote.Addr().Is6() || int(gk.remote.bits) <= remote.Bits() {
 			continue
 		}
@@ -301,7 +343,7 @@ func (t *spdTable) affected(ifindex int, remote netip.Prefix) []netip.Prefix {
 func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *netip.Prefix) error {
 	gk := groupKey{ifindex, d}
 	rk := remoteKeyOf(ifindex, d)
-	g := t.groups[rk]
+	g := t.group(rk)
 	if only != nil && g != nil && t.hasRemote(ifindex, d) {
 		return t.syncSource(w, gk, g, *only)
 	}
@@ -322,19 +364,25 @@ func (t *spdTable) syncGroup(w spdWriter, ifindex int, d netip.Prefix, only *net
 			}
 			g.src.del(s)
 		}
-		delete(t.groups, rk)
 		t.free = append(t.free, g.id)
+		dest := t.dests[rk]
+		dest.group, dest.hasGroup = spdGroup{}, false
+		if dest.locals.len() == 0 {
+			delete(t.dests, rk)
+		}
 		return nil
 	}
 	if g == nil {
-		g = &spdGroup{}
+		// want: a policy has destination d, so dests has it.
+		dest := t.dests[rk]
+		dest.hasGroup = true
+		g = &dest.group
 		if n := len(t.free); n > 0 {
 			g.id, t.free = t.free[n-1], t.free[:n-1]
 		} else {
 			t.nextGroup++
 			g.id = t.nextGroup
 		}
-		t.groups[rk] = g
 	}
 	for s, v := range want {
 		sp := pfxOf(s)
@@ -424,6 +472,71 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	}
 	k := p.key()
 	old, had := t.policies[k]
+	if !had || old.id == p.ID {
+		return t.put(w, p, k, old, had)
+	}
+	// Another policy's selectors: it stays, behind p.
+	sh0 := t.shadowed[k]
+	sh := sh0
+	if i := slices.IndexFunc(sh0, func(v spdValue) bool { return v.id == p.ID }); i >= 0 {
+		sh = slices.Concat(sh0[:i], sh0[i+1:]) // p was behind: it is in front now
+	}
+	if t.shadowed == nil {
+		t.shadowed = map[policyKey][]spdValue{}
+	}
+	// Appended in place: an entry may have many policies, and a copy of
+	// the list per set made their sets quadratic.
+	t.shadowed[k] = append(sh, old)
+	if err := t.put(w, p, k, old, had); err != nil {
+		t.setShadowed(k, sh0)
+		return err
+	}
+	return nil
+}
+
+func (t *spdTable) setShadowed(k policyKey, sh []spdValue) {
+	if len(sh) == 0 {
+		delete(t.shadowed, k)
+		return
+	}
+	t.shadowed[k] = sh
+}
+
+// remove takes policy p.ID off the entry of p's selectors: the entry goes
+// with the last policy that had it and otherwise names the newest one
+// left. A policy not there is no error.
+func (t *spdTable) remove(w spdWriter, p Policy) error {
+	p, err := p.normalize()
+	if err != nil {
+		return err
+	}
+	k := p.key()
+	v, had := t.policies[k]
+	switch {
+	case !had:
+		return nil
+	case v.id != p.ID:
+		if sh := t.shadowed[k]; sh != nil {
+			t.setShadowed(k, slices.DeleteFunc(sh, func(v spdValue) bool { return v.id == p.ID }))
+		}
+		return nil
+	}
+	sh := t.shadowed[k]
+	if len(sh) == 0 {
+		return t.delete(w, p.Ifindex, p.Local, p.Remote)
+	}
+	newest := sh[len(sh)-1]
+	t.setShadowed(k, sh[:len(sh)-1])
+	if err := t.put(w, k.policy(newest), k, v, true); err != nil {
+		t.shadowed[k] = sh
+		return err
+	}
+	return nil
+}
+
+// put makes p, of key k, the policy of its entry, whose policy was old if
+// it had one, and syncs the groups it bears on; a write error undoes it.
+func (t *spdTable) put(w spdWriter, p Policy, k policyKey, old spdValue, had bool) error {
 	fam := family(p.Remote)
 	if !had {
 		if t.max > 0 && t.count[fam] >= t.max {
@@ -453,7 +566,8 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 	return nil
 }
 
-// delete removes the policy with these selectors, if any.
+// delete removes the entry with these selectors, if any, with every
+// policy set on it.
 func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) error {
 	k := policyKey{int32(ifindex), pfxOf(local.Masked()), pfxOf(remote.Masked())}
 	v, had := t.policies[k]
@@ -472,6 +586,7 @@ func (t *spdTable) delete(w spdWriter, ifindex int, local, remote netip.Prefix) 
 		_ = t.syncAll(w, ifindex, t.affected(ifindex, old.Remote), nil)
 		return fmt.Errorf("steer: delete policy %d %v -> %v on ifindex %d: %w", old.ID, local, remote, ifindex, err)
 	}
+	delete(t.shadowed, k)
 	return nil
 }
 

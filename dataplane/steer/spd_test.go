@@ -221,7 +221,7 @@ func TestSPDRandom(t *testing.T) {
 		}
 		// Every group holds exactly what a full recomputation wants
 		// (set and delete update only the changed source's entries).
-		for rk, g := range tab.groups {
+		for rk, g := range tab.groups() {
 			gk := groupKey{int(rk.ifindex), rk.remote.prefix()}
 			want := tab.desired(gk.ifindex, gk.dst)
 			if len(want) != g.src.len() {
@@ -248,9 +248,9 @@ func TestSPDRandom(t *testing.T) {
 	for _, p := range tab.list() {
 		must(t, tab.delete(f, p.Ifindex, p.Local, p.Remote))
 	}
-	if len(f.dst)+len(f.src)+len(tab.groups)+len(tab.byRemote) != 0 {
-		t.Errorf("state left after deleting everything: %d %d %d %d",
-			len(f.dst), len(f.src), len(tab.groups), len(tab.byRemote))
+	if len(f.dst)+len(f.src)+len(tab.dests) != 0 {
+		t.Errorf("state left after deleting everything: %d %d %d",
+			len(f.dst), len(f.src), len(tab.dests))
 	}
 	t.Logf("%d writes, %d groups ever allocated", f.ops, tab.nextGroup)
 }
@@ -361,12 +361,13 @@ func TestSPDSourcesFull(t *testing.T) {
 		t.Errorf("after the refusal: sources %v (were %v), destinations %v (were %v), %d policies",
 			f.src, before, f.dst, beforeDst, len(tab.policies))
 	}
-	srcs := 0
-	for _, g := range tab.groups {
+	srcs, groups := 0, 0
+	for _, g := range tab.groups() {
 		srcs += g.src.len()
+		groups++
 	}
-	if len(tab.groups) != 3 || srcs != 3 {
-		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", len(tab.groups), srcs)
+	if groups != 3 || srcs != 3 {
+		t.Errorf("the table kept %d groups and %d sources, want 3 and 3", groups, srcs)
 	}
 }
 
@@ -422,5 +423,67 @@ func TestPrefixSet(t *testing.T) {
 	}
 	if s.len() != 0 || s.few != nil || s.many != nil {
 		t.Errorf("emptied set holds %d entries (%v, %v)", s.len(), s.few, s.many)
+	}
+}
+
+// Policies with the same selectors, set and removed in every order: the
+// entry names the newest policy left, and goes with the last one; a
+// policy of other selectors keeps its entry throughout.
+func TestSPDShared(t *testing.T) {
+	l, r := pfx("198.18.1.0/24"), pfx("198.18.2.0/24")
+	pol := func(id uint32) Policy { return Policy{Ifindex: 3, Local: l, Remote: r, ID: id, LogicalSPU: uint16(id)} }
+	other := Policy{Ifindex: 3, Local: l, Remote: pfx("198.18.3.0/24"), ID: 9}
+	src, dst, dstOther := netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.2.1"), netip.MustParseAddr("198.18.3.1")
+	ids := []uint32{1, 2, 3}
+	for _, order := range [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}} {
+		t.Run(fmt.Sprint(order), func(t *testing.T) {
+			tab, f := newSPDTable(), newFakeLPM(t)
+			for _, id := range ids {
+				must(t, tab.set(f, pol(id)))
+			}
+			must(t, tab.set(f, other))
+			left := map[uint32]bool{1: true, 2: true, 3: true}
+			for _, i := range order {
+				must(t, tab.remove(f, pol(ids[i])))
+				delete(left, ids[i])
+				newest := uint32(0)
+				for _, id := range ids {
+					if left[id] {
+						newest = id
+					}
+				}
+				got, ok := f.lookup(3, src, dst)
+				switch {
+				case newest == 0 && ok:
+					t.Errorf("after removing %v: entry %d stays with no policy", order, got.id)
+				case newest != 0 && (got.id != newest || got.logical != uint16(newest) || !ok):
+					t.Errorf("after removing policy %d: entry names %+v (present %v), want the newest left, %d", ids[i], got, ok, newest)
+				}
+				if got, _ := f.lookup(3, src, dstOther); got.id != 9 {
+					t.Errorf("a policy with other selectors lost its entry")
+				}
+			}
+			if len(tab.shadowed) != 0 {
+				t.Errorf("shadowed policies left: %v", tab.shadowed)
+			}
+		})
+	}
+	// Removing what is not there changes nothing; setting a policy again
+	// (its ID) puts it in front without a copy behind.
+	tab, f := newSPDTable(), newFakeLPM(t)
+	must(t, tab.set(f, pol(1)))
+	must(t, tab.set(f, pol(2)))
+	must(t, tab.remove(f, pol(7)))
+	must(t, tab.set(f, pol(1)))
+	if got, _ := f.lookup(3, src, dst); got.id != 1 {
+		t.Errorf("policy 1 set again: entry names %d", got.id)
+	}
+	must(t, tab.remove(f, pol(1)))
+	if got, _ := f.lookup(3, src, dst); got.id != 2 {
+		t.Errorf("policy 1 removed: entry names %d, want 2", got.id)
+	}
+	must(t, tab.remove(f, pol(2)))
+	if _, ok := f.lookup(3, src, dst); ok || len(tab.policies)+len(tab.shadowed) != 0 {
+		t.Errorf("every policy removed: entry left (%v), %d policies, %d shadowed", ok, len(tab.policies), len(tab.shadowed))
 	}
 }

@@ -438,7 +438,9 @@ func (p *Program) LocalAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// SetPolicy adds or replaces (same interface and selectors) an SPD entry.
+// SetPolicy adds an SPD entry, or puts pol in the entry of its interface
+// and selectors: in place of the policy of its ID, or in front of
+// another policy, which stays behind it (RemovePolicy).
 func (p *Program) SetPolicy(pol Policy) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -448,7 +450,21 @@ func (p *Program) SetPolicy(pol Policy) error {
 	return p.spd.set(mapWriter{p}, pol)
 }
 
-// DeletePolicy removes the SPD entry of these selectors on ifindex.
+// RemovePolicy takes policy pol.ID off the SPD entry of pol's selectors
+// (interface and prefixes): the entry goes with the last policy set on it
+// and otherwise names the newest one left. A policy set on the selectors
+// of another keeps the other behind it, so that removing either leaves
+// the other's cleartext protected. Removing a policy that is not there is
+// no error.
+func (p *Program) RemovePolicy(pol Policy) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	defer p.spdGen.Add(1)
+	return p.spd.remove(mapWriter{p}, pol)
+}
+
+// DeletePolicy removes the SPD entry of these selectors on ifindex, with
+// every policy set on it.
 func (p *Program) DeletePolicy(ifindex int, local, remote netip.Prefix) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
