@@ -12,7 +12,11 @@ type Quiet struct {
 	// Every is how often the allocations are looked at (default 1 s).
 	Every time.Duration
 	// Burst is how much the program must have allocated since the last
-	// release for another to be worth a collection (default 64 MiB).
+	// release for another to be worth a collection (default 64 MiB), and
+	// at least a quarter of the live heap: a forced collection costs what
+	// the live heap does, and a large table rekeyed steadily (a trickle
+	// under Idle, never quiet for long) would otherwise be collected every
+	// Burst, far more often than its GOGC would.
 	Burst uint64
 	// Idle is the most it may allocate in one Every and still be quiet
 	// (default 4 MiB).
@@ -37,6 +41,9 @@ func (q Quiet) withDefaults() Quiet {
 // stops it).
 const allocsMetric = "/gc/heap/allocs:bytes"
 
+// liveMetric is the heap the last collection found live.
+const liveMetric = "/gc/heap/live:bytes"
+
 // ReleaseWhenQuiet collects and returns every free page of the heap to
 // the OS (debug.FreeOSMemory) once the program, having allocated at
 // least q.Burst since the last time, allocates less than q.Idle in a
@@ -52,14 +59,18 @@ const allocsMetric = "/gc/heap/allocs:bytes"
 // steadily is never quiet and keeps its headroom, as without this.
 func ReleaseWhenQuiet(ctx context.Context, q Quiet, done func(took time.Duration)) {
 	q = q.withDefaults()
-	s := []metrics.Sample{{Name: allocsMetric}}
-	read := func() uint64 {
-		metrics.Read(s)
-		if s[0].Value.Kind() != metrics.KindUint64 {
+	s := []metrics.Sample{{Name: allocsMetric}, {Name: liveMetric}}
+	value := func(i int) uint64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
 			return 0
 		}
-		return s[0].Value.Uint64()
+		return s[i].Value.Uint64()
 	}
+	read := func() uint64 {
+		metrics.Read(s)
+		return value(0)
+	}
+	burst := func() uint64 { return max(q.Burst, value(1)/4) }
 	released := read()
 	last := released
 	t := time.NewTicker(q.Every)
@@ -73,7 +84,7 @@ func ReleaseWhenQuiet(ctx context.Context, q Quiet, done func(took time.Duration
 		now := read()
 		quiet := now-last < q.Idle
 		last = now
-		if !quiet || now-released < q.Burst {
+		if !quiet || now-released < burst() {
 			continue
 		}
 		start := time.Now()
