@@ -598,9 +598,9 @@ func TestAuthKeysDropped(t *testing.T) {
 		for _, n := range []*iketest.Node{na, nb} {
 			for _, m := range n.Worker.Managers() {
 				k := m.IKE.Keys
-				if k == nil || len(k.SKd) == 0 || len(k.SKei) == 0 || k.SKpi != nil || k.SKpr != nil {
+				if k == nil || len(k.SKd()) == 0 || len(k.SKei()) == 0 || k.SKpi() != nil || k.SKpr() != nil {
 					t.Fatalf("%s: %s: IKE SA %s keys: SK_d %d, SK_ei %d, SK_pi %d, SK_pr %d bytes", when, n.Name, m.IKE.SPIs(),
-						len(k.SKd), len(k.SKei), len(k.SKpi), len(k.SKpr))
+						len(k.SKd()), len(k.SKei()), len(k.SKpi()), len(k.SKpr()))
 				}
 			}
 			for spi, b := range n.Persist {
@@ -608,7 +608,7 @@ func TestAuthKeysDropped(t *testing.T) {
 				if err := json.Unmarshal(b, &r); err != nil {
 					t.Fatal(err)
 				}
-				if r.Keys == nil || len(r.Keys.SKpi) != 0 || len(r.Keys.SKpr) != 0 {
+				if r.Keys == nil || len(r.Keys.SKpi()) != 0 || len(r.Keys.SKpr()) != 0 {
 					t.Fatalf("%s: %s: state of %016x: keys %+v", when, n.Name, spi, r.Keys)
 				}
 			}
