@@ -520,7 +520,9 @@ func TestSamplesPrefetched(t *testing.T) {
 // copies of the SAs (spud's) and records no datagrams, so that the heap is
 // the workers'. heapB/IKE-SA-responder is what the responder holds
 // (measured once the initiator's worker is let go), heapB/IKE-SA-initiator
-// the rest (a load run's initiator); heapB/tunnel-both-ends their sum.
+// the rest (a load run's initiator); heapB/tunnel-both-ends their sum;
+// objects/IKE-SA-responder the responder's heap objects (the garbage
+// collector's work is per object and pointer as much as per byte).
 //
 // With SPUGATE_HEAP_PROFILE=file it writes a profile of the live tunnels,
 // every allocation sampled:
@@ -576,11 +578,16 @@ func BenchmarkHeapPerTunnel(b *testing.B) {
 			b.Errorf("%s: %v", na.Name, err)
 		}
 		na.Worker = worker.New(0, na.Env())
+		// A step of the simulation, whose node of one worker keeps the
+		// worker it last stepped (and so the initiator's IKE SAs) until
+		// the next.
+		s.RunFor(time.Millisecond)
 		runtime.GC()
 		runtime.ReadMemStats(&responder)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heapB/tunnel-both-ends")
 		b.ReportMetric(float64(responder.HeapAlloc-before.HeapAlloc)/n, "heapB/IKE-SA-responder")
 		b.ReportMetric(float64(after.HeapAlloc-responder.HeapAlloc)/n, "heapB/IKE-SA-initiator")
+		b.ReportMetric(float64(responder.HeapObjects-before.HeapObjects)/n, "objects/IKE-SA-responder")
 		runtime.KeepAlive(nb)
 	}
 }
