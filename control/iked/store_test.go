@@ -34,7 +34,7 @@ func tunnelIKESA(t testing.TB, spi uint64) *sa.IKESA {
 	rand.Read(resp)
 	ike.LastResponse = [][]byte{resp}
 	ca := suite.Algorithms{Protocol: suite.ProtocolESP, Encr: suite.EncrAESGCM16, EncrKeyBits: 128}
-	ck, err := suite.DeriveChildKeys(suite.PRFHMACSHA256, ike.Keys.SKd, ca, nil, make([]byte, 32), make([]byte, 32))
+	ck, err := suite.DeriveChildKeys(suite.PRFHMACSHA256, ike.Keys.SKd(), ca, nil, make([]byte, 32), make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}

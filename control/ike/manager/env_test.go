@@ -140,9 +140,13 @@ func established(t *testing.T, e *fakeEnv) *Manager {
 	t.Helper()
 	alg := suite.Algorithms{Protocol: suite.ProtocolIKE, Encr: suite.EncrAESGCM16, EncrKeyBits: 128}
 	k := bytes.Repeat([]byte{7}, 20)
+	keys, err := suite.NewIKEKeys(alg, nil, nil, nil, k, k, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ike := &sa.IKESA{UniqueID: 1, Initiator: true, SPIi: 0x1111, SPIr: 0x2222, State: sa.Established,
 		Local: netip.MustParseAddrPort("198.18.0.1:500"), Remote: netip.MustParseAddrPort("198.18.0.2:500"),
-		MsgIDOut: 1, MsgIDIn: 1, Keys: &suite.IKEKeys{Alg: alg, SKei: k, SKer: k}, Created: e.now, Established: e.now}
+		MsgIDOut: 1, MsgIDIn: 1, Keys: keys, Created: e.now, Established: e.now}
 	m := New(ike, e)
 	if d := m.Deadline(); !d.IsZero() {
 		t.Fatalf("fresh established IKE SA: Deadline %v, want none", d)

@@ -395,8 +395,8 @@ func (m *Manager) QueueAt(t task.Initiator, at time.Time) {
 
 func (m *Manager) ctx(ex message.ExchangeType) *task.Ctx {
 	s := m.env.Settings()
-	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.Logger(), Exchange: ex, Queue: m.Queue, NATTPort: s.NATTPort,
-		DrainDelay: s.DrainDelay, Active: m.active, QueueAt: m.QueueAt, Host: host{m}}
+	return &task.Ctx{Env: m.env, IKE: m.IKE, Log: m.Logger(), Exchange: ex, Tasks: m, NATTPort: s.NATTPort,
+		DrainDelay: s.DrainDelay, Active: m.active, Host: host{m}}
 }
 
 // queued reports whether a task of kind k is queued or in flight.

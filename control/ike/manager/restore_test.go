@@ -20,7 +20,7 @@ func TestRestoreDropsAuthKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	skd := slices.Clone(k.SKd)
+	skd := slices.Clone(k.SKd())
 	ike := &sa.IKESA{UniqueID: 1, Initiator: true, SPIi: 1, SPIr: 2, State: sa.Established, Keys: k,
 		Local: netip.MustParseAddrPort("198.18.0.1:500"), Remote: netip.MustParseAddrPort("198.18.0.2:500"),
 		Created: e.now, Established: e.now}
@@ -28,7 +28,7 @@ func TestRestoreDropsAuthKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	Restore(ike, e)
-	if k.SKpi != nil || k.SKpr != nil || !bytes.Equal(k.SKd, skd) {
-		t.Fatalf("restored keys: SK_pi %x, SK_pr %x, SK_d %x (want %x)", k.SKpi, k.SKpr, k.SKd, skd)
+	if k.SKpi() != nil || k.SKpr() != nil || !bytes.Equal(k.SKd(), skd) {
+		t.Fatalf("restored keys: SK_pi %x, SK_pr %x, SK_d %x (want %x)", k.SKpi(), k.SKpr(), k.SKd(), skd)
 	}
 }

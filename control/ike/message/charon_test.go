@@ -436,8 +436,8 @@ func checkCharonCase(t *testing.T, c *charonCase) {
 		t.Fatal(err)
 	}
 	for label, got := range map[string][]byte{
-		"encryption initiator key": ck.EncrI, "encryption responder key": ck.EncrR,
-		"integrity initiator key": ck.IntegI, "integrity responder key": ck.IntegR,
+		"encryption initiator key": ck.EncrI(), "encryption responder key": ck.EncrR(),
+		"integrity initiator key": ck.IntegI(), "integrity responder key": ck.IntegR(),
 	} {
 		logged := c.keys[label]
 		if len(got) == 0 && len(logged) == 0 {
@@ -452,8 +452,8 @@ func checkCharonCase(t *testing.T, c *charonCase) {
 func compareIKEKeys(t *testing.T, c *charonCase, n int, k *suite.IKEKeys) {
 	t.Helper()
 	for label, got := range map[string][]byte{
-		"Sk_d secret": k.SKd, "Sk_ai secret": k.SKai, "Sk_ar secret": k.SKar, "Sk_ei secret": k.SKei,
-		"Sk_er secret": k.SKer, "Sk_pi secret": k.SKpi, "Sk_pr secret": k.SKpr,
+		"Sk_d secret": k.SKd(), "Sk_ai secret": k.SKai(), "Sk_ar secret": k.SKar(), "Sk_ei secret": k.SKei(),
+		"Sk_er secret": k.SKer(), "Sk_pi secret": k.SKpi(), "Sk_pr secret": k.SKpr(),
 	} {
 		logged := c.keys[label]
 		if len(got) == 0 && len(logged) <= n {

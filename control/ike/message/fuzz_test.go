@@ -103,7 +103,7 @@ func FuzzDecrypt(f *testing.F) {
 		p := mustIKE(f, "aes128-sha256-ecp256")[0]
 		a, _ := p.Algorithms()
 		k, _ := suite.DeriveIKEKeys(a, bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32), []byte("g^ir"), 1, 2)
-		return k.SKai
+		return k.SKai()
 	}()
 	h := Header{SPIi: 1, SPIr: 2, Exchange: IKEAuth, Flags: FlagInitiator, MessageID: 1}
 	for _, inner := range [][]Payload{allPayloads(f), nil, {&Notify{NotifyType: InitialContact}}} {

@@ -89,7 +89,7 @@ func (s *IKESA) AppendBinary(b []byte) ([]byte, error) {
 	if s.Keys != nil {
 		k := s.Keys
 		e.alg(&k.Alg)
-		for _, x := range [...][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr} {
+		for _, x := range [...][]byte{k.SKd(), k.SKai(), k.SKar(), k.SKei(), k.SKer(), k.SKpi(), k.SKpr()} {
 			e.bytes(x)
 		}
 	}
@@ -179,10 +179,10 @@ func (e *encoder) child(c *ChildSA) {
 		if k.Alg != c.Alg {
 			e.alg(&k.Alg)
 		}
-		e.bytes(k.EncrI)
-		e.bytes(k.IntegI)
-		e.bytes(k.EncrR)
-		e.bytes(k.IntegR)
+		e.bytes(k.EncrI())
+		e.bytes(k.IntegI())
+		e.bytes(k.EncrR())
+		e.bytes(k.IntegR())
 	}
 	e.selectors(c.LocalTS)
 	e.selectors(c.RemoteTS)
@@ -375,10 +375,16 @@ func (s *IKESA) UnmarshalBinary(b []byte) error {
 	r.Proposal = r.Proposal.Share()
 	if f&fKeys != 0 {
 		d.what = "keys"
-		k := &suite.IKEKeys{}
-		d.alg(&k.Alg)
-		for _, x := range [...]*[]byte{&k.SKd, &k.SKai, &k.SKar, &k.SKei, &k.SKer, &k.SKpi, &k.SKpr} {
-			d.keep(x)
+		// The keys copy their parts into a buffer of their own.
+		var a suite.Algorithms
+		d.alg(&a)
+		var x [7][]byte
+		for i := range x {
+			x[i] = d.bytes()
+		}
+		k, err := suite.NewIKEKeys(a, x[0], x[1], x[2], x[3], x[4], x[5], x[6])
+		if err != nil {
+			d.fail(err.Error())
 		}
 		r.Keys = k
 	}
@@ -485,14 +491,15 @@ func (d *decoder) child() *ChildSA {
 	c.SPIOut = d.u32()
 	d.alg(&c.Alg)
 	if f&cKeys != 0 {
-		k := &suite.ChildKeys{Alg: c.Alg}
+		a := c.Alg
 		if f&cKeysAlg == 0 {
-			d.alg(&k.Alg)
+			d.alg(&a)
 		}
-		d.keep(&k.EncrI)
-		d.keep(&k.IntegI)
-		d.keep(&k.EncrR)
-		d.keep(&k.IntegR)
+		ei, ii, er, ir := d.bytes(), d.bytes(), d.bytes(), d.bytes()
+		k, err := suite.NewChildKeys(a, ei, ii, er, ir)
+		if err != nil {
+			d.fail(err.Error())
+		}
 		c.Keys = k
 	}
 	c.LocalTS = d.childSelectors()
@@ -642,7 +649,7 @@ func (d *decoder) bytes() []byte {
 }
 
 // keep reads a byte string into *p, which copyKept then copies with the
-// others into one allocation: keys, identities, nonces live as long as the
+// others into one allocation: identities, nonces live as long as the
 // IKE SA (or its rekey), and one allocation costs less than a dozen, at
 // start-up and in memory. Each is capped, so that an append to one cannot
 // run into the next.

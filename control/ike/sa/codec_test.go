@@ -34,7 +34,29 @@ var (
 	timeType     = reflect.TypeFor[time.Time]()
 	addrType     = reflect.TypeFor[netip.Addr]()
 	addrPortType = reflect.TypeFor[netip.AddrPort]()
+	ikeKeysType  = reflect.TypeFor[suite.IKEKeys]()
+	childKeyType = reflect.TypeFor[suite.ChildKeys]()
 )
+
+// keyParts fills the parts of keys of the type t (IKEKeys: Alg and the
+// seven keys; ChildKeys: Alg and four) and returns them, Alg first. Its
+// Alg and the keys are all the persisted state of the type: a field added
+// to it fails the test, which then needs to know it.
+func (f *filler) keyParts(t reflect.Type, path string, keys int) (suite.Algorithms, [][]byte) {
+	if t.NumField() != 3 || t.Field(0).Name != "Alg" || t.Field(2).Type.Len() != keys {
+		f.t.Fatalf("%s: %s has fields the codec test does not know", path, t)
+	}
+	var a suite.Algorithms
+	f.fill(reflect.ValueOf(&a).Elem(), path+".Alg")
+	parts := make([][]byte, keys)
+	for i := range parts {
+		if f.skip() {
+			continue
+		}
+		f.fill(reflect.ValueOf(&parts[i]).Elem(), fmt.Sprintf("%s.key%d", path, i))
+	}
+	return a, parts
+}
 
 func (f *filler) skip() bool { return !f.full && f.rnd.IntN(3) == 0 }
 
@@ -68,6 +90,22 @@ func (f *filler) fill(v reflect.Value, path string) {
 	case addrPortType:
 		// JSON writes an AddrPort without an address as "": no port.
 		v.Set(reflect.ValueOf(netip.AddrPortFrom(f.addr(), uint16(f.rnd.Uint32()|1))))
+		return
+	case ikeKeysType:
+		a, p := f.keyParts(v.Type(), path, 7)
+		k, err := suite.NewIKEKeys(a, p[0], p[1], p[2], p[3], p[4], p[5], p[6])
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		v.Set(reflect.ValueOf(k).Elem())
+		return
+	case childKeyType:
+		a, p := f.keyParts(v.Type(), path, 4)
+		k, err := suite.NewChildKeys(a, p[0], p[1], p[2], p[3])
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		v.Set(reflect.ValueOf(k).Elem())
 		return
 	}
 	switch v.Kind() {
@@ -297,7 +335,7 @@ func tunnelState(t testing.TB, resp int) *IKESA {
 		s.LastResponse = [][]byte{r}
 	}
 	ca := suite.Algorithms{Protocol: suite.ProtocolESP, Encr: suite.EncrAESGCM16, EncrKeyBits: 128}
-	ck, err := suite.DeriveChildKeys(suite.PRFHMACSHA256, keys.SKd, ca, nil, make([]byte, 32), make([]byte, 32))
+	ck, err := suite.DeriveChildKeys(suite.PRFHMACSHA256, keys.SKd(), ca, nil, make([]byte, 32), make([]byte, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +385,7 @@ func TestStateCodecTunnel(t *testing.T) {
 		checkSame(t, c.name, persisted(t, c.s), binaryRoundTrip(t, c.s))
 		var r IKESA
 		r.UnmarshalBinary(b)
-		for _, k := range [][]byte{r.Keys.SKd, r.Keys.SKei, r.Keys.SKpr, r.Children[0].Keys.EncrI, r.RemoteID.Data} {
+		for _, k := range [][]byte{r.Keys.SKd(), r.Keys.SKei(), r.Keys.SKpr(), r.Children[0].Keys.EncrI(), r.RemoteID.Data} {
 			if cap(k) != len(k) {
 				t.Errorf("%s: a decoded byte string has room for %d more bytes: an append would run into the next", c.name, cap(k)-len(k))
 			}

@@ -85,13 +85,13 @@ func TestKeysAreRFC7296(t *testing.T) {
 		name      string
 		got, want []byte
 	}{
-		{"SK_d", k.SKd, next(prfLen)},
-		{"SK_ai", k.SKai, nil},
-		{"SK_ar", k.SKar, nil},
-		{"SK_ei", k.SKei, next(encLen)},
-		{"SK_er", k.SKer, next(encLen)},
-		{"SK_pi", k.SKpi, next(prfLen)},
-		{"SK_pr", k.SKpr, next(prfLen)},
+		{"SK_d", k.SKd(), next(prfLen)},
+		{"SK_ai", k.SKai(), nil},
+		{"SK_ar", k.SKar(), nil},
+		{"SK_ei", k.SKei(), next(encLen)},
+		{"SK_er", k.SKer(), next(encLen)},
+		{"SK_pi", k.SKpi(), next(prfLen)},
+		{"SK_pr", k.SKpr(), next(prfLen)},
 	} {
 		if !bytes.Equal(c.got, c.want) {
 			t.Errorf("%s = %x, want %x", c.name, c.got, c.want)
@@ -111,7 +111,7 @@ func TestKeysAreRFC7296(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keymat := prfPlus(k.SKd, append(append([]byte(nil), ni...), nr...), 2*encLen)
+	keymat := prfPlus(k.SKd(), append(append([]byte(nil), ni...), nr...), 2*encLen)
 	if out, _ := ck.Outbound(true); !bytes.Equal(out, keymat[:encLen]) {
 		t.Errorf("initiator's outbound Child SA key %x, want %x", out, keymat[:encLen])
 	}
@@ -126,7 +126,7 @@ func TestSetKeysRoles(t *testing.T) {
 	i, r, keys, _, _, _ := pairOfSAs(t)
 	aad := []byte("ike header and sk payload header")
 	// The initiator sends with SK_ei (RFC 7296 2.14), whoever holds it.
-	ei, err := suite.NewSKCipher(keys.Alg, keys.SKei, keys.SKai)
+	ei, err := suite.NewSKCipher(keys.Alg, keys.SKei(), keys.SKai())
 	if err != nil {
 		t.Fatal(err)
 	}

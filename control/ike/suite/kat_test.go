@@ -109,7 +109,7 @@ func TestIKEv2KDFCAVP(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]byte{dkm[0:20], dkm[20:40], dkm[40:60], dkm[60:76], dkm[76:92], dkm[92:112], dkm[112:132]}
-	for i, got := range [][]byte{k.SKd, k.SKai, k.SKar, k.SKei, k.SKer, k.SKpi, k.SKpr} {
+	for i, got := range [][]byte{k.SKd(), k.SKai(), k.SKar(), k.SKei(), k.SKer(), k.SKpi(), k.SKpr()} {
 		if !bytes.Equal(got, want[i]) {
 			t.Errorf("key %d: %x, want %x", i, got, want[i])
 		}
@@ -137,15 +137,15 @@ func TestIKEv2KDFCAVP(t *testing.T) {
 		w := unhex(t, c.want)
 		// RFC 7296 2.17: encryption then integrity key for the initiator's
 		// direction, then the same for the responder's.
-		for i, got := range [][]byte{ck.EncrI, ck.IntegI, ck.EncrR, ck.IntegR} {
+		for i, got := range [][]byte{ck.EncrI(), ck.IntegI(), ck.EncrR(), ck.IntegR()} {
 			if !bytes.Equal(got, w[32*i:32*i+32]) {
 				t.Errorf("child key %d (PFS %v): %x, want %x", i, c.gir != nil, got, w[32*i:32*i+32])
 			}
 		}
-		if e, i := ck.Outbound(true); !bytes.Equal(e, ck.EncrI) || !bytes.Equal(i, ck.IntegI) {
+		if e, i := ck.Outbound(true); !bytes.Equal(e, ck.EncrI()) || !bytes.Equal(i, ck.IntegI()) {
 			t.Error("Outbound(initiator) is not the initiator-to-responder SA")
 		}
-		if e, i := ck.Inbound(true); !bytes.Equal(e, ck.EncrR) || !bytes.Equal(i, ck.IntegR) {
+		if e, i := ck.Inbound(true); !bytes.Equal(e, ck.EncrR()) || !bytes.Equal(i, ck.IntegR()) {
 			t.Error("Inbound(initiator) is not the responder-to-initiator SA")
 		}
 	}
@@ -157,7 +157,7 @@ func TestIKEv2KDFCAVP(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRekey, _ := PRFPlus(PRFHMACSHA1, unhex(t, v.skeyseedRekey), cat(ni, nr, unhex(t, v.spii), unhex(t, v.spir)), 132)
-	if !bytes.Equal(cat(rk.SKd, rk.SKai, rk.SKar, rk.SKei, rk.SKer, rk.SKpi, rk.SKpr), wantRekey) {
+	if !bytes.Equal(cat(rk.SKd(), rk.SKai(), rk.SKar(), rk.SKei(), rk.SKer(), rk.SKpi(), rk.SKpr()), wantRekey) {
 		t.Error("rekeyed IKE keys do not follow SKEYSEED(Rekey)")
 	}
 }

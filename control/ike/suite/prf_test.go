@@ -71,7 +71,10 @@ func TestPRFAllocs(t *testing.T) {
 // over SignedOctets, for both sides and a secret longer than the block.
 func TestPSKAuthParts(t *testing.T) {
 	for _, p := range []PRFID{PRFHMACSHA1, PRFHMACSHA256, PRFHMACSHA512} {
-		k := &IKEKeys{Alg: Algorithms{PRF: p}, SKpi: bytes.Repeat([]byte{1}, p.Size()), SKpr: bytes.Repeat([]byte{2}, p.Size())}
+		k, err := NewIKEKeys(Algorithms{PRF: p}, nil, nil, nil, nil, nil, bytes.Repeat([]byte{1}, p.Size()), bytes.Repeat([]byte{2}, p.Size()))
+		if err != nil {
+			t.Fatal(err)
+		}
 		msg, nonce, id := bytes.Repeat([]byte{3}, 300), bytes.Repeat([]byte{4}, 32), []byte{2, 0, 0, 0, 'g', 'w'}
 		for _, secret := range [][]byte{[]byte("s3cret"), bytes.Repeat([]byte{5}, 200)} {
 			for _, initiator := range []bool{true, false} {

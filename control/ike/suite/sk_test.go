@@ -224,12 +224,12 @@ func TestPSKAuth(t *testing.T) {
 	}
 	k := testKeys(t, ikeSuites[0])
 	so, _ := k.SignedOctets(true, []byte("msg1"), []byte("nonceR"), []byte("idbody"))
-	maced, _ := PRFHMACSHA256.Compute(k.SKpi, []byte("idbody"))
+	maced, _ := PRFHMACSHA256.Compute(k.SKpi(), []byte("idbody"))
 	if !bytes.Equal(so, cat([]byte("msg1"), []byte("nonceR"), maced)) {
 		t.Fatal("initiator signed octets")
 	}
 	so, _ = k.SignedOctets(false, []byte("msg2"), []byte("nonceI"), []byte("idbody"))
-	maced, _ = PRFHMACSHA256.Compute(k.SKpr, []byte("idbody"))
+	maced, _ = PRFHMACSHA256.Compute(k.SKpr(), []byte("idbody"))
 	if !bytes.Equal(so, cat([]byte("msg2"), []byte("nonceI"), maced)) {
 		t.Fatal("responder signed octets")
 	}
@@ -248,22 +248,28 @@ func TestDropAuthKeys(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			old := &k.SKd[0]
+			old := &k.SKd()[0]
 			k.DropAuthKeys()
-			if k.SKpi != nil || k.SKpr != nil {
+			if k.SKpi() != nil || k.SKpr() != nil {
 				t.Fatal("SK_pi and SK_pr kept")
 			}
-			for i, p := range [][2][]byte{{k.SKd, want.SKd}, {k.SKai, want.SKai}, {k.SKar, want.SKar}, {k.SKei, want.SKei}, {k.SKer, want.SKer}} {
+			for i, p := range [][2][]byte{{k.SKd(), want.SKd()}, {k.SKai(), want.SKai()}, {k.SKar(), want.SKar()}, {k.SKei(), want.SKei()}, {k.SKer(), want.SKer()}} {
 				if !bytes.Equal(p[0], p[1]) || cap(p[0]) != len(p[0]) {
 					t.Errorf("key %d: %x (cap %d), want %x", i, p[0], cap(p[0]), p[1])
 				}
 			}
-			if &k.SKd[0] == old {
+			if &k.SKd()[0] == old {
 				t.Error("the keys stay in the buffer that holds SK_pi and SK_pr")
 			}
 			for _, initiator := range []bool{true, false} {
 				if _, err := k.SignedOctets(initiator, []byte("msg"), []byte("nonce"), []byte("id")); err == nil {
 					t.Errorf("signed octets (initiator %v) without SK_p", initiator)
+				}
+				if _, err := k.PSKAuth(initiator, []byte("secret"), []byte("msg"), []byte("nonce"), []byte("id")); err == nil {
+					t.Errorf("PSK AUTH (initiator %v) without SK_p", initiator)
+				}
+				if k.VerifyPSK(initiator, []byte("secret"), []byte("msg"), []byte("nonce"), []byte("id"), make([]byte, 32)) {
+					t.Errorf("PSK AUTH (initiator %v) verified without SK_p", initiator)
 				}
 			}
 			_, in, err := k.Ciphers(false)
@@ -279,7 +285,7 @@ func TestDropAuthKeys(t *testing.T) {
 				t.Errorf("opened %q, %v", p, err)
 			}
 			k.DropAuthKeys() // again: nothing to do
-			if !bytes.Equal(k.SKd, want.SKd) {
+			if !bytes.Equal(k.SKd(), want.SKd()) {
 				t.Error("a second DropAuthKeys changed SK_d")
 			}
 		})

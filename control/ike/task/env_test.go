@@ -218,10 +218,14 @@ func newHarnessConf(t *testing.T, yaml string) *harness {
 
 // ctx is the Ctx of one step in exchange x.
 func (h *harness) ctx(x message.ExchangeType) *Ctx {
-	return &Ctx{Env: h.env, IKE: h.ike, Log: slog.New(slog.NewTextHandler(&h.log, nil)), Exchange: x,
-		Queue:   func(t Initiator) { h.queued = append(h.queued, t) },
-		QueueAt: func(t Initiator, _ time.Time) { h.queued = append(h.queued, t) }}
+	return &Ctx{Env: h.env, IKE: h.ike, Log: slog.New(slog.NewTextHandler(&h.log, nil)), Exchange: x, Tasks: h}
 }
+
+// Queue records a task a step queued.
+func (h *harness) Queue(t Initiator) { h.queued = append(h.queued, t) }
+
+// QueueAt records a task a step queued, whenever it is to start.
+func (h *harness) QueueAt(t Initiator, _ time.Time) { h.queued = append(h.queued, t) }
 
 // logHas fails the test unless a log line has every one of parts.
 func (h *harness) logHas(t *testing.T, parts ...string) {

@@ -273,8 +273,10 @@ type Ctx struct {
 	Log *slog.Logger
 	// Exchange is the exchange being built or processed.
 	Exchange message.ExchangeType
-	// Queue adds an initiator task to the IKE SA's manager.
-	Queue func(Initiator)
+	// Tasks is the IKE SA's manager, which Queue and QueueAt add to: an
+	// interface holding the manager's pointer, where two method values
+	// were two allocations for every exchange's Ctx.
+	Tasks Queuer
 	// Failure is set by Fail.
 	Failure *Failure
 	// Settings of the daemon that tasks need.
@@ -284,8 +286,6 @@ type Ctx struct {
 	// Active are our tasks whose request is in flight: a responder task
 	// looks there for the exchange its request collides with.
 	Active []Initiator
-	// QueueAt queues an initiator task to start no earlier than at.
-	QueueAt func(t Initiator, at time.Time)
 	// Host reaches beyond this IKE SA, for IKE SA rekeying.
 	Host Host
 	// Resume, when set (a responder's exchange that may wait), runs the
@@ -297,6 +297,20 @@ type Ctx struct {
 	// within Process.
 	Resume func(f func() Status)
 }
+
+// Queuer takes the initiator tasks a step starts: the IKE SA's manager.
+type Queuer interface {
+	// Queue adds an initiator task.
+	Queue(t Initiator)
+	// QueueAt adds an initiator task to start no earlier than at.
+	QueueAt(t Initiator, at time.Time)
+}
+
+// Queue adds an initiator task to the IKE SA's manager.
+func (c *Ctx) Queue(t Initiator) { c.Tasks.Queue(t) }
+
+// QueueAt queues an initiator task to start no earlier than at.
+func (c *Ctx) QueueAt(t Initiator, at time.Time) { c.Tasks.QueueAt(t, at) }
 
 // Host is what rekeying an IKE SA needs of the task manager: new IKE SAs
 // next to the current one.
