@@ -147,7 +147,7 @@ type spdTable struct {
 	// the others' cleartext unprotected. A map apart, nil until needed,
 	// so that the million entries that have one policy each carry
 	// nothing for it.
-	shadowed map[policyKey][]spdValue
+	shadowed map[policyKey]*shadowList
 	// dests are the destinations with policies or a group (spdDest):
 	// one map, where one of the policies' sources and one of the groups,
 	// both by destination, took some 50 bytes more a policy of a /32.
@@ -476,30 +476,78 @@ func (t *spdTable) set(w spdWriter, p Policy) error {
 		return t.put(w, p, k, old, had)
 	}
 	// Another policy's selectors: it stays, behind p.
-	sh0 := t.shadowed[k]
-	sh := sh0
-	if i := slices.IndexFunc(sh0, func(v spdValue) bool { return v.id == p.ID }); i >= 0 {
-		sh = slices.Concat(sh0[:i], sh0[i+1:]) // p was behind: it is in front now
-	}
 	if t.shadowed == nil {
-		t.shadowed = map[policyKey][]spdValue{}
+		t.shadowed = map[policyKey]*shadowList{}
 	}
-	// Appended in place: an entry may have many policies, and a copy of
-	// the list per set made their sets quadratic.
-	t.shadowed[k] = append(sh, old)
+	sh := t.shadowed[k]
+	if sh == nil {
+		sh = &shadowList{at: map[uint32]int32{}}
+		t.shadowed[k] = sh
+	}
+	behind, wasBehind := sh.at[p.ID] // p was behind: it is in front now
+	delete(sh.at, p.ID)
+	sh.push(old)
 	if err := t.put(w, p, k, old, had); err != nil {
-		t.setShadowed(k, sh0)
+		sh.pop()
+		if wasBehind {
+			sh.at[p.ID] = behind
+		}
+		if len(sh.at) == 0 {
+			delete(t.shadowed, k)
+		}
 		return err
 	}
 	return nil
 }
 
-func (t *spdTable) setShadowed(k policyKey, sh []spdValue) {
-	if len(sh) == 0 {
-		delete(t.shadowed, k)
+// shadowList is the policies behind an entry's, oldest first, and where
+// each live one is, so that neither a set nor a removal scans them: every
+// tunnel of a load generator has the same selectors, a million policies
+// behind one entry, and a scan per set made a million sets quadratic. A
+// policy removed from behind leaves its slot, dead, until the newest are
+// popped past it or the dead are most of the list.
+type shadowList struct {
+	vals []spdValue
+	at   map[uint32]int32 // live policy ID -> its index in vals
+}
+
+func (l *shadowList) push(v spdValue) {
+	l.at[v.id] = int32(len(l.vals))
+	l.vals = append(l.vals, v)
+}
+
+// pop takes the newest live policy off the list.
+func (l *shadowList) pop() (spdValue, bool) {
+	for n := len(l.vals); n > 0; n = len(l.vals) {
+		v := l.vals[n-1]
+		l.vals = l.vals[:n-1]
+		if i, ok := l.at[v.id]; ok && int(i) == n-1 {
+			delete(l.at, v.id)
+			return v, true
+		}
+	}
+	return spdValue{}, false
+}
+
+// drop takes policy id off the list wherever it is, and compacts the list
+// once the dead slots are most of it.
+func (l *shadowList) drop(id uint32) {
+	if _, ok := l.at[id]; !ok {
 		return
 	}
-	t.shadowed[k] = sh
+	delete(l.at, id)
+	if len(l.vals) < 16 || len(l.vals) < 2*len(l.at) {
+		return
+	}
+	live := l.vals[:0]
+	for i, v := range l.vals {
+		if j, ok := l.at[v.id]; ok && int(j) == i {
+			l.at[v.id] = int32(len(live))
+			live = append(live, v)
+		}
+	}
+	clear(l.vals[len(live):])
+	l.vals = slices.Clip(live)
 }
 
 // remove takes policy p.ID off the entry of p's selectors: the entry goes
@@ -517,18 +565,30 @@ func (t *spdTable) remove(w spdWriter, p Policy) error {
 		return nil
 	case v.id != p.ID:
 		if sh := t.shadowed[k]; sh != nil {
-			t.setShadowed(k, slices.DeleteFunc(sh, func(v spdValue) bool { return v.id == p.ID }))
+			sh.drop(p.ID)
+			if len(sh.at) == 0 {
+				delete(t.shadowed, k)
+			}
 		}
 		return nil
 	}
 	sh := t.shadowed[k]
-	if len(sh) == 0 {
+	if sh == nil {
 		return t.delete(w, p.Ifindex, p.Local, p.Remote)
 	}
-	newest := sh[len(sh)-1]
-	t.setShadowed(k, sh[:len(sh)-1])
+	newest, ok := sh.pop()
+	if !ok {
+		delete(t.shadowed, k)
+		return t.delete(w, p.Ifindex, p.Local, p.Remote)
+	}
+	if len(sh.at) == 0 {
+		delete(t.shadowed, k)
+	}
 	if err := t.put(w, k.policy(newest), k, v, true); err != nil {
-		t.shadowed[k] = sh
+		if len(sh.at) == 0 {
+			t.shadowed[k] = sh
+		}
+		sh.push(newest)
 		return err
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ import (
 // fakeLPM holds SPD entries as the kernel's LPM maps would, checks the
 // update-order invariant on every write, and looks up like steer.c.
 type fakeLPM struct {
-	t   *testing.T
+	t   testing.TB
 	dst map[groupKey]uint32
 	src map[srcKey]spdValue
 	ops int
@@ -21,7 +22,7 @@ type fakeLPM struct {
 	failAfter int
 }
 
-func newFakeLPM(t *testing.T) *fakeLPM {
+func newFakeLPM(t testing.TB) *fakeLPM {
 	return &fakeLPM{t: t, dst: map[groupKey]uint32{}, src: map[srcKey]spdValue{}}
 }
 
@@ -485,5 +486,78 @@ func TestSPDShared(t *testing.T) {
 	must(t, tab.remove(f, pol(2)))
 	if _, ok := f.lookup(3, src, dst); ok || len(tab.policies)+len(tab.shadowed) != 0 {
 		t.Errorf("every policy removed: entry left (%v), %d policies, %d shadowed", ok, len(tab.policies), len(tab.shadowed))
+	}
+}
+
+// Many policies on one entry (a load generator's tunnels), set, set again
+// and removed at random: the entry always names the newest policy left,
+// as a plain list of them says, through the dead slots and compactions of
+// the list behind it.
+func TestSPDSharedMany(t *testing.T) {
+	l, r := pfx("198.18.1.0/24"), pfx("198.18.2.0/24")
+	src, dst := netip.MustParseAddr("198.18.1.1"), netip.MustParseAddr("198.18.2.1")
+	pol := func(id uint32) Policy { return Policy{Ifindex: 3, Local: l, Remote: r, ID: id, LogicalSPU: uint16(id)} }
+	tab, f := newSPDTable(), newFakeLPM(t)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var model []uint32 // oldest first; the last is the entry's
+	at := func(id uint32) int { return slices.Index(model, id) }
+	next := uint32(1)
+	for step := range 20000 {
+		switch k := rnd.IntN(10); {
+		case k < 5 || len(model) == 0: // a new policy
+			must(t, tab.set(f, pol(next)))
+			model = append(model, next)
+			next++
+		case k < 6: // one of them set again: in front
+			id := model[rnd.IntN(len(model))]
+			must(t, tab.set(f, pol(id)))
+			model = append(slices.Delete(model, at(id), at(id)+1), id)
+		default: // one of them removed
+			id := model[rnd.IntN(len(model))]
+			must(t, tab.remove(f, pol(id)))
+			model = slices.Delete(model, at(id), at(id)+1)
+		}
+		got, ok := f.lookup(3, src, dst)
+		switch {
+		case len(model) == 0 && ok:
+			t.Fatalf("step %d: entry %d stays with no policy", step, got.id)
+		case len(model) > 0 && (!ok || got.id != model[len(model)-1]):
+			t.Fatalf("step %d: entry names %d (present %v), want %d", step, got.id, ok, model[len(model)-1])
+		}
+	}
+	for len(model) > 0 {
+		id := model[rnd.IntN(len(model))]
+		must(t, tab.remove(f, pol(id)))
+		model = slices.Delete(model, at(id), at(id)+1)
+		if got, ok := f.lookup(3, src, dst); len(model) > 0 && got.id != model[len(model)-1] || len(model) == 0 && ok {
+			t.Fatalf("draining: entry names %d (present %v), want %v", got.id, ok, model)
+		}
+	}
+	if len(tab.shadowed) != 0 || len(tab.policies) != 0 {
+		t.Errorf("every policy removed: %d entries, %d lists behind one", len(tab.policies), len(tab.shadowed))
+	}
+}
+
+// BenchmarkSPDSharedEntry is the cost of a policy set and an older one's
+// removal on an entry with n policies behind it (every tunnel of a load
+// generator has the same selectors): flat in n, where a scan per set made
+// a million sets quadratic.
+func BenchmarkSPDSharedEntry(b *testing.B) {
+	l, r := pfx("198.18.1.0/24"), pfx("198.18.2.0/24")
+	pol := func(id uint32) Policy { return Policy{Ifindex: 3, Local: l, Remote: r, ID: id} }
+	for _, n := range []int{1000, 100000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			tab, f := newSPDTable(), newFakeLPM(b)
+			for i := range n {
+				must(b, tab.set(f, pol(uint32(i+1))))
+			}
+			next, old := uint32(n+1), uint32(1)
+			for b.Loop() {
+				must(b, tab.set(f, pol(next)))
+				must(b, tab.remove(f, pol(old)))
+				next++
+				old++
+			}
+		})
 	}
 }
