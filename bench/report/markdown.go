@@ -212,10 +212,10 @@ func (m *md) throughput(t *scenario.ThroughputResults) {
 	m.p("")
 	m.p("## 1. Throughput: spud against strongSwan, wireguard-go and kernel forwarding")
 	m.p("")
-	m.p("One tunnel (gw-a's LAN to gw-b's), %d UDP flows, %v per measurement after %v of warm-up; search: flat out, then %d paced steps, loss tolerance %s. "+
+	m.p("One tunnel (gw-a's LAN to gw-b's), %d UDP flows, %v per measurement after %v of warm-up; search: flat out, then a binary search over offered rates (RFC 2544 throughput) of at most %d paced steps, until the bracket is within %s, loss tolerance %s. "+
 		"Cells: maximum forwarding rate in Mpps (Gbit/s) and the loss at that load. strongSwan is charon with kernel-libipsec (userspace ESP in UDP 4500: this kernel has no ESP); "+
 		"wireguard-go has one cipher (ChaCha20-Poly1305) and kernel forwarding none, so they are measured once per size and shown in every suite's table.",
-		t.Flows, t.Timing.Duration, t.Timing.Warmup, t.Search.Steps, pct(t.Search.Tolerance))
+		t.Flows, t.Timing.Duration, t.Timing.Warmup, t.Search.Steps, pct(t.Search.Resolution), pct(t.Search.Tolerance))
 	type key struct{ sys, suite, mix string }
 	runs := map[key]scenario.ThroughputRun{}
 	var mixes, suites []string
@@ -291,9 +291,10 @@ func (m *md) throughput(t *scenario.ThroughputResults) {
 		m.p("")
 		m.p("### Throughput within %s loss", pct(t.Search.Tolerance))
 		m.p("")
-		m.p("The fastest run of each search whose loss stayed within the tolerance, Mpps; none: every run lost more.")
+		m.p("The received rate of the run at each search's bracket low end (the highest offered rate within the tolerance with no failed run at or below it), Mpps; none: every run lost more.")
 		m.table([]string{"suite", "size", "spud", "strongSwan", "wireguard-go", "kernel"}, wrows)
 	}
+	m.searches(t.Runs)
 	var errs []string
 	for _, r := range t.Runs {
 		if r.Error != "" {
@@ -692,4 +693,31 @@ func (m *md) drops(r *Results) {
 		rows = append(rows, []string{k, fmt.Sprint(tot[k])})
 	}
 	m.table([]string{"reason", "packets"}, rows)
+}
+
+// searches lists each search's runs and final bracket.
+func (m *md) searches(runs []scenario.ThroughputRun) {
+	var rows [][]string
+	for _, r := range runs {
+		f := r.Found
+		if f == nil {
+			continue
+		}
+		mpps := func(x float64) string {
+			if x == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.3f", x/1e6)
+		}
+		rows = append(rows, []string{strings.TrimSpace(r.System + " " + r.Suite), r.Mix, fmt.Sprint(f.Trials),
+			mpps(f.Low), mpps(f.High), orText(f.Stop, "–"), within(f)})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	m.p("")
+	m.p("### Searches")
+	m.p("")
+	m.p("Runs each search made (the flat-out one included) and its final bracket in offered Mpps: the highest rate that passed and the lowest that failed above it; stop: resolution (the bracket closed), steps (out of steps), floor (nothing passed down to %d packets/s), flat out (the generator was the limit).", scenario.MinSearchRate)
+	m.table([]string{"system", "size", "runs", "passed Mpps", "failed Mpps", "stop", "within tolerance Mpps"}, rows)
 }

@@ -33,22 +33,23 @@ import (
 var scenarios = []string{"ceiling", "throughput", "scaling", "tunnels", "ike", "rekey"}
 
 type options struct {
-	quick     bool
-	out       string
-	verbose   bool
-	queues    int
-	threaded  bool
-	sizes     string
-	suites    string
-	systems   string
-	duration  time.Duration
-	warmup    time.Duration
-	steps     int
-	tolerance float64
-	flows     int
-	latency   float64
-	spus      int
-	profile   bool
+	quick      bool
+	out        string
+	verbose    bool
+	queues     int
+	threaded   bool
+	sizes      string
+	suites     string
+	systems    string
+	duration   time.Duration
+	warmup     time.Duration
+	steps      int
+	tolerance  float64
+	resolution float64
+	flows      int
+	latency    float64
+	spus       int
+	profile    bool
 
 	scalingSPUs    string
 	scalingTunnels int
@@ -91,8 +92,9 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.systems, "systems", strings.Join(scenario.AllSystems, ","), "throughput: systems to compare")
 	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of each measurement window")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "traffic before each window")
-	fs.IntVar(&o.steps, "steps", 2, "paced steps of each rate search after the flat-out run")
+	fs.IntVar(&o.steps, "steps", 10, "most paced steps of each rate search (RFC 2544 binary search) after the flat-out run")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.01, "loss ratio a paced step may have and pass")
+	fs.Float64Var(&o.resolution, "resolution", 0.05, "a rate search ends once its bracket's high/low is under 1+this")
 	fs.IntVar(&o.flows, "flows", 16, "throughput, ceiling: UDP flows")
 	fs.Float64Var(&o.latency, "latency-rate", 10000, "throughput: rate of the latency run (packets/s; negative: none)")
 	fs.IntVar(&o.spus, "spus", 0, "throughput, tunnels, rekey: spud's SPUs per gateway (0: one per CPU)")
@@ -246,7 +248,7 @@ func run(o options, which []string) (string, error) {
 	}
 	env.Logf("spubench: %s on %s (%d CPUs), results in %s", res.Command, res.Machine.CPUModel, res.Machine.CPUs, dir)
 	timing := traffic.Timing{Warmup: o.warmup, Duration: o.duration}
-	search := scenario.Search{Steps: o.steps, Tolerance: o.tolerance}
+	search := scenario.Search{Steps: o.steps, Tolerance: o.tolerance, Resolution: o.resolution}
 	mixes, err := parseMixes(o.sizes)
 	if err != nil {
 		return "", err
