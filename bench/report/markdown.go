@@ -44,9 +44,9 @@ func Markdown(w io.Writer, r *Results) {
 	m.p("")
 	m.p("How to read this: every figure is packets per second received by the sink (Mpps) and the Ethernet frames' bits per second (Gbit/s, without the FCS), in UDP flows from client-b through gw-b and gw-a to client-a. " +
 		"Packet sizes are Ethernet frame sizes with the FCS (64 bytes = 60 on the veth); IMIX is 7:4:1 of 64, 576 and 1400 bytes. " +
-		"Each figure comes from a short search: one run with the generator flat out, then a few paced runs aimed from what the system delivered. " +
+		"Each figure comes from a search: one run with the generator flat out, then a binary search over paced offered rates until the bracket closes (RFC 2544 throughput). " +
 		"The headline is the maximum forwarding rate (RFC 2285: the most received over those runs, with the loss at that load in %%); " +
-		"the throughput within the loss tolerance (RFC 2544 style) follows in its own table. " +
+		"the throughput within the loss tolerance (RFC 2544 section 26.1) follows in its own table, with each search's runs and final bracket. " +
 		"Generator, sink and both gateways share this machine's CPUs: see the generator's own ceiling below.")
 	for _, e := range r.Errors {
 		m.p("")
@@ -57,6 +57,9 @@ func Markdown(w io.Writer, r *Results) {
 	}
 	if r.Throughput != nil {
 		m.throughput(r.Throughput)
+	}
+	if r.TCP != nil {
+		m.tcp(r.TCP)
 	}
 	if r.Scaling != nil {
 		m.scaling(r.Scaling)
@@ -720,4 +723,20 @@ func (m *md) searches(runs []scenario.ThroughputRun) {
 	m.p("")
 	m.p("Runs each search made (the flat-out one included) and its final bracket in offered Mpps: the highest rate that passed and the lowest that failed above it; stop: resolution (the bracket closed), steps (out of steps), floor (nothing passed down to %d packets/s), flat out (the generator was the limit).", scenario.MinSearchRate)
 	m.table([]string{"system", "size", "runs", "passed Mpps", "failed Mpps", "stop", "within tolerance Mpps"}, rows)
+}
+
+func (m *md) tcp(t *scenario.TCPResults) {
+	m.p("")
+	m.p("## TCP through one tunnel (iperf3)")
+	m.p("")
+	m.p("iperf3 from client-b to client-a through the throughput scenario's lab (same link settings), %v a run; Gbit/s received over all streams, the sender's retransmissions.", t.Duration)
+	var rows [][]string
+	for _, r := range t.Runs {
+		g, rt := fmt.Sprintf("%.2f", r.Gbps), fmt.Sprint(r.Retransmits)
+		if r.Error != "" {
+			g, rt = "error: "+r.Error, ""
+		}
+		rows = append(rows, []string{strings.TrimSpace(r.System + " " + r.Suite), fmt.Sprint(r.Streams), g, rt})
+	}
+	m.table([]string{"system", "streams", "Gbit/s", "retransmits"}, rows)
 }
