@@ -721,7 +721,7 @@ func (m *md) searches(runs []scenario.ThroughputRun) {
 	m.p("")
 	m.p("### Searches")
 	m.p("")
-	m.p("Runs each search made (the flat-out one included) and its final bracket in offered Mpps: the highest rate that passed and the lowest that failed above it; stop: resolution (the bracket closed), steps (out of steps), floor (nothing passed down to %d packets/s), flat out (the generator was the limit).", scenario.MinSearchRate)
+	m.p("Runs each search made (the flat-out one included) and its final bracket in offered Mpps: the highest rate that passed and the lowest that failed above it; stop: resolution (the bracket closed), steps (out of steps), floor (nothing passed down to %d packets/s), generator (a paced run carried all the generator could offer), flat out (the flat-out run passed: the generator was the limit).", scenario.MinSearchRate)
 	m.table([]string{"system", "size", "runs", "passed Mpps", "failed Mpps", "stop", "within tolerance Mpps"}, rows)
 }
 

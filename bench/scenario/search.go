@@ -67,6 +67,7 @@ const (
 	StopResolution = "resolution"                // the bracket closed
 	StopSteps      = "steps"                     // Search.Steps paced runs made
 	StopFloor      = "floor"                     // no pass down to MinSearchRate
+	StopGenerator  = "generator"                 // a paced run passed at all the generator offered
 )
 
 // MinSearchRate is the lowest rate a search offers: below it a 1 %
@@ -117,9 +118,11 @@ func (f *Found) WithinTolerance() float64 {
 	return f.Best.PPS
 }
 
-// Converged: the bracket closed to the resolution, or the flat-out run
-// passed.
-func (f *Found) Converged() bool { return f.Stop == StopResolution || f.Stop == StopFlatOut }
+// Converged: the bracket closed to the resolution, or the system carried
+// all the generator offered.
+func (f *Found) Converged() bool {
+	return f.Stop == StopResolution || f.Stop == StopFlatOut || f.Stop == StopGenerator
+}
 
 func (s Search) withDefaults() Search {
 	if s.Steps == 0 {
@@ -230,7 +233,7 @@ func (s Search) run(try trial) (*Found, error) {
 				if o >= high || o < rate/(1+s.Resolution) {
 					// At the generator's limit: it offers no more,
 					// paced or not.
-					high = low
+					high, f.Stop = low, StopGenerator
 				}
 			}
 		case ok:
@@ -248,6 +251,9 @@ func (s Search) run(try trial) (*Found, error) {
 				}
 			}
 			high, highPaced = min(high, o), true
+		}
+		if f.Stop == StopGenerator {
+			break
 		}
 		if low > 0 && high/low < 1+s.Resolution {
 			f.Stop = StopResolution

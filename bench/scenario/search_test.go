@@ -239,7 +239,7 @@ func TestSearchGeneratorLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Stop != StopResolution || f.Low != 400e3 || f.Best == nil {
+	if f.Stop != StopGenerator || f.Low != 400e3 || f.High != 400e3 || f.Best == nil || !f.Converged() {
 		t.Fatalf("stop %q, bracket [%.0f, %.0f]: %+v", f.Stop, f.Low, f.High, f.Steps)
 	}
 }
