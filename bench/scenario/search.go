@@ -15,11 +15,13 @@ import (
 //   - one run as fast as the generator goes. Within the tolerance, the
 //     generator is the limit and the search ends; otherwise its offered
 //     rate is the top of the bracket (nothing faster can be offered);
+//   - the first paced run is offered what the flat-out run delivered
+//     (after a stall, half the Hint, or a gentle 10 kpps without one);
 //   - until a paced run passes, each one goes below what the previous
 //     one delivered, 10 % the first time, then 19 %, 27 %... (the
 //     overloaded system's delivered rate is the best guess at its
 //     capacity; the growing step ends the search quickly for a system
-//     that loses a little at every rate);
+//     that loses a little at every rate), down to MinSearchRate;
 //   - once a rate passed, the next run doubles it (or goes halfway, on a
 //     log scale, to the generator's flat-out rate, if that is closer);
 //     once a higher one also failed, each run is offered at the geometric
