@@ -703,7 +703,9 @@ func (m *md) searches(runs []scenario.ThroughputRun) {
 	var rows [][]string
 	for _, r := range runs {
 		f := r.Found
-		if f == nil {
+		if f == nil || f.Trials == 0 {
+			// No search, or results from before searches counted their
+			// runs.
 			continue
 		}
 		mpps := func(x float64) string {
