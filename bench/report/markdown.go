@@ -44,9 +44,9 @@ func Markdown(w io.Writer, r *Results) {
 	m.p("")
 	m.p("How to read this: every figure is packets per second received by the sink (Mpps) and the Ethernet frames' bits per second (Gbit/s, without the FCS), in UDP flows from client-b through gw-b and gw-a to client-a. " +
 		"Packet sizes are Ethernet frame sizes with the FCS (64 bytes = 60 on the veth); IMIX is 7:4:1 of 64, 576 and 1400 bytes. " +
-		"Each figure comes from a short search: one run with the generator flat out, then a few paced runs aimed from what the system delivered. " +
+		"Each figure comes from a search: one run with the generator flat out, then a binary search over paced offered rates until the bracket closes (RFC 2544 throughput). " +
 		"The headline is the maximum forwarding rate (RFC 2285: the most received over those runs, with the loss at that load in %%); " +
-		"the throughput within the loss tolerance (RFC 2544 style) follows in its own table. " +
+		"the throughput within the loss tolerance (RFC 2544 section 26.1) follows in its own table, with each search's runs and final bracket. " +
 		"Generator, sink and both gateways share this machine's CPUs: see the generator's own ceiling below.")
 	for _, e := range r.Errors {
 		m.p("")
@@ -57,6 +57,9 @@ func Markdown(w io.Writer, r *Results) {
 	}
 	if r.Throughput != nil {
 		m.throughput(r.Throughput)
+	}
+	if r.TCP != nil {
+		m.tcp(r.TCP)
 	}
 	if r.Scaling != nil {
 		m.scaling(r.Scaling)
@@ -212,10 +215,10 @@ func (m *md) throughput(t *scenario.ThroughputResults) {
 	m.p("")
 	m.p("## 1. Throughput: spud against strongSwan, wireguard-go and kernel forwarding")
 	m.p("")
-	m.p("One tunnel (gw-a's LAN to gw-b's), %d UDP flows, %v per measurement after %v of warm-up; search: flat out, then %d paced steps, loss tolerance %s. "+
+	m.p("One tunnel (gw-a's LAN to gw-b's), %d UDP flows, %v per measurement after %v of warm-up; search: flat out, then a binary search over offered rates (RFC 2544 throughput) of at most %d paced steps, until the bracket is within %s, loss tolerance %s. "+
 		"Cells: maximum forwarding rate in Mpps (Gbit/s) and the loss at that load. strongSwan is charon with kernel-libipsec (userspace ESP in UDP 4500: this kernel has no ESP); "+
 		"wireguard-go has one cipher (ChaCha20-Poly1305) and kernel forwarding none, so they are measured once per size and shown in every suite's table.",
-		t.Flows, t.Timing.Duration, t.Timing.Warmup, t.Search.Steps, pct(t.Search.Tolerance))
+		t.Flows, t.Timing.Duration, t.Timing.Warmup, t.Search.Steps, pct(t.Search.Resolution), pct(t.Search.Tolerance))
 	type key struct{ sys, suite, mix string }
 	runs := map[key]scenario.ThroughputRun{}
 	var mixes, suites []string
@@ -291,9 +294,10 @@ func (m *md) throughput(t *scenario.ThroughputResults) {
 		m.p("")
 		m.p("### Throughput within %s loss", pct(t.Search.Tolerance))
 		m.p("")
-		m.p("The fastest run of each search whose loss stayed within the tolerance, Mpps; none: every run lost more.")
+		m.p("The received rate of the run at each search's bracket low end (the highest offered rate within the tolerance with no failed run at or below it), Mpps; none: every run lost more.")
 		m.table([]string{"suite", "size", "spud", "strongSwan", "wireguard-go", "kernel"}, wrows)
 	}
+	m.searches(t.Runs)
 	var errs []string
 	for _, r := range t.Runs {
 		if r.Error != "" {
@@ -692,4 +696,49 @@ func (m *md) drops(r *Results) {
 		rows = append(rows, []string{k, fmt.Sprint(tot[k])})
 	}
 	m.table([]string{"reason", "packets"}, rows)
+}
+
+// searches lists each search's runs and final bracket.
+func (m *md) searches(runs []scenario.ThroughputRun) {
+	var rows [][]string
+	for _, r := range runs {
+		f := r.Found
+		if f == nil || f.Trials == 0 {
+			// No search, or results from before searches counted their
+			// runs.
+			continue
+		}
+		mpps := func(x float64) string {
+			if x == 0 {
+				return "–"
+			}
+			return fmt.Sprintf("%.3f", x/1e6)
+		}
+		rows = append(rows, []string{strings.TrimSpace(r.System + " " + r.Suite), r.Mix, fmt.Sprint(f.Trials),
+			mpps(f.Low), mpps(f.High), orText(f.Stop, "–"), within(f)})
+	}
+	if len(rows) == 0 {
+		return
+	}
+	m.p("")
+	m.p("### Searches")
+	m.p("")
+	m.p("Runs each search made (the flat-out one included) and its final bracket in offered Mpps: the highest rate that passed and the lowest that failed above it; stop: resolution (the bracket closed), steps (out of steps), floor (nothing passed down to %d packets/s), generator (a paced run carried all the generator could offer), flat out (the flat-out run passed: the generator was the limit).", scenario.MinSearchRate)
+	m.table([]string{"system", "size", "runs", "passed Mpps", "failed Mpps", "stop", "within tolerance Mpps"}, rows)
+}
+
+func (m *md) tcp(t *scenario.TCPResults) {
+	m.p("")
+	m.p("## TCP through one tunnel (iperf3)")
+	m.p("")
+	m.p("iperf3 from client-b to client-a through the throughput scenario's lab (same link settings), %v a run; Gbit/s received over all streams, the sender's retransmissions.", t.Duration)
+	var rows [][]string
+	for _, r := range t.Runs {
+		g, rt := fmt.Sprintf("%.2f", r.Gbps), fmt.Sprint(r.Retransmits)
+		if r.Error != "" {
+			g, rt = "error: "+r.Error, ""
+		}
+		rows = append(rows, []string{strings.TrimSpace(r.System + " " + r.Suite), fmt.Sprint(r.Streams), g, rt})
+	}
+	m.table([]string{"system", "streams", "Gbit/s", "retransmits"}, rows)
 }

@@ -84,6 +84,29 @@ func Merge(rs []*Results, sources []string) (*Results, error) {
 		t.Ratios = scenario.Ratios(t.Runs, suites)
 		out.Throughput = &t
 	}
+	// TCP, by system, suite and streams.
+	if rs[0].TCP != nil {
+		t := *rs[0].TCP
+		groups := map[string][]scenario.TCPRun{}
+		var order []string
+		for _, r := range rs {
+			if r.TCP == nil {
+				continue
+			}
+			for _, x := range r.TCP.Runs {
+				k := fmt.Sprint(x.System, "/", x.Suite, "/", x.Streams)
+				if _, ok := groups[k]; !ok {
+					order = append(order, k)
+				}
+				groups[k] = append(groups[k], x)
+			}
+		}
+		t.Runs = nil
+		for _, k := range order {
+			t.Runs = append(t.Runs, median(groups[k], func(x scenario.TCPRun) float64 { return x.Gbps }))
+		}
+		out.TCP = &t
+	}
 	if rs[0].Scaling != nil {
 		s := *rs[0].Scaling
 		groups := map[string][]scenario.ScalingRun{}

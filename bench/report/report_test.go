@@ -21,9 +21,11 @@ func meas(pps float64) *scenario.Measurement {
 }
 
 func found(pps float64, best bool) *scenario.Found {
-	f := &scenario.Found{Max: *meas(pps), Peak: meas(pps)}
+	f := &scenario.Found{Max: *meas(pps), Peak: meas(pps), Trials: 7, Low: pps * 0.99, High: pps * 1.03, Stop: scenario.StopResolution}
 	if best {
 		f.Best = meas(pps * 0.9)
+	} else {
+		f.Low, f.High, f.Stop = 0, pps*0.5, scenario.StopFloor
 	}
 	return f
 }
@@ -44,6 +46,8 @@ func sample() *Results {
 	}
 	th.Ratios = []scenario.Ratio{{Suite: s[0], Mix: "64", Versus: scenario.Kernel, Ratio: 0.5}, {Suite: s[2], Mix: "64", Versus: scenario.WireGuard, Ratio: 3.8}}
 	r.Throughput = th
+	r.TCP = &scenario.TCPResults{Duration: 5 * time.Second, Runs: []scenario.TCPRun{{System: scenario.Spud, Suite: s[0], Streams: 1, Gbps: 2.06, Retransmits: 14},
+		{System: scenario.Kernel, Streams: 8, Gbps: 4.92, Retransmits: 30000}, {System: scenario.StrongSwan, Suite: s[0], Streams: 1, Error: "iperf3: nothing received"}}}
 	r.Scaling = &scenario.ScalingResults{CPUs: 2, Tunnels: 64, Runs: []scenario.ScalingRun{{SPUs: 1, Mix: "64", PPS: 1e5}, {SPUs: 2, Mix: "64", PPS: 1.5e5, Work: map[string][]uint64{"gw-a": {60, 40}}}, {SPUs: 4, Simulated: true, Mix: "64", PPS: 1.2e5}}}
 	r.Tunnels = &scenario.TunnelResults{Mix: "64", Runs: []scenario.TunnelRun{{Tunnels: 1, PPS: 2e5}, {Tunnels: 100, PPS: 1.9e5, PerTunnel: 4096}, {Tunnels: 10000, PPS: 1.5e5, PerTunnel: 3000}}}
 	r.IKE = &scenario.IKEResults{Runs: []scenario.IKERun{{Responder: "charon", Initiator: "charon", Auth: "psk", Count: 100, Established: 100, Rate: 800},
@@ -78,6 +82,11 @@ func TestMarkdown(t *testing.T) {
 		"| iked | iked | psk | 10m0s | 1000 / 1000 | 1000 | 1001 | 10.24 | 1.02 | 2.05 | – | ok |",
 		"worker 0: 1000 IKE SAs, 2000 datagrams",
 		"| no_tx_frame | 5 |",
+		"| spud aes128gcm16 | 64 | 7 | 0.198 | 0.206 | resolution | 0.180 |",
+		"| spud aes128gcm16 | 1 | 2.06 | 14 |",
+		"| kernel | 8 | 4.92 | 30000 |",
+		"| strongswan aes128gcm16 | 1 | error: iperf3: nothing received |  |",
+		"| spud chacha20poly1305 | 64 | 7 | – | 0.095 | floor | none |",
 		"## 5. Rekey under load",
 		"| spud aes128gcm16 | 64 | 100 | 1000 | 2000 |",
 	} {
@@ -128,13 +137,17 @@ func TestMerge(t *testing.T) {
 	a, b, c := sample(), sample(), sample()
 	b.Throughput.Runs[0].PPS = 100e3 // spud aes128gcm16 64: 200, 100, 300 -> 200
 	c.Throughput.Runs[0].PPS = 300e3
-	c.Throughput.Runs[2].PPS = 800e3 // kernel 64: 400, 400, 800 -> 400
+	c.Throughput.Runs[2].PPS = 800e3              // kernel 64: 400, 400, 800 -> 400
+	b.TCP.Runs[0].Gbps, c.TCP.Runs[0].Gbps = 1, 3 // 2.06, 1, 3 -> 2.06
 	m, err := Merge([]*Results{a, b, c}, []string{"a", "b", "c"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := m.Throughput.Runs[0].PPS; got != 200e3 {
 		t.Errorf("median spud %v", got)
+	}
+	if len(m.TCP.Runs) != 3 || m.TCP.Runs[0].Gbps != 2.06 {
+		t.Errorf("merged tcp: %+v", m.TCP)
 	}
 	var r *scenario.Ratio
 	for i := range m.Throughput.Ratios {

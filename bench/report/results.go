@@ -31,6 +31,7 @@ type Results struct {
 
 	Ceiling    []scenario.CeilingRun       `json:"ceiling,omitempty"`
 	Throughput *scenario.ThroughputResults `json:"throughput,omitempty"`
+	TCP        *scenario.TCPResults        `json:"tcp,omitempty"`
 	Scaling    *scenario.ScalingResults    `json:"scaling,omitempty"`
 	Tunnels    *scenario.TunnelResults     `json:"tunnels,omitempty"`
 	IKE        *scenario.IKEResults        `json:"ike,omitempty"`

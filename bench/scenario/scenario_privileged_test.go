@@ -208,3 +208,21 @@ func TestPrivilegedIKETimeoutHold(t *testing.T) {
 		t.Errorf("after the hold: %+v; %d live before", h, r.LiveIKESAs)
 	}
 }
+
+func TestPrivilegedTCP(t *testing.T) {
+	privileged.Require(t, "iperf3")
+	e := testEnv(t)
+	c := TCP{Systems: []string{Spud, Kernel}, Streams: []int{1}, Duration: time.Second}
+	res, err := c.Run(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 {
+		t.Fatalf("runs: %+v", res.Runs)
+	}
+	for _, r := range res.Runs {
+		if r.Error != "" || r.Gbps <= 0 {
+			t.Errorf("%s, %d stream: %+v", r.System, r.Streams, r)
+		}
+	}
+}

@@ -275,7 +275,7 @@ func searchLine(f *Found) string {
 	} else {
 		s += fmt.Sprintf("within tolerance %.3f Mpps", f.Best.PPS/1e6)
 	}
-	return s
+	return s + "; " + f.Bracket()
 }
 
 // oneLine summarizes a result for the log.

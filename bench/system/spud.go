@@ -21,7 +21,8 @@ import (
 // outbound SA and an outbound policy each. gw-b, standing in for the
 // peers, gets only what the traffic from the peers needs: an outbound SA
 // and policy per tunnel (its steering program accepts ESP for at most 1024
-// local addresses, fewer than the peers it plays).
+// local addresses, fewer than the peers it plays), and with Return an
+// inbound SA too.
 type Spud struct {
 	// SPUs per gateway (0: one per CPU).
 	SPUs int
@@ -32,7 +33,12 @@ type Spud struct {
 	Args []string
 	// Carrier is spud's -steer-carrier (empty: auto).
 	Carrier string
-	suite   ipsec.Suite // the plan's, once Install parsed it
+	// Return also gives gw-b an inbound SA per tunnel, for traffic from
+	// gw-a's site back to the peers' (TCP); off, gw-b gets only what the
+	// one-way UDP needs, and the install rate measured stays that of
+	// gw-a's calls and gw-b's outbound ones.
+	Return bool
+	suite  ipsec.Suite // the plan's, once Install parsed it
 	// Parallel is the number of concurrent SA API calls while installing
 	// (default 8).
 	Parallel int
@@ -234,7 +240,11 @@ func (s *Spud) install(i int, gen uint32) error {
 		{s.a.Client, sa(spiIn, api.In, local, peer, kIn, lan, site)},
 		{s.b.Client, sa(spiIn, api.Out, peer, local, kIn, site, lan)},
 		{s.a.Client, sa(spiOut, api.Out, local, peer, kOut, lan, site)},
+		{s.b.Client, sa(spiOut, api.In, peer, local, kOut, site, lan)},
 	} {
+		if x.sa.Dir == api.In && x.c == s.b.Client && !s.Return {
+			continue
+		}
 		if err := x.c.AddSA(x.sa); err != nil {
 			return fmt.Errorf("tunnel %d: add %s sa 0x%08x: %w", i, x.sa.Dir, x.sa.SPI, err)
 		}
@@ -276,6 +286,11 @@ func (s *Spud) Rekey(i int, grace time.Duration) error {
 	time.Sleep(grace)
 	if err := s.a.Client.DelSA(api.SAID{SPI: old.spiIn, Dir: api.In}); err != nil {
 		return fmt.Errorf("tunnel %d: delete old in sa on gw-a: %w", i, err)
+	}
+	if s.Return {
+		if err := s.b.Client.DelSA(api.SAID{SPI: old.spiOut, Dir: api.In}); err != nil {
+			return fmt.Errorf("tunnel %d: delete old in sa on gw-b: %w", i, err)
+		}
 	}
 	return nil
 }

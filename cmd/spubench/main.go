@@ -30,25 +30,29 @@ import (
 	"github.com/spugate/spugate/testbed/daemons"
 )
 
-var scenarios = []string{"ceiling", "throughput", "scaling", "tunnels", "ike", "rekey"}
+var scenarios = []string{"ceiling", "throughput", "tcp", "scaling", "tunnels", "ike", "rekey"}
 
 type options struct {
-	quick     bool
-	out       string
-	verbose   bool
-	queues    int
-	threaded  bool
-	sizes     string
-	suites    string
-	systems   string
-	duration  time.Duration
-	warmup    time.Duration
-	steps     int
-	tolerance float64
-	flows     int
-	latency   float64
-	spus      int
-	profile   bool
+	quick       bool
+	out         string
+	verbose     bool
+	queues      int
+	threaded    bool
+	sizes       string
+	suites      string
+	systems     string
+	duration    time.Duration
+	warmup      time.Duration
+	steps       int
+	tolerance   float64
+	resolution  float64
+	tcpSystems  string
+	tcpStreams  string
+	tcpDuration time.Duration
+	flows       int
+	latency     float64
+	spus        int
+	profile     bool
 
 	scalingSPUs    string
 	scalingTunnels int
@@ -91,12 +95,16 @@ func flags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.systems, "systems", strings.Join(scenario.AllSystems, ","), "throughput: systems to compare")
 	fs.DurationVar(&o.duration, "duration", 1500*time.Millisecond, "length of each measurement window")
 	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "traffic before each window")
-	fs.IntVar(&o.steps, "steps", 2, "paced steps of each rate search after the flat-out run")
+	fs.IntVar(&o.steps, "steps", 10, "most paced steps of each rate search (RFC 2544 binary search) after the flat-out run")
 	fs.Float64Var(&o.tolerance, "tolerance", 0.01, "loss ratio a paced step may have and pass")
+	fs.Float64Var(&o.resolution, "resolution", 0.05, "a rate search ends once its bracket's high/low is under 1+this")
 	fs.IntVar(&o.flows, "flows", 16, "throughput, ceiling: UDP flows")
 	fs.Float64Var(&o.latency, "latency-rate", 10000, "throughput: rate of the latency run (packets/s; negative: none)")
-	fs.IntVar(&o.spus, "spus", 0, "throughput, tunnels, rekey: spud's SPUs per gateway (0: one per CPU)")
+	fs.IntVar(&o.spus, "spus", 0, "throughput, tcp, tunnels, rekey: spud's SPUs per gateway (0: one per CPU)")
 	fs.BoolVar(&o.profile, "profile", true, "throughput: perf profile of spud's first run")
+	fs.StringVar(&o.tcpSystems, "tcp-systems", "spud,kernel,strongswan", "tcp: systems (iperf3 through one tunnel)")
+	fs.StringVar(&o.tcpStreams, "tcp-streams", "1,8", "tcp: iperf3 streams of each run")
+	fs.DurationVar(&o.tcpDuration, "tcp-duration", 5*time.Second, "tcp: length of each iperf3 run")
 	fs.StringVar(&o.scalingSPUs, "scaling-spus", "", "scaling: SPU counts (default 1..CPUs and 2×CPUs)")
 	fs.IntVar(&o.scalingTunnels, "scaling-tunnels", 64, "scaling: tunnels")
 	fs.StringVar(&o.scalingSizes, "scaling-sizes", "64,1400", "scaling: packet sizes")
@@ -202,6 +210,7 @@ func (o *options) applyQuick() {
 	o.duration, o.warmup = 500*time.Millisecond, 200*time.Millisecond
 	o.steps = 1
 	o.profile = false
+	o.tcpSystems, o.tcpStreams, o.tcpDuration = "spud,kernel", "1", time.Second
 	if o.scalingSPUs == "" {
 		o.scalingSPUs = "1,2"
 	}
@@ -246,7 +255,7 @@ func run(o options, which []string) (string, error) {
 	}
 	env.Logf("spubench: %s on %s (%d CPUs), results in %s", res.Command, res.Machine.CPUModel, res.Machine.CPUs, dir)
 	timing := traffic.Timing{Warmup: o.warmup, Duration: o.duration}
-	search := scenario.Search{Steps: o.steps, Tolerance: o.tolerance}
+	search := scenario.Search{Steps: o.steps, Tolerance: o.tolerance, Resolution: o.resolution}
 	mixes, err := parseMixes(o.sizes)
 	if err != nil {
 		return "", err
@@ -276,6 +285,17 @@ func run(o options, which []string) (string, error) {
 			jobs = append(jobs, job{name, t.Estimate(), func() error {
 				r, err := t.Run(env)
 				res.Throughput = r
+				return err
+			}})
+		case "tcp":
+			streams, err := ints(o.tcpStreams)
+			if err != nil {
+				return "", fmt.Errorf("-tcp-streams: %w", err)
+			}
+			c := &scenario.TCP{Systems: split(o.tcpSystems), Streams: streams, Duration: o.tcpDuration, SPUs: o.spus}
+			jobs = append(jobs, job{name, c.Estimate(), func() error {
+				r, err := c.Run(env)
+				res.TCP = r
 				return err
 			}})
 		case "scaling":

@@ -48,6 +48,15 @@ func TestPrivilegedQuick(t *testing.T) {
 	if r.Scaling == nil || len(r.Scaling.Runs) != 2 || r.Tunnels == nil || len(r.Tunnels.Runs) != 2 || r.Rekey == nil || len(r.Rekey.Runs) != 2 {
 		t.Errorf("scaling, tunnels or rekey missing: %+v %+v %+v", r.Scaling, r.Tunnels, r.Rekey)
 	}
+	if r.TCP == nil || len(r.TCP.Runs) != 2 {
+		t.Errorf("tcp: %+v", r.TCP)
+	} else {
+		for _, x := range r.TCP.Runs {
+			if x.Error != "" || x.Gbps == 0 {
+				t.Errorf("tcp %s: %+v", x.System, x)
+			}
+		}
+	}
 	if r.IKE == nil {
 		t.Error("no IKE results")
 	} else {
@@ -68,7 +77,7 @@ func TestPrivilegedQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Generator ceiling", "## 1. Throughput", "## 2. SPU scaling", "## 3. Tunnel count", "## 4. IKE setup rate", "## 5. Rekey under load"} {
+	for _, want := range []string{"## Generator ceiling", "## 1. Throughput", "### Searches", "## TCP through one tunnel", "## 2. SPU scaling", "## 3. Tunnel count", "## 4. IKE setup rate", "## 5. Rekey under load"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
