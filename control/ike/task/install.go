@@ -140,14 +140,17 @@ func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, d
 		return false, err
 	}
 	adp, ok := c.DataPlane().(AsyncChildDataPlane)
-	if !ok || c.Resume == nil || p.in.Logical == nil || p.reauth {
+	if !ok || c.Resume == nil || p.in.Logical == nil || p.reauth || (p.needPolicy && sharesPolicy(c.Env, c.IKE)) {
 		// A Child SA that takes another IKE SA's policy over (a
 		// reauthentication's) goes in at once: the other IKE SA, which
 		// the worker serves meanwhile, must not move under it. A
 		// sibling's or a rekeyed Child SA's of this IKE SA stays as it is
 		// while the exchange waits (the manager starts nothing else on the
 		// IKE SA, nor runs its Child SAs' timers), and hands its policy
-		// over when the install is answered.
+		// over when the install is answered. The first Child SA of IKE
+		// SAs that share one policy (a load run's) goes in at once too:
+		// the others, negotiated meanwhile, find its policy only once it
+		// is in the IKE SA's list, else each would make one of its own.
 		return false, p.install(c, cc, ch)
 	}
 	c.Stats().Inc(stats.InstallsAsync)
@@ -177,6 +180,20 @@ func InstallAsync(c *Ctx, conn *config.Conn, cc *config.Child, ch *sa.ChildSA, d
 		})
 	})
 	return true, nil
+}
+
+// PolicySharer is an Env whose IKE SAs of one tunnel may each have a
+// Child SA while they share one policy (a load run's, found through
+// Predecessor).
+type PolicySharer interface {
+	// SharesPolicy reports whether ike's Child SAs share a policy with
+	// those of other IKE SAs.
+	SharesPolicy(ike *sa.IKESA) bool
+}
+
+func sharesPolicy(e Env, ike *sa.IKESA) bool {
+	ps, ok := e.(PolicySharer)
+	return ok && ps.SharesPolicy(ike)
 }
 
 // followMove points a Child SA whose add was in flight when the peer's

@@ -283,7 +283,9 @@ func TestAsyncInitiatorRekeyServesOthers(t *testing.T) {
 	if res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 2, Window: 2, Identity: "c%d.load.example"}, time.Minute); res.Established != 2 {
 		t.Fatalf("load: %+v", res)
 	}
-	counted(t, na, stats.InstallsAsync, 2) // its IKE_AUTHs'
+	// Its IKE_AUTHs' Child SAs went in at once: a load's share one policy,
+	// which the first makes and the second takes over.
+	counted(t, na, stats.InstallsAsync, 0)
 
 	ikes := nb.Worker.List()
 	rekeyed := na.Worker.List()[0]

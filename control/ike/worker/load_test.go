@@ -727,3 +727,30 @@ func TestLoadFollowsItsTunnel(t *testing.T) {
 	}
 	_ = nb
 }
+
+// A load's Child SAs share one policy where the initiator's data plane
+// takes installs without the worker waiting: the first Child SA of the
+// tunnel, which makes the policy, goes in at once. (Not waited for, each
+// Child SA of the first window found no policy yet and made its own.)
+func TestLoadSharesOnePolicyWithoutWaiting(t *testing.T) {
+	s, na, nb := pair(t, nil, func(o *confOpts) { o.extra = "    unique: never\n" })
+	na.Anchors, nb.Anchors = anchoring(t, false), anchoring(t, false)
+	na.InstallDelay = 100 * time.Millisecond
+	res := runLoad(t, s, na, worker.LoadSpec{Conn: "tun", Count: 20, Window: 8}, time.Minute)
+	if res.Established != 20 || res.Failed != 0 {
+		t.Fatalf("load outcome %+v", res)
+	}
+	reqids := map[uint32]int{}
+	for _, ike := range na.Worker.List() {
+		if len(ike.Children) != 1 {
+			t.Fatalf("IKE SA %d has %d Child SAs", ike.UniqueID, len(ike.Children))
+		}
+		reqids[ike.Children[0].ReqID]++
+	}
+	if len(reqids) != 1 {
+		t.Errorf("initiator reqids %v, want one", reqids)
+	}
+	if sas, pols := na.DP.Counts(); sas != 40 || pols != 1 {
+		t.Errorf("initiator's data plane: %d SAs, %d policies, want 40 and 1", sas, pols)
+	}
+}

@@ -152,6 +152,12 @@ func (e *mgrEnv) Predecessor(ike *sa.IKESA, ch *sa.ChildSA) (*sa.IKESA, *sa.Chil
 	return e.w.elsewhere(ike, ch)
 }
 
+// SharesPolicy reports whether ike is of a load run, whose Child SAs of
+// one tunnel share a reqid and policy.
+func (e *mgrEnv) SharesPolicy(ike *sa.IKESA) bool { return e.w.isLoad(ike) }
+
+var _ task.PolicySharer = (*mgrEnv)(nil)
+
 // verifyHints makes Predecessor check every hint it takes against the
 // search (tests).
 var verifyHints = false
