@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,6 +132,57 @@ scrape_configs:
 	if v, ok := promWait(t, h, `sum(spugate_iked_spud_calls_total{job="iked"})`, 10*time.Second, func(v float64) bool { return v > 0 }); !ok {
 		t.Errorf("Prometheus: iked's SA API calls %v, want some", v)
 	}
+	// Every query of the Grafana dashboard evaluates on this Prometheus
+	// (2.42, Debian's), and the traffic panels show the lab's.
+	exprs := dashboardExprs(t)
+	answered := 0
+	for _, e := range exprs {
+		body, _, err := nsGet(h, "http://"+promAddr+"/api/v1/query?query="+url.QueryEscape(e), "")
+		if err != nil || !strings.Contains(body, `"status":"success"`) {
+			t.Errorf("dashboard query %s: %v %.300s", e, err, body)
+			continue
+		}
+		if !strings.Contains(body, `"result":[]`) {
+			answered++
+		}
+	}
+	t.Logf("dashboard: %d queries evaluated, %d with data", len(exprs), answered)
+	for _, e := range []string{`sum by (instance) (rate(spugate_spud_spu_encap_packets_total{instance=~".*"}[1m]))`,
+		`sum by (instance, state) (spugate_iked_ike_sas{instance=~".*"}) > 0`} {
+		if !slices.Contains(exprs, e) {
+			t.Errorf("dashboard: no query %s", e)
+		} else if vs := promValues(t, h, e); len(vs) == 0 || vs[0] <= 0 {
+			t.Errorf("dashboard query %s: %v, want the lab's", e, vs)
+		}
+	}
+}
+
+// dashboardExprs is deploy/grafana/spugate.json's queries with Grafana's
+// variables as it would set them for every instance and a 1m interval.
+func dashboardExprs(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "spugate.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("deploy/grafana/spugate.json: %v", err)
+	}
+	r := strings.NewReplacer("$__rate_interval", "1m", "$spud", ".*", "$iked", ".*")
+	var out []string
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			out = append(out, r.Replace(tg.Expr))
+		}
+	}
+	return out
 }
 
 // nsGet fetches url from inside h's namespace (the connection is made
