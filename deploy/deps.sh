@@ -23,6 +23,9 @@ packages=(
 	tshark python3-scapy
 	# traffic and captures
 	iperf3 tcpdump
+	# metrics: promtool checks the -metrics endpoints' output, and a real
+	# Prometheus scrapes a lab gateway (its own instance, in a namespace)
+	prometheus
 	# the userspace Go VPN the benchmark compares with, and the profiler the
 	# benchmark report uses
 	wireguard-go wireguard-tools linux-perf

@@ -2,6 +2,7 @@
 //
 //	iked -config /etc/spugate/iked.yaml [-state /run/spugate/iked.state] [-log-level info]
 //	     [-gogc 50] [-memory-limit 4GiB] [-heap-profile /tmp/iked.heap]
+//	     [-metrics 127.0.0.1:9815 [-metrics-per-tunnel N]]
 //
 // SIGHUP reloads the configuration; SIGINT and SIGTERM stop iked and leave
 // its SAs in spud and its state on disk, so that the next iked takes them
@@ -23,7 +24,9 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/control/iked"
+	"github.com/spugate/spugate/control/ikedmetrics"
 	"github.com/spugate/spugate/internal/gomem"
+	"github.com/spugate/spugate/internal/promserve"
 )
 
 func main() {
@@ -33,10 +36,16 @@ func main() {
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
+	metrics := flag.String("metrics", "", promserve.AddrUsage)
+	perTunnel := flag.Int("metrics-per-tunnel", 0, promserve.PerTunnelUsage+"; a tunnel here is a connection")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	flag.Parse()
 	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
+		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
+		os.Exit(2)
+	}
+	if err := promserve.CheckPerTunnel(*perTunnel); err != nil {
 		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
 		os.Exit(2)
 	}
@@ -49,10 +58,19 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	log.Info("iked: runtime memory settings", "settings", mem.String())
+	ln, err := promserve.Listen(*metrics)
+	if err != nil {
+		log.Error("iked: start failed", "err", err.Error())
+		os.Exit(1)
+	}
 	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log})
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)
+	}
+	var m *promserve.Server
+	if ln != nil {
+		m = ikedmetrics.Serve(ln, d, *perTunnel, log)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -80,6 +98,7 @@ func main() {
 	}
 	d.Wait(ctx)
 	log.Info("iked: stopping")
+	m.Close() // before the daemon, which a scrape reads
 	done := make(chan struct{})
 	go func() { d.Close(); close(done) }()
 	select {

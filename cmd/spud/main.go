@@ -3,7 +3,7 @@
 //	spud -i wan0,lan0 -protected lan0 [-spus N] [-cpus 0,1] [-poll adaptive|busy]
 //	     [-xdp auto|native|generic] [-xsk auto|copy|zerocopy] [-steer-carrier auto|meta|shim|none]
 //	     [-max-policies N] [-socket PATH] [-cipher-idle 30s] [-gogc 50] [-memory-limit 4GiB]
-//	     [-release-quiet=true]
+//	     [-release-quiet=true] [-metrics 127.0.0.1:9814 [-metrics-per-tunnel N]]
 //
 // It runs in the foreground until SIGTERM or SIGINT, then detaches its XDP
 // program and removes its socket.
@@ -24,9 +24,11 @@ import (
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/dataplane/spu"
 	"github.com/spugate/spugate/dataplane/spud"
+	"github.com/spugate/spugate/dataplane/spudmetrics"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
 	"github.com/spugate/spugate/internal/gomem"
+	"github.com/spugate/spugate/internal/promserve"
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -52,6 +54,8 @@ func main() {
 		verbose    = flag.Bool("v", false, "debug logging")
 		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+		metrics    = flag.String("metrics", "", promserve.AddrUsage)
+		perTunnel  = flag.Int("metrics-per-tunnel", 0, promserve.PerTunnelUsage+"; a tunnel here is an SA")
 		release    = flag.Bool("release-quiet", true, "once the SA API's calls stop after a burst (under 4 MiB allocated in a second, after 64 MiB or more and a quarter of the live heap), collect and return the heap's free pages to the OS, rather than keep the GC's headroom (-gogc) until the next burst")
 	)
 	flag.Parse()
@@ -114,11 +118,22 @@ func main() {
 	if cfg.CipherIdle, err = cipherIdleFlag(*cipherIdle); err != nil {
 		usage("%v", err)
 	}
+	if err := promserve.CheckPerTunnel(*perTunnel); err != nil {
+		usage("%v", err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	ln, err := promserve.Listen(*metrics)
+	if err != nil {
+		fail("%v", err)
+	}
 	d, err := spud.Start(cfg)
 	if err != nil {
 		fail("%v", err)
+	}
+	var m *promserve.Server
+	if ln != nil {
+		m = spudmetrics.Serve(ln, d, *perTunnel, log)
 	}
 	if *release {
 		go gomem.ReleaseWhenQuiet(ctx, gomem.Quiet{}, func(took time.Duration) {
@@ -127,6 +142,7 @@ func main() {
 	}
 	<-ctx.Done()
 	log.Info("spud: stopping")
+	m.Close() // before the daemon, which a scrape reads
 	if err := d.Close(); err != nil {
 		fail("stop: %v", err)
 	}

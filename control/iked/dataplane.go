@@ -55,10 +55,17 @@ type spudDP struct {
 	// waitedNS is the time callers spent in SA API calls they waited for
 	// (a worker's: the time it was blocked on spud), in nanoseconds.
 	waitedNS atomic.Int64
+	// waitedCalls counts those calls, so that waitedNS over it is their
+	// mean latency (the metrics' spugate_iked_spud_wait_seconds).
+	waitedCalls atomic.Uint64
 }
 
-// waited counts the time since start as spent waiting for spud.
-func (p *spudDP) waited(start time.Time) { p.waitedNS.Add(int64(time.Since(start))) }
+// waited counts the time since start as spent waiting for spud, in one
+// call.
+func (p *spudDP) waited(start time.Time) {
+	p.waitedNS.Add(int64(time.Since(start)))
+	p.waitedCalls.Add(1)
+}
 
 type usageCount struct {
 	packets uint64

@@ -600,10 +600,13 @@ func (d *Daemon) stats() api.Stats {
 			st.Drops[k] += v
 		}
 	}
-	if c, err := d.prog.Counters(); err == nil {
-		for i, v := range c {
-			if v > 0 {
-				st.XDP[steer.Counter(i).String()] = v
+	// No program: a daemon of the tests, its SPUs fed by fake ports.
+	if d.prog != nil {
+		if c, err := d.prog.Counters(); err == nil {
+			for i, v := range c {
+				if v > 0 {
+					st.XDP[steer.Counter(i).String()] = v
+				}
 			}
 		}
 	}
