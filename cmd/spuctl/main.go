@@ -150,7 +150,8 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 		Version:       version.Get().String(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
-		Args:          cobra.NoArgs,
+		// No Args: cobra's own check of the root's words suggests the
+		// commands near a mistyped one.
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usagef("want a command (spud: sa, policy, spu, status, stats; iked: list-conns, list-sas, initiate, terminate, rekey, load-initiate, load-status, reload, ike-stats; pki, version, completion)")
 		},
@@ -183,6 +184,11 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 	// them.
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil && c != root {
+		c.Example = `  spuctl completion bash > /etc/bash_completion.d/spuctl
+  spuctl completion zsh > "${fpath[1]}/_spuctl"
+  spuctl completion fish > ~/.config/fish/completions/spuctl.fish`
+	}
 	a.wrap(root)
 	return root
 }
