@@ -19,8 +19,11 @@ type daemonVersion struct {
 	Socket string `json:"socket"`
 	// Version is the daemon's build; nil when it did not answer.
 	Version *version.Info `json:"version,omitempty"`
-	// Error says why not: not reachable, or a daemon too old to answer.
-	Error string `json:"error,omitempty"`
+	// Reachable says spuctl connected; Error says why there is no
+	// Version: not reachable, or a daemon that refused (one older than
+	// the version operation: "unknown operation").
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
 }
 
 // versions is spuctl version's JSON object.
@@ -44,7 +47,8 @@ func (a *app) versionCommand() *cobra.Command {
 		Short: "Show the versions of spuctl, spud and iked",
 		Long: `Show spuctl's build and, where they answer, spud's and iked's (each daemon
 at its socket, --spud-socket and --iked-socket); a daemon that does not
-answer is shown as "not reachable" with the reason. spuctl --version shows
+answer is shown as "not reachable" with the reason, one that refuses (older
+than the version operation) as "version not known". spuctl --version shows
 spuctl's alone. The exit status is 0 either way.`,
 		Example: `  spuctl version
   spuctl version -o json | jq -r .spud.version.version`,
@@ -79,9 +83,12 @@ spuctl's alone. The exit status is 0 either way.`,
 				name string
 				v    daemonVersion
 			}{{"spud", v.Spud}, {"iked", v.Iked}} {
-				if d.v.Version != nil {
+				switch {
+				case d.v.Version != nil:
 					fmt.Fprintf(a.out, "%s %s\n", d.name, d.v.Version)
-				} else {
+				case d.v.Reachable:
+					fmt.Fprintf(a.out, "%s version not known: %s\n", d.name, d.v.Error)
+				default:
 					fmt.Fprintf(a.out, "%s not reachable: %s\n", d.name, d.v.Error)
 				}
 			}
@@ -102,6 +109,7 @@ func (a *app) daemonVersion(socket string, dial func() (caller, error)) daemonVe
 		return d
 	}
 	defer c.Close()
+	d.Reachable = true
 	var v version.Info
 	if err := c.Call(opVersion, nil, &v); err != nil {
 		d.Error = err.Error()
