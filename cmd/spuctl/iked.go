@@ -334,6 +334,7 @@ testbeds). It waits for the run to end and prints its outcome; with
 	f.BoolVar(&l.Background, "background", false, "return once started (see load-status)")
 	f.StringVar(&l.Identity, "identity", "", "each IKE SA's local identity, %d its number (load-tester's initiator_id; PSK only)")
 	f.DurationVar(&l.Timeout, "load-timeout", 0, "stop starting new IKE SAs after this (0: none)")
+	cmd.MarkFlagRequired("count")
 	return cmd
 }
 

@@ -184,6 +184,20 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 	// them.
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	if help, _, err := root.Find([]string{"help"}); err == nil && help != root {
+		// cobra's prints the root's help for a topic it does not know,
+		// and exits 0.
+		help.Run = nil
+		help.RunE = func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return usagef("unknown help topic %q", strings.Join(args, " "))
+			}
+			cmd.InitDefaultHelpFlag()
+			cmd.InitDefaultVersionFlag()
+			return cmd.Help()
+		}
+	}
 	if c, _, err := root.Find([]string{"completion"}); err == nil && c != root {
 		c.Example = `  spuctl completion bash > /etc/bash_completion.d/spuctl
   spuctl completion zsh > "${fpath[1]}/_spuctl"

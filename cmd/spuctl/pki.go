@@ -170,6 +170,7 @@ configuration looks by default.`,
 	f.StringVar(&o.install, "install", "", "iked configuration folder to install into (x509/, private/, x509ca/)")
 	cmd.RegisterFlagCompletionFunc("key", cobra.FixedCompletions(keyTypeList(), cobra.ShellCompDirectiveNoFileComp))
 	cmd.MarkFlagDirname("install")
+	cmd.MarkFlagRequired("id")
 	return cmd
 }
 

@@ -57,7 +57,7 @@ func TestPKILab(t *testing.T) {
 		want string
 	}{
 		{[]string{"ca", root}, 1, "exists"},
-		{[]string{"issue", inter}, 2, "--id"},
+		{[]string{"issue", inter}, 2, `required flag(s) "id" not set`},
 		{[]string{"ca", filepath.Join(dir, "x"), "-key", "dsa"}, 2, "ecdsa-p256"},
 	} {
 		var errOut bytes.Buffer
