@@ -175,6 +175,8 @@ func TestCompatArgs(t *testing.T) {
 		{"sa list -ojson", "sa list -ojson"},
 		{"sa list -o json", "sa list -o json"},
 		{"pki issue /ca -id gw -san 1.2.3.4 -key ed25519 -install /x", "pki issue /ca --id gw --san 1.2.3.4 --key ed25519 --install /x"},
+		{"pki ca /ca/inter -parent /ca/root", "pki ca /ca/inter --parent /ca/root"},
+		{"rekey tun --ike-sa", "rekey tun --ike-sa"},
 		{"-s sa sa list", "-s sa sa list"},
 		{"sa add src 1.2.3.4 dst 5.6.7.8", "sa add src 1.2.3.4 dst 5.6.7.8"},
 		{"sa -help", "sa --help"},
