@@ -272,35 +272,36 @@ func TestJSONOutputAsDocumented(t *testing.T) {
 		{"sa list", true}, {"policy list", true}, {"spu list", false}, {"status", false}, {"stats", false},
 		{"list-conns", true}, {"list-sas", true}, {"load-status", false}, {"ike-stats", false}, {"version", false},
 	} {
-		d, ok := schemas[c.cmd]
-		if !ok {
-			t.Errorf("docs/operations.md has no \"#### `spuctl %s -o json`\"", c.cmd)
-			continue
-		}
-		args := strings.Fields(c.cmd)
-		if c.cmd == "load-status" {
-			args = append(args, "tun")
-		}
-		var first string
-		for i, flags := range [][]string{{"-o", "json"}, {"-json"}, {"--output=json"}} {
-			code, out, errOut := spuctl(append(append([]string{"-s", spud, "-c", iked}, args...), flags...)...)
-			if code != 0 || errOut != "" {
-				t.Errorf("spuctl %s %s: exit %d: %s", c.cmd, strings.Join(flags, " "), code, errOut)
-				continue
+		t.Run(strings.ReplaceAll(c.cmd, " ", "_"), func(t *testing.T) {
+			d, ok := schemas[c.cmd]
+			if !ok {
+				t.Fatalf("docs/operations.md has no \"#### `spuctl %s -o json`\"", c.cmd)
 			}
-			if i == 0 {
-				first = out
-				d.check(t, c.cmd, out, c.lines)
-			} else if out != first && c.cmd != "version" {
-				t.Errorf("spuctl %s %s differs from -o json", c.cmd, strings.Join(flags, " "))
+			args := strings.Fields(c.cmd)
+			if c.cmd == "load-status" {
+				args = append(args, "tun")
 			}
-		}
-		// -o text is the default, and not JSON.
-		code, out, _ := spuctl(append([]string{"-s", spud, "-c", iked}, append(args, "-o", "text")...)...)
-		_, def, _ := spuctl(append([]string{"-s", spud, "-c", iked}, args...)...)
-		if code != 0 || out != def || strings.HasPrefix(out, "{") {
-			t.Errorf("spuctl %s -o text: exit %d, %q; default %q", c.cmd, code, out, def)
-		}
+			var first string
+			for i, flags := range [][]string{{"-o", "json"}, {"-json"}, {"--output=json"}} {
+				code, out, errOut := spuctl(append(append([]string{"-s", spud, "-c", iked}, args...), flags...)...)
+				if code != 0 || errOut != "" {
+					t.Errorf("spuctl %s %s: exit %d: %s", c.cmd, strings.Join(flags, " "), code, errOut)
+					continue
+				}
+				if i == 0 {
+					first = out
+					d.check(t, c.cmd, out, c.lines)
+				} else if out != first && c.cmd != "version" {
+					t.Errorf("spuctl %s %s differs from -o json", c.cmd, strings.Join(flags, " "))
+				}
+			}
+			// -o text is the default, and not JSON.
+			code, out, _ := spuctl(append([]string{"-s", spud, "-c", iked}, append(args, "-o", "text")...)...)
+			_, def, _ := spuctl(append([]string{"-s", spud, "-c", iked}, args...)...)
+			if code != 0 || out != def || strings.HasPrefix(out, "{") {
+				t.Errorf("spuctl %s -o text: exit %d, %q; default %q", c.cmd, code, out, def)
+			}
+		})
 	}
 }
 
