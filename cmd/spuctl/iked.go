@@ -2,162 +2,459 @@ package main
 
 import (
 	"bufio"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	ikestats "github.com/spugate/spugate/control/ike/stats"
 	"github.com/spugate/spugate/control/iked/ikectl"
 )
 
-// ikeCmd runs the commands that talk to iked.
-func ikeCmd(cmd string, args []string) error {
-	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
-	ike := fs.String("ike", "", "connection name")
-	child := fs.String("child", "", "child name")
-	ikeID := fs.Uint("ike-id", 0, "IKE SA unique id")
-	childID := fs.Uint("child-id", 0, "Child SA unique id")
-	rekeyIKE := fs.Bool("ike-sa", false, "rekey: the IKE SA rather than its Child SAs")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the outcome")
-	count := fs.Int("count", 0, "load-initiate: how many new IKE SAs")
-	window := fs.Int("window", 16, "load-initiate: IKE SAs in flight at most")
-	maxFail := fs.Int("max-failures", 0, "load-initiate: stop after that many failures (0: no budget)")
-	background := fs.Bool("background", false, "load-initiate: return once started (see load-status)")
-	loadID := fs.String("identity", "", "load-initiate: each IKE SA's local identity, %d its number (load-tester's initiator_id; PSK only)")
-	loadTimeout := fs.Duration("load-timeout", 0, "load-initiate: stop starting new IKE SAs after this (0: none)")
-	asJSON := fs.Bool("json", false, "list-sas: one JSON object an IKE SA, a line")
-	fs.SetOutput(io.Discard)
-	// Positional CONN [CHILD] first, flags after, or flags only.
-	var pos []string
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		pos = append(pos, args[0])
-		args = args[1:]
+// ikeTarget is what the iked commands name: a connection and a child, by
+// position (CONN [CHILD]) or by flag (--ike, --child), or IKE and Child
+// SAs by unique id.
+type ikeTarget struct {
+	ike, child      string
+	ikeID, childID  uint
+	timeout         time.Duration
+	withIDs, withCh bool
+}
+
+// add adds the target's flags to cmd.
+func (t *ikeTarget) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&t.ike, "ike", "", "the connection (instead of CONN)")
+	if t.withCh {
+		cmd.Flags().StringVar(&t.child, "child", "", "the child (instead of CHILD)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%s: %w", cmd, err)
+	if t.withIDs {
+		cmd.Flags().UintVar(&t.ikeID, "ike-id", 0, "an IKE SA by its unique id (list-sas: #N)")
+		cmd.Flags().UintVar(&t.childID, "child-id", 0, "a Child SA by its unique id")
 	}
-	pos = append(pos, fs.Args()...)
-	if len(pos) > 0 && *ike == "" {
-		*ike = pos[0]
+}
+
+// take fills the target from the positional CONN [CHILD]; a flag given
+// wins.
+func (t *ikeTarget) take(args []string) {
+	if len(args) > 0 && t.ike == "" {
+		t.ike = args[0]
 	}
-	if len(pos) > 1 && *child == "" {
-		*child = pos[1]
+	if len(args) > 1 && t.child == "" {
+		t.child = args[1]
 	}
-	c, err := ikectl.Dial(*ikedSocket)
+}
+
+// addTimeout adds --timeout: how long the command waits for iked.
+func addTimeout(cmd *cobra.Command, d *time.Duration, what string) {
+	cmd.Flags().DurationVar(d, "timeout", 30*time.Second, what)
+}
+
+// ikedCommands are the commands that talk to iked's control socket.
+func (a *app) ikedCommands() []*cobra.Command {
+	cmds := []*cobra.Command{a.listConnsCommand(), a.listSAsCommand(), a.initiateCommand(), a.terminateCommand(), a.rekeyCommand(),
+		a.loadInitiateCommand(), a.loadStatusCommand(), a.reloadCommand(), a.ikeStatsCommand()}
+	for _, c := range cmds {
+		if c.ValidArgsFunction == nil {
+			c.ValidArgsFunction = cobra.NoFileCompletions
+		}
+	}
+	return cmds
+}
+
+// ikedCall dials iked and runs f with the connection, each call bounded by
+// timeout and 5 s more.
+func (a *app) ikedCall(timeout time.Duration, f func(*ikectl.Client) error) error {
+	c, err := a.dialIked()
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetTimeout(*timeout + 5*time.Second)
-	switch cmd {
-	case "load-initiate":
-		if *ike == "" || *count <= 0 {
-			return fmt.Errorf("load-initiate: name the connection and a count (load-initiate CONN -count N [-window W])")
-		}
-		// The run ends by itself: wait as long as iked may (its run timeout
-		// and ten minutes for the IKE SAs in flight).
-		c.SetTimeout(*loadTimeout + 11*time.Minute)
-		r, err := c.Load(ikectl.Load{Conn: *ike, Count: *count, Window: *window, Timeout: *loadTimeout,
-			MaxFailures: *maxFail, Background: *background, Identity: *loadID})
-		if err != nil {
-			return fmt.Errorf("load-initiate %s: %w", *ike, err)
-		}
-		printLoad(os.Stdout, r)
-	case "load-status":
-		if *ike == "" {
-			return fmt.Errorf("load-status: name the connection")
-		}
-		r, err := c.LoadStatus(*ike)
-		if err != nil {
-			return err
-		}
-		printLoad(os.Stdout, r)
-	case "list-conns":
+	c.SetTimeout(timeout + 5*time.Second)
+	return f(c)
+}
+
+// completeConns completes a connection name (and then a child's) from
+// iked's configuration, when iked answers.
+func (a *app) completeConns(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 1 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var names []string
+	a.ikedCall(2*time.Second, func(c *ikectl.Client) error {
 		conns, err := c.Conns()
-		if err != nil {
-			return err
+		for _, cn := range conns {
+			if len(args) == 0 {
+				names = append(names, cn.Name)
+			} else if cn.Name == args[0] {
+				for _, ch := range cn.Children {
+					names = append(names, ch.Name)
+				}
+			}
 		}
-		printConns(os.Stdout, conns)
-	case "list-sas":
-		// Page by page, so that a million IKE SAs print as they come;
-		// 64 KiB a write (bufio's default 4 KiB was a write every ten
-		// IKE SAs, 100,000 writes for a million).
-		out := bufio.NewWriterSize(os.Stdout, 64<<10)
-		err := c.SAPages(func(sas []ikectl.IKESA) error {
-			if *asJSON {
-				if err := printSAsJSON(out, sas, *ike); err != nil {
+		return err
+	})
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+func (a *app) listConnsCommand() *cobra.Command {
+	var o outputFlags
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "list-conns",
+		Short: "List iked's configured connections",
+		Long: `List the connections iked loaded, as swanctl --list-conns does: the ends,
+proposals, authentication and identities, and each child's traffic
+selectors, actions and rekey time (trap installed: its policy waits for
+traffic).`,
+		Example: `  spuctl list-conns
+  spuctl list-conns -o json | jq -r .name`,
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			asJSON, err := o.asJSON()
+			if err != nil {
+				return err
+			}
+			return a.ikedCall(timeout, func(c *ikectl.Client) error {
+				conns, err := c.Conns()
+				if err != nil {
 					return err
 				}
-			} else {
-				printSAs(out, sas, *ike)
+				if asJSON {
+					return printJSONLines(a.out, conns)
+				}
+				printConns(a.out, conns)
+				return nil
+			})
+		},
+	}
+	o.add(cmd, "one connection object a line")
+	addTimeout(cmd, &timeout, "how long to wait for iked")
+	return cmd
+}
+
+// printJSONLines writes each of l as one JSON object a line.
+func printJSONLines[T any](w io.Writer, l []T) error {
+	bw := bufio.NewWriter(w)
+	for i := range l {
+		b, err := appendMarshal(bw.AvailableBuffer(), l[i])
+		if err != nil {
+			return err
+		}
+		bw.Write(append(b, '\n'))
+	}
+	return bw.Flush()
+}
+
+func (a *app) listSAsCommand() *cobra.Command {
+	var o outputFlags
+	t := ikeTarget{}
+	cmd := &cobra.Command{
+		Use:   "list-sas [CONN]",
+		Short: "List the IKE SAs and their Child SAs, page by page",
+		Long: `List iked's IKE SAs (all, or CONN's) in unique id order, page by page, as
+swanctl --list-sas does: SPIs, ends and identities, algorithms, age and
+time to rekey, worker and anchor SPU; each Child SA's SPIs, bytes and
+packets, selectors, time to rekey and expiry.`,
+		Example: `  spuctl list-sas
+  spuctl list-sas site-b -o json | jq .children`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			asJSON, err := o.asJSON()
+			if err != nil {
+				return err
 			}
-			return out.Flush()
-		})
-		if err != nil {
-			return err
-		}
-	case "initiate":
-		if *ike == "" {
-			return fmt.Errorf("initiate: name the connection (initiate CONN [CHILD])")
-		}
-		r, err := c.Initiate(ikectl.Initiate{Conn: *ike, Child: *child, Timeout: *timeout})
-		if err != nil {
-			return fmt.Errorf("initiate %s: %w", *ike, err)
-		}
-		fmt.Println(r.Message)
-	case "terminate":
-		if *ike == "" && *ikeID == 0 {
-			return fmt.Errorf("terminate: name the connection or --ike-id")
-		}
-		r, err := c.Terminate(ikectl.Terminate{Conn: *ike, IKEID: uint32(*ikeID), Child: *child, ChildID: uint32(*childID), Timeout: *timeout})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s (%d)\n", r.Message, r.Matched)
-	case "rekey":
-		if *ike == "" && *ikeID == 0 {
-			return fmt.Errorf("rekey: name the connection or --ike-id")
-		}
-		r, err := c.Rekey(ikectl.Rekey{Conn: *ike, IKEID: uint32(*ikeID), Child: *child, ChildID: uint32(*childID), IKE: *rekeyIKE})
-		if err != nil {
-			return err
-		}
-		fmt.Printf("%s (%d)\n", r.Message, r.Matched)
-	case "reload":
-		r, err := c.Reload()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("reloaded: added %v, removed %v, changed %v, %d unchanged\n", r.Added, r.Removed, r.Changed, len(r.Unchanged))
-	case "ike-stats":
-		st, err := c.Stats()
-		if err != nil {
-			return err
-		}
-		fmt.Printf("ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
-		for _, w := range st.Workers {
-			fmt.Printf("worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it, %v blocked on spud, %d calls not waited for in flight\n",
-				w.ID, w.SPU, w.IKESAs, w.Datagrams, w.HandedIn, time.Duration(w.SpudWaitNS).Round(time.Millisecond), w.InstallsInFlight)
-		}
-		for _, k := range ikestats.Names(st.Counters) {
-			fmt.Printf("%-24s %d\n", k, st.Counters[k])
-		}
-		if len(st.Failures) > 0 {
-			fmt.Println("failures:")
-			for _, k := range ikestats.Names(st.Failures) {
-				fmt.Printf("  %-22s %d\n", k, st.Failures[k])
+			t.take(args)
+			return a.ikedCall(t.timeout, func(c *ikectl.Client) error {
+				// Page by page, so that a million IKE SAs print as they
+				// come; 64 KiB a write (bufio's default 4 KiB was a write
+				// every ten IKE SAs, 100,000 writes for a million).
+				out := bufio.NewWriterSize(a.out, 64<<10)
+				return c.SAPages(func(sas []ikectl.IKESA) error {
+					if asJSON {
+						if err := printSAsJSON(out, sas, t.ike); err != nil {
+							return err
+						}
+					} else {
+						printSAs(out, sas, t.ike)
+					}
+					return out.Flush()
+				})
+			})
+		},
+	}
+	o.add(cmd, "one IKE SA object a line, its Child SAs in it")
+	t.add(cmd)
+	addTimeout(cmd, &t.timeout, "how long to wait for each page")
+	return cmd
+}
+
+func (a *app) initiateCommand() *cobra.Command {
+	t := ikeTarget{withCh: true}
+	cmd := &cobra.Command{
+		Use:   "initiate CONN [CHILD]",
+		Short: "Bring up a connection (or one child) and wait for the outcome",
+		Long: `Ask iked to bring up CONN: an IKE SA (or the one up already) and its
+children's Child SAs, or only CHILD's; wait up to --timeout for the outcome.`,
+		Example: `  spuctl initiate site-b
+  spuctl initiate site-b lan --timeout 60s`,
+		Args:              cobra.MaximumNArgs(2),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			t.take(args)
+			if t.ike == "" {
+				return usagef("name the connection (initiate CONN [CHILD])")
 			}
-		}
-		if len(st.Reuseport) > 0 {
-			fmt.Printf("reuseport: %s\n", kv(st.Reuseport))
+			return a.ikedCall(t.timeout, func(c *ikectl.Client) error {
+				r, err := c.Initiate(ikectl.Initiate{Conn: t.ike, Child: t.child, Timeout: t.timeout})
+				if err != nil {
+					return fmt.Errorf("initiate %s: %w", t.ike, err)
+				}
+				fmt.Fprintln(a.out, r.Message)
+				return nil
+			})
+		},
+	}
+	t.add(cmd)
+	addTimeout(cmd, &t.timeout, "how long to wait for the outcome")
+	return cmd
+}
+
+func (a *app) terminateCommand() *cobra.Command {
+	t := ikeTarget{withCh: true, withIDs: true}
+	cmd := &cobra.Command{
+		Use:   "terminate CONN [CHILD]",
+		Short: "Delete a connection's IKE SAs (or only Child SAs) and wait for it",
+		Long: `Ask iked to delete CONN's IKE SAs (or the one --ike-id names) with their
+Child SAs, or only CHILD's Child SAs (or the one --child-id names); it
+prints how many matched.`,
+		Example: `  spuctl terminate site-b
+  spuctl terminate --ike-id 42
+  spuctl terminate site-b lan`,
+		Args:              cobra.MaximumNArgs(2),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			t.take(args)
+			if t.ike == "" && t.ikeID == 0 {
+				return usagef("name the connection or --ike-id (terminate CONN [CHILD])")
+			}
+			return a.ikedCall(t.timeout, func(c *ikectl.Client) error {
+				r, err := c.Terminate(ikectl.Terminate{Conn: t.ike, IKEID: uint32(t.ikeID), Child: t.child, ChildID: uint32(t.childID), Timeout: t.timeout})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s (%d)\n", r.Message, r.Matched)
+				return nil
+			})
+		},
+	}
+	t.add(cmd)
+	addTimeout(cmd, &t.timeout, "how long to wait for the outcome")
+	return cmd
+}
+
+func (a *app) rekeyCommand() *cobra.Command {
+	t := ikeTarget{withCh: true, withIDs: true}
+	var ikeSA bool
+	cmd := &cobra.Command{
+		Use:   "rekey CONN [CHILD]",
+		Short: "Rekey a connection's Child SAs (or its IKE SA) now",
+		Long: `Ask iked to rekey CONN's Child SAs (or CHILD's, or the one --child-id
+names, or those of the IKE SA --ike-id names) now; with --ike-sa the IKE
+SAs instead. It returns once the rekeys are started.`,
+		Example: `  spuctl rekey site-b
+  spuctl rekey site-b lan
+  spuctl rekey site-b --ike-sa`,
+		Args:              cobra.MaximumNArgs(2),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			t.take(args)
+			if t.ike == "" && t.ikeID == 0 {
+				return usagef("name the connection or --ike-id (rekey CONN [CHILD])")
+			}
+			return a.ikedCall(t.timeout, func(c *ikectl.Client) error {
+				r, err := c.Rekey(ikectl.Rekey{Conn: t.ike, IKEID: uint32(t.ikeID), Child: t.child, ChildID: uint32(t.childID), IKE: ikeSA})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s (%d)\n", r.Message, r.Matched)
+				return nil
+			})
+		},
+	}
+	t.add(cmd)
+	cmd.Flags().BoolVar(&ikeSA, "ike-sa", false, "rekey the IKE SA rather than its Child SAs")
+	addTimeout(cmd, &t.timeout, "how long to wait for iked")
+	return cmd
+}
+
+func (a *app) loadInitiateCommand() *cobra.Command {
+	t := ikeTarget{}
+	var l ikectl.Load
+	cmd := &cobra.Command{
+		Use:   "load-initiate CONN --count N",
+		Short: "Start a load run: N new IKE SAs of a connection, a window of them at a time",
+		Long: `Ask iked for --count new IKE SAs of CONN, each with its first child, at most
+--window not yet established at a time, never reusing an IKE SA (a load
+initiator, as strongSwan's load-tester plugin, for benchmarks and
+testbeds). It waits for the run to end and prints its outcome; with
+--background it returns once started (see load-status).`,
+		Example: `  spuctl load-initiate site-b --count 2000 --window 64
+  spuctl load-initiate site-b --count 100000 --background --load-timeout 10m
+  spuctl load-status site-b`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			t.take(args)
+			if t.ike == "" || l.Count <= 0 {
+				return usagef("name the connection and a count (load-initiate CONN --count N [--window W])")
+			}
+			l.Conn = t.ike
+			// The run ends by itself: wait as long as iked may (its run
+			// timeout and ten minutes for the IKE SAs in flight).
+			return a.ikedCall(l.Timeout+11*time.Minute-5*time.Second, func(c *ikectl.Client) error {
+				r, err := c.Load(l)
+				if err != nil {
+					return fmt.Errorf("load-initiate %s: %w", t.ike, err)
+				}
+				printLoad(a.out, r)
+				return nil
+			})
+		},
+	}
+	t.add(cmd)
+	f := cmd.Flags()
+	f.IntVar(&l.Count, "count", 0, "how many new IKE SAs (required)")
+	f.IntVar(&l.Window, "window", 16, "IKE SAs in flight at most")
+	f.IntVar(&l.MaxFailures, "max-failures", 0, "stop after that many failures (0: no budget)")
+	f.BoolVar(&l.Background, "background", false, "return once started (see load-status)")
+	f.StringVar(&l.Identity, "identity", "", "each IKE SA's local identity, %d its number (load-tester's initiator_id; PSK only)")
+	f.DurationVar(&l.Timeout, "load-timeout", 0, "stop starting new IKE SAs after this (0: none)")
+	cmd.MarkFlagRequired("count")
+	return cmd
+}
+
+func (a *app) loadStatusCommand() *cobra.Command {
+	var o outputFlags
+	t := ikeTarget{}
+	cmd := &cobra.Command{
+		Use:   "load-status CONN",
+		Short: "Show the progress of a connection's current or last load run",
+		Example: `  spuctl load-status site-b
+  spuctl load-status site-b -o json | jq .established`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeConns,
+		RunE: func(_ *cobra.Command, args []string) error {
+			asJSON, err := o.asJSON()
+			if err != nil {
+				return err
+			}
+			t.take(args)
+			if t.ike == "" {
+				return usagef("name the connection (load-status CONN)")
+			}
+			return a.ikedCall(t.timeout, func(c *ikectl.Client) error {
+				r, err := c.LoadStatus(t.ike)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(a.out, r)
+				}
+				printLoad(a.out, r)
+				return nil
+			})
+		},
+	}
+	o.add(cmd, "one object")
+	t.add(cmd)
+	addTimeout(cmd, &t.timeout, "how long to wait for iked")
+	return cmd
+}
+
+func (a *app) reloadCommand() *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "Reload iked's configuration (as SIGHUP does)",
+		Long: `Ask iked to read its configuration again: connections that did not change
+keep their SAs; added ones start, removed ones are terminated, changed ones
+restart. It prints what was added, removed, changed and left.`,
+		Example: `  spuctl reload`,
+		Args:    cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			return a.ikedCall(timeout, func(c *ikectl.Client) error {
+				r, err := c.Reload()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "reloaded: added %v, removed %v, changed %v, %d unchanged\n", r.Added, r.Removed, r.Changed, len(r.Unchanged))
+				return nil
+			})
+		},
+	}
+	addTimeout(cmd, &timeout, "how long to wait for iked")
+	return cmd
+}
+
+func (a *app) ikeStatsCommand() *cobra.Command {
+	var o outputFlags
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "ike-stats",
+		Short: "Show iked's counters",
+		Long: `Show iked's counters: IKE SAs, half-open ones and those moved between
+workers; per worker its IKE SAs, datagrams, those handed to it, time
+blocked on spud and SA API calls in flight; exchanges, retransmissions and
+the other counters; failures by reason; SO_REUSEPORT steering.`,
+		Example: `  spuctl ike-stats
+  spuctl ike-stats -o json | jq .failures`,
+		Args: cobra.NoArgs,
+		RunE: func(_ *cobra.Command, _ []string) error {
+			asJSON, err := o.asJSON()
+			if err != nil {
+				return err
+			}
+			return a.ikedCall(timeout, func(c *ikectl.Client) error {
+				st, err := c.Stats()
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(a.out, st)
+				}
+				printIKEStats(a.out, st)
+				return nil
+			})
+		},
+	}
+	o.add(cmd, "one object")
+	addTimeout(cmd, &timeout, "how long to wait for iked")
+	return cmd
+}
+
+func printIKEStats(w io.Writer, st *ikectl.Stats) {
+	fmt.Fprintf(w, "ike sas %d, half-open %d, moved between workers %d\n", st.IKESAs, st.HalfOpen, st.Migrations)
+	for _, wk := range st.Workers {
+		fmt.Fprintf(w, "worker %d (spu %d): %d ike sas, %d datagrams on its sockets, %d handed to it, %v blocked on spud, %d calls not waited for in flight\n",
+			wk.ID, wk.SPU, wk.IKESAs, wk.Datagrams, wk.HandedIn, time.Duration(wk.SpudWaitNS).Round(time.Millisecond), wk.InstallsInFlight)
+	}
+	for _, k := range ikestats.Names(st.Counters) {
+		fmt.Fprintf(w, "%-24s %d\n", k, st.Counters[k])
+	}
+	if len(st.Failures) > 0 {
+		fmt.Fprintln(w, "failures:")
+		for _, k := range ikestats.Names(st.Failures) {
+			fmt.Fprintf(w, "  %-22s %d\n", k, st.Failures[k])
 		}
 	}
-	return nil
+	if len(st.Reuseport) > 0 {
+		fmt.Fprintf(w, "reuseport: %s\n", kv(st.Reuseport))
+	}
 }
 
 func printLoad(w io.Writer, r *ikectl.LoadResult) {

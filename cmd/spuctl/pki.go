@@ -3,14 +3,14 @@ package main
 import (
 	"bytes"
 	"crypto/x509"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/pki/labca"
@@ -19,13 +19,13 @@ import (
 // The pki subcommand makes a lab CA and gateway certificates with
 // control/pki/labca, and can lay them out in iked's swanctl-like folders:
 //
-//	spuctl pki ca DIR [-key ecdsa-p256] [-subject DN] [-days 3650] [-parent CADIR]
-//	spuctl pki issue CADIR -id gw-a.example [-san ID]... [-key ecdsa-p256] [-days 365]
-//	       [-subject DN] [-name NAME] [-install CONFDIR]
+//	spuctl pki ca DIR [--key ecdsa-p256] [--subject DN] [--days 3650] [--parent CADIR]
+//	spuctl pki issue CADIR --id gw-a.example [--san ID]... [--key ecdsa-p256] [--days 365]
+//	       [--subject DN] [--name NAME] [--install CONFDIR]
 //
 // A CA directory holds ca.pem (0644), ca.key (0600) and, for an
-// intermediate (-parent), chain.pem: the CA and the CAs above it. issue
-// writes NAME.pem and NAME.key next to the CA; -install also writes
+// intermediate (--parent), chain.pem: the CA and the CAs above it. issue
+// writes NAME.pem and NAME.key next to the CA; --install also writes
 // CONFDIR/x509/NAME.pem (the certificate and the intermediates above it),
 // CONFDIR/private/NAME.key (0600) and CONFDIR/x509ca/<root>.pem, which is
 // where iked's configuration looks by default. These are lab certificates:
@@ -33,37 +33,20 @@ import (
 
 const chainFile = "chain.pem"
 
-func pkiCmd(args []string, out io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("pki: want ca or issue (spuctl pki ca DIR ..., spuctl pki issue CADIR -id ID ...)")
+func (a *app) pkiCommand() *cobra.Command {
+	pkiCmd := &cobra.Command{
+		Use:   "pki",
+		Short: "Make a lab CA and gateway certificates for iked",
+		Long: `Make a lab CA (a root, or an intermediate under one) and gateway
+certificates, and lay them out in iked's configuration folders (x509/,
+private/, x509ca/). These are lab certificates: keys are made in memory
+and nothing keeps an issuance log. No daemon is needed.`,
+		Example: `  spuctl pki ca /etc/spugate/ca/root --key ecdsa-p384
+  spuctl pki ca /etc/spugate/ca/intermediate --parent /etc/spugate/ca/root
+  spuctl pki issue /etc/spugate/ca/intermediate --id gw-a.example --san 198.18.0.1 --install /etc/spugate`,
 	}
-	switch args[0] {
-	case "ca":
-		return pkiCA(args[1:], out)
-	case "issue":
-		return pkiIssue(args[1:], out)
-	}
-	return fmt.Errorf("pki: unknown command %q (ca, issue)", args[0])
-}
-
-// parseDirAndFlags accepts DIR before or after the flags.
-func parseDirAndFlags(fs *flag.FlagSet, args []string) (string, error) {
-	var dir string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		dir, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return "", err
-	}
-	if dir == "" && fs.NArg() > 0 {
-		dir = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return "", fmt.Errorf("pki %s: unexpected %q", fs.Name(), fs.Arg(0))
-	}
-	if dir == "" {
-		return "", fmt.Errorf("pki %s: missing the directory", fs.Name())
-	}
-	return dir, nil
+	pkiCmd.AddCommand(a.pkiCACommand(), a.pkiIssueCommand())
+	return pkiCmd
 }
 
 func keyType(s string) (labca.KeyType, error) {
@@ -72,23 +55,40 @@ func keyType(s string) (labca.KeyType, error) {
 			return k, nil
 		}
 	}
-	var names []string
-	for _, k := range labca.KeyTypes {
-		names = append(names, string(k))
-	}
-	return "", fmt.Errorf("pki: key type %q: want one of %s", s, strings.Join(names, ", "))
+	return "", usagef("key type %q: want one of %s", s, keyTypeNames())
 }
 
-func pkiCA(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("ca", flag.ContinueOnError)
-	key := fs.String("key", string(labca.ECDSAP256), "key type: "+keyTypeNames())
-	subject := fs.String("subject", "", "subject DN (default C=CH, O=spugate lab, CN=spugate lab root CA, or ... intermediate CA with -parent)")
-	days := fs.Int("days", 3650, "validity in days")
-	parent := fs.String("parent", "", "CA directory that issues this CA (an intermediate); default a self-signed root")
-	dir, err := parseDirAndFlags(fs, args)
-	if err != nil {
-		return err
+func (a *app) pkiCACommand() *cobra.Command {
+	var o caOptions
+	cmd := &cobra.Command{
+		Use:   "ca DIR",
+		Short: "Make a CA in DIR: a self-signed root, or an intermediate (--parent)",
+		Long: `Make a CA in DIR: ca.pem (0644) and ca.key (0600), self-signed, or issued by
+the CA in --parent (an intermediate, with chain.pem: it and the CAs above
+it).`,
+		Example: `  spuctl pki ca /etc/spugate/ca/root --key ecdsa-p384
+  spuctl pki ca /etc/spugate/ca/intermediate --parent /etc/spugate/ca/root`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error { return pkiCA(args[0], o, a.out) },
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.key, "key", string(labca.ECDSAP256), "key type: "+keyTypeNames())
+	f.StringVar(&o.subject, "subject", "", "subject DN (default C=CH, O=spugate lab, CN=spugate lab root CA, or ... intermediate CA with --parent)")
+	f.IntVar(&o.days, "days", 3650, "validity in days")
+	f.StringVar(&o.parent, "parent", "", "CA directory that issues this CA (an intermediate); default a self-signed root")
+	cmd.RegisterFlagCompletionFunc("key", cobra.FixedCompletions(keyTypeList(), cobra.ShellCompDirectiveNoFileComp))
+	cmd.MarkFlagDirname("parent")
+	return cmd
+}
+
+// caOptions are pki ca's flags.
+type caOptions struct {
+	key, subject, parent string
+	days                 int
+}
+
+func pkiCA(dir string, o caOptions, out io.Writer) error {
+	key, subject, days, parent := &o.key, &o.subject, &o.days, &o.parent
 	kt, err := keyType(*key)
 	if err != nil {
 		return err
@@ -146,27 +146,45 @@ func caChain(dir string) ([]*x509.Certificate, error) {
 	return pki.LoadCertificates(filepath.Join(dir, labca.CACertFile))
 }
 
-type multi []string
-
-func (m *multi) String() string     { return strings.Join(*m, ",") }
-func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
-
-func pkiIssue(args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("issue", flag.ContinueOnError)
-	id := fs.String("id", "", "the gateway's IKE identity (gw-a.example, @gw-a.example, 198.18.0.1, vpn@a.example, or a DN)")
-	var sans multi
-	fs.Var(&sans, "san", "another subjectAltName (repeatable), written as an identity")
-	key := fs.String("key", string(labca.ECDSAP256), "key type: "+keyTypeNames())
-	subject := fs.String("subject", "", "subject DN (default CN=<id>)")
-	days := fs.Int("days", 365, "validity in days")
-	name := fs.String("name", "", "base name of the files (default: from the identity)")
-	install := fs.String("install", "", "iked configuration folder to install into (x509/, private/, x509ca/)")
-	dir, err := parseDirAndFlags(fs, args)
-	if err != nil {
-		return err
+func (a *app) pkiIssueCommand() *cobra.Command {
+	var o issueOptions
+	cmd := &cobra.Command{
+		Use:   "issue CADIR --id ID",
+		Short: "Issue a gateway certificate from the CA in CADIR (and install it for iked)",
+		Long: `Issue a gateway certificate for the IKE identity --id from the CA in CADIR:
+NAME.pem and NAME.key next to the CA. --install also writes
+CONFDIR/x509/NAME.pem (the certificate and the intermediates above it),
+CONFDIR/private/NAME.key (0600) and CONFDIR/x509ca/<root>.pem, where iked's
+configuration looks by default.`,
+		Example: `  spuctl pki issue /etc/spugate/ca/intermediate --id gw-a.example --san 198.18.0.1 --install /etc/spugate`,
+		Args:    cobra.ExactArgs(1),
+		RunE:    func(_ *cobra.Command, args []string) error { return pkiIssue(args[0], o, a.out) },
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.id, "id", "", "the gateway's IKE identity (gw-a.example, @gw-a.example, 198.18.0.1, vpn@a.example, or a DN; required)")
+	f.StringArrayVar(&o.sans, "san", nil, "another subjectAltName (repeatable), written as an identity")
+	f.StringVar(&o.key, "key", string(labca.ECDSAP256), "key type: "+keyTypeNames())
+	f.StringVar(&o.subject, "subject", "", "subject DN (default CN=<id>)")
+	f.IntVar(&o.days, "days", 365, "validity in days")
+	f.StringVar(&o.name, "name", "", "base name of the files (default: from the identity)")
+	f.StringVar(&o.install, "install", "", "iked configuration folder to install into (x509/, private/, x509ca/)")
+	cmd.RegisterFlagCompletionFunc("key", cobra.FixedCompletions(keyTypeList(), cobra.ShellCompDirectiveNoFileComp))
+	cmd.MarkFlagDirname("install")
+	cmd.MarkFlagRequired("id")
+	return cmd
+}
+
+// issueOptions are pki issue's flags.
+type issueOptions struct {
+	id, key, subject, name, install string
+	sans                            []string
+	days                            int
+}
+
+func pkiIssue(dir string, o issueOptions, out io.Writer) error {
+	id, sans, key, subject, days, name, install := &o.id, o.sans, &o.key, &o.subject, &o.days, &o.name, &o.install
 	if *id == "" {
-		return errors.New("pki issue: -id is required")
+		return usagef("--id is required")
 	}
 	kt, err := keyType(*key)
 	if err != nil {
@@ -253,10 +271,12 @@ func fileBase(dn string) string {
 	return b.String()
 }
 
-func keyTypeNames() string {
+func keyTypeNames() string { return strings.Join(keyTypeList(), ", ") }
+
+func keyTypeList() []string {
 	var names []string
 	for _, k := range labca.KeyTypes {
 		names = append(names, string(k))
 	}
-	return strings.Join(names, ", ")
+	return names
 }

@@ -20,16 +20,17 @@ func TestPKILab(t *testing.T) {
 	root, inter := filepath.Join(dir, "root"), filepath.Join(dir, "inter")
 	confA, confB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	var out bytes.Buffer
-	run := func(args ...string) {
+	issue := func(args ...string) {
 		t.Helper()
-		if err := pkiCmd(args, &out); err != nil {
-			t.Fatalf("spuctl pki %s: %v", strings.Join(args, " "), err)
+		var errOut bytes.Buffer
+		if code := run(append([]string{"pki"}, args...), &out, &errOut); code != 0 {
+			t.Fatalf("spuctl pki %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
 		}
 	}
-	run("ca", root, "-key", "ecdsa-p384")
-	run("ca", inter, "-parent", root, "--key", "ecdsa-p256")
-	run("issue", inter, "-id", "gw-a.example", "-san", "198.18.0.1", "-key", "ed25519", "-install", confA)
-	run("issue", inter, "--id", "gw-b.example", "--key", "rsa2048", "--install", confB)
+	issue("ca", root, "-key", "ecdsa-p384")
+	issue("ca", inter, "-parent", root, "--key", "ecdsa-p256")
+	issue("issue", inter, "-id", "gw-a.example", "-san", "198.18.0.1", "-key", "ed25519", "-install", confA)
+	issue("issue", inter, "--id", "gw-b.example", "--key", "rsa2048", "--install", confB)
 	t.Log(out.String())
 
 	for _, f := range []struct {
@@ -48,15 +49,22 @@ func TestPKILab(t *testing.T) {
 			t.Errorf("%s: mode %04o, want %04o", f.path, fi.Mode().Perm(), f.mode)
 		}
 	}
-	// A second CA in the same folder is refused.
-	if err := pkiCmd([]string{"ca", root}, &out); err == nil || !strings.Contains(err.Error(), "exists") {
-		t.Errorf("overwriting a CA: %v", err)
-	}
-	if err := pkiCmd([]string{"issue", inter}, &out); err == nil || !strings.Contains(err.Error(), "-id") {
-		t.Errorf("issue without -id: %v", err)
-	}
-	if err := pkiCmd([]string{"ca", filepath.Join(dir, "x"), "-key", "dsa"}, &out); err == nil || !strings.Contains(err.Error(), "ecdsa-p256") {
-		t.Errorf("bad key type: %v", err)
+	// A second CA in the same folder is refused (exit 1); no --id or a
+	// key type not known are usage errors (exit 2).
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"ca", root}, 1, "exists"},
+		{[]string{"issue", inter}, 2, `required flag(s) "id" not set`},
+		{[]string{"ca", filepath.Join(dir, "x"), "-key", "dsa"}, 2, "ecdsa-p256"},
+	} {
+		var errOut bytes.Buffer
+		code := run(append([]string{"pki"}, c.args...), &out, &errOut)
+		if code != c.code || !strings.Contains(errOut.String(), c.want) || strings.Count(errOut.String(), "\n") != 1 {
+			t.Errorf("spuctl pki %s: exit %d, want %d; stderr %q, want one line with %q", strings.Join(c.args, " "), code, c.code, errOut.String(), c.want)
+		}
 	}
 
 	load := func(conf, local, remote string) *config.Config {
