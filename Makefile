@@ -11,6 +11,10 @@ TEST_TIMEOUT ?= 35m
 # packages' labs at once would starve each other.
 TESTFLAGS ?=
 PKGS ?= ./...
+# The release a build says it is (--version, the daemons' version calls):
+# git describe, which without tags is the commit's short hash.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/spugate/spugate/internal/version.Version=$(VERSION)
 
 .DEFAULT_GOAL := help
 
@@ -29,7 +33,7 @@ load-tester: deps ## Build strongSwan's load-tester plugin (not in Debian) from 
 .PHONY: build
 build: ## Build every binary into bin/
 	@mkdir -p bin
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 .PHONY: generate
 generate: deps ## Regenerate what go:generate makes: the bpf2go outputs from bpf/*.c (clang 14) and the enums' String methods (stringer)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/spugate/spugate/control/iked"
 	"github.com/spugate/spugate/internal/gomem"
+	"github.com/spugate/spugate/internal/version"
 )
 
 func main() {
@@ -34,7 +35,12 @@ func main() {
 	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+	showVer := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVer {
+		fmt.Println(version.Line("iked"))
+		return
+	}
 	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "iked: %v\n", err)

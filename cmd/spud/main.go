@@ -27,6 +27,7 @@ import (
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
 	"github.com/spugate/spugate/internal/gomem"
+	"github.com/spugate/spugate/internal/version"
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -52,9 +53,14 @@ func main() {
 		verbose    = flag.Bool("v", false, "debug logging")
 		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+		showVer    = flag.Bool("version", false, "print the version and exit")
 		release    = flag.Bool("release-quiet", true, "once the SA API's calls stop after a burst (under 4 MiB allocated in a second, after 64 MiB or more and a quarter of the live heap), collect and return the heap's free pages to the OS, rather than keep the GC's headroom (-gogc) until the next burst")
 	)
 	flag.Parse()
+	if *showVer {
+		fmt.Println(version.Line("spud"))
+		return
+	}
 	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
 		usage("%v", err)
