@@ -89,6 +89,42 @@ demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traf
 bench: deps build load-tester ## The standard benchmark set (bench/), results under bench/results/
 	@if [ -x bin/spubench ]; then bin/spubench; else echo "make bench: bench/ has no harness yet (issue 9)"; exit 1; fi
 
+# make install: PREFIX for the programs, units, man pages and examples,
+# SYSCONFDIR for /etc/spugate, DESTDIR to stage the tree elsewhere (make deb).
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+SBINDIR = $(PREFIX)/sbin
+UNITDIR = $(PREFIX)/lib/systemd/system
+MANDIR = $(PREFIX)/share/man
+DOCDIR = $(PREFIX)/share/doc/spugate
+DAEMONS = spud iked spuctl
+
+.PHONY: install
+install: build ## Install spud, iked, spuctl, their systemd units, man pages and example configs under PREFIX (/usr/local) and DESTDIR
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/spugate
+	install -m 0755 $(addprefix bin/,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/
+	for u in deploy/systemd/*.service; do \
+		sed -e 's#/usr/sbin/#$(SBINDIR)/#g' -e 's#/etc/spugate/#$(SYSCONFDIR)/spugate/#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 deploy/examples/* $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/
+	for f in deploy/etc/*; do \
+		[ -e $(DESTDIR)$(SYSCONFDIR)/spugate/$$(basename $$f) ] || install -m 0600 $$f $(DESTDIR)$(SYSCONFDIR)/spugate/; \
+	done
+
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+
+.PHONY: deb
+deb: ## Build the Debian package (nfpm) into bin/: the make install tree under /usr, /etc/spugate's files as conffiles
+	rm -rf bin/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/bin/deb-root PREFIX=/usr SYSCONFDIR=/etc
+	$(GO) run ./deploy/mkdeb -root bin/deb-root -version "$(VERSION)" -arch $(DEB_ARCH) -license LICENSE -out bin/
+
 .PHONY: clean
 clean: ## Remove bin/
 	rm -rf bin

@@ -66,9 +66,7 @@ func main() {
 	defer stop()
 	go func() {
 		for range hup {
-			if _, err := d.Reload(); err != nil {
-				log.Error("iked: reload failed, keeping the running configuration", "err", err.Error())
-			}
+			reload(log, d)
 		}
 	}()
 	if *heapProfile != "" {
@@ -84,8 +82,10 @@ func main() {
 			}
 		}()
 	}
+	serving(ctx, log, d)
 	d.Wait(ctx)
 	log.Info("iked: stopping")
+	stopping(log)
 	done := make(chan struct{})
 	go func() { d.Close(); close(done) }()
 	select {

@@ -126,6 +126,7 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
+	serving(ctx, log, cfg.Socket)
 	if *release {
 		go gomem.ReleaseWhenQuiet(ctx, gomem.Quiet{}, func(took time.Duration) {
 			log.Debug("spud: heap returned to the OS after a burst", "took", took)
@@ -133,6 +134,7 @@ func main() {
 	}
 	<-ctx.Done()
 	log.Info("spud: stopping")
+	stopping(log)
 	if err := d.Close(); err != nil {
 		fail("stop: %v", err)
 	}
