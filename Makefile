@@ -15,6 +15,8 @@ PKGS ?= ./...
 # git describe, which without tags is the commit's short hash.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/spugate/spugate/internal/version.Version=$(VERSION)
+# Where make build puts the binaries (and make deb its package).
+BUILDDIR ?= bin
 
 .DEFAULT_GOAL := help
 
@@ -31,9 +33,9 @@ load-tester: deps ## Build strongSwan's load-tester plugin (not in Debian) from 
 	@deploy/load-tester.sh
 
 .PHONY: build
-build: ## Build every binary into bin/
-	@mkdir -p bin
-	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+build: ## Build every binary into bin/ (BUILDDIR)
+	@mkdir -p $(BUILDDIR)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BUILDDIR)/ ./cmd/...
 
 .PHONY: generate
 generate: deps ## Regenerate what go:generate makes: the bpf2go outputs from bpf/*.c (clang 14) and the enums' String methods (stringer)
@@ -104,7 +106,7 @@ DAEMONS = spud iked spuctl
 install: build ## Install spud, iked, spuctl, their systemd units, man pages and example configs under PREFIX (/usr/local) and DESTDIR
 	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples
 	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/spugate
-	install -m 0755 $(addprefix bin/,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/
+	install -m 0755 $(addprefix $(BUILDDIR)/,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/
 	for u in deploy/systemd/*.service; do \
 		sed -e 's#/usr/sbin/#$(SBINDIR)/#g' -e 's#/etc/spugate/#$(SYSCONFDIR)/spugate/#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
 		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
@@ -121,9 +123,9 @@ DEB_ARCH ?= $(shell $(GO) env GOARCH)
 
 .PHONY: deb
 deb: ## Build the Debian package (nfpm) into bin/: the make install tree under /usr, /etc/spugate's files as conffiles
-	rm -rf bin/deb-root
-	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/bin/deb-root PREFIX=/usr SYSCONFDIR=/etc
-	$(GO) run ./deploy/mkdeb -root bin/deb-root -version "$(VERSION)" -arch $(DEB_ARCH) -license LICENSE -out bin/
+	rm -rf $(BUILDDIR)/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILDDIR))/deb-root PREFIX=/usr SYSCONFDIR=/etc
+	$(GO) run ./deploy/mkdeb -root $(BUILDDIR)/deb-root -version "$(VERSION)" -arch $(DEB_ARCH) -license LICENSE -out $(BUILDDIR)/
 
 .PHONY: clean
 clean: ## Remove bin/
