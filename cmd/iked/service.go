@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
+	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/iked"
 	"github.com/spugate/spugate/control/iked/ikectl"
 	"github.com/spugate/spugate/internal/sdnotify"
@@ -52,4 +55,16 @@ func answers(socket string) error {
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
 	return nil
+}
+
+// checkOnly is iked -check-config: it loads the configuration as a start
+// or a reload would, and exits 0 if it is good, 1 with its errors if not.
+func checkOnly(path string) {
+	cfg, err := config.Load(path, task.ConfigChecker{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("iked: %s: configuration good: %d connections\n", path, len(cfg.Connections))
+	os.Exit(0)
 }

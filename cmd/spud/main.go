@@ -13,7 +13,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,6 +25,7 @@ import (
 	"github.com/spugate/spugate/dataplane/spud"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/internal/daemonlog"
 	"github.com/spugate/spugate/internal/gomem"
 	"github.com/spugate/spugate/internal/version"
 	"github.com/vishvananda/netlink/nl"
@@ -50,13 +50,19 @@ func main() {
 		speedPad   = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
 		cipherIdle = flag.Duration("cipher-idle", spu.DefaultCipherIdle, "drop an SA's cipher state (some 700 bytes for AES-GCM) once it has carried no packet for between this and twice this; its next packet makes it again (0: never, every SA keeps it once it carried a packet)")
 		failOpen   = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
-		verbose    = flag.Bool("v", false, "debug logging")
+		verbose    = flag.Bool("v", false, "debug logging (-log-level debug)")
+		logLevel   = flag.String("log-level", "info", "log level: debug, info, warn or error (spuctl log-level changes it at run time)")
+		logFormat  = flag.String("log-format", "text", "log format: text (key=value) or json (one object a line)")
+		check      = flag.Bool("check", false, "check the command line, the interfaces, the anchor key file and the kernel's support for the steering program, without starting; exit 0 if spud would start, 1 if not (the reasons on stderr)")
 		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 		showVer    = flag.Bool("version", false, "print the version and exit")
 		release    = flag.Bool("release-quiet", true, "once the SA API's calls stop after a burst (under 4 MiB allocated in a second, after 64 MiB or more and a quarter of the live heap), collect and return the heap's free pages to the OS, rather than keep the GC's headroom (-gogc) until the next burst")
 	)
 	flag.Parse()
+	if flag.NArg() > 0 {
+		usage("unexpected argument %q", flag.Arg(0))
+	}
 	if *showVer {
 		fmt.Println(version.Line("spud"))
 		return
@@ -69,14 +75,16 @@ func main() {
 	// The kernel's own words when it refuses an XDP attachment ("Peer MTU
 	// too large for XDP"), not a bare EINVAL.
 	nl.EnableErrorMessageReporting = true
-	level := slog.LevelInfo
 	if *verbose {
-		level = slog.LevelDebug
+		*logLevel = "debug"
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	log.Info("spud: runtime memory settings", "settings", mem.String())
+	log, level, err := daemonlog.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		usage("%v", err)
+	}
 	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
-		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile, Log: log}
+		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile,
+		Log: log, Level: level}
 	if cfg.CPUs, err = ints(*cpus); err != nil {
 		usage("-cpus: %v", err)
 	}
@@ -120,6 +128,11 @@ func main() {
 	if cfg.CipherIdle, err = cipherIdleFlag(*cipherIdle); err != nil {
 		usage("%v", err)
 	}
+	if *check {
+		checkOnly(cfg)
+	}
+	daemonlog.Startup(log, "spud", flag.CommandLine)
+	log.Info("spud: runtime memory settings", "settings", mem.String())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := spud.Start(cfg)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/dataplane/spud"
 	"github.com/spugate/spugate/internal/sdnotify"
 )
 
@@ -40,4 +42,14 @@ func answers(socket string) error {
 		return fmt.Errorf("SA API at %s: %w", socket, err)
 	}
 	return nil
+}
+
+// checkOnly is spud -check: it says whether spud would start with cfg, and
+// exits 0 if so, 1 with the reasons if not.
+func checkOnly(cfg spud.Config) {
+	if err := spud.Check(cfg); err != nil {
+		fail("check failed:\n%v", err)
+	}
+	fmt.Printf("spud: check passed: %d interfaces, the steering program loads\n", len(cfg.Interfaces))
+	os.Exit(0)
 }

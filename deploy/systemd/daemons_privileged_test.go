@@ -202,6 +202,22 @@ func TestPrivilegedUnitsRun(t *testing.T) {
 		t.Fatalf("ping through the tunnel: %v\n%s", err, out)
 	}
 
+	// The operators' calls spuctl version and log-level make.
+	if v, err := c.Version(); err != nil || v.Version == "" {
+		t.Errorf("iked version: %+v %v", v, err)
+	}
+	if lv, err := c.LogLevel("debug"); err != nil || lv != "debug" {
+		t.Errorf("iked log level: %q %v", lv, err)
+	}
+	sc, err := api.Dial(a.spudSock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if lv, err := sc.LogLevel("warn"); err != nil || lv != "warn" {
+		t.Errorf("spud log level: %q %v", lv, err)
+	}
+
 	if err := a.iked.proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
