@@ -23,7 +23,9 @@ func serving(ctx context.Context, log *slog.Logger, d *iked.Daemon) {
 }
 
 // reload reloads the configuration between RELOADING=1 and READY=1, so
-// that systemctl reload waits for it and fails with it.
+// that systemctl reload waits for it; a configuration that does not load
+// is logged and said in STATUS=, and the running one kept (iked.service
+// runs iked -check-config first, which fails the reload itself).
 func reload(log *slog.Logger, d *iked.Daemon) {
 	notify(log, sdnotify.Reloading())
 	if _, err := d.Reload(); err != nil {

@@ -106,6 +106,7 @@ type gateway struct {
 	spud, iked *service
 	spudSock   string
 	ikedSock   string
+	dir        string
 }
 
 func startGateway(t *testing.T, h *lab.Host, bin string, local, remote netip.Addr, localID, remoteID string, lanA, lanB netip.Prefix) *gateway {
@@ -115,7 +116,7 @@ func startGateway(t *testing.T, h *lab.Host, bin string, local, remote netip.Add
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	g := &gateway{spudSock: filepath.Join(dir, "spud.sock"), ikedSock: filepath.Join(dir, "iked.sock")}
+	g := &gateway{spudSock: filepath.Join(dir, "spud.sock"), ikedSock: filepath.Join(dir, "iked.sock"), dir: dir}
 	g.spud = start(t, h, "spud.service", "spud", filepath.Join(bin, "spud"), "-i", "wan0,lan0", "-protected", "lan0",
 		"-socket", g.spudSock, "-key-file", filepath.Join(dir, "anchor.key"))
 	g.spud.expect("READY=1", 30*time.Second)
@@ -225,7 +226,26 @@ func TestPrivilegedUnitsRun(t *testing.T) {
 	if !slices.ContainsFunc(msg, func(l string) bool { return strings.HasPrefix(l, "MONOTONIC_USEC=") }) {
 		t.Errorf("RELOADING=1 without MONOTONIC_USEC: %q", msg)
 	}
-	a.iked.expect("READY=1", 10*time.Second)
+	msg = a.iked.expect("READY=1", 10*time.Second)
+	if !slices.Contains(msg, "STATUS=configuration reloaded") {
+		t.Errorf("reload: %q, want STATUS=configuration reloaded", msg)
+	}
+	// A configuration that does not load: still READY=1 (iked serves on
+	// with the running one), the reason in STATUS=.
+	if err := os.WriteFile(filepath.Join(a.dir, "iked.yaml"), []byte("connections: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.iked.proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	a.iked.expect("RELOADING=1", 5*time.Second)
+	msg = a.iked.expect("READY=1", 10*time.Second)
+	if !slices.ContainsFunc(msg, func(l string) bool { return strings.HasPrefix(l, "STATUS=reload failed: ") }) {
+		t.Errorf("failed reload: %q, want STATUS=reload failed: ...", msg)
+	}
+	if _, err := c.Version(); err != nil {
+		t.Errorf("iked after a failed reload: %v", err)
+	}
 
 	for _, g := range []*gateway{a, b} {
 		g.iked.stop()

@@ -115,8 +115,8 @@ func TestUnitShape(t *testing.T) {
 			}
 		}
 	}
-	if got := directive(t, "iked.service", "ExecReload"); len(got) != 1 || got[0] != "/bin/kill -HUP $MAINPID" {
-		t.Errorf("iked.service: ExecReload=%q", got)
+	if got := directive(t, "iked.service", "ExecReload"); len(got) != 2 || !strings.Contains(got[0], "iked -check-config") || got[1] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("iked.service: ExecReload=%q, want iked -check-config, then SIGHUP", got)
 	}
 	if got := directive(t, "spud.service", "ExecReload"); len(got) != 0 {
 		t.Errorf("spud.service reloads (%q), but spud has nothing to reload", got)
