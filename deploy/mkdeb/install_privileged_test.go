@@ -169,6 +169,11 @@ func TestPrivilegedDeb(t *testing.T) {
 			t.Errorf("dpkg-deb --contents: no %s", f)
 		}
 	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		if !strings.Contains(info, " "+s+"\n") && !strings.Contains(info, " "+s+" ") {
+			t.Errorf("dpkg-deb --info: no %s", s)
+		}
+	}
 	conf := strings.Fields(run(t, "dpkg-deb", "--info", deb, "conffiles"))
 	slices.Sort(conf)
 	if !slices.Equal(conf, []string{"/etc/spugate/iked.env", "/etc/spugate/spud.env"}) {
@@ -185,11 +190,38 @@ func TestPrivilegedDeb(t *testing.T) {
 		t.Fatal(err)
 	}
 	// systemd is the system's, not the scratch root's: its dependency is
-	// forced.
+	// forced. The scratch root has no shell: the maintainer scripts run
+	// outside it, on $DPKG_ROOT's paths (the scratch root's), so they
+	// touch nothing of this machine.
+	//
+	// The scratch root has a /run/systemd/system, as a machine booted
+	// with systemd, and a systemctl of the test's that notes its calls.
+	if err := os.MkdirAll(filepath.Join(root, "run/systemd/system"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fake, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+	if err := os.WriteFile(filepath.Join(fake, "systemctl"), []byte("#!/bin/sh\necho \"$*\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	called := func() []string {
+		b, _ := os.ReadFile(calls)
+		os.Remove(calls)
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
 	dpkg := func(args ...string) string {
-		return run(t, "dpkg", append([]string{"--root=" + root, "--force-depends"}, args...)...)
+		t.Helper()
+		cmd := exec.Command("dpkg", append([]string{"--root=" + root, "--force-depends", "--force-script-chrootless"}, args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
 	}
 	dpkg("-i", deb)
+	if got := called(); !slices.Equal(got, []string{"daemon-reload"}) {
+		t.Errorf("install: systemctl %q, want daemon-reload alone (nothing started)", got)
+	}
 	for _, prog := range []string{"spud", "iked"} {
 		checkVersion(t, filepath.Join(root, "usr/sbin", prog), prog, v)
 	}
@@ -205,14 +237,24 @@ func TestPrivilegedDeb(t *testing.T) {
 		}
 	}
 	dpkg("-r", "spugate")
+	if got := called(); !slices.Equal(got, []string{"stop iked.service spud.service", "daemon-reload"}) {
+		t.Errorf("remove: systemctl %q, want the daemons stopped, then daemon-reload", got)
+	}
 	if _, err := os.Stat(filepath.Join(root, "usr/sbin/spud")); err == nil {
 		t.Error("spud left after dpkg -r")
 	}
 	if _, err := os.Stat(filepath.Join(root, "etc/spugate/spud.env")); err != nil {
 		t.Errorf("dpkg -r removed a conffile: %v", err)
 	}
+	state := filepath.Join(root, "var/lib/spugate")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	dpkg("-P", "spugate")
 	if _, err := os.Stat(filepath.Join(root, "etc/spugate/spud.env")); err == nil {
 		t.Error("spud.env left after dpkg -P")
+	}
+	if _, err := os.Stat(state); err == nil {
+		t.Error("/var/lib/spugate left after dpkg -P")
 	}
 }

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"embed"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -22,6 +23,12 @@ import (
 	"github.com/goreleaser/nfpm/v2/deb"
 	"github.com/goreleaser/nfpm/v2/files"
 )
+
+// scripts are the maintainer scripts: systemd told of the units, the
+// daemons stopped on removal; nothing started.
+//
+//go:embed scripts
+var scripts embed.FS
 
 func main() {
 	root := flag.String("root", "", "the tree make install staged with PREFIX=/usr (required)")
@@ -50,6 +57,23 @@ func build(root, ver, arch, license, out string) (string, error) {
 	}
 	contents = append(contents, &files.Content{Source: license, Destination: "/usr/share/doc/spugate/copyright",
 		FileInfo: &files.ContentFileInfo{Mode: 0o644}})
+	// nfpm reads scripts from files.
+	dir, err := os.MkdirTemp("", "mkdeb-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	script := map[string]string{}
+	for _, name := range []string{"postinst", "prerm", "postrm"} {
+		b, err := scripts.ReadFile("scripts/" + name)
+		if err != nil {
+			return "", err
+		}
+		script[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(script[name], b, 0o755); err != nil {
+			return "", err
+		}
+	}
 	info := nfpm.WithDefaults(&nfpm.Info{
 		Name:          "spugate",
 		Arch:          arch,
@@ -70,6 +94,7 @@ func build(root, ver, arch, license, out string) (string, error) {
 		Overridables: nfpm.Overridables{
 			Contents: contents,
 			Depends:  []string{"systemd"},
+			Scripts:  nfpm.Scripts{PostInstall: script["postinst"], PreRemove: script["prerm"], PostRemove: script["postrm"]},
 		},
 	})
 	if err := nfpm.PrepareForPackager(info, "deb"); err != nil {
