@@ -163,7 +163,7 @@ func TestPrivilegedDeb(t *testing.T) {
 	contents := run(t, "dpkg-deb", "--contents", deb)
 	for _, f := range []string{"./usr/sbin/spud", "./usr/sbin/iked", "./usr/sbin/spuctl",
 		"./usr/lib/systemd/system/spud.service", "./usr/lib/systemd/system/iked.service",
-		"./usr/share/man/man8/spud.8", "./usr/share/man/man8/iked.8", "./usr/share/man/man8/spuctl.8", "./usr/share/man/man5/iked.yaml.5",
+		"./usr/share/man/man8/spud.8.gz", "./usr/share/man/man8/iked.8.gz", "./usr/share/man/man8/spuctl.8.gz", "./usr/share/man/man5/iked.yaml.5.gz",
 		"./usr/share/doc/spugate/copyright", "./usr/share/doc/spugate/examples/iked.example.yaml", "./etc/spugate/spud.env"} {
 		if !strings.Contains(contents, f+"\n") {
 			t.Errorf("dpkg-deb --contents: no %s", f)
@@ -231,9 +231,16 @@ func TestPrivilegedDeb(t *testing.T) {
 	if st := dpkg("-s", "spugate"); !strings.Contains(st, "Status: install ok installed") {
 		t.Errorf("dpkg -s:\n%s", st)
 	}
-	for _, f := range []string{"usr/lib/systemd/system/iked.service", "usr/share/man/man5/iked.yaml.5", "usr/share/doc/spugate/copyright"} {
+	for _, f := range []string{"usr/lib/systemd/system/iked.service", "usr/share/man/man5/iked.yaml.5.gz", "usr/share/doc/spugate/copyright"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 			t.Errorf("not installed: %v", err)
+		}
+	}
+	if _, err := exec.LookPath("man"); err == nil {
+		cmd := exec.Command("man", "-l", filepath.Join(root, "usr/share/man/man8/spud.8.gz"))
+		cmd.Env = append(os.Environ(), "MANPAGER=cat", "LC_ALL=C.UTF-8")
+		if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "spud - ") {
+			t.Errorf("man -l on the installed spud.8.gz: %v\n%s", err, out)
 		}
 	}
 	dpkg("-r", "spugate")

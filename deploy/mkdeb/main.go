@@ -9,6 +9,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"embed"
 	"flag"
 	"fmt"
@@ -63,6 +65,9 @@ func build(root, ver, arch, license, out string) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(dir)
+	if err := gzipManPages(contents, dir); err != nil {
+		return "", err
+	}
 	script := map[string]string{}
 	for _, name := range []string{"postinst", "prerm", "postrm"} {
 		b, err := scripts.ReadFile("scripts/" + name)
@@ -141,6 +146,38 @@ func tree(root string) (files.Contents, error) {
 		err = fmt.Errorf("%s: no files (run make install DESTDIR=%s PREFIX=/usr first)", root, root)
 	}
 	return out, err
+}
+
+// gzipManPages compresses the man pages, as Debian's policy has them
+// (man reads either): each becomes PAGE.gz, made in dir.
+func gzipManPages(contents files.Contents, dir string) error {
+	for i, c := range contents {
+		if !strings.HasPrefix(c.Destination, "/usr/share/man/") {
+			continue
+		}
+		b, err := os.ReadFile(c.Source)
+		if err != nil {
+			return err
+		}
+		var z bytes.Buffer
+		w, err := gzip.NewWriterLevel(&z, gzip.BestCompression)
+		if err != nil {
+			return err
+		}
+		// No name or time in the header: the same page, the same bytes.
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		src := filepath.Join(dir, fmt.Sprintf("man%d.gz", i))
+		if err := os.WriteFile(src, z.Bytes(), 0o644); err != nil {
+			return err
+		}
+		c.Source, c.Destination = src, c.Destination+".gz"
+	}
+	return nil
 }
 
 // debVersion makes git describe's output a Debian upstream version, which
