@@ -11,6 +11,12 @@ TEST_TIMEOUT ?= 35m
 # packages' labs at once would starve each other.
 TESTFLAGS ?=
 PKGS ?= ./...
+# The release a build says it is (--version, the daemons' version calls):
+# git describe, which without tags is the commit's short hash.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/spugate/spugate/internal/version.Version=$(VERSION)
+# Where make build puts the binaries (and make deb its package).
+BUILDDIR ?= bin
 
 .DEFAULT_GOAL := help
 
@@ -27,9 +33,9 @@ load-tester: deps ## Build strongSwan's load-tester plugin (not in Debian) from 
 	@deploy/load-tester.sh
 
 .PHONY: build
-build: ## Build every binary into bin/
-	@mkdir -p bin
-	$(GO) build -o bin/ ./cmd/...
+build: ## Build every binary into bin/ (BUILDDIR)
+	@mkdir -p $(BUILDDIR)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BUILDDIR)/ ./cmd/...
 
 .PHONY: generate
 generate: deps ## Regenerate what go:generate makes: the bpf2go outputs from bpf/*.c (clang 14) and the enums' String methods (stringer)
@@ -84,6 +90,42 @@ demo: deps build ## Build, make the two-gateway lab, bring tunnels up, send traf
 .PHONY: bench
 bench: deps build load-tester ## The standard benchmark set (bench/), results under bench/results/
 	@if [ -x bin/spubench ]; then bin/spubench; else echo "make bench: bench/ has no harness yet (issue 9)"; exit 1; fi
+
+# make install: PREFIX for the programs, units, man pages and examples,
+# SYSCONFDIR for /etc/spugate, DESTDIR to stage the tree elsewhere (make deb).
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR ?=
+SBINDIR = $(PREFIX)/sbin
+UNITDIR = $(PREFIX)/lib/systemd/system
+MANDIR = $(PREFIX)/share/man
+DOCDIR = $(PREFIX)/share/doc/spugate
+DAEMONS = spud iked spuctl
+
+.PHONY: install
+install: build ## Install spud, iked, spuctl, their systemd units, man pages and example configs under PREFIX (/usr/local) and DESTDIR
+	install -d -m 0755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR)/examples
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/spugate
+	install -m 0755 $(addprefix $(BUILDDIR)/,$(DAEMONS)) $(DESTDIR)$(SBINDIR)/
+	for u in deploy/systemd/*.service; do \
+		sed -e 's#/usr/sbin/#$(SBINDIR)/#g' -e 's#/etc/spugate/#$(SYSCONFDIR)/spugate/#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+	install -m 0644 docs/man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/man/*.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 deploy/examples/* $(DESTDIR)$(DOCDIR)/examples/
+	install -m 0644 LICENSE $(DESTDIR)$(DOCDIR)/
+	for f in deploy/etc/*; do \
+		[ -e $(DESTDIR)$(SYSCONFDIR)/spugate/$$(basename $$f) ] || install -m 0600 $$f $(DESTDIR)$(SYSCONFDIR)/spugate/; \
+	done
+
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+
+.PHONY: deb
+deb: ## Build the Debian package (nfpm) into bin/: the make install tree under /usr, /etc/spugate's files as conffiles
+	rm -rf $(BUILDDIR)/deb-root
+	$(MAKE) --no-print-directory install DESTDIR=$(abspath $(BUILDDIR))/deb-root PREFIX=/usr SYSCONFDIR=/etc
+	$(GO) run ./deploy/mkdeb -root $(BUILDDIR)/deb-root -version "$(VERSION)" -arch $(DEB_ARCH) -license LICENSE -out $(BUILDDIR)/
 
 .PHONY: clean
 clean: ## Remove bin/

@@ -29,6 +29,10 @@ packages=(
 	# the userspace Go VPN the benchmark compares with, and the profiler the
 	# benchmark report uses
 	wireguard-go wireguard-tools linux-perf
+	# packaging: systemd-analyze verify on the units (and the man pages they
+	# name), the .deb's install into a scratch root, the man pages' check,
+	# the daemons run under the units' capability bounding sets
+	systemd dpkg man-db groff-base util-linux make
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -25,21 +25,34 @@ import (
 
 	"github.com/spugate/spugate/control/iked"
 	"github.com/spugate/spugate/control/ikedmetrics"
+	"github.com/spugate/spugate/internal/daemonlog"
 	"github.com/spugate/spugate/internal/gomem"
 	"github.com/spugate/spugate/internal/promserve"
+	"github.com/spugate/spugate/internal/version"
 )
 
 func main() {
 	cfgPath := flag.String("config", "/etc/spugate/iked.yaml", "configuration file")
 	state := flag.String("state", iked.DefaultStateDir, "folder of the persisted IKE SAs (tmpfs, 0700)")
 	grace := flag.Duration("grace", iked.DefaultGrace, "how long SAs no IKE SA owns are kept after a start before they are deleted")
-	level := flag.String("log-level", "info", "debug, info, warn or error")
+	level := flag.String("log-level", "info", "debug, info, warn or error (spuctl log-level changes it at run time)")
+	logFormat := flag.String("log-format", "text", "log format: text (key=value) or json (one object a line)")
+	checkConfig := flag.Bool("check-config", false, "load and check the configuration (and its secrets and certificates), without starting; exit 0 if it is good, 1 with its errors (file:line: field) if not")
 	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
 	metrics := flag.String("metrics", "", promserve.AddrUsage)
 	perTunnel := flag.Int("metrics-per-tunnel", 0, promserve.PerTunnelUsage+"; a tunnel here is a connection")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
+	showVer := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "iked: unexpected argument %q (the configuration is -config FILE)\n", flag.Arg(0))
+		os.Exit(2)
+	}
+	if *showVer {
+		fmt.Println(version.Line("iked"))
+		return
+	}
 	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
@@ -50,20 +63,23 @@ func main() {
 		os.Exit(2)
 	}
 	mem.Apply()
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(os.Stderr, "iked: -log-level %q: %v\n", *level, err)
+	log, lv, err := daemonlog.New(os.Stderr, *logFormat, *level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+	if *checkConfig {
+		checkOnly(*cfgPath)
+	}
 	slog.SetDefault(log)
+	daemonlog.Startup(log, "iked", flag.CommandLine)
 	log.Info("iked: runtime memory settings", "settings", mem.String())
 	ln, err := promserve.Listen(*metrics)
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)
 	}
-	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log})
+	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log, Level: lv})
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)
@@ -78,9 +94,7 @@ func main() {
 	defer stop()
 	go func() {
 		for range hup {
-			if _, err := d.Reload(); err != nil {
-				log.Error("iked: reload failed, keeping the running configuration", "err", err.Error())
-			}
+			reload(log, d)
 		}
 	}()
 	if *heapProfile != "" {
@@ -96,8 +110,10 @@ func main() {
 			}
 		}()
 	}
+	serving(ctx, log, d)
 	d.Wait(ctx)
 	log.Info("iked: stopping")
+	stopping(log)
 	m.Close() // before the daemon, which a scrape reads
 	done := make(chan struct{})
 	go func() { d.Close(); close(done) }()

@@ -27,6 +27,7 @@ import (
 	"github.com/spugate/spugate/bench/traffic"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/internal/privileged"
+	"github.com/spugate/spugate/internal/version"
 	"github.com/spugate/spugate/testbed/daemons"
 )
 
@@ -80,6 +81,8 @@ type options struct {
 	rekeyIked     bool
 
 	merge string
+	// version: print the version and exit.
+	version bool
 }
 
 // flags defines the command line into o.
@@ -126,6 +129,7 @@ func flags(o *options) *flag.FlagSet {
 	fs.Float64Var(&o.rekeyRate, "rekey-rate", 0, "rekey: offered packets/s (0: 80% of a short search's result)")
 	fs.StringVar(&o.rekeySize, "rekey-size", "512", "rekey: packet size")
 	fs.BoolVar(&o.rekeyIked, "rekey-iked", true, "rekey: also with iked rekeying a tunnel's Child SA")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.merge, "merge", "", "instead of measuring: merge the results of earlier runs (their directories, comma-separated) into a report of medians under -out")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: spubench [flags] [%s ...]\n", strings.Join(scenarios, " | "))
@@ -157,6 +161,10 @@ func main() {
 	o, which, err := parse(os.Args[1:])
 	if err != nil {
 		fail("%v", err)
+	}
+	if o.version {
+		fmt.Println(version.Line("spubench"))
+		return
 	}
 	if o.merge != "" {
 		dir, err := merge(o)

@@ -17,6 +17,11 @@ func TestParse(t *testing.T) {
 	if _, _, err := parse([]string{"bogus"}); err == nil {
 		t.Error("unknown scenario accepted")
 	}
+	for _, v := range []string{"-version", "--version"} {
+		if o, _, err := parse([]string{v}); err != nil || !o.version {
+			t.Errorf("parse %s: %+v %v", v, o, err)
+		}
+	}
 }
 
 // TestParseIKEScale checks the IKE scenario's flags for runs at scale, and

@@ -13,7 +13,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -27,8 +26,10 @@ import (
 	"github.com/spugate/spugate/dataplane/spudmetrics"
 	"github.com/spugate/spugate/dataplane/steer"
 	"github.com/spugate/spugate/dataplane/xsk"
+	"github.com/spugate/spugate/internal/daemonlog"
 	"github.com/spugate/spugate/internal/gomem"
 	"github.com/spugate/spugate/internal/promserve"
+	"github.com/spugate/spugate/internal/version"
 	"github.com/vishvananda/netlink/nl"
 )
 
@@ -51,14 +52,25 @@ func main() {
 		speedPad   = flag.Int("speed-pad", 48, "extra ESP padding of small AES-GCM packets, in bytes, so that Go's AES-GCM takes its fast path at both ends (0: RFC minimum padding)")
 		cipherIdle = flag.Duration("cipher-idle", spu.DefaultCipherIdle, "drop an SA's cipher state (some 700 bytes for AES-GCM) once it has carried no packet for between this and twice this; its next packet makes it again (0: never, every SA keeps it once it carried a packet)")
 		failOpen   = flag.Bool("fail-open", false, "let protected cleartext reach the kernel when spud is gone (default: drop it)")
-		verbose    = flag.Bool("v", false, "debug logging")
+		verbose    = flag.Bool("v", false, "debug logging (-log-level debug)")
+		logLevel   = flag.String("log-level", "info", "log level: debug, info, warn or error (spuctl log-level changes it at run time)")
+		logFormat  = flag.String("log-format", "text", "log format: text (key=value) or json (one object a line)")
+		check      = flag.Bool("check", false, "check the command line, the interfaces, the anchor key file and the kernel's support for the steering program, without starting; exit 0 if spud would start, 1 if not (the reasons on stderr)")
 		gogc       = flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 		memLimit   = flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 		metrics    = flag.String("metrics", "", promserve.AddrUsage)
 		perTunnel  = flag.Int("metrics-per-tunnel", 0, promserve.PerTunnelUsage+"; a tunnel here is an SA")
+		showVer    = flag.Bool("version", false, "print the version and exit")
 		release    = flag.Bool("release-quiet", true, "once the SA API's calls stop after a burst (under 4 MiB allocated in a second, after 64 MiB or more and a quarter of the live heap), collect and return the heap's free pages to the OS, rather than keep the GC's headroom (-gogc) until the next burst")
 	)
 	flag.Parse()
+	if flag.NArg() > 0 {
+		usage("unexpected argument %q", flag.Arg(0))
+	}
+	if *showVer {
+		fmt.Println(version.Line("spud"))
+		return
+	}
 	mem, err := gomem.Settings(*gogc, *memLimit)
 	if err != nil {
 		usage("%v", err)
@@ -67,14 +79,16 @@ func main() {
 	// The kernel's own words when it refuses an XDP attachment ("Peer MTU
 	// too large for XDP"), not a bare EINVAL.
 	nl.EnableErrorMessageReporting = true
-	level := slog.LevelInfo
 	if *verbose {
-		level = slog.LevelDebug
+		*logLevel = "debug"
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	log.Info("spud: runtime memory settings", "settings", mem.String())
+	log, level, err := daemonlog.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		usage("%v", err)
+	}
 	cfg := spud.Config{Interfaces: split(*ifaces), Protected: split(*protected), SPUs: *spus, Queues: *queues,
-		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile, Log: log}
+		MaxSleep: *maxSleep, SpeedPad: *speedPad, FailOpen: *failOpen, Socket: *socket, Logical: *logical, MaxPolicies: *maxPols, KeyFile: *keyFile,
+		Log: log, Level: level}
 	if cfg.CPUs, err = ints(*cpus); err != nil {
 		usage("-cpus: %v", err)
 	}
@@ -121,6 +135,11 @@ func main() {
 	if err := promserve.CheckPerTunnel(*perTunnel); err != nil {
 		usage("%v", err)
 	}
+	if *check {
+		checkOnly(cfg)
+	}
+	daemonlog.Startup(log, "spud", flag.CommandLine)
+	log.Info("spud: runtime memory settings", "settings", mem.String())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ln, err := promserve.Listen(*metrics)
@@ -135,6 +154,7 @@ func main() {
 	if ln != nil {
 		m = spudmetrics.Serve(ln, d, *perTunnel, log)
 	}
+	serving(ctx, log, cfg.Socket)
 	if *release {
 		go gomem.ReleaseWhenQuiet(ctx, gomem.Quiet{}, func(took time.Duration) {
 			log.Debug("spud: heap returned to the OS after a burst", "took", took)
@@ -142,6 +162,7 @@ func main() {
 	}
 	<-ctx.Done()
 	log.Info("spud: stopping")
+	stopping(log)
 	m.Close() // before the daemon, which a scrape reads
 	if err := d.Close(); err != nil {
 		fail("stop: %v", err)

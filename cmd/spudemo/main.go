@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/version"
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/flow"
 	"github.com/spugate/spugate/testbed/lab"
@@ -51,7 +52,12 @@ func (d *demo) say(format string, args ...any) {
 }
 
 func main() {
+	showVer := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVer {
+		fmt.Println(version.Line("spudemo"))
+		return
+	}
 	d := &demo{steps: 6, started: time.Now()}
 	err := d.run()
 	if err != nil && d.ln != nil {

@@ -29,6 +29,7 @@ func decode[T any](body json.RawMessage) (*T, error) {
 
 func (d *Daemon) handlers() {
 	s := d.ctl
+	d.operatorHandlers()
 	s.Handle(ikectl.OpHello, func(json.RawMessage) (any, error) {
 		h := ikectl.Hello{Server: Version, Config: d.opts.ConfigPath}
 		for _, l := range d.loops {

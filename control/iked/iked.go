@@ -88,6 +88,9 @@ type Options struct {
 	// SpudWait bounds the wait for spud's socket at start (default 10 s).
 	SpudWait time.Duration
 	Log      *slog.Logger
+	// Level is Log's level, which the control socket's log.level changes
+	// at run time; nil: it cannot be changed.
+	Level *slog.LevelVar
 }
 
 // Daemon is a running iked.

@@ -25,6 +25,7 @@ const spiHold = 2 * time.Minute
 
 func (d *Daemon) handlers() {
 	s := d.srv
+	d.operatorHandlers()
 	s.Handle(api.OpHello, func(body json.RawMessage) (any, error) {
 		var req api.HelloRequest
 		if len(body) > 0 {

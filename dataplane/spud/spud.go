@@ -85,6 +85,9 @@ type Config struct {
 	// key each start).
 	KeyFile string
 	Log     *slog.Logger
+	// Level is Log's level, which the SA API's log.level changes at run
+	// time; nil: it cannot be changed.
+	Level *slog.LevelVar
 }
 
 // Daemon is a running spud.
@@ -171,13 +174,9 @@ func (d *Daemon) start() error {
 	// Everything an operator can get wrong is checked before a program is
 	// loaded or attached: a second spud started by mistake must not take
 	// the interfaces of the one that runs.
-	d.caps = map[string]nic.Caps{}
-	for _, name := range cfg.Interfaces {
-		c, err := nic.Probe(name)
-		if err != nil {
-			return fmt.Errorf("spud: interface %s: %w", name, err)
-		}
-		d.caps[name] = c
+	var err error
+	if d.caps, err = probeInterfaces(cfg.Interfaces); err != nil {
+		return err
 	}
 	if len(cfg.CPUs) == 0 {
 		// The cores this process may run on (taskset, a cpuset), not 0..N-1.
