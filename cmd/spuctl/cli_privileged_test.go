@@ -130,11 +130,17 @@ connections:
 			t.Errorf("%s -json differs from -o json", c.cmd)
 		}
 	}
-	// These daemons predate the version operation: reachable, version not
-	// known, exit 0.
-	if out := must("version"); !strings.Contains(out, "spud version not known: spud: version: unknown operation") ||
-		!strings.Contains(out, "iked version not known: iked: version: unknown operation") {
-		t.Logf("spuctl version (daemons that answer version?):\n%s", out)
+	// Both daemons tell their build, and take a log level at run time.
+	if out := must("version"); strings.Count(out, " (commit ") != 3 || !strings.Contains(out, "\nspud ") || !strings.Contains(out, "\niked ") {
+		t.Errorf("spuctl version:\n%s", out)
+	}
+	for _, d := range []string{"spud", "iked"} {
+		if out := must("log-level", d, "warn"); out != d+" logs at warn\n" {
+			t.Errorf("log-level %s warn: %q", d, out)
+		}
+		if out := must("log-level", d, "debug"); out != d+" logs at debug\n" {
+			t.Errorf("log-level %s debug: %q", d, out)
+		}
 	}
 	for _, c := range []struct {
 		args []string

@@ -258,6 +258,31 @@ func TestVersionCommand(t *testing.T) {
 	}
 }
 
+func TestLogLevelCommand(t *testing.T) {
+	spud, iked := fakeSpud(t), fakeIked(t)
+	for _, c := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"log-level", "iked"}, 0, "iked logs at info\n"},
+		{[]string{"log-level", "spud", "debug"}, 0, "spud logs at debug\n"},
+		{[]string{"log-level", "spud"}, 0, "spud logs at debug\n"},
+		{[]string{"log-level", "iked", "loud"}, 2, ""},
+		{[]string{"log-level", "charon"}, 2, ""},
+		{[]string{"log-level"}, 2, ""},
+	} {
+		code, out, errOut := spuctl(append([]string{"-s", spud, "-c", iked}, c.args...)...)
+		if code != c.code || out != c.out {
+			t.Errorf("%v: exit %d, %q (stderr %q), want %d, %q", c.args, code, out, errOut, c.code, c.out)
+		}
+	}
+	nowhere := filepath.Join(t.TempDir(), "spud.sock")
+	if code, _, errOut := spuctl("-s", nowhere, "log-level", "spud"); code != 1 || !strings.Contains(errOut, "spud (SA API) at "+nowhere) {
+		t.Errorf("log-level without spud: exit %d, %q", code, errOut)
+	}
+}
+
 // Each list and show writes, with -o json (and the older -json, and
 // --output=json), JSON whose fields are those docs/operations.md
 // documents for it: every field written documented, every documented one

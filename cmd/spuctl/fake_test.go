@@ -138,7 +138,18 @@ func fakeIked(t *testing.T) string {
 func fakeServer(t *testing.T, _ string) *unixrpc.Server {
 	s := unixrpc.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.AllowUID = os.Getuid()
-	s.Handle(opVersion, func(json.RawMessage) (any, error) { return version.Get(), nil })
+	s.Handle(api.OpVersion, func(json.RawMessage) (any, error) { return version.Get(), nil })
+	level := "info"
+	s.Handle(api.OpLogLevel, func(m json.RawMessage) (any, error) {
+		var l api.LogLevel
+		if err := json.Unmarshal(m, &l); err != nil {
+			return nil, err
+		}
+		if l.Level != "" {
+			level = l.Level
+		}
+		return api.LogLevel{Level: level}, nil
+	})
 	return s
 }
 

@@ -153,7 +153,7 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 		// No Args: cobra's own check of the root's words suggests the
 		// commands near a mistyped one.
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("want a command (spud: sa, policy, spu, status, stats; iked: list-conns, list-sas, initiate, terminate, rekey, load-initiate, load-status, reload, ike-stats; pki, version, completion)")
+			return usagef("want a command (spud: sa, policy, spu, status, stats; iked: list-conns, list-sas, initiate, terminate, rekey, load-initiate, load-status, reload, ike-stats; version, log-level; pki, completion)")
 		},
 	}
 	root.SetVersionTemplate(version.Line("spuctl") + "\n")
@@ -165,6 +165,7 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 	pf.StringVarP(&a.ikedSocket, "iked-socket", "c", ikectl.DefaultSocket, "iked's control socket")
 	root.AddGroup(&cobra.Group{ID: "spud", Title: "spud (data plane, SA API at --spud-socket):"},
 		&cobra.Group{ID: "iked", Title: "iked (IKE daemon, control socket at --iked-socket):"},
+		&cobra.Group{ID: "both", Title: "spud and iked:"},
 		&cobra.Group{ID: "other", Title: "Without a daemon:"})
 	for _, c := range a.spudCommands() {
 		c.GroupID = "spud"
@@ -174,10 +175,13 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 		c.GroupID = "iked"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.pkiCommand(), a.versionCommand()} {
-		c.GroupID = "other"
+	for _, c := range []*cobra.Command{a.versionCommand(), a.logLevelCommand()} {
+		c.GroupID = "both"
 		root.AddCommand(c)
 	}
+	pki := a.pkiCommand()
+	pki.GroupID = "other"
+	root.AddCommand(pki)
 	root.SetHelpCommandGroupID("other")
 	root.SetCompletionCommandGroupID("other")
 	// Made now rather than when run, so that wrap and compatArgs see

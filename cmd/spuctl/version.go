@@ -6,12 +6,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/version"
 )
-
-// opVersion is the operation both daemons answer with their
-// version.Info, on the SA API and on iked's control socket.
-const opVersion = "version"
 
 // daemonVersion is one daemon's answer to version, or why there is none.
 type daemonVersion struct {
@@ -111,7 +108,7 @@ func (a *app) daemonVersion(socket string, dial func() (caller, error)) daemonVe
 	defer c.Close()
 	d.Reachable = true
 	var v version.Info
-	if err := c.Call(opVersion, nil, &v); err != nil {
+	if err := c.Call(api.OpVersion, nil, &v); err != nil {
 		d.Error = err.Error()
 		return d
 	}
