@@ -1,6 +1,7 @@
 // Command iked is spugate's IKEv2 daemon (see package control/iked).
 //
 //	iked -config /etc/spugate/iked.yaml [-state /run/spugate/iked.state] [-log-level info]
+//	     [-vici /run/spugate/vici.sock] [-vici-group GROUP]
 //	     [-gogc 50] [-memory-limit 4GiB] [-heap-profile /tmp/iked.heap]
 //
 // SIGHUP reloads the configuration; SIGINT and SIGTERM stop iked and leave
@@ -33,6 +34,8 @@ func main() {
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	gogc := flag.String("gogc", "", fmt.Sprintf("GC target percent: the heap may grow by this share of the live heap between collections, or off (default $GOGC, else %d)", gomem.DefaultGCPercent))
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
+	viciSock := flag.String("vici", iked.DefaultVICI, "unix socket of strongSwan's VICI protocol, for swanctl --uri unix://PATH and govici (\"\" or off: none)")
+	viciGroup := flag.String("vici-group", "", "group allowed to use the VICI socket (mode 0660; default: root only, 0600)")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	flag.Parse()
 	mem, err := gomem.Settings(*gogc, *memLimit)
@@ -49,7 +52,10 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 	slog.SetDefault(log)
 	log.Info("iked: runtime memory settings", "settings", mem.String())
-	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log})
+	if *viciSock == "off" {
+		*viciSock = ""
+	}
+	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log, VICI: *viciSock, VICIGroup: *viciGroup})
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)

@@ -62,6 +62,7 @@ import (
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/reuseport"
+	"github.com/spugate/spugate/control/vici"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -88,6 +89,10 @@ type Options struct {
 	// SpudWait bounds the wait for spud's socket at start (default 10 s).
 	SpudWait time.Duration
 	Log      *slog.Logger
+	// VICI is the unix socket of strongSwan's VICI protocol (swanctl,
+	// govici), "" for none; VICIGroup, if set, the group that may use it
+	// (mode 0660, else 0600).
+	VICI, VICIGroup string
 }
 
 // Daemon is a running iked.
@@ -126,6 +131,7 @@ type Daemon struct {
 	steer  *reuseport.Steerer
 	groups []*reuseport.Group
 	ctl    *unixrpc.Server
+	vici   *vici.Server
 	store  *stateStore
 	// reloadMu makes reloads one at a time.
 	reloadMu sync.Mutex
@@ -168,6 +174,12 @@ func Start(opts Options) (*Daemon, error) {
 		opts.Log = slog.Default()
 	}
 	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}, frags: defrag.NewBudget(config.DefaultFragmentMemory)}
+	if opts.VICI != "" {
+		// Made first: VICI's log event follows what iked logs from the
+		// start (the server logs its own trouble to opts.Log).
+		d.vici = vici.NewServer(opts.Log)
+		d.log = slog.New(d.vici.LogHandler(opts.Log.Handler()))
+	}
 	d.socks.Store(&map[netip.AddrPort][]*net.UDPConn{})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.traps.Store(&trapTable{byName: map[string]trapEntry{}, byReqID: map[uint32]trapEntry{}})
@@ -251,11 +263,14 @@ func (d *Daemon) start() error {
 		return fmt.Errorf("iked: control socket: %w", err)
 	}
 	go d.ctl.Serve()
+	if err := d.startVICI(); err != nil {
+		return err
+	}
 	d.wg.Add(1)
 	go d.watchSpud(client)
 	d.applyStartActions(cfg, nil)
 	d.log.Info("iked: ready", "config", d.opts.ConfigPath, "workers", spus, "logical", hello.Logical,
-		"control", cfg.Control, "state", d.opts.StateDir, "connections", len(cfg.Connections))
+		"control", cfg.Control, "vici", d.opts.VICI, "state", d.opts.StateDir, "connections", len(cfg.Connections))
 	return nil
 }
 
@@ -384,6 +399,9 @@ func (d *Daemon) Close() error {
 	if d.ctl != nil {
 		d.ctl.Close()
 		os.Remove(d.cfg.Load().Control)
+	}
+	if d.vici != nil {
+		d.vici.Close()
 	}
 	for _, g := range d.groups {
 		g.Close()

@@ -52,11 +52,13 @@ type Server struct {
 	mu       sync.Mutex
 	handlers map[string]Handler
 	events   map[string]*atomic.Int32 // known events -> registered connections
-	conns    map[*conn]struct{}
-	ln       *net.UnixListener
-	path     string
-	closed   bool
-	wg       sync.WaitGroup
+	// since is when each event last went from no client to one.
+	since  map[string]time.Time
+	conns  map[*conn]struct{}
+	ln     *net.UnixListener
+	path   string
+	closed bool
+	wg     sync.WaitGroup
 
 	// dropped counts events not delivered to a client whose queue was
 	// full.
@@ -81,7 +83,7 @@ func NewServer(log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{log: log, handlers: map[string]Handler{}, events: map[string]*atomic.Int32{}, conns: map[*conn]struct{}{}}
+	return &Server{log: log, handlers: map[string]Handler{}, events: map[string]*atomic.Int32{}, since: map[string]time.Time{}, conns: map[*conn]struct{}{}}
 }
 
 // Handle sets the handler of a command.
@@ -359,7 +361,7 @@ func (c *conn) reader() {
 				c.mu.Unlock()
 				switch {
 				case p.Type == EventRegister && !was:
-					c.s.counter(p.Name).Add(1)
+					c.s.register(p.Name)
 				case p.Type == EventUnreg && was:
 					c.s.unregister(p.Name)
 				}
@@ -384,6 +386,29 @@ func (s *Server) counter(event string) *atomic.Int32 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.events[event]
+}
+
+func (s *Server) register(event string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.events[event]; n != nil && n.Add(1) == 1 {
+		s.since[event] = time.Now()
+	}
+}
+
+// Since returns the earliest time since which some client has been
+// registered for one of events without a break (zero if none is): an SA
+// established after it is news to them, one before is not.
+func (s *Server) Since(events ...string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t time.Time
+	for _, e := range events {
+		if n := s.events[e]; n != nil && n.Load() > 0 && (t.IsZero() || s.since[e].Before(t)) {
+			t = s.since[e]
+		}
+	}
+	return t
 }
 
 func (s *Server) unregister(event string) {

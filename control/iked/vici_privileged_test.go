@@ -1,0 +1,176 @@
+package iked_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	govici "github.com/strongswan/govici/vici"
+
+	"github.com/spugate/spugate/testbed/lab"
+)
+
+// swanctlPath is Debian's swanctl (package strongswan-swanctl).
+const swanctlPath = "/usr/sbin/swanctl"
+
+// swanctl runs the real swanctl against an iked's VICI socket, bounded:
+// the command first, then its options (--uri is one of them).
+func swanctl(t *testing.T, sock string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, swanctlPath, append(args, "--uri", "unix://"+sock)...).CombinedOutput()
+	return string(out), err
+}
+
+// TestPrivilegedVICISwanctl drives gw-a's iked with Debian's unmodified
+// swanctl over VICI: version, stats, list-conns, initiate, list-sas,
+// terminate and monitor-sa (whose events must name the SAs that came up
+// and went down), a refused load-conns, and govici's list-sas.
+func TestPrivilegedVICISwanctl(t *testing.T) {
+	if _, err := os.Stat(swanctlPath); err != nil {
+		t.Skipf("swanctl not installed (apt-get install strongswan-swanctl): %v", err)
+	}
+	tb := newTestbed(t, lab.LineOptions{})
+	pl := tb.ln.Plan
+	tb.startPSK(t, nil)
+	sock := tb.a.iked.VICI
+	if st, err := os.Stat(sock); err != nil || st.Mode().Perm() != 0o600 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("VICI socket %s: %v %v", sock, st.Mode(), err)
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := swanctl(t, sock, args...)
+		if err != nil {
+			t.Fatalf("swanctl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+
+	if out := must("--version", "--daemon"); !strings.Contains(out, " iked (Linux, ") {
+		t.Errorf("--version:\n%s", out)
+	}
+
+	// swanctl --monitor-sa in the background, until SIGINT, as an
+	// operator runs it; --raw shows the event names.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	mon := exec.CommandContext(ctx, swanctlPath, "--monitor-sa", "--raw", "--uri", "unix://"+sock)
+	var monOut bytes.Buffer
+	mon.Stdout, mon.Stderr = &monOut, &monOut
+	if err := mon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if mon.ProcessState == nil {
+			mon.Process.Kill()
+			mon.Wait()
+		}
+	}()
+	// Registered once iked counts it: the first event must not be missed.
+	time.Sleep(500 * time.Millisecond)
+
+	conns := must("--list-conns")
+	for _, want := range []string{"tun: IKEv2", "local:  " + pl.GwAWan4.String(), "remote: " + pl.GwBWan4.String(),
+		"local pre-shared key authentication", "id: gw-a.example", "net: TUNNEL", "local:  " + pl.LanA4.String()} {
+		if !strings.Contains(conns, want) {
+			t.Errorf("--list-conns lacks %q:\n%s", want, conns)
+		}
+	}
+
+	start := time.Now()
+	out := must("--initiate", "--child", "net", "--timeout", "30")
+	if !strings.Contains(out, "initiate completed successfully") {
+		t.Errorf("--initiate:\n%s", out)
+	}
+	t.Logf("swanctl --initiate --child net (%v):\n%s", time.Since(start).Round(time.Millisecond), out)
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+
+	sas := must("--list-sas")
+	t.Logf("swanctl --list-sas:\n%s", sas)
+	ike := tb.a.sas(t)
+	if len(ike) != 1 || len(ike[0].Children) != 1 {
+		t.Fatalf("iked holds %+v", ike)
+	}
+	ch := ike[0].Children[0]
+	for _, want := range []string{
+		fmt.Sprintf("tun: #%d, ESTABLISHED, IKEv2, %s_i* %s_r", ike[0].UniqueID, ike[0].SPIi, ike[0].SPIr),
+		fmt.Sprintf("local  'gw-a.example' @ %s[500]", pl.GwAWan4),
+		fmt.Sprintf("remote 'gw-b.example' @ %s[500]", pl.GwBWan4),
+		"AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519",
+		fmt.Sprintf("net: #%d, reqid %d, INSTALLED, TUNNEL, ESP:AES_GCM_16-128", ch.UniqueID, ch.ReqID),
+		fmt.Sprintf("in  %08x", ch.SPIIn), fmt.Sprintf("out %08x", ch.SPIOut),
+		"local  " + pl.LanA4.String(), "remote " + pl.LanB4.String(),
+	} {
+		if !strings.Contains(sas, want) {
+			t.Errorf("--list-sas lacks %q", want)
+		}
+	}
+	if strings.Contains(sas, "(null)") || strings.Contains(sas, "      0 packets") {
+		t.Errorf("--list-sas shows a missing key or no traffic:\n%s", sas)
+	}
+
+	if out := must("--stats"); !strings.Contains(out, "IKE_SAs: 1 total, 0 half-open") || !strings.Contains(out, "worker threads: 2 total") {
+		t.Errorf("--stats:\n%s", out)
+	}
+
+	// govici, as a Go program would drive iked.
+	sess, err := govici.NewSession(govici.WithSocketPath(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Subscribe("list-sa"); err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan govici.Event, 16)
+	sess.NotifyEvents(evs)
+	if _, err := sess.Call(context.Background(), "list-sas", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-evs:
+		s, _ := ev.Message.Get("tun").(*govici.Message)
+		if s == nil || s.Get("state") != "ESTABLISHED" || s.Get("remote-id") != "gw-b.example" {
+			t.Errorf("govici list-sa: %s", ev.Message)
+		}
+	default:
+		t.Error("govici: no list-sa event")
+	}
+	sess.Close()
+
+	// Refused with iked's reason, not silently accepted.
+	conf := filepath.Join(t.TempDir(), "swanctl.conf")
+	os.WriteFile(conf, []byte("connections {\n  x {\n    remote_addrs = 198.18.0.99\n    local { auth = psk }\n    remote { auth = psk }\n    children { c { } }\n  }\n}\n"), 0o600)
+	if out, err := swanctl(t, sock, "--load-conns", "--file", conf); err == nil || !strings.Contains(out, "load-conn: not supported by iked") {
+		t.Errorf("--load-conns: %v\n%s", err, out)
+	}
+
+	out = must("--terminate", "--ike", "tun")
+	if !strings.Contains(out, "terminate completed successfully") {
+		t.Errorf("--terminate:\n%s", out)
+	}
+	gone(t, tb.a, tb.b)
+	if out := must("--list-sas"); strings.Contains(out, "tun:") {
+		t.Errorf("--list-sas after terminate:\n%s", out)
+	}
+
+	// The monitor saw the IKE SA and the Child SA come up and go down.
+	time.Sleep(500 * time.Millisecond)
+	mon.Process.Signal(syscall.SIGINT)
+	mon.Wait()
+	mo := monOut.String()
+	t.Logf("swanctl --monitor-sa --raw:\n%s", mo)
+	for _, want := range []string{"ike-updown event {up=yes tun {", "child-updown event {up=yes tun {", "ike-updown event {tun {",
+		fmt.Sprintf("uniqueid=%d", ike[0].UniqueID), fmt.Sprintf("net-%d {", ch.UniqueID)} {
+		if !strings.Contains(mo, want) {
+			t.Errorf("--monitor-sa lacks %q", want)
+		}
+	}
+}
