@@ -157,7 +157,8 @@ func (l *loop) viciChanged(ike *sa.IKESA) {
 		seen.up = true // up before anyone listened
 	case seen.up && (ike.State == sa.Deleting || ike.State == sa.Destroyed):
 		seen.up = false
-		v.IKEUpDown(snapshot(), false)
+		l.viciDown(snapshot(), seen)
+		return
 	case ike.State == sa.Rekeyed:
 		seen.up = false
 	}
@@ -229,6 +230,20 @@ func (l *loop) viciGone(ike *sa.IKESA) {
 		}
 	}
 	if seen.up && l.d.viciEventsWanted() {
-		l.d.vici.IKEUpDown(l.viciSnapshot(ike), false)
+		l.viciDown(l.viciSnapshot(ike), seen)
 	}
+}
+
+// viciDown raises what an IKE SA's end means, as charon does: child-updown
+// (down) for each of its Child SAs that was up, then ike-updown (down).
+func (l *loop) viciDown(s *ikectl.IKESA, seen *ikeSeen) {
+	v := l.d.vici
+	for i := range s.Children {
+		c := &s.Children[i]
+		if seen.children[c.UniqueID] {
+			seen.children[c.UniqueID] = false
+			v.ChildUpDown(s, c, false)
+		}
+	}
+	v.IKEUpDown(s, false)
 }

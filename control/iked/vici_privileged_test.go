@@ -145,6 +145,60 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 	}
 	sess.Close()
 
+	// Rekeys by swanctl, seen by a govici subscriber to the rekey and
+	// log events.
+	sess, err = govici.NewSession(govici.WithSocketPath(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.Subscribe("child-rekey", "ike-rekey", "log"); err != nil {
+		t.Fatal(err)
+	}
+	rk := make(chan govici.Event, 256)
+	sess.NotifyEvents(rk)
+	if out := must("--rekey", "--child", "net"); !strings.Contains(out, "rekey completed successfully") {
+		t.Errorf("--rekey --child:\n%s", out)
+	}
+	if out := must("--rekey", "--ike", "tun"); !strings.Contains(out, "rekey completed successfully") {
+		t.Errorf("--rekey --ike:\n%s", out)
+	}
+	got := map[string]*govici.Message{}
+	logs := 0
+	deadline := time.After(20 * time.Second)
+	for got["child-rekey"] == nil || got["ike-rekey"] == nil {
+		select {
+		case ev := <-rk:
+			if ev.Name == "log" {
+				logs++
+			} else if got[ev.Name] == nil {
+				got[ev.Name] = ev.Message
+			}
+		case <-deadline:
+			t.Fatalf("rekey events seen: %v", got)
+		}
+	}
+	if s, _ := got["child-rekey"].Get("tun").(*govici.Message); s == nil {
+		t.Errorf("child-rekey: %s", got["child-rekey"])
+	} else {
+		kids, _ := s.Get("child-sas").(*govici.Message)
+		net, _ := kids.Get("net").(*govici.Message)
+		oldc, _ := net.Get("old").(*govici.Message)
+		newc, _ := net.Get("new").(*govici.Message)
+		if oldc == nil || newc == nil || oldc.Get("spi-in") != fmt.Sprintf("%08x", ch.SPIIn) || newc.Get("spi-in") == oldc.Get("spi-in") {
+			t.Errorf("child-rekey: %s", got["child-rekey"])
+		}
+	}
+	if s, _ := got["ike-rekey"].Get("tun").(*govici.Message); s == nil || s.Get("old") == nil || s.Get("new") == nil {
+		t.Errorf("ike-rekey: %s", got["ike-rekey"])
+	}
+	if logs == 0 {
+		t.Error("no log event while rekeying")
+	}
+	t.Logf("rekeys: %d log events", logs)
+	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
+	ike = tb.a.sas(t)
+
 	// Refused with iked's reason, not silently accepted.
 	conf := filepath.Join(t.TempDir(), "swanctl.conf")
 	os.WriteFile(conf, []byte("connections {\n  x {\n    remote_addrs = 198.18.0.99\n    local { auth = psk }\n    remote { auth = psk }\n    children { c { } }\n  }\n}\n"), 0o600)
@@ -168,7 +222,7 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 	mo := monOut.String()
 	t.Logf("swanctl --monitor-sa --raw:\n%s", mo)
 	for _, want := range []string{"ike-updown event {up=yes tun {", "child-updown event {up=yes tun {", "ike-updown event {tun {",
-		fmt.Sprintf("uniqueid=%d", ike[0].UniqueID), fmt.Sprintf("net-%d {", ch.UniqueID)} {
+		"child-updown event {tun {", fmt.Sprintf("uniqueid=%d", ike[0].UniqueID), fmt.Sprintf("net-%d {", ch.UniqueID)} {
 		if !strings.Contains(mo, want) {
 			t.Errorf("--monitor-sa lacks %q", want)
 		}
