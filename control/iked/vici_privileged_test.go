@@ -228,3 +228,70 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 		}
 	}
 }
+
+// TestPrivilegedVICIListSAsMany times VICI's list-sas over many IKE SAs
+// (SPUGATE_VICI_SAS, default 2000; the closing figure of issue 18 is at
+// 10000): through govici, one list-sa event each, and through swanctl,
+// which also formats them; both must list every IKE SA.
+func TestPrivilegedVICIListSAsMany(t *testing.T) {
+	if _, err := os.Stat(swanctlPath); err != nil {
+		t.Skipf("swanctl not installed (apt-get install strongswan-swanctl): %v", err)
+	}
+	count := 2000
+	if v := os.Getenv("SPUGATE_VICI_SAS"); v != "" {
+		if _, err := fmt.Sscan(v, &count); err != nil || count <= 0 {
+			t.Fatalf("SPUGATE_VICI_SAS=%q: not a count", v)
+		}
+	}
+	tb := newTestbed(t, lab.LineOptions{})
+	tb.startPSK(t, loadResponder)
+	start := time.Now()
+	out := tb.a.spuctl(t, "load-initiate", "tun", "-count", fmt.Sprint(count), "-window", "64", "-timeout", "10m")
+	if !strings.Contains(out, fmt.Sprintf("%d established", count)) {
+		t.Fatalf("load-initiate: %s", out)
+	}
+	t.Logf("%d IKE SAs up in %v", count, time.Since(start).Round(time.Millisecond))
+	sock := tb.a.iked.VICI
+
+	sess, err := govici.NewSession(govici.WithSocketPath(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.Subscribe("list-sa"); err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan govici.Event, count+16)
+	sess.NotifyEvents(evs)
+	for round := 0; round < 3; round++ {
+		start = time.Now()
+		if _, err := sess.Call(context.Background(), "list-sas", nil); err != nil {
+			t.Fatal(err)
+		}
+		el := time.Since(start)
+		n := len(evs)
+		for len(evs) > 0 {
+			<-evs
+		}
+		t.Logf("govici list-sas: %d IKE SAs in %v (%.1f us each)", n, el.Round(time.Millisecond), float64(el.Microseconds())/float64(n))
+		if n != count {
+			t.Errorf("govici list-sas: %d list-sa events, want %d", n, count)
+		}
+	}
+	start = time.Now()
+	sas, err := swanctl(t, sock, "--list-sas")
+	if err != nil {
+		t.Fatalf("swanctl --list-sas: %v", err)
+	}
+	el := time.Since(start)
+	n := strings.Count(sas, ", ESTABLISHED, IKEv2, ")
+	t.Logf("swanctl --list-sas: %d IKE SAs in %v, %d bytes of output", n, el.Round(time.Millisecond), len(sas))
+	if n != count {
+		t.Errorf("swanctl --list-sas lists %d IKE SAs, want %d", n, count)
+	}
+	// spuctl's list-sas over iked's own socket, for comparison.
+	start = time.Now()
+	tb.a.spuctl(t, "list-sas")
+	t.Logf("spuctl list-sas: %v", time.Since(start).Round(time.Millisecond))
+	tb.a.spuctl(t, "terminate", "tun", "-timeout", "120s")
+}

@@ -76,6 +76,9 @@ func IKESA(m *Section, s *ikectl.IKESA, now time.Time) *Section {
 		name = "(unnamed)"
 	}
 	ike := m.AddSection(name)
+	// Room for every key at once: appended one by one, the elements were
+	// most of a listing's garbage.
+	ike.Elements = make([]Element, 0, 28)
 	ike.Set("uniqueid", strconv.FormatUint(uint64(s.UniqueID), 10)).
 		Set("version", "2").
 		Set("state", s.State).
@@ -132,6 +135,7 @@ func ChildSA(m *Section, c *ikectl.ChildSA, now time.Time) *Section {
 }
 
 func childKeys(ch *Section, c *ikectl.ChildSA, now time.Time) {
+	ch.Elements = make([]Element, 0, 24)
 	ch.Set("name", c.Name).
 		Set("uniqueid", strconv.FormatUint(uint64(c.UniqueID), 10)).
 		Set("reqid", strconv.FormatUint(uint64(c.ReqID), 10)).

@@ -300,13 +300,29 @@ func (c *conn) send(p Packet, wait bool) error {
 	}
 }
 
+// writeBatch is how many bytes of queued packets the writer gathers into
+// one write: a listing of 10,000 IKE SAs is 10,000 events, and a write
+// each was most of its time.
+const writeBatch = 64 << 10
+
 func (c *conn) writer() {
 	defer c.s.wg.Done()
+	var buf []byte
 	for {
 		select {
 		case b := <-c.out:
+			buf = append(buf[:0], b...)
+		gather:
+			for len(buf) < writeBatch {
+				select {
+				case b := <-c.out:
+					buf = append(buf, b...)
+				default:
+					break gather
+				}
+			}
 			c.c.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := c.c.Write(b); err != nil {
+			if _, err := c.c.Write(buf); err != nil {
 				// The reader sees the closed socket and ends.
 				c.c.Close()
 				<-c.done
