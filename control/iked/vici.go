@@ -1,12 +1,14 @@
 package iked
 
 import (
+	"crypto/x509"
 	"fmt"
 	"os"
 	"time"
 
 	"github.com/spugate/spugate/control/ike/sa"
 	"github.com/spugate/spugate/control/iked/ikectl"
+	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/vici"
 )
 
@@ -45,6 +47,46 @@ func (b viciBackend) Terminate(r ikectl.Terminate) (*ikectl.Result, error) {
 }
 func (b viciBackend) Rekey(r ikectl.Rekey) (*ikectl.Result, error) { return b.d.rekey(r) }
 func (b viciBackend) Reload() (*ikectl.ReloadResult, error)        { return b.d.Reload() }
+
+// Certs are the configuration's certificates: each connection's own
+// (with its key) and their chains, then the trust store's CAs; each once.
+func (b viciBackend) Certs() ([]vici.Cert, error) {
+	cfg := b.d.cfg.Load()
+	var out []vici.Cert
+	seen := map[string]bool{}
+	add := func(c *x509.Certificate, key bool) {
+		if c == nil || seen[string(c.Raw)] {
+			return
+		}
+		seen[string(c.Raw)] = true
+		vc := vici.Cert{DER: c.Raw, Subject: pki.FormatDN(c.RawSubject), CA: c.IsCA, HasKey: key}
+		vc.SANs = append(vc.SANs, c.DNSNames...)
+		vc.SANs = append(vc.SANs, c.EmailAddresses...)
+		for _, ip := range c.IPAddresses {
+			vc.SANs = append(vc.SANs, ip.String())
+		}
+		out = append(out, vc)
+	}
+	for _, name := range cfg.Order {
+		conn := cfg.Connections[name]
+		if conn.Local == nil {
+			continue
+		}
+		for _, cr := range conn.Local.Credentials {
+			add(cr.Leaf, cr.Key != nil)
+			for _, c := range cr.Intermediates {
+				add(c, false)
+			}
+			add(cr.Root, false)
+		}
+	}
+	if cfg.Trust != nil {
+		for _, c := range cfg.Trust.CAs() {
+			add(c, false)
+		}
+	}
+	return out, nil
+}
 
 // startVICI serves VICI on the socket the options name (none: off).
 func (d *Daemon) startVICI() error {

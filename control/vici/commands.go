@@ -29,6 +29,21 @@ type Backend interface {
 	Terminate(ikectl.Terminate) (*ikectl.Result, error)
 	Rekey(ikectl.Rekey) (*ikectl.Result, error)
 	Reload() (*ikectl.ReloadResult, error)
+	// Certs are the certificates the daemon holds: its own (with their
+	// private keys) and the CAs it trusts or sends.
+	Certs() ([]Cert, error)
+}
+
+// Cert is one certificate list-certs shows.
+type Cert struct {
+	// DER is the certificate; Subject its subject as the daemon writes
+	// it, and SANs its subject alternative names, for the subject filter.
+	DER     []byte
+	Subject string
+	SANs    []string
+	// CA: a certification authority's (flag CA), else an end entity's
+	// (flag NONE). HasKey: the daemon holds its private key.
+	CA, HasKey bool
 }
 
 // Events this server raises.
@@ -41,6 +56,7 @@ const (
 	EvChildUpDown = "child-updown"
 	EvIKERekey    = "ike-rekey"
 	EvChildRekey  = "child-rekey"
+	EvListCert    = "list-cert"
 )
 
 // Refused are charon's commands that iked does not serve, each with the
@@ -64,7 +80,6 @@ var Refused = map[string]string{
 	"unload-authority": "trust anchors come from iked's configuration file (edit it, then reload-settings)",
 	"get-authorities":  "iked has no certification authority sections",
 	"list-authorities": "iked has no certification authority sections",
-	"list-certs":       "not yet served over VICI (iked logs its certificates at start; spuctl list-conns)",
 	"flush-certs":      "iked keeps no certificate cache",
 	"clear-creds":      "credentials come from iked's configuration file",
 	"load-pool":        "iked assigns no virtual IPs",
@@ -83,7 +98,7 @@ var Refused = map[string]string{
 // list-conns, get-conns, initiate, terminate, rekey, reload-settings,
 // and the refusals of Refused.
 func Register(s *Server, b Backend) {
-	s.Events(EvListSA, EvListConn, EvControlLog, EvLog, EvIKEUpDown, EvChildUpDown, EvIKERekey, EvChildRekey)
+	s.Events(EvListSA, EvListConn, EvListCert, EvControlLog, EvLog, EvIKEUpDown, EvChildUpDown, EvIKERekey, EvChildRekey)
 	s.Handle("version", func(*Call) (*Section, error) { return versionReply(b), nil })
 	s.Handle("stats", func(*Call) (*Section, error) { return statsReply(b) })
 	s.Handle("list-sas", func(c *Call) (*Section, error) { return &Section{}, listSAs(b, c) })
@@ -99,6 +114,7 @@ func Register(s *Server, b Backend) {
 		}
 		return (&Section{}).SetList("conns", names), nil
 	})
+	s.Handle("list-certs", func(c *Call) (*Section, error) { return &Section{}, listCerts(b, c) })
 	s.Handle("initiate", func(c *Call) (*Section, error) { return initiate(b, c) })
 	s.Handle("terminate", func(c *Call) (*Section, error) { return terminate(b, c) })
 	s.Handle("rekey", func(c *Call) (*Section, error) { return rekey(b, c) })
@@ -256,6 +272,53 @@ func listConns(b Backend, c *Call) error {
 		ev := &Section{}
 		Conn(ev, &cs.Conns[i])
 		if err := c.Emit(EvListConn, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listCerts streams each certificate as a list-cert event, as charon
+// does: type X509, flag CA or NONE, has_privkey, the DER as data;
+// filtered by type (iked holds X509 only), flag and subject (the subject
+// DN or a subject alternative name, exactly).
+func listCerts(b Backend, c *Call) error {
+	typ, flag, subject := strings.ToUpper(c.Req.Get("type")), strings.ToUpper(c.Req.Get("flag")), c.Req.Get("subject")
+	switch typ {
+	case "", "ANY", "X509":
+	default:
+		// CRLs, attribute certificates, OCSP responses, raw keys:
+		// none are listed.
+		return nil
+	}
+	switch flag {
+	case "", "ANY", "NONE", "CA":
+	case "AA", "OCSP":
+		return nil
+	default:
+		return fmt.Errorf("list-certs: flag %q: none, ca, aa, ocsp or any", c.Req.Get("flag"))
+	}
+	certs, err := b.Certs()
+	if err != nil {
+		return fmt.Errorf("list-certs: %w", err)
+	}
+	for _, crt := range certs {
+		f := "NONE"
+		if crt.CA {
+			f = "CA"
+		}
+		if flag != "" && flag != "ANY" && flag != f {
+			continue
+		}
+		if subject != "" && subject != crt.Subject && !slices.Contains(crt.SANs, subject) {
+			continue
+		}
+		m := (&Section{}).Set("type", "X509").Set("flag", f)
+		if crt.HasKey {
+			m.Set("has_privkey", "yes")
+		}
+		m.Set("data", string(crt.DER))
+		if err := c.Emit(EvListCert, m); err != nil {
 			return err
 		}
 	}

@@ -22,6 +22,7 @@ import (
 type fakeIked struct {
 	mu    sync.Mutex
 	sas   []ikectl.IKESA
+	certs []vici.Cert
 	calls []string
 }
 
@@ -86,6 +87,7 @@ func (f *fakeIked) Rekey(r ikectl.Rekey) (*ikectl.Result, error) {
 	f.rec(fmt.Sprintf("rekey %s/%s %d/%d ike=%v", r.Conn, r.Child, r.IKEID, r.ChildID, r.IKE))
 	return &ikectl.Result{Matched: 1}, nil
 }
+func (f *fakeIked) Certs() ([]vici.Cert, error) { return f.certs, nil }
 func (f *fakeIked) Reload() (*ikectl.ReloadResult, error) {
 	f.rec("reload")
 	return &ikectl.ReloadResult{Unchanged: []string{"site"}}, nil
