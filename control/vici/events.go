@@ -94,7 +94,10 @@ type logHandler struct {
 }
 
 func (h *logHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return h.next.Enabled(ctx, l) || (l >= slog.LevelInfo && h.s.Subscribed(EvLog))
+	if h.next.Enabled(ctx, l) {
+		return true
+	}
+	return l >= slog.LevelInfo && h.s.Subscribed(EvLog)
 }
 
 func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/user"
@@ -51,7 +52,10 @@ type Server struct {
 
 	mu       sync.Mutex
 	handlers map[string]Handler
-	events   map[string]*atomic.Int32 // known events -> registered connections
+	// events maps the known events to their registered connections: a
+	// map replaced whole by Events, so that Subscribed, which iked's
+	// workers call as they log and change SAs, takes no lock.
+	events atomic.Pointer[map[string]*atomic.Int32]
 	// since is when each event last went from no client to one.
 	since  map[string]time.Time
 	conns  map[*conn]struct{}
@@ -83,7 +87,9 @@ func NewServer(log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{log: log, handlers: map[string]Handler{}, events: map[string]*atomic.Int32{}, since: map[string]time.Time{}, conns: map[*conn]struct{}{}}
+	s := &Server{log: log, handlers: map[string]Handler{}, since: map[string]time.Time{}, conns: map[*conn]struct{}{}}
+	s.events.Store(&map[string]*atomic.Int32{})
+	return s
 }
 
 // Handle sets the handler of a command.
@@ -97,21 +103,21 @@ func (s *Server) Handle(cmd string, h Handler) {
 // other gets EVENT_UNKNOWN.
 func (s *Server) Events(names ...string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := maps.Clone(*s.events.Load())
 	for _, n := range names {
-		if s.events[n] == nil {
-			s.events[n] = new(atomic.Int32)
+		if m[n] == nil {
+			m[n] = new(atomic.Int32)
 		}
 	}
-	s.mu.Unlock()
+	s.events.Store(&m)
 }
 
-// Subscribed reports whether some client is registered for event: one
-// map read and an atomic load, for the daemon to check before it builds
-// an event.
+// Subscribed reports whether some client is registered for event: a
+// map read and atomic loads, no lock, for the daemon to check before it
+// builds an event.
 func (s *Server) Subscribed(event string) bool {
-	s.mu.Lock()
-	n := s.events[event]
-	s.mu.Unlock()
+	n := (*s.events.Load())[event]
 	return n != nil && n.Load() > 0
 }
 
@@ -393,21 +399,17 @@ func (c *conn) reader() {
 }
 
 func (s *Server) known(event string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.events[event] != nil
+	return (*s.events.Load())[event] != nil
 }
 
 func (s *Server) counter(event string) *atomic.Int32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.events[event]
+	return (*s.events.Load())[event]
 }
 
 func (s *Server) register(event string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := s.events[event]; n != nil && n.Add(1) == 1 {
+	if n := (*s.events.Load())[event]; n != nil && n.Add(1) == 1 {
 		s.since[event] = time.Now()
 	}
 }
@@ -420,7 +422,7 @@ func (s *Server) Since(events ...string) time.Time {
 	defer s.mu.Unlock()
 	var t time.Time
 	for _, e := range events {
-		if n := s.events[e]; n != nil && n.Load() > 0 && (t.IsZero() || s.since[e].Before(t)) {
+		if n := (*s.events.Load())[e]; n != nil && n.Load() > 0 && (t.IsZero() || s.since[e].Before(t)) {
 			t = s.since[e]
 		}
 	}
