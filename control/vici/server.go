@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -172,6 +173,18 @@ func (s *Server) Listen(path, group string) error {
 	}
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("vici: remove stale %s: %w", path, err)
+	}
+	if gid >= 0 {
+		// A group socket in a folder the group cannot enter (iked's
+		// /run/spugate is 0700) would be 0660 in vain.
+		if st, err := os.Stat(filepath.Dir(path)); err == nil {
+			sys, _ := st.Sys().(*syscall.Stat_t)
+			m := st.Mode().Perm()
+			if m&0o001 == 0 && (m&0o010 == 0 || sys == nil || int(sys.Gid) != gid) {
+				return fmt.Errorf("vici: %s: group %s cannot enter %s (mode %04o): choose a socket in a folder it can reach",
+					path, group, filepath.Dir(path), m)
+			}
+		}
 	}
 	priv, err := os.MkdirTemp(filepath.Dir(path), ".vici-")
 	if err != nil {

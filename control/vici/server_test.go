@@ -376,3 +376,34 @@ func TestMalformedClient(t *testing.T) {
 		t.Errorf("version: %s", v)
 	}
 }
+
+// TestListenGroup: with a group the socket is 0660 and that group's; a
+// folder the group cannot enter is refused, naming it.
+func TestListenGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("chown to another group needs root")
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o711)
+	s := vici.NewServer(nil)
+	path := filepath.Join(dir, "v.sock")
+	if err := s.Listen(path, "0"); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("socket: %v %v", st.Mode(), err)
+	}
+	closed := t.TempDir()
+	os.Chmod(closed, 0o700)
+	if err := vici.NewServer(nil).Listen(filepath.Join(closed, "v.sock"), "daemon"); err == nil || !strings.Contains(err.Error(), "cannot enter") {
+		t.Errorf("closed folder: %v", err)
+	}
+	if err := vici.NewServer(nil).Listen(filepath.Join(dir, "w.sock"), "no-such-group-here"); err == nil || !strings.Contains(err.Error(), "no such group") {
+		t.Errorf("unknown group: %v", err)
+	}
+	// A live server's socket is not taken over.
+	if err := vici.NewServer(nil).Listen(path, ""); err == nil || !strings.Contains(err.Error(), "another server") {
+		t.Errorf("live socket: %v", err)
+	}
+}
