@@ -122,6 +122,8 @@ type ikeSeen struct {
 	ike      *sa.IKESA
 	up       bool
 	children map[uint32]bool // Child SA unique id -> up
+	// moved are the Child SAs an IKE rekey moved away.
+	moved []uint32
 }
 
 // viciEventsWanted reports whether a client listens to an up/down or
@@ -248,7 +250,14 @@ func (l *loop) viciChanged(ike *sa.IKESA) {
 	for id := range seen.children {
 		if !present[id] {
 			delete(seen.children, id)
-			if t.owner[id] == ike.UniqueID {
+			if t.owner[id] != ike.UniqueID {
+				continue
+			}
+			if ike.State == sa.Rekeyed {
+				// Moved to the IKE SA that replaces this one, which may
+				// change after: it finds its predecessor by them.
+				seen.moved = append(seen.moved, id)
+			} else {
 				delete(t.owner, id)
 			}
 		}
@@ -267,6 +276,11 @@ func (l *loop) viciGone(ike *sa.IKESA) {
 	}
 	delete(t.ikes, ike.UniqueID)
 	for id := range seen.children {
+		if t.owner[id] == ike.UniqueID {
+			delete(t.owner, id)
+		}
+	}
+	for _, id := range seen.moved {
 		if t.owner[id] == ike.UniqueID {
 			delete(t.owner, id)
 		}
