@@ -78,7 +78,7 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 
 	conns := must("--list-conns")
-	for _, want := range []string{"tun: IKEv2", "local:  " + pl.GwAWan4.String(), "remote: " + pl.GwBWan4.String(),
+	for _, want := range []string{"tun: IKEv2, no reauthentication, rekeying every ", "local:  " + pl.GwAWan4.String(), "remote: " + pl.GwBWan4.String(),
 		"local pre-shared key authentication", "id: gw-a.example", "net: TUNNEL", "local:  " + pl.LanA4.String()} {
 		if !strings.Contains(conns, want) {
 			t.Errorf("--list-conns lacks %q:\n%s", want, conns)

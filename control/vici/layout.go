@@ -66,6 +66,16 @@ func splitProposal(p string) algs {
 
 func secs(d time.Duration) string { return strconv.FormatInt(int64(d/time.Second), 10) }
 
+// durSecs is a duration as ikectl writes it (Go's form, "" for none) in
+// charon's whole seconds, "0" for none.
+func durSecs(s string) string {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return "0"
+	}
+	return secs(d)
+}
+
 // IKESA adds an IKE SA to m as charon's list-sa and updown events hold
 // it: a section named after its connection, with its Child SAs in
 // child-sas, each named "name-uniqueid" as charon names them.
@@ -211,8 +221,8 @@ func Conn(m *Section, c *ikectl.Conn) *Section {
 	s.SetList("local_addrs", orEmpty(c.LocalAddrs)).
 		SetList("remote_addrs", orEmpty(c.RemoteAddrs)).
 		Set("version", "IKEv2").
-		Set("reauth_time", "0").
-		Set("rekey_time", "0")
+		Set("reauth_time", durSecs(c.ReauthTime)).
+		Set("rekey_time", durSecs(c.RekeyTime))
 	if c.DPDDelay != "" {
 		if d, err := time.ParseDuration(c.DPDDelay); err == nil {
 			s.Set("dpd_delay", secs(d))
@@ -236,11 +246,7 @@ func Conn(m *Section, c *ikectl.Conn) *Section {
 	for _, ch := range c.Children {
 		cs := children.AddSection(ch.Name)
 		cs.Set("mode", "TUNNEL")
-		rekey := "0"
-		if d, err := time.ParseDuration(ch.RekeyTime); err == nil {
-			rekey = secs(d)
-		}
-		cs.Set("rekey_time", rekey).Set("rekey_bytes", "0").Set("rekey_packets", "0")
+		cs.Set("rekey_time", durSecs(ch.RekeyTime)).Set("rekey_bytes", "0").Set("rekey_packets", "0")
 		if ch.DPDAction != "" {
 			cs.Set("dpd_action", ch.DPDAction)
 		} else {

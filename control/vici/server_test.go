@@ -54,7 +54,7 @@ func (f *fakeIked) Stats() (*ikectl.Stats, error) {
 }
 func (f *fakeIked) Conns() (*ikectl.Conns, error) {
 	return &ikectl.Conns{Conns: []ikectl.Conn{{Name: "site", LocalAddrs: []string{"198.18.0.1"}, RemoteAddrs: []string{"198.18.0.2"},
-		LocalAuth: "psk", LocalID: "gw-a.example", RemoteAuth: "pubkey", DPDDelay: "30s",
+		LocalAuth: "psk", LocalID: "gw-a.example", RemoteAuth: "pubkey", DPDDelay: "30s", RekeyTime: "4h0m0s",
 		Children: []ikectl.Child{{Name: "net", LocalTS: []string{"198.18.1.0/24"}, RemoteTS: []string{"198.18.2.0/24"}, RekeyTime: "1h0m0s", StartAction: "trap"}}}}}, nil
 }
 func (f *fakeIked) SAPage(after uint32, limit int) (*ikectl.SAs, error) {
@@ -204,7 +204,7 @@ func TestGoviciCommands(t *testing.T) {
 		kids, _ := c.Get("children").(*govici.Message)
 		net, _ := kids.Get("net").(*govici.Message)
 		local, _ := c.Get("local-1").(*govici.Message)
-		if net == nil || net.Get("rekey_time") != "3600" || local.Get("class") != "pre-shared key" || c.Get("dpd_delay") != "30" {
+		if net == nil || net.Get("rekey_time") != "3600" || local.Get("class") != "pre-shared key" || c.Get("dpd_delay") != "30" || c.Get("rekey_time") != "14400" || c.Get("reauth_time") != "0" {
 			t.Errorf("list-conn: %s", m)
 		}
 		n++

@@ -57,8 +57,12 @@ type Conn struct {
 	RemoteAuth  string   `json:"remote_auth"`
 	RemoteID    string   `json:"remote_id"`
 	DPDDelay    string   `json:"dpd_delay,omitempty"`
-	Encap       bool     `json:"encap,omitempty"`
-	Children    []Child  `json:"children"`
+	// RekeyTime and ReauthTime are the IKE SA's (Go durations), empty
+	// for none.
+	RekeyTime  string  `json:"rekey_time,omitempty"`
+	ReauthTime string  `json:"reauth_time,omitempty"`
+	Encap      bool    `json:"encap,omitempty"`
+	Children   []Child `json:"children"`
 }
 
 // Child is one configured child.
