@@ -157,6 +157,14 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 	}
 	rk := make(chan govici.Event, 256)
 	sess.NotifyEvents(rk)
+	// swanctl --log too, as an operator tails charon's log.
+	logCmd := exec.CommandContext(ctx, swanctlPath, "--log", "--uri", "unix://"+sock)
+	var logOut bytes.Buffer
+	logCmd.Stdout, logCmd.Stderr = &logOut, &logOut
+	if err := logCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
 	if out := must("--rekey", "--child", "net"); !strings.Contains(out, "rekey completed successfully") {
 		t.Errorf("--rekey --child:\n%s", out)
 	}
@@ -196,6 +204,13 @@ func TestPrivilegedVICISwanctl(t *testing.T) {
 		t.Error("no log event while rekeying")
 	}
 	t.Logf("rekeys: %d log events", logs)
+	logCmd.Process.Signal(syscall.SIGINT)
+	logCmd.Wait()
+	if lo := logOut.String(); !strings.Contains(lo, "00[IKE] ") || !strings.Contains(lo, "rekey") {
+		t.Errorf("swanctl --log:\n%s", lo)
+	} else {
+		t.Logf("swanctl --log:\n%s", lo)
+	}
 	mustPing(t, tb.ln.ClientA, pl.ClientA4, pl.ClientB4)
 	ike = tb.a.sas(t)
 

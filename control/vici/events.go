@@ -79,10 +79,11 @@ func (s *Server) ChildRekey(ike *ikectl.IKESA, old, new *ikectl.ChildSA) {
 }
 
 // LogHandler returns a slog.Handler that passes every record to next and,
-// while a client is registered for log, raises a log event for it as
-// charon does: {group, level, thread, msg, ikesa-name, ikesa-uniqueid}.
-// The level is charon's: 0 for errors and warnings, 1 for info, 2 for
-// debug.
+// while a client is registered for log, raises a log event for each
+// record at info or above as charon does: {group, level, thread, msg,
+// ikesa-name, ikesa-uniqueid}, the level charon's (0 for errors and
+// warnings, 1 for info), the thread iked's worker, the record's attributes
+// appended to msg as key=value.
 func (s *Server) LogHandler(next slog.Handler) slog.Handler {
 	return &logHandler{s: s, next: next}
 }
@@ -105,7 +106,7 @@ func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
 	if h.next.Enabled(ctx, r.Level) {
 		err = h.next.Handle(ctx, r)
 	}
-	if h.s.Subscribed(EvLog) {
+	if r.Level >= slog.LevelInfo && h.s.Subscribed(EvLog) {
 		h.s.Publish(EvLog, logEvent(r, h.attrs))
 	}
 	return err
@@ -129,8 +130,12 @@ func logEvent(r slog.Record, attrs []slog.Attr) *Section {
 	}
 	msg := []byte(r.Message)
 	var ikeName, ikeID string
+	thread := "0"
 	add := func(a slog.Attr) bool {
 		switch a.Key {
+		case "worker":
+			// iked's workers are its threads, as charon's are.
+			thread = a.Value.String()
 		case "conn":
 			ikeName = a.Value.String()
 		case "ike_id":
@@ -146,7 +151,7 @@ func logEvent(r slog.Record, attrs []slog.Attr) *Section {
 		add(a)
 	}
 	r.Attrs(add)
-	m := (&Section{}).Set("group", "IKE").Set("level", level).Set("thread", "0")
+	m := (&Section{}).Set("group", "IKE").Set("level", level).Set("thread", thread)
 	if ikeName != "" {
 		m.Set("ikesa-name", ikeName)
 	}

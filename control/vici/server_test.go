@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -405,5 +407,35 @@ func TestListenGroup(t *testing.T) {
 	// A live server's socket is not taken over.
 	if err := vici.NewServer(nil).Listen(path, ""); err == nil || !strings.Contains(err.Error(), "another server") {
 		t.Errorf("live socket: %v", err)
+	}
+}
+
+// TestLogEvent: iked's log lines at info and above reach a client
+// registered for log, with charon's keys; debug lines do not.
+func TestLogEvent(t *testing.T) {
+	srv, path := serve(t, newFake(0))
+	s := session(t, path)
+	if err := s.Subscribe(vici.EvLog); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan govici.Event, 8)
+	s.NotifyEvents(ch)
+	log := slog.New(srv.LogHandler(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelDebug}))).With("worker", 1)
+	log.Debug("not for vici")
+	log.Warn("iked: child sa rekeyed", "conn", "tun", "ike_id", 7)
+	select {
+	case ev := <-ch:
+		m := ev.Message
+		if m.Get("group") != "IKE" || m.Get("level") != "0" || m.Get("thread") != "1" || m.Get("ikesa-name") != "tun" ||
+			m.Get("ikesa-uniqueid") != "7" || m.Get("msg") != "iked: child sa rekeyed worker=1 conn=tun ike_id=7" {
+			t.Errorf("log event: %s", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no log event")
+	}
+	select {
+	case ev := <-ch:
+		t.Errorf("a second event: %s", ev.Message)
+	case <-time.After(100 * time.Millisecond):
 	}
 }
