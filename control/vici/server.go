@@ -274,9 +274,20 @@ func (s *Server) Close() error {
 		ln.Close()
 		os.Remove(path)
 	}
-	s.wg.Wait()
+	// A command in flight (an initiate waits up to its timeout) ends on
+	// its own; the daemon stopping does not wait for it beyond a moment.
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeWait):
+		s.log.Warn("vici: closed with commands still running", "waited", closeWait.String())
+	}
 	return nil
 }
+
+// closeWait bounds Close's wait for the clients' goroutines.
+const closeWait = 2 * time.Second
 
 // conn is one client.
 type conn struct {

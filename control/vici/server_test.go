@@ -439,3 +439,59 @@ func TestLogEvent(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// slowIked's initiate never ends on its own.
+type slowIked struct {
+	*fakeIked
+	release chan struct{}
+}
+
+func (s slowIked) Initiate(ikectl.Initiate) (*ikectl.Result, error) {
+	<-s.release
+	return nil, errors.New("released")
+}
+
+// TestCloseWithCommandInFlight: Close returns while a command still
+// runs, and the client sees its connection end.
+func TestCloseWithCommandInFlight(t *testing.T) {
+	b := slowIked{fakeIked: newFake(0), release: make(chan struct{})}
+	defer close(b.release)
+	s := vici.NewServer(nil)
+	vici.Register(s, b)
+	path := filepath.Join(t.TempDir(), "v.sock")
+	if err := s.Listen(path, ""); err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	sess := session(t, path)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := sess.Call(context.Background(), "initiate", mustMsg(map[string]any{"ike": "site"}))
+		errc <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	s.Close()
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("Close took %v", el)
+	}
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Error("initiate succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("client still waiting after Close")
+	}
+	if _, err := os.Stat(path); err == nil {
+		t.Error("socket left behind")
+	}
+}
+
+func mustMsg(in map[string]any) *govici.Message {
+	m := govici.NewMessage()
+	for k, v := range in {
+		m.Set(k, v)
+	}
+	return m
+}
