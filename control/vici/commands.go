@@ -334,22 +334,22 @@ func logTo(c *Call, group, msg string) {
 	c.Emit(EvControlLog, (&Section{}).Set("group", group).Set("level", "1").Set("msg", msg))
 }
 
-// millis reads a request's timeout (charon's: milliseconds).
-func millis(c *Call) (time.Duration, error) {
+// millis reads a request's timeout (charon's: milliseconds). detach is
+// a negative one: answer at once and let the operation go on, as charon
+// does; zero is iked's default wait.
+func millis(c *Call) (wait time.Duration, detach bool, err error) {
 	v := c.Req.Get("timeout")
 	if v == "" {
-		return 0, nil
+		return 0, false, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: timeout %q: not a number of milliseconds", c.Command, v)
+		return 0, false, fmt.Errorf("%s: timeout %q: not a number of milliseconds", c.Command, v)
 	}
-	if n <= 0 {
-		// charon returns at once for a negative timeout; iked's
-		// operations wait for their outcome, bounded by the default.
-		return 0, nil
+	if n < 0 {
+		return 0, true, nil
 	}
-	return time.Duration(n) * time.Millisecond, nil
+	return time.Duration(n) * time.Millisecond, false, nil
 }
 
 // connOfChild finds the connection that has a child called child: charon
@@ -381,7 +381,7 @@ func initiate(b Backend, c *Call) (*Section, error) {
 	if child == "" && ike == "" {
 		return nil, errors.New("missing configuration name")
 	}
-	wait, err := millis(c)
+	wait, detach, err := millis(c)
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +395,13 @@ func initiate(b Backend, c *Call) (*Section, error) {
 		what = fmt.Sprintf("CHILD_SA '%s' of connection '%s'", child, ike)
 	}
 	logTo(c, "CFG", "initiating "+what)
-	r, err := b.Initiate(ikectl.Initiate{Conn: ike, Child: child, Timeout: wait})
+	req := ikectl.Initiate{Conn: ike, Child: child, Timeout: wait}
+	if detach {
+		// Its outcome goes to iked's log (and the up/down events).
+		go b.Initiate(req)
+		return Success(), nil
+	}
+	r, err := b.Initiate(req)
 	if err != nil {
 		logTo(c, "IKE", fmt.Sprintf("initiating %s failed: %v", what, err))
 		return nil, fmt.Errorf("initiating %s failed: %w", what, err)
@@ -467,11 +473,16 @@ func terminate(b Backend, c *Call) (*Section, error) {
 	if err != nil {
 		return nil, err
 	}
-	wait, err := millis(c)
+	wait, detach, err := millis(c)
 	if err != nil {
 		return nil, err
 	}
-	r, err := b.Terminate(ikectl.Terminate{Conn: conn, IKEID: ikeID, Child: child, ChildID: childID, Timeout: wait})
+	req := ikectl.Terminate{Conn: conn, IKEID: ikeID, Child: child, ChildID: childID, Timeout: wait}
+	if detach {
+		go b.Terminate(req)
+		return Success(), nil
+	}
+	r, err := b.Terminate(req)
 	if err != nil {
 		logTo(c, "IKE", fmt.Sprintf("terminate failed: %v", err))
 		return nil, fmt.Errorf("terminate failed: %w", err)

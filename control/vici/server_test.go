@@ -221,6 +221,11 @@ func TestGoviciCommands(t *testing.T) {
 	if e := fail(t, s, "initiate", map[string]any{"child": "nope"}); !strings.Contains(e, "'nope' not found") {
 		t.Errorf("initiate nope: %s", e)
 	}
+	// A negative timeout answers at once; the operation goes on.
+	if r := call(t, s, "initiate", map[string]any{"ike": "site", "timeout": "-1"}); r.Get("success") != "yes" {
+		t.Errorf("initiate detached: %s", r)
+	}
+	waitCalls(t, f, 2)
 	if r := call(t, s, "terminate", map[string]any{"ike": "site"}); r.Get("success") != "yes" || r.Get("matches") != "1" {
 		t.Errorf("terminate: %s", r)
 	}
@@ -239,7 +244,7 @@ func TestGoviciCommands(t *testing.T) {
 	if r := call(t, s, "reload-settings", nil); r.Get("success") != "yes" {
 		t.Errorf("reload-settings: %s", r)
 	}
-	want := []string{"initiate site/net 5s", "terminate site/ 0/0", "terminate / 2/1002", "rekey / 1/0 ike=true", "reload"}
+	want := []string{"initiate site/net 5s", "initiate site/ 0s", "terminate site/ 0/0", "terminate / 2/1002", "rekey / 1/0 ike=true", "reload"}
 	if fmt.Sprint(f.calls) != fmt.Sprint(want) {
 		t.Errorf("backend calls %q, want %q", f.calls, want)
 	}
@@ -259,6 +264,24 @@ func TestGoviciCommands(t *testing.T) {
 	// The session still works after those.
 	if v := call(t, s, "version", nil); v.Get("daemon") != "iked" {
 		t.Errorf("version after errors: %s", v)
+	}
+}
+
+// waitCalls waits until the backend was called n times.
+func waitCalls(t *testing.T, f *fakeIked, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		got := len(f.calls)
+		f.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backend calls, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
