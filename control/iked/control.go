@@ -310,6 +310,13 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 		return nil, err
 	}
 	d.logTrust(cfg)
+	d.fileCfg = cfg
+	return d.apply(d.compose(cfg))
+}
+
+// apply puts cfg in force in place of the running configuration, as a
+// reload does; the caller holds reloadMu.
+func (d *Daemon) apply(cfg *config.Config) (*ikectl.ReloadResult, error) {
 	old := d.cfg.Load()
 	if cfg.Control != old.Control || cfg.SPUD != old.SPUD || cfg.Port != old.Port || cfg.PortNATT != old.PortNATT ||
 		!slices.Equal(cfg.Listen, old.Listen) {

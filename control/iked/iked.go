@@ -133,8 +133,12 @@ type Daemon struct {
 	ctl    *unixrpc.Server
 	vici   *vici.Server
 	store  *stateStore
-	// reloadMu makes reloads one at a time.
+	// reloadMu makes reloads one at a time; fileCfg is the configuration
+	// file's last reading and overlay what VICI clients loaded (vici.go),
+	// which the configuration in force is made of; both under reloadMu.
 	reloadMu sync.Mutex
+	fileCfg  *config.Config
+	overlay  viciOverlay
 	// loadsMu guards loads: the worker each connection's last load run
 	// started on, which keeps it when the SPU map moves the connection's
 	// tunnel (and its later IKE SAs) to another worker.
@@ -196,6 +200,7 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.logTrust(cfg)
+	d.fileCfg = cfg
 	d.useConfig(cfg)
 	if d.store, err = openStore(d.opts.StateDir, d.log); err != nil {
 		return err

@@ -3,10 +3,13 @@ package iked
 import (
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/control/config"
 	"github.com/spugate/spugate/control/ike/sa"
+	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/vici"
 	"github.com/spugate/spugate/dataplane/anchor"
 )
@@ -119,5 +122,57 @@ func TestVICIEventsFromChanges(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if p, err := vici.ReadPacket(c); err == nil {
 		t.Errorf("one event too many: %s %s", p.Name, p.Msg)
+	}
+}
+
+// TestVICIConnYAML: a connection as swanctl sends it in load-conn (its
+// swanctl.conf tree) reads as iked's configuration; what iked cannot
+// take over VICI is refused, naming it; unknown keys are the parser's
+// errors.
+func TestVICIConnYAML(t *testing.T) {
+	tree := func() *vici.Section {
+		c := &vici.Section{}
+		c.Set("version", "2").SetList("local_addrs", []string{"198.18.0.1"}).SetList("remote_addrs", []string{"198.18.0.2"}).
+			SetList("proposals", []string{"aes128gcm16-prfsha256-x25519"}).Set("dpd_delay", "30s").Set("rekey_time", "14400")
+		c.AddSection("local-1").Set("auth", "psk").Set("id", "C=CH, O=lab, CN=gw \"a\"")
+		c.AddSection("remote-1").Set("auth", "psk").Set("id", "gw-b.example")
+		ch := c.AddSection("children").AddSection("lan")
+		ch.SetList("local_ts", []string{"198.18.1.0/24", "2001:db8:1::/64"}).SetList("remote_ts", []string{"198.18.2.0/24"}).
+			SetList("esp_proposals", []string{"aes128gcm16"}).Set("start_action", "none").Set("rekey_time", "3600")
+		return c
+	}
+	src, err := viciConnYAML("site", tree())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("load-conn site", src, task.ConfigChecker{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	c := cfg.Connections["site"]
+	if c == nil || c.Local.Identity.String() != `C=CH, O=lab, CN=gw "a"` || c.DPDDelay.D() != 30*time.Second || c.RekeyTime.D() != 4*time.Hour ||
+		len(c.ChildOrder) != 1 || len(c.Children["lan"].LocalTS) != 2 {
+		t.Errorf("parsed %+v\n%s", c, src)
+	}
+	for name, mod := range map[string]func(c *vici.Section){
+		"certificates over VICI": func(c *vici.Section) { c.Sub("remote-1").SetList("cacerts", []string{"DER"}) },
+		"our own key":            func(c *vici.Section) { c.Sub("local-1").Elements[0].Value = "pubkey" },
+		"one local":              func(c *vici.Section) { c.AddSection("local-2").Set("auth", "psk") },
+		"site.pools":             func(c *vici.Section) { c.Set("pools", "p") },
+		"site.children.lan.mode": func(c *vici.Section) { c.Sub("children").Sub("lan").Set("mode", "beet") },
+	} {
+		c := tree()
+		mod(c)
+		src, lines, err := viciConnDoc("site", c)
+		if err == nil {
+			if _, err = config.Parse("load-conn", src, task.ConfigChecker{}); err != nil {
+				err = keyErrors(err, lines)
+			}
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }

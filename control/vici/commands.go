@@ -34,6 +34,27 @@ type Backend interface {
 	Certs() ([]Cert, error)
 }
 
+// ConfigBackend is a Backend that takes connections and pre-shared keys
+// from VICI clients (swanctl --load-all) besides its own configuration.
+// Register serves load-conn, unload-conn, load-shared, unload-shared
+// and get-shared for one, and get-conns lists what VICI loaded, as
+// charon's does.
+type ConfigBackend interface {
+	Backend
+	// LoadConn adds or replaces a connection: c is its swanctl.conf tree.
+	LoadConn(name string, c *Section) error
+	// UnloadConn removes a connection VICI loaded.
+	UnloadConn(name string) error
+	// VICIConns are the connections VICI loaded.
+	VICIConns() []string
+	// LoadShared adds or replaces a pre-shared key (an IKE secret) for
+	// the identities owners; UnloadShared removes one.
+	LoadShared(id string, owners []string, key []byte) error
+	UnloadShared(id string) error
+	// SharedIDs are the ids of the keys VICI loaded.
+	SharedIDs() []string
+}
+
 // Cert is one certificate list-certs shows.
 type Cert struct {
 	// DER is the certificate; Subject its subject as the daemon writes
@@ -66,25 +87,17 @@ const (
 // never a silent success; a command in neither this list nor the
 // served ones gets CMD_UNKNOWN.
 var Refused = map[string]string{
-	"load-conn":        "connections come from iked's configuration file (edit it, then reload-settings)",
-	"unload-conn":      "connections come from iked's configuration file (edit it, then reload-settings)",
-	"load-shared":      "secrets come from iked's secrets file (edit it, then reload-settings)",
-	"unload-shared":    "secrets come from iked's secrets file (edit it, then reload-settings)",
-	"get-shared":       "secrets are not exported",
 	"load-key":         "keys come from iked's configuration file (edit it, then reload-settings)",
 	"unload-key":       "keys come from iked's configuration file (edit it, then reload-settings)",
-	"get-keys":         "keys are not exported",
 	"load-token":       "iked has no smartcard support",
 	"load-cert":        "certificates come from iked's configuration file (edit it, then reload-settings)",
 	"load-authority":   "trust anchors come from iked's configuration file (edit it, then reload-settings)",
 	"unload-authority": "trust anchors come from iked's configuration file (edit it, then reload-settings)",
-	"get-authorities":  "iked has no certification authority sections",
 	"list-authorities": "iked has no certification authority sections",
 	"flush-certs":      "iked keeps no certificate cache",
 	"clear-creds":      "credentials come from iked's configuration file",
 	"load-pool":        "iked assigns no virtual IPs",
 	"unload-pool":      "iked assigns no virtual IPs",
-	"get-pools":        "iked assigns no virtual IPs",
 	"install":          "iked installs trap policies from start_action=trap in its configuration file",
 	"uninstall":        "iked installs trap policies from start_action=trap in its configuration file",
 	"list-policies":    "iked's policies are spud's (spuctl policies)",
@@ -132,6 +145,80 @@ func Register(s *Server, b Backend) {
 			return nil, fmt.Errorf("%s: not supported by iked: %s", cmd, why)
 		})
 	}
+	// What swanctl --load-all asks to find what it loaded before: none
+	// of these can be loaded over VICI, so none are listed.
+	s.Handle("get-keys", func(*Call) (*Section, error) { return (&Section{}).SetList("keys", []string{}), nil })
+	s.Handle("get-authorities", func(*Call) (*Section, error) { return (&Section{}).SetList("authorities", []string{}), nil })
+	s.Handle("get-pools", func(*Call) (*Section, error) { return &Section{}, nil })
+	if cb, ok := b.(ConfigBackend); ok {
+		registerConfig(s, cb)
+		return
+	}
+	for _, cmd := range []string{"load-conn", "unload-conn", "load-shared", "unload-shared", "get-shared"} {
+		s.Handle(cmd, func(*Call) (*Section, error) {
+			return nil, fmt.Errorf("%s: not supported by this daemon: its configuration is its file's", cmd)
+		})
+	}
+}
+
+// registerConfig serves the commands that load connections and
+// pre-shared keys.
+func registerConfig(s *Server, b ConfigBackend) {
+	s.Handle("get-conns", func(*Call) (*Section, error) {
+		return (&Section{}).SetList("conns", orEmpty(b.VICIConns())), nil
+	})
+	s.Handle("load-conn", func(c *Call) (*Section, error) {
+		subs := c.Req.Subs()
+		if len(subs) != 1 {
+			return nil, fmt.Errorf("load-conn: want one connection section, got %d", len(subs))
+		}
+		if err := b.LoadConn(subs[0].Name, subs[0].Section); err != nil {
+			return nil, fmt.Errorf("load-conn: %s: %w", subs[0].Name, err)
+		}
+		return Success(), nil
+	})
+	s.Handle("unload-conn", func(c *Call) (*Section, error) {
+		name := c.Req.Get("name")
+		if name == "" {
+			return nil, errors.New("unload-conn: missing connection name to unload")
+		}
+		if err := b.UnloadConn(name); err != nil {
+			return nil, fmt.Errorf("unload-conn: %w", err)
+		}
+		return Success(), nil
+	})
+	s.Handle("load-shared", func(c *Call) (*Section, error) {
+		typ := strings.ToUpper(c.Req.Get("type"))
+		if typ != "IKE" {
+			return nil, fmt.Errorf("load-shared: not supported by iked: %s secrets (iked takes IKE pre-shared keys)", c.Req.Get("type"))
+		}
+		id := c.Req.Get("id")
+		if id == "" {
+			// Older swanctl sends no id; the owners name it.
+			id = strings.Join(c.Req.List("owners"), ",")
+		}
+		data, ok := c.Req.Lookup("data")
+		if !ok || data == "" {
+			return nil, errors.New("load-shared: missing secret data")
+		}
+		if err := b.LoadShared(id, c.Req.List("owners"), []byte(data)); err != nil {
+			return nil, fmt.Errorf("load-shared: %w", err)
+		}
+		return Success(), nil
+	})
+	s.Handle("unload-shared", func(c *Call) (*Section, error) {
+		id := c.Req.Get("id")
+		if id == "" {
+			return nil, errors.New("unload-shared: missing unique identifier")
+		}
+		if err := b.UnloadShared(id); err != nil {
+			return nil, fmt.Errorf("unload-shared: %w", err)
+		}
+		return Success(), nil
+	})
+	s.Handle("get-shared", func(*Call) (*Section, error) {
+		return (&Section{}).SetList("keys", orEmpty(b.SharedIDs())), nil
+	})
 }
 
 func versionReply(b Backend) *Section {
