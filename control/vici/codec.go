@@ -36,6 +36,7 @@ const (
 	Event         PacketType = 7 // named: an event, with a message
 )
 
+// String names the type as the VICI README does (CMD_REQUEST...).
 func (t PacketType) String() string {
 	switch t {
 	case CmdRequest:
