@@ -95,12 +95,10 @@ func (d *Daemon) listConns() ikectl.Conns {
 		if c.DPDDelay > 0 {
 			ci.DPDDelay = c.DPDDelay.D().String()
 		}
-		if c.RekeyTime != nil && *c.RekeyTime > 0 {
-			ci.RekeyTime = c.RekeyTime.D().String()
+		if c.RekeyTime != nil {
+			ci.RekeyTime = c.RekeyTime.D()
 		}
-		if c.ReauthTime > 0 {
-			ci.ReauthTime = c.ReauthTime.D().String()
-		}
+		ci.ReauthTime = c.ReauthTime.D()
 		for _, cn := range c.ChildOrder {
 			ch := c.Children[cn]
 			cc := ikectl.Child{Name: cn, LocalTS: ch.LocalTS, RemoteTS: ch.RemoteTS, ESPProposals: ch.ESPProposals,

@@ -221,8 +221,8 @@ func Conn(m *Section, c *ikectl.Conn) *Section {
 	s.SetList("local_addrs", orEmpty(c.LocalAddrs)).
 		SetList("remote_addrs", orEmpty(c.RemoteAddrs)).
 		Set("version", "IKEv2").
-		Set("reauth_time", durSecs(c.ReauthTime)).
-		Set("rekey_time", durSecs(c.RekeyTime))
+		Set("reauth_time", secs(c.ReauthTime)).
+		Set("rekey_time", secs(c.RekeyTime))
 	if c.DPDDelay != "" {
 		if d, err := time.ParseDuration(c.DPDDelay); err == nil {
 			s.Set("dpd_delay", secs(d))

@@ -56,7 +56,7 @@ func (f *fakeIked) Stats() (*ikectl.Stats, error) {
 }
 func (f *fakeIked) Conns() (*ikectl.Conns, error) {
 	return &ikectl.Conns{Conns: []ikectl.Conn{{Name: "site", LocalAddrs: []string{"198.18.0.1"}, RemoteAddrs: []string{"198.18.0.2"},
-		LocalAuth: "psk", LocalID: "gw-a.example", RemoteAuth: "pubkey", DPDDelay: "30s", RekeyTime: "4h0m0s",
+		LocalAuth: "psk", LocalID: "gw-a.example", RemoteAuth: "pubkey", DPDDelay: "30s", RekeyTime: 4 * time.Hour,
 		Children: []ikectl.Child{{Name: "net", LocalTS: []string{"198.18.1.0/24"}, RemoteTS: []string{"198.18.2.0/24"}, RekeyTime: "1h0m0s", StartAction: "trap"}}}}}, nil
 }
 func (f *fakeIked) SAPage(after uint32, limit int) (*ikectl.SAs, error) {

@@ -57,12 +57,13 @@ type Conn struct {
 	RemoteAuth  string   `json:"remote_auth"`
 	RemoteID    string   `json:"remote_id"`
 	DPDDelay    string   `json:"dpd_delay,omitempty"`
-	// RekeyTime and ReauthTime are the IKE SA's (Go durations), empty
-	// for none.
-	RekeyTime  string  `json:"rekey_time,omitempty"`
-	ReauthTime string  `json:"reauth_time,omitempty"`
-	Encap      bool    `json:"encap,omitempty"`
-	Children   []Child `json:"children"`
+	Encap       bool     `json:"encap,omitempty"`
+	Children    []Child  `json:"children"`
+	// RekeyTime and ReauthTime are the IKE SA's (zero: none), for iked's
+	// VICI server, in process: not sent over the control socket, whose
+	// list-conns JSON is spuctl's documented schema.
+	RekeyTime  time.Duration `json:"-"`
+	ReauthTime time.Duration `json:"-"`
 }
 
 // Child is one configured child.
