@@ -1,6 +1,7 @@
 // Command iked is spugate's IKEv2 daemon (see package control/iked).
 //
 //	iked -config /etc/spugate/iked.yaml [-state /run/spugate/iked.state] [-log-level info]
+//	     [-vici /run/spugate/vici.sock] [-vici-group GROUP]
 //	     [-gogc 50] [-memory-limit 4GiB] [-heap-profile /tmp/iked.heap]
 //	     [-metrics 127.0.0.1:9815 [-metrics-per-tunnel N]]
 //
@@ -42,6 +43,8 @@ func main() {
 	heapProfile := flag.String("heap-profile", "", "on SIGUSR1, write a heap profile to this file")
 	metrics := flag.String("metrics", "", promserve.AddrUsage)
 	perTunnel := flag.Int("metrics-per-tunnel", 0, promserve.PerTunnelUsage+"; a tunnel here is a connection")
+	viciSock := flag.String("vici", iked.DefaultVICI, "unix socket of strongSwan's VICI protocol, for swanctl --uri unix://PATH and govici (\"\" or off: none)")
+	viciGroup := flag.String("vici-group", "", "group allowed to use the VICI socket (mode 0660; default: root only, 0600)")
 	memLimit := flag.String("memory-limit", "", "soft memory limit of the Go runtime: bytes, or with B, KiB, MiB, GiB or TiB (default $GOMEMLIMIT, else none)")
 	showVer := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -74,12 +77,15 @@ func main() {
 	slog.SetDefault(log)
 	daemonlog.Startup(log, "iked", flag.CommandLine)
 	log.Info("iked: runtime memory settings", "settings", mem.String())
+	if *viciSock == "off" {
+		*viciSock = ""
+	}
 	ln, err := promserve.Listen(*metrics)
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)
 	}
-	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log, Level: lv})
+	d, err := iked.Start(iked.Options{ConfigPath: *cfgPath, StateDir: *state, Grace: *grace, Log: log, VICI: *viciSock, VICIGroup: *viciGroup, Level: lv})
 	if err != nil {
 		log.Error("iked: start failed", "err", err.Error())
 		os.Exit(1)

@@ -24,6 +24,24 @@ type Secret struct {
 	key  []byte
 }
 
+// NewSecret makes a pre-shared key for the identities ids (swanctl.conf's
+// notation), as VICI's load-shared hands one over: key is the secret
+// itself, already decoded.
+func NewSecret(name string, ids []string, key []byte) (*Secret, error) {
+	if len(key) == 0 {
+		return nil, fmt.Errorf("config: secret %q: empty", name)
+	}
+	s := &Secret{Name: name, key: append([]byte(nil), key...)}
+	for _, t := range ids {
+		id, err := ParseIdentity(t)
+		if err != nil {
+			return nil, fmt.Errorf("config: secret %q: %v", name, err)
+		}
+		s.IDs = append(s.IDs, id)
+	}
+	return s, nil
+}
+
 // Key returns the secret. Callers must not log it.
 func (s *Secret) Key() []byte { return s.key }
 

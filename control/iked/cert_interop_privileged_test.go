@@ -157,6 +157,17 @@ func TestPrivilegedInteropCertificates(t *testing.T) {
 	})
 	spugateCerts(t, dir, ecdsaA, k)
 	a.start(t, certYAML(ln, dir, "pubkey", strongswan.IDGwB), "")
+	// swanctl --list-certs over VICI shows iked's certificates: its own
+	// with its key, and the CAs.
+	if _, err := os.Stat(swanctlPath); err == nil {
+		out, err := swanctl(t, a.iked.VICI, "--list-certs")
+		for _, want := range []string{"CN=" + strongswan.IDGwA + `"`, "has private key", `CN=lab root CA"`, "CN=lab intermediate"} {
+			if err != nil || !strings.Contains(out, want) {
+				t.Errorf("swanctl --list-certs lacks %q (%v):\n%s", want, err, out)
+			}
+		}
+		t.Logf("swanctl --list-certs:\n%s", out)
+	}
 
 	for _, kc := range []struct {
 		name      string

@@ -96,6 +96,10 @@ func (d *Daemon) listConns() ikectl.Conns {
 		if c.DPDDelay > 0 {
 			ci.DPDDelay = c.DPDDelay.D().String()
 		}
+		if c.RekeyTime != nil {
+			ci.RekeyTime = c.RekeyTime.D()
+		}
+		ci.ReauthTime = c.ReauthTime.D()
 		for _, cn := range c.ChildOrder {
 			ch := c.Children[cn]
 			cc := ikectl.Child{Name: cn, LocalTS: ch.LocalTS, RemoteTS: ch.RemoteTS, ESPProposals: ch.ESPProposals,
@@ -305,6 +309,13 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 		return nil, err
 	}
 	d.logTrust(cfg)
+	d.fileCfg = cfg
+	return d.apply(d.compose(cfg))
+}
+
+// apply puts cfg in force in place of the running configuration, as a
+// reload does; the caller holds reloadMu.
+func (d *Daemon) apply(cfg *config.Config) (*ikectl.ReloadResult, error) {
 	old := d.cfg.Load()
 	if cfg.Control != old.Control || cfg.SPUD != old.SPUD || cfg.Port != old.Port || cfg.PortNATT != old.PortNATT ||
 		!slices.Equal(cfg.Listen, old.Listen) {

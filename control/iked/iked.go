@@ -62,6 +62,7 @@ import (
 	"github.com/spugate/spugate/control/ike/worker"
 	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/reuseport"
+	"github.com/spugate/spugate/control/vici"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/unixrpc"
@@ -91,6 +92,10 @@ type Options struct {
 	// Level is Log's level, which the control socket's log.level changes
 	// at run time; nil: it cannot be changed.
 	Level *slog.LevelVar
+	// VICI is the unix socket of strongSwan's VICI protocol (swanctl,
+	// govici), "" for none; VICIGroup, if set, the group that may use it
+	// (mode 0660, else 0600).
+	VICI, VICIGroup string
 }
 
 // Daemon is a running iked.
@@ -129,9 +134,14 @@ type Daemon struct {
 	steer  *reuseport.Steerer
 	groups []*reuseport.Group
 	ctl    *unixrpc.Server
+	vici   *vici.Server
 	store  *stateStore
-	// reloadMu makes reloads one at a time.
+	// reloadMu makes reloads one at a time; fileCfg is the configuration
+	// file's last reading and overlay what VICI clients loaded (vici.go),
+	// which the configuration in force is made of; both under reloadMu.
 	reloadMu sync.Mutex
+	fileCfg  *config.Config
+	overlay  viciOverlay
 	// loadsMu guards loads: the worker each connection's last load run
 	// started on, which keeps it when the SPU map moves the connection's
 	// tunnel (and its later IKE SAs) to another worker.
@@ -171,6 +181,12 @@ func Start(opts Options) (*Daemon, error) {
 		opts.Log = slog.Default()
 	}
 	d := &Daemon{opts: opts, log: opts.Log, byPhys: map[int]*loop{}, frags: defrag.NewBudget(config.DefaultFragmentMemory)}
+	if opts.VICI != "" {
+		// Made first: VICI's log event follows what iked logs from the
+		// start (the server logs its own trouble to opts.Log).
+		d.vici = vici.NewServer(opts.Log)
+		d.log = slog.New(d.vici.LogHandler(opts.Log.Handler()))
+	}
 	d.socks.Store(&map[netip.AddrPort][]*net.UDPConn{})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.traps.Store(&trapTable{byName: map[string]trapEntry{}, byReqID: map[uint32]trapEntry{}})
@@ -187,6 +203,7 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.logTrust(cfg)
+	d.fileCfg = cfg
 	d.useConfig(cfg)
 	if d.store, err = openStore(d.opts.StateDir, d.log); err != nil {
 		return err
@@ -254,11 +271,14 @@ func (d *Daemon) start() error {
 		return fmt.Errorf("iked: control socket: %w", err)
 	}
 	go d.ctl.Serve()
+	if err := d.startVICI(); err != nil {
+		return err
+	}
 	d.wg.Add(1)
 	go d.watchSpud(client)
 	d.applyStartActions(cfg, nil)
 	d.log.Info("iked: ready", "config", d.opts.ConfigPath, "workers", spus, "logical", hello.Logical,
-		"control", cfg.Control, "state", d.opts.StateDir, "connections", len(cfg.Connections))
+		"control", cfg.Control, "vici", d.opts.VICI, "state", d.opts.StateDir, "connections", len(cfg.Connections))
 	return nil
 }
 
@@ -387,6 +407,9 @@ func (d *Daemon) Close() error {
 	if d.ctl != nil {
 		d.ctl.Close()
 		os.Remove(d.cfg.Load().Control)
+	}
+	if d.vici != nil {
+		d.vici.Close()
 	}
 	for _, g := range d.groups {
 		g.Close()

@@ -70,6 +70,8 @@ type loop struct {
 	// ERROR lines about it.
 	unsaved        map[*sa.IKESA]bool
 	lastPersistErr time.Time
+	// track is what VICI's events need, while a client listens (vici.go).
+	track *viciTrack
 }
 
 // persistRetry is how often a worker tries again to write the states it
@@ -435,8 +437,16 @@ func (e *workerEnv) Trap(conn, child string) (task.Trap, bool) {
 	return t.Trap, ok
 }
 func (e *workerEnv) LocalAddrFor(remote netip.Addr) (netip.Addr, error) { return localAddrFor(remote) }
-func (e *workerEnv) Changed(ike *sa.IKESA)                              { e.l.persist(ike) }
+func (e *workerEnv) Changed(ike *sa.IKESA) {
+	e.l.persist(ike)
+	if e.d.vici != nil {
+		e.l.viciChanged(ike)
+	}
+}
 func (e *workerEnv) Gone(ike *sa.IKESA) {
+	if e.d.vici != nil {
+		e.l.viciGone(ike)
+	}
 	delete(e.l.unsaved, ike)
 	e.d.store.remove(ike)
 	if !ike.Anchored {

@@ -21,9 +21,11 @@ type Iked struct {
 	Proc *lab.Proc
 	// Dir holds the configuration and the secrets; the state is in
 	// StateDir (on tmpfs where /dev/shm is one).
-	Dir      string
-	Config   string
-	Socket   string
+	Dir    string
+	Config string
+	Socket string
+	// VICI is iked's VICI socket (swanctl --uri unix://VICI).
+	VICI     string
 	StateDir string
 	Client   *ikectl.Client
 	opts     IkedOptions
@@ -65,7 +67,7 @@ func StartIked(s *Spud, o IkedOptions) (*Iked, error) {
 		state = filepath.Join("/dev/shm", fmt.Sprintf("spugate-%s-iked.state", s.Host.NS))
 	}
 	k := &Iked{Host: s.Host, Spud: s, Dir: dir, Config: filepath.Join(dir, "iked.yaml"),
-		Socket: filepath.Join(dir, "iked.sock"), StateDir: state, opts: o, bin: bin}
+		Socket: filepath.Join(dir, "iked.sock"), VICI: filepath.Join(dir, "vici.sock"), StateDir: state, opts: o, bin: bin}
 	if err := k.WriteConfig(o.Config, o.Secrets); err != nil {
 		return nil, err
 	}
@@ -84,7 +86,9 @@ func (k *Iked) WriteConfig(config, secrets string) error {
 
 func (k *Iked) start() error {
 	k.starts++
-	argv := append([]string{filepath.Join(k.bin, "iked"), "-config", k.Config, "-state", k.StateDir}, k.opts.Args...)
+	// Each lab iked serves VICI in its own folder: the default socket is
+	// one per machine.
+	argv := append([]string{filepath.Join(k.bin, "iked"), "-config", k.Config, "-state", k.StateDir, "-vici", k.VICI}, k.opts.Args...)
 	p, err := k.Host.Start(fmt.Sprintf("iked%d", k.starts), argv, lab.StartOptions{})
 	if err != nil {
 		return err

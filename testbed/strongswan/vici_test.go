@@ -1,12 +1,13 @@
 package strongswan
 
 import (
-	"bytes"
 	"net"
 	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/spugate/spugate/control/vici"
 )
 
 // readmeExample is the encoding example of the VICI README.
@@ -21,63 +22,6 @@ var readmeExample = []byte{
 	5, 0, 5, 'i', 't', 'e', 'm', '2',
 	6,
 	2,
-}
-
-func TestVICIDecodeReadme(t *testing.T) {
-	s, err := decodeMessage(readmeExample)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Get("key1") != "value1" || s.Sub("section1").Sub("sub-section").Get("key2") != "value2" {
-		t.Errorf("decoded %s", s)
-	}
-	if l := s.Sub("section1").List("list1"); !reflect.DeepEqual(l, []string{"item1", "item2"}) {
-		t.Errorf("list1 = %q", l)
-	}
-	enc, err := encodeMessage(nil, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(enc, readmeExample) {
-		t.Errorf("re-encoded\n%v\nwant\n%v", enc, readmeExample)
-	}
-}
-
-func TestVICIDecodeErrors(t *testing.T) {
-	for name, b := range map[string][]byte{
-		"unclosed section": {1, 1, 'a'},
-		"stray end":        {2},
-		"unclosed list":    {4, 1, 'l'},
-		"item outside":     {5, 0, 0},
-		"list end outside": {6},
-		"kv in list":       {4, 1, 'l', 3, 1, 'k', 0, 0, 6},
-		"section in list":  {4, 1, 'l', 1, 1, 's', 2, 6},
-		"name overrun":     {3, 9, 'k'},
-		"value overrun":    {3, 1, 'k', 0, 9, 'v'},
-		"no value length":  {3, 1, 'k', 0},
-		"unknown type":     {9},
-		"no name length":   {1},
-		"too deep":         bytes.Repeat([]byte{1, 0}, viciMaxDepth+2),
-	} {
-		if _, err := decodeMessage(b); err == nil {
-			t.Errorf("%s: no error", name)
-		}
-	}
-}
-
-func TestVICIPacket(t *testing.T) {
-	typ, name, msg, err := parsePacket(append([]byte{viciEvent, 7, 'l', 'i', 's', 't', '-', 's', 'a'}, readmeExample...))
-	if err != nil || typ != viciEvent || name != "list-sa" || msg.Get("key1") != "value1" {
-		t.Errorf("event: %d %q %v %v", typ, name, msg, err)
-	}
-	if typ, _, msg, err := parsePacket([]byte{viciEventConfirm}); err != nil || typ != viciEventConfirm || msg != nil {
-		t.Errorf("confirm: %d %v %v", typ, msg, err)
-	}
-	for _, b := range [][]byte{{}, {viciEvent}, {viciEvent, 5, 'a'}, {42}, {viciCmdResponse, 2}} {
-		if _, _, _, err := parsePacket(b); err == nil {
-			t.Errorf("%v: no error", b)
-		}
-	}
 }
 
 // TestVICIConn runs call against a fake charon on a socketpair: events
@@ -101,15 +45,15 @@ func TestVICIConn(t *testing.T) {
 		srv := &viciConn{c: c}
 		ev := (&Section{}).Set("msg", "hello")
 		steps := []func() error{
-			func() error { return expect(srv, viciEventRegister, "control-log") },
-			func() error { return srv.writePacket(viciEventConfirm, "", nil) },
-			func() error { return expect(srv, viciCmdRequest, "initiate") },
-			func() error { return srv.writePacket(viciEvent, "control-log", ev) },
-			func() error { return srv.writePacket(viciEvent, "other", ev) },
-			func() error { return srv.writePacket(viciCmdResponse, "", (&Section{}).Set("success", "yes")) },
-			func() error { return expect(srv, viciEventUnreg, "control-log") },
-			func() error { return srv.writePacket(viciEvent, "control-log", ev) },
-			func() error { return srv.writePacket(viciEventConfirm, "", nil) },
+			func() error { return expect(srv, vici.EventRegister, "control-log") },
+			func() error { return srv.writePacket(vici.EventConfirm, "", nil) },
+			func() error { return expect(srv, vici.CmdRequest, "initiate") },
+			func() error { return srv.writePacket(vici.Event, "control-log", ev) },
+			func() error { return srv.writePacket(vici.Event, "other", ev) },
+			func() error { return srv.writePacket(vici.CmdResponse, "", (&Section{}).Set("success", "yes")) },
+			func() error { return expect(srv, vici.EventUnreg, "control-log") },
+			func() error { return srv.writePacket(vici.Event, "control-log", ev) },
+			func() error { return srv.writePacket(vici.EventConfirm, "", nil) },
 		}
 		for _, s := range steps {
 			if err := s(); err != nil {
@@ -136,7 +80,7 @@ func TestVICIConn(t *testing.T) {
 	}
 }
 
-func expect(v *viciConn, typ byte, name string) error {
+func expect(v *viciConn, typ vici.PacketType, name string) error {
 	gt, gn, _, err := v.readPacket()
 	if err != nil {
 		return err
@@ -162,11 +106,11 @@ func TestParseIKESAs(t *testing.T) {
 	ike.Elements = append(ike.Elements, Element{Name: "child-sas", Kind: KindSection, Section: &Section{Elements: []Element{{Name: "net-3", Kind: KindSection, Section: child}}}})
 	ev := &Section{Elements: []Element{{Name: "site", Kind: KindSection, Section: ike}}}
 	// Round trip through the wire form, as charon would send it.
-	enc, err := encodeMessage(nil, ev)
+	enc, err := vici.AppendMessage(nil, ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := decodeMessage(enc)
+	dec, err := vici.DecodeMessage(enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,15 +146,15 @@ func FuzzVICIDecode(f *testing.F) {
 	f.Add([]byte{4, 1, 'l', 5, 0, 1, 'x', 6})
 	f.Add([]byte{1, 0, 1, 0, 2, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := decodeMessage(b)
+		s, err := vici.DecodeMessage(b)
 		if err != nil {
 			return
 		}
-		enc, err := encodeMessage(nil, s)
+		enc, err := vici.AppendMessage(nil, s)
 		if err != nil {
 			t.Fatalf("re-encode: %v", err)
 		}
-		s2, err := decodeMessage(enc)
+		s2, err := vici.DecodeMessage(enc)
 		if err != nil {
 			t.Fatalf("decode of re-encoding: %v", err)
 		}
@@ -219,14 +163,5 @@ func FuzzVICIDecode(f *testing.F) {
 		}
 		parseIKESAs([]*Section{s})
 		parseConns([]*Section{s})
-	})
-}
-
-func FuzzVICIPacket(f *testing.F) {
-	f.Add(append([]byte{viciEvent, 7, 'l', 'i', 's', 't', '-', 's', 'a'}, readmeExample...))
-	f.Add([]byte{viciCmdResponse})
-	f.Add([]byte{viciEventConfirm})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		parsePacket(b)
 	})
 }

@@ -59,6 +59,11 @@ type Conn struct {
 	DPDDelay    string   `json:"dpd_delay,omitempty"`
 	Encap       bool     `json:"encap,omitempty"`
 	Children    []Child  `json:"children"`
+	// RekeyTime and ReauthTime are the IKE SA's (zero: none), for iked's
+	// VICI server, in process: not sent over the control socket, whose
+	// list-conns JSON is spuctl's documented schema.
+	RekeyTime  time.Duration `json:"-"`
+	ReauthTime time.Duration `json:"-"`
 }
 
 // Child is one configured child.
