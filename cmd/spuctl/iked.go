@@ -315,8 +315,13 @@ testbeds). It waits for the run to end and prints its outcome; with
 			}
 			l.Conn = t.ike
 			// The run ends by itself: wait as long as iked may (its run
-			// timeout and ten minutes for the IKE SAs in flight).
-			return a.ikedCall(l.Timeout+11*time.Minute-5*time.Second, func(c *ikectl.Client) error {
+			// timeout and ten minutes for the IKE SAs in flight), unless
+			// told otherwise.
+			wait := l.Timeout + 11*time.Minute - 5*time.Second
+			if t.timeout > 0 {
+				wait = t.timeout
+			}
+			return a.ikedCall(wait, func(c *ikectl.Client) error {
 				r, err := c.Load(l)
 				if err != nil {
 					return fmt.Errorf("load-initiate %s: %w", t.ike, err)
@@ -334,6 +339,7 @@ testbeds). It waits for the run to end and prints its outcome; with
 	f.BoolVar(&l.Background, "background", false, "return once started (see load-status)")
 	f.StringVar(&l.Identity, "identity", "", "each IKE SA's local identity, %d its number (load-tester's initiator_id; PSK only)")
 	f.DurationVar(&l.Timeout, "load-timeout", 0, "stop starting new IKE SAs after this (0: none)")
+	f.DurationVar(&t.timeout, "timeout", 0, "how long to wait for the run's outcome (0: as long as iked may, --load-timeout and 11 minutes)")
 	cmd.MarkFlagRequired("count")
 	return cmd
 }

@@ -158,7 +158,7 @@ connections:
 		}
 	}
 	g.iked = start(t, h, "iked.service", "iked", filepath.Join(bin, "iked"), "-config", filepath.Join(dir, "iked.yaml"),
-		"-state", filepath.Join(dir, "state"))
+		"-state", filepath.Join(dir, "state"), "-vici", filepath.Join(dir, "vici.sock")) // two ikeds on one machine: not both at the default
 	g.iked.expect("READY=1", 30*time.Second)
 	g.iked.expect("WATCHDOG=1", 2*time.Second)
 	return g
