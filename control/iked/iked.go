@@ -318,11 +318,14 @@ func dialSpud(ctx context.Context, log *slog.Logger, path string, wait time.Dura
 	var said time.Time
 	for {
 		c, err := api.Dial(path)
+		connected := err == nil
 		if err == nil {
 			var h *api.HelloReply
 			if h, err = c.Hello(Version); err == nil {
 				if !said.IsZero() {
-					log.Info("iked: connected to spud", "socket", path, "waited", time.Since(start).Round(time.Millisecond).String())
+					// What follows (started, reconnected) is logged by
+					// the callers; systemd's status would keep saying
+					// "waiting".
 					sdnotify.Status("connected to spud at " + path)
 				}
 				return c, h, nil
@@ -335,6 +338,9 @@ func dialSpud(ctx context.Context, log *slog.Logger, path string, wait time.Dura
 			reason = op.Err
 		}
 		if time.Now().After(deadline) {
+			if connected {
+				return nil, nil, fmt.Errorf("iked: spud (SA API) at %s: hello: %v", path, reason)
+			}
 			return nil, nil, fmt.Errorf("iked: spud (SA API) at %s not reachable in %s: %v (is spud running? the configuration's spud: names its socket)",
 				path, wait, reason)
 		}

@@ -2,6 +2,9 @@ package iked
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spugate/spugate/dataplane/api"
 	"github.com/spugate/spugate/internal/sdnotify"
+	"github.com/spugate/spugate/internal/unixrpc"
 )
 
 // syncBuffer is a log's output, read while the daemon writes it.
@@ -93,4 +98,63 @@ func TestStartWithoutSpudSaysSo(t *testing.T) {
 		t.Errorf("%d waiting lines in %v, want 2 (at once, then after %v):\n%s", n, wait, spudWaitLogEvery, logged.String())
 	}
 	t.Logf("first line after %v; start failed after %v", first, time.Since(start))
+}
+
+// spud coming up while iked waits: dialSpud connects, and systemd's
+// status stops saying it waits.
+func TestDialSpudLate(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "spud.sock")
+	notify, err := sdnotify.Listen(filepath.Join(dir, "notify"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", notify.Path())
+	var logged syncBuffer
+	type result struct {
+		h   *api.HelloReply
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, h, err := dialSpud(context.Background(), slog.New(slog.NewTextHandler(&logged, nil)), sock, 10*time.Second)
+		if c != nil {
+			c.Close()
+		}
+		done <- result{h, err}
+	}()
+	if lines, err := notify.Receive(5 * time.Second); err != nil || len(lines) != 1 || !strings.HasPrefix(lines[0], "STATUS=waiting for spud at "+sock) {
+		t.Fatalf("sd_notify: %v %q", err, lines)
+	}
+	serveSpud(t, sock, map[string]unixrpc.HandlerFunc{api.OpHello: func(json.RawMessage) (any, error) {
+		return api.HelloReply{Version: api.Version, Logical: 256}, nil
+	}})
+	r := <-done
+	if r.err != nil || r.h == nil || r.h.Logical != 256 {
+		t.Fatalf("dialSpud: %v %+v", r.err, r.h)
+	}
+	if lines, err := notify.Receive(5 * time.Second); err != nil || len(lines) != 1 || lines[0] != "STATUS=connected to spud at "+sock {
+		t.Errorf("sd_notify after: %v %q", err, lines)
+	}
+	if n := strings.Count(logged.String(), "waiting for spud at"); n != 1 {
+		t.Errorf("%d waiting lines:\n%s", n, logged.String())
+	}
+}
+
+// A spud that answers, but not as iked expects, is named as such, not
+// as one that is not running.
+func TestDialSpudWrongVersion(t *testing.T) {
+	_, sock := serveSpud(t, "", map[string]unixrpc.HandlerFunc{api.OpHello: func(json.RawMessage) (any, error) {
+		return api.HelloReply{Version: api.Version + 1}, nil
+	}})
+	var logged syncBuffer
+	_, _, err := dialSpud(context.Background(), slog.New(slog.NewTextHandler(&logged, nil)), sock, 300*time.Millisecond)
+	want := fmt.Sprintf("iked: spud (SA API) at %s: hello: api: spud speaks version %d, we speak %d", sock, api.Version+1, api.Version)
+	if err == nil || err.Error() != want {
+		t.Errorf("dialSpud: %v, want %q", err, want)
+	}
+	if !strings.Contains(logged.String(), "waiting for spud at "+sock+" (SA API): api: spud speaks version") {
+		t.Errorf("log: %s", logged.String())
+	}
 }
