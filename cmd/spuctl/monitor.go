@@ -190,18 +190,28 @@ func (m *monitor) run(ctx context.Context, duration time.Duration) error {
 		events = append(events[:len(events):len(events)], vici.EvLog)
 	}
 	nc.SetDeadline(time.Now().Add(registerTimeout))
+	// Events of those registered first may come before the next
+	// confirmation: they are kept, and shown first.
+	var early []vici.Packet
 	for _, ev := range events {
 		if err := vici.WritePacket(nc, vici.Packet{Type: vici.EventRegister, Name: ev}); err != nil {
 			return m.lost(fmt.Sprintf("register %s", ev), err)
 		}
-		p, err := vici.ReadPacket(nc)
-		switch {
-		case err != nil:
-			return m.lost(fmt.Sprintf("register %s", ev), err)
-		case p.Type == vici.EventUnknown:
-			return fmt.Errorf("iked (VICI) at %s: event %s unknown (is it iked? charon's VICI needs swanctl --monitor-sa)", m.socket, ev)
-		case p.Type != vici.EventConfirm:
-			return fmt.Errorf("iked (VICI) at %s: register %s: answered %s", m.socket, ev, p.Type)
+	confirm:
+		for {
+			p, err := vici.ReadPacket(nc)
+			switch {
+			case err != nil:
+				return m.lost(fmt.Sprintf("register %s", ev), err)
+			case p.Type == vici.Event:
+				early = append(early, p)
+			case p.Type == vici.EventUnknown:
+				return fmt.Errorf("iked (VICI) at %s: event %s unknown (is it iked? charon's VICI needs swanctl --monitor-sa)", m.socket, ev)
+			case p.Type != vici.EventConfirm:
+				return fmt.Errorf("iked (VICI) at %s: register %s: answered %s", m.socket, ev, p.Type)
+			default:
+				break confirm
+			}
 		}
 	}
 	var deadline time.Time
@@ -221,8 +231,10 @@ func (m *monitor) run(ctx context.Context, duration time.Duration) error {
 	}()
 	n := 0
 	for m.count == 0 || n < m.count {
-		p, err := vici.ReadPacket(nc)
-		if err != nil {
+		var p vici.Packet
+		if len(early) > 0 {
+			p, early = early[0], early[1:]
+		} else if p, err = vici.ReadPacket(nc); err != nil {
 			var ne net.Error
 			if ctx.Err() != nil || errors.As(err, &ne) && ne.Timeout() {
 				return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"path/filepath"
 	"regexp"
@@ -206,5 +207,45 @@ func TestMonitorEnds(t *testing.T) {
 func TestMonitorDefaultSocket(t *testing.T) {
 	if defaultVICISocket != iked.DefaultVICI {
 		t.Errorf("spuctl monitor's default %s, iked's %s", defaultVICISocket, iked.DefaultVICI)
+	}
+}
+
+// An event of a type registered first may come before the next
+// registration's confirmation (iked raises events on its workers): it is
+// shown, not taken for a wrong answer.
+func TestMonitorEventsDuringRegistration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vici.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ike, _, _, _ := monitorSAs()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for i := 0; ; i++ {
+			p, err := vici.ReadPacket(c)
+			if err != nil {
+				return
+			}
+			if p.Type != vici.EventRegister {
+				t.Errorf("monitor sent %s", p.Type)
+				return
+			}
+			if i == 1 {
+				m := (&vici.Section{}).Set("up", "yes")
+				vici.IKESA(m, &ike, time.Now())
+				vici.WritePacket(c, vici.Packet{Type: vici.Event, Name: vici.EvIKEUpDown, Msg: m})
+			}
+			vici.WritePacket(c, vici.Packet{Type: vici.EventConfirm})
+		}
+	}()
+	code, out, errOut := spuctl("monitor", "--vici-socket", path, "--count", "1")
+	if code != 0 || !strings.Contains(out, " ike-up tun#3 ") || errOut != "" {
+		t.Errorf("exit %d, %q, %q", code, out, errOut)
 	}
 }
