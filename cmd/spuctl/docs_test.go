@@ -47,7 +47,8 @@ func TestManPageCommands(t *testing.T) {
 	word := regexp.MustCompile(`[a-z][a-z-]*`)
 	for line := range strings.SplitSeq(text, "\n") {
 		if rest, ok := strings.CutPrefix(line, ".B "); ok {
-			named[strings.TrimSpace(rest)] = true
+			// .B capture \-w \fIFILE\fP ...: the first word.
+			named[word.FindString(rest)] = true
 		} else if rest, ok := strings.CutPrefix(line, ".BR "); ok {
 			// .BR list-conns ", " list-sas: the bold words, not the
 			// quoted ones between them.
