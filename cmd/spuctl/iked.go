@@ -56,7 +56,7 @@ func addTimeout(cmd *cobra.Command, d *time.Duration, what string) {
 // ikedCommands are the commands that talk to iked's control socket.
 func (a *app) ikedCommands() []*cobra.Command {
 	cmds := []*cobra.Command{a.listConnsCommand(), a.listSAsCommand(), a.initiateCommand(), a.terminateCommand(), a.rekeyCommand(),
-		a.loadInitiateCommand(), a.loadStatusCommand(), a.reloadCommand(), a.ikeStatsCommand()}
+		a.loadInitiateCommand(), a.loadStatusCommand(), a.reloadCommand(), a.ikeStatsCommand(), a.monitorCommand()}
 	for _, c := range cmds {
 		if c.ValidArgsFunction == nil {
 			c.ValidArgsFunction = cobra.NoFileCompletions

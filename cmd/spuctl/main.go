@@ -26,6 +26,10 @@
 //	spuctl reload
 //	spuctl ike-stats [-o json]
 //
+// and to iked's VICI socket (--vici-socket; default /run/spugate/vici.sock):
+//
+//	spuctl monitor [-o json] [--count N] [--duration D] [--log info|warn]   (one event a line)
+//
 // and on its own: a lab PKI for certificate authentication (pki.go), the
 // versions of spuctl and of both daemons, and shell completion:
 //
@@ -153,7 +157,7 @@ For compatibility with earlier spuctl, a single-dash long flag (-count 30,
 		// No Args: cobra's own check of the root's words suggests the
 		// commands near a mistyped one.
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return usagef("want a command (spud: sa, policy, spu, status, stats; iked: list-conns, list-sas, initiate, terminate, rekey, load-initiate, load-status, reload, ike-stats; version, log-level; pki, completion)")
+			return usagef("want a command (spud: sa, policy, spu, status, stats; iked: list-conns, list-sas, initiate, terminate, rekey, load-initiate, load-status, reload, ike-stats, monitor; version, log-level; pki, completion)")
 		},
 	}
 	root.SetVersionTemplate(version.Line("spuctl") + "\n")

@@ -65,6 +65,7 @@ import (
 	"github.com/spugate/spugate/control/vici"
 	"github.com/spugate/spugate/dataplane/anchor"
 	"github.com/spugate/spugate/dataplane/api"
+	"github.com/spugate/spugate/internal/sdnotify"
 	"github.com/spugate/spugate/internal/unixrpc"
 )
 
@@ -208,7 +209,7 @@ func (d *Daemon) start() error {
 	if d.store, err = openStore(d.opts.StateDir, d.log); err != nil {
 		return err
 	}
-	client, hello, err := dialSpud(d.ctx, cfg.SPUD, d.opts.SpudWait)
+	client, hello, err := dialSpud(d.ctx, d.log, cfg.SPUD, d.opts.SpudWait)
 	if err != nil {
 		return err
 	}
@@ -303,20 +304,51 @@ func mapOf(entries []int) (*anchor.Map, error) {
 	return m, nil
 }
 
-// dialSpud connects to spud, waiting for its socket to appear.
-func dialSpud(ctx context.Context, path string, wait time.Duration) (*api.Client, *api.HelloReply, error) {
-	deadline := time.Now().Add(wait)
+// spudWaitLogEvery is how often iked says, while it waits for spud, that
+// it still does: a daemon silent for its whole wait looks hung.
+const spudWaitLogEvery = 3 * time.Second
+
+// dialSpud connects to spud, waiting for its socket to appear. It logs
+// the first failure at once and again every spudWaitLogEvery, each with
+// its reason, and says so in systemd's status (sdnotify; nothing outside
+// systemd), which it sets back once connected.
+func dialSpud(ctx context.Context, log *slog.Logger, path string, wait time.Duration) (*api.Client, *api.HelloReply, error) {
+	start := time.Now()
+	deadline := start.Add(wait)
+	var said time.Time
 	for {
 		c, err := api.Dial(path)
+		connected := err == nil
 		if err == nil {
 			var h *api.HelloReply
 			if h, err = c.Hello(Version); err == nil {
+				if !said.IsZero() {
+					// What follows (started, reconnected) is logged by
+					// the callers; systemd's status would keep saying
+					// "waiting".
+					sdnotify.Status("connected to spud at " + path)
+				}
 				return c, h, nil
 			}
 			c.Close()
 		}
+		reason := err
+		var op *net.OpError
+		if errors.As(err, &op) && op.Err != nil {
+			reason = op.Err
+		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("iked: spud at %s: %w", path, err)
+			if connected {
+				return nil, nil, fmt.Errorf("iked: spud (SA API) at %s: hello: %v", path, reason)
+			}
+			return nil, nil, fmt.Errorf("iked: spud (SA API) at %s not reachable in %s: %v (is spud running? the configuration's spud: names its socket)",
+				path, wait, reason)
+		}
+		if now := time.Now(); now.Sub(said) >= spudWaitLogEvery {
+			said = now
+			msg := fmt.Sprintf("waiting for spud at %s (SA API): %v", path, reason)
+			log.Warn("iked: "+msg, "waited", now.Sub(start).Round(time.Millisecond).String(), "gives_up_in", deadline.Sub(now).Round(time.Second).String())
+			sdnotify.Status(msg)
 		}
 		select {
 		case <-ctx.Done():

@@ -512,7 +512,7 @@ func (d *Daemon) watchSpud(c *api.Client) {
 		d.log.Warn("iked: connection to spud lost; reconnecting")
 		lost := time.Now()
 		for {
-			nc, h, err := dialSpud(d.ctx, d.cfg.Load().SPUD, time.Minute)
+			nc, h, err := dialSpud(d.ctx, d.log, d.cfg.Load().SPUD, time.Minute)
 			if d.ctx.Err() != nil {
 				return
 			}
