@@ -3,8 +3,8 @@ package spud_test
 import (
 	"bufio"
 	"fmt"
-	"os/exec"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
