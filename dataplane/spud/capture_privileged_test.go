@@ -21,7 +21,7 @@ import (
 // does, on a gateway while pings cross a tunnel, and has Debian's tshark
 // read the file: the tunnel's ESP with its SPIs at esp-in and esp-out,
 // the ICMP cleartext at clear-in and clear-out; then a drop with its
-// reason (the echo requests of a tunnel whose outbound SA is gone: no_sa),
+// reason (unknown_spi, no_sa),
 // written to standard output (-w -) and read by tshark from a pipe.
 func TestPrivilegedCapture(t *testing.T) {
 	privileged.Require(t, "tshark")
@@ -29,6 +29,8 @@ func TestPrivilegedCapture(t *testing.T) {
 	pl := p.ln.Plan
 	tn := newTunnel(7, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA4}, []netip.Prefix{pl.LanB4}, ipsec.AES128GCM16, false)
 	install(t, p, tn)
+	// A second tunnel between the same endpoints.
+	install(t, p, newTunnel(8, pl.GwAWan4, pl.GwBWan4, []netip.Prefix{pl.LanA6}, []netip.Prefix{pl.LanB6}, ipsec.AES128GCM16, false))
 	mustPing(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4)
 	bin, err := daemons.Binaries()
 	if err != nil {
@@ -118,23 +120,34 @@ func TestPrivilegedCapture(t *testing.T) {
 		}
 	}
 
-	// Drops with their reason, to standard output.
+	// Drops with their reason, to standard output: the replies of the
+	// tunnel once gw-a's inbound SA is gone (unknown_spi: the second
+	// tunnel keeps gw-a's endpoint one the steering program takes ESP
+	// for), then its requests once the outbound SA is gone too (no_sa).
+	if err := p.a.Client.DelSA(api.SAID{SPI: tn.SPIBA, Dir: api.In}); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out := start("--point", "drop", "--count", "3", "--duration", "30s", "-w", "-")
+	ping(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4, 1)
 	if err := p.a.Client.DelSA(api.SAID{SPI: tn.SPIAB, Dir: api.Out, Remote: tn.BEnd}); err != nil {
 		t.Fatal(err)
 	}
-	cmd, out := start("--point", "drop", "--count", "1", "--duration", "30s", "-w", "-")
 	ping(t, p.ln.ClientA, netip.Addr{}, pl.ClientB4, 1)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("spuctl capture -w -: %v", err)
 	}
-	ts := exec.Command("tshark", "-n", "-r", "-", "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name", "-e", "icmp.type")
+	ts := exec.Command("tshark", "-n", "-r", "-", "-T", "fields", "-E", "separator=|", "-e", "frame.interface_name",
+		"-e", "esp.spi", "-e", "icmp.type")
 	ts.Stdin = strings.NewReader(out.String())
 	got, err := ts.Output()
 	if err != nil {
 		t.Fatalf("tshark -r -: %v", err)
 	}
-	if want := "drop no_sa|8"; !strings.Contains(string(got), want) {
-		t.Errorf("tshark -r - read %q, want a packet on \"spuN %s\"", got, want)
+	t.Logf("tshark -r -:\n%s", got)
+	for _, want := range []string{fmt.Sprintf("drop unknown_spi|0x%08x|\n", tn.SPIBA), "drop no_sa||8\n"} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("tshark -r - read no packet on an interface \"spuN %s\"", strings.TrimSpace(want))
+		}
 	}
 
 	// Usage errors and a second capture are refused clearly.
