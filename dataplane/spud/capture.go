@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spugate/spugate/dataplane/api"
@@ -20,6 +21,12 @@ const (
 	captureMaxWait     = 2 * time.Second
 	captureDefaultSnap = 2048
 )
+
+// captureIdle is how long a capture nobody reads lives, in nanoseconds
+// (api.CaptureIdle; tests shorten it).
+var captureIdle atomic.Int64
+
+func init() { captureIdle.Store(int64(api.CaptureIdle)) }
 
 // captureState is spud's capture (one at a time), read by one client.
 type captureState struct {
@@ -145,7 +152,8 @@ func (d *Daemon) startCapture(req *api.CaptureStart) (*api.CaptureStarted, error
 // watchCapture stops a capture its client stopped reading (it went away
 // without capture.stop) or whose time is up.
 func (d *Daemon) watchCapture(s *captureSession) {
-	t := time.NewTicker(time.Second)
+	idle := time.Duration(captureIdle.Load())
+	t := time.NewTicker(min(time.Second, idle/4))
 	defer t.Stop()
 	for range t.C {
 		cs := &d.capture
@@ -154,7 +162,7 @@ func (d *Daemon) watchCapture(s *captureSession) {
 			cs.mu.Unlock()
 			return
 		}
-		if time.Since(s.lastRead) > api.CaptureIdle {
+		if time.Since(s.lastRead) > idle {
 			d.endCapture(s, "idle")
 		}
 		cs.mu.Unlock()
