@@ -242,11 +242,17 @@ func (c *Capture) Read(recs []CaptureRecord, buf []byte) ([]CaptureRecord, []byt
 	return recs, buf
 }
 
+// takes reports whether the capture's filter takes a packet of this SA at
+// point p.
+func (r *capRing) takes(p Point, spi, reqid uint32) bool {
+	return r.f.Points&(1<<p) != 0 && (r.f.SPI == 0 || r.f.SPI == spi) && (r.f.ReqID == 0 || r.f.ReqID == reqid)
+}
+
 // capture copies pkt into the SPU's capture ring when the filter takes it.
 // Called only when a capture runs on the SPU (s.capt != nil).
 func (s *SPU) capture(p Point, pkt []byte, spi, reqid uint32, d Drop, why esp.Reason) {
 	r := s.capt
-	if r.f.Points&(1<<p) == 0 || (r.f.SPI != 0 && r.f.SPI != spi) || (r.f.ReqID != 0 && r.f.ReqID != reqid) {
+	if !r.takes(p, spi, reqid) {
 		return
 	}
 	h := r.head.Load()
@@ -258,6 +264,35 @@ func (s *SPU) capture(p Point, pkt []byte, spi, reqid uint32, d Drop, why esp.Re
 	off := int(i) * r.snap
 	n := copy(r.data[off:off+r.snap], pkt)
 	r.slots[i] = capSlot{time: nanotime(), spi: spi, reqid: reqid, len: int32(len(pkt)), n: int32(n), point: p, drop: d, saReason: why}
+	r.head.Store(h + 1)
+}
+
+// stage copies an ESP packet the SA is about to decapsulate into the
+// ring's next free slot, unpublished, when drops of its SA are captured:
+// the SA decrypts in place, and Go's AEAD clears what fails its check, so
+// a drop it decides is captured from this copy (publishStaged). The next
+// capture overwrites a copy not published. It reports whether it copied.
+func (s *SPU) stage(pkt []byte, spi, reqid uint32) bool {
+	r := s.capt
+	if !r.takes(PointDrop, spi, reqid) {
+		return false
+	}
+	h := r.head.Load()
+	if h-r.tail.Load() > r.mask {
+		return false
+	}
+	off := int(h&r.mask) * r.snap
+	copy(r.data[off:off+r.snap], pkt)
+	return true
+}
+
+// publishStaged publishes the copy stage made, of a packet of n bytes, as
+// a drop of the SA's.
+func (s *SPU) publishStaged(n int, spi, reqid uint32, why esp.Reason) {
+	r := s.capt
+	h := r.head.Load()
+	r.slots[h&r.mask] = capSlot{time: nanotime(), spi: spi, reqid: reqid, len: int32(n), n: int32(min(n, r.snap)),
+		point: PointDrop, drop: DropSA, saReason: why}
 	r.head.Store(h + 1)
 }
 

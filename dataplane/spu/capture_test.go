@@ -1,6 +1,7 @@
 package spu
 
 import (
+	"bytes"
 	"encoding/binary"
 	"testing"
 
@@ -10,14 +11,25 @@ import (
 
 // readAll drains a capture.
 func readAll(c *Capture) []CaptureRecord {
+	recs, _ := readPackets(c)
+	return recs
+}
+
+// readPackets drains a capture, with each record's bytes.
+func readPackets(c *Capture) ([]CaptureRecord, [][]byte) {
 	var out []CaptureRecord
+	var pkts [][]byte
 	recs, buf := make([]CaptureRecord, 0, 64), make([]byte, 0, 1<<16)
 	for {
 		recs, buf = c.Read(recs, buf)
 		if len(recs) == 0 {
-			return out
+			return out, pkts
 		}
 		out = append(out, recs...)
+		for _, r := range recs {
+			pkts = append(pkts, bytes.Clone(buf[:r.N]))
+			buf = buf[r.N:]
+		}
 	}
 }
 
@@ -76,6 +88,19 @@ func TestCapturePoints(t *testing.T) {
 	rb = readAll(cb)
 	if len(rb) != 2 || rb[0].Reason() != "unknown_spi" || rb[0].SPI != 0xdead || rb[1].Reason() != "sa_replay" {
 		t.Fatalf("drops captured %+v, want unknown_spi and sa_replay", rb)
+	}
+	// A packet failing its ICV is captured as it came: the SA's AEAD
+	// clears what it decrypted in place.
+	a.lan[anchorSPU].Inject(udpFrame(hostA, hostB, []byte("tampered with")))
+	a.step()
+	esp = a.takeWAN()
+	bad := bytes.Clone(esp[0])
+	bad[len(bad)-1] ^= 1
+	b.wan[anchorSPU].Inject(bad)
+	b.step()
+	rb, pkts := readPackets(cb)
+	if len(rb) != 1 || rb[0].Reason() != "sa_bad_icv" || !bytes.Equal(pkts[0], bad[14:]) {
+		t.Fatalf("bad ICV captured as %+v % x, want sa_bad_icv and the packet as received", rb, pkts)
 	}
 }
 

@@ -447,8 +447,10 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 		s.dropPkt(DropUnknownSPI, buf[off:end], o.SPI, 0)
 		return
 	}
+	staged := false
 	if s.capt != nil {
 		s.capture(PointESPIn, buf[off:end], o.SPI, e.desc.reqid, 0, esp.None)
+		staged = s.stage(buf[off:end], o.SPI, e.desc.reqid)
 	}
 	res := e.sa.DecapOuter(buf, off, &o)
 	if ev := e.sa.TakeEvents(); ev != 0 {
@@ -456,10 +458,10 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 	}
 	if res.Verdict != esp.Forward {
 		s.drop(DropSA)
-		if s.capt != nil {
-			// The SA checks the ICV and the replay window before it
-			// decrypts in place: what it refuses is mostly as received.
-			s.capture(PointDrop, buf[off:end], o.SPI, e.desc.reqid, DropSA, res.Reason)
+		if staged {
+			s.publishStaged(end-off, o.SPI, e.desc.reqid, res.Reason)
+		} else if s.capt != nil && s.capt.takes(PointDrop, o.SPI, e.desc.reqid) {
+			s.capt.lost.Add(1) // no room to stage it
 		}
 		return
 	}
@@ -490,7 +492,7 @@ func (s *SPU) forward(ip []byte) {
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
 		if !s.park(pendForward, ip, nil) {
-			s.drop(DropNoNeighbour)
+			s.dropPkt(DropNoNeighbour, ip, 0, 0)
 		}
 		return
 	}
@@ -505,7 +507,7 @@ func (s *SPU) forward(ip []byte) {
 	start := t.base
 	if start+14+len(ip) > len(t.buf) {
 		s.txAbort(&t)
-		s.drop(DropTooBigForBuffer)
+		s.dropPkt(DropTooBigForBuffer, ip, 0, 0)
 		return
 	}
 	putEthernet(t.buf[start:], &nh.DstMAC, &nh.SrcMAC, ip[0]>>4 == 6)
@@ -529,7 +531,7 @@ func (s *SPU) encap(buf []byte, m *ring.Meta) {
 func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	f, ok := parseFlow(ip)
 	if !ok {
-		s.drop(DropMalformed)
+		s.dropPkt(DropMalformed, ip, 0, 0)
 		return
 	}
 	p := s.t.policies[m.Policy]
@@ -564,16 +566,16 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	nh, st := s.nextHop(o)
 	switch st {
 	case nhNoRoute:
-		s.drop(DropNoRoute)
+		s.dropPkt(DropNoRoute, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	case nhUnresolved:
 		if !s.park(pendEncap, ip, m) {
-			s.drop(DropNoNeighbour)
+			s.dropPkt(DropNoNeighbour, ip, o.sa.SPI(), o.desc.reqid)
 		}
 		return
 	}
 	if !decTTL(ip) {
-		s.drop(DropTTL)
+		s.dropPkt(DropTTL, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)
@@ -583,7 +585,7 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	start := t.base + esp.Headroom
 	if start+len(ip)+esp.Tailroom > len(t.buf) {
 		s.txAbort(&t)
-		s.drop(DropTooBigForBuffer)
+		s.dropPkt(DropTooBigForBuffer, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	}
 	copy(t.buf[start:], ip)
