@@ -179,6 +179,22 @@ func (a *app) capture(req api.CaptureStart, o *captureOptions) error {
 		return err
 	}
 	defer c.Close()
+	// ^C from here on ends the capture and leaves a whole file.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	st, err := c.CaptureStart(req)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	// Until spud ends it, a capture left behind would hold its rings
+	// until spud sees nobody reads it.
+	ended := false
+	defer func() {
+		if !ended {
+			c.CaptureStop(st.ID)
+		}
+	}()
 	var out io.Writer = a.out
 	if o.file != "-" {
 		f, err := os.Create(o.file)
@@ -188,13 +204,8 @@ func (a *app) capture(req api.CaptureStart, o *captureOptions) error {
 		defer f.Close()
 		out = f
 	}
-	st, err := c.CaptureStart(req)
-	if err != nil {
-		return fmt.Errorf("capture: %w", err)
-	}
 	pf, err := newPCAPFile(out, st.Snaplen)
 	if err != nil {
-		c.CaptureStop(st.ID)
 		return fmt.Errorf("capture: %s: %w", o.file, err)
 	}
 	what := "everything"
@@ -205,9 +216,6 @@ func (a *app) capture(req api.CaptureStart, o *captureOptions) error {
 		what = fmt.Sprintf("reqid %d", st.ReqID)
 	}
 	fmt.Fprintf(a.errOut, "spuctl: capturing %s on spu %v, points %s, snaplen %d\n", what, st.SPUs, o.points, st.Snaplen)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sig)
 	n, lost, why := 0, uint64(0), ""
 	for why == "" {
 		select {
@@ -220,7 +228,7 @@ func (a *app) capture(req api.CaptureStart, o *captureOptions) error {
 		if err != nil {
 			var e *unixrpc.Error
 			if errors.As(err, &e) && e.Code == unixrpc.CodeNotFound {
-				why = "ended by spud"
+				why, ended = "ended by spud", true
 				break
 			}
 			pf.w.Flush()
@@ -242,11 +250,8 @@ func (a *app) capture(req api.CaptureStart, o *captureOptions) error {
 		}
 		lost = page.Lost
 		if page.Done {
-			why = page.Why
+			why, ended = page.Why, true
 		}
-	}
-	if why == "interrupted" {
-		c.CaptureStop(st.ID)
 	}
 	if err := pf.w.Flush(); err != nil {
 		return fmt.Errorf("capture: %s: %w", o.file, err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -150,7 +151,16 @@ func TestPrivilegedCapture(t *testing.T) {
 		}
 	}
 
-	// Usage errors and a second capture are refused clearly.
+	// ^C ends a capture without limits: the file is whole, and spud
+	// takes the next capture at once.
+	cmd, _ = start("-w", file)
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("spuctl capture after ^C: %v", err)
+	}
+	tshark("-r", file)
+
+	// A second capture and an unknown tunnel are refused clearly.
 	c, err := api.Dial(p.a.Socket)
 	if err != nil {
 		t.Fatal(err)
