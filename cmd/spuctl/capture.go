@@ -76,6 +76,17 @@ goes to standard output: spuctl capture -w - | tshark -r -`,
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until ^C or --count)")
 	f.IntVar(&o.snaplen, "snaplen", 2048, "bytes kept of each packet (1..65535)")
 	f.StringVarP(&o.file, "write", "w", "", "the pcapng file to write (- for standard output)")
+	cmd.RegisterFlagCompletionFunc("point", func(_ *cobra.Command, _ []string, typed string) ([]string, cobra.ShellCompDirective) {
+		// A list: complete its last element after those typed.
+		head := typed[:strings.LastIndex(typed, ",")+1]
+		var c []string
+		for _, p := range append([]string{"all"}, capturePoints...) {
+			if !strings.Contains(","+head, ","+p+",") && (head == "" || p != "all") {
+				c = append(c, head+p)
+			}
+		}
+		return c, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+	})
 	return cmd
 }
 
@@ -84,33 +95,33 @@ func (o *captureOptions) request() (api.CaptureStart, error) {
 	req := api.CaptureStart{SPUs: o.spus, ReqID: o.reqid, Tunnel: o.tunnel, Count: o.count,
 		DurationMS: o.duration.Milliseconds(), Snaplen: o.snaplen}
 	if o.file == "" {
-		return req, usagef("capture: -w FILE is required (- for standard output)")
+		return req, usagef("-w FILE is required (- for standard output)")
 	}
 	if o.spi != "" {
 		v, err := strconv.ParseUint(o.spi, 0, 32)
 		if err != nil || v == 0 {
-			return req, usagef("capture: --spi %q: not an SPI (0x... or decimal, not 0)", o.spi)
+			return req, usagef("--spi %q: not an SPI (0x... or decimal, not 0)", o.spi)
 		}
 		req.SPI = uint32(v)
 	}
 	if n := given(req.SPI != 0, o.reqid != 0, o.tunnel != ""); n > 1 {
-		return req, usagef("capture: give one of --spi, --reqid and --tunnel")
+		return req, usagef("give one of --spi, --reqid and --tunnel")
 	}
 	if o.count < 0 || o.duration < 0 {
-		return req, usagef("capture: --count %d, --duration %v: negative", o.count, o.duration)
+		return req, usagef("--count %d, --duration %v: negative", o.count, o.duration)
 	}
 	if o.snaplen < 1 || o.snaplen > 65535 {
-		return req, usagef("capture: --snaplen %d: not in 1..65535", o.snaplen)
+		return req, usagef("--snaplen %d: not in 1..65535", o.snaplen)
 	}
 	for _, s := range o.spus {
 		if s < 0 {
-			return req, usagef("capture: --spu %d: negative", s)
+			return req, usagef("--spu %d: negative", s)
 		}
 	}
 	if o.points != "all" {
 		for _, p := range strings.Split(o.points, ",") {
 			if !slices.Contains(capturePoints, p) {
-				return req, usagef("capture: --point %q: not one of %s", p, strings.Join(capturePoints, ", "))
+				return req, usagef("--point %q: not one of %s", p, strings.Join(capturePoints, ", "))
 			}
 		}
 		req.Points = o.points
