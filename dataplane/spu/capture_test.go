@@ -197,39 +197,47 @@ func TestCapturePathAllocatesNothing(t *testing.T) {
 	}
 }
 
-// BenchmarkPacketPathCapture is BenchmarkPacketPath with a capture of
-// every point on both gateways, drained as it goes: the cost of
-// capturing. BenchmarkPacketPath itself is the cost when off.
+// BenchmarkPacketPathCapture is BenchmarkPacketPath with a capture on
+// both gateways, drained as it goes: of every point of the tunnel
+// (every-point), and of another SA (other-sa: what capturing one tunnel
+// costs the others). BenchmarkPacketPath itself is the cost when off.
 func BenchmarkPacketPathCapture(b *testing.B) {
-	a, g, logical, pol := setup(b)
-	anchorSPU := a.e.physical(logical)
-	steerAs(a.lan[anchorSPU], steer.ClassCleartext, logical, pol)
-	steerAs(g.wan[anchorSPU], steer.ClassESP, logical, 0)
-	frame := udpFrame(hostA, hostB, make([]byte, 64-42))
-	var esp []byte
-	a.wan[anchorSPU].SetSink(func(p []byte) { esp = append(esp[:0], p...) })
-	g.lan[0].SetSink(func([]byte) {})
-	g.lan[1].SetSink(func([]byte) {})
-	a.lan[anchorSPU].Inject(frame)
-	a.step()
-	ca, err := a.e.StartCapture(CaptureFilter{}, nil, 2048)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ca.Stop()
-	cg, err := g.e.StartCapture(CaptureFilter{}, nil, 2048)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cg.Stop()
-	recs, buf := make([]CaptureRecord, 0, 64), make([]byte, 0, 1<<16)
-	b.ReportAllocs()
-	for b.Loop() {
-		a.lan[anchorSPU].Inject(frame)
-		a.e.spus[anchorSPU].iterate()
-		g.wan[anchorSPU].Inject(esp)
-		g.e.spus[anchorSPU].iterate()
-		recs, _ = ca.Read(recs, buf)
-		recs, _ = cg.Read(recs, buf)
+	for _, c := range []struct {
+		name string
+		f    CaptureFilter
+	}{{"every-point", CaptureFilter{}}, {"other-sa", CaptureFilter{SPI: 0xdead}}} {
+		b.Run(c.name, func(b *testing.B) {
+			a, g, logical, pol := setup(b)
+			anchorSPU := a.e.physical(logical)
+			steerAs(a.lan[anchorSPU], steer.ClassCleartext, logical, pol)
+			steerAs(g.wan[anchorSPU], steer.ClassESP, logical, 0)
+			frame := udpFrame(hostA, hostB, make([]byte, 64-42))
+			var esp []byte
+			a.wan[anchorSPU].SetSink(func(p []byte) { esp = append(esp[:0], p...) })
+			g.lan[0].SetSink(func([]byte) {})
+			g.lan[1].SetSink(func([]byte) {})
+			a.lan[anchorSPU].Inject(frame)
+			a.step()
+			ca, err := a.e.StartCapture(c.f, nil, 2048)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ca.Stop()
+			cg, err := g.e.StartCapture(c.f, nil, 2048)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cg.Stop()
+			recs, buf := make([]CaptureRecord, 0, 64), make([]byte, 0, 1<<16)
+			b.ReportAllocs()
+			for b.Loop() {
+				a.lan[anchorSPU].Inject(frame)
+				a.e.spus[anchorSPU].iterate()
+				g.wan[anchorSPU].Inject(esp)
+				g.e.spus[anchorSPU].iterate()
+				recs, _ = ca.Read(recs, buf)
+				recs, _ = cg.Read(recs, buf)
+			}
+		})
 	}
 }
