@@ -18,7 +18,7 @@ import (
 
 // spudCommands are the commands that talk to spud's SA API.
 func (a *app) spudCommands() []*cobra.Command {
-	return []*cobra.Command{a.saCommand(), a.policyCommand(), a.spuCommand(), a.statusCommand(), a.statsCommand()}
+	return []*cobra.Command{a.saCommand(), a.policyCommand(), a.spuCommand(), a.statusCommand(), a.statsCommand(), a.captureCommand()}
 }
 
 func (a *app) saCommand() *cobra.Command {

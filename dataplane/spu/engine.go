@@ -143,6 +143,9 @@ type Engine struct {
 	watchdogLate atomic.Uint64
 	lent         atomic.Uint64 // table commands run in place of an SPU asleep (doTables)
 
+	capMu   sync.Mutex // the running capture (capture.go), one at a time
+	capture *Capture
+
 	mu       sync.Mutex // the registry, below
 	sas      map[saRef]saReg
 	policies map[uint32]policyRef

@@ -86,6 +86,10 @@ type SPU struct {
 	// c: counters, written by the goroutine alone, read by others
 	// (atomics with a single writer).
 	c counters
+	// capt is the capture ring in ctl.capture as the current pass read
+	// it: nil when no capture runs, which is all the packet path pays
+	// for capture then (a nil check at each capture point).
+	capt *capRing
 	// frag: outer fragments, reassembled and sent, the goroutine's alone.
 	frag fragState
 	// pend and held: packets waiting for a neighbour or for their logical
@@ -143,6 +147,9 @@ type control struct {
 	// loop is in its wait, napLent while a caller has the tables, which
 	// the loop waits out when it wakes.
 	nap atomic.Int32
+	// capture is the SPU's ring of a running capture (capture.go), nil
+	// when none runs; the loop loads it once a pass into SPU.capt.
+	capture atomic.Pointer[capRing]
 }
 
 // The values of control.nap: the loop runs (napAwake, its zero value) or
@@ -224,6 +231,7 @@ func (s *SPU) run() {
 // iterate is one pass of the loop: commands, every socket's batch, the
 // handoff rings, transmission. It reports whether there was any work.
 func (s *SPU) iterate() bool {
+	s.capt = s.ctl.capture.Load()
 	worked := s.runCommands()
 	if s.ctl.stopped.Load() {
 		// Declared failed (or stopped) while a command held it: what it
@@ -431,13 +439,18 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 	off, end := m.IP()
 	o, r := esp.ParseOuter(buf[off:end])
 	if r != esp.None {
-		s.drop(DropESPHeader)
+		s.dropPkt(DropESPHeader, buf[off:end], 0, 0)
 		return
 	}
 	e := s.t.in[o.SPI]
 	if e == nil {
-		s.drop(DropUnknownSPI)
+		s.dropPkt(DropUnknownSPI, buf[off:end], o.SPI, 0)
 		return
+	}
+	staged := false
+	if s.capt != nil {
+		s.capture(PointESPIn, buf[off:end], o.SPI, e.desc.reqid, 0, esp.None)
+		staged = s.stage(buf[off:end], o.SPI, e.desc.reqid)
 	}
 	res := e.sa.DecapOuter(buf, off, &o)
 	if ev := e.sa.TakeEvents(); ev != 0 {
@@ -445,9 +458,17 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 	}
 	if res.Verdict != esp.Forward {
 		s.drop(DropSA)
+		if staged {
+			s.publishStaged(end-off, o.SPI, e.desc.reqid, res.Reason)
+		} else if s.capt != nil && s.capt.takes(PointDrop, o.SPI, e.desc.reqid) {
+			s.capt.lost.Add(1) // no room to stage it
+		}
 		return
 	}
 	s.c.decap.Add(1)
+	if s.capt != nil {
+		s.capture(PointClearOut, buf[res.Off:res.Off+res.Len], o.SPI, e.desc.reqid, 0, esp.None)
+	}
 	s.forward(buf[res.Off : res.Off+res.Len])
 }
 
@@ -456,27 +477,27 @@ func (s *SPU) decap(buf []byte, m *ring.Meta) {
 func (s *SPU) forward(ip []byte) {
 	f, ok := parseFlow(ip)
 	if !ok {
-		s.drop(DropMalformed)
+		s.dropPkt(DropMalformed, ip, 0, 0)
 		return
 	}
 	nh, ok := s.eng.router.Lookup(f.dst)
 	if !ok {
-		s.drop(DropNoRoute)
+		s.dropPkt(DropNoRoute, ip, 0, 0)
 		return
 	}
 	if nh.Local {
-		s.drop(DropLocal)
+		s.dropPkt(DropLocal, ip, 0, 0)
 		return
 	}
 	if !nh.Resolved {
 		s.eng.router.Resolve(nh.Ifindex, nh.Gateway)
 		if !s.park(pendForward, ip, nil) {
-			s.drop(DropNoNeighbour)
+			s.dropPkt(DropNoNeighbour, ip, 0, 0)
 		}
 		return
 	}
 	if !decTTL(ip) {
-		s.drop(DropTTL)
+		s.dropPkt(DropTTL, ip, 0, 0)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)
@@ -486,7 +507,7 @@ func (s *SPU) forward(ip []byte) {
 	start := t.base
 	if start+14+len(ip) > len(t.buf) {
 		s.txAbort(&t)
-		s.drop(DropTooBigForBuffer)
+		s.dropPkt(DropTooBigForBuffer, ip, 0, 0)
 		return
 	}
 	putEthernet(t.buf[start:], &nh.DstMAC, &nh.SrcMAC, ip[0]>>4 == 6)
@@ -510,7 +531,7 @@ func (s *SPU) encap(buf []byte, m *ring.Meta) {
 func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	f, ok := parseFlow(ip)
 	if !ok {
-		s.drop(DropMalformed)
+		s.dropPkt(DropMalformed, ip, 0, 0)
 		return
 	}
 	p := s.t.policies[m.Policy]
@@ -530,28 +551,31 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 		s.forward(ip)
 		return
 	case polDiscard:
-		s.drop(DropDiscard)
+		s.dropPkt(DropDiscard, ip, 0, p.reqid)
 		return
 	}
 	o := p.out
 	if o == nil {
 		s.acquire(p, &f)
-		s.drop(DropNoSA)
+		s.dropPkt(DropNoSA, ip, 0, p.reqid)
 		return
+	}
+	if s.capt != nil {
+		s.capture(PointClearIn, ip, o.sa.SPI(), o.desc.reqid, 0, esp.None)
 	}
 	nh, st := s.nextHop(o)
 	switch st {
 	case nhNoRoute:
-		s.drop(DropNoRoute)
+		s.dropPkt(DropNoRoute, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	case nhUnresolved:
 		if !s.park(pendEncap, ip, m) {
-			s.drop(DropNoNeighbour)
+			s.dropPkt(DropNoNeighbour, ip, o.sa.SPI(), o.desc.reqid)
 		}
 		return
 	}
 	if !decTTL(ip) {
-		s.drop(DropTTL)
+		s.dropPkt(DropTTL, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	}
 	t, ok := s.txOpen(nh.Ifindex)
@@ -561,13 +585,16 @@ func (s *SPU) encapIP(ip []byte, m *ring.Meta) {
 	start := t.base + esp.Headroom
 	if start+len(ip)+esp.Tailroom > len(t.buf) {
 		s.txAbort(&t)
-		s.drop(DropTooBigForBuffer)
+		s.dropPkt(DropTooBigForBuffer, ip, o.sa.SPI(), o.desc.reqid)
 		return
 	}
 	copy(t.buf[start:], ip)
 	res := o.sa.Encap(t.buf, start, len(ip))
 	if ev := o.sa.TakeEvents(); ev != 0 {
 		s.emitSA(o.sa, &o.desc, ev)
+	}
+	if s.capt != nil {
+		s.captureEncap(o, ip, t.buf, res)
 	}
 	switch res.Verdict {
 	case esp.Forward:

@@ -11,6 +11,7 @@ import (
 
 // operatorHandlers serves what spuctl asks spud about itself.
 func (d *Daemon) operatorHandlers() {
+	d.captureHandlers()
 	d.srv.Handle(api.OpVersion, func(json.RawMessage) (any, error) { return version.Get(), nil })
 	d.srv.Handle(api.OpLogLevel, func(body json.RawMessage) (any, error) {
 		req, err := decode[api.LogLevel](body)

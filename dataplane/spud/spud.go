@@ -113,6 +113,9 @@ type Daemon struct {
 	// operations (tests of them without a steering program).
 	steerFake childSteering
 
+	// capture is the running capture (capture.go).
+	capture captureState
+
 	mu       sync.Mutex
 	spis     map[uint32]time.Time // allocated inbound SPIs not yet installed, with expiry
 	spiSweep time.Time            // when spis is next swept of lapsed reservations
