@@ -155,6 +155,9 @@ func (b viciBackend) LoadConn(name string, c *vici.Section) error {
 	if conn == nil {
 		return fmt.Errorf("connection %q not parsed", name)
 	}
+	for _, w := range parsed.Warnings {
+		d.log.Warn("iked: load-conn: key ignored", "conn", name, "warning", keyErrors(errors.New(w), lines).Error())
+	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	if _, ok := d.fileCfg.Connections[name]; ok {
