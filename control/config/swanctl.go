@@ -67,7 +67,7 @@ func ParseSwanctl(name string, src []byte, chk Checker) (*Config, error) {
 // swanctlDoc is a swanctl.conf as iked's YAML, and the way back from the
 // YAML's keys to the file's elements.
 type swanctlDoc struct {
-	doc swanconf.Doc
+	doc *swanconf.Doc
 	// at maps a YAML key path (keys joined by NUL) to its line.
 	at map[string]int
 }
@@ -104,7 +104,7 @@ func fromSwanctl(path string, root *swanconf.Section, chk Checker, disk bool) (*
 			elemErr(e, e.Name, "unknown section (swanctl.conf has connections, secrets, pools, authorities; iked's settings go in iked)")
 		}
 	}
-	sd := &swanctlDoc{}
+	sd := &swanctlDoc{doc: &swanconf.Doc{}}
 	if iked != nil {
 		for _, e := range iked.Section.Elements {
 			switch e.Name {
@@ -153,6 +153,25 @@ func fromSwanctl(path string, root *swanconf.Section, chk Checker, disk bool) (*
 		if perrs := c.loadPKI(src); len(perrs) > 0 {
 			return nil, sd.remap(path, perrs)
 		}
+	}
+	return c, nil
+}
+
+// ParseDoc reads a swanctl tree that d wrote as YAML (VICI's load-conn
+// writes the connection it receives so): its errors name the elements'
+// key paths, and their files and lines when they have them, as a
+// swanctl.conf's do, in one line ("; " between errors).
+func ParseDoc(d *swanconf.Doc, chk Checker) (*Config, error) {
+	sd := &swanctlDoc{doc: d}
+	src := d.Bytes()
+	sd.index(src)
+	c, warns, errs := parse("", src, chk)
+	if len(errs) > 0 {
+		return nil, errors.New(strings.ReplaceAll(sd.remap("", errs).Error(), "\n", "; "))
+	}
+	c.Warnings = nil
+	for _, w := range warns {
+		c.Warnings = append(c.Warnings, sd.remap("", []error{w}).Error())
 	}
 	return c, nil
 }
@@ -213,7 +232,11 @@ func (sd *swanctlDoc) remap(path string, errs []error) error {
 		}
 		e, keyPath := sd.doc.Line(line)
 		if e == nil {
-			out = append(out, fmt.Errorf("config: %s: %s", path, fe.Msg))
+			if path == "" {
+				out = append(out, fmt.Errorf("config: %s", fe.Msg))
+			} else {
+				out = append(out, fmt.Errorf("config: %s: %s", path, fe.Msg))
+			}
 			continue
 		}
 		msg := fe.Msg

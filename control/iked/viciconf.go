@@ -1,12 +1,9 @@
 package iked
 
 import (
-	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/spugate/spugate/control/config"
@@ -47,19 +44,12 @@ func (d *Daemon) compose(file *config.Config) *config.Config {
 	return &cfg
 }
 
-// viciConnYAML writes a load-conn request's connection (swanctl.conf's
-// tree, as swanctl sends it) as iked's YAML with swanconf's mapping, the
-// one the swanctl.conf file reader uses, so that iked's own parser and
-// checks read it: an unknown or unsupported key is the same error as in
-// the file.
-func viciConnYAML(name string, c *vici.Section) ([]byte, error) {
-	src, _, err := viciConnDoc(name, c)
-	return src, err
-}
-
-// viciConnDoc is viciConnYAML with the key path each line of the document
-// holds (lines[i] for line i+1), to name keys, not lines, in errors.
-func viciConnDoc(name string, c *vici.Section) ([]byte, []string, error) {
+// viciConn reads a load-conn request's connection (swanctl.conf's tree,
+// as swanctl sends it): swanconf writes it as iked's YAML with the
+// mapping the swanctl.conf reader uses, and iked's own parser and checks
+// read it, so that an unknown or unsupported key is the same error as in
+// a file, naming the key ("site.children.lan.mode: ...").
+func viciConn(name string, c *vici.Section) (*config.Config, error) {
 	for _, e := range c.Elements {
 		if e.Kind != vici.KindSection {
 			continue
@@ -67,7 +57,7 @@ func viciConnDoc(name string, c *vici.Section) ([]byte, []string, error) {
 		for _, side := range []string{"local", "remote"} {
 			if e.Name == side || strings.HasPrefix(e.Name, side+"-") {
 				if err := checkAuth(side, e.Section); err != nil {
-					return nil, nil, err
+					return nil, err
 				}
 			}
 		}
@@ -76,13 +66,9 @@ func viciConnDoc(name string, c *vici.Section) ([]byte, []string, error) {
 	d.Key(0, "connections", nil, "connections")
 	conn := &swanconf.Element{Name: name, Kind: swanconf.KindSection, Section: fromVICI(c)}
 	if err := d.Conn(name, conn, 2, ""); err != nil {
-		var se *swanconf.Error
-		if errors.As(err, &se) {
-			return nil, nil, errors.New(se.Msg)
-		}
-		return nil, nil, err
+		return nil, err
 	}
-	return d.Bytes(), d.Paths, nil
+	return config.ParseDoc(&d, task.ConfigChecker{})
 }
 
 // fromVICI makes a VICI message's section a swanconf tree (without
@@ -104,20 +90,6 @@ func fromVICI(s *vici.Section) *swanconf.Section {
 		out.Elements = append(out.Elements, n)
 	}
 	return out
-}
-
-var lineRe = regexp.MustCompile(`line (\d+)`)
-
-// keyErrors makes "line N" of a load-conn document's error the key there.
-func keyErrors(err error, lines []string) error {
-	msg := lineRe.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		n, _ := strconv.Atoi(m[len("line "):])
-		if n >= 1 && n <= len(lines) {
-			return lines[n-1]
-		}
-		return m
-	})
-	return errors.New(msg)
 }
 
 // checkAuth refuses what load-conn cannot hand iked: certificates and
@@ -143,20 +115,16 @@ func checkAuth(side string, a *vici.Section) error {
 // result in force as a reload does.
 func (b viciBackend) LoadConn(name string, c *vici.Section) error {
 	d := b.d
-	src, lines, err := viciConnDoc(name, c)
+	parsed, err := viciConn(name, c)
 	if err != nil {
 		return err
-	}
-	parsed, err := config.Parse("load-conn", src, task.ConfigChecker{})
-	if err != nil {
-		return keyErrors(err, lines)
 	}
 	conn := parsed.Connections[name]
 	if conn == nil {
 		return fmt.Errorf("connection %q not parsed", name)
 	}
 	for _, w := range parsed.Warnings {
-		d.log.Warn("iked: load-conn: key ignored", "conn", name, "warning", keyErrors(errors.New(w), lines).Error())
+		d.log.Warn("iked: load-conn: key ignored", "conn", name, "warning", w)
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()

@@ -89,11 +89,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	s := e.Pos.String()
-	if e.Path != "" {
-		s += ": " + e.Path
+	var parts []string
+	if e.Pos.File != "" {
+		parts = append(parts, e.Pos.String())
 	}
-	return s + ": " + e.Msg
+	if e.Path != "" {
+		parts = append(parts, e.Path)
+	}
+	return strings.Join(append(parts, e.Msg), ": ")
 }
 
 // maxIncludeDepth bounds nested includes: a file that includes itself is
