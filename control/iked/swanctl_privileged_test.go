@@ -10,6 +10,8 @@ import (
 
 	"github.com/spugate/spugate/testbed/daemons"
 	"github.com/spugate/spugate/testbed/lab"
+	"github.com/spugate/spugate/testbed/lab/labtest"
+	"github.com/spugate/spugate/testbed/strongswan"
 )
 
 // swanctl writes the gateway's configuration of connection "tun" as a
@@ -106,4 +108,81 @@ func TestPrivilegedIkedSwanctlConf(t *testing.T) {
 	}
 	// A reload reads the swanctl.conf again.
 	tb.a.spuctl(t, "reload")
+}
+
+// TestPrivilegedInteropSwanctlConf: charon on gw-b and iked on gw-a each
+// read a swanctl.conf written by the same writer (testbed/strongswan's,
+// whose file charon's swanctl --load-all takes): the tunnel comes up
+// from either side and carries traffic both ways.
+func TestPrivilegedInteropSwanctlConf(t *testing.T) {
+	strongswan.Require(t, "ping")
+	ln := labtest.Line(t, lab.LineOptions{NoClearRoutes: true, GatewayLinks: lab.LinkOptions{Queues: 2}}, "ping")
+	a := &gw{name: "gw-a", host: ln.GwA}
+	s, err := daemons.StartSpud(ln.GwA, daemons.SpudOptions{SPUs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.spud = s
+	t.Cleanup(func() { s.Stop() })
+	mod := func(c *strongswan.Conn) {
+		c.Mobike = strongswan.No
+		c.DPDDelay = 30 * time.Second
+		c.RekeyTime = 4 * time.Hour
+		c.Children[0].RekeyTime = time.Hour
+	}
+	cfgB := charonConf(t, ln, "aes256gcm16-prfsha384-ecp384", "aes256gcm16", mod)
+	c, err := strongswan.Start(ln.GwB, cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(c.Report())
+		}
+		c.Stop()
+	})
+	connA, err := strongswan.LineConn(ln, ln.GwA, strongswan.LineConnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connA.Proposals = []string{"aes256gcm16-prfsha384-ecp384"}
+	connA.Children[0].ESPProposals = []string{"aes256gcm16"}
+	connA.Local.Auth, connA.Remote.Auth = "psk", "psk"
+	mod(&connA)
+	conf, err := strongswan.Config{Dir: ln.LogDir, Conns: []strongswan.Conn{connA}, Secrets: strongswan.LinePSK([]byte(interopPSK))}.SwanctlConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gw-a's swanctl.conf, as charon would read it:\n%s", conf)
+	k, err := daemons.StartIked(s, daemons.IkedOptions{Swanctl: conf, Args: []string{"-log-level", "debug"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.iked = k
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- iked on gw-a ---\n%s", tail(k.Proc.Log(), 120))
+		}
+		k.Stop()
+		k.Cleanup()
+	})
+	p := ln.Plan
+	a.spuctl(t, "initiate", "site")
+	if _, err := c.WaitEstablished("site", "net", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	pingUp(t, ln.ClientA, p.ClientA4, p.ClientB4)
+	mustPing(t, ln.ClientB, p.ClientB4, p.ClientA4)
+	a.spuctl(t, "terminate", "site")
+	gone(t, a)
+	if _, err := c.WaitSAs(func(s []strongswan.IKESA) bool { return len(s) == 0 }, 10*time.Second); err != nil {
+		t.Errorf("charon kept its IKE SA: %v", err)
+	}
+	if err := c.Initiate("net", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if sas := a.sas(t); len(sas) != 1 || sas[0].Initiator || len(sas[0].Children) != 1 {
+		t.Fatalf("iked as responder: %+v", sas)
+	}
+	pingUp(t, ln.ClientA, p.ClientA6, p.ClientB6)
 }
