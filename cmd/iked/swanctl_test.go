@@ -49,6 +49,14 @@ secrets {
 		}
 		return runIked(t, "-check-config", "-config", path)
 	}
+	// The example shipped in deploy/examples reads as it is.
+	ex, err := os.ReadFile("../../deploy/examples/swanctl.example.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := run(string(ex)); code != 0 || !strings.Contains(out, "configuration good: 2 connections") || errs != "" {
+		t.Errorf("deploy/examples/swanctl.example.conf: exit %d, %q %q", code, out, errs)
+	}
 	if code, out, errs := run(conf("")); code != 0 || !strings.Contains(out, "configuration good: 1 connections") || errs != "" {
 		t.Errorf("good swanctl.conf: exit %d, %q %q", code, out, errs)
 	}

@@ -47,6 +47,10 @@ const ikedSection = "iked"
 func loadSwanctl(path string, chk Checker) (*Config, error) {
 	root, err := swanconf.ParseFile(path)
 	if err != nil {
+		if src, rerr := os.ReadFile(path); rerr == nil && !IsSwanctl("", src) {
+			// A YAML file named .conf: say why it was read otherwise.
+			return nil, fmt.Errorf("config: %w (read as swanctl.conf syntax for its .conf name; name iked's YAML .yaml)", err)
+		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return fromSwanctl(path, root, chk, true)

@@ -279,8 +279,16 @@ func TestSwanctlSecretsMode(t *testing.T) {
 	}
 	// A connection without a secret is refused at load.
 	write(t, dir, "swanctl.conf", "connections {\n a {\n remote_addrs = 198.18.0.2\n local {\n auth = psk\n id = gw-a.example\n }\n remote {\n auth = psk\n id = gw-x.example\n }\n children {\n n {\n }\n }\n }\n}\n", 0o600)
-	if _, err := Load(conf, nil); err == nil || !strings.Contains(err.Error(), "no secret") {
+	if _, err := Load(conf, nil); err == nil || !strings.Contains(err.Error(), "no secret for gw-a.example - gw-x.example in the secrets section") {
 		t.Errorf("no secret: %v", err)
+	}
+}
+
+// A YAML file named .conf is read as swanctl.conf; the error says so.
+func TestYAMLNamedConf(t *testing.T) {
+	p := write(t, t.TempDir(), "iked.conf", good, 0o600)
+	if _, err := Load(p, nil); err == nil || !strings.Contains(err.Error(), "line 1: spud: section references") || !strings.Contains(err.Error(), "name iked's YAML .yaml") {
+		t.Errorf("%v", err)
 	}
 }
 
@@ -316,4 +324,42 @@ func FuzzParseSwanctl(f *testing.F) {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
+}
+
+// TestSwanctlExampleEqualsYAMLExample: deploy/examples' swanctl.conf and
+// its YAML and secrets files are one configuration.
+func TestSwanctlExampleEqualsYAMLExample(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"swanctl.example.conf", "iked.example.yaml", "secrets.example.yaml"} {
+		b, err := os.ReadFile(filepath.Join("../../deploy/examples", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, dir, f, string(b), 0o600)
+	}
+	sw, err := Load(filepath.Join(dir, "swanctl.example.conf"), fakeChecker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ym, err := Load(filepath.Join(dir, "iked.example.yaml"), fakeChecker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Path, ym.Path, ym.Secrets = "", "", ""
+	// Secrets are named by their section in swanctl.conf (ike-site-b), by
+	// their key in the YAML (site-b), and the YAML's come in map order.
+	for _, c := range []*Config{sw, ym} {
+		for _, s := range c.SecretList {
+			s.Name = strings.TrimPrefix(s.Name, "ike-")
+		}
+		slices.SortFunc(c.SecretList, func(a, b *Secret) int { return strings.Compare(a.Name, b.Name) })
+	}
+	if !reflect.DeepEqual(sw, ym) {
+		t.Errorf("the examples differ:\n%+v\n%+v", sw, ym)
+		for _, n := range ym.Order {
+			if !reflect.DeepEqual(sw.Connections[n], ym.Connections[n]) {
+				t.Errorf("%s:\n%+v\n%+v", n, sw.Connections[n], ym.Connections[n])
+			}
+		}
+	}
 }
