@@ -103,6 +103,10 @@ func (e *Error) Error() string {
 // a loop, not a reason to run out of memory.
 const maxIncludeDepth = 10
 
+// maxNesting bounds how deep sections nest (swanctl.conf's go 5 deep), so
+// that a hostile file cannot exhaust the stack.
+const maxNesting = 32
+
 // maxFileSize bounds what one file may hold; a configuration is kilobytes.
 const maxFileSize = 16 << 20
 
@@ -271,6 +275,9 @@ func (p *parser) body(s *scanner, sec *Section, prefix string, depth, open int) 
 			}
 		case '{':
 			s.off++
+			if strings.Count(path, ".") >= maxNesting {
+				return s.errf(line, path, "sections nested more than %d deep", maxNesting)
+			}
 			sub, err := section(sec, key, Pos{s.name, line}, path)
 			if err != nil {
 				return err

@@ -101,6 +101,7 @@ func TestParseErrors(t *testing.T) {
 		{"a.b = 1\n", `t.conf: line 1: a: unexpected '.' after "a": want = or {`},
 		{"=1\n", `t.conf: line 1: unexpected '=' where a key or a section name starts`},
 		{"include conf.d/*.conf\n", "t.conf: line 1: include conf.d/*.conf: no folder to read it from"},
+		{strings.Repeat("a {\n", 40), "t.conf: line 33: " + strings.TrimSuffix(strings.Repeat("a.", 33), ".") + ": sections nested more than 32 deep"},
 	} {
 		_, err := Parse("t.conf", []byte(tc.src))
 		var se *Error
