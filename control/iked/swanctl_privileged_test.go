@@ -3,6 +3,7 @@ package iked_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,4 +186,26 @@ func TestPrivilegedInteropSwanctlConf(t *testing.T) {
 		t.Fatalf("iked as responder: %+v", sas)
 	}
 	pingUp(t, ln.ClientA, p.ClientA6, p.ClientB6)
+
+	// One file for both: charon's own swanctl.conf with iked's section
+	// added is loaded by Debian's swanctl into charon (it skips the iked
+	// section) and accepted by iked -check-config.
+	confB, err := cfgB.SwanctlConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := filepath.Join(t.TempDir(), "swanctl.conf")
+	if err := os.WriteFile(both, []byte("iked {\n  spud = /run/spugate/spud.sock\n}\n"+confB), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Swanctl("--load-conns", "--file", both); err != nil || !strings.Contains(string(out), "loaded connection 'site'") {
+		t.Errorf("swanctl --load-conns of the shared file: %v\n%s", err, out)
+	}
+	bin, err := daemons.Binaries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join(bin, "iked"), "-check-config", "-config", both).CombinedOutput(); err != nil || !strings.Contains(string(out), "configuration good: 1 connections") {
+		t.Errorf("iked -check-config of the shared file: %v\n%s", err, out)
+	}
 }
