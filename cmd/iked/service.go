@@ -67,6 +67,9 @@ func checkOnly(path string) {
 		fmt.Fprintf(os.Stderr, "iked: %v\n", err)
 		os.Exit(1)
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(os.Stderr, "iked: warning: %s\n", w)
+	}
 	fmt.Printf("iked: %s: configuration good: %d connections\n", path, len(cfg.Connections))
 	os.Exit(0)
 }

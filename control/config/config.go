@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,6 +100,10 @@ type Config struct {
 	Order      []string  `yaml:"-"` // connection names in file order
 	// KeyFiles are the private key files the secrets file names.
 	KeyFiles []string `yaml:"-"`
+	// Warnings are the keys read and ignored (see unsupported.go), one
+	// line each naming the file, the line and the key, for the daemon to
+	// log: an operator is told what does not apply.
+	Warnings []string `yaml:"-"`
 	// Trust holds the trust anchors, intermediates and CRLs when a
 	// connection authenticates with certificates (nil otherwise).
 	Trust *pki.Store `yaml:"-"`
@@ -118,7 +123,6 @@ type Conn struct {
 	RemotePort    int               `yaml:"remote_port"`
 	Proposals     List              `yaml:"proposals"`
 	Encap         Bool              `yaml:"encap"`
-	Mobike        Bool              `yaml:"mobike"`
 	Fragmentation string            `yaml:"fragmentation"`
 	DPDDelay      Duration          `yaml:"dpd_delay"`
 	DPDTimeout    Duration          `yaml:"dpd_timeout"`
@@ -241,11 +245,16 @@ type Checker interface {
 }
 
 // Load reads the configuration at path and its secrets file. chk may be nil
-// (proposals are then not checked).
+// (proposals are then not checked). A swanctl.conf (see IsSwanctl) is
+// read as strongSwan's syntax, its secrets section taking the secrets
+// file's place.
 func Load(path string, chk Checker) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if IsSwanctl(path, src) {
+		return loadSwanctl(path, chk)
 	}
 	c, err := Parse(path, src, chk)
 	if err != nil {
@@ -265,8 +274,8 @@ func Load(path string, chk Checker) (*Config, error) {
 	if err := c.checkSecrets(); err != nil {
 		return nil, err
 	}
-	if err := c.loadPKI(src); err != nil {
-		return nil, err
+	if errs := c.loadPKI(src); len(errs) > 0 {
+		return nil, joinErrs(errs)
 	}
 	return c, nil
 }
@@ -274,22 +283,101 @@ func Load(path string, chk Checker) (*Config, error) {
 // Parse parses a configuration from memory (name is used in errors). It does
 // not read the secrets file.
 func Parse(name string, src []byte, chk Checker) (*Config, error) {
+	c, _, errs := parse(name, src, chk)
+	if len(errs) > 0 {
+		return nil, joinErrs(errs)
+	}
+	return c, nil
+}
+
+// joinErrs joins errors as errors.Join does, keeping them apart for
+// whoever maps them (the swanctl.conf reader).
+func joinErrs(errs []error) error { return errors.Join(errs...) }
+
+// FieldError is an error, or a warning, about one field of the
+// configuration: the file's name, the line (0 when not known), the keys
+// from the top ("connections", the name, ..., an int for a list's
+// element) and the cause. It reads as
+// `config: iked.yaml: line 12: connection "site-b": child "net": esp_proposals: ...`.
+type FieldError struct {
+	File string
+	Line int
+	Keys []any
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	where := e.File
+	if e.Line > 0 {
+		where += fmt.Sprintf(": line %d", e.Line)
+	}
+	var ctx []string
+	for i := 0; i < len(e.Keys); i++ {
+		k, _ := e.Keys[i].(string)
+		switch {
+		case k == "connections" && i+1 < len(e.Keys):
+			ctx = append(ctx, fmt.Sprintf("connection %q", e.Keys[i+1]))
+			i++
+		case k == "children" && i+1 < len(e.Keys):
+			ctx = append(ctx, fmt.Sprintf("child %q", e.Keys[i+1]))
+			i++
+		case k != "":
+			ctx = append(ctx, k)
+		}
+	}
+	msg := e.Msg
+	if len(ctx) > 0 {
+		msg = strings.Join(ctx, ": ") + ": " + msg
+	}
+	return fmt.Sprintf("config: %s: %s", where, msg)
+}
+
+// yamlError is go-yaml's error as a FieldError: its line, no keys.
+func yamlError(base string, err error) *FieldError {
+	msg := oneLine(yaml.FormatError(err, false, false))
+	fe := &FieldError{File: base, Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, after, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				fe.Line, fe.Msg = l, after
+			}
+		}
+	}
+	return fe
+}
+
+// parse is Parse, its errors (and the configuration's warnings)
+// FieldErrors but for a few without a field.
+func parse(name string, src []byte, chk Checker) (*Config, []*FieldError, []error) {
 	base := filepath.Base(name)
 	file, err := parser.ParseBytes(src, 0)
 	if err != nil {
-		return nil, fmt.Errorf("config: %s: %s", base, oneLine(yaml.FormatError(err, false, false)))
+		return nil, nil, []error{yamlError(base, err)}
 	}
+	v := &validator{file: file, name: base, chk: chk}
+	var body ast.Node
+	if len(file.Docs) > 0 {
+		body = file.Docs[0].Body
+	}
+	// Keys of swanctl.conf that iked does not implement are decided
+	// here, refused or warned about, and taken out of the tree, so that
+	// the decoder below knows only what iked reads.
+	v.unsupported(body)
 	var c Config
-	if err := yaml.UnmarshalWithOptions(src, &c, yaml.DisallowUnknownField()); err != nil {
-		return nil, fmt.Errorf("config: %s: %s", base, oneLine(yaml.FormatError(err, false, false)))
+	if body != nil {
+		if err := yaml.NodeToValue(body, &c, yaml.DisallowUnknownField()); err != nil {
+			return nil, nil, append(v.errs, yamlError(base, err))
+		}
 	}
 	c.Path = name
-	v := &validator{file: file, name: base, chk: chk}
 	v.config(&c)
 	if len(v.errs) > 0 {
-		return nil, errors.Join(v.errs...)
+		return nil, nil, v.errs
 	}
-	return &c, nil
+	for _, w := range v.warns {
+		c.Warnings = append(c.Warnings, w.Error())
+	}
+	return &c, v.warns, nil
 }
 
 // oneLine keeps the first line of go-yaml's multi-line errors and makes its
@@ -306,10 +394,11 @@ func oneLine(s string) string {
 }
 
 type validator struct {
-	file *ast.File
-	name string
-	chk  Checker
-	errs []error
+	file  *ast.File
+	name  string
+	chk   Checker
+	errs  []error
+	warns []*FieldError
 }
 
 // line finds the line of the node at the given path (keys from the root),
@@ -335,29 +424,11 @@ func (v *validator) line(keys ...any) int {
 }
 
 func (v *validator) errf(keys []any, format string, args ...any) {
-	where := v.name
-	if l := v.line(keys...); l > 0 {
-		where += fmt.Sprintf(": line %d", l)
-	}
-	var ctx []string
-	for i := 0; i < len(keys); i++ {
-		k, _ := keys[i].(string)
-		switch {
-		case k == "connections" && i+1 < len(keys):
-			ctx = append(ctx, fmt.Sprintf("connection %q", keys[i+1]))
-			i++
-		case k == "children" && i+1 < len(keys):
-			ctx = append(ctx, fmt.Sprintf("child %q", keys[i+1]))
-			i++
-		case k != "":
-			ctx = append(ctx, k)
-		}
-	}
-	msg := fmt.Sprintf(format, args...)
-	if len(ctx) > 0 {
-		msg = strings.Join(ctx, ": ") + ": " + msg
-	}
-	v.errs = append(v.errs, fmt.Errorf("config: %s: %s", where, msg))
+	v.errs = append(v.errs, &FieldError{File: v.name, Line: v.line(keys...), Keys: keys, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) warnf(keys []any, format string, args ...any) {
+	v.warns = append(v.warns, &FieldError{File: v.name, Line: v.line(keys...), Keys: keys, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) config(c *Config) {
@@ -574,6 +645,8 @@ func (v *validator) conn(c *Conn, at []any) {
 	if c.Keyingtries == nil {
 		one := 1
 		c.Keyingtries = &one
+	} else if *c.Keyingtries != 1 {
+		v.warnf(path("keyingtries"), "%d ignored: iked makes one attempt per initiation, as with keyingtries = 1 (start_action, dpd_action and close_action start again)", *c.Keyingtries)
 	}
 	if c.SendCertreq == nil {
 		yes := Bool(true)

@@ -102,7 +102,7 @@ func selfSigned(c *x509.Certificate) bool {
 // loadPKI loads the trust store and the credentials of connections that
 // authenticate with certificates. src is the configuration's text, for
 // the lines of errors.
-func (c *Config) loadPKI(src []byte) error {
+func (c *Config) loadPKI(src []byte) []error {
 	need := false
 	for _, name := range c.Order {
 		conn := c.Connections[name]
@@ -113,7 +113,7 @@ func (c *Config) loadPKI(src []byte) error {
 	}
 	file, err := parser.ParseBytes(src, 0)
 	if err != nil {
-		return fmt.Errorf("config: %s: %v", filepath.Base(c.Path), err)
+		return []error{fmt.Errorf("config: %s: %v", filepath.Base(c.Path), err)}
 	}
 	v := &validator{file: file, name: filepath.Base(c.Path)}
 	base := filepath.Dir(c.Path)
@@ -143,11 +143,11 @@ func (c *Config) loadPKI(src []byte) error {
 		v.errf([]any{"pki", "x509crl"}, "%v", err)
 	}
 	if len(v.errs) > 0 {
-		return errors.Join(v.errs...)
+		return v.errs
 	}
 	if c.Trust, err = pki.NewStore(cfg); err != nil {
 		v.errf([]any{"pki"}, "%v", err)
-		return errors.Join(v.errs...)
+		return v.errs
 	}
 
 	// Our private keys: the private folder and the secrets file's.
@@ -173,7 +173,7 @@ func (c *Config) loadPKI(src []byte) error {
 		keys = append(keys, k)
 	}
 	if len(v.errs) > 0 {
-		return errors.Join(v.errs...)
+		return v.errs
 	}
 
 	for _, name := range c.Order {
@@ -186,7 +186,7 @@ func (c *Config) loadPKI(src []byte) error {
 			v.remotePolicy(conn, append(at, "remote"), caDir, base, c.Trust)
 		}
 	}
-	return errors.Join(v.errs...)
+	return v.errs
 }
 
 func (v *validator) localCreds(conn *Conn, at []any, x509Dir, base string, keys []*pki.PrivateKey, store *pki.Store) {

@@ -202,6 +202,10 @@ func (c *Config) LookupPSK(local Identity, remoteType uint8, remoteData []byte) 
 // missing one is a load error and not a failed negotiation hours later.
 func (c *Config) checkSecrets() error {
 	var errs []error
+	where := "file"
+	if IsSwanctl(c.Path, nil) {
+		where = "section"
+	}
 	for _, name := range c.Order {
 		conn := c.Connections[name]
 		if conn.Local == nil || conn.Remote == nil {
@@ -212,7 +216,7 @@ func (c *Config) checkSecrets() error {
 		}
 		r := conn.Remote.Identity
 		if _, ok := c.LookupPSK(conn.Local.Identity, r.Type, r.Data); !ok {
-			errs = append(errs, fmt.Errorf("config: connection %q: no secret for %s - %s in the secrets file", name, conn.Local.Identity, r))
+			errs = append(errs, fmt.Errorf("config: connection %q: no secret for %s - %s in the secrets %s", name, conn.Local.Identity, r, where))
 		}
 	}
 	return errors.Join(errs...)

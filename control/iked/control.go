@@ -308,6 +308,7 @@ func (d *Daemon) Reload() (*ikectl.ReloadResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.logWarnings(cfg)
 	d.logTrust(cfg)
 	d.fileCfg = cfg
 	return d.apply(d.compose(cfg))

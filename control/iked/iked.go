@@ -203,6 +203,7 @@ func (d *Daemon) start() error {
 	if err != nil {
 		return err
 	}
+	d.logWarnings(cfg)
 	d.logTrust(cfg)
 	d.fileCfg = cfg
 	d.useConfig(cfg)
@@ -477,6 +478,14 @@ func (d *Daemon) Wait(ctx context.Context) {
 
 // logTrust says what certificates the configuration loaded (never a key:
 // pki.PrivateKey prints its type only).
+// logWarnings logs the keys the configuration holds that iked ignores,
+// each with its file, line and key: never dropped silently.
+func (d *Daemon) logWarnings(cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		d.log.Warn("iked: configuration key ignored", "warning", w)
+	}
+}
+
 func (d *Daemon) logTrust(cfg *config.Config) {
 	if cfg.Trust == nil {
 		return

@@ -1,16 +1,13 @@
 package iked
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/spugate/spugate/control/config"
+	"github.com/spugate/spugate/control/config/swanconf"
 	"github.com/spugate/spugate/control/ike/task"
 	"github.com/spugate/spugate/control/vici"
 )
@@ -47,65 +44,52 @@ func (d *Daemon) compose(file *config.Config) *config.Config {
 	return &cfg
 }
 
-// viciConnYAML writes a load-conn request's connection (swanctl.conf's
-// tree, as swanctl sends it) as iked's YAML, every value quoted, so that
-// iked's own parser and checks read it: an unknown or unsupported key
-// is the same error as in the file. swanctl's local-<suffix> and
-// remote-<suffix> sections are iked's local and remote (one round each).
-func viciConnYAML(name string, c *vici.Section) ([]byte, error) {
-	src, _, err := viciConnDoc(name, c)
-	return src, err
-}
-
-// viciConnDoc is viciConnYAML with the key path each line of the document
-// holds (lines[i] for line i+1), to name keys, not lines, in errors.
-func viciConnDoc(name string, c *vici.Section) ([]byte, []string, error) {
-	var b strings.Builder
-	b.WriteString("connections:\n  ")
-	b.WriteString(quote(name))
-	b.WriteString(":\n")
-	lines := []string{"connections", name}
-	rounds := map[string]string{}
+// viciConn reads a load-conn request's connection (swanctl.conf's tree,
+// as swanctl sends it): swanconf writes it as iked's YAML with the
+// mapping the swanctl.conf reader uses, and iked's own parser and checks
+// read it, so that an unknown or unsupported key is the same error as in
+// a file, naming the key ("site.children.lan.mode: ...").
+func viciConn(name string, c *vici.Section) (*config.Config, error) {
 	for _, e := range c.Elements {
 		if e.Kind != vici.KindSection {
 			continue
 		}
 		for _, side := range []string{"local", "remote"} {
 			if e.Name == side || strings.HasPrefix(e.Name, side+"-") {
-				if prev, ok := rounds[side]; ok {
-					return nil, nil, fmt.Errorf("%s and %s: iked has one %s authentication round", prev, e.Name, side)
-				}
-				rounds[side] = e.Name
 				if err := checkAuth(side, e.Section); err != nil {
-					return nil, nil, err
+					return nil, err
 				}
 			}
 		}
 	}
-	writeYAML(&b, c, 4, name, &lines, func(n string) string {
-		if strings.HasPrefix(n, "local-") {
-			return "local"
-		}
-		if strings.HasPrefix(n, "remote-") {
-			return "remote"
-		}
-		return n
-	})
-	return []byte(b.String()), lines, nil
+	var d swanconf.Doc
+	d.Key(0, "connections", nil, "connections")
+	conn := &swanconf.Element{Name: name, Kind: swanconf.KindSection, Section: fromVICI(c)}
+	if err := d.Conn(name, conn, 2, ""); err != nil {
+		return nil, err
+	}
+	return config.ParseDoc(&d, task.ConfigChecker{})
 }
 
-var lineRe = regexp.MustCompile(`line (\d+)`)
-
-// keyErrors makes "line N" of a load-conn document's error the key there.
-func keyErrors(err error, lines []string) error {
-	msg := lineRe.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		n, _ := strconv.Atoi(m[len("line "):])
-		if n >= 1 && n <= len(lines) {
-			return lines[n-1]
+// fromVICI makes a VICI message's section a swanconf tree (without
+// positions: errors name the key path).
+func fromVICI(s *vici.Section) *swanconf.Section {
+	out := &swanconf.Section{}
+	for _, e := range s.Elements {
+		n := &swanconf.Element{Name: e.Name, Value: e.Value, List: e.List}
+		switch e.Kind {
+		case vici.KindValue:
+			n.Kind = swanconf.KindValue
+		case vici.KindList:
+			n.Kind = swanconf.KindList
+		case vici.KindSection:
+			n.Kind, n.Section = swanconf.KindSection, fromVICI(e.Section)
+		default:
+			continue
 		}
-		return m
-	})
-	return errors.New(msg)
+		out.Elements = append(out.Elements, n)
+	}
+	return out
 }
 
 // checkAuth refuses what load-conn cannot hand iked: certificates and
@@ -127,62 +111,20 @@ func checkAuth(side string, a *vici.Section) error {
 	return nil
 }
 
-func quote(s string) string {
-	b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted one
-	return string(b)
-}
-
-func writeYAML(b *strings.Builder, s *vici.Section, indent int, path string, lines *[]string, rename func(string) string) {
-	pad := strings.Repeat(" ", indent)
-	for _, e := range s.Elements {
-		name := e.Name
-		if indent == 4 {
-			name = rename(name)
-		}
-		*lines = append(*lines, path+"."+e.Name)
-		b.WriteString(pad)
-		b.WriteString(quote(name))
-		b.WriteString(":")
-		switch e.Kind {
-		case vici.KindValue:
-			b.WriteString(" ")
-			b.WriteString(quote(e.Value))
-			b.WriteString("\n")
-		case vici.KindList:
-			b.WriteString(" [")
-			for i, it := range e.List {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString(quote(it))
-			}
-			b.WriteString("]\n")
-		case vici.KindSection:
-			if len(e.Section.Elements) == 0 {
-				b.WriteString(" {}\n")
-				continue
-			}
-			b.WriteString("\n")
-			writeYAML(b, e.Section, indent+2, path+"."+e.Name, lines, rename)
-		}
-	}
-}
-
 // LoadConn adds or replaces a connection of the overlay and puts the
 // result in force as a reload does.
 func (b viciBackend) LoadConn(name string, c *vici.Section) error {
 	d := b.d
-	src, lines, err := viciConnDoc(name, c)
+	parsed, err := viciConn(name, c)
 	if err != nil {
 		return err
-	}
-	parsed, err := config.Parse("load-conn", src, task.ConfigChecker{})
-	if err != nil {
-		return keyErrors(err, lines)
 	}
 	conn := parsed.Connections[name]
 	if conn == nil {
 		return fmt.Errorf("connection %q not parsed", name)
+	}
+	for _, w := range parsed.Warnings {
+		d.log.Warn("iked: load-conn: key ignored", "conn", name, "warning", w)
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()

@@ -90,6 +90,7 @@ func TestPrivilegedMakeInstall(t *testing.T) {
 		"/usr/local/share/doc/spugate/LICENSE":                       0o644,
 		"/usr/local/share/doc/spugate/examples/iked.example.yaml":    0o644,
 		"/usr/local/share/doc/spugate/examples/secrets.example.yaml": 0o644,
+		"/usr/local/share/doc/spugate/examples/swanctl.example.conf": 0o644,
 		"/etc/spugate": fs.ModeDir | 0o700, "/etc/spugate/spud.env": 0o600, "/etc/spugate/iked.env": 0o600,
 	}
 	for p, m := range want {

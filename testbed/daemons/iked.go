@@ -42,6 +42,10 @@ type IkedOptions struct {
 	Secrets string
 	// Args are more flags (e.g. -log-level debug, -grace 2s).
 	Args []string
+	// Swanctl, when set, is a swanctl.conf (its connections and secrets
+	// sections) that iked reads in place of Config and Secrets; StartIked
+	// adds an iked section with the spud and control sockets.
+	Swanctl string
 }
 
 // StartIked writes the configuration and starts iked on the host of s,
@@ -68,7 +72,13 @@ func StartIked(s *Spud, o IkedOptions) (*Iked, error) {
 	}
 	k := &Iked{Host: s.Host, Spud: s, Dir: dir, Config: filepath.Join(dir, "iked.yaml"),
 		Socket: filepath.Join(dir, "iked.sock"), VICI: filepath.Join(dir, "vici.sock"), StateDir: state, opts: o, bin: bin}
-	if err := k.WriteConfig(o.Config, o.Secrets); err != nil {
+	if o.Swanctl != "" {
+		k.Config = filepath.Join(dir, "swanctl.conf")
+		head := fmt.Sprintf("iked {\n  spud = %s\n  control = %s\n}\n", s.Socket, k.Socket)
+		if err := os.WriteFile(k.Config, []byte(head+o.Swanctl), 0o600); err != nil {
+			return nil, err
+		}
+	} else if err := k.WriteConfig(o.Config, o.Secrets); err != nil {
 		return nil, err
 	}
 	return k, k.start()

@@ -534,6 +534,15 @@ func (c *Config) strongswanConf(dir string) (string, error) {
 }
 
 // swanctlConf renders swanctl.conf.
+// SwanctlConf returns the swanctl.conf Start writes for c (its connections
+// and secrets), for another IKE daemon to read the same file.
+func (c Config) SwanctlConf() (string, error) {
+	if err := c.validate(); err != nil {
+		return "", err
+	}
+	return c.swanctlConf()
+}
+
 func (c *Config) swanctlConf() (string, error) {
 	w := &confWriter{}
 	w.open("connections")
