@@ -128,7 +128,7 @@ func TestVICIEventsFromChanges(t *testing.T) {
 // TestVICIConnYAML: a connection as swanctl sends it in load-conn (its
 // swanctl.conf tree) reads as iked's configuration; what iked cannot
 // take over VICI is refused, naming it; unknown keys are the parser's
-// errors.
+// errors. (Certificates over VICI: vicicreds_test.go.)
 func TestVICIConnYAML(t *testing.T) {
 	tree := func() *vici.Section {
 		c := &vici.Section{}
@@ -155,11 +155,11 @@ func TestVICIConnYAML(t *testing.T) {
 		t.Errorf("parsed %+v\n%s", c, src)
 	}
 	for name, mod := range map[string]func(c *vici.Section){
-		"certificates over VICI": func(c *vici.Section) { c.Sub("remote-1").SetList("cacerts", []string{"DER"}) },
-		"our own key":            func(c *vici.Section) { c.Sub("local-1").Elements[0].Value = "pubkey" },
-		"one local":              func(c *vici.Section) { c.AddSection("local-2").Set("auth", "psk") },
-		"site.pools":             func(c *vici.Section) { c.Set("pools", "p") },
-		"site.children.lan.mode": func(c *vici.Section) { c.Sub("children").Sub("lan").Set("mode", "beet") },
+		"not supported by iked: raw public keys": func(c *vici.Section) { c.Sub("remote-1").SetList("pubkeys", []string{"DER"}) },
+		"auth pubkey needs certs":                func(c *vici.Section) { c.Sub("local-1").Elements[0].Value = "pubkey" },
+		"one local":                              func(c *vici.Section) { c.AddSection("local-2").Set("auth", "psk") },
+		"site.pools":                             func(c *vici.Section) { c.Set("pools", "p") },
+		"site.children.lan.mode":                 func(c *vici.Section) { c.Sub("children").Sub("lan").Set("mode", "beet") },
 	} {
 		c := tree()
 		mod(c)
