@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spugate/spugate/control/pki"
 	"github.com/spugate/spugate/control/pki/labca"
 	"github.com/spugate/spugate/testbed/lab"
 )
@@ -110,13 +112,18 @@ func TestPrivilegedVICISwanctlCerts(t *testing.T) {
     }
   }
 }
+authorities {
+  lab {
+    cacert = root.pem
+  }
+}
 `, pl.GwAWan4, pl.GwBWan4, pl.LanA4, pl.LanB4)
 	if err := os.WriteFile(conf, []byte(site), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	out := must("--load-all", "--file", conf)
 	t.Logf("swanctl --load-all:\n%s", out)
-	for _, want := range []string{"loaded certificate", "gw-a.pem", "root.pem", "loaded ", "gw-a.key", "loaded connection 'site'"} {
+	for _, want := range []string{"loaded certificate", "gw-a.pem", "root.pem", "loaded ", "gw-a.key", "loaded authority 'lab'", "loaded connection 'site'"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("--load-all lacks %q", want)
 		}
@@ -141,6 +148,36 @@ func TestPrivilegedVICISwanctlCerts(t *testing.T) {
 		t.Errorf("--list-sas of site:\n%s", sas)
 	}
 	must("--terminate", "--ike", "site")
+	gone(t, tb.a, tb.b)
+
+	// A CRL loaded over VICI (x509crl/) that revokes gw-b's certificate
+	// serves the next verification: the tunnel no longer comes up.
+	lab, err := labca.LoadCA(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bLeaf, err := pki.ParseCertificates(bCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := lab.CRL(bLeaf[:1], 1, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := labca.WriteCRLPEM(filepath.Join(sDir, "x509crl", "lab.crl"), crl); err != nil {
+		t.Fatal(err)
+	}
+	if out := must("--load-creds", "--file", conf); !strings.Contains(out, "lab.crl") || strings.Contains(out, "failed") {
+		t.Errorf("--load-creds with the CRL:\n%s", out)
+	}
+	if out, err := swanctl(t, sock, "--initiate", "--ike", "site", "--child", "lan", "--timeout", "20"); err == nil {
+		t.Errorf("--initiate with gw-b revoked succeeded:\n%s", out)
+	} else {
+		t.Logf("--initiate with gw-b revoked: %v\n%s", err, out)
+	}
+	if log := tb.a.iked.Proc.Log(); !strings.Contains(log, "cert_revoked") {
+		t.Errorf("gw-a's iked did not log cert_revoked")
+	}
 	gone(t, tb.a, tb.b)
 
 	// --load-creds --clear drops what VICI loaded: the key is gone, so
