@@ -410,6 +410,14 @@ func (d *Daemon) viciConnCreds(conn *config.Conn, blobs map[string][][]byte) err
 			if key == nil {
 				return fmt.Errorf("local certs[%d]: no private key for %q loaded over VICI (load-key it first: swanctl loads the private folder before the connections)", i, pki.FormatDN(leaf.RawSubject))
 			}
+			// As the file's loader does: auth ecdsa with an RSA key
+			// would only fail at every negotiation.
+			if fam := a.Method.Family; fam != "" {
+				want := map[string]string{"rsa": "RSA", "rsa/pss": "RSA", "ecdsa": "ECDSA", "ed25519": "Ed25519"}[fam]
+				if !strings.HasPrefix(key.String(), want) {
+					return fmt.Errorf("local auth %s needs an %s key, certs[%d]'s is an %s", fam, want, i, key)
+				}
+			}
 			cred, err := pki.NewCredential(leaf, append(certs[1:], c.caList()...), key, trust)
 			if err != nil {
 				return fmt.Errorf("local certs[%d]: %v", i, err)

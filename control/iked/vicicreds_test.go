@@ -175,6 +175,12 @@ func TestVICIConnCerts(t *testing.T) {
 	if len(conn.Local.Credentials) != 1 || conn.Local.Credentials[0].Root == nil || conn.Local.Identity.Text != "CN=gw-a.example" || conn.Remote.Policy == nil {
 		t.Errorf("credentials %+v identity %s policy %+v", conn.Local.Credentials, conn.Local.Identity, conn.Remote.Policy)
 	}
+	c := tree("")
+	c.Sub("local").Elements[0].Value = "rsa"
+	conn, blobs = parse(t, c)
+	if err := d.viciConnCreds(conn, blobs); err == nil || !strings.Contains(err.Error(), "local auth rsa needs an RSA key, certs[0]'s is an ECDSA P-256 private key") {
+		t.Errorf("auth rsa with an ECDSA key: %v", err)
+	}
 	conn, blobs = parse(t, tree("gw-x.example"))
 	if err := d.viciConnCreds(conn, blobs); err == nil || !strings.Contains(err.Error(), "local id: gw-x.example is not in certs[0]") {
 		t.Errorf("id not in the certificate: %v", err)

@@ -106,7 +106,8 @@ var CredCommands = []string{"load-cert", "load-key", "unload-key", "load-authori
 
 // Register serves b's operations on s: version, stats, list-sas,
 // list-conns, get-conns, initiate, terminate, rekey, reload-settings,
-// and the refusals of Refused.
+// and the refusals of Refused; the loading commands for a ConfigBackend
+// and the credential ones (CredCommands) for a CredBackend.
 func Register(s *Server, b Backend) {
 	s.Events(EvListSA, EvListConn, EvListCert, EvControlLog, EvLog, EvIKEUpDown, EvChildUpDown, EvIKERekey, EvChildRekey)
 	s.Handle("version", func(*Call) (*Section, error) { return versionReply(b), nil })
