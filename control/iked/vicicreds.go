@@ -327,11 +327,16 @@ func (b viciBackend) UnloadAuthority(name string) error {
 	return d.credsChanged()
 }
 
-// Authorities are the names of the authorities VICI loaded.
-func (b viciBackend) Authorities() []string {
+// Authorities are the authorities VICI loaded.
+func (b viciBackend) Authorities() []vici.Authority {
 	b.d.reloadMu.Lock()
 	defer b.d.reloadMu.Unlock()
-	return slices.Clone(b.d.overlay.creds.anames)
+	c := &b.d.overlay.creds
+	var out []vici.Authority
+	for _, n := range c.anames {
+		out = append(out, vici.Authority{Name: n, CACert: pki.FormatDN(c.auths[n].RawSubject)})
+	}
+	return out
 }
 
 // ClearCreds drops what VICI loaded of certificates, keys, authorities

@@ -138,6 +138,11 @@ authorities {
 			t.Errorf("--list-certs lacks %q", want)
 		}
 	}
+	auths := must("--list-authorities")
+	t.Logf("swanctl --list-authorities:\n%s", auths)
+	if !strings.Contains(auths, "lab:") || !strings.Contains(auths, "cacert: C=CH, O=spugate lab, CN=spugate lab root CA") {
+		t.Errorf("--list-authorities:\n%s", auths)
+	}
 	if out := must("--initiate", "--ike", "site", "--child", "lan", "--timeout", "30"); !strings.Contains(out, "initiate completed successfully") {
 		t.Errorf("--initiate --ike site:\n%s", out)
 	}

@@ -87,22 +87,21 @@ const (
 // never a silent success; a command in neither this list nor the
 // served ones gets CMD_UNKNOWN.
 var Refused = map[string]string{
-	"load-token":       "iked has no smartcard support",
-	"list-authorities": "not served (get-authorities names the authorities loaded over VICI; list-certs shows their certificates)",
-	"load-pool":        "iked assigns no virtual IPs",
-	"unload-pool":      "iked assigns no virtual IPs",
-	"install":          "iked installs trap policies from start_action=trap in its configuration file",
-	"uninstall":        "iked installs trap policies from start_action=trap in its configuration file",
-	"list-policies":    "iked's policies are spud's (spuctl policies)",
-	"redirect":         "iked does not implement RFC 5685 redirection",
-	"get-algorithms":   "not served (iked's algorithms are in docs/operations.md)",
-	"get-counters":     "iked's counters are in stats (and spuctl ike-stats)",
-	"reset-counters":   "iked's counters are not reset",
+	"load-token":     "iked has no smartcard support",
+	"load-pool":      "iked assigns no virtual IPs",
+	"unload-pool":    "iked assigns no virtual IPs",
+	"install":        "iked installs trap policies from start_action=trap in its configuration file",
+	"uninstall":      "iked installs trap policies from start_action=trap in its configuration file",
+	"list-policies":  "iked's policies are spud's (spuctl policies)",
+	"redirect":       "iked does not implement RFC 5685 redirection",
+	"get-algorithms": "not served (iked's algorithms are in docs/operations.md)",
+	"get-counters":   "iked's counters are in stats (and spuctl ike-stats)",
+	"reset-counters": "iked's counters are not reset",
 }
 
 // CredCommands are served for a CredBackend and refused, with "not
 // supported by this daemon", for a backend without one.
-var CredCommands = []string{"load-cert", "load-key", "unload-key", "load-authority", "unload-authority", "flush-certs", "clear-creds"}
+var CredCommands = []string{"load-cert", "load-key", "unload-key", "load-authority", "unload-authority", "list-authorities", "flush-certs", "clear-creds"}
 
 // Register serves b's operations on s: version, stats, list-sas,
 // list-conns, get-conns, initiate, terminate, rekey, reload-settings,

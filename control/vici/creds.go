@@ -27,7 +27,7 @@ const (
 // the authorities section before the connections), kept beside the
 // daemon's own. Register serves load-cert, load-key, unload-key,
 // get-keys, load-authority, unload-authority, get-authorities,
-// flush-certs and clear-creds for one.
+// list-authorities, flush-certs and clear-creds for one.
 type CredBackend interface {
 	ConfigBackend
 	// LoadCert adds a certificate or CRL: data is DER or PEM, as
@@ -43,11 +43,20 @@ type CredBackend interface {
 	// whose CA certificate is cacert; UnloadAuthority removes one.
 	LoadAuthority(name string, cacert []byte) error
 	UnloadAuthority(name string) error
-	Authorities() []string
+	Authorities() []Authority
 	// ClearCreds drops every credential VICI loaded: certificates, keys,
 	// authorities and pre-shared keys.
 	ClearCreds() error
 }
+
+// Authority is a certification authority loaded over VICI: its name and
+// its CA certificate's subject, as the daemon writes DNs.
+type Authority struct {
+	Name, CACert string
+}
+
+// EvListAuthority is the event list-authorities streams.
+const EvListAuthority = "list-authority"
 
 // certKind maps load-cert's type and flag, in the spellings of current
 // swanctl (type X509 and flag NONE/CA, type X509_CRL) and of older ones
@@ -160,7 +169,28 @@ func registerCreds(s *Server, b CredBackend) {
 		return Success(), nil
 	})
 	s.Handle("get-authorities", func(*Call) (*Section, error) {
-		return (&Section{}).SetList("authorities", orEmpty(b.Authorities())), nil
+		names := []string{}
+		for _, a := range b.Authorities() {
+			names = append(names, a.Name)
+		}
+		return (&Section{}).SetList("authorities", names), nil
+	})
+	// One list-authority event each, as charon's: the CA's subject; no
+	// URIs (iked fetches nothing, so none can be loaded).
+	s.Events(EvListAuthority)
+	s.Handle("list-authorities", func(c *Call) (*Section, error) {
+		name := c.Req.Get("name")
+		for _, a := range b.Authorities() {
+			if name != "" && name != a.Name {
+				continue
+			}
+			m := &Section{}
+			m.AddSection(a.Name).Set("cacert", a.CACert).SetList("crl_uris", []string{}).SetList("ocsp_uris", []string{})
+			if err := c.Emit(EvListAuthority, m); err != nil {
+				return nil, err
+			}
+		}
+		return &Section{}, nil
 	})
 	// charon's flush-certs empties its cache of certificates received
 	// or fetched; iked keeps none (a peer's chain lives as long as its

@@ -65,7 +65,13 @@ func (c *credIked) UnloadAuthority(name string) error {
 	}
 	return fmt.Errorf("authority '%s' not found", name)
 }
-func (c *credIked) Authorities() []string { return c.auths }
+func (c *credIked) Authorities() []vici.Authority {
+	var out []vici.Authority
+	for _, a := range c.auths {
+		out = append(out, vici.Authority{Name: a, CACert: "CN=" + a})
+	}
+	return out
+}
 func (c *credIked) ClearCreds() error {
 	c.cleared, c.keys, c.auths, c.loads = true, nil, nil, nil
 	return nil
@@ -160,6 +166,21 @@ func TestGoviciCreds(t *testing.T) {
 	if l, _ := call(t, s, "get-authorities", nil).Get("authorities").([]string); fmt.Sprint(l) != "[lab]" {
 		t.Errorf("get-authorities: %v", l)
 	}
+	if err := s.Subscribe(vici.EvListAuthority); err != nil {
+		t.Fatal(err)
+	}
+	evs := make(chan govici.Event, 4)
+	s.NotifyEvents(evs)
+	call(t, s, "list-authorities", nil)
+	call(t, s, "list-authorities", map[string]any{"name": "other"})
+	if len(evs) != 1 {
+		t.Errorf("list-authorities: %d events, want 1 (the filter by name)", len(evs))
+	} else if ev := <-evs; fmt.Sprint(ev.Message.Get("lab")) == "" {
+		t.Errorf("list-authority: %s", ev.Message)
+	} else if a, _ := ev.Message.Get("lab").(*govici.Message); a == nil || a.Get("cacert") != "CN=lab" {
+		t.Errorf("list-authority: %s", ev.Message)
+	}
+	s.StopEvents(evs)
 	if r := call(t, s, "unload-authority", map[string]any{"name": "lab"}); r.Get("success") != "yes" {
 		t.Errorf("unload-authority: %s", r)
 	}
