@@ -122,6 +122,10 @@ func (b viciBackend) LoadCert(kind vici.CertKind, data []byte) error {
 		if err != nil {
 			return err
 		}
+		// swanctl --load-creds sends every file each time: once each.
+		if slices.ContainsFunc(c.crls, func(x *x509.RevocationList) bool { return bytes.Equal(x.Raw, l.Raw) }) {
+			return nil
+		}
 		if _, err := storeFor(fileTrust(d.fileCfg), c.caList(), append(slices.Clone(c.crls), l)); err != nil {
 			return err
 		}
