@@ -85,6 +85,10 @@ func (b viciBackend) Certs() ([]vici.Cert, error) {
 			add(c, false)
 		}
 	}
+	loaded, keys := b.d.viciCerts()
+	for i, c := range loaded {
+		add(c, keys[i])
+	}
 	return out, nil
 }
 

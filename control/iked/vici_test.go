@@ -127,7 +127,7 @@ func TestVICIEventsFromChanges(t *testing.T) {
 // TestVICIConnYAML: a connection as swanctl sends it in load-conn (its
 // swanctl.conf tree) reads as iked's configuration; what iked cannot
 // take over VICI is refused, naming it; unknown keys are the parser's
-// errors.
+// errors. (Certificates over VICI: vicicreds_test.go.)
 func TestVICIConnYAML(t *testing.T) {
 	tree := func() *vici.Section {
 		c := &vici.Section{}
@@ -150,9 +150,9 @@ func TestVICIConnYAML(t *testing.T) {
 		t.Errorf("parsed %+v", c)
 	}
 	for name, mod := range map[string]func(c *vici.Section){
-		"certificates over VICI": func(c *vici.Section) { c.Sub("remote-1").SetList("cacerts", []string{"DER"}) },
-		"our own key":            func(c *vici.Section) { c.Sub("local-1").Elements[0].Value = "pubkey" },
-		"one local":              func(c *vici.Section) { c.AddSection("local-2").Set("auth", "psk") },
+		"not supported by iked: raw public keys": func(c *vici.Section) { c.Sub("remote-1").SetList("pubkeys", []string{"DER"}) },
+		"auth pubkey needs certs":                func(c *vici.Section) { c.Sub("local-1").Elements[0].Value = "pubkey" },
+		"one local":                              func(c *vici.Section) { c.AddSection("local-2").Set("auth", "psk") },
 		"site.pools: address pools (virtual IPs) are not supported; config: site: missing local authentication": func(c *vici.Section) {
 			c.Set("pools", "p")
 			c.Elements = slices.DeleteFunc(c.Elements, func(e vici.Element) bool { return e.Name == "local-1" })

@@ -19,6 +19,7 @@ type viciOverlay struct {
 	order   []string
 	conns   map[string]*config.Conn
 	secrets []*config.Secret // Name is load-shared's id
+	creds   viciCreds        // load-cert, load-key, load-authority (vicicreds.go)
 }
 
 // compose is the configuration in force: the file's, with the overlay's
@@ -26,10 +27,11 @@ type viciOverlay struct {
 // connection the file now defines too is the file's (said in the log).
 func (d *Daemon) compose(file *config.Config) *config.Config {
 	o := &d.overlay
-	if len(o.order) == 0 && len(o.secrets) == 0 {
+	if len(o.order) == 0 && len(o.secrets) == 0 && o.creds.empty() {
 		return file
 	}
 	cfg := *file
+	cfg.Trust = d.trustFor(file.Trust)
 	cfg.Connections = maps.Clone(file.Connections)
 	cfg.Order = slices.Clone(file.Order)
 	cfg.SecretList = append(slices.Clone(file.SecretList), o.secrets...)
@@ -92,20 +94,15 @@ func fromVICI(s *vici.Section) *swanconf.Section {
 	return out
 }
 
-// checkAuth refuses what load-conn cannot hand iked: certificates and
-// raw keys come as data, which iked takes from its configuration file's
-// folders only.
+// checkAuth refuses what load-conn cannot hand iked: raw public keys
+// and smartcard certificates (certs and cacerts come as the files' data:
+// viciCertBlobs).
 func checkAuth(side string, a *vici.Section) error {
-	for _, k := range []string{"certs", "cacerts", "pubkeys", "cert", "cacert"} {
+	for _, k := range []string{"pubkeys", "cert", "cacert"} {
 		for _, e := range a.Elements {
 			if e.Name == k || strings.HasPrefix(e.Name, k+"-") {
-				return fmt.Errorf("%s %s: certificates over VICI (configure them in iked's configuration file)", side, e.Name)
+				return fmt.Errorf("%s %s: not supported by iked: raw public keys and smartcard certificates (use certs and cacerts)", side, e.Name)
 			}
-		}
-	}
-	if side == "local" {
-		if auth := a.Get("auth"); auth != "" && auth != "psk" {
-			return fmt.Errorf("local auth %s: our own key and certificate over VICI (configure them in iked's configuration file)", auth)
 		}
 	}
 	return nil
@@ -115,6 +112,7 @@ func checkAuth(side string, a *vici.Section) error {
 // result in force as a reload does.
 func (b viciBackend) LoadConn(name string, c *vici.Section) error {
 	d := b.d
+	c, blobs := viciCertBlobs(c)
 	parsed, err := viciConn(name, c)
 	if err != nil {
 		return err
@@ -130,6 +128,9 @@ func (b viciBackend) LoadConn(name string, c *vici.Section) error {
 	defer d.reloadMu.Unlock()
 	if _, ok := d.fileCfg.Connections[name]; ok {
 		return fmt.Errorf("connection %q is defined in iked's configuration file", name)
+	}
+	if err := d.viciConnCreds(conn, blobs); err != nil {
+		return err
 	}
 	o := &d.overlay
 	if o.conns == nil {

@@ -37,6 +37,10 @@ type StoreConfig struct {
 	IntermediateFiles []string
 	// CRLFiles hold CRLs (PEM "X509 CRL" blocks, or one DER CRL).
 	CRLFiles []string
+	// CACerts, IntermediateCerts and CRLs are more of the same held in
+	// memory (iked's VICI-loaded credentials), checked as the files' are.
+	CACerts, IntermediateCerts []*x509.Certificate
+	CRLs                       []*x509.RevocationList
 	// Limits for received CERT payloads; zero fields take DefaultLimits.
 	Limits Limits
 	// Now is the clock (time.Now if nil); tests set it.
@@ -113,45 +117,61 @@ func (s *Store) now() time.Time {
 func (s *Store) load() (*storeState, error) {
 	st := &storeState{roots: x509.NewCertPool(), inter: x509.NewCertPool(), crls: map[string][]*crl{}}
 	seen := map[[32]byte]bool{}
-	for _, f := range s.cfg.CAFiles {
-		certs, err := LoadCertificates(f)
-		if err != nil {
-			return nil, err
-		}
+	add := func(src string, certs []*x509.Certificate, anchor bool) error {
 		for _, c := range certs {
 			if !isCA(c) {
-				return nil, fmt.Errorf("pki: %s: %q is not a CA certificate (no basicConstraints cA)", f, FormatDN(c.RawSubject))
+				return fmt.Errorf("pki: %s: %q is not a CA certificate (no basicConstraints cA)", src, FormatDN(c.RawSubject))
 			}
 			if h := sha256.Sum256(c.Raw); !seen[h] {
 				seen[h] = true
-				st.anchors = append(st.anchors, c)
-				st.roots.AddCert(c)
+				if anchor {
+					st.anchors = append(st.anchors, c)
+					st.roots.AddCert(c)
+				} else {
+					st.intermediates = append(st.intermediates, c)
+					st.inter.AddCert(c)
+				}
 			}
 		}
+		return nil
 	}
-	for _, f := range s.cfg.IntermediateFiles {
-		certs, err := LoadCertificates(f)
-		if err != nil {
-			return nil, err
+	for _, anchor := range []bool{true, false} {
+		files, mem := s.cfg.CAFiles, s.cfg.CACerts
+		if !anchor {
+			files, mem = s.cfg.IntermediateFiles, s.cfg.IntermediateCerts
 		}
-		for _, c := range certs {
-			if !isCA(c) {
-				return nil, fmt.Errorf("pki: %s: %q is not a CA certificate (no basicConstraints cA)", f, FormatDN(c.RawSubject))
+		for _, f := range files {
+			certs, err := LoadCertificates(f)
+			if err != nil {
+				return nil, err
 			}
-			if h := sha256.Sum256(c.Raw); !seen[h] {
-				seen[h] = true
-				st.intermediates = append(st.intermediates, c)
-				st.inter.AddCert(c)
+			if err := add(f, certs, anchor); err != nil {
+				return nil, err
 			}
+		}
+		if err := add("loaded certificate", mem, anchor); err != nil {
+			return nil, err
 		}
 	}
 	known := append(append([]*x509.Certificate(nil), st.anchors...), st.intermediates...)
+	type crlSource struct {
+		file  string
+		lists []*x509.RevocationList
+	}
+	var sources []crlSource
 	for _, f := range s.cfg.CRLFiles {
 		lists, err := loadCRLs(f)
 		if err != nil {
 			return nil, err
 		}
-		for _, l := range lists {
+		sources = append(sources, crlSource{f, lists})
+	}
+	if len(s.cfg.CRLs) > 0 {
+		sources = append(sources, crlSource{"loaded CRL", s.cfg.CRLs})
+	}
+	for _, src := range sources {
+		f := src.file
+		for _, l := range src.lists {
 			c := &crl{file: f, list: l, revoked: map[string]bool{}}
 			for _, e := range l.RevokedCertificateEntries {
 				c.revoked[e.SerialNumber.Text(16)] = true
@@ -227,6 +247,10 @@ func (c *crl) verifiedBy(issuer *x509.Certificate) bool {
 	c.verified.Store(key, ok)
 	return ok
 }
+
+// Config is what the store was made from: a caller extends it (with
+// certificates loaded in memory) for a new store.
+func (s *Store) Config() StoreConfig { return s.cfg }
 
 // Anchors returns the trust anchors.
 func (s *Store) Anchors() []*x509.Certificate {

@@ -87,29 +87,26 @@ const (
 // never a silent success; a command in neither this list nor the
 // served ones gets CMD_UNKNOWN.
 var Refused = map[string]string{
-	"load-key":         "keys come from iked's configuration file (edit it, then reload-settings)",
-	"unload-key":       "keys come from iked's configuration file (edit it, then reload-settings)",
-	"load-token":       "iked has no smartcard support",
-	"load-cert":        "certificates come from iked's configuration file (edit it, then reload-settings)",
-	"load-authority":   "trust anchors come from iked's configuration file (edit it, then reload-settings)",
-	"unload-authority": "trust anchors come from iked's configuration file (edit it, then reload-settings)",
-	"list-authorities": "iked has no certification authority sections",
-	"flush-certs":      "iked keeps no certificate cache",
-	"clear-creds":      "credentials come from iked's configuration file",
-	"load-pool":        "iked assigns no virtual IPs",
-	"unload-pool":      "iked assigns no virtual IPs",
-	"install":          "iked installs trap policies from start_action=trap in its configuration file",
-	"uninstall":        "iked installs trap policies from start_action=trap in its configuration file",
-	"list-policies":    "iked's policies are spud's (spuctl policies)",
-	"redirect":         "iked does not implement RFC 5685 redirection",
-	"get-algorithms":   "not served (iked's algorithms are in docs/operations.md)",
-	"get-counters":     "iked's counters are in stats (and spuctl ike-stats)",
-	"reset-counters":   "iked's counters are not reset",
+	"load-token":     "iked has no smartcard support",
+	"load-pool":      "iked assigns no virtual IPs",
+	"unload-pool":    "iked assigns no virtual IPs",
+	"install":        "iked installs trap policies from start_action=trap in its configuration file",
+	"uninstall":      "iked installs trap policies from start_action=trap in its configuration file",
+	"list-policies":  "iked's policies are spud's (spuctl policies)",
+	"redirect":       "iked does not implement RFC 5685 redirection",
+	"get-algorithms": "not served (iked's algorithms are in docs/operations.md)",
+	"get-counters":   "iked's counters are in stats (and spuctl ike-stats)",
+	"reset-counters": "iked's counters are not reset",
 }
+
+// CredCommands are served for a CredBackend and refused, with "not
+// supported by this daemon", for a backend without one.
+var CredCommands = []string{"load-cert", "load-key", "unload-key", "load-authority", "unload-authority", "list-authorities", "flush-certs", "clear-creds"}
 
 // Register serves b's operations on s: version, stats, list-sas,
 // list-conns, get-conns, initiate, terminate, rekey, reload-settings,
-// and the refusals of Refused.
+// and the refusals of Refused; the loading commands for a ConfigBackend
+// and the credential ones (CredCommands) for a CredBackend.
 func Register(s *Server, b Backend) {
 	s.Events(EvListSA, EvListConn, EvListCert, EvControlLog, EvLog, EvIKEUpDown, EvChildUpDown, EvIKERekey, EvChildRekey)
 	s.Handle("version", func(*Call) (*Section, error) { return versionReply(b), nil })
@@ -145,11 +142,21 @@ func Register(s *Server, b Backend) {
 			return nil, fmt.Errorf("%s: not supported by iked: %s", cmd, why)
 		})
 	}
-	// What swanctl --load-all asks to find what it loaded before: none
-	// of these can be loaded over VICI, so none are listed.
+	// What swanctl --load-all asks to find what it loaded before: with
+	// no CredBackend none of these can be loaded over VICI, so none are
+	// listed (registerCreds replaces the first two).
 	s.Handle("get-keys", func(*Call) (*Section, error) { return (&Section{}).SetList("keys", []string{}), nil })
 	s.Handle("get-authorities", func(*Call) (*Section, error) { return (&Section{}).SetList("authorities", []string{}), nil })
 	s.Handle("get-pools", func(*Call) (*Section, error) { return &Section{}, nil })
+	if crb, ok := b.(CredBackend); ok {
+		registerCreds(s, crb)
+	} else {
+		for _, cmd := range CredCommands {
+			s.Handle(cmd, func(*Call) (*Section, error) {
+				return nil, fmt.Errorf("%s: not supported by this daemon: its credentials are its configuration file's", cmd)
+			})
+		}
+	}
 	if cb, ok := b.(ConfigBackend); ok {
 		registerConfig(s, cb)
 		return
