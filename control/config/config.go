@@ -306,6 +306,7 @@ type FieldError struct {
 	Msg  string
 }
 
+// Error reads "config: FILE: line N: connection "x": key: cause".
 func (e *FieldError) Error() string {
 	where := e.File
 	if e.Line > 0 {

@@ -88,6 +88,7 @@ type Error struct {
 	Msg  string
 }
 
+// Error reads "FILE: line N: key.path: cause", leaving out what is not known.
 func (e *Error) Error() string {
 	var parts []string
 	if e.Pos.File != "" {
